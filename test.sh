@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every test of the solution. Installs what the tests need (xfsprogs, zstd) when missing.
+# Last line: "N passed, N failed[, N skipped]". Exit code non-zero on any failure.
+set -uo pipefail
+cd "$(dirname "$0")"
+
+need=()
+command -v mkfs.xfs >/dev/null 2>&1 || need+=(xfsprogs)
+command -v xfs_mdrestore >/dev/null 2>&1 || need+=(xfsprogs)
+command -v zstd >/dev/null 2>&1 || need+=(zstd)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing ${need[*]}" >&2
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null \
+      || { echo "test.sh: apt-get install ${need[*]} failed" >&2; }
+  else
+    echo "test.sh: missing packages: ${need[*]} (install them: sudo apt-get install ${need[*]}); XFS tests will fail" >&2
+  fi
+fi
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+dotnet test Xfbtree.sln -c Release --nologo "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+
+# Sum the per-project summaries ("Passed!  - Failed: 0, Passed: 12, Skipped: 0, Total: 12, ...").
+read -r passed failed skipped < <(grep -E '(Passed|Failed)! +- +Failed: ' "$log" | sed -E 's/.*Failed: *([0-9]+), Passed: *([0-9]+), Skipped: *([0-9]+).*/\1 \2 \3/' \
+  | awk '{f+=$1; p+=$2; s+=$3} END {printf "%d %d %d\n", p, f, s}')
+if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
+  failed=1   # build failure or a crashed test host counts as a failure
+fi
+line="$passed passed, $failed failed"
+[ "$skipped" -gt 0 ] && line="$line, $skipped skipped"
+echo "$line"
+[ "$rc" -eq 0 ] && [ "$failed" -eq 0 ]
