@@ -1,0 +1,57 @@
+namespace Xfbtree.Btree;
+
+/// <summary>
+/// One btree: an ops table, its geometry at the store's block size, the block store, the root location and
+/// the identity stamped in every block (metadata UUID, owner). Create cursors to work on it.
+/// </summary>
+public sealed class Btree<TOps> where TOps : struct, IBtreeOps
+{
+    /// <summary>Describes a tree.</summary>
+    /// <param name="ops">The ops table.</param>
+    /// <param name="store">Where its blocks live.</param>
+    /// <param name="root">Where its root lives.</param>
+    /// <param name="uuid">Metadata UUID written to and expected in every block (16 bytes).</param>
+    /// <param name="owner">Header owner: the AG number, the inode number, or the in-memory tree's owner.</param>
+    /// <param name="maxRecords">Upper bound on records, used to compute maxlevels.</param>
+    public Btree(TOps ops, BtreeBlockStore store, BtreeRoot root, ReadOnlySpan<byte> uuid, long owner, long maxRecords = 1L << 40)
+    {
+        Ops = ops;
+        Store = store;
+        Root = root;
+        Owner = owner;
+        Geometry = BtreeGeometry.For(ops, store.BlockSize, maxRecords);
+        Verifier = new BtreeBlockVerifier(ops.Name, ops.Magic, Geometry, store, uuid, owner);
+    }
+
+    public TOps Ops { get; }
+    public BtreeBlockStore Store { get; }
+    public BtreeRoot Root { get; }
+    public long Owner { get; }
+    public BtreeGeometry Geometry { get; }
+    public BtreeBlockVerifier Verifier { get; }
+    public string Name => Ops.Name;
+
+    /// <summary>A cursor; reuse it for many operations (no allocation per operation). Dispose releases its buffers.</summary>
+    public BtreeCursor<TOps> CreateCursor() => new(this);
+
+    /// <summary>Formats an empty tree: allocates one leaf and points the root at it.</summary>
+    public void CreateEmpty()
+    {
+        long ptr = Store.AllocateBlock();
+        var block = Store.GetNew(ptr, Verifier);
+        try
+        {
+            InitializeBlock(block, 0);
+            Store.MarkDirty(block);
+        }
+        finally { Store.Release(block); }
+        Root.Set(ptr, 1);
+    }
+
+    internal unsafe void InitializeBlock(in BtreeBlockRef block, int level)
+        => BtreeHeader.Initialize(new Span<byte>(block.Data, Geometry.BlockSize), Geometry.LongPointers, Ops.Magic, level,
+            Store.PointerToDaddr(block.Pointer), Verifier.Uuid, Owner);
+
+    /// <summary>Runs the structure checker (scrub) and returns every violation found.</summary>
+    public BtreeCheckReport Check(long maxBlocks = long.MaxValue) => new BtreeChecker<TOps>(this, maxBlocks).Run();
+}

@@ -1,0 +1,94 @@
+using Xfbtree.Buffers;
+
+namespace Xfbtree.Btree;
+
+/// <summary>
+/// A held block as the engine sees it: an opaque handle of the store (the cache's <see cref="BlockBuffer"/>),
+/// the address of its memory (valid while held) and the tree pointer it was read for.
+/// </summary>
+public readonly unsafe struct BtreeBlockRef
+{
+    public BtreeBlockRef(object? handle, byte* data, long pointer) { Handle = handle; Data = data; Pointer = pointer; }
+    /// <summary>Store-specific handle (for the buffer cache: the <see cref="BlockBuffer"/>).</summary>
+    public object? Handle { get; }
+    /// <summary>SAFETY: block memory, <c>BlockSize</c> bytes, valid only while the block is held.</summary>
+    public byte* Data { get; }
+    /// <summary>Tree pointer (agbno, fsbno or in-memory block number).</summary>
+    public long Pointer { get; }
+    /// <summary>True for the default (no block).</summary>
+    public bool IsNull => Data == null;
+}
+
+/// <summary>
+/// Where the blocks of one tree live: maps tree pointers to buffers of a target, allocates and frees
+/// blocks. The engine never touches a cache or a device directly; see <see cref="CachedBtreeBlockStore"/>.
+/// </summary>
+public abstract class BtreeBlockStore
+{
+    /// <summary>Block size in bytes.</summary>
+    public abstract int BlockSize { get; }
+    /// <summary>True for on-disk blocks (CRC computed and checked); false in memory (as upstream xfbtrees).</summary>
+    public abstract bool ChecksCrc { get; }
+    /// <summary>Address in 512-byte units of the block a pointer names (the header's blkno).</summary>
+    public abstract long PointerToDaddr(long pointer);
+    /// <summary>True when the pointer names a block inside the target/AG; checked before any read.</summary>
+    public abstract bool IsValidPointer(long pointer);
+    /// <summary>Reads, verifies (on a miss) and holds a block. Throws <see cref="CorruptionException"/>.</summary>
+    public abstract BtreeBlockRef Read(long pointer, BtreeBlockVerifier verifier);
+    /// <summary>Holds a block about to be formatted (no read).</summary>
+    public abstract BtreeBlockRef GetNew(long pointer, BtreeBlockVerifier verifier);
+    /// <summary>Drops the hold.</summary>
+    public abstract void Release(in BtreeBlockRef block);
+    /// <summary>Records that the held block changed.</summary>
+    public abstract void MarkDirty(in BtreeBlockRef block);
+    /// <summary>Records that the held block was freed and must not be written back.</summary>
+    public abstract void MarkStale(in BtreeBlockRef block);
+    /// <summary>Allocates a block for a tree that grows (insert splits). Default: not supported.</summary>
+    public virtual long AllocateBlock() => throw new NotSupportedException($"{GetType().Name} cannot allocate blocks");
+    /// <summary>Returns a block freed by the tree (delete joins, root collapse). Default: not supported.</summary>
+    public virtual void FreeBlock(long pointer) => throw new NotSupportedException($"{GetType().Name} cannot free blocks");
+}
+
+/// <summary>
+/// A block store over the shared <see cref="BufferCache"/>: every block is read through the cache with the
+/// tree's verifier. Subclasses (per-AG trees, fsbno trees, xfile trees) supply the pointer arithmetic and
+/// allocation. Dirty buffers are written by <see cref="BufferCache.Flush"/>, whose write verifier recomputes the CRC.
+/// </summary>
+public abstract unsafe class CachedBtreeBlockStore : BtreeBlockStore
+{
+    protected CachedBtreeBlockStore(BufferCache cache, BufferTarget target, int blockSize)
+    {
+        Cache = cache;
+        Target = target;
+        BlockSize = blockSize;
+        LengthBB = blockSize / 512;
+    }
+
+    public BufferCache Cache { get; }
+    public BufferTarget Target { get; }
+    public override int BlockSize { get; }
+    /// <summary>Block length in 512-byte units.</summary>
+    protected int LengthBB { get; }
+    public override bool ChecksCrc => !Target.IsInMemory;
+
+    public override BtreeBlockRef Read(long pointer, BtreeBlockVerifier verifier)
+    {
+        var buffer = Cache.Read(Target, PointerToDaddr(pointer), LengthBB, verifier);
+        if (buffer.Length < BlockSize)
+        {
+            Cache.Release(buffer);
+            throw new CorruptionException(verifier.Name, PointerToDaddr(pointer), "buffer shorter than a block");
+        }
+        return new BtreeBlockRef(buffer, buffer.Data, pointer);
+    }
+
+    public override BtreeBlockRef GetNew(long pointer, BtreeBlockVerifier verifier)
+    {
+        var buffer = Cache.GetNew(Target, PointerToDaddr(pointer), LengthBB, verifier);
+        return new BtreeBlockRef(buffer, buffer.Data, pointer);
+    }
+
+    public override void Release(in BtreeBlockRef block) => Cache.Release((BlockBuffer)block.Handle!);
+    public override void MarkDirty(in BtreeBlockRef block) => ((BlockBuffer)block.Handle!).MarkDirty();
+    public override void MarkStale(in BtreeBlockRef block) => ((BlockBuffer)block.Handle!).MarkStale();
+}
