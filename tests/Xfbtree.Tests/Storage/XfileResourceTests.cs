@@ -73,6 +73,31 @@ public sealed class XfileResourceLeakTests
         }
     }
 
+    [Fact]
+    public void ForgottenXfile_IsReleasedByTheFinalizer()
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        int fdsBefore = CountFds();
+        int mapsBefore = CountXfileMappings();
+        CreateAndForget();
+        Assert.Equal(fdsBefore + 1, CountFds());
+        for (int i = 0; i < 3; i++)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+        }
+        Assert.Equal(fdsBefore, CountFds());
+        Assert.Equal(mapsBefore, CountXfileMappings());
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void CreateAndForget()
+    {
+        Xfile xfile = Xfile.Create(new XfileOptions { Backend = XfileBackendKind.Memfd, Name = "xfbtree-leakcheck" });
+        xfile.Store(0, [1]);
+    }
+
     private static unsafe void Cycle(XfileOptions options)
     {
         using Xfile xfile = Xfile.Create(options);
@@ -153,11 +178,27 @@ public sealed unsafe class XfileOutOfSpaceTests : IDisposable
     }
 
     [Fact]
-    public void AutoBackend_InChosenDirectory_OnFullTmpfs_ThrowsIOException()
+    public void AutoBackend_InChosenDirectory_OnFullTmpfs_ThrowsNativeCallException()
     {
-        // Auto prefers memfd, which is not bounded by this mount; the commit limit stands in for a quota.
-        using Xfile xfile = Xfile.Create(new XfileOptions { MaxSize = 64L << 20, CommitLimit = 512 * 1024 });
+        using Xfile xfile = Xfile.Create(new XfileOptions { Directory = mountPoint, MaxSize = 64L << 20 });
+        Assert.Equal(XfileBackendKind.TmpFile, xfile.Backend);
+        NativeCallException error = FillUntilFull<NativeCallException>(xfile, out long storedPages);
+        Assert.Equal(28, error.ErrorNumber);
+        AssertStillUsable(xfile, storedPages);
+    }
+
+    [Fact]
+    public void MemfdBackend_WithCommitLimit_ThrowsXfileFullException()
+    {
+        // A memfd is not bounded by any mount; the commit limit is its quota.
+        using Xfile xfile = Xfile.Create(new XfileOptions
+        {
+            Backend = XfileBackendKind.Memfd,
+            MaxSize = 64L << 20,
+            CommitLimit = 512 * 1024,
+        });
         FillUntilFull<XfileFullException>(xfile, out long storedPages);
+        Assert.Equal(512 * 1024 / xfile.PageSize, storedPages);
         AssertStillUsable(xfile, storedPages);
     }
 

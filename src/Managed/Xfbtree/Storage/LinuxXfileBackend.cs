@@ -52,7 +52,16 @@ internal sealed unsafe class LinuxXfileBackend : XfileBackend
                 kind = XfileBackendKind.TmpFile;
                 break;
             default:
-                (fd, kind, description) = OpenAuto(options);
+                if (options.Directory is { } chosen)
+                {
+                    // An explicit directory is the caller's choice of where the bytes live (e.g. spill to disk).
+                    fd = OpenInDirectory(chosen, out description);
+                    kind = XfileBackendKind.TmpFile;
+                }
+                else
+                {
+                    (fd, kind, description) = OpenAuto(options);
+                }
                 break;
         }
 
@@ -77,7 +86,7 @@ internal sealed unsafe class LinuxXfileBackend : XfileBackend
 
     private static (SafeFdHandle, XfileBackendKind, string) OpenAuto(XfileOptions options)
     {
-        // Order from the design: memfd, then O_TMPFILE in /dev/shm, then in $TMPDIR (or the caller's directory).
+        // Order from the design: memfd, then O_TMPFILE in /dev/shm, then in $TMPDIR.
         var failures = new List<Exception>();
         try
         {
@@ -87,7 +96,7 @@ internal sealed unsafe class LinuxXfileBackend : XfileBackend
         {
             failures.Add(e);
         }
-        foreach (string directory in options.Directory is { } chosen ? new[] { chosen } : new[] { "/dev/shm", Path.GetTempPath() })
+        foreach (string directory in new[] { "/dev/shm", Path.GetTempPath() })
         {
             try
             {

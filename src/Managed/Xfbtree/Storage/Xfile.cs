@@ -20,7 +20,11 @@ public sealed record XfileOptions
     public long MaxSize { get; init; } = 1L << 40;
     /// <summary>Backend selection.</summary>
     public XfileBackendKind Backend { get; init; } = XfileBackendKind.Auto;
-    /// <summary>Directory for <see cref="XfileBackendKind.TmpFile"/> (spill to disk when larger than RAM).</summary>
+    /// <summary>
+    /// Directory for <see cref="XfileBackendKind.TmpFile"/> (spill to disk when larger than RAM). With
+    /// <see cref="XfileBackendKind.Auto"/> a directory means "TmpFile there" (no memfd); with
+    /// <see cref="XfileBackendKind.Portable"/> a delete-on-close file there is mapped.
+    /// </summary>
     public string? Directory { get; init; }
     /// <summary>Name shown in /proc/self/fd and maps (memfd name).</summary>
     public string Name { get; init; } = "xfbtree-xfile";
