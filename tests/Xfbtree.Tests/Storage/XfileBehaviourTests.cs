@@ -26,6 +26,9 @@ public sealed unsafe class XfileBehaviourTests
         Assert.Throws<ArgumentOutOfRangeException>(() => Xfile.Create(new XfileOptions { MaxSize = -5 }));
         Assert.Throws<ArgumentOutOfRangeException>(() => Xfile.Create(new XfileOptions { MaxSize = long.MaxValue }));
         Assert.Throws<ArgumentOutOfRangeException>(() => Xfile.Create(new XfileOptions { CommitLimit = -1 }));
+        // More virtual space than x86-64 user space: mmap refuses, as an exception.
+        var tooBig = Assert.ThrowsAny<IOException>(() => Xfile.Create(new XfileOptions { MaxSize = 1L << 56 }));
+        Assert.Contains("mmap", tooBig.Message, StringComparison.Ordinal);
         Assert.ThrowsAny<IOException>(() => Xfile.Create(new XfileOptions
         {
             Backend = XfileBackendKind.TmpFile,

@@ -98,6 +98,22 @@ public abstract unsafe class XfileContractTests
     }
 
     [Fact]
+    public void NextCommittedOffset_SkipsHoles()
+    {
+        using Xfile xfile = CreateXfile(4 * GiB);
+        int pageSize = xfile.PageSize;
+        Assert.Equal(-1, xfile.NextCommittedOffset(0));
+        xfile.Store(3 * GiB + 5 * pageSize + 7, new byte[] { 1 });
+        xfile.Store(10L * pageSize, new byte[] { 1 });
+        Assert.Equal(10L * pageSize, xfile.NextCommittedOffset(0));
+        Assert.Equal(10L * pageSize, xfile.NextCommittedOffset(10L * pageSize + 100));
+        Assert.Equal(3 * GiB + 5 * pageSize, xfile.NextCommittedOffset(11L * pageSize));
+        Assert.Equal(-1, xfile.NextCommittedOffset(3 * GiB + 6 * pageSize));
+        Assert.Equal(-1, xfile.NextCommittedOffset(xfile.MaxSize));
+        Assert.Throws<ArgumentOutOfRangeException>(() => xfile.NextCommittedOffset(xfile.MaxSize + 1));
+    }
+
+    [Fact]
     public void StoreLoad_RoundTripAcrossPageBoundaries()
     {
         using Xfile xfile = CreateXfile(64L << 20);

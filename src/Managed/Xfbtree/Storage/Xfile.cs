@@ -161,6 +161,19 @@ public sealed unsafe partial class Xfile : IDisposable
         return pages.IsCommitted(pageOffset >> pageShift);
     }
 
+    /// <summary>
+    /// Offset of the first committed page at or after <paramref name="position"/>'s page, or -1 when there is
+    /// none (the xfile's SEEK_DATA: lets sparse-array users skip never-written regions).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="position"/> is not inside [0, MaxSize].</exception>
+    public long NextCommittedOffset(long position)
+    {
+        CheckRange(position, 0);
+        long end = pages.PageCount;
+        long page = pages.NextCommitted(position >> pageShift, end);
+        return page >= end ? -1 : page << pageShift;
+    }
+
     /// <summary>Copies bytes out; holes read as zeros and allocate nothing.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The range is not inside [0, MaxSize).</exception>
     public void Load(long position, Span<byte> destination)
