@@ -14,12 +14,17 @@ namespace Xfbtree.Native;
 internal static unsafe class LinuxFiles
 {
     private const ushort OwnerReadWrite = 0x180; // 0600: the file is private scratch memory.
+    private const int MaxMemfdNameBytes = 249;
 
     /// <summary>memfd_create(name, MFD_CLOEXEC), then fchmod 0600 (memfds start as 0777).</summary>
     public static SafeFdHandle CreateMemfd(string name)
     {
-        // The kernel limits memfd names to 249 bytes; longer names are cut, not refused.
-        byte[] bytes = Encoding.UTF8.GetBytes(name.Length > 200 ? name[..200] : name);
+        // The kernel refuses memfd names over 249 bytes; cut longer ones (the name is only a label).
+        byte[] bytes = Encoding.UTF8.GetBytes(name);
+        if (bytes.Length > MaxMemfdNameBytes)
+        {
+            Array.Resize(ref bytes, MaxMemfdNameBytes);
+        }
         int fd;
         fixed (byte* nameBytes = NullTerminated(bytes))
         {

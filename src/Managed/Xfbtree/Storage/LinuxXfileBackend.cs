@@ -107,7 +107,8 @@ internal sealed unsafe class LinuxXfileBackend : XfileBackend
                 failures.Add(e);
             }
         }
-        throw new AggregateException("no xfile backing store could be created (memfd, O_TMPFILE)", failures);
+        throw new IOException("no xfile backing store could be created (memfd, O_TMPFILE in /dev/shm and $TMPDIR)",
+            new AggregateException(failures));
     }
 
     private static SafeFdHandle OpenInDirectory(string directory, out string description)

@@ -68,6 +68,9 @@ public sealed unsafe partial class Xfile : IDisposable
         lease = new XfileLease(backend);
     }
 
+    /// <summary>Largest accepted <see cref="XfileOptions.MaxSize"/>: 128 TiB (x86-64 user address space; keeps bookkeeping bounded).</summary>
+    public const long MaxSupportedSize = 1L << 47;
+
     /// <summary>Creates an xfile.</summary>
     /// <exception cref="ArgumentOutOfRangeException">MaxSize or CommitLimit is not positive.</exception>
     /// <exception cref="PlatformNotSupportedException">A Linux-only backend was requested elsewhere.</exception>
@@ -83,9 +86,10 @@ public sealed unsafe partial class Xfile : IDisposable
         int pageSize = Environment.SystemPageSize;
         int shift = BitOperationsLog2(pageSize);
         long pageMask = pageSize - 1L;
-        if (options.MaxSize > long.MaxValue - pageMask)
+        if (options.MaxSize > MaxSupportedSize)
         {
-            throw new ArgumentOutOfRangeException(nameof(options), "MaxSize is too large");
+            throw new ArgumentOutOfRangeException(nameof(options), options.MaxSize,
+                $"MaxSize is larger than the supported {MaxSupportedSize} bytes (128 TiB, the x86-64 user address space)");
         }
         long maxSize = (options.MaxSize + pageMask) & ~pageMask;
         long limitPages = options.CommitLimit is { } bytes ? bytes >> shift : long.MaxValue;
