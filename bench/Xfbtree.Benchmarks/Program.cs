@@ -4,5 +4,13 @@ namespace Xfbtree.Benchmarks;
 
 internal static class Program
 {
-    private static void Main(string[] args) => BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+    private static void Main(string[] args)
+    {
+        // --quick / --ordered-map: the single-pass ordered-map suite (issue 5); everything else goes to BenchmarkDotNet.
+        if (OrderedMap.OrderedMapSuite.TryRun(args))
+        {
+            return;
+        }
+        BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+    }
 }

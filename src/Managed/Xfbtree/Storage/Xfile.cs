@@ -1,4 +1,3 @@
-// CONTRACT SKELETON (lead): signatures are fixed; the Storage owner fills in the bodies.
 namespace Xfbtree.Storage;
 
 /// <summary>Which kernel object backs an <see cref="Xfile"/>.</summary>
@@ -21,51 +20,393 @@ public sealed record XfileOptions
     public long MaxSize { get; init; } = 1L << 40;
     /// <summary>Backend selection.</summary>
     public XfileBackendKind Backend { get; init; } = XfileBackendKind.Auto;
-    /// <summary>Directory for <see cref="XfileBackendKind.TmpFile"/> (spill to disk when larger than RAM).</summary>
+    /// <summary>
+    /// Directory for <see cref="XfileBackendKind.TmpFile"/> (spill to disk when larger than RAM). With
+    /// <see cref="XfileBackendKind.Auto"/> a directory means "TmpFile there" (no memfd); with
+    /// <see cref="XfileBackendKind.Portable"/> a delete-on-close file there is mapped.
+    /// </summary>
     public string? Directory { get; init; }
     /// <summary>Name shown in /proc/self/fd and maps (memfd name).</summary>
     public string Name { get; init; } = "xfbtree-xfile";
+    /// <summary>
+    /// Most bytes the xfile may commit (null: no limit beyond the system's own). Committing past it throws
+    /// <see cref="XfileFullException"/>; useful to cap a repair's memory and on backends (memfd) that are not
+    /// bounded by a file system size.
+    /// </summary>
+    public long? CommitLimit { get; init; }
 }
 
 /// <summary>
 /// A sparse, pageable, byte-addressable scratch file (the kernel's xfile). Pages are committed
 /// (fallocate) before they are exposed, so running out of memory is an exception, never SIGBUS.
 /// </summary>
+/// <remarks>
+/// Thread safety: every member may be called from any number of threads at once. Bytes are plain shared
+/// memory: concurrent writers of the same bytes (or a reader racing a writer) see some interleaving, as with
+/// any memory; callers coordinate that. Committing a page happens once, under a lock, before any thread can
+/// touch it. <see cref="Discard"/> refuses pinned pages, but must not race with Load/Store of the same pages.
+/// After <see cref="Dispose"/> calls throw <see cref="ObjectDisposedException"/>, except <see cref="UnpinPage"/>:
+/// the memory stays mapped until the last pin is dropped, so a pinned pointer is valid until its UnpinPage.
+/// </remarks>
 public sealed unsafe partial class Xfile : IDisposable
 {
+    private readonly XfileBackend backend;
+    private readonly XfileLease lease;
+    private readonly XfilePageTable pages;
+    private readonly Lock commitLock = new();
+    private readonly int pageShift;
+    private readonly long commitLimitPages;
+    private long committedPages;
+    private int disposed;
+
+    private Xfile(XfileBackend backend, long commitLimitPages)
+    {
+        this.backend = backend;
+        pageShift = backend.PageShift;
+        this.commitLimitPages = commitLimitPages;
+        pages = new XfilePageTable(backend.MaxSize >> pageShift);
+        lease = new XfileLease(backend);
+    }
+
+    /// <summary>Largest accepted <see cref="XfileOptions.MaxSize"/>: 128 TiB (x86-64 user address space; keeps bookkeeping bounded).</summary>
+    public const long MaxSupportedSize = 1L << 47;
+
     /// <summary>Creates an xfile.</summary>
-    public static Xfile Create(XfileOptions? options = null) => throw new NotImplementedException();
+    /// <exception cref="ArgumentOutOfRangeException">MaxSize or CommitLimit is not positive.</exception>
+    /// <exception cref="PlatformNotSupportedException">A Linux-only backend was requested elsewhere.</exception>
+    /// <exception cref="IOException">The OS refused to create or map the backing file.</exception>
+    public static Xfile Create(XfileOptions? options = null)
+    {
+        options ??= new XfileOptions();
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.MaxSize, nameof(options.MaxSize));
+        if (options.CommitLimit is { } limit)
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(limit, nameof(options.CommitLimit));
+        }
+        int pageSize = Environment.SystemPageSize;
+        int shift = BitOperationsLog2(pageSize);
+        long pageMask = pageSize - 1L;
+        if (options.MaxSize > MaxSupportedSize)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.MaxSize,
+                $"MaxSize is larger than the supported {MaxSupportedSize} bytes (128 TiB, the x86-64 user address space)");
+        }
+        long maxSize = (options.MaxSize + pageMask) & ~pageMask;
+        long limitPages = options.CommitLimit is { } bytes ? bytes >> shift : long.MaxValue;
+
+        XfileBackend backend = CreateBackend(options, maxSize, shift);
+        return new Xfile(backend, limitPages);
+    }
+
+    private static XfileBackend CreateBackend(XfileOptions options, long maxSize, int shift)
+    {
+        if (options.Backend == XfileBackendKind.Portable)
+        {
+            return PortableXfileBackend.Create(options, maxSize, shift);
+        }
+        if (OperatingSystem.IsLinux())
+        {
+            return LinuxXfileBackend.Create(options, maxSize, shift);
+        }
+        if (options.Backend == XfileBackendKind.Auto)
+        {
+            return PortableXfileBackend.Create(options, maxSize, shift);
+        }
+        throw new PlatformNotSupportedException($"xfile backend {options.Backend} needs Linux; use Portable or Auto");
+    }
+
+    private static int BitOperationsLog2(int pageSize)
+    {
+        if (pageSize <= 0 || (pageSize & (pageSize - 1)) != 0)
+        {
+            throw new PlatformNotSupportedException($"page size {pageSize} is not a power of two");
+        }
+        return System.Numerics.BitOperations.Log2((uint)pageSize);
+    }
 
     /// <summary>Page size in bytes (the OS page size, 4096 on x86-64 Linux).</summary>
-    public int PageSize => throw new NotImplementedException();
+    public int PageSize => 1 << pageShift;
 
     /// <summary>Maximum size in bytes.</summary>
-    public long MaxSize => throw new NotImplementedException();
+    public long MaxSize => backend.MaxSize;
 
     /// <summary>Backend actually in use.</summary>
-    public XfileBackendKind Backend => throw new NotImplementedException();
+    public XfileBackendKind Backend => backend.Kind;
+
+    /// <summary>What backs this xfile, e.g. "memfd:xfbtree-xfile" or "O_TMPFILE in /dev/shm".</summary>
+    public string BackingDescription => backend.Description;
 
     /// <summary>Bytes of memory (or disk) really allocated to the backing file.</summary>
-    public long BytesUsed => throw new NotImplementedException();
+    /// <remarks>fstat st_blocks on Linux backends; the committed-page count on the portable backend, whose
+    /// BCL API cannot report (or free) allocation.</remarks>
+    public long BytesUsed
+    {
+        get
+        {
+            EnterOperation();
+            try
+            {
+                return backend.AllocatedBytes ?? CommittedBytes;
+            }
+            finally
+            {
+                lease.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>Bytes in pages this xfile has committed (written or pinned, and not discarded since).</summary>
+    public long CommittedBytes => Volatile.Read(ref committedPages) << pageShift;
+
+    /// <summary>True when the page at <paramref name="pageOffset"/> has backing store (was written or pinned).</summary>
+    public bool IsCommitted(long pageOffset)
+    {
+        CheckPageOffset(pageOffset);
+        return pages.IsCommitted(pageOffset >> pageShift);
+    }
+
+    /// <summary>
+    /// Offset of the first committed page at or after <paramref name="position"/>'s page, or -1 when there is
+    /// none (the xfile's SEEK_DATA: lets sparse-array users skip never-written regions).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="position"/> is not inside [0, MaxSize].</exception>
+    public long NextCommittedOffset(long position)
+    {
+        CheckRange(position, 0);
+        long end = pages.PageCount;
+        long page = pages.NextCommitted(position >> pageShift, end);
+        return page >= end ? -1 : page << pageShift;
+    }
 
     /// <summary>Copies bytes out; holes read as zeros and allocate nothing.</summary>
-    public void Load(long position, Span<byte> destination) => throw new NotImplementedException();
+    /// <exception cref="ArgumentOutOfRangeException">The range is not inside [0, MaxSize).</exception>
+    public void Load(long position, Span<byte> destination)
+    {
+        CheckRange(position, destination.Length);
+        EnterOperation();
+        try
+        {
+            CopyOut(position, destination);
+        }
+        finally
+        {
+            lease.DangerousRelease();
+        }
+    }
 
     /// <summary>Copies bytes in, committing the pages touched.</summary>
-    public void Store(long position, ReadOnlySpan<byte> source) => throw new NotImplementedException();
+    /// <exception cref="ArgumentOutOfRangeException">The range is not inside [0, MaxSize).</exception>
+    /// <exception cref="IOException">No space/memory to commit a page (the xfile is unchanged for that page).</exception>
+    public void Store(long position, ReadOnlySpan<byte> source)
+    {
+        CheckRange(position, source.Length);
+        if (source.IsEmpty)
+        {
+            return;
+        }
+        EnterOperation();
+        try
+        {
+            long first = position >> pageShift;
+            long last = (position + source.Length - 1) >> pageShift;
+            for (long page = first; page <= last; page++)
+            {
+                if (!pages.IsCommitted(page))
+                {
+                    CommitRange(page, last + 1);
+                    break;
+                }
+            }
+            CopyIn(position, source);
+        }
+        finally
+        {
+            lease.DangerousRelease();
+        }
+    }
 
     /// <summary>
     /// Commits (if needed) the page at the page-aligned <paramref name="pageOffset"/> and returns a pointer
     /// to it. The address is stable for the lifetime of the xfile. Must be balanced by <see cref="UnpinPage"/>.
     /// </summary>
-    public byte* PinPage(long pageOffset) => throw new NotImplementedException();
+    /// <remarks>SAFETY: the pointer covers exactly <see cref="PageSize"/> bytes and is valid until the matching
+    /// <see cref="UnpinPage"/> (even if the xfile is disposed meanwhile). Pinning a committed page allocates nothing.</remarks>
+    /// <exception cref="ArgumentOutOfRangeException">The offset is not page aligned or not below MaxSize.</exception>
+    /// <exception cref="IOException">No space/memory to commit the page.</exception>
+    public byte* PinPage(long pageOffset)
+    {
+        CheckPageOffset(pageOffset);
+        EnterOperation();
+        long page = pageOffset >> pageShift;
+        try
+        {
+            if (!pages.IsCommitted(page))
+            {
+                CommitRange(page, page + 1);
+            }
+            pages.Pin(page);
+        }
+        catch
+        {
+            lease.DangerousRelease();
+            throw;
+        }
+        // The lease reference taken above is kept until UnpinPage.
+        return backend.PageAddress(page);
+    }
+
+    /// <summary>Pins a page like <see cref="PinPage"/> and returns it as a span (balance with <see cref="UnpinPage"/>).</summary>
+    public Span<byte> PinPageSpan(long pageOffset) => new(PinPage(pageOffset), PageSize);
 
     /// <summary>Drops a pin taken by <see cref="PinPage"/>.</summary>
-    public void UnpinPage(long pageOffset) => throw new NotImplementedException();
+    /// <exception cref="ArgumentOutOfRangeException">The offset is not page aligned or not below MaxSize.</exception>
+    /// <exception cref="InvalidOperationException">The page is not pinned.</exception>
+    public void UnpinPage(long pageOffset)
+    {
+        CheckPageOffset(pageOffset);
+        if (!pages.TryUnpin(pageOffset >> pageShift))
+        {
+            throw new InvalidOperationException($"xfile page at offset {pageOffset} is not pinned");
+        }
+        lease.DangerousRelease();
+    }
+
+    /// <summary>Number of outstanding pins on the page at <paramref name="pageOffset"/>.</summary>
+    public int PinCount(long pageOffset)
+    {
+        CheckPageOffset(pageOffset);
+        return pages.PinCount(pageOffset >> pageShift);
+    }
 
     /// <summary>Returns the memory of the whole pages inside the range (punch hole); they read as zeros afterwards.</summary>
-    public void Discard(long position, long count) => throw new NotImplementedException();
+    /// <remarks>Bytes of partially covered pages at either end are zeroed (they stay allocated), so the whole
+    /// range reads as zeros afterwards.</remarks>
+    /// <exception cref="ArgumentOutOfRangeException">The range is not inside [0, MaxSize).</exception>
+    /// <exception cref="InvalidOperationException">A page in the range is pinned; nothing was changed.</exception>
+    public void Discard(long position, long count)
+    {
+        CheckRange(position, count);
+        if (count == 0)
+        {
+            return;
+        }
+        EnterOperation();
+        try
+        {
+            long end = position + count;
+            long firstTouched = position >> pageShift;
+            long lastTouched = (end - 1) >> pageShift;
+            long firstWhole = (position + PageSize - 1) >> pageShift;
+            long endWhole = end >> pageShift;
+            lock (commitLock)
+            {
+                long pinned = pages.FindPinned(firstTouched, lastTouched + 1);
+                if (pinned >= 0)
+                {
+                    throw new InvalidOperationException($"cannot discard xfile page at offset {pinned << pageShift}: it is pinned");
+                }
+                ZeroPartialPage(position, Math.Min(end, (firstTouched + 1) << pageShift), firstTouched, firstWhole, endWhole);
+                if (lastTouched != firstTouched)
+                {
+                    ZeroPartialPage(lastTouched << pageShift, end, lastTouched, firstWhole, endWhole);
+                }
+                // Clear the bits first so no reader touches a page while its backing store goes away.
+                for (long run = pages.NextCommitted(firstWhole, endWhole); run < endWhole;)
+                {
+                    long runEnd = pages.NextUncommitted(run, endWhole);
+                    long cleared = pages.ClearCommitted(run, runEnd);
+                    Interlocked.Add(ref committedPages, -cleared);
+                    backend.Release(run, runEnd - run);
+                    run = pages.NextCommitted(runEnd, endWhole);
+                }
+            }
+        }
+        finally
+        {
+            lease.DangerousRelease();
+        }
+    }
 
     /// <summary>Releases the mapping and the backing file. Safe to call twice.</summary>
-    public void Dispose() => throw new NotImplementedException();
+    /// <remarks>Outstanding pins keep the mapping alive until their <see cref="UnpinPage"/>.</remarks>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref disposed, 1) != 0)
+        {
+            return;
+        }
+        lease.Dispose();
+    }
+
+    private void ZeroPartialPage(long from, long to, long page, long firstWhole, long endWhole)
+    {
+        bool isWhole = page >= firstWhole && page < endWhole;
+        if (!isWhole && pages.IsCommitted(page))
+        {
+            ZeroBytes(from, to - from);
+        }
+    }
+
+    /// <summary>Commits every uncommitted page of [first, end) under the commit lock.</summary>
+    private void CommitRange(long first, long end)
+    {
+        lock (commitLock)
+        {
+            for (long run = pages.NextUncommitted(first, end); run < end;)
+            {
+                long runEnd = pages.NextCommitted(run, end);
+                long count = runEnd - run;
+                if (Volatile.Read(ref committedPages) + count > commitLimitPages)
+                {
+                    throw new XfileFullException(
+                        $"xfile commit limit of {commitLimitPages << pageShift} bytes reached ({committedPages << pageShift} committed, {count << pageShift} more requested)");
+                }
+                backend.Commit(run, count);
+                for (long page = run; page < runEnd; page++)
+                {
+                    pages.SetCommitted(page);
+                }
+                Interlocked.Add(ref committedPages, count);
+                run = pages.NextUncommitted(runEnd, end);
+            }
+        }
+    }
+
+    private void EnterOperation()
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref disposed) != 0, this);
+        bool added = false;
+        try
+        {
+            lease.DangerousAddRef(ref added);
+        }
+        catch (ObjectDisposedException)
+        {
+            throw new ObjectDisposedException(nameof(Xfile));
+        }
+    }
+
+    private void CheckRange(long position, long length)
+    {
+        if (position < 0 || length < 0 || position > backend.MaxSize - length)
+        {
+            ThrowOutOfRange(position, length);
+        }
+    }
+
+    private void CheckPageOffset(long pageOffset)
+    {
+        if (pageOffset < 0 || pageOffset >= backend.MaxSize || (pageOffset & (PageSize - 1)) != 0)
+        {
+            ThrowBadPageOffset(pageOffset);
+        }
+    }
+
+    private void ThrowOutOfRange(long position, long length) =>
+        throw new ArgumentOutOfRangeException(nameof(position), position,
+            $"xfile range [{position}, +{length}) is outside [0, {backend.MaxSize})");
+
+    private void ThrowBadPageOffset(long pageOffset) =>
+        throw new ArgumentOutOfRangeException(nameof(pageOffset), pageOffset,
+            $"xfile page offset must be a multiple of {PageSize} below {backend.MaxSize}");
 }
