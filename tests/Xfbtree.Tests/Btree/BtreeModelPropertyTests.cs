@@ -77,10 +77,10 @@ public sealed class BtreeModelPropertyTests(ITestOutputHelper output)
 
     static (long Iter, int Len, int Fill, uint KeyRange) Budget(int blockSize) => blockSize switch
     {
-        512 => (Long ? 2000 : 120, 120, 200, 3000),
-        1024 => (Long ? 1000 : 60, 120, 400, 6000),
-        4096 => (Long ? 400 : 25, 80, 1500, 40000),
-        _ => (Long ? 100 : 6, 40, 12000, 400000),
+        512 => (Long ? 3000 : 300, 200, 300, 3000),
+        1024 => (Long ? 1500 : 150, 160, 600, 6000),
+        4096 => (Long ? 600 : 60, 100, 3000, 60000),
+        _ => (Long ? 150 : 12, 40, 20000, 400000),
     };
 
     internal static (int Size, int Height) RunU64(BtreeStep[] steps, int blockSize, int checkEvery)
