@@ -83,9 +83,10 @@ public sealed class BtreeModelPropertyTests(ITestOutputHelper output)
         _ => (Long ? 150 : 12, 40, 20000, 400000),
     };
 
-    internal static (int Size, int Height) RunU64(BtreeStep[] steps, int blockSize, int checkEvery)
+    internal static (int Size, int Height) RunU64(BtreeStep[] steps, int blockSize, int checkEvery, Func<U64Ops, TestTree<U64Ops>>? factory = null)
     {
-        var (tree, store) = BtreeTestTrees.NewTree(new U64Ops(longPointers: blockSize == 1024), blockSize);
+        using var t = (factory ?? (o => TestTree<U64Ops>.OnTestStore(o, blockSize)))(new U64Ops(longPointers: blockSize == 1024 || factory != null));
+        var (tree, store) = (t.Tree, t);
         var model = new SortedDictionary<ulong, ulong>();
         using var cur = tree.CreateCursor();
         int stepNo = 0;
@@ -179,9 +180,10 @@ public sealed class BtreeModelPropertyTests(ITestOutputHelper output)
         if (prev.HasValue) Assert.Equal(prev.Value, BinaryPrimitives.ReadUInt64BigEndian(cur.Current));
     }
 
-    internal static (int Size, int Height) RunInterval(BtreeStep[] steps, int blockSize, int checkEvery)
+    internal static (int Size, int Height) RunInterval(BtreeStep[] steps, int blockSize, int checkEvery, Func<IntervalOps, TestTree<IntervalOps>>? factory = null)
     {
-        var (tree, store) = BtreeTestTrees.NewTree(new IntervalOps(longPointers: blockSize == 4096), blockSize);
+        using var t = (factory ?? (o => TestTree<IntervalOps>.OnTestStore(o, blockSize)))(new IntervalOps(longPointers: blockSize == 4096 || factory != null));
+        var (tree, store) = (t.Tree, t);
         var model = new SortedDictionary<(uint Start, ulong Owner), uint>();
         using var cur = tree.CreateCursor();
         int stepNo = 0;
@@ -271,7 +273,7 @@ public sealed class BtreeModelPropertyTests(ITestOutputHelper output)
         return (model.Count, tree.Root.Height);
     }
 
-    internal static void Verify<TOps>(Btree<TOps> tree, BtreeTestStore store, BtreeCursor<TOps> cur, List<byte[]> expected, BtreeStep after)
+    internal static void Verify<TOps>(Btree<TOps> tree, TestTree<TOps> store, BtreeCursor<TOps> cur, List<byte[]> expected, BtreeStep after)
         where TOps : struct, IBtreeOps
     {
         cur.Release();
@@ -289,5 +291,21 @@ public sealed class BtreeModelPropertyTests(ITestOutputHelper output)
         Assert.Equal(report.Blocks, store.LiveBlocks);
         cur.Release();
         store.AssertNoHolds();
+    }
+}
+
+/// <summary>A tree under test and what the model test needs to know about its store.</summary>
+public sealed class TestTree<TOps>(Btree<TOps> tree, Func<long> liveBlocks, Action assertNoHolds, IDisposable? owner) : IDisposable
+    where TOps : struct, IBtreeOps
+{
+    public Btree<TOps> Tree => tree;
+    public long LiveBlocks => liveBlocks();
+    public void AssertNoHolds() => assertNoHolds();
+    public void Dispose() => owner?.Dispose();
+
+    internal static TestTree<TOps> OnTestStore(TOps ops, int blockSize)
+    {
+        var (t, store) = BtreeTestTrees.NewTree(ops, blockSize);
+        return new TestTree<TOps>(t, () => store.LiveBlocks, store.AssertNoHolds, null);
     }
 }

@@ -8,7 +8,7 @@ public sealed class BtreeGeometry
     /// <summary>Long-form header size (bmbt, in-memory trees).</summary>
     public const int LongHeaderSize = 72;
     /// <summary>Largest supported key (bytes); stack scratch is sized from it.</summary>
-    public const int MaxKeySize = 64;
+    public const int MaxKeySize = 128;
     /// <summary>Largest supported record (bytes).</summary>
     public const int MaxRecordSize = 256;
 

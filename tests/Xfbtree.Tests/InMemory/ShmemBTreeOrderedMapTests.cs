@@ -1,0 +1,168 @@
+using System.Runtime.InteropServices;
+using CsCheck;
+using Xfbtree.InMemory;
+using Xunit.Abstractions;
+
+namespace Xfbtree.Tests.InMemory;
+
+/// <summary>A 24-byte rmap-like record for the typed map tests.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public readonly record struct MapRecord(uint Start, uint Length, ulong Owner, ulong Offset);
+
+/// <summary>Orders by (Start, Owner, Offset); Length is payload.</summary>
+public readonly struct MapRecordComparer : IRecordComparer<MapRecord>
+{
+    public int Compare(in MapRecord x, in MapRecord y)
+    {
+        if (x.Start != y.Start) return x.Start < y.Start ? -1 : 1;
+        if (x.Owner != y.Owner) return x.Owner < y.Owner ? -1 : 1;
+        return x.Offset.CompareTo(y.Offset);
+    }
+}
+
+sealed class MapRecordClassComparer : IComparer<MapRecord>
+{
+    public static readonly MapRecordClassComparer Instance = new();
+    public int Compare(MapRecord x, MapRecord y) => default(MapRecordComparer).Compare(x, y);
+}
+
+/// <summary>API tests of the typed ordered map: model-based against SortedSet, range enumeration, bulk load, disposal, allocation.</summary>
+public sealed class ShmemBTreeOrderedMapTests(ITestOutputHelper output)
+{
+    [Fact]
+    public void OrderedMapMatchesSortedSetModel()
+    {
+        var op = Gen.Select(Gen.Int[0, 3], Gen.UInt[0, 4000], Gen.UInt[1, 9], Gen.ULong[0, 2], (kind, s, l, o) => (kind, rec: new MapRecord(s, l, o, s * 2UL)));
+        op.Array[1, 400].Sample(ops =>
+        {
+            using var map = new ShmemBTree<MapRecord, MapRecordComparer>();
+            var model = new SortedSet<MapRecord>(MapRecordClassComparer.Instance);
+            foreach (var (kind, rec) in ops)
+            {
+                switch (kind)
+                {
+                    case 0:
+                    case 1: Assert.Equal(model.Add(rec), map.Insert(rec)); break;
+                    case 2: Assert.Equal(model.Remove(rec), map.Remove(rec)); break;
+                    default:
+                        {
+                            bool found = map.TryFind(rec, out var got);
+                            Assert.Equal(model.TryGetValue(rec, out var want), found);
+                            if (found) Assert.Equal(want, got);
+                            var high = rec with { Start = rec.Start + 50 };
+                            var expected = model.GetViewBetween(rec, high).ToList();
+                            var actual = new List<MapRecord>();
+                            foreach (ref readonly var r in map.Range(rec, high)) actual.Add(r);
+                            Assert.Equal(expected, actual);
+                            break;
+                        }
+                }
+                Assert.Equal(model.Count, map.Count);
+            }
+            var all = new List<MapRecord>();
+            foreach (ref readonly var r in map) all.Add(r);
+            Assert.Equal(model.ToList(), all);
+            Assert.Empty(map.CheckStructure());
+        }, iter: 60, threads: 1);
+    }
+
+    [Fact]
+    public void OrderedMapBulkLoadsSortedInput()
+    {
+        var records = Enumerable.Range(0, 200_000).Select(i => new MapRecord((uint)i * 4, 3, (ulong)(i % 7), 0)).ToArray();
+        using var map = new ShmemBTree<MapRecord, MapRecordComparer>();
+        map.BulkLoad(records);
+        Assert.Equal(records.Length, map.Count);
+        Assert.Empty(map.CheckStructure());
+        Assert.True(map.TryFind(records[12345], out var got));
+        Assert.Equal(records[12345], got);
+        long i = 0;
+        foreach (ref readonly var r in map) Assert.Equal(records[i++], r);
+        Assert.Equal(records.Length, i);
+        double perRecord = (double)map.MemoryBytes / map.Count;
+        output.WriteLine($"bulk 200k: {perRecord:F1} bytes/record, height {map.Height}");
+        Assert.True(perRecord <= 35, $"{perRecord} bytes per record");
+        // Still a normal tree afterwards.
+        Assert.True(map.Insert(new MapRecord(1, 1, 0, 0)));
+        Assert.True(map.Remove(records[0]));
+        Assert.Empty(map.CheckStructure());
+
+        using var other = new ShmemBTree<MapRecord, MapRecordComparer>();
+        Assert.Throws<ArgumentException>(() => other.BulkLoad(new[] { records[5], records[2] }));
+        Assert.Throws<InvalidOperationException>(() => map.BulkLoad(records));
+    }
+
+    [Fact]
+    public void OrderedMapEnumerationEndsWhenTheTreeChanges()
+    {
+        using var map = new ShmemBTree<MapRecord, MapRecordComparer>();
+        for (uint i = 0; i < 1000; i++) map.Insert(new MapRecord(i, 1, 0, 0));
+        var e = map.GetEnumerator();
+        Assert.True(e.MoveNext());
+        map.Insert(new MapRecord(5000, 1, 0, 0));
+        bool threw = false;
+        try { e.MoveNext(); } catch (InvalidOperationException) { threw = true; }
+        Assert.True(threw);
+        var e1 = map.GetEnumerator();
+        var e2 = map.GetEnumerator();
+        Assert.True(e2.MoveNext());
+        threw = false;
+        try { e1.MoveNext(); } catch (InvalidOperationException) { threw = true; }
+        Assert.True(threw);
+    }
+
+    [Fact]
+    public void OrderedMapUseAfterDisposeThrowsObjectDisposed()
+    {
+        var map = new ShmemBTree<MapRecord, MapRecordComparer>();
+        map.Insert(new MapRecord(1, 1, 1, 1));
+        map.Dispose();
+        map.Dispose(); // twice is fine
+        var r = new MapRecord(1, 1, 1, 1);
+        Assert.Throws<ObjectDisposedException>(() => map.Insert(r));
+        Assert.Throws<ObjectDisposedException>(() => map.Remove(r));
+        Assert.Throws<ObjectDisposedException>(() => map.TryFind(r, out _));
+        Assert.Throws<ObjectDisposedException>(() => map.Contains(r));
+        Assert.Throws<ObjectDisposedException>(() => map.Count);
+        Assert.Throws<ObjectDisposedException>(() => map.MemoryBytes);
+        Assert.Throws<ObjectDisposedException>(() => map.BulkLoad(new[] { r }));
+        Assert.Throws<ObjectDisposedException>(() => { map.GetEnumerator(); });
+        Assert.Throws<ObjectDisposedException>(() => { map.Range(r, r); });
+    }
+
+    [Fact]
+    public void OrderedMapOperationsAllocateNothing()
+    {
+        using var map = new ShmemBTree<MapRecord, MapRecordComparer>();
+        var rnd = new Random(1);
+        var keys = Enumerable.Range(0, 50_000).Select(_ => new MapRecord((uint)rnd.Next(), 1, (ulong)rnd.Next(4), 0)).ToArray();
+        foreach (var k in keys) map.Insert(k); // warm up: blocks, JIT, internal arrays
+        foreach (var k in keys) map.Remove(k);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        long sum = 0;
+        foreach (var k in keys) map.Insert(k);
+        foreach (var k in keys) if (map.TryFind(k, out var f)) sum += f.Length;
+        foreach (ref readonly var r in map.Range(keys[0], keys[0] with { Start = keys[0].Start + 1_000_000 })) sum += r.Length;
+        foreach (var k in keys) map.Remove(k);
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        output.WriteLine($"allocated {allocated} bytes over {keys.Length * 3} operations (sum {sum})");
+        Assert.Equal(0, allocated);
+    }
+
+    [Fact]
+    public void OrderedMapSharesOneXfileThroughPartitions()
+    {
+        using var xfile = Xfbtree.Storage.Xfile.Create(new Xfbtree.Storage.XfileOptions { MaxSize = 1L << 34 });
+        var parts = new XfilePartitions(xfile);
+        var maps = Enumerable.Range(0, 50).Select(_ => new ShmemBTree<MapRecord, MapRecordComparer>(default, new ShmemBTreeOptions { Xfile = xfile, PartitionStart = parts.Reserve(64 << 20), PartitionLength = 64 << 20 })).ToList();
+        for (int m = 0; m < maps.Count; m++)
+            for (uint i = 0; i < 2000; i++) Assert.True(maps[m].Insert(new MapRecord(i, 1, (ulong)m, 0)));
+        for (int m = 0; m < maps.Count; m++)
+        {
+            Assert.Equal(2000, maps[m].Count);
+            Assert.True(maps[m].TryFind(new MapRecord(7, 0, (ulong)m, 0), out _));
+            Assert.False(maps[m].TryFind(new MapRecord(7, 0, (ulong)m + 1, 0), out _));
+        }
+        foreach (var m in maps) m.Dispose();
+    }
+}
