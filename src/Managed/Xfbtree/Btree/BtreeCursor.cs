@@ -24,7 +24,10 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
     readonly int[] _index;
     readonly bool _lf;
     readonly int _bs, _ks, _rs, _slot, _ps;
+    readonly int _hdr, _leafMax, _nodeMax;
     int _height;
+    int _imageLevel = -1;              // level of an inode-fork root image, or -1
+    int _imageLength, _imageMax;
     long _rootPointer = long.MinValue;
     bool _positioned;
     bool _disposed;
@@ -44,6 +47,9 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
         _rs = _geo.RecordSize;
         _slot = _geo.KeySlotSize;
         _ps = _geo.PointerSize;
+        _hdr = _geo.HeaderSize;
+        _leafMax = _geo.LeafMaxRecords;
+        _nodeMax = _geo.NodeMaxRecords;
     }
 
     /// <summary>The tree.</summary>
@@ -57,28 +63,24 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
 
     // ---------------------------------------------------------------- block access
 
-    Span<byte> Block(int level)
-    {
-        ref readonly var r = ref _blocks[level];
-        return new Span<byte>(r.Data, r.Handle is BtreeInodeRoot root ? Math.Max(_bs, _geo.PointerOffset(root.MaxRecords, root.MaxRecords)) : _bs);
-    }
+    Span<byte> Block(int level) => new(_blocks[level].Data, level == _imageLevel ? _imageLength : _bs);
 
     Span<byte> SpanOf(in BtreeBlockRef r) => new(r.Data, _bs);
 
-    bool IsImageLevel(int level) => level == _height - 1 && _tree.Root.IsImage;
+    bool IsImageLevel(int level) => level == _imageLevel;
 
-    int MaxRecords(int level) => IsImageLevel(level) ? ((BtreeInodeRoot)_tree.Root).MaxRecords : _geo.MaxRecords(level);
+    int MaxRecords(int level) => level == _imageLevel ? _imageMax : level == 0 ? _leafMax : _nodeMax;
 
     static int NumRecords(ReadOnlySpan<byte> b) => BtreeHeader.NumRecords(b);
 
-    ReadOnlySpan<byte> RecordAt(ReadOnlySpan<byte> b, int i) => b.Slice(_geo.RecordOffset(i), _rs);
-    Span<byte> KeyAt(Span<byte> b, int i) => b.Slice(_geo.KeyOffset(i), _ks);
-    Span<byte> HighKeyAt(Span<byte> b, int i) => b.Slice(_geo.KeyOffset(i) + _ks, _ks);
+    ReadOnlySpan<byte> RecordAt(ReadOnlySpan<byte> b, int i) => b.Slice(_hdr + i * _rs, _rs);
+    Span<byte> KeyAt(Span<byte> b, int i) => b.Slice(_hdr + i * _slot, _ks);
+    Span<byte> HighKeyAt(Span<byte> b, int i) => b.Slice(_hdr + i * _slot + _ks, _ks);
 
     long ChildPointer(int level, int i)
     {
         var b = Block(level);
-        return BtreeHeader.ReadPointer(b[_geo.PointerOffset(i, MaxRecords(level))..], _lf);
+        return BtreeHeader.ReadPointer(b[(_hdr + MaxRecords(level) * _slot + i * _ps)..], _lf);
     }
 
     long DaddrOf(long ptr) => ptr >= 0 && _store.IsValidPointer(ptr) ? _store.PointerToDaddr(ptr) : ptr;
@@ -95,6 +97,12 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
         if (height != _height || rootPtr != _rootPointer) ReleaseBlocks();
         _height = height;
         _rootPointer = rootPtr;
+        if (_tree.Root is BtreeInodeRoot image)
+        {
+            _imageLevel = height - 1;
+            _imageMax = image.MaxRecords;
+            _imageLength = Math.Max(_bs, _geo.PointerOffset(image.MaxRecords, image.MaxRecords));
+        }
     }
 
     /// <summary>Makes the block <paramref name="ptr"/> the path block at <paramref name="level"/> (reusing it when already held).</summary>
@@ -214,13 +222,28 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
             else
             {
                 int low = 0, high = n - 1;
-                while (low <= high)
+                var entries = b[_hdr..];
+                if (level == 0)
                 {
-                    keyno = (low + high) >> 1;
-                    diff = level == 0 ? _ops.CompareRecordToKey(RecordAt(b, keyno), key) : _ops.CompareKeys(KeyAt(b, keyno), key);
-                    if (diff < 0) low = keyno + 1;
-                    else if (diff > 0) high = keyno - 1;
-                    else break;
+                    while (low <= high)
+                    {
+                        keyno = (low + high) >> 1;
+                        diff = _ops.CompareRecordToKey(entries.Slice(keyno * _rs, _rs), key);
+                        if (diff < 0) low = keyno + 1;
+                        else if (diff > 0) high = keyno - 1;
+                        else break;
+                    }
+                }
+                else
+                {
+                    while (low <= high)
+                    {
+                        keyno = (low + high) >> 1;
+                        diff = _ops.CompareKeys(entries.Slice(keyno * _slot, _ks), key);
+                        if (diff < 0) low = keyno + 1;
+                        else if (diff > 0) high = keyno - 1;
+                        else break;
+                    }
                 }
             }
             if (level > 0)
