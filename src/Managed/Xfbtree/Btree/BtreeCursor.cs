@@ -870,7 +870,7 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
     /// <paramref name="high"/>]. Overlapping trees use the interval-tree walk over node high keys; other trees
     /// an LE lookup and a leaf walk. Returns false when the visitor stopped the query.
     /// </summary>
-    public bool Query<TVisitor>(ReadOnlySpan<byte> low, ReadOnlySpan<byte> high, ref TVisitor visitor)
+    public bool Query<TVisitor>(scoped ReadOnlySpan<byte> low, scoped ReadOnlySpan<byte> high, ref TVisitor visitor)
         where TVisitor : IBtreeRecordVisitor, allows ref struct
     {
         if (low.Length < _ks || high.Length < _ks) throw new ArgumentException($"keys must be {_ks} bytes");
@@ -890,7 +890,7 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
         return true;
     }
 
-    bool SimpleQuery<TVisitor>(ReadOnlySpan<byte> low, ReadOnlySpan<byte> high, ref TVisitor visitor)
+    bool SimpleQuery<TVisitor>(scoped ReadOnlySpan<byte> low, scoped ReadOnlySpan<byte> high, ref TVisitor visitor)
         where TVisitor : IBtreeRecordVisitor, allows ref struct
     {
         Span<byte> hk = stackalloc byte[BtreeGeometry.MaxKeySize];
@@ -908,7 +908,7 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
         return true;
     }
 
-    bool OverlappedQuery<TVisitor>(ReadOnlySpan<byte> low, ReadOnlySpan<byte> high, ref TVisitor visitor)
+    bool OverlappedQuery<TVisitor>(scoped ReadOnlySpan<byte> low, scoped ReadOnlySpan<byte> high, ref TVisitor visitor)
         where TVisitor : IBtreeRecordVisitor, allows ref struct
     {
         Span<byte> hk = stackalloc byte[BtreeGeometry.MaxKeySize];
