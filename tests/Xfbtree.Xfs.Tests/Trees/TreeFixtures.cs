@@ -152,6 +152,8 @@ internal sealed unsafe class ImageBlockStore : BtreeBlockStore
     readonly bool _fsbno;
     readonly Dictionary<long, byte[]> _held = new();
     readonly Dictionary<long, int> _holds = new();
+    readonly HashSet<long> _dirty = new();
+    BtreeBlockVerifier? _lastVerifier;
 
     public ImageBlockStore(Microsoft.Win32.SafeHandles.SafeFileHandle file, FixtureGeometry geo, uint agno, bool fsbnoPointers = false)
     {
@@ -160,6 +162,9 @@ internal sealed unsafe class ImageBlockStore : BtreeBlockStore
         _agno = agno;
         _fsbno = fsbnoPointers;
     }
+
+    /// <summary>Write dirty blocks back (CRC recomputed) when their last hold is released.</summary>
+    public bool Writable { get; init; }
 
     /// <summary>daddr → (offset, xor) flips applied after each read.</summary>
     public Dictionary<long, List<(int Offset, byte Xor, bool FixCrc)>> Flips { get; } = new();
@@ -198,6 +203,7 @@ internal sealed unsafe class ImageBlockStore : BtreeBlockStore
             verifier.Verify(data, daddr);
             _held[pointer] = data;
         }
+        _lastVerifier = verifier;
         _holds[pointer] = _holds.GetValueOrDefault(pointer) + 1;
         fixed (byte* p = data) return new BtreeBlockRef(data, p, pointer);
     }
@@ -206,11 +212,22 @@ internal sealed unsafe class ImageBlockStore : BtreeBlockStore
     public override void Release(in BtreeBlockRef block)
     {
         int h = _holds[block.Pointer] - 1;
-        if (h == 0) { _holds.Remove(block.Pointer); _held.Remove(block.Pointer); }
-        else _holds[block.Pointer] = h;
+        if (h > 0) { _holds[block.Pointer] = h; return; }
+        var data = _held[block.Pointer];
+        _holds.Remove(block.Pointer);
+        _held.Remove(block.Pointer);
+        if (!_dirty.Remove(block.Pointer)) return;
+        int crcOff = _lastVerifier!.Geometry.CrcOffset;
+        BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(crcOff), Crc32C.Compute(data, crcOff));
+        _lastVerifier.Verify(data, PointerToDaddr(block.Pointer));
+        RandomAccess.Write(_file, data, PointerToDaddr(block.Pointer) * 512);
     }
-    public override void MarkDirty(in BtreeBlockRef block) => throw new NotSupportedException("read-only image store");
-    public override void MarkStale(in BtreeBlockRef block) => throw new NotSupportedException("read-only image store");
+    public override void MarkDirty(in BtreeBlockRef block)
+    {
+        if (!Writable) throw new NotSupportedException("read-only image store");
+        _dirty.Add(block.Pointer);
+    }
+    public override void MarkStale(in BtreeBlockRef block) => throw new NotSupportedException("image store cannot free blocks");
 }
 
 /// <summary>CRC-32C (Castagnoli) with the 4-byte CRC field taken as zero, as XFS stores it.</summary>
