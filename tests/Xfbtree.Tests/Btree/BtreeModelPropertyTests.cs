@@ -75,6 +75,22 @@ public sealed class BtreeModelPropertyTests(ITestOutputHelper output)
         output.WriteLine($"interval bs={blockSize}: {iter} runs in {sw.Elapsed.TotalSeconds:F1}s, max records {maxSize}, max height {maxHeight}");
     }
 
+    [Theory]
+    [MemberData(nameof(BlockSizes))]
+    public void BtreeMatchesModelsOnDiskImageTarget(int blockSize)
+    {
+        var (iter, len, fill, keyRange) = Budget(blockSize);
+        iter = blockSize >= 65536 ? (Long ? 30 : 2) : Math.Max(4, iter / 3);
+        var sw = Stopwatch.StartNew();
+        int maxU = 0, maxI = 0;
+        var gen = Steps(keyRange, fill).Array[1, len];
+        gen.Sample(steps => { maxU = Math.Max(maxU, RunU64(steps, blockSize, blockSize >= 65536 ? 8 : 1, o => TestTree<U64Ops>.OnImageFile(new U64Ops(blockSize == 1024), blockSize)).Size); },
+            iter: iter, threads: 1, print: s => string.Join(" ", s.Select(x => x.ToString())));
+        gen.Sample(steps => { maxI = Math.Max(maxI, RunInterval(steps, blockSize, blockSize >= 65536 ? 8 : 1, o => TestTree<IntervalOps>.OnImageFile(new IntervalOps(blockSize == 4096), blockSize)).Size); },
+            iter: iter, threads: 1, print: s => string.Join(" ", s.Select(x => x.ToString())));
+        output.WriteLine($"image file bs={blockSize}: {iter}+{iter} runs in {sw.Elapsed.TotalSeconds:F1}s, max records {maxU} (u64) / {maxI} (interval)");
+    }
+
     static (long Iter, int Len, int Fill, uint KeyRange) Budget(int blockSize) => blockSize switch
     {
         512 => (Long ? 3000 : 300, 200, 300, 3000),
@@ -302,6 +318,14 @@ public sealed class TestTree<TOps>(Btree<TOps> tree, Func<long> liveBlocks, Acti
     public long LiveBlocks => liveBlocks();
     public void AssertNoHolds() => assertNoHolds();
     public void Dispose() => owner?.Dispose();
+
+    internal static TestTree<TOps> OnImageFile(TOps ops, int blockSize)
+    {
+        var store = new BtreeImageFileStore(blockSize);
+        var tree = new Btree<TOps>(ops, store, new BtreeRootValue(BtreeHeader.NullPointer, 1), BtreeTestTrees.Uuid, owner: 7);
+        tree.CreateEmpty();
+        return new TestTree<TOps>(tree, () => store.LiveBlocks, store.AssertNoHolds, store);
+    }
 
     internal static TestTree<TOps> OnTestStore(TOps ops, int blockSize)
     {
