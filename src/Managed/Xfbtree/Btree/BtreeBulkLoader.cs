@@ -123,19 +123,22 @@ public static class BtreeBulkLoader
                     if (level == 0)
                     {
                         if (entries > 0) source.Fill(b.Slice(geo.RecordOffset(0), entries * rs), entries);
-                        if (checkOrder)
+                        if (checkOrder && entries > 0)
                         {
+                            // Adjacent records are compared in place; only a leaf's last record is kept for the next leaf.
+                            var recs = b.Slice(geo.RecordOffset(0), entries * rs);
                             for (int r = 0; r < entries; r++)
                             {
-                                var rec = b.Slice(geo.RecordOffset(r), rs);
-                                if (havePrev && !ops.RecordsInOrder(prevRecord[..rs], rec))
+                                var rec = recs.Slice(r * rs, rs);
+                                var before = r > 0 ? recs.Slice((r - 1) * rs, rs) : havePrev ? prevRecord[..rs] : default;
+                                if ((r > 0 || havePrev) && !ops.RecordsInOrder(before, rec))
                                 {
                                     store.Release(cur);
                                     throw new ArgumentException($"{tree.Name}: bulk-load records out of order at block {i}, record {r}");
                                 }
-                                rec.CopyTo(prevRecord);
-                                havePrev = true;
                             }
+                            recs.Slice((entries - 1) * rs, rs).CopyTo(prevRecord);
+                            havePrev = true;
                         }
                     }
                     else
