@@ -26,7 +26,7 @@ if [ "$(cat "$out/.stamp" 2>/dev/null)" != "$stamp" ]; then
   rm -rf "$out"
   dotnet publish tests/Xfbtree.Fuzz/Xfbtree.Fuzz.csproj -c "$config" -o "$out" --nologo -v q >/dev/null
   dotnet tool restore >/dev/null
-  for dll in Xfbtree.Native.dll Xfbtree.dll Xfbtree.Xfs.dll; do
+  for dll in Xfbtree.Native.dll Xfbtree.Core.dll Xfbtree.Xfs.dll; do
     dotnet sharpfuzz "$out/$dll" >/dev/null
   done
   echo "$stamp" >"$out/.stamp"

@@ -84,13 +84,13 @@ internal static class RepairTools
     public static ToolResult Corrupt(string image, string kind, int seed = 1, int ag = 0)
     {
         TreeFixtures.RequireTool("xfs_db");
-        if (!File.Exists(CorruptScript)) throw new FileNotFoundException("the shared corruption tool is missing", CorruptScript);
-        return Exec(CorruptScript, [image, kind, seed.ToString(System.Globalization.CultureInfo.InvariantCulture), ag.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+        if (!File.Exists(RepairScratch.CorruptScript)) throw new FileNotFoundException("the shared corruption tool is missing", RepairScratch.CorruptScript);
+        return Exec(RepairScratch.CorruptScript, [image, kind, seed.ToString(System.Globalization.CultureInfo.InvariantCulture), ag.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
     }
 
     public static IReadOnlyList<string> CorruptionKinds()
     {
-        var r = Exec(CorruptScript, ["--list"]);
+        var r = Exec(RepairScratch.CorruptScript, ["--list"]);
         if (r.ExitCode != 0) throw new InvalidOperationException($"corrupt.sh --list failed: {r}");
         return r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Select(l => l.Split(' ', '\t', ':')[0]).Where(k => k.Length > 0).ToList();

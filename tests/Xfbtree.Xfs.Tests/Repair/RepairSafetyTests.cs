@@ -36,6 +36,7 @@ public sealed class RepairSafetyTests(ITestOutputHelper output)
     }
 
     [Fact]
+    [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
     public void RepairRefusesReadOnlyFile()
     {
         using var scratch = new RepairScratch();
