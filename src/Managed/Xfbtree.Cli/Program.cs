@@ -2,7 +2,7 @@ namespace Xfbtree.Cli;
 
 internal static class Program
 {
-    const string Usage = "usage: xfbtree rmap dump|check IMAGE [options]   (xfbtree rmap --help for details)";
+    const string Usage = "usage: xfbtree rmap dump|check|repair IMAGE [options]   (xfbtree rmap --help for details)";
 
     private static int Main(string[] args)
     {

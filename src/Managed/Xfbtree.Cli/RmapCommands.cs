@@ -6,6 +6,7 @@ using Xfbtree.Buffers;
 using Xfbtree.Xfs;
 using Xfbtree.Xfs.Check;
 using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Repair;
 using Xfbtree.Xfs.Scan;
 using Xfbtree.Xfs.Trees;
 
@@ -13,7 +14,8 @@ namespace Xfbtree.Cli;
 
 /// <summary>
 /// The <c>xfbtree rmap</c> commands in library-callable form (tests and the fuzz harness run them in process):
-/// <c>dump IMAGE [--source expected|ondisk] [--ag N] [--force]</c> and <c>check IMAGE [--ag N] [--json] [--force]</c>.
+/// <c>dump IMAGE [--source expected|ondisk] [--ag N] [--force]</c>, <c>check IMAGE [--ag N] [--json] [--force]</c> and
+/// <c>repair IMAGE [--ag N] [-n]</c> (see <see cref="RmapRepairRunner"/>).
 /// Exit codes: 0 clean, 1 damage found, 2 could not check (bad input, usage). Every failure is one line on stderr,
 /// never a stack trace.
 /// </summary>
@@ -26,7 +28,8 @@ public static class RmapCommands
 
     const string Usage =
         "usage: xfbtree rmap dump IMAGE [--source expected|ondisk] [--ag N] [--force]\n" +
-        "       xfbtree rmap check IMAGE [--ag N] [--json] [--force]";
+        "       xfbtree rmap check IMAGE [--ag N] [--json] [--force]\n" +
+        "       xfbtree rmap repair IMAGE [--ag N] [-n]";
 
     sealed class Args
     {
@@ -34,7 +37,7 @@ public static class RmapCommands
         public string? Image;
         public string Source = "expected";
         public uint? Ag;
-        public bool Json, Force;
+        public bool Json, Force, DryRun;
     }
 
     /// <summary>Runs <c>xfbtree rmap ARGS</c> (ARGS without the leading "rmap").</summary>
@@ -59,6 +62,12 @@ public static class RmapCommands
         Action<string>? report = progress ? new ProgressLine(stderr).Show : null;
         try
         {
+            if (a.Command == "repair")
+            {
+                int repairRc = RmapRepairRunner.Run(a.Image!, new RmapRepairOptions { OnlyAg = a.Ag, DryRun = a.DryRun, Progress = report }, stdout, stderr);
+                if (progress) stderr.Write("\r\x1b[K");
+                return repairRc;
+            }
             using var image = XfsImage.Open(a.Image!);
             if (a.Ag is { } ag && ag >= image.Geometry.AgCount)
             {
@@ -110,7 +119,7 @@ public static class RmapCommands
         if (args.Length == 0) throw new ArgumentException("missing command");
         a.Command = args[0];
         if (a.Command is "-h" or "--help" or "help") { a.Command = "help"; return a; }
-        if (a.Command is not ("dump" or "check")) throw new ArgumentException($"unknown command '{a.Command}'");
+        if (a.Command is not ("dump" or "check" or "repair")) throw new ArgumentException($"unknown command '{a.Command}'");
         for (int i = 1; i < args.Length; i++)
         {
             string s = args[i];
@@ -129,7 +138,10 @@ public static class RmapCommands
                 case "--json" when a.Command == "check":
                     a.Json = true;
                     break;
-                case "--force":
+                case "-n" when a.Command == "repair":
+                    a.DryRun = true;
+                    break;
+                case "--force" when a.Command != "repair":
                     a.Force = true;
                     break;
                 case "-h" or "--help":
