@@ -110,6 +110,8 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
         _rootPointer = rootPtr;
         if (_tree.Root is BtreeInodeRoot image)
         {
+            // An inode fork holds a btree root only from level 1 up (a single leaf's worth of extents is extents format).
+            if (height < 2) Corrupt(rootPtr, "inode fork btree root at level 0");
             _imageLevel = height - 1;
             _imageMax = image.MaxRecords;
             _imageLength = Math.Max(_bs, _geo.PointerOffset(image.MaxRecords, image.MaxRecords));
