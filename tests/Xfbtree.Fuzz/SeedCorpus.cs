@@ -11,11 +11,11 @@ namespace Xfbtree.Fuzz;
 /// </summary>
 public static class SeedCorpus
 {
-    /// <summary>Writes DIR/btree/* and DIR/orderedmap/*; returns (path, bytes) per file.</summary>
+    /// <summary>Writes DIR/btree/*, DIR/orderedmap/* and the crafted inputs DIR/../regressions/btree/crafted-*; returns (path, bytes) per file.</summary>
     public static List<(string Path, int Bytes)> Write(string dir)
     {
         var written = new List<(string, int)>();
-        foreach (var (target, seeds) in new[] { ("btree", BtreeSeeds()), ("orderedmap", OrderedMapSeeds()) })
+        foreach (var (target, seeds) in new[] { ("btree", BtreeSeeds()), ("orderedmap", OrderedMapSeeds()), ("../regressions/btree", CraftedBtreeInputs()) })
         {
             string d = Path.Combine(dir, target);
             Directory.CreateDirectory(d);
@@ -204,6 +204,94 @@ public static class SeedCorpus
         BinaryPrimitives.WriteUInt64BigEndian(r, (unwritten << 63) | (startoff << 9) | (startblock >> 43));
         BinaryPrimitives.WriteUInt64BigEndian(r.AsSpan(8), (startblock << 21) | len);
         return r;
+    }
+
+    // ---------------------------------------------------------------- crafted hostile inputs
+
+    /// <summary>
+    /// Hand-made hostile trees (kept with the fuzzer's findings in regressions/btree): walks that never end unless
+    /// the engine checks key order when it crosses blocks, and impossible heights.
+    /// </summary>
+    public static List<(string Name, byte[] Data)> CraftedBtreeInputs()
+    {
+        var list = new List<(string, byte[])>();
+        // bnobt, 512-byte blocks (nodes hold 38 entries): below the root every level has two blocks A and B that are
+        // each other's left and right siblings, and every node points at A, B, A, B, ... The sibling checks of a
+        // cursor walk all pass, yet a walk would visit 38^5 leaves.
+        {
+            const int levels = 6, nodeMax = 38, leafRecs = 57;
+            var blocks = new List<byte[]>();
+            // Block numbers: A_l = 1 + 2l, B_l = 2 + 2l for l in 0..levels-2; the root is 2*(levels-1)+1.
+            for (int l = 0; l < levels - 1; l++)
+                for (int ab = 0; ab < 2; ab++)
+                {
+                    long self = 1 + 2 * l + ab, other = 1 + 2 * l + (1 - ab);
+                    blocks.Add(l == 0 ? ShortBlock(l, leafRecs, other, other, 8, nodeMax, _ => 0)
+                                      : ShortBlock(l, nodeMax, other, other, 8, nodeMax, i => 1 + 2 * (l - 1) + (i & 1)));
+                }
+            blocks.Add(ShortBlock(levels - 1, nodeMax, -1, -1, 8, nodeMax, i => 1 + 2 * (levels - 2) + (i & 1)));
+            list.Add(("crafted-bnobt-sibling-cycle-dag", BtreeTarget.Encode(BtreeTarget.Kind.Bnobt, 0, None, levels, blocks.Count, blocks, [])));
+        }
+        // rmapbt, 512-byte blocks (nodes hold 10 entries): one block per level, every slot of every node pointing at
+        // the single block below. An overlapped query over everything would descend 10^11 times.
+        {
+            const int levels = 12, nodeMax = 10, slot = 40;
+            var blocks = new List<byte[]>();
+            // The first record's key is all zeros like every slot's low key, so each child's first key matches its slot:
+            // only the order of the keys followed gives the DAG away.
+            blocks.Add(ShortBlock(0, 19, -1, -1, slot, nodeMax, _ => 0, recordSize: 24, fill: i =>
+            {
+                var r = RmapRecord(i);
+                if (i == 0) { r.AsSpan().Clear(); r[7] = 1; }
+                return r;
+            }));
+            for (int l = 1; l < levels; l++)
+            {
+                int below = l; // block numbers 1..levels, level l is block l+1
+                blocks.Add(ShortBlock(l, nodeMax, -1, -1, slot, nodeMax, _ => below, keyFill: RmapFullRangeKeys));
+            }
+            list.Add(("crafted-rmapbt-child-dag", BtreeTarget.Encode(BtreeTarget.Kind.Rmapbt, 0, None, levels, levels, blocks, [])));
+        }
+        // bmbt rooted in an inode fork that claims level 40: deeper than any bmbt can be.
+        {
+            var fork = new byte[4 + 16 * 4];
+            BinaryPrimitives.WriteUInt16BigEndian(fork, 40);
+            BinaryPrimitives.WriteUInt16BigEndian(fork.AsSpan(2), 1);
+            BinaryPrimitives.WriteInt64BigEndian(fork.AsSpan(4 + 4 * 8), 1);
+            var leaf = ShortBlock(0, 0, -1, -1, 8, 0, _ => 0);
+            list.Add(("crafted-bmbt-inode-root-too-deep", BtreeTarget.Encode(BtreeTarget.Kind.BmbtInodeRoot, 0, None, 0, 0, [fork, leaf], [])));
+        }
+        return list;
+    }
+
+    /// <summary>A short-form 512-byte block: header fields the harness does not stamp, then records or keys + pointers.</summary>
+    static byte[] ShortBlock(int level, int numrecs, long left, long right, int slot, int nodeMax, Func<int, long> child,
+        int recordSize = 8, Func<int, byte[]>? fill = null, Action<int, Span<byte>>? keyFill = null)
+    {
+        var b = new byte[512];
+        BinaryPrimitives.WriteUInt16BigEndian(b.AsSpan(4), (ushort)level);
+        BinaryPrimitives.WriteUInt16BigEndian(b.AsSpan(6), (ushort)numrecs);
+        BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(8), left < 0 ? uint.MaxValue : (uint)left);
+        BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(12), right < 0 ? uint.MaxValue : (uint)right);
+        for (int i = 0; i < numrecs; i++)
+        {
+            if (level == 0)
+            {
+                if (fill != null) fill(i).CopyTo(b.AsSpan(56 + i * recordSize));
+                else BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(56 + i * recordSize), (uint)i * 10 + 8);
+                continue;
+            }
+            keyFill?.Invoke(i, b.AsSpan(56 + i * slot, slot));
+            BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(56 + nodeMax * slot + i * 4), (uint)child(i));
+        }
+        return b;
+    }
+
+    /// <summary>An rmapbt node slot whose interval covers every key (low key zero, high key all ones).</summary>
+    static void RmapFullRangeKeys(int i, Span<byte> slot)
+    {
+        slot[..20].Clear();
+        slot.Slice(20, 20).Fill(0xFF);
     }
 
     // ---------------------------------------------------------------- orderedmap
