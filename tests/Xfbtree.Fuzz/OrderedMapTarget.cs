@@ -75,11 +75,17 @@ public interface IFuzzMapRecord<TSelf> where TSelf : unmanaged
 /// 10 full check (structure, count, enumeration)          11 enumeration invalidated by a change or a second enumeration
 /// 12 dispose and start over (old instance must throw ObjectDisposedException)
 /// </code>
-/// Keys are u16 values (plenty of collisions); record operations per input are capped at 40 000.
+/// Keys are u16 values (plenty of collisions); record operations per input are capped at 16 000. All runs share one
+/// xfile (two partitions).
 /// </summary>
 public static class OrderedMapTarget
 {
-    public const int MaxRecordOps = 40_000;
+    public const int MaxRecordOps = 16_000;
+    const long PartitionBytes = 1L << 30;
+    /// <summary>One xfile for every run (creating one costs more than a small script): trees take turns between two
+    /// partitions (start over needs a second tree while the first still lives) and discard their pages on dispose.</summary>
+    static readonly Lazy<Xfbtree.Storage.Xfile> SharedXfile = new(() =>
+        Xfbtree.Storage.Xfile.Create(new Xfbtree.Storage.XfileOptions { Name = "xfbtree-fuzz-orderedmap", MaxSize = 2 * PartitionBytes }));
     public const int OpCount = 13;
 
     public static FuzzOutcome Run(ReadOnlySpan<byte> input)
@@ -94,7 +100,8 @@ public static class OrderedMapTarget
         where TRecord : unmanaged, IFuzzMapRecord<TRecord>
         where TComparer : struct, IRecordComparer<TRecord>
     {
-        ShmemBTree<TRecord, TComparer> _map = new();
+        ShmemBTree<TRecord, TComparer> _map = NewMap(0);
+        int _partition;
         readonly SortedSet<uint> _keys = new();
         readonly Dictionary<uint, uint> _values = new();
         int _budget = MaxRecordOps;
@@ -149,6 +156,9 @@ public static class OrderedMapTarget
                 _map.Dispose();
             }
         }
+
+        static ShmemBTree<TRecord, TComparer> NewMap(int partition)
+            => new(default, new ShmemBTreeOptions { Xfile = SharedXfile.Value, PartitionStart = partition * PartitionBytes, PartitionLength = PartitionBytes });
 
         static TRecord Probe(uint key) => TRecord.Make(key, 0);
 
@@ -238,7 +248,6 @@ public static class OrderedMapTarget
             bool sorted = step > 0 || count < 2;
             if (_keys.Count > 0)
             {
-                if (count == 0) { _map.BulkLoad(records); return; }
                 try
                 {
                     _map.BulkLoad(records);
@@ -324,7 +333,8 @@ public static class OrderedMapTarget
         {
             Spend();
             var old = _map;
-            _map = new ShmemBTree<TRecord, TComparer>();
+            _partition ^= 1;
+            _map = NewMap(_partition);
             old.Dispose();
             try
             {

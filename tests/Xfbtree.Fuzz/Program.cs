@@ -30,6 +30,7 @@ internal static class Program
         if (!FuzzTargets.Names.Contains(target)) { Console.Error.WriteLine($"unknown target '{target}'"); return 2; }
         if (args.Length > 1)
         {
+            EnsureCoverageMap();
             if (Verbose) FuzzTargets.Log = m => Console.WriteLine("  " + m);
             return Replay(target, args[1..]);
         }
@@ -43,11 +44,34 @@ internal static class Program
         return 0;
     }
 
+    /// <summary>
+    /// An instrumented build writes every edge into SharpFuzz's coverage map, which only exists under afl-fuzz: give a
+    /// replay in such a build a scratch map so that it does not write through a null pointer.
+    /// </summary>
+    static unsafe void EnsureCoverageMap()
+    {
+        if (SharpFuzz.Common.Trace.SharedMem == null)
+            SharpFuzz.Common.Trace.SharedMem = (byte*)System.Runtime.InteropServices.NativeMemory.AllocZeroed(1 << 16);
+    }
+
     static readonly bool Verbose = Environment.GetEnvironmentVariable("XFBTREE_FUZZ_VERBOSE") == "1";
 
     static int Replay(string target, string[] paths)
     {
         int ok = 0, corrupt = 0, findings = 0;
+        if (int.TryParse(Environment.GetEnvironmentVariable("XFBTREE_FUZZ_REPEAT"), out int repeat) && repeat > 0)
+        {
+            // Timing aid: runs every input `repeat` times in this thread and prints the mean time per run.
+            foreach (var file in FuzzTargets.InputFiles(paths))
+            {
+                var bytes = File.ReadAllBytes(file);
+                FuzzTargets.Run(target, bytes);
+                var sw = System.Diagnostics.Stopwatch.StartNew();
+                for (int i = 0; i < repeat; i++) FuzzTargets.Run(target, bytes);
+                Console.WriteLine($"{sw.Elapsed.TotalMicroseconds / repeat,10:0.0} us  {file}");
+            }
+            return 0;
+        }
         foreach (var file in FuzzTargets.InputFiles(paths))
         {
             try
