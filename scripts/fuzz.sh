@@ -36,7 +36,7 @@ if [ "$(cat "$out/.stamp" 2>/dev/null)" != "$stamp" ]; then
   rm -rf "$out"
   dotnet publish tests/Xfbtree.Fuzz/Xfbtree.Fuzz.csproj -c "$config" -o "$out" --nologo -v q >/dev/null
   dotnet tool restore >/dev/null
-  for dll in Xfbtree.Native.dll Xfbtree.dll Xfbtree.Xfs.dll Xfbtree.Cli.dll xfbtree.dll; do
+  for dll in Xfbtree.Native.dll Xfbtree.Core.dll Xfbtree.Xfs.dll xfbtree.dll; do
     [ -f "$out/$dll" ] || continue
     dotnet sharpfuzz "$out/$dll" >/dev/null
   done

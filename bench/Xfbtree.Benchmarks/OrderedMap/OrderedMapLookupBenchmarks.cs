@@ -22,7 +22,7 @@ public class OrderedMapLookupBenchmarks
     public int Records { get; set; }
 
     /// <summary>Implementation under test.</summary>
-    [Params("SortedSet", "SortedDictionary", "SortedArray", "LMDB")]
+    [Params("Xfbtree", "SortedSet", "SortedDictionary", "SortedArray", "LMDB")]
     public string Peer { get; set; } = "SortedSet";
 
     [GlobalSetup]
@@ -37,7 +37,7 @@ public class OrderedMapLookupBenchmarks
             "SortedDictionary" => new SortedDictionaryPeer(),
             "SortedArray" => new SortedArrayPeer(),
             "LMDB" => new LmdbPeer(Records),
-            // TODO(issue 5): "Xfbtree" once the typed ordered map is on main (see XfbtreePeer).
+            "Xfbtree" => new XfbtreePeer(),
             _ => throw new ArgumentOutOfRangeException(nameof(Peer), Peer, "unknown peer"),
         };
         peer.BulkLoad(sorted);

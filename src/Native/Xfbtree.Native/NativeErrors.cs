@@ -11,8 +11,10 @@ public static class NativeErrors
 {
     // Linux generic errno values (identical on x86-64 and arm64); kept here so no caller needs Tmds.Linux.
     internal const int EINTR = 4;
+    internal const int EIO = 5;
     internal const int EBADF = 9;
     internal const int ENOMEM = 12;
+    internal const int EBUSY = 16;
     internal const int EEXIST = 17;
     internal const int EISDIR = 21;
     internal const int EINVAL = 22;

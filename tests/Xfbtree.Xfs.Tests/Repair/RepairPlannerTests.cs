@@ -42,7 +42,7 @@ public sealed class RepairPlannerTests
             FreeSpaceTreeBlocks: Bits(100, (1, 2)),
             AgflBlocks: [8, 9],
             AgflCapacity: 119);
-        RmapbtRebuildPlan plan = RmapbtRebuildPlanner.Plan(space, nonOwnAgRecordCount: 3, treeBlocksForRecords: _ => 1);
+        RmapbtRebuildPlan plan = RmapbtRebuildPlanner.Plan(space, nonOwnAgRecordCount: 3, treeBlocksForRecords: (_, _) => 1);
         Assert.Equal(3, plan.ReusableBlocks);
         Assert.Equal([5u], plan.NewTreeBlocks);
         Assert.Equal([8u, 9u, 6u, 7u], plan.NewAgfl);
@@ -55,7 +55,7 @@ public sealed class RepairPlannerTests
     public void RepairPlanRefusesCrossLinkedSpace()
     {
         var space = new AgSpaceSnapshot(Bits(50, (0, 20)), Bits(50, (19, 5)), Bits(50, (30, 1)), [31], 119);
-        var e = Assert.Throws<RebuildPlanException>(() => RmapbtRebuildPlanner.Plan(space, 1, _ => 1));
+        var e = Assert.Throws<RebuildPlanException>(() => RmapbtRebuildPlanner.Plan(space, 1, (_, _) => 1));
         Assert.Contains("block 19", e.Message);
     }
 
@@ -63,7 +63,7 @@ public sealed class RepairPlannerTests
     public void RepairPlanRefusesWhenThePoolIsTooSmall()
     {
         var space = new AgSpaceSnapshot(Bits(50, (0, 40)), Bits(50, (41, 9)), Bits(50, (40, 1)), [], 119);
-        var e = Assert.Throws<RebuildPlanException>(() => RmapbtRebuildPlanner.Plan(space, 1, _ => 2));
+        var e = Assert.Throws<RebuildPlanException>(() => RmapbtRebuildPlanner.Plan(space, 1, (_, _) => 2));
         Assert.Contains("needs 2 blocks", e.Message);
     }
 
@@ -71,7 +71,19 @@ public sealed class RepairPlannerTests
     public void RepairPlanRefusesAnOverfullAgfl()
     {
         var space = new AgSpaceSnapshot(Bits(50, (0, 10)), Bits(50, (40, 10)), Bits(50, (10, 1)), [11, 12], 4);
-        var e = Assert.Throws<RebuildPlanException>(() => RmapbtRebuildPlanner.Plan(space, 1, _ => 1));
+        var e = Assert.Throws<RebuildPlanException>(() => RmapbtRebuildPlanner.Plan(space, 1, (_, _) => 1));
         Assert.Contains("do not fit on the AGFL", e.Message);
+    }
+
+    [Fact]
+    public void RepairPlanBuildsASparserTreeWhenTheSurplusWouldOverflowTheAgfl()
+    {
+        // Pool = 10..39 (30 blocks), AGFL has 2 of 4 slots used: the tree must take at least 28 blocks.
+        var space = new AgSpaceSnapshot(Bits(50, (0, 10)), Bits(50, (41, 9)), Bits(50, (40, 1)), [], 2);
+        long askedMinimum = -1;
+        RmapbtRebuildPlan plan = RmapbtRebuildPlanner.Plan(space, 1, (_, minimum) => { askedMinimum = minimum; return 29; });
+        Assert.Equal(28, askedMinimum);
+        Assert.Equal(29, plan.NewTreeBlocks.Count);
+        Assert.Single(plan.NewAgfl);
     }
 }

@@ -43,8 +43,11 @@ public static class RmapbtRebuildPlanner
     /// <summary>Plans the rebuild.</summary>
     /// <param name="space">The AG's block classes.</param>
     /// <param name="nonOwnAgRecordCount">Merged expected records whose owner is not OWN_AG.</param>
-    /// <param name="treeBlocksForRecords">Blocks the bulk loader needs for a record count (its geometry).</param>
-    public static RmapbtRebuildPlan Plan(AgSpaceSnapshot space, long nonOwnAgRecordCount, Func<long, long> treeBlocksForRecords)
+    /// <param name="treeBlocksForRecords">Blocks the bulk loader will use for a record count when it should use at
+    /// least the given number of blocks (the surplus of the pool must fit on the AGFL, so a big old tree is rebuilt
+    /// less densely rather than overflowing the AGFL): the smallest achievable count at or above the minimum, or the
+    /// largest achievable one when none reaches it.</param>
+    public static RmapbtRebuildPlan Plan(AgSpaceSnapshot space, long nonOwnAgRecordCount, Func<long, long, long> treeBlocksForRecords)
     {
         ArgumentNullException.ThrowIfNull(space);
         ArgumentNullException.ThrowIfNull(treeBlocksForRecords);
@@ -85,7 +88,8 @@ public static class RmapbtRebuildPlanner
         ownAg.UnionWith(pool);
         long recordCount = nonOwnAgRecordCount + CountExtents(ownAg);
 
-        long needed = treeBlocksForRecords(recordCount);
+        long freeAgflSlots = space.AgflCapacity - space.AgflBlocks.Count;
+        long needed = treeBlocksForRecords(recordCount, Math.Max(1, poolCount - freeAgflSlots));
         if (needed < 1)
         {
             throw new RebuildPlanException($"the bulk loader planned {needed} blocks for {recordCount} records");

@@ -1,0 +1,258 @@
+using System.Runtime.ExceptionServices;
+
+namespace Xfbtree.Buffers;
+
+/// <summary>Joins buffers, logs dirty ranges, then commits (write-verify + write) or cancels.</summary>
+/// <remarks>
+/// <para>A transaction collects exclusively locked buffers and keeps their holds and locks until it ends.
+/// There is no journal: it is the unit of "these blocks change together, verified".</para>
+/// <para><b>Commit.</b> Disk buffers that are dirty are run through their write verifier (CRC) and written in
+/// ascending (target, daddr) order; stale (freed) ones are dropped unwritten. If a verifier or a write fails,
+/// writing stops: the failed buffer and every dirty buffer not yet written are invalidated (their next use
+/// re-reads the disk), so the cache again mirrors the disk, and the first error is thrown after every buffer
+/// was released. Xfile buffers: dirty ones are structure-checked (their write verifier; there is no I/O),
+/// stale ones are punched out of the xfile when released; the first verifier error is thrown after all were
+/// processed and released (upstream xfbtree_trans_commit).</para>
+/// <para><b>Cancel</b> writes nothing. Disk buffers with changes are invalidated: the changes are dropped and
+/// the block is re-read on next use. Xfile buffers cannot be undone (their memory is the xfile, as upstream);
+/// the flags are cleared and, when there were changes, the <see cref="XfileBufferTarget"/> is poisoned so the
+/// half-changed structure cannot be used by mistake (see <see cref="XfileBufferTarget.IsPoisoned"/>).</para>
+/// </remarks>
+public sealed class BufferTransaction : IDisposable
+{
+    private readonly BufferCache cache;
+    private readonly List<BlockBuffer> items = new();
+    private bool done;
+
+    public BufferTransaction(BufferCache cache)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        this.cache = cache;
+    }
+
+    /// <summary>Buffers joined so far.</summary>
+    public int Count => items.Count;
+
+    /// <summary>True after Commit or Cancel.</summary>
+    public bool IsFinished => done;
+
+    /// <summary>Attaches a held buffer; the transaction takes over the caller's hold and releases it at commit/cancel.</summary>
+    /// <exception cref="InvalidOperationException">The buffer is not locked exclusively, or already joined.</exception>
+    public void Join(BlockBuffer buffer)
+    {
+        cache.CheckOwned(buffer);
+        ThrowIfDone();
+        if (!buffer.IsLockedExclusive)
+        {
+            throw new InvalidOperationException($"{buffer}: only exclusively locked buffers can join a transaction");
+        }
+        if (buffer.Transaction != null)
+        {
+            throw new InvalidOperationException(ReferenceEquals(buffer.Transaction, this)
+                ? $"{buffer} is already joined to this transaction"
+                : $"{buffer} is joined to another transaction");
+        }
+        buffer.Transaction = this;
+        items.Add(buffer);
+    }
+
+    /// <summary>
+    /// Reads a buffer into the transaction: one already joined is returned as it is, otherwise it is read
+    /// (exclusively) through the cache and joined. The transaction owns the hold: do not release it.
+    /// </summary>
+    public BlockBuffer Read(BufferTarget target, long daddr, int lengthBB, IBufferVerifier? verifier)
+    {
+        ThrowIfDone();
+        if (Find(target, daddr, lengthBB) is { } joined)
+        {
+            return joined;
+        }
+        var buffer = cache.Read(target, daddr, lengthBB, verifier, BufferLockMode.Exclusive);
+        Join(buffer);
+        return buffer;
+    }
+
+    /// <summary>Like <see cref="BufferCache.GetNew"/>, joined; a buffer already joined is returned as it is.</summary>
+    public BlockBuffer GetNew(BufferTarget target, long daddr, int lengthBB, IBufferVerifier? verifier)
+    {
+        ThrowIfDone();
+        if (Find(target, daddr, lengthBB) is { } joined)
+        {
+            return joined;
+        }
+        var buffer = cache.GetNew(target, daddr, lengthBB, verifier);
+        Join(buffer);
+        return buffer;
+    }
+
+    /// <summary>Marks a range of a joined buffer dirty.</summary>
+    public void LogRange(BlockBuffer buffer, int offset, int length)
+    {
+        ArgumentNullException.ThrowIfNull(buffer);
+        ThrowIfDone();
+        if (!ReferenceEquals(buffer.Transaction, this))
+        {
+            throw new InvalidOperationException($"{buffer} is not joined to this transaction");
+        }
+        buffer.MarkDirty(offset, length);
+    }
+
+    public void Commit() => CommitCore(sync: false);
+
+    /// <summary>Commits, then fsyncs every disk target written before the buffers are released (a durability barrier).</summary>
+    public void CommitAndSync() => CommitCore(sync: true);
+
+    private void CommitCore(bool sync)
+    {
+        ThrowIfDone();
+        done = true;
+        Exception? first = null;
+        try
+        {
+            var disk = new List<BlockBuffer>();
+            foreach (var buffer in items)
+            {
+                if (!buffer.Target.IsInMemory && buffer.IsDirty && !buffer.IsStale)
+                {
+                    disk.Add(buffer);
+                }
+            }
+            disk.Sort(static (x, y) => x.Target.Id != y.Target.Id ? x.Target.Id.CompareTo(y.Target.Id) : x.Daddr.CompareTo(y.Daddr));
+            List<BufferTarget>? written = sync ? new List<BufferTarget>() : null;
+            foreach (var buffer in disk)
+            {
+                if (first != null)
+                {
+                    buffer.Invalidate();
+                    continue;
+                }
+                try
+                {
+                    cache.WriteLocked(buffer);
+                    if (written != null && !written.Contains(buffer.Target))
+                    {
+                        written.Add(buffer.Target);
+                    }
+                }
+                catch (Exception e) when (e is IOException or CorruptionException)
+                {
+                    first = e;
+                    buffer.Invalidate();
+                }
+            }
+            foreach (var buffer in items)
+            {
+                if (!buffer.Target.IsInMemory || buffer.IsStale || !buffer.IsDirty)
+                {
+                    continue;
+                }
+                try
+                {
+                    buffer.Verifier?.PrepareWrite(buffer);
+                }
+                catch (CorruptionException e)
+                {
+                    first ??= e;
+                }
+                buffer.ClearDirty();
+            }
+            if (first == null && written != null)
+            {
+                foreach (var target in written)
+                {
+                    target.SyncForFlush();
+                }
+            }
+        }
+        finally
+        {
+            ReleaseAll();
+        }
+        if (first != null)
+        {
+            ExceptionDispatchInfo.Throw(first);
+        }
+    }
+
+    /// <summary>Ends the transaction writing nothing (see the class remarks for xfile targets).</summary>
+    public void Cancel()
+    {
+        ThrowIfDone();
+        done = true;
+        try
+        {
+            foreach (var buffer in items)
+            {
+                if (!buffer.IsDirty && !buffer.IsStale)
+                {
+                    continue;
+                }
+                if (buffer.Target.IsInMemory)
+                {
+                    buffer.ClearDirtyAndStale();
+                    (buffer.Target as XfileBufferTarget)?.Poison();
+                }
+                else
+                {
+                    buffer.Invalidate();
+                }
+            }
+        }
+        finally
+        {
+            ReleaseAll();
+        }
+    }
+
+    /// <summary>Cancels when neither committed nor cancelled.</summary>
+    public void Dispose()
+    {
+        if (!done)
+        {
+            Cancel();
+        }
+    }
+
+    private BlockBuffer? Find(BufferTarget target, long daddr, int lengthBB)
+    {
+        foreach (var buffer in items)
+        {
+            if (buffer.Daddr == daddr && buffer.LengthBB == lengthBB && ReferenceEquals(buffer.Target, target))
+            {
+                return buffer;
+            }
+        }
+        return null;
+    }
+
+    private void ReleaseAll()
+    {
+        Exception? first = null;
+        foreach (var buffer in items)
+        {
+            try
+            {
+                buffer.Transaction = null;
+                buffer.Unlock();
+                cache.DropHold(buffer);
+            }
+            catch (Exception e)
+            {
+                first ??= e;
+            }
+        }
+        items.Clear();
+        if (first != null)
+        {
+            ExceptionDispatchInfo.Throw(first);
+        }
+    }
+
+    private void ThrowIfDone()
+    {
+        if (done)
+        {
+            throw new InvalidOperationException("the transaction is already committed or cancelled");
+        }
+    }
+}

@@ -1,0 +1,323 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+using Xfbtree.Native;
+
+namespace Xfbtree.Buffers;
+
+/// <summary>An XFS image file or block device read with pread and written with pwrite.</summary>
+/// <remarks>
+/// <para>Buffers live in page-aligned native memory owned by the cache. Reads that come back short (past the
+/// end of the image) are <see cref="BufferIOException"/>s naming the address, never zero filled. Writes never
+/// extend the target. On Linux the target uses pread/pwrite/fsync through Tmds.LibC, opens block devices
+/// <c>O_EXCL</c> (a mounted device is refused with an <see cref="IOException"/> that says so) and, with
+/// <see cref="DiskTargetOptions.Direct"/>, sends 4 KiB-aligned requests through an <c>O_DIRECT</c> descriptor;
+/// elsewhere it uses <see cref="RandomAccess"/>.</para>
+/// <para>Fault injection for crash-consistency tests: when the environment variable
+/// <see cref="CrashAfterWritesVariable"/> holds k ≥ 1 at <see cref="Open"/>, the process kills itself with
+/// SIGKILL right after the k-th successful write to this (writable) target: no flush, no finalizers.</para>
+/// </remarks>
+public sealed unsafe class DiskBufferTarget : BufferTarget
+{
+    /// <summary>Environment variable read by <see cref="Open"/>: SIGKILL the process after that many successful writes.</summary>
+    public const string CrashAfterWritesVariable = "XFBTREE_FAULT_CRASH_AFTER_WRITES";
+
+    /// <summary>Alignment of buffer memory (and of requests sent through O_DIRECT).</summary>
+    public const int MemoryAlignment = 4096;
+
+    private readonly DiskIo io;
+    private readonly long sizeBytes;
+    private long successfulWrites;
+
+    private DiskBufferTarget(string path, DiskIo io, bool readOnly, bool blockDevice, long sizeBytes, int crashAfterWrites)
+    {
+        Name = path;
+        this.io = io;
+        IsReadOnly = readOnly;
+        IsBlockDevice = blockDevice;
+        this.sizeBytes = sizeBytes;
+        CrashAfterWrites = crashAfterWrites;
+        CrashAction = DefaultCrash;
+    }
+
+    /// <summary>Opens a target; block devices are opened O_EXCL so a mounted device is refused.</summary>
+    /// <exception cref="FileNotFoundException">The path does not exist.</exception>
+    /// <exception cref="IOException">The device is in use (mounted), or the OS refused to open it.</exception>
+    public static DiskBufferTarget Open(string path, DiskTargetOptions? options = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        options ??= new DiskTargetOptions();
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"{path}: no such image file or device", path);
+        }
+        int crashAfter = options.ReadOnly ? 0 : ParseCrashAfterWrites(Environment.GetEnvironmentVariable(CrashAfterWritesVariable));
+        DiskIo io;
+        bool blockDevice = false;
+        if (OperatingSystem.IsLinux() && !options.ForcePortable)
+        {
+            io = LinuxDiskIo.Open(path, !options.ReadOnly, options.Direct, out blockDevice);
+        }
+        else
+        {
+            io = PortableDiskIo.Open(path, !options.ReadOnly);
+        }
+        long size;
+        try
+        {
+            size = io.Size();
+        }
+        catch
+        {
+            io.Dispose();
+            throw;
+        }
+        return new DiskBufferTarget(path, io, options.ReadOnly, blockDevice, size, crashAfter);
+    }
+
+    public override string Name { get; }
+    public override bool IsReadOnly { get; }
+    public override bool IsInMemory => false;
+    public override long SizeInBasicBlocks => sizeBytes / 512;
+    /// <summary>Size in bytes at open time.</summary>
+    public long SizeInBytes => sizeBytes;
+    /// <summary>True for a block device (opened O_EXCL).</summary>
+    public bool IsBlockDevice { get; }
+    /// <summary>True when aligned requests bypass the page cache (O_DIRECT was asked for and the file system accepted it).</summary>
+    public bool IsDirect => io.IsDirect;
+    /// <summary>Successful writes so far.</summary>
+    public long WriteCount => Interlocked.Read(ref successfulWrites);
+
+    /// <summary>k of <see cref="CrashAfterWritesVariable"/> (0: off). Tests may set it directly.</summary>
+    internal int CrashAfterWrites { get; set; }
+
+    /// <summary>What happens at the k-th write (SIGKILL on Linux). Tests replace it.</summary>
+    internal Action CrashAction { get; set; }
+
+    /// <summary>fsync: every write that returned before this call is durable when it returns (a write-ordering barrier).</summary>
+    /// <exception cref="IOException">The OS reported a write-back error.</exception>
+    public void Sync()
+    {
+        try
+        {
+            io.Sync();
+        }
+        catch (IOException e) when (e is not BufferIOException)
+        {
+            throw new IOException($"{Name}: sync failed: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Drops this file's clean pages from the OS page cache (cold-read measurements; Linux only, else no-op).</summary>
+    public void DropOsCache() => io.DropPageCache();
+
+    internal override void SyncForFlush() => Sync();
+
+    internal static int ParseCrashAfterWrites(string? value)
+    {
+        if (string.IsNullOrWhiteSpace(value))
+        {
+            return 0;
+        }
+        if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out int k))
+        {
+            throw new InvalidOperationException($"{CrashAfterWritesVariable}='{value}' is not a non-negative write count");
+        }
+        return k;
+    }
+
+    internal override byte* AttachMemory(long daddr, int lengthBB) =>
+        (byte*)NativeMemory.AlignedAlloc((nuint)(lengthBB * 512), MemoryAlignment);
+
+    internal override void DetachMemory(byte* data, long daddr, int lengthBB) => NativeMemory.AlignedFree(data);
+
+    internal override void ReadInto(byte* data, long daddr, int lengthBB)
+    {
+        int length = lengthBB * 512;
+        int got;
+        try
+        {
+            got = io.Read(data, length, daddr * 512);
+        }
+        catch (IOException e)
+        {
+            throw new BufferIOException(Name, daddr, lengthBB, e.Message, e);
+        }
+        if (got != length)
+        {
+            throw new BufferIOException(Name, daddr, lengthBB,
+                $"short read: {got} of {length} bytes (the target is {sizeBytes} bytes long); not zero filled");
+        }
+    }
+
+    internal override void WriteFrom(byte* data, long daddr, int lengthBB)
+    {
+        int length = lengthBB * 512;
+        if (IsReadOnly)
+        {
+            throw new BufferIOException(Name, daddr, lengthBB, "the target is open read-only");
+        }
+        if (daddr * 512 + length > sizeBytes)
+        {
+            throw new BufferIOException(Name, daddr, lengthBB, $"write beyond the end of the target ({sizeBytes} bytes); targets are never extended");
+        }
+        try
+        {
+            io.Write(data, length, daddr * 512);
+        }
+        catch (IOException e)
+        {
+            throw new BufferIOException(Name, daddr, lengthBB, e.Message, e);
+        }
+        long n = Interlocked.Increment(ref successfulWrites);
+        int k = CrashAfterWrites;
+        if (k > 0 && n == k)
+        {
+            CrashAction();
+        }
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            io.Dispose();
+        }
+        base.Dispose(disposing);
+    }
+
+    private static void DefaultCrash()
+    {
+        if (OperatingSystem.IsLinux())
+        {
+            LinuxProcess.KillSelf();
+        }
+        Environment.FailFast($"{CrashAfterWritesVariable}: crash point reached");
+    }
+
+    /// <summary>How a disk target moves bytes: Linux syscalls or the BCL.</summary>
+    private abstract class DiskIo : IDisposable
+    {
+        public abstract bool IsDirect { get; }
+        public abstract long Size();
+        /// <summary>Reads until full or end of file; returns the bytes read.</summary>
+        public abstract int Read(byte* data, int length, long offset);
+        public abstract void Write(byte* data, int length, long offset);
+        public abstract void Sync();
+        public virtual void DropPageCache() { }
+        public abstract void Dispose();
+    }
+
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    private sealed class LinuxDiskIo : DiskIo
+    {
+        private readonly SafeFdHandle fd;
+        private readonly SafeFdHandle? directFd;
+
+        private LinuxDiskIo(SafeFdHandle fd, SafeFdHandle? directFd)
+        {
+            this.fd = fd;
+            this.directFd = directFd;
+        }
+
+        public static LinuxDiskIo Open(string path, bool writable, bool direct, out bool blockDevice)
+        {
+            blockDevice = LinuxDevices.IsBlockDevice(path);
+            SafeFdHandle fd;
+            try
+            {
+                fd = LinuxDevices.Open(path, writable, exclusive: blockDevice, direct: false);
+            }
+            catch (NativeCallException e) when (blockDevice && e.ErrorNumber == NativeErrors.EBUSY)
+            {
+                throw new IOException($"{path} is in use (mounted, or claimed exclusively by another program); refusing to open it", e);
+            }
+            SafeFdHandle? directFd = null;
+            if (direct)
+            {
+                try
+                {
+                    // A second descriptor; on a block device the exclusive claim is already ours, so no O_EXCL.
+                    directFd = LinuxDevices.Open(path, writable, exclusive: false, direct: true);
+                }
+                catch (NativeCallException e) when (e.ErrorNumber == NativeErrors.EINVAL)
+                {
+                    directFd = null; // the file system does not do O_DIRECT (tmpfs): buffered I/O it is
+                }
+                catch
+                {
+                    fd.Dispose();
+                    throw;
+                }
+            }
+            return new LinuxDiskIo(fd, directFd);
+        }
+
+        public override bool IsDirect => directFd is not null;
+
+        public override long Size() => LinuxDevices.Size(fd);
+
+        private SafeFdHandle For(byte* data, int length, long offset) =>
+            directFd is not null && ((nuint)data | (nuint)length | (nuint)offset) % MemoryAlignment == 0 ? directFd : fd;
+
+        public override int Read(byte* data, int length, long offset) =>
+            LinuxFiles.ReadAt(For(data, length, offset), new Span<byte>(data, length), offset);
+
+        public override void Write(byte* data, int length, long offset) =>
+            LinuxFiles.WriteAt(For(data, length, offset), new ReadOnlySpan<byte>(data, length), offset);
+
+        public override void Sync() => LinuxDevices.Sync(fd, dataOnly: false);
+
+        public override void DropPageCache() => LinuxDevices.DropPageCache(fd);
+
+        public override void Dispose()
+        {
+            directFd?.Dispose();
+            fd.Dispose();
+        }
+    }
+
+    private sealed class PortableDiskIo : DiskIo
+    {
+        private readonly FileStream stream;
+
+        private PortableDiskIo(FileStream stream) => this.stream = stream;
+
+        public static PortableDiskIo Open(string path, bool writable) =>
+            new(new FileStream(path, new FileStreamOptions
+            {
+                Mode = FileMode.Open,
+                Access = writable ? FileAccess.ReadWrite : FileAccess.Read,
+                Share = writable ? FileShare.Read : FileShare.ReadWrite,
+                BufferSize = 0,
+            }));
+
+        private SafeFileHandle Handle => stream.SafeFileHandle;
+
+        public override bool IsDirect => false;
+
+        public override long Size() => RandomAccess.GetLength(Handle);
+
+        public override int Read(byte* data, int length, long offset)
+        {
+            int total = 0;
+            while (total < length)
+            {
+                int n = RandomAccess.Read(Handle, new Span<byte>(data + total, length - total), offset + total);
+                if (n == 0)
+                {
+                    break;
+                }
+                total += n;
+            }
+            return total;
+        }
+
+        public override void Write(byte* data, int length, long offset) =>
+            RandomAccess.Write(Handle, new ReadOnlySpan<byte>(data, length), offset);
+
+        public override void Sync() => stream.Flush(flushToDisk: true);
+
+        public override void Dispose() => stream.Dispose();
+    }
+}

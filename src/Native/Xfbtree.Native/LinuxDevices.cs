@@ -1,0 +1,149 @@
+using System.Runtime.Versioning;
+using System.Text;
+using Tmds.Linux;
+using static Tmds.Linux.LibC;
+
+namespace Xfbtree.Native;
+
+/// <summary>
+/// Linux primitives for disk buffer targets (XFS image files and block devices): open with O_EXCL/O_DIRECT,
+/// stat type, size, fsync, page-cache drop. pread/pwrite are <see cref="LinuxFiles.ReadAt"/> and
+/// <see cref="LinuxFiles.WriteAt"/>. Every failure goes through <see cref="NativeErrors"/>.
+/// </summary>
+[SupportedOSPlatform("linux")]
+internal static unsafe class LinuxDevices
+{
+    /// <summary>True when <paramref name="path"/> (after symlinks) is a block device; throws when it does not exist.</summary>
+    public static bool IsBlockDevice(string path)
+    {
+        stat status;
+        fixed (byte* p = NullTerminated(path))
+        {
+            if (stat(p, &status) != 0)
+            {
+                NativeErrors.Throw("stat", errno, path);
+            }
+        }
+        return (status.st_mode & S_IFMT) == S_IFBLK;
+    }
+
+    /// <summary>
+    /// open(path, O_RDONLY|O_RDWR [|O_EXCL] [|O_DIRECT] | O_CLOEXEC). On a block device O_EXCL (without O_CREAT)
+    /// claims the device exclusively: the kernel answers EBUSY when it is mounted or claimed by another opener.
+    /// </summary>
+    public static SafeFdHandle Open(string path, bool writable, bool exclusive, bool direct)
+    {
+        int flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | (exclusive ? O_EXCL : 0) | (direct ? O_DIRECT : 0);
+        int fd;
+        fixed (byte* p = NullTerminated(path))
+        {
+            do
+            {
+                fd = open(p, flags, 0);
+            }
+            while (fd < 0 && errno == EINTR);
+        }
+        if (fd < 0)
+        {
+            string what = $"open({(writable ? "O_RDWR" : "O_RDONLY")}{(exclusive ? "|O_EXCL" : "")}{(direct ? "|O_DIRECT" : "")})";
+            NativeErrors.Throw(what, errno, path);
+        }
+        return new SafeFdHandle(fd);
+    }
+
+    /// <summary>Size in bytes: lseek(SEEK_END) (works for regular files and block devices alike).</summary>
+    public static long Size(SafeFdHandle file)
+    {
+        bool added = false;
+        try
+        {
+            file.DangerousAddRef(ref added);
+            long end = lseek(file.Fd, 0, SEEK_END);
+            if (end < 0)
+            {
+                NativeErrors.Throw("lseek(SEEK_END)", errno);
+            }
+            return end;
+        }
+        finally
+        {
+            if (added)
+            {
+                file.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>fsync, or fdatasync when <paramref name="dataOnly"/>: written data is durable when this returns.</summary>
+    public static void Sync(SafeFdHandle file, bool dataOnly)
+    {
+        bool added = false;
+        try
+        {
+            file.DangerousAddRef(ref added);
+            int rc;
+            do
+            {
+                rc = dataOnly ? fdatasync(file.Fd) : fsync(file.Fd);
+            }
+            while (rc != 0 && errno == EINTR);
+            if (rc != 0)
+            {
+                NativeErrors.Throw(dataOnly ? "fdatasync" : "fsync", errno);
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                file.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>posix_fadvise(DONTNEED) over the whole file: drops its clean page-cache pages (cold-read benchmarks).</summary>
+    public static void DropPageCache(SafeFdHandle file)
+    {
+        bool added = false;
+        try
+        {
+            file.DangerousAddRef(ref added);
+            int rc = posix_fadvise(file.Fd, 0, 0, POSIX_FADV_DONTNEED);
+            if (rc != 0)
+            {
+                NativeErrors.Throw("posix_fadvise(DONTNEED)", rc);
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                file.DangerousRelease();
+            }
+        }
+    }
+
+    private static byte[] NullTerminated(string s)
+    {
+        int n = Encoding.UTF8.GetByteCount(s);
+        var result = new byte[n + 1];
+        Encoding.UTF8.GetBytes(s, result);
+        return result;
+    }
+}
+
+/// <summary>Process-level primitives.</summary>
+[SupportedOSPlatform("linux")]
+internal static class LinuxProcess
+{
+    /// <summary>
+    /// kill(getpid(), SIGKILL): the process dies at once, with no flush, no finalizers and no managed unwinding
+    /// (crash-consistency tests). Does not return.
+    /// </summary>
+    public static void KillSelf()
+    {
+        kill(getpid(), SIGKILL);
+        // SIGKILL cannot be caught; if kill itself failed, make sure we still do not continue.
+        Environment.FailFast("kill(getpid(), SIGKILL) returned");
+    }
+}
