@@ -97,7 +97,8 @@ public sealed class AgRmapSet : IDisposable
                 merger.Reset();
                 var store = Tree.Store;
                 long oldRoot = Tree.Root.Pointer;
-                var plan = BtreeBulkLoader.ComputeGeometry(Tree.Tree.Geometry, unique);
+                // Full blocks: the expected tree is mostly read (check, bulk-load source); later inserts split as usual.
+                var plan = BtreeBulkLoader.ComputeGeometry(Tree.Tree.Geometry, unique, leafSlack: 0, nodeSlack: 0);
                 var staged = new BtreeRootValue(BtreeHeader.NullPointer, 1);
                 var staging = new Btree<RmapbtOps>(Tree.Tree.Ops, store, staged, new byte[16], AgNumber);
                 var source = new MergeSource(merger);
