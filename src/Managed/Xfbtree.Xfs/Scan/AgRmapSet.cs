@@ -31,7 +31,7 @@ public sealed class AgRmapSet : IDisposable
     readonly long _stageStart, _stageLength;
     readonly List<(long Offset, long Count)> _runs = new();
     long _stageEnd;           // bytes appended (relative to _stageStart)
-    long _stageDiscarded;     // bytes already returned at the front
+    long _stageDiscarded;     // page-aligned prefix of the staging partition already returned
     readonly byte[] _record = new byte[RmapbtOps.RecordLength];
     BtreeCursor<RmapbtOps>? _insertCursor;
     long _count;
@@ -113,14 +113,14 @@ public sealed class AgRmapSet : IDisposable
         }
     }
 
+    /// <summary>Returns the staging pages below <paramref name="upTo"/> (all of them when it is the end).</summary>
     void DiscardStage(long upTo)
     {
         long page = _xfile.PageSize;
-        long from = (_stageDiscarded + page - 1) / page * page;
-        long to = upTo / page * page;
-        if (upTo == _stageEnd) to = (upTo + page - 1) / page * page;   // the tail page is ours alone
-        if (to > from) _xfile.Discard(_stageStart + from, Math.Min(to, _stageLength) - from);
-        _stageDiscarded = Math.Max(_stageDiscarded, upTo);
+        long to = upTo == _stageEnd ? (upTo + page - 1) / page * page : upTo / page * page;
+        to = Math.Min(to, _stageLength);
+        if (to > _stageDiscarded) _xfile.Discard(_stageStart + _stageDiscarded, to - _stageDiscarded);
+        _stageDiscarded = Math.Max(_stageDiscarded, to);   // always page aligned
     }
 
     /// <summary>Merges the first <see cref="FanIn"/> runs into one run appended at the end, keeping repeats.</summary>
