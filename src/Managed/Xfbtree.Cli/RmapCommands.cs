@@ -276,6 +276,10 @@ public static class RmapCommands
         var sb = image.Superblock;
         using var scan = RmapScanner.Scan(image, new RmapScanOptions { OnlyAg = a.Ag, Progress = progress });
         var report = RmapChecker.Check(image, scan, new RmapCheckOptions { Progress = progress });
+        if (Environment.GetEnvironmentVariable("XFBTREE_TIMING") == "1")
+            stderr.WriteLine($"xfbtree: timing: scan {scan.Elapsed.TotalMilliseconds:F0} ms ({scan.RecordsEmitted} records, {scan.InodesScanned} inodes, " +
+                             $"{scan.Ags.Sum(x => x.Expected?.BytesInUse ?? 0) >> 10} KiB of xfile), check {report.Elapsed.TotalMilliseconds:F0} ms, " +
+                             $"process {(DateTime.Now - System.Diagnostics.Process.GetCurrentProcess().StartTime).TotalMilliseconds:F0} ms");
         if (progress != null) stderr.Write("\r\x1b[K");
         bool needsRepair = sb.NeedsRepair;
         bool clean = report.IsClean && !needsRepair;

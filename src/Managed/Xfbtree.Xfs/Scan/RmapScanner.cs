@@ -77,8 +77,8 @@ public static class RmapScanner
         int selected = options.OnlyAg is null ? (int)agCount : 1;
         long page = Environment.SystemPageSize;
         long maxSize = Xfile.MaxSupportedSize / 2;
-        long part = Math.Min(64L << 30, maxSize / selected) / page * page;
-        var xfile = Xfile.Create(new XfileOptions { MaxSize = part * selected, Name = "xfbtree-rmap-scan" });
+        long part = Math.Min(64L << 30, maxSize / (2L * selected)) / page * page;
+        var xfile = Xfile.Create(new XfileOptions { MaxSize = part * 2 * selected, Name = "xfbtree-rmap-scan" });
         var problems = new ProblemList[agCount];
         var sets = new AgRmapSet?[agCount];
         var results = new AgScanResult[agCount];
@@ -90,8 +90,8 @@ public static class RmapScanner
                 problems[a] = new ProblemList(options.ProblemLimitPerAg);
                 if (options.OnlyAg is null || options.OnlyAg == a)
                 {
-                    sets[a] = new AgRmapSet(a, geo.AgLength(a), xfile, next, part);
-                    next += part;
+                    sets[a] = new AgRmapSet(a, geo.AgLength(a), xfile, next, part, next + part, part);
+                    next += 2 * part;
                 }
                 results[a] = new AgScanResult(a, sets[a], problems[a]);
             }
@@ -104,7 +104,7 @@ public static class RmapScanner
             {
                 try
                 {
-                    var batcher = new RmapBatcher(sets, problems);
+                    var batcher = new RmapBatcher(sets);
                     var scanner = new AgScanner(image, options, batcher, problems);
                     while (true)
                     {
@@ -134,6 +134,15 @@ public static class RmapScanner
             }
             foreach (var e in errors)
                 if (e != null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e).Throw();
+
+            // Merge each AG's staged runs into its tree (AGs in parallel).
+            options.Progress?.Invoke("building the expected rmap btrees");
+            Parallel.For(0, (int)agCount, new ParallelOptions { MaxDegreeOfParallelism = workers }, a =>
+            {
+                var set = sets[a];
+                var plist = problems[a];
+                set?.Seal(r => plist.Add((uint)a, "rmap", $"block {r.StartBlock} (+{r.BlockCount}) mapped twice by {AgRmapSet.OwnerText(r.Owner)} at offset {r.Offset}"));
+            });
             long inodes = 0;
             foreach (var r in results) inodes += r.InodesScanned;
             return new RmapScanResult(xfile, results, sw.Elapsed, emitted, inodes);
