@@ -66,6 +66,34 @@ public sealed class ShmemBTreeOrderedMapTests(ITestOutputHelper output)
         }, iter: 60, threads: 1);
     }
 
+    [StructLayout(LayoutKind.Sequential, Size = 72)]
+    struct Record72 { public ulong Key; }
+
+    struct Record72Comparer : IRecordComparer<Record72>
+    {
+        public int Compare(in Record72 x, in Record72 y) => x.Key.CompareTo(y.Key);
+    }
+
+    [StructLayout(LayoutKind.Sequential, Size = 64)]
+    struct Record64 { public ulong Key; }
+
+    struct Record64Comparer : IRecordComparer<Record64>
+    {
+        public int Compare(in Record64 x, in Record64 y) => x.Key.CompareTo(y.Key);
+    }
+
+    [Fact]
+    public void OrderedMapTakesRecordsUpTo64Bytes()
+    {
+        using (var map = new ShmemBTree<Record64, Record64Comparer>())
+        {
+            Assert.True(map.Insert(new Record64 { Key = 3 }));
+            Assert.True(map.Contains(new Record64 { Key = 3 }));
+        }
+        var e = Assert.Throws<ArgumentException>(() => new ShmemBTree<Record72, Record72Comparer>());
+        Assert.Contains("64 bytes", e.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void OrderedMapBulkLoadsSortedInput()
     {

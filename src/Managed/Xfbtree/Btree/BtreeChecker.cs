@@ -78,6 +78,11 @@ internal sealed unsafe class BtreeChecker<TOps> where TOps : struct, IBtreeOps
             _report.Add($"height {_height} outside 1..{_geo.MaxLevels}");
             return _report;
         }
+        if (_tree.Root.IsImage && _height < 2)
+        {
+            _report.Add("inode fork btree root at level 0");
+            return _report;
+        }
         _prevBlock = new long[_height];
         _prevRight = new long[_height];
         _blocksPerLevel = new long[_height];

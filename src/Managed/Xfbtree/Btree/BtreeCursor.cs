@@ -22,6 +22,7 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
     readonly BtreeBlockVerifier _verifier;
     readonly BtreeBlockRef[] _blocks;
     readonly int[] _index;
+    readonly byte[] _walkKeys;         // per level: the last slot key an overlapped query followed into it
     readonly bool _lf;
     readonly int _bs, _ks, _rs, _slot, _ps;
     readonly int _hdr, _leafMax, _nodeMax;
@@ -41,6 +42,7 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
         _verifier = tree.Verifier;
         _blocks = new BtreeBlockRef[_geo.MaxLevels + 1];
         _index = new int[_geo.MaxLevels + 1];
+        _walkKeys = new byte[(_geo.MaxLevels + 1) * _geo.KeySize];
         _lf = _geo.LongPointers;
         _bs = _geo.BlockSize;
         _ks = _geo.KeySize;
@@ -110,6 +112,8 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
         _rootPointer = rootPtr;
         if (_tree.Root is BtreeInodeRoot image)
         {
+            // An inode fork holds a btree root only from level 1 up (a single leaf's worth of extents is extents format).
+            if (height < 2) Corrupt(rootPtr, "inode fork btree root at level 0");
             _imageLevel = height - 1;
             _imageMax = image.MaxRecords;
             _imageLength = Math.Max(_bs, _geo.PointerOffset(image.MaxRecords, image.MaxRecords));
@@ -346,7 +350,22 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
         _index[level] = n;
         long right = BtreeHeader.RightSibling(b, _lf);
         if (right == BtreeHeader.NullPointer) return false;
+        return StepRight(level, right);
+    }
+
+    /// <summary>
+    /// Moves the path at <paramref name="level"/> to the right sibling through the parents. Besides sibling agreement,
+    /// the new block's first key must be above the old one's: key order is what bounds a walk, since sibling
+    /// pointers and repeated child pointers can form cycles that every pointer check passes.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    bool StepRight(int level, long right)
+    {
         long from = _blocks[level].Pointer;
+        Span<byte> keys = stackalloc byte[2 * BtreeGeometry.MaxKeySize];
+        var fromKey = keys[.._ks];
+        var toKey = keys.Slice(BtreeGeometry.MaxKeySize, _ks);
+        FirstKey(level, fromKey);
         int lev = level + 1;
         for (; lev < _height; lev++)
             if (++_index[lev] < NumRecords(Block(lev))) break;
@@ -358,6 +377,8 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
         }
         if (_blocks[level].Pointer != right) Corrupt(from, $"right sibling {right} is not the next block {_blocks[level].Pointer} in key order");
         if (BtreeHeader.LeftSibling(Block(level), _lf) != from) Corrupt(right, $"left sibling does not point back to {from}");
+        FirstKey(level, toKey);
+        if (_ops.CompareKeys(toKey, fromKey) <= 0) Corrupt(right, $"first key not above the first key of its left sibling {from} (cycle?)");
         return true;
     }
 
@@ -370,7 +391,18 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
         _index[level] = -1;
         long left = BtreeHeader.LeftSibling(b, _lf);
         if (left == BtreeHeader.NullPointer) return false;
+        return StepLeft(level, left);
+    }
+
+    /// <summary>Mirror of <see cref="StepRight"/>: the new block's first key must be below the old one's.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    bool StepLeft(int level, long left)
+    {
         long from = _blocks[level].Pointer;
+        Span<byte> keys = stackalloc byte[2 * BtreeGeometry.MaxKeySize];
+        var fromKey = keys[.._ks];
+        var toKey = keys.Slice(BtreeGeometry.MaxKeySize, _ks);
+        FirstKey(level, fromKey);
         int lev = level + 1;
         for (; lev < _height; lev++)
             if (--_index[lev] >= 0) break;
@@ -382,7 +414,17 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
         }
         if (_blocks[level].Pointer != left) Corrupt(from, $"left sibling {left} is not the previous block {_blocks[level].Pointer} in key order");
         if (BtreeHeader.RightSibling(Block(level), _lf) != from) Corrupt(left, $"right sibling does not point back to {from}");
+        FirstKey(level, toKey);
+        if (_ops.CompareKeys(toKey, fromKey) >= 0) Corrupt(left, $"first key not below the first key of its right sibling {from} (cycle?)");
         return true;
+    }
+
+    /// <summary>The low key of the first entry of the path block at <paramref name="level"/> (non-root blocks are never empty).</summary>
+    void FirstKey(int level, Span<byte> key)
+    {
+        var b = Block(level);
+        if (level == 0) _ops.GetKey(RecordAt(b, 0), key);
+        else b.Slice(_hdr, _ks).CopyTo(key);
     }
 
     void EnsurePositioned()
@@ -930,6 +972,7 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
         EnterBlock(level, _rootPointer);
         _index[level] = 0;
         _positioned = false;
+        ulong walked = 0; // levels with a key in _walkKeys
         while (true)
         {
             var b = Block(level);
@@ -961,10 +1004,21 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
             }
             if (_ops.CompareKeys(HighKeyAt(b, i), low) >= 0)
             {
+                // Bounded walk: the slot keys followed into one level strictly increase during a query, and the
+                // child's first key must be the slot's key, so no block is entered twice even when child
+                // pointers repeat (a DAG of n blocks would otherwise cost up to maxrecs^height descents).
+                var slotKey = KeyAt(b, i);
+                var last = _walkKeys.AsSpan((level - 1) * _ks, _ks);
+                if ((walked & (1UL << (level - 1))) != 0 && _ops.CompareKeys(slotKey, last) <= 0)
+                    Corrupt(_blocks[level].Pointer, $"key {i} at level {level} not above the previous key followed (keys out of order)");
+                slotKey.CopyTo(last);
+                walked |= 1UL << (level - 1);
                 long child = ChildPointer(level, i);
                 level--;
                 EnterBlock(level, child);
                 _index[level] = 0;
+                FirstKey(level, hk);
+                if (_ops.CompareKeys(hk, last) != 0) Corrupt(child, "first key differs from the parent's key for it");
             }
             else
             {

@@ -44,7 +44,8 @@ public sealed class BtreeRootValue : BtreeRoot
 /// <summary>
 /// A root stored inside an inode fork (the bmbt's bmdr: level, numrecs, keys, then pointers at
 /// <c>4 + maxrecs*keysize</c>). The engine sees an image of it laid out as a node block of the tree with
-/// <see cref="MaxRecords"/> key slots. Read-only: the engine refuses to split or collapse it.
+/// <see cref="MaxRecords"/> key slots. Read-only: the engine refuses to split or collapse it. A fork root is a node
+/// (level 1 or more): the cursor and the checker report a level-0 fork root as corruption.
 /// </summary>
 public sealed unsafe class BtreeInodeRoot : BtreeRoot, IDisposable
 {

@@ -32,7 +32,7 @@ public sealed record ShmemBTreeOptions
 /// heap per record, and no allocation per operation. Records are unique by <typeparamref name="TComparer"/>;
 /// look up by a record whose key fields are set. Not thread-safe.
 /// </summary>
-/// <typeparam name="TRecord">Record type (at most 128 bytes; its whole value is stored, the comparer defines the order).</typeparam>
+/// <typeparam name="TRecord">Record type (at most 64 bytes; its whole value is stored, the comparer defines the order).</typeparam>
 /// <typeparam name="TComparer">Struct comparer defining the order.</typeparam>
 public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     where TRecord : unmanaged
@@ -55,7 +55,9 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     public ShmemBTree(TComparer comparer = default, ShmemBTreeOptions? options = null)
     {
         options ??= new ShmemBTreeOptions();
-        if (Unsafe.SizeOf<TRecord>() > BtreeGeometry.MaxKeySize) throw new ArgumentException($"records larger than {BtreeGeometry.MaxKeySize} bytes are not supported");
+        // The whole record is the key, and the engine takes keys of up to MaxKeySize / 2 bytes (node slots of
+        // overlapping trees hold two keys in the same scratch).
+        if (Unsafe.SizeOf<TRecord>() > BtreeGeometry.MaxKeySize / 2) throw new ArgumentException($"records larger than {BtreeGeometry.MaxKeySize / 2} bytes are not supported");
         _comparer = comparer;
         if (options.Xfile is null) _ownedXfile = Xfile.Create(options.XfileOptions ?? new XfileOptions { Name = "xfbtree-shmem-btree" });
         _xfile = options.Xfile ?? _ownedXfile!;

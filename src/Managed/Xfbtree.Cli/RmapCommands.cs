@@ -1,0 +1,405 @@
+using System.Buffers;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Xfbtree.Buffers;
+using Xfbtree.Xfs;
+using Xfbtree.Xfs.Check;
+using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Repair;
+using Xfbtree.Xfs.Scan;
+using Xfbtree.Xfs.Trees;
+
+namespace Xfbtree.Cli;
+
+/// <summary>
+/// The <c>xfbtree rmap</c> commands in library-callable form (tests and the fuzz harness run them in process):
+/// <c>dump IMAGE [--source expected|ondisk] [--ag N] [--force]</c>, <c>check IMAGE [--ag N] [--json] [--force]</c> and
+/// <c>repair IMAGE [--ag N] [-n]</c> (see <see cref="RmapRepairRunner"/>).
+/// Exit codes: 0 clean, 1 damage found, 2 could not check (bad input, usage). Every failure is one line on stderr,
+/// never a stack trace.
+/// </summary>
+public static class RmapCommands
+{
+    public const int ExitClean = 0, ExitDamaged = 1, ExitUnusable = 2;
+
+    /// <summary>The fixtures' truth.tsv header line.</summary>
+    public const string TsvHeader = "#agno\tstartblock\tblockcount\towner\towner_u64\towner_name\toffset\tattrfork\tbmbt\tunwritten";
+
+    const string Usage =
+        "usage: xfbtree rmap dump IMAGE [--source expected|ondisk] [--ag N] [--force]\n" +
+        "       xfbtree rmap check IMAGE [--ag N] [--json] [--force]\n" +
+        "       xfbtree rmap repair IMAGE [--ag N] [-n]";
+
+    sealed class Args
+    {
+        public string Command = "";
+        public string? Image;
+        public string Source = "expected";
+        public uint? Ag;
+        public bool Json, Force, DryRun;
+    }
+
+    /// <summary>Runs <c>xfbtree rmap ARGS</c> (ARGS without the leading "rmap").</summary>
+    /// <param name="args">e.g. ["check", "img", "--json"].</param>
+    /// <param name="stdout">Report / TSV output.</param>
+    /// <param name="stderr">One-line errors and (when <paramref name="progress"/>) progress.</param>
+    /// <param name="progress">Show per-AG progress on <paramref name="stderr"/> (the tool passes "stderr is a terminal").</param>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, bool progress = false)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        ArgumentNullException.ThrowIfNull(stdout);
+        ArgumentNullException.ThrowIfNull(stderr);
+        Args a;
+        try { a = Parse(args); }
+        catch (ArgumentException e)
+        {
+            stderr.WriteLine($"xfbtree rmap: {e.Message}");
+            stderr.WriteLine(Usage);
+            return ExitUnusable;
+        }
+        if (a.Command == "help") { stdout.WriteLine(Usage); return ExitClean; }
+        Action<string>? report = progress ? new ProgressLine(stderr).Show : null;
+        try
+        {
+            if (a.Command == "repair")
+            {
+                int repairRc = RmapRepairRunner.Run(a.Image!, new RmapRepairOptions { OnlyAg = a.Ag, DryRun = a.DryRun, Progress = report }, stdout, stderr);
+                if (progress) stderr.Write("\r\x1b[K");
+                return repairRc;
+            }
+            using var image = XfsImage.Open(a.Image!);
+            if (a.Ag is { } ag && ag >= image.Geometry.AgCount)
+            {
+                stderr.WriteLine($"xfbtree: AG {ag} does not exist (the filesystem has {image.Geometry.AgCount} AGs)");
+                return ExitUnusable;
+            }
+            if (!a.Force)
+            {
+                var log = image.InspectLog();
+                if (log.State == LogState.Dirty)
+                {
+                    stderr.WriteLine($"xfbtree: {a.Image}: the log is dirty ({log.Detail}): mount and unmount the filesystem to replay it, or use --force");
+                    return ExitUnusable;
+                }
+                if (log.State == LogState.Unknown)
+                {
+                    stderr.WriteLine($"xfbtree: {a.Image}: cannot tell whether the log is clean ({log.Detail}); use --force to go on");
+                    return ExitUnusable;
+                }
+            }
+            int rc = a.Command switch
+            {
+                "dump" => a.Source == "ondisk" ? DumpOnDisk(image, a.Ag, stdout, stderr) : DumpExpected(image, a.Ag, stdout, stderr, report),
+                _ => CheckCommand(image, a, stdout, stderr, report),
+            };
+            if (progress) stderr.Write("\r\x1b[K");
+            return rc;
+        }
+        catch (XfsFormatException e) { return Fail(stderr, e.Message, ExitUnusable); }
+        catch (BufferIOException e) { return Fail(stderr, e.Message, ExitUnusable); }
+        catch (IOException e) { return Fail(stderr, "I/O error: " + e.Message, ExitUnusable); }
+        catch (UnauthorizedAccessException e) { return Fail(stderr, e.Message, ExitUnusable); }
+        catch (CorruptionException e) { return Fail(stderr, e.Message, ExitDamaged); }
+        catch (OutOfMemoryException) { return Fail(stderr, "out of memory", ExitUnusable); }
+#pragma warning disable CA1031 // last line of defence: one line, never a stack trace
+        catch (Exception e) { return Fail(stderr, $"internal error: {e.GetType().Name}: {e.Message}", ExitUnusable); }
+#pragma warning restore CA1031
+    }
+
+    static int Fail(TextWriter stderr, string message, int rc)
+    {
+        stderr.WriteLine("xfbtree: " + message.ReplaceLineEndings(" "));
+        return rc;
+    }
+
+    static Args Parse(string[] args)
+    {
+        var a = new Args();
+        if (args.Length == 0) throw new ArgumentException("missing command");
+        a.Command = args[0];
+        if (a.Command is "-h" or "--help" or "help") { a.Command = "help"; return a; }
+        if (a.Command is not ("dump" or "check" or "repair")) throw new ArgumentException($"unknown command '{a.Command}'");
+        for (int i = 1; i < args.Length; i++)
+        {
+            string s = args[i];
+            string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{s} needs a value");
+            switch (s)
+            {
+                case "--ag":
+                    string v = Value();
+                    if (!uint.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out uint ag)) throw new ArgumentException($"--ag: '{v}' is not an AG number");
+                    a.Ag = ag;
+                    break;
+                case "--source" when a.Command == "dump":
+                    a.Source = Value();
+                    if (a.Source is not ("expected" or "ondisk")) throw new ArgumentException($"--source: '{a.Source}' is neither expected nor ondisk");
+                    break;
+                case "--json" when a.Command == "check":
+                    a.Json = true;
+                    break;
+                case "-n" when a.Command == "repair":
+                    a.DryRun = true;
+                    break;
+                case "--force" when a.Command != "repair":
+                    a.Force = true;
+                    break;
+                case "-h" or "--help":
+                    a.Command = "help";
+                    return a;
+                default:
+                    if (s.StartsWith('-') && s.Length > 1) throw new ArgumentException($"unknown option '{s}'");
+                    if (a.Image != null) throw new ArgumentException($"unexpected argument '{s}'");
+                    a.Image = s;
+                    break;
+            }
+        }
+        if (a.Image == null) throw new ArgumentException("missing IMAGE");
+        return a;
+    }
+
+    sealed class ProgressLine(TextWriter stderr)
+    {
+        readonly Lock _lock = new();
+        public void Show(string what)
+        {
+            lock (_lock) { stderr.Write("\r\x1b[Kxfbtree: " + what); stderr.Flush(); }
+        }
+    }
+
+    // ------------------------------------------------------------------ dump
+
+    static int DumpExpected(XfsImage image, uint? onlyAg, TextWriter stdout, TextWriter stderr, Action<string>? progress)
+    {
+        using var scan = RmapScanner.Scan(image, new RmapScanOptions { OnlyAg = onlyAg, Progress = progress });
+        var w = new TsvWriter(stdout);
+        w.Header();
+        bool damaged = false;
+        foreach (var ag in scan.Ags)
+        {
+            if (ag.Expected == null) continue;
+            foreach (var p in ag.Problems.Items) stderr.WriteLine($"xfbtree: {p}");
+            if (ag.Problems.Total > ag.Problems.Items.Count) stderr.WriteLine($"xfbtree: AG {ag.AgNumber}: {ag.Problems.Total - ag.Problems.Items.Count} more problems");
+            damaged |= ag.Problems.Total > 0;
+            using var cur = ag.Expected.CreateCursor();
+            if (!cur.MoveFirst()) continue;
+            do w.Line(ag.AgNumber, RmapRecord.Read(cur.Current));
+            while (cur.Increment());
+        }
+        w.Flush();
+        return damaged ? ExitDamaged : ExitClean;
+    }
+
+    struct PrintSink(TsvWriter writer, uint agno) : IRmapRecordSink
+    {
+        public readonly void Record(in RmapRecord record) => writer.Line(agno, record);
+    }
+
+    static int DumpOnDisk(XfsImage image, uint? onlyAg, TextWriter stdout, TextWriter stderr)
+    {
+        var w = new TsvWriter(stdout);
+        w.Header();
+        bool damaged = false;
+        for (uint a = 0; a < image.Geometry.AgCount; a++)
+        {
+            if (onlyAg is { } only && only != a) continue;
+            Agf agf;
+            try { agf = image.ReadAgf(a); }
+            catch (CorruptionException e) { stderr.WriteLine($"xfbtree: AG {a}: AGF: {e.Message}"); damaged = true; continue; }
+            if (!agf.TreeRootUsable(AgfTree.Rmapbt, image.Geometry))
+            {
+                stderr.WriteLine($"xfbtree: AG {a}: AGF rmapbt root {agf.RmapRoot} / level {agf.RmapLevel} unusable");
+                damaged = true;
+                continue;
+            }
+            var sink = new PrintSink(w, a);
+            var problems = RmapbtWalker.Walk(image.OpenRmapbt(agf), ref sink, out _);
+            foreach (var p in problems) stderr.WriteLine($"xfbtree: AG {a}: rmapbt: {p}");
+            damaged |= problems.Count > 0;
+        }
+        w.Flush();
+        return damaged ? ExitDamaged : ExitClean;
+    }
+
+    /// <summary>Writes records in the truth.tsv format without per-line allocation.</summary>
+    sealed class TsvWriter(TextWriter output)
+    {
+        readonly char[] _buf = new char[1 << 16];
+        int _n;
+
+        public void Header()
+        {
+            output.Write(TsvHeader);
+            output.Write('\n');
+        }
+
+        public void Line(uint agno, in RmapRecord r)
+        {
+            if (_n > _buf.Length - 256) Flush();
+            var s = _buf.AsSpan(_n);
+            int p = 0;
+            Num(s, ref p, agno); s[p++] = '\t';
+            Num(s, ref p, r.StartBlock); s[p++] = '\t';
+            Num(s, ref p, r.BlockCount); s[p++] = '\t';
+            long signed = (long)r.Owner;
+            if (signed < 0) { s[p++] = '-'; Num(s, ref p, (ulong)-signed); } else Num(s, ref p, r.Owner);
+            s[p++] = '\t';
+            Num(s, ref p, r.Owner); s[p++] = '\t';
+            string name = RmapOwner.Name(r.Owner);
+            name.AsSpan().CopyTo(s[p..]); p += name.Length; s[p++] = '\t';
+            Num(s, ref p, r.Offset); s[p++] = '\t';
+            s[p++] = r.IsAttrFork ? '1' : '0'; s[p++] = '\t';
+            s[p++] = r.IsBmbtBlock ? '1' : '0'; s[p++] = '\t';
+            s[p++] = r.IsUnwritten ? '1' : '0';
+            s[p++] = '\n';
+            _n += p;
+        }
+
+        static void Num(Span<char> s, ref int p, ulong v)
+        {
+            v.TryFormat(s[p..], out int w, default, CultureInfo.InvariantCulture);
+            p += w;
+        }
+
+        public void Flush()
+        {
+            output.Write(_buf, 0, _n);
+            _n = 0;
+            output.Flush();
+        }
+    }
+
+    // ------------------------------------------------------------------ check
+
+    static int CheckCommand(XfsImage image, Args a, TextWriter stdout, TextWriter stderr, Action<string>? progress)
+    {
+        var sb = image.Superblock;
+        using var scan = RmapScanner.Scan(image, new RmapScanOptions { OnlyAg = a.Ag, Progress = progress });
+        var report = RmapChecker.Check(image, scan, new RmapCheckOptions { Progress = progress });
+        if (Environment.GetEnvironmentVariable("XFBTREE_TIMING") == "1")
+            stderr.WriteLine($"xfbtree: timing: scan {scan.Elapsed.TotalMilliseconds:F0} ms ({scan.RecordsEmitted} records, {scan.InodesScanned} inodes, " +
+                             $"{scan.Ags.Sum(x => x.Expected?.BytesInUse ?? 0) >> 10} KiB of xfile), check {report.Elapsed.TotalMilliseconds:F0} ms, " +
+                             $"process {(DateTime.Now - System.Diagnostics.Process.GetCurrentProcess().StartTime).TotalMilliseconds:F0} ms");
+        if (progress != null) stderr.Write("\r\x1b[K");
+        bool needsRepair = sb.NeedsRepair;
+        bool clean = report.IsClean && !needsRepair;
+        if (a.Json) WriteJson(image, report, scan, needsRepair, clean, stdout);
+        else WriteText(image, report, scan, needsRepair, clean, stdout);
+        stdout.Flush();
+        return clean ? ExitClean : ExitDamaged;
+    }
+
+    static string Rec(in RmapRecord r)
+    {
+        string owner = RmapOwner.IsSpecial(r.Owner) ? RmapOwner.Name(r.Owner) : $"inode {r.Owner}";
+        var sb = new StringBuilder();
+        sb.Append(CultureInfo.InvariantCulture, $"{r.StartBlock} len {r.BlockCount} owner {owner}");
+        if (!RmapOwner.IsSpecial(r.Owner) && !r.IsBmbtBlock) sb.Append(CultureInfo.InvariantCulture, $" offset {r.Offset}");
+        if (r.IsAttrFork) sb.Append(" attr");
+        if (r.IsBmbtBlock) sb.Append(" bmbt");
+        if (r.IsUnwritten) sb.Append(" unwritten");
+        return sb.ToString();
+    }
+
+    static void WriteText(XfsImage image, RmapCheckReport report, RmapScanResult scan, bool needsRepair, bool clean, TextWriter o)
+    {
+        long exp = report.Ags.Sum(x => x.ExpectedRecords), disk = report.Ags.Sum(x => x.OnDiskRecords);
+        o.WriteLine($"xfbtree rmap check {image.Path}: {report.Ags.Count} of {image.Geometry.AgCount} AGs, {exp} expected records, {disk} on-disk records, {scan.InodesScanned} inodes");
+        if (needsRepair) o.WriteLine("superblock: NEEDSREPAIR is set (an earlier repair did not finish)");
+        int bad = 0;
+        foreach (var ag in report.Ags)
+        {
+            if (ag.IsClean)
+            {
+                o.WriteLine($"AG {ag.AgNumber}: clean ({ag.OnDiskRecords} records in {ag.OnDiskBlocks} blocks)");
+                continue;
+            }
+            bad++;
+            o.WriteLine($"AG {ag.AgNumber}: DAMAGED: {ag.Missing} missing, {ag.Extra} extra, {ag.Different} different records, " +
+                        $"{ag.StructureTotal} structural problems, {ag.ScanProblemTotal} metadata problems " +
+                        $"(expected {ag.ExpectedRecords}, on disk {ag.OnDiskRecords})");
+            foreach (var s in ag.Structure) o.WriteLine($"  structure: {s}");
+            if (ag.StructureTotal > ag.Structure.Count) o.WriteLine($"  structure: ... {ag.StructureTotal - ag.Structure.Count} more");
+            foreach (var p in ag.ScanProblems) o.WriteLine($"  metadata:  {p.Where}: {p.What}");
+            if (ag.ScanProblemTotal > ag.ScanProblems.Count) o.WriteLine($"  metadata:  ... {ag.ScanProblemTotal - ag.ScanProblems.Count} more");
+            foreach (var d in ag.Samples)
+            {
+                switch (d.Kind)
+                {
+                    case RmapDifferenceKind.Missing: o.WriteLine($"  missing:   AG {ag.AgNumber} {Rec(d.Expected)}"); break;
+                    case RmapDifferenceKind.Extra: o.WriteLine($"  extra:     AG {ag.AgNumber} {Rec(d.OnDisk)}"); break;
+                    default: o.WriteLine($"  different: AG {ag.AgNumber} expected {Rec(d.Expected)}; on disk {Rec(d.OnDisk)}"); break;
+                }
+            }
+            long shown = ag.Samples.Count, total = ag.Missing + ag.Extra + ag.Different;
+            if (total > shown) o.WriteLine($"  ... {total - shown} more record differences");
+        }
+        o.WriteLine(clean ? "result: clean" : $"result: DAMAGED ({bad} of {report.Ags.Count} AGs{(needsRepair ? ", NEEDSREPAIR set" : "")})");
+    }
+
+    static void WriteJson(XfsImage image, RmapCheckReport report, RmapScanResult scan, bool needsRepair, bool clean, TextWriter o)
+    {
+        var buf = new ArrayBufferWriter<byte>();
+        using (var j = new Utf8JsonWriter(buf, new JsonWriterOptions { Indented = true }))
+        {
+            j.WriteStartObject();
+            j.WriteString("image", image.Path);
+            j.WriteBoolean("clean", clean);
+            j.WriteBoolean("needsRepair", needsRepair);
+            j.WriteNumber("agCount", image.Geometry.AgCount);
+            j.WriteNumber("inodesScanned", scan.InodesScanned);
+            j.WriteNumber("expectedRecords", report.Ags.Sum(x => x.ExpectedRecords));
+            j.WriteNumber("onDiskRecords", report.Ags.Sum(x => x.OnDiskRecords));
+            j.WriteStartArray("ags");
+            foreach (var ag in report.Ags)
+            {
+                j.WriteStartObject();
+                j.WriteNumber("ag", ag.AgNumber);
+                j.WriteBoolean("clean", ag.IsClean);
+                j.WriteNumber("expectedRecords", ag.ExpectedRecords);
+                j.WriteNumber("onDiskRecords", ag.OnDiskRecords);
+                j.WriteNumber("onDiskBlocks", ag.OnDiskBlocks);
+                j.WriteNumber("missing", ag.Missing);
+                j.WriteNumber("extra", ag.Extra);
+                j.WriteNumber("different", ag.Different);
+                j.WriteNumber("structureProblems", ag.StructureTotal);
+                j.WriteStartArray("structure");
+                foreach (var s in ag.Structure) j.WriteStringValue(s);
+                j.WriteEndArray();
+                j.WriteNumber("metadataProblems", ag.ScanProblemTotal);
+                j.WriteStartArray("metadata");
+                foreach (var p in ag.ScanProblems) { j.WriteStartObject(); j.WriteString("where", p.Where); j.WriteString("what", p.What); j.WriteEndObject(); }
+                j.WriteEndArray();
+                j.WriteStartArray("differences");
+                foreach (var d in ag.Samples)
+                {
+                    j.WriteStartObject();
+                    j.WriteString("kind", d.Kind.ToString().ToLowerInvariant());
+                    if (d.Kind != RmapDifferenceKind.Extra) WriteRecord(j, "expected", d.Expected);
+                    if (d.Kind != RmapDifferenceKind.Missing) WriteRecord(j, "ondisk", d.OnDisk);
+                    j.WriteEndObject();
+                }
+                j.WriteEndArray();
+                j.WriteEndObject();
+            }
+            j.WriteEndArray();
+            j.WriteEndObject();
+        }
+        o.Write(Encoding.UTF8.GetString(buf.WrittenSpan));
+        o.Write('\n');
+    }
+
+    static void WriteRecord(Utf8JsonWriter j, string name, in RmapRecord r)
+    {
+        j.WriteStartObject(name);
+        j.WriteNumber("startblock", r.StartBlock);
+        j.WriteNumber("blockcount", r.BlockCount);
+        j.WriteNumber("owner", (long)r.Owner);
+        j.WriteString("ownerName", RmapOwner.Name(r.Owner));
+        j.WriteNumber("offset", r.Offset);
+        j.WriteBoolean("attrfork", r.IsAttrFork);
+        j.WriteBoolean("bmbt", r.IsBmbtBlock);
+        j.WriteBoolean("unwritten", r.IsUnwritten);
+        j.WriteEndObject();
+    }
+}

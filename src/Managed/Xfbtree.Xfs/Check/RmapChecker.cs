@@ -1,0 +1,221 @@
+using System.Diagnostics;
+using Xfbtree.Btree;
+using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Scan;
+using Xfbtree.Xfs.Trees;
+
+namespace Xfbtree.Xfs.Check;
+
+/// <summary>Kinds of record differences between the expected set and the on-disk rmapbt.</summary>
+public enum RmapDifferenceKind
+{
+    /// <summary>Expected, but no on-disk record has its key.</summary>
+    Missing,
+    /// <summary>On disk, but not expected.</summary>
+    Extra,
+    /// <summary>Same key, different length or unwritten state.</summary>
+    Different,
+}
+
+/// <summary>One record difference; <see cref="Expected"/> or <see cref="OnDisk"/> is default for Extra/Missing.</summary>
+public readonly record struct RmapDifference(RmapDifferenceKind Kind, RmapRecord Expected, RmapRecord OnDisk);
+
+/// <summary>Options of <see cref="RmapChecker"/>.</summary>
+public sealed record RmapCheckOptions
+{
+    /// <summary>Differences kept per AG (all are counted).</summary>
+    public int SampleLimit { get; init; } = 20;
+    /// <summary>Structural problems kept per AG (all are counted).</summary>
+    public int StructureLimit { get; init; } = 50;
+    /// <summary>AGs checked in parallel. Default: min(2, processors).</summary>
+    public int Parallelism { get; init; } = Math.Clamp(Environment.ProcessorCount, 1, 2);
+    /// <summary>Called with a short phase description.</summary>
+    public Action<string>? Progress { get; init; }
+}
+
+/// <summary>The verdict for one AG.</summary>
+public sealed class AgCheckReport
+{
+    internal AgCheckReport(uint agno) => AgNumber = agno;
+
+    public uint AgNumber { get; }
+    /// <summary>False when the on-disk rmapbt could not be located (unreadable AGF, unusable root).</summary>
+    public bool RmapbtReadable { get; internal set; }
+    public long ExpectedRecords { get; internal set; }
+    public long OnDiskRecords { get; internal set; }
+    public long OnDiskBlocks { get; internal set; }
+    public long Missing { get; internal set; }
+    public long Extra { get; internal set; }
+    public long Different { get; internal set; }
+    /// <summary>The first differences, in key order.</summary>
+    public List<RmapDifference> Samples { get; } = new();
+    /// <summary>rmapbt structure and AGF counter problems (bounded; see <see cref="StructureTotal"/>).</summary>
+    public List<string> Structure { get; } = new();
+    public long StructureTotal { get; internal set; }
+    /// <summary>Damage met by the scan of this AG's metadata and inodes.</summary>
+    public IReadOnlyList<ScanProblem> ScanProblems { get; internal set; } = [];
+    public long ScanProblemTotal { get; internal set; }
+
+    public bool IsClean => Missing == 0 && Extra == 0 && Different == 0 && StructureTotal == 0 && ScanProblemTotal == 0 && RmapbtReadable;
+
+    internal void AddStructure(string what, int limit)
+    {
+        StructureTotal++;
+        if (Structure.Count < limit) Structure.Add(what);
+    }
+}
+
+/// <summary>The verdict for the image.</summary>
+public sealed class RmapCheckReport
+{
+    internal RmapCheckReport(IReadOnlyList<AgCheckReport> ags, TimeSpan elapsed) { Ags = ags; Elapsed = elapsed; }
+    public IReadOnlyList<AgCheckReport> Ags { get; }
+    public TimeSpan Elapsed { get; }
+    public bool IsClean => Ags.All(a => a.IsClean);
+}
+
+/// <summary>
+/// Compares the expected rmap set of each AG (from <see cref="RmapScanner"/>) with the on-disk rmapbt, both
+/// ways: records (a merge-join in key order: missing, extra, different), structure (the engine's checker: keys,
+/// high keys, order, siblings, levels, numrecs, CRC, ...), and the AGF counters (rmap_blocks, btreeblks, root and
+/// level). AGs are checked in parallel.
+/// </summary>
+public static class RmapChecker
+{
+    /// <summary>Checks every AG that the scan kept records for.</summary>
+    public static RmapCheckReport Check(XfsImage image, RmapScanResult scan, RmapCheckOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(image);
+        ArgumentNullException.ThrowIfNull(scan);
+        options ??= new RmapCheckOptions();
+        var sw = Stopwatch.StartNew();
+        var todo = scan.Ags.Where(a => a.Expected != null).ToArray();
+        var reports = new AgCheckReport[todo.Length];
+        var po = new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, options.Parallelism) };
+        Parallel.For(0, todo.Length, po, i =>
+        {
+            options.Progress?.Invoke($"checking AG {todo[i].AgNumber}/{image.Geometry.AgCount}");
+            reports[i] = CheckAg(image, todo[i], options);
+        });
+        return new RmapCheckReport(reports, sw.Elapsed);
+    }
+
+    /// <summary>Checks one AG.</summary>
+    public static AgCheckReport CheckAg(XfsImage image, AgScanResult ag, RmapCheckOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(image);
+        ArgumentNullException.ThrowIfNull(ag);
+        options ??= new RmapCheckOptions();
+        var expected = ag.Expected ?? throw new ArgumentException($"AG {ag.AgNumber} was not scanned", nameof(ag));
+        var rep = new AgCheckReport(ag.AgNumber)
+        {
+            ExpectedRecords = expected.Count,
+            ScanProblems = ag.Problems.Items,
+            ScanProblemTotal = ag.Problems.Total,
+        };
+        var geo = image.Geometry;
+        var agf = ag.Agf;
+        using var ecur = expected.CreateCursor();
+        var join = new MergeJoin(ecur, rep, options.SampleLimit);
+        if (agf == null)
+        {
+            rep.AddStructure("AGF unreadable: the rmapbt cannot be located", options.StructureLimit);
+        }
+        else if (!agf.TreeRootUsable(AgfTree.Rmapbt, geo))
+        {
+            rep.AddStructure($"AGF rmapbt root {agf.RmapRoot} / level {agf.RmapLevel} unusable", options.StructureLimit);
+        }
+        else
+        {
+            rep.RmapbtReadable = true;
+            var tree = image.OpenRmapbt(agf);
+            var walkProblems = RmapbtWalker.Walk(tree, ref join, out long blocks);
+            rep.OnDiskBlocks = blocks;
+            foreach (var p in walkProblems) rep.AddStructure("rmapbt: " + p, options.StructureLimit);
+            var check = tree.Check(maxBlocks: geo.AgLength(ag.AgNumber));
+            foreach (var v in check.Violations)
+                if (walkProblems.Count == 0 || !v.Contains("corrupt", StringComparison.Ordinal))
+                    rep.AddStructure("rmapbt: " + v, options.StructureLimit);
+            if (check.ViolationCount > check.Violations.Count)
+                rep.AddStructure($"rmapbt: {check.ViolationCount - check.Violations.Count} more violations", options.StructureLimit);
+            if (check.Blocks != agf.RmapBlocks)
+                rep.AddStructure($"AGF rmap_blocks {agf.RmapBlocks}, but the rmapbt has {check.Blocks} blocks", options.StructureLimit);
+            if (check.Height != agf.RmapLevel)
+                rep.AddStructure($"AGF rmap level {agf.RmapLevel}, but the tree is {check.Height} high", options.StructureLimit);
+            if (ag.BnobtBlocks.Count > 0 && ag.CntbtBlocks.Count > 0 && ag.MetadataComplete)
+            {
+                long btreeblks = ag.BnobtBlocks.Count - 1 + ag.CntbtBlocks.Count - 1 + check.Blocks - 1;
+                if (btreeblks != agf.BtreeBlocks)
+                    rep.AddStructure($"AGF btreeblks {agf.BtreeBlocks}, but bnobt+cntbt+rmapbt have {btreeblks} non-root blocks", options.StructureLimit);
+            }
+        }
+        join.Finish();
+        return rep;
+    }
+
+    struct MergeJoin : IRmapRecordSink
+    {
+        readonly BtreeCursor<RmapbtOps> _e;
+        readonly AgCheckReport _rep;
+        readonly int _limit;
+        bool _started, _have;
+        RmapRecord _cur;
+
+        public MergeJoin(BtreeCursor<RmapbtOps> expected, AgCheckReport report, int limit)
+        {
+            _e = expected;
+            _rep = report;
+            _limit = limit;
+            _started = _have = false;
+            _cur = default;
+        }
+
+        void Advance()
+        {
+            _have = _started ? _e.Increment() : _e.MoveFirst();
+            _started = true;
+            if (_have) _cur = RmapRecord.Read(_e.Current);
+        }
+
+        void Sample(RmapDifferenceKind kind, in RmapRecord expected, in RmapRecord onDisk)
+        {
+            if (_rep.Samples.Count < _limit) _rep.Samples.Add(new RmapDifference(kind, expected, onDisk));
+        }
+
+        public void Record(in RmapRecord d)
+        {
+            if (!_started) Advance();
+            _rep.OnDiskRecords++;
+            var cmp = new RmapKeyComparer();
+            while (_have && cmp.Compare(_cur, d) < 0)
+            {
+                _rep.Missing++;
+                Sample(RmapDifferenceKind.Missing, _cur, default);
+                Advance();
+            }
+            if (_have && cmp.Compare(_cur, d) == 0)
+            {
+                if (_cur != d)
+                {
+                    _rep.Different++;
+                    Sample(RmapDifferenceKind.Different, _cur, d);
+                }
+                Advance();
+                return;
+            }
+            _rep.Extra++;
+            Sample(RmapDifferenceKind.Extra, default, d);
+        }
+
+        public void Finish()
+        {
+            if (!_started) Advance();
+            while (_have)
+            {
+                _rep.Missing++;
+                Sample(RmapDifferenceKind.Missing, _cur, default);
+                Advance();
+            }
+        }
+    }
+}

@@ -1,0 +1,59 @@
+using Xfbtree.Xfs.Format;
+
+namespace Xfbtree.Xfs.Repair;
+
+/// <summary>
+/// What must hold before an offline repair may write (xfs-format.md §8.4), each failure a one-line
+/// <see cref="XfsFormatException"/>: the image is not attached to a loop device (mounted or about to be),
+/// the file is writable, the log is clean, no log-incompatible feature is set, NEEDSREPAIR is not already set.
+/// Block devices are refused while mounted by the exclusive open of the disk target.
+/// </summary>
+public static class RmapRepairPreconditions
+{
+    /// <summary>Checks what can be checked before the image is opened.</summary>
+    public static void BeforeOpen(string path, bool willWrite)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (!File.Exists(path))
+        {
+            return; // XfsImage.Open reports missing files and directories in its own words.
+        }
+        IReadOnlyList<string> loops = ImageUseCheck.LoopDevicesBacking(path);
+        if (loops.Count > 0)
+        {
+            throw new XfsFormatException($"{path}: in use through {string.Join(", ", loops)} (mounted or attached); unmount and detach it first");
+        }
+        if (willWrite && !OperatingSystem.IsWindows())
+        {
+            UnixFileMode mode = File.GetUnixFileMode(path);
+            const UnixFileMode anyWrite = UnixFileMode.UserWrite | UnixFileMode.GroupWrite | UnixFileMode.OtherWrite;
+            // Root may write a 0444 file; a read-only file is still the owner's "do not touch", so honour it.
+            if ((mode & anyWrite) == 0)
+            {
+                throw new XfsFormatException($"{path}: the image file is read-only; make it writable or use -n");
+            }
+        }
+    }
+
+    /// <summary>Checks the opened image: feature and log state.</summary>
+    public static void AfterOpen(XfsImage image)
+    {
+        ArgumentNullException.ThrowIfNull(image);
+        Superblock sb = image.Superblock;
+        if (sb.NeedsRepair)
+        {
+            throw new XfsFormatException($"{image.Path}: the filesystem is marked NEEDSREPAIR (an earlier repair stopped halfway); run xfs_repair");
+        }
+        if (sb.FeaturesLogIncompat != 0)
+        {
+            throw new XfsFormatException($"{image.Path}: the log holds log-incompatible items (features_log_incompat 0x{sb.FeaturesLogIncompat:x}); mount and unmount the filesystem, or run xfs_repair");
+        }
+        LogInspection log = image.InspectLog();
+        if (log.State != LogState.Clean)
+        {
+            throw new XfsFormatException(log.State == LogState.Dirty
+                ? $"{image.Path}: the log is dirty ({log.Detail}); mount and unmount the filesystem to replay it first"
+                : $"{image.Path}: cannot tell whether the log is clean ({log.Detail}); refusing to write");
+        }
+    }
+}

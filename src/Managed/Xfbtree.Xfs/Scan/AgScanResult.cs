@@ -1,0 +1,40 @@
+using Xfbtree.Xfs.Format;
+
+namespace Xfbtree.Xfs.Scan;
+
+/// <summary>
+/// What the scan found for one AG: the expected rmap set, the AG headers as read, the blocks of the AG's own
+/// metadata trees and the problems met. Headers are null when they could not be read (see <see cref="Problems"/>).
+/// </summary>
+public sealed class AgScanResult : IDisposable
+{
+    internal AgScanResult(uint agno, AgRmapSet? set, ProblemList problems)
+    {
+        AgNumber = agno;
+        Expected = set;
+        Problems = problems;
+    }
+
+    public uint AgNumber { get; }
+    /// <summary>Expected rmap records (null for an AG that was not selected).</summary>
+    public AgRmapSet? Expected { get; }
+    /// <summary>Damage met while scanning this AG's metadata, and duplicate mappings into this AG.</summary>
+    public ProblemList Problems { get; }
+    public Agf? Agf { get; internal set; }
+    public Agi? Agi { get; internal set; }
+    public Agfl? Agfl { get; internal set; }
+    /// <summary>bnobt blocks, ascending.</summary>
+    public IReadOnlyList<uint> BnobtBlocks { get; internal set; } = [];
+    /// <summary>cntbt blocks, ascending.</summary>
+    public IReadOnlyList<uint> CntbtBlocks { get; internal set; } = [];
+    /// <summary>Blocks of the on-disk rmapbt reachable from the AGF root (leaves are not read), ascending.</summary>
+    public IReadOnlyList<uint> RmapbtBlocks { get; internal set; } = [];
+    /// <summary>Live AGFL entries in list order.</summary>
+    public IReadOnlyList<uint> AgflBlocks => Agfl?.Blocks ?? [];
+    /// <summary>In-use inodes of this AG that were scanned.</summary>
+    public long InodesScanned { get; internal set; }
+    /// <summary>True when the AGF, AGI and AGFL were read and every AG metadata tree was walked without damage.</summary>
+    public bool MetadataComplete { get; internal set; }
+
+    public void Dispose() => Expected?.Dispose();
+}

@@ -1,0 +1,502 @@
+using System.Buffers.Binary;
+using Xfbtree.Btree;
+using Xfbtree.Buffers;
+using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Trees;
+
+namespace Xfbtree.Xfs.Scan;
+
+/// <summary>
+/// One scan worker: computes the rmap records of one AG's metadata and of every in-use inode of that AG (whose
+/// fork extents may lie in any AG) and streams them, merged at the source, into the per-AG sets through a
+/// <see cref="RmapBatcher"/>. Every on-disk value is range-checked before it is used; damage is reported to the
+/// AG's problem list and the scan goes on with what is still trustworthy. Not thread-safe: one per thread.
+/// </summary>
+internal sealed class AgScanner
+{
+    readonly XfsImage _img;
+    readonly XfsGeometry _geo;
+    readonly RmapScanOptions _options;
+    readonly RmapBatcher _out;
+    readonly ProblemList[] _problems;
+    readonly List<uint> _blocks = new();
+    readonly List<ulong> _bmbtBlocks = new();
+    readonly Stack<(long Ptr, int Level)> _stack = new();
+    readonly HashSet<long> _visited = new();
+    readonly HashSet<long> _bmbtSeen = new();
+
+    // Current fork being scanned and its pending (not yet emitted) merged extent.
+    ulong _ino;
+    uint _inoAgno;
+    bool _attr;
+    bool _emitExtents;
+    string _forkName = "";
+    bool _pending;
+    uint _pAgno, _pAgbno, _pLen;
+    ulong _pOff;
+    bool _pUnwritten;
+    ulong _nextOffset;
+    long _forkExtents;
+
+    public AgScanner(XfsImage image, RmapScanOptions options, RmapBatcher output, ProblemList[] problems)
+    {
+        _img = image;
+        _geo = image.Geometry;
+        _options = options;
+        _out = output;
+        _problems = problems;
+    }
+
+    void Problem(uint agno, string where, string what) => _problems[agno].Add(agno, where, what);
+
+    /// <summary>Scans AG <paramref name="res"/>.AgNumber; <paramref name="metadata"/> false skips the AG's own metadata records (AG not selected).</summary>
+    public void ScanAg(AgScanResult res, bool metadata, CancellationToken cancel)
+    {
+        uint agno = res.AgNumber;
+        uint agLen = _geo.AgLength(agno);
+        bool complete = true;
+        var store = _img.CreateAgStore(agno);
+
+        Agf? agf = null;
+        Agi? agi = null;
+        try { agf = _img.ReadAgf(agno); }
+        catch (CorruptionException e) { Problem(agno, "AGF", e.Message); complete = false; }
+        try { agi = _img.ReadAgi(agno); }
+        catch (CorruptionException e) { Problem(agno, "AGI", e.Message); complete = false; }
+        if (agf != null) foreach (var p in agf.Problems) { Problem(agno, "AGF", p); complete = false; }
+        if (agi != null) foreach (var p in agi.Problems) { Problem(agno, "AGI", p); complete = false; }
+        res.Agf = agf;
+        res.Agi = agi;
+        if (agf != null)
+        {
+            try
+            {
+                var agfl = _img.ReadAgfl(agno, agf);
+                res.Agfl = agfl;
+                foreach (var p in agfl.Problems) { Problem(agno, "AGFL", p); complete = false; }
+            }
+            catch (CorruptionException e) { Problem(agno, "AGFL", e.Message); complete = false; }
+        }
+
+        if (metadata)
+        {
+            // OWN_FS: the header sectors; OWN_LOG: the internal log if it lives here.
+            Emit(agno, new RmapRecord(0, _geo.FirstFreeBlock, RmapOwner.Fs, 0));
+            var sb = _img.Superblock;
+            if (sb.LogStart != 0 && _geo.FsbToAgno(sb.LogStart) == agno)
+                Emit(agno, new RmapRecord(_geo.FsbToAgbno(sb.LogStart), sb.LogBlocks, RmapOwner.Log, 0));
+
+            // OWN_AG: bnobt, cntbt, rmapbt blocks and the AGFL.
+            var bno = new List<uint>();
+            var cnt = new List<uint>();
+            var rmap = new List<uint>();
+            if (agf != null)
+            {
+                if (agf.TreeRootUsable(AgfTree.Bnobt, _geo)) complete &= CollectBlocks(_img.OpenBnobt(agf, store), agno, "bnobt", bno);
+                if (agf.TreeRootUsable(AgfTree.Cntbt, _geo)) complete &= CollectBlocks(_img.OpenCntbt(agf, store), agno, "cntbt", cnt);
+                // The rmapbt's own damage is the check's to report; here only its block set matters.
+                if (agf.TreeRootUsable(AgfTree.Rmapbt, _geo)) CollectBlocks(_img.OpenRmapbt(agf, store), agno, "rmapbt", rmap, report: false);
+            }
+            bno.Sort(); cnt.Sort(); rmap.Sort();
+            res.BnobtBlocks = bno;
+            res.CntbtBlocks = cnt;
+            res.RmapbtBlocks = rmap;
+            _blocks.Clear();
+            _blocks.AddRange(bno);
+            _blocks.AddRange(cnt);
+            if (_options.IncludeOwnAg)
+            {
+                _blocks.AddRange(rmap);
+                if (res.Agfl != null) _blocks.AddRange(res.Agfl.Blocks);
+            }
+            EmitBlockRuns(agno, RmapOwner.Ag, _blocks, "OWN_AG");
+
+            // OWN_INOBT: inobt and finobt blocks.
+            _blocks.Clear();
+            if (agi != null)
+            {
+                if (agi.TreeRootUsable(AgiTree.Inobt, _geo)) complete &= CollectBlocks(_img.OpenInobt(agi, AgiTree.Inobt, store), agno, "inobt", _blocks);
+                if (sb.HasFinobt && agi.TreeRootUsable(AgiTree.Finobt, _geo)) complete &= CollectBlocks(_img.OpenInobt(agi, AgiTree.Finobt, store), agno, "finobt", _blocks);
+            }
+            EmitBlockRuns(agno, RmapOwner.Inobt, _blocks, "OWN_INOBT");
+
+            // OWN_REFC and OWN_COW.
+            if (sb.HasReflink && agf != null && agf.TreeRootUsable(AgfTree.Refcountbt, _geo))
+            {
+                var refc = _img.OpenRefcountbt(agf, store);
+                _blocks.Clear();
+                complete &= CollectBlocks(refc, agno, "refcountbt", _blocks);
+                EmitBlockRuns(agno, RmapOwner.Refc, _blocks, "OWN_REFC");
+                complete &= ScanCowStaging(refc, agno, agLen);
+            }
+        }
+
+        // Inode chunks (OWN_INODES) and every in-use inode's forks.
+        if (agi != null && agi.TreeRootUsable(AgiTree.Inobt, _geo))
+            complete &= ScanInodes(_img.OpenInobt(agi, AgiTree.Inobt, store), res, metadata, cancel);
+        else
+            complete = false;
+        res.MetadataComplete = complete;
+    }
+
+    void Emit(uint agno, in RmapRecord r) => _out.Add(agno, r);
+
+    /// <summary>
+    /// Collects the blocks of a per-AG tree: the root and every child pointer of every node (leaves are not read).
+    /// Nodes are read through the store and verified; a damaged node is reported and its subtree skipped; a block
+    /// reached twice (cycle, cross-link) is reported once and not followed.
+    /// </summary>
+    bool CollectBlocks<TOps>(Btree<TOps> tree, uint agno, string name, List<uint> into, bool report = true) where TOps : struct, IBtreeOps
+    {
+        void Problem(uint a, string where, string what) { if (report) this.Problem(a, where, what); }
+        var geo = tree.Geometry;
+        var store = tree.Store;
+        bool ok = true;
+        int height = tree.Root.Height;
+        if (height < 1 || height > geo.MaxLevels) { Problem(agno, name, $"height {height} outside 1..{geo.MaxLevels}"); return false; }
+        _stack.Clear();
+        _visited.Clear();
+        _stack.Push((tree.Root.Pointer, height - 1));
+        while (_stack.Count > 0)
+        {
+            var (ptr, level) = _stack.Pop();
+            if (!store.IsValidPointer(ptr)) { Problem(agno, name, $"level {level} pointer {ptr} outside the AG"); ok = false; continue; }
+            if (!_visited.Add(ptr)) { Problem(agno, name, $"block {ptr} reached twice (cycle or cross-link)"); ok = false; continue; }
+            into.Add((uint)ptr);
+            if (level == 0) continue;
+            BtreeBlockRef block;
+            try { block = store.Read(ptr, tree.Verifier); }
+            catch (CorruptionException e) { Problem(agno, name, e.Message); ok = false; continue; }
+            try
+            {
+                ReadOnlySpan<byte> b;
+                unsafe { b = new ReadOnlySpan<byte>(block.Data, geo.BlockSize); }
+                int lev = BtreeHeader.Level(b);
+                if (lev != level) { Problem(agno, name, $"block {ptr}: level {lev}, expected {level}"); ok = false; continue; }
+                int n = BtreeHeader.NumRecords(b);
+                if (n == 0) { Problem(agno, name, $"node block {ptr} is empty"); ok = false; continue; }
+                for (int i = 0; i < n; i++)
+                    _stack.Push((BtreeHeader.ReadPointer(b[geo.PointerOffset(i, geo.NodeMaxRecords)..], geo.LongPointers), level - 1));
+            }
+            finally { store.Release(block); }
+        }
+        return ok;
+    }
+
+    /// <summary>Sorts block numbers and emits one record per maximal run; a block listed twice is reported.</summary>
+    void EmitBlockRuns(uint agno, ulong owner, List<uint> blocks, string what)
+    {
+        if (blocks.Count == 0) return;
+        blocks.Sort();
+        uint start = blocks[0], end = blocks[0] + 1;
+        for (int i = 1; i < blocks.Count; i++)
+        {
+            uint b = blocks[i];
+            if (b < end) { Problem(agno, what, $"block {b} claimed twice by {what} structures"); continue; }
+            if (b == end) { end++; continue; }
+            Emit(agno, new RmapRecord(start, end - start, owner, 0));
+            start = b;
+            end = b + 1;
+        }
+        Emit(agno, new RmapRecord(start, end - start, owner, 0));
+    }
+
+    /// <summary>OWN_COW: every CoW-domain refcount record (startblock bit 31), merged when adjacent.</summary>
+    bool ScanCowStaging(Btree<RefcountbtOps> refc, uint agno, uint agLen)
+    {
+        Span<byte> key = stackalloc byte[4];
+        BinaryPrimitives.WriteUInt32BigEndian(key, RefcountbtOps.CowFlag);
+        bool have = false;
+        uint start = 0, end = 0;
+        try
+        {
+            using var cur = refc.CreateCursor();
+            if (cur.Lookup(key, BtreeLookup.GreaterOrEqual))
+            {
+                do
+                {
+                    var r = cur.Current;
+                    uint s = BinaryPrimitives.ReadUInt32BigEndian(r);
+                    uint len = BinaryPrimitives.ReadUInt32BigEndian(r[4..]);
+                    if ((s & RefcountbtOps.CowFlag) == 0) { Problem(agno, "refcountbt", $"shared record {s} after CoW records"); return false; }
+                    s &= ~RefcountbtOps.CowFlag;
+                    if (len == 0 || (ulong)s + len > agLen || s < _geo.FirstFreeBlock) { Problem(agno, "refcountbt", $"CoW extent {s} length {len} outside the AG"); continue; }
+                    if (have && s == end && (ulong)(end - start) + len <= uint.MaxValue) { end += len; continue; }
+                    if (have) Emit(agno, new RmapRecord(start, end - start, RmapOwner.Cow, 0));
+                    have = true;
+                    start = s;
+                    end = s + len;
+                }
+                while (cur.Increment());
+            }
+        }
+        catch (CorruptionException e) { Problem(agno, "refcountbt", e.Message); return false; }
+        finally
+        {
+            if (have) Emit(agno, new RmapRecord(start, end - start, RmapOwner.Cow, 0));
+        }
+        return true;
+    }
+
+    // ------------------------------------------------------------------ inodes
+
+    bool ScanInodes(Btree<InobtOps> inobt, AgScanResult res, bool metadata, CancellationToken cancel)
+    {
+        uint agno = res.AgNumber;
+        bool ok = true;
+        bool haveRun = false;
+        uint runStart = 0, runEnd = 0;
+        uint prevStart = 0;
+        bool first = true;
+        var ops = inobt.Ops;
+        try
+        {
+            using var cur = inobt.CreateCursor();
+            if (!cur.MoveFirst()) return true;
+            do
+            {
+                cancel.ThrowIfCancellationRequested();
+                var rec = cur.Current;
+                uint startino = BinaryPrimitives.ReadUInt32BigEndian(rec);
+                if (!first && startino < (ulong)prevStart + 64) { Problem(agno, "inobt", $"record {startino} out of order"); ok = false; continue; }
+                first = false;
+                prevStart = startino;
+                if (ops.ValidateRecord(rec) is { } why) { Problem(agno, "inobt", $"record {startino}: {why}"); ok = false; continue; }
+                if (!ChunkInsideAg(agno, startino)) { Problem(agno, "inobt", $"chunk {startino} outside the AG"); ok = false; continue; }
+                ushort holemask = _img.Superblock.HasSparseInodes ? BinaryPrimitives.ReadUInt16BigEndian(rec[4..]) : (ushort)0;
+                ulong free = BinaryPrimitives.ReadUInt64BigEndian(rec[8..]);
+
+                // OWN_INODES: allocated (non-hole) blocks of the chunk, merged across chunks.
+                if (metadata)
+                {
+                    foreach (var (bStart, bLen) in ChunkBlocks(startino, holemask))
+                    {
+                        if (haveRun && bStart <= runEnd) { runEnd = Math.Max(runEnd, bStart + bLen); continue; }
+                        if (haveRun) Emit(agno, new RmapRecord(runStart, runEnd - runStart, RmapOwner.Inodes, 0));
+                        haveRun = true;
+                        runStart = bStart;
+                        runEnd = bStart + bLen;
+                    }
+                }
+                ScanChunkInodes(res, startino, holemask, free);
+            }
+            while (cur.Increment());
+        }
+        catch (CorruptionException e) { Problem(agno, "inobt", e.Message); ok = false; }
+        finally
+        {
+            if (haveRun) Emit(agno, new RmapRecord(runStart, runEnd - runStart, RmapOwner.Inodes, 0));
+        }
+        return ok;
+    }
+
+    bool ChunkInsideAg(uint agno, uint startino)
+    {
+        if (!_geo.IsValidAgino(agno, startino)) return false;
+        if (_geo.InodesPerBlock >= 64) return true;
+        return (ulong)_geo.AginoToAgbno(startino) + (ulong)_geo.InodeChunkBlocks <= _geo.AgLength(agno)
+               && _geo.AginoToSlot(startino) == 0;
+    }
+
+    static bool IsHole(ushort holemask, int inode) => ((holemask >> (inode >> 2)) & 1) != 0;
+
+    /// <summary>Runs of allocated (non-hole) blocks of a chunk.</summary>
+    IEnumerable<(uint Start, uint Length)> ChunkBlocks(uint startino, ushort holemask)
+    {
+        uint first = _geo.AginoToAgbno(startino);
+        int ipb = _geo.InodesPerBlock;
+        if (ipb >= 64)
+        {
+            if (holemask != 0xFFFF) yield return (first, 1);
+            yield break;
+        }
+        int nblocks = 64 / ipb;
+        int runStart = -1;
+        for (int j = 0; j <= nblocks; j++)
+        {
+            bool allocated = false;
+            if (j < nblocks)
+                for (int i = j * ipb; i < (j + 1) * ipb; i++)
+                    if (!IsHole(holemask, i)) { allocated = true; break; }
+            if (allocated) { if (runStart < 0) runStart = j; }
+            else if (runStart >= 0) { yield return (first + (uint)runStart, (uint)(j - runStart)); runStart = -1; }
+        }
+    }
+
+    void ScanChunkInodes(AgScanResult res, uint startino, ushort holemask, ulong free)
+    {
+        uint agno = res.AgNumber;
+        int ipb = _geo.InodesPerBlock;
+        // In-use inodes: not a hole and not free.
+        ulong inUse = ~free;
+        for (int i = 0; i < 64; i++) if (IsHole(holemask, i)) inUse &= ~(1UL << i);
+        if (inUse == 0) return;
+        // Read runs of blocks that hold in-use inodes, one buffer per run.
+        int firstSlot = _geo.AginoToSlot(startino);
+        int i0 = 0;
+        while (i0 < 64)
+        {
+            if ((inUse & (1UL << i0)) == 0) { i0++; continue; }
+            int blockOf0 = (firstSlot + i0) / ipb;
+            int i1 = i0;
+            int lastBlock = blockOf0;
+            // Extend over following inodes whose block is the same or the next one.
+            while (i1 + 1 < 64)
+            {
+                int nb = (firstSlot + i1 + 1) / ipb;
+                bool used = (inUse & (1UL << (i1 + 1))) != 0;
+                if (nb == lastBlock) { i1++; continue; }
+                if (nb == lastBlock + 1 && used) { i1++; lastBlock = nb; continue; }
+                break;
+            }
+            ReadInodes(res, startino, i0, i1, blockOf0, lastBlock, inUse);
+            i0 = i1 + 1;
+        }
+    }
+
+    void ReadInodes(AgScanResult res, uint startino, int i0, int i1, int block0, int block1, ulong inUse)
+    {
+        uint agno = res.AgNumber;
+        uint agbno = _geo.AginoToAgbno(startino) + (uint)block0;
+        int nblocks = block1 - block0 + 1;
+        long daddr = _geo.AgBlockToDaddr(agno, agbno);
+        BlockBuffer buf;
+        try { buf = _img.Cache.Read(_img.Target, daddr, nblocks * _geo.BasicBlocksPerBlock, null, BufferLockMode.Shared); }
+        catch (Exception e) when (e is CorruptionException or IOException)
+        {
+            Problem(agno, $"inode cluster at block {agbno}", e.Message);
+            return;
+        }
+        try
+        {
+            var span = buf.Span;
+            int isz = _geo.InodeSize;
+            int firstSlot = _geo.AginoToSlot(startino);
+            for (int i = i0; i <= i1; i++)
+            {
+                if ((inUse & (1UL << i)) == 0) continue;
+                int off = ((firstSlot + i) - block0 * _geo.InodesPerBlock) * isz;
+                if (off < 0 || off + isz > span.Length) continue;
+                ulong ino = _geo.AginoToIno(agno, startino + (uint)i);
+                var d = new Dinode(span.Slice(off, isz));
+                if (d.Verify(_geo, ino) is { } why) { Problem(agno, $"inode {ino}", why); continue; }
+                res.InodesScanned++;
+                ScanInode(agno, ino, d);
+            }
+        }
+        finally { _img.Cache.Release(buf); }
+    }
+
+    void ScanInode(uint agno, ulong ino, Dinode d)
+    {
+        _ino = ino;
+        _inoAgno = agno;
+        for (int f = 0; f < 2; f++)
+        {
+            bool attr = f == 1;
+            if (attr && !d.HasAttrFork) continue;
+            var fmt = d.FormatOf(attr);
+            if (fmt is not (ForkFormat.Extents or ForkFormat.Btree)) continue;
+            _attr = attr;
+            _emitExtents = attr || !d.IsRealtime;
+            _forkName = attr ? "attr fork" : "data fork";
+            _pending = false;
+            _nextOffset = 0;
+            _forkExtents = 0;
+            var fork = d.Fork(attr);
+            if (fmt == ForkFormat.Extents)
+            {
+                ulong n = d.ExtentsOf(attr);   // verified: fits the fork
+                for (int i = 0; i < (int)n; i++) AddExtent(BmbtExtent.Read(fork[(i * Dinode.ExtentSize)..]));
+            }
+            else
+            {
+                ScanBmbt(ino, fork);
+            }
+            FlushExtent();
+        }
+    }
+
+    void AddExtent(in BmbtExtent e)
+    {
+        _forkExtents++;
+        if (e.Validate(_geo) is { } why) { Problem(_inoAgno, $"inode {_ino} {_forkName}", why); return; }
+        if (e.StartOffset < _nextOffset) Problem(_inoAgno, $"inode {_ino} {_forkName}", $"extent at offset {e.StartOffset} overlaps or precedes the previous one");
+        _nextOffset = e.StartOffset + e.BlockCount;
+        if (!_emitExtents) return;
+        uint agno = _geo.FsbToAgno(e.StartBlock), agbno = _geo.FsbToAgbno(e.StartBlock);
+        if (_pending && _pAgno == agno && (ulong)_pAgbno + _pLen == agbno && _pOff + _pLen == e.StartOffset
+            && _pUnwritten == e.Unwritten && (ulong)_pLen + e.BlockCount <= uint.MaxValue)
+        {
+            _pLen += e.BlockCount;
+            return;
+        }
+        FlushExtent();
+        _pending = true;
+        _pAgno = agno;
+        _pAgbno = agbno;
+        _pLen = e.BlockCount;
+        _pOff = e.StartOffset;
+        _pUnwritten = e.Unwritten;
+    }
+
+    void FlushExtent()
+    {
+        if (!_pending) return;
+        _pending = false;
+        ulong raw = _pOff | (_attr ? RmapbtOps.AttrForkFlag : 0) | (_pUnwritten ? RmapbtOps.UnwrittenFlag : 0);
+        Emit(_pAgno, new RmapRecord(_pAgbno, _pLen, _ino, raw));
+    }
+
+    sealed class WalkAborted(string why) : Exception(why);
+
+    struct BmbtVisitor : IBtreeBlockVisitor
+    {
+        public AgScanner Scanner;
+        public int RootLevel;
+        public void Visit(int level, long pointer, ReadOnlySpan<byte> block) => Scanner.OnBmbtBlock(level, pointer, block, RootLevel);
+    }
+
+    void ScanBmbt(ulong ino, ReadOnlySpan<byte> fork)
+    {
+        _bmbtBlocks.Clear();
+        _bmbtSeen.Clear();
+        string where = $"inode {ino} {_forkName} bmbt";
+        try
+        {
+            var tree = _img.OpenBmbt(ino, fork);
+            using var cur = tree.CreateCursor();
+            var v = new BmbtVisitor { Scanner = this, RootLevel = tree.Root.Height - 1 };
+            cur.VisitBlocks(ref v);
+        }
+        catch (CorruptionException e) { Problem(_inoAgno, where, e.Message); }
+        catch (WalkAborted e) { Problem(_inoAgno, where, e.Message); }
+        catch (ArgumentException e) { Problem(_inoAgno, where, e.Message); }
+        if (_bmbtBlocks.Count == 0) return;
+        // bmbt blocks: sorted, merged per AG into runs (BMBT_BLOCK flag, plus ATTR_FORK for the attr fork).
+        _bmbtBlocks.Sort();
+        ulong flags = RmapbtOps.BmbtBlockFlag | (_attr ? RmapbtOps.AttrForkFlag : 0);
+        ulong start = _bmbtBlocks[0], end = start + 1;
+        for (int i = 1; i <= _bmbtBlocks.Count; i++)
+        {
+            if (i < _bmbtBlocks.Count)
+            {
+                ulong b = _bmbtBlocks[i];
+                if (b == end && _geo.FsbToAgno(b) == _geo.FsbToAgno(start) && end - start < uint.MaxValue) { end++; continue; }
+            }
+            Emit(_geo.FsbToAgno(start), new RmapRecord(_geo.FsbToAgbno(start), (uint)(end - start), ino, flags));
+            if (i < _bmbtBlocks.Count) { start = _bmbtBlocks[i]; end = start + 1; }
+        }
+    }
+
+    void OnBmbtBlock(int level, long pointer, ReadOnlySpan<byte> block, int rootLevel)
+    {
+        if (level == rootLevel) return;   // the root lives in the inode
+        if (!_bmbtSeen.Add(pointer)) throw new WalkAborted($"block {pointer} reached twice (cycle or cross-link)");
+        _bmbtBlocks.Add((ulong)pointer);
+        if (level != 0) return;
+        int n = BtreeHeader.NumRecords(block);   // verified <= maxrecs on read
+        for (int i = 0; i < n; i++)
+            AddExtent(BmbtExtent.Read(block[(BtreeGeometry.LongHeaderSize + i * 16)..]));
+    }
+}

@@ -1,0 +1,236 @@
+using Microsoft.Win32.SafeHandles;
+using Xfbtree.Btree;
+using Xfbtree.Buffers;
+using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Trees;
+
+namespace Xfbtree.Xfs;
+
+/// <summary>Options for <see cref="XfsImage.Open"/>.</summary>
+public sealed record XfsImageOptions
+{
+    /// <summary>Open for writing (repair). Default read-only.</summary>
+    public bool Writable { get; init; }
+    /// <summary>Memory the buffer cache may keep in unheld clean buffers. Default 32 MiB.</summary>
+    public long CacheBytes { get; init; } = 32L << 20;
+}
+
+/// <summary>
+/// An XFS v5 image (file or block device) opened for reading (and, for repair, writing) through the shared
+/// <see cref="BufferCache"/> over a <see cref="DiskBufferTarget"/>: the primary superblock (validated, supported
+/// features only), the geometry, verified AG headers and every per-AG and inode-rooted btree through the generic
+/// engine. Every metadata block read goes through the cache and a verifier.
+/// </summary>
+/// <remarks>
+/// <see cref="Open"/> turns every kind of bad input into an <see cref="XfsFormatException"/> with a one-line message:
+/// missing file, directory, empty file, not XFS, unsupported feature, corrupt superblock, truncated image.
+/// Header reads (<see cref="ReadAgf"/>, ...) throw <see cref="CorruptionException"/> when the sector is not the
+/// header it should be; parsed headers list field problems in their <c>Problems</c>.
+/// Thread safety: header reads and tree objects may be used from several threads at once as long as each cursor
+/// is used by one thread (the cache serialises buffer access).
+/// </remarks>
+public sealed class XfsImage : IDisposable
+{
+    readonly SafeFileHandle _raw;
+    readonly BufferTarget _target;
+    readonly BufferCache _cache;
+    readonly FsBtreeBlockStore _fsStore;
+    bool _disposed;
+
+    XfsImage(string path, SafeFileHandle raw, Superblock sb, BufferTarget target, BufferCache cache)
+    {
+        Path = path;
+        _raw = raw;
+        Superblock = sb;
+        Geometry = new XfsGeometry(sb);
+        _target = target;
+        _cache = cache;
+        _fsStore = new FsBtreeBlockStore(cache, target, Geometry.BlockSize, Geometry.AgBlocks, Geometry.AgBlockLog, Geometry.AgCount, Geometry.DataBlocks);
+    }
+
+    public string Path { get; }
+    public Superblock Superblock { get; }
+    public XfsGeometry Geometry { get; }
+    public BufferCache Cache => _cache;
+    public BufferTarget Target => _target;
+    /// <summary>Blocks addressed by fsbno (bmbt blocks of every inode).</summary>
+    public FsBtreeBlockStore FsStore => _fsStore;
+
+    /// <summary>Opens and validates an image. Throws <see cref="XfsFormatException"/> (one-line cause) for bad input.</summary>
+    public static XfsImage Open(string path, XfsImageOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        options ??= new XfsImageOptions();
+        if (Directory.Exists(path)) throw new XfsFormatException($"{path}: is a directory, not an XFS image");
+        if (!File.Exists(path)) throw new XfsFormatException($"{path}: no such file");
+        SafeFileHandle raw;
+        try { raw = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new XfsFormatException($"{path}: cannot open: {e.Message}"); }
+        BufferTarget? target = null;
+        BufferCache? cache = null;
+        try
+        {
+            var probe = new byte[512];
+            int got = ReadFully(raw, probe, 0);
+            if (got == 0) throw new XfsFormatException($"{path}: empty file (0 bytes), not an XFS image");
+            if (got < 512) throw new XfsFormatException($"{path}: {got} bytes, too short for an XFS superblock");
+            var sb = Superblock.Parse(probe);
+            if (sb.Magic != Superblock.MagicValue)
+                throw new XfsFormatException($"{path}: not an XFS filesystem (no XFSB superblock magic)");
+            sb.RequireSupported();
+            if (sb.SectorSize > 512 && sb.SectorSize <= 32768 && (sb.SectorSize & (sb.SectorSize - 1)) == 0)
+            {
+                var sector = new byte[sb.SectorSize];
+                got = ReadFully(raw, sector, 0);
+                if (got < sector.Length) throw new XfsFormatException($"{path}: truncated image: the superblock sector is incomplete");
+                sb = Superblock.Parse(sector);
+            }
+            try { sb.Validate(); }
+            catch (XfsFormatException e) when (e is not XfsUnsupportedException) { throw new XfsFormatException($"{path}: {e.Message}"); }
+
+            try { target = DiskBufferTarget.Open(path, new DiskTargetOptions { ReadOnly = !options.Writable }); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new XfsFormatException($"{path}: cannot open: {e.Message}"); }
+            long needBytes = (long)sb.DataBlocks * sb.BlockSize;
+            long haveBytes = target.SizeInBasicBlocks * 512;
+            if (haveBytes < needBytes)
+                throw new XfsFormatException($"{path}: truncated image: {haveBytes} bytes, but the superblock describes {needBytes} ({sb.DataBlocks} blocks of {sb.BlockSize})");
+            cache = new BufferCache(new BufferCacheOptions { MemoryLimitBytes = options.CacheBytes });
+            return new XfsImage(path, raw, sb, target, cache);
+        }
+        catch (XfsUnsupportedException e)
+        {
+            raw.Dispose(); cache?.Dispose(); target?.Dispose();
+            throw new XfsUnsupportedException($"{path}: {e.Message}");
+        }
+        catch
+        {
+            raw.Dispose(); cache?.Dispose(); target?.Dispose();
+            throw;
+        }
+    }
+
+    static int ReadFully(SafeFileHandle fh, Span<byte> dest, long offset)
+    {
+        int total = 0;
+        while (total < dest.Length)
+        {
+            int n = RandomAccess.Read(fh, dest[total..], offset + total);
+            if (n <= 0) break;
+            total += n;
+        }
+        return total;
+    }
+
+    /// <summary>Clean-log test (xfs-format.md §8.4).</summary>
+    public LogInspection InspectLog() => XfsLog.Inspect(_raw, Geometry);
+
+    /// <summary>Verifier of an AG header sector (also the write verifier: recomputes the CRC).</summary>
+    public AgHeaderVerifier HeaderVerifier(AgHeaderKind kind, uint agno) => new(kind, Geometry, agno);
+
+    /// <summary>Reads (through the cache, verified) and holds an AG header sector; release it with <see cref="BufferCache.Release"/>.</summary>
+    public BlockBuffer ReadHeaderBuffer(AgHeaderKind kind, uint agno, BufferLockMode mode = BufferLockMode.Shared)
+    {
+        CheckAg(agno);
+        return _cache.Read(_target, Geometry.AgHeaderDaddr(agno, (int)kind), Geometry.SectorBasicBlocks, HeaderVerifier(kind, agno), mode);
+    }
+
+    /// <summary>Reads and parses the AGF of AG <paramref name="agno"/>. Throws <see cref="CorruptionException"/>.</summary>
+    public Agf ReadAgf(uint agno)
+    {
+        var buf = ReadHeaderBuffer(AgHeaderKind.Agf, agno);
+        try { return Agf.Parse(buf.Span, Geometry, agno); }
+        finally { _cache.Release(buf); }
+    }
+
+    /// <summary>Reads and parses the AGI of AG <paramref name="agno"/>. Throws <see cref="CorruptionException"/>.</summary>
+    public Agi ReadAgi(uint agno)
+    {
+        var buf = ReadHeaderBuffer(AgHeaderKind.Agi, agno);
+        try { return Agi.Parse(buf.Span, Geometry, agno); }
+        finally { _cache.Release(buf); }
+    }
+
+    /// <summary>Reads and parses the AGFL of AG <paramref name="agno"/> (live range from <paramref name="agf"/>).</summary>
+    public Agfl ReadAgfl(uint agno, Agf agf)
+    {
+        var buf = ReadHeaderBuffer(AgHeaderKind.Agfl, agno);
+        try { return Agfl.Parse(buf.Span, Geometry, agf); }
+        finally { _cache.Release(buf); }
+    }
+
+    void CheckAg(uint agno)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (agno >= Geometry.AgCount) throw new ArgumentOutOfRangeException(nameof(agno), agno, $"the filesystem has {Geometry.AgCount} AGs");
+    }
+
+    /// <summary>A block store for the trees of AG <paramref name="agno"/> (pointers are agbnos).</summary>
+    public AgBtreeBlockStore CreateAgStore(uint agno)
+    {
+        CheckAg(agno);
+        return new AgBtreeBlockStore(_cache, _target, Geometry.BlockSize, agno, Geometry.AgBlocks, Geometry.AgLength(agno));
+    }
+
+    /// <summary>The on-disk rmapbt of an AG, rooted where the AGF says.</summary>
+    public Btree<RmapbtOps> OpenRmapbt(Agf agf, AgBtreeBlockStore? store = null)
+    {
+        ArgumentNullException.ThrowIfNull(agf);
+        return new Btree<RmapbtOps>(new RmapbtOps(false, Geometry.AgLength(agf.AgNumber)), store ?? CreateAgStore(agf.AgNumber),
+            new BtreeRootValue(agf.RmapRoot, (int)agf.RmapLevel), Geometry.MetaUuid, agf.AgNumber, XfsTreeLimits.MaxRecords(Geometry, AgfTree.Rmapbt));
+    }
+
+    /// <summary>The on-disk bnobt of an AG.</summary>
+    public Btree<BnobtOps> OpenBnobt(Agf agf, AgBtreeBlockStore? store = null)
+    {
+        ArgumentNullException.ThrowIfNull(agf);
+        return new Btree<BnobtOps>(new BnobtOps(Geometry.AgLength(agf.AgNumber)), store ?? CreateAgStore(agf.AgNumber),
+            new BtreeRootValue(agf.BnoRoot, (int)agf.BnoLevel), Geometry.MetaUuid, agf.AgNumber, XfsTreeLimits.MaxRecords(Geometry, AgfTree.Bnobt));
+    }
+
+    /// <summary>The on-disk cntbt of an AG.</summary>
+    public Btree<CntbtOps> OpenCntbt(Agf agf, AgBtreeBlockStore? store = null)
+    {
+        ArgumentNullException.ThrowIfNull(agf);
+        return new Btree<CntbtOps>(new CntbtOps(Geometry.AgLength(agf.AgNumber)), store ?? CreateAgStore(agf.AgNumber),
+            new BtreeRootValue(agf.CntRoot, (int)agf.CntLevel), Geometry.MetaUuid, agf.AgNumber, XfsTreeLimits.MaxRecords(Geometry, AgfTree.Cntbt));
+    }
+
+    /// <summary>The on-disk refcountbt of an AG (reflink filesystems).</summary>
+    public Btree<RefcountbtOps> OpenRefcountbt(Agf agf, AgBtreeBlockStore? store = null)
+    {
+        ArgumentNullException.ThrowIfNull(agf);
+        return new Btree<RefcountbtOps>(new RefcountbtOps(), store ?? CreateAgStore(agf.AgNumber),
+            new BtreeRootValue(agf.RefcountRoot, (int)agf.RefcountLevel), Geometry.MetaUuid, agf.AgNumber, XfsTreeLimits.MaxRecords(Geometry, AgfTree.Refcountbt));
+    }
+
+    /// <summary>The on-disk inobt or finobt of an AG.</summary>
+    public Btree<InobtOps> OpenInobt(Agi agi, AgiTree tree, AgBtreeBlockStore? store = null)
+    {
+        ArgumentNullException.ThrowIfNull(agi);
+        var (root, level) = agi.RootOf(tree);
+        return new Btree<InobtOps>(new InobtOps(tree == AgiTree.Finobt, Superblock.HasSparseInodes), store ?? CreateAgStore(agi.AgNumber),
+            new BtreeRootValue(root, (int)level), Geometry.MetaUuid, agi.AgNumber, XfsTreeLimits.MaxInobtRecords(Geometry));
+    }
+
+    /// <summary>
+    /// The bmbt of one inode fork whose format is BTREE (<paramref name="fork"/> is the whole fork area of a
+    /// verified inode). Blocks are addressed by fsbno; each block's owner must be the inode.
+    /// </summary>
+    public Btree<BmbtOps> OpenBmbt(ulong ino, ReadOnlySpan<byte> fork)
+    {
+        var ops = new BmbtOps();
+        var geo = BtreeGeometry.For(ops, Geometry.BlockSize);
+        var root = new BtreeInodeRoot(geo, BmbtOps.MagicValue, fork);
+        return new Btree<BmbtOps>(ops, _fsStore, root, Geometry.MetaUuid, (long)ino);
+    }
+
+    /// <summary>Releases the cache, the target and the probe handle.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _cache.Dispose();
+        _target.Dispose();
+        _raw.Dispose();
+    }
+}

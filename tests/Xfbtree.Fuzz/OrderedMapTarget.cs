@@ -1,0 +1,349 @@
+using System.Runtime.InteropServices;
+using Xfbtree.InMemory;
+
+namespace Xfbtree.Fuzz;
+
+/// <summary>An 8-byte record: key + payload.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct FuzzRecord8 : IFuzzMapRecord<FuzzRecord8>
+{
+    public uint Key;
+    public uint Value;
+    public static FuzzRecord8 Make(uint key, uint value) => new() { Key = key, Value = value };
+    public readonly uint MapKey => Key;
+    public readonly uint MapValue => Value;
+}
+
+/// <summary>Orders <see cref="FuzzRecord8"/> by key.</summary>
+public struct FuzzRecord8Comparer : IRecordComparer<FuzzRecord8>
+{
+    public readonly int Compare(in FuzzRecord8 x, in FuzzRecord8 y) => x.Key.CompareTo(y.Key);
+}
+
+/// <summary>A 64-byte record (the largest key the engine takes): a two-part key and a payload spread over the rest.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct FuzzRecord64 : IFuzzMapRecord<FuzzRecord64>
+{
+    public ulong High;
+    public ulong Low;
+    public ulong P0, P1, P2, P3, P4, P5;
+    public static FuzzRecord64 Make(uint key, uint value) => new()
+    {
+        High = key >> 6, Low = key & 63, P0 = value, P1 = ~(ulong)value, P2 = key, P3 = (ulong)value << 32, P4 = 0x5A5A5A5A5A5A5A5A, P5 = value ^ key,
+    };
+    public readonly uint MapKey => (uint)(High << 6 | Low);
+    public readonly uint MapValue
+    {
+        get
+        {
+            uint v = (uint)P0;
+            if (P1 != ~(ulong)v || P2 != MapKey || P3 != (ulong)v << 32 || P4 != 0x5A5A5A5A5A5A5A5A || P5 != (v ^ MapKey))
+                throw new FuzzFindingException($"record payload damaged: {High},{Low},{P0:x},{P1:x},{P2:x},{P3:x},{P4:x},{P5:x}");
+            return v;
+        }
+    }
+}
+
+/// <summary>Orders <see cref="FuzzRecord64"/> by (High, Low).</summary>
+public struct FuzzRecord64Comparer : IRecordComparer<FuzzRecord64>
+{
+    public readonly int Compare(in FuzzRecord64 x, in FuzzRecord64 y)
+    {
+        int c = x.High.CompareTo(y.High);
+        return c != 0 ? c : x.Low.CompareTo(y.Low);
+    }
+}
+
+/// <summary>A record type the map target can build from and read back as (key, value).</summary>
+public interface IFuzzMapRecord<TSelf> where TSelf : unmanaged
+{
+    static abstract TSelf Make(uint key, uint value);
+    uint MapKey { get; }
+    uint MapValue { get; }
+}
+
+/// <summary>
+/// Target <c>orderedmap</c>: an operation script over <see cref="ShmemBTree{TRecord, TComparer}"/> checked against a
+/// SortedSet + Dictionary model. Nothing here is corrupt input, so every exception that the API does not document
+/// for the operation is a finding, and so is any difference from the model.
+/// <para>Input: byte 0 selects the record type (even: 8-byte records, odd: 64-byte records, which make deep trees
+/// from few records); then operations, each an opcode byte (mod 13) and big-endian operands:</para>
+/// <code>
+///  0, 1 insert k:u16 v:u8        2 remove k:u16           3 find k:u16          4 floor k:u16     5 ceiling k:u16
+///  6 range lo:u16 hi:u16         7 insert run start:u16 count:u8 (x8) step:u8
+///  8 remove run lo:u16 span:u8 (x16 keys)                 9 bulk load start:u16 count:u16 (mod 4096) step:u8
+/// 10 full check (structure, count, enumeration)          11 enumeration invalidated by a change or a second enumeration
+/// 12 dispose and start over (old instance must throw ObjectDisposedException)
+/// </code>
+/// Keys are u16 values (plenty of collisions); record operations per input are capped at 16 000. All runs share one
+/// xfile (two partitions).
+/// </summary>
+public static class OrderedMapTarget
+{
+    public const int MaxRecordOps = 16_000;
+    const long PartitionBytes = 1L << 30;
+    /// <summary>One xfile for every run (creating one costs more than a small script): trees take turns between two
+    /// partitions (start over needs a second tree while the first still lives) and discard their pages on dispose.</summary>
+    static readonly Lazy<Xfbtree.Storage.Xfile> SharedXfile = new(() =>
+        Xfbtree.Storage.Xfile.Create(new Xfbtree.Storage.XfileOptions { Name = "xfbtree-fuzz-orderedmap", MaxSize = 2 * PartitionBytes }));
+    public const int OpCount = 13;
+
+    public static FuzzOutcome Run(ReadOnlySpan<byte> input)
+    {
+        if (input.IsEmpty) return FuzzOutcome.Ok;
+        if ((input[0] & 1) == 0) new Script<FuzzRecord8, FuzzRecord8Comparer>().Run(input[1..]);
+        else new Script<FuzzRecord64, FuzzRecord64Comparer>().Run(input[1..]);
+        return FuzzOutcome.Ok;
+    }
+
+    sealed class Script<TRecord, TComparer>
+        where TRecord : unmanaged, IFuzzMapRecord<TRecord>
+        where TComparer : struct, IRecordComparer<TRecord>
+    {
+        ShmemBTree<TRecord, TComparer> _map = NewMap(0);
+        int _partition;
+        readonly SortedSet<uint> _keys = new();
+        readonly Dictionary<uint, uint> _values = new();
+        int _budget = MaxRecordOps;
+
+        public void Run(ReadOnlySpan<byte> script)
+        {
+            try
+            {
+                var r = new FuzzReader(script);
+                while (!r.AtEnd && _budget > 0)
+                {
+                    int op = r.U8() % OpCount;
+                    switch (op)
+                    {
+                        case 0:
+                        case 1: Insert(r.U16(), r.U8()); break;
+                        case 2: Remove(r.U16()); break;
+                        case 3: Find(r.U16()); break;
+                        case 4: Floor(r.U16()); break;
+                        case 5: Ceiling(r.U16()); break;
+                        case 6: Range(r.U16(), r.U16()); break;
+                        case 7:
+                            {
+                                uint start = r.U16();
+                                int count = r.U8() * 8;
+                                uint step = r.U8() + 1u;
+                                for (int i = 0; i < count && _budget > 0; i++) Insert((start + (uint)i * step) & 0xFFFF, (uint)i);
+                                break;
+                            }
+                        case 8:
+                            {
+                                uint lo = r.U16();
+                                uint hi = lo + r.U8() * 16u;
+                                foreach (uint k in _keys.GetViewBetween(lo, hi).ToList())
+                                {
+                                    if (_budget <= 0) break;
+                                    Remove(k);
+                                }
+                                break;
+                            }
+                        case 9: BulkLoad(r.U16(), r.U16() % 4096, r.U8()); break;
+                        case 10: FullCheck(); break;
+                        case 11: Invalidation(r.U16()); break;
+                        default: StartOver(); break;
+                    }
+                }
+                FullCheck();
+                FuzzTargets.Log?.Invoke($"{MaxRecordOps - _budget} record operations, {_map.Count} records, height {_map.Height}");
+            }
+            finally
+            {
+                _map.Dispose();
+            }
+        }
+
+        static ShmemBTree<TRecord, TComparer> NewMap(int partition)
+            => new(default, new ShmemBTreeOptions { Xfile = SharedXfile.Value, PartitionStart = partition * PartitionBytes, PartitionLength = PartitionBytes });
+
+        static TRecord Probe(uint key) => TRecord.Make(key, 0);
+
+        void Spend(int n = 1) => _budget -= n;
+
+        void Insert(uint key, uint value)
+        {
+            Spend();
+            bool want = _keys.Add(key);
+            if (want) _values[key] = value;
+            bool got = _map.Insert(TRecord.Make(key, value));
+            if (got != want) throw new FuzzFindingException($"insert {key}: map {got}, model {want}");
+            ExpectCount("insert");
+        }
+
+        void Remove(uint key)
+        {
+            Spend();
+            bool want = _keys.Remove(key);
+            _values.Remove(key);
+            bool got = _map.Remove(Probe(key));
+            if (got != want) throw new FuzzFindingException($"remove {key}: map {got}, model {want}");
+            ExpectCount("remove");
+        }
+
+        void ExpectCount(string after)
+        {
+            if (_map.Count != _keys.Count) throw new FuzzFindingException($"after {after}: count {_map.Count}, model {_keys.Count}");
+        }
+
+        void Find(uint key)
+        {
+            Spend();
+            bool found = _map.TryFind(Probe(key), out var rec);
+            bool want = _keys.Contains(key);
+            if (found != want) throw new FuzzFindingException($"find {key}: map {found}, model {want}");
+            if (found) ExpectRecord(rec, key, "find");
+            if (_map.Contains(Probe(key)) != want) throw new FuzzFindingException($"contains {key} disagrees with the model");
+        }
+
+        void Floor(uint key)
+        {
+            Spend();
+            bool found = _map.TryFindLessOrEqual(Probe(key), out var rec);
+            var view = _keys.GetViewBetween(0, key);
+            bool want = view.Count > 0;
+            if (found != want) throw new FuzzFindingException($"floor {key}: map {found}, model {want}");
+            if (found) ExpectRecord(rec, view.Max, "floor");
+        }
+
+        void Ceiling(uint key)
+        {
+            Spend();
+            bool found = _map.TryFindGreaterOrEqual(Probe(key), out var rec);
+            var view = _keys.GetViewBetween(key, uint.MaxValue);
+            bool want = view.Count > 0;
+            if (found != want) throw new FuzzFindingException($"ceiling {key}: map {found}, model {want}");
+            if (found) ExpectRecord(rec, view.Min, "ceiling");
+        }
+
+        void ExpectRecord(in TRecord rec, uint key, string what)
+        {
+            if (rec.MapKey != key) throw new FuzzFindingException($"{what}: key {rec.MapKey}, model {key}");
+            if (rec.MapValue != _values[key]) throw new FuzzFindingException($"{what} {key}: value {rec.MapValue}, model {_values[key]}");
+        }
+
+        void Range(uint lo, uint hi)
+        {
+            var want = lo <= hi ? _keys.GetViewBetween(lo, hi) : new SortedSet<uint>();
+            Spend(1 + want.Count);
+            using var e = want.GetEnumerator();
+            foreach (ref readonly var rec in _map.Range(Probe(lo), Probe(hi)))
+            {
+                if (!e.MoveNext()) throw new FuzzFindingException($"range [{lo}, {hi}]: extra record {rec.MapKey}");
+                ExpectRecord(rec, e.Current, $"range [{lo}, {hi}]");
+            }
+            if (e.MoveNext()) throw new FuzzFindingException($"range [{lo}, {hi}]: missing record {e.Current}");
+        }
+
+        void BulkLoad(uint start, int count, int stepByte)
+        {
+            Spend(1 + count);
+            // step 0 makes duplicates: the load must refuse them and leave the map empty and usable.
+            uint step = (uint)stepByte;
+            var records = new TRecord[count];
+            for (int i = 0; i < count; i++) records[i] = TRecord.Make(start + (uint)i * step, (uint)i);
+            bool sorted = step > 0 || count < 2;
+            if (_keys.Count > 0)
+            {
+                try
+                {
+                    _map.BulkLoad(records);
+                    throw new FuzzFindingException("bulk load into a non-empty map was accepted");
+                }
+                catch (InvalidOperationException) { }
+                return;
+            }
+            if (!sorted)
+            {
+                try
+                {
+                    _map.BulkLoad(records);
+                    throw new FuzzFindingException("bulk load of unsorted records was accepted");
+                }
+                catch (ArgumentException) { }
+                ExpectCount("refused bulk load");
+                return;
+            }
+            _map.BulkLoad(records);
+            for (int i = 0; i < count; i++)
+            {
+                uint k = start + (uint)i * step;
+                _keys.Add(k);
+                _values[k] = (uint)i;
+            }
+            ExpectCount("bulk load");
+        }
+
+        void FullCheck()
+        {
+            Spend(1 + _keys.Count);
+            var violations = _map.CheckStructure();
+            if (violations.Count != 0) throw new FuzzFindingException($"structure check: {string.Join("; ", violations.Take(5))}");
+            ExpectCount("check");
+            using var e = _keys.GetEnumerator();
+            foreach (ref readonly var rec in _map)
+            {
+                if (!e.MoveNext()) throw new FuzzFindingException($"enumeration: extra record {rec.MapKey}");
+                ExpectRecord(rec, e.Current, "enumeration");
+            }
+            if (e.MoveNext()) throw new FuzzFindingException($"enumeration: missing record {e.Current}");
+        }
+
+        void Invalidation(uint key)
+        {
+            Spend(2);
+            var first = _map.GetEnumerator();
+            first.MoveNext();
+            bool change = (key & 1) != 0;
+            if (change)
+            {
+                // A change that really happens must end the enumeration; one that does not change the map need not.
+                bool changed = _keys.Contains(key) ? RemoveChanged(key) : InsertChanged(key);
+                if (!changed) throw new FuzzFindingException("model and map disagree on a change");
+            }
+            else
+            {
+                var second = _map.GetEnumerator();
+                second.MoveNext();
+            }
+            try
+            {
+                first.MoveNext();
+                throw new FuzzFindingException(change ? "enumeration went on after the map changed" : "enumeration went on after another one started");
+            }
+            catch (InvalidOperationException) { }
+        }
+
+        bool RemoveChanged(uint key)
+        {
+            Remove(key);
+            return true;
+        }
+
+        bool InsertChanged(uint key)
+        {
+            Insert(key, key);
+            return true;
+        }
+
+        void StartOver()
+        {
+            Spend();
+            var old = _map;
+            _partition ^= 1;
+            _map = NewMap(_partition);
+            old.Dispose();
+            try
+            {
+                _ = old.Count;
+                throw new FuzzFindingException("a disposed map still answered");
+            }
+            catch (ObjectDisposedException) { }
+            _keys.Clear();
+            _values.Clear();
+        }
+    }
+}

@@ -1,0 +1,226 @@
+using System.Diagnostics;
+using Xfbtree.Btree;
+using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Tests.Trees;
+
+namespace Xfbtree.Xfs.Tests.Repair;
+
+/// <summary>
+/// Runs the real `xfbtree` command (the built xfbtree.dll next to the tests) and the real xfsprogs on private
+/// copies of restored fixtures. Every copy lives in a per-test scratch directory removed on dispose.
+/// </summary>
+internal sealed class RepairScratch : IDisposable
+{
+    public const string CorruptScript = "/work/shared/tools/corrupt.sh";
+
+    public RepairScratch()
+    {
+        Directory = System.IO.Directory.CreateTempSubdirectory("xfbtree-repair-").FullName;
+    }
+
+    public string Directory { get; }
+
+    /// <summary>A sparse private copy of a restored fixture (or of any image).</summary>
+    public string Copy(string source, string name)
+    {
+        string destination = Path.Combine(Directory, name);
+        TreeFixtures.Run("/bin/cp", ["--sparse=always", source, destination]);
+        return destination;
+    }
+
+    public string CopyFixture(string fixture) => Copy(TreeFixtures.Image(fixture), fixture + ".img");
+
+    public void Dispose()
+    {
+        try { System.IO.Directory.Delete(Directory, recursive: true); }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+    }
+}
+
+internal readonly record struct ToolResult(int ExitCode, string Stdout, string Stderr)
+{
+    public override string ToString() => $"exit {ExitCode}\nstdout:\n{Trim(Stdout)}\nstderr:\n{Trim(Stderr)}";
+    static string Trim(string s) => s.Length > 4000 ? s[..4000] + "..." : s;
+}
+
+internal static class RepairTools
+{
+    /// <summary>Runs a program and returns its exit code and output (never throws on a non-zero exit).</summary>
+    public static ToolResult Exec(string file, IEnumerable<string> args, IDictionary<string, string>? environment = null, int timeoutSeconds = 600)
+    {
+        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string a in args) psi.ArgumentList.Add(a);
+        if (environment is not null)
+        {
+            foreach (var (k, v) in environment) psi.Environment[k] = v;
+        }
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(timeoutSeconds * 1000))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{file} {string.Join(' ', args)} did not finish in {timeoutSeconds} s");
+        }
+        p.WaitForExit();
+        return new ToolResult(p.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    /// <summary>The xfbtree command as built for this test run.</summary>
+    public static ToolResult Xfbtree(IDictionary<string, string>? environment, params string[] args)
+    {
+        string dll = Path.Combine(AppContext.BaseDirectory, "xfbtree.dll");
+        if (!File.Exists(dll)) throw new FileNotFoundException("xfbtree.dll is not next to the tests; build the solution", dll);
+        return Exec("dotnet", new[] { dll }.Concat(args), environment);
+    }
+
+    public static ToolResult Xfbtree(params string[] args) => Xfbtree(null, args);
+
+    public static ToolResult XfsRepairCheck(string image) => Exec(TreeFixtures.Tool("xfs_repair"), ["-n", image]);
+
+    public static ToolResult XfsRepair(string image) => Exec(TreeFixtures.Tool("xfs_repair"), [image]);
+
+    public static ToolResult Corrupt(string image, string kind, int seed = 1, int ag = 0)
+    {
+        TreeFixtures.RequireTool("xfs_db");
+        if (!File.Exists(RepairScratch.CorruptScript)) throw new FileNotFoundException("the shared corruption tool is missing", RepairScratch.CorruptScript);
+        return Exec(RepairScratch.CorruptScript, [image, kind, seed.ToString(System.Globalization.CultureInfo.InvariantCulture), ag.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+    }
+
+    public static IReadOnlyList<string> CorruptionKinds()
+    {
+        var r = Exec(RepairScratch.CorruptScript, ["--list"]);
+        if (r.ExitCode != 0) throw new InvalidOperationException($"corrupt.sh --list failed: {r}");
+        return r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(l => l.Split(' ', '\t', ':')[0]).Where(k => k.Length > 0).ToList();
+    }
+
+    /// <summary>
+    /// Byte ranges [start, end) of the two files that differ, at <paramref name="granularity"/>. Only the data
+    /// segments of either file are read (SEEK_DATA/SEEK_HOLE): restored metadumps are mostly holes.
+    /// </summary>
+    public static List<(long Start, long End)> DifferingRanges(string a, string b, int granularity)
+    {
+        using var fa = File.OpenHandle(a);
+        using var fb = File.OpenHandle(b);
+        long length = Math.Max(RandomAccess.GetLength(fa), RandomAccess.GetLength(fb));
+        var segments = DataSegments(fa, length);
+        segments.AddRange(DataSegments(fb, length));
+        segments.Sort();
+        var result = new List<(long, long)>();
+        const int chunk = 1 << 20;
+        var ba = new byte[chunk];
+        var bb = new byte[chunk];
+        long done = 0;
+        foreach (var (segStart, segEnd) in segments)
+        {
+            long from = Math.Max(segStart / granularity * granularity, done);
+            for (long off = from; off < segEnd; off += chunk)
+            {
+                int want = (int)Math.Min(chunk, length - off);
+                if (want <= 0) break;
+                done = off + want;
+                int na = ReadFully(fa, ba.AsSpan(0, want), off), nb = ReadFully(fb, bb.AsSpan(0, want), off);
+                Array.Clear(ba, na, want - na);
+                Array.Clear(bb, nb, want - nb);
+                if (ba.AsSpan(0, want).SequenceEqual(bb.AsSpan(0, want))) continue;
+                for (int g = 0; g < want; g += granularity)
+                {
+                    int n = Math.Min(granularity, want - g);
+                    if (!ba.AsSpan(g, n).SequenceEqual(bb.AsSpan(g, n)))
+                    {
+                        result.Add((off + g, off + g + n));
+                    }
+                }
+            }
+        }
+        return result;
+    }
+
+    const int SeekData = 3, SeekHole = 4;
+
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
+    static extern long lseek(int fd, long offset, int whence);
+
+    /// <summary>The data segments of a file; the whole file where SEEK_DATA is not supported.</summary>
+    static List<(long, long)> DataSegments(Microsoft.Win32.SafeHandles.SafeFileHandle h, long length)
+    {
+        var list = new List<(long, long)>();
+        if (!OperatingSystem.IsLinux())
+        {
+            list.Add((0, length));
+            return list;
+        }
+        int fd = (int)h.DangerousGetHandle();
+        long pos = 0;
+        while (pos < length)
+        {
+            long data = lseek(fd, pos, SeekData);
+            if (data < 0) break; // ENXIO: no more data
+            long hole = lseek(fd, data, SeekHole);
+            if (hole < 0) hole = length;
+            list.Add((data, hole));
+            pos = hole;
+        }
+        return list;
+    }
+
+    static int ReadFully(Microsoft.Win32.SafeHandles.SafeFileHandle h, Span<byte> buffer, long offset)
+    {
+        int total = 0;
+        while (total < buffer.Length)
+        {
+            int n = RandomAccess.Read(h, buffer[total..], offset + total);
+            if (n <= 0) break;
+            total += n;
+        }
+        return total;
+    }
+
+    /// <summary>
+    /// Byte ranges a rebuild of <paramref name="agno"/>'s rmapbt may change, read from the repaired image: the primary
+    /// superblock sector, the AG's header sectors, its rmapbt blocks and its AGFL blocks.
+    /// </summary>
+    public static List<(long Start, long End)> RebuiltMetadata(string image, uint agno)
+    {
+        using var xfs = XfsImage.Open(image);
+        var geo = xfs.Geometry;
+        var ranges = new List<(long, long)> { (0, geo.SectorSize) };
+        long agStart = geo.AgBlockToByte(agno, 0);
+        ranges.Add((agStart, agStart + 4L * geo.SectorSize));
+        Agf agf = xfs.ReadAgf(agno);
+        foreach (uint b in xfs.ReadAgfl(agno, agf).Blocks)
+        {
+            ranges.Add((geo.AgBlockToByte(agno, b), geo.AgBlockToByte(agno, b) + geo.BlockSize));
+        }
+        var collector = new BlockRangeCollector(geo, agno, ranges);
+        using (var cursor = xfs.OpenRmapbt(agf).CreateCursor())
+        {
+            cursor.VisitBlocks(ref collector);
+        }
+        return ranges;
+    }
+
+    struct BlockRangeCollector(XfsGeometry geo, uint agno, List<(long, long)> ranges) : IBtreeBlockVisitor
+    {
+        public void Visit(int level, long pointer, ReadOnlySpan<byte> block)
+            => ranges.Add((geo.AgBlockToByte(agno, (uint)pointer), geo.AgBlockToByte(agno, (uint)pointer) + geo.BlockSize));
+    }
+
+    /// <summary>Differing ranges of <paramref name="before"/> and <paramref name="after"/> not inside any allowed range.</summary>
+    public static List<(long Start, long End)> ChangesOutside(string before, string after, IReadOnlyList<(long Start, long End)> allowed, int granularity)
+    {
+        var outside = new List<(long, long)>();
+        foreach (var (s, e) in DifferingRanges(before, after, granularity))
+        {
+            bool covered = false;
+            foreach (var (a, b) in allowed)
+            {
+                if (s >= a && e <= b) { covered = true; break; }
+            }
+            if (!covered) outside.Add((s, e));
+        }
+        return outside;
+    }
+}
