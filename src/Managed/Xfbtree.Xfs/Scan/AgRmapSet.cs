@@ -312,10 +312,13 @@ internal sealed class RmapBatcher
     readonly int[] _counts;
     readonly int _capacity;
 
-    public RmapBatcher(AgRmapSet?[] sets, int capacity = 4096)
+    /// <param name="sets">Destination sets by AG (null: AG not selected).</param>
+    /// <param name="capacity">Records per AG batch; default: 4096, fewer with many AGs so a worker's batches stay
+    /// within ~64k records (1.5 MiB) however many AGs there are (at least 256 per AG).</param>
+    public RmapBatcher(AgRmapSet?[] sets, int capacity = 0)
     {
         _sets = sets;
-        _capacity = capacity;
+        _capacity = capacity > 0 ? capacity : Math.Clamp(65536 / Math.Max(1, sets.Length), 256, 4096);
         _buffers = new RmapRecord[sets.Length][];
         _counts = new int[sets.Length];
     }
