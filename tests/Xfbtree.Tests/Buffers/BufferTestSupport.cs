@@ -8,28 +8,10 @@ namespace Xfbtree.Tests.Buffers;
 /// <summary>Temp image files, fixture restore (zstd | xfs_mdrestore; a missing tool fails loudly) and small test verifiers.</summary>
 internal static class BufferTestSupport
 {
-    public static string FixtureDir => Path.Combine(SharedDir, "fixtures");
+    public static string FixtureDir => Xfbtree.TestSupport.SharedFolder.Fixtures;
 
-    /// <summary>
-    /// The shared folder beside the repository (fixtures, corruption tool): $XFBTREE_SHARED, else the first of
-    /// REPO/../shared (found from the test binaries upwards) and /work/shared that exists.
-    /// </summary>
-    public static string SharedDir { get; } = LocateShared();
-
-    static string LocateShared()
-    {
-        if (Environment.GetEnvironmentVariable("XFBTREE_SHARED") is { Length: > 0 } env) return env;
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Xfbtree.sln")))
-            {
-                string beside = Path.Combine(dir.FullName, "..", "shared");
-                if (Directory.Exists(Path.Combine(beside, "fixtures"))) return Path.GetFullPath(beside);
-                break;
-            }
-        }
-        return "/work/shared";
-    }
+    /// <summary>The shared folder beside the repository.</summary>
+    public static string SharedDir => Xfbtree.TestSupport.SharedFolder.Dir;
 
     static readonly string TempDir = Path.Combine(Path.GetTempPath(), $"xfbtree-buffers-{Environment.ProcessId}");
     static readonly ConcurrentDictionary<string, Lazy<string>> Restored = new();

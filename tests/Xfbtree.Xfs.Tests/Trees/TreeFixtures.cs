@@ -13,28 +13,10 @@ namespace Xfbtree.Xfs.Tests.Trees;
 /// </summary>
 internal static class TreeFixtures
 {
-    public static string FixtureDir => Path.Combine(SharedDir, "fixtures");
+    public static string FixtureDir => Xfbtree.TestSupport.SharedFolder.Fixtures;
 
-    /// <summary>
-    /// The shared folder beside the repository (fixtures, corruption tool): $XFBTREE_SHARED, else the first of
-    /// REPO/../shared (found from the test binaries upwards) and /work/shared that exists.
-    /// </summary>
-    public static string SharedDir { get; } = LocateShared();
-
-    static string LocateShared()
-    {
-        if (Environment.GetEnvironmentVariable("XFBTREE_SHARED") is { Length: > 0 } env) return env;
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Xfbtree.sln")))
-            {
-                string beside = Path.Combine(dir.FullName, "..", "shared");
-                if (Directory.Exists(Path.Combine(beside, "fixtures"))) return Path.GetFullPath(beside);
-                break;
-            }
-        }
-        return "/work/shared";
-    }
+    /// <summary>The shared folder beside the repository.</summary>
+    public static string SharedDir => Xfbtree.TestSupport.SharedFolder.Dir;
 
     public static readonly string[] All = ["fresh-4ag", "proto-small", "aged-small", "aged-medium", "geom-bs1k", "geom-sect4k", "geom-agcount32", "geom-nrext64"];
     static readonly string TempDir = Path.Combine(Path.GetTempPath(), $"xfbtree-trees-{Environment.ProcessId}");
