@@ -95,14 +95,6 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
                 Array.Resize(ref _dirtyFlag, _pages.Length);
             }
             _highest++;
-            if (!_xfile.IsCommitted(_start + bno * _pageSize))
-            {
-                // Growing: commit ahead (1/8 of the tree, 1..256 pages) so a growing or bulk-loaded tree pays one
-                // fallocate per run of pages instead of one per block.
-                long ahead = Math.Clamp(bno / 8, 1, 256);
-                ahead = Math.Min(ahead, _maxBlocks - bno);
-                _xfile.Reserve(_start + bno * _pageSize, ahead * _pageSize);
-            }
         }
         byte* page = _xfile.PinPage(_start + bno * _pageSize);
         _pages[bno] = (nint)page;
