@@ -282,10 +282,7 @@ public static class RmapCommands
         var sb = image.Superblock;
         using var scan = RmapScanner.Scan(image, new RmapScanOptions { OnlyAg = a.Ag, Progress = progress });
         var report = RmapChecker.Check(image, scan, new RmapCheckOptions { Progress = progress });
-        if (Environment.GetEnvironmentVariable("XFBTREE_TIMING") == "1")
-            stderr.WriteLine($"xfbtree: timing: scan {scan.Elapsed.TotalMilliseconds:F0} ms ({scan.RecordsEmitted} records, {scan.InodesScanned} inodes, " +
-                             $"{scan.Ags.Sum(x => x.Expected?.BytesInUse ?? 0) >> 10} KiB of xfile), check {report.Elapsed.TotalMilliseconds:F0} ms, " +
-                             $"process {(DateTime.Now - System.Diagnostics.Process.GetCurrentProcess().StartTime).TotalMilliseconds:F0} ms");
+        if (Environment.GetEnvironmentVariable("XFBTREE_TIMING") == "1") WriteTiming(stderr, scan, report, image);
         if (progress != null) stderr.Write("\r\x1b[K");
         bool needsRepair = sb.NeedsRepair;
         bool clean = report.IsClean && !needsRepair;
@@ -293,6 +290,26 @@ public static class RmapCommands
         else WriteText(image, report, scan, needsRepair, clean, stdout);
         stdout.Flush();
         return clean ? ExitClean : ExitDamaged;
+    }
+
+    /// <summary>Diagnostics for the benchmark (XFBTREE_TIMING=1): phase times and where the memory went.</summary>
+    static void WriteTiming(TextWriter stderr, RmapScanResult scan, RmapCheckReport report, XfsImage image)
+    {
+        string mem = "";
+        try
+        {
+            foreach (string line in File.ReadAllLines("/proc/self/status"))
+                if (line.StartsWith("VmHWM", StringComparison.Ordinal) || line.StartsWith("Rss", StringComparison.Ordinal))
+                    mem += " " + string.Join(' ', line.Split((char[])[' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[..2]);
+        }
+        catch (IOException) { }
+        var gc = GC.GetGCMemoryInfo();
+        var cache = image.Cache.Statistics;
+        stderr.WriteLine($"xfbtree: timing: scan {scan.Elapsed.TotalMilliseconds:F0} ms ({scan.RecordsEmitted} records, {scan.InodesScanned} inodes), " +
+                         $"check {report.Elapsed.TotalMilliseconds:F0} ms, process {(DateTime.Now - System.Diagnostics.Process.GetCurrentProcess().StartTime).TotalMilliseconds:F0} ms; " +
+                         $"memory:{mem}; xfile {scan.Xfile.BytesUsed >> 10} kB, trees {scan.Ags.Sum(x => x.Expected?.BytesInUse ?? 0) >> 10} kB; " +
+                         $"allocated {GC.GetTotalAllocatedBytes() >> 10} kB, gc heap {gc.HeapSizeBytes >> 10} kB (peak committed {gc.TotalCommittedBytes >> 10} kB), {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)} GCs; " +
+                         $"cache {cache.CachedBytes >> 10} kB, {cache.Reads} reads, {cache.Hits} hits");
     }
 
     static string Rec(in RmapRecord r)

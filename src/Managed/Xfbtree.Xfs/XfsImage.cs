@@ -11,8 +11,11 @@ public sealed record XfsImageOptions
 {
     /// <summary>Open for writing (repair). Default read-only.</summary>
     public bool Writable { get; init; }
-    /// <summary>Memory the buffer cache may keep in unheld clean buffers. Default 32 MiB.</summary>
-    public long CacheBytes { get; init; } = 32L << 20;
+    /// <summary>
+    /// Memory the buffer cache may keep in unheld clean buffers. Default 2 MiB: a scan reads each metadata block once
+    /// (the check walks the on-disk rmapbt once too), so a larger cache only costs memory (measured in docs/xfs-scan.md).
+    /// </summary>
+    public long CacheBytes { get; init; } = 2L << 20;
 }
 
 /// <summary>

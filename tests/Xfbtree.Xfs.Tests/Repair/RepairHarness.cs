@@ -96,39 +96,82 @@ internal static class RepairTools
             .Select(l => l.Split(' ', '\t', ':')[0]).Where(k => k.Length > 0).ToList();
     }
 
-    /// <summary>Byte ranges [start, end) of the two files that differ, at <paramref name="granularity"/>.</summary>
+    /// <summary>
+    /// Byte ranges [start, end) of the two files that differ, at <paramref name="granularity"/>. Only the data
+    /// segments of either file are read (SEEK_DATA/SEEK_HOLE): restored metadumps are mostly holes.
+    /// </summary>
     public static List<(long Start, long End)> DifferingRanges(string a, string b, int granularity)
     {
         using var fa = File.OpenHandle(a);
         using var fb = File.OpenHandle(b);
         long length = Math.Max(RandomAccess.GetLength(fa), RandomAccess.GetLength(fb));
+        var segments = DataSegments(fa, length);
+        segments.AddRange(DataSegments(fb, length));
+        segments.Sort();
         var result = new List<(long, long)>();
         const int chunk = 1 << 20;
         var ba = new byte[chunk];
         var bb = new byte[chunk];
-        for (long off = 0; off < length; off += chunk)
+        long done = 0;
+        foreach (var (segStart, segEnd) in segments)
         {
-            int na = ReadFully(fa, ba, off), nb = ReadFully(fb, bb, off);
-            Array.Clear(ba, na, chunk - na);
-            Array.Clear(bb, nb, chunk - nb);
-            if (ba.AsSpan().SequenceEqual(bb)) continue;
-            for (int g = 0; g < chunk; g += granularity)
+            long from = Math.Max(segStart / granularity * granularity, done);
+            for (long off = from; off < segEnd; off += chunk)
             {
-                if (!ba.AsSpan(g, granularity).SequenceEqual(bb.AsSpan(g, granularity)))
+                int want = (int)Math.Min(chunk, length - off);
+                if (want <= 0) break;
+                done = off + want;
+                int na = ReadFully(fa, ba.AsSpan(0, want), off), nb = ReadFully(fb, bb.AsSpan(0, want), off);
+                Array.Clear(ba, na, want - na);
+                Array.Clear(bb, nb, want - nb);
+                if (ba.AsSpan(0, want).SequenceEqual(bb.AsSpan(0, want))) continue;
+                for (int g = 0; g < want; g += granularity)
                 {
-                    result.Add((off + g, off + g + granularity));
+                    int n = Math.Min(granularity, want - g);
+                    if (!ba.AsSpan(g, n).SequenceEqual(bb.AsSpan(g, n)))
+                    {
+                        result.Add((off + g, off + g + n));
+                    }
                 }
             }
         }
         return result;
     }
 
-    static int ReadFully(Microsoft.Win32.SafeHandles.SafeFileHandle h, byte[] buffer, long offset)
+    const int SeekData = 3, SeekHole = 4;
+
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
+    static extern long lseek(int fd, long offset, int whence);
+
+    /// <summary>The data segments of a file; the whole file where SEEK_DATA is not supported.</summary>
+    static List<(long, long)> DataSegments(Microsoft.Win32.SafeHandles.SafeFileHandle h, long length)
+    {
+        var list = new List<(long, long)>();
+        if (!OperatingSystem.IsLinux())
+        {
+            list.Add((0, length));
+            return list;
+        }
+        int fd = (int)h.DangerousGetHandle();
+        long pos = 0;
+        while (pos < length)
+        {
+            long data = lseek(fd, pos, SeekData);
+            if (data < 0) break; // ENXIO: no more data
+            long hole = lseek(fd, data, SeekHole);
+            if (hole < 0) hole = length;
+            list.Add((data, hole));
+            pos = hole;
+        }
+        return list;
+    }
+
+    static int ReadFully(Microsoft.Win32.SafeHandles.SafeFileHandle h, Span<byte> buffer, long offset)
     {
         int total = 0;
         while (total < buffer.Length)
         {
-            int n = RandomAccess.Read(h, buffer.AsSpan(total), offset + total);
+            int n = RandomAccess.Read(h, buffer[total..], offset + total);
             if (n <= 0) break;
             total += n;
         }

@@ -202,8 +202,9 @@ public sealed class Superblock
                 throw Bad($"internal log at fsbno {LogStart} length {LogBlocks} does not fit its AG");
         }
         if (BlockLog + DirBlockLog > 16) throw Bad($"dirblklog {DirBlockLog}");
-        if (HasSparseInodes && (SparseInodeAlignment == 0 || SparseInodeAlignment > InodeAlignmentMax))
-            throw Bad($"sparse inode alignment {SparseInodeAlignment}");
+        // spino_align is 0 when a chunk is smaller than a block (64 KiB blocks); otherwise it divides inoalignmt.
+        if (HasSparseInodes && SparseInodeAlignment != 0 && (SparseInodeAlignment > InodeAlignment || InodeAlignment % SparseInodeAlignment != 0))
+            throw Bad($"sparse inode alignment {SparseInodeAlignment} for inode alignment {InodeAlignment}");
         if (InodeAlignment > InodeAlignmentMax) throw Bad($"inode alignment {InodeAlignment}");
     }
 

@@ -146,7 +146,9 @@ public static class RmapRepairRunner
             }
             foreach (ScanProblem p in ag.Problems.Items)
             {
-                bool rmapOnly = p.Where == "rmapbt" || (p.Where == "AGF" && p.What.Contains("rmap", StringComparison.OrdinalIgnoreCase));
+                // OWN_AG double claims come from the old rmapbt's blocks (e.g. a root pointing into the bnobt); the
+                // planner re-derives bnobt, cntbt and AGFL blocks itself and refuses any overlap among them.
+                bool rmapOnly = p.Where is "rmapbt" or "OWN_AG" || (p.Where == "AGF" && p.What.Contains("rmap", StringComparison.OrdinalIgnoreCase));
                 if (!rmapOnly)
                 {
                     return p.ToString();

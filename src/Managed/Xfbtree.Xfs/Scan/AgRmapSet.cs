@@ -31,7 +31,7 @@ public sealed class AgRmapSet : IDisposable
     readonly long _stageStart, _stageLength;
     readonly List<(long Offset, long Count)> _runs = new();
     long _stageEnd;           // bytes appended (relative to _stageStart)
-    long _stageDiscarded;     // bytes already returned at the front
+    long _stageDiscarded;     // page-aligned prefix of the staging partition already returned
     readonly byte[] _record = new byte[RmapbtOps.RecordLength];
     BtreeCursor<RmapbtOps>? _insertCursor;
     long _count;
@@ -97,7 +97,8 @@ public sealed class AgRmapSet : IDisposable
                 merger.Reset();
                 var store = Tree.Store;
                 long oldRoot = Tree.Root.Pointer;
-                var plan = BtreeBulkLoader.ComputeGeometry(Tree.Tree.Geometry, unique);
+                // Full blocks: the expected tree is mostly read (check, bulk-load source); later inserts split as usual.
+                var plan = BtreeBulkLoader.ComputeGeometry(Tree.Tree.Geometry, unique, leafSlack: 0, nodeSlack: 0);
                 var staged = new BtreeRootValue(BtreeHeader.NullPointer, 1);
                 var staging = new Btree<RmapbtOps>(Tree.Tree.Ops, store, staged, new byte[16], AgNumber);
                 var source = new MergeSource(merger);
@@ -112,14 +113,14 @@ public sealed class AgRmapSet : IDisposable
         }
     }
 
+    /// <summary>Returns the staging pages below <paramref name="upTo"/> (all of them when it is the end).</summary>
     void DiscardStage(long upTo)
     {
         long page = _xfile.PageSize;
-        long from = (_stageDiscarded + page - 1) / page * page;
-        long to = upTo / page * page;
-        if (upTo == _stageEnd) to = (upTo + page - 1) / page * page;   // the tail page is ours alone
-        if (to > from) _xfile.Discard(_stageStart + from, Math.Min(to, _stageLength) - from);
-        _stageDiscarded = Math.Max(_stageDiscarded, upTo);
+        long to = upTo == _stageEnd ? (upTo + page - 1) / page * page : upTo / page * page;
+        to = Math.Min(to, _stageLength);
+        if (to > _stageDiscarded) _xfile.Discard(_stageStart + _stageDiscarded, to - _stageDiscarded);
+        _stageDiscarded = Math.Max(_stageDiscarded, to);   // always page aligned
     }
 
     /// <summary>Merges the first <see cref="FanIn"/> runs into one run appended at the end, keeping repeats.</summary>
@@ -311,10 +312,13 @@ internal sealed class RmapBatcher
     readonly int[] _counts;
     readonly int _capacity;
 
-    public RmapBatcher(AgRmapSet?[] sets, int capacity = 4096)
+    /// <param name="sets">Destination sets by AG (null: AG not selected).</param>
+    /// <param name="capacity">Records per AG batch; default: 4096, fewer with many AGs so a worker's batches stay
+    /// within ~64k records (1.5 MiB) however many AGs there are (at least 256 per AG).</param>
+    public RmapBatcher(AgRmapSet?[] sets, int capacity = 0)
     {
         _sets = sets;
-        _capacity = capacity;
+        _capacity = capacity > 0 ? capacity : Math.Clamp(65536 / Math.Max(1, sets.Length), 256, 4096);
         _buffers = new RmapRecord[sets.Length][];
         _counts = new int[sets.Length];
     }

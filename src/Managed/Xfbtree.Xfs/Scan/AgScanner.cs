@@ -94,7 +94,8 @@ internal sealed class AgScanner
             {
                 if (agf.TreeRootUsable(AgfTree.Bnobt, _geo)) complete &= CollectBlocks(_img.OpenBnobt(agf, store), agno, "bnobt", bno);
                 if (agf.TreeRootUsable(AgfTree.Cntbt, _geo)) complete &= CollectBlocks(_img.OpenCntbt(agf, store), agno, "cntbt", cnt);
-                if (agf.TreeRootUsable(AgfTree.Rmapbt, _geo)) CollectBlocks(_img.OpenRmapbt(agf, store), agno, "rmapbt", rmap);
+                // The rmapbt's own damage is the check's to report; here only its block set matters.
+                if (agf.TreeRootUsable(AgfTree.Rmapbt, _geo)) CollectBlocks(_img.OpenRmapbt(agf, store), agno, "rmapbt", rmap, report: false);
             }
             bno.Sort(); cnt.Sort(); rmap.Sort();
             res.BnobtBlocks = bno;
@@ -145,8 +146,9 @@ internal sealed class AgScanner
     /// Nodes are read through the store and verified; a damaged node is reported and its subtree skipped; a block
     /// reached twice (cycle, cross-link) is reported once and not followed.
     /// </summary>
-    bool CollectBlocks<TOps>(Btree<TOps> tree, uint agno, string name, List<uint> into) where TOps : struct, IBtreeOps
+    bool CollectBlocks<TOps>(Btree<TOps> tree, uint agno, string name, List<uint> into, bool report = true) where TOps : struct, IBtreeOps
     {
+        void Problem(uint a, string where, string what) { if (report) this.Problem(a, where, what); }
         var geo = tree.Geometry;
         var store = tree.Store;
         bool ok = true;

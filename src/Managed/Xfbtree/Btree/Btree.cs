@@ -57,4 +57,13 @@ public sealed class Btree<TOps> where TOps : struct, IBtreeOps
 
     /// <summary>Runs the structure checker (scrub) and returns every violation found.</summary>
     public BtreeCheckReport Check(long maxBlocks = long.MaxValue) => new BtreeChecker<TOps>(this, maxBlocks).Run();
+
+    /// <summary>
+    /// Runs the structure checker and hands every leaf record of every readable leaf to <paramref name="onRecord"/>
+    /// in walk order (key order in a sound tree), so a caller can compare records and structure in one walk.
+    /// </summary>
+    public BtreeCheckReport Check(long maxBlocks, BtreeRecordCallback? onRecord) => new BtreeChecker<TOps>(this, maxBlocks, onRecord).Run();
 }
+
+/// <summary>Receives one leaf record (valid only during the call).</summary>
+public delegate void BtreeRecordCallback(ReadOnlySpan<byte> record);

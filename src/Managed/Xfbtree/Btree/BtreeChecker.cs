@@ -59,8 +59,11 @@ internal sealed unsafe class BtreeChecker<TOps> where TOps : struct, IBtreeOps
     bool _haveLastRecord;
     int _height;
 
-    public BtreeChecker(Btree<TOps> tree, long maxBlocks)
+    readonly BtreeRecordCallback? _onRecord;
+
+    public BtreeChecker(Btree<TOps> tree, long maxBlocks, BtreeRecordCallback? onRecord = null)
     {
+        _onRecord = onRecord;
         _tree = tree;
         _ops = tree.Ops;
         _geo = tree.Geometry;
@@ -161,6 +164,7 @@ internal sealed unsafe class BtreeChecker<TOps> where TOps : struct, IBtreeOps
                     if (why != null) _report.Add($"{Where(level, ptr)} record {i}: {why}");
                     if (_haveLastRecord && !_ops.RecordsInOrder(_lastRecord, rec)) _report.Add($"{Where(level, ptr)} record {i}: out of order");
                     rec.CopyTo(_lastRecord);
+                    _onRecord?.Invoke(rec);
                     _haveLastRecord = true;
                 }
                 _report.Records += n;

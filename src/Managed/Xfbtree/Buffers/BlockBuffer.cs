@@ -10,7 +10,9 @@ namespace Xfbtree.Buffers;
 /// <para>The lock is a reader/writer lock with no thread affinity (like XFS's buffer semaphore, a transaction may
 /// release it from another thread): an int that is the number of shared holders, or -1 for an exclusive one,
 /// taken with one compare-exchange when uncontended; waiters spin briefly, then sleep on the buffer's monitor.
-/// Asking for a buffer this thread already holds exclusively throws instead of deadlocking.</para>
+/// Waiting writers have preference: while one waits, new shared lockers queue behind it, so a stream of
+/// readers cannot starve a writer (hence a thread must not take a second shared lock on a buffer it already
+/// holds shared). Asking for a buffer this thread already holds exclusively throws instead of deadlocking.</para>
 /// </remarks>
 public sealed unsafe class BlockBuffer
 {
@@ -27,6 +29,7 @@ public sealed unsafe class BlockBuffer
     private int flags;
     private int lockState;
     private int lockWaiters;
+    private int writersWaiting;
     private int exclusiveOwner;
 
     // Cache-owned (under the cache lock).
@@ -225,6 +228,11 @@ public sealed unsafe class BlockBuffer
             }
             return false;
         }
+        // Writer preference: once a writer waits, new readers queue behind it (readers never starve a writer).
+        if (Volatile.Read(ref writersWaiting) != 0)
+        {
+            return false;
+        }
         int s = Volatile.Read(ref lockState);
         while (s >= 0)
         {
@@ -253,28 +261,45 @@ public sealed unsafe class BlockBuffer
         {
             throw new InvalidOperationException($"{this}: this thread already holds the buffer locked exclusively (a second lock would deadlock)");
         }
-        var spin = new SpinWait();
-        for (int i = 0; i < 20; i++)
+        bool writer = mode == BufferLockMode.Exclusive;
+        if (writer)
         {
-            spin.SpinOnce(sleep1Threshold: -1);
-            if (TryLock(mode))
-            {
-                return;
-            }
+            Interlocked.Increment(ref writersWaiting);
         }
-        lock (this)
+        try
         {
-            Interlocked.Increment(ref lockWaiters);
-            try
+            var spin = new SpinWait();
+            for (int i = 0; i < 20; i++)
             {
-                while (!TryLock(mode))
+                spin.SpinOnce(sleep1Threshold: -1);
+                if (TryLock(mode))
                 {
-                    Monitor.Wait(this);
+                    return;
                 }
             }
-            finally
+            lock (this)
             {
-                Interlocked.Decrement(ref lockWaiters);
+                Interlocked.Increment(ref lockWaiters);
+                try
+                {
+                    while (!TryLock(mode))
+                    {
+                        Monitor.Wait(this);
+                    }
+                }
+                finally
+                {
+                    Interlocked.Decrement(ref lockWaiters);
+                }
+            }
+        }
+        finally
+        {
+            if (writer && Interlocked.Decrement(ref writersWaiting) == 0)
+            {
+                // Readers that queued behind this writer may proceed once it releases; nothing to wake now
+                // unless it failed to acquire (exception), in which case they must re-check.
+                WakeWaiters();
             }
         }
     }

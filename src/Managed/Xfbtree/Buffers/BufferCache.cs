@@ -339,7 +339,6 @@ public sealed class BufferCache : IDisposable
     /// <summary>Drops one hold (the lock was released, or is kept by a transaction that releases it itself).</summary>
     internal unsafe void DropHold(BlockBuffer buffer)
     {
-        bool forget = false;
         lock (gate)
         {
             if (buffer.Holds <= 0)
@@ -357,20 +356,22 @@ public sealed class BufferCache : IDisposable
             }
             if (buffer.IsStale || !buffer.IsUptodate)
             {
-                // Freed blocks and invalidated contents are not worth keeping.
-                forget = buffer.IsStale;
+                // Freed blocks and invalidated contents are not worth keeping. A freed xfile block is punched out
+                // here, under the cache lock, so a new buffer for the same address cannot be instantiated between
+                // the unpin and the punch.
+                bool stale = buffer.IsStale;
                 RemoveLocked(buffer);
                 FreeLocked(buffer);
+                if (stale)
+                {
+                    buffer.Target.Forget(buffer.Daddr, buffer.LengthBB);
+                }
             }
             else if (!buffer.IsDirty)
             {
                 LruPushFront(buffer);
                 Reclaim();
             }
-        }
-        if (forget)
-        {
-            buffer.Target.Forget(buffer.Daddr, buffer.LengthBB);
         }
     }
 

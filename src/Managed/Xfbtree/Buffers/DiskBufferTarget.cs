@@ -94,6 +94,9 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
     /// <summary>What happens at the k-th write (SIGKILL on Linux). Tests replace it.</summary>
     internal Action CrashAction { get; set; }
 
+    /// <summary>Test-only fault injection, asked before every read and write (null: none).</summary>
+    internal DiskFaultHook? FaultHook { get; set; }
+
     /// <summary>fsync: every write that returned before this call is durable when it returns (a write-ordering barrier).</summary>
     /// <exception cref="IOException">The OS reported a write-back error.</exception>
     public void Sync()
@@ -135,9 +138,23 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
     {
         int length = lengthBB * 512;
         int got;
+        int transfer = length;
+        if (FaultHook is { } hook)
+        {
+            DiskFault fault = hook(write: false, daddr, lengthBB);
+            if (fault.Errno != 0)
+            {
+                var e = NativeErrors.Create("pread", fault.Errno, $"offset {daddr * 512} (injected)");
+                throw new BufferIOException(Name, daddr, lengthBB, e.Message, e);
+            }
+            if (fault.TransferBytes >= 0)
+            {
+                transfer = Math.Min(length, fault.TransferBytes);
+            }
+        }
         try
         {
-            got = io.Read(data, length, daddr * 512);
+            got = io.Read(data, transfer, daddr * 512);
         }
         catch (IOException e)
         {
@@ -160,6 +177,15 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
         if (daddr * 512 + length > sizeBytes)
         {
             throw new BufferIOException(Name, daddr, lengthBB, $"write beyond the end of the target ({sizeBytes} bytes); targets are never extended");
+        }
+        if (FaultHook is { } hook)
+        {
+            DiskFault fault = hook(write: true, daddr, lengthBB);
+            if (fault.Errno != 0)
+            {
+                var e = NativeErrors.Create("pwrite", fault.Errno, $"offset {daddr * 512} (injected)");
+                throw new BufferIOException(Name, daddr, lengthBB, e.Message, e);
+            }
         }
         try
         {
@@ -193,6 +219,17 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
             LinuxProcess.KillSelf();
         }
         Environment.FailFast($"{CrashAfterWritesVariable}: crash point reached");
+    }
+
+    /// <summary>Test-only: decides the fate of one request (see <see cref="FaultHook"/>).</summary>
+    internal delegate DiskFault DiskFaultHook(bool write, long daddr, int lengthBB);
+
+    /// <summary>An injected fault: an errno for the call, or (reads) how many bytes the read returns before end of file.</summary>
+    internal readonly record struct DiskFault(int Errno, int TransferBytes = -1)
+    {
+        public static DiskFault None => new(0);
+        public static DiskFault Error(int errno) => new(errno);
+        public static DiskFault Short(int bytes) => new(0, bytes);
     }
 
     /// <summary>How a disk target moves bytes: Linux syscalls or the BCL.</summary>

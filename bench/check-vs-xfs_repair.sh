@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Times `xfbtree rmap check` against `xfs_repair -n` on the same image, in one run: wall time and peak RSS of both
+# (median of N runs after one warm-up run each, alternating the two tools) and the ratios xfbtree / xfs_repair.
+#
+# Usage: bench/check-vs-xfs_repair.sh IMAGE|FIXTURE [RUNS]
+#   IMAGE    an XFS image file (read only), or
+#   FIXTURE  a fixture name (e.g. aged-medium): restored from ../shared/fixtures into a temporary directory.
+# Environment:
+#   XFBTREE_BUILD=aot (default)  the tool published as a native executable (dotnet publish -p:PublishAot=true),
+#                 r2r            framework-dependent with ReadyToRun code (dotnet xfbtree.dll),
+#                 jit            the plain Release build (dotnet xfbtree.dll), as the tests run it.
+# The published tool is cached in artifacts/bench-<build> and rebuilt when the sources change.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+PATH="$PATH:/usr/sbin:/sbin"
+target=${1:?usage: bench/check-vs-xfs_repair.sh IMAGE|FIXTURE [RUNS]}
+runs=${2:-3}
+build=${XFBTREE_BUILD:-aot}
+scripts/ensure-tools.sh
+[ -x /usr/bin/time ] || { echo "error: /usr/bin/time (GNU time) is needed: apt-get install time" >&2; exit 2; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# --- the image
+if [ -f "$target" ]; then
+  image=$target
+else
+  fixtures=""
+  for d in "$repo/../shared/fixtures" /work/shared/fixtures; do
+    [ -f "$d/$target.metadump.zst" ] && { fixtures=$d; break; }
+  done
+  [ -n "$fixtures" ] || { echo "error: '$target' is neither an image file nor a fixture in ../shared/fixtures" >&2; exit 2; }
+  image="$work/$target.img"
+  echo "restoring fixture $target ..." >&2
+  zstd -dc "$fixtures/$target.metadump.zst" | xfs_mdrestore - "$image"
+fi
+
+# --- the tool
+out="$repo/artifacts/bench-$build"
+stamp=$( (git ls-files -s src; git diff HEAD -- src) | git hash-object --stdin)
+if [ "$(cat "$out/.stamp" 2>/dev/null)" != "$stamp" ]; then
+  echo "building xfbtree ($build) ..." >&2
+  rm -rf "$out"
+  case $build in
+    aot) dotnet publish src/Managed/Xfbtree.Cli -c Release -r linux-x64 -p:PublishAot=true -p:PackAsTool=false -o "$out" --nologo -v q >/dev/null ;;
+    r2r) dotnet publish src/Managed/Xfbtree.Cli -c Release -r linux-x64 --self-contained false -p:PublishReadyToRun=true -o "$out" --nologo -v q >/dev/null ;;
+    jit) dotnet build src/Managed/Xfbtree.Cli -c Release -o "$out" --nologo -v q >/dev/null ;;
+    *) echo "error: XFBTREE_BUILD must be aot, r2r or jit" >&2; exit 2 ;;
+  esac
+  echo "$stamp" >"$out/.stamp"
+fi
+if [ "$build" = aot ]; then xfbtree=("$out/xfbtree"); else xfbtree=(dotnet "$out/xfbtree.dll"); fi
+
+# --- one measured run: prints "wall_seconds max_rss_kib exit_code"
+measure() {
+  local t="$work/time.txt" rc=0
+  /usr/bin/time -f "%e %M" -o "$t" "$@" >/dev/null 2>"$work/stderr.txt" || rc=$?
+  echo "$(tail -1 "$t") $rc"
+}
+median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+echo "image: $image ($(xfs_db -r -c 'sb 0' -c 'print agcount dblocks' "$image" | tr '\n' ' '))" >&2
+echo "warm-up ..." >&2
+measure "${xfbtree[@]}" rmap check "$image" >/dev/null
+measure xfs_repair -n "$image" >/dev/null
+: >"$work/x.txt"; : >"$work/r.txt"
+for i in $(seq "$runs"); do
+  read -r w m rc < <(measure "${xfbtree[@]}" rmap check "$image"); echo "$w $m" >>"$work/x.txt"; xrc=$rc
+  read -r w m rc < <(measure xfs_repair -n "$image"); echo "$w $m" >>"$work/r.txt"; rrc=$rc
+  echo "run $i: xfbtree $(tail -1 "$work/x.txt") (exit $xrc)   xfs_repair -n $(tail -1 "$work/r.txt") (exit $rrc)" >&2
+done
+xw=$(cut -d' ' -f1 "$work/x.txt" | median); xm=$(cut -d' ' -f2 "$work/x.txt" | median)
+rw=$(cut -d' ' -f1 "$work/r.txt" | median); rm_=$(cut -d' ' -f2 "$work/r.txt" | median)
+printf '%-28s %10s %14s %6s\n' "tool ($runs runs, median)" "wall (s)" "peak RSS (KiB)" "exit"
+printf '%-28s %10s %14s %6s\n' "xfbtree rmap check [$build]" "$xw" "$xm" "$xrc"
+printf '%-28s %10s %14s %6s\n' "xfs_repair -n" "$rw" "$rm_" "$rrc"
+awk -v a="$xw" -v b="$rw" -v c="$xm" -v d="$rm_" 'BEGIN { printf "ratio xfbtree / xfs_repair: wall %.2fx, peak RSS %.2fx  (target <= 0.50x)\n", a / b, c / d }'
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores" 
