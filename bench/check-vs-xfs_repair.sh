@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Times `xfbtree rmap check` against `xfs_repair -n` on the same image, in one run: wall time and peak RSS of both
 # (median of N runs after one warm-up run each, alternating the two tools) and the ratios xfbtree / xfs_repair.
+# Then, on copies whose rmapbt was damaged with ../shared/tools/corrupt.sh (leaf-zero in the last AG), times
+# `xfbtree rmap repair` against `xfs_repair` (writing), a fresh copy for each run of each tool.
 #
 # Usage: bench/check-vs-xfs_repair.sh IMAGE|FIXTURE [RUNS]
 #   IMAGE    an XFS image file (read only), or
@@ -77,4 +79,29 @@ printf '%-28s %10s %14s %6s\n' "tool ($runs runs, median)" "wall (s)" "peak RSS 
 printf '%-28s %10s %14s %6s\n' "xfbtree rmap check [$build]" "$xw" "$xm" "$xrc"
 printf '%-28s %10s %14s %6s\n' "xfs_repair -n" "$rw" "$rm_" "$rrc"
 awk -v a="$xw" -v b="$rw" -v c="$xm" -v d="$rm_" 'BEGIN { printf "ratio xfbtree / xfs_repair: wall %.2fx, peak RSS %.2fx  (target <= 0.50x)\n", a / b, c / d }'
+
+# --- repair (writing) on a damaged copy
+corrupt=""
+for d in "$repo/../shared/tools" /work/shared/tools; do [ -x "$d/corrupt.sh" ] && { corrupt="$d/corrupt.sh"; break; }; done
+if [ -z "$corrupt" ]; then
+  echo "repair timing skipped: ../shared/tools/corrupt.sh not found" >&2
+else
+  lastag=$(( $(xfs_db -r -c 'sb 0' -c 'print agcount' "$image" | awk '{print $3}') - 1 ))
+  damaged="$work/damaged.img"
+  cp --sparse=always "$image" "$damaged"
+  echo "damage: $("$corrupt" "$damaged" leaf-zero 1 "$lastag" 2>&1 | tail -1)" >&2
+  : >"$work/xr.txt"; : >"$work/rr.txt"
+  for i in $(seq "$runs"); do
+    cp --sparse=always "$damaged" "$work/a.img"; cp --sparse=always "$damaged" "$work/b.img"
+    read -r w m rc < <(measure "${xfbtree[@]}" rmap repair "$work/a.img"); echo "$w $m" >>"$work/xr.txt"; xrc=$rc
+    read -r w m rc < <(measure xfs_repair "$work/b.img"); echo "$w $m" >>"$work/rr.txt"; rrc=$rc
+    xfs_repair -n "$work/a.img" >/dev/null 2>&1 && verdict=clean || verdict="NOT CLEAN"
+    echo "repair run $i: xfbtree $(tail -1 "$work/xr.txt") (exit $xrc, xfs_repair -n afterwards: $verdict)   xfs_repair $(tail -1 "$work/rr.txt") (exit $rrc)" >&2
+  done
+  xw=$(cut -d' ' -f1 "$work/xr.txt" | median); xm=$(cut -d' ' -f2 "$work/xr.txt" | median)
+  rw=$(cut -d' ' -f1 "$work/rr.txt" | median); rm_=$(cut -d' ' -f2 "$work/rr.txt" | median)
+  printf '%-28s %10s %14s %6s\n' "xfbtree rmap repair [$build]" "$xw" "$xm" "$xrc"
+  printf '%-28s %10s %14s %6s\n' "xfs_repair" "$rw" "$rm_" "$rrc"
+  awk -v a="$xw" -v b="$rw" -v c="$xm" -v d="$rm_" 'BEGIN { printf "ratio repair / xfs_repair: wall %.2fx, peak RSS %.2fx  (target <= 0.50x)\n", a / b, c / d }'
+fi
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores" 

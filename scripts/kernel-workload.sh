@@ -17,6 +17,7 @@ if ! mount -o loop "$img" "$mnt" 2>"$mnt.err"; then
   echo "kernel-workload: mount failed: $(cat "$mnt.err")" >&2; rm -f "$mnt.err"; exit 1
 fi
 rm -f "$mnt.err"
+dev=$(findmnt -n -o SOURCE "$mnt" 2>/dev/null); dev=${dev##*/}
 fail=0
 mapfile -t files < <(find "$mnt" -type f -size +0 2>/dev/null | sort)
 deleted=0
@@ -29,9 +30,11 @@ cp --reflink=always "$mnt/kernel-workload/new7" "$mnt/kernel-workload/new7.refli
 sync
 umount "$mnt" || fail=1
 log=$(dmesg 2>/dev/null | sed -n "/$marker/,\$p")
-if grep -Eiq 'XFS.*(corrupt|shut ?down|Internal error|metadata I/O error)' <<<"$log"; then
-  echo "kernel-workload: kernel reported XFS problems:" >&2
-  grep -Ei 'XFS' <<<"$log" | head -n 20 >&2
+# Only this run's device: other tests may mount (and shut down) their own images meanwhile.
+mine=$(grep -E "XFS \(${dev:-loop}\)" <<<"$log" || true)
+if grep -Eiq '(corrupt|shut ?down|Internal error|metadata I/O error)' <<<"$mine"; then
+  echo "kernel-workload: kernel reported XFS problems on $dev:" >&2
+  head -n 20 <<<"$mine" >&2
   fail=1
 fi
 if ! xfs_repair -n "$img" >"$mnt.repair" 2>&1; then

@@ -87,6 +87,24 @@ public sealed class BtreeBulkLoadTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void BtreeCheckHandsEveryRecordToTheCallbackInKeyOrder()
+    {
+        var (tree, store) = Load(512, 20_000, -1, out _);
+        ulong expected = 0;
+        long seen = 0;
+        var report = tree.Check(long.MaxValue, rec =>
+        {
+            Assert.Equal(expected * 3, BinaryPrimitives.ReadUInt64BigEndian(rec));
+            expected++;
+            seen++;
+        });
+        Assert.True(report.IsClean, report.ToString());
+        Assert.Equal(20_000, seen);
+        Assert.Equal(report.Records, seen);
+        store.AssertNoHolds();
+    }
+
+    [Fact]
     public void BtreeBulkLoadMillionRecords()
     {
         var sw = Stopwatch.StartNew();

@@ -8,7 +8,11 @@ namespace Xfbtree.Tests.Buffers;
 /// <summary>Temp image files, fixture restore (zstd | xfs_mdrestore; a missing tool fails loudly) and small test verifiers.</summary>
 internal static class BufferTestSupport
 {
-    public const string FixtureDir = "/work/shared/fixtures";
+    public static string FixtureDir => Xfbtree.TestSupport.SharedFolder.Fixtures;
+
+    /// <summary>The shared folder beside the repository.</summary>
+    public static string SharedDir => Xfbtree.TestSupport.SharedFolder.Dir;
+
     static readonly string TempDir = Path.Combine(Path.GetTempPath(), $"xfbtree-buffers-{Environment.ProcessId}");
     static readonly ConcurrentDictionary<string, Lazy<string>> Restored = new();
 

@@ -193,4 +193,22 @@ public sealed class ShmemBTreeOrderedMapTests(ITestOutputHelper output)
         }
         foreach (var m in maps) m.Dispose();
     }
+
+    readonly struct ByKey : IRecordComparer<(long Key, long Value)>
+    {
+        public int Compare(in (long Key, long Value) x, in (long Key, long Value) y) => x.Key.CompareTo(y.Key);
+    }
+
+    /// <summary>The README's example, as written there.</summary>
+    [Fact]
+    public void OrderedMapReadmeExampleWorks()
+    {
+        using var map = new ShmemBTree<(long Key, long Value), ByKey>();
+        map.Insert((42, 1));
+        Assert.True(map.TryFind((42, 0), out var found));
+        Assert.Equal(1, found.Value);
+        int n = 0;
+        foreach (ref readonly var r in map.Range((0, 0), (100, 0))) { n++; Assert.Equal(42, r.Key); }
+        Assert.Equal(1, n);
+    }
 }

@@ -20,6 +20,22 @@ public sealed unsafe class XfileBehaviourTests
     }
 
     [Fact]
+    public void Reserve_CommitsTheWholeRangeOnce_ClampedToMaxSize()
+    {
+        using Xfile xfile = Xfile.Create(new XfileOptions { MaxSize = 64L * 4096, CommitLimit = 64L * 4096 });
+        long page = xfile.PageSize;
+        xfile.Reserve(2 * page + 1, 3 * page);
+        Assert.False(xfile.IsCommitted(page));
+        Assert.True(xfile.IsCommitted(2 * page) && xfile.IsCommitted(4 * page) && xfile.IsCommitted(5 * page));
+        Assert.False(xfile.IsCommitted(6 * page));
+        xfile.Reserve(xfile.MaxSize - page, 100 * page); // clamped, not an error
+        Assert.True(xfile.IsCommitted(xfile.MaxSize - page));
+        Assert.Throws<ArgumentOutOfRangeException>(() => xfile.Reserve(-1, page));
+        Assert.Throws<ArgumentOutOfRangeException>(() => xfile.Reserve(xfile.MaxSize + 1, page));
+        Assert.Throws<ArgumentOutOfRangeException>(() => xfile.Reserve(0, -1));
+    }
+
+    [Fact]
     public void Options_AreValidated()
     {
         Assert.Throws<ArgumentOutOfRangeException>(() => Xfile.Create(new XfileOptions { MaxSize = 0 }));

@@ -11,7 +11,7 @@ namespace Xfbtree.Xfs.Tests.Repair;
 /// </summary>
 internal sealed class RepairScratch : IDisposable
 {
-    public const string CorruptScript = "/work/shared/tools/corrupt.sh";
+    public static string CorruptScript => Path.Combine(TreeFixtures.SharedDir, "tools", "corrupt.sh");
 
     public RepairScratch()
     {

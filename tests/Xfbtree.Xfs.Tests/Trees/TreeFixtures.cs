@@ -13,7 +13,11 @@ namespace Xfbtree.Xfs.Tests.Trees;
 /// </summary>
 internal static class TreeFixtures
 {
-    public const string FixtureDir = "/work/shared/fixtures";
+    public static string FixtureDir => Xfbtree.TestSupport.SharedFolder.Fixtures;
+
+    /// <summary>The shared folder beside the repository.</summary>
+    public static string SharedDir => Xfbtree.TestSupport.SharedFolder.Dir;
+
     public static readonly string[] All = ["fresh-4ag", "proto-small", "aged-small", "aged-medium", "geom-bs1k", "geom-sect4k", "geom-agcount32", "geom-nrext64"];
     static readonly string TempDir = Path.Combine(Path.GetTempPath(), $"xfbtree-trees-{Environment.ProcessId}");
     static readonly ConcurrentDictionary<string, Lazy<string>> Images = new();

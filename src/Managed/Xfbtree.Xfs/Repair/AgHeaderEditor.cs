@@ -1,27 +1,22 @@
 using System.Buffers.Binary;
 using Xfbtree.Buffers;
+using Xfbtree.Xfs.Format;
 
 namespace Xfbtree.Xfs.Repair;
 
 /// <summary>
 /// The header fields an rmapbt rebuild changes (xfs-format.md §3.5), written in place into sector buffers,
-/// each edit followed by the sector's CRC. Offsets are the on-disk ones; readers live in Format/.
+/// each edit followed by the sector's CRC. Offsets come from the readers in Format/.
 /// </summary>
 public static class AgHeaderEditor
 {
-    /// <summary>Superblock: features_incompat.</summary>
-    public const int SbFeaturesIncompat = 216;
-    /// <summary>Superblock: fdblocks.</summary>
-    public const int SbFreeDataBlocks = 144;
-    /// <summary>Superblock CRC offset.</summary>
-    public const int SbCrc = 224;
-    /// <summary>Incompat feature bit that makes the kernel refuse to mount until xfs_repair ran.</summary>
-    public const uint IncompatNeedsRepair = 0x10;
-
-    const int AgfRmapRoot = 24, AgfRmapLevel = 36, AgfFlFirst = 40, AgfFlLast = 44, AgfFlCount = 48;
-    const int AgfBtreeBlocks = 60, AgfRmapBlocks = 80, AgfCrc = 216;
-    const int AgflHeaderSize = 36, AgflCrc = 32;
-    const uint NullAgBlock = 0xFFFFFFFF;
+    const int SbFeaturesIncompat = Superblock.OffsetIncompat, SbFreeDataBlocks = Superblock.OffsetFdblocks, SbCrc = Superblock.CrcOffset;
+    const uint IncompatNeedsRepair = Superblock.IncompatNeedsRepair;
+    const int AgfRmapRoot = Agf.OffsetRmapRoot, AgfRmapLevel = Agf.OffsetRmapLevel, AgfFlFirst = Agf.OffsetFlFirst,
+              AgfFlLast = Agf.OffsetFlLast, AgfFlCount = Agf.OffsetFlCount, AgfBtreeBlocks = Agf.OffsetBtreeBlocks,
+              AgfRmapBlocks = Agf.OffsetRmapBlocks, AgfCrc = Agf.CrcOffset;
+    const int AgflHeaderSize = Agfl.HeaderSize, AgflCrc = Agfl.CrcOffset;
+    const uint NullAgBlock = Agfl.NullAgBlock;
 
     /// <summary>True when NEEDSREPAIR is set in a superblock sector.</summary>
     public static bool NeedsRepair(ReadOnlySpan<byte> superblockSector)

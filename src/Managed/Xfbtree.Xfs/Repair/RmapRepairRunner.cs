@@ -38,7 +38,7 @@ public static class RmapRepairRunner
         ArgumentNullException.ThrowIfNull(stderr);
         var watch = Stopwatch.StartNew();
         RmapRepairPreconditions.BeforeOpen(path, willWrite: !options.DryRun);
-        using var image = XfsImage.Open(path, new XfsImageOptions { Writable = !options.DryRun, CacheBytes = 64L << 20 });
+        using var image = XfsImage.Open(path, new XfsImageOptions { Writable = !options.DryRun });
         if (options.OnlyAg is { } only && only >= image.Geometry.AgCount)
         {
             throw new XfsFormatException($"AG {only} does not exist (the filesystem has {image.Geometry.AgCount} AGs)");

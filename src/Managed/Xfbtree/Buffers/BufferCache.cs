@@ -52,23 +52,7 @@ public sealed class BufferCache : IDisposable
         var key = new BufferKey(target, daddr, lengthBB);
         while (true)
         {
-            BlockBuffer? buffer;
-            bool created = false;
-            lock (gate)
-            {
-                ObjectDisposedException.ThrowIf(disposed, this);
-                if (map.TryGetValue(key, out buffer))
-                {
-                    TakeHold(buffer);
-                    hits++;
-                }
-                else
-                {
-                    buffer = Insert(key);
-                    misses++;
-                    created = true;
-                }
-            }
+            BlockBuffer buffer = HoldOrInsert(key, out bool created);
             if (created)
             {
                 Instantiate(buffer, verifier, read: true);
@@ -110,6 +94,25 @@ public sealed class BufferCache : IDisposable
         }
     }
 
+    /// <summary>Takes a hold on the cached buffer for <paramref name="key"/>, or inserts a new (not yet filled) one.</summary>
+    BlockBuffer HoldOrInsert(BufferKey key, out bool created)
+    {
+        lock (gate)
+        {
+            ObjectDisposedException.ThrowIf(disposed, this);
+            if (map.TryGetValue(key, out BlockBuffer? buffer))
+            {
+                TakeHold(buffer);
+                hits++;
+                created = false;
+                return buffer;
+            }
+            misses++;
+            created = true;
+            return Insert(key);
+        }
+    }
+
     /// <summary>Returns a held, exclusively locked buffer for a block about to be formatted: no read, contents zeroed unless cached.</summary>
     public unsafe BlockBuffer GetNew(BufferTarget target, long daddr, int lengthBB, IBufferVerifier? verifier)
     {
@@ -118,23 +121,7 @@ public sealed class BufferCache : IDisposable
         var key = new BufferKey(target, daddr, lengthBB);
         while (true)
         {
-            BlockBuffer? buffer;
-            bool created = false;
-            lock (gate)
-            {
-                ObjectDisposedException.ThrowIf(disposed, this);
-                if (map.TryGetValue(key, out buffer))
-                {
-                    TakeHold(buffer);
-                    hits++;
-                }
-                else
-                {
-                    buffer = Insert(key);
-                    misses++;
-                    created = true;
-                }
-            }
+            BlockBuffer buffer = HoldOrInsert(key, out bool created);
             if (created)
             {
                 Instantiate(buffer, verifier, read: false);

@@ -226,6 +226,33 @@ public sealed unsafe partial class Xfile : IDisposable
     }
 
     /// <summary>
+    /// Commits every page of [<paramref name="position"/>, +<paramref name="length"/>) now, in as few fallocate
+    /// calls as there are uncommitted runs, so that later pins of those pages do not commit one page at a time
+    /// (about 5 µs per call on tmpfs). The range is clamped to <see cref="MaxSize"/>.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The position is negative or not below MaxSize.</exception>
+    /// <exception cref="IOException">No space/memory to commit (pages committed before the failure stay committed).</exception>
+    public void Reserve(long position, long length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        CheckRange(position, 0);
+        long end = Math.Min(MaxSize, position + length);
+        if (end <= position)
+        {
+            return;
+        }
+        EnterOperation();
+        try
+        {
+            CommitRange(position >> pageShift, (end + PageSize - 1) >> pageShift);
+        }
+        finally
+        {
+            lease.DangerousRelease();
+        }
+    }
+
+    /// <summary>
     /// Commits (if needed) the page at the page-aligned <paramref name="pageOffset"/> and returns a pointer
     /// to it. The address is stable for the lifetime of the xfile. Must be balanced by <see cref="UnpinPage"/>.
     /// </summary>
