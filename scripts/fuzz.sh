@@ -54,6 +54,8 @@ done
 [ -n "$(ls -A "$seeds")" ] || { echo "fuzz.sh: no seeds for $target" >&2; exit 2; }
 
 findings="$repo/fuzz-out/findings-$target-$config"
+# One processor as far as .NET can tell: the reader's scan then runs its AGs on one thread (stable coverage).
+export DOTNET_PROCESSOR_COUNT=1
 export AFL_SKIP_BIN_CHECK=1 AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_AFFINITY=1
 stats="$findings/default/fuzzer_stats"
 for attempt in 1 2; do

@@ -160,6 +160,7 @@ public static class BtreeTarget
             var report = _tree.Check(maxBlocks: _store.BlockSlots + 1);
             _store.AssertNoHolds("the checker");
             _clean = report.IsClean;
+            _corruption = !_clean;
             FuzzTargets.Log?.Invoke($"checker: {report}");
             if (_clean)
             {

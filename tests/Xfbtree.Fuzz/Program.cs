@@ -34,7 +34,8 @@ internal static class Program
             if (Verbose) FuzzTargets.Log = m => Console.WriteLine("  " + m);
             return Replay(target, args[1..]);
         }
-        FuzzTargets.Run(target, ReadOnlySpan<byte>.Empty); // warm-up outside the measured loop (static state, JIT)
+        // No warm-up here: the instrumented assemblies write to SharpFuzz's coverage map, which exists only once
+        // Fuzzer.Run has attached afl's shared memory.
         Fuzzer.Run(stream =>
         {
             using var ms = new MemoryStream();

@@ -11,11 +11,11 @@ namespace Xfbtree.Fuzz;
 /// </summary>
 public static class SeedCorpus
 {
-    /// <summary>Writes DIR/btree/*, DIR/orderedmap/* and the crafted inputs DIR/../regressions/btree/crafted-*; returns (path, bytes) per file.</summary>
+    /// <summary>Writes DIR/btree/*, DIR/orderedmap/*, DIR/reader/* and the crafted inputs DIR/../regressions/btree/crafted-*; returns (path, bytes) per file.</summary>
     public static List<(string Path, int Bytes)> Write(string dir)
     {
         var written = new List<(string, int)>();
-        foreach (var (target, seeds) in new[] { ("btree", BtreeSeeds()), ("orderedmap", OrderedMapSeeds()), ("../regressions/btree", CraftedBtreeInputs()) })
+        foreach (var (target, seeds) in new[] { ("btree", BtreeSeeds()), ("orderedmap", OrderedMapSeeds()), ("reader", ReaderSeeds()), ("../regressions/btree", CraftedBtreeInputs()) })
         {
             string d = Path.Combine(dir, target);
             Directory.CreateDirectory(d);
@@ -292,6 +292,69 @@ public static class SeedCorpus
     {
         slot[..20].Clear();
         slot.Slice(20, 20).Fill(0xFF);
+    }
+
+    // ---------------------------------------------------------------- reader
+
+    /// <summary>
+    /// Patch lists for the reader target, aimed at the base image's metadata (builds the base image: needs mkfs.xfs):
+    /// the clean image, then single-field damage in the superblock, AGF, AGI, an inode, and rmapbt, inobt and bmbt blocks.
+    /// </summary>
+    public static List<(string Name, byte[] Data)> ReaderSeeds()
+    {
+        var img = ReaderTarget.Image;
+        var meta = img.MetadataBlocks;
+        int Find(Func<byte[], bool> match)
+        {
+            var block = new byte[img.BlockSize];
+            using var f = File.OpenHandle(img.WorkPath);
+            for (int i = 0; i < meta.Count; i++)
+            {
+                RandomAccess.Read(f, block, meta[i] * img.BlockSize);
+                if (match(block)) return i;
+            }
+            throw new InvalidOperationException("reader base image lacks a block the seeds need");
+        }
+        static bool Magic(byte[] b, uint m) => BinaryPrimitives.ReadUInt32BigEndian(b) == m;
+        int ag0 = Find(b => Magic(b, 0x58465342));
+        int inodes = Find(b => BinaryPrimitives.ReadUInt16BigEndian(b) == 0x494E);
+        int rmap = Find(b => Magic(b, 0x524D4233));
+        int inobt = Find(b => Magic(b, 0x49414233));
+        int bmbt = Find(b => Magic(b, 0x424D4133));
+        return
+        [
+            ("clean", [0]),
+            ("clean-dump", [4]),
+            ("clean-check-json-force", [10]),
+            ("sb-agcount", Patches((ag0, 88, Be32(1000)))),
+            ("sb-agblocks", Patches((ag0, 84, Be32(7)))),
+            ("agf-rmap-level", Patches((ag0, 512 + 36, Be32(5)))),
+            ("agf-rmap-root", Patches((ag0, 512 + 24, Be32(0xFFFFFF)))),
+            ("agi-root", Patches((ag0, 1024 + 20, Be32(1)))),
+            ("inode-nextents", Patches((inodes, 76, Be32(0xFFFFFFF)))),
+            ("inode-format-btree", Patches((inodes, 5, [3]))),
+            ("rmapbt-record-length", Patches((rmap, 56 + 4, Be32(0xFFFFFFFF)))),
+            ("rmapbt-numrecs", Patches((rmap, 6, [0xFF, 0xFF]))),
+            ("inobt-startino", Patches((inobt, 56, Be32(0xFFFFFFC0)))),
+            ("bmbt-numrecs", Patches((bmbt, 6, [0x7F, 0xFF]))),
+            ("bmbt-record", Patches((bmbt, 72 + 8, [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]))),
+        ];
+    }
+
+    static byte[] Be32(uint v) { var b = new byte[4]; BinaryPrimitives.WriteUInt32BigEndian(b, v); return b; }
+
+    /// <summary>Encodes a reader input: flags 0 (fix CRCs), then (metadata index, offset, bytes) patches.</summary>
+    static byte[] Patches(params (int Target, int Offset, byte[] Bytes)[] patches)
+    {
+        var o = new List<byte> { 0 };
+        foreach (var (t, off, bytes) in patches)
+        {
+            FuzzBytes.U16(o, t);
+            FuzzBytes.U16(o, off);
+            o.Add((byte)(bytes.Length - 1));
+            o.AddRange(bytes);
+        }
+        return o.ToArray();
     }
 
     // ---------------------------------------------------------------- orderedmap

@@ -40,6 +40,12 @@ public static class RmapCommands
         public bool Json, Force, DryRun;
     }
 
+    /// <summary>
+    /// For the fuzz harness: exceptions that are not input problems (anything but the format, I/O and corruption
+    /// reports) escape with their stack trace instead of becoming the one-line "internal error" (exit 2).
+    /// </summary>
+    public static bool RethrowInternalErrors { get; set; }
+
     /// <summary>Runs <c>xfbtree rmap ARGS</c> (ARGS without the leading "rmap").</summary>
     /// <param name="args">e.g. ["check", "img", "--json"].</param>
     /// <param name="stdout">Report / TSV output.</param>
@@ -101,9 +107,9 @@ public static class RmapCommands
         catch (IOException e) { return Fail(stderr, "I/O error: " + e.Message, ExitUnusable); }
         catch (UnauthorizedAccessException e) { return Fail(stderr, e.Message, ExitUnusable); }
         catch (CorruptionException e) { return Fail(stderr, e.Message, ExitDamaged); }
-        catch (OutOfMemoryException) { return Fail(stderr, "out of memory", ExitUnusable); }
+        catch (OutOfMemoryException) when (!RethrowInternalErrors) { return Fail(stderr, "out of memory", ExitUnusable); }
 #pragma warning disable CA1031 // last line of defence: one line, never a stack trace
-        catch (Exception e) { return Fail(stderr, $"internal error: {e.GetType().Name}: {e.Message}", ExitUnusable); }
+        catch (Exception e) when (!RethrowInternalErrors) { return Fail(stderr, $"internal error: {e.GetType().Name}: {e.Message}", ExitUnusable); }
 #pragma warning restore CA1031
     }
 

@@ -98,7 +98,7 @@ public readonly ref struct Dinode
             0x2000 or 0x6000 or 0x1000 or 0xC000 => fmt == ForkFormat.Dev,
             _ => false,
         };
-        if (!ok) return $"mode 0{Mode:o} with data fork format {(int)fmt}";
+        if (!ok) return $"mode 0{Convert.ToString(Mode, 8)} with data fork format {(int)fmt}"; // .NET has no octal format specifier
         if (VerifyFork(attr: false) is { } d) return "data fork: " + d;
         if (ForkOffset != 0)
         {

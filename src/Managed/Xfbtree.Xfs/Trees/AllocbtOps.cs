@@ -75,7 +75,8 @@ public static class AllocRecord
     {
         uint len = BlockCount(record);
         if (len == 0) return "zero length";
-        if (agLength != 0 && (ulong)StartBlock(record) + len > agLength) return "extent past the end of the AG";
+        // Without a known AG length the extent must at least not wrap the 32-bit block space (its high key would).
+        if ((ulong)StartBlock(record) + len > (agLength != 0 ? agLength : 1UL << 32)) return "extent past the end of the AG";
         return null;
     }
 }

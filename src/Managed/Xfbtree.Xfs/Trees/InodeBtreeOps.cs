@@ -34,6 +34,8 @@ public readonly struct InobtOps : IBtreeOps
         => (ulong)BinaryPrimitives.ReadUInt32BigEndian(previous) + 64 <= BinaryPrimitives.ReadUInt32BigEndian(next);
     public string? ValidateRecord(ReadOnlySpan<byte> record)
     {
+        // The chunk's 64 inodes must fit the 32-bit AG inode space (its high key is startino + 63).
+        if (BinaryPrimitives.ReadUInt32BigEndian(record) > uint.MaxValue - 63) return "chunk past the end of the AG inode space";
         if (!_sparse)
             return BinaryPrimitives.ReadUInt32BigEndian(record[4..]) > 64 ? "freecount above 64" : null;
         int count = record[6], freecount = record[7];
@@ -53,6 +55,8 @@ public readonly struct RefcountbtOps : IBtreeOps
 {
     public const uint MagicValue = 0x52334643;
     public const uint CowFlag = 1u << 31;
+    /// <summary>MAXREFCEXTLEN.</summary>
+    public const uint MaxExtentLength = (1u << 31) - 1;
     public string Name => "refcountbt";
     public uint Magic => MagicValue;
     public bool LongPointers => false;
@@ -76,6 +80,10 @@ public readonly struct RefcountbtOps : IBtreeOps
         uint len = BinaryPrimitives.ReadUInt32BigEndian(record[4..]);
         uint refcount = BinaryPrimitives.ReadUInt32BigEndian(record[8..]);
         if (len == 0) return "zero length";
+        // As xfs_refcount_check_irec: the extent must fit the 31-bit AG block space without wrapping (a wrapped
+        // extent's high key sorts below its start, which breaks every range query).
+        if (len > MaxExtentLength) return "length above MAXREFCEXTLEN";
+        if ((ulong)(start & ~CowFlag) + len > CowFlag) return "extent past the end of the AG";
         if ((start & CowFlag) != 0) return refcount == 1 ? null : "CoW staging extent with refcount other than 1";
         return refcount >= 2 ? null : "shared extent with refcount below 2";
     }

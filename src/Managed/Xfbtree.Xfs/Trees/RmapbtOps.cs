@@ -102,9 +102,14 @@ public readonly struct RmapbtOps : IBtreeOps
             if (r.Owner <= OwnMin || r.Owner > OwnFs) return $"invalid special owner {(long)r.Owner}";
             if (r.RawOffset != 0) return "special owner with flags or offset";
         }
-        else if ((r.RawOffset & BmbtBlockFlag) != 0 && (r.RawOffset & (OffsetMask | UnwrittenFlag)) != 0)
+        else if ((r.RawOffset & BmbtBlockFlag) != 0)
         {
-            return "bmbt block record with offset or unwritten flag";
+            if ((r.RawOffset & (OffsetMask | UnwrittenFlag)) != 0) return "bmbt block record with offset or unwritten flag";
+        }
+        else if ((r.RawOffset & OffsetMask) + r.BlockCount > OffsetMask + 1)
+        {
+            // The high key adds the length to the offset: past 2^54 it would carry into the flag bits.
+            return "file range past the largest file offset";
         }
         return null;
     }

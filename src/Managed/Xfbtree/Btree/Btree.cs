@@ -49,8 +49,11 @@ public sealed class Btree<TOps> where TOps : struct, IBtreeOps
     }
 
     internal unsafe void InitializeBlock(in BtreeBlockRef block, int level)
-        => BtreeHeader.Initialize(new Span<byte>(block.Data, Geometry.BlockSize), Geometry.LongPointers, Ops.Magic, level,
+    {
+        System.Diagnostics.Debug.Assert(!block.IsNull, "formatting a null block");
+        BtreeHeader.Initialize(new Span<byte>(block.Data, Geometry.BlockSize), Geometry.LongPointers, Ops.Magic, level,
             Store.PointerToDaddr(block.Pointer), Verifier.Uuid, Owner);
+    }
 
     /// <summary>Runs the structure checker (scrub) and returns every violation found.</summary>
     public BtreeCheckReport Check(long maxBlocks = long.MaxValue) => new BtreeChecker<TOps>(this, maxBlocks).Run();

@@ -118,6 +118,7 @@ public static class BtreeBulkLoader
                     long ptr = claimBlock();
                     used++;
                     var cur = store.GetNew(ptr, tree.Verifier);
+                    System.Diagnostics.Debug.Assert(!cur.IsNull, "store returned a null block");
                     var b = new Span<byte>(cur.Data, geo.BlockSize);
                     tree.InitializeBlock(cur, level);
                     if (level == 0)

@@ -114,7 +114,9 @@ internal sealed unsafe class BtreeChecker<TOps> where TOps : struct, IBtreeOps
             var root = (BtreeInodeRoot)_tree.Root;
             maxRecs = root.MaxRecords;
             block = default;
-            b = new ReadOnlySpan<byte>(root.ImageData, Math.Max(_geo.BlockSize, _geo.PointerOffset(maxRecs, maxRecs)));
+            int imageBytes = Math.Max(_geo.BlockSize, _geo.PointerOffset(maxRecs, maxRecs));
+            System.Diagnostics.Debug.Assert(root.ImageLength >= imageBytes, "inode root image shorter than its view");
+            b = new ReadOnlySpan<byte>(root.ImageData, imageBytes);
         }
         else
         {
@@ -123,6 +125,7 @@ internal sealed unsafe class BtreeChecker<TOps> where TOps : struct, IBtreeOps
             if (_visited.Count > _maxBlocks) { _report.Add($"more than {_maxBlocks} blocks: walk stopped"); return; }
             try { block = store.Read(ptr, _tree.Verifier); }
             catch (CorruptionException e) { _report.Add($"{Where(level, ptr)}: {e.Message}"); return; }
+            System.Diagnostics.Debug.Assert(!block.IsNull, "store returned a null block");
             b = new ReadOnlySpan<byte>(block.Data, _geo.BlockSize);
         }
         try

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using Xfbtree.Buffers;
 
@@ -65,9 +66,21 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
 
     // ---------------------------------------------------------------- block access
 
-    Span<byte> Block(int level) => new(_blocks[level].Data, level == _imageLevel ? _imageLength : _bs);
+    // The only raw-pointer views of block memory in the cursor: a held block is BlockSize bytes (the store's
+    // contract), an inode-root image _imageLength bytes (BtreeInodeRoot sizes it). Every access goes through these
+    // spans, so offsets derived from on-disk values are bounds-checked; Debug builds also assert the holds.
+    Span<byte> Block(int level)
+    {
+        Debug.Assert((uint)level < (uint)_blocks.Length && !_blocks[level].IsNull, $"no block held at level {level}");
+        Debug.Assert(level != _imageLevel || _blocks[level].Handle is BtreeInodeRoot { ImageLength: var len } && len >= _imageLength, "inode root image shorter than its view");
+        return new(_blocks[level].Data, level == _imageLevel ? _imageLength : _bs);
+    }
 
-    Span<byte> SpanOf(in BtreeBlockRef r) => new(r.Data, _bs);
+    Span<byte> SpanOf(in BtreeBlockRef r)
+    {
+        Debug.Assert(!r.IsNull, "view of a null block");
+        return new(r.Data, _bs);
+    }
 
     bool IsImageLevel(int level) => level == _imageLevel;
 
@@ -81,6 +94,7 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
 
     long ChildPointer(int level, int i)
     {
+        Debug.Assert(level > 0 && i >= 0 && i < MaxRecords(level), $"child {i} of level {level} outside the node");
         var b = Block(level);
         return BtreeHeader.ReadPointer(b[(_hdr + MaxRecords(level) * _slot + i * _ps)..], _lf);
     }
@@ -92,6 +106,7 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
     /// </summary>
     static void PrefetchRange(byte* entries, int bytes)
     {
+        Debug.Assert(bytes >= 0, "negative prefetch length");
         if (!System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
         for (int off = 0; off < bytes; off += 64) System.Runtime.Intrinsics.X86.Sse.Prefetch0(entries + off);
     }
@@ -238,6 +253,7 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
             {
                 int low = 0, high = n - 1;
                 var entries = b[_hdr..];
+                Debug.Assert(_hdr + n * (level == 0 ? _rs : _slot) <= b.Length, "prefetch past the block: numrecs was not checked");
                 PrefetchRange(_blocks[level].Data + _hdr, n * (level == 0 ? _rs : _slot));
                 if (level == 0)
                 {

@@ -84,5 +84,7 @@ public sealed unsafe class BtreeInodeRoot : BtreeRoot, IDisposable
     public override void Set(long pointer, int height) => throw new NotSupportedException("inode-rooted trees are read-only in this engine");
     /// <summary>SAFETY: pinned image memory, valid for the object's lifetime.</summary>
     internal byte* ImageData { get { fixed (byte* p = _image) return p; } }
+    /// <summary>Bytes of the pinned image (at least a block, and at least the node layout of <see cref="MaxRecords"/> slots).</summary>
+    internal int ImageLength => _image.Length;
     public void Dispose() { }
 }

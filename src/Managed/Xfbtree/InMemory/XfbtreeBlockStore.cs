@@ -58,6 +58,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     {
         if ((ulong)pointer >= (ulong)_highest || _pages[pointer] == 0)
             throw new CorruptionException(verifier.Name, pointer, "pointer to an unallocated in-memory block");
+        System.Diagnostics.Debug.Assert(_pages[pointer] != 0, "allocated block without a pinned page");
         return new BtreeBlockRef(null, (byte*)_pages[pointer], pointer);
     }
 
