@@ -10,7 +10,8 @@ namespace Xfbtree.Tests.Fuzz;
 /// </summary>
 public sealed class FuzzSmokeTests(ITestOutputHelper output)
 {
-    const int SecondsPerTarget = 45;
+    /// <summary>Seconds per target: $XFBTREE_FUZZ_SECONDS, default 60.</summary>
+    static int SecondsPerTarget => int.TryParse(Environment.GetEnvironmentVariable("XFBTREE_FUZZ_SECONDS"), out int s) && s > 0 ? s : 60;
 
     [Theory]
     [InlineData("btree")]
