@@ -35,7 +35,7 @@ public sealed class SortedSetPeer : IOrderedMapPeer
         long found = 0;
         foreach (BlockRange range in ranges)
         {
-            uint from = range.Low >= RmapDataSet.MaxBlockCount ? range.Low - RmapDataSet.MaxBlockCount + 1 : 0;
+            uint from = range.FirstPossibleStart;
             var low = new RmapRecord(from, 0, 0, 0);
             var high = new RmapRecord(range.High, 0, ulong.MaxValue, ulong.MaxValue);
             foreach (RmapRecord record in set.GetViewBetween(low, high))
@@ -173,7 +173,7 @@ public sealed class SortedArrayPeer : IOrderedMapPeer
         long found = 0;
         foreach (BlockRange range in ranges)
         {
-            uint from = range.Low >= RmapDataSet.MaxBlockCount ? range.Low - RmapDataSet.MaxBlockCount + 1 : 0;
+            uint from = range.FirstPossibleStart;
             int index = span.BinarySearch(new RmapRecord(from, 0, 0, 0), default(RmapRecordComparer));
             if (index < 0)
             {

@@ -126,7 +126,7 @@ public sealed class LmdbPeer : IOrderedMapPeer
         using LightningCursor cursor = transaction.CreateCursor(database);
         foreach (BlockRange range in ranges)
         {
-            uint from = range.Low >= RmapDataSet.MaxBlockCount ? range.Low - RmapDataSet.MaxBlockCount + 1 : 0;
+            uint from = range.FirstPossibleStart;
             new RmapRecord(from, 0, 0, 0).WriteKey(key);
             if (cursor.SetRange(key) != MDBResultCode.Success)
             {

@@ -81,7 +81,14 @@ public readonly record struct RmapKey(uint StartBlock, ulong Owner, ulong Offset
 }
 
 /// <summary>A block range [Low, High] whose overlapping records a range query returns.</summary>
-public readonly record struct BlockRange(uint Low, uint High);
+public readonly record struct BlockRange(uint Low, uint High)
+{
+    /// <summary>
+    /// Lowest start block of an extent that can overlap the range: extents are at most
+    /// <see cref="RmapDataSet.MaxBlockCount"/> long, so peers without an interval index scan from here.
+    /// </summary>
+    public uint FirstPossibleStart => Low >= RmapDataSet.MaxBlockCount ? Low - RmapDataSet.MaxBlockCount + 1 : 0;
+}
 
 /// <summary>Deterministic rmap-like data sets.</summary>
 public static class RmapDataSet

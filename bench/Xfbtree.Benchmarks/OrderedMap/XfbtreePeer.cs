@@ -81,9 +81,7 @@ public sealed class XfbtreePeer : IOrderedMapPeer
         long found = 0;
         foreach (BlockRange range in ranges)
         {
-            // Same bounded scan as the other non-interval peers: an extent overlapping [Low, High] starts at most
-            // MaxBlockCount - 1 blocks before Low.
-            uint from = range.Low >= RmapDataSet.MaxBlockCount ? range.Low - RmapDataSet.MaxBlockCount + 1 : 0;
+            uint from = range.FirstPossibleStart;
             var low = new RmapRecord(from, 0, 0, 0);
             var high = new RmapRecord(range.High, 0, ulong.MaxValue, ulong.MaxValue);
             foreach (ref readonly RmapRecord record in map.Range(low, high))
