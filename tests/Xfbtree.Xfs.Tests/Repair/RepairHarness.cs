@@ -88,6 +88,17 @@ internal static class RepairTools
         return Exec(RepairScratch.CorruptScript, [image, kind, seed.ToString(System.Globalization.CultureInfo.InvariantCulture), ag.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
     }
 
+    /// <summary>
+    /// The 19 kinds of ../shared/tools/corrupt.sh that the check and repair matrices run; a check test asserts it
+    /// equals what `corrupt.sh --list` offers.
+    /// </summary>
+    public static readonly IReadOnlyList<string> AllCorruptionKinds =
+    [
+        "rec-startblock", "rec-blockcount", "rec-owner", "rec-offset", "rec-flags", "rec-missing", "rec-extra",
+        "rec-extra-free", "rec-swap", "leaf-zero", "leaf-crc", "leaf-magic", "leaf-numrecs", "leaf-sibling",
+        "node-key", "node-ptr", "agf-root", "agf-level", "agf-blocks",
+    ];
+
     public static IReadOnlyList<string> CorruptionKinds()
     {
         var r = Exec(RepairScratch.CorruptScript, ["--list"]);

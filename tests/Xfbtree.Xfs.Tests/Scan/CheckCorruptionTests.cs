@@ -12,12 +12,8 @@ namespace Xfbtree.Xfs.Tests.Scan;
 /// </summary>
 public abstract class CheckCorruptionTestsBase(ITestOutputHelper output)
 {
-    internal static readonly string[] Kinds =
-    [
-        "rec-startblock", "rec-blockcount", "rec-owner", "rec-offset", "rec-flags", "rec-missing", "rec-extra",
-        "rec-extra-free", "rec-swap", "leaf-zero", "leaf-crc", "leaf-magic", "leaf-numrecs", "leaf-sibling",
-        "node-key", "node-ptr", "agf-root", "agf-level", "agf-blocks",
-    ];
+    /// <summary>Every kind of the shared corruption tool (one list for the check and repair tests).</summary>
+    internal static IReadOnlyList<string> Kinds => RepairTools.AllCorruptionKinds;
 
     /// <summary>Kinds xfs_repair -n 6.1 does not report (it only checks that expected records are covered).</summary>
     static readonly HashSet<string> RepairBlindSpots = ["rec-extra", "rec-extra-free", "leaf-sibling"];

@@ -18,10 +18,6 @@ public static class AgHeaderEditor
     const int AgflHeaderSize = Agfl.HeaderSize, AgflCrc = Agfl.CrcOffset;
     const uint NullAgBlock = Agfl.NullAgBlock;
 
-    /// <summary>True when NEEDSREPAIR is set in a superblock sector.</summary>
-    public static bool NeedsRepair(ReadOnlySpan<byte> superblockSector)
-        => (BinaryPrimitives.ReadUInt32BigEndian(superblockSector[SbFeaturesIncompat..]) & IncompatNeedsRepair) != 0;
-
     /// <summary>Sets or clears NEEDSREPAIR in the primary superblock sector and recomputes its CRC.</summary>
     public static void SetNeedsRepair(Span<byte> superblockSector, bool on)
     {

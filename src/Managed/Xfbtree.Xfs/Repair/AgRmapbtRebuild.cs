@@ -93,7 +93,7 @@ public sealed class AgRmapbtRebuild
             for (bool ok = cursor.MoveFirst(); ok; ok = cursor.Increment())
             {
                 ReadOnlySpan<byte> rec = cursor.Current;
-                if (BinaryPrimitives.ReadUInt64BigEndian(rec[8..]) == RebuiltRmapRecordSource.OwnAg)
+                if (BinaryPrimitives.ReadUInt64BigEndian(rec[8..]) == RmapOwner.Ag)
                 {
                     continue;
                 }

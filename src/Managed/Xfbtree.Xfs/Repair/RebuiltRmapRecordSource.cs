@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using Xfbtree.Btree;
+using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Trees;
 
 namespace Xfbtree.Xfs.Repair;
@@ -12,9 +13,6 @@ namespace Xfbtree.Xfs.Repair;
 /// </summary>
 public struct RebuiltRmapRecordSource : IBtreeRecordSource
 {
-    /// <summary>OWN_AG as stored on disk.</summary>
-    public const ulong OwnAg = 0xFFFFFFFFFFFFFFFB;
-
     readonly BtreeCursor<RmapbtOps> _expected;
     readonly AgBlockBitmap _ownAg;
     bool _expectedStarted, _expectedDone, _ownDone;
@@ -56,7 +54,7 @@ public struct RebuiltRmapRecordSource : IBtreeRecordSource
         {
             BinaryPrimitives.WriteUInt32BigEndian(record, _ownStart);
             BinaryPrimitives.WriteUInt32BigEndian(record[4..], _ownLength);
-            BinaryPrimitives.WriteUInt64BigEndian(record[8..], OwnAg);
+            BinaryPrimitives.WriteUInt64BigEndian(record[8..], RmapOwner.Ag);
             BinaryPrimitives.WriteUInt64BigEndian(record[16..], 0);
             _nextOwnSearch = _ownStart + _ownLength;
             _haveOwn = false;
@@ -77,7 +75,7 @@ public struct RebuiltRmapRecordSource : IBtreeRecordSource
         {
             return _ownStart < start;
         }
-        return OwnAg < BinaryPrimitives.ReadUInt64BigEndian(expected[8..]);
+        return RmapOwner.Ag < BinaryPrimitives.ReadUInt64BigEndian(expected[8..]);
     }
 
     /// <summary>Positions the cursor on the next non-OWN_AG expected record; false at the end.</summary>
@@ -96,7 +94,7 @@ public struct RebuiltRmapRecordSource : IBtreeRecordSource
                 return false;
             }
         }
-        while (BinaryPrimitives.ReadUInt64BigEndian(_expected.Current[8..]) == OwnAg)
+        while (BinaryPrimitives.ReadUInt64BigEndian(_expected.Current[8..]) == RmapOwner.Ag)
         {
             if (!_expected.Increment())
             {

@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using Xfbtree.Buffers;
 using Xfbtree.Xfs.Format;
 
@@ -77,7 +76,7 @@ public static class RmapRepairWriter
     static void UpdateSuperblock(XfsImage image, SectorEdit edit)
     {
         int sectorSize = image.Geometry.SectorSize;
-        BlockBuffer buffer = image.Cache.Read(image.Target, 0, image.Geometry.SectorBasicBlocks, new SuperblockVerifier(sectorSize), BufferLockMode.Exclusive);
+        BlockBuffer buffer = image.Cache.Read(image.Target, 0, image.Geometry.SectorBasicBlocks, new MagicCrcVerifier("superblock", Superblock.MagicValue, Superblock.CrcOffset, sectorSize), BufferLockMode.Exclusive);
         try
         {
             edit(buffer.Span[..sectorSize]);
@@ -87,26 +86,5 @@ public static class RmapRepairWriter
         {
             image.Cache.Release(buffer);
         }
-    }
-
-    /// <summary>Primary superblock sector: magic and CRC on read, CRC recomputed on write.</summary>
-    sealed class SuperblockVerifier(int sectorSize) : IBufferVerifier
-    {
-        public string Name => "superblock";
-
-        public void VerifyRead(BlockBuffer buffer)
-        {
-            ReadOnlySpan<byte> s = buffer.Span[..sectorSize];
-            if (BinaryPrimitives.ReadUInt32BigEndian(s) != Superblock.MagicValue)
-            {
-                throw new CorruptionException(Name, buffer.Daddr, "bad magic");
-            }
-            if (!XfsCrc.Verify(s, Superblock.CrcOffset))
-            {
-                throw new CorruptionException(Name, buffer.Daddr, "bad CRC");
-            }
-        }
-
-        public void PrepareWrite(BlockBuffer buffer) => XfsCrc.Update(buffer.Span[..sectorSize], Superblock.CrcOffset);
     }
 }
