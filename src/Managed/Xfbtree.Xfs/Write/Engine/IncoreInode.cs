@@ -1,0 +1,29 @@
+namespace Xfbtree.Xfs.Write.Engine;
+
+/// <summary>
+/// The in-core copy of one on-disk inode: <see cref="Core"/> is the whole dinode (sb_inodesize bytes, core,
+/// data fork and attr fork) and is the truth while the inode is locked by a transaction. A transaction that
+/// logs the inode (<see cref="WriteTransaction.LogInode"/>) copies it into its cluster buffer at commit and
+/// recomputes the CRC; a cancelled transaction restores the bytes it saw when it locked the inode.
+/// Readers and writers of <see cref="Core"/> must hold the inode lock (through a transaction, or
+/// <see cref="WriteEngine.LockInodeForRead"/>).
+/// </summary>
+public sealed class IncoreInode
+{
+    internal IncoreInode(ulong ino, byte[] core)
+    {
+        Ino = ino;
+        Core = core;
+    }
+
+    /// <summary>Inode number.</summary>
+    public ulong Ino { get; }
+
+    /// <summary>The whole on-disk inode image (big-endian, as on disk). Mutable under the inode lock.</summary>
+    public byte[] Core { get; }
+
+    /// <summary>The inode lock (engine-internal: taken through transactions, in ascending inode order).</summary>
+    internal readonly object Gate = new();
+
+    public override string ToString() => $"inode {Ino}";
+}
