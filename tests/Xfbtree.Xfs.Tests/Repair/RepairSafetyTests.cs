@@ -85,6 +85,24 @@ public sealed class RepairSafetyTests(ITestOutputHelper output)
         AssertRefused(scratch, dirty, "log");
     }
 
+    [Fact]
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    public void RepairRefusesWhileAnotherWriterHoldsTheImage()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        Assert.Equal(0, RepairTools.Corrupt(image, "rec-owner").ExitCode);
+        using (Xfbtree.Native.ImageFileLock? held = Xfbtree.Native.ImageFileLock.TryAcquireExclusive(image))
+        {
+            Assert.NotNull(held);
+            AssertRefused(scratch, image, "another xfbtree process is writing this image");
+        }
+        // The lock is the only thing that stopped it: released, the same repair runs and fixes the image.
+        ToolResult r = RepairTools.Xfbtree("rmap", "repair", image);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Equal(0, RepairTools.XfsRepairCheck(image).ExitCode);
+    }
+
     static void AssertRefused(RepairScratch scratch, string image, string cause, bool compareWithCopy = true)
     {
         string? before = compareWithCopy ? scratch.Copy(image, Path.GetFileName(image) + ".before") : null;
