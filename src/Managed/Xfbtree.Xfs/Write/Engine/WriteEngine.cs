@@ -41,6 +41,7 @@ public sealed class WriteEngine : IDisposable
     private readonly WriteEngineOptions options;
     [ThreadStatic] private static WriteTransaction? current;
     private volatile string? failure;
+    private IDisposable? writerLock; // Native.ImageFileLock: the OFD lock every xfbtree writer takes
     private int state; // 0 open, 1 closed/disposed
     private long icountDelta, ifreeDelta;
 
@@ -80,8 +81,34 @@ public sealed class WriteEngine : IDisposable
         {
             throw new XfsWriteException(WriteErrorKind.NotSupported, e.Message, e);
         }
-        ProbeNotLocked(imagePath);
+        IDisposable? writerLock;
+        try
+        {
+            writerLock = OperatingSystem.IsLinux() ? Native.ImageFileLock.TryAcquireExclusive(imagePath) : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or Native.NativeCallException)
+        {
+            throw new XfsWriteException(WriteErrorKind.Io, $"{imagePath}: cannot lock the image: {e.Message}", e);
+        }
+        if (writerLock is null && OperatingSystem.IsLinux())
+        {
+            throw new XfsWriteException(WriteErrorKind.Busy, $"{imagePath}: another writer (xfbtree io, stress or repair) holds the image");
+        }
+        try
+        {
+            WriteEngine engine = OpenLocked(imagePath, options);
+            engine.writerLock = writerLock;
+            return engine;
+        }
+        catch
+        {
+            writerLock?.Dispose();
+            throw;
+        }
+    }
 
+    private static WriteEngine OpenLocked(string imagePath, WriteEngineOptions options)
+    {
         XfsImage img;
         try
         {
@@ -98,10 +125,6 @@ public sealed class WriteEngine : IDisposable
         WriteJournal? journal = null;
         try
         {
-            if (!ImageFileLock.TryLockExclusive(img.RawHandle))
-            {
-                throw new XfsWriteException(WriteErrorKind.Busy, $"{imagePath}: locked by another program (another xfbtree writer?)");
-            }
             var disk = (DiskBufferTarget)img.Target;
             if (disk.IsBlockDevice)
             {
@@ -160,23 +183,6 @@ public sealed class WriteEngine : IDisposable
             journal?.Dispose();
             img.Dispose();
             throw;
-        }
-    }
-
-    /// <summary>A second writer already holds the image: .NET's own shared flock on a fresh descriptor fails.</summary>
-    private static void ProbeNotLocked(string path)
-    {
-        try
-        {
-            using var probe = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-        }
-        catch (IOException e)
-        {
-            throw new XfsWriteException(WriteErrorKind.Busy, $"{path}: locked by another program (another xfbtree writer?): {e.Message}", e);
-        }
-        catch (UnauthorizedAccessException e)
-        {
-            throw new XfsWriteException(WriteErrorKind.Io, $"{path}: {e.Message}", e);
         }
     }
 
@@ -596,7 +602,8 @@ public sealed class WriteEngine : IDisposable
             return;
         }
         journal.Dispose();
-        image.Dispose(); // closing the probe handle drops the flock
+        image.Dispose();
+        writerLock?.Dispose(); // last: no other writer may start while our descriptors still write
         commitGate.Dispose();
     }
 
