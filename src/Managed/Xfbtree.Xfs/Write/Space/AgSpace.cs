@@ -254,7 +254,11 @@ internal sealed partial class AgSpace
     /// unmapped) and refills one below it (extents from the cntbt, OWN_AG mapped, blocks to the tail).
     /// Called before every allocation, free and rmap/refcount change, so splits never find the list empty.
     /// </summary>
-    public void FixFreeList()
+    public void FixFreeList() => FixFreeList(null);
+
+    /// <param name="keepClear">An AG block the caller is about to allocate at (exact or near hint): a refill that
+    /// has to use the extent holding it takes that extent's far end, so the exact request still finds its blocks.</param>
+    public void FixFreeList(uint? keepClear)
     {
         uint need = MinFreeList();
         while (FlCount > need)
@@ -281,6 +285,10 @@ internal sealed partial class AgSpace
             if (!FindBySize(want, 1, 1, out uint fbno, out uint flen, out uint abno, out uint alen))
             {
                 throw new XfsWriteException(WriteErrorKind.NoSpace, $"{tx.Operation}: AG {AgNumber} has no free space left for its free list");
+            }
+            if (keepClear is { } keep && fbno <= keep && keep < (ulong)fbno + flen)
+            {
+                abno = fbno + flen - alen;
             }
             RemoveFree(fbno, flen, abno, alen);
             RmapEdit(RmapUpdateKind.Map, new RmapRecord(abno, alen, RmapOwner.Ag, 0), shared: false);
