@@ -282,13 +282,9 @@ internal sealed partial class AgSpace
                 throw new CorruptionException("AGF", Agf.Daddr, $"AG {AgNumber}: the free list does not fill up");
             }
             uint want = need - FlCount;
-            if (!FindBySize(want, 1, 1, out uint fbno, out uint flen, out uint abno, out uint alen))
+            if (!FindRefill(want, keepClear, out uint fbno, out uint flen, out uint abno, out uint alen))
             {
                 throw new XfsWriteException(WriteErrorKind.NoSpace, $"{tx.Operation}: AG {AgNumber} has no free space left for its free list");
-            }
-            if (keepClear is { } keep && fbno <= keep && keep < (ulong)fbno + flen)
-            {
-                abno = fbno + flen - alen;
             }
             RemoveFree(fbno, flen, abno, alen);
             RmapEdit(RmapUpdateKind.Map, new RmapRecord(abno, alen, RmapOwner.Ag, 0), shared: false);
@@ -297,6 +293,57 @@ internal sealed partial class AgSpace
                 PutOnFreeList(b);
             }
         }
+    }
+
+    /// <summary>
+    /// The extent a refill takes from: by size as the kernel does (the smallest holding <paramref name="want"/>
+    /// blocks, else the largest), but passing over the extent that holds <paramref name="keepClear"/> while
+    /// another one exists; from that extent it takes the far end.
+    /// </summary>
+    private bool FindRefill(uint want, uint? keepClear, out uint fbno, out uint flen, out uint abno, out uint alen)
+    {
+        fbno = flen = abno = alen = 0;
+        var tree = Cntbt();
+        using var cur = tree.CreateCursor();
+        Span<byte> key = stackalloc byte[8];
+        Trees.AllocRecord.Write(key, 0, want);
+        bool Holds(uint s, uint l) => keepClear is { } k && s <= k && k < (ulong)s + l;
+        bool found = false;
+        uint avoidStart = 0, avoidLen = 0;
+        for (bool ok = cur.Lookup(key, Btree.BtreeLookup.GreaterOrEqual); ok; ok = cur.Increment())
+        {
+            uint s = Trees.AllocRecord.StartBlock(cur.Current), l = Trees.AllocRecord.BlockCount(cur.Current);
+            if (!Holds(s, l))
+            {
+                (fbno, flen, found) = (s, l, true);
+                break;
+            }
+            (avoidStart, avoidLen) = (s, l);
+        }
+        if (!found)
+        {
+            for (bool ok = cur.MoveLast(); ok; ok = cur.Decrement())
+            {
+                uint s = Trees.AllocRecord.StartBlock(cur.Current), l = Trees.AllocRecord.BlockCount(cur.Current);
+                if (!Holds(s, l))
+                {
+                    (fbno, flen, found) = (s, l, true);
+                    break;
+                }
+                (avoidStart, avoidLen) = (s, l);
+            }
+        }
+        if (!found && avoidLen > 0)
+        {
+            (fbno, flen, found) = (avoidStart, avoidLen, true);
+        }
+        if (!found)
+        {
+            return false;
+        }
+        alen = Math.Min(want, flen);
+        abno = Holds(fbno, flen) ? fbno + flen - alen : fbno;
+        return true;
     }
 
     // ------------------------------------------------------------------ refcountbt blocks (from free space)
