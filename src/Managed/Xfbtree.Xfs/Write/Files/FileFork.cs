@@ -44,6 +44,9 @@ internal sealed class FileFork
     public IncoreInode Inode { get; }
     public bool Attr { get; }
     public ExtentList Extents { get; private set; }
+    /// <summary>The list as loaded (for the record diff applied to a btree that stays a btree).</summary>
+    ExtentList _original = new();
+    ForkFormat _loadedFormat = ForkFormat.Extents;
     string Where => $"inode {Inode.Ino} {(Attr ? "attr" : "data")} fork";
 
     /// <summary>Bytes of the fork area.</summary>
@@ -64,8 +67,15 @@ internal sealed class FileFork
 
     void Read()
     {
+        ReadFork();
+        _original = Extents.Clone();
+    }
+
+    void ReadFork()
+    {
         var core = Inode.Core;
         if (Attr && InodeFields.ForkOffset(core) == 0) return;
+        _loadedFormat = InodeFields.Format(core, Attr);
         var fork = InodeFields.Fork(core, Attr);
         ulong count = InodeFields.Extents(core, Attr);
         switch (InodeFields.Format(core, Attr))
@@ -169,6 +179,16 @@ internal sealed class FileFork
         var fork = InodeFields.Fork(core, Attr);
         if (fork.IsEmpty) throw new InvalidOperationException($"{Where} does not exist");
         int needed = BmbtBlocksFor(count);
+        if (needed > 0 && _loadedFormat == ForkFormat.Btree && _bmbtBlocks.Count > 0)
+        {
+            // A btree that stays a btree: the record changes go through the generic engine's cursor (splits,
+            // joins, new_iroot and kill_iroot included), then the root image is copied back into the fork.
+            UpdateBtree();
+            InodeFields.SetExtents(core, Attr, (ulong)count);
+            _original = Extents.Clone();
+            _tx.LogInode(Inode);
+            return;
+        }
         var blocks = new List<ulong>(_bmbtBlocks);
         // Surplus old blocks go back to free space; missing ones are allocated near the inode (or the last bmbt block).
         while (blocks.Count > needed)
@@ -191,7 +211,80 @@ internal sealed class FileFork
             InodeFields.SetFormat(core, Attr, ForkFormat.Btree);
         }
         InodeFields.SetExtents(core, Attr, (ulong)count);
+        _loadedFormat = needed == 0 ? ForkFormat.Extents : ForkFormat.Btree;
+        _original = Extents.Clone();
         _tx.LogInode(Inode);
+    }
+
+    /// <summary>
+    /// Applies the difference between the loaded records and the current list to the on-disk bmbt through
+    /// <see cref="Btree{TOps}"/> cursors: deletes first, then in-place updates (same start offset), then inserts,
+    /// so that no intermediate state holds overlapping records. Blocks the tree allocates or frees get their BMBT
+    /// rmaps and di_nblocks through the store's callbacks.
+    /// </summary>
+    void UpdateBtree()
+    {
+        var ops = new BmbtOps();
+        var store = _tx.FsStore(
+            () =>
+            {
+                ulong fsbno = AllocateBmbtBlock(_bmbtBlocks.Count > 0 ? _bmbtBlocks[^1] + 1 : InodeFsbno());
+                _bmbtBlocks.Add(fsbno);
+                return (long)fsbno;
+            },
+            ptr =>
+            {
+                FreeBmbtBlock((ulong)ptr);
+                _bmbtBlocks.Remove((ulong)ptr);
+            });
+        var root = new BtreeInodeRoot(_bmbtGeo, BmbtOps.MagicValue, InodeFields.Fork(Inode.Core, Attr));
+        var tree = new Btree<BmbtOps>(ops, store, root, _geo.MetaUuid, (long)Inode.Ino);
+        var deletes = new List<ulong>();
+        var updates = new List<BmbtExtent>();
+        var inserts = new List<BmbtExtent>();
+        int i = 0, j = 0;
+        var before = _original.Items;
+        var after = Extents.Items;
+        while (i < before.Count || j < after.Count)
+        {
+            if (j >= after.Count || (i < before.Count && before[i].StartOffset < after[j].StartOffset)) deletes.Add(before[i++].StartOffset);
+            else if (i >= before.Count || after[j].StartOffset < before[i].StartOffset) inserts.Add(after[j++]);
+            else
+            {
+                if (before[i] != after[j]) updates.Add(after[j]);
+                i++;
+                j++;
+            }
+        }
+        Span<byte> key = stackalloc byte[8];
+        Span<byte> record = stackalloc byte[Dinode.ExtentSize];
+        try
+        {
+            using var cur = tree.CreateCursor();
+            foreach (ulong off in deletes)
+            {
+                BinaryPrimitives.WriteUInt64BigEndian(key, off);
+                if (!cur.Lookup(key, BtreeLookup.Equal)) throw new XfsWriteException(WriteErrorKind.Corrupt, $"{Where}: bmbt record at offset {off} vanished");
+                cur.Delete();
+            }
+            foreach (var e in updates)
+            {
+                BinaryPrimitives.WriteUInt64BigEndian(key, e.StartOffset);
+                if (!cur.Lookup(key, BtreeLookup.Equal)) throw new XfsWriteException(WriteErrorKind.Corrupt, $"{Where}: bmbt record at offset {e.StartOffset} vanished");
+                ExtentList.Encode(e, record);
+                cur.Update(record);
+            }
+            foreach (var e in inserts)
+            {
+                ExtentList.Encode(e, record);
+                if (!cur.Insert(record)) throw new XfsWriteException(WriteErrorKind.Corrupt, $"{Where}: bmbt already holds a record at offset {e.StartOffset}");
+            }
+        }
+        catch (CorruptionException e)
+        {
+            throw new XfsWriteException(WriteErrorKind.Corrupt, $"{Where}: {e.Message}", e);
+        }
+        root.WriteTo(InodeFields.Fork(Inode.Core, Attr));
     }
 
     /// <summary>Frees every bmbt block (for an inode whose fork is emptied); the list must be empty.</summary>
