@@ -12,6 +12,9 @@ internal interface INamespaceSource
 
     /// <summary>Reads committed blocks from fs block <paramref name="fsbno"/>.</summary>
     void ReadBlocks(ulong fsbno, Span<byte> destination);
+
+    /// <summary>Holds inode <paramref name="ino"/> stable (its read lock) while its core and blocks are read.</summary>
+    IDisposable ReadLock(ulong ino);
 }
 
 /// <summary>
@@ -75,12 +78,16 @@ internal sealed class PathWalker
         var walked = new StringBuilder();
         foreach (var part in Split(path))
         {
-            var core = _source.ReadInode(ino);
             string where = walked.Length == 0 ? "/" : walked.ToString();
-            if ((new Dinode(core).Mode & 0xF000) != 0x4000)
-                throw new XfsWriteException(WriteErrorKind.NotDirectory, $"'{where}' is not a directory (in '{path}')");
             walked.Append('/').Append(DirectoryFormat.Show(part));
-            var found = Find(ino, core, part, where);
+            ulong? found;
+            using (_source.ReadLock(ino))
+            {
+                var core = _source.ReadInode(ino);
+                if ((new Dinode(core).Mode & 0xF000) != 0x4000)
+                    throw new XfsWriteException(WriteErrorKind.NotDirectory, $"'{where}' is not a directory (in '{path}')");
+                found = Find(ino, core, part, where);
+            }
             if (found is not ulong child) throw new XfsWriteException(WriteErrorKind.NotFound, $"'{walked}' does not exist");
             ino = child;
         }
@@ -103,8 +110,11 @@ internal sealed class PathWalker
     public List<DataEntry> List(string path)
     {
         ulong ino = Lookup(path);
-        var core = _source.ReadInode(ino);
-        return Reader.ReadAll(ino, core, _source.ReadBlocks, path).Entries;
+        using (_source.ReadLock(ino))
+        {
+            var core = _source.ReadInode(ino);
+            return Reader.ReadAll(ino, core, _source.ReadBlocks, path).Entries;
+        }
     }
 }
 
@@ -117,6 +127,15 @@ internal sealed class ImageNamespaceSource : INamespaceSource
     readonly XfsImage _image;
 
     public ImageNamespaceSource(XfsImage image) => _image = image;
+
+    /// <summary>Nothing to lock: the image is read-only.</summary>
+    public IDisposable ReadLock(ulong ino) => NoLock.Instance;
+
+    sealed class NoLock : IDisposable
+    {
+        public static readonly NoLock Instance = new();
+        public void Dispose() { }
+    }
 
     public byte[] ReadInode(ulong ino)
     {
