@@ -131,10 +131,9 @@ public sealed class WriteFileRefusalTests
         Assert.Empty(RepairTools.DifferingRanges(image, control, 512));
     }
 
-    /// <summary>Reproduces a write-core defect (reported): on geom-bs1k, a 4 MiB fallocate carved from AG 1's small
-    /// free extents fails at commit with "corrupt bnobt at daddr 262448: bad magic RMB3" (a bnobt block freed by a
-    /// join and reused by an rmapbt split in the same transaction is still verified as a bnobt block).</summary>
-    [Fact(Skip = "write-core defect: bnobt block reused by the rmapbt in one transaction fails the commit verifier (see summary)")]
+    /// <summary>Preallocation until the filesystem is full: large requests carved from many small free extents
+    /// (bnobt/cntbt joins feeding rmapbt splits in one transaction), then NoSpace, then a clean image.</summary>
+    [Fact]
     public void FillingTheFilesystemEndsInNoSpaceWithACleanImage()
     {
         using var scratch = new RepairScratch();
