@@ -224,7 +224,7 @@ public sealed class WriteFileOperationTests
         WriteFileHarness.AssertKernelReads(image, [(a.Path, models[a.Ino]), (b.Path, models[b.Ino]), (c.Path, models[c.Ino])]);
     }
 
-    static long ReadSize(FileOperations files, ulong ino)
+    internal static long ReadSize(FileOperations files, ulong ino)
     {
         // The size is where reading stops: probe with a large buffer in steps.
         long total = 0;
