@@ -320,4 +320,35 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
         string counts = TreeFixtures.XfsDb(s.Image, "sb 0", "p icount ifree");
         output.WriteLine(counts);
     }
+
+    /// <summary>64 KiB blocks hold 128 inodes: a new chunk is one block with two inobt/finobt records (an image
+    /// made here by mkfs.xfs, as no fixture has this geometry).</summary>
+    [Fact]
+    public void SixtyFourKilobyteBlocksGetTwoRecordChunks()
+    {
+        using var scratch = new RepairScratch();
+        string image = Path.Combine(scratch.Directory, "bs64k.img");
+        TreeFixtures.Run("/usr/bin/truncate", ["-s", "2G", image]);
+        TreeFixtures.Run(TreeFixtures.Tool("mkfs.xfs"), ["-q", "-f", "-b", "size=65536", "-m", "crc=1,rmapbt=1,reflink=1,finobt=1", image]);
+        ulong icount;
+        int created = 0;
+        using (var engine = WriteEngine.Open(image, WriteEngineTestSupport.Fast))
+        {
+            var ops = new NamespaceOperations(engine, new FileOperations(engine));
+            icount = engine.Image.Superblock.InodeCount;
+            long creates = (long)engine.Image.Superblock.FreeInodes + 3;
+            ops.Mkdir("/d");
+            created++;
+            for (int i = 0; i < creates; i++, created++) ops.Create($"/d/f{i}");
+            ops.Unlink("/d/f7");
+            created--;
+            engine.Close();
+        }
+        AssertClean(image);
+        string counts = TreeFixtures.XfsDb(image, "sb 0", "p icount", "agi 0", "p count freecount");
+        output.WriteLine(counts);
+        Assert.Contains($"icount = {icount + 128}", counts, StringComparison.Ordinal);
+        Assert.Contains($"count = {icount + 128}", counts, StringComparison.Ordinal);
+        Assert.Contains($"freecount = {icount + 128 - 3 - (ulong)created}", counts, StringComparison.Ordinal);
+    }
 }
