@@ -77,7 +77,8 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
     {
         RepairSafetyTests.RequireRoot();
         string mnt = System.IO.Directory.CreateDirectory(Path.Combine(scratchDir, "mnt")).FullName;
-        TreeFixtures.Run("/bin/mount", ["-o", "ro,loop", image, mnt]);
+        // nouuid: copies of one fixture (other tests, other engineers) may be mounted at the same time.
+        TreeFixtures.Run("/bin/mount", ["-o", "ro,loop,nouuid", image, mnt]);
         string listing;
         try
         {
