@@ -101,6 +101,8 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
     [InlineData("aged-small")]
     [InlineData("geom-bs1k")]
     [InlineData("geom-nrext64")]
+    [InlineData("geom-sect4k")]
+    [InlineData("proto-small")]
     public void CreateMkdirUnlinkSequenceLeavesAConsistentImage(string fixture)
     {
         using var s = new Session(fixture);
