@@ -77,7 +77,8 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
     {
         RepairSafetyTests.RequireRoot();
         string mnt = System.IO.Directory.CreateDirectory(Path.Combine(scratchDir, "mnt")).FullName;
-        TreeFixtures.Run("/bin/mount", ["-o", "ro,loop", image, mnt]);
+        // nouuid: copies of one fixture (other tests, other engineers) may be mounted at the same time.
+        TreeFixtures.Run("/bin/mount", ["-o", "ro,loop,nouuid", image, mnt]);
         string listing;
         try
         {
@@ -93,6 +94,44 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
         return new SortedSet<string>(listing.Split('\n', StringSplitOptions.RemoveEmptyEntries), StringComparer.Ordinal);
     }
 
+    /// <summary>
+    /// The kernel edits what the engine made (mounted read-write): removes every other entry of the engine's
+    /// directories, adds 80 names to <paramref name="top"/> (growing our block directory, into leaf form if needed),
+    /// removes the deepest empty directory and adds one; then xfs_repair -n must be clean and the kernel log must
+    /// hold no XFS error for this device.
+    /// </summary>
+    void KernelEdits(string image, string scratchDir, string top)
+    {
+        RepairSafetyTests.RequireRoot();
+        string mnt = System.IO.Directory.CreateDirectory(Path.Combine(scratchDir, "mnt-rw")).FullName;
+        string marker = $"xfbtree-namespace-kernel-edits-{Environment.ProcessId}-{Guid.NewGuid():N}";
+        File.WriteAllText("/dev/kmsg", marker);
+        TreeFixtures.Run("/bin/mount", ["-o", "loop,nouuid", image, mnt]);
+        string dev;
+        try
+        {
+            dev = TreeFixtures.Run("/usr/bin/findmnt", ["-n", "-o", "SOURCE", mnt]).Trim();
+            string script = $"cd '{mnt}{top}' && i=0; for f in $(find . -mindepth 1 -type f | sort); do i=$((i+1)); [ $((i % 2)) = 0 ] && rm -f \"$f\"; done; " +
+                $"for n in $(seq 1 80); do : > kernel-made-$n; done; " +
+                $"d=$(find . -mindepth 1 -type d -empty | sort | tail -n 1); [ -n \"$d\" ] && rmdir \"$d\"; mkdir kernel-dir && : > kernel-dir/inside";
+            TreeFixtures.Sh(script);
+        }
+        finally
+        {
+            TreeFixtures.Run("/bin/umount", [mnt]);
+        }
+        var log = RepairTools.Exec("/bin/dmesg", []).Stdout;
+        int at = log.IndexOf(marker, StringComparison.Ordinal);
+        Assert.True(at >= 0, "the kernel log marker is missing");
+        string device = dev[(dev.LastIndexOf('/') + 1)..];
+        var mine = log[at..].Split('\n').Where(l => l.Contains($"XFS ({device})", StringComparison.Ordinal)).ToList();
+        output.WriteLine(string.Join("\n", mine));
+        Assert.DoesNotContain(mine, l => l.Contains("orrupt", StringComparison.Ordinal) || l.Contains("shut", StringComparison.OrdinalIgnoreCase)
+            || l.Contains("Internal error", StringComparison.Ordinal) || l.Contains("I/O error", StringComparison.Ordinal));
+        var repair = RepairTools.XfsRepairCheck(image);
+        Assert.True(repair.ExitCode == 0, $"xfs_repair -n after the kernel's edits: {repair}");
+    }
+
     static List<string> Names(NamespaceOperations ops, string dir) => ops.List(dir).Select(e => e.Name).Order(StringComparer.Ordinal).ToList();
 
     [Theory]
@@ -100,6 +139,8 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
     [InlineData("aged-small")]
     [InlineData("geom-bs1k")]
     [InlineData("geom-nrext64")]
+    [InlineData("geom-sect4k")]
+    [InlineData("proto-small")]
     public void CreateMkdirUnlinkSequenceLeavesAConsistentImage(string fixture)
     {
         using var s = new Session(fixture);
@@ -157,6 +198,12 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
         AssertClean(s.Image);
         var ours = OurTree(s.Image, "/wns");
         Assert.Equal(ours, KernelTree(s.Image, s.Directory, "/wns"));
+        KernelEdits(s.Image, s.Directory, "/wns");
+        // Our reader follows what the kernel made of our directories (the block directory may have grown to leaf form).
+        var after = OurTree(s.Image, "/wns");
+        Assert.Contains(after, l => l.StartsWith("kernel-made-80 ", StringComparison.Ordinal));
+        Assert.Contains(after, l => l.StartsWith("kernel-dir/inside ", StringComparison.Ordinal));
+        Assert.Equal(after, KernelTree(s.Image, s.Directory, "/wns"));
     }
 
     [Theory]
@@ -223,5 +270,132 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
         Assert.True(ops.List("/feat/bigdir").Count > 1000);
         s.Close();
         AssertClean(s.Image);
+    }
+
+    [Theory]
+    [InlineData("fresh-4ag")]
+    [InlineData("aged-small")]
+    [InlineData("geom-bs1k")]
+    [InlineData("geom-nrext64")]
+    public void UnlinkFreesWrittenFilesAndAnEmptiedBlockDirectory(string fixture)
+    {
+        using var s = new Session(fixture);
+        var ops = s.Ops;
+        var files = new FileOperations(s.Engine);
+        ops.Mkdir("/gone");
+        var data = new byte[100 * 1024];
+        new Random(5).NextBytes(data);
+        for (int i = 0; i < 30; i++)
+        {
+            ulong ino = ops.Create($"/gone/file-{i:D2}");
+            if (i % 10 == 0)
+            {
+                files.Write(ino, 0, data);
+                files.Write(ino, 1 << 20, data.AsSpan(0, 5000));
+            }
+        }
+        Assert.Equal("extents", ops.Stat("/gone").DataForkFormat);
+        Assert.True(ops.Stat("/gone/file-10").Blocks > 0);
+        ops.Mkdir("/gone/sub");
+        Assert.Equal(3u, ops.Stat("/gone").Links);
+        for (int i = 0; i < 30; i++) ops.Unlink($"/gone/file-{i:D2}");
+        ops.Unlink("/gone/sub");
+        Assert.Empty(ops.List("/gone"));
+        Assert.Equal(2u, ops.Stat("/gone").Links);
+        ops.Unlink("/gone"); // an empty block-format directory: its block is freed too
+        Assert.Equal(WriteErrorKind.NotFound, Assert.Throws<XfsWriteException>(() => ops.Stat("/gone")).Kind);
+        s.Close();
+        AssertClean(s.Image);
+        Assert.DoesNotContain(KernelTree(s.Image, s.Directory, ""), l => l.StartsWith("gone", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void UnlinkOfExistingBtreeReflinkedSymlinkAndHardLinkedFiles()
+    {
+        using var s = new Session("aged-small");
+        var ops = s.Ops;
+        Assert.Equal("btree", ops.Stat("/feat/fragmented.bin").DataForkFormat);
+        Assert.True(ops.Stat("/feat/reflink/fragmented.clone").Reflink);
+        Assert.Equal(6u, ops.Stat("/feat/special/one-block").Links);
+        ops.Unlink("/feat/fragmented.bin");
+        ops.Unlink("/feat/reflink/fragmented.clone");
+        var leaf = Assert.Throws<XfsWriteException>(() => ops.Unlink("/feat/links/l0007"));
+        Assert.Equal(WriteErrorKind.NotSupported, leaf.Kind);
+        Assert.Contains("'/feat/links' is in leaf format", leaf.Message, StringComparison.Ordinal);
+        ulong shared = ops.Lookup("/feat/special/one-block");
+        for (int i = 0; i < 4; i++) ops.Unlink($"/feat/special/hardlink{i}");
+        var st = ops.Stat("/feat/special/one-block");
+        Assert.Equal((shared, 2u), (st.Ino, st.Links));
+        s.Close();
+        AssertClean(s.Image);
+        var kernel = KernelTree(s.Image, s.Directory, "/feat");
+        Assert.Equal(OurTree(s.Image, "/feat"), kernel);
+        Assert.DoesNotContain("fragmented.bin " + 1573048, kernel);
+        Assert.DoesNotContain(kernel, l => l.StartsWith("special/hardlink0 ", StringComparison.Ordinal));
+        Assert.Contains($"special/one-block {shared}", kernel);
+    }
+
+    /// <summary>A block directory that is full is refused (leaf format would be needed) and the refused
+    /// transaction leaves nothing behind: no inode allocated, no block, counters unchanged.</summary>
+    [Theory]
+    [InlineData("fresh-4ag")]
+    [InlineData("geom-bs1k")]
+    public void AFullBlockDirectoryIsRefusedAndTheRefusalChangesNothing(string fixture)
+    {
+        using var s = new Session(fixture);
+        var ops = s.Ops;
+        ops.Mkdir("/big");
+        int n = 0;
+        XfsWriteException? refused = null;
+        while (refused == null && n < 1000)
+        {
+            try { ops.Create($"/big/entry-with-a-longer-name-{n:D4}"); n++; }
+            catch (XfsWriteException e) { refused = e; }
+        }
+        Assert.NotNull(refused);
+        output.WriteLine($"{n} entries, then: {refused.Message}");
+        Assert.Equal(WriteErrorKind.NotSupported, refused.Kind);
+        Assert.Contains("'/big' is full in block format", refused.Message, StringComparison.Ordinal);
+        Assert.True(n > 40, $"only {n} entries fit");
+        WriteEngineTestSupport.AssertInvariants(s.Engine, "after the refusal");
+        Assert.Equal(n, ops.List("/big").Count);
+        // The same name in a shortform directory still works, and the refused inode is the one it gets.
+        ops.Mkdir("/small");
+        ops.Create($"/small/entry-with-a-longer-name-{n:D4}");
+        s.Close();
+        AssertClean(s.Image);
+        string counts = TreeFixtures.XfsDb(s.Image, "sb 0", "p icount ifree");
+        output.WriteLine(counts);
+    }
+
+    /// <summary>64 KiB blocks hold 128 inodes: a new chunk is one block with two inobt/finobt records (an image
+    /// made here by mkfs.xfs, as no fixture has this geometry).</summary>
+    [Fact]
+    public void SixtyFourKilobyteBlocksGetTwoRecordChunks()
+    {
+        using var scratch = new RepairScratch();
+        string image = Path.Combine(scratch.Directory, "bs64k.img");
+        TreeFixtures.Run("/usr/bin/truncate", ["-s", "2G", image]);
+        TreeFixtures.Run(TreeFixtures.Tool("mkfs.xfs"), ["-q", "-f", "-b", "size=65536", "-m", "crc=1,rmapbt=1,reflink=1,finobt=1", image]);
+        ulong icount;
+        int created = 0;
+        using (var engine = WriteEngine.Open(image, WriteEngineTestSupport.Fast))
+        {
+            var ops = new NamespaceOperations(engine, new FileOperations(engine));
+            icount = engine.Image.Superblock.InodeCount;
+            long creates = (long)engine.Image.Superblock.FreeInodes + 3;
+            ops.Mkdir("/d");
+            created++;
+            for (int i = 0; i < creates; i++, created++) ops.Create($"/d/f{i}");
+            ops.Unlink("/d/f7");
+            created--;
+            engine.Close();
+        }
+        AssertClean(image);
+        string counts = TreeFixtures.XfsDb(image, "sb 0", "p icount", "agi 0", "p count freecount");
+        output.WriteLine(counts);
+        Assert.Contains($"icount = {icount + 128}", counts, StringComparison.Ordinal);
+        Assert.Contains($"count = {icount + 128}", counts, StringComparison.Ordinal);
+        Assert.Contains($"freecount = {icount + 128 - 3 - (ulong)created}", counts, StringComparison.Ordinal);
     }
 }
