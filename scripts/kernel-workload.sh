@@ -23,7 +23,7 @@ if ! "$dmesg_cmd" 2>/dev/null | grep -qF "$marker"; then
   echo "kernel-workload: dmesg cannot be read or does not show our marker (dmesg_restrict?); the kernel log cannot be checked" >&2; exit 2
 fi
 
-if ! mount -o loop "$img" "$mnt" 2>"$mnt.err"; then
+if ! mount -o loop,nouuid "$img" "$mnt" 2>"$mnt.err"; then
   echo "kernel-workload: mount failed: $(cat "$mnt.err")" >&2; rm -f "$mnt.err"; exit 1
 fi
 rm -f "$mnt.err"

@@ -68,7 +68,7 @@ public sealed class RepairSafetyTests(ITestOutputHelper output)
         string image = scratch.CopyFixture("fresh-4ag");
         string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
         string dirty;
-        TreeFixtures.Run("/bin/mount", ["-o", "loop", image, mnt]);
+        TreeFixtures.Run("/bin/mount", ["-o", "loop,nouuid", image, mnt]);
         try
         {
             File.WriteAllText(Path.Combine(mnt, "file"), "data");

@@ -139,7 +139,7 @@ public sealed class XfsBadInputTests(ITestOutputHelper output) : IDisposable
         string live = _scratch.CopyFixture("fresh-4ag");
         string img2 = Path("dirty.img");
         string mnt = Directory.CreateDirectory(Path("mnt")).FullName;
-        TreeFixtures.Run(TreeFixtures.Tool("mount"), ["-o", "loop", live, mnt]);
+        TreeFixtures.Run(TreeFixtures.Tool("mount"), ["-o", "loop,nouuid", live, mnt]);
         try
         {
             File.WriteAllText(System.IO.Path.Combine(mnt, "file"), "dirty");

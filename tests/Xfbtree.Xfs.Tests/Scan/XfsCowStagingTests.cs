@@ -20,7 +20,7 @@ public sealed class XfsCowStagingTests(ITestOutputHelper output)
         string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
         string frozen = Path.Combine(scratch.Directory, "frozen.img");
         string xfsIo = TreeFixtures.Tool("xfs_io");
-        TreeFixtures.Run(TreeFixtures.Tool("mount"), ["-o", "loop", live, mnt]);
+        TreeFixtures.Run(TreeFixtures.Tool("mount"), ["-o", "loop,nouuid", live, mnt]);
         try
         {
             TreeFixtures.Run(xfsIo, ["-f", "-c", "pwrite -b 1m 0 8m", Path.Combine(mnt, "a")]);

@@ -99,7 +99,7 @@ public sealed class WriteEngineOpenCloseTests
         string image = scratch.CopyFixture("fresh-4ag");
         string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
         string dirty;
-        TreeFixtures.Run("/bin/mount", ["-o", "loop", image, mnt]);
+        TreeFixtures.Run("/bin/mount", ["-o", "loop,nouuid", image, mnt]);
         try
         {
             File.WriteAllText(Path.Combine(mnt, "file"), "data");
@@ -132,7 +132,7 @@ public sealed class WriteEngineOpenCloseTests
             copyWhileOpen = scratch.Copy(image, "held.img");
             engine.Close();
         }
-        ToolResult mount = RepairTools.Exec("/bin/mount", ["-o", "loop,ro", copyWhileOpen, mnt]);
+        ToolResult mount = RepairTools.Exec("/bin/mount", ["-o", "loop,ro,nouuid", copyWhileOpen, mnt]);
         if (mount.ExitCode == 0)
         {
             TreeFixtures.Run("/bin/umount", [mnt]);
