@@ -76,6 +76,31 @@ public sealed class XfbtreePeer : IOrderedMapPeer
     }
 
     /// <inheritdoc/>
+    public bool HasBatchLookup => true;
+
+    /// <inheritdoc/>
+    public long LookupBatch(ReadOnlySpan<RmapRecord> keys)
+    {
+        const int Chunk = 256;
+        Span<RmapRecord> found = stackalloc RmapRecord[Chunk];
+        Span<bool> hit = stackalloc bool[Chunk];
+        long sum = 0;
+        for (int start = 0; start < keys.Length; start += Chunk)
+        {
+            ReadOnlySpan<RmapRecord> part = keys.Slice(start, Math.Min(Chunk, keys.Length - start));
+            map.TryFindMany(part, found, hit);
+            for (int i = 0; i < part.Length; i++)
+            {
+                if (hit[i])
+                {
+                    sum += found[i].BlockCount;
+                }
+            }
+        }
+        return sum;
+    }
+
+    /// <inheritdoc/>
     public long QueryOverlapping(ReadOnlySpan<BlockRange> ranges)
     {
         long found = 0;

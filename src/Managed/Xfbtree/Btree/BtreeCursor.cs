@@ -16,7 +16,7 @@ namespace Xfbtree.Btree;
 /// <see cref="Release"/> before another cursor of the same tree writes. Insert and Delete leave the cursor
 /// unpositioned. Not thread-safe: callers serialise access to a tree.
 /// </summary>
-public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, IBtreeOps
+public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : struct, IBtreeOps
 {
     readonly Btree<TOps> _tree;
     readonly TOps _ops;

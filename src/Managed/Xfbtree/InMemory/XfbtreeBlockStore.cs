@@ -84,6 +84,9 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     }
 
     public override BtreeBlockRef GetNew(long pointer, BtreeBlockVerifier verifier) => Read(pointer, verifier);
+
+    internal override byte* PeekAddressForPrefetch(long pointer)
+        => (ulong)pointer < (ulong)_highest && _table[pointer] > 0 ? (byte*)_table[pointer] : null;
     public override void Release(in BtreeBlockRef block) { }
 
     public override void MarkDirty(in BtreeBlockRef block)
