@@ -295,6 +295,10 @@ public static class OrderedMapSuite
     private static IEnumerable<PeerFactory> Peers(bool quick)
     {
         yield return new PeerFactory("Xfbtree", XfbtreePeer.TryCreate, XfbtreePeer.IsAvailable);
+        if (!quick)
+        {
+            yield return new PeerFactory("Xfbtree-plain", _ => new XfbtreePlainPeer(), null);
+        }
         yield return new PeerFactory("SortedSet", _ => new SortedSetPeer(), null);
         yield return new PeerFactory("SortedDictionary", _ => new SortedDictionaryPeer(), null);
         yield return new PeerFactory("SortedArray", _ => new SortedArrayPeer(), null);

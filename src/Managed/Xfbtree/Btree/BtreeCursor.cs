@@ -501,6 +501,48 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
         return true;
     }
 
+    /// <summary>
+    /// Key update after a record went into a leaf without any split (the common insert) in an overlapping tree:
+    /// each parent slot's high key can only rise to the record's high key, and its low key changes only when the
+    /// record became the first of its block, so the slots are fixed in O(height) compares instead of recomputing
+    /// every block's high key over all its entries (O(height * entries) GetHighKey calls).
+    /// </summary>
+    void RaiseKeysAfterLeafInsert(int pos, ReadOnlySpan<byte> record)
+    {
+        Span<byte> scratch = stackalloc byte[2 * BtreeGeometry.MaxKeySize];
+        var low = scratch[.._ks];
+        var high = scratch.Slice(BtreeGeometry.MaxKeySize, _ks);
+        _ops.GetKey(record, low);
+        _ops.GetHighKey(record, high);
+        // lowMoves: the block below just got a new first key (the record at level 0, then a rewritten slot 0).
+        bool lowMoves = pos == 0;
+        for (int level = 0; level < _height - 1; level++)
+        {
+            var parent = Block(level + 1);
+            int slot = _index[level + 1];
+            bool changed = false;
+            bool lowChanged = false;
+            if (lowMoves)
+            {
+                var slotLow = KeyAt(parent, slot);
+                if (!slotLow.SequenceEqual(low))
+                {
+                    low.CopyTo(slotLow);
+                    changed = lowChanged = true;
+                }
+            }
+            var slotHigh = HighKeyAt(parent, slot);
+            if (_ops.CompareKeys(high, slotHigh) > 0)
+            {
+                high.CopyTo(slotHigh);
+                changed = true;
+            }
+            if (!changed) break;
+            Dirty(level + 1);
+            lowMoves = lowChanged && slot == 0;
+        }
+    }
+
     /// <summary>Propagates the keys of the path block at <paramref name="level"/> upward until a parent slot is unchanged.</summary>
     void FixKeysUpFrom(int level)
     {
@@ -647,7 +689,8 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
                 {
                     InsertEntry(b, level, pos, entry, entryPtr, MaxRecords(level));
                     Dirty(level);
-                    FixKeysUpFrom(level);
+                    if (level == 0 && _geo.Overlapping) RaiseKeysAfterLeafInsert(pos, entry[.._rs]);
+                    else FixKeysUpFrom(level);
                     break;
                 }
                 if (IsImageLevel(level))

@@ -84,6 +84,9 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     /// <summary>Bytes the backing xfile really has allocated (for a private xfile: this tree's memory; for a shared one: every tree's).</summary>
     public long XfileBytesUsed { get { ThrowIfDisposed(); return _xfile.BytesUsed; } }
 
+    /// <summary>Native bytes of the block table (bookkeeping outside the xfile and the managed heap).</summary>
+    public long TableBytes { get { ThrowIfDisposed(); return _tree.Store.TableBytes; } }
+
     /// <summary>Height of the underlying btree (1 = a single leaf).</summary>
     public int Height { get { ThrowIfDisposed(); return _tree.Root.Height; } }
 
