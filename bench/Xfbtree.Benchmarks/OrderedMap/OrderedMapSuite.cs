@@ -307,6 +307,13 @@ public static class OrderedMapSuite
 
     private static bool LmdbAvailable(out string? why)
     {
+        // Probe the library first: a LightningEnvironment whose constructor fails on a missing library is left to a
+        // finalizer that throws, which would end the process.
+        if (!LmdbPeer.SystemLibraryPresent())
+        {
+            why = "liblmdb.so.0 not found: run bench/setup.sh (apt-get install liblmdb-dev)";
+            return false;
+        }
         try
         {
             using var probe = new LmdbPeer(1);

@@ -18,9 +18,9 @@ public sealed unsafe partial class BtreeCursor<TOps>
     /// </summary>
     public int LookupEqualBatch(ReadOnlySpan<byte> keys, Span<byte> records, Span<bool> found)
     {
-        if (keys.Length % _ks != 0) throw new ArgumentException($"keys must be a multiple of {_ks} bytes", nameof(keys));
-        int count = keys.Length / _ks;
-        if (records.Length < count * _rs) throw new ArgumentException($"records must hold {count} records of {_rs} bytes", nameof(records));
+        if (keys.Length % _keySize != 0) throw new ArgumentException($"keys must be a multiple of {_keySize} bytes", nameof(keys));
+        int count = keys.Length / _keySize;
+        if (records.Length < count * _recordSize) throw new ArgumentException($"records must hold {count} records of {_recordSize} bytes", nameof(records));
         if (found.Length < count) throw new ArgumentException($"found must hold {count} flags", nameof(found));
         ReleaseBlocks();
         BeginOperation();
@@ -29,8 +29,8 @@ public sealed unsafe partial class BtreeCursor<TOps>
         {
             for (int i = 0; i < count; i++)
             {
-                found[i] = LookupCore(keys.Slice(i * _ks, _ks), BtreeLookup.Equal, out _);
-                if (found[i]) { Current.CopyTo(records.Slice(i * _rs, _rs)); hits++; }
+                found[i] = LookupCore(keys.Slice(i * _keySize, _keySize), BtreeLookup.Equal, out _);
+                if (found[i]) { Current.CopyTo(records.Slice(i * _recordSize, _recordSize)); hits++; }
             }
             ReleaseBlocks();
             return hits;
@@ -45,7 +45,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
                 for (int j = 0; j < width; j++)
                 {
                     int i = start + j;
-                    var key = keys.Slice(i * _ks, _ks);
+                    var key = keys.Slice(i * _keySize, _keySize);
                     long ptr = pointers[j];
                     if (!_store.IsValidPointer(ptr)) Corrupt(ptr, $"pointer {ptr} at level {level + 1} out of range");
                     var block = _store.Read(ptr, _verifier);
@@ -56,7 +56,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
                         int n = NumRecords(b);
                         if (level > 0)
                         {
-                            long child = BtreeHeader.ReadPointer(b[(_hdr + _nodeMax * _slot + NodeSlotAtOrBelow(b, n, key) * _ps)..], _lf);
+                            long child = BtreeHeader.ReadPointer(b[(_headerSize + _nodeMaxRecords * _keySlotSize + NodeSlotAtOrBelow(b, n, key) * _pointerSize)..], _longPointers);
                             pointers[j] = child;
                             PrefetchProbes(_store.PeekAddressForPrefetch(child), level - 1);
                         }
@@ -66,7 +66,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
                             found[i] = at >= 0;
                             if (at >= 0)
                             {
-                                RecordAt(b, at).CopyTo(records.Slice(i * _rs, _rs));
+                                RecordAt(b, at).CopyTo(records.Slice(i * _recordSize, _recordSize));
                                 hits++;
                             }
                         }
@@ -81,12 +81,12 @@ public sealed unsafe partial class BtreeCursor<TOps>
     /// <summary>Index of the last slot whose key is at most <paramref name="key"/> (0 when all are above).</summary>
     int NodeSlotAtOrBelow(ReadOnlySpan<byte> b, int n, ReadOnlySpan<byte> key)
     {
-        var entries = b[_hdr..];
+        var entries = b[_headerSize..];
         int low = 0, high = n - 1, keyno = 0, diff = 1;
         while (low <= high)
         {
             keyno = (low + high) >> 1;
-            diff = _ops.CompareKeys(entries.Slice(keyno * _slot, _ks), key);
+            diff = _ops.CompareKeys(entries.Slice(keyno * _keySlotSize, _keySize), key);
             if (diff < 0) low = keyno + 1;
             else if (diff > 0) high = keyno - 1;
             else return keyno;
@@ -97,12 +97,12 @@ public sealed unsafe partial class BtreeCursor<TOps>
     /// <summary>Index of the record equal to <paramref name="key"/>, or -1.</summary>
     int LeafIndexOf(ReadOnlySpan<byte> b, int n, ReadOnlySpan<byte> key)
     {
-        var entries = b[_hdr..];
+        var entries = b[_headerSize..];
         int low = 0, high = n - 1;
         while (low <= high)
         {
             int mid = (low + high) >> 1;
-            int diff = _ops.CompareRecordToKey(entries.Slice(mid * _rs, _rs), key);
+            int diff = _ops.CompareRecordToKey(entries.Slice(mid * _recordSize, _recordSize), key);
             if (diff < 0) low = mid + 1;
             else if (diff > 0) high = mid - 1;
             else return mid;
@@ -117,10 +117,10 @@ public sealed unsafe partial class BtreeCursor<TOps>
     void PrefetchProbes(byte* block, int level)
     {
         if (block == null || !System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
-        int entryBytes = (level == 0 ? _leafMax * _rs : _nodeMax * _slot);
-        Debug.Assert(_hdr + entryBytes <= _bs, "probe prefetch past the block");
+        int entryBytes = (level == 0 ? _leafMaxRecords * _recordSize : _nodeMaxRecords * _keySlotSize);
+        Debug.Assert(_headerSize + entryBytes <= _blockSize, "probe prefetch past the block");
         System.Runtime.Intrinsics.X86.Sse.Prefetch0(block);
-        byte* entries = block + _hdr;
+        byte* entries = block + _headerSize;
         for (int k = 1; k < 8; k++) System.Runtime.Intrinsics.X86.Sse.Prefetch0(entries + (long)entryBytes * k / 8);
     }
 }
