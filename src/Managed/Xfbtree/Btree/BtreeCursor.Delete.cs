@@ -5,7 +5,7 @@ using Xfbtree.Buffers;
 namespace Xfbtree.Btree;
 
 // Delete with rebalancing: borrow from or join with a sibling, collapse a one-child root block, kill_iroot.
-public sealed unsafe partial class BtreeCursor<TOps>
+public sealed partial class BtreeCursor<TOps>
 {
     /// <summary>Deletes the record under the cursor, rebalancing (borrow, join, root collapse). The cursor is unpositioned afterwards.</summary>
     public void Delete()

@@ -6,7 +6,7 @@ namespace Xfbtree.Btree;
 
 // Node keys (computing a block's low/high keys, writing them into the parent slot, propagating them upward) and
 // entry moves inside and between blocks (leaf: records; node: key slots + pointers), plus the write lifecycle.
-public sealed unsafe partial class BtreeCursor<TOps>
+public sealed partial class BtreeCursor<TOps>
 {
     void ComputeKeys(ReadOnlySpan<byte> b, int level, Span<byte> low, Span<byte> high, Span<byte> tmp)
         => BtreeKeys.ComputeBlockKeys(_ops, _geometry, b, level, low, high, tmp);

@@ -6,7 +6,7 @@ namespace Xfbtree.Btree;
 
 // Writes that add or change records: update in place, insert with shifts into siblings, splits, a new root
 // block, and new_iroot for an inode-fork root.
-public sealed unsafe partial class BtreeCursor<TOps>
+public sealed partial class BtreeCursor<TOps>
 {
     /// <summary>
     /// Overwrites the record under the cursor and propagates key changes upward. The new record must keep its

@@ -5,7 +5,7 @@ using Xfbtree.Buffers;
 namespace Xfbtree.Btree;
 
 // Queries: key-range and overlapped (interval) queries, counting and block visits.
-public sealed unsafe partial class BtreeCursor<TOps>
+public sealed partial class BtreeCursor<TOps>
 {
     /// <summary>
     /// Visits, in key order, every record whose key interval [key, high key] intersects [<paramref name="low"/>,
