@@ -75,7 +75,9 @@ public sealed class SortedDictionaryPeer : IOrderedMapPeer
 
     public string? InsertNote => "bulk load = sequential Add (no bulk API)";
 
-    public bool SupportsRangeQuery => false;
+    public string? RangeQueryNote => "no range API: each overlapped range query enumerates the dictionary in order from its start (O(n)); measured on a prefix of the ranges";
+
+    public int RangeQueryLimit(int records) => Math.Max(5, 20_000_000 / Math.Max(1, records));
 
     public void Insert(ReadOnlySpan<RmapRecord> records)
     {
@@ -100,7 +102,30 @@ public sealed class SortedDictionaryPeer : IOrderedMapPeer
         return sum;
     }
 
-    public long QueryOverlapping(ReadOnlySpan<BlockRange> ranges) => throw new NotSupportedException("SortedDictionary has no range API");
+    public long QueryOverlapping(ReadOnlySpan<BlockRange> ranges)
+    {
+        long found = 0;
+        foreach (BlockRange range in ranges)
+        {
+            uint from = range.FirstPossibleStart;
+            foreach (KeyValuePair<RmapKey, uint> pair in map)
+            {
+                if (pair.Key.StartBlock < from)
+                {
+                    continue;
+                }
+                if (pair.Key.StartBlock > range.High)
+                {
+                    break;
+                }
+                if (pair.Key.StartBlock + pair.Value > range.Low)
+                {
+                    found++;
+                }
+            }
+        }
+        return found;
+    }
 
     public long Scan()
     {

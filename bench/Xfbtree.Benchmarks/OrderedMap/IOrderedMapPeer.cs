@@ -12,8 +12,14 @@ public interface IOrderedMapPeer : IDisposable
     /// <summary>What "insert" means for this peer when it is not a plain per-record insert (e.g. append + sort).</summary>
     string? InsertNote => null;
 
-    /// <summary>False when the peer has no ordered range API (the range row then shows n/a).</summary>
-    bool SupportsRangeQuery => true;
+    /// <summary>What the overlapped range query costs this peer when it has no suitable API (printed as a note).</summary>
+    string? RangeQueryNote => null;
+
+    /// <summary>
+    /// Most ranges the harness asks this peer to answer at <paramref name="records"/> records (a peer without a range
+    /// API answers each query by a full enumeration; it answers a prefix of the same ranges, cross-checked likewise).
+    /// </summary>
+    int RangeQueryLimit(int records) => int.MaxValue;
 
     /// <summary>Inserts the records one at a time, in the given order.</summary>
     void Insert(ReadOnlySpan<RmapRecord> records);
@@ -23,6 +29,12 @@ public interface IOrderedMapPeer : IDisposable
 
     /// <summary>Looks every key up; returns the sum of the found block counts (so the work cannot be skipped).</summary>
     long Lookup(ReadOnlySpan<RmapRecord> keys);
+
+    /// <summary>Looks every key up through the peer's batch API (the same as <see cref="Lookup"/> when it has none).</summary>
+    long LookupBatch(ReadOnlySpan<RmapRecord> keys) => Lookup(keys);
+
+    /// <summary>True when <see cref="LookupBatch"/> is a real batch API.</summary>
+    bool HasBatchLookup => false;
 
     /// <summary>For each range, visits the records whose extent overlaps it; returns how many were found.</summary>
     long QueryOverlapping(ReadOnlySpan<BlockRange> ranges);

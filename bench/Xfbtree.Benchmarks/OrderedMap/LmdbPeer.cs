@@ -30,11 +30,21 @@ public sealed class LmdbPeer : IOrderedMapPeer
             MapSize = Math.Max(1L << 30, expectedRecords * 256),
             MaxDatabases = 1,
         });
-        environment.Open(EnvironmentOpenFlags.NoSync | EnvironmentOpenFlags.NoMetaSync | EnvironmentOpenFlags.WriteMap
-            | EnvironmentOpenFlags.NoReadAhead);
-        using LightningTransaction transaction = environment.BeginTransaction();
-        database = transaction.OpenDatabase(configuration: new DatabaseConfiguration { Flags = DatabaseOpenFlags.Create });
-        transaction.Commit().ThrowOnError();
+        try
+        {
+            environment.Open(EnvironmentOpenFlags.NoSync | EnvironmentOpenFlags.NoMetaSync | EnvironmentOpenFlags.WriteMap
+                | EnvironmentOpenFlags.NoReadAhead);
+            using LightningTransaction transaction = environment.BeginTransaction();
+            database = transaction.OpenDatabase(configuration: new DatabaseConfiguration { Flags = DatabaseOpenFlags.Create });
+            transaction.Commit().ThrowOnError();
+        }
+        catch
+        {
+            // A half-made environment must be disposed here: LightningDB's finalizer throws (and ends the process) otherwise.
+            environment.Dispose();
+            Directory.Delete(directory, recursive: true);
+            throw;
+        }
     }
 
     public string Name => "LMDB";
@@ -49,13 +59,29 @@ public sealed class LmdbPeer : IOrderedMapPeer
         NativeLibrary.SetDllImportResolver(typeof(LightningEnvironment).Assembly, Resolve);
     }
 
+    /// <summary>True when the system's liblmdb can be loaded.</summary>
+    public static bool SystemLibraryPresent()
+    {
+        foreach (string candidate in Candidates)
+        {
+            if (NativeLibrary.TryLoad(candidate, out IntPtr handle))
+            {
+                NativeLibrary.Free(handle);
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private static readonly string[] Candidates = ["liblmdb.so.0", "/usr/lib/x86_64-linux-gnu/liblmdb.so.0", "/usr/lib/aarch64-linux-gnu/liblmdb.so.0", "liblmdb.so"];
+
     private static IntPtr Resolve(string name, Assembly assembly, DllImportSearchPath? searchPath)
     {
         if (name != "lmdb")
         {
             return IntPtr.Zero;
         }
-        foreach (string candidate in new[] { "liblmdb.so.0", "/usr/lib/x86_64-linux-gnu/liblmdb.so.0", "/usr/lib/aarch64-linux-gnu/liblmdb.so.0", "liblmdb.so" })
+        foreach (string candidate in Candidates)
         {
             if (NativeLibrary.TryLoad(candidate, out IntPtr handle))
             {

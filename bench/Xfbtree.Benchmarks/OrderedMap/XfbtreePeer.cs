@@ -2,9 +2,16 @@ using Xfbtree.InMemory;
 
 namespace Xfbtree.Benchmarks.OrderedMap;
 
-/// <summary>The rmapbt key order for the typed ordered map (a struct, so the tree is specialised for it).</summary>
-public readonly struct RmapRecordMapComparer : IRecordComparer<RmapRecord>
+/// <summary>
+/// The rmapbt key order for the typed ordered maps (a struct, so the tree is specialised for it), and the rmapbt
+/// high key (start + length - 1, owner, offset) for the interval map's overlapped query.
+/// </summary>
+public readonly struct RmapRecordMapComparer : IIntervalRecordComparer<RmapRecord>
 {
+    /// <inheritdoc/>
+    public void GetHighKey(in RmapRecord record, out RmapRecord highKey) =>
+        highKey = record with { StartBlock = record.StartBlock + record.BlockCount - 1 };
+
     /// <inheritdoc/>
     public int Compare(in RmapRecord x, in RmapRecord y)
     {
@@ -21,12 +28,13 @@ public readonly struct RmapRecordMapComparer : IRecordComparer<RmapRecord>
 }
 
 /// <summary>
-/// Xfbtree's typed ordered map (<see cref="ShmemBTree{TRecord, TComparer}"/>): the XFS btree engine on
-/// page-sized blocks of a private xfile (memfd on Linux).
+/// Xfbtree's typed interval map (<see cref="ShmemIntervalBTree{TRecord, TComparer}"/>): the XFS btree engine with
+/// rmapbt-style overlapping node keys on page-sized blocks of a private xfile (memfd on Linux); the overlapped range
+/// query is the engine's overlapped query (subtrees pruned by their high keys), as the rmap repair uses it.
 /// </summary>
 public sealed class XfbtreePeer : IOrderedMapPeer
 {
-    private ShmemBTree<RmapRecord, RmapRecordMapComparer> map = new();
+    private ShmemIntervalBTree<RmapRecord, RmapRecordMapComparer> map = new();
 
     /// <summary>Creates the peer (the record count is only a sizing hint for other peers).</summary>
     public static IOrderedMapPeer TryCreate(int expectedRecords) => new XfbtreePeer();
@@ -40,6 +48,125 @@ public sealed class XfbtreePeer : IOrderedMapPeer
 
     /// <inheritdoc/>
     public string Name => "Xfbtree";
+
+    /// <inheritdoc/>
+    public void Insert(ReadOnlySpan<RmapRecord> records)
+    {
+        foreach (ref readonly RmapRecord record in records)
+        {
+            map.Insert(record);
+        }
+    }
+
+    /// <inheritdoc/>
+    public void BulkLoad(RmapRecord[] sorted)
+    {
+        if (map.Count != 0)
+        {
+            map.Dispose();
+            map = new ShmemIntervalBTree<RmapRecord, RmapRecordMapComparer>();
+        }
+        map.BulkLoad(sorted);
+    }
+
+    /// <inheritdoc/>
+    public long Lookup(ReadOnlySpan<RmapRecord> keys)
+    {
+        long sum = 0;
+        foreach (ref readonly RmapRecord key in keys)
+        {
+            if (map.TryFind(key, out RmapRecord found))
+            {
+                sum += found.BlockCount;
+            }
+        }
+        return sum;
+    }
+
+    /// <inheritdoc/>
+    public bool HasBatchLookup => true;
+
+    /// <inheritdoc/>
+    public long LookupBatch(ReadOnlySpan<RmapRecord> keys)
+    {
+        const int Chunk = 256;
+        Span<RmapRecord> found = stackalloc RmapRecord[Chunk];
+        Span<bool> hit = stackalloc bool[Chunk];
+        long sum = 0;
+        for (int start = 0; start < keys.Length; start += Chunk)
+        {
+            ReadOnlySpan<RmapRecord> part = keys.Slice(start, Math.Min(Chunk, keys.Length - start));
+            map.TryFindMany(part, found, hit);
+            for (int i = 0; i < part.Length; i++)
+            {
+                if (hit[i])
+                {
+                    sum += found[i].BlockCount;
+                }
+            }
+        }
+        return sum;
+    }
+
+    /// <inheritdoc/>
+    public long QueryOverlapping(ReadOnlySpan<BlockRange> ranges)
+    {
+        var counter = new CountingVisitor();
+        foreach (BlockRange range in ranges)
+        {
+            // Every record whose [start, start + length - 1] meets [Low, High]: no filtering needed afterwards.
+            var low = new RmapRecord(range.Low, 0, 0, 0);
+            var high = new RmapRecord(range.High, 0, ulong.MaxValue, ulong.MaxValue);
+            map.QueryOverlapping(low, high, ref counter);
+        }
+        return counter.Count;
+    }
+
+    private struct CountingVisitor : IRecordVisitor<RmapRecord>
+    {
+        public long Count;
+        public long StartSum;
+
+        public bool Visit(in RmapRecord record)
+        {
+            Count++;
+            StartSum += record.StartBlock;
+            return true;
+        }
+    }
+
+    /// <inheritdoc/>
+    public long Scan()
+    {
+        var visitor = new CountingVisitor();
+        map.VisitAll(ref visitor);
+        return visitor.StartSum;
+    }
+
+    /// <inheritdoc/>
+    public long Count => map.Count;
+
+    /// <inheritdoc/>
+    public long NativeBytes => map.XfileBytesUsed + map.TableBytes;
+
+    /// <inheritdoc/>
+    public void Dispose() => map.Dispose();
+}
+
+/// <summary>
+/// Xfbtree's plain typed ordered map (<see cref="ShmemBTree{TRecord, TComparer}"/>, single keys per node slot,
+/// so twice the fan-out of the interval map): it has no interval index, so its overlapped range query is
+/// <c>Range</c> from the first possible start plus a filter, as SortedSet's.
+/// </summary>
+public sealed class XfbtreePlainPeer : IOrderedMapPeer
+{
+    private ShmemBTree<RmapRecord, RmapRecordMapComparer> map = new();
+
+    /// <inheritdoc/>
+    public string Name => "Xfbtree-plain";
+
+    /// <inheritdoc/>
+    public string? RangeQueryNote => "no interval index: Range from the first possible start + filter";
 
     /// <inheritdoc/>
     public void Insert(ReadOnlySpan<RmapRecord> records)
@@ -76,13 +203,37 @@ public sealed class XfbtreePeer : IOrderedMapPeer
     }
 
     /// <inheritdoc/>
+    public bool HasBatchLookup => true;
+
+    /// <inheritdoc/>
+    public long LookupBatch(ReadOnlySpan<RmapRecord> keys)
+    {
+        const int Chunk = 256;
+        Span<RmapRecord> found = stackalloc RmapRecord[Chunk];
+        Span<bool> hit = stackalloc bool[Chunk];
+        long sum = 0;
+        for (int start = 0; start < keys.Length; start += Chunk)
+        {
+            ReadOnlySpan<RmapRecord> part = keys.Slice(start, Math.Min(Chunk, keys.Length - start));
+            map.TryFindMany(part, found, hit);
+            for (int i = 0; i < part.Length; i++)
+            {
+                if (hit[i])
+                {
+                    sum += found[i].BlockCount;
+                }
+            }
+        }
+        return sum;
+    }
+
+    /// <inheritdoc/>
     public long QueryOverlapping(ReadOnlySpan<BlockRange> ranges)
     {
         long found = 0;
         foreach (BlockRange range in ranges)
         {
-            uint from = range.FirstPossibleStart;
-            var low = new RmapRecord(from, 0, 0, 0);
+            var low = new RmapRecord(range.FirstPossibleStart, 0, 0, 0);
             var high = new RmapRecord(range.High, 0, ulong.MaxValue, ulong.MaxValue);
             foreach (ref readonly RmapRecord record in map.Range(low, high))
             {
@@ -110,7 +261,7 @@ public sealed class XfbtreePeer : IOrderedMapPeer
     public long Count => map.Count;
 
     /// <inheritdoc/>
-    public long NativeBytes => map.XfileBytesUsed;
+    public long NativeBytes => map.XfileBytesUsed + map.TableBytes;
 
     /// <inheritdoc/>
     public void Dispose() => map.Dispose();

@@ -97,7 +97,8 @@ public sealed class BtreeEdgeCaseTests(ITestOutputHelper output)
             model.Add((s, l, o));
         }
         cur.Release();
-        Assert.True(tree.Check().IsClean);
+        var checkReport = tree.Check();
+        Assert.True(checkReport.IsClean, checkReport.ToString());
         for (int q = 0; q < 300; q++)
         {
             uint a = (uint)rnd.Next(0, 2500), b = a + (uint)rnd.Next(0, 30);

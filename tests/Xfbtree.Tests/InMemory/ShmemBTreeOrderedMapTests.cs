@@ -178,6 +178,77 @@ public sealed class ShmemBTreeOrderedMapTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void OrderedMapGrowthAllocatesNothing_FromTheFirstInsert()
+    {
+        // No warm-up of the map's own tables: growing from one block to thousands (block table, free list,
+        // xfile page bookkeeping) must not allocate on the managed heap either. A second map warms the JIT only.
+        var rnd = new Random(3);
+        var keys = Enumerable.Range(0, 300_000).Select(_ => new MapRecord((uint)rnd.Next(), 1, (ulong)rnd.Next(4), 0)).ToArray();
+        using (var warm = new ShmemBTree<MapRecord, MapRecordComparer>())
+        {
+            for (int i = 0; i < 2000; i++) warm.Insert(keys[i]);
+            for (int i = 0; i < 2000; i++) warm.Remove(keys[i]);
+            warm.TryFindMany(keys.AsSpan(0, 16), new MapRecord[16], new bool[16]);
+        }
+        using var map = new ShmemBTree<MapRecord, MapRecordComparer>();
+        var found = new MapRecord[256];
+        var hit = new bool[256];
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        foreach (var k in keys) map.Insert(k);
+        int hits = 0;
+        for (int i = 0; i + 256 <= keys.Length; i += 256) hits += map.TryFindMany(keys.AsSpan(i, 256), found, hit);
+        for (int i = 0; i < keys.Length; i += 2) map.Remove(keys[i]);
+        foreach (var k in keys) map.Insert(k);
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        output.WriteLine($"allocated {allocated} bytes over {keys.Length * 3.5:F0} operations growing to {map.MemoryBytes} bytes (hits {hits})");
+        Assert.True(map.MemoryBytes > 4L << 20, "the map did not grow to thousands of blocks");
+        Assert.Equal(0, allocated);
+    }
+
+    [Fact]
+    public void OrderedMapBatchLookupAgreesWithSingleLookups()
+    {
+        using var map = new ShmemBTree<MapRecord, MapRecordComparer>();
+        var rnd = new Random(5);
+        var present = new List<MapRecord>();
+        for (int i = 0; i < 100_000; i++)
+        {
+            var r = new MapRecord((uint)rnd.Next(0, 1_000_000), (uint)rnd.Next(1, 9), (ulong)rnd.Next(3), 0);
+            if (map.Insert(r)) present.Add(r);
+        }
+        Assert.True(map.Height >= 3);
+        // Present keys (with a different payload in the probe), absent keys and the extremes, in batches of odd sizes.
+        var probes = new List<MapRecord>();
+        for (int i = 0; i < 20_000; i++)
+        {
+            var p = present[rnd.Next(present.Count)];
+            probes.Add(rnd.Next(3) == 0 ? p with { Owner = p.Owner + 7 } : p with { Length = 0 });
+        }
+        probes.Add(new MapRecord(0, 0, 0, 0));
+        probes.Add(new MapRecord(uint.MaxValue, 0, ulong.MaxValue, ulong.MaxValue));
+        int at = 0;
+        foreach (int size in new[] { 1, 7, 8, 9, 255, 1000, probes.Count })
+        {
+            if (at + size > probes.Count) at = 0;
+            var batch = probes.GetRange(at, Math.Min(size, probes.Count - at)).ToArray();
+            var found = new MapRecord[batch.Length];
+            var hit = new bool[batch.Length];
+            int hits = map.TryFindMany(batch, found, hit);
+            int expectedHits = 0;
+            for (int i = 0; i < batch.Length; i++)
+            {
+                bool single = map.TryFind(batch[i], out var one);
+                Assert.Equal(single, hit[i]);
+                if (single) { Assert.Equal(one, found[i]); expectedHits++; }
+            }
+            Assert.Equal(expectedHits, hits);
+            at += batch.Length;
+        }
+        Assert.Throws<ArgumentException>(() => map.TryFindMany(new MapRecord[4], new MapRecord[3], new bool[4]));
+        Assert.Empty(map.CheckStructure());
+    }
+
+    [Fact]
     public void OrderedMapSharesOneXfileThroughPartitions()
     {
         using var xfile = Xfbtree.Storage.Xfile.Create(new Xfbtree.Storage.XfileOptions { MaxSize = 1L << 34 });

@@ -47,6 +47,13 @@ public abstract class BtreeBlockStore
     public virtual long AllocateBlock() => throw new NotSupportedException($"{GetType().Name} cannot allocate blocks");
     /// <summary>Returns a block freed by the tree (delete joins, root collapse). Default: not supported.</summary>
     public virtual void FreeBlock(long pointer) => throw new NotSupportedException($"{GetType().Name} cannot free blocks");
+
+    /// <summary>
+    /// The address of a block that is resident and cheap to find (memory-backed stores), only to prefetch it before
+    /// it is read; null when the store cannot tell without a read (the batch lookup then just does not prefetch).
+    /// Never dereferenced: a prefetch of a stale address is harmless.
+    /// </summary>
+    internal virtual unsafe byte* PeekAddressForPrefetch(long pointer) => null;
 }
 
 /// <summary>

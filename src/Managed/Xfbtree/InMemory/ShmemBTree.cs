@@ -84,6 +84,9 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     /// <summary>Bytes the backing xfile really has allocated (for a private xfile: this tree's memory; for a shared one: every tree's).</summary>
     public long XfileBytesUsed { get { ThrowIfDisposed(); return _xfile.BytesUsed; } }
 
+    /// <summary>Native bytes of the block table (bookkeeping outside the xfile and the managed heap).</summary>
+    public long TableBytes { get { ThrowIfDisposed(); return _tree.Store.TableBytes; } }
+
     /// <summary>Height of the underlying btree (1 = a single leaf).</summary>
     public int Height { get { ThrowIfDisposed(); return _tree.Root.Height; } }
 
@@ -121,6 +124,20 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
         }
         record = default;
         return false;
+    }
+
+    /// <summary>
+    /// Looks up many keys at once (faster than one <see cref="TryFind"/> per key: the keys descend the tree
+    /// together, so their cache misses overlap). For each i, <paramref name="records"/>[i] is the record with the
+    /// key of <paramref name="keys"/>[i] when <paramref name="found"/>[i] is true (unchanged otherwise). Returns
+    /// how many were found. Allocates nothing.
+    /// </summary>
+    public int TryFindMany(ReadOnlySpan<TRecord> keys, Span<TRecord> records, Span<bool> found)
+    {
+        ThrowIfDisposed();
+        if (records.Length < keys.Length) throw new ArgumentException("records is shorter than keys", nameof(records));
+        if (found.Length < keys.Length) throw new ArgumentException("found is shorter than keys", nameof(found));
+        return _cursor.LookupEqualBatch(MemoryMarshal.AsBytes(keys), MemoryMarshal.AsBytes(records), found);
     }
 
     /// <summary>True when a record with the key of <paramref name="key"/> exists.</summary>

@@ -7,23 +7,35 @@ namespace Xfbtree.InMemory;
 /// <summary>
 /// Blocks of an in-memory btree inside one partition of an <see cref="Xfile"/>: block <c>bno</c> is the page at
 /// <c>partitionStart + bno * PageSize</c>. Like upstream's xmbuf, buffers are the xfile pages themselves
-/// (direct mapped, zero copy, no I/O): a block's page is pinned once when it is allocated and its address kept
-/// in a table, so reading a block is an array lookup. Freed blocks are unpinned, their pages discarded (memory
-/// returned) and their numbers reused. Block memory is trusted like DRAM (no CRC, no verify on read);
-/// the structure verifier runs on every dirty block at <see cref="Commit"/>.
+/// (direct mapped, zero copy, no I/O): a block's page is committed once when it is allocated and its address kept
+/// in a table, so reading a block is one table load. Freed blocks' pages are discarded (memory returned) and
+/// their numbers reused. Block memory is trusted like DRAM (no CRC, no verify on read); the structure verifier
+/// runs on every dirty block at <see cref="Commit"/>.
 /// </summary>
+/// <remarks>
+/// No managed allocation after construction, growth included: the block table (page address per block, or the
+/// free-list link of a freed block) and the dirty flags live in native memory grown by doubling (their bytes are
+/// in <see cref="TableBytes"/>), the free list is threaded through the table, and pages are committed without
+/// per-page pins (the store holds one reference on the xfile's mapping instead).
+/// </remarks>
 public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
 {
     readonly Xfile _xfile;
     readonly long _start;
     readonly long _maxBlocks;
     readonly int _pageSize;
-    nint[] _pages = new nint[64];
+    // Per block ever handed out (0.._highest-1): > 0 the page address of an allocated block; <= 0 a free block,
+    // -(next free block + 1) (0 = end of the free list).
+    nint* _table;
+    byte* _dirtyFlag;                    // 1 = dirty, 2 = stale (freed) in the current transaction
+    long _capacity;                      // entries of _table and _dirtyFlag
     long _highest;                       // blocks 0.._highest-1 have been handed out at least once
-    readonly Stack<long> _free = new();
-    byte[] _dirtyFlag = new byte[64];    // 1 = dirty, 2 = stale (freed) in the current transaction
+    long _freeHead = -1;
+    long _freeCount;
     readonly List<long> _dirty = new();
     bool _disposed;
+
+    const long InitialCapacity = 64;
 
     /// <summary>A store over [<paramref name="partitionStart"/>, +<paramref name="partitionLength"/>) of <paramref name="xfile"/>.</summary>
     public XfbtreeBlockStore(Xfile xfile, long partitionStart = 0, long partitionLength = -1)
@@ -36,7 +48,14 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         if (partitionStart + partitionLength > xfile.MaxSize) throw new ArgumentOutOfRangeException(nameof(partitionLength), "partition beyond the xfile");
         _start = partitionStart;
         _maxBlocks = partitionLength / _pageSize;
+        _capacity = Math.Min(InitialCapacity, Math.Max(1, _maxBlocks));
+        _table = (nint*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)(_capacity * sizeof(nint)));
+        _dirtyFlag = (byte*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)_capacity);
+        xfile.RetainMapping();
     }
+
+    /// <summary>Frees the native tables if the owner never disposed the store (the xfile reference is the xfile's to drop).</summary>
+    ~XfbtreeBlockStore() => FreeTables();
 
     public Xfile Xfile => _xfile;
     public long PartitionStart => _start;
@@ -45,24 +64,29 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     public override int BlockSize => _pageSize;
     public override bool ChecksCrc => false;
     /// <summary>Blocks currently allocated.</summary>
-    public long LiveBlocks => _highest - _free.Count;
+    public long LiveBlocks => _highest - _freeCount;
+    /// <summary>Native bytes of the block table and dirty flags (bookkeeping outside the xfile and the managed heap).</summary>
+    public long TableBytes => _capacity * (sizeof(nint) + 1);
     /// <summary>Verifier used at commit (set by the owning tree).</summary>
     public BtreeBlockVerifier? CommitVerifier { get; set; }
     /// <summary>Record dirty blocks for <see cref="Commit"/> (off for trees that never commit, e.g. the typed map).</summary>
     public bool TrackDirty { get; set; } = true;
 
     public override long PointerToDaddr(long pointer) => pointer * (_pageSize / 512);
-    public override bool IsValidPointer(long pointer) => (ulong)pointer < (ulong)_highest && _pages[pointer] != 0;
+    public override bool IsValidPointer(long pointer) => (ulong)pointer < (ulong)_highest && _table[pointer] > 0;
 
     public override BtreeBlockRef Read(long pointer, BtreeBlockVerifier verifier)
     {
-        if ((ulong)pointer >= (ulong)_highest || _pages[pointer] == 0)
+        nint page;
+        if ((ulong)pointer >= (ulong)_highest || (page = _table[pointer]) <= 0)
             throw new CorruptionException(verifier.Name, pointer, "pointer to an unallocated in-memory block");
-        System.Diagnostics.Debug.Assert(_pages[pointer] != 0, "allocated block without a pinned page");
-        return new BtreeBlockRef(null, (byte*)_pages[pointer], pointer);
+        return new BtreeBlockRef(null, (byte*)page, pointer);
     }
 
     public override BtreeBlockRef GetNew(long pointer, BtreeBlockVerifier verifier) => Read(pointer, verifier);
+
+    internal override byte* PeekAddressForPrefetch(long pointer)
+        => (ulong)pointer < (ulong)_highest && _table[pointer] > 0 ? (byte*)_table[pointer] : null;
     public override void Release(in BtreeBlockRef block) { }
 
     public override void MarkDirty(in BtreeBlockRef block)
@@ -85,32 +109,52 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         long bno;
-        if (_free.Count > 0) bno = _free.Pop();
+        if (_freeHead >= 0)
+        {
+            bno = _freeHead;
+            _freeHead = -(long)_table[bno] - 1;
+            _freeCount--;
+        }
         else
         {
             if (_highest >= _maxBlocks) throw new XfileFullException($"in-memory btree partition full ({_maxBlocks} blocks)");
             bno = _highest;
-            if (bno >= _pages.Length)
-            {
-                Array.Resize(ref _pages, (int)Math.Min(Math.Max(_pages.Length * 2L, bno + 1), int.MaxValue));
-                Array.Resize(ref _dirtyFlag, _pages.Length);
-            }
+            if (bno >= _capacity) Grow(bno + 1);
             _highest++;
         }
-        byte* page = _xfile.PinPage(_start + bno * _pageSize);
-        _pages[bno] = (nint)page;
+        byte* page;
+        try { page = _xfile.CommitPageUnpinned(_start + bno * _pageSize); }
+        catch
+        {
+            // Back onto the free list: the block number stays valid bookkeeping, the page was not committed.
+            _table[bno] = (nint)(-(_freeHead + 1));
+            _freeHead = bno;
+            _freeCount++;
+            throw;
+        }
+        _table[bno] = (nint)page;
         new Span<byte>(page, _pageSize).Clear();
         return bno;
+    }
+
+    void Grow(long needed)
+    {
+        long capacity = Math.Min(Math.Max(_capacity * 2, needed), _maxBlocks);
+        _table = (nint*)System.Runtime.InteropServices.NativeMemory.Realloc(_table, (nuint)(capacity * sizeof(nint)));
+        _dirtyFlag = (byte*)System.Runtime.InteropServices.NativeMemory.Realloc(_dirtyFlag, (nuint)capacity);
+        System.Runtime.InteropServices.NativeMemory.Clear(_table + _capacity, (nuint)((capacity - _capacity) * sizeof(nint)));
+        System.Runtime.InteropServices.NativeMemory.Clear(_dirtyFlag + _capacity, (nuint)(capacity - _capacity));
+        _capacity = capacity;
     }
 
     public override void FreeBlock(long pointer)
     {
         if (!IsValidPointer(pointer)) throw new InvalidOperationException($"free of unallocated in-memory block {pointer}");
         long offset = _start + pointer * _pageSize;
-        _pages[pointer] = 0;
-        _xfile.UnpinPage(offset);
+        _table[pointer] = (nint)(-(_freeHead + 1));
+        _freeHead = pointer;
+        _freeCount++;
         _xfile.Discard(offset, _pageSize);
-        _free.Push(pointer);
     }
 
     /// <summary>
@@ -125,8 +169,8 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         {
             byte flags = _dirtyFlag[p];
             _dirtyFlag[p] = 0;
-            if ((flags & 2) != 0 || _pages[p] == 0 || CommitVerifier is null) continue;
-            try { CommitVerifier.Verify(new ReadOnlySpan<byte>((byte*)_pages[p], _pageSize), PointerToDaddr(p)); }
+            if ((flags & 2) != 0 || _table[p] <= 0 || CommitVerifier is null) continue;
+            try { CommitVerifier.Verify(new ReadOnlySpan<byte>((byte*)_table[p], _pageSize), PointerToDaddr(p)); }
             catch (CorruptionException e) { first ??= e; }
         }
         _dirty.Clear();
@@ -140,19 +184,38 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         _dirty.Clear();
     }
 
-    /// <summary>Unpins every page and discards the partition's memory.</summary>
+    /// <summary>Discards the partition's memory, frees the tables and drops the store's reference on the xfile mapping.</summary>
     public void Dispose()
     {
         if (_disposed) return;
         _disposed = true;
-        for (long b = 0; b < _highest; b++)
-            if (_pages[b] != 0)
-            {
-                _xfile.UnpinPage(_start + b * _pageSize);
-                _pages[b] = 0;
-            }
-        if (_highest > 0) _xfile.Discard(_start, _highest * _pageSize);
-        _free.Clear();
+        long used = _highest * _pageSize;
         _highest = 0;
+        _freeHead = -1;
+        _freeCount = 0;
+        _dirty.Clear();
+        try
+        {
+            if (used > 0) _xfile.Discard(_start, used);
+        }
+        catch (ObjectDisposedException)
+        {
+            // The xfile went first: its memory goes when the mapping does (below, with the last reference).
+        }
+        finally
+        {
+            FreeTables();
+            _xfile.ReleaseMapping();
+            GC.SuppressFinalize(this);
+        }
+    }
+
+    void FreeTables()
+    {
+        System.Runtime.InteropServices.NativeMemory.Free(_table);
+        System.Runtime.InteropServices.NativeMemory.Free(_dirtyFlag);
+        _table = null;
+        _dirtyFlag = null;
+        _capacity = 0;
     }
 }

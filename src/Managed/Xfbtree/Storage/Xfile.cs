@@ -282,6 +282,40 @@ public sealed unsafe partial class Xfile : IDisposable
         return backend.PageAddress(page);
     }
 
+    /// <summary>
+    /// Keeps the mapping alive (as a pin does) without pinning any page; balance with <see cref="ReleaseMapping"/>.
+    /// For owners of many pages (the in-memory btree store) that track their pages themselves.
+    /// </summary>
+    internal void RetainMapping() => EnterOperation();
+
+    /// <summary>Drops a reference taken by <see cref="RetainMapping"/>.</summary>
+    internal void ReleaseMapping() => lease.DangerousRelease();
+
+    /// <summary>
+    /// Commits (if needed) the page at <paramref name="pageOffset"/> and returns its address without pinning it.
+    /// SAFETY: the caller holds <see cref="RetainMapping"/> while it uses the address, owns the page (nobody else
+    /// discards it), and the pointer covers exactly <see cref="PageSize"/> bytes. Pin-free, so committing a page
+    /// allocates no pin bookkeeping (the in-memory btree's zero-allocation growth depends on it).
+    /// </summary>
+    internal byte* CommitPageUnpinned(long pageOffset)
+    {
+        CheckPageOffset(pageOffset);
+        EnterOperation();
+        try
+        {
+            long page = pageOffset >> pageShift;
+            if (!pages.IsCommitted(page))
+            {
+                CommitRange(page, page + 1);
+            }
+            return backend.PageAddress(page);
+        }
+        finally
+        {
+            lease.DangerousRelease();
+        }
+    }
+
     /// <summary>Pins a page like <see cref="PinPage"/> and returns it as a span (balance with <see cref="UnpinPage"/>).</summary>
     public Span<byte> PinPageSpan(long pageOffset) => new(PinPage(pageOffset), PageSize);
 

@@ -1,0 +1,126 @@
+using System.Diagnostics;
+
+namespace Xfbtree.Btree;
+
+// Batched point lookups: several keys descend the tree together, one level at a time, so the cache misses of
+// one key's next block overlap with the searches of the others (software pipelining), instead of each lookup
+// waiting for its own chain of dependent misses.
+public sealed unsafe partial class BtreeCursor<TOps>
+{
+    /// <summary>Keys descending together: enough to cover a miss with the searches of the others, few enough to stay in L1.</summary>
+    const int BatchWidth = 8;
+
+    /// <summary>
+    /// Looks up every key of <paramref name="keys"/> (<c>count * KeySize</c> bytes) for an equal record; copies each
+    /// one found into <paramref name="records"/> (slot i of <c>RecordSize</c> bytes) and sets <paramref name="found"/>[i].
+    /// Returns how many were found. Same checks as <see cref="Lookup"/> on every block entered (level, numrecs);
+    /// the cursor is unpositioned afterwards. Trees rooted in an inode fork are looked up one key at a time.
+    /// </summary>
+    public int LookupEqualBatch(ReadOnlySpan<byte> keys, Span<byte> records, Span<bool> found)
+    {
+        if (keys.Length % _keySize != 0) throw new ArgumentException($"keys must be a multiple of {_keySize} bytes", nameof(keys));
+        int count = keys.Length / _keySize;
+        if (records.Length < count * _recordSize) throw new ArgumentException($"records must hold {count} records of {_recordSize} bytes", nameof(records));
+        if (found.Length < count) throw new ArgumentException($"found must hold {count} flags", nameof(found));
+        ReleaseBlocks();
+        BeginOperation();
+        int hits = 0;
+        if (_imageLevel >= 0)
+        {
+            for (int i = 0; i < count; i++)
+            {
+                found[i] = LookupCore(keys.Slice(i * _keySize, _keySize), BtreeLookup.Equal, out _);
+                if (found[i]) { Current.CopyTo(records.Slice(i * _recordSize, _recordSize)); hits++; }
+            }
+            ReleaseBlocks();
+            return hits;
+        }
+        Span<long> pointers = stackalloc long[BatchWidth];
+        for (int start = 0; start < count; start += BatchWidth)
+        {
+            int width = Math.Min(BatchWidth, count - start);
+            pointers[..width].Fill(_rootPointer);
+            for (int level = _height - 1; level >= 0; level--)
+            {
+                for (int j = 0; j < width; j++)
+                {
+                    int i = start + j;
+                    var key = keys.Slice(i * _keySize, _keySize);
+                    long ptr = pointers[j];
+                    if (!_store.IsValidPointer(ptr)) Corrupt(ptr, $"pointer {ptr} at level {level + 1} out of range");
+                    var block = _store.Read(ptr, _verifier);
+                    try
+                    {
+                        var b = SpanOf(block);
+                        CheckEnteredBlock(level, b, ptr);
+                        int n = NumRecords(b);
+                        if (level > 0)
+                        {
+                            long child = BtreeHeader.ReadPointer(b[(_headerSize + _nodeMaxRecords * _keySlotSize + NodeSlotAtOrBelow(b, n, key) * _pointerSize)..], _longPointers);
+                            pointers[j] = child;
+                            PrefetchProbes(_store.PeekAddressForPrefetch(child), level - 1);
+                        }
+                        else
+                        {
+                            int at = LeafIndexOf(b, n, key);
+                            found[i] = at >= 0;
+                            if (at >= 0)
+                            {
+                                RecordAt(b, at).CopyTo(records.Slice(i * _recordSize, _recordSize));
+                                hits++;
+                            }
+                        }
+                    }
+                    finally { _store.Release(block); }
+                }
+            }
+        }
+        return hits;
+    }
+
+    /// <summary>Index of the last slot whose key is at most <paramref name="key"/> (0 when all are above).</summary>
+    int NodeSlotAtOrBelow(ReadOnlySpan<byte> b, int n, ReadOnlySpan<byte> key)
+    {
+        var entries = b[_headerSize..];
+        int low = 0, high = n - 1, keyno = 0, diff = 1;
+        while (low <= high)
+        {
+            keyno = (low + high) >> 1;
+            diff = _ops.CompareKeys(entries.Slice(keyno * _keySlotSize, _keySize), key);
+            if (diff < 0) low = keyno + 1;
+            else if (diff > 0) high = keyno - 1;
+            else return keyno;
+        }
+        return diff > 0 && keyno > 0 ? keyno - 1 : keyno;
+    }
+
+    /// <summary>Index of the record equal to <paramref name="key"/>, or -1.</summary>
+    int LeafIndexOf(ReadOnlySpan<byte> b, int n, ReadOnlySpan<byte> key)
+    {
+        var entries = b[_headerSize..];
+        int low = 0, high = n - 1;
+        while (low <= high)
+        {
+            int mid = (low + high) >> 1;
+            int diff = _ops.CompareRecordToKey(entries.Slice(mid * _recordSize, _recordSize), key);
+            if (diff < 0) low = mid + 1;
+            else if (diff > 0) high = mid - 1;
+            else return mid;
+        }
+        return -1;
+    }
+
+    /// <summary>
+    /// Prefetches the lines a binary search of a block at <paramref name="level"/> touches first: the header
+    /// (numrecs) and the first three probe levels of a full block (seven lines spread over the entries).
+    /// </summary>
+    void PrefetchProbes(byte* block, int level)
+    {
+        if (block == null || !System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
+        int entryBytes = (level == 0 ? _leafMaxRecords * _recordSize : _nodeMaxRecords * _keySlotSize);
+        Debug.Assert(_headerSize + entryBytes <= _blockSize, "probe prefetch past the block");
+        System.Runtime.Intrinsics.X86.Sse.Prefetch0(block);
+        byte* entries = block + _headerSize;
+        for (int k = 1; k < 8; k++) System.Runtime.Intrinsics.X86.Sse.Prefetch0(entries + (long)entryBytes * k / 8);
+    }
+}

@@ -1,0 +1,195 @@
+using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
+using Xfbtree.Buffers;
+
+namespace Xfbtree.Btree;
+
+// Delete with rebalancing: borrow from or join with a sibling, collapse a one-child root block, kill_iroot.
+public sealed partial class BtreeCursor<TOps>
+{
+    /// <summary>Deletes the record under the cursor, rebalancing (borrow, join, root collapse). The cursor is unpositioned afterwards.</summary>
+    public void Delete()
+    {
+        EnsureWritable();
+        if (!HasRecord) throw new InvalidOperationException("cursor is not on a record");
+        try
+        {
+            int level = 0, pos = _index[0];
+            while (true)
+            {
+                var b = Block(level);
+                int n = NumRecords(b);
+                CloseGap(b, level, pos, n, MaxRecords(level));
+                BtreeHeader.SetNumRecords(b, --n);
+                Dirty(level);
+                if (level == _height - 1)
+                {
+                    if (IsImageLevel(level)) TryKillInodeRoot();
+                    else if (level > 0 && n == 1) CollapseRoot(level);
+                    break;
+                }
+                int min = _geometry.MinRecords(level);
+                if (n >= min)
+                {
+                    FixKeysUpFrom(level);
+                    break;
+                }
+                int p = _index[level + 1];
+                int pn = NumRecords(Block(level + 1));
+                long cur = _blocks[level].Pointer;
+                if (p + 1 < pn)
+                {
+                    long rightPtr = ChildPointer(level + 1, p + 1);
+                    if (BtreeHeader.RightSibling(b, _longPointers) != rightPtr) Corrupt(cur, $"right sibling is not the parent's next child {rightPtr}");
+                    var rb = ReadSideBlock(level, rightPtr);
+                    bool joined;
+                    try
+                    {
+                        var r = SpanOf(rb);
+                        if (BtreeHeader.LeftSibling(r, _longPointers) != cur) Corrupt(rightPtr, $"left sibling does not point back to {cur}");
+                        int rn = NumRecords(r);
+                        if (rn > min)
+                        {
+                            CopyEntries(r, 0, b, n, 1, level);
+                            BtreeHeader.SetNumRecords(b, n + 1);
+                            CloseGap(r, level, 0, rn, _nodeMaxRecords);
+                            BtreeHeader.SetNumRecords(r, rn - 1);
+                            _store.MarkDirty(rb);
+                            WriteSlot(level + 1, p, b);
+                            WriteSlot(level + 1, p + 1, r);
+                            joined = false;
+                        }
+                        else
+                        {
+                            CopyEntries(r, 0, b, n, rn, level);
+                            BtreeHeader.SetNumRecords(b, n + rn);
+                            long far = BtreeHeader.RightSibling(r, _longPointers);
+                            BtreeHeader.SetRightSibling(b, _longPointers, far);
+                            if (far != BtreeHeader.NullPointer) RelinkLeft(level, far, rightPtr, cur);
+                            _store.MarkStale(rb);
+                            WriteSlot(level + 1, p, b);
+                            joined = true;
+                        }
+                    }
+                    finally { _store.Release(rb); }
+                    if (!joined)
+                    {
+                        FixKeysUpFrom(level + 1);
+                        break;
+                    }
+                    _store.FreeBlock(rightPtr);
+                    level++;
+                    pos = p + 1;
+                    continue;
+                }
+                if (p > 0)
+                {
+                    long leftPtr = ChildPointer(level + 1, p - 1);
+                    if (BtreeHeader.LeftSibling(b, _longPointers) != leftPtr) Corrupt(cur, $"left sibling is not the parent's previous child {leftPtr}");
+                    var lb = ReadSideBlock(level, leftPtr);
+                    var l = SpanOf(lb);
+                    try
+                    {
+                        if (BtreeHeader.RightSibling(l, _longPointers) != cur) Corrupt(leftPtr, $"right sibling does not point back to {cur}");
+                    }
+                    catch { _store.Release(lb); throw; }
+                    int ln = NumRecords(l);
+                    if (ln > min)
+                    {
+                        try
+                        {
+                            OpenGap(b, level, 0, n, MaxRecords(level));
+                            CopyEntries(l, ln - 1, b, 0, 1, level);
+                            BtreeHeader.SetNumRecords(b, n + 1);
+                            BtreeHeader.SetNumRecords(l, ln - 1);
+                            _store.MarkDirty(lb);
+                            WriteSlot(level + 1, p - 1, l);
+                            WriteSlot(level + 1, p, b);
+                        }
+                        finally { _store.Release(lb); }
+                        FixKeysUpFrom(level + 1);
+                        break;
+                    }
+                    // Join this block into its left sibling; the left block takes its place on the path.
+                    try
+                    {
+                        CopyEntries(b, 0, l, ln, n, level);
+                        BtreeHeader.SetNumRecords(l, ln + n);
+                        long far = BtreeHeader.RightSibling(b, _longPointers);
+                        BtreeHeader.SetRightSibling(l, _longPointers, far);
+                        if (far != BtreeHeader.NullPointer) RelinkLeft(level, far, cur, leftPtr);
+                        _store.MarkDirty(lb);
+                        WriteSlot(level + 1, p - 1, l);
+                    }
+                    catch { _store.Release(lb); throw; }
+                    _store.MarkStale(_blocks[level]);
+                    _store.Release(_blocks[level]);
+                    _blocks[level] = lb;
+                    _store.FreeBlock(cur);
+                    level++;
+                    pos = p;
+                    continue;
+                }
+                if (IsImageLevel(level + 1))
+                {
+                    // The only child of an inode root (no siblings): XFS tries to pull its entries up (kill_iroot).
+                    // A leaf under a level-1 root may become empty; a node never does (joins leave entries).
+                    if (n > 0) FixKeysUpFrom(level);
+                    else if (level > 0) Corrupt(cur, "only child of the inode root became empty");
+                    TryKillInodeRoot();
+                    break;
+                }
+                if (n == 0) Corrupt(cur, "only child of its parent became empty");
+                FixKeysUpFrom(level);
+                break;
+            }
+        }
+        finally
+        {
+            ReleaseBlocks();
+            FinishWrite();
+        }
+    }
+
+    /// <summary>
+    /// XFS's kill_iroot: when the inode root (level 2 or more) has a single child whose entries fit in the fork,
+    /// moves them into the root, frees the child and lowers the tree by one. The root never goes below level 1.
+    /// The child is the path block below the root (the delete walked through it).
+    /// </summary>
+    void TryKillInodeRoot()
+    {
+        int rootLevel = _height - 1;
+        Debug.Assert(IsImageLevel(rootLevel), "kill_iroot on a block root");
+        if (rootLevel < 2) return;
+        var root = Block(rootLevel);
+        if (NumRecords(root) != 1) return;
+        int childLevel = rootLevel - 1;
+        long child = ChildPointer(rootLevel, 0);
+        if (_blocks[childLevel].IsNull || _blocks[childLevel].Pointer != child) Corrupt(child, "the inode root's only child is not the path block below it");
+        var c = Block(childLevel);
+        int cn = NumRecords(c);
+        if (cn > _imageMaxRecords) return;
+        BtreeHeader.SetLevel(root, childLevel);
+        CopyEntries(c, 0, _nodeMaxRecords, root, 0, _imageMaxRecords, cn, childLevel);
+        BtreeHeader.SetNumRecords(root, cn);
+        _store.MarkStale(_blocks[childLevel]);
+        _store.Release(_blocks[childLevel]);
+        _blocks[childLevel] = _blocks[rootLevel];
+        _blocks[rootLevel] = default;
+        _store.FreeBlock(child);
+        _height--;
+        _imageLevel--;
+        _imageChanged = true;
+    }
+
+    void CollapseRoot(int level)
+    {
+        long child = ChildPointer(level, 0);
+        long old = _blocks[level].Pointer;
+        _store.MarkStale(_blocks[level]);
+        _store.Release(_blocks[level]);
+        _blocks[level] = default;
+        _store.FreeBlock(old);
+        _tree.Root.Set(child, _height - 1);
+    }
+}

@@ -1,0 +1,297 @@
+using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
+using Xfbtree.Buffers;
+
+namespace Xfbtree.Btree;
+
+// Writes that add or change records: update in place, insert with shifts into siblings, splits, a new root
+// block, and new_iroot for an inode-fork root.
+public sealed partial class BtreeCursor<TOps>
+{
+    /// <summary>
+    /// Overwrites the record under the cursor and propagates key changes upward. The new record must keep its
+    /// place in key order (same rule as XFS's update).
+    /// </summary>
+    public void Update(ReadOnlySpan<byte> record)
+    {
+        EnsureWritable();
+        if (record.Length != _recordSize) throw new ArgumentException($"record must be {_recordSize} bytes", nameof(record));
+        if (!HasRecord) throw new InvalidOperationException("cursor is not on a record");
+        try
+        {
+            var b = Block(0);
+            record.CopyTo(b.Slice(_geometry.RecordOffset(_index[0]), _recordSize));
+            Dirty(0);
+            FixKeysUpFrom(0);
+        }
+        finally { FinishWrite(); }
+    }
+
+
+
+    /// <summary>
+    /// Inserts a record; false (tree unchanged) when a record with an equal key exists. May shift entries into a
+    /// sibling, split blocks and grow a new root. The cursor is unpositioned afterwards.
+    /// </summary>
+    public bool Insert(ReadOnlySpan<byte> record)
+    {
+        EnsureWritable();
+        if (record.Length != _recordSize) throw new ArgumentException($"record must be {_recordSize} bytes", nameof(record));
+        Span<byte> key = stackalloc byte[BtreeGeometry.MaxKeySize];
+        key = key[.._keySize];
+        _ops.GetKey(record, key);
+        LookupCore(key, BtreeLookup.Equal, out bool exact);
+        if (exact) return false;
+        Span<byte> entry = stackalloc byte[BtreeGeometry.MaxRecordSize];
+        Span<byte> next = stackalloc byte[BtreeGeometry.MaxKeySize];
+        record.CopyTo(entry);
+        long entryPtr = BtreeHeader.NullPointer;
+        int pos = _index[0];
+        try
+        {
+            for (int level = 0; ; level++)
+            {
+                var b = Block(level);
+                if (NumRecords(b) < MaxRecords(level))
+                {
+                    InsertEntry(b, level, pos, entry, entryPtr, MaxRecords(level));
+                    Dirty(level);
+                    if (level == 0 && _geometry.Overlapping) RaiseKeysAfterLeafInsert(pos, entry[.._recordSize]);
+                    else FixKeysUpFrom(level);
+                    break;
+                }
+                if (IsImageLevel(level))
+                {
+                    // A full inode root: its entries move into a new child block, which has room (a block holds
+                    // more entries than a fork); the root keeps one entry for it.
+                    NewInodeRoot(level);
+                    InsertEntry(Block(level), level, pos, entry, entryPtr);
+                    Dirty(level);
+                    FixKeysUpFrom(level);
+                    break;
+                }
+                if (level < _height - 1 && (TryShiftRight(level, pos, entry, entryPtr) || TryShiftLeft(level, pos, entry, entryPtr)))
+                {
+                    FixKeysUpFrom(level + 1);
+                    break;
+                }
+                long newPtr = Split(level, pos, entry, entryPtr, next[.._keySlotSize]);
+                if (level == _height - 1)
+                {
+                    NewRoot(level, newPtr, next[.._keySlotSize]);
+                    break;
+                }
+                WriteSlot(level + 1, _index[level + 1], Block(level));
+                next[.._keySlotSize].CopyTo(entry);
+                entryPtr = newPtr;
+                pos = _index[level + 1] + 1;
+            }
+        }
+        finally
+        {
+            ReleaseBlocks();
+            FinishWrite();
+        }
+        return true;
+    }
+
+    bool TryShiftRight(int level, int pos, ReadOnlySpan<byte> entry, long entryPtr)
+    {
+        int p = _index[level + 1];
+        if (p + 1 >= NumRecords(Block(level + 1))) return false;
+        long sibPtr = ChildPointer(level + 1, p + 1);
+        var b = Block(level);
+        long cur = _blocks[level].Pointer;
+        if (BtreeHeader.RightSibling(b, _longPointers) != sibPtr) Corrupt(cur, $"right sibling is not the parent's next child {sibPtr}");
+        var sib = ReadSideBlock(level, sibPtr);
+        try
+        {
+            var s = SpanOf(sib);
+            if (BtreeHeader.LeftSibling(s, _longPointers) != cur) Corrupt(sibPtr, $"left sibling does not point back to {cur}");
+            int sn = NumRecords(s);
+            if (sn >= _geometry.MaxRecords(level)) return false;
+            int n = NumRecords(b);
+            if (pos == n)
+            {
+                InsertEntry(s, level, 0, entry, entryPtr);
+            }
+            else
+            {
+                OpenGap(s, level, 0, sn, _nodeMaxRecords);
+                CopyEntries(b, n - 1, s, 0, 1, level);
+                BtreeHeader.SetNumRecords(s, sn + 1);
+                BtreeHeader.SetNumRecords(b, n - 1);
+                InsertEntry(b, level, pos, entry, entryPtr);
+            }
+            _store.MarkDirty(sib);
+            Dirty(level);
+            WriteSlot(level + 1, p, b);
+            WriteSlot(level + 1, p + 1, s);
+            return true;
+        }
+        finally { _store.Release(sib); }
+    }
+
+    bool TryShiftLeft(int level, int pos, ReadOnlySpan<byte> entry, long entryPtr)
+    {
+        int p = _index[level + 1];
+        if (p == 0) return false;
+        long sibPtr = ChildPointer(level + 1, p - 1);
+        var b = Block(level);
+        long cur = _blocks[level].Pointer;
+        if (BtreeHeader.LeftSibling(b, _longPointers) != sibPtr) Corrupt(cur, $"left sibling is not the parent's previous child {sibPtr}");
+        var sib = ReadSideBlock(level, sibPtr);
+        try
+        {
+            var s = SpanOf(sib);
+            if (BtreeHeader.RightSibling(s, _longPointers) != cur) Corrupt(sibPtr, $"right sibling does not point back to {cur}");
+            int sn = NumRecords(s);
+            if (sn >= _geometry.MaxRecords(level)) return false;
+            int n = NumRecords(b);
+            if (pos == 0)
+            {
+                InsertEntry(s, level, sn, entry, entryPtr);
+            }
+            else
+            {
+                CopyEntries(b, 0, s, sn, 1, level);
+                BtreeHeader.SetNumRecords(s, sn + 1);
+                CloseGap(b, level, 0, n, _nodeMaxRecords);
+                BtreeHeader.SetNumRecords(b, n - 1);
+                InsertEntry(b, level, pos - 1, entry, entryPtr);
+            }
+            _store.MarkDirty(sib);
+            Dirty(level);
+            WriteSlot(level + 1, p - 1, s);
+            WriteSlot(level + 1, p, b);
+            return true;
+        }
+        finally { _store.Release(sib); }
+    }
+
+    /// <summary>Splits the full path block at <paramref name="level"/> while inserting the entry; returns the new right block and its keys.</summary>
+    long Split(int level, int pos, ReadOnlySpan<byte> entry, long entryPtr, Span<byte> newKeys)
+    {
+        var b = Block(level);
+        long cur = _blocks[level].Pointer;
+        int n = NumRecords(b);
+        long oldRight = BtreeHeader.RightSibling(b, _longPointers);
+        long newPtr = _store.AllocateBlock();
+        var nb = _store.GetNew(newPtr, _verifier);
+        try
+        {
+            _tree.InitializeBlock(nb, level);
+            var s = SpanOf(nb);
+            int leftCount = (n + 2) / 2;
+            if (pos < leftCount)
+            {
+                int move = n - (leftCount - 1);
+                CopyEntries(b, leftCount - 1, s, 0, move, level);
+                BtreeHeader.SetNumRecords(s, move);
+                BtreeHeader.SetNumRecords(b, leftCount - 1);
+                InsertEntry(b, level, pos, entry, entryPtr);
+            }
+            else
+            {
+                int move = n - leftCount;
+                CopyEntries(b, leftCount, s, 0, move, level);
+                BtreeHeader.SetNumRecords(s, move);
+                BtreeHeader.SetNumRecords(b, leftCount);
+                InsertEntry(s, level, pos - leftCount, entry, entryPtr);
+            }
+            BtreeHeader.SetLeftSibling(s, _longPointers, cur);
+            BtreeHeader.SetRightSibling(s, _longPointers, oldRight);
+            BtreeHeader.SetRightSibling(b, _longPointers, newPtr);
+            if (oldRight != BtreeHeader.NullPointer) RelinkLeft(level, oldRight, cur, newPtr);
+            Span<byte> tmp = stackalloc byte[BtreeGeometry.MaxKeySize];
+            ComputeKeys(s, level, newKeys[.._keySize], _geometry.Overlapping ? newKeys.Slice(_keySize, _keySize) : default, tmp[.._keySize]);
+            _store.MarkDirty(nb);
+            Dirty(level);
+        }
+        finally { _store.Release(nb); }
+        return newPtr;
+    }
+
+    /// <summary>Sets the left sibling of block <paramref name="ptr"/> from <paramref name="expected"/> to <paramref name="replacement"/>.</summary>
+    void RelinkLeft(int level, long ptr, long expected, long replacement)
+    {
+        var side = ReadSideBlock(level, ptr);
+        try
+        {
+            var s = SpanOf(side);
+            if (BtreeHeader.LeftSibling(s, _longPointers) != expected) Corrupt(ptr, $"left sibling {BtreeHeader.LeftSibling(s, _longPointers)}, expected {expected}");
+            BtreeHeader.SetLeftSibling(s, _longPointers, replacement);
+            _store.MarkDirty(side);
+        }
+        finally { _store.Release(side); }
+    }
+
+    void NewRoot(int level, long rightPtr, ReadOnlySpan<byte> rightKeys)
+    {
+        if (_height + 1 > _geometry.MaxLevels) throw new InvalidOperationException($"{_tree.Name}: tree would exceed {_geometry.MaxLevels} levels");
+        long rootPtr = _store.AllocateBlock();
+        var rb = _store.GetNew(rootPtr, _verifier);
+        try
+        {
+            _tree.InitializeBlock(rb, level + 1);
+            var r = SpanOf(rb);
+            Span<byte> scratch = stackalloc byte[3 * BtreeGeometry.MaxKeySize];
+            var low = scratch[.._keySize];
+            var high = scratch.Slice(BtreeGeometry.MaxKeySize, _keySize);
+            ComputeKeys(Block(level), level, low, high, scratch.Slice(2 * BtreeGeometry.MaxKeySize, _keySize));
+            low.CopyTo(r[_geometry.KeyOffset(0)..]);
+            if (_geometry.Overlapping) high.CopyTo(r[(_geometry.KeyOffset(0) + _keySize)..]);
+            BtreeHeader.WritePointer(r[_geometry.PointerOffset(0, _geometry.NodeMaxRecords)..], _longPointers, _blocks[level].Pointer);
+            rightKeys[.._keySlotSize].CopyTo(r[_geometry.KeyOffset(1)..]);
+            BtreeHeader.WritePointer(r[_geometry.PointerOffset(1, _geometry.NodeMaxRecords)..], _longPointers, rightPtr);
+            BtreeHeader.SetNumRecords(r, 2);
+            _store.MarkDirty(rb);
+        }
+        finally { _store.Release(rb); }
+        _tree.Root.Set(rootPtr, _height + 1);
+    }
+
+    /// <summary>
+    /// XFS's new_iroot: moves every entry of the full inode root at <paramref name="level"/> into a newly allocated
+    /// block at the same level, and makes the root a node one level up with a single entry for it. The new block
+    /// takes the root's place on the path (same index), the root moves up with index 0.
+    /// </summary>
+    void NewInodeRoot(int level)
+    {
+        Debug.Assert(IsImageLevel(level) && level == _height - 1, "new_iroot below the inode root");
+        if (_height + 1 > _geometry.MaxLevels) throw new InvalidOperationException($"{_tree.Name}: tree would exceed {_geometry.MaxLevels} levels");
+        var root = Block(level);
+        int n = NumRecords(root);
+        if (n > _nodeMaxRecords) throw new InvalidOperationException($"{_tree.Name}: inode root of {n} entries does not fit a block of {_nodeMaxRecords}");
+        long childPtr = _store.AllocateBlock();
+        var cb = _store.GetNew(childPtr, _verifier);
+        Span<byte> scratch = stackalloc byte[3 * BtreeGeometry.MaxKeySize];
+        var low = scratch[.._keySize];
+        var high = scratch.Slice(BtreeGeometry.MaxKeySize, _keySize);
+        try
+        {
+            _tree.InitializeBlock(cb, level);
+            var c = SpanOf(cb);
+            CopyEntries(root, 0, _imageMaxRecords, c, 0, _nodeMaxRecords, n, level);
+            BtreeHeader.SetNumRecords(c, n);
+            ComputeKeys(c, level, low, high, scratch.Slice(2 * BtreeGeometry.MaxKeySize, _keySize));
+            _store.MarkDirty(cb);
+        }
+        catch
+        {
+            _store.Release(cb);
+            throw;
+        }
+        _blocks[level + 1] = _blocks[level];
+        _blocks[level] = cb;
+        _index[level + 1] = 0;
+        _height++;
+        _imageLevel++;
+        BtreeHeader.SetLevel(root, level + 1);
+        BtreeHeader.SetNumRecords(root, 1);
+        low.CopyTo(KeyAt(root, 0));
+        if (_geometry.Overlapping) high.CopyTo(HighKeyAt(root, 0));
+        BtreeHeader.WritePointer(root[_geometry.PointerOffset(0, _imageMaxRecords)..], _longPointers, childPtr);
+        _imageChanged = true;
+    }
+}

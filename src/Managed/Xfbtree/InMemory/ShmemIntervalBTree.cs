@@ -1,0 +1,242 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Xfbtree.Btree;
+using Xfbtree.Storage;
+
+namespace Xfbtree.InMemory;
+
+/// <summary>
+/// Orders records of a <see cref="ShmemIntervalBTree{TRecord, TComparer}"/> and says how far each reaches.
+/// Implement it on a struct so the JIT specialises the tree for it.
+/// </summary>
+/// <typeparam name="TRecord">The fixed-size record type.</typeparam>
+public interface IIntervalRecordComparer<TRecord> : IRecordComparer<TRecord> where TRecord : unmanaged
+{
+    /// <summary>
+    /// The record's high key: a record value whose key fields are the last key the record covers (for an extent
+    /// (start, length, owner): (start + length - 1, owner)), ordered by <see cref="IRecordComparer{TRecord}.Compare"/>;
+    /// never below the record itself.
+    /// </summary>
+    void GetHighKey(in TRecord record, out TRecord highKey);
+}
+
+/// <summary>Receives records of an overlapped query.</summary>
+/// <typeparam name="TRecord">The record type.</typeparam>
+public interface IRecordVisitor<TRecord> where TRecord : unmanaged
+{
+    /// <summary>Called once per record in key order (the reference is valid during the call only); false stops the query.</summary>
+    bool Visit(in TRecord record);
+}
+
+/// <summary>
+/// An ordered set of fixed-size interval records in shared memory, on the same engine as
+/// <see cref="ShmemBTree{TRecord, TComparer}"/> but with XFS's overlapping-interval node keys (low and high key
+/// per slot, as in the rmapbt): <see cref="QueryOverlapping"/> walks only the subtrees whose key range
+/// intersects the query (the engine's overlapped query), instead of scanning from a conservative start.
+/// Records are unique by <typeparamref name="TComparer"/>. No allocation per operation. Not thread-safe.
+/// </summary>
+/// <typeparam name="TRecord">Record type (at most 64 bytes).</typeparam>
+/// <typeparam name="TComparer">Struct comparer defining the order and the high key.</typeparam>
+public sealed class ShmemIntervalBTree<TRecord, TComparer> : IDisposable
+    where TRecord : unmanaged
+    where TComparer : struct, IIntervalRecordComparer<TRecord>
+{
+    readonly Xfile? _ownedXfile;
+    readonly Xfile _xfile;
+    readonly Xfbtree<IntervalRecordOps<TRecord, TComparer>> _tree;
+    readonly BtreeCursor<IntervalRecordOps<TRecord, TComparer>> _cursor;
+    long _count;
+    bool _disposed;
+
+    /// <summary>Creates an empty tree.</summary>
+    /// <param name="comparer">The order and high key (default instance when omitted).</param>
+    /// <param name="options">Where to keep the blocks; null = a private xfile.</param>
+    public ShmemIntervalBTree(TComparer comparer = default, ShmemBTreeOptions? options = null)
+    {
+        options ??= new ShmemBTreeOptions();
+        if (Unsafe.SizeOf<TRecord>() > BtreeGeometry.MaxKeySize / 2) throw new ArgumentException($"records larger than {BtreeGeometry.MaxKeySize / 2} bytes are not supported");
+        if (options.Xfile is null) _ownedXfile = Xfile.Create(options.XfileOptions ?? new XfileOptions { Name = "xfbtree-shmem-interval-btree" });
+        _xfile = options.Xfile ?? _ownedXfile!;
+        try
+        {
+            _tree = new Xfbtree<IntervalRecordOps<TRecord, TComparer>>(new IntervalRecordOps<TRecord, TComparer>(comparer), _xfile, 0, options.PartitionStart, options.PartitionLength);
+            _tree.Store.TrackDirty = false;
+            _cursor = _tree.CreateCursor();
+        }
+        catch
+        {
+            _ownedXfile?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Number of records.</summary>
+    public long Count { get { ThrowIfDisposed(); return _count; } }
+
+    /// <summary>Bytes of shared memory held by the tree's blocks.</summary>
+    public long MemoryBytes { get { ThrowIfDisposed(); return _tree.BytesInUse; } }
+
+    /// <summary>Bytes the backing xfile really has allocated.</summary>
+    public long XfileBytesUsed { get { ThrowIfDisposed(); return _xfile.BytesUsed; } }
+
+    /// <summary>Native bytes of the block table (bookkeeping outside the xfile).</summary>
+    public long TableBytes { get { ThrowIfDisposed(); return _tree.Store.TableBytes; } }
+
+    /// <summary>Height of the underlying btree.</summary>
+    public int Height { get { ThrowIfDisposed(); return _tree.Root.Height; } }
+
+    static ReadOnlySpan<byte> Bytes(in TRecord record) => MemoryMarshal.AsBytes(new ReadOnlySpan<TRecord>(in record));
+
+    /// <summary>Adds a record; false (nothing changed) when a record with the same key exists.</summary>
+    public bool Insert(in TRecord record)
+    {
+        ThrowIfDisposed();
+        if (!_cursor.Insert(Bytes(record))) return false;
+        _count++;
+        return true;
+    }
+
+    /// <summary>Removes the record with the key of <paramref name="key"/>; false when there is none.</summary>
+    public bool Remove(in TRecord key)
+    {
+        ThrowIfDisposed();
+        if (!_cursor.Lookup(Bytes(key), BtreeLookup.Equal)) return false;
+        _cursor.Delete();
+        _count--;
+        return true;
+    }
+
+    /// <summary>Finds the record with the key of <paramref name="key"/>.</summary>
+    public bool TryFind(in TRecord key, out TRecord record)
+    {
+        ThrowIfDisposed();
+        if (_cursor.Lookup(Bytes(key), BtreeLookup.Equal))
+        {
+            record = MemoryMarshal.Read<TRecord>(_cursor.Current);
+            return true;
+        }
+        record = default;
+        return false;
+    }
+
+    /// <summary>Looks up many keys at once (see <see cref="ShmemBTree{TRecord, TComparer}.TryFindMany"/>).</summary>
+    public int TryFindMany(ReadOnlySpan<TRecord> keys, Span<TRecord> records, Span<bool> found)
+    {
+        ThrowIfDisposed();
+        if (records.Length < keys.Length) throw new ArgumentException("records is shorter than keys", nameof(records));
+        if (found.Length < keys.Length) throw new ArgumentException("found is shorter than keys", nameof(found));
+        return _cursor.LookupEqualBatch(MemoryMarshal.AsBytes(keys), MemoryMarshal.AsBytes(records), found);
+    }
+
+    /// <summary>
+    /// Visits, in key order, every record whose [key, high key] intersects [<paramref name="low"/>,
+    /// <paramref name="high"/>] (both are compared as keys). Returns false when the visitor stopped the query.
+    /// </summary>
+    public bool QueryOverlapping<TVisitor>(in TRecord low, in TRecord high, ref TVisitor visitor)
+        where TVisitor : IRecordVisitor<TRecord>
+    {
+        ThrowIfDisposed();
+        var adapter = new VisitorAdapter<TVisitor>(ref visitor);
+        return _cursor.Query(Bytes(low), Bytes(high), ref adapter);
+    }
+
+    /// <summary>Visits every record in key order; returns false when the visitor stopped.</summary>
+    public bool VisitAll<TVisitor>(ref TVisitor visitor) where TVisitor : IRecordVisitor<TRecord>
+    {
+        ThrowIfDisposed();
+        var adapter = new VisitorAdapter<TVisitor>(ref visitor);
+        return _cursor.QueryAll(ref adapter);
+    }
+
+    ref struct VisitorAdapter<TVisitor>(ref TVisitor inner) : IBtreeRecordVisitor where TVisitor : IRecordVisitor<TRecord>
+    {
+        readonly ref TVisitor _inner = ref inner;
+        public bool Visit(ReadOnlySpan<byte> record) => _inner.Visit(in MemoryMarshal.AsRef<TRecord>(record));
+    }
+
+    /// <summary>Loads records sorted strictly ascending into an empty tree (blocks about 75 % full).</summary>
+    public void BulkLoad(ReadOnlySpan<TRecord> sorted)
+    {
+        ThrowIfDisposed();
+        if (_count != 0) throw new InvalidOperationException("bulk load needs an empty tree");
+        if (sorted.IsEmpty) return;
+        _cursor.Release();
+        var store = _tree.Store;
+        long oldRoot = _tree.Root.Pointer;
+        var plan = BtreeBulkLoader.ComputeGeometry(_tree.Tree.Geometry, sorted.Length);
+        var source = new SpanSource(MemoryMarshal.AsBytes(sorted), Unsafe.SizeOf<TRecord>());
+        var staged = new BtreeRootValue(BtreeHeader.NullPointer, 1);
+        var staging = new Btree<IntervalRecordOps<TRecord, TComparer>>(_tree.Tree.Ops, store, staged, new byte[16], 0);
+        BtreeBulkLoader.Load(staging, plan, ref source, store.AllocateBlock);
+        _tree.Root.Set(staged.Pointer, staged.Height);
+        store.FreeBlock(oldRoot);
+        _count = sorted.Length;
+    }
+
+    ref struct SpanSource(ReadOnlySpan<byte> data, int recordSize) : IBtreeRecordSource
+    {
+        readonly ReadOnlySpan<byte> _data = data;
+        int _offset;
+        public void Fill(Span<byte> destination, int count)
+        {
+            int bytes = count * recordSize;
+            _data.Slice(_offset, bytes).CopyTo(destination);
+            _offset += bytes;
+        }
+    }
+
+    /// <summary>Runs the engine's structure checker (including the high keys of every node slot).</summary>
+    public IReadOnlyList<string> CheckStructure()
+    {
+        ThrowIfDisposed();
+        _cursor.Release();
+        return _tree.Tree.Check().Violations;
+    }
+
+    /// <summary>Releases the tree's memory (and its xfile when the tree created it).</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _cursor?.Dispose();
+        _tree?.Dispose();
+        _ownedXfile?.Dispose();
+    }
+
+    void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+}
+
+/// <summary>Ops of the interval map: the whole record is the key, the comparer's high key bounds it; overlapping node keys.</summary>
+internal readonly struct IntervalRecordOps<TRecord, TComparer> : IBtreeOps
+    where TRecord : unmanaged
+    where TComparer : struct, IIntervalRecordComparer<TRecord>
+{
+    readonly TComparer _comparer;
+    public IntervalRecordOps(TComparer comparer) => _comparer = comparer;
+    public string Name => "shmem interval btree";
+    public uint Magic => 0x58544934; // "XTI4"
+    public bool LongPointers => true;
+    public int RecordSize => Unsafe.SizeOf<TRecord>();
+    public int KeySize => Unsafe.SizeOf<TRecord>();
+    public bool Overlapping => true;
+
+    // Exact-size slices from the engine (see TypedRecordOps).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int CompareKeys(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b)
+        => _comparer.Compare(in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(a)), in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(b)));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int CompareRecordToKey(ReadOnlySpan<byte> record, ReadOnlySpan<byte> key)
+        => _comparer.Compare(in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(record)), in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(key)));
+    public void GetKey(ReadOnlySpan<byte> record, Span<byte> key) => record[..Unsafe.SizeOf<TRecord>()].CopyTo(key);
+    public void GetHighKey(ReadOnlySpan<byte> record, Span<byte> key)
+    {
+        _comparer.GetHighKey(in MemoryMarshal.AsRef<TRecord>(record[..Unsafe.SizeOf<TRecord>()]), out TRecord high);
+        MemoryMarshal.Write(key, in high);
+    }
+    public bool RecordsInOrder(ReadOnlySpan<byte> previous, ReadOnlySpan<byte> next) => CompareKeys(previous, next) < 0;
+    public string? ValidateRecord(ReadOnlySpan<byte> record)
+    {
+        _comparer.GetHighKey(in MemoryMarshal.AsRef<TRecord>(record[..Unsafe.SizeOf<TRecord>()]), out TRecord high);
+        return _comparer.Compare(in high, in MemoryMarshal.AsRef<TRecord>(record[..Unsafe.SizeOf<TRecord>()])) < 0 ? "high key below the record's key" : null;
+    }
+}
