@@ -55,6 +55,8 @@ public sealed class XfsImage : IDisposable
     public Superblock Superblock { get; }
     public XfsGeometry Geometry { get; }
     public BufferCache Cache => _cache;
+    /// <summary>The probe handle of the image file (the write engine takes its exclusive flock on it).</summary>
+    internal SafeFileHandle RawHandle => _raw;
     public BufferTarget Target => _target;
     /// <summary>Blocks addressed by fsbno (bmbt blocks of every inode).</summary>
     public FsBtreeBlockStore FsStore => _fsStore;

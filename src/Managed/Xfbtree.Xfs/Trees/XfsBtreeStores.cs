@@ -53,6 +53,12 @@ public sealed class FsBtreeBlockStore : CachedBtreeBlockStore
     public int AgBlockLog { get; }
     public uint AgCount { get; }
     public long DataBlocks { get; }
+    /// <summary>Block allocator used by splits and new roots (the write engine's bmbt stores).</summary>
+    public Func<long>? Allocator { get; set; }
+    /// <summary>Receives blocks freed by joins and root collapses.</summary>
+    public Action<long>? Freer { get; set; }
+    public override long AllocateBlock() => Allocator is { } a ? a() : base.AllocateBlock();
+    public override void FreeBlock(long pointer) { if (Freer is { } f) f(pointer); else base.FreeBlock(pointer); }
 
     long Linear(long fsbno) => (fsbno >> AgBlockLog) * AgBlocks + (fsbno & ((1L << AgBlockLog) - 1));
     public override long PointerToDaddr(long pointer) => Linear(pointer) * (BlockSize / 512);

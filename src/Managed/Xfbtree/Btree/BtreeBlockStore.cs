@@ -71,8 +71,20 @@ public abstract unsafe class CachedBtreeBlockStore : BtreeBlockStore
     protected int LengthBB { get; }
     public override bool ChecksCrc => !Target.IsInMemory;
 
+    /// <summary>
+    /// When set, blocks are read and formatted through this transaction (joined, held until it ends) and
+    /// <see cref="Release"/> leaves them to it: the write engine's per-operation stores.
+    /// </summary>
+    public BufferTransaction? Transaction { get; set; }
+
     public override BtreeBlockRef Read(long pointer, BtreeBlockVerifier verifier)
     {
+        if (Transaction is { } tx)
+        {
+            var joined = tx.Read(Target, PointerToDaddr(pointer), LengthBB, verifier);
+            if (joined.Length < BlockSize) throw new CorruptionException(verifier.Name, PointerToDaddr(pointer), "buffer shorter than a block");
+            return new BtreeBlockRef(joined, joined.Data, pointer);
+        }
         var buffer = Cache.Read(Target, PointerToDaddr(pointer), LengthBB, verifier);
         if (buffer.Length < BlockSize)
         {
@@ -84,11 +96,19 @@ public abstract unsafe class CachedBtreeBlockStore : BtreeBlockStore
 
     public override BtreeBlockRef GetNew(long pointer, BtreeBlockVerifier verifier)
     {
+        if (Transaction is { } tx)
+        {
+            var joined = tx.GetNew(Target, PointerToDaddr(pointer), LengthBB, verifier);
+            return new BtreeBlockRef(joined, joined.Data, pointer);
+        }
         var buffer = Cache.GetNew(Target, PointerToDaddr(pointer), LengthBB, verifier);
         return new BtreeBlockRef(buffer, buffer.Data, pointer);
     }
 
-    public override void Release(in BtreeBlockRef block) => Cache.Release((BlockBuffer)block.Handle!);
+    public override void Release(in BtreeBlockRef block)
+    {
+        if (Transaction is null) Cache.Release((BlockBuffer)block.Handle!);
+    }
     public override void MarkDirty(in BtreeBlockRef block) => ((BlockBuffer)block.Handle!).MarkDirty();
     public override void MarkStale(in BtreeBlockRef block) => ((BlockBuffer)block.Handle!).MarkStale();
 }

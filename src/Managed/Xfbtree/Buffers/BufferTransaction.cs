@@ -33,6 +33,9 @@ public sealed class BufferTransaction : IDisposable
     /// <summary>Buffers joined so far.</summary>
     public int Count => items.Count;
 
+    /// <summary>The joined buffers, in join order (valid until commit or cancel).</summary>
+    public IReadOnlyList<BlockBuffer> Joined => items;
+
     /// <summary>True after Commit or Cancel.</summary>
     public bool IsFinished => done;
 

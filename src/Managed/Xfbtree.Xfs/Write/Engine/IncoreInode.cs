@@ -25,5 +25,8 @@ public sealed class IncoreInode
     /// <summary>The inode lock (engine-internal: taken through transactions, in ascending inode order).</summary>
     internal readonly object Gate = new();
 
+    /// <summary>The lock itself (no thread affinity, as the kernel's inode lock).</summary>
+    internal readonly GateLock Lock = new();
+
     public override string ToString() => $"inode {Ino}";
 }

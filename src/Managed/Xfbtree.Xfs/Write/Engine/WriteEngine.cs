@@ -1,4 +1,8 @@
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using Xfbtree.Buffers;
 using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Repair;
 
 namespace Xfbtree.Xfs.Write.Engine;
 
@@ -11,6 +15,10 @@ public sealed record WriteEngineOptions
     public string? JournalPath { get; init; }
     /// <summary>fsync the journal at every commit (crash safety). Tests and benchmarks may turn it off.</summary>
     public bool SyncCommits { get; init; } = true;
+    /// <summary>The journal is checkpointed (image synced, journal emptied) when it grows past this many bytes.</summary>
+    public long CheckpointBytes { get; init; } = 64L << 20;
+    /// <summary>Test-only crash points (see <see cref="WriteFaultInjector"/>).</summary>
+    internal WriteFaultInjector? Faults { get; init; }
 }
 
 /// <summary>
@@ -22,60 +30,800 @@ public sealed record WriteEngineOptions
 /// </summary>
 public sealed class WriteEngine : IDisposable
 {
-    private WriteEngine() => throw new NotImplementedException("write-core");
+    private const int MaxRestarts = 64;
+
+    private readonly XfsImage image;
+    private readonly DiskBufferTarget disk;
+    private readonly WriteJournal journal;
+    private readonly EngineAg[] ags;
+    private readonly ConcurrentDictionary<ulong, IncoreInode> inodes = new();
+    private readonly ReaderWriterLockSlim commitGate = new(LockRecursionPolicy.NoRecursion);
+    private readonly WriteEngineOptions options;
+    [ThreadStatic] private static WriteTransaction? current;
+    private volatile string? failure;
+    private int state; // 0 open, 1 closed/disposed
+    private long icountDelta, ifreeDelta;
+
+    private WriteEngine(XfsImage image, DiskBufferTarget disk, WriteJournal journal, WriteEngineOptions options, int replayed)
+    {
+        this.image = image;
+        this.disk = disk;
+        this.journal = journal;
+        this.options = options;
+        RecordsReplayed = replayed;
+        ags = new EngineAg[image.Geometry.AgCount];
+        for (uint a = 0; a < ags.Length; a++)
+        {
+            ags[a] = new EngineAg(this, a);
+        }
+    }
 
     /// <summary>Opens <paramref name="imagePath"/> for writing. Throws <see cref="XfsWriteException"/> (Busy, NotSupported, Corrupt, Io).</summary>
-    public static WriteEngine Open(string imagePath, WriteEngineOptions? options = null) => throw new NotImplementedException("write-core");
+    public static WriteEngine Open(string imagePath, WriteEngineOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(imagePath);
+        options ??= new WriteEngineOptions();
+        if (Directory.Exists(imagePath) || !File.Exists(imagePath))
+        {
+            throw new XfsWriteException(WriteErrorKind.NotFound, $"{imagePath}: no such image file");
+        }
+        IReadOnlyList<string> loops = ImageUseCheck.LoopDevicesBacking(imagePath);
+        if (loops.Count > 0)
+        {
+            throw new XfsWriteException(WriteErrorKind.Busy, $"{imagePath}: in use through {string.Join(", ", loops)} (mounted or attached); unmount and detach it first");
+        }
+        try
+        {
+            RmapRepairPreconditions.BeforeOpen(imagePath, willWrite: true);
+        }
+        catch (XfsFormatException e)
+        {
+            throw new XfsWriteException(WriteErrorKind.NotSupported, e.Message, e);
+        }
+        ProbeNotLocked(imagePath);
+
+        XfsImage img;
+        try
+        {
+            img = XfsImage.Open(imagePath, new XfsImageOptions { Writable = true, CacheBytes = options.CacheBytes });
+        }
+        catch (XfsUnsupportedException e)
+        {
+            throw new XfsWriteException(WriteErrorKind.NotSupported, e.Message, e);
+        }
+        catch (XfsFormatException e)
+        {
+            throw new XfsWriteException(WriteErrorKind.Corrupt, e.Message, e);
+        }
+        WriteJournal? journal = null;
+        try
+        {
+            if (!ImageFileLock.TryLockExclusive(img.RawHandle))
+            {
+                throw new XfsWriteException(WriteErrorKind.Busy, $"{imagePath}: locked by another program (another xfbtree writer?)");
+            }
+            var disk = (DiskBufferTarget)img.Target;
+            if (disk.IsBlockDevice)
+            {
+                throw new XfsWriteException(WriteErrorKind.NotSupported, $"{imagePath}: block devices are not supported by the write engine; use an image file");
+            }
+            if (options.Faults is { } faults)
+            {
+                disk.FaultHook = (write, _, _) =>
+                {
+                    if (write)
+                    {
+                        faults.BeforeWrite();
+                    }
+                    return DiskBufferTarget.DiskFault.None;
+                };
+            }
+            string journalPath = options.JournalPath ?? imagePath + ".xfbtree-journal";
+            Superblock sb = img.Superblock;
+            bool ours = false;
+            if (File.Exists(journalPath))
+            {
+                byte[]? owner = WriteJournal.ReadOwner(journalPath);
+                if (owner is not null && !owner.AsSpan().SequenceEqual(sb.Uuid))
+                {
+                    throw new XfsWriteException(WriteErrorKind.NotSupported, $"{journalPath} is the journal of another filesystem; move it away first");
+                }
+                ours = owner is not null || sb.NeedsRepair; // a torn header: we crashed while creating it
+            }
+            CheckWritable(img, allowNeedsRepair: ours);
+            int replayed = 0;
+            if (ours && File.Exists(journalPath) && WriteJournal.ReadOwner(journalPath) is not null)
+            {
+                replayed = WriteJournal.Replay(journalPath, (offset, bytes) => WriteRaw(disk, offset, bytes));
+                disk.Sync();
+            }
+            journal = WriteJournal.Create(journalPath, sb.Uuid, options.Faults);
+            var engine = new WriteEngine(img, disk, journal, options, replayed);
+            engine.SetNeedsRepair(true);
+            engine.LoadAgSummaries();
+            return engine;
+        }
+        catch (Exception e) when (e is not XfsWriteException)
+        {
+            journal?.Dispose();
+            img.Dispose();
+            throw e switch
+            {
+                CorruptionException c => new XfsWriteException(WriteErrorKind.Corrupt, $"{imagePath}: {c.Message}", c),
+                IOException io => new XfsWriteException(WriteErrorKind.Io, $"{imagePath}: {io.Message}", io),
+                UnauthorizedAccessException ua => new XfsWriteException(WriteErrorKind.Io, $"{imagePath}: {ua.Message}", ua),
+                _ => e,
+            };
+        }
+        catch
+        {
+            journal?.Dispose();
+            img.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>A second writer already holds the image: .NET's own shared flock on a fresh descriptor fails.</summary>
+    private static void ProbeNotLocked(string path)
+    {
+        try
+        {
+            using var probe = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        }
+        catch (IOException e)
+        {
+            throw new XfsWriteException(WriteErrorKind.Busy, $"{path}: locked by another program (another xfbtree writer?): {e.Message}", e);
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            throw new XfsWriteException(WriteErrorKind.Io, $"{path}: {e.Message}", e);
+        }
+    }
+
+    private static void CheckWritable(XfsImage img, bool allowNeedsRepair)
+    {
+        Superblock sb = img.Superblock;
+        string path = img.Path;
+        if (sb.NeedsRepair && !allowNeedsRepair)
+        {
+            throw new XfsWriteException(WriteErrorKind.NotSupported, $"{path}: the filesystem is marked NEEDSREPAIR (not by this engine); run xfs_repair first");
+        }
+        if (sb.InProgress != 0)
+        {
+            throw new XfsWriteException(WriteErrorKind.NotSupported, $"{path}: sb_inprogress is set (mkfs did not finish)");
+        }
+        if (sb.FeaturesLogIncompat != 0)
+        {
+            throw new XfsWriteException(WriteErrorKind.NotSupported, $"{path}: the log holds log-incompatible items (0x{sb.FeaturesLogIncompat:x}); mount and unmount the filesystem first");
+        }
+        var sector = new byte[512];
+        RandomAccess.Read(img.RawHandle, sector, 0);
+        ushort qflags = BinaryPrimitives.ReadUInt16BigEndian(sector.AsSpan(QflagsOffset));
+        if ((qflags & QuotaAccountingBits) != 0)
+        {
+            throw new XfsWriteException(WriteErrorKind.NotSupported, $"{path}: quota accounting is on (sb_qflags 0x{qflags:x}): not supported by the write engine");
+        }
+        LogInspection log = img.InspectLog();
+        if (log.State != LogState.Clean)
+        {
+            throw new XfsWriteException(WriteErrorKind.NotSupported, log.State == LogState.Dirty
+                ? $"{path}: the log is dirty ({log.Detail}); mount and unmount the filesystem to replay it first"
+                : $"{path}: cannot tell whether the log is clean ({log.Detail}); refusing to write");
+        }
+    }
+
+    // sb_qflags (big-endian u16 at 176): user, project and group quota accounting.
+    private const int QflagsOffset = 176;
+    private const ushort QuotaAccountingBits = 0x0001 | 0x0008 | 0x0040;
+    private const int IcountOffset = 128, IfreeOffset = 136;
+
+    /// <summary>Records replayed from the journal at open (0 after a clean close).</summary>
+    public int RecordsReplayed { get; }
 
     /// <summary>The image (superblock, geometry, cache, AG headers and trees for reading).</summary>
-    public XfsImage Image => throw new NotImplementedException("write-core");
+    public XfsImage Image => image;
 
-    public XfsGeometry Geometry => throw new NotImplementedException("write-core");
+    public XfsGeometry Geometry => image.Geometry;
+
+    internal WriteEngineOptions Options => options;
+
+    internal WriteJournal Journal => journal;
+
+    internal DiskBufferTarget Disk => disk;
+
+    internal ReaderWriterLockSlim CommitGate => commitGate;
 
     /// <summary>Per-AG state: sickness, hook chain.</summary>
-    public EngineAg Ag(uint agno) => throw new NotImplementedException("write-core");
+    public EngineAg Ag(uint agno)
+    {
+        if (agno >= ags.Length)
+        {
+            throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"AG {agno} does not exist (the filesystem has {ags.Length} AGs)");
+        }
+        return ags[agno];
+    }
+
+    internal int AgCount => ags.Length;
+
+    /// <summary>sb_icount / sb_ifree changes made by committed transactions since open (informational; the close
+    /// recomputes both from the AGIs).</summary>
+    public (long Icount, long Ifree) InodeCounterDeltas => (Interlocked.Read(ref icountDelta), Interlocked.Read(ref ifreeDelta));
+
+    internal void ApplyInodeCounterDeltas(long icount, long ifree)
+    {
+        Interlocked.Add(ref icountDelta, icount);
+        Interlocked.Add(ref ifreeDelta, ifree);
+    }
+
+    /// <summary>The transaction running on this thread, if any.</summary>
+    internal static WriteTransaction? Current => current;
+
+    internal void ThrowIfUnusable()
+    {
+        if (Volatile.Read(ref state) != 0)
+        {
+            throw new XfsWriteException(WriteErrorKind.Busy, $"{image.Path}: the write engine is closed");
+        }
+        if (failure is { } f)
+        {
+            throw new XfsWriteException(WriteErrorKind.Io, $"{image.Path}: an earlier commit failed after it was journaled ({f}); dispose and reopen to recover");
+        }
+    }
+
+    /// <summary>A commit failed after its journal record was durable: memory no longer mirrors the image.</summary>
+    internal void Fail(string why) => failure ??= why;
+
+    // ------------------------------------------------------------------ inodes
 
     /// <summary>The in-core inode of <paramref name="ino"/> (read and verified on first use, then cached).
     /// Throws XfsWriteException NotFound for an invalid inode number, Corrupt for a bad inode.</summary>
-    public IncoreInode GetInode(ulong ino) => throw new NotImplementedException("write-core");
+    public IncoreInode GetInode(ulong ino)
+    {
+        ThrowIfUnusable();
+        if (!Geometry.IsValidIno(ino))
+        {
+            throw new XfsWriteException(WriteErrorKind.NotFound, $"inode {ino} does not exist (not a valid inode number)");
+        }
+        if (inodes.TryGetValue(ino, out IncoreInode? cached))
+        {
+            return cached;
+        }
+        byte[] core = LoadInode(ino, out bool fromTransaction);
+        var loaded = new IncoreInode(ino, core);
+        IncoreInode winner = inodes.GetOrAdd(ino, loaded);
+        if (fromTransaction && ReferenceEquals(winner, loaded))
+        {
+            current!.LoadedFromTransaction(loaded);
+        }
+        return winner;
+    }
+
+    /// <summary>Forgets a cached inode (a cancelled transaction that had formatted it).</summary>
+    internal void ForgetInode(IncoreInode inode) => inodes.TryRemove(new KeyValuePair<ulong, IncoreInode>(inode.Ino, inode));
+
+    internal (long Daddr, int Offset) InodeLocation(ulong ino)
+    {
+        XfsGeometry g = Geometry;
+        uint agno = g.InoToAgno(ino), agino = g.InoToAgino(ino);
+        return (g.AgBlockToDaddr(agno, g.AginoToAgbno(agino)), g.AginoToSlot(agino) * g.InodeSize);
+    }
+
+    private byte[] LoadInode(ulong ino, out bool fromTransaction)
+    {
+        var (daddr, offset) = InodeLocation(ino);
+        int isize = Geometry.InodeSize;
+        var core = new byte[isize];
+        fromTransaction = false;
+        if (current is { } tx && tx.FindJoined(daddr, Geometry.BasicBlocksPerBlock) is { } joined)
+        {
+            joined.Span.Slice(offset, isize).CopyTo(core);
+            fromTransaction = joined.IsDirty;
+        }
+        else
+        {
+            BlockBuffer buffer;
+            try
+            {
+                buffer = image.Cache.Read(disk, daddr, Geometry.BasicBlocksPerBlock, null, BufferLockMode.Shared);
+            }
+            catch (BufferIOException e)
+            {
+                throw new XfsWriteException(WriteErrorKind.Io, $"inode {ino}: {e.Message}", e);
+            }
+            try
+            {
+                buffer.Span.Slice(offset, isize).CopyTo(core);
+            }
+            finally
+            {
+                image.Cache.Release(buffer);
+            }
+        }
+        var d = new Dinode(core);
+        string? problem = d.IsFree ? VerifyFreeInode(d, ino) : d.Verify(Geometry, ino);
+        if (problem is not null)
+        {
+            throw new XfsWriteException(WriteErrorKind.Corrupt, $"inode {ino} is corrupt: {problem}");
+        }
+        return core;
+    }
+
+    private string? VerifyFreeInode(Dinode d, ulong ino)
+    {
+        if (d.Magic != Dinode.MagicValue) return $"bad magic 0x{d.Magic:x4}";
+        if (d.Version != 3) return $"version {d.Version}, expected 3";
+        if (!XfsCrc.Verify(d.Bytes, Dinode.CrcOffset)) return "bad CRC";
+        if (d.Ino != ino) return $"di_ino {d.Ino} is not the inode's number";
+        if (!d.Uuid.SequenceEqual(Geometry.MetaUuid)) return "metadata UUID mismatch";
+        return null;
+    }
+
+    /// <summary>Holds the inode lock for reading outside a transaction (pread, stat, readdir). Dispose to release.</summary>
+    public IDisposable LockInodeForRead(IncoreInode inode)
+    {
+        ArgumentNullException.ThrowIfNull(inode);
+        ThrowIfUnusable();
+        if (current is not null)
+        {
+            throw new InvalidOperationException("LockInodeForRead inside a transaction: lock the inode through the transaction instead");
+        }
+        inode.Lock.Enter();
+        return new InodeReadLock(inode);
+    }
+
+    private sealed class InodeReadLock(IncoreInode inode) : IDisposable
+    {
+        private IncoreInode? held = inode;
+
+        public void Dispose() => Interlocked.Exchange(ref held, null)?.Lock.Exit();
+    }
+
+    // ------------------------------------------------------------------ transactions
 
     /// <summary>Runs <paramref name="body"/> as one transaction: commit when it returns, cancel (nothing changed)
     /// when it throws. A lock taken out of order restarts the body once with that lock taken first, so a body
     /// must not have effects outside its transaction. Metadata corruption marks the AG sick and becomes
     /// <see cref="XfsWriteException"/> Corrupt.</summary>
-    public T Execute<T>(string operation, Func<WriteTransaction, T> body) => throw new NotImplementedException("write-core");
+    public T Execute<T>(string operation, Func<WriteTransaction, T> body)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        if (current is not null)
+        {
+            throw new InvalidOperationException($"{operation}: a transaction ({current.Operation}) is already running on this thread; pass it down instead of nesting");
+        }
+        var plan = new LockPlan();
+        for (int attempt = 0; ; attempt++)
+        {
+            ThrowIfUnusable();
+            var tx = new WriteTransaction(this, operation, plan);
+            current = tx;
+            try
+            {
+                T result = body(tx);
+                tx.Commit();
+                return result;
+            }
+            catch (LockRestartException restart)
+            {
+                tx.Cancel();
+                if (attempt >= MaxRestarts)
+                {
+                    throw new XfsWriteException(WriteErrorKind.Busy, $"{operation}: could not take its locks in order after {MaxRestarts} restarts");
+                }
+                plan.Add(restart);
+            }
+            catch (Exception e)
+            {
+                tx.Cancel();
+                throw Translate(operation, e);
+            }
+            finally
+            {
+                current = null;
+            }
+        }
+    }
 
     /// <inheritdoc cref="Execute{T}(string, Func{WriteTransaction, T})"/>
-    public void Execute(string operation, Action<WriteTransaction> body) => throw new NotImplementedException("write-core");
+    public void Execute(string operation, Action<WriteTransaction> body)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        Execute<object?>(operation, tx =>
+        {
+            body(tx);
+            return null;
+        });
+    }
 
-    /// <summary>Holds the inode lock for reading outside a transaction (pread, stat, readdir). Dispose to release.</summary>
-    public IDisposable LockInodeForRead(IncoreInode inode) => throw new NotImplementedException("write-core");
+    /// <summary>Turns a failure inside a transaction into the one exception callers see; corruption marks the AG sick.</summary>
+    private Exception Translate(string operation, Exception e)
+    {
+        switch (e)
+        {
+            case XfsWriteException:
+                return e;
+            case SimulatedCrashException:
+                return e;
+            case CorruptionException c:
+            {
+                long perAg = (long)Geometry.AgBlocks * Geometry.BasicBlocksPerBlock;
+                uint agno = (uint)Math.Min(c.Daddr / perAg, ags.Length - 1);
+                ags[agno].MarkSick(c.Message);
+                return new XfsWriteException(WriteErrorKind.Corrupt, $"{operation}: AG {agno} is corrupt ({c.Message}); the AG is marked sick", c);
+            }
+            case Trees.RmapOperationException r:
+                return new XfsWriteException(WriteErrorKind.Corrupt, $"{operation}: {r.Message}", r);
+            case BufferIOException io:
+                return new XfsWriteException(WriteErrorKind.Io, $"{operation}: {io.Message}", io);
+            case IOException io:
+                return new XfsWriteException(WriteErrorKind.Io, $"{operation}: {io.Message}", io);
+            default:
+                return e;
+        }
+    }
+
+    // ------------------------------------------------------------------ data
 
     /// <summary>Reads committed file data: <paramref name="destination"/>.Length bytes from fs block <paramref name="fsbno"/> on.</summary>
-    public void ReadData(ulong fsbno, Span<byte> destination) => throw new NotImplementedException("write-core");
+    public void ReadData(ulong fsbno, Span<byte> destination)
+    {
+        ThrowIfUnusable();
+        if (destination.IsEmpty)
+        {
+            return;
+        }
+        long blocks = (destination.Length + Geometry.BlockSize - 1) / Geometry.BlockSize;
+        if (!Geometry.IsValidExtent(fsbno, (ulong)blocks))
+        {
+            throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"read of {destination.Length} bytes at fsbno {fsbno}: outside the filesystem or crossing an AG");
+        }
+        long daddr = Geometry.AgBlockToDaddr(Geometry.FsbToAgno(fsbno), Geometry.FsbToAgbno(fsbno));
+        ReadRaw(disk, daddr, destination);
+    }
 
-    /// <summary>Adds an observer of AG <paramref name="agno"/>'s rmap changes; dispose the result to remove it.</summary>
-    public IDisposable RegisterRmapHook(uint agno, IRmapHook hook) => throw new NotImplementedException("write-core");
+    internal static unsafe void ReadRaw(DiskBufferTarget target, long daddr, Span<byte> destination)
+    {
+        if (destination.Length % 512 == 0)
+        {
+            fixed (byte* p = destination)
+            {
+                target.ReadInto(p, daddr, destination.Length / 512);
+            }
+            return;
+        }
+        int rounded = (destination.Length + 511) & ~511;
+        byte[] tmp = new byte[rounded];
+        fixed (byte* p = tmp)
+        {
+            target.ReadInto(p, daddr, rounded / 512);
+        }
+        tmp.AsSpan(0, destination.Length).CopyTo(destination);
+    }
+
+    internal static unsafe void WriteRaw(DiskBufferTarget target, long byteOffset, ReadOnlySpan<byte> bytes)
+    {
+        if (byteOffset % 512 != 0 || bytes.Length % 512 != 0)
+        {
+            throw new IOException($"unaligned image write at byte {byteOffset} (+{bytes.Length})");
+        }
+        fixed (byte* p = bytes)
+        {
+            target.WriteFrom(p, byteOffset / 512, bytes.Length / 512);
+        }
+    }
+
+    // ------------------------------------------------------------------ hooks
+
+    /// <summary>Adds an observer of AG <paramref name="agno"/>'s rmap changes; dispose the result to remove it.
+    /// Waits for the AG's running transaction, so the observer sees every change committed after this returns
+    /// (call it outside transactions).</summary>
+    public IDisposable RegisterRmapHook(uint agno, IRmapHook hook)
+    {
+        ArgumentNullException.ThrowIfNull(hook);
+        ThrowIfUnusable();
+        if (current is not null)
+        {
+            throw new InvalidOperationException("RegisterRmapHook inside a transaction would wait for the transaction's own AG lock");
+        }
+        return Ag(agno).AddHook(hook);
+    }
+
+    // ------------------------------------------------------------------ checkpoint and close
+
+    /// <summary>Makes every committed change durable in the image and empties the journal (blocks commits meanwhile).</summary>
+    public void Checkpoint()
+    {
+        ThrowIfUnusable();
+        commitGate.EnterWriteLock();
+        try
+        {
+            disk.Sync();
+            journal.Truncate();
+        }
+        finally
+        {
+            commitGate.ExitWriteLock();
+        }
+    }
+
+    /// <summary>After a commit: checkpoint when the journal outgrew its bound.</summary>
+    internal void MaybeCheckpoint()
+    {
+        if (journal.Length > options.CheckpointBytes)
+        {
+            Checkpoint();
+        }
+    }
 
     /// <summary>Clean close (see the class remarks). Dispose without Close leaves NEEDSREPAIR set and the journal in place.</summary>
-    public void Close() => throw new NotImplementedException("write-core");
+    public void Close()
+    {
+        ThrowIfUnusable();
+        if (current is not null)
+        {
+            throw new InvalidOperationException("Close inside a transaction");
+        }
+        try
+        {
+            Checkpoint();
+            commitGate.EnterWriteLock();
+            try
+            {
+                WriteCleanSuperblock();
+                disk.Sync();
+                journal.Dispose();
+                File.Delete(journal.Path);
+            }
+            finally
+            {
+                commitGate.ExitWriteLock();
+            }
+        }
+        catch (Exception e) when (e is IOException or CorruptionException)
+        {
+            Dispose();
+            throw new XfsWriteException(e is CorruptionException ? WriteErrorKind.Corrupt : WriteErrorKind.Io,
+                $"{image.Path}: clean close failed ({e.Message}); the journal and NEEDSREPAIR stay, reopen to recover", e);
+        }
+        Dispose();
+    }
 
-    public void Dispose() => throw new NotImplementedException("write-core");
+    /// <summary>Releases everything without writing (no checkpoint): NEEDSREPAIR and the journal stay.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref state, 1) != 0)
+        {
+            return;
+        }
+        journal.Dispose();
+        image.Dispose(); // closing the probe handle drops the flock
+        commitGate.Dispose();
+    }
+
+    private MagicCrcVerifier SuperblockVerifier() =>
+        new("superblock", Superblock.MagicValue, Superblock.CrcOffset, Geometry.SectorSize);
+
+    private void SetNeedsRepair(bool on)
+    {
+        BlockBuffer sb = image.Cache.Read(disk, 0, Geometry.SectorBasicBlocks, SuperblockVerifier(), BufferLockMode.Exclusive);
+        try
+        {
+            bool set = (BinaryPrimitives.ReadUInt32BigEndian(sb.Span[Superblock.OffsetIncompat..]) & Superblock.IncompatNeedsRepair) != 0;
+            if (set != on)
+            {
+                AgHeaderEditor.SetNeedsRepair(sb.Span[..Geometry.SectorSize], on);
+                sb.MarkDirty();
+            }
+        }
+        finally
+        {
+            image.Cache.Release(sb);
+        }
+        image.Cache.FlushAndSync(disk);
+    }
+
+    /// <summary>The counters the kernel derives at mount (sb_fdblocks = Σ freeblks + flcount + btreeblks,
+    /// sb_icount = Σ agi_count, sb_ifree = Σ agi_freecount), read from the AG headers on disk.</summary>
+    internal (ulong Fdblocks, ulong Icount, ulong Ifree) ComputeSuperblockCounters()
+    {
+        ulong fd = 0, ic = 0, ifr = 0;
+        for (uint a = 0; a < ags.Length; a++)
+        {
+            Agf agf = image.ReadAgf(a);
+            fd += (ulong)agf.FreeBlocks + agf.FlCount + agf.BtreeBlocks;
+            Agi agi = image.ReadAgi(a);
+            ic += agi.Count;
+            ifr += agi.FreeCount;
+        }
+        return (fd, ic, ifr);
+    }
+
+    private void WriteCleanSuperblock()
+    {
+        var (fd, ic, ifr) = ComputeSuperblockCounters();
+        BlockBuffer sb = image.Cache.Read(disk, 0, Geometry.SectorBasicBlocks, SuperblockVerifier(), BufferLockMode.Exclusive);
+        try
+        {
+            Span<byte> s = sb.Span[..Geometry.SectorSize];
+            BinaryPrimitives.WriteUInt64BigEndian(s[IcountOffset..], ic);
+            BinaryPrimitives.WriteUInt64BigEndian(s[IfreeOffset..], ifr);
+            AgHeaderEditor.SetFreeDataBlocks(s, fd);
+            AgHeaderEditor.SetNeedsRepair(s, on: false);
+            sb.MarkDirty();
+        }
+        finally
+        {
+            image.Cache.Release(sb);
+        }
+        image.Cache.Flush(disk);
+    }
+
+    /// <summary>Reads every AGF once so AG selection has figures before the first allocation; an AG whose
+    /// headers are corrupt is marked sick instead of failing the open.</summary>
+    private void LoadAgSummaries()
+    {
+        foreach (EngineAg ag in ags)
+        {
+            try
+            {
+                Agf agf = image.ReadAgf(ag.AgNumber);
+                if (agf.Problems.Count > 0)
+                {
+                    ag.MarkSick($"AGF: {agf.Problems[0]}");
+                    continue;
+                }
+                Agi agi = image.ReadAgi(ag.AgNumber);
+                var (metaAsk, rmapAsk) = ag.ReservationAsks;
+                long metaUsed = agf.RefcountBlocks + (image.Superblock.HasInobtCounts ? agi.FinobtBlocks : 0);
+                ag.Publish(new AgSummary(agf.FreeBlocks, agf.Longest, agf.FlCount,
+                    Space.AgSpace.MinFreeList(Geometry, agf.BnoLevel, agf.CntLevel, agf.RmapLevel),
+                    Math.Max(0, (long)metaAsk - metaUsed), Math.Max(0, (long)rmapAsk - agf.RmapBlocks)));
+            }
+            catch (CorruptionException e)
+            {
+                ag.MarkSick(e.Message);
+            }
+        }
+    }
 }
+
+/// <summary>An AG's free-space figures as the last commit left them (read without the AG lock, for AG selection).</summary>
+internal sealed record AgSummary(uint FreeBlocks, uint Longest, uint FlCount, uint MinFreeList, long MetadataReserved, long RmapReserved);
 
 /// <summary>Per-AG state of an open engine. OWNER: write-core.</summary>
 public sealed class EngineAg
 {
-    private EngineAg() => throw new NotImplementedException("write-core");
+    private static readonly IRmapHook[] NoHooks = [];
+    private readonly Lock hookGate = new();
+    private volatile IRmapHook[] hooks = NoHooks;
+    private volatile string? sickReason;
+    private volatile AgSummary summary = new(0, 0, 0, 0, 0, 0);
 
-    public uint AgNumber => throw new NotImplementedException("write-core");
+    internal EngineAg(WriteEngine engine, uint agno)
+    {
+        Engine = engine;
+        AgNumber = agno;
+        ReservationAsks = Space.AgReservations.Asks(engine.Geometry, agno);
+        Verifiers = [null, new(AgHeaderKind.Agf, engine.Geometry, agno), new(AgHeaderKind.Agi, engine.Geometry, agno), new(AgHeaderKind.Agfl, engine.Geometry, agno)];
+    }
+
+    internal WriteEngine Engine { get; }
+
+    public uint AgNumber { get; }
 
     /// <summary>True after corruption was found in this AG: no allocation here, operations touching it fail.</summary>
-    public bool IsSick => throw new NotImplementedException("write-core");
+    public bool IsSick => sickReason is not null;
 
-    public string? SickReason => throw new NotImplementedException("write-core");
+    public string? SickReason => sickReason;
 
-    public void MarkSick(string reason) => throw new NotImplementedException("write-core");
+    public void MarkSick(string reason) => sickReason ??= reason;
 
-    public void MarkHealthy() => throw new NotImplementedException("write-core");
+    public void MarkHealthy() => sickReason = null;
+
+    /// <summary>The AG lock (AGF, AGI, AGFL and the AG's btrees): a binary semaphore, no thread affinity.</summary>
+    internal GateLock Lock { get; } = new();
+
+    /// <summary>Header verifiers indexed by <see cref="AgHeaderKind"/>.</summary>
+    internal AgHeaderVerifier?[] Verifiers { get; }
+
+    /// <summary>Free blocks (agf_freeblks) as of the last commit that touched the AG.</summary>
+    public uint FreeBlocks => summary.FreeBlocks;
+
+    /// <summary>Longest free extent as of the last commit.</summary>
+    public uint Longest => summary.Longest;
+
+    /// <summary>Free-list length as of the last commit.</summary>
+    public uint FreeListCount => summary.FlCount;
+
+    /// <summary>(METADATA, RMAPBT) reservation asks of the AG (xfs_ag_resv_init's, fixed for the AG's size).</summary>
+    internal (ulong Metadata, ulong Rmap) ReservationAsks { get; }
+
+    /// <summary>Blocks an allocation for <paramref name="purpose"/> must leave free here, as of the last commit
+    /// (reservations it may not use plus the free list's minimum).</summary>
+    internal long PublishedReserve(AllocationPurpose purpose)
+    {
+        AgSummary s = summary;
+        long reserved = purpose is AllocationPurpose.RefcountBtreeBlock or AllocationPurpose.InodeBtreeBlock ? s.RmapReserved : s.MetadataReserved + s.RmapReserved;
+        return reserved + s.MinFreeList - Math.Min(s.FlCount, s.MinFreeList);
+    }
+
+    internal void Publish(AgSummary s) => summary = s;
+
+    /// <summary>The current observers (a snapshot array: delivery takes no lock).</summary>
+    internal IRmapHook[] Hooks => hooks;
+
+    internal bool HasHooks => hooks.Length != 0;
+
+    internal IDisposable AddHook(IRmapHook hook)
+    {
+        Lock.Enter();
+        try
+        {
+            lock (hookGate)
+            {
+                hooks = [.. hooks, hook];
+            }
+        }
+        finally
+        {
+            Lock.Exit();
+        }
+        return new HookRegistration(this, hook);
+    }
+
+    private void RemoveHook(IRmapHook hook)
+    {
+        Lock.Enter();
+        try
+        {
+            lock (hookGate)
+            {
+                var list = new List<IRmapHook>(hooks);
+                list.Remove(hook);
+                hooks = list.Count == 0 ? NoHooks : list.ToArray();
+            }
+        }
+        finally
+        {
+            Lock.Exit();
+        }
+    }
+
+    /// <summary>Hands one update to every observer; a throwing observer is told through OnHookFailed and never fails the writer.</summary>
+    internal void Deliver(in RmapUpdate update)
+    {
+        foreach (IRmapHook hook in hooks)
+        {
+            try
+            {
+                hook.OnRmapUpdate(update);
+            }
+            catch (Exception e)
+            {
+                try
+                {
+                    hook.OnHookFailed(e);
+                }
+                catch (Exception)
+                {
+                    // An observer that fails to take its own failure report is beyond help; the writer goes on.
+                }
+            }
+        }
+    }
+
+    private sealed class HookRegistration(EngineAg ag, IRmapHook hook) : IDisposable
+    {
+        private int disposed;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref disposed, 1) == 0)
+            {
+                ag.RemoveHook(hook);
+            }
+        }
+    }
+
+    public override string ToString() => $"AG {AgNumber}{(IsSick ? " (sick)" : "")}";
 }

@@ -1,7 +1,9 @@
+using System.Diagnostics;
 using Xfbtree.Btree;
 using Xfbtree.Buffers;
 using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Trees;
+using Xfbtree.Xfs.Write.Space;
 
 namespace Xfbtree.Xfs.Write.Engine;
 
@@ -47,99 +49,595 @@ public readonly record struct AllocatedExtent(uint AgNumber, uint AgBlock, uint 
 /// leaves image and memory as they were. Lock order: inode locks (ascending inode number), then AG locks
 /// (ascending AG number), then buffers; inode cluster buffers only at commit, in daddr order.
 /// </summary>
+/// <remarks>A transaction belongs to the thread that runs its body (not thread-safe).</remarks>
 public sealed class WriteTransaction : IDisposable
 {
-    private WriteTransaction() => throw new NotImplementedException("write-core");
+    private readonly WriteEngine engine;
+    private readonly LockPlan plan;
+    private readonly BufferTransaction buffers;
+    private readonly List<IncoreInode> heldInodes = new();
+    private readonly Dictionary<IncoreInode, byte[]> snapshots = new();
+    private readonly List<IncoreInode> logged = new();
+    private readonly List<IncoreInode> loadedFromTransaction = new();
+    private readonly List<(ulong Fsbno, byte[] Bytes)> data = new();
+    private readonly List<uint> heldAgs = new();
+    private readonly Dictionary<uint, AgSpace> spaces = new();
+    private List<RmapUpdate>? hookQueue;
+    private long icountDelta, ifreeDelta;
+    private bool planApplied;
+    private bool done;
 
-    public WriteEngine Engine => throw new NotImplementedException("write-core");
+    internal WriteTransaction(WriteEngine engine, string operation, LockPlan plan)
+    {
+        this.engine = engine;
+        this.plan = plan;
+        Operation = operation;
+        buffers = new BufferTransaction(engine.Image.Cache);
+    }
+
+    public WriteEngine Engine => engine;
 
     /// <summary>Operation name (for messages).</summary>
-    public string Operation => throw new NotImplementedException("write-core");
+    public string Operation { get; }
+
+    internal XfsGeometry Geometry => engine.Geometry;
+
+    internal BufferTransaction Buffers => buffers;
 
     // ------------------------------------------------------------------ locks
 
     /// <summary>Locks inodes (sorted ascending, skipping ones already held). Must come before any AG lock, except
     /// for an inode this transaction has just allocated (nobody else can see it yet).</summary>
-    public void LockInodes(params IncoreInode[] inodes) => throw new NotImplementedException("write-core");
+    public void LockInodes(params IncoreInode[] inodes)
+    {
+        ArgumentNullException.ThrowIfNull(inodes);
+        ThrowIfDone();
+        ApplyPlan();
+        var sorted = (IncoreInode[])inodes.Clone();
+        Array.Sort(sorted, static (a, b) => a.Ino.CompareTo(b.Ino));
+        foreach (IncoreInode inode in sorted)
+        {
+            LockInode(inode);
+        }
+    }
+
+    private void LockInode(IncoreInode inode)
+    {
+        if (snapshots.ContainsKey(inode))
+        {
+            return;
+        }
+        bool inOrder = heldAgs.Count == 0 && (heldInodes.Count == 0 || heldInodes[^1].Ino < inode.Ino);
+        if (inOrder)
+        {
+            inode.Lock.Enter();
+        }
+        else if (!inode.Lock.TryEnter())
+        {
+            // Out of order (after an AG lock, or below a held inode) and contended: start over with it first.
+            throw new LockRestartException(inode);
+        }
+        heldInodes.Add(inode);
+        if (!inOrder)
+        {
+            heldInodes.Sort(static (a, b) => a.Ino.CompareTo(b.Ino));
+        }
+        snapshots[inode] = (byte[])inode.Core.Clone();
+    }
+
+    /// <summary>True when this transaction holds the inode's lock.</summary>
+    public bool HoldsInode(IncoreInode inode) => snapshots.ContainsKey(inode);
 
     /// <summary>Locks an AG (its AGF, AGI, AGFL and AG btrees). Out of ascending order: tries, and on contention
     /// restarts the operation with that AG locked first.</summary>
-    public void LockAg(uint agno) => throw new NotImplementedException("write-core");
+    public void LockAg(uint agno)
+    {
+        ThrowIfDone();
+        EngineAg ag = engine.Ag(agno);
+        ApplyPlan();
+        foreach (uint planned in plan.Ags)
+        {
+            if (planned >= agno)
+            {
+                break;
+            }
+            LockAgCore(engine.Ag(planned));
+        }
+        LockAgCore(ag);
+    }
 
-    public bool HoldsAg(uint agno) => throw new NotImplementedException("write-core");
+    private void LockAgCore(EngineAg ag)
+    {
+        uint agno = ag.AgNumber;
+        if (HoldsAg(agno))
+        {
+            return;
+        }
+        if (ag.SickReason is { } sick)
+        {
+            throw new XfsWriteException(WriteErrorKind.Corrupt, $"{Operation}: AG {agno} is marked sick ({sick})");
+        }
+        bool inOrder = heldAgs.Count == 0 || heldAgs[^1] < agno;
+        if (inOrder)
+        {
+            Debug.Assert(heldAgs.TrueForAll(a => a < agno), "AG locks are taken in ascending order");
+            ag.Lock.Enter();
+        }
+        else if (!ag.Lock.TryEnter())
+        {
+            throw new LockRestartException(agno);
+        }
+        heldAgs.Add(agno);
+        if (!inOrder)
+        {
+            heldAgs.Sort();
+        }
+    }
+
+    /// <summary>Non-blocking attempt (AG selection skips a busy lower AG instead of restarting).</summary>
+    internal bool TryLockAg(uint agno)
+    {
+        EngineAg ag = engine.Ag(agno);
+        if (HoldsAg(agno))
+        {
+            return true;
+        }
+        if (ag.IsSick || !ag.Lock.TryEnter())
+        {
+            return false;
+        }
+        heldAgs.Add(agno);
+        heldAgs.Sort();
+        return true;
+    }
+
+    /// <summary>The first lock call of a restarted body takes the planned inodes (ascending, nothing held yet).</summary>
+    private void ApplyPlan()
+    {
+        if (planApplied)
+        {
+            return;
+        }
+        planApplied = true;
+        foreach (IncoreInode inode in plan.Inodes.Values)
+        {
+            LockInode(inode);
+        }
+    }
+
+    public bool HoldsAg(uint agno) => heldAgs.Contains(agno);
+
+    /// <summary>The highest AG held, or null.</summary>
+    internal uint? HighestAg => heldAgs.Count == 0 ? null : heldAgs[^1];
+
+    internal void RequireAg(uint agno)
+    {
+        if (!HoldsAg(agno))
+        {
+            throw new InvalidOperationException($"{Operation}: AG {agno} is not locked by this transaction (LockAg first)");
+        }
+    }
 
     // ------------------------------------------------------------------ buffers
 
     /// <summary>Reads (verified) and joins a buffer; the caller must hold the lock that protects it.</summary>
-    public BlockBuffer ReadBuffer(long daddr, int lengthBB, IBufferVerifier? verifier) => throw new NotImplementedException("write-core");
+    public BlockBuffer ReadBuffer(long daddr, int lengthBB, IBufferVerifier? verifier)
+    {
+        ThrowIfDone();
+        return buffers.Read(engine.Disk, daddr, lengthBB, verifier);
+    }
 
     /// <summary>A buffer about to be formatted (no read), joined.</summary>
-    public BlockBuffer GetNewBuffer(long daddr, int lengthBB, IBufferVerifier? verifier) => throw new NotImplementedException("write-core");
+    public BlockBuffer GetNewBuffer(long daddr, int lengthBB, IBufferVerifier? verifier)
+    {
+        ThrowIfDone();
+        return buffers.GetNew(engine.Disk, daddr, lengthBB, verifier);
+    }
+
+    /// <summary>Marks a range of a joined buffer changed (it is journaled and written at commit).</summary>
+    public void LogBuffer(BlockBuffer buffer, int offset, int length)
+    {
+        ThrowIfDone();
+        buffers.LogRange(buffer, offset, length);
+    }
 
     /// <summary>An AG header buffer (AGF, AGI, AGFL), joined; the AG must be locked.</summary>
-    public BlockBuffer ReadAgHeader(AgHeaderKind kind, uint agno) => throw new NotImplementedException("write-core");
+    public BlockBuffer ReadAgHeader(AgHeaderKind kind, uint agno)
+    {
+        ThrowIfDone();
+        RequireAg(agno);
+        return buffers.Read(engine.Disk, Geometry.AgHeaderDaddr(agno, (int)kind), Geometry.SectorBasicBlocks, engine.Ag(agno).Verifiers[(int)kind]);
+    }
 
     /// <summary>A block store of AG <paramref name="agno"/> whose blocks are read through this transaction.
     /// <paramref name="allocate"/>/<paramref name="free"/> serve tree splits and joins (null: not allowed).</summary>
-    public AgBtreeBlockStore AgStore(uint agno, Func<long>? allocate, Action<long>? free) => throw new NotImplementedException("write-core");
+    public AgBtreeBlockStore AgStore(uint agno, Func<long>? allocate, Action<long>? free)
+    {
+        ThrowIfDone();
+        return new AgBtreeBlockStore(engine.Image.Cache, engine.Disk, Geometry.BlockSize, agno, Geometry.AgBlocks, Geometry.AgLength(agno))
+        {
+            Transaction = buffers,
+            Allocator = allocate,
+            Freer = free,
+        };
+    }
 
     /// <summary>An fsbno-addressed block store (bmbt) whose blocks are read through this transaction.</summary>
-    public BtreeBlockStore FsStore(Func<long>? allocate, Action<long>? free) => throw new NotImplementedException("write-core");
+    public BtreeBlockStore FsStore(Func<long>? allocate, Action<long>? free)
+    {
+        ThrowIfDone();
+        return new FsBtreeBlockStore(engine.Image.Cache, engine.Disk, Geometry.BlockSize, Geometry.AgBlocks, Geometry.AgBlockLog, Geometry.AgCount, Geometry.DataBlocks)
+        {
+            Transaction = buffers,
+            Allocator = allocate,
+            Freer = free,
+        };
+    }
+
+    internal BlockBuffer? FindJoined(long daddr, int lengthBB)
+    {
+        foreach (BlockBuffer b in buffers.Joined)
+        {
+            if (b.Daddr == daddr && b.LengthBB == lengthBB)
+            {
+                return b;
+            }
+        }
+        return null;
+    }
 
     // ------------------------------------------------------------------ inodes and data
 
     /// <summary>The inode's <see cref="IncoreInode.Core"/> changed: copied into its cluster buffer at commit.</summary>
-    public void LogInode(IncoreInode inode) => throw new NotImplementedException("write-core");
+    public void LogInode(IncoreInode inode)
+    {
+        ArgumentNullException.ThrowIfNull(inode);
+        ThrowIfDone();
+        if (!snapshots.ContainsKey(inode))
+        {
+            throw new InvalidOperationException($"{Operation}: {inode} is logged but not locked by this transaction");
+        }
+        if (!logged.Contains(inode))
+        {
+            logged.Add(inode);
+        }
+    }
+
+    internal void LoadedFromTransaction(IncoreInode inode) => loadedFromTransaction.Add(inode);
 
     /// <summary>Writes file data (whole blocks) at fs block <paramref name="fsbno"/>, journaled with the transaction.</summary>
-    public void WriteData(ulong fsbno, ReadOnlySpan<byte> blocks) => throw new NotImplementedException("write-core");
+    public void WriteData(ulong fsbno, ReadOnlySpan<byte> blocks)
+    {
+        ThrowIfDone();
+        int bs = Geometry.BlockSize;
+        if (blocks.IsEmpty || blocks.Length % bs != 0)
+        {
+            throw new ArgumentException($"data writes are whole blocks ({blocks.Length} bytes is not a multiple of {bs})", nameof(blocks));
+        }
+        if (!Geometry.IsValidExtent(fsbno, (ulong)(blocks.Length / bs)))
+        {
+            throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"{Operation}: data write at fsbno {fsbno} (+{blocks.Length / bs} blocks) outside the filesystem or crossing an AG");
+        }
+        data.Add((fsbno, blocks.ToArray()));
+    }
+
+    /// <summary>Reads file data as this transaction sees it: committed data overlaid with this transaction's own
+    /// <see cref="WriteData"/> calls (whole blocks).</summary>
+    public void ReadData(ulong fsbno, Span<byte> destination)
+    {
+        ThrowIfDone();
+        engine.ReadData(fsbno, destination);
+        int bs = Geometry.BlockSize;
+        long firstByte = ByteOf(fsbno), lastByte = firstByte + destination.Length;
+        foreach (var (f, bytes) in data)
+        {
+            long s = ByteOf(f), e = s + bytes.Length;
+            long lo = Math.Max(s, firstByte), hi = Math.Min(e, lastByte);
+            if (lo < hi && Geometry.FsbToAgno(f) == Geometry.FsbToAgno(fsbno))
+            {
+                bytes.AsSpan((int)(lo - s), (int)(hi - lo)).CopyTo(destination[(int)(lo - firstByte)..]);
+            }
+        }
+        _ = bs;
+    }
+
+    private long ByteOf(ulong fsbno) => Geometry.AgBlockToByte(Geometry.FsbToAgno(fsbno), Geometry.FsbToAgbno(fsbno));
 
     // ------------------------------------------------------------------ space (free-space trees, AGFL, OWN_AG)
 
+    /// <summary>The space state of a locked AG inside this transaction.</summary>
+    internal AgSpace Space(uint agno)
+    {
+        RequireAg(agno);
+        if (!spaces.TryGetValue(agno, out AgSpace? space))
+        {
+            space = new AgSpace(this, agno);
+            spaces.Add(agno, space);
+        }
+        return space;
+    }
+
     /// <summary>Allocates one extent (AG selection, free-list upkeep, reservations). The rmap of the new extent is
     /// the caller's job (except OWN_AG, which the free list keeps itself). Throws NoSpace.</summary>
-    public AllocatedExtent Allocate(in AllocationRequest request) => throw new NotImplementedException("write-core");
+    public AllocatedExtent Allocate(in AllocationRequest request)
+    {
+        ThrowIfDone();
+        return SpaceAllocator.Allocate(this, request);
+    }
 
     /// <summary>Returns an extent to free space (merging in bnobt and cntbt). The rmap unmap is the caller's job.</summary>
-    public void Free(uint agno, uint agbno, uint length) => throw new NotImplementedException("write-core");
+    public void Free(uint agno, uint agbno, uint length)
+    {
+        ThrowIfDone();
+        LockAg(agno);
+        Space(agno).FreeExtent(agbno, length);
+    }
 
     /// <summary>Fails with NoSpace unless <paramref name="blocks"/> could be allocated for <paramref name="purpose"/>
     /// (used before an operation changes anything).</summary>
-    public void EnsureSpace(long blocks, AllocationPurpose purpose) => throw new NotImplementedException("write-core");
+    public void EnsureSpace(long blocks, AllocationPurpose purpose)
+    {
+        ThrowIfDone();
+        SpaceAllocator.EnsureSpace(this, blocks, purpose);
+    }
 
     // ------------------------------------------------------------------ rmap and refcount (AG lock needed)
 
     /// <summary>Maps a record in AG <paramref name="agno"/>'s rmapbt (merging) and notifies the AG's hooks.</summary>
-    public void RmapMap(uint agno, RmapRecord record, bool shared) => throw new NotImplementedException("write-core");
+    public void RmapMap(uint agno, RmapRecord record, bool shared)
+    {
+        ThrowIfDone();
+        Space(agno).RmapChange(RmapUpdateKind.Map, record, shared);
+    }
 
     /// <summary>Unmaps a record (trim/split) and notifies the hooks.</summary>
-    public void RmapUnmap(uint agno, RmapRecord record, bool shared) => throw new NotImplementedException("write-core");
+    public void RmapUnmap(uint agno, RmapRecord record, bool shared)
+    {
+        ThrowIfDone();
+        Space(agno).RmapChange(RmapUpdateKind.Unmap, record, shared);
+    }
 
     /// <summary>Sets the unwritten state of a mapped range to that of <paramref name="record"/> and notifies the hooks.</summary>
-    public void RmapConvert(uint agno, RmapRecord record, bool shared) => throw new NotImplementedException("write-core");
+    public void RmapConvert(uint agno, RmapRecord record, bool shared)
+    {
+        ThrowIfDone();
+        Space(agno).RmapChange(RmapUpdateKind.Convert, record, shared);
+    }
 
     /// <summary>Adds one reference to every block of the range (gaps become count-2 records).</summary>
-    public void RefcountIncrement(uint agno, uint agbno, uint length) => throw new NotImplementedException("write-core");
+    public void RefcountIncrement(uint agno, uint agbno, uint length)
+    {
+        ThrowIfDone();
+        Space(agno).RefcountAdjust(agbno, length, +1);
+    }
 
     /// <summary>Drops one reference from every block of the range; returns the sub-ranges whose count reached
     /// zero (no other owner): the caller frees them.</summary>
-    public IReadOnlyList<(uint AgBlock, uint Length)> RefcountDecrement(uint agno, uint agbno, uint length) => throw new NotImplementedException("write-core");
+    public IReadOnlyList<(uint AgBlock, uint Length)> RefcountDecrement(uint agno, uint agbno, uint length)
+    {
+        ThrowIfDone();
+        return Space(agno).RefcountAdjust(agbno, length, -1);
+    }
 
     /// <summary>True when any block of the range is shared (has a refcount record).</summary>
-    public bool IsShared(uint agno, uint agbno, uint length) => throw new NotImplementedException("write-core");
+    public bool IsShared(uint agno, uint agbno, uint length)
+    {
+        ThrowIfDone();
+        return Space(agno).IsShared(agbno, length);
+    }
+
+    /// <summary>Queues an rmap change for the AG's hooks (nothing at all when the AG has none).</summary>
+    internal void QueueHook(uint agno, RmapUpdateKind kind, in RmapRecord record, bool shared)
+    {
+        if (!engine.Ag(agno).HasHooks)
+        {
+            return;
+        }
+        (hookQueue ??= new List<RmapUpdate>()).Add(new RmapUpdate(kind, agno, record, shared));
+    }
 
     // ------------------------------------------------------------------ superblock counters
 
     /// <summary>Adjusts sb_icount / sb_ifree (sb_fdblocks follows the space calls by itself).</summary>
-    public void ModInodeCounters(long icountDelta, long ifreeDelta) => throw new NotImplementedException("write-core");
+    public void ModInodeCounters(long icountDelta, long ifreeDelta)
+    {
+        ThrowIfDone();
+        this.icountDelta += icountDelta;
+        this.ifreeDelta += ifreeDelta;
+    }
 
     // ------------------------------------------------------------------ end
 
     /// <summary>Commits (normally done by <see cref="WriteEngine.Execute{T}"/>).</summary>
-    public void Commit() => throw new NotImplementedException("write-core");
+    /// <remarks>
+    /// Order: logged inodes are copied into their cluster buffers (daddr order, CRC recomputed); every dirty
+    /// buffer runs its write verifier; one journal record with the data and the buffers is appended and made
+    /// durable; the data and buffers are written in place; hooks get the queued rmap changes; locks go. A failure
+    /// before the record is complete cancels; after it, the engine stops (the journal replays the record at the
+    /// next open).
+    /// </remarks>
+    public void Commit()
+    {
+        ThrowIfDone();
+        CopyLoggedInodes();
+        var entries = new List<JournalEntry>(data.Count + buffers.Count);
+        foreach (var (fsbno, bytes) in data)
+        {
+            entries.Add(new JournalEntry(ByteOf(fsbno), bytes));
+        }
+        var dirty = new List<BlockBuffer>();
+        foreach (BlockBuffer b in buffers.Joined)
+        {
+            if (!b.Target.IsInMemory && b.IsDirty && !b.IsStale)
+            {
+                dirty.Add(b);
+            }
+        }
+        dirty.Sort(static (x, y) => x.Daddr.CompareTo(y.Daddr));
+        foreach (BlockBuffer b in dirty)
+        {
+            b.Verifier?.PrepareWrite(b);
+            entries.Add(new JournalEntry(b.Daddr * 512, b.Span.ToArray()));
+        }
+        var summaries = new List<(uint, AgSummary)>(spaces.Count);
+        foreach (AgSpace space in spaces.Values)
+        {
+            if (space.CaptureSummary() is { } summary)
+            {
+                summaries.Add((space.AgNumber, summary));
+            }
+        }
+        done = true;
+        if (entries.Count == 0)
+        {
+            ReleaseAll(commit: true);
+            return;
+        }
+        void Publish()
+        {
+            foreach (var (agno, summary) in summaries)
+            {
+                engine.Ag(agno).Publish(summary);
+            }
+        }
+        ReaderWriterLockSlim gate = engine.CommitGate;
+        gate.EnterReadLock();
+        bool journaled = false;
+        try
+        {
+            engine.Journal.Append(entries, engine.Options.SyncCommits);
+            journaled = true;
+            foreach (var (fsbno, bytes) in data)
+            {
+                WriteEngine.WriteRaw(engine.Disk, ByteOf(fsbno), bytes);
+            }
+            buffers.Commit();
+        }
+        catch (Exception e)
+        {
+            if (journaled)
+            {
+                engine.Fail($"{Operation}: {e.Message}");
+            }
+            if (!buffers.IsFinished)
+            {
+                buffers.Cancel();
+            }
+            RestoreInodes();
+            ReleaseLocks();
+            throw;
+        }
+        finally
+        {
+            gate.ExitReadLock();
+        }
+        Publish();
+        DeliverHooks();
+        engine.ApplyInodeCounterDeltas(icountDelta, ifreeDelta);
+        ReleaseLocks();
+        engine.MaybeCheckpoint();
+    }
+
+    private void CopyLoggedInodes()
+    {
+        if (logged.Count == 0)
+        {
+            return;
+        }
+        logged.Sort(static (a, b) => a.Ino.CompareTo(b.Ino)); // ascending ino = ascending daddr within the fs
+        int isize = Geometry.InodeSize;
+        foreach (IncoreInode inode in logged)
+        {
+            var (daddr, offset) = engine.InodeLocation(inode.Ino);
+            BlockBuffer cluster = buffers.Read(engine.Disk, daddr, Geometry.BasicBlocksPerBlock, null);
+            Span<byte> slot = cluster.Span.Slice(offset, isize);
+            inode.Core.CopyTo(slot);
+            XfsCrc.Update(slot, Dinode.CrcOffset);
+            inode.Core.AsSpan(Dinode.CrcOffset, 4).Clear();
+            slot.Slice(Dinode.CrcOffset, 4).CopyTo(inode.Core.AsSpan(Dinode.CrcOffset));
+            buffers.LogRange(cluster, offset, isize);
+        }
+    }
+
+    private void DeliverHooks()
+    {
+        if (hookQueue is null)
+        {
+            return;
+        }
+        foreach (RmapUpdate update in hookQueue)
+        {
+            engine.Ag(update.AgNumber).Deliver(update);
+        }
+        hookQueue = null;
+    }
 
     /// <summary>Cancels: nothing of this transaction remains, on disk or in memory.</summary>
-    public void Cancel() => throw new NotImplementedException("write-core");
+    public void Cancel()
+    {
+        if (done)
+        {
+            return;
+        }
+        done = true;
+        ReleaseAll(commit: false);
+    }
 
-    public void Dispose() => throw new NotImplementedException("write-core");
+    private void ReleaseAll(bool commit)
+    {
+        try
+        {
+            if (commit)
+            {
+                buffers.Commit();
+            }
+            else
+            {
+                buffers.Cancel();
+                RestoreInodes();
+            }
+        }
+        finally
+        {
+            hookQueue = null;
+            ReleaseLocks();
+        }
+    }
+
+    private void RestoreInodes()
+    {
+        foreach (var (inode, snapshot) in snapshots)
+        {
+            snapshot.CopyTo(inode.Core, 0);
+        }
+        foreach (IncoreInode inode in loadedFromTransaction)
+        {
+            engine.ForgetInode(inode);
+        }
+    }
+
+    private void ReleaseLocks()
+    {
+        for (int i = heldAgs.Count - 1; i >= 0; i--)
+        {
+            engine.Ag(heldAgs[i]).Lock.Exit();
+        }
+        heldAgs.Clear();
+        for (int i = heldInodes.Count - 1; i >= 0; i--)
+        {
+            heldInodes[i].Lock.Exit();
+        }
+        heldInodes.Clear();
+        snapshots.Clear();
+    }
+
+    public void Dispose() => Cancel();
+
+    private void ThrowIfDone()
+    {
+        if (done)
+        {
+            throw new InvalidOperationException($"{Operation}: the transaction is already committed or cancelled");
+        }
+    }
 }

@@ -1,0 +1,100 @@
+using System.Buffers.Binary;
+using Xfbtree.Btree;
+using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Write.Engine;
+
+namespace Xfbtree.Xfs.Write.Space;
+
+/// <summary>
+/// The per-AG block reservations the kernel sets aside at mount (xfs_ag_resv_init) so that metadata btrees can
+/// always grow: the METADATA pool (finobt and refcountbt: the tree's maximum size, xfs_btree_calc_size over
+/// minimum-filled blocks, less the blocks it already has) and the RMAPBT pool (the larger of 1% of the AG and the
+/// rmapbt's maximum size, less rmap_blocks). The AG size excludes the internal log when the AG holds it. An
+/// allocation may not leave less free space than the pools it is not entitled to: file data may use neither,
+/// refcountbt and inode btree blocks may use the METADATA pool (the AGFL, which feeds the rmapbt, is exempt).
+/// </summary>
+internal static class AgReservations
+{
+    /// <summary>xfs_btree_calc_size: blocks of a tree of <paramref name="records"/> records with minimum-filled blocks.</summary>
+    public static ulong CalcSize(int leafMin, int nodeMin, ulong records)
+    {
+        ulong blocks = 0;
+        int per = leafMin;
+        for (ulong r = records; r > 1;)
+        {
+            r = (r + (ulong)per - 1) / (ulong)per;
+            blocks += r;
+            per = nodeMin;
+        }
+        return blocks;
+    }
+
+    /// <summary>The AG's blocks as the reservation code counts them (agf_length, less the internal log).</summary>
+    private static ulong UsableBlocks(XfsGeometry geo, uint agno)
+    {
+        ulong blocks = geo.AgLength(agno);
+        Superblock sb = geo.Superblock;
+        if (sb.LogStart != 0 && geo.FsbToAgno(sb.LogStart) == agno)
+        {
+            blocks -= Math.Min(blocks, sb.LogBlocks);
+        }
+        return blocks;
+    }
+
+    /// <summary>(metadata ask, rmapbt ask) of one AG: what the pools hold when the trees are empty.</summary>
+    public static (ulong Metadata, ulong Rmap) Asks(XfsGeometry geo, uint agno)
+    {
+        ulong agblocks = UsableBlocks(geo, agno);
+        Superblock sb = geo.Superblock;
+        ulong meta = 0, rmap = 0;
+        if (sb.HasFinobt)
+        {
+            var g = new BtreeGeometry(geo.BlockSize, false, 16, 4, false);
+            ulong inoBlocks = agblocks;
+            uint align = sb.InodeAlignment;
+            if (align > 1)
+            {
+                inoBlocks = inoBlocks / align * align;
+            }
+            meta += CalcSize(g.LeafMinRecords, g.NodeMinRecords, inoBlocks * (ulong)geo.InodesPerBlock / 64);
+        }
+        if (sb.HasReflink)
+        {
+            var g = new BtreeGeometry(geo.BlockSize, false, 12, 4, false);
+            meta += CalcSize(g.LeafMinRecords, g.NodeMinRecords, agblocks);
+        }
+        if (sb.HasRmapbt)
+        {
+            var g = new BtreeGeometry(geo.BlockSize, false, 24, 20, true);
+            rmap = Math.Max(agblocks / 100, CalcSize(g.LeafMinRecords, g.NodeMinRecords, agblocks));
+        }
+        return (meta, rmap);
+    }
+
+    /// <summary>xfs_ag_resv_needed: the reserved blocks an allocation for <paramref name="purpose"/> must leave free.</summary>
+    public static long Needed(WriteTransaction tx, AgSpace space, AllocationPurpose purpose)
+    {
+        var (metaReserved, rmapReserved) = Reserved(tx, space);
+        return purpose switch
+        {
+            AllocationPurpose.RefcountBtreeBlock or AllocationPurpose.InodeBtreeBlock => rmapReserved,
+            _ => metaReserved + rmapReserved,
+        };
+    }
+
+    /// <summary>The unused part of each pool now (ask − blocks the trees have, at least 0).</summary>
+    public static (long Metadata, long Rmap) Reserved(WriteTransaction tx, AgSpace space)
+    {
+        EngineAg ag = tx.Engine.Ag(space.AgNumber);
+        var (metaAsk, rmapAsk) = ag.ReservationAsks;
+        long metaUsed = space.RefcountBlocks;
+        if (tx.Geometry.Superblock.HasFinobt && tx.Geometry.Superblock.HasInobtCounts)
+        {
+            // agi_fblocks (inobtcount feature); without it the finobt's blocks are not counted (a larger pool).
+            metaUsed += BinaryPrimitives.ReadUInt32BigEndian(tx.ReadAgHeader(AgHeaderKind.Agi, space.AgNumber).Span[340..]);
+        }
+        long meta = Math.Max(0, (long)metaAsk - metaUsed);
+        long rmap = Math.Max(0, (long)rmapAsk - space.RmapBlocks);
+        return (meta, rmap);
+    }
+}

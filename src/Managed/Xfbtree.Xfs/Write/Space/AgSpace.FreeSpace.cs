@@ -1,0 +1,500 @@
+using Xfbtree.Btree;
+using Xfbtree.Buffers;
+using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Trees;
+using Xfbtree.Xfs.Write.Engine;
+
+namespace Xfbtree.Xfs.Write.Space;
+
+/// <summary>The free-space trees: finding, carving out and returning extents (bnobt and cntbt in step).</summary>
+internal sealed partial class AgSpace
+{
+    /// <summary>How many bnobt records a near search looks at on each side of the hint before settling.</summary>
+    private const int NearSearchRecords = 64;
+
+    private static uint AlignUp(uint value, uint alignment) => alignment <= 1 ? value : (uint)Math.Min(uint.MaxValue, ((ulong)value + alignment - 1) / alignment * alignment);
+
+    /// <summary>
+    /// Allocates in this AG (locked by the caller) as the request asks, or returns false (nothing changed but
+    /// possibly the free list). Checks the kernel's space rule first (xfs_alloc_space_available): the longest
+    /// extent and the free total, less the free list's needs and the per-AG reservations the purpose may not use.
+    /// </summary>
+    public bool TryAllocateHere(in AllocationRequest request, out uint agbno, out uint length)
+    {
+        agbno = 0;
+        length = 0;
+        uint align = Math.Max(1u, request.Alignment);
+        if (!SpaceAvailable(request.Purpose, request.MinLength, align))
+        {
+            return false;
+        }
+        FixFreeList();
+        if (!SpaceAvailable(request.Purpose, request.MinLength, align))
+        {
+            return false;
+        }
+        bool hintHere = request.HintFsbno != AllocationRequest.NullFsbno && geo.FsbToAgno(request.HintFsbno) == AgNumber
+            && geo.FsbToAgbno(request.HintFsbno) < agLength;
+        uint hint = hintHere ? geo.FsbToAgbno(request.HintFsbno) : 0;
+        uint fbno = 0, flen = 0, abno = 0, alen = 0;
+        bool found;
+        if (request.Exact)
+        {
+            found = hintHere && FindExact(hint, request.MinLength, request.MaxLength, align, out fbno, out flen, out abno, out alen);
+        }
+        else if (hintHere)
+        {
+            found = FindNear(hint, request.MinLength, request.MaxLength, align, out fbno, out flen, out abno, out alen)
+                || FindBySize(request.MaxLength, request.MinLength, align, out fbno, out flen, out abno, out alen);
+        }
+        else
+        {
+            found = FindBySize(request.MaxLength, request.MinLength, align, out fbno, out flen, out abno, out alen);
+        }
+        if (!found)
+        {
+            return false;
+        }
+        // The pick may not leave less than the reservation behind (a longer pick than the rule allowed is trimmed).
+        uint cap = AllowedLength(request.Purpose);
+        if (alen > cap)
+        {
+            if (cap < request.MinLength)
+            {
+                return false;
+            }
+            alen = cap;
+        }
+        RemoveFree(fbno, flen, abno, alen);
+        agbno = abno;
+        length = alen;
+        return true;
+    }
+
+    /// <summary>Blocks the purpose may take from this AG now, after the free list's needs and the reservations.</summary>
+    private uint AllowedLength(AllocationPurpose purpose)
+    {
+        long reserved = AgReservations.Needed(tx, this, purpose);
+        uint need = MinFreeList();
+        long available = (long)FreeBlocks + Math.Min(FlCount, need) - reserved - need;
+        return (uint)Math.Clamp(available, 0, uint.MaxValue);
+    }
+
+    /// <summary>xfs_alloc_space_available for a request of <paramref name="minLength"/> blocks.</summary>
+    private bool SpaceAvailable(AllocationPurpose purpose, uint minLength, uint align)
+    {
+        long reserved = AgReservations.Needed(tx, this, purpose);
+        uint need = MinFreeList();
+        long allocLength = (long)minLength + align - 1;
+        if (LongestFree(need, reserved) < allocLength)
+        {
+            return false;
+        }
+        long available = (long)FreeBlocks + Math.Min(FlCount, need) - reserved - need;
+        return available >= allocLength;
+    }
+
+    /// <summary>xfs_alloc_longest_free_extent: the longest extent less what the free list and the others'
+    /// reservations would take from it.</summary>
+    private long LongestFree(uint need, long reserved)
+    {
+        long longest = Longest, free = FreeBlocks, fl = FlCount;
+        long delta = need > fl ? need - fl : 0;
+        if (free - longest < reserved)
+        {
+            delta += reserved - (free - longest);
+        }
+        if (longest > delta)
+        {
+            return longest - delta;
+        }
+        return fl > 0 || longest > 0 ? 1 : 0;
+    }
+
+    private bool FindExact(uint hint, uint minLength, uint maxLength, uint align, out uint fbno, out uint flen, out uint abno, out uint alen)
+    {
+        fbno = flen = abno = alen = 0;
+        if (AlignUp(hint, align) != hint)
+        {
+            return false;
+        }
+        var tree = Bnobt();
+        using var cur = tree.CreateCursor();
+        Span<byte> key = stackalloc byte[8];
+        AllocRecord.Write(key, hint, 0);
+        if (!cur.Lookup(key, BtreeLookup.LessOrEqual))
+        {
+            return false;
+        }
+        uint s = AllocRecord.StartBlock(cur.Current), l = AllocRecord.BlockCount(cur.Current);
+        ulong end = (ulong)s + l;
+        if (end <= hint || end - hint < minLength)
+        {
+            return false;
+        }
+        fbno = s;
+        flen = l;
+        abno = hint;
+        alen = (uint)Math.Min(maxLength, end - hint);
+        return true;
+    }
+
+    /// <summary>
+    /// Near allocation: walks the bnobt outwards from the hint (a bounded number of records each side) and
+    /// takes the closest placement of the full length, or failing that the longest acceptable one.
+    /// </summary>
+    private bool FindNear(uint hint, uint minLength, uint maxLength, uint align, out uint fbno, out uint flen, out uint abno, out uint alen)
+    {
+        fbno = flen = abno = alen = 0;
+        var tree = Bnobt();
+        using var cur = tree.CreateCursor();
+        Span<byte> key = stackalloc byte[8];
+        AllocRecord.Write(key, hint, 0);
+        bool haveBest = false;
+        bool bestFull = false;
+        ulong bestDistance = ulong.MaxValue;
+        uint bestLen = 0;
+        void Consider(uint s, uint l, ref bool haveBest, ref bool bestFull, ref ulong bestDistance, ref uint bestLen,
+            ref uint fbno, ref uint flen, ref uint abno, ref uint alen)
+        {
+            ulong end = (ulong)s + l;
+            // Start as close to the hint as the extent allows, aligned.
+            ulong want = maxLength;
+            ulong start = Math.Clamp(hint, s, end > want ? Math.Max(s, end - want) : s);
+            start = AlignUp((uint)start, align);
+            if (start >= end)
+            {
+                return;
+            }
+            ulong len = Math.Min(want, end - start);
+            if (len < minLength)
+            {
+                start = AlignUp(s, align);
+                if (start >= end)
+                {
+                    return;
+                }
+                len = Math.Min(want, end - start);
+                if (len < minLength)
+                {
+                    return;
+                }
+            }
+            ulong distance = start > hint ? start - hint : hint - start;
+            bool full = len >= maxLength;
+            bool better = !haveBest
+                || (full && !bestFull)
+                || (full == bestFull && (full ? distance < bestDistance : len > bestLen || (len == bestLen && distance < bestDistance)));
+            if (better)
+            {
+                haveBest = true;
+                bestFull = full;
+                bestDistance = distance;
+                bestLen = (uint)len;
+                fbno = s;
+                flen = l;
+                abno = (uint)start;
+                alen = (uint)len;
+            }
+        }
+        // Left side: the record at or before the hint, then further left.
+        if (cur.Lookup(key, BtreeLookup.LessOrEqual))
+        {
+            for (int i = 0; i < NearSearchRecords; i++)
+            {
+                uint s = AllocRecord.StartBlock(cur.Current), l = AllocRecord.BlockCount(cur.Current);
+                if (bestFull && (ulong)s + l <= hint && hint - ((ulong)s + l) > bestDistance)
+                {
+                    break;
+                }
+                Consider(s, l, ref haveBest, ref bestFull, ref bestDistance, ref bestLen, ref fbno, ref flen, ref abno, ref alen);
+                if (!cur.Decrement())
+                {
+                    break;
+                }
+            }
+        }
+        AllocRecord.Write(key, hint == uint.MaxValue ? hint : hint + 1, 0);
+        if (cur.Lookup(key, BtreeLookup.GreaterOrEqual))
+        {
+            for (int i = 0; i < NearSearchRecords; i++)
+            {
+                uint s = AllocRecord.StartBlock(cur.Current), l = AllocRecord.BlockCount(cur.Current);
+                if (bestFull && s > hint && s - hint > bestDistance)
+                {
+                    break;
+                }
+                Consider(s, l, ref haveBest, ref bestFull, ref bestDistance, ref bestLen, ref fbno, ref flen, ref abno, ref alen);
+                if (!cur.Increment())
+                {
+                    break;
+                }
+            }
+        }
+        return haveBest;
+    }
+
+    /// <summary>By size (cntbt): the smallest extent that holds the full aligned length, else the largest.</summary>
+    private bool FindBySize(uint maxLength, uint minLength, uint align, out uint fbno, out uint flen, out uint abno, out uint alen)
+    {
+        fbno = flen = abno = alen = 0;
+        var tree = Cntbt();
+        using var cur = tree.CreateCursor();
+        Span<byte> key = stackalloc byte[8];
+        ulong fit = (ulong)maxLength + align - 1;
+        AllocRecord.Write(key, 0, (uint)Math.Min(fit, uint.MaxValue));
+        bool found = cur.Lookup(key, BtreeLookup.GreaterOrEqual) || cur.MoveLast();
+        if (!found)
+        {
+            return false;
+        }
+        uint s = AllocRecord.StartBlock(cur.Current), l = AllocRecord.BlockCount(cur.Current);
+        ulong end = (ulong)s + l;
+        ulong start = AlignUp(s, align);
+        if (start >= end)
+        {
+            return false;
+        }
+        ulong len = Math.Min(maxLength, end - start);
+        if (len < minLength)
+        {
+            return false;
+        }
+        fbno = s;
+        flen = l;
+        abno = (uint)start;
+        alen = (uint)len;
+        return true;
+    }
+
+    /// <summary>Carves [abno, +alen) out of the free extent [fbno, +flen): bnobt and cntbt keep the leftovers.</summary>
+    private void RemoveFree(uint fbno, uint flen, uint abno, uint alen)
+    {
+        if (abno < fbno || (ulong)abno + alen > (ulong)fbno + flen || alen == 0)
+        {
+            throw new InvalidOperationException($"allocation [{abno}, +{alen}) outside the free extent [{fbno}, +{flen})");
+        }
+        uint leftLen = abno - fbno;
+        uint rightStart = abno + alen;
+        uint rightLen = (uint)((ulong)fbno + flen - rightStart);
+        Span<byte> rec = stackalloc byte[8];
+
+        var bno = Bnobt();
+        using (var cur = bno.CreateCursor())
+        {
+            AllocRecord.Write(rec, fbno, flen);
+            if (!cur.Lookup(rec, BtreeLookup.Equal) || AllocRecord.BlockCount(cur.Current) != flen)
+            {
+                throw new CorruptionException("bnobt", geo.AgBlockToDaddr(AgNumber, 0), $"AG {AgNumber}: free extent [{fbno}, +{flen}) is not in the bnobt");
+            }
+            if (leftLen > 0)
+            {
+                AllocRecord.Write(rec, fbno, leftLen);
+                cur.Update(rec);
+                if (rightLen > 0)
+                {
+                    AllocRecord.Write(rec, rightStart, rightLen);
+                    InsertOrCorrupt(cur, rec, "bnobt");
+                }
+            }
+            else if (rightLen > 0)
+            {
+                AllocRecord.Write(rec, rightStart, rightLen);
+                cur.Update(rec);
+            }
+            else
+            {
+                cur.Delete();
+            }
+        }
+        var cnt = Cntbt();
+        using (var cur = cnt.CreateCursor())
+        {
+            AllocRecord.Write(rec, fbno, flen);
+            if (!cur.Lookup(rec, BtreeLookup.Equal))
+            {
+                throw new CorruptionException("cntbt", geo.AgBlockToDaddr(AgNumber, 0), $"AG {AgNumber}: free extent [{fbno}, +{flen}) is not in the cntbt");
+            }
+            cur.Delete();
+            if (leftLen > 0)
+            {
+                AllocRecord.Write(rec, fbno, leftLen);
+                InsertOrCorrupt(cur, rec, "cntbt");
+            }
+            if (rightLen > 0)
+            {
+                AllocRecord.Write(rec, rightStart, rightLen);
+                InsertOrCorrupt(cur, rec, "cntbt");
+            }
+        }
+        AddField(Format.Agf.OffsetFreeBlocks, -(long)alen);
+        UpdateLongest();
+    }
+
+    /// <summary>Returns [agbno, +length) to free space, merging with free neighbours on both sides.</summary>
+    private void InsertFree(uint agbno, uint length)
+    {
+        if (length == 0 || agbno < geo.FirstFreeBlock || (ulong)agbno + length > agLength)
+        {
+            throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"{tx.Operation}: free of [{agbno}, +{length}) outside AG {AgNumber}'s usable blocks");
+        }
+        Span<byte> rec = stackalloc byte[8];
+        uint leftStart = 0, leftLen = 0, rightStart = 0, rightLen = 0;
+        var bno = Bnobt();
+        using (var cur = bno.CreateCursor())
+        {
+            AllocRecord.Write(rec, agbno, 0);
+            if (cur.Lookup(rec, BtreeLookup.LessOrEqual))
+            {
+                uint s = AllocRecord.StartBlock(cur.Current), l = AllocRecord.BlockCount(cur.Current);
+                if ((ulong)s + l > agbno)
+                {
+                    throw new CorruptionException("bnobt", geo.AgBlockToDaddr(AgNumber, 0), $"AG {AgNumber}: freeing [{agbno}, +{length}) overlaps free extent [{s}, +{l})");
+                }
+                if ((ulong)s + l == agbno)
+                {
+                    leftStart = s;
+                    leftLen = l;
+                }
+            }
+            AllocRecord.Write(rec, agbno, 0);
+            if (cur.Lookup(rec, BtreeLookup.GreaterOrEqual))
+            {
+                uint s = AllocRecord.StartBlock(cur.Current), l = AllocRecord.BlockCount(cur.Current);
+                if (s < (ulong)agbno + length)
+                {
+                    throw new CorruptionException("bnobt", geo.AgBlockToDaddr(AgNumber, 0), $"AG {AgNumber}: freeing [{agbno}, +{length}) overlaps free extent [{s}, +{l})");
+                }
+                if (s == (ulong)agbno + length)
+                {
+                    rightStart = s;
+                    rightLen = l;
+                }
+            }
+            uint newStart = leftLen > 0 ? leftStart : agbno;
+            uint newLen = leftLen + length + rightLen;
+            if (leftLen > 0)
+            {
+                AllocRecord.Write(rec, leftStart, 0);
+                cur.Lookup(rec, BtreeLookup.Equal);
+                AllocRecord.Write(rec, newStart, newLen);
+                cur.Update(rec);
+                if (rightLen > 0)
+                {
+                    AllocRecord.Write(rec, rightStart, 0);
+                    if (!cur.Lookup(rec, BtreeLookup.Equal))
+                    {
+                        throw new InvalidOperationException($"bnobt record {rightStart} vanished");
+                    }
+                    cur.Delete();
+                }
+            }
+            else if (rightLen > 0)
+            {
+                AllocRecord.Write(rec, rightStart, 0);
+                if (!cur.Lookup(rec, BtreeLookup.Equal))
+                {
+                    throw new InvalidOperationException($"bnobt record {rightStart} vanished");
+                }
+                AllocRecord.Write(rec, newStart, newLen);
+                cur.Update(rec);
+            }
+            else
+            {
+                AllocRecord.Write(rec, newStart, newLen);
+                InsertOrCorrupt(cur, rec, "bnobt");
+            }
+
+            var cnt = Cntbt();
+            using var c2 = cnt.CreateCursor();
+            if (leftLen > 0)
+            {
+                DeleteExact(c2, leftStart, leftLen);
+            }
+            if (rightLen > 0)
+            {
+                DeleteExact(c2, rightStart, rightLen);
+            }
+            AllocRecord.Write(rec, newStart, newLen);
+            InsertOrCorrupt(c2, rec, "cntbt");
+        }
+        AddField(Format.Agf.OffsetFreeBlocks, length);
+        UpdateLongest();
+    }
+
+    private void DeleteExact(BtreeCursor<CntbtOps> cur, uint start, uint length)
+    {
+        Span<byte> rec = stackalloc byte[8];
+        AllocRecord.Write(rec, start, length);
+        if (!cur.Lookup(rec, BtreeLookup.Equal))
+        {
+            throw new CorruptionException("cntbt", geo.AgBlockToDaddr(AgNumber, 0), $"AG {AgNumber}: free extent [{start}, +{length}) is in the bnobt but not in the cntbt");
+        }
+        cur.Delete();
+    }
+
+    private void InsertOrCorrupt<TOps>(BtreeCursor<TOps> cur, ReadOnlySpan<byte> rec, string tree) where TOps : struct, IBtreeOps
+    {
+        if (!cur.Insert(rec))
+        {
+            throw new CorruptionException(tree, geo.AgBlockToDaddr(AgNumber, 0), $"AG {AgNumber}: a record with the key of [{AllocRecord.StartBlock(rec)}, +{AllocRecord.BlockCount(rec)}) exists");
+        }
+    }
+
+    private void UpdateLongest()
+    {
+        var cnt = Cntbt();
+        using var cur = cnt.CreateCursor();
+        uint longest = cur.MoveLast() ? AllocRecord.BlockCount(cur.Current) : 0;
+        if (Longest != longest)
+        {
+            SetField(Format.Agf.OffsetLongest, longest);
+        }
+    }
+
+    /// <summary>Frees an extent (free list fixed first, then merged into bnobt and cntbt).</summary>
+    public void FreeExtent(uint agbno, uint length)
+    {
+        FixFreeList();
+        InsertFree(agbno, length);
+    }
+
+    // ------------------------------------------------------------------ rmap
+
+    /// <summary>An rmap change made by a caller: the free list is fixed first (splits draw from it).</summary>
+    public void RmapChange(RmapUpdateKind kind, RmapRecord record, bool shared)
+    {
+        FixFreeList();
+        RmapEdit(kind, record, shared);
+    }
+
+    /// <summary>Edits the on-disk rmapbt through <see cref="RmapEditor"/> and queues the change for the hooks.</summary>
+    private void RmapEdit(RmapUpdateKind kind, RmapRecord record, bool shared)
+    {
+        if ((ulong)record.StartBlock + record.BlockCount > agLength)
+        {
+            throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"{tx.Operation}: rmap {record} outside AG {AgNumber}");
+        }
+        var editor = new RmapEditor(Rmapbt());
+        try
+        {
+            switch (kind)
+            {
+                case RmapUpdateKind.Map:
+                    if (shared) editor.MapShared(record); else editor.Map(record);
+                    break;
+                case RmapUpdateKind.Unmap:
+                    if (shared) editor.UnmapShared(record); else editor.Unmap(record);
+                    break;
+                default:
+                    if (shared) editor.ConvertShared(record); else editor.Convert(record);
+                    break;
+            }
+        }
+        finally
+        {
+            editor.Cursor.Dispose();
+        }
+        tx.QueueHook(AgNumber, kind, record, shared);
+    }
+}

@@ -1,0 +1,305 @@
+using System.Buffers.Binary;
+using Xfbtree.Btree;
+using Xfbtree.Buffers;
+using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Trees;
+using Xfbtree.Xfs.Write.Engine;
+
+namespace Xfbtree.Xfs.Write.Space;
+
+/// <summary>
+/// One locked AG inside one transaction: its AGF and AGFL (joined buffers, fields edited in place and logged),
+/// the free-space trees, the free list, the rmapbt and the refcountbt, all read and written through the
+/// transaction. Every AGF counter is kept exact as the kernel keeps it (xfs-write-path.md §1.6, §1.7):
+/// freeblks and longest follow the cntbt, flcount/flfirst/fllast the list, btreeblks the bnobt, cntbt and rmapbt
+/// blocks beyond their roots, rmap_blocks and refcount_blocks every block of their trees, levels and roots the
+/// trees. bnobt, cntbt and rmapbt blocks come from the AGFL head and return to its tail; refcountbt blocks come
+/// from free space (OWN_REFC).
+/// </summary>
+internal sealed partial class AgSpace
+{
+    private readonly WriteTransaction tx;
+    private readonly XfsGeometry geo;
+    private readonly uint agLength;
+    private readonly int slots;
+    private BlockBuffer? agf;
+    private BlockBuffer? agfl;
+
+    public AgSpace(WriteTransaction tx, uint agno)
+    {
+        this.tx = tx;
+        AgNumber = agno;
+        geo = tx.Geometry;
+        agLength = geo.AgLength(agno);
+        slots = geo.AgflSlots;
+    }
+
+    public uint AgNumber { get; }
+
+    public uint AgLength => agLength;
+
+    // ------------------------------------------------------------------ AGF fields
+
+    private BlockBuffer Agf
+    {
+        get
+        {
+            if (agf is null)
+            {
+                BlockBuffer b = tx.ReadAgHeader(AgHeaderKind.Agf, AgNumber);
+                var parsed = Format.Agf.Parse(b.Span, geo, AgNumber);
+                if (parsed.Problems.Count > 0)
+                {
+                    throw new CorruptionException("AGF", b.Daddr, parsed.Problems[0]);
+                }
+                if (!parsed.FreeListConsistent(slots))
+                {
+                    throw new CorruptionException("AGF", b.Daddr, "free list counters inconsistent");
+                }
+                agf = b;
+            }
+            return agf;
+        }
+    }
+
+    private BlockBuffer Agfl => agfl ??= tx.ReadAgHeader(AgHeaderKind.Agfl, AgNumber);
+
+    private uint Field(int offset) => BinaryPrimitives.ReadUInt32BigEndian(Agf.Span[offset..]);
+
+    private void SetField(int offset, uint value)
+    {
+        BlockBuffer b = Agf;
+        BinaryPrimitives.WriteUInt32BigEndian(b.Span[offset..], value);
+        tx.LogBuffer(b, offset, 4);
+    }
+
+    private void AddField(int offset, long delta)
+    {
+        long v = Field(offset) + delta;
+        if (v < 0 || v > uint.MaxValue)
+        {
+            throw new CorruptionException("AGF", Agf.Daddr, $"counter at offset {offset} would become {v}");
+        }
+        SetField(offset, (uint)v);
+    }
+
+    public uint FreeBlocks => Field(Format.Agf.OffsetFreeBlocks);
+    public uint Longest => Field(Format.Agf.OffsetLongest);
+    public uint FlCount => Field(Format.Agf.OffsetFlCount);
+    public uint BtreeBlocks => Field(Format.Agf.OffsetBtreeBlocks);
+    public uint RmapBlocks => Field(Format.Agf.OffsetRmapBlocks);
+    public uint RefcountBlocks => Field(Format.Agf.OffsetRefcountBlocks);
+
+    private uint Level(AgfTree tree) => tree switch
+    {
+        AgfTree.Bnobt => Field(Format.Agf.OffsetLevels),
+        AgfTree.Cntbt => Field(Format.Agf.OffsetLevels + 4),
+        AgfTree.Rmapbt => Field(Format.Agf.OffsetRmapLevel),
+        _ => Field(Format.Agf.OffsetRefcountLevel),
+    };
+
+    /// <summary>Reads the figures AG selection uses (published to <see cref="EngineAg"/> after the commit).</summary>
+    public AgSummary? CaptureSummary()
+    {
+        if (agf is null)
+        {
+            return null;
+        }
+        var (meta, rmap) = AgReservations.Reserved(tx, this);
+        return new AgSummary(FreeBlocks, Longest, FlCount, MinFreeList(), meta, rmap);
+    }
+
+    // ------------------------------------------------------------------ trees
+
+    private BtreeRootValue Root(AgfTree tree)
+    {
+        int rootOffset, levelOffset;
+        switch (tree)
+        {
+            case AgfTree.Bnobt: rootOffset = Format.Agf.OffsetRoots; levelOffset = Format.Agf.OffsetLevels; break;
+            case AgfTree.Cntbt: rootOffset = Format.Agf.OffsetRoots + 4; levelOffset = Format.Agf.OffsetLevels + 4; break;
+            case AgfTree.Rmapbt: rootOffset = Format.Agf.OffsetRmapRoot; levelOffset = Format.Agf.OffsetRmapLevel; break;
+            default: rootOffset = Format.Agf.OffsetRefcountRoot; levelOffset = Format.Agf.OffsetRefcountLevel; break;
+        }
+        return new BtreeRootValue(Field(rootOffset), (int)Field(levelOffset))
+        {
+            Changed = (pointer, height) =>
+            {
+                SetField(rootOffset, (uint)pointer);
+                SetField(levelOffset, (uint)height);
+            },
+        };
+    }
+
+    public Btree<BnobtOps> Bnobt() => new(new BnobtOps(agLength), tx.AgStore(AgNumber, () => TakeFromFreeList(AgfTree.Bnobt), b => ReturnToFreeList(AgfTree.Bnobt, b)),
+        Root(AgfTree.Bnobt), geo.MetaUuid, AgNumber, XfsTreeLimits.MaxRecords(geo, AgfTree.Bnobt));
+
+    public Btree<CntbtOps> Cntbt() => new(new CntbtOps(agLength), tx.AgStore(AgNumber, () => TakeFromFreeList(AgfTree.Cntbt), b => ReturnToFreeList(AgfTree.Cntbt, b)),
+        Root(AgfTree.Cntbt), geo.MetaUuid, AgNumber, XfsTreeLimits.MaxRecords(geo, AgfTree.Cntbt));
+
+    public Btree<RmapbtOps> Rmapbt() => new(new RmapbtOps(false, agLength), tx.AgStore(AgNumber, () => TakeFromFreeList(AgfTree.Rmapbt), b => ReturnToFreeList(AgfTree.Rmapbt, b)),
+        Root(AgfTree.Rmapbt), geo.MetaUuid, AgNumber, XfsTreeLimits.MaxRecords(geo, AgfTree.Rmapbt));
+
+    public Btree<RefcountbtOps> Refcountbt()
+    {
+        if (!geo.Superblock.HasReflink)
+        {
+            throw new XfsWriteException(WriteErrorKind.NotSupported, $"{tx.Operation}: the filesystem has no reflink feature (no refcount btree)");
+        }
+        return new(new RefcountbtOps(), tx.AgStore(AgNumber, AllocateRefcountBlock, FreeRefcountBlock),
+            Root(AgfTree.Refcountbt), geo.MetaUuid, AgNumber, XfsTreeLimits.MaxRecords(geo, AgfTree.Refcountbt));
+    }
+
+    // ------------------------------------------------------------------ the free list
+
+    /// <summary>AGFL slot <paramref name="slot"/>.</summary>
+    private uint Slot(uint slot) => BinaryPrimitives.ReadUInt32BigEndian(Agfl.Span[(Format.Agfl.HeaderSize + 4 * (int)slot)..]);
+
+    private void SetSlot(uint slot, uint agbno)
+    {
+        BlockBuffer b = Agfl;
+        int offset = Format.Agfl.HeaderSize + 4 * (int)slot;
+        BinaryPrimitives.WriteUInt32BigEndian(b.Span[offset..], agbno);
+        tx.LogBuffer(b, offset, 4);
+    }
+
+    /// <summary>The free list's live blocks in list order.</summary>
+    public List<uint> FreeListBlocks()
+    {
+        var list = new List<uint>();
+        uint n = FlCount, i = Field(Format.Agf.OffsetFlFirst);
+        for (uint k = 0; k < n; k++, i = (i + 1) % (uint)slots)
+        {
+            list.Add(Slot(i));
+        }
+        return list;
+    }
+
+    /// <summary>Takes the block at the list head (xfs_alloc_get_freelist); <paramref name="tree"/> grows by it.</summary>
+    private long TakeFromFreeList(AgfTree tree)
+    {
+        uint count = FlCount;
+        if (count == 0)
+        {
+            throw new CorruptionException("AGFL", Agfl.Daddr, $"AG {AgNumber}: the free list is empty in the middle of a {tree} split");
+        }
+        uint first = Field(Format.Agf.OffsetFlFirst);
+        uint agbno = Slot(first);
+        if (agbno < geo.FirstFreeBlock || agbno >= agLength)
+        {
+            throw new CorruptionException("AGFL", Agfl.Daddr, $"slot {first} holds block {agbno}, outside the AG");
+        }
+        SetField(Format.Agf.OffsetFlFirst, (first + 1) % (uint)slots);
+        SetField(Format.Agf.OffsetFlCount, count - 1);
+        AddField(Format.Agf.OffsetBtreeBlocks, +1);
+        if (tree == AgfTree.Rmapbt)
+        {
+            AddField(Format.Agf.OffsetRmapBlocks, +1);
+        }
+        return agbno;
+    }
+
+    /// <summary>Puts a block at the list tail (xfs_alloc_put_freelist); <paramref name="tree"/> shrinks by it.</summary>
+    private void ReturnToFreeList(AgfTree tree, long agbno)
+    {
+        PutOnFreeList((uint)agbno);
+        AddField(Format.Agf.OffsetBtreeBlocks, -1);
+        if (tree == AgfTree.Rmapbt)
+        {
+            AddField(Format.Agf.OffsetRmapBlocks, -1);
+        }
+    }
+
+    private void PutOnFreeList(uint agbno)
+    {
+        uint count = FlCount;
+        if (count >= slots)
+        {
+            throw new CorruptionException("AGFL", Agfl.Daddr, $"AG {AgNumber}: the free list is full");
+        }
+        uint last = (Field(Format.Agf.OffsetFlLast) + 1) % (uint)slots;
+        SetSlot(last, agbno);
+        SetField(Format.Agf.OffsetFlLast, last);
+        SetField(Format.Agf.OffsetFlCount, count + 1);
+    }
+
+    /// <summary>
+    /// The free-list length a split of every AGFL-fed tree needs, as the current kernel computes it
+    /// (xfs_alloc_min_freelist since 6.7: Σ over bnobt, cntbt, rmapbt of min(level + 1, maxlevels) * 2 − 2),
+    /// or the older Σ min(level + 1, maxlevels) when that is larger.
+    /// </summary>
+    public uint MinFreeList() => MinFreeList(geo, Level(AgfTree.Bnobt), Level(AgfTree.Cntbt), Level(AgfTree.Rmapbt));
+
+    /// <inheritdoc cref="MinFreeList()"/>
+    public static uint MinFreeList(XfsGeometry geo, uint bno, uint cnt, uint rmap)
+    {
+        int allocMax = XfsTreeLimits.MaxLevels(geo, AgfTree.Bnobt);
+        int rmapMax = XfsTreeLimits.MaxLevels(geo, AgfTree.Rmapbt);
+        uint current = Math.Min(bno + 1, (uint)allocMax) * 2 - 2 + Math.Min(cnt + 1, (uint)allocMax) * 2 - 2 + Math.Min(rmap + 1, (uint)rmapMax) * 2 - 2;
+        uint older = Math.Min(bno + 1, (uint)allocMax) + Math.Min(cnt + 1, (uint)allocMax) + Math.Min(rmap + 1, (uint)rmapMax);
+        return Math.Max(current, older);
+    }
+
+    /// <summary>
+    /// xfs_alloc_fix_freelist: shrinks a list above its minimum (each block back to free space, OWN_AG
+    /// unmapped) and refills one below it (extents from the cntbt, OWN_AG mapped, blocks to the tail).
+    /// Called before every allocation, free and rmap/refcount change, so splits never find the list empty.
+    /// </summary>
+    public void FixFreeList()
+    {
+        uint need = MinFreeList();
+        while (FlCount > need)
+        {
+            uint first = Field(Format.Agf.OffsetFlFirst);
+            uint agbno = Slot(first);
+            if (agbno < geo.FirstFreeBlock || agbno >= agLength)
+            {
+                throw new CorruptionException("AGFL", Agfl.Daddr, $"slot {first} holds block {agbno}, outside the AG");
+            }
+            SetField(Format.Agf.OffsetFlFirst, (first + 1) % (uint)slots);
+            SetField(Format.Agf.OffsetFlCount, FlCount - 1);
+            InsertFree(agbno, 1);
+            RmapEdit(RmapUpdateKind.Unmap, new RmapRecord(agbno, 1, RmapOwner.Ag, 0), shared: false);
+        }
+        int guard = 0;
+        while (FlCount < need)
+        {
+            if (++guard > 64)
+            {
+                throw new CorruptionException("AGF", Agf.Daddr, $"AG {AgNumber}: the free list does not fill up");
+            }
+            uint want = need - FlCount;
+            if (!FindBySize(want, 1, 1, out uint fbno, out uint flen, out uint abno, out uint alen))
+            {
+                throw new XfsWriteException(WriteErrorKind.NoSpace, $"{tx.Operation}: AG {AgNumber} has no free space left for its free list");
+            }
+            RemoveFree(fbno, flen, abno, alen);
+            RmapEdit(RmapUpdateKind.Map, new RmapRecord(abno, alen, RmapOwner.Ag, 0), shared: false);
+            for (uint b = abno; b < abno + alen; b++)
+            {
+                PutOnFreeList(b);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ refcountbt blocks (from free space)
+
+    private long AllocateRefcountBlock()
+    {
+        uint near = Field(Format.Agf.OffsetRefcountRoot);
+        if (!TryAllocateHere(new AllocationRequest(geo.AgbToFsb(AgNumber, near), 1, 1, AllocationPurpose.RefcountBtreeBlock, OnlyAg: AgNumber), out uint agbno, out _))
+        {
+            throw new XfsWriteException(WriteErrorKind.NoSpace, $"{tx.Operation}: AG {AgNumber} has no space for a refcount btree block");
+        }
+        RmapEdit(RmapUpdateKind.Map, new RmapRecord(agbno, 1, RmapOwner.Refc, 0), shared: false);
+        AddField(Format.Agf.OffsetRefcountBlocks, +1);
+        return agbno;
+    }
+
+    private void FreeRefcountBlock(long agbno)
+    {
+        FreeExtent((uint)agbno, 1);
+        RmapEdit(RmapUpdateKind.Unmap, new RmapRecord((uint)agbno, 1, RmapOwner.Refc, 0), shared: false);
+        AddField(Format.Agf.OffsetRefcountBlocks, -1);
+    }
+}
