@@ -34,9 +34,18 @@ public sealed class Btree<TOps> where TOps : struct, IBtreeOps
     /// <summary>A cursor; reuse it for many operations (no allocation per operation). Dispose releases its buffers.</summary>
     public BtreeCursor<TOps> CreateCursor() => new(this);
 
-    /// <summary>Formats an empty tree: allocates one leaf and points the root at it.</summary>
+    /// <summary>
+    /// Formats an empty tree: allocates one leaf and points the root at it. Under an inode root
+    /// (<see cref="BtreeInodeRoot"/>) the fork root becomes a level-1 node with one entry for the empty leaf (a fork
+    /// root is never a leaf; the first insert sets the entry's key), reported through <see cref="BtreeRoot.Set"/>.
+    /// </summary>
     public void CreateEmpty()
     {
+        if (Root is BtreeInodeRoot inodeRoot)
+        {
+            CreateEmptyUnderInodeRoot(inodeRoot);
+            return;
+        }
         long ptr = Store.AllocateBlock();
         var block = Store.GetNew(ptr, Verifier);
         try
@@ -46,6 +55,23 @@ public sealed class Btree<TOps> where TOps : struct, IBtreeOps
         }
         finally { Store.Release(block); }
         Root.Set(ptr, 1);
+    }
+
+    void CreateEmptyUnderInodeRoot(BtreeInodeRoot root)
+    {
+        long ptr = Store.AllocateBlock();
+        var block = Store.GetNew(ptr, Verifier);
+        try
+        {
+            InitializeBlock(block, 0);
+            Store.MarkDirty(block);
+        }
+        finally { Store.Release(block); }
+        var image = root.Image;
+        BtreeHeader.Initialize(image, Geometry.LongPointers, Ops.Magic, 1, 0, new byte[16], 0);
+        BtreeHeader.WritePointer(image[Geometry.PointerOffset(0, root.MaxRecords)..], Geometry.LongPointers, ptr);
+        BtreeHeader.SetNumRecords(image, 1);
+        root.Set(BtreeHeader.NullPointer, 2);
     }
 
     internal unsafe void InitializeBlock(in BtreeBlockRef block, int level)

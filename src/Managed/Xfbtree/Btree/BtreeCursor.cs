@@ -7,7 +7,9 @@ namespace Xfbtree.Btree;
 /// <summary>
 /// A path from the root to a leaf (one held block and one index per level), and every tree operation:
 /// lookup LE/EQ/GE, increment/decrement, get/update, insert (shift left/right, split, new root), delete
-/// (borrow, join, root collapse), range and overlapped queries, counting and block visits.
+/// (borrow, join, root collapse), range and overlapped queries, counting and block visits. An inode-fork root
+/// (<see cref="BtreeInodeRoot"/>) is an image node at the top level: written like any node, grown by new_iroot and
+/// shrunk by kill_iroot, and reported to its owner once per write.
 /// Every block entered is verified (store verifier on read, plus level, numrecs and sibling agreement here),
 /// so damaged trees end in <see cref="CorruptionException"/>, and all walks are bounded.
 /// Indices are 0-based. A cursor keeps its blocks held between calls (cheap repeated lookups); call
@@ -33,6 +35,8 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
     long _rootPointer = long.MinValue;
     bool _positioned;
     bool _disposed;
+    bool _imageChanged;                // the inode-root image changed during the current write
+    int _heightAtWriteStart;
 
     internal BtreeCursor(Btree<TOps> tree)
     {
@@ -84,6 +88,13 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
 
     bool IsImageLevel(int level) => level == _imageLevel;
 
+    /// <summary>
+    /// The only child of a one-entry level-1 inode root may be an empty leaf: deletes never shrink a fork root
+    /// below level 1 (the bmap layer turns such a fork back into extents), as in XFS. The checker agrees.
+    /// </summary>
+    bool IsEmptyLeafUnderInodeRoot(int level)
+        => level == 0 && _imageLevel == 1 && !_blocks[1].IsNull && NumRecords(Block(1)) == 1;
+
     int MaxRecords(int level) => level == _imageLevel ? _imageMax : level == 0 ? _leafMax : _nodeMax;
 
     static int NumRecords(ReadOnlySpan<byte> b) => BtreeHeader.NumRecords(b);
@@ -125,6 +136,7 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
         if (height != _height || rootPtr != _rootPointer) ReleaseBlocks();
         _height = height;
         _rootPointer = rootPtr;
+        _imageLevel = -1;
         if (_tree.Root is BtreeInodeRoot image)
         {
             // An inode fork holds a btree root only from level 1 up (a single leaf's worth of extents is extents format).
@@ -172,7 +184,7 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
         int max = MaxRecords(level);
         if (n > max) Corrupt(ptr, $"numrecs {n} > maxrecs {max}");
         bool isRoot = level == _height - 1;
-        if (n == 0 && (level > 0 || !isRoot)) Corrupt(ptr, "empty non-root block");
+        if (n == 0 && (level > 0 || !isRoot) && !IsEmptyLeafUnderInodeRoot(level)) Corrupt(ptr, "empty non-root block");
         if (isRoot && !IsImageLevel(level) &&
             (BtreeHeader.LeftSibling(b, _lf) != BtreeHeader.NullPointer || BtreeHeader.RightSibling(b, _lf) != BtreeHeader.NullPointer))
             Corrupt(ptr, "root block has siblings");
@@ -196,7 +208,11 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
         return block;
     }
 
-    void Dirty(int level) => _store.MarkDirty(_blocks[level]);
+    void Dirty(int level)
+    {
+        if (IsImageLevel(level)) _imageChanged = true;
+        else _store.MarkDirty(_blocks[level]);
+    }
 
     void ReleaseBlocks()
     {
@@ -494,7 +510,10 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
 
     // ---------------------------------------------------------------- entry moves (leaf: records; node: key slots + pointers)
 
-    void OpenGap(Span<byte> b, int level, int pos, int n)
+    // Node entry moves take the node's maxrecs (max): it places the pointer array. It is NodeMaxRecords for every
+    // block and the fork's maxrecs for an inode-root image (MaxRecords(level) of a path block gives the right one).
+
+    void OpenGap(Span<byte> b, int level, int pos, int n, int max)
     {
         if (pos >= n) return;
         if (level == 0)
@@ -502,12 +521,11 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
             b.Slice(_geo.RecordOffset(pos), (n - pos) * _rs).CopyTo(b[_geo.RecordOffset(pos + 1)..]);
             return;
         }
-        int max = _geo.NodeMaxRecords;
         b.Slice(_geo.KeyOffset(pos), (n - pos) * _slot).CopyTo(b[_geo.KeyOffset(pos + 1)..]);
         b.Slice(_geo.PointerOffset(pos, max), (n - pos) * _ps).CopyTo(b[_geo.PointerOffset(pos + 1, max)..]);
     }
 
-    void CloseGap(Span<byte> b, int level, int pos, int n)
+    void CloseGap(Span<byte> b, int level, int pos, int n, int max)
     {
         if (pos >= n - 1) return;
         if (level == 0)
@@ -515,12 +533,11 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
             b.Slice(_geo.RecordOffset(pos + 1), (n - pos - 1) * _rs).CopyTo(b[_geo.RecordOffset(pos)..]);
             return;
         }
-        int max = _geo.NodeMaxRecords;
         b.Slice(_geo.KeyOffset(pos + 1), (n - pos - 1) * _slot).CopyTo(b[_geo.KeyOffset(pos)..]);
         b.Slice(_geo.PointerOffset(pos + 1, max), (n - pos - 1) * _ps).CopyTo(b[_geo.PointerOffset(pos, max)..]);
     }
 
-    void CopyEntries(ReadOnlySpan<byte> src, int srcPos, Span<byte> dst, int dstPos, int count, int level)
+    void CopyEntries(ReadOnlySpan<byte> src, int srcPos, int srcMax, Span<byte> dst, int dstPos, int dstMax, int count, int level)
     {
         if (count <= 0) return;
         if (level == 0)
@@ -528,12 +545,15 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
             src.Slice(_geo.RecordOffset(srcPos), count * _rs).CopyTo(dst[_geo.RecordOffset(dstPos)..]);
             return;
         }
-        int max = _geo.NodeMaxRecords;
         src.Slice(_geo.KeyOffset(srcPos), count * _slot).CopyTo(dst[_geo.KeyOffset(dstPos)..]);
-        src.Slice(_geo.PointerOffset(srcPos, max), count * _ps).CopyTo(dst[_geo.PointerOffset(dstPos, max)..]);
+        src.Slice(_geo.PointerOffset(srcPos, srcMax), count * _ps).CopyTo(dst[_geo.PointerOffset(dstPos, dstMax)..]);
     }
 
-    void WriteEntry(Span<byte> b, int level, int pos, ReadOnlySpan<byte> entry, long ptr)
+    /// <summary>Moves entries between two blocks (never the inode-root image).</summary>
+    void CopyEntries(ReadOnlySpan<byte> src, int srcPos, Span<byte> dst, int dstPos, int count, int level)
+        => CopyEntries(src, srcPos, _nodeMax, dst, dstPos, _nodeMax, count, level);
+
+    void WriteEntry(Span<byte> b, int level, int pos, ReadOnlySpan<byte> entry, long ptr, int max)
     {
         if (level == 0)
         {
@@ -541,21 +561,40 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
             return;
         }
         entry[.._slot].CopyTo(b[_geo.KeyOffset(pos)..]);
-        BtreeHeader.WritePointer(b[_geo.PointerOffset(pos, _geo.NodeMaxRecords)..], _lf, ptr);
+        BtreeHeader.WritePointer(b[_geo.PointerOffset(pos, max)..], _lf, ptr);
     }
 
-    void InsertEntry(Span<byte> b, int level, int pos, ReadOnlySpan<byte> entry, long ptr)
+    void InsertEntry(Span<byte> b, int level, int pos, ReadOnlySpan<byte> entry, long ptr, int max)
     {
         int n = NumRecords(b);
-        OpenGap(b, level, pos, n);
-        WriteEntry(b, level, pos, entry, ptr);
+        OpenGap(b, level, pos, n, max);
+        WriteEntry(b, level, pos, entry, ptr, max);
         BtreeHeader.SetNumRecords(b, n + 1);
     }
+
+    /// <summary>Inserts into a block that is not the inode-root image (siblings, new blocks).</summary>
+    void InsertEntry(Span<byte> b, int level, int pos, ReadOnlySpan<byte> entry, long ptr) => InsertEntry(b, level, pos, entry, ptr, _nodeMax);
 
     void EnsureWritable()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (_tree.Root.IsImage) throw new NotSupportedException($"{_tree.Name}: trees rooted in an inode fork are read-only here");
+        _imageChanged = false;
+        _heightAtWriteStart = _tree.Root.Height;
+    }
+
+    /// <summary>
+    /// Ends a write: when the inode-root image changed, reports it once to its owner (through
+    /// <see cref="BtreeRoot.Set"/> when the height moved, else <see cref="BtreeInodeRoot.Changed"/>) so the fork
+    /// bytes follow the image. Runs also after a failed write: the image is the engine's truth either way, as the
+    /// dirty buffers of the blocks are.
+    /// </summary>
+    void FinishWrite()
+    {
+        if (!_imageChanged) return;
+        _imageChanged = false;
+        var root = (BtreeInodeRoot)_tree.Root;
+        if (root.Height != _heightAtWriteStart) root.Set(BtreeHeader.NullPointer, root.Height);
+        else root.RaiseChanged();
     }
 
     // ---------------------------------------------------------------- update
@@ -569,10 +608,14 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
         EnsureWritable();
         if (record.Length != _rs) throw new ArgumentException($"record must be {_rs} bytes", nameof(record));
         if (!HasRecord) throw new InvalidOperationException("cursor is not on a record");
-        var b = Block(0);
-        record.CopyTo(b.Slice(_geo.RecordOffset(_index[0]), _rs));
-        Dirty(0);
-        FixKeysUpFrom(0);
+        try
+        {
+            var b = Block(0);
+            record.CopyTo(b.Slice(_geo.RecordOffset(_index[0]), _rs));
+            Dirty(0);
+            FixKeysUpFrom(0);
+        }
+        finally { FinishWrite(); }
     }
 
     // ---------------------------------------------------------------- insert
@@ -600,9 +643,19 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
             for (int level = 0; ; level++)
             {
                 var b = Block(level);
-                if (NumRecords(b) < _geo.MaxRecords(level))
+                if (NumRecords(b) < MaxRecords(level))
                 {
-                    InsertEntry(b, level, pos, entry, entryPtr);
+                    InsertEntry(b, level, pos, entry, entryPtr, MaxRecords(level));
+                    Dirty(level);
+                    FixKeysUpFrom(level);
+                    break;
+                }
+                if (IsImageLevel(level))
+                {
+                    // A full inode root: its entries move into a new child block, which has room (a block holds
+                    // more entries than a fork); the root keeps one entry for it.
+                    NewInodeRoot(level);
+                    InsertEntry(Block(level), level, pos, entry, entryPtr);
                     Dirty(level);
                     FixKeysUpFrom(level);
                     break;
@@ -627,6 +680,7 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
         finally
         {
             ReleaseBlocks();
+            FinishWrite();
         }
         return true;
     }
@@ -653,7 +707,7 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
             }
             else
             {
-                OpenGap(s, level, 0, sn);
+                OpenGap(s, level, 0, sn, _nodeMax);
                 CopyEntries(b, n - 1, s, 0, 1, level);
                 BtreeHeader.SetNumRecords(s, sn + 1);
                 BtreeHeader.SetNumRecords(b, n - 1);
@@ -692,7 +746,7 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
             {
                 CopyEntries(b, 0, s, sn, 1, level);
                 BtreeHeader.SetNumRecords(s, sn + 1);
-                CloseGap(b, level, 0, n);
+                CloseGap(b, level, 0, n, _nodeMax);
                 BtreeHeader.SetNumRecords(b, n - 1);
                 InsertEntry(b, level, pos - 1, entry, entryPtr);
             }
@@ -787,6 +841,50 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
         _tree.Root.Set(rootPtr, _height + 1);
     }
 
+    /// <summary>
+    /// XFS's new_iroot: moves every entry of the full inode root at <paramref name="level"/> into a newly allocated
+    /// block at the same level, and makes the root a node one level up with a single entry for it. The new block
+    /// takes the root's place on the path (same index), the root moves up with index 0.
+    /// </summary>
+    void NewInodeRoot(int level)
+    {
+        Debug.Assert(IsImageLevel(level) && level == _height - 1, "new_iroot below the inode root");
+        if (_height + 1 > _geo.MaxLevels) throw new InvalidOperationException($"{_tree.Name}: tree would exceed {_geo.MaxLevels} levels");
+        var root = Block(level);
+        int n = NumRecords(root);
+        if (n > _nodeMax) throw new InvalidOperationException($"{_tree.Name}: inode root of {n} entries does not fit a block of {_nodeMax}");
+        long childPtr = _store.AllocateBlock();
+        var cb = _store.GetNew(childPtr, _verifier);
+        Span<byte> scratch = stackalloc byte[3 * BtreeGeometry.MaxKeySize];
+        var low = scratch[.._ks];
+        var high = scratch.Slice(BtreeGeometry.MaxKeySize, _ks);
+        try
+        {
+            _tree.InitializeBlock(cb, level);
+            var c = SpanOf(cb);
+            CopyEntries(root, 0, _imageMax, c, 0, _nodeMax, n, level);
+            BtreeHeader.SetNumRecords(c, n);
+            ComputeKeys(c, level, low, high, scratch.Slice(2 * BtreeGeometry.MaxKeySize, _ks));
+            _store.MarkDirty(cb);
+        }
+        catch
+        {
+            _store.Release(cb);
+            throw;
+        }
+        _blocks[level + 1] = _blocks[level];
+        _blocks[level] = cb;
+        _index[level + 1] = 0;
+        _height++;
+        _imageLevel++;
+        BtreeHeader.SetLevel(root, level + 1);
+        BtreeHeader.SetNumRecords(root, 1);
+        low.CopyTo(KeyAt(root, 0));
+        if (_geo.Overlapping) high.CopyTo(HighKeyAt(root, 0));
+        BtreeHeader.WritePointer(root[_geo.PointerOffset(0, _imageMax)..], _lf, childPtr);
+        _imageChanged = true;
+    }
+
     // ---------------------------------------------------------------- delete
 
     /// <summary>Deletes the record under the cursor, rebalancing (borrow, join, root collapse). The cursor is unpositioned afterwards.</summary>
@@ -801,12 +899,13 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
             {
                 var b = Block(level);
                 int n = NumRecords(b);
-                CloseGap(b, level, pos, n);
+                CloseGap(b, level, pos, n, MaxRecords(level));
                 BtreeHeader.SetNumRecords(b, --n);
                 Dirty(level);
                 if (level == _height - 1)
                 {
-                    if (level > 0 && n == 1) CollapseRoot(level);
+                    if (IsImageLevel(level)) TryKillInodeRoot();
+                    else if (level > 0 && n == 1) CollapseRoot(level);
                     break;
                 }
                 int min = _geo.MinRecords(level);
@@ -833,7 +932,7 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
                         {
                             CopyEntries(r, 0, b, n, 1, level);
                             BtreeHeader.SetNumRecords(b, n + 1);
-                            CloseGap(r, level, 0, rn);
+                            CloseGap(r, level, 0, rn, _nodeMax);
                             BtreeHeader.SetNumRecords(r, rn - 1);
                             _store.MarkDirty(rb);
                             WriteSlot(level + 1, p, b);
@@ -879,7 +978,7 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
                     {
                         try
                         {
-                            OpenGap(b, level, 0, n);
+                            OpenGap(b, level, 0, n, MaxRecords(level));
                             CopyEntries(l, ln - 1, b, 0, 1, level);
                             BtreeHeader.SetNumRecords(b, n + 1);
                             BtreeHeader.SetNumRecords(l, ln - 1);
@@ -911,6 +1010,15 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
                     pos = p;
                     continue;
                 }
+                if (IsImageLevel(level + 1))
+                {
+                    // The only child of an inode root (no siblings): XFS tries to pull its entries up (kill_iroot).
+                    // A leaf under a level-1 root may become empty; a node never does (joins leave entries).
+                    if (n > 0) FixKeysUpFrom(level);
+                    else if (level > 0) Corrupt(cur, "only child of the inode root became empty");
+                    TryKillInodeRoot();
+                    break;
+                }
                 if (n == 0) Corrupt(cur, "only child of its parent became empty");
                 FixKeysUpFrom(level);
                 break;
@@ -919,7 +1027,39 @@ public sealed unsafe class BtreeCursor<TOps> : IDisposable where TOps : struct, 
         finally
         {
             ReleaseBlocks();
+            FinishWrite();
         }
+    }
+
+    /// <summary>
+    /// XFS's kill_iroot: when the inode root (level 2 or more) has a single child whose entries fit in the fork,
+    /// moves them into the root, frees the child and lowers the tree by one. The root never goes below level 1.
+    /// The child is the path block below the root (the delete walked through it).
+    /// </summary>
+    void TryKillInodeRoot()
+    {
+        int rootLevel = _height - 1;
+        Debug.Assert(IsImageLevel(rootLevel), "kill_iroot on a block root");
+        if (rootLevel < 2) return;
+        var root = Block(rootLevel);
+        if (NumRecords(root) != 1) return;
+        int childLevel = rootLevel - 1;
+        long child = ChildPointer(rootLevel, 0);
+        if (_blocks[childLevel].IsNull || _blocks[childLevel].Pointer != child) Corrupt(child, "the inode root's only child is not the path block below it");
+        var c = Block(childLevel);
+        int cn = NumRecords(c);
+        if (cn > _imageMax) return;
+        BtreeHeader.SetLevel(root, childLevel);
+        CopyEntries(c, 0, _nodeMax, root, 0, _imageMax, cn, childLevel);
+        BtreeHeader.SetNumRecords(root, cn);
+        _store.MarkStale(_blocks[childLevel]);
+        _store.Release(_blocks[childLevel]);
+        _blocks[childLevel] = _blocks[rootLevel];
+        _blocks[rootLevel] = default;
+        _store.FreeBlock(child);
+        _height--;
+        _imageLevel--;
+        _imageChanged = true;
     }
 
     void CollapseRoot(int level)

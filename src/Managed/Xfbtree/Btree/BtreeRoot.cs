@@ -42,10 +42,17 @@ public sealed class BtreeRootValue : BtreeRoot
 }
 
 /// <summary>
-/// A root stored inside an inode fork (the bmbt's bmdr: level, numrecs, keys, then pointers at
-/// <c>4 + maxrecs*keysize</c>). The engine sees an image of it laid out as a node block of the tree with
-/// <see cref="MaxRecords"/> key slots. Read-only: the engine refuses to split or collapse it. A fork root is a node
-/// (level 1 or more): the cursor and the checker report a level-0 fork root as corruption.
+/// A root stored inside an inode fork (the bmbt's bmdr: level u16, numrecs u16, keys, then pointers at
+/// <c>4 + maxrecs*keyslot</c> where maxrecs is that of the fork's size). The engine works on an image of it laid
+/// out as a node block of the tree with <see cref="MaxRecords"/> key slots, and modifies it like any node:
+/// inserts while it has room, key updates, deletes; a full root grows the tree by moving its entries into a new
+/// child block (XFS's new_iroot), and a root left with one child whose entries fit pulls them up and frees the
+/// child (kill_iroot), never below level 1 (the bmap layer converts a btree fork back to extents itself).
+/// After every operation that changed the image the engine calls <see cref="BtreeRoot.Set"/> (when the height
+/// moved) or raises <see cref="Changed"/> directly; the owner then copies the image into the fork with
+/// <see cref="WriteTo"/>. A fork root is a node (level 1 or more): the cursor and the checker report a level-0
+/// fork root as corruption. A zeroed fork gives an unformatted image that <see cref="Btree{TOps}.CreateEmpty"/>
+/// formats as a level-1 root over one empty leaf.
 /// </summary>
 public sealed unsafe class BtreeInodeRoot : BtreeRoot, IDisposable
 {
@@ -54,14 +61,12 @@ public sealed unsafe class BtreeInodeRoot : BtreeRoot, IDisposable
     /// <summary>Builds the image from the raw fork bytes (<paramref name="fork"/> is the whole fork area).</summary>
     public BtreeInodeRoot(BtreeGeometry geometry, uint magic, ReadOnlySpan<byte> fork)
     {
+        ArgumentNullException.ThrowIfNull(geometry);
         if (fork.Length < 4 + geometry.KeySlotSize + geometry.PointerSize) throw new ArgumentException("fork too small for a btree root", nameof(fork));
         Geometry = geometry;
-        MaxRecords = (fork.Length - 4) / (geometry.KeySlotSize + geometry.PointerSize);
+        MaxRecords = MaxRecordsForFork(geometry, fork.Length);
         int level = System.Buffers.Binary.BinaryPrimitives.ReadUInt16BigEndian(fork);
         int n = System.Buffers.Binary.BinaryPrimitives.ReadUInt16BigEndian(fork[2..]);
-        Height = level + 1;
-        Level = level;
-        NumRecords = n;
         _image = GC.AllocateArray<byte>(Math.Max(geometry.BlockSize, geometry.HeaderSize + MaxRecords * (geometry.KeySlotSize + geometry.PointerSize)), pinned: true);
         BtreeHeader.Initialize(_image, geometry.LongPointers, magic, level, 0, new byte[16], 0);
         // Copy at most MaxRecords entries: numrecs is checked against MaxRecords by the cursor before use.
@@ -71,20 +76,70 @@ public sealed unsafe class BtreeInodeRoot : BtreeRoot, IDisposable
         fork.Slice(4 + MaxRecords * geometry.KeySlotSize, copy * geometry.PointerSize).CopyTo(_image.AsSpan(geometry.PointerOffset(0, MaxRecords)));
     }
 
+    /// <summary>Key/pointer slots of a bmdr root in a fork of <paramref name="forkBytes"/> bytes: (forksize - 4) / (keyslot + ptrsize).</summary>
+    public static int MaxRecordsForFork(BtreeGeometry geometry, int forkBytes)
+    {
+        ArgumentNullException.ThrowIfNull(geometry);
+        return Math.Max(0, forkBytes - 4) / (geometry.KeySlotSize + geometry.PointerSize);
+    }
+
     public BtreeGeometry Geometry { get; }
     /// <summary>Key/pointer slots of the in-inode root: (forksize - 4) / (keysize + ptrsize).</summary>
     public int MaxRecords { get; }
-    /// <summary>Level stored in the fork.</summary>
-    public int Level { get; }
-    /// <summary>numrecs stored in the fork.</summary>
-    public int NumRecords { get; }
+    /// <summary>Level of the root (the image's current level; at construction, the level stored in the fork).</summary>
+    public int Level => BtreeHeader.Level(_image);
+    /// <summary>numrecs of the root (the image's current count; at construction, numrecs stored in the fork).</summary>
+    public int NumRecords => BtreeHeader.NumRecords(_image);
     public override long Pointer => BtreeHeader.NullPointer;
-    public override int Height { get; }
+    /// <summary>Levels of the tree: the root's level + 1.</summary>
+    public override int Height => Level + 1;
     public override bool IsImage => true;
-    public override void Set(long pointer, int height) => throw new NotSupportedException("inode-rooted trees are read-only in this engine");
+
+    /// <summary>
+    /// Called after every engine operation that changed the image (entries, keys, level); copy it into the fork
+    /// with <see cref="WriteTo"/>. Raised also when the engine reports a new height through <see cref="Set"/>.
+    /// </summary>
+    public Action<BtreeInodeRoot>? Changed { get; set; }
+
+    /// <summary>
+    /// Reports a height change. The engine changes the image's level itself (new_iroot, kill_iroot), so
+    /// <paramref name="height"/> must equal <see cref="Height"/> and <paramref name="pointer"/> must be null;
+    /// raises <see cref="Changed"/>.
+    /// </summary>
+    public override void Set(long pointer, int height)
+    {
+        if (pointer != BtreeHeader.NullPointer) throw new ArgumentException("an inode root has no block pointer", nameof(pointer));
+        if (height != Height) throw new InvalidOperationException($"height {height} reported for an inode root image of height {Height}");
+        Changed?.Invoke(this);
+    }
+
+    internal void RaiseChanged() => Changed?.Invoke(this);
+
+    /// <summary>Bytes a bmdr root with the current entries needs in the fork (4 + numrecs * (keyslot + ptrsize)).</summary>
+    public int RequiredForkBytes => 4 + NumRecords * (Geometry.KeySlotSize + Geometry.PointerSize);
+
+    /// <summary>
+    /// Writes the root into <paramref name="fork"/> (the whole fork area) in bmdr layout: level, numrecs, keys, and
+    /// the pointers at <c>4 + maxrecs*keyslot</c> where maxrecs is that of THIS fork's size (which may differ from
+    /// the one the image was built from). Unused slots are zeroed. Throws when the entries do not fit.
+    /// </summary>
+    public void WriteTo(Span<byte> fork)
+    {
+        int max = MaxRecordsForFork(Geometry, fork.Length);
+        int n = NumRecords;
+        if (n > max || n > MaxRecords) throw new ArgumentException($"{n} root entries do not fit a fork of {fork.Length} bytes (maxrecs {max})", nameof(fork));
+        fork.Clear();
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(fork, checked((ushort)Level));
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(fork[2..], checked((ushort)n));
+        _image.AsSpan(Geometry.HeaderSize, n * Geometry.KeySlotSize).CopyTo(fork[4..]);
+        _image.AsSpan(Geometry.PointerOffset(0, MaxRecords), n * Geometry.PointerSize).CopyTo(fork[(4 + max * Geometry.KeySlotSize)..]);
+    }
+
     /// <summary>SAFETY: pinned image memory, valid for the object's lifetime.</summary>
     internal byte* ImageData { get { fixed (byte* p = _image) return p; } }
     /// <summary>Bytes of the pinned image (at least a block, and at least the node layout of <see cref="MaxRecords"/> slots).</summary>
     internal int ImageLength => _image.Length;
+    /// <summary>The image as a span (engine-internal: the cursor's root-level view).</summary>
+    internal Span<byte> Image => _image;
     public void Dispose() { }
 }
