@@ -381,12 +381,13 @@ public sealed class WriteTransaction : IDisposable
         SpaceAllocator.EnsureSpace(this, blocks, purpose);
     }
 
-    // ------------------------------------------------------------------ rmap and refcount (AG lock needed)
+    // ------------------------------------------------------------------ rmap and refcount (the AG is locked if it is not yet)
 
     /// <summary>Maps a record in AG <paramref name="agno"/>'s rmapbt (merging) and notifies the AG's hooks.</summary>
     public void RmapMap(uint agno, RmapRecord record, bool shared)
     {
         ThrowIfDone();
+        LockAg(agno);
         Space(agno).RmapChange(RmapUpdateKind.Map, record, shared);
     }
 
@@ -394,6 +395,7 @@ public sealed class WriteTransaction : IDisposable
     public void RmapUnmap(uint agno, RmapRecord record, bool shared)
     {
         ThrowIfDone();
+        LockAg(agno);
         Space(agno).RmapChange(RmapUpdateKind.Unmap, record, shared);
     }
 
@@ -401,6 +403,7 @@ public sealed class WriteTransaction : IDisposable
     public void RmapConvert(uint agno, RmapRecord record, bool shared)
     {
         ThrowIfDone();
+        LockAg(agno);
         Space(agno).RmapChange(RmapUpdateKind.Convert, record, shared);
     }
 
@@ -408,6 +411,7 @@ public sealed class WriteTransaction : IDisposable
     public void RefcountIncrement(uint agno, uint agbno, uint length)
     {
         ThrowIfDone();
+        LockAg(agno);
         Space(agno).RefcountAdjust(agbno, length, +1);
     }
 
@@ -416,6 +420,7 @@ public sealed class WriteTransaction : IDisposable
     public IReadOnlyList<(uint AgBlock, uint Length)> RefcountDecrement(uint agno, uint agbno, uint length)
     {
         ThrowIfDone();
+        LockAg(agno);
         return Space(agno).RefcountAdjust(agbno, length, -1);
     }
 
@@ -423,6 +428,7 @@ public sealed class WriteTransaction : IDisposable
     public bool IsShared(uint agno, uint agbno, uint length)
     {
         ThrowIfDone();
+        LockAg(agno);
         return Space(agno).IsShared(agbno, length);
     }
 
