@@ -84,7 +84,7 @@ public sealed class WriteSpaceAllocationTests(ITestOutputHelper output)
         using var scratch = new RepairScratch();
         string image = scratch.CopyFixture(fixture);
         var rnd = new Random(seed);
-        int transactions = Long ? 60 : 12;
+        int transactions = Long ? 60 : 8;
         long totalAllocations = 0, totalBlocks = 0;
         using (var engine = WriteEngine.Open(image, Fast))
         {
