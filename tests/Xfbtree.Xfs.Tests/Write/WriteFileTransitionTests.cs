@@ -128,6 +128,7 @@ public sealed class WriteFileFreshTests
         }
         WriteFileHarness.AssertClean(image);
         WriteFileHarness.AssertKernelReads(image, models.Select(kv => (kv.Key.TrimStart('/'), kv.Value)));
+        WriteFileHarness.AssertKernelWorkload(image);
     }
 
     [Fact]
