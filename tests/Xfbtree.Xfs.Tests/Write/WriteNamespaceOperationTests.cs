@@ -287,4 +287,37 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
         Assert.DoesNotContain(kernel, l => l.StartsWith("special/hardlink0 ", StringComparison.Ordinal));
         Assert.Contains($"special/one-block {shared}", kernel);
     }
+
+    /// <summary>A block directory that is full is refused (leaf format would be needed) and the refused
+    /// transaction leaves nothing behind: no inode allocated, no block, counters unchanged.</summary>
+    [Theory]
+    [InlineData("fresh-4ag")]
+    [InlineData("geom-bs1k")]
+    public void AFullBlockDirectoryIsRefusedAndTheRefusalChangesNothing(string fixture)
+    {
+        using var s = new Session(fixture);
+        var ops = s.Ops;
+        ops.Mkdir("/big");
+        int n = 0;
+        XfsWriteException? refused = null;
+        while (refused == null && n < 1000)
+        {
+            try { ops.Create($"/big/entry-with-a-longer-name-{n:D4}"); n++; }
+            catch (XfsWriteException e) { refused = e; }
+        }
+        Assert.NotNull(refused);
+        output.WriteLine($"{n} entries, then: {refused.Message}");
+        Assert.Equal(WriteErrorKind.NotSupported, refused.Kind);
+        Assert.Contains("'/big' is full in block format", refused.Message, StringComparison.Ordinal);
+        Assert.True(n > 40, $"only {n} entries fit");
+        WriteEngineTestSupport.AssertInvariants(s.Engine, "after the refusal");
+        Assert.Equal(n, ops.List("/big").Count);
+        // The same name in a shortform directory still works, and the refused inode is the one it gets.
+        ops.Mkdir("/small");
+        ops.Create($"/small/entry-with-a-longer-name-{n:D4}");
+        s.Close();
+        AssertClean(s.Image);
+        string counts = TreeFixtures.XfsDb(s.Image, "sb 0", "p icount ifree");
+        output.WriteLine(counts);
+    }
 }
