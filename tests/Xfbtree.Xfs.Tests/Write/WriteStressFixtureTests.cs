@@ -68,6 +68,8 @@ public sealed class WriteStressFixtureTests(ITestOutputHelper output)
     {
         using var scratch = new RepairScratch();
         string image = scratch.CopyFixture("aged-small");
+        string FreeInAg1() => string.Join(' ', TreeFixtures.XfsDb(image, "agf 1", "p freeblks", "p longest", "p flcount").Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        string before = FreeInAg1();
         StressModel model;
         StressResult result;
         using (var fs = XfsFileSystem.Open(image))
@@ -83,6 +85,9 @@ public sealed class WriteStressFixtureTests(ITestOutputHelper output)
         output.WriteLine(counts.ToString());
         Assert.True(result.Problems.Count == 0, string.Join('\n', result.Problems));
         Assert.True(result.Succeeded(StressOpKind.Write) > 0, "no write succeeded outside the sick AG");
+        Assert.True(result.FailedTotal(WriteErrorKind.Corrupt) > 0, "no operation met the sick AG");
+        // Nothing allocated in or freed into the sick AG: its free space and free list are as they were.
+        Assert.Equal(before, FreeInAg1());
         using (var reopened = XfsFileSystem.Open(image))
         {
             Assert.Empty(model.Verify(new XfsStressTarget(reopened)));
