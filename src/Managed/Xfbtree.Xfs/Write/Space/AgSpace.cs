@@ -22,6 +22,7 @@ internal sealed partial class AgSpace
     private readonly XfsGeometry geo;
     private readonly uint agLength;
     private readonly int slots;
+    private readonly SpaceLimits limits;
     private BlockBuffer? agf;
     private BlockBuffer? agfl;
 
@@ -32,6 +33,7 @@ internal sealed partial class AgSpace
         geo = tx.Geometry;
         agLength = geo.AgLength(agno);
         slots = geo.AgflSlots;
+        limits = SpaceLimits.For(geo);
     }
 
     public uint AgNumber { get; }
@@ -133,13 +135,13 @@ internal sealed partial class AgSpace
     }
 
     public Btree<BnobtOps> Bnobt() => new(new BnobtOps(agLength), tx.AgStore(AgNumber, () => TakeFromFreeList(AgfTree.Bnobt), b => ReturnToFreeList(AgfTree.Bnobt, b)),
-        Root(AgfTree.Bnobt), geo.MetaUuid, AgNumber, XfsTreeLimits.MaxRecords(geo, AgfTree.Bnobt));
+        Root(AgfTree.Bnobt), geo.MetaUuid, AgNumber, limits.MaxRecords[(int)AgfTree.Bnobt]);
 
     public Btree<CntbtOps> Cntbt() => new(new CntbtOps(agLength), tx.AgStore(AgNumber, () => TakeFromFreeList(AgfTree.Cntbt), b => ReturnToFreeList(AgfTree.Cntbt, b)),
-        Root(AgfTree.Cntbt), geo.MetaUuid, AgNumber, XfsTreeLimits.MaxRecords(geo, AgfTree.Cntbt));
+        Root(AgfTree.Cntbt), geo.MetaUuid, AgNumber, limits.MaxRecords[(int)AgfTree.Cntbt]);
 
     public Btree<RmapbtOps> Rmapbt() => new(new RmapbtOps(false, agLength), tx.AgStore(AgNumber, () => TakeFromFreeList(AgfTree.Rmapbt), b => ReturnToFreeList(AgfTree.Rmapbt, b)),
-        Root(AgfTree.Rmapbt), geo.MetaUuid, AgNumber, XfsTreeLimits.MaxRecords(geo, AgfTree.Rmapbt));
+        Root(AgfTree.Rmapbt), geo.MetaUuid, AgNumber, limits.MaxRecords[(int)AgfTree.Rmapbt]);
 
     public Btree<RefcountbtOps> Refcountbt()
     {
@@ -148,7 +150,7 @@ internal sealed partial class AgSpace
             throw new XfsWriteException(WriteErrorKind.NotSupported, $"{tx.Operation}: the filesystem has no reflink feature (no refcount btree)");
         }
         return new(new RefcountbtOps(), tx.AgStore(AgNumber, AllocateRefcountBlock, FreeRefcountBlock),
-            Root(AgfTree.Refcountbt), geo.MetaUuid, AgNumber, XfsTreeLimits.MaxRecords(geo, AgfTree.Refcountbt));
+            Root(AgfTree.Refcountbt), geo.MetaUuid, AgNumber, limits.MaxRecords[(int)AgfTree.Refcountbt]);
     }
 
     // ------------------------------------------------------------------ the free list
@@ -239,8 +241,9 @@ internal sealed partial class AgSpace
     /// <inheritdoc cref="MinFreeList()"/>
     public static uint MinFreeList(XfsGeometry geo, uint bno, uint cnt, uint rmap)
     {
-        int allocMax = XfsTreeLimits.MaxLevels(geo, AgfTree.Bnobt);
-        int rmapMax = XfsTreeLimits.MaxLevels(geo, AgfTree.Rmapbt);
+        SpaceLimits limits = SpaceLimits.For(geo);
+        int allocMax = limits.AllocMaxLevels;
+        int rmapMax = limits.RmapMaxLevels;
         uint current = Math.Min(bno + 1, (uint)allocMax) * 2 - 2 + Math.Min(cnt + 1, (uint)allocMax) * 2 - 2 + Math.Min(rmap + 1, (uint)rmapMax) * 2 - 2;
         uint older = Math.Min(bno + 1, (uint)allocMax) + Math.Min(cnt + 1, (uint)allocMax) + Math.Min(rmap + 1, (uint)rmapMax);
         return Math.Max(current, older);
