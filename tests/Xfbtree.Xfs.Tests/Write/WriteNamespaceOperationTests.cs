@@ -77,7 +77,8 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
     {
         RepairSafetyTests.RequireRoot();
         string mnt = System.IO.Directory.CreateDirectory(Path.Combine(scratchDir, "mnt")).FullName;
-        TreeFixtures.Run("/bin/mount", ["-o", "ro,loop", image, mnt]);
+        // nouuid: copies of one fixture (other tests, other engineers) may be mounted at the same time.
+        TreeFixtures.Run("/bin/mount", ["-o", "ro,loop,nouuid", image, mnt]);
         string listing;
         try
         {
@@ -100,6 +101,8 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
     [InlineData("aged-small")]
     [InlineData("geom-bs1k")]
     [InlineData("geom-nrext64")]
+    [InlineData("geom-sect4k")]
+    [InlineData("proto-small")]
     public void CreateMkdirUnlinkSequenceLeavesAConsistentImage(string fixture)
     {
         using var s = new Session(fixture);
@@ -319,5 +322,36 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
         AssertClean(s.Image);
         string counts = TreeFixtures.XfsDb(s.Image, "sb 0", "p icount ifree");
         output.WriteLine(counts);
+    }
+
+    /// <summary>64 KiB blocks hold 128 inodes: a new chunk is one block with two inobt/finobt records (an image
+    /// made here by mkfs.xfs, as no fixture has this geometry).</summary>
+    [Fact]
+    public void SixtyFourKilobyteBlocksGetTwoRecordChunks()
+    {
+        using var scratch = new RepairScratch();
+        string image = Path.Combine(scratch.Directory, "bs64k.img");
+        TreeFixtures.Run("/usr/bin/truncate", ["-s", "2G", image]);
+        TreeFixtures.Run(TreeFixtures.Tool("mkfs.xfs"), ["-q", "-f", "-b", "size=65536", "-m", "crc=1,rmapbt=1,reflink=1,finobt=1", image]);
+        ulong icount;
+        int created = 0;
+        using (var engine = WriteEngine.Open(image, WriteEngineTestSupport.Fast))
+        {
+            var ops = new NamespaceOperations(engine, new FileOperations(engine));
+            icount = engine.Image.Superblock.InodeCount;
+            long creates = (long)engine.Image.Superblock.FreeInodes + 3;
+            ops.Mkdir("/d");
+            created++;
+            for (int i = 0; i < creates; i++, created++) ops.Create($"/d/f{i}");
+            ops.Unlink("/d/f7");
+            created--;
+            engine.Close();
+        }
+        AssertClean(image);
+        string counts = TreeFixtures.XfsDb(image, "sb 0", "p icount", "agi 0", "p count freecount");
+        output.WriteLine(counts);
+        Assert.Contains($"icount = {icount + 128}", counts, StringComparison.Ordinal);
+        Assert.Contains($"count = {icount + 128}", counts, StringComparison.Ordinal);
+        Assert.Contains($"freecount = {icount + 128 - 3 - (ulong)created}", counts, StringComparison.Ordinal);
     }
 }
