@@ -223,6 +223,35 @@ public sealed class XfsBadInputTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void CheckReportsABtreeForkTooSmallForItsRootAsDamage()
+    {
+        // A btree data fork squeezed to 8 bytes by the attr fork offset (CRC fixed): metadata damage (exit 1), never
+        // an internal error. AgScanner no longer turns every ArgumentException into "damage", so this must be
+        // recognised as bad metadata before the engine is asked to open the root.
+        string img = _scratch.CopyFixture("aged-small");
+        const ulong ino = 1573048;   // manifest "fragmented": btree data fork
+        using (var xfs = XfsImage.Open(img))
+        {
+            var geo = xfs.Geometry;
+            long at = geo.InodeByteOffset(geo.InoToAgno(ino), geo.InoToAgino(ino));
+            using var fh = File.OpenHandle(img, FileMode.Open, FileAccess.ReadWrite);
+            var inode = new byte[geo.InodeSize];
+            RandomAccess.Read(fh, inode, at);
+            inode[82] = 1;                                             // di_forkoff: data fork of 8 bytes
+            inode[83] = (byte)ForkFormat.Extents;                      // di_aformat
+            BinaryPrimitives.WriteUInt16BigEndian(inode.AsSpan(80), 0); // di_anextents
+            XfsCrc.Update(inode, Dinode.CrcOffset);
+            RandomAccess.Write(fh, inode, at);
+        }
+        var r = XfsCli.Run("check", img);
+        output.WriteLine(r.ToString());
+        Assert.True(r.ExitCode == 1, r.ToString());
+        Assert.Contains($"inode {ino}", r.Stdout, StringComparison.Ordinal);
+        Assert.Contains("too small", r.Stdout, StringComparison.Ordinal);
+        Assert.DoesNotContain("internal error", r.Stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void XfsRandomMetadataDamageNeverEscapes()
     {
         // Byte flips in the first blocks of every AG (headers, free-space/inode/refcount/rmap btree roots, the first
