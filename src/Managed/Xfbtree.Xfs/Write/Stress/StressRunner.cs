@@ -225,7 +225,7 @@ public sealed class StressRunner
                 for (int i = 0; i < 4 && directory.Children.Count > 0; i++) directory = _model.PickDirectory(random);
                 return directory.Parent is null ? null : (kind, [directory.Parent, directory]);
             case StressOpKind.Unlink:
-                var victim = _model.PickFile(random);
+                var victim = _model.PickFile(random, preferHot: false);
                 return victim is null ? null : (kind, [victim.Parent!, victim]);
             case StressOpKind.Reflink:
                 var source = _model.PickFile(random);
