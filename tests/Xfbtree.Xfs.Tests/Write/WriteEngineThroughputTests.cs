@@ -11,8 +11,8 @@ namespace Xfbtree.Xfs.Tests.Write;
 public sealed class WriteEngineThroughputTests(ITestOutputHelper output)
 {
     [Theory]
-    [InlineData(false, 400)]
-    [InlineData(true, 60)]
+    [InlineData(false, 200)]
+    [InlineData(true, 30)]
     public void WriteEngine_SmallTransactionsPerSecond(bool sync, int pairs)
     {
         using var scratch = new RepairScratch();

@@ -130,7 +130,7 @@ public sealed class WriteJournalCrashTests(ITestOutputHelper output)
             for (int k = 1; k <= 4; k++) ks.Add(k);
             for (int k = total - 3; k <= total + 1; k++) ks.Add(k);
             var rnd = new Random(9);
-            while (ks.Count < 26) ks.Add(rnd.Next(1, total + 1));
+            while (ks.Count < 22) ks.Add(rnd.Next(1, total + 1));
         }
         var outcomes = new Dictionary<int, int>();
         int replayedSomething = 0, index = 0;

@@ -254,7 +254,11 @@ internal sealed partial class AgSpace
     /// unmapped) and refills one below it (extents from the cntbt, OWN_AG mapped, blocks to the tail).
     /// Called before every allocation, free and rmap/refcount change, so splits never find the list empty.
     /// </summary>
-    public void FixFreeList()
+    public void FixFreeList() => FixFreeList(null);
+
+    /// <param name="keepClear">An AG block the caller is about to allocate at (exact or near hint): a refill that
+    /// has to use the extent holding it takes that extent's far end, so the exact request still finds its blocks.</param>
+    public void FixFreeList(uint? keepClear)
     {
         uint need = MinFreeList();
         while (FlCount > need)
@@ -278,7 +282,7 @@ internal sealed partial class AgSpace
                 throw new CorruptionException("AGF", Agf.Daddr, $"AG {AgNumber}: the free list does not fill up");
             }
             uint want = need - FlCount;
-            if (!FindBySize(want, 1, 1, out uint fbno, out uint flen, out uint abno, out uint alen))
+            if (!FindRefill(want, keepClear, out uint fbno, out uint flen, out uint abno, out uint alen))
             {
                 throw new XfsWriteException(WriteErrorKind.NoSpace, $"{tx.Operation}: AG {AgNumber} has no free space left for its free list");
             }
@@ -289,6 +293,57 @@ internal sealed partial class AgSpace
                 PutOnFreeList(b);
             }
         }
+    }
+
+    /// <summary>
+    /// The extent a refill takes from: by size as the kernel does (the smallest holding <paramref name="want"/>
+    /// blocks, else the largest), but passing over the extent that holds <paramref name="keepClear"/> while
+    /// another one exists; from that extent it takes the far end.
+    /// </summary>
+    private bool FindRefill(uint want, uint? keepClear, out uint fbno, out uint flen, out uint abno, out uint alen)
+    {
+        fbno = flen = abno = alen = 0;
+        var tree = Cntbt();
+        using var cur = tree.CreateCursor();
+        Span<byte> key = stackalloc byte[8];
+        Trees.AllocRecord.Write(key, 0, want);
+        bool Holds(uint s, uint l) => keepClear is { } k && s <= k && k < (ulong)s + l;
+        bool found = false;
+        uint avoidStart = 0, avoidLen = 0;
+        for (bool ok = cur.Lookup(key, Btree.BtreeLookup.GreaterOrEqual); ok; ok = cur.Increment())
+        {
+            uint s = Trees.AllocRecord.StartBlock(cur.Current), l = Trees.AllocRecord.BlockCount(cur.Current);
+            if (!Holds(s, l))
+            {
+                (fbno, flen, found) = (s, l, true);
+                break;
+            }
+            (avoidStart, avoidLen) = (s, l);
+        }
+        if (!found)
+        {
+            for (bool ok = cur.MoveLast(); ok; ok = cur.Decrement())
+            {
+                uint s = Trees.AllocRecord.StartBlock(cur.Current), l = Trees.AllocRecord.BlockCount(cur.Current);
+                if (!Holds(s, l))
+                {
+                    (fbno, flen, found) = (s, l, true);
+                    break;
+                }
+                (avoidStart, avoidLen) = (s, l);
+            }
+        }
+        if (!found && avoidLen > 0)
+        {
+            (fbno, flen, found) = (avoidStart, avoidLen, true);
+        }
+        if (!found)
+        {
+            return false;
+        }
+        alen = Math.Min(want, flen);
+        abno = Holds(fbno, flen) ? fbno + flen - alen : fbno;
+        return true;
     }
 
     // ------------------------------------------------------------------ refcountbt blocks (from free space)
