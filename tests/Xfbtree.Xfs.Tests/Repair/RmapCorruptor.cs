@@ -106,6 +106,9 @@ internal static class RmapCorruptor
             var order = Enumerable.Range(0, n).OrderBy(_ => rng.Next()).ToList();
             bool IsInode(int i) => (long)BinaryPrimitives.ReadUInt64BigEndian(Rec(i)[8..]) >= 0;
             bool IsData(int i) => IsInode(i) && (BinaryPrimitives.ReadUInt64BigEndian(Rec(i)[16..]) & (AttrFork | BmbtBlock)) == 0;
+            // Inode data records first (the realistic target); a tree without any (a fresh filesystem) gets a special
+            // owner's record instead.
+            List<int> dataFirst = [.. order.Where(IsData), .. order.Where(i => !IsData(i))];
             switch (kind)
             {
                 case "leaf-zero":
@@ -174,17 +177,17 @@ internal static class RmapCorruptor
                     }
                     break;
                 case "rec-owner":
-                    foreach (int i in order.Where(IsInode))
+                    foreach (int i in dataFirst)
                     {
                         ulong old = BinaryPrimitives.ReadUInt64BigEndian(Rec(i)[8..]);
-                        ulong now = old + 1 + (ulong)rng.Next(1, 1 << 20);
+                        ulong now = IsInode(i) ? old + 1 + (ulong)rng.Next(1, 1 << 20) : 128 + (ulong)rng.Next(1, 1 << 20);
                         BinaryPrimitives.WriteUInt64BigEndian(Rec(i)[8..], now);
                         ag.Write(agbno, b, fixCrc: true);
                         return $"{where} recs[{i}]: owner {old} -> {now}";
                     }
                     break;
                 case "rec-offset":
-                    foreach (int i in order.Where(IsData))
+                    foreach (int i in dataFirst)
                     {
                         ulong raw = BinaryPrimitives.ReadUInt64BigEndian(Rec(i)[16..]);
                         ulong old = raw & ~(AttrFork | BmbtBlock | Unwritten);
@@ -195,7 +198,7 @@ internal static class RmapCorruptor
                     }
                     break;
                 case "rec-flags":
-                    foreach (int i in order.Where(IsData))
+                    foreach (int i in dataFirst)
                     {
                         ulong raw = BinaryPrimitives.ReadUInt64BigEndian(Rec(i)[16..]);
                         (ulong flag, string name) = rng.Next(3) switch { 0 => (Unwritten, "unwritten"), 1 => (AttrFork, "attrfork"), _ => (BmbtBlock, "bmbt") };
@@ -205,7 +208,7 @@ internal static class RmapCorruptor
                     }
                     break;
                 case "rec-extra" when n < recordsMax:
-                    foreach (int i in order.Where(i => i + 1 < n && IsInode(i)))
+                    foreach (int i in dataFirst.Where(i => i + 1 < n))
                     {
                         var copy = Rec(i).ToArray();
                         BinaryPrimitives.WriteUInt64BigEndian(copy.AsSpan(8), BinaryPrimitives.ReadUInt64BigEndian(copy.AsSpan(8)) + 1);
@@ -220,10 +223,10 @@ internal static class RmapCorruptor
                     {
                         var bogus = new byte[RecordSize];
                         int owner = order.FirstOrDefault(IsInode, -1);
-                        if (owner < 0) break;
                         BinaryPrimitives.WriteUInt32BigEndian(bogus, start);
                         BinaryPrimitives.WriteUInt32BigEndian(bogus.AsSpan(4), Math.Min(length, 4u));
-                        Rec(owner)[8..16].CopyTo(bogus.AsSpan(8));
+                        if (owner >= 0) Rec(owner)[8..16].CopyTo(bogus.AsSpan(8));
+                        else BinaryPrimitives.WriteUInt64BigEndian(bogus.AsSpan(8), 131);   // an inode number, as an owner would be
                         BinaryPrimitives.WriteUInt64BigEndian(bogus.AsSpan(16), 513);
                         // Inside this leaf's key range, never first (the parent's low key stays right).
                         int at = 0;
