@@ -127,7 +127,8 @@ public sealed class StressRunner
 
     void Worker(int threadIndex)
     {
-        var random = new Random(HashCode.Combine(_options.Seed, threadIndex) ^ (_options.Seed * 7919));
+        // Not HashCode.Combine: it is randomized per process, and one thread with one seed must replay exactly.
+        var random = new Random(unchecked(_options.Seed * 1_000_003 + threadIndex * 7919));
         var scratch = new Scratch();
         while (!_stop && Interlocked.Increment(ref _claimed) <= _options.Ops)
         {
