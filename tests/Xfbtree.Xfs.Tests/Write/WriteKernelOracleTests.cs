@@ -46,6 +46,9 @@ public sealed class WriteKernelOracleTests(ITestOutputHelper output)
         Assert.NotEmpty(expected);
         Assert.All(expected, f => Assert.Equal(3, f.Length));
 
+        // A copy of a fixture has the fixture's UUID, and the kernel refuses to mount a second filesystem with a UUID
+        // already mounted (other tests and other processes mount copies of the same fixtures): give ours its own.
+        TreeFixtures.Run(TreeFixtures.Tool("xfs_admin"), ["-U", "generate", image]);
         string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
         string marker = $"xfbtree-write-kernel-oracle-{Environment.ProcessId}-{seed}";
         File.WriteAllText("/dev/kmsg", marker + "\n");
