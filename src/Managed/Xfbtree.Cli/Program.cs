@@ -11,6 +11,8 @@ internal static class Program
             var root = CommandLineHost.CreateRoot();
             // One line per top-level command; each lives in its own file.
             root.Add(RmapCommand.Create(environment));
+            root.Add(IoCommand.Create(environment));
+            root.Add(StressCommand.Create(environment));
             return CommandLineHost.Invoke(root, args, environment);
         }
         finally
