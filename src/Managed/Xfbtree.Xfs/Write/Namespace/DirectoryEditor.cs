@@ -1,0 +1,202 @@
+using System.Buffers.Binary;
+using Xfbtree.Buffers;
+using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Trees;
+using Xfbtree.Xfs.Write.Engine;
+
+namespace Xfbtree.Xfs.Write.Namespace;
+
+/// <summary>
+/// Changes one directory inside a transaction that holds its inode lock: lookup, emptiness, add and remove for
+/// shortform and block directories (with the shortform to block conversion), read-only lookups for leaf and
+/// node directories, whose edits are refused naming the format. Every block is read through the transaction,
+/// verified, and logged whole after the change.
+/// </summary>
+internal sealed class DirectoryEditor
+{
+    readonly WriteTransaction _tx;
+    readonly IncoreInode _dir;
+    readonly DirectoryReader _reader;
+    readonly XfsGeometry _geo;
+    readonly string _where;
+    readonly List<BmbtExtent>? _extents;
+
+    public DirectoryEditor(WriteTransaction tx, IncoreInode dir, DirectoryReader reader, string where)
+    {
+        _tx = tx;
+        _dir = dir;
+        _reader = reader;
+        _geo = tx.Engine.Geometry;
+        _where = where;
+        if (!InodeCore.IsDirectory(dir.Core)) throw new XfsWriteException(WriteErrorKind.NotDirectory, $"'{where}' is not a directory");
+        if (InodeCore.Nlink(dir.Core) == 0) throw new XfsWriteException(WriteErrorKind.NotFound, $"'{where}' was removed");
+        var d = new Dinode(dir.Core);
+        if (d.Format != ForkFormat.Local) _extents = reader.DataExtents(dir.Ino, dir.Core, where);
+        Layout = reader.Layout(dir.Core, _extents, where);
+    }
+
+    public DirectoryLayout Layout { get; }
+
+    static string FormatName(DirectoryLayout layout) => layout switch
+    {
+        DirectoryLayout.Leaf => "leaf",
+        DirectoryLayout.Node => "node",
+        DirectoryLayout.Block => "block",
+        _ => "shortform",
+    };
+
+    void RefuseEdit(string what)
+    {
+        if (Layout is DirectoryLayout.Leaf or DirectoryLayout.Node)
+            throw new XfsWriteException(WriteErrorKind.NotSupported,
+                $"directory '{_where}' is in {FormatName(Layout)} format, which the engine does not modify yet ({what})");
+    }
+
+    ShortformDirectory ReadShortform()
+    {
+        var d = new Dinode(_dir.Core);
+        return ShortformDirectory.Parse(d.DataFork, (long)d.Size, _reader.HasFtype, _reader.DirBlockSize, _where);
+    }
+
+    IBufferVerifier BlockVerifier(uint magic) => new MagicCrcVerifier("directory block", magic, DirectoryFormat.CrcOffset, 0, b =>
+    {
+        var s = b.Span;
+        if ((long)BinaryPrimitives.ReadUInt64BigEndian(s[8..]) != b.Daddr) return "blkno is not the block's address";
+        if (!s.Slice(24, 16).SequenceEqual(_geo.MetaUuid)) return "metadata UUID mismatch";
+        if (BinaryPrimitives.ReadUInt64BigEndian(s[40..]) != _dir.Ino) return $"owner is not inode {_dir.Ino}";
+        return null;
+    });
+
+    /// <summary>The block of a block directory, joined to the transaction (its mapping must be one contiguous run).</summary>
+    BlockBuffer ReadBlockBuffer()
+    {
+        var first = _extents![0];
+        if (first.StartOffset != 0 || first.BlockCount < _reader.DirBlockFsbs)
+            throw new XfsWriteException(WriteErrorKind.NotSupported, $"directory '{_where}': its directory block is not one contiguous extent, which the engine does not modify yet");
+        if (first.Unwritten) throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{_where}': directory block mapped unwritten");
+        try
+        {
+            return _tx.ReadBuffer(_reader.DaddrOf(first.StartBlock), _reader.DirBlockSize / 512, BlockVerifier(DirectoryFormat.BlockMagic));
+        }
+        catch (CorruptionException e) { throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{_where}': {e.Message}", e); }
+    }
+
+    /// <summary>Every live entry ("." and ".." excluded) and the parent.</summary>
+    public (ulong Parent, List<DataEntry> Entries) ReadAll()
+    {
+        switch (Layout)
+        {
+            case DirectoryLayout.Shortform:
+                {
+                    var sf = ReadShortform();
+                    return (sf.Parent, sf.Entries.Select(e => new DataEntry(e.Name, e.Ino, e.FileType, e.Offset)).ToList());
+                }
+            case DirectoryLayout.Block:
+                {
+                    var buf = ReadBlockBuffer();
+                    var block = BlockDirectory.Parse(buf.Span, _reader.HasFtype, _where);
+                    ulong parent = block.Entries.FirstOrDefault(e => DirectoryFormat.IsDotDot(e.Name))?.Ino
+                        ?? throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{_where}': no '..' entry");
+                    return (parent, block.Entries.Where(e => !DirectoryFormat.IsDot(e.Name) && !DirectoryFormat.IsDotDot(e.Name)).ToList());
+                }
+            default:
+                {
+                    var (parent, entries, _) = _reader.ReadAll(_dir.Ino, _dir.Core, _tx.ReadData, _where);
+                    return (parent, entries);
+                }
+        }
+    }
+
+    public DataEntry? Find(ReadOnlySpan<byte> name)
+    {
+        foreach (var e in ReadAll().Entries)
+            if (name.SequenceEqual(e.Name)) return e;
+        return null;
+    }
+
+    /// <summary>Adds <paramref name="name"/> → <paramref name="ino"/>; the caller checked it is absent.</summary>
+    public void Add(byte[] name, ulong ino, byte fileType, DateTimeOffset now)
+    {
+        RefuseEdit("adding an entry");
+        if (Layout == DirectoryLayout.Shortform)
+        {
+            var sf = ReadShortform();
+            int forkSize = new Dinode(_dir.Core).DataFork.Length;
+            if (sf.TryAdd(name, ino, fileType, forkSize) == ShortformAddResult.Added)
+            {
+                InodeCore.SetLocalData(_dir.Core, sf.Serialize());
+            }
+            else
+            {
+                var block = BlockDirectory.FromShortform(sf, _dir.Ino, _reader.DirBlockSize, _reader.HasFtype);
+                if (!block.TryAdd(name, ino, fileType)) RefuseFull();
+                ConvertToBlock(block);
+            }
+        }
+        else
+        {
+            var buf = ReadBlockBuffer();
+            var block = BlockDirectory.Parse(buf.Span, _reader.HasFtype, _where);
+            if (!block.TryAdd(name, ino, fileType)) RefuseFull();
+            block.WriteBody(buf.Span);
+            _tx.LogBuffer(buf, 0, buf.Length);
+        }
+        InodeCore.Touch(_dir.Core, now);
+        _tx.LogInode(_dir);
+    }
+
+    void RefuseFull() => throw new XfsWriteException(WriteErrorKind.NotSupported,
+        $"directory '{_where}' is full in block format; growing it into leaf format is not supported yet");
+
+    /// <summary>xfs_dir2_sf_to_block: a new directory block (rmap owner = the directory, offset 0) holding the
+    /// model, the data fork turned into one extent, di_size = the directory block size, nblocks grown.</summary>
+    void ConvertToBlock(BlockDirectory block)
+    {
+        uint len = (uint)_reader.DirBlockFsbs;
+        var ino = _dir.Ino;
+        var got = _tx.Allocate(new AllocationRequest(_geo.AgbToFsb(_geo.InoToAgno(ino), _geo.AginoToAgbno(_geo.InoToAgino(ino))),
+            len, len, AllocationPurpose.DirectoryBlock));
+        _tx.RmapMap(got.AgNumber, new RmapRecord(got.AgBlock, len, ino, 0), false);
+        long daddr = _geo.AgBlockToDaddr(got.AgNumber, got.AgBlock);
+        var buf = _tx.GetNewBuffer(daddr, _reader.DirBlockSize / 512, BlockVerifier(DirectoryFormat.BlockMagic));
+        var s = buf.Span;
+        s.Clear();
+        BinaryPrimitives.WriteUInt32BigEndian(s, DirectoryFormat.BlockMagic);
+        BinaryPrimitives.WriteUInt64BigEndian(s[8..], (ulong)daddr);
+        _geo.MetaUuid.CopyTo(s[24..]);
+        BinaryPrimitives.WriteUInt64BigEndian(s[40..], ino);
+        block.WriteBody(s);
+        XfsCrc.Update(s, DirectoryFormat.CrcOffset);
+        _tx.LogBuffer(buf, 0, buf.Length);
+
+        var c = _dir.Core.AsSpan();
+        c.Slice(Dinode.CoreSize, new Dinode(c).DataFork.Length).Clear();
+        c[InodeCore.OffFormat] = (byte)ForkFormat.Extents;
+        InodeCore.WriteExtent(c[Dinode.CoreSize..], 0, got.Fsbno, len);
+        InodeCore.SetDataExtents(c, 1);
+        InodeCore.SetSize(c, (ulong)_reader.DirBlockSize);
+        InodeCore.SetNblocks(c, InodeCore.Nblocks(c) + len);
+    }
+
+    /// <summary>Removes <paramref name="name"/> (present: the caller found it).</summary>
+    public void Remove(byte[] name, DateTimeOffset now)
+    {
+        RefuseEdit("removing an entry");
+        if (Layout == DirectoryLayout.Shortform)
+        {
+            var sf = ReadShortform();
+            if (!sf.Remove(name)) throw new XfsWriteException(WriteErrorKind.NotFound, $"'{_where}/{DirectoryFormat.Show(name)}' does not exist");
+            InodeCore.SetLocalData(_dir.Core, sf.Serialize());
+        }
+        else
+        {
+            var buf = ReadBlockBuffer();
+            var block = BlockDirectory.Parse(buf.Span, _reader.HasFtype, _where);
+            if (!block.Remove(name)) throw new XfsWriteException(WriteErrorKind.NotFound, $"'{_where}/{DirectoryFormat.Show(name)}' does not exist");
+            block.WriteBody(buf.Span);
+            _tx.LogBuffer(buf, 0, buf.Length);
+        }
+        InodeCore.Touch(_dir.Core, now);
+        _tx.LogInode(_dir);
+    }
+}

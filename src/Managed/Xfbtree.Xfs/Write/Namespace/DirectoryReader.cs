@@ -1,0 +1,198 @@
+using System.Buffers.Binary;
+using Xfbtree.Buffers;
+using Xfbtree.Xfs.Format;
+
+namespace Xfbtree.Xfs.Write.Namespace;
+
+/// <summary>How a directory is stored (xfs_dir2_isblock / isleaf).</summary>
+internal enum DirectoryLayout
+{
+    /// <summary>Inline in the inode (LOCAL data fork).</summary>
+    Shortform,
+    /// <summary>One directory block at offset 0 holding data, leaf and tail.</summary>
+    Block,
+    /// <summary>Data blocks plus one leaf block at the 32 GiB offset.</summary>
+    Leaf,
+    /// <summary>Data blocks, a da-btree of leaf blocks and free-index blocks.</summary>
+    Node,
+}
+
+/// <summary>Reads <c>destination.Length</c> bytes of committed blocks starting at fs block <c>fsbno</c>.</summary>
+internal delegate void FsBlockReader(ulong fsbno, Span<byte> destination);
+
+/// <summary>
+/// Read-only access to directories of every format: the data-fork mapping (extent list or bmbt), the layout,
+/// and the live entries. Every directory block is checked (magic, CRC, blkno, owner, UUID, entry structure)
+/// before anything in it is trusted; damage is an <see cref="XfsWriteException"/> Corrupt naming the directory.
+/// </summary>
+internal sealed class DirectoryReader
+{
+    readonly XfsImage _image;
+    readonly XfsGeometry _geo;
+
+    public DirectoryReader(XfsImage image)
+    {
+        _image = image;
+        _geo = image.Geometry;
+        DirBlockFsbs = 1 << image.Superblock.DirBlockLog;
+        DirBlockSize = _geo.BlockSize * DirBlockFsbs;
+        HasFtype = (image.Superblock.FeaturesIncompat & Superblock.IncompatFtype) != 0;
+        LeafOffsetFsb = (ulong)(DirectoryFormat.LeafOffsetBytes >> _geo.BlockLog);
+    }
+
+    public int DirBlockFsbs { get; }
+    public int DirBlockSize { get; }
+    public bool HasFtype { get; }
+    public ulong LeafOffsetFsb { get; }
+
+    /// <summary>The data-fork extents of a verified inode, in file-offset order (extents or btree format).</summary>
+    public List<BmbtExtent> DataExtents(ulong ino, ReadOnlySpan<byte> core, string where)
+    {
+        var d = new Dinode(core);
+        var list = new List<BmbtExtent>();
+        switch (d.Format)
+        {
+            case ForkFormat.Extents:
+                {
+                    ulong n = d.DataExtents;
+                    var fork = d.DataFork;
+                    if (n > (ulong)(fork.Length / Dinode.ExtentSize)) throw Corrupt(where, $"{n} extents do not fit the data fork");
+                    for (int k = 0; k < (int)n; k++) list.Add(BmbtExtent.Read(fork[(k * Dinode.ExtentSize)..]));
+                    break;
+                }
+            case ForkFormat.Btree:
+                {
+                    var tree = _image.OpenBmbt(ino, d.DataFork);
+                    using var cursor = tree.CreateCursor();
+                    try
+                    {
+                        for (bool ok = cursor.MoveFirst(); ok && cursor.HasRecord; ok = cursor.Increment())
+                        {
+                            list.Add(BmbtExtent.Read(cursor.Current));
+                            if (list.Count > 1 << 24) throw Corrupt(where, "bmbt holds more extents than a directory can");
+                        }
+                    }
+                    catch (CorruptionException e) { throw Corrupt(where, e.Message); }
+                    break;
+                }
+            default:
+                throw Corrupt(where, $"data fork format {(int)d.Format} has no extents");
+        }
+        ulong next = 0;
+        foreach (var e in list)
+        {
+            if (e.Validate(_geo) is { } why) throw Corrupt(where, why);
+            if (e.StartOffset < next) throw Corrupt(where, "extents overlap or are out of order");
+            next = e.StartOffset + e.BlockCount;
+        }
+        return list;
+    }
+
+    /// <summary>The layout of a directory from its format and mapping (the last mapped offset decides).</summary>
+    public DirectoryLayout Layout(ReadOnlySpan<byte> core, List<BmbtExtent>? extents, string where)
+    {
+        var d = new Dinode(core);
+        if (d.Format == ForkFormat.Local) return DirectoryLayout.Shortform;
+        if (extents == null || extents.Count == 0) throw Corrupt(where, "a directory without blocks in extents or btree format");
+        ulong end = extents[^1].StartOffset + extents[^1].BlockCount;
+        if (end == (ulong)DirBlockFsbs)
+        {
+            if (d.Size != (ulong)DirBlockSize) throw Corrupt(where, $"block directory with di_size {d.Size}, expected {DirBlockSize}");
+            return DirectoryLayout.Block;
+        }
+        if (end == LeafOffsetFsb + (ulong)DirBlockFsbs) return DirectoryLayout.Leaf;
+        return DirectoryLayout.Node;
+    }
+
+    /// <summary>Reads directory block at file block <paramref name="fileBlock"/> through the mapping (the pieces may
+    /// lie in several extents). Null when it is not fully mapped. Checks the dir3 header against
+    /// <paramref name="magic"/>, the CRC, blkno, owner and UUID.</summary>
+    public byte[]? ReadDirBlock(ulong ino, List<BmbtExtent> extents, ulong fileBlock, uint magic, FsBlockReader read, string where)
+    {
+        var buf = new byte[DirBlockSize];
+        ulong firstFsb = 0;
+        for (int i = 0; i < DirBlockFsbs;)
+        {
+            ulong fb = fileBlock + (ulong)i;
+            int k = extents.FindIndex(e => e.StartOffset <= fb && fb < e.StartOffset + e.BlockCount);
+            if (k < 0) return null;
+            var e = extents[k];
+            ulong fsb = e.StartBlock + (fb - e.StartOffset);
+            int run = (int)Math.Min((ulong)(DirBlockFsbs - i), e.StartOffset + e.BlockCount - fb);
+            if (i == 0) firstFsb = fsb;
+            read(fsb, buf.AsSpan(i * _geo.BlockSize, run * _geo.BlockSize));
+            i += run;
+        }
+        CheckHeader(buf, ino, DaddrOf(firstFsb), magic, $"{where}: directory block at offset {fileBlock}");
+        return buf;
+    }
+
+    public long DaddrOf(ulong fsbno) => _geo.AgBlockToDaddr(_geo.FsbToAgno(fsbno), _geo.FsbToAgbno(fsbno));
+
+    /// <summary>Checks a dir3 data/block header; throws Corrupt.</summary>
+    public void CheckHeader(ReadOnlySpan<byte> block, ulong ino, long daddr, uint magic, string where)
+    {
+        uint m = BinaryPrimitives.ReadUInt32BigEndian(block);
+        if (m != magic) throw Corrupt(where, $"magic 0x{m:x8}, expected 0x{magic:x8}");
+        if (!XfsCrc.Verify(block, DirectoryFormat.CrcOffset)) throw Corrupt(where, "bad CRC");
+        long blkno = (long)BinaryPrimitives.ReadUInt64BigEndian(block[8..]);
+        if (blkno != daddr) throw Corrupt(where, $"blkno {blkno}, expected {daddr}");
+        if (!block.Slice(24, 16).SequenceEqual(_geo.MetaUuid)) throw Corrupt(where, "metadata UUID mismatch");
+        ulong owner = BinaryPrimitives.ReadUInt64BigEndian(block[40..]);
+        if (owner != ino) throw Corrupt(where, $"owner {owner}, expected inode {ino}");
+    }
+
+    /// <summary>
+    /// Every live entry of a directory ("." and ".." excluded) and its parent, in directory order (offset order
+    /// within each data block, blocks in file order).
+    /// </summary>
+    public (ulong Parent, List<DataEntry> Entries, DirectoryLayout Layout) ReadAll(ulong ino, ReadOnlySpan<byte> core, FsBlockReader read, string where)
+    {
+        var d = new Dinode(core);
+        if ((d.Mode & 0xF000) != 0x4000) throw new XfsWriteException(WriteErrorKind.NotDirectory, $"{where} is not a directory");
+        if (d.Format == ForkFormat.Local)
+        {
+            var sf = ShortformDirectory.Parse(d.DataFork, (long)d.Size, HasFtype, DirBlockSize, where);
+            return (sf.Parent, sf.Entries.Select(e => new DataEntry(e.Name, e.Ino, e.FileType, e.Offset)).ToList(), DirectoryLayout.Shortform);
+        }
+        var extents = DataExtents(ino, core, where);
+        var layout = Layout(core, extents, where);
+        var all = new List<DataEntry>();
+        if (layout == DirectoryLayout.Block)
+        {
+            var block = ReadDirBlock(ino, extents, 0, DirectoryFormat.BlockMagic, read, where)
+                ?? throw Corrupt(where, "directory block not mapped");
+            all.AddRange(BlockDirectory.Parse(block, HasFtype, where).Entries);
+        }
+        else
+        {
+            var starts = new SortedSet<ulong>();
+            foreach (var e in extents)
+            {
+                if (e.StartOffset >= LeafOffsetFsb) break;
+                ulong last = Math.Min(e.StartOffset + e.BlockCount, LeafOffsetFsb);
+                for (ulong fb = e.StartOffset - e.StartOffset % (ulong)DirBlockFsbs; fb < last; fb += (ulong)DirBlockFsbs)
+                    starts.Add(fb);
+            }
+            foreach (ulong fb in starts)
+            {
+                var block = ReadDirBlock(ino, extents, fb, DirectoryFormat.DataMagic, read, where)
+                    ?? throw Corrupt(where, $"data block at offset {fb} only partly mapped");
+                BlockDirectory.ScanData(block, block.Length, HasFtype, all, null, why => Corrupt(where, $"data block at offset {fb}: {why}"));
+            }
+        }
+        ulong parent = 0;
+        bool dot = false, dotdot = false;
+        var result = new List<DataEntry>(all.Count);
+        foreach (var e in all)
+        {
+            if (DirectoryFormat.IsDot(e.Name)) { dot = true; continue; }
+            if (DirectoryFormat.IsDotDot(e.Name)) { dotdot = true; parent = e.Ino; continue; }
+            result.Add(e);
+        }
+        if (!dot || !dotdot) throw Corrupt(where, "'.' or '..' entry missing");
+        return (parent, result, layout);
+    }
+
+    static XfsWriteException Corrupt(string where, string why) => new(WriteErrorKind.Corrupt, $"{where}: {why}");
+}

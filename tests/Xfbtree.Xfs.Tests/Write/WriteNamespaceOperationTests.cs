@@ -1,0 +1,221 @@
+using System.Text;
+using Xfbtree.Xfs.Tests.Repair;
+using Xfbtree.Xfs.Tests.Scan;
+using Xfbtree.Xfs.Tests.Trees;
+using Xfbtree.Xfs.Write;
+using Xfbtree.Xfs.Write.Engine;
+using Xfbtree.Xfs.Write.Files;
+using Xfbtree.Xfs.Write.Namespace;
+using Xunit.Abstractions;
+
+namespace Xfbtree.Xfs.Tests.Write;
+
+/// <summary>
+/// create / mkdir / unlink / list / stat through the write engine on copies of real images, judged by three
+/// oracles after a clean close: xfs_repair -n (connectivity, link counts, inode btrees, directories), xfbtree's
+/// rmap check, and the kernel (loop mount read-only: the changed subtree lists as the engine's model says).
+/// </summary>
+public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
+{
+    /// <summary>A private copy of a fixture opened by the engine.</summary>
+    sealed class Session : IDisposable
+    {
+        readonly RepairScratch _scratch = new();
+
+        public Session(string fixture)
+        {
+            Image = _scratch.CopyFixture(fixture);
+            Engine = WriteEngine.Open(Image, new WriteEngineOptions { SyncCommits = false });
+            Ops = new NamespaceOperations(Engine, new FileOperations(Engine));
+        }
+
+        public string Image { get; }
+        public string Directory => _scratch.Directory;
+        public WriteEngine Engine { get; private set; }
+        public NamespaceOperations Ops { get; }
+
+        public void Close() => Engine.Close();
+
+        public void Dispose()
+        {
+            Engine.Dispose();
+            _scratch.Dispose();
+        }
+    }
+
+    /// <summary>xfs_repair -n and xfbtree rmap check both clean.</summary>
+    void AssertClean(string image)
+    {
+        var repair = RepairTools.XfsRepairCheck(image);
+        Assert.True(repair.ExitCode == 0, $"xfs_repair -n: {repair}");
+        var check = XfsCli.Run("check", image);
+        Assert.True(check.ExitCode == 0, $"xfbtree rmap check: {check.Stdout}{check.Stderr}");
+    }
+
+    /// <summary>The subtree under <paramref name="top"/> as (relative path, inode) pairs, read by our read-only walker.</summary>
+    static SortedSet<string> OurTree(string image, string top)
+    {
+        using var img = XfsImage.Open(image);
+        var walker = new PathWalker(img, new ImageNamespaceSource(img));
+        var result = new SortedSet<string>(StringComparer.Ordinal);
+        var todo = new Stack<string>([top]);
+        while (todo.Count > 0)
+        {
+            string dir = todo.Pop();
+            foreach (var e in walker.List(dir))
+            {
+                string p = dir + "/" + DirectoryFormat.Show(e.Name);
+                result.Add($"{p[(top.Length + 1)..]} {e.Ino}");
+                if (e.FileType == DirectoryFormat.FtDirectory) todo.Push(p);
+            }
+        }
+        return result;
+    }
+
+    /// <summary>The same subtree as the kernel lists it (read-only loop mount).</summary>
+    SortedSet<string> KernelTree(string image, string scratchDir, string top)
+    {
+        RepairSafetyTests.RequireRoot();
+        string mnt = System.IO.Directory.CreateDirectory(Path.Combine(scratchDir, "mnt")).FullName;
+        TreeFixtures.Run("/bin/mount", ["-o", "ro,loop", image, mnt]);
+        string listing;
+        try
+        {
+            listing = TreeFixtures.Run("/usr/bin/find", [mnt + top, "-mindepth", "1", "-printf", "%P %i\n"]);
+        }
+        finally
+        {
+            TreeFixtures.Run("/bin/umount", [mnt]);
+        }
+        var dmesg = RepairTools.Exec("/bin/dmesg", []);
+        output.WriteLine($"kernel listed {listing.Count(c => c == '\n')} entries under {top}");
+        Assert.DoesNotContain("Corruption", dmesg.Stdout.Split('\n').TakeLast(30).Where(l => l.Contains("XFS", StringComparison.Ordinal)).Aggregate("", (a, l) => a + l + "\n"), StringComparison.Ordinal);
+        return new SortedSet<string>(listing.Split('\n', StringSplitOptions.RemoveEmptyEntries), StringComparer.Ordinal);
+    }
+
+    static List<string> Names(NamespaceOperations ops, string dir) => ops.List(dir).Select(e => e.Name).Order(StringComparer.Ordinal).ToList();
+
+    [Theory]
+    [InlineData("fresh-4ag")]
+    [InlineData("aged-small")]
+    [InlineData("geom-bs1k")]
+    [InlineData("geom-nrext64")]
+    public void CreateMkdirUnlinkSequenceLeavesAConsistentImage(string fixture)
+    {
+        using var s = new Session(fixture);
+        var ops = s.Ops;
+        var rootBefore = Names(ops, "/");
+        ulong top = ops.Mkdir("/wns");
+        Assert.Equal(top, ops.Lookup("/wns"));
+        Assert.Equal(InodeType.Directory, ops.Stat("/wns").Type);
+        Assert.Equal("local", ops.Stat("/wns").DataForkFormat);
+        var expected = new SortedSet<string>(StringComparer.Ordinal);
+        for (int i = 0; i < 40; i++)
+        {
+            ops.Create($"/wns/file{i:D3}");
+            expected.Add($"file{i:D3}");
+        }
+        // 40 entries do not fit the 336-byte literal area: the directory went to block format.
+        var st = ops.Stat("/wns");
+        Assert.Equal("extents", st.DataForkFormat);
+        Assert.Equal(s.Engine.Image.Superblock.BlockSize << s.Engine.Image.Superblock.DirBlockLog, (uint)st.Size);
+        Assert.Equal(2u, st.Links);
+
+        // A deep path of shortform directories, a file at the bottom.
+        string deep = "/wns";
+        for (int d = 0; d < 12; d++)
+        {
+            deep += $"/level{d}";
+            ops.Mkdir(deep);
+        }
+        expected.Add("level0");
+        ulong leaf = ops.Create(deep + "/bottom.txt");
+        Assert.Equal(leaf, ops.Lookup(deep + "/bottom.txt"));
+        Assert.Equal(3u, ops.Stat("/wns").Links);
+        Assert.Equal(InodeType.RegularFile, ops.Stat(deep + "/bottom.txt").Type);
+        Assert.Equal(1u, ops.Stat(deep + "/bottom.txt").Links);
+
+        // Unlink every third file (block directory removes), then the bottom file and dir (shortform removes).
+        for (int i = 0; i < 40; i += 3)
+        {
+            ops.Unlink($"/wns/file{i:D3}");
+            expected.Remove($"file{i:D3}");
+        }
+        ops.Unlink(deep + "/bottom.txt");
+        ops.Unlink(deep);
+        Assert.Equal(WriteErrorKind.NotFound, Assert.Throws<XfsWriteException>(() => ops.Lookup(deep)).Kind);
+        // Re-adding into the block directory reuses free space and stale leaf entries.
+        for (int i = 0; i < 5; i++)
+        {
+            ops.Create($"/wns/again{i}");
+            expected.Add($"again{i}");
+        }
+        Assert.Equal(expected.ToList(), Names(ops, "/wns"));
+        Assert.Equal(rootBefore.Append("wns").Order(StringComparer.Ordinal).ToList(), Names(ops, "/"));
+        s.Close();
+
+        AssertClean(s.Image);
+        var ours = OurTree(s.Image, "/wns");
+        Assert.Equal(ours, KernelTree(s.Image, s.Directory, "/wns"));
+    }
+
+    [Theory]
+    [InlineData("fresh-4ag")]
+    [InlineData("geom-bs1k")]
+    public void CreatingPastTheFreeInodesAllocatesANewChunk(string fixture)
+    {
+        using var s = new Session(fixture);
+        var ops = s.Ops;
+        var sb = s.Engine.Image.Superblock;
+        long creates = (long)sb.FreeInodes + 10;
+        ops.Mkdir("/many");
+        int perDir = 100, made = 0;
+        for (int d = 0; made < creates; d++)
+        {
+            ops.Mkdir($"/many/d{d}");
+            for (int i = 0; i < perDir && made < creates; i++, made++) ops.Create($"/many/d{d}/f{i}");
+        }
+        s.Close();
+        AssertClean(s.Image);
+        string sbAfter = TreeFixtures.XfsDb(s.Image, "sb 0", "p icount ifree");
+        output.WriteLine(sbAfter);
+        Assert.Contains($"icount = {sb.InodeCount + 64}", sbAfter, StringComparison.Ordinal);
+        Assert.Equal(OurTree(s.Image, "/many"), KernelTree(s.Image, s.Directory, "/many"));
+    }
+
+    [Fact]
+    public void RefusalsAreClearAndChangeNothing()
+    {
+        using var s = new Session("aged-small");
+        var ops = s.Ops;
+        ops.Create("/plain");
+        ops.Mkdir("/full");
+        ops.Create("/full/x");
+        XfsWriteException Fails(WriteErrorKind kind, Action a)
+        {
+            var e = Assert.Throws<XfsWriteException>(a);
+            Assert.True(e.Kind == kind, $"expected {kind}, got {e.Kind}: {e.Message}");
+            output.WriteLine($"{kind}: {e.Message}");
+            return e;
+        }
+        Fails(WriteErrorKind.Exists, () => ops.Create("/plain"));
+        Fails(WriteErrorKind.Exists, () => ops.Mkdir("/full"));
+        Fails(WriteErrorKind.NotFound, () => ops.Create("/no/such/dir/file"));
+        Fails(WriteErrorKind.NotFound, () => ops.Unlink("/nothing-here"));
+        Fails(WriteErrorKind.NotDirectory, () => ops.Create("/plain/child"));
+        Fails(WriteErrorKind.NotDirectory, () => ops.List("/plain"));
+        Fails(WriteErrorKind.NotEmpty, () => ops.Unlink("/full"));
+        Fails(WriteErrorKind.InvalidArgument, () => ops.Create("/" + new string('n', 256)));
+        Fails(WriteErrorKind.InvalidArgument, () => ops.Create("/bad\0name"));
+        Fails(WriteErrorKind.InvalidArgument, () => ops.Create("relative"));
+        Fails(WriteErrorKind.InvalidArgument, () => ops.Unlink("/"));
+        Fails(WriteErrorKind.InvalidArgument, () => ops.Mkdir("/full/.."));
+        var node = Fails(WriteErrorKind.NotSupported, () => ops.Create("/feat/bigdir/newname"));
+        Assert.Contains("node format", node.Message, StringComparison.Ordinal);
+        Assert.Contains("/feat/bigdir", node.Message, StringComparison.Ordinal);
+        // Reading a node directory works.
+        Assert.True(ops.List("/feat/bigdir").Count > 1000);
+        s.Close();
+        AssertClean(s.Image);
+    }
+}
