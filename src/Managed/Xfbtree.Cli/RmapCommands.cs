@@ -21,24 +21,10 @@ namespace Xfbtree.Cli;
 /// </summary>
 public static class RmapCommands
 {
-    public const int ExitClean = 0, ExitDamaged = 1, ExitUnusable = 2;
+    public const int ExitClean = CommandLineHost.ExitClean, ExitDamaged = CommandLineHost.ExitDamaged, ExitUnusable = CommandLineHost.ExitUnusable;
 
     /// <summary>The fixtures' truth.tsv header line.</summary>
     public const string TsvHeader = "#agno\tstartblock\tblockcount\towner\towner_u64\towner_name\toffset\tattrfork\tbmbt\tunwritten";
-
-    const string Usage =
-        "usage: xfbtree rmap dump IMAGE [--source expected|ondisk] [--ag N] [--force]\n" +
-        "       xfbtree rmap check IMAGE [--ag N] [--json] [--force]\n" +
-        "       xfbtree rmap repair IMAGE [--ag N] [-n]";
-
-    sealed class Args
-    {
-        public string Command = "";
-        public string? Image;
-        public string Source = "expected";
-        public uint? Ag;
-        public bool Json, Force, DryRun;
-    }
 
     /// <summary>
     /// For the fuzz harness: exceptions that are not input problems (anything but the format, I/O and corruption
@@ -46,7 +32,7 @@ public static class RmapCommands
     /// </summary>
     public static bool RethrowInternalErrors { get; set; }
 
-    /// <summary>Runs <c>xfbtree rmap ARGS</c> (ARGS without the leading "rmap").</summary>
+    /// <summary>Runs <c>xfbtree rmap ARGS</c> (ARGS without the leading "rmap") through the tool's own parser.</summary>
     /// <param name="args">e.g. ["check", "img", "--json"].</param>
     /// <param name="stdout">Report / TSV output.</param>
     /// <param name="stderr">One-line errors and (when <paramref name="progress"/>) progress.</param>
@@ -54,27 +40,27 @@ public static class RmapCommands
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr, bool progress = false)
     {
         ArgumentNullException.ThrowIfNull(args);
-        ArgumentNullException.ThrowIfNull(stdout);
-        ArgumentNullException.ThrowIfNull(stderr);
-        Args a;
-        try { a = Parse(args); }
-        catch (ArgumentException e)
-        {
-            stderr.WriteLine($"xfbtree rmap: {e.Message}");
-            stderr.WriteLine(Usage);
-            return ExitUnusable;
-        }
-        if (a.Command == "help") { stdout.WriteLine(Usage); return ExitClean; }
+        var environment = new CommandEnvironment(stdout ?? throw new ArgumentNullException(nameof(stdout)),
+                                                 stderr ?? throw new ArgumentNullException(nameof(stderr)), progress);
+        var root = CommandLineHost.CreateRoot();
+        root.Add(RmapCommand.Create(environment));
+        return CommandLineHost.Invoke(root, ["rmap", .. args], environment);
+    }
+
+    /// <summary>Runs one parsed rmap command.</summary>
+    internal static int Execute(RmapRequest a, CommandEnvironment environment)
+    {
+        var (stdout, stderr, progress) = (environment.Stdout, environment.Stderr, environment.Progress);
         Action<string>? report = progress ? new ProgressLine(stderr).Show : null;
         try
         {
             if (a.Command == "repair")
             {
-                int repairRc = RmapRepairRunner.Run(a.Image!, new RmapRepairOptions { OnlyAg = a.Ag, DryRun = a.DryRun, Progress = report }, stdout, stderr);
+                int repairRc = RmapRepairRunner.Run(a.Image, new RmapRepairOptions { OnlyAg = a.Ag, DryRun = a.DryRun, Progress = report }, stdout, stderr);
                 if (progress) stderr.Write("\r\x1b[K");
                 return repairRc;
             }
-            using var image = XfsImage.Open(a.Image!);
+            using var image = XfsImage.Open(a.Image);
             if (a.Ag is { } ag && ag >= image.Geometry.AgCount)
             {
                 stderr.WriteLine($"xfbtree: AG {ag} does not exist (the filesystem has {image.Geometry.AgCount} AGs)");
@@ -117,51 +103,6 @@ public static class RmapCommands
     {
         stderr.WriteLine("xfbtree: " + message.ReplaceLineEndings(" "));
         return rc;
-    }
-
-    static Args Parse(string[] args)
-    {
-        var a = new Args();
-        if (args.Length == 0) throw new ArgumentException("missing command");
-        a.Command = args[0];
-        if (a.Command is "-h" or "--help" or "help") { a.Command = "help"; return a; }
-        if (a.Command is not ("dump" or "check" or "repair")) throw new ArgumentException($"unknown command '{a.Command}'");
-        for (int i = 1; i < args.Length; i++)
-        {
-            string s = args[i];
-            string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{s} needs a value");
-            switch (s)
-            {
-                case "--ag":
-                    string v = Value();
-                    if (!uint.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out uint ag)) throw new ArgumentException($"--ag: '{v}' is not an AG number");
-                    a.Ag = ag;
-                    break;
-                case "--source" when a.Command == "dump":
-                    a.Source = Value();
-                    if (a.Source is not ("expected" or "ondisk")) throw new ArgumentException($"--source: '{a.Source}' is neither expected nor ondisk");
-                    break;
-                case "--json" when a.Command == "check":
-                    a.Json = true;
-                    break;
-                case "-n" when a.Command == "repair":
-                    a.DryRun = true;
-                    break;
-                case "--force" when a.Command != "repair":
-                    a.Force = true;
-                    break;
-                case "-h" or "--help":
-                    a.Command = "help";
-                    return a;
-                default:
-                    if (s.StartsWith('-') && s.Length > 1) throw new ArgumentException($"unknown option '{s}'");
-                    if (a.Image != null) throw new ArgumentException($"unexpected argument '{s}'");
-                    a.Image = s;
-                    break;
-            }
-        }
-        if (a.Image == null) throw new ArgumentException("missing IMAGE");
-        return a;
     }
 
     sealed class ProgressLine(TextWriter stderr)
@@ -277,7 +218,7 @@ public static class RmapCommands
 
     // ------------------------------------------------------------------ check
 
-    static int CheckCommand(XfsImage image, Args a, TextWriter stdout, TextWriter stderr, Action<string>? progress)
+    static int CheckCommand(XfsImage image, RmapRequest a, TextWriter stdout, TextWriter stderr, Action<string>? progress)
     {
         var sb = image.Superblock;
         using var scan = RmapScanner.Scan(image, new RmapScanOptions { OnlyAg = a.Ag, Progress = progress });

@@ -1,0 +1,284 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Security.Cryptography;
+using Xfbtree.Xfs.Write;
+using Xfbtree.Xfs.Write.Namespace;
+
+namespace Xfbtree.Cli;
+
+/// <summary>
+/// <c>xfbtree io IMAGE -c "CMD ARGS" [-c ...]</c>: changes an unmounted image through the write engine, in the spirit
+/// of xfs_io. Every command line is parsed before the image is opened (a malformed one is a usage error, exit 2);
+/// the commands then run in order, each one engine operation (pwrite and pread in 1 MiB pieces); the first failure
+/// stops the run with exit 1 and one line. Either way the engine is closed cleanly, so the image is consistent.
+/// </summary>
+public static class IoCommand
+{
+    /// <summary>Largest piece of a pwrite that is one engine operation (one transaction).</summary>
+    public const int WritePiece = 1 << 20;
+
+    public static Command Create(CommandEnvironment environment)
+    {
+        ArgumentNullException.ThrowIfNull(environment);
+        var image = new Argument<string>("IMAGE") { Description = "The XFS v5 image file (unmounted)." };
+        var commands = new Option<string[]>("-c")
+        {
+            Description = "A command, run in order (repeat -c): pwrite PATH OFFSET LENGTH [-S BYTE] | pread PATH OFFSET LENGTH | " +
+                          "falloc PATH OFFSET LENGTH | fpunch PATH OFFSET LENGTH | truncate PATH SIZE | reflink SRC SRCOFF DST DSTOFF LENGTH | " +
+                          "unshare PATH OFFSET LENGTH | create PATH | mkdir PATH | unlink PATH | stat PATH | ls PATH. " +
+                          "Sizes in bytes, optional k/m/g/t suffix (powers of 1024) or 0x prefix.",
+            HelpName = "CMD ARGS",
+            Required = true,
+            Arity = ArgumentArity.OneOrMore,
+        };
+        var command = new Command("io", "Change an unmounted XFS image as the kernel would: write, read, allocate, punch, " +
+                                        "truncate, reflink, create, remove. Exit 0 done, 1 a command failed (the image stays " +
+                                        "consistent), 2 usage error or unusable image.") { image, commands };
+        command.SetAction(p => Execute(p.GetRequiredValue(image), p.GetRequiredValue(commands), environment));
+        return command;
+    }
+
+    /// <summary>Runs the commands on the image; the exit code.</summary>
+    public static int Execute(string imagePath, IReadOnlyList<string> commandLines, CommandEnvironment environment)
+    {
+        ArgumentNullException.ThrowIfNull(imagePath);
+        ArgumentNullException.ThrowIfNull(commandLines);
+        ArgumentNullException.ThrowIfNull(environment);
+        var stdout = environment.Stdout;
+        var stderr = environment.Stderr;
+        var operations = new List<IoOperation>();
+        foreach (string line in commandLines)
+        {
+            try { operations.Add(IoOperation.Parse(line)); }
+            catch (FormatException e)
+            {
+                stderr.WriteLine($"xfbtree io: -c '{line}': {e.Message} (see 'xfbtree io --help')");
+                return CommandLineHost.ExitUnusable;
+            }
+        }
+
+        XfsFileSystem fs;
+        try { fs = XfsFileSystem.Open(imagePath); }
+        catch (Exception e) when (e is XfsWriteException or IOException or UnauthorizedAccessException)
+        {
+            stderr.WriteLine($"xfbtree io: {imagePath}: {e.Message}");
+            return CommandLineHost.ExitUnusable;
+        }
+
+        int rc = CommandLineHost.ExitClean;
+        try
+        {
+            foreach (var operation in operations)
+            {
+                try { operation.Run(fs, stdout); }
+                catch (Exception e) when (e is not OutOfMemoryException)
+                {
+                    string why = e is XfsWriteException w ? $"{w.Message} ({w.Kind})" : $"internal error: {e.GetType().Name}: {e.Message}";
+                    stdout.Flush();
+                    stderr.WriteLine($"xfbtree io: {operation.Text}: {why}");
+                    rc = CommandLineHost.ExitDamaged;
+                    break;
+                }
+            }
+            try { fs.Close(); }
+            catch (Exception e) when (e is XfsWriteException or IOException)
+            {
+                stderr.WriteLine($"xfbtree io: {imagePath}: close failed: {e.Message}");
+                rc = CommandLineHost.ExitDamaged;
+            }
+        }
+        finally
+        {
+            fs.Dispose();
+        }
+        return rc;
+    }
+}
+
+/// <summary>One parsed <c>-c</c> command of <c>xfbtree io</c>.</summary>
+public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IReadOnlyList<long> Numbers, byte Fill, string Text)
+{
+    /// <summary>The arguments of each command: P = path, N = size.</summary>
+    static readonly Dictionary<string, string> Shapes = new(StringComparer.Ordinal)
+    {
+        ["pwrite"] = "PNN", ["pread"] = "PNN", ["falloc"] = "PNN", ["fpunch"] = "PNN", ["truncate"] = "PN",
+        ["reflink"] = "PNPNN", ["unshare"] = "PNN", ["create"] = "P", ["mkdir"] = "P", ["unlink"] = "P", ["stat"] = "P",
+        ["ls"] = "P",
+    };
+
+    static readonly Dictionary<string, string> Usages = new(StringComparer.Ordinal)
+    {
+        ["pwrite"] = "pwrite PATH OFFSET LENGTH [-S BYTE]", ["pread"] = "pread PATH OFFSET LENGTH",
+        ["falloc"] = "falloc PATH OFFSET LENGTH", ["fpunch"] = "fpunch PATH OFFSET LENGTH", ["truncate"] = "truncate PATH SIZE",
+        ["reflink"] = "reflink SRC SRCOFF DST DSTOFF LENGTH", ["unshare"] = "unshare PATH OFFSET LENGTH",
+        ["create"] = "create PATH", ["mkdir"] = "mkdir PATH", ["unlink"] = "unlink PATH", ["stat"] = "stat PATH", ["ls"] = "ls PATH",
+    };
+
+    /// <summary>Parses "CMD ARGS" (words split on blanks; '...' and "..." quote a word). Throws FormatException.</summary>
+    public static IoOperation Parse(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var words = Split(text);
+        if (words.Count == 0) throw new FormatException("empty command");
+        string name = words[0];
+        if (!Shapes.TryGetValue(name, out string? shape)) throw new FormatException($"unknown command '{name}'");
+        var args = words.Skip(1).ToList();
+        byte fill = 0xcd;
+        int s = args.IndexOf("-S");
+        if (s >= 0)
+        {
+            if (name != "pwrite") throw new FormatException($"-S belongs to pwrite (usage: {Usages[name]})");
+            if (s + 1 >= args.Count) throw new FormatException("-S needs a byte value");
+            long value = ParseSize(args[s + 1], suffixes: false);
+            if (value > 255) throw new FormatException($"-S {args[s + 1]}: a byte is 0..255");
+            fill = (byte)value;
+            args.RemoveRange(s, 2);
+        }
+        if (args.Count != shape.Length) throw new FormatException($"{name} takes {shape.Length} argument{(shape.Length == 1 ? "" : "s")} (usage: {Usages[name]})");
+        var paths = new List<string>();
+        var numbers = new List<long>();
+        for (int i = 0; i < shape.Length; i++)
+        {
+            if (shape[i] == 'P')
+            {
+                if (!args[i].StartsWith('/')) throw new FormatException($"'{args[i]}' is not an absolute path inside the filesystem");
+                paths.Add(args[i]);
+            }
+            else
+            {
+                numbers.Add(ParseSize(args[i], suffixes: true));
+            }
+        }
+        if (shape.EndsWith("NN", StringComparison.Ordinal) && numbers[^2] > long.MaxValue - numbers[^1])
+        {
+            throw new FormatException($"offset {numbers[^2]} + length {numbers[^1]} is past any file's end");
+        }
+        return new IoOperation(name, paths, numbers, fill, text.Trim());
+    }
+
+    static List<string> Split(string text)
+    {
+        var words = new List<string>();
+        var word = new System.Text.StringBuilder();
+        bool inWord = false;
+        char quote = '\0';
+        foreach (char c in text)
+        {
+            if (quote != '\0')
+            {
+                if (c == quote) quote = '\0';
+                else word.Append(c);
+            }
+            else if (c is '\'' or '"') { quote = c; inWord = true; }
+            else if (char.IsWhiteSpace(c))
+            {
+                if (inWord) { words.Add(word.ToString()); word.Clear(); inWord = false; }
+            }
+            else { word.Append(c); inWord = true; }
+        }
+        if (quote != '\0') throw new FormatException($"unterminated {quote} quote");
+        if (inWord) words.Add(word.ToString());
+        return words;
+    }
+
+    /// <summary>A non-negative size: decimal or 0x hex, with an optional k/m/g/t suffix (powers of 1024).</summary>
+    public static long ParseSize(string text, bool suffixes = true)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        string digits = text;
+        int shift = 0;
+        if (suffixes && digits.Length > 1 && !digits.StartsWith("0x", StringComparison.OrdinalIgnoreCase))
+        {
+            shift = char.ToLowerInvariant(digits[^1]) switch { 'k' => 10, 'm' => 20, 'g' => 30, 't' => 40, _ => 0 };
+            if (shift > 0) digits = digits[..^1];
+        }
+        bool ok = digits.StartsWith("0x", StringComparison.OrdinalIgnoreCase)
+            ? long.TryParse(digits.AsSpan(2), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out long value)
+            : long.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out value);
+        if (!ok || value < 0) throw new FormatException($"'{text}' is not a size");
+        if (shift > 0 && value > long.MaxValue >> shift) throw new FormatException($"'{text}' is too large");
+        return value << shift;
+    }
+
+    /// <summary>Runs the command on <paramref name="fs"/>; output (if any) on <paramref name="stdout"/>.</summary>
+    public void Run(XfsFileSystem fs, TextWriter stdout)
+    {
+        ArgumentNullException.ThrowIfNull(fs);
+        ArgumentNullException.ThrowIfNull(stdout);
+        string path = Paths[0];
+        switch (Name)
+        {
+            case "pwrite":
+            {
+                long offset = Numbers[0], length = Numbers[1];
+                var piece = new byte[(int)Math.Min(length, IoCommand.WritePiece)];
+                piece.AsSpan().Fill(Fill);
+                for (long done = 0; done < length;)
+                {
+                    int n = (int)Math.Min(piece.Length, length - done);
+                    fs.Write(path, offset + done, piece.AsSpan(0, n));
+                    done += n;
+                }
+                stdout.WriteLine($"wrote {length}/{length} bytes at offset {offset}");
+                break;
+            }
+            case "pread":
+            {
+                long offset = Numbers[0], length = Numbers[1];
+                using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+                var buffer = new byte[(int)Math.Min(Math.Max(length, 1), IoCommand.WritePiece)];
+                long done = 0;
+                while (done < length)
+                {
+                    int n = fs.Read(path, offset + done, buffer.AsSpan(0, (int)Math.Min(buffer.Length, length - done)));
+                    if (n <= 0) break;
+                    hash.AppendData(buffer, 0, n);
+                    done += n;
+                }
+                stdout.WriteLine($"read {done}/{length} bytes at offset {offset} sha256 {Convert.ToHexStringLower(hash.GetHashAndReset())}");
+                break;
+            }
+            case "falloc": fs.Fallocate(path, Numbers[0], Numbers[1]); break;
+            case "fpunch": fs.PunchHole(path, Numbers[0], Numbers[1]); break;
+            case "truncate": fs.Truncate(path, Numbers[0]); break;
+            case "reflink": fs.Reflink(path, Numbers[0], Paths[1], Numbers[1], Numbers[2]); break;
+            case "unshare": fs.Unshare(path, Numbers[0], Numbers[1]); break;
+            case "create": stdout.WriteLine($"{path}: inode {fs.Create(path)}"); break;
+            case "mkdir": stdout.WriteLine($"{path}: inode {fs.Mkdir(path)}"); break;
+            case "unlink": fs.Unlink(path); break;
+            case "stat": WriteStat(path, fs.Stat(path), stdout); break;
+            case "ls":
+                foreach (var entry in fs.List(path)) stdout.WriteLine($"{entry.Ino}\t{TypeName(entry.Type)}\t{entry.Name}");
+                break;
+            default:
+                throw new InvalidOperationException($"no runner for '{Name}'");
+        }
+    }
+
+    static void WriteStat(string path, InodeStat stat, TextWriter stdout)
+    {
+        stdout.WriteLine($"path = {path}");
+        stdout.WriteLine($"ino = {stat.Ino}");
+        stdout.WriteLine($"type = {TypeName(stat.Type)}");
+        stdout.WriteLine($"mode = 0{Convert.ToString(stat.Mode & 0xFFF, 8)}");
+        stdout.WriteLine($"links = {stat.Links}");
+        stdout.WriteLine($"size = {stat.Size}");
+        stdout.WriteLine($"blocks = {stat.Blocks}");
+        stdout.WriteLine($"extents = {stat.DataExtents}");
+        stdout.WriteLine($"format = {stat.DataForkFormat}");
+        stdout.WriteLine($"reflink = {(stat.Reflink ? 1 : 0)}");
+        stdout.WriteLine($"mtime = {stat.ModifiedAt.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'", CultureInfo.InvariantCulture)}");
+    }
+
+    static string TypeName(InodeType type) => type switch
+    {
+        InodeType.RegularFile => "file",
+        InodeType.Directory => "dir",
+        InodeType.Symlink => "symlink",
+        InodeType.CharDevice => "chardev",
+        InodeType.BlockDevice => "blockdev",
+        InodeType.Fifo => "fifo",
+        InodeType.Socket => "socket",
+        _ => "unknown",
+    };
+}

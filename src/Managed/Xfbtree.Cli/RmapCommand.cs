@@ -1,0 +1,120 @@
+using System.CommandLine;
+using System.CommandLine.Parsing;
+using System.Globalization;
+
+namespace Xfbtree.Cli;
+
+/// <summary>
+/// <c>xfbtree rmap dump|check|repair</c>: the command-line shape of <see cref="RmapCommands"/> (which does the work).
+/// </summary>
+public static class RmapCommand
+{
+    /// <summary>The <c>rmap</c> command with its three subcommands.</summary>
+    public static Command Create(CommandEnvironment environment)
+    {
+        ArgumentNullException.ThrowIfNull(environment);
+        var rmap = new Command("rmap", "Dump, check or repair the reverse-mapping (rmap) btrees of an XFS v5 image.");
+        rmap.Add(Dump(environment));
+        rmap.Add(Check(environment));
+        rmap.Add(Repair(environment));
+        return rmap;
+    }
+
+    static Argument<string> Image() => new("IMAGE") { Description = "The XFS image file (or block device)." };
+
+    static Option<uint?> Ag() => new("--ag")
+    {
+        Description = "Only this allocation group.",
+        HelpName = "N",
+        CustomParser = r =>
+        {
+            string v = r.Tokens.Count > 0 ? r.Tokens[0].Value : "";
+            if (uint.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out uint ag)) return ag;
+            r.AddError($"--ag: '{v}' is not an AG number");
+            return null;
+        },
+    };
+
+    static Option<bool> Force() => new("--force")
+    {
+        Description = "Go on although the log is dirty or its state is unknown (results may be stale).",
+    };
+
+    static Command Dump(CommandEnvironment environment)
+    {
+        var image = Image();
+        var ag = Ag();
+        var force = Force();
+        var source = new Option<string>("--source")
+        {
+            Description = "expected: the records the scan of all metadata implies; ondisk: the records in the on-disk rmap btrees.",
+            HelpName = "expected|ondisk",
+            DefaultValueFactory = _ => "expected",
+            CustomParser = r =>
+            {
+                string v = r.Tokens.Count > 0 ? r.Tokens[0].Value : "";
+                if (v is "expected" or "ondisk") return v;
+                r.AddError($"--source: '{v}' is neither expected nor ondisk");
+                return null;
+            },
+        };
+        var command = new Command("dump", "Print rmap records as TSV in the fixtures' truth.tsv format.") { image, source, ag, force };
+        command.SetAction(p => RmapCommands.Execute(new RmapRequest
+        {
+            Command = "dump",
+            Image = p.GetRequiredValue(image),
+            Source = p.GetValue(source) ?? "expected",
+            Ag = p.GetValue(ag),
+            Force = p.GetValue(force),
+        }, environment));
+        return command;
+    }
+
+    static Command Check(CommandEnvironment environment)
+    {
+        var image = Image();
+        var ag = Ag();
+        var force = Force();
+        var json = new Option<bool>("--json") { Description = "Write the report as JSON." };
+        var command = new Command("check", "Compare the on-disk rmap btrees with the records implied by all other metadata. " +
+                                           "Exit 0 clean, 1 damaged, 2 could not check.") { image, ag, json, force };
+        command.SetAction(p => RmapCommands.Execute(new RmapRequest
+        {
+            Command = "check",
+            Image = p.GetRequiredValue(image),
+            Ag = p.GetValue(ag),
+            Json = p.GetValue(json),
+            Force = p.GetValue(force),
+        }, environment));
+        return command;
+    }
+
+    static Command Repair(CommandEnvironment environment)
+    {
+        var image = Image();
+        var ag = Ag();
+        var dryRun = new Option<bool>("-n") { Description = "Print the repair plan and write nothing." };
+        var command = new Command("repair", "Rebuild and commit the rmap btree of every damaged AG (the image must not be in use). " +
+                                            "Exit 0 repaired or clean, 1 damage left, 2 could not repair.") { image, ag, dryRun };
+        command.SetAction(p => RmapCommands.Execute(new RmapRequest
+        {
+            Command = "repair",
+            Image = p.GetRequiredValue(image),
+            Ag = p.GetValue(ag),
+            DryRun = p.GetValue(dryRun),
+        }, environment));
+        return command;
+    }
+}
+
+/// <summary>One parsed <c>xfbtree rmap</c> command line.</summary>
+internal sealed class RmapRequest
+{
+    public required string Command { get; init; }
+    public required string Image { get; init; }
+    public string Source { get; init; } = "expected";
+    public uint? Ag { get; init; }
+    public bool Json { get; init; }
+    public bool Force { get; init; }
+    public bool DryRun { get; init; }
+}

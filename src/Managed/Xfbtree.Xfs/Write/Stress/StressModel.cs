@@ -1,0 +1,418 @@
+using Xfbtree.Xfs.Write.Namespace;
+
+namespace Xfbtree.Xfs.Write.Stress;
+
+/// <summary>A name the stress model knows. Paths never change (the workload has no rename).</summary>
+public abstract class ModelNode
+{
+    private protected ModelNode(int id, string path, ModelDirectory? parent)
+    {
+        Id = id;
+        Path = path;
+        Parent = parent;
+    }
+
+    /// <summary>Creation order; model locks are taken in ascending id (a parent is always older than its child).</summary>
+    public int Id { get; }
+
+    public string Path { get; }
+
+    public string Name => Path == "/" ? "/" : Path[(Path.LastIndexOf('/') + 1)..];
+
+    public ModelDirectory? Parent { get; }
+
+    /// <summary>False once unlinked; a thread that locked a node it picked earlier checks this first.</summary>
+    public bool Alive { get; internal set; } = true;
+
+    /// <summary>The model lock: held around the engine call and the model update, so model order is engine order.</summary>
+    internal Lock Gate { get; } = new();
+
+    /// <summary>Position in the model's pick list (-1: not pickable).</summary>
+    internal int Slot { get; set; } = -1;
+}
+
+/// <summary>A regular file whose bytes the model tracks.</summary>
+public sealed class ModelFile : ModelNode
+{
+    internal ModelFile(int id, string path, ModelDirectory? parent, FileContents contents) : base(id, path, parent) => Contents = contents;
+
+    public FileContents Contents { get; }
+}
+
+/// <summary>A directory whose entries the model tracks.</summary>
+public sealed class ModelDirectory : ModelNode
+{
+    internal ModelDirectory(int id, string path, ModelDirectory? parent) : base(id, path, parent) { }
+
+    public SortedDictionary<string, ModelNode> Children { get; } = new(StringComparer.Ordinal);
+
+    public string ChildPath(string name) => Path == "/" ? "/" + name : Path + "/" + name;
+}
+
+/// <summary>An entry that exists but that the workload leaves alone (too big, hard-linked, not a file, an
+/// unsupported directory format): only its name is checked.</summary>
+public sealed class ForeignEntry : ModelNode
+{
+    internal ForeignEntry(int id, string path, ModelDirectory? parent, InodeType type) : base(id, path, parent) => Type = type;
+
+    public InodeType Type { get; }
+}
+
+/// <summary>Bounds of the stress model (memory stays below roughly MaxFiles x MaxFileSize).</summary>
+public sealed record StressModelOptions
+{
+    /// <summary>Largest file the workload makes or adopts from the image.</summary>
+    public long MaxFileSize { get; init; } = 1L << 20;
+    /// <summary>Existing regular files adopted from the image (read through the engine at load).</summary>
+    public int MaxInitialFiles { get; init; } = 48;
+    /// <summary>Files alive at once; beyond it creates turn into unlinks.</summary>
+    public int MaxFiles { get; init; } = 160;
+    /// <summary>Directories alive at once; beyond it mkdirs turn into rmdirs.</summary>
+    public int MaxDirectories { get; init; } = 48;
+    /// <summary>Directory listings during the load (bounds the walk on huge images).</summary>
+    public int MaxDirectoriesWalked { get; init; } = 2000;
+}
+
+/// <summary>
+/// The expected state of the image as the stress workload changed it: the namespace (every name in the directories
+/// it walked) and the bytes of every file it adopted or created. Index updates are thread-safe; a node's own state
+/// changes only under its model lock (<see cref="StressRunner"/>), or single-threaded when an op log is replayed.
+/// </summary>
+public sealed class StressModel
+{
+    readonly Lock _sync = new();
+    readonly Dictionary<string, ModelNode> _byPath = new(StringComparer.Ordinal);
+    readonly List<ModelFile> _files = new();
+    readonly List<ModelDirectory> _directories = new();
+    int _nextId;
+
+    StressModel(StressModelOptions options)
+    {
+        Options = options;
+        Root = new ModelDirectory(_nextId++, "/", null);
+        Index(Root);
+    }
+
+    public StressModelOptions Options { get; }
+
+    public ModelDirectory Root { get; }
+
+    public int FileCount { get { lock (_sync) return _files.Count; } }
+
+    public int DirectoryCount { get { lock (_sync) return _directories.Count; } }
+
+    public IReadOnlyList<ModelFile> Files { get { lock (_sync) return _files.ToList(); } }
+
+    public IReadOnlyList<ModelDirectory> Directories { get { lock (_sync) return _directories.ToList(); } }
+
+    public ModelNode? Find(string path)
+    {
+        lock (_sync) return _byPath.GetValueOrDefault(path);
+    }
+
+    /// <summary>An empty model: only the root directory, known to be empty.</summary>
+    public static StressModel Empty(StressModelOptions? options = null) => new(options ?? new StressModelOptions());
+
+    /// <summary>
+    /// Walks the image's namespace through <paramref name="target"/> and adopts up to MaxInitialFiles single-link
+    /// regular files no larger than MaxFileSize, chosen with <paramref name="seed"/> (the same image and seed give
+    /// the same model), reading their bytes. Every other entry becomes a <see cref="ForeignEntry"/>.
+    /// </summary>
+    public static StressModel Load(IStressTarget target, int seed, StressModelOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        var model = new StressModel(options ?? new StressModelOptions());
+        var regular = new List<(ModelDirectory Parent, string Name)>();
+        var pending = new Queue<ModelDirectory>();
+        pending.Enqueue(model.Root);
+        int walked = 0;
+        while (pending.TryDequeue(out var directory))
+        {
+            IReadOnlyList<DirectoryEntry> entries;
+            if (walked++ >= model.Options.MaxDirectoriesWalked && directory != model.Root)
+            {
+                model.MakeForeign(directory, InodeType.Directory);
+                continue;
+            }
+            try { entries = target.List(directory.Path); }
+            catch (XfsWriteException e) when (directory != model.Root && e.Kind is WriteErrorKind.NotSupported or WriteErrorKind.Corrupt)
+            {
+                model.MakeForeign(directory, InodeType.Directory);
+                continue;
+            }
+            foreach (var entry in entries.OrderBy(e => e.Name, StringComparer.Ordinal))
+            {
+                string path = directory.ChildPath(entry.Name);
+                bool plainName = entry.Name.AsSpan().IndexOfAny('\t', '\n', '/') < 0 && entry.Name.Length > 0;
+                if (plainName && entry.Type == InodeType.Directory)
+                {
+                    var child = new ModelDirectory(model._nextId++, path, directory);
+                    model.Attach(child);
+                    pending.Enqueue(child);
+                }
+                else if (plainName && entry.Type == InodeType.RegularFile)
+                {
+                    regular.Add((directory, entry.Name));
+                }
+                else
+                {
+                    model.Attach(new ForeignEntry(model._nextId++, path, directory, entry.Type));
+                }
+            }
+        }
+
+        var random = new Random(seed);
+        random.Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(regular));
+        var buffer = new byte[1 << 20];
+        int adopted = 0;
+        foreach (var (parent, name) in regular)
+        {
+            string path = parent.ChildPath(name);
+            if (adopted < model.Options.MaxInitialFiles && model.Adopt(target, parent, path, buffer)) adopted++;
+            else model.Attach(new ForeignEntry(model._nextId++, path, parent, InodeType.RegularFile));
+        }
+        return model;
+    }
+
+    bool Adopt(IStressTarget target, ModelDirectory parent, string path, byte[] buffer)
+    {
+        InodeStat stat = target.Stat(path);
+        if (stat.Type != InodeType.RegularFile || stat.Links != 1 || stat.Size > Options.MaxFileSize) return false;
+        var contents = new FileContents();
+        for (long offset = 0; offset < stat.Size;)
+        {
+            int n = target.Read(path, offset, buffer.AsSpan(0, (int)Math.Min(buffer.Length, stat.Size - offset)));
+            if (n <= 0) throw new XfsWriteException(WriteErrorKind.Io, $"{path}: read {offset} of {stat.Size} bytes, then EOF");
+            contents.Write(offset, buffer.AsSpan(0, n));
+            offset += n;
+        }
+        contents.SetSize(stat.Size);
+        Attach(new ModelFile(_nextId++, path, parent, contents));
+        return true;
+    }
+
+    void MakeForeign(ModelDirectory directory, InodeType type)
+    {
+        lock (_sync)
+        {
+            Unindex(directory);
+            directory.Alive = false;
+            var parent = directory.Parent!;
+            parent.Children.Remove(directory.Name);
+        }
+        Attach(new ForeignEntry(_nextId++, directory.Path, directory.Parent, type));
+    }
+
+    void Attach(ModelNode node)
+    {
+        lock (_sync)
+        {
+            node.Parent!.Children.Add(node.Name, node);
+            Index(node);
+        }
+    }
+
+    void Index(ModelNode node)
+    {
+        _byPath.Add(node.Path, node);
+        switch (node)
+        {
+            case ModelFile f: f.Slot = _files.Count; _files.Add(f); break;
+            case ModelDirectory d: d.Slot = _directories.Count; _directories.Add(d); break;
+        }
+    }
+
+    void Unindex(ModelNode node)
+    {
+        _byPath.Remove(node.Path);
+        switch (node)
+        {
+            case ModelFile f: RemoveSlot(_files, f); break;
+            case ModelDirectory d: RemoveSlot(_directories, d); break;
+        }
+    }
+
+    static void RemoveSlot<T>(List<T> list, T node) where T : ModelNode
+    {
+        int slot = node.Slot;
+        var last = list[^1];
+        list[slot] = last;
+        last.Slot = slot;
+        list.RemoveAt(list.Count - 1);
+        node.Slot = -1;
+    }
+
+    /// <summary>A random live file, or null.</summary>
+    public ModelFile? PickFile(Random random)
+    {
+        ArgumentNullException.ThrowIfNull(random);
+        lock (_sync) return _files.Count == 0 ? null : _files[random.Next(_files.Count)];
+    }
+
+    /// <summary>A random live directory (the root included).</summary>
+    public ModelDirectory PickDirectory(Random random)
+    {
+        ArgumentNullException.ThrowIfNull(random);
+        lock (_sync) return _directories[random.Next(_directories.Count)];
+    }
+
+    /// <summary>
+    /// Applies a successful operation to the model. The caller holds the model locks of the nodes involved (the
+    /// runner) or is the only thread (replay).
+    /// </summary>
+    public void Apply(StressOp op)
+    {
+        ArgumentNullException.ThrowIfNull(op);
+        switch (op.Kind)
+        {
+            case StressOpKind.Write:
+                var data = new byte[op.Length];
+                StressData.Fill(data, op.DataSeed);
+                FileAt(op.Path).Contents.Write(op.Offset, data);
+                break;
+            case StressOpKind.Fallocate:
+                FileAt(op.Path).Contents.ExtendTo(op.Offset + op.Length);
+                break;
+            case StressOpKind.PunchHole:
+                var punched = FileAt(op.Path).Contents;
+                if (op.Offset < punched.Size) punched.Zero(op.Offset, Math.Min(op.Length, punched.Size - op.Offset));
+                break;
+            case StressOpKind.Truncate:
+                FileAt(op.Path).Contents.SetSize(op.Length);
+                break;
+            case StressOpKind.Reflink:
+                FileAt(op.Path2).Contents.CopyFrom(FileAt(op.Path).Contents, op.Offset, op.Offset2, op.Length);
+                break;
+            case StressOpKind.Create:
+                Attach(new ModelFile(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), new FileContents()));
+                break;
+            case StressOpKind.Mkdir:
+                Attach(new ModelDirectory(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path)));
+                break;
+            case StressOpKind.Unlink:
+            case StressOpKind.Rmdir:
+                var node = Find(op.Path) ?? throw new InvalidOperationException($"model: {op.Path} does not exist");
+                lock (_sync)
+                {
+                    node.Parent!.Children.Remove(node.Name);
+                    Unindex(node);
+                    node.Alive = false;
+                }
+                break;
+            case StressOpKind.Unshare:
+            case StressOpKind.Read:
+            case StressOpKind.Stat:
+            case StressOpKind.List:
+            case StressOpKind.CreateExisting:
+            case StressOpKind.RmdirNotEmpty:
+                break;
+            default:
+                throw new ArgumentOutOfRangeException(nameof(op), op.Kind, "unknown op");
+        }
+    }
+
+    ModelFile FileAt(string path) => Find(path) as ModelFile ?? throw new InvalidOperationException($"model: {path} is not a file it knows");
+
+    ModelDirectory ParentOf(string path)
+    {
+        int slash = path.LastIndexOf('/');
+        string parent = slash <= 0 ? "/" : path[..slash];
+        return Find(parent) as ModelDirectory ?? throw new InvalidOperationException($"model: {parent} is not a directory it knows");
+    }
+
+    /// <summary>A deep copy (node ids and paths kept), for the crash test's "after op k+1" alternative.</summary>
+    public StressModel Clone()
+    {
+        var copy = new StressModel(Options);
+        copy._nextId = _nextId;
+        var pending = new Queue<(ModelDirectory From, ModelDirectory To)>();
+        pending.Enqueue((Root, copy.Root));
+        while (pending.TryDequeue(out var pair))
+        {
+            foreach (var child in pair.From.Children.Values)
+            {
+                ModelNode clone = child switch
+                {
+                    ModelFile f => new ModelFile(f.Id, f.Path, pair.To, f.Contents.Clone()),
+                    ModelDirectory d => new ModelDirectory(d.Id, d.Path, pair.To),
+                    ForeignEntry x => new ForeignEntry(x.Id, x.Path, pair.To, x.Type),
+                    _ => throw new InvalidOperationException("unknown node"),
+                };
+                copy.Attach(clone);
+                if (child is ModelDirectory from) pending.Enqueue((from, (ModelDirectory)clone));
+            }
+        }
+        return copy;
+    }
+
+    /// <summary>
+    /// Compares the image with the model: every known directory lists exactly the model's names, every model file
+    /// has the model's size and bytes (read back through <paramref name="target"/>). Returns the differences found
+    /// (at most <paramref name="limit"/>); empty means equal.
+    /// </summary>
+    public List<string> Verify(IStressTarget target, int limit = 20)
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        var problems = new List<string>();
+        foreach (var directory in Directories.OrderBy(d => d.Id))
+        {
+            if (problems.Count >= limit) break;
+            try
+            {
+                var names = target.List(directory.Path).Select(e => e.Name).ToHashSet(StringComparer.Ordinal);
+                var missing = directory.Children.Keys.Where(n => !names.Contains(n)).Take(3).ToList();
+                var extra = names.Where(n => !directory.Children.ContainsKey(n)).Order(StringComparer.Ordinal).Take(3).ToList();
+                if (missing.Count > 0) problems.Add($"{directory.Path}: missing entries {string.Join(", ", missing)}");
+                if (extra.Count > 0) problems.Add($"{directory.Path}: unexpected entries {string.Join(", ", extra)}");
+            }
+            catch (XfsWriteException e)
+            {
+                problems.Add($"{directory.Path}: list failed: {e.Kind}: {e.Message}");
+            }
+        }
+        var expected = new byte[1 << 20];
+        var actual = new byte[1 << 20];
+        foreach (var file in Files.OrderBy(f => f.Id))
+        {
+            if (problems.Count >= limit) break;
+            string? problem;
+            try { problem = CompareFile(target, file.Path, file.Contents, expected, actual); }
+            catch (XfsWriteException e) { problem = $"{file.Path}: {e.Kind}: {e.Message}"; }
+            if (problem is not null) problems.Add(problem);
+        }
+        return problems;
+    }
+
+    /// <summary>Null when the image's file equals <paramref name="contents"/>, else what differs.</summary>
+    public static string? CompareFile(IStressTarget target, string path, FileContents contents, byte[] expected, byte[] actual)
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        ArgumentNullException.ThrowIfNull(contents);
+        ArgumentNullException.ThrowIfNull(expected);
+        ArgumentNullException.ThrowIfNull(actual);
+        InodeStat stat = target.Stat(path);
+        if (stat.Type != InodeType.RegularFile) return $"{path}: is {stat.Type}, expected a regular file";
+        if (stat.Size != contents.Size) return $"{path}: size {stat.Size}, expected {contents.Size}";
+        for (long offset = 0; offset <= contents.Size; offset += expected.Length)
+        {
+            // One read past EOF as well: it must return nothing.
+            int want = (int)Math.Min(expected.Length, contents.Size - offset + 1);
+            int e = contents.Read(offset, expected.AsSpan(0, want));
+            int a = target.Read(path, offset, actual.AsSpan(0, want));
+            if (a != e) return $"{path}: read at {offset} returned {a} bytes, expected {e}";
+            int differ = expected.AsSpan(0, e).CommonPrefixLength(actual.AsSpan(0, a));
+            if (differ < e) return $"{path}: byte {offset + differ} is 0x{actual[differ]:x2}, expected 0x{expected[differ]:x2}";
+        }
+        return null;
+    }
+
+    /// <summary><c>PATH\tSIZE\tSHA256</c> for every file of the model, in path order.</summary>
+    public void WriteManifest(TextWriter writer)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        foreach (var file in Files.OrderBy(f => f.Path, StringComparer.Ordinal))
+        {
+            writer.Write($"{file.Path}\t{file.Contents.Size}\t{file.Contents.Sha256Hex()}\n");
+        }
+    }
+}

@@ -1,0 +1,428 @@
+using System.Diagnostics;
+using System.Globalization;
+using Xfbtree.Xfs.Write.Namespace;
+
+namespace Xfbtree.Xfs.Write.Stress;
+
+/// <summary>Parameters of a stress run.</summary>
+public sealed record StressOptions
+{
+    public long Ops { get; init; } = 1000;
+    public int Threads { get; init; } = 2;
+    public int Seed { get; init; } = 1;
+    /// <summary>Receives every operation before it runs and its outcome after (the crash test's durable log).</summary>
+    public IStressOpLog? OpLog { get; init; }
+}
+
+/// <summary>What a stress run did.</summary>
+public sealed class StressResult
+{
+    internal StressResult(long[,] counts, TimeSpan elapsed, IReadOnlyList<string> problems)
+    {
+        Counts = counts;
+        Elapsed = elapsed;
+        Problems = problems;
+    }
+
+    /// <summary>[op kind, outcome]: outcome 0 = as expected (success, or the expected error), 1 + k = WriteErrorKind k.</summary>
+    public long[,] Counts { get; }
+
+    public TimeSpan Elapsed { get; }
+
+    /// <summary>Mismatches between engine and model (a read that differs, an unexpected error, an internal error).</summary>
+    public IReadOnlyList<string> Problems { get; }
+
+    public long Total
+    {
+        get
+        {
+            long total = 0;
+            foreach (long c in Counts) total += c;
+            return total;
+        }
+    }
+
+    public long Count(StressOpKind kind) => Enumerable.Range(0, Counts.GetLength(1)).Sum(o => Counts[(int)kind, o]);
+
+    public long Succeeded(StressOpKind kind) => Counts[(int)kind, 0];
+
+    public long Failed(StressOpKind kind, WriteErrorKind error) => Counts[(int)kind, 1 + (int)error];
+
+    public long FailedTotal(WriteErrorKind error) => Enumerable.Range(0, Counts.GetLength(0)).Sum(k => Counts[k, 1 + (int)error]);
+
+    public double OpsPerSecond => Elapsed.TotalSeconds > 0 ? Total / Elapsed.TotalSeconds : 0;
+
+    /// <summary>One line per op kind: attempts, successes and each failure kind seen.</summary>
+    public void WriteCounts(TextWriter writer)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        foreach (StressOpKind kind in Enum.GetValues<StressOpKind>())
+        {
+            long total = Count(kind);
+            if (total == 0) continue;
+            var line = new System.Text.StringBuilder().Append(CultureInfo.InvariantCulture, $"  {kind.ToString().ToLowerInvariant(),-15} {total,8}  ok {Succeeded(kind)}");
+            foreach (WriteErrorKind error in Enum.GetValues<WriteErrorKind>())
+            {
+                long n = Failed(kind, error);
+                if (n > 0) line.Append(CultureInfo.InvariantCulture, $"  {error} {n}");
+            }
+            writer.WriteLine(line.ToString());
+        }
+    }
+}
+
+/// <summary>
+/// A random workload over every write-engine operation, checked against a <see cref="StressModel"/>. Each thread
+/// picks an operation and its nodes, takes their model locks (ascending node id), re-checks that they are alive,
+/// fixes the parameters from the model's state, calls the engine and, when it succeeded, applies the operation to
+/// the model before releasing the locks: so, per file, model order is engine order. An operation that fails with
+/// an <see cref="XfsWriteException"/> leaves the model unchanged (the engine is all-or-nothing); NoSpace,
+/// NotSupported, Corrupt (sick AG) and Io are counted, any other error or any difference stops the run as a problem.
+/// </summary>
+public sealed class StressRunner
+{
+    static readonly (StressOpKind Kind, int Weight)[] Weights =
+    [
+        (StressOpKind.Write, 24), (StressOpKind.Read, 8), (StressOpKind.Fallocate, 6), (StressOpKind.PunchHole, 9),
+        (StressOpKind.Truncate, 6), (StressOpKind.Reflink, 9), (StressOpKind.Unshare, 4), (StressOpKind.Create, 9),
+        (StressOpKind.Mkdir, 3), (StressOpKind.Unlink, 6), (StressOpKind.Rmdir, 2), (StressOpKind.Stat, 4),
+        (StressOpKind.List, 3), (StressOpKind.CreateExisting, 1),
+    ];
+    static readonly int TotalWeight = Weights.Sum(w => w.Weight);
+
+    readonly IStressTarget _target;
+    readonly StressModel _model;
+    readonly StressOptions _options;
+    readonly long[,] _counts = new long[Enum.GetValues<StressOpKind>().Length, 1 + Enum.GetValues<WriteErrorKind>().Length];
+    readonly List<string> _problems = new();
+    long _claimed, _started, _completed;
+    volatile bool _stop;
+
+    public StressRunner(IStressTarget target, StressModel model, StressOptions options)
+    {
+        _target = target ?? throw new ArgumentNullException(nameof(target));
+        _model = model ?? throw new ArgumentNullException(nameof(model));
+        _options = options ?? throw new ArgumentNullException(nameof(options));
+        if (options.Threads < 1) throw new ArgumentOutOfRangeException(nameof(options), "threads must be at least 1");
+        if (options.Ops < 0) throw new ArgumentOutOfRangeException(nameof(options), "ops must not be negative");
+    }
+
+    /// <summary>Operations finished so far (for a progress line).</summary>
+    public long Completed => Interlocked.Read(ref _completed);
+
+    public StressResult Run()
+    {
+        var clock = Stopwatch.StartNew();
+        var threads = new Thread[_options.Threads];
+        for (int t = 0; t < threads.Length; t++)
+        {
+            int index = t;
+            threads[t] = new Thread(() => Worker(index)) { Name = $"stress-{t}", IsBackground = true };
+            threads[t].Start();
+        }
+        foreach (var thread in threads) thread.Join();
+        clock.Stop();
+        lock (_problems) return new StressResult((long[,])_counts.Clone(), clock.Elapsed, _problems.ToList());
+    }
+
+    void Worker(int threadIndex)
+    {
+        var random = new Random(HashCode.Combine(_options.Seed, threadIndex) ^ (_options.Seed * 7919));
+        var scratch = new Scratch();
+        while (!_stop && Interlocked.Increment(ref _claimed) <= _options.Ops)
+        {
+            try { RunOne(random, scratch); }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                Problem($"internal error: {e.GetType().Name}: {e.Message}");
+            }
+            Interlocked.Increment(ref _completed);
+        }
+    }
+
+    sealed class Scratch
+    {
+        public byte[] Data = new byte[1 << 16];
+        public byte[] Expected = new byte[1 << 16];
+
+        public byte[] Sized(ref byte[] buffer, long length)
+        {
+            if (buffer.Length < length) buffer = new byte[Math.Max(length, buffer.Length * 2)];
+            return buffer;
+        }
+    }
+
+    void Problem(string message)
+    {
+        lock (_problems) _problems.Add(message);
+        _stop = true;
+    }
+
+    StressOpKind PickKind(Random random)
+    {
+        int r = random.Next(TotalWeight);
+        foreach (var (kind, weight) in Weights)
+        {
+            if (r < weight) return kind;
+            r -= weight;
+        }
+        throw new InvalidOperationException("weights");
+    }
+
+    void RunOne(Random random, Scratch scratch)
+    {
+        for (int attempt = 0; ; attempt++)
+        {
+            var locks = PickNodes(random, PickKind(random));
+            if (locks is null) continue;
+            var (kind, nodes) = locks.Value;
+            var ordered = nodes.Distinct().OrderBy(n => n.Id).ToArray();
+            foreach (var node in ordered) node.Gate.Enter();
+            try
+            {
+                // Picked without locks: another thread may have removed a node meanwhile; pick again.
+                if (ordered.Any(n => !n.Alive)) continue;
+                var op = Plan(random, kind, nodes);
+                if (op is null) continue;
+                Execute(op, scratch);
+                return;
+            }
+            finally
+            {
+                foreach (var node in ordered) node.Gate.Exit();
+            }
+        }
+    }
+
+    (StressOpKind, ModelNode[])? PickNodes(Random random, StressOpKind kind)
+    {
+        var options = _model.Options;
+        if (kind == StressOpKind.Create && _model.FileCount >= options.MaxFiles) kind = StressOpKind.Unlink;
+        if (kind == StressOpKind.Mkdir && _model.DirectoryCount >= options.MaxDirectories) kind = StressOpKind.Rmdir;
+        switch (kind)
+        {
+            case StressOpKind.Create:
+            case StressOpKind.Mkdir:
+            case StressOpKind.List:
+            case StressOpKind.CreateExisting:
+                return (kind, [_model.PickDirectory(random)]);
+            case StressOpKind.Rmdir:
+                var directory = _model.PickDirectory(random);
+                return directory.Parent is null ? null : (kind, [directory.Parent, directory]);
+            case StressOpKind.Unlink:
+                var victim = _model.PickFile(random);
+                return victim is null ? null : (kind, [victim.Parent!, victim]);
+            case StressOpKind.Reflink:
+                var source = _model.PickFile(random);
+                var destination = _model.PickFile(random);
+                return source is null || destination is null || source == destination ? null : (kind, [source, destination]);
+            default:
+                var file = _model.PickFile(random);
+                return file is null ? (StressOpKind.Create, [_model.PickDirectory(random)]) : (kind, [file]);
+        }
+    }
+
+    /// <summary>The operation with its parameters, from the locked nodes' state; null to pick again.</summary>
+    StressOp? Plan(Random random, StressOpKind kind, ModelNode[] nodes)
+    {
+        long max = _model.Options.MaxFileSize;
+        long block = _target.BlockSize;
+        int seed = random.Next();
+        switch (kind)
+        {
+            case StressOpKind.Create:
+            case StressOpKind.Mkdir:
+            {
+                var directory = (ModelDirectory)nodes[0];
+                string name = $"{(kind == StressOpKind.Create ? "f" : "d")}{_options.Seed}-{Interlocked.Read(ref _claimed)}";
+                while (directory.Children.ContainsKey(name)) name += "x";
+                return new StressOp(kind, directory.ChildPath(name));
+            }
+            case StressOpKind.CreateExisting:
+            {
+                var directory = (ModelDirectory)nodes[0];
+                if (directory.Children.Count == 0) return new StressOp(StressOpKind.List, directory.Path);
+                var existing = directory.Children.Values.ElementAt(random.Next(directory.Children.Count));
+                return new StressOp(kind, existing.Path);
+            }
+            case StressOpKind.List:
+                return new StressOp(kind, nodes[0].Path);
+            case StressOpKind.Rmdir:
+                var doomed = (ModelDirectory)nodes[1];
+                return new StressOp(doomed.Children.Count == 0 ? StressOpKind.Rmdir : StressOpKind.RmdirNotEmpty, doomed.Path);
+            case StressOpKind.Unlink:
+            case StressOpKind.Stat:
+                return new StressOp(kind, nodes[^1].Path);
+            case StressOpKind.Reflink:
+            {
+                var source = (ModelFile)nodes[0];
+                var destination = (ModelFile)nodes[1];
+                long sourceBlocks = source.Contents.Size / block, maxBlocks = max / block;
+                if (sourceBlocks == 0 || maxBlocks == 0) return new StressOp(StressOpKind.Stat, source.Path);
+                long blocks = 1 + random.NextInt64(Math.Min(sourceBlocks, Math.Min(maxBlocks, Math.Max(1, (256 << 10) / block))));
+                long from = random.NextInt64(sourceBlocks - blocks + 1);
+                long to = random.NextInt64(maxBlocks - blocks + 1);
+                return new StressOp(kind, source.Path, destination.Path, from * block, to * block, blocks * block);
+            }
+        }
+
+        var file = (ModelFile)nodes[0];
+        long size = file.Contents.Size;
+        switch (kind)
+        {
+            case StressOpKind.Write:
+            {
+                long length = random.Next(4) switch
+                {
+                    0 => 1 + random.Next(512),
+                    1 => block * (1 + random.Next(4)),
+                    2 => 1 + random.Next(64 << 10),
+                    _ => 1 + random.Next(256 << 10),
+                };
+                length = Math.Min(length, max);
+                long offset = random.Next(4) switch
+                {
+                    0 => Math.Min(size, max - length),
+                    1 => random.NextInt64(max - length + 1),
+                    _ => random.NextInt64((max - length) / block + 1) * block,
+                };
+                return new StressOp(kind, file.Path, Offset: offset, Length: length, DataSeed: seed);
+            }
+            case StressOpKind.Read:
+                return new StressOp(kind, file.Path, Offset: random.NextInt64(size + block + 1), Length: 1 + random.Next(128 << 10));
+            case StressOpKind.Fallocate:
+            {
+                long length = 1 + random.NextInt64(Math.Min(max, 256 << 10));
+                long offset = random.Next(2) == 0 ? random.NextInt64(max - length + 1) : random.NextInt64((max - length) / block + 1) * block;
+                return new StressOp(kind, file.Path, Offset: offset, Length: length);
+            }
+            case StressOpKind.PunchHole:
+            {
+                // Mostly a few blocks: that fragments files until their forks turn into btrees.
+                if (random.Next(3) > 0)
+                {
+                    long offset = random.NextInt64(Math.Max(size, block) / block + 1) * block;
+                    return new StressOp(kind, file.Path, Offset: offset, Length: block * (1 + random.Next(3)));
+                }
+                return new StressOp(kind, file.Path, Offset: random.NextInt64(size + 1), Length: 1 + random.Next(128 << 10));
+            }
+            case StressOpKind.Truncate:
+            {
+                long target = random.Next(5) switch
+                {
+                    0 => random.NextInt64(size + 1),
+                    1 => random.NextInt64(max + 1),
+                    2 => random.NextInt64(max / block + 1) * block,
+                    3 => Math.Clamp(size + random.NextInt64(-block * 4, block * 4 + 1), 0, max),
+                    _ => size - size / 8,
+                };
+                return new StressOp(kind, file.Path, Length: target);
+            }
+            case StressOpKind.Unshare:
+            {
+                if (size == 0) return new StressOp(StressOpKind.Stat, file.Path);
+                long offset = random.NextInt64(size);
+                return new StressOp(kind, file.Path, Offset: offset, Length: 1 + random.NextInt64(size - offset));
+            }
+            default:
+                throw new InvalidOperationException($"no plan for {kind}");
+        }
+    }
+
+    void Execute(StressOp op, Scratch scratch)
+    {
+        long index = Interlocked.Increment(ref _started);
+        _options.OpLog?.Started(index, op);
+        StressOutcome outcome;
+        try
+        {
+            string? difference = Call(op, scratch);
+            if (difference is not null) Problem($"op {index} {op}: {difference}");
+            if (op.ExpectedError is { } expected)
+            {
+                Problem($"op {index} {op}: succeeded, expected {expected}");
+                outcome = StressOutcome.Success;
+            }
+            else
+            {
+                _model.Apply(op);
+                outcome = StressOutcome.Success;
+            }
+            Interlocked.Increment(ref _counts[(int)op.Kind, 0]);
+        }
+        catch (XfsWriteException e)
+        {
+            outcome = StressOutcome.Failed(e.Kind);
+            if (e.Kind == op.ExpectedError)
+            {
+                Interlocked.Increment(ref _counts[(int)op.Kind, 0]);
+            }
+            else
+            {
+                Interlocked.Increment(ref _counts[(int)op.Kind, 1 + (int)e.Kind]);
+                if (e.Kind is not (WriteErrorKind.NoSpace or WriteErrorKind.NotSupported or WriteErrorKind.Corrupt or WriteErrorKind.Io))
+                {
+                    Problem($"op {index} {op}: unexpected {e.Kind}: {e.Message}");
+                }
+            }
+        }
+        _options.OpLog?.Finished(index, outcome);
+    }
+
+    /// <summary>Calls the engine; for reads, stat and list, returns how the answer differs from the model (or null).</summary>
+    string? Call(StressOp op, Scratch scratch)
+    {
+        switch (op.Kind)
+        {
+            case StressOpKind.Write:
+            {
+                var data = scratch.Sized(ref scratch.Data, op.Length).AsSpan(0, (int)op.Length);
+                StressData.Fill(data, op.DataSeed);
+                _target.Write(op.Path, op.Offset, data);
+                return null;
+            }
+            case StressOpKind.Read:
+            {
+                var actual = scratch.Sized(ref scratch.Data, op.Length).AsSpan(0, (int)op.Length);
+                var expected = scratch.Sized(ref scratch.Expected, op.Length).AsSpan(0, (int)op.Length);
+                int got = _target.Read(op.Path, op.Offset, actual);
+                int want = ((ModelFile)_model.Find(op.Path)!).Contents.Read(op.Offset, expected);
+                if (got != want) return $"read returned {got} bytes, the model has {want}";
+                int same = expected[..want].CommonPrefixLength(actual[..got]);
+                return same < want ? $"byte {op.Offset + same} is 0x{actual[same]:x2}, the model has 0x{expected[same]:x2}" : null;
+            }
+            case StressOpKind.Fallocate: _target.Fallocate(op.Path, op.Offset, op.Length); return null;
+            case StressOpKind.PunchHole: _target.PunchHole(op.Path, op.Offset, op.Length); return null;
+            case StressOpKind.Truncate: _target.Truncate(op.Path, op.Length); return null;
+            case StressOpKind.Reflink: _target.Reflink(op.Path, op.Offset, op.Path2, op.Offset2, op.Length); return null;
+            case StressOpKind.Unshare: _target.Unshare(op.Path, op.Offset, op.Length); return null;
+            case StressOpKind.Create:
+            case StressOpKind.CreateExisting:
+                _target.Create(op.Path);
+                return null;
+            case StressOpKind.Mkdir: _target.Mkdir(op.Path); return null;
+            case StressOpKind.Unlink:
+            case StressOpKind.Rmdir:
+            case StressOpKind.RmdirNotEmpty:
+                _target.Unlink(op.Path);
+                return null;
+            case StressOpKind.Stat:
+            {
+                InodeStat stat = _target.Stat(op.Path);
+                long size = ((ModelFile)_model.Find(op.Path)!).Contents.Size;
+                if (stat.Type != InodeType.RegularFile) return $"stat says {stat.Type}";
+                return stat.Size != size ? $"stat size {stat.Size}, the model has {size}" : null;
+            }
+            case StressOpKind.List:
+            {
+                var directory = (ModelDirectory)_model.Find(op.Path)!;
+                var names = _target.List(op.Path).Select(e => e.Name).Order(StringComparer.Ordinal).ToList();
+                return names.SequenceEqual(directory.Children.Keys, StringComparer.Ordinal)
+                    ? null
+                    : $"lists {names.Count} names, the model has {directory.Children.Count}";
+            }
+            default:
+                throw new InvalidOperationException($"no call for {op.Kind}");
+        }
+    }
+}

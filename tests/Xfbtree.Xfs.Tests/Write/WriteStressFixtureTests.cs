@@ -1,0 +1,97 @@
+using System.Globalization;
+using Xfbtree.Cli;
+using Xfbtree.Xfs.Tests.Repair;
+using Xfbtree.Xfs.Tests.Trees;
+using Xfbtree.Xfs.Write;
+using Xfbtree.Xfs.Write.Stress;
+using Xunit.Abstractions;
+
+namespace Xfbtree.Xfs.Tests.Write;
+
+/// <summary>
+/// The randomized model test on the real engine: <c>xfbtree stress</c> (in process, exactly what the tool runs) over
+/// several seeds with two or more threads on fixtures of several geometries; each run verifies every model file and
+/// directory against a fresh open of the image, then xfs_repair -n and <c>xfbtree rmap check</c> must be clean.
+/// Also near ENOSPC (most of the space preallocated first) and with a sick AG.
+/// </summary>
+public sealed class WriteStressFixtureTests(ITestOutputHelper output)
+{
+    public static readonly TheoryData<string, int, int> Runs = new()
+    {
+        { "aged-small", 1, 2 }, { "aged-small", 2, 3 },
+        { "geom-bs1k", 3, 2 }, { "geom-bs1k", 4, 2 },
+        { "geom-nrext64", 5, 2 }, { "geom-nrext64", 6, 3 },
+        { "fresh-4ag", 7, 2 }, { "fresh-4ag", 8, 4 },
+    };
+
+    [Theory]
+    [MemberData(nameof(Runs))]
+    public void WriteStressKeepsImageEqualToModel(string fixture, int seed, int threads)
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture(fixture);
+        var (rc, stdout, stderr) = StressInProcess(new StressRequest { Image = image, Ops = 600, Threads = threads, Seed = seed });
+        output.WriteLine(stdout + stderr);
+        Assert.True(rc == 0, $"stress exit {rc}\n{stdout}\n{stderr}");
+        Assert.Contains("verify: ", stdout, StringComparison.Ordinal);
+        Assert.Contains(": ok", stdout, StringComparison.Ordinal);
+        WriteOracles.AssertImageClean(image, output);
+    }
+
+    [Fact]
+    public void WriteStressNearEnospcChangesNothingOnNoSpace()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        long freeBlocks = long.Parse(TreeFixtures.XfsDb(image, "sb 0", "p fdblocks").Split('=')[1].Trim(), CultureInfo.InvariantCulture);
+        long blockSize = long.Parse(TreeFixtures.XfsDb(image, "sb 0", "p blocksize").Split('=')[1].Trim(), CultureInfo.InvariantCulture);
+        // Leave about 6 MiB: the stress then runs into ENOSPC many times (4 AGs, so several preallocations).
+        long fill = (freeBlocks * blockSize - (6L << 20)) / 4;
+        var args = new List<string> { "io", image };
+        for (int i = 0; i < 4; i++) args.AddRange(["-c", $"create /fill{i}", "-c", $"falloc /fill{i} 0 {fill / blockSize * blockSize}"]);
+        var filled = RepairTools.Xfbtree(args.ToArray());
+        Assert.True(filled.ExitCode == 0, filled.ToString());
+
+        var (rc, stdout, stderr) = StressInProcess(new StressRequest { Image = image, Ops = 800, Threads = 2, Seed = 21, MaxFileSize = 4 << 20 });
+        output.WriteLine(stdout + stderr);
+        Assert.True(rc == 0, $"stress exit {rc}\n{stdout}\n{stderr}");
+        Assert.Matches(@"NoSpace \d+", stdout);
+        WriteOracles.AssertImageClean(image, output);
+    }
+
+    [Fact]
+    public void WriteStressWithASickAgKeepsTheOtherAgsWorking()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("aged-small");
+        StressModel model;
+        StressResult result;
+        using (var fs = XfsFileSystem.Open(image))
+        {
+            var target = new XfsStressTarget(fs);
+            model = StressModel.Load(target, 31);
+            fs.Engine.Ag(1).MarkSick("test: AG 1 declared sick");
+            result = new StressRunner(target, model, new StressOptions { Ops = 600, Threads = 2, Seed = 31 }).Run();
+            fs.Close();
+        }
+        var counts = new StringWriter();
+        result.WriteCounts(counts);
+        output.WriteLine(counts.ToString());
+        Assert.True(result.Problems.Count == 0, string.Join('\n', result.Problems));
+        Assert.True(result.Succeeded(StressOpKind.Write) > 0, "no write succeeded outside the sick AG");
+        using (var reopened = XfsFileSystem.Open(image))
+        {
+            Assert.Empty(model.Verify(new XfsStressTarget(reopened)));
+            reopened.Close();
+        }
+        WriteOracles.AssertImageClean(image, output);
+    }
+
+    internal static (int ExitCode, string Stdout, string Stderr) StressInProcess(StressRequest request)
+    {
+        var stdout = new StringWriter { NewLine = "\n" };
+        var stderr = new StringWriter { NewLine = "\n" };
+        int rc = StressCommand.Execute(request, new CommandEnvironment(stdout, stderr, Progress: false));
+        return (rc, stdout.ToString(), stderr.ToString());
+    }
+}

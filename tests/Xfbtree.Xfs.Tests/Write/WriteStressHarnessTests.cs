@@ -1,0 +1,454 @@
+using Xfbtree.Cli;
+using Xfbtree.Xfs.Write;
+using Xfbtree.Xfs.Write.Namespace;
+using Xfbtree.Xfs.Write.Stress;
+
+namespace Xfbtree.Xfs.Tests.Write;
+
+/// <summary>
+/// The stress harness itself, without the engine: the file-contents model against a flat byte array, the io command
+/// parser, and the runner on an in-memory stand-in filesystem (correct, out of space at random, or with a planted
+/// bug the verification must catch), the op log and its replay.
+/// </summary>
+public sealed class WriteStressHarnessTests
+{
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void WriteStressFileContentsMatchAFlatArray(int seed)
+    {
+        var random = new Random(seed);
+        var model = new FileContents();
+        var flat = new byte[300_000];
+        long size = 0;
+        for (int step = 0; step < 3000; step++)
+        {
+            long offset = random.NextInt64(flat.Length - 70_000);
+            int length = random.Next(1, 70_000);
+            switch (random.Next(5))
+            {
+                case 0:
+                    var data = new byte[length];
+                    StressData.Fill(data, random.Next());
+                    if (random.Next(4) == 0) Array.Clear(data);
+                    model.Write(offset, data);
+                    data.CopyTo(flat, offset);
+                    size = Math.Max(size, offset + length);
+                    break;
+                case 1:
+                    model.Zero(offset, length);
+                    Array.Clear(flat, (int)offset, length);
+                    break;
+                case 2:
+                    long newSize = random.NextInt64(flat.Length);
+                    model.SetSize(newSize);
+                    if (newSize < size) Array.Clear(flat, (int)newSize, (int)(size - newSize));
+                    size = newSize;
+                    break;
+                case 3:
+                    var source = model.Clone();
+                    long from = random.NextInt64(flat.Length - length);
+                    model.CopyFrom(source, from, offset, length);
+                    var copied = new byte[length];
+                    Array.Copy(flat, from, copied, 0, (int)Math.Max(0, Math.Min(length, size - from)));
+                    copied.CopyTo(flat, offset);
+                    size = Math.Max(size, offset + length);
+                    break;
+                default:
+                    model.ExtendTo(offset + length);
+                    size = Math.Max(size, offset + length);
+                    break;
+            }
+            Assert.Equal(size, model.Size);
+            var read = new byte[80_000];
+            long at = random.NextInt64(flat.Length);
+            int n = model.Read(at, read);
+            Assert.Equal((int)Math.Clamp(size - at, 0, read.Length), n);
+            Assert.True(read.AsSpan(0, n).SequenceEqual(flat.AsSpan((int)at, n)), $"step {step}: read at {at} differs");
+        }
+        var whole = new byte[size];
+        Assert.Equal((int)size, model.Read(0, whole));
+        Assert.Equal(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(whole)), model.Sha256Hex());
+        Assert.True(model.ChunkBytes <= (size / FileContents.ChunkSize + 1) * FileContents.ChunkSize);
+    }
+
+    [Theory]
+    [InlineData("4096", 4096)]
+    [InlineData("4k", 4096)]
+    [InlineData("4K", 4096)]
+    [InlineData("3m", 3L << 20)]
+    [InlineData("2g", 2L << 30)]
+    [InlineData("1t", 1L << 40)]
+    [InlineData("0x1000", 4096)]
+    [InlineData("0", 0)]
+    public void WriteCliSizesTakeSuffixes(string text, long expected) => Assert.Equal(expected, IoOperation.ParseSize(text));
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("-1")]
+    [InlineData("4q")]
+    [InlineData("k")]
+    [InlineData("1.5m")]
+    [InlineData("99999999999999999999")]
+    [InlineData("9999999999999g")]
+    public void WriteCliBadSizesAreRefused(string text) => Assert.Throws<FormatException>(() => IoOperation.ParseSize(text));
+
+    [Fact]
+    public void WriteCliCommandsParse()
+    {
+        var w = IoOperation.Parse("pwrite /a/b 4k 1m");
+        Assert.Equal(("pwrite", "/a/b", 4096L, 1L << 20, (byte)0xcd), (w.Name, w.Paths[0], w.Numbers[0], w.Numbers[1], w.Fill));
+        Assert.Equal((byte)0x41, IoOperation.Parse("pwrite -S 0x41 /f 0 1").Fill);
+        Assert.Equal((byte)7, IoOperation.Parse("pwrite /f 0 1 -S 7").Fill);
+        var r = IoOperation.Parse("reflink /s 0 '/d x' 8k 4k");
+        Assert.Equal(["/s", "/d x"], r.Paths);
+        Assert.Equal([0L, 8192L, 4096L], r.Numbers);
+        Assert.Equal("/dir", IoOperation.Parse("  ls   /dir ").Paths[0]);
+        foreach (string bad in new[]
+                 {
+                     "", "frob /a", "pwrite /a 0", "pwrite a 0 1", "pwrite /a 0 1 -S 256", "pwrite /a 0 1 -S", "pread /a 0 1 -S 1",
+                     "truncate /a", "reflink /a 0 /b 0", "create", "create /a /b", "ls '/a", "pwrite /a 9223372036854775807 2",
+                 })
+        {
+            Assert.Throws<FormatException>(() => IoOperation.Parse(bad));
+        }
+    }
+
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(2, 2)]
+    [InlineData(3, 4)]
+    public void WriteStressRunnerOnAStandInKeepsModelAndImageEqual(int seed, int threads)
+    {
+        var fake = FakeTarget.Populated(seed);
+        var model = StressModel.Load(fake, seed, new StressModelOptions { MaxFileSize = 256 << 10, MaxInitialFiles = 6 });
+        Assert.Equal(6, model.FileCount);
+        Assert.Equal(3, model.DirectoryCount);
+        Assert.IsType<ForeignEntry>(model.Find("/old/big"));
+        Assert.IsType<ForeignEntry>(model.Find("/old/socket"));
+        var result = new StressRunner(fake, model, new StressOptions { Ops = 4000, Threads = threads, Seed = seed }).Run();
+        Assert.True(result.Problems.Count == 0, string.Join('\n', result.Problems));
+        Assert.Equal(4000, result.Total);
+        foreach (StressOpKind kind in Enum.GetValues<StressOpKind>())
+        {
+            Assert.True(result.Succeeded(kind) > 0, $"{kind} never succeeded");
+        }
+        Assert.Empty(model.Verify(fake));
+        Assert.True(fake.MaxFileSize <= 256 << 10);
+    }
+
+    [Fact]
+    public void WriteStressRunnerLeavesTheModelAloneWhenTheTargetIsOutOfSpace()
+    {
+        var fake = FakeTarget.Populated(5);
+        fake.NoSpaceOneIn = 5;
+        var model = StressModel.Load(fake, 5);
+        var result = new StressRunner(fake, model, new StressOptions { Ops = 3000, Threads = 3, Seed = 5 }).Run();
+        Assert.True(result.Problems.Count == 0, string.Join('\n', result.Problems));
+        Assert.True(result.FailedTotal(WriteErrorKind.NoSpace) > 300, $"{result.FailedTotal(WriteErrorKind.NoSpace)} NoSpace outcomes");
+        Assert.Empty(model.Verify(fake));
+    }
+
+    [Theory]
+    [InlineData(FakeBug.WriteOneByteOff)]
+    [InlineData(FakeBug.PunchForgetsLastByte)]
+    [InlineData(FakeBug.ReflinkCopiesOneBlockShort)]
+    [InlineData(FakeBug.TruncateKeepsTail)]
+    [InlineData(FakeBug.UnlinkLeavesName)]
+    [InlineData(FakeBug.CreateExistingSucceeds)]
+    public void WriteStressRunnerCatchesAPlantedBug(FakeBug bug)
+    {
+        var fake = FakeTarget.Populated(7);
+        var model = StressModel.Load(fake, 7);
+        fake.Bug = bug;
+        var result = new StressRunner(fake, model, new StressOptions { Ops = 3000, Threads = 2, Seed = 7 }).Run();
+        var found = result.Problems.Concat(model.Verify(fake)).ToList();
+        Assert.True(found.Count > 0, $"{bug} went unnoticed");
+    }
+
+    [Fact]
+    public void WriteStressOpLogReplaysToTheSameState()
+    {
+        string dir = Directory.CreateTempSubdirectory("xfbtree-oplog-").FullName;
+        try
+        {
+            var fake = FakeTarget.Populated(11);
+            fake.NoSpaceOneIn = 9;
+            var model = StressModel.Load(fake, 11);
+            var initial = model.Clone();
+            string logPath = Path.Combine(dir, "ops.log");
+            using (var log = new StressOpLogFile(logPath))
+            {
+                var result = new StressRunner(fake, model, new StressOptions { Ops = 1500, Threads = 1, Seed = 11, OpLog = log }).Run();
+                Assert.Empty(result.Problems);
+            }
+            var entries = StressOpLogFile.Read(logPath);
+            Assert.Equal(1500, entries.Count);
+            Assert.Equal(Enumerable.Range(1, 1500).Select(i => (long)i), entries.Select(e => e.Index));
+            Assert.All(entries, e => Assert.NotNull(e.Outcome));
+            Assert.Contains(entries, e => e.Outcome is { Committed: false, Error: WriteErrorKind.NoSpace });
+            foreach (var entry in entries)
+            {
+                if (entry.Outcome!.Value.Committed) initial.Apply(entry.Op);
+            }
+            Assert.Empty(initial.Verify(fake));
+
+            // A kill tears the last line: the reader keeps the complete ones.
+            string text = File.ReadAllText(logPath);
+            File.WriteAllText(logPath, text[..^5]);
+            var torn = StressOpLogFile.Read(logPath);
+            Assert.Equal(1500, torn.Count);
+            Assert.Null(torn[^1].Outcome);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
+    public void WriteStressManifestListsEveryModelFile()
+    {
+        var fake = FakeTarget.Populated(3);
+        var model = StressModel.Load(fake, 3);
+        new StressRunner(fake, model, new StressOptions { Ops = 500, Threads = 2, Seed = 3 }).Run();
+        var text = new StringWriter();
+        model.WriteManifest(text);
+        var lines = text.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(model.FileCount, lines.Length);
+        foreach (string line in lines)
+        {
+            var fields = line.Split('\t');
+            Assert.Equal(3, fields.Length);
+            Assert.StartsWith("/", fields[0], StringComparison.Ordinal);
+            var bytes = fake.Contents(fields[0]);
+            Assert.Equal(bytes.Length, long.Parse(fields[1], System.Globalization.CultureInfo.InvariantCulture));
+            Assert.Equal(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bytes)), fields[2]);
+        }
+    }
+}
+
+public enum FakeBug { None, WriteOneByteOff, PunchForgetsLastByte, ReflinkCopiesOneBlockShort, TruncateKeepsTail, UnlinkLeavesName, CreateExistingSucceeds }
+
+/// <summary>
+/// An in-memory filesystem with the engine's semantics (one global lock), optionally out of space at random (the
+/// operation then changes nothing) or with one planted bug.
+/// </summary>
+internal sealed class FakeTarget : IStressTarget
+{
+    readonly Lock _gate = new();
+    readonly Dictionary<string, FileContents?> _nodes = new(StringComparer.Ordinal) { ["/"] = null };
+    readonly HashSet<string> _foreign = new(StringComparer.Ordinal);
+    readonly Random _faults = new(42);
+    ulong _nextIno = 128;
+    readonly Dictionary<string, ulong> _inos = new(StringComparer.Ordinal) { ["/"] = 128 };
+
+    public int BlockSize => 4096;
+    public int NoSpaceOneIn { get; set; }
+    public FakeBug Bug { get; set; }
+    public long MaxFileSize { get; private set; }
+
+    /// <summary>Some directories, adoptable files with data, a big file and a non-file the model must leave alone.</summary>
+    public static FakeTarget Populated(int seed)
+    {
+        var fake = new FakeTarget();
+        var random = new Random(seed);
+        fake.Mkdir("/old");
+        fake.Mkdir("/old/sub");
+        for (int i = 0; i < 12; i++)
+        {
+            string path = i % 2 == 0 ? $"/old/file{i}" : $"/old/sub/file{i}";
+            fake.Create(path);
+            var data = new byte[random.Next(1, 100_000)];
+            StressData.Fill(data, i);
+            fake.Write(path, random.Next(10_000), data);
+        }
+        fake.Create("/old/big");
+        fake.Truncate("/old/big", 64L << 20);
+        fake._nodes["/old/socket"] = null;
+        fake._foreign.Add("/old/socket");
+        fake._inos["/old/socket"] = ++fake._nextIno;
+        fake.MaxFileSize = 0;
+        return fake;
+    }
+
+    public byte[] Contents(string path)
+    {
+        lock (_gate)
+        {
+            var c = _nodes[path]!;
+            var bytes = new byte[c.Size];
+            c.Read(0, bytes);
+            return bytes;
+        }
+    }
+
+    FileContents File(string path)
+    {
+        if (!_nodes.TryGetValue(path, out var c)) throw new XfsWriteException(WriteErrorKind.NotFound, $"{path}: not found");
+        return c ?? throw new XfsWriteException(WriteErrorKind.IsDirectory, $"{path}: not a regular file");
+    }
+
+    void MaybeNoSpace()
+    {
+        if (NoSpaceOneIn > 0 && _faults.Next(NoSpaceOneIn) == 0) throw new XfsWriteException(WriteErrorKind.NoSpace, "no space (injected)");
+    }
+
+    void Track(FileContents c) => MaxFileSize = Math.Max(MaxFileSize, c.Size);
+
+    static string Parent(string path) => path.LastIndexOf('/') <= 0 ? "/" : path[..path.LastIndexOf('/')];
+
+    bool IsDirectory(string path) => _nodes.TryGetValue(path, out var c) && c is null && !_foreign.Contains(path);
+
+    public void Write(string path, long offset, ReadOnlySpan<byte> data)
+    {
+        lock (_gate)
+        {
+            var c = File(path);
+            MaybeNoSpace();
+            if (Bug == FakeBug.WriteOneByteOff && data.Length > 100)
+            {
+                var copy = data.ToArray();
+                copy[50] ^= 1;
+                c.Write(offset, copy);
+            }
+            else
+            {
+                c.Write(offset, data);
+            }
+            Track(c);
+        }
+    }
+
+    public int Read(string path, long offset, Span<byte> buffer)
+    {
+        lock (_gate) return File(path).Read(offset, buffer);
+    }
+
+    public void Fallocate(string path, long offset, long length)
+    {
+        lock (_gate)
+        {
+            var c = File(path);
+            MaybeNoSpace();
+            c.ExtendTo(offset + length);
+            Track(c);
+        }
+    }
+
+    public void PunchHole(string path, long offset, long length)
+    {
+        lock (_gate)
+        {
+            var c = File(path);
+            MaybeNoSpace();
+            if (offset >= c.Size) return;
+            long n = Math.Min(length, c.Size - offset);
+            if (Bug == FakeBug.PunchForgetsLastByte && n > 1) n--;
+            c.Zero(offset, n);
+        }
+    }
+
+    public void Truncate(string path, long size)
+    {
+        lock (_gate)
+        {
+            var c = File(path);
+            MaybeNoSpace();
+            long old = c.Size;
+            c.SetSize(size);
+            // Growing shows a stale byte where zeros belong (an EOF block tail not zeroed).
+            if (Bug == FakeBug.TruncateKeepsTail && size > old) c.Write(old, [0xAA]);
+            Track(c);
+        }
+    }
+
+    public void Reflink(string source, long sourceOffset, string destination, long destinationOffset, long length)
+    {
+        lock (_gate)
+        {
+            var s = File(source);
+            var d = File(destination);
+            if (sourceOffset % 4096 != 0 || destinationOffset % 4096 != 0 || length % 4096 != 0 || sourceOffset + length > s.Size)
+            {
+                throw new XfsWriteException(WriteErrorKind.InvalidArgument, "reflink: unaligned or past EOF");
+            }
+            MaybeNoSpace();
+            if (Bug == FakeBug.ReflinkCopiesOneBlockShort && length > 4096) length -= 4096;
+            d.CopyFrom(s.Clone(), sourceOffset, destinationOffset, length);
+            Track(d);
+        }
+    }
+
+    public void Unshare(string path, long offset, long length)
+    {
+        lock (_gate)
+        {
+            File(path);
+            MaybeNoSpace();
+        }
+    }
+
+    void Add(string path, FileContents? contents)
+    {
+        if (_nodes.ContainsKey(path))
+        {
+            if (Bug == FakeBug.CreateExistingSucceeds) return;
+            throw new XfsWriteException(WriteErrorKind.Exists, $"{path}: exists");
+        }
+        if (!IsDirectory(Parent(path))) throw new XfsWriteException(WriteErrorKind.NotFound, $"{Parent(path)}: no such directory");
+        MaybeNoSpace();
+        _nodes[path] = contents;
+        _inos[path] = ++_nextIno;
+    }
+
+    public void Create(string path)
+    {
+        lock (_gate) Add(path, new FileContents());
+    }
+
+    public void Mkdir(string path)
+    {
+        lock (_gate) Add(path, null);
+    }
+
+    public void Unlink(string path)
+    {
+        lock (_gate)
+        {
+            if (!_nodes.ContainsKey(path)) throw new XfsWriteException(WriteErrorKind.NotFound, $"{path}: not found");
+            if (IsDirectory(path) && _nodes.Keys.Any(k => k.StartsWith(path + "/", StringComparison.Ordinal)))
+            {
+                throw new XfsWriteException(WriteErrorKind.NotEmpty, $"{path}: not empty");
+            }
+            if (Bug == FakeBug.UnlinkLeavesName) return;
+            _nodes.Remove(path);
+            _inos.Remove(path);
+        }
+    }
+
+    public IReadOnlyList<DirectoryEntry> List(string path)
+    {
+        lock (_gate)
+        {
+            if (!IsDirectory(path)) throw new XfsWriteException(WriteErrorKind.NotDirectory, $"{path}: not a directory");
+            string prefix = path == "/" ? "/" : path + "/";
+            return _nodes.Keys
+                .Where(k => k != "/" && k.StartsWith(prefix, StringComparison.Ordinal) && k.IndexOf('/', prefix.Length) < 0)
+                .Select(k => new DirectoryEntry(k[prefix.Length..], _inos[k],
+                    _foreign.Contains(k) ? InodeType.Socket : _nodes[k] is null ? InodeType.Directory : InodeType.RegularFile))
+                .ToList();
+        }
+    }
+
+    public InodeStat Stat(string path)
+    {
+        lock (_gate)
+        {
+            if (!_nodes.TryGetValue(path, out var c)) throw new XfsWriteException(WriteErrorKind.NotFound, $"{path}: not found");
+            var type = _foreign.Contains(path) ? InodeType.Socket : c is null ? InodeType.Directory : InodeType.RegularFile;
+            return new InodeStat(_inos[path], type, 0x1A4, 1, c?.Size ?? 0, 0, 0, "extents", false, DateTimeOffset.UnixEpoch);
+        }
+    }
+}
