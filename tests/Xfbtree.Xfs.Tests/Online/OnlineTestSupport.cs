@@ -22,6 +22,9 @@ internal static class OnlineTestSupport
     /// </summary>
     public static AgCheckReport OfflineCheck(WriteEngine engine, string image, uint agno, string scratchDir)
     {
+        // Both oracles: the library's read view (what --verify-repairs uses) and a copy scanned by a fresh image.
+        OnlineRepairVerdict verdict = OnlineRepairOracle.Verify(engine, agno);
+        Assert.True(verdict.IsClean, $"AG {agno}: read-view oracle: missing {verdict.Missing} extra {verdict.Extra} different {verdict.Different} structure {verdict.Structure}: {verdict.Detail}");
         string copy = Path.Combine(scratchDir, $"oracle-{Guid.NewGuid():N}.img");
         using (engine.PauseCommits())
         {
