@@ -469,6 +469,7 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
             locked.Restart();
             var phase = Stopwatch.StartNew();
             AgSpace space = tx.Space(agno);
+            space.ToleratesRmapFieldDamage = true;
             space.SkipRmapUpdates = true;
             lock (shadowGate)
             {
@@ -492,6 +493,7 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
             // 2. Reserve the new tree's blocks from free space until they cover the geometry of
             //    shadow records + OWN_AG records (the reservation itself reshapes the free-space trees and the AGFL).
             uint oldRoot = Field(tx, Format.Agf.OffsetRmapRoot);
+            uint hint = oldRoot >= geo.FirstFreeBlock && oldRoot < agLength ? oldRoot : geo.FirstFreeBlock; // a damaged root is no hint
             var reserved = new List<(uint Start, uint Length)>();
             long reservedCount = 0;
             AgBlockBitmap ownAg;
@@ -513,7 +515,7 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
                     break;
                 }
                 uint want = (uint)(bulk.TotalBlocks - reservedCount);
-                var request = new AllocationRequest(geo.AgbToFsb(agno, oldRoot), 1, want, AllocationPurpose.RmapBtreeBlock, OnlyAg: agno);
+                var request = new AllocationRequest(geo.AgbToFsb(agno, hint), 1, want, AllocationPurpose.RmapBtreeBlock, OnlyAg: agno);
                 if (!space.TryAllocateHere(request, out uint start, out uint length))
                 {
                     throw new XfsWriteException(WriteErrorKind.NoSpace, $"AG {agno}: no free space for {want} more blocks of the new rmapbt");
