@@ -75,7 +75,7 @@ public sealed class OnlineRmapDamageTests(ITestOutputHelper output)
             Assert.True(after.IsClean, $"{kind}: after the online repair: missing {after.Missing} extra {after.Extra} different {after.Different} structure {after.Structure}: {after.Detail}");
             List<string> problems = model.Verify(target);
             Assert.True(problems.Count == 0, $"{kind}: {string.Join("; ", problems)}");
-            // The AG takes allocations again: an inode chunk of its own and data there (near its inodes).
+            // More writes after the repair keep the new tree right.
             fs.Mkdir("/after-repair");
             fs.Create("/after-repair/f");
             fs.Write("/after-repair/f", 0, OnlineTestSupport.Pattern(1 << 20, 3));
