@@ -131,19 +131,3 @@ internal static unsafe class LinuxDevices
         return result;
     }
 }
-
-/// <summary>Process-level primitives.</summary>
-[SupportedOSPlatform("linux")]
-internal static class LinuxProcess
-{
-    /// <summary>
-    /// kill(getpid(), SIGKILL): the process dies at once, with no flush, no finalizers and no managed unwinding
-    /// (crash-consistency tests). Does not return.
-    /// </summary>
-    public static void KillSelf()
-    {
-        kill(getpid(), SIGKILL);
-        // SIGKILL cannot be caught; if kill itself failed, make sure we still do not continue.
-        Environment.FailFast("kill(getpid(), SIGKILL) returned");
-    }
-}

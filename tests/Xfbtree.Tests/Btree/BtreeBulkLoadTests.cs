@@ -186,7 +186,11 @@ public sealed class BtreeBulkLoadTests(ITestOutputHelper output)
             recs += per;
         }
         Assert.Equal(100000, recs);
-        Assert.Equal(126, plan.RecordsPerBlock[0] / 1 >= 126 ? 126 : plan.RecordsPerBlock[0]);
+        // xfs_btree_bload_level_geometry: 168 - 168/4 slack = 126 wanted per leaf; 100000 = 793 * 126 + 82, and
+        // 82 < minrecs (84) gives no 794th leaf, so the 82 left over go one each to the first 82 of 793 leaves.
+        Assert.Equal(126, plan.RecordsPerBlock[0]);
+        Assert.Equal(793, plan.BlocksPerLevel[0]);
+        Assert.Equal(82, plan.ExtraBlocks[0]);
         var full = BtreeBulkLoader.ComputeGeometry(geo, 168 * 10, 0, 0);
         Assert.Equal(10, full.BlocksPerLevel[0]);
         Assert.Equal(2, full.Height);

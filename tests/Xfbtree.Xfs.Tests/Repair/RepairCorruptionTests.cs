@@ -1,3 +1,4 @@
+using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Tests.Trees;
 using Xunit.Abstractions;
 
@@ -10,6 +11,12 @@ namespace Xfbtree.Xfs.Tests.Repair;
 /// </summary>
 public sealed class RepairCorruptionTests(ITestOutputHelper output)
 {
+    /// <summary>
+    /// Fixtures whose AG 0 rmapbt is a single leaf: the node kinds cannot apply there and are not generated
+    /// (<see cref="RepairNodeKindsDoNotApplyToSingleLeafTrees"/> proves both facts).
+    /// </summary>
+    internal static readonly HashSet<string> SingleLeafRmapbt = ["fresh-4ag"];
+
     internal static TheoryData<string, string> Matrix(params string[] fixtures)
     {
         var data = new TheoryData<string, string>();
@@ -17,10 +24,29 @@ public sealed class RepairCorruptionTests(ITestOutputHelper output)
         {
             foreach (string kind in RepairTools.AllCorruptionKinds)
             {
+                if (SingleLeafRmapbt.Contains(fixture) && kind.StartsWith("node-", StringComparison.Ordinal)) continue;
                 data.Add(fixture, kind);
             }
         }
         return data;
+    }
+
+    [Fact]
+    public void RepairNodeKindsDoNotApplyToSingleLeafTrees()
+    {
+        foreach (string fixture in SingleLeafRmapbt)
+        {
+            using (var xfs = XfsImage.Open(TreeFixtures.Image(fixture)))
+                Assert.Equal(1u, xfs.ReadAgf(0).RmapLevel);
+            using var scratch = new RepairScratch();
+            string image = scratch.CopyFixture(fixture);
+            foreach (string kind in RepairTools.AllCorruptionKinds.Where(k => k.StartsWith("node-", StringComparison.Ordinal)))
+            {
+                ToolResult r = RepairTools.Corrupt(image, kind);
+                Assert.True(r.ExitCode != 0, $"{fixture} {kind}: the corruption tool claims to have damaged a node that does not exist: {r}");
+            }
+            Assert.Empty(RepairTools.DifferingRanges(TreeFixtures.Image(fixture), image, 4096));
+        }
     }
 
     /// <summary>Every other fixture with one damaging kind each.</summary>
@@ -42,20 +68,15 @@ public sealed class RepairCorruptionTests(ITestOutputHelper output)
         using var scratch = new RepairScratch();
         string image = scratch.CopyFixture(fixture);
         ToolResult corrupt = RepairTools.Corrupt(image, kind);
-        if (corrupt.ExitCode != 0)
-        {
-            // Only one case is legitimately impossible: node kinds on a fixture whose AG 0 rmapbt is a single leaf.
-            Assert.True(fixture == "fresh-4ag" && kind.StartsWith("node-", StringComparison.Ordinal), $"corrupt.sh failed: {corrupt}");
-            Assert.Contains("single level", corrupt.Stdout + corrupt.Stderr, StringComparison.Ordinal);
-            output.WriteLine($"not applicable: {fixture} has no rmapbt node in AG 0 ({corrupt.Stderr.Trim()})");
-            return;
-        }
+        Assert.True(corrupt.ExitCode == 0, $"corruption {kind}: {corrupt}");
         output.WriteLine(corrupt.Stdout.Trim());
         string before = scratch.Copy(image, "before.img");
 
         ToolResult repair = RepairTools.Xfbtree("rmap", "repair", image);
         output.WriteLine(repair.Stdout + repair.Stderr);
         Assert.True(repair.ExitCode == 0, $"repair: {repair}");
+        List<uint> planned = RepairTools.PlannedAgs(repair.Stdout);
+        Assert.Equal([0u], planned);   // the damage is in AG 0 only
 
         ToolResult witness = RepairTools.XfsRepairCheck(image);
         Assert.True(witness.ExitCode == 0, $"xfs_repair -n after repair: {witness}");
@@ -67,7 +88,7 @@ public sealed class RepairCorruptionTests(ITestOutputHelper output)
         string truth = TreeFixtures.Sh($"zstd -dc '{Path.Combine(TreeFixtures.FixtureDir, fixture + ".truth.tsv.zst")}'");
         Assert.Equal(WithoutOwnAg(truth), WithoutOwnAg(dump.Stdout));
 
-        var outside = RepairTools.ChangesOutside(before, image, RepairTools.RebuiltMetadata(image, 0), 512);
+        var outside = RepairTools.ChangesOutside(before, image, RepairTools.RebuiltMetadata(TreeFixtures.Image(fixture), planned), 512);
         Assert.True(outside.Count == 0, $"{outside.Count} sectors outside the rebuilt metadata changed, first at byte {outside.FirstOrDefault().Start}");
     }
 
@@ -104,4 +125,34 @@ public sealed class RepairFreshCorruptionTests(ITestOutputHelper output)
     [Theory]
     [MemberData(nameof(Cases))]
     public void RepairFixesCorruption(string fixture, string kind) => RepairCorruptionTests.RepairAndVerify(fixture, kind, output);
+}
+
+/// <summary>The change comparison itself must be able to fail.</summary>
+public sealed class RepairHarnessTests
+{
+    [Fact]
+    public void RepairHarnessSeesAChangeOutsideTheAllowedRanges()
+    {
+        using var scratch = new RepairScratch();
+        string original = TreeFixtures.Image("aged-small");
+        string image = scratch.CopyFixture("aged-small");
+        Assert.Empty(RepairTools.DifferingRanges(original, image, 512));
+        var allowed = RepairTools.RebuiltMetadata(original, [0u]);
+        long inside = allowed[^1].Start + 100, outside;
+        using (var xfs = XfsImage.Open(original))
+            outside = xfs.Geometry.AgBlockToByte(1, 100) + 7;   // AG 1: never in AG 0's allowed set
+        using (var fh = File.OpenHandle(image, FileMode.Open, FileAccess.ReadWrite))
+        {
+            foreach (long at in new[] { inside, outside })
+            {
+                var b = new byte[1];
+                RandomAccess.Read(fh, b, at);
+                b[0] ^= 0xFF;
+                RandomAccess.Write(fh, b, at);
+            }
+        }
+        Assert.Equal(2, RepairTools.DifferingRanges(original, image, 512).Count);
+        var changed = RepairTools.ChangesOutside(original, image, allowed, 512);
+        Assert.Equal([(outside / 512 * 512, outside / 512 * 512 + 512)], changed);
+    }
 }

@@ -149,12 +149,15 @@ internal static class RepairTools
         return result;
     }
 
-    const int SeekData = 3, SeekHole = 4;
+    const int SeekData = 3, SeekHole = 4, ENXIO = 6;
 
     [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
     static extern long lseek(int fd, long offset, int whence);
 
-    /// <summary>The data segments of a file; the whole file where SEEK_DATA is not supported.</summary>
+    /// <summary>
+    /// The data segments of a file; the whole file where SEEK_DATA is not supported. Only ENXIO ("no data past
+    /// here") ends the list: any other lseek error throws, so a comparison never passes without comparing.
+    /// </summary>
     static List<(long, long)> DataSegments(Microsoft.Win32.SafeHandles.SafeFileHandle h, long length)
     {
         var list = new List<(long, long)>();
@@ -168,9 +171,14 @@ internal static class RepairTools
         while (pos < length)
         {
             long data = lseek(fd, pos, SeekData);
-            if (data < 0) break; // ENXIO: no more data
+            if (data < 0)
+            {
+                int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+                if (errno == ENXIO) break;
+                throw new IOException($"lseek(SEEK_DATA, {pos}) failed: errno {errno}");
+            }
             long hole = lseek(fd, data, SeekHole);
-            if (hole < 0) hole = length;
+            if (hole < 0) throw new IOException($"lseek(SEEK_HOLE, {data}) failed: errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()}");
             list.Add((data, hole));
             pos = hole;
         }
@@ -190,27 +198,43 @@ internal static class RepairTools
     }
 
     /// <summary>
-    /// Byte ranges a rebuild of <paramref name="agno"/>'s rmapbt may change, read from the repaired image: the primary
-    /// superblock sector, the AG's header sectors, its rmapbt blocks and its AGFL blocks.
+    /// Byte ranges a rebuild of the given AGs' rmapbts may change, derived from the ORIGINAL undamaged image (never from
+    /// the repaired one, whose own tree would vouch for itself): the primary superblock sector, each AG's header
+    /// sectors, and the blocks the rebuild may take, which are the old rmapbt blocks and the AGFL blocks (the planner
+    /// reuses the old tree's blocks and puts the surplus on the AGFL). The damage kinds edit blocks in place, so
+    /// the original's tree occupies the same blocks as the damaged one.
     /// </summary>
-    public static List<(long Start, long End)> RebuiltMetadata(string image, uint agno)
+    public static List<(long Start, long End)> RebuiltMetadata(string original, IEnumerable<uint> agnos)
     {
-        using var xfs = XfsImage.Open(image);
+        using var xfs = XfsImage.Open(original);
         var geo = xfs.Geometry;
         var ranges = new List<(long, long)> { (0, geo.SectorSize) };
-        long agStart = geo.AgBlockToByte(agno, 0);
-        ranges.Add((agStart, agStart + 4L * geo.SectorSize));
-        Agf agf = xfs.ReadAgf(agno);
-        foreach (uint b in xfs.ReadAgfl(agno, agf).Blocks)
+        foreach (uint agno in agnos)
         {
-            ranges.Add((geo.AgBlockToByte(agno, b), geo.AgBlockToByte(agno, b) + geo.BlockSize));
-        }
-        var collector = new BlockRangeCollector(geo, agno, ranges);
-        using (var cursor = xfs.OpenRmapbt(agf).CreateCursor())
-        {
+            long agStart = geo.AgBlockToByte(agno, 0);
+            ranges.Add((agStart, agStart + 4L * geo.SectorSize));
+            Agf agf = xfs.ReadAgf(agno);
+            foreach (uint b in xfs.ReadAgfl(agno, agf).Blocks)
+            {
+                ranges.Add((geo.AgBlockToByte(agno, b), geo.AgBlockToByte(agno, b) + geo.BlockSize));
+            }
+            var collector = new BlockRangeCollector(geo, agno, ranges);
+            using var cursor = xfs.OpenRmapbt(agf).CreateCursor();
             cursor.VisitBlocks(ref collector);
         }
         return ranges;
+    }
+
+    /// <summary>The AGs a repair's plan names (its "AG N: rebuilding the rmapbt" / "would rebuild" lines).</summary>
+    public static List<uint> PlannedAgs(string repairStdout)
+    {
+        var ags = new List<uint>();
+        foreach (string line in repairStdout.Split('\n'))
+        {
+            var m = System.Text.RegularExpressions.Regex.Match(line, @"^AG (\d+): (rebuilding|would rebuild) the rmapbt");
+            if (m.Success) ags.Add(uint.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
+        }
+        return ags;
     }
 
     struct BlockRangeCollector(XfsGeometry geo, uint agno, List<(long, long)> ranges) : IBtreeBlockVisitor

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using Xfbtree.TestSupport;
 using Xfbtree.Xfs.Tests.Trees;
 using Xunit.Abstractions;
 
@@ -85,6 +86,24 @@ public sealed class RepairSafetyTests(ITestOutputHelper output)
         AssertRefused(scratch, dirty, "log");
     }
 
+    [Fact]
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    public void RepairRefusesWhileAnotherWriterHoldsTheImage()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        Assert.Equal(0, RepairTools.Corrupt(image, "rec-owner").ExitCode);
+        using (Xfbtree.Native.ImageFileLock? held = Xfbtree.Native.ImageFileLock.TryAcquireExclusive(image))
+        {
+            Assert.NotNull(held);
+            AssertRefused(scratch, image, "another xfbtree process is writing this image");
+        }
+        // The lock is the only thing that stopped it: released, the same repair runs and fixes the image.
+        ToolResult r = RepairTools.Xfbtree("rmap", "repair", image);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Equal(0, RepairTools.XfsRepairCheck(image).ExitCode);
+    }
+
     static void AssertRefused(RepairScratch scratch, string image, string cause, bool compareWithCopy = true)
     {
         string? before = compareWithCopy ? scratch.Copy(image, Path.GetFileName(image) + ".before") : null;
@@ -109,46 +128,80 @@ public sealed class RepairSafetyTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// Stops the repair process hard (SIGKILL, no flush) right after its k-th write, for many k. Each result must be
-    /// the untouched image, or carry NEEDSREPAIR (the kernel refuses it) and become clean with xfs_repair, or be the
-    /// finished repair. Never a mountable, inconsistent image.
+    /// Crashes the repair right after its k-th write, for k over every write of the repair, under two models: a
+    /// process kill (every write made survives in the page cache) and a power loss (only writes covered by a completed
+    /// fsync survive; <see cref="CrashAfterWrites"/> holds the others back and drops them at the crash). Each result
+    /// must be the untouched image, or carry NEEDSREPAIR (the kernel refuses it) and become clean with xfs_repair, or
+    /// be the finished repair. Never a mountable, inconsistent image. A run that reports success must also survive a
+    /// power loss right after it: success means durable.
     /// </summary>
-    [Fact]
-    public void RepairCrashAtAnyWriteLeavesAnUntouchedOrUnmountableImage()
+    [Theory]
+    [InlineData(CrashModel.ProcessKill)]
+    [InlineData(CrashModel.PowerLoss)]
+    public void RepairCrashAtAnyWriteLeavesAnUntouchedOrUnmountableImage(CrashModel model)
     {
         using var scratch = new RepairScratch();
         string damaged = scratch.CopyFixture("aged-small");
         Assert.Equal(0, RepairTools.Corrupt(damaged, "rec-owner").ExitCode);
-        int[] ks = [1, 2, 3, 5, 9, 17, 33, 49, 53, 55, 56, 57, 58, 59, 60, 61, 62, 64, 70, 100, 1000];
-        int finished = 0, needsRepair = 0, untouched = 0;
+
+        // The whole repair once, with the power cut right after it: how many writes there are, and that success is durable.
+        string whole = scratch.Copy(damaged, "whole.img");
+        var full = RepairWithCrash(whole, new CrashAfterWrites(0, model), out Scan.CliResult fullRun);
+        Assert.True(fullRun.ExitCode == 0, $"uncrashed repair: {fullRun}");
+        Assert.Equal(0, full.Lost);
+        Assert.Equal(Outcome.Finished, Classify(damaged, whole, fullRun, full, "no crash"));
+        int total = full.Writes;
+        Assert.True(total >= 8, $"the repair made only {total} writes");
+
+        // The first and last writes, three inside the long tree-writing phase, and the writes on either side of
+        // every barrier (sync) of the run: where a wrong write order would show. (Every k costs a repair and an xfs_repair; the suite must stay fast.)
+        var ks = new SortedSet<int> { 1, 2, total / 4, total / 2, 3 * total / 4, total - 1, total };
+        foreach (int w in full.SyncPoints) { ks.Add(w); ks.Add(w + 1); }
+        ks.RemoveWhere(k => k < 1 || k > total);
+        var counts = new Dictionary<Outcome, int>();
         foreach (int k in ks)
         {
             string image = scratch.Copy(damaged, $"crash-{k}.img");
-            var env = new Dictionary<string, string> { ["XFBTREE_FAULT_CRASH_AFTER_WRITES"] = k.ToString(System.Globalization.CultureInfo.InvariantCulture) };
-            ToolResult r = RepairTools.Xfbtree(env, "rmap", "repair", image);
-            if (RepairTools.DifferingRanges(damaged, image, 4096).Count == 0)
-            {
-                untouched++;
-            }
-            else if (NeedsRepairSet(image))
-            {
-                needsRepair++;
-                Assert.True(r.ExitCode != 0, $"k={k}: the process reported success but left NEEDSREPAIR set");
-                ToolResult fix = RepairTools.XfsRepair(image);
-                Assert.True(fix.ExitCode == 0, $"k={k}: xfs_repair: {fix}");
-                Assert.True(RepairTools.XfsRepairCheck(image).ExitCode == 0, $"k={k}: not clean after xfs_repair");
-            }
-            else
-            {
-                finished++;
-                Assert.True(r.ExitCode == 0, $"k={k}: the image changed without NEEDSREPAIR but the repair did not finish: {r}");
-                Assert.True(RepairTools.XfsRepairCheck(image).ExitCode == 0, $"k={k}: finished repair is not clean");
-            }
+            var crash = RepairWithCrash(image, new CrashAfterWrites(k, model), out Scan.CliResult r);
+            Assert.True(crash.Crashed, $"k={k}: the crash point was never reached ({crash.Writes} writes)");
+            Assert.True(r.ExitCode != 0, $"k={k}: a crashed repair reported success: {r}");
+            Outcome o = Classify(damaged, image, r, crash, $"k={k}");
+            counts[o] = counts.GetValueOrDefault(o) + 1;
             File.Delete(image);
         }
-        output.WriteLine($"k values {ks.Length}: untouched {untouched}, NEEDSREPAIR {needsRepair}, finished {finished}");
-        Assert.True(needsRepair >= 5, "too few crash points fell inside the write phase");
-        Assert.True(finished >= 1, "the largest k must let the repair finish");
+        output.WriteLine($"{model}: {total} writes, {ks.Count} crash points: " + string.Join(", ", counts.Select(c => $"{c.Key} {c.Value}")));
+        Assert.True(full.SyncPoints.Count >= 4, $"the repair synced {full.SyncPoints.Count} times; its protocol has four barriers");
+        Assert.True(counts.GetValueOrDefault(Outcome.NeedsRepair) >= 4, "too few crash points fell inside the write phase");
+        if (model == CrashModel.PowerLoss)
+            Assert.True(counts.GetValueOrDefault(Outcome.Untouched) >= 1, "a power loss before the first sync must leave the image untouched");
+    }
+
+    enum Outcome { Untouched, NeedsRepair, Finished }
+
+    static CrashAfterWrites RepairWithCrash(string image, CrashAfterWrites crash, out Scan.CliResult result)
+    {
+        using (Xfbtree.Buffers.DiskTargetTestHooks.Register(image, t => t.WriteInterceptor = crash))
+            result = Scan.XfsCli.Run("repair", image);
+        crash.PowerOff();
+        return crash;
+    }
+
+    static Outcome Classify(string damaged, string image, Scan.CliResult run, CrashAfterWrites crash, string what)
+    {
+        if (RepairTools.DifferingRanges(damaged, image, 4096).Count == 0) return Outcome.Untouched;
+        if (NeedsRepairSet(image))
+        {
+            ToolResult fix = RepairTools.XfsRepair(image);
+            Assert.True(fix.ExitCode == 0, $"{what}: xfs_repair: {fix}");
+            Assert.True(RepairTools.XfsRepairCheck(image).ExitCode == 0, $"{what}: not clean after xfs_repair");
+            return Outcome.NeedsRepair;
+        }
+        // Changed and mountable: only the complete repair may look like this.
+        ToolResult witness = RepairTools.XfsRepairCheck(image);
+        Assert.True(witness.ExitCode == 0, $"{what}: the image changed without NEEDSREPAIR but is not clean ({crash.Writes} writes, {crash.Syncs} syncs; run: {run}): {witness}");
+        var check = Scan.XfsCli.Run("check", image);
+        Assert.True(check.ExitCode == 0, $"{what}: the image changed without NEEDSREPAIR but its rmapbt is not clean: {check}");
+        return Outcome.Finished;
     }
 
     static bool NeedsRepairSet(string image)

@@ -46,6 +46,9 @@ public sealed class WriteEngineOpenCloseTests
         {
             XfsWriteException e = OpenFails(image);
             Assert.Equal(WriteErrorKind.Busy, e.Kind);
+            // The offline repair takes the same writer lock.
+            ToolResult repair = RepairTools.Xfbtree("rmap", "repair", image);
+            Assert.True(repair.ExitCode == 2, $"rmap repair ran while the engine held the image: {repair}");
             engine.Close();
         }
         using var again = WriteEngine.Open(image, Fast);

@@ -1,3 +1,4 @@
+using Xfbtree.Native;
 using Xfbtree.Xfs.Format;
 
 namespace Xfbtree.Xfs.Repair;
@@ -10,6 +11,29 @@ namespace Xfbtree.Xfs.Repair;
 /// </summary>
 public static class RmapRepairPreconditions
 {
+    /// <summary>
+    /// The exclusive writer lock on the image (<see cref="ImageFileLock"/>): another xfbtree writer holding it is a
+    /// one-line refusal, and so is a file that cannot be opened to lock it.
+    /// </summary>
+    public static ImageFileLock LockForWriting(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        // The same words as XfsImage.Open for the two plain mistakes; every other failure to lock refuses too.
+        if (Directory.Exists(path)) throw new XfsFormatException($"{path}: is a directory, not an XFS image");
+        if (!File.Exists(path)) throw new XfsFormatException($"{path}: no such file");
+        if (!OperatingSystem.IsLinux()) throw new XfsFormatException($"{path}: writing needs Linux (the image lock is a Linux flock)");
+        ImageFileLock? held;
+        try
+        {
+            held = ImageFileLock.TryAcquireExclusive(path);
+        }
+        catch (NativeCallException e)
+        {
+            throw new XfsFormatException($"{path}: cannot lock the image for writing: {e.Message}");
+        }
+        return held ?? throw new XfsFormatException($"{path}: another xfbtree process is writing this image (it holds the image's lock); wait for it to finish");
+    }
+
     /// <summary>Checks what can be checked before the image is opened.</summary>
     public static void BeforeOpen(string path, bool willWrite)
     {

@@ -38,6 +38,8 @@ public static class RmapRepairRunner
         ArgumentNullException.ThrowIfNull(stderr);
         var watch = Stopwatch.StartNew();
         RmapRepairPreconditions.BeforeOpen(path, willWrite: !options.DryRun);
+        // One writer per image: held until the repair has committed (or failed), released with the descriptor.
+        using Xfbtree.Native.ImageFileLock? writerLock = options.DryRun ? null : RmapRepairPreconditions.LockForWriting(path);
         using var image = XfsImage.Open(path, new XfsImageOptions { Writable = !options.DryRun });
         if (options.OnlyAg is { } only && only >= image.Geometry.AgCount)
         {

@@ -75,12 +75,25 @@ public sealed class BufferTransaction : IDisposable
         return buffer;
     }
 
-    /// <summary>Like <see cref="BufferCache.GetNew"/>, joined; a buffer already joined is returned as it is.</summary>
+    /// <summary>
+    /// Like <see cref="BufferCache.GetNew"/>, joined. A buffer already joined is returned with the new verifier
+    /// (a block freed by one tree and formatted by another in the same transaction is written as the latter);
+    /// when it was freed (stale) its contents start from zeros, as a fresh one would.
+    /// </summary>
     public BlockBuffer GetNew(BufferTarget target, long daddr, int lengthBB, IBufferVerifier? verifier)
     {
         ThrowIfDone();
         if (Find(target, daddr, lengthBB) is { } joined)
         {
+            if (joined.IsStale)
+            {
+                joined.Span.Clear();
+                joined.ClearDirtyAndStale();
+            }
+            if (verifier != null)
+            {
+                joined.Verifier = verifier;
+            }
             return joined;
         }
         var buffer = cache.GetNew(target, daddr, lengthBB, verifier);

@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 using Xfbtree.Native;
@@ -13,15 +12,12 @@ namespace Xfbtree.Buffers;
 /// <c>O_EXCL</c> (a mounted device is refused with an <see cref="IOException"/> that says so) and, with
 /// <see cref="DiskTargetOptions.Direct"/>, sends 4 KiB-aligned requests through an <c>O_DIRECT</c> descriptor;
 /// elsewhere it uses <see cref="RandomAccess"/>.</para>
-/// <para>Fault injection for crash-consistency tests: when the environment variable
-/// <see cref="CrashAfterWritesVariable"/> holds k ≥ 1 at <see cref="Open"/>, the process kills itself with
-/// SIGKILL right after the k-th successful write to this (writable) target: no flush, no finalizers.</para>
+/// <para>Fault injection exists for tests only and cannot be switched on from outside the process: internal
+/// hooks (<see cref="FaultHook"/>, <see cref="WriteInterceptor"/>, and <see cref="DiskTargetTestHooks"/> for
+/// targets that code under test opens itself), reachable only from the test assemblies.</para>
 /// </remarks>
 public sealed unsafe class DiskBufferTarget : BufferTarget
 {
-    /// <summary>Environment variable read by <see cref="Open"/>: SIGKILL the process after that many successful writes.</summary>
-    public const string CrashAfterWritesVariable = "XFBTREE_FAULT_CRASH_AFTER_WRITES";
-
     /// <summary>Alignment of buffer memory (and of requests sent through O_DIRECT).</summary>
     public const int MemoryAlignment = 4096;
 
@@ -29,15 +25,13 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
     private readonly long sizeBytes;
     private long successfulWrites;
 
-    private DiskBufferTarget(string path, DiskIo io, bool readOnly, bool blockDevice, long sizeBytes, int crashAfterWrites)
+    private DiskBufferTarget(string path, DiskIo io, bool readOnly, bool blockDevice, long sizeBytes)
     {
         Name = path;
         this.io = io;
         IsReadOnly = readOnly;
         IsBlockDevice = blockDevice;
         this.sizeBytes = sizeBytes;
-        CrashAfterWrites = crashAfterWrites;
-        CrashAction = DefaultCrash;
     }
 
     /// <summary>Opens a target; block devices are opened O_EXCL so a mounted device is refused.</summary>
@@ -51,7 +45,6 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
         {
             throw new FileNotFoundException($"{path}: no such image file or device", path);
         }
-        int crashAfter = options.ReadOnly ? 0 : ParseCrashAfterWrites(Environment.GetEnvironmentVariable(CrashAfterWritesVariable));
         DiskIo io;
         bool blockDevice = false;
         if (OperatingSystem.IsLinux() && !options.ForcePortable)
@@ -72,7 +65,9 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
             io.Dispose();
             throw;
         }
-        return new DiskBufferTarget(path, io, options.ReadOnly, blockDevice, size, crashAfter);
+        var target = new DiskBufferTarget(path, io, options.ReadOnly, blockDevice, size);
+        DiskTargetTestHooks.Opened(target);
+        return target;
     }
 
     public override string Name { get; }
@@ -88,11 +83,8 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
     /// <summary>Successful writes so far.</summary>
     public long WriteCount => Interlocked.Read(ref successfulWrites);
 
-    /// <summary>k of <see cref="CrashAfterWritesVariable"/> (0: off). Tests may set it directly.</summary>
-    internal int CrashAfterWrites { get; set; }
-
-    /// <summary>What happens at the k-th write (SIGKILL on Linux). Tests replace it.</summary>
-    internal Action CrashAction { get; set; }
+    /// <summary>Test-only: stands between this target and the file for writes, syncs and reads (crash models); null: none.</summary>
+    internal DiskWriteInterceptor? WriteInterceptor { get; set; }
 
     /// <summary>Test-only fault injection, asked before every read and write (null: none).</summary>
     internal DiskFaultHook? FaultHook { get; set; }
@@ -103,7 +95,14 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
     {
         try
         {
-            io.Sync();
+            if (WriteInterceptor is { } interceptor)
+            {
+                interceptor.Sync(new DiskPassThrough(io));
+            }
+            else
+            {
+                io.Sync();
+            }
         }
         catch (IOException e) when (e is not BufferIOException)
         {
@@ -115,19 +114,6 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
     public void DropOsCache() => io.DropPageCache();
 
     internal override void SyncForFlush() => Sync();
-
-    internal static int ParseCrashAfterWrites(string? value)
-    {
-        if (string.IsNullOrWhiteSpace(value))
-        {
-            return 0;
-        }
-        if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out int k))
-        {
-            throw new InvalidOperationException($"{CrashAfterWritesVariable}='{value}' is not a non-negative write count");
-        }
-        return k;
-    }
 
     internal override byte* AttachMemory(long daddr, int lengthBB) =>
         (byte*)NativeMemory.AlignedAlloc((nuint)(lengthBB * 512), MemoryAlignment);
@@ -165,6 +151,7 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
             throw new BufferIOException(Name, daddr, lengthBB,
                 $"short read: {got} of {length} bytes (the target is {sizeBytes} bytes long); not zero filled");
         }
+        WriteInterceptor?.AfterRead(new Span<byte>(data, length), daddr * 512);
     }
 
     internal override void WriteFrom(byte* data, long daddr, int lengthBB)
@@ -189,18 +176,20 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
         }
         try
         {
-            io.Write(data, length, daddr * 512);
+            if (WriteInterceptor is { } interceptor)
+            {
+                interceptor.Write(new ReadOnlySpan<byte>(data, length), daddr * 512, new DiskPassThrough(io));
+            }
+            else
+            {
+                io.Write(data, length, daddr * 512);
+            }
         }
-        catch (IOException e)
+        catch (IOException e) when (e is not BufferIOException)
         {
             throw new BufferIOException(Name, daddr, lengthBB, e.Message, e);
         }
-        long n = Interlocked.Increment(ref successfulWrites);
-        int k = CrashAfterWrites;
-        if (k > 0 && n == k)
-        {
-            CrashAction();
-        }
+        Interlocked.Increment(ref successfulWrites);
     }
 
     protected override void Dispose(bool disposing)
@@ -210,15 +199,6 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
             io.Dispose();
         }
         base.Dispose(disposing);
-    }
-
-    private static void DefaultCrash()
-    {
-        if (OperatingSystem.IsLinux())
-        {
-            LinuxProcess.KillSelf();
-        }
-        Environment.FailFast($"{CrashAfterWritesVariable}: crash point reached");
     }
 
     /// <summary>Test-only: decides the fate of one request (see <see cref="FaultHook"/>).</summary>
@@ -232,8 +212,28 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
         public static DiskFault Short(int bytes) => new(0, bytes);
     }
 
+    /// <summary>Test-only: the file itself, for a <see cref="DiskWriteInterceptor"/> that decides when bytes reach it.</summary>
+    internal readonly struct DiskPassThrough
+    {
+        private readonly DiskIo io;
+
+        internal DiskPassThrough(DiskIo io) => this.io = io;
+
+        /// <summary>pwrite of <paramref name="bytes"/> at byte <paramref name="offset"/>.</summary>
+        public void Write(ReadOnlySpan<byte> bytes, long offset)
+        {
+            fixed (byte* p = bytes)
+            {
+                io.Write(p, bytes.Length, offset);
+            }
+        }
+
+        /// <summary>fsync.</summary>
+        public void Sync() => io.Sync();
+    }
+
     /// <summary>How a disk target moves bytes: Linux syscalls or the BCL.</summary>
-    private abstract class DiskIo : IDisposable
+    internal abstract class DiskIo : IDisposable
     {
         public abstract bool IsDirect { get; }
         public abstract long Size();

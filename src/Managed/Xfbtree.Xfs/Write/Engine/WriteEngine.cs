@@ -41,6 +41,7 @@ public sealed class WriteEngine : IDisposable
     private readonly WriteEngineOptions options;
     [ThreadStatic] private static WriteTransaction? current;
     private volatile string? failure;
+    private IDisposable? writerLock; // Native.ImageFileLock: the OFD lock every xfbtree writer takes
     private int state; // 0 open, 1 closed/disposed
     private long icountDelta, ifreeDelta;
 
@@ -80,8 +81,34 @@ public sealed class WriteEngine : IDisposable
         {
             throw new XfsWriteException(WriteErrorKind.NotSupported, e.Message, e);
         }
-        ProbeNotLocked(imagePath);
+        IDisposable? writerLock;
+        try
+        {
+            writerLock = OperatingSystem.IsLinux() ? Native.ImageFileLock.TryAcquireExclusive(imagePath) : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or Native.NativeCallException)
+        {
+            throw new XfsWriteException(WriteErrorKind.Io, $"{imagePath}: cannot lock the image: {e.Message}", e);
+        }
+        if (writerLock is null && OperatingSystem.IsLinux())
+        {
+            throw new XfsWriteException(WriteErrorKind.Busy, $"{imagePath}: another writer (xfbtree io, stress or repair) holds the image");
+        }
+        try
+        {
+            WriteEngine engine = OpenLocked(imagePath, options);
+            engine.writerLock = writerLock;
+            return engine;
+        }
+        catch
+        {
+            writerLock?.Dispose();
+            throw;
+        }
+    }
 
+    private static WriteEngine OpenLocked(string imagePath, WriteEngineOptions options)
+    {
         XfsImage img;
         try
         {
@@ -98,10 +125,6 @@ public sealed class WriteEngine : IDisposable
         WriteJournal? journal = null;
         try
         {
-            if (!ImageFileLock.TryLockExclusive(img.RawHandle))
-            {
-                throw new XfsWriteException(WriteErrorKind.Busy, $"{imagePath}: locked by another program (another xfbtree writer?)");
-            }
             var disk = (DiskBufferTarget)img.Target;
             if (disk.IsBlockDevice)
             {
@@ -160,23 +183,6 @@ public sealed class WriteEngine : IDisposable
             journal?.Dispose();
             img.Dispose();
             throw;
-        }
-    }
-
-    /// <summary>A second writer already holds the image: .NET's own shared flock on a fresh descriptor fails.</summary>
-    private static void ProbeNotLocked(string path)
-    {
-        try
-        {
-            using var probe = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-        }
-        catch (IOException e)
-        {
-            throw new XfsWriteException(WriteErrorKind.Busy, $"{path}: locked by another program (another xfbtree writer?): {e.Message}", e);
-        }
-        catch (UnauthorizedAccessException e)
-        {
-            throw new XfsWriteException(WriteErrorKind.Io, $"{path}: {e.Message}", e);
         }
     }
 
@@ -635,7 +641,8 @@ public sealed class WriteEngine : IDisposable
             return;
         }
         journal.Dispose();
-        image.Dispose(); // closing the probe handle drops the flock
+        image.Dispose();
+        writerLock?.Dispose(); // last: no other writer may start while our descriptors still write
         commitGate.Dispose();
     }
 
@@ -668,22 +675,73 @@ public sealed class WriteEngine : IDisposable
         ulong fd = 0, ic = 0, ifr = 0;
         for (uint a = 0; a < ags.Length; a++)
         {
-            Agf agf = image.ReadAgf(a);
-            fd += (ulong)agf.FreeBlocks + agf.FlCount + agf.BtreeBlocks;
-            Agi agi = image.ReadAgi(a);
-            ic += agi.Count;
-            ifr += agi.FreeCount;
+            var c = AgCounters(a) ?? throw new CorruptionException("AGF", Geometry.AgHeaderDaddr(a, 1), $"AG {a}: headers unreadable");
+            fd += c.Fdblocks;
+            ic += c.Icount;
+            ifr += c.Ifree;
         }
         return (fd, ic, ifr);
     }
 
+    /// <summary>One AG's share of the superblock counters, or null when its AGF or AGI cannot be read.</summary>
+    private (ulong Fdblocks, ulong Icount, ulong Ifree)? AgCounters(uint agno)
+    {
+        try
+        {
+            Agf agf = image.ReadAgf(agno);
+            Agi agi = image.ReadAgi(agno);
+            return ((ulong)agf.FreeBlocks + agf.FlCount + agf.BtreeBlocks, agi.Count, agi.FreeCount);
+        }
+        catch (CorruptionException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Per-AG counter shares at open (null: unreadable), for a close when some AG is unreadable.</summary>
+    private (ulong Fdblocks, ulong Icount, ulong Ifree)?[]? countersAtOpen;
+
     private void WriteCleanSuperblock()
     {
-        var (fd, ic, ifr) = ComputeSuperblockCounters();
+        var now = new (ulong Fdblocks, ulong Icount, ulong Ifree)?[ags.Length];
+        bool complete = true;
+        for (uint a = 0; a < ags.Length; a++)
+        {
+            now[a] = AgCounters(a);
+            complete &= now[a] is not null;
+        }
         BlockBuffer sb = image.Cache.Read(disk, 0, Geometry.SectorBasicBlocks, SuperblockVerifier(), BufferLockMode.Exclusive);
         try
         {
             Span<byte> s = sb.Span[..Geometry.SectorSize];
+            ulong fd = 0, ic = 0, ifr = 0;
+            if (complete)
+            {
+                // As the kernel derives them at mount: every AG's share, whatever the superblock said before.
+                foreach (var c in now)
+                {
+                    fd += c!.Value.Fdblocks;
+                    ic += c.Value.Icount;
+                    ifr += c.Value.Ifree;
+                }
+            }
+            else
+            {
+                // An AG with unreadable headers (sick): keep the superblock's figures and add what changed in the
+                // AGs that can be read (the engine never changed the others).
+                fd = AgHeaderEditor.FreeDataBlocks(s);
+                ic = BinaryPrimitives.ReadUInt64BigEndian(s[IcountOffset..]);
+                ifr = BinaryPrimitives.ReadUInt64BigEndian(s[IfreeOffset..]);
+                for (int a = 0; a < now.Length; a++)
+                {
+                    if (now[a] is { } n && countersAtOpen?[a] is { } o)
+                    {
+                        fd = fd + n.Fdblocks - o.Fdblocks;
+                        ic = ic + n.Icount - o.Icount;
+                        ifr = ifr + n.Ifree - o.Ifree;
+                    }
+                }
+            }
             BinaryPrimitives.WriteUInt64BigEndian(s[IcountOffset..], ic);
             BinaryPrimitives.WriteUInt64BigEndian(s[IfreeOffset..], ifr);
             AgHeaderEditor.SetFreeDataBlocks(s, fd);
@@ -701,8 +759,10 @@ public sealed class WriteEngine : IDisposable
     /// headers are corrupt is marked sick instead of failing the open.</summary>
     private void LoadAgSummaries()
     {
+        countersAtOpen = new (ulong, ulong, ulong)?[ags.Length];
         foreach (EngineAg ag in ags)
         {
+            countersAtOpen[ag.AgNumber] = AgCounters(ag.AgNumber);
             try
             {
                 Agf agf = image.ReadAgf(ag.AgNumber);

@@ -408,12 +408,13 @@ public sealed class WriteTransaction : IDisposable
         SpaceAllocator.EnsureSpace(this, blocks, purpose);
     }
 
-    // ------------------------------------------------------------------ rmap and refcount (AG lock needed)
+    // ------------------------------------------------------------------ rmap and refcount (the AG is locked if it is not yet)
 
     /// <summary>Maps a record in AG <paramref name="agno"/>'s rmapbt (merging) and notifies the AG's hooks.</summary>
     public void RmapMap(uint agno, RmapRecord record, bool shared)
     {
         ThrowIfDone();
+        LockAg(agno);
         Space(agno).RmapChange(RmapUpdateKind.Map, record, shared);
     }
 
@@ -421,6 +422,7 @@ public sealed class WriteTransaction : IDisposable
     public void RmapUnmap(uint agno, RmapRecord record, bool shared)
     {
         ThrowIfDone();
+        LockAg(agno);
         Space(agno).RmapChange(RmapUpdateKind.Unmap, record, shared);
     }
 
@@ -428,6 +430,7 @@ public sealed class WriteTransaction : IDisposable
     public void RmapConvert(uint agno, RmapRecord record, bool shared)
     {
         ThrowIfDone();
+        LockAg(agno);
         Space(agno).RmapChange(RmapUpdateKind.Convert, record, shared);
     }
 
@@ -435,6 +438,7 @@ public sealed class WriteTransaction : IDisposable
     public void RefcountIncrement(uint agno, uint agbno, uint length)
     {
         ThrowIfDone();
+        LockAg(agno);
         Space(agno).RefcountAdjust(agbno, length, +1);
     }
 
@@ -443,6 +447,7 @@ public sealed class WriteTransaction : IDisposable
     public IReadOnlyList<(uint AgBlock, uint Length)> RefcountDecrement(uint agno, uint agbno, uint length)
     {
         ThrowIfDone();
+        LockAg(agno);
         return Space(agno).RefcountAdjust(agbno, length, -1);
     }
 
@@ -450,6 +455,7 @@ public sealed class WriteTransaction : IDisposable
     public bool IsShared(uint agno, uint agbno, uint length)
     {
         ThrowIfDone();
+        LockAg(agno);
         return Space(agno).IsShared(agbno, length);
     }
 

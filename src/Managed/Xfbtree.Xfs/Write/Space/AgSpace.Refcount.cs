@@ -127,6 +127,10 @@ internal sealed partial class AgSpace
         return QueryRefcounts(agbno, (uint)Math.Min((ulong)agbno + length - 1, uint.MaxValue - 1)).Exists(r => r.End > agbno && r.Start < (ulong)agbno + length);
     }
 
+    /// <summary>Shared-domain records (start, length, count) overlapping blocks [first, last], in order.</summary>
+    public List<(uint Start, uint Length, uint Count)> RefcountRecords(uint first, uint last) =>
+        QueryRefcounts(first, last).ConvertAll(r => (r.Start, r.Length, r.Count));
+
     /// <summary>Shared-domain records overlapping blocks [first, last], in order.</summary>
     private List<RefcountExtent> QueryRefcounts(uint first, uint last)
     {

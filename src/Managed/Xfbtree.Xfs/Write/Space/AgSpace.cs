@@ -96,7 +96,8 @@ internal sealed partial class AgSpace
     public uint RmapBlocks => Field(Format.Agf.OffsetRmapBlocks);
     public uint RefcountBlocks => Field(Format.Agf.OffsetRefcountBlocks);
 
-    private uint Level(AgfTree tree) => tree switch
+    /// <summary>Height of a tree rooted in the AGF, as this transaction sees it.</summary>
+    public uint Level(AgfTree tree) => tree switch
     {
         AgfTree.Bnobt => Field(Format.Agf.OffsetLevels),
         AgfTree.Cntbt => Field(Format.Agf.OffsetLevels + 4),
@@ -224,6 +225,11 @@ internal sealed partial class AgSpace
             throw new CorruptionException("AGFL", Agfl.Daddr, $"AG {AgNumber}: the free list is full");
         }
         uint last = (Field(Format.Agf.OffsetFlLast) + 1) % (uint)slots;
+        if (count == 0 && Field(Format.Agf.OffsetFlFirst) != last)
+        {
+            // An empty list may have been left with any flfirst: the one entry is both first and last.
+            SetField(Format.Agf.OffsetFlFirst, last);
+        }
         SetSlot(last, agbno);
         SetField(Format.Agf.OffsetFlLast, last);
         SetField(Format.Agf.OffsetFlCount, count + 1);

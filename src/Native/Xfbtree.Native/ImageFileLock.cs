@@ -1,0 +1,77 @@
+using System.Runtime.Versioning;
+
+namespace Xfbtree.Native;
+
+/// <summary>
+/// An exclusive advisory lock on a whole image file or block device, held until <see cref="Dispose"/>: one writer
+/// per image. It is an open-file-description lock (fcntl F_OFD_SETLK, F_WRLCK over the whole file), not flock:
+/// .NET takes flock(LOCK_SH) whenever it opens a file (File.OpenHandle, FileStream), so an flock LOCK_EX would
+/// make the writer's own later opens, and every .NET reader elsewhere, fail with "used by another process".
+/// OFD locks belong to the open file description, so a second <see cref="TryAcquireExclusive"/> on the same file
+/// fails even inside the same process: take the lock once per writer. The kernel drops the lock when the
+/// descriptor closes, also when the process dies. Advisory only: it keeps out other xfbtree writers, not programs
+/// that do not ask (the loop-device check and the O_EXCL open of block devices cover the kernel).
+/// </summary>
+[SupportedOSPlatform("linux")]
+public sealed unsafe class ImageFileLock : IDisposable
+{
+    const int EAGAIN = 11, EACCES = 13;
+
+    readonly SafeFdHandle _fd;
+
+    ImageFileLock(SafeFdHandle fd, string path)
+    {
+        _fd = fd;
+        Path = path;
+    }
+
+    /// <summary>The locked file as given.</summary>
+    public string Path { get; }
+
+    /// <summary>
+    /// Locks <paramref name="path"/> exclusively without waiting. Returns null when another open file description
+    /// holds a lock on it (another writer); throws <see cref="NativeCallException"/> when the file cannot be opened
+    /// or locked for any other reason, so a failure never passes as "not in use".
+    /// </summary>
+    public static ImageFileLock? TryAcquireExclusive(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        // Read-write (a write lock needs a writable descriptor) and never O_EXCL: a block device stays claimable by the writer.
+        SafeFdHandle fd = LinuxDevices.Open(path, writable: true, exclusive: false, direct: false);
+        int error;
+        bool added = false;
+        try
+        {
+            fd.DangerousAddRef(ref added);
+            int rc;
+            do
+            {
+                var whole = new Tmds.Linux.flock { l_type = (short)Tmds.Linux.LibC.F_WRLCK, l_whence = (short)Tmds.Linux.LibC.SEEK_SET, l_start = 0, l_len = 0, l_pid = 0 };
+                rc = Tmds.Linux.LibC.fcntl(fd.Fd, Tmds.Linux.LibC.F_OFD_SETLK, &whole);
+                error = rc == 0 ? 0 : Tmds.Linux.LibC.errno;
+            }
+            while (rc != 0 && error == NativeErrors.EINTR);
+        }
+        finally
+        {
+            if (added)
+            {
+                fd.DangerousRelease();
+            }
+        }
+        if (error == 0)
+        {
+            return new ImageFileLock(fd, path);
+        }
+        fd.Dispose();
+        if (error is EAGAIN or EACCES)
+        {
+            return null;
+        }
+        NativeErrors.Throw("fcntl(F_OFD_SETLK, F_WRLCK)", error, path);
+        return null;
+    }
+
+    /// <summary>Releases the lock (closes the descriptor).</summary>
+    public void Dispose() => _fd.Dispose();
+}

@@ -1,0 +1,49 @@
+using Xfbtree.Native;
+
+namespace Xfbtree.Tests.Native;
+
+/// <summary>The one-writer-per-image lock: exclusive across descriptors, released with Dispose, fails closed.</summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class NativeImageFileLockTests : IDisposable
+{
+    readonly string _path = Path.Combine(Path.GetTempPath(), $"xfbtree-lock-{Environment.ProcessId}-{Guid.NewGuid():N}.img");
+
+    public NativeImageFileLockTests() => File.WriteAllBytes(_path, new byte[4096]);
+
+    public void Dispose() => File.Delete(_path);
+
+    [Fact]
+    public void ImageFileLock_SecondExclusiveLockIsRefusedUntilTheFirstIsReleased()
+    {
+        ImageFileLock? first = ImageFileLock.TryAcquireExclusive(_path);
+        Assert.NotNull(first);
+        // flock locks belong to the open file description: a second open in the same process conflicts too.
+        Assert.Null(ImageFileLock.TryAcquireExclusive(_path));
+        first.Dispose();
+        using ImageFileLock? again = ImageFileLock.TryAcquireExclusive(_path);
+        Assert.NotNull(again);
+        Assert.Equal(_path, again.Path);
+    }
+
+    [Fact]
+    public void ImageFileLock_LeavesDotNetFileOpensAlone()
+    {
+        // .NET takes flock(LOCK_SH) on every open; the writer lock must not collide with it (the writer itself and
+        // its readers open the image with File.OpenHandle). Another process's view is tested by
+        // RepairSafetyTests.RepairRefusesWhileAnotherWriterHoldsTheImage.
+        using ImageFileLock? held = ImageFileLock.TryAcquireExclusive(_path);
+        Assert.NotNull(held);
+        using (var read = File.OpenHandle(_path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
+            Assert.Equal(4096, RandomAccess.GetLength(read));
+        using (var write = File.OpenHandle(_path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite))
+            RandomAccess.Write(write, new byte[] { 1 }, 0);
+        Assert.Null(ImageFileLock.TryAcquireExclusive(_path));
+    }
+
+    [Fact]
+    public void ImageFileLock_AFileThatCannotBeOpenedIsAnErrorNotFree()
+    {
+        var e = Assert.Throws<NativeCallException>(() => ImageFileLock.TryAcquireExclusive(_path + ".missing"));
+        Assert.Equal(2, e.ErrorNumber);
+    }
+}
