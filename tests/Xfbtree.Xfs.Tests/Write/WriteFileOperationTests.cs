@@ -137,6 +137,15 @@ internal static class WriteFileHarness
         }
     }
 
+    /// <summary>scripts/kernel-workload.sh: the kernel mounts the image read-write, deletes a third of the files
+    /// (freeing shared and btree-mapped blocks the engine wrote), writes and reflinks new ones, unmounts; no XFS
+    /// error in the kernel log and xfs_repair -n clean afterwards.</summary>
+    public static void AssertKernelWorkload(string image)
+    {
+        var workload = RepairTools.Exec(Path.Combine(RepairKernelTests.RepoRoot(), "scripts", "kernel-workload.sh"), [image]);
+        Assert.True(workload.ExitCode == 0, $"kernel workload: {workload}");
+    }
+
     public static byte[] Pattern(int length, int seed)
     {
         var b = new byte[length];

@@ -24,10 +24,6 @@ internal sealed class FileEdit
 {
     readonly WriteTransaction _tx;
     readonly XfsGeometry _geo;
-    /// <summary>Blocks written by this edit at the ends of a modified range (fsbno -> content): a later step of the
-    /// same operation that reads such a block (read-modify-write) must see this content, not the committed one.</summary>
-    readonly Dictionary<ulong, byte[]> _edgeBlocks = new();
-    ulong _modifyFirst, _modifyLast;
 
     internal FileEdit(WriteTransaction tx, IncoreInode inode, FileFork fork)
     {
@@ -226,8 +222,6 @@ internal sealed class FileEdit
     {
         if (end <= start) return;
         ulong first = (ulong)(start / BlockSize), stop = (ulong)((end - 1) / BlockSize) + 1;
-        _modifyFirst = first;
-        _modifyLast = stop - 1;
         ulong p = first;
         while (p < stop)
         {
@@ -241,7 +235,7 @@ internal sealed class FileEdit
                     {
                         var got = Allocate(Hint(q), left);
                         var buf = Compose(q, got.Length, start, end, data, baseData: null);
-                        WriteData(got.Fsbno, q, buf);
+                        _tx.WriteData(got.Fsbno, buf);
                         Map(new BmbtExtent(q, got.Fsbno, got.Length, Unwritten: false));
                         q += got.Length;
                         left -= got.Length;
@@ -301,29 +295,13 @@ internal sealed class FileEdit
         return buf;
     }
 
-    /// <summary>Reads the current content of a mapped run (zeros when unwritten), including this edit's own writes.</summary>
+    /// <summary>Reads the current content of a mapped run (zeros when unwritten) as this transaction sees it (an
+    /// earlier step of the same operation may have written it).</summary>
     byte[] ReadRun(in BmbtExtent run)
     {
         var buf = new byte[checked((int)run.BlockCount * BlockSize)];
-        if (run.Unwritten) return buf;
-        _tx.Engine.ReadData(run.StartBlock, buf);
-        for (uint i = 0; i < run.BlockCount; i++)
-        {
-            if (_edgeBlocks.TryGetValue(run.StartBlock + i, out var mine)) mine.CopyTo(buf.AsSpan((int)i * BlockSize));
-        }
+        if (!run.Unwritten) _tx.ReadData(run.StartBlock, buf);
         return buf;
-    }
-
-    /// <summary>Journals data for file blocks [fileBlock, ...) at <paramref name="fsbno"/>, remembering the range's end blocks.</summary>
-    void WriteData(ulong fsbno, ulong fileBlock, byte[] content)
-    {
-        _tx.WriteData(fsbno, content);
-        int blocks = content.Length / BlockSize;
-        for (int i = 0; i < blocks; i++)
-        {
-            ulong fb = fileBlock + (ulong)i;
-            if (fb == _modifyFirst || fb == _modifyLast) _edgeBlocks[fsbno + (ulong)i] = content.AsSpan(i * BlockSize, BlockSize).ToArray();
-        }
     }
 
     void OverwriteInPlace(in BmbtExtent run, long start, long end, byte[]? data)
@@ -331,14 +309,14 @@ internal sealed class FileEdit
         long runStart = (long)run.StartOffset * BlockSize, runEnd = runStart + (long)run.BlockCount * BlockSize;
         // Read-modify-write only when the range covers the run partially.
         byte[]? baseData = start > runStart || end < runEnd ? ReadRun(run) : null;
-        WriteData(run.StartBlock, run.StartOffset, Compose(run.StartOffset, run.BlockCount, start, end, data, baseData));
+        _tx.WriteData(run.StartBlock, Compose(run.StartOffset, run.BlockCount, start, end, data, baseData));
     }
 
     void WriteUnwritten(in BmbtExtent run, long start, long end, byte[]? data, ModifyMode mode)
     {
         if (mode == ModifyMode.Zero) return; // already reads as zeros
         // Data first (zeros around the new bytes), then the flip to written.
-        WriteData(run.StartBlock, run.StartOffset, Compose(run.StartOffset, run.BlockCount, start, end, data, baseData: null));
+        _tx.WriteData(run.StartBlock, Compose(run.StartOffset, run.BlockCount, start, end, data, baseData: null));
         Extents.SetState(run.StartOffset, run.BlockCount, unwritten: false);
         var (agno, _) = Split(run.StartBlock);
         FileOperations.LockAg(_tx, agno);
@@ -360,7 +338,7 @@ internal sealed class FileEdit
             old = old with { BlockCount = got.Length };
             byte[] content = ReadRun(old);
             if (mode != ModifyMode.Unshare) content = Compose(old.StartOffset, old.BlockCount, start, end, data, content);
-            WriteData(got.Fsbno, old.StartOffset, content);
+            _tx.WriteData(got.Fsbno, content);
             Extents.Remove(old.StartOffset, old.BlockCount);
             MappingChanged = true;
             ReleasePiece(old);

@@ -376,7 +376,7 @@ internal sealed class FileFork
                     levelKeys.Add(childKeys[next]);
                 }
                 next += n;
-                buf.MarkDirty();
+                _tx.LogBuffer(buf, 0, buf.Length);
             }
             childKeys = levelKeys;
             childPtrs = levelPointers;

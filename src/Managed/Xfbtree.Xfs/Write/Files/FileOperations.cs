@@ -17,8 +17,9 @@ namespace Xfbtree.Xfs.Write.Files;
 /// </remarks>
 public sealed class FileOperations
 {
-    /// <summary>Largest file size (the kernel's MAX_LFS_FILESIZE on 64-bit).</summary>
-    public const long MaxFileSize = long.MaxValue;
+    /// <summary>Largest file size: the kernel's MAX_LFS_FILESIZE (2^63 - 1) rounded down to 64 KiB, the largest block
+    /// size, so that rounding any offset up to a block boundary cannot overflow.</summary>
+    public const long MaxFileSize = long.MaxValue / 65536 * 65536;
 
     public FileOperations(WriteEngine engine) => Engine = engine;
 
@@ -51,7 +52,8 @@ public sealed class FileOperations
     /// ranges read as zeros; stops at EOF). Returns the bytes read.</summary>
     public int Read(ulong ino, long offset, Span<byte> buffer)
     {
-        CheckRange(offset, buffer.Length, "read");
+        // A read may reach past the largest size: it stops at EOF anyway.
+        CheckRange(offset, 0, "read");
         var inode = Engine.GetInode(ino);
         ExtentList extents;
         long size;
