@@ -224,4 +224,100 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
         s.Close();
         AssertClean(s.Image);
     }
+
+    [Theory]
+    [InlineData("fresh-4ag")]
+    [InlineData("aged-small")]
+    [InlineData("geom-bs1k")]
+    [InlineData("geom-nrext64")]
+    public void UnlinkFreesWrittenFilesAndAnEmptiedBlockDirectory(string fixture)
+    {
+        using var s = new Session(fixture);
+        var ops = s.Ops;
+        var files = new FileOperations(s.Engine);
+        ops.Mkdir("/gone");
+        var data = new byte[100 * 1024];
+        new Random(5).NextBytes(data);
+        for (int i = 0; i < 30; i++)
+        {
+            ulong ino = ops.Create($"/gone/file-{i:D2}");
+            if (i % 10 == 0)
+            {
+                files.Write(ino, 0, data);
+                files.Write(ino, 1 << 20, data.AsSpan(0, 5000));
+            }
+        }
+        Assert.Equal("extents", ops.Stat("/gone").DataForkFormat);
+        Assert.True(ops.Stat("/gone/file-10").Blocks > 0);
+        ops.Mkdir("/gone/sub");
+        Assert.Equal(3u, ops.Stat("/gone").Links);
+        for (int i = 0; i < 30; i++) ops.Unlink($"/gone/file-{i:D2}");
+        ops.Unlink("/gone/sub");
+        Assert.Empty(ops.List("/gone"));
+        Assert.Equal(2u, ops.Stat("/gone").Links);
+        ops.Unlink("/gone"); // an empty block-format directory: its block is freed too
+        Assert.Equal(WriteErrorKind.NotFound, Assert.Throws<XfsWriteException>(() => ops.Stat("/gone")).Kind);
+        s.Close();
+        AssertClean(s.Image);
+        Assert.DoesNotContain(KernelTree(s.Image, s.Directory, ""), l => l.StartsWith("gone", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void UnlinkOfExistingBtreeReflinkedSymlinkAndHardLinkedFiles()
+    {
+        using var s = new Session("aged-small");
+        var ops = s.Ops;
+        Assert.Equal("btree", ops.Stat("/feat/fragmented.bin").DataForkFormat);
+        Assert.True(ops.Stat("/feat/reflink/fragmented.clone").Reflink);
+        Assert.Equal(6u, ops.Stat("/feat/special/one-block").Links);
+        ops.Unlink("/feat/fragmented.bin");
+        ops.Unlink("/feat/reflink/fragmented.clone");
+        var leaf = Assert.Throws<XfsWriteException>(() => ops.Unlink("/feat/links/l0007"));
+        Assert.Equal(WriteErrorKind.NotSupported, leaf.Kind);
+        Assert.Contains("'/feat/links' is in leaf format", leaf.Message, StringComparison.Ordinal);
+        ulong shared = ops.Lookup("/feat/special/one-block");
+        for (int i = 0; i < 4; i++) ops.Unlink($"/feat/special/hardlink{i}");
+        var st = ops.Stat("/feat/special/one-block");
+        Assert.Equal((shared, 2u), (st.Ino, st.Links));
+        s.Close();
+        AssertClean(s.Image);
+        var kernel = KernelTree(s.Image, s.Directory, "/feat");
+        Assert.Equal(OurTree(s.Image, "/feat"), kernel);
+        Assert.DoesNotContain("fragmented.bin " + 1573048, kernel);
+        Assert.DoesNotContain(kernel, l => l.StartsWith("special/hardlink0 ", StringComparison.Ordinal));
+        Assert.Contains($"special/one-block {shared}", kernel);
+    }
+
+    /// <summary>A block directory that is full is refused (leaf format would be needed) and the refused
+    /// transaction leaves nothing behind: no inode allocated, no block, counters unchanged.</summary>
+    [Theory]
+    [InlineData("fresh-4ag")]
+    [InlineData("geom-bs1k")]
+    public void AFullBlockDirectoryIsRefusedAndTheRefusalChangesNothing(string fixture)
+    {
+        using var s = new Session(fixture);
+        var ops = s.Ops;
+        ops.Mkdir("/big");
+        int n = 0;
+        XfsWriteException? refused = null;
+        while (refused == null && n < 1000)
+        {
+            try { ops.Create($"/big/entry-with-a-longer-name-{n:D4}"); n++; }
+            catch (XfsWriteException e) { refused = e; }
+        }
+        Assert.NotNull(refused);
+        output.WriteLine($"{n} entries, then: {refused.Message}");
+        Assert.Equal(WriteErrorKind.NotSupported, refused.Kind);
+        Assert.Contains("'/big' is full in block format", refused.Message, StringComparison.Ordinal);
+        Assert.True(n > 40, $"only {n} entries fit");
+        WriteEngineTestSupport.AssertInvariants(s.Engine, "after the refusal");
+        Assert.Equal(n, ops.List("/big").Count);
+        // The same name in a shortform directory still works, and the refused inode is the one it gets.
+        ops.Mkdir("/small");
+        ops.Create($"/small/entry-with-a-longer-name-{n:D4}");
+        s.Close();
+        AssertClean(s.Image);
+        string counts = TreeFixtures.XfsDb(s.Image, "sb 0", "p icount ifree");
+        output.WriteLine(counts);
+    }
 }

@@ -45,8 +45,14 @@ internal sealed class DirectoryEditor
         _ => "shortform",
     };
 
+    /// <summary>XFS_SB_VERSION_BORGBIT: names hash and compare case-insensitively (mkfs -n version=ci).</summary>
+    const ushort VersionAsciiCi = 0x4000;
+
     void RefuseEdit(string what)
     {
+        if ((_geo.Superblock.VersionNum & VersionAsciiCi) != 0)
+            throw new XfsWriteException(WriteErrorKind.NotSupported,
+                $"directory '{_where}': the filesystem has ASCII case-insensitive names, which the engine does not modify yet ({what})");
         if (Layout is DirectoryLayout.Leaf or DirectoryLayout.Node)
             throw new XfsWriteException(WriteErrorKind.NotSupported,
                 $"directory '{_where}' is in {FormatName(Layout)} format, which the engine does not modify yet ({what})");

@@ -202,6 +202,7 @@ public sealed class NamespaceOperations
         foreach (var e in Reader.DataExtents(inode.Ino, inode.Core, path))
         {
             uint agno = geo.FsbToAgno(e.StartBlock), agbno = geo.FsbToAgbno(e.StartBlock);
+            tx.LockAg(agno);
             tx.RmapUnmap(agno, new Trees.RmapRecord(agbno, e.BlockCount, inode.Ino, e.StartOffset), false);
             tx.Free(agno, agbno, e.BlockCount);
             freed += e.BlockCount;
