@@ -43,8 +43,8 @@ public sealed class WriteCrashTests(ITestOutputHelper output)
         {
             string image = scratch.Copy(pristine, $"kill{kill}.img");
             string log = Path.Combine(scratch.Directory, $"kill{kill}.log");
-            // The kill moment: a random delay once the child has loaded its model (0.05 - 1.5 s into the run).
-            int delayMs = 50 + random.Next(1450);
+            // The kill moment: a random delay once the child has loaded its model (0.1 - 3 s into the run).
+            int delayMs = 100 + random.Next(2900);
             bool finished = RunAndKill(image, log, seed, delayMs);
             var entries = StressOpLogFile.Read(log);
             opsSeen += entries.Count;

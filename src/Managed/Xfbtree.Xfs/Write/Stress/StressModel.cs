@@ -46,6 +46,10 @@ public sealed class ModelDirectory : ModelNode
 
     public SortedDictionary<string, ModelNode> Children { get; } = new(StringComparer.Ordinal);
 
+    /// <summary>Set when the engine refused to add or remove a name here (a directory format it does not write):
+    /// the workload then mostly leaves the directory's entries alone.</summary>
+    public bool NamesFrozen { get; internal set; }
+
     public string ChildPath(string name) => Path == "/" ? "/" + name : Path + "/" + name;
 }
 
@@ -67,7 +71,7 @@ public sealed record StressModelOptions
     public int MaxInitialFiles { get; init; } = 48;
     /// <summary>Files alive at once; beyond it creates turn into unlinks.</summary>
     public int MaxFiles { get; init; } = 160;
-    /// <summary>Directories alive at once; beyond it mkdirs turn into rmdirs.</summary>
+    /// <summary>Directories the workload may add to those of the image; beyond it mkdirs turn into rmdirs.</summary>
     public int MaxDirectories { get; init; } = 48;
     /// <summary>Directory listings during the load (bounds the walk on huge images).</summary>
     public int MaxDirectoriesWalked { get; init; } = 2000;
@@ -100,6 +104,9 @@ public sealed class StressModel
     public int FileCount { get { lock (_sync) return _files.Count; } }
 
     public int DirectoryCount { get { lock (_sync) return _directories.Count; } }
+
+    /// <summary>Directories the image had when the model was loaded.</summary>
+    public int InitialDirectoryCount { get; private set; } = 1;
 
     public IReadOnlyList<ModelFile> Files { get { lock (_sync) return _files.ToList(); } }
 
@@ -171,6 +178,7 @@ public sealed class StressModel
             if (adopted < model.Options.MaxInitialFiles && model.Adopt(target, parent, path, buffer)) adopted++;
             else model.Attach(new ForeignEntry(model._nextId++, path, parent, InodeType.RegularFile));
         }
+        model.InitialDirectoryCount = model.DirectoryCount;
         return model;
     }
 
@@ -323,7 +331,7 @@ public sealed class StressModel
     /// <summary>A deep copy (node ids and paths kept), for the crash test's "after op k+1" alternative.</summary>
     public StressModel Clone()
     {
-        var copy = new StressModel(Options);
+        var copy = new StressModel(Options) { InitialDirectoryCount = InitialDirectoryCount };
         copy._nextId = _nextId;
         var pending = new Queue<(ModelDirectory From, ModelDirectory To)>();
         pending.Enqueue((Root, copy.Root));

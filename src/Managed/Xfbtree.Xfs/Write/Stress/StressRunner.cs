@@ -221,9 +221,21 @@ public sealed class StressRunner
 
     (StressOpKind, ModelNode[])? PickNodes(Random random, StressOpKind kind)
     {
+        var picked = PickNodesAnyDirectory(random, kind);
+        // A directory the engine cannot change: ask again only now and then (the refusal is still tested).
+        if (picked is { } p && p.Item1 is StressOpKind.Create or StressOpKind.Mkdir or StressOpKind.Unlink or StressOpKind.Rmdir or StressOpKind.CreateExisting
+            && p.Item2[0] is ModelDirectory { NamesFrozen: true } && random.Next(8) != 0)
+        {
+            return null;
+        }
+        return picked;
+    }
+
+    (StressOpKind, ModelNode[])? PickNodesAnyDirectory(Random random, StressOpKind kind)
+    {
         var options = _model.Options;
         if (kind == StressOpKind.Create && _model.FileCount >= options.MaxFiles) kind = StressOpKind.Unlink;
-        if (kind == StressOpKind.Mkdir && _model.DirectoryCount >= options.MaxDirectories) kind = StressOpKind.Rmdir;
+        if (kind == StressOpKind.Mkdir && _model.DirectoryCount >= _model.InitialDirectoryCount + options.MaxDirectories) kind = StressOpKind.Rmdir;
         switch (kind)
         {
             case StressOpKind.Create:
@@ -232,7 +244,10 @@ public sealed class StressRunner
             case StressOpKind.CreateExisting:
                 return (kind, [_model.PickDirectory(random)]);
             case StressOpKind.Rmdir:
+                // Prefer an empty one (a peek without its lock, re-checked under it): the image's directories are
+                // mostly full, and RmdirNotEmpty comes out of the others anyway.
                 var directory = _model.PickDirectory(random);
+                for (int i = 0; i < 4 && directory.Children.Count > 0; i++) directory = _model.PickDirectory(random);
                 return directory.Parent is null ? null : (kind, [directory.Parent, directory]);
             case StressOpKind.Unlink:
                 var victim = _model.PickFile(random);
@@ -385,6 +400,11 @@ public sealed class StressRunner
             else
             {
                 Interlocked.Increment(ref _counts[(int)op.Kind, 1 + (int)e.Kind]);
+                if (e.Kind == WriteErrorKind.NotSupported && op.Kind is StressOpKind.Create or StressOpKind.Mkdir or StressOpKind.Unlink or StressOpKind.Rmdir)
+                {
+                    // Under the directory's model lock (held by the caller).
+                    if (_model.Find(ParentPath(op.Path)) is ModelDirectory directory) directory.NamesFrozen = true;
+                }
                 if (e.Kind is not (WriteErrorKind.NoSpace or WriteErrorKind.NotSupported or WriteErrorKind.Corrupt or WriteErrorKind.Io))
                 {
                     Problem($"op {index} {op}: unexpected {e.Kind}: {e.Message}");
@@ -393,6 +413,8 @@ public sealed class StressRunner
         }
         _options.OpLog?.Finished(index, outcome);
     }
+
+    static string ParentPath(string path) => path.LastIndexOf('/') <= 0 ? "/" : path[..path.LastIndexOf('/')];
 
     /// <summary>Calls the engine; for reads, stat and list, returns how the answer differs from the model (or null).</summary>
     string? Call(StressOp op, Scratch scratch)
