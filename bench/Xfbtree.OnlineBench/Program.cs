@@ -68,7 +68,7 @@ try
     double offlineMs = offline.Skip(repeat > 1 ? 1 : 0).Average();
     OnlineRmapRepairResult last = online[^1];
     Console.WriteLine($"image: {sourceImage ?? "aged-small fixture"}; AG {agno}: {last.Records} records, {last.InodesScanned} inodes scanned, new tree {last.NewTreeBlocks} blocks / height {last.NewHeight}");
-    Console.WriteLine(string.Create(inv, $"one AG, no writers (mean of {Math.Max(1, repeat - 1)} after a warm-up): online {onlineMs:F0} ms, offline rmap repair {offlineMs:F0} ms, online/offline {onlineMs / offlineMs:F2}x"));
+    Console.WriteLine(string.Create(inv, $"one AG, no writers (mean of {Math.Max(1, repeat - 1)} after a warm-up): online {onlineMs:F0} ms (setup {last.SetupTime.TotalMilliseconds:F0}, scan {last.ScanTime.TotalMilliseconds:F0}, locked {last.TimeLocked.TotalMilliseconds:F0}), offline rmap repair {offlineMs:F0} ms, online/offline {onlineMs / offlineMs:F2}x"));
 
     // 2. throughput without and with online repairs.
     double without = Stress(Copy(pristine, "stress-plain.img"), null, out _);

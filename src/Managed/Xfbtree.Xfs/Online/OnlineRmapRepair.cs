@@ -66,6 +66,9 @@ public sealed record OnlineRmapRepairResult
     /// <summary>Shadow records before the OWN_AG records.</summary>
     public long ShadowRecords { get; init; }
     public TimeSpan Elapsed { get; init; }
+    /// <summary>Setup (under the AG lock) and the inode scan (no AG lock held while it waits for inodes).</summary>
+    public TimeSpan SetupTime { get; init; }
+    public TimeSpan ScanTime { get; init; }
     /// <summary>Time the final phase held the AG lock, and its parts.</summary>
     public TimeSpan TimeLocked { get; init; }
     public TimeSpan LockedValidate { get; init; }
@@ -168,15 +171,18 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
         {
             progress?.Report($"AG {agno}: setup");
             Setup();
+            TimeSpan setup = total.Elapsed;
             testHooks?.AfterSetup?.Invoke();
             progress?.Report($"AG {agno}: scanning inodes");
+            var scanClock = System.Diagnostics.Stopwatch.StartNew();
             ScanInodes(cancel);
+            TimeSpan scanTime = scanClock.Elapsed;
             testHooks?.BeforeFinish?.Invoke();
             cancel.ThrowIfCancellationRequested();
             progress?.Report($"AG {agno}: building the new rmapbt");
             OnlineRmapRepairResult result = Finish();
             engine.Ag(agno).MarkHealthy();
-            return result with { Elapsed = total.Elapsed };
+            return result with { Elapsed = total.Elapsed, SetupTime = setup, ScanTime = scanTime };
         }
         catch (OperationCanceledException)
         {
