@@ -44,7 +44,8 @@ public sealed class OnlineRmapKernelOracleTests(ITestOutputHelper output)
         string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
         string marker = $"xfbtree-online-kernel-oracle-{Environment.ProcessId}-{seed}";
         File.WriteAllText("/dev/kmsg", marker + "\n");
-        TreeFixtures.Run("/bin/mount", ["-o", "loop", image, mnt]);
+        // nouuid: other test runs on this machine may have a copy of the same fixture (same UUID) mounted.
+        TreeFixtures.Run("/bin/mount", ["-o", "loop,nouuid", image, mnt]);
         string device;
         try
         {

@@ -520,14 +520,20 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
                     ownAgRecords = regions;
                     break;
                 }
-                uint want = (uint)(bulk.TotalBlocks - reservedCount);
-                var request = new AllocationRequest(geo.AgbToFsb(agno, hint), 1, want, AllocationPurpose.RmapBtreeBlock, OnlyAg: agno);
-                if (!space.TryAllocateHere(request, out uint start, out uint length))
+                // Cover the whole shortfall in this round (fragmented free space gives small extents); the next
+                // round only has to cover the OWN_AG records those extents added.
+                for (long shortfall = bulk.TotalBlocks - reservedCount; shortfall > 0;)
                 {
-                    throw new XfsWriteException(WriteErrorKind.NoSpace, $"AG {agno}: no free space for {want} more blocks of the new rmapbt");
+                    uint want = (uint)Math.Min(shortfall, uint.MaxValue);
+                    var request = new AllocationRequest(geo.AgbToFsb(agno, hint), 1, want, AllocationPurpose.RmapBtreeBlock, OnlyAg: agno);
+                    if (!space.TryAllocateHere(request, out uint start, out uint length))
+                    {
+                        throw new XfsWriteException(WriteErrorKind.NoSpace, $"AG {agno}: no free space for {shortfall} more blocks of the new rmapbt");
+                    }
+                    reserved.Add((start, length));
+                    reservedCount += length;
+                    shortfall -= length;
                 }
-                reserved.Add((start, length));
-                reservedCount += length;
             }
             foreach (var (s, l) in reserved)
             {
