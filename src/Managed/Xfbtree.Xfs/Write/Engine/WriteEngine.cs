@@ -152,6 +152,14 @@ public sealed class WriteEngine : IDisposable
                     throw new XfsWriteException(WriteErrorKind.NotSupported, $"{journalPath} is the journal of another filesystem; move it away first");
                 }
                 ours = owner is not null || sb.NeedsRepair; // a torn header: we crashed while creating it
+                // Records are only appended while NEEDSREPAIR is on disk, and a clean close empties the journal
+                // before it clears the flag: records without the flag mean another program (xfs_repair) has
+                // changed the image since, and replaying them would undo its work.
+                if (owner is not null && !sb.NeedsRepair && new FileInfo(journalPath).Length > WriteJournal.HeaderLength)
+                {
+                    throw new XfsWriteException(WriteErrorKind.NotSupported,
+                        $"{journalPath} holds transactions but the filesystem is no longer marked NEEDSREPAIR (repaired since?); move the stale journal away");
+                }
             }
             CheckWritable(img, allowNeedsRepair: ours);
             int replayed = 0;

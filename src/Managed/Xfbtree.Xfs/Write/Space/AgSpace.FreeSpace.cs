@@ -28,14 +28,14 @@ internal sealed partial class AgSpace
         {
             return false;
         }
-        FixFreeList();
+        bool hintHere = request.HintFsbno != AllocationRequest.NullFsbno && geo.FsbToAgno(request.HintFsbno) == AgNumber
+            && geo.FsbToAgbno(request.HintFsbno) < agLength;
+        uint hint = hintHere ? geo.FsbToAgbno(request.HintFsbno) : 0;
+        FixFreeList(hintHere ? hint : null);
         if (!SpaceAvailable(request.Purpose, request.MinLength, align))
         {
             return false;
         }
-        bool hintHere = request.HintFsbno != AllocationRequest.NullFsbno && geo.FsbToAgno(request.HintFsbno) == AgNumber
-            && geo.FsbToAgbno(request.HintFsbno) < agLength;
-        uint hint = hintHere ? geo.FsbToAgbno(request.HintFsbno) : 0;
         uint fbno = 0, flen = 0, abno = 0, alen = 0;
         bool found;
         if (request.Exact)

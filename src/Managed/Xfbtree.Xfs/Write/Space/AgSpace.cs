@@ -22,6 +22,7 @@ internal sealed partial class AgSpace
     private readonly XfsGeometry geo;
     private readonly uint agLength;
     private readonly int slots;
+    private readonly SpaceLimits limits;
     private BlockBuffer? agf;
     private BlockBuffer? agfl;
 
@@ -32,6 +33,7 @@ internal sealed partial class AgSpace
         geo = tx.Geometry;
         agLength = geo.AgLength(agno);
         slots = geo.AgflSlots;
+        limits = SpaceLimits.For(geo);
     }
 
     public uint AgNumber { get; }
@@ -139,13 +141,13 @@ internal sealed partial class AgSpace
     }
 
     public Btree<BnobtOps> Bnobt() => new(new BnobtOps(agLength), tx.AgStore(AgNumber, () => TakeFromFreeList(AgfTree.Bnobt), b => ReturnToFreeList(AgfTree.Bnobt, b)),
-        Root(AgfTree.Bnobt), geo.MetaUuid, AgNumber, XfsTreeLimits.MaxRecords(geo, AgfTree.Bnobt));
+        Root(AgfTree.Bnobt), geo.MetaUuid, AgNumber, limits.MaxRecords[(int)AgfTree.Bnobt]);
 
     public Btree<CntbtOps> Cntbt() => new(new CntbtOps(agLength), tx.AgStore(AgNumber, () => TakeFromFreeList(AgfTree.Cntbt), b => ReturnToFreeList(AgfTree.Cntbt, b)),
-        Root(AgfTree.Cntbt), geo.MetaUuid, AgNumber, XfsTreeLimits.MaxRecords(geo, AgfTree.Cntbt));
+        Root(AgfTree.Cntbt), geo.MetaUuid, AgNumber, limits.MaxRecords[(int)AgfTree.Cntbt]);
 
     public Btree<RmapbtOps> Rmapbt() => new(new RmapbtOps(false, agLength), tx.AgStore(AgNumber, () => TakeFromFreeList(AgfTree.Rmapbt), b => ReturnToFreeList(AgfTree.Rmapbt, b)),
-        Root(AgfTree.Rmapbt), geo.MetaUuid, AgNumber, XfsTreeLimits.MaxRecords(geo, AgfTree.Rmapbt));
+        Root(AgfTree.Rmapbt), geo.MetaUuid, AgNumber, limits.MaxRecords[(int)AgfTree.Rmapbt]);
 
     public Btree<RefcountbtOps> Refcountbt()
     {
@@ -154,7 +156,7 @@ internal sealed partial class AgSpace
             throw new XfsWriteException(WriteErrorKind.NotSupported, $"{tx.Operation}: the filesystem has no reflink feature (no refcount btree)");
         }
         return new(new RefcountbtOps(), tx.AgStore(AgNumber, AllocateRefcountBlock, FreeRefcountBlock),
-            Root(AgfTree.Refcountbt), geo.MetaUuid, AgNumber, XfsTreeLimits.MaxRecords(geo, AgfTree.Refcountbt));
+            Root(AgfTree.Refcountbt), geo.MetaUuid, AgNumber, limits.MaxRecords[(int)AgfTree.Refcountbt]);
     }
 
     // ------------------------------------------------------------------ the free list
@@ -245,8 +247,9 @@ internal sealed partial class AgSpace
     /// <inheritdoc cref="MinFreeList()"/>
     public static uint MinFreeList(XfsGeometry geo, uint bno, uint cnt, uint rmap)
     {
-        int allocMax = XfsTreeLimits.MaxLevels(geo, AgfTree.Bnobt);
-        int rmapMax = XfsTreeLimits.MaxLevels(geo, AgfTree.Rmapbt);
+        SpaceLimits limits = SpaceLimits.For(geo);
+        int allocMax = limits.AllocMaxLevels;
+        int rmapMax = limits.RmapMaxLevels;
         uint current = Math.Min(bno + 1, (uint)allocMax) * 2 - 2 + Math.Min(cnt + 1, (uint)allocMax) * 2 - 2 + Math.Min(rmap + 1, (uint)rmapMax) * 2 - 2;
         uint older = Math.Min(bno + 1, (uint)allocMax) + Math.Min(cnt + 1, (uint)allocMax) + Math.Min(rmap + 1, (uint)rmapMax);
         return Math.Max(current, older);
@@ -257,7 +260,11 @@ internal sealed partial class AgSpace
     /// unmapped) and refills one below it (extents from the cntbt, OWN_AG mapped, blocks to the tail).
     /// Called before every allocation, free and rmap/refcount change, so splits never find the list empty.
     /// </summary>
-    public void FixFreeList()
+    public void FixFreeList() => FixFreeList(null);
+
+    /// <param name="keepClear">An AG block the caller is about to allocate at (exact or near hint): a refill that
+    /// has to use the extent holding it takes that extent's far end, so the exact request still finds its blocks.</param>
+    public void FixFreeList(uint? keepClear)
     {
         uint need = MinFreeList();
         while (FlCount > need)
@@ -281,7 +288,7 @@ internal sealed partial class AgSpace
                 throw new CorruptionException("AGF", Agf.Daddr, $"AG {AgNumber}: the free list does not fill up");
             }
             uint want = need - FlCount;
-            if (!FindBySize(want, 1, 1, out uint fbno, out uint flen, out uint abno, out uint alen))
+            if (!FindRefill(want, keepClear, out uint fbno, out uint flen, out uint abno, out uint alen))
             {
                 throw new XfsWriteException(WriteErrorKind.NoSpace, $"{tx.Operation}: AG {AgNumber} has no free space left for its free list");
             }
@@ -292,6 +299,57 @@ internal sealed partial class AgSpace
                 PutOnFreeList(b);
             }
         }
+    }
+
+    /// <summary>
+    /// The extent a refill takes from: by size as the kernel does (the smallest holding <paramref name="want"/>
+    /// blocks, else the largest), but passing over the extent that holds <paramref name="keepClear"/> while
+    /// another one exists; from that extent it takes the far end.
+    /// </summary>
+    private bool FindRefill(uint want, uint? keepClear, out uint fbno, out uint flen, out uint abno, out uint alen)
+    {
+        fbno = flen = abno = alen = 0;
+        var tree = Cntbt();
+        using var cur = tree.CreateCursor();
+        Span<byte> key = stackalloc byte[8];
+        Trees.AllocRecord.Write(key, 0, want);
+        bool Holds(uint s, uint l) => keepClear is { } k && s <= k && k < (ulong)s + l;
+        bool found = false;
+        uint avoidStart = 0, avoidLen = 0;
+        for (bool ok = cur.Lookup(key, Btree.BtreeLookup.GreaterOrEqual); ok; ok = cur.Increment())
+        {
+            uint s = Trees.AllocRecord.StartBlock(cur.Current), l = Trees.AllocRecord.BlockCount(cur.Current);
+            if (!Holds(s, l))
+            {
+                (fbno, flen, found) = (s, l, true);
+                break;
+            }
+            (avoidStart, avoidLen) = (s, l);
+        }
+        if (!found)
+        {
+            for (bool ok = cur.MoveLast(); ok; ok = cur.Decrement())
+            {
+                uint s = Trees.AllocRecord.StartBlock(cur.Current), l = Trees.AllocRecord.BlockCount(cur.Current);
+                if (!Holds(s, l))
+                {
+                    (fbno, flen, found) = (s, l, true);
+                    break;
+                }
+                (avoidStart, avoidLen) = (s, l);
+            }
+        }
+        if (!found && avoidLen > 0)
+        {
+            (fbno, flen, found) = (avoidStart, avoidLen, true);
+        }
+        if (!found)
+        {
+            return false;
+        }
+        alen = Math.Min(want, flen);
+        abno = Holds(fbno, flen) ? fbno + flen - alen : fbno;
+        return true;
     }
 
     // ------------------------------------------------------------------ refcountbt blocks (from free space)
