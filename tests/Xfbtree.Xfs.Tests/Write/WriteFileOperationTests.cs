@@ -118,7 +118,8 @@ internal static class WriteFileHarness
     public static void AssertKernelReads(string image, IEnumerable<(string Path, FileModel Model)> files)
     {
         string mnt = Directory.CreateTempSubdirectory("xfbtree-wf-mnt-").FullName;
-        var mount = RepairTools.Exec("/bin/mount", ["-o", "ro,loop", image, mnt]);
+        // nouuid: other tests (in this process or others) may have a copy of the same fixture mounted.
+        var mount = RepairTools.Exec("/bin/mount", ["-o", "ro,loop,nouuid", image, mnt]);
         Assert.True(mount.ExitCode == 0, $"mount: {mount}");
         try
         {
@@ -142,6 +143,10 @@ internal static class WriteFileHarness
     /// error in the kernel log and xfs_repair -n clean afterwards.</summary>
     public static void AssertKernelWorkload(string image)
     {
+        // A fresh sb_uuid (metadata keeps the old one through meta_uuid): the script mounts without nouuid, and
+        // another copy of the same fixture may be mounted by a parallel test.
+        var uuid = RepairTools.Exec(TreeFixtures.Tool("xfs_admin"), ["-U", "generate", image]);
+        Assert.True(uuid.ExitCode == 0, $"xfs_admin -U generate: {uuid}");
         var workload = RepairTools.Exec(Path.Combine(RepairKernelTests.RepoRoot(), "scripts", "kernel-workload.sh"), [image]);
         Assert.True(workload.ExitCode == 0, $"kernel workload: {workload}");
     }
@@ -224,7 +229,7 @@ public sealed class WriteFileOperationTests
         WriteFileHarness.AssertKernelReads(image, [(a.Path, models[a.Ino]), (b.Path, models[b.Ino]), (c.Path, models[c.Ino])]);
     }
 
-    static long ReadSize(FileOperations files, ulong ino)
+    internal static long ReadSize(FileOperations files, ulong ino)
     {
         // The size is where reading stops: probe with a large buffer in steps.
         long total = 0;

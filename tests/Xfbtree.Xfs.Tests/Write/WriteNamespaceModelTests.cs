@@ -142,7 +142,8 @@ public sealed class WriteNamespaceModelTests(ITestOutputHelper output)
         // The kernel sees exactly the model.
         RepairSafetyTests.RequireRoot();
         string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
-        TreeFixtures.Run("/bin/mount", ["-o", "ro,loop", image, mnt]);
+        // nouuid: copies of one fixture (other tests, other engineers) may be mounted at the same time.
+        TreeFixtures.Run("/bin/mount", ["-o", "ro,loop,nouuid", image, mnt]);
         string listing;
         try
         {

@@ -67,7 +67,18 @@ internal sealed class FileFork
 
     void Read()
     {
-        ReadFork();
+        if (!Attr && ForkCache.TryGet(Inode, out var cached, out var blocks))
+        {
+            _loadedFormat = InodeFields.Format(Inode.Core, attr: false);
+            Extents = cached;
+            _bmbtBlocks.AddRange(blocks);
+            _loaded.UnionWith(blocks);
+        }
+        else
+        {
+            ReadFork();
+            if (!Attr && InodeFields.Format(Inode.Core, attr: false) is ForkFormat.Extents or ForkFormat.Btree) ForkCache.Put(Inode, Extents, _bmbtBlocks);
+        }
         _original = Extents.Clone();
     }
 
@@ -185,8 +196,7 @@ internal sealed class FileFork
             // joins, new_iroot and kill_iroot included), then the root image is copied back into the fork.
             UpdateBtree();
             InodeFields.SetExtents(core, Attr, (ulong)count);
-            _original = Extents.Clone();
-            _tx.LogInode(Inode);
+            Stored();
             return;
         }
         var blocks = new List<ulong>(_bmbtBlocks);
@@ -212,8 +222,19 @@ internal sealed class FileFork
         }
         InodeFields.SetExtents(core, Attr, (ulong)count);
         _loadedFormat = needed == 0 ? ForkFormat.Extents : ForkFormat.Btree;
+        Stored();
+    }
+
+    /// <summary>After a store: di_changecount moves (so a cancel's restored inode never matches the cache stamp),
+    /// the list becomes the new baseline, the inode is logged and the cache re-stamped.</summary>
+    void Stored()
+    {
+        var counter = Inode.Core.AsSpan(104);
+        BinaryPrimitives.WriteUInt64BigEndian(counter, BinaryPrimitives.ReadUInt64BigEndian(counter) + 1);
         _original = Extents.Clone();
         _tx.LogInode(Inode);
+        if (Attr) return;
+        ForkCache.Put(Inode, Extents, _bmbtBlocks);
     }
 
     /// <summary>

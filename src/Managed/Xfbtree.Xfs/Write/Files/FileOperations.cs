@@ -292,6 +292,7 @@ public sealed class FileOperations
     /// through the read path's bmbt walk).</summary>
     ExtentList ReadExtentsLocked(IncoreInode inode)
     {
+        if (ForkCache.TryGet(inode, out var cached, out _)) return cached;
         var core = inode.Core;
         var geo = Engine.Geometry;
         var fork = InodeFields.Fork(core, attr: false);
@@ -318,6 +319,7 @@ public sealed class FileOperations
             throw new XfsWriteException(WriteErrorKind.Corrupt, $"{where}: {e.Message}", e);
         }
         if ((ulong)records.Count != count) throw new XfsWriteException(WriteErrorKind.Corrupt, $"{where}: the bmbt holds {records.Count} records but the inode counts {count}");
+        // Not cached: the read path does not collect the bmbt block list that a later store needs.
         return ExtentList.FromRecords(records, geo, where);
     }
 }

@@ -130,7 +130,7 @@ internal sealed class DirectoryEditor
             int forkSize = new Dinode(_dir.Core).DataFork.Length;
             if (sf.TryAdd(name, ino, fileType, forkSize) == ShortformAddResult.Added)
             {
-                InodeCore.SetLocalData(_dir.Core, sf.Serialize());
+                WriteShortform(sf);
             }
             else
             {
@@ -144,11 +144,32 @@ internal sealed class DirectoryEditor
             var buf = ReadBlockBuffer();
             var block = BlockDirectory.Parse(buf.Span, _reader.HasFtype, _where);
             if (!block.TryAdd(name, ino, fileType)) RefuseFull();
-            block.WriteBody(buf.Span);
-            _tx.LogBuffer(buf, 0, buf.Length);
+            WriteBlock(buf, block);
         }
         InodeCore.Touch(_dir.Core, now);
         _tx.LogInode(_dir);
+    }
+
+    /// <summary>Lays the model out into the joined block, checks the result parses as a block directory with the
+    /// model's entries (fail closed: a bad layout cancels the transaction), logs it whole.</summary>
+    void WriteBlock(BlockBuffer buf, BlockDirectory block)
+    {
+        block.WriteBody(buf.Span);
+        var check = BlockDirectory.Parse(buf.Span, _reader.HasFtype, _where);
+        if (check.Entries.Count != block.Entries.Count || check.Stale != block.Stale)
+            throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{_where}': the rewritten directory block does not read back as written");
+        XfsCrc.Update(buf.Span, DirectoryFormat.CrcOffset);
+        _tx.LogBuffer(buf, 0, buf.Length);
+    }
+
+    /// <summary>Replaces a shortform directory's bytes after checking they parse back to the model.</summary>
+    void WriteShortform(ShortformDirectory sf)
+    {
+        var bytes = sf.Serialize();
+        var check = ShortformDirectory.Parse(bytes, bytes.Length, _reader.HasFtype, _reader.DirBlockSize, _where);
+        if (check.Entries.Count != sf.Entries.Count || check.Parent != sf.Parent)
+            throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{_where}': the rewritten shortform directory does not read back as written");
+        InodeCore.SetLocalData(_dir.Core, bytes);
     }
 
     void RefuseFull() => throw new XfsWriteException(WriteErrorKind.NotSupported,
@@ -171,9 +192,7 @@ internal sealed class DirectoryEditor
         BinaryPrimitives.WriteUInt64BigEndian(s[8..], (ulong)daddr);
         _geo.MetaUuid.CopyTo(s[24..]);
         BinaryPrimitives.WriteUInt64BigEndian(s[40..], ino);
-        block.WriteBody(s);
-        XfsCrc.Update(s, DirectoryFormat.CrcOffset);
-        _tx.LogBuffer(buf, 0, buf.Length);
+        WriteBlock(buf, block);
 
         var c = _dir.Core.AsSpan();
         c.Slice(Dinode.CoreSize, new Dinode(c).DataFork.Length).Clear();
@@ -192,15 +211,14 @@ internal sealed class DirectoryEditor
         {
             var sf = ReadShortform();
             if (!sf.Remove(name)) throw new XfsWriteException(WriteErrorKind.NotFound, $"'{_where}/{DirectoryFormat.Show(name)}' does not exist");
-            InodeCore.SetLocalData(_dir.Core, sf.Serialize());
+            WriteShortform(sf);
         }
         else
         {
             var buf = ReadBlockBuffer();
             var block = BlockDirectory.Parse(buf.Span, _reader.HasFtype, _where);
             if (!block.Remove(name)) throw new XfsWriteException(WriteErrorKind.NotFound, $"'{_where}/{DirectoryFormat.Show(name)}' does not exist");
-            block.WriteBody(buf.Span);
-            _tx.LogBuffer(buf, 0, buf.Length);
+            WriteBlock(buf, block);
         }
         InodeCore.Touch(_dir.Core, now);
         _tx.LogInode(_dir);

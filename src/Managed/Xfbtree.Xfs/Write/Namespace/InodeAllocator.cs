@@ -231,14 +231,14 @@ internal sealed class InodeAllocator
         return _geo.AginoToIno(agno, rec.StartIno + (uint)bit);
     }
 
-    /// <summary>Allocates, initialises and records a new 64-inode chunk and takes its first inode; null when the AG
-    /// has no room (nothing changed).</summary>
+    /// <summary>Allocates, initialises and records a new inode chunk and takes its first inode; null when the AG
+    /// has no room (nothing changed). A chunk is 64 inodes, or one block when a block holds more (64 KiB blocks):
+    /// then it gets one inobt record per 64 inodes, as xfs_ialloc_ag_alloc does.</summary>
     ulong? TryNewChunk(WriteTransaction tx, AgContext ctx)
     {
         uint agno = ctx.AgNumber;
-        if (_geo.InodesPerBlock > 64)
-            throw new XfsWriteException(WriteErrorKind.NotSupported, $"{tx.Operation}: new inode chunks with more than 64 inodes per block are not supported yet");
         uint chunkBlocks = (uint)_geo.InodeChunkBlocks;
+        uint chunkInodes = (uint)Math.Max(64, _geo.InodesPerBlock);
         uint align = Math.Max(1u, _sb.InodeAlignment);
         AllocatedExtent got;
         try
@@ -279,23 +279,26 @@ internal sealed class InodeAllocator
             tx.LogBuffer(buf, 0, span.Length);
         }
 
-        // The first inode is taken at once: the records go in with 63 free.
-        var rec = new InodeRecord(startAgino, 0, 64, 63, ~1UL);
+        // The first inode is taken at once: the first record goes in with 63 free.
         Span<byte> raw = stackalloc byte[16];
-        Encode(rec, raw);
-        using (var cur = ctx.Inobt.CreateCursor())
+        for (uint r = 0; r < chunkInodes / 64; r++)
         {
-            if (!cur.Insert(raw)) throw Corrupt(agno, $"inobt already has a record for new chunk {startAgino}");
+            var rec = r == 0 ? new InodeRecord(startAgino, 0, 64, 63, ~1UL) : new InodeRecord(startAgino + 64 * r, 0, 64, 64, ~0UL);
+            Encode(rec, raw);
+            using (var cur = ctx.Inobt.CreateCursor())
+            {
+                if (!cur.Insert(raw)) throw Corrupt(agno, $"inobt already has a record for new chunk {rec.StartIno}");
+            }
+            if (ctx.Finobt is { } f)
+            {
+                using var cur = f.CreateCursor();
+                if (!cur.Insert(raw)) throw Corrupt(agno, $"finobt already has a record for new chunk {rec.StartIno}");
+            }
         }
-        if (ctx.Finobt is { } f)
-        {
-            using var cur = f.CreateCursor();
-            if (!cur.Insert(raw)) throw Corrupt(agno, $"finobt already has a record for new chunk {startAgino}");
-        }
-        AddAgi(tx, ctx, AgiCount, 64);
-        AddAgi(tx, ctx, AgiFreecount, 63);
+        AddAgi(tx, ctx, AgiCount, chunkInodes);
+        AddAgi(tx, ctx, AgiFreecount, chunkInodes - 1);
         SetAgi(tx, ctx, AgiNewino, startAgino);
-        tx.ModInodeCounters(64, 63);
+        tx.ModInodeCounters(chunkInodes, chunkInodes - 1);
         return _geo.AginoToIno(agno, startAgino);
     }
 

@@ -76,6 +76,8 @@ public sealed class NamespaceOperations
                 {
                     var parent = Engine.GetInode(parentIno);
                     tx.LockInodes(parent);
+                    // Removed (or freed and reused) since the unlocked lookup: look the parent path up again.
+                    if (new Dinode(parent.Core).IsFree || InodeCore.Nlink(parent.Core) == 0) throw new NameMovedException();
                     var editor = new DirectoryEditor(tx, parent, Reader, parentPath);
                     if (editor.Find(name) is not null)
                         throw new XfsWriteException(WriteErrorKind.Exists, $"'{path}' already exists");
@@ -100,11 +102,15 @@ public sealed class NamespaceOperations
                     return ino;
                 });
             }
-            catch (NameMovedException) when (attempt < MaxRestarts)
+            catch (NameMovedException)
             {
+                if (attempt >= MaxRestarts) throw KeptMoving(path);
             }
         }
     }
+
+    static XfsWriteException KeptMoving(string path)
+        => new(WriteErrorKind.Busy, $"'{path}': the path kept changing under concurrent operations ({MaxRestarts + 1} attempts)");
 
     /// <summary>Removes a name: a regular file (its blocks and inode are freed when it was the last link) or an
     /// empty directory.</summary>
@@ -122,6 +128,7 @@ public sealed class NamespaceOperations
                     var parent = Engine.GetInode(parentIno);
                     var child = Engine.GetInode(childIno);
                     tx.LockInodes(parent, child);
+                    if (new Dinode(parent.Core).IsFree || InodeCore.Nlink(parent.Core) == 0) throw new NameMovedException();
                     var editor = new DirectoryEditor(tx, parent, Reader, parentPath);
                     var entry = editor.Find(name);
                     if (entry is null) throw new XfsWriteException(WriteErrorKind.NotFound, $"'{path}' does not exist");
@@ -130,8 +137,9 @@ public sealed class NamespaceOperations
                 });
                 return;
             }
-            catch (NameMovedException) when (attempt < MaxRestarts)
+            catch (NameMovedException)
             {
+                if (attempt >= MaxRestarts) throw KeptMoving(path);
             }
         }
     }

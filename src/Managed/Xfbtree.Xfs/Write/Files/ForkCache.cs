@@ -1,0 +1,52 @@
+using System.Runtime.CompilerServices;
+using Xfbtree.Xfs.Write.Engine;
+
+namespace Xfbtree.Xfs.Write.Files;
+
+/// <summary>
+/// The decoded data-fork extent list of in-core inodes (the kernel keeps its iext tree in the inode the same way),
+/// so an operation on a btree-format file does not walk every bmbt block again. An entry is valid only while the
+/// inode's bytes equal the stamp taken with it (CRC and LSN excepted): every change of the mapping goes through
+/// <see cref="FileFork.Store"/>, which bumps di_changecount and re-stamps, and a cancelled transaction restores the
+/// inode bytes, which then no longer match. Callers hold the inode lock; entries die with their inodes.
+/// </summary>
+internal static class ForkCache
+{
+    sealed class Entry(byte[] stamp, ExtentList extents, ulong[] bmbtBlocks)
+    {
+        public byte[] Stamp { get; } = stamp;
+        public ExtentList Extents { get; } = extents;
+        public ulong[] BmbtBlocks { get; } = bmbtBlocks;
+    }
+
+    static readonly ConditionalWeakTable<IncoreInode, Entry> Entries = new();
+
+    /// <summary>The cached list and bmbt blocks when the inode still has the bytes they were taken with.</summary>
+    public static bool TryGet(IncoreInode inode, out ExtentList extents, out ulong[] bmbtBlocks)
+    {
+        if (Entries.TryGetValue(inode, out var e) && SameInode(e.Stamp, inode.Core))
+        {
+            extents = e.Extents.Clone();
+            bmbtBlocks = e.BmbtBlocks;
+            return true;
+        }
+        extents = null!;
+        bmbtBlocks = [];
+        return false;
+    }
+
+    /// <summary>Remembers the list that matches the inode's current bytes.</summary>
+    public static void Put(IncoreInode inode, ExtentList extents, IEnumerable<ulong> bmbtBlocks)
+        => Entries.AddOrUpdate(inode, new Entry((byte[])inode.Core.Clone(), extents.Clone(), bmbtBlocks.ToArray()));
+
+    public static void Forget(IncoreInode inode) => Entries.Remove(inode);
+
+    /// <summary>Byte equality except the CRC (100..103) and the LSN (112..119), which the commit may rewrite.</summary>
+    static bool SameInode(byte[] stamp, byte[] core)
+    {
+        if (stamp.Length != core.Length) return false;
+        var a = stamp.AsSpan();
+        var b = core.AsSpan();
+        return a[..100].SequenceEqual(b[..100]) && a[104..112].SequenceEqual(b[104..112]) && a[120..].SequenceEqual(b[120..]);
+    }
+}
