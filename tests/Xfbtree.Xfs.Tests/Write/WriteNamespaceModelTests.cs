@@ -142,7 +142,9 @@ public sealed class WriteNamespaceModelTests(ITestOutputHelper output)
         // The kernel sees exactly the model.
         RepairSafetyTests.RequireRoot();
         string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
-        // nouuid: copies of one fixture (other tests, other engineers) may be mounted at the same time.
+        // Copies of one fixture (other tests, other engineers) may be mounted at the same time: a fresh sb_uuid
+        // (the metadata UUID stays) keeps mounts without nouuid elsewhere from clashing with this one.
+        WriteNamespaceOperationTests.FreshUuid(image);
         TreeFixtures.Run("/bin/mount", ["-o", "ro,loop,nouuid", image, mnt]);
         string listing;
         try

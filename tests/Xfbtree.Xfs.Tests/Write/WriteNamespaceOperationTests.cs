@@ -77,7 +77,9 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
     {
         RepairSafetyTests.RequireRoot();
         string mnt = System.IO.Directory.CreateDirectory(Path.Combine(scratchDir, "mnt")).FullName;
-        // nouuid: copies of one fixture (other tests, other engineers) may be mounted at the same time.
+        // Copies of one fixture (other tests, other engineers) may be mounted at the same time: a fresh sb_uuid
+        // (the metadata UUID stays) keeps mounts without nouuid elsewhere from clashing with this one.
+        WriteNamespaceOperationTests.FreshUuid(image);
         TreeFixtures.Run("/bin/mount", ["-o", "ro,loop,nouuid", image, mnt]);
         string listing;
         try
@@ -106,6 +108,7 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
         string mnt = System.IO.Directory.CreateDirectory(Path.Combine(scratchDir, "mnt-rw")).FullName;
         string marker = $"xfbtree-namespace-kernel-edits-{Environment.ProcessId}-{Guid.NewGuid():N}";
         File.WriteAllText("/dev/kmsg", marker);
+        FreshUuid(image);
         TreeFixtures.Run("/bin/mount", ["-o", "loop,nouuid", image, mnt]);
         string dev;
         try
@@ -131,6 +134,9 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
         var repair = RepairTools.XfsRepairCheck(image);
         Assert.True(repair.ExitCode == 0, $"xfs_repair -n after the kernel's edits: {repair}");
     }
+
+    /// <summary>Gives an unmounted image a new sb_uuid (xfs_admin -U generate; headers keep the metadata UUID).</summary>
+    internal static void FreshUuid(string image) => TreeFixtures.Run(TreeFixtures.Tool("xfs_admin"), ["-U", "generate", image]);
 
     static List<string> Names(NamespaceOperations ops, string dir) => ops.List(dir).Select(e => e.Name).Order(StringComparer.Ordinal).ToList();
 
