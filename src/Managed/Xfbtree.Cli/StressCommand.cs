@@ -138,10 +138,13 @@ public static class StressCommand
 
         // The image as a fresh open sees it: what a crash or another reader would find.
         List<string> problems = result.Problems.ToList();
+        string? forks = null;
         try
         {
             using var reopened = XfsFileSystem.Open(request.Image, engineOptions);
-            problems.AddRange(model.Verify(new XfsStressTarget(reopened)));
+            var reopenedTarget = new XfsStressTarget(reopened);
+            problems.AddRange(model.Verify(reopenedTarget));
+            if (problems.Count == 0) forks = model.DescribeForks(reopenedTarget);
             reopened.Close();
         }
         catch (XfsWriteException e)
@@ -154,7 +157,8 @@ public static class StressCommand
             model.WriteManifest(writer);
         }
         stdout.WriteLine($"verify: {model.FileCount} files, {model.DirectoryCount} directories: {(problems.Count == 0 ? "ok" : $"{problems.Count} problems")}");
-        online?.WriteReport(stdout);
+        if (forks is not null) stdout.WriteLine($"data forks: {forks}");
+        online?.WriteReport(stdout); // last: its final line is the online-repair summary
         stdout.Flush();
         foreach (string problem in problems) stderr.WriteLine($"xfbtree stress: {problem}");
         return problems.Count == 0 ? CommandLineHost.ExitClean : CommandLineHost.ExitDamaged;

@@ -99,6 +99,35 @@ public sealed class BtreeModelPropertyTests(ITestOutputHelper output)
         _ => (Long ? 150 : 12, 40, 20000, 400000),
     };
 
+    [Fact]
+    public void BtreeHeightBoundsAreXfsBounds()
+    {
+        // rmapbt at 4 KiB: leaves 84-168 records, nodes 45-91 entries.
+        var geo = new BtreeGeometry(4096, false, 24, 20, true);
+        AssertHeightWithinXfsBounds(geo, 0, 1);
+        AssertHeightWithinXfsBounds(geo, 168, 1);
+        Assert.ThrowsAny<Exception>(() => AssertHeightWithinXfsBounds(geo, 169, 1));     // two leaves need a root node
+        AssertHeightWithinXfsBounds(geo, 100000, 3);
+        Assert.ThrowsAny<Exception>(() => AssertHeightWithinXfsBounds(geo, 100000, 2));  // 168 * 91 < 100000
+        Assert.ThrowsAny<Exception>(() => AssertHeightWithinXfsBounds(geo, 100000, 5));  // 100000 / 84 leaves / 45 / 45 <= 1: 3 at most
+    }
+
+    /// <summary>
+    /// The height XFS allows for <paramref name="records"/>: at most xfs_btree_compute_maxlevels with the minrecs
+    /// limits (every non-root block at least half full), at least what maxrecs-full blocks need.
+    /// </summary>
+    internal static void AssertHeightWithinXfsBounds(BtreeGeometry geo, long records, int height)
+    {
+        int tallest = 1;
+        for (long blocks = (records + geo.LeafMinRecords - 1) / geo.LeafMinRecords; blocks > 1; blocks = (blocks + geo.NodeMinRecords - 1) / geo.NodeMinRecords)
+            tallest++;
+        int shortest = 1;
+        for (long capacity = geo.LeafMaxRecords; capacity < records; capacity *= geo.NodeMaxRecords)
+            shortest++;
+        Assert.True(height >= shortest && height <= tallest,
+            $"height {height} for {records} records is outside the XFS bounds [{shortest}, {tallest}] (leaf {geo.LeafMinRecords}-{geo.LeafMaxRecords}, node {geo.NodeMinRecords}-{geo.NodeMaxRecords})");
+    }
+
     internal static (int Size, int Height) RunU64(BtreeStep[] steps, int blockSize, int checkEvery, Func<U64Ops, TestTree<U64Ops>>? factory = null)
     {
         using var t = (factory ?? (o => TestTree<U64Ops>.OnTestStore(o, blockSize)))(new U64Ops(longPointers: blockSize == 1024 || factory != null));
@@ -168,6 +197,7 @@ public sealed class BtreeModelPropertyTests(ITestOutputHelper output)
             }
             if (++stepNo % checkEvery == 0 || stepNo == steps.Length) Verify(tree, store, cur, model.Select(kv => U64Ops.Record(kv.Key, kv.Value)).ToList(), s);
         }
+        AssertHeightWithinXfsBounds(tree.Geometry, model.Count, tree.Root.Height);
         return (model.Count, tree.Root.Height);
     }
 
@@ -286,6 +316,7 @@ public sealed class BtreeModelPropertyTests(ITestOutputHelper output)
             if (++stepNo % checkEvery == 0 || stepNo == steps.Length)
                 Verify(tree, store, cur, model.Select(kv => IntervalOps.Record(kv.Key.Start, kv.Value, kv.Key.Owner)).ToList(), s);
         }
+        AssertHeightWithinXfsBounds(tree.Geometry, model.Count, tree.Root.Height);
         return (model.Count, tree.Root.Height);
     }
 

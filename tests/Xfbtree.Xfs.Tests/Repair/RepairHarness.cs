@@ -11,8 +11,6 @@ namespace Xfbtree.Xfs.Tests.Repair;
 /// </summary>
 internal sealed class RepairScratch : IDisposable
 {
-    public static string CorruptScript => Path.Combine(TreeFixtures.SharedDir, "tools", "corrupt.sh");
-
     public RepairScratch()
     {
         Directory = System.IO.Directory.CreateTempSubdirectory("xfbtree-repair-").FullName;
@@ -81,17 +79,23 @@ internal static class RepairTools
 
     public static ToolResult XfsRepair(string image) => Exec(TreeFixtures.Tool("xfs_repair"), [image]);
 
+    /// <summary>
+    /// Damages the rmapbt of AG <paramref name="ag"/> with <see cref="RmapCorruptor"/> (in process): exit 0 and what
+    /// changed on stdout, or exit 1 and why the kind cannot apply on stderr (the image then is unchanged).
+    /// </summary>
     public static ToolResult Corrupt(string image, string kind, int seed = 1, int ag = 0)
     {
-        TreeFixtures.RequireTool("xfs_db");
-        if (!File.Exists(RepairScratch.CorruptScript)) throw new FileNotFoundException("the shared corruption tool is missing", RepairScratch.CorruptScript);
-        return Exec(RepairScratch.CorruptScript, [image, kind, seed.ToString(System.Globalization.CultureInfo.InvariantCulture), ag.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+        try
+        {
+            return new ToolResult(0, RmapCorruptor.Apply(image, kind, seed, (uint)ag) + "\n", "");
+        }
+        catch (InvalidOperationException e)
+        {
+            return new ToolResult(1, "", e.Message + "\n");
+        }
     }
 
-    /// <summary>
-    /// The 19 kinds of ../shared/tools/corrupt.sh that the check and repair matrices run; a check test asserts it
-    /// equals what `corrupt.sh --list` offers.
-    /// </summary>
+    /// <summary>The 19 kinds the check and repair matrices run; a check test asserts it equals what the injector offers.</summary>
     public static readonly IReadOnlyList<string> AllCorruptionKinds =
     [
         "rec-startblock", "rec-blockcount", "rec-owner", "rec-offset", "rec-flags", "rec-missing", "rec-extra",
@@ -99,13 +103,7 @@ internal static class RepairTools
         "node-key", "node-ptr", "agf-root", "agf-level", "agf-blocks",
     ];
 
-    public static IReadOnlyList<string> CorruptionKinds()
-    {
-        var r = Exec(RepairScratch.CorruptScript, ["--list"]);
-        if (r.ExitCode != 0) throw new InvalidOperationException($"corrupt.sh --list failed: {r}");
-        return r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-            .Select(l => l.Split(' ', '\t', ':')[0]).Where(k => k.Length > 0).ToList();
-    }
+    public static IReadOnlyList<string> CorruptionKinds() => RmapCorruptor.Kinds.Select(k => k.Kind).ToList();
 
     /// <summary>
     /// Byte ranges [start, end) of the two files that differ, at <paramref name="granularity"/>. Only the data

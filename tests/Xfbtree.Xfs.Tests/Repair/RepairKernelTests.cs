@@ -1,3 +1,4 @@
+using Xfbtree.Xfs.Tests.Trees;
 using Xunit.Abstractions;
 
 namespace Xfbtree.Xfs.Tests.Repair;
@@ -25,6 +26,22 @@ public sealed class RepairKernelTests(ITestOutputHelper output)
         ToolResult workload = RepairTools.Exec(Path.Combine(RepoRoot(), "scripts", "kernel-workload.sh"), [image]);
         output.WriteLine(workload.Stdout + workload.Stderr);
         Assert.True(workload.ExitCode == 0, $"kernel workload on the repaired image: {workload}");
+    }
+
+    /// <summary>The oracle fails closed: no writable kernel log or no readable dmesg is "could not run" (exit 2), never a pass.</summary>
+    [Theory]
+    [InlineData("XFBTREE_KMSG", "/nonexistent-xfbtree-dir/kmsg", "cannot write the marker")]
+    [InlineData("XFBTREE_DMESG", "/bin/false", "dmesg cannot be read")]
+    public void KernelWorkloadFailsLoudlyWithoutTheKernelLog(string variable, string value, string cause)
+    {
+        RepairSafetyTests.RequireRoot();
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        ToolResult workload = RepairTools.Exec(Path.Combine(RepoRoot(), "scripts", "kernel-workload.sh"), [image],
+                                               new Dictionary<string, string> { [variable] = value });
+        Assert.True(workload.ExitCode == 2, workload.ToString());
+        Assert.Contains(cause, workload.Stderr, StringComparison.Ordinal);
+        Assert.Empty(RepairTools.DifferingRanges(TreeFixtures.Image("fresh-4ag"), image, 4096));   // refused before mounting
     }
 
     internal static string RepoRoot()

@@ -23,7 +23,7 @@ public abstract class CheckCorruptionTestsBase(ITestOutputHelper output)
         using var scratch = new RepairScratch();
         string image = scratch.CopyFixture(fixture);
         var corrupt = RepairTools.Corrupt(image, kind, seed: 1, ag: (int)ag);
-        Assert.True(corrupt.ExitCode == 0, $"corrupt.sh: {corrupt}");
+        Assert.True(corrupt.ExitCode == 0, $"corruption: {corrupt}");
         output.WriteLine(corrupt.Stdout.Trim());
 
         var check = XfsCli.Run("check", image);

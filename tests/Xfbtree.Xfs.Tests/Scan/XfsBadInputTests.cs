@@ -223,31 +223,72 @@ public sealed class XfsBadInputTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void CheckReportsABtreeForkTooSmallForItsRootAsDamage()
+    {
+        // A btree data fork squeezed to 8 bytes by the attr fork offset (CRC fixed): metadata damage (exit 1), never
+        // an internal error. AgScanner no longer turns every ArgumentException into "damage", so this must be
+        // recognised as bad metadata before the engine is asked to open the root.
+        string img = _scratch.CopyFixture("aged-small");
+        const ulong ino = 1573048;   // manifest "fragmented": btree data fork
+        using (var xfs = XfsImage.Open(img))
+        {
+            var geo = xfs.Geometry;
+            long at = geo.InodeByteOffset(geo.InoToAgno(ino), geo.InoToAgino(ino));
+            using var fh = File.OpenHandle(img, FileMode.Open, FileAccess.ReadWrite);
+            var inode = new byte[geo.InodeSize];
+            RandomAccess.Read(fh, inode, at);
+            inode[82] = 1;                                             // di_forkoff: data fork of 8 bytes
+            inode[83] = (byte)ForkFormat.Extents;                      // di_aformat
+            BinaryPrimitives.WriteUInt16BigEndian(inode.AsSpan(80), 0); // di_anextents
+            XfsCrc.Update(inode, Dinode.CrcOffset);
+            RandomAccess.Write(fh, inode, at);
+        }
+        var r = XfsCli.Run("check", img);
+        output.WriteLine(r.ToString());
+        Assert.True(r.ExitCode == 1, r.ToString());
+        Assert.Contains($"inode {ino}", r.Stdout, StringComparison.Ordinal);
+        Assert.Contains("too small", r.Stdout, StringComparison.Ordinal);
+        Assert.DoesNotContain("internal error", r.Stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void XfsRandomMetadataDamageNeverEscapes()
     {
         // Byte flips in the first blocks of every AG (headers, free-space/inode/refcount/rmap btree roots, the first
-        // inode chunk): every run ends with 0, 1 or 2 and no internal error.
+        // inode chunk): every run ends with 0, 1 or 2 and no internal error. A flip that changes a byte of an AGF,
+        // AGI or AGFL sector (CRC left stale) is certain damage: check must then not say "clean".
         var rng = new Random(1234);
         string pristine = TreeFixtures.Image("aged-small");
+        int certainRounds = 0;
         for (int round = 0; round < 12; round++)
         {
             string img = _scratch.Copy(pristine, $"fuzz{round}.img");
+            bool certain = false;
             using (var fh = File.OpenHandle(img, FileMode.Open, FileAccess.ReadWrite))
             {
                 for (int k = 0; k < 40; k++)
                 {
                     long ag = rng.Next(4);
-                    long off = ag * (65536L * 4096) + rng.Next(0, 24 * 4096);
-                    RandomAccess.Write(fh, new byte[] { (byte)rng.Next(256) }, off);
+                    // One flip in ten aims at the AGF/AGI/AGFL sectors (bytes 512-2047 of the AG), the rest anywhere.
+                    long inAg = rng.Next(10) == 0 ? rng.Next(512, 2048) : rng.Next(0, 24 * 4096);
+                    long off = ag * (65536L * 4096) + inAg;
+                    var old = new byte[1];
+                    RandomAccess.Read(fh, old, off);
+                    byte value = (byte)rng.Next(256);
+                    RandomAccess.Write(fh, new byte[] { value }, off);
+                    certain |= value != old[0] && inAg is >= 512 and < 2048;
                 }
             }
+            if (certain) certainRounds++;
             foreach (var args in new[] { new[] { "check", img, "--force" }, new[] { "dump", img, "--force" }, new[] { "dump", img, "--source", "ondisk", "--force" } })
             {
                 var r = XfsCli.Run(args);
                 Assert.True(r.ExitCode is 0 or 1 or 2, r.ToString());
                 Assert.DoesNotContain("internal error", r.Stderr, StringComparison.Ordinal);
                 if (r.ExitCode == 2) Assert.Single(r.Stderr.TrimEnd('\n').Split('\n'));
+                if (certain && args[0] == "check") Assert.True(r.ExitCode != 0, $"round {round}: an AG header sector changed but check says clean: {r}");
             }
         }
+        Assert.True(certainRounds >= 3, $"only {certainRounds} of 12 rounds changed an AG header sector");
     }
 }

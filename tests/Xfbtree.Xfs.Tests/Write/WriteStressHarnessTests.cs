@@ -208,6 +208,33 @@ public sealed class WriteStressHarnessTests
     }
 
     [Fact]
+    public void WriteStressOneThreadReplaysExactly()
+    {
+        string dir = Directory.CreateTempSubdirectory("xfbtree-replay-").FullName;
+        try
+        {
+            var logs = new List<string>();
+            for (int run = 0; run < 2; run++)
+            {
+                var fake = FakeTarget.Populated(13);
+                fake.NoSpaceOneIn = 7;
+                var model = StressModel.Load(fake, 13);
+                string path = Path.Combine(dir, $"run{run}.log");
+                using (var log = new StressOpLogFile(path))
+                {
+                    Assert.Empty(new StressRunner(fake, model, new StressOptions { Ops = 800, Threads = 1, Seed = 13, OpLog = log }).Run().Problems);
+                }
+                logs.Add(File.ReadAllText(path));
+            }
+            Assert.Equal(logs[0], logs[1]);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
     public void WriteStressManifestListsEveryModelFile()
     {
         var fake = FakeTarget.Populated(3);

@@ -1,40 +1,56 @@
+using Xfbtree.Xfs.Format;
+
 namespace Xfbtree.Xfs.Repair;
 
 /// <summary>
 /// Finds out whether an image file is in use by the kernel. A mounted image file is always reached through a
 /// loop device, so a loop device whose backing file is this file means "in use" (mounted, or set up to be).
-/// Block devices are refused by the O_EXCL open of the disk target instead.
+/// Block devices are refused by the O_EXCL open of the disk target instead. Fails closed: when the loop devices
+/// cannot be listed or one of their backing files cannot be read, the answer is an exception, never "not in use".
 /// </summary>
 public static class ImageUseCheck
 {
-    /// <summary>The loop devices (e.g. "/dev/loop3") backed by <paramref name="imagePath"/>; empty when none or not on Linux.</summary>
-    public static IReadOnlyList<string> LoopDevicesBacking(string imagePath)
+    const string SysBlock = "/sys/block";
+
+    /// <summary>The loop devices (e.g. "/dev/loop3") backed by <paramref name="imagePath"/>; empty when none.</summary>
+    /// <exception cref="XfsFormatException">Not Linux, or sysfs cannot be read: whether the image is in use is unknown.</exception>
+    public static IReadOnlyList<string> LoopDevicesBacking(string imagePath) => LoopDevicesBacking(imagePath, SysBlock);
+
+    /// <summary>Same, reading the block devices from <paramref name="sysBlock"/> (tests give a fake sysfs).</summary>
+    internal static IReadOnlyList<string> LoopDevicesBacking(string imagePath, string sysBlock)
     {
-        var found = new List<string>();
-        if (!OperatingSystem.IsLinux() || !Directory.Exists("/sys/block"))
+        ArgumentNullException.ThrowIfNull(imagePath);
+        if (!OperatingSystem.IsLinux())
         {
-            return found;
+            throw Unknown(imagePath, "loop devices can only be checked on Linux");
         }
+        var found = new List<string>();
         string target = Canonical(imagePath);
-        foreach (string dir in Directory.EnumerateDirectories("/sys/block", "loop*"))
+        IEnumerable<string> loops;
+        try
+        {
+            loops = Directory.GetDirectories(sysBlock, "loop*");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw Unknown(imagePath, $"{sysBlock} cannot be read ({e.Message})");
+        }
+        foreach (string dir in loops)
         {
             string backing = Path.Combine(dir, "loop", "backing_file");
             string text;
             try
             {
-                if (!File.Exists(backing))
+                // A loop device without a backing file is not set up: the kernel shows no "loop" attributes then.
+                if (!Path.Exists(backing))
                 {
                     continue;
                 }
                 text = File.ReadAllText(backing).Trim();
             }
-            catch (IOException)
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
-                continue;
-            }
-            catch (UnauthorizedAccessException)
-            {
-                continue;
+                throw Unknown(imagePath, $"{backing} cannot be read ({e.Message})");
             }
             if (text.EndsWith(" (deleted)", StringComparison.Ordinal) || text.Length == 0)
             {
@@ -48,6 +64,9 @@ public static class ImageUseCheck
         }
         return found;
     }
+
+    static XfsFormatException Unknown(string imagePath, string why)
+        => new($"{imagePath}: cannot tell whether the image is in use (mounted through a loop device): {why}; refusing to write");
 
     static string Canonical(string path)
     {

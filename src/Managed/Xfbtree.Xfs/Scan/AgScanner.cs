@@ -457,11 +457,21 @@ internal sealed class AgScanner
         public void Visit(int level, long pointer, ReadOnlySpan<byte> block) => Scanner.OnBmbtBlock(level, pointer, block, RootLevel);
     }
 
+    /// <summary>Smallest fork that holds a bmbt root: level, numrecs, one key and one pointer.</summary>
+    static readonly int MinBmbtRootFork = 4 + BtreeGeometry.For(new BmbtOps(), 4096).KeySlotSize + BtreeGeometry.For(new BmbtOps(), 4096).PointerSize;
+
     void ScanBmbt(ulong ino, ReadOnlySpan<byte> fork)
     {
         _bmbtBlocks.Clear();
         _bmbtSeen.Clear();
         string where = $"inode {ino} {_forkName} bmbt";
+        // The one input check the engine makes with an ArgumentException: test it here as metadata, so that an
+        // ArgumentException from anywhere else stays what it is, a bug (internal error), not "damage".
+        if (fork.Length < MinBmbtRootFork)
+        {
+            Problem(_inoAgno, where, $"fork of {fork.Length} bytes is too small for a btree root ({MinBmbtRootFork} at least)");
+            return;
+        }
         try
         {
             var tree = _img.OpenBmbt(ino, fork);
@@ -471,7 +481,6 @@ internal sealed class AgScanner
         }
         catch (CorruptionException e) { Problem(_inoAgno, where, e.Message); }
         catch (WalkAborted e) { Problem(_inoAgno, where, e.Message); }
-        catch (ArgumentException e) { Problem(_inoAgno, where, e.Message); }
         if (_bmbtBlocks.Count == 0) return;
         // bmbt blocks: sorted, merged per AG into runs (BMBT_BLOCK flag, plus ATTR_FORK for the attr fork).
         _bmbtBlocks.Sort();

@@ -250,11 +250,17 @@ public sealed class StressModel
         node.Slot = -1;
     }
 
-    /// <summary>A random live file, or null.</summary>
-    public ModelFile? PickFile(Random random)
+    /// <summary>A random live file, or null. Half of the picks go to a few "hot" files (the first slots; unlinks pick
+    /// without that preference), so that
+    /// some files take hundreds of small writes and punches and their forks grow into btrees.</summary>
+    public ModelFile? PickFile(Random random, bool preferHot = true)
     {
         ArgumentNullException.ThrowIfNull(random);
-        lock (_sync) return _files.Count == 0 ? null : _files[random.Next(_files.Count)];
+        lock (_sync)
+        {
+            if (_files.Count == 0) return null;
+            return _files[preferHot && random.Next(2) == 0 ? random.Next(Math.Min(4, _files.Count)) : random.Next(_files.Count)];
+        }
     }
 
     /// <summary>A random live directory (the root included).</summary>
@@ -412,6 +418,22 @@ public sealed class StressModel
             if (differ < e) return $"{path}: byte {offset + differ} is 0x{actual[differ]:x2}, expected 0x{expected[differ]:x2}";
         }
         return null;
+    }
+
+    /// <summary>What the engine reports for the model's files: data fork formats and reflink flags (shows that
+    /// the run reached btree forks and shared extents).</summary>
+    public string DescribeForks(IStressTarget target)
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        var formats = new SortedDictionary<string, int>(StringComparer.Ordinal);
+        int reflinked = 0;
+        foreach (var file in Files)
+        {
+            InodeStat stat = target.Stat(file.Path);
+            formats[stat.DataForkFormat] = formats.GetValueOrDefault(stat.DataForkFormat) + 1;
+            if (stat.Reflink) reflinked++;
+        }
+        return string.Join(", ", formats.Select(f => $"{f.Value} {f.Key}")) + $"; {reflinked} with the reflink flag";
     }
 
     /// <summary><c>PATH\tSIZE\tSHA256</c> for every file of the model, in path order.</summary>

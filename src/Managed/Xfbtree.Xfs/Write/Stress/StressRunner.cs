@@ -152,7 +152,8 @@ public sealed class StressRunner
 
     void Worker(int threadIndex)
     {
-        var random = new Random(HashCode.Combine(_options.Seed, threadIndex) ^ (_options.Seed * 7919));
+        // Not HashCode.Combine: it is randomized per process, and one thread with one seed must replay exactly.
+        var random = new Random(unchecked(_options.Seed * 1_000_003 + threadIndex * 7919));
         var scratch = new Scratch();
         while (!_stop && (Interlocked.Increment(ref _claimed) <= _options.Ops || !_backgroundDone))
         {
@@ -250,7 +251,7 @@ public sealed class StressRunner
                 for (int i = 0; i < 4 && directory.Children.Count > 0; i++) directory = _model.PickDirectory(random);
                 return directory.Parent is null ? null : (kind, [directory.Parent, directory]);
             case StressOpKind.Unlink:
-                var victim = _model.PickFile(random);
+                var victim = _model.PickFile(random, preferHot: false);
                 return victim is null ? null : (kind, [victim.Parent!, victim]);
             case StressOpKind.Reflink:
                 var source = _model.PickFile(random);
