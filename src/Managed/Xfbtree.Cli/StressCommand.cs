@@ -25,11 +25,13 @@ public static class StressCommand
         var opLog = new Option<string?>("--op-log") { Description = "Durable log of every operation's start and outcome (crash tests).", HelpName = "FILE" };
         var maxFileSize = new Option<string?>("--max-file-size") { Description = "Largest file the model makes or adopts (default 1m).", HelpName = "SIZE" };
         var noSync = new Option<bool>("--no-sync") { Description = "Do not fsync the journal at each commit (faster; no crash safety)." };
+        var onlineRepair = new Option<bool>("--online-repair") { Description = "Rebuild the rmap btree of every AG online, in rotation, while the workload runs (until each AG was rebuilt once)." };
+        var verifyRepairs = new Option<bool>("--verify-repairs") { Description = "With --online-repair: after each repair, pause commits and compare the new tree with an offline scan." };
         var command = new Command("stress", "Random write workload on an image, checked against a model of every file; " +
                                             "verifies the image at the end and prints operations per second. " +
                                             "Exit 0 clean, 1 a difference, 2 usage error or unusable image.")
         {
-            image, ops, threads, seed, manifest, opLog, maxFileSize, noSync,
+            image, ops, threads, seed, manifest, opLog, maxFileSize, noSync, onlineRepair, verifyRepairs,
         };
         command.SetAction(p =>
         {
@@ -53,6 +55,8 @@ public static class StressCommand
                 OpLog = p.GetValue(opLog),
                 MaxFileSize = maxSize,
                 Sync = !p.GetValue(noSync),
+                OnlineRepair = p.GetValue(onlineRepair) || p.GetValue(verifyRepairs),
+                VerifyRepairs = p.GetValue(verifyRepairs),
             }, environment);
         });
         return command;
@@ -82,6 +86,7 @@ public static class StressCommand
 
         StressModel model;
         StressResult result;
+        Xfbtree.Xfs.Online.OnlineRepairRotation? online = null;
         using (var opLog = request.OpLog is null ? null : new StressOpLogFile(request.OpLog))
         {
             XfsFileSystem fs;
@@ -104,9 +109,10 @@ public static class StressCommand
                 stdout.WriteLine($"stress: {request.Image}: {model.FileCount} files and {model.DirectoryCount} directories in the model; " +
                                  $"running {request.Ops} ops on {request.Threads} thread{(request.Threads == 1 ? "" : "s")}, seed {request.Seed}");
                 stdout.Flush();
+                online = request.OnlineRepair ? new Xfbtree.Xfs.Online.OnlineRepairRotation(fs.Engine, request.VerifyRepairs) : null;
                 var runner = new StressRunner(target, model, new StressOptions
                 {
-                    Ops = request.Ops, Threads = request.Threads, Seed = request.Seed, OpLog = opLog,
+                    Ops = request.Ops, Threads = request.Threads, Seed = request.Seed, OpLog = opLog, Background = online,
                 });
                 using (environment.Progress ? new Timer(_ => Progress(stderr, runner, request.Ops), null, 500, 500) : null)
                 {
@@ -152,6 +158,7 @@ public static class StressCommand
         }
         stdout.WriteLine($"verify: {model.FileCount} files, {model.DirectoryCount} directories: {(problems.Count == 0 ? "ok" : $"{problems.Count} problems")}");
         if (forks is not null) stdout.WriteLine($"data forks: {forks}");
+        online?.WriteReport(stdout); // last: its final line is the online-repair summary
         stdout.Flush();
         foreach (string problem in problems) stderr.WriteLine($"xfbtree stress: {problem}");
         return problems.Count == 0 ? CommandLineHost.ExitClean : CommandLineHost.ExitDamaged;
@@ -174,4 +181,8 @@ public sealed class StressRequest
     public string? OpLog { get; init; }
     public long MaxFileSize { get; init; } = 1L << 20;
     public bool Sync { get; init; } = true;
+    /// <summary>--online-repair: rebuild every AG's rmapbt online in rotation during the run.</summary>
+    public bool OnlineRepair { get; init; }
+    /// <summary>--verify-repairs: compare each rebuilt tree with an offline scan (commits paused).</summary>
+    public bool VerifyRepairs { get; init; }
 }

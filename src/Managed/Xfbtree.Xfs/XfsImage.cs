@@ -38,6 +38,7 @@ public sealed class XfsImage : IDisposable
     readonly BufferTarget _target;
     readonly BufferCache _cache;
     readonly FsBtreeBlockStore _fsStore;
+    readonly bool _view;
     bool _disposed;
 
     XfsImage(string path, SafeFileHandle raw, Superblock sb, BufferTarget target, BufferCache cache)
@@ -229,12 +230,29 @@ public sealed class XfsImage : IDisposable
         return new Btree<BmbtOps>(ops, _fsStore, root, Geometry.MetaUuid, (long)ino);
     }
 
-    /// <summary>Releases the cache, the target and the probe handle.</summary>
+    XfsImage(XfsImage shared, long cacheBytes) : this(shared.Path, shared._raw, shared.Superblock, shared._target, new BufferCache(new BufferCacheOptions { MemoryLimitBytes = cacheBytes }))
+    {
+        _view = true;
+    }
+
+    /// <summary>
+    /// A read-only view of the same image through its own buffer cache (same target and handle, which stay owned by
+    /// this image): an oracle can scan what is on disk while the write engine holds this image, its locks and its
+    /// buffers (online repair's --verify-repairs, with commits paused). Disposing the view frees only its cache.
+    /// </summary>
+    internal XfsImage CreateReadView(long cacheBytes = 8L << 20)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return new XfsImage(this, cacheBytes);
+    }
+
+    /// <summary>Releases the cache, the target and the probe handle (a view: only its cache).</summary>
     public void Dispose()
     {
         if (_disposed) return;
         _disposed = true;
         _cache.Dispose();
+        if (_view) return;
         _target.Dispose();
         _raw.Dispose();
     }

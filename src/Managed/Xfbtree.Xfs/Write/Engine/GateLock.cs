@@ -34,6 +34,25 @@ internal sealed class GateLock
         }
     }
 
+    /// <summary>Waits at most <paramref name="timeout"/> for the lock (online repair's busy-inode deadline).</summary>
+    public bool TryEnter(TimeSpan timeout)
+    {
+        long deadline = Environment.TickCount64 + (long)timeout.TotalMilliseconds;
+        lock (monitor)
+        {
+            while (held)
+            {
+                long left = deadline - Environment.TickCount64;
+                if (left <= 0 || (!Monitor.Wait(monitor, (int)Math.Min(left, int.MaxValue)) && held))
+                {
+                    return false;
+                }
+            }
+            held = true;
+            return true;
+        }
+    }
+
     public void Exit()
     {
         lock (monitor)

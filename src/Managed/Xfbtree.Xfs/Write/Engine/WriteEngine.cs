@@ -385,6 +385,45 @@ public sealed class WriteEngine : IDisposable
         return new InodeReadLock(inode);
     }
 
+    /// <summary>As <see cref="LockInodeForRead"/>, but gives up after <paramref name="timeout"/> and returns null
+    /// (online repair's inode scan: an inode busy for too long ends the scan).</summary>
+    public IDisposable? TryLockInodeForRead(IncoreInode inode, TimeSpan timeout)
+    {
+        ArgumentNullException.ThrowIfNull(inode);
+        ThrowIfUnusable();
+        if (current is not null)
+        {
+            throw new InvalidOperationException("TryLockInodeForRead inside a transaction: lock the inode through the transaction instead");
+        }
+        return inode.Lock.TryEnter(timeout) ? new InodeReadLock(inode) : null;
+    }
+
+    /// <summary>Holds every commit at the commit gate until disposed (commits already past it have written
+    /// everything in place): the image is then a consistent snapshot for an offline oracle. Same thread disposes.</summary>
+    public IDisposable PauseCommits()
+    {
+        ThrowIfUnusable();
+        if (current is not null)
+        {
+            throw new InvalidOperationException("PauseCommits inside a transaction would wait for its own commit");
+        }
+        commitGate.EnterWriteLock();
+        return new CommitPause(commitGate);
+    }
+
+    private sealed class CommitPause(ReaderWriterLockSlim gate) : IDisposable
+    {
+        private int released;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref released, 1) == 0)
+            {
+                gate.ExitWriteLock();
+            }
+        }
+    }
+
     private sealed class InodeReadLock(IncoreInode inode) : IDisposable
     {
         private IncoreInode? held = inode;
@@ -811,7 +850,12 @@ public sealed class EngineAg
     internal long PublishedReserve(AllocationPurpose purpose)
     {
         AgSummary s = summary;
-        long reserved = purpose is AllocationPurpose.RefcountBtreeBlock or AllocationPurpose.InodeBtreeBlock ? s.RmapReserved : s.MetadataReserved + s.RmapReserved;
+        long reserved = purpose switch
+        {
+            AllocationPurpose.RefcountBtreeBlock or AllocationPurpose.InodeBtreeBlock => s.RmapReserved,
+            AllocationPurpose.RmapBtreeBlock => s.MetadataReserved,
+            _ => s.MetadataReserved + s.RmapReserved,
+        };
         return reserved + s.MinFreeList - Math.Min(s.FlCount, s.MinFreeList);
     }
 
@@ -835,6 +879,21 @@ public sealed class EngineAg
         finally
         {
             Lock.Exit();
+        }
+        return new HookRegistration(this, hook);
+    }
+
+    /// <summary>Adds an observer while the caller's transaction holds this AG's lock (online repair registers
+    /// its hook in the same locked section that snapshots the AG's metadata).</summary>
+    internal IDisposable AddHookHeld(IRmapHook hook)
+    {
+        if (!Lock.IsHeld)
+        {
+            throw new InvalidOperationException($"AG {AgNumber}: AddHookHeld without the AG lock");
+        }
+        lock (hookGate)
+        {
+            hooks = [.. hooks, hook];
         }
         return new HookRegistration(this, hook);
     }

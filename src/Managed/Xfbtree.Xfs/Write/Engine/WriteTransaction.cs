@@ -22,6 +22,8 @@ public enum AllocationPurpose
     InodeChunk,
     /// <summary>A directory or symlink block.</summary>
     DirectoryBlock,
+    /// <summary>A block of an rmapbt built by online repair (from free space; may use the RMAPBT per-AG reservation).</summary>
+    RmapBtreeBlock,
 }
 
 /// <summary>An allocation request: at least <see cref="MinLength"/>, at most <see cref="MaxLength"/> blocks in one AG.</summary>
@@ -172,6 +174,31 @@ public sealed class WriteTransaction : IDisposable
         {
             heldAgs.Sort();
         }
+    }
+
+    /// <summary>Locks an AG even when it is marked sick (online repair rebuilds sick AGs); the transaction must hold
+    /// no AG yet (in order, blocking).</summary>
+    internal void LockAgForRepair(uint agno)
+    {
+        ThrowIfDone();
+        EngineAg ag = engine.Ag(agno);
+        if (HoldsAg(agno))
+        {
+            return;
+        }
+        if (heldAgs.Count != 0)
+        {
+            throw new InvalidOperationException($"{Operation}: LockAgForRepair({agno}) while holding AG {heldAgs[^1]}");
+        }
+        ag.Lock.Enter();
+        heldAgs.Add(agno);
+    }
+
+    /// <summary>Adds an rmap observer to an AG this transaction holds (see <see cref="EngineAg.AddHookHeld"/>).</summary>
+    internal IDisposable RegisterRmapHookHeld(uint agno, IRmapHook hook)
+    {
+        RequireAg(agno);
+        return engine.Ag(agno).AddHookHeld(hook);
     }
 
     /// <summary>Non-blocking attempt (AG selection skips a busy lower AG instead of restarting).</summary>

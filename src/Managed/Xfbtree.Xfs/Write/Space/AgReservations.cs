@@ -78,6 +78,7 @@ internal static class AgReservations
         return purpose switch
         {
             AllocationPurpose.RefcountBtreeBlock or AllocationPurpose.InodeBtreeBlock => rmapReserved,
+            AllocationPurpose.RmapBtreeBlock => metaReserved,
             _ => metaReserved + rmapReserved,
         };
     }

@@ -468,9 +468,20 @@ internal sealed partial class AgSpace
         RmapEdit(kind, record, shared);
     }
 
+    /// <summary>
+    /// While set, rmap edits are skipped entirely (upstream's "skip rmap update" owner, XFS_RMAP_OINFO_SKIP_UPDATE):
+    /// online repair's reservations and free-list fixes before its new rmapbt is switched in; the OWN_AG records
+    /// of the new tree are computed from scratch under the same lock.
+    /// </summary>
+    internal bool SkipRmapUpdates { get; set; }
+
     /// <summary>Edits the on-disk rmapbt through <see cref="RmapEditor"/> and queues the change for the hooks.</summary>
     private void RmapEdit(RmapUpdateKind kind, RmapRecord record, bool shared)
     {
+        if (SkipRmapUpdates)
+        {
+            return;
+        }
         if ((ulong)record.StartBlock + record.BlockCount > agLength)
         {
             throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"{tx.Operation}: rmap {record} outside AG {AgNumber}");

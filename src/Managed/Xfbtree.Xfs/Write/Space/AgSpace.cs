@@ -40,6 +40,10 @@ internal sealed partial class AgSpace
 
     public uint AgLength => agLength;
 
+    /// <summary>Set by online rmap repair before the AGF is first read: problems of the AGF's rmap fields (root,
+    /// level, rmap_blocks) are not corruption here, the repair replaces them.</summary>
+    internal bool ToleratesRmapFieldDamage { get; set; }
+
     // ------------------------------------------------------------------ AGF fields
 
     private BlockBuffer Agf
@@ -50,9 +54,11 @@ internal sealed partial class AgSpace
             {
                 BlockBuffer b = tx.ReadAgHeader(AgHeaderKind.Agf, AgNumber);
                 var parsed = Format.Agf.Parse(b.Span, geo, AgNumber);
-                if (parsed.Problems.Count > 0)
+                // Online repair of a damaged rmapbt reads the AGF whose rmap fields it is about to replace.
+                string? problem = parsed.Problems.FirstOrDefault(p => !ToleratesRmapFieldDamage || !p.Contains("rmap", StringComparison.Ordinal));
+                if (problem is not null)
                 {
-                    throw new CorruptionException("AGF", b.Daddr, parsed.Problems[0]);
+                    throw new CorruptionException("AGF", b.Daddr, problem);
                 }
                 if (!parsed.FreeListConsistent(slots))
                 {

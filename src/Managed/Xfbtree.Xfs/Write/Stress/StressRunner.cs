@@ -12,6 +12,17 @@ public sealed record StressOptions
     public int Seed { get; init; } = 1;
     /// <summary>Receives every operation before it runs and its outcome after (the crash test's durable log).</summary>
     public IStressOpLog? OpLog { get; init; }
+    /// <summary>Work beside the workload (online repair): runs on its own thread from the start; the workers go on
+    /// past <see cref="Ops"/> until it returns; an exception from it is a problem of the run.</summary>
+    public IStressBackground? Background { get; init; }
+}
+
+/// <summary>A background job of a stress run (see <see cref="StressOptions.Background"/>).</summary>
+public interface IStressBackground
+{
+    /// <summary>Runs until it is done; <paramref name="workloadDone"/> turns true once the workers have claimed
+    /// their operations or the run stopped on a problem (then return soon).</summary>
+    void Run(Func<bool> workloadDone);
 }
 
 /// <summary>What a stress run did.</summary>
@@ -97,6 +108,7 @@ public sealed class StressRunner
     readonly List<string> _problems = new();
     long _claimed, _started, _completed;
     volatile bool _stop;
+    volatile bool _backgroundDone = true;
 
     public StressRunner(IStressTarget target, StressModel model, StressOptions options)
     {
@@ -120,7 +132,20 @@ public sealed class StressRunner
             threads[t] = new Thread(() => Worker(index)) { Name = $"stress-{t}", IsBackground = true };
             threads[t].Start();
         }
+        Thread? background = null;
+        if (_options.Background is { } job)
+        {
+            _backgroundDone = false;
+            background = new Thread(() =>
+            {
+                try { job.Run(() => _stop || Interlocked.Read(ref _claimed) >= _options.Ops); }
+                catch (Exception e) when (e is not OutOfMemoryException) { Problem($"background: {e.GetType().Name}: {e.Message}"); }
+                finally { _backgroundDone = true; }
+            }) { Name = "stress-background", IsBackground = true };
+            background.Start();
+        }
         foreach (var thread in threads) thread.Join();
+        background?.Join();
         clock.Stop();
         lock (_problems) return new StressResult((long[,])_counts.Clone(), clock.Elapsed, _problems.ToList());
     }
@@ -130,7 +155,7 @@ public sealed class StressRunner
         // Not HashCode.Combine: it is randomized per process, and one thread with one seed must replay exactly.
         var random = new Random(unchecked(_options.Seed * 1_000_003 + threadIndex * 7919));
         var scratch = new Scratch();
-        while (!_stop && Interlocked.Increment(ref _claimed) <= _options.Ops)
+        while (!_stop && (Interlocked.Increment(ref _claimed) <= _options.Ops || !_backgroundDone))
         {
             try { RunOne(random, scratch); }
             catch (Exception e) when (e is not OutOfMemoryException)
