@@ -120,6 +120,33 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
 
     internal override void DetachMemory(byte* data, long daddr, int lengthBB) => NativeMemory.AlignedFree(data);
 
+    /// <summary>Reads whole 512-byte sectors into a span (uncached I/O for callers outside the cache, such as file
+    /// data of the write engine); the span's length must be a multiple of 512.</summary>
+    internal void ReadSectors(long daddr, Span<byte> destination)
+    {
+        if (destination.Length % 512 != 0)
+        {
+            throw new ArgumentException($"read of {destination.Length} bytes: not whole sectors", nameof(destination));
+        }
+        fixed (byte* p = destination)
+        {
+            ReadInto(p, daddr, destination.Length / 512);
+        }
+    }
+
+    /// <summary>Writes whole 512-byte sectors from a span (see <see cref="ReadSectors"/>).</summary>
+    internal void WriteSectors(long daddr, ReadOnlySpan<byte> source)
+    {
+        if (source.Length % 512 != 0)
+        {
+            throw new ArgumentException($"write of {source.Length} bytes: not whole sectors", nameof(source));
+        }
+        fixed (byte* p = source)
+        {
+            WriteFrom(p, daddr, source.Length / 512);
+        }
+    }
+
     internal override void ReadInto(byte* data, long daddr, int lengthBB)
     {
         int length = lengthBB * 512;

@@ -534,35 +534,25 @@ public sealed class WriteEngine : IDisposable
         ReadRaw(disk, daddr, destination);
     }
 
-    internal static unsafe void ReadRaw(DiskBufferTarget target, long daddr, Span<byte> destination)
+    internal static void ReadRaw(DiskBufferTarget target, long daddr, Span<byte> destination)
     {
         if (destination.Length % 512 == 0)
         {
-            fixed (byte* p = destination)
-            {
-                target.ReadInto(p, daddr, destination.Length / 512);
-            }
+            target.ReadSectors(daddr, destination);
             return;
         }
-        int rounded = (destination.Length + 511) & ~511;
-        byte[] tmp = new byte[rounded];
-        fixed (byte* p = tmp)
-        {
-            target.ReadInto(p, daddr, rounded / 512);
-        }
-        tmp.AsSpan(0, destination.Length).CopyTo(destination);
+        byte[] whole = new byte[(destination.Length + 511) & ~511];
+        target.ReadSectors(daddr, whole);
+        whole.AsSpan(0, destination.Length).CopyTo(destination);
     }
 
-    internal static unsafe void WriteRaw(DiskBufferTarget target, long byteOffset, ReadOnlySpan<byte> bytes)
+    internal static void WriteRaw(DiskBufferTarget target, long byteOffset, ReadOnlySpan<byte> bytes)
     {
         if (byteOffset % 512 != 0 || bytes.Length % 512 != 0)
         {
             throw new IOException($"unaligned image write at byte {byteOffset} (+{bytes.Length})");
         }
-        fixed (byte* p = bytes)
-        {
-            target.WriteFrom(p, byteOffset / 512, bytes.Length / 512);
-        }
+        target.WriteSectors(byteOffset / 512, bytes);
     }
 
     // ------------------------------------------------------------------ hooks
