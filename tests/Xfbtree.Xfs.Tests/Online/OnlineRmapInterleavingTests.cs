@@ -1,6 +1,7 @@
 using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Online;
 using Xfbtree.Xfs.Tests.Repair;
+using Xfbtree.Xfs.Tests.Trees;
 using Xfbtree.Xfs.Tests.Write;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Engine;
@@ -404,6 +405,33 @@ public sealed class OnlineRmapInterleavingTests(ITestOutputHelper output) : IDis
             OnlineTestSupport.AssertClean(OnlineTestSupport.OfflineCheck(fs.Engine, image, agno, scratch.Directory), $"AG {agno} before");
             OnlineRmapRepairResult result = Repair(fs, agno, new OnlineRepairTestHooks());
             Assert.True(result.Records > 0 && result.NewTreeBlocks > 0 && result.OldBlocksReaped > 0, result.ToString());
+            AssertOracle(fs, image, agno, $"AG {agno}");
+        }
+        fs.Close();
+        WriteEngineTestSupport.AssertOraclesClean(image, "after close");
+    }
+
+    /// <summary>64 KiB blocks hold 128 inodes, so two inode chunks (two inobt records) share one block: setup must
+    /// stash that block as OWN_INODES once (it mapped it twice and every repair of AG 0 failed). Image made here by
+    /// mkfs.xfs; files are created first so the engine allocates a second chunk into a shared block too.</summary>
+    [Fact]
+    public void OnlineRepairOnSixtyFourKilobyteBlocksStashesSharedChunkBlocksOnce()
+    {
+        string image = Path.Combine(scratch.Directory, "bs64k.img");
+        TreeFixtures.Run("/usr/bin/truncate", ["-s", "1G", image]);
+        TreeFixtures.Run(TreeFixtures.Tool("mkfs.xfs"), ["-q", "-f", "-b", "size=65536", "-m", "crc=1,rmapbt=1,reflink=1,finobt=1", image]);
+        using var fs = XfsFileSystem.Open(image, OnlineTestSupport.Fast);
+        fs.Mkdir("/d");
+        long creates = (long)fs.Engine.Image.Superblock.FreeInodes + 3;
+        for (int i = 0; i < creates; i++)
+        {
+            fs.Create($"/d/f{i}");
+        }
+        fs.Write("/d/f0", 0, OnlineTestSupport.Pattern(Chunk, 3));
+        for (uint agno = 0; agno < fs.Engine.Geometry.AgCount; agno++)
+        {
+            OnlineRmapRepairResult result = Repair(fs, agno, new OnlineRepairTestHooks());
+            Assert.True(result.Records > 0 && result.NewTreeBlocks > 0, result.ToString());
             AssertOracle(fs, image, agno, $"AG {agno}");
         }
         fs.Close();

@@ -303,7 +303,10 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
         ulong holes = OnlineInodeScan.HoleMask(holemask);
         if (ipb >= 64)
         {
-            if (holes != ulong.MaxValue)
+            // Several chunks share a block when it holds more than 64 inodes (64 KiB blocks): records come in
+            // startino order, so a block already claimed by the previous chunk is the last record added.
+            bool claimed = into.Count > 0 && into[^1] is { Owner: RmapOwner.Inodes } last && last.StartBlock == first;
+            if (holes != ulong.MaxValue && !claimed)
             {
                 into.Add(new RmapRecord(first, 1, RmapOwner.Inodes, 0));
             }
