@@ -236,16 +236,15 @@ internal readonly struct TypedRecordOps<TRecord, TComparer> : IBtreeOps
     public int KeySize => Unsafe.SizeOf<TRecord>();
     public bool Overlapping => false;
 
-    // The engine always hands exact-size slices (RecordSize/KeySize bytes), so the reinterpretation below stays
-    // inside the span; skipping MemoryMarshal.AsRef's length check matters in the binary search.
+    // Exact-size slices from the engine (see WholeRecordKeys).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public int CompareKeys(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b)
-        => _comparer.Compare(in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(a)), in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(b)));
+        => WholeRecordKeys<TRecord>.Compare(in _comparer, a, b);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public int CompareRecordToKey(ReadOnlySpan<byte> record, ReadOnlySpan<byte> key)
-        => _comparer.Compare(in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(record)), in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(key)));
-    public void GetKey(ReadOnlySpan<byte> record, Span<byte> key) => record[..Unsafe.SizeOf<TRecord>()].CopyTo(key);
-    public void GetHighKey(ReadOnlySpan<byte> record, Span<byte> key) => record[..Unsafe.SizeOf<TRecord>()].CopyTo(key);
+        => WholeRecordKeys<TRecord>.Compare(in _comparer, record, key);
+    public void GetKey(ReadOnlySpan<byte> record, Span<byte> key) => WholeRecordKeys<TRecord>.CopyKey(record, key);
+    public void GetHighKey(ReadOnlySpan<byte> record, Span<byte> key) => WholeRecordKeys<TRecord>.CopyKey(record, key);
     public bool RecordsInOrder(ReadOnlySpan<byte> previous, ReadOnlySpan<byte> next) => CompareKeys(previous, next) < 0;
     public string? ValidateRecord(ReadOnlySpan<byte> record) => null;
 }

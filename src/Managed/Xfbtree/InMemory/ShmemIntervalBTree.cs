@@ -154,14 +154,14 @@ internal readonly struct IntervalRecordOps<TRecord, TComparer> : IBtreeOps
     public int KeySize => Unsafe.SizeOf<TRecord>();
     public bool Overlapping => true;
 
-    // Exact-size slices from the engine (see TypedRecordOps).
+    // Exact-size slices from the engine (see WholeRecordKeys).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public int CompareKeys(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b)
-        => _comparer.Compare(in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(a)), in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(b)));
+        => WholeRecordKeys<TRecord>.Compare(in _comparer, a, b);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public int CompareRecordToKey(ReadOnlySpan<byte> record, ReadOnlySpan<byte> key)
-        => _comparer.Compare(in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(record)), in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(key)));
-    public void GetKey(ReadOnlySpan<byte> record, Span<byte> key) => record[..Unsafe.SizeOf<TRecord>()].CopyTo(key);
+        => WholeRecordKeys<TRecord>.Compare(in _comparer, record, key);
+    public void GetKey(ReadOnlySpan<byte> record, Span<byte> key) => WholeRecordKeys<TRecord>.CopyKey(record, key);
     public void GetHighKey(ReadOnlySpan<byte> record, Span<byte> key)
     {
         _comparer.GetHighKey(in MemoryMarshal.AsRef<TRecord>(record[..Unsafe.SizeOf<TRecord>()]), out TRecord high);

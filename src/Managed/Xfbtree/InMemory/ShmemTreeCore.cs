@@ -140,3 +140,18 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         _ownedXfile?.Dispose();
     }
 }
+
+/// <summary>
+/// The key handling both ops tables share: the whole record is the key, ordered by the record comparer. The engine
+/// always hands exact-size slices (RecordSize/KeySize bytes), so the reinterpretation below stays inside the span;
+/// skipping MemoryMarshal.AsRef's length check matters in the binary search.
+/// </summary>
+internal static class WholeRecordKeys<TRecord> where TRecord : unmanaged
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int Compare<TComparer>(in TComparer comparer, ReadOnlySpan<byte> a, ReadOnlySpan<byte> b)
+        where TComparer : struct, IRecordComparer<TRecord>
+        => comparer.Compare(in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(a)), in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(b)));
+
+    internal static void CopyKey(ReadOnlySpan<byte> record, Span<byte> key) => record[..Unsafe.SizeOf<TRecord>()].CopyTo(key);
+}
