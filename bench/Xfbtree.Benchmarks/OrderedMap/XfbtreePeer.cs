@@ -32,10 +32,8 @@ public readonly struct RmapRecordMapComparer : IIntervalRecordComparer<RmapRecor
 /// rmapbt-style overlapping node keys on page-sized blocks of a private xfile (memfd on Linux); the overlapped range
 /// query is the engine's overlapped query (subtrees pruned by their high keys), as the rmap repair uses it.
 /// </summary>
-public sealed class XfbtreePeer : IOrderedMapPeer
+public sealed class XfbtreePeer : XfbtreeMapPeer<XfbtreeIntervalMap>
 {
-    private ShmemIntervalBTree<RmapRecord, RmapRecordMapComparer> map = new();
-
     /// <summary>Creates the peer (the record count is only a sizing hint for other peers).</summary>
     public static IOrderedMapPeer TryCreate(int expectedRecords) => new XfbtreePeer();
 
@@ -47,69 +45,10 @@ public sealed class XfbtreePeer : IOrderedMapPeer
     }
 
     /// <inheritdoc/>
-    public string Name => "Xfbtree";
+    public override string Name => "Xfbtree";
 
     /// <inheritdoc/>
-    public void Insert(ReadOnlySpan<RmapRecord> records)
-    {
-        foreach (ref readonly RmapRecord record in records)
-        {
-            map.Insert(record);
-        }
-    }
-
-    /// <inheritdoc/>
-    public void BulkLoad(RmapRecord[] sorted)
-    {
-        if (map.Count != 0)
-        {
-            map.Dispose();
-            map = new ShmemIntervalBTree<RmapRecord, RmapRecordMapComparer>();
-        }
-        map.BulkLoad(sorted);
-    }
-
-    /// <inheritdoc/>
-    public long Lookup(ReadOnlySpan<RmapRecord> keys)
-    {
-        long sum = 0;
-        foreach (ref readonly RmapRecord key in keys)
-        {
-            if (map.TryFind(key, out RmapRecord found))
-            {
-                sum += found.BlockCount;
-            }
-        }
-        return sum;
-    }
-
-    /// <inheritdoc/>
-    public bool HasBatchLookup => true;
-
-    /// <inheritdoc/>
-    public long LookupBatch(ReadOnlySpan<RmapRecord> keys)
-    {
-        const int Chunk = 256;
-        Span<RmapRecord> found = stackalloc RmapRecord[Chunk];
-        Span<bool> hit = stackalloc bool[Chunk];
-        long sum = 0;
-        for (int start = 0; start < keys.Length; start += Chunk)
-        {
-            ReadOnlySpan<RmapRecord> part = keys.Slice(start, Math.Min(Chunk, keys.Length - start));
-            map.TryFindMany(part, found, hit);
-            for (int i = 0; i < part.Length; i++)
-            {
-                if (hit[i])
-                {
-                    sum += found[i].BlockCount;
-                }
-            }
-        }
-        return sum;
-    }
-
-    /// <inheritdoc/>
-    public long QueryOverlapping(ReadOnlySpan<BlockRange> ranges)
+    public override long QueryOverlapping(ReadOnlySpan<BlockRange> ranges)
     {
         var counter = new CountingVisitor();
         foreach (BlockRange range in ranges)
@@ -117,7 +56,7 @@ public sealed class XfbtreePeer : IOrderedMapPeer
             // Every record whose [start, start + length - 1] meets [Low, High]: no filtering needed afterwards.
             var low = new RmapRecord(range.Low, 0, 0, 0);
             var high = new RmapRecord(range.High, 0, ulong.MaxValue, ulong.MaxValue);
-            map.QueryOverlapping(low, high, ref counter);
+            Map.Tree.QueryOverlapping(low, high, ref counter);
         }
         return counter.Count;
     }
@@ -136,21 +75,12 @@ public sealed class XfbtreePeer : IOrderedMapPeer
     }
 
     /// <inheritdoc/>
-    public long Scan()
+    public override long Scan()
     {
         var visitor = new CountingVisitor();
-        map.VisitAll(ref visitor);
+        Map.Tree.VisitAll(ref visitor);
         return visitor.StartSum;
     }
-
-    /// <inheritdoc/>
-    public long Count => map.Count;
-
-    /// <inheritdoc/>
-    public long NativeBytes => map.XfileBytesUsed + map.TableBytes;
-
-    /// <inheritdoc/>
-    public void Dispose() => map.Dispose();
 }
 
 /// <summary>
@@ -158,15 +88,128 @@ public sealed class XfbtreePeer : IOrderedMapPeer
 /// so twice the fan-out of the interval map): it has no interval index, so its overlapped range query is
 /// <c>Range</c> from the first possible start plus a filter, as SortedSet's.
 /// </summary>
-public sealed class XfbtreePlainPeer : IOrderedMapPeer
+public sealed class XfbtreePlainPeer : XfbtreeMapPeer<XfbtreePlainMap>
 {
-    private ShmemBTree<RmapRecord, RmapRecordMapComparer> map = new();
+    /// <inheritdoc/>
+    public override string Name => "Xfbtree-plain";
 
     /// <inheritdoc/>
-    public string Name => "Xfbtree-plain";
+    public override string? RangeQueryNote => "no interval index: Range from the first possible start + filter";
 
     /// <inheritdoc/>
-    public string? RangeQueryNote => "no interval index: Range from the first possible start + filter";
+    public override long QueryOverlapping(ReadOnlySpan<BlockRange> ranges)
+    {
+        long found = 0;
+        foreach (BlockRange range in ranges)
+        {
+            var low = new RmapRecord(range.FirstPossibleStart, 0, 0, 0);
+            var high = new RmapRecord(range.High, 0, ulong.MaxValue, ulong.MaxValue);
+            foreach (ref readonly RmapRecord record in Map.Tree.Range(low, high))
+            {
+                if (record.StartBlock + record.BlockCount > range.Low)
+                {
+                    found++;
+                }
+            }
+        }
+        return found;
+    }
+
+    /// <inheritdoc/>
+    public override long Scan()
+    {
+        long sum = 0;
+        foreach (ref readonly RmapRecord record in Map.Tree)
+        {
+            sum += record.StartBlock;
+        }
+        return sum;
+    }
+}
+
+/// <summary>One of Xfbtree's typed maps of <see cref="RmapRecord"/>, as a struct the peers are specialised for.</summary>
+/// <typeparam name="TSelf">The implementing struct.</typeparam>
+public interface IXfbtreeRmapMap<TSelf> : IDisposable where TSelf : struct, IXfbtreeRmapMap<TSelf>
+{
+    /// <summary>A new empty map on a private xfile.</summary>
+    static abstract TSelf Create();
+    /// <summary>Records in the map.</summary>
+    long Count { get; }
+    /// <summary>Bytes of the xfile plus the block table.</summary>
+    long NativeBytes { get; }
+    /// <summary>Adds a record.</summary>
+    bool Insert(in RmapRecord record);
+    /// <summary>Finds the record with the key of <paramref name="key"/>.</summary>
+    bool TryFind(in RmapRecord key, out RmapRecord record);
+    /// <summary>Looks up many keys at once.</summary>
+    int TryFindMany(ReadOnlySpan<RmapRecord> keys, Span<RmapRecord> records, Span<bool> found);
+    /// <summary>Loads sorted records into the empty map.</summary>
+    void BulkLoad(ReadOnlySpan<RmapRecord> sorted);
+}
+
+/// <summary>The interval map as an <see cref="IXfbtreeRmapMap{TSelf}"/>.</summary>
+public readonly struct XfbtreeIntervalMap(ShmemIntervalBTree<RmapRecord, RmapRecordMapComparer> tree) : IXfbtreeRmapMap<XfbtreeIntervalMap>
+{
+    /// <summary>The map itself.</summary>
+    public ShmemIntervalBTree<RmapRecord, RmapRecordMapComparer> Tree { get; } = tree;
+    /// <inheritdoc/>
+    public static XfbtreeIntervalMap Create() => new(new ShmemIntervalBTree<RmapRecord, RmapRecordMapComparer>());
+    /// <inheritdoc/>
+    public long Count => Tree.Count;
+    /// <inheritdoc/>
+    public long NativeBytes => Tree.XfileBytesUsed + Tree.TableBytes;
+    /// <inheritdoc/>
+    public bool Insert(in RmapRecord record) => Tree.Insert(record);
+    /// <inheritdoc/>
+    public bool TryFind(in RmapRecord key, out RmapRecord record) => Tree.TryFind(key, out record);
+    /// <inheritdoc/>
+    public int TryFindMany(ReadOnlySpan<RmapRecord> keys, Span<RmapRecord> records, Span<bool> found) => Tree.TryFindMany(keys, records, found);
+    /// <inheritdoc/>
+    public void BulkLoad(ReadOnlySpan<RmapRecord> sorted) => Tree.BulkLoad(sorted);
+    /// <inheritdoc/>
+    public void Dispose() => Tree.Dispose();
+}
+
+/// <summary>The plain ordered map as an <see cref="IXfbtreeRmapMap{TSelf}"/>.</summary>
+public readonly struct XfbtreePlainMap(ShmemBTree<RmapRecord, RmapRecordMapComparer> tree) : IXfbtreeRmapMap<XfbtreePlainMap>
+{
+    /// <summary>The map itself.</summary>
+    public ShmemBTree<RmapRecord, RmapRecordMapComparer> Tree { get; } = tree;
+    /// <inheritdoc/>
+    public static XfbtreePlainMap Create() => new(new ShmemBTree<RmapRecord, RmapRecordMapComparer>());
+    /// <inheritdoc/>
+    public long Count => Tree.Count;
+    /// <inheritdoc/>
+    public long NativeBytes => Tree.XfileBytesUsed + Tree.TableBytes;
+    /// <inheritdoc/>
+    public bool Insert(in RmapRecord record) => Tree.Insert(record);
+    /// <inheritdoc/>
+    public bool TryFind(in RmapRecord key, out RmapRecord record) => Tree.TryFind(key, out record);
+    /// <inheritdoc/>
+    public int TryFindMany(ReadOnlySpan<RmapRecord> keys, Span<RmapRecord> records, Span<bool> found) => Tree.TryFindMany(keys, records, found);
+    /// <inheritdoc/>
+    public void BulkLoad(ReadOnlySpan<RmapRecord> sorted) => Tree.BulkLoad(sorted);
+    /// <inheritdoc/>
+    public void Dispose() => Tree.Dispose();
+}
+
+/// <summary>
+/// What the two Xfbtree peers share: insert, bulk load (on a fresh map when this one is not empty), point and
+/// batched lookups, count, memory and disposal, specialised by the JIT for <typeparamref name="TMap"/>.
+/// </summary>
+/// <typeparam name="TMap">The typed map.</typeparam>
+public abstract class XfbtreeMapPeer<TMap> : IOrderedMapPeer where TMap : struct, IXfbtreeRmapMap<TMap>
+{
+    private TMap map = TMap.Create();
+
+    /// <summary>The map.</summary>
+    protected TMap Map => map;
+
+    /// <inheritdoc/>
+    public abstract string Name { get; }
+
+    /// <inheritdoc/>
+    public virtual string? RangeQueryNote => null;
 
     /// <inheritdoc/>
     public void Insert(ReadOnlySpan<RmapRecord> records)
@@ -183,7 +226,7 @@ public sealed class XfbtreePlainPeer : IOrderedMapPeer
         if (map.Count != 0)
         {
             map.Dispose();
-            map = new ShmemBTree<RmapRecord, RmapRecordMapComparer>();
+            map = TMap.Create();
         }
         map.BulkLoad(sorted);
     }
@@ -228,40 +271,16 @@ public sealed class XfbtreePlainPeer : IOrderedMapPeer
     }
 
     /// <inheritdoc/>
-    public long QueryOverlapping(ReadOnlySpan<BlockRange> ranges)
-    {
-        long found = 0;
-        foreach (BlockRange range in ranges)
-        {
-            var low = new RmapRecord(range.FirstPossibleStart, 0, 0, 0);
-            var high = new RmapRecord(range.High, 0, ulong.MaxValue, ulong.MaxValue);
-            foreach (ref readonly RmapRecord record in map.Range(low, high))
-            {
-                if (record.StartBlock + record.BlockCount > range.Low)
-                {
-                    found++;
-                }
-            }
-        }
-        return found;
-    }
+    public abstract long QueryOverlapping(ReadOnlySpan<BlockRange> ranges);
 
     /// <inheritdoc/>
-    public long Scan()
-    {
-        long sum = 0;
-        foreach (ref readonly RmapRecord record in map)
-        {
-            sum += record.StartBlock;
-        }
-        return sum;
-    }
+    public abstract long Scan();
 
     /// <inheritdoc/>
     public long Count => map.Count;
 
     /// <inheritdoc/>
-    public long NativeBytes => map.XfileBytesUsed + map.TableBytes;
+    public long NativeBytes => map.NativeBytes;
 
     /// <inheritdoc/>
     public void Dispose() => map.Dispose();

@@ -1,7 +1,5 @@
-using System.Security.Cryptography;
 using Xfbtree.Xfs.Tests.Repair;
 using Xfbtree.Xfs.Tests.Trees;
-using Xfbtree.Xfs.Write.Stress;
 using Xunit.Abstractions;
 
 namespace Xfbtree.Xfs.Tests.Write;
@@ -28,11 +26,7 @@ public sealed class WriteKernelOracleTests(ITestOutputHelper output)
     [MemberData(nameof(Images))]
     public void WriteKernelReadsWhatTheEngineWroteAndKeepsWorkingOnIt(string fixture, int seed)
     {
-        RepairSafetyTests.RequireRoot();
-        foreach (string tool in new[] { "/bin/mount", "/bin/umount", "/usr/bin/findmnt", "/bin/dmesg" })
-        {
-            Assert.True(File.Exists(tool), $"{tool} is missing: the kernel oracle cannot run");
-        }
+        KernelOracle.RequireRootAndTools();
         using var scratch = new RepairScratch();
         string image = scratch.CopyFixture(fixture);
         string manifest = Path.Combine(scratch.Directory, "manifest.tsv");
@@ -49,50 +43,11 @@ public sealed class WriteKernelOracleTests(ITestOutputHelper output)
         // A copy of a fixture has the fixture's UUID, and the kernel refuses to mount a second filesystem with a UUID
         // already mounted (other tests and other processes mount copies of the same fixtures): give ours its own.
         TreeFixtures.Run(TreeFixtures.Tool("xfs_admin"), ["-U", "generate", image]);
-        string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
         string marker = $"xfbtree-write-kernel-oracle-{Environment.ProcessId}-{seed}";
-        File.WriteAllText("/dev/kmsg", marker + "\n");
-        TreeFixtures.Run("/bin/mount", ["-o", "loop", image, mnt]);
-        string device;
-        int compared = 0;
-        long bytes = 0;
-        try
-        {
-            device = Path.GetFileName(TreeFixtures.Run("/usr/bin/findmnt", ["-n", "-o", "SOURCE", mnt]).Trim());
-            foreach (var fields in expected)
-            {
-                string path = Path.Combine(mnt, fields[0].TrimStart('/'));
-                Assert.True(File.Exists(path), $"{fields[0]} is in the manifest but the kernel does not see it");
-                using var stream = File.OpenRead(path);
-                Assert.True(stream.Length.ToString(System.Globalization.CultureInfo.InvariantCulture) == fields[1],
-                    $"{fields[0]}: the kernel sees {stream.Length} bytes, the model {fields[1]}");
-                string sha = Convert.ToHexStringLower(SHA256.HashData(stream));
-                Assert.True(sha == fields[2], $"{fields[0]}: the kernel reads sha256 {sha}, the model has {fields[2]}");
-                compared++;
-                bytes += stream.Length;
-            }
-        }
-        finally
-        {
-            TreeFixtures.Run("/bin/umount", [mnt]);
-        }
+        var (device, compared, bytes) = KernelOracle.MountAndCompareManifest(scratch, image, expected, marker, "loop");
         output.WriteLine($"kernel read {compared} files ({bytes} bytes) on {device}: all equal to the model");
 
-        var workload = RepairTools.Exec(Path.Combine(RepairKernelTests.RepoRoot(), "scripts", "kernel-workload.sh"), [image]);
-        output.WriteLine(workload.Stdout + workload.Stderr);
-        Assert.True(workload.ExitCode == 0, $"kernel workload on the engine's image: {workload}");
-
-        var repair = RepairTools.XfsRepairCheck(image);
-        Assert.True(repair.ExitCode == 0, $"xfs_repair -n: {repair}");
-        string log = TreeFixtures.Run("/bin/dmesg", []);
-        int start = log.LastIndexOf(marker, StringComparison.Ordinal);
-        Assert.True(start >= 0, "our marker is not in the kernel log: cannot tell what the kernel said");
-        var ours = log[start..].Split('\n').Where(l => l.Contains($"XFS ({device})", StringComparison.Ordinal)).ToList();
-        output.WriteLine(string.Join('\n', ours));
-        Assert.DoesNotContain(ours, l => l.Contains("corrupt", StringComparison.OrdinalIgnoreCase)
-                                         || l.Contains("shutdown", StringComparison.OrdinalIgnoreCase)
-                                         || l.Contains("shut down", StringComparison.OrdinalIgnoreCase)
-                                         || l.Contains("Internal error", StringComparison.Ordinal)
-                                         || l.Contains("metadata I/O error", StringComparison.Ordinal));
+        KernelOracle.AssertKernelWorkloadAndRepair(image, output, "the engine's image");
+        KernelOracle.AssertKernelLogClean(marker, device, output);
     }
 }

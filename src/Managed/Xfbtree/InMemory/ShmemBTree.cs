@@ -38,66 +38,42 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     where TRecord : unmanaged
     where TComparer : struct, IRecordComparer<TRecord>
 {
-    readonly Xfile? _ownedXfile;
-    readonly Xfile _xfile;
-    readonly Xfbtree<TypedRecordOps<TRecord, TComparer>> _tree;
-    readonly BtreeCursor<TypedRecordOps<TRecord, TComparer>> _cursor;
-    readonly BtreeCursor<TypedRecordOps<TRecord, TComparer>> _enumCursor;
+    ShmemTreeCore<TRecord, TypedRecordOps<TRecord, TComparer>> _core; // mutable struct: not readonly
     readonly TComparer _comparer;
-    long _count;
     int _version;
     int _enumerationToken;
-    bool _disposed;
 
     /// <summary>Creates an empty tree.</summary>
     /// <param name="comparer">The order (default instance when omitted).</param>
     /// <param name="options">Where to keep the blocks; null = a private xfile.</param>
     public ShmemBTree(TComparer comparer = default, ShmemBTreeOptions? options = null)
     {
-        options ??= new ShmemBTreeOptions();
-        // The whole record is the key, and the engine takes keys of up to MaxKeySize / 2 bytes (node slots of
-        // overlapping trees hold two keys in the same scratch).
-        if (Unsafe.SizeOf<TRecord>() > BtreeGeometry.MaxKeySize / 2) throw new ArgumentException($"records larger than {BtreeGeometry.MaxKeySize / 2} bytes are not supported");
+        _core = new ShmemTreeCore<TRecord, TypedRecordOps<TRecord, TComparer>>(new TypedRecordOps<TRecord, TComparer>(comparer), options, "xfbtree-shmem-btree", withEnumCursor: true);
         _comparer = comparer;
-        if (options.Xfile is null) _ownedXfile = Xfile.Create(options.XfileOptions ?? new XfileOptions { Name = "xfbtree-shmem-btree" });
-        _xfile = options.Xfile ?? _ownedXfile!;
-        try
-        {
-            _tree = new Xfbtree<TypedRecordOps<TRecord, TComparer>>(new TypedRecordOps<TRecord, TComparer>(comparer), _xfile, 0, options.PartitionStart, options.PartitionLength);
-            _tree.Store.TrackDirty = false;
-            _cursor = _tree.CreateCursor();
-            _enumCursor = _tree.CreateCursor();
-        }
-        catch
-        {
-            _ownedXfile?.Dispose();
-            throw;
-        }
     }
 
+    static ReadOnlySpan<byte> Bytes(in TRecord record) => ShmemTreeCore<TRecord, TypedRecordOps<TRecord, TComparer>>.Bytes(in record);
+
     /// <summary>Number of records.</summary>
-    public long Count { get { ThrowIfDisposed(); return _count; } }
+    public long Count { get { ThrowIfDisposed(); return _core.Count; } }
 
     /// <summary>Bytes of shared memory held by the tree's blocks (page-sized btree blocks in use).</summary>
-    public long MemoryBytes { get { ThrowIfDisposed(); return _tree.BytesInUse; } }
+    public long MemoryBytes { get { ThrowIfDisposed(); return _core.Tree.BytesInUse; } }
 
     /// <summary>Bytes the backing xfile really has allocated (for a private xfile: this tree's memory; for a shared one: every tree's).</summary>
-    public long XfileBytesUsed { get { ThrowIfDisposed(); return _xfile.BytesUsed; } }
+    public long XfileBytesUsed { get { ThrowIfDisposed(); return _core.Xfile.BytesUsed; } }
 
     /// <summary>Native bytes of the block table (bookkeeping outside the xfile and the managed heap).</summary>
-    public long TableBytes { get { ThrowIfDisposed(); return _tree.Store.TableBytes; } }
+    public long TableBytes { get { ThrowIfDisposed(); return _core.Tree.Store.TableBytes; } }
 
     /// <summary>Height of the underlying btree (1 = a single leaf).</summary>
-    public int Height { get { ThrowIfDisposed(); return _tree.Root.Height; } }
-
-    static ReadOnlySpan<byte> Bytes(in TRecord record) => MemoryMarshal.AsBytes(new ReadOnlySpan<TRecord>(in record));
+    public int Height { get { ThrowIfDisposed(); return _core.Tree.Root.Height; } }
 
     /// <summary>Adds a record; false (nothing changed) when a record with the same key exists.</summary>
     public bool Insert(in TRecord record)
     {
         ThrowIfDisposed();
-        if (!_cursor.Insert(Bytes(record))) return false;
-        _count++;
+        if (!_core.Insert(in record)) return false;
         _version++;
         return true;
     }
@@ -106,9 +82,7 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     public bool Remove(in TRecord key)
     {
         ThrowIfDisposed();
-        if (!_cursor.Lookup(Bytes(key), BtreeLookup.Equal)) return false;
-        _cursor.Delete();
-        _count--;
+        if (!_core.Remove(in key)) return false;
         _version++;
         return true;
     }
@@ -117,13 +91,7 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     public bool TryFind(in TRecord key, out TRecord record)
     {
         ThrowIfDisposed();
-        if (_cursor.Lookup(Bytes(key), BtreeLookup.Equal))
-        {
-            record = MemoryMarshal.Read<TRecord>(_cursor.Current);
-            return true;
-        }
-        record = default;
-        return false;
+        return _core.TryFind(in key, BtreeLookup.Equal, out record);
     }
 
     /// <summary>
@@ -135,42 +103,28 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     public int TryFindMany(ReadOnlySpan<TRecord> keys, Span<TRecord> records, Span<bool> found)
     {
         ThrowIfDisposed();
-        if (records.Length < keys.Length) throw new ArgumentException("records is shorter than keys", nameof(records));
-        if (found.Length < keys.Length) throw new ArgumentException("found is shorter than keys", nameof(found));
-        return _cursor.LookupEqualBatch(MemoryMarshal.AsBytes(keys), MemoryMarshal.AsBytes(records), found);
+        return _core.TryFindMany(keys, records, found);
     }
 
     /// <summary>True when a record with the key of <paramref name="key"/> exists.</summary>
     public bool Contains(in TRecord key)
     {
         ThrowIfDisposed();
-        return _cursor.Lookup(Bytes(key), BtreeLookup.Equal);
+        return _core.Cursor.Lookup(Bytes(key), BtreeLookup.Equal);
     }
 
     /// <summary>Finds the last record whose key is at most <paramref name="key"/> (floor).</summary>
     public bool TryFindLessOrEqual(in TRecord key, out TRecord record)
     {
         ThrowIfDisposed();
-        if (_cursor.Lookup(Bytes(key), BtreeLookup.LessOrEqual))
-        {
-            record = MemoryMarshal.Read<TRecord>(_cursor.Current);
-            return true;
-        }
-        record = default;
-        return false;
+        return _core.TryFind(in key, BtreeLookup.LessOrEqual, out record);
     }
 
     /// <summary>Finds the first record whose key is at least <paramref name="key"/> (ceiling).</summary>
     public bool TryFindGreaterOrEqual(in TRecord key, out TRecord record)
     {
         ThrowIfDisposed();
-        if (_cursor.Lookup(Bytes(key), BtreeLookup.GreaterOrEqual))
-        {
-            record = MemoryMarshal.Read<TRecord>(_cursor.Current);
-            return true;
-        }
-        record = default;
-        return false;
+        return _core.TryFind(in key, BtreeLookup.GreaterOrEqual, out record);
     }
 
     /// <summary>
@@ -181,7 +135,7 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     public RangeEnumerator Range(in TRecord low, in TRecord high)
     {
         ThrowIfDisposed();
-        _enumCursor.Release();
+        _core.EnumCursor!.Release();
         return new RangeEnumerator(this, low, high, bounded: true, ++_enumerationToken);
     }
 
@@ -189,7 +143,7 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     public RangeEnumerator GetEnumerator()
     {
         ThrowIfDisposed();
-        _enumCursor.Release();
+        _core.EnumCursor!.Release();
         return new RangeEnumerator(this, default, default, bounded: false, ++_enumerationToken);
     }
 
@@ -200,57 +154,20 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     public void BulkLoad(ReadOnlySpan<TRecord> sorted)
     {
         ThrowIfDisposed();
-        if (_count != 0) throw new InvalidOperationException("bulk load needs an empty tree");
-        if (sorted.IsEmpty) return;
-        _cursor.Release();
-        _enumCursor.Release();
-        var store = _tree.Store;
-        long oldRoot = _tree.Root.Pointer;
-        var plan = BtreeBulkLoader.ComputeGeometry(_tree.Tree.Geometry, sorted.Length);
-        var source = new SpanSource(MemoryMarshal.AsBytes(sorted), Unsafe.SizeOf<TRecord>());
-        var staged = new BtreeRootValue(BtreeHeader.NullPointer, 1);
-        var staging = new Btree<TypedRecordOps<TRecord, TComparer>>(_tree.Tree.Ops, store, staged, new byte[16], 0);
-        BtreeBulkLoader.Load(staging, plan, ref source, store.AllocateBlock);
-        // Commit: one root update, then free the old empty root leaf.
-        _tree.Root.Set(staged.Pointer, staged.Height);
-        store.FreeBlock(oldRoot);
-        _count = sorted.Length;
-        _version++;
-    }
-
-    ref struct SpanSource(ReadOnlySpan<byte> data, int recordSize) : IBtreeRecordSource
-    {
-        readonly ReadOnlySpan<byte> _data = data;
-        int _offset;
-        public void Fill(Span<byte> destination, int count)
-        {
-            int bytes = count * recordSize;
-            _data.Slice(_offset, bytes).CopyTo(destination);
-            _offset += bytes;
-        }
+        if (_core.BulkLoad(sorted)) _version++;
     }
 
     /// <summary>Runs the engine's structure checker (for tests and diagnostics); returns the violations found.</summary>
     public IReadOnlyList<string> CheckStructure()
     {
         ThrowIfDisposed();
-        _cursor.Release();
-        _enumCursor.Release();
-        return _tree.Tree.Check().Violations;
+        return _core.CheckStructure();
     }
 
     /// <summary>Releases the tree's memory (and its xfile when the tree created it). Later calls throw <see cref="ObjectDisposedException"/>.</summary>
-    public void Dispose()
-    {
-        if (_disposed) return;
-        _disposed = true;
-        _cursor?.Dispose();
-        _enumCursor?.Dispose();
-        _tree?.Dispose();
-        _ownedXfile?.Dispose();
-    }
+    public void Dispose() => _core.Dispose();
 
-    void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+    void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_core.Disposed, this);
 
     /// <summary>An allocation-free, in-order enumerator over a key range (a ref struct: use it with foreach).</summary>
     public ref struct RangeEnumerator
@@ -278,7 +195,7 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
         public readonly RangeEnumerator GetEnumerator() => this;
 
         /// <summary>The current record (valid until the next <see cref="MoveNext"/>).</summary>
-        public readonly ref readonly TRecord Current => ref MemoryMarshal.AsRef<TRecord>(_map._enumCursor.Current);
+        public readonly ref readonly TRecord Current => ref MemoryMarshal.AsRef<TRecord>(_map._core.EnumCursor!.Current);
 
         /// <summary>Advances to the next record in range; false at the end.</summary>
         public bool MoveNext()
@@ -287,7 +204,7 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
             if (_version != _map._version) throw new InvalidOperationException("the tree changed during enumeration");
             if (_token != _map._enumerationToken) throw new InvalidOperationException("another enumeration of this tree was started");
             if (_done) return false;
-            var cur = _map._enumCursor;
+            var cur = _map._core.EnumCursor!;
             bool found;
             if (!_started)
             {
@@ -319,16 +236,15 @@ internal readonly struct TypedRecordOps<TRecord, TComparer> : IBtreeOps
     public int KeySize => Unsafe.SizeOf<TRecord>();
     public bool Overlapping => false;
 
-    // The engine always hands exact-size slices (RecordSize/KeySize bytes), so the reinterpretation below stays
-    // inside the span; skipping MemoryMarshal.AsRef's length check matters in the binary search.
+    // Exact-size slices from the engine (see WholeRecordKeys).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public int CompareKeys(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b)
-        => _comparer.Compare(in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(a)), in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(b)));
+        => WholeRecordKeys<TRecord>.Compare(in _comparer, a, b);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public int CompareRecordToKey(ReadOnlySpan<byte> record, ReadOnlySpan<byte> key)
-        => _comparer.Compare(in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(record)), in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(key)));
-    public void GetKey(ReadOnlySpan<byte> record, Span<byte> key) => record[..Unsafe.SizeOf<TRecord>()].CopyTo(key);
-    public void GetHighKey(ReadOnlySpan<byte> record, Span<byte> key) => record[..Unsafe.SizeOf<TRecord>()].CopyTo(key);
+        => WholeRecordKeys<TRecord>.Compare(in _comparer, record, key);
+    public void GetKey(ReadOnlySpan<byte> record, Span<byte> key) => WholeRecordKeys<TRecord>.CopyKey(record, key);
+    public void GetHighKey(ReadOnlySpan<byte> record, Span<byte> key) => WholeRecordKeys<TRecord>.CopyKey(record, key);
     public bool RecordsInOrder(ReadOnlySpan<byte> previous, ReadOnlySpan<byte> next) => CompareKeys(previous, next) < 0;
     public string? ValidateRecord(ReadOnlySpan<byte> record) => null;
 }

@@ -41,91 +41,57 @@ public sealed class ShmemIntervalBTree<TRecord, TComparer> : IDisposable
     where TRecord : unmanaged
     where TComparer : struct, IIntervalRecordComparer<TRecord>
 {
-    readonly Xfile? _ownedXfile;
-    readonly Xfile _xfile;
-    readonly Xfbtree<IntervalRecordOps<TRecord, TComparer>> _tree;
-    readonly BtreeCursor<IntervalRecordOps<TRecord, TComparer>> _cursor;
-    long _count;
-    bool _disposed;
+    ShmemTreeCore<TRecord, IntervalRecordOps<TRecord, TComparer>> _core; // mutable struct: not readonly
 
     /// <summary>Creates an empty tree.</summary>
     /// <param name="comparer">The order and high key (default instance when omitted).</param>
     /// <param name="options">Where to keep the blocks; null = a private xfile.</param>
     public ShmemIntervalBTree(TComparer comparer = default, ShmemBTreeOptions? options = null)
-    {
-        options ??= new ShmemBTreeOptions();
-        if (Unsafe.SizeOf<TRecord>() > BtreeGeometry.MaxKeySize / 2) throw new ArgumentException($"records larger than {BtreeGeometry.MaxKeySize / 2} bytes are not supported");
-        if (options.Xfile is null) _ownedXfile = Xfile.Create(options.XfileOptions ?? new XfileOptions { Name = "xfbtree-shmem-interval-btree" });
-        _xfile = options.Xfile ?? _ownedXfile!;
-        try
-        {
-            _tree = new Xfbtree<IntervalRecordOps<TRecord, TComparer>>(new IntervalRecordOps<TRecord, TComparer>(comparer), _xfile, 0, options.PartitionStart, options.PartitionLength);
-            _tree.Store.TrackDirty = false;
-            _cursor = _tree.CreateCursor();
-        }
-        catch
-        {
-            _ownedXfile?.Dispose();
-            throw;
-        }
-    }
+        => _core = new ShmemTreeCore<TRecord, IntervalRecordOps<TRecord, TComparer>>(new IntervalRecordOps<TRecord, TComparer>(comparer), options, "xfbtree-shmem-interval-btree", withEnumCursor: false);
 
     /// <summary>Number of records.</summary>
-    public long Count { get { ThrowIfDisposed(); return _count; } }
+    public long Count { get { ThrowIfDisposed(); return _core.Count; } }
 
     /// <summary>Bytes of shared memory held by the tree's blocks.</summary>
-    public long MemoryBytes { get { ThrowIfDisposed(); return _tree.BytesInUse; } }
+    public long MemoryBytes { get { ThrowIfDisposed(); return _core.Tree.BytesInUse; } }
 
     /// <summary>Bytes the backing xfile really has allocated.</summary>
-    public long XfileBytesUsed { get { ThrowIfDisposed(); return _xfile.BytesUsed; } }
+    public long XfileBytesUsed { get { ThrowIfDisposed(); return _core.Xfile.BytesUsed; } }
 
     /// <summary>Native bytes of the block table (bookkeeping outside the xfile).</summary>
-    public long TableBytes { get { ThrowIfDisposed(); return _tree.Store.TableBytes; } }
+    public long TableBytes { get { ThrowIfDisposed(); return _core.Tree.Store.TableBytes; } }
 
     /// <summary>Height of the underlying btree.</summary>
-    public int Height { get { ThrowIfDisposed(); return _tree.Root.Height; } }
+    public int Height { get { ThrowIfDisposed(); return _core.Tree.Root.Height; } }
 
-    static ReadOnlySpan<byte> Bytes(in TRecord record) => MemoryMarshal.AsBytes(new ReadOnlySpan<TRecord>(in record));
+    static ReadOnlySpan<byte> Bytes(in TRecord record) => ShmemTreeCore<TRecord, IntervalRecordOps<TRecord, TComparer>>.Bytes(in record);
 
     /// <summary>Adds a record; false (nothing changed) when a record with the same key exists.</summary>
     public bool Insert(in TRecord record)
     {
         ThrowIfDisposed();
-        if (!_cursor.Insert(Bytes(record))) return false;
-        _count++;
-        return true;
+        return _core.Insert(in record);
     }
 
     /// <summary>Removes the record with the key of <paramref name="key"/>; false when there is none.</summary>
     public bool Remove(in TRecord key)
     {
         ThrowIfDisposed();
-        if (!_cursor.Lookup(Bytes(key), BtreeLookup.Equal)) return false;
-        _cursor.Delete();
-        _count--;
-        return true;
+        return _core.Remove(in key);
     }
 
     /// <summary>Finds the record with the key of <paramref name="key"/>.</summary>
     public bool TryFind(in TRecord key, out TRecord record)
     {
         ThrowIfDisposed();
-        if (_cursor.Lookup(Bytes(key), BtreeLookup.Equal))
-        {
-            record = MemoryMarshal.Read<TRecord>(_cursor.Current);
-            return true;
-        }
-        record = default;
-        return false;
+        return _core.TryFind(in key, BtreeLookup.Equal, out record);
     }
 
     /// <summary>Looks up many keys at once (see <see cref="ShmemBTree{TRecord, TComparer}.TryFindMany"/>).</summary>
     public int TryFindMany(ReadOnlySpan<TRecord> keys, Span<TRecord> records, Span<bool> found)
     {
         ThrowIfDisposed();
-        if (records.Length < keys.Length) throw new ArgumentException("records is shorter than keys", nameof(records));
-        if (found.Length < keys.Length) throw new ArgumentException("found is shorter than keys", nameof(found));
-        return _cursor.LookupEqualBatch(MemoryMarshal.AsBytes(keys), MemoryMarshal.AsBytes(records), found);
+        return _core.TryFindMany(keys, records, found);
     }
 
     /// <summary>
@@ -137,7 +103,7 @@ public sealed class ShmemIntervalBTree<TRecord, TComparer> : IDisposable
     {
         ThrowIfDisposed();
         var adapter = new VisitorAdapter<TVisitor>(ref visitor);
-        return _cursor.Query(Bytes(low), Bytes(high), ref adapter);
+        return _core.Cursor.Query(Bytes(low), Bytes(high), ref adapter);
     }
 
     /// <summary>Visits every record in key order; returns false when the visitor stopped.</summary>
@@ -145,7 +111,7 @@ public sealed class ShmemIntervalBTree<TRecord, TComparer> : IDisposable
     {
         ThrowIfDisposed();
         var adapter = new VisitorAdapter<TVisitor>(ref visitor);
-        return _cursor.QueryAll(ref adapter);
+        return _core.Cursor.QueryAll(ref adapter);
     }
 
     ref struct VisitorAdapter<TVisitor>(ref TVisitor inner) : IBtreeRecordVisitor where TVisitor : IRecordVisitor<TRecord>
@@ -158,52 +124,20 @@ public sealed class ShmemIntervalBTree<TRecord, TComparer> : IDisposable
     public void BulkLoad(ReadOnlySpan<TRecord> sorted)
     {
         ThrowIfDisposed();
-        if (_count != 0) throw new InvalidOperationException("bulk load needs an empty tree");
-        if (sorted.IsEmpty) return;
-        _cursor.Release();
-        var store = _tree.Store;
-        long oldRoot = _tree.Root.Pointer;
-        var plan = BtreeBulkLoader.ComputeGeometry(_tree.Tree.Geometry, sorted.Length);
-        var source = new SpanSource(MemoryMarshal.AsBytes(sorted), Unsafe.SizeOf<TRecord>());
-        var staged = new BtreeRootValue(BtreeHeader.NullPointer, 1);
-        var staging = new Btree<IntervalRecordOps<TRecord, TComparer>>(_tree.Tree.Ops, store, staged, new byte[16], 0);
-        BtreeBulkLoader.Load(staging, plan, ref source, store.AllocateBlock);
-        _tree.Root.Set(staged.Pointer, staged.Height);
-        store.FreeBlock(oldRoot);
-        _count = sorted.Length;
-    }
-
-    ref struct SpanSource(ReadOnlySpan<byte> data, int recordSize) : IBtreeRecordSource
-    {
-        readonly ReadOnlySpan<byte> _data = data;
-        int _offset;
-        public void Fill(Span<byte> destination, int count)
-        {
-            int bytes = count * recordSize;
-            _data.Slice(_offset, bytes).CopyTo(destination);
-            _offset += bytes;
-        }
+        _core.BulkLoad(sorted);
     }
 
     /// <summary>Runs the engine's structure checker (including the high keys of every node slot).</summary>
     public IReadOnlyList<string> CheckStructure()
     {
         ThrowIfDisposed();
-        _cursor.Release();
-        return _tree.Tree.Check().Violations;
+        return _core.CheckStructure();
     }
 
     /// <summary>Releases the tree's memory (and its xfile when the tree created it).</summary>
-    public void Dispose()
-    {
-        if (_disposed) return;
-        _disposed = true;
-        _cursor?.Dispose();
-        _tree?.Dispose();
-        _ownedXfile?.Dispose();
-    }
+    public void Dispose() => _core.Dispose();
 
-    void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+    void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_core.Disposed, this);
 }
 
 /// <summary>Ops of the interval map: the whole record is the key, the comparer's high key bounds it; overlapping node keys.</summary>
@@ -220,14 +154,14 @@ internal readonly struct IntervalRecordOps<TRecord, TComparer> : IBtreeOps
     public int KeySize => Unsafe.SizeOf<TRecord>();
     public bool Overlapping => true;
 
-    // Exact-size slices from the engine (see TypedRecordOps).
+    // Exact-size slices from the engine (see WholeRecordKeys).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public int CompareKeys(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b)
-        => _comparer.Compare(in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(a)), in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(b)));
+        => WholeRecordKeys<TRecord>.Compare(in _comparer, a, b);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public int CompareRecordToKey(ReadOnlySpan<byte> record, ReadOnlySpan<byte> key)
-        => _comparer.Compare(in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(record)), in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(key)));
-    public void GetKey(ReadOnlySpan<byte> record, Span<byte> key) => record[..Unsafe.SizeOf<TRecord>()].CopyTo(key);
+        => WholeRecordKeys<TRecord>.Compare(in _comparer, record, key);
+    public void GetKey(ReadOnlySpan<byte> record, Span<byte> key) => WholeRecordKeys<TRecord>.CopyKey(record, key);
     public void GetHighKey(ReadOnlySpan<byte> record, Span<byte> key)
     {
         _comparer.GetHighKey(in MemoryMarshal.AsRef<TRecord>(record[..Unsafe.SizeOf<TRecord>()]), out TRecord high);
