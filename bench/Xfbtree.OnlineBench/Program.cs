@@ -6,10 +6,10 @@ using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Engine;
 using Xfbtree.Xfs.Write.Stress;
 
-// Online rmap repair, in one run on copies of one image (default: the aged-small fixture restored from
-// ../shared/fixtures, or --image IMAGE):
+// Online rmap repair, in one run on copies of one image (default: the aged-small fixture restored from the
+// repository's tests/fixtures, or $XFBTREE_SHARED/fixtures, or --image IMAGE):
 //  1. wall time of an online repair of AG --ag (engine open, no writers) against the offline `rmap repair` of the same
-//     AG on a copy whose rmapbt was damaged with corrupt.sh rec-missing (both scan every inode);
+//     AG on a copy whose rmapbt was damaged (its leftmost leaf zeroed; both scan every inode);
 //  2. throughput of the model-checked stress workload (2 writer threads, --ops operations) without and with online
 //     repairs of every AG in rotation beside it (ops/s ratio);
 //  3. the shadow btree's bytes per record and where the final locked phase spends its time (mean over the repairs).
@@ -29,7 +29,9 @@ for (int i = 0; i < args.Length; i++)
         default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
     }
 }
-string shared = Environment.GetEnvironmentVariable("XFBTREE_SHARED") ?? "/work/shared";
+string fixtures = Environment.GetEnvironmentVariable("XFBTREE_SHARED") is { Length: > 0 } shared
+    ? Path.Combine(shared, "fixtures")
+    : FindRepositoryFixtures();
 string work = Directory.CreateTempSubdirectory("xfbtree-onlinebench-").FullName;
 var inv = CultureInfo.InvariantCulture;
 try
@@ -37,7 +39,7 @@ try
     string pristine = Path.Combine(work, "pristine.img");
     if (sourceImage is null)
     {
-        Run("/bin/sh", "-c", $"zstd -dc '{shared}/fixtures/aged-small.metadump.zst' | xfs_mdrestore - '{pristine}'");
+        Run("/bin/sh", "-c", $"zstd -dc '{fixtures}/aged-small.metadump.zst' | xfs_mdrestore - '{pristine}'");
     }
     else
     {
@@ -56,7 +58,7 @@ try
             fs.Close();
         }
         string b = Copy(pristine, $"offline{r}.img");
-        Run(Path.Combine(shared, "tools", "corrupt.sh"), b, "rec-missing", "1", agno.ToString(inv));
+        ZeroLeftmostRmapLeaf(b, agno);
         var clock = Stopwatch.StartNew();
         int rc = RmapRepairRunner.Run(b, new RmapRepairOptions { OnlyAg = agno }, TextWriter.Null, Console.Error);
         offline.Add(clock.Elapsed.TotalMilliseconds);
@@ -108,6 +110,45 @@ string Copy(string from, string name)
     string to = Path.Combine(work, name);
     Run("cp", "--sparse=always", from, to);
     return to;
+}
+
+// The fixtures folder of the repository this program was built from (walking up from the working directory
+// and from the program's own folder).
+static string FindRepositoryFixtures()
+{
+    foreach (string start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+    {
+        for (DirectoryInfo? d = new(start); d is not null; d = d.Parent)
+        {
+            string candidate = Path.Combine(d.FullName, "tests", "fixtures");
+            if (File.Exists(Path.Combine(candidate, "aged-small.metadump.zst")))
+            {
+                return candidate;
+            }
+        }
+    }
+    throw new DirectoryNotFoundException("tests/fixtures not found above the working directory; set XFBTREE_SHARED or pass --image");
+}
+
+// Damage for the offline repair to rebuild: the leftmost leaf of AG agno's rmapbt becomes zeros.
+static void ZeroLeftmostRmapLeaf(string image, uint agno)
+{
+    long offset;
+    int blockSize;
+    using (var xfs = Xfbtree.Xfs.XfsImage.Open(image))
+    {
+        var rmapbt = xfs.OpenRmapbt(xfs.ReadAgf(agno));
+        using var cursor = rmapbt.CreateCursor();
+        if (!cursor.MoveFirst())
+        {
+            throw new InvalidOperationException($"AG {agno}: empty rmapbt");
+        }
+        offset = xfs.Geometry.AgBlockToByte(agno, (uint)cursor.BlockPointerAt(0));
+        blockSize = xfs.Geometry.BlockSize;
+    }
+    using var file = new FileStream(image, FileMode.Open, FileAccess.Write);
+    file.Seek(offset, SeekOrigin.Begin);
+    file.Write(new byte[blockSize]);
 }
 
 static void Run(string file, params string[] arguments)

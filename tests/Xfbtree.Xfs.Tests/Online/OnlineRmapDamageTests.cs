@@ -9,7 +9,7 @@ using Xunit.Abstractions;
 namespace Xfbtree.Xfs.Tests.Online;
 
 /// <summary>
-/// A damaged rmapbt found while the engine runs (a corruption kind of ../shared/tools/corrupt.sh applied before the
+/// A damaged rmapbt found while the engine runs (a corruption kind of the tests' own injector, RmapCorruptor, applied before the
 /// start): the online check finds it and marks the AG sick, the stress workload goes on and avoids the AG, an online
 /// repair rebuilds it meanwhile, the AG is healthy again; at the end the offline oracles (xfbtree rmap check,
 /// xfs_repair -n) are clean and every model file is intact. Five kinds by default, all with XFBTREE_LONG_TESTS=1.
