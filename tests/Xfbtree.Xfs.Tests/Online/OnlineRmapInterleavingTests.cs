@@ -268,6 +268,40 @@ public sealed class OnlineRmapInterleavingTests(ITestOutputHelper output) : IDis
     }
 
     [Fact]
+    public void OnlineRefcountbtGrowingMidScanIsApplied()
+    {
+        var (fs, image, probe, agno) = Setup();
+        using (fs)
+        {
+            int blockSize = fs.Engine.Geometry.BlockSize;
+            // More single-block shared extents than one refcountbt leaf holds ((bs - 56) / 12 records): the tree
+            // splits, its new block is an OWN_REFC map in the probe's AG, made after setup stashed the old tree.
+            int shared = (blockSize - 56) / 12 + 8;
+            var log = new DecisionLog();
+            var hooks = new OnlineRepairTestHooks
+            {
+                AfterInode = ino =>
+                {
+                    if (ino == probe)
+                    {
+                        fs.Write("/probe", Chunk, OnlineTestSupport.Pattern(2 * shared * blockSize, 5));
+                        fs.Create("/shared");
+                        for (int i = 0; i < shared; i++)
+                        {
+                            fs.Reflink("/probe", Chunk + (2L * i * blockSize), "/shared", (long)i * blockSize, blockSize);
+                        }
+                    }
+                },
+                AfterLiveUpdate = log.Add,
+            };
+            Repair(fs, agno, hooks);
+            Assert.True(log.AnyApplied(RmapOwner.Refc), $"no OWN_REFC update applied: {log}");
+            Assert.False(log.AnyIgnored(RmapOwner.Refc), $"an OWN_REFC update was ignored: {log}");
+            AssertOracle(fs, image, agno, "after repair");
+        }
+    }
+
+    [Fact]
     public void OnlineOwnAgChangeIsIgnored()
     {
         var (fs, image, probe, agno) = Setup();
