@@ -18,6 +18,7 @@ public sealed unsafe class ImageFileLock : IDisposable
     const int EAGAIN = 11, EACCES = 13;
 
     readonly SafeFdHandle _fd;
+    int _released;
 
     ImageFileLock(SafeFdHandle fd, string path)
     {
@@ -72,6 +73,34 @@ public sealed unsafe class ImageFileLock : IDisposable
         return null;
     }
 
-    /// <summary>Releases the lock (closes the descriptor).</summary>
-    public void Dispose() => _fd.Dispose();
+    /// <summary>Releases the lock (unlocks, then closes the descriptor).</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _released, 1) != 0)
+        {
+            return;
+        }
+        // Unlock explicitly: a child forked by this process (Process.Start) shares the open file description, and so
+        // this lock, until it execs; closing our descriptor alone would leave the image locked for that moment.
+        bool added = false;
+        try
+        {
+            _fd.DangerousAddRef(ref added);
+            var whole = new Tmds.Linux.flock { l_type = (short)Tmds.Linux.LibC.F_UNLCK, l_whence = (short)Tmds.Linux.LibC.SEEK_SET, l_start = 0, l_len = 0, l_pid = 0 };
+            int rc;
+            do
+            {
+                rc = Tmds.Linux.LibC.fcntl(_fd.Fd, Tmds.Linux.LibC.F_OFD_SETLK, &whole);
+            }
+            while (rc != 0 && Tmds.Linux.LibC.errno == NativeErrors.EINTR);
+        }
+        finally
+        {
+            if (added)
+            {
+                _fd.DangerousRelease();
+            }
+            _fd.Dispose();
+        }
+    }
 }

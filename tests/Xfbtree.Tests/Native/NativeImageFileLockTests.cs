@@ -26,6 +26,30 @@ public sealed class NativeImageFileLockTests : IDisposable
     }
 
     [Fact]
+    public unsafe void ImageFileLock_ReleaseEndsTheLockWhileACopyOfTheDescriptorLivesOn()
+    {
+        // A child forked by Process.Start holds a copy of every descriptor until it execs; dup() makes the same
+        // copy here. Dispose must end the lock even so (the write engine's crash tests reopened too early otherwise).
+        ImageFileLock? held = ImageFileLock.TryAcquireExclusive(_path);
+        Assert.NotNull(held);
+        int lockFd = Directory.GetFiles("/proc/self/fd")
+            .Select(link => (Fd: int.Parse(Path.GetFileName(link), System.Globalization.CultureInfo.InvariantCulture), Target: new FileInfo(link).LinkTarget))
+            .Single(e => e.Target == _path).Fd;
+        int copy = Tmds.Linux.LibC.dup(lockFd);
+        Assert.True(copy >= 0, "dup failed");
+        try
+        {
+            held.Dispose();
+            using ImageFileLock? again = ImageFileLock.TryAcquireExclusive(_path);
+            Assert.NotNull(again);
+        }
+        finally
+        {
+            Tmds.Linux.LibC.close(copy);
+        }
+    }
+
+    [Fact]
     public void ImageFileLock_LeavesDotNetFileOpensAlone()
     {
         // .NET takes flock(LOCK_SH) on every open; the writer lock must not collide with it (the writer itself and

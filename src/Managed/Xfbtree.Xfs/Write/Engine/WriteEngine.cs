@@ -638,10 +638,16 @@ public sealed class WriteEngine : IDisposable
         {
             return;
         }
-        journal.Dispose();
-        image.Dispose();
-        writerLock?.Dispose(); // last: no other writer may start while our descriptors still write
-        commitGate.Dispose();
+        try
+        {
+            journal.Dispose();
+            image.Dispose();
+        }
+        finally
+        {
+            writerLock?.Dispose(); // last: no other writer may start while our descriptors still write
+            commitGate.Dispose();
+        }
     }
 
     private MagicCrcVerifier SuperblockVerifier() =>
