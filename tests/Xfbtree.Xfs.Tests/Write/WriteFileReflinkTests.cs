@@ -1,5 +1,6 @@
 using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Tests.Repair;
+using Xfbtree.Xfs.Tests.Trees;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Engine;
 using Xfbtree.Xfs.Write.Files;
@@ -90,7 +91,8 @@ public sealed class WriteFileRefusalTests
     {
         using var scratch = new RepairScratch();
         string image = scratch.CopyFixture("aged-small");
-        string control = scratch.CopyFixture("aged-small");
+        // A second, untouched copy under its own name (CopyFixture would return the same path: a self-comparison).
+        string control = scratch.Copy(TreeFixtures.Image("aged-small"), "control.img");
         var manifest = WriteFileHarness.Manifest("aged-small");
         var file = manifest["prealloc"];
         using (var engine = WriteEngine.Open(image, WriteFileHarness.Options))
@@ -120,7 +122,7 @@ public sealed class WriteFileRefusalTests
     {
         using var scratch = new RepairScratch();
         string image = scratch.CopyFixture(fixture);
-        string control = scratch.CopyFixture(fixture);
+        string control = scratch.Copy(TreeFixtures.Image(fixture), "control.img");
         var file = WriteFileHarness.Manifest(fixture)["prealloc"];
         using (var engine = WriteEngine.Open(image, WriteFileHarness.Options))
         {
