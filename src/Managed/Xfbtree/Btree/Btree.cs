@@ -31,6 +31,12 @@ public sealed class Btree<TOps> where TOps : struct, IBtreeOps
     public BtreeBlockVerifier Verifier { get; }
     public string Name => Ops.Name;
 
+    /// <summary>
+    /// Bumped by every write of any cursor of this tree. A cursor that kept its path after an insert (see
+    /// <see cref="BtreeBlockStore.PathsMayStayHeld"/>) trusts it only while the stamp is the one it saw.
+    /// </summary>
+    internal long WriteStamp;
+
     /// <summary>A cursor; reuse it for many operations (no allocation per operation). Dispose releases its buffers.</summary>
     public BtreeCursor<TOps> CreateCursor() => new(this);
 

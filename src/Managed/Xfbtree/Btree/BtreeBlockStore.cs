@@ -49,6 +49,13 @@ public abstract class BtreeBlockStore
     public virtual void FreeBlock(long pointer) => throw new NotSupportedException($"{GetType().Name} cannot free blocks");
 
     /// <summary>
+    /// True when holding a block costs nothing and locks nothing (the blocks are the memory itself, as in an
+    /// in-memory tree): a cursor may then keep its path after an insert and append the next record without a
+    /// descent. Stores over a buffer cache keep the default (false): a held buffer is locked.
+    /// </summary>
+    public virtual bool PathsMayStayHeld => false;
+
+    /// <summary>
     /// The address of a block that is resident and cheap to find (memory-backed stores), only to prefetch it before
     /// it is read; null when the store cannot tell without a read (the batch lookup then just does not prefetch).
     /// Never dereferenced: a prefetch of a stale address is harmless.

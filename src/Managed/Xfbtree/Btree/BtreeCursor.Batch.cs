@@ -56,13 +56,17 @@ public sealed unsafe partial class BtreeCursor<TOps>
                         int n = NumRecords(b);
                         if (level > 0)
                         {
-                            long child = BtreeHeader.ReadPointer(b[(_headerSize + _nodeMaxRecords * _keySlotSize + NodeSlotAtOrBelow(b, n, key) * _pointerSize)..], _longPointers);
+                            byte* childPointers = block.Data + _headerSize + _nodeMaxRecords * _keySlotSize;
+                            int slot = LowerBound(block.Data + _headerSize, childPointers, n, leaf: false, key, out bool eq);
+                            if (!eq && --slot < 0) slot = 0;
+                            long child = BtreeHeader.ReadPointer(b[(_headerSize + _nodeMaxRecords * _keySlotSize + slot * _pointerSize)..], _longPointers);
                             pointers[j] = child;
                             PrefetchProbes(_store.PeekAddressForPrefetch(child), level - 1);
                         }
                         else
                         {
-                            int at = LeafIndexOf(b, n, key);
+                            int at = LowerBound(block.Data + _headerSize, null, n, leaf: true, key, out bool eq);
+                            if (!eq) at = -1;
                             found[i] = at >= 0;
                             if (at >= 0)
                             {
@@ -76,38 +80,6 @@ public sealed unsafe partial class BtreeCursor<TOps>
             }
         }
         return hits;
-    }
-
-    /// <summary>Index of the last slot whose key is at most <paramref name="key"/> (0 when all are above).</summary>
-    int NodeSlotAtOrBelow(ReadOnlySpan<byte> b, int n, ReadOnlySpan<byte> key)
-    {
-        var entries = b[_headerSize..];
-        int low = 0, high = n - 1, keyno = 0, diff = 1;
-        while (low <= high)
-        {
-            keyno = (low + high) >> 1;
-            diff = _ops.CompareKeys(entries.Slice(keyno * _keySlotSize, _keySize), key);
-            if (diff < 0) low = keyno + 1;
-            else if (diff > 0) high = keyno - 1;
-            else return keyno;
-        }
-        return diff > 0 && keyno > 0 ? keyno - 1 : keyno;
-    }
-
-    /// <summary>Index of the record equal to <paramref name="key"/>, or -1.</summary>
-    int LeafIndexOf(ReadOnlySpan<byte> b, int n, ReadOnlySpan<byte> key)
-    {
-        var entries = b[_headerSize..];
-        int low = 0, high = n - 1;
-        while (low <= high)
-        {
-            int mid = (low + high) >> 1;
-            int diff = _ops.CompareRecordToKey(entries.Slice(mid * _recordSize, _recordSize), key);
-            if (diff < 0) low = mid + 1;
-            else if (diff > 0) high = mid - 1;
-            else return mid;
-        }
-        return -1;
     }
 
     /// <summary>

@@ -30,21 +30,20 @@ public sealed partial class BtreeCursor<TOps>
     }
 
     /// <summary>
-    /// Key update after a record went into a leaf without any split (the common insert) in an overlapping tree:
-    /// each parent slot's high key can only rise to the record's high key, and its low key changes only when the
-    /// record became the first of its block, so the slots are fixed in O(height) compares instead of recomputing
-    /// every block's high key over all its entries (O(height * entries) GetHighKey calls).
+    /// Key update in an overlapping tree after a record went into the subtree of the path block at
+    /// <paramref name="fromLevel"/> (into a leaf without split, or moved between two children of that block by a
+    /// shift): each parent slot's high key can only rise to the record's high key, and its low key changes only
+    /// when the record became the first of the block below (<paramref name="lowMoves"/>), so the slots are fixed in O(height)
+    /// compares instead of recomputing every block's high key over all its entries.
     /// </summary>
-    void RaiseKeysAfterLeafInsert(int pos, ReadOnlySpan<byte> record)
+    void RaiseKeysAfterLeafInsert(int fromLevel, ReadOnlySpan<byte> record, bool lowMoves)
     {
         Span<byte> scratch = stackalloc byte[2 * BtreeGeometry.MaxKeySize];
         var low = scratch[.._keySize];
         var high = scratch.Slice(BtreeGeometry.MaxKeySize, _keySize);
         _ops.GetKey(record, low);
         _ops.GetHighKey(record, high);
-        // lowMoves: the block below just got a new first key (the record at level 0, then a rewritten slot 0).
-        bool lowMoves = pos == 0;
-        for (int level = 0; level < _height - 1; level++)
+        for (int level = fromLevel; level < _height - 1; level++)
         {
             var parent = Block(level + 1);
             int slot = _index[level + 1];
@@ -107,6 +106,18 @@ public sealed partial class BtreeCursor<TOps>
         b.Slice(_geometry.PointerOffset(pos + 1, max), (n - pos - 1) * _pointerSize).CopyTo(b[_geometry.PointerOffset(pos, max)..]);
     }
 
+    /// <summary>Removes the first <paramref name="count"/> of the <paramref name="n"/> entries of a block (not the inode-root image).</summary>
+    void RemoveFirstEntries(Span<byte> b, int level, int count, int n)
+    {
+        if (level == 0)
+        {
+            b.Slice(_geometry.RecordOffset(count), (n - count) * _recordSize).CopyTo(b[_geometry.RecordOffset(0)..]);
+            return;
+        }
+        b.Slice(_geometry.KeyOffset(count), (n - count) * _keySlotSize).CopyTo(b[_geometry.KeyOffset(0)..]);
+        b.Slice(_geometry.PointerOffset(count, _nodeMaxRecords), (n - count) * _pointerSize).CopyTo(b[_geometry.PointerOffset(0, _nodeMaxRecords)..]);
+    }
+
     void CopyEntries(ReadOnlySpan<byte> src, int srcPos, int srcMax, Span<byte> dst, int dstPos, int dstMax, int count, int level)
     {
         if (count <= 0) return;
@@ -148,6 +159,7 @@ public sealed partial class BtreeCursor<TOps>
     void EnsureWritable()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        _tree.WriteStamp++;
         _imageChanged = false;
         _heightAtWriteStart = _tree.Root.Height;
     }

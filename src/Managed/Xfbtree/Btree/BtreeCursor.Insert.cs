@@ -6,7 +6,7 @@ namespace Xfbtree.Btree;
 
 // Writes that add or change records: update in place, insert with shifts into siblings, splits, a new root
 // block, and new_iroot for an inode-fork root.
-public sealed partial class BtreeCursor<TOps>
+public sealed unsafe partial class BtreeCursor<TOps>
 {
     /// <summary>
     /// Overwrites the record under the cursor and propagates key changes upward. The new record must keep its
@@ -35,11 +35,17 @@ public sealed partial class BtreeCursor<TOps>
     /// </summary>
     public bool Insert(ReadOnlySpan<byte> record)
     {
-        EnsureWritable();
+        ObjectDisposedException.ThrowIf(_disposed, this);
         if (record.Length != _recordSize) throw new ArgumentException($"record must be {_recordSize} bytes", nameof(record));
         Span<byte> key = stackalloc byte[BtreeGeometry.MaxKeySize];
         key = key[.._keySize];
         _ops.GetKey(record, key);
+        if (_pathKept)
+        {
+            int kept = TryInsertOnKeptPath(record, key);
+            if (kept >= 0) return kept == 1;
+        }
+        EnsureWritable();
         LookupCore(key, BtreeLookup.Equal, out bool exact);
         if (exact) return false;
         Span<byte> entry = stackalloc byte[BtreeGeometry.MaxRecordSize];
@@ -47,6 +53,7 @@ public sealed partial class BtreeCursor<TOps>
         record.CopyTo(entry);
         long entryPtr = BtreeHeader.NullPointer;
         int pos = _index[0];
+        bool pathIntact = false;
         try
         {
             for (int level = 0; ; level++)
@@ -56,8 +63,9 @@ public sealed partial class BtreeCursor<TOps>
                 {
                     InsertEntry(b, level, pos, entry, entryPtr, MaxRecords(level));
                     Dirty(level);
-                    if (level == 0 && _geometry.Overlapping) RaiseKeysAfterLeafInsert(pos, entry[.._recordSize]);
+                    if (level == 0) FixKeysAfterLeafInsert(pos, entry[.._recordSize]);
                     else FixKeysUpFrom(level);
+                    pathIntact = level == 0;
                     break;
                 }
                 if (IsImageLevel(level))
@@ -72,7 +80,15 @@ public sealed partial class BtreeCursor<TOps>
                 }
                 if (level < _height - 1 && (TryShiftRight(level, pos, entry, entryPtr) || TryShiftLeft(level, pos, entry, entryPtr)))
                 {
-                    FixKeysUpFrom(level + 1);
+                    if (level == 0 && _geometry.Overlapping)
+                    {
+                        // The parent covers the same records plus the new one: its keys move exactly as after a
+                        // plain leaf insert (the shift only moved records between two of its children).
+                        // Its low key moved iff the record is now its first (keys are unique).
+                        _ops.GetKey(entry[.._recordSize], next[.._keySize]);
+                        RaiseKeysAfterLeafInsert(1, entry[.._recordSize], KeyAt(Block(1), 0).SequenceEqual(next[.._keySize]));
+                    }
+                    else FixKeysUpFrom(level + 1);
                     break;
                 }
                 long newPtr = Split(level, pos, entry, entryPtr, next[.._keySlotSize]);
@@ -89,10 +105,75 @@ public sealed partial class BtreeCursor<TOps>
         }
         finally
         {
-            ReleaseBlocks();
+            // A plain leaf insert leaves the path valid: keep it (when holding blocks is free) so that the next
+            // insert into the same leaf, e.g. the next of a run of ascending keys, needs no descent.
+            if (pathIntact && _imageLevel < 0 && _store.PathsMayStayHeld)
+            {
+                _positioned = false;
+                _pathKept = true;
+                _pathStamp = _tree.WriteStamp;
+            }
+            else ReleaseBlocks();
             FinishWrite();
         }
         return true;
+    }
+
+    /// <summary>
+    /// Inserts into the leaf of the path kept by the previous insert when the key belongs there and the leaf has room:
+    /// 1 inserted, 0 duplicate, -1 not applicable (the caller does the full insert). The key belongs to the leaf when it
+    /// lies between the leaf's first and last records, or beyond an end that has no sibling (the parents' keys are the
+    /// blocks' low keys, so a descent would choose the same leaf). Nothing of the tree changed since the path was kept:
+    /// every write of any cursor bumps the tree's stamp.
+    /// </summary>
+    int TryInsertOnKeptPath(ReadOnlySpan<byte> record, ReadOnlySpan<byte> key)
+    {
+        if (_tree.WriteStamp != _pathStamp || _tree.Root.Pointer != _rootPointer || _tree.Root.Height != _height)
+        {
+            ReleaseBlocks();
+            return -1;
+        }
+        var b = Block(0);
+        int n = NumRecords(b);
+        if (n == 0 || n >= _leafMaxRecords) return -1;
+        byte* records = _blocks[0].Data + _headerSize;
+        int pos;
+        int last = Compare(records + (long)(n - 1) * _recordSize, leaf: true, key);
+        if (last == 0) return 0;
+        if (last < 0)
+        {
+            if (BtreeHeader.RightSibling(b, _longPointers) != BtreeHeader.NullPointer) return -1;
+            pos = n;
+        }
+        else
+        {
+            int first = Compare(records, leaf: true, key);
+            if (first == 0) return 0;
+            if (first > 0)
+            {
+                if (BtreeHeader.LeftSibling(b, _longPointers) != BtreeHeader.NullPointer) return -1;
+                pos = 0;
+            }
+            else
+            {
+                pos = LowerBound(records, null, n, leaf: true, key, out bool exact);
+                if (exact) return 0;
+            }
+        }
+        EnsureWritable();
+        InsertEntry(b, 0, pos, record, BtreeHeader.NullPointer, _leafMaxRecords);
+        Dirty(0);
+        FixKeysAfterLeafInsert(pos, record);
+        _pathStamp = _tree.WriteStamp;
+        KeptPathInserts++;
+        return 1;
+    }
+
+    /// <summary>Key update after a record went into the path leaf at <paramref name="pos"/> without any split or shift.</summary>
+    void FixKeysAfterLeafInsert(int pos, ReadOnlySpan<byte> record)
+    {
+        if (_geometry.Overlapping) RaiseKeysAfterLeafInsert(0, record, pos == 0);
+        else if (pos == 0) FixKeysUpFrom(0); // only a new first record changes a parent key (the low key)
     }
 
     bool TryShiftRight(int level, int pos, ReadOnlySpan<byte> entry, long entryPtr)
@@ -154,11 +235,17 @@ public sealed partial class BtreeCursor<TOps>
             }
             else
             {
-                CopyEntries(b, 0, s, sn, 1, level);
-                BtreeHeader.SetNumRecords(s, sn + 1);
-                CloseGap(b, level, 0, n, _nodeMaxRecords);
-                BtreeHeader.SetNumRecords(b, n - 1);
-                InsertEntry(b, level, pos - 1, entry, entryPtr);
+                // One entry moves, as in XFS; but an append at the end of the last block of its level (a run of
+                // ascending keys) moves as many as the sibling takes, keeping minrecs here: the appends that follow
+                // then find room, and the sibling ends full, instead of shifting a whole block for every record.
+                int move = 1;
+                if (pos == n && BtreeHeader.RightSibling(b, _longPointers) == BtreeHeader.NullPointer)
+                    move = Math.Max(1, Math.Min(_geometry.MaxRecords(level) - sn, n + 1 - _geometry.MinRecords(level)));
+                CopyEntries(b, 0, s, sn, move, level);
+                BtreeHeader.SetNumRecords(s, sn + move);
+                RemoveFirstEntries(b, level, move, n);
+                BtreeHeader.SetNumRecords(b, n - move);
+                InsertEntry(b, level, pos - move, entry, entryPtr);
             }
             _store.MarkDirty(sib);
             Dirty(level);

@@ -17,7 +17,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
         BeginOperation();
         exact = false;
         long ptr = _rootPointer;
-        int diff = 1, keyno = 0;
+        int keyno = 0;
         bool exactAbove = false;
         for (int level = _height - 1; level >= 0; level--)
         {
@@ -30,64 +30,36 @@ public sealed unsafe partial class BtreeCursor<TOps>
                 _positioned = true;
                 return false;
             }
+            bool eq;
             if (exactAbove)
             {
                 keyno = 0;
-                diff = 0;
+                eq = true;
             }
             else
             {
-                int low = 0, high = n - 1;
-                var entries = b[_headerSize..];
-                Debug.Assert(_headerSize + n * (level == 0 ? _recordSize : _keySlotSize) <= b.Length, "prefetch past the block: numrecs was not checked");
-                PrefetchRange(_blocks[level].Data + _headerSize, n * (level == 0 ? _recordSize : _keySlotSize));
-                if (level == 0)
-                {
-                    while (low <= high)
-                    {
-                        keyno = (low + high) >> 1;
-                        diff = _ops.CompareRecordToKey(entries.Slice(keyno * _recordSize, _recordSize), key);
-                        if (diff < 0) low = keyno + 1;
-                        else if (diff > 0) high = keyno - 1;
-                        else break;
-                    }
-                }
-                else
-                {
-                    while (low <= high)
-                    {
-                        keyno = (low + high) >> 1;
-                        diff = _ops.CompareKeys(entries.Slice(keyno * _keySlotSize, _keySize), key);
-                        if (diff < 0) low = keyno + 1;
-                        else if (diff > 0) high = keyno - 1;
-                        else break;
-                    }
-                }
+                byte* block = _blocks[level].Data;
+                byte* pointers = level == 0 ? null : block + _headerSize + MaxRecords(level) * _keySlotSize;
+                keyno = LowerBound(block + _headerSize, pointers, n, level == 0, key, out eq);
             }
             if (level > 0)
             {
-                if (diff > 0 && --keyno < 0) keyno = 0;
-                if (diff == 0) exactAbove = true;
+                // The child to follow: the last slot whose key is at most the key (slot 0 when all are above).
+                if (!eq && --keyno < 0) keyno = 0;
+                if (eq) exactAbove = true;
                 _index[level] = keyno;
                 ptr = ChildPointer(level, keyno);
                 continue;
             }
             _positioned = true;
-            if (mode != BtreeLookup.LessOrEqual && diff < 0)
+            if (mode == BtreeLookup.GreaterOrEqual && keyno >= n)
             {
-                keyno++;
-                if (mode == BtreeLookup.GreaterOrEqual && keyno >= n)
-                {
-                    _index[0] = n - 1;
-                    return Increment();
-                }
+                _index[0] = n - 1;
+                return Increment();
             }
-            else if (mode == BtreeLookup.LessOrEqual && diff > 0)
-            {
-                keyno--;
-            }
+            if (mode == BtreeLookup.LessOrEqual && !eq) keyno--;
             _index[0] = keyno;
-            exact = diff == 0;
+            exact = eq;
             return mode switch
             {
                 BtreeLookup.Equal => exact,

@@ -40,6 +40,11 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
     bool _positioned;
     bool _disposed;
     bool _imageChanged;                // the inode-root image changed during the current write
+    bool _pathKept;                    // the path of the last insert is still held and valid (see TryInsertOnKeptPath)
+    long _pathStamp;                   // the tree's WriteStamp when the path was kept
+
+    /// <summary>Inserts done on the kept path without a descent (a diagnostic for tests and profiles).</summary>
+    internal long KeptPathInserts { get; private set; }
     int _heightAtWriteStart;
 
     internal BtreeCursor(Btree<TOps> tree)
@@ -114,18 +119,6 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
         return BtreeHeader.ReadPointer(b[(_headerSize + MaxRecords(level) * _keySlotSize + i * _pointerSize)..], _longPointers);
     }
 
-    /// <summary>
-    /// Asks for every cache line of the entries about to be binary searched at once: the ~8 dependent misses
-    /// of a search over a page-sized block then overlap instead of queueing (about 1.4x more lookups per second
-    /// at 10 M records). The range lies inside the block (numrecs was checked against maxrecs); a prefetch never faults.
-    /// </summary>
-    static void PrefetchRange(byte* entries, int bytes)
-    {
-        Debug.Assert(bytes >= 0, "negative prefetch length");
-        if (!System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
-        for (int off = 0; off < bytes; off += 64) System.Runtime.Intrinsics.X86.Sse.Prefetch0(entries + off);
-    }
-
     long DaddrOf(long ptr) => ptr >= 0 && _store.IsValidPointer(ptr) ? _store.PointerToDaddr(ptr) : ptr;
 
     [DoesNotReturn]
@@ -134,6 +127,7 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
     void BeginOperation()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        _pathKept = false; // whatever this operation does to the path, it is no longer the kept insert path
         int height = _tree.Root.Height;
         long rootPtr = _tree.Root.Pointer;
         if (height < 1 || height > _geometry.MaxLevels) Corrupt(rootPtr, $"tree height {height} outside 1..{_geometry.MaxLevels}");
@@ -227,6 +221,7 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
             b = default;
         }
         _positioned = false;
+        _pathKept = false;
     }
 
     /// <summary>Drops every held block; the cursor becomes unpositioned.</summary>

@@ -14,23 +14,40 @@ public static class BtreeKeys
         int ks = geo.KeySize;
         if (level == 0)
         {
-            ops.GetKey(block.Slice(geo.RecordOffset(0), geo.RecordSize), low);
+            int rs = geo.RecordSize;
+            var records = block.Slice(geo.RecordOffset(0), Math.Max(n, 1) * rs);
+            ops.GetKey(records[..rs], low);
             if (!geo.Overlapping) return;
-            ops.GetHighKey(block.Slice(geo.RecordOffset(0), geo.RecordSize), high);
+            // The running maximum lives in one of two buffers and the buffers swap instead of copying: this runs over
+            // every record of a block on each key recomputation (splits, shifts), so it is kept to one GetHighKey and
+            // one compare per record.
+            var best = high;
+            var next = tmp;
+            bool bestIsHigh = true;
+            ops.GetHighKey(records[..rs], best);
             for (int i = 1; i < n; i++)
             {
-                ops.GetHighKey(block.Slice(geo.RecordOffset(i), geo.RecordSize), tmp);
-                if (ops.CompareKeys(tmp, high) > 0) tmp.CopyTo(high);
+                ops.GetHighKey(records.Slice(i * rs, rs), next);
+                if (ops.CompareKeys(next, best) > 0)
+                {
+                    var swap = best;
+                    best = next;
+                    next = swap;
+                    bestIsHigh = !bestIsHigh;
+                }
             }
+            if (!bestIsHigh) best.CopyTo(high);
             return;
         }
-        block.Slice(geo.KeyOffset(0), ks).CopyTo(low);
+        int slot = geo.KeySlotSize;
+        var slots = block.Slice(geo.KeyOffset(0), Math.Max(n, 1) * slot);
+        slots[..ks].CopyTo(low);
         if (!geo.Overlapping) return;
-        block.Slice(geo.KeyOffset(0) + ks, ks).CopyTo(high);
+        int at = ks; // offset of the largest high key so far
         for (int i = 1; i < n; i++)
         {
-            var h = block.Slice(geo.KeyOffset(i) + ks, ks);
-            if (ops.CompareKeys(h, high) > 0) h.CopyTo(high);
+            if (ops.CompareKeys(slots.Slice(i * slot + ks, ks), slots.Slice(at, ks)) > 0) at = i * slot + ks;
         }
+        slots.Slice(at, ks).CopyTo(high);
     }
 }

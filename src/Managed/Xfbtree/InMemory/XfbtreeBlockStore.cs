@@ -63,6 +63,8 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     public long MaxBlocks => _maxBlocks;
     public override int BlockSize => _pageSize;
     public override bool ChecksCrc => false;
+    /// <summary>Holding a block is a no-op here (direct-mapped pages, no locks).</summary>
+    public override bool PathsMayStayHeld => true;
     /// <summary>Blocks currently allocated.</summary>
     public long LiveBlocks => _highest - _freeCount;
     /// <summary>Native bytes of the block table and dirty flags (bookkeeping outside the xfile and the managed heap).</summary>
