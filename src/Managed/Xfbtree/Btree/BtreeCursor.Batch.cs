@@ -61,7 +61,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
                             if (!eq && --slot < 0) slot = 0;
                             long child = BtreeHeader.ReadPointer(b[(_headerSize + _nodeMaxRecords * _keySlotSize + slot * _pointerSize)..], _longPointers);
                             pointers[j] = child;
-                            PrefetchProbes(_store.PeekAddressForPrefetch(child), level - 1);
+                            PrefetchSearchStart(_store.PeekAddressForPrefetch(child), level - 1);
                         }
                         else
                         {
@@ -80,19 +80,5 @@ public sealed unsafe partial class BtreeCursor<TOps>
             }
         }
         return hits;
-    }
-
-    /// <summary>
-    /// Prefetches the lines a binary search of a block at <paramref name="level"/> touches first: the header
-    /// (numrecs) and the first three probe levels of a full block (seven lines spread over the entries).
-    /// </summary>
-    void PrefetchProbes(byte* block, int level)
-    {
-        if (block == null || !System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
-        int entryBytes = (level == 0 ? _leafMaxRecords * _recordSize : _nodeMaxRecords * _keySlotSize);
-        Debug.Assert(_headerSize + entryBytes <= _blockSize, "probe prefetch past the block");
-        System.Runtime.Intrinsics.X86.Sse.Prefetch0(block);
-        byte* entries = block + _headerSize;
-        for (int k = 1; k < 8; k++) System.Runtime.Intrinsics.X86.Sse.Prefetch0(entries + (long)entryBytes * k / 8);
     }
 }

@@ -106,6 +106,18 @@ public sealed partial class BtreeCursor<TOps>
         b.Slice(_geometry.PointerOffset(pos + 1, max), (n - pos - 1) * _pointerSize).CopyTo(b[_geometry.PointerOffset(pos, max)..]);
     }
 
+    /// <summary>Makes room for <paramref name="count"/> entries before the <paramref name="n"/> entries of a block (not the inode-root image).</summary>
+    void OpenGapAtStart(Span<byte> b, int level, int count, int n)
+    {
+        if (level == 0)
+        {
+            b.Slice(_geometry.RecordOffset(0), n * _recordSize).CopyTo(b[_geometry.RecordOffset(count)..]);
+            return;
+        }
+        b.Slice(_geometry.KeyOffset(0), n * _keySlotSize).CopyTo(b[_geometry.KeyOffset(count)..]);
+        b.Slice(_geometry.PointerOffset(0, _nodeMaxRecords), n * _pointerSize).CopyTo(b[_geometry.PointerOffset(count, _nodeMaxRecords)..]);
+    }
+
     /// <summary>Removes the first <paramref name="count"/> of the <paramref name="n"/> entries of a block (not the inode-root image).</summary>
     void RemoveFirstEntries(Span<byte> b, int level, int count, int n)
     {

@@ -198,10 +198,14 @@ public sealed unsafe partial class BtreeCursor<TOps>
             }
             else
             {
-                OpenGap(s, level, 0, sn, _nodeMaxRecords);
-                CopyEntries(b, n - 1, s, 0, 1, level);
-                BtreeHeader.SetNumRecords(s, sn + 1);
-                BtreeHeader.SetNumRecords(b, n - 1);
+                // XFS moves one entry; moving half the sibling's room (of the entries after the insertion point)
+                // keeps the blocks as full, but the next inserts here find room instead of shifting (and recomputing
+                // both blocks' keys) once per record.
+                int move = Math.Max(1, Math.Min((_geometry.MaxRecords(level) - sn) / 2, n - pos));
+                OpenGapAtStart(s, level, move, sn);
+                CopyEntries(b, n - move, s, 0, move, level);
+                BtreeHeader.SetNumRecords(s, sn + move);
+                BtreeHeader.SetNumRecords(b, n - move);
                 InsertEntry(b, level, pos, entry, entryPtr);
             }
             _store.MarkDirty(sib);
@@ -235,12 +239,14 @@ public sealed unsafe partial class BtreeCursor<TOps>
             }
             else
             {
-                // One entry moves, as in XFS; but an append at the end of the last block of its level (a run of
-                // ascending keys) moves as many as the sibling takes, keeping minrecs here: the appends that follow
-                // then find room, and the sibling ends full, instead of shifting a whole block for every record.
-                int move = 1;
+                // XFS moves one entry. Here half the sibling's room moves (as in TryShiftRight), and an append at the
+                // end of the last block of its level (a run of ascending keys) moves as many as the sibling takes,
+                // keeping minrecs here: the appends that follow find room and the sibling ends full, instead of
+                // shifting a whole block for every record.
+                int room = _geometry.MaxRecords(level) - sn;
+                int move = Math.Max(1, Math.Min(room / 2, pos)); // as in TryShiftRight: half the room, entries before pos
                 if (pos == n && BtreeHeader.RightSibling(b, _longPointers) == BtreeHeader.NullPointer)
-                    move = Math.Max(1, Math.Min(_geometry.MaxRecords(level) - sn, n + 1 - _geometry.MinRecords(level)));
+                    move = Math.Max(1, Math.Min(room, n + 1 - _geometry.MinRecords(level)));
                 CopyEntries(b, 0, s, sn, move, level);
                 BtreeHeader.SetNumRecords(s, sn + move);
                 RemoveFirstEntries(b, level, move, n);

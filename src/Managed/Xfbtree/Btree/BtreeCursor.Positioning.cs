@@ -49,6 +49,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
                 if (eq) exactAbove = true;
                 _index[level] = keyno;
                 ptr = ChildPointer(level, keyno);
+                if (!exactAbove) PrefetchSearchStart(_store.PeekAddressForPrefetch(ptr), level - 1);
                 continue;
             }
             _positioned = true;

@@ -7,9 +7,10 @@ namespace Xfbtree.Btree;
 // The search inside one block, shared by every lookup, insert and batch: a lower bound that touches few cache lines.
 // A page-sized block holds 100-170 entries over ~64 cache lines; a plain binary search makes ~8 dependent misses, and
 // prefetching the whole block costs 64 line fills per level (memory bandwidth, not latency, then limits lookups).
-// Instead: seven samples at n/8 .. 7n/8 are prefetched at once and compared (one round trip), which leaves a segment
-// of about n/8 entries (~8 lines); its lines (and, in a node, its pointers) are prefetched at once and searched
-// (a second round trip). About 16 lines and two waits per block instead of 64 lines or eight waits.
+// Instead: seven samples at maxrecs/8 .. 7 maxrecs/8 (those below numrecs) are compared, which leaves a segment of
+// about n/8 entries (~8 lines); its lines (and, in a node, its pointers) are prefetched at once and searched. The
+// samples' positions do not depend on numrecs, so a lookup prefetches them together with the child's header as soon
+// as it knows the child pointer: about 16 lines and two waits per block instead of 64 lines or eight waits.
 public sealed unsafe partial class BtreeCursor<TOps>
 {
     /// <summary>Below this many entries the whole entry array is prefetched and binary searched.</summary>
@@ -33,20 +34,16 @@ public sealed unsafe partial class BtreeCursor<TOps>
         int lo = 0, hi = n; // the answer lies in [lo, hi]
         if (n >= SampledSearchMinEntries)
         {
-            // Sample j (1..7) is entry (n * j) / 8; its compared bytes may straddle two lines.
-            int span = (leaf ? _recordSize : _keySize) - 1;
-            for (int j = 1; j < 8; j++)
-            {
-                byte* at = entries + (long)(n * j >> 3) * stride;
-                Prefetch(at);
-                Prefetch(at + span);
-            }
-            // Branchy binary search over the samples: the lines are all in flight, so the compares only wait once.
-            int jlo = 0, jhi = 8; // samples 0 and 8 are the virtual bounds 0 and n
+            // Samples at maxrecs * j / 8 (those below n): positions known before numrecs is read, so the parent's
+            // search already prefetched them with the header (PrefetchSearchStart).
+            int max = leaf ? _leafMaxRecords : _nodeMaxRecords;
+            int samples = 7;
+            while (samples > 0 && (max * samples >> 3) >= n) samples--;
+            int jlo = 0, jhi = samples + 1; // sample 0 is the virtual bound 0, sample samples+1 the virtual bound n
             while (jhi - jlo > 1)
             {
                 int j = (jlo + jhi) >> 1;
-                int at = n * j >> 3;
+                int at = max * j >> 3;
                 int c = Compare(entries + (long)at * stride, leaf, key);
                 if (c < 0) jlo = j;
                 else if (c > 0) jhi = j;
@@ -56,8 +53,8 @@ public sealed unsafe partial class BtreeCursor<TOps>
                     return at;
                 }
             }
-            lo = jlo == 0 ? 0 : (n * jlo >> 3) + 1;
-            hi = jhi == 8 ? n : n * jhi >> 3;
+            lo = jlo == 0 ? 0 : (max * jlo >> 3) + 1;
+            hi = jhi == samples + 1 ? n : max * jhi >> 3;
         }
         PrefetchLines(entries + (long)lo * stride, (hi - lo) * stride);
         if (pointers != null) PrefetchLines(pointers + (long)lo * _pointerSize, (hi - lo + 1) * _pointerSize);
@@ -79,6 +76,28 @@ public sealed unsafe partial class BtreeCursor<TOps>
             }
         }
         return exact ? hi : lo;
+    }
+
+    /// <summary>
+    /// Prefetches what the search of the block at <paramref name="block"/> (level <paramref name="level"/>) reads first:
+    /// its header and its seven sample entries. Called as soon as a child pointer is known, so these misses overlap
+    /// instead of waiting for numrecs first. Never dereferences: the block may be anything.
+    /// </summary>
+    void PrefetchSearchStart(byte* block, int level)
+    {
+        if (block == null || !Sse.IsSupported) return;
+        bool leaf = level == 0;
+        int stride = leaf ? _recordSize : _keySlotSize;
+        int max = leaf ? _leafMaxRecords : _nodeMaxRecords;
+        int span = (leaf ? _recordSize : _keySize) - 1;
+        Sse.Prefetch0(block);
+        byte* entries = block + _headerSize;
+        for (int j = 1; j < 8; j++)
+        {
+            byte* at = entries + (long)(max * j >> 3) * stride;
+            Sse.Prefetch0(at);
+            Sse.Prefetch0(at + span);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
