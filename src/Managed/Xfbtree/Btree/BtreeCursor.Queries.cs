@@ -5,7 +5,7 @@ using Xfbtree.Buffers;
 namespace Xfbtree.Btree;
 
 // Queries: key-range and overlapped (interval) queries, counting and block visits.
-public sealed partial class BtreeCursor<TOps>
+public sealed unsafe partial class BtreeCursor<TOps>
 {
     /// <summary>
     /// Visits, in key order, every record whose key interval [key, high key] intersects [<paramref name="low"/>,
@@ -61,12 +61,14 @@ public sealed partial class BtreeCursor<TOps>
         _index[level] = 0;
         _positioned = false;
         ulong walked = 0; // levels with a key in _walkKeys
+        // Per level, the end of the entries worth visiting: the first whose low key is above the query (entries are
+        // sorted by low key, so one binary search per block replaces a compare per entry).
+        Span<int> end = stackalloc int[_height];
+        end[level] = EntriesUpTo(level, high);
         while (true)
         {
-            var b = Block(level);
-            int n = NumRecords(b);
             int i = _index[level];
-            if (i >= n)
+            if (i >= end[level])
             {
                 if (++level >= _height) return true;
                 _index[level]++;
@@ -74,45 +76,58 @@ public sealed partial class BtreeCursor<TOps>
             }
             if (level == 0)
             {
-                var rec = RecordAt(b, i);
-                if (_ops.CompareRecordToKey(rec, high) > 0)
+                // Every record from i to end starts at or below the query's high key: visit those whose high key
+                // reaches the query's low key.
+                int n = end[0];
+                byte* records = _blocks[0].Data + _headerSize;
+                for (; i < n; i++)
                 {
-                    _index[0] = n;
-                    continue;
+                    var rec = new ReadOnlySpan<byte>(records + (long)i * _recordSize, _recordSize);
+                    _ops.GetHighKey(rec, hk);
+                    if (_ops.CompareKeys(hk, low) >= 0 && !visitor.Visit(rec))
+                    {
+                        _index[0] = i;
+                        return false;
+                    }
                 }
-                _ops.GetHighKey(rec, hk);
-                if (_ops.CompareKeys(hk, low) >= 0 && !visitor.Visit(rec)) return false;
-                _index[0]++;
+                _index[0] = n;
                 continue;
             }
-            if (_ops.CompareKeys(KeyAt(b, i), high) > 0)
-            {
-                _index[level] = n;
-                continue;
-            }
-            if (_ops.CompareKeys(HighKeyAt(b, i), low) >= 0)
+            // The next slot (from i) whose subtree reaches the query's low key.
+            byte* slots = _blocks[level].Data + _headerSize;
+            int last = end[level];
+            while (i < last && _ops.CompareKeys(new ReadOnlySpan<byte>(slots + (long)i * _keySlotSize + _keySize, _keySize), low) < 0) i++;
+            _index[level] = i;
+            if (i >= last) continue;
             {
                 // Bounded walk: the slot keys followed into one level strictly increase during a query, and the
                 // child's first key must be the slot's key, so no block is entered twice even when child
                 // pointers repeat (a DAG of n blocks would otherwise cost up to maxrecs^height descents).
-                var slotKey = KeyAt(b, i);
-                var last = _walkKeys.AsSpan((level - 1) * _keySize, _keySize);
-                if ((walked & (1UL << (level - 1))) != 0 && _ops.CompareKeys(slotKey, last) <= 0)
+                var slotKey = new ReadOnlySpan<byte>(slots + (long)i * _keySlotSize, _keySize);
+                var lastKey = _walkKeys.AsSpan((level - 1) * _keySize, _keySize);
+                if ((walked & (1UL << (level - 1))) != 0 && _ops.CompareKeys(slotKey, lastKey) <= 0)
                     Corrupt(_blocks[level].Pointer, $"key {i} at level {level} not above the previous key followed (keys out of order)");
-                slotKey.CopyTo(last);
+                slotKey.CopyTo(lastKey);
                 walked |= 1UL << (level - 1);
                 long child = ChildPointer(level, i);
                 level--;
                 EnterBlock(level, child);
                 _index[level] = 0;
                 FirstKey(level, hk);
-                if (_ops.CompareKeys(hk, last) != 0) Corrupt(child, "first key differs from the parent's key for it");
-            }
-            else
-            {
-                _index[level]++;
+                if (_ops.CompareKeys(hk, lastKey) != 0) Corrupt(child, "first key differs from the parent's key for it");
+                end[level] = EntriesUpTo(level, high);
             }
         }
+    }
+
+    /// <summary>Number of entries of the path block at <paramref name="level"/> whose low key is at most <paramref name="key"/>.</summary>
+    int EntriesUpTo(int level, ReadOnlySpan<byte> key)
+    {
+        var b = Block(level);
+        int n = NumRecords(b);
+        byte* block = _blocks[level].Data;
+        int at = LowerBound(block + _headerSize, null, n, level == 0, key, out bool exact);
+        return exact ? at + 1 : at;
     }
 
     struct AnyRecordVisitor : IBtreeRecordVisitor
