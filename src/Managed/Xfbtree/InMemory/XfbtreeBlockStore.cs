@@ -30,12 +30,17 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     byte* _dirtyFlag;                    // 1 = dirty, 2 = stale (freed) in the current transaction
     long _capacity;                      // entries of _table and _dirtyFlag
     long _highest;                       // blocks 0.._highest-1 have been handed out at least once
+    long _committedEnd;                  // blocks _highest.._committedEnd-1: pages committed ahead, not handed out yet
     long _freeHead = -1;
     long _freeCount;
     readonly List<long> _dirty = new();
     bool _disposed;
 
     const long InitialCapacity = 64;
+    /// <summary>Most bytes committed ahead at once (one 2 MiB huge page; chunks end on a 2 MiB boundary of the xfile).</summary>
+    internal const long CommitAheadBytes = 2L << 20;
+    /// <summary>Fewest pages committed ahead at once.</summary>
+    internal const long CommitAheadMinPages = 16;
 
     /// <summary>A store over [<paramref name="partitionStart"/>, +<paramref name="partitionLength"/>) of <paramref name="xfile"/>.</summary>
     public XfbtreeBlockStore(Xfile xfile, long partitionStart = 0, long partitionLength = -1)
@@ -65,6 +70,10 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     public override bool ChecksCrc => false;
     /// <summary>Blocks currently allocated.</summary>
     public long LiveBlocks => _highest - _freeCount;
+    /// <summary>Pages committed ahead for the next new blocks (counted by the xfile's commit limit and BytesUsed, not live yet).</summary>
+    public long CommittedAheadBlocks => _committedEnd - _highest;
+    /// <summary>Bytes of the xfile this store holds: its live blocks and the pages committed ahead (freed blocks' pages are discarded).</summary>
+    public long HeldBytes => (LiveBlocks + CommittedAheadBlocks) * _pageSize;
     /// <summary>Native bytes of the block table and dirty flags (bookkeeping outside the xfile and the managed heap).</summary>
     public long TableBytes => _capacity * (sizeof(nint) + 1);
     /// <summary>Verifier used at commit (set by the owning tree).</summary>
@@ -105,13 +114,20 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         _dirtyFlag[p] |= 2;
     }
 
+    /// <remarks>
+    /// A new block (past the high-water mark) comes from pages committed ahead in chunks (<see cref="CommitAhead"/>), so
+    /// most allocations are a table bump with no system call; a reused block's page was discarded when it was freed
+    /// and is committed again on its own.
+    /// </remarks>
     public override long AllocateBlock()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         long bno;
+        byte* page;
         if (_freeHead >= 0)
         {
             bno = _freeHead;
+            page = _xfile.CommitPageUnpinned(_start + bno * _pageSize);   // throws with the block still on the free list
             _freeHead = -(long)_table[bno] - 1;
             _freeCount--;
         }
@@ -120,21 +136,45 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
             if (_highest >= _maxBlocks) throw new XfileFullException($"in-memory btree partition full ({_maxBlocks} blocks)");
             bno = _highest;
             if (bno >= _capacity) Grow(bno + 1);
+            if (bno >= _committedEnd) CommitAhead(bno);    // throws with nothing changed
             _highest++;
-        }
-        byte* page;
-        try { page = _xfile.CommitPageUnpinned(_start + bno * _pageSize); }
-        catch
-        {
-            // Back onto the free list: the block number stays valid bookkeeping, the page was not committed.
-            _table[bno] = (nint)(-(_freeHead + 1));
-            _freeHead = bno;
-            _freeCount++;
-            throw;
+            // Committed by CommitAhead under the store's RetainMapping: no lease or commit check needed.
+            page = _xfile.PageAddressUnchecked(_start + bno * _pageSize);
         }
         _table[bno] = (nint)page;
         new Span<byte>(page, _pageSize).Clear();
         return bno;
+    }
+
+    /// <summary>
+    /// Commits the pages of blocks [<paramref name="bno"/>, end) in one call: about an eighth of the blocks handed out
+    /// so far (at least <see cref="CommitAheadMinPages"/>, at most <see cref="CommitAheadBytes"/>), ending on a 2 MiB
+    /// boundary of the xfile so huge pages fill whole. Never commits past the commit limit's headroom, and falls back
+    /// to the one page needed when the chunk cannot be had, so running out is reported exactly as before (an
+    /// <see cref="IOException"/> for the page asked for, never SIGBUS).
+    /// </summary>
+    void CommitAhead(long bno)
+    {
+        long want = Math.Clamp(_highest / 8, CommitAheadMinPages, CommitAheadBytes / _pageSize);
+        long endOffset = _start + (bno + want) * _pageSize;
+        long aligned = (endOffset + CommitAheadBytes - 1) & ~(CommitAheadBytes - 1);
+        long end = Math.Min((aligned - _start) / _pageSize, _maxBlocks);
+        end = Math.Min(end, bno + Math.Max(1, _xfile.CommitHeadroomPages));
+        if (end - bno > 1)
+        {
+            try
+            {
+                _xfile.Reserve(_start + bno * _pageSize, (end - bno) * _pageSize);
+                _committedEnd = end;
+                return;
+            }
+            catch (IOException)
+            {
+                // Not enough for the chunk (another partition took the headroom, ENOSPC, ENOMEM): try the one page.
+            }
+        }
+        _xfile.Reserve(_start + bno * _pageSize, _pageSize);
+        _committedEnd = bno + 1;
     }
 
     void Grow(long needed)
@@ -189,8 +229,9 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        long used = _highest * _pageSize;
+        long used = Math.Max(_highest, _committedEnd) * _pageSize;
         _highest = 0;
+        _committedEnd = 0;
         _freeHead = -1;
         _freeCount = 0;
         _dirty.Clear();
