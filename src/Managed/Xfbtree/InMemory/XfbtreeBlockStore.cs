@@ -7,8 +7,10 @@ namespace Xfbtree.InMemory;
 /// <summary>
 /// Blocks of an in-memory btree inside one partition of an <see cref="Xfile"/>: block <c>bno</c> is the page at
 /// <c>partitionStart + bno * PageSize</c>. Like upstream's xmbuf, buffers are the xfile pages themselves
-/// (direct mapped, zero copy, no I/O): a block's page is committed once when it is allocated and its address kept
-/// in a table, so reading a block is one table load. Freed blocks' pages are discarded (memory returned) and
+/// (direct mapped, zero copy, no I/O): a block's page is committed before it is handed out and its address kept
+/// in a table, so reading a block is one table load. New blocks come from pages committed ahead in chunks (one
+/// fallocate or populate per chunk of up to 2 MiB, about 1/64 of the tree, within the xfile's commit limit), so
+/// most allocations make no system call. Freed blocks' pages are discarded (memory returned) and
 /// their numbers reused. Block memory is trusted like DRAM (no CRC, no verify on read); the structure verifier
 /// runs on every dirty block at <see cref="Commit"/>.
 /// </summary>
@@ -147,18 +149,20 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     }
 
     /// <summary>
-    /// Commits the pages of blocks [<paramref name="bno"/>, end) in one call: about an eighth of the blocks handed out
-    /// so far (at least <see cref="CommitAheadMinPages"/>, at most <see cref="CommitAheadBytes"/>), ending on a 2 MiB
+    /// Commits the pages of blocks [<paramref name="bno"/>, end) in one call: about 1/64 of the blocks handed out
+    /// so far (so the bytes held ahead stay under 2 % of the tree) (at least <see cref="CommitAheadMinPages"/>, at most <see cref="CommitAheadBytes"/>), ending on a 2 MiB
     /// boundary of the xfile so huge pages fill whole. Never commits past the commit limit's headroom, and falls back
     /// to the one page needed when the chunk cannot be had, so running out is reported exactly as before (an
     /// <see cref="IOException"/> for the page asked for, never SIGBUS).
     /// </summary>
     void CommitAhead(long bno)
     {
-        long want = Math.Clamp(_highest / 8, CommitAheadMinPages, CommitAheadBytes / _pageSize);
-        long endOffset = _start + (bno + want) * _pageSize;
-        long aligned = (endOffset + CommitAheadBytes - 1) & ~(CommitAheadBytes - 1);
-        long end = Math.Min((aligned - _start) / _pageSize, _maxBlocks);
+        long want = Math.Clamp(_highest / 64, CommitAheadMinPages, CommitAheadBytes / _pageSize);
+        long end = bno + want;
+        // End on a 2 MiB boundary of the xfile when that still commits something (whole huge pages per chunk).
+        long alignedEnd = ((_start + end * _pageSize) & ~(CommitAheadBytes - 1)) - _start;
+        if (alignedEnd > (long)bno * _pageSize) end = alignedEnd / _pageSize;
+        end = Math.Min(end, _maxBlocks);
         end = Math.Min(end, bno + Math.Max(1, _xfile.CommitHeadroomPages));
         if (end - bno > 1)
         {

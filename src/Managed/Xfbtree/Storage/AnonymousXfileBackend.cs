@@ -46,6 +46,14 @@ internal sealed unsafe class AnonymousXfileBackend : XfileBackend
 
     public override (nint Start, long Length)? MappedRange => ((nint)baseAddress, MaxSize);
 
+    public override void AdviseAccess(XfileAccessPattern pattern) =>
+        LinuxFiles.Advise(mapping, 0, MaxSize, pattern switch
+        {
+            XfileAccessPattern.Random => MemoryAdvice.Random,
+            XfileAccessPattern.Sequential => MemoryAdvice.Sequential,
+            _ => MemoryAdvice.Normal,
+        });
+
     public static AnonymousXfileBackend Create(long maxSize, int pageShift, bool hugePages)
     {
         SafeMappingHandle map = LinuxFiles.MapAnonymous(maxSize, HugePageSize);

@@ -24,6 +24,17 @@ public enum XfileBackendKind
     Anonymous,
 }
 
+/// <summary>How an xfile's pages will be accessed (madvise of the whole mapping; see <see cref="Xfile.AdviseAccess"/>).</summary>
+public enum XfileAccessPattern
+{
+    /// <summary>The kernel's default read-around on a page-cache miss (MADV_NORMAL: up to the device's read_ahead_kb around the fault).</summary>
+    Normal = 0,
+    /// <summary>No read-around: a miss reads the one page (MADV_RANDOM; the default of the Linux file backends).</summary>
+    Random,
+    /// <summary>Aggressive read-ahead, for a long in-order pass over a disk-backed xfile (MADV_SEQUENTIAL).</summary>
+    Sequential,
+}
+
 /// <summary>Whether an <see cref="Xfile"/> should be backed by 2 MiB (transparent huge) pages.</summary>
 public enum XfileHugePages
 {
@@ -399,6 +410,27 @@ public sealed unsafe partial class Xfile : IDisposable
                 CommitRange(page, page + 1);
             }
             return backend.PageAddress(page);
+        }
+        finally
+        {
+            lease.DangerousRelease();
+        }
+    }
+
+    /// <summary>
+    /// Tells the kernel how the pages will be accessed next. It only matters when the xfile's pages can be evicted to
+    /// disk (<see cref="XfileBackendKind.TmpFile"/> in a disk directory, larger than the memory allowed): the Linux file
+    /// backends start with <see cref="XfileAccessPattern.Random"/>, because btree blocks are visited at random and
+    /// read-around on a miss (read_ahead_kb, often 128 KiB to 8 MiB) reads and charges pages nobody asked for, which
+    /// thrashes a memory-limited process; switch to <see cref="XfileAccessPattern.Sequential"/> for a long in-order
+    /// scan of blocks that were allocated in order. No effect on the portable backend.
+    /// </summary>
+    public void AdviseAccess(XfileAccessPattern pattern)
+    {
+        EnterOperation();
+        try
+        {
+            backend.AdviseAccess(pattern);
         }
         finally
         {

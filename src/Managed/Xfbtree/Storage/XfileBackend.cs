@@ -37,6 +37,11 @@ internal abstract unsafe class XfileBackend
     /// <summary>The one virtual address range mapping the whole xfile, or null when there is none (portable views).</summary>
     public virtual (nint Start, long Length)? MappedRange => null;
 
+    /// <summary>madvise of the whole mapping for <paramref name="pattern"/> (no-op where there is no single mapping).</summary>
+    public virtual void AdviseAccess(XfileAccessPattern pattern)
+    {
+    }
+
     /// <summary>Address of a page. Only called for committed pages (or pages being committed) under a lease.</summary>
     public abstract byte* PageAddress(long page);
 
