@@ -267,6 +267,64 @@ internal static unsafe class LinuxFiles
         }
     }
 
+    /// <summary>
+    /// mmap(PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE) of <paramref name="length"/> bytes whose
+    /// start is a multiple of <paramref name="alignment"/> (a power of two): maps length + alignment and unmaps the
+    /// unaligned head and the tail, so huge pages can line up with the mapping.
+    /// </summary>
+    public static SafeMappingHandle MapAnonymous(long length, long alignment)
+    {
+        long padded = length + alignment;
+        void* raw = mmap(null, (size_t)(ulong)padded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (raw == MAP_FAILED)
+        {
+            NativeErrors.Throw("mmap(MAP_ANONYMOUS)", errno, $"length {padded}");
+        }
+        ulong start = (ulong)raw;
+        ulong aligned = (start + (ulong)alignment - 1) & ~((ulong)alignment - 1);
+        ulong head = aligned - start;
+        ulong tail = (ulong)padded - head - (ulong)length;
+        // munmap of a piece of our own fresh mapping cannot fail for a valid, page-aligned range.
+        if (head != 0)
+        {
+            munmap(raw, (size_t)head);
+        }
+        if (tail != 0)
+        {
+            munmap((void*)(aligned + (ulong)length), (size_t)tail);
+        }
+        return new SafeMappingHandle((void*)aligned, length);
+    }
+
+    /// <summary>madvise on [offset, offset+length) of a mapping; returns 0 or the errno (for advice that may be refused).</summary>
+    public static int TryAdvise(SafeMappingHandle mapping, long offset, long length, MemoryAdvice advice)
+    {
+        bool added = false;
+        try
+        {
+            mapping.DangerousAddRef(ref added);
+            while (true)
+            {
+                if (madvise(mapping.Address + offset, (size_t)(ulong)length, ToKernel(advice)) == 0)
+                {
+                    return 0;
+                }
+                int error = errno;
+                if (error != EINTR)
+                {
+                    return error;
+                }
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                mapping.DangerousRelease();
+            }
+        }
+    }
+
     /// <summary>madvise on [offset, offset+length) of a mapping (offset page aligned).</summary>
     public static void Advise(SafeMappingHandle mapping, long offset, long length, MemoryAdvice advice)
     {
@@ -298,6 +356,9 @@ internal static unsafe class LinuxFiles
         MemoryAdvice.Remove => MADV_REMOVE,
         MemoryAdvice.DontFork => MADV_DONTFORK,
         MemoryAdvice.DontDump => MADV_DONTDUMP,
+        MemoryAdvice.HugePage => 14,       // MADV_HUGEPAGE
+        MemoryAdvice.NoHugePage => 15,     // MADV_NOHUGEPAGE
+        MemoryAdvice.PopulateWrite => 23,  // MADV_POPULATE_WRITE
         _ => throw new ArgumentOutOfRangeException(nameof(advice)),
     };
 

@@ -19,4 +19,10 @@ internal enum MemoryAdvice
     DontFork,
     /// <summary>MADV_DONTDUMP: keep the (possibly huge, sparse) range out of core dumps.</summary>
     DontDump,
+    /// <summary>MADV_HUGEPAGE: back the range with transparent huge pages where possible.</summary>
+    HugePage,
+    /// <summary>MADV_NOHUGEPAGE: never back the range with transparent huge pages.</summary>
+    NoHugePage,
+    /// <summary>MADV_POPULATE_WRITE (Linux 5.14): fault the range in writable now; failure is an error, not SIGBUS.</summary>
+    PopulateWrite,
 }

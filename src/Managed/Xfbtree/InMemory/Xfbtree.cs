@@ -46,8 +46,8 @@ public sealed class Xfbtree<TOps> : IDisposable where TOps : struct, IBtreeOps
     public XfbtreeBlockStore Store => _store;
     /// <summary>Blocks in use.</summary>
     public long BlockCount => _store.LiveBlocks;
-    /// <summary>Bytes of xfile memory the tree's blocks occupy.</summary>
-    public long BytesInUse => _store.LiveBlocks * _store.BlockSize;
+    /// <summary>Bytes of xfile memory the tree holds: its blocks and the pages committed ahead for its next blocks.</summary>
+    public long BytesInUse => _store.HeldBytes;
 
     /// <summary>A cursor, exactly as for on-disk trees.</summary>
     public BtreeCursor<TOps> CreateCursor()

@@ -7,8 +7,10 @@ namespace Xfbtree.InMemory;
 /// <summary>
 /// Blocks of an in-memory btree inside one partition of an <see cref="Xfile"/>: block <c>bno</c> is the page at
 /// <c>partitionStart + bno * PageSize</c>. Like upstream's xmbuf, buffers are the xfile pages themselves
-/// (direct mapped, zero copy, no I/O): a block's page is committed once when it is allocated and its address kept
-/// in a table, so reading a block is one table load. Freed blocks' pages are discarded (memory returned) and
+/// (direct mapped, zero copy, no I/O): a block's page is committed before it is handed out and its address kept
+/// in a table, so reading a block is one table load. New blocks come from pages committed ahead in chunks (one
+/// fallocate or populate per chunk of up to 2 MiB, about 1/64 of the tree, within the xfile's commit limit), so
+/// most allocations make no system call. Freed blocks' pages are discarded (memory returned) and
 /// their numbers reused. Block memory is trusted like DRAM (no CRC, no verify on read); the structure verifier
 /// runs on every dirty block at <see cref="Commit"/>.
 /// </summary>
@@ -30,12 +32,17 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     byte* _dirtyFlag;                    // 1 = dirty, 2 = stale (freed) in the current transaction
     long _capacity;                      // entries of _table and _dirtyFlag
     long _highest;                       // blocks 0.._highest-1 have been handed out at least once
+    long _committedEnd;                  // blocks _highest.._committedEnd-1: pages committed ahead, not handed out yet
     long _freeHead = -1;
     long _freeCount;
     readonly List<long> _dirty = new();
     bool _disposed;
 
     const long InitialCapacity = 64;
+    /// <summary>Most bytes committed ahead at once (one 2 MiB huge page; chunks end on a 2 MiB boundary of the xfile).</summary>
+    internal const long CommitAheadBytes = 2L << 20;
+    /// <summary>Fewest pages committed ahead at once.</summary>
+    internal const long CommitAheadMinPages = 16;
 
     /// <summary>A store over [<paramref name="partitionStart"/>, +<paramref name="partitionLength"/>) of <paramref name="xfile"/>.</summary>
     public XfbtreeBlockStore(Xfile xfile, long partitionStart = 0, long partitionLength = -1)
@@ -67,6 +74,10 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     public override bool PathsMayStayHeld => true;
     /// <summary>Blocks currently allocated.</summary>
     public long LiveBlocks => _highest - _freeCount;
+    /// <summary>Pages committed ahead for the next new blocks (counted by the xfile's commit limit and BytesUsed, not live yet).</summary>
+    public long CommittedAheadBlocks => _committedEnd - _highest;
+    /// <summary>Bytes of the xfile this store holds: its live blocks and the pages committed ahead (freed blocks' pages are discarded).</summary>
+    public long HeldBytes => (LiveBlocks + CommittedAheadBlocks) * _pageSize;
     /// <summary>Native bytes of the block table and dirty flags (bookkeeping outside the xfile and the managed heap).</summary>
     public long TableBytes => _capacity * (sizeof(nint) + 1);
     /// <summary>Verifier used at commit (set by the owning tree).</summary>
@@ -107,13 +118,20 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         _dirtyFlag[p] |= 2;
     }
 
+    /// <remarks>
+    /// A new block (past the high-water mark) comes from pages committed ahead in chunks (<see cref="CommitAhead"/>), so
+    /// most allocations are a table bump with no system call; a reused block's page was discarded when it was freed
+    /// and is committed again on its own.
+    /// </remarks>
     public override long AllocateBlock()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         long bno;
+        byte* page;
         if (_freeHead >= 0)
         {
             bno = _freeHead;
+            page = _xfile.CommitPageUnpinned(_start + bno * _pageSize);   // throws with the block still on the free list
             _freeHead = -(long)_table[bno] - 1;
             _freeCount--;
         }
@@ -122,21 +140,47 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
             if (_highest >= _maxBlocks) throw new XfileFullException($"in-memory btree partition full ({_maxBlocks} blocks)");
             bno = _highest;
             if (bno >= _capacity) Grow(bno + 1);
+            if (bno >= _committedEnd) CommitAhead(bno);    // throws with nothing changed
             _highest++;
-        }
-        byte* page;
-        try { page = _xfile.CommitPageUnpinned(_start + bno * _pageSize); }
-        catch
-        {
-            // Back onto the free list: the block number stays valid bookkeeping, the page was not committed.
-            _table[bno] = (nint)(-(_freeHead + 1));
-            _freeHead = bno;
-            _freeCount++;
-            throw;
+            // Committed by CommitAhead under the store's RetainMapping: no lease or commit check needed.
+            page = _xfile.PageAddressUnchecked(_start + bno * _pageSize);
         }
         _table[bno] = (nint)page;
         new Span<byte>(page, _pageSize).Clear();
         return bno;
+    }
+
+    /// <summary>
+    /// Commits the pages of blocks [<paramref name="bno"/>, end) in one call: about 1/64 of the blocks handed out
+    /// so far (so the bytes held ahead stay under 2 % of the tree) (at least <see cref="CommitAheadMinPages"/>, at most <see cref="CommitAheadBytes"/>), ending on a 2 MiB
+    /// boundary of the xfile so huge pages fill whole. Never commits past the commit limit's headroom, and falls back
+    /// to the one page needed when the chunk cannot be had, so running out is reported exactly as before (an
+    /// <see cref="IOException"/> for the page asked for, never SIGBUS).
+    /// </summary>
+    void CommitAhead(long bno)
+    {
+        long want = Math.Clamp(_highest / 64, CommitAheadMinPages, CommitAheadBytes / _pageSize);
+        long end = bno + want;
+        // End on a 2 MiB boundary of the xfile when that still commits something (whole huge pages per chunk).
+        long alignedEnd = ((_start + end * _pageSize) & ~(CommitAheadBytes - 1)) - _start;
+        if (alignedEnd > (long)bno * _pageSize) end = alignedEnd / _pageSize;
+        end = Math.Min(end, _maxBlocks);
+        end = Math.Min(end, bno + Math.Max(1, _xfile.CommitHeadroomPages));
+        if (end - bno > 1)
+        {
+            try
+            {
+                _xfile.Reserve(_start + bno * _pageSize, (end - bno) * _pageSize);
+                _committedEnd = end;
+                return;
+            }
+            catch (IOException)
+            {
+                // Not enough for the chunk (another partition took the headroom, ENOSPC, ENOMEM): try the one page.
+            }
+        }
+        _xfile.Reserve(_start + bno * _pageSize, _pageSize);
+        _committedEnd = bno + 1;
     }
 
     void Grow(long needed)
@@ -191,8 +235,9 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        long used = _highest * _pageSize;
+        long used = Math.Max(_highest, _committedEnd) * _pageSize;
         _highest = 0;
+        _committedEnd = 0;
         _freeHead = -1;
         _freeCount = 0;
         _dirty.Clear();

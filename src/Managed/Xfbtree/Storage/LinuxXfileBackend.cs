@@ -35,7 +35,7 @@ internal sealed unsafe class LinuxXfileBackend : XfileBackend
     /// <summary>The descriptor owner (tests use it to cross-check with fstat).</summary>
     internal SafeFdHandle File => file;
 
-    public static LinuxXfileBackend Create(XfileOptions options, long maxSize, int pageShift)
+    public static LinuxXfileBackend Create(XfileOptions options, long maxSize, int pageShift, bool hugePages = false)
     {
         SafeFdHandle fd;
         XfileBackendKind kind;
@@ -74,6 +74,14 @@ internal sealed unsafe class LinuxXfileBackend : XfileBackend
             // should not try to write a terabyte of holes.
             LinuxFiles.Advise(map, 0, maxSize, MemoryAdvice.DontFork);
             LinuxFiles.Advise(map, 0, maxSize, MemoryAdvice.DontDump);
+            // Btree blocks are visited at random: no read-around when a page evicted to disk is faulted back
+            // (read_ahead_kb is 8 MiB on some machines; each miss would read and charge 8 MiB). See Xfile.AdviseAccess.
+            LinuxFiles.Advise(map, 0, maxSize, MemoryAdvice.Random);
+            if (hugePages)
+            {
+                // shmem_enabled=advise (or a tmpfs mounted huge=advise) only uses huge pages for madvised ranges.
+                LinuxFiles.Advise(map, 0, maxSize, MemoryAdvice.HugePage);
+            }
             return new LinuxXfileBackend(fd, map, maxSize, pageShift, kind, description);
         }
         catch
@@ -119,6 +127,16 @@ internal sealed unsafe class LinuxXfileBackend : XfileBackend
     }
 
     public override byte* PageAddress(long page) => baseAddress + (page << PageShift);
+
+    public override (nint Start, long Length)? MappedRange => ((nint)baseAddress, MaxSize);
+
+    public override void AdviseAccess(XfileAccessPattern pattern) =>
+        LinuxFiles.Advise(mapping, 0, MaxSize, pattern switch
+        {
+            XfileAccessPattern.Random => MemoryAdvice.Random,
+            XfileAccessPattern.Sequential => MemoryAdvice.Sequential,
+            _ => MemoryAdvice.Normal,
+        });
 
     public override void Commit(long first, long count) =>
         LinuxFiles.Allocate(file, first << PageShift, count << PageShift);

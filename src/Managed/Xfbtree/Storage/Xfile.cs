@@ -11,6 +11,62 @@ public enum XfileBackendKind
     TmpFile,
     /// <summary>BCL memory-mapped files; the only backend off Linux.</summary>
     Portable,
+    /// <summary>
+    /// A private anonymous mapping (MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE, 2 MiB aligned), Linux only: the backend
+    /// that gets transparent huge pages where shmem huge pages are off (<c>shmem_enabled=never</c>). Differences from
+    /// the file backends: the memory is this process's alone (no descriptor, not shareable with another process);
+    /// <see cref="Xfile.Discard"/> is MADV_DONTNEED; a commit cannot reserve memory the way fallocate does, it faults
+    /// the pages in now (MADV_POPULATE_WRITE), so an allocation failure the kernel reports becomes an
+    /// <see cref="IOException"/>, but when memory (or the memory cgroup) is exhausted the kernel's OOM killer may end
+    /// this or another process instead. Cap it with <see cref="XfileOptions.CommitLimit"/>.
+    /// <see cref="Xfile.BytesUsed"/> is the mapping's resident memory (Rss in /proc/self/smaps).
+    /// </summary>
+    Anonymous,
+}
+
+/// <summary>How an xfile's pages will be accessed (madvise of the whole mapping; see <see cref="Xfile.AdviseAccess"/>).</summary>
+public enum XfileAccessPattern
+{
+    /// <summary>The kernel's default read-around on a page-cache miss (MADV_NORMAL: up to the device's read_ahead_kb around the fault).</summary>
+    Normal = 0,
+    /// <summary>No read-around: a miss reads the one page (MADV_RANDOM; the default of the Linux file backends).</summary>
+    Random,
+    /// <summary>Aggressive read-ahead, for a long in-order pass over a disk-backed xfile (MADV_SEQUENTIAL).</summary>
+    Sequential,
+}
+
+/// <summary>Whether an <see cref="Xfile"/> should be backed by 2 MiB (transparent huge) pages.</summary>
+public enum XfileHugePages
+{
+    /// <summary>4 KiB pages (the default; on the anonymous backend MADV_NOHUGEPAGE is set).</summary>
+    Off = 0,
+    /// <summary>Huge pages where the system allows them, else 4 KiB pages; <see cref="Xfile.HugePageDescription"/> says which.</summary>
+    Preferred,
+    /// <summary>Huge pages or <see cref="NotSupportedException"/> from <see cref="Xfile.Create"/>.</summary>
+    Required,
+}
+
+/// <summary>What kind of huge pages an <see cref="Xfile"/> got.</summary>
+public enum XfileHugePageMode
+{
+    /// <summary>None: 4 KiB pages.</summary>
+    None = 0,
+    /// <summary>Anonymous transparent huge pages (MADV_HUGEPAGE on the private mapping of <see cref="XfileBackendKind.Anonymous"/>).</summary>
+    AnonymousThp,
+    /// <summary>shmem/tmpfs transparent huge pages (memfd or tmpfs file; needs <c>shmem_enabled</c> or the tmpfs <c>huge=</c> option).</summary>
+    ShmemThp,
+}
+
+/// <summary>Memory of an xfile's mapping as the kernel reports it (/proc/self/smaps), for diagnostics and benchmarks.</summary>
+/// <param name="ResidentBytes">Rss of the mapping.</param>
+/// <param name="AnonHugePagesBytes">AnonHugePages: anonymous memory mapped by 2 MiB pages.</param>
+/// <param name="ShmemPmdMappedBytes">ShmemPmdMapped: shmem memory mapped by 2 MiB pages.</param>
+/// <param name="FilePmdMappedBytes">FilePmdMapped: file memory mapped by 2 MiB pages.</param>
+/// <param name="Available">False when it could not be measured (not Linux, portable backend, no smaps).</param>
+public readonly record struct XfileMemoryUsage(long ResidentBytes, long AnonHugePagesBytes, long ShmemPmdMappedBytes, long FilePmdMappedBytes, bool Available)
+{
+    /// <summary>Bytes mapped by 2 MiB pages, any kind.</summary>
+    public long HugePageBytes => AnonHugePagesBytes + ShmemPmdMappedBytes + FilePmdMappedBytes;
 }
 
 /// <summary>Creation options of an <see cref="Xfile"/>.</summary>
@@ -34,6 +90,15 @@ public sealed record XfileOptions
     /// bounded by a file system size.
     /// </summary>
     public long? CommitLimit { get; init; }
+    /// <summary>
+    /// 2 MiB pages (default <see cref="XfileHugePages.Off"/>). With <see cref="XfileBackendKind.Auto"/> and no
+    /// <see cref="Directory"/>, <see cref="XfileHugePages.Preferred"/> picks memfd with MADV_HUGEPAGE when shmem huge pages
+    /// are enabled (/sys/kernel/mm/transparent_hugepage/shmem_enabled = always, within_size, advise or force), else
+    /// the <see cref="XfileBackendKind.Anonymous"/> backend when anonymous ones are (enabled = always or madvise), else
+    /// 4 KiB memfd pages. An explicit backend is kept: memfd needs shmem_enabled, a tmpfs directory its <c>huge=</c>
+    /// mount option; disk directories and the portable backend have none. See <see cref="Xfile.HugePageMode"/>.
+    /// </summary>
+    public XfileHugePages HugePages { get; init; } = XfileHugePages.Off;
 }
 
 /// <summary>
@@ -100,19 +165,29 @@ public sealed unsafe partial class Xfile : IDisposable
 
     private static XfileBackend CreateBackend(XfileOptions options, long maxSize, int shift)
     {
-        if (options.Backend == XfileBackendKind.Portable)
+        XfileHugePagePlan plan = XfileHugePagePolicy.Plan(options, OperatingSystem.IsLinux() ? TransparentHugePageSettings.Read() : null);
+        XfileBackend backend;
+        if (plan.Backend == XfileBackendKind.Portable)
         {
-            return PortableXfileBackend.Create(options, maxSize, shift);
+            backend = PortableXfileBackend.Create(options, maxSize, shift);
         }
-        if (OperatingSystem.IsLinux())
+        else if (OperatingSystem.IsLinux())
         {
-            return LinuxXfileBackend.Create(options, maxSize, shift);
+            backend = plan.Backend == XfileBackendKind.Anonymous
+                ? AnonymousXfileBackend.Create(maxSize, shift, plan.Mode == XfileHugePageMode.AnonymousThp)
+                : LinuxXfileBackend.Create(options with { Backend = plan.Backend }, maxSize, shift, plan.Mode == XfileHugePageMode.ShmemThp);
         }
-        if (options.Backend == XfileBackendKind.Auto)
+        else if (plan.Backend == XfileBackendKind.Auto)
         {
-            return PortableXfileBackend.Create(options, maxSize, shift);
+            backend = PortableXfileBackend.Create(options, maxSize, shift);
         }
-        throw new PlatformNotSupportedException($"xfile backend {options.Backend} needs Linux; use Portable or Auto");
+        else
+        {
+            throw new PlatformNotSupportedException($"xfile backend {options.Backend} needs Linux; use Portable or Auto");
+        }
+        backend.HugePageMode = plan.Mode;
+        backend.HugePageDescription = plan.Description;
+        return backend;
     }
 
     private static int BitOperationsLog2(int pageSize)
@@ -135,6 +210,32 @@ public sealed unsafe partial class Xfile : IDisposable
 
     /// <summary>What backs this xfile, e.g. "memfd:xfbtree-xfile" or "O_TMPFILE in /dev/shm".</summary>
     public string BackingDescription => backend.Description;
+
+    /// <summary>The huge pages this xfile asked the kernel for (see <see cref="XfileOptions.HugePages"/>).</summary>
+    /// <remarks>Transparent huge pages are best effort: the kernel may still use 4 KiB pages (fragmented memory,
+    /// khugepaged not yet run); <see cref="MeasureMemory"/> says how much really is in 2 MiB pages.</remarks>
+    public XfileHugePageMode HugePageMode => backend.HugePageMode;
+
+    /// <summary>Why <see cref="HugePageMode"/> is what it is, e.g. "anonymous THP (MADV_HUGEPAGE; enabled=madvise, shmem_enabled=never)".</summary>
+    public string HugePageDescription => backend.HugePageDescription;
+
+    /// <summary>
+    /// Resident memory of the mapping and how much of it is mapped by 2 MiB pages (sums /proc/self/smaps
+    /// Rss, AnonHugePages, ShmemPmdMapped and FilePmdMapped over the mapping's ranges). Reads a /proc file:
+    /// for diagnostics, not for hot paths.
+    /// </summary>
+    public XfileMemoryUsage MeasureMemory()
+    {
+        EnterOperation();
+        try
+        {
+            return backend.MappedRange is { } range ? XfileSmaps.Measure(range.Start, range.Length) : default;
+        }
+        finally
+        {
+            lease.DangerousRelease();
+        }
+    }
 
     /// <summary>Bytes of memory (or disk) really allocated to the backing file.</summary>
     /// <remarks>fstat st_blocks on Linux backends; the committed-page count on the portable backend, whose
@@ -315,6 +416,36 @@ public sealed unsafe partial class Xfile : IDisposable
             lease.DangerousRelease();
         }
     }
+
+    /// <summary>
+    /// Tells the kernel how the pages will be accessed next. It only matters when the xfile's pages can be evicted to
+    /// disk (<see cref="XfileBackendKind.TmpFile"/> in a disk directory, larger than the memory allowed): the Linux file
+    /// backends start with <see cref="XfileAccessPattern.Random"/>, because btree blocks are visited at random and
+    /// read-around on a miss (read_ahead_kb, often 128 KiB to 8 MiB) reads and charges pages nobody asked for, which
+    /// thrashes a memory-limited process; switch to <see cref="XfileAccessPattern.Sequential"/> for a long in-order
+    /// scan of blocks that were allocated in order. No effect on the portable backend.
+    /// </summary>
+    public void AdviseAccess(XfileAccessPattern pattern)
+    {
+        EnterOperation();
+        try
+        {
+            backend.AdviseAccess(pattern);
+        }
+        finally
+        {
+            lease.DangerousRelease();
+        }
+    }
+
+    /// <summary>Pages that may still be committed before <see cref="XfileOptions.CommitLimit"/> (long.MaxValue-ish without a limit).</summary>
+    internal long CommitHeadroomPages => commitLimitPages - Volatile.Read(ref committedPages);
+
+    /// <summary>
+    /// Address of the page at <paramref name="pageOffset"/>, with no check and no lease. SAFETY: the caller holds
+    /// <see cref="RetainMapping"/>, the offset is page aligned and below MaxSize, and the page is committed.
+    /// </summary>
+    internal byte* PageAddressUnchecked(long pageOffset) => backend.PageAddress(pageOffset >> pageShift);
 
     /// <summary>Pins a page like <see cref="PinPage"/> and returns it as a span (balance with <see cref="UnpinPage"/>).</summary>
     public Span<byte> PinPageSpan(long pageOffset) => new(PinPage(pageOffset), PageSize);

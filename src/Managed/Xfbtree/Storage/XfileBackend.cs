@@ -28,6 +28,20 @@ internal abstract unsafe class XfileBackend
     /// <summary>Bytes the OS really allocated, or null when the backend cannot tell (the xfile then reports its own count).</summary>
     public abstract long? AllocatedBytes { get; }
 
+    /// <summary>Huge pages asked for (set once by <see cref="Xfile"/> after creation).</summary>
+    public XfileHugePageMode HugePageMode { get; set; }
+
+    /// <summary>Why <see cref="HugePageMode"/> is what it is.</summary>
+    public string HugePageDescription { get; set; } = "off (not requested)";
+
+    /// <summary>The one virtual address range mapping the whole xfile, or null when there is none (portable views).</summary>
+    public virtual (nint Start, long Length)? MappedRange => null;
+
+    /// <summary>madvise of the whole mapping for <paramref name="pattern"/> (no-op where there is no single mapping).</summary>
+    public virtual void AdviseAccess(XfileAccessPattern pattern)
+    {
+    }
+
     /// <summary>Address of a page. Only called for committed pages (or pages being committed) under a lease.</summary>
     public abstract byte* PageAddress(long page);
 
