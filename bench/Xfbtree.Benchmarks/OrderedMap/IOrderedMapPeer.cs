@@ -12,6 +12,9 @@ public interface IOrderedMapPeer : IDisposable
     /// <summary>What "insert" means for this peer when it is not a plain per-record insert (e.g. append + sort).</summary>
     string? InsertNote => null;
 
+    /// <summary>What memory backs the map after the inserts (e.g. which pages the kernel gave), printed as a note.</summary>
+    string? MemoryNote => null;
+
     /// <summary>What the overlapped range query costs this peer when it has no suitable API (printed as a note).</summary>
     string? RangeQueryNote => null;
 

@@ -234,6 +234,10 @@ public static class OrderedMapSuite
             long managedAfter = ManagedHeap();
             double bytesPerRecord = (double)(managedAfter - managedBefore + peer.NativeBytes) / size;
             results[^1] = results[^1] with { BytesPerRecord = bytesPerRecord };
+            if (peer.MemoryNote is { } memoryNote)
+            {
+                notes.Add($"{peer.Name} at {size:N0} records: {memoryNote}");
+            }
 
             results.Add(Measure(peer.Name, "point lookup", lookupKeys.Length, () => peer.Lookup(lookupKeys), data.LookupSum));
             if (peer.HasBatchLookup)

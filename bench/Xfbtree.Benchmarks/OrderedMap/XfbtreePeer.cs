@@ -1,4 +1,5 @@
 using Xfbtree.InMemory;
+using Xfbtree.Storage;
 
 namespace Xfbtree.Benchmarks.OrderedMap;
 
@@ -145,15 +146,48 @@ public interface IXfbtreeRmapMap<TSelf> : IDisposable where TSelf : struct, IXfb
     int TryFindMany(ReadOnlySpan<RmapRecord> keys, Span<RmapRecord> records, Span<bool> found);
     /// <summary>Loads sorted records into the empty map.</summary>
     void BulkLoad(ReadOnlySpan<RmapRecord> sorted);
+    /// <summary>The map's xfile (created by the map, disposed with it).</summary>
+    Xfile Xfile { get; }
+}
+
+/// <summary>How the benchmark's Xfbtree maps get their memory.</summary>
+public static class XfbtreeMaps
+{
+    /// <summary>
+    /// A private xfile with <see cref="XfileHugePages.Preferred"/>: 2 MiB pages where the system allows them (on this
+    /// kind of machine anonymous THP; shmem THP needs the administrator's shmem_enabled), else 4 KiB pages. The
+    /// benchmark prints what it got (<see cref="IOrderedMapPeer.MemoryNote"/>). XFBTREE_BENCH_HUGEPAGES=0 turns it off.
+    /// </summary>
+    public static Xfile CreateXfile(string name) => Xfile.Create(new XfileOptions
+    {
+        Name = name,
+        HugePages = Environment.GetEnvironmentVariable("XFBTREE_BENCH_HUGEPAGES") == "0" ? XfileHugePages.Off : XfileHugePages.Preferred,
+    });
+
+    /// <summary>"anonymous THP: 236 of 240 MiB in 2 MiB pages" style description of an xfile's memory now.</summary>
+    public static string Describe(Xfile xfile)
+    {
+        XfileMemoryUsage usage = xfile.MeasureMemory();
+        string measured = usage.Available
+            ? $"{usage.HugePageBytes >> 20} of {usage.ResidentBytes >> 20} MiB resident in 2 MiB pages"
+            : "pages not measurable";
+        return $"xfile {xfile.BackingDescription}, huge pages {xfile.HugePageMode}: {xfile.HugePageDescription}; {measured}";
+    }
 }
 
 /// <summary>The interval map as an <see cref="IXfbtreeRmapMap{TSelf}"/>.</summary>
-public readonly struct XfbtreeIntervalMap(ShmemIntervalBTree<RmapRecord, RmapRecordMapComparer> tree) : IXfbtreeRmapMap<XfbtreeIntervalMap>
+public readonly struct XfbtreeIntervalMap(ShmemIntervalBTree<RmapRecord, RmapRecordMapComparer> tree, Xfile xfile) : IXfbtreeRmapMap<XfbtreeIntervalMap>
 {
     /// <summary>The map itself.</summary>
     public ShmemIntervalBTree<RmapRecord, RmapRecordMapComparer> Tree { get; } = tree;
     /// <inheritdoc/>
-    public static XfbtreeIntervalMap Create() => new(new ShmemIntervalBTree<RmapRecord, RmapRecordMapComparer>());
+    public Xfile Xfile { get; } = xfile;
+    /// <inheritdoc/>
+    public static XfbtreeIntervalMap Create()
+    {
+        Xfile xfile = XfbtreeMaps.CreateXfile("xfbtree-bench-interval");
+        return new(new ShmemIntervalBTree<RmapRecord, RmapRecordMapComparer>(default, new ShmemBTreeOptions { Xfile = xfile }), xfile);
+    }
     /// <inheritdoc/>
     public long Count => Tree.Count;
     /// <inheritdoc/>
@@ -167,16 +201,26 @@ public readonly struct XfbtreeIntervalMap(ShmemIntervalBTree<RmapRecord, RmapRec
     /// <inheritdoc/>
     public void BulkLoad(ReadOnlySpan<RmapRecord> sorted) => Tree.BulkLoad(sorted);
     /// <inheritdoc/>
-    public void Dispose() => Tree.Dispose();
+    public void Dispose()
+    {
+        Tree.Dispose();
+        Xfile.Dispose();
+    }
 }
 
 /// <summary>The plain ordered map as an <see cref="IXfbtreeRmapMap{TSelf}"/>.</summary>
-public readonly struct XfbtreePlainMap(ShmemBTree<RmapRecord, RmapRecordMapComparer> tree) : IXfbtreeRmapMap<XfbtreePlainMap>
+public readonly struct XfbtreePlainMap(ShmemBTree<RmapRecord, RmapRecordMapComparer> tree, Xfile xfile) : IXfbtreeRmapMap<XfbtreePlainMap>
 {
     /// <summary>The map itself.</summary>
     public ShmemBTree<RmapRecord, RmapRecordMapComparer> Tree { get; } = tree;
     /// <inheritdoc/>
-    public static XfbtreePlainMap Create() => new(new ShmemBTree<RmapRecord, RmapRecordMapComparer>());
+    public Xfile Xfile { get; } = xfile;
+    /// <inheritdoc/>
+    public static XfbtreePlainMap Create()
+    {
+        Xfile xfile = XfbtreeMaps.CreateXfile("xfbtree-bench-plain");
+        return new(new ShmemBTree<RmapRecord, RmapRecordMapComparer>(default, new ShmemBTreeOptions { Xfile = xfile }), xfile);
+    }
     /// <inheritdoc/>
     public long Count => Tree.Count;
     /// <inheritdoc/>
@@ -190,7 +234,11 @@ public readonly struct XfbtreePlainMap(ShmemBTree<RmapRecord, RmapRecordMapCompa
     /// <inheritdoc/>
     public void BulkLoad(ReadOnlySpan<RmapRecord> sorted) => Tree.BulkLoad(sorted);
     /// <inheritdoc/>
-    public void Dispose() => Tree.Dispose();
+    public void Dispose()
+    {
+        Tree.Dispose();
+        Xfile.Dispose();
+    }
 }
 
 /// <summary>
@@ -278,6 +326,9 @@ public abstract class XfbtreeMapPeer<TMap> : IOrderedMapPeer where TMap : struct
 
     /// <inheritdoc/>
     public long Count => map.Count;
+
+    /// <inheritdoc/>
+    public string? MemoryNote => XfbtreeMaps.Describe(map.Xfile);
 
     /// <inheritdoc/>
     public long NativeBytes => map.NativeBytes;
