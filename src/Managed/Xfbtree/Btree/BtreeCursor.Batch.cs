@@ -8,7 +8,7 @@ namespace Xfbtree.Btree;
 public sealed unsafe partial class BtreeCursor<TOps>
 {
     /// <summary>Keys descending together: enough to cover a miss with the searches of the others, few enough to stay in L1.</summary>
-    const int BatchWidth = 8;
+    const int BatchWidth = 32;
 
     /// <summary>
     /// Looks up every key of <paramref name="keys"/> (<c>count * KeySize</c> bytes) for an equal record; copies each
@@ -35,18 +35,26 @@ public sealed unsafe partial class BtreeCursor<TOps>
             ReleaseBlocks();
             return hits;
         }
-        Span<long> pointers = stackalloc long[BatchWidth];
+        // Per key of a group: the block it is in at this level and its search state. With direct-memory blocks each
+        // level runs in two passes over the group, so that every miss of one pass overlaps with the work on the other
+        // keys: pass 1 enters the block (header and samples were prefetched one level up) and compares the samples,
+        // prefetching the segment; pass 2 searches the segment and prefetches the child's header and samples. Blocks
+        // of a buffer cache are held only while one key is searched (two keys may share a block, and a cache hold can
+        // be exclusive), so there both passes run back to back per key.
+        bool pipelined = _store.PathsMayStayHeld;
+        var state = new BatchState(stackalloc long[BatchWidth], stackalloc long[BatchWidth], stackalloc int[BatchWidth],
+                                   stackalloc int[BatchWidth], stackalloc int[BatchWidth], stackalloc int[BatchWidth]);
         for (int start = 0; start < count; start += BatchWidth)
         {
             int width = Math.Min(BatchWidth, count - start);
-            pointers[..width].Fill(_rootPointer);
+            state.Pointers[..width].Fill(_rootPointer);
             for (int level = _height - 1; level >= 0; level--)
             {
+                bool leaf = level == 0;
                 for (int j = 0; j < width; j++)
                 {
-                    int i = start + j;
-                    var key = keys.Slice(i * _keySize, _keySize);
-                    long ptr = pointers[j];
+                    var key = keys.Slice((start + j) * _keySize, _keySize);
+                    long ptr = state.Pointers[j];
                     if (!_store.IsValidPointer(ptr)) Corrupt(ptr, $"pointer {ptr} at level {level + 1} out of range");
                     var block = _store.Read(ptr, _verifier);
                     try
@@ -54,31 +62,53 @@ public sealed unsafe partial class BtreeCursor<TOps>
                         var b = SpanOf(block);
                         CheckEnteredBlock(level, b, ptr);
                         int n = NumRecords(b);
-                        if (level > 0)
-                        {
-                            byte* childPointers = block.Data + _headerSize + _nodeMaxRecords * _keySlotSize;
-                            int slot = LowerBound(block.Data + _headerSize, childPointers, n, leaf: false, key, out bool eq);
-                            if (!eq && --slot < 0) slot = 0;
-                            long child = BtreeHeader.ReadPointer(b[(_headerSize + _nodeMaxRecords * _keySlotSize + slot * _pointerSize)..], _longPointers);
-                            pointers[j] = child;
-                            PrefetchSearchStart(_store.PeekAddressForPrefetch(child), level - 1);
-                        }
-                        else
-                        {
-                            int at = LowerBound(block.Data + _headerSize, null, n, leaf: true, key, out bool eq);
-                            if (!eq) at = -1;
-                            found[i] = at >= 0;
-                            if (at >= 0)
-                            {
-                                RecordAt(b, at).CopyTo(records.Slice(i * _recordSize, _recordSize));
-                                hits++;
-                            }
-                        }
+                        state.Blocks[j] = (long)block.Data;
+                        state.Counts[j] = n;
+                        byte* childPointers = leaf ? null : block.Data + _headerSize + _nodeMaxRecords * _keySlotSize;
+                        state.SampleHits[j] = SampleSegment(block.Data + _headerSize, childPointers, n, leaf, key, out state.Los[j], out state.His[j]);
+                        if (!pipelined) hits += FinishBatchKey(ref state, j, start + j, level, key, records, found);
                     }
                     finally { _store.Release(block); }
                 }
+                // Direct-memory blocks stay valid between the passes: nothing is written, and a live block never moves.
+                if (pipelined)
+                    for (int j = 0; j < width; j++) hits += FinishBatchKey(ref state, j, start + j, level, keys.Slice((start + j) * _keySize, _keySize), records, found);
             }
         }
         return hits;
+    }
+
+    /// <summary>Search state of the keys of one batch group (stack memory).</summary>
+    ref struct BatchState(Span<long> pointers, Span<long> blocks, Span<int> counts, Span<int> los, Span<int> his, Span<int> sampleHits)
+    {
+        public Span<long> Pointers = pointers;     // the block each key goes to at the current level
+        public Span<long> Blocks = blocks;         // its address (byte*)
+        public Span<int> Counts = counts;          // its numrecs
+        public Span<int> Los = los;                // the segment of the lower bound after the samples
+        public Span<int> His = his;
+        public Span<int> SampleHits = sampleHits;  // index of a sample equal to the key, or -1
+    }
+
+    /// <summary>Pass 2 of a batch key at one level: the segment search, then the child (prefetched) or the record found; returns 1 for a hit.</summary>
+    int FinishBatchKey(ref BatchState state, int j, int i, int level, ReadOnlySpan<byte> key, Span<byte> records, Span<bool> found)
+    {
+        bool leaf = level == 0;
+        byte* data = (byte*)state.Blocks[j];
+        int n = state.Counts[j];
+        bool eq = state.SampleHits[j] >= 0;
+        int at = eq ? state.SampleHits[j] : SearchSegment(data + _headerSize, state.Los[j], state.His[j], leaf, key, out eq);
+        if (!leaf)
+        {
+            if (!eq && --at < 0) at = 0;
+            var b = new ReadOnlySpan<byte>(data, _blockSize);
+            long child = BtreeHeader.ReadPointer(b[(_headerSize + _nodeMaxRecords * _keySlotSize + at * _pointerSize)..], _longPointers);
+            state.Pointers[j] = child;
+            PrefetchSearchStart(_store.PeekAddressForPrefetch(child), level - 1);
+            return 0;
+        }
+        found[i] = eq && at < n;
+        if (!found[i]) return 0;
+        new ReadOnlySpan<byte>(data + _headerSize + (long)at * _recordSize, _recordSize).CopyTo(records.Slice(i * _recordSize, _recordSize));
+        return 1;
     }
 }

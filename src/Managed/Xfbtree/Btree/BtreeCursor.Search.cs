@@ -30,8 +30,25 @@ public sealed unsafe partial class BtreeCursor<TOps>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     int LowerBound(byte* entries, byte* pointers, int n, bool leaf, ReadOnlySpan<byte> key, out bool exact)
     {
+        int at = SampleSegment(entries, pointers, n, leaf, key, out int lo, out int hi);
+        if (at >= 0)
+        {
+            exact = true;
+            return at;
+        }
+        return SearchSegment(entries, lo, hi, leaf, key, out exact);
+    }
+
+    /// <summary>
+    /// First half of <see cref="LowerBound"/>: compares the samples and prefetches the segment [lo, hi] the answer lies
+    /// in (and, in a node, its pointers); returns the index of a sample equal to the key, or -1.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    int SampleSegment(byte* entries, byte* pointers, int n, bool leaf, ReadOnlySpan<byte> key, out int lo, out int hi)
+    {
         int stride = leaf ? _recordSize : _keySlotSize;
-        int lo = 0, hi = n; // the answer lies in [lo, hi]
+        lo = 0;
+        hi = n; // the answer lies in [lo, hi]
         if (n >= SampledSearchMinEntries)
         {
             // Samples at maxrecs * j / 8 (those below n): positions known before numrecs is read, so the parent's
@@ -47,18 +64,21 @@ public sealed unsafe partial class BtreeCursor<TOps>
                 int c = Compare(entries + (long)at * stride, leaf, key);
                 if (c < 0) jlo = j;
                 else if (c > 0) jhi = j;
-                else
-                {
-                    exact = true;
-                    return at;
-                }
+                else return at;
             }
             lo = jlo == 0 ? 0 : (max * jlo >> 3) + 1;
             hi = jhi == samples + 1 ? n : max * jhi >> 3;
         }
         PrefetchLines(entries + (long)lo * stride, (hi - lo) * stride);
         if (pointers != null) PrefetchLines(pointers + (long)lo * _pointerSize, (hi - lo + 1) * _pointerSize);
-        // Lower bound in [lo, hi): entries below lo are < key, the entry at hi (if any) is >= key.
+        return -1;
+    }
+
+    /// <summary>Second half of <see cref="LowerBound"/>: the lower bound inside [lo, hi] (entries below lo are below the key, the entry at hi is not).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    int SearchSegment(byte* entries, int lo, int hi, bool leaf, ReadOnlySpan<byte> key, out bool exact)
+    {
+        int stride = leaf ? _recordSize : _keySlotSize;
         exact = false;
         while (lo < hi)
         {
