@@ -42,23 +42,27 @@ public sealed class XfileResourceLeakTests
             Cycle(options);
             GC.Collect();
             GC.WaitForPendingFinalizers();
-            int fdsBefore = CountFds();
-            int mapsBefore = CountXfileMappings();
-
-            for (int i = 0; i < 1000; i++)
+            // The counts are process-wide, and descriptors of earlier tests (pipes of child processes they started)
+            // may still close meanwhile. A leak shows as a difference of about a thousand in every attempt; such
+            // unrelated closes do not repeat, so the measurement is repeated (not waited for) a few times.
+            var attempts = new List<string>();
+            for (int attempt = 0; attempt < 3; attempt++)
             {
-                Cycle(options);
+                int fdsBefore = CountFds();
+                int mapsBefore = CountXfileMappings();
+                for (int i = 0; i < 1000; i++)
+                {
+                    Cycle(options);
+                }
+                int fdsAfter = CountFds();
+                int mapsAfter = CountXfileMappings();
+                if (fdsAfter == fdsBefore && mapsAfter == mapsBefore)
+                {
+                    break;
+                }
+                attempts.Add($"fds {fdsBefore} -> {fdsAfter}, xfile mappings {mapsBefore} -> {mapsAfter}");
             }
-
-            int fdsAfter = CountFds();
-            if (fdsAfter != fdsBefore)
-            {
-                // Give transient runtime descriptors (not ours: we dispose synchronously) a moment to close.
-                Thread.Sleep(200);
-                fdsAfter = CountFds();
-            }
-            Assert.Equal(fdsBefore, fdsAfter);
-            Assert.Equal(mapsBefore, CountXfileMappings());
+            Assert.True(attempts.Count < 3, "1000 create/dispose cycles changed the process's resources every time: " + string.Join("; ", attempts));
             if (directory is not null)
             {
                 Assert.Empty(Directory.EnumerateFileSystemEntries(directory));
