@@ -165,12 +165,22 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     }
 
     /// <summary>Releases the tree's memory (and its xfile when the tree created it). Later calls throw <see cref="ObjectDisposedException"/>.</summary>
-    public void Dispose() => _core.Dispose();
+    public void Dispose()
+    {
+        _version++; // ends enumerations (their records' memory goes with the tree)
+        _core.Dispose();
+    }
 
     void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_core.Disposed, this);
 
-    /// <summary>An allocation-free, in-order enumerator over a key range (a ref struct: use it with foreach).</summary>
-    public ref struct RangeEnumerator
+    /// <summary>
+    /// An allocation-free, in-order enumerator over a key range (a ref struct: use it with foreach). It reads the
+    /// records of one leaf in place and goes to the engine's cursor only at leaf boundaries (every step between
+    /// leaves is checked as <c>Increment</c> checks it); per record, <see cref="MoveNext"/> compares the map's
+    /// version and enumeration token and an index. The high bound is compared once per leaf when the leaf's last
+    /// record is in range, else the leaf's in-range prefix is found once by binary search.
+    /// </summary>
+    public unsafe ref struct RangeEnumerator
     {
         readonly ShmemBTree<TRecord, TComparer> _map;
         readonly TRecord _low;
@@ -178,8 +188,11 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
         readonly bool _bounded;
         readonly int _version;
         readonly int _token;
+        TRecord* _records;   // the current leaf's records (null before the first MoveNext and after the end)
+        int _index;          // current record in the leaf
+        int _limit;          // records of the leaf that are in range: [0, _limit)
+        bool _lastLeaf;      // the high bound ends inside this leaf
         bool _started;
-        bool _done;
 
         internal RangeEnumerator(ShmemBTree<TRecord, TComparer> map, TRecord low, TRecord high, bool bounded, int token)
         {
@@ -194,16 +207,29 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
         /// <summary>Returns this enumerator (foreach support).</summary>
         public readonly RangeEnumerator GetEnumerator() => this;
 
-        /// <summary>The current record (valid until the next <see cref="MoveNext"/>).</summary>
-        public readonly ref readonly TRecord Current => ref MemoryMarshal.AsRef<TRecord>(_map._core.EnumCursor!.Current);
+        /// <summary>The current record, read in place (valid until the next <see cref="MoveNext"/> and while the map is unchanged).</summary>
+        public readonly ref readonly TRecord Current
+        {
+            [MethodImpl(MethodImplOptions.AggressiveInlining)]
+            get
+            {
+                // The version also moves on Dispose, so the leaf's memory is still mapped when this passes.
+                if (_version != _map._version || _token != _map._enumerationToken || (uint)_index >= (uint)_limit) ThrowNoCurrent();
+                return ref _records[_index];
+            }
+        }
 
         /// <summary>Advances to the next record in range; false at the end.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public bool MoveNext()
         {
-            _map.ThrowIfDisposed();
-            if (_version != _map._version) throw new InvalidOperationException("the tree changed during enumeration");
-            if (_token != _map._enumerationToken) throw new InvalidOperationException("another enumeration of this tree was started");
-            if (_done) return false;
+            if (_version != _map._version || _token != _map._enumerationToken) ThrowChanged();
+            if (++_index < _limit) return true;
+            return MoveToNextLeaf();
+        }
+
+        bool MoveToNextLeaf()
+        {
             var cur = _map._core.EnumCursor!;
             bool found;
             if (!_started)
@@ -213,11 +239,55 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
             }
             else
             {
-                found = cur.Increment();
+                found = _records != null && !_lastLeaf && cur.NextLeaf();
             }
-            if (found && _bounded && _map._comparer.Compare(in MemoryMarshal.AsRef<TRecord>(cur.Current), in _high) > 0) found = false;
-            if (!found) _done = true;
-            return found;
+            if (!found)
+            {
+                End();
+                return false;
+            }
+            _records = (TRecord*)cur.LeafRecords(out int n);
+            _index = cur.IndexAt(0);
+            _limit = n;
+            if (_bounded && _map._comparer.Compare(in _records[n - 1], in _high) > 0)
+            {
+                // The range ends in this leaf: first record above the high bound, by binary search in [_index, n).
+                int lo = _index, hi = n - 1;
+                while (lo < hi)
+                {
+                    int mid = (lo + hi) >>> 1;
+                    if (_map._comparer.Compare(in _records[mid], in _high) > 0) hi = mid;
+                    else lo = mid + 1;
+                }
+                _limit = lo;
+                _lastLeaf = true;
+            }
+            if (_index < _limit) return true;
+            End();
+            return false;
+        }
+
+        void End()
+        {
+            _records = null;
+            _index = 0;
+            _limit = 0;
+            _lastLeaf = true;
+        }
+
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        readonly void ThrowChanged()
+        {
+            _map.ThrowIfDisposed();
+            if (_version != _map._version) throw new InvalidOperationException("the tree changed during enumeration");
+            throw new InvalidOperationException("another enumeration of this tree was started");
+        }
+
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        readonly void ThrowNoCurrent()
+        {
+            if (_version != _map._version || _token != _map._enumerationToken) ThrowChanged();
+            throw new InvalidOperationException("the enumerator is not on a record");
         }
     }
 }

@@ -106,12 +106,14 @@ public sealed class ShmemIntervalBTree<TRecord, TComparer> : IDisposable
         return _core.Cursor.Query(Bytes(low), Bytes(high), ref adapter);
     }
 
-    /// <summary>Visits every record in key order; returns false when the visitor stopped.</summary>
+    /// <summary>
+    /// Visits every record in key order; returns false when the visitor stopped. Reads each leaf's records in place
+    /// and calls <typeparamref name="TVisitor"/>.Visit directly: implement the visitor on a struct so it is inlined.
+    /// </summary>
     public bool VisitAll<TVisitor>(ref TVisitor visitor) where TVisitor : IRecordVisitor<TRecord>
     {
         ThrowIfDisposed();
-        var adapter = new VisitorAdapter<TVisitor>(ref visitor);
-        return _core.Cursor.QueryAll(ref adapter);
+        return _core.VisitAll(ref visitor);
     }
 
     ref struct VisitorAdapter<TVisitor>(ref TVisitor inner) : IBtreeRecordVisitor where TVisitor : IRecordVisitor<TRecord>
