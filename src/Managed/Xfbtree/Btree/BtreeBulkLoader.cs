@@ -32,6 +32,23 @@ public sealed class BtreeBulkGeometry
 }
 
 /// <summary>
+/// Optional for an ops table (<see cref="IBtreeOps"/>): the bulk loader's per-leaf pass as one loop over the records
+/// as the ops' own type, instead of one span-based <see cref="IBtreeOps.RecordsInOrder"/>,
+/// <see cref="IBtreeOps.GetHighKey"/> and <see cref="IBtreeOps.CompareKeys"/> call per record. The typed in-memory
+/// maps implement it; the result must equal the generic pass's.
+/// </summary>
+public interface IBtreeLeafRunOps
+{
+    /// <summary>
+    /// For the <paramref name="count"/> (at least 1) records at the start of <paramref name="records"/>: when
+    /// <paramref name="checkOrder"/>, returns the index of the first record not in order after the one before it
+    /// (<see cref="IBtreeOps.RecordsInOrder"/>), else -1; when <paramref name="highKey"/> is not empty, writes the
+    /// highest of their high keys into it.
+    /// </summary>
+    int CheckLeafRun(ReadOnlySpan<byte> records, int count, bool checkOrder, Span<byte> highKey);
+}
+
+/// <summary>
 /// Builds a tree from records in key order, XFS style: geometry first (so the caller reserves exactly the
 /// blocks needed), blocks claimed through a callback, leaves filled left to right, node levels built from the
 /// children's exact keys, the result staged under a fake root and committed by one root update.
@@ -269,6 +286,13 @@ public static class BtreeBulkLoader
         if (checkOrder && !before.IsEmpty && !ops.RecordsInOrder(before, recs[..rs]))
             throw new ArgumentException($"bulk-load records out of order at block {block}, record 0");
         ops.GetKey(recs[..rs], entryKeys[..ks]);
+        if (ops is IBtreeLeafRunOps)
+        {
+            // One typed loop of the ops' own (the JIT knows TOps exactly here: the cast is devirtualized, nothing is boxed).
+            int bad = ((IBtreeLeafRunOps)ops).CheckLeafRun(recs, entries, checkOrder, overlapping ? entryKeys.Slice(ks, ks) : default);
+            if (bad >= 0) throw new ArgumentException($"bulk-load records out of order at block {block}, record {bad}");
+            return;
+        }
         ref byte first = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(recs);
         if (checkOrder)
         {

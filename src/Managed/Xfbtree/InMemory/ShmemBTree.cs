@@ -40,8 +40,9 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
 {
     ShmemTreeCore<TRecord, TypedRecordOps<TRecord, TComparer>> _core; // mutable struct: not readonly
     readonly TComparer _comparer;
-    int _version;
-    int _enumerationToken;
+    int _version;            // moves on every change (and on Dispose)
+    int _enumerationToken;   // moves when an enumeration starts
+    int _stamp;              // moves with either: the one value an enumerator compares per record
 
     /// <summary>Creates an empty tree.</summary>
     /// <param name="comparer">The order (default instance when omitted).</param>
@@ -74,7 +75,7 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     {
         ThrowIfDisposed();
         if (!_core.Insert(in record)) return false;
-        _version++;
+        Changed();
         return true;
     }
 
@@ -83,7 +84,7 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     {
         ThrowIfDisposed();
         if (!_core.Remove(in key)) return false;
-        _version++;
+        Changed();
         return true;
     }
 
@@ -136,7 +137,9 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     {
         ThrowIfDisposed();
         _core.EnumCursor!.Release();
-        return new RangeEnumerator(this, low, high, bounded: true, ++_enumerationToken);
+        _enumerationToken++;
+        _stamp++;
+        return new RangeEnumerator(this, low, high, bounded: true);
     }
 
     /// <summary>Enumerates every record in order (see <see cref="Range"/>).</summary>
@@ -144,7 +147,9 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     {
         ThrowIfDisposed();
         _core.EnumCursor!.Release();
-        return new RangeEnumerator(this, default, default, bounded: false, ++_enumerationToken);
+        _enumerationToken++;
+        _stamp++;
+        return new RangeEnumerator(this, default, default, bounded: false);
     }
 
     /// <summary>
@@ -154,7 +159,7 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     public void BulkLoad(ReadOnlySpan<TRecord> sorted)
     {
         ThrowIfDisposed();
-        if (_core.BulkLoad(sorted)) _version++;
+        if (_core.BulkLoad(sorted)) Changed();
     }
 
     /// <summary>Runs the engine's structure checker (for tests and diagnostics); returns the violations found.</summary>
@@ -167,8 +172,14 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     /// <summary>Releases the tree's memory (and its xfile when the tree created it). Later calls throw <see cref="ObjectDisposedException"/>.</summary>
     public void Dispose()
     {
-        _version++; // ends enumerations (their records' memory goes with the tree)
+        Changed(); // ends enumerations (their records' memory goes with the tree)
         _core.Dispose();
+    }
+
+    void Changed()
+    {
+        _version++;
+        _stamp++;
     }
 
     void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_core.Disposed, this);
@@ -176,9 +187,9 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     /// <summary>
     /// An allocation-free, in-order enumerator over a key range (a ref struct: use it with foreach). It reads the
     /// records of one leaf in place and goes to the engine's cursor only at leaf boundaries (every step between
-    /// leaves is checked as <c>Increment</c> checks it); per record, <see cref="MoveNext"/> compares the map's
-    /// version and enumeration token and an index. The high bound is compared once per leaf when the leaf's last
-    /// record is in range, else the leaf's in-range prefix is found once by binary search.
+    /// leaves is checked as <c>Increment</c> checks it); per record, <see cref="MoveNext"/> compares the map's stamp
+    /// (moved by every change, every new enumeration and Dispose) and an index. The high bound is compared once per
+    /// leaf when the leaf's last record is in range, else the leaf's in-range prefix is found once by binary search.
     /// </summary>
     public unsafe ref struct RangeEnumerator
     {
@@ -186,7 +197,8 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
         readonly TRecord _low;
         readonly TRecord _high;
         readonly bool _bounded;
-        readonly int _version;
+        readonly int _stamp;   // the map's stamp when this enumeration started (compared per record)
+        readonly int _version; // the map's version and enumeration token then (to say which one moved)
         readonly int _token;
         TRecord* _records;   // the current leaf's records (null before the first MoveNext and after the end)
         int _index;          // current record in the leaf
@@ -194,14 +206,15 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
         bool _lastLeaf;      // the high bound ends inside this leaf
         bool _started;
 
-        internal RangeEnumerator(ShmemBTree<TRecord, TComparer> map, TRecord low, TRecord high, bool bounded, int token)
+        internal RangeEnumerator(ShmemBTree<TRecord, TComparer> map, TRecord low, TRecord high, bool bounded)
         {
             _map = map;
             _low = low;
             _high = high;
             _bounded = bounded;
+            _stamp = map._stamp;
             _version = map._version;
-            _token = token;
+            _token = map._enumerationToken;
         }
 
         /// <summary>Returns this enumerator (foreach support).</summary>
@@ -214,7 +227,7 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
             get
             {
                 // The version also moves on Dispose, so the leaf's memory is still mapped when this passes.
-                if (_version != _map._version || _token != _map._enumerationToken || (uint)_index >= (uint)_limit) ThrowNoCurrent();
+                if (_stamp != _map._stamp || (uint)_index >= (uint)_limit) ThrowNoCurrent();
                 return ref _records[_index];
             }
         }
@@ -223,7 +236,7 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public bool MoveNext()
         {
-            if (_version != _map._version || _token != _map._enumerationToken) ThrowChanged();
+            if (_stamp != _map._stamp) ThrowChanged();
             if (++_index < _limit) return true;
             return MoveToNextLeaf();
         }
@@ -286,14 +299,14 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
         [MethodImpl(MethodImplOptions.NoInlining)]
         readonly void ThrowNoCurrent()
         {
-            if (_version != _map._version || _token != _map._enumerationToken) ThrowChanged();
+            if (_stamp != _map._stamp) ThrowChanged();
             throw new InvalidOperationException("the enumerator is not on a record");
         }
     }
 }
 
 /// <summary>Ops table of the typed map: the whole record is the key, ordered by the comparer, on long-form blocks.</summary>
-internal readonly struct TypedRecordOps<TRecord, TComparer> : IBtreeOps
+internal readonly struct TypedRecordOps<TRecord, TComparer> : IBtreeOps, IBtreeLeafRunOps
     where TRecord : unmanaged
     where TComparer : struct, IRecordComparer<TRecord>
 {
@@ -317,4 +330,6 @@ internal readonly struct TypedRecordOps<TRecord, TComparer> : IBtreeOps
     public void GetHighKey(ReadOnlySpan<byte> record, Span<byte> key) => WholeRecordKeys<TRecord>.CopyKey(record, key);
     public bool RecordsInOrder(ReadOnlySpan<byte> previous, ReadOnlySpan<byte> next) => CompareKeys(previous, next) < 0;
     public string? ValidateRecord(ReadOnlySpan<byte> record) => null;
+    public int CheckLeafRun(ReadOnlySpan<byte> records, int count, bool checkOrder, Span<byte> highKey)
+        => WholeRecordKeys<TRecord>.CheckLeafRun(in _comparer, default(RecordIsItsHighKey<TRecord>), records, count, checkOrder, highKey);
 }

@@ -143,7 +143,7 @@ public sealed class ShmemIntervalBTree<TRecord, TComparer> : IDisposable
 }
 
 /// <summary>Ops of the interval map: the whole record is the key, the comparer's high key bounds it; overlapping node keys.</summary>
-internal readonly struct IntervalRecordOps<TRecord, TComparer> : IBtreeOps
+internal readonly struct IntervalRecordOps<TRecord, TComparer> : IBtreeOps, IBtreeLeafRunOps
     where TRecord : unmanaged
     where TComparer : struct, IIntervalRecordComparer<TRecord>
 {
@@ -174,5 +174,14 @@ internal readonly struct IntervalRecordOps<TRecord, TComparer> : IBtreeOps
     {
         _comparer.GetHighKey(in MemoryMarshal.AsRef<TRecord>(record[..Unsafe.SizeOf<TRecord>()]), out TRecord high);
         return _comparer.Compare(in high, in MemoryMarshal.AsRef<TRecord>(record[..Unsafe.SizeOf<TRecord>()])) < 0 ? "high key below the record's key" : null;
+    }
+    public int CheckLeafRun(ReadOnlySpan<byte> records, int count, bool checkOrder, Span<byte> highKey)
+        => WholeRecordKeys<TRecord>.CheckLeafRun(in _comparer, new ComparerHighKey(_comparer), records, count, checkOrder, highKey);
+
+    readonly struct ComparerHighKey(TComparer comparer) : IHighKeyOf<TRecord>
+    {
+        readonly TComparer _comparer = comparer;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void GetHighKey(in TRecord record, out TRecord highKey) => _comparer.GetHighKey(in record, out highKey);
     }
 }

@@ -187,4 +187,45 @@ internal static class WholeRecordKeys<TRecord> where TRecord : unmanaged
         => comparer.Compare(in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(a)), in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(b)));
 
     internal static void CopyKey(ReadOnlySpan<byte> record, Span<byte> key) => record[..Unsafe.SizeOf<TRecord>()].CopyTo(key);
+
+    /// <summary>
+    /// The bulk loader's per-leaf pass (<see cref="IBtreeLeafRunOps"/>) as one loop over the records as
+    /// <typeparamref name="TRecord"/>: strict order of adjacent records, and the highest high key when
+    /// <paramref name="highKey"/> is not empty (interval maps).
+    /// </summary>
+    internal static int CheckLeafRun<TComparer, THighKey>(in TComparer comparer, in THighKey highKeys, ReadOnlySpan<byte> records, int count, bool checkOrder, Span<byte> highKey)
+        where TComparer : struct, IRecordComparer<TRecord>
+        where THighKey : struct, IHighKeyOf<TRecord>
+    {
+        var run = MemoryMarshal.Cast<byte, TRecord>(records)[..count];
+        if (checkOrder)
+        {
+            for (int i = 1; i < run.Length; i++)
+                if (comparer.Compare(in run[i - 1], in run[i]) >= 0) return i;
+        }
+        if (!highKey.IsEmpty)
+        {
+            highKeys.GetHighKey(in run[0], out TRecord best);
+            for (int i = 1; i < run.Length; i++)
+            {
+                highKeys.GetHighKey(in run[i], out TRecord high);
+                if (comparer.Compare(in high, in best) > 0) best = high;
+            }
+            MemoryMarshal.Write(highKey, in best);
+        }
+        return -1;
+    }
+}
+
+/// <summary>How <see cref="WholeRecordKeys{TRecord}.CheckLeafRun"/> gets a record's high key (the interval comparer's, or the record itself).</summary>
+internal interface IHighKeyOf<TRecord> where TRecord : unmanaged
+{
+    void GetHighKey(in TRecord record, out TRecord highKey);
+}
+
+/// <summary>A plain map's records are points: the high key is the record.</summary>
+internal readonly struct RecordIsItsHighKey<TRecord> : IHighKeyOf<TRecord> where TRecord : unmanaged
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void GetHighKey(in TRecord record, out TRecord highKey) => highKey = record;
 }
