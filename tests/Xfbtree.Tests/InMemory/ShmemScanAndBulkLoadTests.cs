@@ -231,6 +231,26 @@ public sealed class ShmemScanAndBulkLoadTests
         Assert.True(sum > 0 && v.Sum > 0);
     }
 
+    [Fact]
+    public void BulkLoadAllocatesOnlyItsPlanWhateverTheSize()
+    {
+        var small = Enumerable.Range(0, 1000).Select(Rec).ToArray();
+        var large = Enumerable.Range(0, 300_000).Select(Rec).ToArray();
+        using (var warm = new ShmemIntervalBTree<MapRecord, MapIntervalComparer>()) warm.BulkLoad(small);
+        using (var warm = new ShmemBTree<MapRecord, MapRecordComparer>()) warm.BulkLoad(small);
+        using var imap = new ShmemIntervalBTree<MapRecord, MapIntervalComparer>();
+        using var map = new ShmemBTree<MapRecord, MapRecordComparer>();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        imap.BulkLoad(large);
+        long interval = GC.GetAllocatedBytesForCurrentThread() - before;
+        before = GC.GetAllocatedBytesForCurrentThread();
+        map.BulkLoad(large);
+        long plain = GC.GetAllocatedBytesForCurrentThread() - before;
+        // The geometry plan (a few small arrays); nothing per leaf or per record (2400 leaves here).
+        Assert.True(interval < 2048, $"interval map bulk load allocated {interval} bytes");
+        Assert.True(plain < 2048, $"plain map bulk load allocated {plain} bytes");
+    }
+
     struct SumVisitor : IRecordVisitor<MapRecord>
     {
         public long Sum;

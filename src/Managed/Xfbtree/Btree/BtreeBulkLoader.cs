@@ -286,10 +286,10 @@ public static class BtreeBulkLoader
         if (checkOrder && !before.IsEmpty && !ops.RecordsInOrder(before, recs[..rs]))
             throw new ArgumentException($"bulk-load records out of order at block {block}, record 0");
         ops.GetKey(recs[..rs], entryKeys[..ks]);
-        if (ops is IBtreeLeafRunOps)
+        if (LeafRun<TOps>.Runner is { } run)
         {
-            // One typed loop of the ops' own (the JIT knows TOps exactly here: the cast is devirtualized, nothing is boxed).
-            int bad = ((IBtreeLeafRunOps)ops).CheckLeafRun(recs, entries, checkOrder, overlapping ? entryKeys.Slice(ks, ks) : default);
+            // One typed loop of the ops' own.
+            int bad = run(in ops, recs, entries, checkOrder, overlapping ? entryKeys.Slice(ks, ks) : default);
             if (bad >= 0) throw new ArgumentException($"bulk-load records out of order at block {block}, record {bad}");
             return;
         }
@@ -323,4 +323,23 @@ public static class BtreeBulkLoader
         }
         if (best != high) best.CopyTo(high);
     }
+
+    delegate int LeafRunner<TOps>(in TOps ops, ReadOnlySpan<byte> records, int count, bool checkOrder, Span<byte> highKey);
+
+    /// <summary>
+    /// <typeparamref name="TOps"/>'s <see cref="IBtreeLeafRunOps.CheckLeafRun"/>, when it has one: a delegate to
+    /// <see cref="RunTyped"/> instantiated for it, a constrained call, so the struct is never boxed (a cast to the
+    /// interface in the loader would box it once per leaf, at least until the JIT's optimized tier removes the box).
+    /// </summary>
+    static class LeafRun<TOps> where TOps : struct, IBtreeOps
+    {
+        internal static readonly LeafRunner<TOps>? Runner = typeof(IBtreeLeafRunOps).IsAssignableFrom(typeof(TOps))
+            ? typeof(BtreeBulkLoader).GetMethod(nameof(RunTyped), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
+                .MakeGenericMethod(typeof(TOps)).CreateDelegate<LeafRunner<TOps>>()
+            : null;
+    }
+
+    static int RunTyped<T>(in T ops, ReadOnlySpan<byte> records, int count, bool checkOrder, Span<byte> highKey)
+        where T : struct, IBtreeOps, IBtreeLeafRunOps
+        => ops.CheckLeafRun(records, count, checkOrder, highKey);
 }
