@@ -107,9 +107,10 @@ public static class BtreeBulkLoader
     /// Blocks are claimed level by level, leaves first, each level left to right (the order XFS uses, so the layout
     /// does not depend on this implementation). Each leaf gets its records in one <see cref="IBtreeRecordSource.Fill"/>;
     /// while they are in cache, one pass checks the order of each adjacent pair and (overlapping trees) takes the
-    /// maximum high key. The leaf's low key, high key and pointer go to a native scratch array (one slot per block
-    /// of the level, about 1/125 of the records' size), from which each node is written with one copy of its key
-    /// slots; the next level's slots reuse the same array. No block is read back.
+    /// maximum high key. The leaf's low key and high key go to a native scratch array (one node key slot per block of
+    /// the level, about 1/125 of the records' size) and its pointer to a list of the claimed blocks; each node is
+    /// written with one copy of its children's key slots and their pointers; the next level's slots reuse the same
+    /// array. No block is read back, and the blocks are the ones the previous read-back loader wrote, byte for byte.
     /// </remarks>
     public static unsafe long Load<TOps, TSource>(Btree<TOps> tree, BtreeBulkGeometry plan, ref TSource source, Func<long> claimBlock, bool checkOrder = true, Action<long>? unclaimBlock = null)
         where TOps : struct, IBtreeOps where TSource : IBtreeRecordSource, allows ref struct
@@ -122,7 +123,7 @@ public static class BtreeBulkLoader
         // Scratch: one key slot per block of the widest level (the leaves), [low key | high key (overlapping)],
         // reused level after level; and the pointer of every block claimed, in claim order.
         int slot = geo.KeySlotSize;
-        nuint keyBytes = checked((nuint)plan.BlocksPerLevel[0] * (nuint)slot);
+        nuint keyBytes = (checked((nuint)plan.BlocksPerLevel[0] * (nuint)slot) + 7) & ~(nuint)7; // pointers 8-aligned
         byte* keys = (byte*)System.Runtime.InteropServices.NativeMemory.Alloc(keyBytes + checked((nuint)plan.TotalBlocks * sizeof(long)));
         long* claimedBlocks = (long*)(keys + keyBytes);
         long claimed = 0;

@@ -226,7 +226,7 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
             [MethodImpl(MethodImplOptions.AggressiveInlining)]
             get
             {
-                // The version also moves on Dispose, so the leaf's memory is still mapped when this passes.
+                // The stamp also moves on Dispose, so the leaf's memory is still mapped when this passes.
                 if (_stamp != _map._stamp || (uint)_index >= (uint)_limit) ThrowNoCurrent();
                 return ref _records[_index];
             }
