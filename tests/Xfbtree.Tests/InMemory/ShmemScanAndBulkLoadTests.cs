@@ -311,8 +311,8 @@ public sealed class ShmemScanAndBulkLoadTests
         Assert.Equal(plain.Height, map.Height);
         Assert.Equal(interval.Height, imap.Height);
         // Exactly the planned blocks (the empty root leaf the map started with was freed).
-        Assert.Equal(plain.TotalBlocks * 4096, map.MemoryBytes);
-        Assert.Equal(interval.TotalBlocks * 4096, imap.MemoryBytes);
+        Assert.Equal(plain.TotalBlocks, map.BlockCount);
+        Assert.Equal(interval.TotalBlocks, imap.BlockCount);
         Assert.Empty(map.CheckStructure());
         Assert.Empty(imap.CheckStructure());
         Assert.Equal(n, map.Count);
@@ -340,9 +340,9 @@ public sealed class ShmemScanAndBulkLoadTests
                 if (interval)
                 {
                     using var map = new ShmemIntervalBTree<MapRecord, MapIntervalComparer>();
-                    long empty = map.MemoryBytes;
+                    Assert.Equal(1, map.BlockCount);
                     Assert.Throws<ArgumentException>(() => map.BulkLoad(records));
-                    Assert.Equal(empty, map.MemoryBytes);
+                    Assert.Equal(1, map.BlockCount);
                     Assert.Equal(0, map.Count);
                     Assert.Equal(1, map.Height);
                     Assert.Empty(map.CheckStructure());
@@ -356,9 +356,9 @@ public sealed class ShmemScanAndBulkLoadTests
                 else
                 {
                     using var map = new ShmemBTree<MapRecord, MapRecordComparer>();
-                    long empty = map.MemoryBytes;
+                    Assert.Equal(1, map.BlockCount);
                     Assert.Throws<ArgumentException>(() => map.BulkLoad(records));
-                    Assert.Equal(empty, map.MemoryBytes);
+                    Assert.Equal(1, map.BlockCount);
                     Assert.Equal(0, map.Count);
                     Assert.Empty(All(map));
                     Assert.Empty(map.CheckStructure());

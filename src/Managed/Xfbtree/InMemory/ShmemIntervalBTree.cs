@@ -55,6 +55,9 @@ public sealed class ShmemIntervalBTree<TRecord, TComparer> : IDisposable
     /// <summary>Bytes of shared memory held by the tree's blocks.</summary>
     public long MemoryBytes { get { ThrowIfDisposed(); return _core.Tree.BytesInUse; } }
 
+    /// <summary>Btree blocks in the tree (for tests of the tree's shape; <see cref="MemoryBytes"/> may include pages committed ahead).</summary>
+    internal long BlockCount { get { ThrowIfDisposed(); return _core.Tree.BlockCount; } }
+
     /// <summary>Bytes the backing xfile really has allocated.</summary>
     public long XfileBytesUsed { get { ThrowIfDisposed(); return _core.Xfile.BytesUsed; } }
 
