@@ -40,8 +40,9 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
 {
     ShmemTreeCore<TRecord, TypedRecordOps<TRecord, TComparer>> _core; // mutable struct: not readonly
     readonly TComparer _comparer;
-    int _version;
-    int _enumerationToken;
+    int _version;            // moves on every change (and on Dispose)
+    int _enumerationToken;   // moves when an enumeration starts
+    int _stamp;              // moves with either: the one value an enumerator compares per record
 
     /// <summary>Creates an empty tree.</summary>
     /// <param name="comparer">The order (default instance when omitted).</param>
@@ -60,6 +61,9 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     /// <summary>Bytes of shared memory held by the tree's blocks (page-sized btree blocks in use).</summary>
     public long MemoryBytes { get { ThrowIfDisposed(); return _core.Tree.BytesInUse; } }
 
+    /// <summary>Btree blocks in the tree (for tests of the tree's shape; <see cref="MemoryBytes"/> may include pages committed ahead).</summary>
+    internal long BlockCount { get { ThrowIfDisposed(); return _core.Tree.BlockCount; } }
+
     /// <summary>Bytes the backing xfile really has allocated (for a private xfile: this tree's memory; for a shared one: every tree's).</summary>
     public long XfileBytesUsed { get { ThrowIfDisposed(); return _core.Xfile.BytesUsed; } }
 
@@ -74,7 +78,7 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     {
         ThrowIfDisposed();
         if (!_core.Insert(in record)) return false;
-        _version++;
+        Changed();
         return true;
     }
 
@@ -83,7 +87,7 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     {
         ThrowIfDisposed();
         if (!_core.Remove(in key)) return false;
-        _version++;
+        Changed();
         return true;
     }
 
@@ -136,7 +140,9 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     {
         ThrowIfDisposed();
         _core.EnumCursor!.Release();
-        return new RangeEnumerator(this, low, high, bounded: true, ++_enumerationToken);
+        _enumerationToken++;
+        _stamp++;
+        return new RangeEnumerator(this, low, high, bounded: true);
     }
 
     /// <summary>Enumerates every record in order (see <see cref="Range"/>).</summary>
@@ -144,7 +150,9 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     {
         ThrowIfDisposed();
         _core.EnumCursor!.Release();
-        return new RangeEnumerator(this, default, default, bounded: false, ++_enumerationToken);
+        _enumerationToken++;
+        _stamp++;
+        return new RangeEnumerator(this, default, default, bounded: false);
     }
 
     /// <summary>
@@ -154,7 +162,7 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     public void BulkLoad(ReadOnlySpan<TRecord> sorted)
     {
         ThrowIfDisposed();
-        if (_core.BulkLoad(sorted)) _version++;
+        if (_core.BulkLoad(sorted)) Changed();
     }
 
     /// <summary>Runs the engine's structure checker (for tests and diagnostics); returns the violations found.</summary>
@@ -165,45 +173,79 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     }
 
     /// <summary>Releases the tree's memory (and its xfile when the tree created it). Later calls throw <see cref="ObjectDisposedException"/>.</summary>
-    public void Dispose() => _core.Dispose();
+    public void Dispose()
+    {
+        Changed(); // ends enumerations (their records' memory goes with the tree)
+        _core.Dispose();
+    }
+
+    void Changed()
+    {
+        _version++;
+        _stamp++;
+    }
 
     void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_core.Disposed, this);
 
-    /// <summary>An allocation-free, in-order enumerator over a key range (a ref struct: use it with foreach).</summary>
-    public ref struct RangeEnumerator
+    /// <summary>
+    /// An allocation-free, in-order enumerator over a key range (a ref struct: use it with foreach). It reads the
+    /// records of one leaf in place and goes to the engine's cursor only at leaf boundaries (every step between
+    /// leaves is checked as <c>Increment</c> checks it); per record, <see cref="MoveNext"/> compares the map's stamp
+    /// (moved by every change, every new enumeration and Dispose) and an index. The high bound is compared once per
+    /// leaf when the leaf's last record is in range, else the leaf's in-range prefix is found once by binary search.
+    /// </summary>
+    public unsafe ref struct RangeEnumerator
     {
         readonly ShmemBTree<TRecord, TComparer> _map;
         readonly TRecord _low;
         readonly TRecord _high;
         readonly bool _bounded;
-        readonly int _version;
+        readonly int _stamp;   // the map's stamp when this enumeration started (compared per record)
+        readonly int _version; // the map's version and enumeration token then (to say which one moved)
         readonly int _token;
+        TRecord* _records;   // the current leaf's records (null before the first MoveNext and after the end)
+        int _index;          // current record in the leaf
+        int _limit;          // records of the leaf that are in range: [0, _limit)
+        bool _lastLeaf;      // the high bound ends inside this leaf
         bool _started;
-        bool _done;
 
-        internal RangeEnumerator(ShmemBTree<TRecord, TComparer> map, TRecord low, TRecord high, bool bounded, int token)
+        internal RangeEnumerator(ShmemBTree<TRecord, TComparer> map, TRecord low, TRecord high, bool bounded)
         {
             _map = map;
             _low = low;
             _high = high;
             _bounded = bounded;
+            _stamp = map._stamp;
             _version = map._version;
-            _token = token;
+            _token = map._enumerationToken;
         }
 
         /// <summary>Returns this enumerator (foreach support).</summary>
         public readonly RangeEnumerator GetEnumerator() => this;
 
-        /// <summary>The current record (valid until the next <see cref="MoveNext"/>).</summary>
-        public readonly ref readonly TRecord Current => ref MemoryMarshal.AsRef<TRecord>(_map._core.EnumCursor!.Current);
+        /// <summary>The current record, read in place (valid until the next <see cref="MoveNext"/> and while the map is unchanged).</summary>
+        public readonly ref readonly TRecord Current
+        {
+            [MethodImpl(MethodImplOptions.AggressiveInlining)]
+            get
+            {
+                // The stamp also moves on Dispose, so the leaf's memory is still mapped when this passes.
+                if (_stamp != _map._stamp || (uint)_index >= (uint)_limit) ThrowNoCurrent();
+                return ref _records[_index];
+            }
+        }
 
         /// <summary>Advances to the next record in range; false at the end.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public bool MoveNext()
         {
-            _map.ThrowIfDisposed();
-            if (_version != _map._version) throw new InvalidOperationException("the tree changed during enumeration");
-            if (_token != _map._enumerationToken) throw new InvalidOperationException("another enumeration of this tree was started");
-            if (_done) return false;
+            if (_stamp != _map._stamp) ThrowChanged();
+            if (++_index < _limit) return true;
+            return MoveToNextLeaf();
+        }
+
+        bool MoveToNextLeaf()
+        {
             var cur = _map._core.EnumCursor!;
             bool found;
             if (!_started)
@@ -213,17 +255,61 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
             }
             else
             {
-                found = cur.Increment();
+                found = _records != null && !_lastLeaf && cur.NextLeaf();
             }
-            if (found && _bounded && _map._comparer.Compare(in MemoryMarshal.AsRef<TRecord>(cur.Current), in _high) > 0) found = false;
-            if (!found) _done = true;
-            return found;
+            if (!found)
+            {
+                End();
+                return false;
+            }
+            _records = (TRecord*)cur.LeafRecords(out int n);
+            _index = cur.IndexAt(0);
+            _limit = n;
+            if (_bounded && _map._comparer.Compare(in _records[n - 1], in _high) > 0)
+            {
+                // The range ends in this leaf: first record above the high bound, by binary search in [_index, n).
+                int lo = _index, hi = n - 1;
+                while (lo < hi)
+                {
+                    int mid = (lo + hi) >>> 1;
+                    if (_map._comparer.Compare(in _records[mid], in _high) > 0) hi = mid;
+                    else lo = mid + 1;
+                }
+                _limit = lo;
+                _lastLeaf = true;
+            }
+            if (_index < _limit) return true;
+            End();
+            return false;
+        }
+
+        void End()
+        {
+            _records = null;
+            _index = 0;
+            _limit = 0;
+            _lastLeaf = true;
+        }
+
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        readonly void ThrowChanged()
+        {
+            _map.ThrowIfDisposed();
+            if (_version != _map._version) throw new InvalidOperationException("the tree changed during enumeration");
+            throw new InvalidOperationException("another enumeration of this tree was started");
+        }
+
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        readonly void ThrowNoCurrent()
+        {
+            if (_stamp != _map._stamp) ThrowChanged();
+            throw new InvalidOperationException("the enumerator is not on a record");
         }
     }
 }
 
 /// <summary>Ops table of the typed map: the whole record is the key, ordered by the comparer, on long-form blocks.</summary>
-internal readonly struct TypedRecordOps<TRecord, TComparer> : IBtreeOps
+internal readonly struct TypedRecordOps<TRecord, TComparer> : IBtreeOps, IBtreeLeafRunOps
     where TRecord : unmanaged
     where TComparer : struct, IRecordComparer<TRecord>
 {
@@ -247,4 +333,6 @@ internal readonly struct TypedRecordOps<TRecord, TComparer> : IBtreeOps
     public void GetHighKey(ReadOnlySpan<byte> record, Span<byte> key) => WholeRecordKeys<TRecord>.CopyKey(record, key);
     public bool RecordsInOrder(ReadOnlySpan<byte> previous, ReadOnlySpan<byte> next) => CompareKeys(previous, next) < 0;
     public string? ValidateRecord(ReadOnlySpan<byte> record) => null;
+    public int CheckLeafRun(ReadOnlySpan<byte> records, int count, bool checkOrder, Span<byte> highKey)
+        => WholeRecordKeys<TRecord>.CheckLeafRun(in _comparer, default(RecordIsItsHighKey<TRecord>), records, count, checkOrder, highKey);
 }

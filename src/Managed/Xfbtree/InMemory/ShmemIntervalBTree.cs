@@ -55,6 +55,9 @@ public sealed class ShmemIntervalBTree<TRecord, TComparer> : IDisposable
     /// <summary>Bytes of shared memory held by the tree's blocks.</summary>
     public long MemoryBytes { get { ThrowIfDisposed(); return _core.Tree.BytesInUse; } }
 
+    /// <summary>Btree blocks in the tree (for tests of the tree's shape; <see cref="MemoryBytes"/> may include pages committed ahead).</summary>
+    internal long BlockCount { get { ThrowIfDisposed(); return _core.Tree.BlockCount; } }
+
     /// <summary>Bytes the backing xfile really has allocated.</summary>
     public long XfileBytesUsed { get { ThrowIfDisposed(); return _core.Xfile.BytesUsed; } }
 
@@ -106,12 +109,14 @@ public sealed class ShmemIntervalBTree<TRecord, TComparer> : IDisposable
         return _core.Cursor.Query(Bytes(low), Bytes(high), ref adapter);
     }
 
-    /// <summary>Visits every record in key order; returns false when the visitor stopped.</summary>
+    /// <summary>
+    /// Visits every record in key order; returns false when the visitor stopped. Reads each leaf's records in place
+    /// and calls <typeparamref name="TVisitor"/>.Visit directly: implement the visitor on a struct so it is inlined.
+    /// </summary>
     public bool VisitAll<TVisitor>(ref TVisitor visitor) where TVisitor : IRecordVisitor<TRecord>
     {
         ThrowIfDisposed();
-        var adapter = new VisitorAdapter<TVisitor>(ref visitor);
-        return _core.Cursor.QueryAll(ref adapter);
+        return _core.VisitAll(ref visitor);
     }
 
     ref struct VisitorAdapter<TVisitor>(ref TVisitor inner) : IBtreeRecordVisitor where TVisitor : IRecordVisitor<TRecord>
@@ -141,7 +146,7 @@ public sealed class ShmemIntervalBTree<TRecord, TComparer> : IDisposable
 }
 
 /// <summary>Ops of the interval map: the whole record is the key, the comparer's high key bounds it; overlapping node keys.</summary>
-internal readonly struct IntervalRecordOps<TRecord, TComparer> : IBtreeOps
+internal readonly struct IntervalRecordOps<TRecord, TComparer> : IBtreeOps, IBtreeLeafRunOps
     where TRecord : unmanaged
     where TComparer : struct, IIntervalRecordComparer<TRecord>
 {
@@ -172,5 +177,14 @@ internal readonly struct IntervalRecordOps<TRecord, TComparer> : IBtreeOps
     {
         _comparer.GetHighKey(in MemoryMarshal.AsRef<TRecord>(record[..Unsafe.SizeOf<TRecord>()]), out TRecord high);
         return _comparer.Compare(in high, in MemoryMarshal.AsRef<TRecord>(record[..Unsafe.SizeOf<TRecord>()])) < 0 ? "high key below the record's key" : null;
+    }
+    public int CheckLeafRun(ReadOnlySpan<byte> records, int count, bool checkOrder, Span<byte> highKey)
+        => WholeRecordKeys<TRecord>.CheckLeafRun(in _comparer, new ComparerHighKey(_comparer), records, count, checkOrder, highKey);
+
+    readonly struct ComparerHighKey(TComparer comparer) : IHighKeyOf<TRecord>
+    {
+        readonly TComparer _comparer = comparer;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void GetHighKey(in TRecord record, out TRecord highKey) => _comparer.GetHighKey(in record, out highKey);
     }
 }

@@ -23,6 +23,8 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     internal readonly BtreeCursor<TOps>? EnumCursor;
     internal long Count;
     internal bool Disposed;
+    readonly Func<long> _claimBlock;     // the store's AllocateBlock / FreeBlock, made once (bulk loads allocate no delegate)
+    readonly Action<long> _unclaimBlock;
 
     internal ShmemTreeCore(TOps ops, ShmemBTreeOptions? options, string xfileName, bool withEnumCursor)
     {
@@ -39,6 +41,8 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
             Tree.Store.TrackDirty = false;
             Cursor = Tree.CreateCursor();
             EnumCursor = withEnumCursor ? Tree.CreateCursor() : null;
+            _claimBlock = Tree.Store.AllocateBlock;
+            _unclaimBlock = Tree.Store.FreeBlock;
         }
         catch
         {
@@ -88,7 +92,10 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         return Cursor.LookupEqualBatch(MemoryMarshal.AsBytes(keys), MemoryMarshal.AsBytes(records), found);
     }
 
-    /// <summary>Loads records sorted strictly ascending into an empty tree; false when there were none (nothing changed).</summary>
+    /// <summary>
+    /// Loads records sorted strictly ascending into an empty tree; false when there were none (nothing changed).
+    /// Throws <see cref="ArgumentException"/> (tree unchanged, no block kept) when they are not strictly ascending.
+    /// </summary>
     internal bool BulkLoad(ReadOnlySpan<TRecord> sorted)
     {
         if (Count != 0) throw new InvalidOperationException("bulk load needs an empty tree");
@@ -96,14 +103,15 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         Cursor.Release();
         EnumCursor?.Release();
         var store = Tree.Store;
-        long oldRoot = Tree.Root.Pointer;
+        var root = Tree.Root;
+        long oldRoot = root.Pointer;
+        int oldHeight = root.Height;
         var plan = BtreeBulkLoader.ComputeGeometry(Tree.Tree.Geometry, sorted.Length);
         var source = new SpanSource(MemoryMarshal.AsBytes(sorted), Unsafe.SizeOf<TRecord>());
-        var staged = new BtreeRootValue(BtreeHeader.NullPointer, 1);
-        var staging = new Btree<TOps>(Tree.Tree.Ops, store, staged, new byte[16], 0);
-        BtreeBulkLoader.Load(staging, plan, ref source, store.AllocateBlock);
-        // Commit: one root update, then free the old empty root leaf.
-        Tree.Root.Set(staged.Pointer, staged.Height);
+        // The tree itself is the staging target: the loader sets its root once, after the last block is written;
+        // a failed load (records out of order, memory full) leaves the root alone and hands its blocks back.
+        BtreeBulkLoader.Load(Tree.Tree, plan, ref source, _claimBlock, checkOrder: true, _unclaimBlock);
+        System.Diagnostics.Debug.Assert(root.Pointer != oldRoot || root.Height != oldHeight, "bulk load did not set the root");
         store.FreeBlock(oldRoot);
         Count = sorted.Length;
         return true;
@@ -119,6 +127,31 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
             _data.Slice(_offset, bytes).CopyTo(destination);
             _offset += bytes;
         }
+    }
+
+    /// <summary>
+    /// Visits every record in key order, leaf by leaf: the records of a leaf are read in place (the leaf's record
+    /// count was checked against its maxrecs when the cursor entered it), the visitor's Visit is called directly
+    /// (inlined for struct visitors), and the cursor is asked only for the next leaf. False when the visitor stopped.
+    /// </summary>
+    internal readonly unsafe bool VisitAll<TVisitor>(ref TVisitor visitor) where TVisitor : IRecordVisitor<TRecord>
+    {
+        var cursor = Cursor;
+        if (!cursor.MoveFirst()) return true;
+        do
+        {
+            var records = (TRecord*)cursor.LeafRecords(out int n);
+            for (int i = 0; i < n; i++)
+            {
+                if (!visitor.Visit(in records[i]))
+                {
+                    cursor.SetLeafIndex(i);
+                    return false;
+                }
+            }
+        }
+        while (cursor.NextLeaf());
+        return true;
     }
 
     /// <summary>Runs the engine's structure checker; returns the violations found.</summary>
@@ -154,4 +187,45 @@ internal static class WholeRecordKeys<TRecord> where TRecord : unmanaged
         => comparer.Compare(in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(a)), in Unsafe.As<byte, TRecord>(ref MemoryMarshal.GetReference(b)));
 
     internal static void CopyKey(ReadOnlySpan<byte> record, Span<byte> key) => record[..Unsafe.SizeOf<TRecord>()].CopyTo(key);
+
+    /// <summary>
+    /// The bulk loader's per-leaf pass (<see cref="IBtreeLeafRunOps"/>) as one loop over the records as
+    /// <typeparamref name="TRecord"/>: strict order of adjacent records, and the highest high key when
+    /// <paramref name="highKey"/> is not empty (interval maps).
+    /// </summary>
+    internal static int CheckLeafRun<TComparer, THighKey>(in TComparer comparer, in THighKey highKeys, ReadOnlySpan<byte> records, int count, bool checkOrder, Span<byte> highKey)
+        where TComparer : struct, IRecordComparer<TRecord>
+        where THighKey : struct, IHighKeyOf<TRecord>
+    {
+        var run = MemoryMarshal.Cast<byte, TRecord>(records)[..count];
+        if (checkOrder)
+        {
+            for (int i = 1; i < run.Length; i++)
+                if (comparer.Compare(in run[i - 1], in run[i]) >= 0) return i;
+        }
+        if (!highKey.IsEmpty)
+        {
+            highKeys.GetHighKey(in run[0], out TRecord best);
+            for (int i = 1; i < run.Length; i++)
+            {
+                highKeys.GetHighKey(in run[i], out TRecord high);
+                if (comparer.Compare(in high, in best) > 0) best = high;
+            }
+            MemoryMarshal.Write(highKey, in best);
+        }
+        return -1;
+    }
+}
+
+/// <summary>How <see cref="WholeRecordKeys{TRecord}.CheckLeafRun"/> gets a record's high key (the interval comparer's, or the record itself).</summary>
+internal interface IHighKeyOf<TRecord> where TRecord : unmanaged
+{
+    void GetHighKey(in TRecord record, out TRecord highKey);
+}
+
+/// <summary>A plain map's records are points: the high key is the record.</summary>
+internal readonly struct RecordIsItsHighKey<TRecord> : IHighKeyOf<TRecord> where TRecord : unmanaged
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void GetHighKey(in TRecord record, out TRecord highKey) => highKey = record;
 }
