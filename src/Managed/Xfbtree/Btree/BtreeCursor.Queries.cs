@@ -22,15 +22,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
 
     /// <summary>Visits every record in key order.</summary>
     public bool QueryAll<TVisitor>(ref TVisitor visitor) where TVisitor : IBtreeRecordVisitor, allows ref struct
-    {
-        if (!MoveFirst()) return true;
-        do
-        {
-            if (!visitor.Visit(Current)) return false;
-        }
-        while (Increment());
-        return true;
-    }
+        => VisitLeafRecords(ref visitor);
 
     bool SimpleQuery<TVisitor>(scoped ReadOnlySpan<byte> low, scoped ReadOnlySpan<byte> high, ref TVisitor visitor)
         where TVisitor : IBtreeRecordVisitor, allows ref struct
