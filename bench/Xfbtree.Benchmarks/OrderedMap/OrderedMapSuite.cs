@@ -51,8 +51,60 @@ public static class OrderedMapSuite
         {
             sizes = [.. sizes, 100_000_000];
         }
-        Run(sizes, quick, peerFilter, rounds, Console.Out);
+        if (quick || ResultsDirectory() is not { } directory)
+        {
+            Run(sizes, quick, peerFilter, rounds, Console.Out);
+            return true;
+        }
+        // A full run also keeps its whole report in bench/results/ (date, machine and load average are in its first lines).
+        string file = Path.Combine(directory, $"ordered-map-{string.Join('-', sizes.Select(RecordsLabel))}-{DateTime.UtcNow:yyyy-MM-dd-HHmm}.txt");
+        using (var writer = new StreamWriter(file))
+        {
+            Run(sizes, quick, peerFilter, rounds, new TeeWriter(Console.Out, writer));
+        }
+        Console.WriteLine($"report written to {file}");
         return true;
+    }
+
+    private static string RecordsLabel(int records) => records % 1_000_000 == 0 ? $"{records / 1_000_000}m" : records.ToString(Invariant);
+
+    /// <summary>bench/results of the repository this program runs from, or null when not found.</summary>
+    private static string? ResultsDirectory()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            string candidate = Path.Combine(dir.FullName, "bench", "results");
+            if (Directory.Exists(candidate))
+            {
+                return candidate;
+            }
+        }
+        return null;
+    }
+
+    /// <summary>Writes every line to two writers (the console and the results file).</summary>
+    private sealed class TeeWriter(TextWriter first, TextWriter second) : TextWriter
+    {
+        public override Encoding Encoding => first.Encoding;
+
+        public override void Write(char value)
+        {
+            first.Write(value);
+            second.Write(value);
+        }
+
+        public override void Write(string? value)
+        {
+            first.Write(value);
+            second.Write(value);
+        }
+
+        public override void WriteLine(string? value)
+        {
+            first.WriteLine(value);
+            second.WriteLine(value);
+            second.Flush();
+        }
     }
 
     /// <summary>The machine and its load now (hostname, CPU model and count, /proc/loadavg).</summary>
@@ -399,7 +451,7 @@ public static class OrderedMapSuite
         output.WriteLine($"scan_mrec_per_s={(scan is null ? "n/a" : (scan.OperationsPerSecond / 1e6).ToString("F2", Invariant))}");
         Measurement? sortedMine = Find(results, "Xfbtree", "sorted insert", size);
         // The dynamic ordered maps of the targets (SortedSet, SortedDictionary, LMDB); the sorted array appends and sorts once.
-        Measurement? bestPeer = results.Where(r => r.Peer is not "Xfbtree" and not "SortedArray" && r.Operation == "sorted insert" && r.Size(size))
+        Measurement? bestPeer = results.Where(r => r.Peer is not "Xfbtree" and not "Xfbtree-plain" and not "SortedArray" && r.Operation == "sorted insert" && r.Size(size))
             .MaxBy(r => r.OperationsPerSecond);
         output.WriteLine($"sorted_insert_vs_best_peer={(sortedMine is null || bestPeer is null ? "n/a" : (sortedMine.OperationsPerSecond / bestPeer.OperationsPerSecond).ToString("F2", Invariant))}");
         output.WriteLine($"sorted_insert_best_peer={bestPeer?.Peer ?? "n/a"}");
