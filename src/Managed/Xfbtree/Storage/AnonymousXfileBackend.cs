@@ -46,13 +46,7 @@ internal sealed unsafe class AnonymousXfileBackend : XfileBackend
 
     public override (nint Start, long Length)? MappedRange => ((nint)baseAddress, MaxSize);
 
-    public override void AdviseAccess(XfileAccessPattern pattern) =>
-        LinuxFiles.Advise(mapping, 0, MaxSize, pattern switch
-        {
-            XfileAccessPattern.Random => MemoryAdvice.Random,
-            XfileAccessPattern.Sequential => MemoryAdvice.Sequential,
-            _ => MemoryAdvice.Normal,
-        });
+    public override void AdviseAccess(XfileAccessPattern pattern) => LinuxFiles.Advise(mapping, 0, MaxSize, ToAdvice(pattern));
 
     public static AnonymousXfileBackend Create(long maxSize, int pageShift, bool hugePages)
     {

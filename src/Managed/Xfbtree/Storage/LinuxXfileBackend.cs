@@ -130,13 +130,7 @@ internal sealed unsafe class LinuxXfileBackend : XfileBackend
 
     public override (nint Start, long Length)? MappedRange => ((nint)baseAddress, MaxSize);
 
-    public override void AdviseAccess(XfileAccessPattern pattern) =>
-        LinuxFiles.Advise(mapping, 0, MaxSize, pattern switch
-        {
-            XfileAccessPattern.Random => MemoryAdvice.Random,
-            XfileAccessPattern.Sequential => MemoryAdvice.Sequential,
-            _ => MemoryAdvice.Normal,
-        });
+    public override void AdviseAccess(XfileAccessPattern pattern) => LinuxFiles.Advise(mapping, 0, MaxSize, ToAdvice(pattern));
 
     public override void Commit(long first, long count) =>
         LinuxFiles.Allocate(file, first << PageShift, count << PageShift);

@@ -42,6 +42,14 @@ internal abstract unsafe class XfileBackend
     {
     }
 
+    /// <summary>The madvise advice for an access pattern (shared by the backends with one mapping).</summary>
+    protected static Xfbtree.Native.MemoryAdvice ToAdvice(XfileAccessPattern pattern) => pattern switch
+    {
+        XfileAccessPattern.Random => Xfbtree.Native.MemoryAdvice.Random,
+        XfileAccessPattern.Sequential => Xfbtree.Native.MemoryAdvice.Sequential,
+        _ => Xfbtree.Native.MemoryAdvice.Normal,
+    };
+
     /// <summary>Address of a page. Only called for committed pages (or pages being committed) under a lease.</summary>
     public abstract byte* PageAddress(long page);
 
