@@ -328,21 +328,10 @@ internal static unsafe class LinuxFiles
     /// <summary>madvise on [offset, offset+length) of a mapping (offset page aligned).</summary>
     public static void Advise(SafeMappingHandle mapping, long offset, long length, MemoryAdvice advice)
     {
-        bool added = false;
-        try
+        int error = TryAdvise(mapping, offset, length, advice);
+        if (error != 0)
         {
-            mapping.DangerousAddRef(ref added);
-            if (madvise(mapping.Address + offset, (size_t)(ulong)length, ToKernel(advice)) != 0)
-            {
-                NativeErrors.Throw("madvise", errno, $"{advice} offset {offset} length {length}");
-            }
-        }
-        finally
-        {
-            if (added)
-            {
-                mapping.DangerousRelease();
-            }
+            NativeErrors.Throw("madvise", error, $"{advice} offset {offset} length {length}");
         }
     }
 

@@ -82,52 +82,30 @@ public sealed partial class BtreeCursor<TOps>
     // Node entry moves take the node's maxrecs (max): it places the pointer array. It is NodeMaxRecords for every
     // block and the fork's maxrecs for an inode-root image (MaxRecords(level) of a path block gives the right one).
 
-    void OpenGap(Span<byte> b, int level, int pos, int n, int max)
+    /// <summary>Makes room for <paramref name="count"/> entries at <paramref name="pos"/> among the <paramref name="n"/> entries of a block.</summary>
+    void OpenGap(Span<byte> b, int level, int pos, int n, int max, int count = 1)
     {
         if (pos >= n) return;
         if (level == 0)
         {
-            b.Slice(_geometry.RecordOffset(pos), (n - pos) * _recordSize).CopyTo(b[_geometry.RecordOffset(pos + 1)..]);
+            b.Slice(_geometry.RecordOffset(pos), (n - pos) * _recordSize).CopyTo(b[_geometry.RecordOffset(pos + count)..]);
             return;
         }
-        b.Slice(_geometry.KeyOffset(pos), (n - pos) * _keySlotSize).CopyTo(b[_geometry.KeyOffset(pos + 1)..]);
-        b.Slice(_geometry.PointerOffset(pos, max), (n - pos) * _pointerSize).CopyTo(b[_geometry.PointerOffset(pos + 1, max)..]);
+        b.Slice(_geometry.KeyOffset(pos), (n - pos) * _keySlotSize).CopyTo(b[_geometry.KeyOffset(pos + count)..]);
+        b.Slice(_geometry.PointerOffset(pos, max), (n - pos) * _pointerSize).CopyTo(b[_geometry.PointerOffset(pos + count, max)..]);
     }
 
-    void CloseGap(Span<byte> b, int level, int pos, int n, int max)
+    /// <summary>Removes <paramref name="count"/> entries at <paramref name="pos"/> from the <paramref name="n"/> entries of a block.</summary>
+    void CloseGap(Span<byte> b, int level, int pos, int n, int max, int count = 1)
     {
-        if (pos >= n - 1) return;
+        if (pos + count >= n) return;
         if (level == 0)
         {
-            b.Slice(_geometry.RecordOffset(pos + 1), (n - pos - 1) * _recordSize).CopyTo(b[_geometry.RecordOffset(pos)..]);
+            b.Slice(_geometry.RecordOffset(pos + count), (n - pos - count) * _recordSize).CopyTo(b[_geometry.RecordOffset(pos)..]);
             return;
         }
-        b.Slice(_geometry.KeyOffset(pos + 1), (n - pos - 1) * _keySlotSize).CopyTo(b[_geometry.KeyOffset(pos)..]);
-        b.Slice(_geometry.PointerOffset(pos + 1, max), (n - pos - 1) * _pointerSize).CopyTo(b[_geometry.PointerOffset(pos, max)..]);
-    }
-
-    /// <summary>Makes room for <paramref name="count"/> entries before the <paramref name="n"/> entries of a block (not the inode-root image).</summary>
-    void OpenGapAtStart(Span<byte> b, int level, int count, int n)
-    {
-        if (level == 0)
-        {
-            b.Slice(_geometry.RecordOffset(0), n * _recordSize).CopyTo(b[_geometry.RecordOffset(count)..]);
-            return;
-        }
-        b.Slice(_geometry.KeyOffset(0), n * _keySlotSize).CopyTo(b[_geometry.KeyOffset(count)..]);
-        b.Slice(_geometry.PointerOffset(0, _nodeMaxRecords), n * _pointerSize).CopyTo(b[_geometry.PointerOffset(count, _nodeMaxRecords)..]);
-    }
-
-    /// <summary>Removes the first <paramref name="count"/> of the <paramref name="n"/> entries of a block (not the inode-root image).</summary>
-    void RemoveFirstEntries(Span<byte> b, int level, int count, int n)
-    {
-        if (level == 0)
-        {
-            b.Slice(_geometry.RecordOffset(count), (n - count) * _recordSize).CopyTo(b[_geometry.RecordOffset(0)..]);
-            return;
-        }
-        b.Slice(_geometry.KeyOffset(count), (n - count) * _keySlotSize).CopyTo(b[_geometry.KeyOffset(0)..]);
-        b.Slice(_geometry.PointerOffset(count, _nodeMaxRecords), (n - count) * _pointerSize).CopyTo(b[_geometry.PointerOffset(0, _nodeMaxRecords)..]);
+        b.Slice(_geometry.KeyOffset(pos + count), (n - pos - count) * _keySlotSize).CopyTo(b[_geometry.KeyOffset(pos)..]);
+        b.Slice(_geometry.PointerOffset(pos + count, max), (n - pos - count) * _pointerSize).CopyTo(b[_geometry.PointerOffset(pos, max)..]);
     }
 
     void CopyEntries(ReadOnlySpan<byte> src, int srcPos, int srcMax, Span<byte> dst, int dstPos, int dstMax, int count, int level)

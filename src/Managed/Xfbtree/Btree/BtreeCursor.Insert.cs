@@ -202,7 +202,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
                 // keeps the blocks as full, but the next inserts here find room instead of shifting (and recomputing
                 // both blocks' keys) once per record.
                 int move = Math.Max(1, Math.Min((_geometry.MaxRecords(level) - sn) / 2, n - pos));
-                OpenGapAtStart(s, level, move, sn);
+                OpenGap(s, level, 0, sn, _nodeMaxRecords, move);
                 CopyEntries(b, n - move, s, 0, move, level);
                 BtreeHeader.SetNumRecords(s, sn + move);
                 BtreeHeader.SetNumRecords(b, n - move);
@@ -249,7 +249,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
                     move = Math.Max(1, Math.Min(room, n + 1 - _geometry.MinRecords(level)));
                 CopyEntries(b, 0, s, sn, move, level);
                 BtreeHeader.SetNumRecords(s, sn + move);
-                RemoveFirstEntries(b, level, move, n);
+                CloseGap(b, level, 0, n, _nodeMaxRecords, move);
                 BtreeHeader.SetNumRecords(b, n - move);
                 InsertEntry(b, level, pos - move, entry, entryPtr);
             }

@@ -91,24 +91,22 @@ public sealed unsafe partial class BtreeCursor<TOps>
             while (i < last && _ops.CompareKeys(new ReadOnlySpan<byte>(slots + (long)i * _keySlotSize + _keySize, _keySize), low) < 0) i++;
             _index[level] = i;
             if (i >= last) continue;
-            {
-                // Bounded walk: the slot keys followed into one level strictly increase during a query, and the
-                // child's first key must be the slot's key, so no block is entered twice even when child
-                // pointers repeat (a DAG of n blocks would otherwise cost up to maxrecs^height descents).
-                var slotKey = new ReadOnlySpan<byte>(slots + (long)i * _keySlotSize, _keySize);
-                var lastKey = _walkKeys.AsSpan((level - 1) * _keySize, _keySize);
-                if ((walked & (1UL << (level - 1))) != 0 && _ops.CompareKeys(slotKey, lastKey) <= 0)
-                    Corrupt(_blocks[level].Pointer, $"key {i} at level {level} not above the previous key followed (keys out of order)");
-                slotKey.CopyTo(lastKey);
-                walked |= 1UL << (level - 1);
-                long child = ChildPointer(level, i);
-                level--;
-                EnterBlock(level, child);
-                _index[level] = 0;
-                FirstKey(level, hk);
-                if (_ops.CompareKeys(hk, lastKey) != 0) Corrupt(child, "first key differs from the parent's key for it");
-                end[level] = EntriesUpTo(level, high);
-            }
+            // Bounded walk: the slot keys followed into one level strictly increase during a query, and the
+            // child's first key must be the slot's key, so no block is entered twice even when child
+            // pointers repeat (a DAG of n blocks would otherwise cost up to maxrecs^height descents).
+            var slotKey = new ReadOnlySpan<byte>(slots + (long)i * _keySlotSize, _keySize);
+            var lastKey = _walkKeys.AsSpan((level - 1) * _keySize, _keySize);
+            if ((walked & (1UL << (level - 1))) != 0 && _ops.CompareKeys(slotKey, lastKey) <= 0)
+                Corrupt(_blocks[level].Pointer, $"key {i} at level {level} not above the previous key followed (keys out of order)");
+            slotKey.CopyTo(lastKey);
+            walked |= 1UL << (level - 1);
+            long child = ChildPointer(level, i);
+            level--;
+            EnterBlock(level, child);
+            _index[level] = 0;
+            FirstKey(level, hk);
+            if (_ops.CompareKeys(hk, lastKey) != 0) Corrupt(child, "first key differs from the parent's key for it");
+            end[level] = EntriesUpTo(level, high);
         }
     }
 

@@ -55,19 +55,19 @@ public sealed unsafe partial class BtreeCursor<TOps>
             // search already prefetched them with the header (PrefetchSearchStart).
             int max = leaf ? _leafMaxRecords : _nodeMaxRecords;
             int samples = 7;
-            while (samples > 0 && (max * samples >> 3) >= n) samples--;
+            while (samples > 0 && SampleAt(max, samples) >= n) samples--;
             int jlo = 0, jhi = samples + 1; // sample 0 is the virtual bound 0, sample samples+1 the virtual bound n
             while (jhi - jlo > 1)
             {
                 int j = (jlo + jhi) >> 1;
-                int at = max * j >> 3;
+                int at = SampleAt(max, j);
                 int c = Compare(entries + (long)at * stride, leaf, key);
                 if (c < 0) jlo = j;
                 else if (c > 0) jhi = j;
                 else return at;
             }
-            lo = jlo == 0 ? 0 : (max * jlo >> 3) + 1;
-            hi = jhi == samples + 1 ? n : max * jhi >> 3;
+            lo = jlo == 0 ? 0 : SampleAt(max, jlo) + 1;
+            hi = jhi == samples + 1 ? n : SampleAt(max, jhi);
         }
         PrefetchLines(entries + (long)lo * stride, (hi - lo) * stride);
         if (pointers != null) PrefetchLines(pointers + (long)lo * _pointerSize, (hi - lo + 1) * _pointerSize);
@@ -114,11 +114,15 @@ public sealed unsafe partial class BtreeCursor<TOps>
         byte* entries = block + _headerSize;
         for (int j = 1; j < 8; j++)
         {
-            byte* at = entries + (long)(max * j >> 3) * stride;
+            byte* at = entries + (long)SampleAt(max, j) * stride;
             Sse.Prefetch0(at);
             Sse.Prefetch0(at + span);
         }
     }
+
+    /// <summary>Entry index of sample <paramref name="j"/> (1..7) of a block of <paramref name="maxRecords"/>: one formula for the search and its prefetch.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static int SampleAt(int maxRecords, int j) => maxRecords * j >> 3;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     int Compare(byte* entry, bool leaf, ReadOnlySpan<byte> key)
