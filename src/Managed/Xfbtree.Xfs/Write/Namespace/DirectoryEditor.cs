@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using Xfbtree.Buffers;
+using Xfbtree.Xfs.Directories;
 using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Trees;
 using Xfbtree.Xfs.Write.Engine;

@@ -1,8 +1,9 @@
 using System.Buffers.Binary;
 using Xfbtree.Buffers;
 using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Write;
 
-namespace Xfbtree.Xfs.Write.Namespace;
+namespace Xfbtree.Xfs.Directories;
 
 /// <summary>How a directory is stored (xfs_dir2_isblock / isleaf).</summary>
 internal enum DirectoryLayout

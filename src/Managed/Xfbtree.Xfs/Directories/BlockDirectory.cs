@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
+using Xfbtree.Xfs.Write;
 
-namespace Xfbtree.Xfs.Write.Namespace;
+namespace Xfbtree.Xfs.Directories;
 
 /// <summary>One live entry of a directory data block ("." and ".." included), at byte <see cref="Offset"/>.</summary>
 internal sealed record DataEntry(byte[] Name, ulong Ino, byte FileType, int Offset);

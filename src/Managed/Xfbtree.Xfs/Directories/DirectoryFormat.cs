@@ -1,6 +1,8 @@
 using System.Text;
+using Xfbtree.Xfs.Write;
+using Xfbtree.Xfs.Write.Namespace;
 
-namespace Xfbtree.Xfs.Write.Namespace;
+namespace Xfbtree.Xfs.Directories;
 
 /// <summary>
 /// On-disk constants and small rules of XFS v5 directories (xfs_da_format.h): data entry sizes, the dir3 data
