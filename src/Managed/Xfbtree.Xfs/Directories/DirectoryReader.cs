@@ -39,7 +39,11 @@ internal sealed class DirectoryReader
         DirBlockSize = _geo.BlockSize * DirBlockFsbs;
         HasFtype = (image.Superblock.FeaturesIncompat & Superblock.IncompatFtype) != 0;
         LeafOffsetFsb = (ulong)(DirectoryFormat.LeafOffsetBytes >> _geo.BlockLog);
+        Geometry = new DirectoryGeometry(image.Superblock);
     }
+
+    /// <summary>Sizes and address arithmetic of this filesystem's directories.</summary>
+    public DirectoryGeometry Geometry { get; }
 
     public int DirBlockFsbs { get; }
     public int DirBlockSize { get; }
