@@ -464,4 +464,229 @@ for d in sys.argv[2:]:
         AssertKernelAgrees(image, scratch.Directory, model, $"{kind}: engine edits after the kernel's");
         output.WriteLine($"total {sw.ElapsedMilliseconds} ms");
     }
+
+    // ------------------------------------------------------------------ hash collisions
+
+    /// <summary>
+    /// 2^(chunks-1) names of 4 * chunks bytes with one XFS name hash. The hash folds a name in 4-byte chunks,
+    /// rotating the running value left by 7 bits per byte: flipping bit 4 of a chunk's last byte flips bit 4 of the
+    /// hash, which the next chunk's rotation by 28 moves to bit 0, where flipping bit 0 of that chunk's last byte
+    /// cancels it. Every such pair of flips keeps the hash; the last bytes stay in 'a', 'q', '`', 'p'.
+    /// </summary>
+    internal static List<string> CollidingNames(int chunks, string tag)
+    {
+        var names = new List<string>();
+        for (int mask = 0; mask < 1 << (chunks - 1); mask++)
+        {
+            var sb = new StringBuilder();
+            for (int k = 0; k < chunks; k++)
+            {
+                int last = 0x61;
+                if ((mask >> k & 1) != 0) last ^= 0x10;
+                if (k > 0 && (mask >> (k - 1) & 1) != 0) last ^= 0x01;
+                sb.Append(tag[k % tag.Length]).Append((char)('0' + k % 10)).Append('z').Append((char)last);
+            }
+            names.Add(sb.ToString());
+        }
+        return names;
+    }
+
+    [Fact]
+    public void CollidingNamesAreTheSameHash()
+    {
+        var names = CollidingNames(10, "hc");
+        Assert.Equal(512, names.Distinct().Count());
+        uint hash = DirectoryFormat.HashName(B(names[0]));
+        Assert.All(names, n => Assert.Equal(hash, DirectoryFormat.HashName(B(n))));
+    }
+
+    /// <summary>
+    /// 512 names of one hash (a run of equal hashes longer than a 4 KiB leaf's half, so splits cut through it)
+    /// among 700 others in a node directory: every one is found, half are removed, the kernel lists and looks up
+    /// the rest; then the kernel adds and removes colliding names and the engine removes all of them.
+    /// </summary>
+    [Fact]
+    public void HashCollisionsInANodeDirectory()
+    {
+        RepairSafetyTests.RequireRoot();
+        using var scratch = new RepairScratch();
+        string image = MakeImage(scratch.Directory, "c.img");
+        var colliding = CollidingNames(10, "hc");
+        var model = new Dictionary<string, Dictionary<string, Want>> { ["/c"] = new(StringComparer.Ordinal) };
+        var entries = model["/c"];
+        using (var s = new Session(image))
+        {
+            s.Ops.Mkdir("/c");
+            for (int i = 0; i < 700; i++)
+            {
+                AddFile(s, "/c", entries, $"plain-{i:D4}");
+                if (i % 2 == 0 && i / 2 < colliding.Count) AddFile(s, "/c", entries, colliding[i / 2]);
+            }
+            for (int i = 350; i < colliding.Count; i++) AddFile(s, "/c", entries, colliding[i]);
+            Assert.Equal(DirectoryLayout.Node, s.Layout("/c"));
+            s.Edit("/c", e =>
+            {
+                foreach (var n in colliding) Assert.Equal(entries[n].Ino, e.Find(B(n))?.Ino);
+                Assert.Null(e.Find(B(CollidingNames(11, "hc")[5])));
+                return 0;
+            });
+            foreach (var n in colliding.Where((_, i) => i % 2 == 1)) Remove(s, "/c", entries, n);
+            s.Engine.Close();
+        }
+        AssertKernelAgrees(image, scratch.Directory, model, "collisions: engine-made");
+        const string KernelCollide = """
+import os, sys
+root, names = sys.argv[1], sys.argv[2:]
+for n in names[:40]: open(root + '/c/' + n, 'w').close()
+for n in names[40:]: os.unlink(root + '/c/' + n)
+""";
+        var fresh = CollidingNames(11, "hc").Where(n => !entries.ContainsKey(n)).Take(40).ToList();
+        var gone = colliding.Where(entries.ContainsKey).Take(30).ToList();
+        KernelRun(image, scratch.Directory, KernelCollide, [.. fresh, .. gone]);
+        model = ModelFrom(KernelListing(image, scratch.Directory, ["/c"]), ["/c"]);
+        entries = model["/c"];
+        using (var s = new Session(image))
+        {
+            var allColliding = new HashSet<string>(colliding.Concat(CollidingNames(11, "hc")));
+            int removed = 0;
+            foreach (var n in entries.Keys.Where(allColliding.Contains).ToList())
+            {
+                Remove(s, "/c", entries, n);
+                removed++;
+            }
+            Assert.Equal(256 - 30 + 40, removed);
+            s.Engine.Close();
+        }
+        AssertKernelAgrees(image, scratch.Directory, model, "collisions: the engine removed the kernel's and its own");
+    }
+
+    // ------------------------------------------------------------------ randomized model runs
+
+    /// <summary>
+    /// Randomized add/remove (files and directories, colliding names in the pool) against a model, growing then
+    /// shrinking: after every step the engine's lookup of a few pool names agrees with the model, at the end the
+    /// engine's and the kernel's listings equal it.
+    /// </summary>
+    [Theory]
+    [InlineData(1, "4k")]
+    [InlineData(2, "1k-blocks")]
+    [InlineData(3, "8k-dirblocks")]
+    public void RandomizedAddRemoveAgainstAModel(int seed, string geometry)
+    {
+        RepairSafetyTests.RequireRoot();
+        using var scratch = new RepairScratch();
+        string image = geometry switch
+        {
+            "1k-blocks" => MakeImage(scratch.Directory, "r.img", "-b", "size=1024"),
+            "8k-dirblocks" => MakeImage(scratch.Directory, "r.img", "-n", "size=8192"),
+            _ => MakeImage(scratch.Directory, "r.img"),
+        };
+        var rng = new Random(seed);
+        var pool = Enumerable.Range(0, 2500).Select(i => $"r{i:D4}{new string('q', rng.Next(0, 30))}").Concat(CollidingNames(8, "rc")).ToList();
+        var model = new Dictionary<string, Dictionary<string, Want>> { ["/r"] = new(StringComparer.Ordinal) };
+        var entries = model["/r"];
+        int steps = Long ? 20000 : 3500, lookups = 0, peak = 0;
+        var seen = new HashSet<DirectoryLayout>();
+        using (var s = new Session(image))
+        {
+            s.Ops.Mkdir("/r");
+            for (int step = 0; step < steps; step++)
+            {
+                bool grow = step < steps / 2 ? rng.Next(100) < 85 : rng.Next(100) < 15;
+                string name = pool[rng.Next(pool.Count)];
+                for (int t = 0; t < 8 && grow && entries.ContainsKey(name); t++) name = pool[rng.Next(pool.Count)];
+                if (grow && !entries.ContainsKey(name))
+                {
+                    if (rng.Next(20) == 0) entries[name] = new Want(s.Ops.Mkdir("/r/" + name), 'd');
+                    else AddFile(s, "/r", entries, name);
+                }
+                else if (!grow && entries.Count > 0)
+                {
+                    var victim = entries.Keys.ElementAt(rng.Next(entries.Count));
+                    Remove(s, "/r", entries, victim);
+                }
+                peak = Math.Max(peak, entries.Count);
+                if (step % 25 == 0)
+                {
+                    seen.Add(s.Layout("/r"));
+                    var probe = Enumerable.Range(0, 4).Select(_ => pool[rng.Next(pool.Count)]).ToList();
+                    s.Edit("/r", e =>
+                    {
+                        foreach (var p in probe) Assert.Equal(entries.TryGetValue(p, out var w) ? w.Ino : null, e.Find(B(p))?.Ino);
+                        return 0;
+                    });
+                    lookups += probe.Count;
+                }
+            }
+            AssertEngineAgrees(s, model, $"seed {seed}");
+            s.Engine.Close();
+        }
+        output.WriteLine($"seed {seed} {geometry}: {steps} steps (peak {peak} entries), {lookups} lookups checked, layouts seen {string.Join(", ", seen)}, {entries.Count} entries at the end");
+        Assert.Contains(DirectoryLayout.Node, seen);
+        AssertKernelAgrees(image, scratch.Directory, model, $"seed {seed}");
+    }
+
+    // ------------------------------------------------------------------ resumable reads
+
+    /// <summary>
+    /// A directory read in chunks by cookie while entries are removed and added between chunks, in node and then
+    /// leaf format: every entry present from start to end is returned exactly once, cookies strictly increase,
+    /// and an entry's cookie does not change.
+    /// </summary>
+    [Fact]
+    public void ReadsResumeByCookieWhileEntriesComeAndGo()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        using var s = new Session(image);
+        s.Ops.Mkdir("/rd");
+        var names = Enumerable.Range(0, 1200).Select(i => $"cookie-{i:D5}").ToList();
+        foreach (var n in names) s.Ops.Create("/rd/" + n);
+        Assert.Equal(DirectoryLayout.Node, s.Layout("/rd"));
+        var rng = new Random(11);
+        foreach (int size in new[] { 1200, 60 })
+        {
+            while (names.Count > size)
+            {
+                int k = rng.Next(names.Count);
+                s.Ops.Unlink("/rd/" + names[k]);
+                names.RemoveAt(k);
+            }
+            var firstCookies = s.Edit("/rd", e => e.ReadFrom(0, int.MaxValue)).ToDictionary(e => DirectoryFormat.Show(e.Name), e => e.Cookie);
+            var stable = new HashSet<string>(names);
+            var returned = new List<DirectoryCookieEntry>();
+            ulong cookie = 0;
+            int added = 0;
+            while (true)
+            {
+                var chunk = s.Edit("/rd", e => e.ReadFrom(cookie, 50));
+                if (chunk.Count == 0) break;
+                returned.AddRange(chunk);
+                cookie = chunk[^1].Cookie + 1;
+                for (int i = 0; i < 3 && names.Count > 10; i++)
+                {
+                    int k = rng.Next(names.Count);
+                    stable.Remove(names[k]);
+                    s.Ops.Unlink("/rd/" + names[k]);
+                    names.RemoveAt(k);
+                }
+                string extra = $"late-{size}-{added++:D4}";
+                s.Ops.Create("/rd/" + extra);
+                names.Add(extra);
+            }
+            for (int i = 1; i < returned.Count; i++) Assert.True(returned[i].Cookie > returned[i - 1].Cookie, "cookies must increase");
+            var got = returned.Select(e => DirectoryFormat.Show(e.Name)).ToList();
+            Assert.Equal(got.Count, got.Distinct().Count());
+            Assert.Contains(".", got);
+            Assert.Contains("..", got);
+            foreach (var n in stable)
+            {
+                Assert.Contains(n, got);
+                Assert.Equal(firstCookies[n], returned.First(e => DirectoryFormat.Show(e.Name) == n).Cookie);
+            }
+            output.WriteLine($"{stable.Count} stable entries returned once each among {returned.Count}, layout {s.Layout("/rd")}");
+        }
+        s.Engine.Close();
+        AssertClean(image, "after the resumable reads");
+    }
 }
