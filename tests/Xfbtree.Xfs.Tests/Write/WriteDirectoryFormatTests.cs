@@ -689,4 +689,77 @@ for n in names[40:]: os.unlink(root + '/c/' + n)
         s.Engine.Close();
         AssertClean(image, "after the resumable reads");
     }
+
+    // ------------------------------------------------------------------ directory blocks in pieces
+
+    /// <summary>A hard link made with the editor (the inode gains a link in the same transaction).</summary>
+    static void Link(Session s, string dir, ulong ino, string name, bool add)
+    {
+        ulong dirIno = s.Ops.Lookup(dir);
+        s.Engine.Execute($"link {dir}/{name}", tx =>
+        {
+            var d = s.Engine.GetInode(dirIno);
+            var f = s.Engine.GetInode(ino);
+            tx.LockInodes(d, f);
+            var editor = new DirectoryEditor(tx, d, s.Reader, dir);
+            if (add) editor.Add(B(name), ino, DirectoryFormat.FtRegular, DateTimeOffset.UtcNow);
+            else editor.Remove(B(name), DateTimeOffset.UtcNow);
+            InodeCore.SetNlink(f.Core, InodeCore.Nlink(f.Core) + (add ? 1u : uint.MaxValue));
+            tx.LogInode(f);
+        });
+    }
+
+    /// <summary>
+    /// With 1 KiB filesystem blocks, 8 KiB directory blocks and free space cut into single blocks, every new
+    /// directory block is mapped by several extents (the fork turns into a bmbt): the engine writes and reads
+    /// them in pieces, removes half the entries again, and the kernel reads the result.
+    /// </summary>
+    [Fact]
+    public void DirectoryBlocksInSeveralPiecesOnFragmentedFreeSpace()
+    {
+        RepairSafetyTests.RequireRoot();
+        using var scratch = new RepairScratch();
+        string image = MakeImage(scratch.Directory, "f.img", "-b", "size=1024", "-n", "size=8192", "-d", "agcount=2,size=320m");
+        var model = new Dictionary<string, Dictionary<string, Want>> { ["/grow"] = new(StringComparer.Ordinal), ["/hold"] = new(StringComparer.Ordinal) };
+        using (var s = new Session(image))
+        {
+            var files = new FileOperations(s.Engine);
+            s.Ops.Mkdir("/hold");
+            for (int i = 0; i < 1200; i++) AddFile(s, "/hold", model["/hold"], $"held-{i:D4}-{new string('w', i % 19)}");
+            s.Ops.Mkdir("/grow");
+            var held = model["/hold"].ToList();
+            int n = 0;
+            while (s.Layout("/grow") != DirectoryLayout.Block)
+            {
+                Link(s, "/grow", held[n].Value.Ino, held[n].Key, add: true);
+                model["/grow"][held[n].Key] = held[n].Value;
+                n++;
+            }
+            // Free space right after the directory's first block, cut into single blocks: the allocator's near
+            // search from there finds only one-block pieces for the next directory blocks.
+            ulong frag = s.Ops.Create("/frag");
+            const int Pieces = 3000;
+            files.Fallocate(frag, 0, Pieces * 1024L);
+            for (int i = 0; i < Pieces; i += 2) files.PunchHole(frag, i * 1024L, 1024);
+            for (; n < 1100; n++)
+            {
+                Link(s, "/grow", held[n].Value.Ino, held[n].Key, add: true);
+                model["/grow"][held[n].Key] = held[n].Value;
+            }
+            Assert.Equal(DirectoryLayout.Node, s.Layout("/grow"));
+            var stat = s.Ops.Stat("/grow");
+            output.WriteLine($"/grow: {stat.DataExtents} extents for {stat.Blocks} blocks, fork {stat.DataForkFormat}");
+            Assert.True(stat.DataExtents * 4 > (ulong)stat.Blocks, "directory blocks were expected in pieces");
+            Assert.Equal("btree", stat.DataForkFormat);
+            AssertEngineAgrees(s, model, "fragmented");
+            foreach (var name in model["/grow"].Keys.Where((_, i) => i % 2 == 0).ToList())
+            {
+                Link(s, "/grow", model["/grow"][name].Ino, name, add: false);
+                model["/grow"].Remove(name);
+            }
+            AssertEngineAgrees(s, model, "fragmented, half unlinked");
+            s.Engine.Close();
+        }
+        AssertKernelAgrees(image, scratch.Directory, model, "directory blocks in pieces");
+    }
 }
