@@ -608,7 +608,7 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
             }
             for (uint from = 0; from < agLength && old.NextExtent(from, out uint s, out uint l); from = s + l)
             {
-                space.FreeExtent(s, l);
+                space.FreeMetadataExtent(s, l);
                 reaped += l;
             }
             switchReap = phase.Elapsed;

@@ -452,11 +452,19 @@ internal sealed partial class AgSpace
         }
     }
 
-    /// <summary>Frees an extent (free list fixed first, then merged into bnobt and cntbt).</summary>
+    /// <summary>Frees an extent of file data (free list fixed first, then merged into bnobt and cntbt).</summary>
     public void FreeExtent(uint agbno, uint length)
     {
         FixFreeList();
         InsertFree(agbno, length);
+    }
+
+    /// <summary>Frees an extent that held metadata: its buffers are invalidated in this transaction first
+    /// (<see cref="WriteTransaction.InvalidateFreedBlocks"/>), then as <see cref="FreeExtent"/>.</summary>
+    public void FreeMetadataExtent(uint agbno, uint length)
+    {
+        tx.InvalidateFreedBlocks(AgNumber, agbno, length);
+        FreeExtent(agbno, length);
     }
 
     // ------------------------------------------------------------------ rmap

@@ -277,6 +277,7 @@ internal sealed partial class AgSpace
             }
             SetField(Format.Agf.OffsetFlFirst, (first + 1) % (uint)slots);
             SetField(Format.Agf.OffsetFlCount, FlCount - 1);
+            tx.InvalidateFreedBlocks(AgNumber, agbno, 1); // a block of a tree that shrank into the list
             InsertFree(agbno, 1);
             RmapEdit(RmapUpdateKind.Unmap, new RmapRecord(agbno, 1, RmapOwner.Ag, 0), shared: false);
         }
@@ -368,7 +369,7 @@ internal sealed partial class AgSpace
 
     private void FreeRefcountBlock(long agbno)
     {
-        FreeExtent((uint)agbno, 1);
+        FreeMetadataExtent((uint)agbno, 1);
         RmapEdit(RmapUpdateKind.Unmap, new RmapRecord((uint)agbno, 1, RmapOwner.Refc, 0), shared: false);
         AddField(Format.Agf.OffsetRefcountBlocks, -1);
     }
