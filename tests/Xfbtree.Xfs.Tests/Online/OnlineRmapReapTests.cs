@@ -32,6 +32,51 @@ public sealed class OnlineRmapReapTests(ITestOutputHelper output) : IDisposable
         return image;
     }
 
+    /// <summary>A populated 600 MiB image with 64 KiB blocks (mkfs.xfs -p: 8 directories of 60 files of up to 96 KiB).</summary>
+    private string PopulatedSixtyFourKilobyteImage()
+    {
+        string dir = scratch.Directory;
+        var proto = new List<string> { "/dev/null", "0 0", "d--755 0 0" };
+        var random = new Random(715561);
+        for (int d = 0; d < 8; d++)
+        {
+            proto.Add($" d{d} d--755 0 0");
+            for (int f = 0; f < 60; f++)
+            {
+                string source = Path.Combine(dir, $"src-{d}-{f}");
+                var bytes = new byte[random.Next(1, 96 << 10)];
+                random.NextBytes(bytes);
+                File.WriteAllBytes(source, bytes);
+                proto.Add($"  f{f} ---644 0 0 {source}");
+            }
+            proto.Add(" $");
+        }
+        proto.Add("$");
+        File.WriteAllLines(Path.Combine(dir, "proto"), proto);
+        string image = Path.Combine(dir, "bs64k-populated.img");
+        TreeFixtures.Run("/usr/bin/truncate", ["-s", "600M", image]);
+        TreeFixtures.Run(TreeFixtures.Tool("mkfs.xfs"), ["-q", "-f", "-b", "size=65536", "-m", "crc=1,rmapbt=1,reflink=1,finobt=1", "-p", Path.Combine(dir, "proto"), image]);
+        return image;
+    }
+
+    /// <summary>The run that showed it (`stress --ops 500 --threads 2 --seed 715561 --online-repair
+    /// --verify-repairs` on a populated 64 KiB-block image ended "create ... Corrupt 1" and exit 0): now clean,
+    /// and a Corrupt outcome or a sick AG would fail it (exit 1, "health: FAILED").</summary>
+    [Fact]
+    public void StressWithOnlineRepairsOnSixtyFourKilobyteBlocksNeverSeesCorruption()
+    {
+        string image = PopulatedSixtyFourKilobyteImage();
+        var (rc, stdout, stderr) = WriteStressFixtureTests.StressInProcess(new Xfbtree.Cli.StressRequest
+        {
+            Image = image, Ops = 500, Threads = 2, Seed = 715561, Sync = false, OnlineRepair = true, VerifyRepairs = true,
+        });
+        output.WriteLine(stdout + stderr);
+        Assert.True(rc == 0, $"stress exit {rc}\n{stdout}\n{stderr}");
+        Assert.Contains("health: healthy at the start; 0 Corrupt outcomes; no AG sick at the end", stdout, StringComparison.Ordinal);
+        Assert.Matches(@"online-repair repairs=[1-9]\d* applied=\d+ ignored=\d+ mismatches=0", stdout);
+        WriteEngineTestSupport.AssertOraclesClean(image, "after the stress run");
+    }
+
     /// <summary>Every block of AG <paramref name="agno"/>'s current rmapbt (read through the engine's cache, so
     /// each has a cached buffer afterwards, as the writers' rmap edits leave them).</summary>
     private static List<uint> RmapbtBlocks(WriteEngine engine, uint agno)

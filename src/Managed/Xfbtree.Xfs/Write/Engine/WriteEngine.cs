@@ -502,7 +502,7 @@ public sealed class WriteEngine : IDisposable
                 long perAg = (long)Geometry.AgBlocks * Geometry.BasicBlocksPerBlock;
                 uint agno = (uint)Math.Min(c.Daddr / perAg, ags.Length - 1);
                 ags[agno].MarkSick(c.Message);
-                return new XfsWriteException(WriteErrorKind.Corrupt, $"{operation}: AG {agno} is corrupt ({c.Message}); the AG is marked sick", c);
+                return new XfsWriteException(WriteErrorKind.Corrupt, $"{operation}: AG {agno} is corrupt ({c.Message}); the AG is marked sick", c) { AgNumber = agno };
             }
             case Trees.RmapOperationException r:
                 return new XfsWriteException(WriteErrorKind.Corrupt, $"{operation}: {r.Message}", r);

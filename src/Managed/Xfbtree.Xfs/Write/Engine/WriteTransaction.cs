@@ -157,7 +157,7 @@ public sealed class WriteTransaction : IDisposable
         }
         if (ag.SickReason is { } sick)
         {
-            throw new XfsWriteException(WriteErrorKind.Corrupt, $"{Operation}: AG {agno} is marked sick ({sick})");
+            throw new XfsWriteException(WriteErrorKind.Corrupt, $"{Operation}: AG {agno} is marked sick ({sick})") { AgNumber = agno };
         }
         bool inOrder = heldAgs.Count == 0 || heldAgs[^1] < agno;
         if (inOrder)
