@@ -91,11 +91,16 @@ public static class StressCommand
         using (var opLog = request.OpLog is null ? null : new StressOpLogFile(request.OpLog))
         {
             XfsFileSystem fs;
+            PendingJournal? pending = ImageStateNotices.Pending(request.Image);
             try { fs = XfsFileSystem.Open(request.Image, engineOptions); }
             catch (Exception e) when (e is XfsWriteException or IOException or UnauthorizedAccessException)
             {
                 stderr.WriteLine($"xfbtree stress: {request.Image}: {e.Message}");
                 return CommandLineHost.ExitUnusable;
+            }
+            if (pending is not null)
+            {
+                stderr.WriteLine($"xfbtree stress: {ImageStateNotices.Replayed(request.Image, pending, fs.Engine.RecordsReplayed)}");
             }
             try
             {

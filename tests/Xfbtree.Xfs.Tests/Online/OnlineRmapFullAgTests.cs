@@ -11,9 +11,9 @@ namespace Xfbtree.Xfs.Tests.Online;
 
 /// <summary>
 /// Online repair of an almost full AG: the AG holding the internal log of a 512 MiB image with 32 AGs (4 KiB blocks)
-/// has 5 free blocks and an empty AGFL, the one of a 512 MiB image with 64 KiB blocks about 50. The new rmapbt is
-/// built in the old tree's blocks (they hold no new record), then free space with the rmapbt's reservation, then
-/// the AGFL; when even that is not enough, the repair says so once, changes nothing and the AG stays healthy.
+/// has 5 free blocks and an empty AGFL, the one of a 512 MiB image with 64 KiB blocks about 50. The new rmapbt takes
+/// free space (with the rmapbt's reservation), then the old tree's blocks (they hold no new record), then the AGFL;
+/// when even that is not enough, the repair says so once, changes nothing and the AG stays healthy.
 /// </summary>
 public sealed class OnlineRmapFullAgTests(ITestOutputHelper output) : IDisposable
 {
@@ -61,7 +61,8 @@ public sealed class OnlineRmapFullAgTests(ITestOutputHelper output) : IDisposabl
         WriteEngineTestSupport.AssertOraclesClean(image, "after the stress run");
     }
 
-    /// <summary>One repair of the almost full AG on its own: the new tree lives in the old tree's block.</summary>
+    /// <summary>One repair of the almost full AG on its own: its free space is all the free list's, so the new tree
+    /// lives in the old tree's block (it failed with "no free space for 1 more blocks of the new rmapbt").</summary>
     [Fact]
     public void OnlineRepairOfTheAlmostFullAgReusesTheOldTreeBlocks()
     {

@@ -57,7 +57,7 @@ public sealed record OnlineRmapRepairResult
     public int NewHeight { get; init; }
     /// <summary>Blocks of the old tree freed (shadow gaps that were neither free space nor new OWN_AG blocks).</summary>
     public long OldBlocksReaped { get; init; }
-    /// <summary>Blocks of the old tree the new tree was built in (they hold no new record; taken before free space).</summary>
+    /// <summary>Blocks of the old tree the new tree was built in (they hold no new record; taken when free space ran out).</summary>
     public long OldBlocksReused { get; init; }
     /// <summary>Live updates replayed into the shadow tree, and live updates ignored (OWN_AG, inodes not yet visited).</summary>
     public long LiveUpdatesApplied { get; init; }
@@ -98,7 +98,7 @@ public sealed record OnlineRmapRepairResult
 /// nothing changed on disk.</item>
 /// <item>Finish, in ONE engine transaction under the AG lock (crash-safe: one journal record), in upstream's steps:
 /// validate (shadow records valid, not free space; the old tree's blocks located); reserve the new tree's blocks
-/// in a fixpoint loop (old tree blocks first, then free space with the rmapbt's reservation, then the AGFL; the
+/// in a fixpoint loop (free space with the rmapbt's reservation, then old tree blocks, then the AGFL; the
 /// free-list fixes skip rmap updates, as OWN_AG is recomputed: bnobt + cntbt + AGFL + new tree; no room:
 /// <see cref="OnlineRepairNoSpaceException"/>); load (bulk load into those blocks); switch the AGF
 /// (<c>AgSpace.InstallRebuiltRmapbt</c>); stop live updates; reap (unused claims and the old tree's remaining
@@ -481,7 +481,7 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
         public long ShadowRecords;
         /// <summary>Blocks that are in no shadow record, not free, not bnobt/cntbt/AGFL: the old tree (and leaks).</summary>
         public required AgBlockBitmap Old;
-        /// <summary>Blocks taken for the new tree: old blocks reused, extents reserved from free space, AGFL blocks.</summary>
+        /// <summary>Blocks taken for the new tree: extents reserved from free space, old blocks reused, AGFL blocks.</summary>
         public readonly List<uint> Claimed = new();
         public long ReusedOld, FromFreeSpace, FromFreeList;
         /// <summary>OWN_AG of the new tree: bnobt + cntbt + AGFL + every claimed block.</summary>
@@ -592,10 +592,11 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
 
     /// <summary>
     /// Step 2 (upstream's xrep_rmap_reserve_space): claims blocks until they cover the geometry of the shadow records
-    /// plus the OWN_AG records, which the claims themselves change (a fixpoint). Sources in order: the old tree's
-    /// blocks (free of every new record, and the tree is rebuilt from the shadow, not read), free space (the
-    /// RMAPBT per-AG reservation is the rmapbt's to use; the free-list fix it makes edits no rmap), the AGFL. When
-    /// they do not suffice: <see cref="OnlineRepairNoSpaceException"/>, nothing changed.
+    /// plus the OWN_AG records, which the claims themselves change (a fixpoint). Sources in order: free space (the
+    /// RMAPBT per-AG reservation is the rmapbt's to use; the free-list fix it makes edits no rmap), so the old tree
+    /// stays whole until the switch; then, in an AG too full for that, the old tree's blocks (free of every new
+    /// record, and the new tree is built from the shadow, never from them); then the AGFL. When they do not
+    /// suffice: <see cref="OnlineRepairNoSpaceException"/>, nothing changed.
     /// </summary>
     private void ReserveNewTreeBlocks(WriteTransaction tx, AgSpace space, NewRmapbt tree)
     {
@@ -625,18 +626,11 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
             }
             // Cover the whole shortfall in this round; the next one only has to cover the OWN_AG records it added.
             long shortfall = tree.Bulk.TotalBlocks - tree.Claimed.Count;
-            foreach (uint b in reusable.TakeLowest(shortfall))
-            {
-                tx.InvalidateFreedBlocks(agno, b, 1); // formatted anew by the loader, never read as the old block
-                tree.Claimed.Add(b);
-                tree.Old.Clear(b, 1);
-                tree.ReusedOld++;
-                shortfall--;
-            }
             while (shortfall > 0)
             {
                 uint want = (uint)Math.Min(shortfall, uint.MaxValue);
                 var request = new AllocationRequest(geo.AgbToFsb(agno, hint), 1, want, AllocationPurpose.RmapBtreeBlock, OnlyAg: agno);
+                List<uint> old;
                 if (space.TryAllocateHere(request, out uint start, out uint length, skipRmapUpdates: true))
                 {
                     if (tree.ShadowBlocks.AnySet(start, length))
@@ -649,6 +643,18 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
                     }
                     tree.FromFreeSpace += length;
                     shortfall -= length;
+                }
+                else if ((old = reusable.TakeLowest(shortfall)).Count > 0)
+                {
+                    foreach (uint b in old)
+                    {
+                        tx.InvalidateFreedBlocks(agno, b, 1); // formatted anew by the loader, never read as the old block
+                        tree.Claimed.Add(b);
+                        reusable.Clear(b, 1); // TakeLowest only reads: each block is claimed once
+                        tree.Old.Clear(b, 1);
+                    }
+                    tree.ReusedOld += old.Count;
+                    shortfall -= old.Count;
                 }
                 else if (space.TryTakeFreeListBlockForRebuiltRmapbt(out uint agflBlock))
                 {
@@ -671,6 +677,13 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
     private void LoadNewTree(WriteTransaction tx, NewRmapbt tree)
     {
         tree.Claimed.Sort();
+        for (int i = 1; i < tree.Claimed.Count; i++)
+        {
+            if (tree.Claimed[i] == tree.Claimed[i - 1])
+            {
+                throw new InvalidOperationException($"AG {agno}: block {tree.Claimed[i]} was claimed twice for the new rmapbt");
+            }
+        }
         var staged = new BtreeRootValue(BtreeHeader.NullPointer, 1);
         var newTree = new Btree<RmapbtOps>(new RmapbtOps(false, agLength), tx.AgStore(agno, null, null), staged, geo.MetaUuid, agno,
             XfsTreeLimits.MaxRecords(geo, AgfTree.Rmapbt));
