@@ -73,7 +73,7 @@ public sealed class OnlineRmapReapTests(ITestOutputHelper output) : IDisposable
         output.WriteLine(stdout + stderr);
         Assert.True(rc == 0, $"stress exit {rc}\n{stdout}\n{stderr}");
         Assert.Contains("health: healthy at the start; 0 Corrupt outcomes; no AG sick at the end", stdout, StringComparison.Ordinal);
-        Assert.Matches(@"online-repair repairs=[1-9]\d* applied=\d+ ignored=\d+ mismatches=0", stdout);
+        Assert.Matches(@"online-repair repairs=[1-9]\d* applied=\d+ ignored=\d+ mismatches=0 skipped=0", stdout);
         WriteEngineTestSupport.AssertOraclesClean(image, "after the stress run");
     }
 

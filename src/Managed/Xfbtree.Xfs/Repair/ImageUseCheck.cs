@@ -92,12 +92,16 @@ public static class ImageUseCheck
     public static string? InUseBy(string imagePath)
     {
         ArgumentNullException.ThrowIfNull(imagePath);
+        if (!File.Exists(imagePath))
+        {
+            return null; // the caller's open reports a missing file or a directory in its own words
+        }
         IReadOnlyList<string> loops = LoopDevicesBacking(imagePath);
         if (loops.Count > 0)
         {
             return $"through {string.Join(", ", loops)}: mounted or attached";
         }
-        if (OperatingSystem.IsLinux() && File.Exists(imagePath) && Xfbtree.Native.ImageFileLock.IsHeldByAWriter(imagePath))
+        if (OperatingSystem.IsLinux() && Xfbtree.Native.ImageFileLock.IsHeldByAWriter(imagePath))
         {
             return "another xfbtree writer (io, stress or a repair) holds it";
         }
