@@ -532,7 +532,14 @@ public sealed class WriteEngine : IDisposable
         }
         long daddr = Geometry.AgBlockToDaddr(Geometry.FsbToAgno(fsbno), Geometry.FsbToAgbno(fsbno));
         ReadRaw(disk, daddr, destination);
+        Interlocked.Add(ref dataBlocksRead, blocks);
     }
+
+    private long dataBlocksRead;
+
+    /// <summary>File-data blocks read from the image since open (a test hook: reads must scale with the data
+    /// they return, never with the holes they cover).</summary>
+    internal long DataBlocksRead => Interlocked.Read(ref dataBlocksRead);
 
     internal static void ReadRaw(DiskBufferTarget target, long daddr, Span<byte> destination)
     {
@@ -846,12 +853,7 @@ public sealed class EngineAg
     internal long PublishedReserve(AllocationPurpose purpose)
     {
         AgSummary s = summary;
-        long reserved = purpose switch
-        {
-            AllocationPurpose.RefcountBtreeBlock or AllocationPurpose.InodeBtreeBlock => s.RmapReserved,
-            AllocationPurpose.RmapBtreeBlock => s.MetadataReserved,
-            _ => s.MetadataReserved + s.RmapReserved,
-        };
+        long reserved = Space.AgReservations.ForPurpose(Engine.Geometry, purpose, s.MetadataReserved, s.RmapReserved);
         return reserved + s.MinFreeList - Math.Min(s.FlCount, s.MinFreeList);
     }
 

@@ -48,6 +48,25 @@ public sealed class FileOperations
         });
     }
 
+    /// <summary>
+    /// Fails with NoSpace, changing nothing, unless free space outside the reservations could take a write of
+    /// <paramref name="length"/> bytes at <paramref name="offset"/> now: the holes it would fill, the shared blocks
+    /// it would copy, the old EOF block and the worst-case bmbt growth (the check each <see cref="Write"/> makes for
+    /// itself, made for the whole range before a write split into several operations starts).
+    /// </summary>
+    public void EnsureWriteSpace(ulong ino, long offset, long length)
+    {
+        CheckRange(offset, length, "write");
+        if (length == 0) return;
+        var inode = Engine.GetInode(ino);
+        Engine.Execute("write", tx =>
+        {
+            var edit = FileEdit.Begin(tx, inode);
+            // The old EOF block may be zeroed (a copy when shared) when the write starts past it.
+            edit.EnsureSpaceFor(offset, offset + length, allocateHoles: true, extra: offset > edit.Size ? edit.BlockSize : 0);
+        });
+    }
+
     /// <summary>Reads up to <paramref name="buffer"/>.Length bytes at <paramref name="offset"/> (holes and unwritten
     /// ranges read as zeros; stops at EOF). Returns the bytes read.</summary>
     public int Read(ulong ino, long offset, Span<byte> buffer)
@@ -82,6 +101,61 @@ public sealed class FileOperations
                 }
             }
             return n;
+        }
+    }
+
+    /// <summary>Largest piece of data <see cref="ReadInto"/> reads at once (its only buffer).</summary>
+    public const int ReadPiece = 1 << 20;
+
+    /// <summary>
+    /// Streams [<paramref name="offset"/>, +<paramref name="length"/>), capped at EOF, into <paramref name="sink"/> in
+    /// file order: written extents as bytes (read in pieces of at most <see cref="ReadPiece"/>), holes and unwritten
+    /// extents as zero lengths without reading or materialising anything. The inode is read-locked for the whole
+    /// call. Returns the bytes covered (0 at or past EOF).
+    /// </summary>
+    public long ReadInto(ulong ino, long offset, long length, IFileReadSink sink)
+    {
+        ArgumentNullException.ThrowIfNull(sink);
+        CheckRange(offset, 0, "read");
+        if (length < 0) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"read: negative length {length}");
+        var inode = Engine.GetInode(ino);
+        using (Engine.LockInodeForRead(inode))
+        {
+            CheckRegular(inode);
+            long size = InodeFields.Size(inode.Core);
+            if (offset >= size || length == 0) return 0;
+            long end = offset + Math.Min(length, size - offset);
+            var extents = ReadExtentsLocked(inode);
+            int bs = Engine.Geometry.BlockSize;
+            ulong first = (ulong)(offset / bs), last = (ulong)((end - 1) / bs);
+            byte[]? buffer = null;
+            long pos = offset;
+            foreach (var piece in extents.MappingsIn(first, last - first + 1))
+            {
+                long pieceStart = Math.Max((long)piece.StartOffset * bs, offset);
+                long pieceEnd = Math.Min((long)(piece.StartOffset + piece.BlockCount) * bs, end);
+                if (pieceStart > pos) sink.Zeros(pos, pieceStart - pos);
+                pos = pieceStart;
+                if (piece.Unwritten)
+                {
+                    sink.Zeros(pos, pieceEnd - pos);
+                    pos = pieceEnd;
+                    continue;
+                }
+                buffer ??= new byte[Math.Max(bs, ReadPiece / bs * bs)];
+                while (pos < pieceEnd)
+                {
+                    long fileBlock = pos / bs, blockStart = fileBlock * bs;
+                    int blocks = (int)Math.Min(buffer.Length / bs, (pieceEnd - blockStart + bs - 1) / bs);
+                    Engine.ReadData(piece.StartBlock + (ulong)fileBlock - piece.StartOffset, buffer.AsSpan(0, blocks * bs));
+                    int skip = (int)(pos - blockStart);
+                    int take = (int)Math.Min((long)blocks * bs - skip, pieceEnd - pos);
+                    sink.Data(pos, buffer.AsSpan(skip, take));
+                    pos += take;
+                }
+            }
+            if (pos < end) sink.Zeros(pos, end - pos);
+            return end - offset;
         }
     }
 
