@@ -234,9 +234,9 @@ public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRead
                         done += n;
                     }
                 }
-                catch (XfsWriteException e)
+                catch (Exception e) when (e is XfsWriteException or IOException)
                 {
-                    throw new XfsWriteException(e.Kind, done == 0
+                    throw new XfsWriteException(e is XfsWriteException w ? w.Kind : WriteErrorKind.Io, done == 0
                         ? $"nothing written: {e.Message}"
                         : $"short write: {done} of {length} bytes written at offset {offset} (bytes [{offset}, {offset + done}) are in the file, the rest is not): {e.Message}", e);
                 }

@@ -73,13 +73,25 @@ internal static class AgReservations
     /// for a bmbt split.</summary>
     public const int AllocSetAsidePerAg = 4 + 4;
 
+    /// <summary>xfs_default_resblks: the reserve pool a read-write mount takes from the free-block counter (5 % of
+    /// the data blocks, at most 8192).</summary>
+    public static ulong ReservePool(XfsGeometry geo) => Math.Min(geo.Superblock.DataBlocks / 20, 8192);
+
     /// <summary>
     /// Blocks of one AG that allocations charged to the kernel's free-block counter must leave on top of the pools,
-    /// so that the kernel's mount-time reservation (which hides the pools from that counter after its set-aside)
-    /// succeeds: <see cref="AllocSetAsidePerAg"/>, plus the rmapbt root (rmap_blocks counts it, the RMAPBT pool is
-    /// hidden whole, but agf_btreeblks and so the free-block counter leave every root out).
+    /// so that the kernel's mount succeeds without a warning. At mount the kernel takes, from that counter less
+    /// <see cref="AllocSetAsidePerAg"/> per AG, first its reserve pool (<see cref="ReservePool"/>), then each AG's
+    /// hidden pools (METADATA less its used blocks, RMAPBT whole) -- each AG's wholly from the counter or wholly
+    /// from the reserve pool, so a counter short by a few blocks fails ("Per-AG reservation for AG n failed",
+    /// "Reserve blocks depleted"). Kept per AG: <see cref="AllocSetAsidePerAg"/>, the AG's share of the reserve pool
+    /// (rounded up), and the rmapbt root (rmap_blocks counts it but agf_btreeblks, and so the counter, does not).
     /// </summary>
-    public static long SetAside(XfsGeometry geo) => AllocSetAsidePerAg + (geo.Superblock.HasRmapbt ? 1 : 0);
+    public static long SetAside(XfsGeometry geo)
+    {
+        uint agCount = geo.AgCount;
+        long poolShare = (long)((ReservePool(geo) + agCount - 1) / agCount);
+        return AllocSetAsidePerAg + poolShare + (geo.Superblock.HasRmapbt ? 1 : 0);
+    }
 
     /// <summary>xfs_ag_resv_needed plus <see cref="SetAside"/>: the blocks an allocation for
     /// <paramref name="purpose"/> must leave free in the AG (besides the free list's own needs).</summary>
