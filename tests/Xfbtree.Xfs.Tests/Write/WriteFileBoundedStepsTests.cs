@@ -125,6 +125,64 @@ public sealed class WriteFileBoundedStepsTests(ITestOutputHelper output)
         WriteFileHarness.AssertClean(image);
     }
 
+    /// <summary>A punch whose write fails in a middle step says exactly which file blocks its earlier steps
+    /// unmapped, and after the journal replay the file holds exactly that (the failing step's record is replayed
+    /// too when it was complete, and the message says so).</summary>
+    [Fact]
+    public void ASplitOperationThatFailsPartWaySaysWhatItsStepsDid()
+    {
+        using var scratch = new RepairScratch();
+        string probe = scratch.CopyFixture("fresh-4ag");
+        string image = scratch.Copy(probe, "faulted.img");
+        const int extents = 40;
+        int bs = 0;
+        void Fragmented(XfsFileSystem fs)
+        {
+            bs = fs.Engine.Geometry.BlockSize;
+            fs.Create("/f");
+            for (int i = 0; i < extents; i++) fs.Write("/f", 2L * i * bs, new byte[] { 7 });
+        }
+
+        // The writes of the whole punch, counted on one copy; the fault goes half way through them on the other.
+        var counter = new WriteFaultInjector(int.MaxValue, () => { });
+        int before, after;
+        using (var fs = XfsFileSystem.Open(probe, WriteFileHarness.Options with { StepPieces = 4, Faults = counter }))
+        {
+            Fragmented(fs);
+            before = counter.Writes;
+            fs.PunchHole("/f", 0, 2L * extents * bs);
+            after = counter.Writes;
+        }
+        var faults = new WriteFaultInjector(before + (after - before) / 2, () => { });
+        XfsWriteException failure;
+        var fs2 = XfsFileSystem.Open(image, WriteFileHarness.Options with { StepPieces = 4, Faults = faults });
+        try
+        {
+            Fragmented(fs2);
+            failure = Assert.Throws<XfsWriteException>(() => fs2.PunchHole("/f", 0, 2L * extents * bs));
+        }
+        finally
+        {
+            fs2.Dispose(); // a crash: the next open replays the journal
+        }
+        output.WriteLine(failure.Message);
+        var m = System.Text.RegularExpressions.Regex.Match(failure.Message,
+            @"^punch stopped part way \(the partial blocks at the ends are zeroed; file blocks \[0, (\d+)\) unmapped, from \d+ on not(; the failing step's journal record is complete, so the next open also applies that step)?\): ");
+        Assert.True(m.Success, failure.Message);
+        ulong unmapped = ulong.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        Assert.InRange(unmapped, 1UL, 2UL * extents - 2);
+        using (var fs = XfsFileSystem.Open(image, WriteFileHarness.Options))
+        {
+            ulong left = (ulong)fs.Stat("/f").DataExtents;
+            ulong expected = (ulong)extents - (unmapped + 1) / 2;
+            if (m.Groups[2].Success) Assert.InRange(left, expected - 4, expected - 1); // the failing step of 4 mappings replayed
+            else Assert.Equal(expected, left);
+            AssertInvariants(fs.Engine, "after the replay");
+            fs.Close();
+        }
+        WriteFileHarness.AssertClean(image);
+    }
+
     static void AssertNothingShared(XfsFileSystem fs)
     {
         var geo = fs.Engine.Geometry;

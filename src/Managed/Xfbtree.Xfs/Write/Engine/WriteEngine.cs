@@ -303,6 +303,10 @@ public sealed class WriteEngine : IDisposable
     /// <summary>A commit failed after its journal record was durable: memory no longer mirrors the image.</summary>
     internal void Fail(string why) => failure ??= why;
 
+    /// <summary>True once a commit failed after its journal record was durable: the engine refuses every call,
+    /// and that record is replayed at the next open.</summary>
+    internal bool HasFailed => failure is not null;
+
     // ------------------------------------------------------------------ inodes
 
     /// <summary>The in-core inode of <paramref name="ino"/> (read and verified on first use, then cached).

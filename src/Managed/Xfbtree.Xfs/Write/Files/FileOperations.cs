@@ -174,7 +174,8 @@ public sealed class FileOperations
         bool first = true, finished = false;
         while (!finished)
         {
-            (finished, pos) = Engine.Execute("fallocate", tx =>
+            ulong from = (ulong)(offset / bs);
+            (finished, pos) = Step("fallocate", !first, () => $"unwritten extents cover the holes of file blocks [{from}, {pos}), not those from {pos} on; the size is unchanged", tx =>
             {
                 var edit = FileEdit.Begin(tx, inode);
                 long oldSize = edit.Size;
@@ -214,10 +215,10 @@ public sealed class FileOperations
         long end = offset + length;
         int bs = Engine.Geometry.BlockSize;
         long firstWhole = RoundUp(offset, bs), endWhole = end / bs * bs;
-        Engine.Execute("punch", tx =>
+        // Partial blocks at the ends are zeroed (a CoW when shared) in the first step, with the first stretch of
+        // whole blocks, so that a range of one step stays one transaction.
+        UnmapInSteps(inode, "punch", (ulong)(firstWhole / bs), (ulong)(Math.Max(firstWhole, endWhole) / bs), "the partial blocks at the ends are zeroed", edit =>
         {
-            var edit = FileEdit.Begin(tx, inode);
-            // Partial blocks at the ends are zeroed (a CoW when shared).
             edit.EnsureSpaceFor(offset, Math.Min(end, firstWhole), allocateHoles: false, extra: 2 * bs);
             if (firstWhole >= endWhole)
             {
@@ -228,30 +229,56 @@ public sealed class FileOperations
                 if (offset < firstWhole) edit.Modify(offset, firstWhole, null, ModifyMode.Zero);
                 if (endWhole < end) edit.Modify(endWhole, end, null, ModifyMode.Zero);
             }
-            edit.Touch();
-            edit.Finish();
+            return firstWhole < endWhole;
         });
-        if (firstWhole < endWhole) UnmapInSteps(inode, "punch", (ulong)(firstWhole / bs), (ulong)(endWhole / bs));
+    }
+
+    /// <summary>Runs one step of an operation split into several transactions. A failure after earlier steps
+    /// committed is reported with exactly what those steps did (<paramref name="done"/>), as write(2) reports a
+    /// short count: they stay.</summary>
+    T Step<T>(string operation, bool afterEarlierSteps, Func<string> done, Func<WriteTransaction, T> body)
+    {
+        try
+        {
+            return Engine.Execute(operation, body);
+        }
+        catch (Exception e) when (afterEarlierSteps && e is XfsWriteException or IOException)
+        {
+            var kind = e is XfsWriteException w ? w.Kind : WriteErrorKind.Io;
+            // A step whose record was durable before its failure is replayed at the next open: then it is done too.
+            string failedStep = Engine.HasFailed ? "; the failing step's journal record is complete, so the next open also applies that step" : "";
+            throw new XfsWriteException(kind, $"{operation} stopped part way ({done()}{failedStep}): {e.Message}", e);
+        }
     }
 
     /// <summary>Unmaps (frees, or drops the references of) the mapped blocks of file blocks [first, stop) in
-    /// transactions of at most <see cref="StepPieces"/> mappings, skipping holes without work.</summary>
-    void UnmapInSteps(IncoreInode inode, string operation, ulong first, ulong stop)
+    /// transactions of at most <see cref="StepPieces"/> mappings, skipping holes without work. The first transaction
+    /// runs <paramref name="prelude"/> (the operation's other changes) before its stretch, so a range of one step is
+    /// one transaction, all or nothing; it returns false when nothing is to be unmapped after all.
+    /// <paramref name="before"/> says what the prelude did, for a failure report.</summary>
+    void UnmapInSteps(IncoreInode inode, string operation, ulong first, ulong stop, string before, Func<FileEdit, bool> prelude)
     {
-        for (ulong pos = first; pos < stop;)
+        ulong pos = first;
+        bool firstStep = true;
+        do
         {
-            pos = Engine.Execute(operation, tx =>
+            pos = Step(operation, !firstStep, () => $"{before}; file blocks [{first}, {pos}) unmapped, from {pos} on not", tx =>
             {
                 var edit = FileEdit.Begin(tx, inode);
-                var (from, to) = NextStep(edit.Fork.Extents, pos, stop, Engine.Options.StepPieces, ulong.MaxValue);
-                if (from >= to) return stop;
-                edit.EnsureSpaceFor(0, 0, allocateHoles: false);
-                edit.Unmap(from, to - from);
+                bool unmap = !firstStep || prelude(edit);
+                var (from, to) = unmap ? NextStep(edit.Fork.Extents, pos, stop, Engine.Options.StepPieces, ulong.MaxValue) : (stop, stop);
+                if (from < to)
+                {
+                    edit.EnsureSpaceFor(0, 0, allocateHoles: false);
+                    edit.Unmap(from, to - from);
+                }
                 edit.Touch();
                 edit.Finish();
                 return to;
             });
+            firstStep = false;
         }
+        while (pos < stop);
     }
 
     /// <summary>
@@ -280,9 +307,11 @@ public sealed class FileOperations
         CheckRange(size, 0, "truncate");
         var inode = Engine.GetInode(ino);
         int bs = Engine.Geometry.BlockSize;
-        bool shrunk = Engine.Execute("truncate", tx =>
+        // The size, the new EOF block and the first stretch of blocks past it are the first step (one transaction
+        // when the blocks past EOF fit one step); the rest of the blocks past EOF follow in steps. Only a shrink
+        // frees blocks (post-EOF preallocation included), as before the split.
+        UnmapInSteps(inode, "truncate", (ulong)(RoundUp(size, bs) / bs), BmbtExtent.MaxFileOffset, $"the size is {size}; blocks past it stay allocated until freed", edit =>
         {
-            var edit = FileEdit.Begin(tx, inode);
             long old = edit.Size;
             if (size < old)
             {
@@ -295,12 +324,8 @@ public sealed class FileOperations
                 edit.ZeroEofTail(old, size);
             }
             edit.Size = size;
-            edit.Touch();
-            edit.Finish();
-            return size <= old;
+            return size < old;
         });
-        // Everything past the new EOF goes, post-EOF preallocation included (also when the size did not change).
-        if (shrunk) UnmapInSteps(inode, "truncate", (ulong)(RoundUp(size, bs) / bs), BmbtExtent.MaxFileOffset);
     }
 
     /// <summary>Shares the blocks of src [srcOffset, +length) into dst at dstOffset (block-aligned; length may end at
@@ -330,7 +355,7 @@ public sealed class FileOperations
         bool first = true, finished = false;
         while (!finished)
         {
-            (finished, ulong next) = Engine.Execute("reflink", tx =>
+            (finished, ulong next) = Step("reflink", !first, () => $"destination file blocks [{db}, {db + done}) share the source's, those from {db + done} on are unchanged, and so is the size", tx =>
             {
                 tx.LockInodes(src, dst);
                 var s = FileEdit.Begin(tx, src, alreadyLocked: true);
@@ -393,7 +418,8 @@ public sealed class FileOperations
         ulong pos = (ulong)(offset / bs);
         while (true)
         {
-            ulong next = Engine.Execute("unshare", tx =>
+            ulong start = (ulong)(offset / bs);
+            ulong next = Step("unshare", pos > start, () => $"file blocks [{start}, {pos}) are unshared, from {pos} on not; no byte of the file changed", tx =>
             {
                 var edit = FileEdit.Begin(tx, inode);
                 if (!edit.Reflink || length == 0) return ulong.MaxValue;
