@@ -13,6 +13,8 @@ public sealed class Crc64 : IFileReadSink
 {
     private const ulong Polynomial = 0xC96C5795D7870F42UL;
     private static readonly ulong[] Table = BuildTable();
+    // Slicing by 8: Slices[k][b] is the register contribution of byte b followed by k zero bytes.
+    private static readonly ulong[][] Slices = BuildSlices();
     // ZeroPowers[k]: the register map of 2^k zero bytes, as the images of the 64 single-bit registers.
     private static readonly ulong[][] ZeroPowers = BuildZeroPowers();
     private ulong register = ulong.MaxValue;
@@ -27,12 +29,22 @@ public sealed class Crc64 : IFileReadSink
     public void Append(ReadOnlySpan<byte> bytes)
     {
         ulong r = register;
-        foreach (byte b in bytes)
+        int length = bytes.Length;
+        ReadOnlySpan<byte> rest = bytes;
+        ulong[] t0 = Slices[0], t1 = Slices[1], t2 = Slices[2], t3 = Slices[3], t4 = Slices[4], t5 = Slices[5], t6 = Slices[6], t7 = Slices[7];
+        while (rest.Length >= 8)
+        {
+            r ^= System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(rest);
+            r = t7[(byte)r] ^ t6[(byte)(r >> 8)] ^ t5[(byte)(r >> 16)] ^ t4[(byte)(r >> 24)]
+                ^ t3[(byte)(r >> 32)] ^ t2[(byte)(r >> 40)] ^ t1[(byte)(r >> 48)] ^ t0[(byte)(r >> 56)];
+            rest = rest[8..];
+        }
+        foreach (byte b in rest)
         {
             r = Table[(byte)(r ^ b)] ^ (r >> 8);
         }
         register = r;
-        Length += bytes.Length;
+        Length += length;
     }
 
     /// <summary>Appends <paramref name="count"/> zero bytes in O(log count) without materialising them.</summary>
@@ -81,6 +93,23 @@ public sealed class Crc64 : IFileReadSink
             table[i] = c;
         }
         return table;
+    }
+
+    private static ulong[][] BuildSlices()
+    {
+        var slices = new ulong[8][];
+        slices[0] = Table;
+        for (int k = 1; k < 8; k++)
+        {
+            var previous = slices[k - 1];
+            var slice = new ulong[256];
+            for (int i = 0; i < 256; i++)
+            {
+                slice[i] = Table[(byte)previous[i]] ^ (previous[i] >> 8);
+            }
+            slices[k] = slice;
+        }
+        return slices;
     }
 
     private static ulong[][] BuildZeroPowers()

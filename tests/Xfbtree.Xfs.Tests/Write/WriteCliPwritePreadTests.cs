@@ -79,6 +79,23 @@ public sealed class WriteCliPwritePreadTests(ITestOutputHelper output)
         check.Append("123456789"u8);
         Assert.Equal(0x995DC9BBDF1939FAUL, check.Value);
         var rnd = new Random(5);
+        // Against a bit-by-bit reference (the definition), at every alignment of the 8-byte fast path.
+        for (int length = 0; length < 70; length++)
+        {
+            var bytes = new byte[length];
+            rnd.NextBytes(bytes);
+            ulong reference = ulong.MaxValue;
+            foreach (byte b in bytes)
+            {
+                reference ^= b;
+                for (int bit = 0; bit < 8; bit++) reference = (reference & 1) != 0 ? (reference >> 1) ^ 0xC96C5795D7870F42UL : reference >> 1;
+            }
+            var split = new Crc64();
+            int cut = length / 3;
+            split.Append(bytes.AsSpan(0, cut));
+            split.Append(bytes.AsSpan(cut));
+            Assert.Equal(~reference, split.Value);
+        }
         foreach (long zeros in new long[] { 0, 1, 7, 8, 63, 64, 4096, 65537, 1 << 20, 3_000_001 })
         {
             var prefix = new byte[rnd.Next(0, 100)];
