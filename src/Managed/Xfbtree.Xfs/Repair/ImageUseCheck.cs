@@ -72,9 +72,7 @@ public static class ImageUseCheck
     {
         try
         {
-            var info = new FileInfo(Path.GetFullPath(path));
-            FileSystemInfo? resolved = info.LinkTarget is null ? null : info.ResolveLinkTarget(returnFinalTarget: true);
-            return resolved?.FullName ?? info.FullName;
+            return RealPath(path);
         }
         catch (IOException)
         {
@@ -106,5 +104,39 @@ public static class ImageUseCheck
             return "another xfbtree writer (io, stress or a repair) holds it";
         }
         return null;
+    }
+
+    /// <summary>
+    /// realpath(3): the absolute path of <paramref name="path"/> with every symbolic link resolved, in the directory
+    /// components as well as the last one, so that every name of one file gives one string. Throws IOException on a
+    /// link loop (more than 40 links, as the kernel's ELOOP).
+    /// </summary>
+    public static string RealPath(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        int links = 0;
+        return Resolve(Path.GetFullPath(path), ref links);
+    }
+
+    static string Resolve(string full, ref int links)
+    {
+        string root = Path.GetPathRoot(full) ?? "/";
+        string current = root;
+        foreach (string part in full[root.Length..].Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries))
+        {
+            string next = Path.Combine(current, part);
+            var info = new FileInfo(next);
+            if (info.LinkTarget is { } target)
+            {
+                if (++links > 40)
+                {
+                    throw new IOException($"{full}: too many levels of symbolic links");
+                }
+                // A relative target is relative to the link's directory, which is already resolved.
+                next = Resolve(Path.GetFullPath(target, current), ref links);
+            }
+            current = next;
+        }
+        return current;
     }
 }

@@ -11,7 +11,7 @@ public sealed record WriteEngineOptions
 {
     /// <summary>Buffer cache size for metadata.</summary>
     public long CacheBytes { get; init; } = 64L << 20;
-    /// <summary>Journal file; default: the image path + ".xfbtree-journal".</summary>
+    /// <summary>Journal file; default: <see cref="WriteEngine.DefaultJournalPath"/> (the resolved image path + ".xfbtree-journal").</summary>
     public string? JournalPath { get; init; }
     /// <summary>fsync the journal at every commit (crash safety). Tests and benchmarks may turn it off.</summary>
     public bool SyncCommits { get; init; } = true;
@@ -19,6 +19,11 @@ public sealed record WriteEngineOptions
     public long CheckpointBytes { get; init; } = 64L << 20;
     /// <summary>Test-only crash points (see <see cref="WriteFaultInjector"/>).</summary>
     internal WriteFaultInjector? Faults { get; init; }
+    /// <summary>Mappings one step of a split operation (punch, truncate, reflink, unshare) covers at most
+    /// (internal: tests make it small to see the steps).</summary>
+    internal int StepPieces { get; init; } = Files.FileOperations.StepPieces;
+    /// <summary>Bytes of shared data one unshare step copies at most (internal, as <see cref="StepPieces"/>).</summary>
+    internal int UnshareStepBytes { get; init; } = Files.FileOperations.UnshareStepBytes;
 }
 
 /// <summary>
@@ -59,6 +64,15 @@ public sealed class WriteEngine : IDisposable
         }
     }
 
+    /// <summary>The journal of an image: beside the file the path names after every symbolic link is resolved
+    /// (realpath) + ".xfbtree-journal", so that every name of the image (a symlink, a relative path) finds the
+    /// journal a crash left.</summary>
+    public static string DefaultJournalPath(string imagePath)
+    {
+        ArgumentNullException.ThrowIfNull(imagePath);
+        return ImageUseCheck.RealPath(imagePath) + ".xfbtree-journal";
+    }
+
     /// <summary>Opens <paramref name="imagePath"/> for writing. Throws <see cref="XfsWriteException"/> (Busy, NotSupported, Corrupt, Io).</summary>
     public static WriteEngine Open(string imagePath, WriteEngineOptions? options = null)
     {
@@ -75,7 +89,9 @@ public sealed class WriteEngine : IDisposable
         }
         try
         {
-            RmapRepairPreconditions.BeforeOpen(imagePath, willWrite: true);
+            // The write engine has no read-only mode to offer: writing is what it is for.
+            RmapRepairPreconditions.BeforeOpen(imagePath, willWrite: true,
+                readOnlyAdvice: "make it writable (chmod u+w) to change it; xfbtree rmap check only reads");
         }
         catch (XfsFormatException e)
         {
@@ -231,13 +247,6 @@ public sealed class WriteEngine : IDisposable
     private const ushort QuotaAccountingBits = 0x0001 | 0x0008 | 0x0040;
     private const int IcountOffset = 128, IfreeOffset = 136;
 
-    /// <summary>Where the engine keeps the journal of <paramref name="imagePath"/> unless told otherwise.</summary>
-    public static string DefaultJournalPath(string imagePath)
-    {
-        ArgumentNullException.ThrowIfNull(imagePath);
-        return imagePath + ".xfbtree-journal";
-    }
-
     /// <summary>
     /// The engine journal a writer left beside <paramref name="imagePath"/> without closing cleanly (a crash, a
     /// kill), or null when there is none (a clean close removes it) or it names another filesystem. Its committed
@@ -325,6 +334,10 @@ public sealed class WriteEngine : IDisposable
 
     /// <summary>A commit failed after its journal record was durable: memory no longer mirrors the image.</summary>
     internal void Fail(string why) => failure ??= why;
+
+    /// <summary>True once a commit failed after its journal record was durable: the engine refuses every call,
+    /// and that record is replayed at the next open.</summary>
+    internal bool HasFailed => failure is not null;
 
     // ------------------------------------------------------------------ inodes
 
@@ -571,7 +584,39 @@ public sealed class WriteEngine : IDisposable
         }
         long daddr = Geometry.AgBlockToDaddr(Geometry.FsbToAgno(fsbno), Geometry.FsbToAgbno(fsbno));
         ReadRaw(disk, daddr, destination);
+        Interlocked.Add(ref dataBlocksRead, blocks);
     }
+
+    private long dataBlocksRead;
+    private long largestRecordBytes;
+
+    /// <summary>Bytes of the largest journal record committed since open (a test hook: operations over huge ranges
+    /// must split into bounded transactions, and a transaction's data and blocks are held in memory until its
+    /// commit, so this bounds the memory of every operation too).</summary>
+    internal long LargestRecordBytes => Interlocked.Read(ref largestRecordBytes);
+
+    private long committedRecords;
+
+    /// <summary>Journal records committed since open (a test hook: a split operation commits one per step).</summary>
+    internal long CommittedRecords => Interlocked.Read(ref committedRecords);
+
+    internal void NoteRecord(List<JournalEntry> entries)
+    {
+        Interlocked.Increment(ref committedRecords);
+        long bytes = 0;
+        foreach (JournalEntry entry in entries)
+        {
+            bytes += entry.Bytes.Length;
+        }
+        long seen;
+        while (bytes > (seen = Interlocked.Read(ref largestRecordBytes)) && Interlocked.CompareExchange(ref largestRecordBytes, bytes, seen) != seen)
+        {
+        }
+    }
+
+    /// <summary>File-data blocks read from the image since open (a test hook: reads must scale with the data
+    /// they return, never with the holes they cover).</summary>
+    internal long DataBlocksRead => Interlocked.Read(ref dataBlocksRead);
 
     internal static void ReadRaw(DiskBufferTarget target, long daddr, Span<byte> destination)
     {
@@ -892,12 +937,7 @@ public sealed class EngineAg
     internal long PublishedReserve(AllocationPurpose purpose)
     {
         AgSummary s = summary;
-        long reserved = purpose switch
-        {
-            AllocationPurpose.RefcountBtreeBlock or AllocationPurpose.InodeBtreeBlock => s.RmapReserved,
-            AllocationPurpose.RmapBtreeBlock => s.MetadataReserved,
-            _ => s.MetadataReserved + s.RmapReserved,
-        };
+        long reserved = Space.AgReservations.ForPurpose(Engine.Geometry, purpose, s.MetadataReserved, s.RmapReserved);
         return reserved + s.MinFreeList - Math.Min(s.FlCount, s.MinFreeList);
     }
 

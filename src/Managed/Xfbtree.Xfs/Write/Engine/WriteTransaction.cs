@@ -564,6 +564,7 @@ public sealed class WriteTransaction : IDisposable
             ReleaseAll(commit: true);
             return;
         }
+        engine.NoteRecord(entries);
         void Publish()
         {
             foreach (var (agno, summary) in summaries)

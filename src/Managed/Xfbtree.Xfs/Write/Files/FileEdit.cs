@@ -187,11 +187,12 @@ internal sealed class FileEdit
         return _tx.Allocate(new AllocationRequest(hint, 1, max, AllocationPurpose.FileData));
     }
 
-    /// <summary>Unwritten extents over the holes of [start, end) (bytes, rounded out to blocks).</summary>
-    public void Preallocate(long start, long end)
+    /// <summary>Unwritten extents over the holes of file blocks [first, stop), at most
+    /// <paramref name="maxAllocations"/> allocations; returns the block where it stopped (stop when done).</summary>
+    public ulong Preallocate(ulong first, ulong stop, int maxAllocations)
     {
-        ulong first = (ulong)(start / BlockSize), stop = (ulong)((end + BlockSize - 1) / BlockSize);
         ulong p = first;
+        int allocations = 0;
         while (p < stop)
         {
             if (Extents.Lookup(p, out var m, out ulong hole))
@@ -202,12 +203,14 @@ internal sealed class FileEdit
             ulong n = Math.Min(hole, stop - p);
             while (n > 0)
             {
+                if (allocations++ == maxAllocations) return p;
                 var got = Allocate(Hint(p), n);
                 Map(new BmbtExtent(p, got.Fsbno, got.Length, Unwritten: true));
                 p += got.Length;
                 n -= got.Length;
             }
         }
+        return stop;
     }
 
     /// <summary>
