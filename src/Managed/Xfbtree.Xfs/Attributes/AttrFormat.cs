@@ -75,8 +75,10 @@ public static class AttrFormat
     /// <summary>Bytes of a leaf name entry holding its value locally: valuelen u16, namelen u8, name, value, rounded up to 4.</summary>
     public static int LocalNameSize(int nameLength, int valueLength) => (3 + nameLength + valueLength + 3) & ~3;
 
-    /// <summary>Bytes of a leaf name entry whose value lives in remote blocks: valueblk u32, valuelen u32, namelen u8, name, rounded up to 4.</summary>
-    public static int RemoteNameSize(int nameLength) => (9 + nameLength + 3) & ~3;
+    /// <summary>Bytes of a leaf name entry whose value lives in remote blocks: valueblk u32, valuelen u32, namelen u8,
+    /// name. The on-disk rule counts 11 bytes before the name (the old padded struct size less one, kept for
+    /// compatibility), rounded up to 4.</summary>
+    public static int RemoteNameSize(int nameLength) => (11 + nameLength + 3) & ~3;
 
     /// <summary>A value is local in a leaf when its local entry is smaller than three quarters of the block
     /// (xfs_attr_leaf_newentsize with xfs_attr_leaf_entsize_local_max).</summary>

@@ -203,6 +203,28 @@ public sealed class AttributeOperations
         return Convert.ToHexStringLower(sha.GetHashAndReset());
     }
 
+    /// <summary>The form of the inode's attr fork: "none", "shortform", "leaf" or "node" (for stat and tests).</summary>
+    public string DescribeForm(ulong ino)
+    {
+        var inode = Engine.GetInode(ino);
+        string form = "none";
+        Engine.Execute("stat attr fork", tx =>
+        {
+            tx.LockInodes(inode);
+            CheckInUse(inode);
+            var core = inode.Core;
+            if (InodeFields.ForkOffset(core) == 0) { form = "none"; return; }
+            if (InodeFields.Format(core, attr: true) == ForkFormat.Local) { form = "shortform"; return; }
+            var fork = FileFork.Load(tx, inode, attr: true);
+            if (fork.Extents.Count == 0) { form = "none"; return; }
+            var block = new byte[Geo.BlockSize];
+            try { Source(tx, fork)(0, block); }
+            catch (AttrFormatException e) { throw new XfsWriteException(WriteErrorKind.Corrupt, $"{Where(inode)}: {e.Message}", e); }
+            form = AttrFormat.DaMagic(block) == AttrFormat.NodeMagic ? "node" : "leaf";
+        });
+        return form;
+    }
+
     // ------------------------------------------------------------------ checks
 
     static XattrName CheckName(ReadOnlySpan<byte> fullName, string op)
