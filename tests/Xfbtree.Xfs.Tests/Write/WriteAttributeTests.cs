@@ -83,7 +83,7 @@ public sealed class WriteAttributeTests(ITestOutputHelper output)
         var result = new Dictionary<string, Dictionary<string, byte[]>>(StringComparer.Ordinal);
         foreach (string path in paths)
         {
-            var res = RepairTools.Exec("/usr/bin/getfattr", ["-d", "-m", "-", "-e", "hex", "--absolute-names", mnt + path]);
+            var res = RepairTools.Exec("/usr/bin/getfattr", ["-h", "-d", "-m", "-", "-e", "hex", "--absolute-names", mnt + path]);
             Assert.True(res.ExitCode == 0, $"getfattr {path}: {res}");
             var attrs = new Dictionary<string, byte[]>(StringComparer.Ordinal);
             foreach (string line in res.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries))
@@ -223,6 +223,97 @@ public sealed class WriteAttributeTests(ITestOutputHelper output)
         }
         AssertAllOracles(image, scratch.Directory, model, $"{fixture} shrunk");
         output.WriteLine($"{fixture}: block size {bs}");
+    }
+
+    /// <summary>Paths of the fixture's feature files, from its info file ("name ino N ... path").</summary>
+    static Dictionary<string, string> FeaturePaths(string fixture)
+    {
+        var result = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (string line in File.ReadLines(Path.Combine(TreeFixtures.FixtureDir, fixture + ".info.txt")))
+        {
+            var words = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (words.Length >= 4 && words[1] == "ino" && words[^1].StartsWith("feat/", StringComparison.Ordinal)) result[words[0]] = "/" + words[^1];
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// Forks the kernel aged: the engine reads the kernel's attributes exactly (a btree-format attr fork with
+    /// hundreds of remote values, a remote value), then edits them and adds attributes beside data forks of every
+    /// kind: a btree data fork (the fork offset moves, the root is laid out again, and the attr fork goes away and
+    /// comes back), a node directory, a new shortform directory (inline data), a symlink (trusted only: user.* is
+    /// EPERM); the kernel then reads exactly the model.
+    /// </summary>
+    [Theory]
+    [InlineData("aged-small")]
+    [InlineData("geom-bs1k")]
+    public void KernelAgedForksAreReadAndEdited(string fixture)
+    {
+        RepairSafetyTests.RequireRoot();
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture(fixture);
+        var feat = FeaturePaths(fixture);
+        string many = feat["many_attrs"], remote = feat["remote_attr"], frag = feat["fragmented"], bigdir = feat["bigdir"], link = feat["long_symlink"];
+        var model = new Model();
+        // The kernel's view first.
+        string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "ro")).FullName;
+        WriteNamespaceOperationTests.FreshUuid(image);
+        TreeFixtures.Run("/bin/mount", ["-o", "ro,loop,nouuid", image, mnt]);
+        try
+        {
+            foreach (var (path, attrs) in KernelAttributes(mnt, [many, remote, frag, bigdir, link]))
+            {
+                foreach (var (name, value) in attrs) model.Of(path)[name] = value;
+            }
+        }
+        finally
+        {
+            TreeFixtures.Run("/bin/umount", [mnt]);
+        }
+        Assert.True(model.Of(many).Count > 100, $"{many} has only {model.Of(many).Count} attributes");
+        var rng = new Random(7);
+        using (var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
+        {
+            AssertEngineMatches(fs, model, "the kernel's attributes");
+            Assert.Equal("node", fs.Attributes.DescribeForm(fs.Lookup(many)));
+            var names = model.Of(many).Keys.ToList();
+            for (int i = 0; i < names.Count; i++)
+            {
+                if (i % 2 == 0) Remove(fs, model, many, names[i]);
+                else if (i % 5 == 1) Set(fs, model, many, names[i], Value(rng, DrawLength(rng)));
+            }
+            for (int i = 0; i < 20; i++) Set(fs, model, many, $"{Prefixes[i % 3]}engine{i}", Value(rng, DrawLength(rng)));
+            for (int i = 0; i < 3; i++) Set(fs, model, remote, $"user.more{i}", Value(rng, 3000));
+
+            // Beside a btree data fork: grow to leaf, remove everything (the fork goes), come back as shortform.
+            for (int i = 0; i < 30; i++) Set(fs, model, frag, $"user.f{i}", Value(rng, 100));
+            foreach (string name in model.Of(frag).Keys.ToList()) Remove(fs, model, frag, name);
+            Assert.Equal("none", fs.Attributes.DescribeForm(fs.Lookup(frag)));
+            Set(fs, model, frag, "security.selinux", "system_u:object_r:user_home_t:s0"u8.ToArray());
+            Assert.Equal("shortform", fs.Attributes.DescribeForm(fs.Lookup(frag)));
+            // Beside a btree data fork the kernel never moves an existing fork offset: a second entry that does not
+            // fit the attr fork sized for the first sends the fork to leaf form.
+            Set(fs, model, frag, "user.back", "again"u8.ToArray());
+            Assert.Equal("leaf", fs.Attributes.DescribeForm(fs.Lookup(frag)));
+
+            for (int i = 0; i < 10; i++) Set(fs, model, bigdir, $"trusted.d{i}", Value(rng, 50));
+
+            // A shortform directory (inline data fork) with attributes growing beside it and shrinking back.
+            string sfdir = "/xattr-aged-dir";
+            fs.Mkdir(sfdir);
+            for (int i = 0; i < 5; i++) fs.Create($"{sfdir}/e{i}");
+            for (int i = 0; i < 50; i++) Set(fs, model, sfdir, $"user.s{i}", Value(rng, 30));
+            foreach (string name in model.Of(sfdir).Keys.Take(45).ToList()) Remove(fs, model, sfdir, name);
+            fs.Create($"{sfdir}/after");
+
+            var e = Assert.Throws<XfsWriteException>(() => fs.SetXattr(fs.Lookup(link), "user.nope", "x"u8));
+            Assert.Equal(WriteErrorKind.NotPermitted, e.Kind);
+            Set(fs, model, link, "trusted.link", "t"u8.ToArray());
+            AssertEngineMatches(fs, model, "after the edits");
+            WriteEngineTestSupport.AssertInvariants(fs.Engine, "after the edits");
+            fs.Close();
+        }
+        AssertAllOracles(image, scratch.Directory, model, $"{fixture} aged forks edited");
     }
 
     /// <summary>The syscalls' errors, each leaving the attributes as they were.</summary>
