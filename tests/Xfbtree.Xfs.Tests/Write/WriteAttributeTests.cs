@@ -288,13 +288,11 @@ public sealed class WriteAttributeTests(ITestOutputHelper output)
             // Beside a btree data fork: grow to leaf, remove everything (the fork goes), come back as shortform.
             for (int i = 0; i < 30; i++) Set(fs, model, frag, $"user.f{i}", Value(rng, 100));
             foreach (string name in model.Of(frag).Keys.ToList()) Remove(fs, model, frag, name);
-            Assert.Equal("none", fs.Attributes.DescribeForm(fs.Lookup(frag)));
-            Set(fs, model, frag, "security.selinux", "system_u:object_r:user_home_t:s0"u8.ToArray());
+            // The kernel keeps an empty shortform fork beside a btree data fork.
             Assert.Equal("shortform", fs.Attributes.DescribeForm(fs.Lookup(frag)));
-            // Beside a btree data fork the kernel never moves an existing fork offset: a second entry that does not
-            // fit the attr fork sized for the first sends the fork to leaf form.
+            Set(fs, model, frag, "security.selinux", "system_u:object_r:user_home_t:s0"u8.ToArray());
             Set(fs, model, frag, "user.back", "again"u8.ToArray());
-            Assert.Equal("leaf", fs.Attributes.DescribeForm(fs.Lookup(frag)));
+            Assert.Equal("shortform", fs.Attributes.DescribeForm(fs.Lookup(frag)));
 
             for (int i = 0; i < 10; i++) Set(fs, model, bigdir, $"trusted.d{i}", Value(rng, 50));
 
@@ -314,6 +312,83 @@ public sealed class WriteAttributeTests(ITestOutputHelper output)
             fs.Close();
         }
         AssertAllOracles(image, scratch.Directory, model, $"{fixture} aged forks edited");
+    }
+
+    /// <summary>
+    /// A new attr fork beside a data fork of more extents than fit next to it: the data fork becomes a btree (as
+    /// xfs_bmap_add_attrfork converts it); removing the attribute removes the fork again. Judged by the oracles
+    /// with the file's data read back by the kernel.
+    /// </summary>
+    [Fact]
+    public void NewForkBesideManyExtentsConvertsTheDataFork()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        var model = new Model();
+        using (var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
+        {
+            int bs = fs.Engine.Geometry.BlockSize;
+            int literal = fs.Engine.Geometry.InodeSize - 176;
+            ulong ino = fs.Create("/xattr-extents");
+            int extents = literal / 16 - 4;
+            var block = new byte[bs];
+            for (int i = 0; i < extents; i++)
+            {
+                block.AsSpan().Fill((byte)(i + 1));
+                fs.Write("/xattr-extents", (long)i * 2 * bs, block);
+            }
+            Assert.Equal("extents", fs.Stat("/xattr-extents").DataForkFormat);
+            // An attribute too big to leave room for the extents beside it.
+            Set(fs, model, "/xattr-extents", "user.wide", new byte[literal - extents * 16 + 40]);
+            Assert.Equal("btree", fs.Stat("/xattr-extents").DataForkFormat);
+            Assert.Equal("shortform", fs.Attributes.DescribeForm(ino));
+            WriteEngineTestSupport.AssertInvariants(fs.Engine, "converted");
+            for (int i = 0; i < extents; i++)
+            {
+                Assert.Equal(bs, fs.Read("/xattr-extents", (long)i * 2 * bs, block));
+                Assert.True(block.All(b => b == (byte)(i + 1)), $"block {i * 2} lost its data");
+            }
+            fs.Close();
+        }
+        AssertAllOracles(image, scratch.Directory, model, "data fork converted");
+        using (var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
+        {
+            Remove(fs, model, "/xattr-extents", "user.wide");
+            // The kernel keeps an empty shortform fork beside a btree data fork.
+            Assert.Equal("shortform", fs.Attributes.DescribeForm(fs.Lookup("/xattr-extents")));
+            Assert.Equal(0, fs.ListXattr(fs.Lookup("/xattr-extents"), []));
+
+            // A btree data fork without an attr fork: the root is laid out again in the smaller data fork.
+            int bs = fs.Engine.Geometry.BlockSize;
+            ulong ino = fs.Create("/xattr-btree");
+            var block = new byte[bs];
+            int extents = (fs.Engine.Geometry.InodeSize - 176) / 16 + 8;
+            for (int i = 0; i < extents; i++)
+            {
+                block.AsSpan().Fill((byte)(i + 7));
+                fs.Write("/xattr-btree", (long)i * 2 * bs, block);
+            }
+            Assert.Equal("btree", fs.Stat("/xattr-btree").DataForkFormat);
+            Assert.Equal("none", fs.Attributes.DescribeForm(ino));
+            Set(fs, model, "/xattr-btree", "user.first", "1"u8.ToArray());
+            Assert.Equal("shortform", fs.Attributes.DescribeForm(ino));
+            for (int i = 0; i < 40; i++) Set(fs, model, "/xattr-btree", $"trusted.n{i}", new byte[60]);
+            Assert.Equal("leaf", fs.Attributes.DescribeForm(ino));
+            // More data after the fork moved: the data btree keeps working in its smaller root.
+            for (int i = extents; i < extents + 40; i++)
+            {
+                block.AsSpan().Fill((byte)(i + 7));
+                fs.Write("/xattr-btree", (long)i * 2 * bs, block);
+            }
+            for (int i = 0; i < extents + 40; i++)
+            {
+                Assert.Equal(bs, fs.Read("/xattr-btree", (long)i * 2 * bs, block));
+                Assert.True(block.All(b => b == (byte)(i + 7)), $"block {i * 2} lost its data");
+            }
+            WriteEngineTestSupport.AssertInvariants(fs.Engine, "btree data beside attributes");
+            fs.Close();
+        }
+        AssertAllOracles(image, scratch.Directory, model, "attr fork removed beside the btree");
     }
 
     /// <summary>The syscalls' errors, each leaving the attributes as they were.</summary>

@@ -350,8 +350,14 @@ public sealed class AttributeOperations
         {
             if (entries.Count == 0)
             {
-                RemoveFork();
-                return;
+                if (InodeFields.ForkOffset(Core) == 0) return;
+                // Beside a btree data fork the kernel keeps an empty shortform fork (xfs_attr_sf_removename,
+                // xfs_attr_shortform_allfit): the data btree then never fits the whole literal area's extent slots.
+                if (InodeFields.Format(Core, attr: false) != ForkFormat.Btree)
+                {
+                    RemoveFork();
+                    return;
+                }
             }
             if (ShortformAttributes.AllEligible(entries))
             {
