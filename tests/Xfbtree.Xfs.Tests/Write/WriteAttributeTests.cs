@@ -542,6 +542,11 @@ public sealed class WriteAttributeTests(ITestOutputHelper output)
                     model.Of(p);
                 }
             }
+            // One inode all threads change at once, each under names of its own (kept in a model per thread).
+            const string shared = "/xattr-rand/shared";
+            fs.Create(shared);
+            model.Of(shared);
+            var sharedModels = Enumerable.Range(0, threads).Select(_ => new SortedDictionary<string, byte[]>(StringComparer.Ordinal)).ToArray();
             var failures = new List<string>();
             var workers = Enumerable.Range(0, threads).Select(t => new Thread(() =>
             {
@@ -550,10 +555,11 @@ public sealed class WriteAttributeTests(ITestOutputHelper output)
                 {
                     for (int i = 0; i < opsPerThread; i++)
                     {
-                        string path = owned[t][rng.Next(owned[t].Count)];
-                        var attrs = model.Of(path);
+                        bool onShared = rng.Next(4) == 0;
+                        string path = onShared ? shared : owned[t][rng.Next(owned[t].Count)];
+                        var attrs = onShared ? sharedModels[t] : model.Of(path);
                         ulong ino = fs.Lookup(path);
-                        string name = $"{Prefixes[rng.Next(3)]}r{rng.Next(60)}";
+                        string name = $"{Prefixes[rng.Next(3)]}{(onShared ? $"t{t}-" : "")}r{rng.Next(60)}";
                         bool exists = attrs.ContainsKey(name);
                         int op = rng.Next(10);
                         if (op < 5)
@@ -587,6 +593,10 @@ public sealed class WriteAttributeTests(ITestOutputHelper output)
             workers.ForEach(w => w.Start());
             workers.ForEach(w => w.Join());
             Assert.True(failures.Count == 0, string.Join("\n", failures));
+            foreach (var m in sharedModels)
+            {
+                foreach (var (name, value) in m) model.Of(shared)[name] = value;
+            }
             AssertEngineMatches(fs, model, "after the threads");
             WriteEngineTestSupport.AssertInvariants(fs.Engine, "after the threads");
             fs.Close();
