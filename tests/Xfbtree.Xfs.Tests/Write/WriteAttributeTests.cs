@@ -4,20 +4,19 @@ using Xfbtree.Xfs.Tests.Repair;
 using Xfbtree.Xfs.Tests.Trees;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Attributes;
+using Xfbtree.Xfs.Write.Engine;
 using Xunit.Abstractions;
 
 namespace Xfbtree.Xfs.Tests.Write;
 
-/// <summary>
-/// Extended attributes through the write engine on copies of real images: shortform -> leaf -> node and back, local
-/// and remote values, the three namespaces, the syscalls' errors, kernel round trips and threaded model runs. Each
-/// state is judged after a clean close by xfs_repair -n, xfbtree rmap check and the kernel (getfattr on a read-only
-/// loop mount must list exactly the model's attributes).
-/// </summary>
-public sealed class WriteAttributeTests(ITestOutputHelper output)
+/// <summary>Models and oracles shared by the extended-attribute tests (two classes, so xunit runs them in parallel).</summary>
+public abstract class WriteAttributeTestBase(ITestOutputHelper output)
 {
+    /// <summary>Test output.</summary>
+    protected ITestOutputHelper Output { get; } = output;
+
     /// <summary>The model: per path, full name -> value.</summary>
-    sealed class Model
+    internal sealed class Model
     {
         public readonly Dictionary<string, SortedDictionary<string, byte[]>> Files = new(StringComparer.Ordinal);
 
@@ -31,9 +30,9 @@ public sealed class WriteAttributeTests(ITestOutputHelper output)
         }
     }
 
-    static readonly string[] Prefixes = ["user.", "trusted.", "security."];
+    internal static readonly string[] Prefixes = ["user.", "trusted.", "security."];
 
-    static byte[] Value(Random rng, int length)
+    internal static byte[] Value(Random rng, int length)
     {
         var v = new byte[length];
         rng.NextBytes(v);
@@ -41,7 +40,7 @@ public sealed class WriteAttributeTests(ITestOutputHelper output)
     }
 
     /// <summary>A value length drawn so that runs cross every form: tiny, leaf-local, remote, and now and then 64 KiB.</summary>
-    static int DrawLength(Random rng) => rng.Next(100) switch
+    internal static int DrawLength(Random rng) => rng.Next(100) switch
     {
         < 45 => rng.Next(0, 40),
         < 80 => rng.Next(40, 400),
@@ -49,20 +48,20 @@ public sealed class WriteAttributeTests(ITestOutputHelper output)
         _ => rng.Next(9000, AttrFormat.MaxValueLength + 1),
     };
 
-    static void Set(XfsFileSystem fs, Model model, string path, string name, byte[] value)
+    internal static void Set(XfsFileSystem fs, Model model, string path, string name, byte[] value)
     {
         fs.SetXattr(fs.Lookup(path), name, value);
         model.Of(path)[name] = value;
     }
 
-    static void Remove(XfsFileSystem fs, Model model, string path, string name)
+    internal static void Remove(XfsFileSystem fs, Model model, string path, string name)
     {
         fs.RemoveXattr(fs.Lookup(path), name);
         model.Of(path).Remove(name);
     }
 
     /// <summary>The engine reads back exactly the model (names, namespaces, values).</summary>
-    static void AssertEngineMatches(XfsFileSystem fs, Model model, string when)
+    internal static void AssertEngineMatches(XfsFileSystem fs, Model model, string when)
     {
         foreach (var (path, expected) in model.Files)
         {
@@ -102,7 +101,7 @@ public sealed class WriteAttributeTests(ITestOutputHelper output)
 
     /// <summary>Mounts read-only (nouuid), compares every model path's attributes with getfattr, unmounts; the
     /// kernel log must hold no XFS error for the device.</summary>
-    void AssertKernelMatches(string image, string scratchDir, Model model, string when)
+    internal void AssertKernelMatches(string image, string scratchDir, Model model, string when)
     {
         RepairSafetyTests.RequireRoot();
         string mnt = Directory.CreateDirectory(Path.Combine(scratchDir, "mnt")).FullName;
@@ -134,16 +133,21 @@ public sealed class WriteAttributeTests(ITestOutputHelper output)
                 compared++;
             }
         }
-        KernelOracle.AssertKernelLogClean(marker, device, output);
-        output.WriteLine($"{when}: the kernel read back {compared} attributes on {model.Files.Count} inodes");
+        KernelOracle.AssertKernelLogClean(marker, device, Output);
+        Output.WriteLine($"{when}: the kernel read back {compared} attributes on {model.Files.Count} inodes");
     }
 
-    void AssertAllOracles(string image, string scratchDir, Model model, string when)
+    internal void AssertAllOracles(string image, string scratchDir, Model model, string when)
     {
         WriteEngineTestSupport.AssertOraclesClean(image, when);
         AssertKernelMatches(image, scratchDir, model, when);
     }
 
+}
+
+/// <summary>Every attr-fork form grown and shrunk on four fixtures (see <see cref="WriteAttributeTests"/>).</summary>
+public sealed class WriteAttributeFormTests(ITestOutputHelper output) : WriteAttributeTestBase(output)
+{
     public static TheoryData<string> Fixtures => new() { "aged-small", "geom-bs1k", "geom-nrext64", "fresh-4ag" };
 
     /// <summary>
@@ -214,7 +218,7 @@ public sealed class WriteAttributeTests(ITestOutputHelper output)
                 }
             }
             // The big fork went down through every form (node -> leaf -> shortform) as entries left.
-            output.WriteLine($"{fixture}: forms while shrinking: {string.Join(" -> ", formsSeen)}");
+            Output.WriteLine($"{fixture}: forms while shrinking: {string.Join(" -> ", formsSeen)}");
             Assert.Equal(new[] { "node", "leaf", "shortform" }, formsSeen);
             Assert.Equal("none", fs.Attributes.DescribeForm(fs.Lookup(paths[0])));
             AssertEngineMatches(fs, model, "shrunk");
@@ -222,9 +226,19 @@ public sealed class WriteAttributeTests(ITestOutputHelper output)
             fs.Close();
         }
         AssertAllOracles(image, scratch.Directory, model, $"{fixture} shrunk");
-        output.WriteLine($"{fixture}: block size {bs}");
+        Output.WriteLine($"{fixture}: block size {bs}");
     }
 
+}
+
+/// <summary>
+/// Extended attributes through the write engine on copies of real images: shortform -> leaf -> node and back, local
+/// and remote values, the three namespaces, the syscalls' errors, kernel round trips and threaded model runs. Each
+/// state is judged after a clean close by xfs_repair -n, xfbtree rmap check and the kernel (getfattr on a read-only
+/// loop mount must list exactly the model's attributes).
+/// </summary>
+public sealed class WriteAttributeTests(ITestOutputHelper output) : WriteAttributeTestBase(output)
+{
     /// <summary>Paths of the fixture's feature files, from its info file ("name ino N ... path").</summary>
     static Dictionary<string, string> FeaturePaths(string fixture)
     {
@@ -457,7 +471,7 @@ public sealed class WriteAttributeTests(ITestOutputHelper output)
         var rng = new Random(20);
         string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "rw")).FullName;
         var paths = new[] { "/rt-sf", "/rt-leaf", "/rt-node" };
-        var counts = new[] { 4, 30, 400 };
+        var counts = new[] { 4, 30, 300 };
         for (int round = 0; round < 2; round++)
         {
             // The kernel's turn.
@@ -602,7 +616,7 @@ public sealed class WriteAttributeTests(ITestOutputHelper output)
             fs.Close();
         }
         Assert.Equal(threads * opsPerThread, checkedOps);
-        output.WriteLine($"seed {seed}: {checkedOps} operations checked against the model by {threads} threads");
+        Output.WriteLine($"seed {seed}: {checkedOps} operations checked against the model by {threads} threads");
         AssertAllOracles(image, scratch.Directory, model, $"seed {seed}");
     }
 
@@ -617,6 +631,93 @@ public sealed class WriteAttributeTests(ITestOutputHelper output)
             return;
         }
         if (expected is { } k) throw new InvalidOperationException($"{what}: expected {k}, it succeeded");
+    }
+
+    /// <summary>A deterministic xattr workload on one file crossing every form; returns the operations that returned.</summary>
+    static int XattrWorkload(XfsFileSystem fs, Action<int> afterEach)
+    {
+        var rng = new Random(33);
+        ulong ino = fs.Create("/xattr-crash");
+        int done = 0;
+        afterEach(++done);
+        for (int i = 0; i < 60; i++)
+        {
+            fs.SetXattr(ino, $"{Prefixes[i % 3]}c{i}", Value(rng, i % 9 == 4 ? 3000 + i : 20 + i * 3));
+            afterEach(++done);
+        }
+        for (int i = 0; i < 60; i += 2)
+        {
+            fs.RemoveXattr(ino, $"{Prefixes[i % 3]}c{i}");
+            afterEach(++done);
+        }
+        return done;
+    }
+
+    /// <summary>
+    /// A crash (the k-th image or journal write never happens) in the middle of xattr operations: the reopened image
+    /// (the journal replayed) holds the attributes after exactly the operations that returned, or one more (the one in
+    /// flight); invariants hold and, for some crash points, xfs_repair -n and rmap check are clean.
+    /// </summary>
+    [Fact]
+    public void CrashInTheMiddleLeavesWholeOperations()
+    {
+        using var scratch = new RepairScratch();
+        string original = scratch.CopyFixture("fresh-4ag");
+        // Reference: the digest after each operation and the number of writes.
+        string reference = scratch.Copy(original, "reference.img");
+        var counter = new WriteFaultInjector(int.MaxValue, () => { });
+        var states = new List<string> { "none" };
+        int total;
+        using (var fs = XfsFileSystem.Open(reference, WriteEngineTestSupport.Fast with { Faults = counter }))
+        {
+            XattrWorkload(fs, _ => states.Add(fs.XattrDigest(fs.Lookup("/xattr-crash"))));
+            fs.Close();
+        }
+        total = counter.Writes;
+        var ks = new SortedSet<int> { 1, total / 2, total - 1, total };
+        var rnd = new Random(5);
+        while (ks.Count < 8) ks.Add(rnd.Next(1, total));
+        int oracleRuns = 0, inFlightApplied = 0;
+        foreach (int k in ks)
+        {
+            string image = scratch.Copy(original, $"crash-{k}.img");
+            var faults = new WriteFaultInjector(k, () => { });
+            int returned = 0;
+            XfsFileSystem? fs = null;
+            try
+            {
+                fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast with { Faults = faults });
+                XattrWorkload(fs, j => returned = j);
+                fs.Close();
+            }
+            catch (Exception e) when (faults.Crashed && (e is SimulatedCrashException || e.InnerException is SimulatedCrashException || e is XfsWriteException))
+            {
+            }
+            finally
+            {
+                fs?.Dispose();
+            }
+            Assert.True(faults.Crashed, $"k={k}: the crash point was never reached ({faults.Writes} writes)");
+            using (var again = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
+            {
+                string state;
+                try { state = again.XattrDigest(again.Lookup("/xattr-crash")); }
+                catch (XfsWriteException e) when (e.Kind == WriteErrorKind.NotFound) { state = "none"; }
+                bool exact = state == states[returned];
+                bool oneMore = returned + 1 < states.Count && state == states[returned + 1];
+                Assert.True(exact || oneMore, $"k={k}: after {returned} returned operations the file's attributes match neither that state nor the next");
+                if (!exact) inFlightApplied++;
+                WriteEngineTestSupport.AssertInvariants(again.Engine, $"k={k}");
+                again.Close();
+            }
+            if (k == total / 2 || k == total - 1 || k == ks.Min)
+            {
+                WriteEngineTestSupport.AssertOraclesClean(image, $"k={k}");
+                oracleRuns++;
+            }
+            File.Delete(image);
+        }
+        Output.WriteLine($"{total} writes in the reference run; {ks.Count} crash points; the operation in flight had reached the image {inFlightApplied} times; oracles run {oracleRuns} times");
     }
 
     /// <summary>The manifest digest: sorted "name=value" lines, "-" for none, independent of the fork's order.</summary>
