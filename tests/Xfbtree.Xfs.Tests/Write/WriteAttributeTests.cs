@@ -318,6 +318,15 @@ public sealed class WriteAttributeTests(ITestOutputHelper output) : WriteAttribu
             foreach (string name in model.Of(sfdir).Keys.Take(45).ToList()) Remove(fs, model, sfdir, name);
             fs.Create($"{sfdir}/after");
 
+            // The kernel's btree-format attr fork (bmbt blocks and all) released down to a shortform list.
+            string copy = "/xattr-aged-copy";
+            fs.Create(copy);
+            foreach (var (name, value) in model.Of(many).ToList()) Set(fs, model, copy, name, value);
+            foreach (string name in model.Of(many).Keys.ToList()) Remove(fs, model, many, name);
+            Assert.Equal("none", fs.Attributes.DescribeForm(fs.Lookup(many)));
+            Set(fs, model, many, "user.small", "s"u8.ToArray());
+            Assert.Equal("shortform", fs.Attributes.DescribeForm(fs.Lookup(many)));
+
             var e = Assert.Throws<XfsWriteException>(() => fs.SetXattr(fs.Lookup(link), "user.nope", "x"u8));
             Assert.Equal(WriteErrorKind.NotPermitted, e.Kind);
             Set(fs, model, link, "trusted.link", "t"u8.ToArray());

@@ -4,10 +4,17 @@ using Xfbtree.Buffers;
 namespace Xfbtree.Xfs.Attributes;
 
 /// <summary>A parsed attr leaf block: its sibling links and entries in hash order.</summary>
+/// <param name="Forw">Logical block of the next leaf (0: none).</param>
+/// <param name="Back">Logical block of the previous leaf (0: none).</param>
+/// <param name="Entries">The entries in hash order (remote values not read).</param>
 public sealed record AttrLeaf(uint Forw, uint Back, List<AttrEntry> Entries);
 
 /// <summary>A parsed da node block of an attr fork: level (1 = just above the leaves), sibling links, and
 /// (hash, child) pairs where each hash is the largest hash below that child.</summary>
+/// <param name="Level">Height above the leaves (1 or more).</param>
+/// <param name="Forw">Logical block of the next node of the level (0: none).</param>
+/// <param name="Back">Logical block of the previous node of the level (0: none).</param>
+/// <param name="Entries">(largest hash below, child logical block) pairs in hash order.</param>
 public sealed record AttrNode(int Level, uint Forw, uint Back, List<(uint Hash, uint Child)> Entries);
 
 /// <summary>

@@ -82,4 +82,5 @@ public static class ShortformAttributes
 }
 
 /// <summary>An attr fork structure that breaks the on-disk rules; the message says which.</summary>
+/// <param name="message">What rule the structure breaks.</param>
 public sealed class AttrFormatException(string message) : Exception(message);

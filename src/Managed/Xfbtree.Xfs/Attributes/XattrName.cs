@@ -32,6 +32,8 @@ public enum XattrNameProblem
 /// A full extended-attribute name as the syscalls take it ("user.mime", "security.selinux") split into its
 /// namespace and the bytes XFS stores, and back.
 /// </summary>
+/// <param name="Namespace">The namespace (from the prefix).</param>
+/// <param name="Name">The name after the prefix, as XFS stores it.</param>
 public readonly record struct XattrName(XattrNamespace Namespace, byte[] Name)
 {
     /// <summary>Longest full name the syscalls accept (XATTR_NAME_MAX).</summary>
