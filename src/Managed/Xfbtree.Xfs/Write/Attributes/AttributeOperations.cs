@@ -150,9 +150,12 @@ public sealed class AttributeOperations
             all.Clear();
             tx.LockInodes(inode);
             CheckInUse(inode);
+            FileFork? fork = null;
             foreach (var e in LoadEntries(tx, inode))
             {
-                if (XattrName.NamespaceOf(e.Flags) is { } ns) all.Add((new XattrName(ns, e.Name), ValueOf(tx, inode, e)));
+                if (XattrName.NamespaceOf(e.Flags) is not { } ns) continue;
+                if (e.Value is null) fork ??= FileFork.Load(tx, inode, attr: true);
+                all.Add((new XattrName(ns, e.Name), ValueOf(tx, inode, e, fork)));
             }
         });
         return all;
@@ -302,12 +305,12 @@ public sealed class AttributeOperations
         }
     }
 
-    byte[] ValueOf(WriteTransaction tx, IncoreInode inode, AttrEntry entry)
+    byte[] ValueOf(WriteTransaction tx, IncoreInode inode, AttrEntry entry, FileFork? loaded = null)
     {
         if (entry.Value is { } v) return v;
         try
         {
-            var fork = FileFork.Load(tx, inode, attr: true);
+            var fork = loaded ?? FileFork.Load(tx, inode, attr: true);
             return AttrForkReader.ReadRemoteValue(entry, inode.Ino, Geo.MetaUuid, Geo.BlockSize, Source(tx, fork));
         }
         catch (AttrFormatException e)
