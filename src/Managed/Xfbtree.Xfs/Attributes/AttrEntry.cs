@@ -40,13 +40,13 @@ public sealed class AttrEntry
     public byte[] Name { get; }
 
     /// <summary>The value, or null while a remote value has not been read.</summary>
-    public byte[]? Value { get; set; }
+    public byte[]? Value { get; internal set; }
 
     /// <summary>Bytes of the value.</summary>
     public int ValueLength { get; }
 
     /// <summary>First logical attr-fork block of the remote value as the leaf names it; 0 when none is assigned.</summary>
-    public uint RemoteBlock { get; set; }
+    public uint RemoteBlock { get; internal set; }
 
     /// <summary>The da name hash of <see cref="Name"/>.</summary>
     public uint Hash { get; }
