@@ -40,6 +40,8 @@ public readonly ref struct Dinode
     public ushort Mode => BinaryPrimitives.ReadUInt16BigEndian(_b[2..]);
     public byte Version => _b[4];
     public ForkFormat Format => (ForkFormat)_b[5];
+    /// <summary>di_nlink (v2/v3 inodes): the number of directory entries naming the inode.</summary>
+    public uint NLink => BinaryPrimitives.ReadUInt32BigEndian(_b[16..]);
     public ulong Size => BinaryPrimitives.ReadUInt64BigEndian(_b[56..]);
     public ulong NBlocks => BinaryPrimitives.ReadUInt64BigEndian(_b[64..]);
     public byte ForkOffset => _b[82];
