@@ -35,6 +35,7 @@ internal static class AgHeaderScrubber
             long btreeblks = ctx.BnobtBlocks - 1 + ctx.CntbtBlocks - 1 + rmapBlocks - 1;
             if (btreeblks != agf.BtreeBlocks) f.Damage($"agf_btreeblks {agf.BtreeBlocks}, but bnobt+cntbt+rmapbt have {btreeblks} non-root blocks");
         }
+        if (ctx.RefcountHeight >= 0 && agf.RefcountLevel != ctx.RefcountHeight) f.Damage($"refcountbt level {agf.RefcountLevel}, but the tree is {ctx.RefcountHeight} high");
         if (ctx.RefcountBlocks >= 0 && agf.RefcountBlocks != ctx.RefcountBlocks)
             f.Damage($"agf_refcount_blocks {agf.RefcountBlocks}, but the refcountbt has {ctx.RefcountBlocks} blocks");
         f.Note = $"{agf.FreeBlocks} free blocks";

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using Xfbtree.Btree;
 using Xfbtree.Buffers;
 using Xfbtree.Xfs.Check;
@@ -14,8 +15,9 @@ namespace Xfbtree.Xfs.Scrub;
 /// </summary>
 internal sealed class AgScrubContext
 {
-    public AgScrubContext(XfsImage image, AgScanResult scan, ScrubOptions options)
+    public AgScrubContext(XfsImage image, AgScanResult scan, bool scanComplete, ScrubOptions options)
     {
+        _scanComplete = scanComplete;
         Image = image;
         Geometry = image.Geometry;
         Scan = scan;
@@ -26,6 +28,11 @@ internal sealed class AgScrubContext
         ComputeFreeExtents();
         IndexOnDiskRmap();
     }
+
+    readonly bool _scanComplete;
+
+    /// <summary>True when the scan of every AG met no damage (the expected sets are complete).</summary>
+    public bool ScanComplete => _scanComplete;
 
     public XfsImage Image { get; }
     public XfsGeometry Geometry { get; }
@@ -54,8 +61,8 @@ internal sealed class AgScrubContext
 
     /// <summary>Blocks the bnobt/cntbt/inobt/finobt/refcountbt checks walked (for the AG header counters); -1 when not walked.</summary>
     public long BnobtBlocks = -1, CntbtBlocks = -1, InobtBlocks = -1, FinobtBlocks = -1, RefcountBlocks = -1;
-    /// <summary>Heights of the trees walked; -1 when not walked.</summary>
-    public int BnobtHeight = -1, CntbtHeight = -1, InobtHeight = -1, FinobtHeight = -1;
+    /// <summary>Heights of the trees by their root blocks' level fields; -1 when not known.</summary>
+    public int BnobtHeight = -1, CntbtHeight = -1, InobtHeight = -1, FinobtHeight = -1, RefcountHeight = -1;
     /// <summary>Inodes allocated on disk and free inodes per the inobt records (for the AGI counters); -1 when not walked.</summary>
     public long InobtInodes = -1, InobtFreeInodes = -1;
 
@@ -69,7 +76,8 @@ internal sealed class AgScrubContext
     void ComputeFreeExtents()
     {
         if (Scan.Expected is not { } expected) { RmapUnusable = "the AG was not scanned"; return; }
-        if (Scan.Problems.Total > 0 || !Scan.MetadataComplete)
+        // Any AG's damage counts: an inode skipped in one AG leaves its extents in every AG out of the set.
+        if (!_scanComplete || Scan.Problems.Total > 0 || !Scan.MetadataComplete)
         {
             RmapUnusable = "the scan met damage (see rmapbt), so the space it implies is not complete";
             return;
@@ -121,6 +129,31 @@ internal sealed class AgScrubContext
         foreach (var v in check.Violations) finding.Damage(v);
         if (check.ViolationCount > check.Violations.Count) finding.Damage(check.ViolationCount - check.Violations.Count, $"{check.ViolationCount - check.Violations.Count} more structure violations");
     }
+
+    /// <summary>
+    /// Checks the root block of a tree as the header sees it: a root has no siblings (the engine's checker does not
+    /// look at the root's sibling fields). Returns the root's height from its own level field (for the header's
+    /// level counter), or -1 when the block is not a block of this tree (its magic differs; the tree check reports it).
+    /// </summary>
+    public int CheckRoot(ScrubFinding finding, uint rootAgbno, uint magic)
+    {
+        if (rootAgbno < 1 || rootAgbno >= AgLength) return -1;
+        BlockBuffer buf;
+        try { buf = ReadBlock(rootAgbno); }
+        catch (Exception e) when (e is CorruptionException or IOException) { return -1; }
+        try
+        {
+            var b = buf.Span;
+            if (BinaryPrimitives.ReadUInt32BigEndian(b) != magic) return -1;
+            uint left = BinaryPrimitives.ReadUInt32BigEndian(b[8..]), right = BinaryPrimitives.ReadUInt32BigEndian(b[12..]);
+            if (left != NullAgBlock || right != NullAgBlock) finding.Damage($"root block {rootAgbno} has siblings (left {Sib(left)}, right {Sib(right)})");
+            return BinaryPrimitives.ReadUInt16BigEndian(b[4..]) + 1;
+        }
+        finally { Image.Cache.Release(buf); }
+    }
+
+    const uint NullAgBlock = 0xFFFFFFFF;
+    static string Sib(uint s) => s == NullAgBlock ? "null" : s.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>Reads one AG block through the cache (shared); the caller releases it.</summary>
     public BlockBuffer ReadBlock(uint agbno)

@@ -37,7 +37,7 @@ internal static class FreeSpaceScrubber
             AgScrubContext.AddViolations(bno, check);
             walk.Finish();
             ctx.BnobtBlocks = check.Blocks;
-            ctx.BnobtHeight = check.Height;
+            ctx.BnobtHeight = ctx.CheckRoot(bno, agf.BnoRoot, BnobtOps.MagicValue);
             bno.Note = $"{check.Records} free extents, {walk.Blocks} blocks";
         }
 
@@ -60,7 +60,7 @@ internal static class FreeSpaceScrubber
             });
             AgScrubContext.AddViolations(cnt, check);
             ctx.CntbtBlocks = check.Blocks;
-            ctx.CntbtHeight = check.Height;
+            ctx.CntbtHeight = ctx.CheckRoot(cnt, agf.CntRoot, CntbtOps.MagicValue);
             if (reference != null)
             {
                 cnt.Damage(notFree, $"{notFree} records are not free extents per {against} (first {first})");

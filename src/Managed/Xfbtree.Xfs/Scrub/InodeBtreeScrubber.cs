@@ -1,6 +1,7 @@
 using System.Numerics;
 using Xfbtree.Buffers;
 using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Trees;
 
 namespace Xfbtree.Xfs.Scrub;
 
@@ -39,7 +40,7 @@ internal static class InodeBtreeScrubber
             var check = ctx.Image.OpenInobt(agi, AgiTree.Inobt, ctx.Store).Check(ctx.AgLength, r => list.Add(InobtRecord.Read(r, sparse)));
             AgScrubContext.AddViolations(ino, check);
             ctx.InobtBlocks = check.Blocks;
-            ctx.InobtHeight = check.Height;
+            ctx.InobtHeight = ctx.CheckRoot(ino, agi.Root, InobtOps.InobtMagic);
             long inodes = 0, free = 0;
             foreach (var rec in records)
             {
@@ -65,7 +66,7 @@ internal static class InodeBtreeScrubber
                 var check = ctx.Image.OpenInobt(agi, AgiTree.Finobt, ctx.Store).Check(ctx.AgLength, r => frecs.Add(InobtRecord.Read(r, sparse)));
                 AgScrubContext.AddViolations(fino, check);
                 ctx.FinobtBlocks = check.Blocks;
-                ctx.FinobtHeight = check.Height;
+                ctx.FinobtHeight = ctx.CheckRoot(fino, agi.FreeRoot, InobtOps.FinobtMagic);
                 if (records != null) CompareFinobt(fino, records, frecs);
                 else fino.Skip("not compared with the inobt, which cannot be read");
                 fino.Note = $"{frecs.Count} chunks with free inodes";

@@ -36,7 +36,7 @@ internal static class RefcountScrubber
         });
         AgScrubContext.AddViolations(f, check);
         ctx.RefcountBlocks = check.Blocks;
-        if (check.Height != agf.RefcountLevel) f.Damage($"AGF refcount level {agf.RefcountLevel}, but the tree is {check.Height} high");
+        ctx.RefcountHeight = ctx.CheckRoot(f, agf.RefcountRoot, RefcountbtOps.MagicValue);
         f.Note = $"{shared.Count} shared extents, {cow.Count} CoW staging extents";
 
         if (ctx.RmapUnusable != null) f.Skip("reference counts not compared with the rmap: " + ctx.RmapUnusable);

@@ -21,7 +21,10 @@ internal static class RmapbtScrubber
             return "";
         }
         f.Damage(rep.Missing, $"{rep.Missing} records missing{Sample(RmapDifferenceKind.Missing)}");
-        f.Damage(rep.Extra, $"{rep.Extra} records extra{Sample(RmapDifferenceKind.Extra)}");
+        // An inode the scan could not read (in any AG) leaves its records out of every AG's expected set, so records
+        // on disk but not expected are damage only when the scan saw everything.
+        if (ctx.ScanComplete || rep.Extra == 0) f.Damage(rep.Extra, $"{rep.Extra} records extra{Sample(RmapDifferenceKind.Extra)}");
+        else f.Skip($"{rep.Extra} records on disk but not expected not judged: the scan met damage in another AG");
         f.Damage(rep.Different, $"{rep.Different} records differ{Sample(RmapDifferenceKind.Different)}");
         foreach (var s in rep.Structure) f.Damage(s);
         if (rep.StructureTotal > rep.Structure.Count) f.Damage(rep.StructureTotal - rep.Structure.Count, $"{rep.StructureTotal - rep.Structure.Count} more structure problems");

@@ -31,12 +31,13 @@ public static class Scrubber
         var links = whole ? new LinkCountScrubber(image, options) : null;
         var findings = new List<ScrubFinding>();
         var contexts = new List<AgScrubContext>();
+        bool scanComplete = scan.Ags.All(a => a.Problems.Total == 0 && (a.Expected == null || a.MetadataComplete));
         foreach (var ag in scan.Ags)
         {
             if (ag.Expected == null) continue;
             cancel.ThrowIfCancellationRequested();
             options.Progress?.Invoke($"scrubbing AG {ag.AgNumber}/{image.Geometry.AgCount}");
-            var ctx = new AgScrubContext(image, ag, options);
+            var ctx = new AgScrubContext(image, ag, scanComplete, options);
             contexts.Add(ctx);
             var (bno, cnt) = FreeSpaceScrubber.Check(ctx);
             var (ino, fino) = InodeBtreeScrubber.Check(ctx, links);
