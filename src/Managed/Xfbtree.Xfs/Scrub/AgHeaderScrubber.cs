@@ -30,7 +30,8 @@ internal static class AgHeaderScrubber
         if (ctx.BnobtHeight >= 0 && agf.BnoLevel != ctx.BnobtHeight) f.Damage($"bnobt level {agf.BnoLevel}, but the tree is {ctx.BnobtHeight} high");
         if (ctx.CntbtHeight >= 0 && agf.CntLevel != ctx.CntbtHeight) f.Damage($"cntbt level {agf.CntLevel}, but the tree is {ctx.CntbtHeight} high");
         long rmapBlocks = ctx.Scan.RmapbtBlocks.Count;
-        if (ctx.BnobtBlocks > 0 && ctx.CntbtBlocks > 0 && rmapBlocks > 0)
+        // The scan collects the rmapbt's blocks without judging it: count them only when the rmapbt reads whole.
+        if (ctx.BnobtBlocks > 0 && ctx.CntbtBlocks > 0 && rmapBlocks > 0 && ctx.OnDiskRmapUnusable == null)
         {
             long btreeblks = ctx.BnobtBlocks - 1 + ctx.CntbtBlocks - 1 + rmapBlocks - 1;
             if (btreeblks != agf.BtreeBlocks) f.Damage($"agf_btreeblks {agf.BtreeBlocks}, but bnobt+cntbt+rmapbt have {btreeblks} non-root blocks");

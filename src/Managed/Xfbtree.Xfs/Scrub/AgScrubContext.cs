@@ -15,6 +15,7 @@ namespace Xfbtree.Xfs.Scrub;
 /// </summary>
 internal sealed class AgScrubContext
 {
+    /// <summary>Prepares the checks of the AG <paramref name="scan"/> covers; <paramref name="scanComplete"/>: no AG's scan met damage.</summary>
     public AgScrubContext(XfsImage image, AgScanResult scan, bool scanComplete, ScrubOptions options)
     {
         _scanComplete = scanComplete;
@@ -34,12 +35,19 @@ internal sealed class AgScrubContext
     /// <summary>True when the scan of every AG met no damage (the expected sets are complete).</summary>
     public bool ScanComplete => _scanComplete;
 
+    /// <summary>The image (read through its cache).</summary>
     public XfsImage Image { get; }
+    /// <summary>The image's geometry.</summary>
     public XfsGeometry Geometry { get; }
+    /// <summary>This AG's scan: headers as read, expected rmap set, problems.</summary>
     public AgScanResult Scan { get; }
+    /// <summary>The scrub's options.</summary>
     public ScrubOptions Options { get; }
+    /// <summary>The AG.</summary>
     public uint AgNumber { get; }
+    /// <summary>The AG's length in blocks.</summary>
     public uint AgLength { get; }
+    /// <summary>Block store for this AG's trees.</summary>
     public AgBtreeBlockStore Store { get; }
 
     /// <summary>
@@ -111,7 +119,9 @@ internal sealed class AgScrubContext
 
     struct SpecialOwnerSink : IRmapRecordSink
     {
+        /// <summary>Records of the owner each list is named after.</summary>
         public List<(uint, uint)> Ag, Inodes, Cow;
+        /// <summary>Keeps a record of a special owner the checks need.</summary>
         public readonly void Record(in RmapRecord record)
         {
             switch (record.Owner)

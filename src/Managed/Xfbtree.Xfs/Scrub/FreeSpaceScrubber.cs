@@ -77,8 +77,10 @@ internal static class FreeSpaceScrubber
         int _next;
         long _missing, _extra;
         string? _firstMissing, _firstExtra;
+        /// <summary>Blocks of all bnobt records.</summary>
         public long Blocks;
 
+        /// <summary>One bnobt record, in walk order.</summary>
         public void Record(ReadOnlySpan<byte> r)
         {
             uint s = AllocRecord.StartBlock(r), l = AllocRecord.BlockCount(r);
@@ -97,6 +99,7 @@ internal static class FreeSpaceScrubber
             _firstMissing ??= $"[{AgScrubContext.StartOf(gap)}, +{AgScrubContext.LengthOf(gap)})";
         }
 
+        /// <summary>Counts the free extents no record matched and reports the totals.</summary>
         public void Finish()
         {
             if (truth == null) { collect?.Sort(); return; }

@@ -25,6 +25,7 @@ internal sealed class LinkCountScrubber
     readonly HashSet<ulong> _metadata = new();
     readonly ScrubFinding _finding;
 
+    /// <summary>A link count scan of <paramref name="image"/>.</summary>
     public LinkCountScrubber(XfsImage image, ScrubOptions options)
     {
         _image = image;
