@@ -132,6 +132,7 @@ public static class ScrubCommand
             w.WriteNumber("exit", rc);
             w.WriteBoolean("needsRepair", needsRepair);
             w.WriteNumber("seconds", report.Elapsed.TotalSeconds);
+            w.WriteNumber("scanSeconds", report.ScanElapsed.TotalSeconds);
             w.WriteStartArray("structures");
             foreach (var f in report.Findings)
             {
@@ -147,6 +148,7 @@ public static class ScrubCommand
                 foreach (var s in f.Skipped) w.WriteStringValue(s);
                 w.WriteEndArray();
                 w.WriteString("line", f.ToString());
+                w.WriteNumber("seconds", f.Elapsed.TotalSeconds);
                 w.WriteEndObject();
             }
             w.WriteEndArray();

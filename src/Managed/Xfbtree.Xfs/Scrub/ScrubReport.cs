@@ -39,6 +39,8 @@ public sealed class ScrubFinding
     public long ProblemTotal { get; private set; }
     /// <summary>Checks that could not run, each with its reason.</summary>
     public IReadOnlyList<string> Skipped => _skipped;
+    /// <summary>Wall time of this structure's checks (the inobt's includes reading the directories for the link counts).</summary>
+    public TimeSpan Elapsed { get; internal set; }
     /// <summary>Records, blocks or inodes looked at (for the clean line), or null.</summary>
     public string? Note { get; set; }
 
@@ -97,8 +99,9 @@ public readonly record struct LinkCountMismatch(ulong Ino, uint NLink, long Coun
 /// <summary>The verdict on the image: one finding per structure checked, and the wrong link counts.</summary>
 public sealed class ScrubReport
 {
-    internal ScrubReport(IReadOnlyList<ScrubFinding> findings, IReadOnlyList<LinkCountMismatch> links, long linkMismatchTotal, TimeSpan elapsed)
+    internal ScrubReport(IReadOnlyList<ScrubFinding> findings, IReadOnlyList<LinkCountMismatch> links, long linkMismatchTotal, TimeSpan elapsed, TimeSpan scanElapsed)
     {
+        ScanElapsed = scanElapsed;
         Findings = findings;
         LinkMismatches = links;
         LinkMismatchTotal = linkMismatchTotal;
@@ -111,6 +114,8 @@ public sealed class ScrubReport
     public IReadOnlyList<LinkCountMismatch> LinkMismatches { get; }
     /// <summary>Every inode with a wrong link count.</summary>
     public long LinkMismatchTotal { get; }
+    /// <summary>Wall time of the rmap scan every AG check starts from.</summary>
+    public TimeSpan ScanElapsed { get; }
     /// <summary>Wall time of the scrub.</summary>
     public TimeSpan Elapsed { get; }
     /// <summary>True when nothing is damaged and every check ran.</summary>

@@ -27,6 +27,7 @@ public static class Scrubber
             Parallelism = options.Parallelism,
             Progress = options.Progress,
         }, cancel);
+        var scanElapsed = sw.Elapsed;
         bool whole = options.OnlyAg == null;
         var links = whole ? new LinkCountScrubber(image, options) : null;
         var findings = new List<ScrubFinding>();
@@ -39,13 +40,23 @@ public static class Scrubber
             options.Progress?.Invoke($"scrubbing AG {ag.AgNumber}/{image.Geometry.AgCount}");
             var ctx = new AgScrubContext(image, ag, scanComplete, options);
             contexts.Add(ctx);
+            var t = Stopwatch.StartNew();
             var (bno, cnt) = FreeSpaceScrubber.Check(ctx);
+            bno.Elapsed = t.Elapsed;   // both trees' walks: the cntbt's share is not split out
+            t.Restart();
             var (ino, fino) = InodeBtreeScrubber.Check(ctx, links);
+            ino.Elapsed = t.Elapsed;
+            t.Restart();
             var rmap = RmapbtScrubber.Check(ctx);
+            rmap.Elapsed = t.Elapsed;
+            t.Restart();
             var refc = RefcountScrubber.Check(ctx);
+            if (refc != null) refc.Elapsed = t.Elapsed;
+            t.Restart();
             findings.Add(AgHeaderScrubber.CheckAgf(ctx));
             findings.Add(AgHeaderScrubber.CheckAgfl(ctx));
             findings.Add(AgHeaderScrubber.CheckAgi(ctx));
+            findings[^3].Elapsed = t.Elapsed;
             findings.Add(bno);
             findings.Add(cnt);
             findings.Add(ino);
@@ -58,11 +69,13 @@ public static class Scrubber
         if (whole)
         {
             findings.Add(SummaryCounterScrubber.Check(image, contexts, options));
+            var t = Stopwatch.StartNew();
             var (linkFinding, wrong, total) = links!.Finish(options.LinkMismatchLimit);
+            linkFinding.Elapsed = t.Elapsed;
             findings.Add(linkFinding);
             mismatches = wrong;
             mismatchTotal = total;
         }
-        return new ScrubReport(findings, mismatches, mismatchTotal, sw.Elapsed);
+        return new ScrubReport(findings, mismatches, mismatchTotal, sw.Elapsed, scanElapsed);
     }
 }
