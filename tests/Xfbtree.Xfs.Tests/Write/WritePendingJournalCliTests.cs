@@ -32,6 +32,7 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
         root.Add(IoCommand.Create(environment));
         root.Add(StressCommand.Create(environment));
         root.Add(RecoverCommand.Create(environment));
+        root.Add(ScrubCommand.Create(environment));
         int rc = CommandLineHost.Invoke(root, args, environment);
         output.WriteLine($"xfbtree {string.Join(' ', args)}: exit {rc}\n{stdout}{stderr}");
         return (rc, stdout.ToString(), stderr.ToString());
@@ -65,6 +66,18 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
         Assert.Equal("", stdout);
         Assert.Equal($"xfbtree: {image}: a write-engine journal is pending ({image}.xfbtree-journal: 2 committed transactions): the last xfbtree writer did not close the image cleanly, " +
                      $"so it is marked NEEDSREPAIR and its last writes may be incomplete; run 'xfbtree recover {image}' to replay the journal first (xfs_repair would discard it)\n", stderr);
+        Assert.True(File.Exists(image + ".xfbtree-journal") && NeedsRepair(image), "the refusal changed the image or the journal");
+    }
+
+    [Fact]
+    public void ScrubWithAPendingJournalOffersTheRecoveryFirst()
+    {
+        string image = ImageWithPendingJournal();
+        var (rc, stdout, stderr) = Xfbtree("scrub", image);
+        Assert.Equal(CommandLineHost.ExitUnusable, rc);
+        Assert.Equal("", stdout);
+        Assert.Contains($"a write-engine journal is pending ({image}.xfbtree-journal: 2 committed transactions)", stderr, StringComparison.Ordinal);
+        Assert.Contains($"run 'xfbtree recover {image}' to replay the journal first", stderr, StringComparison.Ordinal);
         Assert.True(File.Exists(image + ".xfbtree-journal") && NeedsRepair(image), "the refusal changed the image or the journal");
     }
 
@@ -137,7 +150,7 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
         using (var fs = XfsFileSystem.Open(image, Fast))
         {
             fs.Create("/busy");
-            foreach (string[] args in new[] { new[] { "rmap", "check", image }, ["rmap", "dump", image], ["recover", image] })
+            foreach (string[] args in new[] { new[] { "rmap", "check", image }, ["rmap", "dump", image], ["recover", image], ["scrub", image] })
             {
                 var (rc, stdout, stderr) = Xfbtree(args);
                 Assert.Equal(CommandLineHost.ExitUnusable, rc);
@@ -148,6 +161,8 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
             fs.Close();
         }
         Assert.Equal(CommandLineHost.ExitClean, Xfbtree("rmap", "check", image).Rc);
+        // What the write engine wrote (a new file: inode, directory entry, counters) scrubs clean.
+        Assert.Equal(CommandLineHost.ExitClean, Xfbtree("scrub", image).Rc);
     }
 
     [Fact]
