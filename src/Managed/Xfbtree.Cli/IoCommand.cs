@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using Xfbtree.Xfs.Write;
+using Xfbtree.Xfs.Write.Engine;
 using Xfbtree.Xfs.Write.Namespace;
 
 namespace Xfbtree.Cli;
@@ -57,11 +58,16 @@ public static class IoCommand
         }
 
         XfsFileSystem fs;
+        PendingJournal? pending = ImageStateNotices.Pending(imagePath);
         try { fs = XfsFileSystem.Open(imagePath); }
         catch (Exception e) when (e is XfsWriteException or IOException or UnauthorizedAccessException)
         {
             stderr.WriteLine($"xfbtree io: {imagePath}: {e.Message}");
             return CommandLineHost.ExitUnusable;
+        }
+        if (pending is not null)
+        {
+            stderr.WriteLine($"xfbtree io: {ImageStateNotices.Replayed(imagePath, pending, fs.Engine.RecordsReplayed)}");
         }
 
         int rc = CommandLineHost.ExitClean;

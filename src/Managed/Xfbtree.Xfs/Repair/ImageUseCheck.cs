@@ -81,6 +81,32 @@ public static class ImageUseCheck
     }
 
     /// <summary>
+    /// Who holds the image for writing, in words, or null when nobody does: a loop device backing it (mounted or
+    /// attached), or another xfbtree writer's lock (io, stress, a repair). Reading an image that is being written
+    /// compares a moving target: a check would report differences that are not there.
+    /// </summary>
+    /// <exception cref="XfsFormatException">Whether it is in use cannot be told (not Linux, sysfs unreadable).</exception>
+    /// <exception cref="Xfbtree.Native.NativeCallException">The image cannot be opened to ask about its lock.</exception>
+    public static string? InUseBy(string imagePath)
+    {
+        ArgumentNullException.ThrowIfNull(imagePath);
+        if (!File.Exists(imagePath))
+        {
+            return null; // the caller's open reports a missing file or a directory in its own words
+        }
+        IReadOnlyList<string> loops = LoopDevicesBacking(imagePath);
+        if (loops.Count > 0)
+        {
+            return $"through {string.Join(", ", loops)}: mounted or attached";
+        }
+        if (OperatingSystem.IsLinux() && Xfbtree.Native.ImageFileLock.IsHeldByAWriter(imagePath))
+        {
+            return "another xfbtree writer (io, stress or a repair) holds it";
+        }
+        return null;
+    }
+
+    /// <summary>
     /// realpath(3): the absolute path of <paramref name="path"/> with every symbolic link resolved, in the directory
     /// components as well as the last one, so that every name of one file gives one string. Throws IOException on a
     /// link loop (more than 40 links, as the kernel's ELOOP).

@@ -247,6 +247,38 @@ public sealed class WriteEngine : IDisposable
     private const ushort QuotaAccountingBits = 0x0001 | 0x0008 | 0x0040;
     private const int IcountOffset = 128, IfreeOffset = 136;
 
+    /// <summary>
+    /// The engine journal a writer left beside <paramref name="imagePath"/> without closing cleanly (a crash, a
+    /// kill), or null when there is none (a clean close removes it) or it names another filesystem. Its committed
+    /// transactions are replayed by the next open (<c>xfbtree recover IMAGE</c>); nothing is changed here. While a
+    /// writer has the image open its journal exists too: ask <c>ImageUseCheck.InUseBy</c> first.
+    /// </summary>
+    /// <exception cref="IOException">The journal or the image cannot be read.</exception>
+    public static PendingJournal? FindPendingJournal(string imagePath)
+    {
+        string path = DefaultJournalPath(imagePath);
+        if (!File.Exists(path))
+        {
+            return null;
+        }
+        byte[]? owner = WriteJournal.ReadOwner(path);
+        if (owner is not null)
+        {
+            var uuid = new byte[16];
+            using (var h = File.OpenHandle(imagePath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
+            {
+                if (RandomAccess.Read(h, uuid, SuperblockUuidOffset) != uuid.Length || !owner.AsSpan().SequenceEqual(uuid))
+                {
+                    return null;
+                }
+            }
+        }
+        int transactions = owner is null ? 0 : WriteJournal.Replay(path, static (_, _) => { });
+        return new PendingJournal(path, transactions, new FileInfo(path).Length);
+    }
+
+    private const int SuperblockUuidOffset = 32; // sb_uuid
+
     /// <summary>Records replayed from the journal at open (0 after a clean close).</summary>
     public int RecordsReplayed { get; }
 
@@ -522,7 +554,7 @@ public sealed class WriteEngine : IDisposable
                 long perAg = (long)Geometry.AgBlocks * Geometry.BasicBlocksPerBlock;
                 uint agno = (uint)Math.Min(c.Daddr / perAg, ags.Length - 1);
                 ags[agno].MarkSick(c.Message);
-                return new XfsWriteException(WriteErrorKind.Corrupt, $"{operation}: AG {agno} is corrupt ({c.Message}); the AG is marked sick", c);
+                return new XfsWriteException(WriteErrorKind.Corrupt, $"{operation}: AG {agno} is corrupt ({c.Message}); the AG is marked sick", c) { AgNumber = agno };
             }
             case Trees.RmapOperationException r:
                 return new XfsWriteException(WriteErrorKind.Corrupt, $"{operation}: {r.Message}", r);
@@ -843,6 +875,13 @@ public sealed class WriteEngine : IDisposable
 }
 
 /// <summary>An AG's free-space figures as the last commit left them (read without the AG lock, for AG selection).</summary>
+/// <summary>An engine journal left beside an image by a writer that did not close it cleanly
+/// (<see cref="WriteEngine.FindPendingJournal"/>).</summary>
+/// <param name="Path">The journal file.</param>
+/// <param name="Transactions">Complete committed transactions in it (what a replay applies).</param>
+/// <param name="Bytes">Its size.</param>
+public sealed record PendingJournal(string Path, int Transactions, long Bytes);
+
 internal sealed record AgSummary(uint FreeBlocks, uint Longest, uint FlCount, uint MinFreeList, long MetadataReserved, long RmapReserved);
 
 /// <summary>Per-AG state of an open engine. OWNER: write-core.</summary>

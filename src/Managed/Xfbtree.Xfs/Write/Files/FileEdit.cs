@@ -53,6 +53,10 @@ internal sealed class FileEdit
     /// <summary>Reflink inode: data-fork rmap changes use the _shared variants and unmaps go through the refcountbt.</summary>
     public bool Reflink => !Fork.Attr && InodeFields.IsReflink(Core);
 
+    /// <summary>The fork's blocks are metadata (attribute blocks; a directory's or symlink's blocks): freed ones
+    /// have their buffers invalidated.</summary>
+    bool HoldsMetadata => Fork.Attr || (InodeFields.Mode(Core) & Namespace.InodeCore.ModeTypeMask) != Namespace.InodeCore.ModeRegular;
+
     public long Size
     {
         get => InodeFields.Size(Core);
@@ -147,6 +151,10 @@ internal sealed class FileEdit
         if (Reflink)
         {
             foreach (var (start, length) in _tx.RefcountDecrement(agno, agbno, piece.BlockCount)) _tx.Free(agno, start, length);
+        }
+        else if (HoldsMetadata)
+        {
+            _tx.FreeMetadata(agno, agbno, piece.BlockCount);
         }
         else
         {
