@@ -107,7 +107,12 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
         using var child = Process.Start(psi)!;
         var stderr = child.StandardError.ReadToEndAsync();
         string? first = child.StandardOutput.ReadLine();
-        Assert.True(first is not null && first.StartsWith("stress: ", StringComparison.Ordinal), $"the stress child did not start: '{first}' {stderr.Result}");
+        // The message reads the child's stderr only on failure: stderr.Result waits for the child to exit.
+        if (first is null || !first.StartsWith("stress: ", StringComparison.Ordinal))
+        {
+            child.Kill();
+            Assert.Fail($"the stress child did not start: '{first}' {stderr.Result}");
+        }
         // Not a synchronization: the delay is the moment of the kill; the child commits from its first line on.
         Assert.False(child.WaitForExit(700), "the stress child finished a million operations before the kill");
         child.Kill(); // SIGKILL on Linux
