@@ -61,6 +61,44 @@ public abstract class BtreeBlockStore
     /// Never dereferenced: a prefetch of a stale address is harmless.
     /// </summary>
     internal virtual unsafe byte* PeekAddressForPrefetch(long pointer) => null;
+
+    /// <summary>
+    /// The table optimistic readers use (in-memory stores whose writers stamp block versions); false when the store
+    /// has none, and the concurrent lookups of <see cref="BtreeCursor{TOps}"/> are then not available.
+    /// </summary>
+    internal virtual bool TryGetOptimisticTable(out OptimisticBlockTable table)
+    {
+        table = default;
+        return false;
+    }
+}
+
+/// <summary>One entry of an in-memory store's block table: the page address (or a free-list link, &lt;= 0) and the version.</summary>
+[System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
+internal struct BlockSlot
+{
+    /// <summary>Page address of an allocated block; &lt;= 0 for a free one.</summary>
+    public nint Page;
+    /// <summary>Id (odd) of the last write operation that changed, allocated or freed the block.</summary>
+    public long Version;
+}
+
+/// <summary>
+/// What an optimistic reader reads besides block memory: the store (for its current table, its high-water mark and
+/// its write sequence). See <c>XfbtreeBlockStore</c>'s remarks for the protocol.
+/// </summary>
+internal readonly unsafe struct OptimisticBlockTable
+{
+    readonly InMemory.XfbtreeBlockStore? _store;
+    internal OptimisticBlockTable(InMemory.XfbtreeBlockStore store) => _store = store;
+    /// <summary>True when there is a table.</summary>
+    public bool IsAvailable => _store is not null;
+    /// <summary>The write sequence (odd while a write operation runs).</summary>
+    public long* Sequence => _store!.SequenceAddress;
+    /// <summary>The current table; entry -1 holds its capacity in Version.</summary>
+    public BlockSlot* Table => _store!.CurrentTable;
+    /// <summary>Blocks handed out so far.</summary>
+    public long Highest => _store!.HighestVolatile;
 }
 
 /// <summary>

@@ -1,3 +1,5 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using Xfbtree.Btree;
 using Xfbtree.Buffers;
 using Xfbtree.Storage;
@@ -16,9 +18,21 @@ namespace Xfbtree.InMemory;
 /// </summary>
 /// <remarks>
 /// No managed allocation after construction, growth included: the block table (page address per block, or the
-/// free-list link of a freed block) and the dirty flags live in native memory grown by doubling (their bytes are
-/// in <see cref="TableBytes"/>), the free list is threaded through the table, and pages are committed without
-/// per-page pins (the store holds one reference on the xfile's mapping instead).
+/// free-list link of a freed block, and the block's version) and the dirty flags live in native memory grown by
+/// doubling (their bytes are in <see cref="TableBytes"/>), the free list is threaded through the table, and pages are
+/// committed without per-page pins (the store holds one reference on the xfile's mapping instead).
+/// <para>
+/// Optimistic readers (<see cref="BtreeCursor{TOps}"/>'s concurrent lookups): one writer at a time brackets each
+/// change with <see cref="BeginWriteOperation"/> / <see cref="EndWriteOperation"/>, which move the write sequence
+/// (odd while an operation runs; the operation's id is that odd value). Every block the operation formats, changes
+/// (<see cref="MarkDirty"/>), frees or allocates gets the operation's id as its version, kept beside the page address
+/// in the table (the XFS block format has no spare field). A reader notes the sequence before it starts and each
+/// block's version before it reads the block; afterwards it waits for the operation running then (if any) to end and
+/// accepts what it read only when no version it noted moved and none was set by an operation that overlapped it.
+/// The table never moves under a reader: growth copies it to a larger one and keeps the old one until
+/// <see cref="Dispose"/> (the old ones add up to less than the current one). Freed pages are discarded at once; a
+/// reader that still looks at one reads zeros or the block's next use, and its version check rejects either.
+/// </para>
 /// </remarks>
 public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
 {
@@ -26,9 +40,14 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     readonly long _start;
     readonly long _maxBlocks;
     readonly int _pageSize;
-    // Per block ever handed out (0.._highest-1): > 0 the page address of an allocated block; <= 0 a free block,
-    // -(next free block + 1) (0 = end of the free list).
-    nint* _table;
+    // Per block ever handed out (0.._highest-1): Page > 0 the page address of an allocated block; <= 0 a free block,
+    // -(next free block + 1) (0 = end of the free list); Version: the id of the last write operation that touched it.
+    // _table[-1] is the table's header: its Version is the table's capacity (a reader bounds its index by it).
+    BlockSlot* _table;
+    nint _publishedTable;                // _table, for readers (written with release semantics)
+    BlockSlot* _retired;                 // earlier tables, kept for readers that may still hold them (freed at Dispose)
+    int _retiredCount;
+    long* _sequence;                     // write sequence (own cache line): odd while a write operation runs
     byte* _dirtyFlag;                    // 1 = dirty, 2 = stale (freed) in the current transaction
     long _capacity;                      // entries of _table and _dirtyFlag
     long _highest;                       // blocks 0.._highest-1 have been handed out at least once
@@ -56,8 +75,13 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         _start = partitionStart;
         _maxBlocks = partitionLength / _pageSize;
         _capacity = Math.Min(InitialCapacity, Math.Max(1, _maxBlocks));
-        _table = (nint*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)(_capacity * sizeof(nint)));
+        _table = AllocateTable(_capacity);
+        _publishedTable = (nint)_table;
         _dirtyFlag = (byte*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)_capacity);
+        // Doubling from 64 entries reaches any partition in fewer than 64 growths.
+        _retired = (BlockSlot*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)(MaxRetiredTables * sizeof(BlockSlot)));
+        _sequence = (long*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc(128, 64);
+        *_sequence = 0;
         xfile.RetainMapping();
     }
 
@@ -79,19 +103,19 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     /// <summary>Bytes of the xfile this store holds: its live blocks and the pages committed ahead (freed blocks' pages are discarded).</summary>
     public long HeldBytes => (LiveBlocks + CommittedAheadBlocks) * _pageSize;
     /// <summary>Native bytes of the block table and dirty flags (bookkeeping outside the xfile and the managed heap).</summary>
-    public long TableBytes => _capacity * (sizeof(nint) + 1);
+    public long TableBytes => _capacity * (sizeof(BlockSlot) + 1);
     /// <summary>Verifier used at commit (set by the owning tree).</summary>
     public BtreeBlockVerifier? CommitVerifier { get; set; }
     /// <summary>Record dirty blocks for <see cref="Commit"/> (off for trees that never commit, e.g. the typed map).</summary>
     public bool TrackDirty { get; set; } = true;
 
     public override long PointerToDaddr(long pointer) => pointer * (_pageSize / 512);
-    public override bool IsValidPointer(long pointer) => (ulong)pointer < (ulong)_highest && _table[pointer] > 0;
+    public override bool IsValidPointer(long pointer) => (ulong)pointer < (ulong)_highest && _table[pointer].Page > 0;
 
     public override BtreeBlockRef Read(long pointer, BtreeBlockVerifier verifier)
     {
         nint page;
-        if ((ulong)pointer >= (ulong)_highest || (page = _table[pointer]) <= 0)
+        if ((ulong)pointer >= (ulong)_highest || (page = _table[pointer].Page) <= 0)
             throw new CorruptionException(verifier.Name, pointer, "pointer to an unallocated in-memory block");
         return new BtreeBlockRef(null, (byte*)page, pointer);
     }
@@ -99,24 +123,70 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     public override BtreeBlockRef GetNew(long pointer, BtreeBlockVerifier verifier) => Read(pointer, verifier);
 
     internal override byte* PeekAddressForPrefetch(long pointer)
-        => (ulong)pointer < (ulong)_highest && _table[pointer] > 0 ? (byte*)_table[pointer] : null;
+        => (ulong)pointer < (ulong)_highest && _table[pointer].Page > 0 ? (byte*)_table[pointer].Page : null;
     public override void Release(in BtreeBlockRef block) { }
 
     public override void MarkDirty(in BtreeBlockRef block)
     {
-        if (!TrackDirty) return;
         long p = block.Pointer;
+        Touch(p);
+        if (!TrackDirty) return;
         if (_dirtyFlag[p] == 0) _dirty.Add(p);
         _dirtyFlag[p] |= 1;
     }
 
     public override void MarkStale(in BtreeBlockRef block)
     {
-        if (!TrackDirty) return;
         long p = block.Pointer;
+        Touch(p);
+        if (!TrackDirty) return;
         if (_dirtyFlag[p] == 0) _dirty.Add(p);
         _dirtyFlag[p] |= 2;
     }
+
+    /// <summary>
+    /// Stamps block <paramref name="p"/> with the running write operation's id (see the class remarks). Outside an
+    /// operation (building the empty tree, or a tree nobody reads concurrently) the id of the last one ended, so that
+    /// no reader takes the block for one that a write is changing.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    void Touch(long p)
+    {
+        long sequence = *_sequence;
+        Volatile.Write(ref _table[p].Version, (sequence & 1) != 0 ? sequence : sequence - 1);
+    }
+
+    /// <summary>
+    /// Starts a write operation (the caller is the only writer: the map's write lock). Until
+    /// <see cref="EndWriteOperation"/>, every block changed, allocated or freed is stamped with this operation's id,
+    /// and readers that overlap it check their blocks' versions after it ends.
+    /// </summary>
+    internal void BeginWriteOperation()
+    {
+        Debug.Assert((*_sequence & 1) == 0, "write operations do not nest");
+        // A full fence: the odd sequence is visible before any block changes (a reader that sees a change also sees it).
+        Interlocked.Increment(ref *_sequence);
+    }
+
+    /// <summary>Ends the write operation begun by <see cref="BeginWriteOperation"/> (after every change and stamp).</summary>
+    internal void EndWriteOperation()
+    {
+        Debug.Assert((*_sequence & 1) == 1, "no write operation to end");
+        Volatile.Write(ref *_sequence, *_sequence + 1);
+    }
+
+    /// <summary>What an optimistic reader needs: the current table (never freed before the store) and the write sequence.</summary>
+    internal override bool TryGetOptimisticTable(out OptimisticBlockTable table)
+    {
+        table = new OptimisticBlockTable(this);
+        return !_disposed;
+    }
+
+    /// <summary>The current table (published with a release write on growth).</summary>
+    internal BlockSlot* CurrentTable => (BlockSlot*)Volatile.Read(ref _publishedTable);
+    /// <summary>Blocks handed out so far (an index at or above it names no block).</summary>
+    internal long HighestVolatile => Volatile.Read(ref _highest);
+    internal long* SequenceAddress => _sequence;
 
     /// <remarks>
     /// A new block (past the high-water mark) comes from pages committed ahead in chunks (<see cref="CommitAhead"/>), so
@@ -132,7 +202,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         {
             bno = _freeHead;
             page = _xfile.CommitPageUnpinned(_start + bno * _pageSize);   // throws with the block still on the free list
-            _freeHead = -(long)_table[bno] - 1;
+            _freeHead = -(long)_table[bno].Page - 1;
             _freeCount--;
         }
         else
@@ -141,11 +211,12 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
             bno = _highest;
             if (bno >= _capacity) Grow(bno + 1);
             if (bno >= _committedEnd) CommitAhead(bno);    // throws with nothing changed
-            _highest++;
+            Volatile.Write(ref _highest, _highest + 1);
             // Committed by CommitAhead under the store's RetainMapping: no lease or commit check needed.
             page = _xfile.PageAddressUnchecked(_start + bno * _pageSize);
         }
-        _table[bno] = (nint)page;
+        Touch(bno);
+        Volatile.Write(ref _table[bno].Page, (nint)page);
         // No clear here: a fresh page reads as zeros (committed by fallocate or populated anonymous memory), a reused
         // block's page was discarded when it was freed, and every caller formats the block anyway (the engine's
         // InitializeBlock clears it whole, the bulk loader writes the header and clears the unused tail); clearing
@@ -186,12 +257,30 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         _committedEnd = bno + 1;
     }
 
+    const int MaxRetiredTables = 64;
+
+    static BlockSlot* AllocateTable(long capacity)
+    {
+        var header = (BlockSlot*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)((capacity + 1) * sizeof(BlockSlot)));
+        header->Version = capacity;
+        return header + 1;
+    }
+
+    /// <summary>
+    /// A larger table: the entries are copied and the new table published; the old one stays allocated (a reader may
+    /// be reading it) until Dispose. A reader on the old table sees pages that do not move and versions that were
+    /// current when copied; the versions it checks at the end are read from the current table.
+    /// </summary>
     void Grow(long needed)
     {
         long capacity = Math.Min(Math.Max(_capacity * 2, needed), _maxBlocks);
-        _table = (nint*)System.Runtime.InteropServices.NativeMemory.Realloc(_table, (nuint)(capacity * sizeof(nint)));
+        if (_retiredCount >= MaxRetiredTables) throw new InvalidOperationException("block table grew more often than doubling allows");
+        var table = AllocateTable(capacity);
+        System.Runtime.InteropServices.NativeMemory.Copy(_table, table, (nuint)(_capacity * sizeof(BlockSlot)));
+        _retired[_retiredCount++].Page = (nint)(_table - 1);
+        _table = table;
+        Volatile.Write(ref _publishedTable, (nint)table);
         _dirtyFlag = (byte*)System.Runtime.InteropServices.NativeMemory.Realloc(_dirtyFlag, (nuint)capacity);
-        System.Runtime.InteropServices.NativeMemory.Clear(_table + _capacity, (nuint)((capacity - _capacity) * sizeof(nint)));
         System.Runtime.InteropServices.NativeMemory.Clear(_dirtyFlag + _capacity, (nuint)(capacity - _capacity));
         _capacity = capacity;
     }
@@ -200,7 +289,8 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     {
         if (!IsValidPointer(pointer)) throw new InvalidOperationException($"free of unallocated in-memory block {pointer}");
         long offset = _start + pointer * _pageSize;
-        _table[pointer] = (nint)(-(_freeHead + 1));
+        Touch(pointer);
+        Volatile.Write(ref _table[pointer].Page, (nint)(-(_freeHead + 1)));
         _freeHead = pointer;
         _freeCount++;
         _xfile.Discard(offset, _pageSize);
@@ -218,8 +308,8 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         {
             byte flags = _dirtyFlag[p];
             _dirtyFlag[p] = 0;
-            if ((flags & 2) != 0 || _table[p] <= 0 || CommitVerifier is null) continue;
-            try { CommitVerifier.Verify(new ReadOnlySpan<byte>((byte*)_table[p], _pageSize), PointerToDaddr(p)); }
+            if ((flags & 2) != 0 || _table[p].Page <= 0 || CommitVerifier is null) continue;
+            try { CommitVerifier.Verify(new ReadOnlySpan<byte>((byte*)_table[p].Page, _pageSize), PointerToDaddr(p)); }
             catch (CorruptionException e) { first ??= e; }
         }
         _dirty.Clear();
@@ -262,9 +352,16 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
 
     void FreeTables()
     {
-        System.Runtime.InteropServices.NativeMemory.Free(_table);
+        if (_table != null) System.Runtime.InteropServices.NativeMemory.Free(_table - 1);
+        for (int i = 0; i < _retiredCount; i++) System.Runtime.InteropServices.NativeMemory.Free((void*)_retired[i].Page);
+        System.Runtime.InteropServices.NativeMemory.Free(_retired);
         System.Runtime.InteropServices.NativeMemory.Free(_dirtyFlag);
+        if (_sequence != null) System.Runtime.InteropServices.NativeMemory.AlignedFree(_sequence);
         _table = null;
+        _publishedTable = 0;
+        _retired = null;
+        _retiredCount = 0;
+        _sequence = null;
         _dirtyFlag = null;
         _capacity = 0;
     }
