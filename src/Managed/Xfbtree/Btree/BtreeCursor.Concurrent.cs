@@ -32,6 +32,7 @@ internal unsafe struct ConcurrentScanPosition
     internal long Pointer;
     internal long Version;
     internal long ValidAsOf;
+    internal long* Sequence;
     internal byte* Page;
     internal int Index;
     internal int Count;
@@ -173,6 +174,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
             {
                 position.Positioned = result == 1;
                 position.ValidAsOf = validAsOf;
+                position.Sequence = t.Sequence;
                 return result == 1;
             }
             AfterFailedAttempt(ref a, t);
@@ -270,9 +272,29 @@ public sealed unsafe partial class BtreeCursor<TOps>
     /// the leaf changed, the scan continues after (before) <paramref name="last"/>, the record it returned last, by a
     /// new lookup, so no record present during the whole scan is missed and none is returned twice.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool StepConcurrent(ref ConcurrentScanPosition p, bool forward, ReadOnlySpan<byte> last, Span<byte> record)
     {
         if (!p.Positioned) return false;
+        int next = forward ? p.Index + 1 : p.Index - 1;
+        if ((uint)next < (uint)p.Count && record.Length >= _recordSize)
+        {
+            // Within the leaf: a copy and one read of the write sequence while no write runs.
+            Unsafe.CopyBlockUnaligned(ref record[0], ref *(p.Page + _headerSize + (long)next * _recordSize), (uint)_recordSize);
+            long now = Volatile.Read(ref *p.Sequence);
+            if (now == p.ValidAsOf && (now & 1) == 0)
+            {
+                p.Index = next;
+                return true;
+            }
+        }
+        return StepConcurrentSlow(ref p, forward, last, record);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    bool StepConcurrentSlow(ref ConcurrentScanPosition p, bool forward, ReadOnlySpan<byte> last, Span<byte> record)
+    {
+        if (record.Length < _recordSize) throw new ArgumentException($"record must hold {_recordSize} bytes", nameof(record));
         var t = OptimisticTable();
         int next = forward ? p.Index + 1 : p.Index - 1;
         if (next >= 0 && next < p.Count)
@@ -308,10 +330,27 @@ public sealed unsafe partial class BtreeCursor<TOps>
         int at = forward ? 0 : sn - 1;
         new ReadOnlySpan<byte>(s + _headerSize + (long)at * _recordSize, _recordSize).CopyTo(record);
         if (!LeafStillCurrent(ref p, t)) return Reseek(ref p, forward, last, record);
-        var moved = new ConcurrentScanPosition { Pointer = sibling, Version = version, Page = s, Index = at, Count = sn, Positioned = true, ValidAsOf = start };
+        var moved = new ConcurrentScanPosition { Pointer = sibling, Version = version, Page = s, Index = at, Count = sn, Positioned = true, ValidAsOf = start, Sequence = t.Sequence };
         if (!LeafStillCurrent(ref moved, t)) return Reseek(ref p, forward, last, record);
         p = moved;
         return true;
+    }
+
+    /// <summary>
+    /// Copies the records of the scan's leaf from its position to the leaf's end (<paramref name="forward"/>) or start
+    /// into <paramref name="buffer"/> (at least a block), checked as one; leaves the position on the last of them and
+    /// returns how many, or -1 when a write touched the leaf (the caller continues after the record it had last).
+    /// </summary>
+    internal int CopyLeafRest(ref ConcurrentScanPosition p, bool forward, Span<byte> buffer)
+    {
+        if (!p.Positioned) return 0;
+        int from = p.Index, count = forward ? p.Count - p.Index : p.Index + 1;
+        if (count <= 0) return 0;
+        int first = forward ? from : 0;
+        new ReadOnlySpan<byte>(p.Page + _headerSize + (long)first * _recordSize, count * _recordSize).CopyTo(buffer);
+        if (!LeafStillCurrent(ref p, OptimisticTable())) return -1;
+        p.Index = forward ? p.Count - 1 : 0;
+        return count;
     }
 
     bool SiblingFailed(ref ConcurrentScanPosition p, in OptimisticBlockTable t, bool forward, ReadOnlySpan<byte> last, Span<byte> record, long sibling)

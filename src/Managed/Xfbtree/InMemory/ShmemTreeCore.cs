@@ -148,16 +148,52 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     internal bool Upsert(in TRecord record)
     {
         BeginWrite();
+        try { return UpsertLocked(Bytes(record)); }
+        finally { EndWrite(); }
+    }
+
+    bool UpsertLocked(ReadOnlySpan<byte> bytes)
+    {
+        if (Cursor.Insert(bytes))
+        {
+            Count++;
+            return false;
+        }
+        if (!Cursor.Lookup(bytes, BtreeLookup.Equal)) throw new InvalidOperationException("a record refused as a duplicate was not found");
+        Cursor.Update(bytes);
+        return true;
+    }
+
+    /// <summary>Adds or replaces records sorted by key, each its own write operation, under one hold of the write lock; returns how many were added (not replaced).</summary>
+    internal int UpsertSorted(ReadOnlySpan<TRecord> sorted)
+    {
+        int added = 0;
+        _writeLock.Enter();
         try
         {
-            var bytes = Bytes(record);
-            if (Cursor.Insert(bytes))
+            foreach (ref readonly var record in sorted)
             {
-                Count++;
-                return false;
+                _store.BeginWriteOperation();
+                try
+                {
+                    if (!UpsertLocked(Bytes(record))) added++;
+                }
+                finally { _store.EndWriteOperation(); }
             }
-            if (!Cursor.Lookup(bytes, BtreeLookup.Equal)) throw new InvalidOperationException("a record refused as a duplicate was not found");
-            Cursor.Update(bytes);
+        }
+        finally { _writeLock.Exit(); }
+        return added;
+    }
+
+    /// <summary>Removes the record with the key <paramref name="key"/> (key bytes); false when there is none.</summary>
+    internal bool RemoveKey(ReadOnlySpan<byte> key)
+    {
+        BeginWrite();
+        try
+        {
+            if (!Cursor.Lookup(key, BtreeLookup.Equal)) return false;
+            Cursor.Delete();
+            Count--;
             return true;
         }
         finally { EndWrite(); }
@@ -279,16 +315,43 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     internal readonly bool VisitAll<TVisitor>(ref TVisitor visitor, bool reverse = false) where TVisitor : IRecordVisitor<TRecord>
     {
         var position = default(ConcurrentScanPosition);
-        TRecord a = default, b = default;
-        var current = MemoryMarshal.AsBytes(new Span<TRecord>(ref a));
-        var next = MemoryMarshal.AsBytes(new Span<TRecord>(ref b));
-        if (!Cursor.SeekConcurrent(default, reverse ? ConcurrentSeek.Last : ConcurrentSeek.First, current, ref position)) return true;
-        bool inA = true;
+        TRecord last = default;
+        var lastBytes = MemoryMarshal.AsBytes(new Span<TRecord>(ref last));
+        if (!Cursor.SeekConcurrent(default, reverse ? ConcurrentSeek.Last : ConcurrentSeek.First, lastBytes, ref position)) return true;
+        // A leaf at a time: its records are copied to the stack and checked once, then visited from the copy.
+        int blockSize = Tree.Store.BlockSize;
+        Span<TRecord> leaf = stackalloc TRecord[blockSize / Unsafe.SizeOf<TRecord>() + 1]; // a page: at most 64 KiB
+        var leafBytes = MemoryMarshal.AsBytes(leaf);
+        bool visited = false;
         while (true)
         {
-            if (!visitor.Visit(in inA ? ref a : ref b)) return false;
-            if (!Cursor.StepConcurrent(ref position, !reverse, inA ? current : next, inA ? next : current)) return true;
-            inA = !inA;
+            int n = Cursor.CopyLeafRest(ref position, !reverse, leafBytes);
+            if (n < 0)
+            {
+                // A write touched the leaf: continue after the record visited last (its key is in `last`).
+                position = default;
+                TRecord previous = last;
+                bool more = visited
+                    ? Cursor.SeekConcurrent(ShmemTreeCore<TRecord, TOps>.Bytes(previous), reverse ? ConcurrentSeek.Less : ConcurrentSeek.Greater, lastBytes, ref position)
+                    : Cursor.SeekConcurrent(default, reverse ? ConcurrentSeek.Last : ConcurrentSeek.First, lastBytes, ref position);
+                if (!more) return true;
+                continue;
+            }
+            visited = true;
+            if (reverse)
+            {
+                for (int i = n - 1; i >= 0; i--)
+                    if (!visitor.Visit(in leaf[i])) return false;
+                last = leaf[0];
+            }
+            else
+            {
+                for (int i = 0; i < n; i++)
+                    if (!visitor.Visit(in leaf[i])) return false;
+                last = leaf[n - 1];
+            }
+            TRecord previousLast = last;
+            if (!Cursor.StepConcurrent(ref position, !reverse, ShmemTreeCore<TRecord, TOps>.Bytes(previousLast), lastBytes)) return true;
         }
     }
 
