@@ -234,21 +234,30 @@ public sealed class ShmemScanAndBulkLoadTests
     [Fact]
     public void BulkLoadAllocatesOnlyItsPlanWhateverTheSize()
     {
-        var small = Enumerable.Range(0, 1000).Select(Rec).ToArray();
+        // Warm-up at the same size: every size-dependent first use (the plan's height, commit-ahead chunk sizes, the
+        // JIT's tiering of the per-leaf loops) happens outside the measurement. Then three identical rounds on fresh
+        // maps: the tree's code is deterministic for the same input, so an allocation of the tree's shows in every round;
+        // the runtime's own occasional bookkeeping charged to the thread (one run once saw 8200 bytes, and the runtime's
+        // own tests allow GetAllocatedBytesForCurrentThread kilobytes of slack) shows in one. The bound is on the least.
         var large = Enumerable.Range(0, 300_000).Select(Rec).ToArray();
-        using (var warm = new ShmemIntervalBTree<MapRecord, MapIntervalComparer>()) warm.BulkLoad(small);
-        using (var warm = new ShmemBTree<MapRecord, MapRecordComparer>()) warm.BulkLoad(small);
-        using var imap = new ShmemIntervalBTree<MapRecord, MapIntervalComparer>();
-        using var map = new ShmemBTree<MapRecord, MapRecordComparer>();
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        imap.BulkLoad(large);
-        long interval = GC.GetAllocatedBytesForCurrentThread() - before;
-        before = GC.GetAllocatedBytesForCurrentThread();
-        map.BulkLoad(large);
-        long plain = GC.GetAllocatedBytesForCurrentThread() - before;
+        using (var warm = new ShmemIntervalBTree<MapRecord, MapIntervalComparer>()) warm.BulkLoad(large);
+        using (var warm = new ShmemBTree<MapRecord, MapRecordComparer>()) warm.BulkLoad(large);
+        var interval = new List<long>();
+        var plain = new List<long>();
+        for (int round = 0; round < 3; round++)
+        {
+            using var imap = new ShmemIntervalBTree<MapRecord, MapIntervalComparer>();
+            using var map = new ShmemBTree<MapRecord, MapRecordComparer>();
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            imap.BulkLoad(large);
+            interval.Add(GC.GetAllocatedBytesForCurrentThread() - before);
+            before = GC.GetAllocatedBytesForCurrentThread();
+            map.BulkLoad(large);
+            plain.Add(GC.GetAllocatedBytesForCurrentThread() - before);
+        }
         // The geometry plan (a few small arrays); nothing per leaf or per record (2400 leaves here).
-        Assert.True(interval < 2048, $"interval map bulk load allocated {interval} bytes");
-        Assert.True(plain < 2048, $"plain map bulk load allocated {plain} bytes");
+        Assert.True(interval.Min() < 2048, $"interval map bulk load allocated {string.Join(", ", interval)} bytes in three rounds");
+        Assert.True(plain.Min() < 2048, $"plain map bulk load allocated {string.Join(", ", plain)} bytes in three rounds");
     }
 
     struct SumVisitor : IRecordVisitor<MapRecord>

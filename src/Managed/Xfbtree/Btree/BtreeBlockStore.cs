@@ -41,6 +41,11 @@ public abstract class BtreeBlockStore
     public abstract void Release(in BtreeBlockRef block);
     /// <summary>Records that the held block changed.</summary>
     public abstract void MarkDirty(in BtreeBlockRef block);
+    /// <summary>
+    /// Called before the engine's first change to a held block in a write (the block is about to change; MarkDirty
+    /// follows the change). In-memory stores with concurrent readers stamp the block's version here; others need nothing.
+    /// </summary>
+    public virtual void BeginChange(in BtreeBlockRef block) { }
     /// <summary>Records that the held block was freed and must not be written back.</summary>
     public abstract void MarkStale(in BtreeBlockRef block);
     /// <summary>Allocates a block for a tree that grows (insert splits). Default: not supported.</summary>
@@ -84,8 +89,8 @@ internal struct BlockSlot
 }
 
 /// <summary>
-/// What an optimistic reader reads besides block memory: the store (for its current table, its high-water mark and
-/// its write sequence). See <c>XfbtreeBlockStore</c>'s remarks for the protocol.
+/// What an optimistic reader reads besides block memory: the store (for its current table and its high-water mark).
+/// See <c>XfbtreeBlockStore</c>'s remarks for the protocol.
 /// </summary>
 internal readonly unsafe struct OptimisticBlockTable
 {
@@ -93,8 +98,8 @@ internal readonly unsafe struct OptimisticBlockTable
     internal OptimisticBlockTable(InMemory.XfbtreeBlockStore store) => _store = store;
     /// <summary>True when there is a table.</summary>
     public bool IsAvailable => _store is not null;
-    /// <summary>The write sequence (odd while a write operation runs).</summary>
-    public long* Sequence => _store!.SequenceAddress;
+    /// <summary>The store.</summary>
+    public InMemory.XfbtreeBlockStore Store => _store!;
     /// <summary>The current table; entry -1 holds its capacity in Version.</summary>
     public BlockSlot* Table => _store!.CurrentTable;
     /// <summary>Blocks handed out so far.</summary>

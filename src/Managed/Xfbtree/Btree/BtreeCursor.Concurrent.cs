@@ -24,15 +24,14 @@ internal enum ConcurrentSeek
 }
 
 /// <summary>
-/// Where a concurrent scan stands: the leaf of the record returned last, the leaf's version and what was read of it,
-/// and the write sequence up to which that is known to be current.
+/// Where a concurrent scan stands: the leaf of the record returned last, the leaf's version when it was read, and what
+/// was read of it (its memory and record count); the store, to check the version in its current table.
 /// </summary>
 internal unsafe struct ConcurrentScanPosition
 {
+    internal InMemory.XfbtreeBlockStore? Store;
     internal long Pointer;
     internal long Version;
-    internal long ValidAsOf;
-    internal long* Sequence;
     internal byte* Page;
     internal int Index;
     internal int Count;
@@ -42,11 +41,11 @@ internal unsafe struct ConcurrentScanPosition
 // Optimistic reads for in-memory trees (stores with an OptimisticBlockTable): any number of threads may call these on
 // ONE cursor at once, and at the same time as one writer working through the tree's write operations, because they
 // touch no mutable field of the cursor (only readonly geometry, the ops and the locals of the call) and write nothing
-// shared. Protocol (XfbtreeBlockStore's remarks): note the write sequence, note each block's version before reading
-// it, read, then accept the result only if no write operation overlapped the read or none of them touched a block
-// that was read; otherwise wait for the running operation to end and start again. Every value read from a block is
-// bounds-checked before use (level, numrecs against maxrecs, pointers against the table), because a block may change
-// or be freed and reused while it is read; a check that fails when nothing changed since the start is corruption.
+// shared. Protocol (XfbtreeBlockStore's remarks): note each block's version before reading it (an odd version: a write
+// is changing it, wait for it and start again), read, then accept the result only if every version noted is unchanged
+// and the root is the same; otherwise start again. Every value read from a block is bounds-checked before use (level,
+// numrecs against maxrecs, pointers against the table), because a block may change or be freed and reused while it is
+// read; a check that fails on a read that validates (nothing changed) is corruption.
 public sealed unsafe partial class BtreeCursor<TOps>
 {
     /// <summary>
@@ -62,13 +61,14 @@ public sealed unsafe partial class BtreeCursor<TOps>
     /// <summary>The state of one optimistic read attempt: the sequence at its start and every block version it noted.</summary>
     ref struct ReadAttempt(Span<long> pointers, Span<long> versions)
     {
-        public long Start;
+        public long Root;
         public long Limit;
         public BlockSlot* Table;
         public readonly Span<long> Pointers = pointers;
         public readonly Span<long> Versions = versions;
         public int Count;
         public long FailedPointer;
+        public long FailedVersion;   // odd: the block was being changed (wait for it); else a check failed
         public string? Failure;
     }
 
@@ -76,17 +76,20 @@ public sealed unsafe partial class BtreeCursor<TOps>
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (!_store.TryGetOptimisticTable(out var table)) throw new NotSupportedException($"{_tree.Name}: concurrent reads need an in-memory block store");
-        if (_tree.Root is BtreeInodeRoot) throw new NotSupportedException($"{_tree.Name}: concurrent reads of a tree rooted in an inode fork");
+        if (_tree.Root is not BtreeRootValue) throw new NotSupportedException($"{_tree.Name}: concurrent reads need a root held in memory");
         return table;
     }
 
-    static void BeginAttempt(ref ReadAttempt a, in OptimisticBlockTable t)
+    long RootPointer => ((BtreeRootValue)_tree.Root).PointerVolatile;
+
+    void BeginAttempt(ref ReadAttempt a, in OptimisticBlockTable t)
     {
-        a.Start = Volatile.Read(ref *t.Sequence);
+        a.Root = RootPointer;
         a.Table = t.Table;
         a.Limit = Math.Min(a.Table[-1].Version, t.Highest);
         a.Count = 0;
         a.Failure = null;
+        a.FailedVersion = 0;
     }
 
     /// <summary>Notes the version of block <paramref name="ptr"/> and returns its memory; null (the attempt failed) when it names no block or was changed by a write operation that overlaps this read.</summary>
@@ -97,8 +100,12 @@ public sealed unsafe partial class BtreeCursor<TOps>
         ref BlockSlot slot = ref a.Table[ptr];
         long version = Volatile.Read(ref slot.Version);
         nint page = Volatile.Read(ref slot.Page);
+        if ((version & 1) != 0)
+        {
+            a.FailedVersion = version;
+            return Fail(ref a, ptr, "block being changed");
+        }
         if (page <= 0) return Fail(ref a, ptr, "pointer to a free block");
-        if (version >= a.Start) return Fail(ref a, ptr, "block changed by a write overlapping the read");
         a.Pointers[a.Count] = ptr;
         a.Versions[a.Count++] = version;
         if (expectedLevel >= 0) ConcurrentReadHook?.Invoke(expectedLevel);
@@ -112,38 +119,41 @@ public sealed unsafe partial class BtreeCursor<TOps>
         return null;
     }
 
-    /// <summary>True when what the attempt read is a state the tree had: no write overlapped it, or none touched its blocks.</summary>
-    static bool Validate(ref ReadAttempt a, in OptimisticBlockTable t, out long validAsOf)
+    /// <summary>
+    /// True when what the attempt read is a state the tree had: every block version it noted is unchanged, and the
+    /// root is the block it started from. (The reads of the blocks happen before these loads: x64 keeps loads in order,
+    /// and the versions are read with acquire semantics.)
+    /// </summary>
+    bool Validate(ref ReadAttempt a, in OptimisticBlockTable t)
     {
-        long now = Volatile.Read(ref *t.Sequence);
-        validAsOf = now;
-        if (now == a.Start && (now & 1) == 0) return true;
-        if ((now & 1) != 0) validAsOf = WaitForWriteEnd(t.Sequence, now);
         var table = t.Table;
         for (int i = 0; i < a.Count; i++)
             if (Volatile.Read(ref table[a.Pointers[i]].Version) != a.Versions[i]) return false;
-        return true;
+        return RootPointer == a.Root;
     }
 
-    /// <summary>Waits until the write operation <paramref name="running"/> has ended; returns the sequence then.</summary>
+    /// <summary>Waits until block <paramref name="ptr"/>'s version is no longer <paramref name="changing"/> (the write changing it ended).</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    static long WaitForWriteEnd(long* sequence, long running)
+    static void WaitForBlock(in OptimisticBlockTable t, long ptr, long changing)
     {
         var spin = default(SpinWait);
-        long now;
-        while ((now = Volatile.Read(ref *sequence)) == running) spin.SpinOnce();
-        return now;
+        while (Volatile.Read(ref t.Table[ptr].Version) == changing) spin.SpinOnce(sleep1Threshold: -1);
     }
 
     /// <summary>
-    /// After a failed attempt: a check that failed while no write ran since the attempt started is damage (throws
-    /// <see cref="CorruptionException"/>); otherwise waits for the running write, if any, before the next attempt.
+    /// After a failed attempt: waits for the write changing the block the attempt met, if that was the failure; a check
+    /// that failed on blocks that are all unchanged is damage (throws <see cref="CorruptionException"/>).
     /// </summary>
     void AfterFailedAttempt(ref ReadAttempt a, in OptimisticBlockTable t)
     {
-        long now = Volatile.Read(ref *t.Sequence);
-        if (a.Failure != null && now == a.Start && (now & 1) == 0) Corrupt(a.FailedPointer, a.Failure);
-        if ((now & 1) != 0) WaitForWriteEnd(t.Sequence, now);
+        if ((a.FailedVersion & 1) != 0)
+        {
+            WaitForBlock(t, a.FailedPointer, a.FailedVersion);
+            return;
+        }
+        // A pointer past the table as it was when the attempt started may name a block allocated since: look again.
+        if ((ulong)a.FailedPointer >= (ulong)a.Limit && (ulong)a.FailedPointer < (ulong)Math.Min(t.Table[-1].Version, t.Highest)) return;
+        if (a.Failure is { } failure && Validate(ref a, t)) Corrupt(a.FailedPointer, failure);
     }
 
     /// <summary>
@@ -170,11 +180,10 @@ public sealed unsafe partial class BtreeCursor<TOps>
             BeginAttempt(ref a, t);
             int result = TrySeekOnce(ref a, key, how, record, ref position);
             ConcurrentReadHook?.Invoke(-1);
-            if (result >= 0 && Validate(ref a, t, out long validAsOf))
+            if (result >= 0 && Validate(ref a, t))
             {
                 position.Positioned = result == 1;
-                position.ValidAsOf = validAsOf;
-                position.Sequence = t.Sequence;
+                position.Store = t.Store;
                 return result == 1;
             }
             AfterFailedAttempt(ref a, t);
@@ -184,7 +193,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
     /// <summary>One attempt of <see cref="SeekConcurrent"/>: 1 found, 0 none, -1 the attempt failed (see <see cref="ReadAttempt.Failure"/>).</summary>
     int TrySeekOnce(ref ReadAttempt a, ReadOnlySpan<byte> key, ConcurrentSeek how, Span<byte> record, ref ConcurrentScanPosition position)
     {
-        long ptr = _tree.Root.Pointer;
+        long ptr = a.Root;
         int level = -1;
         byte* b;
         while (true)
@@ -281,8 +290,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
         {
             // Within the leaf: a copy and one read of the write sequence while no write runs.
             Unsafe.CopyBlockUnaligned(ref record[0], ref *(p.Page + _headerSize + (long)next * _recordSize), (uint)_recordSize);
-            long now = Volatile.Read(ref *p.Sequence);
-            if (now == p.ValidAsOf && (now & 1) == 0)
+            if (Volatile.Read(ref p.Store!.CurrentTable[p.Pointer].Version) == p.Version)
             {
                 p.Index = next;
                 return true;
@@ -315,22 +323,25 @@ public sealed unsafe partial class BtreeCursor<TOps>
             return false;
         }
         // Enter the sibling, then check the leaf again (coupling): the sibling was the leaf's neighbour when its version was noted.
-        long start = p.ValidAsOf;
         var table = t.Table;
         long limit = Math.Min(table[-1].Version, t.Highest);
-        if ((ulong)sibling >= (ulong)limit) return SiblingFailed(ref p, t, forward, last, record, sibling);
+        if ((ulong)sibling >= (ulong)limit) return SiblingFailed(ref p, t, forward, last, record, sibling, 0);
         long version = Volatile.Read(ref table[sibling].Version);
         nint page = Volatile.Read(ref table[sibling].Page);
-        if (page <= 0 || version >= start) return SiblingFailed(ref p, t, forward, last, record, sibling);
+        if (page <= 0 || (version & 1) != 0) return SiblingFailed(ref p, t, forward, last, record, sibling, version);
         ConcurrentReadHook?.Invoke(0);
         byte* s = (byte*)page;
         int sn = BinaryPrimitives.ReadUInt16BigEndian(new ReadOnlySpan<byte>(s + 6, 2));
         if (BinaryPrimitives.ReadUInt16BigEndian(new ReadOnlySpan<byte>(s + 4, 2)) != 0 || sn == 0 || sn > _leafMaxRecords)
-            return SiblingFailed(ref p, t, forward, last, record, sibling);
+        {
+            // Garbage is corruption only when both blocks are still as read (the sibling pointer was current).
+            if (LeafStillCurrent(ref p, t) && Volatile.Read(ref t.Table[sibling].Version) == version) Corrupt(sibling, "sibling of a leaf is not a leaf with records");
+            return Reseek(ref p, forward, last, record);
+        }
         int at = forward ? 0 : sn - 1;
         new ReadOnlySpan<byte>(s + _headerSize + (long)at * _recordSize, _recordSize).CopyTo(record);
         if (!LeafStillCurrent(ref p, t)) return Reseek(ref p, forward, last, record);
-        var moved = new ConcurrentScanPosition { Pointer = sibling, Version = version, Page = s, Index = at, Count = sn, Positioned = true, ValidAsOf = start, Sequence = t.Sequence };
+        var moved = new ConcurrentScanPosition { Store = t.Store, Pointer = sibling, Version = version, Page = s, Index = at, Count = sn, Positioned = true };
         if (!LeafStillCurrent(ref moved, t)) return Reseek(ref p, forward, last, record);
         p = moved;
         return true;
@@ -353,31 +364,17 @@ public sealed unsafe partial class BtreeCursor<TOps>
         return count;
     }
 
-    bool SiblingFailed(ref ConcurrentScanPosition p, in OptimisticBlockTable t, bool forward, ReadOnlySpan<byte> last, Span<byte> record, long sibling)
+    bool SiblingFailed(ref ConcurrentScanPosition p, in OptimisticBlockTable t, bool forward, ReadOnlySpan<byte> last, Span<byte> record, long sibling, long version)
     {
-        long now = Volatile.Read(ref *t.Sequence);
-        if (now == p.ValidAsOf && (now & 1) == 0) Corrupt(sibling, "sibling of a leaf is not a leaf with records");
-        if ((now & 1) != 0) WaitForWriteEnd(t.Sequence, now);
+        if ((version & 1) != 0) WaitForBlock(t, sibling, version);
+        else if (LeafStillCurrent(ref p, t)) Corrupt(sibling, "sibling pointer of a leaf names no block");
         return Reseek(ref p, forward, last, record);
     }
 
-    /// <summary>True when the scan's leaf is as it was read: no write since, or none that touched it (then the scan's sequence moves on).</summary>
+    /// <summary>True when the scan's leaf is as it was read (its version did not move).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static bool LeafStillCurrent(ref ConcurrentScanPosition p, in OptimisticBlockTable t)
-    {
-        long now = Volatile.Read(ref *t.Sequence);
-        if (now == p.ValidAsOf && (now & 1) == 0) return true;
-        return LeafStillCurrentSlow(ref p, t, now);
-    }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    static bool LeafStillCurrentSlow(ref ConcurrentScanPosition p, in OptimisticBlockTable t, long now)
-    {
-        if ((now & 1) != 0) now = WaitForWriteEnd(t.Sequence, now);
-        if (Volatile.Read(ref t.Table[p.Pointer].Version) != p.Version) return false;
-        p.ValidAsOf = now;
-        return true;
-    }
+        => Volatile.Read(ref t.Table[p.Pointer].Version) == p.Version;
 
     bool Reseek(ref ConcurrentScanPosition p, bool forward, ReadOnlySpan<byte> last, Span<byte> record)
     {
@@ -390,8 +387,8 @@ public sealed unsafe partial class BtreeCursor<TOps>
 
     /// <summary>
     /// <see cref="LookupEqualBatch"/> made safe for concurrent readers and one writer: groups of keys descend together
-    /// (their misses overlap), each key noting its blocks' versions; a group is accepted as a whole when no write
-    /// overlapped it, else key by key, and a key whose blocks changed is looked up again on its own.
+    /// (their misses overlap), each key noting its blocks' versions; a key whose blocks changed (or were being changed)
+    /// is looked up again on its own.
     /// </summary>
     internal int LookupEqualBatchConcurrent(ReadOnlySpan<byte> keys, Span<byte> records, Span<bool> found)
     {
@@ -412,10 +409,9 @@ public sealed unsafe partial class BtreeCursor<TOps>
         for (int start = 0; start < count; start += BatchWidth)
         {
             int width = Math.Min(BatchWidth, count - start);
-            long seqStart = Volatile.Read(ref *t.Sequence);
             var table = t.Table;
             long limit = Math.Min(table[-1].Version, t.Highest);
-            long root = _tree.Root.Pointer;
+            long root = RootPointer;
             state.Pointers[..width].Fill(root);
             outcome[..width].Clear();
             depth[..width].Clear();
@@ -433,7 +429,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
                     if ((ulong)ptr >= (ulong)limit) { outcome[j] = -1; continue; }
                     long version = Volatile.Read(ref table[ptr].Version);
                     nint page = Volatile.Read(ref table[ptr].Page);
-                    if (page <= 0 || version >= seqStart || depth[j] >= visited) { outcome[j] = -1; continue; }
+                    if (page <= 0 || (version & 1) != 0 || depth[j] >= visited) { outcome[j] = -1; continue; }
                     pointers[j * visited + depth[j]] = ptr;
                     versions[j * visited + depth[j]++] = version;
                     byte* data = (byte*)page;
@@ -478,18 +474,15 @@ public sealed unsafe partial class BtreeCursor<TOps>
                 }
             }
             ConcurrentReadHook?.Invoke(-1);
-            // Accept the group: as a whole when no write overlapped it, else key by key once the running write ended.
-            long now = Volatile.Read(ref *t.Sequence);
-            bool whole = now == seqStart && (now & 1) == 0;
-            if (!whole && (now & 1) != 0) WaitForWriteEnd(t.Sequence, now);
+            // Accept each key whose blocks' versions did not move (and the root is the same); look the others up alone.
             var current = t.Table;
+            bool sameRoot = RootPointer == root;
             for (int j = 0; j < width; j++)
             {
                 int i = start + j;
-                bool ok = outcome[j] >= 0;
-                if (ok && !whole)
-                    for (int d = 0; d < depth[j] && ok; d++)
-                        ok = Volatile.Read(ref current[pointers[j * visited + d]].Version) == versions[j * visited + d];
+                bool ok = outcome[j] >= 0 && sameRoot;
+                for (int d = 0; d < depth[j] && ok; d++)
+                    ok = Volatile.Read(ref current[pointers[j * visited + d]].Version) == versions[j * visited + d];
                 if (!ok)
                 {
                     bool f = LookupConcurrent(keys.Slice(i * _keySize, _keySize), ConcurrentSeek.Equal, copies.Slice(j * _recordSize, _recordSize));

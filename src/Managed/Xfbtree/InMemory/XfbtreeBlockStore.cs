@@ -22,16 +22,19 @@ namespace Xfbtree.InMemory;
 /// doubling (their bytes are in <see cref="TableBytes"/>), the free list is threaded through the table, and pages are
 /// committed without per-page pins (the store holds one reference on the xfile's mapping instead).
 /// <para>
-/// Optimistic readers (<see cref="BtreeCursor{TOps}"/>'s concurrent lookups): one writer at a time brackets each
-/// change with <see cref="BeginWriteOperation"/> / <see cref="EndWriteOperation"/>, which move the write sequence
-/// (odd while an operation runs; the operation's id is that odd value). Every block the operation formats, changes
-/// (<see cref="MarkDirty"/>), frees or allocates gets the operation's id as its version, kept beside the page address
-/// in the table (the XFS block format has no spare field). A reader notes the sequence before it starts and each
-/// block's version before it reads the block; afterwards it waits for the operation running then (if any) to end and
-/// accepts what it read only when no version it noted moved and none was set by an operation that overlapped it.
+/// Optimistic readers (<see cref="BtreeCursor{TOps}"/>'s concurrent lookups), as in optimistic lock coupling: every
+/// block has a version, kept beside its page address in the table (the XFS block format has no spare field). The one
+/// writer brackets each change with <see cref="BeginWriteOperation"/> / <see cref="EndWriteOperation"/>; before it
+/// changes a block (<see cref="BeginChange"/>, called by the engine before the first write to it), allocates or frees
+/// one, it sets the block's version to the operation's id, an odd number, with a full fence; when the operation ends,
+/// every block it stamped gets the next even number. A reader notes a block's version before it reads the block: odd
+/// means a write is changing it (the reader waits for that block's version to move and starts again); afterwards it
+/// accepts what it read only when every version it noted is unchanged (and the root is the one it started from). A
+/// reader thus waits only for a write that changes a block it reads, and writes nothing.
 /// The table never moves under a reader: growth copies it to a larger one and keeps the old one until
-/// <see cref="Dispose"/> (the old ones add up to less than the current one). Freed pages are discarded at once; a
-/// reader that still looks at one reads zeros or the block's next use, and its version check rejects either.
+/// <see cref="Dispose"/> (the old ones add up to less than the current one); readers check versions in the current
+/// one. Freed pages are discarded at once: a reader still looking at one reads zeros or the block's next use, and the
+/// freed block's changed version rejects either; so freed blocks are reused at once, with no epochs.
 /// </para>
 /// </remarks>
 public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
@@ -47,7 +50,9 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     nint _publishedTable;                // _table, for readers (written with release semantics)
     BlockSlot* _retired;                 // earlier tables, kept for readers that may still hold them (freed at Dispose)
     int _retiredCount;
-    long* _sequence;                     // write sequence (own cache line): odd while a write operation runs
+    long _operation;                     // the running write operation's id (odd), or the last one's + 1 (even) between them
+    long* _stamped;                      // blocks stamped by the running operation (native, grown by doubling)
+    int _stampedCount, _stampedCapacity;
     byte* _dirtyFlag;                    // 1 = dirty, 2 = stale (freed) in the current transaction
     long _capacity;                      // entries of _table and _dirtyFlag
     long _highest;                       // blocks 0.._highest-1 have been handed out at least once
@@ -80,8 +85,8 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         _dirtyFlag = (byte*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)_capacity);
         // Doubling from 64 entries reaches any partition in fewer than 64 growths.
         _retired = (BlockSlot*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)(MaxRetiredTables * sizeof(BlockSlot)));
-        _sequence = (long*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc(128, 64);
-        *_sequence = 0;
+        _stampedCapacity = 64;
+        _stamped = (long*)System.Runtime.InteropServices.NativeMemory.Alloc((nuint)(_stampedCapacity * sizeof(long)));
         xfile.RetainMapping();
     }
 
@@ -129,7 +134,10 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     public override void MarkDirty(in BtreeBlockRef block)
     {
         long p = block.Pointer;
-        Touch(p);
+        // A block changed inside a write operation must have been stamped before the change (BeginChange): a reader
+        // that read it meanwhile would otherwise accept a half-written block. This catches an engine path that forgot.
+        if ((_operation & 1) != 0 && _table[p].Version != _operation)
+            throw new InvalidOperationException($"in-memory block {p} was changed without BeginChange before the change");
         if (!TrackDirty) return;
         if (_dirtyFlag[p] == 0) _dirty.Add(p);
         _dirtyFlag[p] |= 1;
@@ -137,42 +145,67 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
 
     public override void MarkStale(in BtreeBlockRef block)
     {
-        long p = block.Pointer;
-        Touch(p);
         if (!TrackDirty) return;
+        long p = block.Pointer;
         if (_dirtyFlag[p] == 0) _dirty.Add(p);
         _dirtyFlag[p] |= 2;
     }
 
+    /// <summary>Stamps a held block before the engine's first change to it in this write operation (see the class remarks).</summary>
+    public override void BeginChange(in BtreeBlockRef block) => Stamp(block.Pointer);
+
     /// <summary>
-    /// Stamps block <paramref name="p"/> with the running write operation's id (see the class remarks). Outside an
-    /// operation (building the empty tree, or a tree nobody reads concurrently) the id of the last one ended, so that
-    /// no reader takes the block for one that a write is changing.
+    /// Sets block <paramref name="p"/>'s version to the running operation's id (once per operation) with a full fence,
+    /// so the odd version is visible before any change to the block; the operation's end makes it even. Outside an
+    /// operation (building the empty tree, or a tree nobody reads concurrently) the version just moves to a new even
+    /// number.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    void Touch(long p)
+    void Stamp(long p)
     {
-        long sequence = *_sequence;
-        Volatile.Write(ref _table[p].Version, (sequence & 1) != 0 ? sequence : sequence - 1);
+        ref long version = ref _table[p].Version;
+        if ((_operation & 1) == 0)
+        {
+            Volatile.Write(ref version, (Math.Max(version, _operation) + 2) & ~1L);
+            return;
+        }
+        if (version == _operation) return;
+        Interlocked.Exchange(ref version, _operation);
+        if (_stampedCount == _stampedCapacity) GrowStamped();
+        _stamped[_stampedCount++] = p;
+    }
+
+    void GrowStamped()
+    {
+        _stampedCapacity *= 2;
+        _stamped = (long*)System.Runtime.InteropServices.NativeMemory.Realloc(_stamped, (nuint)(_stampedCapacity * sizeof(long)));
     }
 
     /// <summary>
     /// Starts a write operation (the caller is the only writer: the map's write lock). Until
-    /// <see cref="EndWriteOperation"/>, every block changed, allocated or freed is stamped with this operation's id,
-    /// and readers that overlap it check their blocks' versions after it ends.
+    /// <see cref="EndWriteOperation"/>, every block changed, allocated or freed is stamped with this operation's id.
     /// </summary>
     internal void BeginWriteOperation()
     {
-        Debug.Assert((*_sequence & 1) == 0, "write operations do not nest");
-        // A full fence: the odd sequence is visible before any block changes (a reader that sees a change also sees it).
-        Interlocked.Increment(ref *_sequence);
+        Debug.Assert((_operation & 1) == 0, "write operations do not nest");
+        _operation++;
     }
 
-    /// <summary>Ends the write operation begun by <see cref="BeginWriteOperation"/> (after every change and stamp).</summary>
+    /// <summary>Ends the write operation: every block it stamped gets the next even version (readers may use them again).</summary>
     internal void EndWriteOperation()
     {
-        Debug.Assert((*_sequence & 1) == 1, "no write operation to end");
-        Volatile.Write(ref *_sequence, *_sequence + 1);
+        Debug.Assert((_operation & 1) == 1, "no write operation to end");
+        long done = _operation + 1;
+        var table = _table;
+        for (int i = 0; i < _stampedCount; i++) Volatile.Write(ref table[_stamped[i]].Version, done);
+        _stampedCount = 0;
+        if (_stampedCapacity > 4096)
+        {
+            // A bulk load or a clear stamped many blocks: do not keep its list's memory.
+            _stampedCapacity = 64;
+            _stamped = (long*)System.Runtime.InteropServices.NativeMemory.Realloc(_stamped, (nuint)(_stampedCapacity * sizeof(long)));
+        }
+        _operation = done;
     }
 
     /// <summary>What an optimistic reader needs: the current table (never freed before the store) and the write sequence.</summary>
@@ -186,7 +219,6 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     internal BlockSlot* CurrentTable => (BlockSlot*)Volatile.Read(ref _publishedTable);
     /// <summary>Blocks handed out so far (an index at or above it names no block).</summary>
     internal long HighestVolatile => Volatile.Read(ref _highest);
-    internal long* SequenceAddress => _sequence;
 
     /// <remarks>
     /// A new block (past the high-water mark) comes from pages committed ahead in chunks (<see cref="CommitAhead"/>), so
@@ -215,7 +247,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
             // Committed by CommitAhead under the store's RetainMapping: no lease or commit check needed.
             page = _xfile.PageAddressUnchecked(_start + bno * _pageSize);
         }
-        Touch(bno);
+        Stamp(bno);
         Volatile.Write(ref _table[bno].Page, (nint)page);
         // No clear here: a fresh page reads as zeros (committed by fallocate or populated anonymous memory), a reused
         // block's page was discarded when it was freed, and every caller formats the block anyway (the engine's
@@ -289,7 +321,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     {
         if (!IsValidPointer(pointer)) throw new InvalidOperationException($"free of unallocated in-memory block {pointer}");
         long offset = _start + pointer * _pageSize;
-        Touch(pointer);
+        Stamp(pointer);
         Volatile.Write(ref _table[pointer].Page, (nint)(-(_freeHead + 1)));
         _freeHead = pointer;
         _freeCount++;
@@ -356,12 +388,12 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         for (int i = 0; i < _retiredCount; i++) System.Runtime.InteropServices.NativeMemory.Free((void*)_retired[i].Page);
         System.Runtime.InteropServices.NativeMemory.Free(_retired);
         System.Runtime.InteropServices.NativeMemory.Free(_dirtyFlag);
-        if (_sequence != null) System.Runtime.InteropServices.NativeMemory.AlignedFree(_sequence);
+        System.Runtime.InteropServices.NativeMemory.Free(_stamped);
         _table = null;
         _publishedTable = 0;
         _retired = null;
         _retiredCount = 0;
-        _sequence = null;
+        _stamped = null;
         _dirtyFlag = null;
         _capacity = 0;
     }
