@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Security.Cryptography;
 using Xfbtree.Xfs.Write;
+using Xfbtree.Xfs.Write.Engine;
 using Xfbtree.Xfs.Write.Namespace;
 
 namespace Xfbtree.Cli;
@@ -58,11 +58,16 @@ public static class IoCommand
         }
 
         XfsFileSystem fs;
+        PendingJournal? pending = ImageStateNotices.Pending(imagePath);
         try { fs = XfsFileSystem.Open(imagePath); }
         catch (Exception e) when (e is XfsWriteException or IOException or UnauthorizedAccessException)
         {
             stderr.WriteLine($"xfbtree io: {imagePath}: {e.Message}");
             return CommandLineHost.ExitUnusable;
+        }
+        if (pending is not null)
+        {
+            stderr.WriteLine($"xfbtree io: {ImageStateNotices.Replayed(imagePath, pending, fs.Engine.RecordsReplayed)}");
         }
 
         int rc = CommandLineHost.ExitClean;
@@ -210,32 +215,48 @@ public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRead
         {
             case "pwrite":
             {
+                // The whole write's space is checked first: when it cannot fit, nothing is written. The write then
+                // goes in pieces of WritePiece bytes, one operation each; should a piece still fail (space taken by
+                // bmbt growth the check could not foresee, an I/O error), the pieces before it stay written and the
+                // error says exactly how many bytes that is, as write(2) reports a short count.
                 long offset = Numbers[0], length = Numbers[1];
+                try
+                {
+                    fs.EnsureWriteSpace(path, offset, length);
+                }
+                catch (XfsWriteException e) when (e.Kind == WriteErrorKind.NoSpace)
+                {
+                    throw new XfsWriteException(e.Kind, $"nothing written: {e.Message}", e);
+                }
                 var piece = new byte[(int)Math.Min(length, IoCommand.WritePiece)];
                 piece.AsSpan().Fill(Fill);
-                for (long done = 0; done < length;)
+                long done = 0;
+                try
                 {
-                    int n = (int)Math.Min(piece.Length, length - done);
-                    fs.Write(path, offset + done, piece.AsSpan(0, n));
-                    done += n;
+                    while (done < length)
+                    {
+                        int n = (int)Math.Min(piece.Length, length - done);
+                        fs.Write(path, offset + done, piece.AsSpan(0, n));
+                        done += n;
+                    }
+                }
+                catch (Exception e) when (e is XfsWriteException or IOException)
+                {
+                    throw new XfsWriteException(e is XfsWriteException w ? w.Kind : WriteErrorKind.Io, done == 0
+                        ? $"nothing written: {e.Message}"
+                        : $"short write: {done} of {length} bytes written at offset {offset} (bytes [{offset}, {offset + done}) are in the file, the rest is not): {e.Message}", e);
                 }
                 stdout.WriteLine($"wrote {length}/{length} bytes at offset {offset}");
                 break;
             }
             case "pread":
             {
+                // Holes and unwritten extents reach the CRC as zero lengths (O(log n) each): the work follows the
+                // data read, not the range; the range stops at EOF.
                 long offset = Numbers[0], length = Numbers[1];
-                using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-                var buffer = new byte[(int)Math.Min(Math.Max(length, 1), IoCommand.WritePiece)];
-                long done = 0;
-                while (done < length)
-                {
-                    int n = fs.Read(path, offset + done, buffer.AsSpan(0, (int)Math.Min(buffer.Length, length - done)));
-                    if (n <= 0) break;
-                    hash.AppendData(buffer, 0, n);
-                    done += n;
-                }
-                stdout.WriteLine($"read {done}/{length} bytes at offset {offset} sha256 {Convert.ToHexStringLower(hash.GetHashAndReset())}");
+                var crc = new Crc64();
+                long done = fs.ReadInto(path, offset, length, crc);
+                stdout.WriteLine($"read {done}/{length} bytes at offset {offset} crc64 {crc.Value:x16}");
                 break;
             }
             case "falloc": fs.Fallocate(path, Numbers[0], Numbers[1]); break;

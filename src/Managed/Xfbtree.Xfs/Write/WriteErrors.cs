@@ -36,4 +36,7 @@ public sealed class XfsWriteException : Exception
     public XfsWriteException(WriteErrorKind kind, string message, Exception? inner = null) : base(message, inner) => Kind = kind;
 
     public WriteErrorKind Kind { get; }
+
+    /// <summary>For <see cref="WriteErrorKind.Corrupt"/>: the AG found corrupt or refused as sick, when known.</summary>
+    public uint? AgNumber { get; init; }
 }

@@ -28,7 +28,15 @@ public sealed class XfsFileSystem : IDisposable
 
     public void Write(string path, long offset, ReadOnlySpan<byte> data) => Files.Write(Namespace.Lookup(path), offset, data);
 
+    /// <summary>NoSpace (nothing changed) unless a write of <paramref name="length"/> bytes at <paramref name="offset"/>
+    /// would find its space now (see <see cref="FileOperations.EnsureWriteSpace"/>).</summary>
+    public void EnsureWriteSpace(string path, long offset, long length) => Files.EnsureWriteSpace(Namespace.Lookup(path), offset, length);
+
     public int Read(string path, long offset, Span<byte> buffer) => Files.Read(Namespace.Lookup(path), offset, buffer);
+
+    /// <summary>Streams a file range (capped at EOF) into <paramref name="sink"/>: data as bytes, holes and
+    /// unwritten extents as zero lengths (see <see cref="FileOperations.ReadInto"/>). Returns the bytes covered.</summary>
+    public long ReadInto(string path, long offset, long length, IFileReadSink sink) => Files.ReadInto(Namespace.Lookup(path), offset, length, sink);
 
     public void Fallocate(string path, long offset, long length) => Files.Fallocate(Namespace.Lookup(path), offset, length);
 

@@ -212,7 +212,7 @@ public sealed class NamespaceOperations
             uint agno = geo.FsbToAgno(e.StartBlock), agbno = geo.FsbToAgbno(e.StartBlock);
             tx.LockAg(agno);
             tx.RmapUnmap(agno, new Trees.RmapRecord(agbno, e.BlockCount, inode.Ino, e.StartOffset), false);
-            tx.Free(agno, agbno, e.BlockCount);
+            tx.FreeMetadata(agno, agbno, e.BlockCount); // directory blocks
             freed += e.BlockCount;
         }
         var c = inode.Core.AsSpan();
