@@ -107,14 +107,25 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
         using var child = Process.Start(psi)!;
         var stderr = child.StandardError.ReadToEndAsync();
         string? first = child.StandardOutput.ReadLine();
-        // The message reads the child's stderr only on failure: stderr.Result waits for the child to exit.
+        // The failure messages read the child's stderr only on failure: an argument is evaluated before the call,
+        // and stderr.Result waits for the child to exit (a million operations: the test hung on it).
         if (first is null || !first.StartsWith("stress: ", StringComparison.Ordinal))
         {
             child.Kill();
             Assert.Fail($"the stress child did not start: '{first}' {stderr.Result}");
         }
-        // Not a synchronization: the delay is the moment of the kill; the child commits from its first line on.
-        Assert.False(child.WaitForExit(700), "the stress child finished a million operations before the kill");
+        // Kill once the journal holds committed work (a condition, not a delay): a million operations take minutes, so
+        // the child is mid-run then. Deadline: a child that commits nothing in a minute is a failure of its own.
+        string journal = image + ".xfbtree-journal";
+        var deadline = Stopwatch.StartNew();
+        while (!child.HasExited && !(File.Exists(journal) && new FileInfo(journal).Length > 256 * 1024) && deadline.Elapsed < TimeSpan.FromMinutes(1))
+        {
+            Thread.Sleep(20);
+        }
+        if (child.HasExited)
+        {
+            Assert.Fail($"the stress child ended before the kill: {stderr.Result}");
+        }
         child.Kill(); // SIGKILL on Linux
         child.WaitForExit();
     }
