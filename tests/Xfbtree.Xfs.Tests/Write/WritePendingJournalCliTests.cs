@@ -107,7 +107,12 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
         using var child = Process.Start(psi)!;
         var stderr = child.StandardError.ReadToEndAsync();
         string? first = child.StandardOutput.ReadLine();
-        Assert.True(first is not null && first.StartsWith("stress: ", StringComparison.Ordinal), $"the stress child did not start: '{first}' {stderr.Result}");
+        if (first is null || !first.StartsWith("stress: ", StringComparison.Ordinal))
+        {
+            // Only now wait for the child's stderr: reading it to the end waits for the child to exit.
+            child.WaitForExit();
+            Assert.Fail($"the stress child did not start: '{first}' {stderr.Result}");
+        }
         // Kill once the journal holds committed work (a condition, not a delay): a million operations take minutes, so
         // the child is mid-run then. Deadline: a child that commits nothing in a minute is a failure of its own.
         string journal = image + ".xfbtree-journal";
@@ -116,7 +121,10 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
         {
             Thread.Sleep(20);
         }
-        Assert.False(child.HasExited, $"the stress child ended before the kill: {stderr.Result}");
+        if (child.HasExited)
+        {
+            Assert.Fail($"the stress child ended before the kill: {stderr.Result}");
+        }
         child.Kill(); // SIGKILL on Linux
         child.WaitForExit();
     }
