@@ -107,11 +107,10 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
         using var child = Process.Start(psi)!;
         var stderr = child.StandardError.ReadToEndAsync();
         string? first = child.StandardOutput.ReadLine();
-        // The failure messages read the child's stderr only on failure: an argument is evaluated before the call,
-        // and stderr.Result waits for the child to exit (a million operations: the test hung on it).
         if (first is null || !first.StartsWith("stress: ", StringComparison.Ordinal))
         {
-            child.Kill();
+            // Only now wait for the child's stderr: reading it to the end waits for the child to exit.
+            child.WaitForExit();
             Assert.Fail($"the stress child did not start: '{first}' {stderr.Result}");
         }
         // Kill once the journal holds committed work (a condition, not a delay): a million operations take minutes, so
