@@ -71,7 +71,7 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
     [Fact]
     public void RecoverReplaysTheJournalOfAKilledWriterAndClosesCleanly()
     {
-        string image = scratch.Copy(TreeFixtures.Image("aged-small"), "killed.img");
+        string image = scratch.Copy(TreeFixtures.Image("fresh-4ag"), "killed.img");
         KillStressChild(image);
         Assert.True(File.Exists(image + ".xfbtree-journal") && NeedsRepair(image), "the killed child left no pending journal");
         var pending = Xfs.Write.Engine.WriteEngine.FindPendingJournal(image);
@@ -107,7 +107,13 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
         using var child = Process.Start(psi)!;
         var stderr = child.StandardError.ReadToEndAsync();
         string? first = child.StandardOutput.ReadLine();
-        Assert.True(first is not null && first.StartsWith("stress: ", StringComparison.Ordinal), $"the stress child did not start: '{first}' {stderr.Result}");
+        if (first is null || !first.StartsWith("stress: ", StringComparison.Ordinal))
+        {
+            // Only here may the message wait for the child's stderr: it has ended (or is ended now).
+            child.Kill();
+            child.WaitForExit();
+            Assert.Fail($"the stress child did not start: '{first}' {stderr.Result}");
+        }
         // Not a synchronization: the delay is the moment of the kill; the child commits from its first line on.
         Assert.False(child.WaitForExit(700), "the stress child finished a million operations before the kill");
         child.Kill(); // SIGKILL on Linux
