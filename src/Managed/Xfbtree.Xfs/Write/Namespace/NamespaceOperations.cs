@@ -1,3 +1,4 @@
+using Xfbtree.Xfs.Directories;
 using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Write.Engine;
 using Xfbtree.Xfs.Write.Files;
@@ -17,7 +18,7 @@ public readonly record struct InodeStat(
 
 /// <summary>
 /// Paths, directories and inode life: lookup, create, mkdir, unlink, list, stat. OWNER: write-namespace.
-/// Shortform and block directories (others are refused naming their format); inode allocation from a free
+/// Directories of every format (through <see cref="DirectoryEditor"/>); inode allocation from a free
 /// inode or a new chunk (inobt, finobt, OWN_INODES); inode free.
 /// </summary>
 /// <remarks>
