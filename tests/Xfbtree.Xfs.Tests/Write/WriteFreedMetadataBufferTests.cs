@@ -13,6 +13,8 @@ namespace Xfbtree.Xfs.Tests.Write;
 /// </summary>
 public sealed class WriteFreedMetadataBufferTests
 {
+    /// <summary>Whichever path frees the block (the directory editor shrinking an emptied directory, which stales
+    /// its own buffers, or the rmdir's free of a directory's remaining blocks), no buffer of it may stay.</summary>
     [Fact]
     public void RemovedDirectoryLeavesNoBufferOfItsBlock()
     {
@@ -30,11 +32,12 @@ public sealed class WriteFreedMetadataBufferTests
         XfsGeometry geo = fs.Engine.Geometry;
         long daddr = geo.AgBlockToDaddr(geo.FsbToAgno(block.StartBlock), geo.FsbToAgbno(block.StartBlock));
         int lengthBB = geo.BasicBlocksPerBlock << fs.Engine.Image.Superblock.DirBlockLog;
+        Assert.True(Cached(fs, daddr, lengthBB), "the directory block has no cached buffer: the test lost its point");
+        // The block is freed by the last unlink (a directory that shrinks back to shortform) or by the rmdir.
         for (int i = 0; i < 60; i++)
         {
             fs.Unlink($"/d/entry-with-a-long-name-{i}");
         }
-        Assert.True(Cached(fs, daddr, lengthBB), "the directory block has no cached buffer before the rmdir: the test lost its point");
         fs.Unlink("/d");
         Assert.False(Cached(fs, daddr, lengthBB), "the freed directory block still has a buffer in the cache");
         AssertInvariants(fs.Engine, "after the rmdir");
