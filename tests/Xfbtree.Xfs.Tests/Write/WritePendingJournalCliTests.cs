@@ -71,7 +71,7 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
     [Fact]
     public void RecoverReplaysTheJournalOfAKilledWriterAndClosesCleanly()
     {
-        string image = scratch.Copy(TreeFixtures.Image("aged-small"), "killed.img");
+        string image = scratch.Copy(TreeFixtures.Image("fresh-4ag"), "killed.img");
         KillStressChild(image);
         Assert.True(File.Exists(image + ".xfbtree-journal") && NeedsRepair(image), "the killed child left no pending journal");
         var pending = Xfs.Write.Engine.WriteEngine.FindPendingJournal(image);
@@ -109,7 +109,9 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
         string? first = child.StandardOutput.ReadLine();
         if (first is null || !first.StartsWith("stress: ", StringComparison.Ordinal))
         {
-            // Only now wait for the child's stderr: reading it to the end waits for the child to exit.
+            // Only here may a message wait for the child's stderr: it has ended (or is ended now). Built eagerly as
+            // an assertion's message, stderr.Result blocks until the child ends on its own, a million operations later.
+            child.Kill();
             child.WaitForExit();
             Assert.Fail($"the stress child did not start: '{first}' {stderr.Result}");
         }
