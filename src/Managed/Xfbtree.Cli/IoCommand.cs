@@ -73,7 +73,7 @@ public static class IoCommand
                 try { operation.Run(fs, stdout); }
                 catch (Exception e) when (e is not OutOfMemoryException)
                 {
-                    string why = e is XfsWriteException w ? $"{w.Message} ({w.Kind})" : $"internal error: {e.GetType().Name}: {e.Message}";
+                    string why = e is XfsWriteException w ? $"{w.Message} ({w.ErrnoName})" : $"internal error: {e.GetType().Name}: {e.Message}";
                     stdout.Flush();
                     stderr.WriteLine($"xfbtree io: {operation.Text}: {why}");
                     rc = CommandLineHost.ExitDamaged;
