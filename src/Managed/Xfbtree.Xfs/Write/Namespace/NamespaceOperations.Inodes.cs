@@ -360,9 +360,6 @@ public sealed partial class NamespaceOperations
         ReleaseLastLink(tx, child, where);
     }
 
-    /// <summary>An inode reached 0 links: freed now (blocks and inode) unless held.</summary>
-    void ReleaseLastLink(WriteTransaction tx, IncoreInode child, string where) => FreeInode(tx, child, where);
-
     /// <summary>Frees a locked, unlinked inode: its blocks, its core (generation + 1), its inode btree bit.</summary>
     void FreeInode(WriteTransaction tx, IncoreInode inode, string where)
     {
