@@ -47,8 +47,8 @@ public sealed class WriteNamespaceInodeApiTests(ITestOutputHelper output)
             ns.Mknod(top.Ino, N("sock"), 0xC000 | 0x1ED, 0, 0, 0);
             var chr = ns.Mknod(top.Ino, N("null"), 0x2000 | 0x1B6, DeviceNumbers.MakeDev(1, 3), 0, 0);
             Assert.Equal((1u, 3u), (chr.RdevMajor, chr.RdevMinor));
-            var blk = ns.Mknod(top.Ino, N("disk"), 0x6000 | 0x1B0, DeviceNumbers.MakeDev(259, 70000), 0, 6);
-            Assert.Equal((259u, 70000u), (blk.RdevMajor, blk.RdevMinor));
+            var blk = ns.Mknod(top.Ino, N("disk"), 0x6000 | 0x1B0, DeviceNumbers.MakeDev(511, 262143), 0, 6);
+            Assert.Equal((511u, 262143u), (blk.RdevMajor, blk.RdevMinor));
             string shortTarget = "sub/file", longTarget = string.Concat(Enumerable.Repeat("a-long-component/", 60))[..1000];
             var local = ns.Symlink(top.Ino, N("short"), N(shortTarget), 0, 0);
             var remote = ns.Symlink(top.Ino, N("long"), N(longTarget), 42, 43);
@@ -79,7 +79,8 @@ public sealed class WriteNamespaceInodeApiTests(ITestOutputHelper output)
             Fails(WriteErrorKind.IsDirectory, () => ns.Unlink(top.Ino, N("..")));
             Fails(WriteErrorKind.NameTooLong, () => ns.Symlink(top.Ino, N("toolong"), new byte[1025].Select(_ => (byte)'a').ToArray(), 0, 0));
             Fails(WriteErrorKind.InvalidArgument, () => ns.Mknod(top.Ino, N("bad"), 0x8000 | 0x1A4, 0, 0, 0));
-            Fails(WriteErrorKind.InvalidArgument, () => ns.Mknod(top.Ino, N("bigdev"), 0x2000, DeviceNumbers.MakeDev(1 << 14, 0), 0, 0));
+            Fails(WriteErrorKind.InvalidArgument, () => ns.Mknod(top.Ino, N("bigdev"), 0x2000, DeviceNumbers.MakeDev(512, 0), 0, 0));
+            Fails(WriteErrorKind.InvalidArgument, () => ns.Mknod(top.Ino, N("bigminor"), 0x6000, DeviceNumbers.MakeDev(1, 1 << 18), 0, 0));
             var e = Fails(WriteErrorKind.NotFound, () => ns.GetAttr(ns.Lookup(top.Ino, N("missing")).Ino));
             Assert.Equal(2, e.Errno);
             Assert.Equal("ENOENT", e.ErrnoName);

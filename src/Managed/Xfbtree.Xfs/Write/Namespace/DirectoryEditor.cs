@@ -563,7 +563,6 @@ internal sealed class DirectoryEditor
     {
         RefuseEdit("adding an entry");
         if (DirectoryFormat.CheckNewName(name) is { } why) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"'{_where}/{DirectoryFormat.Show(name)}': {why}");
-        if (Layout != DirectoryLayout.Shortform) ReserveForAdd();
         switch (Layout)
         {
             case DirectoryLayout.Shortform:
@@ -590,6 +589,7 @@ internal sealed class DirectoryEditor
                         WriteBlockForm(buf, block);
                         break;
                     }
+                    Reserve(2, "growing into leaf format");
                     BlockToLeaf(buf, block);
                     LeafAdd(name, ino, fileType);
                     break;
@@ -604,12 +604,18 @@ internal sealed class DirectoryEditor
         Finish(now);
     }
 
-    /// <summary>Fails with NoSpace before anything changes unless the worst case of one add can be allocated: a
-    /// leaf block, a data block, a free-index block, a split of every da btree level and a new root, and bmbt growth.</summary>
-    void ReserveForAdd()
+    /// <summary>Fails with NoSpace before anything changes unless <paramref name="dirBlocks"/> new directory blocks
+    /// and the bmbt growth their mappings may need can be allocated. Called only when an add needs new blocks, so
+    /// a name that fits the existing blocks still goes in on a full filesystem, as in the kernel.</summary>
+    void Reserve(int dirBlocks, string why)
     {
-        int blocks = (4 + DirectoryFormat.MaxDaDepth) * _g.FsbsPerBlock + _edit!.Fork.WorstCaseNewBmbtBlocks(8 + DirectoryFormat.MaxDaDepth);
-        _tx.EnsureSpace(blocks, AllocationPurpose.DirectoryBlock);
+        if (dirBlocks <= 0) return;
+        long blocks = (long)dirBlocks * _g.FsbsPerBlock + _edit!.Fork.WorstCaseNewBmbtBlocks(dirBlocks * _g.FsbsPerBlock + 2);
+        try { _tx.EnsureSpace(blocks, AllocationPurpose.DirectoryBlock); }
+        catch (XfsWriteException e) when (e.Kind == WriteErrorKind.NoSpace)
+        {
+            throw new XfsWriteException(WriteErrorKind.NoSpace, $"directory '{_where}': no space for {why} ({e.Message})", e);
+        }
     }
 
     void Finish(DateTimeOffset now)
@@ -638,10 +644,13 @@ internal sealed class DirectoryEditor
         }
         if (leaf.Entries.Count + 1 > _g.Leaf1MaxEntries(Math.Max(leaf.Bests.Count, use + 1)))
         {
+            // Free-index block, data block, a leaf split with a new root.
+            Reserve(4, "growing into node format");
             LeafToNode(lbuf, leaf);
             NodeAdd(name, ino, fileType);
             return;
         }
+        if (fresh) Reserve(1, "a new data block");
         var (dbuf, data) = fresh ? NewDataBlock((uint)use) : Data((uint)use);
         int off = data.TryAdd(name, ino, fileType);
         if (off < 0) throw Corrupt($"the leaf's best-free table promises room in data block {use} that it does not have");
@@ -695,6 +704,17 @@ internal sealed class DirectoryEditor
                 if (f.Bests[i] != DirectoryFormat.NullDataOff && f.Bests[i] >= size) use = (uint)(f.FirstDb + i);
             if (use is not null) break;
         }
+        uint hash = DirectoryFormat.HashName(name);
+        var path = Descend(hash);
+        // Blocks this add may allocate: a data block, its free-index block, and a split at every full level of
+        // the path plus a new root.
+        int need = 0;
+        if (use is null)
+        {
+            need += 2;
+        }
+        for (int i = path.Count - 1; i >= 0 && path[i].Block.Entries.Count + 1 > path[i].Block.Capacity(_g); i--) need += i == 0 ? 2 : 1;
+        Reserve(need, "a new directory block");
         DirectoryBuffer dbuf;
         DataBlock data;
         uint db;
@@ -713,8 +733,6 @@ internal sealed class DirectoryEditor
         WriteData(dbuf, data);
         SetFreeBest(db, (ushort)data.LargestFree);
 
-        uint hash = DirectoryFormat.HashName(name);
-        var path = Descend(hash);
         var leaf = path[^1];
         leaf.Block.Entries.Insert(leaf.Block.UpperBound(hash), (hash, _g.DataPtr(db, off)));
         leaf.Dirty = true;

@@ -72,12 +72,13 @@ public readonly record struct InodeAttributes(
     public uint RdevMinor => DeviceNumbers.Minor(Rdev);
 }
 
-/// <summary>Linux dev_t encoding (the glibc makedev layout) and XFS's 32-bit on-disk device number (major in
-/// the top 14 bits, minor in the low 18, as xfs_dinode's DEV fork stores it).</summary>
+/// <summary>Linux dev_t encoding (the glibc makedev layout) and XFS's 32-bit on-disk device number (sysv layout:
+/// major from bit 18, minor in the low 18 bits, as xfs_dinode's DEV fork stores it). The kernel reads back only 9
+/// bits of major (xfs_to_linux_dev_t masks 0x1ff) and its mknod refuses larger majors (EINVAL): so does this.</summary>
 public static class DeviceNumbers
 {
-    /// <summary>Largest major number the XFS on-disk encoding holds.</summary>
-    public const uint MaxXfsMajor = (1u << 14) - 1;
+    /// <summary>Largest major number XFS keeps (the kernel's mask 0x1ff).</summary>
+    public const uint MaxXfsMajor = 0x1FF;
     /// <summary>Largest minor number the XFS on-disk encoding holds.</summary>
     public const uint MaxXfsMinor = (1u << 18) - 1;
 
@@ -100,7 +101,7 @@ public static class DeviceNumbers
     }
 
     /// <summary>The Linux dev_t of an XFS on-disk device number.</summary>
-    public static ulong FromXfs(uint raw) => MakeDev(raw >> 18, raw & MaxXfsMinor);
+    public static ulong FromXfs(uint raw) => MakeDev((raw >> 18) & MaxXfsMajor, raw & MaxXfsMinor);
 }
 
 /// <summary>Reads and writes the dinode fields the namespace operations show or change beyond

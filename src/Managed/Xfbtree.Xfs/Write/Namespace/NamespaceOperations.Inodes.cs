@@ -250,7 +250,7 @@ public sealed partial class NamespaceOperations
         if (type is 0x2000 or 0x6000)
         {
             xfsRdev = DeviceNumbers.ToXfs(rdev)
-                ?? throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"'{where}': device {DeviceNumbers.Major(rdev)}:{DeviceNumbers.Minor(rdev)} does not fit XFS's 14-bit major, 18-bit minor");
+                ?? throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"'{where}': device {DeviceNumbers.Major(rdev)}:{DeviceNumbers.Minor(rdev)} does not fit XFS (major at most 511, minor at most 262143)");
         }
         var dir = Engine.GetInode(dirIno);
         return Engine.Execute($"{operation} {where}", tx =>

@@ -45,7 +45,7 @@ public sealed partial class NamespaceOperations
 
     /// <summary>Creates a special file: <paramref name="mode"/>'s type is S_IFIFO, S_IFSOCK, S_IFCHR or S_IFBLK
     /// (EINVAL otherwise: regular files and directories have their own calls), <paramref name="rdev"/> the Linux
-    /// dev_t of a device (EINVAL when it does not fit XFS's 14-bit major and 18-bit minor).</summary>
+    /// dev_t of a device (EINVAL, as the kernel's xfs_vn_mknod, for a major above 511 or a minor above 2^18 - 1).</summary>
     public InodeAttributes Mknod(ulong dirIno, ReadOnlySpan<byte> name, int mode, ulong rdev, uint uid, uint gid)
         => MknodCore(dirIno, null, name.ToArray(), mode, rdev, uid, gid, Where(dirIno, name));
 
