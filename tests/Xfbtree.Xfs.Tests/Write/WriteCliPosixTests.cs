@@ -42,7 +42,7 @@ public sealed class WriteCliPosixTests(ITestOutputHelper output)
                      ("rename /d/inner /d/g", "ENOTDIR"), ("link /d /dl", "EPERM"), ("readlink /d/g", "EINVAL"),
                      ("create /" + new string('n', 256), "ENAMETOOLONG"), ("symlink " + new string('t', 1025) + " /long", "ENAMETOOLONG"),
                      ("mknod /big chr 512 0", "EINVAL"), ("chmod 644 /missing", "ENOENT"), ("utimes /missing 1 1", "ENOENT"),
-                     ("rename /d/. /x", "EBUSY"),
+                     ("rename /d/. /x", "EBUSY"), ("pwrite /d/s 0 1", "ELOOP"), ("truncate /d/c 0", "EINVAL"),
                  })
         {
             var (rc, stdout, stderr) = Io(image, command);

@@ -345,6 +345,7 @@ public sealed class FileOperations
         int type = InodeFields.Mode(core) & 0xF000;
         if (InodeFields.Mode(core) == 0) throw new XfsWriteException(WriteErrorKind.NotFound, $"inode {inode.Ino} is free");
         if (type == 0x4000) throw new XfsWriteException(WriteErrorKind.IsDirectory, $"inode {inode.Ino} is a directory");
+        if (type == 0xA000) throw new XfsWriteException(WriteErrorKind.Loop, $"inode {inode.Ino} is a symbolic link, which file operations do not follow");
         if (type != 0x8000) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"inode {inode.Ino} is not a regular file (mode 0{Convert.ToString(InodeFields.Mode(core), 8)})");
         if ((InodeFields.Flags(core) & Dinode.FlagRealtime) != 0)
             throw new XfsWriteException(WriteErrorKind.NotSupported, $"inode {inode.Ino} is a realtime file, which the engine does not handle");

@@ -113,9 +113,11 @@ public sealed partial class NamespaceOperations
     /// ('.' and '..' included). The name is looked up under the directory's lock, the inode read under its own, then
     /// the name checked again: the result is an incarnation the name named. ENOENT, ENOTDIR, ENAMETOOLONG.
     /// </summary>
-    public InodeAttributes Lookup(ulong dirIno, ReadOnlySpan<byte> name)
+    public InodeAttributes Lookup(ulong dirIno, ReadOnlySpan<byte> name) => LookupCore(dirIno, name, Where(dirIno, name));
+
+    /// <summary><see cref="Lookup(ulong, ReadOnlySpan{byte})"/> with <paramref name="where"/> naming the entry in messages.</summary>
+    internal InodeAttributes LookupCore(ulong dirIno, ReadOnlySpan<byte> name, string where)
     {
-        string where = Where(dirIno, name);
         CheckName(name, where);
         for (int attempt = 0; ; attempt++)
         {

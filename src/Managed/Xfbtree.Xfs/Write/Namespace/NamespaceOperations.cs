@@ -128,7 +128,7 @@ public sealed partial class NamespaceOperations
             ulong dir = _walker.Lookup(parentPath);
             try
             {
-                return Lookup(dir, name);
+                return LookupCore(dir, name, path);
             }
             catch (XfsWriteException e) when (e.Kind == WriteErrorKind.NotFound && attempt < MaxRestarts && !Exists(dir))
             {
