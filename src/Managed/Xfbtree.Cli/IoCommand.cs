@@ -1,7 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Security.Cryptography;
 using Xfbtree.Xfs.Write;
+using Xfbtree.Xfs.Write.Attributes;
+using Xfbtree.Xfs.Write.Engine;
 using Xfbtree.Xfs.Write.Namespace;
 
 namespace Xfbtree.Cli;
@@ -28,7 +29,8 @@ public static class IoCommand
                           "unshare PATH OFFSET LENGTH | create PATH | mkdir PATH | unlink PATH | rmdir PATH | stat PATH | ls PATH | " +
                           "rename SRC DST [--noreplace|--exchange] | link SRC DST | symlink TARGET PATH | readlink PATH | " +
                           "mknod PATH fifo|sock|chr MAJ MIN|blk MAJ MIN | chmod MODE PATH (octal) | chown UID:GID PATH | " +
-                          "utimes PATH ATIME MTIME (seconds[.nanoseconds] since the epoch, 'now' or 'omit'). " +
+                          "utimes PATH ATIME MTIME (seconds[.nanoseconds] since the epoch, 'now' or 'omit') | " +
+                          "setxattr PATH NAME VALUE | getxattr PATH NAME | listxattr PATH | removexattr PATH NAME. " +
                           "Sizes in bytes, optional k/m/g/t suffix (powers of 1024) or 0x prefix.",
             HelpName = "CMD ARGS",
             Required = true,
@@ -62,11 +64,16 @@ public static class IoCommand
         }
 
         XfsFileSystem fs;
+        PendingJournal? pending = ImageStateNotices.Pending(imagePath);
         try { fs = XfsFileSystem.Open(imagePath); }
         catch (Exception e) when (e is XfsWriteException or IOException or UnauthorizedAccessException)
         {
             stderr.WriteLine($"xfbtree io: {imagePath}: {e.Message}");
             return CommandLineHost.ExitUnusable;
+        }
+        if (pending is not null)
+        {
+            stderr.WriteLine($"xfbtree io: {ImageStateNotices.Replayed(imagePath, pending, fs.Engine.RecordsReplayed)}");
         }
 
         int rc = CommandLineHost.ExitClean;
@@ -97,6 +104,7 @@ public static class IoCommand
         }
         return rc;
     }
+
 }
 
 /// <summary>One parsed <c>-c</c> command of <c>xfbtree io</c>.</summary>
@@ -117,6 +125,7 @@ public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRead
         ["reflink"] = "PNPNN", ["unshare"] = "PNN", ["create"] = "P", ["mkdir"] = "P", ["unlink"] = "P", ["stat"] = "P",
         ["ls"] = "P", ["rmdir"] = "P", ["rename"] = "PP", ["link"] = "PP", ["symlink"] = "WP", ["readlink"] = "P",
         ["mknod"] = "PW", ["chmod"] = "WP", ["chown"] = "WP", ["utimes"] = "PWW",
+        ["setxattr"] = "PSS", ["getxattr"] = "PS", ["listxattr"] = "P", ["removexattr"] = "PS",
     };
 
     static readonly Dictionary<string, string> Usages = new(StringComparer.Ordinal)
@@ -128,6 +137,8 @@ public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRead
         ["rmdir"] = "rmdir PATH", ["rename"] = "rename SRC DST [--noreplace|--exchange]", ["link"] = "link SRC DST",
         ["symlink"] = "symlink TARGET PATH", ["readlink"] = "readlink PATH", ["mknod"] = "mknod PATH fifo|sock|chr MAJ MIN|blk MAJ MIN",
         ["chmod"] = "chmod MODE PATH", ["chown"] = "chown UID:GID PATH", ["utimes"] = "utimes PATH ATIME MTIME",
+        ["setxattr"] = "setxattr PATH NAME VALUE", ["getxattr"] = "getxattr PATH NAME", ["listxattr"] = "listxattr PATH",
+        ["removexattr"] = "removexattr PATH NAME",
     };
 
     /// <summary>Parses "CMD ARGS" (words split on blanks; '...' and "..." quote a word). Throws FormatException.</summary>
@@ -165,7 +176,12 @@ public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRead
         var texts = new List<string>();
         for (int i = 0; i < shape.Length; i++)
         {
-            if (shape[i] == 'P')
+            if (shape[i] == 'S')
+            {
+                // Names and values of xattr commands ride along with the paths.
+                paths.Add(args[i]);
+            }
+            else if (shape[i] == 'P')
             {
                 if (!args[i].StartsWith('/')) throw new FormatException($"'{args[i]}' is not an absolute path inside the filesystem");
                 paths.Add(args[i]);
@@ -306,32 +322,48 @@ public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRead
         {
             case "pwrite":
             {
+                // The whole write's space is checked first: when it cannot fit, nothing is written. The write then
+                // goes in pieces of WritePiece bytes, one operation each; should a piece still fail (space taken by
+                // bmbt growth the check could not foresee, an I/O error), the pieces before it stay written and the
+                // error says exactly how many bytes that is, as write(2) reports a short count.
                 long offset = Numbers[0], length = Numbers[1];
+                try
+                {
+                    fs.EnsureWriteSpace(path, offset, length);
+                }
+                catch (XfsWriteException e) when (e.Kind == WriteErrorKind.NoSpace)
+                {
+                    throw new XfsWriteException(e.Kind, $"nothing written: {e.Message}", e);
+                }
                 var piece = new byte[(int)Math.Min(length, IoCommand.WritePiece)];
                 piece.AsSpan().Fill(Fill);
-                for (long done = 0; done < length;)
+                long done = 0;
+                try
                 {
-                    int n = (int)Math.Min(piece.Length, length - done);
-                    fs.Write(path, offset + done, piece.AsSpan(0, n));
-                    done += n;
+                    while (done < length)
+                    {
+                        int n = (int)Math.Min(piece.Length, length - done);
+                        fs.Write(path, offset + done, piece.AsSpan(0, n));
+                        done += n;
+                    }
+                }
+                catch (Exception e) when (e is XfsWriteException or IOException)
+                {
+                    throw new XfsWriteException(e is XfsWriteException w ? w.Kind : WriteErrorKind.Io, done == 0
+                        ? $"nothing written: {e.Message}"
+                        : $"short write: {done} of {length} bytes written at offset {offset} (bytes [{offset}, {offset + done}) are in the file, the rest is not): {e.Message}", e);
                 }
                 stdout.WriteLine($"wrote {length}/{length} bytes at offset {offset}");
                 break;
             }
             case "pread":
             {
+                // Holes and unwritten extents reach the CRC as zero lengths (O(log n) each): the work follows the
+                // data read, not the range; the range stops at EOF.
                 long offset = Numbers[0], length = Numbers[1];
-                using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-                var buffer = new byte[(int)Math.Min(Math.Max(length, 1), IoCommand.WritePiece)];
-                long done = 0;
-                while (done < length)
-                {
-                    int n = fs.Read(path, offset + done, buffer.AsSpan(0, (int)Math.Min(buffer.Length, length - done)));
-                    if (n <= 0) break;
-                    hash.AppendData(buffer, 0, n);
-                    done += n;
-                }
-                stdout.WriteLine($"read {done}/{length} bytes at offset {offset} sha256 {Convert.ToHexStringLower(hash.GetHashAndReset())}");
+                var crc = new Crc64();
+                long done = fs.ReadInto(path, offset, length, crc);
+                stdout.WriteLine($"read {done}/{length} bytes at offset {offset} crc64 {crc.Value:x16}");
                 break;
             }
             case "falloc": fs.Fallocate(path, Numbers[0], Numbers[1]); break;
@@ -366,9 +398,36 @@ public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRead
             case "ls":
                 foreach (var entry in fs.List(path)) stdout.WriteLine($"{entry.Ino}\t{TypeName(entry.Type)}\t{entry.Name}");
                 break;
+            case "setxattr":
+                fs.SetXattr(fs.Lookup(path), Paths[1], System.Text.Encoding.UTF8.GetBytes(Paths[2]));
+                break;
+            case "getxattr":
+            {
+                ulong ino = fs.Lookup(path);
+                var value = new byte[Math.Max(1, fs.GetXattr(ino, Paths[1], []))];
+                int n = fs.GetXattr(ino, Paths[1], value);
+                stdout.WriteLine($"{Paths[1]}=\"{ShowValue(value.AsSpan(0, n))}\"");
+                break;
+            }
+            case "listxattr":
+                foreach (string name in fs.ListXattrNames(fs.Lookup(path))) stdout.WriteLine(name);
+                break;
+            case "removexattr": fs.RemoveXattr(fs.Lookup(path), Paths[1]); break;
             default:
                 throw new InvalidOperationException($"no runner for '{Name}'");
         }
+    }
+
+    /// <summary>A value as getfattr shows text: printable ASCII as is, other bytes as octal escapes.</summary>
+    static string ShowValue(ReadOnlySpan<byte> value)
+    {
+        var sb = new System.Text.StringBuilder(value.Length);
+        foreach (byte b in value)
+        {
+            if (b >= 0x20 && b < 0x7F && b != (byte)'"' && b != (byte)'\\') sb.Append((char)b);
+            else sb.Append('\\').Append(Convert.ToString(b, 8).PadLeft(3, '0'));
+        }
+        return sb.ToString();
     }
 
     static void WriteStat(string path, InodeStat stat, InodeAttributes attributes, TextWriter stdout)

@@ -54,6 +54,15 @@ public static class RmapCommands
         Action<string>? report = progress ? new ProgressLine(stderr).Show : null;
         try
         {
+            // Before anything else: an image being written, or one whose writer left a journal to replay.
+            if (a.Command != "repair" && ImageStateNotices.InUse(a.Image) is { } holder)
+            {
+                return Fail(stderr, ImageStateNotices.InUseRefusal(a.Image, holder), ExitUnusable);
+            }
+            if (ImageStateNotices.Pending(a.Image) is { } pending && ImageStateNotices.InUse(a.Image) is null)
+            {
+                return Fail(stderr, ImageStateNotices.PendingRefusal(a.Image, pending), ExitUnusable);
+            }
             if (a.Command == "repair")
             {
                 int repairRc = RmapRepairRunner.Run(a.Image, new RmapRepairOptions { OnlyAg = a.Ag, DryRun = a.DryRun, Progress = report }, stdout, stderr);

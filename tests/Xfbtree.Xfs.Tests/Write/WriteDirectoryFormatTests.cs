@@ -762,4 +762,23 @@ for n in names[40:]: os.unlink(root + '/c/' + n)
         }
         AssertKernelAgrees(image, scratch.Directory, model, "directory blocks in pieces");
     }
+
+    /// <summary>ASCII case-insensitive names hash differently: directory changes are refused with one clear line
+    /// and change nothing; reading still works.</summary>
+    [Fact]
+    public void AsciiCaseInsensitiveDirectoriesAreRefused()
+    {
+        using var scratch = new RepairScratch();
+        string image = MakeImage(scratch.Directory, "ci.img", "-n", "version=ci");
+        using (var s = new Session(image))
+        {
+            var e = Assert.Throws<XfsWriteException>(() => s.Ops.Mkdir("/d"));
+            output.WriteLine(e.Message);
+            Assert.Equal(WriteErrorKind.NotSupported, e.Kind);
+            Assert.Equal("directory '/': the filesystem has ASCII case-insensitive names, which the engine does not modify (adding an entry)", e.Message);
+            Assert.Empty(s.Ops.List("/"));
+            s.Engine.Close();
+        }
+        AssertClean(image, "after the refusal");
+    }
 }

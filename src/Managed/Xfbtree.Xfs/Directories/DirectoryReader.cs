@@ -183,7 +183,7 @@ internal sealed class DirectoryReader
             {
                 var block = ReadDirBlock(ino, extents, fb, DirectoryFormat.DataMagic, read, where)
                     ?? throw Corrupt(where, $"data block at offset {fb} only partly mapped");
-                BlockDirectory.ScanData(block, block.Length, HasFtype, all, null, why => Corrupt(where, $"data block at offset {fb}: {why}"));
+                all.AddRange(DataBlock.Parse(block, HasFtype, why => Corrupt(where, $"data block at offset {fb}: {why}")).Entries);
             }
         }
         ulong parent = 0;

@@ -34,13 +34,13 @@ public enum WriteErrorKind
     CrossDevice,
     /// <summary>An inode already has the most links the format allows: EMLINK.</summary>
     TooManyLinks,
-    /// <summary>The operation is not permitted on this inode (a hard link to a directory, an immutable file): EPERM.</summary>
+    /// <summary>The operation is not permitted on this inode (a hard link to a directory, a user.* attribute on a symlink): EPERM.</summary>
     NotPermitted,
-    /// <summary>No such attribute: ENODATA.</summary>
+    /// <summary>No such extended attribute: ENODATA.</summary>
     NoData,
-    /// <summary>An argument list or value is too large: E2BIG.</summary>
+    /// <summary>An argument or value is too large (an extended-attribute value past the 64 KiB the syscalls allow): E2BIG.</summary>
     TooBig,
-    /// <summary>A result does not fit the caller's buffer: ERANGE.</summary>
+    /// <summary>An attribute name of bad length, or a result that does not fit the caller's buffer: ERANGE.</summary>
     OutOfRange,
     /// <summary>A handle names an inode that was freed (and maybe reused) since it was handed out: ESTALE.</summary>
     Stale,
@@ -123,4 +123,7 @@ public sealed class XfsWriteException : Exception
 
     /// <summary>The errno's symbolic name ("ENOENT", ...).</summary>
     public string ErrnoName => WriteErrors.ErrnoName(Kind);
+
+    /// <summary>For <see cref="WriteErrorKind.Corrupt"/>: the AG found corrupt or refused as sick, when known.</summary>
+    public uint? AgNumber { get; init; }
 }

@@ -1,3 +1,5 @@
+using System.Text;
+using Xfbtree.Xfs.Write.Attributes;
 using Xfbtree.Xfs.Write.Engine;
 using Xfbtree.Xfs.Write.Files;
 using Xfbtree.Xfs.Write.Namespace;
@@ -23,6 +25,7 @@ public sealed class XfsFileSystem : IDisposable
         Engine = engine;
         Files = new FileOperations(engine);
         Namespace = new NamespaceOperations(engine, Files);
+        Attributes = new AttributeOperations(engine);
     }
 
     /// <summary>The engine under the facade.</summary>
@@ -33,6 +36,9 @@ public sealed class XfsFileSystem : IDisposable
 
     /// <summary>Namespace operations by inode and by path.</summary>
     public NamespaceOperations Namespace { get; }
+
+    /// <summary>Extended attributes by inode number (shortform, leaf and node forks; user, trusted, security).</summary>
+    public AttributeOperations Attributes { get; }
 
     /// <summary>Test hook: runs after a path was resolved to a handle and before the operation acts on it.</summary>
     internal Action<string>? AfterResolveForTest { get; set; }
@@ -82,6 +88,14 @@ public sealed class XfsFileSystem : IDisposable
         byte[] bytes = data.ToArray();
         OnPath(path, h => { Files.Write(h, offset, bytes); return 0; });
     }
+
+    /// <summary>NoSpace (nothing changed) unless a write of <paramref name="length"/> bytes at <paramref name="offset"/>
+    /// would find its space now (see <see cref="FileOperations.EnsureWriteSpace"/>).</summary>
+    public void EnsureWriteSpace(string path, long offset, long length) => Files.EnsureWriteSpace(Namespace.Lookup(path), offset, length);
+
+    /// <summary>Streams a file range (capped at EOF) into <paramref name="sink"/>: data as bytes, holes and
+    /// unwritten extents as zero lengths (see <see cref="FileOperations.ReadInto(ulong, long, long, IFileReadSink)"/>). Returns the bytes covered.</summary>
+    public long ReadInto(string path, long offset, long length, IFileReadSink sink) => Files.ReadInto(Namespace.Lookup(path), offset, length, sink);
 
     /// <summary>Reads from the file <paramref name="path"/> names; the bytes read.</summary>
     public int Read(string path, long offset, Span<byte> buffer)
@@ -144,6 +158,31 @@ public sealed class XfsFileSystem : IDisposable
 
     /// <summary>Everything stat(2) shows about the inode <paramref name="path"/> names (symlinks not followed).</summary>
     public InodeAttributes GetAttr(string path) => Namespace.Resolve(path);
+
+    /// <summary>setxattr(2) on inode <paramref name="ino"/>: <paramref name="name"/> carries its namespace prefix
+    /// ("user.", "trusted.", "security."); errors as the kernel's (EEXIST, ENODATA, E2BIG, ERANGE, EOPNOTSUPP, EPERM).</summary>
+    public void SetXattr(ulong ino, string name, ReadOnlySpan<byte> value, XattrSetFlags flags = XattrSetFlags.None)
+        => Attributes.Set(ino, Encoding.UTF8.GetBytes(name), value, flags);
+
+    /// <summary>getxattr(2): the value's length, copied into <paramref name="buffer"/> unless it is empty (a size
+    /// query); ERANGE when the buffer is too small, ENODATA when the attribute does not exist.</summary>
+    public int GetXattr(ulong ino, string name, Span<byte> buffer) => Attributes.Get(ino, Encoding.UTF8.GetBytes(name), buffer);
+
+    /// <summary>listxattr(2): the names with their prefixes, each followed by a NUL, into <paramref name="buffer"/>;
+    /// returns the list's size (an empty buffer asks for the size only; ERANGE when too small).</summary>
+    public int ListXattr(ulong ino, Span<byte> buffer) => Attributes.List(ino, buffer);
+
+    /// <summary>The names of the inode's extended attributes with their prefixes, in the fork's order.</summary>
+    public IReadOnlyList<string> ListXattrNames(ulong ino) => Attributes.ListNames(ino).Select(n => n.FullName).ToList();
+
+    /// <summary>removexattr(2) (ENODATA when the attribute does not exist).</summary>
+    public void RemoveXattr(ulong ino, string name) => Attributes.Remove(ino, Encoding.UTF8.GetBytes(name));
+
+    /// <summary>The stress manifest's XATTRS column for an inode (see <see cref="AttributeOperations.Digest"/>).</summary>
+    public string XattrDigest(ulong ino) => Attributes.Digest(ino);
+
+    /// <summary>The inode a path names (no symlink followed).</summary>
+    public ulong Lookup(string path) => Namespace.Lookup(path);
 
     /// <summary>Clean close: references still held are released (unlinked inodes freed, as at unmount), the image
     /// is consistent, NEEDSREPAIR cleared, the lock released.</summary>

@@ -90,9 +90,12 @@ internal sealed class DirectoryBuffer
     /// <summary>The buffers of one directory block (shared by their verifier).</summary>
     sealed class PieceGroup
     {
+        /// <summary>The pieces in file order (empty until read).</summary>
         public BlockBuffer[] Pieces { get; set; } = [];
+        /// <summary>Bytes of the whole directory block.</summary>
         public int Length => Pieces.Sum(p => p.Length);
 
+        /// <summary>The pieces copied into one array.</summary>
         public byte[] Assemble()
         {
             var all = new byte[Length];
@@ -113,8 +116,10 @@ internal sealed class DirectoryBuffer
     /// </summary>
     sealed class DirectoryBlockVerifier(PieceGroup group, ulong owner, byte[] uuid) : IBufferVerifier
     {
+        /// <summary>Block type in corruption messages.</summary>
         public string Name => "directory block";
 
+        /// <inheritdoc/>
         public void VerifyRead(BlockBuffer buffer)
         {
             if (group.Pieces.Length > 1 || !IsWhole(buffer)) return;
@@ -128,6 +133,7 @@ internal sealed class DirectoryBuffer
         /// <summary>Set by the reader before reading several pieces (their read check waits for assembly).</summary>
         public bool PieceRead { get; init; }
 
+        /// <inheritdoc/>
         public void PrepareWrite(BlockBuffer buffer)
         {
             if (group.Pieces.Length <= 1)

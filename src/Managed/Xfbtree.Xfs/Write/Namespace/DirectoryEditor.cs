@@ -359,10 +359,15 @@ internal sealed class DirectoryEditor
     /// <summary>One block on a root-to-leaf path and the entry index taken in it.</summary>
     sealed class PathStep(ulong fileBlock, DirectoryBuffer buf, HashBlock block, int index)
     {
-        public ulong FileBlock { get; set; } = fileBlock;
-        public DirectoryBuffer Buf { get; set; } = buf;
-        public HashBlock Block { get; set; } = block;
+        /// <summary>File block of the block.</summary>
+        public ulong FileBlock { get; } = fileBlock;
+        /// <summary>Its buffers.</summary>
+        public DirectoryBuffer Buf { get; } = buf;
+        /// <summary>Its model (the editor's cached one).</summary>
+        public HashBlock Block { get; } = block;
+        /// <summary>Entry taken: the child followed in a node, the search position in a leaf.</summary>
         public int Index { get; set; } = index;
+        /// <summary>The model changed and must be written (and its parent's key checked).</summary>
         public bool Dirty { get; set; }
     }
 

@@ -47,9 +47,10 @@ public readonly record struct SetAttrRequest(SetAttrMask Mask, int Mode = 0, uin
 public sealed partial class NamespaceOperations
 {
     /// <summary>
-    /// setattr (chmod, chown, truncate, utimens in one transaction): the fields <paramref name="request"/> names
-    /// change, ctime becomes now (or the given ctime) whenever anything changes, a size change of a regular file
-    /// frees or zeroes the blocks past the new end and sets mtime (unless given); an empty mask changes nothing.
+    /// setattr (chmod, chown, truncate, utimens): the fields <paramref name="request"/> names change, ctime becomes
+    /// now (or the given ctime) whenever anything changes; a size is set first, as the kernel does, through the file
+    /// operations' truncate (blocks past the new end freed or the tail zeroed, mtime and ctime now), then the other
+    /// fields in one transaction; an empty mask changes nothing.
     /// Times are clamped to what the inode's encoding holds (bigtime or not), as the kernel clamps them. EISDIR for
     /// a size on a directory, EINVAL for a size on anything else that is not a regular file or for a negative size.
     /// The values are applied as given (as a FUSE server receives them: the kernel has already decided what chown
@@ -72,6 +73,24 @@ public sealed partial class NamespaceOperations
             throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"setattr {where}: nanoseconds past 999999999");
         var inode = Engine.GetInode(ino);
         if (r.Mask == SetAttrMask.None) return GetAttrCore(ino, generation);
+        if ((r.Mask & SetAttrMask.Size) != 0)
+        {
+            // As the kernel (xfs_setattr_size apart from xfs_setattr_nonsize): the size first, through the file
+            // operations' truncate (its own transactions: blocks past the new end are freed in bounded steps, mtime
+            // and ctime set), then the other fields.
+            int kind;
+            using (Engine.LockInodeForRead(inode))
+            {
+                CheckAlive(inode, generation, where);
+                kind = new Dinode(inode.Core).Mode & InodeCore.ModeTypeMask;
+            }
+            if (kind == InodeCore.ModeDirectory) throw new XfsWriteException(WriteErrorKind.IsDirectory, $"setattr {where}: a directory has no size to set");
+            if (kind != InodeCore.ModeRegular) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"setattr {where}: only a regular file's size can be set");
+            if (generation is uint g) Files.Truncate(new InodeHandle(ino, g), r.Size);
+            else Files.Truncate(ino, r.Size);
+            r = r with { Mask = r.Mask & ~SetAttrMask.Size };
+            if (r.Mask == SetAttrMask.None) return GetAttrCore(ino, generation);
+        }
         return Engine.Execute($"setattr {where}", tx =>
         {
             tx.LockInodes(inode);
@@ -79,16 +98,6 @@ public sealed partial class NamespaceOperations
             var c = inode.Core;
             var now = InodeTime.Now;
             int type = new Dinode(c).Mode & InodeCore.ModeTypeMask;
-            if ((r.Mask & SetAttrMask.Size) != 0)
-            {
-                if (type == InodeCore.ModeDirectory) throw new XfsWriteException(WriteErrorKind.IsDirectory, $"setattr {where}: a directory has no size to set");
-                if (type != InodeCore.ModeRegular) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"setattr {where}: only a regular file's size can be set");
-                if ((long)InodeCore.Size(c) != r.Size)
-                {
-                    FileOperations.TruncateLocked(tx, inode, r.Size);
-                    if ((r.Mask & (SetAttrMask.Mtime | SetAttrMask.MtimeNow)) == 0) InodeAttributeFields.SetTime(c, InodeCore.OffMtime, now);
-                }
-            }
             if ((r.Mask & SetAttrMask.Mode) != 0) InodeAttributeFields.SetMode(c, (ushort)(type | (r.Mode & 0xFFF)));
             if ((r.Mask & SetAttrMask.Uid) != 0) InodeAttributeFields.SetUid(c, r.Uid);
             if ((r.Mask & SetAttrMask.Gid) != 0) InodeAttributeFields.SetGid(c, r.Gid);

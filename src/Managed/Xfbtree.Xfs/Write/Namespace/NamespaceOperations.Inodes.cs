@@ -371,15 +371,16 @@ public sealed partial class NamespaceOperations
         _allocator.Free(tx, inode.Ino);
     }
 
-    /// <summary>Frees every block of an inode being freed: a directory's extent-format data fork here (never
-    /// shared), anything else through <see cref="Files.FileOperations.FreeAllBlocks"/>.</summary>
+    /// <summary>Frees every block of an inode being freed: a directory's or symlink's extent-format data fork here
+    /// (never shared), anything else through <see cref="Files.FileOperations.FreeAllBlocks"/>.</summary>
     void FreeBlocks(WriteTransaction tx, IncoreInode inode, string path)
     {
         var d = new Dinode(inode.Core);
         bool noBlocks = d.NBlocks == 0 && (d.Format is ForkFormat.Local or ForkFormat.Dev || d.DataExtents == 0)
             && (d.ForkOffset == 0 || d.AttrFormat == ForkFormat.Local || d.AttrExtents == 0);
         if (noBlocks) return;
-        bool plainDir = (d.Mode & InodeCore.ModeTypeMask) == InodeCore.ModeDirectory && d.Format == ForkFormat.Extents
+        // Directory and symlink blocks are metadata: freed here, their buffers invalidated (FreeMetadata).
+        bool plainDir = (d.Mode & InodeCore.ModeTypeMask) is InodeCore.ModeDirectory or 0xA000 && d.Format == ForkFormat.Extents
             && (d.ForkOffset == 0 || d.AttrFormat == ForkFormat.Local || d.AttrExtents == 0) && (d.Flags2 & Dinode.Flag2Reflink) == 0;
         if (!plainDir)
         {
@@ -394,7 +395,7 @@ public sealed partial class NamespaceOperations
             uint agno = geo.FsbToAgno(e.StartBlock), agbno = geo.FsbToAgbno(e.StartBlock);
             if (!tx.HoldsAg(agno)) tx.LockAg(agno);
             tx.RmapUnmap(agno, new Trees.RmapRecord(agbno, e.BlockCount, inode.Ino, e.StartOffset), false);
-            tx.Free(agno, agbno, e.BlockCount);
+            tx.FreeMetadata(agno, agbno, e.BlockCount);
             freed += e.BlockCount;
         }
         var c = inode.Core.AsSpan();

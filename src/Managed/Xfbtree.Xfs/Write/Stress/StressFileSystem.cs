@@ -63,6 +63,9 @@ public interface IStressTarget
 
     /// <summary>utimensat by path.</summary>
     void Utimes(string path, InodeTime atime, InodeTime mtime) => throw new XfsWriteException(WriteErrorKind.NotSupported, "utimes: not supported by this target");
+
+    /// <summary>The AGs marked sick right now, with the reason (a target that has no AGs has none).</summary>
+    IReadOnlyList<(uint Ag, string Reason)> SickAgs() => [];
 }
 
 /// <summary>The write engine as a stress target.</summary>
@@ -110,4 +113,15 @@ public sealed class XfsStressTarget(XfsFileSystem fileSystem) : IStressTarget
     public void Chown(string path, uint uid, uint gid) => fileSystem.Namespace.Chown(path, uid, gid);
 
     public void Utimes(string path, InodeTime atime, InodeTime mtime) => fileSystem.Namespace.Utimes(path, atime, mtime);
+
+    /// <inheritdoc/>
+    public IReadOnlyList<(uint Ag, string Reason)> SickAgs()
+    {
+        var sick = new List<(uint, string)>();
+        for (uint agno = 0; agno < fileSystem.Engine.Geometry.AgCount; agno++)
+        {
+            if (fileSystem.Engine.Ag(agno).SickReason is { } reason) sick.Add((agno, reason));
+        }
+        return sick;
+    }
 }
