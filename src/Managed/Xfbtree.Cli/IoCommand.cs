@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Security.Cryptography;
 using Xfbtree.Xfs.Write;
+using Xfbtree.Xfs.Write.Attributes;
 using Xfbtree.Xfs.Write.Namespace;
 
 namespace Xfbtree.Cli;
@@ -25,7 +26,8 @@ public static class IoCommand
         {
             Description = "A command, run in order (repeat -c): pwrite PATH OFFSET LENGTH [-S BYTE] | pread PATH OFFSET LENGTH | " +
                           "falloc PATH OFFSET LENGTH | fpunch PATH OFFSET LENGTH | truncate PATH SIZE | reflink SRC SRCOFF DST DSTOFF LENGTH | " +
-                          "unshare PATH OFFSET LENGTH | create PATH | mkdir PATH | unlink PATH | stat PATH | ls PATH. " +
+                          "unshare PATH OFFSET LENGTH | create PATH | mkdir PATH | unlink PATH | stat PATH | ls PATH | " +
+                          "setxattr PATH NAME VALUE | getxattr PATH NAME | listxattr PATH | removexattr PATH NAME. " +
                           "Sizes in bytes, optional k/m/g/t suffix (powers of 1024) or 0x prefix.",
             HelpName = "CMD ARGS",
             Required = true,
@@ -73,7 +75,7 @@ public static class IoCommand
                 try { operation.Run(fs, stdout); }
                 catch (Exception e) when (e is not OutOfMemoryException)
                 {
-                    string why = e is XfsWriteException w ? $"{w.Message} ({w.Kind})" : $"internal error: {e.GetType().Name}: {e.Message}";
+                    string why = e is XfsWriteException w ? $"{ErrnoName(w.Kind)}: {w.Message} ({w.Kind})" : $"internal error: {e.GetType().Name}: {e.Message}";
                     stdout.Flush();
                     stderr.WriteLine($"xfbtree io: {operation.Text}: {why}");
                     rc = CommandLineHost.ExitDamaged;
@@ -93,6 +95,27 @@ public static class IoCommand
         }
         return rc;
     }
+
+    /// <summary>The errno the kernel returns for a failure of this kind.</summary>
+    public static string ErrnoName(WriteErrorKind kind) => kind switch
+    {
+        WriteErrorKind.InvalidArgument => "EINVAL",
+        WriteErrorKind.NotFound => "ENOENT",
+        WriteErrorKind.Exists => "EEXIST",
+        WriteErrorKind.NotDirectory => "ENOTDIR",
+        WriteErrorKind.IsDirectory => "EISDIR",
+        WriteErrorKind.NotEmpty => "ENOTEMPTY",
+        WriteErrorKind.NoSpace => "ENOSPC",
+        WriteErrorKind.NotSupported => "EOPNOTSUPP",
+        WriteErrorKind.Corrupt => "EFSCORRUPTED",
+        WriteErrorKind.Io => "EIO",
+        WriteErrorKind.Busy => "EBUSY",
+        WriteErrorKind.NoData => "ENODATA",
+        WriteErrorKind.TooBig => "E2BIG",
+        WriteErrorKind.OutOfRange => "ERANGE",
+        WriteErrorKind.NotPermitted => "EPERM",
+        _ => "EIO",
+    };
 }
 
 /// <summary>One parsed <c>-c</c> command of <c>xfbtree io</c>.</summary>
@@ -103,7 +126,7 @@ public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRead
     {
         ["pwrite"] = "PNN", ["pread"] = "PNN", ["falloc"] = "PNN", ["fpunch"] = "PNN", ["truncate"] = "PN",
         ["reflink"] = "PNPNN", ["unshare"] = "PNN", ["create"] = "P", ["mkdir"] = "P", ["unlink"] = "P", ["stat"] = "P",
-        ["ls"] = "P",
+        ["ls"] = "P", ["setxattr"] = "PSS", ["getxattr"] = "PS", ["listxattr"] = "P", ["removexattr"] = "PS",
     };
 
     static readonly Dictionary<string, string> Usages = new(StringComparer.Ordinal)
@@ -112,6 +135,8 @@ public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRead
         ["falloc"] = "falloc PATH OFFSET LENGTH", ["fpunch"] = "fpunch PATH OFFSET LENGTH", ["truncate"] = "truncate PATH SIZE",
         ["reflink"] = "reflink SRC SRCOFF DST DSTOFF LENGTH", ["unshare"] = "unshare PATH OFFSET LENGTH",
         ["create"] = "create PATH", ["mkdir"] = "mkdir PATH", ["unlink"] = "unlink PATH", ["stat"] = "stat PATH", ["ls"] = "ls PATH",
+        ["setxattr"] = "setxattr PATH NAME VALUE", ["getxattr"] = "getxattr PATH NAME", ["listxattr"] = "listxattr PATH",
+        ["removexattr"] = "removexattr PATH NAME",
     };
 
     /// <summary>Parses "CMD ARGS" (words split on blanks; '...' and "..." quote a word). Throws FormatException.</summary>
@@ -139,7 +164,12 @@ public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRead
         var numbers = new List<long>();
         for (int i = 0; i < shape.Length; i++)
         {
-            if (shape[i] == 'P')
+            if (shape[i] == 'S')
+            {
+                // Names and values of xattr commands ride along with the paths.
+                paths.Add(args[i]);
+            }
+            else if (shape[i] == 'P')
             {
                 if (!args[i].StartsWith('/')) throw new FormatException($"'{args[i]}' is not an absolute path inside the filesystem");
                 paths.Add(args[i]);
@@ -250,9 +280,36 @@ public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRead
             case "ls":
                 foreach (var entry in fs.List(path)) stdout.WriteLine($"{entry.Ino}\t{TypeName(entry.Type)}\t{entry.Name}");
                 break;
+            case "setxattr":
+                fs.SetXattr(fs.Lookup(path), Paths[1], System.Text.Encoding.UTF8.GetBytes(Paths[2]));
+                break;
+            case "getxattr":
+            {
+                ulong ino = fs.Lookup(path);
+                var value = new byte[Math.Max(1, fs.GetXattr(ino, Paths[1], []))];
+                int n = fs.GetXattr(ino, Paths[1], value);
+                stdout.WriteLine($"{Paths[1]}=\"{ShowValue(value.AsSpan(0, n))}\"");
+                break;
+            }
+            case "listxattr":
+                foreach (string name in fs.ListXattrNames(fs.Lookup(path))) stdout.WriteLine(name);
+                break;
+            case "removexattr": fs.RemoveXattr(fs.Lookup(path), Paths[1]); break;
             default:
                 throw new InvalidOperationException($"no runner for '{Name}'");
         }
+    }
+
+    /// <summary>A value as getfattr shows text: printable ASCII as is, other bytes as octal escapes.</summary>
+    static string ShowValue(ReadOnlySpan<byte> value)
+    {
+        var sb = new System.Text.StringBuilder(value.Length);
+        foreach (byte b in value)
+        {
+            if (b >= 0x20 && b < 0x7F && b != (byte)'"' && b != (byte)'\\') sb.Append((char)b);
+            else sb.Append('\\').Append(Convert.ToString(b, 8).PadLeft(3, '0'));
+        }
+        return sb.ToString();
     }
 
     static void WriteStat(string path, InodeStat stat, TextWriter stdout)

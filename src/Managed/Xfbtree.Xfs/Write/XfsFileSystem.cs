@@ -1,3 +1,5 @@
+using System.Text;
+using Xfbtree.Xfs.Write.Attributes;
 using Xfbtree.Xfs.Write.Engine;
 using Xfbtree.Xfs.Write.Files;
 using Xfbtree.Xfs.Write.Namespace;
@@ -15,6 +17,7 @@ public sealed class XfsFileSystem : IDisposable
         Engine = engine;
         Files = new FileOperations(engine);
         Namespace = new NamespaceOperations(engine, Files);
+        Attributes = new AttributeOperations(engine);
     }
 
     public WriteEngine Engine { get; }
@@ -22,6 +25,9 @@ public sealed class XfsFileSystem : IDisposable
     public FileOperations Files { get; }
 
     public NamespaceOperations Namespace { get; }
+
+    /// <summary>Extended attributes by inode number (shortform, leaf and node forks; user, trusted, security).</summary>
+    public AttributeOperations Attributes { get; }
 
     /// <summary>Opens an image for writing (see <see cref="WriteEngine.Open"/>).</summary>
     public static XfsFileSystem Open(string imagePath, WriteEngineOptions? options = null) => new(WriteEngine.Open(imagePath, options));
@@ -50,6 +56,31 @@ public sealed class XfsFileSystem : IDisposable
     public IReadOnlyList<DirectoryEntry> List(string path) => Namespace.List(path);
 
     public InodeStat Stat(string path) => Namespace.Stat(path);
+
+    /// <summary>setxattr(2) on inode <paramref name="ino"/>: <paramref name="name"/> carries its namespace prefix
+    /// ("user.", "trusted.", "security."); errors as the kernel's (EEXIST, ENODATA, E2BIG, ERANGE, EOPNOTSUPP, EPERM).</summary>
+    public void SetXattr(ulong ino, string name, ReadOnlySpan<byte> value, XattrSetFlags flags = XattrSetFlags.None)
+        => Attributes.Set(ino, Encoding.UTF8.GetBytes(name), value, flags);
+
+    /// <summary>getxattr(2): the value's length, copied into <paramref name="buffer"/> unless it is empty (a size
+    /// query); ERANGE when the buffer is too small, ENODATA when the attribute does not exist.</summary>
+    public int GetXattr(ulong ino, string name, Span<byte> buffer) => Attributes.Get(ino, Encoding.UTF8.GetBytes(name), buffer);
+
+    /// <summary>listxattr(2): the names with their prefixes, each followed by a NUL, into <paramref name="buffer"/>;
+    /// returns the list's size (an empty buffer asks for the size only; ERANGE when too small).</summary>
+    public int ListXattr(ulong ino, Span<byte> buffer) => Attributes.List(ino, buffer);
+
+    /// <summary>The names of the inode's extended attributes with their prefixes, in the fork's order.</summary>
+    public IReadOnlyList<string> ListXattrNames(ulong ino) => Attributes.ListNames(ino).Select(n => n.FullName).ToList();
+
+    /// <summary>removexattr(2) (ENODATA when the attribute does not exist).</summary>
+    public void RemoveXattr(ulong ino, string name) => Attributes.Remove(ino, Encoding.UTF8.GetBytes(name));
+
+    /// <summary>The stress manifest's XATTRS column for an inode (see <see cref="AttributeOperations.Digest"/>).</summary>
+    public string XattrDigest(ulong ino) => Attributes.Digest(ino);
+
+    /// <summary>The inode a path names (no symlink followed).</summary>
+    public ulong Lookup(string path) => Namespace.Lookup(path);
 
     /// <summary>Clean close: the image is consistent, NEEDSREPAIR cleared, the lock released.</summary>
     public void Close() => Engine.Close();

@@ -66,20 +66,7 @@ internal static class DirectoryFormat
     public static InodeType TypeOfMode(int mode) => TypeOfFileType(FileTypeOfMode(mode));
 
     /// <summary>xfs_da_hashname: rotate by 7 bits per byte and xor the bytes in, four at a time.</summary>
-    public static uint HashName(ReadOnlySpan<byte> name)
-    {
-        uint hash = 0;
-        int i = 0;
-        for (; name.Length - i >= 4; i += 4)
-            hash = ((uint)name[i] << 21) ^ ((uint)name[i + 1] << 14) ^ ((uint)name[i + 2] << 7) ^ name[i + 3] ^ uint.RotateLeft(hash, 28);
-        return (name.Length - i) switch
-        {
-            3 => ((uint)name[i] << 14) ^ ((uint)name[i + 1] << 7) ^ name[i + 2] ^ uint.RotateLeft(hash, 21),
-            2 => ((uint)name[i] << 7) ^ name[i + 1] ^ uint.RotateLeft(hash, 14),
-            1 => name[i] ^ uint.RotateLeft(hash, 7),
-            _ => hash,
-        };
-    }
+    public static uint HashName(ReadOnlySpan<byte> name) => Xfbtree.Xfs.Format.DaHash.HashName(name);
 
     public static bool IsDot(ReadOnlySpan<byte> name) => name.Length == 1 && name[0] == (byte)'.';
     public static bool IsDotDot(ReadOnlySpan<byte> name) => name.Length == 2 && name[0] == (byte)'.' && name[1] == (byte)'.';
