@@ -210,6 +210,7 @@ public static class FuseErrno
     public const int ENOTDIR = 20;
     public const int EISDIR = 21;
     public const int EINVAL = 22;
+    public const int E2BIG = 7;
     public const int EFBIG = 27;
     public const int ENOSPC = 28;
     public const int EROFS = 30;

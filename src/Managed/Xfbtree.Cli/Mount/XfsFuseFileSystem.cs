@@ -5,6 +5,7 @@ using System.Text;
 using Xfbtree.Fuse;
 using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Write;
+using Xfbtree.Xfs.Write.Attributes;
 using Xfbtree.Xfs.Write.Files;
 using Xfbtree.Xfs.Write.Namespace;
 
@@ -246,6 +247,10 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
                 WriteErrorKind.NotSupported => FuseErrno.EOPNOTSUPP,
                 WriteErrorKind.Corrupt => FuseErrno.EUCLEAN,
                 WriteErrorKind.Busy => FuseErrno.EBUSY,
+                WriteErrorKind.NoData => FuseErrno.ENODATA,
+                WriteErrorKind.TooBig => FuseErrno.E2BIG,
+                WriteErrorKind.OutOfRange => FuseErrno.ERANGE,
+                WriteErrorKind.NotPermitted => FuseErrno.EPERM,
                 _ => FuseErrno.EIO,
             };
         }
@@ -458,6 +463,70 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
             if (directory && !isDirectory) return FuseErrno.ENOTDIR;
             if (!directory && isDirectory) return FuseErrno.EISDIR;
             _fs.Namespace.Unlink(path);
+            return 0;
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            return Fail(context, ex);
+        }
+    }
+
+    public int SetXattr(in FuseRequestContext context, ulong node, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, uint flags)
+    {
+        if (_readOnly) return FuseErrno.EROFS;
+        int e = Live(node, out var n);
+        if (e != 0) return e;
+        try
+        {
+            _fs.Attributes.Set(n.Ino, name, value, (XattrSetFlags)flags);
+            return 0;
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            return Fail(context, ex);
+        }
+    }
+
+    public int GetXattr(in FuseRequestContext context, ulong node, ReadOnlySpan<byte> name, Span<byte> value, out int length)
+    {
+        length = 0;
+        int e = Live(node, out var n);
+        if (e != 0) return e;
+        try
+        {
+            length = _fs.Attributes.Get(n.Ino, name, value);
+            return 0;
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            return Fail(context, ex);
+        }
+    }
+
+    public int ListXattr(in FuseRequestContext context, ulong node, Span<byte> list, out int length)
+    {
+        length = 0;
+        int e = Live(node, out var n);
+        if (e != 0) return e;
+        try
+        {
+            length = _fs.Attributes.List(n.Ino, list);
+            return 0;
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            return Fail(context, ex);
+        }
+    }
+
+    public int RemoveXattr(in FuseRequestContext context, ulong node, ReadOnlySpan<byte> name)
+    {
+        if (_readOnly) return FuseErrno.EROFS;
+        int e = Live(node, out var n);
+        if (e != 0) return e;
+        try
+        {
+            _fs.Attributes.Remove(n.Ino, name);
             return 0;
         }
         catch (Exception ex) when (IsEngineFailure(ex))
