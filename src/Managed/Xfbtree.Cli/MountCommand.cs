@@ -201,6 +201,8 @@ public static class MountCommand
                     Interlocked.Increment(ref _repairs);
                     Interlocked.Add(ref _applied, result.LiveUpdatesApplied);
                     Interlocked.Add(ref _ignored, result.LiveUpdatesIgnored);
+                    log(string.Create(CultureInfo.InvariantCulture,
+                        $"xfbtree mount: online repair: AG {agno} rmapbt rebuilt ({result.Records} records, {result.LiveUpdatesApplied} live updates applied, {result.LiveUpdatesIgnored} ignored)"));
                 }
                 catch (OperationCanceledException)
                 {
