@@ -75,7 +75,7 @@ public static class IoCommand
                 try { operation.Run(fs, stdout); }
                 catch (Exception e) when (e is not OutOfMemoryException)
                 {
-                    string why = e is XfsWriteException w ? $"{ErrnoName(w.Kind)}: {w.Message} ({w.Kind})" : $"internal error: {e.GetType().Name}: {e.Message}";
+                    string why = e is XfsWriteException w ? $"{w.Message} ({w.ErrnoName})" : $"internal error: {e.GetType().Name}: {e.Message}";
                     stdout.Flush();
                     stderr.WriteLine($"xfbtree io: {operation.Text}: {why}");
                     rc = CommandLineHost.ExitDamaged;
@@ -95,27 +95,6 @@ public static class IoCommand
         }
         return rc;
     }
-
-    /// <summary>The errno the kernel returns for a failure of this kind.</summary>
-    public static string ErrnoName(WriteErrorKind kind) => kind switch
-    {
-        WriteErrorKind.InvalidArgument => "EINVAL",
-        WriteErrorKind.NotFound => "ENOENT",
-        WriteErrorKind.Exists => "EEXIST",
-        WriteErrorKind.NotDirectory => "ENOTDIR",
-        WriteErrorKind.IsDirectory => "EISDIR",
-        WriteErrorKind.NotEmpty => "ENOTEMPTY",
-        WriteErrorKind.NoSpace => "ENOSPC",
-        WriteErrorKind.NotSupported => "EOPNOTSUPP",
-        WriteErrorKind.Corrupt => "EFSCORRUPTED",
-        WriteErrorKind.Io => "EIO",
-        WriteErrorKind.Busy => "EBUSY",
-        WriteErrorKind.NoData => "ENODATA",
-        WriteErrorKind.TooBig => "E2BIG",
-        WriteErrorKind.OutOfRange => "ERANGE",
-        WriteErrorKind.NotPermitted => "EPERM",
-        _ => "EIO",
-    };
 }
 
 /// <summary>One parsed <c>-c</c> command of <c>xfbtree io</c>.</summary>

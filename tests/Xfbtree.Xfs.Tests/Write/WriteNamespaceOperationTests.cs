@@ -264,11 +264,11 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
         Fails(WriteErrorKind.NotDirectory, () => ops.Create("/plain/child"));
         Fails(WriteErrorKind.NotDirectory, () => ops.List("/plain"));
         Fails(WriteErrorKind.NotEmpty, () => ops.Unlink("/full"));
-        Fails(WriteErrorKind.InvalidArgument, () => ops.Create("/" + new string('n', 256)));
+        Fails(WriteErrorKind.NameTooLong, () => ops.Create("/" + new string('n', 256)));
         Fails(WriteErrorKind.InvalidArgument, () => ops.Create("/bad\0name"));
         Fails(WriteErrorKind.InvalidArgument, () => ops.Create("relative"));
-        Fails(WriteErrorKind.InvalidArgument, () => ops.Unlink("/"));
-        Fails(WriteErrorKind.InvalidArgument, () => ops.Mkdir("/full/.."));
+        Fails(WriteErrorKind.IsDirectory, () => ops.Unlink("/"));
+        Fails(WriteErrorKind.Exists, () => ops.Mkdir("/full/.."));
         var node = Fails(WriteErrorKind.NotSupported, () => ops.Create("/feat/bigdir/newname"));
         Assert.Contains("node format", node.Message, StringComparison.Ordinal);
         Assert.Contains("/feat/bigdir", node.Message, StringComparison.Ordinal);

@@ -27,14 +27,20 @@ public sealed class FileOperations
 
     /// <summary>Writes <paramref name="data"/> at <paramref name="offset"/> (allocating holes, converting unwritten
     /// ranges, copying shared blocks on write); extends the size.</summary>
-    public void Write(ulong ino, long offset, ReadOnlySpan<byte> data)
+    public void Write(ulong ino, long offset, ReadOnlySpan<byte> data) => WriteCore(ino, null, offset, data);
+
+    /// <summary>As <see cref="Write(ulong, long, ReadOnlySpan{byte})"/> through a handle: the generation is checked under
+    /// the inode lock (ESTALE when the inode was freed, and maybe reused, since the handle was made).</summary>
+    public void Write(Namespace.InodeHandle file, long offset, ReadOnlySpan<byte> data) => WriteCore(file.Ino, file.Generation, offset, data);
+
+    void WriteCore(ulong ino, uint? generation, long offset, ReadOnlySpan<byte> data)
     {
         CheckRange(offset, data.Length, "write");
         var inode = Engine.GetInode(ino);
         byte[] bytes = data.ToArray();
         Engine.Execute("write", tx =>
         {
-            var edit = FileEdit.Begin(tx, inode);
+            var edit = FileEdit.Begin(tx, inode, generation: generation);
             if (bytes.Length == 0) return;
             long end = offset + bytes.Length;
             long oldSize = edit.Size;
@@ -50,7 +56,12 @@ public sealed class FileOperations
 
     /// <summary>Reads up to <paramref name="buffer"/>.Length bytes at <paramref name="offset"/> (holes and unwritten
     /// ranges read as zeros; stops at EOF). Returns the bytes read.</summary>
-    public int Read(ulong ino, long offset, Span<byte> buffer)
+    public int Read(ulong ino, long offset, Span<byte> buffer) => ReadCore(ino, null, offset, buffer);
+
+    /// <summary>As <see cref="Read(ulong, long, Span{byte})"/> through a handle (generation checked under the lock: ESTALE).</summary>
+    public int Read(Namespace.InodeHandle file, long offset, Span<byte> buffer) => ReadCore(file.Ino, file.Generation, offset, buffer);
+
+    int ReadCore(ulong ino, uint? generation, long offset, Span<byte> buffer)
     {
         // A read may reach past the largest size: it stops at EOF anyway.
         CheckRange(offset, 0, "read");
@@ -59,6 +70,7 @@ public sealed class FileOperations
         long size;
         using (Engine.LockInodeForRead(inode))
         {
+            CheckGeneration(inode, generation);
             CheckRegular(inode);
             size = InodeFields.Size(inode.Core);
             if (offset >= size || buffer.IsEmpty) return 0;
@@ -125,14 +137,19 @@ public sealed class FileOperations
 
     /// <summary>Preallocates unwritten extents over the holes of the range, as fallocate(2) with mode 0:
     /// the size grows to cover the range.</summary>
-    public void Fallocate(ulong ino, long offset, long length)
+    public void Fallocate(ulong ino, long offset, long length) => FallocateCore(ino, null, offset, length);
+
+    /// <summary>As <see cref="Fallocate(ulong, long, long)"/> through a handle (generation checked under the lock: ESTALE).</summary>
+    public void Fallocate(Namespace.InodeHandle file, long offset, long length) => FallocateCore(file.Ino, file.Generation, offset, length);
+
+    void FallocateCore(ulong ino, uint? generation, long offset, long length)
     {
         CheckRange(offset, length, "fallocate");
         if (length == 0) throw new XfsWriteException(WriteErrorKind.InvalidArgument, "fallocate: length must be positive");
         var inode = Engine.GetInode(ino);
         Engine.Execute("fallocate", tx =>
         {
-            var edit = FileEdit.Begin(tx, inode);
+            var edit = FileEdit.Begin(tx, inode, generation: generation);
             long end = offset + length;
             edit.EnsureSpaceFor(offset, end, allocateHoles: true);
             long oldSize = edit.Size;
@@ -146,14 +163,19 @@ public sealed class FileOperations
     }
 
     /// <summary>Unmaps and frees the whole blocks of the range, zeroing partial blocks at its ends.</summary>
-    public void PunchHole(ulong ino, long offset, long length)
+    public void PunchHole(ulong ino, long offset, long length) => PunchHoleCore(ino, null, offset, length);
+
+    /// <summary>As <see cref="PunchHole(ulong, long, long)"/> through a handle (generation checked under the lock: ESTALE).</summary>
+    public void PunchHole(Namespace.InodeHandle file, long offset, long length) => PunchHoleCore(file.Ino, file.Generation, offset, length);
+
+    void PunchHoleCore(ulong ino, uint? generation, long offset, long length)
     {
         CheckRange(offset, length, "punch");
         if (length == 0) throw new XfsWriteException(WriteErrorKind.InvalidArgument, "punch: length must be positive");
         var inode = Engine.GetInode(ino);
         Engine.Execute("punch", tx =>
         {
-            var edit = FileEdit.Begin(tx, inode);
+            var edit = FileEdit.Begin(tx, inode, generation: generation);
             long end = offset + length;
             int bs = edit.BlockSize;
             long firstWhole = RoundUp(offset, bs), endWhole = end / bs * bs;
@@ -175,13 +197,18 @@ public sealed class FileOperations
     }
 
     /// <summary>Sets the size: shrinking frees the blocks past the new EOF, growing leaves a hole.</summary>
-    public void Truncate(ulong ino, long size)
+    public void Truncate(ulong ino, long size) => TruncateCore(ino, null, size);
+
+    /// <summary>As <see cref="Truncate(ulong, long)"/> through a handle (generation checked under the lock: ESTALE).</summary>
+    public void Truncate(Namespace.InodeHandle file, long size) => TruncateCore(file.Ino, file.Generation, size);
+
+    void TruncateCore(ulong ino, uint? generation, long size)
     {
         CheckRange(size, 0, "truncate");
         var inode = Engine.GetInode(ino);
         Engine.Execute("truncate", tx =>
         {
-            var edit = FileEdit.Begin(tx, inode);
+            var edit = FileEdit.Begin(tx, inode, generation: generation);
             long old = edit.Size;
             int bs = edit.BlockSize;
             if (size < old)
@@ -205,6 +232,13 @@ public sealed class FileOperations
     /// <summary>Shares the blocks of src [srcOffset, +length) into dst at dstOffset (block-aligned; length may end at
     /// src EOF). dst's old mapping of the range is removed first. Sets the reflink flag on both.</summary>
     public void Reflink(ulong srcIno, long srcOffset, ulong dstIno, long dstOffset, long length)
+        => ReflinkCore(srcIno, null, srcOffset, dstIno, null, dstOffset, length);
+
+    /// <summary>As <see cref="Reflink(ulong, long, ulong, long, long)"/> through handles (generations checked under the locks: ESTALE).</summary>
+    public void Reflink(Namespace.InodeHandle source, long srcOffset, Namespace.InodeHandle destination, long dstOffset, long length)
+        => ReflinkCore(source.Ino, source.Generation, srcOffset, destination.Ino, destination.Generation, dstOffset, length);
+
+    void ReflinkCore(ulong srcIno, uint? srcGeneration, long srcOffset, ulong dstIno, uint? dstGeneration, long dstOffset, long length)
     {
         CheckRange(srcOffset, length, "reflink");
         CheckRange(dstOffset, length, "reflink");
@@ -219,6 +253,8 @@ public sealed class FileOperations
         Engine.Execute("reflink", tx =>
         {
             tx.LockInodes(src, dst);
+            CheckGeneration(src, srcGeneration);
+            CheckGeneration(dst, dstGeneration);
             var s = FileEdit.Begin(tx, src, alreadyLocked: true);
             var d = srcIno == dstIno ? s : FileEdit.Begin(tx, dst, alreadyLocked: true);
             long srcSize = s.Size, dstSize = d.Size;
@@ -256,13 +292,18 @@ public sealed class FileOperations
     }
 
     /// <summary>Gives the range private copies of its shared blocks.</summary>
-    public void Unshare(ulong ino, long offset, long length)
+    public void Unshare(ulong ino, long offset, long length) => UnshareCore(ino, null, offset, length);
+
+    /// <summary>As <see cref="Unshare(ulong, long, long)"/> through a handle (generation checked under the lock: ESTALE).</summary>
+    public void Unshare(Namespace.InodeHandle file, long offset, long length) => UnshareCore(file.Ino, file.Generation, offset, length);
+
+    void UnshareCore(ulong ino, uint? generation, long offset, long length)
     {
         CheckRange(offset, length, "unshare");
         var inode = Engine.GetInode(ino);
         Engine.Execute("unshare", tx =>
         {
-            var edit = FileEdit.Begin(tx, inode);
+            var edit = FileEdit.Begin(tx, inode, generation: generation);
             if (!edit.Reflink || length == 0) return;
             long end = Math.Min(offset + length, edit.Size);
             if (end <= offset) return;
@@ -310,6 +351,15 @@ public sealed class FileOperations
         if (offset < 0) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"{op}: negative offset {offset}");
         if (length < 0) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"{op}: negative length {length}");
         if (offset > MaxFileSize - length) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"{op}: offset {offset} + length {length} is beyond the largest file size");
+    }
+
+    /// <summary>ESTALE when a locked inode is not the incarnation a handle's generation names (freed, maybe reused).</summary>
+    internal static void CheckGeneration(IncoreInode inode, uint? generation)
+    {
+        if (generation is not uint g) return;
+        var core = inode.Core;
+        if (InodeFields.Mode(core) == 0 || System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(core.AsSpan(92)) != g)
+            throw new XfsWriteException(WriteErrorKind.Stale, $"inode {inode.Ino} generation {g} was freed since the handle was made");
     }
 
     internal static void CheckRegular(IncoreInode inode)
