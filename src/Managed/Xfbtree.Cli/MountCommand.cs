@@ -95,7 +95,7 @@ public static class MountCommand
                 Source = Path.GetFullPath(request.Image),
                 AllowOther = request.AllowOther,
                 ReadOnly = request.ReadOnly,
-                RootMode = RootMode(fs),
+                RootMode = adapter.RootMode,
             });
         }
         catch (FuseMountException e)
@@ -175,13 +175,6 @@ public static class MountCommand
         {
             log($"xfbtree mount: journal flush failed: {e.Message}");
         }
-    }
-
-    /// <summary>The root directory's mode for the mount option (the kernel needs it before the first GETATTR).</summary>
-    static uint RootMode(XfsFileSystem fs)
-    {
-        var stat = fs.Stat("/");
-        return 0x4000u | (stat.Mode & 0xFFFu);
     }
 
     /// <summary>--online-repair-every: the rmap btree of one AG after another rebuilt online, one every period.</summary>

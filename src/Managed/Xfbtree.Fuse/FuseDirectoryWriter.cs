@@ -28,6 +28,9 @@ public ref struct FuseDirectoryWriter
     /// <summary>Bytes written so far.</summary>
     public readonly int Length => _used;
 
+    /// <summary>Bytes still free: an entry takes 24 (READDIR) or 152 (READDIRPLUS) bytes plus its name, padded to 8.</summary>
+    public readonly int Remaining => _buffer.Length - _used;
+
     /// <summary>True when no entry was written yet.</summary>
     public readonly bool IsEmpty => _used == 0;
 

@@ -223,6 +223,7 @@ public static class FuseErrno
     public const int EPROTO = 71;
     public const int EOVERFLOW = 75;
     public const int EOPNOTSUPP = 95;
+    public const int ESTALE = 116;
     public const int EUCLEAN = 117;
     public const int ENXIO = 6;
 }

@@ -1,9 +1,5 @@
-using System.Buffers.Binary;
-using System.Collections.Concurrent;
 using System.Runtime.Versioning;
-using System.Text;
 using Xfbtree.Fuse;
-using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Attributes;
 using Xfbtree.Xfs.Write.Files;
@@ -12,76 +8,64 @@ using Xfbtree.Xfs.Write.Namespace;
 namespace Xfbtree.Cli.Mount;
 
 /// <summary>
-/// The XFS write engine behind the FUSE protocol layer: node ids, the kernel's lookup counts, attributes from the
-/// in-core inodes, and one engine operation per request. Node id = inode number (FUSE_ROOT_ID 1 = the root inode);
-/// the reply's generation is the inode's di_gen, which the engine bumps when it frees an inode, so the kernel tells
-/// a reused inode number from the old file. Names are checked (valid UTF-8; "." and "..") before the engine sees them.
+/// The XFS write engine behind the FUSE protocol layer. Node id = inode number (FUSE_ROOT_ID 1 = the root inode);
+/// each node the kernel holds carries the generation of the incarnation it was handed out for, so every operation
+/// goes through an engine handle (inode number + generation) that the engine checks under the inode lock: a node
+/// whose inode was freed, or freed and reused, answers ESTALE instead of touching another file. The reply's
+/// generation is di_gen, so the kernel also tells a reused inode number from the old file. The kernel's lookup
+/// counts are kept per node (every entry reply adds one, FORGET drops them; the node goes at zero).
 /// </summary>
 /// <remarks>
-/// The engine's namespace operations take paths today, so each node remembers the path it was last looked up by;
-/// without rename (not in the engine yet) a directory's path never changes while it lives. Directory listings are
-/// snapshots taken at OPENDIR (and again when a reader rewinds to offset 0); their cookies are positions in the
-/// snapshot. Durability: <see cref="Fsync"/>, <see cref="FsyncDir"/> and <see cref="SyncFs"/> return once the
-/// journal holds every committed operation durably (fsyncs shared between callers).
+/// Names reach the engine as the kernel's bytes, already checked by the protocol layer (1-255 bytes, no '/' or
+/// NUL); the engine answers "." and ".." as the kernel's own calls would. Directory offsets are the engine's stable
+/// cookies (positions in the directory's data space), so a listing resumed after changes neither repeats nor skips
+/// an entry that stayed. Owners of new inodes are the caller's uid and gid from the request.
+/// Durability: <see cref="Fsync"/>, <see cref="FsyncDir"/> and <see cref="SyncFs"/> return once the journal holds
+/// every committed operation durably (fsyncs shared between concurrent callers).
 /// </remarks>
 [SupportedOSPlatform("linux")]
 internal sealed class XfsFuseFileSystem : IFuseFileSystem
 {
     const uint S_IFMT = 0xF000, S_IFREG = 0x8000, S_IFDIR = 0x4000;
     const uint O_ACCMODE = 3, O_TRUNC = 0x200;
-    const int ESTALE = 116;
-    /// <summary>Entries and attributes may be cached by the kernel for this long: every change goes through it.</summary>
+    const int DirentHeader = 24, DirentPlusHeader = 152;
+    /// <summary>Entries and attributes may be cached by the kernel this long (every change goes through it).</summary>
     const ulong CacheSeconds = 1;
 
     readonly XfsFileSystem _fs;
+    readonly NamespaceOperations _names;
+    readonly FileOperations _files;
     readonly ulong _rootIno;
     readonly bool _readOnly;
-    readonly int _blockSize;
     readonly Action<string>? _log;
     readonly object _nodesGate = new();
     readonly Dictionary<ulong, Node> _nodes = new();
-    readonly ConcurrentDictionary<ulong, DirectoryHandle> _directories = new();
-    long _nextHandle;
 
     public XfsFuseFileSystem(XfsFileSystem fs, bool readOnly, Action<string>? log)
     {
         _fs = fs;
+        _names = fs.Namespace;
+        _files = fs.Files;
         _readOnly = readOnly;
         _log = log;
-        _rootIno = fs.Engine.Geometry.Superblock.RootIno;
-        _blockSize = fs.Engine.Geometry.BlockSize;
-        _nodes[_rootIno] = new Node(_rootIno, "/") { Lookups = 1 };
+        _rootIno = _names.RootIno;
+        var root = _names.GetAttr(_rootIno);
+        _nodes[_rootIno] = new Node { Handle = root.Handle, Lookups = 1 };
     }
 
-    /// <summary>Nodes the kernel holds references to (root included).</summary>
+    /// <summary>The root directory's mode (type bits included), for the mount option.</summary>
+    public uint RootMode => _names.GetAttr(_rootIno).Mode;
+
+    /// <summary>Nodes the kernel holds references to, root included.</summary>
     public int NodeCount
     {
         get { lock (_nodesGate) return _nodes.Count; }
     }
 
-    /// <summary>The sum of the kernel's lookup references (root not counted).</summary>
-    public long LookupReferences
+    sealed class Node
     {
-        get
-        {
-            lock (_nodesGate) return _nodes.Values.Where(n => n.Ino != _rootIno).Sum(n => n.Lookups);
-        }
-    }
-
-    sealed class Node(ulong ino, string path)
-    {
-        public ulong Ino { get; } = ino;
-        public string Path { get; set; } = path;
-        public long Lookups { get; set; }
-        public uint Generation { get; set; }
-    }
-
-    sealed class DirectoryHandle(ulong ino, string path)
-    {
-        public ulong Ino { get; } = ino;
-        public string Path { get; } = path;
-        public IReadOnlyList<DirectoryEntry> Entries { get; set; } = [];
-        public readonly object Gate = new();
+        public InodeHandle Handle;
+        public long Lookups;
     }
 
     // ------------------------------------------------------------------ nodes
@@ -90,19 +74,29 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
 
     ulong InoOf(ulong nodeId) => nodeId == FuseConstants.RootNodeId ? _rootIno : nodeId;
 
-    Node? Resolve(ulong nodeId)
-    {
-        lock (_nodesGate) return _nodes.TryGetValue(InoOf(nodeId), out var node) ? node : null;
-    }
-
-    /// <summary>The kernel got one more reference to the inode through an entry reply.</summary>
-    void Remember(ulong ino, string path, uint generation)
+    /// <summary>The handle of a node the kernel holds (ESTALE for one it never got or already forgot).</summary>
+    int Handle(ulong nodeId, out InodeHandle handle)
     {
         lock (_nodesGate)
         {
-            if (!_nodes.TryGetValue(ino, out var node)) _nodes[ino] = node = new Node(ino, path);
-            node.Path = path;
-            node.Generation = generation;
+            if (_nodes.TryGetValue(InoOf(nodeId), out var node))
+            {
+                handle = node.Handle;
+                return 0;
+            }
+        }
+        handle = default;
+        return FuseErrno.ESTALE;
+    }
+
+    /// <summary>The kernel got one more reference to this incarnation through an entry reply.</summary>
+    void Remember(InodeHandle handle)
+    {
+        lock (_nodesGate)
+        {
+            if (!_nodes.TryGetValue(handle.Ino, out var node)) _nodes[handle.Ino] = node = new Node();
+            // A reused inode number: the kernel marks its old inode stale by the generation; ours follows the new one.
+            node.Handle = handle;
             node.Lookups++;
         }
     }
@@ -118,112 +112,48 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         }
     }
 
-    static string Child(string parent, string name) => parent == "/" ? "/" + name : parent + "/" + name;
+    // ------------------------------------------------------------------ replies
 
-    static string ParentOf(string path)
+    static FuseAttr Attr(in InodeAttributes a) => new()
     {
-        int slash = path.LastIndexOf('/');
-        return slash <= 0 ? "/" : path[..slash];
-    }
+        Ino = a.Ino,
+        Size = (ulong)a.Size,
+        Blocks = (ulong)a.Blocks,
+        Atime = (ulong)a.Atime.Seconds,
+        AtimeNsec = a.Atime.Nanoseconds,
+        Mtime = (ulong)a.Mtime.Seconds,
+        MtimeNsec = a.Mtime.Nanoseconds,
+        Ctime = (ulong)a.Ctime.Seconds,
+        CtimeNsec = a.Ctime.Nanoseconds,
+        Mode = a.Mode,
+        Nlink = a.Links,
+        Uid = a.Uid,
+        Gid = a.Gid,
+        Rdev = KernelDev(a.RdevMajor, a.RdevMinor),
+        BlockSize = (uint)a.BlockSize,
+    };
 
-    static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+    /// <summary>The kernel's 32-bit device encoding in FUSE messages (new_encode_dev).</summary>
+    static uint KernelDev(uint major, uint minor) => (minor & 0xFF) | (major << 8) | ((minor & ~0xFFu) << 12);
 
-    /// <summary>The name as the engine's path API needs it: valid UTF-8 (anything else cannot cross it unchanged).</summary>
-    static int NameOf(ReadOnlySpan<byte> bytes, out string name)
+    /// <summary>A Linux dev_t from the kernel's 32-bit encoding (new_decode_dev).</summary>
+    static ulong LinuxDev(uint encoded) => DeviceNumbers.MakeDev((encoded & 0xFFF00) >> 8, (encoded & 0xFF) | ((encoded >> 12) & 0xFFF00));
+
+    FuseEntryOut Entry(in InodeAttributes a) => new()
     {
-        try
-        {
-            name = StrictUtf8.GetString(bytes);
-            return 0;
-        }
-        catch (DecoderFallbackException)
-        {
-            name = "";
-            return FuseErrno.EINVAL;
-        }
-    }
+        NodeId = NodeIdOf(a.Ino),
+        Generation = a.Generation,
+        EntryValid = CacheSeconds,
+        AttrValid = CacheSeconds,
+        Attr = Attr(a),
+    };
 
-    static bool IsDot(string name) => name is "." or "..";
-
-    // ------------------------------------------------------------------ attributes
-
-    /// <summary>Reads the inode's attributes; ENOENT when it is free now.</summary>
-    int ReadAttr(ulong ino, out FuseAttr attr, out uint generation)
+    /// <summary>An entry reply for a new reference.</summary>
+    int Reply(in InodeAttributes a, out FuseEntryOut entry)
     {
-        attr = default;
-        generation = 0;
-        var inode = _fs.Engine.GetInode(ino);
-        using (_fs.Engine.LockInodeForRead(inode))
-        {
-            ReadOnlySpan<byte> c = inode.Core;
-            uint mode = BinaryPrimitives.ReadUInt16BigEndian(c[2..]);
-            if (mode == 0) return FuseErrno.ENOENT;
-            bool bigtime = (BinaryPrimitives.ReadUInt64BigEndian(c[120..]) & 0x8) != 0;
-            attr.Ino = ino;
-            attr.Mode = mode;
-            attr.Uid = BinaryPrimitives.ReadUInt32BigEndian(c[8..]);
-            attr.Gid = BinaryPrimitives.ReadUInt32BigEndian(c[12..]);
-            attr.Nlink = BinaryPrimitives.ReadUInt32BigEndian(c[16..]);
-            attr.Size = BinaryPrimitives.ReadUInt64BigEndian(c[56..]);
-            attr.Blocks = BinaryPrimitives.ReadUInt64BigEndian(c[64..]) * (ulong)(_blockSize / 512);
-            attr.BlockSize = (uint)_blockSize;
-            (attr.Atime, attr.AtimeNsec) = Time(c[32..], bigtime);
-            (attr.Mtime, attr.MtimeNsec) = Time(c[40..], bigtime);
-            (attr.Ctime, attr.CtimeNsec) = Time(c[48..], bigtime);
-            generation = BinaryPrimitives.ReadUInt32BigEndian(c[92..]);
-            if (c[5] == (byte)ForkFormat.Dev) attr.Rdev = BinaryPrimitives.ReadUInt32BigEndian(c[176..]);
-            return 0;
-        }
-    }
-
-    /// <summary>An XFS timestamp as Unix seconds (two's complement in the 64-bit field) and nanoseconds.</summary>
-    static (ulong Seconds, uint Nanoseconds) Time(ReadOnlySpan<byte> t, bool bigtime)
-    {
-        if (bigtime)
-        {
-            ulong v = BinaryPrimitives.ReadUInt64BigEndian(t);
-            return ((ulong)((long)(v / 1_000_000_000UL) - (1L << 31)), (uint)(v % 1_000_000_000UL));
-        }
-        return ((ulong)(long)BinaryPrimitives.ReadInt32BigEndian(t), Math.Min(BinaryPrimitives.ReadUInt32BigEndian(t[4..]), 999_999_999u));
-    }
-
-    int Entry(ulong ino, string path, out FuseEntryOut entry)
-    {
-        entry = default;
-        int e = ReadAttr(ino, out FuseAttr attr, out uint generation);
-        if (e != 0) return e;
-        entry.NodeId = NodeIdOf(ino);
-        entry.Generation = generation;
-        entry.EntryValid = CacheSeconds;
-        entry.AttrValid = CacheSeconds;
-        entry.Attr = attr;
-        Remember(ino, path, generation);
+        entry = Entry(a);
+        Remember(a.Handle);
         return 0;
-    }
-
-    /// <summary>The node as an inode of the expected generation (ESTALE: the kernel holds a node whose inode was freed).</summary>
-    int Live(ulong nodeId, out Node node)
-    {
-        node = Resolve(nodeId)!;
-        return node is null ? ESTALE : 0;
-    }
-
-    // ------------------------------------------------------------------ requests
-
-    public int Lookup(in FuseRequestContext context, ulong parent, ReadOnlySpan<byte> name, out FuseEntryOut entry)
-    {
-        entry = default;
-        int e = Live(parent, out var dir);
-        if (e != 0 || (e = NameOf(name, out string n)) != 0) return e;
-        string path = n switch { "." => dir.Path, ".." => ParentOf(dir.Path), _ => Child(dir.Path, n) };
-        try
-        {
-            return Entry(_fs.Namespace.Lookup(path), path, out entry);
-        }
-        catch (Exception ex) when (IsEngineFailure(ex))
-        {
-            return Fail(context, ex);
-        }
     }
 
     static bool IsEngineFailure(Exception ex) => ex is XfsWriteException or IOException;
@@ -234,42 +164,39 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         if (failure is XfsWriteException ex)
         {
             if (ex.Kind is WriteErrorKind.Corrupt or WriteErrorKind.Io)
-                _log?.Invoke($"xfbtree mount: request {context.Unique} on node {context.NodeId}: {ex.Message} ({ex.Kind})");
-            return ex.Kind switch
-            {
-                WriteErrorKind.InvalidArgument => FuseErrno.EINVAL,
-                WriteErrorKind.NotFound => FuseErrno.ENOENT,
-                WriteErrorKind.Exists => FuseErrno.EEXIST,
-                WriteErrorKind.NotDirectory => FuseErrno.ENOTDIR,
-                WriteErrorKind.IsDirectory => FuseErrno.EISDIR,
-                WriteErrorKind.NotEmpty => FuseErrno.ENOTEMPTY,
-                WriteErrorKind.NoSpace => FuseErrno.ENOSPC,
-                WriteErrorKind.NotSupported => FuseErrno.EOPNOTSUPP,
-                WriteErrorKind.Corrupt => FuseErrno.EUCLEAN,
-                WriteErrorKind.Busy => FuseErrno.EBUSY,
-                WriteErrorKind.NoData => FuseErrno.ENODATA,
-                WriteErrorKind.TooBig => FuseErrno.E2BIG,
-                WriteErrorKind.OutOfRange => FuseErrno.ERANGE,
-                WriteErrorKind.NotPermitted => FuseErrno.EPERM,
-                _ => FuseErrno.EIO,
-            };
+                _log?.Invoke($"xfbtree mount: request {context.Unique} on node {context.NodeId}: {ex.Message} ({ex.ErrnoName})");
+            return ex.Errno;
         }
         _log?.Invoke($"xfbtree mount: request {context.Unique} on node {context.NodeId}: {failure.Message}");
         return FuseErrno.EIO;
     }
 
-    public int GetAttr(in FuseRequestContext context, ulong node, bool hasHandle, ulong handle, out FuseAttrOut attr)
+    // ------------------------------------------------------------------ names
+
+    public int Lookup(in FuseRequestContext context, ulong parent, ReadOnlySpan<byte> name, out FuseEntryOut entry)
     {
-        attr = default;
-        int e = Live(node, out var n);
+        entry = default;
+        int e = Handle(parent, out var dir);
         if (e != 0) return e;
         try
         {
-            e = ReadAttr(n.Ino, out FuseAttr a, out uint generation);
-            if (e == FuseErrno.ENOENT || (e == 0 && n.Ino != _rootIno && generation != n.Generation)) return ESTALE;
-            if (e != 0) return e;
+            return Reply(_names.Lookup(dir.Ino, name), out entry);
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            return Fail(context, ex);
+        }
+    }
+
+    public int GetAttr(in FuseRequestContext context, ulong node, bool hasHandle, ulong handle, out FuseAttrOut attr)
+    {
+        attr = default;
+        int e = Handle(node, out var h);
+        if (e != 0) return e;
+        try
+        {
             attr.AttrValid = CacheSeconds;
-            attr.Attr = a;
+            attr.Attr = Attr(_names.GetAttr(h));
             return 0;
         }
         catch (Exception ex) when (IsEngineFailure(ex))
@@ -281,7 +208,7 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
     public int SetAttr(in FuseRequestContext context, ulong node, in FuseSetAttrIn change, out FuseAttrOut attr)
     {
         attr = default;
-        int e = Live(node, out var n);
+        int e = Handle(node, out var h);
         if (e != 0) return e;
         uint valid = change.Valid;
         // A truncate asks for mtime "now" with the size: the engine's truncate sets mtime and ctime itself.
@@ -299,7 +226,7 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
             if (change.Size > (ulong)FileOperations.MaxFileSize) return FuseErrno.EFBIG;
             try
             {
-                _fs.Files.Truncate(n.Ino, (long)change.Size);
+                _files.Truncate(h, (long)change.Size);
             }
             catch (Exception ex) when (IsEngineFailure(ex))
             {
@@ -309,21 +236,223 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         return GetAttr(context, node, false, 0, out attr);
     }
 
+    public int Create(in FuseRequestContext context, ulong parent, ReadOnlySpan<byte> name, uint flags, uint mode, uint umask,
+        out FuseEntryOut entry, out FuseOpenOut open)
+    {
+        open = new FuseOpenOut { OpenFlags = FuseConstants.OpenKeepCache };
+        entry = default;
+        if ((mode & S_IFMT) is not (S_IFREG or 0)) return FuseErrno.EINVAL;
+        if (_readOnly) return FuseErrno.EROFS;
+        int e = Handle(parent, out var dir);
+        if (e != 0) return e;
+        try
+        {
+            // The kernel applied the umask already (FUSE_DONT_MASK is not negotiated).
+            return Reply(_names.Create(dir.Ino, name, (int)(mode & 0xFFF), context.Uid, context.Gid), out entry);
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            return Fail(context, ex);
+        }
+    }
+
+    public int MkNod(in FuseRequestContext context, ulong parent, ReadOnlySpan<byte> name, uint mode, uint rdev, uint umask, out FuseEntryOut entry)
+    {
+        entry = default;
+        if (_readOnly) return FuseErrno.EROFS;
+        int e = Handle(parent, out var dir);
+        if (e != 0) return e;
+        try
+        {
+            var made = (mode & S_IFMT) == S_IFREG
+                ? _names.Create(dir.Ino, name, (int)(mode & 0xFFF), context.Uid, context.Gid)
+                : _names.Mknod(dir.Ino, name, (int)mode, LinuxDev(rdev), context.Uid, context.Gid);
+            return Reply(made, out entry);
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            return Fail(context, ex);
+        }
+    }
+
+    public int MkDir(in FuseRequestContext context, ulong parent, ReadOnlySpan<byte> name, uint mode, uint umask, out FuseEntryOut entry)
+    {
+        entry = default;
+        if (_readOnly) return FuseErrno.EROFS;
+        int e = Handle(parent, out var dir);
+        if (e != 0) return e;
+        try
+        {
+            return Reply(_names.Mkdir(dir.Ino, name, (int)(mode & 0xFFF), context.Uid, context.Gid), out entry);
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            return Fail(context, ex);
+        }
+    }
+
+    public int Symlink(in FuseRequestContext context, ulong parent, ReadOnlySpan<byte> name, ReadOnlySpan<byte> target, out FuseEntryOut entry)
+    {
+        entry = default;
+        if (_readOnly) return FuseErrno.EROFS;
+        int e = Handle(parent, out var dir);
+        if (e != 0) return e;
+        try
+        {
+            return Reply(_names.Symlink(dir.Ino, name, target, context.Uid, context.Gid), out entry);
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            return Fail(context, ex);
+        }
+    }
+
+    public int ReadLink(in FuseRequestContext context, ulong node, Span<byte> target, out int length)
+    {
+        length = 0;
+        int e = Handle(node, out var h);
+        if (e != 0) return e;
+        try
+        {
+            byte[] bytes = _names.ReadLink(h);
+            if (bytes.Length > target.Length) return FuseErrno.ENAMETOOLONG;
+            bytes.CopyTo(target);
+            length = bytes.Length;
+            return 0;
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            return Fail(context, ex);
+        }
+    }
+
+    public int Unlink(in FuseRequestContext context, ulong parent, ReadOnlySpan<byte> name) => Remove(context, parent, name, directory: false);
+
+    public int RmDir(in FuseRequestContext context, ulong parent, ReadOnlySpan<byte> name) => Remove(context, parent, name, directory: true);
+
+    int Remove(in FuseRequestContext context, ulong parent, ReadOnlySpan<byte> name, bool directory)
+    {
+        if (_readOnly) return FuseErrno.EROFS;
+        int e = Handle(parent, out var dir);
+        if (e != 0) return e;
+        try
+        {
+            if (directory) _names.Rmdir(dir.Ino, name);
+            else _names.Unlink(dir.Ino, name);
+            return 0;
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            return Fail(context, ex);
+        }
+    }
+
+    // ------------------------------------------------------------------ directories
+
+    public int OpenDir(in FuseRequestContext context, ulong node, uint flags, out FuseOpenOut open)
+    {
+        open = default;
+        int e = Handle(node, out var h);
+        if (e != 0) return e;
+        try
+        {
+            var a = _names.GetAttr(h);
+            return (a.Mode & S_IFMT) == S_IFDIR ? 0 : FuseErrno.ENOTDIR;
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            return Fail(context, ex);
+        }
+    }
+
+    public int ReadDir(in FuseRequestContext context, ulong node, ulong handle, long offset, ref FuseDirectoryWriter entries)
+    {
+        int e = Handle(node, out var dir);
+        if (e != 0) return e;
+        // The engine's visitor runs after the directory lock is released; collect what fits, then reply.
+        var batch = new List<(byte[] Name, ulong Ino, InodeType Type, ulong Next)>();
+        int room = entries.Remaining, header = entries.Plus ? DirentPlusHeader : DirentHeader;
+        try
+        {
+            _names.ReadDirectory(dir.Ino, (ulong)offset, (name, ino, type, next) =>
+            {
+                int size = (header + name.Length + 7) & ~7;
+                if (size > room) return false;
+                room -= size;
+                batch.Add((name.ToArray(), ino, type, next));
+                return true;
+            });
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            return Fail(context, ex);
+        }
+        foreach (var (name, ino, type, next) in batch)
+        {
+            bool dots = name is [(byte)'.'] or [(byte)'.', (byte)'.'];
+            if (!entries.Plus)
+            {
+                if (!entries.TryAdd(name, ino, DirentType(type), (long)next)) break;
+                continue;
+            }
+            if (dots)
+            {
+                // No node id: the kernel takes no reference for "." and "..".
+                var dot = new FuseEntryOut { Attr = new FuseAttr { Ino = ino, Mode = S_IFDIR } };
+                if (!entries.TryAddPlus(name, in dot, (long)next)) break;
+                continue;
+            }
+            InodeAttributes a;
+            try
+            {
+                a = _names.GetAttr(ino);
+            }
+            catch (XfsWriteException ex) when (ex.Kind == WriteErrorKind.NotFound)
+            {
+                continue; // removed since the directory was read
+            }
+            catch (Exception ex) when (IsEngineFailure(ex))
+            {
+                if (entries.IsEmpty) return Fail(context, ex);
+                break;
+            }
+            var entry = Entry(a);
+            if (!entries.TryAddPlus(name, in entry, (long)next)) break;
+            Remember(a.Handle);
+        }
+        return 0;
+    }
+
+    static uint DirentType(InodeType type) => type switch
+    {
+        InodeType.RegularFile => 8,
+        InodeType.Directory => 4,
+        InodeType.Symlink => 10,
+        InodeType.CharDevice => 2,
+        InodeType.BlockDevice => 6,
+        InodeType.Fifo => 1,
+        InodeType.Socket => 12,
+        _ => 0,
+    };
+
+    public int ReleaseDir(in FuseRequestContext context, ulong node, ulong handle) => 0;
+
+    // ------------------------------------------------------------------ file data
+
     public int Open(in FuseRequestContext context, ulong node, uint flags, out FuseOpenOut open)
     {
         open = default;
-        int e = Live(node, out var n);
+        int e = Handle(node, out var h);
         if (e != 0) return e;
         bool writing = (flags & O_ACCMODE) != 0;
         if (writing && _readOnly) return FuseErrno.EROFS;
         try
         {
-            e = ReadAttr(n.Ino, out FuseAttr a, out _);
-            if (e != 0) return e == FuseErrno.ENOENT ? ESTALE : e;
+            var a = _names.GetAttr(h);
             if ((a.Mode & S_IFMT) == S_IFDIR) return FuseErrno.EISDIR;
-            if ((a.Mode & S_IFMT) != S_IFREG) return FuseErrno.EOPNOTSUPP;
+            if ((a.Mode & S_IFMT) != S_IFREG) return FuseErrno.EOPNOTSUPP; // devices, fifos and sockets are the kernel's
             // FUSE_ATOMIC_O_TRUNC: the truncate of open(O_TRUNC) comes here instead of a SETATTR.
-            if (writing && (flags & O_TRUNC) != 0 && a.Size != 0) _fs.Files.Truncate(n.Ino, 0);
+            if (writing && (flags & O_TRUNC) != 0 && a.Size != 0) _files.Truncate(h, 0);
         }
         catch (Exception ex) when (IsEngineFailure(ex))
         {
@@ -337,11 +466,11 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
     public int Read(in FuseRequestContext context, ulong node, ulong handle, long offset, Span<byte> destination, out int length)
     {
         length = 0;
-        int e = Live(node, out var n);
+        int e = Handle(node, out var h);
         if (e != 0) return e;
         try
         {
-            length = _fs.Files.Read(n.Ino, offset, destination);
+            length = _files.Read(h, offset, destination);
             return 0;
         }
         catch (Exception ex) when (IsEngineFailure(ex))
@@ -354,12 +483,12 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
     {
         written = 0;
         if (_readOnly) return FuseErrno.EROFS;
-        int e = Live(node, out var n);
+        int e = Handle(node, out var h);
         if (e != 0) return e;
         if (offset > FileOperations.MaxFileSize - data.Length) return FuseErrno.EFBIG;
         try
         {
-            _fs.Files.Write(n.Ino, offset, data);
+            _files.Write(h, offset, data);
             written = (uint)data.Length;
             return 0;
         }
@@ -392,78 +521,42 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         }
     }
 
-    public int Create(in FuseRequestContext context, ulong parent, ReadOnlySpan<byte> name, uint flags, uint mode, uint umask,
-        out FuseEntryOut entry, out FuseOpenOut open)
-    {
-        open = new FuseOpenOut { OpenFlags = FuseConstants.OpenKeepCache };
-        if ((mode & S_IFMT) is not (S_IFREG or 0))
-        {
-            entry = default;
-            return FuseErrno.EPERM;
-        }
-        return MakeNode(context, parent, name, mode, directory: false, out entry);
-    }
-
-    public int MkNod(in FuseRequestContext context, ulong parent, ReadOnlySpan<byte> name, uint mode, uint rdev, uint umask, out FuseEntryOut entry)
-    {
-        // Regular files only: device nodes, FIFOs and sockets need the engine's mknod (not there yet). EPERM is
-        // mknod(2)'s answer for a node type the file system does not support.
-        if ((mode & S_IFMT) != S_IFREG)
-        {
-            entry = default;
-            return FuseErrno.EPERM;
-        }
-        return MakeNode(context, parent, name, mode, directory: false, out entry);
-    }
-
-    public int MkDir(in FuseRequestContext context, ulong parent, ReadOnlySpan<byte> name, uint mode, uint umask, out FuseEntryOut entry)
-        => MakeNode(context, parent, name, mode, directory: true, out entry);
-
-    int MakeNode(in FuseRequestContext context, ulong parent, ReadOnlySpan<byte> name, uint mode, bool directory, out FuseEntryOut entry)
-    {
-        entry = default;
-        if (_readOnly) return FuseErrno.EROFS;
-        int e = Live(parent, out var dir);
-        if (e != 0 || (e = NameOf(name, out string n)) != 0) return e;
-        if (IsDot(n)) return FuseErrno.EEXIST;
-        string path = Child(dir.Path, n);
-        // The kernel applied the umask already (FUSE_DONT_MASK is not negotiated).
-        ushort permissions = (ushort)(mode & 0xFFF);
-        try
-        {
-            ulong ino = directory ? _fs.Namespace.Mkdir(path, permissions) : _fs.Namespace.Create(path, permissions);
-            return Entry(ino, path, out entry);
-        }
-        catch (Exception ex) when (IsEngineFailure(ex))
-        {
-            return Fail(context, ex);
-        }
-    }
-
-    public int Unlink(in FuseRequestContext context, ulong parent, ReadOnlySpan<byte> name) => Remove(context, parent, name, directory: false);
-
-    public int RmDir(in FuseRequestContext context, ulong parent, ReadOnlySpan<byte> name) => Remove(context, parent, name, directory: true);
-
-    int Remove(in FuseRequestContext context, ulong parent, ReadOnlySpan<byte> name, bool directory)
+    public int Fallocate(in FuseRequestContext context, ulong node, ulong handle, long offset, long length, uint mode)
     {
         if (_readOnly) return FuseErrno.EROFS;
-        int e = Live(parent, out var dir);
-        if (e != 0 || (e = NameOf(name, out string n)) != 0) return e;
-        if (n == ".") return FuseErrno.EINVAL;
-        if (n == "..") return directory ? FuseErrno.ENOTEMPTY : FuseErrno.EISDIR;
-        string path = Child(dir.Path, n);
-        // The kernel holds the parent's lock for the whole call, so the name cannot change between this check and
-        // the unlink (no other writer reaches the image while it is mounted).
+        int e = Handle(node, out var h);
+        if (e != 0) return e;
+        if (offset < 0 || length <= 0 || offset > FileOperations.MaxFileSize - length) return FuseErrno.EINVAL;
+        const uint Unshare = 0x40;
+        bool keepSize = (mode & FuseConstants.FallocKeepSize) != 0;
         try
         {
-            ulong ino = _fs.Namespace.Lookup(path);
-            e = ReadAttr(ino, out FuseAttr a, out _);
-            if (e != 0) return e;
-            bool isDirectory = (a.Mode & S_IFMT) == S_IFDIR;
-            if (directory && !isDirectory) return FuseErrno.ENOTDIR;
-            if (!directory && isDirectory) return FuseErrno.EISDIR;
-            _fs.Namespace.Unlink(path);
-            return 0;
+            long size = _names.GetAttr(h).Size;
+            long inside = Math.Min(offset + length, size) - offset; // the part below EOF (may be <= 0)
+            switch (mode & ~FuseConstants.FallocKeepSize)
+            {
+                case 0:
+                    // The engine's fallocate grows the size to cover the range: KEEP_SIZE past EOF is not possible yet.
+                    if (keepSize && offset + length > size) return FuseErrno.EOPNOTSUPP;
+                    _files.Fallocate(h, offset, length);
+                    return 0;
+                case FuseConstants.FallocPunchHole:
+                    if (!keepSize) return FuseErrno.EOPNOTSUPP; // fallocate(2): a punch comes with KEEP_SIZE
+                    if (inside > 0) _files.PunchHole(h, offset, inside);
+                    return 0;
+                case FuseConstants.FallocZeroRange:
+                    // Punch (zeroes partial blocks, frees the rest), then unwritten extents over the range: two
+                    // operations, each atomic; between them the range already reads as zeros.
+                    if (inside > 0) _files.PunchHole(h, offset, inside);
+                    if (!keepSize) _files.Fallocate(h, offset, length);
+                    else if (inside > 0) _files.Fallocate(h, offset, inside);
+                    return 0;
+                case Unshare:
+                    if (inside > 0) _files.Unshare(h, offset, inside);
+                    return 0;
+                default:
+                    return FuseErrno.EOPNOTSUPP; // collapse and insert range
+            }
         }
         catch (Exception ex) when (IsEngineFailure(ex))
         {
@@ -471,31 +564,57 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         }
     }
 
-    public int SetXattr(in FuseRequestContext context, ulong node, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, uint flags)
+    public int Lseek(in FuseRequestContext context, ulong node, ulong handle, long offset, uint whence, out long result)
     {
+        result = 0;
+        if (whence is not (FuseConstants.SeekData or FuseConstants.SeekHole)) return FuseErrno.EINVAL;
+        int e = Handle(node, out var h);
+        if (e != 0) return e;
+        try
+        {
+            _names.GetAttr(h); // ESTALE for a node whose inode was freed
+            result = _files.Seek(h.Ino, offset, whence == FuseConstants.SeekData);
+            return result < 0 ? FuseErrno.ENXIO : 0;
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            return Fail(context, ex);
+        }
+    }
+
+    public int CopyFileRange(in FuseRequestContext context, ulong nodeIn, ulong handleIn, long offsetIn, ulong nodeOut, ulong handleOut,
+        long offsetOut, long length, ulong flags, out long copied)
+    {
+        copied = 0;
+        if (flags != 0) return FuseErrno.EINVAL;
         if (_readOnly) return FuseErrno.EROFS;
-        int e = Live(node, out var n);
+        int e = Handle(nodeIn, out var source);
         if (e != 0) return e;
+        if ((e = Handle(nodeOut, out var destination)) != 0) return e;
+        long bs = _fs.Engine.Geometry.BlockSize;
+        // EOPNOTSUPP makes the kernel copy this call by reading and writing instead.
+        if (!_fs.Engine.Geometry.Superblock.HasReflink || offsetIn % bs != 0 || offsetOut % bs != 0) return FuseErrno.EOPNOTSUPP;
         try
         {
-            _fs.Attributes.Set(n.Ino, name, value, (XattrSetFlags)flags);
+            var s = _names.GetAttr(source);
+            var d = _names.GetAttr(destination);
+            if ((s.Mode & S_IFMT) != S_IFREG || (d.Mode & S_IFMT) != S_IFREG) return FuseErrno.EOPNOTSUPP;
+            if (offsetIn >= s.Size) return 0;
+            // At most 1 GiB per call (the reply's count is 32 bits); the caller asks again for the rest.
+            long n = Math.Min(Math.Min(length, s.Size - offsetIn), 1L << 30);
+            if (n % bs != 0 && (offsetIn + n != s.Size || offsetOut + n < d.Size))
+            {
+                n -= n % bs; // share the whole blocks; the tail comes back in the kernel's next call
+                if (n == 0) return FuseErrno.EOPNOTSUPP;
+            }
+            if (source.Ino == destination.Ino && offsetIn < offsetOut + n && offsetOut < offsetIn + n) return FuseErrno.EOPNOTSUPP;
+            _files.Reflink(source, offsetIn, destination, offsetOut, n);
+            copied = n;
             return 0;
         }
-        catch (Exception ex) when (IsEngineFailure(ex))
+        catch (XfsWriteException ex) when (ex.Kind is WriteErrorKind.InvalidArgument or WriteErrorKind.NotSupported)
         {
-            return Fail(context, ex);
-        }
-    }
-
-    public int GetXattr(in FuseRequestContext context, ulong node, ReadOnlySpan<byte> name, Span<byte> value, out int length)
-    {
-        length = 0;
-        int e = Live(node, out var n);
-        if (e != 0) return e;
-        try
-        {
-            length = _fs.Attributes.Get(n.Ino, name, value);
-            return 0;
+            return FuseErrno.EOPNOTSUPP;
         }
         catch (Exception ex) when (IsEngineFailure(ex))
         {
@@ -503,145 +622,7 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         }
     }
 
-    public int ListXattr(in FuseRequestContext context, ulong node, Span<byte> list, out int length)
-    {
-        length = 0;
-        int e = Live(node, out var n);
-        if (e != 0) return e;
-        try
-        {
-            length = _fs.Attributes.List(n.Ino, list);
-            return 0;
-        }
-        catch (Exception ex) when (IsEngineFailure(ex))
-        {
-            return Fail(context, ex);
-        }
-    }
-
-    public int RemoveXattr(in FuseRequestContext context, ulong node, ReadOnlySpan<byte> name)
-    {
-        if (_readOnly) return FuseErrno.EROFS;
-        int e = Live(node, out var n);
-        if (e != 0) return e;
-        try
-        {
-            _fs.Attributes.Remove(n.Ino, name);
-            return 0;
-        }
-        catch (Exception ex) when (IsEngineFailure(ex))
-        {
-            return Fail(context, ex);
-        }
-    }
-
-    public int OpenDir(in FuseRequestContext context, ulong node, uint flags, out FuseOpenOut open)
-    {
-        open = default;
-        int e = Live(node, out var n);
-        if (e != 0) return e;
-        var handle = new DirectoryHandle(n.Ino, n.Path);
-        try
-        {
-            e = ReadAttr(n.Ino, out FuseAttr a, out _);
-            if (e != 0) return e == FuseErrno.ENOENT ? ESTALE : e;
-            if ((a.Mode & S_IFMT) != S_IFDIR) return FuseErrno.ENOTDIR;
-            handle.Entries = _fs.Namespace.List(n.Path);
-        }
-        catch (Exception ex) when (IsEngineFailure(ex))
-        {
-            return Fail(context, ex);
-        }
-        ulong id = (ulong)Interlocked.Increment(ref _nextHandle);
-        _directories[id] = handle;
-        open.Fh = id;
-        return 0;
-    }
-
-    public int ReadDir(in FuseRequestContext context, ulong node, ulong handle, long offset, ref FuseDirectoryWriter entries)
-    {
-        if (!_directories.TryGetValue(handle, out var dir)) return FuseErrno.EBADF;
-        // Cookies: 1 after ".", 2 after "..", 3 + i after snapshot entry i.
-        IReadOnlyList<DirectoryEntry> list;
-        lock (dir.Gate)
-        {
-            if (offset == 0)
-            {
-                try
-                {
-                    dir.Entries = _fs.Namespace.List(dir.Path);
-                }
-                catch (Exception ex) when (IsEngineFailure(ex))
-                {
-                    return Fail(context, ex);
-                }
-            }
-            list = dir.Entries;
-        }
-        for (long i = offset; i < list.Count + 2; i++)
-        {
-            if (i < 2)
-            {
-                ReadOnlySpan<byte> dots = i == 0 ? "."u8 : ".."u8;
-                ulong ino = i == 0 || dir.Ino == _rootIno ? dir.Ino : 0;
-                if (entries.Plus)
-                {
-                    // "." and "..": no node id, so the kernel takes no reference.
-                    var dot = new FuseEntryOut { Attr = new FuseAttr { Ino = ino, Mode = S_IFDIR } };
-                    if (!entries.TryAddPlus(dots, in dot, i + 1)) break;
-                }
-                else if (!entries.TryAdd(dots, ino, 4, i + 1))
-                {
-                    break;
-                }
-                continue;
-            }
-            var item = list[(int)i - 2];
-            byte[] bytes = Encoding.UTF8.GetBytes(item.Name);
-            if (entries.Plus)
-            {
-                FuseAttr a;
-                uint generation;
-                try
-                {
-                    int e = ReadAttr(item.Ino, out a, out generation);
-                    if (e == FuseErrno.ENOENT) continue; // removed since the snapshot
-                    if (e != 0) return entries.IsEmpty ? e : 0;
-                }
-                catch (Exception ex) when (IsEngineFailure(ex))
-                {
-                    if (entries.IsEmpty) return Fail(context, ex);
-                    break;
-                }
-                var entry = new FuseEntryOut { NodeId = NodeIdOf(item.Ino), Generation = generation, EntryValid = CacheSeconds, AttrValid = CacheSeconds, Attr = a };
-                if (!entries.TryAddPlus(bytes, in entry, i + 1)) break;
-                Remember(item.Ino, Child(dir.Path, item.Name), generation);
-            }
-            else if (!entries.TryAdd(bytes, item.Ino, DirentType(item.Type), i + 1))
-            {
-                break;
-            }
-        }
-        return 0;
-    }
-
-    static uint DirentType(InodeType type) => type switch
-    {
-        InodeType.RegularFile => 8,
-        InodeType.Directory => 4,
-        InodeType.Symlink => 10,
-        InodeType.CharDevice => 2,
-        InodeType.BlockDevice => 6,
-        InodeType.Fifo => 1,
-        InodeType.Socket => 12,
-        _ => 0,
-    };
-
-    public int ReleaseDir(in FuseRequestContext context, ulong node, ulong handle)
-    {
-        _directories.TryRemove(handle, out _);
-        return 0;
-    }
+    // ------------------------------------------------------------------ the file system
 
     public int StatFs(in FuseRequestContext context, ulong node, out FuseStatFsOut statfs)
     {
@@ -662,111 +643,74 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
             AvailableBlocks = free,
             Files = files,
             FreeFiles = files - (icount - ifree),
-            BlockSize = (uint)_blockSize,
-            FragmentSize = (uint)_blockSize,
+            BlockSize = (uint)engine.Geometry.BlockSize,
+            FragmentSize = (uint)engine.Geometry.BlockSize,
             NameLength = FuseConstants.NameMax,
         };
         return 0;
     }
 
-    public int Fallocate(in FuseRequestContext context, ulong node, ulong handle, long offset, long length, uint mode)
+    // ------------------------------------------------------------------ extended attributes
+
+    public int SetXattr(in FuseRequestContext context, ulong node, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, uint flags)
     {
         if (_readOnly) return FuseErrno.EROFS;
-        int e = Live(node, out var n);
-        if (e != 0) return e;
-        if (offset < 0 || length <= 0 || offset > FileOperations.MaxFileSize - length) return FuseErrno.EINVAL;
-        const uint Unshare = 0x40;
-        bool keepSize = (mode & FuseConstants.FallocKeepSize) != 0;
-        try
-        {
-            e = ReadAttr(n.Ino, out FuseAttr a, out _);
-            if (e != 0) return e;
-            long size = (long)a.Size;
-            long inside = Math.Min(offset + length, size) - offset; // the part below EOF (may be <= 0)
-            switch (mode & ~FuseConstants.FallocKeepSize)
-            {
-                case 0:
-                    // The engine's fallocate grows the size to cover the range: KEEP_SIZE past EOF is not possible yet.
-                    if (keepSize && offset + length > size) return FuseErrno.EOPNOTSUPP;
-                    _fs.Files.Fallocate(n.Ino, offset, length);
-                    return 0;
-                case FuseConstants.FallocPunchHole:
-                    if (!keepSize) return FuseErrno.EOPNOTSUPP; // fallocate(2): a punch comes with KEEP_SIZE
-                    if (inside > 0) _fs.Files.PunchHole(n.Ino, offset, inside);
-                    return 0;
-                case FuseConstants.FallocZeroRange:
-                    // Punch (zeroes partial blocks, frees the rest), then unwritten extents over the range: two
-                    // operations, each atomic; between them the range already reads as zeros.
-                    if (inside > 0) _fs.Files.PunchHole(n.Ino, offset, inside);
-                    if (!keepSize) _fs.Files.Fallocate(n.Ino, offset, length);
-                    else if (inside > 0) _fs.Files.Fallocate(n.Ino, offset, inside);
-                    return 0;
-                case Unshare:
-                    if (inside > 0) _fs.Files.Unshare(n.Ino, offset, inside);
-                    return 0;
-                default:
-                    return FuseErrno.EOPNOTSUPP; // collapse and insert range
-            }
-        }
-        catch (Exception ex) when (IsEngineFailure(ex))
-        {
-            return Fail(context, ex);
-        }
-    }
-
-    public int Lseek(in FuseRequestContext context, ulong node, ulong handle, long offset, uint whence, out long result)
-    {
-        result = 0;
-        if (whence is not (FuseConstants.SeekData or FuseConstants.SeekHole)) return FuseErrno.EINVAL;
-        int e = Live(node, out var n);
+        int e = Handle(node, out var h);
         if (e != 0) return e;
         try
         {
-            result = _fs.Files.Seek(n.Ino, offset, whence == FuseConstants.SeekData);
-            return result < 0 ? FuseErrno.ENXIO : 0;
-        }
-        catch (Exception ex) when (IsEngineFailure(ex))
-        {
-            return Fail(context, ex);
-        }
-    }
-
-    public int CopyFileRange(in FuseRequestContext context, ulong nodeIn, ulong handleIn, long offsetIn, ulong nodeOut, ulong handleOut,
-        long offsetOut, long length, ulong flags, out long copied)
-    {
-        copied = 0;
-        if (flags != 0) return FuseErrno.EINVAL;
-        if (_readOnly) return FuseErrno.EROFS;
-        int e = Live(nodeIn, out var source);
-        if (e != 0) return e;
-        if ((e = Live(nodeOut, out var destination)) != 0) return e;
-        long bs = _blockSize;
-        // EOPNOTSUPP makes the kernel copy this call by reading and writing instead.
-        if (!_fs.Engine.Geometry.Superblock.HasReflink || offsetIn % bs != 0 || offsetOut % bs != 0) return FuseErrno.EOPNOTSUPP;
-        try
-        {
-            e = ReadAttr(source.Ino, out FuseAttr s, out _);
-            if (e != 0) return e;
-            e = ReadAttr(destination.Ino, out FuseAttr d, out _);
-            if (e != 0) return e;
-            if ((s.Mode & S_IFMT) != S_IFREG || (d.Mode & S_IFMT) != S_IFREG) return FuseErrno.EOPNOTSUPP;
-            long sourceSize = (long)s.Size;
-            if (offsetIn >= sourceSize) return 0;
-            // At most 1 GiB per call (the reply's count is 32 bits); the caller asks again for the rest.
-            long n = Math.Min(Math.Min(length, sourceSize - offsetIn), 1L << 30);
-            if (n % bs != 0 && (offsetIn + n != sourceSize || offsetOut + n < (long)d.Size))
-            {
-                n -= n % bs; // share the whole blocks; the tail comes back in the kernel's next call
-                if (n == 0) return FuseErrno.EOPNOTSUPP;
-            }
-            if (source.Ino == destination.Ino && offsetIn < offsetOut + n && offsetOut < offsetIn + n) return FuseErrno.EOPNOTSUPP;
-            _fs.Files.Reflink(source.Ino, offsetIn, destination.Ino, offsetOut, n);
-            copied = n;
+            _names.GetAttr(h); // ESTALE for a node whose inode was freed
+            _fs.Attributes.Set(h.Ino, name, value, (XattrSetFlags)flags);
             return 0;
         }
-        catch (XfsWriteException ex) when (ex.Kind is WriteErrorKind.InvalidArgument or WriteErrorKind.NotSupported)
+        catch (Exception ex) when (IsEngineFailure(ex))
         {
-            return FuseErrno.EOPNOTSUPP;
+            return Fail(context, ex);
+        }
+    }
+
+    public int GetXattr(in FuseRequestContext context, ulong node, ReadOnlySpan<byte> name, Span<byte> value, out int length)
+    {
+        length = 0;
+        int e = Handle(node, out var h);
+        if (e != 0) return e;
+        try
+        {
+            length = _fs.Attributes.Get(h.Ino, name, value);
+            return 0;
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            return Fail(context, ex);
+        }
+    }
+
+    public int ListXattr(in FuseRequestContext context, ulong node, Span<byte> list, out int length)
+    {
+        length = 0;
+        int e = Handle(node, out var h);
+        if (e != 0) return e;
+        try
+        {
+            length = _fs.Attributes.List(h.Ino, list);
+            return 0;
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            return Fail(context, ex);
+        }
+    }
+
+    public int RemoveXattr(in FuseRequestContext context, ulong node, ReadOnlySpan<byte> name)
+    {
+        if (_readOnly) return FuseErrno.EROFS;
+        int e = Handle(node, out var h);
+        if (e != 0) return e;
+        try
+        {
+            _names.GetAttr(h);
+            _fs.Attributes.Remove(h.Ino, name);
+            return 0;
         }
         catch (Exception ex) when (IsEngineFailure(ex))
         {
