@@ -209,24 +209,39 @@ public sealed class FileOperations
         Engine.Execute("truncate", tx =>
         {
             var edit = FileEdit.Begin(tx, inode, generation: generation);
-            long old = edit.Size;
-            int bs = edit.BlockSize;
-            if (size < old)
-            {
-                edit.EnsureSpaceFor(size, Math.Min(old, RoundUp(size, bs)), allocateHoles: false);
-                if (size % bs != 0) edit.Modify(size, RoundUp(size, bs), null, ModifyMode.Zero);
-                ulong from = (ulong)(RoundUp(size, bs) / bs);
-                edit.Unmap(from, BmbtExtent.MaxFileOffset - from);
-            }
-            else if (size > old)
-            {
-                edit.EnsureSpaceFor(old, Math.Min(size, RoundUp(old, bs)), allocateHoles: false);
-                edit.ZeroEofTail(old, size);
-            }
-            edit.Size = size;
+            TruncateEdit(edit, size);
             edit.Touch();
             edit.Finish();
         });
+    }
+
+    /// <summary>Sets the size of a regular file locked by <paramref name="tx"/> (setattr with a size, in the caller's
+    /// transaction); the caller sets the times and logs the inode.</summary>
+    internal static void TruncateLocked(WriteTransaction tx, IncoreInode inode, long size)
+    {
+        CheckRange(size, 0, "truncate");
+        var edit = FileEdit.Begin(tx, inode, alreadyLocked: true);
+        TruncateEdit(edit, size);
+        edit.Finish();
+    }
+
+    static void TruncateEdit(FileEdit edit, long size)
+    {
+        long old = edit.Size;
+        int bs = edit.BlockSize;
+        if (size < old)
+        {
+            edit.EnsureSpaceFor(size, Math.Min(old, RoundUp(size, bs)), allocateHoles: false);
+            if (size % bs != 0) edit.Modify(size, RoundUp(size, bs), null, ModifyMode.Zero);
+            ulong from = (ulong)(RoundUp(size, bs) / bs);
+            edit.Unmap(from, BmbtExtent.MaxFileOffset - from);
+        }
+        else if (size > old)
+        {
+            edit.EnsureSpaceFor(old, Math.Min(size, RoundUp(old, bs)), allocateHoles: false);
+            edit.ZeroEofTail(old, size);
+        }
+        edit.Size = size;
     }
 
     /// <summary>Shares the blocks of src [srcOffset, +length) into dst at dstOffset (block-aligned; length may end at

@@ -223,4 +223,35 @@ internal sealed class DirectoryEditor
         InodeCore.Touch(_dir.Core, now);
         _tx.LogInode(_dir);
     }
+
+    /// <summary>Points '..' at <paramref name="parent"/> (a directory renamed into another parent), leaving the
+    /// times to the caller. Shortform: the header's parent; every block form: the inode number of the '..' entry,
+    /// the second entry of data block 0, rewritten in place (its name and hash do not change).</summary>
+    public void SetParent(ulong parent)
+    {
+        if (Layout == DirectoryLayout.Shortform)
+        {
+            var sf = ReadShortform();
+            sf.Parent = parent;
+            if (sf.Size > new Dinode(_dir.Core).DataFork.Length)
+                throw new XfsWriteException(WriteErrorKind.NotSupported, $"directory '{_where}': a wider '..' does not fit its shortform fork, which the engine does not convert yet");
+            WriteShortform(sf);
+            _tx.LogInode(_dir);
+            return;
+        }
+        var first = _extents![0];
+        if (first.StartOffset != 0 || first.BlockCount < _reader.DirBlockFsbs || first.Unwritten)
+            throw new XfsWriteException(WriteErrorKind.NotSupported, $"directory '{_where}': its first directory block is not one contiguous written extent, which the engine does not modify yet");
+        uint magic = Layout == DirectoryLayout.Block ? DirectoryFormat.BlockMagic : DirectoryFormat.DataMagic;
+        BlockBuffer buf;
+        try { buf = _tx.ReadBuffer(_reader.DaddrOf(first.StartBlock), _reader.DirBlockSize / 512, BlockVerifier(magic)); }
+        catch (CorruptionException e) { throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{_where}': {e.Message}", e); }
+        var span = buf.Span;
+        int at = DirectoryFormat.DotOffset + DirectoryFormat.DataEntrySize(1, _reader.HasFtype);
+        if (span[at + 8] != 2 || span[at + 9] != (byte)'.' || span[at + 10] != (byte)'.')
+            throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{_where}': the second entry of the first directory block is not '..'");
+        BinaryPrimitives.WriteUInt64BigEndian(span[at..], parent);
+        XfsCrc.Update(span, DirectoryFormat.CrcOffset);
+        _tx.LogBuffer(buf, 0, buf.Length);
+    }
 }

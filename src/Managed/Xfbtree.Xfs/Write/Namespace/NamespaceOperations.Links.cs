@@ -195,4 +195,47 @@ public sealed partial class NamespaceOperations
         if ((long)BinaryPrimitives.ReadUInt64BigEndian(s[40..]) != daddr) return "blkno is not the block's address";
         return null;
     }
+
+    /// <summary>link(2): gives inode <paramref name="ino"/> the new name <paramref name="name"/> in
+    /// <paramref name="dirIno"/>; its attributes after. EPERM for a directory, EMLINK at the most links, ENOENT for an
+    /// inode with no links left (open but unlinked), EEXIST, ENOTDIR.</summary>
+    public InodeAttributes Link(ulong ino, ulong dirIno, ReadOnlySpan<byte> name) => LinkCore(ino, null, dirIno, null, name.ToArray(), Where(dirIno, name));
+
+    /// <summary>As <see cref="Link(ulong, ulong, ReadOnlySpan{byte})"/> through a handle (ESTALE when it was freed since).</summary>
+    public InodeAttributes Link(InodeHandle handle, ulong dirIno, ReadOnlySpan<byte> name)
+        => LinkCore(handle.Ino, handle.Generation, dirIno, null, name.ToArray(), Where(dirIno, name));
+
+    /// <summary>link by path: <paramref name="newPath"/> becomes another name of what <paramref name="existing"/> names.</summary>
+    public void Link(string existing, string newPath)
+    {
+        var target = Resolve(existing).Handle;
+        var (dir, name) = ResolveParent(newPath);
+        LinkCore(target.Ino, target.Generation, dir.Ino, dir.Generation, name, newPath);
+    }
+
+    InodeAttributes LinkCore(ulong ino, uint? generation, ulong dirIno, uint? dirGeneration, byte[] name, string where)
+    {
+        CheckNewName(name, where);
+        string dirWhere = ParentOf(where);
+        var dir = Engine.GetInode(dirIno);
+        var inode = Engine.GetInode(ino);
+        return Engine.Execute($"link {where}", tx =>
+        {
+            tx.LockInodes(dir, inode);
+            CheckDirectory(dir, dirGeneration, dirWhere);
+            CheckAlive(inode, generation, $"inode {ino}");
+            if (InodeCore.IsDirectory(inode.Core)) throw new XfsWriteException(WriteErrorKind.NotPermitted, $"link '{where}': inode {ino} is a directory");
+            uint links = InodeCore.Nlink(inode.Core);
+            if (links == 0) throw new XfsWriteException(WriteErrorKind.NotFound, $"link '{where}': inode {ino} has no links left");
+            if (links >= MaxLinks) throw new XfsWriteException(WriteErrorKind.TooManyLinks, $"link '{where}': inode {ino} has {links} links, the most XFS allows");
+            var editor = new DirectoryEditor(tx, dir, Reader, dirWhere);
+            if (editor.Find(name) is not null) throw new XfsWriteException(WriteErrorKind.Exists, $"'{where}' already exists");
+            var now = DateTimeOffset.UtcNow;
+            editor.Add(name, ino, DirectoryFormat.FileTypeOfMode(new Dinode(inode.Core).Mode), now);
+            InodeCore.SetNlink(inode.Core, links + 1);
+            InodeCore.SetTime(inode.Core, InodeCore.OffCtime, now);
+            tx.LogInode(inode);
+            return InodeAttributeFields.Read(ino, inode.Core, Engine.Geometry.BlockSize);
+        });
+    }
 }
