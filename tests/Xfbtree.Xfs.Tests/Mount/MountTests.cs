@@ -22,12 +22,36 @@ public sealed class MountTests(ITestOutputHelper output)
         string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
         using var mount = MountedImage.Start(image, mnt, "--online-repair-every", "0.2", "--threads", "3");
 
-        // Real programs: cp -r, tar (times, owners and modes are not set: the engine has no setattr yet), sqlite3.
+        // Real programs: cp -r, tar (owners, modes and times kept; tar --compare checks them), git, sqlite3.
         Run("/bin/cp", "-r", source, Path.Combine(mnt, "copy"));
         MountWitnesses.AssertSameTree(source, Path.Combine(mnt, "copy"));
+        string archive = Path.Combine(scratch.Directory, "source.tar");
+        Run("/bin/tar", "cf", archive, "-C", scratch.Directory, "source");
         Directory.CreateDirectory(Path.Combine(mnt, "untar"));
-        Run("/bin/sh", "-c", $"tar c -C '{scratch.Directory}' source | tar x -m --no-same-owner --no-same-permissions -C '{mnt}/untar'");
+        Run("/bin/tar", "xf", archive, "-C", Path.Combine(mnt, "untar"));
+        Run("/bin/tar", "df", archive, "-C", Path.Combine(mnt, "untar"));
         MountWitnesses.AssertSameTree(source, Path.Combine(mnt, "untar", "source"));
+        if (File.Exists("/usr/bin/git"))
+        {
+            string repo = Path.Combine(mnt, "repo");
+            Run("/usr/bin/git", "init", "-q", repo);
+            for (int i = 0; i < 5; i++)
+            {
+                File.WriteAllText(Path.Combine(repo, $"f{i}"), $"content {i}\n");
+                Run("/usr/bin/git", "-C", repo, "add", $"f{i}");
+                Run("/usr/bin/git", "-C", repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", $"commit {i}");
+            }
+            File.Move(Path.Combine(repo, "f0"), Path.Combine(repo, "moved"));
+            Run("/usr/bin/git", "-C", repo, "add", "-A");
+            Run("/usr/bin/git", "-C", repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "rename");
+            Run("/usr/bin/git", "-C", repo, "gc", "-q");
+            Run("/usr/bin/git", "-C", repo, "fsck", "--strict");
+            Assert.Equal("6\n", Run("/usr/bin/git", "-C", repo, "rev-list", "--count", "HEAD"));
+        }
+        else
+        {
+            output.WriteLine("git is not installed: the repository part did not run");
+        }
         if (File.Exists("/usr/bin/sqlite3"))
         {
             string sql = "create table t(a integer primary key, b text);" + string.Concat(Enumerable.Range(0, 20).Select(i =>
@@ -82,6 +106,8 @@ public sealed class MountTests(ITestOutputHelper output)
         {
             MountWitnesses.AssertSameTree(source, Path.Combine(kernel, "copy"));
             MountWitnesses.AssertSameTree(source, Path.Combine(kernel, "untar", "source"));
+            Run("/bin/tar", "df", archive, "-C", Path.Combine(kernel, "untar"));
+            if (File.Exists("/usr/bin/git")) Run("/usr/bin/git", "-C", Path.Combine(kernel, "repo"), "fsck", "--strict");
             Assert.Equal(model, File.ReadAllBytes(Path.Combine(kernel, "sys.bin")));
             Assert.False(Directory.Exists(Path.Combine(kernel, "gone")));
             if (File.Exists("/usr/bin/sqlite3")) Assert.Equal("1000\nok\n", Run("/usr/bin/sqlite3", "-readonly", Path.Combine(kernel, "db.sqlite"), "select count(*) from t; pragma integrity_check;"));

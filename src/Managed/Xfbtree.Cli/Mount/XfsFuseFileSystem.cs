@@ -211,29 +211,68 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         int e = Handle(node, out var h);
         if (e != 0) return e;
         uint valid = change.Valid;
-        // A truncate asks for mtime "now" with the size: the engine's truncate sets mtime and ctime itself.
-        uint handled = FuseConstants.SetAttrFh | FuseConstants.SetAttrLockOwner | FuseConstants.SetAttrKillSuidGid;
-        if ((valid & FuseConstants.SetAttrSize) != 0)
+        var mask = SetAttrMask.None;
+        if ((valid & FuseConstants.SetAttrMode) != 0) mask |= SetAttrMask.Mode;
+        if ((valid & FuseConstants.SetAttrUid) != 0) mask |= SetAttrMask.Uid;
+        if ((valid & FuseConstants.SetAttrGid) != 0) mask |= SetAttrMask.Gid;
+        if ((valid & FuseConstants.SetAttrSize) != 0) mask |= SetAttrMask.Size;
+        if ((valid & FuseConstants.SetAttrAtimeNow) != 0) mask |= SetAttrMask.AtimeNow;
+        else if ((valid & FuseConstants.SetAttrAtime) != 0) mask |= SetAttrMask.Atime;
+        if ((valid & FuseConstants.SetAttrMtimeNow) != 0) mask |= SetAttrMask.MtimeNow;
+        else if ((valid & FuseConstants.SetAttrMtime) != 0) mask |= SetAttrMask.Mtime;
+        if ((valid & FuseConstants.SetAttrCtime) != 0) mask |= SetAttrMask.Ctime;
+        // FATTR_FH and FATTR_LOCKOWNER only say which open file asked; KILL_SUIDGID comes only with
+        // HANDLE_KILLPRIV_V2, which is not negotiated (the kernel clears those bits through FATTR_MODE itself).
+        if (mask != SetAttrMask.None && _readOnly) return FuseErrno.EROFS;
+        if ((mask & SetAttrMask.Size) != 0 && change.Size > (ulong)FileOperations.MaxFileSize) return FuseErrno.EFBIG;
+        var request = new SetAttrRequest(mask, (int)(change.Mode & 0xFFF), change.Uid, change.Gid, (long)Math.Min(change.Size, (ulong)long.MaxValue),
+            new InodeTime((long)change.Atime, change.AtimeNsec), new InodeTime((long)change.Mtime, change.MtimeNsec),
+            new InodeTime((long)change.Ctime, change.CtimeNsec));
+        try
         {
-            handled |= FuseConstants.SetAttrSize | FuseConstants.SetAttrCtime;
-            if ((valid & FuseConstants.SetAttrMtimeNow) != 0) handled |= FuseConstants.SetAttrMtime | FuseConstants.SetAttrMtimeNow;
+            attr.AttrValid = CacheSeconds;
+            attr.Attr = Attr(_names.SetAttr(h, request));
+            return 0;
         }
-        // Mode, owner and times need the engine's setattr, which it does not have yet.
-        if ((valid & ~handled) != 0) return FuseErrno.ENOSYS;
-        if ((valid & FuseConstants.SetAttrSize) != 0)
+        catch (Exception ex) when (IsEngineFailure(ex))
         {
-            if (_readOnly) return FuseErrno.EROFS;
-            if (change.Size > (ulong)FileOperations.MaxFileSize) return FuseErrno.EFBIG;
-            try
-            {
-                _files.Truncate(h, (long)change.Size);
-            }
-            catch (Exception ex) when (IsEngineFailure(ex))
-            {
-                return Fail(context, ex);
-            }
+            return Fail(context, ex);
         }
-        return GetAttr(context, node, false, 0, out attr);
+    }
+
+    public int Rename(in FuseRequestContext context, ulong parent, ReadOnlySpan<byte> name, ulong newParent, ReadOnlySpan<byte> newName, uint flags)
+    {
+        const uint NoReplace = 1, Exchange = 2;
+        if ((flags & ~(NoReplace | Exchange)) != 0) return FuseErrno.EINVAL; // RENAME_WHITEOUT is for overlay file systems
+        if (_readOnly) return FuseErrno.EROFS;
+        int e = Handle(parent, out var from);
+        if (e != 0 || (e = Handle(newParent, out var to)) != 0) return e;
+        var renameFlags = ((flags & NoReplace) != 0 ? RenameFlags.NoReplace : RenameFlags.None) | ((flags & Exchange) != 0 ? RenameFlags.Exchange : RenameFlags.None);
+        try
+        {
+            _names.Rename(from.Ino, name, to.Ino, newName, renameFlags);
+            return 0;
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            return Fail(context, ex);
+        }
+    }
+
+    public int Link(in FuseRequestContext context, ulong node, ulong newParent, ReadOnlySpan<byte> newName, out FuseEntryOut entry)
+    {
+        entry = default;
+        if (_readOnly) return FuseErrno.EROFS;
+        int e = Handle(node, out var h);
+        if (e != 0 || (e = Handle(newParent, out var dir)) != 0) return e;
+        try
+        {
+            return Reply(_names.Link(h, dir.Ino, newName), out entry);
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            return Fail(context, ex);
+        }
     }
 
     public int Create(in FuseRequestContext context, ulong parent, ReadOnlySpan<byte> name, uint flags, uint mode, uint umask,
