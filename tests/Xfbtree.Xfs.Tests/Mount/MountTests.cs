@@ -91,6 +91,20 @@ public sealed class MountTests(ITestOutputHelper output)
         Assert.Throws<IOException>(() => Directory.Delete(Path.Combine(mnt, "gone"), recursive: false));
         Directory.Delete(Path.Combine(mnt, "gone"), recursive: true);
         Assert.False(Directory.Exists(Path.Combine(mnt, "gone")));
+        // Links, special files and extended attributes.
+        File.CreateSymbolicLink(Path.Combine(mnt, "link"), "sys.bin");
+        Assert.Equal(model, File.ReadAllBytes(Path.Combine(mnt, "link")));
+        Run("/bin/ln", Path.Combine(mnt, "sys.bin"), Path.Combine(mnt, "hard"));
+        Assert.Equal("2\n", Run("/usr/bin/stat", "-c", "%h", Path.Combine(mnt, "hard")));
+        Run("/usr/bin/mkfifo", Path.Combine(mnt, "fifo"));
+        Run("/usr/bin/touch", "-d", "2001-02-03 04:05:06.123456789", Path.Combine(mnt, "hard"));
+        Run("/bin/chmod", "640", Path.Combine(mnt, "hard"));
+        Assert.Equal("2001-02-03 04:05:06.123456789 +0000 640\n", Run("/usr/bin/stat", "-c", "%y %a", Path.Combine(mnt, "sys.bin")));
+        if (File.Exists("/usr/bin/setfattr"))
+        {
+            Run("/usr/bin/setfattr", "-n", "user.colour", "-v", "blue", Path.Combine(mnt, "sys.bin"));
+            Assert.Equal("blue", Run("/usr/bin/getfattr", "--only-values", "-n", "user.colour", Path.Combine(mnt, "sys.bin")));
+        }
         var drive = new DriveInfo(mnt);
         Assert.True(drive.TotalSize > 400L << 20 && drive.AvailableFreeSpace > 0 && drive.AvailableFreeSpace < drive.TotalSize);
 
@@ -109,6 +123,8 @@ public sealed class MountTests(ITestOutputHelper output)
             Run("/bin/tar", "df", archive, "-C", Path.Combine(kernel, "untar"));
             if (File.Exists("/usr/bin/git")) Run("/usr/bin/git", "-C", Path.Combine(kernel, "repo"), "fsck", "--strict");
             Assert.Equal(model, File.ReadAllBytes(Path.Combine(kernel, "sys.bin")));
+            Assert.Equal(model, File.ReadAllBytes(Path.Combine(kernel, "link")));
+            Assert.Equal("2 640 fifo\n", Run("/usr/bin/stat", "-c", "%h %a", Path.Combine(kernel, "hard")).TrimEnd() + " " + Run("/usr/bin/stat", "-c", "%F", Path.Combine(kernel, "fifo")));
             Assert.False(Directory.Exists(Path.Combine(kernel, "gone")));
             if (File.Exists("/usr/bin/sqlite3")) Assert.Equal("1000\nok\n", Run("/usr/bin/sqlite3", "-readonly", Path.Combine(kernel, "db.sqlite"), "select count(*) from t; pragma integrity_check;"));
         });
@@ -261,7 +277,7 @@ public sealed class MountTests(ITestOutputHelper output)
         for (int op = 0; op < ops; op++)
         {
             string[] files = model.Keys.ToArray();
-            int kind = random.Next(files.Length == 0 ? 2 : 7);
+            int kind = random.Next(files.Length == 0 ? 2 : 8);
             switch (kind)
             {
                 case 0:
@@ -311,6 +327,18 @@ public sealed class MountTests(ITestOutputHelper output)
                     byte[] actual = File.ReadAllBytes(path);
                     if (!actual.AsSpan().SequenceEqual(model[path])) throw new InvalidOperationException($"{path}: read {actual.Length} bytes that differ from the model's {model[path].Length}");
                     Interlocked.Increment(ref checkedReads);
+                    break;
+                }
+                case 6:
+                {
+                    // rename(2), within the thread's directories, sometimes over another file of the model.
+                    string path = files[random.Next(files.Length)];
+                    string target = random.Next(3) == 0 ? files[random.Next(files.Length)] : Path.Combine(dirs[random.Next(dirs.Count)], $"r{op}");
+                    File.Move(path, target, overwrite: true);
+                    byte[] bytes = model[path];
+                    model.Remove(path);
+                    model[target] = bytes;
+                    if (path != target && File.Exists(path)) throw new InvalidOperationException($"{path} is still there after rename");
                     break;
                 }
                 default:
