@@ -209,6 +209,78 @@ public sealed class MountTests(ITestOutputHelper output)
     }
 
     [FuseFact]
+    public void KillMinus9_DuringWrites_KeepsEveryRepliedFileAndTheImageClean()
+    {
+        // The suite kills twice; XFBTREE_LONG_TESTS=1 twenty times.
+        int rounds = Environment.GetEnvironmentVariable("XFBTREE_LONG_TESTS") == "1" ? 20 : 2;
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
+        var random = new Random(5);
+        var done = new List<(string Name, byte[] Bytes)>();
+        for (int round = 0; round < rounds; round++)
+        {
+            int killAfter = random.Next(5, 40);
+            string? inFlight = null;
+            byte[]? inFlightBytes = null;
+            using (var mount = MountedImage.Start(image, mnt))
+            {
+                // Every file replied to before this round must have survived the previous kills.
+                foreach (var (name, bytes) in done) Assert.Equal(bytes, File.ReadAllBytes(Path.Combine(mnt, name)));
+                Directory.CreateDirectory(Path.Combine(mnt, $"r{round}"));
+                using var enough = new SemaphoreSlim(0);
+                var writer = new Thread(() =>
+                {
+                    for (int i = 0; ; i++)
+                    {
+                        string name = Path.Combine($"r{round}", $"f{i}");
+                        byte[] bytes = RandomBytes(round * 1000 + i, 500 + i * 997 % 120_000);
+                        lock (done) (inFlight, inFlightBytes) = (name, bytes);
+                        try
+                        {
+                            File.WriteAllBytes(Path.Combine(mnt, name), bytes);
+                        }
+                        catch (IOException)
+                        {
+                            return; // the server is gone
+                        }
+                        lock (done)
+                        {
+                            done.Add((name, bytes));
+                            inFlight = null;
+                        }
+                        if (i + 1 == killAfter) enough.Release();
+                    }
+                });
+                writer.Start();
+                Assert.True(enough.Wait(TimeSpan.FromMinutes(2)), "the writer did not get going");
+                mount.KillAndUnmount(); // the writer is mid-write or between writes
+                writer.Join();
+            }
+            if (inFlight is not null)
+            {
+                // The write in flight at the kill is all there, or not there, or an empty file (created, not written).
+                using var mount = MountedImage.Start(image, mnt);
+                string path = Path.Combine(mnt, inFlight);
+                if (File.Exists(path))
+                {
+                    byte[] found = File.ReadAllBytes(path);
+                    Assert.True(found.Length == 0 || found.AsSpan().SequenceEqual(inFlightBytes), $"{inFlight}: {found.Length} bytes, neither empty nor the whole write");
+                }
+                mount.Unmount();
+            }
+        }
+        using (var mount = MountedImage.Start(image, mnt))
+        {
+            foreach (var (name, bytes) in done) Assert.Equal(bytes, File.ReadAllBytes(Path.Combine(mnt, name)));
+            var (code, stdout, stderr) = mount.Unmount();
+            Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
+        }
+        output.WriteLine($"{rounds} kills, {done.Count} replied files checked after each");
+        MountWitnesses.AssertClean(image);
+    }
+
+    [FuseFact]
     public void Sigterm_UnmountsAndClosesCleanly()
     {
         using var scratch = new RepairScratch();
