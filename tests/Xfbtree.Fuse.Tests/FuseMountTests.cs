@@ -75,6 +75,45 @@ public sealed class FuseMountTests
     }
 
     [FuseFact]
+    public void SessionEndedByUmount_DoesNotDetachWhatIsMountedThereNext()
+    {
+        string dir = Directory.CreateTempSubdirectory("xfbtree-fuse-").FullName;
+        var server = new FuseServer(new MemoryFileSystem(), new FuseServerOptions { Threads = 1 });
+        using var initialized = new ManualResetEventSlim();
+        var session = FuseSession.Mount(dir, new FuseMountOptions { Source = "memory" });
+        bool tmpfsMounted = false;
+        try
+        {
+            var thread = new Thread(() => server.Run(session, initialized.Set)) { IsBackground = true };
+            thread.Start();
+            Assert.True(initialized.Wait(TimeSpan.FromSeconds(30)), "INIT was not answered");
+            Assert.Equal(0, Exec("/bin/umount", dir)); // the user unmounts
+            Assert.True(thread.Join(TimeSpan.FromSeconds(30)), "the server did not end after the unmount");
+            // Someone mounts something else on the directory before the server's cleanup runs.
+            Assert.Equal(0, Exec("/bin/mount", "-t", "tmpfs", "xfbtree-test-tmpfs", dir));
+            tmpfsMounted = true;
+            session.Dispose();
+            Assert.Contains($"xfbtree-test-tmpfs {dir} tmpfs", File.ReadAllText("/proc/self/mounts"), StringComparison.Ordinal);
+        }
+        finally
+        {
+            session.Dispose();
+            if (tmpfsMounted) Exec("/bin/umount", dir);
+            Directory.Delete(dir);
+        }
+    }
+
+    static int Exec(string file, params string[] args)
+    {
+        var psi = new ProcessStartInfo(file) { UseShellExecute = false, RedirectStandardError = true };
+        foreach (string a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        return p.ExitCode;
+    }
+
+    [FuseFact]
     public void Mount_OnAMissingDirectory_IsRefusedWithOneLine()
     {
         var ex = Assert.Throws<FuseMountException>(() => FuseSession.Mount("/nonexistent/xfbtree-mnt", new FuseMountOptions { Source = "x" }));

@@ -118,6 +118,7 @@ public static class MountCommand
         }
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Unmount);
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Unmount);
+        bool serverFailed = false;
         try
         {
             server.Run(session, () =>
@@ -131,6 +132,12 @@ public static class MountCommand
                     repairThread.Start();
                 }
             });
+        }
+        catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException)
+        {
+            // The session failed; the image is still closed cleanly below.
+            serverFailed = true;
+            log($"xfbtree mount: serving {request.Directory} failed: {e.Message}");
         }
         finally
         {
@@ -156,6 +163,7 @@ public static class MountCommand
             return CommandLineHost.ExitDamaged;
         }
         fs.Dispose();
+        if (serverFailed) return CommandLineHost.ExitDamaged;
         if (server.DeviceFailure != 0)
         {
             stderr.WriteLine($"xfbtree mount: the FUSE device failed: {Xfbtree.Native.NativeErrors.Describe(server.DeviceFailure)}");

@@ -97,6 +97,7 @@ public sealed class FuseServer
         {
             session.Device.DangerousAddRef(ref added);
             Serve(new DeviceChannel(session.Device.Fd), initialized);
+            if (_failure == 0) session.MarkEnded(); // every worker read ENODEV
         }
         finally
         {

@@ -131,6 +131,12 @@ public sealed class FuseSession : IDisposable
         return _helper is null ? LinuxFuse.Unmount(Directory, detach: true) == 0 : LinuxFuse.UnmountWithHelper(_helper, Directory) == 0;
     }
 
+    /// <summary>
+    /// The kernel ended the session (the server read ENODEV): the mount is gone already, and DIR may by now carry
+    /// someone else's mount, which a later <see cref="Unmount"/> must not detach.
+    /// </summary>
+    internal void MarkEnded() => Interlocked.Exchange(ref _unmounted, 1);
+
     public void Dispose()
     {
         Unmount();
