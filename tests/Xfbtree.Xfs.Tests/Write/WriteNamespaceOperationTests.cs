@@ -1,4 +1,5 @@
 using System.Text;
+using Xfbtree.Xfs.Directories;
 using Xfbtree.Xfs.Tests.Repair;
 using Xfbtree.Xfs.Tests.Scan;
 using Xfbtree.Xfs.Tests.Trees;

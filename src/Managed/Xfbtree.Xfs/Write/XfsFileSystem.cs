@@ -43,8 +43,26 @@ public sealed class XfsFileSystem : IDisposable
     /// <summary>Test hook: runs after a path was resolved to a handle and before the operation acts on it.</summary>
     internal Action<string>? AfterResolveForTest { get; set; }
 
-    /// <summary>Opens an image for writing (see <see cref="WriteEngine.Open"/>).</summary>
-    public static XfsFileSystem Open(string imagePath, WriteEngineOptions? options = null) => new(WriteEngine.Open(imagePath, options));
+    /// <summary>Opens an image for writing (see <see cref="WriteEngine.Open"/>); inodes a crash left on the AGI
+    /// unlinked lists (held when the image was last open, their last name gone) are freed, as the kernel's log
+    /// recovery frees them.</summary>
+    public static XfsFileSystem Open(string imagePath, WriteEngineOptions? options = null)
+    {
+        var fs = new XfsFileSystem(WriteEngine.Open(imagePath, options));
+        try
+        {
+            fs.RecoveredUnlinkedInodes = fs.Namespace.ClearUnlinkedInodes();
+        }
+        catch
+        {
+            fs.Dispose();
+            throw;
+        }
+        return fs;
+    }
+
+    /// <summary>How many inodes <see cref="Open"/> found on the AGI unlinked lists and freed.</summary>
+    public int RecoveredUnlinkedInodes { get; private set; }
 
     /// <summary>Resolves <paramref name="path"/> and runs <paramref name="action"/> on its handle; a handle gone stale
     /// in between (the name now names another incarnation) is resolved again.</summary>
@@ -158,8 +176,13 @@ public sealed class XfsFileSystem : IDisposable
     /// <summary>Everything stat(2) shows about the inode <paramref name="path"/> names (symlinks not followed).</summary>
     public InodeAttributes GetAttr(string path) => Namespace.Resolve(path);
 
-    /// <summary>Clean close: the image is consistent, NEEDSREPAIR cleared, the lock released.</summary>
-    public void Close() => Engine.Close();
+    /// <summary>Clean close: references still held are released (unlinked inodes freed, as at unmount), the image
+    /// is consistent, NEEDSREPAIR cleared, the lock released.</summary>
+    public void Close()
+    {
+        Namespace.ReleaseAll();
+        Engine.Close();
+    }
 
     /// <summary>Releases the engine without a clean close (the journal replays at the next open).</summary>
     public void Dispose() => Engine.Dispose();

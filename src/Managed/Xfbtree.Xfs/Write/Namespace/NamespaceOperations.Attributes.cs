@@ -1,3 +1,4 @@
+using Xfbtree.Xfs.Directories;
 using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Write.Engine;
 using Xfbtree.Xfs.Write.Files;

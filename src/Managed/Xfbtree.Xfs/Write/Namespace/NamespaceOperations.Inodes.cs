@@ -1,3 +1,4 @@
+using Xfbtree.Xfs.Directories;
 using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Write.Engine;
 
@@ -137,7 +138,8 @@ public sealed partial class NamespaceOperations
     /// <summary>
     /// Lists directory <paramref name="dirIno"/> from <paramref name="cookie"/> on ('.' and '..' first; 0 = from the
     /// start), calling <paramref name="visitor"/> per entry until it returns false or the directory ends. Each entry's
-    /// cookie is its position in the directory's data space (the offset the kernel's readdir uses), plus one: it is
+    /// next cookie is its data pointer (byte address in the directory's data space / 8, the offset the kernel's
+    /// readdir reports) plus one: it is
     /// stable across calls and across other entries being added or removed, so a listing resumed from it neither
     /// repeats nor skips an entry that stayed. The directory is read under its lock; the visitor runs after it is
     /// released (it may call back into the engine). Returns the number of entries visited.
@@ -157,8 +159,9 @@ public sealed partial class NamespaceOperations
         int visited = 0;
         foreach (var (position, name, ino, fileType) in entries)
         {
-            if ((ulong)position < cookie) continue;
-            if (!visitor(name, ino, TypeOf(fileType, ino), (ulong)position + 1)) break;
+            ulong dataPointer = (ulong)position >> 3;
+            if (dataPointer < cookie) continue;
+            if (!visitor(name, ino, TypeOf(fileType, ino), dataPointer + 1)) break;
             visited++;
         }
         return visited;
@@ -356,9 +359,6 @@ public sealed partial class NamespaceOperations
         if (InodeCore.Nlink(child.Core) > 0) return;
         ReleaseLastLink(tx, child, where);
     }
-
-    /// <summary>An inode reached 0 links: freed now (blocks and inode) unless held.</summary>
-    void ReleaseLastLink(WriteTransaction tx, IncoreInode child, string where) => FreeInode(tx, child, where);
 
     /// <summary>Frees a locked, unlinked inode: its blocks, its core (generation + 1), its inode btree bit.</summary>
     void FreeInode(WriteTransaction tx, IncoreInode inode, string where)

@@ -1,3 +1,4 @@
+using Xfbtree.Xfs.Directories;
 using System.Buffers.Binary;
 using Xfbtree.Buffers;
 using Xfbtree.Xfs.Format;

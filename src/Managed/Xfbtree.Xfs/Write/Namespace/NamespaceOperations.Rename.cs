@@ -1,3 +1,4 @@
+using Xfbtree.Xfs.Directories;
 using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Write.Engine;
 
@@ -159,8 +160,8 @@ public sealed partial class NamespaceOperations
             ReplaceEntry(DstEditor, dstName, srcIno, srcType, now);
             if (!sameDir)
             {
-                if (srcIsDir) new DirectoryEditor(tx, src, Reader, srcWhere).SetParent(dstDirIno);
-                if (dstIsDir) new DirectoryEditor(tx, dst, Reader, dstWhere).SetParent(srcDirIno);
+                if (srcIsDir) SetParent(tx, src, dstDirIno, srcWhere);
+                if (dstIsDir) SetParent(tx, dst, srcDirIno, dstWhere);
                 if (srcIsDir != dstIsDir)
                 {
                     var (loses, gains) = srcIsDir ? (srcDir, dstDir) : (dstDir, srcDir);
@@ -196,7 +197,7 @@ public sealed partial class NamespaceOperations
         {
             ReplaceEntry(DstEditor, dstName, srcIno, srcType, now);
         }
-        if (srcIsDir && !sameDir) new DirectoryEditor(tx, src, Reader, srcWhere).SetParent(dstDirIno);
+        if (srcIsDir && !sameDir) SetParent(tx, src, dstDirIno, srcWhere);
         InodeCore.SetTime(src.Core, InodeCore.OffCtime, now);
         if (srcIsDir && (!sameDir || dst is not null)) InodeCore.SetNlink(srcDir.Core, InodeCore.Nlink(srcDir.Core) - 1);
         SrcEditor().Remove(srcName, now);
@@ -216,10 +217,17 @@ public sealed partial class NamespaceOperations
         }
     }
 
-    /// <summary>Points an existing entry at another inode (removed and added again: same name, new inode and type).</summary>
+    /// <summary>Points an existing entry at another inode and type; the entry keeps its place and cookie.</summary>
     static void ReplaceEntry(Func<DirectoryEditor> editor, byte[] name, ulong ino, byte fileType, DateTimeOffset now)
+        => editor().Replace(name, ino, fileType, now);
+
+    /// <summary>Points a moved directory's '..' at its new parent. As xfs_rename, only its ctime changes (the
+    /// caller sets it): the mtime the entry edit set is put back.</summary>
+    void SetParent(WriteTransaction tx, IncoreInode dir, ulong parent, string where)
     {
-        editor().Remove(name, now);
-        editor().Add(name, ino, fileType, now);
+        var mtime = InodeAttributeFields.GetTime(dir.Core, InodeCore.OffMtime);
+        new DirectoryEditor(tx, dir, Reader, where).Replace([(byte)'.', (byte)'.'], parent, DirectoryFormat.FtDirectory, DateTimeOffset.UtcNow);
+        InodeAttributeFields.SetTime(dir.Core, InodeCore.OffMtime, mtime);
+        tx.LogInode(dir);
     }
 }

@@ -1,4 +1,5 @@
 using System.Text;
+using Xfbtree.Xfs.Directories;
 using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Write.Engine;
 using Xfbtree.Xfs.Write.Files;

@@ -1,8 +1,9 @@
 using System.Buffers.Binary;
 using Xfbtree.Buffers;
 using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Write;
 
-namespace Xfbtree.Xfs.Write.Namespace;
+namespace Xfbtree.Xfs.Directories;
 
 /// <summary>How a directory is stored (xfs_dir2_isblock / isleaf).</summary>
 internal enum DirectoryLayout
@@ -38,7 +39,11 @@ internal sealed class DirectoryReader
         DirBlockSize = _geo.BlockSize * DirBlockFsbs;
         HasFtype = (image.Superblock.FeaturesIncompat & Superblock.IncompatFtype) != 0;
         LeafOffsetFsb = (ulong)(DirectoryFormat.LeafOffsetBytes >> _geo.BlockLog);
+        Geometry = new DirectoryGeometry(image.Superblock);
     }
+
+    /// <summary>Sizes and address arithmetic of this filesystem's directories.</summary>
+    public DirectoryGeometry Geometry { get; }
 
     public int DirBlockFsbs { get; }
     public int DirBlockSize { get; }
