@@ -91,6 +91,29 @@ public sealed class MountTests(ITestOutputHelper output)
         Assert.Throws<IOException>(() => Directory.Delete(Path.Combine(mnt, "gone"), recursive: false));
         Directory.Delete(Path.Combine(mnt, "gone"), recursive: true);
         Assert.False(Directory.Exists(Path.Combine(mnt, "gone")));
+        // An open file outlives its last name (held on the AGI unlinked list until the close), and a directory
+        // grows past one block (leaf and node formats).
+        string doomed = Path.Combine(mnt, "doomed");
+        using (var stream = new FileStream(doomed, FileMode.CreateNew, FileAccess.ReadWrite))
+        {
+            stream.Write(RandomBytes(9, 100_000));
+            File.Delete(doomed);
+            Assert.False(File.Exists(doomed));
+            stream.Position = 50_000;
+            stream.Write(RandomBytes(10, 1000));
+            stream.Position = 0;
+            byte[] back = new byte[100_000];
+            stream.ReadExactly(back);
+            byte[] expected = RandomBytes(9, 100_000);
+            RandomBytes(10, 1000).CopyTo(expected, 50_000);
+            Assert.Equal(expected, back);
+        }
+        string wide = Directory.CreateDirectory(Path.Combine(mnt, "wide")).FullName;
+        for (int i = 0; i < 600; i++) File.WriteAllText(Path.Combine(wide, $"entry-with-a-longish-name-{i:D4}"), i.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(600, Directory.GetFiles(wide).Length);
+        for (int i = 0; i < 600; i += 3) File.Delete(Path.Combine(wide, $"entry-with-a-longish-name-{i:D4}"));
+        Assert.Equal(400, Directory.GetFiles(wide).Length);
+
         // Links, special files and extended attributes.
         File.CreateSymbolicLink(Path.Combine(mnt, "link"), "sys.bin");
         Assert.Equal(model, File.ReadAllBytes(Path.Combine(mnt, "link")));
@@ -126,6 +149,9 @@ public sealed class MountTests(ITestOutputHelper output)
             Assert.Equal(model, File.ReadAllBytes(Path.Combine(kernel, "link")));
             Assert.Equal("2 640 fifo\n", Run("/usr/bin/stat", "-c", "%h %a", Path.Combine(kernel, "hard")).TrimEnd() + " " + Run("/usr/bin/stat", "-c", "%F", Path.Combine(kernel, "fifo")));
             Assert.False(Directory.Exists(Path.Combine(kernel, "gone")));
+            Assert.False(File.Exists(Path.Combine(kernel, "doomed")));
+            Assert.Equal(400, Directory.GetFiles(Path.Combine(kernel, "wide")).Length);
+            Assert.Equal("1", File.ReadAllText(Path.Combine(kernel, "wide", "entry-with-a-longish-name-0001")));
             if (File.Exists("/usr/bin/sqlite3")) Assert.Equal("1000\nok\n", Run("/usr/bin/sqlite3", "-readonly", Path.Combine(kernel, "db.sqlite"), "select count(*) from t; pragma integrity_check;"));
         });
     }

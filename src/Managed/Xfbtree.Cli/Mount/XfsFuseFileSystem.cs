@@ -50,7 +50,7 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         _log = log;
         _rootIno = _names.RootIno;
         var root = _names.GetAttr(_rootIno);
-        _nodes[_rootIno] = new Node { Handle = root.Handle, Lookups = 1 };
+        _nodes[_rootIno] = new Node { Handle = root.Handle, Lookups = 1 }; // never forgotten, never acquired
     }
 
     /// <summary>The root directory's mode (type bits included), for the mount option.</summary>
@@ -89,26 +89,60 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         return FuseErrno.ESTALE;
     }
 
-    /// <summary>The kernel got one more reference to this incarnation through an entry reply.</summary>
-    void Remember(InodeHandle handle)
+    /// <summary>
+    /// The kernel gets one more reference to this incarnation through an entry reply. The first reference of a node
+    /// takes an engine reference on the inode (<see cref="NamespaceOperations.Acquire"/>): while the kernel holds
+    /// the node (an open file, a cwd, a cached inode), the inode outlives the removal of its last name on the AGI
+    /// unlinked list, as with the kernel's XFS, and the number cannot be reused. Throws the engine's ESTALE when the
+    /// incarnation was freed in between.
+    /// </summary>
+    void Hold(InodeHandle handle)
     {
         lock (_nodesGate)
         {
-            if (!_nodes.TryGetValue(handle.Ino, out var node)) _nodes[handle.Ino] = node = new Node();
-            // A reused inode number: the kernel marks its old inode stale by the generation; ours follows the new one.
-            node.Handle = handle;
-            node.Lookups++;
+            if (_nodes.TryGetValue(handle.Ino, out var node))
+            {
+                node.Lookups++;
+                return;
+            }
         }
+        if (handle.Ino != _rootIno) _names.Acquire(handle); // outside the gate: it takes the inode lock
+        bool extra = false;
+        lock (_nodesGate)
+        {
+            if (_nodes.TryGetValue(handle.Ino, out var node))
+            {
+                node.Lookups++; // another request made the node meanwhile and holds the inode already
+                extra = true;
+            }
+            else
+            {
+                _nodes[handle.Ino] = new Node { Handle = handle, Lookups = 1 };
+            }
+        }
+        if (extra) _names.Release(handle);
     }
 
     public void Forget(ulong node, ulong lookups)
     {
         ulong ino = InoOf(node);
+        InodeHandle released;
         lock (_nodesGate)
         {
             if (ino == _rootIno || !_nodes.TryGetValue(ino, out var n)) return;
             n.Lookups -= (long)Math.Min(lookups, (ulong)long.MaxValue);
-            if (n.Lookups <= 0) _nodes.Remove(ino);
+            if (n.Lookups > 0) return;
+            _nodes.Remove(ino);
+            released = n.Handle;
+        }
+        try
+        {
+            // The last reference of an unlinked inode frees it here.
+            _names.Release(released);
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            _log?.Invoke($"xfbtree mount: releasing inode {released.Ino}: {ex.Message}");
         }
     }
 
@@ -151,8 +185,8 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
     /// <summary>An entry reply for a new reference.</summary>
     int Reply(in InodeAttributes a, out FuseEntryOut entry)
     {
+        Hold(a.Handle);
         entry = Entry(a);
-        Remember(a.Handle);
         return 0;
     }
 
@@ -181,6 +215,10 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         try
         {
             return Reply(_names.Lookup(dir.Ino, name), out entry);
+        }
+        catch (XfsWriteException ex) when (ex.Kind == WriteErrorKind.Stale)
+        {
+            return FuseErrno.ENOENT; // removed and freed between the lookup and the reference
         }
         catch (Exception ex) when (IsEngineFailure(ex))
         {
@@ -456,8 +494,19 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
                 break;
             }
             var entry = Entry(a);
-            if (!entries.TryAddPlus(name, in entry, (long)next)) break;
-            Remember(a.Handle);
+            try
+            {
+                Hold(a.Handle);
+            }
+            catch (XfsWriteException ex) when (ex.Kind is WriteErrorKind.Stale or WriteErrorKind.NotFound)
+            {
+                continue; // removed since the directory was read
+            }
+            if (!entries.TryAddPlus(name, in entry, (long)next))
+            {
+                Forget(entry.NodeId, 1); // no room: the kernel never saw it
+                break;
+            }
         }
         return 0;
     }
