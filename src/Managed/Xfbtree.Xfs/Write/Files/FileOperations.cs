@@ -179,6 +179,44 @@ public sealed class FileOperations
         }
     }
 
+    /// <summary>
+    /// lseek(2) SEEK_DATA (<paramref name="data"/>) or SEEK_HOLE from the extent map: the first offset at or after
+    /// <paramref name="offset"/> inside a written extent, or outside one (EOF counts as a hole). Unwritten extents
+    /// read as zeros and count as holes, as for the kernel's clean unwritten extents. Returns -1 (ENXIO) when
+    /// <paramref name="offset"/> is at or past EOF, or SEEK_DATA finds no data before EOF.
+    /// </summary>
+    public long Seek(ulong ino, long offset, bool data)
+    {
+        CheckRange(offset, 0, "seek");
+        var inode = Engine.GetInode(ino);
+        using (Engine.LockInodeForRead(inode))
+        {
+            CheckRegular(inode);
+            long size = (long)InodeFields.Size(inode.Core);
+            if (offset >= size) return -1;
+            var extents = ReadExtentsLocked(inode);
+            int bs = Engine.Geometry.BlockSize;
+            long position = offset;
+            for (int i = extents.IndexAtOrAfter((ulong)(offset / bs)); i < extents.Count && position < size; i++)
+            {
+                var e = extents[i];
+                long start = (long)e.StartOffset * bs, end = (long)(e.StartOffset + e.BlockCount) * bs;
+                if (end <= position) continue;
+                if (e.Unwritten) continue;
+                if (start > position)
+                {
+                    // A hole (or an unwritten run) lies before this extent.
+                    if (!data) return position;
+                    position = start;
+                }
+                if (data) return Math.Min(position, size) < size ? position : -1;
+                position = end;
+            }
+            if (data) return -1;
+            return Math.Min(position, size);
+        }
+    }
+
     /// <summary>Preallocates unwritten extents over the holes of the range, as fallocate(2) with mode 0:
     /// the size grows to cover the range. The space of the whole range is checked first (NoSpace changes
     /// nothing); the allocations then go in steps of at most <see cref="StepPieces"/>, one transaction each, the
