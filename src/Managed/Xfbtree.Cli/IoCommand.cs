@@ -26,7 +26,10 @@ public static class IoCommand
         {
             Description = "A command, run in order (repeat -c): pwrite PATH OFFSET LENGTH [-S BYTE] | pread PATH OFFSET LENGTH | " +
                           "falloc PATH OFFSET LENGTH | fpunch PATH OFFSET LENGTH | truncate PATH SIZE | reflink SRC SRCOFF DST DSTOFF LENGTH | " +
-                          "unshare PATH OFFSET LENGTH | create PATH | mkdir PATH | unlink PATH | stat PATH | ls PATH | " +
+                          "unshare PATH OFFSET LENGTH | create PATH | mkdir PATH | unlink PATH | rmdir PATH | stat PATH | ls PATH | " +
+                          "rename SRC DST [--noreplace|--exchange] | link SRC DST | symlink TARGET PATH | readlink PATH | " +
+                          "mknod PATH fifo|sock|chr MAJ MIN|blk MAJ MIN | chmod MODE PATH (octal) | chown UID:GID PATH | " +
+                          "utimes PATH ATIME MTIME (seconds[.nanoseconds] since the epoch, 'now' or 'omit') | " +
                           "setxattr PATH NAME VALUE | getxattr PATH NAME | listxattr PATH | removexattr PATH NAME. " +
                           "Sizes in bytes, optional k/m/g/t suffix (powers of 1024) or 0x prefix.",
             HelpName = "CMD ARGS",
@@ -34,8 +37,9 @@ public static class IoCommand
             Arity = ArgumentArity.OneOrMore,
         };
         var command = new Command("io", "Change an unmounted XFS image as the kernel would: write, read, allocate, punch, " +
-                                        "truncate, reflink, create, remove. Exit 0 done, 1 a command failed (the image stays " +
-                                        "consistent), 2 usage error or unusable image.") { image, commands };
+                                        "truncate, reflink, create, remove, rename, link, symlink, mknod, chmod, chown, utimes. " +
+                                        "Exit 0 done, 1 a command failed (one line naming the errno; that command changed " +
+                                        "nothing and the image stays consistent), 2 usage error or unusable image.") { image, commands };
         command.SetAction(p => Execute(p.GetRequiredValue(image), p.GetRequiredValue(commands), environment));
         return command;
     }
@@ -80,7 +84,7 @@ public static class IoCommand
                 try { operation.Run(fs, stdout); }
                 catch (Exception e) when (e is not OutOfMemoryException)
                 {
-                    string why = e is XfsWriteException w ? $"{ErrnoName(w.Kind)}: {w.Message} ({w.Kind})" : $"internal error: {e.GetType().Name}: {e.Message}";
+                    string why = e is XfsWriteException w ? $"{w.Message} ({w.ErrnoName})" : $"internal error: {e.GetType().Name}: {e.Message}";
                     stdout.Flush();
                     stderr.WriteLine($"xfbtree io: {operation.Text}: {why}");
                     rc = CommandLineHost.ExitDamaged;
@@ -101,37 +105,27 @@ public static class IoCommand
         return rc;
     }
 
-    /// <summary>The errno the kernel returns for a failure of this kind.</summary>
-    public static string ErrnoName(WriteErrorKind kind) => kind switch
-    {
-        WriteErrorKind.InvalidArgument => "EINVAL",
-        WriteErrorKind.NotFound => "ENOENT",
-        WriteErrorKind.Exists => "EEXIST",
-        WriteErrorKind.NotDirectory => "ENOTDIR",
-        WriteErrorKind.IsDirectory => "EISDIR",
-        WriteErrorKind.NotEmpty => "ENOTEMPTY",
-        WriteErrorKind.NoSpace => "ENOSPC",
-        WriteErrorKind.NotSupported => "EOPNOTSUPP",
-        WriteErrorKind.Corrupt => "EFSCORRUPTED",
-        WriteErrorKind.Io => "EIO",
-        WriteErrorKind.Busy => "EBUSY",
-        WriteErrorKind.NoData => "ENODATA",
-        WriteErrorKind.TooBig => "E2BIG",
-        WriteErrorKind.OutOfRange => "ERANGE",
-        WriteErrorKind.NotPermitted => "EPERM",
-        _ => "EIO",
-    };
 }
 
 /// <summary>One parsed <c>-c</c> command of <c>xfbtree io</c>.</summary>
-public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IReadOnlyList<long> Numbers, byte Fill, string Text)
+/// <param name="Name">The command.</param>
+/// <param name="Paths">Its paths, in order.</param>
+/// <param name="Numbers">Its sizes and numbers, in order.</param>
+/// <param name="Fill">pwrite's fill byte.</param>
+/// <param name="Text">The command as given.</param>
+/// <param name="Words">Its other arguments (symlink target, mode, owner, times, device type), in order.</param>
+/// <param name="Flags">rename's flags.</param>
+public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IReadOnlyList<long> Numbers, byte Fill, string Text,
+    IReadOnlyList<string> Words, RenameFlags Flags = RenameFlags.None)
 {
-    /// <summary>The arguments of each command: P = path, N = size.</summary>
+    /// <summary>The arguments of each command: P = path, N = size, W = a word checked by the command.</summary>
     static readonly Dictionary<string, string> Shapes = new(StringComparer.Ordinal)
     {
         ["pwrite"] = "PNN", ["pread"] = "PNN", ["falloc"] = "PNN", ["fpunch"] = "PNN", ["truncate"] = "PN",
         ["reflink"] = "PNPNN", ["unshare"] = "PNN", ["create"] = "P", ["mkdir"] = "P", ["unlink"] = "P", ["stat"] = "P",
-        ["ls"] = "P", ["setxattr"] = "PSS", ["getxattr"] = "PS", ["listxattr"] = "P", ["removexattr"] = "PS",
+        ["ls"] = "P", ["rmdir"] = "P", ["rename"] = "PP", ["link"] = "PP", ["symlink"] = "WP", ["readlink"] = "P",
+        ["mknod"] = "PW", ["chmod"] = "WP", ["chown"] = "WP", ["utimes"] = "PWW",
+        ["setxattr"] = "PSS", ["getxattr"] = "PS", ["listxattr"] = "P", ["removexattr"] = "PS",
     };
 
     static readonly Dictionary<string, string> Usages = new(StringComparer.Ordinal)
@@ -140,6 +134,9 @@ public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRead
         ["falloc"] = "falloc PATH OFFSET LENGTH", ["fpunch"] = "fpunch PATH OFFSET LENGTH", ["truncate"] = "truncate PATH SIZE",
         ["reflink"] = "reflink SRC SRCOFF DST DSTOFF LENGTH", ["unshare"] = "unshare PATH OFFSET LENGTH",
         ["create"] = "create PATH", ["mkdir"] = "mkdir PATH", ["unlink"] = "unlink PATH", ["stat"] = "stat PATH", ["ls"] = "ls PATH",
+        ["rmdir"] = "rmdir PATH", ["rename"] = "rename SRC DST [--noreplace|--exchange]", ["link"] = "link SRC DST",
+        ["symlink"] = "symlink TARGET PATH", ["readlink"] = "readlink PATH", ["mknod"] = "mknod PATH fifo|sock|chr MAJ MIN|blk MAJ MIN",
+        ["chmod"] = "chmod MODE PATH", ["chown"] = "chown UID:GID PATH", ["utimes"] = "utimes PATH ATIME MTIME",
         ["setxattr"] = "setxattr PATH NAME VALUE", ["getxattr"] = "getxattr PATH NAME", ["listxattr"] = "listxattr PATH",
         ["removexattr"] = "removexattr PATH NAME",
     };
@@ -164,9 +161,19 @@ public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRead
             fill = (byte)value;
             args.RemoveRange(s, 2);
         }
+        var flags = RenameFlags.None;
+        foreach (var (flag, value) in new[] { ("--noreplace", RenameFlags.NoReplace), ("--exchange", RenameFlags.Exchange) })
+        {
+            if (!args.Remove(flag)) continue;
+            if (name != "rename") throw new FormatException($"{flag} belongs to rename (usage: {Usages[name]})");
+            if (flags != RenameFlags.None) throw new FormatException("--noreplace and --exchange exclude each other");
+            flags = value;
+        }
+        if (name == "mknod" && args.Count == 4 && args[1] is "chr" or "blk") shape = "PWNN";
         if (args.Count != shape.Length) throw new FormatException($"{name} takes {shape.Length} argument{(shape.Length == 1 ? "" : "s")} (usage: {Usages[name]})");
         var paths = new List<string>();
         var numbers = new List<long>();
+        var texts = new List<string>();
         for (int i = 0; i < shape.Length; i++)
         {
             if (shape[i] == 'S')
@@ -179,16 +186,86 @@ public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRead
                 if (!args[i].StartsWith('/')) throw new FormatException($"'{args[i]}' is not an absolute path inside the filesystem");
                 paths.Add(args[i]);
             }
+            else if (shape[i] == 'W')
+            {
+                texts.Add(args[i]);
+            }
             else
             {
-                numbers.Add(ParseSize(args[i], suffixes: true));
+                numbers.Add(ParseSize(args[i], suffixes: name != "mknod"));
             }
         }
+        CheckWords(name, texts, numbers);
         if (shape.EndsWith("NN", StringComparison.Ordinal) && numbers[^2] > long.MaxValue - numbers[^1])
         {
             throw new FormatException($"offset {numbers[^2]} + length {numbers[^1]} is past any file's end");
         }
-        return new IoOperation(name, paths, numbers, fill, text.Trim());
+        return new IoOperation(name, paths, numbers, fill, text.Trim(), texts, flags);
+    }
+
+    /// <summary>The word arguments parse (so a bad one is a usage error before the image is opened).</summary>
+    static void CheckWords(string name, List<string> words, List<long> numbers)
+    {
+        switch (name)
+        {
+            case "mknod":
+                if (words[0] is not ("fifo" or "sock" or "chr" or "blk")) throw new FormatException($"mknod type '{words[0]}' is not fifo, sock, chr or blk");
+                if (words[0] is "chr" or "blk" && numbers.Count != 2) throw new FormatException($"mknod {words[0]} needs MAJ MIN (usage: {Usages[name]})");
+                if (numbers.Count == 2 && (numbers[0] > uint.MaxValue || numbers[1] > uint.MaxValue)) throw new FormatException("device numbers are 32-bit");
+                break;
+            case "chmod":
+                ParseMode(words[0]);
+                break;
+            case "chown":
+                ParseOwner(words[0]);
+                break;
+            case "utimes":
+                ParseTime(words[0]);
+                ParseTime(words[1]);
+                break;
+        }
+    }
+
+    /// <summary>An octal mode of at most 07777.</summary>
+    public static int ParseMode(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        if (text.Length == 0 || text.Length > 5 || text.Any(c => c is < '0' or > '7')) throw new FormatException($"'{text}' is not an octal mode");
+        int mode = Convert.ToInt32(text, 8);
+        if (mode > 0xFFF) throw new FormatException($"mode '{text}' is larger than 07777");
+        return mode;
+    }
+
+    /// <summary>"UID:GID" (either may be empty: unchanged).</summary>
+    public static (uint? Uid, uint? Gid) ParseOwner(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        int colon = text.IndexOf(':', StringComparison.Ordinal);
+        if (colon < 0) throw new FormatException($"'{text}' is not UID:GID");
+        static uint? Id(string part, string text)
+        {
+            if (part.Length == 0) return null;
+            if (!uint.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out uint id) || id == uint.MaxValue)
+                throw new FormatException($"'{text}': '{part}' is not a numeric id");
+            return id;
+        }
+        return (Id(text[..colon], text), Id(text[(colon + 1)..], text));
+    }
+
+    /// <summary>seconds[.nanoseconds] since the epoch (may be negative), "now" (UTIME_NOW) or "omit" (null).</summary>
+    public static InodeTime? ParseTime(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        if (text == "now") return NamespaceOperations.UtimeNow;
+        if (text == "omit") return null;
+        int dot = text.IndexOf('.', StringComparison.Ordinal);
+        string secondsText = dot < 0 ? text : text[..dot];
+        string fraction = dot < 0 ? "" : text[(dot + 1)..];
+        if (!long.TryParse(secondsText, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long seconds)
+            || fraction.Length > 9 || fraction.Any(c => c is < '0' or > '9') || (dot >= 0 && fraction.Length == 0))
+            throw new FormatException($"'{text}' is not seconds[.nanoseconds], 'now' or 'omit'");
+        uint nanos = fraction.Length == 0 ? 0 : uint.Parse(fraction.PadRight(9, '0'), CultureInfo.InvariantCulture);
+        return new InodeTime(seconds, nanos);
     }
 
     static List<string> Split(string text)
@@ -295,9 +372,29 @@ public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRead
             case "reflink": fs.Reflink(path, Numbers[0], Paths[1], Numbers[1], Numbers[2]); break;
             case "unshare": fs.Unshare(path, Numbers[0], Numbers[1]); break;
             case "create": stdout.WriteLine($"{path}: inode {fs.Create(path)}"); break;
+            case "rmdir": fs.Rmdir(path); break;
+            case "rename": fs.Namespace.Rename(path, Paths[1], Flags); break;
+            case "link": fs.Namespace.Link(path, Paths[1]); break;
+            case "symlink": stdout.WriteLine($"{path}: inode {fs.Symlink(Words[0], path)}"); break;
+            case "readlink": stdout.WriteLine(fs.ReadLink(path)); break;
+            case "mknod":
+            {
+                int type = Words[0] switch { "fifo" => 0x1000, "sock" => 0xC000, "chr" => 0x2000, _ => 0x6000 };
+                ulong rdev = Numbers.Count == 2 ? DeviceNumbers.MakeDev((uint)Numbers[0], (uint)Numbers[1]) : 0;
+                stdout.WriteLine($"{path}: inode {fs.Mknod(path, type | 0x1A4, rdev)}");
+                break;
+            }
+            case "chmod": fs.Namespace.Chmod(path, ParseMode(Words[0])); break;
+            case "chown":
+            {
+                var (uid, gid) = ParseOwner(Words[0]);
+                fs.Namespace.Chown(path, uid, gid);
+                break;
+            }
+            case "utimes": fs.Namespace.Utimes(path, ParseTime(Words[0]), ParseTime(Words[1])); break;
             case "mkdir": stdout.WriteLine($"{path}: inode {fs.Mkdir(path)}"); break;
             case "unlink": fs.Unlink(path); break;
-            case "stat": WriteStat(path, fs.Stat(path), stdout); break;
+            case "stat": WriteStat(path, fs.Stat(path), fs.GetAttr(path), stdout); break;
             case "ls":
                 foreach (var entry in fs.List(path)) stdout.WriteLine($"{entry.Ino}\t{TypeName(entry.Type)}\t{entry.Name}");
                 break;
@@ -333,7 +430,7 @@ public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRead
         return sb.ToString();
     }
 
-    static void WriteStat(string path, InodeStat stat, TextWriter stdout)
+    static void WriteStat(string path, InodeStat stat, InodeAttributes attributes, TextWriter stdout)
     {
         stdout.WriteLine($"path = {path}");
         stdout.WriteLine($"ino = {stat.Ino}");
@@ -346,6 +443,14 @@ public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRead
         stdout.WriteLine($"format = {stat.DataForkFormat}");
         stdout.WriteLine($"reflink = {(stat.Reflink ? 1 : 0)}");
         stdout.WriteLine($"mtime = {stat.ModifiedAt.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'", CultureInfo.InvariantCulture)}");
+        stdout.WriteLine($"uid = {attributes.Uid}");
+        stdout.WriteLine($"gid = {attributes.Gid}");
+        stdout.WriteLine($"atime_ns = {attributes.Atime}");
+        stdout.WriteLine($"mtime_ns = {attributes.Mtime}");
+        stdout.WriteLine($"ctime_ns = {attributes.Ctime}");
+        stdout.WriteLine($"crtime_ns = {attributes.Crtime}");
+        stdout.WriteLine($"generation = {attributes.Generation}");
+        if (attributes.Type is InodeType.CharDevice or InodeType.BlockDevice) stdout.WriteLine($"rdev = {attributes.RdevMajor}:{attributes.RdevMinor}");
     }
 
     static string TypeName(InodeType type) => type switch

@@ -22,7 +22,7 @@ public static class StressCommand
         var ops = new Option<long>("--ops") { Description = "Operations to run.", HelpName = "N", DefaultValueFactory = _ => 1000 };
         var threads = new Option<int>("--threads") { Description = "Threads running operations at once.", HelpName = "T", DefaultValueFactory = _ => 2 };
         var seed = new Option<int>("--seed") { Description = "Random seed (with one thread the run is reproducible).", HelpName = "S", DefaultValueFactory = _ => 1 };
-        var manifest = new Option<string?>("--manifest") { Description = "Write PATH<TAB>SIZE<TAB>SHA256 per regular file the model knows.", HelpName = "FILE" };
+        var manifest = new Option<string?>("--manifest") { Description = "Write manifest version 2: '# xfbtree manifest v2', then PATH TYPE MODE UID GID NLINK SIZE CONTENT XATTRS (tab-separated) per path the model knows.", HelpName = "FILE" };
         var opLog = new Option<string?>("--op-log") { Description = "Durable log of every operation's start and outcome (crash tests).", HelpName = "FILE" };
         var maxFileSize = new Option<string?>("--max-file-size") { Description = "Largest file the model makes or adopts (default 1m).", HelpName = "SIZE" };
         var noSync = new Option<bool>("--no-sync") { Description = "Do not fsync the journal at each commit (faster; no crash safety)." };

@@ -24,8 +24,10 @@ internal static class KernelOracle
     }
 
     /// <summary>Writes <paramref name="marker"/> to the kernel log, mounts <paramref name="image"/> with
-    /// <paramref name="mountOptions"/>, compares every manifest entry with what the kernel reads, unmounts. Returns the
-    /// loop device, the number of files compared and their bytes.</summary>
+    /// <paramref name="mountOptions"/>, compares every line of a version 2 manifest (`PATH TYPE MODE UID GID NLINK SIZE
+    /// CONTENT XATTRS`; the header and other '#' lines skipped) with what the kernel shows: type, permission bits,
+    /// owner, link count, size (not for directories), and the content (a file's bytes by SHA-256, a symlink's target,
+    /// a device's numbers), unmounts. Returns the loop device, the number of regular files compared and their bytes.</summary>
     internal static (string Device, int Compared, long Bytes) MountAndCompareManifest(RepairScratch scratch, string image,
         List<string[]> expected, string marker, string mountOptions)
     {
@@ -38,17 +40,53 @@ internal static class KernelOracle
         try
         {
             device = Path.GetFileName(TreeFixtures.Run("/usr/bin/findmnt", ["-n", "-o", "SOURCE", mnt]).Trim());
+            // One stat(1) over the whole tree: PATH|TYPE|MODE|UID|GID|NLINK|SIZE|MAJ|MIN (hex device numbers).
+            var kernel = TreeFixtures.Run("/usr/bin/find", [mnt, "-exec", "stat", "-c", "%n|%F|%a|%u|%g|%h|%s|%t|%T", "{}", "+"])
+                .Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split('|'))
+                .ToDictionary(f => f[0] == mnt ? "/" : f[0][mnt.Length..], f => f, StringComparer.Ordinal);
             foreach (var fields in expected)
             {
-                string path = Path.Combine(mnt, fields[0].TrimStart('/'));
-                Assert.True(File.Exists(path), $"{fields[0]} is in the manifest but the kernel does not see it");
-                using var stream = File.OpenRead(path);
-                Assert.True(stream.Length.ToString(CultureInfo.InvariantCulture) == fields[1],
-                    $"{fields[0]}: the kernel sees {stream.Length} bytes, the model {fields[1]}");
-                string sha = Convert.ToHexStringLower(SHA256.HashData(stream));
-                Assert.True(sha == fields[2], $"{fields[0]}: the kernel reads sha256 {sha}, the model has {fields[2]}");
-                compared++;
-                bytes += stream.Length;
+                if (fields[0].StartsWith('#')) continue;
+                Assert.True(fields.Length == 9, $"manifest line '{string.Join('\t', fields)}' is not PATH TYPE MODE UID GID NLINK SIZE CONTENT XATTRS");
+                string rel = fields[0];
+                Assert.True(kernel.TryGetValue(rel, out var k), $"{rel} is in the manifest but the kernel does not see it");
+                string type = k[1] switch
+                {
+                    "regular file" or "regular empty file" => "f",
+                    "directory" => "d",
+                    "symbolic link" => "l",
+                    "fifo" => "p",
+                    "socket" => "s",
+                    "character special file" => "c",
+                    "block special file" => "b",
+                    _ => k[1],
+                };
+                string what = $"{rel}: the kernel shows type {type} mode {k[2]} owner {k[3]}:{k[4]} links {k[5]} size {k[6]}, the model";
+                Assert.True(type == fields[1], $"{what} has type {fields[1]}");
+                Assert.True(k[2] == fields[2], $"{what} has mode {fields[2]}");
+                Assert.True(k[3] == fields[3] && k[4] == fields[4], $"{what} has owner {fields[3]}:{fields[4]}");
+                Assert.True(k[5] == fields[5], $"{what} has {fields[5]} links");
+                if (fields[6] != "-") Assert.True(k[6] == fields[6], $"{what} has size {fields[6]}");
+                string path = Path.Combine(mnt, rel.TrimStart('/'));
+                switch (type)
+                {
+                    case "f":
+                    {
+                        using var stream = File.OpenRead(path);
+                        string sha = Convert.ToHexStringLower(SHA256.HashData(stream));
+                        Assert.True(sha == fields[7], $"{rel}: the kernel reads sha256 {sha}, the model has {fields[7]}");
+                        compared++;
+                        bytes += stream.Length;
+                        break;
+                    }
+                    case "l":
+                        Assert.True(new FileInfo(path).LinkTarget == fields[7], $"{rel}: the kernel's symlink target differs from the model's");
+                        break;
+                    case "c" or "b":
+                        string numbers = $"{Convert.ToUInt32(k[7], 16)}:{Convert.ToUInt32(k[8], 16)}";
+                        Assert.True(numbers == fields[7], $"{rel}: the kernel shows device {numbers}, the model {fields[7]}");
+                        break;
+                }
             }
         }
         finally

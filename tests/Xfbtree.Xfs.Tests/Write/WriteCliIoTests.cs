@@ -86,7 +86,7 @@ public sealed partial class WriteCliIoTests(ITestOutputHelper output)
         Assert.True(run.ExitCode == 1, run.ToString());
         Assert.Equal(1, run.Stderr.Count(c => c == '\n'));
         Assert.StartsWith("xfbtree io: create /x: ", run.Stderr, StringComparison.Ordinal);
-        Assert.Contains("Exists", run.Stderr, StringComparison.Ordinal);
+        Assert.Contains("(EEXIST)", run.Stderr, StringComparison.Ordinal);
         WriteOracles.AssertImageClean(image, output);
         var ls = RepairTools.Xfbtree("io", image, "-c", "ls /", "-c", "stat /x");
         Assert.True(ls.ExitCode == 0, ls.ToString());
@@ -96,8 +96,8 @@ public sealed partial class WriteCliIoTests(ITestOutputHelper output)
 
         foreach (var (command, kind) in new[]
                  {
-                     ("pwrite /missing 0 1", "NotFound"), ("unlink /", "InvalidArgument"), ("ls /x", "NotDirectory"),
-                     ("pwrite /x/y 0 1", "NotDirectory"), ("mkdir /x", "Exists"),
+                     ("pwrite /missing 0 1", "(ENOENT)"), ("unlink /", "(EISDIR)"), ("ls /x", "(ENOTDIR)"),
+                     ("pwrite /x/y 0 1", "(ENOTDIR)"), ("mkdir /x", "(EEXIST)"),
                  })
         {
             var failed = RepairTools.Xfbtree("io", image, "-c", "stat /x", "-c", command, "-c", "create /never");

@@ -23,7 +23,7 @@ public sealed class WriteCliPwritePreadTests(ITestOutputHelper output)
         output.WriteLine(run.ToString());
         Assert.True(run.ExitCode == 1, run.ToString());
         Assert.StartsWith("xfbtree io: pwrite /f 0 100m: nothing written: ", run.Stderr, StringComparison.Ordinal);
-        Assert.Contains("(NoSpace)", run.Stderr, StringComparison.Ordinal);
+        Assert.Contains("(ENOSPC)", run.Stderr, StringComparison.Ordinal);
         var stat = RepairTools.Xfbtree("io", image, "-c", "stat /f");
         Assert.True(stat.ExitCode == 0, stat.ToString());
         Assert.Contains("size = 0", stat.Stdout, StringComparison.Ordinal);

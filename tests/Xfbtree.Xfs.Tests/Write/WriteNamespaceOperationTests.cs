@@ -265,11 +265,11 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
         Fails(WriteErrorKind.NotDirectory, () => ops.Create("/plain/child"));
         Fails(WriteErrorKind.NotDirectory, () => ops.List("/plain"));
         Fails(WriteErrorKind.NotEmpty, () => ops.Unlink("/full"));
-        Fails(WriteErrorKind.InvalidArgument, () => ops.Create("/" + new string('n', 256)));
+        Fails(WriteErrorKind.NameTooLong, () => ops.Create("/" + new string('n', 256)));
         Fails(WriteErrorKind.InvalidArgument, () => ops.Create("/bad\0name"));
         Fails(WriteErrorKind.InvalidArgument, () => ops.Create("relative"));
-        Fails(WriteErrorKind.InvalidArgument, () => ops.Unlink("/"));
-        Fails(WriteErrorKind.InvalidArgument, () => ops.Mkdir("/full/.."));
+        Fails(WriteErrorKind.IsDirectory, () => ops.Unlink("/"));
+        Fails(WriteErrorKind.Exists, () => ops.Mkdir("/full/.."));
         // A node directory the kernel made takes new names, and refuses a name it has.
         int before = ops.List("/feat/bigdir").Count;
         Assert.True(before > 1000);

@@ -84,7 +84,7 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
     [Fact]
     public void RecoverReplaysTheJournalOfAKilledWriterAndClosesCleanly()
     {
-        string image = scratch.Copy(TreeFixtures.Image("aged-small"), "killed.img");
+        string image = scratch.Copy(TreeFixtures.Image("fresh-4ag"), "killed.img");
         KillStressChild(image);
         Assert.True(File.Exists(image + ".xfbtree-journal") && NeedsRepair(image), "the killed child left no pending journal");
         var pending = Xfs.Write.Engine.WriteEngine.FindPendingJournal(image);
@@ -120,9 +120,26 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
         using var child = Process.Start(psi)!;
         var stderr = child.StandardError.ReadToEndAsync();
         string? first = child.StandardOutput.ReadLine();
-        Assert.True(first is not null && first.StartsWith("stress: ", StringComparison.Ordinal), $"the stress child did not start: '{first}' {stderr.Result}");
-        // Not a synchronization: the delay is the moment of the kill; the child commits from its first line on.
-        Assert.False(child.WaitForExit(700), "the stress child finished a million operations before the kill");
+        if (first is null || !first.StartsWith("stress: ", StringComparison.Ordinal))
+        {
+            // Only here may a message wait for the child's stderr: it has ended (or is ended now). Built eagerly as
+            // an assertion's message, stderr.Result blocks until the child ends on its own, a million operations later.
+            child.Kill();
+            child.WaitForExit();
+            Assert.Fail($"the stress child did not start: '{first}' {stderr.Result}");
+        }
+        // Kill once the journal holds committed work (a condition, not a delay): a million operations take minutes, so
+        // the child is mid-run then. Deadline: a child that commits nothing in a minute is a failure of its own.
+        string journal = image + ".xfbtree-journal";
+        var deadline = Stopwatch.StartNew();
+        while (!child.HasExited && !(File.Exists(journal) && new FileInfo(journal).Length > 256 * 1024) && deadline.Elapsed < TimeSpan.FromMinutes(1))
+        {
+            Thread.Sleep(20);
+        }
+        if (child.HasExited)
+        {
+            Assert.Fail($"the stress child ended before the kill: {stderr.Result}");
+        }
         child.Kill(); // SIGKILL on Linux
         child.WaitForExit();
     }

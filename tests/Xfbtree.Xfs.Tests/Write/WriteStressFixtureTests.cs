@@ -56,7 +56,7 @@ public sealed class WriteStressFixtureTests(ITestOutputHelper output)
             var args = new List<string> { "io", image };
             for (int i = 0; i < 200; i++) args.AddRange(["-c", $"create /fill{size}{i}", "-c", $"falloc /fill{size}{i} 0 {size}"]);
             var filled = RepairTools.Xfbtree(args.ToArray());
-            Assert.True(filled.ExitCode == 1 && filled.Stderr.Contains("(NoSpace)", StringComparison.Ordinal), filled.ToString());
+            Assert.True(filled.ExitCode == 1 && filled.Stderr.Contains("(ENOSPC)", StringComparison.Ordinal), filled.ToString());
         }
         WriteOracles.AssertImageClean(image, output);
 

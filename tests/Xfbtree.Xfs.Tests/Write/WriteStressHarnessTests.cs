@@ -312,15 +312,20 @@ public sealed class WriteStressHarnessTests
         var text = new StringWriter();
         model.WriteManifest(text);
         var lines = text.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Equal(model.FileCount, lines.Length);
-        foreach (string line in lines)
+        Assert.Equal(StressModel.ManifestHeader, lines[0]);
+        var files = lines.Skip(1).Select(l => l.Split('\t')).Where(f => f[1] == "f").ToList();
+        Assert.Equal(model.FileCount, files.Count);
+        Assert.Equal(model.DirectoryCount, lines.Skip(1).Count(l => l.Split('\t')[1] == "d"));
+        foreach (var fields in files)
         {
-            var fields = line.Split('\t');
-            Assert.Equal(3, fields.Length);
+            Assert.Equal(9, fields.Length);
             Assert.StartsWith("/", fields[0], StringComparison.Ordinal);
+            Assert.Equal(Convert.ToString(fake.GetAttr(fields[0]).Permissions, 8), fields[2]);
+            Assert.Equal("1", fields[5]);
             var bytes = fake.Contents(fields[0]);
-            Assert.Equal(bytes.Length, long.Parse(fields[1], System.Globalization.CultureInfo.InvariantCulture));
-            Assert.Equal(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bytes)), fields[2]);
+            Assert.Equal(bytes.Length, long.Parse(fields[6], System.Globalization.CultureInfo.InvariantCulture));
+            Assert.Equal(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bytes)), fields[7]);
+            Assert.Equal("-", fields[8]);
         }
     }
 }
@@ -339,6 +344,10 @@ internal sealed class FakeTarget : IStressTarget
     readonly Random _faults = new(42);
     ulong _nextIno = 128;
     readonly Dictionary<string, ulong> _inos = new(StringComparer.Ordinal) { ["/"] = 128 };
+    /// <summary>Symlinks and special files: kept in <see cref="_nodes"/> as null, told apart here.</summary>
+    readonly Dictionary<string, (InodeType Type, string Target, ulong Rdev)> _leaves = new(StringComparer.Ordinal);
+    /// <summary>Permission bits and owner of every path that has them set (default 0644 / 0755, 0:0).</summary>
+    readonly Dictionary<string, (int Mode, uint Uid, uint Gid)> _attributes = new(StringComparer.Ordinal);
 
     public int BlockSize => 4096;
     public int NoSpaceOneIn { get; set; }
@@ -407,7 +416,120 @@ internal sealed class FakeTarget : IStressTarget
 
     static string Parent(string path) => path.LastIndexOf('/') <= 0 ? "/" : path[..path.LastIndexOf('/')];
 
-    bool IsDirectory(string path) => _nodes.TryGetValue(path, out var c) && c is null && !_foreign.Contains(path);
+    bool IsDirectory(string path) => _nodes.TryGetValue(path, out var c) && c is null && !_foreign.Contains(path) && !_leaves.ContainsKey(path);
+
+    InodeType TypeOf(string path) => _leaves.TryGetValue(path, out var l) ? l.Type
+        : _foreign.Contains(path) ? InodeType.Socket : _nodes[path] is null ? InodeType.Directory : InodeType.RegularFile;
+
+    (int Mode, uint Uid, uint Gid) AttributesOf(string path)
+        => _attributes.TryGetValue(path, out var a) ? a : (TypeOf(path) switch { InodeType.Directory => 0x1ED, InodeType.Symlink => 0x1FF, _ => 0x1A4 }, 0u, 0u);
+
+    public InodeAttributes GetAttr(string path)
+    {
+        lock (_gate)
+        {
+            if (!_nodes.TryGetValue(path, out var c)) throw new XfsWriteException(WriteErrorKind.NotFound, $"{path}: not found");
+            var (mode, uid, gid) = AttributesOf(path);
+            var type = TypeOf(path);
+            int typeBits = type switch
+            {
+                InodeType.Directory => 0x4000, InodeType.Symlink => 0xA000, InodeType.Socket => 0xC000, InodeType.Fifo => 0x1000,
+                InodeType.CharDevice => 0x2000, InodeType.BlockDevice => 0x6000, _ => 0x8000,
+            };
+            ulong rdev = _leaves.TryGetValue(path, out var l) ? l.Rdev : 0;
+            return new InodeAttributes(_inos[path], 0, (ushort)(typeBits | mode), uid, gid, 1, c?.Size ?? 0, 0, BlockSize, rdev, default, default, default, default);
+        }
+    }
+
+    public void Rename(string source, string destination, RenameFlags flags)
+    {
+        lock (_gate)
+        {
+            if (!_nodes.TryGetValue(source, out var moving) || moving is null) throw new XfsWriteException(WriteErrorKind.NotFound, $"{source}: not a file");
+            bool exists = _nodes.TryGetValue(destination, out var replaced);
+            if (exists && flags == RenameFlags.NoReplace) throw new XfsWriteException(WriteErrorKind.Exists, $"{destination}: exists");
+            if (!exists && flags == RenameFlags.Exchange) throw new XfsWriteException(WriteErrorKind.NotFound, $"{destination}: not found");
+            if (exists && replaced is null) throw new XfsWriteException(WriteErrorKind.IsDirectory, $"{destination}: not a file");
+            if (!IsDirectory(Parent(destination))) throw new XfsWriteException(WriteErrorKind.NotFound, $"{Parent(destination)}: no such directory");
+            var movingAttributes = AttributesOf(source);
+            var (movingIno, otherAttributes) = (_inos[source], exists ? AttributesOf(destination) : default);
+            _nodes[destination] = moving;
+            _attributes[destination] = movingAttributes;
+            if (flags == RenameFlags.Exchange)
+            {
+                _inos[source] = _inos[destination];
+                _nodes[source] = replaced;
+                _attributes[source] = otherAttributes;
+            }
+            else
+            {
+                _nodes.Remove(source);
+                _inos.Remove(source);
+                _attributes.Remove(source);
+            }
+            _inos[destination] = movingIno;
+        }
+    }
+
+    void AddLeaf(string path, InodeType type, string target, ulong rdev, int mode)
+    {
+        lock (_gate)
+        {
+            Add(path, null);
+            _leaves[path] = (type, target, rdev);
+            _attributes[path] = (mode, 0, 0);
+        }
+    }
+
+    public void Symlink(string target, string path) => AddLeaf(path, InodeType.Symlink, target, 0, 0x1FF);
+
+    public string ReadLink(string path)
+    {
+        lock (_gate)
+        {
+            return _leaves.TryGetValue(path, out var l) && l.Type == InodeType.Symlink ? l.Target
+                : throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"{path}: not a symlink");
+        }
+    }
+
+    public void Mknod(string path, int mode, ulong rdev)
+    {
+        var type = (mode & 0xF000) switch { 0x1000 => InodeType.Fifo, 0xC000 => InodeType.Socket, 0x2000 => InodeType.CharDevice, _ => InodeType.BlockDevice };
+        AddLeaf(path, type, "", type is InodeType.CharDevice or InodeType.BlockDevice ? rdev : 0, mode & 0xFFF);
+    }
+
+    public void Chmod(string path, int mode)
+    {
+        lock (_gate)
+        {
+            if (!_nodes.ContainsKey(path)) throw new XfsWriteException(WriteErrorKind.NotFound, $"{path}: not found");
+            var a = AttributesOf(path);
+            _attributes[path] = (mode & 0xFFF, a.Uid, a.Gid);
+        }
+    }
+
+    public void Chown(string path, uint uid, uint gid)
+    {
+        lock (_gate)
+        {
+            if (!_nodes.ContainsKey(path)) throw new XfsWriteException(WriteErrorKind.NotFound, $"{path}: not found");
+            int mode = AttributesOf(path).Mode;
+            if (!IsDirectory(path))
+            {
+                mode &= ~0x800;
+                if ((mode & 0x8) != 0) mode &= ~0x400;
+            }
+            _attributes[path] = (mode, uid, gid);
+        }
+    }
+
+    public void Utimes(string path, InodeTime atime, InodeTime mtime)
+    {
+        lock (_gate)
+        {
+            if (!_nodes.ContainsKey(path)) throw new XfsWriteException(WriteErrorKind.NotFound, $"{path}: not found");
+        }
+    }
 
     public void Write(string path, long offset, ReadOnlySpan<byte> data)
     {
@@ -533,6 +655,8 @@ internal sealed class FakeTarget : IStressTarget
             if (Bug == FakeBug.UnlinkLeavesName) return;
             _nodes.Remove(path);
             _inos.Remove(path);
+            _leaves.Remove(path);
+            _attributes.Remove(path);
         }
     }
 
@@ -544,8 +668,7 @@ internal sealed class FakeTarget : IStressTarget
             string prefix = path == "/" ? "/" : path + "/";
             return _nodes.Keys
                 .Where(k => k != "/" && k.StartsWith(prefix, StringComparison.Ordinal) && k.IndexOf('/', prefix.Length) < 0)
-                .Select(k => new DirectoryEntry(k[prefix.Length..], _inos[k],
-                    _foreign.Contains(k) ? InodeType.Socket : _nodes[k] is null ? InodeType.Directory : InodeType.RegularFile))
+                .Select(k => new DirectoryEntry(k[prefix.Length..], _inos[k], TypeOf(k)))
                 .ToList();
         }
     }
@@ -555,8 +678,9 @@ internal sealed class FakeTarget : IStressTarget
         lock (_gate)
         {
             if (!_nodes.TryGetValue(path, out var c)) throw new XfsWriteException(WriteErrorKind.NotFound, $"{path}: not found");
-            var type = _foreign.Contains(path) ? InodeType.Socket : c is null ? InodeType.Directory : InodeType.RegularFile;
-            return new InodeStat(_inos[path], type, 0x1A4, 1, c?.Size ?? 0, 0, 0, "extents", false, DateTimeOffset.UnixEpoch);
+            var type = TypeOf(path);
+            ushort mode = (ushort)(AttributesOf(path).Mode | (type == InodeType.Directory ? 0x4000 : type == InodeType.RegularFile ? 0x8000 : 0));
+            return new InodeStat(_inos[path], type, mode, 1, c?.Size ?? 0, 0, 0, "extents", false, DateTimeOffset.UnixEpoch);
         }
     }
 }

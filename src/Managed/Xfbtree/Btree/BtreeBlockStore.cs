@@ -41,6 +41,11 @@ public abstract class BtreeBlockStore
     public abstract void Release(in BtreeBlockRef block);
     /// <summary>Records that the held block changed.</summary>
     public abstract void MarkDirty(in BtreeBlockRef block);
+    /// <summary>
+    /// Called before the engine's first change to a held block in a write (the block is about to change; MarkDirty
+    /// follows the change). In-memory stores with concurrent readers stamp the block's version here; others need nothing.
+    /// </summary>
+    public virtual void BeginChange(in BtreeBlockRef block) { }
     /// <summary>Records that the held block was freed and must not be written back.</summary>
     public abstract void MarkStale(in BtreeBlockRef block);
     /// <summary>Allocates a block for a tree that grows (insert splits). Default: not supported.</summary>
@@ -61,6 +66,44 @@ public abstract class BtreeBlockStore
     /// Never dereferenced: a prefetch of a stale address is harmless.
     /// </summary>
     internal virtual unsafe byte* PeekAddressForPrefetch(long pointer) => null;
+
+    /// <summary>
+    /// The table optimistic readers use (in-memory stores whose writers stamp block versions); false when the store
+    /// has none, and the concurrent lookups of <see cref="BtreeCursor{TOps}"/> are then not available.
+    /// </summary>
+    internal virtual bool TryGetOptimisticTable(out OptimisticBlockTable table)
+    {
+        table = default;
+        return false;
+    }
+}
+
+/// <summary>One entry of an in-memory store's block table: the page address (or a free-list link, &lt;= 0) and the version.</summary>
+[System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
+internal struct BlockSlot
+{
+    /// <summary>Page address of an allocated block; &lt;= 0 for a free one.</summary>
+    public nint Page;
+    /// <summary>Id (odd) of the last write operation that changed, allocated or freed the block.</summary>
+    public long Version;
+}
+
+/// <summary>
+/// What an optimistic reader reads besides block memory: the store (for its current table and its high-water mark).
+/// See <c>XfbtreeBlockStore</c>'s remarks for the protocol.
+/// </summary>
+internal readonly unsafe struct OptimisticBlockTable
+{
+    readonly InMemory.XfbtreeBlockStore? _store;
+    internal OptimisticBlockTable(InMemory.XfbtreeBlockStore store) => _store = store;
+    /// <summary>True when there is a table.</summary>
+    public bool IsAvailable => _store is not null;
+    /// <summary>The store.</summary>
+    public InMemory.XfbtreeBlockStore Store => _store!;
+    /// <summary>The current table; entry -1 holds its capacity in Version.</summary>
+    public BlockSlot* Table => _store!.CurrentTable;
+    /// <summary>Blocks handed out so far.</summary>
+    public long Highest => _store!.HighestVolatile;
 }
 
 /// <summary>

@@ -29,14 +29,16 @@ public sealed class BtreeRootValue : BtreeRoot
     public BtreeRootValue(long pointer, int height) { _pointer = pointer; _height = height; }
     public override long Pointer => _pointer;
     public override int Height => _height;
+    /// <summary>The pointer, read with acquire semantics (concurrent readers of in-memory trees).</summary>
+    internal long PointerVolatile => Volatile.Read(ref _pointer);
     /// <summary>Blocks in the tree, when tracked (bulk loading fills it).</summary>
     public long BlockCount { get; set; }
     /// <summary>Called after every move with the new pointer and height.</summary>
     public Action<long, int>? Changed { get; set; }
     public override void Set(long pointer, int height)
     {
-        _pointer = pointer;
         _height = height;
+        Volatile.Write(ref _pointer, pointer);
         Changed?.Invoke(pointer, height);
     }
 }

@@ -28,5 +28,10 @@ public sealed class IncoreInode
     /// <summary>The lock itself (no thread affinity, as the kernel's inode lock).</summary>
     internal readonly GateLock Lock = new();
 
+    /// <summary>Holders of this incarnation (the namespace's Acquire/Release, as open files and the kernel's
+    /// inode references): while non-zero, losing the last link puts the inode on the AGI unlinked list instead of
+    /// freeing it. Read and changed under the inode lock (Interlocked for the commit-failure undo).</summary>
+    internal int References;
+
     public override string ToString() => $"inode {Ino}";
 }

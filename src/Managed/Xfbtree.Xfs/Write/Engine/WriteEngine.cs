@@ -673,6 +673,17 @@ public sealed class WriteEngine : IDisposable
         }
     }
 
+    /// <summary>
+    /// Makes every committed operation durable (its journal record fsynced) without a checkpoint. Concurrent callers
+    /// share fsyncs. With <see cref="WriteEngineOptions.SyncCommits"/> every commit is durable already and this
+    /// returns at once.
+    /// </summary>
+    public void SyncJournal()
+    {
+        ThrowIfUnusable();
+        journal.Sync();
+    }
+
     /// <summary>After a commit: checkpoint when the journal outgrew its bound.</summary>
     internal void MaybeCheckpoint()
     {

@@ -34,10 +34,11 @@ internal sealed class FileEdit
         BlockSize = _geo.BlockSize;
     }
 
-    /// <summary>Locks (unless done) and checks a regular file, then loads its data fork.</summary>
-    public static FileEdit Begin(WriteTransaction tx, IncoreInode inode, bool alreadyLocked = false)
+    /// <summary>Locks (unless done) and checks a regular file (and the handle's generation when given), then loads its data fork.</summary>
+    public static FileEdit Begin(WriteTransaction tx, IncoreInode inode, bool alreadyLocked = false, uint? generation = null)
     {
         if (!alreadyLocked) tx.LockInodes(inode);
+        FileOperations.CheckGeneration(inode, generation);
         FileOperations.CheckRegular(inode);
         return new FileEdit(tx, inode, FileFork.Load(tx, inode, attr: false));
     }

@@ -27,14 +27,20 @@ public sealed class FileOperations
 
     /// <summary>Writes <paramref name="data"/> at <paramref name="offset"/> (allocating holes, converting unwritten
     /// ranges, copying shared blocks on write); extends the size.</summary>
-    public void Write(ulong ino, long offset, ReadOnlySpan<byte> data)
+    public void Write(ulong ino, long offset, ReadOnlySpan<byte> data) => WriteCore(ino, null, offset, data);
+
+    /// <summary>As <see cref="Write(ulong, long, ReadOnlySpan{byte})"/> through a handle: the generation is checked under the inode lock (ESTALE
+    /// when the inode was freed, and maybe reused, since the handle was made).</summary>
+    public void Write(Namespace.InodeHandle file, long offset, ReadOnlySpan<byte> data) => WriteCore(file.Ino, file.Generation, offset, data);
+
+    void WriteCore(ulong ino, uint? generation, long offset, ReadOnlySpan<byte> data)
     {
         CheckRange(offset, data.Length, "write");
         var inode = Engine.GetInode(ino);
         byte[] bytes = data.ToArray();
         Engine.Execute("write", tx =>
         {
-            var edit = FileEdit.Begin(tx, inode);
+            var edit = FileEdit.Begin(tx, inode, generation: generation);
             if (bytes.Length == 0) return;
             long end = offset + bytes.Length;
             long oldSize = edit.Size;
@@ -51,7 +57,7 @@ public sealed class FileOperations
     /// <summary>
     /// Fails with NoSpace, changing nothing, unless free space outside the reservations could take a write of
     /// <paramref name="length"/> bytes at <paramref name="offset"/> now: the holes it would fill, the shared blocks
-    /// it would copy, the old EOF block and the worst-case bmbt growth (the check each <see cref="Write"/> makes for
+    /// it would copy, the old EOF block and the worst-case bmbt growth (the check each <see cref="Write(ulong, long, ReadOnlySpan{byte})"/> makes for
     /// itself, made for the whole range before a write split into several operations starts).
     /// </summary>
     public void EnsureWriteSpace(ulong ino, long offset, long length)
@@ -69,7 +75,13 @@ public sealed class FileOperations
 
     /// <summary>Reads up to <paramref name="buffer"/>.Length bytes at <paramref name="offset"/> (holes and unwritten
     /// ranges read as zeros; stops at EOF). Returns the bytes read.</summary>
-    public int Read(ulong ino, long offset, Span<byte> buffer)
+    public int Read(ulong ino, long offset, Span<byte> buffer) => ReadCore(ino, null, offset, buffer);
+
+    /// <summary>As <see cref="Read(ulong, long, Span{byte})"/> through a handle: the generation is checked under the inode lock (ESTALE
+    /// when the inode was freed, and maybe reused, since the handle was made).</summary>
+    public int Read(Namespace.InodeHandle file, long offset, Span<byte> buffer) => ReadCore(file.Ino, file.Generation, offset, buffer);
+
+    int ReadCore(ulong ino, uint? generation, long offset, Span<byte> buffer)
     {
         // A read may reach past the largest size: it stops at EOF anyway.
         CheckRange(offset, 0, "read");
@@ -78,6 +90,7 @@ public sealed class FileOperations
         long size;
         using (Engine.LockInodeForRead(inode))
         {
+            CheckGeneration(inode, generation);
             CheckRegular(inode);
             size = InodeFields.Size(inode.Core);
             if (offset >= size || buffer.IsEmpty) return 0;
@@ -104,7 +117,7 @@ public sealed class FileOperations
         }
     }
 
-    /// <summary>Largest piece of data <see cref="ReadInto"/> reads at once (its only buffer).</summary>
+    /// <summary>Largest piece of data <see cref="ReadInto(ulong, long, long, IFileReadSink)"/> reads at once (its only buffer).</summary>
     public const int ReadPiece = 1 << 20;
 
     /// <summary>
@@ -113,7 +126,13 @@ public sealed class FileOperations
     /// extents as zero lengths without reading or materialising anything. The inode is read-locked for the whole
     /// call. Returns the bytes covered (0 at or past EOF).
     /// </summary>
-    public long ReadInto(ulong ino, long offset, long length, IFileReadSink sink)
+    public long ReadInto(ulong ino, long offset, long length, IFileReadSink sink) => ReadIntoCore(ino, null, offset, length, sink);
+
+    /// <summary>As <see cref="ReadInto(ulong, long, long, IFileReadSink)"/> through a handle: the generation is checked under the inode lock (ESTALE
+    /// when the inode was freed, and maybe reused, since the handle was made).</summary>
+    public long ReadInto(Namespace.InodeHandle file, long offset, long length, IFileReadSink sink) => ReadIntoCore(file.Ino, file.Generation, offset, length, sink);
+
+    long ReadIntoCore(ulong ino, uint? generation, long offset, long length, IFileReadSink sink)
     {
         ArgumentNullException.ThrowIfNull(sink);
         CheckRange(offset, 0, "read");
@@ -121,6 +140,7 @@ public sealed class FileOperations
         var inode = Engine.GetInode(ino);
         using (Engine.LockInodeForRead(inode))
         {
+            CheckGeneration(inode, generation);
             CheckRegular(inode);
             long size = InodeFields.Size(inode.Core);
             if (offset >= size || length == 0) return 0;
@@ -159,11 +179,55 @@ public sealed class FileOperations
         }
     }
 
+    /// <summary>
+    /// lseek(2) SEEK_DATA (<paramref name="data"/>) or SEEK_HOLE from the extent map: the first offset at or after
+    /// <paramref name="offset"/> inside a written extent, or outside one (EOF counts as a hole). Unwritten extents
+    /// read as zeros and count as holes, as for the kernel's clean unwritten extents. Returns -1 (ENXIO) when
+    /// <paramref name="offset"/> is at or past EOF, or SEEK_DATA finds no data before EOF.
+    /// </summary>
+    public long Seek(ulong ino, long offset, bool data)
+    {
+        CheckRange(offset, 0, "seek");
+        var inode = Engine.GetInode(ino);
+        using (Engine.LockInodeForRead(inode))
+        {
+            CheckRegular(inode);
+            long size = (long)InodeFields.Size(inode.Core);
+            if (offset >= size) return -1;
+            var extents = ReadExtentsLocked(inode);
+            int bs = Engine.Geometry.BlockSize;
+            long position = offset;
+            for (int i = extents.IndexAtOrAfter((ulong)(offset / bs)); i < extents.Count && position < size; i++)
+            {
+                var e = extents[i];
+                long start = (long)e.StartOffset * bs, end = (long)(e.StartOffset + e.BlockCount) * bs;
+                if (end <= position) continue;
+                if (e.Unwritten) continue;
+                if (start > position)
+                {
+                    // A hole (or an unwritten run) lies before this extent.
+                    if (!data) return position;
+                    position = start;
+                }
+                if (data) return Math.Min(position, size) < size ? position : -1;
+                position = end;
+            }
+            if (data) return -1;
+            return Math.Min(position, size);
+        }
+    }
+
     /// <summary>Preallocates unwritten extents over the holes of the range, as fallocate(2) with mode 0:
     /// the size grows to cover the range. The space of the whole range is checked first (NoSpace changes
     /// nothing); the allocations then go in steps of at most <see cref="StepPieces"/>, one transaction each, the
     /// last of which sets the size (unwritten extents past EOF left by a crash between steps are legal).</summary>
-    public void Fallocate(ulong ino, long offset, long length)
+    public void Fallocate(ulong ino, long offset, long length) => FallocateCore(ino, null, offset, length);
+
+    /// <summary>As <see cref="Fallocate(ulong, long, long)"/> through a handle: the generation is checked under the inode lock (ESTALE
+    /// when the inode was freed, and maybe reused, since the handle was made).</summary>
+    public void Fallocate(Namespace.InodeHandle file, long offset, long length) => FallocateCore(file.Ino, file.Generation, offset, length);
+
+    void FallocateCore(ulong ino, uint? generation, long offset, long length)
     {
         CheckRange(offset, length, "fallocate");
         if (length == 0) throw new XfsWriteException(WriteErrorKind.InvalidArgument, "fallocate: length must be positive");
@@ -177,7 +241,7 @@ public sealed class FileOperations
             ulong from = (ulong)(offset / bs);
             (finished, pos) = Step("fallocate", !first, () => $"unwritten extents cover the holes of file blocks [{from}, {pos}), not those from {pos} on; the size is unchanged", tx =>
             {
-                var edit = FileEdit.Begin(tx, inode);
+                var edit = FileEdit.Begin(tx, inode, generation: generation);
                 long oldSize = edit.Size;
                 edit.EnsureSpaceFor(first ? offset : (long)pos * bs, end, allocateHoles: true);
                 if (first && end > oldSize && offset > oldSize) edit.ZeroEofTail(oldSize, offset);
@@ -207,7 +271,13 @@ public sealed class FileOperations
     /// mappings, one transaction each (as the kernel unmaps extent by extent): memory and journal records stay
     /// bounded whatever the range, and a failure or crash between steps leaves a partly punched range, never a
     /// damaged file.</summary>
-    public void PunchHole(ulong ino, long offset, long length)
+    public void PunchHole(ulong ino, long offset, long length) => PunchHoleCore(ino, null, offset, length);
+
+    /// <summary>As <see cref="PunchHole(ulong, long, long)"/> through a handle: the generation is checked under the inode lock (ESTALE
+    /// when the inode was freed, and maybe reused, since the handle was made).</summary>
+    public void PunchHole(Namespace.InodeHandle file, long offset, long length) => PunchHoleCore(file.Ino, file.Generation, offset, length);
+
+    void PunchHoleCore(ulong ino, uint? generation, long offset, long length)
     {
         CheckRange(offset, length, "punch");
         if (length == 0) throw new XfsWriteException(WriteErrorKind.InvalidArgument, "punch: length must be positive");
@@ -217,7 +287,7 @@ public sealed class FileOperations
         long firstWhole = RoundUp(offset, bs), endWhole = end / bs * bs;
         // Partial blocks at the ends are zeroed (a CoW when shared) in the first step, with the first stretch of
         // whole blocks, so that a range of one step stays one transaction.
-        UnmapInSteps(inode, "punch", (ulong)(firstWhole / bs), (ulong)(Math.Max(firstWhole, endWhole) / bs), "the partial blocks at the ends are zeroed", edit =>
+        UnmapInSteps(inode, generation, "punch", (ulong)(firstWhole / bs), (ulong)(Math.Max(firstWhole, endWhole) / bs), "the partial blocks at the ends are zeroed", edit =>
         {
             edit.EnsureSpaceFor(offset, Math.Min(end, firstWhole), allocateHoles: false, extra: 2 * bs);
             if (firstWhole >= endWhole)
@@ -256,7 +326,7 @@ public sealed class FileOperations
     /// runs <paramref name="prelude"/> (the operation's other changes) before its stretch, so a range of one step is
     /// one transaction, all or nothing; it returns false when nothing is to be unmapped after all.
     /// <paramref name="before"/> says what the prelude did, for a failure report.</summary>
-    void UnmapInSteps(IncoreInode inode, string operation, ulong first, ulong stop, string before, Func<FileEdit, bool> prelude)
+    void UnmapInSteps(IncoreInode inode, uint? generation, string operation, ulong first, ulong stop, string before, Func<FileEdit, bool> prelude)
     {
         ulong pos = first;
         bool firstStep = true;
@@ -264,7 +334,7 @@ public sealed class FileOperations
         {
             pos = Step(operation, !firstStep, () => $"{before}; file blocks [{first}, {pos}) unmapped, from {pos} on not", tx =>
             {
-                var edit = FileEdit.Begin(tx, inode);
+                var edit = FileEdit.Begin(tx, inode, generation: generation);
                 bool unmap = !firstStep || prelude(edit);
                 var (from, to) = unmap ? NextStep(edit.Fork.Extents, pos, stop, Engine.Options.StepPieces, ulong.MaxValue) : (stop, stop);
                 if (from < to)
@@ -300,9 +370,15 @@ public sealed class FileOperations
     }
 
     /// <summary>Sets the size: shrinking frees the blocks past the new EOF (the size and the new EOF block first,
-    /// then the blocks in bounded steps as <see cref="PunchHole"/> does; blocks past EOF left by a crash between
+    /// then the blocks in bounded steps as <see cref="PunchHole(ulong, long, long)"/> does; blocks past EOF left by a crash between
     /// steps are legal post-EOF blocks), growing leaves a hole.</summary>
-    public void Truncate(ulong ino, long size)
+    public void Truncate(ulong ino, long size) => TruncateCore(ino, null, size);
+
+    /// <summary>As <see cref="Truncate(ulong, long)"/> through a handle: the generation is checked under the inode lock (ESTALE
+    /// when the inode was freed, and maybe reused, since the handle was made).</summary>
+    public void Truncate(Namespace.InodeHandle file, long size) => TruncateCore(file.Ino, file.Generation, size);
+
+    void TruncateCore(ulong ino, uint? generation, long size)
     {
         CheckRange(size, 0, "truncate");
         var inode = Engine.GetInode(ino);
@@ -310,7 +386,7 @@ public sealed class FileOperations
         // The size, the new EOF block and the first stretch of blocks past it are the first step (one transaction
         // when the blocks past EOF fit one step); the rest of the blocks past EOF follow in steps. Only a shrink
         // frees blocks (post-EOF preallocation included), as before the split.
-        UnmapInSteps(inode, "truncate", (ulong)(RoundUp(size, bs) / bs), BmbtExtent.MaxFileOffset, $"the size is {size}; blocks past it stay allocated until freed", edit =>
+        UnmapInSteps(inode, generation, "truncate", (ulong)(RoundUp(size, bs) / bs), BmbtExtent.MaxFileOffset, $"the size is {size}; blocks past it stay allocated until freed", edit =>
         {
             long old = edit.Size;
             if (size < old)
@@ -336,6 +412,13 @@ public sealed class FileOperations
     /// that are holes in both are skipped); the last sets the destination size. A failure or crash between steps
     /// leaves a prefix remapped and the size unchanged (blocks past EOF are legal).</remarks>
     public void Reflink(ulong srcIno, long srcOffset, ulong dstIno, long dstOffset, long length)
+        => ReflinkCore(srcIno, null, srcOffset, dstIno, null, dstOffset, length);
+
+    /// <summary>As <see cref="Reflink(ulong, long, ulong, long, long)"/> through handles (generations checked under the locks: ESTALE).</summary>
+    public void Reflink(Namespace.InodeHandle source, long srcOffset, Namespace.InodeHandle destination, long dstOffset, long length)
+        => ReflinkCore(source.Ino, source.Generation, srcOffset, destination.Ino, destination.Generation, dstOffset, length);
+
+    void ReflinkCore(ulong srcIno, uint? srcGeneration, long srcOffset, ulong dstIno, uint? dstGeneration, long dstOffset, long length)
     {
         CheckRange(srcOffset, length, "reflink");
         CheckRange(dstOffset, length, "reflink");
@@ -358,6 +441,8 @@ public sealed class FileOperations
             (finished, ulong next) = Step("reflink", !first, () => $"destination file blocks [{db}, {db + done}) share the source's, those from {db + done} on are unchanged, and so is the size", tx =>
             {
                 tx.LockInodes(src, dst);
+                CheckGeneration(src, srcGeneration);
+                CheckGeneration(dst, dstGeneration);
                 var s = FileEdit.Begin(tx, src, alreadyLocked: true);
                 var d = srcIno == dstIno ? s : FileEdit.Begin(tx, dst, alreadyLocked: true);
                 if (first)
@@ -409,7 +494,13 @@ public sealed class FileOperations
     /// <see cref="UnshareStepBytes"/> (one transaction each, holes skipped): the data a transaction holds and
     /// journals stays bounded whatever the range. A failure (NoSpace) between steps leaves the earlier steps
     /// unshared, which changes no byte of the file.</summary>
-    public void Unshare(ulong ino, long offset, long length)
+    public void Unshare(ulong ino, long offset, long length) => UnshareCore(ino, null, offset, length);
+
+    /// <summary>As <see cref="Unshare(ulong, long, long)"/> through a handle: the generation is checked under the inode lock (ESTALE
+    /// when the inode was freed, and maybe reused, since the handle was made).</summary>
+    public void Unshare(Namespace.InodeHandle file, long offset, long length) => UnshareCore(file.Ino, file.Generation, offset, length);
+
+    void UnshareCore(ulong ino, uint? generation, long offset, long length)
     {
         CheckRange(offset, length, "unshare");
         var inode = Engine.GetInode(ino);
@@ -421,7 +512,7 @@ public sealed class FileOperations
             ulong start = (ulong)(offset / bs);
             ulong next = Step("unshare", pos > start, () => $"file blocks [{start}, {pos}) are unshared, from {pos} on not; no byte of the file changed", tx =>
             {
-                var edit = FileEdit.Begin(tx, inode);
+                var edit = FileEdit.Begin(tx, inode, generation: generation);
                 if (!edit.Reflink || length == 0) return ulong.MaxValue;
                 long end = Math.Min(offset + length, edit.Size);
                 if (end <= offset) return ulong.MaxValue;
@@ -476,12 +567,22 @@ public sealed class FileOperations
         if (offset > MaxFileSize - length) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"{op}: offset {offset} + length {length} is beyond the largest file size");
     }
 
+    /// <summary>ESTALE when a locked inode is not the incarnation a handle's generation names (freed, maybe reused).</summary>
+    internal static void CheckGeneration(IncoreInode inode, uint? generation)
+    {
+        if (generation is not uint g) return;
+        var core = inode.Core;
+        if (InodeFields.Mode(core) == 0 || System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(core.AsSpan(92)) != g)
+            throw new XfsWriteException(WriteErrorKind.Stale, $"inode {inode.Ino} generation {g} was freed since the handle was made");
+    }
+
     internal static void CheckRegular(IncoreInode inode)
     {
         var core = inode.Core;
         int type = InodeFields.Mode(core) & 0xF000;
         if (InodeFields.Mode(core) == 0) throw new XfsWriteException(WriteErrorKind.NotFound, $"inode {inode.Ino} is free");
         if (type == 0x4000) throw new XfsWriteException(WriteErrorKind.IsDirectory, $"inode {inode.Ino} is a directory");
+        if (type == 0xA000) throw new XfsWriteException(WriteErrorKind.Loop, $"inode {inode.Ino} is a symbolic link, which file operations do not follow");
         if (type != 0x8000) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"inode {inode.Ino} is not a regular file (mode 0{Convert.ToString(InodeFields.Mode(core), 8)})");
         if ((InodeFields.Flags(core) & Dinode.FlagRealtime) != 0)
             throw new XfsWriteException(WriteErrorKind.NotSupported, $"inode {inode.Ino} is a realtime file, which the engine does not handle");

@@ -1,7 +1,7 @@
 namespace Xfbtree.Xfs.Write.Files;
 
 /// <summary>
-/// Receives a file range from <see cref="FileOperations.ReadInto"/> in file order: the bytes of written extents,
+/// Receives a file range from <see cref="FileOperations.ReadInto(ulong, long, long, IFileReadSink)"/> in file order: the bytes of written extents,
 /// and holes and unwritten extents as lengths of zeros (never materialised, so a sparse range costs work in
 /// proportion to its extents, not its length).
 /// </summary>

@@ -1,3 +1,4 @@
+using System.Text;
 using Xfbtree.Xfs.Directories;
 using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Write.Engine;
@@ -6,221 +7,203 @@ using Xfbtree.Xfs.Write.Files;
 namespace Xfbtree.Xfs.Write.Namespace;
 
 /// <summary>One entry of a directory listing.</summary>
+/// <param name="Name">The name (UTF-8 decoded, invalid bytes replaced).</param>
+/// <param name="Ino">The inode it names.</param>
+/// <param name="Type">What that inode is.</param>
 public readonly record struct DirectoryEntry(string Name, ulong Ino, InodeType Type);
 
 /// <summary>What an inode is.</summary>
-public enum InodeType { Unknown, RegularFile, Directory, Symlink, CharDevice, BlockDevice, Fifo, Socket }
+public enum InodeType
+{
+    /// <summary>Not known (no ftype in the entry and the inode not read).</summary>
+    Unknown,
+    /// <summary>S_IFREG.</summary>
+    RegularFile,
+    /// <summary>S_IFDIR.</summary>
+    Directory,
+    /// <summary>S_IFLNK.</summary>
+    Symlink,
+    /// <summary>S_IFCHR.</summary>
+    CharDevice,
+    /// <summary>S_IFBLK.</summary>
+    BlockDevice,
+    /// <summary>S_IFIFO.</summary>
+    Fifo,
+    /// <summary>S_IFSOCK.</summary>
+    Socket,
+}
 
-/// <summary>What stat shows.</summary>
+/// <summary>What the CLI's stat shows (see <see cref="NamespaceOperations.GetAttr(ulong)"/> for everything).</summary>
+/// <param name="Ino">Inode number.</param>
+/// <param name="Type">What the inode is.</param>
+/// <param name="Mode">The whole mode.</param>
+/// <param name="Links">Link count.</param>
+/// <param name="Size">di_size.</param>
+/// <param name="Blocks">di_nblocks (filesystem blocks).</param>
+/// <param name="DataExtents">Data-fork extent count (extents and btree formats).</param>
+/// <param name="DataForkFormat">"local", "extents", "btree" or "dev".</param>
+/// <param name="Reflink">The reflink flag is set.</param>
+/// <param name="ModifiedAt">mtime.</param>
 public readonly record struct InodeStat(
     ulong Ino, InodeType Type, ushort Mode, uint Links, long Size, long Blocks, ulong DataExtents,
     string DataForkFormat, bool Reflink, DateTimeOffset ModifiedAt);
 
+/// <summary>Called once per directory entry by <see cref="NamespaceOperations.ReadDirectory"/>.</summary>
+/// <param name="name">The entry's name (valid during the call only).</param>
+/// <param name="ino">The inode it names.</param>
+/// <param name="type">What that inode is.</param>
+/// <param name="nextCookie">The cookie that resumes the listing after this entry.</param>
+/// <returns>False to stop (e.g. the reply buffer is full); the entry was then not consumed.</returns>
+public delegate bool DirectoryVisitor(ReadOnlySpan<byte> name, ulong ino, InodeType type, ulong nextCookie);
+
 /// <summary>
-/// Paths, directories and inode life: lookup, create, mkdir, unlink, list, stat. OWNER: write-namespace.
-/// Directories of every format (through <see cref="DirectoryEditor"/>); inode allocation from a free
-/// inode or a new chunk (inobt, finobt, OWN_INODES); inode free.
+/// Names and inode life, by inode (what a FUSE server calls) and by path on top of it: lookup, getattr, readdir,
+/// create, mkdir, unlink, rmdir, list, stat. OWNER: write-namespace. Directories of every format (through
+/// <see cref="DirectoryEditor"/>); inode allocation from a free inode or a new chunk (inobt, finobt, OWN_INODES);
+/// inode free. Every failure is an <see cref="XfsWriteException"/> whose <see cref="XfsWriteException.Errno"/> is
+/// what the kernel would return.
 /// </summary>
 /// <remarks>
-/// Lookups walk the path with one directory read-locked at a time (as the kernel's path walk does). A change
-/// resolves the parent that way, then in its transaction locks the parent (and for unlink the child, both in
-/// ascending inode order), then the AGs, and looks the name up again under the locks: when the name moved
-/// meanwhile the transaction is cancelled and the operation starts over (a few times at most).
+/// Reads hold one inode lock at a time (as the kernel's path walk holds one ILOCK at a time). A change finds the
+/// child unlocked, then in its transaction locks the directory (and for unlink the child, in ascending inode
+/// order), then the AGs, and looks the name up again under the locks: when the name moved meanwhile the
+/// transaction is cancelled and the operation starts over (a few times at most). Operations given a generation
+/// (handles, and the path API, which resolves to handles) check it under the inode lock: a directory freed and
+/// reused since it was resolved is ESTALE, never the new directory.
 /// </remarks>
-public sealed class NamespaceOperations
+public sealed partial class NamespaceOperations
 {
     const int MaxRestarts = 8;
+    /// <summary>XFS_MAXLINK: the most links an inode may have.</summary>
+    public const uint MaxLinks = (1u << 31) - 1;
     readonly PathWalker _walker;
     readonly InodeAllocator _allocator;
+    readonly EngineSource _source;
 
+    /// <summary>The namespace operations of <paramref name="engine"/>; <paramref name="files"/> frees the blocks
+    /// of removed files.</summary>
     public NamespaceOperations(WriteEngine engine, FileOperations files)
     {
         ArgumentNullException.ThrowIfNull(engine);
         Engine = engine;
         Files = files;
-        _walker = new PathWalker(engine.Image, new EngineSource(engine));
+        _source = new EngineSource(engine);
+        _walker = new PathWalker(engine.Image, _source);
         _allocator = new InodeAllocator(engine);
     }
 
+    /// <summary>The engine the operations run on.</summary>
     public WriteEngine Engine { get; }
 
+    /// <summary>The file operations (block freeing of removed files).</summary>
     public FileOperations Files { get; }
 
+    /// <summary>The root directory's inode number.</summary>
+    public ulong RootIno => _walker.RootIno;
+
     DirectoryReader Reader => _walker.Reader;
-
-    /// <summary>The inode an absolute path names ("/" = root). Throws NotFound / NotDirectory / InvalidArgument.</summary>
-    public ulong Lookup(string path) => _walker.Lookup(path);
-
-    /// <summary>Creates an empty regular file; returns its inode number. Throws Exists.</summary>
-    public ulong Create(string path, ushort permissions = 0x1A4)
-        => CreateNode("create", path, (ushort)(InodeCore.ModeRegular | (permissions & 0xFFF)));
-
-    /// <summary>Creates an empty directory; returns its inode number.</summary>
-    public ulong Mkdir(string path, ushort permissions = 0x1ED)
-        => CreateNode("mkdir", path, (ushort)(InodeCore.ModeDirectory | (permissions & 0xFFF)));
 
     /// <summary>The name changed between the unlocked lookup and the locked check: start over.</summary>
     sealed class NameMovedException : Exception
     {
     }
 
-    ulong CreateNode(string operation, string path, ushort mode)
+    static XfsWriteException KeptMoving(string what)
+        => new(WriteErrorKind.Busy, $"'{what}': the name kept changing under concurrent operations ({MaxRestarts + 1} attempts)");
+
+    // ------------------------------------------------------------------ paths
+
+    /// <summary>The inode an absolute path names ("/" = root). Throws NotFound / NotDirectory / InvalidArgument /
+    /// NameTooLong. The number alone may be stale by the time it is used: <see cref="Resolve"/> gives a handle.</summary>
+    public ulong Lookup(string path) => _walker.Lookup(path);
+
+    /// <summary>The attributes (and so the handle) of the inode an absolute path names; the last name is looked up
+    /// and the inode read with the name re-checked afterwards, so the handle is of an incarnation the path named.</summary>
+    public InodeAttributes Resolve(string path)
     {
-        var (parentPath, name) = PathWalker.SplitLast(path);
-        bool isDir = (mode & InodeCore.ModeTypeMask) == InodeCore.ModeDirectory;
+        var (parentPath, name) = SplitPath(path);
+        if (name is null) return GetAttr(RootIno);
         for (int attempt = 0; ; attempt++)
         {
-            ulong parentIno = _walker.Lookup(parentPath);
+            ulong dir = _walker.Lookup(parentPath);
             try
             {
-                return Engine.Execute($"{operation} {path}", tx =>
-                {
-                    var parent = Engine.GetInode(parentIno);
-                    tx.LockInodes(parent);
-                    // Removed (or freed and reused) since the unlocked lookup: look the parent path up again.
-                    if (new Dinode(parent.Core).IsFree || InodeCore.Nlink(parent.Core) == 0) throw new NameMovedException();
-                    var editor = new DirectoryEditor(tx, parent, Reader, parentPath);
-                    if (editor.Find(name) is not null)
-                        throw new XfsWriteException(WriteErrorKind.Exists, $"'{path}' already exists");
-                    if (isDir && InodeCore.Nlink(parent.Core) >= uint.MaxValue - 1)
-                        throw new XfsWriteException(WriteErrorKind.NoSpace, $"'{parentPath}' has too many links");
-
-                    ulong ino = _allocator.Allocate(tx, parentIno);
-                    var child = Engine.GetInode(ino);
-                    tx.LockInodes(child); // just allocated: nobody else can reach it, so the order does not matter
-                    if (!new Dinode(child.Core).IsFree)
-                        throw new XfsWriteException(WriteErrorKind.Corrupt, $"inode {ino} is free in the inode btree but in use on disk");
-                    var now = DateTimeOffset.UtcNow;
-                    InodeCore.FormatNew(child.Core, Engine.Image.Superblock, mode, isDir ? 2u : 1u, parentIno, now);
-                    tx.LogInode(child);
-
-                    editor.Add(name, ino, DirectoryFormat.FileTypeOfMode(mode), now);
-                    if (isDir)
-                    {
-                        InodeCore.SetNlink(parent.Core, InodeCore.Nlink(parent.Core) + 1);
-                        tx.LogInode(parent);
-                    }
-                    return ino;
-                });
+                return LookupCore(dir, name, path);
             }
-            catch (NameMovedException)
+            catch (XfsWriteException e) when (e.Kind == WriteErrorKind.NotFound && attempt < MaxRestarts && !Exists(dir))
             {
-                if (attempt >= MaxRestarts) throw KeptMoving(path);
+                // The parent went away between the walk and the lookup: walk again (the walk reports ENOENT itself).
             }
         }
     }
 
-    static XfsWriteException KeptMoving(string path)
-        => new(WriteErrorKind.Busy, $"'{path}': the path kept changing under concurrent operations ({MaxRestarts + 1} attempts)");
+    bool Exists(ulong ino)
+    {
+        try
+        {
+            GetAttr(ino);
+            return true;
+        }
+        catch (XfsWriteException e) when (e.Kind == WriteErrorKind.NotFound)
+        {
+            return false;
+        }
+    }
 
-    /// <summary>Removes a name: a regular file (its blocks and inode are freed when it was the last link) or an
-    /// empty directory.</summary>
+    /// <summary>Splits an absolute path into its parent's path and its last name (null for the root). The last
+    /// name is not checked here: each operation gives the errno the kernel gives for '.', '..' or a bad name.</summary>
+    internal static (string ParentPath, byte[]? Name) SplitPath(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (path.Length == 0) throw new XfsWriteException(WriteErrorKind.NotFound, "empty path");
+        if (path[0] != '/') throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"'{path}': not an absolute path");
+        if (path.Contains('\0', StringComparison.Ordinal)) throw new XfsWriteException(WriteErrorKind.InvalidArgument, "a NUL byte in the path");
+        string trimmed = path.TrimEnd('/');
+        if (trimmed.Length == 0) return ("/", null);
+        int slash = trimmed.LastIndexOf('/');
+        return (slash == 0 ? "/" : trimmed[..slash], Encoding.UTF8.GetBytes(trimmed[(slash + 1)..]));
+    }
+
+    /// <summary>The directory and name of a path naming a new entry; the root is EEXIST (as for any creation of
+    /// an existing name).</summary>
+    (InodeHandle Dir, byte[] Name) ResolveParent(string path)
+    {
+        var (parentPath, name) = SplitPath(path);
+        if (name is null) throw new XfsWriteException(WriteErrorKind.Exists, $"'{path}' exists (the root)");
+        return (Resolve(parentPath).Handle, name);
+    }
+
+    /// <summary>Creates an empty regular file owned by 0:0; returns its inode number. Throws Exists.</summary>
+    public ulong Create(string path, ushort permissions = 0x1A4)
+    {
+        var (dir, name) = ResolveParent(path);
+        return CreateInode("create", dir.Ino, dir.Generation, name, (ushort)(InodeCore.ModeRegular | (permissions & 0xFFF)), 0, 0, 0, null, path).Ino;
+    }
+
+    /// <summary>Creates an empty directory owned by 0:0; returns its inode number.</summary>
+    public ulong Mkdir(string path, ushort permissions = 0x1ED)
+    {
+        var (dir, name) = ResolveParent(path);
+        return CreateInode("mkdir", dir.Ino, dir.Generation, name, (ushort)(InodeCore.ModeDirectory | (permissions & 0xFFF)), 0, 0, 0, null, path).Ino;
+    }
+
+    /// <summary>Removes a name, as remove(3): a file (its blocks and inode are freed when it was the last link and
+    /// nobody holds it) or an empty directory.</summary>
     public void Unlink(string path)
     {
-        var (parentPath, name) = PathWalker.SplitLast(path);
-        for (int attempt = 0; ; attempt++)
-        {
-            ulong parentIno = _walker.Lookup(parentPath);
-            ulong childIno = _walker.Lookup(path);
-            try
-            {
-                Engine.Execute($"unlink {path}", tx =>
-                {
-                    var parent = Engine.GetInode(parentIno);
-                    var child = Engine.GetInode(childIno);
-                    tx.LockInodes(parent, child);
-                    if (new Dinode(parent.Core).IsFree || InodeCore.Nlink(parent.Core) == 0) throw new NameMovedException();
-                    var editor = new DirectoryEditor(tx, parent, Reader, parentPath);
-                    var entry = editor.Find(name);
-                    if (entry is null) throw new XfsWriteException(WriteErrorKind.NotFound, $"'{path}' does not exist");
-                    if (entry.Ino != childIno) throw new NameMovedException();
-                    UnlinkLocked(tx, editor, parent, child, name, path);
-                });
-                return;
-            }
-            catch (NameMovedException)
-            {
-                if (attempt >= MaxRestarts) throw KeptMoving(path);
-            }
-        }
+        var (parentPath, name) = SplitPath(path);
+        if (name is null) throw new XfsWriteException(WriteErrorKind.IsDirectory, "'/' is the root directory");
+        var dir = Resolve(parentPath).Handle;
+        RemoveName("unlink", dir.Ino, dir.Generation, name, RemoveKind.Any, path);
     }
 
-    void UnlinkLocked(WriteTransaction tx, DirectoryEditor parentEditor, IncoreInode parent, IncoreInode child, byte[] name, string path)
+    /// <summary>Removes an empty directory, as rmdir(2) (ENOTDIR for anything else).</summary>
+    public void Rmdir(string path)
     {
-        var d = new Dinode(child.Core);
-        if (d.IsFree) throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{path}' names inode {child.Ino}, which is free");
-        int type = d.Mode & InodeCore.ModeTypeMask;
-        bool isDir = type == InodeCore.ModeDirectory;
-        if (isDir)
-        {
-            var childEditor = new DirectoryEditor(tx, child, Reader, path);
-            var (dotdot, entries) = childEditor.ReadAll();
-            if (entries.Count > 0) throw new XfsWriteException(WriteErrorKind.NotEmpty, $"directory '{path}' is not empty ({entries.Count} entries)");
-            if (dotdot != parent.Ino) throw new XfsWriteException(WriteErrorKind.Corrupt, $"directory '{path}' says its parent is inode {dotdot}, not {parent.Ino}");
-        }
-        else if (type != InodeCore.ModeRegular)
-        {
-            // Symlinks and special files carry no blocks of a kind the engine cannot free, but keep the scope honest.
-            if (type != 0xA000 && (d.Format is ForkFormat.Extents or ForkFormat.Btree) && d.NBlocks != 0)
-                throw new XfsWriteException(WriteErrorKind.NotSupported, $"'{path}': unlinking this kind of file with blocks is not supported");
-        }
-        var now = DateTimeOffset.UtcNow;
-        parentEditor.Remove(name, now);
-        if (isDir)
-        {
-            InodeCore.SetNlink(parent.Core, InodeCore.Nlink(parent.Core) - 1);
-            tx.LogInode(parent);
-            InodeCore.SetNlink(child.Core, 0);
-        }
-        else
-        {
-            uint links = InodeCore.Nlink(child.Core);
-            if (links == 0) throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{path}': inode {child.Ino} has link count 0");
-            InodeCore.SetNlink(child.Core, links - 1);
-        }
-        if (InodeCore.Nlink(child.Core) > 0)
-        {
-            InodeCore.SetTime(child.Core, InodeCore.OffCtime, now);
-            tx.LogInode(child);
-            return;
-        }
-        FreeBlocks(tx, child, path);
-        InodeCore.FormatFreed(child.Core, Engine.Image.Superblock);
-        tx.LogInode(child);
-        _allocator.Free(tx, child.Ino);
-    }
-
-    /// <summary>Frees every block of an inode being freed: a directory's extent-format data fork here (never
-    /// shared), anything else through <see cref="FileOperations.FreeAllBlocks"/>.</summary>
-    void FreeBlocks(WriteTransaction tx, IncoreInode inode, string path)
-    {
-        var d = new Dinode(inode.Core);
-        bool noBlocks = d.NBlocks == 0 && (d.Format is ForkFormat.Local or ForkFormat.Dev || d.DataExtents == 0)
-            && (d.ForkOffset == 0 || d.AttrFormat == ForkFormat.Local || d.AttrExtents == 0);
-        if (noBlocks) return;
-        bool plainDir = (d.Mode & InodeCore.ModeTypeMask) == InodeCore.ModeDirectory && d.Format == ForkFormat.Extents
-            && (d.ForkOffset == 0 || d.AttrFormat == ForkFormat.Local || d.AttrExtents == 0) && (d.Flags2 & Dinode.Flag2Reflink) == 0;
-        if (!plainDir)
-        {
-            if (Files is null) throw new XfsWriteException(WriteErrorKind.NotSupported, $"'{path}': freeing its blocks needs the file operations");
-            Files.FreeAllBlocks(tx, inode);
-            return;
-        }
-        var geo = Engine.Geometry;
-        ulong freed = 0;
-        foreach (var e in Reader.DataExtents(inode.Ino, inode.Core, path))
-        {
-            uint agno = geo.FsbToAgno(e.StartBlock), agbno = geo.FsbToAgbno(e.StartBlock);
-            tx.LockAg(agno);
-            tx.RmapUnmap(agno, new Trees.RmapRecord(agbno, e.BlockCount, inode.Ino, e.StartOffset), false);
-            tx.FreeMetadata(agno, agbno, e.BlockCount); // directory blocks
-            freed += e.BlockCount;
-        }
-        var c = inode.Core.AsSpan();
-        c.Slice(Dinode.CoreSize, new Dinode(c).DataFork.Length).Clear();
-        InodeCore.SetDataExtents(c, 0);
-        InodeCore.SetNblocks(c, InodeCore.Nblocks(c) - Math.Min(freed, InodeCore.Nblocks(c)));
-        InodeCore.SetSize(c, 0);
+        var (parentPath, name) = SplitPath(path);
+        if (name is null) throw new XfsWriteException(WriteErrorKind.Busy, "'/' is the root");
+        var dir = Resolve(parentPath).Handle;
+        RemoveName("rmdir", dir.Ino, dir.Generation, name, RemoveKind.Directory, path);
     }
 
     /// <summary>Entries of a directory, "." and ".." excluded, in directory order.</summary>
@@ -230,18 +213,21 @@ public sealed class NamespaceOperations
         var result = new List<DirectoryEntry>(entries.Count);
         foreach (var e in entries)
         {
-            var type = DirectoryFormat.TypeOfFileType(e.FileType);
-            if (type == InodeType.Unknown)
-            {
-                // Filesystems without ftype: ask the inode.
-                var inode = Engine.GetInode(e.Ino);
-                using (Engine.LockInodeForRead(inode)) type = DirectoryFormat.TypeOfMode(new Dinode(inode.Core).Mode);
-            }
-            result.Add(new DirectoryEntry(DirectoryFormat.Show(e.Name), e.Ino, type));
+            result.Add(new DirectoryEntry(DirectoryFormat.Show(e.Name), e.Ino, TypeOf(e.FileType, e.Ino)));
         }
         return result;
     }
 
+    /// <summary>The type of an entry: its ftype, or on filesystems without ftype the inode's mode.</summary>
+    InodeType TypeOf(byte fileType, ulong ino)
+    {
+        var type = DirectoryFormat.TypeOfFileType(fileType);
+        if (type != InodeType.Unknown) return type;
+        var inode = Engine.GetInode(ino);
+        using (Engine.LockInodeForRead(inode)) return DirectoryFormat.TypeOfMode(new Dinode(inode.Core).Mode);
+    }
+
+    /// <summary>What the CLI's stat shows about the inode <paramref name="path"/> names.</summary>
     public InodeStat Stat(string path)
     {
         ulong ino = _walker.Lookup(path);

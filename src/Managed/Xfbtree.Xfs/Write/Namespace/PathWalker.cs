@@ -50,7 +50,7 @@ internal sealed class PathWalker
             if (part.Length == 0 || part == ".") continue;
             var bytes = Encoding.UTF8.GetBytes(part);
             if (bytes.Length > DirectoryFormat.MaxNameLength)
-                throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"'{path}': component of {bytes.Length} bytes is longer than {DirectoryFormat.MaxNameLength}");
+                throw new XfsWriteException(WriteErrorKind.NameTooLong, $"'{path}': component of {bytes.Length} bytes is longer than {DirectoryFormat.MaxNameLength}");
             parts.Add(bytes);
         }
         return parts;

@@ -35,6 +35,35 @@ public interface IStressTarget
 
     InodeStat Stat(string path);
 
+    /// <summary>Everything stat shows (symlinks not followed). A target without owners gives 0:0.</summary>
+    InodeAttributes GetAttr(string path)
+    {
+        var s = Stat(path);
+        return new InodeAttributes(s.Ino, 0, s.Mode, 0, 0, s.Links, s.Size, s.Blocks, BlockSize, 0, default, default, default, default);
+    }
+
+    /// <summary>renameat2 by path. A target that does not rename refuses with NotSupported.</summary>
+    void Rename(string source, string destination, RenameFlags flags)
+        => throw new XfsWriteException(WriteErrorKind.NotSupported, "rename: not supported by this target");
+
+    /// <summary>symlink by path.</summary>
+    void Symlink(string target, string path) => throw new XfsWriteException(WriteErrorKind.NotSupported, "symlink: not supported by this target");
+
+    /// <summary>readlink by path.</summary>
+    string ReadLink(string path) => throw new XfsWriteException(WriteErrorKind.NotSupported, "readlink: not supported by this target");
+
+    /// <summary>mknod by path (<paramref name="mode"/> with its type bits, <paramref name="rdev"/> a Linux dev_t).</summary>
+    void Mknod(string path, int mode, ulong rdev) => throw new XfsWriteException(WriteErrorKind.NotSupported, "mknod: not supported by this target");
+
+    /// <summary>chmod by path.</summary>
+    void Chmod(string path, int mode) => throw new XfsWriteException(WriteErrorKind.NotSupported, "chmod: not supported by this target");
+
+    /// <summary>chown(2) by path (set-user-ID and set-group-ID cleared on non-directories, as the kernel does).</summary>
+    void Chown(string path, uint uid, uint gid) => throw new XfsWriteException(WriteErrorKind.NotSupported, "chown: not supported by this target");
+
+    /// <summary>utimensat by path.</summary>
+    void Utimes(string path, InodeTime atime, InodeTime mtime) => throw new XfsWriteException(WriteErrorKind.NotSupported, "utimes: not supported by this target");
+
     /// <summary>The AGs marked sick right now, with the reason (a target that has no AGs has none).</summary>
     IReadOnlyList<(uint Ag, string Reason)> SickAgs() => [];
 }
@@ -68,6 +97,22 @@ public sealed class XfsStressTarget(XfsFileSystem fileSystem) : IStressTarget
     public IReadOnlyList<DirectoryEntry> List(string path) => fileSystem.List(path);
 
     public InodeStat Stat(string path) => fileSystem.Stat(path);
+
+    public InodeAttributes GetAttr(string path) => fileSystem.GetAttr(path);
+
+    public void Rename(string source, string destination, RenameFlags flags) => fileSystem.Namespace.Rename(source, destination, flags);
+
+    public void Symlink(string target, string path) => fileSystem.Symlink(target, path);
+
+    public string ReadLink(string path) => fileSystem.ReadLink(path);
+
+    public void Mknod(string path, int mode, ulong rdev) => fileSystem.Mknod(path, mode, rdev);
+
+    public void Chmod(string path, int mode) => fileSystem.Namespace.Chmod(path, mode);
+
+    public void Chown(string path, uint uid, uint gid) => fileSystem.Namespace.Chown(path, uid, gid);
+
+    public void Utimes(string path, InodeTime atime, InodeTime mtime) => fileSystem.Namespace.Utimes(path, atime, mtime);
 
     /// <inheritdoc/>
     public IReadOnlyList<(uint Ag, string Reason)> SickAgs()

@@ -2,7 +2,8 @@ using Xfbtree.Xfs.Write.Namespace;
 
 namespace Xfbtree.Xfs.Write.Stress;
 
-/// <summary>A name the stress model knows. Paths never change (the workload has no rename).</summary>
+/// <summary>A name the stress model knows. A node's path never changes: a rename makes a new node at the new path
+/// (same contents and attributes) and retires the old one.</summary>
 public abstract class ModelNode
 {
     private protected ModelNode(int id, string path, ModelDirectory? parent)
@@ -29,6 +30,42 @@ public abstract class ModelNode
 
     /// <summary>Position in the model's pick list (-1: not pickable).</summary>
     internal int Slot { get; set; } = -1;
+
+    /// <summary>Permission bits (mode &amp; 07777) the model expects.</summary>
+    public int Mode { get; internal set; }
+
+    /// <summary>Owner the model expects.</summary>
+    public uint Uid { get; internal set; }
+
+    /// <summary>Group the model expects.</summary>
+    public uint Gid { get; internal set; }
+
+    internal void CopyAttributesFrom(ModelNode other)
+    {
+        Mode = other.Mode;
+        Uid = other.Uid;
+        Gid = other.Gid;
+    }
+}
+
+/// <summary>A symbolic link or special file the workload made: its type, target or device number.</summary>
+public sealed class ModelLeaf : ModelNode
+{
+    internal ModelLeaf(int id, string path, ModelDirectory? parent, InodeType type, string target, ulong rdev) : base(id, path, parent)
+    {
+        Type = type;
+        Target = target;
+        Rdev = rdev;
+    }
+
+    /// <summary>Symlink, fifo, socket, character or block device.</summary>
+    public InodeType Type { get; }
+
+    /// <summary>A symlink's target ("" otherwise).</summary>
+    public string Target { get; }
+
+    /// <summary>A device's Linux dev_t (0 otherwise).</summary>
+    public ulong Rdev { get; }
 }
 
 /// <summary>A regular file whose bytes the model tracks.</summary>
@@ -88,12 +125,13 @@ public sealed class StressModel
     readonly Dictionary<string, ModelNode> _byPath = new(StringComparer.Ordinal);
     readonly List<ModelFile> _files = new();
     readonly List<ModelDirectory> _directories = new();
+    readonly List<ModelLeaf> _leaves = new();
     int _nextId;
 
     StressModel(StressModelOptions options)
     {
         Options = options;
-        Root = new ModelDirectory(_nextId++, "/", null);
+        Root = new ModelDirectory(_nextId++, "/", null) { Mode = 0x1ED };
         Index(Root);
     }
 
@@ -111,6 +149,12 @@ public sealed class StressModel
     public IReadOnlyList<ModelFile> Files { get { lock (_sync) return _files.ToList(); } }
 
     public IReadOnlyList<ModelDirectory> Directories { get { lock (_sync) return _directories.ToList(); } }
+
+    /// <summary>Symlinks and special files the workload made.</summary>
+    public IReadOnlyList<ModelLeaf> Leaves { get { lock (_sync) return _leaves.ToList(); } }
+
+    /// <summary>How many symlinks and special files the model holds.</summary>
+    public int LeafCount { get { lock (_sync) return _leaves.Count; } }
 
     public ModelNode? Find(string path)
     {
@@ -179,7 +223,16 @@ public sealed class StressModel
             else model.Attach(new ForeignEntry(model._nextId++, path, parent, InodeType.RegularFile));
         }
         model.InitialDirectoryCount = model.DirectoryCount;
+        foreach (var directory in model.Directories) model.LoadAttributes(target, directory);
         return model;
+    }
+
+    void LoadAttributes(IStressTarget target, ModelNode node)
+    {
+        var a = target.GetAttr(node.Path);
+        node.Mode = a.Permissions;
+        node.Uid = a.Uid;
+        node.Gid = a.Gid;
     }
 
     bool Adopt(IStressTarget target, ModelDirectory parent, string path, byte[] buffer)
@@ -195,7 +248,9 @@ public sealed class StressModel
             offset += n;
         }
         contents.SetSize(stat.Size);
-        Attach(new ModelFile(_nextId++, path, parent, contents));
+        var file = new ModelFile(_nextId++, path, parent, contents);
+        LoadAttributes(target, file);
+        Attach(file);
         return true;
     }
 
@@ -227,6 +282,7 @@ public sealed class StressModel
         {
             case ModelFile f: f.Slot = _files.Count; _files.Add(f); break;
             case ModelDirectory d: d.Slot = _directories.Count; _directories.Add(d); break;
+            case ModelLeaf l: l.Slot = _leaves.Count; _leaves.Add(l); break;
         }
     }
 
@@ -237,6 +293,7 @@ public sealed class StressModel
         {
             case ModelFile f: RemoveSlot(_files, f); break;
             case ModelDirectory d: RemoveSlot(_directories, d); break;
+            case ModelLeaf l: RemoveSlot(_leaves, l); break;
         }
     }
 
@@ -261,6 +318,13 @@ public sealed class StressModel
             if (_files.Count == 0) return null;
             return _files[preferHot && random.Next(2) == 0 ? random.Next(Math.Min(4, _files.Count)) : random.Next(_files.Count)];
         }
+    }
+
+    /// <summary>A random symlink or special file the workload made, or null.</summary>
+    public ModelLeaf? PickLeaf(Random random)
+    {
+        ArgumentNullException.ThrowIfNull(random);
+        lock (_sync) return _leaves.Count == 0 ? null : _leaves[random.Next(_leaves.Count)];
     }
 
     /// <summary>A random live directory (the root included).</summary>
@@ -298,10 +362,37 @@ public sealed class StressModel
                 FileAt(op.Path2).Contents.CopyFrom(FileAt(op.Path).Contents, op.Offset, op.Offset2, op.Length);
                 break;
             case StressOpKind.Create:
-                Attach(new ModelFile(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), new FileContents()));
+                Attach(new ModelFile(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), new FileContents()) { Mode = 0x1A4 });
                 break;
             case StressOpKind.Mkdir:
-                Attach(new ModelDirectory(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path)));
+                Attach(new ModelDirectory(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path)) { Mode = 0x1ED });
+                break;
+            case StressOpKind.Symlink:
+                Attach(new ModelLeaf(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), InodeType.Symlink, op.Path2, 0) { Mode = 0x1FF });
+                break;
+            case StressOpKind.Mknod:
+                Attach(new ModelLeaf(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), DirectoryTypeOfMode((int)op.Offset),
+                    "", (op.Offset & 0xF000) is 0x2000 or 0x6000 ? (ulong)op.Offset2 : 0) { Mode = (int)op.Offset & 0xFFF });
+                break;
+            case StressOpKind.Chmod:
+                NodeAt(op.Path).Mode = (int)op.Offset & 0xFFF;
+                break;
+            case StressOpKind.Chown:
+            {
+                var owned = NodeAt(op.Path);
+                owned.Uid = (uint)op.Offset;
+                owned.Gid = (uint)op.Offset2;
+                if (owned is not ModelDirectory)
+                {
+                    // chown(2) clears set-user-ID, and set-group-ID when group-execute is set.
+                    int mode = owned.Mode & ~0x800;
+                    if ((mode & 0x8) != 0) mode &= ~0x400;
+                    owned.Mode = mode;
+                }
+                break;
+            }
+            case StressOpKind.Rename:
+                ApplyRename(op);
                 break;
             case StressOpKind.Unlink:
             case StressOpKind.Rmdir:
@@ -313,6 +404,7 @@ public sealed class StressModel
                     node.Alive = false;
                 }
                 break;
+            case StressOpKind.Utimes:
             case StressOpKind.Unshare:
             case StressOpKind.Read:
             case StressOpKind.Stat:
@@ -327,6 +419,48 @@ public sealed class StressModel
 
     ModelFile FileAt(string path) => Find(path) as ModelFile ?? throw new InvalidOperationException($"model: {path} is not a file it knows");
 
+    ModelNode NodeAt(string path) => Find(path) is { } n and not ForeignEntry ? n : throw new InvalidOperationException($"model: {path} is not a node it knows");
+
+    static InodeType DirectoryTypeOfMode(int mode) => (mode & 0xF000) switch
+    {
+        0x1000 => InodeType.Fifo,
+        0xC000 => InodeType.Socket,
+        0x2000 => InodeType.CharDevice,
+        0x6000 => InodeType.BlockDevice,
+        _ => throw new InvalidOperationException($"model: mknod mode 0{Convert.ToString(mode, 8)}"),
+    };
+
+    /// <summary>A file renamed: new nodes at the destination (and, exchanged, at the source) with the moved
+    /// contents and attributes; the old nodes (and a replaced file) retired.</summary>
+    void ApplyRename(StressOp op)
+    {
+        var source = FileAt(op.Path);
+        var replaced = Find(op.Path2);
+        bool exchange = (Namespace.RenameFlags)op.Length == Namespace.RenameFlags.Exchange;
+        Retire(source);
+        if (replaced is not null) Retire(replaced);
+        var moved = new ModelFile(Interlocked.Increment(ref _nextId), op.Path2, ParentOf(op.Path2), source.Contents);
+        moved.CopyAttributesFrom(source);
+        Attach(moved);
+        if (exchange)
+        {
+            var other = (ModelFile)replaced!;
+            var back = new ModelFile(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), other.Contents);
+            back.CopyAttributesFrom(other);
+            Attach(back);
+        }
+    }
+
+    void Retire(ModelNode node)
+    {
+        lock (_sync)
+        {
+            node.Parent!.Children.Remove(node.Name);
+            Unindex(node);
+            node.Alive = false;
+        }
+    }
+
     ModelDirectory ParentOf(string path)
     {
         int slash = path.LastIndexOf('/');
@@ -338,6 +472,7 @@ public sealed class StressModel
     public StressModel Clone()
     {
         var copy = new StressModel(Options) { InitialDirectoryCount = InitialDirectoryCount };
+        copy.Root.CopyAttributesFrom(Root);
         copy._nextId = _nextId;
         var pending = new Queue<(ModelDirectory From, ModelDirectory To)>();
         pending.Enqueue((Root, copy.Root));
@@ -349,9 +484,11 @@ public sealed class StressModel
                 {
                     ModelFile f => new ModelFile(f.Id, f.Path, pair.To, f.Contents.Clone()),
                     ModelDirectory d => new ModelDirectory(d.Id, d.Path, pair.To),
+                    ModelLeaf l => new ModelLeaf(l.Id, l.Path, pair.To, l.Type, l.Target, l.Rdev),
                     ForeignEntry x => new ForeignEntry(x.Id, x.Path, pair.To, x.Type),
                     _ => throw new InvalidOperationException("unknown node"),
                 };
+                clone.CopyAttributesFrom(child);
                 copy.Attach(clone);
                 if (child is ModelDirectory from) pending.Enqueue((from, (ModelDirectory)clone));
             }
@@ -382,6 +519,26 @@ public sealed class StressModel
             catch (XfsWriteException e)
             {
                 problems.Add($"{directory.Path}: list failed: {e.Kind}: {e.Message}");
+            }
+        }
+        foreach (var node in Directories.Cast<ModelNode>().Concat(Files).Concat(Leaves).OrderBy(n => n.Id))
+        {
+            if (problems.Count >= limit) break;
+            try
+            {
+                var a = target.GetAttr(node.Path);
+                if (a.Permissions != node.Mode || a.Uid != node.Uid || a.Gid != node.Gid)
+                    problems.Add($"{node.Path}: mode 0{Convert.ToString(a.Permissions, 8)} owner {a.Uid}:{a.Gid}, the model has 0{Convert.ToString(node.Mode, 8)} {node.Uid}:{node.Gid}");
+                if (node is ModelLeaf leaf)
+                {
+                    if (a.Type != leaf.Type) problems.Add($"{leaf.Path}: is {a.Type}, the model has {leaf.Type}");
+                    else if (leaf.Type == InodeType.Symlink && target.ReadLink(leaf.Path) != leaf.Target) problems.Add($"{leaf.Path}: the symlink target differs");
+                    else if (a.Rdev != leaf.Rdev) problems.Add($"{leaf.Path}: rdev {a.RdevMajor}:{a.RdevMinor}, the model has {DeviceNumbers.Major(leaf.Rdev)}:{DeviceNumbers.Minor(leaf.Rdev)}");
+                }
+            }
+            catch (XfsWriteException e)
+            {
+                problems.Add($"{node.Path}: stat failed: {e.Kind}: {e.Message}");
             }
         }
         var expected = new byte[1 << 20];
@@ -436,13 +593,56 @@ public sealed class StressModel
         return string.Join(", ", formats.Select(f => $"{f.Value} {f.Key}")) + $"; {reflinked} with the reflink flag";
     }
 
-    /// <summary><c>PATH\tSIZE\tSHA256</c> for every file of the model, in path order.</summary>
+    /// <summary>The first line of a version 2 manifest.</summary>
+    public const string ManifestHeader = "# xfbtree manifest v2";
+
+    /// <summary>
+    /// Manifest version 2: <see cref="ManifestHeader"/>, then one tab-separated line per path the model knows the
+    /// state of (directories, files, symlinks and special files, in path order):
+    /// <c>PATH TYPE MODE UID GID NLINK SIZE CONTENT XATTRS</c>. TYPE is f d l p s c b; MODE the octal permission
+    /// bits; NLINK 1 for a file (the workload makes no hard links), 2 + subdirectories for a directory; SIZE the
+    /// bytes of a file, the target length of a symlink, 0 for a special file and "-" for a directory (its size
+    /// depends on its format); CONTENT the sha256 of a file, a symlink's target, MAJ:MIN of a device, else "-";
+    /// XATTRS "-" (the workload sets no extended attributes).
+    /// </summary>
     public void WriteManifest(TextWriter writer)
     {
         ArgumentNullException.ThrowIfNull(writer);
-        foreach (var file in Files.OrderBy(f => f.Path, StringComparer.Ordinal))
+        writer.Write(ManifestHeader + "\n");
+        var nodes = Directories.Cast<ModelNode>().Concat(Files).Concat(Leaves).OrderBy(n => n.Path, StringComparer.Ordinal);
+        foreach (var node in nodes)
         {
-            writer.Write($"{file.Path}\t{file.Contents.Size}\t{file.Contents.Sha256Hex()}\n");
+            string type, nlink = "1", size, content = "-";
+            switch (node)
+            {
+                case ModelFile f:
+                    type = "f";
+                    size = f.Contents.Size.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                    content = f.Contents.Sha256Hex();
+                    break;
+                case ModelDirectory d:
+                    type = "d";
+                    nlink = (2 + d.Children.Values.Count(c => c is ModelDirectory || c is ForeignEntry { Type: InodeType.Directory }))
+                        .ToString(System.Globalization.CultureInfo.InvariantCulture);
+                    size = "-";
+                    break;
+                case ModelLeaf l:
+                    type = l.Type switch
+                    {
+                        InodeType.Symlink => "l",
+                        InodeType.Fifo => "p",
+                        InodeType.Socket => "s",
+                        InodeType.CharDevice => "c",
+                        _ => "b",
+                    };
+                    size = l.Type == InodeType.Symlink ? System.Text.Encoding.UTF8.GetByteCount(l.Target).ToString(System.Globalization.CultureInfo.InvariantCulture) : "0";
+                    if (l.Type == InodeType.Symlink) content = l.Target;
+                    else if (l.Type is InodeType.CharDevice or InodeType.BlockDevice) content = $"{DeviceNumbers.Major(l.Rdev)}:{DeviceNumbers.Minor(l.Rdev)}";
+                    break;
+                default:
+                    continue;
+            }
+            writer.Write($"{node.Path}\t{type}\t{Convert.ToString(node.Mode, 8)}\t{node.Uid}\t{node.Gid}\t{nlink}\t{size}\t{content}\t-\n");
         }
     }
 }

@@ -11,6 +11,19 @@ public enum StressOpKind
     CreateExisting,
     /// <summary>Unlink of a directory with entries: must fail with NotEmpty.</summary>
     RmdirNotEmpty,
+    /// <summary>rename of a file (Path2 the destination; Length the <see cref="Namespace.RenameFlags"/>): to a new
+    /// name, over another file, or exchanged with it, in the same or another directory.</summary>
+    Rename,
+    /// <summary>symlink: Path the link, Path2 the target.</summary>
+    Symlink,
+    /// <summary>mknod: Offset the mode (type and permissions), Offset2 the Linux dev_t.</summary>
+    Mknod,
+    /// <summary>chmod: Offset the permission bits.</summary>
+    Chmod,
+    /// <summary>chown: Offset the uid, Offset2 the gid.</summary>
+    Chown,
+    /// <summary>utimes: Offset the atime seconds, Offset2 the mtime seconds, Length the nanoseconds of both.</summary>
+    Utimes,
 }
 
 /// <summary>
@@ -31,6 +44,7 @@ public sealed record StressOp(StressOpKind Kind, string Path, string Path2 = "",
     public bool IsReadOnly => Kind is StressOpKind.Read or StressOpKind.Stat or StressOpKind.List
         or StressOpKind.CreateExisting or StressOpKind.RmdirNotEmpty;
 
+    /// <summary>The op as the tab-separated fields of an op log line.</summary>
     public string ToLogFields()
         => string.Join('\t', Kind.ToString(), Path, Path2, Offset.ToString(CultureInfo.InvariantCulture),
             Offset2.ToString(CultureInfo.InvariantCulture), Length.ToString(CultureInfo.InvariantCulture),
@@ -56,6 +70,12 @@ public sealed record StressOp(StressOpKind Kind, string Path, string Path2 = "",
         StressOpKind.Truncate => $"truncate {Path} {Length}",
         StressOpKind.Reflink => $"reflink {Path} {Offset} {Path2} {Offset2} {Length}",
         StressOpKind.Unshare => $"unshare {Path} {Offset} {Length}",
+        StressOpKind.Rename => $"rename {Path} {Path2}{((Namespace.RenameFlags)Length == Namespace.RenameFlags.Exchange ? " --exchange" : (Namespace.RenameFlags)Length == Namespace.RenameFlags.NoReplace ? " --noreplace" : "")}",
+        StressOpKind.Symlink => $"symlink ({Path2.Length} bytes) {Path}",
+        StressOpKind.Mknod => $"mknod {Path} 0{Convert.ToString(Offset, 8)} {Namespace.DeviceNumbers.Major((ulong)Offset2)}:{Namespace.DeviceNumbers.Minor((ulong)Offset2)}",
+        StressOpKind.Chmod => $"chmod {Convert.ToString(Offset, 8)} {Path}",
+        StressOpKind.Chown => $"chown {Offset}:{Offset2} {Path}",
+        StressOpKind.Utimes => $"utimes {Path} {Offset}.{Length:D9} {Offset2}.{Length:D9}",
         _ => $"{Kind.ToString().ToLowerInvariant()} {Path}",
     };
 }

@@ -117,7 +117,8 @@ public sealed class StressRunner
         (StressOpKind.Write, 24), (StressOpKind.Read, 8), (StressOpKind.Fallocate, 6), (StressOpKind.PunchHole, 9),
         (StressOpKind.Truncate, 6), (StressOpKind.Reflink, 9), (StressOpKind.Unshare, 4), (StressOpKind.Create, 9),
         (StressOpKind.Mkdir, 3), (StressOpKind.Unlink, 6), (StressOpKind.Rmdir, 2), (StressOpKind.Stat, 4),
-        (StressOpKind.List, 3), (StressOpKind.CreateExisting, 1),
+        (StressOpKind.List, 3), (StressOpKind.CreateExisting, 1), (StressOpKind.Rename, 5), (StressOpKind.Symlink, 2),
+        (StressOpKind.Mknod, 1), (StressOpKind.Chmod, 2), (StressOpKind.Chown, 2), (StressOpKind.Utimes, 2),
     ];
     static readonly int TotalWeight = Weights.Sum(w => w.Weight);
 
@@ -259,7 +260,8 @@ public sealed class StressRunner
         var picked = PickNodesAnyDirectory(random, kind);
         // A directory the engine cannot change: ask again only now and then (the refusal is still tested).
         if (picked is { } p && p.Item1 is StressOpKind.Create or StressOpKind.Mkdir or StressOpKind.Unlink or StressOpKind.Rmdir or StressOpKind.CreateExisting
-            && p.Item2[0] is ModelDirectory { NamesFrozen: true } && random.Next(8) != 0)
+                or StressOpKind.Rename or StressOpKind.Symlink or StressOpKind.Mknod
+            && p.Item2.Any(n => n is ModelDirectory { NamesFrozen: true }) && random.Next(8) != 0)
         {
             return null;
         }
@@ -285,8 +287,37 @@ public sealed class StressRunner
                 for (int i = 0; i < 4 && directory.Children.Count > 0; i++) directory = _model.PickDirectory(random);
                 return directory.Parent is null ? null : (kind, [directory.Parent, directory]);
             case StressOpKind.Unlink:
-                var victim = _model.PickFile(random, preferHot: false);
+                ModelNode? victim = random.Next(4) == 0 ? _model.PickLeaf(random) : null;
+                victim ??= _model.PickFile(random, preferHot: false);
                 return victim is null ? null : (kind, [victim.Parent!, victim]);
+            case StressOpKind.Symlink:
+            case StressOpKind.Mknod:
+                if (_model.LeafCount >= options.MaxFiles / 4) return null;
+                return (kind, [_model.PickDirectory(random)]);
+            case StressOpKind.Chmod:
+            case StressOpKind.Chown:
+            case StressOpKind.Utimes:
+            {
+                ModelNode? node = random.Next(3) switch { 0 => _model.PickDirectory(random), 1 => _model.PickLeaf(random), _ => _model.PickFile(random) };
+                return node is null ? null : (kind, [node]);
+            }
+            case StressOpKind.Rename:
+            {
+                // A file to a new name, over another file, or exchanged with it; the destination directory is
+                // any one. Nodes: the source's directory, the source, the destination directory, the replaced file.
+                var moving = _model.PickFile(random, preferHot: false);
+                if (moving is null) return null;
+                var into = random.Next(2) == 0 ? moving.Parent! : _model.PickDirectory(random);
+                ModelNode? over = null;
+                if (random.Next(3) == 0)
+                {
+                    // A peek without the directory's lock; re-checked under the locks (alive, still its child).
+                    var candidates = into.Children.Values.OfType<ModelFile>().Take(8).ToList();
+                    if (candidates.Count > 0) over = candidates[random.Next(candidates.Count)];
+                    if (over == moving) over = null;
+                }
+                return over is null ? (kind, [moving.Parent!, moving, into]) : (kind, [moving.Parent!, moving, into, over]);
+            }
             case StressOpKind.Reflink:
                 var source = _model.PickFile(random);
                 var destination = _model.PickFile(random);
@@ -326,8 +357,52 @@ public sealed class StressRunner
                 var doomed = (ModelDirectory)nodes[1];
                 return new StressOp(doomed.Children.Count == 0 ? StressOpKind.Rmdir : StressOpKind.RmdirNotEmpty, doomed.Path);
             case StressOpKind.Unlink:
-            case StressOpKind.Stat:
                 return new StressOp(kind, nodes[^1].Path);
+            case StressOpKind.Stat:
+                return nodes[^1] is ModelFile ? new StressOp(kind, nodes[^1].Path) : null;
+            case StressOpKind.Symlink:
+            {
+                var directory = (ModelDirectory)nodes[0];
+                string name = $"l{_options.Seed}-{Interlocked.Read(ref _claimed)}";
+                while (directory.Children.ContainsKey(name)) name += "x";
+                // Short targets stay in the inode, long ones (up to the 1024-byte limit) take remote blocks.
+                int length = random.Next(3) == 0 ? 200 + random.Next(825) : 1 + random.Next(60);
+                var target = new char[length];
+                for (int i = 0; i < length; i++) target[i] = "abcdefghijklmnopqrstuvwxyz0123456789./-_"[random.Next(40)];
+                return new StressOp(kind, directory.ChildPath(name), new string(target));
+            }
+            case StressOpKind.Mknod:
+            {
+                var directory = (ModelDirectory)nodes[0];
+                string name = $"n{_options.Seed}-{Interlocked.Read(ref _claimed)}";
+                while (directory.Children.ContainsKey(name)) name += "x";
+                int type = random.Next(4) switch { 0 => 0x1000, 1 => 0xC000, 2 => 0x2000, _ => 0x6000 };
+                ulong rdev = type is 0x2000 or 0x6000 ? DeviceNumbers.MakeDev((uint)random.Next(512), (uint)random.Next(1 << 18)) : 0;
+                return new StressOp(kind, directory.ChildPath(name), Offset: type | random.Next(0x1000), Offset2: (long)rdev);
+            }
+            case StressOpKind.Chmod:
+                return new StressOp(kind, nodes[0].Path, Offset: random.Next(0x1000));
+            case StressOpKind.Chown:
+                return new StressOp(kind, nodes[0].Path, Offset: random.Next(3) == 0 ? 0 : random.Next(70000), Offset2: random.Next(3) == 0 ? 0 : random.Next(70000));
+            case StressOpKind.Utimes:
+                return new StressOp(kind, nodes[0].Path, Offset: random.NextInt64(-(1L << 31), 1L << 33), Offset2: random.NextInt64(0, 1L << 32),
+                    Length: random.Next(1_000_000_000));
+            case StressOpKind.Rename:
+            {
+                var moving = (ModelFile)nodes[1];
+                var into = (ModelDirectory)nodes[2];
+                if (moving.Parent != nodes[0]) return null;
+                if (nodes.Length == 4)
+                {
+                    var over = (ModelFile)nodes[3];
+                    if (over.Parent != into || !into.Children.ContainsKey(over.Name)) return null;
+                    var flags = random.Next(2) == 0 ? RenameFlags.Exchange : RenameFlags.None;
+                    return new StressOp(kind, moving.Path, over.Path, Length: (long)flags);
+                }
+                string name = $"r{_options.Seed}-{Interlocked.Read(ref _claimed)}";
+                while (into.Children.ContainsKey(name)) name += "x";
+                return new StressOp(kind, moving.Path, into.ChildPath(name), Length: (long)(random.Next(2) == 0 ? RenameFlags.NoReplace : RenameFlags.None));
+            }
             case StressOpKind.Reflink:
             {
                 var source = (ModelFile)nodes[0];
@@ -437,7 +512,8 @@ public sealed class StressRunner
             else
             {
                 Interlocked.Increment(ref _counts[(int)op.Kind, 1 + (int)e.Kind]);
-                if (e.Kind == WriteErrorKind.NotSupported && op.Kind is StressOpKind.Create or StressOpKind.Mkdir or StressOpKind.Unlink or StressOpKind.Rmdir)
+                if (e.Kind == WriteErrorKind.NotSupported && op.Kind is StressOpKind.Create or StressOpKind.Mkdir or StressOpKind.Unlink or StressOpKind.Rmdir
+                    or StressOpKind.Symlink or StressOpKind.Mknod)
                 {
                     // Under the directory's model lock (held by the caller).
                     if (_model.Find(ParentPath(op.Path)) is ModelDirectory directory) directory.NamesFrozen = true;
@@ -515,11 +591,21 @@ public sealed class StressRunner
             case StressOpKind.RmdirNotEmpty:
                 _target.Unlink(op.Path);
                 return null;
+            case StressOpKind.Rename: _target.Rename(op.Path, op.Path2, (RenameFlags)op.Length); return null;
+            case StressOpKind.Symlink: _target.Symlink(op.Path2, op.Path); return null;
+            case StressOpKind.Mknod: _target.Mknod(op.Path, (int)op.Offset, (ulong)op.Offset2); return null;
+            case StressOpKind.Chmod: _target.Chmod(op.Path, (int)op.Offset); return null;
+            case StressOpKind.Chown: _target.Chown(op.Path, (uint)op.Offset, (uint)op.Offset2); return null;
+            case StressOpKind.Utimes:
+                _target.Utimes(op.Path, new InodeTime(op.Offset, (uint)op.Length), new InodeTime(op.Offset2, (uint)op.Length));
+                return null;
             case StressOpKind.Stat:
             {
                 InodeStat stat = _target.Stat(op.Path);
-                long size = ((ModelFile)_model.Find(op.Path)!).Contents.Size;
+                var known = (ModelFile)_model.Find(op.Path)!;
+                long size = known.Contents.Size;
                 if (stat.Type != InodeType.RegularFile) return $"stat says {stat.Type}";
+                if ((stat.Mode & 0xFFF) != known.Mode) return $"stat mode 0{Convert.ToString(stat.Mode & 0xFFF, 8)}, the model has 0{Convert.ToString(known.Mode, 8)}";
                 return stat.Size != size ? $"stat size {stat.Size}, the model has {size}" : null;
             }
             case StressOpKind.List:
