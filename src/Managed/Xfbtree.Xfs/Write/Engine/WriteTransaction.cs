@@ -45,7 +45,7 @@ public readonly record struct AllocationRequest(
 public readonly record struct AllocatedExtent(uint AgNumber, uint AgBlock, uint Length, ulong Fsbno);
 
 /// <summary>
-/// One operation's transaction. OWNER: write-core. Everything the operation changes goes through it: buffers
+/// One operation's transaction. Everything the operation changes goes through it: buffers
 /// (joined, exclusively locked until the end), in-core inodes (logged), file data (journaled), free space, rmap
 /// and refcount records, superblock counters. Commit journals every change, then writes it in place; cancel
 /// leaves image and memory as they were. Lock order: inode locks (ascending inode number), then AG locks

@@ -16,7 +16,7 @@ public readonly record struct InodeStat(
     string DataForkFormat, bool Reflink, DateTimeOffset ModifiedAt);
 
 /// <summary>
-/// Paths, directories and inode life: lookup, create, mkdir, unlink, list, stat. OWNER: write-namespace.
+/// Paths, directories and inode life: lookup, create, mkdir, unlink, list, stat.
 /// Shortform and block directories (others are refused naming their format); inode allocation from a free
 /// inode or a new chunk (inobt, finobt, OWN_INODES); inode free.
 /// </summary>
