@@ -31,15 +31,17 @@ public static class IoCommand
             Required = true,
             Arity = ArgumentArity.OneOrMore,
         };
+        var json = RmapCommand.Json();
         var command = new Command("io", "Change an unmounted XFS image as the kernel would: write, read, allocate, punch, " +
                                         "truncate, reflink, create, remove. Exit 0 done, 1 a command failed (the image stays " +
-                                        "consistent), 2 usage error or unusable image.") { image, commands };
-        command.SetAction(p => Execute(p.GetRequiredValue(image), p.GetRequiredValue(commands), environment));
+                                        "consistent), 2 usage error or unusable image.") { image, commands, json };
+        command.SetAction(p => Execute(p.GetRequiredValue(image), p.GetRequiredValue(commands), CommandLineHost.For(p, environment), p.GetValue(json)));
         return command;
     }
 
-    /// <summary>Runs the commands on the image; the exit code.</summary>
-    public static int Execute(string imagePath, IReadOnlyList<string> commandLines, CommandEnvironment environment)
+    /// <summary>Runs the commands on the image; the exit code. With <paramref name="json"/> the output is one JSON
+    /// document: every command with its output lines and, for the one that failed, its error.</summary>
+    public static int Execute(string imagePath, IReadOnlyList<string> commandLines, CommandEnvironment environment, bool json = false)
     {
         ArgumentNullException.ThrowIfNull(imagePath);
         ArgumentNullException.ThrowIfNull(commandLines);
@@ -52,7 +54,7 @@ public static class IoCommand
             try { operations.Add(IoOperation.Parse(line)); }
             catch (FormatException e)
             {
-                stderr.WriteLine($"xfbtree io: -c '{line}': {e.Message} (see 'xfbtree io --help')");
+                CommandLineHost.Error(stderr, $"io: -c '{line}': {e.Message} (see 'xfbtree io --help')");
                 return CommandLineHost.ExitUnusable;
             }
         }
@@ -61,21 +63,31 @@ public static class IoCommand
         try { fs = XfsFileSystem.Open(imagePath); }
         catch (Exception e) when (e is XfsWriteException or IOException or UnauthorizedAccessException)
         {
-            stderr.WriteLine($"xfbtree io: {imagePath}: {e.Message}");
+            CommandLineHost.Error(stderr, $"io: {imagePath}: {e.Message}");
+            if (json) CommandLineHost.WriteJsonError(stdout, "io", imagePath, e.Message, CommandLineHost.ExitUnusable);
             return CommandLineHost.ExitUnusable;
         }
 
         int rc = CommandLineHost.ExitClean;
+        var results = new List<(string Command, string Output, string? Error)>();
+        string? closeError = null;
         try
         {
             foreach (var operation in operations)
             {
-                try { operation.Run(fs, stdout); }
+                // With --json each command's lines are collected for its entry in the document.
+                var output = json ? new StringWriter { NewLine = "\n" } : stdout;
+                try
+                {
+                    operation.Run(fs, output);
+                    if (json) results.Add((operation.Text, output.ToString()!, null));
+                }
                 catch (Exception e) when (e is not OutOfMemoryException)
                 {
                     string why = e is XfsWriteException w ? $"{w.Message} ({w.Kind})" : $"internal error: {e.GetType().Name}: {e.Message}";
                     stdout.Flush();
-                    stderr.WriteLine($"xfbtree io: {operation.Text}: {why}");
+                    CommandLineHost.Error(stderr, $"io: {operation.Text}: {why}");
+                    if (json) results.Add((operation.Text, output.ToString()!, why));
                     rc = CommandLineHost.ExitDamaged;
                     break;
                 }
@@ -83,13 +95,37 @@ public static class IoCommand
             try { fs.Close(); }
             catch (Exception e) when (e is XfsWriteException or IOException)
             {
-                stderr.WriteLine($"xfbtree io: {imagePath}: close failed: {e.Message}");
+                closeError = $"close failed: {e.Message}";
+                CommandLineHost.Error(stderr, $"io: {imagePath}: {closeError}");
                 rc = CommandLineHost.ExitDamaged;
             }
         }
         finally
         {
             fs.Dispose();
+        }
+        if (json)
+        {
+            CommandLineHost.WriteJson(stdout, "io", j =>
+            {
+                j.WriteString("image", imagePath);
+                j.WriteNumber("exitCode", rc);
+                j.WriteStartArray("operations");
+                foreach (var (text, output, error) in results)
+                {
+                    j.WriteStartObject();
+                    j.WriteString("command", text);
+                    j.WriteBoolean("ok", error is null);
+                    j.WriteStartArray("output");
+                    foreach (string line in output.Split('\n', StringSplitOptions.RemoveEmptyEntries)) j.WriteStringValue(line);
+                    j.WriteEndArray();
+                    if (error is not null) j.WriteString("error", error);
+                    j.WriteEndObject();
+                }
+                j.WriteEndArray();
+                j.WriteNumber("notRun", operations.Count - results.Count);
+                if (closeError is not null) j.WriteString("closeError", closeError);
+            });
         }
         return rc;
     }
@@ -219,7 +255,7 @@ public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRead
                     fs.Write(path, offset + done, piece.AsSpan(0, n));
                     done += n;
                 }
-                stdout.WriteLine($"wrote {length}/{length} bytes at offset {offset}");
+                stdout.WriteLine($"wrote {length}/{CommandLineHost.Count(length, "byte")} at offset {offset}");
                 break;
             }
             case "pread":
@@ -235,7 +271,7 @@ public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRead
                     hash.AppendData(buffer, 0, n);
                     done += n;
                 }
-                stdout.WriteLine($"read {done}/{length} bytes at offset {offset} sha256 {Convert.ToHexStringLower(hash.GetHashAndReset())}");
+                stdout.WriteLine($"read {done}/{CommandLineHost.Count(length, "byte")} at offset {offset} sha256 {Convert.ToHexStringLower(hash.GetHashAndReset())}");
                 break;
             }
             case "falloc": fs.Fallocate(path, Numbers[0], Numbers[1]); break;
