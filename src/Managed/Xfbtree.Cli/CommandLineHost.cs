@@ -12,7 +12,7 @@ namespace Xfbtree.Cli;
 /// <param name="Stdout">Report / TSV output (help and --version go here too).</param>
 /// <param name="Stderr">One-line errors and, when <paramref name="Progress"/>, the progress line.</param>
 /// <param name="Progress">Draw a progress line on <paramref name="Stderr"/> (the tool passes "stderr is a terminal").</param>
-public sealed record CommandEnvironment(TextWriter Stdout, TextWriter Stderr, bool Progress);
+internal sealed record CommandEnvironment(TextWriter Stdout, TextWriter Stderr, bool Progress);
 
 /// <summary>
 /// The command tree's root and the one place that turns a command line into an exit code. Each top-level command
@@ -22,7 +22,7 @@ public sealed record CommandEnvironment(TextWriter Stdout, TextWriter Stderr, bo
 /// every error line starts with <see cref="ErrorPrefix"/>; a command that reports takes <c>--json</c> and then writes
 /// one JSON document (with <c>version</c>) to stdout, an error object when it could not do its work.
 /// </summary>
-public static class CommandLineHost
+internal static class CommandLineHost
 {
     public const int ExitClean = 0, ExitDamaged = 1, ExitUnusable = 2;
 

@@ -12,7 +12,7 @@ namespace Xfbtree.Cli;
 /// the commands then run in order, each one engine operation (pwrite and pread in 1 MiB pieces); the first failure
 /// stops the run with exit 1 and one line. Either way the engine is closed cleanly, so the image is consistent.
 /// </summary>
-public static class IoCommand
+internal static class IoCommand
 {
     /// <summary>Largest piece of a pwrite that is one engine operation (one transaction).</summary>
     public const int WritePiece = 1 << 20;
@@ -132,7 +132,7 @@ public static class IoCommand
 }
 
 /// <summary>One parsed <c>-c</c> command of <c>xfbtree io</c>.</summary>
-public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IReadOnlyList<long> Numbers, byte Fill, string Text)
+internal sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IReadOnlyList<long> Numbers, byte Fill, string Text)
 {
     /// <summary>The arguments of each command: P = path, N = size.</summary>
     static readonly Dictionary<string, string> Shapes = new(StringComparer.Ordinal)

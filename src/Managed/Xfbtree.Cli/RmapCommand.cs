@@ -7,7 +7,7 @@ namespace Xfbtree.Cli;
 /// <summary>
 /// <c>xfbtree rmap dump|check|repair</c>: the command-line shape of <see cref="RmapCommands"/> (which does the work).
 /// </summary>
-public static class RmapCommand
+internal static class RmapCommand
 {
     /// <summary>The <c>rmap</c> command with its three subcommands.</summary>
     public static Command Create(CommandEnvironment environment)

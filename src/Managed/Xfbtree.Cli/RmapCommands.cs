@@ -19,7 +19,7 @@ namespace Xfbtree.Cli;
 /// Exit codes: 0 clean, 1 damage found, 2 could not check (bad input, usage). Every failure is one line on stderr,
 /// never a stack trace.
 /// </summary>
-public static class RmapCommands
+internal static class RmapCommands
 {
     public const int ExitClean = CommandLineHost.ExitClean, ExitDamaged = CommandLineHost.ExitDamaged, ExitUnusable = CommandLineHost.ExitUnusable;
 

@@ -12,7 +12,7 @@ namespace Xfbtree.Cli;
 /// (<see cref="StressRunner"/>); at the end the engine is closed, the image reopened and every model file and
 /// directory compared with it. Exit 0 clean, 1 a difference (or an unexpected error), 2 usage error or unusable image.
 /// </summary>
-public static class StressCommand
+internal static class StressCommand
 {
     public static Command Create(CommandEnvironment environment)
     {
@@ -227,7 +227,7 @@ public static class StressCommand
 }
 
 /// <summary>One parsed <c>xfbtree stress</c> command line.</summary>
-public sealed class StressRequest
+internal sealed class StressRequest
 {
     public required string Image { get; init; }
     public long Ops { get; init; } = 1000;
