@@ -101,9 +101,8 @@ internal static class RmapCommands
         catch (UnauthorizedAccessException e) { return Fail(e.Message, ExitUnusable); }
         catch (CorruptionException e) { return Fail(e.Message, ExitDamaged); }
         catch (OutOfMemoryException) when (!RethrowInternalErrors) { return Fail("out of memory", ExitUnusable); }
-#pragma warning disable CA1031 // last line of defence: one line, never a stack trace
+        // Last line of defence: one line, never a stack trace.
         catch (Exception e) when (!RethrowInternalErrors) { return Fail($"internal error: {e.GetType().Name}: {e.Message}", ExitUnusable); }
-#pragma warning restore CA1031
     }
 
     /// <summary>
