@@ -6,6 +6,7 @@ for tool in mkfs.xfs xfs_db xfs_repair xfs_mdrestore; do
   command -v "$tool" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1 || need+=(xfsprogs)
 done
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
+command -v getfattr >/dev/null 2>&1 || need+=(attr)   # the kernel oracle of the xattr tests
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

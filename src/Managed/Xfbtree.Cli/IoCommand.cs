@@ -1,7 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Security.Cryptography;
 using Xfbtree.Xfs.Write;
+using Xfbtree.Xfs.Write.Attributes;
+using Xfbtree.Xfs.Write.Engine;
 using Xfbtree.Xfs.Write.Namespace;
 
 namespace Xfbtree.Cli;
@@ -25,7 +26,8 @@ internal static class IoCommand
         {
             Description = "A command, run in order (repeat -c): pwrite PATH OFFSET LENGTH [-S BYTE] | pread PATH OFFSET LENGTH | " +
                           "falloc PATH OFFSET LENGTH | fpunch PATH OFFSET LENGTH | truncate PATH SIZE | reflink SRC SRCOFF DST DSTOFF LENGTH | " +
-                          "unshare PATH OFFSET LENGTH | create PATH | mkdir PATH | unlink PATH | stat PATH | ls PATH. " +
+                          "unshare PATH OFFSET LENGTH | create PATH | mkdir PATH | unlink PATH | stat PATH | ls PATH | " +
+                          "setxattr PATH NAME VALUE | getxattr PATH NAME | listxattr PATH | removexattr PATH NAME. " +
                           "Sizes in bytes, optional k/m/g/t suffix (powers of 1024) or 0x prefix.",
             HelpName = "CMD ARGS",
             Required = true,
@@ -60,12 +62,17 @@ internal static class IoCommand
         }
 
         XfsFileSystem fs;
+        PendingJournal? pending = ImageStateNotices.Pending(imagePath);
         try { fs = XfsFileSystem.Open(imagePath); }
         catch (Exception e) when (e is XfsWriteException or IOException or UnauthorizedAccessException)
         {
             CommandLineHost.Error(stderr, $"io: {imagePath}: {e.Message}");
             if (json) CommandLineHost.WriteJsonError(stdout, "io", imagePath, e.Message, CommandLineHost.ExitUnusable);
             return CommandLineHost.ExitUnusable;
+        }
+        if (pending is not null)
+        {
+            stderr.WriteLine($"xfbtree: io: {ImageStateNotices.Replayed(imagePath, pending, fs.Engine.RecordsReplayed)}");
         }
 
         int rc = CommandLineHost.ExitClean;
@@ -84,7 +91,7 @@ internal static class IoCommand
                 }
                 catch (Exception e) when (e is not OutOfMemoryException)
                 {
-                    string why = e is XfsWriteException w ? $"{w.Message} ({w.Kind})" : $"internal error: {e.GetType().Name}: {e.Message}";
+                    string why = e is XfsWriteException w ? $"{ErrnoName(w.Kind)}: {w.Message} ({w.Kind})" : $"internal error: {e.GetType().Name}: {e.Message}";
                     stdout.Flush();
                     CommandLineHost.Error(stderr, $"io: {operation.Text}: {why}");
                     if (json) results.Add((operation.Text, output.ToString()!, why));
@@ -129,6 +136,27 @@ internal static class IoCommand
         }
         return rc;
     }
+
+    /// <summary>The errno the kernel returns for a failure of this kind.</summary>
+    public static string ErrnoName(WriteErrorKind kind) => kind switch
+    {
+        WriteErrorKind.InvalidArgument => "EINVAL",
+        WriteErrorKind.NotFound => "ENOENT",
+        WriteErrorKind.Exists => "EEXIST",
+        WriteErrorKind.NotDirectory => "ENOTDIR",
+        WriteErrorKind.IsDirectory => "EISDIR",
+        WriteErrorKind.NotEmpty => "ENOTEMPTY",
+        WriteErrorKind.NoSpace => "ENOSPC",
+        WriteErrorKind.NotSupported => "EOPNOTSUPP",
+        WriteErrorKind.Corrupt => "EFSCORRUPTED",
+        WriteErrorKind.Io => "EIO",
+        WriteErrorKind.Busy => "EBUSY",
+        WriteErrorKind.NoData => "ENODATA",
+        WriteErrorKind.TooBig => "E2BIG",
+        WriteErrorKind.OutOfRange => "ERANGE",
+        WriteErrorKind.NotPermitted => "EPERM",
+        _ => "EIO",
+    };
 }
 
 /// <summary>One parsed <c>-c</c> command of <c>xfbtree io</c>.</summary>
@@ -139,7 +167,7 @@ internal sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRe
     {
         ["pwrite"] = "PNN", ["pread"] = "PNN", ["falloc"] = "PNN", ["fpunch"] = "PNN", ["truncate"] = "PN",
         ["reflink"] = "PNPNN", ["unshare"] = "PNN", ["create"] = "P", ["mkdir"] = "P", ["unlink"] = "P", ["stat"] = "P",
-        ["ls"] = "P",
+        ["ls"] = "P", ["setxattr"] = "PSS", ["getxattr"] = "PS", ["listxattr"] = "P", ["removexattr"] = "PS",
     };
 
     static readonly Dictionary<string, string> Usages = new(StringComparer.Ordinal)
@@ -148,6 +176,8 @@ internal sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRe
         ["falloc"] = "falloc PATH OFFSET LENGTH", ["fpunch"] = "fpunch PATH OFFSET LENGTH", ["truncate"] = "truncate PATH SIZE",
         ["reflink"] = "reflink SRC SRCOFF DST DSTOFF LENGTH", ["unshare"] = "unshare PATH OFFSET LENGTH",
         ["create"] = "create PATH", ["mkdir"] = "mkdir PATH", ["unlink"] = "unlink PATH", ["stat"] = "stat PATH", ["ls"] = "ls PATH",
+        ["setxattr"] = "setxattr PATH NAME VALUE", ["getxattr"] = "getxattr PATH NAME", ["listxattr"] = "listxattr PATH",
+        ["removexattr"] = "removexattr PATH NAME",
     };
 
     /// <summary>Parses "CMD ARGS" (words split on blanks; '...' and "..." quote a word). Throws FormatException.</summary>
@@ -175,7 +205,12 @@ internal sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRe
         var numbers = new List<long>();
         for (int i = 0; i < shape.Length; i++)
         {
-            if (shape[i] == 'P')
+            if (shape[i] == 'S')
+            {
+                // Names and values of xattr commands ride along with the paths.
+                paths.Add(args[i]);
+            }
+            else if (shape[i] == 'P')
             {
                 if (!args[i].StartsWith('/')) throw new FormatException($"'{args[i]}' is not an absolute path inside the filesystem");
                 paths.Add(args[i]);
@@ -246,32 +281,48 @@ internal sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRe
         {
             case "pwrite":
             {
+                // The whole write's space is checked first: when it cannot fit, nothing is written. The write then
+                // goes in pieces of WritePiece bytes, one operation each; should a piece still fail (space taken by
+                // bmbt growth the check could not foresee, an I/O error), the pieces before it stay written and the
+                // error says exactly how many bytes that is, as write(2) reports a short count.
                 long offset = Numbers[0], length = Numbers[1];
+                try
+                {
+                    fs.EnsureWriteSpace(path, offset, length);
+                }
+                catch (XfsWriteException e) when (e.Kind == WriteErrorKind.NoSpace)
+                {
+                    throw new XfsWriteException(e.Kind, $"nothing written: {e.Message}", e);
+                }
                 var piece = new byte[(int)Math.Min(length, IoCommand.WritePiece)];
                 piece.AsSpan().Fill(Fill);
-                for (long done = 0; done < length;)
+                long done = 0;
+                try
                 {
-                    int n = (int)Math.Min(piece.Length, length - done);
-                    fs.Write(path, offset + done, piece.AsSpan(0, n));
-                    done += n;
+                    while (done < length)
+                    {
+                        int n = (int)Math.Min(piece.Length, length - done);
+                        fs.Write(path, offset + done, piece.AsSpan(0, n));
+                        done += n;
+                    }
+                }
+                catch (Exception e) when (e is XfsWriteException or IOException)
+                {
+                    throw new XfsWriteException(e is XfsWriteException w ? w.Kind : WriteErrorKind.Io, done == 0
+                        ? $"nothing written: {e.Message}"
+                        : $"short write: {done} of {length} bytes written at offset {offset} (bytes [{offset}, {offset + done}) are in the file, the rest is not): {e.Message}", e);
                 }
                 stdout.WriteLine($"wrote {length}/{CommandLineHost.Count(length, "byte")} at offset {offset}");
                 break;
             }
             case "pread":
             {
+                // Holes and unwritten extents reach the CRC as zero lengths (O(log n) each): the work follows the
+                // data read, not the range; the range stops at EOF.
                 long offset = Numbers[0], length = Numbers[1];
-                using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-                var buffer = new byte[(int)Math.Min(Math.Max(length, 1), IoCommand.WritePiece)];
-                long done = 0;
-                while (done < length)
-                {
-                    int n = fs.Read(path, offset + done, buffer.AsSpan(0, (int)Math.Min(buffer.Length, length - done)));
-                    if (n <= 0) break;
-                    hash.AppendData(buffer, 0, n);
-                    done += n;
-                }
-                stdout.WriteLine($"read {done}/{CommandLineHost.Count(length, "byte")} at offset {offset} sha256 {Convert.ToHexStringLower(hash.GetHashAndReset())}");
+                var crc = new Crc64();
+                long done = fs.ReadInto(path, offset, length, crc);
+                stdout.WriteLine($"read {done}/{CommandLineHost.Count(length, "byte")} at offset {offset} crc64 {crc.Value:x16}");
                 break;
             }
             case "falloc": fs.Fallocate(path, Numbers[0], Numbers[1]); break;
@@ -286,9 +337,36 @@ internal sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRe
             case "ls":
                 foreach (var entry in fs.List(path)) stdout.WriteLine($"{entry.Ino}\t{TypeName(entry.Type)}\t{entry.Name}");
                 break;
+            case "setxattr":
+                fs.SetXattr(fs.Lookup(path), Paths[1], System.Text.Encoding.UTF8.GetBytes(Paths[2]));
+                break;
+            case "getxattr":
+            {
+                ulong ino = fs.Lookup(path);
+                var value = new byte[Math.Max(1, fs.GetXattr(ino, Paths[1], []))];
+                int n = fs.GetXattr(ino, Paths[1], value);
+                stdout.WriteLine($"{Paths[1]}=\"{ShowValue(value.AsSpan(0, n))}\"");
+                break;
+            }
+            case "listxattr":
+                foreach (string name in fs.ListXattrNames(fs.Lookup(path))) stdout.WriteLine(name);
+                break;
+            case "removexattr": fs.RemoveXattr(fs.Lookup(path), Paths[1]); break;
             default:
                 throw new InvalidOperationException($"no runner for '{Name}'");
         }
+    }
+
+    /// <summary>A value as getfattr shows text: printable ASCII as is, other bytes as octal escapes.</summary>
+    static string ShowValue(ReadOnlySpan<byte> value)
+    {
+        var sb = new System.Text.StringBuilder(value.Length);
+        foreach (byte b in value)
+        {
+            if (b >= 0x20 && b < 0x7F && b != (byte)'"' && b != (byte)'\\') sb.Append((char)b);
+            else sb.Append('\\').Append(Convert.ToString(b, 8).PadLeft(3, '0'));
+        }
+        return sb.ToString();
     }
 
     static void WriteStat(string path, InodeStat stat, TextWriter stdout)

@@ -13,6 +13,7 @@ internal static class Program
             root.Add(RmapCommand.Create(environment));
             root.Add(IoCommand.Create(environment));
             root.Add(StressCommand.Create(environment));
+            root.Add(RecoverCommand.Create(environment));
             return CommandLineHost.Invoke(root, args, environment);
         }
         finally

@@ -63,6 +63,15 @@ internal static class RmapCommands
         }
         try
         {
+            // Before anything else: an image being written, or one whose writer left a journal to replay.
+            if (a.Command != "repair" && ImageStateNotices.InUse(a.Image) is { } holder)
+            {
+                return Fail(ImageStateNotices.InUseRefusal(a.Image, holder), ExitUnusable);
+            }
+            if (ImageStateNotices.Pending(a.Image) is { } pending && ImageStateNotices.InUse(a.Image) is null)
+            {
+                return Fail(ImageStateNotices.PendingRefusal(a.Image, pending), ExitUnusable);
+            }
             if (a.Command == "repair")
             {
                 int repairRc = a.Json ? RepairJson(a, report, stdout, stderr)

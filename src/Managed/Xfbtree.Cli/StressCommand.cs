@@ -10,7 +10,8 @@ namespace Xfbtree.Cli;
 /// <c>xfbtree stress IMAGE --ops N --threads T --seed S [--manifest FILE]</c>: a random workload over every write
 /// operation on the image's existing files and new ones, checked against a model of every file's bytes
 /// (<see cref="StressRunner"/>); at the end the engine is closed, the image reopened and every model file and
-/// directory compared with it. Exit 0 clean, 1 a difference (or an unexpected error), 2 usage error or unusable image.
+/// directory compared with it. Exit 0 clean, 1 a difference, an unexpected error, or (on an image healthy at the
+/// start) any Corrupt outcome or sick AG; 2 usage error or unusable image.
 /// </summary>
 internal static class StressCommand
 {
@@ -94,10 +95,15 @@ internal static class StressCommand
         using (var opLog = request.OpLog is null ? null : new StressOpLogFile(request.OpLog))
         {
             XfsFileSystem fs;
+            PendingJournal? pending = ImageStateNotices.Pending(request.Image);
             try { fs = XfsFileSystem.Open(request.Image, engineOptions); }
             catch (Exception e) when (e is XfsWriteException or IOException or UnauthorizedAccessException)
             {
                 return Unusable(e.Message);
+            }
+            if (pending is not null)
+            {
+                stderr.WriteLine($"xfbtree: stress: {ImageStateNotices.Replayed(request.Image, pending, fs.Engine.RecordsReplayed)}");
             }
             try
             {
@@ -138,6 +144,7 @@ internal static class StressCommand
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"stress: {N(result.Total, "op")} in {result.Elapsed.TotalSeconds:F2} s: {result.OpsPerSecond:F0} ops/s ({N(request.Threads, "thread")}, seed {request.Seed})"));
         result.WriteCounts(stdout);
+        stdout.WriteLine(result.HealthLine());
 
         // The image as a fresh open sees it: what a crash or another reader would find.
         List<string> problems = result.Problems.ToList();

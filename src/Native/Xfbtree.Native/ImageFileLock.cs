@@ -73,6 +73,45 @@ public sealed unsafe class ImageFileLock : IDisposable
         return null;
     }
 
+    /// <summary>
+    /// True when another open file description holds a lock on <paramref name="path"/> that keeps readers out (a
+    /// writer's <see cref="TryAcquireExclusive"/>). Asked with F_OFD_GETLK on a read-only descriptor: nothing is
+    /// taken, so a writer opening at the same moment is never turned away by the question. Throws
+    /// <see cref="NativeCallException"/> when the file cannot be opened or asked, so a failure never passes as "not held".
+    /// </summary>
+    public static bool IsHeldByAWriter(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        SafeFdHandle fd = LinuxDevices.Open(path, writable: false, exclusive: false, direct: false);
+        bool added = false;
+        try
+        {
+            fd.DangerousAddRef(ref added);
+            int rc, error;
+            Tmds.Linux.flock probe;
+            do
+            {
+                probe = new Tmds.Linux.flock { l_type = (short)Tmds.Linux.LibC.F_RDLCK, l_whence = (short)Tmds.Linux.LibC.SEEK_SET, l_start = 0, l_len = 0, l_pid = 0 };
+                rc = Tmds.Linux.LibC.fcntl(fd.Fd, Tmds.Linux.LibC.F_OFD_GETLK, &probe);
+                error = rc == 0 ? 0 : Tmds.Linux.LibC.errno;
+            }
+            while (rc != 0 && error == NativeErrors.EINTR);
+            if (rc != 0)
+            {
+                NativeErrors.Throw("fcntl(F_OFD_GETLK)", error, path);
+            }
+            return probe.l_type != (short)Tmds.Linux.LibC.F_UNLCK;
+        }
+        finally
+        {
+            if (added)
+            {
+                fd.DangerousRelease();
+            }
+            fd.Dispose();
+        }
+    }
+
     /// <summary>Releases the lock (unlocks, then closes the descriptor).</summary>
     public void Dispose()
     {

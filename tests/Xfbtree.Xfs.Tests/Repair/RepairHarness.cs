@@ -76,7 +76,35 @@ internal static class RepairTools
 
     public static ToolResult Xfbtree(params string[] args) => Xfbtree(null, args);
 
-    public static ToolResult XfsRepairCheck(string image) => Exec(TreeFixtures.Tool("xfs_repair"), ["-n", image]);
+    /// <summary>xfs_repair -n; with <c>-o force_geometry</c> on a single-AG filesystem, which mkfs makes when asked
+    /// (agcount=1, or its test-only small-filesystem override) but which xfs_repair refuses to check without it (it
+    /// cannot confirm the geometry against a secondary superblock).</summary>
+    public static ToolResult XfsRepairCheck(string image)
+        => Exec(TreeFixtures.Tool("xfs_repair"), SingleAg(image) ? ["-n", "-o", "force_geometry", image] : ["-n", image]);
+
+    /// <summary>True when the primary superblock says agcount 1.</summary>
+    public static bool SingleAg(string image)
+    {
+        Span<byte> sb = stackalloc byte[512];
+        using (var f = File.OpenRead(image))
+        {
+            if (f.Read(sb) < 512) return false;
+        }
+        return System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(sb[88..]) == 1;
+    }
+
+    /// <summary>mkfs.xfs with the environment of its test-only override (TEST_DIR, TEST_DEV, QA_CHECK_FS), which
+    /// lets it make filesystems below 300 MB, as xfstests does; the image file is created at <paramref name="size"/>.</summary>
+    public static void MkfsSmall(string image, long size, params string[] options)
+    {
+        using (var f = File.Create(image)) f.SetLength(size);
+        var env = new Dictionary<string, string>
+        {
+            ["TEST_DIR"] = Path.GetDirectoryName(image)!, ["TEST_DEV"] = image, ["QA_CHECK_FS"] = "1",
+        };
+        var run = Exec(TreeFixtures.Tool("mkfs.xfs"), new[] { "-q", "-f" }.Concat(options).Append(image), env);
+        if (run.ExitCode != 0) throw new InvalidOperationException($"mkfs.xfs {string.Join(' ', options)}: {run}");
+    }
 
     public static ToolResult XfsRepair(string image) => Exec(TreeFixtures.Tool("xfs_repair"), [image]);
 

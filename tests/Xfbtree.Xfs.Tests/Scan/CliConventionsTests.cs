@@ -13,7 +13,7 @@ namespace Xfbtree.Xfs.Tests.Scan;
 /// </summary>
 public sealed class CliConventionsTests
 {
-    static readonly string[][] Commands = [[], ["rmap"], ["rmap", "dump"], ["rmap", "check"], ["rmap", "repair"], ["io"], ["stress"]];
+    static readonly string[][] Commands = [[], ["rmap"], ["rmap", "dump"], ["rmap", "check"], ["rmap", "repair"], ["io"], ["stress"], ["recover"]];
 
     [Fact]
     public void ShortVersionOptionPrintsTheVersion()

@@ -131,7 +131,9 @@ public sealed class XfsFormatTests
         Assert.Equal(1234u, geo.InoToAgino(ino));
         sector[124] = 16;
         XfsCrc.Update(sector, Superblock.CrcOffset);
-        Assert.Contains("agblklog", Assert.Throws<XfsFormatException>(() => Superblock.Parse(sector).Validate()).Message, StringComparison.Ordinal);
+        string why = Assert.Throws<XfsFormatException>(() => Superblock.Parse(sector).Validate()).Message;
+        Assert.Contains("agblklog", why, StringComparison.Ordinal);
+        Assert.Contains("it must be log2 of agblocks rounded up (17)", why, StringComparison.Ordinal); // the rule, not only the field
     }
 
     [Fact]

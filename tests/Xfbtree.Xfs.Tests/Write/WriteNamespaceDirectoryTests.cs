@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
+using Xfbtree.Xfs.Directories;
 using Xfbtree.Xfs.Tests.Trees;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Namespace;

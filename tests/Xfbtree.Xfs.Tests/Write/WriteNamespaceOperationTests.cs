@@ -1,4 +1,5 @@
 using System.Text;
+using Xfbtree.Xfs.Directories;
 using Xfbtree.Xfs.Tests.Repair;
 using Xfbtree.Xfs.Tests.Scan;
 using Xfbtree.Xfs.Tests.Trees;
@@ -269,11 +270,12 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
         Fails(WriteErrorKind.InvalidArgument, () => ops.Create("relative"));
         Fails(WriteErrorKind.InvalidArgument, () => ops.Unlink("/"));
         Fails(WriteErrorKind.InvalidArgument, () => ops.Mkdir("/full/.."));
-        var node = Fails(WriteErrorKind.NotSupported, () => ops.Create("/feat/bigdir/newname"));
-        Assert.Contains("node format", node.Message, StringComparison.Ordinal);
-        Assert.Contains("/feat/bigdir", node.Message, StringComparison.Ordinal);
-        // Reading a node directory works.
-        Assert.True(ops.List("/feat/bigdir").Count > 1000);
+        // A node directory the kernel made takes new names, and refuses a name it has.
+        int before = ops.List("/feat/bigdir").Count;
+        Assert.True(before > 1000);
+        ops.Create("/feat/bigdir/newname");
+        Fails(WriteErrorKind.Exists, () => ops.Create("/feat/bigdir/newname"));
+        Assert.Equal(before + 1, ops.List("/feat/bigdir").Count);
         s.Close();
         AssertClean(s.Image);
     }
@@ -325,9 +327,9 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
         Assert.Equal(6u, ops.Stat("/feat/special/one-block").Links);
         ops.Unlink("/feat/fragmented.bin");
         ops.Unlink("/feat/reflink/fragmented.clone");
-        var leaf = Assert.Throws<XfsWriteException>(() => ops.Unlink("/feat/links/l0007"));
-        Assert.Equal(WriteErrorKind.NotSupported, leaf.Kind);
-        Assert.Contains("'/feat/links' is in leaf format", leaf.Message, StringComparison.Ordinal);
+        // A leaf directory the kernel made loses a name.
+        ops.Unlink("/feat/links/l0007");
+        Assert.Equal(WriteErrorKind.NotFound, Assert.Throws<XfsWriteException>(() => ops.Lookup("/feat/links/l0007")).Kind);
         ulong shared = ops.Lookup("/feat/special/one-block");
         for (int i = 0; i < 4; i++) ops.Unlink($"/feat/special/hardlink{i}");
         var st = ops.Stat("/feat/special/one-block");
@@ -339,39 +341,63 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
         Assert.DoesNotContain("fragmented.bin " + 1573048, kernel);
         Assert.DoesNotContain(kernel, l => l.StartsWith("special/hardlink0 ", StringComparison.Ordinal));
         Assert.Contains($"special/one-block {shared}", kernel);
+        Assert.DoesNotContain(kernel, l => l.StartsWith("links/l0007 ", StringComparison.Ordinal));
+        Assert.Contains(kernel, l => l.StartsWith("links/l0008 ", StringComparison.Ordinal));
     }
 
-    /// <summary>A block directory that is full is refused (leaf format would be needed) and the refused
-    /// transaction leaves nothing behind: no inode allocated, no block, counters unchanged.</summary>
+    /// <summary>A full block directory grows into leaf format (xfs_dir2_block_to_leaf); on a filesystem with
+    /// no free space left that growth fails with NoSpace and the cancelled transaction leaves nothing behind: no
+    /// block, the directory still in block form with its entries, the space invariants holding.</summary>
     [Theory]
     [InlineData("fresh-4ag")]
     [InlineData("geom-bs1k")]
-    public void AFullBlockDirectoryIsRefusedAndTheRefusalChangesNothing(string fixture)
+    public void AFullBlockDirectoryGrowsIntoLeafFormatAndWithoutSpaceChangesNothing(string fixture)
     {
         using var s = new Session(fixture);
         var ops = s.Ops;
+        var reader = new DirectoryReader(s.Engine.Image);
+        DirectoryLayout LayoutOf(string dir)
+        {
+            ulong ino = ops.Lookup(dir);
+            return s.Engine.Execute("layout", tx =>
+            {
+                var inode = s.Engine.GetInode(ino);
+                tx.LockInodes(inode);
+                return new DirectoryEditor(tx, inode, reader, dir).Layout;
+            });
+        }
         ops.Mkdir("/big");
         int n = 0;
-        XfsWriteException? refused = null;
-        while (refused == null && n < 1000)
-        {
-            try { ops.Create($"/big/entry-with-a-longer-name-{n:D4}"); n++; }
-            catch (XfsWriteException e) { refused = e; }
-        }
-        Assert.NotNull(refused);
-        output.WriteLine($"{n} entries, then: {refused.Message}");
-        Assert.Equal(WriteErrorKind.NotSupported, refused.Kind);
-        Assert.Contains("'/big' is full in block format", refused.Message, StringComparison.Ordinal);
+        while (LayoutOf("/big") != DirectoryLayout.Leaf && n < 1000) ops.Create($"/big/entry-with-a-longer-name-{n++:D4}");
+        output.WriteLine($"block form held {n - 1} entries");
+        Assert.Equal(DirectoryLayout.Leaf, LayoutOf("/big"));
         Assert.True(n > 40, $"only {n} entries fit");
+
+        // The same directory again, one entry short of leaf format, then all free space taken.
+        ops.Mkdir("/full");
+        for (int i = 0; i < n - 1; i++) ops.Create($"/full/entry-with-a-longer-name-{i:D4}");
+        Assert.Equal(DirectoryLayout.Block, LayoutOf("/full"));
+        var files = new FileOperations(s.Engine);
+        ulong fill = ops.Create("/fill");
+        long at = 0;
+        for (long size = 1L << 30; size >= s.Engine.Geometry.BlockSize;)
+        {
+            try { files.Fallocate(fill, at, size); at += size; }
+            catch (XfsWriteException e) when (e.Kind == WriteErrorKind.NoSpace) { size /= 2; }
+        }
+        var refused = Assert.Throws<XfsWriteException>(() => ops.Create($"/full/entry-with-a-longer-name-{n - 1:D4}"));
+        output.WriteLine($"full filesystem: {refused.Message}");
+        Assert.Equal(WriteErrorKind.NoSpace, refused.Kind);
         WriteEngineTestSupport.AssertInvariants(s.Engine, "after the refusal");
-        Assert.Equal(n, ops.List("/big").Count);
-        // The same name in a shortform directory still works, and the refused inode is the one it gets.
-        ops.Mkdir("/small");
-        ops.Create($"/small/entry-with-a-longer-name-{n:D4}");
+        Assert.Equal(DirectoryLayout.Block, LayoutOf("/full"));
+        Assert.Equal(n - 1, ops.List("/full").Count);
+        // With room again the same name goes in and the directory becomes a leaf directory.
+        files.Truncate(fill, 0);
+        ops.Create($"/full/entry-with-a-longer-name-{n - 1:D4}");
+        Assert.Equal(DirectoryLayout.Leaf, LayoutOf("/full"));
         s.Close();
         AssertClean(s.Image);
-        string counts = TreeFixtures.XfsDb(s.Image, "sb 0", "p icount ifree");
-        output.WriteLine(counts);
+        Assert.Equal(OurTree(s.Image, "/full"), KernelTree(s.Image, s.Directory, "/full"));
     }
 
     /// <summary>64 KiB blocks hold 128 inodes: a new chunk is one block with two inobt/finobt records (an image

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using Xfbtree.Cli;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Namespace;
@@ -167,6 +168,74 @@ public sealed class WriteStressHarnessTests
         Assert.True(found.Count > 0, $"{bug} went unnoticed");
     }
 
+    /// <summary>A run that starts healthy fails on the first Corrupt outcome (the write verifier's "corrupt
+    /// rmapbt" under healthy writers went by as an allowed outcome), and names it.</summary>
+    [Fact]
+    public void WriteStressCorruptOutcomeOnAHealthyStartIsAProblem()
+    {
+        var fake = FakeTarget.Populated(3);
+        var model = StressModel.Load(fake, 3);
+        fake.CorruptOneIn = 50;
+        var result = new StressRunner(fake, model, new StressOptions { Ops = 500, Threads = 2, Seed = 3 }).Run();
+        Assert.True(result.FailedTotal(WriteErrorKind.Corrupt) > 0, "no Corrupt outcome was injected");
+        Assert.Contains(result.Problems, p => p.Contains("Corrupt on a run that started healthy", StringComparison.Ordinal));
+        Assert.Contains(result.Problems, p => p.Contains("AG 0 was healthy at the start and is marked sick", StringComparison.Ordinal));
+        Assert.StartsWith("health: FAILED: healthy at the start", result.HealthLine(), StringComparison.Ordinal);
+    }
+
+    /// <summary>An AG that turns sick with no Corrupt outcome (a background job found it) fails a healthy run too.</summary>
+    [Fact]
+    public void WriteStressAgSickAtTheEndOfAHealthyStartIsAProblem()
+    {
+        var fake = FakeTarget.Populated(4);
+        var model = StressModel.Load(fake, 4);
+        var result = new StressRunner(fake, model, new StressOptions { Ops = 200, Threads = 1, Seed = 4, Background = new MarkSickLater(fake) }).Run();
+        Assert.Equal(0, result.FailedTotal(WriteErrorKind.Corrupt));
+        Assert.Equal(["AG 2 was healthy at the start and is marked sick: found by the background job"], result.Problems);
+    }
+
+    private sealed class MarkSickLater(FakeTarget fake) : IStressBackground
+    {
+        public void Run(Func<bool> workloadDone) => fake.Sick.TryAdd(2, "found by the background job");
+    }
+
+    /// <summary>A run that starts from damage may see Corrupt, but only for the damaged AG while it is sick.</summary>
+    [Fact]
+    public void WriteStressCorruptOutcomeIsAllowedOnlyForTheAgDamagedAtTheStart()
+    {
+        var fake = FakeTarget.Populated(5);
+        var model = StressModel.Load(fake, 5);
+        fake.Sick.TryAdd(1, "damaged before the run");
+        fake.CorruptOneIn = 50;
+        fake.CorruptAg = 1;
+        var allowed = new StressRunner(fake, model, new StressOptions { Ops = 500, Threads = 2, Seed = 5 }).Run();
+        Assert.True(allowed.FailedTotal(WriteErrorKind.Corrupt) > 0, "no Corrupt outcome was injected");
+        Assert.True(allowed.Problems.Count == 0, string.Join('\n', allowed.Problems));
+        Assert.StartsWith("health: damaged at the start: AG 1;", allowed.HealthLine(), StringComparison.Ordinal);
+
+        fake.CorruptAg = 3; // another AG found corrupt: not explained by the starting damage
+        var other = new StressRunner(fake, model, new StressOptions { Ops = 500, Threads = 2, Seed = 6 }).Run();
+        Assert.Contains(other.Problems, p => p.Contains("Corrupt in AG 3, which was not a damaged AG still sick", StringComparison.Ordinal));
+
+        var healed = FakeTarget.Populated(6);
+        var healedModel = StressModel.Load(healed, 6);
+        healed.Sick.TryAdd(1, "damaged before the run");
+        var repair = new RepairThenCorrupt(healed);
+        var afterRepair = new StressRunner(healed, healedModel, new StressOptions { Ops = 300, Threads = 1, Seed = 6, Background = repair }).Run();
+        Assert.Contains(afterRepair.Problems, p => p.Contains("Corrupt in AG 1, which was not a damaged AG still sick", StringComparison.Ordinal));
+    }
+
+    /// <summary>Repairs AG 1 at once; corruption in AG 1 is injected only after that.</summary>
+    private sealed class RepairThenCorrupt(FakeTarget fake) : IStressBackground
+    {
+        public void Run(Func<bool> workloadDone)
+        {
+            fake.Sick.TryRemove(1, out _);
+            fake.CorruptAg = 1;
+            fake.CorruptOneIn = 20;
+        }
+    }
+
     [Fact]
     public void WriteStressOpLogReplaysToTheSameState()
     {
@@ -273,6 +342,11 @@ internal sealed class FakeTarget : IStressTarget
 
     public int BlockSize => 4096;
     public int NoSpaceOneIn { get; set; }
+    /// <summary>One operation in this many fails with Corrupt naming <see cref="CorruptAg"/> (0: never).</summary>
+    public int CorruptOneIn { get; set; }
+    public uint CorruptAg { get; set; }
+    /// <summary>The stand-in's sick AGs (what <see cref="SickAgs"/> reports).</summary>
+    public ConcurrentDictionary<uint, string> Sick { get; } = new();
     public FakeBug Bug { get; set; }
     public long MaxFileSize { get; private set; }
 
@@ -320,7 +394,14 @@ internal sealed class FakeTarget : IStressTarget
     void MaybeNoSpace()
     {
         if (NoSpaceOneIn > 0 && _faults.Next(NoSpaceOneIn) == 0) throw new XfsWriteException(WriteErrorKind.NoSpace, "no space (injected)");
+        if (CorruptOneIn > 0 && _faults.Next(CorruptOneIn) == 0)
+        {
+            Sick.TryAdd(CorruptAg, "corruption injected");
+            throw new XfsWriteException(WriteErrorKind.Corrupt, $"AG {CorruptAg} is corrupt (injected); the AG is marked sick") { AgNumber = CorruptAg };
+        }
     }
+
+    public IReadOnlyList<(uint Ag, string Reason)> SickAgs() => Sick.OrderBy(p => p.Key).Select(p => (p.Key, p.Value)).ToList();
 
     void Track(FileContents c) => MaxFileSize = Math.Max(MaxFileSize, c.Size);
 

@@ -185,21 +185,21 @@ public sealed class Superblock
             throw Bad($"inode size {InodeSize} (log {InodeLog})");
         if (InodesPerBlock != BlockSize / InodeSize || (1u << InodesPerBlockLog) != InodesPerBlock)
             throw Bad($"inodes per block {InodesPerBlock} (log {InodesPerBlockLog})");
-        if (AgBlocks < 64 || AgBlocks > int.MaxValue) throw Bad($"agblocks {AgBlocks}");
+        if (AgBlocks < 64 || AgBlocks > int.MaxValue) throw Bad($"agblocks {AgBlocks}: an AG holds 64 (XFS_MIN_AG_BLOCKS) to 2^31 - 1 blocks");
         int log = BitOperations.Log2(AgBlocks) + (IsPow2(AgBlocks) ? 0 : 1);
-        if (AgBlockLog != log) throw Bad($"agblklog {AgBlockLog} for agblocks {AgBlocks} (expected {log})");
+        if (AgBlockLog != log) throw Bad($"agblklog {AgBlockLog} for agblocks {AgBlocks}: it must be log2 of agblocks rounded up ({log})");
         if (AgBlockLog + InodesPerBlockLog > 32) throw Bad($"agblklog {AgBlockLog} + inopblog {InodesPerBlockLog} exceeds 32 bits of agino");
-        if (AgCount == 0 || AgCount > (1u << 24)) throw Bad($"agcount {AgCount}");
+        if (AgCount == 0 || AgCount > (1u << 24)) throw Bad($"agcount {AgCount}: a filesystem has 1 to 2^24 AGs");
         ulong maxBlocks = (ulong)AgCount * AgBlocks;
         ulong minBlocks = (ulong)(AgCount - 1) * AgBlocks + 1;
-        if (DataBlocks > maxBlocks || DataBlocks < minBlocks) throw Bad($"dblocks {DataBlocks} for {AgCount} AGs of {AgBlocks} blocks");
-        if (DataBlocks - (ulong)(AgCount - 1) * AgBlocks < 16) throw Bad($"last AG of {DataBlocks - (ulong)(AgCount - 1) * AgBlocks} blocks");
+        if (DataBlocks > maxBlocks || DataBlocks < minBlocks) throw Bad($"dblocks {DataBlocks} for {AgCount} AGs of {AgBlocks} blocks: every AG but the last is full and the last holds 1 to agblocks blocks");
+        if (DataBlocks - (ulong)(AgCount - 1) * AgBlocks < 16) throw Bad($"last AG of {DataBlocks - (ulong)(AgCount - 1) * AgBlocks} blocks: it needs at least 16 (room for its headers and btree roots)");
         if (BlockSize / 512 * (ulong)DataBlocks > long.MaxValue / 512) throw Bad($"dblocks {DataBlocks}");
         if (LogStart != 0)
         {
             ulong agno = LogStart >> AgBlockLog, agbno = LogStart & ((1UL << AgBlockLog) - 1);
             if (agno >= AgCount || LogBlocks == 0 || agbno + LogBlocks > AgLengthOf((uint)agno))
-                throw Bad($"internal log at fsbno {LogStart} length {LogBlocks} does not fit its AG");
+                throw Bad($"internal log at fsbno {LogStart} length {LogBlocks}: an internal log lies wholly inside one AG");
         }
         if (BlockLog + DirBlockLog > 16) throw Bad($"dirblklog {DirBlockLog}");
         // spino_align is 0 when a chunk is smaller than a block (64 KiB blocks); otherwise it divides inoalignmt.

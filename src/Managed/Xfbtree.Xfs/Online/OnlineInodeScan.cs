@@ -10,11 +10,24 @@ namespace Xfbtree.Xfs.Online;
 
 /// <summary>An online repair that could not finish: the scan was aborted (a live update failed, an inode stayed
 /// busy too long, cancellation) or the final checks refused the shadow records. Nothing on disk changed.</summary>
-public sealed class OnlineRepairException : Exception
+public class OnlineRepairException : Exception
 {
     public OnlineRepairException(string message) : base(message) { }
 
     public OnlineRepairException(string message, Exception inner) : base(message, inner) { }
+}
+
+/// <summary>The AG has no room for the new rmapbt even with the old tree's blocks, its free space (the rmapbt's
+/// per-AG reservation included) and its AGFL: the repair did not start changing anything and the AG is as it was
+/// (healthy, unless it was sick before). Not a failure of the repair's logic: retrying will not help until space
+/// is freed in that AG.</summary>
+public sealed class OnlineRepairNoSpaceException : OnlineRepairException
+{
+    /// <summary>Creates the exception for AG <paramref name="agNumber"/>.</summary>
+    public OnlineRepairNoSpaceException(uint agNumber, string message) : base(message) => AgNumber = agNumber;
+
+    /// <summary>The AG that has no room.</summary>
+    public uint AgNumber { get; }
 }
 
 /// <summary>

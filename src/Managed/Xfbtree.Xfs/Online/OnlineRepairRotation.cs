@@ -42,8 +42,10 @@ public static class OnlineRepairOracle
 /// Online repairs of every AG in rotation beside a stress workload (<c>xfbtree stress --online-repair</c>): runs
 /// until every AG was rebuilt at least once and the workload has claimed its operations; with verification, each
 /// repair is followed by <see cref="OnlineRepairOracle.Verify"/>. A repair that fails cleanly (busy inode, aborted
-/// scan, no space) is counted and retried on the next turn; an AG that fails five times in a row, or a verdict
-/// with mismatches, ends the rotation with an exception (a problem of the stress run).
+/// scan) is counted and retried on the next turn; an AG that fails five times in a row, or a verdict with
+/// mismatches, ends the rotation with an exception (a problem of the stress run). An AG with no room for a new
+/// rmapbt (<see cref="OnlineRepairNoSpaceException"/>) is reported once and left out of the rotation: it was not
+/// changed, and retrying cannot help while it is that full.
 /// </summary>
 public sealed class OnlineRepairRotation : IStressBackground
 {
@@ -51,6 +53,7 @@ public sealed class OnlineRepairRotation : IStressBackground
     private readonly WriteEngine engine;
     private readonly bool verify;
     private readonly List<string> failures = new();
+    private readonly List<string> skipped = new();
     private long repairs, applied, ignored, mismatches, verified, records;
     private TimeSpan lockedTotal, lockedMax, elapsedTotal;
     private long shadowBytes, shadowRecords;
@@ -62,9 +65,24 @@ public sealed class OnlineRepairRotation : IStressBackground
         this.verify = verify;
     }
 
+    /// <summary>Options of every repair of the rotation (tests).</summary>
+    internal OnlineRmapRepairOptions RepairOptions { get; init; } = new();
+
     public long Repairs => Interlocked.Read(ref repairs);
 
     public long Mismatches => Interlocked.Read(ref mismatches);
+
+    /// <summary>AGs left out of the rotation for lack of room, one message each.</summary>
+    public IReadOnlyList<string> Skipped
+    {
+        get
+        {
+            lock (failures)
+            {
+                return skipped.ToArray();
+            }
+        }
+    }
 
     public IReadOnlyList<string> Failures
     {
@@ -84,17 +102,37 @@ public sealed class OnlineRepairRotation : IStressBackground
         uint count = engine.Geometry.AgCount;
         var repaired = new bool[count];
         var consecutive = new int[count];
-        int left = (int)count;
+        var noRoom = new bool[count];
+        int left = (int)count, outOfRotation = 0;
         for (uint agno = 0; ; agno = (agno + 1) % count)
         {
-            if (left == 0 && workloadDone())
+            if ((left == 0 && workloadDone()) || outOfRotation == count)
             {
                 return;
+            }
+            if (noRoom[agno])
+            {
+                continue;
             }
             OnlineRmapRepairResult result;
             try
             {
-                result = OnlineRmapRepair.Run(engine, agno);
+                result = OnlineRmapRepair.Run(engine, agno, RepairOptions);
+            }
+            catch (OnlineRepairNoSpaceException e)
+            {
+                lock (failures)
+                {
+                    skipped.Add(e.Message);
+                }
+                noRoom[agno] = true;
+                outOfRotation++;
+                if (!repaired[agno])
+                {
+                    repaired[agno] = true;
+                    left--;
+                }
+                continue;
             }
             catch (Exception e) when (e is OnlineRepairException or XfsWriteException)
             {
@@ -139,7 +177,8 @@ public sealed class OnlineRepairRotation : IStressBackground
         }
     }
 
-    /// <summary>The report lines; the last one is <c>online-repair repairs=N applied=A ignored=I mismatches=M</c>.</summary>
+    /// <summary>The report lines; the last one is <c>online-repair repairs=N applied=A ignored=I mismatches=M skipped=K</c>
+    /// (K: AGs left out for lack of room, each named on a "left out" line before it).</summary>
     public void WriteReport(TextWriter writer)
     {
         ArgumentNullException.ThrowIfNull(writer);
@@ -154,8 +193,12 @@ public sealed class OnlineRepairRotation : IStressBackground
             {
                 writer.WriteLine($"online-repair: retried: {f}");
             }
+            foreach (string s in skipped)
+            {
+                writer.WriteLine($"online-repair: left out: {s}");
+            }
             writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"online-repair repairs={repairs} applied={applied} ignored={ignored} mismatches={Interlocked.Read(ref mismatches)}"));
+                $"online-repair repairs={repairs} applied={applied} ignored={ignored} mismatches={Interlocked.Read(ref mismatches)} skipped={skipped.Count}"));
         }
     }
 }

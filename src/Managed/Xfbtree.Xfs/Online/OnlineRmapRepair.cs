@@ -22,6 +22,9 @@ public sealed record OnlineRmapRepairOptions
     public TimeSpan InodeBusyTimeout { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>Test-only callbacks at the scan's steps (deterministic interleavings, fault injection).</summary>
     internal OnlineRepairTestHooks? TestHooks { get; init; }
+    /// <summary>Test-only: false keeps the old tree's blocks out of the new tree's sources (free space and the AGFL
+    /// only), to reach the "no room" outcome on a real image.</summary>
+    internal bool ReuseOldTreeBlocks { get; init; } = true;
 }
 
 /// <summary>Callbacks at the steps of an online repair, for tests. Each runs on the repair's thread with no engine
@@ -54,6 +57,8 @@ public sealed record OnlineRmapRepairResult
     public int NewHeight { get; init; }
     /// <summary>Blocks of the old tree freed (shadow gaps that were neither free space nor new OWN_AG blocks).</summary>
     public long OldBlocksReaped { get; init; }
+    /// <summary>Blocks of the old tree the new tree was built in (they hold no new record; taken when free space ran out).</summary>
+    public long OldBlocksReused { get; init; }
     /// <summary>Live updates replayed into the shadow tree, and live updates ignored (OWN_AG, inodes not yet visited).</summary>
     public long LiveUpdatesApplied { get; init; }
     public long LiveUpdatesIgnored { get; init; }
@@ -91,11 +96,13 @@ public sealed record OnlineRmapRepairResult
 /// <item>Hook: commits of this AG deliver their rmap changes; non-inode owners but OWN_AG always, inode owners iff
 /// visited, are replayed into the shadow (one mutex); any failure aborts the scan, and the repair then fails with
 /// nothing changed on disk.</item>
-/// <item>Finish, in ONE engine transaction under the AG lock (crash-safe: one journal record): shadow records
-/// checked (valid, not free space); new blocks reserved from free space in a fixpoint loop (free-list fixes and
-/// the reservations skip rmap updates: OWN_AG is recomputed: bnobt + cntbt + AGFL + new tree); bulk load into the
-/// new blocks; AGF switched (root, level, rmap_blocks, btreeblks); live updates stopped; unused reservations and
-/// the old tree's blocks (shadow gaps minus free space minus new OWN_AG) freed through the new tree.</item>
+/// <item>Finish, in ONE engine transaction under the AG lock (crash-safe: one journal record), in upstream's steps:
+/// validate (shadow records valid, not free space; the old tree's blocks located); reserve the new tree's blocks
+/// in a fixpoint loop (free space with the rmapbt's reservation, then old tree blocks, then the AGFL; the
+/// free-list fixes skip rmap updates, as OWN_AG is recomputed: bnobt + cntbt + AGFL + new tree; no room:
+/// <see cref="OnlineRepairNoSpaceException"/>); load (bulk load into those blocks); switch the AGF
+/// (<c>AgSpace.InstallRebuiltRmapbt</c>); stop live updates; reap (unused claims and the old tree's remaining
+/// blocks freed through the new tree, their buffers invalidated).</item>
 /// </list>
 /// Lock order: inode lock, then AG lock, then the shadow mutex (always innermost); the scan never holds an AG lock
 /// while it waits for an inode.
@@ -144,8 +151,9 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
 
     /// <summary>
     /// Rebuilds AG <paramref name="agno"/>'s rmapbt online. Throws <see cref="OnlineRepairException"/> when the
-    /// repair could not finish (nothing changed on disk), <see cref="OperationCanceledException"/> on cancellation,
-    /// <see cref="XfsWriteException"/> from the engine (NoSpace: not enough free space for the new tree).
+    /// repair could not finish (nothing changed on disk; <see cref="OnlineRepairNoSpaceException"/> when the AG has
+    /// no room for the new tree), <see cref="OperationCanceledException"/> on cancellation, <see cref="XfsWriteException"/>
+    /// from the engine (Corrupt: other metadata of the AG is corrupt, and the AG is marked sick).
     /// </summary>
     public static OnlineRmapRepairResult Run(WriteEngine engine, uint agno, IProgress<string>? progress = null, CancellationToken cancellationToken = default)
         => Run(engine, agno, new OnlineRmapRepairOptions(), progress, cancellationToken);
@@ -464,14 +472,35 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
 
     // ------------------------------------------------------------------ finish
 
+    /// <summary>What the final phase works on, step to step (one transaction, the AG locked).</summary>
+    private sealed class NewRmapbt
+    {
+        /// <summary>Free space (bnobt) when the phase began, and the blocks of the shadow records.</summary>
+        public required AgBlockBitmap Free;
+        public required AgBlockBitmap ShadowBlocks;
+        public long ShadowRecords;
+        /// <summary>Blocks that are in no shadow record, not free, not bnobt/cntbt/AGFL: the old tree (and leaks).</summary>
+        public required AgBlockBitmap Old;
+        /// <summary>Blocks taken for the new tree: extents reserved from free space, old blocks reused, AGFL blocks.</summary>
+        public readonly List<uint> Claimed = new();
+        public long ReusedOld, FromFreeSpace, FromFreeList;
+        /// <summary>OWN_AG of the new tree: bnobt + cntbt + AGFL + every claimed block.</summary>
+        public AgBlockBitmap? OwnAg;
+        public BtreeBulkGeometry Bulk = null!; // set by the reservation step
+        public long Records, OwnAgRecords;
+        public int Rounds;
+        public uint Root;
+        public long Blocks;
+        /// <summary>Claimed blocks the bulk loader used (the lowest ones).</summary>
+        public int Used;
+        public long Reaped;
+    }
+
     private OnlineRmapRepairResult Finish()
     {
         var locked = new Stopwatch();
         TimeSpan validate = default, reserve = default, load = default, switchReap = default, beforeCommit = default;
-        long shadowRecords = 0, records = 0, ownAgRecords = 0, newBlocks = 0, reaped = 0;
-        int height = 0, rounds = 0;
-        var btreeGeometry = BtreeGeometry.For(new RmapbtOps(false, agLength), geo.BlockSize, XfsTreeLimits.MaxRecords(geo, AgfTree.Rmapbt));
-
+        NewRmapbt? built = null;
         engine.Execute($"online rmap repair AG {agno}", tx =>
         {
             tx.LockAgForRepair(agno);
@@ -479,141 +508,27 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
             var phase = Stopwatch.StartNew();
             AgSpace space = tx.Space(agno);
             space.ToleratesRmapFieldDamage = true;
-            space.SkipRmapUpdates = true;
-            lock (shadowGate)
-            {
-                if (scan.AbortReason is { } why)
-                {
-                    throw new OnlineRepairException($"AG {agno}: the inode scan was aborted ({why}); nothing was changed");
-                }
-                if (!scan.IsFinished)
-                {
-                    throw new InvalidOperationException("the inode scan has not finished");
-                }
-            }
-
-            // 1. Every shadow record valid and outside free space (the AG lock keeps hooks of this AG away).
-            AgBlockBitmap free = FreeSpace(space);
-            var shadowBlocks = new AgBlockBitmap(agLength);
-            shadowRecords = CheckShadow(free, shadowBlocks);
+            RequireFinishedScan();
+            NewRmapbt tree = ValidateShadow(space);
             validate = phase.Elapsed;
             phase.Restart();
-
-            // 2. Reserve the new tree's blocks from free space until they cover the geometry of
-            //    shadow records + OWN_AG records (the reservation itself reshapes the free-space trees and the AGFL).
-            uint oldRoot = Field(tx, Format.Agf.OffsetRmapRoot);
-            uint hint = oldRoot >= geo.FirstFreeBlock && oldRoot < agLength ? oldRoot : geo.FirstFreeBlock; // a damaged root is no hint
-            var reserved = new List<(uint Start, uint Length)>();
-            long reservedCount = 0;
-            AgBlockBitmap ownAg;
-            BtreeBulkGeometry bulk;
-            long freeSpaceTreeBlocks;
-            while (true)
-            {
-                if (++rounds > 64)
-                {
-                    throw new OnlineRepairException($"AG {agno}: the new rmapbt's reservation does not converge");
-                }
-                (ownAg, freeSpaceTreeBlocks) = OwnAgBlocks(space, reserved);
-                long regions = CountRegions(ownAg);
-                bulk = BtreeBulkLoader.ComputeGeometry(btreeGeometry, shadowRecords + regions);
-                if (bulk.TotalBlocks <= reservedCount)
-                {
-                    records = shadowRecords + regions;
-                    ownAgRecords = regions;
-                    break;
-                }
-                // Cover the whole shortfall in this round (fragmented free space gives small extents); the next
-                // round only has to cover the OWN_AG records those extents added.
-                for (long shortfall = bulk.TotalBlocks - reservedCount; shortfall > 0;)
-                {
-                    uint want = (uint)Math.Min(shortfall, uint.MaxValue);
-                    var request = new AllocationRequest(geo.AgbToFsb(agno, hint), 1, want, AllocationPurpose.RmapBtreeBlock, OnlyAg: agno);
-                    if (!space.TryAllocateHere(request, out uint start, out uint length))
-                    {
-                        throw new XfsWriteException(WriteErrorKind.NoSpace, $"AG {agno}: no free space for {shortfall} more blocks of the new rmapbt");
-                    }
-                    reserved.Add((start, length));
-                    reservedCount += length;
-                    shortfall -= length;
-                }
-            }
-            foreach (var (s, l) in reserved)
-            {
-                if (shadowBlocks.AnySet(s, l))
-                {
-                    throw new OnlineRepairException($"AG {agno}: reserved blocks [{s}, +{l}) are mapped by a shadow record");
-                }
-            }
+            ReserveNewTreeBlocks(tx, space, tree);
             reserve = phase.Elapsed;
             phase.Restart();
-
-            // 3. Bulk-load the new tree into the reserved blocks, lowest first.
-            var claim = new List<uint>((int)reservedCount);
-            foreach (var (s, l) in reserved)
-            {
-                for (uint b = 0; b < l; b++)
-                {
-                    claim.Add(s + b);
-                }
-            }
-            claim.Sort();
-            var staged = new BtreeRootValue(BtreeHeader.NullPointer, 1);
-            var newTree = new Btree<RmapbtOps>(new RmapbtOps(false, agLength), tx.AgStore(agno, null, null), staged, geo.MetaUuid, agno,
-                XfsTreeLimits.MaxRecords(geo, AgfTree.Rmapbt));
-            int next = 0;
-            long Claim() => next < claim.Count ? claim[next++] : throw new InvalidOperationException("the bulk loader claimed more blocks than reserved");
-            lock (shadowGate)
-            {
-                using BtreeCursor<RmapbtOps> shadowCursor = shadow.CreateCursor();
-                var source = new RebuiltRmapRecordSource(shadowCursor, ownAg);
-                newBlocks = BtreeBulkLoader.Load(newTree, bulk, ref source, Claim);
-            }
-            height = bulk.Height;
+            LoadNewTree(tx, tree);
             load = phase.Elapsed;
             phase.Restart();
-
-            // Old blocks: not in a shadow record, not free, not the new OWN_AG set (bnobt, cntbt, AGFL, new tree).
-            var old = new AgBlockBitmap(agLength);
-            old.Set(0, agLength);
-            ClearRuns(old, shadowBlocks);
-            ClearRuns(old, FreeSpace(space));
-            ClearRuns(old, ownAg);
-
-            // 4. The switch: the AGF points at the new tree (same transaction: one journal record).
-            SetField(tx, Format.Agf.OffsetRmapRoot, (uint)staged.Pointer);
-            SetField(tx, Format.Agf.OffsetRmapLevel, (uint)height);
-            SetField(tx, Format.Agf.OffsetRmapBlocks, (uint)newBlocks);
-            SetField(tx, Format.Agf.OffsetBtreeBlocks, checked((uint)(freeSpaceTreeBlocks - 2 + newBlocks - 1)));
+            space.InstallRebuiltRmapbt(tree.Root, tree.Bulk.Height, checked((uint)tree.Blocks));
             lock (shadowGate)
             {
-                stopped = true; // live updates end here: the shadow is frozen for the gap computation
+                stopped = true; // live updates end here: the shadow is frozen
             }
-            space.SkipRmapUpdates = false;
-
-            // 5. Unused reservations go back to free space (their OWN_AG records leave the new tree), then the
-            //    old tree's blocks (not in any record) are reaped.
-            for (int i = next; i < claim.Count;)
-            {
-                uint s = claim[i];
-                int j = i + 1;
-                while (j < claim.Count && claim[j] == claim[j - 1] + 1)
-                {
-                    j++;
-                }
-                uint l = (uint)(j - i);
-                space.RmapChange(RmapUpdateKind.Unmap, new RmapRecord(s, l, RmapOwner.Ag, 0), shared: false);
-                space.FreeExtent(s, l);
-                i = j;
-            }
-            for (uint from = 0; from < agLength && old.NextExtent(from, out uint s, out uint l); from = s + l)
-            {
-                space.FreeExtent(s, l);
-                reaped += l;
-            }
+            ReapOldTree(space, tree);
             switchReap = phase.Elapsed;
             beforeCommit = locked.Elapsed;
+            built = tree;
         });
+        NewRmapbt done = built ?? throw new InvalidOperationException("the final transaction committed without building the tree");
         TimeSpan timeLocked = locked.Elapsed;
         long shadowBytes;
         lock (shadowGate)
@@ -623,16 +538,17 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
         return new OnlineRmapRepairResult
         {
             AgNumber = agno,
-            Records = records,
-            OwnAgRecords = ownAgRecords,
-            ShadowRecords = shadowRecords,
-            NewTreeBlocks = newBlocks,
-            NewHeight = height,
-            OldBlocksReaped = reaped,
+            Records = done.Records,
+            OwnAgRecords = done.OwnAgRecords,
+            ShadowRecords = done.ShadowRecords,
+            NewTreeBlocks = done.Blocks,
+            NewHeight = done.Bulk.Height,
+            OldBlocksReused = done.ReusedOld,
+            OldBlocksReaped = done.Reaped,
             LiveUpdatesApplied = Interlocked.Read(ref applied),
             LiveUpdatesIgnored = Interlocked.Read(ref ignored),
             InodesScanned = Interlocked.Read(ref inodesScanned),
-            ReservationRounds = rounds,
+            ReservationRounds = done.Rounds,
             ShadowBytes = shadowBytes,
             TimeLocked = timeLocked,
             LockedValidate = validate,
@@ -643,13 +559,177 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
         };
     }
 
-    private uint Field(WriteTransaction tx, int offset) => BinaryPrimitives.ReadUInt32BigEndian(tx.ReadAgHeader(AgHeaderKind.Agf, agno).Span[offset..]);
-
-    private void SetField(WriteTransaction tx, int offset, uint value)
+    /// <summary>The scan must have finished, not aborted (the AG lock keeps every hook of this AG away now).</summary>
+    private void RequireFinishedScan()
     {
-        BlockBuffer agf = tx.ReadAgHeader(AgHeaderKind.Agf, agno);
-        BinaryPrimitives.WriteUInt32BigEndian(agf.Span[offset..], value);
-        tx.LogBuffer(agf, offset, 4);
+        lock (shadowGate)
+        {
+            if (scan.AbortReason is { } why)
+            {
+                throw new OnlineRepairException($"AG {agno}: the inode scan was aborted ({why}); nothing was changed");
+            }
+            if (!scan.IsFinished)
+            {
+                throw new InvalidOperationException("the inode scan has not finished");
+            }
+        }
+    }
+
+    /// <summary>Step 1: every shadow record valid and outside free space; the old tree's blocks located (what is in
+    /// no shadow record, not free and not bnobt, cntbt or AGFL).</summary>
+    private NewRmapbt ValidateShadow(AgSpace space)
+    {
+        AgBlockBitmap free = FreeSpace(space);
+        var shadowBlocks = new AgBlockBitmap(agLength);
+        long shadowRecords = CheckShadow(free, shadowBlocks);
+        var old = new AgBlockBitmap(agLength);
+        old.Set(0, agLength);
+        ClearRuns(old, shadowBlocks);
+        ClearRuns(old, free);
+        ClearRuns(old, OwnAgBlocks(space, []));
+        return new NewRmapbt { Free = free, ShadowBlocks = shadowBlocks, ShadowRecords = shadowRecords, Old = old };
+    }
+
+    /// <summary>
+    /// Step 2 (upstream's xrep_rmap_reserve_space): claims blocks until they cover the geometry of the shadow records
+    /// plus the OWN_AG records, which the claims themselves change (a fixpoint). Sources in order: free space (the
+    /// RMAPBT per-AG reservation is the rmapbt's to use; the free-list fix it makes edits no rmap), so the old tree
+    /// stays whole until the switch; then, in an AG too full for that, the old tree's blocks (free of every new
+    /// record, and the new tree is built from the shadow, never from them); then the AGFL. When they do not
+    /// suffice: <see cref="OnlineRepairNoSpaceException"/>, nothing changed.
+    /// </summary>
+    private void ReserveNewTreeBlocks(WriteTransaction tx, AgSpace space, NewRmapbt tree)
+    {
+        var btreeGeometry = BtreeGeometry.For(new RmapbtOps(false, agLength), geo.BlockSize, XfsTreeLimits.MaxRecords(geo, AgfTree.Rmapbt));
+        uint oldRoot = space.RmapRoot;
+        uint hint = oldRoot >= geo.FirstFreeBlock && oldRoot < agLength ? oldRoot : geo.FirstFreeBlock; // a damaged root is no hint
+        var reusable = new AgBlockBitmap(agLength);
+        if (options.ReuseOldTreeBlocks)
+        {
+            reusable.UnionWith(tree.Old);
+        }
+        while (true)
+        {
+            if (++tree.Rounds > 64)
+            {
+                throw new OnlineRepairException($"AG {agno}: the new rmapbt's reservation does not converge");
+            }
+            AgBlockBitmap ownAg = OwnAgBlocks(space, tree.Claimed);
+            long regions = CountRegions(ownAg);
+            tree.Bulk = BtreeBulkLoader.ComputeGeometry(btreeGeometry, tree.ShadowRecords + regions);
+            if (tree.Bulk.TotalBlocks <= tree.Claimed.Count)
+            {
+                tree.OwnAg = ownAg;
+                tree.Records = tree.ShadowRecords + regions;
+                tree.OwnAgRecords = regions;
+                break;
+            }
+            // Cover the whole shortfall in this round; the next one only has to cover the OWN_AG records it added.
+            long shortfall = tree.Bulk.TotalBlocks - tree.Claimed.Count;
+            while (shortfall > 0)
+            {
+                uint want = (uint)Math.Min(shortfall, uint.MaxValue);
+                var request = new AllocationRequest(geo.AgbToFsb(agno, hint), 1, want, AllocationPurpose.RmapBtreeBlock, OnlyAg: agno);
+                List<uint> old;
+                if (space.TryAllocateHere(request, out uint start, out uint length, skipRmapUpdates: true))
+                {
+                    if (tree.ShadowBlocks.AnySet(start, length))
+                    {
+                        throw new OnlineRepairException($"AG {agno}: reserved blocks [{start}, +{length}) are mapped by a shadow record");
+                    }
+                    for (uint b = 0; b < length; b++)
+                    {
+                        tree.Claimed.Add(start + b);
+                    }
+                    tree.FromFreeSpace += length;
+                    shortfall -= length;
+                }
+                else if ((old = reusable.TakeLowest(shortfall)).Count > 0)
+                {
+                    foreach (uint b in old)
+                    {
+                        tx.InvalidateFreedBlocks(agno, b, 1); // formatted anew by the loader, never read as the old block
+                        tree.Claimed.Add(b);
+                        reusable.Clear(b, 1); // TakeLowest only reads: each block is claimed once
+                        tree.Old.Clear(b, 1);
+                    }
+                    tree.ReusedOld += old.Count;
+                    shortfall -= old.Count;
+                }
+                else if (space.TryTakeFreeListBlockForRebuiltRmapbt(out uint agflBlock))
+                {
+                    tree.Claimed.Add(agflBlock);
+                    tree.FromFreeList++;
+                    shortfall--;
+                }
+                else
+                {
+                    throw new OnlineRepairNoSpaceException(agno,
+                        $"AG {agno}: no room for the new rmapbt: it needs {tree.Bulk.TotalBlocks} blocks and {shortfall} more could not be found " +
+                        $"(old tree blocks reused {tree.ReusedOld}, from free space {tree.FromFreeSpace}, from the AGFL {tree.FromFreeList}; " +
+                        $"{space.FreeBlocks} blocks free); the AG was left as it was");
+                }
+            }
+        }
+    }
+
+    /// <summary>Step 3: bulk-loads the shadow records and the OWN_AG records into the claimed blocks, lowest first.</summary>
+    private void LoadNewTree(WriteTransaction tx, NewRmapbt tree)
+    {
+        tree.Claimed.Sort();
+        for (int i = 1; i < tree.Claimed.Count; i++)
+        {
+            if (tree.Claimed[i] == tree.Claimed[i - 1])
+            {
+                throw new InvalidOperationException($"AG {agno}: block {tree.Claimed[i]} was claimed twice for the new rmapbt");
+            }
+        }
+        var staged = new BtreeRootValue(BtreeHeader.NullPointer, 1);
+        var newTree = new Btree<RmapbtOps>(new RmapbtOps(false, agLength), tx.AgStore(agno, null, null), staged, geo.MetaUuid, agno,
+            XfsTreeLimits.MaxRecords(geo, AgfTree.Rmapbt));
+        List<uint> claimed = tree.Claimed;
+        long Claim() => tree.Used < claimed.Count ? claimed[tree.Used++] : throw new InvalidOperationException("the bulk loader claimed more blocks than reserved");
+        lock (shadowGate)
+        {
+            using BtreeCursor<RmapbtOps> shadowCursor = shadow.CreateCursor();
+            var source = new RebuiltRmapRecordSource(shadowCursor, tree.OwnAg!);
+            tree.Blocks = BtreeBulkLoader.Load(newTree, tree.Bulk, ref source, Claim);
+        }
+        tree.Root = (uint)staged.Pointer;
+    }
+
+    /// <summary>Step 5 (after the AGF switch, through the new tree): claimed blocks the loader did not use leave the
+    /// new tree's OWN_AG records and go back to free space; the old tree's remaining blocks are reaped, their
+    /// buffers invalidated in this transaction.</summary>
+    private void ReapOldTree(AgSpace space, NewRmapbt tree)
+    {
+        List<uint> claimed = tree.Claimed;
+        for (int i = tree.Used; i < claimed.Count;)
+        {
+            uint s = claimed[i];
+            int j = i + 1;
+            while (j < claimed.Count && claimed[j] == claimed[j - 1] + 1)
+            {
+                j++;
+            }
+            uint l = (uint)(j - i);
+            space.RmapChange(RmapUpdateKind.Unmap, new RmapRecord(s, l, RmapOwner.Ag, 0), shared: false);
+            space.FreeMetadataExtent(s, l);
+            i = j;
+        }
+        for (uint from = 0; from < agLength && tree.Old.NextExtent(from, out uint s, out uint l); from = s + l)
+        {
+            space.FreeMetadataExtent(s, l);
+            tree.Reaped += l;
+        }
+    }
+
+    /// <summary>Marks the AG sick, by name, and returns the engine's error for it: the repair found the AG's other
+    /// metadata corrupt.</summary>
+    private XfsWriteException CorruptAg(string problem)
+    {
+        engine.Ag(agno).MarkSick(problem);
+        return new XfsWriteException(WriteErrorKind.Corrupt, $"online rmap repair: AG {agno} is corrupt ({problem}); the AG is marked sick") { AgNumber = agno };
     }
 
     /// <summary>The AG's free space as the bnobt (read through the transaction) says.</summary>
@@ -663,7 +743,7 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
             uint start = BinaryPrimitives.ReadUInt32BigEndian(rec), length = BinaryPrimitives.ReadUInt32BigEndian(rec[4..]);
             if (length == 0 || (ulong)start + length > agLength || free.AnySet(start, length))
             {
-                throw new CorruptionException("bnobt", geo.AgBlockToDaddr(agno, 0), $"AG {agno}: free extent [{start}, +{length}] invalid or overlapping");
+                throw CorruptAg($"bnobt: free extent [{start}, +{length}] invalid or overlapping");
             }
             free.Set(start, length);
         }
@@ -701,29 +781,28 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
         return count;
     }
 
-    /// <summary>OWN_AG now: bnobt and cntbt blocks, the AGFL, the reservations; and the free-space trees' block count.</summary>
-    private (AgBlockBitmap OwnAg, long FreeSpaceTreeBlocks) OwnAgBlocks(AgSpace space, List<(uint Start, uint Length)> reserved)
+    /// <summary>OWN_AG now: bnobt and cntbt blocks, the AGFL, the blocks claimed for the new tree.</summary>
+    private AgBlockBitmap OwnAgBlocks(AgSpace space, List<uint> claimed)
     {
         var own = new AgBlockBitmap(agLength);
         var visitor = new BitmapVisitor { Bitmap = own };
-        long blocks;
         using (BtreeCursor<BnobtOps> cur = space.Bnobt().CreateCursor())
         {
-            blocks = cur.VisitBlocks(ref visitor);
+            cur.VisitBlocks(ref visitor);
         }
         using (BtreeCursor<CntbtOps> cur = space.Cntbt().CreateCursor())
         {
-            blocks += cur.VisitBlocks(ref visitor);
+            cur.VisitBlocks(ref visitor);
         }
         foreach (uint b in space.FreeListBlocks())
         {
             own.Set(b, 1);
         }
-        foreach (var (s, l) in reserved)
+        foreach (uint b in claimed)
         {
-            own.Set(s, l);
+            own.Set(b, 1);
         }
-        return (own, blocks);
+        return own;
     }
 
     private struct BitmapVisitor : IBtreeBlockVisitor

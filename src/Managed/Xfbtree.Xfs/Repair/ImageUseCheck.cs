@@ -72,13 +72,71 @@ public static class ImageUseCheck
     {
         try
         {
-            var info = new FileInfo(Path.GetFullPath(path));
-            FileSystemInfo? resolved = info.LinkTarget is null ? null : info.ResolveLinkTarget(returnFinalTarget: true);
-            return resolved?.FullName ?? info.FullName;
+            return RealPath(path);
         }
         catch (IOException)
         {
             return Path.GetFullPath(path);
         }
+    }
+
+    /// <summary>
+    /// Who holds the image for writing, in words, or null when nobody does: a loop device backing it (mounted or
+    /// attached), or another xfbtree writer's lock (io, stress, a repair). Reading an image that is being written
+    /// compares a moving target: a check would report differences that are not there.
+    /// </summary>
+    /// <exception cref="XfsFormatException">Whether it is in use cannot be told (not Linux, sysfs unreadable).</exception>
+    /// <exception cref="Xfbtree.Native.NativeCallException">The image cannot be opened to ask about its lock.</exception>
+    public static string? InUseBy(string imagePath)
+    {
+        ArgumentNullException.ThrowIfNull(imagePath);
+        if (!File.Exists(imagePath))
+        {
+            return null; // the caller's open reports a missing file or a directory in its own words
+        }
+        IReadOnlyList<string> loops = LoopDevicesBacking(imagePath);
+        if (loops.Count > 0)
+        {
+            return $"through {string.Join(", ", loops)}: mounted or attached";
+        }
+        if (OperatingSystem.IsLinux() && Xfbtree.Native.ImageFileLock.IsHeldByAWriter(imagePath))
+        {
+            return "another xfbtree writer (io, stress or a repair) holds it";
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// realpath(3): the absolute path of <paramref name="path"/> with every symbolic link resolved, in the directory
+    /// components as well as the last one, so that every name of one file gives one string. Throws IOException on a
+    /// link loop (more than 40 links, as the kernel's ELOOP).
+    /// </summary>
+    public static string RealPath(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        int links = 0;
+        return Resolve(Path.GetFullPath(path), ref links);
+    }
+
+    static string Resolve(string full, ref int links)
+    {
+        string root = Path.GetPathRoot(full) ?? "/";
+        string current = root;
+        foreach (string part in full[root.Length..].Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries))
+        {
+            string next = Path.Combine(current, part);
+            var info = new FileInfo(next);
+            if (info.LinkTarget is { } target)
+            {
+                if (++links > 40)
+                {
+                    throw new IOException($"{full}: too many levels of symbolic links");
+                }
+                // A relative target is relative to the link's directory, which is already resolved.
+                next = Resolve(Path.GetFullPath(target, current), ref links);
+            }
+            current = next;
+        }
+        return current;
     }
 }

@@ -34,8 +34,9 @@ public static class RmapRepairPreconditions
         return held ?? throw new XfsFormatException($"{path}: another xfbtree process is writing this image (it holds the image's lock); wait for it to finish");
     }
 
-    /// <summary>Checks what can be checked before the image is opened.</summary>
-    public static void BeforeOpen(string path, bool willWrite)
+    /// <summary>Checks what can be checked before the image is opened. <paramref name="readOnlyAdvice"/> ends the
+    /// refusal of a read-only file: what the calling command offers instead (rmap repair: its dry run).</summary>
+    public static void BeforeOpen(string path, bool willWrite, string readOnlyAdvice = "make it writable or use -n")
     {
         ArgumentNullException.ThrowIfNull(path);
         if (!File.Exists(path))
@@ -54,7 +55,7 @@ public static class RmapRepairPreconditions
             // Root may write a 0444 file; a read-only file is still the owner's "do not touch", so honour it.
             if ((mode & anyWrite) == 0)
             {
-                throw new XfsFormatException($"{path}: the image file is read-only; make it writable or use -n");
+                throw new XfsFormatException($"{path}: the image file is read-only; {readOnlyAdvice}");
             }
         }
     }

@@ -25,6 +25,14 @@ public enum WriteErrorKind
     Io,
     /// <summary>The image is in use (mounted, loop-attached, locked by another writer) or the engine is closed.</summary>
     Busy,
+    /// <summary>The extended attribute does not exist (ENODATA).</summary>
+    NoData,
+    /// <summary>An extended-attribute value larger than the 64 KiB the syscalls allow (E2BIG).</summary>
+    TooBig,
+    /// <summary>A name of bad length, or a caller's buffer too small for the result (ERANGE).</summary>
+    OutOfRange,
+    /// <summary>The operation is not permitted on this kind of inode, e.g. a user.* attribute on a symlink (EPERM).</summary>
+    NotPermitted,
 }
 
 /// <summary>
@@ -36,4 +44,7 @@ public sealed class XfsWriteException : Exception
     public XfsWriteException(WriteErrorKind kind, string message, Exception? inner = null) : base(message, inner) => Kind = kind;
 
     public WriteErrorKind Kind { get; }
+
+    /// <summary>For <see cref="WriteErrorKind.Corrupt"/>: the AG found corrupt or refused as sick, when known.</summary>
+    public uint? AgNumber { get; init; }
 }

@@ -139,11 +139,38 @@ public sealed class BufferCache : IDisposable
                 buffer.ClearDirtyAndStale();
                 buffer.SetUptodate();
             }
-            if (verifier != null)
-            {
-                buffer.Verifier = verifier;
-            }
+            // A block being formatted is what its formatter says, never what it was before (a null verifier
+            // means unverified, not "keep the old type": an old btree verifier would reject the new contents).
+            buffer.Verifier = verifier;
             return buffer;
+        }
+    }
+
+    /// <summary>
+    /// The cached buffer of a block, held and exclusively locked, or null when the cache has none: nothing is read.
+    /// For a transaction that frees the block and must invalidate whatever buffer of it is in memory (xfs_buf_incore).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">This thread already holds the buffer exclusively.</exception>
+    public BlockBuffer? TryGetCached(BufferTarget target, long daddr, int lengthBB)
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        var key = new BufferKey(target, daddr, lengthBB);
+        while (true)
+        {
+            BlockBuffer? buffer;
+            lock (gate)
+            {
+                ObjectDisposedException.ThrowIf(disposed, this);
+                if (!map.TryGetValue(key, out buffer))
+                {
+                    return null;
+                }
+                TakeHold(buffer);
+            }
+            if (LockOrDrop(buffer, BufferLockMode.Exclusive))
+            {
+                return buffer;
+            }
         }
     }
 

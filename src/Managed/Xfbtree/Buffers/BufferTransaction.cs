@@ -90,8 +90,9 @@ public sealed class BufferTransaction : IDisposable
             {
                 joined.Span.Clear();
                 joined.ClearDirtyAndStale();
+                joined.Verifier = verifier;
             }
-            if (verifier != null)
+            else if (verifier != null)
             {
                 joined.Verifier = verifier;
             }
@@ -100,6 +101,30 @@ public sealed class BufferTransaction : IDisposable
         var buffer = cache.GetNew(target, daddr, lengthBB, verifier);
         Join(buffer);
         return buffer;
+    }
+
+    /// <summary>
+    /// The block was freed by this transaction: its buffer, if one is joined or cached, joins the transaction and is
+    /// marked stale (xfs_trans_binval), so it is never written and leaves the cache when the transaction ends (on a
+    /// cancel it is re-read on next use). A later allocation of the block can then only find it formatted anew.
+    /// Returns false when no buffer of exactly this address and length was in memory.
+    /// </summary>
+    public bool Invalidate(BufferTarget target, long daddr, int lengthBB)
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        ThrowIfDone();
+        BlockBuffer? buffer = Find(target, daddr, lengthBB);
+        if (buffer is null)
+        {
+            buffer = cache.TryGetCached(target, daddr, lengthBB);
+            if (buffer is null)
+            {
+                return false;
+            }
+            Join(buffer);
+        }
+        buffer.MarkStale();
+        return true;
     }
 
     /// <summary>Marks a range of a joined buffer dirty.</summary>

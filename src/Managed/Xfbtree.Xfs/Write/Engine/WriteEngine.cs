@@ -11,7 +11,7 @@ public sealed record WriteEngineOptions
 {
     /// <summary>Buffer cache size for metadata.</summary>
     public long CacheBytes { get; init; } = 64L << 20;
-    /// <summary>Journal file; default: the image path + ".xfbtree-journal".</summary>
+    /// <summary>Journal file; default: <see cref="WriteEngine.DefaultJournalPath"/> (the resolved image path + ".xfbtree-journal").</summary>
     public string? JournalPath { get; init; }
     /// <summary>fsync the journal at every commit (crash safety). Tests and benchmarks may turn it off.</summary>
     public bool SyncCommits { get; init; } = true;
@@ -19,6 +19,11 @@ public sealed record WriteEngineOptions
     public long CheckpointBytes { get; init; } = 64L << 20;
     /// <summary>Test-only crash points (see <see cref="WriteFaultInjector"/>).</summary>
     internal WriteFaultInjector? Faults { get; init; }
+    /// <summary>Mappings one step of a split operation (punch, truncate, reflink, unshare) covers at most
+    /// (internal: tests make it small to see the steps).</summary>
+    internal int StepPieces { get; init; } = Files.FileOperations.StepPieces;
+    /// <summary>Bytes of shared data one unshare step copies at most (internal, as <see cref="StepPieces"/>).</summary>
+    internal int UnshareStepBytes { get; init; } = Files.FileOperations.UnshareStepBytes;
 }
 
 /// <summary>
@@ -59,6 +64,15 @@ public sealed class WriteEngine : IDisposable
         }
     }
 
+    /// <summary>The journal of an image: beside the file the path names after every symbolic link is resolved
+    /// (realpath) + ".xfbtree-journal", so that every name of the image (a symlink, a relative path) finds the
+    /// journal a crash left.</summary>
+    public static string DefaultJournalPath(string imagePath)
+    {
+        ArgumentNullException.ThrowIfNull(imagePath);
+        return ImageUseCheck.RealPath(imagePath) + ".xfbtree-journal";
+    }
+
     /// <summary>Opens <paramref name="imagePath"/> for writing. Throws <see cref="XfsWriteException"/> (Busy, NotSupported, Corrupt, Io).</summary>
     public static WriteEngine Open(string imagePath, WriteEngineOptions? options = null)
     {
@@ -75,7 +89,9 @@ public sealed class WriteEngine : IDisposable
         }
         try
         {
-            RmapRepairPreconditions.BeforeOpen(imagePath, willWrite: true);
+            // The write engine has no read-only mode to offer: writing is what it is for.
+            RmapRepairPreconditions.BeforeOpen(imagePath, willWrite: true,
+                readOnlyAdvice: "make it writable (chmod u+w) to change it; xfbtree rmap check only reads");
         }
         catch (XfsFormatException e)
         {
@@ -141,7 +157,7 @@ public sealed class WriteEngine : IDisposable
                     return DiskBufferTarget.DiskFault.None;
                 };
             }
-            string journalPath = options.JournalPath ?? imagePath + ".xfbtree-journal";
+            string journalPath = options.JournalPath ?? DefaultJournalPath(imagePath);
             Superblock sb = img.Superblock;
             bool ours = false;
             if (File.Exists(journalPath))
@@ -231,6 +247,38 @@ public sealed class WriteEngine : IDisposable
     private const ushort QuotaAccountingBits = 0x0001 | 0x0008 | 0x0040;
     private const int IcountOffset = 128, IfreeOffset = 136;
 
+    /// <summary>
+    /// The engine journal a writer left beside <paramref name="imagePath"/> without closing cleanly (a crash, a
+    /// kill), or null when there is none (a clean close removes it) or it names another filesystem. Its committed
+    /// transactions are replayed by the next open (<c>xfbtree recover IMAGE</c>); nothing is changed here. While a
+    /// writer has the image open its journal exists too: ask <c>ImageUseCheck.InUseBy</c> first.
+    /// </summary>
+    /// <exception cref="IOException">The journal or the image cannot be read.</exception>
+    public static PendingJournal? FindPendingJournal(string imagePath)
+    {
+        string path = DefaultJournalPath(imagePath);
+        if (!File.Exists(path))
+        {
+            return null;
+        }
+        byte[]? owner = WriteJournal.ReadOwner(path);
+        if (owner is not null)
+        {
+            var uuid = new byte[16];
+            using (var h = File.OpenHandle(imagePath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
+            {
+                if (RandomAccess.Read(h, uuid, SuperblockUuidOffset) != uuid.Length || !owner.AsSpan().SequenceEqual(uuid))
+                {
+                    return null;
+                }
+            }
+        }
+        int transactions = owner is null ? 0 : WriteJournal.Replay(path, static (_, _) => { });
+        return new PendingJournal(path, transactions, new FileInfo(path).Length);
+    }
+
+    private const int SuperblockUuidOffset = 32; // sb_uuid
+
     /// <summary>Records replayed from the journal at open (0 after a clean close).</summary>
     public int RecordsReplayed { get; }
 
@@ -286,6 +334,10 @@ public sealed class WriteEngine : IDisposable
 
     /// <summary>A commit failed after its journal record was durable: memory no longer mirrors the image.</summary>
     internal void Fail(string why) => failure ??= why;
+
+    /// <summary>True once a commit failed after its journal record was durable: the engine refuses every call,
+    /// and that record is replayed at the next open.</summary>
+    internal bool HasFailed => failure is not null;
 
     // ------------------------------------------------------------------ inodes
 
@@ -502,7 +554,7 @@ public sealed class WriteEngine : IDisposable
                 long perAg = (long)Geometry.AgBlocks * Geometry.BasicBlocksPerBlock;
                 uint agno = (uint)Math.Min(c.Daddr / perAg, ags.Length - 1);
                 ags[agno].MarkSick(c.Message);
-                return new XfsWriteException(WriteErrorKind.Corrupt, $"{operation}: AG {agno} is corrupt ({c.Message}); the AG is marked sick", c);
+                return new XfsWriteException(WriteErrorKind.Corrupt, $"{operation}: AG {agno} is corrupt ({c.Message}); the AG is marked sick", c) { AgNumber = agno };
             }
             case Trees.RmapOperationException r:
                 return new XfsWriteException(WriteErrorKind.Corrupt, $"{operation}: {r.Message}", r);
@@ -532,7 +584,39 @@ public sealed class WriteEngine : IDisposable
         }
         long daddr = Geometry.AgBlockToDaddr(Geometry.FsbToAgno(fsbno), Geometry.FsbToAgbno(fsbno));
         ReadRaw(disk, daddr, destination);
+        Interlocked.Add(ref dataBlocksRead, blocks);
     }
+
+    private long dataBlocksRead;
+    private long largestRecordBytes;
+
+    /// <summary>Bytes of the largest journal record committed since open (a test hook: operations over huge ranges
+    /// must split into bounded transactions, and a transaction's data and blocks are held in memory until its
+    /// commit, so this bounds the memory of every operation too).</summary>
+    internal long LargestRecordBytes => Interlocked.Read(ref largestRecordBytes);
+
+    private long committedRecords;
+
+    /// <summary>Journal records committed since open (a test hook: a split operation commits one per step).</summary>
+    internal long CommittedRecords => Interlocked.Read(ref committedRecords);
+
+    internal void NoteRecord(List<JournalEntry> entries)
+    {
+        Interlocked.Increment(ref committedRecords);
+        long bytes = 0;
+        foreach (JournalEntry entry in entries)
+        {
+            bytes += entry.Bytes.Length;
+        }
+        long seen;
+        while (bytes > (seen = Interlocked.Read(ref largestRecordBytes)) && Interlocked.CompareExchange(ref largestRecordBytes, bytes, seen) != seen)
+        {
+        }
+    }
+
+    /// <summary>File-data blocks read from the image since open (a test hook: reads must scale with the data
+    /// they return, never with the holes they cover).</summary>
+    internal long DataBlocksRead => Interlocked.Read(ref dataBlocksRead);
 
     internal static void ReadRaw(DiskBufferTarget target, long daddr, Span<byte> destination)
     {
@@ -791,6 +875,13 @@ public sealed class WriteEngine : IDisposable
 }
 
 /// <summary>An AG's free-space figures as the last commit left them (read without the AG lock, for AG selection).</summary>
+/// <summary>An engine journal left beside an image by a writer that did not close it cleanly
+/// (<see cref="WriteEngine.FindPendingJournal"/>).</summary>
+/// <param name="Path">The journal file.</param>
+/// <param name="Transactions">Complete committed transactions in it (what a replay applies).</param>
+/// <param name="Bytes">Its size.</param>
+public sealed record PendingJournal(string Path, int Transactions, long Bytes);
+
 internal sealed record AgSummary(uint FreeBlocks, uint Longest, uint FlCount, uint MinFreeList, long MetadataReserved, long RmapReserved);
 
 /// <summary>Per-AG state of an open engine.</summary>
@@ -846,12 +937,7 @@ public sealed class EngineAg
     internal long PublishedReserve(AllocationPurpose purpose)
     {
         AgSummary s = summary;
-        long reserved = purpose switch
-        {
-            AllocationPurpose.RefcountBtreeBlock or AllocationPurpose.InodeBtreeBlock => s.RmapReserved,
-            AllocationPurpose.RmapBtreeBlock => s.MetadataReserved,
-            _ => s.MetadataReserved + s.RmapReserved,
-        };
+        long reserved = Space.AgReservations.ForPurpose(Engine.Geometry, purpose, s.MetadataReserved, s.RmapReserved);
         return reserved + s.MinFreeList - Math.Min(s.FlCount, s.MinFreeList);
     }
 

@@ -161,7 +161,7 @@ public sealed class WriteTransaction
         }
         if (ag.SickReason is { } sick)
         {
-            throw new XfsWriteException(WriteErrorKind.Corrupt, $"{Operation}: AG {agno} is marked sick ({sick})");
+            throw new XfsWriteException(WriteErrorKind.Corrupt, $"{Operation}: AG {agno} is marked sick ({sick})") { AgNumber = agno };
         }
         bool inOrder = heldAgs.Count == 0 || heldAgs[^1] < agno;
         if (inOrder)
@@ -396,12 +396,50 @@ public sealed class WriteTransaction
         return SpaceAllocator.Allocate(this, request);
     }
 
-    /// <summary>Returns an extent to free space (merging in bnobt and cntbt). The rmap unmap is the caller's job.</summary>
+    /// <summary>Returns an extent of file data to free space (merging in bnobt and cntbt). The rmap unmap is the
+    /// caller's job. Blocks that held metadata (btree, directory, symlink or attribute blocks) are freed with
+    /// <see cref="FreeMetadata"/> instead.</summary>
     public void Free(uint agno, uint agbno, uint length)
     {
         ThrowIfDone();
         LockAg(agno);
         Space(agno).FreeExtent(agbno, length);
+    }
+
+    /// <summary>Returns an extent that held metadata to free space: every buffer of its blocks still in memory is
+    /// invalidated in this transaction first (<see cref="InvalidateFreedBlocks"/>). The rmap unmap is the caller's job.</summary>
+    public void FreeMetadata(uint agno, uint agbno, uint length)
+    {
+        ThrowIfDone();
+        LockAg(agno);
+        Space(agno).FreeMetadataExtent(agbno, length);
+    }
+
+    /// <summary>
+    /// Marks stale, in this transaction, every buffer in memory of the AG blocks [<paramref name="agbno"/>,
+    /// +<paramref name="length"/>) (the kernel's xfs_trans_binval on the blocks a transaction frees or reaps), so
+    /// no buffer of a freed block is ever written or verified as its old type after a later allocation. The engine
+    /// caches metadata as one-block buffers (btree blocks, inode cluster blocks) and directory blocks; both sizes
+    /// are looked up, the latter also where one starts before the range and reaches into it.
+    /// </summary>
+    internal void InvalidateFreedBlocks(uint agno, uint agbno, uint length)
+    {
+        ThrowIfDone();
+        RequireAg(agno);
+        int blockBB = Geometry.BasicBlocksPerBlock;
+        uint dirBlocks = 1u << Geometry.Superblock.DirBlockLog;
+        for (uint b = agbno; b < agbno + length; b++)
+        {
+            buffers.Invalidate(engine.Disk, Geometry.AgBlockToDaddr(agno, b), blockBB);
+        }
+        if (dirBlocks > 1)
+        {
+            uint first = agbno >= dirBlocks - 1 ? agbno - (dirBlocks - 1) : 0;
+            for (uint b = first; b < agbno + length; b++)
+            {
+                buffers.Invalidate(engine.Disk, Geometry.AgBlockToDaddr(agno, b), blockBB * (int)dirBlocks);
+            }
+        }
     }
 
     /// <summary>Fails with NoSpace unless <paramref name="blocks"/> could be allocated for <paramref name="purpose"/>
@@ -530,6 +568,7 @@ public sealed class WriteTransaction
             ReleaseAll(commit: true);
             return;
         }
+        engine.NoteRecord(entries);
         void Publish()
         {
             foreach (var (agno, summary) in summaries)

@@ -53,6 +53,10 @@ internal sealed class FileEdit
     /// <summary>Reflink inode: data-fork rmap changes use the _shared variants and unmaps go through the refcountbt.</summary>
     public bool Reflink => !Fork.Attr && InodeFields.IsReflink(Core);
 
+    /// <summary>The fork's blocks are metadata (attribute blocks; a directory's or symlink's blocks): freed ones
+    /// have their buffers invalidated.</summary>
+    bool HoldsMetadata => Fork.Attr || (InodeFields.Mode(Core) & Namespace.InodeCore.ModeTypeMask) != Namespace.InodeCore.ModeRegular;
+
     public long Size
     {
         get => InodeFields.Size(Core);
@@ -148,6 +152,10 @@ internal sealed class FileEdit
         {
             foreach (var (start, length) in _tx.RefcountDecrement(agno, agbno, piece.BlockCount)) _tx.Free(agno, start, length);
         }
+        else if (HoldsMetadata)
+        {
+            _tx.FreeMetadata(agno, agbno, piece.BlockCount);
+        }
         else
         {
             _tx.Free(agno, agbno, piece.BlockCount);
@@ -179,11 +187,12 @@ internal sealed class FileEdit
         return _tx.Allocate(new AllocationRequest(hint, 1, max, AllocationPurpose.FileData));
     }
 
-    /// <summary>Unwritten extents over the holes of [start, end) (bytes, rounded out to blocks).</summary>
-    public void Preallocate(long start, long end)
+    /// <summary>Unwritten extents over the holes of file blocks [first, stop), at most
+    /// <paramref name="maxAllocations"/> allocations; returns the block where it stopped (stop when done).</summary>
+    public ulong Preallocate(ulong first, ulong stop, int maxAllocations)
     {
-        ulong first = (ulong)(start / BlockSize), stop = (ulong)((end + BlockSize - 1) / BlockSize);
         ulong p = first;
+        int allocations = 0;
         while (p < stop)
         {
             if (Extents.Lookup(p, out var m, out ulong hole))
@@ -194,12 +203,14 @@ internal sealed class FileEdit
             ulong n = Math.Min(hole, stop - p);
             while (n > 0)
             {
+                if (allocations++ == maxAllocations) return p;
                 var got = Allocate(Hint(p), n);
                 Map(new BmbtExtent(p, got.Fsbno, got.Length, Unwritten: true));
                 p += got.Length;
                 n -= got.Length;
             }
         }
+        return stop;
     }
 
     /// <summary>

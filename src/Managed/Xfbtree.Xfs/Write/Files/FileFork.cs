@@ -338,7 +338,7 @@ internal sealed class FileFork
         uint agno = _geo.FsbToAgno(fsbno), agbno = _geo.FsbToAgbno(fsbno);
         FileOperations.LockAg(_tx, agno);
         _tx.RmapUnmap(agno, BmbtRmap(agbno), shared: false);
-        _tx.Free(agno, agbno, 1);
+        _tx.FreeMetadata(agno, agbno, 1);
         InodeFields.SetNBlocks(Inode.Core, InodeFields.NBlocks(Inode.Core) - 1);
     }
 

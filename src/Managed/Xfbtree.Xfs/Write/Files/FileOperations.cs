@@ -48,6 +48,25 @@ public sealed class FileOperations
         });
     }
 
+    /// <summary>
+    /// Fails with NoSpace, changing nothing, unless free space outside the reservations could take a write of
+    /// <paramref name="length"/> bytes at <paramref name="offset"/> now: the holes it would fill, the shared blocks
+    /// it would copy, the old EOF block and the worst-case bmbt growth (the check each <see cref="Write"/> makes for
+    /// itself, made for the whole range before a write split into several operations starts).
+    /// </summary>
+    public void EnsureWriteSpace(ulong ino, long offset, long length)
+    {
+        CheckRange(offset, length, "write");
+        if (length == 0) return;
+        var inode = Engine.GetInode(ino);
+        Engine.Execute("write", tx =>
+        {
+            var edit = FileEdit.Begin(tx, inode);
+            // The old EOF block may be zeroed (a copy when shared) when the write starts past it.
+            edit.EnsureSpaceFor(offset, offset + length, allocateHoles: true, extra: offset > edit.Size ? edit.BlockSize : 0);
+        });
+    }
+
     /// <summary>Reads up to <paramref name="buffer"/>.Length bytes at <paramref name="offset"/> (holes and unwritten
     /// ranges read as zeros; stops at EOF). Returns the bytes read.</summary>
     public int Read(ulong ino, long offset, Span<byte> buffer)
@@ -85,41 +104,121 @@ public sealed class FileOperations
         }
     }
 
+    /// <summary>Largest piece of data <see cref="ReadInto"/> reads at once (its only buffer).</summary>
+    public const int ReadPiece = 1 << 20;
+
+    /// <summary>
+    /// Streams [<paramref name="offset"/>, +<paramref name="length"/>), capped at EOF, into <paramref name="sink"/> in
+    /// file order: written extents as bytes (read in pieces of at most <see cref="ReadPiece"/>), holes and unwritten
+    /// extents as zero lengths without reading or materialising anything. The inode is read-locked for the whole
+    /// call. Returns the bytes covered (0 at or past EOF).
+    /// </summary>
+    public long ReadInto(ulong ino, long offset, long length, IFileReadSink sink)
+    {
+        ArgumentNullException.ThrowIfNull(sink);
+        CheckRange(offset, 0, "read");
+        if (length < 0) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"read: negative length {length}");
+        var inode = Engine.GetInode(ino);
+        using (Engine.LockInodeForRead(inode))
+        {
+            CheckRegular(inode);
+            long size = InodeFields.Size(inode.Core);
+            if (offset >= size || length == 0) return 0;
+            long end = offset + Math.Min(length, size - offset);
+            var extents = ReadExtentsLocked(inode);
+            int bs = Engine.Geometry.BlockSize;
+            ulong first = (ulong)(offset / bs), last = (ulong)((end - 1) / bs);
+            byte[]? buffer = null;
+            long pos = offset;
+            foreach (var piece in extents.MappingsIn(first, last - first + 1))
+            {
+                long pieceStart = Math.Max((long)piece.StartOffset * bs, offset);
+                long pieceEnd = Math.Min((long)(piece.StartOffset + piece.BlockCount) * bs, end);
+                if (pieceStart > pos) sink.Zeros(pos, pieceStart - pos);
+                pos = pieceStart;
+                if (piece.Unwritten)
+                {
+                    sink.Zeros(pos, pieceEnd - pos);
+                    pos = pieceEnd;
+                    continue;
+                }
+                buffer ??= new byte[Math.Max(bs, ReadPiece / bs * bs)];
+                while (pos < pieceEnd)
+                {
+                    long fileBlock = pos / bs, blockStart = fileBlock * bs;
+                    int blocks = (int)Math.Min(buffer.Length / bs, (pieceEnd - blockStart + bs - 1) / bs);
+                    Engine.ReadData(piece.StartBlock + (ulong)fileBlock - piece.StartOffset, buffer.AsSpan(0, blocks * bs));
+                    int skip = (int)(pos - blockStart);
+                    int take = (int)Math.Min((long)blocks * bs - skip, pieceEnd - pos);
+                    sink.Data(pos, buffer.AsSpan(skip, take));
+                    pos += take;
+                }
+            }
+            if (pos < end) sink.Zeros(pos, end - pos);
+            return end - offset;
+        }
+    }
+
     /// <summary>Preallocates unwritten extents over the holes of the range, as fallocate(2) with mode 0:
-    /// the size grows to cover the range.</summary>
+    /// the size grows to cover the range. The space of the whole range is checked first (NoSpace changes
+    /// nothing); the allocations then go in steps of at most <see cref="StepPieces"/>, one transaction each, the
+    /// last of which sets the size (unwritten extents past EOF left by a crash between steps are legal).</summary>
     public void Fallocate(ulong ino, long offset, long length)
     {
         CheckRange(offset, length, "fallocate");
         if (length == 0) throw new XfsWriteException(WriteErrorKind.InvalidArgument, "fallocate: length must be positive");
         var inode = Engine.GetInode(ino);
-        Engine.Execute("fallocate", tx =>
+        int bs = Engine.Geometry.BlockSize;
+        long end = offset + length;
+        ulong pos = (ulong)(offset / bs), stop = (ulong)(RoundUp(end, bs) / bs);
+        bool first = true, finished = false;
+        while (!finished)
         {
-            var edit = FileEdit.Begin(tx, inode);
-            long end = offset + length;
-            edit.EnsureSpaceFor(offset, end, allocateHoles: true);
-            long oldSize = edit.Size;
-            if (end > oldSize && offset > oldSize) edit.ZeroEofTail(oldSize, offset);
-            edit.Preallocate(offset, end);
-            if (end > oldSize) edit.Size = end;
-            InodeFields.SetFlags(inode.Core, (ushort)(InodeFields.Flags(inode.Core) | InodeFields.FlagPrealloc));
-            edit.Touch();
-            edit.Finish();
-        });
+            ulong from = (ulong)(offset / bs);
+            (finished, pos) = Step("fallocate", !first, () => $"unwritten extents cover the holes of file blocks [{from}, {pos}), not those from {pos} on; the size is unchanged", tx =>
+            {
+                var edit = FileEdit.Begin(tx, inode);
+                long oldSize = edit.Size;
+                edit.EnsureSpaceFor(first ? offset : (long)pos * bs, end, allocateHoles: true);
+                if (first && end > oldSize && offset > oldSize) edit.ZeroEofTail(oldSize, offset);
+                ulong reached = edit.Preallocate(pos, stop, Engine.Options.StepPieces);
+                bool last = reached >= stop;
+                if (last && end > oldSize) edit.Size = end;
+                if (first) InodeFields.SetFlags(inode.Core, (ushort)(InodeFields.Flags(inode.Core) | InodeFields.FlagPrealloc));
+                if (first || last) edit.Touch();
+                edit.Finish();
+                return (last, reached);
+            });
+            first = false;
+        }
     }
 
-    /// <summary>Unmaps and frees the whole blocks of the range, zeroing partial blocks at its ends.</summary>
+    /// <summary>Largest step of an operation over a range, in extent mappings, when it is split into several
+    /// transactions: each mapping touches a bounded number of btree records, so a step's blocks, memory and
+    /// journal record are bounded. A range of at most this many mappings stays one transaction (all or nothing).</summary>
+    public const int StepPieces = 1024;
+
+    /// <summary>Largest step of unshare, in bytes of copied data (as pwrite's pieces): a transaction keeps its data
+    /// in memory and journals it whole.</summary>
+    public const int UnshareStepBytes = 1 << 20;
+
+    /// <summary>Unmaps and frees the whole blocks of the range, zeroing partial blocks at its ends. The partial
+    /// blocks are one transaction; the whole blocks are unmapped in steps of at most <see cref="StepPieces"/>
+    /// mappings, one transaction each (as the kernel unmaps extent by extent): memory and journal records stay
+    /// bounded whatever the range, and a failure or crash between steps leaves a partly punched range, never a
+    /// damaged file.</summary>
     public void PunchHole(ulong ino, long offset, long length)
     {
         CheckRange(offset, length, "punch");
         if (length == 0) throw new XfsWriteException(WriteErrorKind.InvalidArgument, "punch: length must be positive");
         var inode = Engine.GetInode(ino);
-        Engine.Execute("punch", tx =>
+        long end = offset + length;
+        int bs = Engine.Geometry.BlockSize;
+        long firstWhole = RoundUp(offset, bs), endWhole = end / bs * bs;
+        // Partial blocks at the ends are zeroed (a CoW when shared) in the first step, with the first stretch of
+        // whole blocks, so that a range of one step stays one transaction.
+        UnmapInSteps(inode, "punch", (ulong)(firstWhole / bs), (ulong)(Math.Max(firstWhole, endWhole) / bs), "the partial blocks at the ends are zeroed", edit =>
         {
-            var edit = FileEdit.Begin(tx, inode);
-            long end = offset + length;
-            int bs = edit.BlockSize;
-            long firstWhole = RoundUp(offset, bs), endWhole = end / bs * bs;
-            // Partial blocks at the ends are zeroed (a CoW when shared); whole blocks are unmapped and freed.
             edit.EnsureSpaceFor(offset, Math.Min(end, firstWhole), allocateHoles: false, extra: 2 * bs);
             if (firstWhole >= endWhole)
             {
@@ -129,29 +228,95 @@ public sealed class FileOperations
             {
                 if (offset < firstWhole) edit.Modify(offset, firstWhole, null, ModifyMode.Zero);
                 if (endWhole < end) edit.Modify(endWhole, end, null, ModifyMode.Zero);
-                edit.Unmap((ulong)(firstWhole / bs), (ulong)((endWhole - firstWhole) / bs));
             }
-            edit.Touch();
-            edit.Finish();
+            return firstWhole < endWhole;
         });
     }
 
-    /// <summary>Sets the size: shrinking frees the blocks past the new EOF, growing leaves a hole.</summary>
+    /// <summary>Runs one step of an operation split into several transactions. A failure after earlier steps
+    /// committed is reported with exactly what those steps did (<paramref name="done"/>), as write(2) reports a
+    /// short count: they stay.</summary>
+    T Step<T>(string operation, bool afterEarlierSteps, Func<string> done, Func<WriteTransaction, T> body)
+    {
+        try
+        {
+            return Engine.Execute(operation, body);
+        }
+        catch (Exception e) when (afterEarlierSteps && e is XfsWriteException or IOException)
+        {
+            var kind = e is XfsWriteException w ? w.Kind : WriteErrorKind.Io;
+            // A step whose record was durable before its failure is replayed at the next open: then it is done too.
+            string failedStep = Engine.HasFailed ? "; the failing step's journal record is complete, so the next open also applies that step" : "";
+            throw new XfsWriteException(kind, $"{operation} stopped part way ({done()}{failedStep}): {e.Message}", e);
+        }
+    }
+
+    /// <summary>Unmaps (frees, or drops the references of) the mapped blocks of file blocks [first, stop) in
+    /// transactions of at most <see cref="StepPieces"/> mappings, skipping holes without work. The first transaction
+    /// runs <paramref name="prelude"/> (the operation's other changes) before its stretch, so a range of one step is
+    /// one transaction, all or nothing; it returns false when nothing is to be unmapped after all.
+    /// <paramref name="before"/> says what the prelude did, for a failure report.</summary>
+    void UnmapInSteps(IncoreInode inode, string operation, ulong first, ulong stop, string before, Func<FileEdit, bool> prelude)
+    {
+        ulong pos = first;
+        bool firstStep = true;
+        do
+        {
+            pos = Step(operation, !firstStep, () => $"{before}; file blocks [{first}, {pos}) unmapped, from {pos} on not", tx =>
+            {
+                var edit = FileEdit.Begin(tx, inode);
+                bool unmap = !firstStep || prelude(edit);
+                var (from, to) = unmap ? NextStep(edit.Fork.Extents, pos, stop, Engine.Options.StepPieces, ulong.MaxValue) : (stop, stop);
+                if (from < to)
+                {
+                    edit.EnsureSpaceFor(0, 0, allocateHoles: false);
+                    edit.Unmap(from, to - from);
+                }
+                edit.Touch();
+                edit.Finish();
+                return to;
+            });
+            firstStep = false;
+        }
+        while (pos < stop);
+    }
+
+    /// <summary>
+    /// The next bounded step of an operation over file blocks [<paramref name="start"/>, <paramref name="stop"/>):
+    /// from the first mapped block at or after start (holes are skipped, so a sparse range costs nothing) over at
+    /// most <paramref name="maxPieces"/> mappings and <paramref name="maxBlocks"/> blocks. (stop, stop) when
+    /// nothing is mapped there.
+    /// </summary>
+    internal static (ulong From, ulong To) NextStep(ExtentList extents, ulong start, ulong stop, int maxPieces, ulong maxBlocks)
+    {
+        int i = extents.IndexAtOrAfter(start);
+        if (i >= extents.Count || extents[i].StartOffset >= stop) return (stop, stop);
+        ulong from = Math.Max(start, extents[i].StartOffset), to = from;
+        for (int pieces = 0; i < extents.Count && pieces < maxPieces && extents[i].StartOffset < stop; i++, pieces++)
+        {
+            to = Math.Min(stop, extents[i].StartOffset + extents[i].BlockCount);
+        }
+        return (from, Math.Min(to, from + Math.Min(maxBlocks, stop - from)));
+    }
+
+    /// <summary>Sets the size: shrinking frees the blocks past the new EOF (the size and the new EOF block first,
+    /// then the blocks in bounded steps as <see cref="PunchHole"/> does; blocks past EOF left by a crash between
+    /// steps are legal post-EOF blocks), growing leaves a hole.</summary>
     public void Truncate(ulong ino, long size)
     {
         CheckRange(size, 0, "truncate");
         var inode = Engine.GetInode(ino);
-        Engine.Execute("truncate", tx =>
+        int bs = Engine.Geometry.BlockSize;
+        // The size, the new EOF block and the first stretch of blocks past it are the first step (one transaction
+        // when the blocks past EOF fit one step); the rest of the blocks past EOF follow in steps. Only a shrink
+        // frees blocks (post-EOF preallocation included), as before the split.
+        UnmapInSteps(inode, "truncate", (ulong)(RoundUp(size, bs) / bs), BmbtExtent.MaxFileOffset, $"the size is {size}; blocks past it stay allocated until freed", edit =>
         {
-            var edit = FileEdit.Begin(tx, inode);
             long old = edit.Size;
-            int bs = edit.BlockSize;
             if (size < old)
             {
                 edit.EnsureSpaceFor(size, Math.Min(old, RoundUp(size, bs)), allocateHoles: false);
                 if (size % bs != 0) edit.Modify(size, RoundUp(size, bs), null, ModifyMode.Zero);
-                ulong from = (ulong)(RoundUp(size, bs) / bs);
-                edit.Unmap(from, BmbtExtent.MaxFileOffset - from);
             }
             else if (size > old)
             {
@@ -159,13 +324,17 @@ public sealed class FileOperations
                 edit.ZeroEofTail(old, size);
             }
             edit.Size = size;
-            edit.Touch();
-            edit.Finish();
+            return size < old;
         });
     }
 
     /// <summary>Shares the blocks of src [srcOffset, +length) into dst at dstOffset (block-aligned; length may end at
     /// src EOF). dst's old mapping of the range is removed first. Sets the reflink flag on both.</summary>
+    /// <remarks>In steps, one transaction each, as the kernel remaps extent by extent: the first checks the range
+    /// against the sizes, sets the flags and zeroes the destination's old EOF block; each step then remaps a
+    /// stretch holding at most <see cref="StepPieces"/> mappings of the source and of the destination (stretches
+    /// that are holes in both are skipped); the last sets the destination size. A failure or crash between steps
+    /// leaves a prefix remapped and the size unchanged (blocks past EOF are legal).</remarks>
     public void Reflink(ulong srcIno, long srcOffset, ulong dstIno, long dstOffset, long length)
     {
         CheckRange(srcOffset, length, "reflink");
@@ -178,62 +347,95 @@ public sealed class FileOperations
         if (srcOffset % bs != 0 || dstOffset % bs != 0)
             throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"reflink: offsets must be multiples of the block size {bs}");
         if (length == 0) return;
-        Engine.Execute("reflink", tx =>
+        ulong sb = (ulong)(srcOffset / bs), db = (ulong)(dstOffset / bs), n = (ulong)(RoundUp(length, bs) / bs);
+        if (srcIno == dstIno && sb < db + n && db < sb + n)
+            throw new XfsWriteException(WriteErrorKind.InvalidArgument, "reflink: source and destination ranges of one file overlap");
+        int stepPieces = Engine.Options.StepPieces;
+        ulong done = 0;
+        bool first = true, finished = false;
+        while (!finished)
         {
-            tx.LockInodes(src, dst);
-            var s = FileEdit.Begin(tx, src, alreadyLocked: true);
-            var d = srcIno == dstIno ? s : FileEdit.Begin(tx, dst, alreadyLocked: true);
-            long srcSize = s.Size, dstSize = d.Size;
-            if (srcOffset + length > srcSize)
-                throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"reflink: source range ends at {srcOffset + length}, past the source EOF {srcSize}");
-            if (length % bs != 0)
+            (finished, ulong next) = Step("reflink", !first, () => $"destination file blocks [{db}, {db + done}) share the source's, those from {db + done} on are unchanged, and so is the size", tx =>
             {
-                // A partial last block may be shared only when it is the source's EOF block and becomes the
-                // destination's EOF block (the kernel's remap_prep rule; otherwise stale bytes would show).
-                if (srcOffset + length != srcSize || dstOffset + length < dstSize)
-                    throw new XfsWriteException(WriteErrorKind.InvalidArgument, "reflink: a length that is not a multiple of the block size must end at the source EOF and reach the destination EOF");
-            }
-            ulong sb = (ulong)(srcOffset / bs), db = (ulong)(dstOffset / bs), n = (ulong)(RoundUp(length, bs) / bs);
-            if (srcIno == dstIno && sb < db + n && db < sb + n)
-                throw new XfsWriteException(WriteErrorKind.InvalidArgument, "reflink: source and destination ranges of one file overlap");
-            d.EnsureSpaceFor(dstOffset, dstOffset, allocateHoles: false, extraRecords: s.Fork.Extents.MappingsIn(sb, n).Count + 2);
-            if (dstOffset > dstSize) d.ZeroEofTail(dstSize, dstOffset);
-            s.SetReflinkFlag();
-            d.SetReflinkFlag();
-            d.Unmap(db, n);
-            foreach (var piece in s.Fork.Extents.MappingsIn(sb, n))
-            {
-                // Only written blocks are shared (xfs_reflink_remap_extent): an unwritten source range leaves a hole.
-                if (piece.Unwritten) continue;
-                var (agno, agbno) = d.Split(piece.StartBlock);
-                LockAg(tx, agno);
-                tx.RefcountIncrement(agno, agbno, piece.BlockCount);
-                d.Map(piece with { StartOffset = db + (piece.StartOffset - sb) });
-            }
-            if (dstOffset + length > d.Size) d.Size = dstOffset + length;
-            d.Touch();
-            if (!ReferenceEquals(s, d)) s.Finish();
-            d.Finish();
-        });
+                tx.LockInodes(src, dst);
+                var s = FileEdit.Begin(tx, src, alreadyLocked: true);
+                var d = srcIno == dstIno ? s : FileEdit.Begin(tx, dst, alreadyLocked: true);
+                if (first)
+                {
+                    long srcSize = s.Size, dstSize = d.Size;
+                    if (srcOffset + length > srcSize)
+                        throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"reflink: source range ends at {srcOffset + length}, past the source EOF {srcSize}");
+                    // A partial last block may be shared only when it is the source's EOF block and becomes the
+                    // destination's EOF block (the kernel's remap_prep rule; otherwise stale bytes would show).
+                    if (length % bs != 0 && (srcOffset + length != srcSize || dstOffset + length < dstSize))
+                        throw new XfsWriteException(WriteErrorKind.InvalidArgument, "reflink: a length that is not a multiple of the block size must end at the source EOF and reach the destination EOF");
+                    d.EnsureSpaceFor(dstOffset, dstOffset, allocateHoles: false, extra: dstOffset > dstSize ? bs : 0);
+                    if (dstOffset > dstSize) d.ZeroEofTail(dstSize, dstOffset);
+                    s.SetReflinkFlag();
+                    d.SetReflinkFlag();
+                }
+                // The next stretch (relative to the range) with mappings in the source or the destination.
+                var (sFrom, sTo) = NextStep(s.Fork.Extents, sb + done, sb + n, stepPieces, ulong.MaxValue);
+                var (dFrom, dTo) = NextStep(d.Fork.Extents, db + done, db + n, stepPieces, ulong.MaxValue);
+                ulong from = Math.Min(sFrom - sb, dFrom - db), to = Math.Min(sTo - sb, dTo - db);
+                if (from < n)
+                {
+                    var pieces = s.Fork.Extents.MappingsIn(sb + from, to - from);
+                    d.EnsureSpaceFor(0, 0, allocateHoles: false, extraRecords: pieces.Count + 2);
+                    d.Unmap(db + from, to - from);
+                    foreach (var piece in pieces)
+                    {
+                        // Only written blocks are shared (xfs_reflink_remap_extent): an unwritten source range leaves a hole.
+                        if (piece.Unwritten) continue;
+                        var (agno, agbno) = d.Split(piece.StartBlock);
+                        LockAg(tx, agno);
+                        tx.RefcountIncrement(agno, agbno, piece.BlockCount);
+                        d.Map(piece with { StartOffset = db + (piece.StartOffset - sb) });
+                    }
+                }
+                bool last = from >= n || to >= n;
+                if (last && dstOffset + length > d.Size) d.Size = dstOffset + length;
+                if (last || first) d.Touch();
+                if (!ReferenceEquals(s, d)) s.Finish();
+                d.Finish();
+                return (last, to);
+            });
+            done = next;
+            first = false;
+        }
     }
 
-    /// <summary>Gives the range private copies of its shared blocks.</summary>
+    /// <summary>Gives the range private copies of its shared blocks, in steps of at most
+    /// <see cref="UnshareStepBytes"/> (one transaction each, holes skipped): the data a transaction holds and
+    /// journals stays bounded whatever the range. A failure (NoSpace) between steps leaves the earlier steps
+    /// unshared, which changes no byte of the file.</summary>
     public void Unshare(ulong ino, long offset, long length)
     {
         CheckRange(offset, length, "unshare");
         var inode = Engine.GetInode(ino);
-        Engine.Execute("unshare", tx =>
+        int bs = Engine.Geometry.BlockSize;
+        ulong stepBlocks = (ulong)Math.Max(1, Engine.Options.UnshareStepBytes / bs);
+        ulong pos = (ulong)(offset / bs);
+        while (true)
         {
-            var edit = FileEdit.Begin(tx, inode);
-            if (!edit.Reflink || length == 0) return;
-            long end = Math.Min(offset + length, edit.Size);
-            if (end <= offset) return;
-            int bs = edit.BlockSize;
-            long from = offset / bs * bs, to = RoundUp(end, bs);
-            edit.EnsureSpaceFor(from, to, allocateHoles: false);
-            edit.Modify(from, to, null, ModifyMode.Unshare);
-            edit.Finish();
-        });
+            ulong start = (ulong)(offset / bs);
+            ulong next = Step("unshare", pos > start, () => $"file blocks [{start}, {pos}) are unshared, from {pos} on not; no byte of the file changed", tx =>
+            {
+                var edit = FileEdit.Begin(tx, inode);
+                if (!edit.Reflink || length == 0) return ulong.MaxValue;
+                long end = Math.Min(offset + length, edit.Size);
+                if (end <= offset) return ulong.MaxValue;
+                ulong stop = (ulong)(RoundUp(end, bs) / bs);
+                var (from, to) = NextStep(edit.Fork.Extents, pos, stop, Engine.Options.StepPieces, stepBlocks);
+                if (from >= to) return ulong.MaxValue;
+                edit.EnsureSpaceFor((long)from * bs, (long)to * bs, allocateHoles: false);
+                edit.Modify((long)from * bs, (long)to * bs, null, ModifyMode.Unshare);
+                edit.Finish();
+                return to;
+            });
+            if (next == ulong.MaxValue) return;
+            pos = next;
+        }
     }
 
     /// <summary>Frees every block of both forks (data, attr, bmbt blocks) of a locked inode inside

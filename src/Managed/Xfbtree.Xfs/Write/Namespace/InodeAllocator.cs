@@ -127,7 +127,7 @@ internal sealed class InodeAllocator
     {
         uint agno = ctx.AgNumber;
         tx.RmapUnmap(agno, new RmapRecord((uint)agbno, 1, RmapOwner.Inobt, 0), false);
-        tx.Free(agno, (uint)agbno, 1);
+        tx.FreeMetadata(agno, (uint)agbno, 1);
         if (_sb.HasInobtCounts) AddAgi(tx, ctx, finobt ? AgiFblocks : AgiIblocks, -1);
     }
 

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using Xfbtree.Xfs.Directories;
 using Xfbtree.Xfs.Format;
 
 namespace Xfbtree.Xfs.Write.Namespace;

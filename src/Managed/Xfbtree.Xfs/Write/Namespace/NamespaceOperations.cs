@@ -1,3 +1,4 @@
+using Xfbtree.Xfs.Directories;
 using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Write.Engine;
 using Xfbtree.Xfs.Write.Files;
@@ -17,7 +18,7 @@ public readonly record struct InodeStat(
 
 /// <summary>
 /// Paths, directories and inode life: lookup, create, mkdir, unlink, list, stat.
-/// Shortform and block directories (others are refused naming their format); inode allocation from a free
+/// Directories of every format (through <see cref="DirectoryEditor"/>); inode allocation from a free
 /// inode or a new chunk (inobt, finobt, OWN_INODES); inode free.
 /// </summary>
 /// <remarks>
@@ -212,7 +213,7 @@ public sealed class NamespaceOperations
             uint agno = geo.FsbToAgno(e.StartBlock), agbno = geo.FsbToAgbno(e.StartBlock);
             tx.LockAg(agno);
             tx.RmapUnmap(agno, new Trees.RmapRecord(agbno, e.BlockCount, inode.Ino, e.StartOffset), false);
-            tx.Free(agno, agbno, e.BlockCount);
+            tx.FreeMetadata(agno, agbno, e.BlockCount); // directory blocks
             freed += e.BlockCount;
         }
         var c = inode.Core.AsSpan();

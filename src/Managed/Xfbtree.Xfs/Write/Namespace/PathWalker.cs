@@ -1,4 +1,5 @@
 using System.Text;
+using Xfbtree.Xfs.Directories;
 using Xfbtree.Xfs.Format;
 
 namespace Xfbtree.Xfs.Write.Namespace;
@@ -98,12 +99,7 @@ internal sealed class PathWalker
     /// <paramref name="core"/>); ".." gives the parent; null when absent.</summary>
     public ulong? Find(ulong dirIno, byte[] core, ReadOnlySpan<byte> name, string where)
     {
-        var (parent, entries, _) = Reader.ReadAll(dirIno, core, _source.ReadBlocks, where);
-        if (DirectoryFormat.IsDotDot(name)) return parent;
-        if (DirectoryFormat.IsDot(name)) return dirIno;
-        foreach (var e in entries)
-            if (name.SequenceEqual(e.Name)) return e.Ino;
-        return null;
+        return Reader.Lookup(dirIno, core, name, _source.ReadBlocks, where);
     }
 
     /// <summary>Entries of the directory <paramref name="path"/> names.</summary>

@@ -12,6 +12,9 @@ namespace Xfbtree.Xfs.Write.Space;
 /// rmapbt's maximum size, less rmap_blocks). The AG size excludes the internal log when the AG holds it. An
 /// allocation may not leave less free space than the pools it is not entitled to: file data may use neither,
 /// refcountbt and inode btree blocks may use the METADATA pool (the AGFL, which feeds the rmapbt, is exempt).
+/// Allocations the kernel charges to the free-block counter (file data, bmbt, directory blocks, inode chunks) also
+/// leave <see cref="SetAside"/>: at mount the kernel takes the pools out of that counter after setting aside
+/// xfs_alloc_set_aside's blocks per AG, so an AG filled down to the bare pools fails "Per-AG reservation".
 /// </summary>
 internal static class AgReservations
 {
@@ -50,13 +53,8 @@ internal static class AgReservations
         if (sb.HasFinobt)
         {
             var g = new BtreeGeometry(geo.BlockSize, false, 16, 4, false);
-            ulong inoBlocks = agblocks;
-            uint align = sb.InodeAlignment;
-            if (align > 1)
-            {
-                inoBlocks = inoBlocks / align * align;
-            }
-            meta += CalcSize(g.LeafMinRecords, g.NodeMinRecords, inoBlocks * (ulong)geo.InodesPerBlock / 64);
+            // xfs_inobt_max_size: one record per 64 inodes the AG's blocks could hold (no rounding to the inode alignment).
+            meta += CalcSize(g.LeafMinRecords, g.NodeMinRecords, agblocks * (ulong)geo.InodesPerBlock / 64);
         }
         if (sb.HasReflink)
         {
@@ -71,17 +69,47 @@ internal static class AgReservations
         return (meta, rmap);
     }
 
-    /// <summary>xfs_ag_resv_needed: the reserved blocks an allocation for <paramref name="purpose"/> must leave free.</summary>
+    /// <summary>xfs_alloc_set_aside's share of one AG: XFS_ALLOCBT_AGFL_RESERVE (4) to refill an empty AGFL and 4
+    /// for a bmbt split.</summary>
+    public const int AllocSetAsidePerAg = 4 + 4;
+
+    /// <summary>xfs_default_resblks: the reserve pool a read-write mount takes from the free-block counter (5 % of
+    /// the data blocks, at most 8192).</summary>
+    public static ulong ReservePool(XfsGeometry geo) => Math.Min(geo.Superblock.DataBlocks / 20, 8192);
+
+    /// <summary>
+    /// Blocks of one AG that allocations charged to the kernel's free-block counter must leave on top of the pools,
+    /// so that the kernel's mount succeeds without a warning. At mount the kernel takes, from that counter less
+    /// <see cref="AllocSetAsidePerAg"/> per AG, first its reserve pool (<see cref="ReservePool"/>), then each AG's
+    /// hidden pools (METADATA less its used blocks, RMAPBT whole) -- each AG's wholly from the counter or wholly
+    /// from the reserve pool, so a counter short by a few blocks fails ("Per-AG reservation for AG n failed",
+    /// "Reserve blocks depleted"). Kept per AG: <see cref="AllocSetAsidePerAg"/>, the AG's share of the reserve pool
+    /// (rounded up), and the rmapbt root (rmap_blocks counts it but agf_btreeblks, and so the counter, does not).
+    /// </summary>
+    public static long SetAside(XfsGeometry geo)
+    {
+        uint agCount = geo.AgCount;
+        long poolShare = (long)((ReservePool(geo) + agCount - 1) / agCount);
+        return AllocSetAsidePerAg + poolShare + (geo.Superblock.HasRmapbt ? 1 : 0);
+    }
+
+    /// <summary>xfs_ag_resv_needed plus <see cref="SetAside"/>: the blocks an allocation for
+    /// <paramref name="purpose"/> must leave free in the AG (besides the free list's own needs).</summary>
     public static long Needed(WriteTransaction tx, AgSpace space, AllocationPurpose purpose)
     {
         var (metaReserved, rmapReserved) = Reserved(tx, space);
-        return purpose switch
-        {
-            AllocationPurpose.RefcountBtreeBlock or AllocationPurpose.InodeBtreeBlock => rmapReserved,
-            AllocationPurpose.RmapBtreeBlock => metaReserved,
-            _ => metaReserved + rmapReserved,
-        };
+        return ForPurpose(tx.Geometry, purpose, metaReserved, rmapReserved);
     }
+
+    /// <summary>The blocks <paramref name="purpose"/> must leave given the unused pools: the refcountbt and inode
+    /// btrees may use the METADATA pool, an rmapbt the RMAPBT pool, everything else neither and also leaves
+    /// <see cref="SetAside"/>.</summary>
+    public static long ForPurpose(XfsGeometry geo, AllocationPurpose purpose, long metaReserved, long rmapReserved) => purpose switch
+    {
+        AllocationPurpose.RefcountBtreeBlock or AllocationPurpose.InodeBtreeBlock => rmapReserved,
+        AllocationPurpose.RmapBtreeBlock => metaReserved,
+        _ => metaReserved + rmapReserved + SetAside(geo),
+    };
 
     /// <summary>The unused part of each pool now (ask − blocks the trees have, at least 0).</summary>
     public static (long Metadata, long Rmap) Reserved(WriteTransaction tx, AgSpace space)

@@ -18,8 +18,10 @@ internal sealed partial class AgSpace
     /// Allocates in this AG (locked by the caller) as the request asks, or returns false (nothing changed but
     /// possibly the free list). Checks the kernel's space rule first (xfs_alloc_space_available): the longest
     /// extent and the free total, less the free list's needs and the per-AG reservations the purpose may not use.
+    /// With <c>skipRmapUpdates</c> the free-list fix this allocation makes edits no rmap record (upstream's "skip
+    /// rmap update" owner): online repair reserving its new rmapbt, whose OWN_AG records it computes itself.
     /// </summary>
-    public bool TryAllocateHere(in AllocationRequest request, out uint agbno, out uint length)
+    public bool TryAllocateHere(in AllocationRequest request, out uint agbno, out uint length, bool skipRmapUpdates = false)
     {
         agbno = 0;
         length = 0;
@@ -31,7 +33,7 @@ internal sealed partial class AgSpace
         bool hintHere = request.HintFsbno != AllocationRequest.NullFsbno && geo.FsbToAgno(request.HintFsbno) == AgNumber
             && geo.FsbToAgbno(request.HintFsbno) < agLength;
         uint hint = hintHere ? geo.FsbToAgbno(request.HintFsbno) : 0;
-        FixFreeList(hintHere ? hint : null);
+        FixFreeList(hintHere ? hint : null, skipRmapUpdates);
         if (!SpaceAvailable(request.Purpose, request.MinLength, align))
         {
             return false;
@@ -452,11 +454,19 @@ internal sealed partial class AgSpace
         }
     }
 
-    /// <summary>Frees an extent (free list fixed first, then merged into bnobt and cntbt).</summary>
+    /// <summary>Frees an extent of file data (free list fixed first, then merged into bnobt and cntbt).</summary>
     public void FreeExtent(uint agbno, uint length)
     {
         FixFreeList();
         InsertFree(agbno, length);
+    }
+
+    /// <summary>Frees an extent that held metadata: its buffers are invalidated in this transaction first
+    /// (<see cref="WriteTransaction.InvalidateFreedBlocks"/>), then as <see cref="FreeExtent"/>.</summary>
+    public void FreeMetadataExtent(uint agbno, uint length)
+    {
+        tx.InvalidateFreedBlocks(AgNumber, agbno, length);
+        FreeExtent(agbno, length);
     }
 
     // ------------------------------------------------------------------ rmap
@@ -468,17 +478,11 @@ internal sealed partial class AgSpace
         RmapEdit(kind, record, shared);
     }
 
-    /// <summary>
-    /// While set, rmap edits are skipped entirely (upstream's "skip rmap update" owner, XFS_RMAP_OINFO_SKIP_UPDATE):
-    /// online repair's reservations and free-list fixes before its new rmapbt is switched in; the OWN_AG records
-    /// of the new tree are computed from scratch under the same lock.
-    /// </summary>
-    internal bool SkipRmapUpdates { get; set; }
-
-    /// <summary>Edits the on-disk rmapbt through <see cref="RmapEditor"/> and queues the change for the hooks.</summary>
-    private void RmapEdit(RmapUpdateKind kind, RmapRecord record, bool shared)
+    /// <summary>Edits the on-disk rmapbt through <see cref="RmapEditor"/> and queues the change for the hooks;
+    /// nothing at all with <paramref name="skip"/> (upstream's XFS_RMAP_OINFO_SKIP_UPDATE owner, passed per call).</summary>
+    private void RmapEdit(RmapUpdateKind kind, RmapRecord record, bool shared, bool skip = false)
     {
-        if (SkipRmapUpdates)
+        if (skip)
         {
             return;
         }

@@ -184,6 +184,61 @@ internal sealed partial class AgSpace
         return list;
     }
 
+    /// <summary>
+    /// Takes the block at the list head for the rmapbt online repair is building (the AGFL is what feeds the rmapbt):
+    /// no counter but the list's changes, as <see cref="InstallRebuiltRmapbt"/> sets the tree's counters; the block
+    /// stays OWN_AG. False when the list is empty.
+    /// </summary>
+    internal bool TryTakeFreeListBlockForRebuiltRmapbt(out uint agbno)
+    {
+        agbno = 0;
+        uint count = FlCount;
+        if (count == 0)
+        {
+            return false;
+        }
+        uint first = Field(Format.Agf.OffsetFlFirst);
+        agbno = Slot(first);
+        if (agbno < geo.FirstFreeBlock || agbno >= agLength)
+        {
+            throw new CorruptionException("AGFL", Agfl.Daddr, $"slot {first} holds block {agbno}, outside the AG");
+        }
+        SetField(Format.Agf.OffsetFlFirst, (first + 1) % (uint)slots);
+        SetField(Format.Agf.OffsetFlCount, count - 1);
+        return true;
+    }
+
+    /// <summary>The AGF's rmapbt root as this transaction sees it (maybe damaged: online repair reads it as a hint).</summary>
+    internal uint RmapRoot => Field(Format.Agf.OffsetRmapRoot);
+
+    /// <summary>
+    /// Points the AGF at an rmapbt online repair has built (upstream's xfs_rmapbt_commit_staged_btree): root, level
+    /// and rmap_blocks, and btreeblks recounted from the free-space trees as they are now plus the new tree's
+    /// blocks beyond its root. The old tree's blocks are the caller's to reap.
+    /// </summary>
+    internal void InstallRebuiltRmapbt(uint root, int level, uint blocks)
+    {
+        long freeSpaceTreeBlocks = CountBlocks(Bnobt()) + CountBlocks(Cntbt());
+        SetField(Format.Agf.OffsetRmapRoot, root);
+        SetField(Format.Agf.OffsetRmapLevel, (uint)level);
+        SetField(Format.Agf.OffsetRmapBlocks, blocks);
+        SetField(Format.Agf.OffsetBtreeBlocks, checked((uint)(freeSpaceTreeBlocks - 2 + blocks - 1)));
+    }
+
+    private static long CountBlocks<TOps>(Btree<TOps> tree) where TOps : struct, IBtreeOps
+    {
+        var counter = new BlockCounter();
+        using BtreeCursor<TOps> cur = tree.CreateCursor();
+        return cur.VisitBlocks(ref counter);
+    }
+
+    private struct BlockCounter : IBtreeBlockVisitor
+    {
+        public readonly void Visit(int level, long pointer, ReadOnlySpan<byte> block)
+        {
+        }
+    }
+
     /// <summary>Takes the block at the list head (xfs_alloc_get_freelist); <paramref name="tree"/> grows by it.</summary>
     private long TakeFromFreeList(AgfTree tree)
     {
@@ -264,7 +319,9 @@ internal sealed partial class AgSpace
 
     /// <param name="keepClear">An AG block the caller is about to allocate at (exact or near hint): a refill that
     /// has to use the extent holding it takes that extent's far end, so the exact request still finds its blocks.</param>
-    public void FixFreeList(uint? keepClear)
+    /// <param name="skipRmapUpdates">The blocks moved between the list and free space get no OWN_AG rmap edit (see
+    /// <see cref="TryAllocateHere"/>).</param>
+    public void FixFreeList(uint? keepClear, bool skipRmapUpdates = false)
     {
         uint need = MinFreeList();
         while (FlCount > need)
@@ -277,8 +334,9 @@ internal sealed partial class AgSpace
             }
             SetField(Format.Agf.OffsetFlFirst, (first + 1) % (uint)slots);
             SetField(Format.Agf.OffsetFlCount, FlCount - 1);
+            tx.InvalidateFreedBlocks(AgNumber, agbno, 1); // a block of a tree that shrank into the list
             InsertFree(agbno, 1);
-            RmapEdit(RmapUpdateKind.Unmap, new RmapRecord(agbno, 1, RmapOwner.Ag, 0), shared: false);
+            RmapEdit(RmapUpdateKind.Unmap, new RmapRecord(agbno, 1, RmapOwner.Ag, 0), shared: false, skipRmapUpdates);
         }
         int guard = 0;
         while (FlCount < need)
@@ -293,7 +351,7 @@ internal sealed partial class AgSpace
                 throw new XfsWriteException(WriteErrorKind.NoSpace, $"{tx.Operation}: AG {AgNumber} has no free space left for its free list");
             }
             RemoveFree(fbno, flen, abno, alen);
-            RmapEdit(RmapUpdateKind.Map, new RmapRecord(abno, alen, RmapOwner.Ag, 0), shared: false);
+            RmapEdit(RmapUpdateKind.Map, new RmapRecord(abno, alen, RmapOwner.Ag, 0), shared: false, skipRmapUpdates);
             for (uint b = abno; b < abno + alen; b++)
             {
                 PutOnFreeList(b);
@@ -368,7 +426,7 @@ internal sealed partial class AgSpace
 
     private void FreeRefcountBlock(long agbno)
     {
-        FreeExtent((uint)agbno, 1);
+        FreeMetadataExtent((uint)agbno, 1);
         RmapEdit(RmapUpdateKind.Unmap, new RmapRecord((uint)agbno, 1, RmapOwner.Refc, 0), shared: false);
         AddField(Format.Agf.OffsetRefcountBlocks, -1);
     }

@@ -34,6 +34,9 @@ public interface IStressTarget
     IReadOnlyList<DirectoryEntry> List(string path);
 
     InodeStat Stat(string path);
+
+    /// <summary>The AGs marked sick right now, with the reason (a target that has no AGs has none).</summary>
+    IReadOnlyList<(uint Ag, string Reason)> SickAgs() => [];
 }
 
 /// <summary>The write engine as a stress target.</summary>
@@ -65,4 +68,15 @@ public sealed class XfsStressTarget(XfsFileSystem fileSystem) : IStressTarget
     public IReadOnlyList<DirectoryEntry> List(string path) => fileSystem.List(path);
 
     public InodeStat Stat(string path) => fileSystem.Stat(path);
+
+    /// <inheritdoc/>
+    public IReadOnlyList<(uint Ag, string Reason)> SickAgs()
+    {
+        var sick = new List<(uint, string)>();
+        for (uint agno = 0; agno < fileSystem.Engine.Geometry.AgCount; agno++)
+        {
+            if (fileSystem.Engine.Ag(agno).SickReason is { } reason) sick.Add((agno, reason));
+        }
+        return sick;
+    }
 }

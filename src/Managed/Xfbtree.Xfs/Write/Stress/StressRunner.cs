@@ -38,6 +38,12 @@ public sealed class StressResult
     /// <summary>[op kind, outcome]: outcome 0 = as expected (success, or the expected error), 1 + k = WriteErrorKind k.</summary>
     public long[,] Counts { get; }
 
+    /// <summary>AGs the target reported sick when the run started (the only ones Corrupt outcomes may name).</summary>
+    public IReadOnlyCollection<uint> DamagedAtStart { get; init; } = [];
+
+    /// <summary>AGs sick when the run ended, with the reason.</summary>
+    public IReadOnlyList<(uint Ag, string Reason)> SickAtEnd { get; init; } = [];
+
     public TimeSpan Elapsed { get; }
 
     /// <summary>Mismatches between engine and model (a read that differs, an unexpected error, an internal error).</summary>
@@ -62,6 +68,17 @@ public sealed class StressResult
     public long FailedTotal(WriteErrorKind error) => Enumerable.Range(0, Counts.GetLength(0)).Sum(k => Counts[k, 1 + (int)error]);
 
     public double OpsPerSecond => Elapsed.TotalSeconds > 0 ? Total / Elapsed.TotalSeconds : 0;
+
+    /// <summary>One line on the AGs' health: what was damaged at the start, Corrupt outcomes, what is sick at the
+    /// end; "FAILED" when a run that started healthy saw corruption.</summary>
+    public string HealthLine()
+    {
+        long corrupt = FailedTotal(WriteErrorKind.Corrupt);
+        string start = DamagedAtStart.Count == 0 ? "healthy at the start" : $"damaged at the start: AG {string.Join(", ", DamagedAtStart)}";
+        string end = SickAtEnd.Count == 0 ? "no AG sick at the end" : "sick at the end: " + string.Join("; ", SickAtEnd.Select(s => $"AG {s.Ag} ({s.Reason})"));
+        bool failed = DamagedAtStart.Count == 0 && (corrupt > 0 || SickAtEnd.Count > 0);
+        return $"health: {(failed ? "FAILED: " : "")}{start}; {corrupt} Corrupt outcomes; {end}";
+    }
 
     /// <summary>One line per op kind: attempts, successes and each failure kind seen.</summary>
     public void WriteCounts(TextWriter writer)
@@ -88,7 +105,10 @@ public sealed class StressResult
 /// fixes the parameters from the model's state, calls the engine and, when it succeeded, applies the operation to
 /// the model before releasing the locks: so, per file, model order is engine order. An operation that fails with
 /// an <see cref="XfsWriteException"/> leaves the model unchanged (the engine is all-or-nothing); NoSpace,
-/// NotSupported, Corrupt (sick AG) and Io are counted, any other error or any difference stops the run as a problem.
+/// NotSupported and Io are counted, any other error or any difference stops the run as a problem. Corrupt is
+/// counted only on a run that started from damage (AGs the target reported sick when <see cref="Run"/> began), and
+/// only for such an AG while it is still sick when the operation starts; on a healthy start any Corrupt outcome is a
+/// problem, and so is any AG sick at the end that was healthy at the start.
 /// </summary>
 public sealed class StressRunner
 {
@@ -109,6 +129,7 @@ public sealed class StressRunner
     long _claimed, _started, _completed;
     volatile bool _stop;
     volatile bool _backgroundDone = true;
+    readonly HashSet<uint> _damagedAtStart = new();
 
     public StressRunner(IStressTarget target, StressModel model, StressOptions options)
     {
@@ -124,6 +145,7 @@ public sealed class StressRunner
 
     public StressResult Run()
     {
+        foreach (var (ag, _) in _target.SickAgs()) _damagedAtStart.Add(ag);
         var clock = Stopwatch.StartNew();
         var threads = new Thread[_options.Threads];
         for (int t = 0; t < threads.Length; t++)
@@ -147,7 +169,19 @@ public sealed class StressRunner
         foreach (var thread in threads) thread.Join();
         background?.Join();
         clock.Stop();
-        lock (_problems) return new StressResult((long[,])_counts.Clone(), clock.Elapsed, _problems.ToList());
+        var sickAtEnd = _target.SickAgs();
+        foreach (var (ag, reason) in sickAtEnd)
+        {
+            if (!_damagedAtStart.Contains(ag)) Problem($"AG {ag} was healthy at the start and is marked sick: {reason}");
+        }
+        lock (_problems)
+        {
+            return new StressResult((long[,])_counts.Clone(), clock.Elapsed, _problems.ToList())
+            {
+                DamagedAtStart = _damagedAtStart.Order().ToList(),
+                SickAtEnd = sickAtEnd,
+            };
+        }
     }
 
     void Worker(int threadIndex)
@@ -374,6 +408,8 @@ public sealed class StressRunner
     {
         long index = Interlocked.Increment(ref _started);
         _options.OpLog?.Started(index, op);
+        // Damaged AGs still sick as the operation starts: the only ones a Corrupt outcome may name.
+        HashSet<uint>? stillDamaged = _damagedAtStart.Count == 0 ? null : StillDamaged();
         StressOutcome outcome;
         try
         {
@@ -406,13 +442,38 @@ public sealed class StressRunner
                     // Under the directory's model lock (held by the caller).
                     if (_model.Find(ParentPath(op.Path)) is ModelDirectory directory) directory.NamesFrozen = true;
                 }
-                if (e.Kind is not (WriteErrorKind.NoSpace or WriteErrorKind.NotSupported or WriteErrorKind.Corrupt or WriteErrorKind.Io))
+                if (e.Kind == WriteErrorKind.Corrupt)
+                {
+                    if (CorruptAllowed(e, stillDamaged) is { } why) Problem($"op {index} {op}: Corrupt {why}: {e.Message}");
+                }
+                else if (e.Kind is not (WriteErrorKind.NoSpace or WriteErrorKind.NotSupported or WriteErrorKind.Io))
                 {
                     Problem($"op {index} {op}: unexpected {e.Kind}: {e.Message}");
                 }
             }
         }
         _options.OpLog?.Finished(index, outcome);
+    }
+
+    HashSet<uint> StillDamaged()
+    {
+        var still = new HashSet<uint>();
+        foreach (var (ag, _) in _target.SickAgs())
+        {
+            if (_damagedAtStart.Contains(ag)) still.Add(ag);
+        }
+        return still;
+    }
+
+    /// <summary>Null when a Corrupt outcome is what the run's starting damage explains, else why it is not.</summary>
+    static string? CorruptAllowed(XfsWriteException e, HashSet<uint>? stillDamaged)
+    {
+        if (stillDamaged is null) return "on a run that started healthy";
+        if (e.AgNumber is { } ag)
+        {
+            return stillDamaged.Contains(ag) ? null : $"in AG {ag}, which was not a damaged AG still sick when the operation started";
+        }
+        return stillDamaged.Count > 0 ? null : "after every damaged AG was repaired";
     }
 
     static string ParentPath(string path) => path.LastIndexOf('/') <= 0 ? "/" : path[..path.LastIndexOf('/')];

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
+using Xfbtree.Xfs.Write;
 
-namespace Xfbtree.Xfs.Write.Namespace;
+namespace Xfbtree.Xfs.Directories;
 
 /// <summary>One entry of a shortform directory: name, inode, file type and its data-block offset cookie.</summary>
 internal sealed record ShortformEntry(byte[] Name, ulong Ino, byte FileType, int Offset);

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
+using Xfbtree.Xfs.Write;
 
-namespace Xfbtree.Xfs.Write.Namespace;
+namespace Xfbtree.Xfs.Directories;
 
 /// <summary>One live entry of a directory data block ("." and ".." included), at byte <see cref="Offset"/>.</summary>
 internal sealed record DataEntry(byte[] Name, ulong Ino, byte FileType, int Offset);
@@ -71,7 +72,9 @@ internal sealed class BlockDirectory
         uint stale = BinaryPrimitives.ReadUInt32BigEndian(block[(bs - 4)..]);
         long leafStart = bs - DirectoryFormat.BlockTailSize - (long)count * DirectoryFormat.LeafEntrySize;
         if (leafStart < DirectoryFormat.DataHeaderSize || stale > count) throw Bad($"tail count {count} stale {stale} impossible");
-        var byOffset = ScanData(block, (int)leafStart, hasFtype, d.Entries, null, Bad);
+        var free = new List<(int Offset, int Length)>();
+        var byOffset = ScanData(block, (int)leafStart, hasFtype, d.Entries, free, Bad);
+        if (DataArea.CheckBestFree(block, free) is { } bestFreeWrong) throw Bad(bestFreeWrong);
         uint staleSeen = 0, prevHash = 0;
         for (int k = 0; k < count; k++)
         {
@@ -139,18 +142,7 @@ internal sealed class BlockDirectory
 
     /// <summary>Free regions of the data area as the model stands, given a leaf of <paramref name="leafCount"/> entries.</summary>
     List<(int Offset, int Length)> FreeRegions(int leafCount)
-    {
-        int end = BlockSize - DirectoryFormat.BlockTailSize - leafCount * DirectoryFormat.LeafEntrySize;
-        var list = new List<(int, int)>();
-        int pos = DirectoryFormat.DataHeaderSize;
-        foreach (var e in Entries)
-        {
-            if (e.Offset > pos) list.Add((pos, e.Offset - pos));
-            pos = e.Offset + EntrySize(e);
-        }
-        if (end > pos) list.Add((pos, end - pos));
-        return list;
-    }
+        => DataArea.FreeRegions(Entries, BlockSize - DirectoryFormat.BlockTailSize - leafCount * DirectoryFormat.LeafEntrySize, _ftype);
 
     /// <summary>
     /// Adds an entry (xfs_dir2_block_addname): stale leaf entries are compacted away first, the entry takes the
@@ -190,6 +182,35 @@ internal sealed class BlockDirectory
         return true;
     }
 
+    /// <summary>Points the entry named <paramref name="name"/> at another inode and file type (its place and leaf
+    /// entry stay). False when absent or "." / "..".</summary>
+    public bool Replace(ReadOnlySpan<byte> name, ulong ino, byte fileType)
+    {
+        for (int i = 0; i < Entries.Count; i++)
+        {
+            if (!name.SequenceEqual(Entries[i].Name)) continue;
+            Entries[i] = Entries[i] with { Ino = ino, FileType = fileType };
+            return true;
+        }
+        return false;
+    }
+
+    /// <summary>The block form of a directory's only data block (xfs_dir2_leaf_to_block): the same entries at the
+    /// same offsets, a leaf of their hashes; null when the entries reach into the room the leaf and tail need.</summary>
+    public static BlockDirectory? FromData(List<DataEntry> entries, int blockSize, bool hasFtype)
+    {
+        var d = new BlockDirectory(blockSize, hasFtype);
+        d.Entries.AddRange(entries.OrderBy(e => e.Offset));
+        foreach (var e in d.Entries) d.Leaf.Add((DirectoryFormat.HashName(e.Name), (uint)(e.Offset >> 3)));
+        d.SortLeaf();
+        if (d.Entries.Count > 0)
+        {
+            var last = d.Entries[^1];
+            if (last.Offset + d.EntrySize(last) > d.LeafStart) return null;
+        }
+        return d;
+    }
+
     /// <summary>
     /// Writes everything after the 48-byte block header: bestfree, entries, unused regions (zeroed, tagged),
     /// leaf and tail. The header (magic, CRC, blkno, LSN, UUID, owner) is the caller's.
@@ -198,29 +219,7 @@ internal sealed class BlockDirectory
     {
         if (block.Length != BlockSize) throw new ArgumentException("block size mismatch", nameof(block));
         block[DirectoryFormat.BestFreeOffset..].Clear();
-        foreach (var e in Entries)
-        {
-            var s = block[e.Offset..];
-            BinaryPrimitives.WriteUInt64BigEndian(s, e.Ino);
-            s[8] = (byte)e.Name.Length;
-            e.Name.CopyTo(s[9..]);
-            if (_ftype) s[9 + e.Name.Length] = e.FileType;
-            BinaryPrimitives.WriteUInt16BigEndian(s[(EntrySize(e) - 2)..], (ushort)e.Offset);
-        }
-        var free = FreeRegions(Leaf.Count);
-        foreach (var (off, len) in free)
-        {
-            BinaryPrimitives.WriteUInt16BigEndian(block[off..], DirectoryFormat.FreeTag);
-            BinaryPrimitives.WriteUInt16BigEndian(block[(off + 2)..], (ushort)len);
-            BinaryPrimitives.WriteUInt16BigEndian(block[(off + len - 2)..], (ushort)off);
-        }
-        int slot = 0;
-        foreach (var (off, len) in free.OrderByDescending(r => r.Length).ThenBy(r => r.Offset).Take(3))
-        {
-            BinaryPrimitives.WriteUInt16BigEndian(block[(DirectoryFormat.BestFreeOffset + slot * 4)..], (ushort)off);
-            BinaryPrimitives.WriteUInt16BigEndian(block[(DirectoryFormat.BestFreeOffset + slot * 4 + 2)..], (ushort)len);
-            slot++;
-        }
+        DataArea.Write(block, Entries, LeafStart, _ftype);
         int leafStart = LeafStart;
         for (int k = 0; k < Leaf.Count; k++)
         {

@@ -1,8 +1,9 @@
 using System.Buffers.Binary;
 using Xfbtree.Buffers;
 using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Write;
 
-namespace Xfbtree.Xfs.Write.Namespace;
+namespace Xfbtree.Xfs.Directories;
 
 /// <summary>How a directory is stored (xfs_dir2_isblock / isleaf).</summary>
 internal enum DirectoryLayout
@@ -38,7 +39,11 @@ internal sealed class DirectoryReader
         DirBlockSize = _geo.BlockSize * DirBlockFsbs;
         HasFtype = (image.Superblock.FeaturesIncompat & Superblock.IncompatFtype) != 0;
         LeafOffsetFsb = (ulong)(DirectoryFormat.LeafOffsetBytes >> _geo.BlockLog);
+        Geometry = new DirectoryGeometry(image.Superblock);
     }
+
+    /// <summary>Sizes and address arithmetic of this filesystem's directories.</summary>
+    public DirectoryGeometry Geometry { get; }
 
     public int DirBlockFsbs { get; }
     public int DirBlockSize { get; }
@@ -178,7 +183,7 @@ internal sealed class DirectoryReader
             {
                 var block = ReadDirBlock(ino, extents, fb, DirectoryFormat.DataMagic, read, where)
                     ?? throw Corrupt(where, $"data block at offset {fb} only partly mapped");
-                BlockDirectory.ScanData(block, block.Length, HasFtype, all, null, why => Corrupt(where, $"data block at offset {fb}: {why}"));
+                all.AddRange(DataBlock.Parse(block, HasFtype, why => Corrupt(where, $"data block at offset {fb}: {why}")).Entries);
             }
         }
         ulong parent = 0;
@@ -192,6 +197,100 @@ internal sealed class DirectoryReader
         }
         if (!dot || !dotdot) throw Corrupt(where, "'.' or '..' entry missing");
         return (parent, result, layout);
+    }
+
+    /// <summary>
+    /// The inode <paramref name="name"/> names in a directory (".." gives the parent, "." the directory), or null.
+    /// Leaf and node directories are searched through their hash index (the da btree descended by the name's
+    /// hash, equal hashes followed over sibling leaves), reading only the blocks on the way; every block read is
+    /// verified first.
+    /// </summary>
+    public ulong? Lookup(ulong ino, ReadOnlySpan<byte> core, ReadOnlySpan<byte> name, FsBlockReader read, string where)
+    {
+        if (DirectoryFormat.IsDot(name)) return ino;
+        var d = new Dinode(core);
+        if ((d.Mode & 0xF000) != 0x4000) throw new XfsWriteException(WriteErrorKind.NotDirectory, $"{where} is not a directory");
+        if (d.Format == ForkFormat.Local)
+        {
+            var sf = ShortformDirectory.Parse(d.DataFork, (long)d.Size, HasFtype, DirBlockSize, where);
+            return DirectoryFormat.IsDotDot(name) ? sf.Parent : sf.Find(name)?.Ino;
+        }
+        var extents = DataExtents(ino, core, where);
+        var layout = Layout(core, extents, where);
+        if (layout == DirectoryLayout.Block || DirectoryFormat.IsDotDot(name))
+        {
+            uint magic = layout == DirectoryLayout.Block ? DirectoryFormat.BlockMagic : DirectoryFormat.DataMagic;
+            var block = ReadDirBlock(ino, extents, 0, magic, read, where) ?? throw Corrupt(where, "directory block 0 not mapped");
+            var entries = layout == DirectoryLayout.Block
+                ? BlockDirectory.Parse(block, HasFtype, where).Entries
+                : DataBlock.Parse(block, HasFtype, why => Corrupt(where, $"data block 0: {why}")).Entries;
+            foreach (var e in entries)
+                if (name.SequenceEqual(e.Name)) return e.Ino;
+            return null;
+        }
+        var g = Geometry;
+        uint hash = DirectoryFormat.HashName(name);
+        HashBlock Hash(ulong fb)
+        {
+            var b = ReadVerified(ino, extents, fb, read, where, "leaf/node block");
+            if (DirectoryFormat.HasDir3Header(b)) throw Corrupt(where, $"file block {fb} in the leaf space is not a leaf or node block");
+            return HashBlock.Parse(b, g, why => Corrupt(where, $"leaf/node block at file block {fb}: {why}"));
+        }
+        ulong fb = g.LeafFileBlock;
+        var blk = Hash(fb);
+        for (int depth = 0; !blk.IsLeaf; depth++)
+        {
+            if (depth >= DirectoryFormat.MaxDaDepth) throw Corrupt(where, "da btree deeper than the kernel builds");
+            int idx = blk.LowerBound(hash);
+            if (idx == blk.Entries.Count) return null;
+            int level = blk.Level;
+            fb = blk.Entries[idx].Value;
+            blk = Hash(fb);
+            if (blk.Level != level - 1) throw Corrupt(where, $"da block at file block {fb} has level {blk.Level}, expected {level - 1}");
+        }
+        if ((layout == DirectoryLayout.Leaf) != (blk.Kind == HashBlockKind.Leaf1)) throw Corrupt(where, $"leaf block at file block {fb} does not match the {layout} format");
+        for (int leaves = 0; ; leaves++)
+        {
+            int i = blk.LowerBound(hash);
+            for (; i < blk.Entries.Count && blk.Entries[i].Hash == hash; i++)
+            {
+                uint ptr = blk.Entries[i].Value;
+                uint db = g.DbOfPtr(ptr);
+                var data = ReadVerified(ino, extents, g.FileBlockOfDb(db), read, where, "data block");
+                var parsed = DataBlock.Parse(data, HasFtype, why => Corrupt(where, $"data block {db}: {why}"));
+                var e = parsed.At(g.OffsetOfPtr(ptr)) ?? throw Corrupt(where, $"leaf entry address {ptr} names no data entry");
+                if (name.SequenceEqual(e.Name)) return e.Ino;
+            }
+            if (i < blk.Entries.Count || blk.Forw == 0 || leaves > 1 << 20) return null;
+            ulong prev = fb;
+            fb = blk.Forw;
+            blk = Hash(fb);
+            if (blk.Back != prev || !blk.IsLeaf) throw Corrupt(where, $"leaf at file block {fb} does not link back to {prev}");
+        }
+    }
+
+    /// <summary>A whole directory block at <paramref name="fileBlock"/> (pieces gathered through the mapping),
+    /// its header identity checked (magic family, CRC, blkno, UUID, owner).</summary>
+    byte[] ReadVerified(ulong ino, List<BmbtExtent> extents, ulong fileBlock, FsBlockReader read, string where, string what)
+    {
+        var buf = new byte[DirBlockSize];
+        ulong firstFsb = 0;
+        for (int i = 0; i < DirBlockFsbs;)
+        {
+            ulong fb = fileBlock + (ulong)i;
+            int k = extents.FindIndex(e => e.StartOffset <= fb && fb < e.StartOffset + e.BlockCount);
+            if (k < 0) throw Corrupt(where, $"{what} at file block {fileBlock} is not mapped");
+            var e = extents[k];
+            if (e.Unwritten) throw Corrupt(where, $"{what} at file block {fileBlock} is mapped unwritten");
+            ulong fsb = e.StartBlock + (fb - e.StartOffset);
+            int run = (int)Math.Min((ulong)(DirBlockFsbs - i), e.StartOffset + e.BlockCount - fb);
+            if (i == 0) firstFsb = fsb;
+            read(fsb, buf.AsSpan(i * _geo.BlockSize, run * _geo.BlockSize));
+            i += run;
+        }
+        if (DirectoryFormat.CheckIdentity(buf, DaddrOf(firstFsb), ino, _geo.MetaUuid) is { } why)
+            throw Corrupt(where, $"{what} at file block {fileBlock}: {why}");
+        return buf;
     }
 
     static XfsWriteException Corrupt(string where, string why) => new(WriteErrorKind.Corrupt, $"{where}: {why}");
