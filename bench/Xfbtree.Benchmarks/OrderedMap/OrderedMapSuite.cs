@@ -5,7 +5,7 @@ using System.Text;
 namespace Xfbtree.Benchmarks.OrderedMap;
 
 /// <summary>
-/// The ordered-map comparison (issue 5): Xfbtree's typed map against SortedSet, SortedDictionary, a sorted
+/// The ordered-map comparison: Xfbtree's typed map against SortedSet, SortedDictionary, a sorted
 /// array and LMDB on 24-byte rmap-like records. Whole-data-set operations (inserting 10 M records) do not fit
 /// BenchmarkDotNet's many-invocation model, so this is a single-pass Stopwatch harness run in one process
 /// (same data, same order for every peer); <see cref="OrderedMapLookupBenchmarks"/> covers the steady-state

@@ -17,7 +17,7 @@ namespace Xfbtree.Cli;
 /// failed, 2 when the mount was refused (one line saying why).
 /// </summary>
 [SupportedOSPlatform("linux")]
-public static class MountCommand
+internal static class MountCommand
 {
     /// <summary>Without --sync, committed operations become durable within this bound (the journal flusher's period).</summary>
     public static readonly TimeSpan DurabilityBound = TimeSpan.FromSeconds(1);
@@ -228,7 +228,7 @@ public static class MountCommand
 }
 
 /// <summary>One parsed <c>xfbtree mount</c> command line.</summary>
-public sealed class MountRequest
+internal sealed class MountRequest
 {
     public required string Image { get; init; }
     public required string Directory { get; init; }

@@ -14,7 +14,7 @@ namespace Xfbtree.Cli;
 /// and a summary; exit 0 clean, 1 damage found, 2 could not check (bad input, image in use, pending journal, dirty log,
 /// or a check that could not run).
 /// </summary>
-public static class ScrubCommand
+internal static class ScrubCommand
 {
     /// <summary>Version of the JSON report's shape.</summary>
     public const int JsonVersion = 1;

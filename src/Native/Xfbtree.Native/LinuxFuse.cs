@@ -115,7 +115,11 @@ internal static unsafe partial class LinuxFuse
         using var childEnd = new SafeFdHandle(pair[0]);
         using var ourEnd = new SafeFdHandle(pair[1]);
         // Only the helper's end may cross exec; ours stays behind.
-        fcntl(pair[1], F_SETFD, FD_CLOEXEC);
+        if (fcntl(pair[1], F_SETFD, FD_CLOEXEC) < 0)
+        {
+            error = $"fcntl(FD_CLOEXEC) failed: {NativeErrors.Describe(errno)}";
+            return null;
+        }
         var start = new ProcessStartInfo(helperPath)
         {
             UseShellExecute = false,
@@ -137,9 +141,15 @@ internal static unsafe partial class LinuxFuse
             error = said.Length > 0 ? said : $"{helperPath} exited with {helper.ExitCode} without handing over /dev/fuse";
             return null;
         }
-        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        var received = new SafeFdHandle(fd);
+        if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+        {
+            error = $"fcntl(FD_CLOEXEC) on the received /dev/fuse descriptor failed: {NativeErrors.Describe(errno)}";
+            received.Dispose();
+            return null;
+        }
         error = "";
-        return new SafeFdHandle(fd);
+        return received;
     }
 
     /// <summary>Unmounts through the setuid helper (`fusermount3 -u -z DIR`). Returns the helper's exit code.</summary>

@@ -152,7 +152,11 @@ internal sealed class MountedImage : IDisposable
         if (r.ExitCode != 0) throw new InvalidOperationException($"umount {Directory} after the kill: {r}");
     }
 
-    public void Signal(int signal) => Tmds.Linux.LibC.kill(_process.Id, signal);
+    public void Signal(int signal)
+    {
+        if (Tmds.Linux.LibC.kill(_process.Id, signal) != 0)
+            throw new InvalidOperationException($"kill({_process.Id}, {signal}) failed: errno {Tmds.Linux.LibC.errno}");
+    }
 
     public void Dispose()
     {

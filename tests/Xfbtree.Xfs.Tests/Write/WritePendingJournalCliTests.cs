@@ -150,14 +150,14 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
         string image = ImageWithPendingJournal("io.img");
         var io = Xfbtree("io", image, "-c", "ls /");
         Assert.Equal(CommandLineHost.ExitClean, io.Rc);
-        Assert.Equal($"xfbtree io: {image}: a write-engine journal was pending ({image}.xfbtree-journal): replayed 2 committed transactions first, as 'xfbtree recover {image}' does\n", io.Stderr);
+        Assert.Equal($"xfbtree: io: {image}: a write-engine journal was pending ({image}.xfbtree-journal): replayed 2 committed transactions first, as 'xfbtree recover {image}' does\n", io.Stderr);
         Assert.Contains("kept", io.Stdout, StringComparison.Ordinal);
         Assert.False(File.Exists(image + ".xfbtree-journal"));
 
         string second = ImageWithPendingJournal("stress.img");
         var stress = Xfbtree("stress", second, "--ops", "20", "--threads", "1", "--no-sync");
         Assert.Equal(CommandLineHost.ExitClean, stress.Rc);
-        Assert.StartsWith($"xfbtree stress: {second}: a write-engine journal was pending ({second}.xfbtree-journal): replayed 2 committed transactions first", stress.Stderr, StringComparison.Ordinal);
+        Assert.StartsWith($"xfbtree: stress: {second}: a write-engine journal was pending ({second}.xfbtree-journal): replayed 2 committed transactions first", stress.Stderr, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -5,7 +5,7 @@ using Xfbtree.Buffers;
 namespace Xfbtree.Xfs.Format;
 
 /// <summary>
-/// The XFS superblock (xfs-format.md §2): 264 bytes at the start of sector 0 of every AG; the CRC (offset 224)
+/// The XFS superblock (docs/xfs-format.md §2): 264 bytes at the start of sector 0 of every AG; the CRC (offset 224)
 /// covers the whole sector. <see cref="Parse"/> copies the fields; <see cref="Validate"/> checks every geometry
 /// value that later address arithmetic relies on; <see cref="RequireSupported"/> refuses what this tool cannot
 /// handle. Nothing read from disk is used before both have passed.

@@ -42,7 +42,7 @@ public sealed class OnlineRepairNoSpaceException : OnlineRepairException
 /// under its inode lock and calls <see cref="MarkVisited"/> before unlocking. Thread safety: one small mutex guards
 /// the state; <see cref="WantLiveUpdate"/> is called by hooks on writer threads.
 /// </summary>
-public sealed class OnlineInodeScan
+internal sealed class OnlineInodeScan
 {
     private readonly WriteEngine engine;
     private readonly XfsGeometry geo;

@@ -8,6 +8,7 @@ namespace Xfbtree.Btree;
 /// </summary>
 public readonly unsafe struct BtreeBlockRef
 {
+    /// <summary>A held block: the store's handle, the address of its memory and its pointer.</summary>
     public BtreeBlockRef(object? handle, byte* data, long pointer) { Handle = handle; Data = data; Pointer = pointer; }
     /// <summary>Store-specific handle (for the buffer cache: the <see cref="BlockBuffer"/>).</summary>
     public object? Handle { get; }
@@ -113,6 +114,7 @@ internal readonly unsafe struct OptimisticBlockTable
 /// </summary>
 public abstract unsafe class CachedBtreeBlockStore : BtreeBlockStore
 {
+    /// <summary>A store whose blocks are buffers of <paramref name="target"/> in <paramref name="cache"/>, <paramref name="blockSize"/> bytes each.</summary>
     protected CachedBtreeBlockStore(BufferCache cache, BufferTarget target, int blockSize)
     {
         Cache = cache;
@@ -121,11 +123,15 @@ public abstract unsafe class CachedBtreeBlockStore : BtreeBlockStore
         LengthBB = blockSize / 512;
     }
 
+    /// <summary>The buffer cache the blocks are read through.</summary>
     public BufferCache Cache { get; }
+    /// <summary>The buffer target (disk image, device or xfile) that holds the blocks.</summary>
     public BufferTarget Target { get; }
+    /// <inheritdoc />
     public override int BlockSize { get; }
     /// <summary>Block length in 512-byte units.</summary>
     protected int LengthBB { get; }
+    /// <inheritdoc />
     public override bool ChecksCrc => !Target.IsInMemory;
 
     /// <summary>
@@ -134,6 +140,7 @@ public abstract unsafe class CachedBtreeBlockStore : BtreeBlockStore
     /// </summary>
     public BufferTransaction? Transaction { get; set; }
 
+    /// <inheritdoc />
     public override BtreeBlockRef Read(long pointer, BtreeBlockVerifier verifier)
     {
         if (Transaction is { } tx)
@@ -151,6 +158,7 @@ public abstract unsafe class CachedBtreeBlockStore : BtreeBlockStore
         return new BtreeBlockRef(buffer, buffer.Data, pointer);
     }
 
+    /// <inheritdoc />
     public override BtreeBlockRef GetNew(long pointer, BtreeBlockVerifier verifier)
     {
         if (Transaction is { } tx)
@@ -162,10 +170,13 @@ public abstract unsafe class CachedBtreeBlockStore : BtreeBlockStore
         return new BtreeBlockRef(buffer, buffer.Data, pointer);
     }
 
+    /// <inheritdoc />
     public override void Release(in BtreeBlockRef block)
     {
         if (Transaction is null) Cache.Release((BlockBuffer)block.Handle!);
     }
+    /// <inheritdoc />
     public override void MarkDirty(in BtreeBlockRef block) => ((BlockBuffer)block.Handle!).MarkDirty();
+    /// <inheritdoc />
     public override void MarkStale(in BtreeBlockRef block) => ((BlockBuffer)block.Handle!).MarkStale();
 }

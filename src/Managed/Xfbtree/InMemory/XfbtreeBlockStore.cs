@@ -93,11 +93,15 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     /// <summary>Frees the native tables if the owner never disposed the store (the xfile reference is the xfile's to drop).</summary>
     ~XfbtreeBlockStore() => FreeTables();
 
+    /// <summary>The xfile that holds the blocks.</summary>
     public Xfile Xfile => _xfile;
+    /// <summary>Byte offset of this tree's partition in the xfile.</summary>
     public long PartitionStart => _start;
     /// <summary>Largest number of blocks the partition can hold.</summary>
     public long MaxBlocks => _maxBlocks;
+    /// <inheritdoc />
     public override int BlockSize => _pageSize;
+    /// <inheritdoc />
     public override bool ChecksCrc => false;
     /// <summary>Holding a block is a no-op here (direct-mapped pages, no locks).</summary>
     public override bool PathsMayStayHeld => true;
@@ -114,9 +118,12 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     /// <summary>Record dirty blocks for <see cref="Commit"/> (off for trees that never commit, e.g. the typed map).</summary>
     public bool TrackDirty { get; set; } = true;
 
+    /// <inheritdoc />
     public override long PointerToDaddr(long pointer) => pointer * (_pageSize / 512);
+    /// <inheritdoc />
     public override bool IsValidPointer(long pointer) => (ulong)pointer < (ulong)_highest && _table[pointer].Page > 0;
 
+    /// <inheritdoc />
     public override BtreeBlockRef Read(long pointer, BtreeBlockVerifier verifier)
     {
         nint page;
@@ -125,12 +132,15 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         return new BtreeBlockRef(null, (byte*)page, pointer);
     }
 
+    /// <inheritdoc />
     public override BtreeBlockRef GetNew(long pointer, BtreeBlockVerifier verifier) => Read(pointer, verifier);
 
     internal override byte* PeekAddressForPrefetch(long pointer)
         => (ulong)pointer < (ulong)_highest && _table[pointer].Page > 0 ? (byte*)_table[pointer].Page : null;
+    /// <inheritdoc />
     public override void Release(in BtreeBlockRef block) { }
 
+    /// <inheritdoc />
     public override void MarkDirty(in BtreeBlockRef block)
     {
         long p = block.Pointer;
@@ -143,6 +153,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         _dirtyFlag[p] |= 1;
     }
 
+    /// <inheritdoc />
     public override void MarkStale(in BtreeBlockRef block)
     {
         if (!TrackDirty) return;
@@ -317,6 +328,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         _capacity = capacity;
     }
 
+    /// <inheritdoc />
     public override void FreeBlock(long pointer)
     {
         if (!IsValidPointer(pointer)) throw new InvalidOperationException($"free of unallocated in-memory block {pointer}");

@@ -5,7 +5,7 @@ using Xfbtree.Xfs.Write.Engine;
 namespace Xfbtree.Xfs.Write.Files;
 
 /// <summary>
-/// Regular-file data operations on inode numbers, each one transaction. OWNER: write-files.
+/// Regular-file data operations on inode numbers, each one transaction.
 /// Fork mapping in extents and btree format (with the kernel's conversions both ways), rmap and refcount
 /// updates through the transaction, reflink and copy-on-write.
 /// </summary>

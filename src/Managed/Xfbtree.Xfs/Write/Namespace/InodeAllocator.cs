@@ -18,7 +18,7 @@ namespace Xfbtree.Xfs.Write.Namespace;
 /// </summary>
 internal sealed class InodeAllocator
 {
-    // AGI field offsets (xfs-format.md §3.2).
+    // AGI field offsets (docs/xfs-format.md §3.2).
     const int AgiCount = 16, AgiRoot = 20, AgiLevel = 24, AgiFreecount = 28, AgiNewino = 32,
         AgiFreeRoot = 328, AgiFreeLevel = 332, AgiIblocks = 336, AgiFblocks = 340;
 
