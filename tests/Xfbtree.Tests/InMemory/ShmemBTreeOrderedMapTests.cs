@@ -190,14 +190,17 @@ public sealed class ShmemBTreeOrderedMapTests(ITestOutputHelper output)
     public void OrderedMapGrowthAllocatesNothing_FromTheFirstInsert()
     {
         // No warm-up of the map's own tables: growing from one block to thousands (block table, free list,
-        // xfile page bookkeeping) must not allocate on the managed heap either. A second map warms the JIT only.
+        // xfile page bookkeeping) must not allocate on the managed heap either. A second map warms the JIT only, over
+        // the same sizes and operations: a method first called mid-measurement (a deeper root split, a table growth)
+        // is compiled on this thread, and whether a parallel test already did that differs from run to run.
         var rnd = new Random(3);
         var keys = Enumerable.Range(0, 300_000).Select(_ => new MapRecord((uint)rnd.Next(), 1, (ulong)rnd.Next(4), 0)).ToArray();
         using (var warm = new ShmemBTree<MapRecord, MapRecordComparer>())
         {
-            for (int i = 0; i < 2000; i++) warm.Insert(keys[i]);
-            for (int i = 0; i < 2000; i++) warm.Remove(keys[i]);
-            warm.TryFindMany(keys.AsSpan(0, 16), new MapRecord[16], new bool[16]);
+            foreach (var k in keys) warm.Insert(k);
+            for (int i = 0; i + 256 <= keys.Length; i += 256) warm.TryFindMany(keys.AsSpan(i, 256), new MapRecord[256], new bool[256]);
+            for (int i = 0; i < keys.Length; i += 2) warm.Remove(keys[i]);
+            foreach (var k in keys) warm.Insert(k);
         }
         using var map = new ShmemBTree<MapRecord, MapRecordComparer>();
         var found = new MapRecord[256];

@@ -106,7 +106,7 @@ public abstract class WriteAttributeTestBase(ITestOutputHelper output)
         RepairSafetyTests.RequireRoot();
         string mnt = Directory.CreateDirectory(Path.Combine(scratchDir, "mnt")).FullName;
         string marker = $"xfbtree-xattr-{Environment.ProcessId}-{Guid.NewGuid():N}";
-        File.WriteAllText("/dev/kmsg", marker + "\n");
+        KernelLog.Mark(marker);
         WriteNamespaceOperationTests.FreshUuid(image);
         TreeFixtures.Run("/bin/mount", ["-o", "ro,loop,nouuid", image, mnt]);
         string device;

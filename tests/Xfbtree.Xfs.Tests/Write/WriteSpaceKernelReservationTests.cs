@@ -38,7 +38,7 @@ public sealed class WriteSpaceKernelReservationTests(ITestOutputHelper output)
 
         string marker = $"xfbtree-reservation-{Environment.ProcessId}-{name}-{Guid.NewGuid():N}";
         string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
-        File.WriteAllText("/dev/kmsg", marker + "\n");
+        KernelLog.Mark(marker);
         TreeFixtures.Run("/bin/mount", ["-o", "loop,nouuid", image, mnt]);
         string device;
         try

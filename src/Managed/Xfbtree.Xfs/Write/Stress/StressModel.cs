@@ -266,6 +266,24 @@ public sealed class StressModel
         Attach(new ForeignEntry(_nextId++, directory.Path, directory.Parent, type));
     }
 
+    /// <summary>Up to <paramref name="max"/> files of <paramref name="directory"/>, read under the model's lock (every
+    /// change of a directory's children holds it); a peek that the caller re-checks under the directory's lock.</summary>
+    internal List<ModelFile> PeekFiles(ModelDirectory directory, int max)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        lock (_sync)
+        {
+            var files = new List<ModelFile>(max);
+            foreach (var child in directory.Children.Values)
+            {
+                if (child is not ModelFile file) continue;
+                files.Add(file);
+                if (files.Count == max) break;
+            }
+            return files;
+        }
+    }
+
     void Attach(ModelNode node)
     {
         lock (_sync)

@@ -195,7 +195,7 @@ public sealed class StressRunner
             try { RunOne(random, scratch); }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
-                Problem($"internal error: {e.GetType().Name}: {e.Message}");
+                Problem($"internal error: {e.GetType().Name}: {e.Message} (stack: {e.StackTrace})");
             }
             Interlocked.Increment(ref _completed);
         }
@@ -311,8 +311,10 @@ public sealed class StressRunner
                 ModelNode? over = null;
                 if (random.Next(3) == 0)
                 {
-                    // A peek without the directory's lock; re-checked under the locks (alive, still its child).
-                    var candidates = into.Children.Values.OfType<ModelFile>().Take(8).ToList();
+                    // A peek without the directory's lock (under the model's, which every change of Children holds: a
+                    // SortedDictionary enumerated while another thread changes it throws); re-checked under the
+                    // directory locks (alive, still its child).
+                    var candidates = _model.PeekFiles(into, 8);
                     if (candidates.Count > 0) over = candidates[random.Next(candidates.Count)];
                     if (over == moving) over = null;
                 }
