@@ -9,6 +9,13 @@ PATH="$PATH:/usr/sbin:/sbin"
 # then fail loudly rather than skip, so we go on either way.
 scripts/ensure-tools.sh || echo "test.sh: continuing without the XFS tools: the tests that need them will fail" >&2
 
+# The xfbtree mount tests need root and /dev/fuse; without them they are reported skipped (say so up front).
+if [ ! -e /dev/fuse ]; then
+  echo "test.sh: no /dev/fuse: the xfbtree mount tests will be skipped" >&2
+elif [ "$(id -u)" -ne 0 ]; then
+  echo "test.sh: not root: the xfbtree mount tests will be skipped" >&2
+fi
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 dotnet test Xfbtree.sln -c Release --nologo "$@" 2>&1 | tee "$log"

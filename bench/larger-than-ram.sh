@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 14's larger-than-RAM run: the typed map (ShmemBTree) on an xfile that spills to an O_TMPFILE on disk, in a
+# The larger-than-RAM run: the typed map (ShmemBTree) on an xfile that spills to an O_TMPFILE on disk, in a
 # process held to 1 GiB by a memory cgroup. As root. cgroup v1 (/sys/fs/cgroup/memory, memory.limit_in_bytes) or,
 # when that is absent, cgroup v2 (memory.max). The Release build happens before entering the cgroup.
 # Usage: sudo bench/larger-than-ram.sh [--limit 1G] [benchmark args, default: --records 100000000 --dir /tmp]

@@ -3,24 +3,21 @@
 # reflink one, unmount; then xfs_repair -n must be clean and the kernel log must hold no XFS corruption or
 # shutdown message written during the run. Needs root and loop devices. Always unmounts.
 # Usage: scripts/kernel-workload.sh IMAGE        exit 0 = kernel and xfs_repair happy, 1 = not, 2 = could not run
-# The kernel-log half fails closed: if the marker cannot be written to /dev/kmsg, dmesg cannot be read (or does
-# not show the marker), or the loop device's name is unknown, the run is exit 2, never a silent pass.
+# The kernel log is read from /dev/kmsg from the sequence number of a marker written before the mount
+# (scripts/kernel-log.sh), so another program clearing the log meanwhile (dmesg -C) changes nothing. It fails
+# closed: if the marker cannot be written or read back, the log since the marker was overwritten, or the loop
+# device's name is unknown, the run is exit 2, never a silent pass.
 set -uo pipefail
 img=${1:?usage: kernel-workload.sh IMAGE}
-# Overridable only so the tests can show that an unwritable kernel log or an unreadable dmesg fails the run.
-kmsg=${XFBTREE_KMSG:-/dev/kmsg}
-dmesg_cmd=${XFBTREE_DMESG:-dmesg}
+kernel_log="$(dirname "$0")/kernel-log.sh"
 PATH="$PATH:/usr/sbin:/sbin"
 [ "$(id -u)" = 0 ] || { echo "kernel-workload: needs root (loop mount)" >&2; exit 2; }
 mnt=$(mktemp -d)
 marker="xfbtree-kernel-workload-$$-$RANDOM"
 cleanup() { mountpoint -q "$mnt" && umount "$mnt"; rmdir "$mnt" 2>/dev/null; }
 trap cleanup EXIT
-if ! echo "$marker" > "$kmsg" 2>/dev/null; then
-  echo "kernel-workload: cannot write the marker to $kmsg; the kernel log cannot be checked" >&2; exit 2
-fi
-if ! "$dmesg_cmd" 2>/dev/null | grep -qF "$marker"; then
-  echo "kernel-workload: dmesg cannot be read or does not show our marker (dmesg_restrict?); the kernel log cannot be checked" >&2; exit 2
+if ! since=$("$kernel_log" mark "$marker"); then
+  echo "kernel-workload: the kernel log cannot be written or read back; it cannot be checked" >&2; exit 2
 fi
 
 if ! mount -o loop,nouuid "$img" "$mnt" 2>"$mnt.err"; then
@@ -42,12 +39,8 @@ done
 cp --reflink=always "$mnt/kernel-workload/new7" "$mnt/kernel-workload/new7.reflink" || fail=1
 sync
 umount "$mnt" || fail=1
-if ! all=$("$dmesg_cmd" 2>&1); then
-  echo "kernel-workload: dmesg failed after the workload: $all" >&2; exit 2
-fi
-log=$(sed -n "/$marker/,\$p" <<<"$all")
-if [ -z "$log" ]; then
-  echo "kernel-workload: our marker is gone from the kernel log (ring buffer overrun?); cannot check it" >&2; exit 2
+if ! log=$("$kernel_log" since "$since"); then
+  echo "kernel-workload: the kernel log since our marker cannot be read; it cannot be checked" >&2; exit 2
 fi
 # Only this run's device: other tests may mount (and shut down) their own images meanwhile.
 mine=$(grep -E "XFS \(${dev}\)" <<<"$log" || true)

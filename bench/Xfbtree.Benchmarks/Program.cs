@@ -6,7 +6,7 @@ internal static class Program
 {
     private static void Main(string[] args)
     {
-        // --quick / --ordered-map: the single-pass ordered-map suite (issue 5); everything else goes to BenchmarkDotNet.
+        // --quick / --ordered-map: the single-pass ordered-map suite; everything else goes to BenchmarkDotNet.
         if (LargerThanRam.LargerThanRamBenchmark.TryRun(args) || LargerThanRam.HugePageAb.TryRun(args) || OrderedMap.OrderedMapSuite.TryRun(args))
         {
             return;

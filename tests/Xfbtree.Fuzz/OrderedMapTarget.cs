@@ -62,21 +62,33 @@ public interface IFuzzMapRecord<TSelf> where TSelf : unmanaged
     uint MapValue { get; }
 }
 
+/// <summary>Orders the keys of the dictionary-shaped map the target mirrors.</summary>
+public struct FuzzUIntOrder : IRecordComparer<uint>
+{
+    public readonly int Compare(in uint x, in uint y) => x.CompareTo(y);
+}
+
 /// <summary>
 /// Target <c>orderedmap</c>: an operation script over <see cref="ShmemBTree{TRecord, TComparer}"/> checked against a
-/// SortedSet + Dictionary model. Nothing here is corrupt input, so every exception that the API does not document
-/// for the operation is a finding, and so is any difference from the model.
+/// SortedSet + Dictionary model, with every change mirrored into a <see cref="ShmemMap{TKey, TValue, TComparer}"/>
+/// (uint keys and values) checked against the same model. Nothing here is corrupt input, so every exception that the
+/// API does not document for the operation is a finding, and so is any difference from the model.
 /// <para>Input: byte 0 selects the record type (even: 8-byte records, odd: 64-byte records, which make deep trees
-/// from few records); then operations, each an opcode byte (mod 13) and big-endian operands:</para>
+/// from few records); then operations, each an opcode byte (mod 20) and big-endian operands:</para>
 /// <code>
 ///  0, 1 insert k:u16 v:u8        2 remove k:u16           3 find k:u16          4 floor k:u16     5 ceiling k:u16
 ///  6 range lo:u16 hi:u16         7 insert run start:u16 count:u8 (x8) step:u8
 ///  8 remove run lo:u16 span:u8 (x16 keys)                 9 bulk load start:u16 count:u16 (mod 4096) step:u8
-/// 10 full check (structure, count, enumeration)          11 enumeration invalidated by a change or a second enumeration
+/// 10 full check (structure, count, enumeration, the map's batch lookup)
+/// 11 enumeration through a change k:u16 (changes ahead of it are seen, behind it not)
 /// 12 dispose and start over (old instance must throw ObjectDisposedException)
+/// 13 InsertMany start:u16 count:u8 step:u8 (any order, repeats: the first of a key wins)
+/// 14 RemoveMany start:u16 count:u8 step:u8               15 upsert k:u16 v:u8 (map: Set)
+/// 16 clear                       17 first and last        18 descending range lo:u16 hi:u16
+/// 19 batch upsert start:u16 count:u8 step:u8 (tree: Upsert each; map: SetMany, the last of a key wins)
 /// </code>
 /// Keys are u16 values (plenty of collisions); record operations per input are capped at 16 000. All runs share one
-/// xfile (two partitions).
+/// xfile (two partitions) for the tree; the map has its own.
 /// </summary>
 public static class OrderedMapTarget
 {
@@ -86,7 +98,7 @@ public static class OrderedMapTarget
     /// partitions (start over needs a second tree while the first still lives) and discard their pages on dispose.</summary>
     static readonly Lazy<Xfbtree.Storage.Xfile> SharedXfile = new(() =>
         Xfbtree.Storage.Xfile.Create(new Xfbtree.Storage.XfileOptions { Name = "xfbtree-fuzz-orderedmap", MaxSize = 2 * PartitionBytes }));
-    public const int OpCount = 13;
+    public const int OpCount = 20;
 
     public static FuzzOutcome Run(ReadOnlySpan<byte> input)
     {
@@ -101,6 +113,7 @@ public static class OrderedMapTarget
         where TComparer : struct, IRecordComparer<TRecord>
     {
         ShmemBTree<TRecord, TComparer> _map = NewMap(0);
+        readonly ShmemMap<uint, uint, FuzzUIntOrder> _dict = new();
         int _partition;
         readonly SortedSet<uint> _keys = new();
         readonly Dictionary<uint, uint> _values = new();
@@ -144,8 +157,15 @@ public static class OrderedMapTarget
                             }
                         case 9: BulkLoad(r.U16(), r.U16() % 4096, r.U8()); break;
                         case 10: FullCheck(); break;
-                        case 11: Invalidation(r.U16()); break;
-                        default: StartOver(); break;
+                        case 11: EnumerationThroughChange(r.U16()); break;
+                        case 12: StartOver(); break;
+                        case 13: InsertMany(r.U16(), r.U8(), r.U8()); break;
+                        case 14: RemoveMany(r.U16(), r.U8(), r.U8()); break;
+                        case 15: Upsert(r.U16(), r.U8()); break;
+                        case 16: Clear(); break;
+                        case 17: FirstAndLast(); break;
+                        case 18: RangeDescending(r.U16(), r.U16()); break;
+                        default: UpsertMany(r.U16(), r.U8(), r.U8()); break;
                     }
                 }
                 FullCheck();
@@ -154,6 +174,7 @@ public static class OrderedMapTarget
             finally
             {
                 _map.Dispose();
+                _dict.Dispose();
             }
         }
 
@@ -171,6 +192,7 @@ public static class OrderedMapTarget
             if (want) _values[key] = value;
             bool got = _map.Insert(TRecord.Make(key, value));
             if (got != want) throw new FuzzFindingException($"insert {key}: map {got}, model {want}");
+            if (_dict.TryAdd(key, value) != want) throw new FuzzFindingException($"dictionary TryAdd {key} disagrees with the model");
             ExpectCount("insert");
         }
 
@@ -181,12 +203,14 @@ public static class OrderedMapTarget
             _values.Remove(key);
             bool got = _map.Remove(Probe(key));
             if (got != want) throw new FuzzFindingException($"remove {key}: map {got}, model {want}");
+            if (_dict.Remove(key) != want) throw new FuzzFindingException($"dictionary Remove {key} disagrees with the model");
             ExpectCount("remove");
         }
 
         void ExpectCount(string after)
         {
             if (_map.Count != _keys.Count) throw new FuzzFindingException($"after {after}: count {_map.Count}, model {_keys.Count}");
+            if (_dict.Count != _keys.Count) throw new FuzzFindingException($"after {after}: dictionary count {_dict.Count}, model {_keys.Count}");
         }
 
         void Find(uint key)
@@ -197,6 +221,7 @@ public static class OrderedMapTarget
             if (found != want) throw new FuzzFindingException($"find {key}: map {found}, model {want}");
             if (found) ExpectRecord(rec, key, "find");
             if (_map.Contains(Probe(key)) != want) throw new FuzzFindingException($"contains {key} disagrees with the model");
+            if (_dict.TryGetValue(key, out uint v) != want || (want && v != _values[key])) throw new FuzzFindingException($"dictionary TryGetValue {key} disagrees with the model");
         }
 
         void Floor(uint key)
@@ -273,6 +298,7 @@ public static class OrderedMapTarget
                 uint k = start + (uint)i * step;
                 _keys.Add(k);
                 _values[k] = (uint)i;
+                _dict.TryAdd(k, (uint)i);
             }
             ExpectCount("bulk load");
         }
@@ -290,43 +316,168 @@ public static class OrderedMapTarget
                 ExpectRecord(rec, e.Current, "enumeration");
             }
             if (e.MoveNext()) throw new FuzzFindingException($"enumeration: missing record {e.Current}");
+            using var d = _keys.GetEnumerator();
+            foreach (ref readonly var entry in _dict)
+            {
+                if (!d.MoveNext() || entry.Key != d.Current || entry.Value != _values[d.Current]) throw new FuzzFindingException($"dictionary enumeration: {entry.Key} = {entry.Value} where the model has {(d.Current, _values.GetValueOrDefault(d.Current))}");
+            }
+            if (d.MoveNext()) throw new FuzzFindingException($"dictionary enumeration: missing key {d.Current}");
+            var keys = Enumerable.Range(0, Math.Min(600, _keys.Count + 40)).Select(i => (uint)(i * 97 % 65536)).ToArray();
+            var values = new uint[keys.Length];
+            var found = new bool[keys.Length];
+            int hits = _dict.TryGetValues(keys, values, found);
+            for (int i = 0; i < keys.Length; i++)
+                if (found[i] != _keys.Contains(keys[i]) || (found[i] && values[i] != _values[keys[i]])) throw new FuzzFindingException($"dictionary TryGetValues {keys[i]} disagrees with the model");
+            if (hits != keys.Count(_keys.Contains)) throw new FuzzFindingException("dictionary TryGetValues count disagrees with the model");
+            var found2 = new bool[keys.Length];
+            var records = new TRecord[keys.Length];
+            int hits2 = _map.TryFindMany(keys.Select(Probe).ToArray(), records, found2);
+            for (int i = 0; i < keys.Length; i++)
+            {
+                if (found2[i] != _keys.Contains(keys[i])) throw new FuzzFindingException($"TryFindMany {keys[i]} disagrees with the model");
+                if (found2[i]) ExpectRecord(records[i], keys[i], "TryFindMany");
+            }
+            if (hits2 != hits) throw new FuzzFindingException("TryFindMany count disagrees with the model");
         }
 
-        void Invalidation(uint key)
+        void EnumerationThroughChange(uint key)
         {
-            Spend(2);
-            var first = _map.GetEnumerator();
-            first.MoveNext();
-            bool change = (key & 1) != 0;
-            if (change)
+            // Enumerations go on through changes: after the first record, a change ahead of it is seen and one behind not.
+            Spend(2 + _keys.Count);
+            var e = _map.GetEnumerator();
+            if (!e.MoveNext())
             {
-                // A change that really happens must end the enumeration; one that does not change the map need not.
-                bool changed = _keys.Contains(key) ? RemoveChanged(key) : InsertChanged(key);
-                if (!changed) throw new FuzzFindingException("model and map disagree on a change");
+                if (_keys.Count != 0) throw new FuzzFindingException("enumeration of a non-empty map found nothing");
+                return;
             }
-            else
+            uint first = e.Current.MapKey;
+            if (_keys.Contains(key)) Remove(key);
+            else Insert(key, key & 0xFF);
+            foreach (uint k in _keys.GetViewBetween(first + 1, uint.MaxValue))
             {
-                var second = _map.GetEnumerator();
-                second.MoveNext();
+                if (!e.MoveNext()) throw new FuzzFindingException($"enumeration through a change ended before {k}");
+                ExpectRecord(e.Current, k, "enumeration through a change");
             }
-            try
-            {
-                first.MoveNext();
-                throw new FuzzFindingException(change ? "enumeration went on after the map changed" : "enumeration went on after another one started");
-            }
-            catch (InvalidOperationException) { }
+            if (e.MoveNext()) throw new FuzzFindingException($"enumeration through a change: extra record {e.Current.MapKey}");
         }
 
-        bool RemoveChanged(uint key)
+        void InsertMany(uint start, int count, int stepByte)
         {
-            Remove(key);
-            return true;
+            Spend(1 + count);
+            var batch = new TRecord[count];
+            var expected = 0;
+            for (int i = 0; i < count; i++)
+            {
+                uint k = (start + (uint)(i * stepByte)) & 0xFFFF;
+                batch[i] = TRecord.Make(k, (uint)i);
+            }
+            for (int i = 0; i < count; i++)
+            {
+                uint k = batch[i].MapKey;
+                if (_keys.Add(k))
+                {
+                    _values[k] = (uint)i;
+                    _dict.TryAdd(k, (uint)i);
+                    expected++;
+                }
+            }
+            int got = _map.InsertMany(batch);
+            if (got != expected) throw new FuzzFindingException($"InsertMany: {got} added, model {expected}");
+            ExpectCount("InsertMany");
         }
 
-        bool InsertChanged(uint key)
+        void RemoveMany(uint start, int count, int stepByte)
         {
-            Insert(key, key);
-            return true;
+            Spend(1 + count);
+            var batch = new TRecord[count];
+            int expected = 0;
+            for (int i = 0; i < count; i++)
+            {
+                uint k = (start + (uint)(i * stepByte)) & 0xFFFF;
+                batch[i] = Probe(k);
+                if (_keys.Remove(k))
+                {
+                    _values.Remove(k);
+                    _dict.Remove(k);
+                    expected++;
+                }
+            }
+            int got = _map.RemoveMany(batch);
+            if (got != expected) throw new FuzzFindingException($"RemoveMany: {got} removed, model {expected}");
+            ExpectCount("RemoveMany");
+        }
+
+        void Upsert(uint key, uint value)
+        {
+            Spend();
+            bool existed = !_keys.Add(key);
+            _values[key] = value;
+            if (_map.Upsert(TRecord.Make(key, value)) != existed) throw new FuzzFindingException($"upsert {key}: replaced disagrees with the model");
+            if (_dict.Set(key, value) != existed) throw new FuzzFindingException($"dictionary Set {key}: replaced disagrees with the model");
+            ExpectCount("upsert");
+            Find(key);
+        }
+
+        void UpsertMany(uint start, int count, int stepByte)
+        {
+            Spend(1 + count);
+            var keys = new uint[count];
+            var values = new uint[count];
+            int added = 0;
+            for (int i = 0; i < count; i++)
+            {
+                keys[i] = (start + (uint)(i * stepByte)) & 0xFFFF;
+                values[i] = (uint)(i * 7);
+                if (_keys.Add(keys[i])) added++;
+                _values[keys[i]] = values[i];
+                _map.Upsert(TRecord.Make(keys[i], values[i]));
+            }
+            int got = _dict.SetMany(keys, values);
+            if (got != added) throw new FuzzFindingException($"SetMany: {got} added, model {added}");
+            ExpectCount("UpsertMany");
+        }
+
+        void Clear()
+        {
+            Spend();
+            _map.Clear();
+            _dict.Clear();
+            _keys.Clear();
+            _values.Clear();
+            ExpectCount("clear");
+            if (_map.TryGetFirst(out _) || _dict.TryGetLast(out _, out _)) throw new FuzzFindingException("a cleared map has a record");
+        }
+
+        void FirstAndLast()
+        {
+            Spend();
+            bool any = _keys.Count > 0;
+            if (_map.TryGetFirst(out var first) != any || _map.TryGetLast(out var last) != any) throw new FuzzFindingException("first/last disagree with the model on emptiness");
+            if (_dict.TryGetFirst(out uint fk, out uint fv) != any || _dict.TryGetLast(out uint lk, out uint lv) != any) throw new FuzzFindingException("dictionary first/last disagree with the model on emptiness");
+            if (!any) return;
+            ExpectRecord(first, _keys.Min, "first");
+            ExpectRecord(last, _keys.Max, "last");
+            if (fk != _keys.Min || fv != _values[fk] || lk != _keys.Max || lv != _values[lk]) throw new FuzzFindingException("dictionary first/last disagree with the model");
+        }
+
+        void RangeDescending(uint lo, uint hi)
+        {
+            var want = lo <= hi ? _keys.GetViewBetween(lo, hi).Reverse().ToList() : new List<uint>();
+            Spend(1 + want.Count);
+            int i = 0;
+            foreach (ref readonly var rec in _map.RangeDescending(Probe(lo), Probe(hi)))
+            {
+                if (i >= want.Count) throw new FuzzFindingException($"descending range [{lo}, {hi}]: extra record {rec.MapKey}");
+                ExpectRecord(rec, want[i++], $"descending range [{lo}, {hi}]");
+            }
+            if (i != want.Count) throw new FuzzFindingException($"descending range [{lo}, {hi}]: missing record {want[i]}");
+            i = 0;
+            foreach (ref readonly var entry in _dict.RangeDescending(lo, hi))
+            {
+                if (i >= want.Count || entry.Key != want[i] || entry.Value != _values[want[i]]) throw new FuzzFindingException($"dictionary descending range [{lo}, {hi}] disagrees at {entry.Key}");
+                i++;
+            }
+            if (i != want.Count) throw new FuzzFindingException($"dictionary descending range [{lo}, {hi}]: missing key {want[i]}");
         }
 
         void StartOver()
@@ -344,6 +495,7 @@ public static class OrderedMapTarget
             catch (ObjectDisposedException) { }
             _keys.Clear();
             _values.Clear();
+            _dict.Clear();
         }
     }
 }

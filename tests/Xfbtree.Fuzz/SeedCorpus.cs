@@ -382,6 +382,14 @@ public static class SeedCorpus
         Op(s, 9, 100, 16, 3000, 16, 1, 8); Op(s, 11, 101, 16); Op(s, 11, 200, 16); Op(s, 6, 0, 16, 65535, 16);
         Op(s, 8, 0, 16, 255, 8); Op(s, 8, 4080, 16, 255, 8); Op(s, 12); Op(s, 0, 9, 16, 9, 8); Op(s, 10);
         seeds.Add(("r64-bulk", s.ToArray()));
+        // Batches (with repeats and wrap-around), upserts, first/last, descending ranges, clear, and the mirrored
+        // dictionary's batch upsert; 64-byte records so the batches split and join blocks of a deep tree.
+        s = [1];
+        Op(s, 13, 500, 16, 255, 8, 3, 8); Op(s, 13, 65400, 16, 200, 8, 1, 8); Op(s, 17); Op(s, 18, 400, 16, 900, 16);
+        Op(s, 15, 503, 16, 9, 8); Op(s, 15, 7, 16, 4, 8); Op(s, 19, 490, 16, 120, 8, 2, 8); Op(s, 10);
+        Op(s, 14, 500, 16, 255, 8, 6, 8); Op(s, 11, 650, 16); Op(s, 18, 0, 16, 65535, 16); Op(s, 10);
+        Op(s, 16); Op(s, 17); Op(s, 13, 0, 16, 40, 8, 0, 8); Op(s, 19, 0, 16, 30, 8, 0, 8); Op(s, 10);
+        seeds.Add(("r64-batches", s.ToArray()));
         return seeds;
     }
 

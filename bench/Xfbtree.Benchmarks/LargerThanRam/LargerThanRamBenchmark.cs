@@ -7,7 +7,7 @@ using Xfbtree.Storage;
 namespace Xfbtree.Benchmarks.LargerThanRam;
 
 /// <summary>
-/// Issue 14's larger-than-RAM run: a <see cref="ShmemBTree{TRecord, TComparer}"/> of 24-byte rmap-like records on an
+/// The larger-than-RAM run: a <see cref="ShmemBTree{TRecord, TComparer}"/> of 24-byte rmap-like records on an
 /// xfile that spills to an O_TMPFILE on disk (Backend TmpFile, Directory = a disk directory: the tree's pages are page
 /// cache of an unlinked file, written back under memory pressure), through the public typed API only.
 /// Phases: in-order inserts (appends) of N generated records, random point lookups of existing keys (bounded by count

@@ -5,7 +5,7 @@ using System.Text;
 namespace Xfbtree.Benchmarks.OrderedMap;
 
 /// <summary>
-/// The ordered-map comparison (issue 5): Xfbtree's typed map against SortedSet, SortedDictionary, a sorted
+/// The ordered-map comparison: Xfbtree's typed map against SortedSet, SortedDictionary, a sorted
 /// array and LMDB on 24-byte rmap-like records. Whole-data-set operations (inserting 10 M records) do not fit
 /// BenchmarkDotNet's many-invocation model, so this is a single-pass Stopwatch harness run in one process
 /// (same data, same order for every peer); <see cref="OrderedMapLookupBenchmarks"/> covers the steady-state
@@ -200,8 +200,21 @@ public static class OrderedMapSuite
             output.WriteLine("note: " + note);
         }
         output.WriteLine($"rounds per size: {rounds} (peer order rotated each round; best round per cell); load average at end: {LoadAverage()}");
-        output.WriteLine($"total time {total.Elapsed.TotalSeconds:F1} s");
         PrintMachineLines(results, sizes.Max(), output);
+        if (peerFilter is null || peerFilter.Any(p => p.StartsWith("Xfbtree", StringComparison.OrdinalIgnoreCase)))
+        {
+            // The plain typed map alone: batches, removes against inserts, readers on two threads, a writer alongside.
+            TypedMapExtras.Run(20_000, 20_000, TextWriter.Null); // warm-up (JIT)
+            TypedMapExtras.Result? largest = null;
+            foreach (int size in sizes)
+            {
+                largest = TypedMapExtras.Run(size, quick ? 300_000 : Math.Min(size, 1_000_000), output);
+            }
+            output.WriteLine();
+            TypedMapExtras.PrintMachineLines(largest!, output);
+            output.WriteLine($"load_average_end={LoadAverage()}");
+        }
+        output.WriteLine($"total time {total.Elapsed.TotalSeconds:F1} s");
     }
 
     /// <summary>One size's inputs and the reference answers every peer must give (computed outside the timing).</summary>

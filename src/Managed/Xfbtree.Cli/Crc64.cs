@@ -9,7 +9,7 @@ namespace Xfbtree.Cli;
 /// register: <see cref="AppendZeros"/> costs O(log n), and a sparse range of any length hashes in time proportional
 /// to its extents. Also an <see cref="IFileReadSink"/>, so it can take a read directly.
 /// </summary>
-public sealed class Crc64 : IFileReadSink
+internal sealed class Crc64 : IFileReadSink
 {
     private const ulong Polynomial = 0xC96C5795D7870F42UL;
     private static readonly ulong[] Table = BuildTable();

@@ -13,7 +13,7 @@ namespace Xfbtree.Cli;
 /// the commands then run in order, each one engine operation (pwrite and pread in 1 MiB pieces); the first failure
 /// stops the run with exit 1 and one line. Either way the engine is closed cleanly, so the image is consistent.
 /// </summary>
-public static class IoCommand
+internal static class IoCommand
 {
     /// <summary>Largest piece of a pwrite that is one engine operation (one transaction).</summary>
     public const int WritePiece = 1 << 20;
@@ -36,16 +36,18 @@ public static class IoCommand
             Required = true,
             Arity = ArgumentArity.OneOrMore,
         };
+        var json = RmapCommand.Json();
         var command = new Command("io", "Change an unmounted XFS image as the kernel would: write, read, allocate, punch, " +
                                         "truncate, reflink, create, remove, rename, link, symlink, mknod, chmod, chown, utimes. " +
                                         "Exit 0 done, 1 a command failed (one line naming the errno; that command changed " +
-                                        "nothing and the image stays consistent), 2 usage error or unusable image.") { image, commands };
-        command.SetAction(p => Execute(p.GetRequiredValue(image), p.GetRequiredValue(commands), environment));
+                                        "nothing and the image stays consistent), 2 usage error or unusable image.") { image, commands, json };
+        command.SetAction(p => Execute(p.GetRequiredValue(image), p.GetRequiredValue(commands), CommandLineHost.For(p, environment), p.GetValue(json)));
         return command;
     }
 
-    /// <summary>Runs the commands on the image; the exit code.</summary>
-    public static int Execute(string imagePath, IReadOnlyList<string> commandLines, CommandEnvironment environment)
+    /// <summary>Runs the commands on the image; the exit code. With <paramref name="json"/> the output is one JSON
+    /// document: every command with its output lines and, for the one that failed, its error.</summary>
+    public static int Execute(string imagePath, IReadOnlyList<string> commandLines, CommandEnvironment environment, bool json = false)
     {
         ArgumentNullException.ThrowIfNull(imagePath);
         ArgumentNullException.ThrowIfNull(commandLines);
@@ -58,7 +60,7 @@ public static class IoCommand
             try { operations.Add(IoOperation.Parse(line)); }
             catch (FormatException e)
             {
-                stderr.WriteLine($"xfbtree io: -c '{line}': {e.Message} (see 'xfbtree io --help')");
+                CommandLineHost.Error(stderr, $"io: -c '{line}': {e.Message} (see 'xfbtree io --help')");
                 return CommandLineHost.ExitUnusable;
             }
         }
@@ -68,25 +70,35 @@ public static class IoCommand
         try { fs = XfsFileSystem.Open(imagePath); }
         catch (Exception e) when (e is XfsWriteException or IOException or UnauthorizedAccessException)
         {
-            stderr.WriteLine($"xfbtree io: {imagePath}: {e.Message}");
+            CommandLineHost.Error(stderr, $"io: {imagePath}: {e.Message}");
+            if (json) CommandLineHost.WriteJsonError(stdout, "io", imagePath, e.Message, CommandLineHost.ExitUnusable);
             return CommandLineHost.ExitUnusable;
         }
         if (pending is not null)
         {
-            stderr.WriteLine($"xfbtree io: {ImageStateNotices.Replayed(imagePath, pending, fs.Engine.RecordsReplayed)}");
+            stderr.WriteLine($"xfbtree: io: {ImageStateNotices.Replayed(imagePath, pending, fs.Engine.RecordsReplayed)}");
         }
 
         int rc = CommandLineHost.ExitClean;
+        var results = new List<(string Command, string Output, string? Error)>();
+        string? closeError = null;
         try
         {
             foreach (var operation in operations)
             {
-                try { operation.Run(fs, stdout); }
+                // With --json each command's lines are collected for its entry in the document.
+                var output = json ? new StringWriter { NewLine = "\n" } : stdout;
+                try
+                {
+                    operation.Run(fs, output);
+                    if (json) results.Add((operation.Text, output.ToString()!, null));
+                }
                 catch (Exception e) when (e is not OutOfMemoryException)
                 {
                     string why = e is XfsWriteException w ? $"{w.Message} ({w.ErrnoName})" : $"internal error: {e.GetType().Name}: {e.Message}";
                     stdout.Flush();
-                    stderr.WriteLine($"xfbtree io: {operation.Text}: {why}");
+                    CommandLineHost.Error(stderr, $"io: {operation.Text}: {why}");
+                    if (json) results.Add((operation.Text, output.ToString()!, why));
                     rc = CommandLineHost.ExitDamaged;
                     break;
                 }
@@ -94,13 +106,37 @@ public static class IoCommand
             try { fs.Close(); }
             catch (Exception e) when (e is XfsWriteException or IOException)
             {
-                stderr.WriteLine($"xfbtree io: {imagePath}: close failed: {e.Message}");
+                closeError = $"close failed: {e.Message}";
+                CommandLineHost.Error(stderr, $"io: {imagePath}: {closeError}");
                 rc = CommandLineHost.ExitDamaged;
             }
         }
         finally
         {
             fs.Dispose();
+        }
+        if (json)
+        {
+            CommandLineHost.WriteJson(stdout, "io", j =>
+            {
+                j.WriteString("image", imagePath);
+                j.WriteNumber("exitCode", rc);
+                j.WriteStartArray("operations");
+                foreach (var (text, output, error) in results)
+                {
+                    j.WriteStartObject();
+                    j.WriteString("command", text);
+                    j.WriteBoolean("ok", error is null);
+                    j.WriteStartArray("output");
+                    foreach (string line in output.Split('\n', StringSplitOptions.RemoveEmptyEntries)) j.WriteStringValue(line);
+                    j.WriteEndArray();
+                    if (error is not null) j.WriteString("error", error);
+                    j.WriteEndObject();
+                }
+                j.WriteEndArray();
+                j.WriteNumber("notRun", operations.Count - results.Count);
+                if (closeError is not null) j.WriteString("closeError", closeError);
+            });
         }
         return rc;
     }
@@ -115,7 +151,7 @@ public static class IoCommand
 /// <param name="Text">The command as given.</param>
 /// <param name="Words">Its other arguments (symlink target, mode, owner, times, device type), in order.</param>
 /// <param name="Flags">rename's flags.</param>
-public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IReadOnlyList<long> Numbers, byte Fill, string Text,
+internal sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IReadOnlyList<long> Numbers, byte Fill, string Text,
     IReadOnlyList<string> Words, RenameFlags Flags = RenameFlags.None)
 {
     /// <summary>The arguments of each command: P = path, N = size, W = a word checked by the command.</summary>
@@ -353,7 +389,7 @@ public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRead
                         ? $"nothing written: {e.Message}"
                         : $"short write: {done} of {length} bytes written at offset {offset} (bytes [{offset}, {offset + done}) are in the file, the rest is not): {e.Message}", e);
                 }
-                stdout.WriteLine($"wrote {length}/{length} bytes at offset {offset}");
+                stdout.WriteLine($"wrote {length}/{CommandLineHost.Count(length, "byte")} at offset {offset}");
                 break;
             }
             case "pread":
@@ -363,7 +399,7 @@ public sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRead
                 long offset = Numbers[0], length = Numbers[1];
                 var crc = new Crc64();
                 long done = fs.ReadInto(path, offset, length, crc);
-                stdout.WriteLine($"read {done}/{length} bytes at offset {offset} crc64 {crc.Value:x16}");
+                stdout.WriteLine($"read {done}/{CommandLineHost.Count(length, "byte")} at offset {offset} crc64 {crc.Value:x16}");
                 break;
             }
             case "falloc": fs.Fallocate(path, Numbers[0], Numbers[1]); break;

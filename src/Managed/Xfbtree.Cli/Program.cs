@@ -14,6 +14,8 @@ internal static class Program
             root.Add(IoCommand.Create(environment));
             root.Add(StressCommand.Create(environment));
             root.Add(RecoverCommand.Create(environment));
+            root.Add(ScrubCommand.Create(environment));
+            if (OperatingSystem.IsLinux()) root.Add(MountCommand.Create(environment));
             return CommandLineHost.Invoke(root, args, environment);
         }
         finally

@@ -10,7 +10,7 @@ namespace Xfbtree.Cli;
 /// committed operations are kept and every other tool sees a clean image. Exit 0 recovered (or nothing to recover),
 /// 2 could not (in use, the journal refused, I/O).
 /// </summary>
-public static class RecoverCommand
+internal static class RecoverCommand
 {
     /// <summary>The <c>recover</c> command.</summary>
     public static Command Create(CommandEnvironment environment)
@@ -34,14 +34,14 @@ public static class RecoverCommand
         {
             if (Xfbtree.Xfs.Repair.ImageUseCheck.InUseBy(imagePath) is { } inUse)
             {
-                stderr.WriteLine($"xfbtree recover: {imagePath}: the image is in use ({inUse}); let that writer finish first");
+                stderr.WriteLine($"xfbtree: recover: {imagePath}: the image is in use ({inUse}); let that writer finish first");
                 return CommandLineHost.ExitUnusable;
             }
             pending = WriteEngine.FindPendingJournal(imagePath);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or XfsWriteException or Xfbtree.Xfs.Format.XfsFormatException)
         {
-            stderr.WriteLine($"xfbtree recover: {imagePath}: {e.Message}");
+            stderr.WriteLine($"xfbtree: recover: {imagePath}: {e.Message}");
             return CommandLineHost.ExitUnusable;
         }
         if (pending is null)
@@ -60,7 +60,7 @@ public static class RecoverCommand
         }
         catch (XfsWriteException e)
         {
-            stderr.WriteLine($"xfbtree recover: {imagePath}: {e.Message} ({e.Kind})");
+            stderr.WriteLine($"xfbtree: recover: {imagePath}: {e.Message} ({e.Kind})");
             return CommandLineHost.ExitUnusable;
         }
     }

@@ -7,13 +7,13 @@ namespace Xfbtree.Cli;
 /// <summary>
 /// <c>xfbtree rmap dump|check|repair</c>: the command-line shape of <see cref="RmapCommands"/> (which does the work).
 /// </summary>
-public static class RmapCommand
+internal static class RmapCommand
 {
     /// <summary>The <c>rmap</c> command with its three subcommands.</summary>
     public static Command Create(CommandEnvironment environment)
     {
         ArgumentNullException.ThrowIfNull(environment);
-        var rmap = new Command("rmap", "Dump, check or repair the reverse-mapping (rmap) btrees of an XFS v5 image.");
+        var rmap = new Command("rmap", "Dump, check or repair the reverse-mapping (rmap) btrees of an XFS v5 image. " + CommandLineHost.ExitCodesHelp);
         rmap.Add(Dump(environment));
         rmap.Add(Check(environment));
         rmap.Add(Repair(environment));
@@ -58,7 +58,8 @@ public static class RmapCommand
                 return null;
             },
         };
-        var command = new Command("dump", "Print rmap records as TSV in the fixtures' truth.tsv format.") { image, source, ag, force };
+        var command = new Command("dump", "Print rmap records as TSV in the fixtures' truth.tsv format. " +
+                                          "Exit 0 done, 1 metadata problems found (reported on stderr), 2 could not read the image.") { image, source, ag, force };
         command.SetAction(p => RmapCommands.Execute(new RmapRequest
         {
             Command = "dump",
@@ -66,7 +67,7 @@ public static class RmapCommand
             Source = p.GetValue(source) ?? "expected",
             Ag = p.GetValue(ag),
             Force = p.GetValue(force),
-        }, environment));
+        }, CommandLineHost.For(p, environment)));
         return command;
     }
 
@@ -75,7 +76,7 @@ public static class RmapCommand
         var image = Image();
         var ag = Ag();
         var force = Force();
-        var json = new Option<bool>("--json") { Description = "Write the report as JSON." };
+        var json = Json();
         var command = new Command("check", "Compare the on-disk rmap btrees with the records implied by all other metadata. " +
                                            "Exit 0 clean, 1 damaged, 2 could not check.") { image, ag, json, force };
         command.SetAction(p => RmapCommands.Execute(new RmapRequest
@@ -85,24 +86,30 @@ public static class RmapCommand
             Ag = p.GetValue(ag),
             Json = p.GetValue(json),
             Force = p.GetValue(force),
-        }, environment));
+        }, CommandLineHost.For(p, environment)));
         return command;
     }
+
+    /// <summary>--json: the report as one JSON document on stdout (with the tool's version; an error object when the
+    /// image cannot be used).</summary>
+    internal static Option<bool> Json() => new("--json") { Description = "Write the report as one JSON document (with a version field; an error object when the image cannot be used)." };
 
     static Command Repair(CommandEnvironment environment)
     {
         var image = Image();
         var ag = Ag();
+        var json = Json();
         var dryRun = new Option<bool>("-n") { Description = "Print the repair plan and write nothing." };
         var command = new Command("repair", "Rebuild and commit the rmap btree of every damaged AG (the image must not be in use). " +
-                                            "Exit 0 repaired or clean, 1 damage left, 2 could not repair.") { image, ag, dryRun };
+                                            "Exit 0 repaired or clean, 1 damage left, 2 could not repair.") { image, ag, dryRun, json };
         command.SetAction(p => RmapCommands.Execute(new RmapRequest
         {
             Command = "repair",
             Image = p.GetRequiredValue(image),
             Ag = p.GetValue(ag),
             DryRun = p.GetValue(dryRun),
-        }, environment));
+            Json = p.GetValue(json),
+        }, CommandLineHost.For(p, environment)));
         return command;
     }
 }

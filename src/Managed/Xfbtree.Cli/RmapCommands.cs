@@ -19,7 +19,7 @@ namespace Xfbtree.Cli;
 /// Exit codes: 0 clean, 1 damage found, 2 could not check (bad input, usage). Every failure is one line on stderr,
 /// never a stack trace.
 /// </summary>
-public static class RmapCommands
+internal static class RmapCommands
 {
     public const int ExitClean = CommandLineHost.ExitClean, ExitDamaged = CommandLineHost.ExitDamaged, ExitUnusable = CommandLineHost.ExitUnusable;
 
@@ -52,41 +52,48 @@ public static class RmapCommands
     {
         var (stdout, stderr, progress) = (environment.Stdout, environment.Stderr, environment.Progress);
         Action<string>? report = progress ? new ProgressLine(stderr).Show : null;
+        string command = "rmap " + a.Command;
+        // One line on stderr always; with --json also the error object on stdout (a report consumer reads only stdout).
+        int Fail(string message, int rc)
+        {
+            if (progress) stderr.Write("\r\x1b[K");
+            CommandLineHost.Error(stderr, message);
+            if (a.Json) CommandLineHost.WriteJsonError(stdout, command, a.Image, message, rc);
+            return rc;
+        }
         try
         {
             // Before anything else: an image being written, or one whose writer left a journal to replay.
             if (a.Command != "repair" && ImageStateNotices.InUse(a.Image) is { } holder)
             {
-                return Fail(stderr, ImageStateNotices.InUseRefusal(a.Image, holder), ExitUnusable);
+                return Fail(ImageStateNotices.InUseRefusal(a.Image, holder), ExitUnusable);
             }
             if (ImageStateNotices.Pending(a.Image) is { } pending && ImageStateNotices.InUse(a.Image) is null)
             {
-                return Fail(stderr, ImageStateNotices.PendingRefusal(a.Image, pending), ExitUnusable);
+                return Fail(ImageStateNotices.PendingRefusal(a.Image, pending), ExitUnusable);
             }
             if (a.Command == "repair")
             {
-                int repairRc = RmapRepairRunner.Run(a.Image, new RmapRepairOptions { OnlyAg = a.Ag, DryRun = a.DryRun, Progress = report }, stdout, stderr);
+                int repairRc = a.Json ? RepairJson(a, report, stdout, stderr)
+                                      : RmapRepairRunner.Run(a.Image, new RmapRepairOptions { OnlyAg = a.Ag, DryRun = a.DryRun, Progress = report }, stdout, stderr);
                 if (progress) stderr.Write("\r\x1b[K");
                 return repairRc;
             }
             using var image = XfsImage.Open(a.Image);
             if (a.Ag is { } ag && ag >= image.Geometry.AgCount)
             {
-                stderr.WriteLine($"xfbtree: AG {ag} does not exist (the filesystem has {image.Geometry.AgCount} AGs)");
-                return ExitUnusable;
+                return Fail($"AG {ag} does not exist (the filesystem has {CommandLineHost.Count(image.Geometry.AgCount, "AG")})", ExitUnusable);
             }
             if (!a.Force)
             {
                 var log = image.InspectLog();
                 if (log.State == LogState.Dirty)
                 {
-                    stderr.WriteLine($"xfbtree: {a.Image}: the log is dirty ({log.Detail}): mount and unmount the filesystem to replay it, or use --force");
-                    return ExitUnusable;
+                    return Fail($"{a.Image}: the log is dirty ({log.Detail}): mount and unmount the filesystem to replay it, or use --force", ExitUnusable);
                 }
                 if (log.State == LogState.Unknown)
                 {
-                    stderr.WriteLine($"xfbtree: {a.Image}: cannot tell whether the log is clean ({log.Detail}); use --force to go on");
-                    return ExitUnusable;
+                    return Fail($"{a.Image}: cannot tell whether the log is clean ({log.Detail}); use --force to go on", ExitUnusable);
                 }
             }
             int rc = a.Command switch
@@ -97,20 +104,36 @@ public static class RmapCommands
             if (progress) stderr.Write("\r\x1b[K");
             return rc;
         }
-        catch (XfsFormatException e) { return Fail(stderr, e.Message, ExitUnusable); }
-        catch (BufferIOException e) { return Fail(stderr, e.Message, ExitUnusable); }
-        catch (IOException e) { return Fail(stderr, "I/O error: " + e.Message, ExitUnusable); }
-        catch (UnauthorizedAccessException e) { return Fail(stderr, e.Message, ExitUnusable); }
-        catch (CorruptionException e) { return Fail(stderr, e.Message, ExitDamaged); }
-        catch (OutOfMemoryException) when (!RethrowInternalErrors) { return Fail(stderr, "out of memory", ExitUnusable); }
-#pragma warning disable CA1031 // last line of defence: one line, never a stack trace
-        catch (Exception e) when (!RethrowInternalErrors) { return Fail(stderr, $"internal error: {e.GetType().Name}: {e.Message}", ExitUnusable); }
-#pragma warning restore CA1031
+        catch (XfsFormatException e) { return Fail(e.Message, ExitUnusable); }
+        catch (BufferIOException e) { return Fail(e.Message, ExitUnusable); }
+        catch (IOException e) { return Fail("I/O error: " + e.Message, ExitUnusable); }
+        catch (UnauthorizedAccessException e) { return Fail(e.Message, ExitUnusable); }
+        catch (CorruptionException e) { return Fail(e.Message, ExitDamaged); }
+        catch (OutOfMemoryException) when (!RethrowInternalErrors) { return Fail("out of memory", ExitUnusable); }
+        // Last line of defence: one line, never a stack trace.
+        catch (Exception e) when (!RethrowInternalErrors) { return Fail($"internal error: {e.GetType().Name}: {e.Message}", ExitUnusable); }
     }
 
-    static int Fail(TextWriter stderr, string message, int rc)
+    /// <summary>
+    /// <c>rmap repair --json</c>: the repair's report lines, in order, in one JSON document with its outcome. The
+    /// report is read by people first; the document keeps every line and adds what a program needs (exit code,
+    /// result, dry run).
+    /// </summary>
+    static int RepairJson(RmapRequest a, Action<string>? progress, TextWriter stdout, TextWriter stderr)
     {
-        stderr.WriteLine("xfbtree: " + message.ReplaceLineEndings(" "));
+        var lines = new StringWriter { NewLine = "\n" };
+        int rc = RmapRepairRunner.Run(a.Image, new RmapRepairOptions { OnlyAg = a.Ag, DryRun = a.DryRun, Progress = progress }, lines, stderr);
+        CommandLineHost.WriteJson(stdout, "rmap repair", j =>
+        {
+            j.WriteString("image", a.Image);
+            if (a.Ag is { } ag) j.WriteNumber("ag", ag);
+            j.WriteBoolean("dryRun", a.DryRun);
+            j.WriteString("result", rc == ExitClean ? "consistent" : a.DryRun ? "damaged, nothing written" : "damage left");
+            j.WriteNumber("exitCode", rc);
+            j.WriteStartArray("report");
+            foreach (string line in lines.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries)) j.WriteStringValue(line);
+            j.WriteEndArray();
+        });
         return rc;
     }
 
@@ -135,7 +158,7 @@ public static class RmapCommands
         {
             if (ag.Expected == null) continue;
             foreach (var p in ag.Problems.Items) stderr.WriteLine($"xfbtree: {p}");
-            if (ag.Problems.Total > ag.Problems.Items.Count) stderr.WriteLine($"xfbtree: AG {ag.AgNumber}: {ag.Problems.Total - ag.Problems.Items.Count} more problems");
+            if (ag.Problems.Total > ag.Problems.Items.Count) stderr.WriteLine($"xfbtree: AG {ag.AgNumber}: {N(ag.Problems.Total - ag.Problems.Items.Count, "more problem")}");
             damaged |= ag.Problems.Total > 0;
             using var cur = ag.Expected.CreateCursor();
             if (!cur.MoveFirst()) continue;
@@ -262,6 +285,8 @@ public static class RmapCommands
                          $"cache {cache.CachedBytes >> 10} kB, {cache.Reads} reads, {cache.Hits} hits");
     }
 
+    static string N(long count, string singular) => CommandLineHost.Count(count, singular);
+
     static string Rec(in RmapRecord r)
     {
         string owner = RmapOwner.IsSpecial(r.Owner) ? RmapOwner.Name(r.Owner) : $"inode {r.Owner}";
@@ -277,19 +302,19 @@ public static class RmapCommands
     static void WriteText(XfsImage image, RmapCheckReport report, RmapScanResult scan, bool needsRepair, bool clean, TextWriter o)
     {
         long exp = report.Ags.Sum(x => x.ExpectedRecords), disk = report.Ags.Sum(x => x.OnDiskRecords);
-        o.WriteLine($"xfbtree rmap check {image.Path}: {report.Ags.Count} of {image.Geometry.AgCount} AGs, {exp} expected records, {disk} on-disk records, {scan.InodesScanned} inodes");
+        o.WriteLine($"xfbtree rmap check {image.Path}: {report.Ags.Count} of {N(image.Geometry.AgCount, "AG")}, {N(exp, "expected record")}, {N(disk, "on-disk record")}, {N(scan.InodesScanned, "inode")}");
         if (needsRepair) o.WriteLine("superblock: NEEDSREPAIR is set (an earlier repair did not finish)");
         int bad = 0;
         foreach (var ag in report.Ags)
         {
             if (ag.IsClean)
             {
-                o.WriteLine($"AG {ag.AgNumber}: clean ({ag.OnDiskRecords} records in {ag.OnDiskBlocks} blocks)");
+                o.WriteLine($"AG {ag.AgNumber}: clean ({N(ag.OnDiskRecords, "record")} in {N(ag.OnDiskBlocks, "block")})");
                 continue;
             }
             bad++;
-            o.WriteLine($"AG {ag.AgNumber}: DAMAGED: {ag.Missing} missing, {ag.Extra} extra, {ag.Different} different records, " +
-                        $"{ag.StructureTotal} structural problems, {ag.ScanProblemTotal} metadata problems " +
+            o.WriteLine($"AG {ag.AgNumber}: DAMAGED: {ag.Missing} missing, {ag.Extra} extra, {N(ag.Different, "different record")}, " +
+                        $"{N(ag.StructureTotal, "structural problem")}, {N(ag.ScanProblemTotal, "metadata problem")} " +
                         $"(expected {ag.ExpectedRecords}, on disk {ag.OnDiskRecords})");
             foreach (var s in ag.Structure) o.WriteLine($"  structure: {s}");
             if (ag.StructureTotal > ag.Structure.Count) o.WriteLine($"  structure: ... {ag.StructureTotal - ag.Structure.Count} more");
@@ -305,18 +330,16 @@ public static class RmapCommands
                 }
             }
             long shown = ag.Samples.Count, total = ag.Missing + ag.Extra + ag.Different;
-            if (total > shown) o.WriteLine($"  ... {total - shown} more record differences");
+            if (total > shown) o.WriteLine($"  ... {N(total - shown, "more record difference")}");
         }
-        o.WriteLine(clean ? "result: clean" : $"result: DAMAGED ({bad} of {report.Ags.Count} AGs{(needsRepair ? ", NEEDSREPAIR set" : "")})");
+        o.WriteLine(clean ? "result: clean" : $"result: DAMAGED ({bad} of {N(report.Ags.Count, "AG")}{(needsRepair ? ", NEEDSREPAIR set" : "")})");
     }
 
-    static void WriteJson(XfsImage image, RmapCheckReport report, RmapScanResult scan, bool needsRepair, bool clean, TextWriter o)
-    {
-        var buf = new ArrayBufferWriter<byte>();
-        using (var j = new Utf8JsonWriter(buf, new JsonWriterOptions { Indented = true }))
+    static void WriteJson(XfsImage image, RmapCheckReport report, RmapScanResult scan, bool needsRepair, bool clean, TextWriter o) =>
+        CommandLineHost.WriteJson(o, "rmap check", j =>
         {
-            j.WriteStartObject();
             j.WriteString("image", image.Path);
+            j.WriteNumber("exitCode", clean ? ExitClean : ExitDamaged);
             j.WriteBoolean("clean", clean);
             j.WriteBoolean("needsRepair", needsRepair);
             j.WriteNumber("agCount", image.Geometry.AgCount);
@@ -356,11 +379,7 @@ public static class RmapCommands
                 j.WriteEndObject();
             }
             j.WriteEndArray();
-            j.WriteEndObject();
-        }
-        o.Write(Encoding.UTF8.GetString(buf.WrittenSpan));
-        o.Write('\n');
-    }
+        });
 
     static void WriteRecord(Utf8JsonWriter j, string name, in RmapRecord r)
     {

@@ -13,7 +13,7 @@ namespace Xfbtree.Cli;
 /// directory compared with it. Exit 0 clean, 1 a difference, an unexpected error, or (on an image healthy at the
 /// start) any Corrupt outcome or sick AG; 2 usage error or unusable image.
 /// </summary>
-public static class StressCommand
+internal static class StressCommand
 {
     public static Command Create(CommandEnvironment environment)
     {
@@ -28,11 +28,12 @@ public static class StressCommand
         var noSync = new Option<bool>("--no-sync") { Description = "Do not fsync the journal at each commit (faster; no crash safety)." };
         var onlineRepair = new Option<bool>("--online-repair") { Description = "Rebuild the rmap btree of every AG online, in rotation, while the workload runs (until each AG was rebuilt once)." };
         var verifyRepairs = new Option<bool>("--verify-repairs") { Description = "With --online-repair: after each repair, pause commits and compare the new tree with an offline scan." };
+        var json = RmapCommand.Json();
         var command = new Command("stress", "Random write workload on an image, checked against a model of every file; " +
                                             "verifies the image at the end and prints operations per second. " +
                                             "Exit 0 clean, 1 a difference, 2 usage error or unusable image.")
         {
-            image, ops, threads, seed, manifest, opLog, maxFileSize, noSync, onlineRepair, verifyRepairs,
+            image, ops, threads, seed, manifest, opLog, maxFileSize, noSync, onlineRepair, verifyRepairs, json,
         };
         command.SetAction(p =>
         {
@@ -42,7 +43,7 @@ public static class StressCommand
                 try { maxSize = IoOperation.ParseSize(text); }
                 catch (FormatException e)
                 {
-                    environment.Stderr.WriteLine($"xfbtree stress: --max-file-size: {e.Message} (see 'xfbtree stress --help')");
+                    CommandLineHost.Error(environment.Stderr, $"stress: --max-file-size: {e.Message} (see 'xfbtree stress --help')");
                     return CommandLineHost.ExitUnusable;
                 }
             }
@@ -58,7 +59,8 @@ public static class StressCommand
                 Sync = !p.GetValue(noSync),
                 OnlineRepair = p.GetValue(onlineRepair) || p.GetValue(verifyRepairs),
                 VerifyRepairs = p.GetValue(verifyRepairs),
-            }, environment);
+                Json = p.GetValue(json),
+            }, CommandLineHost.For(p, environment));
         });
         return command;
     }
@@ -68,7 +70,9 @@ public static class StressCommand
     {
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(environment);
-        var stdout = environment.Stdout;
+        // With --json the report lines are collected and the document written at the end.
+        var report = request.Json ? new StringWriter { NewLine = "\n" } : environment.Stdout;
+        var stdout = report;
         var stderr = environment.Stderr;
         string? usage = request switch
         {
@@ -79,7 +83,7 @@ public static class StressCommand
         };
         if (usage is not null)
         {
-            stderr.WriteLine($"xfbtree stress: {usage} (see 'xfbtree stress --help')");
+            CommandLineHost.Error(stderr, $"stress: {usage} (see 'xfbtree stress --help')");
             return CommandLineHost.ExitUnusable;
         }
         var engineOptions = new WriteEngineOptions { SyncCommits = request.Sync };
@@ -95,12 +99,11 @@ public static class StressCommand
             try { fs = XfsFileSystem.Open(request.Image, engineOptions); }
             catch (Exception e) when (e is XfsWriteException or IOException or UnauthorizedAccessException)
             {
-                stderr.WriteLine($"xfbtree stress: {request.Image}: {e.Message}");
-                return CommandLineHost.ExitUnusable;
+                return Unusable(e.Message);
             }
             if (pending is not null)
             {
-                stderr.WriteLine($"xfbtree stress: {ImageStateNotices.Replayed(request.Image, pending, fs.Engine.RecordsReplayed)}");
+                stderr.WriteLine($"xfbtree: stress: {ImageStateNotices.Replayed(request.Image, pending, fs.Engine.RecordsReplayed)}");
             }
             try
             {
@@ -108,12 +111,11 @@ public static class StressCommand
                 try { model = StressModel.Load(target, request.Seed, modelOptions); }
                 catch (XfsWriteException e)
                 {
-                    stderr.WriteLine($"xfbtree stress: {request.Image}: cannot load the files: {e.Message} ({e.Kind})");
                     fs.Close();
-                    return CommandLineHost.ExitUnusable;
+                    return Unusable($"cannot load the files: {e.Message} ({e.Kind})");
                 }
-                stdout.WriteLine($"stress: {request.Image}: {model.FileCount} files and {model.DirectoryCount} directories in the model; " +
-                                 $"running {request.Ops} ops on {request.Threads} thread{(request.Threads == 1 ? "" : "s")}, seed {request.Seed}");
+                stdout.WriteLine($"stress: {request.Image}: {N(model.FileCount, "file")} and {N(model.DirectoryCount, "directory", "directories")} in the model; " +
+                                 $"running {N(request.Ops, "op")} on {N(request.Threads, "thread")}, seed {request.Seed}");
                 stdout.Flush();
                 online = request.OnlineRepair ? new Xfbtree.Xfs.Online.OnlineRepairRotation(fs.Engine, request.VerifyRepairs) : null;
                 var runner = new StressRunner(target, model, new StressOptions
@@ -129,7 +131,8 @@ public static class StressCommand
             }
             catch (XfsWriteException e)
             {
-                stderr.WriteLine($"xfbtree stress: {request.Image}: close failed: {e.Message} ({e.Kind})");
+                CommandLineHost.Error(stderr, $"stress: {request.Image}: close failed: {e.Message} ({e.Kind})");
+                if (request.Json) CommandLineHost.WriteJsonError(environment.Stdout, "stress", request.Image, $"close failed: {e.Message} ({e.Kind})", CommandLineHost.ExitDamaged);
                 return CommandLineHost.ExitDamaged;
             }
             finally
@@ -139,7 +142,7 @@ public static class StressCommand
         }
 
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"stress: {result.Total} ops in {result.Elapsed.TotalSeconds:F2} s: {result.OpsPerSecond:F0} ops/s ({request.Threads} threads, seed {request.Seed})"));
+            $"stress: {N(result.Total, "op")} in {result.Elapsed.TotalSeconds:F2} s: {result.OpsPerSecond:F0} ops/s ({N(request.Threads, "thread")}, seed {request.Seed})"));
         result.WriteCounts(stdout);
         stdout.WriteLine(result.HealthLine());
 
@@ -163,22 +166,75 @@ public static class StressCommand
             using var writer = new StreamWriter(manifestPath, append: false, new System.Text.UTF8Encoding(false));
             model.WriteManifest(writer);
         }
-        stdout.WriteLine($"verify: {model.FileCount} files, {model.DirectoryCount} directories: {(problems.Count == 0 ? "ok" : $"{problems.Count} problems")}");
+        stdout.WriteLine($"verify: {N(model.FileCount, "file")}, {N(model.DirectoryCount, "directory", "directories")}: {(problems.Count == 0 ? "ok" : N(problems.Count, "problem"))}");
         if (forks is not null) stdout.WriteLine($"data forks: {forks}");
         online?.WriteReport(stdout); // last: its final line is the online-repair summary
         stdout.Flush();
-        foreach (string problem in problems) stderr.WriteLine($"xfbtree stress: {problem}");
-        return problems.Count == 0 ? CommandLineHost.ExitClean : CommandLineHost.ExitDamaged;
+        foreach (string problem in problems) CommandLineHost.Error(stderr, $"stress: {problem}");
+        int rc = problems.Count == 0 ? CommandLineHost.ExitClean : CommandLineHost.ExitDamaged;
+        if (request.Json) WriteJson(environment.Stdout, request, model, result, problems, forks, report.ToString()!, rc);
+        return rc;
+
+        int Unusable(string message)
+        {
+            CommandLineHost.Error(stderr, $"stress: {request.Image}: {message}");
+            if (request.Json) CommandLineHost.WriteJsonError(environment.Stdout, "stress", request.Image, message, CommandLineHost.ExitUnusable);
+            return CommandLineHost.ExitUnusable;
+        }
     }
+
+    static string N(long count, string singular, string? plural = null) => CommandLineHost.Count(count, singular, plural);
+
+    /// <summary><c>stress --json</c>: the run's figures, per-operation counts, the verification and the report lines.</summary>
+    static void WriteJson(TextWriter stdout, StressRequest request, StressModel model, StressResult result, List<string> problems,
+                          string? forks, string reportLines, int exitCode) =>
+        CommandLineHost.WriteJson(stdout, "stress", j =>
+        {
+            j.WriteString("image", request.Image);
+            j.WriteNumber("exitCode", exitCode);
+            j.WriteNumber("seed", request.Seed);
+            j.WriteNumber("threads", request.Threads);
+            j.WriteNumber("opsRequested", request.Ops);
+            j.WriteNumber("ops", result.Total);
+            j.WriteNumber("elapsedSeconds", Math.Round(result.Elapsed.TotalSeconds, 3));
+            j.WriteNumber("opsPerSecond", Math.Round(result.OpsPerSecond, 1));
+            j.WriteStartArray("operations");
+            foreach (StressOpKind kind in Enum.GetValues<StressOpKind>())
+            {
+                if (result.Count(kind) == 0) continue;
+                j.WriteStartObject();
+                j.WriteString("kind", kind.ToString().ToLowerInvariant());
+                j.WriteNumber("count", result.Count(kind));
+                j.WriteNumber("succeeded", result.Succeeded(kind));
+                foreach (WriteErrorKind error in Enum.GetValues<WriteErrorKind>())
+                {
+                    if (result.Failed(kind, error) > 0) j.WriteNumber("failed" + error, result.Failed(kind, error));
+                }
+                j.WriteEndObject();
+            }
+            j.WriteEndArray();
+            j.WriteStartObject("verify");
+            j.WriteNumber("files", model.FileCount);
+            j.WriteNumber("directories", model.DirectoryCount);
+            j.WriteBoolean("ok", problems.Count == 0);
+            j.WriteStartArray("problems");
+            foreach (string problem in problems) j.WriteStringValue(problem);
+            j.WriteEndArray();
+            j.WriteEndObject();
+            if (forks is not null) j.WriteString("dataForks", forks);
+            j.WriteStartArray("report");
+            foreach (string line in reportLines.Split('\n', StringSplitOptions.RemoveEmptyEntries)) j.WriteStringValue(line);
+            j.WriteEndArray();
+        });
 
     static void Progress(TextWriter stderr, StressRunner runner, long total)
     {
-        lock (stderr) { stderr.Write($"\r\x1b[Kxfbtree stress: {runner.Completed}/{total} ops"); stderr.Flush(); }
+        lock (stderr) { stderr.Write($"\r\x1b[Kxfbtree: stress: {runner.Completed}/{N(total, "op")}"); stderr.Flush(); }
     }
 }
 
 /// <summary>One parsed <c>xfbtree stress</c> command line.</summary>
-public sealed class StressRequest
+internal sealed class StressRequest
 {
     public required string Image { get; init; }
     public long Ops { get; init; } = 1000;
@@ -192,4 +248,6 @@ public sealed class StressRequest
     public bool OnlineRepair { get; init; }
     /// <summary>--verify-repairs: compare each rebuilt tree with an offline scan (commits paused).</summary>
     public bool VerifyRepairs { get; init; }
+    /// <summary>--json: one JSON document on stdout instead of the text report.</summary>
+    public bool Json { get; init; }
 }

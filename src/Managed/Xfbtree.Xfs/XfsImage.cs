@@ -127,7 +127,7 @@ public sealed class XfsImage : IDisposable
         return total;
     }
 
-    /// <summary>Clean-log test (xfs-format.md §8.4).</summary>
+    /// <summary>Clean-log test (docs/xfs-format.md §8.4).</summary>
     public LogInspection InspectLog() => XfsLog.Inspect(_raw, Geometry);
 
     /// <summary>Verifier of an AG header sector (also the write verifier: recomputes the CRC).</summary>

@@ -287,11 +287,11 @@ internal static unsafe class LinuxFiles
         // munmap of a piece of our own fresh mapping cannot fail for a valid, page-aligned range.
         if (head != 0)
         {
-            munmap(raw, (size_t)head);
+            _ = munmap(raw, (size_t)head);
         }
         if (tail != 0)
         {
-            munmap((void*)(aligned + (ulong)length), (size_t)tail);
+            _ = munmap((void*)(aligned + (ulong)length), (size_t)tail);
         }
         return new SafeMappingHandle((void*)aligned, length);
     }

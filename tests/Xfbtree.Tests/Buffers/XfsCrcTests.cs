@@ -48,7 +48,7 @@ public sealed class XfsCrcTests
 
     /// <summary>
     /// A restored aged-small image read through DiskBufferTarget + BufferCache: the superblock, the AGF and AGI of
-    /// every AG, and the bnobt/cntbt/rmapbt/inobt roots verify with the CRC offsets of xfs-format.md §4.4; the CRC
+    /// every AG, and the bnobt/cntbt/rmapbt/inobt roots verify with the CRC offsets of docs/xfs-format.md §4.3; the CRC
     /// computed equals the stored little-endian bytes.
     /// </summary>
     [Fact]

@@ -121,22 +121,31 @@ public sealed class ShmemBTreeOrderedMapTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void OrderedMapEnumerationEndsWhenTheTreeChanges()
+    public void OrderedMapEnumerationSeesChangesAheadOfItAndNotBehind()
     {
+        // Enumerations are safe while the tree is written (any number of readers and one writer): a record inserted
+        // ahead of the enumeration is seen, one removed ahead is not, changes behind it are not seen, and another
+        // enumeration does not disturb it.
         using var map = new ShmemBTree<MapRecord, MapRecordComparer>();
-        for (uint i = 0; i < 1000; i++) map.Insert(new MapRecord(i, 1, 0, 0));
+        for (uint i = 0; i < 1000; i++) map.Insert(new MapRecord(i * 2, 1, 0, 0));
         var e = map.GetEnumerator();
         Assert.True(e.MoveNext());
-        map.Insert(new MapRecord(5000, 1, 0, 0));
-        bool threw = false;
-        try { e.MoveNext(); } catch (InvalidOperationException) { threw = true; }
-        Assert.True(threw);
-        var e1 = map.GetEnumerator();
-        var e2 = map.GetEnumerator();
-        Assert.True(e2.MoveNext());
-        threw = false;
-        try { e1.MoveNext(); } catch (InvalidOperationException) { threw = true; }
-        Assert.True(threw);
+        Assert.Equal(0u, e.Current.Start);
+        map.Insert(new MapRecord(5000, 1, 0, 0));     // ahead
+        map.Remove(new MapRecord(4, 1, 0, 0));        // ahead
+        map.Remove(new MapRecord(0, 1, 0, 0));        // the current record: Current is a copy and stays
+        Assert.Equal(0u, e.Current.Start);
+        var other = map.GetEnumerator();
+        Assert.True(other.MoveNext());
+        var seen = new List<uint>();
+        while (e.MoveNext())
+        {
+            seen.Add(e.Current.Start);
+            if (e.Current.Start == 100) map.Insert(new MapRecord(1, 1, 0, 0)); // behind
+        }
+        var expected = Enumerable.Range(1, 999).Select(i => (uint)i * 2).Where(k => k != 4).Append(5000u).ToList();
+        Assert.Equal(expected, seen);
+        Assert.Equal(2u, other.Current.Start); // the other enumeration moved on from its own position
     }
 
     [Fact]

@@ -139,7 +139,7 @@ public sealed class ShmemScanAndBulkLoadTests
     }
 
     [Fact]
-    public void EnumeratorsEndWhenTheMapChangesAndCurrentIsNeverStale()
+    public void EnumeratorsContinueThroughChangesAndCurrentIsNeverStale()
     {
         var records = Enumerable.Range(0, 5000).Select(Rec).ToArray();
         var map = new ShmemBTree<MapRecord, MapRecordComparer>();
@@ -149,33 +149,34 @@ public sealed class ShmemScanAndBulkLoadTests
         Assert.IsType<InvalidOperationException>(CurrentThrows(ref e));  // before the first MoveNext
         for (int i = 0; i < 400; i++) Assert.True(e.MoveNext());        // past the first leaf boundaries
         Assert.Equal(records[399], e.Current);
-        map.Insert(new MapRecord(1, 1, 9, 9));
-        Assert.Contains("changed", Assert.IsType<InvalidOperationException>(CurrentThrows(ref e)).Message, StringComparison.Ordinal);
-        Assert.Contains("changed", Assert.IsType<InvalidOperationException>(MoveNextThrows(ref e)).Message, StringComparison.Ordinal);
+        map.Insert(new MapRecord(1, 1, 9, 9));                          // behind: not seen, and Current is a copy
+        Assert.Equal(records[399], e.Current);
+        Assert.True(e.MoveNext());
+        Assert.Equal(records[400], e.Current);
 
-        var changes = new (Action<ShmemBTree<MapRecord, MapRecordComparer>> Change, string Message)[]
+        // Changes behind the enumeration, reads and other enumerations leave it on its way; a removal ahead is skipped
+        // and an insertion ahead is seen.
+        var changes = new (Action<ShmemBTree<MapRecord, MapRecordComparer>> Change, MapRecord Next)[]
         {
-            (m => m.Remove(records[3]), "changed"),
-            (m => m.Insert(records[3]), "changed"),
-            (m => m.TryFind(records[7], out _), ""),                 // reads do not end it
-            (m => m.Contains(records[4001]), ""),
-            (m => { var f = m.GetEnumerator(); }, "another enumeration"),
-            (m => { var f = m.Range(records[0], records[1]); }, "another enumeration"),
+            (m => m.Remove(records[3]), records[400]),
+            (m => m.Insert(records[3]), records[400]),
+            (m => m.TryFind(records[7], out _), records[400]),
+            (m => m.Contains(records[4001]), records[400]),
+            (m => { var f = m.GetEnumerator(); f.MoveNext(); }, records[400]),
+            (m => { var f = m.Range(records[0], records[1]); f.MoveNext(); }, records[400]),
+            (m => m.Remove(records[400]), records[401]),
+            (m => m.Insert(records[400]), records[400]),
+            (m => m.Insert(records[399] with { Offset = records[399].Offset + 1 }), records[399] with { Offset = records[399].Offset + 1 }),
         };
-        foreach (var (change, message) in changes)
+        foreach (var (change, next) in changes)
         {
             var r = map.Range(records[100], records[4000]);
             for (int i = 0; i < 300; i++) Assert.True(r.MoveNext());
             Assert.Equal(records[399], r.Current);
             change(map);
-            if (message.Length == 0)
-            {
-                Assert.True(r.MoveNext());
-                Assert.Equal(records[400], r.Current);
-                continue;
-            }
-            Assert.Contains(message, Assert.IsType<InvalidOperationException>(MoveNextThrows(ref r)).Message, StringComparison.Ordinal);
-            Assert.Contains(message, Assert.IsType<InvalidOperationException>(CurrentThrows(ref r)).Message, StringComparison.Ordinal);
+            Assert.Equal(records[399], r.Current);
+            Assert.True(r.MoveNext());
+            Assert.Equal(next, r.Current);
         }
 
         // Finished enumerators have no current record.
@@ -187,11 +188,10 @@ public sealed class ShmemScanAndBulkLoadTests
         Assert.IsType<InvalidOperationException>(CurrentThrows(ref done));
         Assert.False(done.MoveNext());
 
-        // Dispose: the leaf memory is gone, so both members throw ObjectDisposedException.
+        // Dispose: moving on throws ObjectDisposedException (the current record is a copy and stays readable).
         var live = map.GetEnumerator();
         Assert.True(live.MoveNext());
         map.Dispose();
-        Assert.IsType<ObjectDisposedException>(CurrentThrows(ref live));
         Assert.IsType<ObjectDisposedException>(MoveNextThrows(ref live));
     }
 
@@ -234,21 +234,30 @@ public sealed class ShmemScanAndBulkLoadTests
     [Fact]
     public void BulkLoadAllocatesOnlyItsPlanWhateverTheSize()
     {
-        var small = Enumerable.Range(0, 1000).Select(Rec).ToArray();
+        // Warm-up at the same size: every size-dependent first use (the plan's height, commit-ahead chunk sizes, the
+        // JIT's tiering of the per-leaf loops) happens outside the measurement. Then three identical rounds on fresh
+        // maps: the tree's code is deterministic for the same input, so an allocation of the tree's shows in every round;
+        // the runtime's own occasional bookkeeping charged to the thread (one run once saw 8200 bytes, and the runtime's
+        // own tests allow GetAllocatedBytesForCurrentThread kilobytes of slack) shows in one. The bound is on the least.
         var large = Enumerable.Range(0, 300_000).Select(Rec).ToArray();
-        using (var warm = new ShmemIntervalBTree<MapRecord, MapIntervalComparer>()) warm.BulkLoad(small);
-        using (var warm = new ShmemBTree<MapRecord, MapRecordComparer>()) warm.BulkLoad(small);
-        using var imap = new ShmemIntervalBTree<MapRecord, MapIntervalComparer>();
-        using var map = new ShmemBTree<MapRecord, MapRecordComparer>();
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        imap.BulkLoad(large);
-        long interval = GC.GetAllocatedBytesForCurrentThread() - before;
-        before = GC.GetAllocatedBytesForCurrentThread();
-        map.BulkLoad(large);
-        long plain = GC.GetAllocatedBytesForCurrentThread() - before;
+        using (var warm = new ShmemIntervalBTree<MapRecord, MapIntervalComparer>()) warm.BulkLoad(large);
+        using (var warm = new ShmemBTree<MapRecord, MapRecordComparer>()) warm.BulkLoad(large);
+        var interval = new List<long>();
+        var plain = new List<long>();
+        for (int round = 0; round < 3; round++)
+        {
+            using var imap = new ShmemIntervalBTree<MapRecord, MapIntervalComparer>();
+            using var map = new ShmemBTree<MapRecord, MapRecordComparer>();
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            imap.BulkLoad(large);
+            interval.Add(GC.GetAllocatedBytesForCurrentThread() - before);
+            before = GC.GetAllocatedBytesForCurrentThread();
+            map.BulkLoad(large);
+            plain.Add(GC.GetAllocatedBytesForCurrentThread() - before);
+        }
         // The geometry plan (a few small arrays); nothing per leaf or per record (2400 leaves here).
-        Assert.True(interval < 2048, $"interval map bulk load allocated {interval} bytes");
-        Assert.True(plain < 2048, $"plain map bulk load allocated {plain} bytes");
+        Assert.True(interval.Min() < 2048, $"interval map bulk load allocated {string.Join(", ", interval)} bytes in three rounds");
+        Assert.True(plain.Min() < 2048, $"plain map bulk load allocated {string.Join(", ", plain)} bytes in three rounds");
     }
 
     struct SumVisitor : IRecordVisitor<MapRecord>

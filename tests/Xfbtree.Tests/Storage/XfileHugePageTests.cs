@@ -198,10 +198,10 @@ public sealed unsafe class XfileHugePageTests(ITestOutputHelper output)
         }
     }
 
-    [Fact]
+    [SkippableFact]
     public void Anonymous_CommitLimit_HoldsWithHugePages()
     {
-        if (!AnonymousThpOnThisMachine()) return;
+        Skip.IfNot(AnonymousThpOnThisMachine(), "no anonymous transparent huge pages on this machine (transparent_hugepage/enabled is never)");
         using var xfile = Xfile.Create(new XfileOptions { Backend = XfileBackendKind.Anonymous, MaxSize = 1L << 30, HugePages = XfileHugePages.Required, CommitLimit = 1L << 20 });
         xfile.Reserve(0, 1L << 20);
         Assert.Throws<XfileFullException>(() => xfile.Store(4L << 20, [1]));

@@ -51,7 +51,7 @@ public sealed class OnlineRmapDamageTests(ITestOutputHelper output)
         using var scratch = new RepairScratch();
         string image = scratch.CopyFixture("aged-small");
         ToolResult corrupt = RepairTools.Corrupt(image, kind, seed: 1, ag: (int)DamagedAg);
-        Assert.True(corrupt.ExitCode == 0, $"corrupt.sh {kind}: {corrupt}");
+        Assert.True(corrupt.ExitCode == 0, $"RmapCorruptor {kind}: {corrupt}");
 
         using (var fs = XfsFileSystem.Open(image, OnlineTestSupport.Fast))
         {

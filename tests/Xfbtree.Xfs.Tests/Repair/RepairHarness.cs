@@ -45,9 +45,10 @@ internal readonly record struct ToolResult(int ExitCode, string Stdout, string S
 internal static class RepairTools
 {
     /// <summary>Runs a program and returns its exit code and output (never throws on a non-zero exit).</summary>
-    public static ToolResult Exec(string file, IEnumerable<string> args, IDictionary<string, string>? environment = null, int timeoutSeconds = 600)
+    public static ToolResult Exec(string file, IEnumerable<string> args, IDictionary<string, string>? environment = null, int timeoutSeconds = 600, string? workingDirectory = null)
     {
         var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        if (workingDirectory is not null) psi.WorkingDirectory = workingDirectory;
         foreach (string a in args) psi.ArgumentList.Add(a);
         if (environment is not null)
         {

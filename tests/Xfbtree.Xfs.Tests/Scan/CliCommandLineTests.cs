@@ -56,7 +56,7 @@ public sealed class CliCommandLineTests
             string what = $"xfbtree {string.Join(' ', args)}: {r}";
             Assert.True(r.ExitCode == 2, what);
             Assert.True(r.Stderr.EndsWith('\n') && r.Stderr.Count(c => c == '\n') == 1, what);
-            Assert.StartsWith("xfbtree", r.Stderr, StringComparison.Ordinal);
+            Assert.StartsWith("xfbtree: ", r.Stderr, StringComparison.Ordinal);
             Assert.Contains("--help", r.Stderr, StringComparison.Ordinal);
             Assert.Equal("", r.Stdout);
         }

@@ -172,7 +172,7 @@ public sealed class XfsBadInputTests(ITestOutputHelper output) : IDisposable
         {
             var r = XfsCli.Run(args);
             Assert.True(r.ExitCode == 2, $"{string.Join(' ', args)}: {r}");
-            Assert.StartsWith("xfbtree rmap: ", r.Stderr, StringComparison.Ordinal);
+            Assert.StartsWith("xfbtree: rmap: ", r.Stderr, StringComparison.Ordinal);
         }
         ExpectUnusable(XfsCli.Run("check", img, "--ag", "4"), "AG 4 does not exist");
         Assert.Equal(0, XfsCli.Run("--help").ExitCode);

@@ -5,7 +5,7 @@ using Xfbtree.Xfs.Tests.Trees;
 
 namespace Xfbtree.Xfs.Tests.Scan;
 
-/// <summary>Format parsing against xfs_db and the worked examples of xfs-format.md.</summary>
+/// <summary>Format parsing against xfs_db and the facts of docs/xfs-format.md.</summary>
 public sealed class XfsFormatTests
 {
     static Dictionary<string, string> XfsDbPrint(string image, params string[] commands)

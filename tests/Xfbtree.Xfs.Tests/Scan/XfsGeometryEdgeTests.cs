@@ -8,7 +8,7 @@ namespace Xfbtree.Xfs.Tests.Scan;
 /// Geometries the fixtures do not cover, made with mkfs.xfs -p (a generated prototype file; nothing mounted):
 /// 64 KiB blocks (128 inodes per block: two inode chunks share a block), 2 KiB inodes (a chunk hole bit covers
 /// two blocks), both together, and AGs whose size is not a power of two (fsbno space with holes). The computed set
-/// equals the on-disk rmapbt, `check` is clean, and `xfs_repair -n` agrees that the image is clean.
+/// equals the on-disk rmapbt, `check` and `scrub` are clean, and `xfs_repair -n` agrees that the image is clean.
 /// </summary>
 public sealed class XfsGeometryEdgeTests(ITestOutputHelper output)
 {
@@ -48,6 +48,10 @@ public sealed class XfsGeometryEdgeTests(ITestOutputHelper output)
         Assert.Equal(0, expected.ExitCode);
         Assert.True(ondisk.Stdout == expected.Stdout, XfsCli.FirstDifference(ondisk.Stdout, expected.Stdout));
         Assert.Contains("XFS_RMAP_OWN_INODES", expected.Stdout, StringComparison.Ordinal);
+        // The scrub decodes the same chunks (shared decoder) and counts the links of a 730-entry directory.
+        var scrub = Xfbtree.Xfs.Tests.Scrub.ScrubCli.Run(img);
+        output.WriteLine(scrub.Stdout);
+        Assert.True(scrub.ExitCode == 0, $"scrub exit {scrub.ExitCode}\n{scrub.Stdout}\n{scrub.Stderr}");
         var witness = RepairTools.XfsRepairCheck(img);
         Assert.True(witness.ExitCode == 0, witness.ToString());
     }

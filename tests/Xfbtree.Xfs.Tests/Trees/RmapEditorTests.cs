@@ -373,17 +373,21 @@ public sealed class RmapBulkLoadFromXfbtreeTests(ITestOutputHelper output)
         using var shadow = new Xfbtree<RmapbtOps>(new RmapbtOps(longPointers: true), xfile, owner: 0);
         var editor = new RmapEditor(shadow.Tree);
         var rnd = new Random(4);
-        int mapped = 0;
-        for (int i = 0; i < 20000; i++)
+        const int mapped = 20000;
+        for (int i = 0; i < mapped; i++)
         {
+            // Random blocks and owners, overlapping freely (shared), but every mapping at its own logical offset
+            // (i * 8, at most 7 blocks long): no map repeats an existing one, so every map must succeed, and no two
+            // are logically adjacent, so none merge: the tree must hold exactly one record per map.
             uint start = (uint)rnd.Next(0, 60000);
-            var r = new RmapRecord(start, (uint)rnd.Next(1, 8), 128 + (ulong)rnd.Next(0, 50), (ulong)rnd.Next(0, 100000));
-            try { editor.MapShared(r); mapped++; } catch (RmapOperationException) { }
+            var r = new RmapRecord(start, (uint)rnd.Next(1, 8), 128 + (ulong)rnd.Next(0, 50), (ulong)i * 8);
+            editor.MapShared(r);
         }
         editor.Cursor.Release();
         shadow.Commit();
         long count;
         using (var c = shadow.CreateCursor()) count = c.CountRecords();
+        Assert.Equal(mapped, count);
 
         var store = new ScratchImageStore(4096, agBlocks: 65536);
         using var _ = store;

@@ -9,7 +9,8 @@ namespace Xfbtree.Xfs.Tests.Write;
 /// <summary>
 /// The kernel as the oracle, shared by the kernel-oracle tests (root, loop devices): mount an image and compare every
 /// manifest file (size and SHA-256) with what the kernel reads; scripts/kernel-workload.sh and xfs_repair -n; no XFS
-/// corruption or shutdown line for our loop device in the kernel log. A missing tool or privilege fails the test.
+/// corruption or shutdown line for our loop device in the kernel log (read by sequence number from /dev/kmsg,
+/// <see cref="KernelLog"/>). A missing tool or privilege, or a kernel log that cannot be read, fails the test.
 /// </summary>
 internal static class KernelOracle
 {
@@ -17,7 +18,7 @@ internal static class KernelOracle
     internal static void RequireRootAndTools()
     {
         RepairSafetyTests.RequireRoot();
-        foreach (string tool in new[] { "/bin/mount", "/bin/umount", "/usr/bin/findmnt", "/bin/dmesg" })
+        foreach (string tool in new[] { "/bin/mount", "/bin/umount", "/usr/bin/findmnt" })
         {
             Assert.True(File.Exists(tool), $"{tool} is missing: the kernel oracle cannot run");
         }
@@ -32,7 +33,7 @@ internal static class KernelOracle
         List<string[]> expected, string marker, string mountOptions)
     {
         string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
-        File.WriteAllText("/dev/kmsg", marker + "\n");
+        KernelLog.Mark(marker);
         TreeFixtures.Run("/bin/mount", ["-o", mountOptions, image, mnt]);
         string device;
         int compared = 0;
@@ -111,10 +112,7 @@ internal static class KernelOracle
     /// given.</summary>
     internal static void AssertKernelLogClean(string marker, string device, ITestOutputHelper? print = null)
     {
-        string log = TreeFixtures.Run("/bin/dmesg", []);
-        int start = log.LastIndexOf(marker, StringComparison.Ordinal);
-        Assert.True(start >= 0, "our marker is not in the kernel log: cannot tell what the kernel said");
-        var ours = log[start..].Split('\n').Where(l => l.Contains($"XFS ({device})", StringComparison.Ordinal)).ToList();
+        var ours = KernelLog.DeviceMessagesSince(marker, device);
         print?.WriteLine(string.Join('\n', ours));
         Assert.DoesNotContain(ours, l => l.Contains("corrupt", StringComparison.OrdinalIgnoreCase)
                                          || l.Contains("shutdown", StringComparison.OrdinalIgnoreCase)

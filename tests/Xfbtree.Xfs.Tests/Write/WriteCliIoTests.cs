@@ -85,7 +85,7 @@ public sealed partial class WriteCliIoTests(ITestOutputHelper output)
         var run = RepairTools.Xfbtree("io", image, "-c", "create /x", "-c", "pwrite /x 0 8k", "-c", "create /x", "-c", "create /y");
         Assert.True(run.ExitCode == 1, run.ToString());
         Assert.Equal(1, run.Stderr.Count(c => c == '\n'));
-        Assert.StartsWith("xfbtree io: create /x: ", run.Stderr, StringComparison.Ordinal);
+        Assert.StartsWith("xfbtree: io: create /x: ", run.Stderr, StringComparison.Ordinal);
         Assert.Contains("(EEXIST)", run.Stderr, StringComparison.Ordinal);
         WriteOracles.AssertImageClean(image, output);
         var ls = RepairTools.Xfbtree("io", image, "-c", "ls /", "-c", "stat /x");
@@ -103,7 +103,7 @@ public sealed partial class WriteCliIoTests(ITestOutputHelper output)
             var failed = RepairTools.Xfbtree("io", image, "-c", "stat /x", "-c", command, "-c", "create /never");
             Assert.True(failed.ExitCode == 1, $"{command}: {failed}");
             Assert.Equal(1, failed.Stderr.Count(c => c == '\n'));
-            Assert.StartsWith($"xfbtree io: {command}: ", failed.Stderr, StringComparison.Ordinal);
+            Assert.StartsWith($"xfbtree: io: {command}: ", failed.Stderr, StringComparison.Ordinal);
             Assert.Contains(kind, failed.Stderr, StringComparison.Ordinal);
         }
         WriteOracles.AssertImageClean(image, output);

@@ -22,7 +22,7 @@ public sealed class WriteCliPwritePreadTests(ITestOutputHelper output)
         var run = RepairTools.Xfbtree("io", image, "-c", "create /f", "-c", "pwrite /f 0 100m", "-c", "create /never");
         output.WriteLine(run.ToString());
         Assert.True(run.ExitCode == 1, run.ToString());
-        Assert.StartsWith("xfbtree io: pwrite /f 0 100m: nothing written: ", run.Stderr, StringComparison.Ordinal);
+        Assert.StartsWith("xfbtree: io: pwrite /f 0 100m: nothing written: ", run.Stderr, StringComparison.Ordinal);
         Assert.Contains("(ENOSPC)", run.Stderr, StringComparison.Ordinal);
         var stat = RepairTools.Xfbtree("io", image, "-c", "stat /f");
         Assert.True(stat.ExitCode == 0, stat.ToString());

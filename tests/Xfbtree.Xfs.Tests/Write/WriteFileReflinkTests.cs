@@ -102,7 +102,7 @@ public sealed class WriteFileRefusalTests
             var refused = WriteFileReflinkTests.AssertRefused;
             refused(WriteErrorKind.IsDirectory, () => files.Write(root, 0, new byte[10]));
             refused(WriteErrorKind.IsDirectory, () => files.Truncate(manifest["bigdir"].Ino, 0));
-            refused(WriteErrorKind.Loop, () => files.Write(manifest["long_symlink"].Ino, 0, new byte[10]));
+            refused(WriteErrorKind.Loop, () => files.Write(manifest["long_symlink"].Ino, 0, new byte[10])); // not followed: ELOOP, as open(O_NOFOLLOW)
             refused(WriteErrorKind.InvalidArgument, () => files.Write(file.Ino, -1, new byte[10]));
             refused(WriteErrorKind.InvalidArgument, () => files.Write(file.Ino, long.MaxValue - 5, new byte[10]));
             refused(WriteErrorKind.InvalidArgument, () => files.Fallocate(file.Ino, 0, -4));

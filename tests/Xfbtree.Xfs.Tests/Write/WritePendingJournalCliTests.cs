@@ -32,6 +32,7 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
         root.Add(IoCommand.Create(environment));
         root.Add(StressCommand.Create(environment));
         root.Add(RecoverCommand.Create(environment));
+        root.Add(ScrubCommand.Create(environment));
         int rc = CommandLineHost.Invoke(root, args, environment);
         output.WriteLine($"xfbtree {string.Join(' ', args)}: exit {rc}\n{stdout}{stderr}");
         return (rc, stdout.ToString(), stderr.ToString());
@@ -69,9 +70,21 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
     }
 
     [Fact]
+    public void ScrubWithAPendingJournalOffersTheRecoveryFirst()
+    {
+        string image = ImageWithPendingJournal();
+        var (rc, stdout, stderr) = Xfbtree("scrub", image);
+        Assert.Equal(CommandLineHost.ExitUnusable, rc);
+        Assert.Equal("", stdout);
+        Assert.Contains($"a write-engine journal is pending ({image}.xfbtree-journal: 2 committed transactions)", stderr, StringComparison.Ordinal);
+        Assert.Contains($"run 'xfbtree recover {image}' to replay the journal first", stderr, StringComparison.Ordinal);
+        Assert.True(File.Exists(image + ".xfbtree-journal") && NeedsRepair(image), "the refusal changed the image or the journal");
+    }
+
+    [Fact]
     public void RecoverReplaysTheJournalOfAKilledWriterAndClosesCleanly()
     {
-        string image = scratch.Copy(TreeFixtures.Image("aged-small"), "killed.img");
+        string image = scratch.Copy(TreeFixtures.Image("fresh-4ag"), "killed.img");
         KillStressChild(image);
         Assert.True(File.Exists(image + ".xfbtree-journal") && NeedsRepair(image), "the killed child left no pending journal");
         var pending = Xfs.Write.Engine.WriteEngine.FindPendingJournal(image);
@@ -107,11 +120,25 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
         using var child = Process.Start(psi)!;
         var stderr = child.StandardError.ReadToEndAsync();
         string? first = child.StandardOutput.ReadLine();
-        Assert.True(first is not null && first.StartsWith("stress: ", StringComparison.Ordinal), $"the stress child did not start: '{first}' {stderr.Result}");
-        // Not a synchronization: the delay is the moment of the kill; the child commits from its first line on.
-        if (child.WaitForExit(700))
+        if (first is null || !first.StartsWith("stress: ", StringComparison.Ordinal))
         {
-            Assert.Fail($"the stress child ended before the kill (exit {child.ExitCode}):\n{child.StandardOutput.ReadToEnd()}\n{stderr.Result}");
+            // Only here may a message wait for the child's stderr: it has ended (or is ended now). Built eagerly as
+            // an assertion's message, stderr.Result blocks until the child ends on its own, a million operations later.
+            child.Kill();
+            child.WaitForExit();
+            Assert.Fail($"the stress child did not start: '{first}' {stderr.Result}");
+        }
+        // Kill once the journal holds committed work (a condition, not a delay): a million operations take minutes, so
+        // the child is mid-run then. Deadline: a child that commits nothing in a minute is a failure of its own.
+        string journal = image + ".xfbtree-journal";
+        var deadline = Stopwatch.StartNew();
+        while (!child.HasExited && !(File.Exists(journal) && new FileInfo(journal).Length > 256 * 1024) && deadline.Elapsed < TimeSpan.FromMinutes(1))
+        {
+            Thread.Sleep(20);
+        }
+        if (child.HasExited)
+        {
+            Assert.Fail($"the stress child ended before the kill: {stderr.Result}");
         }
         child.Kill(); // SIGKILL on Linux
         child.WaitForExit();
@@ -123,14 +150,14 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
         string image = ImageWithPendingJournal("io.img");
         var io = Xfbtree("io", image, "-c", "ls /");
         Assert.Equal(CommandLineHost.ExitClean, io.Rc);
-        Assert.Equal($"xfbtree io: {image}: a write-engine journal was pending ({image}.xfbtree-journal): replayed 2 committed transactions first, as 'xfbtree recover {image}' does\n", io.Stderr);
+        Assert.Equal($"xfbtree: io: {image}: a write-engine journal was pending ({image}.xfbtree-journal): replayed 2 committed transactions first, as 'xfbtree recover {image}' does\n", io.Stderr);
         Assert.Contains("kept", io.Stdout, StringComparison.Ordinal);
         Assert.False(File.Exists(image + ".xfbtree-journal"));
 
         string second = ImageWithPendingJournal("stress.img");
         var stress = Xfbtree("stress", second, "--ops", "20", "--threads", "1", "--no-sync");
         Assert.Equal(CommandLineHost.ExitClean, stress.Rc);
-        Assert.StartsWith($"xfbtree stress: {second}: a write-engine journal was pending ({second}.xfbtree-journal): replayed 2 committed transactions first", stress.Stderr, StringComparison.Ordinal);
+        Assert.StartsWith($"xfbtree: stress: {second}: a write-engine journal was pending ({second}.xfbtree-journal): replayed 2 committed transactions first", stress.Stderr, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -140,7 +167,7 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
         using (var fs = XfsFileSystem.Open(image, Fast))
         {
             fs.Create("/busy");
-            foreach (string[] args in new[] { new[] { "rmap", "check", image }, ["rmap", "dump", image], ["recover", image] })
+            foreach (string[] args in new[] { new[] { "rmap", "check", image }, ["rmap", "dump", image], ["recover", image], ["scrub", image] })
             {
                 var (rc, stdout, stderr) = Xfbtree(args);
                 Assert.Equal(CommandLineHost.ExitUnusable, rc);
@@ -151,6 +178,8 @@ public sealed class WritePendingJournalCliTests(ITestOutputHelper output) : IDis
             fs.Close();
         }
         Assert.Equal(CommandLineHost.ExitClean, Xfbtree("rmap", "check", image).Rc);
+        // What the write engine wrote (a new file: inode, directory entry, counters) scrubs clean.
+        Assert.Equal(CommandLineHost.ExitClean, Xfbtree("scrub", image).Rc);
     }
 
     [Fact]

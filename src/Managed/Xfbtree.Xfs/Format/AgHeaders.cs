@@ -67,7 +67,7 @@ public sealed class AgHeaderVerifier : IBufferVerifier
 }
 
 /// <summary>
-/// The AGF (xfs-format.md §3.1), parsed from a sector that passed <see cref="AgHeaderVerifier"/>. Field sanity
+/// The AGF (docs/xfs-format.md §3.1), parsed from a sector that passed <see cref="AgHeaderVerifier"/>. Field sanity
 /// (the kernel verifier's rules) is listed in <see cref="Problems"/>; <see cref="TreeRootUsable"/> says whether a
 /// tree's root/level may be followed.
 /// </summary>

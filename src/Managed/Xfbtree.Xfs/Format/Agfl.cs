@@ -3,7 +3,7 @@ using System.Buffers.Binary;
 namespace Xfbtree.Xfs.Format;
 
 /// <summary>
-/// The AG free list (xfs-format.md §3.3): a circular list of agbnos in sector 3 after a 36-byte header, live from
+/// The AG free list (docs/xfs-format.md §3.3): a circular list of agbnos in sector 3 after a 36-byte header, live from
 /// flfirst to fllast (wrapping) with flcount entries, as the AGF says. Blocks on it are OWN_AG.
 /// </summary>
 public sealed class Agfl

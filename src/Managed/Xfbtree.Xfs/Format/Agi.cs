@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 
 namespace Xfbtree.Xfs.Format;
 
-/// <summary>The AGI (xfs-format.md §3.2), parsed from a sector that passed <see cref="AgHeaderVerifier"/>.</summary>
+/// <summary>The AGI (docs/xfs-format.md §3.2), parsed from a sector that passed <see cref="AgHeaderVerifier"/>.</summary>
 public sealed class Agi
 {
     public const uint MagicValue = 0x58414749; // "XAGI"

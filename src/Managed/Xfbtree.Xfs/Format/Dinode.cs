@@ -14,7 +14,7 @@ public enum ForkFormat : byte
 }
 
 /// <summary>
-/// A zero-copy view of a v3 on-disk inode (xfs-format.md §6): core fields, fork areas and extent counts.
+/// A zero-copy view of a v3 on-disk inode (docs/xfs-format.md §6): core fields, fork areas and extent counts.
 /// Call <see cref="Verify"/> first: until it returns null no field may be trusted; afterwards the fork spans lie
 /// inside the inode, extent lists fit their fork and a btree root's numrecs fits its fork.
 /// </summary>
@@ -40,6 +40,8 @@ public readonly ref struct Dinode
     public ushort Mode => BinaryPrimitives.ReadUInt16BigEndian(_b[2..]);
     public byte Version => _b[4];
     public ForkFormat Format => (ForkFormat)_b[5];
+    /// <summary>di_nlink (v2/v3 inodes): the number of directory entries naming the inode.</summary>
+    public uint NLink => BinaryPrimitives.ReadUInt32BigEndian(_b[16..]);
     public ulong Size => BinaryPrimitives.ReadUInt64BigEndian(_b[56..]);
     public ulong NBlocks => BinaryPrimitives.ReadUInt64BigEndian(_b[64..]);
     public byte ForkOffset => _b[82];
@@ -138,7 +140,7 @@ public readonly ref struct Dinode
 }
 
 /// <summary>
-/// A decoded bmbt extent record (xfs-format.md §5.5): l0 bit 63 unwritten, startoff l0:62..9, startblock (fsbno)
+/// A decoded bmbt extent record (docs/xfs-format.md §5.5): l0 bit 63 unwritten, startoff l0:62..9, startblock (fsbno)
 /// l0:8..0 + l1:63..21, blockcount l1:20..0.
 /// </summary>
 public readonly record struct BmbtExtent(ulong StartOffset, ulong StartBlock, uint BlockCount, bool Unwritten)

@@ -1,7 +1,7 @@
 namespace Xfbtree.Xfs.Format;
 
 /// <summary>
-/// rmap owners (xfs-format.md §7). Special owners have bit 63 set and are shown as small negative numbers;
+/// rmap owners (docs/xfs-format.md §7). Special owners have bit 63 set and are shown as small negative numbers;
 /// every other owner is an inode number.
 /// </summary>
 public static class RmapOwner

@@ -5,7 +5,7 @@ using Xfbtree.Buffers;
 namespace Xfbtree.Xfs.Format;
 
 /// <summary>
-/// The XFS superblock (xfs-format.md §2): 264 bytes at the start of sector 0 of every AG; the CRC (offset 224)
+/// The XFS superblock (docs/xfs-format.md §2): 264 bytes at the start of sector 0 of every AG; the CRC (offset 224)
 /// covers the whole sector. <see cref="Parse"/> copies the fields; <see cref="Validate"/> checks every geometry
 /// value that later address arithmetic relies on; <see cref="RequireSupported"/> refuses what this tool cannot
 /// handle. Nothing read from disk is used before both have passed.
@@ -41,6 +41,12 @@ public sealed class Superblock
     public ulong RootIno { get; private init; }
     public ulong RbmIno { get; private init; }
     public ulong RsumIno { get; private init; }
+    /// <summary>sb_uquotino: the user quota inode (0 or NULLFSINO when absent).</summary>
+    public ulong UserQuotaIno { get; private init; }
+    /// <summary>sb_gquotino: the group quota inode (0 or NULLFSINO when absent).</summary>
+    public ulong GroupQuotaIno { get; private init; }
+    /// <summary>sb_pquotino: the project quota inode (0 or NULLFSINO when absent).</summary>
+    public ulong ProjectQuotaIno { get; private init; }
     public uint RtExtSize { get; private init; }
     public uint AgBlocks { get; private init; }
     public uint AgCount { get; private init; }
@@ -111,6 +117,9 @@ public sealed class Superblock
             RootIno = U64(sector, 56),
             RbmIno = U64(sector, 64),
             RsumIno = U64(sector, 72),
+            UserQuotaIno = U64(sector, 160),
+            GroupQuotaIno = U64(sector, 168),
+            ProjectQuotaIno = U64(sector, 232),
             RtExtSize = U32(sector, 80),
             AgBlocks = U32(sector, 84),
             AgCount = U32(sector, 88),

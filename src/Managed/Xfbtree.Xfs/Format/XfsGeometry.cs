@@ -3,7 +3,7 @@ using System.Runtime.CompilerServices;
 namespace Xfbtree.Xfs.Format;
 
 /// <summary>
-/// Address arithmetic of one filesystem (xfs-format.md §1), from a validated <see cref="Superblock"/>:
+/// Address arithmetic of one filesystem (docs/xfs-format.md §1), from a validated <see cref="Superblock"/>:
 /// AG lengths, agbno/fsbno/daddr conversions, inode numbers, header sectors. Every conversion of an on-disk
 /// value goes through a Try/IsValid method first; the unchecked forms are for values already checked.
 /// </summary>

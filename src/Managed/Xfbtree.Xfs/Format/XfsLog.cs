@@ -18,7 +18,7 @@ public enum LogState
 public readonly record struct LogInspection(LogState State, string Detail);
 
 /// <summary>
-/// The clean-log test of xfs-format.md §8.4: find the newest record header (highest cycle, then highest block) in
+/// The clean-log test of docs/xfs-format.md §8.4: find the newest record header (highest cycle, then highest block) in
 /// the internal log and check that it is an unmount record. The head is found by a binary search on the cycle
 /// number stamped in the first word of every 512-byte log block (blocks before the head carry the current cycle),
 /// then a bounded backward search for the header; when the log does not have that shape every block is scanned.

@@ -42,7 +42,7 @@ public sealed class OnlineRepairNoSpaceException : OnlineRepairException
 /// under its inode lock and calls <see cref="MarkVisited"/> before unlocking. Thread safety: one small mutex guards
 /// the state; <see cref="WantLiveUpdate"/> is called by hooks on writer threads.
 /// </summary>
-public sealed class OnlineInodeScan
+internal sealed class OnlineInodeScan
 {
     private readonly WriteEngine engine;
     private readonly XfsGeometry geo;
@@ -262,18 +262,7 @@ public sealed class OnlineInodeScan
     }
 
     /// <summary>The 64-inode mask of a sparse chunk's holes (each holemask bit covers 4 inodes).</summary>
-    internal static ulong HoleMask(ushort holemask)
-    {
-        ulong mask = 0;
-        for (int bit = 0; bit < 16; bit++)
-        {
-            if ((holemask & (1 << bit)) != 0)
-            {
-                mask |= 0xFUL << (bit * 4);
-            }
-        }
-        return mask;
-    }
+    internal static ulong HoleMask(ushort holemask) => InobtRecord.HoleBits(holemask);
 
     /// <summary>Called when visiting an inode of a batch failed to load it: under the inode's AG lock, an inode that
     /// is no longer allocated (freed, chunk gone) is declared visited and true returned; false if it still is.</summary>

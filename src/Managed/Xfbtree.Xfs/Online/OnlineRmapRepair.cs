@@ -86,7 +86,7 @@ public sealed record OnlineRmapRepairResult
 
 /// <summary>
 /// Rebuilds the rmapbt of one AG of an open <see cref="WriteEngine"/> while other threads keep writing
-/// (upstream's xrep_rmapbt with the coordinated inode scan and live hooks; xfs-online-repair.md §5):
+/// (upstream's xrep_rmapbt with the coordinated inode scan and live hooks; docs/online-repair.md):
 /// <list type="number">
 /// <item>Setup, under the AG lock: a shadow in-memory rmapbt (xfbtree in an xfile); every non-inode owner but
 /// OWN_AG (OWN_FS, OWN_LOG, OWN_INOBT, OWN_INODES, OWN_REFC, OWN_COW) stashed; the live hook registered before

@@ -5,7 +5,7 @@ using Xfbtree.Xfs.Format;
 namespace Xfbtree.Xfs.Repair;
 
 /// <summary>
-/// The header fields an rmapbt rebuild changes (xfs-format.md §3.5), written in place into sector buffers,
+/// The header fields an rmapbt rebuild changes (docs/xfs-format.md §3.5), written in place into sector buffers,
 /// each edit followed by the sector's CRC. Offsets come from the readers in Format/.
 /// </summary>
 public static class AgHeaderEditor

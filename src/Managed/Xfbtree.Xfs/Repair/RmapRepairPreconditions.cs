@@ -4,7 +4,7 @@ using Xfbtree.Xfs.Format;
 namespace Xfbtree.Xfs.Repair;
 
 /// <summary>
-/// What must hold before an offline repair may write (xfs-format.md §8.4), each failure a one-line
+/// What must hold before an offline repair may write (docs/xfs-format.md §8.4), each failure a one-line
 /// <see cref="XfsFormatException"/>: the image is not attached to a loop device (mounted or about to be),
 /// the file is writable, the log is clean, no log-incompatible feature is set, NEEDSREPAIR is not already set.
 /// Block devices are refused while mounted by the exclusive open of the disk target.

@@ -62,7 +62,7 @@ public static class RmapRepairRunner
             AgCheckReport report = RmapChecker.CheckAg(image, ag);
             if (report.IsClean)
             {
-                stdout.WriteLine($"AG {ag.AgNumber}: rmapbt consistent ({report.OnDiskRecords} records)");
+                stdout.WriteLine($"AG {ag.AgNumber}: rmapbt consistent ({N(report.OnDiskRecords, "record")})");
                 continue;
             }
             stdout.WriteLine($"AG {ag.AgNumber}: rmapbt damaged: {Describe(report)}");
@@ -88,9 +88,9 @@ public static class RmapRepairRunner
                 AgRmapbtRebuild rebuild = AgRmapbtRebuild.Prepare(image, ag.AgNumber, ag.Expected!.Tree.Tree);
                 rebuilds.Add(rebuild);
                 RmapbtRebuildPlan p = rebuild.Plan;
-                stdout.WriteLine($"AG {ag.AgNumber}: {(options.DryRun ? "would rebuild" : "rebuilding")} the rmapbt: {p.RecordCount} records in " +
-                    $"{p.NewTreeBlocks.Count} blocks (height {rebuild.NewHeight}; old tree {rebuild.OldRmapBlocks} blocks, {p.ReusableBlocks} reusable), " +
-                    $"free list {rebuild.OldAgflCount} -> {p.NewAgfl.Count} blocks");
+                stdout.WriteLine($"AG {ag.AgNumber}: {(options.DryRun ? "would rebuild" : "rebuilding")} the rmapbt: {N(p.RecordCount, "record")} in " +
+                    $"{N(p.NewTreeBlocks.Count, "block")} (height {rebuild.NewHeight}; old tree {N(rebuild.OldRmapBlocks, "block")}, {p.ReusableBlocks} reusable), " +
+                    $"free list {rebuild.OldAgflCount} -> {N(p.NewAgfl.Count, "block")}");
             }
             catch (Exception e) when (e is RebuildPlanException or CorruptionException)
             {
@@ -125,7 +125,7 @@ public static class RmapRepairRunner
                 bad++;
             }
         }
-        stdout.WriteLine($"repaired {rebuilds.Count - bad} of {rebuilds.Count} AG(s) in {watch.Elapsed.TotalSeconds:F1} s");
+        stdout.WriteLine($"repaired {rebuilds.Count - bad} of {N(rebuilds.Count, "AG")} in {watch.Elapsed.TotalSeconds:F1} s");
         return bad == 0 ? ExitClean : ExitDamaged;
     }
 
@@ -160,6 +160,9 @@ public static class RmapRepairRunner
         return null;
     }
 
+    /// <summary>"1 block", "2 blocks".</summary>
+    static string N(long count, string singular) => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{count} {singular}{(count == 1 ? "" : "s")}");
+
     static string Describe(AgCheckReport r)
     {
         var parts = new List<string>();
@@ -167,8 +170,8 @@ public static class RmapRepairRunner
         if (r.Missing > 0) parts.Add($"{r.Missing} missing");
         if (r.Extra > 0) parts.Add($"{r.Extra} extra");
         if (r.Different > 0) parts.Add($"{r.Different} different");
-        if (r.StructureTotal > 0) parts.Add($"{r.StructureTotal} structural problems");
-        if (r.ScanProblemTotal > 0) parts.Add($"{r.ScanProblemTotal} scan problems");
+        if (r.StructureTotal > 0) parts.Add(N(r.StructureTotal, "structural problem"));
+        if (r.ScanProblemTotal > 0) parts.Add(N(r.ScanProblemTotal, "scan problem"));
         return parts.Count == 0 ? "inconsistent" : string.Join(", ", parts);
     }
 

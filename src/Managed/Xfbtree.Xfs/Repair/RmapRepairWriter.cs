@@ -4,7 +4,7 @@ using Xfbtree.Xfs.Format;
 namespace Xfbtree.Xfs.Repair;
 
 /// <summary>
-/// Commits prepared AG rebuilds with xfs_repair's crash-safety protocol (xfs-format.md §8.4):
+/// Commits prepared AG rebuilds with xfs_repair's crash-safety protocol (docs/xfs-format.md §8.4):
 /// <list type="number">
 /// <item>set NEEDSREPAIR in the primary superblock, write it, sync: from now on a crash leaves an image the
 /// kernel refuses to mount until xfs_repair ran;</item>

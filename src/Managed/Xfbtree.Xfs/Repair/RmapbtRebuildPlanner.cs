@@ -31,7 +31,7 @@ public sealed record RmapbtRebuildPlan(
 public sealed class RebuildPlanException(string message) : Exception(message);
 
 /// <summary>
-/// Plans an rmapbt rebuild that reuses the blocks of the old tree ("strategy 1" of the format notes, §8.2):
+/// Plans an rmapbt rebuild that reuses the blocks of the old tree (the first way of docs/xfs-format.md §8.2):
 /// the free-space btrees are untouched, so bnobt/cntbt/freeblks/longest stay valid and no block outside the old
 /// rmapbt, the AG headers and leaked space changes. The reusable pool is everything that no other class claims:
 /// the old rmapbt blocks plus leaked blocks. It can be found even when the old tree is destroyed. Because every pool

@@ -24,6 +24,7 @@ internal sealed class AgScanner
     readonly Stack<(long Ptr, int Level)> _stack = new();
     readonly HashSet<long> _visited = new();
     readonly HashSet<long> _bmbtSeen = new();
+    readonly List<(uint Start, uint Length)> _chunkRuns = new();
 
     // Current fork being scanned and its pending (not yet emitted) merged extent.
     ulong _ino;
@@ -262,14 +263,15 @@ internal sealed class AgScanner
                 first = false;
                 prevStart = startino;
                 if (ops.ValidateRecord(rec) is { } why) { Problem(agno, "inobt", $"record {startino}: {why}"); ok = false; continue; }
-                if (!ChunkInsideAg(agno, startino)) { Problem(agno, "inobt", $"chunk {startino} outside the AG"); ok = false; continue; }
-                ushort holemask = _img.Superblock.HasSparseInodes ? BinaryPrimitives.ReadUInt16BigEndian(rec[4..]) : (ushort)0;
-                ulong free = BinaryPrimitives.ReadUInt64BigEndian(rec[8..]);
+                if (!InodeChunkLayout.ChunkInsideAg(_geo, agno, startino)) { Problem(agno, "inobt", $"chunk {startino} outside the AG"); ok = false; continue; }
+                var chunk = InobtRecord.Read(rec, _img.Superblock.HasSparseInodes);
 
                 // OWN_INODES: allocated (non-hole) blocks of the chunk, merged across chunks.
                 if (metadata)
                 {
-                    foreach (var (bStart, bLen) in ChunkBlocks(startino, holemask))
+                    _chunkRuns.Clear();
+                    InodeChunkLayout.AllocatedBlockRuns(_geo, startino, chunk.HoleMask, _chunkRuns);
+                    foreach (var (bStart, bLen) in _chunkRuns)
                     {
                         if (haveRun && bStart <= runEnd) { runEnd = Math.Max(runEnd, bStart + bLen); continue; }
                         if (haveRun) Emit(agno, new RmapRecord(runStart, runEnd - runStart, RmapOwner.Inodes, 0));
@@ -278,7 +280,7 @@ internal sealed class AgScanner
                         runEnd = bStart + bLen;
                     }
                 }
-                ScanChunkInodes(res, startino, holemask, free);
+                ScanChunkInodes(res, chunk);
             }
             while (cur.Increment());
         }
@@ -290,46 +292,11 @@ internal sealed class AgScanner
         return ok;
     }
 
-    bool ChunkInsideAg(uint agno, uint startino)
+    void ScanChunkInodes(AgScanResult res, in InobtRecord chunk)
     {
-        if (!_geo.IsValidAgino(agno, startino)) return false;
-        if (_geo.InodesPerBlock >= 64) return true;
-        return (ulong)_geo.AginoToAgbno(startino) + (ulong)_geo.InodeChunkBlocks <= _geo.AgLength(agno)
-               && _geo.AginoToSlot(startino) == 0;
-    }
-
-    static bool IsHole(ushort holemask, int inode) => ((holemask >> (inode >> 2)) & 1) != 0;
-
-    /// <summary>Runs of allocated (non-hole) blocks of a chunk.</summary>
-    IEnumerable<(uint Start, uint Length)> ChunkBlocks(uint startino, ushort holemask)
-    {
-        uint first = _geo.AginoToAgbno(startino);
+        uint startino = chunk.StartIno;
         int ipb = _geo.InodesPerBlock;
-        if (ipb >= 64)
-        {
-            if (holemask != 0xFFFF) yield return (first, 1);
-            yield break;
-        }
-        int nblocks = 64 / ipb;
-        int runStart = -1;
-        for (int j = 0; j <= nblocks; j++)
-        {
-            bool allocated = false;
-            if (j < nblocks)
-                for (int i = j * ipb; i < (j + 1) * ipb; i++)
-                    if (!IsHole(holemask, i)) { allocated = true; break; }
-            if (allocated) { if (runStart < 0) runStart = j; }
-            else if (runStart >= 0) { yield return (first + (uint)runStart, (uint)(j - runStart)); runStart = -1; }
-        }
-    }
-
-    void ScanChunkInodes(AgScanResult res, uint startino, ushort holemask, ulong free)
-    {
-        uint agno = res.AgNumber;
-        int ipb = _geo.InodesPerBlock;
-        // In-use inodes: not a hole and not free.
-        ulong inUse = ~free;
-        for (int i = 0; i < 64; i++) if (IsHole(holemask, i)) inUse &= ~(1UL << i);
+        ulong inUse = chunk.InUse;
         if (inUse == 0) return;
         // Read runs of blocks that hold in-use inodes, one buffer per run.
         int firstSlot = _geo.AginoToSlot(startino);

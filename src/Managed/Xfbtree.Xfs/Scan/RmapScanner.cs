@@ -54,8 +54,8 @@ public sealed class RmapScanResult : IDisposable
 }
 
 /// <summary>
-/// Computes every expected reverse mapping of an image (xfs-format.md §7, the data flow of xfs-online-repair.md
-/// §5.3 steps 1-3 without live updates): per AG the header, log, free-space, inode and refcount metadata, then
+/// Computes every expected reverse mapping of an image (docs/xfs-format.md §7; the collection steps of online
+/// repair, docs/online-repair.md, without live updates): per AG the header, log, free-space, inode and refcount metadata, then
 /// every in-use inode found through the inobt and its data and attr forks (extents and bmbt blocks), merged at the
 /// source exactly as XFS merges, streamed into one in-memory rmapbt per AG (partitions of one xfile). AGs are
 /// scanned in parallel; records for any AG go through per-worker batches into that AG's set.

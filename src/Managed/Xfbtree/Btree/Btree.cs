@@ -23,12 +23,19 @@ public sealed class Btree<TOps> where TOps : struct, IBtreeOps
         Verifier = new BtreeBlockVerifier(ops.Name, ops.Magic, Geometry, store, uuid, owner);
     }
 
+    /// <summary>The ops table that gives the tree its record and key format.</summary>
     public TOps Ops { get; }
+    /// <summary>Where the tree's blocks live (disk through the buffer cache, an xfile, or a test store).</summary>
     public BtreeBlockStore Store { get; }
+    /// <summary>The tree's root pointer and height (in an AG header, an inode fork or memory).</summary>
     public BtreeRoot Root { get; }
+    /// <summary>The owner stamped into and checked in every block header (an AG number or an inode number).</summary>
     public long Owner { get; }
+    /// <summary>Block size, header, record, key and pointer sizes and the records per block.</summary>
     public BtreeGeometry Geometry { get; }
+    /// <summary>The verifier every block of this tree passes when it is read.</summary>
     public BtreeBlockVerifier Verifier { get; }
+    /// <summary>The tree's name in messages (the ops table's).</summary>
     public string Name => Ops.Name;
 
     /// <summary>

@@ -8,6 +8,7 @@ namespace Xfbtree.Btree;
 /// </summary>
 public readonly unsafe struct BtreeBlockRef
 {
+    /// <summary>A held block: the store's handle, the address of its memory and its pointer.</summary>
     public BtreeBlockRef(object? handle, byte* data, long pointer) { Handle = handle; Data = data; Pointer = pointer; }
     /// <summary>Store-specific handle (for the buffer cache: the <see cref="BlockBuffer"/>).</summary>
     public object? Handle { get; }
@@ -41,6 +42,11 @@ public abstract class BtreeBlockStore
     public abstract void Release(in BtreeBlockRef block);
     /// <summary>Records that the held block changed.</summary>
     public abstract void MarkDirty(in BtreeBlockRef block);
+    /// <summary>
+    /// Called before the engine's first change to a held block in a write (the block is about to change; MarkDirty
+    /// follows the change). In-memory stores with concurrent readers stamp the block's version here; others need nothing.
+    /// </summary>
+    public virtual void BeginChange(in BtreeBlockRef block) { }
     /// <summary>Records that the held block was freed and must not be written back.</summary>
     public abstract void MarkStale(in BtreeBlockRef block);
     /// <summary>Allocates a block for a tree that grows (insert splits). Default: not supported.</summary>
@@ -61,6 +67,44 @@ public abstract class BtreeBlockStore
     /// Never dereferenced: a prefetch of a stale address is harmless.
     /// </summary>
     internal virtual unsafe byte* PeekAddressForPrefetch(long pointer) => null;
+
+    /// <summary>
+    /// The table optimistic readers use (in-memory stores whose writers stamp block versions); false when the store
+    /// has none, and the concurrent lookups of <see cref="BtreeCursor{TOps}"/> are then not available.
+    /// </summary>
+    internal virtual bool TryGetOptimisticTable(out OptimisticBlockTable table)
+    {
+        table = default;
+        return false;
+    }
+}
+
+/// <summary>One entry of an in-memory store's block table: the page address (or a free-list link, &lt;= 0) and the version.</summary>
+[System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
+internal struct BlockSlot
+{
+    /// <summary>Page address of an allocated block; &lt;= 0 for a free one.</summary>
+    public nint Page;
+    /// <summary>Id (odd) of the last write operation that changed, allocated or freed the block.</summary>
+    public long Version;
+}
+
+/// <summary>
+/// What an optimistic reader reads besides block memory: the store (for its current table and its high-water mark).
+/// See <c>XfbtreeBlockStore</c>'s remarks for the protocol.
+/// </summary>
+internal readonly unsafe struct OptimisticBlockTable
+{
+    readonly InMemory.XfbtreeBlockStore? _store;
+    internal OptimisticBlockTable(InMemory.XfbtreeBlockStore store) => _store = store;
+    /// <summary>True when there is a table.</summary>
+    public bool IsAvailable => _store is not null;
+    /// <summary>The store.</summary>
+    public InMemory.XfbtreeBlockStore Store => _store!;
+    /// <summary>The current table; entry -1 holds its capacity in Version.</summary>
+    public BlockSlot* Table => _store!.CurrentTable;
+    /// <summary>Blocks handed out so far.</summary>
+    public long Highest => _store!.HighestVolatile;
 }
 
 /// <summary>
@@ -70,6 +114,7 @@ public abstract class BtreeBlockStore
 /// </summary>
 public abstract unsafe class CachedBtreeBlockStore : BtreeBlockStore
 {
+    /// <summary>A store whose blocks are buffers of <paramref name="target"/> in <paramref name="cache"/>, <paramref name="blockSize"/> bytes each.</summary>
     protected CachedBtreeBlockStore(BufferCache cache, BufferTarget target, int blockSize)
     {
         Cache = cache;
@@ -78,11 +123,15 @@ public abstract unsafe class CachedBtreeBlockStore : BtreeBlockStore
         LengthBB = blockSize / 512;
     }
 
+    /// <summary>The buffer cache the blocks are read through.</summary>
     public BufferCache Cache { get; }
+    /// <summary>The buffer target (disk image, device or xfile) that holds the blocks.</summary>
     public BufferTarget Target { get; }
+    /// <inheritdoc />
     public override int BlockSize { get; }
     /// <summary>Block length in 512-byte units.</summary>
     protected int LengthBB { get; }
+    /// <inheritdoc />
     public override bool ChecksCrc => !Target.IsInMemory;
 
     /// <summary>
@@ -91,6 +140,7 @@ public abstract unsafe class CachedBtreeBlockStore : BtreeBlockStore
     /// </summary>
     public BufferTransaction? Transaction { get; set; }
 
+    /// <inheritdoc />
     public override BtreeBlockRef Read(long pointer, BtreeBlockVerifier verifier)
     {
         if (Transaction is { } tx)
@@ -108,6 +158,7 @@ public abstract unsafe class CachedBtreeBlockStore : BtreeBlockStore
         return new BtreeBlockRef(buffer, buffer.Data, pointer);
     }
 
+    /// <inheritdoc />
     public override BtreeBlockRef GetNew(long pointer, BtreeBlockVerifier verifier)
     {
         if (Transaction is { } tx)
@@ -119,10 +170,13 @@ public abstract unsafe class CachedBtreeBlockStore : BtreeBlockStore
         return new BtreeBlockRef(buffer, buffer.Data, pointer);
     }
 
+    /// <inheritdoc />
     public override void Release(in BtreeBlockRef block)
     {
         if (Transaction is null) Cache.Release((BlockBuffer)block.Handle!);
     }
+    /// <inheritdoc />
     public override void MarkDirty(in BtreeBlockRef block) => ((BlockBuffer)block.Handle!).MarkDirty();
+    /// <inheritdoc />
     public override void MarkStale(in BtreeBlockRef block) => ((BlockBuffer)block.Handle!).MarkStale();
 }

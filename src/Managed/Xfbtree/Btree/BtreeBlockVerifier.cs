@@ -12,6 +12,7 @@ public sealed class BtreeBlockVerifier : IBufferVerifier
 {
     readonly byte[] _uuid;
 
+    /// <summary>Checks blocks of a tree named <paramref name="name"/> with magic <paramref name="magic"/>: header fields, UUID, owner (when <paramref name="checkOwner"/>) and CRC (when the store checks CRCs).</summary>
     public BtreeBlockVerifier(string name, uint magic, BtreeGeometry geometry, BtreeBlockStore store, ReadOnlySpan<byte> uuid, long owner, bool checkOwner = true)
     {
         Name = name;
@@ -24,11 +25,17 @@ public sealed class BtreeBlockVerifier : IBufferVerifier
         if (_uuid.Length != 16) throw new ArgumentException("uuid must be 16 bytes", nameof(uuid));
     }
 
+    /// <summary>The tree's name in messages.</summary>
     public string Name { get; }
+    /// <summary>The magic number every block must carry.</summary>
     public uint Magic { get; }
+    /// <summary>The tree's block geometry (bounds for level and numrecs).</summary>
     public BtreeGeometry Geometry { get; }
+    /// <summary>The store whose pointers the sibling checks use.</summary>
     public BtreeBlockStore Store { get; }
+    /// <summary>The owner every block header must name.</summary>
     public long Owner { get; }
+    /// <summary>Whether the owner field is checked.</summary>
     public bool CheckOwner { get; }
     /// <summary>Metadata UUID stamped in every block.</summary>
     public ReadOnlySpan<byte> Uuid => _uuid;

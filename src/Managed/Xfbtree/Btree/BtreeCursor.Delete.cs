@@ -19,6 +19,7 @@ public sealed partial class BtreeCursor<TOps>
             {
                 var b = Block(level);
                 int n = NumRecords(b);
+                Changing(level);
                 CloseGap(b, level, pos, n, MaxRecords(level));
                 BtreeHeader.SetNumRecords(b, --n);
                 Dirty(level);
@@ -50,6 +51,7 @@ public sealed partial class BtreeCursor<TOps>
                         int rn = NumRecords(r);
                         if (rn > min)
                         {
+                            _store.BeginChange(rb);
                             CopyEntries(r, 0, b, n, 1, level);
                             BtreeHeader.SetNumRecords(b, n + 1);
                             CloseGap(r, level, 0, rn, _nodeMaxRecords);
@@ -98,6 +100,7 @@ public sealed partial class BtreeCursor<TOps>
                     {
                         try
                         {
+                            _store.BeginChange(lb);
                             OpenGap(b, level, 0, n, MaxRecords(level));
                             CopyEntries(l, ln - 1, b, 0, 1, level);
                             BtreeHeader.SetNumRecords(b, n + 1);
@@ -113,6 +116,7 @@ public sealed partial class BtreeCursor<TOps>
                     // Join this block into its left sibling; the left block takes its place on the path.
                     try
                     {
+                        _store.BeginChange(lb);
                         CopyEntries(b, 0, l, ln, n, level);
                         BtreeHeader.SetNumRecords(l, ln + n);
                         long far = BtreeHeader.RightSibling(b, _longPointers);

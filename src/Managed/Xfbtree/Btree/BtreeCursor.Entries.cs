@@ -23,6 +23,7 @@ public sealed partial class BtreeCursor<TOps>
         var pk = KeyAt(parent, slot);
         bool same = pk.SequenceEqual(low) && (!_geometry.Overlapping || HighKeyAt(parent, slot).SequenceEqual(high));
         if (same) return false;
+        Changing(parentLevel);
         low.CopyTo(pk);
         if (_geometry.Overlapping) high.CopyTo(HighKeyAt(parent, slot));
         Dirty(parentLevel);
@@ -54,6 +55,7 @@ public sealed partial class BtreeCursor<TOps>
                 var slotLow = KeyAt(parent, slot);
                 if (!slotLow.SequenceEqual(low))
                 {
+                    Changing(level + 1);
                     low.CopyTo(slotLow);
                     changed = lowChanged = true;
                 }
@@ -61,6 +63,7 @@ public sealed partial class BtreeCursor<TOps>
             var slotHigh = HighKeyAt(parent, slot);
             if (_ops.CompareKeys(high, slotHigh) > 0)
             {
+                Changing(level + 1);
                 high.CopyTo(slotHigh);
                 changed = true;
             }

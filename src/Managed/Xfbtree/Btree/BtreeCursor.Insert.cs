@@ -20,6 +20,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
         try
         {
             var b = Block(0);
+            Changing(0);
             record.CopyTo(b.Slice(_geometry.RecordOffset(_index[0]), _recordSize));
             Dirty(0);
             FixKeysUpFrom(0);
@@ -61,6 +62,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
                 var b = Block(level);
                 if (NumRecords(b) < MaxRecords(level))
                 {
+                    Changing(level);
                     InsertEntry(b, level, pos, entry, entryPtr, MaxRecords(level));
                     Dirty(level);
                     if (level == 0) FixKeysAfterLeafInsert(pos, entry[.._recordSize]);
@@ -161,6 +163,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
             }
         }
         EnsureWritable();
+        Changing(0);
         InsertEntry(b, 0, pos, record, BtreeHeader.NullPointer, _leafMaxRecords);
         Dirty(0);
         FixKeysAfterLeafInsert(pos, record);
@@ -192,6 +195,8 @@ public sealed unsafe partial class BtreeCursor<TOps>
             int sn = NumRecords(s);
             if (sn >= _geometry.MaxRecords(level)) return false;
             int n = NumRecords(b);
+            _store.BeginChange(sib);
+            Changing(level);
             if (pos == n)
             {
                 InsertEntry(s, level, 0, entry, entryPtr);
@@ -233,6 +238,8 @@ public sealed unsafe partial class BtreeCursor<TOps>
             int sn = NumRecords(s);
             if (sn >= _geometry.MaxRecords(level)) return false;
             int n = NumRecords(b);
+            _store.BeginChange(sib);
+            Changing(level);
             if (pos == 0)
             {
                 InsertEntry(s, level, sn, entry, entryPtr);
@@ -273,6 +280,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
         var nb = _store.GetNew(newPtr, _verifier);
         try
         {
+            Changing(level);
             _tree.InitializeBlock(nb, level);
             var s = SpanOf(nb);
             int leftCount = (n + 2) / 2;
@@ -313,6 +321,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
         {
             var s = SpanOf(side);
             if (BtreeHeader.LeftSibling(s, _longPointers) != expected) Corrupt(ptr, $"left sibling {BtreeHeader.LeftSibling(s, _longPointers)}, expected {expected}");
+            _store.BeginChange(side);
             BtreeHeader.SetLeftSibling(s, _longPointers, replacement);
             _store.MarkDirty(side);
         }

@@ -206,6 +206,12 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
         return block;
     }
 
+    /// <summary>Announces the first change to the path block at <paramref name="level"/> (before it is made; see <see cref="BtreeBlockStore.BeginChange"/>).</summary>
+    void Changing(int level)
+    {
+        if (!IsImageLevel(level)) _store.BeginChange(_blocks[level]);
+    }
+
     void Dirty(int level)
     {
         if (IsImageLevel(level)) _imageChanged = true;

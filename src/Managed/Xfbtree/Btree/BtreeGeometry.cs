@@ -43,18 +43,29 @@ public sealed class BtreeGeometry
         MaxLevels = levels;
     }
 
+    /// <summary>Bytes per block.</summary>
     public int BlockSize { get; }
+    /// <summary>Long-form blocks (64-bit pointers and siblings, 72-byte header) rather than short-form.</summary>
     public bool LongPointers { get; }
+    /// <summary>Bytes per leaf record.</summary>
     public int RecordSize { get; }
+    /// <summary>Bytes per key (an overlapping tree stores a low and a high key per node entry).</summary>
     public int KeySize { get; }
+    /// <summary>Whether node entries carry a high key as well (the rmapbt).</summary>
     public bool Overlapping { get; }
+    /// <summary>Bytes of the block header (56 short form, 72 long form).</summary>
     public int HeaderSize { get; }
+    /// <summary>Bytes per child pointer (4 short form, 8 long form).</summary>
     public int PointerSize { get; }
     /// <summary>Bytes per node key slot: the key, or low key + high key for overlapping trees.</summary>
     public int KeySlotSize { get; }
+    /// <summary>Most records a leaf holds.</summary>
     public int LeafMaxRecords { get; }
+    /// <summary>Most entries a node holds.</summary>
     public int NodeMaxRecords { get; }
+    /// <summary>Fewest records a non-root leaf may hold.</summary>
     public int LeafMinRecords { get; }
+    /// <summary>Fewest entries a non-root node may hold.</summary>
     public int NodeMinRecords { get; }
     /// <summary>Tallest legal tree (levels); blocks claiming a level at or above it are corrupt.</summary>
     public int MaxLevels { get; }

@@ -26,17 +26,23 @@ public sealed class BtreeRootValue : BtreeRoot
     long _pointer;
     int _height;
 
+    /// <summary>A root kept in memory: <paramref name="pointer"/> and <paramref name="height"/>.</summary>
     public BtreeRootValue(long pointer, int height) { _pointer = pointer; _height = height; }
+    /// <inheritdoc />
     public override long Pointer => _pointer;
+    /// <inheritdoc />
     public override int Height => _height;
+    /// <summary>The pointer, read with acquire semantics (concurrent readers of in-memory trees).</summary>
+    internal long PointerVolatile => Volatile.Read(ref _pointer);
     /// <summary>Blocks in the tree, when tracked (bulk loading fills it).</summary>
     public long BlockCount { get; set; }
     /// <summary>Called after every move with the new pointer and height.</summary>
     public Action<long, int>? Changed { get; set; }
+    /// <inheritdoc />
     public override void Set(long pointer, int height)
     {
-        _pointer = pointer;
         _height = height;
+        Volatile.Write(ref _pointer, pointer);
         Changed?.Invoke(pointer, height);
     }
 }
@@ -83,6 +89,7 @@ public sealed unsafe class BtreeInodeRoot : BtreeRoot, IDisposable
         return Math.Max(0, forkBytes - 4) / (geometry.KeySlotSize + geometry.PointerSize);
     }
 
+    /// <summary>The geometry of the in-inode root block.</summary>
     public BtreeGeometry Geometry { get; }
     /// <summary>Key/pointer slots of the in-inode root: (forksize - 4) / (keysize + ptrsize).</summary>
     public int MaxRecords { get; }
@@ -90,9 +97,11 @@ public sealed unsafe class BtreeInodeRoot : BtreeRoot, IDisposable
     public int Level => BtreeHeader.Level(_image);
     /// <summary>numrecs of the root (the image's current count; at construction, numrecs stored in the fork).</summary>
     public int NumRecords => BtreeHeader.NumRecords(_image);
+    /// <inheritdoc />
     public override long Pointer => BtreeHeader.NullPointer;
     /// <summary>Levels of the tree: the root's level + 1.</summary>
     public override int Height => Level + 1;
+    /// <inheritdoc />
     public override bool IsImage => true;
 
     /// <summary>
@@ -141,5 +150,6 @@ public sealed unsafe class BtreeInodeRoot : BtreeRoot, IDisposable
     internal int ImageLength => _image.Length;
     /// <summary>The image as a span (engine-internal: the cursor's root-level view).</summary>
     internal Span<byte> Image => _image;
+    /// <inheritdoc />
     public void Dispose() { }
 }

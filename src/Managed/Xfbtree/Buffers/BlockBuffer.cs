@@ -51,6 +51,7 @@ public sealed unsafe class BlockBuffer
     }
 
     internal BufferCache Cache { get; }
+    /// <summary>The target the buffer belongs to.</summary>
     public BufferTarget Target { get; }
     /// <summary>Address in 512-byte basic blocks.</summary>
     public long Daddr { get; }
@@ -62,10 +63,13 @@ public sealed unsafe class BlockBuffer
     public byte* Data => data;
     /// <summary>The block bytes; valid only while the buffer is held.</summary>
     public Span<byte> Span => new(data, Length);
+    /// <summary>The verifier the buffer was read with (run again before it is written).</summary>
     public IBufferVerifier? Verifier { get; internal set; }
     /// <summary>True once the contents are valid (read and verified, or formatted by GetNew).</summary>
     public bool IsUptodate => (Volatile.Read(ref flags) & FlagUptodate) != 0;
+    /// <summary>Whether the buffer holds changes not yet written.</summary>
     public bool IsDirty => (Volatile.Read(ref flags) & FlagDirty) != 0;
+    /// <summary>Whether the buffer's block was freed (its contents are not written back).</summary>
     public bool IsStale => (Volatile.Read(ref flags) & FlagStale) != 0;
     /// <summary>Current holds (callers, transactions, a flush in progress).</summary>
     public int HoldCount => Volatile.Read(ref Holds);
@@ -172,6 +176,7 @@ public sealed unsafe class BlockBuffer
         return chunks;
     }
 
+    /// <inheritdoc />
     public override string ToString() => $"{Target.Name} daddr {Daddr} +{LengthBB} BB";
 
     // ---- state changed by the lock holder (cache internals) ----

@@ -31,6 +31,7 @@ public sealed class BufferCache : IDisposable
     private long reclaimed;
     private bool disposed;
 
+    /// <summary>An empty cache (<see cref="BufferCacheOptions"/> sets the memory limit).</summary>
     public BufferCache(BufferCacheOptions? options = null)
     {
         options ??= new BufferCacheOptions();
@@ -286,6 +287,7 @@ public sealed class BufferCache : IDisposable
         }
     }
 
+    /// <summary>A snapshot of the cache's counters.</summary>
     public BufferCacheStatistics Statistics
     {
         get

@@ -24,6 +24,7 @@ public sealed class BufferTransaction : IDisposable
     private readonly List<BlockBuffer> items = new();
     private bool done;
 
+    /// <summary>An empty transaction on <paramref name="cache"/>.</summary>
     public BufferTransaction(BufferCache cache)
     {
         ArgumentNullException.ThrowIfNull(cache);
@@ -138,6 +139,7 @@ public sealed class BufferTransaction : IDisposable
         buffer.MarkDirty(offset, length);
     }
 
+    /// <summary>Writes every joined dirty buffer (verifiers first, in daddr order) and releases them; no fsync.</summary>
     public void Commit() => CommitCore(sync: false);
 
     /// <summary>Commits, then fsyncs every disk target written before the buffers are released (a durability barrier).</summary>

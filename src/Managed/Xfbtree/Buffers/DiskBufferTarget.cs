@@ -70,9 +70,13 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
         return target;
     }
 
+    /// <inheritdoc />
     public override string Name { get; }
+    /// <inheritdoc />
     public override bool IsReadOnly { get; }
+    /// <inheritdoc />
     public override bool IsInMemory => false;
+    /// <inheritdoc />
     public override long SizeInBasicBlocks => sizeBytes / 512;
     /// <summary>Size in bytes at open time.</summary>
     public long SizeInBytes => sizeBytes;
@@ -219,6 +223,7 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
         Interlocked.Increment(ref successfulWrites);
     }
 
+    /// <inheritdoc />
     protected override void Dispose(bool disposing)
     {
         if (disposing)

@@ -31,11 +31,16 @@ public sealed class MagicCrcVerifier : IBufferVerifier
         this.structure = structure;
     }
 
+    /// <inheritdoc />
     public string Name { get; }
+    /// <inheritdoc />
     public uint Magic { get; }
+    /// <summary>Offset of the CRC field.</summary>
     public int CrcOffset { get; }
+    /// <summary>Bytes the CRC covers (0: the whole buffer).</summary>
     public int CoveredLength { get; }
 
+    /// <inheritdoc />
     public void VerifyRead(BlockBuffer buffer)
     {
         var block = Covered(buffer);
@@ -53,6 +58,7 @@ public sealed class MagicCrcVerifier : IBufferVerifier
         CheckStructure(buffer);
     }
 
+    /// <inheritdoc />
     public void PrepareWrite(BlockBuffer buffer)
     {
         var block = Covered(buffer);

@@ -41,10 +41,15 @@ public sealed unsafe class XfileBufferTarget : BufferTarget
         Name = $"xfile {xfile.BackingDescription} [{partitionStart}, +{partitionLength})";
     }
 
+    /// <summary>The xfile whose memory the buffers are.</summary>
     public Xfile Xfile { get; }
+    /// <inheritdoc />
     public override string Name { get; }
+    /// <inheritdoc />
     public override bool IsReadOnly => false;
+    /// <inheritdoc />
     public override bool IsInMemory => true;
+    /// <inheritdoc />
     public override long SizeInBasicBlocks => length / 512;
     /// <summary>Byte offset of the partition in the xfile.</summary>
     public long PartitionStart => start;

@@ -30,8 +30,24 @@ public sealed record ShmemBTreeOptions
 /// An ordered set of fixed-size unmanaged records kept in shared memory (an xfile) by the same btree engine
 /// that reads and writes XFS metadata trees: page-sized blocks, no per-record objects, nothing on the managed
 /// heap per record, and no allocation per operation. Records are unique by <typeparamref name="TComparer"/>;
-/// look up by a record whose key fields are set. Not thread-safe.
+/// look up by a record whose key fields are set.
 /// </summary>
+/// <remarks>
+/// <para><b>Threads: any number of readers and one writer at a time.</b> Reads (<see cref="TryFind"/>,
+/// <see cref="TryFindMany"/>, <see cref="Contains"/>, the neighbour lookups, <see cref="TryGetFirst"/>,
+/// <see cref="TryGetLast"/>, <see cref="Range"/>, <see cref="RangeDescending"/>, enumeration, <see cref="Count"/>)
+/// may run on any number of threads at once and while another thread writes; they take no lock and write no shared
+/// memory (each block's version is checked after it was read, and a read that a write overlapped is done again). A
+/// read returns only records that were in the tree at some moment during the call, and never misses one that was there
+/// for the whole call. Writes (<see cref="Insert"/>, <see cref="InsertMany"/>, <see cref="Upsert"/>,
+/// <see cref="Remove"/>, <see cref="RemoveMany"/>, <see cref="Clear"/>, <see cref="BulkLoad"/>) take the tree's write
+/// lock, so writers run one at a time; readers never block a writer. An enumeration (<see cref="Range"/>) sees each
+/// record as it was when it reached it: records written behind it are not seen, records written ahead of it are, and
+/// it never returns a record twice or out of order. <see cref="Dispose"/> must not run while any other call does.</para>
+/// <para>Sharing across processes: the blocks live in an xfile (a memfd or a file), but the block table, the write
+/// sequence and the lock live in this process, so another process cannot open the tree; only this process's threads
+/// may read and write it.</para>
+/// </remarks>
 /// <typeparam name="TRecord">Record type (at most 64 bytes; its whole value is stored, the comparer defines the order).</typeparam>
 /// <typeparam name="TComparer">Struct comparer defining the order.</typeparam>
 public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
@@ -40,29 +56,27 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
 {
     ShmemTreeCore<TRecord, TypedRecordOps<TRecord, TComparer>> _core; // mutable struct: not readonly
     readonly TComparer _comparer;
-    int _version;            // moves on every change (and on Dispose)
-    int _enumerationToken;   // moves when an enumeration starts
-    int _stamp;              // moves with either: the one value an enumerator compares per record
 
     /// <summary>Creates an empty tree.</summary>
     /// <param name="comparer">The order (default instance when omitted).</param>
     /// <param name="options">Where to keep the blocks; null = a private xfile.</param>
     public ShmemBTree(TComparer comparer = default, ShmemBTreeOptions? options = null)
     {
-        _core = new ShmemTreeCore<TRecord, TypedRecordOps<TRecord, TComparer>>(new TypedRecordOps<TRecord, TComparer>(comparer), options, "xfbtree-shmem-btree", withEnumCursor: true);
+        _core = new ShmemTreeCore<TRecord, TypedRecordOps<TRecord, TComparer>>(new TypedRecordOps<TRecord, TComparer>(comparer), options, "xfbtree-shmem-btree");
         _comparer = comparer;
     }
 
-    static ReadOnlySpan<byte> Bytes(in TRecord record) => ShmemTreeCore<TRecord, TypedRecordOps<TRecord, TComparer>>.Bytes(in record);
-
-    /// <summary>Number of records.</summary>
-    public long Count { get { ThrowIfDisposed(); return _core.Count; } }
+    /// <summary>Number of records (safe to read while another thread writes: the count at some moment of the call).</summary>
+    public long Count { get { ThrowIfDisposed(); return Volatile.Read(ref _core.Count); } }
 
     /// <summary>Bytes of shared memory held by the tree's blocks (page-sized btree blocks in use).</summary>
     public long MemoryBytes { get { ThrowIfDisposed(); return _core.Tree.BytesInUse; } }
 
     /// <summary>Btree blocks in the tree (for tests of the tree's shape; <see cref="MemoryBytes"/> may include pages committed ahead).</summary>
     internal long BlockCount { get { ThrowIfDisposed(); return _core.Tree.BlockCount; } }
+
+    /// <summary>The engine cursor (for tests that hook the concurrent reads).</summary>
+    internal BtreeCursor<TypedRecordOps<TRecord, TComparer>> CursorForTests => _core.Cursor;
 
     /// <summary>Bytes the backing xfile really has allocated (for a private xfile: this tree's memory; for a shared one: every tree's).</summary>
     public long XfileBytesUsed { get { ThrowIfDisposed(); return _core.Xfile.BytesUsed; } }
@@ -73,29 +87,60 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     /// <summary>Height of the underlying btree (1 = a single leaf).</summary>
     public int Height { get { ThrowIfDisposed(); return _core.Tree.Root.Height; } }
 
+    /// <summary>Which pages the tree's memory got (huge pages or not; see <see cref="Xfile.HugePageDescription"/> for why).</summary>
+    public XfileHugePageMode HugePageMode { get { ThrowIfDisposed(); return _core.Xfile.HugePageMode; } }
+
     /// <summary>Adds a record; false (nothing changed) when a record with the same key exists.</summary>
     public bool Insert(in TRecord record)
     {
         ThrowIfDisposed();
-        if (!_core.Insert(in record)) return false;
-        Changed();
-        return true;
+        return _core.Insert(in record);
+    }
+
+    /// <summary>
+    /// Adds the records in any order; returns how many were added (a record whose key is already in the tree, or
+    /// repeats an earlier one of the batch, is skipped). The batch is sorted in slices on the stack and inserted in key
+    /// order, so neighbouring keys go into a leaf the previous insert already found. Allocates nothing.
+    /// </summary>
+    public int InsertMany(ReadOnlySpan<TRecord> records)
+    {
+        ThrowIfDisposed();
+        return ShmemBatches<TRecord, TComparer>.InsertMany(ref _core, _comparer, records);
+    }
+
+    /// <summary>Adds the record, or replaces the record with its key; true when it replaced one.</summary>
+    public bool Upsert(in TRecord record)
+    {
+        ThrowIfDisposed();
+        return _core.Upsert(in record);
     }
 
     /// <summary>Removes the record with the key of <paramref name="key"/>; false when there is none.</summary>
     public bool Remove(in TRecord key)
     {
         ThrowIfDisposed();
-        if (!_core.Remove(in key)) return false;
-        Changed();
-        return true;
+        return _core.Remove(in key);
+    }
+
+    /// <summary>Removes the records with the keys of <paramref name="keys"/> (any order, repeats allowed); returns how many were removed. Allocates nothing.</summary>
+    public int RemoveMany(ReadOnlySpan<TRecord> keys)
+    {
+        ThrowIfDisposed();
+        return ShmemBatches<TRecord, TComparer>.RemoveMany(ref _core, _comparer, keys);
+    }
+
+    /// <summary>Removes every record (the memory of the blocks is returned; the tree stays usable).</summary>
+    public void Clear()
+    {
+        ThrowIfDisposed();
+        _core.Clear();
     }
 
     /// <summary>Finds the record with the key of <paramref name="key"/>.</summary>
     public bool TryFind(in TRecord key, out TRecord record)
     {
         ThrowIfDisposed();
-        return _core.TryFind(in key, BtreeLookup.Equal, out record);
+        return _core.TryFind(in key, ConcurrentSeek.Equal, out record);
     }
 
     /// <summary>
@@ -114,45 +159,66 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     public bool Contains(in TRecord key)
     {
         ThrowIfDisposed();
-        return _core.Cursor.Lookup(Bytes(key), BtreeLookup.Equal);
+        return _core.TryFind(in key, ConcurrentSeek.Equal, out _);
     }
 
     /// <summary>Finds the last record whose key is at most <paramref name="key"/> (floor).</summary>
     public bool TryFindLessOrEqual(in TRecord key, out TRecord record)
     {
         ThrowIfDisposed();
-        return _core.TryFind(in key, BtreeLookup.LessOrEqual, out record);
+        return _core.TryFind(in key, ConcurrentSeek.LessOrEqual, out record);
     }
 
     /// <summary>Finds the first record whose key is at least <paramref name="key"/> (ceiling).</summary>
     public bool TryFindGreaterOrEqual(in TRecord key, out TRecord record)
     {
         ThrowIfDisposed();
-        return _core.TryFind(in key, BtreeLookup.GreaterOrEqual, out record);
+        return _core.TryFind(in key, ConcurrentSeek.GreaterOrEqual, out record);
+    }
+
+    /// <summary>The record with the smallest key; false when the tree is empty.</summary>
+    public bool TryGetFirst(out TRecord record)
+    {
+        ThrowIfDisposed();
+        return _core.TryFind(default, ConcurrentSeek.First, out record);
+    }
+
+    /// <summary>The record with the largest key; false when the tree is empty.</summary>
+    public bool TryGetLast(out TRecord record)
+    {
+        ThrowIfDisposed();
+        return _core.TryFind(default, ConcurrentSeek.Last, out record);
     }
 
     /// <summary>
-    /// Enumerates, in order and without allocating, the records from <paramref name="low"/> to
-    /// <paramref name="high"/> (both inclusive). Modifying the tree, or starting another enumeration, ends
-    /// this one with <see cref="InvalidOperationException"/>.
+    /// Enumerates, in ascending order and without allocating, the records from <paramref name="low"/> to
+    /// <paramref name="high"/> (both inclusive). Safe while another thread writes (see the class remarks).
     /// </summary>
     public RangeEnumerator Range(in TRecord low, in TRecord high)
     {
         ThrowIfDisposed();
-        _core.EnumCursor!.Release();
-        _enumerationToken++;
-        _stamp++;
-        return new RangeEnumerator(this, low, high, bounded: true);
+        return new RangeEnumerator(this, low, high, bounded: true, descending: false);
     }
 
-    /// <summary>Enumerates every record in order (see <see cref="Range"/>).</summary>
+    /// <summary>Enumerates, in descending order, the records from <paramref name="high"/> down to <paramref name="low"/> (both inclusive).</summary>
+    public RangeEnumerator RangeDescending(in TRecord low, in TRecord high)
+    {
+        ThrowIfDisposed();
+        return new RangeEnumerator(this, low, high, bounded: true, descending: true);
+    }
+
+    /// <summary>Enumerates every record in descending order.</summary>
+    public RangeEnumerator Descending()
+    {
+        ThrowIfDisposed();
+        return new RangeEnumerator(this, default, default, bounded: false, descending: true);
+    }
+
+    /// <summary>Enumerates every record in ascending order (see <see cref="Range"/>).</summary>
     public RangeEnumerator GetEnumerator()
     {
         ThrowIfDisposed();
-        _core.EnumCursor!.Release();
-        _enumerationToken++;
-        _stamp++;
-        return new RangeEnumerator(this, default, default, bounded: false);
+        return new RangeEnumerator(this, default, default, bounded: false, descending: false);
     }
 
     /// <summary>
@@ -162,7 +228,7 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     public void BulkLoad(ReadOnlySpan<TRecord> sorted)
     {
         ThrowIfDisposed();
-        if (_core.BulkLoad(sorted)) Changed();
+        _core.BulkLoad(sorted);
     }
 
     /// <summary>Runs the engine's structure checker (for tests and diagnostics); returns the violations found.</summary>
@@ -173,136 +239,94 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     }
 
     /// <summary>Releases the tree's memory (and its xfile when the tree created it). Later calls throw <see cref="ObjectDisposedException"/>.</summary>
-    public void Dispose()
-    {
-        Changed(); // ends enumerations (their records' memory goes with the tree)
-        _core.Dispose();
-    }
-
-    void Changed()
-    {
-        _version++;
-        _stamp++;
-    }
+    public void Dispose() => _core.Dispose();
 
     void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_core.Disposed, this);
 
     /// <summary>
-    /// An allocation-free, in-order enumerator over a key range (a ref struct: use it with foreach). It reads the
-    /// records of one leaf in place and goes to the engine's cursor only at leaf boundaries (every step between
-    /// leaves is checked as <c>Increment</c> checks it); per record, <see cref="MoveNext"/> compares the map's stamp
-    /// (moved by every change, every new enumeration and Dispose) and an index. The high bound is compared once per
-    /// leaf when the leaf's last record is in range, else the leaf's in-range prefix is found once by binary search.
+    /// An allocation-free, ordered enumerator over a key range (a ref struct: use it with foreach). Each record is
+    /// copied out of its leaf and checked against concurrent writes before it is returned (see the class remarks);
+    /// <see cref="Current"/> refers to that copy, valid until the next <see cref="MoveNext"/>. Within a leaf a step is a
+    /// copy and one read of the tree's write sequence; the engine is asked only at leaf boundaries (through the sibling
+    /// pointer) and after a write touched the leaf (a new lookup after the record returned last).
     /// </summary>
-    public unsafe ref struct RangeEnumerator
+    public ref struct RangeEnumerator
     {
         readonly ShmemBTree<TRecord, TComparer> _map;
         readonly TRecord _low;
         readonly TRecord _high;
         readonly bool _bounded;
-        readonly int _stamp;   // the map's stamp when this enumeration started (compared per record)
-        readonly int _version; // the map's version and enumeration token then (to say which one moved)
-        readonly int _token;
-        TRecord* _records;   // the current leaf's records (null before the first MoveNext and after the end)
-        int _index;          // current record in the leaf
-        int _limit;          // records of the leaf that are in range: [0, _limit)
-        bool _lastLeaf;      // the high bound ends inside this leaf
+        readonly bool _descending;
+        ConcurrentScanPosition _position;
+        TRecord _a;          // the current record and the next one, alternately (a step reads the last while it writes the next)
+        TRecord _b;
+        bool _inB;           // Current is _b
         bool _started;
+        bool _onRecord;
+        bool _ended;
 
-        internal RangeEnumerator(ShmemBTree<TRecord, TComparer> map, TRecord low, TRecord high, bool bounded)
+        internal RangeEnumerator(ShmemBTree<TRecord, TComparer> map, TRecord low, TRecord high, bool bounded, bool descending)
         {
             _map = map;
             _low = low;
             _high = high;
             _bounded = bounded;
-            _stamp = map._stamp;
-            _version = map._version;
-            _token = map._enumerationToken;
+            _descending = descending;
         }
 
         /// <summary>Returns this enumerator (foreach support).</summary>
         public readonly RangeEnumerator GetEnumerator() => this;
 
-        /// <summary>The current record, read in place (valid until the next <see cref="MoveNext"/> and while the map is unchanged).</summary>
-        public readonly ref readonly TRecord Current
+        /// <summary>The current record (a copy; valid until the next <see cref="MoveNext"/>).</summary>
+        [System.Diagnostics.CodeAnalysis.UnscopedRef]
+        public ref readonly TRecord Current
         {
             [MethodImpl(MethodImplOptions.AggressiveInlining)]
             get
             {
-                // The stamp also moves on Dispose, so the leaf's memory is still mapped when this passes.
-                if (_stamp != _map._stamp || (uint)_index >= (uint)_limit) ThrowNoCurrent();
-                return ref _records[_index];
+                if (!_onRecord) ThrowNoCurrent();
+                return ref _inB ? ref _b : ref _a;
             }
         }
 
         /// <summary>Advances to the next record in range; false at the end.</summary>
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public bool MoveNext()
         {
-            if (_stamp != _map._stamp) ThrowChanged();
-            if (++_index < _limit) return true;
-            return MoveToNextLeaf();
-        }
-
-        bool MoveToNextLeaf()
-        {
-            var cur = _map._core.EnumCursor!;
+            _map.ThrowIfDisposed();
+            if (_ended) return false;
+            var cursor = _map._core.Cursor;
+            var current = MemoryMarshal.AsBytes(new Span<TRecord>(ref _inB ? ref _b : ref _a));
+            var next = MemoryMarshal.AsBytes(new Span<TRecord>(ref _inB ? ref _a : ref _b));
             bool found;
             if (!_started)
             {
                 _started = true;
-                found = _bounded ? cur.Lookup(Bytes(_low), BtreeLookup.GreaterOrEqual) : cur.MoveFirst();
+                var how = _bounded ? (_descending ? ConcurrentSeek.LessOrEqual : ConcurrentSeek.GreaterOrEqual) : (_descending ? ConcurrentSeek.Last : ConcurrentSeek.First);
+                found = cursor.SeekConcurrent(_bounded ? Bytes(_descending ? _high : _low) : default, how, next, ref _position);
             }
-            else
+            else found = cursor.StepConcurrent(ref _position, !_descending, current, next);
+            if (found)
             {
-                found = _records != null && !_lastLeaf && cur.NextLeaf();
+                ref readonly TRecord candidate = ref _inB ? ref _a : ref _b;
+                if (_bounded && (_descending ? _map._comparer.Compare(in candidate, in _low) < 0 : _map._comparer.Compare(in candidate, in _high) > 0)) found = false;
             }
             if (!found)
             {
-                End();
+                _ended = true;
+                _onRecord = false;
                 return false;
             }
-            _records = (TRecord*)cur.LeafRecords(out int n);
-            _index = cur.IndexAt(0);
-            _limit = n;
-            if (_bounded && _map._comparer.Compare(in _records[n - 1], in _high) > 0)
-            {
-                // The range ends in this leaf: first record above the high bound, by binary search in [_index, n).
-                int lo = _index, hi = n - 1;
-                while (lo < hi)
-                {
-                    int mid = (lo + hi) >>> 1;
-                    if (_map._comparer.Compare(in _records[mid], in _high) > 0) hi = mid;
-                    else lo = mid + 1;
-                }
-                _limit = lo;
-                _lastLeaf = true;
-            }
-            if (_index < _limit) return true;
-            End();
-            return false;
+            _inB = !_inB;
+            _onRecord = true;
+            return true;
         }
 
-        void End()
-        {
-            _records = null;
-            _index = 0;
-            _limit = 0;
-            _lastLeaf = true;
-        }
-
-        [MethodImpl(MethodImplOptions.NoInlining)]
-        readonly void ThrowChanged()
-        {
-            _map.ThrowIfDisposed();
-            if (_version != _map._version) throw new InvalidOperationException("the tree changed during enumeration");
-            throw new InvalidOperationException("another enumeration of this tree was started");
-        }
+        static ReadOnlySpan<byte> Bytes(in TRecord record) => ShmemTreeCore<TRecord, TypedRecordOps<TRecord, TComparer>>.Bytes(in record);
 
         [MethodImpl(MethodImplOptions.NoInlining)]
         readonly void ThrowNoCurrent()
         {
-            if (_stamp != _map._stamp) ThrowChanged();
+            _map.ThrowIfDisposed();
             throw new InvalidOperationException("the enumerator is not on a record");
         }
     }

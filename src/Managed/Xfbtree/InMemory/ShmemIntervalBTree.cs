@@ -33,8 +33,17 @@ public interface IRecordVisitor<TRecord> where TRecord : unmanaged
 /// <see cref="ShmemBTree{TRecord, TComparer}"/> but with XFS's overlapping-interval node keys (low and high key
 /// per slot, as in the rmapbt): <see cref="QueryOverlapping"/> walks only the subtrees whose key range
 /// intersects the query (the engine's overlapped query), instead of scanning from a conservative start.
-/// Records are unique by <typeparamref name="TComparer"/>. No allocation per operation. Not thread-safe.
+/// Records are unique by <typeparamref name="TComparer"/>. No allocation per operation.
 /// </summary>
+/// <remarks>
+/// <b>Threads: any number of readers and one writer at a time</b>, as for <see cref="ShmemBTree{TRecord, TComparer}"/>:
+/// <see cref="TryFind"/>, <see cref="TryFindMany"/>, <see cref="Contains"/>, <see cref="TryGetFirst"/>,
+/// <see cref="TryGetLast"/>, <see cref="VisitAll"/> and <see cref="Count"/> take no lock and may run on any number of
+/// threads while one thread writes; writes take the tree's write lock. <see cref="QueryOverlapping"/> walks the tree
+/// with the writer's cursor and so takes the write lock too: it runs alone (waiting for a running write, and making
+/// writers and other queries wait for it). <see cref="Dispose"/> must not run while any other call does. The tree
+/// cannot be shared with another process (see <see cref="ShmemBTree{TRecord, TComparer}"/>).
+/// </remarks>
 /// <typeparam name="TRecord">Record type (at most 64 bytes).</typeparam>
 /// <typeparam name="TComparer">Struct comparer defining the order and the high key.</typeparam>
 public sealed class ShmemIntervalBTree<TRecord, TComparer> : IDisposable
@@ -42,15 +51,25 @@ public sealed class ShmemIntervalBTree<TRecord, TComparer> : IDisposable
     where TComparer : struct, IIntervalRecordComparer<TRecord>
 {
     ShmemTreeCore<TRecord, IntervalRecordOps<TRecord, TComparer>> _core; // mutable struct: not readonly
+    readonly TComparer _comparer;
 
     /// <summary>Creates an empty tree.</summary>
     /// <param name="comparer">The order and high key (default instance when omitted).</param>
     /// <param name="options">Where to keep the blocks; null = a private xfile.</param>
     public ShmemIntervalBTree(TComparer comparer = default, ShmemBTreeOptions? options = null)
-        => _core = new ShmemTreeCore<TRecord, IntervalRecordOps<TRecord, TComparer>>(new IntervalRecordOps<TRecord, TComparer>(comparer), options, "xfbtree-shmem-interval-btree", withEnumCursor: false);
+    {
+        _core = new ShmemTreeCore<TRecord, IntervalRecordOps<TRecord, TComparer>>(new IntervalRecordOps<TRecord, TComparer>(comparer), options, "xfbtree-shmem-interval-btree");
+        _comparer = comparer;
+    }
 
-    /// <summary>Number of records.</summary>
-    public long Count { get { ThrowIfDisposed(); return _core.Count; } }
+    /// <summary>Number of records (safe to read while another thread writes).</summary>
+    public long Count { get { ThrowIfDisposed(); return Volatile.Read(ref _core.Count); } }
+
+    /// <summary>Which pages the tree's memory got (huge pages or not; see <see cref="Xfile.HugePageDescription"/> for why).</summary>
+    public XfileHugePageMode HugePageMode { get { ThrowIfDisposed(); return _core.Xfile.HugePageMode; } }
+
+    /// <summary>The engine cursor (for tests that hook the concurrent reads).</summary>
+    internal BtreeCursor<IntervalRecordOps<TRecord, TComparer>> CursorForTests => _core.Cursor;
 
     /// <summary>Bytes of shared memory held by the tree's blocks.</summary>
     public long MemoryBytes { get { ThrowIfDisposed(); return _core.Tree.BytesInUse; } }
@@ -76,6 +95,20 @@ public sealed class ShmemIntervalBTree<TRecord, TComparer> : IDisposable
         return _core.Insert(in record);
     }
 
+    /// <summary>Adds the records in any order; returns how many were added (see <see cref="ShmemBTree{TRecord, TComparer}.InsertMany"/>).</summary>
+    public int InsertMany(ReadOnlySpan<TRecord> records)
+    {
+        ThrowIfDisposed();
+        return ShmemBatches<TRecord, TComparer>.InsertMany(ref _core, _comparer, records);
+    }
+
+    /// <summary>Adds the record, or replaces the record with its key (its high key may change); true when it replaced one.</summary>
+    public bool Upsert(in TRecord record)
+    {
+        ThrowIfDisposed();
+        return _core.Upsert(in record);
+    }
+
     /// <summary>Removes the record with the key of <paramref name="key"/>; false when there is none.</summary>
     public bool Remove(in TRecord key)
     {
@@ -83,11 +116,46 @@ public sealed class ShmemIntervalBTree<TRecord, TComparer> : IDisposable
         return _core.Remove(in key);
     }
 
+    /// <summary>Removes the records with the keys of <paramref name="keys"/> (any order, repeats allowed); returns how many were removed.</summary>
+    public int RemoveMany(ReadOnlySpan<TRecord> keys)
+    {
+        ThrowIfDisposed();
+        return ShmemBatches<TRecord, TComparer>.RemoveMany(ref _core, _comparer, keys);
+    }
+
+    /// <summary>Removes every record (the tree stays usable).</summary>
+    public void Clear()
+    {
+        ThrowIfDisposed();
+        _core.Clear();
+    }
+
     /// <summary>Finds the record with the key of <paramref name="key"/>.</summary>
     public bool TryFind(in TRecord key, out TRecord record)
     {
         ThrowIfDisposed();
-        return _core.TryFind(in key, BtreeLookup.Equal, out record);
+        return _core.TryFind(in key, ConcurrentSeek.Equal, out record);
+    }
+
+    /// <summary>True when a record with the key of <paramref name="key"/> exists.</summary>
+    public bool Contains(in TRecord key)
+    {
+        ThrowIfDisposed();
+        return _core.TryFind(in key, ConcurrentSeek.Equal, out _);
+    }
+
+    /// <summary>The record with the smallest key; false when the tree is empty.</summary>
+    public bool TryGetFirst(out TRecord record)
+    {
+        ThrowIfDisposed();
+        return _core.TryFind(default, ConcurrentSeek.First, out record);
+    }
+
+    /// <summary>The record with the largest key; false when the tree is empty.</summary>
+    public bool TryGetLast(out TRecord record)
+    {
+        ThrowIfDisposed();
+        return _core.TryFind(default, ConcurrentSeek.Last, out record);
     }
 
     /// <summary>Looks up many keys at once (see <see cref="ShmemBTree{TRecord, TComparer}.TryFindMany"/>).</summary>
@@ -106,12 +174,14 @@ public sealed class ShmemIntervalBTree<TRecord, TComparer> : IDisposable
     {
         ThrowIfDisposed();
         var adapter = new VisitorAdapter<TVisitor>(ref visitor);
-        return _core.Cursor.Query(Bytes(low), Bytes(high), ref adapter);
+        _core.BeginWrite(); // the query walks with the writer's cursor (see the remarks)
+        try { return _core.Cursor.Query(Bytes(low), Bytes(high), ref adapter); }
+        finally { _core.EndWrite(); }
     }
 
     /// <summary>
-    /// Visits every record in key order; returns false when the visitor stopped. Reads each leaf's records in place
-    /// and calls <typeparamref name="TVisitor"/>.Visit directly: implement the visitor on a struct so it is inlined.
+    /// Visits every record in key order; returns false when the visitor stopped. Each record is a copy checked
+    /// against concurrent writes (safe while another thread writes); implement the visitor on a struct so it is inlined.
     /// </summary>
     public bool VisitAll<TVisitor>(ref TVisitor visitor) where TVisitor : IRecordVisitor<TRecord>
     {

@@ -7,9 +7,15 @@ namespace Xfbtree.InMemory;
 
 /// <summary>
 /// The part <see cref="ShmemBTree{TRecord, TComparer}"/> and <see cref="ShmemIntervalBTree{TRecord, TComparer}"/>
-/// share: the xfile (owned or given), the tree on it, its cursor(s), the record count, bulk load, lookups and
+/// share: the xfile (owned or given), the tree on it, its cursor, the record count, bulk load, lookups and
 /// disposal. A mutable struct held in a (non-readonly) field of its owner: no allocation and no indirection of its own.
 /// </summary>
+/// <remarks>
+/// Threads: every write takes the write lock (writers exclude each other) and runs as one write operation of the
+/// block store (blocks it changes get new versions); reads take no lock and write nothing shared: they use the cursor's
+/// concurrent lookups (<c>BtreeCursor.LookupConcurrent</c> and friends), which touch no mutable state of the cursor, so
+/// any number of threads read through the one cursor while one writes through it.
+/// </remarks>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "It is IDisposable; the analyzer still reports the struct. Its owners call Dispose from theirs.")]
 internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     where TRecord : unmanaged
@@ -18,15 +24,16 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     readonly Xfile? _ownedXfile;
     internal readonly Xfile Xfile;
     internal readonly Xfbtree<TOps> Tree;
+    /// <summary>The cursor: the writer's (under the write lock), and every reader's concurrent lookups.</summary>
     internal readonly BtreeCursor<TOps> Cursor;
-    /// <summary>The enumeration cursor, when the owner asked for one.</summary>
-    internal readonly BtreeCursor<TOps>? EnumCursor;
+    readonly Lock _writeLock;
+    readonly XfbtreeBlockStore _store;
     internal long Count;
     internal bool Disposed;
     readonly Func<long> _claimBlock;     // the store's AllocateBlock / FreeBlock, made once (bulk loads allocate no delegate)
     readonly Action<long> _unclaimBlock;
 
-    internal ShmemTreeCore(TOps ops, ShmemBTreeOptions? options, string xfileName, bool withEnumCursor)
+    internal ShmemTreeCore(TOps ops, ShmemBTreeOptions? options, string xfileName)
     {
         options ??= new ShmemBTreeOptions();
         // The whole record is the key, and the engine takes keys of up to MaxKeySize / 2 bytes (node slots of
@@ -40,7 +47,8 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
             Tree = new Xfbtree<TOps>(ops, Xfile, 0, options.PartitionStart, options.PartitionLength);
             Tree.Store.TrackDirty = false;
             Cursor = Tree.CreateCursor();
-            EnumCursor = withEnumCursor ? Tree.CreateCursor() : null;
+            _store = Tree.Store;
+            _writeLock = new Lock();
             _claimBlock = Tree.Store.AllocateBlock;
             _unclaimBlock = Tree.Store.FreeBlock;
         }
@@ -56,40 +64,205 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static ReadOnlySpan<byte> Bytes(in TRecord record) => MemoryMarshal.AsBytes(new ReadOnlySpan<TRecord>(in record));
 
+    /// <summary>Takes the write lock and starts a write operation of the store (see the remarks).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal readonly void BeginWrite()
+    {
+        _writeLock.Enter();
+        _store.BeginWriteOperation();
+    }
+
+    /// <summary>Ends the write operation and releases the write lock.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal readonly void EndWrite()
+    {
+        _store.EndWriteOperation();
+        _writeLock.Exit();
+    }
+
     /// <summary>Adds a record; false (nothing changed) when a record with the same key exists.</summary>
     internal bool Insert(in TRecord record)
     {
-        if (!Cursor.Insert(Bytes(record))) return false;
-        Count++;
+        BeginWrite();
+        try
+        {
+            if (!Cursor.Insert(Bytes(record))) return false;
+            Count++;
+            return true;
+        }
+        finally { EndWrite(); }
+    }
+
+    /// <summary>Adds records sorted ascending (repeats allowed), each its own write operation, under one hold of the write lock; returns how many were added.</summary>
+    internal int InsertSorted(ReadOnlySpan<TRecord> sorted)
+    {
+        int added = 0;
+        _writeLock.Enter();
+        try
+        {
+            foreach (ref readonly var record in sorted)
+            {
+                _store.BeginWriteOperation();
+                try
+                {
+                    if (Cursor.Insert(Bytes(record)))
+                    {
+                        Count++;
+                        added++;
+                    }
+                }
+                finally { _store.EndWriteOperation(); }
+            }
+        }
+        finally { _writeLock.Exit(); }
+        return added;
+    }
+
+    /// <summary>Removes the records with the keys of <paramref name="sorted"/> (ascending, repeats allowed) as <see cref="InsertSorted"/> adds; returns how many were removed.</summary>
+    internal int RemoveSorted(ReadOnlySpan<TRecord> sorted)
+    {
+        int removed = 0;
+        _writeLock.Enter();
+        try
+        {
+            foreach (ref readonly var key in sorted)
+            {
+                _store.BeginWriteOperation();
+                try
+                {
+                    if (Cursor.Lookup(Bytes(key), BtreeLookup.Equal))
+                    {
+                        Cursor.Delete();
+                        Count--;
+                        removed++;
+                    }
+                }
+                finally { _store.EndWriteOperation(); }
+            }
+        }
+        finally { _writeLock.Exit(); }
+        return removed;
+    }
+
+    /// <summary>Adds or replaces the record with the key of <paramref name="record"/>; true when it replaced one.</summary>
+    internal bool Upsert(in TRecord record)
+    {
+        BeginWrite();
+        try { return UpsertLocked(Bytes(record)); }
+        finally { EndWrite(); }
+    }
+
+    bool UpsertLocked(ReadOnlySpan<byte> bytes)
+    {
+        if (Cursor.Insert(bytes))
+        {
+            Count++;
+            return false;
+        }
+        if (!Cursor.Lookup(bytes, BtreeLookup.Equal)) throw new InvalidOperationException("a record refused as a duplicate was not found");
+        Cursor.Update(bytes);
         return true;
+    }
+
+    /// <summary>Adds or replaces records sorted by key, each its own write operation, under one hold of the write lock; returns how many were added (not replaced).</summary>
+    internal int UpsertSorted(ReadOnlySpan<TRecord> sorted)
+    {
+        int added = 0;
+        _writeLock.Enter();
+        try
+        {
+            foreach (ref readonly var record in sorted)
+            {
+                _store.BeginWriteOperation();
+                try
+                {
+                    if (!UpsertLocked(Bytes(record))) added++;
+                }
+                finally { _store.EndWriteOperation(); }
+            }
+        }
+        finally { _writeLock.Exit(); }
+        return added;
+    }
+
+    /// <summary>Removes the record with the key <paramref name="key"/> (key bytes); false when there is none.</summary>
+    internal bool RemoveKey(ReadOnlySpan<byte> key)
+    {
+        BeginWrite();
+        try
+        {
+            if (!Cursor.Lookup(key, BtreeLookup.Equal)) return false;
+            Cursor.Delete();
+            Count--;
+            return true;
+        }
+        finally { EndWrite(); }
     }
 
     /// <summary>Removes the record with the key of <paramref name="key"/>; false when there is none.</summary>
     internal bool Remove(in TRecord key)
     {
-        if (!Cursor.Lookup(Bytes(key), BtreeLookup.Equal)) return false;
-        Cursor.Delete();
-        Count--;
-        return true;
-    }
-
-    /// <summary>The record found by a lookup of <paramref name="key"/> with <paramref name="how"/>.</summary>
-    internal readonly bool TryFind(in TRecord key, BtreeLookup how, out TRecord record)
-    {
-        if (Cursor.Lookup(Bytes(key), how))
+        BeginWrite();
+        try
         {
-            record = MemoryMarshal.Read<TRecord>(Cursor.Current);
+            if (!Cursor.Lookup(Bytes(key), BtreeLookup.Equal)) return false;
+            Cursor.Delete();
+            Count--;
             return true;
         }
+        finally { EndWrite(); }
+    }
+
+    /// <summary>
+    /// Removes every record: the root becomes a new empty leaf first (readers that start afterwards see an empty
+    /// tree), then every old block is freed level by level along the sibling chains (readers still in the old tree see
+    /// their blocks' versions move and look again).
+    /// </summary>
+    internal unsafe void Clear()
+    {
+        BeginWrite();
+        try
+        {
+            Cursor.Release();
+            var root = Tree.Root;
+            long ptr = root.Pointer;
+            int height = root.Height;
+            Tree.Tree.CreateEmpty();
+            Count = 0;
+            var verifier = Tree.Tree.Verifier;
+            bool longPointers = Tree.Tree.Geometry.LongPointers;
+            int pointerOffset = Tree.Tree.Geometry.PointerOffset(0, Tree.Tree.Geometry.NodeMaxRecords);
+            for (int level = height - 1; level >= 0 && ptr != BtreeHeader.NullPointer; level--)
+            {
+                long leftmostChild = BtreeHeader.NullPointer;
+                for (long p = ptr; p != BtreeHeader.NullPointer;)
+                {
+                    var block = _store.Read(p, verifier);
+                    var b = new ReadOnlySpan<byte>(block.Data, _store.BlockSize);
+                    if (p == ptr && level > 0) leftmostChild = BtreeHeader.ReadPointer(b[pointerOffset..], longPointers);
+                    long next = BtreeHeader.RightSibling(b, longPointers);
+                    _store.Release(block);
+                    _store.FreeBlock(p);
+                    p = next;
+                }
+                ptr = leftmostChild;
+            }
+        }
+        finally { EndWrite(); }
+    }
+
+    /// <summary>The record found by a concurrent lookup of <paramref name="key"/> with <paramref name="how"/> (safe while others read and one writes).</summary>
+    internal readonly bool TryFind(in TRecord key, ConcurrentSeek how, out TRecord record)
+    {
         record = default;
-        return false;
+        return Cursor.LookupConcurrent(Bytes(key), how, MemoryMarshal.AsBytes(new Span<TRecord>(ref record)));
     }
 
     internal readonly int TryFindMany(ReadOnlySpan<TRecord> keys, Span<TRecord> records, Span<bool> found)
     {
         if (records.Length < keys.Length) throw new ArgumentException("records is shorter than keys", nameof(records));
         if (found.Length < keys.Length) throw new ArgumentException("found is shorter than keys", nameof(found));
-        return Cursor.LookupEqualBatch(MemoryMarshal.AsBytes(keys), MemoryMarshal.AsBytes(records), found);
+        return Cursor.LookupEqualBatchConcurrent(MemoryMarshal.AsBytes(keys), MemoryMarshal.AsBytes(records[..keys.Length]), found);
     }
 
     /// <summary>
@@ -98,10 +271,16 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     /// </summary>
     internal bool BulkLoad(ReadOnlySpan<TRecord> sorted)
     {
+        BeginWrite();
+        try { return BulkLoadLocked(sorted); }
+        finally { EndWrite(); }
+    }
+
+    bool BulkLoadLocked(ReadOnlySpan<TRecord> sorted)
+    {
         if (Count != 0) throw new InvalidOperationException("bulk load needs an empty tree");
         if (sorted.IsEmpty) return false;
         Cursor.Release();
-        EnumCursor?.Release();
         var store = Tree.Store;
         var root = Tree.Root;
         long oldRoot = root.Pointer;
@@ -130,36 +309,62 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     }
 
     /// <summary>
-    /// Visits every record in key order, leaf by leaf: the records of a leaf are read in place (the leaf's record
-    /// count was checked against its maxrecs when the cursor entered it), the visitor's Visit is called directly
-    /// (inlined for struct visitors), and the cursor is asked only for the next leaf. False when the visitor stopped.
+    /// Visits every record in key order (or from the last, <paramref name="reverse"/>), each one a copy checked against
+    /// concurrent writes (see <c>BtreeCursor.StepConcurrent</c>); false when the visitor stopped.
     /// </summary>
-    internal readonly unsafe bool VisitAll<TVisitor>(ref TVisitor visitor) where TVisitor : IRecordVisitor<TRecord>
+    internal readonly bool VisitAll<TVisitor>(ref TVisitor visitor, bool reverse = false) where TVisitor : IRecordVisitor<TRecord>
     {
-        var cursor = Cursor;
-        if (!cursor.MoveFirst()) return true;
-        do
+        var position = default(ConcurrentScanPosition);
+        TRecord last = default;
+        var lastBytes = MemoryMarshal.AsBytes(new Span<TRecord>(ref last));
+        if (!Cursor.SeekConcurrent(default, reverse ? ConcurrentSeek.Last : ConcurrentSeek.First, lastBytes, ref position)) return true;
+        // A leaf at a time: its records are copied to the stack and checked once, then visited from the copy.
+        int blockSize = Tree.Store.BlockSize;
+        Span<TRecord> leaf = stackalloc TRecord[blockSize / Unsafe.SizeOf<TRecord>() + 1]; // a page: at most 64 KiB
+        var leafBytes = MemoryMarshal.AsBytes(leaf);
+        bool visited = false;
+        while (true)
         {
-            var records = (TRecord*)cursor.LeafRecords(out int n);
-            for (int i = 0; i < n; i++)
+            int n = Cursor.CopyLeafRest(ref position, !reverse, leafBytes);
+            if (n < 0)
             {
-                if (!visitor.Visit(in records[i]))
-                {
-                    cursor.SetLeafIndex(i);
-                    return false;
-                }
+                // A write touched the leaf: continue after the record visited last (its key is in `last`).
+                position = default;
+                TRecord previous = last;
+                bool more = visited
+                    ? Cursor.SeekConcurrent(ShmemTreeCore<TRecord, TOps>.Bytes(previous), reverse ? ConcurrentSeek.Less : ConcurrentSeek.Greater, lastBytes, ref position)
+                    : Cursor.SeekConcurrent(default, reverse ? ConcurrentSeek.Last : ConcurrentSeek.First, lastBytes, ref position);
+                if (!more) return true;
+                continue;
             }
+            visited = true;
+            if (reverse)
+            {
+                for (int i = n - 1; i >= 0; i--)
+                    if (!visitor.Visit(in leaf[i])) return false;
+                last = leaf[0];
+            }
+            else
+            {
+                for (int i = 0; i < n; i++)
+                    if (!visitor.Visit(in leaf[i])) return false;
+                last = leaf[n - 1];
+            }
+            TRecord previousLast = last;
+            if (!Cursor.StepConcurrent(ref position, !reverse, ShmemTreeCore<TRecord, TOps>.Bytes(previousLast), lastBytes)) return true;
         }
-        while (cursor.NextLeaf());
-        return true;
     }
 
     /// <summary>Runs the engine's structure checker; returns the violations found.</summary>
     internal readonly IReadOnlyList<string> CheckStructure()
     {
-        Cursor.Release();
-        EnumCursor?.Release();
-        return Tree.Tree.Check().Violations;
+        _writeLock.Enter();
+        try
+        {
+            Cursor.Release();
+            return Tree.Tree.Check().Violations;
+        }
+        finally { _writeLock.Exit(); }
     }
 
     /// <summary>Releases the tree's memory (and its xfile when the tree created it); once.</summary>
@@ -168,7 +373,6 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         if (Disposed) return;
         Disposed = true;
         Cursor?.Dispose();
-        EnumCursor?.Dispose();
         Tree?.Dispose();
         _ownedXfile?.Dispose();
     }

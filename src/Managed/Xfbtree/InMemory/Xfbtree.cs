@@ -76,6 +76,7 @@ public sealed class XfilePartitions
     readonly Xfile _xfile;
     long _next;
 
+    /// <summary>Partitions of <paramref name="xfile"/>, handed out from its start.</summary>
     public XfilePartitions(Xfile xfile) => _xfile = xfile;
 
     /// <summary>Reserves <paramref name="bytes"/> (rounded up to pages) and returns the partition start.</summary>

@@ -1,3 +1,5 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using Xfbtree.Btree;
 using Xfbtree.Buffers;
 using Xfbtree.Storage;
@@ -16,9 +18,24 @@ namespace Xfbtree.InMemory;
 /// </summary>
 /// <remarks>
 /// No managed allocation after construction, growth included: the block table (page address per block, or the
-/// free-list link of a freed block) and the dirty flags live in native memory grown by doubling (their bytes are
-/// in <see cref="TableBytes"/>), the free list is threaded through the table, and pages are committed without
-/// per-page pins (the store holds one reference on the xfile's mapping instead).
+/// free-list link of a freed block, and the block's version) and the dirty flags live in native memory grown by
+/// doubling (their bytes are in <see cref="TableBytes"/>), the free list is threaded through the table, and pages are
+/// committed without per-page pins (the store holds one reference on the xfile's mapping instead).
+/// <para>
+/// Optimistic readers (<see cref="BtreeCursor{TOps}"/>'s concurrent lookups), as in optimistic lock coupling: every
+/// block has a version, kept beside its page address in the table (the XFS block format has no spare field). The one
+/// writer brackets each change with <see cref="BeginWriteOperation"/> / <see cref="EndWriteOperation"/>; before it
+/// changes a block (<see cref="BeginChange"/>, called by the engine before the first write to it), allocates or frees
+/// one, it sets the block's version to the operation's id, an odd number, with a full fence; when the operation ends,
+/// every block it stamped gets the next even number. A reader notes a block's version before it reads the block: odd
+/// means a write is changing it (the reader waits for that block's version to move and starts again); afterwards it
+/// accepts what it read only when every version it noted is unchanged (and the root is the one it started from). A
+/// reader thus waits only for a write that changes a block it reads, and writes nothing.
+/// The table never moves under a reader: growth copies it to a larger one and keeps the old one until
+/// <see cref="Dispose"/> (the old ones add up to less than the current one); readers check versions in the current
+/// one. Freed pages are discarded at once: a reader still looking at one reads zeros or the block's next use, and the
+/// freed block's changed version rejects either; so freed blocks are reused at once, with no epochs.
+/// </para>
 /// </remarks>
 public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
 {
@@ -26,9 +43,16 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     readonly long _start;
     readonly long _maxBlocks;
     readonly int _pageSize;
-    // Per block ever handed out (0.._highest-1): > 0 the page address of an allocated block; <= 0 a free block,
-    // -(next free block + 1) (0 = end of the free list).
-    nint* _table;
+    // Per block ever handed out (0.._highest-1): Page > 0 the page address of an allocated block; <= 0 a free block,
+    // -(next free block + 1) (0 = end of the free list); Version: the id of the last write operation that touched it.
+    // _table[-1] is the table's header: its Version is the table's capacity (a reader bounds its index by it).
+    BlockSlot* _table;
+    nint _publishedTable;                // _table, for readers (written with release semantics)
+    BlockSlot* _retired;                 // earlier tables, kept for readers that may still hold them (freed at Dispose)
+    int _retiredCount;
+    long _operation;                     // the running write operation's id (odd), or the last one's + 1 (even) between them
+    long* _stamped;                      // blocks stamped by the running operation (native, grown by doubling)
+    int _stampedCount, _stampedCapacity;
     byte* _dirtyFlag;                    // 1 = dirty, 2 = stale (freed) in the current transaction
     long _capacity;                      // entries of _table and _dirtyFlag
     long _highest;                       // blocks 0.._highest-1 have been handed out at least once
@@ -56,19 +80,28 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         _start = partitionStart;
         _maxBlocks = partitionLength / _pageSize;
         _capacity = Math.Min(InitialCapacity, Math.Max(1, _maxBlocks));
-        _table = (nint*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)(_capacity * sizeof(nint)));
+        _table = AllocateTable(_capacity);
+        _publishedTable = (nint)_table;
         _dirtyFlag = (byte*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)_capacity);
+        // Doubling from 64 entries reaches any partition in fewer than 64 growths.
+        _retired = (BlockSlot*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)(MaxRetiredTables * sizeof(BlockSlot)));
+        _stampedCapacity = 64;
+        _stamped = (long*)System.Runtime.InteropServices.NativeMemory.Alloc((nuint)(_stampedCapacity * sizeof(long)));
         xfile.RetainMapping();
     }
 
     /// <summary>Frees the native tables if the owner never disposed the store (the xfile reference is the xfile's to drop).</summary>
     ~XfbtreeBlockStore() => FreeTables();
 
+    /// <summary>The xfile that holds the blocks.</summary>
     public Xfile Xfile => _xfile;
+    /// <summary>Byte offset of this tree's partition in the xfile.</summary>
     public long PartitionStart => _start;
     /// <summary>Largest number of blocks the partition can hold.</summary>
     public long MaxBlocks => _maxBlocks;
+    /// <inheritdoc />
     public override int BlockSize => _pageSize;
+    /// <inheritdoc />
     public override bool ChecksCrc => false;
     /// <summary>Holding a block is a no-op here (direct-mapped pages, no locks).</summary>
     public override bool PathsMayStayHeld => true;
@@ -79,37 +112,48 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     /// <summary>Bytes of the xfile this store holds: its live blocks and the pages committed ahead (freed blocks' pages are discarded).</summary>
     public long HeldBytes => (LiveBlocks + CommittedAheadBlocks) * _pageSize;
     /// <summary>Native bytes of the block table and dirty flags (bookkeeping outside the xfile and the managed heap).</summary>
-    public long TableBytes => _capacity * (sizeof(nint) + 1);
+    public long TableBytes => _capacity * (sizeof(BlockSlot) + 1);
     /// <summary>Verifier used at commit (set by the owning tree).</summary>
     public BtreeBlockVerifier? CommitVerifier { get; set; }
     /// <summary>Record dirty blocks for <see cref="Commit"/> (off for trees that never commit, e.g. the typed map).</summary>
     public bool TrackDirty { get; set; } = true;
 
+    /// <inheritdoc />
     public override long PointerToDaddr(long pointer) => pointer * (_pageSize / 512);
-    public override bool IsValidPointer(long pointer) => (ulong)pointer < (ulong)_highest && _table[pointer] > 0;
+    /// <inheritdoc />
+    public override bool IsValidPointer(long pointer) => (ulong)pointer < (ulong)_highest && _table[pointer].Page > 0;
 
+    /// <inheritdoc />
     public override BtreeBlockRef Read(long pointer, BtreeBlockVerifier verifier)
     {
         nint page;
-        if ((ulong)pointer >= (ulong)_highest || (page = _table[pointer]) <= 0)
+        if ((ulong)pointer >= (ulong)_highest || (page = _table[pointer].Page) <= 0)
             throw new CorruptionException(verifier.Name, pointer, "pointer to an unallocated in-memory block");
         return new BtreeBlockRef(null, (byte*)page, pointer);
     }
 
+    /// <inheritdoc />
     public override BtreeBlockRef GetNew(long pointer, BtreeBlockVerifier verifier) => Read(pointer, verifier);
 
     internal override byte* PeekAddressForPrefetch(long pointer)
-        => (ulong)pointer < (ulong)_highest && _table[pointer] > 0 ? (byte*)_table[pointer] : null;
+        => (ulong)pointer < (ulong)_highest && _table[pointer].Page > 0 ? (byte*)_table[pointer].Page : null;
+    /// <inheritdoc />
     public override void Release(in BtreeBlockRef block) { }
 
+    /// <inheritdoc />
     public override void MarkDirty(in BtreeBlockRef block)
     {
-        if (!TrackDirty) return;
         long p = block.Pointer;
+        // A block changed inside a write operation must have been stamped before the change (BeginChange): a reader
+        // that read it meanwhile would otherwise accept a half-written block. This catches an engine path that forgot.
+        if ((_operation & 1) != 0 && _table[p].Version != _operation)
+            throw new InvalidOperationException($"in-memory block {p} was changed without BeginChange before the change");
+        if (!TrackDirty) return;
         if (_dirtyFlag[p] == 0) _dirty.Add(p);
         _dirtyFlag[p] |= 1;
     }
 
+    /// <inheritdoc />
     public override void MarkStale(in BtreeBlockRef block)
     {
         if (!TrackDirty) return;
@@ -117,6 +161,75 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         if (_dirtyFlag[p] == 0) _dirty.Add(p);
         _dirtyFlag[p] |= 2;
     }
+
+    /// <summary>Stamps a held block before the engine's first change to it in this write operation (see the class remarks).</summary>
+    public override void BeginChange(in BtreeBlockRef block) => Stamp(block.Pointer);
+
+    /// <summary>
+    /// Sets block <paramref name="p"/>'s version to the running operation's id (once per operation) with a full fence,
+    /// so the odd version is visible before any change to the block; the operation's end makes it even. Outside an
+    /// operation (building the empty tree, or a tree nobody reads concurrently) the version just moves to a new even
+    /// number.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    void Stamp(long p)
+    {
+        ref long version = ref _table[p].Version;
+        if ((_operation & 1) == 0)
+        {
+            Volatile.Write(ref version, (Math.Max(version, _operation) + 2) & ~1L);
+            return;
+        }
+        if (version == _operation) return;
+        Interlocked.Exchange(ref version, _operation);
+        if (_stampedCount == _stampedCapacity) GrowStamped();
+        _stamped[_stampedCount++] = p;
+    }
+
+    void GrowStamped()
+    {
+        _stampedCapacity *= 2;
+        _stamped = (long*)System.Runtime.InteropServices.NativeMemory.Realloc(_stamped, (nuint)(_stampedCapacity * sizeof(long)));
+    }
+
+    /// <summary>
+    /// Starts a write operation (the caller is the only writer: the map's write lock). Until
+    /// <see cref="EndWriteOperation"/>, every block changed, allocated or freed is stamped with this operation's id.
+    /// </summary>
+    internal void BeginWriteOperation()
+    {
+        Debug.Assert((_operation & 1) == 0, "write operations do not nest");
+        _operation++;
+    }
+
+    /// <summary>Ends the write operation: every block it stamped gets the next even version (readers may use them again).</summary>
+    internal void EndWriteOperation()
+    {
+        Debug.Assert((_operation & 1) == 1, "no write operation to end");
+        long done = _operation + 1;
+        var table = _table;
+        for (int i = 0; i < _stampedCount; i++) Volatile.Write(ref table[_stamped[i]].Version, done);
+        _stampedCount = 0;
+        if (_stampedCapacity > 4096)
+        {
+            // A bulk load or a clear stamped many blocks: do not keep its list's memory.
+            _stampedCapacity = 64;
+            _stamped = (long*)System.Runtime.InteropServices.NativeMemory.Realloc(_stamped, (nuint)(_stampedCapacity * sizeof(long)));
+        }
+        _operation = done;
+    }
+
+    /// <summary>What an optimistic reader needs: the current table (never freed before the store) and the write sequence.</summary>
+    internal override bool TryGetOptimisticTable(out OptimisticBlockTable table)
+    {
+        table = new OptimisticBlockTable(this);
+        return !_disposed;
+    }
+
+    /// <summary>The current table (published with a release write on growth).</summary>
+    internal BlockSlot* CurrentTable => (BlockSlot*)Volatile.Read(ref _publishedTable);
+    /// <summary>Blocks handed out so far (an index at or above it names no block).</summary>
+    internal long HighestVolatile => Volatile.Read(ref _highest);
 
     /// <remarks>
     /// A new block (past the high-water mark) comes from pages committed ahead in chunks (<see cref="CommitAhead"/>), so
@@ -132,7 +245,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         {
             bno = _freeHead;
             page = _xfile.CommitPageUnpinned(_start + bno * _pageSize);   // throws with the block still on the free list
-            _freeHead = -(long)_table[bno] - 1;
+            _freeHead = -(long)_table[bno].Page - 1;
             _freeCount--;
         }
         else
@@ -141,11 +254,12 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
             bno = _highest;
             if (bno >= _capacity) Grow(bno + 1);
             if (bno >= _committedEnd) CommitAhead(bno);    // throws with nothing changed
-            _highest++;
+            Volatile.Write(ref _highest, _highest + 1);
             // Committed by CommitAhead under the store's RetainMapping: no lease or commit check needed.
             page = _xfile.PageAddressUnchecked(_start + bno * _pageSize);
         }
-        _table[bno] = (nint)page;
+        Stamp(bno);
+        Volatile.Write(ref _table[bno].Page, (nint)page);
         // No clear here: a fresh page reads as zeros (committed by fallocate or populated anonymous memory), a reused
         // block's page was discarded when it was freed, and every caller formats the block anyway (the engine's
         // InitializeBlock clears it whole, the bulk loader writes the header and clears the unused tail); clearing
@@ -186,21 +300,41 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         _committedEnd = bno + 1;
     }
 
+    const int MaxRetiredTables = 64;
+
+    static BlockSlot* AllocateTable(long capacity)
+    {
+        var header = (BlockSlot*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)((capacity + 1) * sizeof(BlockSlot)));
+        header->Version = capacity;
+        return header + 1;
+    }
+
+    /// <summary>
+    /// A larger table: the entries are copied and the new table published; the old one stays allocated (a reader may
+    /// be reading it) until Dispose. A reader on the old table sees pages that do not move and versions that were
+    /// current when copied; the versions it checks at the end are read from the current table.
+    /// </summary>
     void Grow(long needed)
     {
         long capacity = Math.Min(Math.Max(_capacity * 2, needed), _maxBlocks);
-        _table = (nint*)System.Runtime.InteropServices.NativeMemory.Realloc(_table, (nuint)(capacity * sizeof(nint)));
+        if (_retiredCount >= MaxRetiredTables) throw new InvalidOperationException("block table grew more often than doubling allows");
+        var table = AllocateTable(capacity);
+        System.Runtime.InteropServices.NativeMemory.Copy(_table, table, (nuint)(_capacity * sizeof(BlockSlot)));
+        _retired[_retiredCount++].Page = (nint)(_table - 1);
+        _table = table;
+        Volatile.Write(ref _publishedTable, (nint)table);
         _dirtyFlag = (byte*)System.Runtime.InteropServices.NativeMemory.Realloc(_dirtyFlag, (nuint)capacity);
-        System.Runtime.InteropServices.NativeMemory.Clear(_table + _capacity, (nuint)((capacity - _capacity) * sizeof(nint)));
         System.Runtime.InteropServices.NativeMemory.Clear(_dirtyFlag + _capacity, (nuint)(capacity - _capacity));
         _capacity = capacity;
     }
 
+    /// <inheritdoc />
     public override void FreeBlock(long pointer)
     {
         if (!IsValidPointer(pointer)) throw new InvalidOperationException($"free of unallocated in-memory block {pointer}");
         long offset = _start + pointer * _pageSize;
-        _table[pointer] = (nint)(-(_freeHead + 1));
+        Stamp(pointer);
+        Volatile.Write(ref _table[pointer].Page, (nint)(-(_freeHead + 1)));
         _freeHead = pointer;
         _freeCount++;
         _xfile.Discard(offset, _pageSize);
@@ -218,8 +352,8 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         {
             byte flags = _dirtyFlag[p];
             _dirtyFlag[p] = 0;
-            if ((flags & 2) != 0 || _table[p] <= 0 || CommitVerifier is null) continue;
-            try { CommitVerifier.Verify(new ReadOnlySpan<byte>((byte*)_table[p], _pageSize), PointerToDaddr(p)); }
+            if ((flags & 2) != 0 || _table[p].Page <= 0 || CommitVerifier is null) continue;
+            try { CommitVerifier.Verify(new ReadOnlySpan<byte>((byte*)_table[p].Page, _pageSize), PointerToDaddr(p)); }
             catch (CorruptionException e) { first ??= e; }
         }
         _dirty.Clear();
@@ -262,9 +396,16 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
 
     void FreeTables()
     {
-        System.Runtime.InteropServices.NativeMemory.Free(_table);
+        if (_table != null) System.Runtime.InteropServices.NativeMemory.Free(_table - 1);
+        for (int i = 0; i < _retiredCount; i++) System.Runtime.InteropServices.NativeMemory.Free((void*)_retired[i].Page);
+        System.Runtime.InteropServices.NativeMemory.Free(_retired);
         System.Runtime.InteropServices.NativeMemory.Free(_dirtyFlag);
+        System.Runtime.InteropServices.NativeMemory.Free(_stamped);
         _table = null;
+        _publishedTable = 0;
+        _retired = null;
+        _retiredCount = 0;
+        _stamped = null;
         _dirtyFlag = null;
         _capacity = 0;
     }

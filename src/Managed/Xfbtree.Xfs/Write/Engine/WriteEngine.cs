@@ -27,7 +27,7 @@ public sealed record WriteEngineOptions
 }
 
 /// <summary>
-/// Opens an unmounted XFS v5 image read-write and changes it as the kernel would. OWNER: write-core.
+/// Opens an unmounted XFS v5 image read-write and changes it as the kernel would.
 /// Open: refuses what the engine cannot write (dirty log, v4, no rmapbt, realtime, quota, unknown features,
 /// mounted or loop-attached, another writer's lock); takes an exclusive lock on the image file; replays the
 /// journal of a crashed run; sets NEEDSREPAIR on disk while open so the kernel refuses to mount it.
@@ -673,6 +673,17 @@ public sealed class WriteEngine : IDisposable
         }
     }
 
+    /// <summary>
+    /// Makes every committed operation durable (its journal record fsynced) without a checkpoint. Concurrent callers
+    /// share fsyncs. With <see cref="WriteEngineOptions.SyncCommits"/> every commit is durable already and this
+    /// returns at once.
+    /// </summary>
+    public void SyncJournal()
+    {
+        ThrowIfUnusable();
+        journal.Sync();
+    }
+
     /// <summary>After a commit: checkpoint when the journal outgrew its bound.</summary>
     internal void MaybeCheckpoint()
     {
@@ -884,7 +895,7 @@ public sealed record PendingJournal(string Path, int Transactions, long Bytes);
 
 internal sealed record AgSummary(uint FreeBlocks, uint Longest, uint FlCount, uint MinFreeList, long MetadataReserved, long RmapReserved);
 
-/// <summary>Per-AG state of an open engine. OWNER: write-core.</summary>
+/// <summary>Per-AG state of an open engine.</summary>
 public sealed class EngineAg
 {
     private static readonly IRmapHook[] NoHooks = [];

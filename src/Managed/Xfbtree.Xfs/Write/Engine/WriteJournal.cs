@@ -30,6 +30,10 @@ internal sealed class WriteJournal : IDisposable
     private readonly Lock appendGate = new();
     private readonly WriteFaultInjector? faults;
     private long end;
+    // Group sync: the journal length a completed fsync covered, and the lock that lets one fsync at a time run
+    // while later callers wait for it and then find their record already covered.
+    private readonly Lock syncGate = new();
+    private long syncedEnd;
     private ulong sequence;
 
     private WriteJournal(string path, FileStream stream, WriteFaultInjector? faults)
@@ -210,8 +214,26 @@ internal sealed class WriteJournal : IDisposable
         if (sync)
         {
             // Outside the append lock: one fsync covers every record written before it, so concurrent
-            // committers share the wait instead of queueing behind each other's flush.
+            // committers share the wait instead of queueing behind each other's flush (group commit).
+            Sync();
+        }
+    }
+
+    /// <summary>
+    /// Makes every record appended before this call durable, sharing fsyncs: a caller whose records an fsync that
+    /// started after them already covered returns without its own; callers arriving during an fsync wait for it and
+    /// then run one fsync for all of them (group commit for <c>SyncCommits = false</c>).
+    /// </summary>
+    public void Sync()
+    {
+        long target = Interlocked.Read(ref end);
+        if (Interlocked.Read(ref syncedEnd) >= target) return;
+        lock (syncGate)
+        {
+            if (Interlocked.Read(ref syncedEnd) >= target) return;
+            long covering = Interlocked.Read(ref end);
             stream.Flush(flushToDisk: true);
+            Interlocked.Exchange(ref syncedEnd, covering);
         }
     }
 
@@ -223,6 +245,7 @@ internal sealed class WriteJournal : IDisposable
             RandomAccess.SetLength(stream.SafeFileHandle, HeaderLength);
             stream.Flush(flushToDisk: true);
             end = HeaderLength;
+            Interlocked.Exchange(ref syncedEnd, HeaderLength);
         }
     }
 

@@ -45,14 +45,18 @@ public readonly record struct AllocationRequest(
 public readonly record struct AllocatedExtent(uint AgNumber, uint AgBlock, uint Length, ulong Fsbno);
 
 /// <summary>
-/// One operation's transaction. OWNER: write-core. Everything the operation changes goes through it: buffers
+/// One operation's transaction. Everything the operation changes goes through it: buffers
 /// (joined, exclusively locked until the end), in-core inodes (logged), file data (journaled), free space, rmap
 /// and refcount records, superblock counters. Commit journals every change, then writes it in place; cancel
 /// leaves image and memory as they were. Lock order: inode locks (ascending inode number), then AG locks
-/// (ascending AG number), then buffers; inode cluster buffers only at commit, in daddr order.
+/// (ascending AG number), then buffers; inode cluster buffers only at commit, in daddr order; then the engine's
+/// commit gate. The engine commits the transaction when the operation's body returns and cancels it when the body
+/// throws; the body cannot commit or cancel it itself.
 /// </summary>
 /// <remarks>A transaction belongs to the thread that runs its body (not thread-safe).</remarks>
-public sealed class WriteTransaction : IDisposable
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001:Types that own disposable fields should be disposable",
+    Justification = "The engine owns every transaction's lifetime: WriteEngine.Execute commits or cancels it, and both release its buffers. A public Dispose would let an operation's body end its own transaction.")]
+public sealed class WriteTransaction
 {
     private readonly WriteEngine engine;
     private readonly LockPlan plan;
@@ -527,7 +531,7 @@ public sealed class WriteTransaction : IDisposable
     /// before the record is complete cancels; after it, the engine stops (the journal replays the record at the
     /// next open).
     /// </remarks>
-    public void Commit()
+    internal void Commit()
     {
         ThrowIfDone();
         CopyLoggedInodes();
@@ -645,7 +649,7 @@ public sealed class WriteTransaction : IDisposable
     }
 
     /// <summary>Cancels: nothing of this transaction remains, on disk or in memory.</summary>
-    public void Cancel()
+    internal void Cancel()
     {
         if (done)
         {
@@ -703,7 +707,8 @@ public sealed class WriteTransaction : IDisposable
         snapshots.Clear();
     }
 
-    public void Dispose() => Cancel();
+    /// <summary>Cancels the transaction unless it finished (the engine's clean-up path).</summary>
+    internal void Dispose() => Cancel();
 
     private void ThrowIfDone()
     {

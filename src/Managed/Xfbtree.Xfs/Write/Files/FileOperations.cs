@@ -5,7 +5,7 @@ using Xfbtree.Xfs.Write.Engine;
 namespace Xfbtree.Xfs.Write.Files;
 
 /// <summary>
-/// Regular-file data operations on inode numbers, each one transaction. OWNER: write-files.
+/// Regular-file data operations on inode numbers, each one transaction.
 /// Fork mapping in extents and btree format (with the kernel's conversions both ways), rmap and refcount
 /// updates through the transaction, reflink and copy-on-write.
 /// </summary>
@@ -176,6 +176,44 @@ public sealed class FileOperations
             }
             if (pos < end) sink.Zeros(pos, end - pos);
             return end - offset;
+        }
+    }
+
+    /// <summary>
+    /// lseek(2) SEEK_DATA (<paramref name="data"/>) or SEEK_HOLE from the extent map: the first offset at or after
+    /// <paramref name="offset"/> inside a written extent, or outside one (EOF counts as a hole). Unwritten extents
+    /// read as zeros and count as holes, as for the kernel's clean unwritten extents. Returns -1 (ENXIO) when
+    /// <paramref name="offset"/> is at or past EOF, or SEEK_DATA finds no data before EOF.
+    /// </summary>
+    public long Seek(ulong ino, long offset, bool data)
+    {
+        CheckRange(offset, 0, "seek");
+        var inode = Engine.GetInode(ino);
+        using (Engine.LockInodeForRead(inode))
+        {
+            CheckRegular(inode);
+            long size = (long)InodeFields.Size(inode.Core);
+            if (offset >= size) return -1;
+            var extents = ReadExtentsLocked(inode);
+            int bs = Engine.Geometry.BlockSize;
+            long position = offset;
+            for (int i = extents.IndexAtOrAfter((ulong)(offset / bs)); i < extents.Count && position < size; i++)
+            {
+                var e = extents[i];
+                long start = (long)e.StartOffset * bs, end = (long)(e.StartOffset + e.BlockCount) * bs;
+                if (end <= position) continue;
+                if (e.Unwritten) continue;
+                if (start > position)
+                {
+                    // A hole (or an unwritten run) lies before this extent.
+                    if (!data) return position;
+                    position = start;
+                }
+                if (data) return Math.Min(position, size) < size ? position : -1;
+                position = end;
+            }
+            if (data) return -1;
+            return Math.Min(position, size);
         }
     }
 

@@ -5,7 +5,7 @@ namespace Xfbtree.Xfs.Write.Files;
 
 /// <summary>
 /// Reads and writes the v3 dinode fields the file operations change, on the raw inode bytes
-/// (xfs-format.md §6.1). The caller holds the inode lock; every setter leaves the CRC to the commit.
+/// (docs/xfs-format.md §6.1). The caller holds the inode lock; every setter leaves the CRC to the commit.
 /// </summary>
 internal static class InodeFields
 {

@@ -18,7 +18,7 @@ namespace Xfbtree.Xfs.Write.Namespace;
 /// </summary>
 internal sealed class InodeAllocator
 {
-    // AGI field offsets (xfs-format.md §3.2).
+    // AGI field offsets (docs/xfs-format.md §3.2).
     const int AgiCount = 16, AgiRoot = 20, AgiLevel = 24, AgiFreecount = 28, AgiNewino = 32,
         AgiFreeRoot = 328, AgiFreeLevel = 332, AgiIblocks = 336, AgiFblocks = 340;
 
@@ -33,46 +33,10 @@ internal sealed class InodeAllocator
         _sb = _geo.Superblock;
     }
 
-    /// <summary>One inobt/finobt record, decoded (sparse layout or not).</summary>
-    record struct InodeRecord(uint StartIno, ushort HoleMask, byte Count, byte FreeCount, ulong Free)
-    {
-        /// <summary>Free bits of allocated (non-hole) inodes.</summary>
-        public readonly ulong RealFree(ulong holes) => Free & ~holes;
-    }
+    // The record layout is decoded in one place for the scan, the online collector, the allocator and the scrub.
+    InobtRecord Decode(ReadOnlySpan<byte> r) => InobtRecord.Read(r, _sb.HasSparseInodes);
 
-    static ulong HoleBits(ushort holemask)
-    {
-        ulong bits = 0;
-        for (int k = 0; k < 16; k++)
-            if ((holemask & (1 << k)) != 0) bits |= 0xFUL << (4 * k);
-        return bits;
-    }
-
-    InodeRecord Decode(ReadOnlySpan<byte> r)
-    {
-        uint start = BinaryPrimitives.ReadUInt32BigEndian(r);
-        ulong free = BinaryPrimitives.ReadUInt64BigEndian(r[8..]);
-        if (_sb.HasSparseInodes)
-            return new InodeRecord(start, BinaryPrimitives.ReadUInt16BigEndian(r[4..]), r[6], r[7], free);
-        uint fc = BinaryPrimitives.ReadUInt32BigEndian(r[4..]);
-        return new InodeRecord(start, 0, 64, (byte)Math.Min(fc, 64u), free);
-    }
-
-    void Encode(in InodeRecord rec, Span<byte> r)
-    {
-        BinaryPrimitives.WriteUInt32BigEndian(r, rec.StartIno);
-        if (_sb.HasSparseInodes)
-        {
-            BinaryPrimitives.WriteUInt16BigEndian(r[4..], rec.HoleMask);
-            r[6] = rec.Count;
-            r[7] = rec.FreeCount;
-        }
-        else
-        {
-            BinaryPrimitives.WriteUInt32BigEndian(r[4..], rec.FreeCount);
-        }
-        BinaryPrimitives.WriteUInt64BigEndian(r[8..], rec.Free);
-    }
+    void Encode(in InobtRecord rec, Span<byte> r) => rec.Write(r, _sb.HasSparseInodes);
 
     static XfsWriteException Corrupt(uint agno, string why) => new(WriteErrorKind.Corrupt, $"AG {agno}: {why}");
 
@@ -176,12 +140,12 @@ internal sealed class InodeAllocator
         uint agno = ctx.AgNumber;
         Span<byte> key = stackalloc byte[4];
         Span<byte> raw = stackalloc byte[16];
-        InodeRecord rec;
+        InobtRecord rec;
         if (ctx.Finobt is { } fino)
         {
             using var cur = fino.CreateCursor();
             BinaryPrimitives.WriteUInt32BigEndian(key, nearAgino);
-            InodeRecord? below = null, above = null;
+            InobtRecord? below = null, above = null;
             if (cur.Lookup(key, BtreeLookup.LessOrEqual) && cur.HasRecord) below = Decode(cur.Current);
             if (cur.Lookup(key, BtreeLookup.GreaterOrEqual) && cur.HasRecord) above = Decode(cur.Current);
             if (below is null && above is null) throw Corrupt(agno, $"agi_freecount {GetAgi(ctx, AgiFreecount)} but the finobt is empty");
@@ -191,7 +155,7 @@ internal sealed class InodeAllocator
         else
         {
             using var cur = ctx.Inobt.CreateCursor();
-            InodeRecord? found = null;
+            InobtRecord? found = null;
             for (bool ok = cur.MoveFirst(); ok && cur.HasRecord; ok = cur.Increment())
             {
                 var r = Decode(cur.Current);
@@ -200,11 +164,10 @@ internal sealed class InodeAllocator
             rec = found ?? throw Corrupt(agno, $"agi_freecount {GetAgi(ctx, AgiFreecount)} but no inobt record has a free inode");
             cur.Release();
         }
-        ulong holes = HoleBits(rec.HoleMask);
-        ulong realFree = rec.RealFree(holes);
+        ulong realFree = rec.RealFree;
         if (realFree == 0 || rec.FreeCount == 0) throw Corrupt(agno, $"inode chunk {rec.StartIno} listed as having free inodes has none");
         int bit = BitOperations.TrailingZeroCount(realFree);
-        var updated = rec with { Free = rec.Free & ~(1UL << bit), FreeCount = (byte)(rec.FreeCount - 1) };
+        var updated = rec with { Free = rec.Free & ~(1UL << bit), FreeCount = rec.FreeCount - 1 };
 
         // inobt: the chunk's record must agree with the finobt's.
         using (var cur = ctx.Inobt.CreateCursor())
@@ -283,7 +246,7 @@ internal sealed class InodeAllocator
         Span<byte> raw = stackalloc byte[16];
         for (uint r = 0; r < chunkInodes / 64; r++)
         {
-            var rec = r == 0 ? new InodeRecord(startAgino, 0, 64, 63, ~1UL) : new InodeRecord(startAgino + 64 * r, 0, 64, 64, ~0UL);
+            var rec = r == 0 ? new InobtRecord(startAgino, 0, 64, 63, ~1UL) : new InobtRecord(startAgino + 64 * r, 0, 64, 64, ~0UL);
             Encode(rec, raw);
             using (var cur = ctx.Inobt.CreateCursor())
             {
@@ -312,17 +275,17 @@ internal sealed class InodeAllocator
         Span<byte> key = stackalloc byte[4];
         Span<byte> raw = stackalloc byte[16];
         BinaryPrimitives.WriteUInt32BigEndian(key, agino);
-        InodeRecord rec;
+        InobtRecord rec;
         using (var cur = ctx.Inobt.CreateCursor())
         {
             if (!cur.Lookup(key, BtreeLookup.LessOrEqual) || !cur.HasRecord) throw Corrupt(agno, $"no inobt record holds inode {ino}");
             rec = Decode(cur.Current);
             int bit = (int)(agino - rec.StartIno);
-            if (agino < rec.StartIno || bit >= 64 || (HoleBits(rec.HoleMask) & (1UL << bit)) != 0)
+            if (agino < rec.StartIno || bit >= 64 || (rec.Holes & (1UL << bit)) != 0)
                 throw Corrupt(agno, $"no inobt record holds inode {ino}");
             if ((rec.Free & (1UL << bit)) != 0) throw Corrupt(agno, $"inode {ino} is already free in the inobt");
             if (rec.FreeCount >= rec.Count) throw Corrupt(agno, $"inobt record {rec.StartIno} freecount {rec.FreeCount} of {rec.Count}");
-            rec = rec with { Free = rec.Free | (1UL << bit), FreeCount = (byte)(rec.FreeCount + 1) };
+            rec = rec with { Free = rec.Free | (1UL << bit), FreeCount = rec.FreeCount + 1 };
             Encode(rec, raw);
             cur.Update(raw);
             cur.Release();

@@ -5,7 +5,7 @@ using Xfbtree.Xfs.Format;
 namespace Xfbtree.Xfs.Write.Namespace;
 
 /// <summary>
-/// Field-level edits of a v3 dinode image (xfs-format.md §6.1) for the namespace operations: new inode cores
+/// Field-level edits of a v3 dinode image (docs/xfs-format.md §6.1) for the namespace operations: new inode cores
 /// (xfs_init_new_inode), freed cores (xfs_ifree), link counts, timestamps (bigtime or classic), sizes and a
 /// single-extent data fork. The CRC is left to the transaction, which recomputes it when the inode is logged.
 /// </summary>
@@ -160,7 +160,7 @@ internal static class InodeCore
         else BinaryPrimitives.WriteUInt32BigEndian(c[OffNextents..], checked((uint)n));
     }
 
-    /// <summary>Encodes a bmbt extent record (xfs-format.md §5.5).</summary>
+    /// <summary>Encodes a bmbt extent record (docs/xfs-format.md §5.5).</summary>
     public static void WriteExtent(Span<byte> to, ulong startOffset, ulong startBlock, uint blockCount)
     {
         ulong l0 = (startOffset << 9) | (startBlock >> 43);

@@ -58,7 +58,7 @@ public delegate bool DirectoryVisitor(ReadOnlySpan<byte> name, ulong ino, InodeT
 
 /// <summary>
 /// Names and inode life, by inode (what a FUSE server calls) and by path on top of it: lookup, getattr, readdir,
-/// create, mkdir, unlink, rmdir, list, stat. OWNER: write-namespace. Directories of every format (through
+/// create, mkdir, unlink, rmdir, list, stat. Directories of every format (through
 /// <see cref="DirectoryEditor"/>); inode allocation from a free inode or a new chunk (inobt, finobt, OWN_INODES);
 /// inode free. Every failure is an <see cref="XfsWriteException"/> whose <see cref="XfsWriteException.Errno"/> is
 /// what the kernel would return.

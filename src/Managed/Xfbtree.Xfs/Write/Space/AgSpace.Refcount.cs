@@ -6,7 +6,7 @@ using Xfbtree.Xfs.Write.Engine;
 
 namespace Xfbtree.Xfs.Write.Space;
 
-/// <summary>Refcount btree updates with xfs_refcount_adjust's outcome (xfs-write-path.md §1.9).</summary>
+/// <summary>Refcount btree updates with xfs_refcount_adjust's outcome (docs/xfs-format.md §9.6).</summary>
 internal sealed partial class AgSpace
 {
     private readonly record struct RefcountExtent(uint Start, uint Length, uint Count)

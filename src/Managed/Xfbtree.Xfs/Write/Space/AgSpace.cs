@@ -10,7 +10,7 @@ namespace Xfbtree.Xfs.Write.Space;
 /// <summary>
 /// One locked AG inside one transaction: its AGF and AGFL (joined buffers, fields edited in place and logged),
 /// the free-space trees, the free list, the rmapbt and the refcountbt, all read and written through the
-/// transaction. Every AGF counter is kept exact as the kernel keeps it (xfs-write-path.md §1.6, §1.7):
+/// transaction. Every AGF counter is kept exact as the kernel keeps it (docs/xfs-format.md §9.4, §9.5):
 /// freeblks and longest follow the cntbt, flcount/flfirst/fllast the list, btreeblks the bnobt, cntbt and rmapbt
 /// blocks beyond their roots, rmap_blocks and refcount_blocks every block of their trees, levels and roots the
 /// trees. bnobt, cntbt and rmapbt blocks come from the AGFL head and return to its tail; refcountbt blocks come

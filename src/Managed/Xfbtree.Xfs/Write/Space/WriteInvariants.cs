@@ -8,7 +8,7 @@ using Xfbtree.Xfs.Write.Engine;
 namespace Xfbtree.Xfs.Write.Space;
 
 /// <summary>
-/// The engine's own consistency check of every AG (xfs-write-path.md §1.2: `xfs_repair -n` misses some of
+/// The engine's own consistency check of every AG (docs/xfs-format.md §9.2: `xfs_repair -n` misses some of
 /// these): bnobt and cntbt hold the same extents, merged and non-overlapping; the AGF counters equal the trees
 /// (freeblks, longest, flcount, btreeblks, rmap_blocks, refcount_blocks); the free list is consistent and none of
 /// its blocks is free; OWN_AG rmap = bnobt + cntbt + rmapbt blocks + the AGFL exactly; OWN_REFC = refcountbt

@@ -1,0 +1,240 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Runtime.Versioning;
+using Xfbtree.Cli.Mount;
+using Xfbtree.Fuse;
+using Xfbtree.Xfs.Online;
+using Xfbtree.Xfs.Write;
+using Xfbtree.Xfs.Write.Engine;
+
+namespace Xfbtree.Cli;
+
+/// <summary>
+/// <c>xfbtree mount IMAGE DIR [--threads N] [--sync] [--allow-other] [--read-only] [--online-repair-every SECONDS]</c>:
+/// serves the image through FUSE until <c>umount DIR</c>, SIGINT or SIGTERM, then closes it cleanly. Prints
+/// <c>mounted IMAGE on DIR</c> once the kernel accepted the mount. Exit 0 after a clean close, 1 when the close
+/// failed, 2 when the mount was refused (one line saying why).
+/// </summary>
+[SupportedOSPlatform("linux")]
+internal static class MountCommand
+{
+    /// <summary>Without --sync, committed operations become durable within this bound (the journal flusher's period).</summary>
+    public static readonly TimeSpan DurabilityBound = TimeSpan.FromSeconds(1);
+
+    public static Command Create(CommandEnvironment environment)
+    {
+        ArgumentNullException.ThrowIfNull(environment);
+        var image = new Argument<string>("IMAGE") { Description = "The XFS v5 image file (unmounted, clean log); it is changed." };
+        var dir = new Argument<string>("DIR") { Description = "An empty directory to mount on." };
+        var threads = new Option<int>("--threads") { Description = "Worker threads serving requests.", HelpName = "N", DefaultValueFactory = _ => Math.Clamp(Environment.ProcessorCount, 2, 8) };
+        var sync = new Option<bool>("--sync") { Description = "Every operation is durable when it returns (the journal is fsynced at each commit, commits in flight share fsyncs)." };
+        var allowOther = new Option<bool>("--allow-other") { Description = "Other users may use the mount; the kernel checks permissions (default_permissions)." };
+        var readOnly = new Option<bool>("--read-only") { Description = "Mount read-only." };
+        var repairEvery = new Option<double?>("--online-repair-every") { Description = "Rebuild the rmap btree of one AG after another, online, every SECONDS while requests are served.", HelpName = "SECONDS" };
+        var command = new Command("mount", "Serves an XFS image as a file system (FUSE) until umount DIR, SIGINT or SIGTERM; " +
+                                           "prints 'mounted IMAGE on DIR' when usable. Exit 0 clean close, 1 close failed, 2 refused.")
+        {
+            image, dir, threads, sync, allowOther, readOnly, repairEvery,
+        };
+        command.SetAction(p => Execute(new MountRequest
+        {
+            Image = p.GetRequiredValue(image),
+            Directory = p.GetRequiredValue(dir),
+            Threads = p.GetValue(threads),
+            Sync = p.GetValue(sync),
+            AllowOther = p.GetValue(allowOther),
+            ReadOnly = p.GetValue(readOnly),
+            OnlineRepairEvery = p.GetValue(repairEvery) is { } s ? TimeSpan.FromSeconds(s) : null,
+        }, environment));
+        return command;
+    }
+
+    /// <summary>Mounts, serves until the kernel ends the session, closes; the exit code.</summary>
+    public static int Execute(MountRequest request, CommandEnvironment environment)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ArgumentNullException.ThrowIfNull(environment);
+        var stderr = environment.Stderr;
+        string? refusal = request switch
+        {
+            { Threads: < 1 or > 64 } => $"--threads {request.Threads}: must be 1..64",
+            { OnlineRepairEvery: { } t } when t <= TimeSpan.Zero || t > TimeSpan.FromDays(1) => "--online-repair-every: must be more than 0 seconds and at most a day",
+            _ => null,
+        };
+        if (refusal is null)
+        {
+            if (!Directory.Exists(request.Directory)) refusal = $"{request.Directory}: not a directory";
+            else if (Directory.EnumerateFileSystemEntries(request.Directory).Any()) refusal = $"{request.Directory}: not an empty directory";
+            else if (!File.Exists("/dev/fuse")) refusal = "no /dev/fuse: this kernel has no FUSE device (load the module: modprobe fuse)";
+        }
+        if (refusal is not null)
+        {
+            stderr.WriteLine($"xfbtree mount: {refusal}");
+            return CommandLineHost.ExitUnusable;
+        }
+
+        XfsFileSystem fs;
+        try
+        {
+            fs = XfsFileSystem.Open(request.Image, new WriteEngineOptions { SyncCommits = request.Sync });
+        }
+        catch (Exception e) when (e is XfsWriteException or IOException or UnauthorizedAccessException)
+        {
+            stderr.WriteLine($"xfbtree mount: {request.Image}: {e.Message.ReplaceLineEndings(" ")}");
+            return CommandLineHost.ExitUnusable;
+        }
+
+        var log = new Action<string>(line => { lock (stderr) { stderr.WriteLine(line); stderr.Flush(); } });
+        var adapter = new XfsFuseFileSystem(fs, request.ReadOnly, log);
+        FuseSession session;
+        try
+        {
+            session = FuseSession.Mount(request.Directory, new FuseMountOptions
+            {
+                Source = Path.GetFullPath(request.Image),
+                AllowOther = request.AllowOther,
+                ReadOnly = request.ReadOnly,
+                RootMode = adapter.RootMode,
+            });
+        }
+        catch (FuseMountException e)
+        {
+            fs.Close();
+            fs.Dispose();
+            stderr.WriteLine($"xfbtree mount: {e.Message}");
+            return CommandLineHost.ExitUnusable;
+        }
+
+        using var stop = new CancellationTokenSource();
+        var server = new FuseServer(adapter, new FuseServerOptions { Threads = request.Threads, Log = log });
+        var repairs = new RepairLoop(fs.Engine, request.OnlineRepairEvery, log, stop.Token);
+        Thread? repairThread = null;
+        Timer? flusher = null;
+        void Unmount(PosixSignalContext context)
+        {
+            context.Cancel = true; // end through the unmount: the server then sees ENODEV and closes cleanly
+            session.Unmount();
+        }
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Unmount);
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Unmount);
+        bool serverFailed = false;
+        try
+        {
+            server.Run(session, () =>
+            {
+                environment.Stdout.WriteLine($"mounted {request.Image} on {request.Directory}");
+                environment.Stdout.Flush();
+                if (!request.Sync) flusher = new Timer(_ => FlushJournal(fs, log), null, DurabilityBound, DurabilityBound);
+                if (request.OnlineRepairEvery is not null)
+                {
+                    repairThread = new Thread(repairs.Run) { IsBackground = true, Name = "online-repair" };
+                    repairThread.Start();
+                }
+            });
+        }
+        catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException)
+        {
+            // The session failed; the image is still closed cleanly below.
+            serverFailed = true;
+            log($"xfbtree mount: serving {request.Directory} failed: {e.Message}");
+        }
+        finally
+        {
+            stop.Cancel();
+            repairThread?.Join();
+            if (flusher is not null)
+            {
+                using var done = new ManualResetEvent(false);
+                flusher.Dispose(done);
+                done.WaitOne();
+            }
+            session.Dispose();
+        }
+        repairs.WriteReport(environment.Stdout);
+        try
+        {
+            fs.Close();
+        }
+        catch (Exception e) when (e is XfsWriteException or IOException)
+        {
+            stderr.WriteLine($"xfbtree mount: {request.Image}: close failed: {e.Message}");
+            fs.Dispose();
+            return CommandLineHost.ExitDamaged;
+        }
+        fs.Dispose();
+        if (serverFailed) return CommandLineHost.ExitDamaged;
+        if (server.DeviceFailure != 0)
+        {
+            stderr.WriteLine($"xfbtree mount: the FUSE device failed: {Xfbtree.Native.NativeErrors.Describe(server.DeviceFailure)}");
+            return CommandLineHost.ExitDamaged;
+        }
+        environment.Stdout.Flush();
+        return CommandLineHost.ExitClean;
+    }
+
+    static void FlushJournal(XfsFileSystem fs, Action<string> log)
+    {
+        try
+        {
+            fs.Engine.SyncJournal();
+        }
+        catch (Exception e) when (e is XfsWriteException or IOException)
+        {
+            log($"xfbtree mount: journal flush failed: {e.Message}");
+        }
+    }
+
+    /// <summary>--online-repair-every: the rmap btree of one AG after another rebuilt online, one every period.</summary>
+    sealed class RepairLoop(WriteEngine engine, TimeSpan? every, Action<string> log, CancellationToken stop)
+    {
+        long _repairs, _applied, _ignored, _failures;
+
+        public void Run()
+        {
+            if (every is not { } period) return;
+            uint count = engine.Geometry.AgCount;
+            for (uint agno = 0; !stop.WaitHandle.WaitOne(period); agno = (agno + 1) % count)
+            {
+                try
+                {
+                    var result = OnlineRmapRepair.Run(engine, agno, cancellationToken: stop);
+                    Interlocked.Increment(ref _repairs);
+                    Interlocked.Add(ref _applied, result.LiveUpdatesApplied);
+                    Interlocked.Add(ref _ignored, result.LiveUpdatesIgnored);
+                    log(string.Create(CultureInfo.InvariantCulture,
+                        $"xfbtree mount: online repair: AG {agno} rmapbt rebuilt ({result.Records} records, {result.LiveUpdatesApplied} live updates applied, {result.LiveUpdatesIgnored} ignored)"));
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+                catch (Exception e) when (e is OnlineRepairException or XfsWriteException)
+                {
+                    // Failed cleanly (nothing changed on disk); the next turn tries again.
+                    Interlocked.Increment(ref _failures);
+                    log($"xfbtree mount: online repair of AG {agno}: {e.Message}");
+                }
+            }
+        }
+
+        public void WriteReport(TextWriter stdout)
+        {
+            if (every is null) return;
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"online-repair repairs={Interlocked.Read(ref _repairs)} applied={Interlocked.Read(ref _applied)} ignored={Interlocked.Read(ref _ignored)} failed={Interlocked.Read(ref _failures)}"));
+        }
+    }
+}
+
+/// <summary>One parsed <c>xfbtree mount</c> command line.</summary>
+internal sealed class MountRequest
+{
+    public required string Image { get; init; }
+    public required string Directory { get; init; }
+    public int Threads { get; init; } = 2;
+    public bool Sync { get; init; }
+    public bool AllowOther { get; init; }
+    public bool ReadOnly { get; init; }
+    public TimeSpan? OnlineRepairEvery { get; init; }
+}

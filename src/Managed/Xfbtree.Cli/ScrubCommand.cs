@@ -1,0 +1,171 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using Xfbtree.Buffers;
+using Xfbtree.Xfs;
+using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Scrub;
+
+namespace Xfbtree.Cli;
+
+/// <summary>
+/// <c>xfbtree scrub IMAGE [--ag N] [--json] [--force]</c>: checks every piece of AG metadata and every link count of
+/// an unmounted image against independent sources of truth (<see cref="Scrubber"/>). One line per structure checked
+/// and a summary; exit 0 clean, 1 damage found, 2 could not check (bad input, image in use, pending journal, dirty log,
+/// or a check that could not run).
+/// </summary>
+internal static class ScrubCommand
+{
+    /// <summary>Version of the JSON report's shape.</summary>
+    public const int JsonVersion = 1;
+
+    /// <summary>The <c>scrub</c> command.</summary>
+    public static Command Create(CommandEnvironment environment)
+    {
+        ArgumentNullException.ThrowIfNull(environment);
+        var image = new Argument<string>("IMAGE") { Description = "The XFS image file (or block device); it must not be in use." };
+        var ag = new Option<uint?>("--ag")
+        {
+            Description = "Only this allocation group (the superblock counters and link counts need the whole image and are then skipped).",
+            HelpName = "N",
+            CustomParser = r =>
+            {
+                string v = r.Tokens.Count > 0 ? r.Tokens[0].Value : "";
+                if (uint.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out uint n)) return n;
+                r.AddError($"--ag: '{v}' is not an AG number");
+                return null;
+            },
+        };
+        var json = new Option<bool>("--json") { Description = "Write the report as JSON." };
+        var force = new Option<bool>("--force") { Description = "Go on although the log is dirty or its state is unknown (results may be stale)." };
+        var command = new Command("scrub", "Check the free-space, inode, rmap and refcount btrees, the AG headers, the superblock counters and every link count " +
+                                           "of an unmounted image. Exit 0 clean, 1 damaged, 2 could not check.") { image, ag, json, force };
+        command.SetAction(p => Execute(p.GetRequiredValue(image), p.GetValue(ag), p.GetValue(json), p.GetValue(force), environment));
+        return command;
+    }
+
+    /// <summary>Runs <c>xfbtree scrub ARGS</c> (ARGS without the leading "scrub") in process, through the tool's own parser.</summary>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        var environment = new CommandEnvironment(stdout ?? throw new ArgumentNullException(nameof(stdout)),
+                                                 stderr ?? throw new ArgumentNullException(nameof(stderr)), false);
+        var root = CommandLineHost.CreateRoot();
+        root.Add(Create(environment));
+        return CommandLineHost.Invoke(root, ["scrub", .. args], environment);
+    }
+
+    static int Execute(string path, uint? onlyAg, bool json, bool force, CommandEnvironment environment)
+    {
+        var (stdout, stderr) = (environment.Stdout, environment.Stderr);
+        try
+        {
+            // The same notices as the rmap commands: an image being written, or a pending write-engine journal.
+            if (ImageStateNotices.InUse(path) is { } holder) return Fail(stderr, ImageStateNotices.InUseRefusal(path, holder));
+            if (ImageStateNotices.Pending(path) is { } pending) return Fail(stderr, ImageStateNotices.PendingRefusal(path, pending));
+            using var image = XfsImage.Open(path);
+            if (onlyAg is { } a && a >= image.Geometry.AgCount) return Fail(stderr, $"AG {a} does not exist (the filesystem has {image.Geometry.AgCount} AGs)");
+            if (!force)
+            {
+                var log = image.InspectLog();
+                if (log.State == LogState.Dirty) return Fail(stderr, $"{path}: the log is dirty ({log.Detail}): mount and unmount the filesystem to replay it, or use --force");
+                if (log.State == LogState.Unknown) return Fail(stderr, $"{path}: cannot tell whether the log is clean ({log.Detail}); use --force to go on");
+            }
+            var report = Scrubber.Run(image, new ScrubOptions { OnlyAg = onlyAg });
+            bool needsRepair = image.Superblock.NeedsRepair;
+            int rc = report.IsDamaged || needsRepair ? CommandLineHost.ExitDamaged : report.IsClean ? CommandLineHost.ExitClean : CommandLineHost.ExitUnusable;
+            if (json) WriteJson(stdout, path, report, needsRepair, rc);
+            else WriteText(stdout, report, needsRepair);
+            stdout.Flush();
+            return rc;
+        }
+        catch (XfsFormatException e) { return Fail(stderr, e.Message); }
+        catch (BufferIOException e) { return Fail(stderr, e.Message); }
+        catch (IOException e) { return Fail(stderr, "I/O error: " + e.Message); }
+        catch (UnauthorizedAccessException e) { return Fail(stderr, e.Message); }
+        catch (CorruptionException e) { stderr.WriteLine("xfbtree: " + e.Message.ReplaceLineEndings(" ")); return CommandLineHost.ExitDamaged; }
+        catch (OutOfMemoryException) { return Fail(stderr, "out of memory"); }
+#pragma warning disable CA1031 // last line of defence: one line, never a stack trace
+        catch (Exception e) when (!RmapCommands.RethrowInternalErrors) { return Fail(stderr, $"internal error: {e.GetType().Name}: {e.Message}"); }
+#pragma warning restore CA1031
+    }
+
+    static int Fail(TextWriter stderr, string message)
+    {
+        stderr.WriteLine("xfbtree: " + message.ReplaceLineEndings(" "));
+        return CommandLineHost.ExitUnusable;
+    }
+
+    static void WriteText(TextWriter o, ScrubReport report, bool needsRepair)
+    {
+        foreach (var f in report.Findings)
+        {
+            o.WriteLine(f.ToString());
+            if (f.Structure == "nlinks")
+            {
+                foreach (var m in report.LinkMismatches) o.WriteLine(m.ToString());
+                if (report.LinkMismatchTotal > report.LinkMismatches.Count) o.WriteLine($"... and {report.LinkMismatchTotal - report.LinkMismatches.Count} more inodes with a wrong link count");
+            }
+        }
+        if (needsRepair) o.WriteLine("superblock: NEEDSREPAIR is set (an earlier repair did not finish)");
+        int damaged = report.DamagedCount;
+        int unchecked_ = report.Findings.Count(f => f.Verdict == ScrubVerdict.NotChecked);
+        string secs = report.Elapsed.TotalSeconds.ToString("0.00", CultureInfo.InvariantCulture);
+        if (report.IsDamaged || needsRepair)
+            o.WriteLine($"result: DAMAGED ({damaged} of {report.Findings.Count} structures damaged, {report.LinkMismatchTotal} wrong link counts{(needsRepair ? ", NEEDSREPAIR set" : "")}; {secs} s)");
+        else if (!report.IsClean)
+            o.WriteLine($"result: INCOMPLETE ({unchecked_} of {report.Findings.Count} structures could not be checked; {secs} s)");
+        else
+            o.WriteLine($"result: clean ({report.Findings.Count} structures checked; {secs} s)");
+    }
+
+    static void WriteJson(TextWriter o, string path, ScrubReport report, bool needsRepair, int rc)
+    {
+        using var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
+        {
+            w.WriteStartObject();
+            w.WriteNumber("version", JsonVersion);
+            w.WriteString("image", path);
+            w.WriteBoolean("clean", report.IsClean && !needsRepair);
+            w.WriteBoolean("damaged", report.IsDamaged || needsRepair);
+            w.WriteNumber("exit", rc);
+            w.WriteBoolean("needsRepair", needsRepair);
+            w.WriteNumber("seconds", report.Elapsed.TotalSeconds);
+            w.WriteNumber("scanSeconds", report.ScanElapsed.TotalSeconds);
+            w.WriteStartArray("structures");
+            foreach (var f in report.Findings)
+            {
+                w.WriteStartObject();
+                w.WriteString("structure", f.Structure);
+                if (f.AgNumber is { } ag) w.WriteNumber("ag", ag); else w.WriteNull("ag");
+                w.WriteString("verdict", f.Verdict switch { ScrubVerdict.Clean => "clean", ScrubVerdict.Damaged => "damaged", _ => "not-checked" });
+                w.WriteNumber("problemTotal", f.ProblemTotal);
+                w.WriteStartArray("problems");
+                foreach (var p in f.Problems) w.WriteStringValue(p);
+                w.WriteEndArray();
+                w.WriteStartArray("notChecked");
+                foreach (var s in f.Skipped) w.WriteStringValue(s);
+                w.WriteEndArray();
+                w.WriteString("line", f.ToString());
+                w.WriteNumber("seconds", f.Elapsed.TotalSeconds);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteNumber("nlinkMismatchTotal", report.LinkMismatchTotal);
+            w.WriteStartArray("nlinkMismatches");
+            foreach (var m in report.LinkMismatches)
+            {
+                w.WriteStartObject();
+                w.WriteNumber("ino", m.Ino);
+                w.WriteNumber("nlink", m.NLink);
+                w.WriteNumber("counted", m.Counted);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+        o.Write(System.Text.Encoding.UTF8.GetString(ms.ToArray()));
+        o.Write('\n');
+    }
+}

@@ -1,0 +1,158 @@
+using System.Globalization;
+using System.Runtime.Versioning;
+using Xfbtree.Native;
+
+namespace Xfbtree.Fuse;
+
+/// <summary>How to mount.</summary>
+public sealed record FuseMountOptions
+{
+    /// <summary>What /proc/mounts shows as the source (the image path).</summary>
+    public required string Source { get; init; }
+
+    /// <summary>The subtype: the mount's type shows as fuse.NAME.</summary>
+    public string Subtype { get; init; } = "xfbtree";
+
+    /// <summary>Other users may use the mount (the kernel then checks permissions: default_permissions).</summary>
+    public bool AllowOther { get; init; }
+
+    /// <summary>The kernel checks permissions from the attributes the server returns (always on with <see cref="AllowOther"/>).</summary>
+    public bool DefaultPermissions { get; init; } = true;
+
+    public bool ReadOnly { get; init; }
+
+    /// <summary>The root directory's mode as the kernel needs it before the first GETATTR (type bits included).</summary>
+    public uint RootMode { get; init; } = 0x41ED; // S_IFDIR | 0755
+}
+
+/// <summary>Mounting failed: the message is one line a user understands.</summary>
+public sealed class FuseMountException : Exception
+{
+    public FuseMountException(string message) : base(message) { }
+
+    public FuseMountException(string message, Exception inner) : base(message, inner) { }
+
+    public FuseMountException() { }
+}
+
+/// <summary>
+/// A FUSE connection: /dev/fuse opened and mounted on a directory, as root with mount(2), otherwise through the
+/// setuid helper fusermount3 when it is installed (the way libfuse mounts for users). <see cref="Unmount"/>
+/// detaches the mount (the server's reads then answer ENODEV once the kernel has no more use for it);
+/// <see cref="Dispose"/> unmounts if needed and closes the device.
+/// </summary>
+[SupportedOSPlatform("linux")]
+public sealed class FuseSession : IDisposable
+{
+    readonly string? _helper;
+    int _unmounted;
+
+    FuseSession(SafeFdHandle device, string directory, string? helper)
+    {
+        Device = device;
+        Directory = directory;
+        _helper = helper;
+    }
+
+    internal SafeFdHandle Device { get; }
+
+    /// <summary>The mount point (absolute).</summary>
+    public string Directory { get; }
+
+    /// <summary>Mounts <paramref name="directory"/>. Throws <see cref="FuseMountException"/> with the reason.</summary>
+    public static FuseSession Mount(string directory, FuseMountOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        directory = Path.GetFullPath(directory);
+        if (!System.IO.Directory.Exists(directory))
+        {
+            throw new FuseMountException($"{directory} is not a directory");
+        }
+        if (!File.Exists(LinuxFuse.DevicePath))
+        {
+            throw new FuseMountException("no /dev/fuse: this kernel has no FUSE (load it with modprobe fuse)");
+        }
+        var (uid, gid) = LinuxFuse.EffectiveIds();
+        string common = (options.DefaultPermissions || options.AllowOther ? "default_permissions," : "")
+            + (options.AllowOther ? "allow_other," : "");
+        if (uid == 0)
+        {
+            int error = LinuxFuse.OpenDevice(out SafeFdHandle? device);
+            if (error != 0)
+            {
+                throw new FuseMountException(error == FuseErrno.ENOENT
+                    ? "no /dev/fuse: this kernel has no FUSE device node (load it with modprobe fuse)"
+                    : $"cannot open /dev/fuse: {NativeErrors.Describe(error)}");
+            }
+            bool added = false;
+            try
+            {
+                device!.DangerousAddRef(ref added);
+                string data = string.Create(CultureInfo.InvariantCulture,
+                    $"fd={device.Fd},rootmode={Convert.ToString(options.RootMode, 8)},user_id={uid},group_id={gid}");
+                if (common.Length > 0) data += "," + common.TrimEnd(',');
+                ulong flags = LinuxFuse.MountNoSuid | LinuxFuse.MountNoDev | (options.ReadOnly ? LinuxFuse.MountReadOnly : 0);
+                error = LinuxFuse.Mount(options.Source, directory, "fuse." + options.Subtype, flags, data);
+            }
+            finally
+            {
+                if (added) device!.DangerousRelease();
+            }
+            if (error != 0)
+            {
+                device.Dispose();
+                throw new FuseMountException(error == FuseErrno.EPERM
+                    ? $"no permission to mount on {directory}"
+                    : $"mount on {directory} failed: {NativeErrors.Describe(error)}");
+            }
+            return new FuseSession(device, directory, helper: null);
+        }
+        string? helper = FindHelper();
+        if (helper is null)
+        {
+            throw new FuseMountException("no permission to mount: run as root, or install fusermount3 (Debian package fuse3) to mount as a user");
+        }
+        string helperOptions = common + $"fsname={EscapeOption(options.Source)},subtype={options.Subtype},nosuid,nodev" + (options.ReadOnly ? ",ro" : ",rw");
+        SafeFdHandle? received = LinuxFuse.MountWithHelper(helper, directory, helperOptions, out string complaint);
+        if (received is null)
+        {
+            throw new FuseMountException($"fusermount3 refused to mount on {directory}: {complaint.ReplaceLineEndings(" ")}");
+        }
+        return new FuseSession(received, directory, helper);
+    }
+
+    /// <summary>Detaches the mount (idempotent). Returns false when the kernel refused (it is already gone, for example).</summary>
+    public bool Unmount()
+    {
+        if (Interlocked.Exchange(ref _unmounted, 1) != 0)
+        {
+            return true;
+        }
+        return _helper is null ? LinuxFuse.Unmount(Directory, detach: true) == 0 : LinuxFuse.UnmountWithHelper(_helper, Directory) == 0;
+    }
+
+    /// <summary>
+    /// The kernel ended the session (the server read ENODEV): the mount is gone already, and DIR may by now carry
+    /// someone else's mount, which a later <see cref="Unmount"/> must not detach.
+    /// </summary>
+    internal void MarkEnded() => Interlocked.Exchange(ref _unmounted, 1);
+
+    public void Dispose()
+    {
+        Unmount();
+        Device.Dispose();
+    }
+
+    static string? FindHelper()
+    {
+        foreach (string dir in (Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin").Split(':'))
+        {
+            string candidate = Path.Combine(dir.Length == 0 ? "." : dir, "fusermount3");
+            if (File.Exists(candidate)) return candidate;
+        }
+        return File.Exists("/usr/bin/fusermount3") ? "/usr/bin/fusermount3" : null;
+    }
+
+    // fusermount3 splits options on commas; libfuse escapes commas and backslashes in fsname with a backslash.
+    static string EscapeOption(string value) => value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace(",", "\\,", StringComparison.Ordinal);
+}

@@ -1,0 +1,36 @@
+using Xfbtree.Xfs.Check;
+
+namespace Xfbtree.Xfs.Scrub;
+
+/// <summary>
+/// rmapbt of one AG: the existing two-way compare with the expected rmap set (<see cref="RmapChecker"/>: records
+/// missing, extra or different, structure, AGF rmap counters) and the damage the scan met while computing that set
+/// (AG headers, tree nodes, inodes, forks), which is reported here because it is what the set could not include.
+/// </summary>
+internal static class RmapbtScrubber
+{
+    /// <summary>The rmapbt finding.</summary>
+    public static ScrubFinding Check(AgScrubContext ctx)
+    {
+        var f = new ScrubFinding("rmapbt", ctx.AgNumber, ctx.Options.ProblemLimit);
+        var rep = RmapChecker.CheckAg(ctx.Image, ctx.Scan, new RmapCheckOptions { SampleLimit = 1, StructureLimit = ctx.Options.ProblemLimit });
+        string Sample(RmapDifferenceKind kind)
+        {
+            foreach (var s in rep.Samples)
+                if (s.Kind == kind) return $" (first {(kind == RmapDifferenceKind.Extra ? s.OnDisk : s.Expected)})";
+            return "";
+        }
+        f.Damage(rep.Missing, $"{rep.Missing} records missing{Sample(RmapDifferenceKind.Missing)}");
+        // An inode the scan could not read (in any AG) leaves its records out of every AG's expected set, so records
+        // on disk but not expected are damage only when the scan saw everything.
+        if (ctx.ScanComplete || rep.Extra == 0) f.Damage(rep.Extra, $"{rep.Extra} records extra{Sample(RmapDifferenceKind.Extra)}");
+        else f.Skip($"{rep.Extra} records on disk but not expected not judged: the scan met damage in another AG");
+        f.Damage(rep.Different, $"{rep.Different} records differ{Sample(RmapDifferenceKind.Different)}");
+        foreach (var s in rep.Structure) f.Damage(s);
+        if (rep.StructureTotal > rep.Structure.Count) f.Damage(rep.StructureTotal - rep.Structure.Count, $"{rep.StructureTotal - rep.Structure.Count} more structure problems");
+        foreach (var p in rep.ScanProblems) f.Damage($"scan: {p.Where}: {p.What}");
+        if (rep.ScanProblemTotal > rep.ScanProblems.Count) f.Damage(rep.ScanProblemTotal - rep.ScanProblems.Count, $"{rep.ScanProblemTotal - rep.ScanProblems.Count} more scan problems");
+        f.Note = $"{rep.OnDiskRecords} records";
+        return f;
+    }
+}

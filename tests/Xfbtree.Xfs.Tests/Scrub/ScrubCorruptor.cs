@@ -1,0 +1,214 @@
+using System.Globalization;
+using Xfbtree.Xfs.Tests.Repair;
+using Xfbtree.Xfs.Tests.Trees;
+
+namespace Xfbtree.Xfs.Tests.Scrub;
+
+/// <summary>
+/// Damages one structure of an unmounted image in place with xfs_db writes (an independent writer), for the
+/// scrub's corruption matrix. Each kind names the structure whose report line must say damaged.
+/// </summary>
+internal static class ScrubCorruptor
+{
+    /// <summary>One kind: the tree it targets, its name, what it does, and the finding that must report it.</summary>
+    internal sealed record Kind(string Tree, string Name, string What, string Finding);
+
+    static readonly string[] Trees = ["bnobt", "cntbt", "inobt", "finobt", "refcountbt"];
+
+    /// <summary>Every kind of the matrix.</summary>
+    public static readonly IReadOnlyList<Kind> Kinds = Build();
+
+    static List<Kind> Build()
+    {
+        var k = new List<Kind>();
+        foreach (string t in Trees)
+        {
+            string header = t is "inobt" or "finobt" ? "AGI" : "AGF";
+            foreach (var (name, what) in RecordKinds(t)) k.Add(new Kind(t, name, what, t));
+            k.Add(new Kind(t, "leaf-level", "the first leaf's level set to 1", t));
+            k.Add(new Kind(t, "leaf-numrecs", "the first leaf's numrecs increased by one", t));
+            k.Add(new Kind(t, "leaf-magic", "the first leaf's magic changed (raw write)", t));
+            k.Add(new Kind(t, "leaf-crc", "the first leaf's CRC invalidated, contents intact", t));
+            k.Add(new Kind(t, "leaf-sibling", "the first leaf's right sibling pointed at the root", t));
+            if (t is "inobt" or "finobt")
+            {
+                k.Add(new Kind(t, "root-ptr", "the AGI root pointer redirected to the other inode btree's root", t));
+            }
+            else
+            {
+                k.Add(new Kind(t, "node-key", "the root node's second key startblock increased by one", t));
+                k.Add(new Kind(t, "node-ptr", "the root node's second child pointer redirected to the first child", t));
+            }
+            foreach (var (name, what) in HeaderKinds(t)) k.Add(new Kind(t, name, what, header));
+        }
+        k.Add(new Kind("nlinks", "nlink-dir-high", "a directory's nlink increased by one", "nlinks"));
+        k.Add(new Kind("nlinks", "nlink-file-high", "a regular file's nlink increased by one", "nlinks"));
+        k.Add(new Kind("nlinks", "nlink-file-zero", "a linked regular file's nlink set to zero", "nlinks"));
+        return k;
+    }
+
+    static IEnumerable<(string, string)> RecordKinds(string tree) => tree switch
+    {
+        "bnobt" => [("rec-blockcount", "the third record's blockcount increased by one"), ("rec-startblock", "the third record's startblock decreased by one")],
+        "cntbt" => [("rec-blockcount", "the third record's blockcount increased by one"), ("rec-startblock", "the third record's startblock increased by one")],
+        "refcountbt" => [("rec-refcount", "the second record's refcount increased by one"), ("rec-blockcount", "the second record's blockcount increased by one")],
+        "inobt" => [("rec-freecount", "the second record's freecount increased by one"), ("rec-free", "the second record's free mask: the lowest in-use inode marked free")],
+        _ => [("rec-freecount", "the first record's freecount decreased by one"), ("rec-startino", "the first record's startino moved by 64")],
+    };
+
+    static IEnumerable<(string, string)> HeaderKinds(string tree) => tree switch
+    {
+        "bnobt" => [("agf-freeblks", "agf_freeblks increased by one"), ("agf-btreeblks", "agf_btreeblks increased by one")],
+        "cntbt" => [("agf-longest", "agf_longest decreased by one"), ("agf-cntlevel", "agf_levels[cnt] increased by one")],
+        "refcountbt" => [("agf-refcount-blocks", "agf_refcount_blocks increased by one"), ("agf-refcount-level", "agf_refcount_level increased by one")],
+        "inobt" => [("agi-count", "agi_count increased by 64"), ("agi-level", "agi_level increased by one")],
+        _ => [("agi-freecount", "agi_freecount increased by one"), ("agi-free-level", "agi_free_level increased by one")],
+    };
+
+    /// <summary>Applies <paramref name="kind"/> to AG <paramref name="ag"/>; returns a line saying what changed. Throws when it cannot apply.</summary>
+    public static string Apply(string image, Kind kind, uint ag)
+    {
+        if (kind.Tree == "nlinks") return Nlink(image, kind.Name);
+        string[] root = kind.Tree switch
+        {
+            "bnobt" => [$"agf {ag}", "addr bnoroot"],
+            "cntbt" => [$"agf {ag}", "addr cntroot"],
+            "refcountbt" => [$"agf {ag}", "addr refcntroot"],
+            "inobt" => [$"agi {ag}", "addr root"],
+            _ => [$"agi {ag}", "addr free_root"],
+        };
+        string[] agf = [$"agf {ag}"], agi = [$"agi {ag}"];
+        var leaf = root.ToList();
+        while (Read(image, leaf, "level") > 0) leaf.Add("addr ptrs[1]");
+        string[] l = [.. leaf];
+        switch (kind.Name)
+        {
+            case "rec-blockcount" when kind.Tree == "refcountbt": return Add(image, l, "recs[2].blockcount", 1);
+            case "rec-blockcount": return Add(image, l, "recs[3].blockcount", 1);
+            case "rec-startblock": return Add(image, l, "recs[3].startblock", kind.Tree == "bnobt" ? -1 : 1);
+            case "rec-refcount": return Add(image, l, "recs[2].refcount", 1);
+            case "rec-freecount": return Add(image, l, kind.Tree == "inobt" ? "recs[2].freecount" : "recs[1].freecount", kind.Tree == "inobt" ? 1 : -1);
+            case "rec-startino": return Add(image, l, "recs[1].startino", 64);
+            case "rec-free":
+            {
+                ulong free = (ulong)Read(image, l, "recs[2].free");
+                ulong inUse = ~free;
+                if (inUse == 0) throw new InvalidOperationException("the record has no inode in use");
+                ulong changed = free | (inUse & (ulong)-(long)inUse);
+                return Write(image, l, "recs[2].free", "0x" + changed.ToString("x", CultureInfo.InvariantCulture));
+            }
+            case "leaf-level": return Write(image, l, "level", "1");
+            case "leaf-numrecs": return Add(image, l, "numrecs", 1);
+            case "leaf-magic": return Write(image, l, "magic", "0x12345678");
+            case "leaf-crc": Db(image, true, [.. l, "crc -i"]); return "leaf CRC invalidated";
+            case "leaf-sibling":
+            {
+                // The root's block number, from the header field that points at it.
+                string rootField = root[1]["addr ".Length..];
+                long rootBlock = Read(image, root[..1], rootField);
+                return Write(image, l, "rightsib", rootBlock.ToString(CultureInfo.InvariantCulture));
+            }
+            case "node-key":
+                if (Read(image, root, "level") == 0) throw new InvalidOperationException("the root is a leaf");
+                return Add(image, root, "keys[2].startblock", 1);
+            case "node-ptr":
+                if (Read(image, root, "level") == 0) throw new InvalidOperationException("the root is a leaf");
+                return Write(image, root, "ptrs[2]", Read(image, root, "ptrs[1]").ToString(CultureInfo.InvariantCulture));
+            case "root-ptr":
+            {
+                string mine = kind.Tree == "inobt" ? "root" : "free_root", other = kind.Tree == "inobt" ? "free_root" : "root";
+                return Write(image, agi, mine, Read(image, agi, other).ToString(CultureInfo.InvariantCulture));
+            }
+            case "agf-freeblks": return Add(image, agf, "freeblks", 1);
+            case "agf-btreeblks": return Add(image, agf, "btreeblks", 1);
+            case "agf-longest": return Add(image, agf, "longest", -1);
+            case "agf-cntlevel": return Add(image, agf, "cntlevel", 1);
+            case "agf-refcount-blocks": return Add(image, agf, "refcntblocks", 1);
+            case "agf-refcount-level": return Add(image, agf, "refcntlevel", 1);
+            case "agi-count": return Add(image, agi, "count", 64);
+            case "agi-level": return Add(image, agi, "level", 1);
+            case "agi-freecount": return Add(image, agi, "freecount", 1);
+            case "agi-free-level": return Add(image, agi, "free_level", 1);
+            default: throw new ArgumentException($"unknown kind {kind.Name}", nameof(kind));
+        }
+    }
+
+    static string Nlink(string image, string name)
+    {
+        ulong ino;
+        if (name == "nlink-dir-high")
+        {
+            ino = (ulong)Read(image, ["sb 0"], "rootino");
+        }
+        else
+        {
+            ino = FindRegularFile(image);
+        }
+        string[] nav = [$"inode {ino}"];
+        return name switch
+        {
+            "nlink-file-zero" => $"inode {ino}: " + Write(image, nav, "core.nlinkv2", "0"),
+            _ => $"inode {ino}: " + Add(image, nav, "core.nlinkv2", 1),
+        };
+    }
+
+    /// <summary>The first regular file found breadth-first from the root with xfs_db ls.</summary>
+    static ulong FindRegularFile(string image)
+    {
+        var queue = new Queue<string>(["/"]);
+        for (int visited = 0; queue.Count > 0 && visited < 50; visited++)
+        {
+            string dir = queue.Dequeue();
+            foreach (string line in Db(image, false, [$"ls {dir}"]).Split('\n').Skip(1))
+            {
+                var f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                if (f.Length < 6 || f[^1] != "(good)") continue;
+                string entry = f[^2];
+                if (entry is "." or "..") continue;
+                if (f[2] == "regular") return ulong.Parse(f[1], CultureInfo.InvariantCulture);
+                if (f[2] == "directory") queue.Enqueue(dir.TrimEnd('/') + "/" + entry);
+            }
+        }
+        throw new InvalidOperationException("no regular file found");
+    }
+
+    static long Read(string image, IEnumerable<string> nav, string field)
+    {
+        string outp = Db(image, false, [.. nav, $"print {field}"]);
+        string line = outp.Split('\n').LastOrDefault(x => x.Contains(" = ", StringComparison.Ordinal)) ?? throw new InvalidOperationException($"xfs_db printed no {field}: {outp}");
+        return ParseValue(line);
+    }
+
+    static long ParseValue(string line)
+    {
+        string v = line[(line.IndexOf('=', StringComparison.Ordinal) + 1)..].Trim();
+        if (v == "null") return -1;
+        return v.StartsWith("0x", StringComparison.Ordinal) ? (long)ulong.Parse(v[2..], NumberStyles.HexNumber, CultureInfo.InvariantCulture)
+             : v.StartsWith('0') && v.Length > 1 ? Convert.ToInt64(v, 8) : long.Parse(v, CultureInfo.InvariantCulture);
+    }
+
+    static string Add(string image, string[] nav, string field, long delta)
+    {
+        long v = Read(image, nav, field);
+        return Write(image, nav, field, (v + delta).ToString(CultureInfo.InvariantCulture), $" (was {v})");
+    }
+
+    static string Write(string image, string[] nav, string field, string value, string note = "")
+    {
+        // -d: write the field as asked, even where the write verifier would refuse the result; xfs_db still gives the
+        // block a correct CRC, so the damage is the field alone.
+        string outp = Db(image, true, [.. nav, $"write -d {field} {value}"]);
+        if (outp.Contains("error", StringComparison.OrdinalIgnoreCase) || outp.Contains("failed", StringComparison.OrdinalIgnoreCase))
+            throw new InvalidOperationException($"xfs_db write {field} failed: {outp}");
+        return $"{string.Join("; ", nav)}: {field} = {value}{note}";
+    }
+
+    static string Db(string image, bool write, string[] commands)
+    {
+        var args = new List<string> { write ? "-x" : "-r" };
+        foreach (string c in commands) { args.Add("-c"); args.Add(c); }
+        args.Add(image);
+        var r = RepairTools.Exec(TreeFixtures.Tool("xfs_db"), args);
+        return r.Stdout + r.Stderr;
+    }
+}
