@@ -48,7 +48,7 @@ public sealed class WriteCliPosixTests(ITestOutputHelper output)
             var (rc, stdout, stderr) = Io(image, command);
             Assert.True(rc == 1, $"{command}: exit {rc}\n{stdout}{stderr}");
             Assert.Equal(1, stderr.Count(c => c == '\n'));
-            Assert.StartsWith($"xfbtree io: {command}: ", stderr, StringComparison.Ordinal);
+            Assert.StartsWith($"xfbtree: io: {command}: ", stderr, StringComparison.Ordinal);
             Assert.EndsWith($"({errno})\n", stderr, StringComparison.Ordinal);
             Assert.Equal(listing, Io(image, listingCommands).Stdout);
         }
