@@ -10,21 +10,37 @@
 #   WORKLOAD vs_kernel=X vs_fuse2fs=Y     (X, Y: the other file system's time / xfbtree's time; IOPS ratio for fio)
 # A workload that fails on a file system shows "failed" (and the ratios "n/a").
 #
-# Usage: bench/mount-vs-kernel.sh [TREE...]
-#   TREE  directories archived as the untar source (default: /usr/lib/python3.11 /usr/share/doc, about 8,000
-#         entries and 190 MB on Debian 12)
+# Usage: bench/mount-vs-kernel.sh [--quick] [TREE...]
+#   --quick  smaller versions of the same workloads, to iterate: untar source /usr/lib/python3.11 only (about
+#            5,000 entries, 100 MB), 256 MiB sequential, 5 s of fio (each still settable below)
+#   TREE     directories archived as the untar source (default: /usr/lib/python3.11 /usr/share/doc, about 8,000
+#            entries and 190 MB on Debian 12)
 # Environment: MOUNT_BENCH_SIZE_MIB (default 4096), MOUNT_BENCH_SEQ_MIB (default 1024), MOUNT_BENCH_FIO_SECONDS
-# (default 20), MOUNT_BENCH_THREADS (xfbtree mount --threads, default its own).
+# (default 20), MOUNT_BENCH_THREADS (xfbtree mount --threads, default its own), MOUNT_BENCH_FS (the file systems
+# to run, default "xfbtree kernel fuse2fs"), MOUNT_BENCH_PERF_DIR (a directory: each xfbtree workload is also
+# recorded there with `perf record -g` on the server, WORKLOAD.perf.data, with managed symbols through
+# DOTNET_PerfMapEnabled=1 and DOTNET_EnableWriteXorExecute=0; read with `perf report -i DIR/WORKLOAD.perf.data`).
 # Needs root, /dev/fuse, xfsprogs, e2fsprogs, fuse2fs, fio (apt-get install fuse2fs fio).
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 PATH="$PATH:/usr/sbin:/sbin"
+quick=0
+if [ "${1:-}" = --quick ]; then quick=1; shift; fi
 size=${MOUNT_BENCH_SIZE_MIB:-4096}
-seq=${MOUNT_BENCH_SEQ_MIB:-1024}
-fio_seconds=${MOUNT_BENCH_FIO_SECONDS:-20}
+if [ $quick = 1 ]; then
+  seq=${MOUNT_BENCH_SEQ_MIB:-256}
+  fio_seconds=${MOUNT_BENCH_FIO_SECONDS:-5}
+else
+  seq=${MOUNT_BENCH_SEQ_MIB:-1024}
+  fio_seconds=${MOUNT_BENCH_FIO_SECONDS:-20}
+fi
+read -r -a filesystems <<< "${MOUNT_BENCH_FS:-xfbtree kernel fuse2fs}"
+perf_dir=${MOUNT_BENCH_PERF_DIR:-}
 trees=("$@")
-[ ${#trees[@]} -eq 0 ] && trees=(/usr/lib/python3.11 /usr/share/doc)
+if [ ${#trees[@]} -eq 0 ]; then
+  if [ $quick = 1 ]; then trees=(/usr/lib/python3.11); else trees=(/usr/lib/python3.11 /usr/share/doc); fi
+fi
 
 [ "$(id -u)" -eq 0 ] || { echo "error: needs root (loop and FUSE mounts)" >&2; exit 2; }
 [ -e /dev/fuse ] || { echo "error: no /dev/fuse" >&2; exit 2; }
@@ -44,6 +60,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+echo "load: $(uptime)"
 echo "source: ${trees[*]}"
 archive="$work/source.tar"
 tar cf "$archive" --absolute-names "${trees[@]}" 2>/dev/null
@@ -56,6 +73,7 @@ truncate -s "${size}M" "$work/ext4.img"
 mkfs.ext4 -q -F "$work/ext4.img"
 mkdir -p "$work/mnt-xfbtree" "$work/mnt-kernel" "$work/mnt-fuse2fs"
 
+[ -n "$perf_dir" ] && { mkdir -p "$perf_dir"; export DOTNET_PerfMapEnabled=1 DOTNET_EnableWriteXorExecute=0; }
 "${xfbtree[@]}" mount "$work/xfs.img" "$work/mnt-xfbtree" ${MOUNT_BENCH_THREADS:+--threads "$MOUNT_BENCH_THREADS"} \
   > "$work/xfbtree.out" 2> "$work/xfbtree.err" &
 xfb_pid=$!
@@ -63,13 +81,20 @@ for _ in $(seq 240); do grep -q "^mounted " "$work/xfbtree.out" 2>/dev/null && b
 grep -q "^mounted " "$work/xfbtree.out" || { echo "error: xfbtree mount failed: $(cat "$work/xfbtree.err")" >&2; exit 2; }
 mount -o loop,nouuid "$work/kernel.img" "$work/mnt-kernel"
 fuse2fs -o rw "$work/ext4.img" "$work/mnt-fuse2fs"
-
 declare -A result
+for fs in xfbtree kernel fuse2fs; do for w in untar statwalk copy remove seqwrite seqread randwrite; do result[$fs,$w]=skipped; done; done
+
 now() { date +%s.%N; }
 # time_it FS WORKLOAD COMMAND...: seconds into result[FS,WORKLOAD], or "failed".
 time_it() {
   local fs=$1 workload=$2; shift 2
   local start end
+  local perf_pid=""
+  if [ -n "$perf_dir" ] && [ "$fs" = xfbtree ]; then
+    perf record -q -g -p "$xfb_pid" -o "$perf_dir/$workload.perf.data" > "$perf_dir/$workload.perf.log" 2>&1 &
+    perf_pid=$!
+    sleep 1 # perf attaches to every thread before the workload starts
+  fi
   start=$(now)
   if "$@" > "$work/$fs-$workload.log" 2>&1; then
     end=$(now)
@@ -77,6 +102,7 @@ time_it() {
   else
     result[$fs,$workload]=failed
   fi
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid"; fi
 }
 untar() { tar xf "$archive" -C "$1/tree" && sync -f "$1"; }
 statwalk() { find "$1/tree" -printf '%s %m %T@\n' > /dev/null; }
@@ -91,7 +117,7 @@ randwrite() {
 }
 
 workloads=(untar statwalk copy remove seqwrite seqread randwrite)
-for fs in xfbtree kernel fuse2fs; do
+for fs in "${filesystems[@]}"; do
   m="$work/mnt-$fs"
   mkdir -p "$m/tree"
   for w in "${workloads[@]}"; do
@@ -105,10 +131,11 @@ printf '%-10s %10s %10s %10s\n' workload xfbtree kernel fuse2fs
 for w in "${workloads[@]}"; do
   printf '%-10s %10s %10s %10s\n' "$w" "${result[xfbtree,$w]}" "${result[kernel,$w]}" "${result[fuse2fs,$w]}"
 done
-echo "(seconds; randwrite in IOPS)"
+echo "(seconds; randwrite in IOPS; untar source ${trees[*]}, seq $seq MiB, fio $fio_seconds s)"
+echo "load: $(uptime)"
 ratio() { # other, ours, higher_is_better
   local other=$1 ours=$2
-  if [ "$other" = failed ] || [ "$ours" = failed ]; then echo n/a; return; fi
+  case "$other $ours" in *failed*|*skipped*) echo n/a; return;; esac
   if [ "$3" = 1 ]; then echo "$ours $other" | awk '{ if ($2 > 0) printf "%.2f", $1 / $2; else print "n/a" }'
   else echo "$other $ours" | awk '{ if ($2 > 0) printf "%.2f", $1 / $2; else print "n/a" }'; fi
 }

@@ -107,7 +107,7 @@ internal static class MountCommand
         }
 
         using var stop = new CancellationTokenSource();
-        var server = new FuseServer(adapter, new FuseServerOptions { Threads = request.Threads, Log = log });
+        var server = new FuseServer(adapter, new FuseServerOptions { Threads = request.Threads, Log = log, KillPrivileges = true });
         var repairs = new RepairLoop(fs.Engine, request.OnlineRepairEvery, log, stop.Token);
         Thread? repairThread = null;
         Timer? flusher = null;

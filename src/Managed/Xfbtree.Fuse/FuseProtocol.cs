@@ -90,6 +90,7 @@ public static class FuseConstants
     public const uint InitHandleKillpriv = 1 << 19;
     public const uint InitMaxPages = 1 << 22;
     public const uint InitCacheSymlinks = 1 << 23;
+    public const uint InitHandleKillprivV2 = 1 << 28;
     public const uint InitInitExt = 1u << 30;
 
     // SETATTR valid bits.
@@ -105,6 +106,12 @@ public static class FuseConstants
     public const uint SetAttrLockOwner = 1 << 9;
     public const uint SetAttrCtime = 1 << 10;
     public const uint SetAttrKillSuidGid = 1 << 11;
+
+    /// <summary>WRITE flag (with HANDLE_KILLPRIV_V2): clear set-user-ID, set-group-ID and capabilities first.</summary>
+    public const uint WriteKillSuidGid = 1 << 2;
+
+    /// <summary>OPEN open_flags bit (with HANDLE_KILLPRIV_V2, on O_TRUNC): clear them with the truncate.</summary>
+    public const uint OpenKillSuidGid = 1 << 0;
 
     // OPEN reply flags.
     public const uint OpenDirectIo = 1 << 0;

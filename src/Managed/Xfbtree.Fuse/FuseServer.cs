@@ -17,6 +17,13 @@ public sealed record FuseServerOptions
     /// <summary>Ask for the kernel's writeback cache (the file system must keep no state the kernel's cached size or times could contradict).</summary>
     public bool WritebackCache { get; init; }
 
+    /// <summary>
+    /// Negotiate FUSE_HANDLE_KILLPRIV_V2: the file system clears set-user-ID, set-group-ID (when group-executable)
+    /// and the security.capability attribute itself where the kernel's WRITE, SETATTR and OPEN say so. The kernel
+    /// then no longer asks for security.capability (a GETXATTR round trip) before every write.
+    /// </summary>
+    public bool KillPrivileges { get; init; }
+
     /// <summary>Where the server reports what it could not handle (handler exceptions, a failing device). Never called per request otherwise.</summary>
     public Action<string>? Log { get; init; }
 }
@@ -377,7 +384,7 @@ internal sealed class FuseWorker
             {
                 TryArg(body, out FuseOpenIn args);
                 int e = opcode == FuseOpcode.Open
-                    ? _fs.Open(in c, node, args.Flags, out FuseOpenOut open)
+                    ? _fs.Open(in c, node, args.Flags, args.OpenFlags, out FuseOpenOut open)
                     : _fs.OpenDir(in c, node, args.Flags, out open);
                 return e != 0 ? e : Reply(c.Unique, in open);
             }
@@ -554,7 +561,8 @@ internal sealed class FuseWorker
         uint wanted = FuseConstants.InitAsyncRead | FuseConstants.InitAtomicOTrunc | FuseConstants.InitBigWrites
             | FuseConstants.InitAutoInvalData | FuseConstants.InitDoReaddirplus | FuseConstants.InitReaddirplusAuto
             | FuseConstants.InitAsyncDio | FuseConstants.InitParallelDirops | FuseConstants.InitMaxPages
-            | FuseConstants.InitCacheSymlinks | (options.WritebackCache ? FuseConstants.InitWritebackCache : 0);
+            | FuseConstants.InitCacheSymlinks | (options.WritebackCache ? FuseConstants.InitWritebackCache : 0)
+            | (options.KillPrivileges ? FuseConstants.InitHandleKillprivV2 : 0);
         uint flags = init.Flags & wanted;
         uint minor = Math.Min(init.Minor, FuseConstants.ServerMinorVersion);
         var reply = new FuseInitOut

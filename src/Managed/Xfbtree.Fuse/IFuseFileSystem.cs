@@ -105,6 +105,10 @@ public interface IFuseFileSystem
         return FuseErrno.ENOSYS;
     }
 
+    /// <summary>OPEN with the kernel's open_flags too (<see cref="FuseConstants.OpenKillSuidGid"/>); by default the
+    /// three-argument <see cref="Open(in FuseRequestContext, ulong, uint, out FuseOpenOut)"/>.</summary>
+    int Open(in FuseRequestContext context, ulong node, uint flags, uint openFlags, out FuseOpenOut open) => Open(in context, node, flags, out open);
+
     /// <summary>Reads into <paramref name="destination"/> (the size asked); a short count means end of file.</summary>
     int Read(in FuseRequestContext context, ulong node, ulong handle, long offset, Span<byte> destination, out int length)
     {

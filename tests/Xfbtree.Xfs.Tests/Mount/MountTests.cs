@@ -306,6 +306,57 @@ public sealed class MountTests(ITestOutputHelper output)
         MountWitnesses.AssertClean(image);
     }
 
+    /// <summary>
+    /// The mount negotiates HANDLE_KILLPRIV_V2 (the kernel then stops asking for security.capability before every
+    /// write), so clearing set-user-ID and set-group-ID is the server's job: on a write and a truncate by a caller
+    /// without CAP_FSETID, and on every chown of a non-directory, as the kernel's own file systems do.
+    /// </summary>
+    [FuseFact]
+    public void SetIdBits_ClearedOnWriteTruncateAndChown_AsTheKernelDoes()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
+        using var mount = MountedImage.Start(image, mnt, "--allow-other");
+        foreach (string name in new[] { "written", "truncated", "chowned", "root-written" })
+        {
+            File.WriteAllText(Path.Combine(mnt, name), "content\n");
+            Run("/bin/chmod", name == "chowned" ? "6755" : "6777", Path.Combine(mnt, name));
+        }
+        Assert.Equal("6777\n", Run("/usr/bin/stat", "-c", "%a", Path.Combine(mnt, "written")));
+        // As nobody, from inside the mount (the scratch directory above it may not be searchable for nobody).
+        AsNobody(mnt, "printf more >> written");
+        AsNobody(mnt, "truncate -s 3 truncated");
+        Run("/bin/chown", "1:1", Path.Combine(mnt, "chowned"));
+        Run("/bin/sh", "-c", $"printf more >> '{Path.Combine(mnt, "root-written")}'"); // root keeps them (CAP_FSETID)
+        // Read through the kernel's attribute cache: a mode cleared by the server must not be shown stale.
+        Assert.Equal("777 content\nmore", Run("/usr/bin/stat", "-c", "%a", Path.Combine(mnt, "written")).TrimEnd('\n') + " " + File.ReadAllText(Path.Combine(mnt, "written")));
+        Assert.Equal("777 3\n", Run("/usr/bin/stat", "-c", "%a %s", Path.Combine(mnt, "truncated")));
+        Assert.Equal("755 1:1\n", Run("/usr/bin/stat", "-c", "%a %u:%g", Path.Combine(mnt, "chowned")));
+        Assert.Equal("6777\n", Run("/usr/bin/stat", "-c", "%a", Path.Combine(mnt, "root-written")));
+        var (code, stdout, stderr) = mount.Unmount();
+        Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
+        MountWitnesses.AssertClean(image);
+        MountWitnesses.WithKernelMount(scratch, image, kernel =>
+            Assert.Equal("777 755 6777\n", Run("/usr/bin/stat", "-c", "%a", Path.Combine(kernel, "written")).TrimEnd('\n') + " "
+                + Run("/usr/bin/stat", "-c", "%a", Path.Combine(kernel, "chowned")).TrimEnd('\n') + " " + Run("/usr/bin/stat", "-c", "%a", Path.Combine(kernel, "root-written"))));
+    }
+
+    static void AsNobody(string directory, string command)
+    {
+        var start = new ProcessStartInfo("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "/bin/sh", "-c", command])
+        {
+            WorkingDirectory = directory,
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+        };
+        using var process = Process.Start(start)!;
+        string stderr = process.StandardError.ReadToEnd();
+        process.StandardOutput.ReadToEnd();
+        Assert.True(process.WaitForExit(TimeSpan.FromMinutes(2)), $"{command}: did not finish");
+        Assert.True(process.ExitCode == 0, $"as nobody: {command}: exit {process.ExitCode}: {stderr}");
+    }
+
     [FuseFact]
     public void Sigterm_UnmountsAndClosesCleanly()
     {

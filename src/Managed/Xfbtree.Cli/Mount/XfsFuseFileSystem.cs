@@ -29,8 +29,20 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
     const uint S_IFMT = 0xF000, S_IFREG = 0x8000, S_IFDIR = 0x4000;
     const uint O_ACCMODE = 3, O_TRUNC = 0x200;
     const int DirentHeader = 24, DirentPlusHeader = 152;
-    /// <summary>Entries and attributes may be cached by the kernel this long (every change goes through it).</summary>
-    const ulong CacheSeconds = 1;
+    /// <summary>
+    /// Entries and attributes may be cached by the kernel this long. Every change of a name or an attribute goes
+    /// through this mount, and the kernel drops or updates its copy at each one it sends (the entries of a
+    /// directory it changes, the attributes after a write, truncate, link, unlink, rename, xattr change or
+    /// fallocate), so a cached entry or attribute is never stale; online repair rebuilds rmap btrees only.
+    /// A short timeout would only make the kernel ask again (a LOOKUP or GETATTR per name per walk). The one
+    /// change the kernel does not see coming is this mount clearing set-user-ID and set-group-ID on a write
+    /// (HANDLE_KILLPRIV_V2), so the attributes of such files are not cached at all (<see cref="AttrSeconds"/>).
+    /// </summary>
+    const ulong CacheSeconds = 3600;
+
+    /// <summary>How long the kernel may keep these attributes: not at all for a set-user-ID or set-group-ID file,
+    /// whose mode a write may change here (rare files, so no cost elsewhere).</summary>
+    static ulong AttrSeconds(uint mode) => (mode & 0xC00) != 0 ? 0 : CacheSeconds;
 
     readonly XfsFileSystem _fs;
     readonly NamespaceOperations _names;
@@ -178,7 +190,7 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         NodeId = NodeIdOf(a.Ino),
         Generation = a.Generation,
         EntryValid = CacheSeconds,
-        AttrValid = CacheSeconds,
+        AttrValid = AttrSeconds(a.Mode),
         Attr = Attr(a),
     };
 
@@ -233,8 +245,8 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         if (e != 0) return e;
         try
         {
-            attr.AttrValid = CacheSeconds;
             attr.Attr = Attr(_names.GetAttr(h));
+            attr.AttrValid = AttrSeconds(attr.Attr.Mode);
             return 0;
         }
         catch (Exception ex) when (IsEngineFailure(ex))
@@ -259,17 +271,27 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         if ((valid & FuseConstants.SetAttrMtimeNow) != 0) mask |= SetAttrMask.MtimeNow;
         else if ((valid & FuseConstants.SetAttrMtime) != 0) mask |= SetAttrMask.Mtime;
         if ((valid & FuseConstants.SetAttrCtime) != 0) mask |= SetAttrMask.Ctime;
-        // FATTR_FH and FATTR_LOCKOWNER only say which open file asked; KILL_SUIDGID comes only with
-        // HANDLE_KILLPRIV_V2, which is not negotiated (the kernel clears those bits through FATTR_MODE itself).
+        // FATTR_FH and FATTR_LOCKOWNER only say which open file asked. FATTR_KILL_SUIDGID (HANDLE_KILLPRIV_V2, on
+        // a chown or a truncate by a caller without CAP_FSETID): the privileges go in the same operation.
+        bool kill = (valid & FuseConstants.SetAttrKillSuidGid) != 0 && (mask & SetAttrMask.Mode) == 0;
         if (mask != SetAttrMask.None && _readOnly) return FuseErrno.EROFS;
         if ((mask & SetAttrMask.Size) != 0 && change.Size > (ulong)FileOperations.MaxFileSize) return FuseErrno.EFBIG;
-        var request = new SetAttrRequest(mask, (int)(change.Mode & 0xFFF), change.Uid, change.Gid, (long)Math.Min(change.Size, (ulong)long.MaxValue),
-            new InodeTime((long)change.Atime, change.AtimeNsec), new InodeTime((long)change.Mtime, change.MtimeNsec),
-            new InodeTime((long)change.Ctime, change.CtimeNsec));
+        int mode = (int)(change.Mode & 0xFFF);
         try
         {
-            attr.AttrValid = CacheSeconds;
-            attr.Attr = Attr(_names.SetAttr(h, request));
+            if (kill)
+            {
+                int now = _names.GetAttr(h).Mode & 0xFFF;
+                mode = WithoutPrivileges(now);
+                if (mode != now) mask |= SetAttrMask.Mode;
+            }
+            var request = new SetAttrRequest(mask, mode, change.Uid, change.Gid, (long)Math.Min(change.Size, (ulong)long.MaxValue),
+                new InodeTime((long)change.Atime, change.AtimeNsec), new InodeTime((long)change.Mtime, change.MtimeNsec),
+                new InodeTime((long)change.Ctime, change.CtimeNsec));
+            var result = _names.SetAttr(h, request);
+            if (kill) RemoveCapability(h);
+            attr.Attr = Attr(result);
+            attr.AttrValid = AttrSeconds(attr.Attr.Mode);
             return 0;
         }
         catch (Exception ex) when (IsEngineFailure(ex))
@@ -527,7 +549,9 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
 
     // ------------------------------------------------------------------ file data
 
-    public int Open(in FuseRequestContext context, ulong node, uint flags, out FuseOpenOut open)
+    public int Open(in FuseRequestContext context, ulong node, uint flags, out FuseOpenOut open) => Open(context, node, flags, 0, out open);
+
+    public int Open(in FuseRequestContext context, ulong node, uint flags, uint openFlags, out FuseOpenOut open)
     {
         open = default;
         int e = Handle(node, out var h);
@@ -541,6 +565,7 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
             if ((a.Mode & S_IFMT) != S_IFREG) return FuseErrno.EOPNOTSUPP; // devices, fifos and sockets are the kernel's
             // FUSE_ATOMIC_O_TRUNC: the truncate of open(O_TRUNC) comes here instead of a SETATTR.
             if (writing && (flags & O_TRUNC) != 0 && a.Size != 0) _files.Truncate(h, 0);
+            if (writing && (flags & O_TRUNC) != 0 && (openFlags & FuseConstants.OpenKillSuidGid) != 0) KillPrivileges(h);
         }
         catch (Exception ex) when (IsEngineFailure(ex))
         {
@@ -576,6 +601,8 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         if (offset > FileOperations.MaxFileSize - data.Length) return FuseErrno.EFBIG;
         try
         {
+            // HANDLE_KILLPRIV_V2: a writer without CAP_FSETID loses the file's privileges first, as in the VFS.
+            if ((writeFlags & FuseConstants.WriteKillSuidGid) != 0) KillPrivileges(h);
             _files.Write(h, offset, data);
             written = (uint)data.Length;
             return 0;
@@ -586,7 +613,46 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         }
     }
 
-    public int Flush(in FuseRequestContext context, ulong node, ulong handle, ulong lockOwner) => 0;
+    /// <summary>
+    /// Nothing to do at close: every write is in the engine when it is replied to, and locks are the kernel's.
+    /// ENOSYS makes the kernel stop sending FLUSH at all (one round trip less per close).
+    /// </summary>
+    public int Flush(in FuseRequestContext context, ulong node, ulong handle, ulong lockOwner) => FuseErrno.ENOSYS;
+
+    // ------------------------------------------------------------------ privileges (HANDLE_KILLPRIV_V2)
+
+    const int S_ISUID = 0x800, S_ISGID = 0x400, S_IXGRP = 0x8;
+
+    /// <summary>The permission bits without set-user-ID, and without set-group-ID when group-executable (without
+    /// group execute it marks mandatory locking, which the kernel leaves alone too).</summary>
+    static int WithoutPrivileges(int mode) => (mode & S_IXGRP) != 0 ? mode & ~(S_ISUID | S_ISGID) : mode & ~S_ISUID;
+
+    static ReadOnlySpan<byte> CapabilityName => "security.capability"u8;
+
+    /// <summary>What the VFS does before a write or truncate by a caller without CAP_FSETID (file_remove_privs):
+    /// clear set-user-ID and set-group-ID, and drop the file capability.</summary>
+    void KillPrivileges(InodeHandle h)
+    {
+        int mode = _names.GetAttr(h).Mode & 0xFFF;
+        int cleared = WithoutPrivileges(mode);
+        if (cleared != mode)
+        {
+            _names.SetAttr(h, new SetAttrRequest(SetAttrMask.Mode, cleared, 0, 0, 0, default, default, default));
+        }
+        RemoveCapability(h);
+    }
+
+    void RemoveCapability(InodeHandle h)
+    {
+        if (_fs.Attributes.List(h.Ino, default) == 0) return; // no attributes at all: the common case, no exception
+        try
+        {
+            _fs.Attributes.Remove(h.Ino, CapabilityName);
+        }
+        catch (XfsWriteException ex) when (ex.Kind == WriteErrorKind.NoData)
+        {
+        }
+    }
 
     public int Release(in FuseRequestContext context, ulong node, ulong handle, uint flags) => 0;
 

@@ -1,10 +1,11 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using Xfbtree.Buffers;
 
 namespace Xfbtree.Xfs.Write.Engine;
 
 /// <summary>One block image of a journal record: <see cref="Bytes"/> go to byte <see cref="Offset"/> of the image.</summary>
-internal readonly record struct JournalEntry(long Offset, byte[] Bytes);
+internal readonly record struct JournalEntry(long Offset, ReadOnlyMemory<byte> Bytes);
 
 /// <summary>
 /// The redo journal beside the image (docs/write-engine.md, "Crash safety"). Layout, little-endian:
@@ -186,7 +187,22 @@ internal sealed class WriteJournal : IDisposable
             throw new IOException($"journal record of {payload} bytes is too large");
         }
         int body = RecordHeaderLength + (int)payload;
-        var record = new byte[body + TrailerLength];
+        // From the shared pool: a record of a large write would otherwise be a large-object-heap array per commit.
+        byte[] record = ArrayPool<byte>.Shared.Rent(body + TrailerLength);
+        try
+        {
+            AppendRecord(entries, record, body, sync);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(record);
+        }
+    }
+
+    private void AppendRecord(IReadOnlyList<JournalEntry> entries, byte[] record, int body, bool sync)
+    {
+        long payload = body - RecordHeaderLength;
+        record.AsSpan(0, RecordHeaderLength).Clear();
         BinaryPrimitives.WriteUInt32LittleEndian(record, RecordMagic);
         BinaryPrimitives.WriteUInt32LittleEndian(record.AsSpan(4), (uint)entries.Count);
         BinaryPrimitives.WriteInt64LittleEndian(record.AsSpan(16), payload);
@@ -196,7 +212,7 @@ internal sealed class WriteJournal : IDisposable
             BinaryPrimitives.WriteInt64LittleEndian(record.AsSpan(p), e.Offset);
             BinaryPrimitives.WriteInt32LittleEndian(record.AsSpan(p + 8), e.Bytes.Length);
             p += EntryHeaderLength;
-            e.Bytes.CopyTo(record.AsSpan(p));
+            e.Bytes.Span.CopyTo(record.AsSpan(p));
             p += e.Bytes.Length;
         }
         lock (appendGate)
@@ -208,8 +224,8 @@ internal sealed class WriteJournal : IDisposable
             faults?.BeforeWrite();
             RandomAccess.Write(stream.SafeFileHandle, record.AsSpan(0, body), at);
             faults?.BeforeWrite();
-            RandomAccess.Write(stream.SafeFileHandle, record.AsSpan(body), at + body);
-            Interlocked.Exchange(ref end, at + record.Length);
+            RandomAccess.Write(stream.SafeFileHandle, record.AsSpan(body, TrailerLength), at + body);
+            Interlocked.Exchange(ref end, at + body + TrailerLength);
         }
         if (sync)
         {

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Diagnostics;
 using Xfbtree.Btree;
 using Xfbtree.Buffers;
@@ -65,7 +66,11 @@ public sealed class WriteTransaction
     private readonly Dictionary<IncoreInode, byte[]> snapshots = new();
     private readonly List<IncoreInode> logged = new();
     private readonly List<IncoreInode> loadedFromTransaction = new();
-    private readonly List<(ulong Fsbno, byte[] Bytes)> data = new();
+    // File data of this transaction: whole blocks in arrays rented from the shared pool (Length bytes of each are
+    // the data), returned when the transaction ends: a 1 MiB write then allocates no large-object-heap array,
+    // whose collection (a full, background GC) cost more than the write itself.
+    private readonly List<(ulong Fsbno, byte[] Bytes, int Length)> data = new();
+    private readonly List<byte[]> rentedData = new();
     private readonly List<uint> heldAgs = new();
     private readonly Dictionary<uint, AgSpace> spaces = new();
     private List<RmapUpdate>? hookQueue;
@@ -340,16 +345,40 @@ public sealed class WriteTransaction
     public void WriteData(ulong fsbno, ReadOnlySpan<byte> blocks)
     {
         ThrowIfDone();
+        byte[] copy = RentData(blocks.Length, zeroed: false);
+        blocks.CopyTo(copy);
+        WriteRentedData(fsbno, copy, blocks.Length);
+    }
+
+    /// <summary>An array of at least <paramref name="length"/> bytes from the shared pool, owned by this transaction
+    /// until it ends (commit or cancel); with <paramref name="zeroed"/> its first <paramref name="length"/> bytes are zeros.</summary>
+    internal byte[] RentData(int length, bool zeroed)
+    {
+        ThrowIfDone();
+        byte[] array = ArrayPool<byte>.Shared.Rent(length);
+        rentedData.Add(array);
+        if (zeroed)
+        {
+            array.AsSpan(0, length).Clear();
+        }
+        return array;
+    }
+
+    /// <summary>As <see cref="WriteData"/> with the first <paramref name="length"/> bytes of an array from
+    /// <see cref="RentData"/>, without a copy (the array must not change afterwards).</summary>
+    internal void WriteRentedData(ulong fsbno, byte[] rented, int length)
+    {
+        ThrowIfDone();
         int bs = Geometry.BlockSize;
-        if (blocks.IsEmpty || blocks.Length % bs != 0)
+        if (length <= 0 || length % bs != 0 || length > rented.Length)
         {
-            throw new ArgumentException($"data writes are whole blocks ({blocks.Length} bytes is not a multiple of {bs})", nameof(blocks));
+            throw new ArgumentException($"data writes are whole blocks ({length} bytes is not a multiple of {bs})", nameof(length));
         }
-        if (!Geometry.IsValidExtent(fsbno, (ulong)(blocks.Length / bs)))
+        if (!Geometry.IsValidExtent(fsbno, (ulong)(length / bs)))
         {
-            throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"{Operation}: data write at fsbno {fsbno} (+{blocks.Length / bs} blocks) outside the filesystem or crossing an AG");
+            throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"{Operation}: data write at fsbno {fsbno} (+{length / bs} blocks) outside the filesystem or crossing an AG");
         }
-        data.Add((fsbno, blocks.ToArray()));
+        data.Add((fsbno, rented, length));
     }
 
     /// <summary>Reads file data as this transaction sees it: committed data overlaid with this transaction's own
@@ -358,18 +387,27 @@ public sealed class WriteTransaction
     {
         ThrowIfDone();
         engine.ReadData(fsbno, destination);
-        int bs = Geometry.BlockSize;
         long firstByte = ByteOf(fsbno), lastByte = firstByte + destination.Length;
-        foreach (var (f, bytes) in data)
+        foreach (var (f, bytes, length) in data)
         {
-            long s = ByteOf(f), e = s + bytes.Length;
+            long s = ByteOf(f), e = s + length;
             long lo = Math.Max(s, firstByte), hi = Math.Min(e, lastByte);
             if (lo < hi && Geometry.FsbToAgno(f) == Geometry.FsbToAgno(fsbno))
             {
                 bytes.AsSpan((int)(lo - s), (int)(hi - lo)).CopyTo(destination[(int)(lo - firstByte)..]);
             }
         }
-        _ = bs;
+    }
+
+    /// <summary>Gives the data arrays back to the pool (the transaction has ended; nothing refers to them any more).</summary>
+    private void ReturnData()
+    {
+        data.Clear();
+        foreach (byte[] array in rentedData)
+        {
+            ArrayPool<byte>.Shared.Return(array);
+        }
+        rentedData.Clear();
     }
 
     private long ByteOf(ulong fsbno) => Geometry.AgBlockToByte(Geometry.FsbToAgno(fsbno), Geometry.FsbToAgbno(fsbno));
@@ -536,9 +574,9 @@ public sealed class WriteTransaction
         ThrowIfDone();
         CopyLoggedInodes();
         var entries = new List<JournalEntry>(data.Count + buffers.Count);
-        foreach (var (fsbno, bytes) in data)
+        foreach (var (fsbno, bytes, length) in data)
         {
-            entries.Add(new JournalEntry(ByteOf(fsbno), bytes));
+            entries.Add(new JournalEntry(ByteOf(fsbno), bytes.AsMemory(0, length)));
         }
         var dirty = new List<BlockBuffer>();
         foreach (BlockBuffer b in buffers.Joined)
@@ -583,9 +621,9 @@ public sealed class WriteTransaction
         {
             engine.Journal.Append(entries, engine.Options.SyncCommits);
             journaled = true;
-            foreach (var (fsbno, bytes) in data)
+            foreach (var (fsbno, bytes, length) in data)
             {
-                WriteEngine.WriteRaw(engine.Disk, ByteOf(fsbno), bytes);
+                WriteEngine.WriteRaw(engine.Disk, ByteOf(fsbno), bytes.AsSpan(0, length));
             }
             buffers.Commit();
         }
@@ -694,6 +732,7 @@ public sealed class WriteTransaction
 
     private void ReleaseLocks()
     {
+        ReturnData(); // every end of a transaction (commit, failed commit, cancel) comes through here
         for (int i = heldAgs.Count - 1; i >= 0; i--)
         {
             engine.Ag(heldAgs[i]).Lock.Exit();

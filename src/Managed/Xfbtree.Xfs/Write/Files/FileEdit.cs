@@ -247,7 +247,7 @@ internal sealed class FileEdit
                     {
                         var got = Allocate(Hint(q), left);
                         var buf = Compose(q, got.Length, start, end, data, baseData: null);
-                        _tx.WriteData(got.Fsbno, buf);
+                        _tx.WriteRentedData(got.Fsbno, buf, checked((int)got.Length * BlockSize));
                         Map(new BmbtExtent(q, got.Fsbno, got.Length, Unwritten: false));
                         q += got.Length;
                         left -= got.Length;
@@ -291,12 +291,15 @@ internal sealed class FileEdit
 
     /// <summary>
     /// The new content of file blocks [fileBlock, +count): <paramref name="baseData"/> (or zeros) overlaid with the
-    /// bytes of [start, end) from <paramref name="data"/> (or zeros when null).
+    /// bytes of [start, end) from <paramref name="data"/> (or zeros when null). The result is an array of the
+    /// transaction's (<see cref="WriteTransaction.RentData"/>; <paramref name="baseData"/> must be one too), whose
+    /// first count blocks are the content.
     /// </summary>
     byte[] Compose(ulong fileBlock, ulong count, long start, long end, byte[]? data, byte[]? baseData)
     {
-        var buf = baseData ?? new byte[checked((int)count * BlockSize)];
-        long bufStart = (long)fileBlock * BlockSize, bufEnd = bufStart + buf.Length;
+        int length = checked((int)count * BlockSize);
+        var buf = baseData ?? _tx.RentData(length, zeroed: true);
+        long bufStart = (long)fileBlock * BlockSize, bufEnd = bufStart + length;
         long from = Math.Max(bufStart, start), to = Math.Min(bufEnd, end);
         if (from < to)
         {
@@ -311,8 +314,9 @@ internal sealed class FileEdit
     /// earlier step of the same operation may have written it).</summary>
     byte[] ReadRun(in BmbtExtent run)
     {
-        var buf = new byte[checked((int)run.BlockCount * BlockSize)];
-        if (!run.Unwritten) _tx.ReadData(run.StartBlock, buf);
+        int length = checked((int)run.BlockCount * BlockSize);
+        var buf = _tx.RentData(length, zeroed: run.Unwritten);
+        if (!run.Unwritten) _tx.ReadData(run.StartBlock, buf.AsSpan(0, length));
         return buf;
     }
 
@@ -321,14 +325,14 @@ internal sealed class FileEdit
         long runStart = (long)run.StartOffset * BlockSize, runEnd = runStart + (long)run.BlockCount * BlockSize;
         // Read-modify-write only when the range covers the run partially.
         byte[]? baseData = start > runStart || end < runEnd ? ReadRun(run) : null;
-        _tx.WriteData(run.StartBlock, Compose(run.StartOffset, run.BlockCount, start, end, data, baseData));
+        _tx.WriteRentedData(run.StartBlock, Compose(run.StartOffset, run.BlockCount, start, end, data, baseData), checked((int)run.BlockCount * BlockSize));
     }
 
     void WriteUnwritten(in BmbtExtent run, long start, long end, byte[]? data, ModifyMode mode)
     {
         if (mode == ModifyMode.Zero) return; // already reads as zeros
         // Data first (zeros around the new bytes), then the flip to written.
-        _tx.WriteData(run.StartBlock, Compose(run.StartOffset, run.BlockCount, start, end, data, baseData: null));
+        _tx.WriteRentedData(run.StartBlock, Compose(run.StartOffset, run.BlockCount, start, end, data, baseData: null), checked((int)run.BlockCount * BlockSize));
         Extents.SetState(run.StartOffset, run.BlockCount, unwritten: false);
         var (agno, _) = Split(run.StartBlock);
         FileOperations.LockAg(_tx, agno);
@@ -350,7 +354,7 @@ internal sealed class FileEdit
             old = old with { BlockCount = got.Length };
             byte[] content = ReadRun(old);
             if (mode != ModifyMode.Unshare) content = Compose(old.StartOffset, old.BlockCount, start, end, data, content);
-            _tx.WriteData(got.Fsbno, content);
+            _tx.WriteRentedData(got.Fsbno, content, checked((int)got.Length * BlockSize));
             Extents.Remove(old.StartOffset, old.BlockCount);
             MappingChanged = true;
             ReleasePiece(old);

@@ -37,12 +37,28 @@ public sealed class FileOperations
     {
         CheckRange(offset, data.Length, "write");
         var inode = Engine.GetInode(ino);
-        byte[] bytes = data.ToArray();
+        // A copy the transaction body can hold (a span cannot be captured), from the shared pool: a large write
+        // would otherwise allocate a large-object-heap array per call. Only its first data.Length bytes count.
+        int length = data.Length;
+        byte[] bytes = System.Buffers.ArrayPool<byte>.Shared.Rent(length);
+        data.CopyTo(bytes);
+        try
+        {
+            ExecuteWrite(inode, generation, offset, bytes, length);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(bytes);
+        }
+    }
+
+    void ExecuteWrite(IncoreInode inode, uint? generation, long offset, byte[] bytes, int length)
+    {
         Engine.Execute("write", tx =>
         {
             var edit = FileEdit.Begin(tx, inode, generation: generation);
-            if (bytes.Length == 0) return;
-            long end = offset + bytes.Length;
+            if (length == 0) return;
+            long end = offset + length;
             long oldSize = edit.Size;
             edit.EnsureSpaceFor(offset, end, allocateHoles: true);
             // Bytes between the old EOF and the write read as zeros: clear the old EOF block's tail first.
@@ -99,22 +115,45 @@ public sealed class FileOperations
             var dest = buffer[..n];
             dest.Clear();
             int bs = Engine.Geometry.BlockSize;
-            ulong first = (ulong)(offset / bs), last = (ulong)((offset + n - 1) / bs);
-            byte[] block = new byte[bs];
+            long readEnd = offset + n;
+            ulong first = (ulong)(offset / bs), last = (ulong)((readEnd - 1) / bs);
             foreach (var piece in extents.MappingsIn(first, last - first + 1))
             {
                 if (piece.Unwritten) continue;
-                for (ulong i = 0; i < piece.BlockCount; i++)
+                long pieceStart = (long)piece.StartOffset * bs;
+                long from = Math.Max(pieceStart, offset), to = Math.Min(pieceStart + (long)piece.BlockCount * bs, readEnd);
+                if (from >= to) continue;
+                // The whole blocks of the run go straight into the destination with one read; a partial block at
+                // either end (an unaligned offset or length) goes through one block of scratch.
+                long alignedFrom = RoundUp(from, bs), alignedTo = to / bs * bs;
+                if (from < alignedFrom || alignedFrom >= alignedTo)
                 {
-                    long fileByte = (long)(piece.StartOffset + i) * bs;
-                    long from = Math.Max(fileByte, offset), to = Math.Min(fileByte + bs, offset + n);
-                    if (from >= to) continue;
-                    Engine.ReadData(piece.StartBlock + i, block);
-                    block.AsSpan((int)(from - fileByte), (int)(to - from)).CopyTo(dest[(int)(from - offset)..]);
+                    long blockStart = from / bs * bs;
+                    ReadPartialBlock(piece, blockStart, from, Math.Min(to, blockStart + bs), offset, dest);
+                    if (alignedFrom >= alignedTo)
+                    {
+                        if (to > blockStart + bs) ReadPartialBlock(piece, alignedTo, alignedTo, to, offset, dest);
+                        continue;
+                    }
                 }
+                Engine.ReadData(piece.StartBlock + (ulong)((alignedFrom - pieceStart) / bs), dest.Slice((int)(alignedFrom - offset), (int)(alignedTo - alignedFrom)));
+                if (to > alignedTo) ReadPartialBlock(piece, alignedTo, alignedTo, to, offset, dest);
             }
             return n;
         }
+    }
+
+    [ThreadStatic] static byte[]? t_blockScratch;
+
+    /// <summary>Copies file bytes [<paramref name="from"/>, <paramref name="to"/>) of the block at file byte
+    /// <paramref name="blockStart"/> of written run <paramref name="piece"/> into <paramref name="dest"/> (which
+    /// starts at file byte <paramref name="destStart"/>), through one block of per-thread scratch.</summary>
+    void ReadPartialBlock(in BmbtExtent piece, long blockStart, long from, long to, long destStart, Span<byte> dest)
+    {
+        int bs = Engine.Geometry.BlockSize;
+        byte[] block = t_blockScratch is { } b && b.Length == bs ? b : t_blockScratch = new byte[bs];
+        Engine.ReadData(piece.StartBlock + (ulong)(blockStart / bs) - piece.StartOffset, block);
+        block.AsSpan((int)(from - blockStart), (int)(to - from)).CopyTo(dest[(int)(from - destStart)..]);
     }
 
     /// <summary>Largest piece of data <see cref="ReadInto(ulong, long, long, IFileReadSink)"/> reads at once (its only buffer).</summary>
