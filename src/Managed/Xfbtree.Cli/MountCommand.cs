@@ -11,7 +11,7 @@ using Xfbtree.Xfs.Write.Engine;
 namespace Xfbtree.Cli;
 
 /// <summary>
-/// <c>xfbtree mount IMAGE DIR [--threads N] [--sync] [--allow-other] [--read-only] [--online-repair-every SECONDS]</c>:
+/// <c>xfbtree mount IMAGE DIR [--threads N] [--sync] [--allow-other] [--read-only] [--no-writeback-cache] [--online-repair-every SECONDS]</c>:
 /// serves the image through FUSE until <c>umount DIR</c>, SIGINT or SIGTERM, then closes it cleanly. Prints
 /// <c>mounted IMAGE on DIR</c> once the kernel accepted the mount. Exit 0 after a clean close, 1 when the close
 /// failed, 2 when the mount was refused (one line saying why).
@@ -31,11 +31,12 @@ internal static class MountCommand
         var sync = new Option<bool>("--sync") { Description = "Every operation is durable when it returns (the journal is fsynced at each commit, commits in flight share fsyncs)." };
         var allowOther = new Option<bool>("--allow-other") { Description = "Other users may use the mount; the kernel checks permissions (default_permissions)." };
         var readOnly = new Option<bool>("--read-only") { Description = "Mount read-only." };
+        var noWriteback = new Option<bool>("--no-writeback-cache") { Description = "Send every write(2) to the engine before it returns (no kernel writeback cache): slower, but unsynced data of files still open is durable within a second instead of the kernel's writeback delay." };
         var repairEvery = new Option<double?>("--online-repair-every") { Description = "Rebuild the rmap btree of one AG after another, online, every SECONDS while requests are served.", HelpName = "SECONDS" };
         var command = new Command("mount", "Serves an XFS image as a file system (FUSE) until umount DIR, SIGINT or SIGTERM; " +
                                            "prints 'mounted IMAGE on DIR' when usable. Exit 0 clean close, 1 close failed, 2 refused.")
         {
-            image, dir, threads, sync, allowOther, readOnly, repairEvery,
+            image, dir, threads, sync, allowOther, readOnly, noWriteback, repairEvery,
         };
         command.SetAction(p => Execute(new MountRequest
         {
@@ -45,6 +46,7 @@ internal static class MountCommand
             Sync = p.GetValue(sync),
             AllowOther = p.GetValue(allowOther),
             ReadOnly = p.GetValue(readOnly),
+            WritebackCache = !p.GetValue(noWriteback),
             OnlineRepairEvery = p.GetValue(repairEvery) is { } s ? TimeSpan.FromSeconds(s) : null,
         }, environment));
         return command;
@@ -107,7 +109,14 @@ internal static class MountCommand
         }
 
         using var stop = new CancellationTokenSource();
-        var server = new FuseServer(adapter, new FuseServerOptions { Threads = request.Threads, Log = log, KillPrivileges = true });
+        var server = new FuseServer(adapter, new FuseServerOptions
+        {
+            Threads = request.Threads,
+            Log = log,
+            KillPrivileges = true,
+            // --sync promises every write(2) durable when it returns, which the kernel's cache would break.
+            WritebackCache = request.WritebackCache && !request.Sync && !request.ReadOnly,
+        });
         var repairs = new RepairLoop(fs.Engine, request.OnlineRepairEvery, log, stop.Token);
         Thread? repairThread = null;
         Timer? flusher = null;
@@ -236,5 +245,6 @@ internal sealed class MountRequest
     public bool Sync { get; init; }
     public bool AllowOther { get; init; }
     public bool ReadOnly { get; init; }
+    public bool WritebackCache { get; init; } = true;
     public TimeSpan? OnlineRepairEvery { get; init; }
 }
