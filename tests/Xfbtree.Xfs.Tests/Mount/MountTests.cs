@@ -307,6 +307,64 @@ public sealed class MountTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// With the kernel's writeback cache (the default), write(2) returns once the bytes are in the kernel's page
+    /// cache: the size and times a program sees must still be the POSIX ones (an explicit utimens is not undone by
+    /// the later writeback), and a kill -9 of the server must lose nothing an fsync returned for.
+    /// </summary>
+    [FuseFact]
+    public void WritebackCache_SizesAndTimesHold_AndKillMinus9LosesNothingFsynced()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
+        byte[] synced = RandomBytes(21, 100_000), unsynced = RandomBytes(22, 50_000), stamped = RandomBytes(23, 30_000);
+        string dated = Path.Combine(mnt, "dated"), open = Path.Combine(mnt, "open");
+        using (var mount = MountedImage.Start(image, mnt))
+        {
+            // Written, then stamped while its pages may still be dirty, then closed: the stamp stays.
+            using (var stream = new FileStream(dated, FileMode.CreateNew, FileAccess.Write))
+            {
+                stream.Write(stamped);
+                File.SetLastWriteTimeUtc(dated, new DateTime(2001, 2, 3, 4, 5, 6, DateTimeKind.Utc));
+            }
+            Assert.Equal("30000 981173106\n", Run("/usr/bin/stat", "-c", "%s %Y", dated));
+            // Kept open across the kill: the fsynced first part must survive, the rest may or may not.
+            var stream2 = new FileStream(open, FileMode.CreateNew, FileAccess.Write);
+            stream2.Write(synced);
+            stream2.Flush(flushToDisk: true);
+            long before = new FileInfo(open).LastWriteTimeUtc.Ticks;
+            stream2.Write(unsynced);
+            stream2.Flush(flushToDisk: false);
+            Assert.Equal(150_000L, new FileInfo(open).Length); // the size a program sees includes cached writes
+            Assert.True(new FileInfo(open).LastWriteTimeUtc.Ticks >= before);
+            mount.Signal(Tmds.Linux.LibC.SIGKILL);
+            Assert.True(mount.WaitForExit(TimeSpan.FromSeconds(60)).ExitCode != 0);
+            try
+            {
+                stream2.Dispose(); // the server is gone: the close fails, and the descriptor no longer holds the mount
+            }
+            catch (IOException)
+            {
+            }
+            Run("/bin/umount", mnt);
+        }
+        using (var mount = MountedImage.Start(image, mnt))
+        {
+            byte[] found = File.ReadAllBytes(open);
+            Assert.True(found.Length is 100_000 or 150_000, $"{found.Length} bytes after the kill");
+            Assert.Equal(synced, found.AsSpan(0, 100_000).ToArray());
+            if (found.Length == 150_000) Assert.Equal(unsynced, found.AsSpan(100_000).ToArray());
+            Assert.Equal(stamped, File.ReadAllBytes(dated));
+            Assert.Equal("30000 981173106\n", Run("/usr/bin/stat", "-c", "%s %Y", dated));
+            var (code, stdout, stderr) = mount.Unmount();
+            Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
+        }
+        MountWitnesses.AssertClean(image);
+        MountWitnesses.WithKernelMount(scratch, image, kernel =>
+            Assert.Equal("30000 981173106\n", Run("/usr/bin/stat", "-c", "%s %Y", Path.Combine(kernel, "dated"))));
+    }
+
+    /// <summary>
     /// The mount negotiates HANDLE_KILLPRIV_V2 (the kernel then stops asking for security.capability before every
     /// write), so clearing set-user-ID and set-group-ID is the server's job: on a write and a truncate by a caller
     /// without CAP_FSETID, and on every chown of a non-directory, as the kernel's own file systems do.
