@@ -17,7 +17,8 @@
 #            entries and 190 MB on Debian 12)
 # Environment: MOUNT_BENCH_SIZE_MIB (default 4096), MOUNT_BENCH_SEQ_MIB (default 1024), MOUNT_BENCH_FIO_SECONDS
 # (default 20), MOUNT_BENCH_THREADS (xfbtree mount --threads, default its own), MOUNT_BENCH_FS (the file systems
-# to run, default "xfbtree kernel fuse2fs"), MOUNT_BENCH_PERF_DIR (a directory: each xfbtree workload is also
+# to run, default "xfbtree kernel fuse2fs"), MOUNT_BENCH_XFBTREE_OPTIONS (more `xfbtree mount` options, for
+# example --no-writeback-cache), MOUNT_BENCH_PERF_DIR (a directory: each xfbtree workload is also
 # recorded there with `perf record -g` on the server, WORKLOAD.perf.data, with managed symbols through
 # DOTNET_PerfMapEnabled=1 and DOTNET_EnableWriteXorExecute=0; read with `perf report -i DIR/WORKLOAD.perf.data`).
 # Needs root, /dev/fuse, xfsprogs, e2fsprogs, fuse2fs, fio (apt-get install fuse2fs fio).
@@ -74,7 +75,8 @@ mkfs.ext4 -q -F "$work/ext4.img"
 mkdir -p "$work/mnt-xfbtree" "$work/mnt-kernel" "$work/mnt-fuse2fs"
 
 [ -n "$perf_dir" ] && { mkdir -p "$perf_dir"; export DOTNET_PerfMapEnabled=1 DOTNET_EnableWriteXorExecute=0; }
-"${xfbtree[@]}" mount "$work/xfs.img" "$work/mnt-xfbtree" ${MOUNT_BENCH_THREADS:+--threads "$MOUNT_BENCH_THREADS"} \
+# shellcheck disable=SC2086 # options split on purpose
+"${xfbtree[@]}" mount "$work/xfs.img" "$work/mnt-xfbtree" ${MOUNT_BENCH_THREADS:+--threads "$MOUNT_BENCH_THREADS"} ${MOUNT_BENCH_XFBTREE_OPTIONS:-} \
   > "$work/xfbtree.out" 2> "$work/xfbtree.err" &
 xfb_pid=$!
 for _ in $(seq 240); do grep -q "^mounted " "$work/xfbtree.out" 2>/dev/null && break; kill -0 "$xfb_pid" 2>/dev/null || break; sleep 0.25; done
@@ -131,7 +133,7 @@ printf '%-10s %10s %10s %10s\n' workload xfbtree kernel fuse2fs
 for w in "${workloads[@]}"; do
   printf '%-10s %10s %10s %10s\n' "$w" "${result[xfbtree,$w]}" "${result[kernel,$w]}" "${result[fuse2fs,$w]}"
 done
-echo "(seconds; randwrite in IOPS; untar source ${trees[*]}, seq $seq MiB, fio $fio_seconds s)"
+echo "(seconds; randwrite in IOPS; untar source ${trees[*]}, seq $seq MiB, fio $fio_seconds s; xfbtree mount options: ${MOUNT_BENCH_XFBTREE_OPTIONS:-none})"
 echo "load: $(uptime)"
 ratio() { # other, ours, higher_is_better
   local other=$1 ours=$2

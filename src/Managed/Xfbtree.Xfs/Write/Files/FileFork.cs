@@ -67,19 +67,22 @@ internal sealed class FileFork
 
     void Read()
     {
-        if (!Attr && ForkCache.TryGet(Inode, out var cached, out var blocks))
+        // _original (the baseline the store diffs against) is only read, so it is the cache's own list: one copy
+        // per operation (the list this operation edits), not three.
+        if (!Attr && ForkCache.TryGetShared(Inode, out var cached, out var blocks))
         {
             _loadedFormat = InodeFields.Format(Inode.Core, attr: false);
-            Extents = cached;
+            _original = cached;
+            Extents = cached.Clone();
             _bmbtBlocks.AddRange(blocks);
             _loaded.UnionWith(blocks);
         }
         else
         {
             ReadFork();
-            if (!Attr && InodeFields.Format(Inode.Core, attr: false) is ForkFormat.Extents or ForkFormat.Btree) ForkCache.Put(Inode, Extents, _bmbtBlocks);
+            _original = Extents.Clone();
+            if (!Attr && InodeFields.Format(Inode.Core, attr: false) is ForkFormat.Extents or ForkFormat.Btree) ForkCache.PutShared(Inode, _original, _bmbtBlocks);
         }
-        _original = Extents.Clone();
     }
 
     void ReadFork()
@@ -234,7 +237,7 @@ internal sealed class FileFork
         _original = Extents.Clone();
         _tx.LogInode(Inode);
         if (Attr) return;
-        ForkCache.Put(Inode, Extents, _bmbtBlocks);
+        ForkCache.PutShared(Inode, _original, _bmbtBlocks);
     }
 
     /// <summary>

@@ -631,10 +631,10 @@ public sealed class FileOperations
     }
 
     /// <summary>The data-fork extents of an inode locked for reading (extents format from the inode, btree format
-    /// through the read path's bmbt walk).</summary>
+    /// through the read path's bmbt walk). The result may be the fork cache's shared list: read it, never change it.</summary>
     ExtentList ReadExtentsLocked(IncoreInode inode)
     {
-        if (ForkCache.TryGet(inode, out var cached, out _)) return cached;
+        if (ForkCache.TryGetShared(inode, out var cached, out _)) return cached; // read only here
         var core = inode.Core;
         var geo = Engine.Geometry;
         var fork = InodeFields.Fork(core, attr: false);

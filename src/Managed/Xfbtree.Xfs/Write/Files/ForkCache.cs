@@ -21,12 +21,17 @@ internal static class ForkCache
 
     static readonly ConditionalWeakTable<IncoreInode, Entry> Entries = new();
 
-    /// <summary>The cached list and bmbt blocks when the inode still has the bytes they were taken with.</summary>
-    public static bool TryGet(IncoreInode inode, out ExtentList extents, out ulong[] bmbtBlocks)
+    /// <summary>
+    /// The cached list itself and the bmbt blocks when the inode still has the bytes they were taken with. A cached
+    /// list is never changed (every writer works on a clone and stores a new list), so readers under the inode lock
+    /// share it without a copy: a copy per operation cost O(extents) each time, a large part of a small write to a
+    /// file of thousands of extents.
+    /// </summary>
+    public static bool TryGetShared(IncoreInode inode, out ExtentList extents, out ulong[] bmbtBlocks)
     {
         if (Entries.TryGetValue(inode, out var e) && SameInode(e.Stamp, inode.Core))
         {
-            extents = e.Extents.Clone();
+            extents = e.Extents;
             bmbtBlocks = e.BmbtBlocks;
             return true;
         }
@@ -35,9 +40,9 @@ internal static class ForkCache
         return false;
     }
 
-    /// <summary>Remembers the list that matches the inode's current bytes.</summary>
-    public static void Put(IncoreInode inode, ExtentList extents, IEnumerable<ulong> bmbtBlocks)
-        => Entries.AddOrUpdate(inode, new Entry((byte[])inode.Core.Clone(), extents.Clone(), bmbtBlocks.ToArray()));
+    /// <summary>Remembers a list that matches the inode's current bytes; the caller never changes it afterwards.</summary>
+    public static void PutShared(IncoreInode inode, ExtentList extents, IEnumerable<ulong> bmbtBlocks)
+        => Entries.AddOrUpdate(inode, new Entry((byte[])inode.Core.Clone(), extents, bmbtBlocks.ToArray()));
 
     public static void Forget(IncoreInode inode) => Entries.Remove(inode);
 
