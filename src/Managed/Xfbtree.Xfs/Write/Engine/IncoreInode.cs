@@ -33,5 +33,12 @@ public sealed class IncoreInode
     /// freeing it. Read and changed under the inode lock (Interlocked for the commit-failure undo).</summary>
     internal int References;
 
+    /// <summary>Set at every use; the inode cache's clock clears it and lets go of inodes it finds unset.</summary>
+    internal volatile bool RecentlyUsed = true;
+
+    /// <summary>The decoded data-fork mapping of this incarnation (<see cref="Files.ForkCache"/>), valid while the
+    /// inode's bytes equal its stamp; read and written under the inode lock, gone with the in-core inode.</summary>
+    internal Files.ForkCacheEntry? DataForkCache;
+
     public override string ToString() => $"inode {Ino}";
 }
