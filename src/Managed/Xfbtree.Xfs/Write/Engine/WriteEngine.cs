@@ -29,6 +29,8 @@ public sealed record WriteEngineOptions
     /// <summary>Default of <see cref="InodeCacheCapacity"/>: a few thousand inodes (about 1.5 MiB of 512-byte cores,
     /// plus their cached extent lists).</summary>
     internal const int DefaultInodeCacheCapacity = 4096;
+    /// <summary>Slots of the namespace's directory lookup cache (a power of two; 0 turns it off).</summary>
+    internal int LookupCacheSlots { get; init; } = Namespace.DirectoryLookupCache.DefaultSlots;
 }
 
 /// <summary>
