@@ -171,6 +171,7 @@ print('DONE %d' % n)
         if (fillHoles)
         {
             uint longestAfterRemoval, fullChunkNeeds;
+            (long IntoHoles, long Elsewhere) pieces;
             long refilled = 0;
             using (var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
             {
@@ -185,11 +186,14 @@ print('DONE %d' % n)
                 {
                     fs.Create($"/frag/r{refilled}");
                 }
+                pieces = fs.Namespace.SparsePieces;
                 WriteEngineTestSupport.AssertInvariants(fs.Engine, "after refilling");
                 fs.Close();
             }
             var (sparseAfter, fullAfter) = RecordCounts(image);
             output.WriteLine($"{name}: after removing the 32 KiB files (longest free extent {longestAfterRemoval} blocks) the engine created {refilled} more: sparse records {sparseRecords} -> {sparseAfter}, full {fullRecords} -> {fullAfter}");
+            output.WriteLine($"{name}: refill pieces: {pieces.IntoHoles} into holes of existing records, {pieces.Elsewhere} elsewhere");
+            Assert.True(pieces.IntoHoles > 0, "no piece went into a hole of an existing sparse record");
             // Chunks are never freed, so a sparse record can only leave by being completed: a piece put into its hole.
             Assert.True(sparseAfter < sparseRecords, $"no sparse record was completed by filling its hole (free extents up to {longestAfterRemoval} blocks, a full chunk needs {fullChunkNeeds})");
             WriteEngineTestSupport.AssertOraclesClean(image, $"{name} after filling holes");

@@ -303,8 +303,8 @@ internal sealed class InodeAllocator
 
     // ------------------------------------------------------------------ sparse chunks
 
-    /// <summary>How many hole pieces of existing sparse records one allocation tries before it takes new space
-    /// (a hole whose blocks hold other data stays a hole: the bound keeps an allocation's cost constant).</summary>
+    /// <summary>How many free hole pieces of existing sparse records one allocation tries before it takes new space
+    /// (the bound keeps an allocation's cost constant).</summary>
     const int HoleCandidates = 32;
 
     /// <summary>How many inobt records the search for holes reads at most (constant cost per allocation on an AG
@@ -348,19 +348,24 @@ internal sealed class InodeAllocator
         bool got = false;
 
         Span<uint> holes = stackalloc uint[HoleCandidates];
-        int found = CollectHolePieces(ctx, pieceInodes, holes);
+        int found = CollectFreeHolePieces(ctx, space, pieceInodes, piece, holes);
         for (int i = 0; i < found && !got; i++)
         {
             var exact = new AllocationRequest(_geo.AgbToFsb(agno, holes[i]), piece, piece, AllocationPurpose.InodeChunk,
                 Exact: true, Alignment: piece, OnlyAg: agno);
             got = space.TryAllocateHere(exact, out agbno, out uint len) && len == piece;
         }
-        if (!got)
+        if (got)
+        {
+            Interlocked.Increment(ref _holePiecesFilled);
+        }
+        else
         {
             uint align = _sb.InodeAlignment;
             uint last = _geo.AgLength(agno) / align * align;
             if (last < chunkBlocks + align) return null;
             got = space.TryAllocateInodePiece(piece, piece, align, last - chunkBlocks, out agbno);
+            if (got) Interlocked.Increment(ref _piecesElsewhere);
         }
         if (!got) return null;
 
@@ -410,10 +415,10 @@ internal sealed class InodeAllocator
         return _geo.AginoToIno(agno, pieceAgino);
     }
 
-    /// <summary>Up to <paramref name="into"/>.Length first blocks of hole pieces of the AG's sparse records, in
-    /// inode order among the first <see cref="HoleSearchRecords"/> records (one inobt walk, the cursor released
-    /// before any allocation).</summary>
-    int CollectHolePieces(AgContext ctx, int pieceInodes, Span<uint> into)
+    /// <summary>Up to <paramref name="into"/>.Length first blocks of hole pieces of the AG's sparse records whose
+    /// blocks are free now, in inode order among the first <see cref="HoleSearchRecords"/> records (one inobt walk,
+    /// a bnobt lookup per hole piece; the cursor released before any allocation).</summary>
+    int CollectFreeHolePieces(AgContext ctx, Space.AgSpace space, int pieceInodes, uint pieceBlocks, Span<uint> into)
     {
         int n = 0, read = 0;
         using var cur = ctx.Inobt.CreateCursor();
@@ -422,11 +427,20 @@ internal sealed class InodeAllocator
             var r = Decode(cur.Current);
             if (r.HoleMask == 0) continue;
             for (int offset = r.NextHolePiece(pieceInodes); offset >= 0 && n < into.Length; offset = r.NextHolePiece(pieceInodes, offset + pieceInodes))
-                into[n++] = _geo.AginoToAgbno(r.StartIno + (uint)offset);
+            {
+                uint agbno = _geo.AginoToAgbno(r.StartIno + (uint)offset);
+                if (space.IsFree(agbno, pieceBlocks)) into[n++] = agbno;
+            }
         }
         cur.Release();
         return n;
     }
+
+    long _holePiecesFilled, _piecesElsewhere;
+
+    /// <summary>Sparse pieces put into a hole of an existing record, and elsewhere, since this allocator was made
+    /// (tests and measurements).</summary>
+    internal (long IntoHoles, long Elsewhere) SparsePieces => (Interlocked.Read(ref _holePiecesFilled), Interlocked.Read(ref _piecesElsewhere));
 
     // ------------------------------------------------------------------ free
 

@@ -95,6 +95,9 @@ public sealed partial class NamespaceOperations
     /// <summary>The engine the operations run on.</summary>
     public WriteEngine Engine { get; }
 
+    /// <summary>Sparse inode pieces put into holes of existing records, and elsewhere (tests and measurements).</summary>
+    internal (long IntoHoles, long Elsewhere) SparsePieces => _allocator.SparsePieces;
+
     /// <summary>The dentry cache of the path walk and of lookups by inode (tests and measurements read its figures).</summary>
     internal DirectoryLookupCache? LookupCache => _source.Lookups;
 

@@ -104,6 +104,21 @@ internal sealed partial class AgSpace
         return true;
     }
 
+    /// <summary>True when [<paramref name="agbno"/>, +<paramref name="length"/>) is wholly free (one bnobt lookup).</summary>
+    public bool IsFree(uint agbno, uint length)
+    {
+        var tree = Bnobt();
+        using var cur = tree.CreateCursor();
+        Span<byte> key = stackalloc byte[8];
+        AllocRecord.Write(key, agbno, 0);
+        if (!cur.Lookup(key, BtreeLookup.LessOrEqual))
+        {
+            return false;
+        }
+        ulong start = AllocRecord.StartBlock(cur.Current), end = start + AllocRecord.BlockCount(cur.Current);
+        return start <= agbno && (ulong)agbno + length <= end;
+    }
+
     /// <summary>The cntbt walked up from <paramref name="length"/>: the first (smallest) extent holding an aligned
     /// piece that starts inside the bounds.</summary>
     private bool FindBoundedBySize(uint length, uint align, uint minAgbno, uint maxAgbno, out uint fbno, out uint flen, out uint abno)
