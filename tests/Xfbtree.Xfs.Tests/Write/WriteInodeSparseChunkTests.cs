@@ -29,7 +29,7 @@ public sealed class WriteInodeSparseChunkTests(ITestOutputHelper output)
 
     /// <summary>Creates after the 32 KiB files are removed: their 797 inodes, full chunks in the few free extents that
     /// now hold one, then pieces into holes.</summary>
-    const int RefillCreates = 16384;
+    const int RefillCreates = 8192;
 
     /// <summary>Kernel: 28 KiB and 32 KiB files in turn until ENOSPC, then the 28 KiB ones removed: free space left in
     /// 7-block holes (4 KiB blocks), where no 8-block chunk fits at any alignment but one 4-block piece aligned to 4

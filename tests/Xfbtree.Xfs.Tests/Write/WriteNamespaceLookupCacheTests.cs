@@ -65,9 +65,9 @@ public sealed class WriteNamespaceLookupCacheTests(ITestOutputHelper output)
         using var scratch = new RepairScratch();
         string image = scratch.Copy(TreeFixtures.Image("fresh-4ag"), "walk.img");
         const string deep = "/d1/d2/d3/d4/d5/d6";
-        const int stats = 20_000;
+        const int stats = 5_000;
         var results = new List<string>();
-        foreach (bool cached in new[] { false, true, false, true })
+        foreach (bool cached in new[] { false, true })
         {
             using var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast with { LookupCacheSlots = cached ? 16384 : 0 });
             string path = "";
@@ -80,12 +80,12 @@ public sealed class WriteNamespaceLookupCacheTests(ITestOutputHelper output)
                     if (!Exists(fs, $"{path}/n{i}")) fs.Create($"{path}/n{i}");
                 }
             }
-            for (int i = 0; i < 1000; i++) fs.GetAttr(deep + "/n7");
+            for (int i = 0; i < 500; i++) fs.GetAttr(deep + "/n7");
             var watch = Stopwatch.StartNew();
             for (int i = 0; i < stats; i++) fs.GetAttr(deep + "/n7");
             watch.Stop();
             var block = new byte[4096];
-            const int writes = 2000;
+            const int writes = 500;
             var writeWatch = Stopwatch.StartNew();
             for (int i = 0; i < writes; i++) fs.Write(deep + "/n7", (i % 16) * 4096L, block);
             writeWatch.Stop();
