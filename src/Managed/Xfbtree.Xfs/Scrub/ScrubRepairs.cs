@@ -25,8 +25,11 @@ internal interface IScrubRepair
     /// <summary>True when a damaged finding of <paramref name="structure"/> ("bnobt", "AGF", "nlinks") asks for this repair.</summary>
     bool Answers(string structure);
 
-    /// <summary>True when this repair is not to run now: it does not apply to this filesystem, or a finding it
-    /// derives from is damaged too (the next round, after that one's repair and a new check, runs it).</summary>
+    /// <summary>False when the structure does not exist on this filesystem (a refcountbt without reflink).</summary>
+    bool AppliesTo(WriteEngine engine) => true;
+
+    /// <summary>True when this repair must wait: a finding it derives from is damaged too (the next round, after
+    /// that one's repair and a new check, runs it).</summary>
     bool Skips(ScrubRepairContext context, uint? agno) => false;
 
     /// <summary>Repairs (AG <paramref name="agno"/>, or null for a filesystem-wide repair); returns what it did, one
@@ -70,15 +73,20 @@ internal static class ScrubRepairs
     /// Runs every repair the report's damaged findings ask for, in order; a failed repair of an AG skips the later
     /// repairs of that AG (their sources may be what failed). Returns one outcome per repair run or skipped.
     /// </summary>
-    public static List<ScrubRepairOutcome> Run(ScrubRepairContext context, Action<string>? progress = null, bool perAgOnly = false)
+    /// <param name="context">The engine and the findings.</param>
+    /// <param name="progress">Told of each repair as it starts.</param>
+    /// <param name="perAgOnly">Leave the filesystem-wide repairs out (they ran in an earlier round).</param>
+    /// <param name="waited">True when a repair skipped its turn because its source is damaged too (another round may run it).</param>
+    public static List<ScrubRepairOutcome> Run(ScrubRepairContext context, Action<string>? progress, bool perAgOnly, out bool waited)
     {
         ArgumentNullException.ThrowIfNull(context);
+        waited = false;
         var outcomes = new List<ScrubRepairOutcome>();
         var failedAgs = new HashSet<uint>();
         var damaged = context.Findings.Findings.Where(IsDamaged).ToList();
         foreach (IScrubRepair repair in InOrder)
         {
-            if (perAgOnly && !repair.PerAg) continue;
+            if ((perAgOnly && !repair.PerAg) || !repair.AppliesTo(context.Engine)) continue;
             var targets = damaged.Where(f => repair.Answers(f.Structure) && (f.AgNumber is null) == !repair.PerAg)
                 .Select(f => f.AgNumber).Distinct().OrderBy(a => a ?? 0).ToList();
             foreach (uint? agno in targets)
@@ -91,6 +99,7 @@ internal static class ScrubRepairs
                 }
                 if (repair.Skips(context, agno))
                 {
+                    waited = true;
                     continue;
                 }
                 progress?.Invoke($"repairing {(agno is { } g ? $"AG {g} " : "")}{repair.Name}");
@@ -119,9 +128,9 @@ internal static class ScrubRepairs
 
     /// <summary>
     /// Repairs an unmounted image in place through the write engine (which sets NEEDSREPAIR while it is open and
-    /// clears it at its clean close, after deriving the superblock counters): rounds of <see cref="Run"/> and a
-    /// re-check of a read view with commits paused, until nothing per-AG is left damaged, a round repairs nothing,
-    /// or <see cref="MaxRounds"/>. Throws <see cref="XfsWriteException"/> when the engine cannot open the image.
+    /// clears it at its clean close, after deriving the superblock counters): rounds of <see cref="Run(ScrubRepairContext, Action{string}?, bool, out bool)"/> and a
+    /// re-check of a read view with commits paused while a repair waited for its source, until nothing per-AG is
+    /// left damaged, a round repairs nothing, or <see cref="MaxRounds"/>. Throws <see cref="XfsWriteException"/> when the engine cannot open the image.
     /// The caller checks the closed image again for the final verdict.
     /// </summary>
     public static List<ScrubRepairOutcome> RepairImage(string imagePath, ScrubReport findings, ScrubOptions options, CancellationToken cancel = default)
@@ -134,9 +143,10 @@ internal static class ScrubRepairs
         for (int round = 0; round < MaxRounds; round++)
         {
             // Filesystem-wide repairs run in the first round only (after every per-AG one of that round).
-            List<ScrubRepairOutcome> done = Run(new ScrubRepairContext(engine, report, cancel), options.Progress, perAgOnly: round > 0);
+            List<ScrubRepairOutcome> done = Run(new ScrubRepairContext(engine, report, cancel), options.Progress, perAgOnly: round > 0, out bool waited);
             outcomes.AddRange(done);
-            if (!done.Any(o => o.Repaired && o.AgNumber is not null)) break;
+            // Another round only for a repair that waited for its source (the caller's final check sees the rest).
+            if (!waited || !done.Any(o => o.Repaired && o.AgNumber is not null)) break;
             using (engine.PauseCommits())
             {
                 using XfsImage view = engine.Image.CreateReadView();
@@ -158,12 +168,12 @@ internal static class ScrubRepairs
 
         public bool Answers(string structure) => structure == "rmapbt";
 
-        /// <summary>The rmap is rebuilt from the inode btrees (OWN_INODES, the inodes whose forks it reads) and the
-        /// refcountbt (OWN_COW): while one of those is damaged the rmapbt line may only be reporting that damage
-        /// (the offline scan met it), so those are repaired first, from the on-disk rmapbt, and the rmapbt in a
-        /// later round if it is still damaged then.</summary>
+        /// <summary>The rmap is rebuilt from the AG headers, the inode btrees (OWN_INODES, the inodes whose forks it
+        /// reads) and the refcountbt (OWN_COW): while one of those is damaged the rmapbt line may only be reporting
+        /// that damage (the offline scan met it), so those are repaired first, from the on-disk rmapbt, and the
+        /// rmapbt in a later round if it is still damaged then.</summary>
         public bool Skips(ScrubRepairContext context, uint? agno) => context.Findings.Findings.Any(f =>
-            IsDamaged(f) && f.AgNumber == agno && f.Structure is "inobt" or "finobt" or "AGI" or "refcountbt");
+            IsDamaged(f) && f.AgNumber == agno && f.Structure is "AGF" or "AGFL" or "AGI" or "inobt" or "finobt" or "refcountbt");
 
         public string Repair(ScrubRepairContext context, uint? agno)
         {
@@ -181,7 +191,7 @@ internal static class ScrubRepairs
 
         public bool Answers(string structure) => answers.Contains(structure);
 
-        public bool Skips(ScrubRepairContext context, uint? agno) => requiresReflink && !context.Engine.Geometry.Superblock.HasReflink;
+        public bool AppliesTo(WriteEngine engine) => !requiresReflink || engine.Geometry.Superblock.HasReflink;
 
         public string Repair(ScrubRepairContext context, uint? agno) => run(context.Engine, agno!.Value);
     }
