@@ -73,6 +73,41 @@ public sealed class ScrubRepairMatrixTests(ITestOutputHelper output)
     }
 }
 
+/// <summary>Every fixture (every geometry: 1 KiB blocks, 4 KiB sectors, 32 AGs, nrext64, aged images) survives a
+/// rebuild of every per-AG tree of every AG: the image scrubs clean and xfs_repair -n agrees.</summary>
+public sealed class ScrubRepairGeometryTests(ITestOutputHelper output)
+{
+    /// <summary>Every fixture but aged-medium (15 s) in the suite; all with XFBTREE_LONG_TESTS=1.</summary>
+    public static IEnumerable<object[]> Fixtures() => ScrubFixtureTests.Fixtures()
+        .Where(f => Environment.GetEnvironmentVariable("XFBTREE_LONG_TESTS") == "1" || (string)f[0] != "aged-medium");
+
+    [Theory]
+    [MemberData(nameof(Fixtures))]
+    public void RebuildingEveryTreeOfEveryAgLeavesTheImageClean(string fixture)
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture(fixture);
+        long repairs = 0, records = 0;
+        using (var engine = WriteEngine.Open(image, OnlineTestSupport.Fast))
+        {
+            for (uint agno = 0; agno < engine.Geometry.AgCount; agno++)
+            {
+                var done = new List<AgRebuildResult> { OnlineFreeSpaceRepair.Run(engine, agno), OnlineInodeBtreeRepair.Run(engine, agno) };
+                if (engine.Geometry.Superblock.HasReflink) done.Add(OnlineRefcountRepair.Run(engine, agno));
+                repairs += done.Count;
+                records += done.Sum(d => d.Records);
+            }
+            WriteEngineTestSupport.AssertInvariants(engine, fixture);
+            engine.Close();
+        }
+        output.WriteLine($"{fixture}: {repairs} rebuilds, {records} records");
+        var (rc, stdout, _) = ScrubCli.Run(image);
+        Assert.True(rc == 0, $"{fixture} after rebuilding every tree:\n{stdout}");
+        var witness = RepairTools.XfsRepairCheck(image);
+        Assert.True(witness.ExitCode == 0, $"xfs_repair -n: {witness}");
+    }
+}
+
 /// <summary>
 /// A crash in the commit of a repair (the engine's fault injector: the write that does not happen) leaves the old
 /// structure (crash at the journal record: the damage is still there, nothing else) or the new one (crash after
