@@ -2,6 +2,7 @@ using System.Globalization;
 using Xfbtree.Xfs.Online;
 using Xfbtree.Xfs.Tests.Online;
 using Xfbtree.Xfs.Tests.Repair;
+using Xfbtree.Xfs.Tests.Trees;
 using Xfbtree.Xfs.Tests.Write;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Engine;
@@ -58,6 +59,65 @@ public sealed class ScrubRepairMatrixTests(ITestOutputHelper output)
             KernelOracle.RequireRootAndTools();
             KernelOracle.AssertKernelWorkloadAndRepair(image, output, $"the image repaired after {tree} {name}");
         }
+    }
+
+    [Fact]
+    public void JsonReportCarriesTheRepairsAndTheCheckAfterThem()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture(Fixture);
+        ScrubCorruptor.Apply(image, ScrubCorruptor.Kinds.First(k => k.Tree == "cntbt"), Ag);
+        var (rc, stdout, _) = ScrubCli.Run(image, "--repair", "--json");
+        Assert.Equal(0, rc);
+        using var doc = System.Text.Json.JsonDocument.Parse(stdout);
+        var root = doc.RootElement;
+        Assert.Equal(Xfbtree.Cli.ScrubCommand.JsonVersion, root.GetProperty("version").GetInt32());
+        Assert.True(root.GetProperty("damaged").GetBoolean());
+        var repair = Assert.Single(root.GetProperty("repairs").EnumerateArray());
+        Assert.Equal("bnobt+cntbt", repair.GetProperty("repair").GetString());
+        Assert.Equal((int)Ag, repair.GetProperty("ag").GetInt32());
+        Assert.True(repair.GetProperty("repaired").GetBoolean());
+        Assert.True(root.GetProperty("afterRepair").GetProperty("clean").GetBoolean());
+        Assert.Contains(root.GetProperty("afterRepair").GetProperty("structures").EnumerateArray(), s => s.GetProperty("structure").GetString() == "cntbt");
+    }
+
+    [Fact]
+    public void OneAgRepairLeavesTheOtherAgsAlone()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture(Fixture);
+        var kind = ScrubCorruptor.Kinds.First(k => k.Tree == "bnobt");
+        ScrubCorruptor.Apply(image, kind, 1);
+        ScrubCorruptor.Apply(image, kind, 2);
+        var (rc, stdout, _) = ScrubCli.Run(image, "--ag", "1", "--repair");
+        output.WriteLine(stdout);
+        Assert.Equal(0, rc);
+        Assert.Contains("repair: AG 1 bnobt+cntbt: repaired", stdout, StringComparison.Ordinal);
+        Assert.DoesNotContain("AG 2", stdout, StringComparison.Ordinal);
+        var after = ScrubCli.Run(image);
+        Assert.Equal(1, after.ExitCode);
+        Assert.Contains("AG 2 bnobt: damaged", after.Stdout, StringComparison.Ordinal);
+        Assert.DoesNotContain("AG 1 bnobt: damaged", after.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void DamageNoRepairCanFixIsReportedNotRepairedWithExit1()
+    {
+        // agf_flcount off by one: the free list no longer describes one list (the AGFL finding); no repair rebuilds
+        // the AGFL, and the rmapbt, which the scan reports damaged because it met this, waits for it.
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture(Fixture);
+        var db = RepairTools.Exec(TreeFixtures.Tool("xfs_db"), ["-x", "-c", $"agf {Ag}", "-c", "print flcount", image]);
+        long flcount = long.Parse(db.Stdout.Split('=')[1].Trim(), CultureInfo.InvariantCulture);
+        RepairTools.Exec(TreeFixtures.Tool("xfs_db"), ["-x", "-c", $"agf {Ag}", "-c", $"write -d flcount {flcount + 1}", image]);
+        var (rc, stdout, stderr) = ScrubCli.Run(image, "--repair");
+        output.WriteLine(stdout + stderr);
+        Assert.Equal(1, rc);
+        Assert.Contains($"AG {Ag} AGFL: damaged", stdout, StringComparison.Ordinal);
+        Assert.Contains($"repair: AG {Ag} AGFL: not repaired: no repair rebuilds this structure yet", stdout, StringComparison.Ordinal);
+        Assert.Contains($"repair: AG {Ag} rmapbt: not repaired: waits for", stdout, StringComparison.Ordinal);
+        Assert.Contains("result after repair: DAMAGED", stdout, StringComparison.Ordinal);
+        Assert.False(WriteEngineTestSupport.NeedsRepair(image), "the engine's clean close clears NEEDSREPAIR even when a repair failed");
     }
 
     [Fact]

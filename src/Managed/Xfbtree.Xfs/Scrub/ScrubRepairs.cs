@@ -76,11 +76,12 @@ internal static class ScrubRepairs
     /// <param name="context">The engine and the findings.</param>
     /// <param name="progress">Told of each repair as it starts.</param>
     /// <param name="perAgOnly">Leave the filesystem-wide repairs out (they ran in an earlier round).</param>
-    /// <param name="waited">True when a repair skipped its turn because its source is damaged too (another round may run it).</param>
-    public static List<ScrubRepairOutcome> Run(ScrubRepairContext context, Action<string>? progress, bool perAgOnly, out bool waited)
+    /// <param name="waited">The repairs that skipped their turn because their source is damaged too (another round may
+    /// run them), as outcomes saying so.</param>
+    public static List<ScrubRepairOutcome> Run(ScrubRepairContext context, Action<string>? progress, bool perAgOnly, out List<ScrubRepairOutcome> waited)
     {
         ArgumentNullException.ThrowIfNull(context);
-        waited = false;
+        waited = new List<ScrubRepairOutcome>();
         var outcomes = new List<ScrubRepairOutcome>();
         var failedAgs = new HashSet<uint>();
         var damaged = context.Findings.Findings.Where(IsDamaged).ToList();
@@ -99,7 +100,7 @@ internal static class ScrubRepairs
                 }
                 if (repair.Skips(context, agno))
                 {
-                    waited = true;
+                    waited.Add(new ScrubRepairOutcome(repair.Name, agno, false, "waits for the repair of the structures of this AG it is rebuilt from, which are damaged too", TimeSpan.Zero));
                     continue;
                 }
                 progress?.Invoke($"repairing {(agno is { } g ? $"AG {g} " : "")}{repair.Name}");
@@ -128,7 +129,7 @@ internal static class ScrubRepairs
 
     /// <summary>
     /// Repairs an unmounted image in place through the write engine (which sets NEEDSREPAIR while it is open and
-    /// clears it at its clean close, after deriving the superblock counters): rounds of <see cref="Run(ScrubRepairContext, Action{string}?, bool, out bool)"/> and a
+    /// clears it at its clean close, after deriving the superblock counters): rounds of <see cref="Run(ScrubRepairContext, Action{string}?, bool, out List{ScrubRepairOutcome})"/> and a
     /// re-check of a read view with commits paused while a repair waited for its source, until nothing per-AG is
     /// left damaged, a round repairs nothing, or <see cref="MaxRounds"/>. Throws <see cref="XfsWriteException"/> when the engine cannot open the image.
     /// The caller checks the closed image again for the final verdict.
@@ -140,20 +141,31 @@ internal static class ScrubRepairs
         var outcomes = new List<ScrubRepairOutcome>();
         using WriteEngine engine = WriteEngine.Open(imagePath);
         ScrubReport report = findings;
+        var unanswered = findings.Findings.Where(f => IsDamaged(f) && !InOrder.Any(r => r.Answers(f.Structure) && r.AppliesTo(engine))).ToList();
+        List<ScrubRepairOutcome> waiting = [];
         for (int round = 0; round < MaxRounds; round++)
         {
             // Filesystem-wide repairs run in the first round only (after every per-AG one of that round).
-            List<ScrubRepairOutcome> done = Run(new ScrubRepairContext(engine, report, cancel), options.Progress, perAgOnly: round > 0, out bool waited);
+            List<ScrubRepairOutcome> done = Run(new ScrubRepairContext(engine, report, cancel), options.Progress, perAgOnly: round > 0, out waiting);
             outcomes.AddRange(done);
             // Another round only for a repair that waited for its source (the caller's final check sees the rest).
-            if (!waited || !done.Any(o => o.Repaired && o.AgNumber is not null)) break;
+            if (waiting.Count == 0 || !done.Any(o => o.Repaired && o.AgNumber is not null)) break;
             using (engine.PauseCommits())
             {
                 using XfsImage view = engine.Image.CreateReadView();
                 report = Scrubber.Run(view, options, cancel);
             }
             // The superblock counters on disk are the engine's close's to write.
-            if (!report.Findings.Any(f => IsDamaged(f) && f.Structure != "superblock counters")) break;
+            if (!report.Findings.Any(f => IsDamaged(f) && f.Structure != "superblock counters"))
+            {
+                waiting.Clear();
+                break;
+            }
+        }
+        outcomes.AddRange(waiting);
+        foreach (ScrubFinding f in unanswered)
+        {
+            outcomes.Add(new ScrubRepairOutcome(f.Structure, f.AgNumber, false, "no repair rebuilds this structure yet", TimeSpan.Zero));
         }
         engine.Close();
         return outcomes;
