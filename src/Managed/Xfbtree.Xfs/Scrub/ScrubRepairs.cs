@@ -49,7 +49,7 @@ internal sealed record ScrubRepairOutcome(string Name, uint? AgNumber, bool Repa
 /// <summary>
 /// The repair half of <c>xfbtree scrub</c>: given the damaged findings of a check, runs the repairs through an open
 /// <see cref="WriteEngine"/> in the repair order (docs/scrub.md): the rmapbt first (every other AG structure is
-/// derived from it), then the free-space trees (before anything that allocates), then the inode btrees and the
+/// derived from it), then the free list (the free-space rebuild reads it), then the free-space trees (before anything that allocates), then the inode btrees and the
 /// refcountbt, then filesystem-wide repairs (link counts, the superblock counters, which the engine's close derives
 /// from the repaired AG headers). Each repair is one engine transaction holding only its AG's lock, so writers to
 /// other AGs go on and writers to that AG wait for it.
@@ -60,6 +60,7 @@ internal static class ScrubRepairs
     public static readonly IReadOnlyList<IScrubRepair> InOrder =
     [
         new RmapbtRepair(),
+        new AgTreeRepair("AGFL", ["AGFL"], (e, ag) => OnlineAgflRepair.Run(e, ag).ToString()),
         new AgTreeRepair("bnobt+cntbt", ["bnobt", "cntbt", "AGF"], (e, ag) => OnlineFreeSpaceRepair.Run(e, ag).ToString()),
         new AgTreeRepair("inobt+finobt", ["inobt", "finobt", "AGI"], (e, ag) => OnlineInodeBtreeRepair.Run(e, ag).ToString()),
         new AgTreeRepair("refcountbt", ["refcountbt", "AGF"], (e, ag) => OnlineRefcountRepair.Run(e, ag).ToString(), requiresReflink: true),
@@ -141,35 +142,39 @@ internal static class ScrubRepairs
         var outcomes = new List<ScrubRepairOutcome>();
         using WriteEngine engine = WriteEngine.Open(imagePath);
         ScrubReport report = findings;
-        var unanswered = findings.Findings.Where(f => IsDamaged(f) && !InOrder.Any(r => r.Answers(f.Structure) && r.AppliesTo(engine))).ToList();
         List<ScrubRepairOutcome> waiting = [];
         for (int round = 0; round < MaxRounds; round++)
         {
             // Filesystem-wide repairs run in the first round only (after every per-AG one of that round).
             List<ScrubRepairOutcome> done = Run(new ScrubRepairContext(engine, report, cancel), options.Progress, perAgOnly: round > 0, out waiting);
             outcomes.AddRange(done);
-            // Another round only for a repair that waited for its source (the caller's final check sees the rest).
-            if (waiting.Count == 0 || !done.Any(o => o.Repaired && o.AgNumber is not null)) break;
+            // Check again (a read view, commits paused) when a repair waited for its source or some damage has no
+            // repair: it may have been a symptom of what was just repaired.
+            if (!done.Any(o => o.Repaired && o.AgNumber is not null) || (waiting.Count == 0 && Unanswered(report, engine).Count == 0)) break;
             using (engine.PauseCommits())
             {
                 using XfsImage view = engine.Image.CreateReadView();
                 report = Scrubber.Run(view, options, cancel);
             }
             // The superblock counters on disk are the engine's close's to write.
-            if (!report.Findings.Any(f => IsDamaged(f) && f.Structure != "superblock counters"))
+            if (!report.Findings.Any(f => IsDamaged(f) && f.Structure != "superblock counters") || waiting.Count == 0)
             {
                 waiting.Clear();
                 break;
             }
         }
         outcomes.AddRange(waiting);
-        foreach (ScrubFinding f in unanswered)
+        foreach (ScrubFinding f in Unanswered(report, engine))
         {
             outcomes.Add(new ScrubRepairOutcome(f.Structure, f.AgNumber, false, "no repair rebuilds this structure yet", TimeSpan.Zero));
         }
         engine.Close();
         return outcomes;
     }
+
+    /// <summary>Damaged findings no repair answers.</summary>
+    private static List<ScrubFinding> Unanswered(ScrubReport report, WriteEngine engine) =>
+        report.Findings.Where(f => IsDamaged(f) && !InOrder.Any(r => r.Answers(f.Structure) && r.AppliesTo(engine))).ToList();
 
     /// <summary>The rmapbt, rebuilt online from every other piece of metadata (<see cref="OnlineRmapRepair"/>).</summary>
     private sealed class RmapbtRepair : IScrubRepair

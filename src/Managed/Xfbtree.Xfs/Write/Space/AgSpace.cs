@@ -224,6 +224,41 @@ internal sealed partial class AgSpace
         return true;
     }
 
+    /// <summary>
+    /// Rewrites the free list a scrub repair has rebuilt (upstream's xrep_agfl commit): the AGFL slots hold
+    /// <paramref name="blocks"/> from slot 0 on (the rest NULLAGBNO), the AGF's flfirst, fllast and flcount describe
+    /// them. Must be the first use of this AG's space in the transaction: the AGF is read without the free-list
+    /// checks it replaces, and its other fields are checked once the list is in place.
+    /// </summary>
+    internal void InstallRebuiltFreeList(IReadOnlyList<uint> blocks)
+    {
+        if (agf is not null)
+        {
+            throw new InvalidOperationException("the free list is rebuilt before anything else reads this AG's AGF");
+        }
+        if (blocks.Count > slots)
+        {
+            throw new ArgumentException($"{blocks.Count} blocks do not fit an AGFL of {slots} slots", nameof(blocks));
+        }
+        BlockBuffer b = tx.ReadAgHeader(AgHeaderKind.Agf, AgNumber);
+        agf = b;
+        for (int i = 0; i < slots; i++)
+        {
+            SetSlot((uint)i, i < blocks.Count ? blocks[i] : NullAgBlock);
+        }
+        SetField(Format.Agf.OffsetFlFirst, 0);
+        SetField(Format.Agf.OffsetFlLast, blocks.Count == 0 ? (uint)slots - 1 : (uint)blocks.Count - 1);
+        SetField(Format.Agf.OffsetFlCount, (uint)blocks.Count);
+        var parsed = Format.Agf.Parse(b.Span, geo, AgNumber);
+        if (parsed.Problems.FirstOrDefault(p => !IsToleratedAgfProblem(p)) is { } problem)
+        {
+            agf = null;
+            throw new CorruptionException("AGF", b.Daddr, problem);
+        }
+    }
+
+    private const uint NullAgBlock = 0xFFFFFFFF;
+
     /// <summary>The AGF's rmapbt root as this transaction sees it (maybe damaged: online repair reads it as a hint).</summary>
     internal uint RmapRoot => Field(Format.Agf.OffsetRmapRoot);
 
