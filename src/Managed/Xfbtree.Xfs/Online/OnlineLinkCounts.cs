@@ -62,6 +62,9 @@ public sealed record OnlineLinkCountResult
     /// <summary>With repair: inodes no directory names whose nlink was set to 0 and that were freed (or put on the
     /// AGI unlinked list, when held open).</summary>
     public long Released { get; init; }
+    /// <summary>With repair: wrong counts a writer's change settled before the repair locked the inode (freed, or
+    /// its nlink and count equal by then): nothing left to repair.</summary>
+    public long SettledMeanwhile { get; init; }
     /// <summary>Wrong counts that were not repaired, each with why (e.g. a directory no entry names).</summary>
     public IReadOnlyList<string> NotRepaired { get; init; } = [];
     /// <summary>Problems that make the counts incomplete (an unreadable directory); repair is refused then.</summary>
@@ -71,7 +74,7 @@ public sealed record OnlineLinkCountResult
     public TimeSpan Elapsed { get; init; }
 
     /// <summary>True when nothing wrong is left: no mismatch, or every one repaired, and no damage.</summary>
-    public bool IsClean => Damage.Count == 0 && NotRepaired.Count == 0 && (MismatchTotal == 0 || Repaired + Released == MismatchTotal);
+    public bool IsClean => Damage.Count == 0 && NotRepaired.Count == 0 && (MismatchTotal == 0 || Repaired + Released + SettledMeanwhile == MismatchTotal);
 }
 
 /// <summary>
@@ -154,7 +157,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
         testHooks?.AfterCollect?.Invoke();
         var mismatches = new List<LinkCountMismatch>();
         var notRepaired = new List<string>();
-        long total = 0, compared = 0, repaired = 0, released = 0;
+        long total = 0, compared = 0, repaired = 0, released = 0, settled = 0;
         var compare = new OnlineInodeScan(engine, 0);
         bool mayRepair = options.Repair && damage.Count == 0;
         if (options.Repair && !mayRepair)
@@ -193,8 +196,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
                         notRepaired.Add(why!);
                         break;
                     case RepairOutcome.AlreadyRight:
-                        // A writer fixed it meanwhile (the count was right by the time the inode was locked again).
-                        repaired++;
+                        settled++;
                         break;
                 }
             }
@@ -212,6 +214,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             MismatchTotal = total,
             Repaired = repaired,
             Released = released,
+            SettledMeanwhile = settled,
             NotRepaired = notRepaired,
             Damage = damage.ToArray(),
             CountBytes = counts.BytesUsed,
@@ -400,7 +403,16 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
     /// <summary>One inode's repair in its own transaction, under its lock, with the live count read again.</summary>
     private RepairOutcome RepairInode(ulong ino, out string? why)
     {
-        IncoreInode inode = engine.GetInode(ino);
+        IncoreInode inode;
+        try
+        {
+            inode = engine.GetInode(ino);
+        }
+        catch (XfsWriteException e) when (e.Kind == WriteErrorKind.NotFound)
+        {
+            why = null;
+            return RepairOutcome.AlreadyRight; // freed and its chunk gone since the compare
+        }
         string? refused = null;
         RepairOutcome outcome = engine.Execute($"nlinks repair inode {ino}", tx =>
         {
