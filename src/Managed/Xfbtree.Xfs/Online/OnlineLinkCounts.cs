@@ -134,8 +134,13 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
                 metadataInodes.Add(ino);
             }
         }
-        long maxBytes = ((long)geo.AgCount << geo.AginoLog) * EntryBytes;
-        counts = Xfile.Create(new XfileOptions { MaxSize = Math.Max(maxBytes, 1L << 20), Name = "xfbtree-online-nlinks" });
+        // Indexed by inode number: the whole inode-number space, sparse (only pages of used ranges take memory).
+        UInt128 span = ((UInt128)geo.AgCount << geo.AginoLog) * EntryBytes;
+        if (span > (UInt128)Xfile.MaxSupportedSize)
+        {
+            throw new OnlineRepairException($"the inode-number space ({geo.AgCount} AGs of 2^{geo.AginoLog} inodes) is too large for the link count array");
+        }
+        counts = Xfile.Create(new XfileOptions { MaxSize = Math.Max((long)span, 1L << 20), Name = "xfbtree-online-nlinks" });
         scan = new OnlineInodeScan(engine, 0);
     }
 
