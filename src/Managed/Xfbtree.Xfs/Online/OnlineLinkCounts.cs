@@ -103,7 +103,7 @@ public sealed record OnlineLinkCountResult
 public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
 {
     private const int EntryBytes = 8;
-    private readonly XfsFileSystem fs;
+    private readonly NamespaceOperations namespaceOps;
     private readonly WriteEngine engine;
     private readonly XfsGeometry geo;
     private readonly OnlineLinkCountOptions options;
@@ -118,10 +118,10 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
     private bool stopped;
     private long applied, ignored, inodesScanned, directoriesScanned, entriesCounted;
 
-    private OnlineLinkCounts(XfsFileSystem fs, OnlineLinkCountOptions options)
+    private OnlineLinkCounts(NamespaceOperations names, OnlineLinkCountOptions options)
     {
-        this.fs = fs;
-        engine = fs.Engine;
+        namespaceOps = names;
+        engine = names.Engine;
         geo = engine.Geometry;
         this.options = options;
         testHooks = options.TestHooks;
@@ -150,7 +150,16 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
     public static OnlineLinkCountResult Run(XfsFileSystem fs, OnlineLinkCountOptions? options = null, CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(fs);
-        using var check = new OnlineLinkCounts(fs, options ?? new OnlineLinkCountOptions());
+        return Run(fs.Namespace, options, cancel);
+    }
+
+    /// <summary>As <see cref="Run(XfsFileSystem, OnlineLinkCountOptions?, CancellationToken)"/> on the namespace
+    /// operations of an engine (a caller holding only the engine can make them: <c>new NamespaceOperations(engine,
+    /// new FileOperations(engine))</c>; the references of held inodes live in the engine's in-core inodes).</summary>
+    public static OnlineLinkCountResult Run(NamespaceOperations names, OnlineLinkCountOptions? options = null, CancellationToken cancel = default)
+    {
+        ArgumentNullException.ThrowIfNull(names);
+        using var check = new OnlineLinkCounts(names, options ?? new OnlineLinkCountOptions());
         return check.Execute(cancel);
     }
 
@@ -451,7 +460,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
                 refused = $"inode {ino}: counted {total} links, outside 0..{NamespaceOperations.MaxLinks}";
                 return RepairOutcome.Refused;
             }
-            if (names == 0 && ino != fs.Namespace.RootIno)
+            if (names == 0 && ino != namespaceOps.RootIno)
             {
                 if (isDir)
                 {
@@ -461,7 +470,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
                 // Named by no directory: the last name is gone, so it goes as an unlink of its last name would.
                 InodeCore.SetNlink(core, 0);
                 tx.LogInode(inode);
-                fs.Namespace.ReleaseUnnamedInode(tx, inode, $"inode {ino}");
+                namespaceOps.ReleaseUnnamedInode(tx, inode, $"inode {ino}");
                 return RepairOutcome.Released;
             }
             if (nlink == 0 && held)
