@@ -569,6 +569,7 @@ internal sealed class FakeTarget : IStressTarget
             Add(path, null);
             _leaves[path] = (type, target, rdev);
             _attributes[_inos[path]] = (mode, 0, 0);
+            Inherit(path);
         }
     }
 
@@ -726,12 +727,29 @@ internal sealed class FakeTarget : IStressTarget
 
     public void Create(string path)
     {
-        lock (_gate) Add(path, new FileContents());
+        lock (_gate)
+        {
+            Add(path, new FileContents());
+            Inherit(path);
+        }
     }
 
     public void Mkdir(string path)
     {
-        lock (_gate) Add(path, null);
+        lock (_gate)
+        {
+            Add(path, null);
+            Inherit(path);
+        }
+    }
+
+    /// <summary>As the engine: a set-group-ID directory gives a new inode its group, and a new directory its bit.</summary>
+    void Inherit(string path)
+    {
+        var parent = AttributesOf(Parent(path));
+        if ((parent.Mode & 0x400) == 0) return;
+        var a = AttributesOf(path);
+        _attributes[_inos[path]] = (IsDirectory(path) ? a.Mode | 0x400 : a.Mode, a.Uid, parent.Gid);
     }
 
     public void Unlink(string path)

@@ -423,17 +423,17 @@ public sealed class StressModel
                 FileAt(op.Path2).Contents.CopyFrom(FileAt(op.Path).Contents, op.Offset, op.Offset2, op.Length);
                 break;
             case StressOpKind.Create:
-                Attach(new ModelFile(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), new FileContents()) { Mode = 0x1A4 });
+                Attach(Inherit(new ModelFile(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), new FileContents()) { Mode = 0x1A4 }));
                 break;
             case StressOpKind.Mkdir:
-                Attach(new ModelDirectory(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path)) { Mode = 0x1ED });
+                Attach(Inherit(new ModelDirectory(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path)) { Mode = 0x1ED }));
                 break;
             case StressOpKind.Symlink:
-                Attach(new ModelLeaf(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), InodeType.Symlink, op.Path2, 0) { Mode = 0x1FF });
+                Attach(Inherit(new ModelLeaf(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), InodeType.Symlink, op.Path2, 0) { Mode = 0x1FF }));
                 break;
             case StressOpKind.Mknod:
-                Attach(new ModelLeaf(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), DirectoryTypeOfMode((int)op.Offset),
-                    "", (op.Offset & 0xF000) is 0x2000 or 0x6000 ? (ulong)op.Offset2 : 0) { Mode = (int)op.Offset & 0xFFF });
+                Attach(Inherit(new ModelLeaf(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), DirectoryTypeOfMode((int)op.Offset),
+                    "", (op.Offset & 0xF000) is 0x2000 or 0x6000 ? (ulong)op.Offset2 : 0) { Mode = (int)op.Offset & 0xFFF }));
                 break;
             case StressOpKind.Chmod:
                 NodeAt(op.Path).Mode = (int)op.Offset & 0xFFF;
@@ -491,6 +491,19 @@ public sealed class StressModel
             default:
                 throw new ArgumentOutOfRangeException(nameof(op), op.Kind, "unknown op");
         }
+    }
+
+    /// <summary>A new inode in a set-group-ID directory takes the directory's group, and a new directory its
+    /// set-group-ID bit (System V semantics, as the kernel's inode_init_owner).</summary>
+    static T Inherit<T>(T node) where T : ModelNode
+    {
+        var parent = node.Parent!;
+        if ((parent.Mode & 0x400) != 0)
+        {
+            node.Gid = parent.Gid;
+            if (node is ModelDirectory) node.Mode |= 0x400;
+        }
+        return node;
     }
 
     ModelFile FileAt(string path) => Find(path) as ModelFile ?? throw new InvalidOperationException($"model: {path} is not a file it knows");
