@@ -55,9 +55,9 @@ done
 # and remote-sized in three namespaces, read back.
 big=$(head -c 6000 /dev/zero | tr '\0' v)
 xattrs=0
-mapfile -t tagged < <(find "$mnt" -maxdepth 3 \( -type f -o -type d \) 2>/dev/null | sort | awk 'NR % 7 == 1' | head -n 60)
+mapfile -t tagged < <(find "$mnt" -maxdepth 3 \( -type f -o -type d \) 2>/dev/null | sort | awk 'NR % 7 == 1 && n++ < 60')
 for f in "${tagged[@]}"; do
-  while read -r name; do setfattr -h -x "$name" "$f" || fail=1; done < <(getfattr -h -d -m '^user\.' --absolute-names "$f" 2>/dev/null | sed -n 's/^\(user\.[^=]*\)=.*/\1/p' | head -n 1)
+  while read -r name; do setfattr -h -x "$name" "$f" || fail=1; done < <(getfattr -h -d -m '^user\.' --absolute-names "$f" 2>/dev/null | sed -n '0,/^\(user\.[^=]*\)=.*/s//\1/p')
   setfattr -h -n user.kernel -v small "$f" && setfattr -h -n trusted.kernel -v "$big" "$f" && setfattr -h -n security.kernel -v 0x0102 "$f" || { fail=1; continue; }
   [ "$(getfattr -h --only-values -n trusted.kernel "$f" 2>/dev/null)" = "$big" ] || { echo "kernel-workload: trusted.kernel of $f reads back wrong" >&2; fail=1; }
   xattrs=$((xattrs + 1))
