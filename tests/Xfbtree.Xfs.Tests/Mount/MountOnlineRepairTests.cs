@@ -69,7 +69,9 @@ public sealed class MountOnlineRepairTests(ITestOutputHelper output)
         string archive = MountWorkloads.Tar(scratch.Directory, source);
         string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
         byte[] first = MountWorkloads.RandomBytes(5, 300_000);
-        using (var mount = MountedImage.Start(image, mnt, "--online-repair-every", "1", "--threads", "3"))
+        // The rotation's first turn (AG 0) comes one period after the mount; the workload's first write needs AG 0's
+        // rmapbt at once, so it finds the damage well before the rotation could rebuild AG 0 unseen.
+        using (var mount = MountedImage.Start(image, mnt, "--online-repair-every", "3", "--threads", "3"))
         {
             // The first write allocates in AG 0 and trips over the damage: the AG is marked sick, repaired at once, and
             // the write runs again; the program sees a normal write.

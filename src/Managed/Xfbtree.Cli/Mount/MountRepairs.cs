@@ -157,6 +157,7 @@ internal sealed class MountRepairs : IDisposable
         lock (_repairGate)
         {
             var book = _books[agno];
+            long startedMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
             bool wasSick = _engine.Ag(agno).IsSick;
             MountRepairOutcome outcome;
             try
@@ -166,6 +167,8 @@ internal sealed class MountRepairs : IDisposable
                 long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
                 lock (_gate)
                 {
+                    // Sick before, or found sick while this repair ran (a writer read the old tree): the new tree heals it.
+                    wasSick |= book.SickSinceMs >= startedMs;
                     book.LastRebuiltMs = now;
                     if (wasSick) book.RepairedAtMs = now;
                     book.Repairs++;
