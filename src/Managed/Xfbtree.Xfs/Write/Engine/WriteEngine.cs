@@ -32,6 +32,7 @@ public sealed partial class WriteEngine : IDisposable
     private IDisposable? writerLock; // Native.ImageFileLock: the OFD lock every xfbtree writer takes
     private int state; // 0 open, 1 closed/disposed
     private long icountDelta, ifreeDelta;
+    private readonly DirectoryHookChain directoryHooks = new();
 
     private WriteEngine(XfsImage image, DiskBufferTarget disk, WriteJournal journal, WriteEngineOptions options, int replayed)
     {
@@ -422,4 +423,17 @@ public sealed partial class WriteEngine : IDisposable
         }
         return Ag(agno).AddHook(hook);
     }
+
+    /// <summary>Adds an observer of every directory entry change (<see cref="IDirectoryHook"/>); dispose the result
+    /// to remove it. A transaction already running when it is added may commit its changes unseen by it: the
+    /// observer must read what it needs under the directory's inode lock after registering (as the link count
+    /// scan does), which waits for such a transaction.</summary>
+    public IDisposable RegisterDirectoryHook(IDirectoryHook hook)
+    {
+        ArgumentNullException.ThrowIfNull(hook);
+        ThrowIfUnusable();
+        return directoryHooks.Add(hook);
+    }
+
+    internal DirectoryHookChain DirectoryHooks => directoryHooks;
 }

@@ -292,6 +292,8 @@ public sealed partial class NamespaceOperations
             editor.Add(name, ino, DirectoryFormat.FileTypeOfMode(mode), now);
             if (isDir)
             {
+                tx.QueueDirectoryUpdate(ino, ino, +1, DirectoryEntryKind.Dot);
+                tx.QueueDirectoryUpdate(ino, dirIno, +1, DirectoryEntryKind.DotDot);
                 InodeCore.SetNlink(dir.Core, InodeCore.Nlink(dir.Core) + 1);
                 tx.LogInode(dir);
             }
@@ -361,6 +363,7 @@ public sealed partial class NamespaceOperations
             InodeCore.SetNlink(parent.Core, InodeCore.Nlink(parent.Core) - 1);
             tx.LogInode(parent);
             InodeCore.SetNlink(child.Core, 0);
+            QueueDirectoryGone(tx, child.Ino, parent.Ino);
         }
         else
         {
@@ -372,6 +375,13 @@ public sealed partial class NamespaceOperations
         tx.LogInode(child);
         if (InodeCore.Nlink(child.Core) > 0) return;
         ReleaseLastLink(tx, child, where);
+    }
+
+    /// <summary>A removed directory's '.' and '..' stop counting (its core may stay, held, on the unlinked list).</summary>
+    static void QueueDirectoryGone(WriteTransaction tx, ulong dirIno, ulong parentIno)
+    {
+        tx.QueueDirectoryUpdate(dirIno, dirIno, -1, DirectoryEntryKind.Dot);
+        tx.QueueDirectoryUpdate(dirIno, parentIno, -1, DirectoryEntryKind.DotDot);
     }
 
     /// <summary>Frees a locked, unlinked inode: its blocks, its core (generation + 1), its inode btree bit.</summary>
