@@ -11,7 +11,7 @@ public sealed class EngineAg
     private static readonly IRmapHook[] NoHooks = [];
     private readonly Lock hookGate = new();
     private volatile IRmapHook[] hooks = NoHooks;
-    private volatile string? sickReason;
+    private string? sickReason; // read and written through Volatile / Interlocked
     private volatile AgSummary summary = new(0, 0, 0, 0, 0, 0);
 
     internal EngineAg(WriteEngine engine, uint agno)
@@ -27,13 +27,21 @@ public sealed class EngineAg
     public uint AgNumber { get; }
 
     /// <summary>True after corruption was found in this AG: no allocation here, operations touching it fail.</summary>
-    public bool IsSick => sickReason is not null;
+    public bool IsSick => Volatile.Read(ref sickReason) is not null;
 
-    public string? SickReason => sickReason;
+    public string? SickReason => Volatile.Read(ref sickReason);
 
-    public void MarkSick(string reason) => sickReason ??= reason;
+    /// <summary>Marks the AG sick (the first reason stays); a healthy AG turning sick raises <see cref="WriteEngine.AgMarkedSick"/>.</summary>
+    public void MarkSick(string reason)
+    {
+        ArgumentNullException.ThrowIfNull(reason);
+        if (Interlocked.CompareExchange(ref sickReason, reason, null) is null)
+        {
+            Engine.RaiseAgMarkedSick(this, reason);
+        }
+    }
 
-    public void MarkHealthy() => sickReason = null;
+    public void MarkHealthy() => Volatile.Write(ref sickReason, null);
 
     /// <summary>The AG lock (AGF, AGI, AGFL and the AG's btrees): a binary semaphore, no thread affinity.</summary>
     internal GateLock Lock { get; } = new();

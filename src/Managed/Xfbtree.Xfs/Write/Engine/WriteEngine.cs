@@ -62,6 +62,14 @@ public sealed partial class WriteEngine : IDisposable
 
     internal ReaderWriterLockSlim CommitGate => commitGate;
 
+    /// <summary>
+    /// Raised when a healthy AG is marked sick (corruption found by an operation, the open or an online repair), with
+    /// the reason, on the thread that found it and possibly under its locks: handlers only record and signal.
+    /// </summary>
+    public event Action<EngineAg, string>? AgMarkedSick;
+
+    internal void RaiseAgMarkedSick(EngineAg ag, string reason) => AgMarkedSick?.Invoke(ag, reason);
+
     /// <summary>Per-AG state: sickness, hook chain.</summary>
     public EngineAg Ag(uint agno)
     {
