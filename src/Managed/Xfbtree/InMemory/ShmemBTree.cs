@@ -99,8 +99,9 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
 
     /// <summary>
     /// Adds the records in any order; returns how many were added (a record whose key is already in the tree, or
-    /// repeats an earlier one of the batch, is skipped). The batch is sorted in slices on the stack and inserted in key
-    /// order, so neighbouring keys go into a leaf the previous insert already found. Allocates nothing.
+    /// repeats an earlier one of the batch, is skipped). The batch is sorted in chunks of bounded size (the stack, or
+    /// at most 1 MiB of native memory whatever the batch's length) and inserted in key order, so neighbouring keys go
+    /// into a leaf the previous insert already found. Allocates nothing on the managed heap.
     /// </summary>
     public int InsertMany(ReadOnlySpan<TRecord> records)
     {
