@@ -45,6 +45,10 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
 
     /// <summary>Inserts done on the kept path without a descent (a diagnostic for tests and profiles).</summary>
     internal long KeptPathInserts { get; private set; }
+    /// <summary>Records inserted by leaf runs (<see cref="InsertRunOnKeptPath"/>; a diagnostic for tests).</summary>
+    internal long RunInserts { get; private set; }
+    /// <summary>Records deleted by leaf runs (<see cref="DeleteRunInLeaf"/>; a diagnostic for tests).</summary>
+    internal long RunDeletes { get; private set; }
     int _heightAtWriteStart;
 
     internal BtreeCursor(Btree<TOps> tree)
