@@ -6,6 +6,11 @@ using Xfbtree.Storage;
 namespace Xfbtree.InMemory;
 
 /// <summary>Orders records of a <see cref="ShmemBTree{TRecord, TComparer}"/>. Implement it on a struct so the JIT specialises the tree for it.</summary>
+/// <remarks>
+/// Threads: readers call it on many threads at once, without a lock, and may call it on a record the writer is
+/// changing at that moment (the reader then discards what it read and looks again): keep it a pure function of its
+/// two arguments that does not throw for any bit pattern (comparing fields does not; indexing a table by a field may).
+/// </remarks>
 /// <typeparam name="TRecord">The fixed-size record type.</typeparam>
 public interface IRecordComparer<TRecord> where TRecord : unmanaged
 {

@@ -15,12 +15,16 @@ public interface IIntervalRecordComparer<TRecord> : IRecordComparer<TRecord> whe
     /// <summary>
     /// The record's high key: a record value whose key fields are the last key the record covers (for an extent
     /// (start, length, owner): (start + length - 1, owner)), ordered by <see cref="IRecordComparer{TRecord}.Compare"/>;
-    /// never below the record itself.
+    /// never below the record itself. Called by writers and overlapped queries (under the tree's write lock).
     /// </summary>
     void GetHighKey(in TRecord record, out TRecord highKey);
 }
 
 /// <summary>Receives records of an overlapped query.</summary>
+/// <remarks>
+/// Threads: called on the thread that runs the query. During <see cref="ShmemIntervalBTree{TRecord, TComparer}.QueryOverlapping"/>
+/// the tree's write lock is held, so the visitor must not change the tree it visits (writers of other threads wait).
+/// </remarks>
 /// <typeparam name="TRecord">The record type.</typeparam>
 public interface IRecordVisitor<TRecord> where TRecord : unmanaged
 {

@@ -5,7 +5,7 @@ using Xfbtree.Storage;
 
 namespace Xfbtree.InMemory;
 
-/// <summary>One key and its value as a <see cref="ShmemMap{TKey, TValue, TComparer}"/> stores them (the key first).</summary>
+/// <summary>One key and its value as a <see cref="ShmemMap{TKey, TValue, TComparer}"/> stores them (the key first). A plain value: each reader gets its own copy.</summary>
 /// <typeparam name="TKey">The key type.</typeparam>
 /// <typeparam name="TValue">The value type.</typeparam>
 [StructLayout(LayoutKind.Sequential)]
