@@ -355,6 +355,16 @@ public sealed class ShmemMapAndBatchTests(ITestOutputHelper output)
         }
     }
 
+    struct SumLengths : IRecordVisitor<MapRecord>
+    {
+        public long Sum;
+        public bool Visit(in MapRecord record)
+        {
+            Sum += record.Length;
+            return true;
+        }
+    }
+
     [Fact]
     public void NewOperationsAllocateNothing()
     {
@@ -366,9 +376,15 @@ public sealed class ShmemMapAndBatchTests(ITestOutputHelper output)
         var found = new bool[256];
         using var tree = new ShmemBTree<MapRecord, MapRecordComparer>();
         using var map = new ShmemMap<ulong, Payload, ULongOrder>();
+        using var intervals = new ShmemIntervalBTree<MapRecord, MapIntervalComparer>();
+        var sumVisitor = new SumLengths();
         long sum = 0;
         void Round()
         {
+            intervals.InsertMany(records);
+            for (uint q = 0; q < 200; q++)
+                intervals.QueryOverlapping(new MapRecord(q << 22, 0, 0, 0), new MapRecord((q << 22) + (1u << 20), 0, ulong.MaxValue, ulong.MaxValue), ref sumVisitor);
+            intervals.RemoveMany(records);
             tree.InsertMany(records);
             foreach (var r in records.AsSpan(0, 1000)) tree.Upsert(r with { Length = 2 });
             if (tree.TryGetFirst(out var f)) sum += f.Length;
@@ -388,7 +404,7 @@ public sealed class ShmemMapAndBatchTests(ITestOutputHelper output)
         long before = GC.GetAllocatedBytesForCurrentThread();
         Round();
         long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
-        output.WriteLine($"allocated {allocated} bytes (sum {sum})");
+        output.WriteLine($"allocated {allocated} bytes (sum {sum}, {sumVisitor.Sum})");
         Assert.Equal(0, allocated);
     }
 }
