@@ -65,6 +65,9 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         _nodes[_rootIno] = new Node { Handle = root.Handle, Lookups = 1 }; // never forgotten, never acquired
     }
 
+    /// <summary>The repair and health channel and the healing of requests failed on a sick AG (none: ENOTTY, no retry).</summary>
+    public MountControlServer? Control { get; init; }
+
     /// <summary>The root directory's mode (type bits included), for the mount option.</summary>
     public uint RootMode => _names.GetAttr(_rootIno).Mode;
 
@@ -211,6 +214,7 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         {
             if (ex.Kind is WriteErrorKind.Corrupt or WriteErrorKind.Io)
                 _log?.Invoke($"xfbtree mount: request {context.Unique} on node {context.NodeId}: {ex.Message} ({ex.ErrnoName})");
+            if (ex.Kind == WriteErrorKind.Corrupt) Control?.NoteCorruptFailure(ex.AgNumber);
             return ex.Errno;
         }
         _log?.Invoke($"xfbtree mount: request {context.Unique} on node {context.NodeId}: {failure.Message}");
@@ -273,19 +277,13 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         if ((valid & FuseConstants.SetAttrCtime) != 0) mask |= SetAttrMask.Ctime;
         // FATTR_FH and FATTR_LOCKOWNER only say which open file asked. FATTR_KILL_SUIDGID (HANDLE_KILLPRIV_V2, on
         // a chown or a truncate by a caller without CAP_FSETID): the privileges go in the same operation.
-        bool kill = (valid & FuseConstants.SetAttrKillSuidGid) != 0 && (mask & SetAttrMask.Mode) == 0;
+        bool kill = (valid & FuseConstants.SetAttrKillSuidGid) != 0;
+        if (kill) mask |= SetAttrMask.KillSuidGid;
         if (mask != SetAttrMask.None && _readOnly) return FuseErrno.EROFS;
         if ((mask & SetAttrMask.Size) != 0 && change.Size > (ulong)FileOperations.MaxFileSize) return FuseErrno.EFBIG;
-        int mode = (int)(change.Mode & 0xFFF);
         try
         {
-            if (kill)
-            {
-                int now = _names.GetAttr(h).Mode & 0xFFF;
-                mode = WithoutPrivileges(now);
-                if (mode != now) mask |= SetAttrMask.Mode;
-            }
-            var request = new SetAttrRequest(mask, mode, change.Uid, change.Gid, (long)Math.Min(change.Size, (ulong)long.MaxValue),
+            var request = new SetAttrRequest(mask, (int)(change.Mode & 0xFFF), change.Uid, change.Gid, (long)Math.Min(change.Size, (ulong)long.MaxValue),
                 new InodeTime((long)change.Atime, change.AtimeNsec), new InodeTime((long)change.Mtime, change.MtimeNsec),
                 new InodeTime((long)change.Ctime, change.CtimeNsec));
             var result = _names.SetAttr(h, request);
@@ -564,8 +562,20 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
             if ((a.Mode & S_IFMT) == S_IFDIR) return FuseErrno.EISDIR;
             if ((a.Mode & S_IFMT) != S_IFREG) return FuseErrno.EOPNOTSUPP; // devices, fifos and sockets are the kernel's
             // FUSE_ATOMIC_O_TRUNC: the truncate of open(O_TRUNC) comes here instead of a SETATTR.
-            if (writing && (flags & O_TRUNC) != 0 && a.Size != 0) _files.Truncate(h, 0);
-            if (writing && (flags & O_TRUNC) != 0 && (openFlags & FuseConstants.OpenKillSuidGid) != 0) KillPrivileges(h);
+            if (writing && (flags & O_TRUNC) != 0)
+            {
+                if ((openFlags & FuseConstants.OpenKillSuidGid) != 0)
+                {
+                    // HANDLE_KILLPRIV_V2: the truncate of a caller without CAP_FSETID clears the set-id bits with it
+                    // (even of an empty file, as the VFS's do_truncate), and the file capability goes too.
+                    _names.SetAttr(h, new SetAttrRequest(SetAttrMask.Size | SetAttrMask.KillSuidGid, Size: 0));
+                    RemoveCapability(h);
+                }
+                else if (a.Size != 0)
+                {
+                    _files.Truncate(h, 0);
+                }
+            }
         }
         catch (Exception ex) when (IsEngineFailure(ex))
         {
@@ -601,9 +611,11 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         if (offset > FileOperations.MaxFileSize - data.Length) return FuseErrno.EFBIG;
         try
         {
-            // HANDLE_KILLPRIV_V2: a writer without CAP_FSETID loses the file's privileges first, as in the VFS.
-            if ((writeFlags & FuseConstants.WriteKillSuidGid) != 0) KillPrivileges(h);
-            _files.Write(h, offset, data);
+            // HANDLE_KILLPRIV_V2: a writer without CAP_FSETID clears set-user-ID and set-group-ID in the write's own
+            // transaction (the engine's file_remove_privs), and the file capability goes too, as in the VFS.
+            bool kill = (writeFlags & FuseConstants.WriteKillSuidGid) != 0;
+            _files.Write(h, offset, data, kill ? FileWriteFlags.KillSuidGid : FileWriteFlags.None);
+            if (kill && data.Length > 0) RemoveCapability(h);
             written = (uint)data.Length;
             return 0;
         }
@@ -621,27 +633,10 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
 
     // ------------------------------------------------------------------ privileges (HANDLE_KILLPRIV_V2)
 
-    const int S_ISUID = 0x800, S_ISGID = 0x400, S_IXGRP = 0x8;
-
-    /// <summary>The permission bits without set-user-ID, and without set-group-ID when group-executable (without
-    /// group execute it marks mandatory locking, which the kernel leaves alone too).</summary>
-    static int WithoutPrivileges(int mode) => (mode & S_IXGRP) != 0 ? mode & ~(S_ISUID | S_ISGID) : mode & ~S_ISUID;
-
     static ReadOnlySpan<byte> CapabilityName => "security.capability"u8;
 
-    /// <summary>What the VFS does before a write or truncate by a caller without CAP_FSETID (file_remove_privs):
-    /// clear set-user-ID and set-group-ID, and drop the file capability.</summary>
-    void KillPrivileges(InodeHandle h)
-    {
-        int mode = _names.GetAttr(h).Mode & 0xFFF;
-        int cleared = WithoutPrivileges(mode);
-        if (cleared != mode)
-        {
-            _names.SetAttr(h, new SetAttrRequest(SetAttrMask.Mode, cleared, 0, 0, 0, default, default, default));
-        }
-        RemoveCapability(h);
-    }
-
+    /// <summary>The rest of the VFS's file_remove_privs after a write or truncate by a caller without CAP_FSETID
+    /// (the engine clears set-user-ID and set-group-ID in the operation itself): the file capability goes.</summary>
     void RemoveCapability(InodeHandle h)
     {
         if (_fs.Attributes.List(h.Ino, default) == 0) return; // no attributes at all: the common case, no exception
@@ -802,6 +797,23 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
             NameLength = FuseConstants.NameMax,
         };
         return 0;
+    }
+
+    // ------------------------------------------------------------------ control channel
+
+    public int Ioctl(in FuseRequestContext context, ulong node, ulong handle, uint flags, uint command, ReadOnlySpan<byte> input,
+        Span<byte> output, out int result, out int outputLength)
+    {
+        result = 0;
+        outputLength = 0;
+        return Control is { } control ? control.Handle(in context, command, input, output, out result, out outputLength) : FuseErrno.ENOTTY;
+    }
+
+    public bool RetryAfterFailure(in FuseRequestContext context, int error)
+    {
+        if (Control is not { } control || !control.RetryAfterFailure(error)) return false;
+        _log?.Invoke($"xfbtree mount: request {context.Unique} on node {context.NodeId}: the AG was repaired online; the request runs again");
+        return true;
     }
 
     // ------------------------------------------------------------------ extended attributes

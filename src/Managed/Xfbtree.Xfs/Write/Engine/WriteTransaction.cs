@@ -74,6 +74,7 @@ public sealed class WriteTransaction
     private readonly List<uint> heldAgs = new();
     private readonly Dictionary<uint, AgSpace> spaces = new();
     private List<RmapUpdate>? hookQueue;
+    private List<DirectoryUpdate>? directoryQueue;
     private long icountDelta, ifreeDelta;
     private bool planApplied;
     private bool done;
@@ -134,6 +135,8 @@ public sealed class WriteTransaction
             heldInodes.Sort(static (a, b) => a.Ino.CompareTo(b.Ino));
         }
         snapshots[inode] = (byte[])inode.Core.Clone();
+        // Whatever this transaction does to the inode (or a cancel restores), lookups cached before are not trusted.
+        Volatile.Write(ref inode.ContentVersion, IncoreInode.NewVersion());
     }
 
     /// <summary>True when this transaction holds the inode's lock.</summary>
@@ -549,6 +552,20 @@ public sealed class WriteTransaction
         (hookQueue ??= new List<RmapUpdate>()).Add(new RmapUpdate(kind, agno, record, shared));
     }
 
+    /// <summary>True when someone observes directory entry changes (callers skip the work of describing them otherwise).</summary>
+    internal bool WantsDirectoryUpdates => engine.DirectoryHooks.HasHooks;
+
+    /// <summary>Queues a directory entry change for the directory observers, delivered at commit with the locks
+    /// still held (nothing when there are none; dropped when the transaction is cancelled).</summary>
+    internal void QueueDirectoryUpdate(ulong dirIno, ulong childIno, int delta, DirectoryEntryKind kind)
+    {
+        if (!engine.DirectoryHooks.HasHooks)
+        {
+            return;
+        }
+        (directoryQueue ??= new List<DirectoryUpdate>()).Add(new DirectoryUpdate(dirIno, childIno, delta, kind));
+    }
+
     // ------------------------------------------------------------------ superblock counters
 
     /// <summary>Adjusts sb_icount / sb_ifree (sb_fdblocks follows the space calls by itself).</summary>
@@ -675,6 +692,14 @@ public sealed class WriteTransaction
 
     private void DeliverHooks()
     {
+        if (directoryQueue is not null)
+        {
+            foreach (DirectoryUpdate update in directoryQueue)
+            {
+                engine.DirectoryHooks.Deliver(update);
+            }
+            directoryQueue = null;
+        }
         if (hookQueue is null)
         {
             return;
@@ -714,6 +739,7 @@ public sealed class WriteTransaction
         finally
         {
             hookQueue = null;
+            directoryQueue = null;
             ReleaseLocks();
         }
     }

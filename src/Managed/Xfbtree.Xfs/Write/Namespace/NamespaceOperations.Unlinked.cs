@@ -8,7 +8,7 @@ namespace Xfbtree.Xfs.Write.Namespace;
 public sealed partial class NamespaceOperations
 {
     /// <summary>AGI: agi_unlinked[64], the heads of the unlinked-inode hash buckets (agino % 64).</summary>
-    const int AgiUnlinkedOffset = 40, UnlinkedBuckets = 64;
+    const int AgiUnlinkedOffset = Agi.UnlinkedOffset, UnlinkedBuckets = Agi.UnlinkedBuckets;
     /// <summary>Inodes this instance holds references on (released at <see cref="ReleaseAll"/>).</summary>
     readonly ConcurrentDictionary<ulong, IncoreInode> _held = new();
 
@@ -99,6 +99,14 @@ public sealed partial class NamespaceOperations
     {
         if (Volatile.Read(ref child.References) > 0) AddToUnlinkedList(tx, child);
         else FreeInode(tx, child, where);
+    }
+
+    /// <summary>The online link count repair found a locked inode no directory names and set its nlink to 0: it
+    /// goes as the unlink of its last name would (freed, or kept on the unlinked list while held).</summary>
+    internal void ReleaseUnnamedInode(WriteTransaction tx, IncoreInode inode, string where)
+    {
+        if (InodeCore.Nlink(inode.Core) != 0) throw new InvalidOperationException($"{where}: released with nlink {InodeCore.Nlink(inode.Core)}");
+        ReleaseLastLink(tx, inode, where);
     }
 
     (uint Agno, uint Agino, int Bucket) UnlinkedPosition(ulong ino)
