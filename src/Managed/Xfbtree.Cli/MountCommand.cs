@@ -11,7 +11,7 @@ using Xfbtree.Xfs.Write.Engine;
 namespace Xfbtree.Cli;
 
 /// <summary>
-/// <c>xfbtree mount IMAGE DIR [--threads N] [--sync] [--allow-other] [--read-only] [--no-writeback-cache] [--online-repair-every SECONDS]</c>:
+/// <c>xfbtree mount IMAGE DIR [--threads N] [--sync] [--allow-other] [--read-only] [--writeback-cache] [--online-repair-every SECONDS]</c>:
 /// serves the image through FUSE until <c>umount DIR</c>, SIGINT or SIGTERM, then closes it cleanly. Prints
 /// <c>mounted IMAGE on DIR</c> once the kernel accepted the mount. Exit 0 after a clean close, 1 when the close
 /// failed, 2 when the mount was refused (one line saying why).
@@ -31,12 +31,12 @@ internal static class MountCommand
         var sync = new Option<bool>("--sync") { Description = "Every operation is durable when it returns (the journal is fsynced at each commit, commits in flight share fsyncs)." };
         var allowOther = new Option<bool>("--allow-other") { Description = "Other users may use the mount; the kernel checks permissions (default_permissions)." };
         var readOnly = new Option<bool>("--read-only") { Description = "Mount read-only." };
-        var noWriteback = new Option<bool>("--no-writeback-cache") { Description = "Send every write(2) to the engine before it returns (no kernel writeback cache): slower, but unsynced data of files still open is durable within a second instead of the kernel's writeback delay." };
+        var writeback = new Option<bool>("--writeback-cache") { Description = "Let the kernel cache writes and send them at writeback, close or fsync: faster small writes, but a write error (no space, corruption) then shows at close or fsync instead of at write, and unsynced data of open files waits for the kernel's writeback." };
         var repairEvery = new Option<double?>("--online-repair-every") { Description = "Rebuild the rmap btree of one AG after another, online, every SECONDS while requests are served.", HelpName = "SECONDS" };
         var command = new Command("mount", "Serves an XFS image as a file system (FUSE) until umount DIR, SIGINT or SIGTERM; " +
                                            "prints 'mounted IMAGE on DIR' when usable. Exit 0 clean close, 1 close failed, 2 refused.")
         {
-            image, dir, threads, sync, allowOther, readOnly, noWriteback, repairEvery,
+            image, dir, threads, sync, allowOther, readOnly, writeback, repairEvery,
         };
         command.SetAction(p => Execute(new MountRequest
         {
@@ -46,7 +46,7 @@ internal static class MountCommand
             Sync = p.GetValue(sync),
             AllowOther = p.GetValue(allowOther),
             ReadOnly = p.GetValue(readOnly),
-            WritebackCache = !p.GetValue(noWriteback),
+            WritebackCache = p.GetValue(writeback),
             OnlineRepairEvery = p.GetValue(repairEvery) is { } s ? TimeSpan.FromSeconds(s) : null,
         }, environment));
         return command;
@@ -199,6 +199,6 @@ internal sealed class MountRequest
     public bool Sync { get; init; }
     public bool AllowOther { get; init; }
     public bool ReadOnly { get; init; }
-    public bool WritebackCache { get; init; } = true;
+    public bool WritebackCache { get; init; }
     public TimeSpan? OnlineRepairEvery { get; init; }
 }

@@ -307,7 +307,7 @@ public sealed class MountTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// With the kernel's writeback cache (the default), write(2) returns once the bytes are in the kernel's page
+    /// With the kernel's writeback cache (--writeback-cache), write(2) returns once the bytes are in the kernel's page
     /// cache: the size and times a program sees must still be the POSIX ones (an explicit utimens is not undone by
     /// the later writeback), and a kill -9 of the server must lose nothing an fsync returned for.
     /// </summary>
@@ -319,7 +319,7 @@ public sealed class MountTests(ITestOutputHelper output)
         string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
         byte[] synced = RandomBytes(21, 100_000), unsynced = RandomBytes(22, 50_000), stamped = RandomBytes(23, 30_000);
         string dated = Path.Combine(mnt, "dated"), open = Path.Combine(mnt, "open");
-        using (var mount = MountedImage.Start(image, mnt))
+        using (var mount = MountedImage.Start(image, mnt, "--writeback-cache"))
         {
             // Written, then stamped while its pages may still be dirty, then closed: the stamp stays.
             using (var stream = new FileStream(dated, FileMode.CreateNew, FileAccess.Write))
