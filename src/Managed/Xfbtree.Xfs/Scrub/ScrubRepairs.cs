@@ -64,6 +64,7 @@ internal static class ScrubRepairs
         new AgTreeRepair("bnobt+cntbt", ["bnobt", "cntbt", "AGF"], (e, ag) => OnlineFreeSpaceRepair.Run(e, ag).ToString()),
         new AgTreeRepair("inobt+finobt", ["inobt", "finobt", "AGI"], (e, ag) => OnlineInodeBtreeRepair.Run(e, ag).ToString()),
         new AgTreeRepair("refcountbt", ["refcountbt", "AGF"], (e, ag) => OnlineRefcountRepair.Run(e, ag).ToString(), requiresReflink: true),
+        new LinkCountRepair(),
         new SummaryCounterRepair(),
     ];
 
@@ -211,6 +212,29 @@ internal static class ScrubRepairs
         public bool AppliesTo(WriteEngine engine) => !requiresReflink || engine.Geometry.Superblock.HasReflink;
 
         public string Repair(ScrubRepairContext context, uint? agno) => run(context.Engine, agno!.Value);
+    }
+
+    /// <summary>Every link count, checked and repaired online (<see cref="OnlineLinkCounts"/>: directory scan with live
+    /// hooks) on the namespace operations of the engine; after the per-AG repairs, since it reads every inode core.</summary>
+    private sealed class LinkCountRepair : IScrubRepair
+    {
+        public string Name => "nlinks";
+
+        public bool PerAg => false;
+
+        public bool Answers(string structure) => structure == "nlinks";
+
+        public string Repair(ScrubRepairContext context, uint? agno)
+        {
+            var names = new Write.Namespace.NamespaceOperations(context.Engine, new Write.Files.FileOperations(context.Engine));
+            OnlineLinkCountResult r = OnlineLinkCounts.Run(names, new OnlineLinkCountOptions { Repair = true }, context.Cancel);
+            if (!r.IsClean)
+            {
+                throw new OnlineRepairException($"{r.MismatchTotal} wrong link counts, {r.Repaired + r.Released} repaired; left: " +
+                    string.Join("; ", r.Damage.Concat(r.NotRepaired).Take(3)));
+            }
+            return $"{r.MismatchTotal} wrong link counts: {r.Repaired} set to the count, {r.Released} unnamed inodes released, {r.SettledMeanwhile} settled by writers meanwhile";
+        }
     }
 
     /// <summary>sb_fdblocks, sb_icount, sb_ifree: the engine's close derives them from every AG's headers (as the
