@@ -86,7 +86,7 @@ internal static class ScrubCommand
         catch (CorruptionException e) { stderr.WriteLine("xfbtree: " + e.Message.ReplaceLineEndings(" ")); return CommandLineHost.ExitDamaged; }
         catch (OutOfMemoryException) { return Fail(stderr, "out of memory"); }
 #pragma warning disable CA1031 // last line of defence: one line, never a stack trace
-        catch (Exception e) when (!RmapCommands.RethrowInternalErrors) { return Fail(stderr, $"internal error: {e.GetType().Name}: {e.Message}"); }
+        catch (Exception e) when (!environment.RethrowInternalErrors) { return Fail(stderr, $"internal error: {e.GetType().Name}: {e.Message}"); }
 #pragma warning restore CA1031
     }
 

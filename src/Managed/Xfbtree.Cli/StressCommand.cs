@@ -2,7 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Engine;
-using Xfbtree.Xfs.Write.Stress;
+using Xfbtree.Cli.Stress;
 
 namespace Xfbtree.Cli;
 
@@ -91,7 +91,7 @@ internal static class StressCommand
 
         StressModel model;
         StressResult result;
-        Xfbtree.Xfs.Online.OnlineRepairRotation? online = null;
+        OnlineRepairRotation? online = null;
         using (var opLog = request.OpLog is null ? null : new StressOpLogFile(request.OpLog))
         {
             XfsFileSystem fs;
@@ -117,7 +117,7 @@ internal static class StressCommand
                 stdout.WriteLine($"stress: {request.Image}: {N(model.FileCount, "file")} and {N(model.DirectoryCount, "directory", "directories")} in the model; " +
                                  $"running {N(request.Ops, "op")} on {N(request.Threads, "thread")}, seed {request.Seed}");
                 stdout.Flush();
-                online = request.OnlineRepair ? new Xfbtree.Xfs.Online.OnlineRepairRotation(fs.Engine, request.VerifyRepairs) : null;
+                online = request.OnlineRepair ? new OnlineRepairRotation(fs.Engine, request.VerifyRepairs) : null;
                 var runner = new StressRunner(target, model, new StressOptions
                 {
                     Ops = request.Ops, Threads = request.Threads, Seed = request.Seed, OpLog = opLog, Background = online,

@@ -16,6 +16,9 @@ public sealed record XfsImageOptions
     /// (the check walks the on-disk rmapbt once too), so a larger cache only costs memory (measured in docs/xfs-scan.md).
     /// </summary>
     public long CacheBytes { get; init; } = 2L << 20;
+    /// <summary>Test seam (internal): called with the disk target right after it is opened writable, before any
+    /// block is read through it (crash models install their write interceptor here).</summary>
+    internal Action<DiskBufferTarget>? ConfigureWritableTarget { get; init; }
 }
 
 /// <summary>
@@ -94,8 +97,11 @@ public sealed class XfsImage : IDisposable
             try { sb.Validate(); }
             catch (XfsFormatException e) when (e is not XfsUnsupportedException) { throw new XfsFormatException($"{path}: {e.Message}"); }
 
-            try { target = DiskBufferTarget.Open(path, new DiskTargetOptions { ReadOnly = !options.Writable }); }
+            DiskBufferTarget disk;
+            try { disk = DiskBufferTarget.Open(path, new DiskTargetOptions { ReadOnly = !options.Writable }); }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new XfsFormatException($"{path}: cannot open: {e.Message}"); }
+            target = disk;
+            if (options.Writable) options.ConfigureWritableTarget?.Invoke(disk);
             long needBytes = (long)sb.DataBlocks * sb.BlockSize;
             long haveBytes = target.SizeInBasicBlocks * 512;
             if (haveBytes < needBytes)

@@ -1,10 +1,12 @@
+using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Namespace;
+using Namespace = Xfbtree.Xfs.Write.Namespace;
 
-namespace Xfbtree.Xfs.Write.Stress;
+namespace Xfbtree.Cli.Stress;
 
 /// <summary>A name the stress model knows. A node's path never changes: a rename makes a new node at the new path
 /// (same contents and attributes) and retires the old one.</summary>
-public abstract class ModelNode
+internal abstract class ModelNode
 {
     private protected ModelNode(int id, string path, ModelDirectory? parent)
     {
@@ -49,7 +51,7 @@ public abstract class ModelNode
 }
 
 /// <summary>A symbolic link or special file the workload made: its type, target or device number.</summary>
-public sealed class ModelLeaf : ModelNode
+internal sealed class ModelLeaf : ModelNode
 {
     internal ModelLeaf(int id, string path, ModelDirectory? parent, InodeType type, string target, ulong rdev) : base(id, path, parent)
     {
@@ -69,7 +71,7 @@ public sealed class ModelLeaf : ModelNode
 }
 
 /// <summary>A regular file whose bytes the model tracks.</summary>
-public sealed class ModelFile : ModelNode
+internal sealed class ModelFile : ModelNode
 {
     internal ModelFile(int id, string path, ModelDirectory? parent, FileContents contents) : base(id, path, parent) => Contents = contents;
 
@@ -77,7 +79,7 @@ public sealed class ModelFile : ModelNode
 }
 
 /// <summary>A directory whose entries the model tracks.</summary>
-public sealed class ModelDirectory : ModelNode
+internal sealed class ModelDirectory : ModelNode
 {
     internal ModelDirectory(int id, string path, ModelDirectory? parent) : base(id, path, parent) { }
 
@@ -92,7 +94,7 @@ public sealed class ModelDirectory : ModelNode
 
 /// <summary>An entry that exists but that the workload leaves alone (too big, hard-linked, not a file, an
 /// unsupported directory format): only its name is checked.</summary>
-public sealed class ForeignEntry : ModelNode
+internal sealed class ForeignEntry : ModelNode
 {
     internal ForeignEntry(int id, string path, ModelDirectory? parent, InodeType type) : base(id, path, parent) => Type = type;
 
@@ -100,7 +102,7 @@ public sealed class ForeignEntry : ModelNode
 }
 
 /// <summary>Bounds of the stress model (memory stays below roughly MaxFiles x MaxFileSize).</summary>
-public sealed record StressModelOptions
+internal sealed record StressModelOptions
 {
     /// <summary>Largest file the workload makes or adopts from the image.</summary>
     public long MaxFileSize { get; init; } = 1L << 20;
@@ -119,7 +121,7 @@ public sealed record StressModelOptions
 /// it walked) and the bytes of every file it adopted or created. Index updates are thread-safe; a node's own state
 /// changes only under its model lock (<see cref="StressRunner"/>), or single-threaded when an op log is replayed.
 /// </summary>
-public sealed class StressModel
+internal sealed class StressModel
 {
     readonly Lock _sync = new();
     readonly Dictionary<string, ModelNode> _byPath = new(StringComparer.Ordinal);

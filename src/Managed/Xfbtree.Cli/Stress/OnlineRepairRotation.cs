@@ -1,14 +1,15 @@
 using System.Globalization;
+using Xfbtree.Xfs;
 using Xfbtree.Xfs.Check;
+using Xfbtree.Xfs.Online;
 using Xfbtree.Xfs.Scan;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Engine;
-using Xfbtree.Xfs.Write.Stress;
 
-namespace Xfbtree.Xfs.Online;
+namespace Xfbtree.Cli.Stress;
 
 /// <summary>What the offline oracle found for one AG right after an online repair (commits paused).</summary>
-public sealed record OnlineRepairVerdict(uint AgNumber, long Missing, long Extra, long Different, long Structure, string Detail)
+internal sealed record OnlineRepairVerdict(uint AgNumber, long Missing, long Extra, long Different, long Structure, string Detail)
 {
     public bool IsClean => Missing == 0 && Extra == 0 && Different == 0 && Structure == 0;
 
@@ -21,7 +22,7 @@ public sealed record OnlineRepairVerdict(uint AgNumber, long Missing, long Extra
 /// the image with its own buffer cache is scanned offline (<see cref="RmapScanner"/>) and the AG's on-disk rmapbt
 /// compared with it (<see cref="RmapChecker"/>: records both ways, structure, AGF counters).
 /// </summary>
-public static class OnlineRepairOracle
+internal static class OnlineRepairOracle
 {
     public static OnlineRepairVerdict Verify(WriteEngine engine, uint agno)
     {
@@ -47,7 +48,7 @@ public static class OnlineRepairOracle
 /// rmapbt (<see cref="OnlineRepairNoSpaceException"/>) is reported once and left out of the rotation: it was not
 /// changed, and retrying cannot help while it is that full.
 /// </summary>
-public sealed class OnlineRepairRotation : IStressBackground
+internal sealed class OnlineRepairRotation : IStressBackground
 {
     private const int MaxConsecutiveFailures = 5;
     private readonly WriteEngine engine;
