@@ -21,7 +21,8 @@ for project in "${projects[@]}"; do
   echo "update-public-api: $project" >&2
 
   # RS0017 has no automatic fix: take the symbols from the compiler's messages for this project.
-  out=$(dotnet build "$csproj" -c Release --nologo -v q -p:TreatWarningsAsErrors=false 2>&1 || true)
+  # --no-incremental: an up-to-date build reports no diagnostics at all.
+  out=$(dotnet build "$csproj" -c Release --nologo -v q --no-incremental -p:TreatWarningsAsErrors=false 2>&1 || true)
   mapfile -t gone < <(grep -F "[$(realpath "$csproj")]" <<<"$out" | grep -oE "RS0017: Symbol '[^']+'" \
                         | sed -E "s/^RS0017: Symbol '(.*)'$/\1/" | sort -u)
   for symbol in "${gone[@]}"; do
@@ -40,7 +41,7 @@ for project in "${projects[@]}"; do
 done
 
 for project in "${projects[@]}"; do
-  dotnet build "$project" -c Release --nologo -v q >/dev/null || {
+  dotnet build "$project" -c Release --nologo -v q --no-incremental >/dev/null || {
     echo "update-public-api: $project does not build cleanly after the update; see: dotnet build $project -c Release" >&2; exit 1; }
 done
 echo "update-public-api: done; review: git diff -- '*PublicAPI*.txt'" >&2

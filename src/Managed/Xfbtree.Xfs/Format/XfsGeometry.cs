@@ -12,7 +12,7 @@ public sealed class XfsGeometry
     readonly byte[] _metaUuid;
 
     /// <summary>Geometry of a superblock that passed <see cref="Superblock.Validate"/>.</summary>
-    public XfsGeometry(Superblock sb)
+    internal XfsGeometry(Superblock sb)
     {
         ArgumentNullException.ThrowIfNull(sb);
         Superblock = sb;
@@ -34,7 +34,7 @@ public sealed class XfsGeometry
         InodeChunkBlocks = Math.Max(1, 64 / InodesPerBlock);
     }
 
-    public Superblock Superblock { get; }
+    internal Superblock Superblock { get; }
     public int BlockSize { get; }
     public int BlockLog { get; }
     public int SectorSize { get; }

@@ -17,12 +17,12 @@ public sealed class AgScanResult : IDisposable
 
     public uint AgNumber { get; }
     /// <summary>Expected rmap records (null for an AG that was not selected).</summary>
-    public AgRmapSet? Expected { get; }
+    internal AgRmapSet? Expected { get; }
     /// <summary>Damage met while scanning this AG's metadata, and duplicate mappings into this AG.</summary>
     public ProblemList Problems { get; }
-    public Agf? Agf { get; internal set; }
-    public Agi? Agi { get; internal set; }
-    public Agfl? Agfl { get; internal set; }
+    internal Agf? Agf { get; set; }
+    internal Agi? Agi { get; set; }
+    internal Agfl? Agfl { get; set; }
     /// <summary>bnobt blocks, ascending.</summary>
     public IReadOnlyList<uint> BnobtBlocks { get; internal set; } = [];
     /// <summary>cntbt blocks, ascending.</summary>

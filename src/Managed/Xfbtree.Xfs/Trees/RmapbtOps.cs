@@ -10,7 +10,7 @@ namespace Xfbtree.Xfs.Trees;
 /// owner, offset with the unwritten bit cleared. Ordered by (startblock, owner, offset) as unsigned values.
 /// The same ops serve the on-disk AG tree (short pointers) and the in-memory tree (long pointers).
 /// </summary>
-public readonly struct RmapbtOps : IBtreeOps
+internal readonly struct RmapbtOps : IBtreeOps
 {
     /// <summary>"RMB3".</summary>
     public const uint MagicValue = 0x524D4233;

@@ -32,13 +32,13 @@ public sealed class XfsFileSystem : IDisposable
     public WriteEngine Engine { get; }
 
     /// <summary>File data operations by inode or handle.</summary>
-    public FileOperations Files { get; }
+    internal FileOperations Files { get; }
 
     /// <summary>Namespace operations by inode and by path.</summary>
-    public NamespaceOperations Namespace { get; }
+    internal NamespaceOperations Namespace { get; }
 
     /// <summary>Extended attributes by inode number (shortform, leaf and node forks; user, trusted, security).</summary>
-    public AttributeOperations Attributes { get; }
+    internal AttributeOperations Attributes { get; }
 
     /// <summary>Test hook: runs after a path was resolved to a handle and before the operation acts on it.</summary>
     internal Action<string>? AfterResolveForTest { get; set; }

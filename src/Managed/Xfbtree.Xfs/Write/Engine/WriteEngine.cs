@@ -296,7 +296,7 @@ public sealed class WriteEngine : IDisposable
     internal ReaderWriterLockSlim CommitGate => commitGate;
 
     /// <summary>Per-AG state: sickness, hook chain.</summary>
-    public EngineAg Ag(uint agno)
+    internal EngineAg Ag(uint agno)
     {
         if (agno >= ags.Length)
         {
@@ -343,7 +343,7 @@ public sealed class WriteEngine : IDisposable
 
     /// <summary>The in-core inode of <paramref name="ino"/> (read and verified on first use, then cached).
     /// Throws XfsWriteException NotFound for an invalid inode number, Corrupt for a bad inode.</summary>
-    public IncoreInode GetInode(ulong ino)
+    internal IncoreInode GetInode(ulong ino)
     {
         ThrowIfUnusable();
         if (!Geometry.IsValidIno(ino))
@@ -425,7 +425,7 @@ public sealed class WriteEngine : IDisposable
     }
 
     /// <summary>Holds the inode lock for reading outside a transaction (pread, stat, readdir). Dispose to release.</summary>
-    public IDisposable LockInodeForRead(IncoreInode inode)
+    internal IDisposable LockInodeForRead(IncoreInode inode)
     {
         ArgumentNullException.ThrowIfNull(inode);
         ThrowIfUnusable();
@@ -439,7 +439,7 @@ public sealed class WriteEngine : IDisposable
 
     /// <summary>As <see cref="LockInodeForRead"/>, but gives up after <paramref name="timeout"/> and returns null
     /// (online repair's inode scan: an inode busy for too long ends the scan).</summary>
-    public IDisposable? TryLockInodeForRead(IncoreInode inode, TimeSpan timeout)
+    internal IDisposable? TryLockInodeForRead(IncoreInode inode, TimeSpan timeout)
     {
         ArgumentNullException.ThrowIfNull(inode);
         ThrowIfUnusable();
@@ -489,7 +489,7 @@ public sealed class WriteEngine : IDisposable
     /// when it throws. A lock taken out of order restarts the body once with that lock taken first, so a body
     /// must not have effects outside its transaction. Metadata corruption marks the AG sick and becomes
     /// <see cref="XfsWriteException"/> Corrupt.</summary>
-    public T Execute<T>(string operation, Func<WriteTransaction, T> body)
+    internal T Execute<T>(string operation, Func<WriteTransaction, T> body)
     {
         ArgumentNullException.ThrowIfNull(body);
         if (current is not null)
@@ -530,7 +530,7 @@ public sealed class WriteEngine : IDisposable
     }
 
     /// <inheritdoc cref="Execute{T}(string, Func{WriteTransaction, T})"/>
-    public void Execute(string operation, Action<WriteTransaction> body)
+    internal void Execute(string operation, Action<WriteTransaction> body)
     {
         ArgumentNullException.ThrowIfNull(body);
         Execute<object?>(operation, tx =>
@@ -644,7 +644,7 @@ public sealed class WriteEngine : IDisposable
     /// <summary>Adds an observer of AG <paramref name="agno"/>'s rmap changes; dispose the result to remove it.
     /// Waits for the AG's running transaction, so the observer sees every change committed after this returns
     /// (call it outside transactions).</summary>
-    public IDisposable RegisterRmapHook(uint agno, IRmapHook hook)
+    internal IDisposable RegisterRmapHook(uint agno, IRmapHook hook)
     {
         ArgumentNullException.ThrowIfNull(hook);
         ThrowIfUnusable();
@@ -896,7 +896,7 @@ public sealed record PendingJournal(string Path, int Transactions, long Bytes);
 internal sealed record AgSummary(uint FreeBlocks, uint Longest, uint FlCount, uint MinFreeList, long MetadataReserved, long RmapReserved);
 
 /// <summary>Per-AG state of an open engine.</summary>
-public sealed class EngineAg
+internal sealed class EngineAg
 {
     private static readonly IRmapHook[] NoHooks = [];
     private readonly Lock hookGate = new();
