@@ -58,13 +58,20 @@ internal static class ScrubCommand
     static int Execute(string path, uint? onlyAg, bool json, bool force, CommandEnvironment environment)
     {
         var (stdout, stderr) = (environment.Stdout, environment.Stderr);
+        // One line on stderr always; with --json also the error object on stdout (a report consumer reads only stdout).
+        int Fail(TextWriter stderr, string message, int rc = CommandLineHost.ExitUnusable)
+        {
+            CommandLineHost.Error(stderr, message);
+            if (json) CommandLineHost.WriteJsonError(stdout, "scrub", path, message, rc);
+            return rc;
+        }
         try
         {
             // The same notices as the rmap commands: an image being written, or a pending write-engine journal.
             if (ImageStateNotices.InUse(path) is { } holder) return Fail(stderr, ImageStateNotices.InUseRefusal(path, holder));
             if (ImageStateNotices.Pending(path) is { } pending) return Fail(stderr, ImageStateNotices.PendingRefusal(path, pending));
             using var image = XfsImage.Open(path);
-            if (onlyAg is { } a && a >= image.Geometry.AgCount) return Fail(stderr, $"AG {a} does not exist (the filesystem has {image.Geometry.AgCount} AGs)");
+            if (onlyAg is { } a && a >= image.Geometry.AgCount) return Fail(stderr, $"AG {a} does not exist (the filesystem has {CommandLineHost.Count(image.Geometry.AgCount, "AG")})");
             if (!force)
             {
                 var log = image.InspectLog();
@@ -83,17 +90,11 @@ internal static class ScrubCommand
         catch (BufferIOException e) { return Fail(stderr, e.Message); }
         catch (IOException e) { return Fail(stderr, "I/O error: " + e.Message); }
         catch (UnauthorizedAccessException e) { return Fail(stderr, e.Message); }
-        catch (CorruptionException e) { stderr.WriteLine("xfbtree: " + e.Message.ReplaceLineEndings(" ")); return CommandLineHost.ExitDamaged; }
+        catch (CorruptionException e) { return Fail(stderr, e.Message, CommandLineHost.ExitDamaged); }
         catch (OutOfMemoryException) { return Fail(stderr, "out of memory"); }
 #pragma warning disable CA1031 // last line of defence: one line, never a stack trace
         catch (Exception e) when (!environment.RethrowInternalErrors) { return Fail(stderr, $"internal error: {e.GetType().Name}: {e.Message}"); }
 #pragma warning restore CA1031
-    }
-
-    static int Fail(TextWriter stderr, string message)
-    {
-        stderr.WriteLine("xfbtree: " + message.ReplaceLineEndings(" "));
-        return CommandLineHost.ExitUnusable;
     }
 
     static void WriteText(TextWriter o, ScrubReport report, bool needsRepair)

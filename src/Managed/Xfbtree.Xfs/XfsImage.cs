@@ -55,8 +55,10 @@ public sealed class XfsImage : IDisposable
         _fsStore = new FsBtreeBlockStore(cache, target, Geometry.BlockSize, Geometry.AgBlocks, Geometry.AgBlockLog, Geometry.AgCount, Geometry.DataBlocks);
     }
 
+    /// <summary>The path the image was opened from.</summary>
     public string Path { get; }
     internal Superblock Superblock { get; }
+    /// <summary>The filesystem's geometry, from the validated primary superblock.</summary>
     public XfsGeometry Geometry { get; }
     internal BufferCache Cache => _cache;
     /// <summary>The probe handle of the image file (the write engine takes its exclusive flock on it).</summary>

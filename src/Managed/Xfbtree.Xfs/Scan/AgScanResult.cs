@@ -15,6 +15,7 @@ public sealed class AgScanResult : IDisposable
         Problems = problems;
     }
 
+    /// <summary>The allocation group scanned (0-based AG number).</summary>
     public uint AgNumber { get; }
     /// <summary>Expected rmap records (null for an AG that was not selected).</summary>
     internal AgRmapSet? Expected { get; }
@@ -36,5 +37,6 @@ public sealed class AgScanResult : IDisposable
     /// <summary>True when the AGF, AGI and AGFL were read and every AG metadata tree was walked without damage.</summary>
     public bool MetadataComplete { get; internal set; }
 
+    /// <summary>Returns the memory of the expected rmap set (the xfile itself belongs to the <see cref="RmapScanResult"/>).</summary>
     public void Dispose() => Expected?.Dispose();
 }

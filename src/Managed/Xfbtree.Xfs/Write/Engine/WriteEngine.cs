@@ -285,6 +285,7 @@ public sealed class WriteEngine : IDisposable
     /// <summary>The image (superblock, geometry, cache, AG headers and trees for reading).</summary>
     public XfsImage Image => image;
 
+    /// <summary>The filesystem's geometry (block size, AG count and size, inode size).</summary>
     public XfsGeometry Geometry => image.Geometry;
 
     internal WriteEngineOptions Options => options;
