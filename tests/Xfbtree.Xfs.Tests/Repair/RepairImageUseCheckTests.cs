@@ -57,4 +57,33 @@ public sealed class RepairImageUseCheckTests : IDisposable
         var e = Assert.Throws<XfsFormatException>(() => ImageUseCheck.LoopDevicesBacking(image, sys));
         Assert.Contains("backing_file cannot be read", e.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void RepairImageUseCheckSkipsALoopDeviceDetachedWhileItIsRead()
+    {
+        string image = Image();
+        string sys = FakeSysBlock(("loop0", "/some/other.img"), ("loop1", "/detached.img"), ("loop2", image));
+        string detaching = Path.Combine(sys, "loop1", "loop");
+        // As the kernel does when a device is detached between the listing and the read: the attributes go away
+        // and the read of the already-open file fails with ENODEV.
+        string Read(string path)
+        {
+            if (path.StartsWith(detaching, StringComparison.Ordinal))
+            {
+                Directory.Delete(detaching, recursive: true);
+                throw new IOException("No such device", 19);
+            }
+            return File.ReadAllText(path);
+        }
+        Assert.Equal(["/dev/loop2"], ImageUseCheck.LoopDevicesBacking(image, sys, Read));
+    }
+
+    [Fact]
+    public void RepairImageUseCheckStillRefusesAFailedReadOfADeviceThatStaysSetUp()
+    {
+        string image = Image();
+        string sys = FakeSysBlock(("loop1", "/other.img"));
+        var e = Assert.Throws<XfsFormatException>(() => ImageUseCheck.LoopDevicesBacking(image, sys, _ => throw new IOException("No such device", 19)));
+        Assert.Contains("backing_file cannot be read", e.Message, StringComparison.Ordinal);
+    }
 }

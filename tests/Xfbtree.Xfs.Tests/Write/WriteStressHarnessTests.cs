@@ -225,14 +225,24 @@ public sealed class WriteStressHarnessTests
         Assert.Contains(afterRepair.Problems, p => p.Contains("Corrupt in AG 1, which was not a damaged AG still sick", StringComparison.Ordinal));
     }
 
-    /// <summary>Repairs AG 1 at once; corruption in AG 1 is injected only after that.</summary>
-    private sealed class RepairThenCorrupt(FakeTarget fake) : IStressBackground
+    /// <summary>Repairs AG 1 before the workload's first operation (which waits for it: on a busy machine this
+    /// thread may otherwise start after the last one); corruption in AG 1 is injected only after that.</summary>
+    private sealed class RepairThenCorrupt : IStressBackground
     {
+        readonly FakeTarget _fake;
+
+        public RepairThenCorrupt(FakeTarget fake)
+        {
+            _fake = fake;
+            fake.OperationsWaitFor = new ManualResetEventSlim(false);
+        }
+
         public void Run(Func<bool> workloadDone)
         {
-            fake.Sick.TryRemove(1, out _);
-            fake.CorruptAg = 1;
-            fake.CorruptOneIn = 20;
+            _fake.Sick.TryRemove(1, out _);
+            _fake.CorruptAg = 1;
+            _fake.CorruptOneIn = 20;
+            _fake.OperationsWaitFor!.Set();
         }
     }
 
@@ -354,6 +364,8 @@ internal sealed class FakeTarget : IStressTarget
     /// <summary>One operation in this many fails with Corrupt naming <see cref="CorruptAg"/> (0: never).</summary>
     public int CorruptOneIn { get; set; }
     public uint CorruptAg { get; set; }
+    /// <summary>When set, every operation waits for it first (a background job's setup before the workload).</summary>
+    public ManualResetEventSlim? OperationsWaitFor { get; set; }
     /// <summary>The stand-in's sick AGs (what <see cref="SickAgs"/> reports).</summary>
     public ConcurrentDictionary<uint, string> Sick { get; } = new();
     public FakeBug Bug { get; set; }
@@ -402,6 +414,7 @@ internal sealed class FakeTarget : IStressTarget
 
     void MaybeNoSpace()
     {
+        OperationsWaitFor?.Wait();
         if (NoSpaceOneIn > 0 && _faults.Next(NoSpaceOneIn) == 0) throw new XfsWriteException(WriteErrorKind.NoSpace, "no space (injected)");
         if (CorruptOneIn > 0 && _faults.Next(CorruptOneIn) == 0)
         {

@@ -18,6 +18,10 @@ internal static class ImageUseCheck
 
     /// <summary>Same, reading the block devices from <paramref name="sysBlock"/> (tests give a fake sysfs).</summary>
     internal static IReadOnlyList<string> LoopDevicesBacking(string imagePath, string sysBlock)
+        => LoopDevicesBacking(imagePath, sysBlock, File.ReadAllText);
+
+    /// <summary>Same, reading each backing_file through <paramref name="readAttribute"/> (tests detach a device mid-read).</summary>
+    internal static IReadOnlyList<string> LoopDevicesBacking(string imagePath, string sysBlock, Func<string, string> readAttribute)
     {
         ArgumentNullException.ThrowIfNull(imagePath);
         if (!OperatingSystem.IsLinux())
@@ -46,10 +50,17 @@ internal static class ImageUseCheck
                 {
                     continue;
                 }
-                text = File.ReadAllText(backing).Trim();
+                text = readAttribute(backing).Trim();
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
+                // Another process detached the device while we listed it: the kernel removes the loop/ attributes
+                // (a read of the open file then fails with ENODEV, or the file is gone). A device no longer set up
+                // backs nothing. Any other failure leaves the answer unknown.
+                if (!Path.Exists(backing))
+                {
+                    continue;
+                }
                 throw Unknown(imagePath, $"{backing} cannot be read ({e.Message})");
             }
             if (text.EndsWith(" (deleted)", StringComparison.Ordinal) || text.Length == 0)

@@ -82,7 +82,16 @@ public sealed class WriteEngine : IDisposable
         {
             throw new XfsWriteException(WriteErrorKind.NotFound, $"{imagePath}: no such image file");
         }
-        IReadOnlyList<string> loops = ImageUseCheck.LoopDevicesBacking(imagePath);
+        IReadOnlyList<string> loops;
+        try
+        {
+            loops = ImageUseCheck.LoopDevicesBacking(imagePath);
+        }
+        catch (XfsFormatException e)
+        {
+            // Whether the kernel uses the image is unknown: refuse as for an image in use.
+            throw new XfsWriteException(WriteErrorKind.Busy, e.Message, e);
+        }
         if (loops.Count > 0)
         {
             throw new XfsWriteException(WriteErrorKind.Busy, $"{imagePath}: in use through {string.Join(", ", loops)} (mounted or attached); unmount and detach it first");
