@@ -16,9 +16,6 @@ namespace Xfbtree.Cli;
 /// </summary>
 internal static class ScrubCommand
 {
-    /// <summary>Version of the JSON report's shape.</summary>
-    public const int JsonVersion = 1;
-
     /// <summary>The <c>scrub</c> command.</summary>
     public static Command Create(CommandEnvironment environment)
     {
@@ -36,10 +33,10 @@ internal static class ScrubCommand
                 return null;
             },
         };
-        var json = new Option<bool>("--json") { Description = "Write the report as JSON." };
+        var json = RmapCommand.Json();
         var force = new Option<bool>("--force") { Description = "Go on although the log is dirty or its state is unknown (results may be stale)." };
         var command = new Command("scrub", "Check the free-space, inode, rmap and refcount btrees, the AG headers, the superblock counters and every link count " +
-                                           "of an unmounted image. Exit 0 clean, 1 damaged, 2 could not check.") { image, ag, json, force };
+                                           "of an unmounted image. " + CommandLineHost.ExitCodesHelp) { image, ag, json, force };
         command.SetAction(p => Execute(p.GetRequiredValue(image), p.GetValue(ag), p.GetValue(json), p.GetValue(force), environment));
         return command;
     }
@@ -120,17 +117,14 @@ internal static class ScrubCommand
             o.WriteLine($"result: clean ({report.Findings.Count} structures checked; {secs} s)");
     }
 
-    static void WriteJson(TextWriter o, string path, ScrubReport report, bool needsRepair, int rc)
-    {
-        using var ms = new MemoryStream();
-        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
+    /// <summary>The report as one JSON document with the tool's version and the command, as every command writes it.</summary>
+    static void WriteJson(TextWriter o, string path, ScrubReport report, bool needsRepair, int rc) =>
+        CommandLineHost.WriteJson(o, "scrub", w =>
         {
-            w.WriteStartObject();
-            w.WriteNumber("version", JsonVersion);
             w.WriteString("image", path);
             w.WriteBoolean("clean", report.IsClean && !needsRepair);
             w.WriteBoolean("damaged", report.IsDamaged || needsRepair);
-            w.WriteNumber("exit", rc);
+            w.WriteNumber("exitCode", rc);
             w.WriteBoolean("needsRepair", needsRepair);
             w.WriteNumber("seconds", report.Elapsed.TotalSeconds);
             w.WriteNumber("scanSeconds", report.ScanElapsed.TotalSeconds);
@@ -164,9 +158,5 @@ internal static class ScrubCommand
                 w.WriteEndObject();
             }
             w.WriteEndArray();
-            w.WriteEndObject();
-        }
-        o.Write(System.Text.Encoding.UTF8.GetString(ms.ToArray()));
-        o.Write('\n');
-    }
+        });
 }
