@@ -203,7 +203,7 @@ internal static class MountCommand
                     Interlocked.Add(ref _applied, result.LiveUpdatesApplied);
                     Interlocked.Add(ref _ignored, result.LiveUpdatesIgnored);
                     log(string.Create(CultureInfo.InvariantCulture,
-                        $"xfbtree mount: online repair: AG {agno} rmapbt rebuilt ({result.Records} records, {result.LiveUpdatesApplied} live updates applied, {result.LiveUpdatesIgnored} ignored)"));
+                        $"xfbtree mount: online repair: AG {agno} rmapbt rebuilt ({CommandLineHost.Count(result.Records, "record")}, {CommandLineHost.Count(result.LiveUpdatesApplied, "live update")} applied, {result.LiveUpdatesIgnored} ignored)"));
                 }
                 catch (OperationCanceledException)
                 {

@@ -47,7 +47,7 @@ internal static class RmapRepairRunner
         using var image = XfsImage.Open(path, new XfsImageOptions { Writable = !options.DryRun, ConfigureWritableTarget = options.ConfigureWritableTarget });
         if (options.OnlyAg is { } only && only >= image.Geometry.AgCount)
         {
-            throw new XfsFormatException($"AG {only} does not exist (the filesystem has {image.Geometry.AgCount} AGs)");
+            throw new XfsFormatException($"AG {only} does not exist (the filesystem has {N(image.Geometry.AgCount, "AG")})");
         }
         RmapRepairPreconditions.AfterOpen(image);
 
@@ -148,7 +148,7 @@ internal static class RmapRepairRunner
             }
             if (ag.Problems.Total > ag.Problems.Items.Count)
             {
-                return $"AG {ag.AgNumber}: {ag.Problems.Total} problems";
+                return $"AG {ag.AgNumber}: {N(ag.Problems.Total, "problem")}";
             }
             foreach (ScanProblem p in ag.Problems.Items)
             {

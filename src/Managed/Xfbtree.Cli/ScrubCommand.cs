@@ -110,11 +110,11 @@ internal static class ScrubCommand
         int unchecked_ = report.Findings.Count(f => f.Verdict == ScrubVerdict.NotChecked);
         string secs = report.Elapsed.TotalSeconds.ToString("0.00", CultureInfo.InvariantCulture);
         if (report.IsDamaged || needsRepair)
-            o.WriteLine($"result: DAMAGED ({damaged} of {report.Findings.Count} structures damaged, {report.LinkMismatchTotal} wrong link counts{(needsRepair ? ", NEEDSREPAIR set" : "")}; {secs} s)");
+            o.WriteLine($"result: DAMAGED ({damaged} of {CommandLineHost.Count(report.Findings.Count, "structure")} damaged, {CommandLineHost.Count(report.LinkMismatchTotal, "wrong link count")}{(needsRepair ? ", NEEDSREPAIR set" : "")}; {secs} s)");
         else if (!report.IsClean)
-            o.WriteLine($"result: INCOMPLETE ({unchecked_} of {report.Findings.Count} structures could not be checked; {secs} s)");
+            o.WriteLine($"result: INCOMPLETE ({unchecked_} of {CommandLineHost.Count(report.Findings.Count, "structure")} could not be checked; {secs} s)");
         else
-            o.WriteLine($"result: clean ({report.Findings.Count} structures checked; {secs} s)");
+            o.WriteLine($"result: clean ({CommandLineHost.Count(report.Findings.Count, "structure")} checked; {secs} s)");
     }
 
     /// <summary>The report as one JSON document with the tool's version and the command, as every command writes it.</summary>
