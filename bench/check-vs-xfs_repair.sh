@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Times `xfbtree rmap check` against `xfs_repair -n` on the same image, in one run: wall time and peak RSS of both
 # (median of N runs after one warm-up run each, alternating the two tools) and the ratios xfbtree / xfs_repair.
+# Then `xfbtree scrub` of the whole image (every AG header and btree, the superblock counters, every link count:
+# comparable work to xfs_repair -n) against the same xfs_repair -n figures, with its time per structure.
 # Then, on copies whose rmapbt was damaged (the first leaf of the last AG zeroed: xfs_db finds it, dd zeroes it),
 # times `xfbtree rmap repair` against `xfs_repair` (writing), a fresh copy for each run of each tool.
 #
@@ -95,6 +97,30 @@ phases=$(xfs_repair -n -v "$image" 2>&1 | awk '/^Phase [1-7]:/ { s = 0; for (i =
 read -r p14 ptotal <<<"$phases"
 echo "xfs_repair -n phases 1-4 (what an rmap check needs): ${p14} s of ${ptotal} s (whole seconds)"
 XFBTREE_TIMING=1 "${xfbtree[@]}" rmap check "$image" 2>&1 >/dev/null | sed -n 's/^xfbtree: timing: \(scan [0-9]* ms\).*, \(check [0-9]* ms\).*/xfbtree rmap check: \1 (reading every inode and AG header), \2 (the rmap comparison)/p'
+
+# --- scrub: every AG structure, the superblock counters and every link count (comparable work to xfs_repair -n)
+rw_check=$rw; rm_check=$rm_
+measure "${xfbtree[@]}" scrub "$image" >/dev/null
+: >"$work/s.txt"
+for i in $(seq "$runs"); do
+  read -r w m rc < <(measure "${xfbtree[@]}" scrub "$image"); echo "$w $m" >>"$work/s.txt"; src=$rc
+  echo "scrub run $i: xfbtree scrub $(tail -1 "$work/s.txt") (exit $src)" >&2
+done
+sw=$(cut -d' ' -f1 "$work/s.txt" | median); sm=$(cut -d' ' -f2 "$work/s.txt" | median)
+printf '%-28s %10s %14s %6s\n' "xfbtree scrub [$build]" "$sw" "$sm" "$src"
+awk -v a="$sw" -v b="$rw_check" -v c="$sm" -v d="$rm_check" 'BEGIN { printf "ratio scrub / xfs_repair -n: wall %.2fx, peak RSS %.2fx  (targets <= 0.50x wall, <= 0.30x memory)\n", a / b, c / d }'
+# Where the scrub's time goes: the rmap scan, then each structure summed over the AGs (the JSON report's seconds).
+"${xfbtree[@]}" scrub --json "$image" >"$work/scrub.json" || true
+python3 - "$work/scrub.json" <<'PY'
+import json, sys, collections
+r = json.load(open(sys.argv[1]))
+per = collections.OrderedDict()
+for s in r["structures"]:
+    per[s["structure"]] = per.get(s["structure"], 0.0) + s["seconds"]
+print("scrub time per structure (one run, %.2f s in all): rmap scan %.2f s; " % (r["seconds"], r["scanSeconds"])
+      + ", ".join("%s %.2f s" % (k, v) for k, v in per.items())
+      + " (AGF holds the three headers; bnobt holds the cntbt's walk; inobt holds reading the directories)")
+PY
 
 # --- repair (writing) on a damaged copy
 # The byte offset of the leftmost rmapbt leaf of AG $2 in image $1 (xfs_db walks down the first pointers).

@@ -9,13 +9,15 @@ using Xfbtree.Xfs.Scrub;
 namespace Xfbtree.Cli;
 
 /// <summary>
-/// <c>xfbtree scrub IMAGE [--ag N] [--json] [--force]</c>: checks every piece of AG metadata and every link count of
-/// an unmounted image against independent sources of truth (<see cref="Scrubber"/>). One line per structure checked
-/// and a summary; exit 0 clean, 1 damage found, 2 could not check (bad input, image in use, pending journal, dirty log,
-/// or a check that could not run).
+/// <c>xfbtree scrub IMAGE [--repair] [--ag N] [--json] [--force]</c>: checks every piece of AG metadata and every link
+/// count of an unmounted image against independent sources of truth (<see cref="Scrubber"/>); with <c>--repair</c>,
+/// rebuilds what is damaged through the write engine (<see cref="ScrubRepairs"/>) and checks again. One line per
+/// structure checked and a summary; exit 0 clean (or every damage repaired), 1 damage found (and not repaired), 2
+/// could not check (bad input, image in use, pending journal, dirty log, or a check that could not run).
 /// </summary>
 internal static class ScrubCommand
 {
+
     /// <summary>The <c>scrub</c> command.</summary>
     public static Command Create(CommandEnvironment environment)
     {
@@ -35,9 +37,11 @@ internal static class ScrubCommand
         };
         var json = RmapCommand.Json();
         var force = new Option<bool>("--force") { Description = "Go on although the log is dirty or its state is unknown (results may be stale)." };
+        var repair = new Option<bool>("--repair") { Description = "Rebuild every damaged structure in place through the write engine (NEEDSREPAIR set meanwhile), then check again." };
         var command = new Command("scrub", "Check the free-space, inode, rmap and refcount btrees, the AG headers, the superblock counters and every link count " +
-                                           "of an unmounted image. " + CommandLineHost.ExitCodesHelp) { image, ag, json, force };
-        command.SetAction(p => Execute(p.GetRequiredValue(image), p.GetValue(ag), p.GetValue(json), p.GetValue(force), environment));
+                                           "of an unmounted image, and with --repair rebuild what is damaged. " + CommandLineHost.ExitCodesHelp)
+            { image, repair, ag, json, force };
+        command.SetAction(p => Execute(p.GetRequiredValue(image), p.GetValue(ag), p.GetValue(json), p.GetValue(force), p.GetValue(repair), environment));
         return command;
     }
 
@@ -52,7 +56,7 @@ internal static class ScrubCommand
         return CommandLineHost.Invoke(root, ["scrub", .. args], environment);
     }
 
-    static int Execute(string path, uint? onlyAg, bool json, bool force, CommandEnvironment environment)
+    static int Execute(string path, uint? onlyAg, bool json, bool force, bool repair, CommandEnvironment environment)
     {
         var (stdout, stderr) = (environment.Stdout, environment.Stderr);
         // One line on stderr always; with --json also the error object on stdout (a report consumer reads only stdout).
@@ -67,19 +71,30 @@ internal static class ScrubCommand
             // The same notices as the rmap commands: an image being written, or a pending write-engine journal.
             if (ImageStateNotices.InUse(path) is { } holder) return Fail(stderr, ImageStateNotices.InUseRefusal(path, holder));
             if (ImageStateNotices.Pending(path) is { } pending) return Fail(stderr, ImageStateNotices.PendingRefusal(path, pending));
-            using var image = XfsImage.Open(path);
-            if (onlyAg is { } a && a >= image.Geometry.AgCount) return Fail(stderr, $"AG {a} does not exist (the filesystem has {CommandLineHost.Count(image.Geometry.AgCount, "AG")})");
-            if (!force)
+            var options = new ScrubOptions { OnlyAg = onlyAg };
+            ScrubReport report;
+            bool needsRepair;
+            using (var image = XfsImage.Open(path))
             {
-                var log = image.InspectLog();
-                if (log.State == LogState.Dirty) return Fail(stderr, $"{path}: the log is dirty ({log.Detail}): mount and unmount the filesystem to replay it, or use --force");
-                if (log.State == LogState.Unknown) return Fail(stderr, $"{path}: cannot tell whether the log is clean ({log.Detail}); use --force to go on");
+                if (onlyAg is { } a && a >= image.Geometry.AgCount) return Fail(stderr, $"AG {a} does not exist (the filesystem has {CommandLineHost.Count(image.Geometry.AgCount, "AG")})");
+                if (!force)
+                {
+                    var log = image.InspectLog();
+                    if (log.State == LogState.Dirty) return Fail(stderr, $"{path}: the log is dirty ({log.Detail}): mount and unmount the filesystem to replay it, or use --force");
+                    if (log.State == LogState.Unknown) return Fail(stderr, $"{path}: cannot tell whether the log is clean ({log.Detail}); use --force to go on");
+                }
+                report = Scrubber.Run(image, options);
+                needsRepair = image.Superblock.NeedsRepair;
             }
-            var report = Scrubber.Run(image, new ScrubOptions { OnlyAg = onlyAg });
-            bool needsRepair = image.Superblock.NeedsRepair;
-            int rc = report.IsDamaged || needsRepair ? CommandLineHost.ExitDamaged : report.IsClean ? CommandLineHost.ExitClean : CommandLineHost.ExitUnusable;
-            if (json) WriteJson(stdout, path, report, needsRepair, rc);
-            else WriteText(stdout, report, needsRepair);
+            int rc = ExitCode(report, needsRepair);
+            RepairPass? repaired = null;
+            if (repair && report.IsDamaged)
+            {
+                repaired = RepairAndRecheck(path, report, options, stderr);
+                rc = repaired.Final is { } final ? ExitCode(final, repaired.NeedsRepair) : CommandLineHost.ExitDamaged;
+            }
+            if (json) WriteJson(stdout, path, report, needsRepair, rc, repaired);
+            else WriteText(stdout, report, needsRepair, repaired);
             stdout.Flush();
             return rc;
         }
@@ -94,7 +109,54 @@ internal static class ScrubCommand
 #pragma warning restore CA1031
     }
 
-    static void WriteText(TextWriter o, ScrubReport report, bool needsRepair)
+    static int ExitCode(ScrubReport report, bool needsRepair) =>
+        report.IsDamaged || needsRepair ? CommandLineHost.ExitDamaged : report.IsClean ? CommandLineHost.ExitClean : CommandLineHost.ExitUnusable;
+
+    /// <summary>What <c>--repair</c> did: the repairs, and the check of the closed image after them (null when the
+    /// engine could not open the image: <see cref="Refusal"/> says why).</summary>
+    sealed record RepairPass(List<ScrubRepairOutcome> Outcomes, ScrubReport? Final, bool NeedsRepair, string? Refusal, TimeSpan Elapsed);
+
+    static RepairPass RepairAndRecheck(string path, ScrubReport report, ScrubOptions options, TextWriter stderr)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        List<ScrubRepairOutcome> outcomes;
+        try
+        {
+            outcomes = ScrubRepairs.RepairImage(path, report, options);
+        }
+        catch (Xfbtree.Xfs.Write.XfsWriteException e)
+        {
+            stderr.WriteLine("xfbtree: cannot repair: " + e.Message.ReplaceLineEndings(" "));
+            return new RepairPass([], null, false, e.Message, clock.Elapsed);
+        }
+        using var image = XfsImage.Open(path);
+        return new RepairPass(outcomes, Scrubber.Run(image, options), image.Superblock.NeedsRepair, null, clock.Elapsed);
+    }
+
+    static void WriteText(TextWriter o, ScrubReport report, bool needsRepair, RepairPass? repaired)
+    {
+        WriteTextReport(o, report, needsRepair);
+        if (repaired is null) return;
+        foreach (var r in repaired.Outcomes) o.WriteLine("repair: " + r);
+        if (repaired.Final is not { } final)
+        {
+            o.WriteLine($"result after repair: NOT REPAIRED (the write engine could not open the image: {repaired.Refusal})");
+            return;
+        }
+        o.WriteLine("after repair:");
+        foreach (var f in final.Findings.Where(f => f.Verdict != ScrubVerdict.Clean)) o.WriteLine(f.ToString());
+        foreach (var m in final.LinkMismatches) o.WriteLine(m.ToString());
+        string secs = repaired.Elapsed.TotalSeconds.ToString("0.00", CultureInfo.InvariantCulture);
+        int done = repaired.Outcomes.Count(r => r.Repaired);
+        if (final.IsDamaged || repaired.NeedsRepair)
+            o.WriteLine($"result after repair: DAMAGED ({final.DamagedCount} of {final.Findings.Count} structures still damaged, {CommandLineHost.Count(done, "repair")} made; {secs} s)");
+        else if (!final.IsClean)
+            o.WriteLine($"result after repair: INCOMPLETE ({final.Findings.Count(f => f.Verdict == ScrubVerdict.NotChecked)} structures could not be checked, {CommandLineHost.Count(done, "repair")} made; {secs} s)");
+        else
+            o.WriteLine($"result after repair: clean ({CommandLineHost.Count(done, "repair")} made, {CommandLineHost.Count(final.Findings.Count, "structure")} checked; {secs} s)");
+    }
+
+    static void WriteTextReport(TextWriter o, ScrubReport report, bool needsRepair)
     {
         foreach (var f in report.Findings)
         {
@@ -118,7 +180,7 @@ internal static class ScrubCommand
     }
 
     /// <summary>The report as one JSON document with the tool's version and the command, as every command writes it.</summary>
-    static void WriteJson(TextWriter o, string path, ScrubReport report, bool needsRepair, int rc) =>
+    static void WriteJson(TextWriter o, string path, ScrubReport report, bool needsRepair, int rc, RepairPass? repaired) =>
         CommandLineHost.WriteJson(o, "scrub", w =>
         {
             w.WriteString("image", path);
@@ -128,6 +190,42 @@ internal static class ScrubCommand
             w.WriteBoolean("needsRepair", needsRepair);
             w.WriteNumber("seconds", report.Elapsed.TotalSeconds);
             w.WriteNumber("scanSeconds", report.ScanElapsed.TotalSeconds);
+            WriteStructures(w, report);
+            if (repaired is not null)
+            {
+                w.WriteStartArray("repairs");
+                foreach (var r in repaired.Outcomes)
+                {
+                    w.WriteStartObject();
+                    w.WriteString("repair", r.Name);
+                    if (r.AgNumber is { } rag) w.WriteNumber("ag", rag); else w.WriteNull("ag");
+                    w.WriteBoolean("repaired", r.Repaired);
+                    w.WriteString("detail", r.Detail);
+                    w.WriteNumber("seconds", r.Elapsed.TotalSeconds);
+                    w.WriteEndObject();
+                }
+                w.WriteEndArray();
+                w.WriteStartObject("afterRepair");
+                if (repaired.Final is { } final)
+                {
+                    w.WriteBoolean("clean", final.IsClean && !repaired.NeedsRepair);
+                    w.WriteBoolean("damaged", final.IsDamaged || repaired.NeedsRepair);
+                    w.WriteNumber("seconds", repaired.Elapsed.TotalSeconds);
+                    WriteStructures(w, final);
+                }
+                else
+                {
+                    w.WriteBoolean("clean", false);
+                    w.WriteBoolean("damaged", true);
+                    w.WriteString("refusal", repaired.Refusal);
+                }
+                w.WriteEndObject();
+            }
+        });
+
+    static void WriteStructures(Utf8JsonWriter w, ScrubReport report)
+    {
+        {
             w.WriteStartArray("structures");
             foreach (var f in report.Findings)
             {
@@ -158,5 +256,6 @@ internal static class ScrubCommand
                 w.WriteEndObject();
             }
             w.WriteEndArray();
-        });
+        }
+    }
 }

@@ -28,12 +28,13 @@ internal static class StressCommand
         var noSync = new Option<bool>("--no-sync") { Description = "Do not fsync the journal at each commit (faster; no crash safety)." };
         var onlineRepair = new Option<bool>("--online-repair") { Description = "Rebuild the rmap btree of every AG online, in rotation, while the workload runs (until each AG was rebuilt once)." };
         var verifyRepairs = new Option<bool>("--verify-repairs") { Description = "With --online-repair: after each repair, pause commits and compare the new tree with an offline scan." };
+        var structures = new Option<string?>("--structures") { Description = $"With --online-repair: what to repair, comma-separated, of {Xfbtree.Xfs.Online.OnlineRepairStructureNames.Known} (default all).", HelpName = "LIST" };
         var json = RmapCommand.Json();
         var command = new Command("stress", "Random write workload on an image, checked against a model of every file; " +
                                             "verifies the image at the end and prints operations per second. " +
                                             "Exit 0 clean, 1 a difference, 2 usage error or unusable image.")
         {
-            image, ops, threads, seed, manifest, opLog, maxFileSize, noSync, onlineRepair, verifyRepairs, json,
+            image, ops, threads, seed, manifest, opLog, maxFileSize, noSync, onlineRepair, verifyRepairs, structures, json,
         };
         command.SetAction(p =>
         {
@@ -44,6 +45,21 @@ internal static class StressCommand
                 catch (FormatException e)
                 {
                     CommandLineHost.Error(environment.Stderr, $"stress: --max-file-size: {e.Message} (see 'xfbtree stress --help')");
+                    return CommandLineHost.ExitUnusable;
+                }
+            }
+            var repaired = Xfbtree.Xfs.Online.OnlineRepairStructures.All;
+            if (p.GetValue(structures) is { } list)
+            {
+                if (!p.GetValue(onlineRepair) && !p.GetValue(verifyRepairs))
+                {
+                    CommandLineHost.Error(environment.Stderr, "stress: --structures needs --online-repair (see 'xfbtree stress --help')");
+                    return CommandLineHost.ExitUnusable;
+                }
+                try { repaired = Xfbtree.Xfs.Online.OnlineRepairStructureNames.Parse(list); }
+                catch (FormatException e)
+                {
+                    CommandLineHost.Error(environment.Stderr, $"stress: --structures: {e.Message} (see 'xfbtree stress --help')");
                     return CommandLineHost.ExitUnusable;
                 }
             }
@@ -59,6 +75,7 @@ internal static class StressCommand
                 Sync = !p.GetValue(noSync),
                 OnlineRepair = p.GetValue(onlineRepair) || p.GetValue(verifyRepairs),
                 VerifyRepairs = p.GetValue(verifyRepairs),
+                Structures = repaired,
                 Json = p.GetValue(json),
             }, CommandLineHost.For(p, environment));
         });
@@ -117,7 +134,11 @@ internal static class StressCommand
                 stdout.WriteLine($"stress: {request.Image}: {N(model.FileCount, "file")} and {N(model.DirectoryCount, "directory", "directories")} in the model; " +
                                  $"running {N(request.Ops, "op")} on {N(request.Threads, "thread")}, seed {request.Seed}");
                 stdout.Flush();
-                online = request.OnlineRepair ? new OnlineRepairRotation(fs.Engine, request.VerifyRepairs) : null;
+                online = request.OnlineRepair ? new OnlineRepairRotation(fs, request.VerifyRepairs, request.Structures) : null;
+                if (online is { NotExercised: not Xfbtree.Xfs.Online.OnlineRepairStructures.None } o)
+                {
+                    stdout.WriteLine($"online-repair: {Xfbtree.Xfs.Online.OnlineRepairStructureNames.Format(o.NotExercised)}: accepted, not exercised (their online repair is not in this build)");
+                }
                 var runner = new StressRunner(target, model, new StressOptions
                 {
                     Ops = request.Ops, Threads = request.Threads, Seed = request.Seed, OpLog = opLog, Background = online,
@@ -248,6 +269,8 @@ internal sealed class StressRequest
     public bool OnlineRepair { get; init; }
     /// <summary>--verify-repairs: compare each rebuilt tree with an offline scan (commits paused).</summary>
     public bool VerifyRepairs { get; init; }
+    /// <summary>--structures: what the online repair rotation works on (default all).</summary>
+    public Xfbtree.Xfs.Online.OnlineRepairStructures Structures { get; init; } = Xfbtree.Xfs.Online.OnlineRepairStructures.All;
     /// <summary>--json: one JSON document on stdout instead of the text report.</summary>
     public bool Json { get; init; }
 }

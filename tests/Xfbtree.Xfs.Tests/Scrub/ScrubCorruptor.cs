@@ -41,6 +41,9 @@ internal static class ScrubCorruptor
             }
             foreach (var (name, what) in HeaderKinds(t)) k.Add(new Kind(t, name, what, header));
         }
+        k.Add(new Kind("agfl", "agf-flcount", "agf_flcount increased by one (the list no longer describes one run of slots)", "AGFL"));
+        k.Add(new Kind("agfl", "agf-fllast", "agf_fllast moved before agf_flfirst", "AGFL"));
+        k.Add(new Kind("agfl", "agfl-entry", "the AGFL's first active slot pointed outside the AG", "AGFL"));
         k.Add(new Kind("nlinks", "nlink-dir-high", "a directory's nlink increased by one", "nlinks"));
         k.Add(new Kind("nlinks", "nlink-file-high", "a regular file's nlink increased by one", "nlinks"));
         k.Add(new Kind("nlinks", "nlink-file-zero", "a linked regular file's nlink set to zero", "nlinks"));
@@ -69,6 +72,16 @@ internal static class ScrubCorruptor
     public static string Apply(string image, Kind kind, uint ag)
     {
         if (kind.Tree == "nlinks") return Nlink(image, kind.Name);
+        if (kind.Tree == "agfl")
+        {
+            string[] header = [$"agf {ag}"];
+            switch (kind.Name)
+            {
+                case "agf-flcount": return Add(image, header, "flcount", 1);
+                case "agf-fllast": return Write(image, header, "fllast", (Read(image, header, "flfirst") + Read(image, header, "flcount") + 5).ToString(CultureInfo.InvariantCulture));
+                default: return Write(image, [$"agfl {ag}"], $"bno[{Read(image, header, "flfirst")}]", "999999");
+            }
+        }
         string[] root = kind.Tree switch
         {
             "bnobt" => [$"agf {ag}", "addr bnoroot"],

@@ -3,6 +3,7 @@ using Xfbtree.Xfs;
 using Xfbtree.Xfs.Check;
 using Xfbtree.Xfs.Online;
 using Xfbtree.Xfs.Scan;
+using Xfbtree.Xfs.Scrub;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Engine;
 
@@ -39,6 +40,33 @@ internal static class OnlineRepairOracle
     }
 }
 
+/// <summary>What the offline link count oracle found (commits paused): wrong link counts and entries naming free
+/// inodes, with the first of them.</summary>
+internal sealed record LinkCountVerdict(long Wrong, string Detail);
+
+/// <summary>
+/// The offline oracle for the online link count repair: with every commit paused, a read view of the image is
+/// scrubbed offline (<see cref="Scrubber"/>, whose link counts come from reading every directory of the view) and
+/// its nlinks finding returned. A directory removed while held open (nlink 0, on the unlinked list) still has its
+/// '.' and '..' on disk and would count here: the stress workload holds no inode open.
+/// </summary>
+internal static class LinkCountOracle
+{
+    public static LinkCountVerdict Verify(WriteEngine engine)
+    {
+        ArgumentNullException.ThrowIfNull(engine);
+        using (engine.PauseCommits())
+        {
+            using XfsImage view = engine.Image.CreateReadView();
+            ScrubReport report = Scrubber.Run(view, new ScrubOptions { Parallelism = 1 });
+            ScrubFinding nlinks = report.Findings.Single(f => f.Structure == "nlinks");
+            long wrong = nlinks.Verdict == ScrubVerdict.Clean ? 0 : Math.Max(1, nlinks.ProblemTotal);
+            string detail = string.Join("; ", report.LinkMismatches.Take(5).Select(m => $"inode {m.Ino} nlink: {m.NLink}, counted {m.Counted}").Prepend(nlinks.ToString()));
+            return new LinkCountVerdict(wrong, detail);
+        }
+    }
+}
+
 /// <summary>
 /// Online repairs of every AG in rotation beside a stress workload (<c>xfbtree stress --online-repair</c>): runs
 /// until every AG was rebuilt at least once and the workload has claimed its operations; with verification, each
@@ -51,20 +79,51 @@ internal static class OnlineRepairOracle
 internal sealed class OnlineRepairRotation : IStressBackground
 {
     private const int MaxConsecutiveFailures = 5;
+    /// <summary>The per-AG btrees whose online repair this rotation does not have yet.</summary>
+    private const OnlineRepairStructures NotYetRepairable = OnlineRepairStructures.Bnobt | OnlineRepairStructures.Cntbt
+        | OnlineRepairStructures.Inobt | OnlineRepairStructures.Finobt | OnlineRepairStructures.Refcountbt;
     private readonly WriteEngine engine;
+    private readonly XfsFileSystem? fs;
+    private readonly OnlineRepairStructures structures;
     private readonly bool verify;
     private readonly List<string> failures = new();
     private readonly List<string> skipped = new();
     private long repairs, applied, ignored, mismatches, verified, records;
     private TimeSpan lockedTotal, lockedMax, elapsedTotal;
     private long shadowBytes, shadowRecords;
+    private long nlinkChecks, nlinkWrong, nlinkRepaired, nlinkVerified, nlinkApplied, nlinkIgnored;
+    private int nlinkConsecutive;
 
+    /// <summary>The rmapbt of every AG in rotation (no other structure).</summary>
     public OnlineRepairRotation(WriteEngine engine, bool verify)
     {
         ArgumentNullException.ThrowIfNull(engine);
         this.engine = engine;
         this.verify = verify;
+        structures = OnlineRepairStructures.Rmapbt;
     }
+
+    /// <summary>The <paramref name="structures"/> of <paramref name="fs"/>: the rmapbt of every AG in rotation, and
+    /// the link counts checked and repaired once per round of the AGs (every turn when the rmapbt is not asked for).
+    /// The other per-AG btrees are accepted and named as not exercised (<see cref="NotExercised"/>).</summary>
+    public OnlineRepairRotation(XfsFileSystem fs, bool verify, OnlineRepairStructures structures)
+    {
+        ArgumentNullException.ThrowIfNull(fs);
+        this.fs = fs;
+        engine = fs.Engine;
+        this.verify = verify;
+        this.structures = structures;
+    }
+
+    /// <summary>Structures asked for whose online repair this build does not have: accepted, not exercised.</summary>
+    public OnlineRepairStructures NotExercised => structures & NotYetRepairable;
+
+    /// <summary>Link count checks run, wrong link counts they found, and those repaired.</summary>
+    public long NlinkChecks => Interlocked.Read(ref nlinkChecks);
+
+    public long NlinkWrong => Interlocked.Read(ref nlinkWrong);
+
+    public long NlinkRepaired => Interlocked.Read(ref nlinkRepaired);
 
     /// <summary>Options of every repair of the rotation (tests).</summary>
     internal OnlineRmapRepairOptions RepairOptions { get; init; } = new();
@@ -100,82 +159,156 @@ internal sealed class OnlineRepairRotation : IStressBackground
     public void Run(Func<bool> workloadDone)
     {
         ArgumentNullException.ThrowIfNull(workloadDone);
+        bool rmap = (structures & OnlineRepairStructures.Rmapbt) != 0;
+        bool nlinks = (structures & OnlineRepairStructures.Nlinks) != 0 && fs is not null;
+        if (!rmap && !nlinks)
+        {
+            return;
+        }
         uint count = engine.Geometry.AgCount;
-        var repaired = new bool[count];
-        var consecutive = new int[count];
-        var noRoom = new bool[count];
-        int left = (int)count, outOfRotation = 0;
+        var state = new RmapRotationState(count);
+        bool nlinksDone = !nlinks;
         for (uint agno = 0; ; agno = (agno + 1) % count)
         {
-            if ((left == 0 && workloadDone()) || outOfRotation == count)
+            if ((state.Left == 0 || !rmap) && nlinksDone && workloadDone())
             {
                 return;
             }
-            if (noRoom[agno])
+            if (rmap && state.OutOfRotation == count && !nlinks)
             {
-                continue;
+                return;
             }
-            OnlineRmapRepairResult result;
-            try
+            if (rmap)
             {
-                result = OnlineRmapRepair.Run(engine, agno, RepairOptions);
+                RmapTurn(agno, state);
             }
-            catch (OnlineRepairNoSpaceException e)
+            if (nlinks && (!rmap || agno == count - 1))
             {
-                lock (failures)
-                {
-                    skipped.Add(e.Message);
-                }
-                noRoom[agno] = true;
-                outOfRotation++;
-                if (!repaired[agno])
-                {
-                    repaired[agno] = true;
-                    left--;
-                }
-                continue;
-            }
-            catch (Exception e) when (e is OnlineRepairException or XfsWriteException)
-            {
-                lock (failures)
-                {
-                    failures.Add($"AG {agno}: {e.Message}");
-                }
-                if (++consecutive[agno] >= MaxConsecutiveFailures)
-                {
-                    throw new InvalidOperationException($"online repair of AG {agno} failed {MaxConsecutiveFailures} times in a row; last: {e.Message}", e);
-                }
-                continue;
-            }
-            consecutive[agno] = 0;
-            if (!repaired[agno])
-            {
-                repaired[agno] = true;
-                left--;
-            }
-            lock (failures)
-            {
-                repairs++;
-                applied += result.LiveUpdatesApplied;
-                ignored += result.LiveUpdatesIgnored;
-                records += result.Records;
-                lockedTotal += result.TimeLocked;
-                elapsedTotal += result.Elapsed;
-                if (result.TimeLocked > lockedMax) lockedMax = result.TimeLocked;
-                shadowBytes += result.ShadowBytes;
-                shadowRecords += result.ShadowRecords;
-            }
-            if (verify)
-            {
-                OnlineRepairVerdict verdict = OnlineRepairOracle.Verify(engine, agno);
-                Interlocked.Increment(ref verified);
-                if (!verdict.IsClean)
-                {
-                    Interlocked.Add(ref mismatches, Math.Max(1, verdict.Mismatches));
-                    throw new InvalidOperationException($"online repair of AG {agno}: the new rmapbt differs from the offline scan: missing {verdict.Missing}, extra {verdict.Extra}, different {verdict.Different}, structure {verdict.Structure}: {verdict.Detail}");
-                }
+                nlinksDone |= NlinksTurn();
             }
         }
+    }
+
+    private sealed class RmapRotationState(uint count)
+    {
+        public readonly bool[] Repaired = new bool[count];
+        public readonly int[] Consecutive = new int[count];
+        public readonly bool[] NoRoom = new bool[count];
+        public int Left = (int)count;
+        public int OutOfRotation;
+    }
+
+    private void RmapTurn(uint agno, RmapRotationState state)
+    {
+        if (state.NoRoom[agno])
+        {
+            return;
+        }
+        OnlineRmapRepairResult result;
+        try
+        {
+            result = OnlineRmapRepair.Run(engine, agno, RepairOptions);
+        }
+        catch (OnlineRepairNoSpaceException e)
+        {
+            lock (failures)
+            {
+                skipped.Add(e.Message);
+            }
+            state.NoRoom[agno] = true;
+            state.OutOfRotation++;
+            if (!state.Repaired[agno])
+            {
+                state.Repaired[agno] = true;
+                state.Left--;
+            }
+            return;
+        }
+        catch (Exception e) when (e is OnlineRepairException or XfsWriteException)
+        {
+            lock (failures)
+            {
+                failures.Add($"AG {agno}: {e.Message}");
+            }
+            if (++state.Consecutive[agno] >= MaxConsecutiveFailures)
+            {
+                throw new InvalidOperationException($"online repair of AG {agno} failed {MaxConsecutiveFailures} times in a row; last: {e.Message}", e);
+            }
+            return;
+        }
+        state.Consecutive[agno] = 0;
+        if (!state.Repaired[agno])
+        {
+            state.Repaired[agno] = true;
+            state.Left--;
+        }
+        lock (failures)
+        {
+            repairs++;
+            applied += result.LiveUpdatesApplied;
+            ignored += result.LiveUpdatesIgnored;
+            records += result.Records;
+            lockedTotal += result.TimeLocked;
+            elapsedTotal += result.Elapsed;
+            if (result.TimeLocked > lockedMax) lockedMax = result.TimeLocked;
+            shadowBytes += result.ShadowBytes;
+            shadowRecords += result.ShadowRecords;
+        }
+        if (verify)
+        {
+            OnlineRepairVerdict verdict = OnlineRepairOracle.Verify(engine, agno);
+            Interlocked.Increment(ref verified);
+            if (!verdict.IsClean)
+            {
+                Interlocked.Add(ref mismatches, Math.Max(1, verdict.Mismatches));
+                throw new InvalidOperationException($"online repair of AG {agno}: the new rmapbt differs from the offline scan: missing {verdict.Missing}, extra {verdict.Extra}, different {verdict.Different}, structure {verdict.Structure}: {verdict.Detail}");
+            }
+        }
+    }
+
+    /// <summary>One link count check and repair; true when it completed. A repair that left a wrong count, or (with
+    /// verification) an offline count of the paused image that disagrees, ends the rotation with an exception.</summary>
+    private bool NlinksTurn()
+    {
+        OnlineLinkCountResult result;
+        try
+        {
+            result = OnlineLinkCounts.Run(fs!, new OnlineLinkCountOptions { Repair = true });
+        }
+        catch (Exception e) when (e is OnlineRepairException or XfsWriteException)
+        {
+            lock (failures)
+            {
+                failures.Add($"nlinks: {e.Message}");
+            }
+            if (++nlinkConsecutive >= MaxConsecutiveFailures)
+            {
+                throw new InvalidOperationException($"online link count repair failed {MaxConsecutiveFailures} times in a row; last: {e.Message}", e);
+            }
+            return false;
+        }
+        nlinkConsecutive = 0;
+        Interlocked.Increment(ref nlinkChecks);
+        Interlocked.Add(ref nlinkWrong, result.MismatchTotal);
+        Interlocked.Add(ref nlinkRepaired, result.Repaired + result.Released);
+        Interlocked.Add(ref nlinkApplied, result.LiveUpdatesApplied);
+        Interlocked.Add(ref nlinkIgnored, result.LiveUpdatesIgnored);
+        if (!result.IsClean)
+        {
+            Interlocked.Increment(ref mismatches);
+            throw new InvalidOperationException($"online link count repair left wrong counts: {string.Join("; ", result.NotRepaired.Concat(result.Damage).Take(5))}");
+        }
+        if (verify)
+        {
+            LinkCountVerdict verdict = LinkCountOracle.Verify(engine);
+            Interlocked.Increment(ref nlinkVerified);
+            if (verdict.Wrong > 0)
+            {
+                Interlocked.Add(ref mismatches, verdict.Wrong);
+                throw new InvalidOperationException($"online link count repair: the offline scrub of the paused image finds {verdict.Wrong} wrong link counts: {verdict.Detail}");
+            }
+        }
+        return true;
     }
 
     /// <summary>The report lines; the last one is <c>online-repair repairs=N applied=A ignored=I mismatches=M skipped=K</c>
@@ -197,6 +330,16 @@ internal sealed class OnlineRepairRotation : IStressBackground
             foreach (string s in skipped)
             {
                 writer.WriteLine($"online-repair: left out: {s}");
+            }
+            if ((structures & OnlineRepairStructures.Nlinks) != 0 && fs is not null)
+            {
+                writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"online-repair: nlinks: {Interlocked.Read(ref nlinkChecks)} checks, {Interlocked.Read(ref nlinkWrong)} wrong link counts found, {Interlocked.Read(ref nlinkRepaired)} repaired, " +
+                    $"{Interlocked.Read(ref nlinkVerified)} verified; live updates applied {Interlocked.Read(ref nlinkApplied)} ignored {Interlocked.Read(ref nlinkIgnored)}"));
+            }
+            if (NotExercised != OnlineRepairStructures.None)
+            {
+                writer.WriteLine($"online-repair: not exercised: {OnlineRepairStructureNames.Format(NotExercised)} (their online repair is not in this build)");
             }
             writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"online-repair repairs={repairs} applied={applied} ignored={ignored} mismatches={Interlocked.Read(ref mismatches)} skipped={skipped.Count}"));

@@ -55,46 +55,13 @@ internal static class RefcountScrubber
         return f;
     }
 
-    /// <summary>
-    /// The shared extents (count 2 or more) implied by the overlaps of the data records, ascending, maximal (adjacent
-    /// ranges of equal count merged). A sweep over record starts with a min-heap of the active records' ends: memory
-    /// is the deepest overlap, not the record count.
-    /// </summary>
+    /// <summary>The shared extents implied by the overlaps of the expected set's data records (<see cref="SharedExtentSweep"/>).</summary>
     static List<(uint Start, uint Length, uint Count)> Implied(AgScrubContext ctx)
     {
-        var result = new List<(uint Start, uint Length, uint Count)>();
-        var ends = new PriorityQueue<ulong, ulong>();
-        ulong pos = 0;
-        void Emit(ulong s, ulong e, int count)
-        {
-            if (count < 2 || e <= s) return;
-            if (result.Count > 0 && (ulong)result[^1].Start + result[^1].Length == s && result[^1].Count == (uint)count)
-                result[^1] = (result[^1].Start, (uint)(e - result[^1].Start), (uint)count);
-            else result.Add(((uint)s, (uint)(e - s), (uint)count));
-        }
-        void Advance(ulong target)
-        {
-            while (ends.Count > 0 && ends.Peek() <= target)
-            {
-                ulong end = ends.Peek();
-                Emit(pos, end, ends.Count);
-                pos = Math.Max(pos, end);
-                while (ends.Count > 0 && ends.Peek() == end) ends.Dequeue();
-            }
-            Emit(pos, target, ends.Count);
-            pos = Math.Max(pos, target);
-        }
+        var sweep = new SharedExtentSweep();
         using var cur = ctx.Scan.Expected!.CreateCursor();
-        for (bool ok = cur.MoveFirst(); ok; ok = cur.Increment())
-        {
-            var r = RmapRecord.Read(cur.Current);
-            if (RmapOwner.IsSpecial(r.Owner) || r.IsBmbtBlock || r.IsAttrFork) continue;
-            Advance(r.StartBlock);
-            ulong e = (ulong)r.StartBlock + r.BlockCount;
-            ends.Enqueue(e, e);
-        }
-        Advance(ulong.MaxValue >> 1);
-        return result;
+        for (bool ok = cur.MoveFirst(); ok; ok = cur.Increment()) sweep.Add(RmapRecord.Read(cur.Current));
+        return sweep.Finish();
     }
 
     /// <summary>Compares two step functions of block → count (uncovered = 0, for the shared domain "1 or 0").</summary>

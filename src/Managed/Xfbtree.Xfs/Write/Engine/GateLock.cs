@@ -8,6 +8,7 @@ internal sealed class GateLock
 {
     private readonly object monitor = new();
     private bool held;
+    private int waiters;
 
     public void Enter()
     {
@@ -15,7 +16,15 @@ internal sealed class GateLock
         {
             while (held)
             {
-                Monitor.Wait(monitor);
+                waiters++;
+                try
+                {
+                    Monitor.Wait(monitor);
+                }
+                finally
+                {
+                    waiters--;
+                }
             }
             held = true;
         }
@@ -63,6 +72,18 @@ internal sealed class GateLock
             }
             held = false;
             Monitor.Pulse(monitor);
+        }
+    }
+
+    /// <summary>Threads blocked in <see cref="Enter"/> (tests: a writer is known to wait for a repair).</summary>
+    public int Waiters
+    {
+        get
+        {
+            lock (monitor)
+            {
+                return waiters;
+            }
         }
     }
 

@@ -69,6 +69,7 @@ internal sealed class WriteTransaction
     private readonly List<uint> heldAgs = new();
     private readonly Dictionary<uint, AgSpace> spaces = new();
     private List<RmapUpdate>? hookQueue;
+    private List<DirectoryUpdate>? directoryQueue;
     private long icountDelta, ifreeDelta;
     private bool planApplied;
     private bool done;
@@ -511,6 +512,20 @@ internal sealed class WriteTransaction
         (hookQueue ??= new List<RmapUpdate>()).Add(new RmapUpdate(kind, agno, record, shared));
     }
 
+    /// <summary>True when someone observes directory entry changes (callers skip the work of describing them otherwise).</summary>
+    internal bool WantsDirectoryUpdates => engine.DirectoryHooks.HasHooks;
+
+    /// <summary>Queues a directory entry change for the directory observers, delivered at commit with the locks
+    /// still held (nothing when there are none; dropped when the transaction is cancelled).</summary>
+    internal void QueueDirectoryUpdate(ulong dirIno, ulong childIno, int delta, DirectoryEntryKind kind)
+    {
+        if (!engine.DirectoryHooks.HasHooks)
+        {
+            return;
+        }
+        (directoryQueue ??= new List<DirectoryUpdate>()).Add(new DirectoryUpdate(dirIno, childIno, delta, kind));
+    }
+
     // ------------------------------------------------------------------ superblock counters
 
     /// <summary>Adjusts sb_icount / sb_ifree (sb_fdblocks follows the space calls by itself).</summary>
@@ -637,6 +652,14 @@ internal sealed class WriteTransaction
 
     private void DeliverHooks()
     {
+        if (directoryQueue is not null)
+        {
+            foreach (DirectoryUpdate update in directoryQueue)
+            {
+                engine.DirectoryHooks.Deliver(update);
+            }
+            directoryQueue = null;
+        }
         if (hookQueue is null)
         {
             return;
@@ -676,6 +699,7 @@ internal sealed class WriteTransaction
         finally
         {
             hookQueue = null;
+            directoryQueue = null;
             ReleaseLocks();
         }
     }

@@ -568,6 +568,7 @@ internal sealed class DirectoryEditor
     {
         RefuseEdit("adding an entry");
         if (DirectoryFormat.CheckNewName(name) is { } why) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"'{_where}/{DirectoryFormat.Show(name)}': {why}");
+        _tx.QueueDirectoryUpdate(_dir.Ino, ino, +1, DirectoryEntryKind.Name);
         switch (Layout)
         {
             case DirectoryLayout.Shortform:
@@ -888,6 +889,10 @@ internal sealed class DirectoryEditor
         if (DirectoryFormat.IsDot(name) || DirectoryFormat.IsDotDot(name))
             throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"'{_where}': '.' and '..' cannot be removed");
         XfsWriteException Missing() => new(WriteErrorKind.NotFound, $"'{_where}/{DirectoryFormat.Show(name)}' does not exist");
+        if (_tx.WantsDirectoryUpdates)
+        {
+            _tx.QueueDirectoryUpdate(_dir.Ino, (Find(name) ?? throw Missing()).Ino, -1, DirectoryEntryKind.Name);
+        }
         switch (Layout)
         {
             case DirectoryLayout.Shortform:
@@ -1118,6 +1123,12 @@ internal sealed class DirectoryEditor
         RefuseEdit("replacing an entry");
         XfsWriteException Missing() => new(WriteErrorKind.NotFound, $"'{_where}/{DirectoryFormat.Show(name)}' does not exist");
         if (DirectoryFormat.IsDot(name)) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"'{_where}': '.' cannot be replaced");
+        if (_tx.WantsDirectoryUpdates && !DirectoryFormat.IsDotDot(name))
+        {
+            // '..' of a moved directory: the caller knows the old parent and says it (NamespaceOperations.SetParent).
+            _tx.QueueDirectoryUpdate(_dir.Ino, (Find(name) ?? throw Missing()).Ino, -1, DirectoryEntryKind.Name);
+            _tx.QueueDirectoryUpdate(_dir.Ino, ino, +1, DirectoryEntryKind.Name);
+        }
         switch (Layout)
         {
             case DirectoryLayout.Shortform:

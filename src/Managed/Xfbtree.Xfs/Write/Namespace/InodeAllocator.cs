@@ -110,6 +110,29 @@ internal sealed class InodeAllocator
         SetAgi(tx, ctx, offset, (uint)v);
     }
 
+    /// <summary>
+    /// Points AG <paramref name="agno"/>'s AGI (locked by <paramref name="tx"/>) at an inobt and a finobt a scrub
+    /// repair has built (upstream's xrep_ibt commit): roots, levels, inode and free inode counts, and with
+    /// inobtcount the trees' block counts. The old trees' blocks are the caller's to reap.
+    /// </summary>
+    internal static void InstallRebuiltInodeBtrees(WriteTransaction tx, uint agno, (uint Root, int Level, long Blocks) inobt,
+        (uint Root, int Level, long Blocks)? finobt, uint count, uint freeCount)
+    {
+        var sb = tx.Geometry.Superblock;
+        var ctx = new AgContext { AgNumber = agno, Agi = tx.ReadAgHeader(AgHeaderKind.Agi, agno), Inobt = null! };
+        SetAgi(tx, ctx, AgiRoot, inobt.Root);
+        SetAgi(tx, ctx, AgiLevel, (uint)inobt.Level);
+        SetAgi(tx, ctx, AgiCount, count);
+        SetAgi(tx, ctx, AgiFreecount, freeCount);
+        if (sb.HasInobtCounts) SetAgi(tx, ctx, AgiIblocks, checked((uint)inobt.Blocks));
+        if (finobt is { } f)
+        {
+            SetAgi(tx, ctx, AgiFreeRoot, f.Root);
+            SetAgi(tx, ctx, AgiFreeLevel, (uint)f.Level);
+            if (sb.HasInobtCounts) SetAgi(tx, ctx, AgiFblocks, checked((uint)f.Blocks));
+        }
+    }
+
     // ------------------------------------------------------------------ allocation
 
     /// <summary>

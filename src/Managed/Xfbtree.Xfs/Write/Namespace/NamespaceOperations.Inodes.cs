@@ -238,6 +238,8 @@ internal sealed partial class NamespaceOperations
     public void Rmdir(ulong dirIno, ReadOnlySpan<byte> name)
         => RemoveName("rmdir", dirIno, null, name.ToArray(), RemoveKind.Directory, Where(dirIno, name));
 
+    const ushort SetGroupId = 0x400;
+
     /// <summary>Creates an inode of <paramref name="mode"/> named <paramref name="name"/> in a directory: the
     /// directory is locked and checked, the name checked absent under the lock, an inode allocated and formatted
     /// (device number or symlink target included), the entry added. One transaction.</summary>
@@ -264,15 +266,25 @@ internal sealed partial class NamespaceOperations
             if (isDir && InodeCore.Nlink(dir.Core) >= MaxLinks)
                 throw new XfsWriteException(WriteErrorKind.TooManyLinks, $"'{where}': the directory has {InodeCore.Nlink(dir.Core)} links, the most XFS allows");
 
+            // A directory with set-group-ID (System V semantics, XFS without the grpid mount option) gives its group to
+            // every new inode, and its set-group-ID bit to new directories (the kernel's inode_init_owner).
+            ushort newMode = mode;
+            uint newGid = gid;
+            if ((new Dinode(dir.Core).Mode & SetGroupId) != 0)
+            {
+                newGid = InodeAttributeFields.Gid(dir.Core);
+                if (isDir) newMode |= SetGroupId;
+            }
+
             ulong ino = _allocator.Allocate(tx, dirIno);
             var child = Engine.GetInode(ino);
             tx.LockInodes(child); // just allocated: nobody else can reach it, so the order does not matter
             if (!new Dinode(child.Core).IsFree)
                 throw new XfsWriteException(WriteErrorKind.Corrupt, $"inode {ino} is free in the inode btree but in use on disk");
             var now = DateTimeOffset.UtcNow;
-            InodeCore.FormatNew(child.Core, Engine.Image.Superblock, mode, isDir ? 2u : 1u, dirIno, now);
+            InodeCore.FormatNew(child.Core, Engine.Image.Superblock, newMode, isDir ? 2u : 1u, dirIno, now);
             InodeAttributeFields.SetUid(child.Core, uid);
-            InodeAttributeFields.SetGid(child.Core, gid);
+            InodeAttributeFields.SetGid(child.Core, newGid);
             if (type is 0x1000 or 0x2000 or 0x6000 or 0xC000) SpecialFiles.FormatDevice(child.Core, xfsRdev ?? 0);
             if (symlinkTarget is not null) WriteSymlinkTarget(tx, child, symlinkTarget, where);
             tx.LogInode(child);
@@ -280,6 +292,8 @@ internal sealed partial class NamespaceOperations
             editor.Add(name, ino, DirectoryFormat.FileTypeOfMode(mode), now);
             if (isDir)
             {
+                tx.QueueDirectoryUpdate(ino, ino, +1, DirectoryEntryKind.Dot);
+                tx.QueueDirectoryUpdate(ino, dirIno, +1, DirectoryEntryKind.DotDot);
                 InodeCore.SetNlink(dir.Core, InodeCore.Nlink(dir.Core) + 1);
                 tx.LogInode(dir);
             }
@@ -349,6 +363,7 @@ internal sealed partial class NamespaceOperations
             InodeCore.SetNlink(parent.Core, InodeCore.Nlink(parent.Core) - 1);
             tx.LogInode(parent);
             InodeCore.SetNlink(child.Core, 0);
+            QueueDirectoryGone(tx, child.Ino, parent.Ino);
         }
         else
         {
@@ -360,6 +375,13 @@ internal sealed partial class NamespaceOperations
         tx.LogInode(child);
         if (InodeCore.Nlink(child.Core) > 0) return;
         ReleaseLastLink(tx, child, where);
+    }
+
+    /// <summary>A removed directory's '.' and '..' stop counting (its core may stay, held, on the unlinked list).</summary>
+    static void QueueDirectoryGone(WriteTransaction tx, ulong dirIno, ulong parentIno)
+    {
+        tx.QueueDirectoryUpdate(dirIno, dirIno, -1, DirectoryEntryKind.Dot);
+        tx.QueueDirectoryUpdate(dirIno, parentIno, -1, DirectoryEntryKind.DotDot);
     }
 
     /// <summary>Frees a locked, unlinked inode: its blocks, its core (generation + 1), its inode btree bit.</summary>

@@ -160,8 +160,8 @@ internal sealed partial class NamespaceOperations
             ReplaceEntry(DstEditor, dstName, srcIno, srcType, now);
             if (!sameDir)
             {
-                if (srcIsDir) SetParent(tx, src, dstDirIno, srcWhere);
-                if (dstIsDir) SetParent(tx, dst, srcDirIno, dstWhere);
+                if (srcIsDir) SetParent(tx, src, srcDirIno, dstDirIno, srcWhere);
+                if (dstIsDir) SetParent(tx, dst, dstDirIno, srcDirIno, dstWhere);
                 if (srcIsDir != dstIsDir)
                 {
                     var (loses, gains) = srcIsDir ? (srcDir, dstDir) : (dstDir, srcDir);
@@ -197,7 +197,7 @@ internal sealed partial class NamespaceOperations
         {
             ReplaceEntry(DstEditor, dstName, srcIno, srcType, now);
         }
-        if (srcIsDir && !sameDir) SetParent(tx, src, dstDirIno, srcWhere);
+        if (srcIsDir && !sameDir) SetParent(tx, src, srcDirIno, dstDirIno, srcWhere);
         InodeCore.SetTime(src.Core, InodeCore.OffCtime, now);
         if (srcIsDir && (!sameDir || dst is not null)) InodeCore.SetNlink(srcDir.Core, InodeCore.Nlink(srcDir.Core) - 1);
         SrcEditor().Remove(srcName, now);
@@ -211,6 +211,7 @@ internal sealed partial class NamespaceOperations
             uint links = InodeCore.Nlink(dst.Core);
             if (links == 0) throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{dstWhere}': inode {dst.Ino} has link count 0");
             InodeCore.SetNlink(dst.Core, dstIsDir ? 0 : links - 1);
+            if (dstIsDir) QueueDirectoryGone(tx, dst.Ino, dstDirIno);
             InodeCore.SetTime(dst.Core, InodeCore.OffCtime, now);
             tx.LogInode(dst);
             if (InodeCore.Nlink(dst.Core) == 0) ReleaseLastLink(tx, dst, dstWhere);
@@ -223,8 +224,10 @@ internal sealed partial class NamespaceOperations
 
     /// <summary>Points a moved directory's '..' at its new parent. As xfs_rename, only its ctime changes (the
     /// caller sets it): the mtime the entry edit set is put back.</summary>
-    void SetParent(WriteTransaction tx, IncoreInode dir, ulong parent, string where)
+    void SetParent(WriteTransaction tx, IncoreInode dir, ulong oldParent, ulong parent, string where)
     {
+        tx.QueueDirectoryUpdate(dir.Ino, oldParent, -1, DirectoryEntryKind.DotDot);
+        tx.QueueDirectoryUpdate(dir.Ino, parent, +1, DirectoryEntryKind.DotDot);
         var mtime = InodeAttributeFields.GetTime(dir.Core, InodeCore.OffMtime);
         new DirectoryEditor(tx, dir, Reader, where).Replace([(byte)'.', (byte)'.'], parent, DirectoryFormat.FtDirectory, DateTimeOffset.UtcNow);
         InodeAttributeFields.SetTime(dir.Core, InodeCore.OffMtime, mtime);

@@ -506,6 +506,14 @@ internal sealed partial class AgSpace
                     break;
             }
         }
+        catch (RmapOperationException e)
+        {
+            // The rmapbt disagrees with the change the rest of the metadata implies (a record missing, overlapping or
+            // different): the AG's rmapbt is damaged. Sick, so allocation avoids it until an online repair rebuilds it.
+            string reason = $"rmapbt: {e.Message}";
+            tx.Engine.Ag(AgNumber).MarkSick(reason);
+            throw new XfsWriteException(WriteErrorKind.Corrupt, $"{tx.Operation}: AG {AgNumber} is corrupt ({reason}); the AG is marked sick", e) { AgNumber = AgNumber };
+        }
         finally
         {
             editor.Cursor.Dispose();

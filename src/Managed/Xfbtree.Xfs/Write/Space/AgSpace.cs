@@ -44,6 +44,10 @@ internal sealed partial class AgSpace
     /// level, rmap_blocks) are not corruption here, the repair replaces them.</summary>
     internal bool ToleratesRmapFieldDamage { get; set; }
 
+    /// <summary>Set by a scrub repair before the AGF is first read: AGF problems naming one of these (a tree it
+    /// rebuilds, a counter it recomputes: "bnobt", "agf_freeblks") are not corruption here, the repair replaces them.</summary>
+    internal IReadOnlyList<string> ToleratedAgfProblems { get; set; } = [];
+
     // ------------------------------------------------------------------ AGF fields
 
     private BlockBuffer Agf
@@ -55,7 +59,7 @@ internal sealed partial class AgSpace
                 BlockBuffer b = tx.ReadAgHeader(AgHeaderKind.Agf, AgNumber);
                 var parsed = Format.Agf.Parse(b.Span, geo, AgNumber);
                 // Online repair of a damaged rmapbt reads the AGF whose rmap fields it is about to replace.
-                string? problem = parsed.Problems.FirstOrDefault(p => !ToleratesRmapFieldDamage || !p.Contains("rmap", StringComparison.Ordinal));
+                string? problem = parsed.Problems.FirstOrDefault(p => (!ToleratesRmapFieldDamage || !p.Contains("rmap", StringComparison.Ordinal)) && !IsToleratedAgfProblem(p));
                 if (problem is not null)
                 {
                     throw new CorruptionException("AGF", b.Daddr, problem);
@@ -68,6 +72,18 @@ internal sealed partial class AgSpace
             }
             return agf;
         }
+    }
+
+    private bool IsToleratedAgfProblem(string problem)
+    {
+        foreach (string field in ToleratedAgfProblems)
+        {
+            if (problem.Contains(field, StringComparison.Ordinal))
+            {
+                return true;
+            }
+        }
+        return false;
     }
 
     private BlockBuffer Agfl => agfl ??= tx.ReadAgHeader(AgHeaderKind.Agfl, AgNumber);
@@ -208,6 +224,41 @@ internal sealed partial class AgSpace
         return true;
     }
 
+    /// <summary>
+    /// Rewrites the free list a scrub repair has rebuilt (upstream's xrep_agfl commit): the AGFL slots hold
+    /// <paramref name="blocks"/> from slot 0 on (the rest NULLAGBNO), the AGF's flfirst, fllast and flcount describe
+    /// them. Must be the first use of this AG's space in the transaction: the AGF is read without the free-list
+    /// checks it replaces, and its other fields are checked once the list is in place.
+    /// </summary>
+    internal void InstallRebuiltFreeList(IReadOnlyList<uint> blocks)
+    {
+        if (agf is not null)
+        {
+            throw new InvalidOperationException("the free list is rebuilt before anything else reads this AG's AGF");
+        }
+        if (blocks.Count > slots)
+        {
+            throw new ArgumentException($"{blocks.Count} blocks do not fit an AGFL of {slots} slots", nameof(blocks));
+        }
+        BlockBuffer b = tx.ReadAgHeader(AgHeaderKind.Agf, AgNumber);
+        agf = b;
+        for (int i = 0; i < slots; i++)
+        {
+            SetSlot((uint)i, i < blocks.Count ? blocks[i] : NullAgBlock);
+        }
+        SetField(Format.Agf.OffsetFlFirst, 0);
+        SetField(Format.Agf.OffsetFlLast, blocks.Count == 0 ? (uint)slots - 1 : (uint)blocks.Count - 1);
+        SetField(Format.Agf.OffsetFlCount, (uint)blocks.Count);
+        var parsed = Format.Agf.Parse(b.Span, geo, AgNumber);
+        if (parsed.Problems.FirstOrDefault(p => !IsToleratedAgfProblem(p)) is { } problem)
+        {
+            agf = null;
+            throw new CorruptionException("AGF", b.Daddr, problem);
+        }
+    }
+
+    private const uint NullAgBlock = 0xFFFFFFFF;
+
     /// <summary>The AGF's rmapbt root as this transaction sees it (maybe damaged: online repair reads it as a hint).</summary>
     internal uint RmapRoot => Field(Format.Agf.OffsetRmapRoot);
 
@@ -223,6 +274,33 @@ internal sealed partial class AgSpace
         SetField(Format.Agf.OffsetRmapLevel, (uint)level);
         SetField(Format.Agf.OffsetRmapBlocks, blocks);
         SetField(Format.Agf.OffsetBtreeBlocks, checked((uint)(freeSpaceTreeBlocks - 2 + blocks - 1)));
+    }
+
+    /// <summary>
+    /// Points the AGF at a bnobt and a cntbt a scrub repair has built (upstream's xrep_abt commit): roots, levels,
+    /// free blocks and longest extent as the new trees hold them, and btreeblks recounted (both new trees' blocks
+    /// beyond their roots plus the rmapbt's). The old trees' blocks are the caller's to reap, through these trees.
+    /// </summary>
+    internal void InstallRebuiltFreeSpaceTrees(uint bnoRoot, int bnoLevel, long bnoBlocks, uint cntRoot, int cntLevel, long cntBlocks, uint freeBlocks, uint longest)
+    {
+        long rmapBlocks = CountBlocks(Rmapbt());
+        SetField(Format.Agf.OffsetRoots, bnoRoot);
+        SetField(Format.Agf.OffsetLevels, (uint)bnoLevel);
+        SetField(Format.Agf.OffsetRoots + 4, cntRoot);
+        SetField(Format.Agf.OffsetLevels + 4, (uint)cntLevel);
+        SetField(Format.Agf.OffsetFreeBlocks, freeBlocks);
+        SetField(Format.Agf.OffsetLongest, longest);
+        SetField(Format.Agf.OffsetRmapBlocks, checked((uint)rmapBlocks));
+        SetField(Format.Agf.OffsetBtreeBlocks, checked((uint)(bnoBlocks - 1 + cntBlocks - 1 + rmapBlocks - 1)));
+    }
+
+    /// <summary>Points the AGF at a refcountbt a scrub repair has built: root, level and refcount_blocks. The old
+    /// tree's blocks are the caller's to reap.</summary>
+    internal void InstallRebuiltRefcountbt(uint root, int level, long blocks)
+    {
+        SetField(Format.Agf.OffsetRefcountRoot, root);
+        SetField(Format.Agf.OffsetRefcountLevel, (uint)level);
+        SetField(Format.Agf.OffsetRefcountBlocks, checked((uint)blocks));
     }
 
     private static long CountBlocks<TOps>(Btree<TOps> tree) where TOps : struct, IBtreeOps

@@ -1,0 +1,85 @@
+using System.Diagnostics;
+using Xfbtree.Btree;
+using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Repair;
+using Xfbtree.Xfs.Trees;
+using Xfbtree.Xfs.Write;
+using Xfbtree.Xfs.Write.Engine;
+
+namespace Xfbtree.Xfs.Online;
+
+/// <summary>
+/// Rebuilds the free list (AGFL and the AGF's flfirst, fllast, flcount) of one AG of an open <see cref="WriteEngine"/>
+/// (upstream's xrep_agfl), in ONE engine transaction holding the AG lock: the list's blocks are the rmapbt's OWN_AG
+/// blocks that are in none of the bnobt, cntbt and rmapbt (the free list is the rest of OWN_AG); as many as the AGFL
+/// holds go into it from slot 0, any beyond are freed (OWN_AG unmapped); then the list is brought to its usual length
+/// (the free-list fix). The rmapbt, bnobt and cntbt must be readable (their roots are followed from the AGF as it is).
+/// </summary>
+internal static class OnlineAgflRepair
+{
+    public static AgRebuildResult Run(WriteEngine engine, uint agno)
+    {
+        ArgumentNullException.ThrowIfNull(engine);
+        XfsGeometry geo = engine.Geometry;
+        if (!geo.Superblock.HasRmapbt)
+        {
+            throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no rmapbt to rebuild the free list from");
+        }
+        _ = engine.Ag(agno);
+        var locked = new Stopwatch();
+        AgRebuildResult? result = null;
+        engine.Execute($"scrub repair AG {agno} AGFL", tx =>
+        {
+            tx.LockAgForRepair(agno);
+            locked.Restart();
+            uint agLength = geo.AgLength(agno);
+            Agf agf = Agf.Parse(tx.ReadAgHeader(AgHeaderKind.Agf, agno).Span, geo, agno);
+            foreach (AgfTree tree in new[] { AgfTree.Rmapbt, AgfTree.Bnobt, AgfTree.Cntbt })
+            {
+                if (!agf.TreeRootUsable(tree, geo))
+                {
+                    throw new OnlineRepairException($"AG {agno}: the AGF's {tree.ToString().ToLowerInvariant()} root is unusable; the free list cannot be told apart from it");
+                }
+            }
+            AgBtreeBlockStore store = tx.AgStore(agno, null, null);
+            Btree<RmapbtOps> rmapbt = engine.Image.OpenRmapbt(agf, store);
+            var list = new AgBlockBitmap(agLength);
+            using (BtreeCursor<RmapbtOps> cur = rmapbt.CreateCursor())
+            {
+                for (bool ok = cur.MoveFirst(); ok; ok = cur.Increment())
+                {
+                    var r = RmapRecord.Read(cur.Current);
+                    if (r.Owner == RmapOwner.Ag && (ulong)r.StartBlock + r.BlockCount <= agLength)
+                    {
+                        list.Set(r.StartBlock, r.BlockCount);
+                    }
+                }
+            }
+            var trees = new AgBlockBitmap(agLength);
+            AgRebuild.MarkTreeBlocks(rmapbt, trees);
+            AgRebuild.MarkTreeBlocks(engine.Image.OpenBnobt(agf, store), trees);
+            AgRebuild.MarkTreeBlocks(engine.Image.OpenCntbt(agf, store), trees);
+            foreach (var (s, l) in AgRebuild.Runs(trees))
+            {
+                list.Clear(s, l);
+            }
+            List<uint> blocks = list.TakeLowest(geo.AgflSlots);
+            foreach (uint b in blocks)
+            {
+                list.Clear(b, 1);
+            }
+            var space = tx.Space(agno);
+            space.InstallRebuiltFreeList(blocks);
+            long freed = 0;
+            foreach (var (s, l) in AgRebuild.Runs(list))
+            {
+                space.RmapChange(RmapUpdateKind.Unmap, new RmapRecord(s, l, RmapOwner.Ag, 0), shared: false);
+                space.FreeMetadataExtent(s, l);
+                freed += l;
+            }
+            space.FixFreeList();
+            result = new AgRebuildResult(agno, "AGFL", blocks.Count, 0, freed, TimeSpan.Zero);
+        });
+        return (result ?? throw new InvalidOperationException("the repair committed without a result")) with { TimeLocked = locked.Elapsed };
+    }
+}

@@ -1,0 +1,202 @@
+using System.Diagnostics;
+using System.Numerics;
+using Xfbtree.Btree;
+using Xfbtree.Buffers;
+using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Trees;
+using Xfbtree.Xfs.Write;
+using Xfbtree.Xfs.Write.Engine;
+using Xfbtree.Xfs.Write.Namespace;
+
+namespace Xfbtree.Xfs.Online;
+
+/// <summary>
+/// Rebuilds the inobt and the finobt of one AG of an open <see cref="WriteEngine"/> (upstream's xrep_ibt), in ONE
+/// engine transaction holding the AG lock: the chunks are the rmapbt's OWN_INODES blocks (a 64-inode chunk whose
+/// blocks are only partly OWN_INODES is sparse: the missing 4-inode groups are holes), the free mask is read from
+/// every inode core of the chunks (mode 0 = free; inode allocation and freeing both hold this AG's lock, so the
+/// cores on disk are current); the new trees' blocks come from free space through the allocator (OWN_INOBT), the
+/// AGI is switched (<c>InodeAllocator.InstallRebuiltInodeBtrees</c>: roots, levels, count, freecount, block counts)
+/// and the old trees' blocks (the OWN_INOBT records found before) are reaped. One journal record: a crash leaves the
+/// old trees or the new. The rmapbt and the free-space trees must be healthy (the repair order puts them first).
+/// </summary>
+internal static class OnlineInodeBtreeRepair
+{
+    public static AgRebuildResult Run(WriteEngine engine, uint agno, AgRebuildTestHooks? hooks = null)
+    {
+        ArgumentNullException.ThrowIfNull(engine);
+        XfsGeometry geo = engine.Geometry;
+        Superblock sb = geo.Superblock;
+        if (!sb.HasRmapbt)
+        {
+            throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no rmapbt to rebuild the inode btrees from");
+        }
+        _ = engine.Ag(agno);
+        var locked = new Stopwatch();
+        AgRebuildResult? result = null;
+        engine.Execute($"scrub repair AG {agno} inobt+finobt", tx =>
+        {
+            tx.LockAgForRepair(agno);
+            locked.Restart();
+            hooks?.AfterLock?.Invoke(agno);
+            var space = tx.Space(agno);
+
+            // 1. collect: chunks from OWN_INODES, the old trees' blocks from OWN_INOBT
+            var inodeBlocks = new List<(uint Start, uint Length)>();
+            var old = new List<(uint Start, uint Length)>();
+            AgRebuild.ForEachRmap(space, r =>
+            {
+                if (r.Owner == RmapOwner.Inodes) inodeBlocks.Add((r.StartBlock, r.BlockCount));
+                else if (r.Owner == RmapOwner.Inobt) old.Add((r.StartBlock, r.BlockCount));
+            });
+            List<InobtRecord> chunks = Chunks(engine, agno, inodeBlocks);
+            long inodes = 0, freeInodes = 0;
+            int finobtRecords = 0;
+            foreach (InobtRecord c in chunks)
+            {
+                inodes += c.Count;
+                freeInodes += c.FreeCount;
+                if (c.FreeCount > 0) finobtRecords++;
+            }
+
+            // 2. reserve from free space (OWN_INOBT mapped as the allocator hands the blocks out)
+            var geometry = BtreeGeometry.For(new InobtOps(false, sb.HasSparseInodes), geo.BlockSize, XfsTreeLimits.MaxInobtRecords(geo));
+            BtreeBulkGeometry inoPlan = BtreeBulkLoader.ComputeGeometry(geometry, chunks.Count);
+            BtreeBulkGeometry? finoPlan = sb.HasFinobt ? BtreeBulkLoader.ComputeGeometry(geometry, finobtRecords) : null;
+            long need = inoPlan.TotalBlocks + (finoPlan?.TotalBlocks ?? 0);
+            uint hint = old.Count > 0 ? old[0].Start : geo.FirstFreeBlock;
+            List<uint> claimed = AgRebuild.AllocateNewTreeBlocks(tx, agno, need, hint, AllocationPurpose.InodeBtreeBlock, RmapOwner.Inobt);
+
+            // 3. load
+            var ino = Load(tx, agno, finobt: false, inoPlan, new ChunkSource(chunks, freeOnly: false, sb.HasSparseInodes), AgRebuild.Claimer(claimed, 0, (int)inoPlan.TotalBlocks));
+            (uint, int, long)? fino = finoPlan is null ? null
+                : Load(tx, agno, finobt: true, finoPlan, new ChunkSource(chunks, freeOnly: true, sb.HasSparseInodes), AgRebuild.Claimer(claimed, (int)inoPlan.TotalBlocks, (int)finoPlan.TotalBlocks));
+
+            // 4. switch the AGI
+            InodeAllocator.InstallRebuiltInodeBtrees(tx, agno, ino, fino, checked((uint)inodes), checked((uint)freeInodes));
+            hooks?.AfterSwitch?.Invoke(agno);
+
+            // 5. reap the old trees
+            long reaped = AgRebuild.ReapOldBlocks(tx, agno, old, RmapOwner.Inobt);
+            result = new AgRebuildResult(agno, "inobt+finobt", chunks.Count + finobtRecords, need, reaped, TimeSpan.Zero);
+        });
+        return (result ?? throw new InvalidOperationException("the repair committed without a result")) with { TimeLocked = locked.Elapsed };
+    }
+
+    private static (uint Root, int Level, long Blocks) Load(WriteTransaction tx, uint agno, bool finobt, BtreeBulkGeometry plan, ChunkSource source, Func<long> claim)
+    {
+        XfsGeometry geo = tx.Geometry;
+        var staged = new BtreeRootValue(BtreeHeader.NullPointer, 1);
+        var tree = new Btree<InobtOps>(new InobtOps(finobt, geo.Superblock.HasSparseInodes), tx.AgStore(agno, null, null), staged, geo.MetaUuid, agno, XfsTreeLimits.MaxInobtRecords(geo));
+        long blocks = BtreeBulkLoader.Load(tree, plan, ref source, claim);
+        return ((uint)staged.Pointer, plan.Height, blocks);
+    }
+
+    /// <summary>
+    /// The inobt records of the AG: each OWN_INODES block contributes its inodes to the 64-inode chunk holding them
+    /// (blocks with 64 or more inodes: every chunk of the block); a chunk's 4-inode groups no block supplies are
+    /// holes (sparse inodes; without them a partial chunk is damage); the free mask from the inode cores.
+    /// </summary>
+    internal static List<InobtRecord> Chunks(WriteEngine engine, uint agno, List<(uint Start, uint Length)> inodeBlocks)
+    {
+        XfsGeometry geo = engine.Geometry;
+        int ipb = geo.InodesPerBlock;
+        var allocated = new List<(uint StartIno, ulong Mask)>();
+        foreach (var (s, l) in inodeBlocks)
+        {
+            for (uint b = s; b < s + l; b++)
+            {
+                uint agino = b << geo.InodesPerBlockLog;
+                if (ipb >= InobtRecord.InodesPerChunk)
+                {
+                    for (int k = 0; k < ipb; k += InobtRecord.InodesPerChunk)
+                    {
+                        allocated.Add((agino + (uint)k, ulong.MaxValue));
+                    }
+                    continue;
+                }
+                uint start = agino & ~(uint)(InobtRecord.InodesPerChunk - 1);
+                ulong bits = ((1UL << ipb) - 1) << (int)(agino - start);
+                if (allocated.Count > 0 && allocated[^1].StartIno == start) allocated[^1] = (start, allocated[^1].Mask | bits);
+                else if (allocated.Count > 0 && allocated[^1].StartIno > start) throw new OnlineRepairException($"AG {agno}: OWN_INODES records out of order");
+                else allocated.Add((start, bits));
+            }
+        }
+        bool sparse = geo.Superblock.HasSparseInodes;
+        var records = new List<InobtRecord>(allocated.Count);
+        foreach (var (start, mask) in allocated)
+        {
+            if (!InodeChunkLayout.ChunkInsideAg(geo, agno, start))
+            {
+                throw new OnlineRepairException($"AG {agno}: inode chunk at agino {start} (from OWN_INODES) does not lie inside the AG where a chunk may start");
+            }
+            ushort holemask = 0;
+            for (int k = 0; k < 16; k++)
+            {
+                ulong group = (mask >> (4 * k)) & 0xF;
+                if (group == 0) holemask |= (ushort)(1 << k);
+                else if (group != 0xF) throw new OnlineRepairException($"AG {agno}: inode chunk at agino {start}: OWN_INODES covers part of a 4-inode group");
+            }
+            if (holemask != 0 && !sparse)
+            {
+                throw new OnlineRepairException($"AG {agno}: inode chunk at agino {start} is partly OWN_INODES on a filesystem without sparse inodes");
+            }
+            ulong holes = InobtRecord.HoleBits(holemask);
+            ulong free = holes | FreeInodes(engine, agno, start, holes);
+            int count = InobtRecord.InodesPerChunk - 4 * BitOperations.PopCount(holemask);
+            records.Add(new InobtRecord(start, holemask, (uint)count, (uint)BitOperations.PopCount(free & ~holes), free));
+        }
+        return records;
+    }
+
+    /// <summary>The free bits of the chunk's allocated inodes, from their cores (each block read once, shared).</summary>
+    private static ulong FreeInodes(WriteEngine engine, uint agno, uint startIno, ulong holes)
+    {
+        XfsGeometry geo = engine.Geometry;
+        int isize = geo.InodeSize;
+        ulong free = 0;
+        BlockBuffer? buffer = null;
+        long bufferDaddr = -1;
+        try
+        {
+            for (int i = 0; i < InobtRecord.InodesPerChunk; i++)
+            {
+                if (((holes >> i) & 1) != 0) continue;
+                ulong ino = geo.AginoToIno(agno, startIno + (uint)i);
+                var (daddr, offset) = engine.InodeLocation(ino);
+                if (daddr != bufferDaddr)
+                {
+                    if (buffer is not null) engine.Image.Cache.Release(buffer);
+                    buffer = null;
+                    buffer = engine.Image.Cache.Read(engine.Disk, daddr, geo.BasicBlocksPerBlock, null, BufferLockMode.Shared);
+                    bufferDaddr = daddr;
+                }
+                var core = new Dinode(buffer!.Span.Slice(offset, isize));
+                if (core.Magic != Dinode.MagicValue || core.Ino != ino)
+                {
+                    throw new OnlineRepairException($"AG {agno}: inode {ino} of an OWN_INODES chunk is not an inode core (magic 0x{core.Magic:x4}, di_ino {core.Ino}); its state cannot be known");
+                }
+                if (core.IsFree) free |= 1UL << i;
+            }
+        }
+        finally
+        {
+            if (buffer is not null) engine.Image.Cache.Release(buffer);
+        }
+        return free;
+    }
+
+    private struct ChunkSource(List<InobtRecord> chunks, bool freeOnly, bool sparse) : IBtreeRecordSource
+    {
+        private int next;
+
+        public void Fill(Span<byte> destination, int count)
+        {
+            for (int i = 0; i < count; i++)
+            {
+                while (freeOnly && chunks[next].FreeCount == 0) next++;
+                chunks[next++].Write(destination[(i * InobtRecord.Size)..], sparse);
+            }
+        }
+    }
+}

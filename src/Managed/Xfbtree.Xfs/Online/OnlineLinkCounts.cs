@@ -1,0 +1,510 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using Xfbtree.Buffers;
+using Xfbtree.Storage;
+using Xfbtree.Xfs.Directories;
+using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Scrub;
+using Xfbtree.Xfs.Write;
+using Xfbtree.Xfs.Write.Engine;
+using Xfbtree.Xfs.Write.Namespace;
+
+namespace Xfbtree.Xfs.Online;
+
+/// <summary>Options of an online link count check (<see cref="OnlineLinkCounts"/>).</summary>
+public sealed record OnlineLinkCountOptions
+{
+    /// <summary>Set every wrong link count to the counted value (and release inodes no directory names).</summary>
+    public bool Repair { get; init; }
+    /// <summary>Wrong link counts kept in the result (the total is always exact).</summary>
+    public int MismatchLimit { get; init; } = 100;
+    /// <summary>How long the scans wait for one inode's lock before they give up (upstream: 30 s).</summary>
+    public TimeSpan InodeBusyTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>Test-only callbacks at the scan's steps (deterministic interleavings).</summary>
+    internal OnlineLinkCountTestHooks? TestHooks { get; init; }
+}
+
+/// <summary>Callbacks at the steps of an online link count check, for tests. Each runs on the checker's thread with
+/// no engine lock held (so it may run engine operations), except <see cref="AfterLiveUpdate"/>, which runs inside
+/// the live hook (writer's thread, its inode locks held).</summary>
+internal sealed class OnlineLinkCountTestHooks
+{
+    /// <summary>Before the collect scan visits an inode (directory or not).</summary>
+    public Action<ulong>? BeforeInode { get; init; }
+    /// <summary>After the collect scan visited an inode (it is behind the cursor now).</summary>
+    public Action<ulong>? AfterInode { get; init; }
+    /// <summary>The collect scan finished: every later change is applied.</summary>
+    public Action? AfterCollect { get; init; }
+    /// <summary>Before the compare step looks at an inode.</summary>
+    public Action<ulong>? BeforeCompare { get; init; }
+    /// <summary>After the hook decided (true = applied to the counts); on the writer's thread.</summary>
+    public Action<DirectoryUpdate, bool>? AfterLiveUpdate { get; init; }
+}
+
+/// <summary>What an online link count check (and repair) found and did.</summary>
+public sealed record OnlineLinkCountResult
+{
+    /// <summary>Inodes the collect scan visited.</summary>
+    public long InodesScanned { get; init; }
+    /// <summary>Directories among them whose entries the scan counted.</summary>
+    public long DirectoriesScanned { get; init; }
+    /// <summary>Directory entries counted by the scan ('.' and '..' included).</summary>
+    public long EntriesCounted { get; init; }
+    /// <summary>Live updates (directory entry changes of concurrent writers) applied to the counts: their directory was
+    /// behind the scan's cursor.</summary>
+    public long LiveUpdatesApplied { get; init; }
+    /// <summary>Live updates ignored: their directory was ahead of the cursor, so the scan counts it later.</summary>
+    public long LiveUpdatesIgnored { get; init; }
+    /// <summary>In-use inodes whose nlink was compared with their count.</summary>
+    public long InodesCompared { get; init; }
+    /// <summary>The wrong link counts found (the first <see cref="OnlineLinkCountOptions.MismatchLimit"/>).</summary>
+    public IReadOnlyList<LinkCountMismatch> Mismatches { get; init; } = [];
+    /// <summary>How many wrong link counts were found in all.</summary>
+    public long MismatchTotal { get; init; }
+    /// <summary>With repair: link counts set to the counted value.</summary>
+    public long Repaired { get; init; }
+    /// <summary>With repair: inodes no directory names whose nlink was set to 0 and that were freed (or put on the
+    /// AGI unlinked list, when held open).</summary>
+    public long Released { get; init; }
+    /// <summary>With repair: wrong counts a writer's change settled before the repair locked the inode (freed, or
+    /// its nlink and count equal by then): nothing left to repair.</summary>
+    public long SettledMeanwhile { get; init; }
+    /// <summary>Wrong counts that were not repaired, each with why (e.g. a directory no entry names).</summary>
+    public IReadOnlyList<string> NotRepaired { get; init; } = [];
+    /// <summary>Problems that make the counts incomplete (an unreadable directory); repair is refused then.</summary>
+    public IReadOnlyList<string> Damage { get; init; } = [];
+    /// <summary>Bytes of xfile memory the counts used.</summary>
+    public long CountBytes { get; init; }
+    /// <summary>Wall time of the check (and repair).</summary>
+    public TimeSpan Elapsed { get; init; }
+
+    /// <summary>True when nothing wrong is left: no mismatch, or every one repaired, and no damage.</summary>
+    public bool IsClean => Damage.Count == 0 && NotRepaired.Count == 0 && (MismatchTotal == 0 || Repaired + Released + SettledMeanwhile == MismatchTotal);
+}
+
+/// <summary>
+/// The online link count check and repair of an open filesystem (upstream's xchk_nlinks / xrep_nlinks, in this
+/// project's terms; docs/scrub.md). Source of truth: the directory tree.
+/// <list type="number">
+/// <item>Collect: a coordinated inode scan (<see cref="OnlineInodeScan"/>, inode order from AG 0) visits every
+/// allocated inode under its inode lock; a directory's entries are counted for the inodes they name ('.' for the
+/// directory itself, '..' for its parent, every other entry for its target) and the directory marked visited before
+/// the lock is released. A directory removed but still held (nlink 0, open) is not counted: its removal already
+/// took its '.' and '..' away.</item>
+/// <item>Live hook (<see cref="IDirectoryHook"/>): every entry added or removed by a writer is applied to the counts
+/// iff the directory holding the entry is behind the cursor (visited); one ahead of it is ignored, the scan will read
+/// it. The decision and the visit are both made under that directory's inode lock, so each change is counted once.</item>
+/// <item>Compare: a second scan locks each in-use inode and compares its nlink with its count (the counts mutex held:
+/// every change to an inode's count is made by a writer holding that inode's lock, so both are current).</item>
+/// <item>Repair (option): per wrong inode, one transaction under its lock re-reads the live count and sets nlink; an
+/// inode no entry names (count 0) with nlink above 0 is released as an unlink of its last name would (freed, or put
+/// on the AGI unlinked list while held), as upstream's first repair did; a directory no entry names is reported and
+/// left alone (no orphanage here).</item>
+/// </list>
+/// Counts: 8 bytes per inode number (entries naming it, '.'/'..' naming it) in an xfile indexed by inode number
+/// (sparse: only pages of used inode ranges take memory), guarded by one mutex. Lock order: inode lock, then the
+/// counts mutex, then the scan's own mutex.
+/// </summary>
+public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
+{
+    private const int EntryBytes = 8;
+    private readonly NamespaceOperations namespaceOps;
+    private readonly WriteEngine engine;
+    private readonly XfsGeometry geo;
+    private readonly OnlineLinkCountOptions options;
+    private readonly OnlineLinkCountTestHooks? testHooks;
+    private readonly Xfile counts;
+    private readonly object countsGate = new();
+    private readonly OnlineInodeScan scan;
+    private readonly DirectoryReader reader;
+    private readonly HashSet<ulong> metadataInodes = new();
+    private readonly List<string> damage = new();
+    private IDisposable? hookRegistration;
+    private bool stopped;
+    private long applied, ignored, inodesScanned, directoriesScanned, entriesCounted;
+
+    private OnlineLinkCounts(NamespaceOperations names, OnlineLinkCountOptions options)
+    {
+        namespaceOps = names;
+        engine = names.Engine;
+        geo = engine.Geometry;
+        this.options = options;
+        testHooks = options.TestHooks;
+        reader = new DirectoryReader(engine.Image);
+        var sb = engine.Image.Superblock;
+        foreach (ulong ino in new[] { sb.RbmIno, sb.RsumIno, sb.UserQuotaIno, sb.GroupQuotaIno, sb.ProjectQuotaIno })
+        {
+            if (ino != 0 && ino != ulong.MaxValue)
+            {
+                metadataInodes.Add(ino);
+            }
+        }
+        // Indexed by inode number: the whole inode-number space, sparse (only pages of used ranges take memory).
+        UInt128 span = ((UInt128)geo.AgCount << geo.AginoLog) * EntryBytes;
+        if (span > (UInt128)Xfile.MaxSupportedSize)
+        {
+            throw new OnlineRepairException($"the inode-number space ({geo.AgCount} AGs of 2^{geo.AginoLog} inodes) is too large for the link count array");
+        }
+        counts = Xfile.Create(new XfileOptions { MaxSize = Math.Max((long)span, 1L << 20), Name = "xfbtree-online-nlinks" });
+        scan = new OnlineInodeScan(engine, 0);
+    }
+
+    /// <summary>Checks (and with <see cref="OnlineLinkCountOptions.Repair"/> repairs) every link count of
+    /// <paramref name="fs"/> while other threads keep using it. Throws <see cref="OnlineRepairException"/> when the
+    /// scan could not finish (an inode busy too long, a failed live update): nothing was changed then.</summary>
+    public static OnlineLinkCountResult Run(XfsFileSystem fs, OnlineLinkCountOptions? options = null, CancellationToken cancel = default)
+    {
+        ArgumentNullException.ThrowIfNull(fs);
+        return Run(fs.Namespace, options, cancel);
+    }
+
+    /// <summary>As <see cref="Run(XfsFileSystem, OnlineLinkCountOptions?, CancellationToken)"/> on the namespace
+    /// operations of an engine (a caller holding only the engine can make them: <c>new NamespaceOperations(engine,
+    /// new FileOperations(engine))</c>; the references of held inodes live in the engine's in-core inodes).</summary>
+    internal static OnlineLinkCountResult Run(NamespaceOperations names, OnlineLinkCountOptions? options = null, CancellationToken cancel = default)
+    {
+        ArgumentNullException.ThrowIfNull(names);
+        using var check = new OnlineLinkCounts(names, options ?? new OnlineLinkCountOptions());
+        return check.Execute(cancel);
+    }
+
+    private OnlineLinkCountResult Execute(CancellationToken cancel)
+    {
+        var sw = Stopwatch.StartNew();
+        hookRegistration = engine.RegisterDirectoryHook(this);
+        Collect(cancel);
+        testHooks?.AfterCollect?.Invoke();
+        var mismatches = new List<LinkCountMismatch>();
+        var notRepaired = new List<string>();
+        long total = 0, compared = 0, repaired = 0, released = 0, settled = 0;
+        var compare = new OnlineInodeScan(engine, 0);
+        bool mayRepair = options.Repair && damage.Count == 0;
+        if (options.Repair && !mayRepair)
+        {
+            notRepaired.Add($"no repair: the counts are incomplete ({damage[0]})");
+        }
+        while (compare.NextBatch() is { } batch)
+        {
+            foreach (ulong ino in batch)
+            {
+                cancel.ThrowIfCancellationRequested();
+                testHooks?.BeforeCompare?.Invoke(ino);
+                LinkCountMismatch? wrong = CompareInode(compare, ino, ref compared);
+                if (wrong is not { } m)
+                {
+                    continue;
+                }
+                total++;
+                if (mismatches.Count < options.MismatchLimit)
+                {
+                    mismatches.Add(m);
+                }
+                if (!mayRepair)
+                {
+                    continue;
+                }
+                switch (RepairInode(ino, out string? why))
+                {
+                    case RepairOutcome.Set:
+                        repaired++;
+                        break;
+                    case RepairOutcome.Released:
+                        released++;
+                        break;
+                    case RepairOutcome.Refused:
+                        notRepaired.Add(why!);
+                        break;
+                    case RepairOutcome.AlreadyRight:
+                        settled++;
+                        break;
+                }
+            }
+        }
+        Stop();
+        return new OnlineLinkCountResult
+        {
+            InodesScanned = inodesScanned,
+            DirectoriesScanned = directoriesScanned,
+            EntriesCounted = entriesCounted,
+            LiveUpdatesApplied = Interlocked.Read(ref applied),
+            LiveUpdatesIgnored = Interlocked.Read(ref ignored),
+            InodesCompared = compared,
+            Mismatches = mismatches,
+            MismatchTotal = total,
+            Repaired = repaired,
+            Released = released,
+            SettledMeanwhile = settled,
+            NotRepaired = notRepaired,
+            Damage = damage.ToArray(),
+            CountBytes = counts.BytesUsed,
+            Elapsed = sw.Elapsed,
+        };
+    }
+
+    // ------------------------------------------------------------------ collect
+
+    private void Collect(CancellationToken cancel)
+    {
+        while (scan.NextBatch() is { } batch)
+        {
+            foreach (ulong ino in batch)
+            {
+                cancel.ThrowIfCancellationRequested();
+                testHooks?.BeforeInode?.Invoke(ino);
+                VisitInode(ino);
+                testHooks?.AfterInode?.Invoke(ino);
+            }
+        }
+    }
+
+    private IncoreInode? LoadInode(OnlineInodeScan which, ulong ino)
+    {
+        try
+        {
+            return engine.GetInode(ino);
+        }
+        catch (XfsWriteException e) when (e.Kind is WriteErrorKind.Corrupt or WriteErrorKind.NotFound)
+        {
+            // Freed (and its chunk reused) since the batch was found: nothing to count or compare.
+            if (which.VisitIfFreed(ino))
+            {
+                return null;
+            }
+            throw;
+        }
+    }
+
+    private IDisposable LockForRead(IncoreInode inode) => engine.TryLockInodeForRead(inode, options.InodeBusyTimeout)
+        ?? throw new OnlineRepairException($"inode {inode.Ino} stayed busy for more than {options.InodeBusyTimeout.TotalSeconds:0.#} s; the link count scan ends (retry later)");
+
+    private void VisitInode(ulong ino)
+    {
+        IncoreInode? inode = LoadInode(scan, ino);
+        if (inode is null)
+        {
+            return;
+        }
+        using IDisposable held = LockForRead(inode);
+        var d = new Dinode(inode.Core);
+        ulong parent = 0;
+        List<DataEntry>? entries = null;
+        bool counted = !d.IsFree && d.FileType == 0x4000 && !(d.NLink == 0 && Volatile.Read(ref inode.References) > 0);
+        if (counted)
+        {
+            try
+            {
+                (parent, entries, _) = reader.ReadAll(ino, inode.Core, engine.ReadData, $"directory {ino}");
+            }
+            catch (Exception e) when (e is XfsWriteException or CorruptionException or IOException)
+            {
+                counted = false;
+                lock (countsGate)
+                {
+                    damage.Add($"directory {ino} unreadable ({e.Message}): the counts of the inodes it names are incomplete");
+                }
+            }
+        }
+        lock (countsGate)
+        {
+            if (scan.AbortReason is { } why)
+            {
+                throw new OnlineRepairException($"the link count scan was aborted: {why}");
+            }
+            if (counted)
+            {
+                Add(ino, DirectoryEntryKind.Dot, +1);
+                Add(parent, DirectoryEntryKind.DotDot, +1);
+                foreach (DataEntry e in entries!)
+                {
+                    Add(e.Ino, DirectoryEntryKind.Name, +1);
+                }
+                directoriesScanned++;
+                entriesCounted += entries.Count + 2;
+            }
+            inodesScanned++;
+            scan.MarkVisited(ino);
+        }
+    }
+
+    /// <summary>Adds to one inode's count (counts mutex held). An inode number outside the filesystem names nothing
+    /// that could be compared: it is damage the offline scrub reports; here it is left out.</summary>
+    private void Add(ulong ino, DirectoryEntryKind kind, int delta)
+    {
+        if (!geo.IsValidIno(ino))
+        {
+            return;
+        }
+        Span<byte> entry = stackalloc byte[EntryBytes];
+        long at = (long)ino * EntryBytes;
+        counts.Load(at, entry);
+        Span<byte> field = kind == DirectoryEntryKind.Name ? entry[..4] : entry[4..];
+        BinaryPrimitives.WriteInt32LittleEndian(field, BinaryPrimitives.ReadInt32LittleEndian(field) + delta);
+        counts.Store(at, entry);
+    }
+
+    /// <summary>The counts of one inode: entries naming it, and '.'/'..' naming it (counts mutex held).</summary>
+    private (long Names, long Dots) Get(ulong ino)
+    {
+        Span<byte> entry = stackalloc byte[EntryBytes];
+        counts.Load((long)ino * EntryBytes, entry);
+        return (BinaryPrimitives.ReadInt32LittleEndian(entry), BinaryPrimitives.ReadInt32LittleEndian(entry[4..]));
+    }
+
+    // ------------------------------------------------------------------ live hook
+
+    /// <inheritdoc/>
+    void IDirectoryHook.OnDirectoryUpdate(in DirectoryUpdate update)
+    {
+        bool apply;
+        lock (countsGate)
+        {
+            if (stopped)
+            {
+                return;
+            }
+            apply = scan.WantLiveUpdate(update.DirIno);
+            if (apply)
+            {
+                Add(update.ChildIno, update.Kind, update.Delta);
+                applied++;
+            }
+            else
+            {
+                ignored++;
+            }
+        }
+        testHooks?.AfterLiveUpdate?.Invoke(update, apply);
+    }
+
+    /// <inheritdoc/>
+    void IDirectoryHook.OnHookFailed(Exception error)
+    {
+        ArgumentNullException.ThrowIfNull(error);
+        scan.Abort($"a live update failed: {error.Message}");
+    }
+
+    // ------------------------------------------------------------------ compare and repair
+
+    private LinkCountMismatch? CompareInode(OnlineInodeScan compare, ulong ino, ref long compared)
+    {
+        IncoreInode? inode = LoadInode(compare, ino);
+        if (inode is null)
+        {
+            return null;
+        }
+        using IDisposable held = LockForRead(inode);
+        var d = new Dinode(inode.Core);
+        long names, dots;
+        lock (countsGate)
+        {
+            if (scan.AbortReason is { } why)
+            {
+                throw new OnlineRepairException($"the link count scan was aborted: {why}");
+            }
+            (names, dots) = Get(ino);
+        }
+        compare.MarkVisited(ino);
+        if (d.IsFree)
+        {
+            return null;
+        }
+        compared++;
+        long total = names + dots;
+        if (total == 0 && metadataInodes.Contains(ino))
+        {
+            return null;
+        }
+        return d.NLink == total ? null : new LinkCountMismatch(ino, d.NLink, total);
+    }
+
+    private enum RepairOutcome { AlreadyRight, Set, Released, Refused }
+
+    /// <summary>One inode's repair in its own transaction, under its lock, with the live count read again.</summary>
+    private RepairOutcome RepairInode(ulong ino, out string? why)
+    {
+        IncoreInode inode;
+        try
+        {
+            inode = engine.GetInode(ino);
+        }
+        catch (XfsWriteException e) when (e.Kind == WriteErrorKind.NotFound)
+        {
+            why = null;
+            return RepairOutcome.AlreadyRight; // freed and its chunk gone since the compare
+        }
+        string? refused = null;
+        RepairOutcome outcome = engine.Execute($"nlinks repair inode {ino}", tx =>
+        {
+            tx.LockInodes(inode);
+            refused = null;
+            byte[] core = inode.Core;
+            var d = new Dinode(core);
+            if (d.IsFree)
+            {
+                return RepairOutcome.AlreadyRight;
+            }
+            long names, dots;
+            lock (countsGate)
+            {
+                if (scan.AbortReason is { } aborted)
+                {
+                    throw new OnlineRepairException($"the link count scan was aborted: {aborted}");
+                }
+                (names, dots) = Get(ino);
+            }
+            long total = names + dots;
+            uint nlink = InodeCore.Nlink(core);
+            if (nlink == total)
+            {
+                return RepairOutcome.AlreadyRight;
+            }
+            bool isDir = InodeCore.IsDirectory(core);
+            bool held = Volatile.Read(ref inode.References) > 0;
+            if (total < 0 || total > NamespaceOperations.MaxLinks)
+            {
+                refused = $"inode {ino}: counted {total} links, outside 0..{NamespaceOperations.MaxLinks}";
+                return RepairOutcome.Refused;
+            }
+            if (names == 0 && ino != namespaceOps.RootIno)
+            {
+                if (isDir)
+                {
+                    refused = $"directory {ino}: no entry names it (nlink {nlink}, counted {total}); it needs an orphanage, which this repair does not make";
+                    return RepairOutcome.Refused;
+                }
+                // Named by no directory: the last name is gone, so it goes as an unlink of its last name would.
+                InodeCore.SetNlink(core, 0);
+                tx.LogInode(inode);
+                namespaceOps.ReleaseUnnamedInode(tx, inode, $"inode {ino}");
+                return RepairOutcome.Released;
+            }
+            if (nlink == 0 && held)
+            {
+                refused = $"inode {ino}: nlink 0 while held open (on the unlinked list) but {total} links counted";
+                return RepairOutcome.Refused;
+            }
+            InodeCore.SetNlink(core, (uint)total);
+            tx.LogInode(inode);
+            return RepairOutcome.Set;
+        });
+        why = refused;
+        return outcome;
+    }
+
+    private void Stop()
+    {
+        lock (countsGate)
+        {
+            stopped = true;
+        }
+        hookRegistration?.Dispose();
+        hookRegistration = null;
+    }
+
+    /// <summary>Removes the live directory hook and returns the memory of the counts.</summary>
+    public void Dispose()
+    {
+        Stop();
+        counts.Dispose();
+    }
+}

@@ -1,0 +1,228 @@
+using System.Diagnostics;
+using Xfbtree.Xfs.Online;
+using Xfbtree.Xfs.Write;
+using Xfbtree.Xfs.Write.Engine;
+
+namespace Xfbtree.Xfs.Scrub;
+
+/// <summary>What a repair is given: the open engine (writers may be running) and the findings that asked for it.</summary>
+internal sealed record ScrubRepairContext(WriteEngine Engine, ScrubReport Findings, CancellationToken Cancel);
+
+/// <summary>
+/// One repair of <c>xfbtree scrub --repair</c>: the findings it answers and how it rebuilds them through the write
+/// engine. A per-AG repair runs once for each AG with a damaged finding it answers; a filesystem-wide one (per AG
+/// false) once when one of its findings is damaged. To add one, implement this and insert it in
+/// <see cref="ScrubRepairs.InOrder"/> where its sources are already repaired.
+/// </summary>
+internal interface IScrubRepair
+{
+    /// <summary>What the report lines call it ("bnobt+cntbt").</summary>
+    string Name { get; }
+
+    /// <summary>True for per-AG structures.</summary>
+    bool PerAg { get; }
+
+    /// <summary>True when a damaged finding of <paramref name="structure"/> ("bnobt", "AGF", "nlinks") asks for this repair.</summary>
+    bool Answers(string structure);
+
+    /// <summary>False when the structure does not exist on this filesystem (a refcountbt without reflink).</summary>
+    bool AppliesTo(WriteEngine engine) => true;
+
+    /// <summary>True when this repair must wait: a finding it derives from is damaged too (the next round, after
+    /// that one's repair and a new check, runs it).</summary>
+    bool Skips(ScrubRepairContext context, uint? agno) => false;
+
+    /// <summary>Repairs (AG <paramref name="agno"/>, or null for a filesystem-wide repair); returns what it did, one
+    /// line. Throws <see cref="OnlineRepairException"/> or <see cref="XfsWriteException"/> when it could not
+    /// (nothing changed: every repair is one engine transaction, or leaves the old structure).</summary>
+    string Repair(ScrubRepairContext context, uint? agno);
+}
+
+/// <summary>The outcome of one repair of one AG (or of the filesystem).</summary>
+internal sealed record ScrubRepairOutcome(string Name, uint? AgNumber, bool Repaired, string Detail, TimeSpan Elapsed)
+{
+    public string Subject => AgNumber is { } ag ? $"AG {ag} {Name}" : Name;
+
+    public override string ToString() => $"{Subject}: {(Repaired ? "repaired" : "not repaired")}: {Detail}";
+}
+
+/// <summary>
+/// The repair half of <c>xfbtree scrub</c>: given the damaged findings of a check, runs the repairs through an open
+/// <see cref="WriteEngine"/> in the repair order (docs/scrub.md): the rmapbt first (every other AG structure is
+/// derived from it), then the free list (the free-space rebuild reads it), then the free-space trees (before anything that allocates), then the inode btrees and the
+/// refcountbt, then filesystem-wide repairs (link counts, the superblock counters, which the engine's close derives
+/// from the repaired AG headers). Each repair is one engine transaction holding only its AG's lock, so writers to
+/// other AGs go on and writers to that AG wait for it.
+/// </summary>
+internal static class ScrubRepairs
+{
+    /// <summary>Every repair, in the order they run.</summary>
+    public static readonly IReadOnlyList<IScrubRepair> InOrder =
+    [
+        new RmapbtRepair(),
+        new AgTreeRepair("AGFL", ["AGFL"], (e, ag) => OnlineAgflRepair.Run(e, ag).ToString()),
+        new AgTreeRepair("bnobt+cntbt", ["bnobt", "cntbt", "AGF"], (e, ag) => OnlineFreeSpaceRepair.Run(e, ag).ToString()),
+        new AgTreeRepair("inobt+finobt", ["inobt", "finobt", "AGI"], (e, ag) => OnlineInodeBtreeRepair.Run(e, ag).ToString()),
+        new AgTreeRepair("refcountbt", ["refcountbt", "AGF"], (e, ag) => OnlineRefcountRepair.Run(e, ag).ToString(), requiresReflink: true),
+        new SummaryCounterRepair(),
+    ];
+
+    /// <summary>True when the finding is damaged.</summary>
+    public static bool IsDamaged(ScrubFinding f) => f.Verdict == ScrubVerdict.Damaged;
+
+    /// <summary>
+    /// Runs every repair the report's damaged findings ask for, in order; a failed repair of an AG skips the later
+    /// repairs of that AG (their sources may be what failed). Returns one outcome per repair run or skipped.
+    /// </summary>
+    /// <param name="context">The engine and the findings.</param>
+    /// <param name="progress">Told of each repair as it starts.</param>
+    /// <param name="perAgOnly">Leave the filesystem-wide repairs out (they ran in an earlier round).</param>
+    /// <param name="waited">The repairs that skipped their turn because their source is damaged too (another round may
+    /// run them), as outcomes saying so.</param>
+    public static List<ScrubRepairOutcome> Run(ScrubRepairContext context, Action<string>? progress, bool perAgOnly, out List<ScrubRepairOutcome> waited)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        waited = new List<ScrubRepairOutcome>();
+        var outcomes = new List<ScrubRepairOutcome>();
+        var failedAgs = new HashSet<uint>();
+        var damaged = context.Findings.Findings.Where(IsDamaged).ToList();
+        foreach (IScrubRepair repair in InOrder)
+        {
+            if ((perAgOnly && !repair.PerAg) || !repair.AppliesTo(context.Engine)) continue;
+            var targets = damaged.Where(f => repair.Answers(f.Structure) && (f.AgNumber is null) == !repair.PerAg)
+                .Select(f => f.AgNumber).Distinct().OrderBy(a => a ?? 0).ToList();
+            foreach (uint? agno in targets)
+            {
+                context.Cancel.ThrowIfCancellationRequested();
+                if (agno is { } a && failedAgs.Contains(a))
+                {
+                    outcomes.Add(new ScrubRepairOutcome(repair.Name, agno, false, "an earlier repair of this AG failed", TimeSpan.Zero));
+                    continue;
+                }
+                if (repair.Skips(context, agno))
+                {
+                    waited.Add(new ScrubRepairOutcome(repair.Name, agno, false, "waits for the repair of the structures of this AG it is rebuilt from, which are damaged too", TimeSpan.Zero));
+                    continue;
+                }
+                progress?.Invoke($"repairing {(agno is { } g ? $"AG {g} " : "")}{repair.Name}");
+                var clock = Stopwatch.StartNew();
+                try
+                {
+                    string detail = repair.Repair(context, agno);
+                    outcomes.Add(new ScrubRepairOutcome(repair.Name, agno, true, detail, clock.Elapsed));
+                }
+                catch (Exception e) when (e is OnlineRepairException or XfsWriteException)
+                {
+                    outcomes.Add(new ScrubRepairOutcome(repair.Name, agno, false, e.Message, clock.Elapsed));
+                    if (agno is { } f) failedAgs.Add(f);
+                }
+            }
+        }
+        foreach (uint? agno in outcomes.Where(o => o.Repaired && o.AgNumber is not null).Select(o => o.AgNumber).Distinct())
+        {
+            if (!failedAgs.Contains(agno!.Value)) context.Engine.Ag(agno.Value).MarkHealthy();
+        }
+        return outcomes;
+    }
+
+    /// <summary>Rounds of repair and re-check at most (a repair that waited for its source runs in the next one).</summary>
+    public const int MaxRounds = 3;
+
+    /// <summary>
+    /// Repairs an unmounted image in place through the write engine (which sets NEEDSREPAIR while it is open and
+    /// clears it at its clean close, after deriving the superblock counters): rounds of <see cref="Run(ScrubRepairContext, Action{string}?, bool, out List{ScrubRepairOutcome})"/> and a
+    /// re-check of a read view with commits paused while a repair waited for its source, until nothing per-AG is
+    /// left damaged, a round repairs nothing, or <see cref="MaxRounds"/>. Throws <see cref="XfsWriteException"/> when the engine cannot open the image.
+    /// The caller checks the closed image again for the final verdict.
+    /// </summary>
+    public static List<ScrubRepairOutcome> RepairImage(string imagePath, ScrubReport findings, ScrubOptions options, CancellationToken cancel = default)
+    {
+        ArgumentNullException.ThrowIfNull(findings);
+        ArgumentNullException.ThrowIfNull(options);
+        var outcomes = new List<ScrubRepairOutcome>();
+        using WriteEngine engine = WriteEngine.Open(imagePath);
+        ScrubReport report = findings;
+        List<ScrubRepairOutcome> waiting = [];
+        for (int round = 0; round < MaxRounds; round++)
+        {
+            // Filesystem-wide repairs run in the first round only (after every per-AG one of that round).
+            List<ScrubRepairOutcome> done = Run(new ScrubRepairContext(engine, report, cancel), options.Progress, perAgOnly: round > 0, out waiting);
+            outcomes.AddRange(done);
+            // Check again (a read view, commits paused) when a repair waited for its source or some damage has no
+            // repair: it may have been a symptom of what was just repaired.
+            if (!done.Any(o => o.Repaired && o.AgNumber is not null) || (waiting.Count == 0 && Unanswered(report, engine).Count == 0)) break;
+            using (engine.PauseCommits())
+            {
+                using XfsImage view = engine.Image.CreateReadView();
+                report = Scrubber.Run(view, options, cancel);
+            }
+            // The superblock counters on disk are the engine's close's to write.
+            if (!report.Findings.Any(f => IsDamaged(f) && f.Structure != "superblock counters") || waiting.Count == 0)
+            {
+                waiting.Clear();
+                break;
+            }
+        }
+        outcomes.AddRange(waiting);
+        foreach (ScrubFinding f in Unanswered(report, engine))
+        {
+            outcomes.Add(new ScrubRepairOutcome(f.Structure, f.AgNumber, false, "no repair rebuilds this structure yet", TimeSpan.Zero));
+        }
+        engine.Close();
+        return outcomes;
+    }
+
+    /// <summary>Damaged findings no repair answers.</summary>
+    private static List<ScrubFinding> Unanswered(ScrubReport report, WriteEngine engine) =>
+        report.Findings.Where(f => IsDamaged(f) && !InOrder.Any(r => r.Answers(f.Structure) && r.AppliesTo(engine))).ToList();
+
+    /// <summary>The rmapbt, rebuilt online from every other piece of metadata (<see cref="OnlineRmapRepair"/>).</summary>
+    private sealed class RmapbtRepair : IScrubRepair
+    {
+        public string Name => "rmapbt";
+
+        public bool PerAg => true;
+
+        public bool Answers(string structure) => structure == "rmapbt";
+
+        /// <summary>The rmap is rebuilt from the AG headers, the inode btrees (OWN_INODES, the inodes whose forks it
+        /// reads) and the refcountbt (OWN_COW): while one of those is damaged the rmapbt line may only be reporting
+        /// that damage (the offline scan met it), so those are repaired first, from the on-disk rmapbt, and the
+        /// rmapbt in a later round if it is still damaged then.</summary>
+        public bool Skips(ScrubRepairContext context, uint? agno) => context.Findings.Findings.Any(f =>
+            IsDamaged(f) && f.AgNumber == agno && f.Structure is "AGF" or "AGFL" or "AGI" or "inobt" or "finobt" or "refcountbt");
+
+        public string Repair(ScrubRepairContext context, uint? agno)
+        {
+            var r = OnlineRmapRepair.Run(context.Engine, agno!.Value, cancellationToken: context.Cancel);
+            return $"{r.Records} records, {r.NewTreeBlocks} new blocks, {r.OldBlocksReaped} old blocks reaped, AG locked {r.TimeLocked.TotalMilliseconds:F1} ms";
+        }
+    }
+
+    /// <summary>A per-AG tree rebuilt in one locked transaction from the AG's rmapbt.</summary>
+    private sealed class AgTreeRepair(string name, string[] answers, Func<WriteEngine, uint, string> run, bool requiresReflink = false) : IScrubRepair
+    {
+        public string Name => name;
+
+        public bool PerAg => true;
+
+        public bool Answers(string structure) => answers.Contains(structure);
+
+        public bool AppliesTo(WriteEngine engine) => !requiresReflink || engine.Geometry.Superblock.HasReflink;
+
+        public string Repair(ScrubRepairContext context, uint? agno) => run(context.Engine, agno!.Value);
+    }
+
+    /// <summary>sb_fdblocks, sb_icount, sb_ifree: the engine's close derives them from every AG's headers (as the
+    /// kernel does at mount), so once the AG headers are right nothing is left to do but say so.</summary>
+    private sealed class SummaryCounterRepair : IScrubRepair
+    {
+        public string Name => "superblock counters";
+
+        public bool PerAg => false;
+
+        public bool Answers(string structure) => structure == "superblock counters";
+
+        public string Repair(ScrubRepairContext context, uint? agno) => "recomputed from the AG headers when the engine closes the image";
+    }
+}

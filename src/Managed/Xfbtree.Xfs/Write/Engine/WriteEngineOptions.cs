@@ -1,0 +1,21 @@
+namespace Xfbtree.Xfs.Write.Engine;
+
+/// <summary>Options of <see cref="WriteEngine.Open"/>.</summary>
+public sealed record WriteEngineOptions
+{
+    /// <summary>Buffer cache size for metadata.</summary>
+    public long CacheBytes { get; init; } = 64L << 20;
+    /// <summary>Journal file; default: <see cref="WriteEngine.DefaultJournalPath"/> (the resolved image path + ".xfbtree-journal").</summary>
+    public string? JournalPath { get; init; }
+    /// <summary>fsync the journal at every commit (crash safety). Tests and benchmarks may turn it off.</summary>
+    public bool SyncCommits { get; init; } = true;
+    /// <summary>The journal is checkpointed (image synced, journal emptied) when it grows past this many bytes.</summary>
+    public long CheckpointBytes { get; init; } = 64L << 20;
+    /// <summary>Test-only crash points (see <see cref="WriteFaultHook"/>).</summary>
+    internal WriteFaultHook? Faults { get; init; }
+    /// <summary>Mappings one step of a split operation (punch, truncate, reflink, unshare) covers at most
+    /// (internal: tests make it small to see the steps).</summary>
+    internal int StepPieces { get; init; } = Files.FileOperations.StepPieces;
+    /// <summary>Bytes of shared data one unshare step copies at most (internal, as <see cref="StepPieces"/>).</summary>
+    internal int UnshareStepBytes { get; init; } = Files.FileOperations.UnshareStepBytes;
+}

@@ -1,0 +1,459 @@
+using System.Collections.Concurrent;
+using Xfbtree.Xfs.Directories;
+using Xfbtree.Xfs.Online;
+using Xfbtree.Xfs.Scrub;
+using Xfbtree.Xfs.Tests.Repair;
+using Xfbtree.Xfs.Tests.Trees;
+using Xfbtree.Xfs.Write;
+using Xfbtree.Xfs.Write.Engine;
+using Xfbtree.Xfs.Write.Namespace;
+using Xunit.Abstractions;
+
+namespace Xfbtree.Xfs.Tests.Online;
+
+/// <summary>
+/// The online link count check and repair (<see cref="OnlineLinkCounts"/>): deterministic interleavings of writers
+/// with the directory scan through its test hooks (a change in a directory behind the cursor is applied, one ahead is
+/// ignored and read by the scan), damaged link counts found and repaired while writers run, and a race suite over
+/// seeds. Every test ends with the offline oracles: the offline scrub's link counts and xfs_repair -n.
+/// </summary>
+public sealed class OnlineLinkCountTests(ITestOutputHelper output) : IDisposable
+{
+    private static readonly bool Long = Environment.GetEnvironmentVariable("XFBTREE_LONG_TESTS") == "1";
+    private readonly RepairScratch scratch = new();
+
+    public void Dispose() => scratch.Dispose();
+
+    private (XfsFileSystem Fs, string Image) Open(string fixture = "fresh-4ag")
+    {
+        string image = scratch.CopyFixture(fixture);
+        return (XfsFileSystem.Open(image, OnlineTestSupport.Fast), image);
+    }
+
+    /// <summary>Three directories in ascending inode order (the scan's order): (behind, middle, ahead).</summary>
+    private static (ulong Behind, ulong Middle, ulong Ahead, string[] Paths) ThreeDirectories(XfsFileSystem fs)
+    {
+        var made = new List<(ulong Ino, string Path)>();
+        for (int i = 0; i < 3; i++)
+        {
+            made.Add((fs.Mkdir($"/d{i}"), $"/d{i}"));
+        }
+        made.Sort((a, b) => a.Ino.CompareTo(b.Ino));
+        return (made[0].Ino, made[1].Ino, made[2].Ino, made.Select(m => m.Path).ToArray());
+    }
+
+    private OnlineLinkCountResult Check(XfsFileSystem fs, bool repair, OnlineLinkCountTestHooks? hooks = null)
+    {
+        OnlineLinkCountResult r = OnlineLinkCounts.Run(fs, new OnlineLinkCountOptions { Repair = repair, TestHooks = hooks });
+        output.WriteLine($"nlinks: scanned {r.InodesScanned} inodes ({r.DirectoriesScanned} directories, {r.EntriesCounted} entries), compared {r.InodesCompared}, " +
+                         $"applied {r.LiveUpdatesApplied} ignored {r.LiveUpdatesIgnored}, wrong {r.MismatchTotal}, repaired {r.Repaired}, released {r.Released}, " +
+                         $"not repaired [{string.Join("; ", r.NotRepaired)}], damage [{string.Join("; ", r.Damage)}], {r.CountBytes} bytes, {r.Elapsed.TotalMilliseconds:F0} ms");
+        foreach (LinkCountMismatch m in r.Mismatches) output.WriteLine($"  inode {m.Ino} nlink: {m.NLink}, counted {m.Counted}");
+        return r;
+    }
+
+    private static void AssertNoMismatch(OnlineLinkCountResult r, string when)
+        => Assert.True(r.MismatchTotal == 0 && r.Damage.Count == 0,
+            $"{when}: {r.MismatchTotal} wrong link counts ({string.Join(", ", r.Mismatches.Take(10).Select(m => $"inode {m.Ino} nlink {m.NLink} counted {m.Counted}"))}); damage: {string.Join("; ", r.Damage)}");
+
+    /// <summary>Closes the filesystem, then the offline oracles: the offline scrub's link counts and xfs_repair -n.</summary>
+    private static void CloseAndAssertOffline(XfsFileSystem fs, string image)
+    {
+        fs.Close();
+        fs.Dispose();
+        using (XfsImage xfs = XfsImage.Open(image))
+        {
+            ScrubReport report = Scrubber.Run(xfs);
+            ScrubFinding nlinks = report.Findings.Single(f => f.Structure == "nlinks");
+            Assert.True(nlinks.Verdict == ScrubVerdict.Clean && report.LinkMismatchTotal == 0,
+                $"offline scrub: {nlinks}; {string.Join(", ", report.LinkMismatches.Select(m => $"inode {m.Ino} nlink {m.NLink} counted {m.Counted}"))}");
+        }
+        ToolResult repair = RepairTools.XfsRepairCheck(image);
+        Assert.True(repair.ExitCode == 0, $"xfs_repair -n: {repair}");
+    }
+
+    /// <summary>Damage: sets an inode's nlink in a transaction of its own (the on-disk field, as a bad write would).</summary>
+    internal static void SetNlink(XfsFileSystem fs, ulong ino, uint nlink)
+    {
+        IncoreInode inode = fs.Engine.GetInode(ino);
+        fs.Engine.Execute("test: damage nlink", tx =>
+        {
+            tx.LockInodes(inode);
+            InodeCore.SetNlink(inode.Core, nlink);
+            tx.LogInode(inode);
+        });
+    }
+
+    private static uint Nlink(XfsFileSystem fs, string path) => fs.Stat(path).Links;
+
+    // ------------------------------------------------------------------ interleavings
+
+    [Fact]
+    public void OnlineNlinksHealthyImageHasNoWrongCount()
+    {
+        var (fs, image) = Open("aged-small");
+        OnlineLinkCountResult r = Check(fs, repair: true);
+        AssertNoMismatch(r, "aged-small");
+        Assert.True(r.DirectoriesScanned > 10 && r.InodesCompared > 1000, "the scan saw too little");
+        CloseAndAssertOffline(fs, image);
+    }
+
+    [Fact]
+    public void OnlineNlinksLinkAddedBehindTheCursorIsAppliedAndAheadIsIgnored()
+    {
+        var (fs, image) = Open();
+        var (behind, middle, ahead, paths) = ThreeDirectories(fs);
+        ulong file = fs.Create("/file");
+        var log = new ConcurrentQueue<(DirectoryUpdate Update, bool Applied)>();
+        var hooks = new OnlineLinkCountTestHooks
+        {
+            AfterInode = ino =>
+            {
+                if (ino != middle) return;
+                fs.Namespace.Link("/file", paths[0] + "/behind-link");
+                fs.Namespace.Link("/file", paths[2] + "/ahead-link");
+            },
+            AfterLiveUpdate = (u, applied) => log.Enqueue((u, applied)),
+        };
+        OnlineLinkCountResult r = Check(fs, repair: true, hooks);
+        AssertNoMismatch(r, "after links across the cursor");
+        Assert.Contains(log, d => d.Update.DirIno == behind && d.Update.ChildIno == file && d.Update.Delta == 1 && d.Applied);
+        Assert.Contains(log, d => d.Update.DirIno == ahead && d.Update.ChildIno == file && d.Update.Delta == 1 && !d.Applied);
+        Assert.Equal(3u, Nlink(fs, "/file"));
+        CloseAndAssertOffline(fs, image);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void OnlineNlinksRenameAcrossTheCursor(bool sourceBehind)
+    {
+        var (fs, image) = Open();
+        var (behind, middle, ahead, paths) = ThreeDirectories(fs);
+        string from = sourceBehind ? paths[0] : paths[2], to = sourceBehind ? paths[2] : paths[0];
+        ulong file = fs.Create(from + "/moving");
+        fs.Namespace.Link(from + "/moving", "/second-name");
+        // A directory moves too: its '..' entry changes parent across the cursor.
+        ulong dir = fs.Mkdir(from + "/moving-dir");
+        var log = new ConcurrentQueue<(DirectoryUpdate Update, bool Applied)>();
+        var hooks = new OnlineLinkCountTestHooks
+        {
+            AfterInode = ino =>
+            {
+                if (ino != middle) return;
+                fs.Namespace.Rename(from + "/moving", to + "/moved");
+                fs.Namespace.Rename(from + "/moving-dir", to + "/moved-dir");
+            },
+            AfterLiveUpdate = (u, applied) => log.Enqueue((u, applied)),
+        };
+        OnlineLinkCountResult r = Check(fs, repair: true, hooks);
+        AssertNoMismatch(r, $"after a rename {(sourceBehind ? "behind -> ahead" : "ahead -> behind")}");
+        ulong src = sourceBehind ? behind : ahead, dst = sourceBehind ? ahead : behind;
+        Assert.Contains(log, d => d.Update.DirIno == src && d.Update.ChildIno == file && d.Update.Delta == -1 && d.Applied == sourceBehind);
+        Assert.Contains(log, d => d.Update.DirIno == dst && d.Update.ChildIno == file && d.Update.Delta == 1 && d.Applied == !sourceBehind);
+        Assert.Contains(log, d => d.Update.DirIno == dir && d.Update.Kind == DirectoryEntryKind.DotDot && d.Update.ChildIno == dst && d.Update.Delta == 1);
+        Assert.Equal(2u, Nlink(fs, to + "/moved"));
+        Assert.Equal(2u, Nlink(fs, to + "/moved-dir"));
+        Assert.Equal(3u, Nlink(fs, to));
+        Assert.Equal(2u, Nlink(fs, from));
+        CloseAndAssertOffline(fs, image);
+    }
+
+    [Fact]
+    public void OnlineNlinksUnlinkOfTheLastNameBehindTheCursor()
+    {
+        var (fs, image) = Open();
+        var (behind, middle, _, paths) = ThreeDirectories(fs);
+        ulong file = fs.Create(paths[0] + "/only-name");
+        fs.Mkdir(paths[0] + "/empty-dir");
+        var log = new ConcurrentQueue<(DirectoryUpdate Update, bool Applied)>();
+        var hooks = new OnlineLinkCountTestHooks
+        {
+            AfterInode = ino =>
+            {
+                if (ino != middle) return;
+                fs.Unlink(paths[0] + "/only-name");
+                fs.Rmdir(paths[0] + "/empty-dir");
+            },
+            AfterLiveUpdate = (u, applied) => log.Enqueue((u, applied)),
+        };
+        OnlineLinkCountResult r = Check(fs, repair: true, hooks);
+        AssertNoMismatch(r, "after the last name went behind the cursor");
+        Assert.Contains(log, d => d.Update.DirIno == behind && d.Update.ChildIno == file && d.Update.Delta == -1 && d.Applied);
+        Assert.Contains(log, d => d.Update.DirIno == behind && d.Update.Kind == DirectoryEntryKind.Name && d.Update.Delta == -1 && d.Update.ChildIno != file && d.Applied);
+        Assert.Equal(2u, Nlink(fs, paths[0]));
+        CloseAndAssertOffline(fs, image);
+    }
+
+    [Fact]
+    public void OnlineNlinksDirectoryMadeBehindAndAheadOfTheCursor()
+    {
+        var (fs, image) = Open();
+        var (_, middle, _, paths) = ThreeDirectories(fs);
+        var hooks = new OnlineLinkCountTestHooks
+        {
+            AfterInode = ino =>
+            {
+                if (ino != middle) return;
+                fs.Mkdir(paths[0] + "/new-behind");
+                fs.Mkdir(paths[2] + "/new-ahead");
+                fs.Create(paths[0] + "/new-behind/f");
+            },
+        };
+        OnlineLinkCountResult r = Check(fs, repair: true, hooks);
+        AssertNoMismatch(r, "after mkdir behind and ahead");
+        Assert.Equal(3u, Nlink(fs, paths[0]));
+        Assert.Equal(3u, Nlink(fs, paths[2]));
+        CloseAndAssertOffline(fs, image);
+    }
+
+    // ------------------------------------------------------------------ damage
+
+    /// <summary>Wrong link counts on files and directories (too high, too low, zero while linked), and a file no
+    /// directory names: each found with the right count and repaired while two writers change another subtree.</summary>
+    [Fact]
+    public void OnlineNlinksDamageFoundAndRepairedUnderWriters()
+    {
+        var (fs, image) = Open();
+        fs.Mkdir("/static");
+        ulong twoNames = fs.Create("/static/two-names");
+        fs.Namespace.Link("/static/two-names", "/static/other-name");
+        ulong tooHigh = fs.Create("/static/too-high");
+        ulong zero = fs.Create("/static/zero");
+        ulong dirHigh = fs.Mkdir("/static/dir-high");
+        ulong dirLow = fs.Mkdir("/static/dir-low");
+        fs.Mkdir("/static/dir-low/sub");
+        ulong dirZero = fs.Mkdir("/static/dir-zero");
+        ulong unnamed = fs.Create("/static/unnamed");
+        fs.Write("/static/unnamed", 0, OnlineTestSupport.Pattern(20000, 7));
+        RemoveEntryOnly(fs, "/static", "unnamed");
+        SetNlink(fs, twoNames, 1);    // too low
+        SetNlink(fs, tooHigh, 5);     // too high
+        SetNlink(fs, zero, 0);        // zero while linked
+        SetNlink(fs, dirHigh, 7);
+        SetNlink(fs, dirLow, 2);      // has a subdirectory: 3
+        SetNlink(fs, dirZero, 0);
+        var expected = new Dictionary<ulong, (uint NLink, long Counted)>
+        {
+            [twoNames] = (1, 2), [tooHigh] = (5, 1), [zero] = (0, 1), [dirHigh] = (7, 2), [dirLow] = (2, 3), [dirZero] = (0, 2), [unnamed] = (1, 0),
+        };
+
+        using var writers = new NamespaceWriters(fs, seed: 11, threads: 2);
+        OnlineLinkCountResult r;
+        try
+        {
+            r = Check(fs, repair: true);
+        }
+        finally
+        {
+            writers.Stop();
+        }
+        writers.AssertHealthy();
+        Assert.Equal(expected.Count, r.MismatchTotal);
+        foreach (LinkCountMismatch m in r.Mismatches)
+        {
+            Assert.True(expected.TryGetValue(m.Ino, out var e), $"inode {m.Ino} reported wrong (nlink {m.NLink}, counted {m.Counted}) but was not damaged");
+            Assert.Equal(e, (m.NLink, m.Counted));
+        }
+        Assert.Equal(expected.Count - 1, r.Repaired);
+        Assert.Equal(1, r.Released);
+        Assert.True(r.IsClean, $"not repaired: {string.Join("; ", r.NotRepaired)}");
+        Assert.Equal(2u, Nlink(fs, "/static/two-names"));
+        Assert.Equal(1u, Nlink(fs, "/static/too-high"));
+        Assert.Equal(3u, Nlink(fs, "/static/dir-low"));
+        Assert.Equal(2u, Nlink(fs, "/static/dir-zero"));
+        AssertNoMismatch(Check(fs, repair: false), "a second check after the repair");
+        CloseAndAssertOffline(fs, image);
+        AssertKernelAgrees(image, new Dictionary<string, uint>
+        {
+            ["static/two-names"] = 2, ["static/too-high"] = 1, ["static/zero"] = 1, ["static/dir-high"] = 2, ["static/dir-low"] = 3, ["static/dir-zero"] = 2,
+        });
+    }
+
+    /// <summary>Without repair, the damage is reported and left as it is.</summary>
+    [Fact]
+    public void OnlineNlinksCheckOnlyReportsAndChangesNothing()
+    {
+        var (fs, image) = Open();
+        ulong f = fs.Create("/f");
+        SetNlink(fs, f, 4);
+        OnlineLinkCountResult r = Check(fs, repair: false);
+        Assert.Equal(1, r.MismatchTotal);
+        Assert.Equal(new LinkCountMismatch(f, 4, 1), r.Mismatches[0]);
+        Assert.Equal(0, r.Repaired);
+        Assert.False(r.IsClean);
+        Assert.Equal(4u, Nlink(fs, "/f"));
+        SetNlink(fs, f, 1);
+        CloseAndAssertOffline(fs, image);
+    }
+
+    /// <summary>Removes a directory entry without touching the inode it names (damage: an inode no entry names).</summary>
+    private static void RemoveEntryOnly(XfsFileSystem fs, string dirPath, string name)
+    {
+        IncoreInode dir = fs.Engine.GetInode(fs.Namespace.Lookup(dirPath));
+        var reader = new DirectoryReader(fs.Engine.Image);
+        fs.Engine.Execute("test: remove an entry only", tx =>
+        {
+            tx.LockInodes(dir);
+            new DirectoryEditor(tx, dir, reader, dirPath).Remove(System.Text.Encoding.UTF8.GetBytes(name), DateTimeOffset.UtcNow);
+        });
+    }
+
+    /// <summary>The kernel mounts the repaired image, reports the repaired link counts, and takes a write.</summary>
+    private void AssertKernelAgrees(string image, Dictionary<string, uint> expected)
+    {
+        string copy = scratch.Copy(image, "kernel.img");
+        string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "kernel-mnt")).FullName;
+        ToolResult mount = RepairTools.Exec("/bin/mount", ["-o", "loop,nouuid", copy, mnt]);
+        Assert.True(mount.ExitCode == 0, $"kernel mount: {mount}");
+        try
+        {
+            foreach (var (path, links) in expected)
+            {
+                ToolResult stat = RepairTools.Exec("/usr/bin/stat", ["-c", "%h", Path.Combine(mnt, path)]);
+                Assert.True(stat.ExitCode == 0 && stat.Stdout.Trim() == links.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                    $"kernel: {path}: {stat}, expected {links} links");
+            }
+            File.WriteAllText(Path.Combine(mnt, "static", "kernel-wrote"), "x");
+            File.Delete(Path.Combine(mnt, "static", "too-high"));
+            Directory.Delete(Path.Combine(mnt, "static", "dir-zero"));
+        }
+        finally
+        {
+            ToolResult umount = RepairTools.Exec("/bin/umount", [mnt]);
+            Assert.True(umount.ExitCode == 0, $"umount: {umount}");
+        }
+        ToolResult repair = RepairTools.XfsRepairCheck(copy);
+        Assert.True(repair.ExitCode == 0, $"xfs_repair -n after the kernel wrote: {repair}");
+    }
+
+    // ------------------------------------------------------------------ races
+
+    public static IEnumerable<object[]> Seeds() => Enumerable.Range(1, Long ? 1000 : 4).Select(s => new object[] { s });
+
+    /// <summary>Per seed: three damaged link counts in a static subtree, two writers changing their own subtrees with
+    /// every namespace operation while the check and repair run; afterwards the three are repaired, nothing else was
+    /// reported, a second check finds nothing, and the offline oracles agree.</summary>
+    [Theory]
+    [MemberData(nameof(Seeds))]
+    public void OnlineNlinksRaceSeeds(int seed)
+    {
+        var (fs, image) = Open();
+        var rng = new Random(seed);
+        fs.Mkdir("/static");
+        var damaged = new Dictionary<ulong, (uint NLink, long Counted)>();
+        for (int i = 0; i < 3; i++)
+        {
+            bool dir = rng.Next(2) == 0;
+            ulong ino = dir ? fs.Mkdir($"/static/e{i}") : fs.Create($"/static/e{i}");
+            uint right = dir ? 2u : 1u, wrong = (uint)rng.Next(0, 4);
+            if (wrong == right) wrong = right + 1;
+            SetNlink(fs, ino, wrong);
+            damaged[ino] = (wrong, right);
+        }
+        OnlineLinkCountResult r;
+        using (var writers = new NamespaceWriters(fs, seed, threads: 2))
+        {
+            try
+            {
+                r = Check(fs, repair: true);
+            }
+            finally
+            {
+                writers.Stop();
+            }
+            writers.AssertHealthy();
+            output.WriteLine($"seed {seed}: writers ran {writers.Operations} operations ({writers.Succeeded} succeeded)");
+        }
+        Assert.Equal(damaged.Count, r.MismatchTotal);
+        foreach (LinkCountMismatch m in r.Mismatches)
+        {
+            Assert.True(damaged.TryGetValue(m.Ino, out var e), $"seed {seed}: inode {m.Ino} reported wrong (nlink {m.NLink}, counted {m.Counted}) but was not damaged");
+            Assert.Equal(e, (m.NLink, m.Counted));
+        }
+        Assert.True(r.IsClean && r.Repaired == damaged.Count, $"seed {seed}: repaired {r.Repaired}, not repaired: {string.Join("; ", r.NotRepaired)}");
+        AssertNoMismatch(Check(fs, repair: false), $"seed {seed}: a second check");
+        CloseAndAssertOffline(fs, image);
+    }
+}
+
+/// <summary>
+/// Writer threads for the link count tests: each changes its own subtree (/wN) with random creates, mkdirs, links,
+/// renames (within and across its directories, files and directories), unlinks and rmdirs, until stopped (and at
+/// least a few dozen operations). Errors a random workload expects (a name that exists or does not, a directory not
+/// empty) are counted; any other outcome is a failure.
+/// </summary>
+internal sealed class NamespaceWriters : IDisposable
+{
+    private readonly XfsFileSystem fs;
+    private readonly List<Thread> threads = new();
+    private readonly ConcurrentQueue<string> failures = new();
+    private volatile bool stop;
+    private long operations, succeeded;
+
+    public NamespaceWriters(XfsFileSystem fs, int seed, int threads)
+    {
+        this.fs = fs;
+        using var started = new CountdownEvent(threads);
+        for (int t = 0; t < threads; t++)
+        {
+            string root = $"/w{t}";
+            fs.Mkdir(root);
+            for (int d = 0; d < 3; d++) fs.Mkdir($"{root}/d{d}");
+            int threadSeed = seed * 31 + t;
+            var thread = new Thread(() => Run(root, threadSeed, started)) { IsBackground = true, Name = $"nlinks-writer-{t}" };
+            this.threads.Add(thread);
+            thread.Start();
+        }
+        started.Wait();
+    }
+
+    public long Operations => Interlocked.Read(ref operations);
+
+    public long Succeeded => Interlocked.Read(ref succeeded);
+
+    private void Run(string root, int seed, CountdownEvent started)
+    {
+        var rng = new Random(seed);
+        started.Signal();
+        string Name() => $"{root}/d{rng.Next(3)}/{(rng.Next(2) == 0 ? "n" : "s")}{rng.Next(6)}";
+        for (long i = 0; !stop || i < 40; i++)
+        {
+            Interlocked.Increment(ref operations);
+            try
+            {
+                switch (rng.Next(7))
+                {
+                    case 0: fs.Create(Name()); break;
+                    case 1: fs.Mkdir(Name()); break;
+                    case 2: fs.Namespace.Link(Name(), Name()); break;
+                    case 3: fs.Namespace.Rename(Name(), Name()); break;
+                    case 4: fs.Unlink(Name()); break;
+                    case 5: fs.Rmdir(Name()); break;
+                    default: fs.Namespace.Rename(Name(), $"{Name()}/{rng.Next(3)}"); break;
+                }
+                Interlocked.Increment(ref succeeded);
+            }
+            catch (XfsWriteException e) when (e.Kind is WriteErrorKind.NotFound or WriteErrorKind.Exists or WriteErrorKind.NotEmpty
+                                                  or WriteErrorKind.IsDirectory or WriteErrorKind.NotDirectory or WriteErrorKind.NotPermitted
+                                                  or WriteErrorKind.InvalidArgument)
+            {
+            }
+            catch (Exception e)
+            {
+                failures.Enqueue($"{Thread.CurrentThread.Name}: {e.GetType().Name}: {e.Message}");
+                return;
+            }
+        }
+    }
+
+    public void Stop()
+    {
+        stop = true;
+        foreach (Thread t in threads) t.Join();
+    }
+
+    public void AssertHealthy() => Assert.True(failures.IsEmpty, $"writer failures: {string.Join("; ", failures)}");
+
+    public void Dispose() => Stop();
+}

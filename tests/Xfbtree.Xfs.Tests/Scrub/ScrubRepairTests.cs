@@ -1,0 +1,353 @@
+using System.Globalization;
+using Xfbtree.Xfs.Online;
+using Xfbtree.Xfs.Tests.Online;
+using Xfbtree.Xfs.Tests.Repair;
+using Xfbtree.Xfs.Tests.Trees;
+using Xfbtree.Xfs.Tests.Write;
+using Xfbtree.Xfs.Write;
+using Xfbtree.Xfs.Write.Engine;
+using Xfbtree.Cli.Stress;
+using Xunit.Abstractions;
+
+namespace Xfbtree.Xfs.Tests.Scrub;
+
+/// <summary>
+/// <c>xfbtree scrub --repair</c> on the corruption matrix (geom-bs1k AG 1, the kinds of <see cref="ScrubCorruptor"/>
+/// but the link counts: 30 in the suite, all 53 with XFBTREE_LONG_TESTS=1): the damage is reported, repaired through
+/// the write engine, the image checks clean again, NEEDSREPAIR is cleared, xfs_repair -n agrees, and the kernel mounts
+/// it, reads every file, writes and deletes files (the first kind of each tree in the suite, every kind in long mode).
+/// </summary>
+public sealed class ScrubRepairMatrixTests(ITestOutputHelper output)
+{
+    private const string Fixture = "geom-bs1k";
+    private const uint Ag = 1;
+
+    private static bool Long => Environment.GetEnvironmentVariable("XFBTREE_LONG_TESTS") == "1";
+
+    /// <summary>Kinds the suite repairs (record fields, a leaf CRC, a node or root pointer, the header counters: each
+    /// reaches the rebuild through a different finding); XFBTREE_LONG_TESTS=1 repairs every kind.</summary>
+    private static readonly HashSet<string> SuiteKinds =
+    [
+        "rec-blockcount", "rec-startblock", "rec-refcount", "rec-freecount", "rec-free", "rec-startino", "leaf-crc", "node-ptr", "root-ptr",
+        "agf-freeblks", "agf-btreeblks", "agf-longest", "agf-cntlevel", "agf-refcount-blocks", "agf-refcount-level",
+        "agi-count", "agi-level", "agi-freecount", "agi-free-level", "agf-flcount", "agf-fllast", "agfl-entry",
+    ];
+
+    public static IEnumerable<object[]> Cases() => ScrubCorruptor.Kinds.Where(k => k.Tree != "nlinks" && (Long || SuiteKinds.Contains(k.Name)))
+        .Select(k => new object[] { k.Tree, k.Name });
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void RepairFixesEveryKindOfDamage(string tree, string name)
+    {
+        var kind = ScrubCorruptor.Kinds.Single(k => k.Tree == tree && k.Name == name);
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture(Fixture);
+        output.WriteLine(ScrubCorruptor.Apply(image, kind, Ag));
+        var (rc, stdout, stderr) = ScrubCli.Run(image, "--repair");
+        output.WriteLine(stdout + stderr);
+        Assert.Contains($"AG {Ag} {kind.Finding}: damaged", stdout, StringComparison.Ordinal);
+        Assert.Matches($@"repair: AG {Ag} [A-Za-z+]+: repaired", stdout);
+        Assert.DoesNotContain("not repaired", stdout, StringComparison.Ordinal);
+        Assert.True(rc == 0, $"scrub --repair must leave the image clean: exit {rc}");
+        Assert.Contains("result after repair: clean", stdout, StringComparison.Ordinal);
+        Assert.False(WriteEngineTestSupport.NeedsRepair(image), "NEEDSREPAIR must be cleared after the repair");
+        var witness = RepairTools.XfsRepairCheck(image);
+        Assert.True(witness.ExitCode == 0, $"xfs_repair -n after the repair: {witness}");
+        if (Long || ScrubCorruptor.Kinds.First(k => k.Tree == tree).Name == name)
+        {
+            KernelOracle.RequireRootAndTools();
+            KernelOracle.AssertKernelWorkloadAndRepair(image, output, $"the image repaired after {tree} {name}");
+        }
+    }
+
+    [Fact]
+    public void JsonReportCarriesTheRepairsAndTheCheckAfterThem()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture(Fixture);
+        ScrubCorruptor.Apply(image, ScrubCorruptor.Kinds.First(k => k.Tree == "cntbt"), Ag);
+        var (rc, stdout, _) = ScrubCli.Run(image, "--repair", "--json");
+        Assert.Equal(0, rc);
+        using var doc = System.Text.Json.JsonDocument.Parse(stdout);
+        var root = doc.RootElement;
+        Assert.Equal(Xfbtree.Cli.CommandLineHost.Version, root.GetProperty("version").GetString());
+        Assert.True(root.GetProperty("damaged").GetBoolean());
+        var repair = Assert.Single(root.GetProperty("repairs").EnumerateArray());
+        Assert.Equal("bnobt+cntbt", repair.GetProperty("repair").GetString());
+        Assert.Equal((int)Ag, repair.GetProperty("ag").GetInt32());
+        Assert.True(repair.GetProperty("repaired").GetBoolean());
+        Assert.True(root.GetProperty("afterRepair").GetProperty("clean").GetBoolean());
+        Assert.Contains(root.GetProperty("afterRepair").GetProperty("structures").EnumerateArray(), s => s.GetProperty("structure").GetString() == "cntbt");
+    }
+
+    [Fact]
+    public void OneAgRepairLeavesTheOtherAgsAlone()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture(Fixture);
+        var kind = ScrubCorruptor.Kinds.First(k => k.Tree == "bnobt");
+        ScrubCorruptor.Apply(image, kind, 1);
+        ScrubCorruptor.Apply(image, kind, 2);
+        var (rc, stdout, _) = ScrubCli.Run(image, "--ag", "1", "--repair");
+        output.WriteLine(stdout);
+        Assert.Equal(0, rc);
+        Assert.Contains("repair: AG 1 bnobt+cntbt: repaired", stdout, StringComparison.Ordinal);
+        Assert.DoesNotContain("AG 2", stdout, StringComparison.Ordinal);
+        var after = ScrubCli.Run(image);
+        Assert.Equal(1, after.ExitCode);
+        Assert.Contains("AG 2 bnobt: damaged", after.Stdout, StringComparison.Ordinal);
+        Assert.DoesNotContain("AG 1 bnobt: damaged", after.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void DamageNoRepairCanFixIsReportedNotRepairedWithExit1()
+    {
+        // An AGF with a bad CRC: no repair rewrites an AG header that does not verify, so the rebuilds that read it
+        // fail cleanly (nothing changed), the ones after them in that AG are skipped, and the rmapbt keeps waiting.
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture(Fixture);
+        RepairTools.Exec(TreeFixtures.Tool("xfs_db"), ["-x", "-c", $"agf {Ag}", "-c", "crc -i", image]);
+        var (rc, stdout, stderr) = ScrubCli.Run(image, "--repair");
+        output.WriteLine(stdout + stderr);
+        Assert.Equal(1, rc);
+        Assert.Contains($"AG {Ag} AGF: damaged", stdout, StringComparison.Ordinal);
+        Assert.Contains($"repair: AG {Ag} bnobt+cntbt: not repaired", stdout, StringComparison.Ordinal);
+        Assert.Contains($"repair: AG {Ag} refcountbt: not repaired: an earlier repair of this AG failed", stdout, StringComparison.Ordinal);
+        Assert.Contains($"repair: AG {Ag} rmapbt: not repaired: waits for", stdout, StringComparison.Ordinal);
+        Assert.Contains("result after repair: DAMAGED", stdout, StringComparison.Ordinal);
+        Assert.False(WriteEngineTestSupport.NeedsRepair(image), "the engine's clean close clears NEEDSREPAIR even when a repair failed");
+    }
+
+    [Fact]
+    public void RepairOfACleanImageChangesNothing()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        byte[] before = File.ReadAllBytes(image);
+        var (rc, stdout, _) = ScrubCli.Run(image, "--repair");
+        Assert.Equal(0, rc);
+        Assert.DoesNotContain("repair:", stdout, StringComparison.Ordinal);
+        Assert.True(before.AsSpan().SequenceEqual(File.ReadAllBytes(image)), "a clean image must not be written");
+    }
+}
+
+/// <summary>Every fixture (every geometry: 1 KiB blocks, 4 KiB sectors, 32 AGs, nrext64, aged images) survives a
+/// rebuild of every per-AG tree of every AG: the image scrubs clean and xfs_repair -n agrees.</summary>
+public sealed class ScrubRepairGeometryTests(ITestOutputHelper output)
+{
+    /// <summary>Every fixture but aged-medium (15 s) in the suite; all with XFBTREE_LONG_TESTS=1.</summary>
+    public static IEnumerable<object[]> Fixtures() => ScrubFixtureTests.Fixtures()
+        .Where(f => Environment.GetEnvironmentVariable("XFBTREE_LONG_TESTS") == "1" || (string)f[0] != "aged-medium");
+
+    [Theory]
+    [MemberData(nameof(Fixtures))]
+    public void RebuildingEveryTreeOfEveryAgLeavesTheImageClean(string fixture)
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture(fixture);
+        long repairs = 0, records = 0;
+        using (var engine = WriteEngine.Open(image, OnlineTestSupport.Fast))
+        {
+            for (uint agno = 0; agno < engine.Geometry.AgCount; agno++)
+            {
+                var done = new List<AgRebuildResult> { OnlineFreeSpaceRepair.Run(engine, agno), OnlineInodeBtreeRepair.Run(engine, agno) };
+                if (engine.Geometry.Superblock.HasReflink) done.Add(OnlineRefcountRepair.Run(engine, agno));
+                repairs += done.Count;
+                records += done.Sum(d => d.Records);
+            }
+            WriteEngineTestSupport.AssertInvariants(engine, fixture);
+            engine.Close();
+        }
+        output.WriteLine($"{fixture}: {repairs} rebuilds, {records} records");
+        var (rc, stdout, _) = ScrubCli.Run(image);
+        Assert.True(rc == 0, $"{fixture} after rebuilding every tree:\n{stdout}");
+        var witness = RepairTools.XfsRepairCheck(image);
+        Assert.True(witness.ExitCode == 0, $"xfs_repair -n: {witness}");
+    }
+}
+
+/// <summary>
+/// A crash in the commit of a repair (the engine's fault injector: the write that does not happen) leaves the old
+/// structure (crash at the journal record: the damage is still there, nothing else) or the new one (crash after
+/// the record: the journal replays it at the next open, the image checks clean), never a mix.
+/// </summary>
+public sealed class ScrubRepairCrashTests(ITestOutputHelper output)
+{
+    private const uint Ag = 1;
+
+    public static IEnumerable<object[]> Trees() => new[] { "bnobt", "inobt", "refcountbt" }.Select(t => new object[] { t });
+
+    private static AgRebuildResult Repair(string tree, WriteEngine engine) => tree switch
+    {
+        "bnobt" => OnlineFreeSpaceRepair.Run(engine, Ag),
+        "inobt" => OnlineInodeBtreeRepair.Run(engine, Ag),
+        _ => OnlineRefcountRepair.Run(engine, Ag),
+    };
+
+    private static HashSet<string> DamagedSubjects(string stdout) =>
+        stdout.Split('\n').Where(l => l.Contains(": damaged", StringComparison.Ordinal)).Select(l => l[..l.IndexOf(": damaged", StringComparison.Ordinal)]).ToHashSet();
+
+    [Theory]
+    [MemberData(nameof(Trees))]
+    public void CrashBeforeTheSwitchLeavesTheOldTreeAndAfterItTheNew(string tree)
+    {
+        var kind = ScrubCorruptor.Kinds.First(k => k.Tree == tree);
+        using var scratch = new RepairScratch();
+        string damaged = scratch.CopyFixture("geom-bs1k");
+        output.WriteLine(ScrubCorruptor.Apply(damaged, kind, Ag));
+        var original = ScrubCli.Run(damaged);
+        Assert.Equal(1, original.ExitCode);
+        HashSet<string> oldDamage = DamagedSubjects(original.Stdout);
+        Assert.Contains($"AG {Ag} {tree}", oldDamage);
+
+        // How many writes the repair's commit makes (journal record, then each block in place).
+        string probe = scratch.Copy(damaged, "probe.img");
+        var counter = new WriteFaultInjector(int.MaxValue, () => { });
+        int before, after;
+        using (var engine = WriteEngine.Open(probe, new WriteEngineOptions { Faults = counter }))
+        {
+            before = counter.Writes;
+            Repair(tree, engine);
+            after = counter.Writes;
+            engine.Close();
+        }
+        Assert.True(after - before >= 2, $"the repair made {after - before} writes");
+        int[] crashPoints = new[] { before + 1, before + 2, (before + after) / 2 + 1, after }.Distinct().ToArray();
+        foreach (int k in crashPoints)
+        {
+            string image = scratch.Copy(damaged, $"crash-{k}.img");
+            var faults = new WriteFaultInjector(k, () => { });
+            var engine = WriteEngine.Open(image, new WriteEngineOptions { Faults = faults });
+            try
+            {
+                Repair(tree, engine);
+                Assert.Fail($"write {k} was to crash the repair");
+            }
+            catch (Exception e) when (faults.Crashed)
+            {
+                output.WriteLine($"write {k}: crashed ({e.GetType().Name})");
+            }
+            finally
+            {
+                engine.Dispose();
+            }
+            using (var reopened = WriteEngine.Open(image))
+            {
+                output.WriteLine($"write {k}: {reopened.RecordsReplayed} journal records replayed");
+                reopened.Close();
+            }
+            var (rc, stdout, _) = ScrubCli.Run(image);
+            bool isOld = rc == 1 && DamagedSubjects(stdout).SetEquals(oldDamage);
+            bool isNew = rc == 0;
+            if (k == before + 1) Assert.True(isOld, $"a crash at the journal record must leave the old tree: exit {rc}\n{stdout}");
+            else if (k == after) Assert.True(isNew, $"a crash after the journal record must leave the new tree: exit {rc}\n{stdout}");
+            else Assert.True(isOld || isNew, $"write {k}: neither the old nor the new tree: exit {rc}\n{stdout}");
+            File.Delete(image);
+        }
+    }
+}
+
+/// <summary>
+/// The scrub repairs while the engine serves writers: a writer to the AG under repair waits for the repair's
+/// transaction, then works on the new trees (deterministic); and the model-checked stress workload (two writer
+/// threads, reflink included) runs while every AG's bnobt+cntbt, inobt+finobt and refcountbt are rebuilt in rotation,
+/// each repair verified by the scrub of that AG with commits paused (0 lost or extra records, counters right), the
+/// model verified at the end. 3 seeds by default, 50 with XFBTREE_LONG_TESTS=1.
+/// </summary>
+public sealed class ScrubRepairUnderWritersTests(ITestOutputHelper output)
+{
+    private static bool Long => Environment.GetEnvironmentVariable("XFBTREE_LONG_TESTS") == "1";
+
+    [Fact]
+    public void AWriterToTheAgUnderRepairWaitsForItThenUsesTheNewTrees()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        using var fs = XfsFileSystem.Open(image, OnlineTestSupport.Fast);
+        ulong ino = fs.Create("/scrub-writer");
+        uint agno = fs.Engine.Geometry.InoToAgno(ino);
+        byte[] data = OnlineTestSupport.Pattern(256 << 10, 7);
+        Thread? writer = null;
+        Exception? writerError = null;
+        using var writerDone = new ManualResetEventSlim();
+        bool waited = false, doneBeforeCommit = true;
+        var hooks = new AgRebuildTestHooks
+        {
+            AfterLock = ag =>
+            {
+                writer = new Thread(() =>
+                {
+                    try { fs.Write("/scrub-writer", 0, data); }
+                    catch (Exception e) { writerError = e; }
+                    finally { writerDone.Set(); }
+                });
+                writer.Start();
+                SpinWait.SpinUntil(() => fs.Engine.Ag(ag).Lock.Waiters > 0 || writerDone.IsSet, TimeSpan.FromSeconds(60));
+                waited = fs.Engine.Ag(ag).Lock.Waiters > 0;
+            },
+            AfterSwitch = _ => doneBeforeCommit = writerDone.IsSet,
+        };
+        AgRebuildResult result = OnlineFreeSpaceRepair.Run(fs.Engine, agno, hooks);
+        output.WriteLine(result.ToString());
+        Assert.NotNull(writer);
+        Assert.True(writer.Join(TimeSpan.FromSeconds(60)), "the writer never finished");
+        Assert.Null(writerError);
+        Assert.True(waited, "the writer did not wait for the AG lock the repair held");
+        Assert.False(doneBeforeCommit, "the writer finished before the repair committed");
+        Assert.Equal(agno, OnlineTestSupport.FirstDataAg(fs.Engine, ino));
+        var back = new byte[data.Length];
+        Assert.Equal(data.Length, fs.Read("/scrub-writer", 0, back));
+        Assert.True(back.AsSpan().SequenceEqual(data));
+        WriteEngineTestSupport.AssertInvariants(fs.Engine, "after the repair and the writer");
+        fs.Close();
+        var (rc, stdout, _) = ScrubCli.Run(image);
+        Assert.True(rc == 0, stdout);
+        WriteEngineTestSupport.AssertOraclesClean(image, "after the repair and the writer");
+    }
+
+    [Fact]
+    public void RepairsRacingTwoWritersLoseNoRecordForEverySeed()
+    {
+        int seeds = Long ? 50 : 3;
+        long repairs = 0, verified = 0, ops = 0, noRoom = 0;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        using var scratch = new RepairScratch();
+        string baseImage = scratch.CopyFixture("geom-bs1k");
+        for (int seed = 1; seed <= seeds; seed++)
+        {
+            string image = scratch.Copy(baseImage, $"race-{seed}.img");
+            List<string> problems;
+            AgTreeRepairRotation rotation;
+            StressResult result;
+            using (var fs = XfsFileSystem.Open(image, OnlineTestSupport.Fast))
+            {
+                var target = new XfsStressTarget(fs);
+                StressModel model = StressModel.Load(target, seed, new StressModelOptions { MaxFileSize = 256 << 10 });
+                rotation = new AgTreeRepairRotation(fs.Engine, AgTreeRepairRotation.All);
+                result = new StressRunner(target, model, new StressOptions { Ops = 120, Threads = 2, Seed = seed, Background = rotation }).Run();
+                problems = result.Problems.ToList();
+                problems.AddRange(model.Verify(target));
+                problems.AddRange(Xfbtree.Xfs.Write.Space.WriteInvariants.Check(fs.Engine).Select(i => "invariant: " + i));
+                fs.Close();
+            }
+            Assert.True(problems.Count == 0, $"seed {seed}: {string.Join("; ", problems)}");
+            Assert.Equal(0, rotation.Problems);
+            Assert.True(rotation.Repairs >= 4 * 3 - rotation.NoRoom, $"seed {seed}: only {rotation.Repairs} repairs");
+            repairs += rotation.Repairs;
+            verified += rotation.Verified;
+            noRoom += rotation.NoRoom;
+            ops += result.Total;
+            if (seed == 1)
+            {
+                var (rc, stdout, _) = ScrubCli.Run(image);
+                Assert.True(rc == 0, $"seed {seed}: scrub after the run: {stdout}");
+                WriteEngineTestSupport.AssertOraclesClean(image, $"seed {seed}");
+            }
+            File.Delete(image);
+        }
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"{seeds} seeds, {ops} ops, {repairs} repairs verified by {verified} scrubs, {noRoom} without room, 0 problems, {clock.Elapsed.TotalSeconds:F1} s"));
+        Assert.True(verified == repairs && repairs > 0);
+    }
+}
