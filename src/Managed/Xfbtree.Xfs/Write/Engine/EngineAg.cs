@@ -1,8 +1,4 @@
-using System.Buffers.Binary;
-using System.Collections.Concurrent;
-using Xfbtree.Buffers;
 using Xfbtree.Xfs.Format;
-using Xfbtree.Xfs.Repair;
 
 namespace Xfbtree.Xfs.Write.Engine;
 

@@ -1,8 +1,6 @@
-using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using Xfbtree.Buffers;
 using Xfbtree.Xfs.Format;
-using Xfbtree.Xfs.Repair;
 
 namespace Xfbtree.Xfs.Write.Engine;
 
@@ -24,7 +22,7 @@ public sealed partial class WriteEngine : IDisposable
     private readonly DiskBufferTarget disk;
     private readonly WriteJournal journal;
     private readonly EngineAg[] ags;
-    private readonly ConcurrentDictionary<ulong, IncoreInode> inodes = new();
+    private readonly InodeCache inodeCache;
     private readonly ReaderWriterLockSlim commitGate = new(LockRecursionPolicy.NoRecursion);
     private readonly WriteEngineOptions options;
     [ThreadStatic] private static WriteTransaction? current;
@@ -40,6 +38,7 @@ public sealed partial class WriteEngine : IDisposable
         this.disk = disk;
         this.journal = journal;
         this.options = options;
+        inodeCache = new InodeCache(options.InodeCacheCapacity);
         RecordsReplayed = replayed;
         ags = new EngineAg[image.Geometry.AgCount];
         for (uint a = 0; a < ags.Length; a++)
@@ -119,7 +118,8 @@ public sealed partial class WriteEngine : IDisposable
 
     // ------------------------------------------------------------------ inodes
 
-    /// <summary>The in-core inode of <paramref name="ino"/> (read and verified on first use, then cached).
+    /// <summary>The in-core inode of <paramref name="ino"/> (read and verified on first use, then cached: the same
+    /// object while anyone references it, see <see cref="Engine.InodeCache"/>).
     /// Throws XfsWriteException NotFound for an invalid inode number, Corrupt for a bad inode.</summary>
     internal IncoreInode GetInode(ulong ino)
     {
@@ -128,13 +128,13 @@ public sealed partial class WriteEngine : IDisposable
         {
             throw new XfsWriteException(WriteErrorKind.NotFound, $"inode {ino} does not exist (not a valid inode number)");
         }
-        if (inodes.TryGetValue(ino, out IncoreInode? cached))
+        if (inodeCache.Find(ino) is { } cached)
         {
             return cached;
         }
         byte[] core = LoadInode(ino, out bool fromTransaction);
         var loaded = new IncoreInode(ino, core);
-        IncoreInode winner = inodes.GetOrAdd(ino, loaded);
+        IncoreInode winner = inodeCache.Add(loaded);
         if (fromTransaction && ReferenceEquals(winner, loaded))
         {
             current!.LoadedFromTransaction(loaded);
@@ -143,7 +143,10 @@ public sealed partial class WriteEngine : IDisposable
     }
 
     /// <summary>Forgets a cached inode (a cancelled transaction that had formatted it).</summary>
-    internal void ForgetInode(IncoreInode inode) => inodes.TryRemove(new KeyValuePair<ulong, IncoreInode>(inode.Ino, inode));
+    internal void ForgetInode(IncoreInode inode) => inodeCache.Remove(inode);
+
+    /// <summary>The in-core inode cache (tests read its figures).</summary>
+    internal InodeCache InodeCache => inodeCache;
 
     internal (long Daddr, int Offset) InodeLocation(ulong ino)
     {

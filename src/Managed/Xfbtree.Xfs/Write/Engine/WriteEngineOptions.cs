@@ -18,4 +18,11 @@ public sealed record WriteEngineOptions
     internal int StepPieces { get; init; } = Files.FileOperations.StepPieces;
     /// <summary>Bytes of shared data one unshare step copies at most (internal, as <see cref="StepPieces"/>).</summary>
     internal int UnshareStepBytes { get; init; } = Files.FileOperations.UnshareStepBytes;
+    /// <summary>In-core inodes kept strongly at most (others live only while something references them).</summary>
+    internal int InodeCacheCapacity { get; init; } = DefaultInodeCacheCapacity;
+    /// <summary>Default of <see cref="InodeCacheCapacity"/>: a few thousand inodes (about 1.5 MiB of 512-byte cores,
+    /// plus their cached extent lists).</summary>
+    internal const int DefaultInodeCacheCapacity = 4096;
+    /// <summary>Slots of the namespace's directory lookup cache (a power of two; 0 turns it off).</summary>
+    internal int LookupCacheSlots { get; init; } = Namespace.DirectoryLookupCache.DefaultSlots;
 }
