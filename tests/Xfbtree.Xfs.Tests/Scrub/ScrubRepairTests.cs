@@ -6,7 +6,7 @@ using Xfbtree.Xfs.Tests.Trees;
 using Xfbtree.Xfs.Tests.Write;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Engine;
-using Xfbtree.Xfs.Write.Stress;
+using Xfbtree.Cli.Stress;
 using Xunit.Abstractions;
 
 namespace Xfbtree.Xfs.Tests.Scrub;
@@ -80,7 +80,7 @@ public sealed class ScrubRepairMatrixTests(ITestOutputHelper output)
         Assert.Equal(0, rc);
         using var doc = System.Text.Json.JsonDocument.Parse(stdout);
         var root = doc.RootElement;
-        Assert.Equal(Xfbtree.Cli.ScrubCommand.JsonVersion, root.GetProperty("version").GetInt32());
+        Assert.Equal(Xfbtree.Cli.CommandLineHost.Version, root.GetProperty("version").GetString());
         Assert.True(root.GetProperty("damaged").GetBoolean());
         var repair = Assert.Single(root.GetProperty("repairs").EnumerateArray());
         Assert.Equal("bnobt+cntbt", repair.GetProperty("repair").GetString());

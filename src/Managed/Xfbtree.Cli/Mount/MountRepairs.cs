@@ -1,4 +1,5 @@
 using System.Globalization;
+using Xfbtree.Cli.Stress;
 using Xfbtree.Xfs.Online;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Engine;

@@ -1,9 +1,10 @@
+using Xfbtree.Xfs;
+using Xfbtree.Xfs.Online;
 using Xfbtree.Xfs.Scrub;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Engine;
-using Xfbtree.Xfs.Write.Stress;
 
-namespace Xfbtree.Xfs.Online;
+namespace Xfbtree.Cli.Stress;
 
 /// <summary>
 /// Scrub repairs of the per-AG trees (bnobt+cntbt, inobt+finobt, refcountbt) of every AG in rotation beside a stress

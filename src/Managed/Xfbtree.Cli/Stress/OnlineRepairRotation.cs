@@ -1,15 +1,16 @@
 using System.Globalization;
+using Xfbtree.Xfs;
 using Xfbtree.Xfs.Check;
+using Xfbtree.Xfs.Online;
 using Xfbtree.Xfs.Scan;
 using Xfbtree.Xfs.Scrub;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Engine;
-using Xfbtree.Xfs.Write.Stress;
 
-namespace Xfbtree.Xfs.Online;
+namespace Xfbtree.Cli.Stress;
 
 /// <summary>What the offline oracle found for one AG right after an online repair (commits paused).</summary>
-public sealed record OnlineRepairVerdict(uint AgNumber, long Missing, long Extra, long Different, long Structure, string Detail)
+internal sealed record OnlineRepairVerdict(uint AgNumber, long Missing, long Extra, long Different, long Structure, string Detail)
 {
     public bool IsClean => Missing == 0 && Extra == 0 && Different == 0 && Structure == 0;
 
@@ -22,7 +23,7 @@ public sealed record OnlineRepairVerdict(uint AgNumber, long Missing, long Extra
 /// the image with its own buffer cache is scanned offline (<see cref="RmapScanner"/>) and the AG's on-disk rmapbt
 /// compared with it (<see cref="RmapChecker"/>: records both ways, structure, AGF counters).
 /// </summary>
-public static class OnlineRepairOracle
+internal static class OnlineRepairOracle
 {
     public static OnlineRepairVerdict Verify(WriteEngine engine, uint agno)
     {
@@ -41,7 +42,7 @@ public static class OnlineRepairOracle
 
 /// <summary>What the offline link count oracle found (commits paused): wrong link counts and entries naming free
 /// inodes, with the first of them.</summary>
-public sealed record LinkCountVerdict(long Wrong, string Detail);
+internal sealed record LinkCountVerdict(long Wrong, string Detail);
 
 /// <summary>
 /// The offline oracle for the online link count repair: with every commit paused, a read view of the image is
@@ -49,7 +50,7 @@ public sealed record LinkCountVerdict(long Wrong, string Detail);
 /// its nlinks finding returned. A directory removed while held open (nlink 0, on the unlinked list) still has its
 /// '.' and '..' on disk and would count here: the stress workload holds no inode open.
 /// </summary>
-public static class LinkCountOracle
+internal static class LinkCountOracle
 {
     public static LinkCountVerdict Verify(WriteEngine engine)
     {
@@ -75,7 +76,7 @@ public static class LinkCountOracle
 /// rmapbt (<see cref="OnlineRepairNoSpaceException"/>) is reported once and left out of the rotation: it was not
 /// changed, and retrying cannot help while it is that full.
 /// </summary>
-public sealed class OnlineRepairRotation : IStressBackground
+internal sealed class OnlineRepairRotation : IStressBackground
 {
     private const int MaxConsecutiveFailures = 5;
     /// <summary>The per-AG btrees whose online repair this rotation does not have yet.</summary>
