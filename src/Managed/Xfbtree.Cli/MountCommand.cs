@@ -86,7 +86,10 @@ internal static class MountCommand
         }
 
         var log = new Action<string>(line => { lock (stderr) { stderr.WriteLine(line); stderr.Flush(); } });
-        var adapter = new XfsFuseFileSystem(fs, request.ReadOnly, log);
+        using var repairs = new MountRepairs(fs.Engine, request.OnlineRepairEvery, log, request.Directory);
+        uint owner = Tmds.Linux.LibC.geteuid(); // the mount's owner: root with mount(2), the user through fusermount3
+        var control = new MountControlServer(repairs, request.Image, owner, request.ReadOnly, log);
+        var adapter = new XfsFuseFileSystem(fs, request.ReadOnly, log) { Control = control };
         FuseSession session;
         try
         {
@@ -106,10 +109,7 @@ internal static class MountCommand
             return CommandLineHost.ExitUnusable;
         }
 
-        using var stop = new CancellationTokenSource();
         var server = new FuseServer(adapter, new FuseServerOptions { Threads = request.Threads, Log = log });
-        var repairs = new RepairLoop(fs.Engine, request.OnlineRepairEvery, log, stop.Token);
-        Thread? repairThread = null;
         Timer? flusher = null;
         void Unmount(PosixSignalContext context)
         {
@@ -126,11 +126,7 @@ internal static class MountCommand
                 environment.Stdout.WriteLine($"mounted {request.Image} on {request.Directory}");
                 environment.Stdout.Flush();
                 if (!request.Sync) flusher = new Timer(_ => FlushJournal(fs, log), null, DurabilityBound, DurabilityBound);
-                if (request.OnlineRepairEvery is not null)
-                {
-                    repairThread = new Thread(repairs.Run) { IsBackground = true, Name = "online-repair" };
-                    repairThread.Start();
-                }
+                repairs.Start();
             });
         }
         catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException)
@@ -141,8 +137,7 @@ internal static class MountCommand
         }
         finally
         {
-            stop.Cancel();
-            repairThread?.Join();
+            repairs.Stop();
             if (flusher is not null)
             {
                 using var done = new ManualResetEvent(false);
@@ -182,47 +177,6 @@ internal static class MountCommand
         catch (Exception e) when (e is XfsWriteException or IOException)
         {
             log($"xfbtree mount: journal flush failed: {e.Message}");
-        }
-    }
-
-    /// <summary>--online-repair-every: the rmap btree of one AG after another rebuilt online, one every period.</summary>
-    sealed class RepairLoop(WriteEngine engine, TimeSpan? every, Action<string> log, CancellationToken stop)
-    {
-        long _repairs, _applied, _ignored, _failures;
-
-        public void Run()
-        {
-            if (every is not { } period) return;
-            uint count = engine.Geometry.AgCount;
-            for (uint agno = 0; !stop.WaitHandle.WaitOne(period); agno = (agno + 1) % count)
-            {
-                try
-                {
-                    var result = OnlineRmapRepair.Run(engine, agno, cancellationToken: stop);
-                    Interlocked.Increment(ref _repairs);
-                    Interlocked.Add(ref _applied, result.LiveUpdatesApplied);
-                    Interlocked.Add(ref _ignored, result.LiveUpdatesIgnored);
-                    log(string.Create(CultureInfo.InvariantCulture,
-                        $"xfbtree mount: online repair: AG {agno} rmapbt rebuilt ({result.Records} records, {result.LiveUpdatesApplied} live updates applied, {result.LiveUpdatesIgnored} ignored)"));
-                }
-                catch (OperationCanceledException)
-                {
-                    return;
-                }
-                catch (Exception e) when (e is OnlineRepairException or XfsWriteException)
-                {
-                    // Failed cleanly (nothing changed on disk); the next turn tries again.
-                    Interlocked.Increment(ref _failures);
-                    log($"xfbtree mount: online repair of AG {agno}: {e.Message}");
-                }
-            }
-        }
-
-        public void WriteReport(TextWriter stdout)
-        {
-            if (every is null) return;
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"online-repair repairs={Interlocked.Read(ref _repairs)} applied={Interlocked.Read(ref _applied)} ignored={Interlocked.Read(ref _ignored)} failed={Interlocked.Read(ref _failures)}"));
         }
     }
 }

@@ -16,6 +16,7 @@ internal static class Program
             root.Add(RecoverCommand.Create(environment));
             root.Add(ScrubCommand.Create(environment));
             if (OperatingSystem.IsLinux()) root.Add(MountCommand.Create(environment));
+            if (OperatingSystem.IsLinux()) root.Add(HealthCommand.Create(environment));
             return CommandLineHost.Invoke(root, args, environment);
         }
         finally

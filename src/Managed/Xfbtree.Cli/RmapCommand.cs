@@ -96,21 +96,47 @@ internal static class RmapCommand
 
     static Command Repair(CommandEnvironment environment)
     {
-        var image = Image();
+        var image = new Argument<string>("IMAGE") { Description = "The XFS image file (or block device); with --online, the directory an xfbtree mount serves." };
         var ag = Ag();
         var json = Json();
         var dryRun = new Option<bool>("-n") { Description = "Print the repair plan and write nothing." };
-        var command = new Command("repair", "Rebuild and commit the rmap btree of every damaged AG (the image must not be in use). " +
-                                            "Exit 0 repaired or clean, 1 damage left, 2 could not repair.") { image, ag, dryRun, json };
-        command.SetAction(p => RmapCommands.Execute(new RmapRequest
+        var online = new Option<bool>("--online") { Description = "Ask the running xfbtree mount on DIR to rebuild the rmap btrees while it serves requests (root or the mount's owner)." };
+        var verify = new Option<bool>("--verify") { Description = "With --online: compare each new tree with a scan made while the mount's commits are paused." };
+        var command = new Command("repair", "Rebuild and commit the rmap btree of every damaged AG (the image must not be in use), or, with --online DIR, " +
+                                            "of every AG of a running mount. Exit 0 repaired or clean, 1 damage or a mismatch left, 2 could not repair.") { image, ag, dryRun, json, online, verify };
+        command.SetAction(p =>
+        {
+            if (p.GetValue(online))
+            {
+                if (p.GetValue(dryRun) || p.GetValue(json))
+                {
+                    environment.Stderr.WriteLine("xfbtree rmap repair: -n and --json are for images; --online asks a running mount");
+                    return CommandLineHost.ExitUnusable;
+                }
+                if (!OperatingSystem.IsLinux())
+                {
+                    environment.Stderr.WriteLine("xfbtree rmap repair: --online needs Linux (xfbtree mount)");
+                    return CommandLineHost.ExitUnusable;
+                }
+                return Mount.OnlineRepairClient.Run(p.GetRequiredValue(image), p.GetValue(ag), p.GetValue(verify), CommandLineHost.For(p, environment));
+            }
+            if (p.GetValue(verify))
+            {
+                environment.Stderr.WriteLine("xfbtree rmap repair: --verify needs --online (an offline repair always reads its result back)");
+                return CommandLineHost.ExitUnusable;
+            }
+            return RepairOffline(p);
+        });
+        return command;
+
+        int RepairOffline(ParseResult p) => RmapCommands.Execute(new RmapRequest
         {
             Command = "repair",
             Image = p.GetRequiredValue(image),
             Ag = p.GetValue(ag),
             DryRun = p.GetValue(dryRun),
             Json = p.GetValue(json),
-        }, CommandLineHost.For(p, environment)));
-        return command;
+        }, CommandLineHost.For(p, environment));
     }
 }
 

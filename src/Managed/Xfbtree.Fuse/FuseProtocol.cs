@@ -125,6 +125,12 @@ public static class FuseConstants
     // lseek whence.
     public const uint SeekData = 3;
     public const uint SeekHole = 4;
+
+    // fuse_ioctl_in.flags.
+    public const uint IoctlCompat = 1 << 0;
+    public const uint IoctlUnrestricted = 1 << 1;
+    public const uint Ioctl32Bit = 1 << 3;
+    public const uint IoctlDir = 1 << 4;
 }
 
 /// <summary>struct fuse_in_header (40 bytes): starts every request.</summary>
@@ -479,6 +485,28 @@ public struct FuseCopyFileRangeIn
     public ulong OffsetOut;
     public ulong Length;
     public ulong Flags;
+}
+
+/// <summary>struct fuse_ioctl_in (32 bytes); the input data (in_size bytes) follows.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct FuseIoctlIn
+{
+    public ulong Fh;
+    public uint Flags;
+    public uint Command;
+    public ulong Argument;
+    public uint InSize;
+    public uint OutSize;
+}
+
+/// <summary>struct fuse_ioctl_out (16 bytes); the output data follows.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct FuseIoctlOut
+{
+    public int Result;
+    public uint Flags;
+    public uint InIovs;
+    public uint OutIovs;
 }
 
 /// <summary>struct fuse_dirent without its name (24 bytes).</summary>

@@ -42,6 +42,9 @@ internal interface IFuseChannel
 [SupportedOSPlatform("linux")]
 public sealed class FuseServer
 {
+    /// <summary>A failed request runs at most this often in all (<see cref="IFuseFileSystem.RetryAfterFailure"/>).</summary>
+    public const int MaxAttempts = 3;
+
     /// <summary>Room for the request header and the largest argument struct ahead of WRITE data (libfuse keeps 4 KiB too).</summary>
     internal const int HeaderRoom = 4096;
 
@@ -244,15 +247,22 @@ internal sealed class FuseWorker
         var context = new FuseRequestContext(unique, header.NodeId, header.Uid, header.Gid, header.Pid);
         ReadOnlySpan<byte> body = request[InHeaderSize..end];
         int result;
-        try
+        int attempts = 0;
+        while (true)
         {
-            result = Handle(header.Opcode, in context, body);
-        }
-        catch (Exception ex)
-        {
-            // A file system must answer with an errno; an exception here is a bug: log it, answer EIO.
-            _server.Options.Log?.Invoke($"fuse: {header.Opcode} on node {context.NodeId} failed: {ex.GetType().Name}: {ex.Message}");
-            result = header.Opcode is FuseOpcode.Forget or FuseOpcode.BatchForget or FuseOpcode.Interrupt ? NoReply : FuseErrno.EIO;
+            try
+            {
+                result = Handle(header.Opcode, in context, body);
+            }
+            catch (Exception ex)
+            {
+                // A file system must answer with an errno; an exception here is a bug: log it, answer EIO.
+                _server.Options.Log?.Invoke($"fuse: {header.Opcode} on node {context.NodeId} failed: {ex.GetType().Name}: {ex.Message}");
+                result = header.Opcode is FuseOpcode.Forget or FuseOpcode.BatchForget or FuseOpcode.Interrupt ? NoReply : FuseErrno.EIO;
+                break;
+            }
+            // An error is replied by this method, so nothing was sent yet: the file system may ask for another attempt.
+            if (result <= 0 || ++attempts >= FuseServer.MaxAttempts || !_fs.RetryAfterFailure(in context, result)) break;
         }
         if (result > 0) SendError(unique, result);
     }
@@ -528,6 +538,23 @@ internal sealed class FuseWorker
             {
                 int e = _fs.SyncFs(in c);
                 return e != 0 ? e : ReplyData(c.Unique, 0);
+            }
+            case FuseOpcode.Ioctl:
+            {
+                if (!TryArg(body, out FuseIoctlIn args)) return FuseErrno.EINVAL;
+                // Restricted ioctls only (the kernel sets UNRESTRICTED for CUSE alone): the data sizes come from the
+                // command's _IOC_SIZE, at most 16 KiB, and the input follows the struct.
+                if ((args.Flags & FuseConstants.IoctlUnrestricted) != 0) return FuseErrno.ENOSYS;
+                ReadOnlySpan<byte> input = body[Unsafe.SizeOf<FuseIoctlIn>()..];
+                if (input.Length < args.InSize) return FuseErrno.EINVAL;
+                input = input[..(int)args.InSize];
+                const int Room = OutHeaderSize + 16;
+                int outSize = (int)Math.Min(args.OutSize, (uint)(_reply.Length - Room));
+                int e = _fs.Ioctl(in c, node, args.Fh, args.Flags, args.Command, input, _reply.AsSpan(Room, outSize), out int result, out int written);
+                if (e != 0) return e;
+                var reply = new FuseIoctlOut { Result = result };
+                MemoryMarshal.Write(_reply.AsSpan(OutHeaderSize), in reply);
+                return ReplyData(c.Unique, 16 + Math.Clamp(written, 0, outSize));
             }
             case FuseOpcode.NotifyReply:
                 return NoReply; // no notifications are sent, so no retrieve replies are awaited

@@ -190,6 +190,30 @@ public interface IFuseFileSystem
     }
 
     int SyncFs(in FuseRequestContext context) => FuseErrno.ENOSYS;
+
+    /// <summary>
+    /// IOCTL on an open file or directory (<paramref name="flags"/> has <see cref="FuseConstants.IoctlDir"/> for a
+    /// directory). Only restricted ioctls reach a FUSE server: the kernel copied in the command's _IOC_SIZE bytes
+    /// (<paramref name="input"/>, when _IOC_WRITE) and copies back what is written to <paramref name="output"/>
+    /// (room for _IOC_SIZE bytes when _IOC_READ). <paramref name="result"/> is what ioctl(2) returns on success. Who
+    /// asked is in <paramref name="context"/> (the kernel's uid, gid and pid of the caller): an implementation that
+    /// offers privileged commands checks it. The default answers ENOTTY, as for an ioctl a file system does not know.
+    /// </summary>
+    int Ioctl(in FuseRequestContext context, ulong node, ulong handle, uint flags, uint command, ReadOnlySpan<byte> input,
+        Span<byte> output, out int result, out int outputLength)
+    {
+        result = 0;
+        outputLength = 0;
+        return FuseErrno.ENOTTY;
+    }
+
+    /// <summary>
+    /// A request failed with <paramref name="error"/> and nothing was replied yet: true makes the server run the same
+    /// request once more (at most <see cref="FuseServer.MaxAttempts"/> times in all). For a file system that can
+    /// heal the cause meanwhile (and whose failed operations changed nothing); it may block until then. Default:
+    /// no retry.
+    /// </summary>
+    bool RetryAfterFailure(in FuseRequestContext context, int error) => false;
 }
 
 /// <summary>The Linux errno values the protocol layer and its file systems answer with.</summary>
@@ -226,4 +250,5 @@ public static class FuseErrno
     public const int ESTALE = 116;
     public const int EUCLEAN = 117;
     public const int ENXIO = 6;
+    public const int ENOTTY = 25;
 }

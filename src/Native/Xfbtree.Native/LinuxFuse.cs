@@ -96,6 +96,46 @@ internal static unsafe partial class LinuxFuse
         }
     }
 
+    /// <summary>
+    /// ioctl(2) on a file or directory: opened read-only (O_NONBLOCK, so a fifo does not block), one ioctl with
+    /// <paramref name="argument"/> as its in/out buffer, closed. Returns 0 and the ioctl's result, or the errno of the
+    /// open or of the ioctl. This is how a tool talks to a mounted file system's server (FUSE_IOCTL).
+    /// </summary>
+    public static int IoctlOnPath(string path, uint command, Span<byte> argument, out int result)
+    {
+        result = 0;
+        int fd;
+        fixed (byte* p = NullTerminated(path))
+        {
+            do
+            {
+                fd = open(p, O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
+            }
+            while (fd < 0 && errno == EINTR);
+        }
+        if (fd < 0)
+        {
+            return errno;
+        }
+        try
+        {
+            fixed (byte* a = argument)
+            {
+                int rc = IoctlCall(fd, command, a);
+                if (rc < 0)
+                {
+                    return Marshal.GetLastPInvokeError();
+                }
+                result = rc;
+                return 0;
+            }
+        }
+        finally
+        {
+            _ = close(fd); // a read-only descriptor: nothing to lose on close
+        }
+    }
+
     /// <summary>The effective user and group ids of this process.</summary>
     public static (uint Uid, uint Gid) EffectiveIds() => (geteuid(), getegid());
 
@@ -191,6 +231,9 @@ internal static unsafe partial class LinuxFuse
         }
         return *(int*)CMSG_DATA(header);
     }
+
+    [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
+    private static partial int IoctlCall(int fd, ulong request, byte* argument);
 
     [LibraryImport("libc", EntryPoint = "mount", SetLastError = true)]
     private static partial int MountCall(byte* source, byte* target, byte* fileSystemType, ulong flags, byte* data);

@@ -63,12 +63,18 @@ internal sealed class MountedImage : IDisposable
     }
 
     /// <summary>Starts the command without waiting (refusal tests).</summary>
-    public static MountedImage StartRaw(string image, string directory, params string[] options)
+    public static MountedImage StartRaw(string image, string directory, params string[] options) => StartVia([], image, directory, options);
+
+    /// <summary>
+    /// Starts the command through <paramref name="launcher"/> (for example setpriv and its options, to run it as
+    /// another user) without waiting.
+    /// </summary>
+    public static MountedImage StartVia(string[] launcher, string image, string directory, params string[] options)
     {
         string dll = Path.Combine(AppContext.BaseDirectory, "xfbtree.dll");
         if (!File.Exists(dll)) throw new FileNotFoundException("xfbtree.dll is not next to the tests; build the solution", dll);
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (string a in new[] { dll, "mount", image, directory }.Concat(options)) psi.ArgumentList.Add(a);
+        var psi = new ProcessStartInfo(launcher.Length > 0 ? launcher[0] : "dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string a in launcher.Skip(1).Concat(launcher.Length > 0 ? ["dotnet"] : []).Concat([dll, "mount", image, directory]).Concat(options)) psi.ArgumentList.Add(a);
         var process = new Process { StartInfo = psi };
         var mounted = new MountedImage(image, directory, process);
         string expected = $"mounted {image} on {directory}";
@@ -145,9 +151,21 @@ internal sealed class MountedImage : IDisposable
     /// <summary>SIGKILL, then umount DIR (the kernel shows the mount as disconnected until then).</summary>
     public void KillAndUnmount()
     {
+        Kill();
+        UnmountAfterKill();
+    }
+
+    /// <summary>SIGKILL of the server; the mount stays, disconnected, until <see cref="UnmountAfterKill"/>.</summary>
+    public void Kill()
+    {
         _process.Kill();
         _process.WaitForExit();
         _ended = true;
+    }
+
+    /// <summary>umount DIR after <see cref="Kill"/> (the programs that had files open there must have ended).</summary>
+    public void UnmountAfterKill()
+    {
         var r = RepairTools.Exec("/bin/umount", [Directory]);
         if (r.ExitCode != 0) throw new InvalidOperationException($"umount {Directory} after the kill: {r}");
     }

@@ -27,8 +27,9 @@ internal static class KernelOracle
     /// <summary>Writes <paramref name="marker"/> to the kernel log, mounts <paramref name="image"/> with
     /// <paramref name="mountOptions"/>, compares every line of a version 2 manifest (`PATH TYPE MODE UID GID NLINK SIZE
     /// CONTENT XATTRS`; the header and other '#' lines skipped) with what the kernel shows: type, permission bits,
-    /// owner, link count, size (not for directories), and the content (a file's bytes by SHA-256, a symlink's target,
-    /// a device's numbers), unmounts. Returns the loop device, the number of regular files compared and their bytes.</summary>
+    /// owner, link count, size (not for directories), the content (a file's bytes by SHA-256, a symlink's target,
+    /// a device's numbers) and the extended attributes (getfattr -h -d -m - of every path, digested as the manifest's
+    /// XATTRS column), unmounts. Returns the loop device, the number of regular files compared and their bytes.</summary>
     internal static (string Device, int Compared, long Bytes) MountAndCompareManifest(RepairScratch scratch, string image,
         List<string[]> expected, string marker, string mountOptions)
     {
@@ -45,6 +46,7 @@ internal static class KernelOracle
             var kernel = TreeFixtures.Run("/usr/bin/find", [mnt, "-exec", "stat", "-c", "%n|%F|%a|%u|%g|%h|%s|%t|%T", "{}", "+"])
                 .Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split('|'))
                 .ToDictionary(f => f[0] == mnt ? "/" : f[0][mnt.Length..], f => f, StringComparer.Ordinal);
+            var xattrs = KernelXattrs(mnt);
             foreach (var fields in expected)
             {
                 if (fields[0].StartsWith('#')) continue;
@@ -68,6 +70,10 @@ internal static class KernelOracle
                 Assert.True(k[3] == fields[3] && k[4] == fields[4], $"{what} has owner {fields[3]}:{fields[4]}");
                 Assert.True(k[5] == fields[5], $"{what} has {fields[5]} links");
                 if (fields[6] != "-") Assert.True(k[6] == fields[6], $"{what} has size {fields[6]}");
+                var attributes = xattrs.GetValueOrDefault(rel) ?? [];
+                string digest = Xfbtree.Xfs.Write.Stress.StressModel.XattrDigest(attributes);
+                Assert.True(digest == fields[8],
+                    $"{rel}: the kernel shows extended attributes {string.Join(", ", attributes.Select(a => $"{a.Name} ({a.Value.Length} bytes)"))} (digest {digest}), the model's digest is {fields[8]}");
                 string path = Path.Combine(mnt, rel.TrimStart('/'));
                 switch (type)
                 {
@@ -95,6 +101,60 @@ internal static class KernelOracle
             TreeFixtures.Run("/bin/umount", [mnt]);
         }
         return (device, compared, bytes);
+    }
+
+    /// <summary>
+    /// Every extended attribute the kernel shows under <paramref name="mnt"/>, by path relative to it ("/" for the
+    /// mount point): one <c>getfattr -R -P -h -d -m - -e hex --absolute-names</c> over the tree (every namespace,
+    /// symlinks' own attributes, values in hex), parsed from its "# file: PATH" blocks of "name=0xHEX" lines.
+    /// </summary>
+    internal static Dictionary<string, List<(string Name, byte[] Value)>> KernelXattrs(string mnt)
+    {
+        Assert.True(File.Exists("/usr/bin/getfattr"), "/usr/bin/getfattr is missing (package attr): the kernel's extended attributes cannot be read");
+        string dump = TreeFixtures.Run("/usr/bin/getfattr", ["-R", "-P", "-h", "-d", "-m", "-", "-e", "hex", "--absolute-names", mnt]);
+        var result = new Dictionary<string, List<(string, byte[])>>(StringComparer.Ordinal);
+        List<(string, byte[])>? current = null;
+        foreach (string line in dump.Split('\n'))
+        {
+            if (line.StartsWith("# file: ", StringComparison.Ordinal))
+            {
+                string path = Unescape(line["# file: ".Length..]);
+                Assert.StartsWith(mnt, path, StringComparison.Ordinal);
+                string rel = path.Length == mnt.Length ? "/" : path[mnt.Length..];
+                result[rel] = current = [];
+            }
+            else if (line.Length > 0)
+            {
+                Assert.True(current is not null, $"getfattr printed '{line}' before any '# file:' line");
+                int eq = line.IndexOf('=', StringComparison.Ordinal);
+                string name = Unescape(eq < 0 ? line : line[..eq]);
+                string value = eq < 0 ? "" : line[(eq + 1)..];
+                Assert.True(value.Length == 0 || value.StartsWith("0x", StringComparison.Ordinal), $"getfattr -e hex printed '{line}'");
+                current.Add((name, value.Length == 0 ? [] : Convert.FromHexString(value.AsSpan(2))));
+            }
+        }
+        return result;
+    }
+
+    /// <summary>getfattr's quoting of names and paths: a backslash and three octal digits per special byte.</summary>
+    static string Unescape(string quoted)
+    {
+        if (!quoted.Contains('\\', StringComparison.Ordinal)) return quoted;
+        var bytes = new List<byte>();
+        var raw = System.Text.Encoding.UTF8.GetBytes(quoted);
+        for (int i = 0; i < raw.Length; i++)
+        {
+            if (raw[i] == (byte)'\\' && i + 3 < raw.Length && raw[i + 1] is >= (byte)'0' and <= (byte)'7')
+            {
+                bytes.Add((byte)((raw[i + 1] - '0') * 64 + (raw[i + 2] - '0') * 8 + (raw[i + 3] - '0')));
+                i += 3;
+            }
+            else
+            {
+                bytes.Add(raw[i]);
+            }
+        }
+        return System.Text.Encoding.UTF8.GetString(bytes.ToArray());
     }
 
     /// <summary>scripts/kernel-workload.sh on the image, then xfs_repair -n; both must exit 0.</summary>

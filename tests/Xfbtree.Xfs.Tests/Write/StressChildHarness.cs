@@ -16,7 +16,11 @@ namespace Xfbtree.Xfs.Tests.Write;
 internal static class StressChildHarness
 {
     /// <summary>What a run of kills saw.</summary>
-    internal readonly record struct KillSummary(int MidRun, int InFlightApplied, long OpsSeen);
+    internal readonly record struct KillSummary(int MidRun, int InFlightApplied, long OpsSeen)
+    {
+        /// <summary>Committed operations the logs show, by kind (which operations the kills were checked against).</summary>
+        public Dictionary<StressOpKind, long> Committed { get; init; } = new();
+    }
 
     /// <summary>Runs <paramref name="kills"/> kills of the stress child on copies of <paramref name="pristine"/>, each
     /// after 100 + random(<paramref name="delaySpanMs"/>) ms once the child has loaded its model; checks each image
@@ -37,6 +41,7 @@ internal static class StressChildHarness
         var random = new Random(seed);
         int midRun = 0, inFlightApplied = 0;
         long opsSeen = 0;
+        var committed = new Dictionary<StressOpKind, long>();
         for (int kill = 0; kill < kills; kill++)
         {
             string image = scratch.Copy(pristine, $"kill{kill}.img");
@@ -60,6 +65,7 @@ internal static class StressChildHarness
                 else if (entry.Outcome.Value.Committed)
                 {
                     model.Apply(entry.Op);
+                    committed[entry.Op.Kind] = committed.GetValueOrDefault(entry.Op.Kind) + 1;
                 }
             }
 
@@ -87,7 +93,7 @@ internal static class StressChildHarness
             File.Delete(image);
             File.Delete(log);
         }
-        return new KillSummary(midRun, inFlightApplied, opsSeen);
+        return new KillSummary(midRun, inFlightApplied, opsSeen) { Committed = committed };
     }
 
     /// <summary>Starts the child, waits for its first line (model loaded), waits <paramref name="delayMs"/> and sends

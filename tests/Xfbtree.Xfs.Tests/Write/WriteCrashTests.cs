@@ -1,4 +1,5 @@
 using Xfbtree.Xfs.Tests.Repair;
+using Xfbtree.Xfs.Write.Stress;
 using Xunit.Abstractions;
 
 namespace Xfbtree.Xfs.Tests.Write;
@@ -23,15 +24,31 @@ public sealed class WriteCrashTests(ITestOutputHelper output)
         int kills = Long ? 50 : 2;
         using var scratch = new RepairScratch();
         string pristine = scratch.CopyFixture(fixture);
+        var (midRun, inFlightApplied, opsSeen) = (0, 0, 0L);
+        var committed = new Dictionary<StressOpKind, long>();
+        void Kills(int count, int runSeed, int delaySpanMs)
+        {
+            var summary = StressChildHarness.RunKills(scratch, pristine, runSeed, count, delaySpanMs, [],
+                (image, kill, _) =>
+                {
+                    var repair = RepairTools.XfsRepairCheck(image);
+                    Assert.True(repair.ExitCode == 0, $"kill {kill}: xfs_repair -n after reopen and close: {repair}");
+                });
+            (midRun, inFlightApplied, opsSeen) = (midRun + summary.MidRun, inFlightApplied + summary.InFlightApplied, opsSeen + summary.OpsSeen);
+            foreach (var (kind, n) in summary.Committed) committed[kind] = committed.GetValueOrDefault(kind) + n;
+        }
         // The kill moment: 0.1 - 3 s into the run.
-        var (midRun, inFlightApplied, opsSeen) = StressChildHarness.RunKills(scratch, pristine, seed, kills, 2900, [],
-            (image, kill, _) =>
-            {
-                var repair = RepairTools.XfsRepairCheck(image);
-                Assert.True(repair.ExitCode == 0, $"kill {kill}: xfs_repair -n after reopen and close: {repair}");
-            });
-        output.WriteLine($"{fixture}: {kills} kills, {midRun} in the middle of the run, {opsSeen} ops logged, " +
-                         $"{inFlightApplied} times the op in flight had reached the image");
+        Kills(kills, seed, 2900);
+        // The checked histories must hold hard links and extended attributes too: on a slow machine a few kills may
+        // come before the first of them, so later kills (other seeds, up to 6 s in) are added until they do.
+        StressOpKind[] required = [StressOpKind.Link, StressOpKind.SetXattr];
+        int extra = 0;
+        for (; extra < 6 && required.Any(k => committed.GetValueOrDefault(k) == 0); extra++) Kills(1, seed * 31 + extra, 6000);
+        output.WriteLine($"{fixture}: {kills + extra} kills, {midRun} in the middle of the run, {opsSeen} ops logged, " +
+                         $"{inFlightApplied} times the op in flight had reached the image; committed: " +
+                         string.Join(", ", committed.OrderBy(c => c.Key).Select(c => $"{c.Key} {c.Value}")));
         Assert.True(midRun > 0, "no kill landed while the child was running");
+        foreach (var kind in required)
+            Assert.True(committed.GetValueOrDefault(kind) > 0, $"no {kind} committed before {kills + extra} kills: the crash test did not cover it");
     }
 }

@@ -34,12 +34,14 @@ public sealed class WriteDirectoryFormatTests(ITestOutputHelper output)
             Image = image;
             Engine = WriteEngine.Open(image, WriteEngineTestSupport.Fast);
             Ops = new NamespaceOperations(Engine, new FileOperations(Engine));
+            Attributes = new Xfbtree.Xfs.Write.Attributes.AttributeOperations(Engine);
             Reader = new DirectoryReader(Engine.Image);
         }
 
         public string Image { get; }
         public WriteEngine Engine { get; }
         public NamespaceOperations Ops { get; }
+        public Xfbtree.Xfs.Write.Attributes.AttributeOperations Attributes { get; }
         public DirectoryReader Reader { get; }
 
         public T Edit<T>(string dir, Func<DirectoryEditor, T> body)
@@ -88,6 +90,8 @@ for d in sys.argv[2:]:
             if t is not None and t != lt: out.append('MISMATCH type %s/%s %s %s' % (d, e.name, t, lt))
             if st.st_ino != e.inode(): out.append('MISMATCH ino %s/%s %d %d' % (d, e.name, e.inode(), st.st_ino))
             out.append('%s/%s %d %s' % (d, e.name, e.inode(), lt))
+    for n in os.listxattr(root + d, follow_symlinks=False):
+        out.append('XATTR %s %s %s' % (d, n, os.getxattr(root + d, n, follow_symlinks=False).hex()))
 sys.stdout.write('\n'.join(out) + '\n')
 """;
 
@@ -134,23 +138,36 @@ sys.stdout.write('\n'.join(out) + '\n')
         }
     }
 
-    /// <summary>A model read back from the kernel's listing.</summary>
-    static Dictionary<string, Dictionary<string, Want>> ModelFrom(SortedSet<string> listing, IEnumerable<string> dirs)
+    /// <summary>The extended attributes of the model's directories themselves: directory → full name → value in hex.</summary>
+    readonly Dictionary<string, SortedDictionary<string, string>> _dirXattrs = new(StringComparer.Ordinal);
+
+    /// <summary>A model read back from the kernel's listing (the directories' attributes into <see cref="_dirXattrs"/>).</summary>
+    Dictionary<string, Dictionary<string, Want>> ModelFrom(SortedSet<string> listing, IEnumerable<string> dirs)
     {
         var model = dirs.ToDictionary(d => d, _ => new Dictionary<string, Want>(StringComparer.Ordinal));
+        _dirXattrs.Clear();
         foreach (var line in listing)
         {
+            if (line.StartsWith("XATTR ", StringComparison.Ordinal))
+            {
+                var f = line.Split(' ');
+                if (!_dirXattrs.TryGetValue(f[1], out var named)) _dirXattrs[f[1]] = named = new(StringComparer.Ordinal);
+                named[f[2]] = f.Length > 3 ? f[3] : "";
+                continue;
+            }
             int a = line.LastIndexOf(' '), b = line.LastIndexOf(' ', a - 1), slash = line.LastIndexOf('/', b - 1);
             model[line[..slash]][line[(slash + 1)..b]] = new Want(ulong.Parse(line.AsSpan(b + 1, a - b - 1), System.Globalization.CultureInfo.InvariantCulture), line[^1]);
         }
         return model;
     }
 
-    static SortedSet<string> ModelListing(Dictionary<string, Dictionary<string, Want>> model)
+    SortedSet<string> ModelListing(Dictionary<string, Dictionary<string, Want>> model)
     {
         var result = new SortedSet<string>(StringComparer.Ordinal);
         foreach (var (dir, entries) in model)
             foreach (var (name, want) in entries) result.Add($"{dir}/{name} {want.Ino} {want.Type}");
+        foreach (var (dir, named) in _dirXattrs)
+            foreach (var (name, hex) in named) result.Add($"XATTR {dir} {name} {hex}");
         return result;
     }
 
@@ -292,32 +309,26 @@ for spec in sys.argv[2:]:
         else: os.unlink(f)
 """;
 
-    static readonly string KernelImageDir = CreateKernelImageDir();
-    static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<string>> KernelImages = new();
-
-    static string CreateKernelImageDir()
-    {
-        string dir = Directory.CreateTempSubdirectory("xfbtree-dirimages-").FullName;
-        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
-        {
-            try { Directory.Delete(dir, recursive: true); }
-            catch (IOException) { }
-        };
-        return dir;
-    }
-
     /// <summary>The directories each kernel-grown image holds ("name:entries before the kernel's removals").</summary>
     static string[] KernelSpec(string kind) => kind == "8k"
         ? ["leaf8k:700", "node8k:3000"]
         : Long ? ["leaf:300", "node3k:3000", "node20k:20000", "node50k:50000"] : ["leaf:300", "node3k:3000", "node20k:20000"];
 
-    /// <summary>An image whose directories the kernel grew to leaf and node format (built once per test run).</summary>
-    static string KernelImage(string kind) => KernelImages.GetOrAdd(kind, k => new Lazy<string>(() =>
+    /// <summary>An image whose directories the kernel grew to leaf and node format, generated once per test process
+    /// and cached beside the restored fixtures (<see cref="TreeFixtures.Generated"/>).</summary>
+    static string KernelImage(string kind) => TreeFixtures.Generated($"kernel-dirs-{kind}{(Long ? "-long" : "")}", image =>
     {
-        string image = k == "8k" ? MakeImage(KernelImageDir, "kernel-8k.img", "-n", "size=8192") : MakeImage(KernelImageDir, "kernel-4k.img");
-        KernelRun(image, KernelImageDir, BuildScript, KernelSpec(k));
-        return image;
-    })).Value;
+        string work = Directory.CreateTempSubdirectory("xfbtree-dirimage-").FullName;
+        try
+        {
+            MakeImage(Path.GetDirectoryName(image)!, Path.GetFileName(image), kind == "8k" ? new[] { "-n", "size=8192" } : Array.Empty<string>());
+            KernelRun(image, work, BuildScript, KernelSpec(kind));
+        }
+        finally
+        {
+            Directory.Delete(work, recursive: true);
+        }
+    });
 
     static List<string> Dirs(string kind) => KernelSpec(kind).Select(s => "/" + s[..s.IndexOf(':', StringComparison.Ordinal)]).ToList();
 
@@ -343,16 +354,100 @@ for spec in sys.argv[2:]:
         _ => DirectoryFormat.FtRegular,
     };
 
-    /// <summary>The engine's own reading of every model directory equals the model (names, inodes, file types).</summary>
-    static void AssertEngineAgrees(Session s, Dictionary<string, Dictionary<string, Want>> model, string when)
+    /// <summary>The engine's own reading of every model directory equals the model (names, inodes, file types, and
+    /// the directory's own extended attributes).</summary>
+    void AssertEngineAgrees(Session s, Dictionary<string, Dictionary<string, Want>> model, string when)
     {
         foreach (var (dir, entries) in model)
         {
             var ours = s.Edit(dir, e => e.ReadAll().Entries).ToDictionary(e => DirectoryFormat.Show(e.Name), e => new Want(e.Ino, TypeLetter(e.FileType)));
             Assert.True(ours.Count == entries.Count && ours.All(kv => entries.TryGetValue(kv.Key, out var w) && w == kv.Value),
                 $"{when}: the engine reads {ours.Count} entries in {dir}, the model holds {entries.Count}");
+            var attributes = s.Attributes.ReadAll(s.Ops.Lookup(dir)).ToDictionary(a => a.Name.FullName, a => Convert.ToHexStringLower(a.Value), StringComparer.Ordinal);
+            var want = _dirXattrs.GetValueOrDefault(dir) ?? new SortedDictionary<string, string>(StringComparer.Ordinal);
+            Assert.True(attributes.Count == want.Count && attributes.All(kv => want.TryGetValue(kv.Key, out var v) && v == kv.Value),
+                $"{when}: the engine reads attributes {string.Join(", ", attributes.Keys)} on {dir}, the model holds {string.Join(", ", want.Keys)}");
         }
     }
+
+    /// <summary>Moves a name (rename(2) through the engine) and follows it in the model.</summary>
+    static void Move(Session s, Dictionary<string, Dictionary<string, Want>> model, string fromDir, string name, string toDir, string newName)
+    {
+        s.Ops.Rename($"{fromDir}/{name}", $"{toDir}/{newName}");
+        model[toDir].Add(newName, model[fromDir][name]);
+        model[fromDir].Remove(name);
+    }
+
+    /// <summary>
+    /// Namespace operations through the engine on the kernel-grown directories: per directory, 20 files renamed out
+    /// to /outside and 10 renamed in from it, 20 files given a second name in the next directory and half of them
+    /// then unlinked by their first name, 10 directories made and 5 removed, one moved to the next directory (its
+    /// '..' and both link counts), and attributes on the directory itself (a small user one, a remote-sized trusted
+    /// one).
+    /// </summary>
+    void EngineNamespaceRound(Session s, Dictionary<string, Dictionary<string, Want>> model, List<string> big, Random rng, string tag)
+    {
+        foreach (var (d, k) in big.Select((d, k) => (d, k)))
+        {
+            string other = big[(k + 1) % big.Count], short_ = d[1..];
+            var entries = model[d];
+            var files = entries.Where(kv => kv.Value.Type == 'f').Select(kv => kv.Key).OrderBy(_ => rng.Next()).ToList();
+            for (int i = 0; i < Math.Min(20, files.Count); i++) Move(s, model, d, files[i], "/outside", $"{tag}-out-{short_}-{i}");
+            var comeIn = model["/outside"].Where(kv => kv.Value.Type == 'f').Select(kv => kv.Key).OrderBy(_ => rng.Next()).Take(10).ToList();
+            for (int i = 0; i < comeIn.Count; i++) Move(s, model, "/outside", comeIn[i], d, $"{tag}-in-{i}");
+            var linked = files.Skip(20).Take(20).ToList();
+            for (int i = 0; i < linked.Count; i++)
+            {
+                s.Ops.Link($"{d}/{linked[i]}", $"{other}/{tag}-ln-{short_}-{i}");
+                model[other].Add($"{tag}-ln-{short_}-{i}", entries[linked[i]]);
+            }
+            for (int i = 0; i < linked.Count; i += 2) Remove(s, d, entries, linked[i]);
+            for (int i = 0; i < 10; i++) entries.Add($"{tag}-dir-{i}", new Want(s.Ops.Mkdir($"{d}/{tag}-dir-{i}"), 'd'));
+            for (int i = 0; i < 10; i += 2)
+            {
+                s.Ops.Rmdir($"{d}/{tag}-dir-{i}");
+                entries.Remove($"{tag}-dir-{i}");
+            }
+            Move(s, model, d, $"{tag}-dir-1", other, $"{tag}-dirmoved-{short_}");
+            ulong ino = s.Ops.Lookup(d);
+            var small = Encoding.UTF8.GetBytes($"{tag} small");
+            var large = Enumerable.Repeat((byte)'E', 3000).ToArray();
+            s.Attributes.Set(ino, B($"user.{tag}"), small);
+            s.Attributes.Set(ino, B($"trusted.{tag}-big"), large);
+            if (!_dirXattrs.TryGetValue(d, out var named)) _dirXattrs[d] = named = new(StringComparer.Ordinal);
+            named[$"user.{tag}"] = Convert.ToHexStringLower(small);
+            named[$"trusted.{tag}-big"] = Convert.ToHexStringLower(large);
+        }
+    }
+
+    /// <summary>The kernel's round on the same directories (argv: mount, tag, directories; /outside beside them):
+    /// every third name goes, 200 new names, and the namespace operations of <see cref="EngineNamespaceRound"/>
+    /// done by the kernel.</summary>
+    const string KernelEdits = """
+import os, sys
+root, tag, big = sys.argv[1], sys.argv[2], sys.argv[3:]
+def plain(f): return os.path.isfile(f) and not os.path.islink(f)
+for k, d in enumerate(big):
+    p = root + d
+    other = big[(k + 1) % len(big)]
+    short = d[1:]
+    names = sorted(os.listdir(p))
+    for n in names[::3]:
+        f = p + '/' + n
+        if os.path.isdir(f) and not os.path.islink(f): os.rmdir(f)
+        else: os.unlink(f)
+    for i in range(200): open(p + '/%s-%04d' % (tag, i), 'w').close()
+    files = [n for n in sorted(os.listdir(p)) if plain(p + '/' + n)]
+    for i, n in enumerate(files[:20]): os.rename(p + '/' + n, root + '/outside/%s-out-%s-%d' % (tag, short, i))
+    outside = [n for n in sorted(os.listdir(root + '/outside')) if plain(root + '/outside/' + n)]
+    for i, n in enumerate(outside[:10]): os.rename(root + '/outside/' + n, p + '/%s-in-%d' % (tag, i))
+    for i, n in enumerate(files[20:40]): os.link(p + '/' + n, root + other + '/%s-ln-%s-%d' % (tag, short, i))
+    for n in files[20:40:2]: os.unlink(p + '/' + n)
+    for i in range(10): os.mkdir(p + '/%s-dir-%d' % (tag, i))
+    for i in range(0, 10, 2): os.rmdir(p + '/%s-dir-%d' % (tag, i))
+    os.rename(p + '/%s-dir-1' % tag, root + other + '/%s-dirmoved-%s' % (tag, short))
+    os.setxattr(p, 'user.' + tag, b'kernel small'); os.setxattr(p, 'trusted.' + tag + '-big', b'K' * 3000)
+""";
 
     /// <summary>Swaps the inodes of two entries of one type in one directory (link counts stay).</summary>
     static void Swap(Session s, string dir, Dictionary<string, Want> entries, string a, string b)
@@ -429,39 +524,38 @@ for spec in sys.argv[2:]:
                 var files = entries.Where(kv => kv.Value.Type == 'f').Select(kv => kv.Key).OrderBy(_ => rng.Next()).Take(40).ToList();
                 for (int i = 0; i + 1 < files.Count; i += 2) Swap(s, d, entries, files[i], files[i + 1]);
             }
+            s.Ops.Mkdir("/outside");
+            model["/outside"] = new Dictionary<string, Want>(StringComparer.Ordinal);
+            EngineNamespaceRound(s, model, dirs, rng, "e0");
             AssertEngineAgrees(s, model, "after the engine's edits");
             s.Engine.Close();
         }
+        var all = dirs.Append("/outside").ToList();
         AssertKernelAgrees(image, scratch.Directory, model, $"{kind}: engine edits of kernel-grown directories");
 
-        // The kernel edits what the engine made: every third name goes, 200 new names per directory.
-        const string KernelEdits = """
-import os, sys
-root = sys.argv[1]
-for d in sys.argv[2:]:
-    p = root + d
-    names = sorted(os.listdir(p))
-    for n in names[::3]:
-        f = p + '/' + n
-        if os.path.isdir(f) and not os.path.islink(f): os.rmdir(f)
-        else: os.unlink(f)
-    for i in range(200): open(p + '/kernel-%04d' % i, 'w').close()
-""";
-        KernelRun(image, scratch.Directory, KernelEdits, [.. dirs]);
-        AssertClean(image, $"{kind}: after the kernel's edits");
-        model = ModelFrom(KernelListing(image, scratch.Directory, dirs), dirs);
-        using (var s = new Session(image))
+        // Round trips: the kernel edits what the engine made (and its own names), the engine edits what the kernel
+        // made, each judged by xfs_repair -n, rmap check and the kernel's listing (the engine's reading too).
+        for (int round = 1; round <= (Long ? 4 : 2); round++)
         {
-            AssertEngineAgrees(s, model, "after the kernel's edits");
-            foreach (var d in dirs)
+            string ktag = $"kernel{round}";
+            KernelRun(image, scratch.Directory, KernelEdits, [ktag, .. dirs]);
+            AssertClean(image, $"{kind}: after the kernel's edits (round {round})");
+            model = ModelFrom(KernelListing(image, scratch.Directory, all), all);
+            using (var s = new Session(image))
             {
-                var entries = model[d];
-                foreach (var n in entries.Keys.Where(n => n.StartsWith("kernel-", StringComparison.Ordinal)).OrderBy(_ => rng.Next()).Take(150).ToList()) Remove(s, d, entries, n);
-                for (int i = 0; i < 100; i++) AddFile(s, d, entries, $"again-{i:D3}");
+                AssertEngineAgrees(s, model, $"after the kernel's edits (round {round})");
+                foreach (var d in dirs)
+                {
+                    var entries = model[d];
+                    foreach (var n in entries.Keys.Where(n => n.StartsWith(ktag + "-0", StringComparison.Ordinal)).OrderBy(_ => rng.Next()).Take(150).ToList()) Remove(s, d, entries, n);
+                    for (int i = 0; i < 100; i++) AddFile(s, d, entries, $"again{round}-{i:D3}");
+                }
+                EngineNamespaceRound(s, model, dirs, rng, $"e{round}");
+                AssertEngineAgrees(s, model, $"after the engine's edits (round {round})");
+                s.Engine.Close();
             }
-            s.Engine.Close();
+            AssertKernelAgrees(image, scratch.Directory, model, $"{kind}: engine edits after the kernel's (round {round})");
         }
-        AssertKernelAgrees(image, scratch.Directory, model, $"{kind}: engine edits after the kernel's");
         output.WriteLine($"total {sw.ElapsedMilliseconds} ms");
     }
 

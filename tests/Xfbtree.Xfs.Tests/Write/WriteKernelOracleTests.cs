@@ -6,7 +6,8 @@ namespace Xfbtree.Xfs.Tests.Write;
 
 /// <summary>
 /// The kernel as the oracle of the write engine (root, loop devices): after a stress run with <c>--manifest</c>,
-/// mount the image, read every manifest file and compare size and SHA-256; unmount; then
+/// mount the image, compare every manifest line with what the kernel shows (type, mode, owner, link count, size, the
+/// bytes by SHA-256, symlink targets, device numbers, extended attributes by getfattr); unmount; then
 /// scripts/kernel-workload.sh (mounts again, deletes a third of the files, writes and reflinks new ones, unmounts,
 /// xfs_repair -n, kernel log); finally xfs_repair -n, and no XFS corruption or shutdown line for our loop device.
 /// A missing tool or privilege fails the test.
@@ -45,6 +46,11 @@ public sealed class WriteKernelOracleTests(ITestOutputHelper output)
         var lines = expected.Skip(1).ToList();
         Assert.Contains(lines, f => f[0].Contains("/r", StringComparison.Ordinal) && f[1] == "f");
         Assert.Contains(lines, f => f[1] == "l");
+        // ... hard links (a file with several names, each its own line) and extended attributes.
+        Assert.Contains(lines, f => f[1] == "f" && f[5] != "1");
+        Assert.Contains(lines, f => f[8] != "-");
+        output.WriteLine($"manifest: {lines.Count} paths, {lines.Count(f => f[1] == "f" && f[5] != "1")} names of hard-linked files, " +
+                         $"{lines.Count(f => f[8] != "-")} with extended attributes");
 
         // A copy of a fixture has the fixture's UUID, and the kernel refuses to mount a second filesystem with a UUID
         // already mounted (other tests and other processes mount copies of the same fixtures): give ours its own.

@@ -22,7 +22,7 @@ public sealed class WriteStressFixtureTests(ITestOutputHelper output)
         { "geom-nrext64", 5, 2 }, { "geom-nrext64", 6, 3 },
         { "fresh-4ag", 7, 2 }, { "fresh-4ag", 8, 4 },
         // One thread replays exactly (same seed, same image, same run): these two must end with btree forks.
-        { "aged-small", 9, 1 }, { "geom-nrext64", 9, 1 },
+        { "aged-small", 9, 1 }, { "geom-nrext64", 10, 1 },
     };
 
     [Theory]

@@ -158,6 +158,10 @@ public sealed class WriteStressHarnessTests
     [InlineData(FakeBug.TruncateKeepsTail)]
     [InlineData(FakeBug.UnlinkLeavesName)]
     [InlineData(FakeBug.CreateExistingSucceeds)]
+    [InlineData(FakeBug.LinkCopiesTheFile)]
+    [InlineData(FakeBug.UnlinkDropsEveryName)]
+    [InlineData(FakeBug.SetXattrDropsLastByte)]
+    [InlineData(FakeBug.RemoveXattrKeepsIt)]
     public void WriteStressRunnerCatchesAPlantedBug(FakeBug bug)
     {
         var fake = FakeTarget.Populated(7);
@@ -331,16 +335,43 @@ public sealed class WriteStressHarnessTests
             Assert.Equal(9, fields.Length);
             Assert.StartsWith("/", fields[0], StringComparison.Ordinal);
             Assert.Equal(Convert.ToString(fake.GetAttr(fields[0]).Permissions, 8), fields[2]);
-            Assert.Equal("1", fields[5]);
+            Assert.Equal(fake.GetAttr(fields[0]).Links.ToString(System.Globalization.CultureInfo.InvariantCulture), fields[5]);
             var bytes = fake.Contents(fields[0]);
             Assert.Equal(bytes.Length, long.Parse(fields[6], System.Globalization.CultureInfo.InvariantCulture));
             Assert.Equal(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bytes)), fields[7]);
-            Assert.Equal("-", fields[8]);
+            Assert.Equal(StressModel.XattrDigest(fake.ListXattrs(fields[0])), fields[8]);
         }
+        // The workload made hard links and set attributes, and the manifest shows them.
+        Assert.Contains(files, f => f[5] != "1");
+        Assert.Contains(lines.Skip(1), l => l.Split('\t')[8] != "-");
+    }
+
+    /// <summary>The XATTRS digest is what the issue defines: sha256 over the sorted "name=value\n" lines.</summary>
+    [Fact]
+    public void WriteStressXattrDigestIsTheSortedNameValueLines()
+    {
+        Assert.Equal("-", StressModel.XattrDigest(Array.Empty<(string, byte[])>()));
+        var digest = StressModel.XattrDigest([("user.b", "2"u8.ToArray()), ("trusted.a", "1"u8.ToArray())]);
+        Assert.Equal(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData("trusted.a=1\nuser.b=2\n"u8)), digest);
+        var engine = Xfbtree.Xfs.Write.Attributes.AttributeOperations.DigestOf(
+            [(new Xfbtree.Xfs.Attributes.XattrName(Xfbtree.Xfs.Attributes.XattrNamespace.User, "b"u8.ToArray()), "2"u8.ToArray()),
+             (new Xfbtree.Xfs.Attributes.XattrName(Xfbtree.Xfs.Attributes.XattrNamespace.Trusted, "a"u8.ToArray()), "1"u8.ToArray())]);
+        Assert.Equal(engine, digest);
     }
 }
 
-public enum FakeBug { None, WriteOneByteOff, PunchForgetsLastByte, ReflinkCopiesOneBlockShort, TruncateKeepsTail, UnlinkLeavesName, CreateExistingSucceeds }
+public enum FakeBug
+{
+    None, WriteOneByteOff, PunchForgetsLastByte, ReflinkCopiesOneBlockShort, TruncateKeepsTail, UnlinkLeavesName, CreateExistingSucceeds,
+    /// <summary>A hard link gets a copy of the file: a write through one name is not seen through the other.</summary>
+    LinkCopiesTheFile,
+    /// <summary>Unlinking one name of a hard-linked file removes all of them.</summary>
+    UnlinkDropsEveryName,
+    /// <summary>A value longer than 1000 bytes is stored one byte short.</summary>
+    SetXattrDropsLastByte,
+    /// <summary>removexattr answers success and keeps the attribute.</summary>
+    RemoveXattrKeepsIt,
+}
 
 /// <summary>
 /// An in-memory filesystem with the engine's semantics (one global lock), optionally out of space at random (the
@@ -356,8 +387,10 @@ internal sealed class FakeTarget : IStressTarget
     readonly Dictionary<string, ulong> _inos = new(StringComparer.Ordinal) { ["/"] = 128 };
     /// <summary>Symlinks and special files: kept in <see cref="_nodes"/> as null, told apart here.</summary>
     readonly Dictionary<string, (InodeType Type, string Target, ulong Rdev)> _leaves = new(StringComparer.Ordinal);
-    /// <summary>Permission bits and owner of every path that has them set (default 0644 / 0755, 0:0).</summary>
-    readonly Dictionary<string, (int Mode, uint Uid, uint Gid)> _attributes = new(StringComparer.Ordinal);
+    /// <summary>Permission bits and owner of every inode that has them set (default 0644 / 0755, 0:0).</summary>
+    readonly Dictionary<ulong, (int Mode, uint Uid, uint Gid)> _attributes = new();
+    /// <summary>Extended attributes by inode.</summary>
+    readonly Dictionary<ulong, SortedDictionary<string, byte[]>> _xattrs = new();
 
     public int BlockSize => 4096;
     public int NoSpaceOneIn { get; set; }
@@ -435,7 +468,69 @@ internal sealed class FakeTarget : IStressTarget
         : _foreign.Contains(path) ? InodeType.Socket : _nodes[path] is null ? InodeType.Directory : InodeType.RegularFile;
 
     (int Mode, uint Uid, uint Gid) AttributesOf(string path)
-        => _attributes.TryGetValue(path, out var a) ? a : (TypeOf(path) switch { InodeType.Directory => 0x1ED, InodeType.Symlink => 0x1FF, _ => 0x1A4 }, 0u, 0u);
+        => _attributes.TryGetValue(_inos[path], out var a) ? a : (TypeOf(path) switch { InodeType.Directory => 0x1ED, InodeType.Symlink => 0x1FF, _ => 0x1A4 }, 0u, 0u);
+
+    uint LinksOf(string path)
+    {
+        ulong ino = _inos[path];
+        return (uint)_inos.Values.Count(i => i == ino);
+    }
+
+    /// <summary>Forgets the name; the inode's attributes go with its last name.</summary>
+    void DropName(string path)
+    {
+        ulong ino = _inos[path];
+        _nodes.Remove(path);
+        _inos.Remove(path);
+        _leaves.Remove(path);
+        if (!_inos.ContainsValue(ino))
+        {
+            _attributes.Remove(ino);
+            _xattrs.Remove(ino);
+        }
+    }
+
+    public void Link(string existing, string newPath)
+    {
+        lock (_gate)
+        {
+            var contents = File(existing);
+            Add(newPath, Bug == FakeBug.LinkCopiesTheFile ? contents.Clone() : contents);
+            _inos[newPath] = _inos[existing];
+        }
+    }
+
+    public void SetXattr(string path, string name, ReadOnlySpan<byte> value, Xfbtree.Xfs.Write.Attributes.XattrSetFlags flags)
+    {
+        lock (_gate)
+        {
+            if (!_inos.TryGetValue(path, out ulong ino)) throw new XfsWriteException(WriteErrorKind.NotFound, $"{path}: not found");
+            if (!_xattrs.TryGetValue(ino, out var attributes)) _xattrs[ino] = attributes = new(StringComparer.Ordinal);
+            bool present = attributes.ContainsKey(name);
+            if (present && flags == Xfbtree.Xfs.Write.Attributes.XattrSetFlags.Create) throw new XfsWriteException(WriteErrorKind.Exists, $"{path}: {name} exists");
+            if (!present && flags == Xfbtree.Xfs.Write.Attributes.XattrSetFlags.Replace) throw new XfsWriteException(WriteErrorKind.NoData, $"{path}: no {name}");
+            MaybeNoSpace();
+            attributes[name] = Bug == FakeBug.SetXattrDropsLastByte && value.Length > 1000 ? value[..^1].ToArray() : value.ToArray();
+        }
+    }
+
+    public void RemoveXattr(string path, string name)
+    {
+        lock (_gate)
+        {
+            if (!_inos.TryGetValue(path, out ulong ino)) throw new XfsWriteException(WriteErrorKind.NotFound, $"{path}: not found");
+            if (!_xattrs.TryGetValue(ino, out var attributes) || !(Bug == FakeBug.RemoveXattrKeepsIt ? attributes.ContainsKey(name) : attributes.Remove(name))) throw new XfsWriteException(WriteErrorKind.NoData, $"{path}: no {name}");
+        }
+    }
+
+    public IReadOnlyList<(string Name, byte[] Value)> ListXattrs(string path)
+    {
+        lock (_gate)
+        {
+            if (!_inos.TryGetValue(path, out ulong ino)) throw new XfsWriteException(WriteErrorKind.NotFound, $"{path}: not found");
+            return _xattrs.TryGetValue(ino, out var attributes) ? attributes.Select(a => (a.Key, a.Value)).ToList() : [];
+        }
+    }
 
     public InodeAttributes GetAttr(string path)
     {
@@ -450,7 +545,7 @@ internal sealed class FakeTarget : IStressTarget
                 InodeType.CharDevice => 0x2000, InodeType.BlockDevice => 0x6000, _ => 0x8000,
             };
             ulong rdev = _leaves.TryGetValue(path, out var l) ? l.Rdev : 0;
-            return new InodeAttributes(_inos[path], 0, (ushort)(typeBits | mode), uid, gid, 1, c?.Size ?? 0, 0, BlockSize, rdev, default, default, default, default);
+            return new InodeAttributes(_inos[path], 0, (ushort)(typeBits | mode), uid, gid, LinksOf(path), c?.Size ?? 0, 0, BlockSize, rdev, default, default, default, default);
         }
     }
 
@@ -464,22 +559,18 @@ internal sealed class FakeTarget : IStressTarget
             if (!exists && flags == RenameFlags.Exchange) throw new XfsWriteException(WriteErrorKind.NotFound, $"{destination}: not found");
             if (exists && replaced is null) throw new XfsWriteException(WriteErrorKind.IsDirectory, $"{destination}: not a file");
             if (!IsDirectory(Parent(destination))) throw new XfsWriteException(WriteErrorKind.NotFound, $"{Parent(destination)}: no such directory");
-            var movingAttributes = AttributesOf(source);
-            var (movingIno, otherAttributes) = (_inos[source], exists ? AttributesOf(destination) : default);
-            _nodes[destination] = moving;
-            _attributes[destination] = movingAttributes;
+            ulong movingIno = _inos[source];
+            if (exists && _inos[destination] == movingIno) return; // two names of one inode: nothing happens
             if (flags == RenameFlags.Exchange)
             {
-                _inos[source] = _inos[destination];
-                _nodes[source] = replaced;
-                _attributes[source] = otherAttributes;
+                (_inos[source], _inos[destination]) = (_inos[destination], movingIno);
+                (_nodes[source], _nodes[destination]) = (replaced, moving);
+                return;
             }
-            else
-            {
-                _nodes.Remove(source);
-                _inos.Remove(source);
-                _attributes.Remove(source);
-            }
+            if (exists) DropName(destination);
+            _nodes.Remove(source);
+            _inos.Remove(source);
+            _nodes[destination] = moving;
             _inos[destination] = movingIno;
         }
     }
@@ -490,7 +581,8 @@ internal sealed class FakeTarget : IStressTarget
         {
             Add(path, null);
             _leaves[path] = (type, target, rdev);
-            _attributes[path] = (mode, 0, 0);
+            _attributes[_inos[path]] = (mode, 0, 0);
+            Inherit(path);
         }
     }
 
@@ -517,7 +609,7 @@ internal sealed class FakeTarget : IStressTarget
         {
             if (!_nodes.ContainsKey(path)) throw new XfsWriteException(WriteErrorKind.NotFound, $"{path}: not found");
             var a = AttributesOf(path);
-            _attributes[path] = (mode & 0xFFF, a.Uid, a.Gid);
+            _attributes[_inos[path]] = (mode & 0xFFF, a.Uid, a.Gid);
         }
     }
 
@@ -532,7 +624,7 @@ internal sealed class FakeTarget : IStressTarget
                 mode &= ~0x800;
                 if ((mode & 0x8) != 0) mode &= ~0x400;
             }
-            _attributes[path] = (mode, uid, gid);
+            _attributes[_inos[path]] = (mode, uid, gid);
         }
     }
 
@@ -648,28 +740,48 @@ internal sealed class FakeTarget : IStressTarget
 
     public void Create(string path)
     {
-        lock (_gate) Add(path, new FileContents());
+        lock (_gate)
+        {
+            Add(path, new FileContents());
+            Inherit(path);
+        }
     }
 
     public void Mkdir(string path)
     {
-        lock (_gate) Add(path, null);
+        lock (_gate)
+        {
+            Add(path, null);
+            Inherit(path);
+        }
+    }
+
+    /// <summary>As the engine: a set-group-ID directory gives a new inode its group, and a new directory its bit.</summary>
+    void Inherit(string path)
+    {
+        var parent = AttributesOf(Parent(path));
+        if ((parent.Mode & 0x400) == 0) return;
+        var a = AttributesOf(path);
+        _attributes[_inos[path]] = (IsDirectory(path) ? a.Mode | 0x400 : a.Mode, a.Uid, parent.Gid);
     }
 
     public void Unlink(string path)
     {
         lock (_gate)
         {
-            if (!_nodes.ContainsKey(path)) throw new XfsWriteException(WriteErrorKind.NotFound, $"{path}: not found");
+            if (!_nodes.TryGetValue(path, out var contents)) throw new XfsWriteException(WriteErrorKind.NotFound, $"{path}: not found");
             if (IsDirectory(path) && _nodes.Keys.Any(k => k.StartsWith(path + "/", StringComparison.Ordinal)))
             {
                 throw new XfsWriteException(WriteErrorKind.NotEmpty, $"{path}: not empty");
             }
             if (Bug == FakeBug.UnlinkLeavesName) return;
-            _nodes.Remove(path);
-            _inos.Remove(path);
-            _leaves.Remove(path);
-            _attributes.Remove(path);
+            if (Bug == FakeBug.UnlinkDropsEveryName && contents is not null)
+            {
+                ulong ino = _inos[path];
+                foreach (string name in _inos.Where(p => p.Value == ino).Select(p => p.Key).ToList()) DropName(name);
+                return;
+            }
+            DropName(path);
         }
     }
 
@@ -693,7 +805,7 @@ internal sealed class FakeTarget : IStressTarget
             if (!_nodes.TryGetValue(path, out var c)) throw new XfsWriteException(WriteErrorKind.NotFound, $"{path}: not found");
             var type = TypeOf(path);
             ushort mode = (ushort)(AttributesOf(path).Mode | (type == InodeType.Directory ? 0x4000 : type == InodeType.RegularFile ? 0x8000 : 0));
-            return new InodeStat(_inos[path], type, mode, 1, c?.Size ?? 0, 0, 0, "extents", false, DateTimeOffset.UnixEpoch);
+            return new InodeStat(_inos[path], type, mode, LinksOf(path), c?.Size ?? 0, 0, 0, "extents", false, DateTimeOffset.UnixEpoch);
         }
     }
 }

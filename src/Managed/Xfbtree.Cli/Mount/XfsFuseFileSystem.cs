@@ -53,6 +53,9 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         _nodes[_rootIno] = new Node { Handle = root.Handle, Lookups = 1 }; // never forgotten, never acquired
     }
 
+    /// <summary>The repair and health channel and the healing of requests failed on a sick AG (none: ENOTTY, no retry).</summary>
+    public MountControlServer? Control { get; init; }
+
     /// <summary>The root directory's mode (type bits included), for the mount option.</summary>
     public uint RootMode => _names.GetAttr(_rootIno).Mode;
 
@@ -199,6 +202,7 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         {
             if (ex.Kind is WriteErrorKind.Corrupt or WriteErrorKind.Io)
                 _log?.Invoke($"xfbtree mount: request {context.Unique} on node {context.NodeId}: {ex.Message} ({ex.ErrnoName})");
+            if (ex.Kind == WriteErrorKind.Corrupt) Control?.NoteCorruptFailure(ex.AgNumber);
             return ex.Errno;
         }
         _log?.Invoke($"xfbtree mount: request {context.Unique} on node {context.NodeId}: {failure.Message}");
@@ -736,6 +740,23 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
             NameLength = FuseConstants.NameMax,
         };
         return 0;
+    }
+
+    // ------------------------------------------------------------------ control channel
+
+    public int Ioctl(in FuseRequestContext context, ulong node, ulong handle, uint flags, uint command, ReadOnlySpan<byte> input,
+        Span<byte> output, out int result, out int outputLength)
+    {
+        result = 0;
+        outputLength = 0;
+        return Control is { } control ? control.Handle(in context, command, input, output, out result, out outputLength) : FuseErrno.ENOTTY;
+    }
+
+    public bool RetryAfterFailure(in FuseRequestContext context, int error)
+    {
+        if (Control is not { } control || !control.RetryAfterFailure(error)) return false;
+        _log?.Invoke($"xfbtree mount: request {context.Unique} on node {context.NodeId}: the AG was repaired online; the request runs again");
+        return true;
     }
 
     // ------------------------------------------------------------------ extended attributes

@@ -9,6 +9,14 @@ public sealed class Agi
     public const int CrcOffset = 312;
     public const uint NullAgino = 0xFFFFFFFF;
 
+    // Field offsets (big-endian u32 each), for the readers here and the write engine's in-place edits.
+    internal const int LengthOffset = 12, CountOffset = 16, RootOffset = 20, LevelOffset = 24, FreeCountOffset = 28,
+        NewInoOffset = 32, UnlinkedOffset = 40, FreeRootOffset = 328, FreeLevelOffset = 332, InobtBlocksOffset = 336,
+        FinobtBlocksOffset = 340;
+
+    /// <summary>Buckets of the unlinked-inode hash (agi_unlinked[64], an inode in bucket agino % 64).</summary>
+    internal const int UnlinkedBuckets = 64;
+
     public uint AgNumber { get; private init; }
     public uint Length { get; private init; }
     public uint Count { get; private init; }
@@ -32,16 +40,16 @@ public sealed class Agi
         var agi = new Agi
         {
             AgNumber = agno,
-            Length = U(s, 12),
-            Count = U(s, 16),
-            Root = U(s, 20),
-            Level = U(s, 24),
-            FreeCount = U(s, 28),
-            NewIno = U(s, 32),
-            FreeRoot = U(s, 328),
-            FreeLevel = U(s, 332),
-            InobtBlocks = U(s, 336),
-            FinobtBlocks = U(s, 340),
+            Length = U(s, LengthOffset),
+            Count = U(s, CountOffset),
+            Root = U(s, RootOffset),
+            Level = U(s, LevelOffset),
+            FreeCount = U(s, FreeCountOffset),
+            NewIno = U(s, NewInoOffset),
+            FreeRoot = U(s, FreeRootOffset),
+            FreeLevel = U(s, FreeLevelOffset),
+            InobtBlocks = U(s, InobtBlocksOffset),
+            FinobtBlocks = U(s, FinobtBlocksOffset),
         };
         var p = new List<string>();
         uint len = geo.AgLength(agno);

@@ -64,6 +64,59 @@ public readonly record struct InobtRecord(uint StartIno, ushort HoleMask, uint C
     /// <summary>True when inode <paramref name="index"/> (0..63) of the chunk is a hole.</summary>
     public bool IsHole(int index) => ((HoleMask >> (index >> 2)) & 1) != 0;
 
+    /// <summary>Inodes one holemask bit covers.</summary>
+    public const int InodesPerHoleBit = 4;
+
+    /// <summary>
+    /// The record of a sparse piece: <paramref name="pieceInodes"/> inodes (a multiple of 4) starting at AG inode
+    /// <paramref name="pieceAgino"/>, inside the 64-inode chunk that starts at the piece's agino rounded down to 64
+    /// (the kernel's xfs_align_sparse_ino: the record starts where a full chunk would, the holemask shifted to
+    /// match); count and free count are the piece's inodes, every inode free (holes are free bits too).
+    /// </summary>
+    public static InobtRecord ForSparsePiece(uint pieceAgino, int pieceInodes)
+    {
+        uint start = pieceAgino & ~(uint)(InodesPerChunk - 1);
+        int offset = (int)(pieceAgino - start);
+        if (pieceInodes <= 0 || pieceInodes % InodesPerHoleBit != 0 || offset % InodesPerHoleBit != 0 || offset + pieceInodes > InodesPerChunk)
+            throw new ArgumentException($"sparse piece of {pieceInodes} inodes at agino {pieceAgino} does not fit one chunk in holemask units");
+        uint allocMask = ((1u << (pieceInodes / InodesPerHoleBit)) - 1) << (offset / InodesPerHoleBit);
+        return new InobtRecord(start, (ushort)~allocMask, (uint)pieceInodes, (uint)pieceInodes, ulong.MaxValue);
+    }
+
+    /// <summary>True when this record and <paramref name="other"/> describe disjoint allocated parts of the same
+    /// sparse chunk (xfs_inobt_can_merge): same start, both sparse, together at most 64 inodes.</summary>
+    public bool CanMerge(in InobtRecord other)
+        => StartIno == other.StartIno && HoleMask != 0 && other.HoleMask != 0
+           && Count + other.Count <= InodesPerChunk && ((ushort)~HoleMask & (ushort)~other.HoleMask) == 0;
+
+    /// <summary>The union of two mergeable records (xfs_inobt_rec_merge): counts added, holes and free bits
+    /// intersected (a hole is a free bit, so each side's inodes keep their own state).</summary>
+    public InobtRecord Merge(in InobtRecord other)
+    {
+        if (!CanMerge(other))
+            throw new InvalidOperationException($"inobt records at {StartIno} (holemask 0x{HoleMask:x4}) and {other.StartIno} (holemask 0x{other.HoleMask:x4}) cannot be merged");
+        return new InobtRecord(StartIno, (ushort)(HoleMask & other.HoleMask), Count + other.Count, FreeCount + other.FreeCount, Free & other.Free);
+    }
+
+    /// <summary>True when the stored count agrees with the holemask and the free count with the free bits of the
+    /// allocated inodes (xfs_inobt_rec_check_count and the free-count rule the kernel's verifiers apply).</summary>
+    public bool CountsConsistent => Count == (uint)AllocatedInodes && FreeCount == (uint)BitOperations.PopCount(RealFree);
+
+    /// <summary>
+    /// The first piece of <paramref name="pieceInodes"/> inodes (a multiple of 4 dividing 64, at a multiple of its
+    /// own size inside the chunk) at or after offset <paramref name="from"/> that is wholly a hole: its offset in
+    /// the chunk, or -1. Where a sparse chunk can grow in place.
+    /// </summary>
+    public int NextHolePiece(int pieceInodes, int from = 0)
+    {
+        if (HoleMask == 0 || pieceInodes <= 0 || pieceInodes % InodesPerHoleBit != 0 || InodesPerChunk % pieceInodes != 0) return -1;
+        ulong holes = Holes;
+        ulong pieceMask = pieceInodes == InodesPerChunk ? ulong.MaxValue : (1UL << pieceInodes) - 1;
+        for (int offset = (Math.Max(0, from) + pieceInodes - 1) / pieceInodes * pieceInodes; offset < InodesPerChunk; offset += pieceInodes)
+            if (((holes >> offset) & pieceMask) == pieceMask) return offset;
+        return -1;
+    }
+
     /// <summary>The 64-inode mask of the holes of <paramref name="holemask"/>.</summary>
     public static ulong HoleBits(ushort holemask)
     {

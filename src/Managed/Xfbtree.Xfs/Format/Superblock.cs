@@ -62,6 +62,8 @@ public sealed class Superblock
     public byte InodesPerBlockLog { get; private init; }
     public byte AgBlockLog { get; private init; }
     public byte InProgress { get; private init; }
+    /// <summary>sb_imax_pct: the share of the data blocks inodes may take, in percent (0: no limit).</summary>
+    public byte InodeMaxPercent { get; private init; }
     public ulong InodeCount { get; private init; }
     public ulong FreeInodes { get; private init; }
     public ulong FreeDataBlocks { get; private init; }
@@ -135,6 +137,7 @@ public sealed class Superblock
             InodesPerBlockLog = sector[123],
             AgBlockLog = sector[124],
             InProgress = sector[126],
+            InodeMaxPercent = sector[127],
             InodeCount = U64(sector, 128),
             FreeInodes = U64(sector, 136),
             FreeDataBlocks = U64(sector, 144),

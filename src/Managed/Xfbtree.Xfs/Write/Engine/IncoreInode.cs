@@ -33,5 +33,22 @@ public sealed class IncoreInode
     /// freeing it. Read and changed under the inode lock (Interlocked for the commit-failure undo).</summary>
     internal int References;
 
+    private static long versions;
+
+    /// <summary>Content version: a number no other in-core inode or earlier state of this one had, taken when the
+    /// inode is loaded and whenever a transaction locks it (before it changes anything). The directory lookup cache
+    /// trusts an entry only at the version it was read at. Changed under the inode lock.</summary>
+    internal long ContentVersion = NewVersion();
+
+    /// <summary>A version never handed out before.</summary>
+    internal static long NewVersion() => Interlocked.Increment(ref versions);
+
+    /// <summary>Set at every use; the inode cache's clock clears it and lets go of inodes it finds unset.</summary>
+    internal volatile bool RecentlyUsed = true;
+
+    /// <summary>The decoded data-fork mapping of this incarnation (<see cref="Files.ForkCache"/>), valid while the
+    /// inode's bytes equal its stamp; read and written under the inode lock, gone with the in-core inode.</summary>
+    internal Files.ForkCacheEntry? DataForkCache;
+
     public override string ToString() => $"inode {Ino}";
 }

@@ -130,6 +130,8 @@ public sealed class WriteTransaction
             heldInodes.Sort(static (a, b) => a.Ino.CompareTo(b.Ino));
         }
         snapshots[inode] = (byte[])inode.Core.Clone();
+        // Whatever this transaction does to the inode (or a cancel restores), lookups cached before are not trusted.
+        Volatile.Write(ref inode.ContentVersion, IncoreInode.NewVersion());
     }
 
     /// <summary>True when this transaction holds the inode's lock.</summary>

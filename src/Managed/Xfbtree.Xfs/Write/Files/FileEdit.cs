@@ -66,6 +66,10 @@ internal sealed class FileEdit
 
     public void Touch() => InodeFields.Touch(Core, DateTimeOffset.UtcNow);
 
+    /// <summary>Clears set-user-ID (and set-group-ID with group-execute) of a regular file: see
+    /// <see cref="InodeFields.KillSuidGid"/>.</summary>
+    public void KillSuidGid() => InodeFields.KillSuidGid(Core);
+
     public void SetReflinkFlag() => InodeFields.SetFlags2(Core, InodeFields.Flags2(Core) | InodeFields.Flag2Reflink);
 
     /// <summary>Writes the fork back (when its mapping changed) and logs the inode.</summary>

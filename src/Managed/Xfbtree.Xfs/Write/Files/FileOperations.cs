@@ -33,8 +33,16 @@ public sealed class FileOperations
     /// when the inode was freed, and maybe reused, since the handle was made).</summary>
     public void Write(Namespace.InodeHandle file, long offset, ReadOnlySpan<byte> data) => WriteCore(file.Ino, file.Generation, offset, data);
 
-    void WriteCore(ulong ino, uint? generation, long offset, ReadOnlySpan<byte> data)
+    /// <summary>As <see cref="Write(Namespace.InodeHandle, long, ReadOnlySpan{byte})"/>; with
+    /// <see cref="FileWriteFlags.KillSuidGid"/> (a caller without CAP_FSETID: FUSE's FUSE_WRITE_KILL_SUIDGID) a
+    /// write of at least one byte to a regular file also clears set-user-ID, and set-group-ID when group-execute
+    /// is set, in the same transaction, as the kernel's <c>file_remove_privs</c>.</summary>
+    public void Write(Namespace.InodeHandle file, long offset, ReadOnlySpan<byte> data, FileWriteFlags flags)
+        => WriteCore(file.Ino, file.Generation, offset, data, flags);
+
+    void WriteCore(ulong ino, uint? generation, long offset, ReadOnlySpan<byte> data, FileWriteFlags flags = FileWriteFlags.None)
     {
+        if ((flags & ~FileWriteFlags.KillSuidGid) != 0) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"write: unknown flags {flags}");
         CheckRange(offset, data.Length, "write");
         var inode = Engine.GetInode(ino);
         byte[] bytes = data.ToArray();
@@ -50,6 +58,7 @@ public sealed class FileOperations
             edit.Modify(offset, end, bytes, ModifyMode.Data);
             if (end > oldSize) edit.Size = end;
             edit.Touch();
+            if ((flags & FileWriteFlags.KillSuidGid) != 0) edit.KillSuidGid();
             edit.Finish();
         });
     }
@@ -378,8 +387,14 @@ public sealed class FileOperations
     /// when the inode was freed, and maybe reused, since the handle was made).</summary>
     public void Truncate(Namespace.InodeHandle file, long size) => TruncateCore(file.Ino, file.Generation, size);
 
-    void TruncateCore(ulong ino, uint? generation, long size)
+    /// <summary>As <see cref="Truncate(Namespace.InodeHandle, long)"/>; with <see cref="FileWriteFlags.KillSuidGid"/>
+    /// (a caller without CAP_FSETID) the first step also clears set-user-ID, and set-group-ID when group-execute is
+    /// set, as the kernel's truncate does.</summary>
+    public void Truncate(Namespace.InodeHandle file, long size, FileWriteFlags flags) => TruncateCore(file.Ino, file.Generation, size, flags);
+
+    internal void TruncateCore(ulong ino, uint? generation, long size, FileWriteFlags flags = FileWriteFlags.None)
     {
+        if ((flags & ~FileWriteFlags.KillSuidGid) != 0) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"truncate: unknown flags {flags}");
         CheckRange(size, 0, "truncate");
         var inode = Engine.GetInode(ino);
         int bs = Engine.Geometry.BlockSize;
@@ -400,6 +415,7 @@ public sealed class FileOperations
                 edit.ZeroEofTail(old, size);
             }
             edit.Size = size;
+            if ((flags & FileWriteFlags.KillSuidGid) != 0) edit.KillSuidGid();
             return size < old;
         });
     }
@@ -625,4 +641,15 @@ public sealed class FileOperations
         // Not cached: the read path does not collect the bmbt block list that a later store needs.
         return ExtentList.FromRecords(records, geo, where);
     }
+}
+
+/// <summary>How a write or truncate is made (FUSE passes the caller's side of it).</summary>
+[Flags]
+public enum FileWriteFlags
+{
+    /// <summary>A caller that may keep set-user-ID and set-group-ID (root: CAP_FSETID).</summary>
+    None = 0,
+    /// <summary>The caller may not keep them: a regular file loses set-user-ID, and set-group-ID when group-execute
+    /// is set (FUSE_WRITE_KILL_SUIDGID, FATTR_KILL_SUIDGID; the kernel's file_remove_privs).</summary>
+    KillSuidGid = 1,
 }

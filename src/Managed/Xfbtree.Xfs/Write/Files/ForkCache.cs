@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using Xfbtree.Xfs.Write.Engine;
 
 namespace Xfbtree.Xfs.Write.Files;
@@ -8,23 +7,15 @@ namespace Xfbtree.Xfs.Write.Files;
 /// so an operation on a btree-format file does not walk every bmbt block again. An entry is valid only while the
 /// inode's bytes equal the stamp taken with it (CRC and LSN excepted): every change of the mapping goes through
 /// <see cref="FileFork.Store"/>, which bumps di_changecount and re-stamps, and a cancelled transaction restores the
-/// inode bytes, which then no longer match. Callers hold the inode lock; entries die with their inodes.
+/// inode bytes, which then no longer match. Callers hold the inode lock. The entry lives in the in-core inode
+/// (<see cref="IncoreInode.DataForkCache"/>), so it goes when the inode cache lets the inode go.
 /// </summary>
 internal static class ForkCache
 {
-    sealed class Entry(byte[] stamp, ExtentList extents, ulong[] bmbtBlocks)
-    {
-        public byte[] Stamp { get; } = stamp;
-        public ExtentList Extents { get; } = extents;
-        public ulong[] BmbtBlocks { get; } = bmbtBlocks;
-    }
-
-    static readonly ConditionalWeakTable<IncoreInode, Entry> Entries = new();
-
     /// <summary>The cached list and bmbt blocks when the inode still has the bytes they were taken with.</summary>
     public static bool TryGet(IncoreInode inode, out ExtentList extents, out ulong[] bmbtBlocks)
     {
-        if (Entries.TryGetValue(inode, out var e) && SameInode(e.Stamp, inode.Core))
+        if (inode.DataForkCache is { } e && SameInode(e.Stamp, inode.Core))
         {
             extents = e.Extents.Clone();
             bmbtBlocks = e.BmbtBlocks;
@@ -37,9 +28,9 @@ internal static class ForkCache
 
     /// <summary>Remembers the list that matches the inode's current bytes.</summary>
     public static void Put(IncoreInode inode, ExtentList extents, IEnumerable<ulong> bmbtBlocks)
-        => Entries.AddOrUpdate(inode, new Entry((byte[])inode.Core.Clone(), extents.Clone(), bmbtBlocks.ToArray()));
+        => inode.DataForkCache = new ForkCacheEntry((byte[])inode.Core.Clone(), extents.Clone(), bmbtBlocks.ToArray());
 
-    public static void Forget(IncoreInode inode) => Entries.Remove(inode);
+    public static void Forget(IncoreInode inode) => inode.DataForkCache = null;
 
     /// <summary>Byte equality except the CRC (100..103) and the LSN (112..119), which the commit may rewrite.</summary>
     static bool SameInode(byte[] stamp, byte[] core)
@@ -49,4 +40,12 @@ internal static class ForkCache
         var b = core.AsSpan();
         return a[..100].SequenceEqual(b[..100]) && a[104..112].SequenceEqual(b[104..112]) && a[120..].SequenceEqual(b[120..]);
     }
+}
+
+/// <summary>One inode's cached data-fork mapping and the inode bytes it was taken with.</summary>
+internal sealed class ForkCacheEntry(byte[] stamp, ExtentList extents, ulong[] bmbtBlocks)
+{
+    public byte[] Stamp { get; } = stamp;
+    public ExtentList Extents { get; } = extents;
+    public ulong[] BmbtBlocks { get; } = bmbtBlocks;
 }

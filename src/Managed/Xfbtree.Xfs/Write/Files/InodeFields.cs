@@ -70,6 +70,22 @@ internal static class InodeFields
         }
     }
 
+    /// <summary>
+    /// What the kernel's <c>file_remove_privs</c> / ATTR_KILL_SUID|ATTR_KILL_SGID do when the caller may not keep them
+    /// (no CAP_FSETID): a regular file loses set-user-ID, and set-group-ID when group-execute is set (set-group-ID
+    /// without it marks mandatory locking and stays). True when the mode changed.
+    /// </summary>
+    public static bool KillSuidGid(byte[] core)
+    {
+        ushort mode = Mode(core);
+        if ((mode & 0xF000) != 0x8000) return false;
+        int killed = mode & ~0x800;
+        if ((mode & 0x8) != 0) killed &= ~0x400;
+        if (killed == mode) return false;
+        BinaryPrimitives.WriteUInt16BigEndian(core.AsSpan(2), (ushort)killed);
+        return true;
+    }
+
     /// <summary>Sets mtime and ctime to <paramref name="now"/> (bigtime or classic encoding) and bumps the change counter.</summary>
     public static void Touch(byte[] core, DateTimeOffset now, bool modify = true)
     {

@@ -18,9 +18,10 @@ namespace Xfbtree.Xfs.Write.Namespace;
 /// </summary>
 internal sealed class InodeAllocator
 {
-    // AGI field offsets (docs/xfs-format.md §3.2).
-    const int AgiCount = 16, AgiRoot = 20, AgiLevel = 24, AgiFreecount = 28, AgiNewino = 32,
-        AgiFreeRoot = 328, AgiFreeLevel = 332, AgiIblocks = 336, AgiFblocks = 340;
+    // AGI field offsets (Format/Agi.cs).
+    const int AgiCount = Agi.CountOffset, AgiRoot = Agi.RootOffset, AgiLevel = Agi.LevelOffset, AgiFreecount = Agi.FreeCountOffset,
+        AgiNewino = Agi.NewInoOffset, AgiFreeRoot = Agi.FreeRootOffset, AgiFreeLevel = Agi.FreeLevelOffset,
+        AgiIblocks = Agi.InobtBlocksOffset, AgiFblocks = Agi.FinobtBlocksOffset;
 
     readonly WriteEngine _engine;
     readonly XfsGeometry _geo;
@@ -144,6 +145,10 @@ internal sealed class InodeAllocator
     {
         uint agCount = _geo.AgCount;
         uint first = _geo.InoToAgno(parentIno);
+        // No new chunk once the inodes would pass sb_imax_pct of the data blocks (the kernel's maxicount, checked
+        // with a whole chunk's inodes even when a sparse piece is what would be allocated).
+        ulong maxInodes = MaxInodeCount();
+        bool mayAddChunk = maxInodes == 0 || CurrentInodeCount() + (ulong)ChunkInodes <= maxInodes;
         // As xfs_dialloc: from the parent's AG on, take a free inode, else a new chunk in that AG, else the next AG.
         for (uint k = 0; k < agCount; k++)
         {
@@ -152,9 +157,33 @@ internal sealed class InodeAllocator
             var ctx = OpenAg(tx, agno);
             if (GetAgi(ctx, AgiFreecount) != 0)
                 return TakeFreeInode(tx, ctx, agno == first ? _geo.InoToAgino(parentIno) : GetAgi(ctx, AgiNewino));
+            if (!mayAddChunk) continue;
             if (TryNewChunk(tx, ctx) is ulong ino) return ino;
+            if (TrySparseChunk(tx, ctx) is ulong sparseIno) return sparseIno;
         }
+        if (!mayAddChunk)
+            throw new XfsWriteException(WriteErrorKind.NoSpace, $"{tx.Operation}: no free inode, and a new inode chunk would pass the {_sb.InodeMaxPercent}% of the data blocks that inodes may take ({maxInodes} inodes)");
         throw new XfsWriteException(WriteErrorKind.NoSpace, $"{tx.Operation}: no free inode and no room for a new inode chunk in any AG");
+    }
+
+    /// <summary>Inodes one chunk allocation adds (igeo->ialloc_inos): 64, or a block's worth when a block holds more.</summary>
+    int ChunkInodes => Math.Max(InobtRecord.InodesPerChunk, _geo.InodesPerBlock);
+
+    /// <summary>The kernel's maxicount (xfs_ialloc_setup_geometry): sb_imax_pct of the data blocks, rounded down to
+    /// whole chunks, in inodes; 0 means no limit.</summary>
+    ulong MaxInodeCount()
+    {
+        ulong chunkBlocks = (ulong)Math.Max(1, _geo.InodeChunkBlocks);
+        if (_sb.InodeMaxPercent == 0) return 0;
+        ulong blocks = _sb.DataBlocks * _sb.InodeMaxPercent / 100 / chunkBlocks * chunkBlocks;
+        return blocks << _geo.InodesPerBlockLog;
+    }
+
+    /// <summary>Allocated inodes now (sb_icount at open plus committed changes), as the kernel's in-core counter.</summary>
+    ulong CurrentInodeCount()
+    {
+        long count = (long)_sb.InodeCount + _engine.InodeCounterDeltas.Icount;
+        return (ulong)Math.Max(0, count);
     }
 
     /// <summary>Takes the free inode nearest to <paramref name="nearAgino"/> (finobt LE/GE, as xfs_dialloc_ag_finobt_near).</summary>
@@ -237,33 +266,12 @@ internal sealed class InodeAllocator
             return null;
         }
         uint startAgino = got.AgBlock << _geo.InodesPerBlockLog;
-        if (!_geo.IsValidAgino(agno, startAgino) || (startAgino & 63) != 0)
-            throw Corrupt(agno, $"new inode chunk at agbno {got.AgBlock} gives an unaligned or invalid first inode {startAgino}");
+        // A chunk starts where sb_inoalignmt puts it (a multiple of 64 inodes only when the alignment is a whole
+        // chunk, as on every sparse filesystem; an older layout aligns to the cluster).
+        if (!_geo.IsValidAgino(agno, startAgino) || !InodeChunkLayout.ChunkInsideAg(_geo, agno, startAgino))
+            throw Corrupt(agno, $"new inode chunk at agbno {got.AgBlock} gives an invalid first inode {startAgino}");
         tx.RmapMap(agno, new RmapRecord(got.AgBlock, chunkBlocks, RmapOwner.Inodes, 0), false);
-
-        // Initialise every inode of the chunk (xfs_ialloc_inode_init): magic, version 3, one random generation,
-        // next_unlinked NULLAGINO, number, UUID, CRC; everything else zero.
-        uint gen = (uint)Random.Shared.Next() | 1u;
-        int isize = _geo.InodeSize;
-        for (uint b = 0; b < chunkBlocks; b++)
-        {
-            var buf = tx.GetNewBuffer(_geo.AgBlockToDaddr(agno, got.AgBlock + b), _geo.BasicBlocksPerBlock, null);
-            var span = buf.Span;
-            span.Clear();
-            for (int slot = 0; slot < _geo.InodesPerBlock; slot++)
-            {
-                var c = span.Slice(slot * isize, isize);
-                BinaryPrimitives.WriteUInt16BigEndian(c, Dinode.MagicValue);
-                c[4] = 3;
-                BinaryPrimitives.WriteUInt32BigEndian(c[InodeCore.OffGen..], gen);
-                BinaryPrimitives.WriteUInt32BigEndian(c[InodeCore.OffNextUnlinked..], Agi.NullAgino);
-                uint agino = ((got.AgBlock + b) << _geo.InodesPerBlockLog) | (uint)slot;
-                BinaryPrimitives.WriteUInt64BigEndian(c[InodeCore.OffIno..], _geo.AginoToIno(agno, agino));
-                _geo.MetaUuid.CopyTo(c[InodeCore.OffUuid..]);
-                XfsCrc.Update(c, Dinode.CrcOffset);
-            }
-            tx.LogBuffer(buf, 0, span.Length);
-        }
+        InitialiseInodes(tx, agno, got.AgBlock, chunkBlocks);
 
         // The first inode is taken at once: the first record goes in with 63 free.
         Span<byte> raw = stackalloc byte[16];
@@ -287,6 +295,175 @@ internal sealed class InodeAllocator
         tx.ModInodeCounters(chunkInodes, chunkInodes - 1);
         return _geo.AginoToIno(agno, startAgino);
     }
+
+    /// <summary>Writes fresh free inodes into <paramref name="blocks"/> new blocks at <paramref name="agbno"/>
+    /// (xfs_ialloc_inode_init): magic, version 3, one random generation, next_unlinked NULLAGINO, number, UUID,
+    /// CRC; everything else zero.</summary>
+    void InitialiseInodes(WriteTransaction tx, uint agno, uint agbno, uint blocks)
+    {
+        uint gen = (uint)Random.Shared.Next() | 1u;
+        int isize = _geo.InodeSize;
+        for (uint b = 0; b < blocks; b++)
+        {
+            var buf = tx.GetNewBuffer(_geo.AgBlockToDaddr(agno, agbno + b), _geo.BasicBlocksPerBlock, null);
+            var span = buf.Span;
+            span.Clear();
+            for (int slot = 0; slot < _geo.InodesPerBlock; slot++)
+            {
+                var c = span.Slice(slot * isize, isize);
+                BinaryPrimitives.WriteUInt16BigEndian(c, Dinode.MagicValue);
+                c[4] = 3;
+                BinaryPrimitives.WriteUInt32BigEndian(c[InodeCore.OffGen..], gen);
+                BinaryPrimitives.WriteUInt32BigEndian(c[InodeCore.OffNextUnlinked..], Agi.NullAgino);
+                uint agino = ((agbno + b) << _geo.InodesPerBlockLog) | (uint)slot;
+                BinaryPrimitives.WriteUInt64BigEndian(c[InodeCore.OffIno..], _geo.AginoToIno(agno, agino));
+                _geo.MetaUuid.CopyTo(c[InodeCore.OffUuid..]);
+                XfsCrc.Update(c, Dinode.CrcOffset);
+            }
+            tx.LogBuffer(buf, 0, span.Length);
+        }
+    }
+
+    // ------------------------------------------------------------------ sparse chunks
+
+    /// <summary>How many free hole pieces of existing sparse records one allocation tries before it takes new space
+    /// (the bound keeps an allocation's cost constant).</summary>
+    const int HoleCandidates = 32;
+
+    /// <summary>How many inobt records the search for holes reads at most (constant cost per allocation on an AG
+    /// with many chunks; holes further on are left, as the kernel never looks for them at all).</summary>
+    const int HoleSearchRecords = 1024;
+
+    /// <summary>
+    /// Blocks of one sparse piece (sb_spino_align: one inode cluster), or 0 when sparse chunks cannot be made here:
+    /// no SPINODES, a piece as large as a chunk, a chunk inside one block, or an alignment that is not the chunk
+    /// size (the layout every sparse filesystem has: mkfs sets sb_inoalignmt to the chunk, the kernel's superblock
+    /// verifier insists).
+    /// </summary>
+    uint SparsePieceBlocks()
+    {
+        if (!_sb.HasSparseInodes) return 0;
+        uint piece = _sb.SparseInodeAlignment;
+        uint chunkBlocks = (uint)_geo.InodeChunkBlocks;
+        if (piece == 0 || _geo.InodesPerBlock >= InobtRecord.InodesPerChunk || piece >= chunkBlocks
+            || _sb.InodeAlignment != chunkBlocks || chunkBlocks % piece != 0
+            || ((int)piece << _geo.InodesPerBlockLog) % InobtRecord.InodesPerHoleBit != 0)
+            return 0;
+        return piece;
+    }
+
+    /// <summary>
+    /// When no full chunk fits, as xfs_ialloc_ag_alloc's sparse attempt: one cluster-sized piece aligned to
+    /// sb_spino_align, first in a hole of an existing sparse record (the chunk grows in place), else anywhere
+    /// between the first aligned block and the last one a whole chunk still fits after; its record is the 64-inode
+    /// chunk around it with the rest as holes, merged into an existing record of that chunk (inobt), the merged
+    /// record replacing or inserted into the finobt. Takes the piece's first inode; null when the AG has no room.
+    /// </summary>
+    ulong? TrySparseChunk(WriteTransaction tx, AgContext ctx)
+    {
+        uint piece = SparsePieceBlocks();
+        if (piece == 0) return null;
+        uint agno = ctx.AgNumber;
+        int pieceInodes = (int)piece << _geo.InodesPerBlockLog;
+        uint chunkBlocks = (uint)_geo.InodeChunkBlocks;
+        var space = tx.Space(agno);
+        uint agbno = 0;
+        bool got = false;
+
+        Span<uint> holes = stackalloc uint[HoleCandidates];
+        int found = CollectFreeHolePieces(ctx, space, pieceInodes, piece, holes);
+        for (int i = 0; i < found && !got; i++)
+        {
+            var exact = new AllocationRequest(_geo.AgbToFsb(agno, holes[i]), piece, piece, AllocationPurpose.InodeChunk,
+                Exact: true, Alignment: piece, OnlyAg: agno);
+            got = space.TryAllocateHere(exact, out agbno, out uint len) && len == piece;
+        }
+        if (got)
+        {
+            Interlocked.Increment(ref _holePiecesFilled);
+        }
+        else
+        {
+            uint align = _sb.InodeAlignment;
+            uint last = _geo.AgLength(agno) / align * align;
+            if (last < chunkBlocks + align) return null;
+            got = space.TryAllocateInodePiece(piece, piece, align, last - chunkBlocks, out agbno);
+            if (got) Interlocked.Increment(ref _piecesElsewhere);
+        }
+        if (!got) return null;
+
+        uint pieceAgino = agbno << _geo.InodesPerBlockLog;
+        var rec = InobtRecord.ForSparsePiece(pieceAgino, pieceInodes);
+        if (!_geo.IsValidAgino(agno, rec.StartIno) || !InodeChunkLayout.ChunkInsideAg(_geo, agno, rec.StartIno))
+            throw Corrupt(agno, $"sparse inode piece at agbno {agbno} gives a chunk at agino {rec.StartIno} outside the AG");
+        tx.RmapMap(agno, new RmapRecord(agbno, piece, RmapOwner.Inodes, 0), false);
+        InitialiseInodes(tx, agno, agbno, piece);
+
+        // The piece's first inode is taken at once.
+        int bit = (int)(pieceAgino - rec.StartIno);
+        rec = rec with { Free = rec.Free & ~(1UL << bit), FreeCount = rec.FreeCount - 1 };
+        Span<byte> key = stackalloc byte[4];
+        Span<byte> raw = stackalloc byte[InobtRecord.Size];
+        BinaryPrimitives.WriteUInt32BigEndian(key, rec.StartIno);
+        using (var cur = ctx.Inobt.CreateCursor())
+        {
+            if (cur.Lookup(key, BtreeLookup.Equal))
+            {
+                var existing = Decode(cur.Current);
+                if (!existing.CanMerge(rec) || !existing.CountsConsistent)
+                    throw Corrupt(agno, $"inobt record {existing.StartIno} (holemask 0x{existing.HoleMask:x4}, count {existing.Count}) cannot take the sparse piece at agbno {agbno}");
+                rec = existing.Merge(rec);
+                Encode(rec, raw);
+                cur.Update(raw);
+            }
+            else
+            {
+                Encode(rec, raw);
+                if (!cur.Insert(raw)) throw Corrupt(agno, $"inobt insert of sparse chunk {rec.StartIno} failed");
+            }
+            cur.Release();
+        }
+        if (ctx.Finobt is { } f)
+        {
+            // The finobt gets the merged record (replacing any it had for the chunk), as xfs_finobt_insert_sprec.
+            using var cur = f.CreateCursor();
+            if (cur.Lookup(key, BtreeLookup.Equal)) cur.Update(raw);
+            else if (!cur.Insert(raw)) throw Corrupt(agno, $"finobt insert of sparse chunk {rec.StartIno} failed");
+            cur.Release();
+        }
+        AddAgi(tx, ctx, AgiCount, pieceInodes);
+        AddAgi(tx, ctx, AgiFreecount, pieceInodes - 1);
+        SetAgi(tx, ctx, AgiNewino, rec.StartIno);
+        tx.ModInodeCounters(pieceInodes, pieceInodes - 1);
+        return _geo.AginoToIno(agno, pieceAgino);
+    }
+
+    /// <summary>Up to <paramref name="into"/>.Length first blocks of hole pieces of the AG's sparse records whose
+    /// blocks are free now, in inode order among the first <see cref="HoleSearchRecords"/> records (one inobt walk,
+    /// a bnobt lookup per hole piece; the cursor released before any allocation).</summary>
+    int CollectFreeHolePieces(AgContext ctx, Space.AgSpace space, int pieceInodes, uint pieceBlocks, Span<uint> into)
+    {
+        int n = 0, read = 0;
+        using var cur = ctx.Inobt.CreateCursor();
+        for (bool ok = cur.MoveFirst(); ok && cur.HasRecord && n < into.Length && read++ < HoleSearchRecords; ok = cur.Increment())
+        {
+            var r = Decode(cur.Current);
+            if (r.HoleMask == 0) continue;
+            for (int offset = r.NextHolePiece(pieceInodes); offset >= 0 && n < into.Length; offset = r.NextHolePiece(pieceInodes, offset + pieceInodes))
+            {
+                uint agbno = _geo.AginoToAgbno(r.StartIno + (uint)offset);
+                if (space.IsFree(agbno, pieceBlocks)) into[n++] = agbno;
+            }
+        }
+        cur.Release();
+        return n;
+    }
+
+    long _holePiecesFilled, _piecesElsewhere;
+
+    /// <summary>Sparse pieces put into a hole of an existing record, and elsewhere, since this allocator was made
+    /// (tests and measurements).</summary>
+    internal (long IntoHoles, long Elsewhere) SparsePieces => (Interlocked.Read(ref _holePiecesFilled), Interlocked.Read(ref _piecesElsewhere));
 
     // ------------------------------------------------------------------ free
 

@@ -29,6 +29,10 @@ public enum SetAttrMask
     AtimeNow = 128,
     /// <summary>mtime to now (UTIME_NOW).</summary>
     MtimeNow = 256,
+    /// <summary>The caller may not keep set-user-ID and set-group-ID (FUSE's FATTR_KILL_SUIDGID; the kernel's
+    /// ATTR_KILL_SUID | ATTR_KILL_SGID for a caller without CAP_FSETID): a regular file loses set-user-ID, and
+    /// set-group-ID when group-execute is set (with a size: in the truncate's first step).</summary>
+    KillSuidGid = 512,
 }
 
 /// <summary>A setattr: the fields named by <see cref="Mask"/> are changed, the others ignored (UTIME_OMIT is a
@@ -64,7 +68,7 @@ public sealed partial class NamespaceOperations
     InodeAttributes SetAttrCore(ulong ino, uint? generation, SetAttrRequest r)
     {
         const SetAttrMask all = SetAttrMask.Mode | SetAttrMask.Uid | SetAttrMask.Gid | SetAttrMask.Size | SetAttrMask.Atime
-            | SetAttrMask.Mtime | SetAttrMask.Ctime | SetAttrMask.AtimeNow | SetAttrMask.MtimeNow;
+            | SetAttrMask.Mtime | SetAttrMask.Ctime | SetAttrMask.AtimeNow | SetAttrMask.MtimeNow | SetAttrMask.KillSuidGid;
         string where = $"inode {ino}";
         if ((r.Mask & ~all) != 0) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"setattr {where}: unknown mask bits {r.Mask}");
         if ((r.Mask & SetAttrMask.Size) != 0 && r.Size < 0) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"setattr {where}: negative size {r.Size}");
@@ -86,9 +90,9 @@ public sealed partial class NamespaceOperations
             }
             if (kind == InodeCore.ModeDirectory) throw new XfsWriteException(WriteErrorKind.IsDirectory, $"setattr {where}: a directory has no size to set");
             if (kind != InodeCore.ModeRegular) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"setattr {where}: only a regular file's size can be set");
-            if (generation is uint g) Files.Truncate(new InodeHandle(ino, g), r.Size);
-            else Files.Truncate(ino, r.Size);
-            r = r with { Mask = r.Mask & ~SetAttrMask.Size };
+            var flags = (r.Mask & SetAttrMask.KillSuidGid) != 0 ? FileWriteFlags.KillSuidGid : FileWriteFlags.None;
+            Files.TruncateCore(ino, generation, r.Size, flags);
+            r = r with { Mask = r.Mask & ~(SetAttrMask.Size | SetAttrMask.KillSuidGid) };
             if (r.Mask == SetAttrMask.None) return GetAttrCore(ino, generation);
         }
         return Engine.Execute($"setattr {where}", tx =>
@@ -101,6 +105,7 @@ public sealed partial class NamespaceOperations
             if ((r.Mask & SetAttrMask.Mode) != 0) InodeAttributeFields.SetMode(c, (ushort)(type | (r.Mode & 0xFFF)));
             if ((r.Mask & SetAttrMask.Uid) != 0) InodeAttributeFields.SetUid(c, r.Uid);
             if ((r.Mask & SetAttrMask.Gid) != 0) InodeAttributeFields.SetGid(c, r.Gid);
+            if ((r.Mask & SetAttrMask.KillSuidGid) != 0) InodeFields.KillSuidGid(c);
             if ((r.Mask & SetAttrMask.AtimeNow) != 0) InodeAttributeFields.SetTime(c, InodeCore.OffAtime, now);
             else if ((r.Mask & SetAttrMask.Atime) != 0) InodeAttributeFields.SetTime(c, InodeCore.OffAtime, r.Atime);
             if ((r.Mask & SetAttrMask.MtimeNow) != 0) InodeAttributeFields.SetTime(c, InodeCore.OffMtime, now);

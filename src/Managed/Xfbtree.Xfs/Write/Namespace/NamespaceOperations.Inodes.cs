@@ -238,6 +238,8 @@ public sealed partial class NamespaceOperations
     public void Rmdir(ulong dirIno, ReadOnlySpan<byte> name)
         => RemoveName("rmdir", dirIno, null, name.ToArray(), RemoveKind.Directory, Where(dirIno, name));
 
+    const ushort SetGroupId = 0x400;
+
     /// <summary>Creates an inode of <paramref name="mode"/> named <paramref name="name"/> in a directory: the
     /// directory is locked and checked, the name checked absent under the lock, an inode allocated and formatted
     /// (device number or symlink target included), the entry added. One transaction.</summary>
@@ -264,15 +266,25 @@ public sealed partial class NamespaceOperations
             if (isDir && InodeCore.Nlink(dir.Core) >= MaxLinks)
                 throw new XfsWriteException(WriteErrorKind.TooManyLinks, $"'{where}': the directory has {InodeCore.Nlink(dir.Core)} links, the most XFS allows");
 
+            // A directory with set-group-ID (System V semantics, XFS without the grpid mount option) gives its group to
+            // every new inode, and its set-group-ID bit to new directories (the kernel's inode_init_owner).
+            ushort newMode = mode;
+            uint newGid = gid;
+            if ((new Dinode(dir.Core).Mode & SetGroupId) != 0)
+            {
+                newGid = InodeAttributeFields.Gid(dir.Core);
+                if (isDir) newMode |= SetGroupId;
+            }
+
             ulong ino = _allocator.Allocate(tx, dirIno);
             var child = Engine.GetInode(ino);
             tx.LockInodes(child); // just allocated: nobody else can reach it, so the order does not matter
             if (!new Dinode(child.Core).IsFree)
                 throw new XfsWriteException(WriteErrorKind.Corrupt, $"inode {ino} is free in the inode btree but in use on disk");
             var now = DateTimeOffset.UtcNow;
-            InodeCore.FormatNew(child.Core, Engine.Image.Superblock, mode, isDir ? 2u : 1u, dirIno, now);
+            InodeCore.FormatNew(child.Core, Engine.Image.Superblock, newMode, isDir ? 2u : 1u, dirIno, now);
             InodeAttributeFields.SetUid(child.Core, uid);
-            InodeAttributeFields.SetGid(child.Core, gid);
+            InodeAttributeFields.SetGid(child.Core, newGid);
             if (type is 0x1000 or 0x2000 or 0x6000 or 0xC000) SpecialFiles.FormatDevice(child.Core, xfsRdev ?? 0);
             if (symlinkTarget is not null) WriteSymlinkTarget(tx, child, symlinkTarget, where);
             tx.LogInode(child);

@@ -8,7 +8,7 @@ namespace Xfbtree.Xfs.Write.Namespace;
 public sealed partial class NamespaceOperations
 {
     /// <summary>AGI: agi_unlinked[64], the heads of the unlinked-inode hash buckets (agino % 64).</summary>
-    const int AgiUnlinkedOffset = 40, UnlinkedBuckets = 64;
+    const int AgiUnlinkedOffset = Agi.UnlinkedOffset, UnlinkedBuckets = Agi.UnlinkedBuckets;
     /// <summary>Inodes this instance holds references on (released at <see cref="ReleaseAll"/>).</summary>
     readonly ConcurrentDictionary<ulong, IncoreInode> _held = new();
 

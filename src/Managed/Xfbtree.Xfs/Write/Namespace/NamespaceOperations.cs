@@ -95,6 +95,12 @@ public sealed partial class NamespaceOperations
     /// <summary>The engine the operations run on.</summary>
     public WriteEngine Engine { get; }
 
+    /// <summary>Sparse inode pieces put into holes of existing records, and elsewhere (tests and measurements).</summary>
+    internal (long IntoHoles, long Elsewhere) SparsePieces => _allocator.SparsePieces;
+
+    /// <summary>The dentry cache of the path walk and of lookups by inode (tests and measurements read its figures).</summary>
+    internal DirectoryLookupCache? LookupCache => _source.Lookups;
+
     /// <summary>The file operations (block freeing of removed files).</summary>
     public FileOperations Files { get; }
 
@@ -250,13 +256,24 @@ public sealed partial class NamespaceOperations
     }
 
     /// <summary>Committed inodes and blocks of an open engine, one inode read-locked at a time.</summary>
-    sealed class EngineSource : INamespaceSource
+    sealed class EngineSource(WriteEngine engine) : INamespaceSource
     {
-        readonly WriteEngine _engine;
-
-        public EngineSource(WriteEngine engine) => _engine = engine;
+        readonly WriteEngine _engine = engine;
 
         public IDisposable ReadLock(ulong ino) => _engine.LockInodeForRead(_engine.GetInode(ino));
+
+        /// <summary>The dentry cache (null when the engine's options turn it off).</summary>
+        public DirectoryLookupCache? Lookups { get; } = engine.Options.LookupCacheSlots > 0 ? new DirectoryLookupCache(engine.Options.LookupCacheSlots) : null;
+
+        public long LookupVersion(ulong dirIno) => Lookups is null ? -1 : Volatile.Read(ref _engine.GetInode(dirIno).ContentVersion);
+
+        public bool TryCachedLookup(ulong dirIno, long version, ReadOnlySpan<byte> name, out ulong child)
+        {
+            child = 0;
+            return Lookups is { } cache && cache.TryGet(dirIno, version, name, out child);
+        }
+
+        public void RememberLookup(ulong dirIno, long version, ReadOnlySpan<byte> name, ulong child) => Lookups?.Put(dirIno, version, name, child);
 
         public byte[] ReadInode(ulong ino)
         {

@@ -16,6 +16,16 @@ internal interface INamespaceSource
 
     /// <summary>Holds inode <paramref name="ino"/> stable (its read lock) while its core and blocks are read.</summary>
     IDisposable ReadLock(ulong ino);
+
+    /// <summary>The content version of the read-locked directory <paramref name="dirIno"/> for the lookup cache, or
+    /// -1 when the source caches nothing.</summary>
+    long LookupVersion(ulong dirIno);
+
+    /// <summary>A cached lookup in the read-locked directory at <paramref name="version"/>.</summary>
+    bool TryCachedLookup(ulong dirIno, long version, ReadOnlySpan<byte> name, out ulong child);
+
+    /// <summary>Remembers a lookup made in the read-locked directory at <paramref name="version"/>.</summary>
+    void RememberLookup(ulong dirIno, long version, ReadOnlySpan<byte> name, ulong child);
 }
 
 /// <summary>
@@ -84,10 +94,20 @@ internal sealed class PathWalker
             ulong? found;
             using (_source.ReadLock(ino))
             {
-                var core = _source.ReadInode(ino);
-                if ((new Dinode(core).Mode & 0xF000) != 0x4000)
-                    throw new XfsWriteException(WriteErrorKind.NotDirectory, $"'{where}' is not a directory (in '{path}')");
-                found = Find(ino, core, part, where);
+                // A cached entry exists only for a version at which the inode was a directory: no type check needed.
+                long version = _source.LookupVersion(ino);
+                if (version >= 0 && _source.TryCachedLookup(ino, version, part, out ulong cached))
+                {
+                    found = cached;
+                }
+                else
+                {
+                    var core = _source.ReadInode(ino);
+                    if ((new Dinode(core).Mode & 0xF000) != 0x4000)
+                        throw new XfsWriteException(WriteErrorKind.NotDirectory, $"'{where}' is not a directory (in '{path}')");
+                    found = Reader.Lookup(ino, core, part, _source.ReadBlocks, where);
+                    if (found is ulong looked && version >= 0) _source.RememberLookup(ino, version, part, looked);
+                }
             }
             if (found is not ulong child) throw new XfsWriteException(WriteErrorKind.NotFound, $"'{walked}' does not exist");
             ino = child;
@@ -96,10 +116,15 @@ internal sealed class PathWalker
     }
 
     /// <summary>The inode of <paramref name="name"/> in directory <paramref name="dirIno"/> (whose verified core is
-    /// <paramref name="core"/>); ".." gives the parent; null when absent.</summary>
+    /// <paramref name="core"/>, read-locked by the caller); ".." gives the parent; null when absent. Through the
+    /// source's lookup cache.</summary>
     public ulong? Find(ulong dirIno, byte[] core, ReadOnlySpan<byte> name, string where)
     {
-        return Reader.Lookup(dirIno, core, name, _source.ReadBlocks, where);
+        long version = _source.LookupVersion(dirIno);
+        if (version >= 0 && _source.TryCachedLookup(dirIno, version, name, out ulong cached)) return cached;
+        var found = Reader.Lookup(dirIno, core, name, _source.ReadBlocks, where);
+        if (found is ulong child && version >= 0) _source.RememberLookup(dirIno, version, name, child);
+        return found;
     }
 
     /// <summary>Entries of the directory <paramref name="path"/> names.</summary>
@@ -126,6 +151,17 @@ internal sealed class ImageNamespaceSource : INamespaceSource
 
     /// <summary>Nothing to lock: the image is read-only.</summary>
     public IDisposable ReadLock(ulong ino) => NoLock.Instance;
+
+    /// <summary>No lookup cache over a read-only image.</summary>
+    public long LookupVersion(ulong dirIno) => -1;
+
+    public bool TryCachedLookup(ulong dirIno, long version, ReadOnlySpan<byte> name, out ulong child)
+    {
+        child = 0;
+        return false;
+    }
+
+    public void RememberLookup(ulong dirIno, long version, ReadOnlySpan<byte> name, ulong child) { }
 
     sealed class NoLock : IDisposable
     {

@@ -120,7 +120,7 @@ internal static class AgReservations
         if (tx.Geometry.Superblock.HasFinobt && tx.Geometry.Superblock.HasInobtCounts)
         {
             // agi_fblocks (inobtcount feature); without it the finobt's blocks are not counted (a larger pool).
-            metaUsed += BinaryPrimitives.ReadUInt32BigEndian(tx.ReadAgHeader(AgHeaderKind.Agi, space.AgNumber).Span[340..]);
+            metaUsed += BinaryPrimitives.ReadUInt32BigEndian(tx.ReadAgHeader(AgHeaderKind.Agi, space.AgNumber).Span[Agi.FinobtBlocksOffset..]);
         }
         long meta = Math.Max(0, (long)metaAsk - metaUsed);
         long rmap = Math.Max(0, (long)rmapAsk - space.RmapBlocks);

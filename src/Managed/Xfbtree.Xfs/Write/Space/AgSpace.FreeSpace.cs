@@ -73,6 +73,76 @@ internal sealed partial class AgSpace
         return true;
     }
 
+    /// <summary>
+    /// A sparse inode chunk's piece (the last attempt of xfs_ialloc_ag_alloc): exactly <paramref name="length"/>
+    /// blocks aligned to <paramref name="align"/> (sb_spino_align), starting inside [<paramref name="minAgbno"/>,
+    /// <paramref name="maxAgbno"/>] so that the 64-inode record around it lies inside the AG. Same space rule as
+    /// every allocation (the kernel's: the longest extent must hold length + align - 1); the piece comes from the
+    /// smallest free extent that holds one inside the bounds (the kernel searches near the inobt root: any placement
+    /// inside the bounds makes the same valid record, and best fit keeps the longer extents for full chunks and
+    /// files). False when none (nothing changed but possibly the free list).
+    /// </summary>
+    public bool TryAllocateInodePiece(uint length, uint align, uint minAgbno, uint maxAgbno, out uint agbno)
+    {
+        agbno = 0;
+        align = Math.Max(1u, align);
+        if (length == 0 || minAgbno > maxAgbno || !SpaceAvailable(AllocationPurpose.InodeChunk, length, align))
+        {
+            return false;
+        }
+        FixFreeList(null, false);
+        if (!SpaceAvailable(AllocationPurpose.InodeChunk, length, align) || AllowedLength(AllocationPurpose.InodeChunk) < length)
+        {
+            return false;
+        }
+        if (!FindBoundedBySize(length, align, minAgbno, maxAgbno, out uint fbno, out uint flen, out uint abno))
+        {
+            return false;
+        }
+        RemoveFree(fbno, flen, abno, length);
+        agbno = abno;
+        return true;
+    }
+
+    /// <summary>True when [<paramref name="agbno"/>, +<paramref name="length"/>) is wholly free (one bnobt lookup).</summary>
+    public bool IsFree(uint agbno, uint length)
+    {
+        var tree = Bnobt();
+        using var cur = tree.CreateCursor();
+        Span<byte> key = stackalloc byte[8];
+        AllocRecord.Write(key, agbno, 0);
+        if (!cur.Lookup(key, BtreeLookup.LessOrEqual))
+        {
+            return false;
+        }
+        ulong start = AllocRecord.StartBlock(cur.Current), end = start + AllocRecord.BlockCount(cur.Current);
+        return start <= agbno && (ulong)agbno + length <= end;
+    }
+
+    /// <summary>The cntbt walked up from <paramref name="length"/>: the first (smallest) extent holding an aligned
+    /// piece that starts inside the bounds.</summary>
+    private bool FindBoundedBySize(uint length, uint align, uint minAgbno, uint maxAgbno, out uint fbno, out uint flen, out uint abno)
+    {
+        fbno = flen = abno = 0;
+        var tree = Cntbt();
+        using var cur = tree.CreateCursor();
+        Span<byte> key = stackalloc byte[8];
+        AllocRecord.Write(key, 0, length);
+        for (bool ok = cur.Lookup(key, BtreeLookup.GreaterOrEqual); ok; ok = cur.Increment())
+        {
+            uint s = AllocRecord.StartBlock(cur.Current), l = AllocRecord.BlockCount(cur.Current);
+            ulong start = AlignUp(Math.Max(s, minAgbno), align);
+            if (start <= maxAgbno && start + length <= (ulong)s + l)
+            {
+                fbno = s;
+                flen = l;
+                abno = (uint)start;
+                return true;
+            }
+        }
+        return false;
+    }
+
     /// <summary>Blocks the purpose may take from this AG now, after the free list's needs and the reservations.</summary>
     private uint AllowedLength(AllocationPurpose purpose)
     {
@@ -505,6 +575,14 @@ internal sealed partial class AgSpace
                     if (shared) editor.ConvertShared(record); else editor.Convert(record);
                     break;
             }
+        }
+        catch (RmapOperationException e)
+        {
+            // The rmapbt disagrees with the change the rest of the metadata implies (a record missing, overlapping or
+            // different): the AG's rmapbt is damaged. Sick, so allocation avoids it until an online repair rebuilds it.
+            string reason = $"rmapbt: {e.Message}";
+            tx.Engine.Ag(AgNumber).MarkSick(reason);
+            throw new XfsWriteException(WriteErrorKind.Corrupt, $"{tx.Operation}: AG {AgNumber} is corrupt ({reason}); the AG is marked sick", e) { AgNumber = AgNumber };
         }
         finally
         {

@@ -64,6 +64,20 @@ public interface IStressTarget
     /// <summary>utimensat by path.</summary>
     void Utimes(string path, InodeTime atime, InodeTime mtime) => throw new XfsWriteException(WriteErrorKind.NotSupported, "utimes: not supported by this target");
 
+    /// <summary>link(2) by path: <paramref name="newPath"/> becomes another name of the file <paramref name="existing"/> names.</summary>
+    void Link(string existing, string newPath) => throw new XfsWriteException(WriteErrorKind.NotSupported, "link: not supported by this target");
+
+    /// <summary>lsetxattr(2) by path; <paramref name="name"/> carries its namespace prefix.</summary>
+    void SetXattr(string path, string name, ReadOnlySpan<byte> value, Attributes.XattrSetFlags flags)
+        => throw new XfsWriteException(WriteErrorKind.NotSupported, "setxattr: not supported by this target");
+
+    /// <summary>lremovexattr(2) by path (NoData when the attribute does not exist).</summary>
+    void RemoveXattr(string path, string name) => throw new XfsWriteException(WriteErrorKind.NotSupported, "removexattr: not supported by this target");
+
+    /// <summary>Every extended attribute (user, trusted, security) of what <paramref name="path"/> names, full names
+    /// with their values (a target without attributes has none).</summary>
+    IReadOnlyList<(string Name, byte[] Value)> ListXattrs(string path) => [];
+
     /// <summary>The AGs marked sick right now, with the reason (a target that has no AGs has none).</summary>
     IReadOnlyList<(uint Ag, string Reason)> SickAgs() => [];
 }
@@ -113,6 +127,18 @@ public sealed class XfsStressTarget(XfsFileSystem fileSystem) : IStressTarget
     public void Chown(string path, uint uid, uint gid) => fileSystem.Namespace.Chown(path, uid, gid);
 
     public void Utimes(string path, InodeTime atime, InodeTime mtime) => fileSystem.Namespace.Utimes(path, atime, mtime);
+
+    public void Link(string existing, string newPath) => fileSystem.Namespace.Link(existing, newPath);
+
+    // By inode: the stress runner holds the model locks of the path's inode and directory, so the name cannot move
+    // between the lookup and the call.
+    public void SetXattr(string path, string name, ReadOnlySpan<byte> value, Attributes.XattrSetFlags flags)
+        => fileSystem.SetXattr(fileSystem.Lookup(path), name, value, flags);
+
+    public void RemoveXattr(string path, string name) => fileSystem.RemoveXattr(fileSystem.Lookup(path), name);
+
+    public IReadOnlyList<(string Name, byte[] Value)> ListXattrs(string path)
+        => fileSystem.Attributes.ReadAll(fileSystem.Lookup(path)).Select(a => (a.Name.FullName, a.Value)).ToList();
 
     /// <inheritdoc/>
     public IReadOnlyList<(uint Ag, string Reason)> SickAgs()

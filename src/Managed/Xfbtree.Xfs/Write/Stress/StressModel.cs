@@ -2,18 +2,50 @@ using Xfbtree.Xfs.Write.Namespace;
 
 namespace Xfbtree.Xfs.Write.Stress;
 
+/// <summary>The inode behind one or more names of the model: what a rename carries along and what hard links
+/// share (permission bits, owner, link count, extended attributes, and the model lock).</summary>
+internal sealed class ModelInode(int id)
+{
+    /// <summary>Lock order: model locks are taken in ascending inode id (the id of the inode's first node).</summary>
+    public int Id { get; } = id;
+
+    /// <summary>The model lock: held around the engine call and the model update, so model order is engine order
+    /// for every name of the inode.</summary>
+    public Lock Gate { get; } = new();
+
+    public int Mode { get; set; }
+
+    public uint Uid { get; set; }
+
+    public uint Gid { get; set; }
+
+    /// <summary>Names the inode has (regular files: hard links; everything else 1).</summary>
+    public int Links { get; set; } = 1;
+
+    /// <summary>Extended attributes by full name ("user.x"), values as set.</summary>
+    public SortedDictionary<string, byte[]> Xattrs { get; } = new(StringComparer.Ordinal);
+
+    public ModelInode CloneState(int id)
+    {
+        var copy = new ModelInode(id) { Mode = Mode, Uid = Uid, Gid = Gid, Links = Links };
+        foreach (var (name, value) in Xattrs) copy.Xattrs.Add(name, value);
+        return copy;
+    }
+}
+
 /// <summary>A name the stress model knows. A node's path never changes: a rename makes a new node at the new path
-/// (same contents and attributes) and retires the old one.</summary>
+/// (for the same <see cref="ModelInode"/>) and retires the old one.</summary>
 public abstract class ModelNode
 {
-    private protected ModelNode(int id, string path, ModelDirectory? parent)
+    private protected ModelNode(int id, string path, ModelDirectory? parent, ModelInode? inode = null)
     {
         Id = id;
         Path = path;
         Parent = parent;
+        Inode = inode ?? new ModelInode(id);
     }
 
-    /// <summary>Creation order; model locks are taken in ascending id (a parent is always older than its child).</summary>
+    /// <summary>Creation order.</summary>
     public int Id { get; }
 
     public string Path { get; }
@@ -25,20 +57,29 @@ public abstract class ModelNode
     /// <summary>False once unlinked; a thread that locked a node it picked earlier checks this first.</summary>
     public bool Alive { get; internal set; } = true;
 
-    /// <summary>The model lock: held around the engine call and the model update, so model order is engine order.</summary>
-    internal Lock Gate { get; } = new();
+    /// <summary>The inode this name reaches (shared by hard links).</summary>
+    internal ModelInode Inode { get; }
+
+    /// <summary>The model lock of the inode (see <see cref="ModelInode.Gate"/>).</summary>
+    internal Lock Gate => Inode.Gate;
 
     /// <summary>Position in the model's pick list (-1: not pickable).</summary>
     internal int Slot { get; set; } = -1;
 
     /// <summary>Permission bits (mode &amp; 07777) the model expects.</summary>
-    public int Mode { get; internal set; }
+    public int Mode { get => Inode.Mode; internal set => Inode.Mode = value; }
 
     /// <summary>Owner the model expects.</summary>
-    public uint Uid { get; internal set; }
+    public uint Uid { get => Inode.Uid; internal set => Inode.Uid = value; }
 
     /// <summary>Group the model expects.</summary>
-    public uint Gid { get; internal set; }
+    public uint Gid { get => Inode.Gid; internal set => Inode.Gid = value; }
+
+    /// <summary>Link count the model expects of a file, symlink or special file (hard links of a file count).</summary>
+    public int Links => Inode.Links;
+
+    /// <summary>The manifest's XATTRS column for this node's attributes (see <see cref="StressModel.XattrDigest"/>).</summary>
+    public string XattrDigest => StressModel.XattrDigest(Inode.Xattrs.Select(a => (a.Key, a.Value)));
 
     internal void CopyAttributesFrom(ModelNode other)
     {
@@ -51,7 +92,7 @@ public abstract class ModelNode
 /// <summary>A symbolic link or special file the workload made: its type, target or device number.</summary>
 public sealed class ModelLeaf : ModelNode
 {
-    internal ModelLeaf(int id, string path, ModelDirectory? parent, InodeType type, string target, ulong rdev) : base(id, path, parent)
+    internal ModelLeaf(int id, string path, ModelDirectory? parent, InodeType type, string target, ulong rdev, ModelInode? inode = null) : base(id, path, parent, inode)
     {
         Type = type;
         Target = target;
@@ -71,7 +112,8 @@ public sealed class ModelLeaf : ModelNode
 /// <summary>A regular file whose bytes the model tracks.</summary>
 public sealed class ModelFile : ModelNode
 {
-    internal ModelFile(int id, string path, ModelDirectory? parent, FileContents contents) : base(id, path, parent) => Contents = contents;
+    internal ModelFile(int id, string path, ModelDirectory? parent, FileContents contents, ModelInode? inode = null) : base(id, path, parent, inode)
+        => Contents = contents;
 
     public FileContents Contents { get; }
 }
@@ -79,7 +121,7 @@ public sealed class ModelFile : ModelNode
 /// <summary>A directory whose entries the model tracks.</summary>
 public sealed class ModelDirectory : ModelNode
 {
-    internal ModelDirectory(int id, string path, ModelDirectory? parent) : base(id, path, parent) { }
+    internal ModelDirectory(int id, string path, ModelDirectory? parent, ModelInode? inode = null) : base(id, path, parent, inode) { }
 
     public SortedDictionary<string, ModelNode> Children { get; } = new(StringComparer.Ordinal);
 
@@ -233,6 +275,7 @@ public sealed class StressModel
         node.Mode = a.Permissions;
         node.Uid = a.Uid;
         node.Gid = a.Gid;
+        foreach (var (name, value) in target.ListXattrs(node.Path)) node.Inode.Xattrs[name] = value;
     }
 
     bool Adopt(IStressTarget target, ModelDirectory parent, string path, byte[] buffer)
@@ -380,17 +423,17 @@ public sealed class StressModel
                 FileAt(op.Path2).Contents.CopyFrom(FileAt(op.Path).Contents, op.Offset, op.Offset2, op.Length);
                 break;
             case StressOpKind.Create:
-                Attach(new ModelFile(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), new FileContents()) { Mode = 0x1A4 });
+                Attach(Inherit(new ModelFile(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), new FileContents()) { Mode = 0x1A4 }));
                 break;
             case StressOpKind.Mkdir:
-                Attach(new ModelDirectory(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path)) { Mode = 0x1ED });
+                Attach(Inherit(new ModelDirectory(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path)) { Mode = 0x1ED }));
                 break;
             case StressOpKind.Symlink:
-                Attach(new ModelLeaf(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), InodeType.Symlink, op.Path2, 0) { Mode = 0x1FF });
+                Attach(Inherit(new ModelLeaf(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), InodeType.Symlink, op.Path2, 0) { Mode = 0x1FF }));
                 break;
             case StressOpKind.Mknod:
-                Attach(new ModelLeaf(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), DirectoryTypeOfMode((int)op.Offset),
-                    "", (op.Offset & 0xF000) is 0x2000 or 0x6000 ? (ulong)op.Offset2 : 0) { Mode = (int)op.Offset & 0xFFF });
+                Attach(Inherit(new ModelLeaf(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), DirectoryTypeOfMode((int)op.Offset),
+                    "", (op.Offset & 0xF000) is 0x2000 or 0x6000 ? (ulong)op.Offset2 : 0) { Mode = (int)op.Offset & 0xFFF }));
                 break;
             case StressOpKind.Chmod:
                 NodeAt(op.Path).Mode = (int)op.Offset & 0xFFF;
@@ -412,15 +455,28 @@ public sealed class StressModel
             case StressOpKind.Rename:
                 ApplyRename(op);
                 break;
+            case StressOpKind.Link:
+            {
+                var existing = FileAt(op.Path);
+                Attach(new ModelFile(Interlocked.Increment(ref _nextId), op.Path2, ParentOf(op.Path2), existing.Contents, existing.Inode));
+                existing.Inode.Links++;
+                break;
+            }
+            case StressOpKind.SetXattr:
+            {
+                var value = new byte[op.Length];
+                StressData.Fill(value, op.DataSeed);
+                NodeAt(op.Path).Inode.Xattrs[op.Path2] = value;
+                break;
+            }
+            case StressOpKind.RemoveXattr:
+                if (!NodeAt(op.Path).Inode.Xattrs.Remove(op.Path2)) throw new InvalidOperationException($"model: {op.Path} has no attribute {op.Path2}");
+                break;
             case StressOpKind.Unlink:
             case StressOpKind.Rmdir:
                 var node = Find(op.Path) ?? throw new InvalidOperationException($"model: {op.Path} does not exist");
-                lock (_sync)
-                {
-                    node.Parent!.Children.Remove(node.Name);
-                    Unindex(node);
-                    node.Alive = false;
-                }
+                Retire(node);
+                node.Inode.Links--;
                 break;
             case StressOpKind.Utimes:
             case StressOpKind.Unshare:
@@ -429,10 +485,25 @@ public sealed class StressModel
             case StressOpKind.List:
             case StressOpKind.CreateExisting:
             case StressOpKind.RmdirNotEmpty:
+            case StressOpKind.LinkExisting:
+            case StressOpKind.RemoveXattrMissing:
                 break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(op), op.Kind, "unknown op");
         }
+    }
+
+    /// <summary>A new inode in a set-group-ID directory takes the directory's group, and a new directory its
+    /// set-group-ID bit (System V semantics, as the kernel's inode_init_owner).</summary>
+    static T Inherit<T>(T node) where T : ModelNode
+    {
+        var parent = node.Parent!;
+        if ((parent.Mode & 0x400) != 0)
+        {
+            node.Gid = parent.Gid;
+            if (node is ModelDirectory) node.Mode |= 0x400;
+        }
+        return node;
     }
 
     ModelFile FileAt(string path) => Find(path) as ModelFile ?? throw new InvalidOperationException($"model: {path} is not a file it knows");
@@ -448,24 +519,24 @@ public sealed class StressModel
         _ => throw new InvalidOperationException($"model: mknod mode 0{Convert.ToString(mode, 8)}"),
     };
 
-    /// <summary>A file renamed: new nodes at the destination (and, exchanged, at the source) with the moved
-    /// contents and attributes; the old nodes (and a replaced file) retired.</summary>
+    /// <summary>A file renamed: new nodes for the same inodes at the destination (and, exchanged, at the source);
+    /// the old nodes retired, and a replaced file's inode loses the link.</summary>
     void ApplyRename(StressOp op)
     {
         var source = FileAt(op.Path);
         var replaced = Find(op.Path2);
         bool exchange = (Namespace.RenameFlags)op.Length == Namespace.RenameFlags.Exchange;
         Retire(source);
-        if (replaced is not null) Retire(replaced);
-        var moved = new ModelFile(Interlocked.Increment(ref _nextId), op.Path2, ParentOf(op.Path2), source.Contents);
-        moved.CopyAttributesFrom(source);
-        Attach(moved);
+        if (replaced is not null)
+        {
+            Retire(replaced);
+            if (!exchange) replaced.Inode.Links--;
+        }
+        Attach(new ModelFile(Interlocked.Increment(ref _nextId), op.Path2, ParentOf(op.Path2), source.Contents, source.Inode));
         if (exchange)
         {
             var other = (ModelFile)replaced!;
-            var back = new ModelFile(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), other.Contents);
-            back.CopyAttributesFrom(other);
-            Attach(back);
+            Attach(new ModelFile(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), other.Contents, other.Inode));
         }
     }
 
@@ -491,22 +562,30 @@ public sealed class StressModel
     {
         var copy = new StressModel(Options) { InitialDirectoryCount = InitialDirectoryCount };
         copy.Root.CopyAttributesFrom(Root);
+        foreach (var (name, value) in Root.Inode.Xattrs) copy.Root.Inode.Xattrs.Add(name, value);
         copy._nextId = _nextId;
+        // Hard links stay shared: one copied inode (and one copy of the contents) per inode of this model.
+        var inodes = new Dictionary<ModelInode, (ModelInode Inode, FileContents? Contents)>();
         var pending = new Queue<(ModelDirectory From, ModelDirectory To)>();
         pending.Enqueue((Root, copy.Root));
         while (pending.TryDequeue(out var pair))
         {
             foreach (var child in pair.From.Children.Values)
             {
+                if (!inodes.TryGetValue(child.Inode, out var shared))
+                {
+                    shared = (child.Inode.CloneState(child.Inode.Id), (child as ModelFile)?.Contents.Clone());
+                    inodes.Add(child.Inode, shared);
+                }
                 ModelNode clone = child switch
                 {
-                    ModelFile f => new ModelFile(f.Id, f.Path, pair.To, f.Contents.Clone()),
-                    ModelDirectory d => new ModelDirectory(d.Id, d.Path, pair.To),
-                    ModelLeaf l => new ModelLeaf(l.Id, l.Path, pair.To, l.Type, l.Target, l.Rdev),
+                    ModelFile f => new ModelFile(f.Id, f.Path, pair.To, shared.Contents!, shared.Inode),
+                    ModelDirectory d => new ModelDirectory(d.Id, d.Path, pair.To, shared.Inode),
+                    ModelLeaf l => new ModelLeaf(l.Id, l.Path, pair.To, l.Type, l.Target, l.Rdev, shared.Inode),
                     ForeignEntry x => new ForeignEntry(x.Id, x.Path, pair.To, x.Type),
                     _ => throw new InvalidOperationException("unknown node"),
                 };
-                clone.CopyAttributesFrom(child);
+                if (clone is ForeignEntry) clone.CopyAttributesFrom(child);
                 copy.Attach(clone);
                 if (child is ModelDirectory from) pending.Enqueue((from, (ModelDirectory)clone));
             }
@@ -547,6 +626,11 @@ public sealed class StressModel
                 var a = target.GetAttr(node.Path);
                 if (a.Permissions != node.Mode || a.Uid != node.Uid || a.Gid != node.Gid)
                     problems.Add($"{node.Path}: mode 0{Convert.ToString(a.Permissions, 8)} owner {a.Uid}:{a.Gid}, the model has 0{Convert.ToString(node.Mode, 8)} {node.Uid}:{node.Gid}");
+                if (node is not ModelDirectory && a.Links != node.Links)
+                    problems.Add($"{node.Path}: {a.Links} links, the model has {node.Links}");
+                string digest = XattrDigest(target.ListXattrs(node.Path));
+                if (digest != node.XattrDigest)
+                    problems.Add($"{node.Path}: extended attributes {string.Join(", ", target.ListXattrs(node.Path).Select(x => x.Name))}, the model has {string.Join(", ", node.Inode.Xattrs.Keys)}");
                 if (node is ModelLeaf leaf)
                 {
                     if (a.Type != leaf.Type) problems.Add($"{leaf.Path}: is {a.Type}, the model has {leaf.Type}");
@@ -618,10 +702,10 @@ public sealed class StressModel
     /// Manifest version 2: <see cref="ManifestHeader"/>, then one tab-separated line per path the model knows the
     /// state of (directories, files, symlinks and special files, in path order):
     /// <c>PATH TYPE MODE UID GID NLINK SIZE CONTENT XATTRS</c>. TYPE is f d l p s c b; MODE the octal permission
-    /// bits; NLINK 1 for a file (the workload makes no hard links), 2 + subdirectories for a directory; SIZE the
-    /// bytes of a file, the target length of a symlink, 0 for a special file and "-" for a directory (its size
-    /// depends on its format); CONTENT the sha256 of a file, a symlink's target, MAJ:MIN of a device, else "-";
-    /// XATTRS "-" (the workload sets no extended attributes).
+    /// bits; NLINK the names of a file (hard links count; each name has its own line), 2 + subdirectories for a
+    /// directory, 1 otherwise; SIZE the bytes of a file, the target length of a symlink, 0 for a special file and
+    /// "-" for a directory (its size depends on its format); CONTENT the sha256 of a file, a symlink's target,
+    /// MAJ:MIN of a device, else "-"; XATTRS <see cref="XattrDigest"/> of its user, trusted and security attributes.
     /// </summary>
     public void WriteManifest(TextWriter writer)
     {
@@ -630,7 +714,7 @@ public sealed class StressModel
         var nodes = Directories.Cast<ModelNode>().Concat(Files).Concat(Leaves).OrderBy(n => n.Path, StringComparer.Ordinal);
         foreach (var node in nodes)
         {
-            string type, nlink = "1", size, content = "-";
+            string type, nlink = node.Links.ToString(System.Globalization.CultureInfo.InvariantCulture), size, content = "-";
             switch (node)
             {
                 case ModelFile f:
@@ -660,7 +744,33 @@ public sealed class StressModel
                 default:
                     continue;
             }
-            writer.Write($"{node.Path}\t{type}\t{Convert.ToString(node.Mode, 8)}\t{node.Uid}\t{node.Gid}\t{nlink}\t{size}\t{content}\t-\n");
+            writer.Write($"{node.Path}\t{type}\t{Convert.ToString(node.Mode, 8)}\t{node.Uid}\t{node.Gid}\t{nlink}\t{size}\t{content}\t{node.XattrDigest}\n");
         }
+    }
+
+    /// <summary>
+    /// The manifest's XATTRS column: the lowercase hex SHA-256 of one line "name=value\n" per attribute (full name
+    /// with its namespace prefix, the raw value bytes), the lines sorted bytewise and concatenated; "-" for none.
+    /// The same digest as <see cref="Attributes.AttributeOperations.Digest"/>.
+    /// </summary>
+    public static string XattrDigest(IEnumerable<(string Name, byte[] Value)> attributes)
+    {
+        ArgumentNullException.ThrowIfNull(attributes);
+        var lines = new List<byte[]>();
+        foreach (var (name, value) in attributes)
+        {
+            int nameBytes = System.Text.Encoding.UTF8.GetByteCount(name);
+            var line = new byte[nameBytes + 1 + value.Length + 1];
+            System.Text.Encoding.UTF8.GetBytes(name, line);
+            line[nameBytes] = (byte)'=';
+            value.CopyTo(line, nameBytes + 1);
+            line[^1] = (byte)'\n';
+            lines.Add(line);
+        }
+        if (lines.Count == 0) return "-";
+        lines.Sort((a, b) => a.AsSpan().SequenceCompareTo(b));
+        using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        foreach (var line in lines) sha.AppendData(line);
+        return Convert.ToHexStringLower(sha.GetHashAndReset());
     }
 }

@@ -24,6 +24,17 @@ public enum StressOpKind
     Chown,
     /// <summary>utimes: Offset the atime seconds, Offset2 the mtime seconds, Length the nanoseconds of both.</summary>
     Utimes,
+    /// <summary>link: Path an existing file, Path2 its new name.</summary>
+    Link,
+    /// <summary>link onto a name that exists (Path2): must fail with Exists.</summary>
+    LinkExisting,
+    /// <summary>setxattr: Path2 the full name, Offset the <see cref="Attributes.XattrSetFlags"/>, the value
+    /// <see cref="StressData"/> of Length bytes from DataSeed.</summary>
+    SetXattr,
+    /// <summary>removexattr: Path2 the full name of an attribute that exists.</summary>
+    RemoveXattr,
+    /// <summary>removexattr of a name that does not exist (Path2): must fail with NoData.</summary>
+    RemoveXattrMissing,
 }
 
 /// <summary>
@@ -37,12 +48,14 @@ public sealed record StressOp(StressOpKind Kind, string Path, string Path2 = "",
     {
         StressOpKind.CreateExisting => WriteErrorKind.Exists,
         StressOpKind.RmdirNotEmpty => WriteErrorKind.NotEmpty,
+        StressOpKind.LinkExisting => WriteErrorKind.Exists,
+        StressOpKind.RemoveXattrMissing => WriteErrorKind.NoData,
         _ => null,
     };
 
     /// <summary>True for operations that change nothing when they succeed.</summary>
     public bool IsReadOnly => Kind is StressOpKind.Read or StressOpKind.Stat or StressOpKind.List
-        or StressOpKind.CreateExisting or StressOpKind.RmdirNotEmpty;
+        or StressOpKind.CreateExisting or StressOpKind.RmdirNotEmpty or StressOpKind.LinkExisting or StressOpKind.RemoveXattrMissing;
 
     /// <summary>The op as the tab-separated fields of an op log line.</summary>
     public string ToLogFields()
@@ -76,6 +89,9 @@ public sealed record StressOp(StressOpKind Kind, string Path, string Path2 = "",
         StressOpKind.Chmod => $"chmod {Convert.ToString(Offset, 8)} {Path}",
         StressOpKind.Chown => $"chown {Offset}:{Offset2} {Path}",
         StressOpKind.Utimes => $"utimes {Path} {Offset}.{Length:D9} {Offset2}.{Length:D9}",
+        StressOpKind.Link or StressOpKind.LinkExisting => $"link {Path} {Path2}",
+        StressOpKind.SetXattr => $"setxattr {Path} {Path2} ({Length} bytes{((Attributes.XattrSetFlags)Offset == Attributes.XattrSetFlags.None ? "" : ", " + ((Attributes.XattrSetFlags)Offset).ToString().ToLowerInvariant())})",
+        StressOpKind.RemoveXattr or StressOpKind.RemoveXattrMissing => $"removexattr {Path} {Path2}",
         _ => $"{Kind.ToString().ToLowerInvariant()} {Path}",
     };
 }

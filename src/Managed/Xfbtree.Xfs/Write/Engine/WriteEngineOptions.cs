@@ -1,0 +1,28 @@
+namespace Xfbtree.Xfs.Write.Engine;
+
+/// <summary>Options of <see cref="WriteEngine.Open"/>.</summary>
+public sealed record WriteEngineOptions
+{
+    /// <summary>Buffer cache size for metadata.</summary>
+    public long CacheBytes { get; init; } = 64L << 20;
+    /// <summary>Journal file; default: <see cref="WriteEngine.DefaultJournalPath"/> (the resolved image path + ".xfbtree-journal").</summary>
+    public string? JournalPath { get; init; }
+    /// <summary>fsync the journal at every commit (crash safety). Tests and benchmarks may turn it off.</summary>
+    public bool SyncCommits { get; init; } = true;
+    /// <summary>The journal is checkpointed (image synced, journal emptied) when it grows past this many bytes.</summary>
+    public long CheckpointBytes { get; init; } = 64L << 20;
+    /// <summary>Test-only crash points (see <see cref="WriteFaultInjector"/>).</summary>
+    internal WriteFaultInjector? Faults { get; init; }
+    /// <summary>Mappings one step of a split operation (punch, truncate, reflink, unshare) covers at most
+    /// (internal: tests make it small to see the steps).</summary>
+    internal int StepPieces { get; init; } = Files.FileOperations.StepPieces;
+    /// <summary>Bytes of shared data one unshare step copies at most (internal, as <see cref="StepPieces"/>).</summary>
+    internal int UnshareStepBytes { get; init; } = Files.FileOperations.UnshareStepBytes;
+    /// <summary>In-core inodes kept strongly at most (others live only while something references them).</summary>
+    internal int InodeCacheCapacity { get; init; } = DefaultInodeCacheCapacity;
+    /// <summary>Default of <see cref="InodeCacheCapacity"/>: a few thousand inodes (about 1.5 MiB of 512-byte cores,
+    /// plus their cached extent lists).</summary>
+    internal const int DefaultInodeCacheCapacity = 4096;
+    /// <summary>Slots of the namespace's directory lookup cache (a power of two; 0 turns it off).</summary>
+    internal int LookupCacheSlots { get; init; } = Namespace.DirectoryLookupCache.DefaultSlots;
+}
