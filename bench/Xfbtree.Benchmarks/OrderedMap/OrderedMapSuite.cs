@@ -10,7 +10,7 @@ namespace Xfbtree.Benchmarks.OrderedMap;
 /// BenchmarkDotNet's many-invocation model, so this is a single-pass Stopwatch harness run in one process
 /// (same data, same order for every peer); <see cref="OrderedMapLookupBenchmarks"/> covers the steady-state
 /// lookups with BenchmarkDotNet.
-/// Usage: <c>--quick</c> (1 M records, under a minute) or <c>--ordered-map [--records 1000000,10000000] [--peers a,b] [--rounds N]</c>.
+/// Usage: <c>--quick</c> (1 M records, under a minute), <c>--typed-map 1000000,10000000</c> (only the plain typed map's extras) or <c>--ordered-map [--records 1000000,10000000] [--peers a,b] [--rounds N]</c>.
 /// Honesty rules: every peer answers every operation and every answer is cross-checked against a reference
 /// computed from the sorted data outside the timing (insert counts, lookup sums, overlapped-range counts, scan
 /// checksums); all peers run the whole sequence once on a small data set first (JIT warm-up); the peer order
@@ -25,6 +25,21 @@ public static class OrderedMapSuite
     public static bool TryRun(string[] args)
     {
         bool quick = args.Contains("--quick");
+        int typedMap = Array.IndexOf(args, "--typed-map");
+        if (typedMap >= 0)
+        {
+            // Only the plain typed map's extras (batches, removes, readers) at the given sizes: the quick A/B of an engine change.
+            TypedMapExtras.Run(20_000, 20_000, TextWriter.Null); // warm-up (JIT)
+            TypedMapExtras.Result? last = null;
+            foreach (string size in (typedMap + 1 < args.Length ? args[typedMap + 1] : "1000000").Split(','))
+            {
+                int records = int.Parse(size, Invariant);
+                last = TypedMapExtras.Run(records, Math.Min(records, 1_000_000), Console.Out);
+            }
+            Console.WriteLine();
+            TypedMapExtras.PrintMachineLines(last!, Console.Out);
+            return true;
+        }
         if (!quick && !args.Contains("--ordered-map"))
         {
             return false;

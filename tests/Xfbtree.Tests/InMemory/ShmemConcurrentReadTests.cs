@@ -354,6 +354,76 @@ public sealed class ShmemConcurrentReadTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// A batch lookup (several keys in flight) whose first key is stopped in the full root leaf after noting its
+    /// version; the writer splits that leaf. The batch must notice for every key that read the split leaf and find
+    /// each record where it went.
+    /// </summary>
+    [Fact]
+    public void ABatchLookupCaughtInTheMiddleOfASplitLooksAgain()
+    {
+        using var map = new ShmemBTree<MapRecord, ByStart>();
+        uint n = 0;
+        while (map.Height == 1)
+        {
+            map.Insert(Versioned(n * 2, 1));
+            n++;
+        }
+        map.Clear();
+        for (uint i = 0; i < n - 1; i++) map.Insert(Versioned(i * 2, 1));
+        Assert.Equal(1, map.Height);
+        uint sought = (n - 2) * 2; // the last record: it moves to the right half
+        MapRecord[] keys = [Key(sought), Key(0), Key(3), Key(sought / 2 & ~1u)];
+        var records = new MapRecord[keys.Length];
+        var flags = new bool[keys.Length];
+        var (found, record, attempts) = ReadWhileWriting(map, 0, () =>
+        {
+            Assert.Equal(3, map.TryFindMany(keys, records, flags));
+            Assert.Equal([true, true, false, true], flags);
+            Assert.Equal(Versioned(0, 1), records[1]);
+            Assert.Equal(Versioned(sought / 2 & ~1u, 1), records[3]);
+            return flags[0] ? records[0] : null;
+        }, () => Assert.True(map.Insert(Versioned(1, 1))));
+        Assert.Equal(2, map.Height);
+        Assert.True(found, "the record moved by the split was not found");
+        Assert.Equal(Versioned(sought, 1), record);
+        Assert.True(attempts >= keys.Length + 1, $"the batch read the split leaf and did not look again ({attempts} validations)");
+    }
+
+    /// <summary>
+    /// A batch lookup stopped in the last leaf of a two-level tree while the writer joins that leaf into its left
+    /// sibling and reuses its block for other keys (as <see cref="AReaderCaughtInTheMiddleOfAJoinLooksAgain"/>): the
+    /// batch must find the record where it went.
+    /// </summary>
+    [Fact]
+    public void ABatchLookupCaughtInTheMiddleOfAJoinLooksAgain()
+    {
+        using var map = new ShmemBTree<MapRecord, ByStart>();
+        uint count = 0;
+        while (map.Height < 2 || map.BlockCount < 4) map.Insert(Versioned(count++ * 10, 1));
+        uint sought = (count - 1) * 10;
+        MapRecord[] keys = [Key(sought), Key(sought - 5), Key(0)];
+        var records = new MapRecord[keys.Length];
+        var flags = new bool[keys.Length];
+        var (found, record, attempts) = ReadWhileWriting(map, 0, () =>
+        {
+            map.TryFindMany(keys, records, flags);
+            Assert.False(flags[1]);
+            Assert.True(flags[2]);
+            return flags[0] ? records[0] : null;
+        }, () =>
+        {
+            long blocks = map.BlockCount;
+            for (uint k = sought - 10; map.BlockCount == blocks; k -= 10) Assert.True(map.Remove(Key(k)));
+            blocks = map.BlockCount;
+            for (uint k = 5; map.BlockCount == blocks; k += 10) Assert.True(map.Insert(Versioned(k, 2)));
+        });
+        Assert.True(found, "the record of the joined leaf was not found");
+        Assert.Equal(Versioned(sought, 1), record);
+        Assert.True(attempts >= keys.Length + 1, $"the batch read a joined and reused block and did not look again ({attempts} validations)");
+        Assert.Empty(map.CheckStructure());
+    }
+
+    /// <summary>
     /// A scan stopped between two records of the last leaf (the caller's loop body waits) while the writer removes
     /// records until that leaf joins into its left sibling (its block is freed) and then splits a leaf at the low end
     /// (the freed block is reused for other keys). The scan must notice and continue after the record it returned last:

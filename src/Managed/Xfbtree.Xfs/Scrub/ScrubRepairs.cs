@@ -251,7 +251,7 @@ internal static class ScrubRepairs
             {
                 throw new OnlineRepairException($"the online check of {r.InodesCompared} inodes finds no wrong link count (the offline finding is of another kind: entries naming free inodes are not repaired)");
             }
-            return $"{r.MismatchTotal} wrong link counts: {r.Repaired} set to the count, {r.Released} named by no directory released; {r.InodesCompared} inodes, {r.DirectoriesScanned} directories";
+            return $"{r.MismatchTotal} wrong link counts: {r.Repaired} set to the count, {r.Released} named by no directory released, {r.SettledMeanwhile} settled by writers meanwhile; {r.InodesCompared} inodes, {r.DirectoriesScanned} directories";
         }
     }
 

@@ -3,6 +3,8 @@ namespace Xfbtree.Btree;
 /// <summary>
 /// One btree: an ops table, its geometry at the store's block size, the block store, the root location and
 /// the identity stamped in every block (metadata UUID, owner). Create cursors to work on it.
+/// Threads: not thread-safe; one thread works on a tree at a time (the typed maps in <c>Xfbtree.InMemory</c> add
+/// any number of readers and one writer at a time on top of it).
 /// </summary>
 public sealed class Btree<TOps> where TOps : struct, IBtreeOps
 {

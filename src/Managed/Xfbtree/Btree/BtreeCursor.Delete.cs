@@ -5,8 +5,75 @@ using Xfbtree.Buffers;
 namespace Xfbtree.Btree;
 
 // Delete with rebalancing: borrow from or join with a sibling, collapse a one-child root block, kill_iroot.
-public sealed partial class BtreeCursor<TOps>
+public sealed unsafe partial class BtreeCursor<TOps>
 {
+    /// <summary>
+    /// Deletes a run of records from the cursor's leaf in one pass (one shift of the leaf instead of one per record):
+    /// the cursor is on the record with the first key of <paramref name="sortedKeys"/> (keys sorted ascending, repeats
+    /// allowed), and the run is the prefix of keys at or below the leaf's last record. Applies only when the leaf keeps
+    /// at least minrecs records (or is the root), so nothing needs rebalancing. Returns how many keys it took (removed
+    /// or absent) and sets <paramref name="removed"/>; 0 (nothing changed) when it does not apply: the caller deletes
+    /// the record under the cursor alone. The cursor is unpositioned afterwards when it took any.
+    /// </summary>
+    internal int DeleteRunInLeaf(ReadOnlySpan<byte> sortedKeys, out int removed)
+    {
+        removed = 0;
+        int count = sortedKeys.Length / _keySize;
+        if (count < 2 || !HasRecord || _imageLevel >= 0) return 0;
+        var b = Block(0);
+        int n = NumRecords(b);
+        int min = _height == 1 ? 0 : _geometry.MinRecords(0);
+        if (n - 2 < min) return 0;
+        byte* records = _blocks[0].Data + _headerSize;
+        byte* lastRecord = records + (long)(n - 1) * _recordSize;
+        int run = 0;
+        while (run < count && Compare(lastRecord, leaf: true, sortedKeys.Slice(run * _keySize, _keySize)) >= 0) run++;
+        if (run < 2) return 0;
+        int from = _index[0];
+        Span<byte> kept = stackalloc byte[(n - from) * _recordSize];
+        int a = from, written = 0;
+        for (int j = 0; j < run && a < n; j++)
+        {
+            var key = sortedKeys.Slice(j * _keySize, _keySize);
+            int c = -1;
+            while (a < n && (c = Compare(records + (long)a * _recordSize, leaf: true, key)) < 0)
+            {
+                new ReadOnlySpan<byte>(records + (long)a * _recordSize, _recordSize).CopyTo(kept[(written * _recordSize)..]);
+                written++;
+                a++;
+            }
+            if (a < n && c == 0)
+            {
+                a++;
+                removed++;
+            }
+        }
+        if (n - removed < min || removed == 0)
+        {
+            removed = 0;
+            return 0;
+        }
+        new ReadOnlySpan<byte>(records + (long)a * _recordSize, (n - a) * _recordSize).CopyTo(kept[(written * _recordSize)..]);
+        written += n - a;
+        EnsureWritable();
+        try
+        {
+            Changing(0);
+            kept[..(written * _recordSize)].CopyTo(new Span<byte>(records + (long)from * _recordSize, written * _recordSize));
+            BtreeHeader.SetNumRecords(b, n - removed);
+            Dirty(0);
+            // The first record gone changes the parent's low key; an interval leaf's high key may fall.
+            if (from == 0 || _geometry.Overlapping) FixKeysUpFrom(0);
+        }
+        finally
+        {
+            ReleaseBlocks();
+            FinishWrite();
+        }
+        RunDeletes += removed;
+        return run;
+    }
+
     /// <summary>Deletes the record under the cursor, rebalancing (borrow, join, root collapse). The cursor is unpositioned afterwards.</summary>
     public void Delete()
     {

@@ -172,6 +172,83 @@ public sealed unsafe partial class BtreeCursor<TOps>
         return 1;
     }
 
+    /// <summary>
+    /// Inserts a run of records into the leaf of the kept insert path in one merge (one shift of the leaf's tail
+    /// instead of one per record): the longest prefix of <paramref name="sorted"/> (records sorted ascending, repeats
+    /// allowed) that belongs to that leaf (as in <see cref="TryInsertOnKeptPath"/>) and fits its free room. Records whose
+    /// key is in the leaf already, or repeats an earlier record of the run, are skipped (the first wins). Returns how
+    /// many records of <paramref name="sorted"/> it took (inserted or skipped) and sets <paramref name="inserted"/>;
+    /// 0 when no path is kept or fewer than two records would go in (the caller inserts the first record alone).
+    /// </summary>
+    internal int InsertRunOnKeptPath(ReadOnlySpan<byte> sorted, out int inserted)
+    {
+        inserted = 0;
+        int count = sorted.Length / _recordSize;
+        if (!_pathKept || count < 2) return 0;
+        if (_tree.WriteStamp != _pathStamp || _tree.Root.Pointer != _rootPointer || _tree.Root.Height != _height)
+        {
+            ReleaseBlocks();
+            _pathKept = false;
+            return 0;
+        }
+        var b = Block(0);
+        int n = NumRecords(b);
+        int room = _leafMaxRecords - n;
+        if (n == 0 || room < 2) return 0;
+        byte* records = _blocks[0].Data + _headerSize;
+        bool hasLeft = BtreeHeader.LeftSibling(b, _longPointers) != BtreeHeader.NullPointer;
+        bool hasRight = BtreeHeader.RightSibling(b, _longPointers) != BtreeHeader.NullPointer;
+        Span<byte> key = stackalloc byte[BtreeGeometry.MaxKeySize];
+        key = key[.._keySize];
+        // The run: from the first record while each belongs to this leaf (at most the free room).
+        int run = 0;
+        while (run < count && run < room)
+        {
+            _ops.GetKey(sorted.Slice(run * _recordSize, _recordSize), key);
+            if (run == 0 && hasLeft && Compare(records, leaf: true, key) > 0) return 0;
+            if (hasRight && Compare(records + (long)(n - 1) * _recordSize, leaf: true, key) < 0) break;
+            run++;
+        }
+        if (run < 2) return 0;
+        // Merge the leaf's records from the first one at or above the run's first key with the run, into a copy.
+        _ops.GetKey(sorted[.._recordSize], key);
+        int from = LowerBound(records, null, n, leaf: true, key, out _);
+        Span<byte> merged = stackalloc byte[(n - from + run) * _recordSize];
+        int a = from, written = 0;
+        for (int j = 0; j < run; j++)
+        {
+            var record = sorted.Slice(j * _recordSize, _recordSize);
+            _ops.GetKey(record, key);
+            int c = -1;
+            while (a < n && (c = Compare(records + (long)a * _recordSize, leaf: true, key)) < 0)
+            {
+                new ReadOnlySpan<byte>(records + (long)a * _recordSize, _recordSize).CopyTo(merged[(written * _recordSize)..]);
+                written++;
+                a++;
+            }
+            if (a < n && c == 0) continue;                                                            // in the tree already
+            if (j > 0 && _ops.CompareRecordToKey(sorted.Slice((j - 1) * _recordSize, _recordSize), key) == 0) continue; // repeated in the run
+            record.CopyTo(merged[(written * _recordSize)..]);
+            written++;
+            inserted++;
+        }
+        if (inserted == 0) return run;
+        new ReadOnlySpan<byte>(records + (long)a * _recordSize, (n - a) * _recordSize).CopyTo(merged[(written * _recordSize)..]);
+        written += n - a;
+        EnsureWritable();
+        Changing(0);
+        merged[..(written * _recordSize)].CopyTo(new Span<byte>(records + (long)from * _recordSize, written * _recordSize));
+        BtreeHeader.SetNumRecords(b, n + inserted);
+        Dirty(0);
+        // A new first record changes the parent's low key; an interval leaf's high key may rise: both are recomputed
+        // from the leaf and propagated until a parent slot is unchanged.
+        if (from == 0 || _geometry.Overlapping) FixKeysUpFrom(0);
+        _pathStamp = _tree.WriteStamp;
+        KeptPathInserts += inserted;
+        RunInserts += inserted;
+        return run;
+    }
+
     /// <summary>Key update after a record went into the path leaf at <paramref name="pos"/> without any split or shift.</summary>
     void FixKeysAfterLeafInsert(int pos, ReadOnlySpan<byte> record)
     {

@@ -14,7 +14,8 @@ namespace Xfbtree.Btree;
 /// so damaged trees end in <see cref="CorruptionException"/>, and all walks are bounded.
 /// Indices are 0-based. A cursor keeps its blocks held between calls (cheap repeated lookups); call
 /// <see cref="Release"/> before another cursor of the same tree writes. Insert and Delete leave the cursor
-/// unpositioned. Not thread-safe: callers serialise access to a tree.
+/// unpositioned. Threads: one thread at a time per tree, callers serialise access (as XFS does with buffer locks);
+/// the one exception is an in-memory tree's concurrent read family (internal: any number of readers and one writer).
 /// The class is split by concern: this file holds the path state and block entry (every check on a block
 /// entered); <c>.Positioning</c> lookups and movement; <c>.Entries</c> node keys and entry moves; <c>.Insert</c>
 /// update, insert, splits and new roots; <c>.Delete</c> delete and rebalancing; <c>.Queries</c> range and
@@ -45,6 +46,10 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
 
     /// <summary>Inserts done on the kept path without a descent (a diagnostic for tests and profiles).</summary>
     internal long KeptPathInserts { get; private set; }
+    /// <summary>Records inserted by leaf runs (<see cref="InsertRunOnKeptPath"/>; a diagnostic for tests).</summary>
+    internal long RunInserts { get; private set; }
+    /// <summary>Records deleted by leaf runs (<see cref="DeleteRunInLeaf"/>; a diagnostic for tests).</summary>
+    internal long RunDeletes { get; private set; }
     int _heightAtWriteStart;
 
     internal BtreeCursor(Btree<TOps> tree)

@@ -6,6 +6,11 @@ using Xfbtree.Storage;
 namespace Xfbtree.InMemory;
 
 /// <summary>Orders records of a <see cref="ShmemBTree{TRecord, TComparer}"/>. Implement it on a struct so the JIT specialises the tree for it.</summary>
+/// <remarks>
+/// Threads: readers call it on many threads at once, without a lock, and may call it on a record the writer is
+/// changing at that moment (the reader then discards what it read and looks again): keep it a pure function of its
+/// two arguments that does not throw for any bit pattern (comparing fields does not; indexing a table by a field may).
+/// </remarks>
 /// <typeparam name="TRecord">The fixed-size record type.</typeparam>
 public interface IRecordComparer<TRecord> where TRecord : unmanaged
 {
@@ -99,8 +104,9 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
 
     /// <summary>
     /// Adds the records in any order; returns how many were added (a record whose key is already in the tree, or
-    /// repeats an earlier one of the batch, is skipped). The batch is sorted in slices on the stack and inserted in key
-    /// order, so neighbouring keys go into a leaf the previous insert already found. Allocates nothing.
+    /// repeats an earlier one of the batch, is skipped). The batch is sorted in chunks of bounded size (the stack, or
+    /// at most 1 MiB of native memory whatever the batch's length) and inserted in key order, so neighbouring keys go
+    /// into a leaf the previous insert already found. Allocates nothing on the managed heap.
     /// </summary>
     public int InsertMany(ReadOnlySpan<TRecord> records)
     {

@@ -1,21 +1,21 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Xfbtree.Btree;
 
 namespace Xfbtree.InMemory;
 
 /// <summary>
-/// Batched writes of the typed maps: the batch is copied in slices to the stack, each slice sorted by the map's
+/// Batched writes of the typed maps: the batch is copied in chunks to a scratch buffer, each chunk sorted by the map's
 /// comparer and applied in key order under one hold of the write lock (each record is still its own write operation,
-/// so readers that overlap one wait for one record's change, not for the slice). In key order, the next key usually
-/// falls into the leaf the previous insert kept (the cursor's kept insert path), so it needs no descent.
+/// so readers that overlap one wait for one record's change, not for the chunk). In key order, the next key usually
+/// falls into the leaf the previous insert kept (the cursor's kept insert path), so it needs no descent; the larger the
+/// chunk against the tree's leaf count, the more often. The scratch is bounded by a constant
+/// (<see cref="BatchChunk{T}"/>): the memory of a batch does not grow with its length.
 /// </summary>
 internal static class ShmemBatches<TRecord, TComparer>
     where TRecord : unmanaged
     where TComparer : struct, IRecordComparer<TRecord>
 {
-    /// <summary>Bytes of one sorted slice (on the stack).</summary>
-    const int SliceBytes = 16 * 1024;
-
     readonly struct Order(TComparer comparer) : IStableOrder<TRecord>
     {
         readonly TComparer _comparer = comparer;
@@ -33,9 +33,10 @@ internal static class ShmemBatches<TRecord, TComparer>
     static int Apply<TOps>(ref ShmemTreeCore<TRecord, TOps> core, TComparer comparer, ReadOnlySpan<TRecord> input, bool insert)
         where TOps : struct, IBtreeOps
     {
-        int slice = Math.Min(Math.Max(1, SliceBytes / Unsafe.SizeOf<TRecord>()), Math.Max(1, input.Length));
-        Span<TRecord> buffer = stackalloc TRecord[slice];
-        Span<TRecord> scratch = stackalloc TRecord[slice];
+        int small = BatchChunk<TRecord>.StackCapacity;
+        using var chunk = input.Length <= small ? default : new BatchChunk<TRecord>(input.Length);
+        Span<TRecord> buffer = input.Length <= small ? stackalloc TRecord[small] : chunk.Buffer;
+        Span<TRecord> scratch = input.Length <= small ? stackalloc TRecord[small] : chunk.Scratch;
         int changed = 0;
         for (int start = 0; start < input.Length; start += buffer.Length)
         {
@@ -45,6 +46,41 @@ internal static class ShmemBatches<TRecord, TComparer>
             changed += insert ? core.InsertSorted(part) : core.RemoveSorted(part);
         }
         return changed;
+    }
+}
+
+/// <summary>
+/// The scratch of a batch write: a chunk of the batch and the sort's scratch beside it. Batches of up to
+/// <see cref="StackCapacity"/> elements use the stack (the caller's stackalloc); larger ones native memory of at most
+/// <see cref="MaxChunkBytes"/> per span, freed when the batch ends (no managed allocation). A larger chunk keeps more
+/// neighbouring keys in one leaf (measured at 10 M random records: 16 KiB chunks hardly ever put two keys in one leaf).
+/// </summary>
+internal readonly unsafe struct BatchChunk<T> : IDisposable where T : unmanaged
+{
+    /// <summary>Bytes of one chunk on the stack.</summary>
+    internal const int StackBytes = 16 * 1024;
+    /// <summary>Most bytes of one native chunk (the sort's scratch is as large again).</summary>
+    internal const int MaxChunkBytes = 1 << 20;
+
+    /// <summary>Elements of a chunk on the stack.</summary>
+    internal static int StackCapacity => Math.Max(1, StackBytes / sizeof(T));
+
+    readonly T* _memory;
+    readonly int _capacity;
+
+    /// <summary>Native memory for a batch of <paramref name="length"/> elements, or a chunk of them.</summary>
+    internal BatchChunk(int length)
+    {
+        _capacity = Math.Max(1, Math.Min(length, MaxChunkBytes / sizeof(T)));
+        _memory = (T*)NativeMemory.Alloc((nuint)_capacity * 2, (nuint)sizeof(T));
+    }
+
+    internal Span<T> Buffer => new(_memory, _capacity);
+    internal Span<T> Scratch => new(_memory + _capacity, _capacity);
+
+    public void Dispose()
+    {
+        if (_memory != null) NativeMemory.Free(_memory);
     }
 }
 

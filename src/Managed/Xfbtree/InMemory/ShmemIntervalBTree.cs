@@ -15,12 +15,17 @@ public interface IIntervalRecordComparer<TRecord> : IRecordComparer<TRecord> whe
     /// <summary>
     /// The record's high key: a record value whose key fields are the last key the record covers (for an extent
     /// (start, length, owner): (start + length - 1, owner)), ordered by <see cref="IRecordComparer{TRecord}.Compare"/>;
-    /// never below the record itself.
+    /// never below the record itself. Called by writers, and by overlapped queries on any thread (the same rules as
+    /// <see cref="IRecordComparer{TRecord}.Compare"/>: pure, and no throw for any bit pattern).
     /// </summary>
     void GetHighKey(in TRecord record, out TRecord highKey);
 }
 
 /// <summary>Receives records of an overlapped query.</summary>
+/// <remarks>
+/// Threads: called on the thread that runs the query, with a checked copy of each record; no lock is held, so the
+/// visitor may read or change the tree (a change is seen by the rest of the walk or not, as for any concurrent write).
+/// </remarks>
 /// <typeparam name="TRecord">The record type.</typeparam>
 public interface IRecordVisitor<TRecord> where TRecord : unmanaged
 {
@@ -38,11 +43,10 @@ public interface IRecordVisitor<TRecord> where TRecord : unmanaged
 /// <remarks>
 /// <b>Threads: any number of readers and one writer at a time</b>, as for <see cref="ShmemBTree{TRecord, TComparer}"/>:
 /// <see cref="TryFind"/>, <see cref="TryFindMany"/>, <see cref="Contains"/>, <see cref="TryGetFirst"/>,
-/// <see cref="TryGetLast"/>, <see cref="VisitAll"/> and <see cref="Count"/> take no lock and may run on any number of
-/// threads while one thread writes; writes take the tree's write lock. <see cref="QueryOverlapping"/> walks the tree
-/// with the writer's cursor and so takes the write lock too: it runs alone (waiting for a running write, and making
-/// writers and other queries wait for it). <see cref="Dispose"/> must not run while any other call does. The tree
-/// cannot be shared with another process (see <see cref="ShmemBTree{TRecord, TComparer}"/>).
+/// <see cref="TryGetLast"/>, <see cref="QueryOverlapping"/>, <see cref="VisitAll"/> and <see cref="Count"/> take no lock
+/// and may run on any number of threads while one thread writes; writes take the tree's write lock.
+/// <see cref="Dispose"/> must not run while any other call does. The tree cannot be shared with another process (see
+/// <see cref="ShmemBTree{TRecord, TComparer}"/>).
 /// </remarks>
 /// <typeparam name="TRecord">Record type (at most 64 bytes).</typeparam>
 /// <typeparam name="TComparer">Struct comparer defining the order and the high key.</typeparam>
@@ -167,16 +171,16 @@ public sealed class ShmemIntervalBTree<TRecord, TComparer> : IDisposable
 
     /// <summary>
     /// Visits, in key order, every record whose [key, high key] intersects [<paramref name="low"/>,
-    /// <paramref name="high"/>] (both are compared as keys). Returns false when the visitor stopped the query.
+    /// <paramref name="high"/>] (both are compared as keys). Returns false when the visitor stopped the query. Safe
+    /// while another thread writes: each record visited was in the tree at some moment of the call, none twice, and
+    /// none missed that was there for the whole call.
     /// </summary>
     public bool QueryOverlapping<TVisitor>(in TRecord low, in TRecord high, ref TVisitor visitor)
         where TVisitor : IRecordVisitor<TRecord>
     {
         ThrowIfDisposed();
         var adapter = new VisitorAdapter<TVisitor>(ref visitor);
-        _core.BeginWrite(); // the query walks with the writer's cursor (see the remarks)
-        try { return _core.Cursor.Query(Bytes(low), Bytes(high), ref adapter); }
-        finally { _core.EndWrite(); }
+        return _core.Cursor.QueryOverlappingConcurrent(Bytes(low), Bytes(high), ref adapter);
     }
 
     /// <summary>

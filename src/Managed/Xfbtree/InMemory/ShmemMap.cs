@@ -5,7 +5,7 @@ using Xfbtree.Storage;
 
 namespace Xfbtree.InMemory;
 
-/// <summary>One key and its value as a <see cref="ShmemMap{TKey, TValue, TComparer}"/> stores them (the key first).</summary>
+/// <summary>One key and its value as a <see cref="ShmemMap{TKey, TValue, TComparer}"/> stores them (the key first). A plain value: each reader gets its own copy.</summary>
 /// <typeparam name="TKey">The key type.</typeparam>
 /// <typeparam name="TValue">The value type.</typeparam>
 [StructLayout(LayoutKind.Sequential)]
@@ -91,16 +91,17 @@ public sealed class ShmemMap<TKey, TValue, TComparer> : IDisposable
 
     /// <summary>
     /// Sets <paramref name="values"/>[i] for each <paramref name="keys"/>[i] (any order; for a key given twice, the
-    /// last of its values wins); returns how many keys were added (the others were replaced). The pairs are sorted in slices on the
-    /// stack and applied in key order. Allocates nothing.
+    /// last of its values wins); returns how many keys were added (the others were replaced). The pairs are sorted in chunks of bounded size
+    /// (the stack, or at most 1 MiB of native memory) and applied in key order. Allocates nothing on the managed heap.
     /// </summary>
     public int SetMany(ReadOnlySpan<TKey> keys, ReadOnlySpan<TValue> values)
     {
         ThrowIfDisposed();
         if (values.Length != keys.Length) throw new ArgumentException("values and keys differ in length", nameof(values));
-        int slice = Math.Min(Math.Max(1, 16 * 1024 / Unsafe.SizeOf<ShmemMapEntry<TKey, TValue>>()), Math.Max(1, keys.Length));
-        Span<ShmemMapEntry<TKey, TValue>> buffer = stackalloc ShmemMapEntry<TKey, TValue>[slice];
-        Span<ShmemMapEntry<TKey, TValue>> scratch = stackalloc ShmemMapEntry<TKey, TValue>[slice];
+        int small = BatchChunk<ShmemMapEntry<TKey, TValue>>.StackCapacity;
+        using var chunk = keys.Length <= small ? default : new BatchChunk<ShmemMapEntry<TKey, TValue>>(keys.Length);
+        Span<ShmemMapEntry<TKey, TValue>> buffer = keys.Length <= small ? stackalloc ShmemMapEntry<TKey, TValue>[small] : chunk.Buffer;
+        Span<ShmemMapEntry<TKey, TValue>> scratch = keys.Length <= small ? stackalloc ShmemMapEntry<TKey, TValue>[small] : chunk.Scratch;
         int added = 0;
         for (int start = 0; start < keys.Length; start += buffer.Length)
         {

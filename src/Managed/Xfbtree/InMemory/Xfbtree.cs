@@ -70,7 +70,7 @@ public sealed class Xfbtree<TOps> : IDisposable where TOps : struct, IBtreeOps
     }
 }
 
-/// <summary>Hands out page-aligned partitions of one xfile to several in-memory trees.</summary>
+/// <summary>Hands out page-aligned partitions of one xfile to several in-memory trees. Not thread-safe: one thread hands them out.</summary>
 public sealed class XfilePartitions
 {
     readonly Xfile _xfile;

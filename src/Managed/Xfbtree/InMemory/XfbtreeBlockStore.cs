@@ -36,6 +36,9 @@ namespace Xfbtree.InMemory;
 /// one. Freed pages are discarded at once: a reader still looking at one reads zeros or the block's next use, and the
 /// freed block's changed version rejects either; so freed blocks are reused at once, with no epochs.
 /// </para>
+/// <para>Threads: one writer at a time (the owner's lock) and any number of optimistic readers as above; everything
+/// else (allocation, commit, dispose) belongs to the writer. Not shareable with another process: the table and the
+/// versions live in this process's memory.</para>
 /// </remarks>
 public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
 {
