@@ -137,7 +137,7 @@ internal static class StressCommand
                 online = request.OnlineRepair ? new OnlineRepairRotation(fs, request.VerifyRepairs, request.Structures) : null;
                 if (online is { NotExercised: not Xfbtree.Xfs.Online.OnlineRepairStructures.None } o)
                 {
-                    stdout.WriteLine($"online-repair: {Xfbtree.Xfs.Online.OnlineRepairStructureNames.Format(o.NotExercised)}: accepted, not exercised (their online repair is not in this build)");
+                    stdout.WriteLine($"online-repair: {Xfbtree.Xfs.Online.OnlineRepairStructureNames.Format(o.NotExercised)}: accepted, not exercised (not on this filesystem: no reflink)");
                 }
                 var runner = new StressRunner(target, model, new StressOptions
                 {
