@@ -1,10 +1,11 @@
 using System.Diagnostics;
 using System.Globalization;
+using Xfbtree.Cli;
+using Xfbtree.Cli.Stress;
 using Xfbtree.Xfs.Online;
 using Xfbtree.Xfs.Repair;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Engine;
-using Xfbtree.Xfs.Write.Stress;
 
 // Online rmap repair, in one run on copies of one image (default: the aged-small fixture restored from the
 // repository's tests/fixtures, or $XFBTREE_SHARED/fixtures, or --image IMAGE):

@@ -18,7 +18,7 @@ namespace Xfbtree.Fuzz;
 /// up to 64 patches: target u16 (below 0x8000: the n-th metadata block of the base image, mod their count; else a raw
 /// block number), offset u16 (mod block size), length u8 (mod 16, plus 1), the bytes.</para>
 /// <para>Oracles: exit codes 0, 1 and 2 with one-line errors are all expected for damaged images; an exception that is
-/// not a documented input problem escapes (<see cref="RmapCommands.RethrowInternalErrors"/>) and is a finding, as is
+/// not a documented input problem escapes (<see cref="CommandEnvironment.RethrowInternalErrors"/>) and is a finding, as is
 /// more than 1 GiB allocated in one run (unbounded allocation driven by on-disk counts), a hang (afl's -t) and, for the
 /// unpatched image, anything but a clean check.</para>
 /// </summary>
@@ -34,7 +34,6 @@ public static class ReaderTarget
     public static FuzzOutcome Run(ReadOnlySpan<byte> input)
     {
         var img = Base.Value;
-        RmapCommands.RethrowInternalErrors = true;
         var r = new FuzzReader(input);
         int flags = r.U8();
         bool raw = (flags & 1) != 0;
@@ -61,7 +60,7 @@ public static class ReaderTarget
             {
                 var stdout = new StringWriter();
                 var stderr = new StringWriter();
-                int rc = RmapCommands.Run([.. args, img.WorkPath], stdout, stderr);
+                int rc = RmapCommands.Run([.. args, img.WorkPath], new CommandEnvironment(stdout, stderr, false) { RethrowInternalErrors = true });
                 string what = $"rmap {string.Join(' ', args)}";
                 if (rc is not (RmapCommands.ExitClean or RmapCommands.ExitDamaged or RmapCommands.ExitUnusable))
                     throw new FuzzFindingException($"{what}: exit code {rc}");

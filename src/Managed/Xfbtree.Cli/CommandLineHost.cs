@@ -12,7 +12,17 @@ namespace Xfbtree.Cli;
 /// <param name="Stdout">Report / TSV output (help and --version go here too).</param>
 /// <param name="Stderr">One-line errors and, when <paramref name="Progress"/>, the progress line.</param>
 /// <param name="Progress">Draw a progress line on <paramref name="Stderr"/> (the tool passes "stderr is a terminal").</param>
-internal sealed record CommandEnvironment(TextWriter Stdout, TextWriter Stderr, bool Progress);
+internal sealed record CommandEnvironment(TextWriter Stdout, TextWriter Stderr, bool Progress)
+{
+    /// <summary>
+    /// For the fuzz harness: exceptions that are not input problems (anything but the format, I/O and corruption
+    /// reports) escape with their stack trace instead of becoming the one-line "internal error" (exit 2).
+    /// </summary>
+    public bool RethrowInternalErrors { get; init; }
+
+    /// <summary>For crash tests: called with the image's disk target when a command opens it for writing.</summary>
+    public Action<Xfbtree.Buffers.DiskBufferTarget>? ConfigureWritableTarget { get; init; }
+}
 
 /// <summary>
 /// The command tree's root and the one place that turns a command line into an exit code. Each top-level command

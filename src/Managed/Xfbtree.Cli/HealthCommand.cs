@@ -22,7 +22,7 @@ internal static class HealthCommand
         ArgumentNullException.ThrowIfNull(environment);
         var dir = new Argument<string>("DIR") { Description = "Where xfbtree mount serves the image (or any directory in it)." };
         var json = new Option<bool>("--json") { Description = "Write the report as one JSON document (with a version field)." };
-        var command = new Command("health", "Per-AG health of a running xfbtree mount: healthy, sick (why, since when) or repaired online (when). " +
+        var command = new Command("health", "Per-AG health of a running xfbtree: mount: healthy, sick (why, since when) or repaired online (when). " +
                                             "Only root and the mount's owner may ask. Exit 0 nothing sick, 1 an AG is sick, 2 could not ask.") { dir, json };
         command.SetAction(p => Execute(p.GetRequiredValue(dir), p.GetValue(json), environment));
         return command;
@@ -33,7 +33,7 @@ internal static class HealthCommand
         var (stdout, stderr) = (environment.Stdout, environment.Stderr);
         int Fail(string message)
         {
-            stderr.WriteLine($"xfbtree health: {message}");
+            stderr.WriteLine($"xfbtree: health: {message}");
             if (json) CommandLineHost.WriteJsonError(stdout, "health", null, message, CommandLineHost.ExitUnusable);
             return CommandLineHost.ExitUnusable;
         }

@@ -72,7 +72,7 @@ internal static class MountCommand
         }
         if (refusal is not null)
         {
-            stderr.WriteLine($"xfbtree mount: {refusal}");
+            stderr.WriteLine($"xfbtree: mount: {refusal}");
             return CommandLineHost.ExitUnusable;
         }
 
@@ -83,7 +83,7 @@ internal static class MountCommand
         }
         catch (Exception e) when (e is XfsWriteException or IOException or UnauthorizedAccessException)
         {
-            stderr.WriteLine($"xfbtree mount: {request.Image}: {e.Message.ReplaceLineEndings(" ")}");
+            stderr.WriteLine($"xfbtree: mount: {request.Image}: {e.Message.ReplaceLineEndings(" ")}");
             return CommandLineHost.ExitUnusable;
         }
 
@@ -107,7 +107,7 @@ internal static class MountCommand
         {
             fs.Close();
             fs.Dispose();
-            stderr.WriteLine($"xfbtree mount: {e.Message}");
+            stderr.WriteLine($"xfbtree: mount: {e.Message}");
             return CommandLineHost.ExitUnusable;
         }
 
@@ -142,7 +142,7 @@ internal static class MountCommand
         {
             // The session failed; the image is still closed cleanly below.
             serverFailed = true;
-            log($"xfbtree mount: serving {request.Directory} failed: {e.Message}");
+            log($"xfbtree: mount: serving {request.Directory} failed: {e.Message}");
         }
         finally
         {
@@ -162,7 +162,7 @@ internal static class MountCommand
         }
         catch (Exception e) when (e is XfsWriteException or IOException)
         {
-            stderr.WriteLine($"xfbtree mount: {request.Image}: close failed: {e.Message}");
+            stderr.WriteLine($"xfbtree: mount: {request.Image}: close failed: {e.Message}");
             fs.Dispose();
             return CommandLineHost.ExitDamaged;
         }
@@ -170,7 +170,7 @@ internal static class MountCommand
         if (serverFailed) return CommandLineHost.ExitDamaged;
         if (server.DeviceFailure != 0)
         {
-            stderr.WriteLine($"xfbtree mount: the FUSE device failed: {Xfbtree.Native.NativeErrors.Describe(server.DeviceFailure)}");
+            stderr.WriteLine($"xfbtree: mount: the FUSE device failed: {Xfbtree.Native.NativeErrors.Describe(server.DeviceFailure)}");
             return CommandLineHost.ExitDamaged;
         }
         environment.Stdout.Flush();
@@ -185,7 +185,7 @@ internal static class MountCommand
         }
         catch (Exception e) when (e is XfsWriteException or IOException)
         {
-            log($"xfbtree mount: journal flush failed: {e.Message}");
+            log($"xfbtree: mount: journal flush failed: {e.Message}");
         }
     }
 }

@@ -55,7 +55,7 @@ internal static class RecoverCommand
             int replayed = fs.Engine.RecordsReplayed;
             fs.Close();
             stdout.WriteLine($"recover: {imagePath}: replayed {replayed} committed transaction{(replayed == 1 ? "" : "s")} " +
-                             $"({pending.Bytes} bytes) from {pending.Path}; closed cleanly (NEEDSREPAIR cleared, journal removed)");
+                             $"({CommandLineHost.Count(pending.Bytes, "byte")}) from {pending.Path}; closed cleanly (NEEDSREPAIR cleared, journal removed)");
             return CommandLineHost.ExitClean;
         }
         catch (XfsWriteException e)

@@ -110,19 +110,19 @@ internal static class RmapCommand
             {
                 if (p.GetValue(dryRun) || p.GetValue(json))
                 {
-                    environment.Stderr.WriteLine("xfbtree rmap repair: -n and --json are for images; --online asks a running mount");
+                    environment.Stderr.WriteLine("xfbtree: rmap repair: -n and --json are for images; --online asks a running mount");
                     return CommandLineHost.ExitUnusable;
                 }
                 if (!OperatingSystem.IsLinux())
                 {
-                    environment.Stderr.WriteLine("xfbtree rmap repair: --online needs Linux (xfbtree mount)");
+                    environment.Stderr.WriteLine("xfbtree: rmap repair: --online needs Linux (xfbtree mount)");
                     return CommandLineHost.ExitUnusable;
                 }
                 return Mount.OnlineRepairClient.Run(p.GetRequiredValue(image), p.GetValue(ag), p.GetValue(verify), CommandLineHost.For(p, environment));
             }
             if (p.GetValue(verify))
             {
-                environment.Stderr.WriteLine("xfbtree rmap repair: --verify needs --online (an offline repair always reads its result back)");
+                environment.Stderr.WriteLine("xfbtree: rmap repair: --verify needs --online (an offline repair always reads its result back)");
                 return CommandLineHost.ExitUnusable;
             }
             return RepairOffline(p);

@@ -26,22 +26,21 @@ internal static class RmapCommands
     /// <summary>The fixtures' truth.tsv header line.</summary>
     public const string TsvHeader = "#agno\tstartblock\tblockcount\towner\towner_u64\towner_name\toffset\tattrfork\tbmbt\tunwritten";
 
-    /// <summary>
-    /// For the fuzz harness: exceptions that are not input problems (anything but the format, I/O and corruption
-    /// reports) escape with their stack trace instead of becoming the one-line "internal error" (exit 2).
-    /// </summary>
-    public static bool RethrowInternalErrors { get; set; }
-
     /// <summary>Runs <c>xfbtree rmap ARGS</c> (ARGS without the leading "rmap") through the tool's own parser.</summary>
     /// <param name="args">e.g. ["check", "img", "--json"].</param>
     /// <param name="stdout">Report / TSV output.</param>
     /// <param name="stderr">One-line errors and (when <paramref name="progress"/>) progress.</param>
     /// <param name="progress">Show per-AG progress on <paramref name="stderr"/> (the tool passes "stderr is a terminal").</param>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr, bool progress = false)
+        => Run(args, new CommandEnvironment(stdout ?? throw new ArgumentNullException(nameof(stdout)),
+                                            stderr ?? throw new ArgumentNullException(nameof(stderr)), progress));
+
+    /// <summary>Runs <c>xfbtree rmap ARGS</c> in <paramref name="environment"/> (the fuzz harness and the crash tests
+    /// set its test options).</summary>
+    public static int Run(string[] args, CommandEnvironment environment)
     {
         ArgumentNullException.ThrowIfNull(args);
-        var environment = new CommandEnvironment(stdout ?? throw new ArgumentNullException(nameof(stdout)),
-                                                 stderr ?? throw new ArgumentNullException(nameof(stderr)), progress);
+        ArgumentNullException.ThrowIfNull(environment);
         var root = CommandLineHost.CreateRoot();
         root.Add(RmapCommand.Create(environment));
         return CommandLineHost.Invoke(root, ["rmap", .. args], environment);
@@ -74,8 +73,8 @@ internal static class RmapCommands
             }
             if (a.Command == "repair")
             {
-                int repairRc = a.Json ? RepairJson(a, report, stdout, stderr)
-                                      : RmapRepairRunner.Run(a.Image, new RmapRepairOptions { OnlyAg = a.Ag, DryRun = a.DryRun, Progress = report }, stdout, stderr);
+                int repairRc = a.Json ? RepairJson(a, report, environment)
+                                      : RmapRepairRunner.Run(a.Image, new RmapRepairOptions { OnlyAg = a.Ag, DryRun = a.DryRun, Progress = report, ConfigureWritableTarget = environment.ConfigureWritableTarget }, stdout, stderr);
                 if (progress) stderr.Write("\r\x1b[K");
                 return repairRc;
             }
@@ -109,9 +108,9 @@ internal static class RmapCommands
         catch (IOException e) { return Fail("I/O error: " + e.Message, ExitUnusable); }
         catch (UnauthorizedAccessException e) { return Fail(e.Message, ExitUnusable); }
         catch (CorruptionException e) { return Fail(e.Message, ExitDamaged); }
-        catch (OutOfMemoryException) when (!RethrowInternalErrors) { return Fail("out of memory", ExitUnusable); }
+        catch (OutOfMemoryException) when (!environment.RethrowInternalErrors) { return Fail("out of memory", ExitUnusable); }
         // Last line of defence: one line, never a stack trace.
-        catch (Exception e) when (!RethrowInternalErrors) { return Fail($"internal error: {e.GetType().Name}: {e.Message}", ExitUnusable); }
+        catch (Exception e) when (!environment.RethrowInternalErrors) { return Fail($"internal error: {e.GetType().Name}: {e.Message}", ExitUnusable); }
     }
 
     /// <summary>
@@ -119,10 +118,11 @@ internal static class RmapCommands
     /// report is read by people first; the document keeps every line and adds what a program needs (exit code,
     /// result, dry run).
     /// </summary>
-    static int RepairJson(RmapRequest a, Action<string>? progress, TextWriter stdout, TextWriter stderr)
+    static int RepairJson(RmapRequest a, Action<string>? progress, CommandEnvironment environment)
     {
+        var (stdout, stderr) = (environment.Stdout, environment.Stderr);
         var lines = new StringWriter { NewLine = "\n" };
-        int rc = RmapRepairRunner.Run(a.Image, new RmapRepairOptions { OnlyAg = a.Ag, DryRun = a.DryRun, Progress = progress }, lines, stderr);
+        int rc = RmapRepairRunner.Run(a.Image, new RmapRepairOptions { OnlyAg = a.Ag, DryRun = a.DryRun, Progress = progress, ConfigureWritableTarget = environment.ConfigureWritableTarget }, lines, stderr);
         CommandLineHost.WriteJson(stdout, "rmap repair", j =>
         {
             j.WriteString("image", a.Image);

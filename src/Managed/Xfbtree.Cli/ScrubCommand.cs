@@ -17,8 +17,6 @@ namespace Xfbtree.Cli;
 /// </summary>
 internal static class ScrubCommand
 {
-    /// <summary>Version of the JSON report's shape.</summary>
-    public const int JsonVersion = 1;
 
     /// <summary>The <c>scrub</c> command.</summary>
     public static Command Create(CommandEnvironment environment)
@@ -37,11 +35,11 @@ internal static class ScrubCommand
                 return null;
             },
         };
-        var json = new Option<bool>("--json") { Description = "Write the report as JSON." };
+        var json = RmapCommand.Json();
         var force = new Option<bool>("--force") { Description = "Go on although the log is dirty or its state is unknown (results may be stale)." };
         var repair = new Option<bool>("--repair") { Description = "Rebuild every damaged structure in place through the write engine (NEEDSREPAIR set meanwhile), then check again." };
         var command = new Command("scrub", "Check the free-space, inode, rmap and refcount btrees, the AG headers, the superblock counters and every link count " +
-                                           "of an unmounted image, and with --repair rebuild what is damaged. Exit 0 clean (or repaired), 1 damaged, 2 could not check.")
+                                           "of an unmounted image, and with --repair rebuild what is damaged. " + CommandLineHost.ExitCodesHelp)
             { image, repair, ag, json, force };
         command.SetAction(p => Execute(p.GetRequiredValue(image), p.GetValue(ag), p.GetValue(json), p.GetValue(force), p.GetValue(repair), environment));
         return command;
@@ -61,6 +59,13 @@ internal static class ScrubCommand
     static int Execute(string path, uint? onlyAg, bool json, bool force, bool repair, CommandEnvironment environment)
     {
         var (stdout, stderr) = (environment.Stdout, environment.Stderr);
+        // One line on stderr always; with --json also the error object on stdout (a report consumer reads only stdout).
+        int Fail(TextWriter stderr, string message, int rc = CommandLineHost.ExitUnusable)
+        {
+            CommandLineHost.Error(stderr, message);
+            if (json) CommandLineHost.WriteJsonError(stdout, "scrub", path, message, rc);
+            return rc;
+        }
         try
         {
             // The same notices as the rmap commands: an image being written, or a pending write-engine journal.
@@ -71,7 +76,7 @@ internal static class ScrubCommand
             bool needsRepair;
             using (var image = XfsImage.Open(path))
             {
-                if (onlyAg is { } a && a >= image.Geometry.AgCount) return Fail(stderr, $"AG {a} does not exist (the filesystem has {image.Geometry.AgCount} AGs)");
+                if (onlyAg is { } a && a >= image.Geometry.AgCount) return Fail(stderr, $"AG {a} does not exist (the filesystem has {CommandLineHost.Count(image.Geometry.AgCount, "AG")})");
                 if (!force)
                 {
                     var log = image.InspectLog();
@@ -97,10 +102,10 @@ internal static class ScrubCommand
         catch (BufferIOException e) { return Fail(stderr, e.Message); }
         catch (IOException e) { return Fail(stderr, "I/O error: " + e.Message); }
         catch (UnauthorizedAccessException e) { return Fail(stderr, e.Message); }
-        catch (CorruptionException e) { stderr.WriteLine("xfbtree: " + e.Message.ReplaceLineEndings(" ")); return CommandLineHost.ExitDamaged; }
+        catch (CorruptionException e) { return Fail(stderr, e.Message, CommandLineHost.ExitDamaged); }
         catch (OutOfMemoryException) { return Fail(stderr, "out of memory"); }
 #pragma warning disable CA1031 // last line of defence: one line, never a stack trace
-        catch (Exception e) when (!RmapCommands.RethrowInternalErrors) { return Fail(stderr, $"internal error: {e.GetType().Name}: {e.Message}"); }
+        catch (Exception e) when (!environment.RethrowInternalErrors) { return Fail(stderr, $"internal error: {e.GetType().Name}: {e.Message}"); }
 #pragma warning restore CA1031
     }
 
@@ -128,12 +133,6 @@ internal static class ScrubCommand
         return new RepairPass(outcomes, Scrubber.Run(image, options), image.Superblock.NeedsRepair, null, clock.Elapsed);
     }
 
-    static int Fail(TextWriter stderr, string message)
-    {
-        stderr.WriteLine("xfbtree: " + message.ReplaceLineEndings(" "));
-        return CommandLineHost.ExitUnusable;
-    }
-
     static void WriteText(TextWriter o, ScrubReport report, bool needsRepair, RepairPass? repaired)
     {
         WriteTextReport(o, report, needsRepair);
@@ -150,11 +149,11 @@ internal static class ScrubCommand
         string secs = repaired.Elapsed.TotalSeconds.ToString("0.00", CultureInfo.InvariantCulture);
         int done = repaired.Outcomes.Count(r => r.Repaired);
         if (final.IsDamaged || repaired.NeedsRepair)
-            o.WriteLine($"result after repair: DAMAGED ({final.DamagedCount} of {final.Findings.Count} structures still damaged, {done} repairs made; {secs} s)");
+            o.WriteLine($"result after repair: DAMAGED ({final.DamagedCount} of {final.Findings.Count} structures still damaged, {CommandLineHost.Count(done, "repair")} made; {secs} s)");
         else if (!final.IsClean)
-            o.WriteLine($"result after repair: INCOMPLETE ({final.Findings.Count(f => f.Verdict == ScrubVerdict.NotChecked)} structures could not be checked, {done} repairs made; {secs} s)");
+            o.WriteLine($"result after repair: INCOMPLETE ({final.Findings.Count(f => f.Verdict == ScrubVerdict.NotChecked)} structures could not be checked, {CommandLineHost.Count(done, "repair")} made; {secs} s)");
         else
-            o.WriteLine($"result after repair: clean ({done} repairs made, {final.Findings.Count} structures checked; {secs} s)");
+            o.WriteLine($"result after repair: clean ({CommandLineHost.Count(done, "repair")} made, {CommandLineHost.Count(final.Findings.Count, "structure")} checked; {secs} s)");
     }
 
     static void WriteTextReport(TextWriter o, ScrubReport report, bool needsRepair)
@@ -173,24 +172,21 @@ internal static class ScrubCommand
         int unchecked_ = report.Findings.Count(f => f.Verdict == ScrubVerdict.NotChecked);
         string secs = report.Elapsed.TotalSeconds.ToString("0.00", CultureInfo.InvariantCulture);
         if (report.IsDamaged || needsRepair)
-            o.WriteLine($"result: DAMAGED ({damaged} of {report.Findings.Count} structures damaged, {report.LinkMismatchTotal} wrong link counts{(needsRepair ? ", NEEDSREPAIR set" : "")}; {secs} s)");
+            o.WriteLine($"result: DAMAGED ({damaged} of {CommandLineHost.Count(report.Findings.Count, "structure")} damaged, {CommandLineHost.Count(report.LinkMismatchTotal, "wrong link count")}{(needsRepair ? ", NEEDSREPAIR set" : "")}; {secs} s)");
         else if (!report.IsClean)
-            o.WriteLine($"result: INCOMPLETE ({unchecked_} of {report.Findings.Count} structures could not be checked; {secs} s)");
+            o.WriteLine($"result: INCOMPLETE ({unchecked_} of {CommandLineHost.Count(report.Findings.Count, "structure")} could not be checked; {secs} s)");
         else
-            o.WriteLine($"result: clean ({report.Findings.Count} structures checked; {secs} s)");
+            o.WriteLine($"result: clean ({CommandLineHost.Count(report.Findings.Count, "structure")} checked; {secs} s)");
     }
 
-    static void WriteJson(TextWriter o, string path, ScrubReport report, bool needsRepair, int rc, RepairPass? repaired)
-    {
-        using var ms = new MemoryStream();
-        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
+    /// <summary>The report as one JSON document with the tool's version and the command, as every command writes it.</summary>
+    static void WriteJson(TextWriter o, string path, ScrubReport report, bool needsRepair, int rc, RepairPass? repaired) =>
+        CommandLineHost.WriteJson(o, "scrub", w =>
         {
-            w.WriteStartObject();
-            w.WriteNumber("version", JsonVersion);
             w.WriteString("image", path);
             w.WriteBoolean("clean", report.IsClean && !needsRepair);
             w.WriteBoolean("damaged", report.IsDamaged || needsRepair);
-            w.WriteNumber("exit", rc);
+            w.WriteNumber("exitCode", rc);
             w.WriteBoolean("needsRepair", needsRepair);
             w.WriteNumber("seconds", report.Elapsed.TotalSeconds);
             w.WriteNumber("scanSeconds", report.ScanElapsed.TotalSeconds);
@@ -225,11 +221,7 @@ internal static class ScrubCommand
                 }
                 w.WriteEndObject();
             }
-            w.WriteEndObject();
-        }
-        o.Write(System.Text.Encoding.UTF8.GetString(ms.ToArray()));
-        o.Write('\n');
-    }
+        });
 
     static void WriteStructures(Utf8JsonWriter w, ScrubReport report)
     {

@@ -2,7 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Engine;
-using Xfbtree.Xfs.Write.Stress;
+using Xfbtree.Cli.Stress;
 
 namespace Xfbtree.Cli;
 
@@ -108,7 +108,7 @@ internal static class StressCommand
 
         StressModel model;
         StressResult result;
-        Xfbtree.Xfs.Online.OnlineRepairRotation? online = null;
+        OnlineRepairRotation? online = null;
         using (var opLog = request.OpLog is null ? null : new StressOpLogFile(request.OpLog))
         {
             XfsFileSystem fs;
@@ -134,10 +134,10 @@ internal static class StressCommand
                 stdout.WriteLine($"stress: {request.Image}: {N(model.FileCount, "file")} and {N(model.DirectoryCount, "directory", "directories")} in the model; " +
                                  $"running {N(request.Ops, "op")} on {N(request.Threads, "thread")}, seed {request.Seed}");
                 stdout.Flush();
-                online = request.OnlineRepair ? new Xfbtree.Xfs.Online.OnlineRepairRotation(fs, request.VerifyRepairs, request.Structures) : null;
+                online = request.OnlineRepair ? new OnlineRepairRotation(fs, request.VerifyRepairs, request.Structures) : null;
                 if (online is { NotExercised: not Xfbtree.Xfs.Online.OnlineRepairStructures.None } o)
                 {
-                    stdout.WriteLine($"online-repair: {Xfbtree.Xfs.Online.OnlineRepairStructureNames.Format(o.NotExercised)}: accepted, not exercised (their online repair is not in this build)");
+                    stdout.WriteLine($"online-repair: {Xfbtree.Xfs.Online.OnlineRepairStructureNames.Format(o.NotExercised)}: accepted, not exercised (not on this filesystem: no reflink)");
                 }
                 var runner = new StressRunner(target, model, new StressOptions
                 {

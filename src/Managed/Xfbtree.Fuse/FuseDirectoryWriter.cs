@@ -7,7 +7,7 @@ namespace Xfbtree.Fuse;
 /// place, each padded to 8 bytes. The size the kernel asked for bounds it: an entry that does not fit is refused
 /// and the file system stops there (the kernel comes back with that entry's offset).
 /// </summary>
-public ref struct FuseDirectoryWriter
+internal ref struct FuseDirectoryWriter
 {
     const int DirentSize = 24;
     const int EntryOutSize = 128;

@@ -9,7 +9,7 @@ namespace Xfbtree.Fuse;
 /// states them).
 /// </summary>
 [SupportedOSPlatform("linux")]
-public static class FuseIoctl
+internal static class FuseIoctl
 {
     /// <summary>The size an ioctl command number carries (_IOC_SIZE).</summary>
     public static int SizeOf(uint command) => (int)((command >> 16) & 0x3FFF);

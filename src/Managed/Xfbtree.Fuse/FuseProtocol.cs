@@ -7,7 +7,7 @@ namespace Xfbtree.Fuse;
 // so LayoutKind.Sequential gives the kernel's layout (sizes are checked by FuseProtocolLayoutTests).
 
 /// <summary>Request opcodes.</summary>
-public enum FuseOpcode : uint
+internal enum FuseOpcode : uint
 {
     Lookup = 1,
     Forget = 2,
@@ -63,7 +63,7 @@ public enum FuseOpcode : uint
 }
 
 /// <summary>Flags and constants of the protocol that servers need.</summary>
-public static class FuseConstants
+internal static class FuseConstants
 {
     public const uint KernelVersion = 7;
     /// <summary>The minor version this server speaks (the kernel uses the lower of its own and ours).</summary>
@@ -142,7 +142,7 @@ public static class FuseConstants
 
 /// <summary>struct fuse_in_header (40 bytes): starts every request.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseInHeader
+internal struct FuseInHeader
 {
     public uint Length;
     public FuseOpcode Opcode;
@@ -157,7 +157,7 @@ public struct FuseInHeader
 
 /// <summary>struct fuse_out_header (16 bytes): starts every reply. Error is a negative errno or 0.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseOutHeader
+internal struct FuseOutHeader
 {
     public uint Length;
     public int Error;
@@ -166,7 +166,7 @@ public struct FuseOutHeader
 
 /// <summary>struct fuse_attr (88 bytes).</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseAttr
+internal struct FuseAttr
 {
     public ulong Ino;
     public ulong Size;
@@ -188,7 +188,7 @@ public struct FuseAttr
 
 /// <summary>struct fuse_entry_out (128 bytes): the reply to LOOKUP, MKNOD, MKDIR, SYMLINK, LINK, CREATE.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseEntryOut
+internal struct FuseEntryOut
 {
     public ulong NodeId;
     public ulong Generation;
@@ -201,7 +201,7 @@ public struct FuseEntryOut
 
 /// <summary>struct fuse_attr_out (104 bytes).</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseAttrOut
+internal struct FuseAttrOut
 {
     public ulong AttrValid;
     public uint AttrValidNsec;
@@ -210,27 +210,27 @@ public struct FuseAttrOut
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseForgetIn
+internal struct FuseForgetIn
 {
     public ulong Nlookup;
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseForgetOne
+internal struct FuseForgetOne
 {
     public ulong NodeId;
     public ulong Nlookup;
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseBatchForgetIn
+internal struct FuseBatchForgetIn
 {
     public uint Count;
     public uint Dummy;
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseGetAttrIn
+internal struct FuseGetAttrIn
 {
     public uint GetAttrFlags;
     public uint Dummy;
@@ -238,7 +238,7 @@ public struct FuseGetAttrIn
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseMkNodIn
+internal struct FuseMkNodIn
 {
     public uint Mode;
     public uint Rdev;
@@ -247,20 +247,20 @@ public struct FuseMkNodIn
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseMkDirIn
+internal struct FuseMkDirIn
 {
     public uint Mode;
     public uint Umask;
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseRenameIn
+internal struct FuseRenameIn
 {
     public ulong NewDir;
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseRename2In
+internal struct FuseRename2In
 {
     public ulong NewDir;
     public uint Flags;
@@ -268,14 +268,14 @@ public struct FuseRename2In
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseLinkIn
+internal struct FuseLinkIn
 {
     public ulong OldNodeId;
 }
 
 /// <summary>struct fuse_setattr_in (88 bytes).</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseSetAttrIn
+internal struct FuseSetAttrIn
 {
     public uint Valid;
     public uint Padding;
@@ -296,14 +296,14 @@ public struct FuseSetAttrIn
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseOpenIn
+internal struct FuseOpenIn
 {
     public uint Flags;
     public uint OpenFlags;
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseCreateIn
+internal struct FuseCreateIn
 {
     public uint Flags;
     public uint Mode;
@@ -312,7 +312,7 @@ public struct FuseCreateIn
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseOpenOut
+internal struct FuseOpenOut
 {
     public ulong Fh;
     public uint OpenFlags;
@@ -320,7 +320,7 @@ public struct FuseOpenOut
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseReleaseIn
+internal struct FuseReleaseIn
 {
     public ulong Fh;
     public uint Flags;
@@ -329,7 +329,7 @@ public struct FuseReleaseIn
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseFlushIn
+internal struct FuseFlushIn
 {
     public ulong Fh;
     public uint Unused;
@@ -338,7 +338,7 @@ public struct FuseFlushIn
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseReadIn
+internal struct FuseReadIn
 {
     public ulong Fh;
     public ulong Offset;
@@ -350,7 +350,7 @@ public struct FuseReadIn
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseWriteIn
+internal struct FuseWriteIn
 {
     public ulong Fh;
     public ulong Offset;
@@ -362,7 +362,7 @@ public struct FuseWriteIn
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseWriteOut
+internal struct FuseWriteOut
 {
     public uint Size;
     public uint Padding;
@@ -370,7 +370,7 @@ public struct FuseWriteOut
 
 /// <summary>struct fuse_kstatfs (80 bytes), the whole of fuse_statfs_out.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseStatFsOut
+internal struct FuseStatFsOut
 {
     public ulong Blocks;
     public ulong FreeBlocks;
@@ -385,7 +385,7 @@ public struct FuseStatFsOut
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseFsyncIn
+internal struct FuseFsyncIn
 {
     public ulong Fh;
     public uint FsyncFlags;
@@ -394,28 +394,28 @@ public struct FuseFsyncIn
 
 /// <summary>struct fuse_setxattr_in in its old 8-byte form (FUSE_SETXATTR_EXT is not negotiated).</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseSetXattrIn
+internal struct FuseSetXattrIn
 {
     public uint Size;
     public uint Flags;
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseGetXattrIn
+internal struct FuseGetXattrIn
 {
     public uint Size;
     public uint Padding;
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseGetXattrOut
+internal struct FuseGetXattrOut
 {
     public uint Size;
     public uint Padding;
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseAccessIn
+internal struct FuseAccessIn
 {
     public uint Mask;
     public uint Padding;
@@ -423,7 +423,7 @@ public struct FuseAccessIn
 
 /// <summary>struct fuse_init_in (64 bytes with flags2 and the unused words).</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseInitIn
+internal struct FuseInitIn
 {
     public uint Major;
     public uint Minor;
@@ -433,7 +433,7 @@ public struct FuseInitIn
 
 /// <summary>struct fuse_init_out (64 bytes).</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseInitOut
+internal struct FuseInitOut
 {
     public uint Major;
     public uint Minor;
@@ -452,13 +452,13 @@ public struct FuseInitOut
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseInterruptIn
+internal struct FuseInterruptIn
 {
     public ulong Unique;
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseFallocateIn
+internal struct FuseFallocateIn
 {
     public ulong Fh;
     public ulong Offset;
@@ -468,7 +468,7 @@ public struct FuseFallocateIn
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseLseekIn
+internal struct FuseLseekIn
 {
     public ulong Fh;
     public ulong Offset;
@@ -477,13 +477,13 @@ public struct FuseLseekIn
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseLseekOut
+internal struct FuseLseekOut
 {
     public ulong Offset;
 }
 
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseCopyFileRangeIn
+internal struct FuseCopyFileRangeIn
 {
     public ulong FhIn;
     public ulong OffsetIn;
@@ -496,7 +496,7 @@ public struct FuseCopyFileRangeIn
 
 /// <summary>struct fuse_ioctl_in (32 bytes); the input data (in_size bytes) follows.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseIoctlIn
+internal struct FuseIoctlIn
 {
     public ulong Fh;
     public uint Flags;
@@ -508,7 +508,7 @@ public struct FuseIoctlIn
 
 /// <summary>struct fuse_ioctl_out (16 bytes); the output data follows.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseIoctlOut
+internal struct FuseIoctlOut
 {
     public int Result;
     public uint Flags;
@@ -518,7 +518,7 @@ public struct FuseIoctlOut
 
 /// <summary>struct fuse_dirent without its name (24 bytes).</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct FuseDirent
+internal struct FuseDirent
 {
     public ulong Ino;
     public ulong Offset;

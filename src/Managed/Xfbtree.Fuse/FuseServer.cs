@@ -6,7 +6,7 @@ using Xfbtree.Native;
 namespace Xfbtree.Fuse;
 
 /// <summary>How the server talks to the kernel.</summary>
-public sealed record FuseServerOptions
+internal sealed record FuseServerOptions
 {
     /// <summary>Worker threads reading the device (each with its own pair of pinned buffers).</summary>
     public int Threads { get; init; } = Math.Clamp(Environment.ProcessorCount, 2, 8);
@@ -47,7 +47,7 @@ internal interface IFuseChannel
 /// Returns when the kernel ends the session (ENODEV: unmounted, or the connection aborted).
 /// </summary>
 [SupportedOSPlatform("linux")]
-public sealed class FuseServer
+internal sealed class FuseServer
 {
     /// <summary>A failed request runs at most this often in all (<see cref="IFuseFileSystem.RetryAfterFailure"/>).</summary>
     public const int MaxAttempts = 3;

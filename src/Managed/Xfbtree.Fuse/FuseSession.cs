@@ -5,7 +5,7 @@ using Xfbtree.Native;
 namespace Xfbtree.Fuse;
 
 /// <summary>How to mount.</summary>
-public sealed record FuseMountOptions
+internal sealed record FuseMountOptions
 {
     /// <summary>What /proc/mounts shows as the source (the image path).</summary>
     public required string Source { get; init; }
@@ -26,7 +26,7 @@ public sealed record FuseMountOptions
 }
 
 /// <summary>Mounting failed: the message is one line a user understands.</summary>
-public sealed class FuseMountException : Exception
+internal sealed class FuseMountException : Exception
 {
     public FuseMountException(string message) : base(message) { }
 
@@ -42,7 +42,7 @@ public sealed class FuseMountException : Exception
 /// <see cref="Dispose"/> unmounts if needed and closes the device.
 /// </summary>
 [SupportedOSPlatform("linux")]
-public sealed class FuseSession : IDisposable
+internal sealed class FuseSession : IDisposable
 {
     readonly string? _helper;
     int _unmounted;

@@ -1,7 +1,7 @@
 namespace Xfbtree.Fuse;
 
 /// <summary>Who asked: the fields of the request header a file system may need (permission checks, logs).</summary>
-public readonly struct FuseRequestContext
+internal readonly struct FuseRequestContext
 {
     public FuseRequestContext(ulong unique, ulong nodeId, uint uid, uint gid, uint pid)
     {
@@ -20,7 +20,7 @@ public readonly struct FuseRequestContext
 }
 
 /// <summary>What INIT settled, handed to <see cref="IFuseFileSystem.Initialize"/>.</summary>
-public readonly record struct FuseConnectionInfo(uint KernelMinor, uint NegotiatedMinor, uint Flags, uint MaxWrite, uint MaxReadahead, bool WritebackCache);
+internal readonly record struct FuseConnectionInfo(uint KernelMinor, uint NegotiatedMinor, uint Flags, uint MaxWrite, uint MaxReadahead, bool WritebackCache);
 
 /// <summary>
 /// A file system served over FUSE, one method per opcode. The protocol layer (<see cref="FuseServer"/>) parses and
@@ -31,7 +31,7 @@ public readonly record struct FuseConnectionInfo(uint KernelMinor, uint Negotiat
 /// (they point into the worker's buffers). The defaults answer ENOSYS (the kernel then stops asking for most
 /// operations), except the xattr calls, which answer EOPNOTSUPP.
 /// </summary>
-public interface IFuseFileSystem
+internal interface IFuseFileSystem
 {
     /// <summary>INIT was answered; requests follow.</summary>
     void Initialize(in FuseConnectionInfo connection) { }
@@ -221,7 +221,7 @@ public interface IFuseFileSystem
 }
 
 /// <summary>The Linux errno values the protocol layer and its file systems answer with.</summary>
-public static class FuseErrno
+internal static class FuseErrno
 {
     public const int EPERM = 1;
     public const int ENOENT = 2;

@@ -16,6 +16,9 @@ public sealed record XfsImageOptions
     /// (the check walks the on-disk rmapbt once too), so a larger cache only costs memory (measured in docs/xfs-scan.md).
     /// </summary>
     public long CacheBytes { get; init; } = 2L << 20;
+    /// <summary>Test seam (internal): called with the disk target right after it is opened writable, before any
+    /// block is read through it (crash models install their write interceptor here).</summary>
+    internal Action<DiskBufferTarget>? ConfigureWritableTarget { get; init; }
 }
 
 /// <summary>
@@ -52,15 +55,17 @@ public sealed class XfsImage : IDisposable
         _fsStore = new FsBtreeBlockStore(cache, target, Geometry.BlockSize, Geometry.AgBlocks, Geometry.AgBlockLog, Geometry.AgCount, Geometry.DataBlocks);
     }
 
+    /// <summary>The path the image was opened from.</summary>
     public string Path { get; }
-    public Superblock Superblock { get; }
+    internal Superblock Superblock { get; }
+    /// <summary>The filesystem's geometry, from the validated primary superblock.</summary>
     public XfsGeometry Geometry { get; }
-    public BufferCache Cache => _cache;
+    internal BufferCache Cache => _cache;
     /// <summary>The probe handle of the image file (the write engine takes its exclusive flock on it).</summary>
     internal SafeFileHandle RawHandle => _raw;
-    public BufferTarget Target => _target;
+    internal BufferTarget Target => _target;
     /// <summary>Blocks addressed by fsbno (bmbt blocks of every inode).</summary>
-    public FsBtreeBlockStore FsStore => _fsStore;
+    internal FsBtreeBlockStore FsStore => _fsStore;
 
     /// <summary>Opens and validates an image. Throws <see cref="XfsFormatException"/> (one-line cause) for bad input.</summary>
     public static XfsImage Open(string path, XfsImageOptions? options = null)
@@ -94,8 +99,11 @@ public sealed class XfsImage : IDisposable
             try { sb.Validate(); }
             catch (XfsFormatException e) when (e is not XfsUnsupportedException) { throw new XfsFormatException($"{path}: {e.Message}"); }
 
-            try { target = DiskBufferTarget.Open(path, new DiskTargetOptions { ReadOnly = !options.Writable }); }
+            DiskBufferTarget disk;
+            try { disk = DiskBufferTarget.Open(path, new DiskTargetOptions { ReadOnly = !options.Writable }); }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new XfsFormatException($"{path}: cannot open: {e.Message}"); }
+            target = disk;
+            if (options.Writable) options.ConfigureWritableTarget?.Invoke(disk);
             long needBytes = (long)sb.DataBlocks * sb.BlockSize;
             long haveBytes = target.SizeInBasicBlocks * 512;
             if (haveBytes < needBytes)
@@ -131,17 +139,17 @@ public sealed class XfsImage : IDisposable
     public LogInspection InspectLog() => XfsLog.Inspect(_raw, Geometry);
 
     /// <summary>Verifier of an AG header sector (also the write verifier: recomputes the CRC).</summary>
-    public AgHeaderVerifier HeaderVerifier(AgHeaderKind kind, uint agno) => new(kind, Geometry, agno);
+    internal AgHeaderVerifier HeaderVerifier(AgHeaderKind kind, uint agno) => new(kind, Geometry, agno);
 
     /// <summary>Reads (through the cache, verified) and holds an AG header sector; release it with <see cref="BufferCache.Release"/>.</summary>
-    public BlockBuffer ReadHeaderBuffer(AgHeaderKind kind, uint agno, BufferLockMode mode = BufferLockMode.Shared)
+    internal BlockBuffer ReadHeaderBuffer(AgHeaderKind kind, uint agno, BufferLockMode mode = BufferLockMode.Shared)
     {
         CheckAg(agno);
         return _cache.Read(_target, Geometry.AgHeaderDaddr(agno, (int)kind), Geometry.SectorBasicBlocks, HeaderVerifier(kind, agno), mode);
     }
 
     /// <summary>Reads and parses the AGF of AG <paramref name="agno"/>. Throws <see cref="CorruptionException"/>.</summary>
-    public Agf ReadAgf(uint agno)
+    internal Agf ReadAgf(uint agno)
     {
         var buf = ReadHeaderBuffer(AgHeaderKind.Agf, agno);
         try { return Agf.Parse(buf.Span, Geometry, agno); }
@@ -149,7 +157,7 @@ public sealed class XfsImage : IDisposable
     }
 
     /// <summary>Reads and parses the AGI of AG <paramref name="agno"/>. Throws <see cref="CorruptionException"/>.</summary>
-    public Agi ReadAgi(uint agno)
+    internal Agi ReadAgi(uint agno)
     {
         var buf = ReadHeaderBuffer(AgHeaderKind.Agi, agno);
         try { return Agi.Parse(buf.Span, Geometry, agno); }
@@ -157,7 +165,7 @@ public sealed class XfsImage : IDisposable
     }
 
     /// <summary>Reads and parses the AGFL of AG <paramref name="agno"/> (live range from <paramref name="agf"/>).</summary>
-    public Agfl ReadAgfl(uint agno, Agf agf)
+    internal Agfl ReadAgfl(uint agno, Agf agf)
     {
         var buf = ReadHeaderBuffer(AgHeaderKind.Agfl, agno);
         try { return Agfl.Parse(buf.Span, Geometry, agf); }
@@ -171,14 +179,14 @@ public sealed class XfsImage : IDisposable
     }
 
     /// <summary>A block store for the trees of AG <paramref name="agno"/> (pointers are agbnos).</summary>
-    public AgBtreeBlockStore CreateAgStore(uint agno)
+    internal AgBtreeBlockStore CreateAgStore(uint agno)
     {
         CheckAg(agno);
         return new AgBtreeBlockStore(_cache, _target, Geometry.BlockSize, agno, Geometry.AgBlocks, Geometry.AgLength(agno));
     }
 
     /// <summary>The on-disk rmapbt of an AG, rooted where the AGF says.</summary>
-    public Btree<RmapbtOps> OpenRmapbt(Agf agf, AgBtreeBlockStore? store = null)
+    internal Btree<RmapbtOps> OpenRmapbt(Agf agf, AgBtreeBlockStore? store = null)
     {
         ArgumentNullException.ThrowIfNull(agf);
         return new Btree<RmapbtOps>(new RmapbtOps(false, Geometry.AgLength(agf.AgNumber)), store ?? CreateAgStore(agf.AgNumber),
@@ -186,7 +194,7 @@ public sealed class XfsImage : IDisposable
     }
 
     /// <summary>The on-disk bnobt of an AG.</summary>
-    public Btree<BnobtOps> OpenBnobt(Agf agf, AgBtreeBlockStore? store = null)
+    internal Btree<BnobtOps> OpenBnobt(Agf agf, AgBtreeBlockStore? store = null)
     {
         ArgumentNullException.ThrowIfNull(agf);
         return new Btree<BnobtOps>(new BnobtOps(Geometry.AgLength(agf.AgNumber)), store ?? CreateAgStore(agf.AgNumber),
@@ -194,7 +202,7 @@ public sealed class XfsImage : IDisposable
     }
 
     /// <summary>The on-disk cntbt of an AG.</summary>
-    public Btree<CntbtOps> OpenCntbt(Agf agf, AgBtreeBlockStore? store = null)
+    internal Btree<CntbtOps> OpenCntbt(Agf agf, AgBtreeBlockStore? store = null)
     {
         ArgumentNullException.ThrowIfNull(agf);
         return new Btree<CntbtOps>(new CntbtOps(Geometry.AgLength(agf.AgNumber)), store ?? CreateAgStore(agf.AgNumber),
@@ -202,7 +210,7 @@ public sealed class XfsImage : IDisposable
     }
 
     /// <summary>The on-disk refcountbt of an AG (reflink filesystems).</summary>
-    public Btree<RefcountbtOps> OpenRefcountbt(Agf agf, AgBtreeBlockStore? store = null)
+    internal Btree<RefcountbtOps> OpenRefcountbt(Agf agf, AgBtreeBlockStore? store = null)
     {
         ArgumentNullException.ThrowIfNull(agf);
         return new Btree<RefcountbtOps>(new RefcountbtOps(), store ?? CreateAgStore(agf.AgNumber),
@@ -210,7 +218,7 @@ public sealed class XfsImage : IDisposable
     }
 
     /// <summary>The on-disk inobt or finobt of an AG.</summary>
-    public Btree<InobtOps> OpenInobt(Agi agi, AgiTree tree, AgBtreeBlockStore? store = null)
+    internal Btree<InobtOps> OpenInobt(Agi agi, AgiTree tree, AgBtreeBlockStore? store = null)
     {
         ArgumentNullException.ThrowIfNull(agi);
         var (root, level) = agi.RootOf(tree);
@@ -222,7 +230,7 @@ public sealed class XfsImage : IDisposable
     /// The bmbt of one inode fork whose format is BTREE (<paramref name="fork"/> is the whole fork area of a
     /// verified inode). Blocks are addressed by fsbno; each block's owner must be the inode.
     /// </summary>
-    public Btree<BmbtOps> OpenBmbt(ulong ino, ReadOnlySpan<byte> fork)
+    internal Btree<BmbtOps> OpenBmbt(ulong ino, ReadOnlySpan<byte> fork)
     {
         var ops = new BmbtOps();
         var geo = BtreeGeometry.For(ops, Geometry.BlockSize);

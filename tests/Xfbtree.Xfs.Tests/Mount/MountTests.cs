@@ -470,7 +470,7 @@ public sealed class MountTests(ITestOutputHelper output)
         Assert.Equal("", r.Stdout);
         string line = r.Stderr.TrimEnd('\n');
         Assert.DoesNotContain('\n', line);
-        Assert.StartsWith("xfbtree mount: ", line, StringComparison.Ordinal);
+        Assert.StartsWith("xfbtree: mount: ", line, StringComparison.Ordinal);
         Assert.Contains(mention, line, StringComparison.Ordinal);
     }
 

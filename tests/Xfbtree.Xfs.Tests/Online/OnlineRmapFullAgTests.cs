@@ -4,7 +4,7 @@ using Xfbtree.Xfs.Tests.Repair;
 using Xfbtree.Xfs.Tests.Trees;
 using Xfbtree.Xfs.Tests.Write;
 using Xfbtree.Xfs.Write;
-using Xfbtree.Xfs.Write.Stress;
+using Xfbtree.Cli.Stress;
 using Xunit.Abstractions;
 
 namespace Xfbtree.Xfs.Tests.Online;

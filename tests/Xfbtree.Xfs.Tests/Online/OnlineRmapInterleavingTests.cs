@@ -1,4 +1,5 @@
 using Xfbtree.Xfs.Format;
+using Xfbtree.Cli.Stress;
 using Xfbtree.Xfs.Online;
 using Xfbtree.Xfs.Tests.Repair;
 using Xfbtree.Xfs.Tests.Trees;

@@ -3,7 +3,7 @@ using Xfbtree.Xfs.Online;
 using Xfbtree.Xfs.Tests.Repair;
 using Xfbtree.Xfs.Tests.Write;
 using Xfbtree.Xfs.Write;
-using Xfbtree.Xfs.Write.Stress;
+using Xfbtree.Cli.Stress;
 using Xunit.Abstractions;
 
 namespace Xfbtree.Xfs.Tests.Online;

@@ -48,8 +48,9 @@ public sealed class OnlineStressStructuresTests(ITestOutputHelper output) : IDis
     }
 
     /// <summary>Two wrong link counts (too high on a file and on a directory, safe under any workload operation):
-    /// stress with the link counts and one not-yet-built structure finds and repairs both, verifies with the offline
-    /// scrub, says bnobt was not exercised; afterwards the offline scrub and xfs_repair -n are clean.</summary>
+    /// stress with the link counts and the free-space trees finds and repairs both, verifies with the offline scrub,
+    /// rebuilds the bnobt and cntbt of every AG (each verified); afterwards the offline scrub and xfs_repair -n are
+    /// clean.</summary>
     [Fact]
     public void StressStructuresNlinksRepairsWrongCountsBesideTheWorkload()
     {
@@ -68,13 +69,34 @@ public sealed class OnlineStressStructuresTests(ITestOutputHelper output) : IDis
         output.WriteLine(stdout + stderr);
         Assert.True(rc == 0, $"stress exit {rc}\n{stdout}\n{stderr}");
         Assert.Matches(@"online-repair: nlinks: [1-9]\d* checks, 2 wrong link counts found, 2 repaired, [1-9]\d* verified", stdout);
-        Assert.Contains("online-repair: not exercised: bnobt (their online repair is not in this build)", stdout, StringComparison.Ordinal);
+        Assert.Matches(@"online-repair: AG trees: [1-9]\d* repairs of bnobt, [1-9]\d* verified, \d+ left out for lack of room, 0 problems", stdout);
+        Assert.DoesNotContain("not exercised", stdout, StringComparison.Ordinal);
         Assert.Matches(@"online-repair repairs=0 applied=0 ignored=0 mismatches=0 skipped=0\s*$", stdout);
         using (XfsImage xfs = XfsImage.Open(image))
         {
             ScrubReport report = Scrubber.Run(xfs);
             Assert.True(report.LinkMismatchTotal == 0, $"offline scrub: {report.Findings.Single(f => f.Structure == "nlinks")}");
         }
+        ToolResult repair = RepairTools.XfsRepairCheck(image);
+        Assert.True(repair.ExitCode == 0, $"xfs_repair -n: {repair}");
+    }
+
+    /// <summary>On a filesystem without reflink the refcountbt is accepted but not exercised, and the run says so.</summary>
+    [Fact]
+    public void StressStructuresRefcountbtWithoutReflinkIsNotExercised()
+    {
+        string image = Path.Combine(scratch.Directory, "noreflink.img");
+        RepairTools.MkfsSmall(image, 64L << 20, "-m", "crc=1,rmapbt=1,reflink=0,finobt=1");
+        var (rc, stdout, stderr) = WriteStressFixtureTests.StressInProcess(new StressRequest
+        {
+            Image = image, Ops = 60, Threads = 2, Seed = 3, Sync = false, OnlineRepair = true,
+            Structures = OnlineRepairStructures.Refcountbt | OnlineRepairStructures.Inobt,
+        });
+        output.WriteLine(stdout + stderr);
+        Assert.True(rc == 0, $"stress exit {rc}\n{stdout}\n{stderr}");
+        Assert.Contains("online-repair: refcountbt: accepted, not exercised (not on this filesystem: no reflink)", stdout, StringComparison.Ordinal);
+        Assert.Contains("online-repair: not exercised: refcountbt (not on this filesystem: no reflink)", stdout, StringComparison.Ordinal);
+        Assert.Matches(@"online-repair: AG trees: [1-9]\d* repairs of inobt, ", stdout);
         ToolResult repair = RepairTools.XfsRepairCheck(image);
         Assert.True(repair.ExitCode == 0, $"xfs_repair -n: {repair}");
     }

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Xfbtree.Xfs.Check;
 using Xfbtree.Xfs.Format;
+using Xfbtree.Cli.Stress;
 using Xfbtree.Xfs.Online;
 using Xfbtree.Xfs.Scan;
 using Xfbtree.Xfs.Tests.Repair;

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
+using Xfbtree.Cli.Stress;
 using Xfbtree.Xfs.Online;
 using Xfbtree.Xfs.Tests.Repair;
 using Xfbtree.Xfs.Tests.Trees;

@@ -180,8 +180,7 @@ public sealed class RepairSafetyTests(ITestOutputHelper output)
 
     static CrashAfterWrites RepairWithCrash(string image, CrashAfterWrites crash, out Scan.CliResult result)
     {
-        using (Xfbtree.Buffers.DiskTargetTestHooks.Register(image, t => t.WriteInterceptor = crash))
-            result = Scan.XfsCli.Run("repair", image);
+        result = Scan.XfsCli.Run(["repair", image], configureWritableTarget: t => t.WriteInterceptor = crash);
         crash.PowerOff();
         return crash;
     }

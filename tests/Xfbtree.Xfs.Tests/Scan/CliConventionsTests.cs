@@ -13,7 +13,7 @@ namespace Xfbtree.Xfs.Tests.Scan;
 /// </summary>
 public sealed class CliConventionsTests
 {
-    static readonly string[][] Commands = [[], ["rmap"], ["rmap", "dump"], ["rmap", "check"], ["rmap", "repair"], ["io"], ["stress"], ["recover"]];
+    static readonly string[][] Commands = [[], ["rmap"], ["rmap", "dump"], ["rmap", "check"], ["rmap", "repair"], ["io"], ["stress"], ["recover"], ["scrub"], ["mount"]];
 
     [Fact]
     public void ShortVersionOptionPrintsTheVersion()
@@ -37,7 +37,7 @@ public sealed class CliConventionsTests
                         $"xfbtree {string.Join(' ', command)} --help does not state the exit codes:\n{help.Stdout}");
             Assert.Contains("--progress", help.Stdout, StringComparison.Ordinal);
         }
-        foreach (string[] command in (string[][])[["rmap", "check"], ["rmap", "repair"], ["io"], ["stress"]])
+        foreach (string[] command in (string[][])[["rmap", "check"], ["rmap", "repair"], ["io"], ["stress"], ["scrub"]])
             Assert.Contains("--json", RepairTools.Xfbtree([.. command, "--help"]).Stdout, StringComparison.Ordinal);
     }
 
@@ -49,6 +49,9 @@ public sealed class CliConventionsTests
 
         var check = RepairTools.Xfbtree("rmap", "check", image, "--json");
         AssertDocument(check, "rmap check", 0).RootElement.GetProperty("clean").GetBoolean().ShouldBe(true);
+
+        var scrub = RepairTools.Xfbtree("scrub", image, "--json");
+        AssertDocument(scrub, "scrub", 0).RootElement.GetProperty("clean").GetBoolean().ShouldBe(true);
 
         var repair = RepairTools.Xfbtree("rmap", "repair", image, "-n", "--json");
         var repairDoc = AssertDocument(repair, "rmap repair", 0);
@@ -77,6 +80,7 @@ public sealed class CliConventionsTests
     [InlineData("rmap", "repair")]
     [InlineData("io")]
     [InlineData("stress")]
+    [InlineData("scrub")]
     public void JsonErrorObjectWhenTheImageCannotBeUsed(params string[] command)
     {
         string missing = "/nonexistent-xfbtree-dir/image.img";

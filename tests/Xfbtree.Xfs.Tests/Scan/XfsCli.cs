@@ -20,11 +20,15 @@ internal static class XfsCli
     static readonly ConcurrentDictionary<string, Lazy<CliResult>> Cache = new();
     static readonly ConcurrentDictionary<string, Lazy<string>> Truths = new();
 
-    public static CliResult Run(params string[] args)
+    public static CliResult Run(params string[] args) => Run(args, configureWritableTarget: null);
+
+    /// <summary>Runs the command; <paramref name="configureWritableTarget"/> gets the image's disk target when the
+    /// command opens it for writing (crash models).</summary>
+    public static CliResult Run(string[] args, Action<Xfbtree.Buffers.DiskBufferTarget>? configureWritableTarget)
     {
         var o = new StringWriter { NewLine = "\n" };
         var e = new StringWriter { NewLine = "\n" };
-        int rc = RmapCommands.Run(args, o, e);
+        int rc = RmapCommands.Run(args, new CommandEnvironment(o, e, false) { ConfigureWritableTarget = configureWritableTarget });
         return new CliResult(rc, o.ToString(), e.ToString());
     }
 

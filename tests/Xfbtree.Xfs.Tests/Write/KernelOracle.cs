@@ -71,7 +71,7 @@ internal static class KernelOracle
                 Assert.True(k[5] == fields[5], $"{what} has {fields[5]} links");
                 if (fields[6] != "-") Assert.True(k[6] == fields[6], $"{what} has size {fields[6]}");
                 var attributes = xattrs.GetValueOrDefault(rel) ?? [];
-                string digest = Xfbtree.Xfs.Write.Stress.StressModel.XattrDigest(attributes);
+                string digest = Xfbtree.Cli.Stress.StressModel.XattrDigest(attributes);
                 Assert.True(digest == fields[8],
                     $"{rel}: the kernel shows extended attributes {string.Join(", ", attributes.Select(a => $"{a.Name} ({a.Value.Length} bytes)"))} (digest {digest}), the model's digest is {fields[8]}");
                 string path = Path.Combine(mnt, rel.TrimStart('/'));

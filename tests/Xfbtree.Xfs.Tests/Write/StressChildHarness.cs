@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Xfbtree.Xfs.Tests.Repair;
 using Xfbtree.Xfs.Write;
-using Xfbtree.Xfs.Write.Stress;
+using Xfbtree.Cli.Stress;
 
 namespace Xfbtree.Xfs.Tests.Write;
 

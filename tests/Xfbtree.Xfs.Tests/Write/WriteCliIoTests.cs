@@ -1,7 +1,7 @@
 using System.Security.Cryptography;
 using System.Text.RegularExpressions;
 using Xfbtree.Xfs.Tests.Repair;
-using Xfbtree.Xfs.Write.Stress;
+using Xfbtree.Cli.Stress;
 using Xunit.Abstractions;
 
 namespace Xfbtree.Xfs.Tests.Write;

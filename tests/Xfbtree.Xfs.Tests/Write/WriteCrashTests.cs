@@ -1,5 +1,5 @@
 using Xfbtree.Xfs.Tests.Repair;
-using Xfbtree.Xfs.Write.Stress;
+using Xfbtree.Cli.Stress;
 using Xunit.Abstractions;
 
 namespace Xfbtree.Xfs.Tests.Write;

@@ -39,7 +39,7 @@ public sealed class WriteKernelOracleTests(ITestOutputHelper output)
         Assert.True(rc == 0, $"stress exit {rc}\n{stdout}\n{stderr}");
         var expected = File.ReadAllLines(manifest).Select(l => l.Split('\t')).ToList();
         Assert.NotEmpty(expected);
-        Assert.Equal(Xfbtree.Xfs.Write.Stress.StressModel.ManifestHeader, expected[0][0]);
+        Assert.Equal(Xfbtree.Cli.Stress.StressModel.ManifestHeader, expected[0][0]);
         Assert.All(expected.Skip(1), f => Assert.Equal(9, f.Length));
         // The workload's namespace operations reached the image: renamed files and symlinks (special files are
         // rarer draws; the namespace tests cover them deterministically).

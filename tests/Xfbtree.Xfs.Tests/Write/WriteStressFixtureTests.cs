@@ -2,7 +2,7 @@ using Xfbtree.Cli;
 using Xfbtree.Xfs.Tests.Repair;
 using Xfbtree.Xfs.Tests.Trees;
 using Xfbtree.Xfs.Write;
-using Xfbtree.Xfs.Write.Stress;
+using Xfbtree.Cli.Stress;
 using Xunit.Abstractions;
 
 namespace Xfbtree.Xfs.Tests.Write;

@@ -2,7 +2,7 @@ using System.Collections.Concurrent;
 using Xfbtree.Cli;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Namespace;
-using Xfbtree.Xfs.Write.Stress;
+using Xfbtree.Cli.Stress;
 
 namespace Xfbtree.Xfs.Tests.Write;
 

@@ -45,7 +45,7 @@ internal sealed class MountControlServer(MountRepairs repairs, string image, uin
         if (command != MountControl.Command) return FuseErrno.ENOTTY;
         if (context.Uid != 0 && context.Uid != ownerUid)
         {
-            log($"xfbtree mount: refused a control request from uid {context.Uid} (pid {context.Pid}): only root and the mount's owner (uid {ownerUid}) may use it");
+            log($"xfbtree: mount: refused a control request from uid {context.Uid} (pid {context.Pid}): only root and the mount's owner (uid {ownerUid}) may use it");
             return FuseErrno.EPERM;
         }
         if (input.Length < MountControl.MessageSize || output.Length < MountControl.MessageSize) return FuseErrno.EINVAL;

@@ -1,4 +1,5 @@
 using System.Globalization;
+using Xfbtree.Cli.Stress;
 using Xfbtree.Xfs.Online;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Engine;
@@ -107,7 +108,7 @@ internal sealed class MountRepairs : IDisposable
             book.SickReason = reason;
         }
         _log(string.Create(CultureInfo.InvariantCulture,
-            $"xfbtree mount: AG {ag.AgNumber} is sick: {reason}; {(Heals ? "repairing it online now" : _hint)}"));
+            $"xfbtree: mount: AG {ag.AgNumber} is sick: {reason}; {(Heals ? "repairing it online now" : _hint)}"));
         _wake.Set();
     }
 
@@ -181,7 +182,7 @@ internal sealed class MountRepairs : IDisposable
                 string checkedText = verdict is null ? "" : verdict.IsClean ? "; verified: same as a scan with commits paused"
                     : $"; verify: {verdict.Mismatches} mismatches ({verdict.Detail})";
                 _log(string.Create(CultureInfo.InvariantCulture,
-                    $"xfbtree mount: online repair: AG {agno} rmapbt rebuilt ({result.Records} records, {result.LiveUpdatesApplied} live updates applied, {result.LiveUpdatesIgnored} ignored{by}){(wasSick ? "; the AG is healthy again" : "")}{checkedText}"));
+                    $"xfbtree: mount: online repair: AG {agno} rmapbt rebuilt ({result.Records} records, {result.LiveUpdatesApplied} live updates applied, {result.LiveUpdatesIgnored} ignored{by}){(wasSick ? "; the AG is healthy again" : "")}{checkedText}"));
                 outcome = new MountRepairOutcome(agno, result, verdict, null, 0);
             }
             catch (OperationCanceledException)
@@ -192,7 +193,7 @@ internal sealed class MountRepairs : IDisposable
             catch (Exception e) when (e is OnlineRepairException or XfsWriteException)
             {
                 // Failed cleanly (nothing changed on disk); the next turn, or the next request, tries again.
-                _log($"xfbtree mount: online repair of AG {agno}{by}: {e.Message}");
+                _log($"xfbtree: mount: online repair of AG {agno}{by}: {e.Message}");
                 outcome = Failed(agno, book, e.Message, e is XfsWriteException w ? w.Errno : Fuse.FuseErrno.EAGAIN);
             }
             return outcome;

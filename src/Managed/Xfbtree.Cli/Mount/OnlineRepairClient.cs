@@ -19,12 +19,12 @@ internal static class OnlineRepairClient
         var (stdout, stderr) = (environment.Stdout, environment.Stderr);
         if (MountControlClient.Ask(directory, MountControlOperation.Info, 0, 0, out var info, out string image) is { } refusal)
         {
-            stderr.WriteLine($"xfbtree rmap repair: {refusal}");
+            stderr.WriteLine($"xfbtree: rmap repair: {refusal}");
             return CommandLineHost.ExitUnusable;
         }
         if (onlyAg is { } wanted && wanted >= info.AgCount)
         {
-            stderr.WriteLine($"xfbtree rmap repair: AG {wanted} does not exist (the filesystem has {CommandLineHost.Count(info.AgCount, "AG")})");
+            stderr.WriteLine($"xfbtree: rmap repair: AG {wanted} does not exist (the filesystem has {CommandLineHost.Count(info.AgCount, "AG")})");
             return CommandLineHost.ExitUnusable;
         }
         uint first = onlyAg ?? 0, last = onlyAg ?? info.AgCount - 1;
@@ -36,7 +36,7 @@ internal static class OnlineRepairClient
         {
             if (MountControlClient.Ask(directory, MountControlOperation.Repair, agno, verify ? MountControl.FlagVerify : 0, out var r, out string text) is { } failure)
             {
-                stderr.WriteLine($"xfbtree rmap repair: {failure}");
+                stderr.WriteLine($"xfbtree: rmap repair: {failure}");
                 return CommandLineHost.ExitUnusable;
             }
             if (r.Error != 0)

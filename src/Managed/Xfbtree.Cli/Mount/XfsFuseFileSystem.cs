@@ -157,7 +157,7 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         }
         catch (Exception ex) when (IsEngineFailure(ex))
         {
-            _log?.Invoke($"xfbtree mount: releasing inode {released.Ino}: {ex.Message}");
+            _log?.Invoke($"xfbtree: mount: releasing inode {released.Ino}: {ex.Message}");
         }
     }
 
@@ -213,11 +213,11 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         if (failure is XfsWriteException ex)
         {
             if (ex.Kind is WriteErrorKind.Corrupt or WriteErrorKind.Io)
-                _log?.Invoke($"xfbtree mount: request {context.Unique} on node {context.NodeId}: {ex.Message} ({ex.ErrnoName})");
+                _log?.Invoke($"xfbtree: mount: request {context.Unique} on node {context.NodeId}: {ex.Message} ({ex.ErrnoName})");
             if (ex.Kind == WriteErrorKind.Corrupt) Control?.NoteCorruptFailure(ex.AgNumber);
             return ex.Errno;
         }
-        _log?.Invoke($"xfbtree mount: request {context.Unique} on node {context.NodeId}: {failure.Message}");
+        _log?.Invoke($"xfbtree: mount: request {context.Unique} on node {context.NodeId}: {failure.Message}");
         return FuseErrno.EIO;
     }
 
@@ -812,7 +812,7 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
     public bool RetryAfterFailure(in FuseRequestContext context, int error)
     {
         if (Control is not { } control || !control.RetryAfterFailure(error)) return false;
-        _log?.Invoke($"xfbtree mount: request {context.Unique} on node {context.NodeId}: the AG was repaired online; the request runs again");
+        _log?.Invoke($"xfbtree: mount: request {context.Unique} on node {context.NodeId}: the AG was repaired online; the request runs again");
         return true;
     }
 

@@ -7,7 +7,7 @@ namespace Xfbtree.Xfs.Attributes;
 /// <param name="Forw">Logical block of the next leaf (0: none).</param>
 /// <param name="Back">Logical block of the previous leaf (0: none).</param>
 /// <param name="Entries">The entries in hash order (remote values not read).</param>
-public sealed record AttrLeaf(uint Forw, uint Back, List<AttrEntry> Entries);
+internal sealed record AttrLeaf(uint Forw, uint Back, List<AttrEntry> Entries);
 
 /// <summary>A parsed da node block of an attr fork: level (1 = just above the leaves), sibling links, and
 /// (hash, child) pairs where each hash is the largest hash below that child.</summary>
@@ -15,14 +15,14 @@ public sealed record AttrLeaf(uint Forw, uint Back, List<AttrEntry> Entries);
 /// <param name="Forw">Logical block of the next node of the level (0: none).</param>
 /// <param name="Back">Logical block of the previous node of the level (0: none).</param>
 /// <param name="Entries">(largest hash below, child logical block) pairs in hash order.</param>
-public sealed record AttrNode(int Level, uint Forw, uint Back, List<(uint Hash, uint Child)> Entries);
+internal sealed record AttrNode(int Level, uint Forw, uint Back, List<(uint Hash, uint Child)> Entries);
 
 /// <summary>
 /// Parse, check and format of the three kinds of attr-fork block (xfs_attr_leaf.c, xfs_da_btree.c,
 /// xfs_attr_remote.c). Parsers take one whole block already known to have a good CRC and check the rest of what
 /// the kernel's verifiers check (magic, blkno, owner, UUID, counts, offsets, hash order) before returning anything.
 /// </summary>
-public static class AttrBlocks
+internal static class AttrBlocks
 {
     // ------------------------------------------------------------------ shared da3 header
 
@@ -248,7 +248,7 @@ public static class AttrBlocks
 /// Buffer verifier of attr-fork blocks: leaf, node or remote magic and the CRC at byte 12 on read; the CRC
 /// recomputed before a write. The structure is checked by the parsers of <see cref="AttrBlocks"/>.
 /// </summary>
-public sealed class AttrBlockVerifier : IBufferVerifier
+internal sealed class AttrBlockVerifier : IBufferVerifier
 {
     /// <summary>The one instance (stateless).</summary>
     public static readonly AttrBlockVerifier Instance = new();

@@ -7,7 +7,7 @@ namespace Xfbtree.Xfs.Attributes;
 /// either held here (<see cref="Value"/>) or, for a value in remote blocks not read yet, only its place
 /// (<see cref="RemoteBlock"/>, <see cref="ValueLength"/>).
 /// </summary>
-public sealed class AttrEntry
+internal sealed class AttrEntry
 {
     /// <summary>A new entry with its value in hand.</summary>
     public AttrEntry(byte flags, byte[] name, byte[] value)

@@ -7,7 +7,7 @@ namespace Xfbtree.Xfs.Attributes;
 /// Where the attr fork starts in an inode (di_forkoff, in 8-byte units of the literal area): the kernel's
 /// xfs_attr_shortform_bytesfit and xfs_default_attroffset, computed from the raw inode.
 /// </summary>
-public static class AttrForkGeometry
+internal static class AttrForkGeometry
 {
     /// <summary>Smallest key/pointer pairs a data-fork bmbt root must have room for (MINDBTPTRS).</summary>
     public const int MinDataBtreePointers = 3;
@@ -85,7 +85,7 @@ public static class AttrForkGeometry
 /// The shape of a leaf- or node-format attr fork for a set of entries: entries packed into leaves in hash order,
 /// da node levels above them (each entry naming a child's largest hash). Block 0 is the root.
 /// </summary>
-public static class AttrTreeLayout
+internal static class AttrTreeLayout
 {
     /// <summary>Entries sorted by hash (stable for equal hashes) packed into as few leaves as hold them.</summary>
     public static List<List<AttrEntry>> PackLeaves(IReadOnlyList<AttrEntry> entries, int blockSize)

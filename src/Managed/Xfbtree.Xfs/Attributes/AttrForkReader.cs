@@ -5,14 +5,14 @@ namespace Xfbtree.Xfs.Attributes;
 /// has checked) into <paramref name="destination"/> and returns its disk address (512-byte units). Throws
 /// <see cref="AttrFormatException"/> when the block is not mapped.
 /// </summary>
-public delegate long AttrBlockSource(uint logicalBlock, Span<byte> destination);
+internal delegate long AttrBlockSource(uint logicalBlock, Span<byte> destination);
 
 /// <summary>
 /// Walks a leaf- or node-format attr fork: from the root at logical block 0 down the leftmost path to the first
 /// leaf, then along the leaves' forward links, checking every block (type, level, sibling links, hash order)
 /// before its entries are used. Shared by the write engine and any reader of images.
 /// </summary>
-public static class AttrForkReader
+internal static class AttrForkReader
 {
     /// <summary>Every entry of a leaf- or node-format fork in hash order; at most <paramref name="maxBlocks"/>
     /// blocks are visited (the fork's mapped block count), so a cycle cannot loop forever.</summary>

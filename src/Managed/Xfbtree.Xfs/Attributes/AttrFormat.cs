@@ -7,7 +7,7 @@ namespace Xfbtree.Xfs.Attributes;
 /// shortform list in the inode, attr leaf blocks, da node blocks and remote value blocks. Every attr-fork block is
 /// one filesystem block and carries its CRC at byte 12.
 /// </summary>
-public static class AttrFormat
+internal static class AttrFormat
 {
     /// <summary>XFS_ATTR3_LEAF_MAGIC (16 bits, at byte 8 of the da3 block header).</summary>
     public const ushort LeafMagic = 0x3BEE;

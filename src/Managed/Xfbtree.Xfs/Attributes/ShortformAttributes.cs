@@ -6,7 +6,7 @@ namespace Xfbtree.Xfs.Attributes;
 /// The shortform attribute list kept in a LOCAL attr fork (xfs_attr_shortform): header totsize u16 (header
 /// included), count u8, pad u8; then packed entries namelen u8, valuelen u8, flags u8, name, value.
 /// </summary>
-public static class ShortformAttributes
+internal static class ShortformAttributes
 {
     /// <summary>Bytes the list takes for <paramref name="entries"/>.</summary>
     public static int Size(IReadOnlyList<AttrEntry> entries)
@@ -83,4 +83,4 @@ public static class ShortformAttributes
 
 /// <summary>An attr fork structure that breaks the on-disk rules; the message says which.</summary>
 /// <param name="message">What rule the structure breaks.</param>
-public sealed class AttrFormatException(string message) : Exception(message);
+internal sealed class AttrFormatException(string message) : Exception(message);

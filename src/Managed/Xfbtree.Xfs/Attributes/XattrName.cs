@@ -3,7 +3,7 @@ using System.Text;
 namespace Xfbtree.Xfs.Attributes;
 
 /// <summary>The namespaces of extended attributes the engine handles.</summary>
-public enum XattrNamespace : byte
+internal enum XattrNamespace : byte
 {
     /// <summary>"user.": no flag on disk.</summary>
     User = 0,
@@ -16,7 +16,7 @@ public enum XattrNamespace : byte
 /// <summary>
 /// Why a name given to an xattr call cannot be used, with the errno the kernel returns for it.
 /// </summary>
-public enum XattrNameProblem
+internal enum XattrNameProblem
 {
     /// <summary>The name is usable.</summary>
     None,
@@ -34,7 +34,7 @@ public enum XattrNameProblem
 /// </summary>
 /// <param name="Namespace">The namespace (from the prefix).</param>
 /// <param name="Name">The name after the prefix, as XFS stores it.</param>
-public readonly record struct XattrName(XattrNamespace Namespace, byte[] Name)
+internal readonly record struct XattrName(XattrNamespace Namespace, byte[] Name)
 {
     /// <summary>Longest full name the syscalls accept (XATTR_NAME_MAX).</summary>
     public const int MaxFullNameLength = 255;

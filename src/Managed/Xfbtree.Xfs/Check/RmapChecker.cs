@@ -38,24 +38,35 @@ public sealed class AgCheckReport
 {
     internal AgCheckReport(uint agno) => AgNumber = agno;
 
+    /// <summary>The allocation group this verdict is for (0-based AG number).</summary>
     public uint AgNumber { get; }
     /// <summary>False when the on-disk rmapbt could not be located (unreadable AGF, unusable root).</summary>
     public bool RmapbtReadable { get; internal set; }
+    /// <summary>Records the scan expects in this AG's rmapbt (computed from every inode and every other AG structure).</summary>
     public long ExpectedRecords { get; internal set; }
+    /// <summary>Records found in the on-disk rmapbt's leaves.</summary>
     public long OnDiskRecords { get; internal set; }
+    /// <summary>Blocks (filesystem blocks) of the on-disk rmapbt, leaves and interior nodes.</summary>
     public long OnDiskBlocks { get; internal set; }
+    /// <summary>Expected records with no on-disk record of the same key.</summary>
     public long Missing { get; internal set; }
+    /// <summary>On-disk records that no expected record has the key of.</summary>
     public long Extra { get; internal set; }
+    /// <summary>Records whose key matches but whose length, owner, offset or flags differ.</summary>
     public long Different { get; internal set; }
     /// <summary>The first differences, in key order.</summary>
     public List<RmapDifference> Samples { get; } = new();
     /// <summary>rmapbt structure and AGF counter problems (bounded; see <see cref="StructureTotal"/>).</summary>
     public List<string> Structure { get; } = new();
+    /// <summary>Every structure and AGF counter problem found (<see cref="Structure"/> keeps only the first ones).</summary>
     public long StructureTotal { get; internal set; }
     /// <summary>Damage met by the scan of this AG's metadata and inodes.</summary>
     public IReadOnlyList<ScanProblem> ScanProblems { get; internal set; } = [];
+    /// <summary>Every scan problem met in this AG (<see cref="ScanProblems"/> keeps only the first ones).</summary>
     public long ScanProblemTotal { get; internal set; }
 
+    /// <summary>True when the rmapbt was readable and nothing was missing, extra, different, structurally wrong or
+    /// met as damage by the scan.</summary>
     public bool IsClean => Missing == 0 && Extra == 0 && Different == 0 && StructureTotal == 0 && ScanProblemTotal == 0 && RmapbtReadable;
 
     internal void AddStructure(string what, int limit)
@@ -69,8 +80,11 @@ public sealed class AgCheckReport
 public sealed class RmapCheckReport
 {
     internal RmapCheckReport(IReadOnlyList<AgCheckReport> ags, TimeSpan elapsed) { Ags = ags; Elapsed = elapsed; }
+    /// <summary>One verdict per AG checked, in AG order.</summary>
     public IReadOnlyList<AgCheckReport> Ags { get; }
+    /// <summary>Wall time of the check (the scan it was given not included).</summary>
     public TimeSpan Elapsed { get; }
+    /// <summary>True when every AG checked is clean (<see cref="AgCheckReport.IsClean"/>).</summary>
     public bool IsClean => Ags.All(a => a.IsClean);
 }
 

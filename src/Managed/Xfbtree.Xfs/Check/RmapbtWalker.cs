@@ -5,7 +5,7 @@ using Xfbtree.Xfs.Trees;
 namespace Xfbtree.Xfs.Check;
 
 /// <summary>Receives the leaf records of a walk, in tree order.</summary>
-public interface IRmapRecordSink
+internal interface IRmapRecordSink
 {
     void Record(in RmapRecord record);
 }
@@ -16,7 +16,7 @@ public interface IRmapRecordSink
 /// wrong level, or is reached twice is reported and its subtree skipped, so one bad leaf costs only its own records.
 /// Bounded: each block of the AG is entered at most once.
 /// </summary>
-public static class RmapbtWalker
+internal static class RmapbtWalker
 {
     /// <summary>Walks the tree; returns the problems met (empty when every block was read).</summary>
     public static List<string> Walk<TSink>(Btree<RmapbtOps> tree, ref TSink sink, out long blocks) where TSink : IRmapRecordSink, allows ref struct

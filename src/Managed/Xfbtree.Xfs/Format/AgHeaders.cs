@@ -4,7 +4,7 @@ using Xfbtree.Buffers;
 namespace Xfbtree.Xfs.Format;
 
 /// <summary>Which AG header sector.</summary>
-public enum AgHeaderKind
+internal enum AgHeaderKind
 {
     /// <summary>Free-space header, sector 1.</summary>
     Agf = 1,
@@ -20,7 +20,7 @@ public enum AgHeaderKind
 /// separately by the parsed header's <c>Problems</c>, so one bad field does not hide the rest. On write the CRC
 /// is recomputed.
 /// </summary>
-public sealed class AgHeaderVerifier : IBufferVerifier
+internal sealed class AgHeaderVerifier : IBufferVerifier
 {
     readonly byte[] _uuid;
 
@@ -71,7 +71,7 @@ public sealed class AgHeaderVerifier : IBufferVerifier
 /// (the kernel verifier's rules) is listed in <see cref="Problems"/>; <see cref="TreeRootUsable"/> says whether a
 /// tree's root/level may be followed.
 /// </summary>
-public sealed class Agf
+internal sealed class Agf
 {
     public const uint MagicValue = 0x58414746; // "XAGF"
     public const int CrcOffset = 216;
@@ -180,7 +180,7 @@ public sealed class Agf
 }
 
 /// <summary>Trees whose roots live in the AGF.</summary>
-public enum AgfTree
+internal enum AgfTree
 {
     Bnobt,
     Cntbt,
@@ -189,7 +189,7 @@ public enum AgfTree
 }
 
 /// <summary>Trees whose roots live in the AGI.</summary>
-public enum AgiTree
+internal enum AgiTree
 {
     Inobt,
     Finobt,

@@ -6,7 +6,7 @@ namespace Xfbtree.Xfs.Format;
 /// The AG free list (docs/xfs-format.md §3.3): a circular list of agbnos in sector 3 after a 36-byte header, live from
 /// flfirst to fllast (wrapping) with flcount entries, as the AGF says. Blocks on it are OWN_AG.
 /// </summary>
-public sealed class Agfl
+internal sealed class Agfl
 {
     public const uint MagicValue = 0x5841464C; // "XAFL"
     public const int CrcOffset = 32;

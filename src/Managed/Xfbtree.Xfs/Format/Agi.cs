@@ -3,7 +3,7 @@ using System.Buffers.Binary;
 namespace Xfbtree.Xfs.Format;
 
 /// <summary>The AGI (docs/xfs-format.md §3.2), parsed from a sector that passed <see cref="AgHeaderVerifier"/>.</summary>
-public sealed class Agi
+internal sealed class Agi
 {
     public const uint MagicValue = 0x58414749; // "XAGI"
     public const int CrcOffset = 312;

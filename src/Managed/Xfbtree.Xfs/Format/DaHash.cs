@@ -4,7 +4,7 @@ namespace Xfbtree.Xfs.Format;
 /// The name hash of XFS da btrees (xfs_da_hashname): directories and extended attributes hash their names the
 /// same way, so both keep their entries in this order.
 /// </summary>
-public static class DaHash
+internal static class DaHash
 {
     /// <summary>Rotates the hash by 7 bits per byte and xors the bytes in, four at a time.</summary>
     public static uint HashName(ReadOnlySpan<byte> name)

@@ -4,7 +4,7 @@ using Xfbtree.Buffers;
 namespace Xfbtree.Xfs.Format;
 
 /// <summary>Inode fork formats (di_format / di_aformat).</summary>
-public enum ForkFormat : byte
+internal enum ForkFormat : byte
 {
     Dev = 0,
     Local = 1,
@@ -18,7 +18,7 @@ public enum ForkFormat : byte
 /// Call <see cref="Verify"/> first: until it returns null no field may be trusted; afterwards the fork spans lie
 /// inside the inode, extent lists fit their fork and a btree root's numrecs fits its fork.
 /// </summary>
-public readonly ref struct Dinode
+internal readonly ref struct Dinode
 {
     public const ushort MagicValue = 0x494E; // "IN"
     public const int CoreSize = 176;
@@ -143,7 +143,7 @@ public readonly ref struct Dinode
 /// A decoded bmbt extent record (docs/xfs-format.md §5.5): l0 bit 63 unwritten, startoff l0:62..9, startblock (fsbno)
 /// l0:8..0 + l1:63..21, blockcount l1:20..0.
 /// </summary>
-public readonly record struct BmbtExtent(ulong StartOffset, ulong StartBlock, uint BlockCount, bool Unwritten)
+internal readonly record struct BmbtExtent(ulong StartOffset, ulong StartBlock, uint BlockCount, bool Unwritten)
 {
     /// <summary>Largest file offset + 1 (2^54).</summary>
     public const ulong MaxFileOffset = 1UL << 54;

@@ -14,7 +14,7 @@ namespace Xfbtree.Xfs.Format;
 /// <param name="Count">Inodes the record says the chunk holds (64 without sparse inodes).</param>
 /// <param name="FreeCount">Free inodes the record says the chunk holds (the stored value, possibly above 64 on damage).</param>
 /// <param name="Free">One bit per inode: set when the inode is free (holes are set too).</param>
-public readonly record struct InobtRecord(uint StartIno, ushort HoleMask, uint Count, uint FreeCount, ulong Free)
+internal readonly record struct InobtRecord(uint StartIno, ushort HoleMask, uint Count, uint FreeCount, ulong Free)
 {
     /// <summary>Record size in bytes.</summary>
     public const int Size = 16;
@@ -128,7 +128,7 @@ public readonly record struct InobtRecord(uint StartIno, ushort HoleMask, uint C
 }
 
 /// <summary>Where the inodes of a chunk live on disk, for every block and inode size (chunks smaller than a block included).</summary>
-public static class InodeChunkLayout
+internal static class InodeChunkLayout
 {
     /// <summary>
     /// The runs of blocks of the chunk starting at <paramref name="startino"/> that hold at least one allocated

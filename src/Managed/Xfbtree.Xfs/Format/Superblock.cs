@@ -10,7 +10,7 @@ namespace Xfbtree.Xfs.Format;
 /// value that later address arithmetic relies on; <see cref="RequireSupported"/> refuses what this tool cannot
 /// handle. Nothing read from disk is used before both have passed.
 /// </summary>
-public sealed class Superblock
+internal sealed class Superblock
 {
     public const uint MagicValue = 0x58465342; // "XFSB"
     public const int CrcOffset = 224;

@@ -12,7 +12,7 @@ public sealed class XfsGeometry
     readonly byte[] _metaUuid;
 
     /// <summary>Geometry of a superblock that passed <see cref="Superblock.Validate"/>.</summary>
-    public XfsGeometry(Superblock sb)
+    internal XfsGeometry(Superblock sb)
     {
         ArgumentNullException.ThrowIfNull(sb);
         Superblock = sb;
@@ -34,16 +34,26 @@ public sealed class XfsGeometry
         InodeChunkBlocks = Math.Max(1, 64 / InodesPerBlock);
     }
 
-    public Superblock Superblock { get; }
+    internal Superblock Superblock { get; }
+    /// <summary>Filesystem block size in bytes (sb_blocksize; 512 to 65536, a power of two).</summary>
     public int BlockSize { get; }
+    /// <summary>log2 of <see cref="BlockSize"/>.</summary>
     public int BlockLog { get; }
+    /// <summary>Sector size in bytes (sb_sectsize): the size of each AG header.</summary>
     public int SectorSize { get; }
+    /// <summary>On-disk inode size in bytes (sb_inodesize; 512 or more on v5).</summary>
     public int InodeSize { get; }
+    /// <summary>Inodes per filesystem block.</summary>
     public int InodesPerBlock { get; }
+    /// <summary>log2 of <see cref="InodesPerBlock"/>.</summary>
     public int InodesPerBlockLog { get; }
+    /// <summary>Blocks per allocation group (sb_agblocks); the last AG may be shorter.</summary>
     public uint AgBlocks { get; }
+    /// <summary>Bits of the AG block number inside a filesystem block number (sb_agblklog, log2 of <see cref="AgBlocks"/> rounded up).</summary>
     public int AgBlockLog { get; }
+    /// <summary>Number of allocation groups (sb_agcount).</summary>
     public uint AgCount { get; }
+    /// <summary>Blocks of the data device (sb_dblocks): the filesystem's size in blocks.</summary>
     public long DataBlocks { get; }
     /// <summary>512-byte basic blocks per filesystem block.</summary>
     public int BasicBlocksPerBlock { get; }
@@ -103,10 +113,15 @@ public sealed class XfsGeometry
     /// <summary>Bits of an agino: agblklog + inopblog.</summary>
     public int AginoLog => AgBlockLog + InodesPerBlockLog;
 
+    /// <summary>AG number of inode number <paramref name="ino"/> (unchecked: see <see cref="IsValidIno"/>).</summary>
     public uint InoToAgno(ulong ino) => (uint)(ino >> AginoLog);
+    /// <summary>AG-relative inode number (agino) of inode number <paramref name="ino"/>.</summary>
     public uint InoToAgino(ulong ino) => (uint)(ino & ((1UL << AginoLog) - 1));
+    /// <summary>Inode number of AG-relative inode <paramref name="agino"/> in AG <paramref name="agno"/>.</summary>
     public ulong AginoToIno(uint agno, uint agino) => ((ulong)agno << AginoLog) | agino;
+    /// <summary>AG block number of the block that holds AG-relative inode <paramref name="agino"/>.</summary>
     public uint AginoToAgbno(uint agino) => agino >> InodesPerBlockLog;
+    /// <summary>Index of AG-relative inode <paramref name="agino"/> inside its block (0 to <see cref="InodesPerBlock"/> - 1).</summary>
     public int AginoToSlot(uint agino) => (int)(agino & (uint)(InodesPerBlock - 1));
 
     /// <summary>True when the inode number names a slot inside a block of an existing AG.</summary>

@@ -23,7 +23,7 @@ public readonly record struct LogInspection(LogState State, string Detail);
 /// number stamped in the first word of every 512-byte log block (blocks before the head carry the current cycle),
 /// then a bounded backward search for the header; when the log does not have that shape every block is scanned.
 /// </summary>
-public static class XfsLog
+internal static class XfsLog
 {
     const uint HeaderMagic = 0xFEEDBABE;
     const int BB = 512;

@@ -8,7 +8,7 @@ namespace Xfbtree.Xfs.Format;
 /// refcountbt at most agblocks/2 extents, rmapbt one record per block without reflink and (with reflink, where a
 /// block may have many owners) as many records as minimum-filled blocks fit in the AG.
 /// </summary>
-public static class XfsTreeLimits
+internal static class XfsTreeLimits
 {
     /// <summary>Upper bound on records of a tree rooted in the AGF.</summary>
     public static long MaxRecords(XfsGeometry geo, AgfTree tree)

@@ -12,8 +12,10 @@ namespace Xfbtree.Xfs.Online;
 /// busy too long, cancellation) or the final checks refused the shadow records. Nothing on disk changed.</summary>
 public class OnlineRepairException : Exception
 {
+    /// <summary>Creates the exception with its one-line <paramref name="message"/>.</summary>
     public OnlineRepairException(string message) : base(message) { }
 
+    /// <summary>Creates the exception with its one-line <paramref name="message"/> and the failure that aborted the repair.</summary>
     public OnlineRepairException(string message, Exception inner) : base(message, inner) { }
 }
 

@@ -44,18 +44,22 @@ internal sealed class OnlineLinkCountTestHooks
 /// <summary>What an online link count check (and repair) found and did.</summary>
 public sealed record OnlineLinkCountResult
 {
-    /// <summary>Inodes the collect scan visited, and directories among them whose entries it counted.</summary>
+    /// <summary>Inodes the collect scan visited.</summary>
     public long InodesScanned { get; init; }
+    /// <summary>Directories among them whose entries the scan counted.</summary>
     public long DirectoriesScanned { get; init; }
     /// <summary>Directory entries counted by the scan ('.' and '..' included).</summary>
     public long EntriesCounted { get; init; }
-    /// <summary>Live updates applied to the counts (directory behind the cursor) and ignored (ahead of it).</summary>
+    /// <summary>Live updates (directory entry changes of concurrent writers) applied to the counts: their directory was
+    /// behind the scan's cursor.</summary>
     public long LiveUpdatesApplied { get; init; }
+    /// <summary>Live updates ignored: their directory was ahead of the cursor, so the scan counts it later.</summary>
     public long LiveUpdatesIgnored { get; init; }
     /// <summary>In-use inodes whose nlink was compared with their count.</summary>
     public long InodesCompared { get; init; }
-    /// <summary>The wrong link counts found (the first <see cref="OnlineLinkCountOptions.MismatchLimit"/>), and how many in all.</summary>
+    /// <summary>The wrong link counts found (the first <see cref="OnlineLinkCountOptions.MismatchLimit"/>).</summary>
     public IReadOnlyList<LinkCountMismatch> Mismatches { get; init; } = [];
+    /// <summary>How many wrong link counts were found in all.</summary>
     public long MismatchTotal { get; init; }
     /// <summary>With repair: link counts set to the counted value.</summary>
     public long Repaired { get; init; }
@@ -71,6 +75,7 @@ public sealed record OnlineLinkCountResult
     public IReadOnlyList<string> Damage { get; init; } = [];
     /// <summary>Bytes of xfile memory the counts used.</summary>
     public long CountBytes { get; init; }
+    /// <summary>Wall time of the check (and repair).</summary>
     public TimeSpan Elapsed { get; init; }
 
     /// <summary>True when nothing wrong is left: no mismatch, or every one repaired, and no damage.</summary>
@@ -156,7 +161,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
     /// <summary>As <see cref="Run(XfsFileSystem, OnlineLinkCountOptions?, CancellationToken)"/> on the namespace
     /// operations of an engine (a caller holding only the engine can make them: <c>new NamespaceOperations(engine,
     /// new FileOperations(engine))</c>; the references of held inodes live in the engine's in-core inodes).</summary>
-    public static OnlineLinkCountResult Run(NamespaceOperations names, OnlineLinkCountOptions? options = null, CancellationToken cancel = default)
+    internal static OnlineLinkCountResult Run(NamespaceOperations names, OnlineLinkCountOptions? options = null, CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(names);
         using var check = new OnlineLinkCounts(names, options ?? new OnlineLinkCountOptions());
@@ -348,7 +353,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
     // ------------------------------------------------------------------ live hook
 
     /// <inheritdoc/>
-    public void OnDirectoryUpdate(in DirectoryUpdate update)
+    void IDirectoryHook.OnDirectoryUpdate(in DirectoryUpdate update)
     {
         bool apply;
         lock (countsGate)
@@ -372,7 +377,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
     }
 
     /// <inheritdoc/>
-    public void OnHookFailed(Exception error)
+    void IDirectoryHook.OnHookFailed(Exception error)
     {
         ArgumentNullException.ThrowIfNull(error);
         scan.Abort($"a live update failed: {error.Message}");
@@ -496,6 +501,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
         hookRegistration = null;
     }
 
+    /// <summary>Removes the live directory hook and returns the memory of the counts.</summary>
     public void Dispose()
     {
         Stop();

@@ -2,7 +2,7 @@ namespace Xfbtree.Xfs.Online;
 
 /// <summary>The structures an online repair rotation (<c>xfbtree stress --online-repair --structures</c>) works on.</summary>
 [Flags]
-public enum OnlineRepairStructures
+internal enum OnlineRepairStructures
 {
     /// <summary>None.</summary>
     None = 0,
@@ -25,7 +25,7 @@ public enum OnlineRepairStructures
 }
 
 /// <summary>Names and parsing of <see cref="OnlineRepairStructures"/>.</summary>
-public static class OnlineRepairStructureNames
+internal static class OnlineRepairStructureNames
 {
     private static readonly (string Name, OnlineRepairStructures Value)[] Names =
     [

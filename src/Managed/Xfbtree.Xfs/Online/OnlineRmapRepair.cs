@@ -47,20 +47,24 @@ internal sealed class OnlineRepairTestHooks
 /// <summary>What an online rmap repair did.</summary>
 public sealed record OnlineRmapRepairResult
 {
+    /// <summary>The AG whose rmapbt was rebuilt.</summary>
     public uint AgNumber { get; init; }
     /// <summary>Records of the new rmapbt (shadow records plus the OWN_AG records computed under the lock).</summary>
     public long Records { get; init; }
     /// <summary>OWN_AG records among them.</summary>
     public long OwnAgRecords { get; init; }
-    /// <summary>Blocks of the new tree, and its height.</summary>
+    /// <summary>Blocks of the new tree.</summary>
     public long NewTreeBlocks { get; init; }
+    /// <summary>Height of the new tree (1: the root is a leaf).</summary>
     public int NewHeight { get; init; }
     /// <summary>Blocks of the old tree freed (shadow gaps that were neither free space nor new OWN_AG blocks).</summary>
     public long OldBlocksReaped { get; init; }
     /// <summary>Blocks of the old tree the new tree was built in (they hold no new record; taken when free space ran out).</summary>
     public long OldBlocksReused { get; init; }
-    /// <summary>Live updates replayed into the shadow tree, and live updates ignored (OWN_AG, inodes not yet visited).</summary>
+    /// <summary>Live updates (rmap changes of concurrent writers) replayed into the shadow tree.</summary>
     public long LiveUpdatesApplied { get; init; }
+    /// <summary>Live updates ignored: OWN_AG changes (recomputed under the lock) and changes to inodes the scan had not
+    /// visited yet (the scan reads them later).</summary>
     public long LiveUpdatesIgnored { get; init; }
     /// <summary>Inodes visited by the scan, and batches.</summary>
     public long InodesScanned { get; init; }
@@ -70,15 +74,21 @@ public sealed record OnlineRmapRepairResult
     public long ShadowBytes { get; init; }
     /// <summary>Shadow records before the OWN_AG records.</summary>
     public long ShadowRecords { get; init; }
+    /// <summary>Wall time of the whole repair.</summary>
     public TimeSpan Elapsed { get; init; }
-    /// <summary>Setup (under the AG lock) and the inode scan (no AG lock held while it waits for inodes).</summary>
+    /// <summary>Time of the setup, taken under the AG lock.</summary>
     public TimeSpan SetupTime { get; init; }
+    /// <summary>Time of the inode scan (no AG lock held while it waits for inodes).</summary>
     public TimeSpan ScanTime { get; init; }
     /// <summary>Time the final phase held the AG lock, and its parts.</summary>
     public TimeSpan TimeLocked { get; init; }
+    /// <summary>Part of <see cref="TimeLocked"/>: checking the shadow records and computing the OWN_AG records.</summary>
     public TimeSpan LockedValidate { get; init; }
+    /// <summary>Part of <see cref="TimeLocked"/>: reserving the new tree's blocks.</summary>
     public TimeSpan LockedReserve { get; init; }
+    /// <summary>Part of <see cref="TimeLocked"/>: bulk loading the new tree.</summary>
     public TimeSpan LockedLoad { get; init; }
+    /// <summary>Part of <see cref="TimeLocked"/>: pointing the AGF at the new tree and freeing the old one's blocks.</summary>
     public TimeSpan LockedSwitchAndReap { get; init; }
     /// <summary>Time the commit of the final transaction took (journal + in-place writes), part of <see cref="TimeLocked"/>.</summary>
     public TimeSpan LockedCommit { get; init; }

@@ -7,7 +7,7 @@ namespace Xfbtree.Xfs.Repair;
 /// space, free-space btree blocks, AGFL) and to find what is left over: the old rmapbt blocks plus leaked blocks.
 /// An AG has at most 2^31 blocks, so the largest bitmap is 256 MiB; typical AGs need a few tens of KiB.
 /// </summary>
-public sealed class AgBlockBitmap
+internal sealed class AgBlockBitmap
 {
     private readonly ulong[] _words;
 

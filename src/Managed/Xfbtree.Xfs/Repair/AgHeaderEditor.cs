@@ -8,7 +8,7 @@ namespace Xfbtree.Xfs.Repair;
 /// The header fields an rmapbt rebuild changes (docs/xfs-format.md §3.5), written in place into sector buffers,
 /// each edit followed by the sector's CRC. Offsets come from the readers in Format/.
 /// </summary>
-public static class AgHeaderEditor
+internal static class AgHeaderEditor
 {
     const int SbFeaturesIncompat = Superblock.OffsetIncompat, SbFreeDataBlocks = Superblock.OffsetFdblocks, SbCrc = Superblock.CrcOffset;
     const uint IncompatNeedsRepair = Superblock.IncompatNeedsRepair;

@@ -12,7 +12,7 @@ namespace Xfbtree.Xfs.Repair;
 /// <see cref="WriteAgf"/> are the two write stages the caller separates with flush + sync barriers (new blocks
 /// and the free list become durable before the AGF points at them).
 /// </summary>
-public sealed class AgRmapbtRebuild
+internal sealed class AgRmapbtRebuild
 {
     readonly XfsImage _image;
     readonly Btree<RmapbtOps> _expected;

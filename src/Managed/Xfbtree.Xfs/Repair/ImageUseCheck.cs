@@ -8,7 +8,7 @@ namespace Xfbtree.Xfs.Repair;
 /// Block devices are refused by the O_EXCL open of the disk target instead. Fails closed: when the loop devices
 /// cannot be listed or one of their backing files cannot be read, the answer is an exception, never "not in use".
 /// </summary>
-public static class ImageUseCheck
+internal static class ImageUseCheck
 {
     const string SysBlock = "/sys/block";
 

@@ -11,7 +11,7 @@ namespace Xfbtree.Xfs.Repair;
 /// OWN_AG bitmap (bnobt, cntbt, AGFL and new rmapbt blocks). The scan's own OWN_AG records are dropped: they
 /// describe the old tree, whose blocks the plan re-assigns.
 /// </summary>
-public struct RebuiltRmapRecordSource : IBtreeRecordSource
+internal struct RebuiltRmapRecordSource : IBtreeRecordSource
 {
     readonly BtreeCursor<RmapbtOps> _expected;
     readonly AgBlockBitmap _ownAg;

@@ -9,7 +9,7 @@ namespace Xfbtree.Xfs.Repair;
 /// the file is writable, the log is clean, no log-incompatible feature is set, NEEDSREPAIR is not already set.
 /// Block devices are refused while mounted by the exclusive open of the disk target.
 /// </summary>
-public static class RmapRepairPreconditions
+internal static class RmapRepairPreconditions
 {
     /// <summary>
     /// The exclusive writer lock on the image (<see cref="ImageFileLock"/>): another xfbtree writer holding it is a

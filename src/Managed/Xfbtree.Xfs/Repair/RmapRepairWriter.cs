@@ -14,7 +14,7 @@ namespace Xfbtree.Xfs.Repair;
 /// </list>
 /// A crash before step 1 completes leaves the image untouched.
 /// </summary>
-public static class RmapRepairWriter
+internal static class RmapRepairWriter
 {
     /// <summary>Writes the rebuilds. <paramref name="progress"/> receives one line per stage.</summary>
     public static void Commit(XfsImage image, IReadOnlyList<AgRmapbtRebuild> rebuilds, Action<string>? progress = null)

@@ -7,7 +7,7 @@ namespace Xfbtree.Xfs.Repair;
 /// <param name="FreeSpaceTreeBlocks">bnobt and cntbt blocks.</param>
 /// <param name="AgflBlocks">The live AGFL entries, in list order.</param>
 /// <param name="AgflCapacity">Slots of the AGFL: (sector size - 36) / 4.</param>
-public sealed record AgSpaceSnapshot(
+internal sealed record AgSpaceSnapshot(
     AgBlockBitmap FixedUsed,
     AgBlockBitmap Free,
     AgBlockBitmap FreeSpaceTreeBlocks,
@@ -20,7 +20,7 @@ public sealed record AgSpaceSnapshot(
 /// <param name="OwnAg">Every OWN_AG block: bnobt, cntbt, AGFL and new rmapbt blocks.</param>
 /// <param name="RecordCount">Records of the new tree: the non-OWN_AG records plus the OWN_AG extents.</param>
 /// <param name="ReusableBlocks">Blocks that were neither fixed, free, free-space btree nor AGFL: the old rmapbt plus leaks.</param>
-public sealed record RmapbtRebuildPlan(
+internal sealed record RmapbtRebuildPlan(
     IReadOnlyList<uint> NewTreeBlocks,
     IReadOnlyList<uint> NewAgfl,
     AgBlockBitmap OwnAg,
@@ -28,7 +28,7 @@ public sealed record RmapbtRebuildPlan(
     long ReusableBlocks);
 
 /// <summary>Why a rebuild cannot be planned in place.</summary>
-public sealed class RebuildPlanException(string message) : Exception(message);
+internal sealed class RebuildPlanException(string message) : Exception(message);
 
 /// <summary>
 /// Plans an rmapbt rebuild that reuses the blocks of the old tree (the first way of docs/xfs-format.md §8.2):
@@ -38,7 +38,7 @@ public sealed class RebuildPlanException(string message) : Exception(message);
 /// block becomes OWN_AG either as a tree block or as an AGFL block, the record set is fixed before we choose which
 /// pool blocks hold the tree, so no fixpoint iteration is needed.
 /// </summary>
-public static class RmapbtRebuildPlanner
+internal static class RmapbtRebuildPlanner
 {
     /// <summary>Plans the rebuild.</summary>
     /// <param name="space">The AG's block classes.</param>

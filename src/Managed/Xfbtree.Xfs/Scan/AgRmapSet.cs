@@ -20,7 +20,7 @@ namespace Xfbtree.Xfs.Scan;
 /// each record, and the records never live in managed memory. After sealing, <see cref="Add"/> inserts single
 /// records through a cursor (e.g. a repair adding OWN_AG records for the blocks it chooses).
 /// </remarks>
-public sealed class AgRmapSet : IDisposable
+internal sealed class AgRmapSet : IDisposable
 {
     const int FanIn = 64;
     const int RunBufferRecords = 128;

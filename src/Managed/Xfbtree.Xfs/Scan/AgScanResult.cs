@@ -15,14 +15,15 @@ public sealed class AgScanResult : IDisposable
         Problems = problems;
     }
 
+    /// <summary>The allocation group scanned (0-based AG number).</summary>
     public uint AgNumber { get; }
     /// <summary>Expected rmap records (null for an AG that was not selected).</summary>
-    public AgRmapSet? Expected { get; }
+    internal AgRmapSet? Expected { get; }
     /// <summary>Damage met while scanning this AG's metadata, and duplicate mappings into this AG.</summary>
     public ProblemList Problems { get; }
-    public Agf? Agf { get; internal set; }
-    public Agi? Agi { get; internal set; }
-    public Agfl? Agfl { get; internal set; }
+    internal Agf? Agf { get; set; }
+    internal Agi? Agi { get; set; }
+    internal Agfl? Agfl { get; set; }
     /// <summary>bnobt blocks, ascending.</summary>
     public IReadOnlyList<uint> BnobtBlocks { get; internal set; } = [];
     /// <summary>cntbt blocks, ascending.</summary>
@@ -36,5 +37,6 @@ public sealed class AgScanResult : IDisposable
     /// <summary>True when the AGF, AGI and AGFL were read and every AG metadata tree was walked without damage.</summary>
     public bool MetadataComplete { get; internal set; }
 
+    /// <summary>Returns the memory of the expected rmap set (the xfile itself belongs to the <see cref="RmapScanResult"/>).</summary>
     public void Dispose() => Expected?.Dispose();
 }

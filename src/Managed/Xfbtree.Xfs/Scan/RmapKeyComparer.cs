@@ -3,7 +3,7 @@ using Xfbtree.Xfs.Trees;
 namespace Xfbtree.Xfs.Scan;
 
 /// <summary>rmapbt key order: (startblock, owner, offset with the unwritten bit cleared), all unsigned.</summary>
-public readonly struct RmapKeyComparer : IComparer<RmapRecord>
+internal readonly struct RmapKeyComparer : IComparer<RmapRecord>
 {
     public int Compare(RmapRecord x, RmapRecord y)
     {

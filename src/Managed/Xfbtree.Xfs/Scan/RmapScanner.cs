@@ -41,11 +41,14 @@ public sealed class RmapScanResult : IDisposable
     public Xfile Xfile { get; }
     /// <summary>Per AG, indexed by AG number.</summary>
     public IReadOnlyList<AgScanResult> Ags { get; }
+    /// <summary>Wall time of the scan.</summary>
     public TimeSpan Elapsed { get; }
     /// <summary>Merged records produced (before duplicate rejection).</summary>
     public long RecordsEmitted { get; }
+    /// <summary>In-use inodes scanned, over every AG.</summary>
     public long InodesScanned { get; }
 
+    /// <summary>Returns the memory of every AG's expected set and the xfile that holds them.</summary>
     public void Dispose()
     {
         foreach (var ag in Ags) ag.Dispose();

@@ -6,6 +6,7 @@ namespace Xfbtree.Xfs.Scan;
 /// <param name="What">The failed check.</param>
 public readonly record struct ScanProblem(uint AgNumber, string Where, string What)
 {
+    /// <summary>"AG n: where: what", the form the tool prints.</summary>
     public override string ToString() => $"AG {AgNumber}: {Where}: {What}";
 }
 
@@ -15,14 +16,14 @@ public sealed class ProblemList
     readonly Lock _lock = new();
     readonly List<ScanProblem> _kept = new();
 
-    public ProblemList(int limit = 200) => Limit = limit;
+    internal ProblemList(int limit = 200) => Limit = limit;
 
     /// <summary>Most problems kept; the rest are only counted.</summary>
     public int Limit { get; }
     /// <summary>Every problem reported, including those not kept.</summary>
     public long Total { get; private set; }
 
-    public void Add(ScanProblem problem)
+    internal void Add(ScanProblem problem)
     {
         lock (_lock)
         {
@@ -31,7 +32,7 @@ public sealed class ProblemList
         }
     }
 
-    public void Add(uint agno, string where, string what) => Add(new ScanProblem(agno, where, what));
+    internal void Add(uint agno, string where, string what) => Add(new ScanProblem(agno, where, what));
 
     /// <summary>A snapshot of the kept problems.</summary>
     public IReadOnlyList<ScanProblem> Items

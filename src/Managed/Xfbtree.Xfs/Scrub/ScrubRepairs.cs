@@ -2,6 +2,8 @@ using System.Diagnostics;
 using Xfbtree.Xfs.Online;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Engine;
+using Xfbtree.Xfs.Write.Files;
+using Xfbtree.Xfs.Write.Namespace;
 
 namespace Xfbtree.Xfs.Scrub;
 
@@ -64,6 +66,7 @@ internal static class ScrubRepairs
         new AgTreeRepair("bnobt+cntbt", ["bnobt", "cntbt", "AGF"], (e, ag) => OnlineFreeSpaceRepair.Run(e, ag).ToString()),
         new AgTreeRepair("inobt+finobt", ["inobt", "finobt", "AGI"], (e, ag) => OnlineInodeBtreeRepair.Run(e, ag).ToString()),
         new AgTreeRepair("refcountbt", ["refcountbt", "AGF"], (e, ag) => OnlineRefcountRepair.Run(e, ag).ToString(), requiresReflink: true),
+        new LinkCountRepair(),
         new SummaryCounterRepair(),
     ];
 
@@ -76,19 +79,21 @@ internal static class ScrubRepairs
     /// </summary>
     /// <param name="context">The engine and the findings.</param>
     /// <param name="progress">Told of each repair as it starts.</param>
-    /// <param name="perAgOnly">Leave the filesystem-wide repairs out (they ran in an earlier round).</param>
+    /// <param name="wideDone">Names of the filesystem-wide repairs that ran in an earlier round (left out now; one
+    /// that waited for its source did not run and may run now). Those that run are added.</param>
     /// <param name="waited">The repairs that skipped their turn because their source is damaged too (another round may
     /// run them), as outcomes saying so.</param>
-    public static List<ScrubRepairOutcome> Run(ScrubRepairContext context, Action<string>? progress, bool perAgOnly, out List<ScrubRepairOutcome> waited)
+    public static List<ScrubRepairOutcome> Run(ScrubRepairContext context, Action<string>? progress, ISet<string> wideDone, out List<ScrubRepairOutcome> waited)
     {
         ArgumentNullException.ThrowIfNull(context);
+        ArgumentNullException.ThrowIfNull(wideDone);
         waited = new List<ScrubRepairOutcome>();
         var outcomes = new List<ScrubRepairOutcome>();
         var failedAgs = new HashSet<uint>();
         var damaged = context.Findings.Findings.Where(IsDamaged).ToList();
         foreach (IScrubRepair repair in InOrder)
         {
-            if ((perAgOnly && !repair.PerAg) || !repair.AppliesTo(context.Engine)) continue;
+            if ((!repair.PerAg && wideDone.Contains(repair.Name)) || !repair.AppliesTo(context.Engine)) continue;
             var targets = damaged.Where(f => repair.Answers(f.Structure) && (f.AgNumber is null) == !repair.PerAg)
                 .Select(f => f.AgNumber).Distinct().OrderBy(a => a ?? 0).ToList();
             foreach (uint? agno in targets)
@@ -101,9 +106,10 @@ internal static class ScrubRepairs
                 }
                 if (repair.Skips(context, agno))
                 {
-                    waited.Add(new ScrubRepairOutcome(repair.Name, agno, false, "waits for the repair of the structures of this AG it is rebuilt from, which are damaged too", TimeSpan.Zero));
+                    waited.Add(new ScrubRepairOutcome(repair.Name, agno, false, $"waits for the repair of the structures {(agno is null ? "" : "of this AG ")}it is rebuilt from, which are damaged too", TimeSpan.Zero));
                     continue;
                 }
+                if (!repair.PerAg) wideDone.Add(repair.Name);
                 progress?.Invoke($"repairing {(agno is { } g ? $"AG {g} " : "")}{repair.Name}");
                 var clock = Stopwatch.StartNew();
                 try
@@ -130,7 +136,7 @@ internal static class ScrubRepairs
 
     /// <summary>
     /// Repairs an unmounted image in place through the write engine (which sets NEEDSREPAIR while it is open and
-    /// clears it at its clean close, after deriving the superblock counters): rounds of <see cref="Run(ScrubRepairContext, Action{string}?, bool, out List{ScrubRepairOutcome})"/> and a
+    /// clears it at its clean close, after deriving the superblock counters): rounds of <see cref="Run(ScrubRepairContext, Action{string}?, ISet{string}, out List{ScrubRepairOutcome})"/> and a
     /// re-check of a read view with commits paused while a repair waited for its source, until nothing per-AG is
     /// left damaged, a round repairs nothing, or <see cref="MaxRounds"/>. Throws <see cref="XfsWriteException"/> when the engine cannot open the image.
     /// The caller checks the closed image again for the final verdict.
@@ -143,10 +149,12 @@ internal static class ScrubRepairs
         using WriteEngine engine = WriteEngine.Open(imagePath);
         ScrubReport report = findings;
         List<ScrubRepairOutcome> waiting = [];
+        var wideDone = new HashSet<string>();
         for (int round = 0; round < MaxRounds; round++)
         {
-            // Filesystem-wide repairs run in the first round only (after every per-AG one of that round).
-            List<ScrubRepairOutcome> done = Run(new ScrubRepairContext(engine, report, cancel), options.Progress, perAgOnly: round > 0, out waiting);
+            // Filesystem-wide repairs run once (after every per-AG one of their round): in the first round, or in a
+            // later one when they waited for their source.
+            List<ScrubRepairOutcome> done = Run(new ScrubRepairContext(engine, report, cancel), options.Progress, wideDone, out waiting);
             outcomes.AddRange(done);
             // Check again (a read view, commits paused) when a repair waited for its source or some damage has no
             // repair: it may have been a symptom of what was just repaired.
@@ -211,6 +219,40 @@ internal static class ScrubRepairs
         public bool AppliesTo(WriteEngine engine) => !requiresReflink || engine.Geometry.Superblock.HasReflink;
 
         public string Repair(ScrubRepairContext context, uint? agno) => run(context.Engine, agno!.Value);
+    }
+
+    /// <summary>
+    /// Every inode's link count, checked and set online from the directory tree (<see cref="OnlineLinkCounts"/>; an
+    /// inode no directory names is released as the unlink of its last name would). It reads every inode through the
+    /// inode btrees and every directory, so it waits while an inode btree or an AGI is damaged (the offline count it
+    /// answers may only reflect that damage, and a scan through a wrong inobt could miss a directory). It answers
+    /// wrong link counts only: when the online check finds none, it says so and is not counted as a repair.
+    /// </summary>
+    private sealed class LinkCountRepair : IScrubRepair
+    {
+        public string Name => "nlinks";
+
+        public bool PerAg => false;
+
+        public bool Answers(string structure) => structure == "nlinks";
+
+        public bool Skips(ScrubRepairContext context, uint? agno) => context.Findings.Findings.Any(f =>
+            IsDamaged(f) && f.Structure is "AGI" or "inobt" or "finobt");
+
+        public string Repair(ScrubRepairContext context, uint? agno)
+        {
+            var names = new NamespaceOperations(context.Engine, new FileOperations(context.Engine));
+            OnlineLinkCountResult r = OnlineLinkCounts.Run(names, new OnlineLinkCountOptions { Repair = true }, context.Cancel);
+            if (r.Damage.Count > 0 || r.NotRepaired.Count > 0)
+            {
+                throw new OnlineRepairException($"{r.MismatchTotal} wrong link counts, {r.Repaired + r.Released} repaired; not repaired: {string.Join("; ", r.Damage.Concat(r.NotRepaired).Take(3))}");
+            }
+            if (r.MismatchTotal == 0)
+            {
+                throw new OnlineRepairException($"the online check of {r.InodesCompared} inodes finds no wrong link count (the offline finding is of another kind: entries naming free inodes are not repaired)");
+            }
+            return $"{r.MismatchTotal} wrong link counts: {r.Repaired} set to the count, {r.Released} named by no directory released, {r.SettledMeanwhile} settled by writers meanwhile; {r.InodesCompared} inodes, {r.DirectoriesScanned} directories";
+        }
     }
 
     /// <summary>sb_fdblocks, sb_icount, sb_ifree: the engine's close derives them from every AG's headers (as the

@@ -7,7 +7,7 @@ namespace Xfbtree.Xfs.Trees;
 /// bnobt ("AB3B"): free extents by start block. Record and key: startblock u32, blockcount u32; ordered by
 /// startblock; the high key is the last free block.
 /// </summary>
-public readonly struct BnobtOps : IBtreeOps
+internal readonly struct BnobtOps : IBtreeOps
 {
     public const uint MagicValue = 0x41423342;
     readonly uint _agLength;
@@ -38,7 +38,7 @@ public readonly struct BnobtOps : IBtreeOps
 /// cntbt ("AB3C"): free extents by size. Same record and key bytes as the bnobt, ordered by
 /// (blockcount, startblock).
 /// </summary>
-public readonly struct CntbtOps : IBtreeOps
+internal readonly struct CntbtOps : IBtreeOps
 {
     public const uint MagicValue = 0x41423343;
     readonly uint _agLength;
@@ -62,7 +62,7 @@ public readonly struct CntbtOps : IBtreeOps
 }
 
 /// <summary>Free-space record helpers.</summary>
-public static class AllocRecord
+internal static class AllocRecord
 {
     public static uint StartBlock(ReadOnlySpan<byte> r) => BinaryPrimitives.ReadUInt32BigEndian(r);
     public static uint BlockCount(ReadOnlySpan<byte> r) => BinaryPrimitives.ReadUInt32BigEndian(r[4..]);

@@ -8,7 +8,7 @@ namespace Xfbtree.Xfs.Trees;
 /// freecount u8 (sparse layout) or freecount u32, then the free mask u64. Key: startino. A record covers
 /// 64 inodes, so its high key is startino + 63.
 /// </summary>
-public readonly struct InobtOps : IBtreeOps
+internal readonly struct InobtOps : IBtreeOps
 {
     public const uint InobtMagic = 0x49414233;
     public const uint FinobtMagic = 0x46494233;
@@ -51,7 +51,7 @@ public readonly struct InobtOps : IBtreeOps
 /// refcountbt ("R3FC"). Record (12 bytes): startblock u32 (bit 31 = CoW staging domain), blockcount u32,
 /// refcount u32. Key: startblock (flag included, so CoW records sort last).
 /// </summary>
-public readonly struct RefcountbtOps : IBtreeOps
+internal readonly struct RefcountbtOps : IBtreeOps
 {
     public const uint MagicValue = 0x52334643;
     public const uint CowFlag = 1u << 31;
@@ -93,7 +93,7 @@ public readonly struct RefcountbtOps : IBtreeOps
 /// bmbt ("BMA3"), long form, rooted in an inode fork. Record: l0/l1 (unwritten l0:63, startoff l0:62..9,
 /// startblock fsbno l0:8..0 + l1:63..21, blockcount l1:20..0). Key: startoff u64. Pointer: fsbno u64.
 /// </summary>
-public readonly struct BmbtOps : IBtreeOps
+internal readonly struct BmbtOps : IBtreeOps
 {
     public const uint MagicValue = 0x424D4133;
     public string Name => "bmbt";

@@ -3,7 +3,7 @@ using Xfbtree.Btree;
 namespace Xfbtree.Xfs.Trees;
 
 /// <summary>An rmap operation that does not fit the tree's records (would overlap, is not mapped, ...). The tree is unchanged.</summary>
-public sealed class RmapOperationException(string message) : InvalidOperationException(message);
+internal sealed class RmapOperationException(string message) : InvalidOperationException(message);
 
 /// <summary>
 /// The rmap record operations a live hook and a repair need, on any rmapbt (the on-disk AG tree or an in-memory
@@ -14,7 +14,7 @@ public sealed class RmapOperationException(string message) : InvalidOperationExc
 /// at several offsets, may map the same blocks). Preconditions are checked before anything changes.
 /// Records passed in use <see cref="RmapRecord.RawOffset"/> for the offset and its flag bits.
 /// </summary>
-public sealed class RmapEditor
+internal sealed class RmapEditor
 {
     readonly BtreeCursor<RmapbtOps> _cur;
     readonly byte[] _record = new byte[RmapbtOps.RecordLength];

@@ -10,7 +10,7 @@ namespace Xfbtree.Xfs.Trees;
 /// owner, offset with the unwritten bit cleared. Ordered by (startblock, owner, offset) as unsigned values.
 /// The same ops serve the on-disk AG tree (short pointers) and the in-memory tree (long pointers).
 /// </summary>
-public readonly struct RmapbtOps : IBtreeOps
+internal readonly struct RmapbtOps : IBtreeOps
 {
     /// <summary>"RMB3".</summary>
     public const uint MagicValue = 0x524D4233;
@@ -123,15 +123,18 @@ public readonly record struct RmapRecord(uint StartBlock, uint BlockCount, ulong
 {
     /// <summary>Logical offset (bits 53..0).</summary>
     public ulong Offset => RawOffset & RmapbtOps.OffsetMask;
+    /// <summary>The mapping is of the owner's attribute fork (not its data fork).</summary>
     public bool IsAttrFork => (RawOffset & RmapbtOps.AttrForkFlag) != 0;
+    /// <summary>The mapping is a block of the owner's bmbt (block map btree), not file data.</summary>
     public bool IsBmbtBlock => (RawOffset & RmapbtOps.BmbtBlockFlag) != 0;
+    /// <summary>The extent is allocated but unwritten (reads as zeros).</summary>
     public bool IsUnwritten => (RawOffset & RmapbtOps.UnwrittenFlag) != 0;
 
-    public static RmapRecord Read(ReadOnlySpan<byte> r) => new(
+    internal static RmapRecord Read(ReadOnlySpan<byte> r) => new(
         BinaryPrimitives.ReadUInt32BigEndian(r), BinaryPrimitives.ReadUInt32BigEndian(r[4..]),
         BinaryPrimitives.ReadUInt64BigEndian(r[8..]), BinaryPrimitives.ReadUInt64BigEndian(r[16..]));
 
-    public void Write(Span<byte> r)
+    internal void Write(Span<byte> r)
     {
         BinaryPrimitives.WriteUInt32BigEndian(r, StartBlock);
         BinaryPrimitives.WriteUInt32BigEndian(r[4..], BlockCount);

@@ -8,7 +8,7 @@ namespace Xfbtree.Xfs.Trees;
 /// Valid pointers are 1..agLength-1 (block 0 holds the AG headers). Allocation is delegated to the caller
 /// (free-space trees, a reservation list, or a repair's block pool).
 /// </summary>
-public sealed class AgBtreeBlockStore : CachedBtreeBlockStore
+internal sealed class AgBtreeBlockStore : CachedBtreeBlockStore
 {
     public AgBtreeBlockStore(BufferCache cache, BufferTarget target, int blockSize, uint agNumber, uint agBlocks, uint agLength)
         : base(cache, target, blockSize)
@@ -38,7 +38,7 @@ public sealed class AgBtreeBlockStore : CachedBtreeBlockStore
 /// Blocks addressed by fsbno (bmbt): agno = fsbno >> agblklog, agbno = the low agblklog bits;
 /// byte offset = (agno * agblocks + agbno) * bs. fsbno space has holes when agblocks is not a power of two.
 /// </summary>
-public sealed class FsBtreeBlockStore : CachedBtreeBlockStore
+internal sealed class FsBtreeBlockStore : CachedBtreeBlockStore
 {
     public FsBtreeBlockStore(BufferCache cache, BufferTarget target, int blockSize, uint agBlocks, int agBlockLog, uint agCount, long dataBlocks)
         : base(cache, target, blockSize)

@@ -32,13 +32,13 @@ public sealed class XfsFileSystem : IDisposable
     public WriteEngine Engine { get; }
 
     /// <summary>File data operations by inode or handle.</summary>
-    public FileOperations Files { get; }
+    internal FileOperations Files { get; }
 
     /// <summary>Namespace operations by inode and by path.</summary>
-    public NamespaceOperations Namespace { get; }
+    internal NamespaceOperations Namespace { get; }
 
     /// <summary>Extended attributes by inode number (shortform, leaf and node forks; user, trusted, security).</summary>
-    public AttributeOperations Attributes { get; }
+    internal AttributeOperations Attributes { get; }
 
     /// <summary>Test hook: runs after a path was resolved to a handle and before the operation acts on it.</summary>
     internal Action<string>? AfterResolveForTest { get; set; }
@@ -147,13 +147,15 @@ public sealed class XfsFileSystem : IDisposable
     /// <summary>The target of the symbolic link <paramref name="path"/> names.</summary>
     public string ReadLink(string path) => Namespace.ReadLink(path);
 
-    /// <summary>Creates a fifo, socket or device (see <see cref="NamespaceOperations.Mknod(string, int, ulong)"/>).</summary>
+    /// <summary>Creates a fifo, socket or device (mknod(2)) owned by 0:0: <paramref name="mode"/> carries the file type
+    /// bits (S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK) and the permissions, <paramref name="rdev"/> the Linux device number
+    /// of a device (0 otherwise); its inode number.</summary>
     public ulong Mknod(string path, int mode, ulong rdev) => Namespace.Mknod(path, mode, rdev);
 
     /// <summary>Entries of a directory, "." and ".." excluded.</summary>
     public IReadOnlyList<DirectoryEntry> List(string path) => Namespace.List(path);
 
-    /// <summary>What the CLI's stat shows.</summary>
+    /// <summary>The inode number, type, size, link count and block count of what <paramref name="path"/> names.</summary>
     public InodeStat Stat(string path) => Namespace.Stat(path);
 
     /// <summary>Everything stat(2) shows about the inode <paramref name="path"/> names (symlinks not followed).</summary>
@@ -179,7 +181,28 @@ public sealed class XfsFileSystem : IDisposable
     public void RemoveXattr(ulong ino, string name) => Attributes.Remove(ino, Encoding.UTF8.GetBytes(name));
 
     /// <summary>The stress manifest's XATTRS column for an inode (see <see cref="AttributeOperations.Digest"/>).</summary>
-    public string XattrDigest(ulong ino) => Attributes.Digest(ino);
+    internal string XattrDigest(ulong ino) => Attributes.Digest(ino);
+
+    /// <summary>rename(2) / renameat2(2): moves what <paramref name="source"/> names to <paramref name="destination"/>,
+    /// replacing a destination of a compatible type unless <see cref="RenameFlags.NoReplace"/>; errors as the kernel's
+    /// (ENOENT, EEXIST, ENOTEMPTY, EISDIR, ENOTDIR, EINVAL for a directory moved into itself).</summary>
+    public void Rename(string source, string destination, RenameFlags flags = RenameFlags.None) => Namespace.Rename(source, destination, flags);
+
+    /// <summary>link(2): <paramref name="newPath"/> becomes another name of the file <paramref name="existing"/> names
+    /// (EPERM for a directory, EEXIST when the new name exists).</summary>
+    public void Link(string existing, string newPath) => Namespace.Link(existing, newPath);
+
+    /// <summary>chmod(2) (symlinks not followed): sets the permission bits (07777) of <paramref name="mode"/>; returns
+    /// the inode's attributes afterwards.</summary>
+    public InodeAttributes Chmod(string path, int mode) => Namespace.Chmod(path, mode);
+
+    /// <summary>lchown(2): a null id stays as it is; a change of owner or group of anything but a directory clears the
+    /// set-user-ID bit (and set-group-ID when group-execute is set), as the kernel does. Returns the attributes afterwards.</summary>
+    public InodeAttributes Chown(string path, uint? uid, uint? gid) => Namespace.Chown(path, uid, gid);
+
+    /// <summary>utimensat(2) with AT_SYMLINK_NOFOLLOW: sets the access and modification times; null leaves a time
+    /// as it is (UTIME_OMIT). Returns the attributes afterwards.</summary>
+    public InodeAttributes SetTimes(string path, InodeTime? atime, InodeTime? mtime) => Namespace.Utimes(path, atime, mtime);
 
     /// <summary>The inode a path names (no symlink followed).</summary>
     public ulong Lookup(string path) => Namespace.Lookup(path);

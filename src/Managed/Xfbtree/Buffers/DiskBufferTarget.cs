@@ -13,8 +13,8 @@ namespace Xfbtree.Buffers;
 /// <see cref="DiskTargetOptions.Direct"/>, sends 4 KiB-aligned requests through an <c>O_DIRECT</c> descriptor;
 /// elsewhere it uses <see cref="RandomAccess"/>.</para>
 /// <para>Fault injection exists for tests only and cannot be switched on from outside the process: internal
-/// hooks (<see cref="FaultHook"/>, <see cref="WriteInterceptor"/>, and <see cref="DiskTargetTestHooks"/> for
-/// targets that code under test opens itself), reachable only from the test assemblies.</para>
+/// hooks (<see cref="FaultHook"/>, <see cref="WriteInterceptor"/>), reachable only from the test assemblies; a
+/// target that code under test opens itself is handed to the test through an internal option of that code.</para>
 /// </remarks>
 public sealed unsafe class DiskBufferTarget : BufferTarget
 {
@@ -65,9 +65,7 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
             io.Dispose();
             throw;
         }
-        var target = new DiskBufferTarget(path, io, options.ReadOnly, blockDevice, size);
-        DiskTargetTestHooks.Opened(target);
-        return target;
+        return new DiskBufferTarget(path, io, options.ReadOnly, blockDevice, size);
     }
 
     /// <inheritdoc />

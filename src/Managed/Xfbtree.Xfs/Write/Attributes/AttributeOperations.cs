@@ -33,7 +33,7 @@ public enum XattrSetFlags
 /// needed are unmapped and freed, missing ones allocated and mapped (attr-fork rmaps, the fork's own bmbt when its
 /// extents overflow the inode), and ctime is updated. A failure anywhere cancels the transaction.
 /// </remarks>
-public sealed class AttributeOperations
+internal sealed class AttributeOperations
 {
     /// <summary>Operations on <paramref name="engine"/>'s image.</summary>
     public AttributeOperations(WriteEngine engine) => Engine = engine ?? throw new ArgumentNullException(nameof(engine));

@@ -1,7 +1,7 @@
 namespace Xfbtree.Xfs.Write.Engine;
 
 /// <summary>Which kind of directory entry changed (the link count scanner counts them apart).</summary>
-public enum DirectoryEntryKind
+internal enum DirectoryEntryKind
 {
     /// <summary>A named entry (not '.' or '..').</summary>
     Name,
@@ -16,13 +16,13 @@ public enum DirectoryEntryKind
 /// naming <see cref="ChildIno"/> (upstream's xfs_dir_update_hook). A replaced entry is two updates; a new
 /// directory's '.' and '..' appear with it, and vanish when it is removed.
 /// </summary>
-public readonly record struct DirectoryUpdate(ulong DirIno, ulong ChildIno, int Delta, DirectoryEntryKind Kind);
+internal readonly record struct DirectoryUpdate(ulong DirIno, ulong ChildIno, int Delta, DirectoryEntryKind Kind);
 
 /// <summary>An observer of directory entry changes (the online link count scanner's live hook). Called at commit,
 /// synchronously, while the writer still holds its inode locks: the directory's and the named inode's (every
 /// operation that adds or removes a name locks both). An exception thrown here is caught by the engine, never
 /// fails the writer, and is reported through <see cref="OnHookFailed"/>.</summary>
-public interface IDirectoryHook
+internal interface IDirectoryHook
 {
     void OnDirectoryUpdate(in DirectoryUpdate update);
     void OnHookFailed(Exception error);

@@ -6,7 +6,7 @@ namespace Xfbtree.Xfs.Write.Engine;
 internal sealed record AgSummary(uint FreeBlocks, uint Longest, uint FlCount, uint MinFreeList, long MetadataReserved, long RmapReserved);
 
 /// <summary>Per-AG state of an open engine.</summary>
-public sealed class EngineAg
+internal sealed class EngineAg
 {
     private static readonly IRmapHook[] NoHooks = [];
     private readonly Lock hookGate = new();

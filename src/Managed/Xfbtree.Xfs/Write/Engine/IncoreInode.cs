@@ -8,7 +8,7 @@ namespace Xfbtree.Xfs.Write.Engine;
 /// Readers and writers of <see cref="Core"/> must hold the inode lock (through a transaction, or
 /// <see cref="WriteEngine.LockInodeForRead"/>).
 /// </summary>
-public sealed class IncoreInode
+internal sealed class IncoreInode
 {
     internal IncoreInode(ulong ino, byte[] core)
     {

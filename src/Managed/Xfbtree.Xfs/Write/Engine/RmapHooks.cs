@@ -3,7 +3,7 @@ using Xfbtree.Xfs.Trees;
 namespace Xfbtree.Xfs.Write.Engine;
 
 /// <summary>What happened to an rmap record (upstream's xfs_rmap_intent types, folded).</summary>
-public enum RmapUpdateKind
+internal enum RmapUpdateKind
 {
     /// <summary>A mapping was added (merging is the tree's business, the update carries the mapping as given).</summary>
     Map,
@@ -18,12 +18,12 @@ public enum RmapUpdateKind
 /// bmbt blocks, AG metadata owners (OWN_AG for free-list moves, OWN_INOBT, OWN_INODES, OWN_REFC, ...).
 /// <see cref="Shared"/> says the _shared variant was used (reflink inode).
 /// </summary>
-public readonly record struct RmapUpdate(RmapUpdateKind Kind, uint AgNumber, RmapRecord Record, bool Shared);
+internal readonly record struct RmapUpdate(RmapUpdateKind Kind, uint AgNumber, RmapRecord Record, bool Shared);
 
 /// <summary>An observer of an AG's rmap changes (online repair's live hook). Called synchronously, with the AG
 /// lock held and, for file mappings, the owner inode's lock held. An exception thrown here is caught by the
 /// engine, never fails the writer, and is reported to the observer through <see cref="OnHookFailed"/>.</summary>
-public interface IRmapHook
+internal interface IRmapHook
 {
     void OnRmapUpdate(in RmapUpdate update);
     void OnHookFailed(Exception error);

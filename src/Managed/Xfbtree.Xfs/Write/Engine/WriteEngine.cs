@@ -53,6 +53,7 @@ public sealed partial class WriteEngine : IDisposable
     /// <summary>The image (superblock, geometry, cache, AG headers and trees for reading).</summary>
     public XfsImage Image => image;
 
+    /// <summary>The filesystem's geometry (block size, AG count and size, inode size).</summary>
     public XfsGeometry Geometry => image.Geometry;
 
     internal WriteEngineOptions Options => options;
@@ -67,12 +68,12 @@ public sealed partial class WriteEngine : IDisposable
     /// Raised when a healthy AG is marked sick (corruption found by an operation, the open or an online repair), with
     /// the reason, on the thread that found it and possibly under its locks: handlers only record and signal.
     /// </summary>
-    public event Action<EngineAg, string>? AgMarkedSick;
+    internal event Action<EngineAg, string>? AgMarkedSick;
 
     internal void RaiseAgMarkedSick(EngineAg ag, string reason) => AgMarkedSick?.Invoke(ag, reason);
 
     /// <summary>Per-AG state: sickness, hook chain.</summary>
-    public EngineAg Ag(uint agno)
+    internal EngineAg Ag(uint agno)
     {
         if (agno >= ags.Length)
         {
@@ -120,7 +121,7 @@ public sealed partial class WriteEngine : IDisposable
     /// <summary>The in-core inode of <paramref name="ino"/> (read and verified on first use, then cached: the same
     /// object while anyone references it, see <see cref="Engine.InodeCache"/>).
     /// Throws XfsWriteException NotFound for an invalid inode number, Corrupt for a bad inode.</summary>
-    public IncoreInode GetInode(ulong ino)
+    internal IncoreInode GetInode(ulong ino)
     {
         ThrowIfUnusable();
         if (!Geometry.IsValidIno(ino))
@@ -205,7 +206,7 @@ public sealed partial class WriteEngine : IDisposable
     }
 
     /// <summary>Holds the inode lock for reading outside a transaction (pread, stat, readdir). Dispose to release.</summary>
-    public IDisposable LockInodeForRead(IncoreInode inode)
+    internal IDisposable LockInodeForRead(IncoreInode inode)
     {
         ArgumentNullException.ThrowIfNull(inode);
         ThrowIfUnusable();
@@ -219,7 +220,7 @@ public sealed partial class WriteEngine : IDisposable
 
     /// <summary>As <see cref="LockInodeForRead"/>, but gives up after <paramref name="timeout"/> and returns null
     /// (online repair's inode scan: an inode busy for too long ends the scan).</summary>
-    public IDisposable? TryLockInodeForRead(IncoreInode inode, TimeSpan timeout)
+    internal IDisposable? TryLockInodeForRead(IncoreInode inode, TimeSpan timeout)
     {
         ArgumentNullException.ThrowIfNull(inode);
         ThrowIfUnusable();
@@ -269,7 +270,7 @@ public sealed partial class WriteEngine : IDisposable
     /// when it throws. A lock taken out of order restarts the body once with that lock taken first, so a body
     /// must not have effects outside its transaction. Metadata corruption marks the AG sick and becomes
     /// <see cref="XfsWriteException"/> Corrupt.</summary>
-    public T Execute<T>(string operation, Func<WriteTransaction, T> body)
+    internal T Execute<T>(string operation, Func<WriteTransaction, T> body)
     {
         ArgumentNullException.ThrowIfNull(body);
         if (current is not null)
@@ -310,7 +311,7 @@ public sealed partial class WriteEngine : IDisposable
     }
 
     /// <inheritdoc cref="Execute{T}(string, Func{WriteTransaction, T})"/>
-    public void Execute(string operation, Action<WriteTransaction> body)
+    internal void Execute(string operation, Action<WriteTransaction> body)
     {
         ArgumentNullException.ThrowIfNull(body);
         Execute<object?>(operation, tx =>
@@ -327,7 +328,7 @@ public sealed partial class WriteEngine : IDisposable
         {
             case XfsWriteException:
                 return e;
-            case SimulatedCrashException:
+            case Exception when options.Faults?.IsCrash(e) == true:
                 return e;
             case CorruptionException c:
             {
@@ -424,7 +425,7 @@ public sealed partial class WriteEngine : IDisposable
     /// <summary>Adds an observer of AG <paramref name="agno"/>'s rmap changes; dispose the result to remove it.
     /// Waits for the AG's running transaction, so the observer sees every change committed after this returns
     /// (call it outside transactions).</summary>
-    public IDisposable RegisterRmapHook(uint agno, IRmapHook hook)
+    internal IDisposable RegisterRmapHook(uint agno, IRmapHook hook)
     {
         ArgumentNullException.ThrowIfNull(hook);
         ThrowIfUnusable();
@@ -439,7 +440,7 @@ public sealed partial class WriteEngine : IDisposable
     /// to remove it. A transaction already running when it is added may commit its changes unseen by it: the
     /// observer must read what it needs under the directory's inode lock after registering (as the link count
     /// scan does), which waits for such a transaction.</summary>
-    public IDisposable RegisterDirectoryHook(IDirectoryHook hook)
+    internal IDisposable RegisterDirectoryHook(IDirectoryHook hook)
     {
         ArgumentNullException.ThrowIfNull(hook);
         ThrowIfUnusable();

@@ -11,8 +11,8 @@ public sealed record WriteEngineOptions
     public bool SyncCommits { get; init; } = true;
     /// <summary>The journal is checkpointed (image synced, journal emptied) when it grows past this many bytes.</summary>
     public long CheckpointBytes { get; init; } = 64L << 20;
-    /// <summary>Test-only crash points (see <see cref="WriteFaultInjector"/>).</summary>
-    internal WriteFaultInjector? Faults { get; init; }
+    /// <summary>Test-only crash points (see <see cref="WriteFaultHook"/>).</summary>
+    internal WriteFaultHook? Faults { get; init; }
     /// <summary>Mappings one step of a split operation (punch, truncate, reflink, unshare) covers at most
     /// (internal: tests make it small to see the steps).</summary>
     internal int StepPieces { get; init; } = Files.FileOperations.StepPieces;

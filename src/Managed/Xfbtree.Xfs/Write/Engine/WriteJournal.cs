@@ -29,7 +29,7 @@ internal sealed class WriteJournal : IDisposable
 
     private readonly FileStream stream;
     private readonly Lock appendGate = new();
-    private readonly WriteFaultInjector? faults;
+    private readonly WriteFaultHook? faults;
     private long end;
     // Group sync: the journal length a completed fsync covered, and the lock that lets one fsync at a time run
     // while later callers wait for it and then find their record already covered.
@@ -37,7 +37,7 @@ internal sealed class WriteJournal : IDisposable
     private long syncedEnd;
     private ulong sequence;
 
-    private WriteJournal(string path, FileStream stream, WriteFaultInjector? faults)
+    private WriteJournal(string path, FileStream stream, WriteFaultHook? faults)
     {
         Path = path;
         this.stream = stream;
@@ -139,7 +139,7 @@ internal sealed class WriteJournal : IDisposable
     }
 
     /// <summary>Creates (or truncates) the journal with a header naming <paramref name="fsUuid"/>, synced.</summary>
-    public static WriteJournal Create(string path, ReadOnlySpan<byte> fsUuid, WriteFaultInjector? faults)
+    public static WriteJournal Create(string path, ReadOnlySpan<byte> fsUuid, WriteFaultHook? faults)
     {
         var stream = new FileStream(path, new FileStreamOptions
         {

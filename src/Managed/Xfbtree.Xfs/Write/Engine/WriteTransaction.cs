@@ -9,7 +9,7 @@ using Xfbtree.Xfs.Write.Space;
 namespace Xfbtree.Xfs.Write.Engine;
 
 /// <summary>What an allocation is for: decides the per-AG reservation it may not dip into and the free-list rules.</summary>
-public enum AllocationPurpose
+internal enum AllocationPurpose
 {
     /// <summary>File data (write, fallocate, CoW): may not use the per-AG metadata reservations.</summary>
     FileData,
@@ -35,7 +35,7 @@ public enum AllocationPurpose
 /// <param name="Exact">Only at exactly the hint.</param>
 /// <param name="Alignment">Start alignment in blocks (1 = none); inode chunks use the chunk alignment.</param>
 /// <param name="OnlyAg">Restrict to one AG (e.g. inode chunk in the parent's AG, refcountbt block in its AG).</param>
-public readonly record struct AllocationRequest(
+internal readonly record struct AllocationRequest(
     ulong HintFsbno, uint MinLength, uint MaxLength, AllocationPurpose Purpose,
     bool Exact = false, uint Alignment = 1, uint? OnlyAg = null)
 {
@@ -43,7 +43,7 @@ public readonly record struct AllocationRequest(
 }
 
 /// <summary>One allocated extent.</summary>
-public readonly record struct AllocatedExtent(uint AgNumber, uint AgBlock, uint Length, ulong Fsbno);
+internal readonly record struct AllocatedExtent(uint AgNumber, uint AgBlock, uint Length, ulong Fsbno);
 
 /// <summary>
 /// One operation's transaction. Everything the operation changes goes through it: buffers
@@ -57,7 +57,7 @@ public readonly record struct AllocatedExtent(uint AgNumber, uint AgBlock, uint 
 /// <remarks>A transaction belongs to the thread that runs its body (not thread-safe).</remarks>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001:Types that own disposable fields should be disposable",
     Justification = "The engine owns every transaction's lifetime: WriteEngine.Execute commits or cancels it, and both release its buffers. A public Dispose would let an operation's body end its own transaction.")]
-public sealed class WriteTransaction
+internal sealed class WriteTransaction
 {
     private readonly WriteEngine engine;
     private readonly LockPlan plan;

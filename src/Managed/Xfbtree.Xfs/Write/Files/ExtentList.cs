@@ -9,7 +9,7 @@ namespace Xfbtree.Xfs.Write.Files;
 /// neighbour that is adjacent logically and physically, in the same unwritten state, while the merged length stays
 /// at most <see cref="MaxExtentLength"/>. Pure data structure: no I/O, no locking (the owner holds the inode lock).
 /// </summary>
-public sealed class ExtentList
+internal sealed class ExtentList
 {
     /// <summary>MAXEXTLEN: the largest blockcount a bmbt record holds (21 bits).</summary>
     public const uint MaxExtentLength = (1u << 21) - 1;

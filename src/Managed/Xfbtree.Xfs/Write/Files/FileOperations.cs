@@ -15,7 +15,7 @@ namespace Xfbtree.Xfs.Write.Files;
 /// changes blocks, rmap and refcount records and the in-memory list, and finally writes the list back into the
 /// inode (<see cref="FileFork.Store"/>). Any failure cancels the transaction: nothing reaches the image.
 /// </remarks>
-public sealed class FileOperations
+internal sealed class FileOperations
 {
     /// <summary>Largest file size: the kernel's MAX_LFS_FILESIZE (2^63 - 1) rounded down to 64 KiB, the largest block
     /// size, so that rounding any offset up to a block boundary cannot overflow.</summary>

@@ -75,7 +75,7 @@ public readonly record struct InodeAttributes(
 /// <summary>Linux dev_t encoding (the glibc makedev layout) and XFS's 32-bit on-disk device number (sysv layout:
 /// major from bit 18, minor in the low 18 bits, as xfs_dinode's DEV fork stores it). The kernel reads back only 9
 /// bits of major (xfs_to_linux_dev_t masks 0x1ff) and its mknod refuses larger majors (EINVAL): so does this.</summary>
-public static class DeviceNumbers
+internal static class DeviceNumbers
 {
     /// <summary>Largest major number XFS keeps (the kernel's mask 0x1ff).</summary>
     public const uint MaxXfsMajor = 0x1FF;

@@ -7,7 +7,7 @@ namespace Xfbtree.Xfs.Write.Namespace;
 
 /// <summary>Which fields a <see cref="SetAttrRequest"/> changes (FUSE's FATTR_* / the kernel's ATTR_*).</summary>
 [Flags]
-public enum SetAttrMask
+internal enum SetAttrMask
 {
     /// <summary>Nothing.</summary>
     None = 0,
@@ -45,10 +45,10 @@ public enum SetAttrMask
 /// <param name="Atime">New atime.</param>
 /// <param name="Mtime">New mtime.</param>
 /// <param name="Ctime">New ctime.</param>
-public readonly record struct SetAttrRequest(SetAttrMask Mask, int Mode = 0, uint Uid = 0, uint Gid = 0, long Size = 0,
+internal readonly record struct SetAttrRequest(SetAttrMask Mask, int Mode = 0, uint Uid = 0, uint Gid = 0, long Size = 0,
     InodeTime Atime = default, InodeTime Mtime = default, InodeTime Ctime = default);
 
-public sealed partial class NamespaceOperations
+internal sealed partial class NamespaceOperations
 {
     /// <summary>
     /// setattr (chmod, chown, truncate, utimens): the fields <paramref name="request"/> names change, ctime becomes

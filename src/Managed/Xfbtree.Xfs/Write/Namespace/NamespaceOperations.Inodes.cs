@@ -15,7 +15,7 @@ internal enum RemoveKind
     Any,
 }
 
-public sealed partial class NamespaceOperations
+internal sealed partial class NamespaceOperations
 {
     // ------------------------------------------------------------------ names
 

@@ -7,7 +7,7 @@ using Xfbtree.Xfs.Write.Engine;
 
 namespace Xfbtree.Xfs.Write.Namespace;
 
-public sealed partial class NamespaceOperations
+internal sealed partial class NamespaceOperations
 {
     /// <summary>XFS_SYMLINK_MAXLEN: the longest symlink target (bytes).</summary>
     public const int MaxSymlinkLength = 1024;

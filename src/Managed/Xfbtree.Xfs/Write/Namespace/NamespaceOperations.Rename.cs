@@ -16,7 +16,7 @@ public enum RenameFlags
     Exchange = 2,
 }
 
-public sealed partial class NamespaceOperations
+internal sealed partial class NamespaceOperations
 {
     /// <summary>Held by every rename between two directories (the kernel's s_vfs_rename_mutex): the ancestry check
     /// (a directory is not moved under itself) stays true until the move commits, since only such renames change a

@@ -5,7 +5,7 @@ using Xfbtree.Xfs.Write.Engine;
 
 namespace Xfbtree.Xfs.Write.Namespace;
 
-public sealed partial class NamespaceOperations
+internal sealed partial class NamespaceOperations
 {
     /// <summary>AGI: agi_unlinked[64], the heads of the unlinked-inode hash buckets (agino % 64).</summary>
     const int AgiUnlinkedOffset = Agi.UnlinkedOffset, UnlinkedBuckets = Agi.UnlinkedBuckets;

@@ -54,7 +54,7 @@ public readonly record struct InodeStat(
 /// <param name="type">What that inode is.</param>
 /// <param name="nextCookie">The cookie that resumes the listing after this entry.</param>
 /// <returns>False to stop (e.g. the reply buffer is full); the entry was then not consumed.</returns>
-public delegate bool DirectoryVisitor(ReadOnlySpan<byte> name, ulong ino, InodeType type, ulong nextCookie);
+internal delegate bool DirectoryVisitor(ReadOnlySpan<byte> name, ulong ino, InodeType type, ulong nextCookie);
 
 /// <summary>
 /// Names and inode life, by inode (what a FUSE server calls) and by path on top of it: lookup, getattr, readdir,
@@ -71,7 +71,7 @@ public delegate bool DirectoryVisitor(ReadOnlySpan<byte> name, ulong ino, InodeT
 /// (handles, and the path API, which resolves to handles) check it under the inode lock: a directory freed and
 /// reused since it was resolved is ESTALE, never the new directory.
 /// </remarks>
-public sealed partial class NamespaceOperations
+internal sealed partial class NamespaceOperations
 {
     const int MaxRestarts = 8;
     /// <summary>XFS_MAXLINK: the most links an inode may have.</summary>

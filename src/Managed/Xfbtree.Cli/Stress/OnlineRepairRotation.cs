@@ -1,15 +1,16 @@
 using System.Globalization;
+using Xfbtree.Xfs;
 using Xfbtree.Xfs.Check;
+using Xfbtree.Xfs.Online;
 using Xfbtree.Xfs.Scan;
 using Xfbtree.Xfs.Scrub;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Engine;
-using Xfbtree.Xfs.Write.Stress;
 
-namespace Xfbtree.Xfs.Online;
+namespace Xfbtree.Cli.Stress;
 
 /// <summary>What the offline oracle found for one AG right after an online repair (commits paused).</summary>
-public sealed record OnlineRepairVerdict(uint AgNumber, long Missing, long Extra, long Different, long Structure, string Detail)
+internal sealed record OnlineRepairVerdict(uint AgNumber, long Missing, long Extra, long Different, long Structure, string Detail)
 {
     public bool IsClean => Missing == 0 && Extra == 0 && Different == 0 && Structure == 0;
 
@@ -22,7 +23,7 @@ public sealed record OnlineRepairVerdict(uint AgNumber, long Missing, long Extra
 /// the image with its own buffer cache is scanned offline (<see cref="RmapScanner"/>) and the AG's on-disk rmapbt
 /// compared with it (<see cref="RmapChecker"/>: records both ways, structure, AGF counters).
 /// </summary>
-public static class OnlineRepairOracle
+internal static class OnlineRepairOracle
 {
     public static OnlineRepairVerdict Verify(WriteEngine engine, uint agno)
     {
@@ -41,7 +42,7 @@ public static class OnlineRepairOracle
 
 /// <summary>What the offline link count oracle found (commits paused): wrong link counts and entries naming free
 /// inodes, with the first of them.</summary>
-public sealed record LinkCountVerdict(long Wrong, string Detail);
+internal sealed record LinkCountVerdict(long Wrong, string Detail);
 
 /// <summary>
 /// The offline oracle for the online link count repair: with every commit paused, a read view of the image is
@@ -49,7 +50,7 @@ public sealed record LinkCountVerdict(long Wrong, string Detail);
 /// its nlinks finding returned. A directory removed while held open (nlink 0, on the unlinked list) still has its
 /// '.' and '..' on disk and would count here: the stress workload holds no inode open.
 /// </summary>
-public static class LinkCountOracle
+internal static class LinkCountOracle
 {
     public static LinkCountVerdict Verify(WriteEngine engine)
     {
@@ -75,12 +76,9 @@ public static class LinkCountOracle
 /// rmapbt (<see cref="OnlineRepairNoSpaceException"/>) is reported once and left out of the rotation: it was not
 /// changed, and retrying cannot help while it is that full.
 /// </summary>
-public sealed class OnlineRepairRotation : IStressBackground
+internal sealed class OnlineRepairRotation : IStressBackground
 {
     private const int MaxConsecutiveFailures = 5;
-    /// <summary>The per-AG btrees whose online repair this rotation does not have yet.</summary>
-    private const OnlineRepairStructures NotYetRepairable = OnlineRepairStructures.Bnobt | OnlineRepairStructures.Cntbt
-        | OnlineRepairStructures.Inobt | OnlineRepairStructures.Finobt | OnlineRepairStructures.Refcountbt;
     private readonly WriteEngine engine;
     private readonly XfsFileSystem? fs;
     private readonly OnlineRepairStructures structures;
@@ -92,6 +90,7 @@ public sealed class OnlineRepairRotation : IStressBackground
     private long shadowBytes, shadowRecords;
     private long nlinkChecks, nlinkWrong, nlinkRepaired, nlinkVerified, nlinkApplied, nlinkIgnored;
     private int nlinkConsecutive;
+    private readonly AgTreeRepairRotation? agTrees;
 
     /// <summary>The rmapbt of every AG in rotation (no other structure).</summary>
     public OnlineRepairRotation(WriteEngine engine, bool verify)
@@ -102,9 +101,11 @@ public sealed class OnlineRepairRotation : IStressBackground
         structures = OnlineRepairStructures.Rmapbt;
     }
 
-    /// <summary>The <paramref name="structures"/> of <paramref name="fs"/>: the rmapbt of every AG in rotation, and
-    /// the link counts checked and repaired once per round of the AGs (every turn when the rmapbt is not asked for).
-    /// The other per-AG btrees are accepted and named as not exercised (<see cref="NotExercised"/>).</summary>
+    /// <summary>The <paramref name="structures"/> of <paramref name="fs"/>, AG after AG: the rmapbt, then the
+    /// free-space trees (bnobt and cntbt are rebuilt together), the inode btrees (inobt and finobt together) and the
+    /// refcountbt of that AG (<see cref="AgTreeRepairRotation"/>: each rebuild is always verified by the scrub of the
+    /// AG with commits paused); the link counts are checked and repaired once per round of the AGs (every turn when
+    /// no per-AG structure is asked for).</summary>
     public OnlineRepairRotation(XfsFileSystem fs, bool verify, OnlineRepairStructures structures)
     {
         ArgumentNullException.ThrowIfNull(fs);
@@ -112,10 +113,15 @@ public sealed class OnlineRepairRotation : IStressBackground
         engine = fs.Engine;
         this.verify = verify;
         this.structures = structures;
+        var trees = new List<string>();
+        if ((structures & (OnlineRepairStructures.Bnobt | OnlineRepairStructures.Cntbt)) != 0) trees.Add("bnobt");
+        if ((structures & (OnlineRepairStructures.Inobt | OnlineRepairStructures.Finobt)) != 0) trees.Add("inobt");
+        if ((structures & OnlineRepairStructures.Refcountbt) != 0 && engine.Geometry.Superblock.HasReflink) trees.Add("refcountbt");
+        agTrees = trees.Count > 0 ? new AgTreeRepairRotation(engine, trees) : null;
     }
 
-    /// <summary>Structures asked for whose online repair this build does not have: accepted, not exercised.</summary>
-    public OnlineRepairStructures NotExercised => structures & NotYetRepairable;
+    /// <summary>Structures asked for that this filesystem does not have (the refcountbt without reflink): not exercised.</summary>
+    public OnlineRepairStructures NotExercised => engine.Geometry.Superblock.HasReflink ? OnlineRepairStructures.None : structures & OnlineRepairStructures.Refcountbt;
 
     /// <summary>Link count checks run, wrong link counts they found, and those repaired.</summary>
     public long NlinkChecks => Interlocked.Read(ref nlinkChecks);
@@ -160,20 +166,22 @@ public sealed class OnlineRepairRotation : IStressBackground
         ArgumentNullException.ThrowIfNull(workloadDone);
         bool rmap = (structures & OnlineRepairStructures.Rmapbt) != 0;
         bool nlinks = (structures & OnlineRepairStructures.Nlinks) != 0 && fs is not null;
-        if (!rmap && !nlinks)
+        bool perAg = rmap || agTrees is not null;
+        if (!perAg && !nlinks)
         {
             return;
         }
         uint count = engine.Geometry.AgCount;
+        bool reflink = engine.Geometry.Superblock.HasReflink;
         var state = new RmapRotationState(count);
-        bool nlinksDone = !nlinks;
+        bool nlinksDone = !nlinks, treesDone = agTrees is null;
         for (uint agno = 0; ; agno = (agno + 1) % count)
         {
-            if ((state.Left == 0 || !rmap) && nlinksDone && workloadDone())
+            if ((state.Left == 0 || !rmap) && treesDone && nlinksDone && workloadDone())
             {
                 return;
             }
-            if (rmap && state.OutOfRotation == count && !nlinks)
+            if (rmap && state.OutOfRotation == count && !nlinks && agTrees is null)
             {
                 return;
             }
@@ -181,7 +189,9 @@ public sealed class OnlineRepairRotation : IStressBackground
             {
                 RmapTurn(agno, state);
             }
-            if (nlinks && (!rmap || agno == count - 1))
+            agTrees?.RepairAg(agno, reflink);
+            treesDone |= agTrees is not null && agno == count - 1;
+            if (nlinks && (!perAg || agno == count - 1))
             {
                 nlinksDone |= NlinksTurn();
             }
@@ -336,12 +346,17 @@ public sealed class OnlineRepairRotation : IStressBackground
                     $"online-repair: nlinks: {Interlocked.Read(ref nlinkChecks)} checks, {Interlocked.Read(ref nlinkWrong)} wrong link counts found, {Interlocked.Read(ref nlinkRepaired)} repaired, " +
                     $"{Interlocked.Read(ref nlinkVerified)} verified; live updates applied {Interlocked.Read(ref nlinkApplied)} ignored {Interlocked.Read(ref nlinkIgnored)}"));
             }
+            if (agTrees is not null)
+            {
+                writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"online-repair: AG trees: {agTrees.Repairs} repairs of {OnlineRepairStructureNames.Format(structures & ~(OnlineRepairStructures.Rmapbt | OnlineRepairStructures.Nlinks) & ~NotExercised)}, {agTrees.Verified} verified, {agTrees.NoRoom} left out for lack of room, {agTrees.Problems} problems"));
+            }
             if (NotExercised != OnlineRepairStructures.None)
             {
-                writer.WriteLine($"online-repair: not exercised: {OnlineRepairStructureNames.Format(NotExercised)} (their online repair is not in this build)");
+                writer.WriteLine($"online-repair: not exercised: {OnlineRepairStructureNames.Format(NotExercised)} (not on this filesystem: no reflink)");
             }
             writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"online-repair repairs={repairs} applied={applied} ignored={ignored} mismatches={Interlocked.Read(ref mismatches)} skipped={skipped.Count}"));
+                $"online-repair repairs={repairs} applied={applied} ignored={ignored} mismatches={Interlocked.Read(ref mismatches) + (agTrees?.Problems ?? 0)} skipped={skipped.Count}"));
         }
     }
 }

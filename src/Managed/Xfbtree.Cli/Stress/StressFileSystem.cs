@@ -1,12 +1,14 @@
+using Xfbtree.Xfs.Write;
+using Attributes = Xfbtree.Xfs.Write.Attributes;
 using Xfbtree.Xfs.Write.Namespace;
 
-namespace Xfbtree.Xfs.Write.Stress;
+namespace Xfbtree.Cli.Stress;
 
 /// <summary>
 /// What the stress workload drives: the write engine's facade by path (<see cref="XfsStressTarget"/>), or a
 /// stand-in in tests of the harness itself. Failures are <see cref="XfsWriteException"/>s.
 /// </summary>
-public interface IStressTarget
+internal interface IStressTarget
 {
     /// <summary>The filesystem block size (reflink ranges are block-aligned).</summary>
     int BlockSize { get; }
@@ -83,7 +85,7 @@ public interface IStressTarget
 }
 
 /// <summary>The write engine as a stress target.</summary>
-public sealed class XfsStressTarget(XfsFileSystem fileSystem) : IStressTarget
+internal sealed class XfsStressTarget(XfsFileSystem fileSystem) : IStressTarget
 {
     public int BlockSize { get; } = fileSystem.Engine.Geometry.BlockSize;
 

@@ -1,10 +1,13 @@
 using System.Globalization;
 using System.Text;
+using Xfbtree.Xfs.Write;
+using Attributes = Xfbtree.Xfs.Write.Attributes;
+using Namespace = Xfbtree.Xfs.Write.Namespace;
 
-namespace Xfbtree.Xfs.Write.Stress;
+namespace Xfbtree.Cli.Stress;
 
 /// <summary>The operations of the stress workload; the last two expect a specific failure.</summary>
-public enum StressOpKind
+internal enum StressOpKind
 {
     Write, Read, Fallocate, PunchHole, Truncate, Reflink, Unshare, Create, Mkdir, Unlink, Rmdir, Stat, List,
     /// <summary>Create of a name that exists: must fail with Exists.</summary>
@@ -41,7 +44,7 @@ public enum StressOpKind
 /// One operation with every parameter fixed (data is <see cref="StressData"/> of <see cref="DataSeed"/>), so that an
 /// op log line replays it exactly: <c>KIND PATH PATH2 OFFSET OFFSET2 LENGTH SEED</c>, tab-separated.
 /// </summary>
-public sealed record StressOp(StressOpKind Kind, string Path, string Path2 = "", long Offset = 0, long Offset2 = 0, long Length = 0, int DataSeed = 0)
+internal sealed record StressOp(StressOpKind Kind, string Path, string Path2 = "", long Offset = 0, long Offset2 = 0, long Length = 0, int DataSeed = 0)
 {
     /// <summary>The error the operation must end with, or null when it must succeed.</summary>
     public WriteErrorKind? ExpectedError => Kind switch
@@ -97,7 +100,7 @@ public sealed record StressOp(StressOpKind Kind, string Path, string Path2 = "",
 }
 
 /// <summary>How an operation ended, as the op log records it.</summary>
-public readonly record struct StressOutcome(bool Committed, WriteErrorKind? Error)
+internal readonly record struct StressOutcome(bool Committed, WriteErrorKind? Error)
 {
     public static readonly StressOutcome Success = new(true, null);
 
@@ -107,7 +110,7 @@ public readonly record struct StressOutcome(bool Committed, WriteErrorKind? Erro
 }
 
 /// <summary>Receives each operation before it runs and its outcome after it returned (the crash test's witness).</summary>
-public interface IStressOpLog
+internal interface IStressOpLog
 {
     void Started(long index, StressOp op);
 
@@ -119,7 +122,7 @@ public interface IStressOpLog
 /// <c>op I failed KIND</c> after it returned, each line on stable storage (O_DSYNC) before the operation proceeds.
 /// A kill leaves at most a torn last line, which <see cref="Read"/> ignores.
 /// </summary>
-public sealed class StressOpLogFile : IStressOpLog, IDisposable
+internal sealed class StressOpLogFile : IStressOpLog, IDisposable
 {
     readonly FileStream _stream;
     readonly Lock _gate = new();

@@ -1,6 +1,9 @@
+using Xfbtree.Xfs.Write;
+using Attributes = Xfbtree.Xfs.Write.Attributes;
 using Xfbtree.Xfs.Write.Namespace;
+using Namespace = Xfbtree.Xfs.Write.Namespace;
 
-namespace Xfbtree.Xfs.Write.Stress;
+namespace Xfbtree.Cli.Stress;
 
 /// <summary>The inode behind one or more names of the model: what a rename carries along and what hard links
 /// share (permission bits, owner, link count, extended attributes, and the model lock).</summary>
@@ -35,7 +38,7 @@ internal sealed class ModelInode(int id)
 
 /// <summary>A name the stress model knows. A node's path never changes: a rename makes a new node at the new path
 /// (for the same <see cref="ModelInode"/>) and retires the old one.</summary>
-public abstract class ModelNode
+internal abstract class ModelNode
 {
     private protected ModelNode(int id, string path, ModelDirectory? parent, ModelInode? inode = null)
     {
@@ -90,7 +93,7 @@ public abstract class ModelNode
 }
 
 /// <summary>A symbolic link or special file the workload made: its type, target or device number.</summary>
-public sealed class ModelLeaf : ModelNode
+internal sealed class ModelLeaf : ModelNode
 {
     internal ModelLeaf(int id, string path, ModelDirectory? parent, InodeType type, string target, ulong rdev, ModelInode? inode = null) : base(id, path, parent, inode)
     {
@@ -110,7 +113,7 @@ public sealed class ModelLeaf : ModelNode
 }
 
 /// <summary>A regular file whose bytes the model tracks.</summary>
-public sealed class ModelFile : ModelNode
+internal sealed class ModelFile : ModelNode
 {
     internal ModelFile(int id, string path, ModelDirectory? parent, FileContents contents, ModelInode? inode = null) : base(id, path, parent, inode)
         => Contents = contents;
@@ -119,7 +122,7 @@ public sealed class ModelFile : ModelNode
 }
 
 /// <summary>A directory whose entries the model tracks.</summary>
-public sealed class ModelDirectory : ModelNode
+internal sealed class ModelDirectory : ModelNode
 {
     internal ModelDirectory(int id, string path, ModelDirectory? parent, ModelInode? inode = null) : base(id, path, parent, inode) { }
 
@@ -134,7 +137,7 @@ public sealed class ModelDirectory : ModelNode
 
 /// <summary>An entry that exists but that the workload leaves alone (too big, hard-linked, not a file, an
 /// unsupported directory format): only its name is checked.</summary>
-public sealed class ForeignEntry : ModelNode
+internal sealed class ForeignEntry : ModelNode
 {
     internal ForeignEntry(int id, string path, ModelDirectory? parent, InodeType type) : base(id, path, parent) => Type = type;
 
@@ -142,7 +145,7 @@ public sealed class ForeignEntry : ModelNode
 }
 
 /// <summary>Bounds of the stress model (memory stays below roughly MaxFiles x MaxFileSize).</summary>
-public sealed record StressModelOptions
+internal sealed record StressModelOptions
 {
     /// <summary>Largest file the workload makes or adopts from the image.</summary>
     public long MaxFileSize { get; init; } = 1L << 20;
@@ -161,7 +164,7 @@ public sealed record StressModelOptions
 /// it walked) and the bytes of every file it adopted or created. Index updates are thread-safe; a node's own state
 /// changes only under its model lock (<see cref="StressRunner"/>), or single-threaded when an op log is replayed.
 /// </summary>
-public sealed class StressModel
+internal sealed class StressModel
 {
     readonly Lock _sync = new();
     readonly Dictionary<string, ModelNode> _byPath = new(StringComparer.Ordinal);

@@ -1,13 +1,13 @@
 using System.Security.Cryptography;
 
-namespace Xfbtree.Xfs.Write.Stress;
+namespace Xfbtree.Cli.Stress;
 
 /// <summary>
 /// The stress model of one regular file's bytes: a size and sparse 4 KiB chunks (a missing chunk is zeros), so
 /// holes, punches and truncates cost no memory. Invariant: every byte at or past <see cref="Size"/> is zero, which
 /// is what a file shows when it grows again. Not thread-safe: the stress runner holds the file's model lock.
 /// </summary>
-public sealed class FileContents
+internal sealed class FileContents
 {
     public const int ChunkSize = 4096;
     readonly Dictionary<long, byte[]> _chunks = new();
@@ -135,7 +135,7 @@ public sealed class FileContents
 }
 
 /// <summary>The bytes a stress write puts down: a reproducible function of a seed, so an op log can replay them.</summary>
-public static class StressData
+internal static class StressData
 {
     public static void Fill(Span<byte> destination, int seed)
     {

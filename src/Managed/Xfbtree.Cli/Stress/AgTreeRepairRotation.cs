@@ -1,9 +1,10 @@
+using Xfbtree.Xfs;
+using Xfbtree.Xfs.Online;
 using Xfbtree.Xfs.Scrub;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Engine;
-using Xfbtree.Xfs.Write.Stress;
 
-namespace Xfbtree.Xfs.Online;
+namespace Xfbtree.Cli.Stress;
 
 /// <summary>
 /// Scrub repairs of the per-AG trees (bnobt+cntbt, inobt+finobt, refcountbt) of every AG in rotation beside a stress
@@ -39,37 +40,44 @@ internal sealed class AgTreeRepairRotation(WriteEngine engine, IReadOnlyList<str
         {
             for (uint agno = 0; agno < engine.Geometry.AgCount; agno++)
             {
-                foreach (string s in structures)
-                {
-                    if (s == "refcountbt" && !reflink) continue;
-                    try
-                    {
-                        AgRebuildResult _ = s switch
-                        {
-                            "bnobt" => OnlineFreeSpaceRepair.Run(engine, agno),
-                            "inobt" => OnlineInodeBtreeRepair.Run(engine, agno),
-                            "refcountbt" => OnlineRefcountRepair.Run(engine, agno),
-                            _ => throw new ArgumentException($"unknown structure {s}"),
-                        };
-                    }
-                    catch (XfsWriteException e) when (e.Kind == WriteErrorKind.NoSpace)
-                    {
-                        Interlocked.Increment(ref noRoom);
-                        continue;
-                    }
-                    catch (OnlineRepairNoSpaceException)
-                    {
-                        Interlocked.Increment(ref noRoom);
-                        continue;
-                    }
-                    Interlocked.Increment(ref repairs);
-                    Verify(agno, s);
-                }
+                RepairAg(agno, reflink);
             }
             if (workloadDone())
             {
                 return;
             }
+        }
+    }
+
+    /// <summary>Every structure of the rotation rebuilt in AG <paramref name="agno"/>, each verified (the stress
+    /// rotation of <c>--structures</c> calls this per AG turn).</summary>
+    internal void RepairAg(uint agno, bool reflink)
+    {
+        foreach (string s in structures)
+        {
+            if (s == "refcountbt" && !reflink) continue;
+            try
+            {
+                AgRebuildResult _ = s switch
+                {
+                    "bnobt" => OnlineFreeSpaceRepair.Run(engine, agno),
+                    "inobt" => OnlineInodeBtreeRepair.Run(engine, agno),
+                    "refcountbt" => OnlineRefcountRepair.Run(engine, agno),
+                    _ => throw new ArgumentException($"unknown structure {s}"),
+                };
+            }
+            catch (XfsWriteException e) when (e.Kind == WriteErrorKind.NoSpace)
+            {
+                Interlocked.Increment(ref noRoom);
+                continue;
+            }
+            catch (OnlineRepairNoSpaceException)
+            {
+                Interlocked.Increment(ref noRoom);
+                continue;
+            }
+            Interlocked.Increment(ref repairs);
+            Verify(agno, s);
         }
     }
 

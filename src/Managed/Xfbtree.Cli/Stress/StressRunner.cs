@@ -1,11 +1,13 @@
 using System.Diagnostics;
 using System.Globalization;
+using Xfbtree.Xfs.Write;
+using Attributes = Xfbtree.Xfs.Write.Attributes;
 using Xfbtree.Xfs.Write.Namespace;
 
-namespace Xfbtree.Xfs.Write.Stress;
+namespace Xfbtree.Cli.Stress;
 
 /// <summary>Parameters of a stress run.</summary>
-public sealed record StressOptions
+internal sealed record StressOptions
 {
     public long Ops { get; init; } = 1000;
     public int Threads { get; init; } = 2;
@@ -18,7 +20,7 @@ public sealed record StressOptions
 }
 
 /// <summary>A background job of a stress run (see <see cref="StressOptions.Background"/>).</summary>
-public interface IStressBackground
+internal interface IStressBackground
 {
     /// <summary>Runs until it is done; <paramref name="workloadDone"/> turns true once the workers have claimed
     /// their operations or the run stopped on a problem (then return soon).</summary>
@@ -26,7 +28,7 @@ public interface IStressBackground
 }
 
 /// <summary>What a stress run did.</summary>
-public sealed class StressResult
+internal sealed class StressResult
 {
     internal StressResult(long[,] counts, TimeSpan elapsed, IReadOnlyList<string> problems)
     {
@@ -110,7 +112,7 @@ public sealed class StressResult
 /// only for such an AG while it is still sick when the operation starts; on a healthy start any Corrupt outcome is a
 /// problem, and so is any AG sick at the end that was healthy at the start.
 /// </summary>
-public sealed class StressRunner
+internal sealed class StressRunner
 {
     static readonly (StressOpKind Kind, int Weight)[] Weights =
     [

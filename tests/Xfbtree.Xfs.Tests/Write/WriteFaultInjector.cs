@@ -3,14 +3,13 @@ using System.Diagnostics;
 namespace Xfbtree.Xfs.Write.Engine;
 
 /// <summary>
-/// Test-only crash points (internal, reached through InternalsVisibleTo; never configured by the shipped library):
-/// every write the engine makes to the image or its journal asks <see cref="BeforeWrite"/> first, and the
+/// Crash points for the tests, plugged into the engine's <see cref="WriteFaultHook"/> seam: every write the engine makes to the image or its journal asks <see cref="BeforeWrite"/> first, and the
 /// <see cref="CrashAtWrite"/>-th one never happens: the crash action runs instead (default: SIGKILL of this
 /// process, as kill -9). With a throwing action the engine is "dead" from then on: every later write throws too,
 /// so a test can crash in process and reopen after disposing the engine (the page cache survives a kill -9, so
 /// what reached pwrite is exactly what a killed process leaves).
 /// </summary>
-internal sealed class WriteFaultInjector(int crashAtWrite, Action? crash = null)
+internal sealed class WriteFaultInjector(int crashAtWrite, Action? crash = null) : WriteFaultHook
 {
     private int writes;
     private volatile bool crashed;
@@ -24,7 +23,9 @@ internal sealed class WriteFaultInjector(int crashAtWrite, Action? crash = null)
     /// <summary>True once the crash point was reached.</summary>
     public bool Crashed => crashed;
 
-    public void BeforeWrite()
+    public override bool IsCrash(Exception exception) => exception is SimulatedCrashException;
+
+    public override void BeforeWrite()
     {
         if (crashed)
         {

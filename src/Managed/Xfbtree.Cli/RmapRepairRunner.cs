@@ -1,15 +1,17 @@
 using System.Diagnostics;
 using Xfbtree.Btree;
 using Xfbtree.Buffers;
+using Xfbtree.Xfs;
 using Xfbtree.Xfs.Check;
 using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Repair;
 using Xfbtree.Xfs.Scan;
 using Xfbtree.Xfs.Trees;
 
-namespace Xfbtree.Xfs.Repair;
+namespace Xfbtree.Cli;
 
 /// <summary>Options of an offline rmapbt repair.</summary>
-public sealed record RmapRepairOptions
+internal sealed record RmapRepairOptions
 {
     /// <summary>Repair only this AG (others are still scanned: their inodes may own blocks in it).</summary>
     public uint? OnlyAg { get; init; }
@@ -17,6 +19,8 @@ public sealed record RmapRepairOptions
     public bool DryRun { get; init; }
     /// <summary>Progress lines (per phase and AG); null = quiet.</summary>
     public Action<string>? Progress { get; init; }
+    /// <summary>Tests: called with the image's disk target when it is opened for writing (crash models).</summary>
+    internal Action<DiskBufferTarget>? ConfigureWritableTarget { get; init; }
 }
 
 /// <summary>
@@ -25,7 +29,7 @@ public sealed record RmapRepairOptions
 /// the NEEDSREPAIR protocol. Exit codes: 0 = the AG(s) are consistent afterwards (or were already),
 /// 1 = something is damaged and was not (or, with -n, would be) repaired, 2 = could not run.
 /// </summary>
-public static class RmapRepairRunner
+internal static class RmapRepairRunner
 {
     public const int ExitClean = 0, ExitDamaged = 1, ExitUnusable = 2;
 
@@ -40,10 +44,10 @@ public static class RmapRepairRunner
         RmapRepairPreconditions.BeforeOpen(path, willWrite: !options.DryRun);
         // One writer per image: held until the repair has committed (or failed), released with the descriptor.
         using Xfbtree.Native.ImageFileLock? writerLock = options.DryRun ? null : RmapRepairPreconditions.LockForWriting(path);
-        using var image = XfsImage.Open(path, new XfsImageOptions { Writable = !options.DryRun });
+        using var image = XfsImage.Open(path, new XfsImageOptions { Writable = !options.DryRun, ConfigureWritableTarget = options.ConfigureWritableTarget });
         if (options.OnlyAg is { } only && only >= image.Geometry.AgCount)
         {
-            throw new XfsFormatException($"AG {only} does not exist (the filesystem has {image.Geometry.AgCount} AGs)");
+            throw new XfsFormatException($"AG {only} does not exist (the filesystem has {N(image.Geometry.AgCount, "AG")})");
         }
         RmapRepairPreconditions.AfterOpen(image);
 
@@ -144,7 +148,7 @@ public static class RmapRepairRunner
             }
             if (ag.Problems.Total > ag.Problems.Items.Count)
             {
-                return $"AG {ag.AgNumber}: {ag.Problems.Total} problems";
+                return $"AG {ag.AgNumber}: {N(ag.Problems.Total, "problem")}";
             }
             foreach (ScanProblem p in ag.Problems.Items)
             {
