@@ -128,6 +128,31 @@ public sealed class ScrubRepairMatrixTests(ITestOutputHelper output)
         Assert.False(WriteEngineTestSupport.NeedsRepair(image), "the engine's clean close clears NEEDSREPAIR even when a repair failed");
     }
 
+    /// <summary>The library's own entry point, without the tool: scrub, repair what it found, scrub clean.</summary>
+    [Fact]
+    public void TheLibraryRepairsWhatItsScrubFound()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture(Fixture);
+        ScrubCorruptor.Apply(image, ScrubCorruptor.Kinds.First(k => k.Tree == "cntbt"), Ag);
+        Xfbtree.Xfs.Scrub.ScrubReport findings;
+        using (var view = XfsImage.Open(image))
+        {
+            findings = Xfbtree.Xfs.Scrub.Scrubber.Run(view);
+        }
+        Assert.Contains(findings.Findings, f => f.Verdict == Xfbtree.Xfs.Scrub.ScrubVerdict.Damaged && f.AgNumber == Ag);
+        var outcomes = Xfbtree.Xfs.Scrub.Scrubber.Repair(image, findings);
+        foreach (var outcome in outcomes) output.WriteLine(outcome.ToString());
+        Assert.Contains(outcomes, o => o.Repaired && o.AgNumber == Ag && o.Name.Contains("cntbt", StringComparison.Ordinal));
+        using (var view = XfsImage.Open(image))
+        {
+            var after = Xfbtree.Xfs.Scrub.Scrubber.Run(view);
+            Assert.DoesNotContain(after.Findings, f => f.Verdict == Xfbtree.Xfs.Scrub.ScrubVerdict.Damaged);
+        }
+        var witness = RepairTools.XfsRepairCheck(image);
+        Assert.True(witness.ExitCode == 0, $"xfs_repair -n after the repair: {witness}");
+    }
+
     [Fact]
     public void RepairOfACleanImageChangesNothing()
     {

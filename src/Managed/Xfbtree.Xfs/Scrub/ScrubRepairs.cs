@@ -41,9 +41,17 @@ internal interface IScrubRepair
 }
 
 /// <summary>The outcome of one repair of one AG (or of the filesystem).</summary>
-internal sealed record ScrubRepairOutcome(string Name, uint? AgNumber, bool Repaired, string Detail, TimeSpan Elapsed)
+/// <param name="Name">The structure repaired, as the scrub names it ("bnobt+cntbt", "nlinks", ...).</param>
+/// <param name="AgNumber">The AG repaired, or null for a filesystem-wide structure.</param>
+/// <param name="Repaired">True when the structure was rebuilt or corrected; false when the repair could not run.</param>
+/// <param name="Detail">What was done, or why nothing was, in one line.</param>
+/// <param name="Elapsed">Wall time of the repair, locks held included.</param>
+public sealed record ScrubRepairOutcome(string Name, uint? AgNumber, bool Repaired, string Detail, TimeSpan Elapsed)
 {
+    /// <summary>"AG 2 bnobt+cntbt" or the structure's name alone for a filesystem-wide one.</summary>
     public string Subject => AgNumber is { } ag ? $"AG {ag} {Name}" : Name;
+
+    /// <summary>One line: subject, "repaired" or "not repaired", detail.</summary>
 
     public override string ToString() => $"{Subject}: {(Repaired ? "repaired" : "not repaired")}: {Detail}";
 }

@@ -12,6 +12,19 @@ namespace Xfbtree.Xfs.Scrub;
 /// </summary>
 public static class Scrubber
 {
+    /// <summary>
+    /// Repairs, in place, every damaged structure that <paramref name="findings"/> (a <see cref="Run"/> of the same
+    /// unmounted image, closed since) names, in the repair order of docs/scrub.md: each per-AG rebuild is one write
+    /// engine transaction under that AG's lock, and the image carries NEEDSREPAIR until the engine's clean close.
+    /// Scrub the image again afterwards for the verdict. Throws <see cref="Xfbtree.Xfs.Write.XfsWriteException"/>
+    /// when the image cannot be opened for writing (in use, read-only, pending journal).
+    /// </summary>
+    public static IReadOnlyList<ScrubRepairOutcome> Repair(string imagePath, ScrubReport findings, ScrubOptions? options = null, CancellationToken cancel = default)
+    {
+        ArgumentNullException.ThrowIfNull(imagePath);
+        return ScrubRepairs.RepairImage(imagePath, findings, options ?? new ScrubOptions(), cancel);
+    }
+
     /// <summary>Scrubs <paramref name="image"/> (opened read-only by the caller, log clean).</summary>
     public static ScrubReport Run(XfsImage image, ScrubOptions? options = null, CancellationToken cancel = default)
     {
