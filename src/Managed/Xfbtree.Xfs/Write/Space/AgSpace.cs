@@ -205,7 +205,14 @@ internal sealed partial class AgSpace
     /// no counter but the list's changes, as <see cref="InstallRebuiltRmapbt"/> sets the tree's counters; the block
     /// stays OWN_AG. False when the list is empty.
     /// </summary>
-    internal bool TryTakeFreeListBlockForRebuiltRmapbt(out uint agbno)
+    internal bool TryTakeFreeListBlockForRebuiltRmapbt(out uint agbno) => TryPopFreeListHead(out agbno);
+
+    /// <summary>
+    /// Removes the block at the free list's head (the list half of xfs_alloc_get_freelist): the slot is checked to
+    /// name a block inside the AG, flfirst advances and flcount drops; the caller decides whose block it becomes.
+    /// False when the list is empty.
+    /// </summary>
+    private bool TryPopFreeListHead(out uint agbno)
     {
         agbno = 0;
         uint count = FlCount;
@@ -320,19 +327,10 @@ internal sealed partial class AgSpace
     /// <summary>Takes the block at the list head (xfs_alloc_get_freelist); <paramref name="tree"/> grows by it.</summary>
     private long TakeFromFreeList(AgfTree tree)
     {
-        uint count = FlCount;
-        if (count == 0)
+        if (!TryPopFreeListHead(out uint agbno))
         {
             throw new CorruptionException("AGFL", Agfl.Daddr, $"AG {AgNumber}: the free list is empty in the middle of a {tree} split");
         }
-        uint first = Field(Format.Agf.OffsetFlFirst);
-        uint agbno = Slot(first);
-        if (agbno < geo.FirstFreeBlock || agbno >= agLength)
-        {
-            throw new CorruptionException("AGFL", Agfl.Daddr, $"slot {first} holds block {agbno}, outside the AG");
-        }
-        SetField(Format.Agf.OffsetFlFirst, (first + 1) % (uint)slots);
-        SetField(Format.Agf.OffsetFlCount, count - 1);
         AddField(Format.Agf.OffsetBtreeBlocks, +1);
         if (tree == AgfTree.Rmapbt)
         {
@@ -402,16 +400,8 @@ internal sealed partial class AgSpace
     public void FixFreeList(uint? keepClear, bool skipRmapUpdates = false)
     {
         uint need = MinFreeList();
-        while (FlCount > need)
+        while (FlCount > need && TryPopFreeListHead(out uint agbno))
         {
-            uint first = Field(Format.Agf.OffsetFlFirst);
-            uint agbno = Slot(first);
-            if (agbno < geo.FirstFreeBlock || agbno >= agLength)
-            {
-                throw new CorruptionException("AGFL", Agfl.Daddr, $"slot {first} holds block {agbno}, outside the AG");
-            }
-            SetField(Format.Agf.OffsetFlFirst, (first + 1) % (uint)slots);
-            SetField(Format.Agf.OffsetFlCount, FlCount - 1);
             tx.InvalidateFreedBlocks(AgNumber, agbno, 1); // a block of a tree that shrank into the list
             InsertFree(agbno, 1);
             RmapEdit(RmapUpdateKind.Unmap, new RmapRecord(agbno, 1, RmapOwner.Ag, 0), shared: false, skipRmapUpdates);
