@@ -22,7 +22,7 @@ public sealed class ScrubFinding
     readonly int _limit;
 
     /// <summary>A finding for <paramref name="structure"/> of AG <paramref name="agNumber"/> (null: not per AG).</summary>
-    public ScrubFinding(string structure, uint? agNumber, int problemLimit = 20)
+    internal ScrubFinding(string structure, uint? agNumber, int problemLimit = 20)
     {
         Structure = structure;
         AgNumber = agNumber;
@@ -42,7 +42,7 @@ public sealed class ScrubFinding
     /// <summary>Wall time of this structure's checks (the inobt's includes reading the directories for the link counts).</summary>
     public TimeSpan Elapsed { get; internal set; }
     /// <summary>Records, blocks or inodes looked at (for the clean line), or null.</summary>
-    public string? Note { get; set; }
+    public string? Note { get; internal set; }
 
     /// <summary>Damaged when a problem was found; else NotChecked when a check could not run; else Clean.</summary>
     public ScrubVerdict Verdict => ProblemTotal > 0 ? ScrubVerdict.Damaged : _skipped.Count > 0 ? ScrubVerdict.NotChecked : ScrubVerdict.Clean;
@@ -51,14 +51,14 @@ public sealed class ScrubFinding
     public string Subject => AgNumber is { } ag ? $"AG {ag} {Structure}" : Structure;
 
     /// <summary>Records a problem.</summary>
-    public void Damage(string problem)
+    internal void Damage(string problem)
     {
         ProblemTotal++;
         if (_problems.Count < _limit) _problems.Add(problem);
     }
 
     /// <summary>Records a problem counted <paramref name="count"/> times, described once.</summary>
-    public void Damage(long count, string summary)
+    internal void Damage(long count, string summary)
     {
         if (count <= 0) return;
         ProblemTotal += count;
@@ -66,7 +66,7 @@ public sealed class ScrubFinding
     }
 
     /// <summary>Records a check that could not run.</summary>
-    public void Skip(string reason) => _skipped.Add(reason);
+    internal void Skip(string reason) => _skipped.Add(reason);
 
     /// <summary>The report line: "AG 2 bnobt: clean (12 records)", "AG 0 refcountbt: damaged: 3 block ranges differ ...".</summary>
     public override string ToString()
