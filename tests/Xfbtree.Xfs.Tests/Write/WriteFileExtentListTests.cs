@@ -8,6 +8,24 @@ public sealed class WriteFileExtentListTests
 {
     static BmbtExtent E(ulong off, ulong blk, uint len, bool unwritten = false) => new(off, blk, len, unwritten);
 
+    /// <summary>A range whose mappings all fit in one step is one step, up to the range's end: a reflink of 45
+    /// blocks onto a destination mapped only in its first 19 took two transactions, and a kill between them left
+    /// the destination half remapped (found by the kill -9 crash test).</summary>
+    [Fact]
+    public void AStepRunsToTheRangesEndWhenEveryMappingFits()
+    {
+        var list = new ExtentList([E(100, 500, 19), E(200, 700, 4), E(210, 800, 4)]);
+        Assert.Equal((100UL, 145UL), Xfbtree.Xfs.Write.Files.FileOperations.NextStep(list, 100, 145, 1024, ulong.MaxValue));
+        Assert.Equal((100UL, 250UL), Xfbtree.Xfs.Write.Files.FileOperations.NextStep(list, 50, 250, 1024, ulong.MaxValue));
+        // Bounded by pieces: the step ends where its last mapping does, the rest is the next step's.
+        Assert.Equal((100UL, 204UL), Xfbtree.Xfs.Write.Files.FileOperations.NextStep(list, 50, 250, 2, ulong.MaxValue));
+        Assert.Equal((210UL, 250UL), Xfbtree.Xfs.Write.Files.FileOperations.NextStep(list, 204, 250, 2, ulong.MaxValue));
+        // Bounded by blocks.
+        Assert.Equal((100UL, 110UL), Xfbtree.Xfs.Write.Files.FileOperations.NextStep(list, 100, 250, 1024, 10));
+        // Nothing mapped.
+        Assert.Equal((300UL, 300UL), Xfbtree.Xfs.Write.Files.FileOperations.NextStep(list, 220, 300, 1024, ulong.MaxValue));
+    }
+
     [Fact]
     public void InsertMergesWithLogicallyAndPhysicallyAdjacentNeighboursOnly()
     {

@@ -402,8 +402,10 @@ internal sealed class FileOperations
     /// <summary>
     /// The next bounded step of an operation over file blocks [<paramref name="start"/>, <paramref name="stop"/>):
     /// from the first mapped block at or after start (holes are skipped, so a sparse range costs nothing) over at
-    /// most <paramref name="maxPieces"/> mappings and <paramref name="maxBlocks"/> blocks. (stop, stop) when
-    /// nothing is mapped there.
+    /// most <paramref name="maxPieces"/> mappings and <paramref name="maxBlocks"/> blocks. When every remaining
+    /// mapping fits, the step runs to <paramref name="stop"/> (the hole after the last mapping included), so an
+    /// operation within one step's bounds is one transaction, all or nothing at a crash. (stop, stop) when nothing is
+    /// mapped there.
     /// </summary>
     internal static (ulong From, ulong To) NextStep(ExtentList extents, ulong start, ulong stop, int maxPieces, ulong maxBlocks)
     {
@@ -413,6 +415,10 @@ internal sealed class FileOperations
         for (int pieces = 0; i < extents.Count && pieces < maxPieces && extents[i].StartOffset < stop; i++, pieces++)
         {
             to = Math.Min(stop, extents[i].StartOffset + extents[i].BlockCount);
+        }
+        if (i >= extents.Count || extents[i].StartOffset >= stop)
+        {
+            to = stop; // no mapping left in the range: the step need not end where the last one does
         }
         return (from, Math.Min(to, from + Math.Min(maxBlocks, stop - from)));
     }
