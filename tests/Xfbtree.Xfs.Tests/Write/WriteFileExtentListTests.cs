@@ -198,4 +198,56 @@ public sealed class WriteFileExtentListTests
             Assert.Equal(model, seen);
         }
     }
+
+    /// <summary>
+    /// A snapshot shares its source until its first edit and never changes it; its changed window is exact enough
+    /// for a diff: every record before the window and after it equals the source's record at the same place from
+    /// the start and from the end. Random edits in runs of 1-4 (one operation) on snapshots of snapshots (as a
+    /// fork stores and goes on), each window checked against the source, and the source checked unchanged.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void SnapshotsNeverChangeTheirSourceAndReportEveryChangedRecordInTheirWindow(int seed)
+    {
+        var rng = new Random(seed);
+        const int Span = 400;
+        var source = new ExtentList();
+        for (ulong off = 0; off < Span; off += 4) source.Insert(E(off, 10_000 + off * 7, 2, unwritten: off % 8 == 0));
+        int smallWindows = 0;
+        for (int op = 0; op < 600; op++)
+        {
+            var frozen = source.Items.ToArray();
+            var edited = source.Snapshot();
+            edited.ChangedWindow(source.Count, out int p0, out int s0);
+            Assert.Equal(source.Count, p0 + s0); // no edit yet: an empty window
+            int edits = rng.Next(1, 5);
+            for (int k = 0; k < edits; k++)
+            {
+                ulong off = (ulong)rng.Next(Span), len = (ulong)rng.Next(1, 6);
+                switch (rng.Next(3))
+                {
+                    case 0:
+                        edited.Remove(off, len);
+                        break;
+                    case 1:
+                        edited.SetState(off, len, rng.Next(2) == 0);
+                        break;
+                    default:
+                        if (edited.MappingsIn(off, len).Count == 0) edited.Insert(E(off, 50_000 + off, (uint)len));
+                        break;
+                }
+            }
+            Assert.Equal(frozen, source.Items.ToArray()); // the source is untouched
+            edited.ChangedWindow(source.Count, out int prefix, out int suffix);
+            Assert.InRange(prefix + suffix, 0, Math.Min(source.Count, edited.Count));
+            for (int i = 0; i < prefix; i++) Assert.Equal(source[i], edited[i]);
+            for (int i = 1; i <= suffix; i++) Assert.Equal(source[source.Count - i], edited[edited.Count - i]);
+            if (source.Count - (prefix + suffix) <= 4 * edits + 2) smallWindows++;
+            source = edited; // the stored list becomes the next operation's source
+        }
+        // Edits far apart make a wide window; most operations here stay within a few records of what they touched.
+        Assert.True(smallWindows > 150, $"only {smallWindows} of 600 operations kept their window small");
+    }
 }

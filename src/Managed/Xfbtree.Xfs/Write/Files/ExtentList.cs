@@ -8,13 +8,20 @@ namespace Xfbtree.Xfs.Write.Files;
 /// offset, never overlapping. Edits keep the kernel's merge rules (xfs_bmap_add_extent_*): a mapping merges with a
 /// neighbour that is adjacent logically and physically, in the same unwritten state, while the merged length stays
 /// at most <see cref="MaxExtentLength"/>. Pure data structure: no I/O, no locking (the owner holds the inode lock).
+/// A <see cref="Snapshot"/> shares its source's records until its first edit (copy on write) and remembers which
+/// part of the source its edits touched (<see cref="ChangedWindow"/>), so an operation that reads the list, or
+/// changes one extent of a file of many thousands, neither copies nor compares all of them more than once.
 /// </summary>
 internal sealed class ExtentList
 {
     /// <summary>MAXEXTLEN: the largest blockcount a bmbt record holds (21 bits).</summary>
     public const uint MaxExtentLength = (1u << 21) - 1;
 
-    readonly List<BmbtExtent> _items;
+    List<BmbtExtent> _items;
+    /// <summary>_items belongs to the list this one is a snapshot of: copied before the first edit.</summary>
+    bool _borrowed;
+    /// <summary>Leading and trailing records still equal to the snapshot's source (all of them until an edit).</summary>
+    int _unchangedPrefix, _unchangedSuffix;
 
     public ExtentList() => _items = new List<BmbtExtent>();
 
@@ -29,6 +36,7 @@ internal sealed class ExtentList
             if (i > 0 && _items[i - 1].StartOffset + _items[i - 1].BlockCount > e.StartOffset)
                 throw new ArgumentException($"extent {e} overlaps or precedes {_items[i - 1]}", nameof(extents));
         }
+        _unchangedPrefix = _unchangedSuffix = _items.Count;
     }
 
     public int Count => _items.Count;
@@ -55,6 +63,44 @@ internal sealed class ExtentList
     {
         _ = trusted;
         _items = new List<BmbtExtent>(items);
+        _unchangedPrefix = _unchangedSuffix = _items.Count;
+    }
+
+    /// <summary>
+    /// A list equal to this one that shares its records until its own first edit; this list must not change
+    /// afterwards (the fork cache's lists and a fork's stored baseline never do).
+    /// </summary>
+    public ExtentList Snapshot() => new(this);
+
+    ExtentList(ExtentList source)
+    {
+        _items = source._items;
+        _borrowed = true;
+        _unchangedPrefix = _unchangedSuffix = _items.Count;
+    }
+
+    /// <summary>
+    /// The records that may differ from the list this one is a snapshot of (or was cloned from): every record
+    /// before <paramref name="prefix"/> and the last <paramref name="suffix"/> records are equal in both, in order.
+    /// </summary>
+    public void ChangedWindow(int sourceCount, out int prefix, out int suffix)
+    {
+        prefix = Math.Min(_unchangedPrefix, Math.Min(sourceCount, _items.Count));
+        suffix = Math.Min(_unchangedSuffix, Math.Min(sourceCount, _items.Count) - prefix);
+    }
+
+    /// <summary>Before an edit that replaces the records [<paramref name="start"/>, <paramref name="end"/>): owns the
+    /// records (copying a borrowed list once) and narrows the unchanged prefix and suffix.</summary>
+    List<BmbtExtent> Edit(int start, int end)
+    {
+        if (_borrowed)
+        {
+            _items = new List<BmbtExtent>(_items);
+            _borrowed = false;
+        }
+        _unchangedPrefix = Math.Min(_unchangedPrefix, start);
+        _unchangedSuffix = Math.Min(_unchangedSuffix, _items.Count - end);
+        return _items;
     }
 
     /// <summary>Index of the first extent that ends after <paramref name="offset"/> (the one containing it, or the next); Count when none.</summary>
@@ -123,8 +169,9 @@ internal sealed class ExtentList
             if (e.StartOffset < offset) replacement.Add(new BmbtExtent(e.StartOffset, e.StartBlock, (uint)(offset - e.StartOffset), e.Unwritten));
             if (eEnd > end) replacement.Add(new BmbtExtent(end, e.StartBlock + (end - e.StartOffset), (uint)(eEnd - end), e.Unwritten));
         }
-        _items.RemoveRange(i, j - i);
-        _items.InsertRange(i, replacement);
+        var items = Edit(i, j);
+        items.RemoveRange(i, j - i);
+        items.InsertRange(i, replacement);
         return removed;
     }
 
@@ -139,7 +186,7 @@ internal sealed class ExtentList
         int i = IndexAtOrAfter(extent.StartOffset);
         if (i < _items.Count && _items[i].StartOffset < extent.StartOffset + extent.BlockCount)
             throw new InvalidOperationException($"extent {extent} overlaps the mapping {_items[i]}");
-        _items.Insert(i, extent);
+        Edit(i, i).Insert(i, extent);
         MergeAround(i, i);
     }
 
@@ -160,7 +207,7 @@ internal sealed class ExtentList
         {
             Remove(piece.StartOffset, piece.BlockCount);
             int i = IndexAtOrAfter(piece.StartOffset);
-            _items.Insert(i, piece);
+            Edit(i, i).Insert(i, piece);
         }
         int first = IndexAtOrAfter(changed[0].StartOffset);
         var lastPiece = changed[^1];
@@ -187,8 +234,9 @@ internal sealed class ExtentList
             var b = _items[i + 1];
             if (CanMerge(a, b))
             {
-                _items[i] = a with { BlockCount = a.BlockCount + b.BlockCount };
-                _items.RemoveAt(i + 1);
+                var items = Edit(i, i + 2);
+                items[i] = a with { BlockCount = a.BlockCount + b.BlockCount };
+                items.RemoveAt(i + 1);
                 stop--;
             }
             else

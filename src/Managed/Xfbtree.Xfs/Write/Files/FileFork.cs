@@ -67,20 +67,22 @@ internal sealed class FileFork
 
     void Read()
     {
-        // _original (the baseline the store diffs against) is only read, so it is the cache's own list: one copy
-        // per operation (the list this operation edits), not three.
+        // _original (the baseline the store diffs against) is only read, so it is the cache's own list, and the list
+        // this operation edits is a snapshot of it: copied at its first edit, so an operation that only reads the
+        // mapping copies nothing, and one that changes it copies it once.
         if (!Attr && ForkCache.TryGetShared(Inode, out var cached, out var blocks))
         {
             _loadedFormat = InodeFields.Format(Inode.Core, attr: false);
             _original = cached;
-            Extents = cached.Clone();
+            Extents = cached.Snapshot();
             _bmbtBlocks.AddRange(blocks);
             _loaded.UnionWith(blocks);
         }
         else
         {
             ReadFork();
-            _original = Extents.Clone();
+            _original = Extents;
+            Extents = _original.Snapshot();
             if (!Attr && InodeFields.Format(Inode.Core, attr: false) is ForkFormat.Extents or ForkFormat.Btree) ForkCache.PutShared(Inode, _original, _bmbtBlocks);
         }
     }
@@ -234,7 +236,10 @@ internal sealed class FileFork
     {
         var counter = Inode.Core.AsSpan(104);
         BinaryPrimitives.WriteUInt64BigEndian(counter, BinaryPrimitives.ReadUInt64BigEndian(counter) + 1);
-        _original = Extents.Clone();
+        // The stored list becomes the baseline (never changed again: the cache may share it); later edits of this
+        // operation go to a snapshot of it.
+        _original = Extents;
+        Extents = _original.Snapshot();
         _tx.LogInode(Inode);
         if (Attr) return;
         ForkCache.PutShared(Inode, _original, _bmbtBlocks);
@@ -266,13 +271,17 @@ internal sealed class FileFork
         var deletes = new List<ulong>();
         var updates = new List<BmbtExtent>();
         var inserts = new List<BmbtExtent>();
-        int i = 0, j = 0;
-        var before = _original.Items;
-        var after = Extents.Items;
-        while (i < before.Count || j < after.Count)
+        // Only the window the edits touched can differ (the lists agree before it and after it): a write that
+        // changes one extent of a file of thousands compares a few records, not all of them.
+        var before = _original;
+        var after = Extents;
+        after.ChangedWindow(before.Count, out int prefix, out int suffix);
+        int i = prefix, j = prefix;
+        int beforeEnd = before.Count - suffix, afterEnd = after.Count - suffix;
+        while (i < beforeEnd || j < afterEnd)
         {
-            if (j >= after.Count || (i < before.Count && before[i].StartOffset < after[j].StartOffset)) deletes.Add(before[i++].StartOffset);
-            else if (i >= before.Count || after[j].StartOffset < before[i].StartOffset) inserts.Add(after[j++]);
+            if (j >= afterEnd || (i < beforeEnd && before[i].StartOffset < after[j].StartOffset)) deletes.Add(before[i++].StartOffset);
+            else if (i >= beforeEnd || after[j].StartOffset < before[i].StartOffset) inserts.Add(after[j++]);
             else
             {
                 if (before[i] != after[j]) updates.Add(after[j]);
