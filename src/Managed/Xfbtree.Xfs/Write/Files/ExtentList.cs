@@ -89,13 +89,19 @@ internal sealed class ExtentList
         suffix = Math.Min(_unchangedSuffix, Math.Min(sourceCount, _items.Count) - prefix);
     }
 
+    /// <summary>Spare records a copied list gets (an operation adds a few: a split adds two).</summary>
+    const int EditRoom = 16;
+
     /// <summary>Before an edit that replaces the records [<paramref name="start"/>, <paramref name="end"/>): owns the
     /// records (copying a borrowed list once) and narrows the unchanged prefix and suffix.</summary>
     List<BmbtExtent> Edit(int start, int end)
     {
         if (_borrowed)
         {
-            _items = new List<BmbtExtent>(_items);
+            // Room for the records the edits add: a copy exactly full would be copied again at the first insert.
+            var own = new List<BmbtExtent>(_items.Count + EditRoom);
+            own.AddRange(_items);
+            _items = own;
             _borrowed = false;
         }
         _unchangedPrefix = Math.Min(_unchangedPrefix, start);
