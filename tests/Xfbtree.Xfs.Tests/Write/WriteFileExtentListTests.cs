@@ -200,16 +200,18 @@ public sealed class WriteFileExtentListTests
     }
 
     /// <summary>
-    /// A snapshot shares its source until its first edit and never changes it; its changed window is exact enough
-    /// for a diff: every record before the window and after it equals the source's record at the same place from
-    /// the start and from the end. Random edits in runs of 1-4 (one operation) on snapshots of snapshots (as a
-    /// fork stores and goes on), each window checked against the source, and the source checked unchanged.
+    /// A snapshot reads its source until its first edit, which copies the records (the source never changes) or,
+    /// made to take them, takes them without a copy (the source and any other snapshot of it then throw instead of
+    /// showing the edited records). Either way the changed window is exact: the records before it and after it are
+    /// the source's, and the records it replaced are the source's between them. Random edits in runs of 1-4 (one
+    /// operation), each operation's list the next one's source, as a fork stores and goes on.
     /// </summary>
     [Theory]
-    [InlineData(1)]
-    [InlineData(2)]
-    [InlineData(3)]
-    public void SnapshotsNeverChangeTheirSourceAndReportEveryChangedRecordInTheirWindow(int seed)
+    [InlineData(1, false)]
+    [InlineData(2, false)]
+    [InlineData(3, true)]
+    [InlineData(4, true)]
+    public void SnapshotsCopyOrTakeTheirSourceAndTheirWindowHoldsEveryChange(int seed, bool take)
     {
         var rng = new Random(seed);
         const int Span = 400;
@@ -219,9 +221,10 @@ public sealed class WriteFileExtentListTests
         for (int op = 0; op < 600; op++)
         {
             var frozen = source.Items.ToArray();
-            var edited = source.Snapshot();
-            edited.ChangedWindow(source.Count, out int p0, out int s0);
-            Assert.Equal(source.Count, p0 + s0); // no edit yet: an empty window
+            var edited = source.Snapshot(takeAtFirstEdit: take);
+            var bystander = source.Snapshot();
+            edited.ChangedWindow(out int p0, out int s0, out var r0);
+            Assert.Equal((source.Count, 0, 0), (p0, s0, r0.Count)); // no edit yet: an empty window
             int edits = rng.Next(1, 5);
             for (int k = 0; k < edits; k++)
             {
@@ -239,15 +242,30 @@ public sealed class WriteFileExtentListTests
                         break;
                 }
             }
-            Assert.Equal(frozen, source.Items.ToArray()); // the source is untouched
-            edited.ChangedWindow(source.Count, out int prefix, out int suffix);
-            Assert.InRange(prefix + suffix, 0, Math.Min(source.Count, edited.Count));
-            for (int i = 0; i < prefix; i++) Assert.Equal(source[i], edited[i]);
-            for (int i = 1; i <= suffix; i++) Assert.Equal(source[source.Count - i], edited[edited.Count - i]);
-            if (source.Count - (prefix + suffix) <= 4 * edits + 2) smallWindows++;
+            edited.ChangedWindow(out int prefix, out int suffix, out var replaced);
+            var now = edited.Items.ToArray();
+            if (replaced.Count + prefix + suffix == 0 && now.Length == 0) continue;
+            // The source, rebuilt from the edited list and its window, is the source as it was.
+            var rebuilt = now[..prefix].Concat(replaced).Concat(now[(now.Length - suffix)..]).ToArray();
+            Assert.Equal(frozen, rebuilt);
+            bool changed = !frozen.SequenceEqual(now);
+            if (take && changed) Assert.False(source.HasRecords);
+            if (!take) Assert.True(source.HasRecords);
+            if (!source.HasRecords)
+            {
+                Assert.Throws<InvalidOperationException>(() => source.Count);
+                Assert.Throws<InvalidOperationException>(() => bystander[0]);
+            }
+            else
+            {
+                Assert.Equal(frozen, source.Items.ToArray()); // copied, or never edited: the source is untouched
+                Assert.Equal(frozen, bystander.Items.ToArray());
+            }
+            if (now.Length - prefix - suffix <= 4 * edits + 2) smallWindows++;
+            edited.ResetChanges();
             source = edited; // the stored list becomes the next operation's source
         }
-        // Edits far apart make a wide window; most operations here stay within a few records of what they touched.
+        // Edits far apart make a wide window; many operations here stay within a few records of what they touched.
         Assert.True(smallWindows > 150, $"only {smallWindows} of 600 operations kept their window small");
     }
 }
