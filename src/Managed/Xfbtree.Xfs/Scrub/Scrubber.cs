@@ -45,13 +45,14 @@ public static class Scrubber
         var links = whole ? new LinkCountScrubber(image, options) : null;
         var findings = new List<ScrubFinding>();
         var contexts = new List<AgScrubContext>();
+        var scratch = new ScrubScratch();
         bool scanComplete = scan.Ags.All(a => a.Problems.Total == 0 && (a.Expected == null || a.MetadataComplete));
         foreach (var ag in scan.Ags)
         {
             if (ag.Expected == null) continue;
             cancel.ThrowIfCancellationRequested();
             options.Progress?.Invoke($"scrubbing AG {ag.AgNumber}/{image.Geometry.AgCount}");
-            var ctx = new AgScrubContext(image, ag, scanComplete, options);
+            var ctx = new AgScrubContext(image, ag, scanComplete, options, scratch);
             contexts.Add(ctx);
             var t = Stopwatch.StartNew();
             var (bno, cnt) = FreeSpaceScrubber.Check(ctx);
@@ -61,7 +62,7 @@ public static class Scrubber
             ino.Elapsed = t.Elapsed;
             t.Restart();
             var rmap = RmapbtScrubber.Check(ctx);
-            rmap.Elapsed = t.Elapsed;
+            rmap.Elapsed = ctx.RmapCompareElapsed + t.Elapsed;   // the compare ran first, in the context's one pass
             t.Restart();
             var refc = RefcountScrubber.Check(ctx);
             if (refc != null) refc.Elapsed = t.Elapsed;
@@ -76,6 +77,8 @@ public static class Scrubber
             if (fino != null) findings.Add(fino);
             findings.Add(rmap);
             if (refc != null) findings.Add(refc);
+            ctx.ReleaseScratch();
+            ag.Dispose();   // the AG's expected set: its pages go back now (the headers stay for the superblock counters)
         }
         List<LinkCountMismatch> mismatches = [];
         long mismatchTotal = 0;
