@@ -66,8 +66,9 @@ internal sealed class InodeCache
     }
 
     /// <summary>Adds <paramref name="loaded"/> unless another thread's inode of the same number is live: returns the
-    /// one that is (the caller uses it and drops its own).</summary>
-    public IncoreInode Add(IncoreInode loaded)
+    /// one that is (the caller uses it and drops its own). With <paramref name="admit"/> false it is only in the table
+    /// (weakly), not on the clock: it lives as long as someone references it.</summary>
+    public IncoreInode Add(IncoreInode loaded, bool admit = true)
     {
         var weak = new WeakReference<IncoreInode>(loaded);
         while (true)
@@ -89,7 +90,14 @@ internal sealed class InodeCache
                 break;
             }
         }
-        Admit(loaded);
+        if (admit)
+        {
+            Admit(loaded);
+        }
+        else
+        {
+            CountTableEntryAdded();
+        }
         return loaded;
     }
 
@@ -119,7 +127,6 @@ internal sealed class InodeCache
     /// mark) and replaces the first one that was not, which from then on lives only as long as others reference it.</summary>
     private void Admit(IncoreInode inode)
     {
-        bool sweep;
         lock (clockLock)
         {
             for (int step = 0; ; step++)
@@ -134,6 +141,16 @@ internal sealed class InodeCache
                 slot.RecentlyUsed = false;
                 hand = (hand + 1) % clock.Length;
             }
+        }
+        CountTableEntryAdded();
+    }
+
+    /// <summary>Sweeps the table's collected entries once every <see cref="Capacity"/> additions (admitted or not).</summary>
+    private void CountTableEntryAdded()
+    {
+        bool sweep;
+        lock (clockLock)
+        {
             sweep = ++admittedSinceSweep >= clock.Length;
             if (sweep)
             {
