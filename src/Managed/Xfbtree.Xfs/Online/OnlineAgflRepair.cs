@@ -32,54 +32,62 @@ internal static class OnlineAgflRepair
         {
             tx.LockAgForRepair(agno);
             locked.Restart();
-            uint agLength = geo.AgLength(agno);
-            Agf agf = Agf.Parse(tx.ReadAgHeader(AgHeaderKind.Agf, agno).Span, geo, agno);
-            foreach (AgfTree tree in new[] { AgfTree.Rmapbt, AgfTree.Bnobt, AgfTree.Cntbt })
-            {
-                if (!agf.TreeRootUsable(tree, geo))
-                {
-                    throw new OnlineRepairException($"AG {agno}: the AGF's {tree.ToString().ToLowerInvariant()} root is unusable; the free list cannot be told apart from it");
-                }
-            }
-            AgBtreeBlockStore store = tx.AgStore(agno, null, null);
-            Btree<RmapbtOps> rmapbt = engine.Image.OpenRmapbt(agf, store);
-            var list = new AgBlockBitmap(agLength);
-            using (BtreeCursor<RmapbtOps> cur = rmapbt.CreateCursor())
-            {
-                for (bool ok = cur.MoveFirst(); ok; ok = cur.Increment())
-                {
-                    var r = RmapRecord.Read(cur.Current);
-                    if (r.Owner == RmapOwner.Ag && (ulong)r.StartBlock + r.BlockCount <= agLength)
-                    {
-                        list.Set(r.StartBlock, r.BlockCount);
-                    }
-                }
-            }
-            var trees = new AgBlockBitmap(agLength);
-            AgRebuild.MarkTreeBlocks(rmapbt, trees);
-            AgRebuild.MarkTreeBlocks(engine.Image.OpenBnobt(agf, store), trees);
-            AgRebuild.MarkTreeBlocks(engine.Image.OpenCntbt(agf, store), trees);
-            foreach (var (s, l) in AgRebuild.Runs(trees))
-            {
-                list.Clear(s, l);
-            }
-            List<uint> blocks = list.TakeLowest(geo.AgflSlots);
-            foreach (uint b in blocks)
-            {
-                list.Clear(b, 1);
-            }
-            var space = tx.Space(agno);
-            space.InstallRebuiltFreeList(blocks);
-            long freed = 0;
-            foreach (var (s, l) in AgRebuild.Runs(list))
-            {
-                space.RmapChange(RmapUpdateKind.Unmap, new RmapRecord(s, l, RmapOwner.Ag, 0), shared: false);
-                space.FreeMetadataExtent(s, l);
-                freed += l;
-            }
-            space.FixFreeList();
-            result = new AgRebuildResult(agno, "AGFL", blocks.Count, 0, freed, TimeSpan.Zero);
+            result = RebuildIn(engine, tx, agno);
         });
         return (result ?? throw new InvalidOperationException("the repair committed without a result")) with { TimeLocked = locked.Elapsed };
+    }
+
+    /// <summary>The rebuild inside a transaction that holds AG <paramref name="agno"/>'s lock (the AGF repair runs it
+    /// after writing the new AGF, in the same transaction).</summary>
+    internal static AgRebuildResult RebuildIn(WriteEngine engine, WriteTransaction tx, uint agno)
+    {
+        XfsGeometry geo = engine.Geometry;
+        uint agLength = geo.AgLength(agno);
+        Agf agf = Agf.Parse(tx.ReadAgHeader(AgHeaderKind.Agf, agno).Span, geo, agno);
+        foreach (AgfTree tree in new[] { AgfTree.Rmapbt, AgfTree.Bnobt, AgfTree.Cntbt })
+        {
+            if (!agf.TreeRootUsable(tree, geo))
+            {
+                throw new OnlineRepairException($"AG {agno}: the AGF's {tree.ToString().ToLowerInvariant()} root is unusable; the free list cannot be told apart from it");
+            }
+        }
+        AgBtreeBlockStore store = tx.AgStore(agno, null, null);
+        Btree<RmapbtOps> rmapbt = engine.Image.OpenRmapbt(agf, store);
+        var list = new AgBlockBitmap(agLength);
+        using (BtreeCursor<RmapbtOps> cur = rmapbt.CreateCursor())
+        {
+            for (bool ok = cur.MoveFirst(); ok; ok = cur.Increment())
+            {
+                var r = RmapRecord.Read(cur.Current);
+                if (r.Owner == RmapOwner.Ag && (ulong)r.StartBlock + r.BlockCount <= agLength)
+                {
+                    list.Set(r.StartBlock, r.BlockCount);
+                }
+            }
+        }
+        var trees = new AgBlockBitmap(agLength);
+        AgRebuild.MarkTreeBlocks(rmapbt, trees);
+        AgRebuild.MarkTreeBlocks(engine.Image.OpenBnobt(agf, store), trees);
+        AgRebuild.MarkTreeBlocks(engine.Image.OpenCntbt(agf, store), trees);
+        foreach (var (s, l) in AgRebuild.Runs(trees))
+        {
+            list.Clear(s, l);
+        }
+        List<uint> blocks = list.TakeLowest(geo.AgflSlots);
+        foreach (uint b in blocks)
+        {
+            list.Clear(b, 1);
+        }
+        var space = tx.Space(agno);
+        space.InstallRebuiltFreeList(blocks);
+        long freed = 0;
+        foreach (var (s, l) in AgRebuild.Runs(list))
+        {
+            space.RmapChange(RmapUpdateKind.Unmap, new RmapRecord(s, l, RmapOwner.Ag, 0), shared: false);
+            space.FreeMetadataExtent(s, l);
+            freed += l;
+        }
+        space.FixFreeList();
+        return new AgRebuildResult(agno, "AGFL", blocks.Count, 0, freed, TimeSpan.Zero);
     }
 }
