@@ -19,8 +19,9 @@ namespace Xfbtree.Xfs.Online;
 /// is the old AGF's when that tree verifies whole, else found by a scan of the AG's blocks for rmapbt blocks that
 /// verify (magic, CRC, blkno, owner AG, metadata UUID). Then the free list is rebuilt from it
 /// (<see cref="OnlineAgflRepair"/>), which sets flfirst, fllast and flcount.</item>
-/// <item>AGI: the inobt and finobt roots found among the rmapbt's OWN_INOBT blocks, the counters from the inobt, the
-/// unlinked buckets empty (refused when an allocated inode of the AG has nlink 0: it would belong on them).</item>
+/// <item>AGI: the inobt and finobt roots found among the rmapbt's OWN_INOBT blocks, the counters from the inobt; the
+/// unlinked buckets kept from a sector that verifies, else empty (refused when an allocated inode of the AG has nlink 0:
+/// it would belong on them; upstream rebuilds the chains from such inodes, this repair does not).</item>
 /// <item>A secondary superblock: a copy of the primary (NEEDSREPAIR and the log-incompat word cleared).</item>
 /// </list>
 /// A root is taken only when exactly one tree qualifies: a root block that verifies and has no siblings, whose whole
@@ -149,7 +150,11 @@ internal static class OnlineAgHeaderRepair
             {
                 finobt = probe.Find("finobt", new InobtOps(true, sparse), InobtOps.FinobtMagic, maxLevels, maxRecords, old?.FreeRoot, rmap.OwnInobt, rmap.OwnInobt, inobt.Blocks, null);
             }
-            var (count, freeCount, unlinked) = probe.InodeTotals(inobt, sparse);
+            // The unlinked buckets: an AGI sector that verifies keeps its own (the engine maintains those chains under
+            // this lock; inodes held open after their last unlink are on them while writers run). One that does not
+            // verify gets empty buckets, which is right only when no allocated inode of the AG has nlink 0.
+            byte[]? keptBuckets = probe.VerifiedOldAgiBuckets();
+            var (count, freeCount, unlinked) = probe.InodeTotals(inobt, sparse, countUnlinked: keptBuckets is null);
             if (unlinked > 0)
             {
                 throw new OnlineRepairException($"AG {agno}: {unlinked} allocated inodes have nlink 0 and would belong on the AGI's unlinked lists, which this repair does not rebuild");
@@ -170,6 +175,7 @@ internal static class OnlineAgHeaderRepair
             {
                 Put(Agi.UnlinkedOffset + 4 * b, Agi.NullAgino);
             }
+            keptBuckets?.CopyTo(s, Agi.UnlinkedOffset);
             geo.MetaUuid.CopyTo(s.AsSpan(296, 16));
             if (finobt is { } f)
             {
@@ -289,6 +295,21 @@ internal static class OnlineAgHeaderRepair
         {
             byte[] s = ReadSector(AgHeaderKind.Agi);
             return BinaryPrimitives.ReadUInt32BigEndian(s) == Agi.MagicValue ? Agi.Parse(s, geo, agno) : null;
+        }
+
+        /// <summary>The unlinked bucket heads of the AGI sector on disk when it verifies (magic, CRC, AG, UUID), else null.</summary>
+        public byte[]? VerifiedOldAgiBuckets()
+        {
+            byte[] s = ReadSector(AgHeaderKind.Agi);
+            try
+            {
+                engine.Ag(agno).Verifiers[(int)AgHeaderKind.Agi]!.Verify(s, geo.AgHeaderDaddr(agno, (int)AgHeaderKind.Agi));
+            }
+            catch (CorruptionException)
+            {
+                return null;
+            }
+            return s.AsSpan(Agi.UnlinkedOffset, 4 * Agi.UnlinkedBuckets).ToArray();
         }
 
         /// <summary>
@@ -552,7 +573,7 @@ internal static class OnlineAgHeaderRepair
 
         /// <summary>agi_count and agi_freecount from the inobt's records (as upstream counts them), and the allocated
         /// inodes whose core says nlink 0 (inodes that would be on the unlinked lists).</summary>
-        public (uint Count, uint FreeCount, long Unlinked) InodeTotals(TreeFound inobt, bool sparse)
+        public (uint Count, uint FreeCount, long Unlinked) InodeTotals(TreeFound inobt, bool sparse, bool countUnlinked)
         {
             long count = 0, freeCount = 0, unlinked = 0;
             byte[] block = new byte[blockSize];
@@ -563,7 +584,7 @@ internal static class OnlineAgHeaderRepair
                 InobtRecord rec = InobtRecord.Read(cur.Current, sparse);
                 count += rec.Count;
                 freeCount += rec.FreeCount;
-                for (int i = 0; i < InobtRecord.InodesPerChunk; i++)
+                for (int i = 0; countUnlinked && i < InobtRecord.InodesPerChunk; i++)
                 {
                     if (rec.IsHole(i) || ((rec.Free >> i) & 1) != 0) continue;
                     uint agino = rec.StartIno + (uint)i;
