@@ -230,10 +230,11 @@ internal static class ScrubRepairs
 
     /// <summary>
     /// An AG header (AGF with its AGFL, or AGI) rewritten whole from the trees found through the rmapbt
-    /// (<see cref="OnlineAgHeaderRepair"/>). It waits while its sector still verifies and a tree it describes is damaged
-    /// in the same AG (and, for the AGF, the rmapbt is not): the rebuild of that tree sets the header's fields for it,
-    /// and the header is judged again in the next round. A header that does not verify cannot wait: no tree rebuild
-    /// reads it.
+    /// (<see cref="OnlineAgHeaderRepair"/>). It waits while a tree it describes is damaged in the same AG and the header
+    /// still verifies with every root pointer naming a block of its own tree at the header's level: the rebuild of that tree reads the
+    /// header and sets its fields for what it built, and the header is judged again in the next round (the rmapbt's
+    /// damage may only be that tree's, as the scan met it). A header that does not verify, or points a root elsewhere or
+    /// at the wrong level, cannot wait: no tree rebuild reads it right or fixes that pointer.
     /// </summary>
     private sealed class AgHeaderRepair(AgHeaderKind kind, string[] trees, Func<WriteEngine, uint, string> run) : IScrubRepair
     {
@@ -245,11 +246,8 @@ internal static class ScrubRepairs
 
         public bool Skips(ScrubRepairContext context, uint? agno)
         {
-            var findings = context.Findings.Findings;
-            bool treeDamaged = findings.Any(f => IsDamaged(f) && f.AgNumber == agno && trees.Contains(f.Structure));
-            bool rmapDamaged = findings.Any(f => IsDamaged(f) && f.AgNumber == agno && f.Structure == "rmapbt");
-            if (!treeDamaged || (kind == AgHeaderKind.Agf && rmapDamaged)) return false;
-            return OnlineAgHeaderRepair.HeaderVerifies(context.Engine, agno!.Value, kind);
+            bool treeDamaged = context.Findings.Findings.Any(f => IsDamaged(f) && f.AgNumber == agno && trees.Contains(f.Structure));
+            return treeDamaged && OnlineAgHeaderRepair.HeaderLeadsToItsTrees(context.Engine, agno!.Value, kind);
         }
 
         public string Repair(ScrubRepairContext context, uint? agno) => run(context.Engine, agno!.Value);
