@@ -247,40 +247,23 @@ internal static class OnlineAgHeaderRepair
     }
 
     /// <summary>
-    /// True when the AG header verifies and each of its root pointers names a block of its own tree (by magic) whose
-    /// level matches the header's: then
-    /// the tree rebuilds can read it and set its fields, and a damaged tree it describes is theirs to rebuild first.
+    /// True when the AG header verifies and the rebuilds of the trees it describes can work from it: every tree but the
+    /// rmapbt is rebuilt from the rmapbt (and the inode cores) whatever the header says of it, so an AGI that verifies
+    /// will do, and an AGF that verifies will do when its rmapbt root names an rmapbt block at the AGF's rmap level.
     /// </summary>
-    public static bool HeaderLeadsToItsTrees(WriteEngine engine, uint agno, AgHeaderKind kind)
+    public static bool TreeRebuildsCanUse(WriteEngine engine, uint agno, AgHeaderKind kind)
     {
         ArgumentNullException.ThrowIfNull(engine);
         if (!HeaderVerifies(engine, agno, kind)) return false;
+        if (kind != AgHeaderKind.Agf) return true;
         XfsGeometry geo = engine.Geometry;
         byte[] sector = new byte[geo.SectorSize];
         WriteEngine.ReadRaw(engine.Disk, geo.AgHeaderDaddr(agno, (int)kind), sector);
-        var roots = new List<(uint Root, uint Level, uint Magic)>();
-        if (kind == AgHeaderKind.Agf)
-        {
-            var agf = Agf.Parse(sector, geo, agno);
-            roots.Add((agf.BnoRoot, agf.BnoLevel, BnobtOps.MagicValue));
-            roots.Add((agf.CntRoot, agf.CntLevel, CntbtOps.MagicValue));
-            roots.Add((agf.RmapRoot, agf.RmapLevel, RmapbtOps.MagicValue));
-            if (geo.Superblock.HasReflink) roots.Add((agf.RefcountRoot, agf.RefcountLevel, RefcountbtOps.MagicValue));
-        }
-        else
-        {
-            var agi = Agi.Parse(sector, geo, agno);
-            roots.Add((agi.Root, agi.Level, InobtOps.InobtMagic));
-            if (geo.Superblock.HasFinobt) roots.Add((agi.FreeRoot, agi.FreeLevel, InobtOps.FinobtMagic));
-        }
+        var agf = Agf.Parse(sector, geo, agno);
+        if (!agf.TreeRootUsable(AgfTree.Rmapbt, geo)) return false;
         byte[] block = new byte[geo.BlockSize];
-        foreach (var (root, level, magic) in roots)
-        {
-            if (root < geo.FirstFreeBlock || root >= geo.AgLength(agno)) return false;
-            WriteEngine.ReadRaw(engine.Disk, geo.AgBlockToDaddr(agno, root), block);
-            if (BinaryPrimitives.ReadUInt32BigEndian(block) != magic || BinaryPrimitives.ReadUInt16BigEndian(block.AsSpan(4)) + 1u != level) return false;
-        }
-        return true;
+        WriteEngine.ReadRaw(engine.Disk, geo.AgBlockToDaddr(agno, agf.RmapRoot), block);
+        return BinaryPrimitives.ReadUInt32BigEndian(block) == RmapbtOps.MagicValue && BinaryPrimitives.ReadUInt16BigEndian(block.AsSpan(4)) + 1u == agf.RmapLevel;
     }
 
     /// <summary>A tree found: root, height, its blocks and how it was found.</summary>

@@ -11,7 +11,8 @@ namespace Xfbtree.Xfs.Online;
 /// <summary>
 /// Rebuilds the free list (AGFL and the AGF's flfirst, fllast, flcount) of one AG of an open <see cref="WriteEngine"/>
 /// (upstream's xrep_agfl), in ONE engine transaction holding the AG lock: the list's blocks are the rmapbt's OWN_AG
-/// blocks that are in none of the bnobt, cntbt and rmapbt (the free list is the rest of OWN_AG); as many as the AGFL
+/// blocks that are in none of the bnobt, cntbt and rmapbt (the free list is the rest of OWN_AG) and that no other
+/// rmap record claims too; as many as the AGFL
 /// holds go into it from slot 0, any beyond are freed (OWN_AG unmapped); then the list is brought to its usual length
 /// (the free-list fix). The rmapbt, bnobt and cntbt must be readable (their roots are followed from the AGF as it is).
 /// </summary>
@@ -54,16 +55,24 @@ internal static class OnlineAgflRepair
         AgBtreeBlockStore store = tx.AgStore(agno, null, null);
         Btree<RmapbtOps> rmapbt = engine.Image.OpenRmapbt(agf, store);
         var list = new AgBlockBitmap(agLength);
+        var otherOwners = new AgBlockBitmap(agLength);
         using (BtreeCursor<RmapbtOps> cur = rmapbt.CreateCursor())
         {
             for (bool ok = cur.MoveFirst(); ok; ok = cur.Increment())
             {
                 var r = RmapRecord.Read(cur.Current);
-                if (r.Owner == RmapOwner.Ag && (ulong)r.StartBlock + r.BlockCount <= agLength)
+                if ((ulong)r.StartBlock + r.BlockCount > agLength)
                 {
-                    list.Set(r.StartBlock, r.BlockCount);
+                    continue;
                 }
+                (r.Owner == RmapOwner.Ag ? list : otherOwners).Set(r.StartBlock, r.BlockCount);
             }
+        }
+        // A block the rmapbt also gives to another owner is cross-linked: it goes neither on the list nor back to free
+        // space (upstream's xrep_agfl strikes such blocks out the same way); the rmapbt check reports it.
+        foreach (var (s, l) in AgRebuild.Runs(otherOwners))
+        {
+            list.Clear(s, l);
         }
         var trees = new AgBlockBitmap(agLength);
         AgRebuild.MarkTreeBlocks(rmapbt, trees);

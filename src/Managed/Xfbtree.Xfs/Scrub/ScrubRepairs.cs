@@ -230,11 +230,11 @@ internal static class ScrubRepairs
 
     /// <summary>
     /// An AG header (AGF with its AGFL, or AGI) rewritten whole from the trees found through the rmapbt
-    /// (<see cref="OnlineAgHeaderRepair"/>). It waits while a tree it describes is damaged in the same AG and the header
-    /// still verifies with every root pointer naming a block of its own tree at the header's level: the rebuild of that tree reads the
-    /// header and sets its fields for what it built, and the header is judged again in the next round (the rmapbt's
-    /// damage may only be that tree's, as the scan met it). A header that does not verify, or points a root elsewhere or
-    /// at the wrong level, cannot wait: no tree rebuild reads it right or fixes that pointer.
+    /// (<see cref="OnlineAgHeaderRepair"/>). It waits while a tree it describes is damaged in the same AG and the
+    /// tree rebuilds can use the header as it is (it verifies, and the AGF's rmapbt root names an rmapbt block at its
+    /// level): that tree's rebuild sets the header's fields for what it built, whatever the header said of it, and the
+    /// header is judged again in the next round (the header rebuild would refuse a tree that does not walk clean). A
+    /// header that does not verify, or an AGF whose rmapbt cannot be reached, cannot wait: nothing else reads it.
     /// </summary>
     private sealed class AgHeaderRepair(AgHeaderKind kind, string[] trees, Func<WriteEngine, uint, string> run) : IScrubRepair
     {
@@ -247,7 +247,7 @@ internal static class ScrubRepairs
         public bool Skips(ScrubRepairContext context, uint? agno)
         {
             bool treeDamaged = context.Findings.Findings.Any(f => IsDamaged(f) && f.AgNumber == agno && trees.Contains(f.Structure));
-            return treeDamaged && OnlineAgHeaderRepair.HeaderLeadsToItsTrees(context.Engine, agno!.Value, kind);
+            return treeDamaged && OnlineAgHeaderRepair.TreeRebuildsCanUse(context.Engine, agno!.Value, kind);
         }
 
         public string Repair(ScrubRepairContext context, uint? agno) => run(context.Engine, agno!.Value);
