@@ -288,6 +288,15 @@ internal sealed class WriteTransaction
         return buffers.Read(engine.Disk, Geometry.AgHeaderDaddr(agno, (int)kind), Geometry.SectorBasicBlocks, engine.Ag(agno).Verifiers[(int)kind]);
     }
 
+    /// <summary>An AG header buffer about to be formatted whole (no read: a header that does not verify is rewritten
+    /// without being read), joined; the AG must be locked. Its verifier recomputes the CRC at commit.</summary>
+    internal BlockBuffer GetNewAgHeader(AgHeaderKind kind, uint agno)
+    {
+        ThrowIfDone();
+        RequireAg(agno);
+        return buffers.GetNew(engine.Disk, Geometry.AgHeaderDaddr(agno, (int)kind), Geometry.SectorBasicBlocks, engine.Ag(agno).Verifiers[(int)kind]);
+    }
+
     /// <summary>A block store of AG <paramref name="agno"/> whose blocks are read through this transaction.
     /// <paramref name="allocate"/>/<paramref name="free"/> serve tree splits and joins (null: not allowed).</summary>
     public AgBtreeBlockStore AgStore(uint agno, Func<long>? allocate, Action<long>? free)
