@@ -23,6 +23,13 @@ public sealed record WriteEngineOptions
     /// <summary>Default of <see cref="InodeCacheCapacity"/>: a few thousand inodes (about 1.5 MiB of 512-byte cores,
     /// plus their cached extent lists).</summary>
     internal const int DefaultInodeCacheCapacity = 4096;
+    /// <summary>Keep inode chunks whose inodes are all free (the kernel's `ikeep` mount option). Off by default, as the
+    /// kernel's default `noikeep`: the last inode freed in a chunk frees the chunk's blocks and its inobt and finobt
+    /// records.</summary>
+    public bool KeepEmptyInodeChunks { get; init; }
+    /// <summary>Freed inode chunks one AG remembers at most (<see cref="RetiredInodeChunks"/>: each entry about 40
+    /// bytes); past it further chunks are kept allocated, as with <see cref="KeepEmptyInodeChunks"/>.</summary>
+    internal int RetiredInodeChunkCapacity { get; init; } = 65536;
     /// <summary>Slots of the namespace's directory lookup cache (a power of two; 0 turns it off).</summary>
     internal int LookupCacheSlots { get; init; } = Namespace.DirectoryLookupCache.DefaultSlots;
 }

@@ -98,6 +98,9 @@ internal sealed partial class NamespaceOperations
     /// <summary>Sparse inode pieces put into holes of existing records, and elsewhere (tests and measurements).</summary>
     internal (long IntoHoles, long Elsewhere) SparsePieces => _allocator.SparsePieces;
 
+    /// <summary>Inode chunks freed by their last inode's free since this instance was made (tests and measurements).</summary>
+    internal long ChunksFreed => _allocator.ChunksFreed;
+
     /// <summary>The dentry cache of the path walk and of lookups by inode (tests and measurements read its figures).</summary>
     internal DirectoryLookupCache? LookupCache => _source.Lookups;
 
