@@ -20,7 +20,7 @@ public sealed class WriteAccessTimeTests(ITestOutputHelper output)
 {
     /// <summary>The steps, each "NAME changed|same": what one read-like call did to the atime of what it read.</summary>
     internal const string StepsScript = """
-import os, sys
+import os, sys, time
 m = sys.argv[1] + '/at'
 def at(p): return os.stat(p, follow_symlinks=False).st_atime_ns
 def step(name, path, op):
@@ -50,13 +50,16 @@ step('readlink', m + '/link', lambda: os.readlink(m + '/link'))
 step('readlink-recent', m + '/linkold', lambda: os.readlink(m + '/linkold'))
 step('write', m + '/new', lambda: append(m + '/new'))
 step('read-after-write', m + '/new', lambda: read(m + '/new'))
+step('read-cached', m + '/recent', lambda: read(m + '/recent'))
+step('utime-mtime', m + '/recent', lambda: os.utime(m + '/recent', ns=(at(m + '/recent'), time.time_ns())))
+step('read-after-utime', m + '/recent', lambda: read(m + '/recent'))
 """;
 
     /// <summary>What the engine is expected to find for each step, in order (the kernel decides: the test compares).</summary>
-    static readonly string[] StepNames =
+    internal static readonly string[] StepNames =
     [
         "read-new", "read-new-again", "read-day-old", "read-recent", "read-mtime-newer", "read-ctime-newer", "read-at-eof",
-        "read-zero-bytes", "readdir", "readdir-again", "readdir-recent", "readlink", "readlink-recent", "write", "read-after-write",
+        "read-zero-bytes", "readdir", "readdir-again", "readdir-recent", "readlink", "readlink-recent", "write", "read-after-write", "read-cached", "utime-mtime", "read-after-utime",
     ];
 
     [Fact]
@@ -175,11 +178,14 @@ step('read-after-write', m + '/new', lambda: read(m + '/new'))
         Step("readlink-recent", "/at/linkold", () => fs.ReadLink("/at/linkold"));
         Step("write", "/at/new", () => fs.Write("/at/new", fs.GetAttr("/at/new").Size, "more"u8));
         Step("read-after-write", "/at/new", () => fs.Read("/at/new", 0, buffer));
+        Step("read-cached", "/at/recent", () => fs.Read("/at/recent", 0, buffer));
+        Step("utime-mtime", "/at/recent", () => fs.SetTimes("/at/recent", fs.GetAttr("/at/recent").Atime, InodeTime.Now));
+        Step("read-after-utime", "/at/recent", () => fs.Read("/at/recent", 0, buffer));
         return text.ToString();
     }
 
     /// <summary>The steps run by the kernel on a loop mount with its default options (relatime).</summary>
-    static string KernelSteps(RepairScratch scratch, string image)
+    internal static string KernelSteps(RepairScratch scratch, string image)
     {
         string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
         string script = Path.Combine(scratch.Directory, "steps.py");
