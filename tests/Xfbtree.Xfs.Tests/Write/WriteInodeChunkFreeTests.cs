@@ -204,6 +204,76 @@ os.sync()
         WriteEngineTestSupport.AssertOraclesClean(image, "after the reuse");
     }
 
+    /// <summary>
+    /// A crash (the k-th image or journal write never happens) in the transactions that free chunks, and around them:
+    /// the reopened image holds exactly the removals that returned, or one more; the invariants hold and
+    /// `xfs_repair -n` and `rmap check` are clean (a chunk half freed would show as an inobt record without its
+    /// blocks, OWN_INODES without a record, or counts that disagree).
+    /// </summary>
+    [Fact]
+    public void ACrashWhileAChunkIsFreedLeavesItWhollyFreedOrWhollyThere()
+    {
+        using var scratch = new RepairScratch();
+        string original = scratch.CopyFixture("fresh-4ag");
+        CreateFiles(original, "/c", 200);
+        // Reference run: the writes each removal makes, and which removals freed a chunk.
+        var counter = new WriteFaultInjector(int.MaxValue, () => { });
+        var freeingWrites = new List<(int First, int Last)>();
+        string reference = scratch.Copy(original, "reference.img");
+        using (var fs = XfsFileSystem.Open(reference, WriteEngineTestSupport.Fast with { Faults = counter }))
+        {
+            for (int i = 0; i < 200; i++)
+            {
+                int before = counter.Writes;
+                long chunks = fs.Namespace.ChunksFreed;
+                fs.Unlink($"/c/f{i}");
+                if (fs.Namespace.ChunksFreed != chunks) freeingWrites.Add((before + 1, counter.Writes));
+            }
+            fs.Close();
+        }
+        Assert.True(freeingWrites.Count >= 2, $"only {freeingWrites.Count} removals freed a chunk");
+        var ks = new SortedSet<int>();
+        foreach (var (first, last) in freeingWrites.Take(2))
+            for (int k = first; k <= last; k++) ks.Add(k);
+        int inFlight = 0;
+        foreach (int k in ks)
+        {
+            string image = scratch.Copy(original, $"crash-{k}.img");
+            var faults = new WriteFaultInjector(k, () => { });
+            int returned = 0;
+            XfsFileSystem? fs = null;
+            try
+            {
+                fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast with { Faults = faults });
+                for (int i = 0; i < 200; i++)
+                {
+                    fs.Unlink($"/c/f{i}");
+                    returned = i + 1;
+                }
+                fs.Close();
+            }
+            catch (Exception e) when (faults.Crashed && (e is SimulatedCrashException || e.InnerException is SimulatedCrashException || e is XfsWriteException))
+            {
+            }
+            finally
+            {
+                fs?.Dispose();
+            }
+            Assert.True(faults.Crashed, $"k={k}: the crash point was never reached ({faults.Writes} writes)");
+            using (var again = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
+            {
+                int left = again.List("/c").Count;
+                Assert.True(left == 200 - returned || left == 199 - returned, $"k={k}: {returned} removals returned, {left} files left");
+                if (left == 199 - returned) inFlight++;
+                WriteEngineTestSupport.AssertInvariants(again.Engine, $"k={k}");
+                again.Close();
+            }
+            WriteEngineTestSupport.AssertOraclesClean(image, $"k={k}");
+            File.Delete(image);
+        }
+        output.WriteLine($"{freeingWrites.Count} removals freed a chunk; {ks.Count} crash points in the first two of them; the removal in flight had reached the image {inFlight} times");
+    }
+
     /// <summary>With KeepEmptyInodeChunks (ikeep) nothing is freed.</summary>
     [Fact]
     public void KeepEmptyInodeChunksKeepsThem()
