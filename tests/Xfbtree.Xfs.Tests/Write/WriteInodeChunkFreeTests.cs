@@ -274,6 +274,57 @@ os.sync()
         output.WriteLine($"{freeingWrites.Count} removals freed a chunk; {ks.Count} crash points in the first two of them; the removal in flight had reached the image {inFlight} times");
     }
 
+    /// <summary>The retired-chunk table: ranges looked up at every chunk start that may overlap them, a partial reuse
+    /// (a sparse piece) keeping the rest retired, generations kept at their highest, an off-alignment chunk.</summary>
+    [Fact]
+    public void RetiredChunksAnswerByRangeAndForgetWhatIsReused()
+    {
+        var table = new RetiredInodeChunks(alignmentInodes: 64, capacity: 2);
+        Assert.False(table.IsRetired(70, out _));
+        Assert.Null(table.HighestGeneration(0, 1024));
+        table.Retire(64, ulong.MaxValue, 41);
+        table.Retire(64, 0xF, 40); // again, lower: the highest stays
+        Assert.True(table.IsRetired(64, out uint g) && g == 41);
+        Assert.True(table.IsRetired(127, out _));
+        Assert.False(table.IsRetired(128, out _));
+        Assert.False(table.IsRetired(63, out _));
+        Assert.Equal(41u, table.HighestGeneration(96, 8));
+        Assert.Null(table.HighestGeneration(128, 64));
+        table.Reuse(96, 32); // a sparse piece over the upper half
+        Assert.False(table.IsRetired(100, out _));
+        Assert.True(table.IsRetired(95, out _));
+        Assert.Equal(41u, table.HighestGeneration(64, 64));
+        Assert.True(table.HasRoom);
+        table.Retire(256, 0xFFFF, 7);
+        Assert.False(table.HasRoom);
+        table.Reuse(64, 64);
+        Assert.False(table.IsRetired(64, out _));
+        Assert.Equal(1, table.Count);
+        // A chunk off the alignment (an older layout): still found from every inode it had.
+        table.Retire(1000, ulong.MaxValue, 9);
+        Assert.True(table.IsRetired(1063, out g) && g == 9);
+        Assert.False(table.IsRetired(1064, out _));
+        Assert.Equal(9u, table.HighestGeneration(1024, 64));
+    }
+
+    /// <summary>Past <c>RetiredInodeChunkCapacity</c> an AG keeps its empty chunks (as ikeep) rather than lose the
+    /// handle guarantee.</summary>
+    [Fact]
+    public void PastTheRetiredCapacityChunksAreKept()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        using (var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast with { RetiredInodeChunkCapacity = 1 }))
+        {
+            fs.Mkdir("/k");
+            for (int i = 0; i < 400; i++) fs.Create($"/k/{i}");
+            for (int i = 0; i < 400; i++) fs.Unlink($"/k/{i}");
+            Assert.Equal(1, fs.Namespace.ChunksFreed);
+            fs.Close();
+        }
+        WriteEngineTestSupport.AssertOraclesClean(image, "capacity 1");
+    }
+
     /// <summary>With KeepEmptyInodeChunks (ikeep) nothing is freed.</summary>
     [Fact]
     public void KeepEmptyInodeChunksKeepsThem()
