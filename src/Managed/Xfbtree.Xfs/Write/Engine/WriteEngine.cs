@@ -174,6 +174,13 @@ public sealed partial class WriteEngine : IDisposable
             joined.Span.Slice(offset, isize).CopyTo(core);
             fromTransaction = joined.IsDirty;
         }
+        else if (ags[Geometry.InoToAgno(ino)].RetiredChunks.IsRetired(Geometry.InoToAgino(ino), out uint generation))
+        {
+            // Its chunk was freed: the blocks may hold anything now. The inode is free, at the highest generation
+            // its chunk reached (a handle made before sees ESTALE; a reallocation through this object goes on from it).
+            Dinode.FormatUnallocated(core, ino, generation, Geometry.MetaUuid);
+            return core;
+        }
         else
         {
             BlockBuffer buffer;
