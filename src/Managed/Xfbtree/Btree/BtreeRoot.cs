@@ -23,17 +23,17 @@ public abstract class BtreeRoot
 /// </summary>
 public sealed class BtreeRootValue : BtreeRoot
 {
-    long _pointer;
+    PaddedPointer _pointer;
     int _height;
 
     /// <summary>A root kept in memory: <paramref name="pointer"/> and <paramref name="height"/>.</summary>
-    public BtreeRootValue(long pointer, int height) { _pointer = pointer; _height = height; }
+    public BtreeRootValue(long pointer, int height) { _pointer.Value = pointer; _height = height; }
     /// <inheritdoc />
-    public override long Pointer => _pointer;
+    public override long Pointer => _pointer.Value;
     /// <inheritdoc />
     public override int Height => _height;
     /// <summary>The pointer, read with acquire semantics (concurrent readers of in-memory trees).</summary>
-    internal long PointerVolatile => Volatile.Read(ref _pointer);
+    internal long PointerVolatile => Volatile.Read(ref _pointer.Value);
     /// <summary>Blocks in the tree, when tracked (bulk loading fills it).</summary>
     public long BlockCount { get; set; }
     /// <summary>Called after every move with the new pointer and height.</summary>
@@ -42,9 +42,19 @@ public sealed class BtreeRootValue : BtreeRoot
     public override void Set(long pointer, int height)
     {
         _height = height;
-        Volatile.Write(ref _pointer, pointer);
+        Volatile.Write(ref _pointer.Value, pointer);
         Changed?.Invoke(pointer, height);
     }
+}
+
+/// <summary>
+/// The root pointer on a cache line of its own: concurrent readers of an in-memory tree load it twice per lookup, and
+/// the objects allocated next to the root (the tree, the store) hold fields the writer changes on every write.
+/// </summary>
+[System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Explicit, Size = 136)]
+struct PaddedPointer
+{
+    [System.Runtime.InteropServices.FieldOffset(64)] internal long Value;
 }
 
 /// <summary>

@@ -24,8 +24,14 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     readonly Xfile? _ownedXfile;
     internal readonly Xfile Xfile;
     internal readonly Xfbtree<TOps> Tree;
-    /// <summary>The cursor: the writer's (under the write lock), and every reader's concurrent lookups.</summary>
+    /// <summary>The writer's cursor (used under the write lock only).</summary>
     internal readonly BtreeCursor<TOps> Cursor;
+    /// <summary>
+    /// The readers' cursor: every concurrent lookup, batch and scan of any thread goes through it. Nothing writes its
+    /// fields after construction, so the geometry the readers load on every step never shares a cache line with the
+    /// writer's path state (which changes on every write).
+    /// </summary>
+    internal readonly BtreeCursor<TOps> Reader;
     readonly Lock _writeLock;
     readonly XfbtreeBlockStore _store;
     internal long Count;
@@ -47,6 +53,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
             Tree = new Xfbtree<TOps>(ops, Xfile, 0, options.PartitionStart, options.PartitionLength);
             Tree.Store.TrackDirty = false;
             Cursor = Tree.CreateCursor();
+            Reader = Tree.CreateCursor();
             _store = Tree.Store;
             _writeLock = new Lock();
             _claimBlock = Tree.Store.AllocateBlock;
@@ -287,14 +294,14 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     internal readonly bool TryFind(in TRecord key, ConcurrentSeek how, out TRecord record)
     {
         record = default;
-        return Cursor.LookupConcurrent(Bytes(key), how, MemoryMarshal.AsBytes(new Span<TRecord>(ref record)));
+        return Reader.LookupConcurrent(Bytes(key), how, MemoryMarshal.AsBytes(new Span<TRecord>(ref record)));
     }
 
     internal readonly int TryFindMany(ReadOnlySpan<TRecord> keys, Span<TRecord> records, Span<bool> found)
     {
         if (records.Length < keys.Length) throw new ArgumentException("records is shorter than keys", nameof(records));
         if (found.Length < keys.Length) throw new ArgumentException("found is shorter than keys", nameof(found));
-        return Cursor.LookupEqualBatchConcurrent(MemoryMarshal.AsBytes(keys), MemoryMarshal.AsBytes(records[..keys.Length]), found);
+        return Reader.LookupEqualBatchConcurrent(MemoryMarshal.AsBytes(keys), MemoryMarshal.AsBytes(records[..keys.Length]), found);
     }
 
     /// <summary>
@@ -349,7 +356,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         var position = default(ConcurrentScanPosition);
         TRecord last = default;
         var lastBytes = MemoryMarshal.AsBytes(new Span<TRecord>(ref last));
-        if (!Cursor.SeekConcurrent(default, reverse ? ConcurrentSeek.Last : ConcurrentSeek.First, lastBytes, ref position)) return true;
+        if (!Reader.SeekConcurrent(default, reverse ? ConcurrentSeek.Last : ConcurrentSeek.First, lastBytes, ref position)) return true;
         // A leaf at a time: its records are copied to the stack and checked once, then visited from the copy.
         int blockSize = Tree.Store.BlockSize;
         Span<TRecord> leaf = stackalloc TRecord[blockSize / Unsafe.SizeOf<TRecord>() + 1]; // a page: at most 64 KiB
@@ -357,15 +364,15 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         bool visited = false;
         while (true)
         {
-            int n = Cursor.CopyLeafRest(ref position, !reverse, leafBytes);
+            int n = Reader.CopyLeafRest(ref position, !reverse, leafBytes);
             if (n < 0)
             {
                 // A write touched the leaf: continue after the record visited last (its key is in `last`).
                 position = default;
                 TRecord previous = last;
                 bool more = visited
-                    ? Cursor.SeekConcurrent(ShmemTreeCore<TRecord, TOps>.Bytes(previous), reverse ? ConcurrentSeek.Less : ConcurrentSeek.Greater, lastBytes, ref position)
-                    : Cursor.SeekConcurrent(default, reverse ? ConcurrentSeek.Last : ConcurrentSeek.First, lastBytes, ref position);
+                    ? Reader.SeekConcurrent(ShmemTreeCore<TRecord, TOps>.Bytes(previous), reverse ? ConcurrentSeek.Less : ConcurrentSeek.Greater, lastBytes, ref position)
+                    : Reader.SeekConcurrent(default, reverse ? ConcurrentSeek.Last : ConcurrentSeek.First, lastBytes, ref position);
                 if (!more) return true;
                 continue;
             }
@@ -383,7 +390,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
                 last = leaf[n - 1];
             }
             TRecord previousLast = last;
-            if (!Cursor.StepConcurrent(ref position, !reverse, ShmemTreeCore<TRecord, TOps>.Bytes(previousLast), lastBytes)) return true;
+            if (!Reader.StepConcurrent(ref position, !reverse, ShmemTreeCore<TRecord, TOps>.Bytes(previousLast), lastBytes)) return true;
         }
     }
 
@@ -405,6 +412,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         if (Disposed) return;
         Disposed = true;
         Cursor?.Dispose();
+        Reader?.Dispose();
         Tree?.Dispose();
         _ownedXfile?.Dispose();
     }
