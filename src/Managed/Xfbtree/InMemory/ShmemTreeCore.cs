@@ -12,9 +12,10 @@ namespace Xfbtree.InMemory;
 /// </summary>
 /// <remarks>
 /// Threads: every write takes the write lock (writers exclude each other) and runs as one write operation of the
-/// block store (blocks it changes get new versions); reads take no lock and write nothing shared: they use the cursor's
-/// concurrent lookups (<c>BtreeCursor.LookupConcurrent</c> and friends), which touch no mutable state of the cursor, so
-/// any number of threads read through the one cursor while one writes through it.
+/// block store (blocks it changes get new versions) through the writer's cursor; reads take no lock and write nothing
+/// shared: they use the readers' cursor's concurrent lookups (<c>BtreeCursor.LookupConcurrent</c> and friends), which
+/// touch no mutable state of the cursor, so any number of threads read through that one cursor while one writes through
+/// the other.
 /// </remarks>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "It is IDisposable; the analyzer still reports the struct. Its owners call Dispose from theirs.")]
 internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
