@@ -23,7 +23,7 @@ public abstract class BtreeRoot
 /// </summary>
 public sealed class BtreeRootValue : BtreeRoot
 {
-    PaddedPointer _pointer;
+    PaddedLong _pointer;             // alone on its cache line (see PaddedLong)
     int _height;
 
     /// <summary>A root kept in memory: <paramref name="pointer"/> and <paramref name="height"/>.</summary>
@@ -48,11 +48,13 @@ public sealed class BtreeRootValue : BtreeRoot
 }
 
 /// <summary>
-/// The root pointer on a cache line of its own: concurrent readers of an in-memory tree load it twice per lookup, and
-/// the objects allocated next to the root (the tree, the store) hold fields the writer changes on every write.
+/// A long on a cache line of its own (a line of padding on each side): for a value that concurrent readers load on
+/// every call while a writer changes fields next to it (the root pointer of an in-memory tree), or that the writer
+/// changes on every write next to fields readers load (a typed map's record count). On a shared line each write would
+/// cost a reader running on the other core a cache miss.
 /// </summary>
 [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Explicit, Size = 136)]
-struct PaddedPointer
+internal struct PaddedLong
 {
     [System.Runtime.InteropServices.FieldOffset(64)] internal long Value;
 }

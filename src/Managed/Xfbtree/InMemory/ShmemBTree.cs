@@ -72,7 +72,7 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     }
 
     /// <summary>Number of records (safe to read while another thread writes: the count at some moment of the call).</summary>
-    public long Count { get { ThrowIfDisposed(); return Volatile.Read(ref _core.Count); } }
+    public long Count { get { ThrowIfDisposed(); return Volatile.Read(ref _core.Count.Value); } }
 
     /// <summary>Bytes of shared memory held by the tree's blocks (page-sized btree blocks in use).</summary>
     public long MemoryBytes { get { ThrowIfDisposed(); return _core.Tree.BytesInUse; } }

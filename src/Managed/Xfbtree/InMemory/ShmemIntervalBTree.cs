@@ -67,7 +67,7 @@ public sealed class ShmemIntervalBTree<TRecord, TComparer> : IDisposable
     }
 
     /// <summary>Number of records (safe to read while another thread writes).</summary>
-    public long Count { get { ThrowIfDisposed(); return Volatile.Read(ref _core.Count); } }
+    public long Count { get { ThrowIfDisposed(); return Volatile.Read(ref _core.Count.Value); } }
 
     /// <summary>Which pages the tree's memory got (huge pages or not; see <see cref="Xfile.HugePageDescription"/> for why).</summary>
     public XfileHugePageMode HugePageMode { get { ThrowIfDisposed(); return _core.Xfile.HugePageMode; } }

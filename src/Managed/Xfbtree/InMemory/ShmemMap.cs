@@ -65,7 +65,7 @@ public sealed class ShmemMap<TKey, TValue, TComparer> : IDisposable
     static ReadOnlySpan<byte> EntryBytes(in ShmemMapEntry<TKey, TValue> entry) => MemoryMarshal.AsBytes(new ReadOnlySpan<ShmemMapEntry<TKey, TValue>>(in entry));
 
     /// <summary>Number of entries (safe to read while another thread writes).</summary>
-    public long Count { get { ThrowIfDisposed(); return Volatile.Read(ref _core.Count); } }
+    public long Count { get { ThrowIfDisposed(); return Volatile.Read(ref _core.Count.Value); } }
 
     /// <summary>Bytes of shared memory held by the map's blocks.</summary>
     public long MemoryBytes { get { ThrowIfDisposed(); return _core.Tree.BytesInUse; } }

@@ -35,7 +35,8 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     internal readonly BtreeCursor<TOps> Reader;
     readonly Lock _writeLock;
     readonly XfbtreeBlockStore _store;
-    internal long Count;
+    /// <summary>The record count (changed by every write; padded away from the fields readers load on every call).</summary>
+    internal PaddedLong Count;
     internal bool Disposed;
     readonly Func<long> _claimBlock;     // the store's AllocateBlock / FreeBlock, made once (bulk loads allocate no delegate)
     readonly Action<long> _unclaimBlock;
@@ -65,7 +66,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
             _ownedXfile?.Dispose();
             throw;
         }
-        Count = 0;
+        Count.Value = 0;
         Disposed = false;
     }
 
@@ -95,7 +96,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         try
         {
             if (!Cursor.Insert(Bytes(record))) return false;
-            Count++;
+            Count.Value++;
             return true;
         }
         finally { EndWrite(); }
@@ -120,7 +121,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
                     int taken = Cursor.InsertRunOnKeptPath(MemoryMarshal.AsBytes(sorted[i..]), out int inserted);
                     if (taken > 0)
                     {
-                        Count += inserted;
+                        Count.Value += inserted;
                         added += inserted;
                         i += taken;
                     }
@@ -128,7 +129,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
                     {
                         if (Cursor.Insert(Bytes(sorted[i])))
                         {
-                            Count++;
+                            Count.Value++;
                             added++;
                         }
                         i++;
@@ -165,14 +166,14 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
                     int taken = Cursor.DeleteRunInLeaf(MemoryMarshal.AsBytes(sorted[i..]), out int gone);
                     if (taken > 0)
                     {
-                        Count -= gone;
+                        Count.Value -= gone;
                         removed += gone;
                         i += taken;
                     }
                     else
                     {
                         Cursor.Delete();
-                        Count--;
+                        Count.Value--;
                         removed++;
                         i++;
                     }
@@ -196,7 +197,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     {
         if (Cursor.Insert(bytes))
         {
-            Count++;
+            Count.Value++;
             return false;
         }
         if (!Cursor.Lookup(bytes, BtreeLookup.Equal)) throw new InvalidOperationException("a record refused as a duplicate was not found");
@@ -233,7 +234,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         {
             if (!Cursor.Lookup(key, BtreeLookup.Equal)) return false;
             Cursor.Delete();
-            Count--;
+            Count.Value--;
             return true;
         }
         finally { EndWrite(); }
@@ -247,7 +248,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         {
             if (!Cursor.Lookup(Bytes(key), BtreeLookup.Equal)) return false;
             Cursor.Delete();
-            Count--;
+            Count.Value--;
             return true;
         }
         finally { EndWrite(); }
@@ -268,7 +269,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
             long ptr = root.Pointer;
             int height = root.Height;
             Tree.Tree.CreateEmpty();
-            Count = 0;
+            Count.Value = 0;
             var verifier = Tree.Tree.Verifier;
             bool longPointers = Tree.Tree.Geometry.LongPointers;
             int pointerOffset = Tree.Tree.Geometry.PointerOffset(0, Tree.Tree.Geometry.NodeMaxRecords);
@@ -318,7 +319,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
 
     bool BulkLoadLocked(ReadOnlySpan<TRecord> sorted)
     {
-        if (Count != 0) throw new InvalidOperationException("bulk load needs an empty tree");
+        if (Count.Value != 0) throw new InvalidOperationException("bulk load needs an empty tree");
         if (sorted.IsEmpty) return false;
         Cursor.Release();
         var store = Tree.Store;
@@ -332,7 +333,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         BtreeBulkLoader.Load(Tree.Tree, plan, ref source, _claimBlock, checkOrder: true, _unclaimBlock);
         System.Diagnostics.Debug.Assert(root.Pointer != oldRoot || root.Height != oldHeight, "bulk load did not set the root");
         store.FreeBlock(oldRoot);
-        Count = sorted.Length;
+        Count.Value = sorted.Length;
         return true;
     }
 
