@@ -139,6 +139,10 @@ internal static class MountCommand
         {
             server.Run(session, () =>
             {
+                // Sequential reads as READ requests of up to max_write instead of the bdi's default 128 KiB window
+                // (root only: a user mount keeps the default, which works the same, in smaller requests).
+                if (owner == 0 && session.SetReadahead(server.Options.MaxWrite / 1024) is { } why)
+                    log($"xfbtree: mount: readahead stays at the kernel's default: {why}");
                 environment.Stdout.WriteLine($"mounted {request.Image} on {request.Directory}");
                 environment.Stdout.Flush();
                 if (!request.Sync) flusher = new Timer(_ => FlushJournal(fs, log), null, DurabilityBound, DurabilityBound);

@@ -230,7 +230,9 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         if (e != 0) return e;
         try
         {
-            return Reply(_names.Lookup(dir.Ino, name), out entry);
+            // A name that is not there is the common miss (the kernel asks before every create): no exception.
+            if (!_names.TryLookup(dir.Ino, name, out var found)) return FuseErrno.ENOENT;
+            return Reply(found, out entry);
         }
         catch (XfsWriteException ex) when (ex.Kind == WriteErrorKind.Stale)
         {
@@ -853,6 +855,8 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         if (e != 0) return e;
         try
         {
+            // The kernel asks for security.capability before writes: most files have no attributes at all.
+            if (_fs.Attributes.IsAbsentWithoutFork(h.Ino, name)) return FuseErrno.ENODATA;
             length = _fs.Attributes.Get(h.Ino, name, value);
             return 0;
         }

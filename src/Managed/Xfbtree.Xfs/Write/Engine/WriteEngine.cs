@@ -220,8 +220,9 @@ public sealed partial class WriteEngine : IDisposable
         return null;
     }
 
-    /// <summary>Holds the inode lock for reading outside a transaction (pread, stat, readdir). Dispose to release.</summary>
-    internal IDisposable LockInodeForRead(IncoreInode inode)
+    /// <summary>Holds the inode lock for reading outside a transaction (pread, stat, readdir). Dispose to release
+    /// (a struct: a stat or a read takes its lock without an allocation).</summary>
+    internal InodeReadLock LockInodeForRead(IncoreInode inode)
     {
         ArgumentNullException.ThrowIfNull(inode);
         ThrowIfUnusable();
@@ -272,7 +273,8 @@ public sealed partial class WriteEngine : IDisposable
         }
     }
 
-    private sealed class InodeReadLock(IncoreInode inode) : IDisposable
+    /// <summary>A held inode read lock; released by the first Dispose of this value (a using block's own copy).</summary>
+    internal struct InodeReadLock(IncoreInode inode) : IDisposable
     {
         private IncoreInode? held = inode;
 
