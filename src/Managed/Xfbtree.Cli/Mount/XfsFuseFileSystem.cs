@@ -583,8 +583,19 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         {
             return Fail(context, ex);
         }
-        // Every change goes through this mount, so cached pages stay valid across opens.
-        open.OpenFlags = FuseConstants.OpenKeepCache;
+        // Every change goes through this mount, so cached pages stay valid across opens; but a read the kernel serves
+        // from its cache never reaches the engine, so when the next read should set atime (relatime: the file changed
+        // since it was last read, or a day went by) the cache is dropped and that read comes here.
+        bool atimeDue;
+        try
+        {
+            atimeDue = _names.AccessTimeDue(h);
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            return Fail(context, ex);
+        }
+        open.OpenFlags = atimeDue ? 0 : FuseConstants.OpenKeepCache;
         return 0;
     }
 

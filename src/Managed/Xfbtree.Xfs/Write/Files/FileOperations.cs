@@ -111,12 +111,22 @@ internal sealed class FileOperations
         // A read may reach past the largest size: it stops at EOF anyway.
         CheckRange(offset, 0, "read");
         var inode = Engine.GetInode(ino);
+        int n = ReadLocked(inode, generation, offset, buffer, out bool touch);
+        if (touch) Namespace.AccessTimes.Update(Engine, inode, generation);
+        return n;
+    }
+
+    /// <summary>The read itself, under the inode's read lock; <paramref name="touch"/> says whether atime should follow.</summary>
+    int ReadLocked(IncoreInode inode, uint? generation, long offset, Span<byte> buffer, out bool touch)
+    {
         ExtentList extents;
         long size;
         using (Engine.LockInodeForRead(inode))
         {
             CheckGeneration(inode, generation);
             CheckRegular(inode);
+            // As the kernel's filemap_read: a read of at least one byte touches atime, at EOF too.
+            touch = !buffer.IsEmpty && Namespace.AccessTimes.Wanted(Engine, inode.Core);
             size = InodeFields.Size(inode.Core);
             if (offset >= size || buffer.IsEmpty) return 0;
             extents = ReadExtentsLocked(inode);
@@ -192,10 +202,19 @@ internal sealed class FileOperations
         CheckRange(offset, 0, "read");
         if (length < 0) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"read: negative length {length}");
         var inode = Engine.GetInode(ino);
+        long covered = ReadIntoLocked(inode, generation, offset, length, sink, out bool touch);
+        if (touch) Namespace.AccessTimes.Update(Engine, inode, generation);
+        return covered;
+    }
+
+    /// <summary>The streaming read itself, under the inode's read lock; <paramref name="touch"/> says whether atime should follow.</summary>
+    long ReadIntoLocked(IncoreInode inode, uint? generation, long offset, long length, IFileReadSink sink, out bool touch)
+    {
         using (Engine.LockInodeForRead(inode))
         {
             CheckGeneration(inode, generation);
             CheckRegular(inode);
+            touch = length > 0 && Namespace.AccessTimes.Wanted(Engine, inode.Core);
             long size = InodeFields.Size(inode.Core);
             if (offset >= size || length == 0) return 0;
             long end = offset + Math.Min(length, size - offset);

@@ -192,10 +192,12 @@ internal sealed partial class NamespaceOperations
         string where = $"inode {dirIno}";
         var dir = Engine.GetInode(dirIno);
         List<(long Position, byte[] Name, ulong Ino, byte FileType)> entries;
+        bool touch;
         using (Engine.LockInodeForRead(dir))
         {
             CheckAlive(dir, null, where);
             if (!InodeCore.IsDirectory(dir.Core)) throw new XfsWriteException(WriteErrorKind.NotDirectory, $"'{where}' is not a directory");
+            touch = AccessTimes.Wanted(Engine, dir.Core);
             entries = PositionedEntries(dirIno, (byte[])dir.Core.Clone(), where);
         }
         int visited = 0;
@@ -206,6 +208,8 @@ internal sealed partial class NamespaceOperations
             if (!visitor(name, ino, TypeOf(fileType, ino), dataPointer + 1)) break;
             visited++;
         }
+        // As the kernel's iterate_dir: every readdir call touches atime, the one that finds the end too.
+        if (touch) AccessTimes.Update(Engine, dir, null);
         return visited;
     }
 
