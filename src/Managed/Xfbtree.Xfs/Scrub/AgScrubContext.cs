@@ -15,8 +15,13 @@ namespace Xfbtree.Xfs.Scrub;
 /// </summary>
 internal sealed class AgScrubContext
 {
-    /// <summary>Prepares the checks of the AG <paramref name="scan"/> covers; <paramref name="scanComplete"/>: no AG's scan met damage.</summary>
-    public AgScrubContext(XfsImage image, AgScanResult scan, bool scanComplete, ScrubOptions options)
+    /// <summary>
+    /// Prepares the checks of the AG <paramref name="scan"/> covers; <paramref name="scanComplete"/>: no AG's scan met
+    /// damage. Runs the rmapbt compare (<see cref="RmapReport"/>) and derives, in that same pass over the expected set
+    /// and the on-disk rmapbt, the free extents, the implied reference counts and the special-owner records.
+    /// <paramref name="scratch"/> lends the lists (reused from AG to AG; <see cref="ReleaseScratch"/> gives them back).
+    /// </summary>
+    public AgScrubContext(XfsImage image, AgScanResult scan, bool scanComplete, ScrubOptions options, ScrubScratch scratch)
     {
         _scanComplete = scanComplete;
         Image = image;
@@ -26,8 +31,8 @@ internal sealed class AgScrubContext
         AgNumber = scan.AgNumber;
         AgLength = Geometry.AgLength(AgNumber);
         Store = image.CreateAgStore(AgNumber);
-        ComputeFreeExtents();
-        IndexOnDiskRmap();
+        Scratch = scratch;
+        CompareRmapAndDerive(scratch);
     }
 
     readonly bool _scanComplete;
@@ -49,6 +54,8 @@ internal sealed class AgScrubContext
     public uint AgLength { get; }
     /// <summary>Block store for this AG's trees.</summary>
     public AgBtreeBlockStore Store { get; }
+    /// <summary>The lists lent to this AG's checks.</summary>
+    public ScrubScratch Scratch { get; }
 
     /// <summary>
     /// The free extents the expected rmap set implies (every block not in a record), ascending, packed
@@ -67,6 +74,17 @@ internal sealed class AgScrubContext
     /// <summary>Why the on-disk rmapbt records are not available.</summary>
     public string? OnDiskRmapUnusable { get; private set; }
 
+    /// <summary>
+    /// The shared extents (start, length, count) the overlaps of the expected set's data records imply, ascending
+    /// (<see cref="SharedExtentSweep"/>); null without reflink or when <see cref="RmapUnusable"/>.
+    /// </summary>
+    public List<(uint Start, uint Length, uint Count)>? ImpliedShared { get; private set; }
+
+    /// <summary>The rmapbt compare of this AG (<see cref="RmapChecker"/>), run when the context was made.</summary>
+    public AgCheckReport RmapReport { get; private set; } = null!;
+    /// <summary>Wall time of the rmapbt compare and what was derived in its pass.</summary>
+    public TimeSpan RmapCompareElapsed { get; private set; }
+
     /// <summary>Blocks the bnobt/cntbt/inobt/finobt/refcountbt checks walked (for the AG header counters); -1 when not walked.</summary>
     public long BnobtBlocks = -1, CntbtBlocks = -1, InobtBlocks = -1, FinobtBlocks = -1, RefcountBlocks = -1;
     /// <summary>Heights of the trees by their root blocks' level fields; -1 when not known.</summary>
@@ -81,33 +99,55 @@ internal sealed class AgScrubContext
     /// <summary>Length of a packed extent.</summary>
     public static uint LengthOf(ulong packed) => (uint)packed;
 
-    void ComputeFreeExtents()
+    /// <summary>
+    /// One pass for what used to take three over the expected set and two over the on-disk rmapbt: the rmapbt compare
+    /// hands every expected record (key order, so start order) to a sweep for the gaps (the free extents) and, with
+    /// reflink, to the shared-extent sweep; and every on-disk record to the special-owner lists. The lists are kept
+    /// only when the checker's walk met no violation: then the walk read every leaf in key order, exactly what the
+    /// tolerant walker would read. Otherwise the tolerant walker (which skips bad subtrees and says whether it did)
+    /// decides, as before, so the findings are the same either way.
+    /// </summary>
+    void CompareRmapAndDerive(ScrubScratch scratch)
     {
-        if (Scan.Expected is not { } expected) { RmapUnusable = "the AG was not scanned"; return; }
-        // Any AG's damage counts: an inode skipped in one AG leaves its extents in every AG out of the set.
-        if (!_scanComplete || Scan.Problems.Total > 0 || !Scan.MetadataComplete)
+        var start = System.Diagnostics.Stopwatch.StartNew();
+        var agf = Scan.Agf;
+        bool rootUsable = agf != null && agf.TreeRootUsable(AgfTree.Rmapbt, Geometry);
+        if (Scan.Expected == null)
         {
-            RmapUnusable = "the scan met damage (see rmapbt), so the space it implies is not complete";
-            return;
+            RmapUnusable = "the AG was not scanned";
+            RmapReport = new AgCheckReport(AgNumber);
         }
-        var gaps = new List<ulong>();
-        ulong end = 0;
-        using var cur = expected.CreateCursor();
-        for (bool ok = cur.MoveFirst(); ok; ok = cur.Increment())
+        else
         {
-            var r = RmapRecord.Read(cur.Current);
-            if (r.StartBlock > end) gaps.Add(Pack((uint)end, (uint)(r.StartBlock - end)));
-            end = Math.Max(end, (ulong)r.StartBlock + r.BlockCount);
+            var pass = new DerivingObserver(scratch, AgLength, Image.Superblock.HasReflink);
+            RmapReport = RmapChecker.CheckAg(Image, Scan, new RmapCheckOptions { SampleLimit = 1, StructureLimit = Options.ProblemLimit }, pass);
+            // Any AG's damage counts: an inode skipped in one AG leaves its extents in every AG out of the set.
+            if (!_scanComplete || Scan.Problems.Total > 0 || !Scan.MetadataComplete)
+                RmapUnusable = "the scan met damage (see rmapbt), so the space it implies is not complete";
+            else
+            {
+                FreeExtents = pass.FinishFreeExtents();
+                ImpliedShared = pass.FinishShared();
+            }
+            if (rootUsable && RmapReport.WalkViolations == 0)
+            {
+                OnDiskOwnAg = scratch.OwnAg;
+                OnDiskInodeChunks = scratch.InodeChunks;
+                OnDiskCow = scratch.Cow;
+            }
         }
-        if (end < AgLength) gaps.Add(Pack((uint)end, (uint)(AgLength - end)));
-        FreeExtents = gaps;
+        if (!rootUsable) OnDiskRmapUnusable = "the on-disk rmapbt cannot be located";
+        else if (OnDiskOwnAg == null) IndexOnDiskRmapTolerantly(agf!, scratch);
+        RmapCompareElapsed = start.Elapsed;
     }
 
-    void IndexOnDiskRmap()
+    /// <summary>The special-owner records by the tolerant walker (the checker's walk met violations, or did not run).</summary>
+    void IndexOnDiskRmapTolerantly(Agf agf, ScrubScratch scratch)
     {
-        var agf = Scan.Agf;
-        if (agf == null || !agf.TreeRootUsable(AgfTree.Rmapbt, Geometry)) { OnDiskRmapUnusable = "the on-disk rmapbt cannot be located"; return; }
-        var sink = new SpecialOwnerSink { Ag = new(), Inodes = new(), Cow = new() };
+        scratch.OwnAg.Clear();
+        scratch.InodeChunks.Clear();
+        scratch.Cow.Clear();
+        var sink = new SpecialOwnerSink { Ag = scratch.OwnAg, Inodes = scratch.InodeChunks, Cow = scratch.Cow };
         List<string> problems;
         try { problems = RmapbtWalker.Walk(Image.OpenRmapbt(agf, Store), ref sink, out _); }
         catch (CorruptionException e) { problems = [e.Message]; }
@@ -115,6 +155,63 @@ internal sealed class AgScrubContext
         OnDiskOwnAg = sink.Ag;
         OnDiskInodeChunks = sink.Inodes;
         OnDiskCow = sink.Cow;
+    }
+
+    /// <summary>
+    /// Drops this AG's lists (they go back to the scratch for the next AG). Only the headers stay (the superblock
+    /// counters are summed from them at the end).
+    /// </summary>
+    public void ReleaseScratch()
+    {
+        FreeExtents = null;
+        ImpliedShared = null;
+        OnDiskOwnAg = OnDiskInodeChunks = OnDiskCow = null;
+    }
+
+    /// <summary>What the compare's pass derives; the lists are the scratch's, cleared here.</summary>
+    sealed class DerivingObserver : IRmapCompareObserver
+    {
+        readonly ScrubScratch _scratch;
+        readonly uint _agLength;
+        readonly SharedExtentSweep? _sweep;
+        ulong _end;
+
+        public DerivingObserver(ScrubScratch scratch, uint agLength, bool reflink)
+        {
+            _scratch = scratch;
+            _agLength = agLength;
+            scratch.FreeExtents.Clear();
+            scratch.OwnAg.Clear();
+            scratch.InodeChunks.Clear();
+            scratch.Cow.Clear();
+            if (reflink) _sweep = scratch.Sweep();
+        }
+
+        /// <summary>Gap sweep: every block before this record's start and past every earlier record's end is free.</summary>
+        public void Expected(in RmapRecord r)
+        {
+            if (r.StartBlock > _end) _scratch.FreeExtents.Add(Pack((uint)_end, (uint)(r.StartBlock - _end)));
+            _end = Math.Max(_end, (ulong)r.StartBlock + r.BlockCount);
+            _sweep?.Add(r);
+        }
+
+        public void OnDisk(in RmapRecord r)
+        {
+            switch (r.Owner)
+            {
+                case RmapOwner.Ag: _scratch.OwnAg.Add((r.StartBlock, r.BlockCount)); break;
+                case RmapOwner.Inodes: _scratch.InodeChunks.Add((r.StartBlock, r.BlockCount)); break;
+                case RmapOwner.Cow: _scratch.Cow.Add((r.StartBlock, r.BlockCount)); break;
+            }
+        }
+
+        public List<ulong> FinishFreeExtents()
+        {
+            if (_end < _agLength) _scratch.FreeExtents.Add(Pack((uint)_end, (uint)(_agLength - _end)));
+            return _scratch.FreeExtents;
+        }
+
+        public List<(uint Start, uint Length, uint Count)>? FinishShared() => _sweep?.Finish();
     }
 
     struct SpecialOwnerSink : IRmapRecordSink

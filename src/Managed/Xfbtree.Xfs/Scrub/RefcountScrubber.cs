@@ -21,8 +21,10 @@ internal static class RefcountScrubber
         var agf = ctx.Scan.Agf;
         if (agf == null) { f.Damage("the AGF is unreadable, so the tree cannot be located"); return f; }
         if (!agf.TreeRootUsable(AgfTree.Refcountbt, ctx.Geometry)) { f.Damage($"AGF refcountbt root {agf.RefcountRoot} / level {agf.RefcountLevel} unusable"); return f; }
-        var shared = new List<(uint Start, uint Length, uint Count)>();
-        var cow = new List<(uint Start, uint Length)>();
+        var shared = ctx.Scratch.RefcountShared;
+        var cow = ctx.Scratch.RefcountCow;
+        shared.Clear();
+        cow.Clear();
         var check = ctx.Image.OpenRefcountbt(agf, ctx.Store).Check(ctx.AgLength, r =>
         {
             uint s = BinaryPrimitives.ReadUInt32BigEndian(r), l = BinaryPrimitives.ReadUInt32BigEndian(r[4..]), c = BinaryPrimitives.ReadUInt32BigEndian(r[8..]);
@@ -40,7 +42,7 @@ internal static class RefcountScrubber
         f.Note = $"{shared.Count} shared extents, {cow.Count} CoW staging extents";
 
         if (ctx.RmapUnusable != null) f.Skip("reference counts not compared with the rmap: " + ctx.RmapUnusable);
-        else CompareCounts(f, Implied(ctx), shared);
+        else CompareCounts(f, ctx.ImpliedShared!, shared);
 
         if (ctx.OnDiskCow is not { } onDiskCow) f.Skip("CoW staging extents not compared with the rmapbt: " + ctx.OnDiskRmapUnusable);
         else
@@ -53,15 +55,6 @@ internal static class RefcountScrubber
             f.Damage(differ, $"{differ} CoW staging extents differ from the rmapbt (first: {first})");
         }
         return f;
-    }
-
-    /// <summary>The shared extents implied by the overlaps of the expected set's data records (<see cref="SharedExtentSweep"/>).</summary>
-    static List<(uint Start, uint Length, uint Count)> Implied(AgScrubContext ctx)
-    {
-        var sweep = new SharedExtentSweep();
-        using var cur = ctx.Scan.Expected!.CreateCursor();
-        for (bool ok = cur.MoveFirst(); ok; ok = cur.Increment()) sweep.Add(RmapRecord.Read(cur.Current));
-        return sweep.Finish();
     }
 
     /// <summary>Compares two step functions of block → count (uncovered = 0, for the shared domain "1 or 0").</summary>

@@ -9,11 +9,11 @@ namespace Xfbtree.Xfs.Scrub;
 /// </summary>
 internal static class RmapbtScrubber
 {
-    /// <summary>The rmapbt finding.</summary>
+    /// <summary>The rmapbt finding, from the compare the context ran when it was made (<see cref="AgScrubContext.RmapReport"/>).</summary>
     public static ScrubFinding Check(AgScrubContext ctx)
     {
         var f = new ScrubFinding("rmapbt", ctx.AgNumber, ctx.Options.ProblemLimit);
-        var rep = RmapChecker.CheckAg(ctx.Image, ctx.Scan, new RmapCheckOptions { SampleLimit = 1, StructureLimit = ctx.Options.ProblemLimit });
+        var rep = ctx.RmapReport;
         string Sample(RmapDifferenceKind kind)
         {
             foreach (var s in rep.Samples)

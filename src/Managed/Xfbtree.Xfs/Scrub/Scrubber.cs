@@ -45,13 +45,14 @@ public static class Scrubber
         var links = whole ? new LinkCountScrubber(image, options) : null;
         var findings = new List<ScrubFinding>();
         var contexts = new List<AgScrubContext>();
+        var scratch = new ScrubScratch();
         bool scanComplete = scan.Ags.All(a => a.Problems.Total == 0 && (a.Expected == null || a.MetadataComplete));
         foreach (var ag in scan.Ags)
         {
             if (ag.Expected == null) continue;
             cancel.ThrowIfCancellationRequested();
             options.Progress?.Invoke($"scrubbing AG {ag.AgNumber}/{image.Geometry.AgCount}");
-            var ctx = new AgScrubContext(image, ag, scanComplete, options);
+            var ctx = new AgScrubContext(image, ag, scanComplete, options, scratch);
             contexts.Add(ctx);
             var t = Stopwatch.StartNew();
             var (bno, cnt) = FreeSpaceScrubber.Check(ctx);
@@ -61,21 +62,24 @@ public static class Scrubber
             ino.Elapsed = t.Elapsed;
             t.Restart();
             var rmap = RmapbtScrubber.Check(ctx);
-            rmap.Elapsed = t.Elapsed;
+            rmap.Elapsed = ctx.RmapCompareElapsed + t.Elapsed;   // the compare ran first, in the context's one pass
             t.Restart();
             var refc = RefcountScrubber.Check(ctx);
             if (refc != null) refc.Elapsed = t.Elapsed;
             t.Restart();
+            if (AgHeaderScrubber.CheckSecondarySuperblock(ctx) is { } sb) findings.Add(sb);
             findings.Add(AgHeaderScrubber.CheckAgf(ctx));
             findings.Add(AgHeaderScrubber.CheckAgfl(ctx));
             findings.Add(AgHeaderScrubber.CheckAgi(ctx));
-            findings[^3].Elapsed = t.Elapsed;
+            findings[^3].Elapsed = t.Elapsed;   // the AGF line carries the headers' time (the superblock's included)
             findings.Add(bno);
             findings.Add(cnt);
             findings.Add(ino);
             if (fino != null) findings.Add(fino);
             findings.Add(rmap);
             if (refc != null) findings.Add(refc);
+            ctx.ReleaseScratch();
+            ag.Dispose();   // the AG's expected set: its pages go back now (the headers stay for the superblock counters)
         }
         List<LinkCountMismatch> mismatches = [];
         long mismatchTotal = 0;
