@@ -17,6 +17,19 @@ internal sealed class AgScrubContext
 {
     /// <summary>Prepares the checks of the AG <paramref name="scan"/> covers; <paramref name="scanComplete"/>: no AG's scan met damage.</summary>
     public AgScrubContext(XfsImage image, AgScanResult scan, bool scanComplete, ScrubOptions options)
+        : this(image, scan, scanComplete, options, rmapFromDisk: false)
+    {
+    }
+
+    /// <param name="image">The image (offline) or a read view of the engine's image taken under the AG lock (online).</param>
+    /// <param name="scan">The AG's headers, and offline its expected rmap set.</param>
+    /// <param name="scanComplete">No AG's scan met damage (offline); true online, where nothing is scanned.</param>
+    /// <param name="options">The scrub's options.</param>
+    /// <param name="rmapFromDisk">Online: the AG's own on-disk rmapbt, read under the AG lock, is the rmap source of
+    /// the free-space and reference-count checks (as the kernel's scrub cross-references), instead of a set computed
+    /// from every other piece of metadata; the rmapbt itself is checked apart, against a scan with live hooks.</param>
+    /// <param name="rmapDamaged">Online: why the on-disk rmapbt may not serve as the source, or null.</param>
+    private AgScrubContext(XfsImage image, AgScanResult scan, bool scanComplete, ScrubOptions options, bool rmapFromDisk, string? rmapDamaged = null)
     {
         _scanComplete = scanComplete;
         Image = image;
@@ -26,8 +39,31 @@ internal sealed class AgScrubContext
         AgNumber = scan.AgNumber;
         AgLength = Geometry.AgLength(AgNumber);
         Store = image.CreateAgStore(AgNumber);
-        ComputeFreeExtents();
-        IndexOnDiskRmap();
+        RmapbtBlockCount = scan.RmapbtBlocks.Count;
+        if (rmapDamaged != null)
+        {
+            RmapUnusable = OnDiskRmapUnusable = rmapDamaged;
+            return;
+        }
+        if (!rmapFromDisk) ComputeFreeExtents();
+        IndexOnDiskRmap(rmapFromDisk);
+    }
+
+    /// <summary>
+    /// The context of an online check of AG <paramref name="agno"/>: its headers read from <paramref name="view"/> (a
+    /// read view made while the caller holds the AG's lock, so that every commit to the AG is on disk and none runs),
+    /// the AG's on-disk rmapbt as the rmap source.
+    /// </summary>
+    /// <param name="view">The read view, made under the AG lock.</param>
+    /// <param name="agno">The AG.</param>
+    /// <param name="options">The scrub's options.</param>
+    /// <param name="rmapDamaged">Why the on-disk rmapbt may not serve as the source (the online rmapbt check found it
+    /// damaged), or null: the comparisons with it then say "not checked" with this reason.</param>
+    public static AgScrubContext ForOnlineCheck(XfsImage view, uint agno, ScrubOptions options, string? rmapDamaged = null)
+    {
+        var scan = new AgScanResult(agno, null, new ProblemList(options.ProblemLimit));
+        scan.MetadataComplete = AgScanner.ReadHeaders(view, scan, scan.Problems);
+        return new AgScrubContext(view, scan, scanComplete: true, options, rmapFromDisk: true, rmapDamaged);
     }
 
     readonly bool _scanComplete;
@@ -81,6 +117,22 @@ internal sealed class AgScrubContext
     /// <summary>Length of a packed extent.</summary>
     public static uint LengthOf(ulong packed) => (uint)packed;
 
+    /// <summary>Blocks of the on-disk rmapbt (for agf_btreeblks): the scan's count offline, the walk's online.</summary>
+    public long RmapbtBlockCount { get; private set; }
+
+    List<(uint Start, uint Length, uint Count)>? _impliedShared;
+
+    /// <summary>The shared extents the rmap source's data records imply (<see cref="SharedExtentSweep"/>); only when
+    /// <see cref="RmapUnusable"/> is null.</summary>
+    public List<(uint Start, uint Length, uint Count)> ImpliedSharedExtents()
+    {
+        if (_impliedShared != null) return _impliedShared;
+        var sweep = new SharedExtentSweep();
+        using var cur = Scan.Expected!.CreateCursor();
+        for (bool ok = cur.MoveFirst(); ok; ok = cur.Increment()) sweep.Add(RmapRecord.Read(cur.Current));
+        return _impliedShared = sweep.Finish();
+    }
+
     void ComputeFreeExtents()
     {
         if (Scan.Expected is not { } expected) { RmapUnusable = "the AG was not scanned"; return; }
@@ -90,39 +142,61 @@ internal sealed class AgScrubContext
             RmapUnusable = "the scan met damage (see rmapbt), so the space it implies is not complete";
             return;
         }
-        var gaps = new List<ulong>();
-        ulong end = 0;
+        var gaps = new FreeExtentGaps();
         using var cur = expected.CreateCursor();
-        for (bool ok = cur.MoveFirst(); ok; ok = cur.Increment())
-        {
-            var r = RmapRecord.Read(cur.Current);
-            if (r.StartBlock > end) gaps.Add(Pack((uint)end, (uint)(r.StartBlock - end)));
-            end = Math.Max(end, (ulong)r.StartBlock + r.BlockCount);
-        }
-        if (end < AgLength) gaps.Add(Pack((uint)end, (uint)(AgLength - end)));
-        FreeExtents = gaps;
+        for (bool ok = cur.MoveFirst(); ok; ok = cur.Increment()) gaps.Add(RmapRecord.Read(cur.Current));
+        FreeExtents = gaps.Finish(AgLength);
     }
 
-    void IndexOnDiskRmap()
+    /// <summary>One walk of the on-disk rmapbt: its special-owner records, and online also the free extents and the
+    /// shared extents it implies (the rmap source of the online checks).</summary>
+    void IndexOnDiskRmap(bool rmapFromDisk)
     {
         var agf = Scan.Agf;
-        if (agf == null || !agf.TreeRootUsable(AgfTree.Rmapbt, Geometry)) { OnDiskRmapUnusable = "the on-disk rmapbt cannot be located"; return; }
-        var sink = new SpecialOwnerSink { Ag = new(), Inodes = new(), Cow = new() };
+        const string Damaged = "the on-disk rmapbt is damaged (see rmapbt)";
+        if (agf == null || !agf.TreeRootUsable(AgfTree.Rmapbt, Geometry))
+        {
+            OnDiskRmapUnusable = "the on-disk rmapbt cannot be located";
+            if (rmapFromDisk) RmapUnusable = OnDiskRmapUnusable + " (see rmapbt)";
+            return;
+        }
+        var sink = new OnDiskRmapSink(rmapFromDisk);
         List<string> problems;
-        try { problems = RmapbtWalker.Walk(Image.OpenRmapbt(agf, Store), ref sink, out _); }
+        long blocks = 0;
+        try { problems = RmapbtWalker.Walk(Image.OpenRmapbt(agf, Store), ref sink, out blocks); }
         catch (CorruptionException e) { problems = [e.Message]; }
-        if (problems.Count > 0) { OnDiskRmapUnusable = "the on-disk rmapbt is damaged (see rmapbt)"; return; }
+        if (problems.Count > 0)
+        {
+            OnDiskRmapUnusable = Damaged;
+            if (rmapFromDisk) RmapUnusable = Damaged;
+            return;
+        }
         OnDiskOwnAg = sink.Ag;
         OnDiskInodeChunks = sink.Inodes;
         OnDiskCow = sink.Cow;
+        if (!rmapFromDisk) return;
+        RmapbtBlockCount = blocks;
+        if (!sink.InKeyOrder)
+        {
+            RmapUnusable = Damaged; // records out of order: the sweeps need start order
+            return;
+        }
+        FreeExtents = sink.Gaps!.Finish(AgLength);
+        _impliedShared = sink.Shared!.Finish();
     }
 
-    struct SpecialOwnerSink : IRmapRecordSink
+    sealed class OnDiskRmapSink(bool rmapSource) : IRmapRecordSink
     {
         /// <summary>Records of the owner each list is named after.</summary>
-        public List<(uint, uint)> Ag, Inodes, Cow;
-        /// <summary>Keeps a record of a special owner the checks need.</summary>
-        public readonly void Record(in RmapRecord record)
+        public readonly List<(uint, uint)> Ag = new(), Inodes = new(), Cow = new();
+        /// <summary>As the rmap source (online): the gaps and the overlaps of every record.</summary>
+        public readonly FreeExtentGaps? Gaps = rmapSource ? new FreeExtentGaps() : null;
+        public readonly SharedExtentSweep? Shared = rmapSource ? new SharedExtentSweep() : null;
+        public bool InKeyOrder = true;
+        uint _lastStart;
+
+        /// <summary>Keeps a record of a special owner the checks need; feeds the sweeps.</summary>
+        public void Record(in RmapRecord record)
         {
             switch (record.Owner)
             {
@@ -130,6 +204,30 @@ internal sealed class AgScrubContext
                 case RmapOwner.Inodes: Inodes.Add((record.StartBlock, record.BlockCount)); break;
                 case RmapOwner.Cow: Cow.Add((record.StartBlock, record.BlockCount)); break;
             }
+            if (Gaps == null) return;
+            InKeyOrder &= record.StartBlock >= _lastStart;
+            _lastStart = record.StartBlock;
+            Gaps.Add(record);
+            Shared!.Add(record);
+        }
+    }
+
+    /// <summary>The free extents implied by rmap records fed in start order: every block no record covers.</summary>
+    sealed class FreeExtentGaps
+    {
+        readonly List<ulong> _gaps = new();
+        ulong _end;
+
+        public void Add(in RmapRecord r)
+        {
+            if (r.StartBlock > _end) _gaps.Add(Pack((uint)_end, (uint)(r.StartBlock - _end)));
+            _end = Math.Max(_end, (ulong)r.StartBlock + r.BlockCount);
+        }
+
+        public List<ulong> Finish(uint agLength)
+        {
+            if (_end < agLength) _gaps.Add(Pack((uint)_end, (uint)(agLength - _end)));
+            return _gaps;
         }
     }
 

@@ -40,7 +40,7 @@ internal static class RefcountScrubber
         f.Note = $"{shared.Count} shared extents, {cow.Count} CoW staging extents";
 
         if (ctx.RmapUnusable != null) f.Skip("reference counts not compared with the rmap: " + ctx.RmapUnusable);
-        else CompareCounts(f, Implied(ctx), shared);
+        else CompareCounts(f, ctx.ImpliedSharedExtents(), shared);
 
         if (ctx.OnDiskCow is not { } onDiskCow) f.Skip("CoW staging extents not compared with the rmapbt: " + ctx.OnDiskRmapUnusable);
         else
@@ -53,15 +53,6 @@ internal static class RefcountScrubber
             f.Damage(differ, $"{differ} CoW staging extents differ from the rmapbt (first: {first})");
         }
         return f;
-    }
-
-    /// <summary>The shared extents implied by the overlaps of the expected set's data records (<see cref="SharedExtentSweep"/>).</summary>
-    static List<(uint Start, uint Length, uint Count)> Implied(AgScrubContext ctx)
-    {
-        var sweep = new SharedExtentSweep();
-        using var cur = ctx.Scan.Expected!.CreateCursor();
-        for (bool ok = cur.MoveFirst(); ok; ok = cur.Increment()) sweep.Add(RmapRecord.Read(cur.Current));
-        return sweep.Finish();
     }
 
     /// <summary>Compares two step functions of block → count (uncovered = 0, for the shared domain "1 or 0").</summary>

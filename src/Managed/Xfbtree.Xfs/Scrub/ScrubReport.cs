@@ -41,6 +41,9 @@ public sealed class ScrubFinding
     public IReadOnlyList<string> Skipped => _skipped;
     /// <summary>Wall time of this structure's checks (the inobt's includes reading the directories for the link counts).</summary>
     public TimeSpan Elapsed { get; internal set; }
+    /// <summary>Online checks: how long the check held the AG's lock (the AG-local structures of an AG share one
+    /// hold; the rmapbt's is its final comparison; the superblock counters hold every AG); null offline.</summary>
+    public TimeSpan? AgLockHeld { get; internal set; }
     /// <summary>Records, blocks or inodes looked at (for the clean line), or null.</summary>
     public string? Note { get; internal set; }
 
@@ -139,4 +142,6 @@ public sealed record ScrubOptions
     public int LinkMismatchLimit { get; init; } = 1000;
     /// <summary>Called with a short phase description.</summary>
     public Action<string>? Progress { get; init; }
+    /// <summary>Test-only callbacks of the online checks.</summary>
+    internal OnlineScrubTestHooks? OnlineTestHooks { get; init; }
 }

@@ -53,29 +53,7 @@ public static class Scrubber
             options.Progress?.Invoke($"scrubbing AG {ag.AgNumber}/{image.Geometry.AgCount}");
             var ctx = new AgScrubContext(image, ag, scanComplete, options);
             contexts.Add(ctx);
-            var t = Stopwatch.StartNew();
-            var (bno, cnt) = FreeSpaceScrubber.Check(ctx);
-            bno.Elapsed = t.Elapsed;   // both trees' walks: the cntbt's share is not split out
-            t.Restart();
-            var (ino, fino) = InodeBtreeScrubber.Check(ctx, links);
-            ino.Elapsed = t.Elapsed;
-            t.Restart();
-            var rmap = RmapbtScrubber.Check(ctx);
-            rmap.Elapsed = t.Elapsed;
-            t.Restart();
-            var refc = RefcountScrubber.Check(ctx);
-            if (refc != null) refc.Elapsed = t.Elapsed;
-            t.Restart();
-            findings.Add(AgHeaderScrubber.CheckAgf(ctx));
-            findings.Add(AgHeaderScrubber.CheckAgfl(ctx));
-            findings.Add(AgHeaderScrubber.CheckAgi(ctx));
-            findings[^3].Elapsed = t.Elapsed;
-            findings.Add(bno);
-            findings.Add(cnt);
-            findings.Add(ino);
-            if (fino != null) findings.Add(fino);
-            findings.Add(rmap);
-            if (refc != null) findings.Add(refc);
+            CheckAgStructures(ctx, links, findings, () => RmapbtScrubber.Check(ctx));
         }
         List<LinkCountMismatch> mismatches = [];
         long mismatchTotal = 0;
@@ -90,5 +68,44 @@ public static class Scrubber
             mismatchTotal = total;
         }
         return new ScrubReport(findings, mismatches, mismatchTotal, sw.Elapsed, scanElapsed);
+    }
+
+    /// <summary>
+    /// The checks of one AG in report order (AGF, AGFL, AGI, bnobt, cntbt, inobt, finobt, rmapbt, refcountbt),
+    /// appended to <paramref name="findings"/>; the headers last in time, as the tree walks supply their counts.
+    /// <paramref name="rmapbt"/> checks the rmapbt (offline: against the scan's set); null leaves it out (online: it
+    /// is checked apart, against a scan with live hooks) and the return value is where it goes in the list.
+    /// </summary>
+    internal static int CheckAgStructures(AgScrubContext ctx, LinkCountScrubber? links, List<ScrubFinding> findings, Func<ScrubFinding>? rmapbt)
+    {
+        var t = Stopwatch.StartNew();
+        var (bno, cnt) = FreeSpaceScrubber.Check(ctx);
+        bno.Elapsed = t.Elapsed;   // both trees' walks: the cntbt's share is not split out
+        t.Restart();
+        var (ino, fino) = InodeBtreeScrubber.Check(ctx, links);
+        ino.Elapsed = t.Elapsed;
+        t.Restart();
+        ScrubFinding? rmap = null;
+        if (rmapbt != null)
+        {
+            rmap = rmapbt();
+            rmap.Elapsed = t.Elapsed;
+            t.Restart();
+        }
+        var refc = RefcountScrubber.Check(ctx);
+        if (refc != null) refc.Elapsed = t.Elapsed;
+        t.Restart();
+        findings.Add(AgHeaderScrubber.CheckAgf(ctx));
+        findings.Add(AgHeaderScrubber.CheckAgfl(ctx));
+        findings.Add(AgHeaderScrubber.CheckAgi(ctx));
+        findings[^3].Elapsed = t.Elapsed;
+        findings.Add(bno);
+        findings.Add(cnt);
+        findings.Add(ino);
+        if (fino != null) findings.Add(fino);
+        int rmapAt = findings.Count;
+        if (rmap != null) findings.Add(rmap);
+        if (refc != null) findings.Add(refc);
+        return rmapAt;
     }
 }
