@@ -193,7 +193,8 @@ public static class OnlineScrubber
                 ifree += agi.FreeCount;
                 fdblocks += (ulong)agf.FreeBlocks + agf.FlCount + agf.BtreeBlocks;
                 EngineAg ag = engine.Ag(agno);
-                if (ag.FreeBlocks != agf.FreeBlocks || ag.FreeListCount != agf.FlCount || ag.Longest != agf.Longest)
+                // A sick AG's in-core figures are not kept (nothing is allocated there); its damage is its own lines'.
+                if (!ag.IsSick && ag.FreeBlocks != agf.FreeBlocks || ag.FreeListCount != agf.FlCount || ag.Longest != agf.Longest)
                 {
                     f.Damage($"AG {agno}: in-core free space {ag.FreeBlocks} blocks, longest {ag.Longest}, free list {ag.FreeListCount}, " +
                              $"but the AGF says {agf.FreeBlocks}, {agf.Longest}, {agf.FlCount}");

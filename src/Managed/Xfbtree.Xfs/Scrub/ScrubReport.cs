@@ -71,6 +71,17 @@ public sealed class ScrubFinding
     /// <summary>Records a check that could not run.</summary>
     internal void Skip(string reason) => _skipped.Add(reason);
 
+    /// <summary>A finding as another process made it (the online scrub of a mount): its kept problems, their exact
+    /// total and the checks that could not run.</summary>
+    internal static ScrubFinding Restore(string structure, uint? agNumber, IReadOnlyList<string> problems, long problemTotal, IEnumerable<string> skipped)
+    {
+        var f = new ScrubFinding(structure, agNumber, Math.Max(1, problems.Count));
+        f._problems.AddRange(problems);
+        f.ProblemTotal = Math.Max(problemTotal, problems.Count);
+        f._skipped.AddRange(skipped);
+        return f;
+    }
+
     /// <summary>The report line: "AG 2 bnobt: clean (12 records)", "AG 0 refcountbt: damaged: 3 block ranges differ ...".</summary>
     public override string ToString()
     {
