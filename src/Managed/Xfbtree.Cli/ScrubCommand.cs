@@ -243,18 +243,7 @@ internal static class ScrubCommand
             WriteStructures(w, report);
             if (repaired is not null)
             {
-                w.WriteStartArray("repairs");
-                foreach (var r in repaired.Outcomes)
-                {
-                    w.WriteStartObject();
-                    w.WriteString("repair", r.Name);
-                    if (r.AgNumber is { } rag) w.WriteNumber("ag", rag); else w.WriteNull("ag");
-                    w.WriteBoolean("repaired", r.Repaired);
-                    w.WriteString("detail", r.Detail);
-                    w.WriteNumber("seconds", r.Elapsed.TotalSeconds);
-                    w.WriteEndObject();
-                }
-                w.WriteEndArray();
+                WriteRepairs(w, repaired.Outcomes);
                 w.WriteStartObject("afterRepair");
                 if (repaired.Final is { } final)
                 {
@@ -273,7 +262,28 @@ internal static class ScrubCommand
             }
         });
 
-    static void WriteStructures(Utf8JsonWriter w, ScrubReport report)
+    /// <summary>The repair outcomes (also the mount's reply to a scrub repair: details cut to <paramref name="textCap"/>).</summary>
+    internal static void WriteRepairs(Utf8JsonWriter w, IReadOnlyList<ScrubRepairOutcome> outcomes, int textCap = int.MaxValue)
+    {
+        w.WriteStartArray("repairs");
+        foreach (var r in outcomes)
+        {
+            w.WriteStartObject();
+            w.WriteString("repair", r.Name);
+            if (r.AgNumber is { } rag) w.WriteNumber("ag", rag); else w.WriteNull("ag");
+            w.WriteBoolean("repaired", r.Repaired);
+            w.WriteString("detail", Cut(r.Detail, textCap));
+            w.WriteNumber("seconds", r.Elapsed.TotalSeconds);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+    }
+
+    static string Cut(string s, int length) => s.Length <= length ? s : s[..length] + "...";
+
+    /// <summary>The findings and the wrong link counts (also the mount's reply to a scrub request, with problems,
+    /// texts and link counts cut to the caps so that it fits its message; the totals stay exact).</summary>
+    internal static void WriteStructures(Utf8JsonWriter w, ScrubReport report, int problemCap = int.MaxValue, int textCap = int.MaxValue, int mismatchCap = int.MaxValue)
     {
         {
             w.WriteStartArray("structures");
@@ -285,12 +295,13 @@ internal static class ScrubCommand
                 w.WriteString("verdict", f.Verdict switch { ScrubVerdict.Clean => "clean", ScrubVerdict.Damaged => "damaged", _ => "not-checked" });
                 w.WriteNumber("problemTotal", f.ProblemTotal);
                 w.WriteStartArray("problems");
-                foreach (var p in f.Problems) w.WriteStringValue(p);
+                foreach (var p in f.Problems.Take(problemCap)) w.WriteStringValue(Cut(p, textCap));
                 w.WriteEndArray();
                 w.WriteStartArray("notChecked");
-                foreach (var s in f.Skipped) w.WriteStringValue(s);
+                foreach (var s in f.Skipped) w.WriteStringValue(Cut(s, textCap));
                 w.WriteEndArray();
-                w.WriteString("line", f.ToString());
+                if (f.Note is { } note) w.WriteString("note", note);
+                w.WriteString("line", Cut(f.ToString(), textCap));
                 w.WriteNumber("seconds", f.Elapsed.TotalSeconds);
                 // Online only: how long the check held the AG's lock (writers of that AG waited at most this long).
                 if (f.AgLockHeld is { } held) w.WriteNumber("agLockSeconds", held.TotalSeconds);
@@ -299,7 +310,7 @@ internal static class ScrubCommand
             w.WriteEndArray();
             w.WriteNumber("nlinkMismatchTotal", report.LinkMismatchTotal);
             w.WriteStartArray("nlinkMismatches");
-            foreach (var m in report.LinkMismatches)
+            foreach (var m in report.LinkMismatches.Take(mismatchCap))
             {
                 w.WriteStartObject();
                 w.WriteNumber("ino", m.Ino);

@@ -92,6 +92,30 @@ public sealed class MountScrubTests(ITestOutputHelper output)
         MountWitnesses.AssertClean(image);
     }
 
+    [Fact]
+    public void ScrubWire_CutsWhatDoesNotFitAndKeepsEveryTotal()
+    {
+        var findings = new List<Xfbtree.Xfs.Scrub.ScrubFinding>();
+        for (uint ag = 0; ag < 9; ag++)
+        {
+            var f = new Xfbtree.Xfs.Scrub.ScrubFinding("bnobt", ag, 5);
+            for (int p = 0; p < 40; p++) f.Damage(new string('x', 900) + p);
+            f.Skip("a reason");
+            f.Note = "note";
+            findings.Add(f);
+        }
+        var wrong = Enumerable.Range(1, 3000).Select(i => new Xfbtree.Xfs.Scrub.LinkCountMismatch((ulong)i, 2, 1)).ToList();
+        string text = Xfbtree.Cli.Mount.ScrubWire.Findings(findings, wrong, 5000, 12_000);
+        Assert.True(System.Text.Encoding.UTF8.GetByteCount(text) <= 12_000, $"{text.Length} characters");
+        var (back, mismatches, total) = Xfbtree.Cli.Mount.ScrubWire.ReadFindings(text);
+        Assert.Equal(9, back.Count);
+        Assert.All(back, f => Assert.Equal((40L, Xfbtree.Xfs.Scrub.ScrubVerdict.Damaged, "note"), (f.ProblemTotal, f.Verdict, f.Note)));
+        Assert.All(back, f => Assert.Equal(["a reason"], f.Skipped));
+        Assert.Equal(5000, total);
+        Assert.True(mismatches.Count <= wrong.Count && mismatches.SequenceEqual(wrong.Take(mismatches.Count)));
+        Assert.EndsWith("; and 39 more (also not checked: a reason)", back[0].ToString(), StringComparison.Ordinal);
+    }
+
     [FuseFact]
     public void ScrubRepairOfARunningMount_RepairsADamagedTreeOnline()
     {
