@@ -48,11 +48,11 @@ public sealed class OnlineScrubTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData("geom-bs1k")]
-    [InlineData("aged-small")]
-    public void AHealthyImageChecksCleanWhileWritersRun(string fixture)
+    [InlineData("geom-bs1k", 4, 40)]
+    [InlineData("aged-small", 1, 10)]
+    public void AHealthyImageChecksCleanWhileWritersRun(string fixture, int suiteSeeds, int longSeeds)
     {
-        int seeds = Long ? 20 : 1;
+        int seeds = Long ? longSeeds : suiteSeeds;
         using var scratch = new RepairScratch();
         string baseImage = scratch.CopyFixture(fixture);
         int runs = 0;

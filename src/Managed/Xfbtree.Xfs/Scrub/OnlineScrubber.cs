@@ -123,7 +123,8 @@ public static class OnlineScrubber
         }
         catch (OnlineRepairException e)
         {
-            var f = new ScrubFinding("AGF", agno, options.ProblemLimit);
+            // No structure to blame (no repair answers it): the AG's line says what was met.
+            var f = new ScrubFinding("metadata", agno, options.ProblemLimit);
             f.Damage(e.Message);
             return ([f], 1);
         }
