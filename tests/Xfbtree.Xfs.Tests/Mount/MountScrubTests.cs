@@ -93,6 +93,21 @@ public sealed class MountScrubTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void ScrubOfADirectoryThatIsNoMount_IsOneLineAndExit2()
+    {
+        using var scratch = new RepairScratch();
+        var (rc, stdout, stderr) = ScrubCli.Run(scratch.Directory);
+        Assert.True(rc == 2 && stdout.Length == 0, $"{rc}\n{stdout}\n{stderr}");
+        Assert.Equal($"xfbtree: {scratch.Directory}: not an xfbtree mount (the file system there does not answer xfbtree's control requests)\n", stderr);
+        var json = ScrubCli.Run(scratch.Directory, "--json");
+        Assert.Equal(2, json.ExitCode);
+        using var doc = JsonDocument.Parse(json.Stdout);
+        Assert.Equal(2, doc.RootElement.GetProperty("exitCode").GetInt32());
+        var force = ScrubCli.Run(scratch.Directory, "--force");
+        Assert.True(force.ExitCode == 2 && force.Stderr.Contains("--force is for images", StringComparison.Ordinal), force.Stderr);
+    }
+
+    [Fact]
     public void ScrubWire_CutsWhatDoesNotFitAndKeepsEveryTotal()
     {
         var findings = new List<Xfbtree.Xfs.Scrub.ScrubFinding>();
