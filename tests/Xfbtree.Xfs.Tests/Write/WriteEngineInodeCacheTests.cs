@@ -112,6 +112,49 @@ for d in range(100):
         WriteEngineTestSupport.AssertOraclesClean(image, "after the cache let inodes go");
     }
 
+    [Fact]
+    public void AnOnlineScanOfEveryInodeLeavesTheClockAsTheWritersLeftIt()
+    {
+        // The link count check visits every inode (twice) through the engine without a place on the clock: the
+        // inodes writers used stay the ones held, and the scan's own are let go once nobody references them.
+        using var scratch = new RepairScratch();
+        string image = scratch.Copy(TreeFixtures.Image("aged-small"), "scan.img");
+        using var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast with { InodeCacheCapacity = 8 });
+        ulong file = fs.Create("/used-by-a-writer");
+        IncoreInode held = fs.Engine.GetInode(file);
+        int strongBefore = fs.Engine.InodeCache.StronglyHeld;
+        Assert.True(strongBefore < fs.Engine.InodeCache.Capacity, $"{strongBefore} inodes on the clock before the scan: the test needs a free slot");
+        var result = Xfbtree.Xfs.Online.OnlineLinkCounts.Run(fs, new Xfbtree.Xfs.Online.OnlineLinkCountOptions());
+        output.WriteLine($"{result.InodesScanned} inodes scanned, {result.InodesCompared} compared; table {fs.Engine.InodeCache.TableCount}, strong {fs.Engine.InodeCache.StronglyHeld} (before: {strongBefore})");
+        Assert.True(result.InodesScanned > 1000, $"the scan visited {result.InodesScanned} inodes");
+        Assert.Equal(0, result.MismatchTotal);
+        SettledHeap(fs.Engine);
+        Assert.Equal(strongBefore, fs.Engine.InodeCache.StronglyHeld);
+        Assert.True(fs.Engine.InodeCache.TableCount <= fs.Engine.InodeCache.Capacity + 64, $"{fs.Engine.InodeCache.TableCount} table entries after the scan");
+        Assert.Same(held, fs.Engine.GetInode(file));
+        fs.Close();
+        WriteEngineTestSupport.AssertOraclesClean(image, "after an online scan");
+    }
+
+    [Fact]
+    public void AThreadWaitingWithADeadlineIsCountedAndWokenByTheRelease()
+    {
+        // Exit pulses only when someone waits, so a timed waiter must count as one: it gets the lock at the release,
+        // long before its deadline.
+        var gate = new GateLock();
+        gate.Enter();
+        bool? got = null;
+        var waiter = new Thread(() => got = gate.TryEnter(TimeSpan.FromMinutes(5)));
+        waiter.Start();
+        Assert.True(SpinWait.SpinUntil(() => gate.Waiters == 1, TimeSpan.FromSeconds(60)), "the timed waiter is not counted");
+        gate.Exit();
+        Assert.True(waiter.Join(TimeSpan.FromSeconds(60)), "the timed waiter was not woken by the release");
+        Assert.True(got);
+        Assert.True(gate.IsHeld);
+        Assert.Equal(0, gate.Waiters);
+        gate.Exit();
+    }
+
     /// <summary>A weak reference to the in-core inode, made in a frame of its own so no local keeps it alive.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
     static WeakReference<IncoreInode> DroppedInodeReference(WriteEngine engine, ulong ino) => new(engine.GetInode(ino));

@@ -69,6 +69,11 @@ public sealed class AgCheckReport
     /// met as damage by the scan.</summary>
     public bool IsClean => Missing == 0 && Extra == 0 && Different == 0 && StructureTotal == 0 && ScanProblemTotal == 0 && RmapbtReadable;
 
+    /// <summary>Structure violations the engine's checker met in its walk of the on-disk rmapbt (AGF counters not
+    /// included); -1 when the tree was not walked. Zero means every block was read and verified, so the records handed
+    /// over are exactly the tree's leaves in key order.</summary>
+    internal long WalkViolations { get; set; } = -1;
+
     internal void AddStructure(string what, int limit)
     {
         StructureTotal++;
@@ -115,7 +120,14 @@ public static class RmapChecker
     }
 
     /// <summary>Checks one AG.</summary>
-    public static AgCheckReport CheckAg(XfsImage image, AgScanResult ag, RmapCheckOptions? options = null)
+    public static AgCheckReport CheckAg(XfsImage image, AgScanResult ag, RmapCheckOptions? options = null) => CheckAg(image, ag, options, null);
+
+    /// <summary>
+    /// Checks one AG; <paramref name="observer"/> (when given) sees every expected record once in key order and every
+    /// on-disk leaf record as walked, so that a caller derives more from this one pass (the scrub: free space,
+    /// reference counts, special owners) instead of passing over both sets again.
+    /// </summary>
+    internal static AgCheckReport CheckAg(XfsImage image, AgScanResult ag, RmapCheckOptions? options, IRmapCompareObserver? observer)
     {
         ArgumentNullException.ThrowIfNull(image);
         ArgumentNullException.ThrowIfNull(ag);
@@ -129,7 +141,7 @@ public static class RmapChecker
         };
         using var ecur = expected.CreateCursor();
         bool counts = ag.BnobtBlocks.Count > 0 && ag.CntbtBlocks.Count > 0 && ag.MetadataComplete;
-        CompareAg(image, ag.Agf, ecur, rep, options, counts ? ag.BnobtBlocks.Count : -1, counts ? ag.CntbtBlocks.Count : -1);
+        CompareAg(image, ag.Agf, ecur, rep, options, counts ? ag.BnobtBlocks.Count : -1, counts ? ag.CntbtBlocks.Count : -1, observer);
         return rep;
     }
 
@@ -139,10 +151,11 @@ public static class RmapChecker
     /// structure, the AGF's rmap counters, and agf_btreeblks when the bnobt and cntbt block counts are given (not -1).
     /// The offline check gives the scan's set; the online rmapbt check its shadow tree (docs/scrub.md).
     /// </summary>
-    internal static void CompareAg(XfsImage image, Agf? agf, BtreeCursor<RmapbtOps> expected, AgCheckReport rep, RmapCheckOptions options, long bnobtBlocks, long cntbtBlocks)
+    internal static void CompareAg(XfsImage image, Agf? agf, BtreeCursor<RmapbtOps> expected, AgCheckReport rep, RmapCheckOptions options,
+        long bnobtBlocks, long cntbtBlocks, IRmapCompareObserver? observer = null)
     {
         var geo = image.Geometry;
-        var join = new MergeJoin(expected, rep, options.SampleLimit);
+        var join = new MergeJoin(expected, rep, options.SampleLimit, observer);
         if (agf == null)
         {
             rep.AddStructure("AGF unreadable: the rmapbt cannot be located", options.StructureLimit);
@@ -158,6 +171,7 @@ public static class RmapChecker
             // One walk: the engine's checker verifies every block and the structure and hands over the leaf records.
             var check = tree.Check(geo.AgLength(rep.AgNumber), join.Record);
             rep.OnDiskBlocks = check.Blocks;
+            rep.WalkViolations = check.ViolationCount;
             foreach (var v in check.Violations) rep.AddStructure("rmapbt: " + v, options.StructureLimit);
             if (check.ViolationCount > check.Violations.Count)
                 rep.AddStructure($"rmapbt: {check.ViolationCount - check.Violations.Count} more violations", options.StructureLimit);
@@ -180,14 +194,16 @@ public static class RmapChecker
         readonly BtreeCursor<RmapbtOps> _e;
         readonly AgCheckReport _rep;
         readonly int _limit;
+        readonly IRmapCompareObserver? _observer;
         bool _started, _have;
         RmapRecord _cur;
 
-        public MergeJoin(BtreeCursor<RmapbtOps> expected, AgCheckReport report, int limit)
+        public MergeJoin(BtreeCursor<RmapbtOps> expected, AgCheckReport report, int limit, IRmapCompareObserver? observer)
         {
             _e = expected;
             _rep = report;
             _limit = limit;
+            _observer = observer;
             _started = _have = false;
             _cur = default;
         }
@@ -196,7 +212,11 @@ public static class RmapChecker
         {
             _have = _started ? _e.Increment() : _e.MoveFirst();
             _started = true;
-            if (_have) _cur = RmapRecord.Read(_e.Current);
+            if (_have)
+            {
+                _cur = RmapRecord.Read(_e.Current);
+                _observer?.Expected(_cur);
+            }
         }
 
         void Sample(RmapDifferenceKind kind, in RmapRecord expected, in RmapRecord onDisk)
@@ -210,6 +230,7 @@ public static class RmapChecker
         {
             if (!_started) Advance();
             _rep.OnDiskRecords++;
+            _observer?.OnDisk(d);
             var cmp = new RmapKeyComparer();
             while (_have && cmp.Compare(_cur, d) < 0)
             {
@@ -242,4 +263,13 @@ public static class RmapChecker
             }
         }
     }
+}
+
+/// <summary>Sees the records of one AG's rmapbt compare (<see cref="RmapChecker.CheckAg(XfsImage, AgScanResult, RmapCheckOptions?, IRmapCompareObserver?)"/>).</summary>
+internal interface IRmapCompareObserver
+{
+    /// <summary>Each expected record, exactly once, in key order (also when the on-disk tree cannot be walked).</summary>
+    void Expected(in RmapRecord record);
+    /// <summary>Each on-disk leaf record, in walk order.</summary>
+    void OnDisk(in RmapRecord record);
 }

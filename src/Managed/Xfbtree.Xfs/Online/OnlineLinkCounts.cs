@@ -261,7 +261,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
     {
         try
         {
-            return engine.GetInode(ino);
+            return engine.GetInode(ino, keepCached: false);
         }
         catch (XfsWriteException e) when (e.Kind is WriteErrorKind.Corrupt or WriteErrorKind.NotFound)
         {

@@ -406,7 +406,7 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
         IncoreInode inode;
         try
         {
-            inode = engine.GetInode(ino);
+            inode = engine.GetInode(ino, keepCached: false);
         }
         catch (XfsWriteException e) when (e.Kind is WriteErrorKind.Corrupt or WriteErrorKind.NotFound)
         {

@@ -296,6 +296,7 @@ internal sealed class AgRmapSet : IDisposable
     public void Dispose()
     {
         _insertCursor?.Dispose();
+        _insertCursor = null;
         Tree.Dispose();
         if (_stageEnd > _stageDiscarded) DiscardStage(_stageEnd);
     }

@@ -15,44 +15,23 @@ namespace Xfbtree.Xfs.Scrub;
 /// </summary>
 internal sealed class AgScrubContext
 {
-    /// <summary>Prepares the checks of the AG <paramref name="scan"/> covers; <paramref name="scanComplete"/>: no AG's scan met damage.</summary>
-    public AgScrubContext(XfsImage image, AgScanResult scan, bool scanComplete, ScrubOptions options)
-        : this(image, scan, scanComplete, options, rmapFromDisk: false)
+    /// <summary>
+    /// Prepares the checks of the AG <paramref name="scan"/> covers; <paramref name="scanComplete"/>: no AG's scan met
+    /// damage. Runs the rmapbt compare (<see cref="RmapReport"/>) and derives, in that same pass over the expected set
+    /// and the on-disk rmapbt, the free extents, the implied reference counts and the special-owner records.
+    /// <paramref name="scratch"/> lends the lists (reused from AG to AG; <see cref="ReleaseScratch"/> gives them back).
+    /// </summary>
+    public AgScrubContext(XfsImage image, AgScanResult scan, bool scanComplete, ScrubOptions options, ScrubScratch scratch)
+        : this(image, scan, scanComplete, options, scratch, online: false, rmapDamaged: null)
     {
-    }
-
-    /// <param name="image">The image (offline) or a read view of the engine's image taken under the AG lock (online).</param>
-    /// <param name="scan">The AG's headers, and offline its expected rmap set.</param>
-    /// <param name="scanComplete">No AG's scan met damage (offline); true online, where nothing is scanned.</param>
-    /// <param name="options">The scrub's options.</param>
-    /// <param name="rmapFromDisk">Online: the AG's own on-disk rmapbt, read under the AG lock, is the rmap source of
-    /// the free-space and reference-count checks (as the kernel's scrub cross-references), instead of a set computed
-    /// from every other piece of metadata; the rmapbt itself is checked apart, against a scan with live hooks.</param>
-    /// <param name="rmapDamaged">Online: why the on-disk rmapbt may not serve as the source, or null.</param>
-    private AgScrubContext(XfsImage image, AgScanResult scan, bool scanComplete, ScrubOptions options, bool rmapFromDisk, string? rmapDamaged = null)
-    {
-        _scanComplete = scanComplete;
-        Image = image;
-        Geometry = image.Geometry;
-        Scan = scan;
-        Options = options;
-        AgNumber = scan.AgNumber;
-        AgLength = Geometry.AgLength(AgNumber);
-        Store = image.CreateAgStore(AgNumber);
-        RmapbtBlockCount = scan.RmapbtBlocks.Count;
-        if (rmapDamaged != null)
-        {
-            RmapUnusable = OnDiskRmapUnusable = rmapDamaged;
-            return;
-        }
-        if (!rmapFromDisk) ComputeFreeExtents();
-        IndexOnDiskRmap(rmapFromDisk);
     }
 
     /// <summary>
     /// The context of an online check of AG <paramref name="agno"/>: its headers read from <paramref name="view"/> (a
-    /// read view made while the caller holds the AG's lock, so that every commit to the AG is on disk and none runs),
-    /// the AG's on-disk rmapbt as the rmap source.
+    /// read view made while the caller holds the AG's lock, so that every commit to the AG is on disk and none runs);
+    /// the AG's own on-disk rmapbt, walked once, is the rmap source of the free-space, reference-count and
+    /// special-owner comparisons (as the kernel's scrub cross-references), instead of a set computed from every other
+    /// piece of metadata: the rmapbt itself is checked apart, against a scan with live hooks.
     /// </summary>
     /// <param name="view">The read view, made under the AG lock.</param>
     /// <param name="agno">The AG.</param>
@@ -63,7 +42,87 @@ internal sealed class AgScrubContext
     {
         var scan = new AgScanResult(agno, null, new ProblemList(options.ProblemLimit));
         scan.MetadataComplete = AgScanner.ReadHeaders(view, scan, scan.Problems);
-        return new AgScrubContext(view, scan, scanComplete: true, options, rmapFromDisk: true, rmapDamaged);
+        return new AgScrubContext(view, scan, scanComplete: true, options, new ScrubScratch(), online: true, rmapDamaged);
+    }
+
+    private AgScrubContext(XfsImage image, AgScanResult scan, bool scanComplete, ScrubOptions options, ScrubScratch scratch, bool online, string? rmapDamaged)
+    {
+        _scanComplete = scanComplete;
+        Image = image;
+        Geometry = image.Geometry;
+        Scan = scan;
+        Options = options;
+        AgNumber = scan.AgNumber;
+        AgLength = Geometry.AgLength(AgNumber);
+        Store = image.CreateAgStore(AgNumber);
+        Scratch = scratch;
+        RmapbtBlockCount = scan.RmapbtBlocks.Count;
+        if (!online)
+        {
+            CompareRmapAndDerive(scratch);
+            return;
+        }
+        RmapReport = new AgCheckReport(AgNumber); // the online rmapbt check is made apart
+        if (rmapDamaged != null)
+        {
+            RmapUnusable = OnDiskRmapUnusable = rmapDamaged;
+            return;
+        }
+        DeriveFromOnDiskRmap(scratch);
+    }
+
+    /// <summary>Blocks of the on-disk rmapbt (for agf_btreeblks): the scan's count offline, the walk's online.</summary>
+    public long RmapbtBlockCount { get; private set; }
+
+    /// <summary>
+    /// Online: one walk of the on-disk rmapbt hands every record to the same derivation the offline compare feeds
+    /// from the expected set (gaps, shared extents) and from the on-disk records (special owners): here the on-disk
+    /// records are both. Damage in the walk (or records out of key order) leaves the comparisons "not checked".
+    /// </summary>
+    void DeriveFromOnDiskRmap(ScrubScratch scratch)
+    {
+        const string Damaged = "the on-disk rmapbt is damaged (see rmapbt)";
+        var agf = Scan.Agf;
+        if (agf == null || !agf.TreeRootUsable(AgfTree.Rmapbt, Geometry))
+        {
+            OnDiskRmapUnusable = "the on-disk rmapbt cannot be located";
+            RmapUnusable = OnDiskRmapUnusable + " (see rmapbt)";
+            return;
+        }
+        var pass = new DerivingObserver(scratch, AgLength, Image.Superblock.HasReflink);
+        var sink = new SourceSink(pass);
+        List<string> problems;
+        long blocks = 0;
+        try { problems = RmapbtWalker.Walk(Image.OpenRmapbt(agf, Store), ref sink, out blocks); }
+        catch (CorruptionException e) { problems = [e.Message]; }
+        if (problems.Count > 0 || !sink.InKeyOrder)
+        {
+            OnDiskRmapUnusable = RmapUnusable = Damaged;
+            return;
+        }
+        RmapbtBlockCount = blocks;
+        FreeExtents = pass.FinishFreeExtents();
+        ImpliedShared = pass.FinishShared();
+        OnDiskOwnAg = scratch.OwnAg;
+        OnDiskInodeChunks = scratch.InodeChunks;
+        OnDiskCow = scratch.Cow;
+    }
+
+    /// <summary>The on-disk records as the rmap source: each is an expected record and an on-disk one of the derivation.</summary>
+    sealed class SourceSink(DerivingObserver pass) : IRmapRecordSink
+    {
+        uint _lastStart;
+
+        /// <summary>False when a record starts before the one before it (the sweeps need start order).</summary>
+        public bool InKeyOrder { get; private set; } = true;
+
+        public void Record(in RmapRecord record)
+        {
+            InKeyOrder &= record.StartBlock >= _lastStart;
+            _lastStart = record.StartBlock;
+            pass.Expected(record);
+            pass.OnDisk(record);
+        }
     }
 
     readonly bool _scanComplete;
@@ -85,6 +144,8 @@ internal sealed class AgScrubContext
     public uint AgLength { get; }
     /// <summary>Block store for this AG's trees.</summary>
     public AgBtreeBlockStore Store { get; }
+    /// <summary>The lists lent to this AG's checks.</summary>
+    public ScrubScratch Scratch { get; }
 
     /// <summary>
     /// The free extents the expected rmap set implies (every block not in a record), ascending, packed
@@ -103,6 +164,17 @@ internal sealed class AgScrubContext
     /// <summary>Why the on-disk rmapbt records are not available.</summary>
     public string? OnDiskRmapUnusable { get; private set; }
 
+    /// <summary>
+    /// The shared extents (start, length, count) the overlaps of the expected set's data records imply, ascending
+    /// (<see cref="SharedExtentSweep"/>); null without reflink or when <see cref="RmapUnusable"/>.
+    /// </summary>
+    public List<(uint Start, uint Length, uint Count)>? ImpliedShared { get; private set; }
+
+    /// <summary>The rmapbt compare of this AG (<see cref="RmapChecker"/>), run when the context was made.</summary>
+    public AgCheckReport RmapReport { get; private set; } = null!;
+    /// <summary>Wall time of the rmapbt compare and what was derived in its pass.</summary>
+    public TimeSpan RmapCompareElapsed { get; private set; }
+
     /// <summary>Blocks the bnobt/cntbt/inobt/finobt/refcountbt checks walked (for the AG header counters); -1 when not walked.</summary>
     public long BnobtBlocks = -1, CntbtBlocks = -1, InobtBlocks = -1, FinobtBlocks = -1, RefcountBlocks = -1;
     /// <summary>Heights of the trees by their root blocks' level fields; -1 when not known.</summary>
@@ -117,86 +189,127 @@ internal sealed class AgScrubContext
     /// <summary>Length of a packed extent.</summary>
     public static uint LengthOf(ulong packed) => (uint)packed;
 
-    /// <summary>Blocks of the on-disk rmapbt (for agf_btreeblks): the scan's count offline, the walk's online.</summary>
-    public long RmapbtBlockCount { get; private set; }
-
-    List<(uint Start, uint Length, uint Count)>? _impliedShared;
-
-    /// <summary>The shared extents the rmap source's data records imply (<see cref="SharedExtentSweep"/>); only when
-    /// <see cref="RmapUnusable"/> is null.</summary>
-    public List<(uint Start, uint Length, uint Count)> ImpliedSharedExtents()
+    /// <summary>
+    /// One pass for what used to take three over the expected set and two over the on-disk rmapbt: the rmapbt compare
+    /// hands every expected record (key order, so start order) to a sweep for the gaps (the free extents) and, with
+    /// reflink, to the shared-extent sweep; and every on-disk record to the special-owner lists. The lists are kept
+    /// only when the checker's walk met no violation: then the walk read every leaf in key order, exactly what the
+    /// tolerant walker would read. Otherwise the tolerant walker (which skips bad subtrees and says whether it did)
+    /// decides, as before, so the findings are the same either way.
+    /// </summary>
+    void CompareRmapAndDerive(ScrubScratch scratch)
     {
-        if (_impliedShared != null) return _impliedShared;
-        var sweep = new SharedExtentSweep();
-        using var cur = Scan.Expected!.CreateCursor();
-        for (bool ok = cur.MoveFirst(); ok; ok = cur.Increment()) sweep.Add(RmapRecord.Read(cur.Current));
-        return _impliedShared = sweep.Finish();
-    }
-
-    void ComputeFreeExtents()
-    {
-        if (Scan.Expected is not { } expected) { RmapUnusable = "the AG was not scanned"; return; }
-        // Any AG's damage counts: an inode skipped in one AG leaves its extents in every AG out of the set.
-        if (!_scanComplete || Scan.Problems.Total > 0 || !Scan.MetadataComplete)
-        {
-            RmapUnusable = "the scan met damage (see rmapbt), so the space it implies is not complete";
-            return;
-        }
-        var gaps = new FreeExtentGaps();
-        using var cur = expected.CreateCursor();
-        for (bool ok = cur.MoveFirst(); ok; ok = cur.Increment()) gaps.Add(RmapRecord.Read(cur.Current));
-        FreeExtents = gaps.Finish(AgLength);
-    }
-
-    /// <summary>One walk of the on-disk rmapbt: its special-owner records, and online also the free extents and the
-    /// shared extents it implies (the rmap source of the online checks).</summary>
-    void IndexOnDiskRmap(bool rmapFromDisk)
-    {
+        var start = System.Diagnostics.Stopwatch.StartNew();
         var agf = Scan.Agf;
-        const string Damaged = "the on-disk rmapbt is damaged (see rmapbt)";
-        if (agf == null || !agf.TreeRootUsable(AgfTree.Rmapbt, Geometry))
+        bool rootUsable = agf != null && agf.TreeRootUsable(AgfTree.Rmapbt, Geometry);
+        if (Scan.Expected == null)
         {
-            OnDiskRmapUnusable = "the on-disk rmapbt cannot be located";
-            if (rmapFromDisk) RmapUnusable = OnDiskRmapUnusable + " (see rmapbt)";
-            return;
+            RmapUnusable = "the AG was not scanned";
+            RmapReport = new AgCheckReport(AgNumber);
         }
-        var sink = new OnDiskRmapSink(rmapFromDisk);
+        else
+        {
+            var pass = new DerivingObserver(scratch, AgLength, Image.Superblock.HasReflink);
+            RmapReport = RmapChecker.CheckAg(Image, Scan, RmapbtScrubber.CheckOptions(Options), pass);
+            // Any AG's damage counts: an inode skipped in one AG leaves its extents in every AG out of the set.
+            if (!_scanComplete || Scan.Problems.Total > 0 || !Scan.MetadataComplete)
+                RmapUnusable = "the scan met damage (see rmapbt), so the space it implies is not complete";
+            else
+            {
+                FreeExtents = pass.FinishFreeExtents();
+                ImpliedShared = pass.FinishShared();
+            }
+            if (rootUsable && RmapReport.WalkViolations == 0)
+            {
+                OnDiskOwnAg = scratch.OwnAg;
+                OnDiskInodeChunks = scratch.InodeChunks;
+                OnDiskCow = scratch.Cow;
+            }
+        }
+        if (!rootUsable) OnDiskRmapUnusable = "the on-disk rmapbt cannot be located";
+        else if (OnDiskOwnAg == null) IndexOnDiskRmapTolerantly(agf!, scratch);
+        RmapCompareElapsed = start.Elapsed;
+    }
+
+    /// <summary>The special-owner records by the tolerant walker (the checker's walk met violations, or did not run).</summary>
+    void IndexOnDiskRmapTolerantly(Agf agf, ScrubScratch scratch)
+    {
+        scratch.OwnAg.Clear();
+        scratch.InodeChunks.Clear();
+        scratch.Cow.Clear();
+        var sink = new SpecialOwnerSink { Ag = scratch.OwnAg, Inodes = scratch.InodeChunks, Cow = scratch.Cow };
         List<string> problems;
-        long blocks = 0;
-        try { problems = RmapbtWalker.Walk(Image.OpenRmapbt(agf, Store), ref sink, out blocks); }
+        try { problems = RmapbtWalker.Walk(Image.OpenRmapbt(agf, Store), ref sink, out _); }
         catch (CorruptionException e) { problems = [e.Message]; }
-        if (problems.Count > 0)
-        {
-            OnDiskRmapUnusable = Damaged;
-            if (rmapFromDisk) RmapUnusable = Damaged;
-            return;
-        }
+        if (problems.Count > 0) { OnDiskRmapUnusable = "the on-disk rmapbt is damaged (see rmapbt)"; return; }
         OnDiskOwnAg = sink.Ag;
         OnDiskInodeChunks = sink.Inodes;
         OnDiskCow = sink.Cow;
-        if (!rmapFromDisk) return;
-        RmapbtBlockCount = blocks;
-        if (!sink.InKeyOrder)
-        {
-            RmapUnusable = Damaged; // records out of order: the sweeps need start order
-            return;
-        }
-        FreeExtents = sink.Gaps!.Finish(AgLength);
-        _impliedShared = sink.Shared!.Finish();
     }
 
-    sealed class OnDiskRmapSink(bool rmapSource) : IRmapRecordSink
+    /// <summary>
+    /// Drops this AG's lists (they go back to the scratch for the next AG). Only the headers stay (the superblock
+    /// counters are summed from them at the end).
+    /// </summary>
+    public void ReleaseScratch()
+    {
+        FreeExtents = null;
+        ImpliedShared = null;
+        OnDiskOwnAg = OnDiskInodeChunks = OnDiskCow = null;
+    }
+
+    /// <summary>What the compare's pass derives; the lists are the scratch's, cleared here.</summary>
+    sealed class DerivingObserver : IRmapCompareObserver
+    {
+        readonly ScrubScratch _scratch;
+        readonly uint _agLength;
+        readonly SharedExtentSweep? _sweep;
+        ulong _end;
+
+        public DerivingObserver(ScrubScratch scratch, uint agLength, bool reflink)
+        {
+            _scratch = scratch;
+            _agLength = agLength;
+            scratch.FreeExtents.Clear();
+            scratch.OwnAg.Clear();
+            scratch.InodeChunks.Clear();
+            scratch.Cow.Clear();
+            if (reflink) _sweep = scratch.Sweep();
+        }
+
+        /// <summary>Gap sweep: every block before this record's start and past every earlier record's end is free.</summary>
+        public void Expected(in RmapRecord r)
+        {
+            if (r.StartBlock > _end) _scratch.FreeExtents.Add(Pack((uint)_end, (uint)(r.StartBlock - _end)));
+            _end = Math.Max(_end, (ulong)r.StartBlock + r.BlockCount);
+            _sweep?.Add(r);
+        }
+
+        public void OnDisk(in RmapRecord r)
+        {
+            switch (r.Owner)
+            {
+                case RmapOwner.Ag: _scratch.OwnAg.Add((r.StartBlock, r.BlockCount)); break;
+                case RmapOwner.Inodes: _scratch.InodeChunks.Add((r.StartBlock, r.BlockCount)); break;
+                case RmapOwner.Cow: _scratch.Cow.Add((r.StartBlock, r.BlockCount)); break;
+            }
+        }
+
+        public List<ulong> FinishFreeExtents()
+        {
+            if (_end < _agLength) _scratch.FreeExtents.Add(Pack((uint)_end, (uint)(_agLength - _end)));
+            return _scratch.FreeExtents;
+        }
+
+        public List<(uint Start, uint Length, uint Count)>? FinishShared() => _sweep?.Finish();
+    }
+
+    struct SpecialOwnerSink : IRmapRecordSink
     {
         /// <summary>Records of the owner each list is named after.</summary>
-        public readonly List<(uint, uint)> Ag = new(), Inodes = new(), Cow = new();
-        /// <summary>As the rmap source (online): the gaps and the overlaps of every record.</summary>
-        public readonly FreeExtentGaps? Gaps = rmapSource ? new FreeExtentGaps() : null;
-        public readonly SharedExtentSweep? Shared = rmapSource ? new SharedExtentSweep() : null;
-        public bool InKeyOrder = true;
-        uint _lastStart;
-
-        /// <summary>Keeps a record of a special owner the checks need; feeds the sweeps.</summary>
-        public void Record(in RmapRecord record)
+        public List<(uint, uint)> Ag, Inodes, Cow;
+        /// <summary>Keeps a record of a special owner the checks need.</summary>
+        public readonly void Record(in RmapRecord record)
         {
             switch (record.Owner)
             {
@@ -204,30 +317,6 @@ internal sealed class AgScrubContext
                 case RmapOwner.Inodes: Inodes.Add((record.StartBlock, record.BlockCount)); break;
                 case RmapOwner.Cow: Cow.Add((record.StartBlock, record.BlockCount)); break;
             }
-            if (Gaps == null) return;
-            InKeyOrder &= record.StartBlock >= _lastStart;
-            _lastStart = record.StartBlock;
-            Gaps.Add(record);
-            Shared!.Add(record);
-        }
-    }
-
-    /// <summary>The free extents implied by rmap records fed in start order: every block no record covers.</summary>
-    sealed class FreeExtentGaps
-    {
-        readonly List<ulong> _gaps = new();
-        ulong _end;
-
-        public void Add(in RmapRecord r)
-        {
-            if (r.StartBlock > _end) _gaps.Add(Pack((uint)_end, (uint)(r.StartBlock - _end)));
-            _end = Math.Max(_end, (ulong)r.StartBlock + r.BlockCount);
-        }
-
-        public List<ulong> Finish(uint agLength)
-        {
-            if (_end < agLength) _gaps.Add(Pack((uint)_end, (uint)(agLength - _end)));
-            return _gaps;
         }
     }
 

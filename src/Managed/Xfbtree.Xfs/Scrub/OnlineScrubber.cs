@@ -111,7 +111,7 @@ public static class OnlineScrubber
                 using XfsImage view = engine.Image.CreateReadView();
                 try
                 {
-                    rmapAt = Scrubber.CheckAgStructures(AgScrubContext.ForOnlineCheck(view, agno, options, rmapDamaged), null, findings, rmapbt: null);
+                    rmapAt = Scrubber.CheckAgStructures(AgScrubContext.ForOnlineCheck(view, agno, options, rmapDamaged), null, findings, withRmapbt: false);
                 }
                 catch (Exception e) when (e is CorruptionException or IOException)
                 {

@@ -21,8 +21,10 @@ internal static class RefcountScrubber
         var agf = ctx.Scan.Agf;
         if (agf == null) { f.Damage("the AGF is unreadable, so the tree cannot be located"); return f; }
         if (!agf.TreeRootUsable(AgfTree.Refcountbt, ctx.Geometry)) { f.Damage($"AGF refcountbt root {agf.RefcountRoot} / level {agf.RefcountLevel} unusable"); return f; }
-        var shared = new List<(uint Start, uint Length, uint Count)>();
-        var cow = new List<(uint Start, uint Length)>();
+        var shared = ctx.Scratch.RefcountShared;
+        var cow = ctx.Scratch.RefcountCow;
+        shared.Clear();
+        cow.Clear();
         var check = ctx.Image.OpenRefcountbt(agf, ctx.Store).Check(ctx.AgLength, r =>
         {
             uint s = BinaryPrimitives.ReadUInt32BigEndian(r), l = BinaryPrimitives.ReadUInt32BigEndian(r[4..]), c = BinaryPrimitives.ReadUInt32BigEndian(r[8..]);
@@ -40,7 +42,7 @@ internal static class RefcountScrubber
         f.Note = $"{shared.Count} shared extents, {cow.Count} CoW staging extents";
 
         if (ctx.RmapUnusable != null) f.Skip("reference counts not compared with the rmap: " + ctx.RmapUnusable);
-        else CompareCounts(f, ctx.ImpliedSharedExtents(), shared);
+        else CompareCounts(f, ctx.ImpliedShared!, shared);
 
         if (ctx.OnDiskCow is not { } onDiskCow) f.Skip("CoW staging extents not compared with the rmapbt: " + ctx.OnDiskRmapUnusable);
         else

@@ -9,12 +9,9 @@ namespace Xfbtree.Xfs.Scrub;
 /// </summary>
 internal static class RmapbtScrubber
 {
-    /// <summary>The rmapbt finding.</summary>
+    /// <summary>The rmapbt finding, from the compare the context ran when it was made (<see cref="AgScrubContext.RmapReport"/>).</summary>
     public static ScrubFinding Check(AgScrubContext ctx)
-    {
-        var rep = RmapChecker.CheckAg(ctx.Image, ctx.Scan, CheckOptions(ctx.Options));
-        return FromReport(rep, ctx.ScanComplete, ctx.Options);
-    }
+        => FromReport(ctx.RmapReport, ctx.ScanComplete, ctx.Options);
 
     /// <summary>The options of the comparison behind an rmapbt finding.</summary>
     public static RmapCheckOptions CheckOptions(ScrubOptions options) => new() { SampleLimit = 1, StructureLimit = options.ProblemLimit };

@@ -45,15 +45,18 @@ public static class Scrubber
         var links = whole ? new LinkCountScrubber(image, options) : null;
         var findings = new List<ScrubFinding>();
         var contexts = new List<AgScrubContext>();
+        var scratch = new ScrubScratch();
         bool scanComplete = scan.Ags.All(a => a.Problems.Total == 0 && (a.Expected == null || a.MetadataComplete));
         foreach (var ag in scan.Ags)
         {
             if (ag.Expected == null) continue;
             cancel.ThrowIfCancellationRequested();
             options.Progress?.Invoke($"scrubbing AG {ag.AgNumber}/{image.Geometry.AgCount}");
-            var ctx = new AgScrubContext(image, ag, scanComplete, options);
+            var ctx = new AgScrubContext(image, ag, scanComplete, options, scratch);
             contexts.Add(ctx);
-            CheckAgStructures(ctx, links, findings, () => RmapbtScrubber.Check(ctx));
+            CheckAgStructures(ctx, links, findings, withRmapbt: true);
+            ctx.ReleaseScratch();
+            ag.Dispose();   // the AG's expected set: its pages go back now (the headers stay for the superblock counters)
         }
         List<LinkCountMismatch> mismatches = [];
         long mismatchTotal = 0;
@@ -71,12 +74,12 @@ public static class Scrubber
     }
 
     /// <summary>
-    /// The checks of one AG in report order (AGF, AGFL, AGI, bnobt, cntbt, inobt, finobt, rmapbt, refcountbt),
-    /// appended to <paramref name="findings"/>; the headers last in time, as the tree walks supply their counts.
-    /// <paramref name="rmapbt"/> checks the rmapbt (offline: against the scan's set); null leaves it out (online: it
-    /// is checked apart, against a scan with live hooks) and the return value is where it goes in the list.
+    /// The checks of one AG in report order (secondary superblock, AGF, AGFL, AGI, bnobt, cntbt, inobt, finobt,
+    /// rmapbt, refcountbt), appended to <paramref name="findings"/>; the headers last in time, as the tree walks supply
+    /// their counts. Without <paramref name="withRmapbt"/> (online: the rmapbt is checked apart, against a scan with
+    /// live hooks) the rmapbt is left out and the return value is where it goes in the list.
     /// </summary>
-    internal static int CheckAgStructures(AgScrubContext ctx, LinkCountScrubber? links, List<ScrubFinding> findings, Func<ScrubFinding>? rmapbt)
+    internal static int CheckAgStructures(AgScrubContext ctx, LinkCountScrubber? links, List<ScrubFinding> findings, bool withRmapbt)
     {
         var t = Stopwatch.StartNew();
         var (bno, cnt) = FreeSpaceScrubber.Check(ctx);
@@ -86,19 +89,20 @@ public static class Scrubber
         ino.Elapsed = t.Elapsed;
         t.Restart();
         ScrubFinding? rmap = null;
-        if (rmapbt != null)
+        if (withRmapbt)
         {
-            rmap = rmapbt();
-            rmap.Elapsed = t.Elapsed;
+            rmap = RmapbtScrubber.Check(ctx);
+            rmap.Elapsed = ctx.RmapCompareElapsed + t.Elapsed;   // the compare ran first, in the context's one pass
             t.Restart();
         }
         var refc = RefcountScrubber.Check(ctx);
         if (refc != null) refc.Elapsed = t.Elapsed;
         t.Restart();
+        if (AgHeaderScrubber.CheckSecondarySuperblock(ctx) is { } sb) findings.Add(sb);
         findings.Add(AgHeaderScrubber.CheckAgf(ctx));
         findings.Add(AgHeaderScrubber.CheckAgfl(ctx));
         findings.Add(AgHeaderScrubber.CheckAgi(ctx));
-        findings[^3].Elapsed = t.Elapsed;
+        findings[^3].Elapsed = t.Elapsed;   // the AGF line carries the headers' time (the superblock's included)
         findings.Add(bno);
         findings.Add(cnt);
         findings.Add(ino);

@@ -16,6 +16,14 @@ internal sealed class SharedExtentSweep
     private readonly PriorityQueue<ulong, ulong> ends = new();
     private ulong pos;
 
+    /// <summary>Starts over (the result list and the heap keep their capacity: the scrub reuses one sweep for every AG).</summary>
+    public void Reset()
+    {
+        result.Clear();
+        ends.Clear();
+        pos = 0;
+    }
+
     /// <summary>Adds one rmap record (records must come in start order); records that cannot share are skipped.</summary>
     public void Add(in RmapRecord r)
     {

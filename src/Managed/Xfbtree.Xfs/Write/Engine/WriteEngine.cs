@@ -130,7 +130,15 @@ public sealed partial class WriteEngine : IDisposable
     /// <summary>The in-core inode of <paramref name="ino"/> (read and verified on first use, then cached: the same
     /// object while anyone references it, see <see cref="Engine.InodeCache"/>).
     /// Throws XfsWriteException NotFound for an invalid inode number, Corrupt for a bad inode.</summary>
-    internal IncoreInode GetInode(ulong ino)
+    internal IncoreInode GetInode(ulong ino) => GetInode(ino, keepCached: true);
+
+    /// <summary>
+    /// As <see cref="GetInode(ulong)"/>; with <paramref name="keepCached"/> false an inode not in core yet is loaded
+    /// without a place in the cache's clock (upstream's "don't cache" for scrub's inode walks): it is still the one
+    /// live copy while anyone references it, but an online scan that visits every inode once neither evicts the
+    /// writers' inodes nor keeps its own alive past the collector's next pass.
+    /// </summary>
+    internal IncoreInode GetInode(ulong ino, bool keepCached)
     {
         ThrowIfUnusable();
         if (!Geometry.IsValidIno(ino))
@@ -143,7 +151,7 @@ public sealed partial class WriteEngine : IDisposable
         }
         byte[] core = LoadInode(ino, out bool fromTransaction);
         var loaded = new IncoreInode(ino, core);
-        IncoreInode winner = inodeCache.Add(loaded);
+        IncoreInode winner = inodeCache.Add(loaded, keepCached);
         if (fromTransaction && ReferenceEquals(winner, loaded))
         {
             current!.LoadedFromTransaction(loaded);
@@ -174,6 +182,13 @@ public sealed partial class WriteEngine : IDisposable
         {
             joined.Span.Slice(offset, isize).CopyTo(core);
             fromTransaction = joined.IsDirty;
+        }
+        else if (ags[Geometry.InoToAgno(ino)].RetiredChunks.IsRetired(Geometry.InoToAgino(ino), out uint generation))
+        {
+            // Its chunk was freed: the blocks may hold anything now. The inode is free, at the highest generation
+            // its chunk reached (a handle made before sees ESTALE; a reallocation through this object goes on from it).
+            Dinode.FormatUnallocated(core, ino, generation, Geometry.MetaUuid);
+            return core;
         }
         else
         {
@@ -214,8 +229,9 @@ public sealed partial class WriteEngine : IDisposable
         return null;
     }
 
-    /// <summary>Holds the inode lock for reading outside a transaction (pread, stat, readdir). Dispose to release.</summary>
-    internal IDisposable LockInodeForRead(IncoreInode inode)
+    /// <summary>Holds the inode lock for reading outside a transaction (pread, stat, readdir). Dispose to release
+    /// (a struct: a stat or a read takes its lock without an allocation).</summary>
+    internal InodeReadLock LockInodeForRead(IncoreInode inode)
     {
         ArgumentNullException.ThrowIfNull(inode);
         ThrowIfUnusable();
@@ -266,7 +282,8 @@ public sealed partial class WriteEngine : IDisposable
         }
     }
 
-    private sealed class InodeReadLock(IncoreInode inode) : IDisposable
+    /// <summary>A held inode read lock; released by the first Dispose of this value (a using block's own copy).</summary>
+    internal struct InodeReadLock(IncoreInode inode) : IDisposable
     {
         private IncoreInode? held = inode;
 
