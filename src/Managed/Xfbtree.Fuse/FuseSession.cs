@@ -121,6 +121,41 @@ internal sealed class FuseSession : IDisposable
         return new FuseSession(received, directory, helper);
     }
 
+    /// <summary>
+    /// Sets the kernel's readahead window for this mount (the connection's bdi, /sys/class/bdi/MAJ:MIN/read_ahead_kb)
+    /// to <paramref name="kib"/> KiB, so that a sequential read arrives as READ requests of up to that size instead
+    /// of the bdi's default 128 KiB. INIT cannot raise it (the kernel keeps the smaller of its window and the
+    /// server's max_readahead); root can, through sysfs. Returns null when set, otherwise why not (a user mount
+    /// cannot write sysfs; the mount works the same with the default window). Call once INIT has been answered.
+    /// The device number comes from /proc/self/mountinfo: a stat of the mount point would be a GETATTR to this
+    /// very server, which may not be serving yet.
+    /// </summary>
+    public string? SetReadahead(int kib)
+    {
+        string? device = null;
+        string mountPoint = EscapeMountInfo(Directory);
+        try
+        {
+            foreach (string line in File.ReadLines("/proc/self/mountinfo"))
+            {
+                // ID PARENT MAJ:MIN ROOT MOUNTPOINT ...; the last line for the directory is the mount on top.
+                string[] fields = line.Split(' ');
+                if (fields.Length > 4 && fields[4] == mountPoint) device = fields[2];
+            }
+            if (device is null) return $"{Directory} is not in /proc/self/mountinfo";
+            File.WriteAllText($"/sys/class/bdi/{device}/read_ahead_kb", kib.ToString(CultureInfo.InvariantCulture));
+            return null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return e.Message;
+        }
+    }
+
+    /// <summary>A path as /proc/self/mountinfo writes it: space, tab, newline and backslash as \ooo (octal).</summary>
+    static string EscapeMountInfo(string path) => path.Replace("\\", "\\134", StringComparison.Ordinal).Replace(" ", "\\040", StringComparison.Ordinal)
+        .Replace("\t", "\\011", StringComparison.Ordinal).Replace("\n", "\\012", StringComparison.Ordinal);
+
     /// <summary>Detaches the mount (idempotent). Returns false when the kernel refused (it is already gone, for example).</summary>
     public bool Unmount()
     {

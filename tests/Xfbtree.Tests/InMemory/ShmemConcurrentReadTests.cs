@@ -26,6 +26,47 @@ public sealed class ShmemConcurrentReadTests(ITestOutputHelper output)
         public int Compare(in MapRecord x, in MapRecord y) => x.Start.CompareTo(y.Start);
     }
 
+    /// <summary>
+    /// Readers load the cursor's geometry on every block they enter; the writer's cursor changes its path state on every
+    /// write. On one object they share cache lines, and each write costs a reader running on the other core a cache
+    /// miss; so readers have a cursor of their own that no write touches.
+    /// </summary>
+    [Fact]
+    public void WritesLeaveTheReadersCursorUntouched()
+    {
+        using var map = new ShmemBTree<MapRecord, ByStart>();
+        for (uint i = 0; i < 20_000; i++) map.Insert(Versioned(i * 2, i));
+        var reader = map.CursorForTests;
+        Assert.NotSame(reader, map.WriterCursorForTests);
+        Assert.True(map.TryFind(Key(100), out _));
+        var before = FieldValues(reader);
+        var rnd = new Random(5);
+        for (int n = 0; n < 3000; n++)
+        {
+            uint k = (uint)rnd.Next(40_000);
+            if (!map.Remove(Key(k))) map.Insert(Versioned(k, 1));
+        }
+        map.InsertMany(Enumerable.Range(0, 2000).Select(i => Versioned((uint)i * 7 + 1, 2)).ToArray());
+        map.RemoveMany(Enumerable.Range(0, 2000).Select(i => Key((uint)i * 5)).ToArray());
+        Assert.Empty(map.CheckStructure());
+        var after = FieldValues(reader);
+        var changed = before.Keys.Where(f => before[f] != after[f]).ToList();
+        Assert.True(changed.Count == 0, "fields of the readers' cursor changed by writes: " + string.Join(", ", changed));
+    }
+
+    /// <summary>Every instance field of <paramref name="o"/> as text (arrays by content).</summary>
+    static Dictionary<string, string> FieldValues(object o)
+    {
+        var values = new Dictionary<string, string>();
+        for (var type = o.GetType(); type != null; type = type.BaseType)
+            foreach (var f in type.GetFields(System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.DeclaredOnly))
+            {
+                object? v = f.GetValue(o);
+                values[type.Name + "." + f.Name] = v is Array a ? string.Join(",", a.Cast<object?>().Select(x => x?.ToString())) : v?.ToString() ?? "null";
+            }
+        return values;
+    }
+
     [Fact]
     public void TwoReadersWithoutAWriterGetEveryRecordRight()
     {

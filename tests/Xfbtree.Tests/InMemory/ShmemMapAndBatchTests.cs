@@ -327,7 +327,7 @@ public sealed class ShmemMapAndBatchTests(ITestOutputHelper output)
         var all = new List<MapRecord>();
         foreach (ref readonly var r in tree.Range(new MapRecord(0, 0, 0, 0), new MapRecord(uint.MaxValue, 0, ulong.MaxValue, ulong.MaxValue))) all.Add(r);
         Assert.Equal(model.Values.ToList(), all);
-        var cursor = tree.CursorForTests;
+        var cursor = tree.WriterCursorForTests;
         output.WriteLine($"run inserts {cursor.RunInserts}, run deletes {cursor.RunDeletes}, records {tree.Count}");
         Assert.True(cursor.RunInserts > 5000, $"only {cursor.RunInserts} records went in by runs");
         Assert.True(cursor.RunDeletes > 1000, $"only {cursor.RunDeletes} records went out by runs");

@@ -44,10 +44,68 @@ internal static class ScrubCorruptor
         k.Add(new Kind("agfl", "agf-flcount", "agf_flcount increased by one (the list no longer describes one run of slots)", "AGFL"));
         k.Add(new Kind("agfl", "agf-fllast", "agf_fllast moved before agf_flfirst", "AGFL"));
         k.Add(new Kind("agfl", "agfl-entry", "the AGFL's first active slot pointed outside the AG", "AGFL"));
+        foreach (var (tree, name, what, finding) in HeaderKinds()) k.Add(new Kind(tree, name, what, finding));
         k.Add(new Kind("nlinks", "nlink-dir-high", "a directory's nlink increased by one", "nlinks"));
         k.Add(new Kind("nlinks", "nlink-file-high", "a regular file's nlink increased by one", "nlinks"));
         k.Add(new Kind("nlinks", "nlink-file-zero", "a linked regular file's nlink set to zero", "nlinks"));
         return k;
+    }
+
+    /// <summary>Kinds of the AG headers themselves (sector magic and CRC, root pointers, levels, lengths, AGFL indexes)
+    /// and of a secondary superblock: (tree, name, what, finding).</summary>
+    static IEnumerable<(string, string, string, string)> HeaderKinds() =>
+    [
+        ("agf", "agf-magic", "the AGF's magic changed (raw write)", "AGF"),
+        ("agf", "agf-crc", "the AGF's CRC invalidated, contents intact", "AGF"),
+        ("agf", "agf-bnoroot", "agf_bnoroot pointed at the cntbt's root", "AGF"),
+        ("agf", "agf-cntroot", "agf_cntroot pointed at the bnobt's root", "AGF"),
+        ("agf", "agf-rmaproot", "agf_rmaproot pointed at the bnobt's root", "AGF"),
+        ("agf", "agf-refcountroot", "agf_refcount_root pointed at the bnobt's root", "AGF"),
+        ("agf", "agf-bnolevel", "agf_levels[bno] increased by one", "AGF"),
+        ("agf", "agf-rmaplevel", "agf_levels[rmap] increased by one", "rmapbt"),
+        ("agf", "agf-rmapblocks", "agf_rmap_blocks increased by one", "rmapbt"),
+        ("agf", "agf-length", "agf_length set to 5", "AGF"),
+        ("agf", "agf-flfirst", "agf_flfirst set past the AGFL's slots", "AGF"),
+        ("agfl", "agfl-magic", "the AGFL's magic changed (raw write)", "AGFL"),
+        ("agfl", "agfl-crc", "the AGFL's CRC invalidated, contents intact", "AGFL"),
+        ("agi", "agi-magic", "the AGI's magic changed (raw write)", "AGI"),
+        ("agi", "agi-crc", "the AGI's CRC invalidated, contents intact", "AGI"),
+        ("agi", "agi-length", "agi_length set to 5", "AGI"),
+        ("sb", "sb-magic", "the secondary superblock's magic changed (raw write)", "superblock"),
+        ("sb", "sb-crc", "the secondary superblock's CRC invalidated, contents intact", "superblock"),
+        ("sb", "sb-agblocks", "the secondary superblock's sb_agblocks set to 1000", "superblock"),
+        ("sb", "sb-inoalignmt", "the secondary superblock's sb_inoalignmt set to 16", "superblock"),
+    ];
+
+    static string ApplyHeader(string image, Kind kind, uint ag)
+    {
+        string[] agf = [$"agf {ag}"], agi = [$"agi {ag}"], agfl = [$"agfl {ag}"], sb = [$"sb {ag}"];
+        string Crc(string[] nav) { Db(image, true, [.. nav, "crc -i"]); return $"{nav[0]}: CRC invalidated"; }
+        string Copy(string[] nav, string field, string from) => Write(image, nav, field, Read(image, nav, from).ToString(CultureInfo.InvariantCulture));
+        return kind.Name switch
+        {
+            "agf-magic" => Write(image, agf, "magicnum", "0x12345678"),
+            "agf-crc" => Crc(agf),
+            "agf-bnoroot" => Copy(agf, "bnoroot", "cntroot"),
+            "agf-cntroot" => Copy(agf, "cntroot", "bnoroot"),
+            "agf-rmaproot" => Copy(agf, "rmaproot", "bnoroot"),
+            "agf-refcountroot" => Copy(agf, "refcntroot", "bnoroot"),
+            "agf-bnolevel" => Add(image, agf, "bnolevel", 1),
+            "agf-rmaplevel" => Add(image, agf, "rmaplevel", 1),
+            "agf-rmapblocks" => Add(image, agf, "rmapblocks", 1),
+            "agf-length" => Write(image, agf, "length", "5"),
+            "agf-flfirst" => Write(image, agf, "flfirst", "500"),
+            "agfl-magic" => Write(image, agfl, "magicnum", "0x12345678"),
+            "agfl-crc" => Crc(agfl),
+            "agi-magic" => Write(image, agi, "magicnum", "0x12345678"),
+            "agi-crc" => Crc(agi),
+            "agi-length" => Write(image, agi, "length", "5"),
+            "sb-magic" => Write(image, sb, "magicnum", "0x12345678"),
+            "sb-crc" => Crc(sb),
+            "sb-agblocks" => Write(image, sb, "agblocks", "1000"),
+            "sb-inoalignmt" => Write(image, sb, "inoalignmt", "16"),
+            _ => throw new ArgumentException($"unknown kind {kind.Name}", nameof(kind)),
+        };
     }
 
     static IEnumerable<(string, string)> RecordKinds(string tree) => tree switch
@@ -72,6 +130,7 @@ internal static class ScrubCorruptor
     public static string Apply(string image, Kind kind, uint ag)
     {
         if (kind.Tree == "nlinks") return Nlink(image, kind.Name);
+        if (kind.Tree is "agf" or "agi" or "sb" || kind.Name is "agfl-magic" or "agfl-crc") return ApplyHeader(image, kind, ag);
         if (kind.Tree == "agfl")
         {
             string[] header = [$"agf {ag}"];

@@ -198,4 +198,74 @@ public sealed class WriteFileExtentListTests
             Assert.Equal(model, seen);
         }
     }
+
+    /// <summary>
+    /// A snapshot reads its source until its first edit, which copies the records (the source never changes) or,
+    /// made to take them, takes them without a copy (the source and any other snapshot of it then throw instead of
+    /// showing the edited records). Either way the changed window is exact: the records before it and after it are
+    /// the source's, and the records it replaced are the source's between them. Random edits in runs of 1-4 (one
+    /// operation), each operation's list the next one's source, as a fork stores and goes on.
+    /// </summary>
+    [Theory]
+    [InlineData(1, false)]
+    [InlineData(2, false)]
+    [InlineData(3, true)]
+    [InlineData(4, true)]
+    public void SnapshotsCopyOrTakeTheirSourceAndTheirWindowHoldsEveryChange(int seed, bool take)
+    {
+        var rng = new Random(seed);
+        const int Span = 400;
+        var source = new ExtentList();
+        for (ulong off = 0; off < Span; off += 4) source.Insert(E(off, 10_000 + off * 7, 2, unwritten: off % 8 == 0));
+        int smallWindows = 0;
+        for (int op = 0; op < 600; op++)
+        {
+            var frozen = source.Items.ToArray();
+            var edited = source.Snapshot(takeAtFirstEdit: take);
+            var bystander = source.Snapshot();
+            edited.ChangedWindow(out int p0, out int s0, out var r0);
+            Assert.Equal((source.Count, 0, 0), (p0, s0, r0.Count)); // no edit yet: an empty window
+            int edits = rng.Next(1, 5);
+            for (int k = 0; k < edits; k++)
+            {
+                ulong off = (ulong)rng.Next(Span), len = (ulong)rng.Next(1, 6);
+                switch (rng.Next(3))
+                {
+                    case 0:
+                        edited.Remove(off, len);
+                        break;
+                    case 1:
+                        edited.SetState(off, len, rng.Next(2) == 0);
+                        break;
+                    default:
+                        if (edited.MappingsIn(off, len).Count == 0) edited.Insert(E(off, 50_000 + off, (uint)len));
+                        break;
+                }
+            }
+            edited.ChangedWindow(out int prefix, out int suffix, out var replaced);
+            var now = edited.Items.ToArray();
+            if (replaced.Count + prefix + suffix == 0 && now.Length == 0) continue;
+            // The source, rebuilt from the edited list and its window, is the source as it was.
+            var rebuilt = now[..prefix].Concat(replaced).Concat(now[(now.Length - suffix)..]).ToArray();
+            Assert.Equal(frozen, rebuilt);
+            bool changed = !frozen.SequenceEqual(now);
+            if (take && changed) Assert.False(source.HasRecords);
+            if (!take) Assert.True(source.HasRecords);
+            if (!source.HasRecords)
+            {
+                Assert.Throws<InvalidOperationException>(() => source.Count);
+                Assert.Throws<InvalidOperationException>(() => bystander[0]);
+            }
+            else
+            {
+                Assert.Equal(frozen, source.Items.ToArray()); // copied, or never edited: the source is untouched
+                Assert.Equal(frozen, bystander.Items.ToArray());
+            }
+            if (now.Length - prefix - suffix <= 4 * edits + 2) smallWindows++;
+            edited.ResetChanges();
+            source = edited; // the stored list becomes the next operation's source
+        }
+        // Edits far apart make a wide window; many operations here stay within a few records of what they touched.
+        Assert.True(smallWindows > 150, $"only {smallWindows} of 600 operations kept their window small");
+    }
 }

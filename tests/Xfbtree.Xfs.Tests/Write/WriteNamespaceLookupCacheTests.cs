@@ -57,6 +57,55 @@ public sealed class WriteNamespaceLookupCacheTests(ITestOutputHelper output)
         WriteEngineTestSupport.AssertOraclesClean(image, "after cached lookups");
     }
 
+    /// <summary>
+    /// A name a directory does not hold is cached too (FUSE asks for every name before creating it; builds probe
+    /// paths): the second miss reads no directory block, and the miss never outlives a change of the directory: a
+    /// create, link, rename into it, and, after the name's removal, the miss is back. Through the path walk and
+    /// through <see cref="NamespaceOperations.TryLookup"/> (no exception for a miss).
+    /// </summary>
+    [Fact]
+    public void CachedMissesFollowEveryChangeOfTheirDirectory()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.Copy(TreeFixtures.Image("fresh-4ag"), "misses.img");
+        using var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast);
+        var names = fs.Namespace;
+        var cache = names.LookupCache!;
+        fs.Mkdir("/d");
+        ulong d = names.Lookup("/d");
+        Assert.False(names.TryLookup(d, "n"u8, out _));
+        long hits = cache.Hits, misses = cache.Misses;
+        Assert.False(names.TryLookup(d, "n"u8, out _));
+        Assert.Equal(WriteErrorKind.NotFound, Assert.Throws<XfsWriteException>(() => names.Lookup("/d/n")).Kind);
+        Assert.Equal(hits + 1 + 2, cache.Hits); // TryLookup: one; the path walk: "d" and the miss of "n"
+        Assert.Equal(misses, cache.Misses);
+
+        ulong n = fs.Create("/d/n");
+        Assert.True(names.TryLookup(d, "n"u8, out var found));
+        Assert.Equal(n, found.Ino);
+        Assert.Equal(n, names.Lookup("/d/n"));
+
+        fs.Unlink("/d/n");
+        Assert.False(names.TryLookup(d, "n"u8, out _));
+        Assert.False(names.TryLookup(d, "n"u8, out _));
+        ulong other = fs.Create("/other");
+        names.Link("/other", "/d/n");
+        Assert.True(names.TryLookup(d, "n"u8, out found));
+        Assert.Equal(other, found.Ino);
+
+        Assert.False(names.TryLookup(d, "m"u8, out _));
+        Assert.False(names.TryLookup(d, "m"u8, out _));
+        names.Rename("/other", "/d/m");
+        Assert.True(names.TryLookup(d, "m"u8, out found));
+        Assert.Equal(other, found.Ino);
+        Assert.Equal(WriteErrorKind.NotFound, Assert.Throws<XfsWriteException>(() => names.Lookup("/other")).Kind);
+
+        // A bad name is still the error it always was, not a miss.
+        Assert.Equal(WriteErrorKind.InvalidArgument, Assert.Throws<XfsWriteException>(() => names.TryLookup(d, "a/b"u8, out _)).Kind);
+        fs.Close();
+        WriteEngineTestSupport.AssertOraclesClean(image, "after cached misses");
+    }
+
     /// <summary>What a path walk costs: stats and 4 KiB writes of a file six directories deep, with the cache and
     /// without it (printed; timings on a shared machine are not asserted).</summary>
     [Fact]

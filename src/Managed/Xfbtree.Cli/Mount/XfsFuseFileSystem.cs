@@ -230,7 +230,9 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         if (e != 0) return e;
         try
         {
-            return Reply(_names.Lookup(dir.Ino, name), out entry);
+            // A name that is not there is the common miss (the kernel asks before every create): no exception.
+            if (!_names.TryLookup(dir.Ino, name, out var found)) return FuseErrno.ENOENT;
+            return Reply(found, out entry);
         }
         catch (XfsWriteException ex) when (ex.Kind == WriteErrorKind.Stale)
         {
@@ -581,8 +583,19 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         {
             return Fail(context, ex);
         }
-        // Every change goes through this mount, so cached pages stay valid across opens.
-        open.OpenFlags = FuseConstants.OpenKeepCache;
+        // Every change goes through this mount, so cached pages stay valid across opens; but a read the kernel serves
+        // from its cache never reaches the engine, so when the next read should set atime (relatime: the file changed
+        // since it was last read, or a day went by) the cache is dropped and that read comes here.
+        bool atimeDue;
+        try
+        {
+            atimeDue = _names.AccessTimeDue(h);
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            return Fail(context, ex);
+        }
+        open.OpenFlags = atimeDue ? 0 : FuseConstants.OpenKeepCache;
         return 0;
     }
 
@@ -842,6 +855,8 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         if (e != 0) return e;
         try
         {
+            // The kernel asks for security.capability before writes: most files have no attributes at all.
+            if (_fs.Attributes.IsAbsentWithoutFork(h.Ino, name)) return FuseErrno.ENODATA;
             length = _fs.Attributes.Get(h.Ino, name, value);
             return 0;
         }

@@ -16,7 +16,8 @@ namespace Xfbtree.Cli.Stress;
 /// </summary>
 internal sealed class AgTreeRepairRotation(WriteEngine engine, IReadOnlyList<string> structures) : IStressBackground
 {
-    /// <summary>The structures it can rotate over, by name.</summary>
+    /// <summary>The trees it can rotate over, by name (the AG header rebuilds, "AGF" with its AGFL and "AGI", are
+    /// asked for by name).</summary>
     public static readonly IReadOnlyList<string> All = ["bnobt", "inobt", "refcountbt"];
 
     private long repairs, verified, noRoom, problems;
@@ -63,6 +64,8 @@ internal sealed class AgTreeRepairRotation(WriteEngine engine, IReadOnlyList<str
                     "bnobt" => OnlineFreeSpaceRepair.Run(engine, agno),
                     "inobt" => OnlineInodeBtreeRepair.Run(engine, agno),
                     "refcountbt" => OnlineRefcountRepair.Run(engine, agno),
+                    "AGF" => OnlineAgHeaderRepair.RepairAgf(engine, agno),
+                    "AGI" => OnlineAgHeaderRepair.RepairAgi(engine, agno),
                     _ => throw new ArgumentException($"unknown structure {s}"),
                 };
             }

@@ -32,6 +32,22 @@ internal readonly ref struct Dinode
 
     readonly ReadOnlySpan<byte> _b;
 
+    /// <summary>
+    /// Writes an unallocated inode as a new chunk holds it (xfs_ialloc_inode_init): magic, version 3,
+    /// <paramref name="generation"/>, next_unlinked NULLAGINO, the number, the metadata UUID, the CRC; the rest zero.
+    /// </summary>
+    public static void FormatUnallocated(Span<byte> inode, ulong ino, uint generation, ReadOnlySpan<byte> uuid)
+    {
+        inode.Clear();
+        BinaryPrimitives.WriteUInt16BigEndian(inode, MagicValue);
+        inode[4] = 3;
+        BinaryPrimitives.WriteUInt32BigEndian(inode[92..], generation);
+        BinaryPrimitives.WriteUInt32BigEndian(inode[96..], uint.MaxValue);
+        BinaryPrimitives.WriteUInt64BigEndian(inode[152..], ino);
+        uuid.CopyTo(inode[160..]);
+        XfsCrc.Update(inode, CrcOffset);
+    }
+
     /// <summary>A view over exactly one inode (sb_inodesize bytes).</summary>
     public Dinode(ReadOnlySpan<byte> inode) => _b = inode;
 
@@ -49,6 +65,8 @@ internal readonly ref struct Dinode
     public ushort Flags => BinaryPrimitives.ReadUInt16BigEndian(_b[90..]);
     public ulong Flags2 => BinaryPrimitives.ReadUInt64BigEndian(_b[120..]);
     public ulong Ino => BinaryPrimitives.ReadUInt64BigEndian(_b[152..]);
+    /// <summary>di_gen: the incarnation of the inode number (grows at every free).</summary>
+    public uint Generation => BinaryPrimitives.ReadUInt32BigEndian(_b[92..]);
     public ReadOnlySpan<byte> Uuid => _b.Slice(160, 16);
     public bool IsFree => Mode == 0;
     public bool IsRealtime => (Flags & FlagRealtime) != 0;

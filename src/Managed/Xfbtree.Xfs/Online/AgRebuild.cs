@@ -26,7 +26,11 @@ internal sealed class AgRebuildTestHooks
 /// <param name="TimeLocked">Time the AG lock was held (the whole repair is one transaction).</param>
 internal sealed record AgRebuildResult(uint AgNumber, string Structure, long Records, long NewBlocks, long OldBlocksReaped, TimeSpan TimeLocked)
 {
-    public override string ToString() => $"{Records} records, {NewBlocks} new blocks, {OldBlocksReaped} old blocks reaped, AG locked {TimeLocked.TotalMilliseconds:F1} ms";
+    /// <summary>What an AG header rebuild found (the roots and how), said first in its line; null for tree rebuilds.</summary>
+    public string? Found { get; init; }
+
+    public override string ToString() => (Found is null ? "" : Found + "; ")
+        + $"{Records} records, {NewBlocks} new blocks, {OldBlocksReaped} old blocks reaped, AG locked {TimeLocked.TotalMilliseconds:F1} ms";
 }
 
 /// <summary>Pieces shared by the scrub repairs that rebuild an AG btree in one locked transaction.</summary>

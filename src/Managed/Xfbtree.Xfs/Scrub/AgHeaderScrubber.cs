@@ -19,6 +19,11 @@ internal static class AgHeaderScrubber
         var agf = ctx.Scan.Agf;
         if (agf == null) { f.Damage(HeaderProblem(ctx, "AGF") ?? "unreadable"); return f; }
         foreach (var p in agf.Problems) f.Damage(p);
+        RootIsTree(ctx, f, agf.TreeRootUsable(AgfTree.Bnobt, ctx.Geometry), "bnobt", agf.BnoRoot, Xfbtree.Xfs.Trees.BnobtOps.MagicValue);
+        RootIsTree(ctx, f, agf.TreeRootUsable(AgfTree.Cntbt, ctx.Geometry), "cntbt", agf.CntRoot, Xfbtree.Xfs.Trees.CntbtOps.MagicValue);
+        RootIsTree(ctx, f, agf.TreeRootUsable(AgfTree.Rmapbt, ctx.Geometry), "rmapbt", agf.RmapRoot, Xfbtree.Xfs.Trees.RmapbtOps.MagicValue);
+        if (ctx.Image.Superblock.HasReflink)
+            RootIsTree(ctx, f, agf.TreeRootUsable(AgfTree.Refcountbt, ctx.Geometry), "refcountbt", agf.RefcountRoot, Xfbtree.Xfs.Trees.RefcountbtOps.MagicValue);
         if (ctx.FreeExtents is { } free)
         {
             long blocks = 0, longest = 0;
@@ -41,6 +46,22 @@ internal static class AgHeaderScrubber
             f.Damage($"agf_refcount_blocks {agf.RefcountBlocks}, but the refcountbt has {ctx.RefcountBlocks} blocks");
         f.Note = $"{agf.FreeBlocks} free blocks";
         return f;
+    }
+
+    /// <summary>A root pointer (inside the AG) must name a block of its own tree: one that reads with another magic
+    /// (another tree's block, a data block) is the header's damage, whatever the tree's own check says.</summary>
+    static void RootIsTree(AgScrubContext ctx, ScrubFinding f, bool usable, string tree, uint root, uint magic)
+    {
+        if (!usable) return;
+        Xfbtree.Buffers.BlockBuffer buf;
+        try { buf = ctx.Image.Cache.Read(ctx.Image.Target, ctx.Geometry.AgBlockToDaddr(ctx.AgNumber, root), ctx.Geometry.BasicBlocksPerBlock, null, Xfbtree.Buffers.BufferLockMode.Shared); }
+        catch (IOException e) { f.Damage($"{tree} root {root} does not read: {e.Message}"); return; }
+        try
+        {
+            uint found = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(buf.Span);
+            if (found != magic) f.Damage($"{tree} root {root} is not a {tree} block (magic 0x{found:x8})");
+        }
+        finally { ctx.Image.Cache.Release(buf); }
     }
 
     /// <summary>The AGFL finding.</summary>
@@ -90,6 +111,29 @@ internal static class AgHeaderScrubber
             if (ctx.FinobtBlocks >= 0 && agi.FinobtBlocks != ctx.FinobtBlocks) f.Damage($"agi_fblocks {agi.FinobtBlocks}, but the finobt has {ctx.FinobtBlocks} blocks");
         }
         f.Note = $"{agi.Count} inodes, {agi.FreeCount} free";
+        return f;
+    }
+
+    /// <summary>The secondary superblock finding of an AG other than 0: it verifies and agrees with the primary on
+    /// every field mkfs fixes (<see cref="SecondarySuperblock"/>); null for AG 0.</summary>
+    public static ScrubFinding? CheckSecondarySuperblock(AgScrubContext ctx)
+    {
+        if (ctx.AgNumber == 0) return null;
+        var f = new ScrubFinding("superblock", ctx.AgNumber, ctx.Options.ProblemLimit);
+        var geo = ctx.Geometry;
+        var cache = ctx.Image.Cache;
+        var primary = cache.Read(ctx.Image.Target, geo.AgHeaderDaddr(0, 0), geo.SectorBasicBlocks, null, Xfbtree.Buffers.BufferLockMode.Shared);
+        try
+        {
+            var secondary = cache.Read(ctx.Image.Target, geo.AgHeaderDaddr(ctx.AgNumber, 0), geo.SectorBasicBlocks, null, Xfbtree.Buffers.BufferLockMode.Shared);
+            try
+            {
+                foreach (string p in SecondarySuperblock.Differences(primary.Span, secondary.Span, geo.SectorSize)) f.Damage(p);
+            }
+            finally { cache.Release(secondary); }
+        }
+        finally { cache.Release(primary); }
+        f.Note = "matches the primary";
         return f;
     }
 

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Online;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Engine;
@@ -69,11 +70,14 @@ internal static class ScrubRepairs
     /// <summary>Every repair, in the order they run.</summary>
     public static readonly IReadOnlyList<IScrubRepair> InOrder =
     [
-        new RmapbtRepair(),
+        new AgTreeRepair("superblock", ["superblock"], (e, ag) => OnlineAgHeaderRepair.RepairSecondarySuperblock(e, ag)),
+        new AgHeaderRepair(AgHeaderKind.Agf, ["bnobt", "cntbt", "refcountbt"], (e, ag) => OnlineAgHeaderRepair.RepairAgf(e, ag).ToString()),
         new AgTreeRepair("AGFL", ["AGFL"], (e, ag) => OnlineAgflRepair.Run(e, ag).ToString()),
-        new AgTreeRepair("bnobt+cntbt", ["bnobt", "cntbt", "AGF"], (e, ag) => OnlineFreeSpaceRepair.Run(e, ag).ToString()),
-        new AgTreeRepair("inobt+finobt", ["inobt", "finobt", "AGI"], (e, ag) => OnlineInodeBtreeRepair.Run(e, ag).ToString()),
-        new AgTreeRepair("refcountbt", ["refcountbt", "AGF"], (e, ag) => OnlineRefcountRepair.Run(e, ag).ToString(), requiresReflink: true),
+        new AgHeaderRepair(AgHeaderKind.Agi, ["inobt", "finobt"], (e, ag) => OnlineAgHeaderRepair.RepairAgi(e, ag).ToString()),
+        new RmapbtRepair(),
+        new AgTreeRepair("bnobt+cntbt", ["bnobt", "cntbt"], (e, ag) => OnlineFreeSpaceRepair.Run(e, ag).ToString()),
+        new AgTreeRepair("inobt+finobt", ["inobt", "finobt"], (e, ag) => OnlineInodeBtreeRepair.Run(e, ag).ToString()),
+        new AgTreeRepair("refcountbt", ["refcountbt"], (e, ag) => OnlineRefcountRepair.Run(e, ag).ToString(), requiresReflink: true),
         new LinkCountRepair(),
         new SummaryCounterRepair(),
     ];
@@ -98,6 +102,9 @@ internal static class ScrubRepairs
         waited = new List<ScrubRepairOutcome>();
         var outcomes = new List<ScrubRepairOutcome>();
         var failedAgs = new HashSet<uint>();
+        // AGs whose AGF or AGI was rewritten this round: what the check said of their other structures may only have
+        // been that header's damage (a tree it could not locate), so their later repairs wait for the next check.
+        var rewrittenHeaders = new HashSet<uint>();
         var damaged = context.Findings.Findings.Where(IsDamaged).ToList();
         foreach (IScrubRepair repair in InOrder)
         {
@@ -112,6 +119,11 @@ internal static class ScrubRepairs
                     outcomes.Add(new ScrubRepairOutcome(repair.Name, agno, false, "an earlier repair of this AG failed", TimeSpan.Zero));
                     continue;
                 }
+                if (agno is { } h && rewrittenHeaders.Contains(h))
+                {
+                    waited.Add(new ScrubRepairOutcome(repair.Name, agno, false, "waits for the check after this AG's header was rewritten", TimeSpan.Zero));
+                    continue;
+                }
                 if (repair.Skips(context, agno))
                 {
                     waited.Add(new ScrubRepairOutcome(repair.Name, agno, false, $"waits for the repair of the structures {(agno is null ? "" : "of this AG ")}it is rebuilt from, which are damaged too", TimeSpan.Zero));
@@ -124,6 +136,7 @@ internal static class ScrubRepairs
                 {
                     string detail = repair.Repair(context, agno);
                     outcomes.Add(new ScrubRepairOutcome(repair.Name, agno, true, detail, clock.Elapsed));
+                    if (repair is AgHeaderRepair && agno is { } r) rewrittenHeaders.Add(r);
                 }
                 catch (Exception e) when (e is OnlineRepairException or XfsWriteException)
                 {
@@ -213,6 +226,31 @@ internal static class ScrubRepairs
             var r = OnlineRmapRepair.Run(context.Engine, agno!.Value, cancellationToken: context.Cancel);
             return $"{r.Records} records, {r.NewTreeBlocks} new blocks, {r.OldBlocksReaped} old blocks reaped, AG locked {r.TimeLocked.TotalMilliseconds:F1} ms";
         }
+    }
+
+    /// <summary>
+    /// An AG header (AGF with its AGFL, or AGI) rewritten whole from the trees found through the rmapbt
+    /// (<see cref="OnlineAgHeaderRepair"/>). It waits while a tree it describes is damaged in the same AG and the
+    /// tree rebuilds can use the header as it is (it verifies, and the AGF's rmapbt root names an rmapbt block at its
+    /// level): that tree's rebuild sets the header's fields for what it built, whatever the header said of it, and the
+    /// header is judged again in the next round (the header rebuild would refuse a tree that does not walk clean). A
+    /// header that does not verify, or an AGF whose rmapbt cannot be reached, cannot wait: nothing else reads it.
+    /// </summary>
+    private sealed class AgHeaderRepair(AgHeaderKind kind, string[] trees, Func<WriteEngine, uint, string> run) : IScrubRepair
+    {
+        public string Name => kind == AgHeaderKind.Agf ? "AGF" : "AGI";
+
+        public bool PerAg => true;
+
+        public bool Answers(string structure) => structure == Name;
+
+        public bool Skips(ScrubRepairContext context, uint? agno)
+        {
+            bool treeDamaged = context.Findings.Findings.Any(f => IsDamaged(f) && f.AgNumber == agno && trees.Contains(f.Structure));
+            return treeDamaged && OnlineAgHeaderRepair.TreeRebuildsCanUse(context.Engine, agno!.Value, kind);
+        }
+
+        public string Repair(ScrubRepairContext context, uint? agno) => run(context.Engine, agno!.Value);
     }
 
     /// <summary>A per-AG tree rebuilt in one locked transaction from the AG's rmapbt.</summary>

@@ -67,10 +67,11 @@ public static class Scrubber
             var refc = RefcountScrubber.Check(ctx);
             if (refc != null) refc.Elapsed = t.Elapsed;
             t.Restart();
+            if (AgHeaderScrubber.CheckSecondarySuperblock(ctx) is { } sb) findings.Add(sb);
             findings.Add(AgHeaderScrubber.CheckAgf(ctx));
             findings.Add(AgHeaderScrubber.CheckAgfl(ctx));
             findings.Add(AgHeaderScrubber.CheckAgi(ctx));
-            findings[^3].Elapsed = t.Elapsed;
+            findings[^3].Elapsed = t.Elapsed;   // the AGF line carries the headers' time (the superblock's included)
             findings.Add(bno);
             findings.Add(cnt);
             findings.Add(ino);

@@ -76,11 +76,11 @@ public sealed unsafe partial class BtreeCursor<TOps>
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (!_store.TryGetOptimisticTable(out var table)) throw new NotSupportedException($"{_tree.Name}: concurrent reads need an in-memory block store");
-        if (_tree.Root is not BtreeRootValue) throw new NotSupportedException($"{_tree.Name}: concurrent reads need a root held in memory");
+        if (_rootValue is null) throw new NotSupportedException($"{_tree.Name}: concurrent reads need a root held in memory");
         return table;
     }
 
-    long RootPointer => ((BtreeRootValue)_tree.Root).PointerVolatile;
+    long RootPointer => _rootValue!.PointerVolatile;
 
     void BeginAttempt(ref ReadAttempt a, in OptimisticBlockTable t)
     {

@@ -34,6 +34,7 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
     readonly bool _longPointers;
     readonly int _blockSize, _keySize, _recordSize, _keySlotSize, _pointerSize;
     readonly int _headerSize, _leafMaxRecords, _nodeMaxRecords;
+    readonly BtreeRootValue? _rootValue;  // the root of an in-memory tree, read by concurrent readers without touching the tree object
     int _height;
     int _imageLevel = -1;              // level of an inode-fork root image, or -1
     int _imageViewLength, _imageMaxRecords;
@@ -71,6 +72,7 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
         _headerSize = _geometry.HeaderSize;
         _leafMaxRecords = _geometry.LeafMaxRecords;
         _nodeMaxRecords = _geometry.NodeMaxRecords;
+        _rootValue = tree.Root as BtreeRootValue;
     }
 
     /// <summary>The tree.</summary>

@@ -23,17 +23,17 @@ public abstract class BtreeRoot
 /// </summary>
 public sealed class BtreeRootValue : BtreeRoot
 {
-    long _pointer;
+    PaddedLong _pointer;             // alone on its cache line (see PaddedLong)
     int _height;
 
     /// <summary>A root kept in memory: <paramref name="pointer"/> and <paramref name="height"/>.</summary>
-    public BtreeRootValue(long pointer, int height) { _pointer = pointer; _height = height; }
+    public BtreeRootValue(long pointer, int height) { _pointer.Value = pointer; _height = height; }
     /// <inheritdoc />
-    public override long Pointer => _pointer;
+    public override long Pointer => _pointer.Value;
     /// <inheritdoc />
     public override int Height => _height;
     /// <summary>The pointer, read with acquire semantics (concurrent readers of in-memory trees).</summary>
-    internal long PointerVolatile => Volatile.Read(ref _pointer);
+    internal long PointerVolatile => Volatile.Read(ref _pointer.Value);
     /// <summary>Blocks in the tree, when tracked (bulk loading fills it).</summary>
     public long BlockCount { get; set; }
     /// <summary>Called after every move with the new pointer and height.</summary>
@@ -42,9 +42,21 @@ public sealed class BtreeRootValue : BtreeRoot
     public override void Set(long pointer, int height)
     {
         _height = height;
-        Volatile.Write(ref _pointer, pointer);
+        Volatile.Write(ref _pointer.Value, pointer);
         Changed?.Invoke(pointer, height);
     }
+}
+
+/// <summary>
+/// A long on a cache line of its own (a line of padding on each side): for a value that concurrent readers load on
+/// every call while a writer changes fields next to it (the root pointer of an in-memory tree), or that the writer
+/// changes on every write next to fields readers load (a typed map's record count). On a shared line each write would
+/// cost a reader running on the other core a cache miss.
+/// </summary>
+[System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Explicit, Size = 136)]
+internal struct PaddedLong
+{
+    [System.Runtime.InteropServices.FieldOffset(64)] internal long Value;
 }
 
 /// <summary>

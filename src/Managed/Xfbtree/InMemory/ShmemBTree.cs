@@ -72,7 +72,7 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     }
 
     /// <summary>Number of records (safe to read while another thread writes: the count at some moment of the call).</summary>
-    public long Count { get { ThrowIfDisposed(); return Volatile.Read(ref _core.Count); } }
+    public long Count { get { ThrowIfDisposed(); return Volatile.Read(ref _core.Count.Value); } }
 
     /// <summary>Bytes of shared memory held by the tree's blocks (page-sized btree blocks in use).</summary>
     public long MemoryBytes { get { ThrowIfDisposed(); return _core.Tree.BytesInUse; } }
@@ -80,8 +80,11 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     /// <summary>Btree blocks in the tree (for tests of the tree's shape; <see cref="MemoryBytes"/> may include pages committed ahead).</summary>
     internal long BlockCount { get { ThrowIfDisposed(); return _core.Tree.BlockCount; } }
 
-    /// <summary>The engine cursor (for tests that hook the concurrent reads).</summary>
-    internal BtreeCursor<TypedRecordOps<TRecord, TComparer>> CursorForTests => _core.Cursor;
+    /// <summary>The readers' engine cursor (for tests that hook the concurrent reads).</summary>
+    internal BtreeCursor<TypedRecordOps<TRecord, TComparer>> CursorForTests => _core.Reader;
+
+    /// <summary>The writer's engine cursor (for tests of its counters).</summary>
+    internal BtreeCursor<TypedRecordOps<TRecord, TComparer>> WriterCursorForTests => _core.Cursor;
 
     /// <summary>Bytes the backing xfile really has allocated (for a private xfile: this tree's memory; for a shared one: every tree's).</summary>
     public long XfileBytesUsed { get { ThrowIfDisposed(); return _core.Xfile.BytesUsed; } }
@@ -300,7 +303,7 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
         {
             _map.ThrowIfDisposed();
             if (_ended) return false;
-            var cursor = _map._core.Cursor;
+            var cursor = _map._core.Reader;
             var current = MemoryMarshal.AsBytes(new Span<TRecord>(ref _inB ? ref _b : ref _a));
             var next = MemoryMarshal.AsBytes(new Span<TRecord>(ref _inB ? ref _a : ref _b));
             bool found;

@@ -67,13 +67,16 @@ public sealed class ShmemIntervalBTree<TRecord, TComparer> : IDisposable
     }
 
     /// <summary>Number of records (safe to read while another thread writes).</summary>
-    public long Count { get { ThrowIfDisposed(); return Volatile.Read(ref _core.Count); } }
+    public long Count { get { ThrowIfDisposed(); return Volatile.Read(ref _core.Count.Value); } }
 
     /// <summary>Which pages the tree's memory got (huge pages or not; see <see cref="Xfile.HugePageDescription"/> for why).</summary>
     public XfileHugePageMode HugePageMode { get { ThrowIfDisposed(); return _core.Xfile.HugePageMode; } }
 
-    /// <summary>The engine cursor (for tests that hook the concurrent reads).</summary>
-    internal BtreeCursor<IntervalRecordOps<TRecord, TComparer>> CursorForTests => _core.Cursor;
+    /// <summary>The readers' engine cursor (for tests that hook the concurrent reads).</summary>
+    internal BtreeCursor<IntervalRecordOps<TRecord, TComparer>> CursorForTests => _core.Reader;
+
+    /// <summary>The writer's engine cursor (for tests of its counters).</summary>
+    internal BtreeCursor<IntervalRecordOps<TRecord, TComparer>> WriterCursorForTests => _core.Cursor;
 
     /// <summary>Bytes of shared memory held by the tree's blocks.</summary>
     public long MemoryBytes { get { ThrowIfDisposed(); return _core.Tree.BytesInUse; } }
@@ -180,7 +183,7 @@ public sealed class ShmemIntervalBTree<TRecord, TComparer> : IDisposable
     {
         ThrowIfDisposed();
         var adapter = new VisitorAdapter<TVisitor>(ref visitor);
-        return _core.Cursor.QueryOverlappingConcurrent(Bytes(low), Bytes(high), ref adapter);
+        return _core.Reader.QueryOverlappingConcurrent(Bytes(low), Bytes(high), ref adapter);
     }
 
     /// <summary>

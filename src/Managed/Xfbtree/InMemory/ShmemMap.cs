@@ -65,7 +65,7 @@ public sealed class ShmemMap<TKey, TValue, TComparer> : IDisposable
     static ReadOnlySpan<byte> EntryBytes(in ShmemMapEntry<TKey, TValue> entry) => MemoryMarshal.AsBytes(new ReadOnlySpan<ShmemMapEntry<TKey, TValue>>(in entry));
 
     /// <summary>Number of entries (safe to read while another thread writes).</summary>
-    public long Count { get { ThrowIfDisposed(); return Volatile.Read(ref _core.Count); } }
+    public long Count { get { ThrowIfDisposed(); return Volatile.Read(ref _core.Count.Value); } }
 
     /// <summary>Bytes of shared memory held by the map's blocks.</summary>
     public long MemoryBytes { get { ThrowIfDisposed(); return _core.Tree.BytesInUse; } }
@@ -124,7 +124,7 @@ public sealed class ShmemMap<TKey, TValue, TComparer> : IDisposable
     {
         ThrowIfDisposed();
         ShmemMapEntry<TKey, TValue> entry = default;
-        bool found = _core.Cursor.LookupConcurrent(KeyBytes(key), ConcurrentSeek.Equal, MemoryMarshal.AsBytes(new Span<ShmemMapEntry<TKey, TValue>>(ref entry)));
+        bool found = _core.Reader.LookupConcurrent(KeyBytes(key), ConcurrentSeek.Equal, MemoryMarshal.AsBytes(new Span<ShmemMapEntry<TKey, TValue>>(ref entry)));
         value = entry.Value;
         return found;
     }
@@ -149,7 +149,7 @@ public sealed class ShmemMap<TKey, TValue, TComparer> : IDisposable
         {
             int n = Math.Min(Slice, keys.Length - start);
             var flags = found.Slice(start, n);
-            hits += _core.Cursor.LookupEqualBatchConcurrent(MemoryMarshal.AsBytes(keys.Slice(start, n)), MemoryMarshal.AsBytes(entries[..n]), flags);
+            hits += _core.Reader.LookupEqualBatchConcurrent(MemoryMarshal.AsBytes(keys.Slice(start, n)), MemoryMarshal.AsBytes(entries[..n]), flags);
             for (int i = 0; i < n; i++)
                 if (flags[i]) values[start + i] = entries[i].Value;
         }
@@ -166,7 +166,7 @@ public sealed class ShmemMap<TKey, TValue, TComparer> : IDisposable
     {
         ThrowIfDisposed();
         ShmemMapEntry<TKey, TValue> entry = default;
-        bool found = _core.Cursor.LookupConcurrent(default, how, MemoryMarshal.AsBytes(new Span<ShmemMapEntry<TKey, TValue>>(ref entry)));
+        bool found = _core.Reader.LookupConcurrent(default, how, MemoryMarshal.AsBytes(new Span<ShmemMapEntry<TKey, TValue>>(ref entry)));
         key = entry.Key;
         value = entry.Value;
         return found;
@@ -268,7 +268,7 @@ public sealed class ShmemMap<TKey, TValue, TComparer> : IDisposable
         {
             _map.ThrowIfDisposed();
             if (_ended) return false;
-            var cursor = _map._core.Cursor;
+            var cursor = _map._core.Reader;
             var current = MemoryMarshal.AsBytes(new Span<ShmemMapEntry<TKey, TValue>>(ref _inB ? ref _b : ref _a));
             var next = MemoryMarshal.AsBytes(new Span<ShmemMapEntry<TKey, TValue>>(ref _inB ? ref _a : ref _b));
             bool found;

@@ -12,9 +12,10 @@ namespace Xfbtree.InMemory;
 /// </summary>
 /// <remarks>
 /// Threads: every write takes the write lock (writers exclude each other) and runs as one write operation of the
-/// block store (blocks it changes get new versions); reads take no lock and write nothing shared: they use the cursor's
-/// concurrent lookups (<c>BtreeCursor.LookupConcurrent</c> and friends), which touch no mutable state of the cursor, so
-/// any number of threads read through the one cursor while one writes through it.
+/// block store (blocks it changes get new versions) through the writer's cursor; reads take no lock and write nothing
+/// shared: they use the readers' cursor's concurrent lookups (<c>BtreeCursor.LookupConcurrent</c> and friends), which
+/// touch no mutable state of the cursor, so any number of threads read through that one cursor while one writes through
+/// the other.
 /// </remarks>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "It is IDisposable; the analyzer still reports the struct. Its owners call Dispose from theirs.")]
 internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
@@ -24,11 +25,18 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     readonly Xfile? _ownedXfile;
     internal readonly Xfile Xfile;
     internal readonly Xfbtree<TOps> Tree;
-    /// <summary>The cursor: the writer's (under the write lock), and every reader's concurrent lookups.</summary>
+    /// <summary>The writer's cursor (used under the write lock only).</summary>
     internal readonly BtreeCursor<TOps> Cursor;
+    /// <summary>
+    /// The readers' cursor: every concurrent lookup, batch and scan of any thread goes through it. Nothing writes its
+    /// fields after construction, so the geometry the readers load on every step never shares a cache line with the
+    /// writer's path state (which changes on every write).
+    /// </summary>
+    internal readonly BtreeCursor<TOps> Reader;
     readonly Lock _writeLock;
     readonly XfbtreeBlockStore _store;
-    internal long Count;
+    /// <summary>The record count (changed by every write; padded away from the fields readers load on every call).</summary>
+    internal PaddedLong Count;
     internal bool Disposed;
     readonly Func<long> _claimBlock;     // the store's AllocateBlock / FreeBlock, made once (bulk loads allocate no delegate)
     readonly Action<long> _unclaimBlock;
@@ -47,6 +55,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
             Tree = new Xfbtree<TOps>(ops, Xfile, 0, options.PartitionStart, options.PartitionLength);
             Tree.Store.TrackDirty = false;
             Cursor = Tree.CreateCursor();
+            Reader = Tree.CreateCursor();
             _store = Tree.Store;
             _writeLock = new Lock();
             _claimBlock = Tree.Store.AllocateBlock;
@@ -57,7 +66,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
             _ownedXfile?.Dispose();
             throw;
         }
-        Count = 0;
+        Count.Value = 0;
         Disposed = false;
     }
 
@@ -87,7 +96,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         try
         {
             if (!Cursor.Insert(Bytes(record))) return false;
-            Count++;
+            Count.Value++;
             return true;
         }
         finally { EndWrite(); }
@@ -112,7 +121,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
                     int taken = Cursor.InsertRunOnKeptPath(MemoryMarshal.AsBytes(sorted[i..]), out int inserted);
                     if (taken > 0)
                     {
-                        Count += inserted;
+                        Count.Value += inserted;
                         added += inserted;
                         i += taken;
                     }
@@ -120,7 +129,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
                     {
                         if (Cursor.Insert(Bytes(sorted[i])))
                         {
-                            Count++;
+                            Count.Value++;
                             added++;
                         }
                         i++;
@@ -157,14 +166,14 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
                     int taken = Cursor.DeleteRunInLeaf(MemoryMarshal.AsBytes(sorted[i..]), out int gone);
                     if (taken > 0)
                     {
-                        Count -= gone;
+                        Count.Value -= gone;
                         removed += gone;
                         i += taken;
                     }
                     else
                     {
                         Cursor.Delete();
-                        Count--;
+                        Count.Value--;
                         removed++;
                         i++;
                     }
@@ -188,7 +197,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     {
         if (Cursor.Insert(bytes))
         {
-            Count++;
+            Count.Value++;
             return false;
         }
         if (!Cursor.Lookup(bytes, BtreeLookup.Equal)) throw new InvalidOperationException("a record refused as a duplicate was not found");
@@ -225,7 +234,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         {
             if (!Cursor.Lookup(key, BtreeLookup.Equal)) return false;
             Cursor.Delete();
-            Count--;
+            Count.Value--;
             return true;
         }
         finally { EndWrite(); }
@@ -239,7 +248,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         {
             if (!Cursor.Lookup(Bytes(key), BtreeLookup.Equal)) return false;
             Cursor.Delete();
-            Count--;
+            Count.Value--;
             return true;
         }
         finally { EndWrite(); }
@@ -260,7 +269,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
             long ptr = root.Pointer;
             int height = root.Height;
             Tree.Tree.CreateEmpty();
-            Count = 0;
+            Count.Value = 0;
             var verifier = Tree.Tree.Verifier;
             bool longPointers = Tree.Tree.Geometry.LongPointers;
             int pointerOffset = Tree.Tree.Geometry.PointerOffset(0, Tree.Tree.Geometry.NodeMaxRecords);
@@ -287,14 +296,14 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     internal readonly bool TryFind(in TRecord key, ConcurrentSeek how, out TRecord record)
     {
         record = default;
-        return Cursor.LookupConcurrent(Bytes(key), how, MemoryMarshal.AsBytes(new Span<TRecord>(ref record)));
+        return Reader.LookupConcurrent(Bytes(key), how, MemoryMarshal.AsBytes(new Span<TRecord>(ref record)));
     }
 
     internal readonly int TryFindMany(ReadOnlySpan<TRecord> keys, Span<TRecord> records, Span<bool> found)
     {
         if (records.Length < keys.Length) throw new ArgumentException("records is shorter than keys", nameof(records));
         if (found.Length < keys.Length) throw new ArgumentException("found is shorter than keys", nameof(found));
-        return Cursor.LookupEqualBatchConcurrent(MemoryMarshal.AsBytes(keys), MemoryMarshal.AsBytes(records[..keys.Length]), found);
+        return Reader.LookupEqualBatchConcurrent(MemoryMarshal.AsBytes(keys), MemoryMarshal.AsBytes(records[..keys.Length]), found);
     }
 
     /// <summary>
@@ -310,7 +319,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
 
     bool BulkLoadLocked(ReadOnlySpan<TRecord> sorted)
     {
-        if (Count != 0) throw new InvalidOperationException("bulk load needs an empty tree");
+        if (Count.Value != 0) throw new InvalidOperationException("bulk load needs an empty tree");
         if (sorted.IsEmpty) return false;
         Cursor.Release();
         var store = Tree.Store;
@@ -324,7 +333,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         BtreeBulkLoader.Load(Tree.Tree, plan, ref source, _claimBlock, checkOrder: true, _unclaimBlock);
         System.Diagnostics.Debug.Assert(root.Pointer != oldRoot || root.Height != oldHeight, "bulk load did not set the root");
         store.FreeBlock(oldRoot);
-        Count = sorted.Length;
+        Count.Value = sorted.Length;
         return true;
     }
 
@@ -349,7 +358,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         var position = default(ConcurrentScanPosition);
         TRecord last = default;
         var lastBytes = MemoryMarshal.AsBytes(new Span<TRecord>(ref last));
-        if (!Cursor.SeekConcurrent(default, reverse ? ConcurrentSeek.Last : ConcurrentSeek.First, lastBytes, ref position)) return true;
+        if (!Reader.SeekConcurrent(default, reverse ? ConcurrentSeek.Last : ConcurrentSeek.First, lastBytes, ref position)) return true;
         // A leaf at a time: its records are copied to the stack and checked once, then visited from the copy.
         int blockSize = Tree.Store.BlockSize;
         Span<TRecord> leaf = stackalloc TRecord[blockSize / Unsafe.SizeOf<TRecord>() + 1]; // a page: at most 64 KiB
@@ -357,15 +366,15 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         bool visited = false;
         while (true)
         {
-            int n = Cursor.CopyLeafRest(ref position, !reverse, leafBytes);
+            int n = Reader.CopyLeafRest(ref position, !reverse, leafBytes);
             if (n < 0)
             {
                 // A write touched the leaf: continue after the record visited last (its key is in `last`).
                 position = default;
                 TRecord previous = last;
                 bool more = visited
-                    ? Cursor.SeekConcurrent(ShmemTreeCore<TRecord, TOps>.Bytes(previous), reverse ? ConcurrentSeek.Less : ConcurrentSeek.Greater, lastBytes, ref position)
-                    : Cursor.SeekConcurrent(default, reverse ? ConcurrentSeek.Last : ConcurrentSeek.First, lastBytes, ref position);
+                    ? Reader.SeekConcurrent(ShmemTreeCore<TRecord, TOps>.Bytes(previous), reverse ? ConcurrentSeek.Less : ConcurrentSeek.Greater, lastBytes, ref position)
+                    : Reader.SeekConcurrent(default, reverse ? ConcurrentSeek.Last : ConcurrentSeek.First, lastBytes, ref position);
                 if (!more) return true;
                 continue;
             }
@@ -383,7 +392,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
                 last = leaf[n - 1];
             }
             TRecord previousLast = last;
-            if (!Cursor.StepConcurrent(ref position, !reverse, ShmemTreeCore<TRecord, TOps>.Bytes(previousLast), lastBytes)) return true;
+            if (!Reader.StepConcurrent(ref position, !reverse, ShmemTreeCore<TRecord, TOps>.Bytes(previousLast), lastBytes)) return true;
         }
     }
 
@@ -405,6 +414,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         if (Disposed) return;
         Disposed = true;
         Cursor?.Dispose();
+        Reader?.Dispose();
         Tree?.Dispose();
         _ownedXfile?.Dispose();
     }

@@ -50,7 +50,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     // -(next free block + 1) (0 = end of the free list); Version: the id of the last write operation that touched it.
     // _table[-1] is the table's header: its Version is the table's capacity (a reader bounds its index by it).
     BlockSlot* _table;
-    nint _publishedTable;                // _table, for readers (written with release semantics)
+    ReaderShared _readers;               // what readers read on every lookup, on cache lines of its own (see ReaderShared)
     BlockSlot* _retired;                 // earlier tables, kept for readers that may still hold them (freed at Dispose)
     int _retiredCount;
     long _operation;                     // the running write operation's id (odd), or the last one's + 1 (even) between them
@@ -84,7 +84,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         _maxBlocks = partitionLength / _pageSize;
         _capacity = Math.Min(InitialCapacity, Math.Max(1, _maxBlocks));
         _table = AllocateTable(_capacity);
-        _publishedTable = (nint)_table;
+        _readers.Table = (nint)_table;
         _dirtyFlag = (byte*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)_capacity);
         // Doubling from 64 entries reaches any partition in fewer than 64 growths.
         _retired = (BlockSlot*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)(MaxRetiredTables * sizeof(BlockSlot)));
@@ -226,13 +226,13 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     internal override bool TryGetOptimisticTable(out OptimisticBlockTable table)
     {
         table = new OptimisticBlockTable(this);
-        return !_disposed;
+        return Volatile.Read(ref _readers.Disposed) == 0;
     }
 
     /// <summary>The current table (published with a release write on growth).</summary>
-    internal BlockSlot* CurrentTable => (BlockSlot*)Volatile.Read(ref _publishedTable);
+    internal BlockSlot* CurrentTable => (BlockSlot*)Volatile.Read(ref _readers.Table);
     /// <summary>Blocks handed out so far (an index at or above it names no block).</summary>
-    internal long HighestVolatile => Volatile.Read(ref _highest);
+    internal long HighestVolatile => Volatile.Read(ref _readers.Highest);
 
     /// <remarks>
     /// A new block (past the high-water mark) comes from pages committed ahead in chunks (<see cref="CommitAhead"/>), so
@@ -257,7 +257,8 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
             bno = _highest;
             if (bno >= _capacity) Grow(bno + 1);
             if (bno >= _committedEnd) CommitAhead(bno);    // throws with nothing changed
-            Volatile.Write(ref _highest, _highest + 1);
+            _highest++;
+            Volatile.Write(ref _readers.Highest, _highest);
             // Committed by CommitAhead under the store's RetainMapping: no lease or commit check needed.
             page = _xfile.PageAddressUnchecked(_start + bno * _pageSize);
         }
@@ -325,7 +326,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         System.Runtime.InteropServices.NativeMemory.Copy(_table, table, (nuint)(_capacity * sizeof(BlockSlot)));
         _retired[_retiredCount++].Page = (nint)(_table - 1);
         _table = table;
-        Volatile.Write(ref _publishedTable, (nint)table);
+        Volatile.Write(ref _readers.Table, (nint)table);
         _dirtyFlag = (byte*)System.Runtime.InteropServices.NativeMemory.Realloc(_dirtyFlag, (nuint)capacity);
         System.Runtime.InteropServices.NativeMemory.Clear(_dirtyFlag + _capacity, (nuint)(capacity - _capacity));
         _capacity = capacity;
@@ -375,8 +376,10 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     {
         if (_disposed) return;
         _disposed = true;
+        Volatile.Write(ref _readers.Disposed, 1);
         long used = Math.Max(_highest, _committedEnd) * _pageSize;
         _highest = 0;
+        _readers.Highest = 0;
         _committedEnd = 0;
         _freeHead = -1;
         _freeCount = 0;
@@ -405,11 +408,26 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         System.Runtime.InteropServices.NativeMemory.Free(_dirtyFlag);
         System.Runtime.InteropServices.NativeMemory.Free(_stamped);
         _table = null;
-        _publishedTable = 0;
+        _readers.Table = 0;
         _retired = null;
         _retiredCount = 0;
         _stamped = null;
         _dirtyFlag = null;
         _capacity = 0;
     }
+}
+
+/// <summary>
+/// The fields of a <see cref="XfbtreeBlockStore"/> that concurrent readers load on every lookup (the current table, the
+/// blocks handed out, disposed), with a cache line of padding on each side. The writer changes the store's other
+/// fields on every write operation (the operation id, the stamped list); on a shared line, each of those writes would
+/// cost every reader's next lookup a cache miss to the writer's core. The writer writes these only when the table
+/// grows, a block past the high-water mark is handed out, or the store is disposed.
+/// </summary>
+[System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Explicit, Size = 192)]
+internal struct ReaderShared
+{
+    [System.Runtime.InteropServices.FieldOffset(64)] internal nint Table;
+    [System.Runtime.InteropServices.FieldOffset(72)] internal long Highest;
+    [System.Runtime.InteropServices.FieldOffset(80)] internal int Disposed;
 }

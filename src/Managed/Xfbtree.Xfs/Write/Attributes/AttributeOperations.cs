@@ -86,6 +86,31 @@ internal sealed class AttributeOperations
         return value.Length;
     }
 
+    /// <summary>
+    /// True when getxattr(2) of <paramref name="fullName"/> is ENODATA because the inode has no attribute fork at all
+    /// (most files: the kernel asks for security.capability before writes), answered under the inode's read lock
+    /// without a transaction, an exception or an allocation. False means "ask <see cref="Get"/>": a fork to search,
+    /// a name <see cref="Get"/> refuses (its error is the answer), a free inode.
+    /// </summary>
+    public bool IsAbsentWithoutFork(ulong ino, ReadOnlySpan<byte> fullName)
+    {
+        if (!IsUsableName(fullName)) return false;
+        var inode = Engine.GetInode(ino);
+        using (Engine.LockInodeForRead(inode))
+        {
+            return InodeFields.Mode(inode.Core) != 0 && InodeFields.ForkOffset(inode.Core) == 0;
+        }
+    }
+
+    /// <summary>A name <see cref="CheckName"/> accepts, checked without allocating.</summary>
+    static bool IsUsableName(ReadOnlySpan<byte> fullName)
+    {
+        if (fullName.Length == 0 || fullName.Length > XattrName.MaxFullNameLength) return false;
+        return HasSuffixAfter(fullName, "user."u8) || HasSuffixAfter(fullName, "trusted."u8) || HasSuffixAfter(fullName, "security."u8);
+
+        static bool HasSuffixAfter(ReadOnlySpan<byte> name, ReadOnlySpan<byte> prefix) => name.Length > prefix.Length && name.StartsWith(prefix);
+    }
+
     /// <summary>The value of <paramref name="fullName"/> (ENODATA when the inode has no such attribute).</summary>
     public byte[] GetValue(ulong ino, ReadOnlySpan<byte> fullName)
     {

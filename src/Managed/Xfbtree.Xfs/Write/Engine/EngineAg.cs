@@ -20,7 +20,12 @@ internal sealed class EngineAg
         AgNumber = agno;
         ReservationAsks = Space.AgReservations.Asks(engine.Geometry, agno);
         Verifiers = [null, new(AgHeaderKind.Agf, engine.Geometry, agno), new(AgHeaderKind.Agi, engine.Geometry, agno), new(AgHeaderKind.Agfl, engine.Geometry, agno)];
+        RetiredChunks = new RetiredInodeChunks(engine.Geometry.Superblock.InodeAlignment << engine.Geometry.InodesPerBlockLog,
+            engine.Options.RetiredInodeChunkCapacity);
     }
+
+    /// <summary>Inode chunks of this AG freed since open and not allocated again (generations, free answers).</summary>
+    internal RetiredInodeChunks RetiredChunks { get; }
 
     internal WriteEngine Engine { get; }
 

@@ -65,6 +65,27 @@ internal sealed class InodeCache
         return null;
     }
 
+    /// <summary>The live in-core inode of <paramref name="ino"/>, if any, without marking it used.</summary>
+    public IncoreInode? Peek(ulong ino)
+        => table.TryGetValue(ino, out WeakReference<IncoreInode>? weak) && weak.TryGetTarget(out IncoreInode? inode) ? inode : null;
+
+    /// <summary>Lets the clock go of the inodes [<paramref name="firstIno"/>, + <paramref name="count"/>) (a freed chunk):
+    /// each then lives only as long as something still references it, as the one object of its number (one pass
+    /// over the clock).</summary>
+    public void Evict(ulong firstIno, int count)
+    {
+        lock (clockLock)
+        {
+            for (int i = 0; i < clock.Length; i++)
+            {
+                if (clock[i] is { } slot && slot.Ino >= firstIno && slot.Ino - firstIno < (ulong)count)
+                {
+                    clock[i] = null;
+                }
+            }
+        }
+    }
+
     /// <summary>Adds <paramref name="loaded"/> unless another thread's inode of the same number is live: returns the
     /// one that is (the caller uses it and drops its own). With <paramref name="admit"/> false it is only in the table
     /// (weakly), not on the clock: it lives as long as someone references it.</summary>

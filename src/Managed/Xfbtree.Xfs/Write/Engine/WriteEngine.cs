@@ -174,6 +174,13 @@ public sealed partial class WriteEngine : IDisposable
             joined.Span.Slice(offset, isize).CopyTo(core);
             fromTransaction = joined.IsDirty;
         }
+        else if (ags[Geometry.InoToAgno(ino)].RetiredChunks.IsRetired(Geometry.InoToAgino(ino), out uint generation))
+        {
+            // Its chunk was freed: the blocks may hold anything now. The inode is free, at the highest generation
+            // its chunk reached (a handle made before sees ESTALE; a reallocation through this object goes on from it).
+            Dinode.FormatUnallocated(core, ino, generation, Geometry.MetaUuid);
+            return core;
+        }
         else
         {
             BlockBuffer buffer;
@@ -213,8 +220,9 @@ public sealed partial class WriteEngine : IDisposable
         return null;
     }
 
-    /// <summary>Holds the inode lock for reading outside a transaction (pread, stat, readdir). Dispose to release.</summary>
-    internal IDisposable LockInodeForRead(IncoreInode inode)
+    /// <summary>Holds the inode lock for reading outside a transaction (pread, stat, readdir). Dispose to release
+    /// (a struct: a stat or a read takes its lock without an allocation).</summary>
+    internal InodeReadLock LockInodeForRead(IncoreInode inode)
     {
         ArgumentNullException.ThrowIfNull(inode);
         ThrowIfUnusable();
@@ -265,7 +273,8 @@ public sealed partial class WriteEngine : IDisposable
         }
     }
 
-    private sealed class InodeReadLock(IncoreInode inode) : IDisposable
+    /// <summary>A held inode read lock; released by the first Dispose of this value (a using block's own copy).</summary>
+    internal struct InodeReadLock(IncoreInode inode) : IDisposable
     {
         private IncoreInode? held = inode;
 

@@ -1,5 +1,16 @@
 namespace Xfbtree.Xfs.Write.Engine;
 
+/// <summary>When reads change an inode's access time (the kernel's atime mount options).</summary>
+public enum AccessTimeUpdates
+{
+    /// <summary>Never (`noatime`): reads take no transaction.</summary>
+    None,
+
+    /// <summary>The kernel's default `relatime`: a read, readdir or readlink sets atime to now when atime is not newer
+    /// than mtime or ctime, or is at least 24 hours old (not on inodes with the NOATIME flag).</summary>
+    Relatime,
+}
+
 /// <summary>Options of <see cref="WriteEngine.Open"/>.</summary>
 public sealed record WriteEngineOptions
 {
@@ -23,6 +34,16 @@ public sealed record WriteEngineOptions
     /// <summary>Default of <see cref="InodeCacheCapacity"/>: a few thousand inodes (about 1.5 MiB of 512-byte cores,
     /// plus their cached extent lists).</summary>
     internal const int DefaultInodeCacheCapacity = 4096;
+    /// <summary>Whether reads update atime (<see cref="AccessTimeUpdates.None"/> by default; <c>xfbtree mount</c> uses
+    /// <see cref="AccessTimeUpdates.Relatime"/>, as the kernel mounts by default).</summary>
+    public AccessTimeUpdates AccessTimes { get; init; }
+    /// <summary>Keep inode chunks whose inodes are all free (the kernel's `ikeep` mount option). Off by default, as the
+    /// kernel's default `noikeep`: the last inode freed in a chunk frees the chunk's blocks and its inobt and finobt
+    /// records.</summary>
+    public bool KeepEmptyInodeChunks { get; init; }
+    /// <summary>Freed inode chunks one AG remembers at most (<see cref="RetiredInodeChunks"/>: each entry about 40
+    /// bytes); past it further chunks are kept allocated, as with <see cref="KeepEmptyInodeChunks"/>.</summary>
+    internal int RetiredInodeChunkCapacity { get; init; } = 65536;
     /// <summary>Slots of the namespace's directory lookup cache (a power of two; 0 turns it off).</summary>
     internal int LookupCacheSlots { get; init; } = Namespace.DirectoryLookupCache.DefaultSlots;
 }

@@ -75,6 +75,7 @@ internal sealed class WriteTransaction
     private readonly Dictionary<uint, AgSpace> spaces = new();
     private List<RmapUpdate>? hookQueue;
     private List<DirectoryUpdate>? directoryQueue;
+    private List<Action>? committedActions;
     private long icountDelta, ifreeDelta;
     private bool planApplied;
     private bool done;
@@ -288,6 +289,15 @@ internal sealed class WriteTransaction
         return buffers.Read(engine.Disk, Geometry.AgHeaderDaddr(agno, (int)kind), Geometry.SectorBasicBlocks, engine.Ag(agno).Verifiers[(int)kind]);
     }
 
+    /// <summary>An AG header buffer about to be formatted whole (no read: a header that does not verify is rewritten
+    /// without being read), joined; the AG must be locked. Its verifier recomputes the CRC at commit.</summary>
+    internal BlockBuffer GetNewAgHeader(AgHeaderKind kind, uint agno)
+    {
+        ThrowIfDone();
+        RequireAg(agno);
+        return buffers.GetNew(engine.Disk, Geometry.AgHeaderDaddr(agno, (int)kind), Geometry.SectorBasicBlocks, engine.Ag(agno).Verifiers[(int)kind]);
+    }
+
     /// <summary>A block store of AG <paramref name="agno"/> whose blocks are read through this transaction.
     /// <paramref name="allocate"/>/<paramref name="free"/> serve tree splits and joins (null: not allowed).</summary>
     public AgBtreeBlockStore AgStore(uint agno, Func<long>? allocate, Action<long>? free)
@@ -343,6 +353,15 @@ internal sealed class WriteTransaction
     }
 
     internal void LoadedFromTransaction(IncoreInode inode) => loadedFromTransaction.Add(inode);
+
+    /// <summary>The blocks of the inodes [<paramref name="firstIno"/>, + <paramref name="count"/>) are being freed (a
+    /// freed inode chunk): their cores are not copied anywhere at commit, as the blocks may be reused meanwhile
+    /// (the kernel's stale inodes). They stay locked; their in-core cores are what a cancel restores.</summary>
+    internal void DropLoggedInodes(ulong firstIno, int count)
+    {
+        ThrowIfDone();
+        logged.RemoveAll(inode => inode.Ino >= firstIno && inode.Ino - firstIno < (ulong)count);
+    }
 
     /// <summary>Writes file data (whole blocks) at fs block <paramref name="fsbno"/>, journaled with the transaction.</summary>
     public void WriteData(ulong fsbno, ReadOnlySpan<byte> blocks)
@@ -576,6 +595,28 @@ internal sealed class WriteTransaction
         this.ifreeDelta += ifreeDelta;
     }
 
+    /// <summary>Runs <paramref name="action"/> once this transaction's blocks are in place, before its locks go (a
+    /// cancel drops it): in-memory state that must follow the image exactly, under the locks that protect it.</summary>
+    internal void OnCommitted(Action action)
+    {
+        ArgumentNullException.ThrowIfNull(action);
+        ThrowIfDone();
+        (committedActions ??= new List<Action>()).Add(action);
+    }
+
+    private void RunCommittedActions()
+    {
+        if (committedActions is null)
+        {
+            return;
+        }
+        foreach (Action action in committedActions)
+        {
+            action();
+        }
+        committedActions = null;
+    }
+
     // ------------------------------------------------------------------ end
 
     /// <summary>Commits (normally done by <see cref="WriteEngine.Execute{T}"/>).</summary>
@@ -620,6 +661,7 @@ internal sealed class WriteTransaction
         done = true;
         if (entries.Count == 0)
         {
+            RunCommittedActions();
             ReleaseAll(commit: true);
             return;
         }
@@ -663,6 +705,7 @@ internal sealed class WriteTransaction
             gate.ExitReadLock();
         }
         Publish();
+        RunCommittedActions();
         DeliverHooks();
         engine.ApplyInodeCounterDeltas(icountDelta, ifreeDelta);
         ReleaseLocks();
@@ -740,6 +783,7 @@ internal sealed class WriteTransaction
         {
             hookQueue = null;
             directoryQueue = null;
+            committedActions = null;
             ReleaseLocks();
         }
     }

@@ -43,9 +43,9 @@ internal sealed class FileFork
 
     public IncoreInode Inode { get; }
     public bool Attr { get; }
+    /// <summary>The fork's mappings; edits are tracked (<see cref="ExtentList.ChangedWindow"/>) since the load or the
+    /// last store, for the record diff applied to a btree that stays a btree.</summary>
     public ExtentList Extents { get; private set; }
-    /// <summary>The list as loaded (for the record diff applied to a btree that stays a btree).</summary>
-    ExtentList _original = new();
     ForkFormat _loadedFormat = ForkFormat.Extents;
     string Where => $"inode {Inode.Ino} {(Attr ? "attr" : "data")} fork";
 
@@ -67,21 +67,24 @@ internal sealed class FileFork
 
     void Read()
     {
-        // _original (the baseline the store diffs against) is only read, so it is the cache's own list: one copy
-        // per operation (the list this operation edits), not three.
+        // The cached list is shared with readers until this operation's first edit, which then takes its records
+        // (no copy: the inode is locked by this transaction, readers wait; the cache entry, left without records,
+        // is dropped; a cancel thus leaves no cache entry, and the next operation reads the fork again).
         if (!Attr && ForkCache.TryGetShared(Inode, out var cached, out var blocks))
         {
             _loadedFormat = InodeFields.Format(Inode.Core, attr: false);
-            _original = cached;
-            Extents = cached.Clone();
+            Extents = cached.Snapshot(takeAtFirstEdit: true);
             _bmbtBlocks.AddRange(blocks);
             _loaded.UnionWith(blocks);
         }
         else
         {
             ReadFork();
-            _original = Extents.Clone();
-            if (!Attr && InodeFields.Format(Inode.Core, attr: false) is ForkFormat.Extents or ForkFormat.Btree) ForkCache.PutShared(Inode, _original, _bmbtBlocks);
+            if (!Attr && InodeFields.Format(Inode.Core, attr: false) is ForkFormat.Extents or ForkFormat.Btree)
+            {
+                ForkCache.PutShared(Inode, Extents, _bmbtBlocks);
+                Extents = Extents.Snapshot(takeAtFirstEdit: true);
+            }
         }
     }
 
@@ -234,10 +237,15 @@ internal sealed class FileFork
     {
         var counter = Inode.Core.AsSpan(104);
         BinaryPrimitives.WriteUInt64BigEndian(counter, BinaryPrimitives.ReadUInt64BigEndian(counter) + 1);
-        _original = Extents.Clone();
         _tx.LogInode(Inode);
-        if (Attr) return;
-        ForkCache.PutShared(Inode, _original, _bmbtBlocks);
+        if (Attr)
+        {
+            Extents.ResetChanges(); // the stored records are the baseline of the next store
+            return;
+        }
+        // The stored list goes to the cache; later edits of this operation take it back (a fresh baseline).
+        ForkCache.PutShared(Inode, Extents, _bmbtBlocks);
+        Extents = Extents.Snapshot(takeAtFirstEdit: true);
     }
 
     /// <summary>
@@ -266,13 +274,16 @@ internal sealed class FileFork
         var deletes = new List<ulong>();
         var updates = new List<BmbtExtent>();
         var inserts = new List<BmbtExtent>();
-        int i = 0, j = 0;
-        var before = _original.Items;
-        var after = Extents.Items;
-        while (i < before.Count || j < after.Count)
+        // Only the window the edits touched can differ (the records before it and after it are as loaded): a write
+        // that changes one extent of a file of thousands compares a few records, not all of them.
+        var after = Extents;
+        after.ChangedWindow(out int prefix, out int suffix, out var before);
+        int i = 0, j = prefix;
+        int beforeEnd = before.Count, afterEnd = after.Count - suffix;
+        while (i < beforeEnd || j < afterEnd)
         {
-            if (j >= after.Count || (i < before.Count && before[i].StartOffset < after[j].StartOffset)) deletes.Add(before[i++].StartOffset);
-            else if (i >= before.Count || after[j].StartOffset < before[i].StartOffset) inserts.Add(after[j++]);
+            if (j >= afterEnd || (i < beforeEnd && before[i].StartOffset < after[j].StartOffset)) deletes.Add(before[i++].StartOffset);
+            else if (i >= beforeEnd || after[j].StartOffset < before[i].StartOffset) inserts.Add(after[j++]);
             else
             {
                 if (before[i] != after[j]) updates.Add(after[j]);

@@ -111,27 +111,42 @@ internal sealed class FileOperations
         // A read may reach past the largest size: it stops at EOF anyway.
         CheckRange(offset, 0, "read");
         var inode = Engine.GetInode(ino);
+        int n = ReadLocked(inode, generation, offset, buffer, out bool touch);
+        if (touch) Namespace.AccessTimes.Update(Engine, inode, generation);
+        return n;
+    }
+
+    /// <summary>The read itself, under the inode's read lock; <paramref name="touch"/> says whether atime should follow.</summary>
+    int ReadLocked(IncoreInode inode, uint? generation, long offset, Span<byte> buffer, out bool touch)
+    {
         ExtentList extents;
         long size;
         using (Engine.LockInodeForRead(inode))
         {
             CheckGeneration(inode, generation);
             CheckRegular(inode);
+            // As the kernel's filemap_read: a read of at least one byte touches atime, at EOF too.
+            touch = !buffer.IsEmpty && Namespace.AccessTimes.Wanted(Engine, inode.Core);
             size = InodeFields.Size(inode.Core);
             if (offset >= size || buffer.IsEmpty) return 0;
             extents = ReadExtentsLocked(inode);
             int n = (int)Math.Min(buffer.Length, size - offset);
             var dest = buffer[..n];
-            dest.Clear();
             int bs = Engine.Geometry.BlockSize;
             long readEnd = offset + n;
             ulong first = (ulong)(offset / bs), last = (ulong)((readEnd - 1) / bs);
-            foreach (var piece in extents.MappingsIn(first, last - first + 1))
+            // The extents in place (no list of pieces), and only holes and unwritten ranges zeroed: every other byte
+            // of the destination is read into.
+            long filled = offset;
+            for (int i = extents.IndexAtOrAfter(first); i < extents.Count && extents[i].StartOffset <= last; i++)
             {
+                var piece = extents[i];
                 if (piece.Unwritten) continue;
                 long pieceStart = (long)piece.StartOffset * bs;
                 long from = Math.Max(pieceStart, offset), to = Math.Min(pieceStart + (long)piece.BlockCount * bs, readEnd);
                 if (from >= to) continue;
+                if (from > filled) dest[(int)(filled - offset)..(int)(from - offset)].Clear();
+                filled = to;
                 // The whole blocks of the run go straight into the destination with one read; a partial block at
                 // either end (an unaligned offset or length) goes through one block of scratch.
                 long alignedFrom = RoundUp(from, bs), alignedTo = to / bs * bs;
@@ -148,6 +163,7 @@ internal sealed class FileOperations
                 Engine.ReadData(piece.StartBlock + (ulong)((alignedFrom - pieceStart) / bs), dest.Slice((int)(alignedFrom - offset), (int)(alignedTo - alignedFrom)));
                 if (to > alignedTo) ReadPartialBlock(piece, alignedTo, alignedTo, to, offset, dest);
             }
+            if (readEnd > filled) dest[(int)(filled - offset)..].Clear();
             return n;
         }
     }
@@ -186,10 +202,19 @@ internal sealed class FileOperations
         CheckRange(offset, 0, "read");
         if (length < 0) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"read: negative length {length}");
         var inode = Engine.GetInode(ino);
+        long covered = ReadIntoLocked(inode, generation, offset, length, sink, out bool touch);
+        if (touch) Namespace.AccessTimes.Update(Engine, inode, generation);
+        return covered;
+    }
+
+    /// <summary>The streaming read itself, under the inode's read lock; <paramref name="touch"/> says whether atime should follow.</summary>
+    long ReadIntoLocked(IncoreInode inode, uint? generation, long offset, long length, IFileReadSink sink, out bool touch)
+    {
         using (Engine.LockInodeForRead(inode))
         {
             CheckGeneration(inode, generation);
             CheckRegular(inode);
+            touch = length > 0 && Namespace.AccessTimes.Wanted(Engine, inode.Core);
             long size = InodeFields.Size(inode.Core);
             if (offset >= size || length == 0) return 0;
             long end = offset + Math.Min(length, size - offset);
@@ -665,7 +690,11 @@ internal sealed class FileOperations
         if (InodeFields.Format(core, false) == ForkFormat.Extents)
         {
             if (count > (ulong)(fork.Length / Dinode.ExtentSize)) throw new XfsWriteException(WriteErrorKind.Corrupt, $"{where}: {count} extents do not fit the fork");
-            return ExtentList.Decode(fork, (int)count, geo, where);
+            var decoded = ExtentList.Decode(fork, (int)count, geo, where);
+            // Kept for the next read: readers hold the read lock, so no writer changes the inode meanwhile, and a
+            // concurrent reader can only store an equal list for the same bytes.
+            ForkCache.PutShared(inode, decoded, []);
+            return decoded;
         }
         var records = new List<BmbtExtent>();
         try

@@ -13,14 +13,15 @@ namespace Xfbtree.Xfs.Write.Files;
 internal static class ForkCache
 {
     /// <summary>
-    /// The cached list itself and the bmbt blocks when the inode still has the bytes they were taken with. A cached
-    /// list is never changed (every writer works on a clone and stores a new list), so readers under the inode lock
-    /// share it without a copy: a copy per operation cost O(extents) each time, a large part of a small write to a
-    /// file of thousands of extents.
+    /// The cached list itself and the bmbt blocks when the inode still has the bytes they were taken with. Readers
+    /// under the inode lock share the list without a copy; a writer (holding the inode exclusively) edits a snapshot
+    /// that takes the records at its first edit, which leaves this entry without records, so it is never read again:
+    /// a copy per operation cost O(extents) each time, a large part of a small write to a file of thousands of extents.
     /// </summary>
     public static bool TryGetShared(IncoreInode inode, out ExtentList extents, out ulong[] bmbtBlocks)
     {
-        if (inode.DataForkCache is { } e && SameInode(e.Stamp, inode.Core))
+        // A list whose records an edit took (that operation's store puts its own list here; a cancel does not).
+        if (inode.DataForkCache is { } e && e.Extents.HasRecords && SameInode(e.Stamp, inode.Core))
         {
             extents = e.Extents;
             bmbtBlocks = e.BmbtBlocks;

@@ -13,7 +13,7 @@ namespace Xfbtree.Xfs.Write.Namespace;
 /// finobt (nearest chunk to the parent in the parent's AG first, then the other AGs), or a new 64-inode chunk
 /// (aligned to sb_inoalignmt, OWN_INODES rmap, inodes initialised, inobt and finobt records); the inobt and
 /// finobt kept exact mirrors, the AGI and the superblock counters updated. Freeing sets the inobt free bit and
-/// inserts or updates the finobt record; a wholly free chunk stays allocated (as with ikeep).
+/// inserts or updates the finobt record; the last inode freed in a chunk frees the chunk (noikeep, see <see cref="Free"/>).
 /// Caller holds the inode locks it needs; this class takes the AG locks (ascending after the inode locks).
 /// </summary>
 internal sealed class InodeAllocator
@@ -297,11 +297,14 @@ internal sealed class InodeAllocator
     }
 
     /// <summary>Writes fresh free inodes into <paramref name="blocks"/> new blocks at <paramref name="agbno"/>
-    /// (xfs_ialloc_inode_init): magic, version 3, one random generation, next_unlinked NULLAGINO, number, UUID,
-    /// CRC; everything else zero.</summary>
+    /// (xfs_ialloc_inode_init): magic, version 3, one generation, next_unlinked NULLAGINO, number, UUID, CRC;
+    /// everything else zero. The generation is random, as the kernel's, except over inodes of a chunk freed since
+    /// open: then one above the highest they reached, so no handle made before the free reaches the new inodes.</summary>
     void InitialiseInodes(WriteTransaction tx, uint agno, uint agbno, uint blocks)
     {
-        uint gen = (uint)Random.Shared.Next() | 1u;
+        uint firstAgino = agbno << _geo.InodesPerBlockLog, count = blocks << _geo.InodesPerBlockLog;
+        var retired = _engine.Ag(agno).RetiredChunks;
+        uint gen = retired.HighestGeneration(firstAgino, count) is uint highest ? unchecked(highest + 1) : (uint)Random.Shared.Next() | 1u;
         int isize = _geo.InodeSize;
         for (uint b = 0; b < blocks; b++)
         {
@@ -310,18 +313,12 @@ internal sealed class InodeAllocator
             span.Clear();
             for (int slot = 0; slot < _geo.InodesPerBlock; slot++)
             {
-                var c = span.Slice(slot * isize, isize);
-                BinaryPrimitives.WriteUInt16BigEndian(c, Dinode.MagicValue);
-                c[4] = 3;
-                BinaryPrimitives.WriteUInt32BigEndian(c[InodeCore.OffGen..], gen);
-                BinaryPrimitives.WriteUInt32BigEndian(c[InodeCore.OffNextUnlinked..], Agi.NullAgino);
                 uint agino = ((agbno + b) << _geo.InodesPerBlockLog) | (uint)slot;
-                BinaryPrimitives.WriteUInt64BigEndian(c[InodeCore.OffIno..], _geo.AginoToIno(agno, agino));
-                _geo.MetaUuid.CopyTo(c[InodeCore.OffUuid..]);
-                XfsCrc.Update(c, Dinode.CrcOffset);
+                Dinode.FormatUnallocated(span.Slice(slot * isize, isize), _geo.AginoToIno(agno, agino), gen, _geo.MetaUuid);
             }
             tx.LogBuffer(buf, 0, span.Length);
         }
+        if (retired.Count > 0) tx.OnCommitted(() => retired.Reuse(firstAgino, count));
     }
 
     // ------------------------------------------------------------------ sparse chunks
@@ -467,7 +464,15 @@ internal sealed class InodeAllocator
 
     // ------------------------------------------------------------------ free
 
-    /// <summary>Marks inode <paramref name="ino"/> free in the inode btrees and counters (its core is the caller's).</summary>
+    /// <summary>
+    /// Marks inode <paramref name="ino"/> free in the inode btrees and counters (its core is the caller's, logged
+    /// already). When it was the chunk's last inode in use, as xfs_difree_inobt/xfs_difree_finobt with `noikeep`
+    /// (the kernel's default; not when a block holds more than a chunk): the chunk goes in the same transaction --
+    /// its inobt and finobt records deleted, agi_count and agi_freecount (and the superblock counters) lowered by its
+    /// inodes, its allocated blocks (holes left alone) freed with their OWN_INODES rmap and their buffers
+    /// invalidated (the inodes' final cores are not written: the blocks are free) -- and, at commit, the chunk is
+    /// remembered as retired (<see cref="RetiredInodeChunks"/>) and its inodes leave the in-core cache's clock.
+    /// </summary>
     public void Free(WriteTransaction tx, ulong ino)
     {
         uint agno = _geo.InoToAgno(ino), agino = _geo.InoToAgino(ino);
@@ -476,6 +481,7 @@ internal sealed class InodeAllocator
         Span<byte> raw = stackalloc byte[16];
         BinaryPrimitives.WriteUInt32BigEndian(key, agino);
         InobtRecord rec;
+        bool freeChunk;
         using (var cur = ctx.Inobt.CreateCursor())
         {
             if (!cur.Lookup(key, BtreeLookup.LessOrEqual) || !cur.HasRecord) throw Corrupt(agno, $"no inobt record holds inode {ino}");
@@ -486,21 +492,113 @@ internal sealed class InodeAllocator
             if ((rec.Free & (1UL << bit)) != 0) throw Corrupt(agno, $"inode {ino} is already free in the inobt");
             if (rec.FreeCount >= rec.Count) throw Corrupt(agno, $"inobt record {rec.StartIno} freecount {rec.FreeCount} of {rec.Count}");
             rec = rec with { Free = rec.Free | (1UL << bit), FreeCount = rec.FreeCount + 1 };
-            Encode(rec, raw);
-            cur.Update(raw);
+            freeChunk = rec.Free == ulong.MaxValue && MayFreeChunks && _engine.Ag(agno).RetiredChunks.HasRoom;
+            if (freeChunk)
+            {
+                if (!rec.CountsConsistent) throw Corrupt(agno, $"inobt record {rec.StartIno}: count {rec.Count}, freecount {rec.FreeCount} for holemask 0x{rec.HoleMask:x4}");
+                cur.Delete();
+            }
+            else
+            {
+                Encode(rec, raw);
+                cur.Update(raw);
+            }
             cur.Release();
         }
         if (ctx.Finobt is { } f)
         {
+            Encode(rec, raw);
             using var cur = f.CreateCursor();
             BinaryPrimitives.WriteUInt32BigEndian(key, rec.StartIno);
             bool exists = cur.Lookup(key, BtreeLookup.Equal);
             if (exists != (rec.FreeCount > 1)) throw Corrupt(agno, $"finobt {(exists ? "has" : "lacks")} a record for chunk {rec.StartIno} with {rec.FreeCount - 1} free inodes");
-            if (exists) cur.Update(raw);
+            if (exists)
+            {
+                var finobtRec = Decode(cur.Current);
+                if (finobtRec.Free != (rec.Free & ~(1UL << (int)(agino - rec.StartIno))) || finobtRec.FreeCount != rec.FreeCount - 1)
+                    throw Corrupt(agno, $"finobt and inobt disagree on chunk {rec.StartIno}");
+                if (freeChunk) cur.Delete();
+                else cur.Update(raw);
+            }
+            else if (freeChunk)
+            {
+                // A chunk of one inode: never made by XFS (pieces are at least 4 inodes); nothing to delete.
+            }
             else if (!cur.Insert(raw)) throw Corrupt(agno, $"finobt insert of chunk {rec.StartIno} failed");
             cur.Release();
         }
-        AddAgi(tx, ctx, AgiFreecount, 1);
-        tx.ModInodeCounters(0, 1);
+        if (!freeChunk)
+        {
+            AddAgi(tx, ctx, AgiFreecount, 1);
+            tx.ModInodeCounters(0, 1);
+            return;
+        }
+        uint inodes = rec.FreeCount;
+        AddAgi(tx, ctx, AgiCount, -inodes);
+        AddAgi(tx, ctx, AgiFreecount, -(inodes - 1));
+        tx.ModInodeCounters(-inodes, -(inodes - 1));
+        FreeChunkBlocks(tx, agno, rec);
     }
+
+    /// <summary>Chunks are freed (xfs_difree_inobt) unless the engine keeps them (ikeep) or a block holds more than a
+    /// chunk (the block's other chunks may be in use).</summary>
+    bool MayFreeChunks => !_engine.Options.KeepEmptyInodeChunks && _geo.InodesPerBlock <= InobtRecord.InodesPerChunk;
+
+    /// <summary>Frees the allocated parts of a wholly free chunk whose records are gone (xfs_difree_inode_chunk):
+    /// each run of allocated blocks unmapped (OWN_INODES) and freed as metadata; at commit the chunk is retired at
+    /// the highest generation its inodes reached and its inodes leave the cache's clock.</summary>
+    void FreeChunkBlocks(WriteTransaction tx, uint agno, in InobtRecord rec)
+    {
+        uint generation = HighestGeneration(tx, agno, rec);
+        ulong firstIno = _geo.AginoToIno(agno, rec.StartIno);
+        tx.DropLoggedInodes(firstIno, InobtRecord.InodesPerChunk);
+        var runs = new List<(uint Start, uint Length)>(4);
+        InodeChunkLayout.AllocatedBlockRuns(_geo, rec.StartIno, rec.HoleMask, runs);
+        foreach (var (start, length) in runs)
+        {
+            tx.RmapUnmap(agno, new RmapRecord(start, length, RmapOwner.Inodes, 0), false);
+            tx.FreeMetadata(agno, start, length);
+        }
+        var ag = _engine.Ag(agno);
+        uint startIno = rec.StartIno;
+        ulong allocated = ~rec.Holes;
+        tx.OnCommitted(() =>
+        {
+            ag.RetiredChunks.Retire(startIno, allocated, generation);
+            _engine.InodeCache.Evict(firstIno, InobtRecord.InodesPerChunk);
+        });
+        Interlocked.Increment(ref _chunksFreed);
+    }
+
+    /// <summary>The highest generation any allocated inode of the chunk has: on disk (read through the transaction,
+    /// which has the chunk's blocks) or in core (a freed inode's new core is logged but not yet in its block).</summary>
+    uint HighestGeneration(WriteTransaction tx, uint agno, in InobtRecord rec)
+    {
+        uint highest = 0;
+        int isize = _geo.InodeSize;
+        BlockBuffer? block = null;
+        long blockDaddr = -1;
+        for (int i = 0; i < InobtRecord.InodesPerChunk; i++)
+        {
+            if (rec.IsHole(i)) continue;
+            ulong ino = _geo.AginoToIno(agno, rec.StartIno + (uint)i);
+            var (daddr, offset) = _engine.InodeLocation(ino);
+            if (daddr != blockDaddr)
+            {
+                block = tx.ReadBuffer(daddr, _geo.BasicBlocksPerBlock, null);
+                blockDaddr = daddr;
+            }
+            var core = new Dinode(block!.Span.Slice(offset, isize));
+            if (core.Magic != Dinode.MagicValue || core.Ino != ino)
+                throw Corrupt(agno, $"inode {ino} of free chunk {rec.StartIno} is not an inode core (magic 0x{core.Magic:x4}, di_ino {core.Ino})");
+            highest = Math.Max(highest, core.Generation);
+            if (_engine.InodeCache.Peek(ino) is { } incore) highest = Math.Max(highest, new Dinode(incore.Core).Generation);
+        }
+        return highest;
+    }
+
+    long _chunksFreed;
+
+    /// <summary>Inode chunks freed since this allocator was made (tests and measurements).</summary>
+    internal long ChunksFreed => Interlocked.Read(ref _chunksFreed);
 }

@@ -79,14 +79,25 @@ internal sealed partial class NamespaceOperations
         if (InodeCore.Nlink(dir.Core) == 0) throw new XfsWriteException(WriteErrorKind.NotFound, $"'{where}': directory inode {dir.Ino} was removed");
     }
 
-    /// <summary>Finds a name in a directory under its read lock (no transaction): the child's inode number or null.</summary>
-    ulong? FindUnlocked(ulong dirIno, uint? generation, ReadOnlySpan<byte> name, string where)
+    /// <summary>A locked inode <see cref="CheckAlive"/> would pass (checked without building its message).</summary>
+    static bool IsAlive(IncoreInode inode, uint? generation)
+    {
+        var c = inode.Core;
+        return !new Dinode(c).IsFree && (generation is not uint g || InodeAttributeFields.Generation(c) == g);
+    }
+
+    /// <summary>Finds a name in a directory under its read lock (no transaction): the child's inode number or null.
+    /// <paramref name="where"/> (null: made from the directory and the name when needed) names the entry in errors;
+    /// a name the lookup cache answers costs no allocation.</summary>
+    ulong? FindUnlocked(ulong dirIno, uint? generation, ReadOnlySpan<byte> name, string? where)
     {
         var dir = Engine.GetInode(dirIno);
         using (Engine.LockInodeForRead(dir))
         {
-            CheckDirectory(dir, generation, where);
-            return _walker.Find(dirIno, (byte[])dir.Core.Clone(), name, where);
+            if (!IsAlive(dir, generation) || !InodeCore.IsDirectory(dir.Core) || InodeCore.Nlink(dir.Core) == 0)
+                CheckDirectory(dir, generation, where ?? Where(dirIno, name));
+            if (_walker.TryFindCached(dirIno, name, out ulong? cached)) return cached;
+            return _walker.Find(dirIno, (byte[])dir.Core.Clone(), name, where ?? Where(dirIno, name));
         }
     }
 
@@ -103,7 +114,7 @@ internal sealed partial class NamespaceOperations
         var inode = Engine.GetInode(ino);
         using (Engine.LockInodeForRead(inode))
         {
-            CheckAlive(inode, generation, $"inode {ino}");
+            if (!IsAlive(inode, generation)) CheckAlive(inode, generation, $"inode {ino}");
             return InodeAttributeFields.Read(ino, inode.Core, Engine.Geometry.BlockSize);
         }
     }
@@ -114,6 +125,35 @@ internal sealed partial class NamespaceOperations
     /// the name checked again: the result is an incarnation the name named. ENOENT, ENOTDIR, ENAMETOOLONG.
     /// </summary>
     public InodeAttributes Lookup(ulong dirIno, ReadOnlySpan<byte> name) => LookupCore(dirIno, name, Where(dirIno, name));
+
+    /// <summary>
+    /// As <see cref="Lookup(ulong, ReadOnlySpan{byte})"/>, but a name the directory does not hold is false instead of
+    /// an exception (FUSE asks for every name a program creates first). Every other failure still throws. A name
+    /// the lookup cache answers (present or absent) allocates nothing.
+    /// </summary>
+    public bool TryLookup(ulong dirIno, ReadOnlySpan<byte> name, out InodeAttributes attributes)
+    {
+        if (name.Length == 0 || name.Length > DirectoryFormat.MaxNameLength || name.IndexOf((byte)'/') >= 0 || name.IndexOf((byte)0) >= 0)
+            CheckName(name, Where(dirIno, name));
+        for (int attempt = 0; ; attempt++)
+        {
+            if (FindUnlocked(dirIno, null, name, null) is not ulong child)
+            {
+                attributes = default;
+                return false;
+            }
+            try
+            {
+                attributes = GetAttrCore(child, null);
+            }
+            catch (XfsWriteException e) when (e.Kind == WriteErrorKind.NotFound && attempt < MaxRestarts)
+            {
+                continue; // freed between the two locks: look again
+            }
+            if (FindUnlocked(dirIno, null, name, null) == child) return true;
+            if (attempt >= MaxRestarts) throw KeptMoving(Where(dirIno, name));
+        }
+    }
 
     /// <summary><see cref="Lookup(ulong, ReadOnlySpan{byte})"/> with <paramref name="where"/> naming the entry in messages.</summary>
     internal InodeAttributes LookupCore(ulong dirIno, ReadOnlySpan<byte> name, string where)
@@ -152,10 +192,12 @@ internal sealed partial class NamespaceOperations
         string where = $"inode {dirIno}";
         var dir = Engine.GetInode(dirIno);
         List<(long Position, byte[] Name, ulong Ino, byte FileType)> entries;
+        bool touch;
         using (Engine.LockInodeForRead(dir))
         {
             CheckAlive(dir, null, where);
             if (!InodeCore.IsDirectory(dir.Core)) throw new XfsWriteException(WriteErrorKind.NotDirectory, $"'{where}' is not a directory");
+            touch = AccessTimes.Wanted(Engine, dir.Core);
             entries = PositionedEntries(dirIno, (byte[])dir.Core.Clone(), where);
         }
         int visited = 0;
@@ -166,6 +208,8 @@ internal sealed partial class NamespaceOperations
             if (!visitor(name, ino, TypeOf(fileType, ino), dataPointer + 1)) break;
             visited++;
         }
+        // As the kernel's iterate_dir: every readdir call touches atime, the one that finds the end too.
+        if (touch) AccessTimes.Update(Engine, dir, null);
         return visited;
     }
 

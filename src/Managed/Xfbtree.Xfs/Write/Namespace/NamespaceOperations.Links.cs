@@ -144,13 +144,35 @@ internal sealed partial class NamespaceOperations
     /// <summary>The target of the symbolic link <paramref name="path"/> names (not followed).</summary>
     public string ReadLink(string path) => DirectoryFormat.Show(ReadLink(Resolve(path).Handle));
 
+    /// <summary>True when the next read of the incarnation <paramref name="handle"/> names would set its atime (the
+    /// engine's atime rule): a FUSE server then lets the kernel drop the file's cached pages at open, so that read
+    /// reaches the engine.</summary>
+    internal bool AccessTimeDue(InodeHandle handle)
+    {
+        var inode = Engine.GetInode(handle.Ino);
+        using (Engine.LockInodeForRead(inode))
+        {
+            return InodeAttributeFields.Generation(inode.Core) == handle.Generation && AccessTimes.Wanted(Engine, inode.Core);
+        }
+    }
+
     byte[] ReadLinkCore(ulong ino, uint? generation)
     {
         var inode = Engine.GetInode(ino);
+        byte[] target = ReadLinkLocked(inode, generation, out bool touch);
+        if (touch) AccessTimes.Update(Engine, inode, generation);
+        return target;
+    }
+
+    /// <summary>The target read under the inode's read lock; <paramref name="touch"/> says whether atime should follow.</summary>
+    byte[] ReadLinkLocked(IncoreInode inode, uint? generation, out bool touch)
+    {
+        ulong ino = inode.Ino;
         string where = $"inode {ino}";
         using (Engine.LockInodeForRead(inode))
         {
             CheckAlive(inode, generation, where);
+            touch = AccessTimes.Wanted(Engine, inode.Core);
             var d = new Dinode(inode.Core);
             if ((d.Mode & InodeCore.ModeTypeMask) != 0xA000) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"'{where}' is not a symbolic link");
             ulong size = d.Size;

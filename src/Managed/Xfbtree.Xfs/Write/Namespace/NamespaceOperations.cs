@@ -98,6 +98,9 @@ internal sealed partial class NamespaceOperations
     /// <summary>Sparse inode pieces put into holes of existing records, and elsewhere (tests and measurements).</summary>
     internal (long IntoHoles, long Elsewhere) SparsePieces => _allocator.SparsePieces;
 
+    /// <summary>Inode chunks freed by their last inode's free since this instance was made (tests and measurements).</summary>
+    internal long ChunksFreed => _allocator.ChunksFreed;
+
     /// <summary>The dentry cache of the path walk and of lookups by inode (tests and measurements read its figures).</summary>
     internal DirectoryLookupCache? LookupCache => _source.Lookups;
 
@@ -221,7 +224,21 @@ internal sealed partial class NamespaceOperations
         {
             result.Add(new DirectoryEntry(DirectoryFormat.Show(e.Name), e.Ino, TypeOf(e.FileType, e.Ino)));
         }
+        if (Engine.Options.AccessTimes != AccessTimeUpdates.None) TouchAfterRead(Resolve(path).Handle);
         return result;
+    }
+
+    /// <summary>A read-like call on the incarnation <paramref name="handle"/> names is done: its atime follows the
+    /// engine's rule (<see cref="AccessTimes"/>).</summary>
+    void TouchAfterRead(InodeHandle handle)
+    {
+        var inode = Engine.GetInode(handle.Ino);
+        bool touch;
+        using (Engine.LockInodeForRead(inode))
+        {
+            touch = InodeAttributeFields.Generation(inode.Core) == handle.Generation && AccessTimes.Wanted(Engine, inode.Core);
+        }
+        if (touch) AccessTimes.Update(Engine, inode, handle.Generation);
     }
 
     /// <summary>The type of an entry: its ftype, or on filesystems without ftype the inode's mode.</summary>

@@ -98,7 +98,7 @@ internal sealed class PathWalker
                 long version = _source.LookupVersion(ino);
                 if (version >= 0 && _source.TryCachedLookup(ino, version, part, out ulong cached))
                 {
-                    found = cached;
+                    found = cached == AbsentName ? null : cached;
                 }
                 else
                 {
@@ -106,7 +106,7 @@ internal sealed class PathWalker
                     if ((new Dinode(core).Mode & 0xF000) != 0x4000)
                         throw new XfsWriteException(WriteErrorKind.NotDirectory, $"'{where}' is not a directory (in '{path}')");
                     found = Reader.Lookup(ino, core, part, _source.ReadBlocks, where);
-                    if (found is ulong looked && version >= 0) _source.RememberLookup(ino, version, part, looked);
+                    if (version >= 0) _source.RememberLookup(ino, version, part, found ?? AbsentName);
                 }
             }
             if (found is not ulong child) throw new XfsWriteException(WriteErrorKind.NotFound, $"'{walked}' does not exist");
@@ -121,11 +121,30 @@ internal sealed class PathWalker
     public ulong? Find(ulong dirIno, byte[] core, ReadOnlySpan<byte> name, string where)
     {
         long version = _source.LookupVersion(dirIno);
-        if (version >= 0 && _source.TryCachedLookup(dirIno, version, name, out ulong cached)) return cached;
+        if (version >= 0 && _source.TryCachedLookup(dirIno, version, name, out ulong cached)) return cached == AbsentName ? null : cached;
         var found = Reader.Lookup(dirIno, core, name, _source.ReadBlocks, where);
-        if (found is ulong child && version >= 0) _source.RememberLookup(dirIno, version, name, child);
+        if (version >= 0) _source.RememberLookup(dirIno, version, name, found ?? AbsentName);
         return found;
     }
+
+    /// <summary>As <see cref="Find"/> from the lookup cache alone: true with the answer (null: no such name) when the
+    /// directory (read-locked by the caller) has an entry at its current version, false when its blocks must be read.</summary>
+    public bool TryFindCached(ulong dirIno, ReadOnlySpan<byte> name, out ulong? child)
+    {
+        long version = _source.LookupVersion(dirIno);
+        if (version >= 0 && _source.TryCachedLookup(dirIno, version, name, out ulong cached))
+        {
+            child = cached == AbsentName ? null : cached;
+            return true;
+        }
+        child = null;
+        return false;
+    }
+
+    /// <summary>The cached child of a name the directory does not hold (inode 0 is never an entry's inode): a miss is
+    /// remembered as a hit is, so a name looked for again and again (a build probing paths, FUSE asking before each
+    /// create) costs no directory read, until the directory changes.</summary>
+    const ulong AbsentName = 0;
 
     /// <summary>Entries of the directory <paramref name="path"/> names.</summary>
     public List<DataEntry> List(string path)

@@ -249,6 +249,17 @@ internal sealed partial class AgSpace
         }
         BlockBuffer b = tx.ReadAgHeader(AgHeaderKind.Agf, AgNumber);
         agf = b;
+        // The list is rewritten whole, so the AGFL sector is formatted anew rather than read: one with a bad magic or
+        // CRC is repaired too.
+        BlockBuffer list = tx.GetNewAgHeader(AgHeaderKind.Agfl, AgNumber);
+        Span<byte> sector = list.Span[..geo.SectorSize];
+        sector.Clear();
+        BinaryPrimitives.WriteUInt32BigEndian(sector, Format.Agfl.MagicValue);
+        BinaryPrimitives.WriteUInt32BigEndian(sector[4..], AgNumber);
+        geo.MetaUuid.CopyTo(sector[8..24]);
+        XfsCrc.Update(sector, Format.Agfl.CrcOffset);
+        tx.LogBuffer(list, 0, geo.SectorSize);
+        agfl = list;
         for (int i = 0; i < slots; i++)
         {
             SetSlot((uint)i, i < blocks.Count ? blocks[i] : NullAgBlock);

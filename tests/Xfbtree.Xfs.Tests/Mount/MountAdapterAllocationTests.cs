@@ -1,0 +1,135 @@
+using System.Runtime.InteropServices;
+using Xfbtree.Cli.Mount;
+using Xfbtree.Fuse;
+using Xfbtree.Xfs.Tests.Repair;
+using Xfbtree.Xfs.Tests.Write;
+using Xfbtree.Xfs.Write;
+using Xunit.Abstractions;
+
+namespace Xfbtree.Xfs.Tests.Mount;
+
+/// <summary>
+/// The requests a stat walk, a read and a write-through untar repeat by the thousand, through the whole path (the
+/// protocol layer's worker, the adapter, the engine) on a real image: no managed allocation per request once warm.
+/// No FUSE device needed: the requests come from memory, as the kernel would send them.
+/// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class MountAdapterAllocationTests(ITestOutputHelper output)
+{
+    const int Burst = 2_000;
+
+    [Theory]
+    [InlineData("lookup-hit")]
+    [InlineData("lookup-miss")]
+    [InlineData("getattr")]
+    [InlineData("getxattr-miss")]
+    [InlineData("read")]
+    [InlineData("open-read")]
+    public void SteadyState_AllocatesNothingPerRequest(string kind)
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        // relatime, as `xfbtree mount` runs by default: the first read sets atime (warm-up), later ones only check.
+        using var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast with { AccessTimes = Xfbtree.Xfs.Write.Engine.AccessTimeUpdates.Relatime });
+        var names = fs.Namespace;
+        var file = names.Create(names.RootIno, "file"u8, 0x1A4, 0, 0);
+        var data = new byte[256 << 10];
+        new Random(5).NextBytes(data);
+        fs.Files.Write(file.Handle, 0, data);
+        var adapter = new XfsFuseFileSystem(fs, readOnly: false, log: null);
+        ulong node = file.Ino;
+
+        var lookupHit = Bare(FuseOpcode.Lookup, FuseConstants.RootNodeId, "file\0"u8);
+        byte[][] requests = kind switch
+        {
+            // Each LOOKUP gives the kernel a reference and the FORGET returns it: the node stays (taken in the warm-up).
+            "lookup-hit" => [lookupHit, Build(FuseOpcode.Forget, node, new FuseForgetIn { Nlookup = 1 })],
+            "lookup-miss" => [Bare(FuseOpcode.Lookup, FuseConstants.RootNodeId, "absent\0"u8)],
+            "getattr" => [Build(FuseOpcode.GetAttr, node, new FuseGetAttrIn())],
+            // The kernel's question before a write by a process without HANDLE_KILLPRIV_V2's latch.
+            "getxattr-miss" => [Build(FuseOpcode.GetXattr, node, new FuseGetXattrIn { Size = 0 }, "security.capability\0"u8)],
+            "read" => [Build(FuseOpcode.Read, node, new FuseReadIn { Offset = 64 << 10, Size = 128 << 10 })],
+            // OPEN asks whether the next read would set atime (to keep or drop the kernel's cached pages).
+            "open-read" => [Build(FuseOpcode.Open, node, new FuseOpenIn()), Build(FuseOpcode.Read, node, new FuseReadIn { Offset = 64 << 10, Size = 128 << 10 })],
+            _ => throw new ArgumentOutOfRangeException(nameof(kind)),
+        };
+        var server = new FuseServer(adapter, new FuseServerOptions { Threads = 1 });
+        var channel = new Channel([lookupHit], 1);
+        var worker = server.NewWorker(channel);
+        worker.Loop(); // the kernel holds the file's node from here on
+        Assert.Equal(0, channel.LastError);
+
+        channel = new Channel(requests, requests.Length * 200);
+        worker = server.NewWorker(channel);
+        worker.Loop(); // warm-up: JIT, caches, first-call paths
+        long allocated = 0;
+        for (int round = 0; round < 5; round++)
+        {
+            channel.Reset(Burst);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            worker.Loop();
+            allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        }
+        int expected = kind switch { "lookup-miss" => -FuseErrno.ENOENT, "getxattr-miss" => -FuseErrno.ENODATA, _ => 0 };
+        Assert.Equal(expected, channel.LastError);
+        if (kind is "read" or "open-read") Assert.True(data.AsSpan(64 << 10, 128 << 10).SequenceEqual(channel.LastReply.AsSpan(16, 128 << 10)));
+        output.WriteLine($"{kind}: {allocated} bytes over {Burst} requests");
+        Assert.True(allocated == 0, $"{kind}: {allocated} bytes allocated over {Burst} requests ({allocated / Burst} per request)");
+    }
+
+    static byte[] Build<T>(FuseOpcode opcode, ulong node, T argument, ReadOnlySpan<byte> tail = default) where T : unmanaged
+    {
+        int size = Marshal.SizeOf<T>();
+        var bytes = new byte[40 + size + tail.Length];
+        var header = new FuseInHeader { Length = (uint)bytes.Length, Opcode = opcode, Unique = 7, NodeId = node, Pid = 1 };
+        MemoryMarshal.Write(bytes, in header);
+        MemoryMarshal.Write(bytes.AsSpan(40), in argument);
+        tail.CopyTo(bytes.AsSpan(40 + size));
+        return bytes;
+    }
+
+    static byte[] Bare(FuseOpcode opcode, ulong node, ReadOnlySpan<byte> tail)
+    {
+        var bytes = new byte[40 + tail.Length];
+        var header = new FuseInHeader { Length = (uint)bytes.Length, Opcode = opcode, Unique = 7, NodeId = node, Pid = 1 };
+        MemoryMarshal.Write(bytes, in header);
+        tail.CopyTo(bytes.AsSpan(40));
+        return bytes;
+    }
+
+    /// <summary>Hands out prepared requests in a cycle, then ENODEV (the end of the session); keeps the last reply.</summary>
+    sealed class Channel(byte[][] requests, long count) : IFuseChannel
+    {
+        long _remaining = count;
+        int _next;
+        public int LastError;
+        public readonly byte[] LastReply = new byte[2 << 20];
+
+        public void Reset(long count)
+        {
+            _remaining = count;
+            _next = 0;
+        }
+
+        public int Receive(Span<byte> buffer, out int length)
+        {
+            if (_remaining-- <= 0)
+            {
+                length = 0;
+                return FuseErrno.ENODEV;
+            }
+            byte[] request = requests[_next];
+            _next = (_next + 1) % requests.Length;
+            request.CopyTo(buffer);
+            length = request.Length;
+            return 0;
+        }
+
+        public int Send(ReadOnlySpan<byte> reply)
+        {
+            LastError = MemoryMarshal.Read<FuseOutHeader>(reply).Error;
+            reply.CopyTo(LastReply);
+            return 0;
+        }
+    }
+}
