@@ -48,7 +48,7 @@ public sealed class OnlineScrubTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData("geom-bs1k", 4, 40)]
+    [InlineData("geom-bs1k", 50, 1000)]
     [InlineData("aged-small", 1, 10)]
     public void AHealthyImageChecksCleanWhileWritersRun(string fixture, int suiteSeeds, int longSeeds)
     {

@@ -354,7 +354,7 @@ public sealed class ScrubRepairCrashTests(ITestOutputHelper output)
 /// transaction, then works on the new trees (deterministic); and the model-checked stress workload (two writer
 /// threads, reflink included) runs while every AG's bnobt+cntbt, inobt+finobt and refcountbt are rebuilt in rotation,
 /// each repair verified by the scrub of that AG with commits paused (0 lost or extra records, counters right), the
-/// model verified at the end. 3 seeds by default, 50 with XFBTREE_LONG_TESTS=1.
+/// model verified at the end. 50 seeds of 40 operations by default, 1,000 of 120 with XFBTREE_LONG_TESTS=1.
 /// </summary>
 public sealed class ScrubRepairUnderWritersTests(ITestOutputHelper output)
 {
@@ -411,12 +411,13 @@ public sealed class ScrubRepairUnderWritersTests(ITestOutputHelper output)
     /// The AG header rebuilds (AGF with its AGFL, AGI) run online: each AG's headers rewritten in rotation, one locked
     /// transaction each, while two stress writers (reflink included) run; each rebuild is verified by the scrub of that
     /// AG with commits paused, and the stress model, the engine's invariants and (first seed) the offline oracles
-    /// agree at the end. 2 seeds in the suite, 20 with XFBTREE_LONG_TESTS=1.
+    /// agree at the end. 50 seeds of 40 operations in the suite, 1,000 of 120 with XFBTREE_LONG_TESTS=1.
     /// </summary>
     [Fact]
     public void HeaderRebuildsRacingTwoWritersLoseNothing()
     {
-        int seeds = Long ? 20 : 2;
+        int seeds = Long ? 1000 : 50;
+        int opsPerSeed = Long ? 120 : 40;
         long repairs = 0, verified = 0, ops = 0;
         var clock = System.Diagnostics.Stopwatch.StartNew();
         using var scratch = new RepairScratch();
@@ -432,7 +433,7 @@ public sealed class ScrubRepairUnderWritersTests(ITestOutputHelper output)
                 var target = new XfsStressTarget(fs);
                 StressModel model = StressModel.Load(target, seed, new StressModelOptions { MaxFileSize = 256 << 10 });
                 rotation = new AgTreeRepairRotation(fs.Engine, ["AGF", "AGI"]);
-                result = new StressRunner(target, model, new StressOptions { Ops = 120, Threads = 2, Seed = seed, Background = rotation }).Run();
+                result = new StressRunner(target, model, new StressOptions { Ops = opsPerSeed, Threads = 2, Seed = seed, Background = rotation }).Run();
                 problems = result.Problems.ToList();
                 problems.AddRange(model.Verify(target));
                 problems.AddRange(Xfbtree.Xfs.Write.Space.WriteInvariants.Check(fs.Engine).Select(i => "invariant: " + i));
@@ -461,7 +462,10 @@ public sealed class ScrubRepairUnderWritersTests(ITestOutputHelper output)
     [Fact]
     public void RepairsRacingTwoWritersLoseNoRecordForEverySeed()
     {
-        int seeds = Long ? 50 : 3;
+        // Every seed rotates through every AG's trees at least once, however short its workload: 50 short seeds
+        // draw more interleavings than a few long ones.
+        int seeds = Long ? 1000 : 50;
+        int opsPerSeed = Long ? 120 : 40;
         long repairs = 0, verified = 0, ops = 0, noRoom = 0;
         var clock = System.Diagnostics.Stopwatch.StartNew();
         using var scratch = new RepairScratch();
@@ -477,7 +481,7 @@ public sealed class ScrubRepairUnderWritersTests(ITestOutputHelper output)
                 var target = new XfsStressTarget(fs);
                 StressModel model = StressModel.Load(target, seed, new StressModelOptions { MaxFileSize = 256 << 10 });
                 rotation = new AgTreeRepairRotation(fs.Engine, AgTreeRepairRotation.All);
-                result = new StressRunner(target, model, new StressOptions { Ops = 120, Threads = 2, Seed = seed, Background = rotation }).Run();
+                result = new StressRunner(target, model, new StressOptions { Ops = opsPerSeed, Threads = 2, Seed = seed, Background = rotation }).Run();
                 problems = result.Problems.ToList();
                 problems.AddRange(model.Verify(target));
                 problems.AddRange(Xfbtree.Xfs.Write.Space.WriteInvariants.Check(fs.Engine).Select(i => "invariant: " + i));
