@@ -23,6 +23,20 @@ internal static class AttrLeafEditor
     /// <summary>The largest hash of a leaf with entries (that of its last entry).</summary>
     public static uint LastHash(ReadOnlySpan<byte> block) => HashAt(block, Count(block) - 1);
 
+    /// <summary>Bytes the leaf's header, entry table and name entries take (xfs_attr3_leaf_toosmall's measure).</summary>
+    public static int BytesInUse(ReadOnlySpan<byte> block)
+        => AttrFormat.LeafHeaderSize + Count(block) * AttrFormat.LeafEntrySize + UsedBytes(block);
+
+    /// <summary>
+    /// True when the kernel would join a node fork's leaf with a sibling after a removal (xfs_attr3_leaf_toosmall):
+    /// the leaf is at most half full and the sibling's entries would fit beside its own with a quarter of the block
+    /// to spare. <paramref name="sibling"/> is a verified leaf.
+    /// </summary>
+    public static bool WouldJoin(ReadOnlySpan<byte> leaf, ReadOnlySpan<byte> sibling)
+        => BytesInUse(leaf) <= leaf.Length / 2
+           && leaf.Length - leaf.Length / 4 - AttrFormat.LeafHeaderSize - (Count(leaf) + Count(sibling)) * AttrFormat.LeafEntrySize
+              - UsedBytes(leaf) - UsedBytes(sibling) >= 0;
+
     /// <summary>Where a new entry of <paramref name="hash"/> goes: after every entry of a smaller or equal hash.</summary>
     public static int InsertIndex(ReadOnlySpan<byte> block, uint hash)
     {

@@ -21,9 +21,10 @@ internal sealed partial class AttributeOperations
     /// in that block (compacted when its free map is too fragmented), the remote value blocks of that entry alone
     /// allocated or freed, and the hash keys of the ancestors fixed when the leaf's largest hash moved. False,
     /// with nothing changed, when the change needs the whole-fork rewrite: the entry does not fit the leaf, the leaf
-    /// would be left empty, a leaf fork's result would fit shortform, the name may lie in the next leaf (equal
-    /// hashes across a leaf boundary), the leaf holds half-made (INCOMPLETE) entries, or the keys above the leaf
-    /// do not match it. The errors of the syscall (EEXIST, ENODATA) are thrown as the whole path would.
+    /// would be left empty or small enough for the kernel to join it with a sibling, a leaf fork's result would fit
+    /// shortform, the name may lie in the next leaf (equal hashes across a leaf boundary), the leaf holds half-made
+    /// (INCOMPLETE) entries, or the keys above the leaf do not match it. The errors of the syscall (EEXIST,
+    /// ENODATA) are thrown as the whole path would.
     /// </summary>
     bool TryChangeInPlace(WriteTransaction tx, IncoreInode inode, XattrName name, AttrEntry? replacement, XattrSetFlags flags, string op)
     {
@@ -117,6 +118,19 @@ internal sealed partial class AttributeOperations
             leafBlock.CopyTo(edited);
             if (found >= 0) AttrLeafEditor.Remove(edited, found);
             if (replacement is not null && !AttrLeafEditor.TryAdd(edited, AttrLeafEditor.InsertIndex(edited, replacement.Hash), replacement, scratch)) return false;
+            // A removal that leaves the leaf small enough for the kernel to join it with a sibling: the rewrite
+            // repacks the fork (and so a shrinking fork passes through the forms the kernel's would).
+            if (replacement is null && path.Count > 0 && AttrLeafEditor.BytesInUse(edited) <= bs / 2)
+            {
+                foreach (uint sibling in (ReadOnlySpan<uint>)[leaf.Forw, leaf.Back])
+                {
+                    if (sibling == 0) continue;
+                    var buf = ReadForkBlock(tx, fork, sibling);
+                    if (AttrBlocks.CheckDaHeader(buf.Span[..bs], AttrFormat.LeafMagic, buf.Daddr, inode.Ino, Geo.MetaUuid) is { } bad)
+                        throw new AttrFormatException($"attr leaf {sibling} (a sibling of leaf {logical}): {bad}");
+                    if (AttrLeafEditor.WouldJoin(edited, buf.Span[..bs])) return false;
+                }
+            }
 
             // From here on the change is made (a failure cancels the transaction).
             var old = found >= 0 ? entries[found] : null;

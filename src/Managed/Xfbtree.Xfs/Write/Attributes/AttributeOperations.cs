@@ -26,8 +26,9 @@ public enum XattrSetFlags
 /// errors of the syscalls (EEXIST, ENODATA, E2BIG, ERANGE, EOPNOTSUPP, EPERM).
 /// </summary>
 /// <remarks>
-/// A change reads the fork's entries (values of untouched remote attributes stay where they are, unread), applies
-/// the change, then writes the fork back in the form the kernel would hold for that set: shortform in the inode
+/// A change that stays inside one leaf block of a leaf- or node-form fork is made there in place
+/// (<c>AttributeOperations.InPlace.cs</c>). Any other change reads the fork's entries (values of untouched remote
+/// attributes stay where they are, unread), applies the change, then writes the fork back in the form the kernel would hold for that set: shortform in the inode
 /// when every entry fits beside the data fork (di_forkoff as xfs_attr_shortform_bytesfit), else one leaf block,
 /// else a da btree of leaves under node blocks; no entries at all removes the fork. Blocks of the fork no longer
 /// needed are unmapped and freed, missing ones allocated and mapped (attr-fork rmaps, the fork's own bmbt when its
