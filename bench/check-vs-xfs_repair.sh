@@ -2,7 +2,8 @@
 # Times `xfbtree rmap check` against `xfs_repair -n` on the same image, in one run: wall time and peak RSS of both
 # (median of N runs after one warm-up run each, alternating the two tools) and the ratios xfbtree / xfs_repair.
 # Then `xfbtree scrub` of the whole image (every AG header and btree, the superblock counters, every link count:
-# comparable work to xfs_repair -n) against the same xfs_repair -n figures, with its time per structure.
+# comparable work to xfs_repair -n; run in the same loop, interleaved with the other two) against the same
+# xfs_repair -n figures, with its time per structure.
 # Then, on copies whose rmapbt was damaged (the first leaf of the last AG zeroed: xfs_db finds it, dd zeroes it),
 # times `xfbtree rmap repair` against `xfs_repair` (writing), a fresh copy for each run of each tool.
 #
@@ -79,11 +80,14 @@ echo "image: $image ($(xfs_db -r -c 'sb 0' -c 'print agcount dblocks' "$image" |
 echo "warm-up ..." >&2
 measure "${xfbtree[@]}" rmap check "$image" >/dev/null
 measure xfs_repair -n "$image" >/dev/null
-: >"$work/x.txt"; : >"$work/r.txt"
+measure "${xfbtree[@]}" scrub "$image" >/dev/null
+# The three tools interleaved, run after run, so that the machine's load (shared cores) weighs on each alike.
+: >"$work/x.txt"; : >"$work/r.txt"; : >"$work/s.txt"
 for i in $(seq "$runs"); do
   read -r w m rc < <(measure "${xfbtree[@]}" rmap check "$image"); echo "$w $m" >>"$work/x.txt"; xrc=$rc
   read -r w m rc < <(measure xfs_repair -n "$image"); echo "$w $m" >>"$work/r.txt"; rrc=$rc
-  echo "run $i: xfbtree $(tail -1 "$work/x.txt") (exit $xrc)   xfs_repair -n $(tail -1 "$work/r.txt") (exit $rrc)" >&2
+  read -r w m rc < <(measure "${xfbtree[@]}" scrub "$image"); echo "$w $m" >>"$work/s.txt"; src=$rc
+  echo "run $i: xfbtree rmap check $(tail -1 "$work/x.txt") (exit $xrc)   xfs_repair -n $(tail -1 "$work/r.txt") (exit $rrc)   xfbtree scrub $(tail -1 "$work/s.txt") (exit $src)" >&2
 done
 xw=$(cut -d' ' -f1 "$work/x.txt" | median); xm=$(cut -d' ' -f2 "$work/x.txt" | median)
 rw=$(cut -d' ' -f1 "$work/r.txt" | median); rm_=$(cut -d' ' -f2 "$work/r.txt" | median)
@@ -99,13 +103,8 @@ echo "xfs_repair -n phases 1-4 (what an rmap check needs): ${p14} s of ${ptotal}
 XFBTREE_TIMING=1 "${xfbtree[@]}" rmap check "$image" 2>&1 >/dev/null | sed -n 's/^xfbtree: timing: \(scan [0-9]* ms\).*, \(check [0-9]* ms\).*/xfbtree rmap check: \1 (reading every inode and AG header), \2 (the rmap comparison)/p'
 
 # --- scrub: every AG structure, the superblock counters and every link count (comparable work to xfs_repair -n)
+# (measured in the loop above, interleaved with xfs_repair -n)
 rw_check=$rw; rm_check=$rm_
-measure "${xfbtree[@]}" scrub "$image" >/dev/null
-: >"$work/s.txt"
-for i in $(seq "$runs"); do
-  read -r w m rc < <(measure "${xfbtree[@]}" scrub "$image"); echo "$w $m" >>"$work/s.txt"; src=$rc
-  echo "scrub run $i: xfbtree scrub $(tail -1 "$work/s.txt") (exit $src)" >&2
-done
 sw=$(cut -d' ' -f1 "$work/s.txt" | median); sm=$(cut -d' ' -f2 "$work/s.txt" | median)
 printf '%-28s %10s %14s %6s\n' "xfbtree scrub [$build]" "$sw" "$sm" "$src"
 awk -v a="$sw" -v b="$rw_check" -v c="$sm" -v d="$rm_check" 'BEGIN { printf "ratio scrub / xfs_repair -n: wall %.2fx, peak RSS %.2fx  (targets <= 0.50x wall, <= 0.30x memory)\n", a / b, c / d }'

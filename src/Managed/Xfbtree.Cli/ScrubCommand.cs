@@ -22,7 +22,7 @@ internal static class ScrubCommand
     public static Command Create(CommandEnvironment environment)
     {
         ArgumentNullException.ThrowIfNull(environment);
-        var image = new Argument<string>("IMAGE") { Description = "The XFS image file (or block device); it must not be in use." };
+        var image = new Argument<string>("TARGET") { Description = "The XFS image file (or block device), not in use; or the directory of a running xfbtree mount, checked online." };
         var ag = new Option<uint?>("--ag")
         {
             Description = "Only this allocation group (the superblock counters and link counts need the whole image and are then skipped).",
@@ -39,7 +39,8 @@ internal static class ScrubCommand
         var force = new Option<bool>("--force") { Description = "Go on although the log is dirty or its state is unknown (results may be stale)." };
         var repair = new Option<bool>("--repair") { Description = "Rebuild every damaged structure in place through the write engine (NEEDSREPAIR set meanwhile), then check again." };
         var command = new Command("scrub", "Check the free-space, inode, rmap and refcount btrees, the AG headers, the superblock counters and every link count " +
-                                           "of an unmounted image, and with --repair rebuild what is damaged. " + CommandLineHost.ExitCodesHelp)
+                                           "of an unmounted image, or online of a running xfbtree mount (TARGET = its directory; root or the mount's owner), " +
+                                           "and with --repair rebuild what is damaged. " + CommandLineHost.ExitCodesHelp)
             { image, repair, ag, json, force };
         command.SetAction(p => Execute(p.GetRequiredValue(image), p.GetValue(ag), p.GetValue(json), p.GetValue(force), p.GetValue(repair), environment));
         return command;
@@ -59,6 +60,20 @@ internal static class ScrubCommand
     static int Execute(string path, uint? onlyAg, bool json, bool force, bool repair, CommandEnvironment environment)
     {
         var (stdout, stderr) = (environment.Stdout, environment.Stderr);
+        if (IsMountDirectory(path))
+        {
+            if (force)
+            {
+                CommandLineHost.Error(stderr, "--force is for images: a running mount's log is the mount's own");
+                return CommandLineHost.ExitUnusable;
+            }
+            if (!OperatingSystem.IsLinux())
+            {
+                CommandLineHost.Error(stderr, "the online scrub of a mount needs Linux (xfbtree mount)");
+                return CommandLineHost.ExitUnusable;
+            }
+            return Mount.OnlineScrubClient.Run(path, onlyAg, json, repair, environment);
+        }
         // One line on stderr always; with --json also the error object on stdout (a report consumer reads only stdout).
         int Fail(TextWriter stderr, string message, int rc = CommandLineHost.ExitUnusable)
         {
@@ -109,12 +124,32 @@ internal static class ScrubCommand
 #pragma warning restore CA1031
     }
 
-    static int ExitCode(ScrubReport report, bool needsRepair) =>
+    /// <summary>A directory (a mount to check online), or a path the kernel refuses to stat for this user: a FUSE
+    /// mount without allow_other keeps everyone but its owner out, and asking it gives the clear refusal.</summary>
+    static bool IsMountDirectory(string path)
+    {
+        if (Directory.Exists(path)) return true;
+        try
+        {
+            File.GetAttributes(path);
+            return false;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return true;
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    internal static int ExitCode(ScrubReport report, bool needsRepair) =>
         report.IsDamaged || needsRepair ? CommandLineHost.ExitDamaged : report.IsClean ? CommandLineHost.ExitClean : CommandLineHost.ExitUnusable;
 
     /// <summary>What <c>--repair</c> did: the repairs, and the check of the closed image after them (null when the
     /// engine could not open the image: <see cref="Refusal"/> says why).</summary>
-    sealed record RepairPass(List<ScrubRepairOutcome> Outcomes, ScrubReport? Final, bool NeedsRepair, string? Refusal, TimeSpan Elapsed);
+    internal sealed record RepairPass(IReadOnlyList<ScrubRepairOutcome> Outcomes, ScrubReport? Final, bool NeedsRepair, string? Refusal, TimeSpan Elapsed);
 
     static RepairPass RepairAndRecheck(string path, ScrubReport report, ScrubOptions options, TextWriter stderr)
     {
@@ -136,11 +171,16 @@ internal static class ScrubCommand
     static void WriteText(TextWriter o, ScrubReport report, bool needsRepair, RepairPass? repaired)
     {
         WriteTextReport(o, report, needsRepair);
-        if (repaired is null) return;
+        if (repaired is not null) WriteRepairText(o, repaired, "the write engine could not open the image");
+    }
+
+    /// <summary>The repair lines, the final check's lines that are not clean and the result after repair.</summary>
+    internal static void WriteRepairText(TextWriter o, RepairPass repaired, string refusedBecause)
+    {
         foreach (var r in repaired.Outcomes) o.WriteLine("repair: " + r);
         if (repaired.Final is not { } final)
         {
-            o.WriteLine($"result after repair: NOT REPAIRED (the write engine could not open the image: {repaired.Refusal})");
+            o.WriteLine($"result after repair: NOT REPAIRED ({refusedBecause}: {repaired.Refusal})");
             return;
         }
         o.WriteLine("after repair:");
@@ -158,15 +198,24 @@ internal static class ScrubCommand
 
     static void WriteTextReport(TextWriter o, ScrubReport report, bool needsRepair)
     {
-        foreach (var f in report.Findings)
+        foreach (var f in report.Findings) WriteFindingLines(o, f, report.LinkMismatches, report.LinkMismatchTotal);
+        WriteSummary(o, report, needsRepair);
+    }
+
+    /// <summary>One finding's line, and after the nlinks line the wrong link counts.</summary>
+    internal static void WriteFindingLines(TextWriter o, ScrubFinding f, IReadOnlyList<LinkCountMismatch> mismatches, long mismatchTotal)
+    {
+        o.WriteLine(f.ToString());
+        if (f.Structure == "nlinks")
         {
-            o.WriteLine(f.ToString());
-            if (f.Structure == "nlinks")
-            {
-                foreach (var m in report.LinkMismatches) o.WriteLine(m.ToString());
-                if (report.LinkMismatchTotal > report.LinkMismatches.Count) o.WriteLine($"... and {report.LinkMismatchTotal - report.LinkMismatches.Count} more inodes with a wrong link count");
-            }
+            foreach (var m in mismatches) o.WriteLine(m.ToString());
+            if (mismatchTotal > mismatches.Count) o.WriteLine($"... and {mismatchTotal - mismatches.Count} more inodes with a wrong link count");
         }
+    }
+
+    /// <summary>The summary line of a check.</summary>
+    internal static void WriteSummary(TextWriter o, ScrubReport report, bool needsRepair)
+    {
         if (needsRepair) o.WriteLine("superblock: NEEDSREPAIR is set (an earlier repair did not finish)");
         int damaged = report.DamagedCount;
         int unchecked_ = report.Findings.Count(f => f.Verdict == ScrubVerdict.NotChecked);
@@ -180,10 +229,11 @@ internal static class ScrubCommand
     }
 
     /// <summary>The report as one JSON document with the tool's version and the command, as every command writes it.</summary>
-    static void WriteJson(TextWriter o, string path, ScrubReport report, bool needsRepair, int rc, RepairPass? repaired) =>
+    internal static void WriteJson(TextWriter o, string path, ScrubReport report, bool needsRepair, int rc, RepairPass? repaired, string? mount = null) =>
         CommandLineHost.WriteJson(o, "scrub", w =>
         {
             w.WriteString("image", path);
+            if (mount is not null) w.WriteString("mount", mount);
             w.WriteBoolean("clean", report.IsClean && !needsRepair);
             w.WriteBoolean("damaged", report.IsDamaged || needsRepair);
             w.WriteNumber("exitCode", rc);
@@ -193,18 +243,7 @@ internal static class ScrubCommand
             WriteStructures(w, report);
             if (repaired is not null)
             {
-                w.WriteStartArray("repairs");
-                foreach (var r in repaired.Outcomes)
-                {
-                    w.WriteStartObject();
-                    w.WriteString("repair", r.Name);
-                    if (r.AgNumber is { } rag) w.WriteNumber("ag", rag); else w.WriteNull("ag");
-                    w.WriteBoolean("repaired", r.Repaired);
-                    w.WriteString("detail", r.Detail);
-                    w.WriteNumber("seconds", r.Elapsed.TotalSeconds);
-                    w.WriteEndObject();
-                }
-                w.WriteEndArray();
+                WriteRepairs(w, repaired.Outcomes);
                 w.WriteStartObject("afterRepair");
                 if (repaired.Final is { } final)
                 {
@@ -223,7 +262,28 @@ internal static class ScrubCommand
             }
         });
 
-    static void WriteStructures(Utf8JsonWriter w, ScrubReport report)
+    /// <summary>The repair outcomes (also the mount's reply to a scrub repair: details cut to <paramref name="textCap"/>).</summary>
+    internal static void WriteRepairs(Utf8JsonWriter w, IReadOnlyList<ScrubRepairOutcome> outcomes, int textCap = int.MaxValue)
+    {
+        w.WriteStartArray("repairs");
+        foreach (var r in outcomes)
+        {
+            w.WriteStartObject();
+            w.WriteString("repair", r.Name);
+            if (r.AgNumber is { } rag) w.WriteNumber("ag", rag); else w.WriteNull("ag");
+            w.WriteBoolean("repaired", r.Repaired);
+            w.WriteString("detail", Cut(r.Detail, textCap));
+            w.WriteNumber("seconds", r.Elapsed.TotalSeconds);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+    }
+
+    static string Cut(string s, int length) => s.Length <= length ? s : s[..length] + "...";
+
+    /// <summary>The findings and the wrong link counts (also the mount's reply to a scrub request, with problems,
+    /// texts and link counts cut to the caps so that it fits its message; the totals stay exact).</summary>
+    internal static void WriteStructures(Utf8JsonWriter w, ScrubReport report, int problemCap = int.MaxValue, int textCap = int.MaxValue, int mismatchCap = int.MaxValue)
     {
         {
             w.WriteStartArray("structures");
@@ -235,19 +295,22 @@ internal static class ScrubCommand
                 w.WriteString("verdict", f.Verdict switch { ScrubVerdict.Clean => "clean", ScrubVerdict.Damaged => "damaged", _ => "not-checked" });
                 w.WriteNumber("problemTotal", f.ProblemTotal);
                 w.WriteStartArray("problems");
-                foreach (var p in f.Problems) w.WriteStringValue(p);
+                foreach (var p in f.Problems.Take(problemCap)) w.WriteStringValue(Cut(p, textCap));
                 w.WriteEndArray();
                 w.WriteStartArray("notChecked");
-                foreach (var s in f.Skipped) w.WriteStringValue(s);
+                foreach (var s in f.Skipped) w.WriteStringValue(Cut(s, textCap));
                 w.WriteEndArray();
-                w.WriteString("line", f.ToString());
+                if (f.Note is { } note) w.WriteString("note", note);
+                w.WriteString("line", Cut(f.ToString(), textCap));
                 w.WriteNumber("seconds", f.Elapsed.TotalSeconds);
+                // Online only: how long the check held the AG's lock (writers of that AG waited at most this long).
+                if (f.AgLockHeld is { } held) w.WriteNumber("agLockSeconds", held.TotalSeconds);
                 w.WriteEndObject();
             }
             w.WriteEndArray();
             w.WriteNumber("nlinkMismatchTotal", report.LinkMismatchTotal);
             w.WriteStartArray("nlinkMismatches");
-            foreach (var m in report.LinkMismatches)
+            foreach (var m in report.LinkMismatches.Take(mismatchCap))
             {
                 w.WriteStartObject();
                 w.WriteNumber("ino", m.Ino);

@@ -194,7 +194,7 @@ public sealed class MountOnlineRepairTests(ITestOutputHelper output)
             {
                 Assert.True(stat.ExitCode != 0 && stat.Stderr.Contains("Permission denied", StringComparison.Ordinal), $"nobody could use the mount without allow_other: {stat}");
             }
-            foreach (string[] args in new[] { new[] { "health", mnt }, ["rmap", "repair", "--online", mnt], ["rmap", "repair", "--online", mnt, "--ag", "0", "--verify"] })
+            foreach (string[] args in new[] { new[] { "health", mnt }, ["rmap", "repair", "--online", mnt], ["rmap", "repair", "--online", mnt, "--ag", "0", "--verify"], ["scrub", mnt, "--repair"] })
             {
                 var refused = MountUsers.Xfbtree(MountUsers.Nobody, args);
                 Assert.True(refused.ExitCode == 2, $"{string.Join(' ', args)} as nobody (allow_other {allowOther}): {refused}");
@@ -203,7 +203,7 @@ public sealed class MountOnlineRepairTests(ITestOutputHelper output)
             }
             if (allowOther)
             {
-                Assert.True(mount.WaitForLog("refused a control request from uid 65534", 3, TimeSpan.FromSeconds(30)), mount.Stderr);
+                Assert.True(mount.WaitForLog("refused a control request from uid 65534", 4, TimeSpan.FromSeconds(30)), mount.Stderr);
             }
             var (code, stdout, stderr) = mount.Unmount();
             Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");

@@ -13,7 +13,7 @@ namespace Xfbtree.Xfs.Tests.Scrub;
 
 /// <summary>
 /// <c>xfbtree scrub --repair</c> on the corruption matrix (geom-bs1k AG 1, the kinds of <see cref="ScrubCorruptor"/>:
-/// 53 in the suite, all 79 with XFBTREE_LONG_TESTS=1): the damage is reported, repaired through
+/// 56 in the suite, all 79 with XFBTREE_LONG_TESTS=1): the damage is reported, repaired through
 /// the write engine, the image checks clean again, NEEDSREPAIR is cleared, xfs_repair -n agrees, and the kernel mounts
 /// it, reads every file, writes and deletes files (the first kind of each tree in the suite, every kind in long mode).
 /// </summary>

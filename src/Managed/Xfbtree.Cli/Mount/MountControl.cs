@@ -16,6 +16,17 @@ internal enum MountControlOperation : uint
 
     /// <summary>Rebuild one AG's rmap btree online now (and verify it with commits paused when asked); blocks until done.</summary>
     Repair = 3,
+
+    /// <summary>Scrub one AG online (every structure of it); the findings come back as JSON text (scrub messages only).</summary>
+    ScrubAg = 4,
+
+    /// <summary>Scrub the filesystem-wide structures online (superblock counters, link counts).</summary>
+    ScrubFilesystem = 5,
+
+    /// <summary>Check online (one AG, or every AG and the filesystem-wide structures when the AG is
+    /// <see cref="MountControl.AllAgs"/>) and repair what is damaged, with a re-check between rounds; the repair
+    /// outcomes come back as JSON text.</summary>
+    ScrubRepair = 6,
 }
 
 /// <summary>An AG's health as the mount reports it.</summary>
@@ -83,8 +94,18 @@ internal static class MountControl
 
     public const uint FlagVerify = 1;
 
+    /// <summary>The AG field of a request about every AG.</summary>
+    public const uint AllAgs = uint.MaxValue;
+
     /// <summary>_IOWR('x', 0xB7, 1024 bytes): a number no kernel ioctl of the VFS takes for itself.</summary>
     public static readonly uint Command = FuseIoctl.ReadWrite('x', 0xB7, MessageSize);
+
+    /// <summary>Request and reply size of the scrub operations: the largest an ioctl number can carry (the findings
+    /// of one AG, problems included, as JSON).</summary>
+    public const int ScrubMessageSize = 0x3FFF;
+
+    /// <summary>_IOWR('x', 0xB8, 16383 bytes): the same header and text as <see cref="Command"/>, with room for findings.</summary>
+    public static readonly uint ScrubCommand = FuseIoctl.ReadWrite('x', 0xB8, ScrubMessageSize);
 
     public static int HeaderSize => Unsafe.SizeOf<MountControlHeader>();
 
@@ -93,12 +114,12 @@ internal static class MountControl
     public static MountControlHeader ReadHeader(ReadOnlySpan<byte> message) => MemoryMarshal.Read<MountControlHeader>(message);
 
     public static string ReadText(ReadOnlySpan<byte> message, in MountControlHeader header) =>
-        Encoding.UTF8.GetString(message.Slice(HeaderSize, (int)Math.Min(header.TextLength, (uint)TextRoom)));
+        Encoding.UTF8.GetString(message.Slice(HeaderSize, (int)Math.Min(header.TextLength, (uint)(message.Length - HeaderSize))));
 
-    /// <summary>Writes the header and as much of <paramref name="text"/> as fits (cut at a character boundary).</summary>
+    /// <summary>Writes the header and as much of <paramref name="text"/> as fits in the message (cut at a character boundary).</summary>
     public static void Write(Span<byte> message, MountControlHeader header, string? text)
     {
-        Span<byte> room = message.Slice(HeaderSize, TextRoom);
+        Span<byte> room = message[HeaderSize..];
         int length = 0;
         if (!string.IsNullOrEmpty(text))
         {

@@ -13,9 +13,11 @@ internal static class MountControlClient
     /// <summary>Sends one request; null and the reply, or the one-line reason the mount could not be asked.</summary>
     public static string? Ask(string directory, MountControlOperation operation, uint ag, uint flags, out MountControlHeader reply, out string text)
     {
-        byte[] message = new byte[MountControl.MessageSize];
+        // The scrub operations carry findings: the larger message of their own command number.
+        bool scrub = operation is MountControlOperation.ScrubAg or MountControlOperation.ScrubFilesystem or MountControlOperation.ScrubRepair;
+        byte[] message = new byte[scrub ? MountControl.ScrubMessageSize : MountControl.MessageSize];
         MountControl.Write(message, new MountControlHeader { Version = MountControl.Version, Operation = operation, Ag = ag, Flags = flags }, null);
-        int errno = FuseIoctl.Call(directory, MountControl.Command, message, out _);
+        int errno = FuseIoctl.Call(directory, scrub ? MountControl.ScrubCommand : MountControl.Command, message, out _);
         if (errno != 0)
         {
             reply = default;

@@ -10,6 +10,8 @@ namespace Xfbtree.Cli.Mount;
 [SupportedOSPlatform("linux")]
 internal sealed class MountControlServer(MountRepairs repairs, string image, uint ownerUid, bool readOnly, Action<string> log)
 {
+    readonly MountScrubs _scrubs = new(repairs, log);
+
     [ThreadStatic]
     static uint t_sickAg;
     [ThreadStatic]
@@ -42,15 +44,19 @@ internal sealed class MountControlServer(MountRepairs repairs, string image, uin
     {
         result = 0;
         outputLength = 0;
-        if (command != MountControl.Command) return FuseErrno.ENOTTY;
+        if (command != MountControl.Command && command != MountControl.ScrubCommand) return FuseErrno.ENOTTY;
         if (context.Uid != 0 && context.Uid != ownerUid)
         {
             log($"xfbtree: mount: refused a control request from uid {context.Uid} (pid {context.Pid}): only root and the mount's owner (uid {ownerUid}) may use it");
             return FuseErrno.EPERM;
         }
-        if (input.Length < MountControl.MessageSize || output.Length < MountControl.MessageSize) return FuseErrno.EINVAL;
+        int size = FuseIoctl.SizeOf(command);
+        if (input.Length < size || output.Length < size) return FuseErrno.EINVAL;
+        output = output[..size];
         var request = MountControl.ReadHeader(input);
         if (request.Version != MountControl.Version) return FuseErrno.EPROTO;
+        bool scrub = request.Operation is MountControlOperation.ScrubAg or MountControlOperation.ScrubFilesystem or MountControlOperation.ScrubRepair;
+        if (scrub != (command == MountControl.ScrubCommand)) return FuseErrno.EINVAL; // findings need the large message
         MountControlHeader reply;
         string? text;
         switch (request.Operation)
@@ -96,6 +102,18 @@ internal sealed class MountControlServer(MountRepairs repairs, string image, uin
                 }
                 break;
             }
+            case MountControlOperation.ScrubAg:
+                if (request.Ag >= repairs.AgCount) return FuseErrno.EINVAL;
+                reply = _scrubs.CheckAg(request.Ag, output.Length - MountControl.HeaderSize, out text);
+                break;
+            case MountControlOperation.ScrubFilesystem:
+                reply = _scrubs.CheckFilesystem(output.Length - MountControl.HeaderSize, out text);
+                break;
+            case MountControlOperation.ScrubRepair:
+                if (request.Ag != MountControl.AllAgs && request.Ag >= repairs.AgCount) return FuseErrno.EINVAL;
+                if (readOnly) return FuseErrno.EROFS;
+                reply = _scrubs.Repair(request.Ag == MountControl.AllAgs ? null : request.Ag, context.Uid, output.Length - MountControl.HeaderSize, out text);
+                break;
             default:
                 return FuseErrno.EINVAL;
         }
@@ -104,7 +122,7 @@ internal sealed class MountControlServer(MountRepairs repairs, string image, uin
         reply.Ag = request.Ag;
         reply.Flags = request.Flags;
         MountControl.Write(output, reply, text);
-        outputLength = MountControl.MessageSize;
+        outputLength = size;
         return 0;
     }
 }

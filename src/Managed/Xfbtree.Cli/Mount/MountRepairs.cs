@@ -214,6 +214,19 @@ internal sealed class MountRepairs : IDisposable
 
     public bool IsSick(uint agno) => agno < AgCount && _engine.Ag(agno).IsSick;
 
+    /// <summary>The mounted image's engine (the scrub checks and repairs it).</summary>
+    public WriteEngine Engine => _engine;
+
+    /// <summary>Cancelled when the mount ends.</summary>
+    public CancellationToken Stopping => _stop.Token;
+
+    /// <summary>Runs <paramref name="body"/> with no repair running meanwhile (scrub checks and repairs: one at a time
+    /// with the rotation's and the asked-for rmap repairs).</summary>
+    public T Exclusive<T>(Func<T> body)
+    {
+        lock (_repairGate) return body();
+    }
+
     /// <summary>
     /// A request failed because AG <paramref name="target"/> was sick: when the mount heals sick AGs, waits until the
     /// AG is healthy again, two repair attempts of it failed, or the wait's bound passed. True when it is healthy

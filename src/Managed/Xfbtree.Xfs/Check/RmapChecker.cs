@@ -139,10 +139,23 @@ public static class RmapChecker
             ScanProblems = ag.Problems.Items,
             ScanProblemTotal = ag.Problems.Total,
         };
-        var geo = image.Geometry;
-        var agf = ag.Agf;
         using var ecur = expected.CreateCursor();
-        var join = new MergeJoin(ecur, rep, options.SampleLimit, observer);
+        bool counts = ag.BnobtBlocks.Count > 0 && ag.CntbtBlocks.Count > 0 && ag.MetadataComplete;
+        CompareAg(image, ag.Agf, ecur, rep, options, counts ? ag.BnobtBlocks.Count : -1, counts ? ag.CntbtBlocks.Count : -1, observer);
+        return rep;
+    }
+
+    /// <summary>
+    /// The comparison of one AG's on-disk rmapbt (located through <paramref name="agf"/>, null when unreadable) with
+    /// the expected records under <paramref name="expected"/>, in key order, into <paramref name="rep"/>: records,
+    /// structure, the AGF's rmap counters, and agf_btreeblks when the bnobt and cntbt block counts are given (not -1).
+    /// The offline check gives the scan's set; the online rmapbt check its shadow tree (docs/scrub.md).
+    /// </summary>
+    internal static void CompareAg(XfsImage image, Agf? agf, BtreeCursor<RmapbtOps> expected, AgCheckReport rep, RmapCheckOptions options,
+        long bnobtBlocks, long cntbtBlocks, IRmapCompareObserver? observer = null)
+    {
+        var geo = image.Geometry;
+        var join = new MergeJoin(expected, rep, options.SampleLimit, observer);
         if (agf == null)
         {
             rep.AddStructure("AGF unreadable: the rmapbt cannot be located", options.StructureLimit);
@@ -156,7 +169,7 @@ public static class RmapChecker
             rep.RmapbtReadable = true;
             var tree = image.OpenRmapbt(agf);
             // One walk: the engine's checker verifies every block and the structure and hands over the leaf records.
-            var check = tree.Check(geo.AgLength(ag.AgNumber), join.Record);
+            var check = tree.Check(geo.AgLength(rep.AgNumber), join.Record);
             rep.OnDiskBlocks = check.Blocks;
             rep.WalkViolations = check.ViolationCount;
             foreach (var v in check.Violations) rep.AddStructure("rmapbt: " + v, options.StructureLimit);
@@ -166,15 +179,14 @@ public static class RmapChecker
                 rep.AddStructure($"AGF rmap_blocks {agf.RmapBlocks}, but the rmapbt has {check.Blocks} blocks", options.StructureLimit);
             if (check.Height != agf.RmapLevel)
                 rep.AddStructure($"AGF rmap level {agf.RmapLevel}, but the tree is {check.Height} high", options.StructureLimit);
-            if (ag.BnobtBlocks.Count > 0 && ag.CntbtBlocks.Count > 0 && ag.MetadataComplete)
+            if (bnobtBlocks > 0 && cntbtBlocks > 0)
             {
-                long btreeblks = ag.BnobtBlocks.Count - 1 + ag.CntbtBlocks.Count - 1 + check.Blocks - 1;
+                long btreeblks = bnobtBlocks - 1 + cntbtBlocks - 1 + check.Blocks - 1;
                 if (btreeblks != agf.BtreeBlocks)
                     rep.AddStructure($"AGF btreeblks {agf.BtreeBlocks}, but bnobt+cntbt+rmapbt have {btreeblks} non-root blocks", options.StructureLimit);
             }
         }
         join.Finish();
-        return rep;
     }
 
     sealed class MergeJoin

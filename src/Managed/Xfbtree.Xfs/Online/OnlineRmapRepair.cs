@@ -4,6 +4,7 @@ using Xfbtree.Btree;
 using Xfbtree.Buffers;
 using Xfbtree.InMemory;
 using Xfbtree.Storage;
+using Xfbtree.Xfs.Check;
 using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Repair;
 using Xfbtree.Xfs.Trees;
@@ -94,6 +95,24 @@ public sealed record OnlineRmapRepairResult
     public TimeSpan LockedCommit { get; init; }
 }
 
+/// <summary>What an online check of one AG's rmapbt found (<see cref="OnlineRmapRepair.Check"/>).</summary>
+internal sealed record OnlineRmapCheckResult
+{
+    /// <summary>The comparison of the shadow (plus OWN_AG) with the on-disk rmapbt.</summary>
+    public required AgCheckReport Report { get; init; }
+    /// <summary>Why the comparison could not run (the OWN_AG records could not be known), or null.</summary>
+    public string? NotChecked { get; init; }
+    /// <summary>Live updates replayed into the shadow, and ignored.</summary>
+    public long LiveUpdatesApplied { get; init; }
+    public long LiveUpdatesIgnored { get; init; }
+    /// <summary>Inodes visited by the scan.</summary>
+    public long InodesScanned { get; init; }
+    /// <summary>Wall time of the whole check, of the inode scan, and of the locked comparison.</summary>
+    public TimeSpan Elapsed { get; init; }
+    public TimeSpan ScanTime { get; init; }
+    public TimeSpan TimeLocked { get; init; }
+}
+
 /// <summary>
 /// Rebuilds the rmapbt of one AG of an open <see cref="WriteEngine"/> while other threads keep writing
 /// (upstream's xrep_rmapbt with the coordinated inode scan and live hooks; docs/online-repair.md):
@@ -179,10 +198,35 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
         }
         _ = engine.Ag(agno); // validates the AG number
         using var repair = new OnlineRmapRepair(engine, agno, options);
-        return repair.Execute(progress, cancellationToken);
+        return repair.Execute(progress, "building the new rmapbt", (total, setup, scanTime) =>
+        {
+            OnlineRmapRepairResult result = repair.Finish();
+            engine.Ag(agno).MarkHealthy();
+            return result with { Elapsed = total.Elapsed, SetupTime = setup, ScanTime = scanTime };
+        }, cancellationToken);
     }
 
-    private OnlineRmapRepairResult Execute(IProgress<string>? progress, CancellationToken cancel)
+    /// <summary>
+    /// Checks AG <paramref name="agno"/>'s rmapbt online, changing nothing: the same setup, coordinated inode scan and
+    /// live hook as a repair collect the records every other piece of metadata implies into the shadow tree; then,
+    /// under the AG lock, the OWN_AG records (bnobt, cntbt, rmapbt blocks and the AGFL, read then) are added and the
+    /// shadow is compared with the on-disk rmapbt record by record (<see cref="RmapChecker"/>'s comparison: missing,
+    /// extra, different, structure, the AGF's rmap counters). Throws as <see cref="Run(WriteEngine, uint, IProgress{string}?, CancellationToken)"/>
+    /// when the scan cannot finish (a busy inode, an aborted scan, corrupt metadata the setup needs).
+    /// </summary>
+    internal static OnlineRmapCheckResult Check(WriteEngine engine, uint agno, OnlineRmapRepairOptions options, RmapCheckOptions checkOptions, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(engine);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(checkOptions);
+        _ = engine.Ag(agno);
+        using var check = new OnlineRmapRepair(engine, agno, options);
+        return check.Execute(null, "comparing with the on-disk rmapbt",
+            (total, _, scanTime) => check.FinishCheck(checkOptions) with { Elapsed = total.Elapsed, ScanTime = scanTime }, cancellationToken);
+    }
+
+    /// <summary>Setup, scan, then <paramref name="finish"/> (given the whole clock, the setup and scan times).</summary>
+    private T Execute<T>(IProgress<string>? progress, string finishing, Func<Stopwatch, TimeSpan, TimeSpan, T> finish, CancellationToken cancel)
     {
         var total = Stopwatch.StartNew();
         try
@@ -197,10 +241,8 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
             TimeSpan scanTime = scanClock.Elapsed;
             testHooks?.BeforeFinish?.Invoke();
             cancel.ThrowIfCancellationRequested();
-            progress?.Report($"AG {agno}: building the new rmapbt");
-            OnlineRmapRepairResult result = Finish();
-            engine.Ag(agno).MarkHealthy();
-            return result with { Elapsed = total.Elapsed, SetupTime = setup, ScanTime = scanTime };
+            progress?.Report($"AG {agno}: {finishing}");
+            return finish(total, setup, scanTime);
         }
         catch (OperationCanceledException)
         {
@@ -569,6 +611,93 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
         };
     }
 
+    /// <summary>The check's locked phase: one transaction holding the AG lock that changes nothing on disk (every
+    /// commit to the AG is on disk then and none runs, so a read view sees the AG as the hooks left the shadow).</summary>
+    private OnlineRmapCheckResult FinishCheck(RmapCheckOptions checkOptions)
+    {
+        var locked = new Stopwatch();
+        var report = new AgCheckReport(agno);
+        string? notChecked = null;
+        engine.Execute($"online rmap check AG {agno}", tx =>
+        {
+            tx.LockAgForRepair(agno);
+            locked.Restart();
+            RequireFinishedScan();
+            lock (shadowGate)
+            {
+                stopped = true; // no hook of this AG can run now: the shadow is final
+            }
+            using XfsImage view = engine.Image.CreateReadView();
+            Agf agf;
+            AgBlockBitmap ownAg;
+            long bnobtBlocks, cntbtBlocks;
+            try
+            {
+                agf = view.ReadAgf(agno);
+                if (!agf.TreeRootUsable(AgfTree.Bnobt, geo) || !agf.TreeRootUsable(AgfTree.Cntbt, geo) || !agf.TreeRootUsable(AgfTree.Rmapbt, geo))
+                {
+                    notChecked = "the OWN_AG records are not known: the AGF's tree roots are unusable (see AGF)";
+                    return;
+                }
+                AgBtreeBlockStore store = view.CreateAgStore(agno);
+                ownAg = new AgBlockBitmap(agLength);
+                bnobtBlocks = MarkTreeBlocks(view.OpenBnobt(agf, store), ownAg);
+                cntbtBlocks = MarkTreeBlocks(view.OpenCntbt(agf, store), ownAg);
+                MarkTreeBlocks(view.OpenRmapbt(agf, store), ownAg);
+                foreach (uint b in view.ReadAgfl(agno, agf).Blocks)
+                {
+                    ownAg.Set(b, 1);
+                }
+            }
+            catch (CorruptionException e)
+            {
+                notChecked = $"the OWN_AG records are not known: {e.Message} (the AG headers or free-space trees cannot be walked)";
+                return;
+            }
+            lock (shadowGate)
+            {
+                var editor = new RmapEditor(shadow.Tree);
+                try
+                {
+                    for (uint from = 0; from < agLength && ownAg.NextExtent(from, out uint s, out uint l); from = s + l)
+                    {
+                        editor.Map(new RmapRecord(s, l, RmapOwner.Ag, 0));
+                    }
+                    shadow.Commit();
+                }
+                catch (RmapOperationException e)
+                {
+                    shadow.Cancel();
+                    report.AddStructure($"an OWN_AG block (bnobt, cntbt, rmapbt or AGFL) is also owned by other metadata: {e.Message}", checkOptions.StructureLimit);
+                    return;
+                }
+                finally
+                {
+                    editor.Cursor.Dispose();
+                }
+                using BtreeCursor<RmapbtOps> expected = shadow.CreateCursor();
+                RmapChecker.CompareAg(view, agf, expected, report, checkOptions, bnobtBlocks, cntbtBlocks);
+            }
+        });
+        return new OnlineRmapCheckResult
+        {
+            Report = report,
+            NotChecked = notChecked,
+            LiveUpdatesApplied = Interlocked.Read(ref applied),
+            LiveUpdatesIgnored = Interlocked.Read(ref ignored),
+            InodesScanned = Interlocked.Read(ref inodesScanned),
+            TimeLocked = locked.Elapsed,
+        };
+    }
+
+    private static long MarkTreeBlocks<TOps>(Btree<TOps> tree, AgBlockBitmap into) where TOps : struct, IBtreeOps
+    {
+        var visitor = new BitmapVisitor { Bitmap = into };
+        using BtreeCursor<TOps> cur = tree.CreateCursor();
+        cur.VisitBlocks(ref visitor);
+        return visitor.Blocks;
+    }
+
     /// <summary>The scan must have finished, not aborted (the AG lock keeps every hook of this AG away now).</summary>
     private void RequireFinishedScan()
     {
@@ -818,8 +947,13 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
     private struct BitmapVisitor : IBtreeBlockVisitor
     {
         public AgBlockBitmap Bitmap;
+        public long Blocks;
 
-        public readonly void Visit(int level, long pointer, ReadOnlySpan<byte> block) => Bitmap.Set((uint)pointer, 1);
+        public void Visit(int level, long pointer, ReadOnlySpan<byte> block)
+        {
+            Bitmap.Set((uint)pointer, 1);
+            Blocks++;
+        }
     }
 
     private long CountRegions(AgBlockBitmap bitmap)

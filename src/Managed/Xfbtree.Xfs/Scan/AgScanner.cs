@@ -50,6 +50,40 @@ internal sealed class AgScanner
 
     void Problem(uint agno, string where, string what) => _problems[agno].Add(agno, where, what);
 
+    /// <summary>
+    /// Reads the AGF, AGI and AGFL of <paramref name="res"/>'s AG into it, each problem (unreadable, or a field the
+    /// parser refuses) into <paramref name="problems"/>; false when there was one. The offline scan and the online
+    /// scrub (a read view under the AG lock) read the headers this one way.
+    /// </summary>
+    internal static bool ReadHeaders(XfsImage image, AgScanResult res, ProblemList problems)
+    {
+        uint agno = res.AgNumber;
+        bool complete = true;
+        void Problem(string where, string what) { problems.Add(agno, where, what); complete = false; }
+        try { res.Agf = image.ReadAgf(agno); }
+        catch (CorruptionException e) { Problem("AGF", e.Message); }
+        try { res.Agi = image.ReadAgi(agno); }
+        catch (CorruptionException e) { Problem("AGI", e.Message); }
+        if (res.Agf is { } agf)
+        {
+            foreach (var p in agf.Problems) Problem("AGF", p);
+        }
+        if (res.Agi is { } agi)
+        {
+            foreach (var p in agi.Problems) Problem("AGI", p);
+        }
+        if (res.Agf is { } f)
+        {
+            try
+            {
+                res.Agfl = image.ReadAgfl(agno, f);
+                foreach (var p in res.Agfl.Problems) Problem("AGFL", p);
+            }
+            catch (CorruptionException e) { Problem("AGFL", e.Message); }
+        }
+        return complete;
+    }
+
     /// <summary>Scans AG <paramref name="res"/>.AgNumber; <paramref name="metadata"/> false skips the AG's own metadata records (AG not selected).</summary>
     public void ScanAg(AgScanResult res, bool metadata, CancellationToken cancel)
     {
@@ -58,26 +92,9 @@ internal sealed class AgScanner
         bool complete = true;
         var store = _img.CreateAgStore(agno);
 
-        Agf? agf = null;
-        Agi? agi = null;
-        try { agf = _img.ReadAgf(agno); }
-        catch (CorruptionException e) { Problem(agno, "AGF", e.Message); complete = false; }
-        try { agi = _img.ReadAgi(agno); }
-        catch (CorruptionException e) { Problem(agno, "AGI", e.Message); complete = false; }
-        if (agf != null) foreach (var p in agf.Problems) { Problem(agno, "AGF", p); complete = false; }
-        if (agi != null) foreach (var p in agi.Problems) { Problem(agno, "AGI", p); complete = false; }
-        res.Agf = agf;
-        res.Agi = agi;
-        if (agf != null)
-        {
-            try
-            {
-                var agfl = _img.ReadAgfl(agno, agf);
-                res.Agfl = agfl;
-                foreach (var p in agfl.Problems) { Problem(agno, "AGFL", p); complete = false; }
-            }
-            catch (CorruptionException e) { Problem(agno, "AGFL", e.Message); complete = false; }
-        }
+        complete &= ReadHeaders(_img, res, _problems[agno]);
+        var agf = res.Agf;
+        var agi = res.Agi;
 
         if (metadata)
         {

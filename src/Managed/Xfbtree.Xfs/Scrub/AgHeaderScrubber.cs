@@ -34,7 +34,7 @@ internal static class AgHeaderScrubber
         else f.Skip("free space counters not compared with the rmap: " + ctx.RmapUnusable);
         if (ctx.BnobtHeight >= 0 && agf.BnoLevel != ctx.BnobtHeight) f.Damage($"bnobt level {agf.BnoLevel}, but the tree is {ctx.BnobtHeight} high");
         if (ctx.CntbtHeight >= 0 && agf.CntLevel != ctx.CntbtHeight) f.Damage($"cntbt level {agf.CntLevel}, but the tree is {ctx.CntbtHeight} high");
-        long rmapBlocks = ctx.Scan.RmapbtBlocks.Count;
+        long rmapBlocks = ctx.RmapbtBlockCount;
         // The scan collects the rmapbt's blocks without judging it: count them only when the rmapbt reads whole.
         if (ctx.BnobtBlocks > 0 && ctx.CntbtBlocks > 0 && rmapBlocks > 0 && ctx.OnDiskRmapUnusable == null)
         {

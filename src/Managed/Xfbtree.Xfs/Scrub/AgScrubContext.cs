@@ -22,6 +22,30 @@ internal sealed class AgScrubContext
     /// <paramref name="scratch"/> lends the lists (reused from AG to AG; <see cref="ReleaseScratch"/> gives them back).
     /// </summary>
     public AgScrubContext(XfsImage image, AgScanResult scan, bool scanComplete, ScrubOptions options, ScrubScratch scratch)
+        : this(image, scan, scanComplete, options, scratch, online: false, rmapDamaged: null)
+    {
+    }
+
+    /// <summary>
+    /// The context of an online check of AG <paramref name="agno"/>: its headers read from <paramref name="view"/> (a
+    /// read view made while the caller holds the AG's lock, so that every commit to the AG is on disk and none runs);
+    /// the AG's own on-disk rmapbt, walked once, is the rmap source of the free-space, reference-count and
+    /// special-owner comparisons (as the kernel's scrub cross-references), instead of a set computed from every other
+    /// piece of metadata: the rmapbt itself is checked apart, against a scan with live hooks.
+    /// </summary>
+    /// <param name="view">The read view, made under the AG lock.</param>
+    /// <param name="agno">The AG.</param>
+    /// <param name="options">The scrub's options.</param>
+    /// <param name="rmapDamaged">Why the on-disk rmapbt may not serve as the source (the online rmapbt check found it
+    /// damaged), or null: the comparisons with it then say "not checked" with this reason.</param>
+    public static AgScrubContext ForOnlineCheck(XfsImage view, uint agno, ScrubOptions options, string? rmapDamaged = null)
+    {
+        var scan = new AgScanResult(agno, null, new ProblemList(options.ProblemLimit));
+        scan.MetadataComplete = AgScanner.ReadHeaders(view, scan, scan.Problems);
+        return new AgScrubContext(view, scan, scanComplete: true, options, new ScrubScratch(), online: true, rmapDamaged);
+    }
+
+    private AgScrubContext(XfsImage image, AgScanResult scan, bool scanComplete, ScrubOptions options, ScrubScratch scratch, bool online, string? rmapDamaged)
     {
         _scanComplete = scanComplete;
         Image = image;
@@ -32,7 +56,73 @@ internal sealed class AgScrubContext
         AgLength = Geometry.AgLength(AgNumber);
         Store = image.CreateAgStore(AgNumber);
         Scratch = scratch;
-        CompareRmapAndDerive(scratch);
+        RmapbtBlockCount = scan.RmapbtBlocks.Count;
+        if (!online)
+        {
+            CompareRmapAndDerive(scratch);
+            return;
+        }
+        RmapReport = new AgCheckReport(AgNumber); // the online rmapbt check is made apart
+        if (rmapDamaged != null)
+        {
+            RmapUnusable = OnDiskRmapUnusable = rmapDamaged;
+            return;
+        }
+        DeriveFromOnDiskRmap(scratch);
+    }
+
+    /// <summary>Blocks of the on-disk rmapbt (for agf_btreeblks): the scan's count offline, the walk's online.</summary>
+    public long RmapbtBlockCount { get; private set; }
+
+    /// <summary>
+    /// Online: one walk of the on-disk rmapbt hands every record to the same derivation the offline compare feeds
+    /// from the expected set (gaps, shared extents) and from the on-disk records (special owners): here the on-disk
+    /// records are both. Damage in the walk (or records out of key order) leaves the comparisons "not checked".
+    /// </summary>
+    void DeriveFromOnDiskRmap(ScrubScratch scratch)
+    {
+        const string Damaged = "the on-disk rmapbt is damaged (see rmapbt)";
+        var agf = Scan.Agf;
+        if (agf == null || !agf.TreeRootUsable(AgfTree.Rmapbt, Geometry))
+        {
+            OnDiskRmapUnusable = "the on-disk rmapbt cannot be located";
+            RmapUnusable = OnDiskRmapUnusable + " (see rmapbt)";
+            return;
+        }
+        var pass = new DerivingObserver(scratch, AgLength, Image.Superblock.HasReflink);
+        var sink = new SourceSink(pass);
+        List<string> problems;
+        long blocks = 0;
+        try { problems = RmapbtWalker.Walk(Image.OpenRmapbt(agf, Store), ref sink, out blocks); }
+        catch (CorruptionException e) { problems = [e.Message]; }
+        if (problems.Count > 0 || !sink.InKeyOrder)
+        {
+            OnDiskRmapUnusable = RmapUnusable = Damaged;
+            return;
+        }
+        RmapbtBlockCount = blocks;
+        FreeExtents = pass.FinishFreeExtents();
+        ImpliedShared = pass.FinishShared();
+        OnDiskOwnAg = scratch.OwnAg;
+        OnDiskInodeChunks = scratch.InodeChunks;
+        OnDiskCow = scratch.Cow;
+    }
+
+    /// <summary>The on-disk records as the rmap source: each is an expected record and an on-disk one of the derivation.</summary>
+    sealed class SourceSink(DerivingObserver pass) : IRmapRecordSink
+    {
+        uint _lastStart;
+
+        /// <summary>False when a record starts before the one before it (the sweeps need start order).</summary>
+        public bool InKeyOrder { get; private set; } = true;
+
+        public void Record(in RmapRecord record)
+        {
+            InKeyOrder &= record.StartBlock >= _lastStart;
+            _lastStart = record.StartBlock;
+            pass.Expected(record);
+            pass.OnDisk(record);
+        }
     }
 
     readonly bool _scanComplete;
@@ -120,7 +210,7 @@ internal sealed class AgScrubContext
         else
         {
             var pass = new DerivingObserver(scratch, AgLength, Image.Superblock.HasReflink);
-            RmapReport = RmapChecker.CheckAg(Image, Scan, new RmapCheckOptions { SampleLimit = 1, StructureLimit = Options.ProblemLimit }, pass);
+            RmapReport = RmapChecker.CheckAg(Image, Scan, RmapbtScrubber.CheckOptions(Options), pass);
             // Any AG's damage counts: an inode skipped in one AG leaves its extents in every AG out of the set.
             if (!_scanComplete || Scan.Problems.Total > 0 || !Scan.MetadataComplete)
                 RmapUnusable = "the scan met damage (see rmapbt), so the space it implies is not complete";

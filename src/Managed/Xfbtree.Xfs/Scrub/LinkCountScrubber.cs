@@ -91,6 +91,10 @@ internal sealed class LinkCountScrubber
         finally { _image.Cache.Release(buf); }
     }
 
+    /// <summary>The nlinks finding's damage for <paramref name="total"/> wrong counts (offline and online alike).</summary>
+    internal static void ReportWrongCounts(ScrubFinding finding, long total) =>
+        finding.Damage(total, total == 1 ? "1 inode has a wrong link count" : $"{total} inodes have a wrong link count");
+
     /// <summary>Compares every count with the inode's nlink; returns the finding and the wrong counts (bounded).</summary>
     public (ScrubFinding Finding, List<LinkCountMismatch> Mismatches, long Total) Finish(int limit)
     {
@@ -119,7 +123,7 @@ internal sealed class LinkCountScrubber
             total++;
             if (wrong.Count < limit) wrong.Add(new LinkCountMismatch(ino, nlinks[i], counted));
         }
-        _finding.Damage(total, total == 1 ? "1 inode has a wrong link count" : $"{total} inodes have a wrong link count");
+        ReportWrongCounts(_finding, total);
 
         // Links naming an inode that is neither in use nor unreadable.
         long dangling = 0;

@@ -11,9 +11,17 @@ internal static class RmapbtScrubber
 {
     /// <summary>The rmapbt finding, from the compare the context ran when it was made (<see cref="AgScrubContext.RmapReport"/>).</summary>
     public static ScrubFinding Check(AgScrubContext ctx)
+        => FromReport(ctx.RmapReport, ctx.ScanComplete, ctx.Options);
+
+    /// <summary>The options of the comparison behind an rmapbt finding.</summary>
+    public static RmapCheckOptions CheckOptions(ScrubOptions options) => new() { SampleLimit = 1, StructureLimit = options.ProblemLimit };
+
+    /// <summary>The rmapbt finding of a comparison (offline with the scan's set, online with the shadow tree of a
+    /// scan with live hooks); <paramref name="judgeExtra"/>: the expected set is complete, so records on disk and
+    /// not expected are damage.</summary>
+    public static ScrubFinding FromReport(AgCheckReport rep, bool judgeExtra, ScrubOptions options)
     {
-        var f = new ScrubFinding("rmapbt", ctx.AgNumber, ctx.Options.ProblemLimit);
-        var rep = ctx.RmapReport;
+        var f = new ScrubFinding("rmapbt", rep.AgNumber, options.ProblemLimit);
         string Sample(RmapDifferenceKind kind)
         {
             foreach (var s in rep.Samples)
@@ -23,7 +31,7 @@ internal static class RmapbtScrubber
         f.Damage(rep.Missing, $"{rep.Missing} records missing{Sample(RmapDifferenceKind.Missing)}");
         // An inode the scan could not read (in any AG) leaves its records out of every AG's expected set, so records
         // on disk but not expected are damage only when the scan saw everything.
-        if (ctx.ScanComplete || rep.Extra == 0) f.Damage(rep.Extra, $"{rep.Extra} records extra{Sample(RmapDifferenceKind.Extra)}");
+        if (judgeExtra || rep.Extra == 0) f.Damage(rep.Extra, $"{rep.Extra} records extra{Sample(RmapDifferenceKind.Extra)}");
         else f.Skip($"{rep.Extra} records on disk but not expected not judged: the scan met damage in another AG");
         f.Damage(rep.Different, $"{rep.Different} records differ{Sample(RmapDifferenceKind.Different)}");
         foreach (var s in rep.Structure) f.Damage(s);

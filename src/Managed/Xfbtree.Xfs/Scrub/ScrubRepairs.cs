@@ -166,8 +166,30 @@ internal static class ScrubRepairs
     {
         ArgumentNullException.ThrowIfNull(findings);
         ArgumentNullException.ThrowIfNull(options);
-        var outcomes = new List<ScrubRepairOutcome>();
         using WriteEngine engine = WriteEngine.Open(imagePath);
+        List<ScrubRepairOutcome> outcomes = RepairRounds(engine, findings, options, () =>
+        {
+            using (engine.PauseCommits())
+            {
+                using XfsImage view = engine.Image.CreateReadView();
+                return Scrubber.Run(view, options, cancel);
+            }
+        }, cancel);
+        engine.Close();
+        return outcomes;
+    }
+
+    /// <summary>
+    /// Rounds of <see cref="Run(ScrubRepairContext, Action{string}?, ISet{string}, out List{ScrubRepairOutcome})"/> on an open engine (writers may
+    /// run), each followed by <paramref name="recheck"/> while a repair waited for its source or some damage has no
+    /// repair, until nothing per-AG is left damaged, a round repairs nothing, or <see cref="MaxRounds"/>. The
+    /// offline repair re-checks a read view with commits paused; the online scrub checks online again.
+    /// </summary>
+    internal static List<ScrubRepairOutcome> RepairRounds(WriteEngine engine, ScrubReport findings, ScrubOptions options, Func<ScrubReport> recheck, CancellationToken cancel)
+    {
+        ArgumentNullException.ThrowIfNull(engine);
+        ArgumentNullException.ThrowIfNull(recheck);
+        var outcomes = new List<ScrubRepairOutcome>();
         ScrubReport report = findings;
         List<ScrubRepairOutcome> waiting = [];
         var wideDone = new HashSet<string>();
@@ -180,11 +202,7 @@ internal static class ScrubRepairs
             // Check again (a read view, commits paused) when a repair waited for its source or some damage has no
             // repair: it may have been a symptom of what was just repaired.
             if (!done.Any(o => o.Repaired && o.AgNumber is not null) || (waiting.Count == 0 && Unanswered(report, engine).Count == 0)) break;
-            using (engine.PauseCommits())
-            {
-                using XfsImage view = engine.Image.CreateReadView();
-                report = Scrubber.Run(view, options, cancel);
-            }
+            report = recheck();
             // The superblock counters on disk are the engine's close's to write.
             if (!report.Findings.Any(f => IsDamaged(f) && f.Structure != "superblock counters") || waiting.Count == 0)
             {
@@ -197,7 +215,6 @@ internal static class ScrubRepairs
         {
             outcomes.Add(new ScrubRepairOutcome(f.Structure, f.AgNumber, false, "no repair rebuilds this structure yet", TimeSpan.Zero));
         }
-        engine.Close();
         return outcomes;
     }
 
@@ -311,6 +328,11 @@ internal static class ScrubRepairs
 
         public bool Answers(string structure) => structure == "superblock counters";
 
-        public string Repair(ScrubRepairContext context, uint? agno) => "recomputed from the AG headers when the engine closes the image";
+        public string Repair(ScrubRepairContext context, uint? agno)
+        {
+            // The engine's in-core inode counters follow the AGIs from now on (an online re-check compares them).
+            var (icount, ifree) = OnlineScrubber.SetInodeCountersFromAgHeaders(context.Engine);
+            return $"recomputed from the AG headers when the engine closes the image (in-core now: {icount} inodes, {ifree} free)";
+        }
     }
 }

@@ -41,6 +41,9 @@ public sealed class ScrubFinding
     public IReadOnlyList<string> Skipped => _skipped;
     /// <summary>Wall time of this structure's checks (the inobt's includes reading the directories for the link counts).</summary>
     public TimeSpan Elapsed { get; internal set; }
+    /// <summary>Online checks: how long the check held the AG's lock (the AG-local structures of an AG share one
+    /// hold; the rmapbt's is its final comparison; the superblock counters hold every AG); null offline.</summary>
+    public TimeSpan? AgLockHeld { get; internal set; }
     /// <summary>Records, blocks or inodes looked at (for the clean line), or null.</summary>
     public string? Note { get; internal set; }
 
@@ -67,6 +70,17 @@ public sealed class ScrubFinding
 
     /// <summary>Records a check that could not run.</summary>
     internal void Skip(string reason) => _skipped.Add(reason);
+
+    /// <summary>A finding as another process made it (the online scrub of a mount): its kept problems, their exact
+    /// total and the checks that could not run.</summary>
+    internal static ScrubFinding Restore(string structure, uint? agNumber, IReadOnlyList<string> problems, long problemTotal, IEnumerable<string> skipped)
+    {
+        var f = new ScrubFinding(structure, agNumber, Math.Max(1, problems.Count));
+        f._problems.AddRange(problems);
+        f.ProblemTotal = Math.Max(problemTotal, problems.Count);
+        f._skipped.AddRange(skipped);
+        return f;
+    }
 
     /// <summary>The report line: "AG 2 bnobt: clean (12 records)", "AG 0 refcountbt: damaged: 3 block ranges differ ...".</summary>
     public override string ToString()
@@ -139,4 +153,6 @@ public sealed record ScrubOptions
     public int LinkMismatchLimit { get; init; } = 1000;
     /// <summary>Called with a short phase description.</summary>
     public Action<string>? Progress { get; init; }
+    /// <summary>Test-only callbacks of the online checks.</summary>
+    internal OnlineScrubTestHooks? OnlineTestHooks { get; init; }
 }

@@ -54,30 +54,7 @@ public static class Scrubber
             options.Progress?.Invoke($"scrubbing AG {ag.AgNumber}/{image.Geometry.AgCount}");
             var ctx = new AgScrubContext(image, ag, scanComplete, options, scratch);
             contexts.Add(ctx);
-            var t = Stopwatch.StartNew();
-            var (bno, cnt) = FreeSpaceScrubber.Check(ctx);
-            bno.Elapsed = t.Elapsed;   // both trees' walks: the cntbt's share is not split out
-            t.Restart();
-            var (ino, fino) = InodeBtreeScrubber.Check(ctx, links);
-            ino.Elapsed = t.Elapsed;
-            t.Restart();
-            var rmap = RmapbtScrubber.Check(ctx);
-            rmap.Elapsed = ctx.RmapCompareElapsed + t.Elapsed;   // the compare ran first, in the context's one pass
-            t.Restart();
-            var refc = RefcountScrubber.Check(ctx);
-            if (refc != null) refc.Elapsed = t.Elapsed;
-            t.Restart();
-            if (AgHeaderScrubber.CheckSecondarySuperblock(ctx) is { } sb) findings.Add(sb);
-            findings.Add(AgHeaderScrubber.CheckAgf(ctx));
-            findings.Add(AgHeaderScrubber.CheckAgfl(ctx));
-            findings.Add(AgHeaderScrubber.CheckAgi(ctx));
-            findings[^3].Elapsed = t.Elapsed;   // the AGF line carries the headers' time (the superblock's included)
-            findings.Add(bno);
-            findings.Add(cnt);
-            findings.Add(ino);
-            if (fino != null) findings.Add(fino);
-            findings.Add(rmap);
-            if (refc != null) findings.Add(refc);
+            CheckAgStructures(ctx, links, findings, withRmapbt: true);
             ctx.ReleaseScratch();
             ag.Dispose();   // the AG's expected set: its pages go back now (the headers stay for the superblock counters)
         }
@@ -94,5 +71,45 @@ public static class Scrubber
             mismatchTotal = total;
         }
         return new ScrubReport(findings, mismatches, mismatchTotal, sw.Elapsed, scanElapsed);
+    }
+
+    /// <summary>
+    /// The checks of one AG in report order (secondary superblock, AGF, AGFL, AGI, bnobt, cntbt, inobt, finobt,
+    /// rmapbt, refcountbt), appended to <paramref name="findings"/>; the headers last in time, as the tree walks supply
+    /// their counts. Without <paramref name="withRmapbt"/> (online: the rmapbt is checked apart, against a scan with
+    /// live hooks) the rmapbt is left out and the return value is where it goes in the list.
+    /// </summary>
+    internal static int CheckAgStructures(AgScrubContext ctx, LinkCountScrubber? links, List<ScrubFinding> findings, bool withRmapbt)
+    {
+        var t = Stopwatch.StartNew();
+        var (bno, cnt) = FreeSpaceScrubber.Check(ctx);
+        bno.Elapsed = t.Elapsed;   // both trees' walks: the cntbt's share is not split out
+        t.Restart();
+        var (ino, fino) = InodeBtreeScrubber.Check(ctx, links);
+        ino.Elapsed = t.Elapsed;
+        t.Restart();
+        ScrubFinding? rmap = null;
+        if (withRmapbt)
+        {
+            rmap = RmapbtScrubber.Check(ctx);
+            rmap.Elapsed = ctx.RmapCompareElapsed + t.Elapsed;   // the compare ran first, in the context's one pass
+            t.Restart();
+        }
+        var refc = RefcountScrubber.Check(ctx);
+        if (refc != null) refc.Elapsed = t.Elapsed;
+        t.Restart();
+        if (AgHeaderScrubber.CheckSecondarySuperblock(ctx) is { } sb) findings.Add(sb);
+        findings.Add(AgHeaderScrubber.CheckAgf(ctx));
+        findings.Add(AgHeaderScrubber.CheckAgfl(ctx));
+        findings.Add(AgHeaderScrubber.CheckAgi(ctx));
+        findings[^3].Elapsed = t.Elapsed;   // the AGF line carries the headers' time (the superblock's included)
+        findings.Add(bno);
+        findings.Add(cnt);
+        findings.Add(ino);
+        if (fino != null) findings.Add(fino);
+        int rmapAt = findings.Count;
+        if (rmap != null) findings.Add(rmap);
+        if (refc != null) findings.Add(refc);
+        return rmapAt;
     }
 }

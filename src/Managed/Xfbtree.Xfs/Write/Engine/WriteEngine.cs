@@ -88,6 +88,15 @@ public sealed partial class WriteEngine : IDisposable
     /// recomputes both from the AGIs).</summary>
     public (long Icount, long Ifree) InodeCounterDeltas => (Interlocked.Read(ref icountDelta), Interlocked.Read(ref ifreeDelta));
 
+    /// <summary>Sets the in-core sb_icount / sb_ifree (the superblock's figures at open plus the deltas) to these
+    /// values, counted from the AGIs while no inode allocation can commit (the online superblock counter repair).</summary>
+    internal void ResetInodeCounters(ulong icount, ulong ifree)
+    {
+        Superblock sb = Geometry.Superblock;
+        Interlocked.Exchange(ref icountDelta, (long)icount - (long)sb.InodeCount);
+        Interlocked.Exchange(ref ifreeDelta, (long)ifree - (long)sb.FreeInodes);
+    }
+
     internal void ApplyInodeCounterDeltas(long icount, long ifree)
     {
         Interlocked.Add(ref icountDelta, icount);
