@@ -265,4 +265,39 @@ public sealed class AttrFormatTests
         }
         Assert.True(adds > 100 && removes > 100 && full > 0 && compactions > 0, $"adds {adds}, removes {removes}, refusals {full}, compactions {compactions}: the run did not cover every path");
     }
+
+    /// <summary>A leaf whose free map the kernel's verifier refuses (an unaligned region), written by xfs_db with a
+    /// good CRC: reads and in-place changes alike are Corrupt and change nothing.</summary>
+    [Fact]
+    public void LeafWithBadFreeMapIsCorrupt()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        ulong ino;
+        using (var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
+        {
+            ino = fs.Create("/bad-freemap");
+            for (int i = 0; i < 30; i++) fs.SetXattr(ino, $"user.n{i}", new byte[100]);
+            Assert.Equal("leaf", fs.Attributes.DescribeForm(ino));
+            fs.Close();
+        }
+        TreeFixtures.Run(TreeFixtures.Tool("xfs_db"), ["-x", "-c", $"inode {ino}", "-c", "ablock 0", "-c", "write -d hdr.freemap[0].base 322", image]);
+        using (var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
+        {
+            foreach (Action call in new Action[]
+            {
+                () => fs.GetXattr(ino, "user.n1", new byte[200]),
+                () => fs.SetXattr(ino, "user.new", "x"u8),
+                () => fs.SetXattr(ino, "user.n3", "y"u8),
+                () => fs.RemoveXattr(ino, "user.n2"),
+            })
+            {
+                var e = Assert.Throws<XfsWriteException>(call);
+                Assert.Equal(WriteErrorKind.Corrupt, e.Kind);
+                Assert.Contains("free map", e.Message, StringComparison.Ordinal);
+            }
+            fs.Close();
+        }
+        Assert.Contains("= 322", TreeFixtures.XfsDb(image, $"inode {ino}", "ablock 0", "print hdr.freemap[0].base"), StringComparison.Ordinal);
+    }
 }

@@ -50,15 +50,14 @@ internal static class AttrLeafEditor
         return lo;
     }
 
-    /// <summary>Null when every free-map region lies inside the block on 4-byte boundaries (the kernel's leaf
-    /// verifier), else why not. The editor trusts the map only after this.</summary>
+    /// <summary>Null when every free-map region lies inside the block on 4-byte boundaries (what the kernel's leaf
+    /// verifier checks), else why not. Where a region may go is checked again before it is used.</summary>
     public static string? CheckFreeMap(ReadOnlySpan<byte> block)
     {
         for (int i = 0; i < FreeMapSlots; i++)
         {
             int b = FreeBase(block, i), s = FreeSize(block, i);
             if ((b & 3) != 0 || (s & 3) != 0 || b + s > block.Length) return $"free map slot {i} ({b}+{s}) is not an aligned region of the block";
-            if (s > 0 && b < AttrFormat.LeafHeaderSize) return $"free map slot {i} ({b}+{s}) overlaps the header";
         }
         return null;
     }

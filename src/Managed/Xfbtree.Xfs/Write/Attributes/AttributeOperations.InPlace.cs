@@ -67,7 +67,6 @@ internal sealed partial class AttributeOperations
             }
             var leafBlock = leafBuffer.Span[..bs];
             var leaf = AttrBlocks.ParseLeaf(leafBlock, leafBuffer.Daddr, inode.Ino, Geo.MetaUuid);
-            if (AttrLeafEditor.CheckFreeMap(leafBlock) is { } badMap) throw new AttrFormatException($"attr leaf {logical}: {badMap}");
             if (path.Count == 0 && (leaf.Forw != 0 || leaf.Back != 0)) throw new AttrFormatException("attr root leaf has siblings");
             var entries = leaf.Entries;
             if (entries.Count == 0) return false;
@@ -136,10 +135,11 @@ internal sealed partial class AttributeOperations
             var old = found >= 0 ? entries[found] : null;
             if (newRemoteBlocks > 0 || (old is not null && old.RemoteBlock != 0))
             {
+                // New value blocks, and bmbt blocks for the records they add or an unmap in mid-extent splits off.
+                tx.EnsureSpace(newRemoteBlocks + fork.WorstCaseNewBmbtBlocks(2 * newRemoteBlocks + 2), AllocationPurpose.FileData);
                 var edit = new FileEdit(tx, inode, fork);
                 if (newRemoteBlocks > 0)
                 {
-                    tx.EnsureSpace(newRemoteBlocks + fork.WorstCaseNewBmbtBlocks(2 * newRemoteBlocks + 2), AllocationPurpose.FileData);
                     ulong hint = InodeFsbno(inode);
                     MapHoles(tx, edit, fork, replacement!.RemoteBlock, (ulong)newRemoteBlocks, ref hint, Where(inode));
                     for (int i = 0; i < newRemoteBlocks; i++)
