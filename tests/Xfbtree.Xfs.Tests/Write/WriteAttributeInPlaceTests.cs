@@ -125,6 +125,19 @@ public sealed class WriteAttributeInPlaceTests(ITestOutputHelper output) : Write
                 TreeFixtures.Run("/bin/umount", [mnt]);
             }
             WriteEngineTestSupport.AssertOraclesClean(image, $"round {round}: the kernel's forks");
+            if (round == 0)
+            {
+                // The precondition: the kernel's leaf has holes in its name area (removals below firstused).
+                ulong leafIno;
+                using (var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
+                {
+                    leafIno = fs.Lookup(paths[0]);
+                    fs.Close();
+                }
+                string header = TreeFixtures.XfsDb(image, $"inode {leafIno}", "ablock 0", "print hdr.holes hdr.freemap");
+                Output.WriteLine($"the kernel's leaf: {header.Replace('\n', ' ')}");
+                Assert.Contains("hdr.holes = 1", header, StringComparison.Ordinal);
+            }
             using (var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
             {
                 AssertEngineMatches(fs, model, $"round {round}: the engine reads the kernel's forks");
