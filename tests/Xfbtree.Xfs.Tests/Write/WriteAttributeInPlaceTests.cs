@@ -69,6 +69,7 @@ public sealed class WriteAttributeInPlaceTests(ITestOutputHelper output) : Write
             Output.WriteLine($"{ops.InPlaceChanges - beforeInserts} of 200 inserts made in place");
             Assert.True(ops.InPlaceChanges - beforeInserts >= 150, "fewer than 150 of 200 inserts were made in place: rewritten leaves keep no room");
             AssertEngineMatches(fs, model, "engine node fork changed in place");
+            AssertGetsFromOneLeaf(fs, model, path);
             fs.Close();
         }
         AssertAllOracles(image, scratch.Directory, model, "engine node fork changed in place");
@@ -141,6 +142,7 @@ public sealed class WriteAttributeInPlaceTests(ITestOutputHelper output) : Write
             using (var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
             {
                 AssertEngineMatches(fs, model, $"round {round}: the engine reads the kernel's forks");
+                foreach (string path in paths) AssertGetsFromOneLeaf(fs, model, path);
                 if (round == 0) Assert.Equal("leaf", fs.Attributes.DescribeForm(fs.Lookup(paths[0])));
                 Assert.Equal("node", fs.Attributes.DescribeForm(fs.Lookup(paths[1])));
                 foreach (string path in paths)
@@ -168,5 +170,19 @@ public sealed class WriteAttributeInPlaceTests(ITestOutputHelper output) : Write
             }
             AssertAllOracles(image, scratch.Directory, model, $"round {round}: the engine's in-place edits");
         }
+    }
+
+    /// <summary>getxattr of every attribute of <paramref name="path"/> (and of a missing name) is answered from the
+    /// one leaf that holds its hash, with the model's value.</summary>
+    static void AssertGetsFromOneLeaf(XfsFileSystem fs, Model model, string path)
+    {
+        ulong ino = fs.Lookup(path);
+        long before = fs.Attributes.LeafGets;
+        foreach (var (name, value) in model.Of(path))
+            Assert.True(fs.Attributes.GetValue(ino, Encoding.UTF8.GetBytes(name)).AsSpan().SequenceEqual(value), $"{path} {name}: getxattr differs from the model");
+        var missing = Assert.Throws<XfsWriteException>(() => fs.Attributes.GetValue(ino, "user.never-set"u8));
+        Assert.Equal(WriteErrorKind.NoData, missing.Kind);
+        long fromLeaf = fs.Attributes.LeafGets - before;
+        Assert.True(fromLeaf == model.Of(path).Count + 1, $"{path}: {fromLeaf} of {model.Of(path).Count + 1} getxattr calls were answered from one leaf");
     }
 }

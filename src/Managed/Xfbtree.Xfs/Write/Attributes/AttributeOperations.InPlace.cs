@@ -14,6 +14,11 @@ internal sealed partial class AttributeOperations
     /// <summary>Changes made in place since the engine opened (a test hook: proves the path was taken).</summary>
     internal long InPlaceChanges => Interlocked.Read(ref inPlaceChanges);
 
+    long leafGets;
+
+    /// <summary>getxattr calls answered from one leaf since the engine opened (a test hook).</summary>
+    internal long LeafGets => Interlocked.Read(ref leafGets);
+
     /// <summary>
     /// Makes the change (<paramref name="replacement"/> set, or the name removed when it is null) inside the one
     /// leaf block that holds the name's hash, when it stays there: the leaf is found by hash (block 0 of a leaf
@@ -29,45 +34,16 @@ internal sealed partial class AttributeOperations
     bool TryChangeInPlace(WriteTransaction tx, IncoreInode inode, XattrName name, AttrEntry? replacement, XattrSetFlags flags, string op)
     {
         var core = inode.Core;
-        if (InodeFields.ForkOffset(core) == 0 || InodeFields.Format(core, attr: true) is not (ForkFormat.Extents or ForkFormat.Btree)) return false;
+        if (!HasTreeFork(core)) return false;
         var fork = FileFork.Load(tx, inode, attr: true);
         if (fork.Extents.Count == 0) return false;
         int bs = Geo.BlockSize;
         uint hash = DaHash.HashName(name.Name);
         try
         {
-            // Down from the root to the leaf that holds the hash, each block verified before use.
-            var path = new List<(BlockBuffer Buffer, int Index, int Count)>(AttrFormat.MaxNodeDepth);
-            uint logical = 0;
-            uint expectedLast = 0;
-            int level = int.MaxValue;
-            BlockBuffer leafBuffer;
-            while (true)
-            {
-                var buf = ReadForkBlock(tx, fork, logical);
-                var block = buf.Span[..bs];
-                if (AttrFormat.DaMagic(block) == AttrFormat.NodeMagic)
-                {
-                    if (path.Count >= AttrFormat.MaxNodeDepth - 1) throw new AttrFormatException($"attr da btree deeper than {AttrFormat.MaxNodeDepth} levels");
-                    var node = AttrBlocks.ParseNode(block, buf.Daddr, inode.Ino, Geo.MetaUuid);
-                    if (node.Level >= level) throw new AttrFormatException($"attr node at block {logical} has level {node.Level} below a node of level {level}");
-                    if (logical == 0 && (node.Forw != 0 || node.Back != 0)) throw new AttrFormatException("attr root node has siblings");
-                    if (path.Count > 0 && node.Entries[^1].Hash != expectedLast) return false;
-                    level = node.Level;
-                    int at = AttrNodeEditor.ChildIndexFor(node, hash);
-                    path.Add((buf, at, node.Entries.Count));
-                    expectedLast = node.Entries[at].Hash;
-                    logical = node.Entries[at].Child;
-                    if (logical == 0) throw new AttrFormatException("attr node points at the root");
-                    continue;
-                }
-                if (path.Count > 0 && level != 1) throw new AttrFormatException($"attr block {logical} below a node of level {level} is not a node");
-                leafBuffer = buf;
-                break;
-            }
+            if (FindLeaf(tx, inode, fork, hash) is not { } located) return false;
+            var (path, leafBuffer, logical, leaf) = located;
             var leafBlock = leafBuffer.Span[..bs];
-            var leaf = AttrBlocks.ParseLeaf(leafBlock, leafBuffer.Daddr, inode.Ino, Geo.MetaUuid);
-            if (path.Count == 0 && (leaf.Forw != 0 || leaf.Back != 0)) throw new AttrFormatException("attr root leaf has siblings");
             var entries = leaf.Entries;
             if (entries.Count == 0) return false;
             foreach (var e in entries)
@@ -75,7 +51,6 @@ internal sealed partial class AttributeOperations
                 if ((e.Flags & AttrFormat.FlagIncomplete) != 0) return false;
             }
             uint oldLast = entries[^1].Hash;
-            if (path.Count > 0 && oldLast != expectedLast) return false;
             int found = -1;
             for (int i = 0; i < entries.Count; i++)
             {
@@ -172,6 +147,85 @@ internal sealed partial class AttributeOperations
         {
             throw new XfsWriteException(WriteErrorKind.Corrupt, $"{Where(inode)}: {e.Message}", e);
         }
+    }
+
+    static bool HasTreeFork(byte[] core)
+        => InodeFields.ForkOffset(core) != 0 && InodeFields.Format(core, attr: true) is ForkFormat.Extents or ForkFormat.Btree;
+
+    /// <summary>
+    /// The leaf that holds <paramref name="hash"/> and the node path to it: block 0 of a leaf fork; in a node fork
+    /// a descent from the root taking the first child whose key is at least the hash (else the last), every block
+    /// checked (magic, CRC, header, levels decreasing, at most <see cref="AttrFormat.MaxNodeDepth"/> levels). Null
+    /// when a key above the leaf is not the largest hash below it: only the whole-fork path trusts such a tree.
+    /// </summary>
+    (List<(BlockBuffer Buffer, int Index, int Count)> Path, BlockBuffer Leaf, uint Logical, AttrLeaf Parsed)? FindLeaf(
+        WriteTransaction tx, IncoreInode inode, FileFork fork, uint hash)
+    {
+        int bs = Geo.BlockSize;
+        var path = new List<(BlockBuffer Buffer, int Index, int Count)>(AttrFormat.MaxNodeDepth);
+        uint logical = 0;
+        uint expectedLast = 0;
+        int level = int.MaxValue;
+        while (true)
+        {
+            var buf = ReadForkBlock(tx, fork, logical);
+            var block = buf.Span[..bs];
+            if (AttrFormat.DaMagic(block) != AttrFormat.NodeMagic)
+            {
+                if (path.Count > 0 && level != 1) throw new AttrFormatException($"attr block {logical} below a node of level {level} is not a node");
+                var leaf = AttrBlocks.ParseLeaf(block, buf.Daddr, inode.Ino, Geo.MetaUuid);
+                if (path.Count == 0 && (leaf.Forw != 0 || leaf.Back != 0)) throw new AttrFormatException("attr root leaf has siblings");
+                if (path.Count > 0 && (leaf.Entries.Count == 0 || leaf.Entries[^1].Hash != expectedLast)) return null;
+                return (path, buf, logical, leaf);
+            }
+            if (path.Count >= AttrFormat.MaxNodeDepth - 1) throw new AttrFormatException($"attr da btree deeper than {AttrFormat.MaxNodeDepth} levels");
+            var node = AttrBlocks.ParseNode(block, buf.Daddr, inode.Ino, Geo.MetaUuid);
+            if (node.Level >= level) throw new AttrFormatException($"attr node at block {logical} has level {node.Level} below a node of level {level}");
+            if (logical == 0 && (node.Forw != 0 || node.Back != 0)) throw new AttrFormatException("attr root node has siblings");
+            if (path.Count > 0 && node.Entries[^1].Hash != expectedLast) return null;
+            level = node.Level;
+            int at = AttrNodeEditor.ChildIndexFor(node, hash);
+            path.Add((buf, at, node.Entries.Count));
+            expectedLast = node.Entries[at].Hash;
+            logical = node.Entries[at].Child;
+            if (logical == 0) throw new AttrFormatException("attr node points at the root");
+        }
+    }
+
+    /// <summary>
+    /// getxattr of a leaf- or node-form fork through the one leaf that holds the name's hash (its value read,
+    /// remote blocks included). False, to ask the whole-fork read, when that leaf cannot answer alone: equal hashes
+    /// run on into the next leaf, or the keys above the leaf do not match it. ENODATA when it is absent.
+    /// </summary>
+    bool TryGetFromLeaf(WriteTransaction tx, IncoreInode inode, XattrName name, out byte[] value)
+    {
+        value = [];
+        if (!HasTreeFork(inode.Core)) return false;
+        var fork = FileFork.Load(tx, inode, attr: true);
+        if (fork.Extents.Count == 0) return false;
+        uint hash = DaHash.HashName(name.Name);
+        AttrLeaf leaf;
+        try
+        {
+            if (FindLeaf(tx, inode, fork, hash) is not { } found) return false;
+            leaf = found.Parsed;
+        }
+        catch (AttrFormatException e)
+        {
+            throw new XfsWriteException(WriteErrorKind.Corrupt, $"{Where(inode)}: {e.Message}", e);
+        }
+        foreach (var e in leaf.Entries)
+        {
+            if (e.Hash == hash && (e.Flags & AttrFormat.FlagIncomplete) == 0 && e.Matches(name.Flags, name.Name))
+            {
+                value = ValueOf(tx, inode, e, fork);
+                Interlocked.Increment(ref leafGets);
+                return true;
+            }
+        }
+        if (leaf.Entries.Count > 0 && leaf.Entries[^1].Hash == hash && leaf.Forw != 0) return false;
+        Interlocked.Increment(ref leafGets);
+        throw new XfsWriteException(WriteErrorKind.NoData, $"getxattr {name.FullName}: inode {inode.Ino} has no such attribute");
     }
 
     /// <summary>First logical block of the lowest run of <paramref name="length"/> unmapped attr-fork blocks.</summary>

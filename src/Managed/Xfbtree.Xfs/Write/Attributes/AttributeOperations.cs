@@ -128,6 +128,7 @@ internal sealed partial class AttributeOperations
         {
             tx.LockInodes(inode);
             CheckInode(inode, name, write: false);
+            if (TryGetFromLeaf(tx, inode, name, out result)) return;
             var entries = LoadEntries(tx, inode);
             int at = IndexOf(entries, name);
             if (at < 0) throw new XfsWriteException(WriteErrorKind.NoData, $"getxattr {name.FullName}: inode {ino} has no such attribute");
