@@ -174,4 +174,130 @@ public sealed class AttrFormatTests
         var damagedLeaf = TreeFixtures.XfsDb(image, $"inode {ino}", "ablock 0", "print hdr.firstused");
         Assert.Contains("= 10", damagedLeaf, StringComparison.Ordinal);
     }
+
+    /// <summary>
+    /// Random removes and adds on one leaf through <see cref="AttrLeafEditor"/> (compactions included): after each
+    /// the block parses back to the model's entries in hash order, usedbytes is the sum of the name entries,
+    /// firstused the lowest of them, and no free-map region overlaps the entry table or a name entry.
+    /// </summary>
+    [Theory]
+    [InlineData(1024, 1)]
+    [InlineData(4096, 2)]
+    [InlineData(65536, 3)]
+    public void LeafEditorKeepsTheHeaderTrue(int blockSize, int seed)
+    {
+        var rng = new Random(seed);
+        var model = new List<AttrEntry>();
+        var block = new byte[blockSize];
+        var scratch = new byte[blockSize];
+        AttrBlocks.FormatLeaf(block, model, 4242, 77, Uuid, 0, 0, 0);
+        int adds = 0, full = 0, removes = 0, compactions = 0;
+        int steps = blockSize == 65536 ? 500 : 3000;
+        for (int step = 0; step < steps; step++)
+        {
+            if (model.Count > 0 && rng.Next(100) < 45)
+            {
+                int at = rng.Next(model.Count);
+                AttrLeafEditor.Remove(block, at);
+                model.RemoveAt(at);
+                removes++;
+            }
+            else
+            {
+                var value = new byte[rng.Next(10) == 0 ? blockSize : rng.Next(0, blockSize / 16)];
+                rng.NextBytes(value);
+                var e = new AttrEntry((byte)(step % 3 == 1 ? AttrFormat.FlagRoot : 0), System.Text.Encoding.ASCII.GetBytes($"e{step}-{rng.Next()}"), value);
+                if (!AttrFormat.IsLocalInLeaf(e.Name.Length, e.ValueLength, blockSize)) e.RemoteBlock = (uint)(1000 + step);
+                var copy = (byte[])block.Clone();
+                int at = AttrLeafEditor.InsertIndex(block, e.Hash);
+                bool holesBefore = block[AttrFormat.OffHoles] != 0;
+                if (AttrLeafEditor.TryAdd(block, at, e, scratch))
+                {
+                    model.Insert(at, e);
+                    adds++;
+                    if (holesBefore && block[AttrFormat.OffHoles] == 0) compactions++;
+                }
+                else
+                {
+                    // Not even a compacted block holds it: the free bytes really are too few.
+                    int free = blockSize - AttrFormat.LeafHeaderSize - model.Sum(x => AttrBlocks.LeafBytes(x, blockSize));
+                    Assert.True(free < AttrBlocks.LeafBytes(e, blockSize), $"step {step}: {free} free bytes and the entry of {AttrBlocks.LeafBytes(e, blockSize)} was refused");
+                    copy.CopyTo(block, 0);
+                    full++;
+                }
+            }
+            var parsed = AttrBlocks.ParseLeaf(block, 4242, 77, Uuid);
+            Assert.Null(AttrLeafEditor.CheckFreeMap(block));
+            Assert.Equal(model.Count, parsed.Entries.Count);
+            for (int i = 0; i < model.Count; i++)
+            {
+                Assert.True(model[i].Name.AsSpan().SequenceEqual(parsed.Entries[i].Name), $"step {step}: entry {i}");
+                Assert.Equal(model[i].ValueLength, parsed.Entries[i].ValueLength);
+                if (parsed.Entries[i].Value is { } v) Assert.True(model[i].Value.AsSpan().SequenceEqual(v));
+                else Assert.Equal(model[i].RemoteBlock, parsed.Entries[i].RemoteBlock);
+            }
+            // The bytes in use: the header, the table, every name entry; free-map regions must avoid them all.
+            var inUse = new bool[blockSize];
+            int tableEnd = AttrFormat.LeafHeaderSize + model.Count * AttrFormat.LeafEntrySize;
+            for (int b = 0; b < tableEnd; b++) inUse[b] = true;
+            int used = 0, first = blockSize;
+            for (int i = 0; i < model.Count; i++)
+            {
+                int nameIdx = BinaryPrimitives.ReadUInt16BigEndian(block.AsSpan(AttrFormat.LeafHeaderSize + i * AttrFormat.LeafEntrySize + 4));
+                int size = AttrLeafEditor.NameEntrySize(block, i);
+                used += size;
+                first = Math.Min(first, nameIdx);
+                for (int b = nameIdx; b < nameIdx + size; b++)
+                {
+                    Assert.False(inUse[b], $"step {step}: name entry {i} overlaps other bytes in use at {b}");
+                    inUse[b] = true;
+                }
+            }
+            Assert.Equal(used, BinaryPrimitives.ReadUInt16BigEndian(block.AsSpan(AttrFormat.OffUsedBytes)));
+            int storedFirst = BinaryPrimitives.ReadUInt16BigEndian(block.AsSpan(AttrFormat.OffFirstUsed));
+            Assert.Equal(first, storedFirst == 0 && blockSize == 65536 ? 65536 : storedFirst);
+            for (int slot = 0; slot < AttrLeafEditor.FreeMapSlots; slot++)
+            {
+                int fb = BinaryPrimitives.ReadUInt16BigEndian(block.AsSpan(AttrFormat.OffFreeMap + slot * 4));
+                int fs = BinaryPrimitives.ReadUInt16BigEndian(block.AsSpan(AttrFormat.OffFreeMap + slot * 4 + 2));
+                for (int b = fb; b < fb + fs; b++) Assert.False(inUse[b], $"step {step}: free map slot {slot} ({fb}+{fs}) covers byte {b} in use");
+            }
+        }
+        Assert.True(adds > 100 && removes > 100 && full > 0 && compactions > 0, $"adds {adds}, removes {removes}, refusals {full}, compactions {compactions}: the run did not cover every path");
+    }
+
+    /// <summary>A leaf whose free map the kernel's verifier refuses (an unaligned region), written by xfs_db with a
+    /// good CRC: reads and in-place changes alike are Corrupt and change nothing.</summary>
+    [Fact]
+    public void LeafWithBadFreeMapIsCorrupt()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        ulong ino;
+        using (var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
+        {
+            ino = fs.Create("/bad-freemap");
+            for (int i = 0; i < 30; i++) fs.SetXattr(ino, $"user.n{i}", new byte[100]);
+            Assert.Equal("leaf", fs.Attributes.DescribeForm(ino));
+            fs.Close();
+        }
+        TreeFixtures.Run(TreeFixtures.Tool("xfs_db"), ["-x", "-c", $"inode {ino}", "-c", "ablock 0", "-c", "write -d hdr.freemap[0].base 322", image]);
+        using (var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
+        {
+            foreach (Action call in new Action[]
+            {
+                () => fs.GetXattr(ino, "user.n1", new byte[200]),
+                () => fs.SetXattr(ino, "user.new", "x"u8),
+                () => fs.SetXattr(ino, "user.n3", "y"u8),
+                () => fs.RemoveXattr(ino, "user.n2"),
+            })
+            {
+                var e = Assert.Throws<XfsWriteException>(call);
+                Assert.Equal(WriteErrorKind.Corrupt, e.Kind);
+                Assert.Contains("free map", e.Message, StringComparison.Ordinal);
+            }
+            fs.Close();
+        }
+        Assert.Contains("= 322", TreeFixtures.XfsDb(image, $"inode {ino}", "ablock 0", "print hdr.freemap[0].base"), StringComparison.Ordinal);
+    }
 }

@@ -68,6 +68,7 @@ internal static class AttrBlocks
         int entriesEnd = AttrFormat.LeafHeaderSize + count * AttrFormat.LeafEntrySize;
         if (entriesEnd > firstUsed || firstUsed > size) throw new AttrFormatException($"attr leaf: {count} entries end at {entriesEnd}, names start at {firstUsed}");
         if (used > size - firstUsed) throw new AttrFormatException($"attr leaf: usedbytes {used} exceed the name area of {size - firstUsed}");
+        if (AttrLeafEditor.CheckFreeMap(block) is { } badMap) throw new AttrFormatException("attr leaf: " + badMap);
         var entries = new List<AttrEntry>(count);
         uint lastHash = 0;
         for (int i = 0; i < count; i++)

@@ -87,14 +87,27 @@ internal static class AttrForkGeometry
 /// </summary>
 internal static class AttrTreeLayout
 {
-    /// <summary>Entries sorted by hash (stable for equal hashes) packed into as few leaves as hold them.</summary>
+    /// <summary>
+    /// Entries sorted by hash (stable for equal hashes) packed into leaves: one leaf when they all fit it, else
+    /// leaves filled to three quarters, so that later changes find room in their leaf and are made in place (the
+    /// kernel's splits leave leaves about half full).
+    /// </summary>
     public static List<List<AttrEntry>> PackLeaves(IReadOnlyList<AttrEntry> entries, int blockSize)
     {
         ArgumentNullException.ThrowIfNull(entries);
         var sorted = entries.OrderBy(e => e.Hash).ToList();
+        int room = blockSize - AttrFormat.LeafHeaderSize;
+        var leaves = Pack(sorted, blockSize, room);
+        return leaves.Count > 1 ? Pack(sorted, blockSize, room / 4 * 3) : leaves;
+    }
+
+    /// <summary>Sorted entries into leaves of at most <paramref name="fill"/> bytes each (an entry larger than
+    /// that goes alone: it fits the block).</summary>
+    static List<List<AttrEntry>> Pack(List<AttrEntry> sorted, int blockSize, int fill)
+    {
         var leaves = new List<List<AttrEntry>>();
         var current = new List<AttrEntry>();
-        int room = blockSize - AttrFormat.LeafHeaderSize;
+        int room = fill;
         foreach (var e in sorted)
         {
             int need = AttrBlocks.LeafBytes(e, blockSize);
@@ -102,7 +115,7 @@ internal static class AttrTreeLayout
             {
                 leaves.Add(current);
                 current = new List<AttrEntry>();
-                room = blockSize - AttrFormat.LeafHeaderSize;
+                room = fill;
             }
             current.Add(e);
             room -= need;

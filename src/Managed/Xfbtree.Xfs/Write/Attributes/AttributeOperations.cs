@@ -26,14 +26,15 @@ public enum XattrSetFlags
 /// errors of the syscalls (EEXIST, ENODATA, E2BIG, ERANGE, EOPNOTSUPP, EPERM).
 /// </summary>
 /// <remarks>
-/// A change reads the fork's entries (values of untouched remote attributes stay where they are, unread), applies
-/// the change, then writes the fork back in the form the kernel would hold for that set: shortform in the inode
+/// A change that stays inside one leaf block of a leaf- or node-form fork is made there in place
+/// (<c>AttributeOperations.InPlace.cs</c>). Any other change reads the fork's entries (values of untouched remote
+/// attributes stay where they are, unread), applies the change, then writes the fork back in the form the kernel would hold for that set: shortform in the inode
 /// when every entry fits beside the data fork (di_forkoff as xfs_attr_shortform_bytesfit), else one leaf block,
 /// else a da btree of leaves under node blocks; no entries at all removes the fork. Blocks of the fork no longer
 /// needed are unmapped and freed, missing ones allocated and mapped (attr-fork rmaps, the fork's own bmbt when its
 /// extents overflow the inode), and ctime is updated. A failure anywhere cancels the transaction.
 /// </remarks>
-internal sealed class AttributeOperations
+internal sealed partial class AttributeOperations
 {
     /// <summary>Operations on <paramref name="engine"/>'s image.</summary>
     public AttributeOperations(WriteEngine engine) => Engine = engine ?? throw new ArgumentNullException(nameof(engine));
@@ -59,13 +60,19 @@ internal sealed class AttributeOperations
         {
             tx.LockInodes(inode);
             CheckInode(inode, name, write: true);
+            var entry = new AttrEntry(name.Flags, name.Name, bytes);
+            if (TryChangeInPlace(tx, inode, name, entry, flags, "setxattr"))
+            {
+                Changed(tx, inode);
+                return;
+            }
             var entries = LoadEntries(tx, inode);
             int at = IndexOf(entries, name);
             if (at >= 0 && (flags & XattrSetFlags.Create) != 0)
                 throw new XfsWriteException(WriteErrorKind.Exists, $"setxattr {name.FullName}: inode {ino} has it already (XATTR_CREATE)");
             if (at < 0 && (flags & XattrSetFlags.Replace) != 0)
                 throw new XfsWriteException(WriteErrorKind.NoData, $"setxattr {name.FullName}: inode {ino} has no such attribute (XATTR_REPLACE)");
-            var entry = new AttrEntry(name.Flags, name.Name, bytes);
+            entry.RemoteBlock = 0;
             if (at >= 0) entries[at] = entry;
             else entries.Add(entry);
             int sfHint = AttrFormat.ShortformHeaderSize + AttrFormat.ShortformEntrySize(name.Name.Length, bytes.Length);
@@ -121,6 +128,7 @@ internal sealed class AttributeOperations
         {
             tx.LockInodes(inode);
             CheckInode(inode, name, write: false);
+            if (TryGetFromLeaf(tx, inode, name, out result)) return;
             var entries = LoadEntries(tx, inode);
             int at = IndexOf(entries, name);
             if (at < 0) throw new XfsWriteException(WriteErrorKind.NoData, $"getxattr {name.FullName}: inode {ino} has no such attribute");
@@ -195,6 +203,11 @@ internal sealed class AttributeOperations
         {
             tx.LockInodes(inode);
             CheckInode(inode, name, write: true);
+            if (TryChangeInPlace(tx, inode, name, null, XattrSetFlags.None, "removexattr"))
+            {
+                Changed(tx, inode);
+                return;
+            }
             var entries = LoadEntries(tx, inode);
             int at = IndexOf(entries, name);
             if (at < 0) throw new XfsWriteException(WriteErrorKind.NoData, $"removexattr {name.FullName}: inode {ino} has no such attribute");
@@ -667,33 +680,9 @@ internal sealed class AttributeOperations
                 if (fork.Extents.MappingsIn(start, length).Count > 0) edit.Unmap(start, length);
             }
             // Map the holes.
-            ulong hint = InodeFsbno();
-            foreach (var (start, length) in runs)
-            {
-                ulong p = start, end = start + length;
-                while (p < end)
-                {
-                    if (fork.Extents.Lookup(p, out var m, out ulong hole))
-                    {
-                        if (m.Unwritten) throw new XfsWriteException(WriteErrorKind.Corrupt, $"{Where}: block {p} is mapped unwritten");
-                        hint = m.StartBlock + m.BlockCount;
-                        p += m.BlockCount;
-                        continue;
-                    }
-                    ulong n = Math.Min(hole, end - p);
-                    var got = tx.Allocate(new AllocationRequest(hint, 1, (uint)Math.Min(n, ExtentList.MaxExtentLength), AllocationPurpose.FileData));
-                    edit.Map(new BmbtExtent(p, got.Fsbno, got.Length, Unwritten: false));
-                    hint = got.Fsbno + got.Length;
-                    p += got.Length;
-                }
-            }
+            ulong hint = ops.InodeFsbno(inode);
+            foreach (var (start, length) in runs) MapHoles(tx, edit, fork, start, length, ref hint, Where);
             if (edit.MappingChanged || InodeFields.Format(Core, attr: true) is not (ForkFormat.Extents or ForkFormat.Btree)) fork.Store();
-        }
-
-        ulong InodeFsbno()
-        {
-            uint agno = _geo.InoToAgno(inode.Ino);
-            return _geo.AgbToFsb(agno, _geo.AginoToAgbno(_geo.InoToAgino(inode.Ino)));
         }
 
         BlockBuffer NewBlock(FileFork fork, uint logical)
