@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Xfbtree.Btree;
 using Xfbtree.Xfs.Repair;
 using Xfbtree.Xfs.Trees;
@@ -36,6 +37,26 @@ internal sealed record AgRebuildResult(uint AgNumber, string Structure, long Rec
 /// <summary>Pieces shared by the scrub repairs that rebuild an AG btree in one locked transaction.</summary>
 internal static class AgRebuild
 {
+    /// <summary>
+    /// Runs <paramref name="rebuild"/> as one engine transaction that holds AG <paramref name="agno"/>'s lock for
+    /// repair from its start, so the rebuild's source of truth and the structure it replaces cannot change under it;
+    /// the result carries how long the lock was held.
+    /// </summary>
+    public static AgRebuildResult RunLocked(WriteEngine engine, uint agno, string structure, AgRebuildTestHooks? hooks, Func<WriteTransaction, AgRebuildResult> rebuild)
+    {
+        _ = engine.Ag(agno);
+        var locked = new Stopwatch();
+        AgRebuildResult? result = null;
+        engine.Execute($"scrub repair AG {agno} {structure}", tx =>
+        {
+            tx.LockAgForRepair(agno);
+            locked.Restart();
+            hooks?.AfterLock?.Invoke(agno);
+            result = rebuild(tx);
+        });
+        return (result ?? throw new InvalidOperationException("the repair committed without a result")) with { TimeLocked = locked.Elapsed };
+    }
+
     /// <summary>Every rmapbt record of the locked AG, in order (the source of truth of every other AG tree).</summary>
     public static void ForEachRmap(AgSpace space, Action<RmapRecord> each)
     {

@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Diagnostics;
 using Xfbtree.Btree;
 using Xfbtree.Buffers;
 using Xfbtree.Xfs.Format;
@@ -45,13 +44,8 @@ internal static class OnlineAgHeaderRepair
         {
             throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no rmapbt to find the AGF's btrees with");
         }
-        _ = engine.Ag(agno);
-        var locked = new Stopwatch();
-        AgRebuildResult? result = null;
-        engine.Execute($"scrub repair AG {agno} AGF", tx =>
+        return AgRebuild.RunLocked(engine, agno, "AGF", null, tx =>
         {
-            tx.LockAgForRepair(agno);
-            locked.Restart();
             var probe = new AgProbe(engine, tx, agno);
             Agf? old = probe.OldAgf();
             RmapFound rmap = probe.FindRmapbt(old?.RmapRoot);
@@ -108,13 +102,12 @@ internal static class OnlineAgHeaderRepair
             XfsCrc.Update(buffer.Span[..geo.SectorSize], Agf.CrcOffset);
             tx.LogBuffer(buffer, 0, geo.SectorSize);
             AgRebuildResult list = OnlineAgflRepair.RebuildIn(engine, tx, agno);
-            result = new AgRebuildResult(agno, "AGF", list.Records, 0, list.OldBlocksReaped, TimeSpan.Zero)
+            return new AgRebuildResult(agno, "AGF", list.Records, 0, list.OldBlocksReaped, TimeSpan.Zero)
             {
                 Found = $"bnobt root {bno.Root} ({bno.How}), cntbt root {cnt.Root} ({cnt.How}), rmapbt root {rmap.Tree.Root} ({rmap.Tree.How})"
                     + (refc is { } f ? $", refcountbt root {f.Root} ({f.How})" : "") + $"; {freeBlocks} free blocks, AGFL {list.Records} blocks",
             };
         });
-        return (result ?? throw new InvalidOperationException("the repair committed without a result")) with { TimeLocked = locked.Elapsed };
     }
 
     /// <summary>Rebuilds the AGI of AG <paramref name="agno"/> (its AGF must verify: the rmapbt is found through it).</summary>
@@ -126,13 +119,8 @@ internal static class OnlineAgHeaderRepair
         {
             throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no rmapbt to find the inode btrees with");
         }
-        _ = engine.Ag(agno);
-        var locked = new Stopwatch();
-        AgRebuildResult? result = null;
-        engine.Execute($"scrub repair AG {agno} AGI", tx =>
+        return AgRebuild.RunLocked(engine, agno, "AGI", null, tx =>
         {
-            tx.LockAgForRepair(agno);
-            locked.Restart();
             var probe = new AgProbe(engine, tx, agno);
             Agf agf = Agf.Parse(tx.ReadAgHeader(AgHeaderKind.Agf, agno).Span, geo, agno);
             if (!agf.TreeRootUsable(AgfTree.Rmapbt, geo))
@@ -191,12 +179,11 @@ internal static class OnlineAgHeaderRepair
             s.CopyTo(buffer.Span);
             XfsCrc.Update(buffer.Span[..geo.SectorSize], Agi.CrcOffset);
             tx.LogBuffer(buffer, 0, geo.SectorSize);
-            result = new AgRebuildResult(agno, "AGI", 0, 0, 0, TimeSpan.Zero)
+            return new AgRebuildResult(agno, "AGI", 0, 0, 0, TimeSpan.Zero)
             {
                 Found = $"inobt root {inobt.Root} ({inobt.How})" + (finobt is { } g ? $", finobt root {g.Root} ({g.How})" : "") + $"; {count} inodes, {freeCount} free",
             };
         });
-        return (result ?? throw new InvalidOperationException("the repair committed without a result")) with { TimeLocked = locked.Elapsed };
     }
 
     /// <summary>Rewrites the secondary superblock of AG <paramref name="agno"/> (1 and up) as a copy of the primary.</summary>

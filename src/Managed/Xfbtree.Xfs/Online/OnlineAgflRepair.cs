@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Xfbtree.Btree;
 using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Repair;
@@ -26,16 +25,10 @@ internal static class OnlineAgflRepair
         {
             throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no rmapbt to rebuild the free list from");
         }
-        _ = engine.Ag(agno);
-        var locked = new Stopwatch();
-        AgRebuildResult? result = null;
-        engine.Execute($"scrub repair AG {agno} AGFL", tx =>
+        return AgRebuild.RunLocked(engine, agno, "AGFL", null, tx =>
         {
-            tx.LockAgForRepair(agno);
-            locked.Restart();
-            result = RebuildIn(engine, tx, agno);
+            return RebuildIn(engine, tx, agno);
         });
-        return (result ?? throw new InvalidOperationException("the repair committed without a result")) with { TimeLocked = locked.Elapsed };
     }
 
     /// <summary>The rebuild inside a transaction that holds AG <paramref name="agno"/>'s lock (the AGF repair runs it

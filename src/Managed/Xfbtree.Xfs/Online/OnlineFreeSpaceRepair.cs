@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Xfbtree.Btree;
 using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Repair;
@@ -39,14 +38,8 @@ internal static class OnlineFreeSpaceRepair
         {
             throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no rmapbt to rebuild the free-space btrees from");
         }
-        _ = engine.Ag(agno);
-        var locked = new Stopwatch();
-        AgRebuildResult? result = null;
-        engine.Execute($"scrub repair AG {agno} bnobt+cntbt", tx =>
+        return AgRebuild.RunLocked(engine, agno, "bnobt+cntbt", hooks, tx =>
         {
-            tx.LockAgForRepair(agno);
-            locked.Restart();
-            hooks?.AfterLock?.Invoke(agno);
             AgSpace space = tx.Space(agno);
             space.ToleratedAgfProblems = ToleratedAgf;
             uint agLength = space.AgLength;
@@ -169,9 +162,8 @@ internal static class OnlineFreeSpaceRepair
                 space.FreeMetadataExtent(s, l);
                 reaped += l;
             }
-            result = new AgRebuildResult(agno, "bnobt+cntbt", bySize.Count, bnoBlocks + cntBlocks, reaped, TimeSpan.Zero);
+            return new AgRebuildResult(agno, "bnobt+cntbt", bySize.Count, bnoBlocks + cntBlocks, reaped, TimeSpan.Zero);
         });
-        return (result ?? throw new InvalidOperationException("the repair committed without a result")) with { TimeLocked = locked.Elapsed };
     }
 
     private static bool IsAllSet(AgBlockBitmap bitmap, uint start, uint length)

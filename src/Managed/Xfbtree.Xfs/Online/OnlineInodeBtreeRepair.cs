@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Numerics;
 using Xfbtree.Btree;
 using Xfbtree.Buffers;
@@ -31,14 +30,8 @@ internal static class OnlineInodeBtreeRepair
         {
             throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no rmapbt to rebuild the inode btrees from");
         }
-        _ = engine.Ag(agno);
-        var locked = new Stopwatch();
-        AgRebuildResult? result = null;
-        engine.Execute($"scrub repair AG {agno} inobt+finobt", tx =>
+        return AgRebuild.RunLocked(engine, agno, "inobt+finobt", hooks, tx =>
         {
-            tx.LockAgForRepair(agno);
-            locked.Restart();
-            hooks?.AfterLock?.Invoke(agno);
             var space = tx.Space(agno);
 
             // 1. collect: chunks from OWN_INODES, the old trees' blocks from OWN_INOBT
@@ -78,9 +71,8 @@ internal static class OnlineInodeBtreeRepair
 
             // 5. reap the old trees
             long reaped = AgRebuild.ReapOldBlocks(tx, agno, old, RmapOwner.Inobt);
-            result = new AgRebuildResult(agno, "inobt+finobt", chunks.Count + finobtRecords, need, reaped, TimeSpan.Zero);
+            return new AgRebuildResult(agno, "inobt+finobt", chunks.Count + finobtRecords, need, reaped, TimeSpan.Zero);
         });
-        return (result ?? throw new InvalidOperationException("the repair committed without a result")) with { TimeLocked = locked.Elapsed };
     }
 
     private static (uint Root, int Level, long Blocks) Load(WriteTransaction tx, uint agno, bool finobt, BtreeBulkGeometry plan, ChunkSource source, Func<long> claim)

@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Diagnostics;
 using Xfbtree.Btree;
 using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Scrub;
@@ -29,14 +28,8 @@ internal static class OnlineRefcountRepair
         {
             throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no refcountbt (or no rmapbt to rebuild it from)");
         }
-        _ = engine.Ag(agno);
-        var locked = new Stopwatch();
-        AgRebuildResult? result = null;
-        engine.Execute($"scrub repair AG {agno} refcountbt", tx =>
+        return AgRebuild.RunLocked(engine, agno, "refcountbt", hooks, tx =>
         {
-            tx.LockAgForRepair(agno);
-            locked.Restart();
-            hooks?.AfterLock?.Invoke(agno);
             var space = tx.Space(agno);
             space.ToleratedAgfProblems = ToleratedAgf;
 
@@ -69,9 +62,8 @@ internal static class OnlineRefcountRepair
             space.InstallRebuiltRefcountbt((uint)staged.Pointer, plan.Height, blocks);
             hooks?.AfterSwitch?.Invoke(agno);
             long reaped = AgRebuild.ReapOldBlocks(tx, agno, old, RmapOwner.Refc);
-            result = new AgRebuildResult(agno, "refcountbt", records, blocks, reaped, TimeSpan.Zero);
+            return new AgRebuildResult(agno, "refcountbt", records, blocks, reaped, TimeSpan.Zero);
         });
-        return (result ?? throw new InvalidOperationException("the repair committed without a result")) with { TimeLocked = locked.Elapsed };
     }
 
     /// <summary>Shared extents (their counts), then CoW staging extents (start with the CoW flag, refcount 1).</summary>
