@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Xfbtree.Btree;
 using Xfbtree.Xfs.Repair;
 using Xfbtree.Xfs.Trees;
+using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Engine;
 using Xfbtree.Xfs.Write.Space;
 
@@ -42,8 +43,19 @@ internal static class AgRebuild
     /// repair from its start, so the rebuild's source of truth and the structure it replaces cannot change under it;
     /// the result carries how long the lock was held.
     /// </summary>
-    public static AgRebuildResult RunLocked(WriteEngine engine, uint agno, string structure, AgRebuildTestHooks? hooks, Func<WriteTransaction, AgRebuildResult> rebuild)
+    /// <param name="engine">The open write engine.</param>
+    /// <param name="agno">The AG whose structure is rebuilt.</param>
+    /// <param name="structure">What is rebuilt, as the transaction's name says it ("bnobt+cntbt", "AGF", ...).</param>
+    /// <param name="rmapbtNeededTo">What the rebuild needs the rmapbt for, said when the filesystem has none.</param>
+    /// <param name="hooks">Test callbacks, or null.</param>
+    /// <param name="rebuild">The rebuild, inside the transaction with the AG locked; returns what it did.</param>
+    public static AgRebuildResult RunLocked(WriteEngine engine, uint agno, string structure, string rmapbtNeededTo, AgRebuildTestHooks? hooks, Func<WriteTransaction, AgRebuildResult> rebuild)
     {
+        ArgumentNullException.ThrowIfNull(engine);
+        if (!engine.Geometry.Superblock.HasRmapbt)
+        {
+            throw new XfsWriteException(WriteErrorKind.NotSupported, $"the filesystem has no rmapbt to {rmapbtNeededTo}");
+        }
         _ = engine.Ag(agno);
         var locked = new Stopwatch();
         AgRebuildResult? result = null;

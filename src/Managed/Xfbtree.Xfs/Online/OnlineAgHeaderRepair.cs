@@ -38,13 +38,8 @@ internal static class OnlineAgHeaderRepair
     /// <summary>Rebuilds the AGF and then the AGFL of AG <paramref name="agno"/>.</summary>
     public static AgRebuildResult RepairAgf(WriteEngine engine, uint agno)
     {
-        ArgumentNullException.ThrowIfNull(engine);
         XfsGeometry geo = engine.Geometry;
-        if (!geo.Superblock.HasRmapbt)
-        {
-            throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no rmapbt to find the AGF's btrees with");
-        }
-        return AgRebuild.RunLocked(engine, agno, "AGF", null, tx =>
+        return AgRebuild.RunLocked(engine, agno, "AGF", "find the AGF's btrees with", null, tx =>
         {
             var probe = new AgProbe(engine, tx, agno);
             Agf? old = probe.OldAgf();
@@ -113,13 +108,8 @@ internal static class OnlineAgHeaderRepair
     /// <summary>Rebuilds the AGI of AG <paramref name="agno"/> (its AGF must verify: the rmapbt is found through it).</summary>
     public static AgRebuildResult RepairAgi(WriteEngine engine, uint agno)
     {
-        ArgumentNullException.ThrowIfNull(engine);
         XfsGeometry geo = engine.Geometry;
-        if (!geo.Superblock.HasRmapbt)
-        {
-            throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no rmapbt to find the inode btrees with");
-        }
-        return AgRebuild.RunLocked(engine, agno, "AGI", null, tx =>
+        return AgRebuild.RunLocked(engine, agno, "AGI", "find the inode btrees with", null, tx =>
         {
             var probe = new AgProbe(engine, tx, agno);
             Agf agf = Agf.Parse(tx.ReadAgHeader(AgHeaderKind.Agf, agno).Span, geo, agno);

@@ -19,13 +19,8 @@ internal static class OnlineAgflRepair
 {
     public static AgRebuildResult Run(WriteEngine engine, uint agno)
     {
-        ArgumentNullException.ThrowIfNull(engine);
         XfsGeometry geo = engine.Geometry;
-        if (!geo.Superblock.HasRmapbt)
-        {
-            throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no rmapbt to rebuild the free list from");
-        }
-        return AgRebuild.RunLocked(engine, agno, "AGFL", null, tx =>
+        return AgRebuild.RunLocked(engine, agno, "AGFL", "rebuild the free list from", null, tx =>
         {
             return RebuildIn(engine, tx, agno);
         });

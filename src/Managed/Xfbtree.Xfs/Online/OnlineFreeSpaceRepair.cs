@@ -32,13 +32,8 @@ internal static class OnlineFreeSpaceRepair
 
     public static AgRebuildResult Run(WriteEngine engine, uint agno, AgRebuildTestHooks? hooks = null)
     {
-        ArgumentNullException.ThrowIfNull(engine);
         XfsGeometry geo = engine.Geometry;
-        if (!geo.Superblock.HasRmapbt)
-        {
-            throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no rmapbt to rebuild the free-space btrees from");
-        }
-        return AgRebuild.RunLocked(engine, agno, "bnobt+cntbt", hooks, tx =>
+        return AgRebuild.RunLocked(engine, agno, "bnobt+cntbt", "rebuild the free-space btrees from", hooks, tx =>
         {
             AgSpace space = tx.Space(agno);
             space.ToleratedAgfProblems = ToleratedAgf;

@@ -23,14 +23,9 @@ internal static class OnlineInodeBtreeRepair
 {
     public static AgRebuildResult Run(WriteEngine engine, uint agno, AgRebuildTestHooks? hooks = null)
     {
-        ArgumentNullException.ThrowIfNull(engine);
         XfsGeometry geo = engine.Geometry;
         Superblock sb = geo.Superblock;
-        if (!sb.HasRmapbt)
-        {
-            throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no rmapbt to rebuild the inode btrees from");
-        }
-        return AgRebuild.RunLocked(engine, agno, "inobt+finobt", hooks, tx =>
+        return AgRebuild.RunLocked(engine, agno, "inobt+finobt", "rebuild the inode btrees from", hooks, tx =>
         {
             var space = tx.Space(agno);
 

@@ -24,11 +24,11 @@ internal static class OnlineRefcountRepair
     {
         ArgumentNullException.ThrowIfNull(engine);
         XfsGeometry geo = engine.Geometry;
-        if (!geo.Superblock.HasReflink || !geo.Superblock.HasRmapbt)
+        if (!geo.Superblock.HasReflink)
         {
-            throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no refcountbt (or no rmapbt to rebuild it from)");
+            throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no refcountbt");
         }
-        return AgRebuild.RunLocked(engine, agno, "refcountbt", hooks, tx =>
+        return AgRebuild.RunLocked(engine, agno, "refcountbt", "rebuild the refcountbt from", hooks, tx =>
         {
             var space = tx.Space(agno);
             space.ToleratedAgfProblems = ToleratedAgf;
