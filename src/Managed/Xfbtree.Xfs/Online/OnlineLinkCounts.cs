@@ -377,7 +377,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
     }
 
     /// <inheritdoc/>
-    void IDirectoryHook.OnHookFailed(Exception error)
+    void IEngineHook<DirectoryUpdate>.OnHookFailed(Exception error)
     {
         ArgumentNullException.ThrowIfNull(error);
         scan.Abort($"a live update failed: {error.Message}");

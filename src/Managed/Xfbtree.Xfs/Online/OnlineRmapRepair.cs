@@ -520,7 +520,7 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
     }
 
     /// <inheritdoc/>
-    void IRmapHook.OnHookFailed(Exception error) => scan.Abort($"live hook failed: {error.Message}");
+    void IEngineHook<RmapUpdate>.OnHookFailed(Exception error) => scan.Abort($"live hook failed: {error.Message}");
 
     // ------------------------------------------------------------------ finish
 

@@ -21,74 +21,27 @@ internal readonly record struct DirectoryUpdate(ulong DirIno, ulong ChildIno, in
 /// <summary>An observer of directory entry changes (the online link count scanner's live hook). Called at commit,
 /// synchronously, while the writer still holds its inode locks: the directory's and the named inode's (every
 /// operation that adds or removes a name locks both). An exception thrown here is caught by the engine, never
-/// fails the writer, and is reported through <see cref="OnHookFailed"/>.</summary>
-internal interface IDirectoryHook
+/// fails the writer, and is reported through <see cref="IEngineHook{TUpdate}.OnHookFailed"/>.</summary>
+internal interface IDirectoryHook : IEngineHook<DirectoryUpdate>
 {
     void OnDirectoryUpdate(in DirectoryUpdate update);
-    void OnHookFailed(Exception error);
+
+    void IEngineHook<DirectoryUpdate>.OnUpdate(in DirectoryUpdate update) => OnDirectoryUpdate(update);
 }
 
-/// <summary>The engine's directory observers: a snapshot array, so that delivery takes no lock.</summary>
+/// <summary>The engine's directory observers.</summary>
 internal sealed class DirectoryHookChain
 {
-    private static readonly IDirectoryHook[] None = [];
-    private readonly Lock gate = new();
-    private volatile IDirectoryHook[] hooks = None;
+    private readonly HookChain<IDirectoryHook, DirectoryUpdate> chain = new();
 
-    public bool HasHooks => hooks.Length != 0;
+    public bool HasHooks => chain.HasHooks;
 
     public IDisposable Add(IDirectoryHook hook)
     {
-        lock (gate)
-        {
-            hooks = [.. hooks, hook];
-        }
-        return new Registration(this, hook);
-    }
-
-    private void Remove(IDirectoryHook hook)
-    {
-        lock (gate)
-        {
-            var list = new List<IDirectoryHook>(hooks);
-            list.Remove(hook);
-            hooks = list.Count == 0 ? None : list.ToArray();
-        }
+        chain.Add(hook);
+        return new HookRegistration(() => chain.Remove(hook));
     }
 
     /// <summary>Hands one update to every observer; a throwing observer is told through OnHookFailed.</summary>
-    public void Deliver(in DirectoryUpdate update)
-    {
-        foreach (IDirectoryHook hook in hooks)
-        {
-            try
-            {
-                hook.OnDirectoryUpdate(update);
-            }
-            catch (Exception e)
-            {
-                try
-                {
-                    hook.OnHookFailed(e);
-                }
-                catch (Exception)
-                {
-                    // An observer that fails to take its own failure report is beyond help; the writer goes on.
-                }
-            }
-        }
-    }
-
-    private sealed class Registration(DirectoryHookChain chain, IDirectoryHook hook) : IDisposable
-    {
-        private int disposed;
-
-        public void Dispose()
-        {
-            if (Interlocked.Exchange(ref disposed, 1) == 0)
-            {
-                chain.Remove(hook);
-            }
-        }
-    }
+    public void Deliver(in DirectoryUpdate update) => chain.Deliver(update);
 }

@@ -8,9 +8,7 @@ internal sealed record AgSummary(uint FreeBlocks, uint Longest, uint FlCount, ui
 /// <summary>Per-AG state of an open engine.</summary>
 internal sealed class EngineAg
 {
-    private static readonly IRmapHook[] NoHooks = [];
-    private readonly Lock hookGate = new();
-    private volatile IRmapHook[] hooks = NoHooks;
+    private readonly HookChain<IRmapHook, RmapUpdate> hooks = new();
     private string? sickReason; // read and written through Volatile / Interlocked
     private volatile AgSummary summary = new(0, 0, 0, 0, 0, 0);
 
@@ -77,26 +75,20 @@ internal sealed class EngineAg
 
     internal void Publish(AgSummary s) => summary = s;
 
-    /// <summary>The current observers (a snapshot array: delivery takes no lock).</summary>
-    internal IRmapHook[] Hooks => hooks;
-
-    internal bool HasHooks => hooks.Length != 0;
+    internal bool HasHooks => hooks.HasHooks;
 
     internal IDisposable AddHook(IRmapHook hook)
     {
         Lock.Enter();
         try
         {
-            lock (hookGate)
-            {
-                hooks = [.. hooks, hook];
-            }
+            hooks.Add(hook);
         }
         finally
         {
             Lock.Exit();
         }
-        return new HookRegistration(this, hook);
+        return new HookRegistration(() => RemoveHook(hook));
     }
 
     /// <summary>Adds an observer while the caller's transaction holds this AG's lock (online repair registers
@@ -107,11 +99,8 @@ internal sealed class EngineAg
         {
             throw new InvalidOperationException($"AG {AgNumber}: AddHookHeld without the AG lock");
         }
-        lock (hookGate)
-        {
-            hooks = [.. hooks, hook];
-        }
-        return new HookRegistration(this, hook);
+        hooks.Add(hook);
+        return new HookRegistration(() => RemoveHook(hook));
     }
 
     private void RemoveHook(IRmapHook hook)
@@ -119,12 +108,7 @@ internal sealed class EngineAg
         Lock.Enter();
         try
         {
-            lock (hookGate)
-            {
-                var list = new List<IRmapHook>(hooks);
-                list.Remove(hook);
-                hooks = list.Count == 0 ? NoHooks : list.ToArray();
-            }
+            hooks.Remove(hook);
         }
         finally
         {
@@ -133,40 +117,7 @@ internal sealed class EngineAg
     }
 
     /// <summary>Hands one update to every observer; a throwing observer is told through OnHookFailed and never fails the writer.</summary>
-    internal void Deliver(in RmapUpdate update)
-    {
-        foreach (IRmapHook hook in hooks)
-        {
-            try
-            {
-                hook.OnRmapUpdate(update);
-            }
-            catch (Exception e)
-            {
-                try
-                {
-                    hook.OnHookFailed(e);
-                }
-                catch (Exception)
-                {
-                    // An observer that fails to take its own failure report is beyond help; the writer goes on.
-                }
-            }
-        }
-    }
-
-    private sealed class HookRegistration(EngineAg ag, IRmapHook hook) : IDisposable
-    {
-        private int disposed;
-
-        public void Dispose()
-        {
-            if (Interlocked.Exchange(ref disposed, 1) == 0)
-            {
-                ag.RemoveHook(hook);
-            }
-        }
-    }
+    internal void Deliver(in RmapUpdate update) => hooks.Deliver(update);
 
     public override string ToString() => $"AG {AgNumber}{(IsSick ? " (sick)" : "")}";
 }

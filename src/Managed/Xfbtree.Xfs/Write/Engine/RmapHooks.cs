@@ -22,9 +22,10 @@ internal readonly record struct RmapUpdate(RmapUpdateKind Kind, uint AgNumber, R
 
 /// <summary>An observer of an AG's rmap changes (online repair's live hook). Called synchronously, with the AG
 /// lock held and, for file mappings, the owner inode's lock held. An exception thrown here is caught by the
-/// engine, never fails the writer, and is reported to the observer through <see cref="OnHookFailed"/>.</summary>
-internal interface IRmapHook
+/// engine, never fails the writer, and is reported to the observer through <see cref="IEngineHook{TUpdate}.OnHookFailed"/>.</summary>
+internal interface IRmapHook : IEngineHook<RmapUpdate>
 {
     void OnRmapUpdate(in RmapUpdate update);
-    void OnHookFailed(Exception error);
+
+    void IEngineHook<RmapUpdate>.OnUpdate(in RmapUpdate update) => OnRmapUpdate(update);
 }
