@@ -39,6 +39,9 @@ internal sealed class OnlineLinkCountTestHooks
     public Action<ulong>? BeforeCompare { get; init; }
     /// <summary>After the hook decided (true = applied to the counts); on the writer's thread.</summary>
     public Action<DirectoryUpdate, bool>? AfterLiveUpdate { get; init; }
+    /// <summary>Either scan read an inode's core from its cluster buffer (no in-core inode was live) and has not yet
+    /// checked that none became live since: what runs here is what that check must catch.</summary>
+    public Action<ulong>? AfterUnloadedRead { get; init; }
 }
 
 /// <summary>What an online link count check (and repair) found and did.</summary>
@@ -57,6 +60,12 @@ public sealed record OnlineLinkCountResult
     public long LiveUpdatesIgnored { get; init; }
     /// <summary>In-use inodes whose nlink was compared with their count.</summary>
     public long InodesCompared { get; init; }
+    /// <summary>Visits (by either scan) of inodes read straight from their cluster buffer because no in-core inode of
+    /// them was live, with no allocation.</summary>
+    public long UnloadedReads { get; init; }
+    /// <summary>Such reads not used because an in-core inode of that inode became live meanwhile: that visit was made
+    /// again through the in-core inode, under its lock.</summary>
+    public long UnloadedReadsRetried { get; init; }
     /// <summary>The wrong link counts found (the first <see cref="OnlineLinkCountOptions.MismatchLimit"/>).</summary>
     public IReadOnlyList<LinkCountMismatch> Mismatches { get; init; } = [];
     /// <summary>How many wrong link counts were found in all.</summary>
@@ -120,8 +129,9 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
     private readonly HashSet<ulong> metadataInodes = new();
     private readonly List<string> damage = new();
     private IDisposable? hookRegistration;
+    private readonly byte[] unloadedCore;
     private bool stopped;
-    private long applied, ignored, inodesScanned, directoriesScanned, entriesCounted;
+    private long applied, ignored, inodesScanned, directoriesScanned, entriesCounted, unloadedReads, unloadedRetried;
 
     private OnlineLinkCounts(NamespaceOperations names, OnlineLinkCountOptions options)
     {
@@ -131,6 +141,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
         this.options = options;
         testHooks = options.TestHooks;
         reader = new DirectoryReader(engine.Image);
+        unloadedCore = new byte[geo.InodeSize];
         var sb = engine.Image.Superblock;
         foreach (ulong ino in new[] { sb.RbmIno, sb.RsumIno, sb.UserQuotaIno, sb.GroupQuotaIno, sb.ProjectQuotaIno })
         {
@@ -229,6 +240,8 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             LiveUpdatesApplied = Interlocked.Read(ref applied),
             LiveUpdatesIgnored = Interlocked.Read(ref ignored),
             InodesCompared = compared,
+            UnloadedReads = unloadedReads,
+            UnloadedReadsRetried = unloadedRetried,
             Mismatches = mismatches,
             MismatchTotal = total,
             Repaired = repaired,
@@ -279,6 +292,10 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
 
     private void VisitInode(ulong ino)
     {
+        if (TryVisitUnloaded(ino))
+        {
+            return;
+        }
         IncoreInode? inode = LoadInode(scan, ino);
         if (inode is null)
         {
@@ -324,6 +341,44 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             inodesScanned++;
             scan.MarkVisited(ino);
         }
+    }
+
+    /// <summary>
+    /// The visit of an inode nobody has in core and that is not a directory in use (so it names nothing): its core
+    /// read from its cluster buffer, and the inode marked visited under the counts mutex iff no in-core inode of it
+    /// became live since the read. A writer changes an inode (e.g. frees it and makes it a directory) only through
+    /// its in-core inode, and delivers that change to the hook under the counts mutex after making it live; so either
+    /// that happened before the check (the visit is made again under the inode lock) or its update finds the inode
+    /// visited and is applied. A directory in use is read under its lock as before (its entries are the counts).
+    /// </summary>
+    private bool TryVisitUnloaded(ulong ino)
+    {
+        if (!engine.TryReadUnloadedCore(ino, unloadedCore, out long stamp))
+        {
+            return false;
+        }
+        var d = new Dinode(unloadedCore);
+        if (!d.IsFree && d.FileType == 0x4000)
+        {
+            return false;
+        }
+        testHooks?.AfterUnloadedRead?.Invoke(ino);
+        lock (countsGate)
+        {
+            if (scan.AbortReason is { } why)
+            {
+                throw new OnlineRepairException($"the link count scan was aborted: {why}");
+            }
+            if (!engine.IsUnloadedSince(ino, stamp))
+            {
+                unloadedRetried++;
+                return false;
+            }
+            inodesScanned++;
+            unloadedReads++;
+            scan.MarkVisited(ino);
+        }
+        return true;
     }
 
     /// <summary>Adds to one inode's count (counts mutex held). An inode number outside the filesystem names nothing
@@ -387,6 +442,10 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
 
     private LinkCountMismatch? CompareInode(OnlineInodeScan compare, ulong ino, ref long compared)
     {
+        if (TryCompareUnloaded(compare, ino, ref compared, out LinkCountMismatch? unloadedVerdict))
+        {
+            return unloadedVerdict;
+        }
         IncoreInode? inode = LoadInode(compare, ino);
         if (inode is null)
         {
@@ -404,17 +463,60 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             (names, dots) = Get(ino);
         }
         compare.MarkVisited(ino);
-        if (d.IsFree)
+        return Verdict(ino, d.IsFree, d.NLink, names + dots, ref compared);
+    }
+
+    /// <summary>
+    /// The compare of an inode nobody has in core: its nlink read from its cluster buffer, its count under the counts
+    /// mutex iff no in-core inode of it became live since the read. Every change to its nlink or to its count is made
+    /// by a writer holding its in-core inode (the namespace operations lock the inode named), which is then live, and
+    /// is committed and delivered before that inode can become unreachable: so with none live in between, the nlink
+    /// read and the count are of the same moment. Otherwise (false) the compare is made under the inode lock.
+    /// </summary>
+    private bool TryCompareUnloaded(OnlineInodeScan compare, ulong ino, ref long compared, out LinkCountMismatch? verdict)
+    {
+        verdict = null;
+        if (!engine.TryReadUnloadedCore(ino, unloadedCore, out long stamp))
+        {
+            return false;
+        }
+        var d = new Dinode(unloadedCore);
+        bool free = d.IsFree;
+        uint nlink = d.NLink;
+        testHooks?.AfterUnloadedRead?.Invoke(ino);
+        long names, dots;
+        lock (countsGate)
+        {
+            if (scan.AbortReason is { } why)
+            {
+                throw new OnlineRepairException($"the link count scan was aborted: {why}");
+            }
+            if (!engine.IsUnloadedSince(ino, stamp))
+            {
+                unloadedRetried++;
+                return false;
+            }
+            (names, dots) = Get(ino);
+            unloadedReads++;
+        }
+        compare.MarkVisited(ino);
+        verdict = Verdict(ino, free, nlink, names + dots, ref compared);
+        return true;
+    }
+
+    /// <summary>The compare of one inode's nlink with its count (a free inode is not compared).</summary>
+    private LinkCountMismatch? Verdict(ulong ino, bool free, uint nlink, long total, ref long compared)
+    {
+        if (free)
         {
             return null;
         }
         compared++;
-        long total = names + dots;
         if (total == 0 && metadataInodes.Contains(ino))
         {
             return null;
         }
-        return d.NLink == total ? null : new LinkCountMismatch(ino, d.NLink, total);
+        return nlink == total ? null : new LinkCountMismatch(ino, nlink, total);
     }
 
     private enum RepairOutcome { AlreadyRight, Set, Released, Refused }
