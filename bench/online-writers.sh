@@ -6,9 +6,10 @@
 #
 #   bench/online-writers.sh [--rounds N] [--ops N] [--structures LIST] [--fixture NAME] [--extra "ARGS"] NAME=XFBTREE...
 #
-# NAME=XFBTREE: a label and the tool to run (a native executable, or "dotnet path/xfbtree.dll"), e.g.
-#   bench/online-writers.sh base=/tmp/base/xfbtree new=artifacts/bench-aot/xfbtree
-# --extra: more arguments for the runs with repairs only (e.g. an option of the checker).
+# NAME=XFBTREE[|ARGS]: a label, the tool to run (a native executable, or "dotnet path/xfbtree.dll") and, after a
+# '|', more arguments for its runs with repairs (e.g. a pace of the checker), e.g.
+#   bench/online-writers.sh base=/tmp/base/xfbtree new=artifacts/bench-aot/xfbtree 'unpaced=artifacts/bench-aot/xfbtree|--nlinks-cpu-share 1'
+# --extra: more arguments for every build's runs with repairs.
 # The fixture's metadump comes from $XFBTREE_FIXTURES (default ../shared/fixtures beside the repository).
 set -euo pipefail
 rounds=3 ops=1500 structures=nlinks fixture=aged-small extra=""
@@ -48,22 +49,25 @@ run() {
 
 echo "# fixture $fixture, stress --ops $ops --threads 2; with: --online-repair --structures $structures $extra"
 echo "# $(nproc) cores; load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
-declare -A alone with
+declare -A alone with ratios
 for ((r = 1; r <= rounds; r++)); do
   for b in "${builds[@]}"; do
-    name=${b%%=*} tool=${b#*=}
+    name=${b%%=*} tool=${b#*=} args=""
+    if [[ $tool == *"|"* ]]; then args=${tool#*|} tool=${tool%%|*}; fi
     read -r a _ < <(run "$tool")
     # shellcheck disable=SC2086
-    read -r w n < <(run "$tool" --online-repair --structures "$structures" $extra)
+    read -r w n < <(run "$tool" --online-repair --structures "$structures" $extra $args)
     alone[$name]+="$a "
     with[$name]+="$w "
-    echo "round $r $name: alone $a with $w (done $n) ratio $(awk -v a="$a" -v w="$w" 'BEGIN {printf "%.2f", w / a}') load $(cut -d' ' -f1 /proc/loadavg)"
+    ratio=$(awk -v a="$a" -v w="$w" 'BEGIN {printf "%.2f", w / a}')
+    ratios[$name]+="$ratio "
+    echo "round $r $name: alone $a with $w (done $n) ratio $ratio load $(cut -d' ' -f1 /proc/loadavg)"
   done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 for b in "${builds[@]}"; do
   name=${b%%=*}
   ma=$(echo "${alone[$name]}" | median) mw=$(echo "${with[$name]}" | median)
-  echo "median $name: alone $ma with $mw ratio $(awk -v a="$ma" -v w="$mw" 'BEGIN {printf "%.2f", w / a}')"
+  echo "median $name: alone $ma with $mw ratio $(awk -v a="$ma" -v w="$mw" 'BEGIN {printf "%.2f", w / a}') (median of the rounds' ratios $(echo "${ratios[$name]}" | median))"
 done
 echo "# load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -292,6 +292,32 @@ public sealed class OnlineLinkCountTests(ITestOutputHelper output) : IDisposable
         CloseAndAssertOffline(fs, image);
     }
 
+    /// <summary>A paced check (half of one CPU) finds the same as an unpaced one and says how long it waited: about
+    /// as long as it worked (both scans' time in batches; what is left under one 2 ms slice per scan is not waited
+    /// for), never longer than the whole check. A share outside (0, 1] is refused.</summary>
+    [Fact]
+    public void OnlineNlinksPacedCheckWaitsAboutAsLongAsItWorks()
+    {
+        var (fs, image) = Open("aged-small");
+        OnlineLinkCountResult unpaced = Check(fs, repair: false);
+        OnlineLinkCountResult paced = OnlineLinkCounts.Run(fs, new OnlineLinkCountOptions { CpuShare = 0.5 });
+        output.WriteLine($"unpaced {unpaced.Elapsed.TotalMilliseconds:F0} ms (paced {unpaced.Paced.TotalMilliseconds:F0} ms); at 0.5: {paced.Elapsed.TotalMilliseconds:F0} ms, paced {paced.Paced.TotalMilliseconds:F0} ms");
+        AssertNoMismatch(unpaced, "unpaced");
+        AssertNoMismatch(paced, "paced");
+        Assert.Equal(unpaced.InodesCompared, paced.InodesCompared);
+        Assert.Equal(unpaced.EntriesCounted, paced.EntriesCounted);
+        Assert.Equal(TimeSpan.Zero, unpaced.Paced);
+        Assert.True(paced.Paced > TimeSpan.Zero && paced.Paced < paced.Elapsed, $"paced {paced.Paced} of {paced.Elapsed}");
+        // Waited = worked x (1 - share) / share = worked: at least the check's time outside the waits, less the setup
+        // and the two scans' last slices, so more than a quarter of the whole.
+        Assert.True(paced.Paced.Ticks * 4 > paced.Elapsed.Ticks, $"paced {paced.Paced} of {paced.Elapsed}: less than the share asks");
+        foreach (double bad in new[] { 0, -0.5, 1.01, double.NaN })
+        {
+            Assert.Throws<ArgumentOutOfRangeException>(() => OnlineLinkCounts.Run(fs, new OnlineLinkCountOptions { CpuShare = bad }));
+        }
+        CloseAndAssertOffline(fs, image);
+    }
+
     private static void DropUnreferencedInodes()
     {
         for (int i = 0; i < 3; i++)

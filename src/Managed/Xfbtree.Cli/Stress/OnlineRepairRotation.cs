@@ -88,7 +88,7 @@ internal sealed class OnlineRepairRotation : IStressBackground
     private long repairs, applied, ignored, mismatches, verified, records;
     private TimeSpan lockedTotal, lockedMax, elapsedTotal;
     private long shadowBytes, shadowRecords;
-    private long nlinkChecks, nlinkWrong, nlinkRepaired, nlinkVerified, nlinkApplied, nlinkIgnored;
+    private long nlinkChecks, nlinkWrong, nlinkRepaired, nlinkVerified, nlinkApplied, nlinkIgnored, nlinkPacedTicks;
     private int nlinkConsecutive;
     private readonly AgTreeRepairRotation? agTrees;
 
@@ -148,6 +148,22 @@ internal sealed class OnlineRepairRotation : IStressBackground
             }
         }
     }
+
+    /// <summary>Check each per-AG tree rebuild with the scrub of its AG, commits paused (default true).</summary>
+    public bool VerifyAgTrees
+    {
+        get => agTrees?.VerifyRebuilds ?? false;
+        init
+        {
+            if (agTrees is not null)
+            {
+                agTrees.VerifyRebuilds = value;
+            }
+        }
+    }
+
+    /// <summary>The pace of each link count check (<see cref="OnlineLinkCountOptions.CpuShare"/>; 1 = not paced).</summary>
+    public double NlinksCpuShare { get; init; } = 1;
 
     public IReadOnlyList<string> Failures
     {
@@ -282,7 +298,7 @@ internal sealed class OnlineRepairRotation : IStressBackground
         OnlineLinkCountResult result;
         try
         {
-            result = OnlineLinkCounts.Run(fs!, new OnlineLinkCountOptions { Repair = true });
+            result = OnlineLinkCounts.Run(fs!, new OnlineLinkCountOptions { Repair = true, CpuShare = NlinksCpuShare });
         }
         catch (Exception e) when (e is OnlineRepairException or XfsWriteException)
         {
@@ -302,6 +318,7 @@ internal sealed class OnlineRepairRotation : IStressBackground
         Interlocked.Add(ref nlinkRepaired, result.Repaired + result.Released);
         Interlocked.Add(ref nlinkApplied, result.LiveUpdatesApplied);
         Interlocked.Add(ref nlinkIgnored, result.LiveUpdatesIgnored);
+        Interlocked.Add(ref nlinkPacedTicks, result.Paced.Ticks);
         if (!result.IsClean)
         {
             Interlocked.Increment(ref mismatches);
@@ -344,7 +361,8 @@ internal sealed class OnlineRepairRotation : IStressBackground
             {
                 writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"online-repair: nlinks: {Interlocked.Read(ref nlinkChecks)} checks, {Interlocked.Read(ref nlinkWrong)} wrong link counts found, {Interlocked.Read(ref nlinkRepaired)} repaired, " +
-                    $"{Interlocked.Read(ref nlinkVerified)} verified; live updates applied {Interlocked.Read(ref nlinkApplied)} ignored {Interlocked.Read(ref nlinkIgnored)}"));
+                    $"{Interlocked.Read(ref nlinkVerified)} verified; live updates applied {Interlocked.Read(ref nlinkApplied)} ignored {Interlocked.Read(ref nlinkIgnored)}; " +
+                    $"CPU share {NlinksCpuShare:0.##}, paced {TimeSpan.FromTicks(Interlocked.Read(ref nlinkPacedTicks)).TotalSeconds:F2} s"));
             }
             if (agTrees is not null)
             {

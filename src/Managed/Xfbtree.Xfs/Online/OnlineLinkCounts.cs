@@ -20,6 +20,11 @@ public sealed record OnlineLinkCountOptions
     public int MismatchLimit { get; init; } = 100;
     /// <summary>How long the scans wait for one inode's lock before they give up (upstream: 30 s).</summary>
     public TimeSpan InodeBusyTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>The share of one CPU the scans may take, in (0, 1]: after each batch of inodes (one inode chunk, no
+    /// lock held) the checker waits until its working time is at most this share of the time passed, so that a
+    /// checker run again and again leaves the CPU to the writers beside it (the role idle scheduling plays for
+    /// xfs_scrub's service). 1 (the default) does not pace: one check on request, or with no writers.</summary>
+    public double CpuShare { get; init; } = 1;
     /// <summary>Test-only callbacks at the scan's steps (deterministic interleavings).</summary>
     internal OnlineLinkCountTestHooks? TestHooks { get; init; }
 }
@@ -86,6 +91,8 @@ public sealed record OnlineLinkCountResult
     public long CountBytes { get; init; }
     /// <summary>Wall time of the check (and repair).</summary>
     public TimeSpan Elapsed { get; init; }
+    /// <summary>Of <see cref="Elapsed"/>, the time the scans waited to keep to <see cref="OnlineLinkCountOptions.CpuShare"/>.</summary>
+    public TimeSpan Paced { get; init; }
 
     /// <summary>True when nothing wrong is left: no mismatch, or every one repaired, and no damage.</summary>
     public bool IsClean => Damage.Count == 0 && NotRepaired.Count == 0 && (MismatchTotal == 0 || Repaired + Released + SettledMeanwhile == MismatchTotal);
@@ -175,6 +182,10 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
     internal static OnlineLinkCountResult Run(NamespaceOperations names, OnlineLinkCountOptions? options = null, CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(names);
+        if (options is { CpuShare: not (> 0 and <= 1) })
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.CpuShare, "CpuShare must be more than 0 and at most 1");
+        }
         using var check = new OnlineLinkCounts(names, options ?? new OnlineLinkCountOptions());
         return check.Execute(cancel);
     }
@@ -183,7 +194,8 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
     {
         var sw = Stopwatch.StartNew();
         hookRegistration = engine.RegisterDirectoryHook(this);
-        Collect(cancel);
+        var pacer = new ScanPacer(options.CpuShare);
+        Collect(pacer, cancel);
         testHooks?.AfterCollect?.Invoke();
         var mismatches = new List<LinkCountMismatch>();
         var notRepaired = new List<string>();
@@ -230,6 +242,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
                         break;
                 }
             }
+            pacer.AfterBatch(cancel);
         }
         Stop();
         return new OnlineLinkCountResult
@@ -251,12 +264,13 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             Damage = damage.ToArray(),
             CountBytes = counts.BytesUsed,
             Elapsed = sw.Elapsed,
+            Paced = pacer.Waited,
         };
     }
 
     // ------------------------------------------------------------------ collect
 
-    private void Collect(CancellationToken cancel)
+    private void Collect(ScanPacer pacer, CancellationToken cancel)
     {
         while (scan.NextBatch() is { } batch)
         {
@@ -267,6 +281,43 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
                 VisitInode(ino);
                 testHooks?.AfterInode?.Invoke(ino);
             }
+            pacer.AfterBatch(cancel);
+        }
+    }
+
+    /// <summary>
+    /// Keeps the scans to a share of one CPU (<see cref="OnlineLinkCountOptions.CpuShare"/>): the working time
+    /// between batches is added up, and once it reaches a slice the checker waits slice x (1 - share) / share. A
+    /// rate limit, not a synchronization: it holds no lock and nothing waits for it; cancellation ends the wait.
+    /// Working time is wall time, so on a busy machine the checker is paced a little more than its share.
+    /// </summary>
+    private sealed class ScanPacer(double share)
+    {
+        private static readonly long Slice = Stopwatch.Frequency / 500; // 2 ms: longer than a timer's slack
+        private long since = Stopwatch.GetTimestamp();
+        private long worked;
+
+        public TimeSpan Waited { get; private set; }
+
+        public void AfterBatch(CancellationToken cancel)
+        {
+            if (share >= 1)
+            {
+                return;
+            }
+            long now = Stopwatch.GetTimestamp();
+            worked += now - since;
+            if (worked >= Slice)
+            {
+                var wait = TimeSpan.FromSeconds(worked * (1 - share) / share / Stopwatch.Frequency);
+                cancel.WaitHandle.WaitOne(wait);
+                cancel.ThrowIfCancellationRequested();
+                worked = 0;
+                long after = Stopwatch.GetTimestamp();
+                Waited += Stopwatch.GetElapsedTime(now, after);
+                now = after;
+            }
+            since = now;
         }
     }
 
