@@ -8,7 +8,7 @@
 #
 # NAME=XFBTREE[|ARGS]: a label, the tool to run (a native executable, or "dotnet path/xfbtree.dll") and, after a
 # '|', more arguments for its runs with repairs (e.g. a pace of the checker), e.g.
-#   bench/online-writers.sh base=/tmp/base/xfbtree new=artifacts/bench-aot/xfbtree 'unpaced=artifacts/bench-aot/xfbtree|--nlinks-cpu-share 1'
+#   bench/online-writers.sh base=/tmp/base/xfbtree new=artifacts/bench-aot/xfbtree 'unpaced=artifacts/bench-aot/xfbtree|--repair-cpu-share 1'
 # --extra: more arguments for every build's runs with repairs.
 # The fixture's metadump comes from $XFBTREE_FIXTURES (default ../shared/fixtures beside the repository).
 set -euo pipefail

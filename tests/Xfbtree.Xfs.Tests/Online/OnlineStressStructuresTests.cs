@@ -39,10 +39,10 @@ public sealed class OnlineStressStructuresTests(ITestOutputHelper output) : IDis
     }
 
     [Theory]
-    [InlineData("--nlinks-cpu-share", "0", "--nlinks-cpu-share 0: must be more than 0 and at most 1")]
-    [InlineData("--nlinks-cpu-share", "1.5", "--nlinks-cpu-share 1.5: must be more than 0 and at most 1")]
-    [InlineData("--nlinks-cpu-share", "NaN", "--nlinks-cpu-share NaN: must be more than 0 and at most 1")]
-    public void StressNlinksCpuShareOutOfRangeIsAUsageError(string option, string value, string message)
+    [InlineData("--repair-cpu-share", "0", "--repair-cpu-share 0: must be more than 0 and at most 1")]
+    [InlineData("--repair-cpu-share", "1.5", "--repair-cpu-share 1.5: must be more than 0 and at most 1")]
+    [InlineData("--repair-cpu-share", "NaN", "--repair-cpu-share NaN: must be more than 0 and at most 1")]
+    public void StressRepairCpuShareOutOfRangeIsAUsageError(string option, string value, string message)
     {
         string image = scratch.CopyFixture("fresh-4ag");
         ToolResult r = RepairTools.Xfbtree("stress", image, "--ops", "1", "--online-repair", "--structures", "nlinks", option, value);
@@ -51,7 +51,7 @@ public sealed class OnlineStressStructuresTests(ITestOutputHelper output) : IDis
     }
 
     [Theory]
-    [InlineData("--nlinks-cpu-share", "0.5")]
+    [InlineData("--repair-cpu-share", "0.5")]
     [InlineData("--no-verify-tree-rebuilds", null)]
     public void StressRepairOptionsWithoutOnlineRepairAreUsageErrors(string option, string? value)
     {

@@ -26,6 +26,9 @@ internal sealed class AgTreeRepairRotation(WriteEngine engine, IReadOnlyList<str
     /// rebuilds alone cost the writers beside them).</summary>
     public bool VerifyRebuilds { get; set; } = true;
 
+    /// <summary>Paces the rebuilds (each with its verification) to a share of one CPU; null = back to back.</summary>
+    public RepairPacer? Pacer { get; set; }
+
     public long Repairs => Interlocked.Read(ref repairs);
 
     public long Verified => Interlocked.Read(ref verified);
@@ -61,6 +64,7 @@ internal sealed class AgTreeRepairRotation(WriteEngine engine, IReadOnlyList<str
         foreach (string s in structures)
         {
             if (s == "refcountbt" && !reflink) continue;
+            long started = RepairPacer.Start();
             try
             {
                 AgRebuildResult _ = s switch
@@ -88,6 +92,7 @@ internal sealed class AgTreeRepairRotation(WriteEngine engine, IReadOnlyList<str
             {
                 Verify(agno, s);
             }
+            Pacer?.After(started);
         }
     }
 

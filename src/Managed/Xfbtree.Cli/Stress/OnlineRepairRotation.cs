@@ -162,8 +162,23 @@ internal sealed class OnlineRepairRotation : IStressBackground
         }
     }
 
-    /// <summary>The pace of each link count check (<see cref="OnlineLinkCountOptions.CpuShare"/>; 1 = not paced).</summary>
-    public double NlinksCpuShare { get; init; } = 1;
+    /// <summary>The share of one CPU the repairs may take (1 = not paced, back to back): the link count check paces
+    /// itself (<see cref="OnlineLinkCountOptions.CpuShare"/>), the rmapbt and per-AG tree rebuilds are paced by
+    /// <see cref="RepairPacer"/> after each one.</summary>
+    public double RepairCpuShare
+    {
+        get => pacer.Share;
+        init
+        {
+            pacer = new RepairPacer(value);
+            if (agTrees is not null)
+            {
+                agTrees.Pacer = pacer;
+            }
+        }
+    }
+
+    private readonly RepairPacer pacer = new(1);
 
     public IReadOnlyList<string> Failures
     {
@@ -203,7 +218,9 @@ internal sealed class OnlineRepairRotation : IStressBackground
             }
             if (rmap)
             {
+                long started = RepairPacer.Start();
                 RmapTurn(agno, state);
+                pacer.After(started);
             }
             agTrees?.RepairAg(agno, reflink);
             treesDone |= agTrees is not null && agno == count - 1;
@@ -298,7 +315,7 @@ internal sealed class OnlineRepairRotation : IStressBackground
         OnlineLinkCountResult result;
         try
         {
-            result = OnlineLinkCounts.Run(fs!, new OnlineLinkCountOptions { Repair = true, CpuShare = NlinksCpuShare });
+            result = OnlineLinkCounts.Run(fs!, new OnlineLinkCountOptions { Repair = true, CpuShare = RepairCpuShare });
         }
         catch (Exception e) when (e is OnlineRepairException or XfsWriteException)
         {
@@ -362,7 +379,7 @@ internal sealed class OnlineRepairRotation : IStressBackground
                 writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"online-repair: nlinks: {Interlocked.Read(ref nlinkChecks)} checks, {Interlocked.Read(ref nlinkWrong)} wrong link counts found, {Interlocked.Read(ref nlinkRepaired)} repaired, " +
                     $"{Interlocked.Read(ref nlinkVerified)} verified; live updates applied {Interlocked.Read(ref nlinkApplied)} ignored {Interlocked.Read(ref nlinkIgnored)}; " +
-                    $"CPU share {NlinksCpuShare:0.##}, paced {TimeSpan.FromTicks(Interlocked.Read(ref nlinkPacedTicks)).TotalSeconds:F2} s"));
+                    $"paced {TimeSpan.FromTicks(Interlocked.Read(ref nlinkPacedTicks)).TotalSeconds:F2} s"));
             }
             if (agTrees is not null)
             {
@@ -373,6 +390,8 @@ internal sealed class OnlineRepairRotation : IStressBackground
             {
                 writer.WriteLine($"online-repair: not exercised: {OnlineRepairStructureNames.Format(NotExercised)} (not on this filesystem: no reflink)");
             }
+            writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"online-repair: CPU share {RepairCpuShare:0.##}; rebuilds paced {pacer.Waited.TotalSeconds:F2} s"));
             writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"online-repair repairs={repairs} applied={applied} ignored={ignored} mismatches={Interlocked.Read(ref mismatches) + (agTrees?.Problems ?? 0)} skipped={skipped.Count}"));
         }
