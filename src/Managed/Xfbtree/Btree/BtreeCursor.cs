@@ -49,6 +49,8 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
     internal long KeptPathInserts { get; private set; }
     /// <summary>Records inserted by leaf runs (<see cref="InsertRunOnKeptPath"/>; a diagnostic for tests).</summary>
     internal long RunInserts { get; private set; }
+    /// <summary>Insert descents that started below the root, from the kept path (<see cref="RepositionFromKeptPath"/>; a diagnostic for tests).</summary>
+    internal long KeptPathDescents { get; private set; }
     /// <summary>Records deleted by leaf runs (<see cref="DeleteRunInLeaf"/>; a diagnostic for tests).</summary>
     internal long RunDeletes { get; private set; }
     int _heightAtWriteStart;
