@@ -35,6 +35,7 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
     readonly int _blockSize, _keySize, _recordSize, _keySlotSize, _pointerSize;
     readonly int _headerSize, _leafMaxRecords, _nodeMaxRecords;
     readonly BtreeRootValue? _rootValue;  // the root of an in-memory tree, read by concurrent readers without touching the tree object
+    readonly byte* _directBase;           // the store's DirectBlockBase: prefetch a child before its table entry arrives
     int _height;
     int _imageLevel = -1;              // level of an inode-fork root image, or -1
     int _imageViewLength, _imageMaxRecords;
@@ -75,6 +76,7 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
         _leafMaxRecords = _geometry.LeafMaxRecords;
         _nodeMaxRecords = _geometry.NodeMaxRecords;
         _rootValue = tree.Root as BtreeRootValue;
+        _directBase = _store.DirectBlockBase;
     }
 
     /// <summary>The tree.</summary>
