@@ -485,6 +485,11 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             }
             InodeCore.SetNlink(core, (uint)total);
             tx.LogInode(inode);
+            if (nlink == 0)
+            {
+                // Named again: off the unlinked list it may be on (where the AGI repair puts every inode with nlink 0).
+                namespaceOps.TakeOffUnlinkedList(tx, inode, $"inode {ino}");
+            }
             return RepairOutcome.Set;
         });
         why = refused;
