@@ -205,6 +205,7 @@ public sealed class OnlineScrubTests(ITestOutputHelper output)
         ["bnobt", "rec-blockcount"], ["cntbt", "leaf-crc"], ["inobt", "rec-freecount"], ["finobt", "rec-startino"],
         ["refcountbt", "rec-refcount"], ["bnobt", "agf-freeblks"], ["inobt", "agi-count"], ["agfl", "agf-flcount"],
         ["nlinks", "nlink-file-high"], ["rmapbt", "rec-blockcount"], ["superblock", "sb-icount"],
+        ["unlinked", "unlinked-linked-head"], ["unlinked", "unlinked-stale-next"],
     ];
 
     [Theory]
