@@ -61,6 +61,8 @@ internal static class ScrubCorruptor
         k.Add(new Kind("nlinks", "nlink-file-zero", "a linked regular file's nlink set to zero", "nlinks"));
         k.Add(new Kind("nlinks", "nlink-zero-on-list", "a linked regular file's nlink set to zero and the file put on its AGI unlinked bucket (a well-formed list)", "nlinks"));
         foreach (var (name, what) in UnlinkedKinds) k.Add(new Kind("unlinked", name, what, "AGI"));
+        k.Add(new Kind("dirent", "dirent-ftype", "the root's first entry (a directory) given the file type of a regular file", "nlinks"));
+        k.Add(new Kind("dirent", "dirent-free", "a shortform directory's entry of a regular file pointed at a free inode of the AG", "nlinks"));
         return k;
     }
 
@@ -165,6 +167,42 @@ internal static class ScrubCorruptor
         return list;
     }
 
+    static string ApplyDirent(string image, string name, uint ag)
+    {
+        if (name == "dirent-ftype")
+        {
+            long was = Read(image, ["path /"], "u3.sfdir3.list[0].filetype");
+            if (was != 2) throw new InvalidOperationException($"the root's first entry has file type {was}, not a directory's");
+            return Write(image, ["path /"], "u3.sfdir3.list[0].filetype", "1");
+        }
+        var (dir, index) = ShortformEntryOfRegularFile(image);
+        uint free = FreeInodeOfAg(image, ag);
+        long ino = Read(image, [], "ino", $"convert agno {ag} agino {free} ino");
+        return Write(image, [$"path {dir}"], $"u3.sfdir3.list[{index}].inumber.i4", ino.ToString(CultureInfo.InvariantCulture), $" (inode {ino} is free)");
+    }
+
+    /// <summary>A shortform directory (breadth-first from the root, 4-byte inode numbers) with an entry of a regular
+    /// file: its path and the entry's index.</summary>
+    static (string Dir, int Index) ShortformEntryOfRegularFile(string image)
+    {
+        var queue = new Queue<string>(["/"]);
+        for (int visited = 0; queue.Count > 0 && visited < 200; visited++)
+        {
+            string dir = queue.Dequeue();
+            string text = Db(image, false, [$"path {dir}", "print core.format", "print u3"]);
+            if (!text.Contains("(local)", StringComparison.Ordinal) || !text.Contains("i8count = 0", StringComparison.Ordinal)) continue;
+            var names = System.Text.RegularExpressions.Regex.Matches(text, @"list\[(\d+)\]\.name = ""([^""]*)""");
+            var types = System.Text.RegularExpressions.Regex.Matches(text, @"list\[(\d+)\]\.filetype = (\d+)");
+            for (int i = 0; i < names.Count && i < types.Count; i++)
+            {
+                int index = int.Parse(names[i].Groups[1].Value, CultureInfo.InvariantCulture);
+                if (types[i].Groups[2].Value == "1") return (dir, index);
+                if (types[i].Groups[2].Value == "2") queue.Enqueue(dir.TrimEnd('/') + "/" + names[i].Groups[2].Value);
+            }
+        }
+        throw new InvalidOperationException("no shortform directory with a regular file's entry found");
+    }
+
     static string ApplyHeader(string image, Kind kind, uint ag)
     {
         string[] agf = [$"agf {ag}"], agi = [$"agi {ag}"], agfl = [$"agfl {ag}"], sb = [$"sb {ag}"];
@@ -219,6 +257,7 @@ internal static class ScrubCorruptor
     {
         if (kind.Tree == "nlinks") return Nlink(image, kind.Name, ag);
         if (kind.Tree == "unlinked") return ApplyUnlinked(image, kind.Name, ag);
+        if (kind.Tree == "dirent") return ApplyDirent(image, kind.Name, ag);
         if (kind.Tree is "agf" or "agi" or "sb" || kind.Name is "agfl-magic" or "agfl-crc") return ApplyHeader(image, kind, ag);
         if (kind.Tree == "agfl")
         {

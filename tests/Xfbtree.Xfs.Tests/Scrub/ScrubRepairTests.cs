@@ -35,6 +35,8 @@ public sealed class ScrubRepairMatrixTests(ITestOutputHelper output)
         // The AGI unlinked lists: the AGI rebuild relinks them from the inodes with nlink 0 (and the link count repair
         // takes an inode it gives links back off its list).
         "unlinked-linked-head", "unlinked-wrong-bucket", "unlinked-free-head", "unlinked-stale-next", "unlinked-cycle", "unlinked-leaked",
+        // Directory entries: a wrong file type set from the inode's mode, an entry naming a free inode removed.
+        "dirent-ftype", "dirent-free",
         // Every AG header and secondary superblock kind: each is a different way into the header rebuilds.
         "agf-magic", "agf-crc", "agf-bnoroot", "agf-cntroot", "agf-rmaproot", "agf-refcountroot", "agf-bnolevel", "agf-rmaplevel",
         "agf-rmapblocks", "agf-length", "agf-flfirst", "agfl-magic", "agfl-crc", "agi-magic", "agi-crc", "agi-length",
@@ -58,7 +60,7 @@ public sealed class ScrubRepairMatrixTests(ITestOutputHelper output)
         output.WriteLine(ScrubCorruptor.Apply(image, kind, Ag));
         var (rc, stdout, stderr) = ScrubCli.Run(image, "--repair");
         output.WriteLine(stdout + stderr);
-        if (kind.Tree == "nlinks")
+        if (kind.Finding == "nlinks")
         {
             Assert.Contains("nlinks: damaged", stdout, StringComparison.Ordinal);
             Assert.Contains("repair: nlinks: repaired", stdout, StringComparison.Ordinal);
