@@ -11,11 +11,13 @@ namespace Xfbtree.Xfs.Scrub;
 /// inobt check reads is handed over (<see cref="OnInode"/>): its di_nlink is kept, and a directory's entries are
 /// read (every format, through <see cref="DirectoryReader"/>) and each counts one link of the inode it names, plus
 /// '.' for the directory itself and '..' for its parent. <see cref="Finish"/> compares: an inode whose nlink differs
-/// from its count is wrong, and an entry naming an inode that is not in use is damage too. The metadata inodes the
-/// superblock names (realtime bitmap and summary, quota inodes) are named by no directory and are left out.
-/// Memory: the scan must see every directory before any count is final, so it keeps 12 bytes per in-use inode (its
-/// number and nlink, in arrays filled in scan order) and 8 per link counted (the number each entry names); both are
-/// sorted at the end and merge-joined, which replaces two dictionaries of 60-100 bytes per inode.
+/// from its count is wrong; an entry naming an inode that is not in use, or (ftype feature) with a file type other
+/// than its inode's mode gives, is damage too, reported by directory and name. The metadata inodes the superblock
+/// names (realtime bitmap and summary, quota inodes) are named by no directory and are left out.
+/// Memory: the scan must see every directory before any count is final, so it keeps 16 bytes per in-use inode (its
+/// number, nlink and file type, in arrays filled in scan order), 9 per link counted (the number each entry names and
+/// its file type) and 8 per directory; they are sorted at the end and merge-joined, which replaces two dictionaries of
+/// 60-100 bytes per inode. Wrong entries are found by name in a second pass over the directories, only when some exist.
 /// </summary>
 internal sealed class LinkCountScrubber
 {
