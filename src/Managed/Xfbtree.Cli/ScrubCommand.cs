@@ -38,7 +38,7 @@ internal static class ScrubCommand
         };
         var json = RmapCommand.Json();
         var force = new Option<bool>("--force") { Description = "Go on although the log is dirty or its state is unknown (results may be stale)." };
-        var repair = new Option<bool>("--repair") { Description = "Rebuild every damaged structure in place through the write engine (NEEDSREPAIR set meanwhile), then check again." };
+        var repair = new Option<bool>("--repair") { Description = "Rebuild every damaged structure in place through the write engine (NEEDSREPAIR set meanwhile; a damaged primary superblock is first restored from a secondary), then check again." };
         var command = new Command("scrub", "Check the free-space, inode, rmap and refcount btrees, the AG headers, the superblock counters and every link count " +
                                            "of an unmounted image, or online of a running xfbtree mount (TARGET = its directory; root or the mount's owner), " +
                                            "and with --repair rebuild what is damaged. " + CommandLineHost.ExitCodesHelp)
