@@ -298,7 +298,7 @@ internal sealed class StressRequest
     /// <summary>--repair-cpu-share: the pace of the back-to-back repairs (<see cref="OnlineRepairRotation.RepairCpuShare"/>).</summary>
     public double RepairCpuShare { get; init; } = DefaultRepairCpuShare;
     /// <summary>Default of <see cref="RepairCpuShare"/>: not paced, so that a stress run interleaves as many repairs
-    /// with its writers as it can (what the race tests want); 0.5 is the pace that keeps writers beside repairs run
+    /// with its writers as it can (what the race tests want); 0.25 is the pace that keeps writers beside repairs run
     /// again and again at 0.8x of their speed alone or more on two cores (docs/scrub.md, "Writers beside the check").</summary>
     public const double DefaultRepairCpuShare = 1;
     /// <summary>Not --no-verify-tree-rebuilds: each per-AG tree rebuild checked by the scrub of its AG, commits paused.</summary>
