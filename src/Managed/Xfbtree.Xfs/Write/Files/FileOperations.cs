@@ -421,7 +421,8 @@ internal sealed class FileOperations
                     edit.Touch();
                 }
                 int budget = stepPieces;
-                edit.EnsureSpaceFor(0, 0, allocateHoles: false, extraRecords: 2 * stepPieces + 4);
+                // Moves keep the record count; the splits at the range's ends add at most two records a step.
+                edit.EnsureSpaceFor(0, 0, allocateHoles: false, extraRecords: 4);
                 while (budget > 0 && ph < 3)
                 {
                     if (ph < 2)
@@ -437,8 +438,11 @@ internal sealed class FileOperations
                         p = to;
                         if (p >= stop)
                         {
+                            // Each phase has a budget of its own: a file of at most StepPieces mappings is shifted in
+                            // one transaction, all or nothing (the stress crash test relies on it).
                             ph++;
                             p = ph == 1 ? Math.Max(eof, first + shift) : first + shift;
+                            budget = stepPieces;
                         }
                         continue;
                     }
