@@ -147,6 +147,37 @@ public sealed class WriteFilePreallocShiftTests(ITestOutputHelper output)
             fs.Close();
         }
         AssertKernel(image, ("a", a, -1), ("b", b, -1));
+
+        // The kernel's own shifts on the file the engine shifted (its bmbt, rmaps and refcounts as the kernel's code
+        // expects them), then the engine reads what the kernel made.
+        string mnt = Directory.CreateTempSubdirectory("xfbtree-shift-rw-").FullName;
+        var mount = RepairTools.Exec("/bin/mount", ["-o", "loop,nouuid", image, mnt]);
+        Assert.True(mount.ExitCode == 0, $"mount: {mount}");
+        try
+        {
+            var io = RepairTools.Exec("/usr/sbin/xfs_io", ["-c", $"fcollapse {2 * bs} {3 * bs}", "-c", $"finsert {bs} {2 * bs}", Path.Combine(mnt, "a")]);
+            Assert.True(io.ExitCode == 0 && io.Stderr.Length == 0 && io.Stdout.Length == 0, $"xfs_io: {io}");
+        }
+        finally
+        {
+            var umount = RepairTools.Exec("/bin/umount", [mnt]);
+            try { Directory.Delete(mnt); } catch (IOException) { }
+            Assert.True(umount.ExitCode == 0, $"umount: {umount}");
+        }
+        var tail = a.Data.AsSpan(5 * bs).ToArray();
+        a.Resize(2L * bs);
+        a.Write(2L * bs, tail);
+        tail = a.Data.AsSpan(bs).ToArray();
+        a.Resize(bs + 2L * bs);
+        Array.Clear(a.Data, bs, 2 * bs);
+        a.Write(3L * bs, tail);
+        AssertOracles(image, "after the kernel's shifts");
+        using (var fs = XfsFileSystem.Open(image, WriteFileHarness.Options))
+        {
+            AssertFile(fs, "/a", a);
+            AssertFile(fs, "/b", b);
+            fs.Close();
+        }
     }
 
     /// <summary>With steps of 4 mappings a shift over 40 extents takes several transactions; killed at its writes
