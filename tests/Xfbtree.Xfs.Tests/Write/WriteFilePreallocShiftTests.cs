@@ -283,6 +283,56 @@ public sealed class WriteFilePreallocShiftTests(ITestOutputHelper output)
         Assert.True(crashes > 0, "no write to crash at");
     }
 
+    /// <summary>The kernel holds the inode's I/O lock for a whole shift; the engine locks it per step, so another
+    /// operation can run between two steps (driven here by the step hook): one that changes the size stops the shift
+    /// with Busy, part way, and no moved data is left past EOF (an insert that went on after a truncate down moved
+    /// written blocks beyond the new EOF, where a later growth showed them).</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void AShiftWhoseFileChangesSizeBetweenSteps_StopsWithBusy_AndLeavesNoDataPastEof(bool insert)
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        XfsFileSystem? self = null;
+        int steps = 0;
+        long cut = 0;
+        var options = WriteFileHarness.Options with
+        {
+            StepPieces = 4,
+            StepCommitted = op =>
+            {
+                if (op.EndsWith(" range", StringComparison.Ordinal) && ++steps == 2) self!.Truncate("/f", cut);
+            },
+        };
+        using (var fs = XfsFileSystem.Open(image, options))
+        {
+            self = fs;
+            int bs = fs.Engine.Geometry.BlockSize;
+            fs.Create("/f");
+            for (int i = 0; i < 40; i++) fs.Write("/f", 2L * i * bs, new[] { (byte)(i + 1) });
+            cut = 30L * bs;
+            var failure = Assert.Throws<XfsWriteException>(() =>
+            {
+                if (insert) fs.InsertRange("/f", 10L * bs, 4L * bs);
+                else fs.CollapseRange("/f", 10L * bs, 4L * bs);
+            });
+            output.WriteLine(failure.Message);
+            Assert.Equal(WriteErrorKind.Busy, failure.Kind);
+            Assert.StartsWith($"{(insert ? "insert" : "collapse")} range stopped part way", failure.Message, StringComparison.Ordinal);
+            Assert.Equal(cut, fs.Stat("/f").Size);
+            // Growing the file again must show zeros past the cut: nothing moved there after it.
+            fs.Truncate("/f", 100L * bs);
+            var data = new byte[100 * bs];
+            Assert.Equal(data.Length, fs.Read("/f", 0, data));
+            int stray = data.AsSpan((int)cut).IndexOfAnyExcept((byte)0);
+            Assert.True(stray < 0, $"byte {cut + stray} past the cut holds data");
+            AssertInvariants(fs.Engine, "after the stopped shift");
+            fs.Close();
+        }
+        AssertOracles(image, "after the stopped shift");
+    }
+
     [Fact]
     public void RenameWhiteout_LeavesACharacterDevice00UnderTheSourceName_InOneTransaction()
     {

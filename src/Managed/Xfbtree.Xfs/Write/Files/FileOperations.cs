@@ -384,10 +384,11 @@ internal sealed class FileOperations
         int phase = insert ? 2 : 0;
         ulong pos = insert ? ulong.MaxValue : first;
         ulong eofBlock = 0;
+        long expectedSize = 0;
         bool firstStep = true, finished = false;
         while (!finished)
         {
-            (finished, phase, pos, eofBlock) = Step(op, !firstStep, () => ShiftProgress(insert, first, shift, phase, pos), tx =>
+            (finished, phase, pos, eofBlock, expectedSize) = Step(op, !firstStep, () => ShiftProgress(insert, first, shift, phase, pos), tx =>
             {
                 // The body may run again after a lock restart: it works on copies of the progress and returns them.
                 int ph = phase;
@@ -395,6 +396,11 @@ internal sealed class FileOperations
                 var edit = FileEdit.Begin(tx, inode, generation: generation);
                 var extents = edit.Fork.Extents;
                 long size = edit.Size;
+                // The kernel holds the inode's I/O lock for the whole shift; here each step locks it anew, so a size
+                // changed by another operation in between (data could move past EOF) stops the shift.
+                if (!firstStep && size != expectedSize)
+                    throw new XfsWriteException(WriteErrorKind.Busy, $"inode {inode.Ino}: another operation changed the size to {size} while the {op} ran");
+                long expect = firstStep && insert ? size + length : size;
                 if (firstStep)
                 {
                     if (insert)
@@ -481,7 +487,7 @@ internal sealed class FileOperations
                 }
                 if (done) edit.Touch();
                 edit.Finish();
-                return (done, ph, p, eof);
+                return (done, ph, p, eof, expect);
             });
             firstStep = false;
         }
@@ -546,7 +552,9 @@ internal sealed class FileOperations
     {
         try
         {
-            return Engine.Execute(operation, body);
+            var result = Engine.Execute(operation, body);
+            Engine.Options.StepCommitted?.Invoke(operation);
+            return result;
         }
         catch (Exception e) when (afterEarlierSteps && e is XfsWriteException or IOException)
         {
