@@ -262,4 +262,42 @@ internal sealed partial class NamespaceOperations
             return InodeAttributeFields.Read(ino, inode.Core, Engine.Geometry.BlockSize);
         });
     }
+
+    /// <summary>
+    /// The online link count repair's fix of one directory entry it found wrong: an entry naming an inode that is not
+    /// in use is removed (as xfs_repair clears it), one whose file type is not its inode's is given the inode's. Checked
+    /// again under the locks of the directory and the inode; an entry a writer changed or removed meanwhile is settled.
+    /// False, with why, when it cannot be fixed (the named inode does not read).
+    /// </summary>
+    internal bool RepairDirectoryEntry(ulong dirIno, byte[] name, ulong ino, out string? why)
+    {
+        IncoreInode dir, target;
+        try
+        {
+            dir = Engine.GetInode(dirIno);
+            target = Engine.GetInode(ino);
+        }
+        catch (XfsWriteException e) when (e.Kind is WriteErrorKind.Corrupt or WriteErrorKind.NotFound)
+        {
+            why = $"not repaired: {e.Message}";
+            return false;
+        }
+        why = null;
+        Engine.Execute($"scrub repair directory {dirIno} entry '{DirectoryFormat.Show(name)}'", tx =>
+        {
+            tx.LockInodes(dir, target);
+            if (new Dinode(dir.Core).IsFree || !InodeCore.IsDirectory(dir.Core)) return;
+            var editor = new DirectoryEditor(tx, dir, Reader, $"directory {dirIno}");
+            if (editor.Find(name) is not { } entry || entry.Ino != ino) return;
+            var d = new Dinode(target.Core);
+            if (d.IsFree)
+            {
+                editor.Remove(name, DateTimeOffset.UtcNow);
+                return;
+            }
+            byte type = DirectoryFormat.FileTypeOfMode(d.Mode);
+            if (entry.FileType != type) editor.Replace(name, ino, type, DateTimeOffset.UtcNow);
+        });
+        return true;
+    }
 }
