@@ -233,7 +233,9 @@ public sealed class UnlinkedListRepairTests(ITestOutputHelper output)
                     SpinWait.SpinUntil(() => engine.Ag(a).Lock.Waiters > 0 || releaseDone.IsSet, TimeSpan.FromSeconds(60));
                     waited = engine.Ag(a).Lock.Waiters > 0;
                 },
-                AfterSwitch = _ => releasedBeforeCommit = releaseDone.IsSet,
+                // The release's own flag is set only after it returns, when the restarted rebuild may already
+                // run: the inode itself says whether it was freed first (the rebuild holds its lock here).
+                AfterSwitch = _ => releasedBeforeCommit = new Dinode(engine.GetInode(low.Ino).Core).IsFree,
             };
             AgRebuildResult r = OnlineAgHeaderRepair.RepairAgi(engine, ag, hooks);
             output.WriteLine(r.ToString());
