@@ -441,10 +441,19 @@ public sealed class WriteAttributeTests(ITestOutputHelper output) : WriteAttribu
     /// <summary>An inline symlink target as long as the data fork holds.</summary>
     static string LongInlineTarget(XfsFileSystem fs) => "/" + new string('t', fs.Engine.Geometry.InodeSize - 176 - 1);
 
+    /// <summary>The inode fields a new attr fork sets, as xfs_db prints them, for comparing two images.</summary>
+    static string ForkFields(string image, string path)
+    {
+        var res = RepairTools.Exec(TreeFixtures.Tool("xfs_db"), ["-r", "-c", $"path {path}", "-c", "print core.forkoff core.format core.aformat core.nextents core.nblocks core.size", image]);
+        Assert.True(res.ExitCode == 0 && res.Stdout.Contains("core.forkoff", StringComparison.Ordinal), $"xfs_db {path}: {res}");
+        return res.Stdout.Trim().ReplaceLineEndings(", ");
+    }
+
     /// <summary>
     /// A new attr fork beside inline data that leaves it no room: a shortform directory that nearly fills the
     /// literal area becomes a block directory, and an inline symlink of the longest inline target moves to a remote
     /// block, in the setxattr's transaction (as xfs_bmap_add_attrfork_local), then the attribute goes in shortform.
+    /// The kernel, given the same image and the same setxattr calls, ends with the same fork offsets and formats.
     /// The names, the target and the attributes read back in the engine, with xfs_repair -n, rmap check, scrub and
     /// the kernel (ls, readlink, getfattr) judging the image.
     /// </summary>
@@ -457,31 +466,65 @@ public sealed class WriteAttributeTests(ITestOutputHelper output) : WriteAttribu
         var model = new Model();
         List<string> names;
         string target;
+        // A value too large to fit beside the directory's entries: xfs_attr_shortform_bytesfit finds no offset for it.
+        var dirValue = Value(new Random(3), 48);
+        var linkValue = Value(new Random(5), 20);
         using (var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
         {
             int literal = fs.Engine.Geometry.InodeSize - 176;
             names = FillShortformDirectory(fs, "/sfdir");
             long size = fs.Stat("/sfdir").Size;
             Output.WriteLine($"shortform directory of {names.Count} entries, {size} of {literal} bytes");
-            // A value too large to fit beside the entries: xfs_attr_shortform_bytesfit finds no offset for it.
-            var value = Value(new Random(3), 48);
-            Assert.True(size > literal - 4 - 3 - "a".Length - value.Length, "the directory leaves room for the attribute");
-            Set(fs, model, "/sfdir", "user.a", value);
+            Assert.True(size > literal - 4 - 3 - "a".Length - dirValue.Length, "the directory leaves room for the attribute");
+            target = LongInlineTarget(fs);
+            fs.Symlink(target, "/longlink");
+            Assert.Equal("local", fs.Stat("/longlink").DataForkFormat);
+            fs.Close();
+        }
+
+        // The kernel makes the same calls on a copy.
+        string kernelImage = scratch.Copy(image, "kernel.img");
+        WriteNamespaceOperationTests.FreshUuid(kernelImage);
+        string kmnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt-kernel")).FullName;
+        TreeFixtures.Run("/bin/mount", ["-o", "loop,nouuid", kernelImage, kmnt]);
+        try
+        {
+            foreach (var (path, name, value) in new[] { ("/sfdir", "user.a", dirValue), ("/longlink", "trusted.t", linkValue) })
+            {
+                var res = RepairTools.Exec("/usr/bin/setfattr", ["-h", "-n", name, "-v", "0x" + Convert.ToHexString(value), kmnt + path]);
+                Assert.True(res.ExitCode == 0, $"kernel setfattr {path}: {res}");
+            }
+        }
+        finally
+        {
+            TreeFixtures.Run("/bin/umount", [kmnt]);
+        }
+
+        using (var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
+        {
+            Set(fs, model, "/sfdir", "user.a", dirValue);
             Assert.Equal("extents", fs.Stat("/sfdir").DataForkFormat);
             Assert.Equal("shortform", fs.Attributes.DescribeForm(fs.Lookup("/sfdir")));
             Assert.Equal(names, fs.List("/sfdir").Select(e => e.Name).Where(n => n is not ("." or "..")).Order(StringComparer.Ordinal).ToList());
-            // The directory keeps working in its block.
+            Set(fs, model, "/longlink", "trusted.t", linkValue);
+            Assert.Equal("extents", fs.Stat("/longlink").DataForkFormat);
+            Assert.Equal("shortform", fs.Attributes.DescribeForm(fs.Lookup("/longlink")));
+            Assert.Equal(target, fs.ReadLink("/longlink"));
+            fs.Close();
+        }
+        foreach (string path in new[] { "/sfdir", "/longlink" })
+        {
+            string engine = ForkFields(image, path), kernel = ForkFields(kernelImage, path);
+            Output.WriteLine($"{path}: {engine}");
+            Assert.True(engine == kernel, $"{path}: the engine leaves {engine}, the kernel {kernel}");
+        }
+
+        using (var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
+        {
+            // The directory keeps working in its block, the fork beside it too.
             fs.Create("/sfdir/after");
             names.Add("after");
             Set(fs, model, "/sfdir", "trusted.b", Value(new Random(4), 30));
-
-            target = LongInlineTarget(fs);
-            ulong link = fs.Symlink(target, "/longlink");
-            Assert.Equal("local", fs.Stat("/longlink").DataForkFormat);
-            Set(fs, model, "/longlink", "trusted.t", Value(new Random(5), 20));
-            Assert.Equal("extents", fs.Stat("/longlink").DataForkFormat);
-            Assert.Equal("shortform", fs.Attributes.DescribeForm(link));
-            Assert.Equal(target, fs.ReadLink("/longlink"));
             WriteEngineTestSupport.AssertInvariants(fs.Engine, "inline data moved out");
             AssertEngineMatches(fs, model, "inline data moved out");
             fs.Close();
