@@ -414,6 +414,214 @@ public sealed class WriteAttributeTests(ITestOutputHelper output) : WriteAttribu
         AssertAllOracles(image, scratch.Directory, model, "attr fork removed beside the btree");
     }
 
+    /// <summary>
+    /// Fills a new directory at <paramref name="path"/> with files until it turns into a block directory, then
+    /// removes the last one: the directory is shortform again with less than one more entry of room in the inode.
+    /// Returns the names it holds.
+    /// </summary>
+    static List<string> FillShortformDirectory(XfsFileSystem fs, string path)
+    {
+        fs.Mkdir(path);
+        var names = new List<string>();
+        for (int i = 0; i < 1000; i++)
+        {
+            string name = $"entry-{i:D4}";
+            fs.Create($"{path}/{name}");
+            if (fs.Stat(path).DataForkFormat != "local")
+            {
+                fs.Unlink($"{path}/{name}");
+                Assert.Equal("local", fs.Stat(path).DataForkFormat);
+                return names;
+            }
+            names.Add(name);
+        }
+        throw new InvalidOperationException($"{path} never left shortform");
+    }
+
+    /// <summary>An inline symlink target as long as the data fork holds.</summary>
+    static string LongInlineTarget(XfsFileSystem fs) => "/" + new string('t', fs.Engine.Geometry.InodeSize - 176 - 1);
+
+    /// <summary>The inode fields a new attr fork sets, as xfs_db prints them, for comparing two images.</summary>
+    static string ForkFields(string image, string path)
+    {
+        var res = RepairTools.Exec(TreeFixtures.Tool("xfs_db"), ["-r", "-c", $"path {path}", "-c", "print core.forkoff core.format core.aformat core.nextents core.nblocks core.size", image]);
+        Assert.True(res.ExitCode == 0 && res.Stdout.Contains("core.forkoff", StringComparison.Ordinal), $"xfs_db {path}: {res}");
+        return res.Stdout.Trim().ReplaceLineEndings(", ");
+    }
+
+    /// <summary>
+    /// A new attr fork beside inline data that leaves it no room: a shortform directory that nearly fills the
+    /// literal area becomes a block directory, and an inline symlink of the longest inline target moves to a remote
+    /// block, in the setxattr's transaction (as xfs_bmap_add_attrfork_local), then the attribute goes in shortform.
+    /// The kernel, given the same image and the same setxattr calls, ends with the same fork offsets and formats.
+    /// The names, the target and the attributes read back in the engine, with xfs_repair -n, rmap check, scrub and
+    /// the kernel (ls, readlink, getfattr) judging the image.
+    /// </summary>
+    [Fact]
+    public void NewForkBesideFullInlineDataMovesTheDataOut()
+    {
+        RepairSafetyTests.RequireRoot();
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        var model = new Model();
+        List<string> names;
+        string target;
+        // A value too large to fit beside the directory's entries: xfs_attr_shortform_bytesfit finds no offset for it.
+        var dirValue = Value(new Random(3), 48);
+        var linkValue = Value(new Random(5), 20);
+        using (var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
+        {
+            int literal = fs.Engine.Geometry.InodeSize - 176;
+            names = FillShortformDirectory(fs, "/sfdir");
+            long size = fs.Stat("/sfdir").Size;
+            Output.WriteLine($"shortform directory of {names.Count} entries, {size} of {literal} bytes");
+            Assert.True(size > literal - 4 - 3 - "a".Length - dirValue.Length, "the directory leaves room for the attribute");
+            target = LongInlineTarget(fs);
+            fs.Symlink(target, "/longlink");
+            Assert.Equal("local", fs.Stat("/longlink").DataForkFormat);
+            fs.Close();
+        }
+
+        // The kernel makes the same calls on a copy.
+        string kernelImage = scratch.Copy(image, "kernel.img");
+        WriteNamespaceOperationTests.FreshUuid(kernelImage);
+        string kmnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt-kernel")).FullName;
+        TreeFixtures.Run("/bin/mount", ["-o", "loop,nouuid", kernelImage, kmnt]);
+        try
+        {
+            foreach (var (path, name, value) in new[] { ("/sfdir", "user.a", dirValue), ("/longlink", "trusted.t", linkValue) })
+            {
+                var res = RepairTools.Exec("/usr/bin/setfattr", ["-h", "-n", name, "-v", "0x" + Convert.ToHexString(value), kmnt + path]);
+                Assert.True(res.ExitCode == 0, $"kernel setfattr {path}: {res}");
+            }
+        }
+        finally
+        {
+            TreeFixtures.Run("/bin/umount", [kmnt]);
+        }
+
+        using (var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
+        {
+            Set(fs, model, "/sfdir", "user.a", dirValue);
+            Assert.Equal("extents", fs.Stat("/sfdir").DataForkFormat);
+            Assert.Equal("shortform", fs.Attributes.DescribeForm(fs.Lookup("/sfdir")));
+            Assert.Equal(names, fs.List("/sfdir").Select(e => e.Name).Where(n => n is not ("." or "..")).Order(StringComparer.Ordinal).ToList());
+            Set(fs, model, "/longlink", "trusted.t", linkValue);
+            Assert.Equal("extents", fs.Stat("/longlink").DataForkFormat);
+            Assert.Equal("shortform", fs.Attributes.DescribeForm(fs.Lookup("/longlink")));
+            Assert.Equal(target, fs.ReadLink("/longlink"));
+            fs.Close();
+        }
+        foreach (string path in new[] { "/sfdir", "/longlink" })
+        {
+            string engine = ForkFields(image, path), kernel = ForkFields(kernelImage, path);
+            Output.WriteLine($"{path}: {engine}");
+            Assert.True(engine == kernel, $"{path}: the engine leaves {engine}, the kernel {kernel}");
+        }
+
+        using (var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
+        {
+            // The directory keeps working in its block, the fork beside it too.
+            fs.Create("/sfdir/after");
+            names.Add("after");
+            Set(fs, model, "/sfdir", "trusted.b", Value(new Random(4), 30));
+            WriteEngineTestSupport.AssertInvariants(fs.Engine, "inline data moved out");
+            AssertEngineMatches(fs, model, "inline data moved out");
+            fs.Close();
+        }
+        var scrub = RepairTools.Xfbtree("scrub", image);
+        Assert.True(scrub.ExitCode == 0, $"xfbtree scrub: {scrub}");
+        AssertAllOracles(image, scratch.Directory, model, "inline data moved out");
+
+        string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt-ls")).FullName;
+        TreeFixtures.Run("/bin/mount", ["-o", "ro,loop,nouuid", image, mnt]);
+        List<string> listed;
+        string kernelTarget;
+        try
+        {
+            listed = Directory.GetFileSystemEntries(Path.Combine(mnt, "sfdir")).Select(p => Path.GetFileName(p)!).Order(StringComparer.Ordinal).ToList();
+            kernelTarget = new FileInfo(Path.Combine(mnt, "longlink")).LinkTarget ?? "";
+        }
+        finally
+        {
+            TreeFixtures.Run("/bin/umount", [mnt]);
+        }
+        Assert.Equal(names.Order(StringComparer.Ordinal).ToList(), listed);
+        Assert.Equal(target, kernelTarget);
+    }
+
+    /// <summary>
+    /// A crash at every write of the setxattr that moves a shortform directory out of the inode: the reopened image
+    /// holds the directory and its attribute either as before or as after, never between; oracles judge each.
+    /// </summary>
+    [Fact]
+    public void CrashWhileMovingInlineDataOutLeavesWholeOperations()
+    {
+        using var scratch = new RepairScratch();
+        string original = scratch.CopyFixture("fresh-4ag");
+        List<string> names;
+        string target;
+        using (var fs = XfsFileSystem.Open(original, WriteEngineTestSupport.Fast))
+        {
+            names = FillShortformDirectory(fs, "/sfdir");
+            target = LongInlineTarget(fs);
+            fs.Symlink(target, "/longlink");
+            fs.Close();
+        }
+        var value = Value(new Random(6), 48);
+        void Workload(XfsFileSystem fs)
+        {
+            fs.SetXattr(fs.Lookup("/sfdir"), "user.a", value);
+            fs.SetXattr(fs.Lookup("/longlink"), "trusted.t", value);
+            fs.Close();
+        }
+        string reference = scratch.Copy(original, "reference.img");
+        var counter = new WriteFaultInjector(int.MaxValue, () => { });
+        using (var fs = XfsFileSystem.Open(reference, WriteEngineTestSupport.Fast with { Faults = counter })) Workload(fs);
+        int total = counter.Writes;
+        Assert.True(total > 0, "the workload wrote nothing");
+        int checkedPoints = 0, applied = 0;
+        for (int k = 1; k <= total; k++)
+        {
+            string image = scratch.Copy(original, $"crash-{k}.img");
+            var faults = new WriteFaultInjector(k, () => { });
+            XfsFileSystem? fs = null;
+            try
+            {
+                fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast with { Faults = faults });
+                Workload(fs);
+            }
+            catch (Exception e) when (faults.Crashed && (e is SimulatedCrashException || e.InnerException is SimulatedCrashException || e is XfsWriteException))
+            {
+            }
+            finally
+            {
+                fs?.Dispose();
+            }
+            Assert.True(faults.Crashed, $"k={k}: the crash point was never reached ({faults.Writes} writes)");
+            using (var again = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
+            {
+                foreach (var (path, name) in new[] { ("/sfdir", "user.a"), ("/longlink", "trusted.t") })
+                {
+                    var attrs = again.Attributes.ReadAll(again.Lookup(path));
+                    bool set = attrs.Count == 1 && attrs[0].Name.FullName == name && attrs[0].Value.AsSpan().SequenceEqual(value);
+                    Assert.True(set || attrs.Count == 0, $"k={k}: {path} has {attrs.Count} attributes, neither none nor the one set");
+                    string format = again.Stat(path).DataForkFormat;
+                    Assert.True(set ? format == "extents" : format == "local", $"k={k}: {path} is {format} with the attribute {(set ? "set" : "absent")}");
+                    if (set) applied++;
+                }
+                Assert.Equal(names, again.List("/sfdir").Select(e => e.Name).Where(n => n is not ("." or "..")).Order(StringComparer.Ordinal).ToList());
+                Assert.Equal(target, again.ReadLink("/longlink"));
+                WriteEngineTestSupport.AssertInvariants(again.Engine, $"k={k}");
+                again.Close();
+            }
+            WriteEngineTestSupport.AssertOraclesClean(image, $"k={k}");
+            checkedPoints++;
+            File.Delete(image);
+        }
+        Output.WriteLine($"{total} writes in the reference run; {checkedPoints} crash points judged; the attribute had reached the image {applied} times");
+    }
+
     /// <summary>The syscalls' errors, each leaving the attributes as they were.</summary>
     [Fact]
     public void ErrorsAreTheKernelsAndChangeNothing()

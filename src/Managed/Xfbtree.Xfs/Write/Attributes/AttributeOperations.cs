@@ -2,9 +2,11 @@ using System.Buffers.Binary;
 using System.Security.Cryptography;
 using Xfbtree.Buffers;
 using Xfbtree.Xfs.Attributes;
+using Xfbtree.Xfs.Directories;
 using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Write.Engine;
 using Xfbtree.Xfs.Write.Files;
+using Xfbtree.Xfs.Write.Namespace;
 
 namespace Xfbtree.Xfs.Write.Attributes;
 
@@ -43,6 +45,12 @@ internal sealed partial class AttributeOperations
     public WriteEngine Engine { get; }
 
     XfsGeometry Geo => Engine.Geometry;
+
+    DirectoryReader? _directoryReader;
+
+    /// <summary>Directory geometry and mapping for a shortform directory moved out of the inode (stateless, so a
+    /// race creating two is harmless).</summary>
+    internal DirectoryReader DirectoryReader => _directoryReader ??= new DirectoryReader(Engine.Image);
 
     // ------------------------------------------------------------------ public operations
 
@@ -400,6 +408,7 @@ internal sealed partial class AttributeOperations
                     return;
                 }
             }
+            if (InodeFields.ForkOffset(Core) == 0) MoveInlineDataOutForNewFork(entries, shortformHint);
             if (ShortformAttributes.AllEligible(entries))
             {
                 int bytes = ShortformAttributes.Size(entries);
@@ -417,6 +426,44 @@ internal sealed partial class AttributeOperations
             }
             EnsureBlockFork(shortformHint);
             WriteTree(entries);
+        }
+
+        /// <summary>
+        /// xfs_bmap_add_attrfork: a new attr fork starts where xfs_attr_shortform_bytesfit puts the first attribute,
+        /// else at the default offset. Inline data that would not fit below that offset moves out of the inode first,
+        /// in this transaction (xfs_bmap_add_attrfork_local): a shortform directory becomes a block directory, an
+        /// inline symlink target moves to a remote block. The fork is then created empty at that offset, and the
+        /// entries are written as beside any extents data fork.
+        /// </summary>
+        void MoveInlineDataOutForNewFork(List<AttrEntry> entries, int shortformHint)
+        {
+            var d = new Dinode(Core);
+            if (d.Format != ForkFormat.Local) return;
+            if (shortformHint == 0 && ShortformAttributes.AllEligible(entries)) shortformHint = ShortformAttributes.Size(entries);
+            int forkoff = shortformHint > 0 ? AttrForkGeometry.BytesFit(Core, shortformHint) : 0;
+            if (forkoff == 0) forkoff = AttrForkGeometry.DefaultForkOffsetBytes(Core) >> 3;
+            if (d.Size <= (ulong)forkoff * 8) return;
+            int type = InodeFields.Mode(Core) & 0xF000;
+            if (type == 0x4000)
+            {
+                new DirectoryEditor(tx, inode, ops.DirectoryReader, $"directory {inode.Ino}").MoveShortformOutOfInode();
+            }
+            else if (type == 0xA000)
+            {
+                if (d.Size > (ulong)d.DataFork.Length)
+                    throw new XfsWriteException(WriteErrorKind.Corrupt, $"inode {inode.Ino}: an inline symlink of {d.Size} bytes in a data fork of {d.DataFork.Length}");
+                byte[] target = d.DataFork[..(int)d.Size].ToArray();
+                NamespaceOperations.WriteSymlinkTarget(tx, inode, target, remote: true, $"symlink {inode.Ino}");
+            }
+            else
+            {
+                throw new XfsWriteException(WriteErrorKind.Corrupt,
+                    $"inode {inode.Ino}: inline data in an inode of type 0{Convert.ToString(type >> 12, 8)}, which only directories and symlinks have");
+            }
+            SetForkOffset(forkoff);
+            InodeFields.Fork(Core, attr: true).Clear();
+            InodeFields.SetFormat(Core, attr: true, ForkFormat.Extents);
+            InodeFields.SetExtents(Core, attr: true, 0);
         }
 
         /// <summary>Unmaps and frees every block of an extents/btree attr fork (bmbt blocks included).</summary>
@@ -478,9 +525,11 @@ internal sealed partial class AttributeOperations
             switch (format)
             {
                 case ForkFormat.Local:
+                    // MoveInlineDataOutForNewFork moved inline data that does not fit a new fork's offset; a
+                    // forkoff moved later is bounded by the data fork's size (xfs_attr_shortform_bytesfit).
                     if (d.Size > (ulong)newSize)
-                        throw new XfsWriteException(WriteErrorKind.NotSupported,
-                            $"inode {inode.Ino}: its inline data ({d.Size} bytes) leaves no room for an attribute fork, and the engine does not move inline data out of the inode");
+                        throw new XfsWriteException(WriteErrorKind.Corrupt,
+                            $"inode {inode.Ino}: its inline data ({d.Size} bytes) does not fit a data fork of {newSize} bytes");
                     break;
                 case ForkFormat.Extents:
                     if (d.DataExtents * Dinode.ExtentSize > (ulong)newSize) convert = FileFork.Load(tx, inode, attr: false);

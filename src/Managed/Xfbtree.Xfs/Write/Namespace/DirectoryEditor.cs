@@ -312,6 +312,20 @@ internal sealed class DirectoryEditor
         LoadMapping();
     }
 
+    /// <summary>
+    /// xfs_bmap_add_attrfork_local for a directory: a shortform directory becomes a block directory (same entries,
+    /// same offsets, so readdir cookies survive) to leave the inode's literal area to a new attribute fork. The
+    /// directory's times do not change (the attribute change sets ctime). Nothing happens to other formats.
+    /// </summary>
+    public void MoveShortformOutOfInode()
+    {
+        if (Layout != DirectoryLayout.Shortform) return;
+        RefuseEdit("moving its entries out of the inode for an attribute fork");
+        ConvertToBlock(BlockDirectory.FromShortform(ReadShortform(), _dir.Ino, _g.BlockSize, _g.HasFtype));
+        _edit?.Finish();
+        _tx.LogInode(_dir);
+    }
+
     /// <summary>xfs_dir2_block_to_sf: when the entries of a block directory fit the inode's data fork inline, the
     /// block is freed and the directory becomes shortform (same offsets, so readdir cookies survive).</summary>
     bool TryBlockToShortform(DirectoryBuffer buf, BlockDirectory block)

@@ -330,7 +330,7 @@ internal sealed partial class NamespaceOperations
             InodeAttributeFields.SetUid(child.Core, uid);
             InodeAttributeFields.SetGid(child.Core, newGid);
             if (type is 0x1000 or 0x2000 or 0x6000 or 0xC000) SpecialFiles.FormatDevice(child.Core, xfsRdev ?? 0);
-            if (symlinkTarget is not null) WriteSymlinkTarget(tx, child, symlinkTarget, where);
+            if (symlinkTarget is not null) WriteSymlinkTarget(tx, child, symlinkTarget, remote: false, where);
             tx.LogInode(child);
 
             editor.Add(name, ino, DirectoryFormat.FileTypeOfMode(mode), now);

@@ -68,18 +68,20 @@ internal sealed partial class NamespaceOperations
 
     /// <summary>Writes a new symlink's target into its freshly formatted, locked inode: inline when it fits the
     /// data fork, else remote blocks allocated near the inode (several extents when free space is fragmented), each
-    /// mapping one buffer with its header (offset, bytes, CRC, UUID, owner, blkno), mapped in the rmapbt.</summary>
-    void WriteSymlinkTarget(WriteTransaction tx, IncoreInode inode, byte[] target, string where)
+    /// mapping one buffer with its header (offset, bytes, CRC, UUID, owner, blkno), mapped in the rmapbt.
+    /// <paramref name="remote"/> writes remote blocks even for a target that fits inline: the inline target of an
+    /// existing symlink moves out to make room for an attribute fork (xfs_symlink_local_to_remote).</summary>
+    internal static void WriteSymlinkTarget(WriteTransaction tx, IncoreInode inode, byte[] target, bool remote, string where)
     {
         var c = inode.Core.AsSpan();
         int forkSize = new Dinode(c).DataFork.Length;
-        if (target.Length <= forkSize)
+        if (!remote && target.Length <= forkSize)
         {
             c[InodeCore.OffFormat] = (byte)ForkFormat.Local;
             InodeCore.SetLocalData(c, target);
             return;
         }
-        var geo = Engine.Geometry;
+        var geo = tx.Engine.Geometry;
         int perBlock = geo.BlockSize - SymlinkHeaderSize;
         int blocks = (target.Length + perBlock - 1) / perBlock;
         if (blocks * Dinode.ExtentSize > forkSize) throw new XfsWriteException(WriteErrorKind.NotSupported, $"'{where}': the symlink needs more extents than the inode holds");
@@ -96,7 +98,7 @@ internal sealed partial class NamespaceOperations
             extents++;
             // One header per mapping, as xfs_symlink writes it: the extent is one buffer, its data follows the header.
             long daddr = geo.AgBlockToDaddr(got.AgNumber, got.AgBlock);
-            var buf = tx.GetNewBuffer(daddr, (int)got.Length * geo.BasicBlocksPerBlock, SymlinkVerifier(ino));
+            var buf = tx.GetNewBuffer(daddr, (int)got.Length * geo.BasicBlocksPerBlock, SymlinkVerifier(geo, ino));
             var s = buf.Span;
             s.Clear();
             int bytes = Math.Min(s.Length - SymlinkHeaderSize, target.Length - written);
@@ -115,13 +117,12 @@ internal sealed partial class NamespaceOperations
         }
         c[InodeCore.OffFormat] = (byte)ForkFormat.Extents;
         InodeCore.SetDataExtents(c, (ulong)extents);
-        InodeCore.SetNblocks(c, (ulong)blocks);
+        InodeCore.SetNblocks(c, InodeCore.Nblocks(c) + (ulong)blocks);
         InodeCore.SetSize(c, (ulong)target.Length);
     }
 
-    MagicCrcVerifier SymlinkVerifier(ulong ino)
+    static MagicCrcVerifier SymlinkVerifier(XfsGeometry geo, ulong ino)
     {
-        var geo = Engine.Geometry;
         return new MagicCrcVerifier("symlink block", SymlinkMagic, SymlinkCrcOffset, 0, b =>
         {
             var s = b.Span;
