@@ -674,7 +674,8 @@ internal sealed class FileOperations
 
     /// <summary>Sets the size: shrinking frees the blocks past the new EOF (the size and the new EOF block first,
     /// then the blocks in bounded steps as <see cref="PunchHole(ulong, long, long)"/> does; blocks past EOF left by a crash between
-    /// steps are legal post-EOF blocks), growing leaves a hole.</summary>
+    /// steps are legal post-EOF blocks), growing leaves a hole (the written blocks such a crash left are hidden:
+    /// <see cref="FileEdit.HidePastEofData"/>).</summary>
     public void Truncate(ulong ino, long size) => TruncateCore(ino, null, size);
 
     /// <summary>As <see cref="Truncate(ulong, long)"/> through a handle: the generation is checked under the inode lock (ESTALE
