@@ -4,6 +4,7 @@ using Xfbtree.Xfs.Directories;
 using Xfbtree.Xfs.Tests.Trees;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Namespace;
+using Xunit.Abstractions;
 
 namespace Xfbtree.Xfs.Tests.Write;
 
@@ -11,7 +12,7 @@ namespace Xfbtree.Xfs.Tests.Write;
 /// Directory formats in memory (shortform and block editing, the da hash) and read-only directory access to real
 /// kernel-written images of every format, with xfs_db as the oracle.
 /// </summary>
-public sealed class WriteNamespaceDirectoryTests
+public sealed class WriteNamespaceDirectoryTests(ITestOutputHelper output)
 {
     static byte[] B(string s) => Encoding.UTF8.GetBytes(s);
 
@@ -104,6 +105,46 @@ public sealed class WriteNamespaceDirectoryTests
         var longName = B(new string('L', 40));
         Assert.Equal(ShortformAddResult.Added, small.TryAdd(longName, 999, DirectoryFormat.FtRegular, 4000));
         Assert.Equal(96, small.Find(longName)!.Offset);
+    }
+
+    /// <summary>
+    /// Random adds and removes (names of 1-40 bytes, a fork big enough that only the block form limits): after every
+    /// add the directory must still parse, i.e. its last offset plus one leaf entry per entry, '.' and '..' and the
+    /// block tail fit one directory block, as xfs_dir2_sf_verify asks. A hole that fits the name is not enough: the
+    /// leaf entry the new name adds must fit too (xfs_dir2_sf_addname_pick); otherwise the kernel converts to the block
+    /// form first. A writer beside an online check once hit a directory written past that limit.
+    /// </summary>
+    [Theory]
+    [InlineData(1024, 1)]
+    [InlineData(1024, 2)]
+    [InlineData(1024, 3)]
+    [InlineData(4096, 4)]
+    public void ShortformAddsAlwaysLeaveTheBlockFormRoom(int blockSize, int seed)
+    {
+        var random = new Random(seed);
+        var sf = new ShortformDirectory(128, true, blockSize);
+        int added = 0, refused = 0, removed = 0;
+        for (int op = 0; op < 4000; op++)
+        {
+            if (sf.Entries.Count > 0 && random.Next(3) == 0)
+            {
+                Assert.True(sf.Remove(sf.Entries[random.Next(sf.Entries.Count)].Name));
+                removed++;
+                continue;
+            }
+            var name = B((op + new string('n', 40))[..(1 + random.Next(40))]);
+            if (sf.Find(name) is not null) continue;
+            if (sf.TryAdd(name, 200 + (ulong)op, DirectoryFormat.FtRegular, 4000) != ShortformAddResult.Added)
+            {
+                refused++;
+                continue;
+            }
+            added++;
+            var bytes = sf.Serialize();
+            ShortformDirectory.Parse(bytes, bytes.Length, true, blockSize, $"after add {op}");
+        }
+        output.WriteLine($"{blockSize}-byte blocks, seed {seed}: {added} added, {refused} refused, {removed} removed");
+        Assert.True(refused > 0 && added > 100, "the run never reached the block form's limit");
     }
 
     [Fact]

@@ -131,8 +131,9 @@ internal sealed class ShortformDirectory
 
     /// <summary>
     /// Adds an entry as xfs_dir2_sf_addname does: appended after the last offset when that still leaves the block
-    /// form room, else in the first offset hole that fits; <see cref="ShortformAddResult.NeedsBlockForm"/> (nothing
-    /// changed) when the new size exceeds <paramref name="forkSize"/> or no offset fits the block form.
+    /// form room, else in the first offset hole that fits when the leaf entry it adds still fits the block;
+    /// <see cref="ShortformAddResult.NeedsBlockForm"/> (nothing changed) when the new size exceeds
+    /// <paramref name="forkSize"/> or no offset fits the block form.
     /// </summary>
     public ShortformAddResult TryAdd(byte[] name, ulong ino, byte fileType, int forkSize)
     {
@@ -148,9 +149,11 @@ internal sealed class ShortformDirectory
             if (holeIndex < 0 && offset + size <= Entries[k].Offset) { holeIndex = k; holeOffset = offset; }
             offset = Entries[k].Offset + DirectoryFormat.DataEntrySize(Entries[k].Name.Length, _ftype);
         }
+        // The block form of the result: the last entry's end, a leaf entry per entry ('.', '..' and the new one
+        // included) and the tail. In a hole the new entry takes no data space, but its leaf entry still must fit.
         int used = offset + (Entries.Count + 3) * DirectoryFormat.LeafEntrySize + DirectoryFormat.BlockTailSize;
         bool endFits = used + size <= _dirBlockSize;
-        if (!endFits && holeIndex < 0) return ShortformAddResult.NeedsBlockForm;
+        if (!endFits && (holeIndex < 0 || used > _dirBlockSize)) return ShortformAddResult.NeedsBlockForm;
         if (endFits)
             Entries.Add(new ShortformEntry(name, ino, fileType, offset));
         else
