@@ -252,6 +252,86 @@ internal sealed class FileEdit
     }
 
     /// <summary>
+    /// Makes every written block of file blocks [RoundUp(<paramref name="oldSize"/>), RoundUp(<paramref name="limit"/>))
+    /// read as zeros, before the size grows from <paramref name="oldSize"/> over them (with <see cref="ZeroEofTail"/>
+    /// for the old EOF block, the kernel zeroes the whole gap [old EOF, new offset) the same way). Written blocks past
+    /// EOF are left by a crash between the steps of a truncate, punch, reflink or range shift; once the size grows
+    /// over them their stale data would show. A private run becomes unwritten (it stays allocated, as preallocation);
+    /// a shared run (reflink inode) is unmapped, its other owners keeping it. Unwritten runs stay as they are. Stops
+    /// after <paramref name="maxRuns"/> runs; returns whether no written block is left in the range.
+    /// </summary>
+    public bool HidePastEofData(long oldSize, long limit, int maxRuns = int.MaxValue)
+    {
+        var (first, stop) = PastEofBlocks(oldSize, limit);
+        int runs = 0;
+        for (int i = Extents.IndexAtOrAfter(first); i < Extents.Count && Extents[i].StartOffset < stop;)
+        {
+            var e = Extents[i];
+            if (e.Unwritten)
+            {
+                i++;
+                continue;
+            }
+            ulong from = Math.Max(e.StartOffset, first), to = Math.Min(e.StartOffset + e.BlockCount, stop);
+            var run = new BmbtExtent(from, e.StartBlock + (from - e.StartOffset), (uint)(to - from), Unwritten: false);
+            foreach (var (sub, shared) in SplitShared(run))
+            {
+                if (runs++ == maxRuns) return false;
+                if (shared)
+                {
+                    Unmap(sub.StartOffset, sub.BlockCount);
+                    continue;
+                }
+                Extents.SetState(sub.StartOffset, sub.BlockCount, unwritten: true);
+                var (agno, _) = Split(sub.StartBlock);
+                FileOperations.LockAg(_tx, agno);
+                _tx.RmapConvert(agno, Rmap(sub with { Unwritten = true }), Reflink);
+                MappingChanged = true;
+            }
+            i = Extents.IndexAtOrAfter(to);
+        }
+        return true;
+    }
+
+    /// <summary>Bmbt records <see cref="HidePastEofData"/> may add over the same range: each run it changes can split
+    /// its extent in three (counted up to <paramref name="maxRuns"/> runs, so the count stays bounded).</summary>
+    public int PastEofDataRecords(long oldSize, long limit, int maxRuns = int.MaxValue)
+    {
+        var (first, stop) = PastEofBlocks(oldSize, limit);
+        int runs = 0;
+        for (int i = Extents.IndexAtOrAfter(first); i < Extents.Count && Extents[i].StartOffset < stop && runs < maxRuns; i++)
+        {
+            var e = Extents[i];
+            if (e.Unwritten) continue;
+            ulong from = Math.Max(e.StartOffset, first), to = Math.Min(e.StartOffset + e.BlockCount, stop);
+            runs += Reflink ? SplitShared(new BmbtExtent(from, e.StartBlock + (from - e.StartOffset), (uint)(to - from), Unwritten: false)).Count : 1;
+        }
+        return 2 * Math.Min(runs, maxRuns);
+    }
+
+    /// <summary>Written extents (not counting a reflink inode's shared splits) among the file blocks past
+    /// <paramref name="oldSize"/> up to <paramref name="limit"/>, counted up to <paramref name="max"/>.</summary>
+    internal static int WrittenExtentsPastEof(ExtentList extents, long oldSize, long limit, int blockSize, int max)
+    {
+        ulong first = (ulong)((oldSize + blockSize - 1) / blockSize), stop = (ulong)((limit + blockSize - 1) / blockSize);
+        int count = 0;
+        if (first >= stop) return 0;
+        for (int i = extents.IndexAtOrAfter(first); i < extents.Count && extents[i].StartOffset < stop && count < max; i++)
+        {
+            if (!extents[i].Unwritten) count++;
+        }
+        return count;
+    }
+
+    /// <summary>The whole file blocks past the EOF block of <paramref name="oldSize"/> that bytes below
+    /// <paramref name="limit"/> reach ((0, 0) when none).</summary>
+    (ulong First, ulong Stop) PastEofBlocks(long oldSize, long limit)
+    {
+        ulong first = (ulong)((oldSize + BlockSize - 1) / BlockSize), stop = (ulong)((limit + BlockSize - 1) / BlockSize);
+        return first < stop ? (first, stop) : (0, 0);
+    }
+
+    /// <summary>
     /// Applies <paramref name="mode"/> to the bytes [start, end): new data (or zeros) for every block of the range,
     /// block by block run: holes allocated (Data only), unwritten runs written then converted, shared runs copied
     /// on write, written runs overwritten in place with read-modify-write of partial blocks.

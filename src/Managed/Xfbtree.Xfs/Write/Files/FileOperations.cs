@@ -62,15 +62,21 @@ internal sealed class FileOperations
 
     void ExecuteWrite(IncoreInode inode, uint? generation, long offset, byte[] bytes, int length, FileWriteFlags flags)
     {
+        if (length > 0) HidePastEofDataInSteps(inode, generation, "write", offset);
         Engine.Execute("write", tx =>
         {
             var edit = FileEdit.Begin(tx, inode, generation: generation);
             if (length == 0) return;
             long end = offset + length;
             long oldSize = edit.Size;
-            edit.EnsureSpaceFor(offset, end, allocateHoles: true);
-            // Bytes between the old EOF and the write read as zeros: clear the old EOF block's tail first.
-            if (offset > oldSize) edit.ZeroEofTail(oldSize, offset);
+            edit.EnsureSpaceFor(offset, end, allocateHoles: true, extraRecords: offset > oldSize ? edit.PastEofDataRecords(oldSize, offset) : 0);
+            // Bytes between the old EOF and the write read as zeros: clear the old EOF block's tail first, and hide
+            // whatever written blocks a crash left past EOF up to the write (its first block included).
+            if (offset > oldSize)
+            {
+                edit.ZeroEofTail(oldSize, offset);
+                edit.HidePastEofData(oldSize, offset);
+            }
             edit.Modify(offset, end, bytes, ModifyMode.Data);
             if (end > oldSize) edit.Size = end;
             edit.Touch();
@@ -316,6 +322,7 @@ internal sealed class FileOperations
         int bs = Engine.Geometry.BlockSize;
         long end = offset + length;
         ulong pos = (ulong)(offset / bs), stop = (ulong)(RoundUp(end, bs) / bs);
+        if (!keepSize) HidePastEofDataInSteps(inode, generation, "fallocate", end);
         bool first = true, finished = false;
         while (!finished)
         {
@@ -324,12 +331,18 @@ internal sealed class FileOperations
             {
                 var edit = FileEdit.Begin(tx, inode, generation: generation);
                 long oldSize = edit.Size;
-                edit.EnsureSpaceFor(first ? offset : (long)pos * bs, end, allocateHoles: true);
+                // Written blocks a crash left past EOF in the range become unwritten (or, shared, holes that the
+                // preallocation fills) in the first step, before the size grows over them; the last step hides any
+                // that another operation left there meanwhile.
+                bool hide = !keepSize && end > oldSize;
+                edit.EnsureSpaceFor(first ? offset : (long)pos * bs, end, allocateHoles: true, extraRecords: hide ? edit.PastEofDataRecords(oldSize, end) : 0);
                 // With KEEP_SIZE the old EOF block keeps its tail: it is zeroed when the size grows over it.
-                if (!keepSize && first && end > oldSize && offset > oldSize) edit.ZeroEofTail(oldSize, offset);
+                if (hide && first && offset > oldSize) edit.ZeroEofTail(oldSize, offset);
+                if (hide && first) edit.HidePastEofData(oldSize, end);
                 ulong reached = edit.Preallocate(pos, stop, Engine.Options.StepPieces);
                 bool last = reached >= stop;
-                if (!keepSize && last && end > oldSize) edit.Size = end;
+                if (hide && last && !first) edit.HidePastEofData(oldSize, end);
+                if (hide && last) edit.Size = end;
                 if (first) InodeFields.SetFlags(inode.Core, (ushort)(InodeFields.Flags(inode.Core) | InodeFields.FlagPrealloc));
                 if (first || last) edit.Touch();
                 edit.Finish();
@@ -377,6 +390,7 @@ internal sealed class FileOperations
         if (offset % bs != 0 || length % bs != 0)
             throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"{op}: offset {offset} and length {length} must be multiples of the block size {bs}");
         var inode = Engine.GetInode(ino);
+        if (insert) HidePastEofDataInSteps(inode, generation, op, -length);
         ulong first = (ulong)(offset / bs), shift = (ulong)(length / bs);
         int stepPieces = Engine.Options.StepPieces;
         // Collapse: phase 0 frees the range, phase 1 the blocks past EOF, phase 2 moves mappings down from `pos` on.
@@ -414,8 +428,11 @@ internal sealed class FileOperations
                                 throw new XfsWriteException(WriteErrorKind.FileTooBig, $"{op}: a mapping past EOF would move beyond the largest file offset");
                         }
                         // The size first (as the kernel's fallocate): a crash later never leaves moved data past EOF.
-                        edit.EnsureSpaceFor(size, Math.Min(size + length, RoundUp(size, bs)), allocateHoles: false, extraRecords: 2);
+                        // Written blocks a crash left in [EOF, EOF + length) are hidden with it: the size now covers
+                        // them until the shift moves them beyond the new EOF.
+                        edit.EnsureSpaceFor(size, Math.Min(size + length, RoundUp(size, bs)), allocateHoles: false, extraRecords: 2 + edit.PastEofDataRecords(size, size + length));
                         edit.ZeroEofTail(size, size + length);
+                        edit.HidePastEofData(size, size + length);
                         edit.Size = size + length;
                     }
                     else
@@ -545,6 +562,42 @@ internal sealed class FileOperations
         });
     }
 
+    /// <summary>
+    /// Before an operation grows the size to <paramref name="limit"/> (a negative limit: the size plus its magnitude,
+    /// as insert range grows it): when more written extents lie past EOF below the limit than one step takes (a crash
+    /// between the steps of a truncate, punch, reflink or shift left them), hides them
+    /// (<see cref="FileEdit.HidePastEofData"/>) in steps of their own, one transaction each, so that the growing
+    /// transaction hides at most a step's worth. Data past EOF is invisible, so a crash between these steps shows
+    /// nothing. The usual case (nothing there) costs a look at the extent list under the read lock, no transaction.
+    /// </summary>
+    void HidePastEofDataInSteps(IncoreInode inode, uint? generation, string operation, long limit)
+    {
+        int stepPieces = Engine.Options.StepPieces, bs = Engine.Geometry.BlockSize;
+        long Limit(long size) => limit >= 0 ? limit : size > MaxFileSize + limit ? MaxFileSize : size - limit;
+        using (Engine.LockInodeForRead(inode))
+        {
+            CheckGeneration(inode, generation);
+            CheckRegular(inode);
+            long size = InodeFields.Size(inode.Core);
+            if (Limit(size) <= size) return;
+            if (FileEdit.WrittenExtentsPastEof(ReadExtentsLocked(inode), size, Limit(size), bs, stepPieces + 1) <= stepPieces) return;
+        }
+        bool hidden = false;
+        while (!hidden)
+        {
+            hidden = Engine.Execute(operation, tx =>
+            {
+                var edit = FileEdit.Begin(tx, inode, generation: generation);
+                long size = edit.Size;
+                if (Limit(size) <= size) return true;
+                edit.EnsureSpaceFor(0, 0, allocateHoles: false, extraRecords: edit.PastEofDataRecords(size, Limit(size), stepPieces));
+                bool done = edit.HidePastEofData(size, Limit(size), stepPieces);
+                edit.Finish();
+                return done;
+            });
+        }
+    }
+
     /// <summary>Runs one step of an operation split into several transactions. A failure after earlier steps
     /// committed is reported with exactly what those steps did (<paramref name="done"/>), as write(2) reports a
     /// short count: they stay.</summary>
@@ -621,7 +674,8 @@ internal sealed class FileOperations
 
     /// <summary>Sets the size: shrinking frees the blocks past the new EOF (the size and the new EOF block first,
     /// then the blocks in bounded steps as <see cref="PunchHole(ulong, long, long)"/> does; blocks past EOF left by a crash between
-    /// steps are legal post-EOF blocks), growing leaves a hole.</summary>
+    /// steps are legal post-EOF blocks), growing leaves a hole (the written blocks such a crash left are hidden:
+    /// <see cref="FileEdit.HidePastEofData"/>).</summary>
     public void Truncate(ulong ino, long size) => TruncateCore(ino, null, size);
 
     /// <summary>As <see cref="Truncate(ulong, long)"/> through a handle: the generation is checked under the inode lock (ESTALE
@@ -639,6 +693,7 @@ internal sealed class FileOperations
         CheckRange(size, 0, "truncate");
         var inode = Engine.GetInode(ino);
         int bs = Engine.Geometry.BlockSize;
+        HidePastEofDataInSteps(inode, generation, "truncate", size);
         // The size, the new EOF block and the first stretch of blocks past it are the first step (one transaction
         // when the blocks past EOF fit one step); the rest of the blocks past EOF follow in steps. Only a shrink
         // frees blocks (post-EOF preallocation included), as before the split.
@@ -652,8 +707,9 @@ internal sealed class FileOperations
             }
             else if (size > old)
             {
-                edit.EnsureSpaceFor(old, Math.Min(size, RoundUp(old, bs)), allocateHoles: false);
+                edit.EnsureSpaceFor(old, Math.Min(size, RoundUp(old, bs)), allocateHoles: false, extraRecords: edit.PastEofDataRecords(old, size));
                 edit.ZeroEofTail(old, size);
+                edit.HidePastEofData(old, size);
             }
             edit.Size = size;
             if ((flags & FileWriteFlags.KillSuidGid) != 0) edit.KillSuidGid();
@@ -692,6 +748,7 @@ internal sealed class FileOperations
         if (srcIno == dstIno && sb < db + n && db < sb + n)
             throw new XfsWriteException(WriteErrorKind.InvalidArgument, "reflink: source and destination ranges of one file overlap");
         int stepPieces = Engine.Options.StepPieces;
+        HidePastEofDataInSteps(dst, dstGeneration, "reflink", dstOffset);
         ulong done = 0;
         bool first = true, finished = false;
         while (!finished)
@@ -737,7 +794,16 @@ internal sealed class FileOperations
                     }
                 }
                 bool last = from >= n || to >= n;
-                if (last && dstOffset + length > d.Size) d.Size = dstOffset + length;
+                if (last && dstOffset + length > d.Size)
+                {
+                    // The range itself was remapped; written blocks a crash left between the old EOF and it are hidden.
+                    if (dstOffset > d.Size)
+                    {
+                        d.EnsureSpaceFor(0, 0, allocateHoles: false, extraRecords: d.PastEofDataRecords(d.Size, dstOffset));
+                        d.HidePastEofData(d.Size, dstOffset);
+                    }
+                    d.Size = dstOffset + length;
+                }
                 if (last || first) d.Touch();
                 if (!ReferenceEquals(s, d)) s.Finish();
                 d.Finish();
