@@ -158,17 +158,27 @@ public sealed class FuseProtocolTests
         var channel = new MemoryChannel(requests, requests.Length * 50);
         var worker = server.NewWorker(channel);
         worker.Loop(); // warm-up: JIT, first-call paths
-        const int Burst = 20_000;
-        long allocated = 0;
-        for (int round = 0; round < 3; round++)
+        const int Burst = 20_000, Rounds = 4;
+        // Every round must allocate nothing, except that the runtime may charge this thread the rest of its 8 KiB
+        // allocation context once, at a random moment (see the mount adapter's allocation test): one such round is
+        // tolerated, below a quantum. A per-request allocation shows in every round.
+        var perRound = new long[Rounds];
+        for (int round = 0; round < Rounds; round++)
         {
             channel.Reset(Burst);
             long before = GC.GetAllocatedBytesForCurrentThread();
             worker.Loop();
-            allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+            perRound[round] = GC.GetAllocatedBytesForCurrentThread() - before;
         }
-        Assert.True(allocated == 0, $"{allocated} bytes allocated over {Burst} requests");
-        Assert.Equal(requests.Length * 50 + 3 * Burst, server.RequestsServed);
+        int quiet = 0;
+        long largest = 0;
+        foreach (long bytes in perRound)
+        {
+            if (bytes == 0) quiet++;
+            largest = Math.Max(largest, bytes);
+        }
+        Assert.True(quiet >= Rounds - 1 && largest < 8 << 10, $"bytes allocated per round of {Burst} requests: {string.Join(", ", perRound)}");
+        Assert.Equal(requests.Length * 50 + Rounds * Burst, server.RequestsServed);
     }
 
     static (int Error, byte[] Payload) Dispatch(byte[] request)

@@ -4,6 +4,7 @@ using System.Text.Json;
 using Xfbtree.Buffers;
 using Xfbtree.Xfs;
 using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Repair;
 using Xfbtree.Xfs.Scrub;
 
 namespace Xfbtree.Cli;
@@ -37,7 +38,7 @@ internal static class ScrubCommand
         };
         var json = RmapCommand.Json();
         var force = new Option<bool>("--force") { Description = "Go on although the log is dirty or its state is unknown (results may be stale)." };
-        var repair = new Option<bool>("--repair") { Description = "Rebuild every damaged structure in place through the write engine (NEEDSREPAIR set meanwhile), then check again." };
+        var repair = new Option<bool>("--repair") { Description = "Rebuild every damaged structure in place through the write engine (NEEDSREPAIR set meanwhile; a damaged primary superblock is first restored from a secondary), then check again." };
         var command = new Command("scrub", "Check the free-space, inode, rmap and refcount btrees, the AG headers, the superblock counters and every link count " +
                                            "of an unmounted image, or online of a running xfbtree mount (TARGET = its directory; root or the mount's owner), " +
                                            "and with --repair rebuild what is damaged. " + CommandLineHost.ExitCodesHelp)
@@ -87,6 +88,21 @@ internal static class ScrubCommand
             if (ImageStateNotices.InUse(path) is { } holder) return Fail(stderr, ImageStateNotices.InUseRefusal(path, holder));
             if (ImageStateNotices.Pending(path) is { } pending) return Fail(stderr, ImageStateNotices.PendingRefusal(path, pending));
             var options = new ScrubOptions { OnlyAg = onlyAg };
+            // A primary superblock that does not verify: nothing opens the image. With --repair it is restored from a
+            // secondary first (xfs_repair's way), then checked and repaired as any image.
+            ScrubRepairOutcome? primaryRepair = null;
+            if (repair && PrimarySuperblockRepair.Damage(path) is { } sbDamage)
+            {
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                try
+                {
+                    primaryRepair = new ScrubRepairOutcome("primary superblock", null, true, $"{PrimarySuperblockRepair.Restore(path)} (it was damaged: {sbDamage})", clock.Elapsed);
+                }
+                catch (XfsFormatException e) when (e is not XfsUnsupportedException)
+                {
+                    return Fail(stderr, $"{path}: the primary superblock is damaged ({sbDamage}) and cannot be restored: {e.Message}", CommandLineHost.ExitDamaged);
+                }
+            }
             ScrubReport report;
             bool needsRepair;
             using (var image = XfsImage.Open(path))
@@ -103,9 +119,11 @@ internal static class ScrubCommand
             }
             int rc = ExitCode(report, needsRepair);
             RepairPass? repaired = null;
+            if (primaryRepair is not null) repaired = new RepairPass([primaryRepair], report, needsRepair, null, primaryRepair.Elapsed);
             if (repair && report.IsDamaged)
             {
-                repaired = RepairAndRecheck(path, report, options, stderr);
+                var rest = RepairAndRecheck(path, report, options, stderr);
+                repaired = primaryRepair is null ? rest : rest with { Outcomes = [primaryRepair, .. rest.Outcomes], Elapsed = rest.Elapsed + primaryRepair.Elapsed };
                 rc = repaired.Final is { } final ? ExitCode(final, repaired.NeedsRepair) : CommandLineHost.ExitDamaged;
             }
             if (json) WriteJson(stdout, path, report, needsRepair, rc, repaired);

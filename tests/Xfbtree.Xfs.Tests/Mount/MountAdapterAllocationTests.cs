@@ -17,6 +17,8 @@ namespace Xfbtree.Xfs.Tests.Mount;
 public sealed class MountAdapterAllocationTests(ITestOutputHelper output)
 {
     const int Burst = 2_000;
+    const int Rounds = 8;
+    const long AllocationQuantum = 8 << 10;
 
     [Theory]
     [InlineData("lookup-hit")]
@@ -67,20 +69,29 @@ public sealed class MountAdapterAllocationTests(ITestOutputHelper output)
         worker.Loop(); // the kernel holds the file's node from here on
         Assert.Equal(0, channel.LastError);
 
-        channel = new Channel(requests, requests.Length * 200);
+        channel = new Channel(requests, 2 * Burst);
         worker = server.NewWorker(channel);
-        worker.Loop(); // warm-up: JIT, caches, first-call paths
-        // The fewest bytes of 5 rounds: an allocation per request shows in every round (at least 8 bytes x 2,000),
-        // while the runtime's own one-time work on this thread (the tiered JIT's call counting, which starts late on
-        // a loaded machine: 6,424 bytes seen in one round of a request that allocates nothing) shows in one.
-        long allocated = long.MaxValue;
-        for (int round = 0; round < 5; round++)
+        worker.Loop(); // warm-up: JIT, caches, first-call paths (open-read still allocated in its 1,000th request)
+        // Rounds of a burst each. A request that allocates, or any allocation once per burst or more often, shows in
+        // every round. At most once in a run the runtime charges this thread a few KiB at a random moment (seen in any
+        // round, under load or quiet, tiered compilation on or off, no collection in between, always under one 8 KiB
+        // allocation quantum); one such round is tolerated, no more, and never one of a quantum or larger.
+        var perRound = new long[Rounds];
+        for (int round = 0; round < Rounds; round++)
         {
             channel.Reset(Burst);
             long before = GC.GetAllocatedBytesForCurrentThread();
             worker.Loop();
-            allocated = Math.Min(allocated, GC.GetAllocatedBytesForCurrentThread() - before);
+            perRound[round] = GC.GetAllocatedBytesForCurrentThread() - before;
         }
+        int quietRounds = 0;
+        long largest = 0;
+        foreach (long bytes in perRound)
+        {
+            if (bytes == 0) quietRounds++;
+            largest = Math.Max(largest, bytes);
+        }
+        string rounds = string.Join(", ", perRound);
         int expected = kind switch
         {
             "lookup-miss" => -FuseErrno.ENOENT,
@@ -90,8 +101,9 @@ public sealed class MountAdapterAllocationTests(ITestOutputHelper output)
         };
         Assert.Equal(expected, channel.LastError);
         if (kind is "read" or "open-read") Assert.True(data.AsSpan(64 << 10, 128 << 10).SequenceEqual(channel.LastReply.AsSpan(16, 128 << 10)));
-        output.WriteLine($"{kind}: {allocated} bytes over {Burst} requests");
-        Assert.True(allocated == 0, $"{kind}: {allocated} bytes allocated over {Burst} requests ({allocated / Burst} per request)");
+        output.WriteLine($"{kind}: bytes allocated per round of {Burst} requests: {rounds}");
+        Assert.True(quietRounds >= Rounds - 1 && largest < AllocationQuantum,
+            $"{kind}: bytes allocated per round of {Burst} requests: {rounds} (at most one round may show the runtime's one-off charge)");
     }
 
     static byte[] Build<T>(FuseOpcode opcode, ulong node, T argument, ReadOnlySpan<byte> tail = default) where T : unmanaged

@@ -205,6 +205,7 @@ public sealed class OnlineScrubTests(ITestOutputHelper output)
         ["bnobt", "rec-blockcount"], ["cntbt", "leaf-crc"], ["inobt", "rec-freecount"], ["finobt", "rec-startino"],
         ["refcountbt", "rec-refcount"], ["bnobt", "agf-freeblks"], ["inobt", "agi-count"], ["agfl", "agf-flcount"],
         ["nlinks", "nlink-file-high"], ["rmapbt", "rec-blockcount"], ["superblock", "sb-icount"],
+        ["unlinked", "unlinked-linked-head"], ["unlinked", "unlinked-stale-next"], ["dirent", "dirent-ftype"], ["dirent", "dirent-free"],
     ];
 
     [Theory]
@@ -230,9 +231,9 @@ public sealed class OnlineScrubTests(ITestOutputHelper output)
         {
             var k = ScrubCorruptor.Kinds.Single(c => c.Tree == tree && c.Name == kind);
             output.WriteLine(ScrubCorruptor.Apply(image, k, Ag));
-            finding = tree == "nlinks" ? "nlinks" : $"AG {Ag} {k.Finding}";
+            finding = k.Finding == "nlinks" ? "nlinks" : $"AG {Ag} {k.Finding}";
         }
-        bool wide = tree is "nlinks" or "superblock";
+        bool wide = tree is "nlinks" or "dirent" or "superblock";
         var options = new ScrubOptions { OnlyAg = wide ? null : Ag };
         using (WriteEngine engine = WriteEngine.Open(image, OnlineTestSupport.Fast))
         {

@@ -15,6 +15,17 @@ internal static class ScrubCorruptor
 
     static readonly string[] Trees = ["bnobt", "cntbt", "inobt", "finobt", "refcountbt"];
 
+    /// <summary>Kinds of the AGI unlinked lists (AG 1's regular files and free inodes, found with xfs_db).</summary>
+    static readonly (string, string)[] UnlinkedKinds =
+    [
+        ("unlinked-linked-head", "a bucket's head pointed at a linked regular file of its bucket"),
+        ("unlinked-wrong-bucket", "a bucket's head pointed at a linked regular file that hashes to another bucket"),
+        ("unlinked-free-head", "a bucket's head pointed at a free inode of its bucket"),
+        ("unlinked-stale-next", "a linked regular file's di_next_unlinked set (it is on no list)"),
+        ("unlinked-cycle", "two regular files of one bucket given nlink 0 and pointed at each other, the bucket at the first (a cycle)"),
+        ("unlinked-leaked", "a linked regular file's nlink set to zero, on no list (leaked from the unlinked lists' view)"),
+    ];
+
     /// <summary>Every kind of the matrix.</summary>
     public static readonly IReadOnlyList<Kind> Kinds = Build();
 
@@ -48,6 +59,10 @@ internal static class ScrubCorruptor
         k.Add(new Kind("nlinks", "nlink-dir-high", "a directory's nlink increased by one", "nlinks"));
         k.Add(new Kind("nlinks", "nlink-file-high", "a regular file's nlink increased by one", "nlinks"));
         k.Add(new Kind("nlinks", "nlink-file-zero", "a linked regular file's nlink set to zero", "nlinks"));
+        k.Add(new Kind("nlinks", "nlink-zero-on-list", "a linked regular file's nlink set to zero and the file put on its AGI unlinked bucket (a well-formed list)", "nlinks"));
+        foreach (var (name, what) in UnlinkedKinds) k.Add(new Kind("unlinked", name, what, "AGI"));
+        k.Add(new Kind("dirent", "dirent-ftype", "the root's first entry (a directory) given the file type of a regular file", "nlinks"));
+        k.Add(new Kind("dirent", "dirent-free", "a shortform directory's entry of a regular file pointed at a free inode of the AG", "nlinks"));
         return k;
     }
 
@@ -76,6 +91,117 @@ internal static class ScrubCorruptor
         ("sb", "sb-agblocks", "the secondary superblock's sb_agblocks set to 1000", "superblock"),
         ("sb", "sb-inoalignmt", "the secondary superblock's sb_inoalignmt set to 16", "superblock"),
     ];
+
+    static string ApplyUnlinked(string image, string name, uint ag)
+    {
+        string[] agi = [$"agi {ag}"];
+        var files = RegularFilesOfAg(image, ag);
+        if (files.Count < 2) throw new InvalidOperationException($"AG {ag} has fewer than two linked regular files");
+        uint a = files[0];
+        string Ino(uint agino) => $"inode {Read(image, [], $"ino", $"convert agno {ag} agino {agino} ino")}";
+        switch (name)
+        {
+            case "unlinked-linked-head": return Write(image, agi, $"unlinked[{a % 64}]", a.ToString(CultureInfo.InvariantCulture));
+            case "unlinked-wrong-bucket": return Write(image, agi, $"unlinked[{(a + 1) % 64}]", a.ToString(CultureInfo.InvariantCulture));
+            case "unlinked-free-head":
+            {
+                uint free = FreeInodeOfAg(image, ag);
+                return Write(image, agi, $"unlinked[{free % 64}]", free.ToString(CultureInfo.InvariantCulture));
+            }
+            case "unlinked-stale-next": return Write(image, [Ino(a)], "next_unlinked", files[1].ToString(CultureInfo.InvariantCulture));
+            case "unlinked-cycle":
+            {
+                uint b = files.FirstOrDefault(f => f != a && f % 64 == a % 64, uint.MaxValue);
+                if (b == uint.MaxValue) throw new InvalidOperationException($"AG {ag} has no two linked regular files of one bucket");
+                Write(image, [Ino(a)], "core.nlinkv2", "0");
+                Write(image, [Ino(b)], "core.nlinkv2", "0");
+                Write(image, [Ino(a)], "next_unlinked", b.ToString(CultureInfo.InvariantCulture));
+                Write(image, [Ino(b)], "next_unlinked", a.ToString(CultureInfo.InvariantCulture));
+                return Write(image, agi, $"unlinked[{a % 64}]", a.ToString(CultureInfo.InvariantCulture), $" (aginos {a} -> {b} -> {a}, both nlink 0)");
+            }
+            case "unlinked-leaked": return Write(image, [Ino(a)], "core.nlinkv2", "0", $" (agino {a})");
+            default: throw new ArgumentException($"unknown kind {name}", nameof(name));
+        }
+    }
+
+    /// <summary>AG inode numbers of the allocated regular files with nlink 1 in the first inobt leaf of AG <paramref name="ag"/>, ascending.</summary>
+    internal static List<uint> RegularFilesOfAg(string image, uint ag)
+    {
+        var inUse = new List<uint>();
+        foreach (var (start, free) in InobtRecords(image, ag))
+            for (int i = 0; i < 64; i++)
+                if (((free >> i) & 1) == 0) inUse.Add(start + (uint)i);
+        var cmds = new List<string>();
+        foreach (uint agino in inUse.Take(256))
+        {
+            cmds.Add($"convert agno {ag} agino {agino} ino");
+        }
+        var inos = Db(image, false, [.. cmds]).Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split(' ')[0]).ToList();
+        cmds.Clear();
+        foreach (string ino in inos) { cmds.Add($"inode {ino}"); cmds.Add("print core.mode core.nlinkv2"); }
+        var lines = Db(image, false, [.. cmds]).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var files = new List<uint>();
+        for (int i = 0; i + 1 < lines.Length && i / 2 < inos.Count; i += 2)
+        {
+            if (lines[i].Trim() == "core.mode = 0100644" && lines[i + 1].Trim() == "core.nlinkv2 = 1") files.Add(inUse[i / 2]);
+        }
+        return files;
+    }
+
+    static uint FreeInodeOfAg(string image, uint ag)
+    {
+        foreach (var (start, free) in InobtRecords(image, ag))
+            for (int i = 0; i < 64; i++)
+                if (((free >> i) & 1) != 0) return start + (uint)i;
+        throw new InvalidOperationException($"AG {ag} has no free inode in its first inobt leaf");
+    }
+
+    /// <summary>(startino, free mask) of the records of AG <paramref name="ag"/>'s inobt root leaf.</summary>
+    static List<(uint Start, ulong Free)> InobtRecords(string image, uint ag)
+    {
+        string text = Db(image, false, [$"agi {ag}", "addr root", "print recs"]);
+        var list = new List<(uint, ulong)>();
+        foreach (System.Text.RegularExpressions.Match m in System.Text.RegularExpressions.Regex.Matches(text, @"\d+:\[(\d+),\d+,\d+,\d+,0x([0-9a-f]+)\]"))
+            list.Add((uint.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture), ulong.Parse(m.Groups[2].Value, NumberStyles.HexNumber, CultureInfo.InvariantCulture)));
+        if (list.Count == 0) throw new InvalidOperationException($"no inobt records read for AG {ag}: {text}");
+        return list;
+    }
+
+    static string ApplyDirent(string image, string name, uint ag)
+    {
+        if (name == "dirent-ftype")
+        {
+            long was = Read(image, ["path /"], "u3.sfdir3.list[0].filetype");
+            if (was != 2) throw new InvalidOperationException($"the root's first entry has file type {was}, not a directory's");
+            return Write(image, ["path /"], "u3.sfdir3.list[0].filetype", "1");
+        }
+        var (dir, index) = ShortformEntryOfRegularFile(image);
+        uint free = FreeInodeOfAg(image, ag);
+        long ino = Read(image, [], "ino", $"convert agno {ag} agino {free} ino");
+        return Write(image, [$"path {dir}"], $"u3.sfdir3.list[{index}].inumber.i4", ino.ToString(CultureInfo.InvariantCulture), $" (inode {ino} is free)");
+    }
+
+    /// <summary>A shortform directory (breadth-first from the root, 4-byte inode numbers) with an entry of a regular
+    /// file: its path and the entry's index.</summary>
+    static (string Dir, int Index) ShortformEntryOfRegularFile(string image)
+    {
+        var queue = new Queue<string>(["/"]);
+        for (int visited = 0; queue.Count > 0 && visited < 200; visited++)
+        {
+            string dir = queue.Dequeue();
+            string text = Db(image, false, [$"path {dir}", "print core.format", "print u3"]);
+            if (!text.Contains("(local)", StringComparison.Ordinal) || !text.Contains("i8count = 0", StringComparison.Ordinal)) continue;
+            var names = System.Text.RegularExpressions.Regex.Matches(text, @"list\[(\d+)\]\.name = ""([^""]*)""");
+            var types = System.Text.RegularExpressions.Regex.Matches(text, @"list\[(\d+)\]\.filetype = (\d+)");
+            for (int i = 0; i < names.Count && i < types.Count; i++)
+            {
+                int index = int.Parse(names[i].Groups[1].Value, CultureInfo.InvariantCulture);
+                if (types[i].Groups[2].Value == "1") return (dir, index);
+                if (types[i].Groups[2].Value == "2") queue.Enqueue(dir.TrimEnd('/') + "/" + names[i].Groups[2].Value);
+            }
+        }
+        throw new InvalidOperationException("no shortform directory with a regular file's entry found");
+    }
 
     static string ApplyHeader(string image, Kind kind, uint ag)
     {
@@ -129,7 +255,9 @@ internal static class ScrubCorruptor
     /// <summary>Applies <paramref name="kind"/> to AG <paramref name="ag"/>; returns a line saying what changed. Throws when it cannot apply.</summary>
     public static string Apply(string image, Kind kind, uint ag)
     {
-        if (kind.Tree == "nlinks") return Nlink(image, kind.Name);
+        if (kind.Tree == "nlinks") return Nlink(image, kind.Name, ag);
+        if (kind.Tree == "unlinked") return ApplyUnlinked(image, kind.Name, ag);
+        if (kind.Tree == "dirent") return ApplyDirent(image, kind.Name, ag);
         if (kind.Tree is "agf" or "agi" or "sb" || kind.Name is "agfl-magic" or "agfl-crc") return ApplyHeader(image, kind, ag);
         if (kind.Tree == "agfl")
         {
@@ -205,12 +333,23 @@ internal static class ScrubCorruptor
         }
     }
 
-    static string Nlink(string image, string name)
+    static string Nlink(string image, string name, uint ag)
     {
         ulong ino;
         if (name == "nlink-dir-high")
         {
             ino = (ulong)Read(image, ["sb 0"], "rootino");
+        }
+        else if (name is "nlink-file-zero" or "nlink-zero-on-list")
+        {
+            // A file of the AG under test: nlink 0 on no list is the AGI's finding too, and it must not blame another AG.
+            uint agino = RegularFilesOfAg(image, ag)[0];
+            ino = (ulong)Read(image, [], "ino", $"convert agno {ag} agino {agino} ino");
+            if (name == "nlink-zero-on-list")
+            {
+                Write(image, [$"inode {ino}"], "core.nlinkv2", "0");
+                return $"inode {ino}: " + Write(image, [$"agi {ag}"], $"unlinked[{agino % 64}]", agino.ToString(CultureInfo.InvariantCulture));
+            }
         }
         else
         {
@@ -244,9 +383,16 @@ internal static class ScrubCorruptor
         throw new InvalidOperationException("no regular file found");
     }
 
-    static long Read(string image, IEnumerable<string> nav, string field)
+    static long Read(string image, IEnumerable<string> nav, string field, string? command = null)
     {
-        string outp = Db(image, false, [.. nav, $"print {field}"]);
+        string outp = Db(image, false, [.. nav, command ?? $"print {field}"]);
+        if (command != null)
+        {
+            // "convert" prints "0x40043 (262211)": the decimal in parentheses.
+            var m = System.Text.RegularExpressions.Regex.Match(outp, @"\((\d+)\)");
+            if (!m.Success) throw new InvalidOperationException($"xfs_db {command} printed no number: {outp}");
+            return long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
+        }
         string line = outp.Split('\n').LastOrDefault(x => x.Contains(" = ", StringComparison.Ordinal)) ?? throw new InvalidOperationException($"xfs_db printed no {field}: {outp}");
         return ParseValue(line);
     }

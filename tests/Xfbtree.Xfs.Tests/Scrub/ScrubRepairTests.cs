@@ -31,7 +31,12 @@ public sealed class ScrubRepairMatrixTests(ITestOutputHelper output)
         "rec-blockcount", "rec-startblock", "rec-refcount", "rec-freecount", "rec-free", "rec-startino", "leaf-crc", "node-ptr", "root-ptr",
         "agf-freeblks", "agf-btreeblks", "agf-longest", "agf-cntlevel", "agf-refcount-blocks", "agf-refcount-level",
         "agi-count", "agi-level", "agi-freecount", "agi-free-level", "agf-flcount", "agf-fllast", "agfl-entry",
-        "nlink-dir-high", "nlink-file-high", "nlink-file-zero",
+        "nlink-dir-high", "nlink-file-high", "nlink-file-zero", "nlink-zero-on-list",
+        // The AGI unlinked lists: the AGI rebuild relinks them from the inodes with nlink 0 (and the link count repair
+        // takes an inode it gives links back off its list).
+        "unlinked-linked-head", "unlinked-wrong-bucket", "unlinked-free-head", "unlinked-stale-next", "unlinked-cycle", "unlinked-leaked",
+        // Directory entries: a wrong file type set from the inode's mode, an entry naming a free inode removed.
+        "dirent-ftype", "dirent-free",
         // Every AG header and secondary superblock kind: each is a different way into the header rebuilds.
         "agf-magic", "agf-crc", "agf-bnoroot", "agf-cntroot", "agf-rmaproot", "agf-refcountroot", "agf-bnolevel", "agf-rmaplevel",
         "agf-rmapblocks", "agf-length", "agf-flfirst", "agfl-magic", "agfl-crc", "agi-magic", "agi-crc", "agi-length",
@@ -40,7 +45,7 @@ public sealed class ScrubRepairMatrixTests(ITestOutputHelper output)
 
     /// <summary>Header kinds the kernel reads after in the suite (one per header: a sector that does not verify, or a
     /// secondary superblock field); every kind with XFBTREE_LONG_TESTS=1.</summary>
-    private static readonly HashSet<string> SuiteKernelKinds = ["agf-magic", "agfl-crc", "agi-crc", "sb-agblocks"];
+    private static readonly HashSet<string> SuiteKernelKinds = ["agf-magic", "agfl-crc", "agi-crc", "sb-agblocks", "unlinked-cycle"];
 
     public static IEnumerable<object[]> Cases() => ScrubCorruptor.Kinds.Where(k => Long || SuiteKinds.Contains(k.Name))
         .Select(k => new object[] { k.Tree, k.Name });
@@ -55,7 +60,7 @@ public sealed class ScrubRepairMatrixTests(ITestOutputHelper output)
         output.WriteLine(ScrubCorruptor.Apply(image, kind, Ag));
         var (rc, stdout, stderr) = ScrubCli.Run(image, "--repair");
         output.WriteLine(stdout + stderr);
-        if (kind.Tree == "nlinks")
+        if (kind.Finding == "nlinks")
         {
             Assert.Contains("nlinks: damaged", stdout, StringComparison.Ordinal);
             Assert.Contains("repair: nlinks: repaired", stdout, StringComparison.Ordinal);

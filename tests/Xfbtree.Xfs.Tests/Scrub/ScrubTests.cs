@@ -102,6 +102,7 @@ public sealed class ScrubCorruptionTests(ITestOutputHelper output)
         Assert.Contains(prefix, stdout, StringComparison.Ordinal);
         foreach (string line in stdout.Split('\n').Where(l => l.StartsWith("AG ", StringComparison.Ordinal) && !l.StartsWith($"AG {Ag} ", StringComparison.Ordinal)))
             Assert.DoesNotContain(": damaged", line, StringComparison.Ordinal);
+        if (kind.Tree == "dirent") Assert.Matches(@"nlinks: damaged: .*directory \d+ entry '[^']+' (says|names)", stdout);
         if (kind.Tree == "nlinks")
         {
             Assert.Matches(@"inode \d+ nlink: \d+, counted \d+", stdout);

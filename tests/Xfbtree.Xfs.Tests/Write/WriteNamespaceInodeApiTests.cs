@@ -49,12 +49,12 @@ public sealed class WriteNamespaceInodeApiTests(ITestOutputHelper output)
             Assert.Equal((1u, 3u), (chr.RdevMajor, chr.RdevMinor));
             var blk = ns.Mknod(top.Ino, N("disk"), 0x6000 | 0x1B0, DeviceNumbers.MakeDev(511, 262143), 0, 6);
             Assert.Equal((511u, 262143u), (blk.RdevMajor, blk.RdevMinor));
-            string shortTarget = "sub/file", longTarget = string.Concat(Enumerable.Repeat("a-long-component/", 60))[..1000];
+            string shortTarget = "sub/file", longTarget = string.Concat(Enumerable.Repeat("a-long-component/", 61))[..1023];
             var local = ns.Symlink(top.Ino, N("short"), N(shortTarget), 0, 0);
             var remote = ns.Symlink(top.Ino, N("long"), N(longTarget), 42, 43);
             Assert.Equal(shortTarget, Encoding.UTF8.GetString(ns.ReadLink(local.Ino)));
             Assert.Equal(longTarget, Encoding.UTF8.GetString(ns.ReadLink(remote.Handle)));
-            Assert.True(remote.Blocks > 0, "a 1000-byte target is kept in remote blocks");
+            Assert.True(remote.Blocks > 0, "the longest target (1023 bytes, xfs_repair's and the kernel's limit) is kept in remote blocks");
             Assert.Equal(0x1FF, remote.Permissions);
             Assert.Equal(sub.Ino, ns.Lookup(top.Ino, N("sub")).Ino);
             Assert.Equal(top.Ino, ns.Lookup(sub.Ino, N("..")).Ino);
@@ -78,6 +78,8 @@ public sealed class WriteNamespaceInodeApiTests(ITestOutputHelper output)
             Fails(WriteErrorKind.NotEmpty, () => ns.Rmdir(top.Ino, N("..")));
             Fails(WriteErrorKind.IsDirectory, () => ns.Unlink(top.Ino, N("..")));
             Fails(WriteErrorKind.NameTooLong, () => ns.Symlink(top.Ino, N("toolong"), new byte[1025].Select(_ => (byte)'a').ToArray(), 0, 0));
+            // XFS_SYMLINK_MAXLEN itself is too long (the kernel refuses it; xfs_repair clears such an inode).
+            Fails(WriteErrorKind.NameTooLong, () => ns.Symlink(top.Ino, N("toolong"), new byte[1024].Select(_ => (byte)'a').ToArray(), 0, 0));
             Fails(WriteErrorKind.InvalidArgument, () => ns.Mknod(top.Ino, N("bad"), 0x8000 | 0x1A4, 0, 0, 0));
             Fails(WriteErrorKind.InvalidArgument, () => ns.Mknod(top.Ino, N("bigdev"), 0x2000, DeviceNumbers.MakeDev(512, 0), 0, 0));
             Fails(WriteErrorKind.InvalidArgument, () => ns.Mknod(top.Ino, N("bigminor"), 0x6000, DeviceNumbers.MakeDev(1, 1 << 18), 0, 0));

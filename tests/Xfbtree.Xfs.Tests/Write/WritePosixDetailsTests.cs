@@ -117,6 +117,41 @@ times('unlink-last', ['b', 'a/victim2'], lambda: os.unlink(root + '/a/victim2'))
 sys.stdout.write('\n'.join(out) + '\n')
 """;
 
+    /// <summary>
+    /// A chown through FUSE by a caller without CAP_FSETID comes as SETATTR of the ids with FATTR_KILL_SUIDGID, for
+    /// every type but a directory: a fifo, a device or a socket loses set-user-ID and set-group-ID (with
+    /// group-execute) as a regular file does (pjdfstest chown/00.t; the kernel's XFS passes it). A directory keeps both.
+    /// </summary>
+    [Fact]
+    public void KillOnChownReachesEveryTypeButDirectories()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        using (var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
+        {
+            var ns = fs.Namespace;
+            var made = new List<(string Name, InodeAttributes Node)>
+            {
+                ("file", ns.Create(ns.RootIno, "file"u8, 0x1A4, 0, 0)),
+                ("dir", ns.Mkdir(ns.RootIno, "dir"u8, 0x1ED, 0, 0)),
+                ("fifo", ns.Mknod(ns.RootIno, "fifo"u8, 0x1000 | 0x1A4, 0, 0, 0)),
+                ("char", ns.Mknod(ns.RootIno, "char"u8, 0x2000 | 0x1A4, DeviceNumbers.MakeDev(1, 3), 0, 0)),
+                ("block", ns.Mknod(ns.RootIno, "block"u8, 0x6000 | 0x1A4, DeviceNumbers.MakeDev(7, 0), 0, 0)),
+                ("socket", ns.Mknod(ns.RootIno, "socket"u8, 0xC000 | 0x1A4, 0, 0, 0)),
+            };
+            foreach (var (name, node) in made)
+            {
+                ns.SetAttr(node.Handle, new SetAttrRequest(SetAttrMask.Mode, Mode: 0xD6D)); // 06555
+                var after = ns.SetAttr(node.Handle, new SetAttrRequest(SetAttrMask.Uid | SetAttrMask.Gid | SetAttrMask.KillSuidGid, Uid: 65534, Gid: 65532));
+                int expected = name == "dir" ? 0xD6D : 0x16D; // 06555 stays on a directory; 0555 elsewhere
+                Assert.True(expected == after.Permissions, $"{name}: mode {Convert.ToString(after.Permissions, 8)}, expected {Convert.ToString(expected, 8)}");
+                Assert.Equal((65534u, 65532u), (after.Uid, after.Gid));
+            }
+            fs.Close();
+        }
+        WriteEngineTestSupport.AssertOraclesClean(image, "fresh-4ag");
+    }
+
     [Fact]
     public void PrivilegesSetGroupIdDirectoriesAndTimesAsTheKernel()
     {

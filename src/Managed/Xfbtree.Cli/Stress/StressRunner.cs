@@ -386,8 +386,8 @@ internal sealed class StressRunner
                 var directory = (ModelDirectory)nodes[0];
                 string name = $"l{_options.Seed}-{Interlocked.Read(ref _claimed)}";
                 while (directory.Children.ContainsKey(name)) name += "x";
-                // Short targets stay in the inode, long ones (up to the 1024-byte limit) take remote blocks.
-                int length = random.Next(3) == 0 ? 200 + random.Next(825) : 1 + random.Next(60);
+                // Short targets stay in the inode, long ones (up to the longest, 1023 bytes) take remote blocks.
+                int length = random.Next(3) == 0 ? 200 + random.Next(824) : 1 + random.Next(60);
                 var target = new char[length];
                 for (int i = 0; i < length; i++) target[i] = "abcdefghijklmnopqrstuvwxyz0123456789./-_"[random.Next(40)];
                 return new StressOp(kind, directory.ChildPath(name), new string(target));

@@ -58,6 +58,8 @@ internal readonly ref struct Dinode
     public ForkFormat Format => (ForkFormat)_b[5];
     /// <summary>di_nlink (v2/v3 inodes): the number of directory entries naming the inode.</summary>
     public uint NLink => BinaryPrimitives.ReadUInt32BigEndian(_b[16..]);
+    /// <summary>di_next_unlinked: the next inode (agino) on this inode's AGI unlinked list, or NULLAGINO.</summary>
+    public uint NextUnlinked => BinaryPrimitives.ReadUInt32BigEndian(_b[96..]);
     public ulong Size => BinaryPrimitives.ReadUInt64BigEndian(_b[56..]);
     public ulong NBlocks => BinaryPrimitives.ReadUInt64BigEndian(_b[64..]);
     public byte ForkOffset => _b[82];

@@ -19,8 +19,7 @@ namespace Xfbtree.Xfs.Online;
 /// verify (magic, CRC, blkno, owner AG, metadata UUID). Then the free list is rebuilt from it
 /// (<see cref="OnlineAgflRepair"/>), which sets flfirst, fllast and flcount.</item>
 /// <item>AGI: the inobt and finobt roots found among the rmapbt's OWN_INOBT blocks, the counters from the inobt; the
-/// unlinked buckets kept from a sector that verifies, else empty (refused when an allocated inode of the AG has nlink 0:
-/// it would belong on them; upstream rebuilds the chains from such inodes, this repair does not).</item>
+/// unlinked lists rebuilt from the allocated inodes with nlink 0 (<see cref="OnlineUnlinkedListRepair"/>).</item>
 /// <item>A secondary superblock: a copy of the primary (NEEDSREPAIR and the log-incompat word cleared).</item>
 /// </list>
 /// A root is taken only when exactly one tree qualifies: a root block that verifies and has no siblings, whose whole
@@ -106,10 +105,10 @@ internal static class OnlineAgHeaderRepair
     }
 
     /// <summary>Rebuilds the AGI of AG <paramref name="agno"/> (its AGF must verify: the rmapbt is found through it).</summary>
-    public static AgRebuildResult RepairAgi(WriteEngine engine, uint agno)
+    public static AgRebuildResult RepairAgi(WriteEngine engine, uint agno, AgRebuildTestHooks? hooks = null)
     {
         XfsGeometry geo = engine.Geometry;
-        return AgRebuild.RunLocked(engine, agno, "AGI", "find the inode btrees with", null, tx =>
+        return AgRebuild.RunLocked(engine, agno, "AGI", "find the inode btrees with", hooks, tx =>
         {
             var probe = new AgProbe(engine, tx, agno);
             Agf agf = Agf.Parse(tx.ReadAgHeader(AgHeaderKind.Agf, agno).Span, geo, agno);
@@ -128,32 +127,32 @@ internal static class OnlineAgHeaderRepair
             {
                 finobt = probe.Find("finobt", new InobtOps(true, sparse), InobtOps.FinobtMagic, maxLevels, maxRecords, old?.FreeRoot, rmap.OwnInobt, rmap.OwnInobt, inobt.Blocks, null);
             }
-            // The unlinked buckets: an AGI sector that verifies keeps its own (the engine maintains those chains under
-            // this lock; inodes held open after their last unlink are on them while writers run). One that does not
-            // verify gets empty buckets, which is right only when no allocated inode of the AG has nlink 0.
-            byte[]? keptBuckets = probe.VerifiedOldAgiBuckets();
-            var (count, freeCount, unlinked) = probe.InodeTotals(inobt, sparse, countUnlinked: keptBuckets is null);
-            if (unlinked > 0)
+            List<InobtRecord> records = probe.InobtRecords(inobt, sparse);
+            long count = 0, freeCount = 0;
+            foreach (InobtRecord r in records)
             {
-                throw new OnlineRepairException($"AG {agno}: {unlinked} allocated inodes have nlink 0 and would belong on the AGI's unlinked lists, which this repair does not rebuild");
+                count += r.Count;
+                freeCount += r.FreeCount;
             }
+            // The unlinked lists, rebuilt from the allocated inodes with nlink 0 (inodes held open after their last
+            // unlink included: every change to those lists and to an nlink reaching 0 holds this AG's lock).
+            uint[] heads = OnlineUnlinkedListRepair.Rebuild(engine, tx, agno, records, out UnlinkedRebuild lists);
             byte[] s = new byte[geo.SectorSize];
             void Put(int offset, uint value) => BinaryPrimitives.WriteUInt32BigEndian(s.AsSpan(offset), value);
             Put(0, Agi.MagicValue);
             Put(4, 1);   // XFS_AGI_VERSION
             Put(8, agno);
             Put(Agi.LengthOffset, probe.AgLength);
-            Put(Agi.CountOffset, count);
+            Put(Agi.CountOffset, checked((uint)count));
             Put(Agi.RootOffset, inobt.Root);
             Put(Agi.LevelOffset, (uint)inobt.Height);
-            Put(Agi.FreeCountOffset, freeCount);
+            Put(Agi.FreeCountOffset, checked((uint)freeCount));
             Put(Agi.NewInoOffset, Agi.NullAgino);   // a hint; upstream's rebuild resets it too
             Put(Agi.NewInoOffset + 4, Agi.NullAgino);   // agi_dirino, unused
             for (int b = 0; b < Agi.UnlinkedBuckets; b++)
             {
-                Put(Agi.UnlinkedOffset + 4 * b, Agi.NullAgino);
+                Put(Agi.UnlinkedOffset + 4 * b, heads[b]);
             }
-            keptBuckets?.CopyTo(s, Agi.UnlinkedOffset);
             geo.MetaUuid.CopyTo(s.AsSpan(296, 16));
             if (finobt is { } f)
             {
@@ -169,9 +168,10 @@ internal static class OnlineAgHeaderRepair
             s.CopyTo(buffer.Span);
             XfsCrc.Update(buffer.Span[..geo.SectorSize], Agi.CrcOffset);
             tx.LogBuffer(buffer, 0, geo.SectorSize);
+            hooks?.AfterSwitch?.Invoke(agno);
             return new AgRebuildResult(agno, "AGI", 0, 0, 0, TimeSpan.Zero)
             {
-                Found = $"inobt root {inobt.Root} ({inobt.How})" + (finobt is { } g ? $", finobt root {g.Root} ({g.How})" : "") + $"; {count} inodes, {freeCount} free",
+                Found = $"inobt root {inobt.Root} ({inobt.How})" + (finobt is { } g ? $", finobt root {g.Root} ({g.How})" : "") + $"; {count} inodes, {freeCount} free; {lists}",
             };
         });
     }
@@ -292,21 +292,6 @@ internal static class OnlineAgHeaderRepair
         {
             byte[] s = ReadSector(AgHeaderKind.Agi);
             return BinaryPrimitives.ReadUInt32BigEndian(s) == Agi.MagicValue ? Agi.Parse(s, geo, agno) : null;
-        }
-
-        /// <summary>The unlinked bucket heads of the AGI sector on disk when it verifies (magic, CRC, AG, UUID), else null.</summary>
-        public byte[]? VerifiedOldAgiBuckets()
-        {
-            byte[] s = ReadSector(AgHeaderKind.Agi);
-            try
-            {
-                engine.Ag(agno).Verifiers[(int)AgHeaderKind.Agi]!.Verify(s, geo.AgHeaderDaddr(agno, (int)AgHeaderKind.Agi));
-            }
-            catch (CorruptionException)
-            {
-                return null;
-            }
-            return s.AsSpan(Agi.UnlinkedOffset, 4 * Agi.UnlinkedBuckets).ToArray();
         }
 
         /// <summary>
@@ -568,40 +553,16 @@ internal static class OnlineAgHeaderRepair
             return (checked((uint)free), longest);
         }
 
-        /// <summary>agi_count and agi_freecount from the inobt's records (as upstream counts them), and the allocated
-        /// inodes whose core says nlink 0 (inodes that would be on the unlinked lists).</summary>
-        public (uint Count, uint FreeCount, long Unlinked) InodeTotals(TreeFound inobt, bool sparse, bool countUnlinked)
+        /// <summary>The found inobt's records, in order (agi_count and agi_freecount are their sums, as upstream counts them).</summary>
+        public List<InobtRecord> InobtRecords(TreeFound inobt, bool sparse)
         {
-            long count = 0, freeCount = 0, unlinked = 0;
-            byte[] block = new byte[blockSize];
-            uint cached = NullAgBlock;
+            var records = new List<InobtRecord>();
             using BtreeCursor<InobtOps> cur = Open(new InobtOps(false, sparse), inobt.Root, inobt.Height, XfsTreeLimits.MaxInobtRecords(geo)).CreateCursor();
             for (bool ok = cur.MoveFirst(); ok; ok = cur.Increment())
             {
-                InobtRecord rec = InobtRecord.Read(cur.Current, sparse);
-                count += rec.Count;
-                freeCount += rec.FreeCount;
-                for (int i = 0; countUnlinked && i < InobtRecord.InodesPerChunk; i++)
-                {
-                    if (rec.IsHole(i) || ((rec.Free >> i) & 1) != 0) continue;
-                    uint agino = rec.StartIno + (uint)i;
-                    uint agbno = agino >> geo.InodesPerBlockLog;
-                    if (agbno >= AgLength) continue;
-                    if (agbno != cached)
-                    {
-                        ReadBlocks(agbno, block);
-                        cached = agbno;
-                    }
-                    ReadOnlySpan<byte> core = block.AsSpan((int)(agino & (uint)(geo.InodesPerBlock - 1)) * geo.InodeSize, geo.InodeSize);
-                    // An unreadable core is the inode scrub's to report; only a real in-use core with nlink 0 counts.
-                    if (BinaryPrimitives.ReadUInt16BigEndian(core) == 0x494E && BinaryPrimitives.ReadUInt16BigEndian(core[2..]) != 0
-                        && BinaryPrimitives.ReadUInt32BigEndian(core[16..]) == 0)
-                    {
-                        unlinked++;
-                    }
-                }
+                records.Add(InobtRecord.Read(cur.Current, sparse));
             }
-            return (checked((uint)count), checked((uint)freeCount), unlinked);
+            return records;
         }
     }
 }

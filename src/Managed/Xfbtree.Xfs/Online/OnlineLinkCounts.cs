@@ -73,13 +73,23 @@ public sealed record OnlineLinkCountResult
     public IReadOnlyList<string> NotRepaired { get; init; } = [];
     /// <summary>Problems that make the counts incomplete (an unreadable directory); repair is refused then.</summary>
     public IReadOnlyList<string> Damage { get; init; } = [];
+    /// <summary>Directory entries found wrong, each by directory and name (the first
+    /// <see cref="OnlineLinkCountOptions.MismatchLimit"/>): naming an inode that is not in use, or with a file type
+    /// other than its inode's.</summary>
+    public IReadOnlyList<string> EntryProblems { get; init; } = [];
+    /// <summary>How many directory entries were found wrong in all.</summary>
+    public long EntryProblemTotal { get; init; }
+    /// <summary>With repair: wrong entries corrected (file type set from the inode's mode) or removed (naming a free
+    /// inode), or settled by a writer meanwhile.</summary>
+    public long EntriesRepaired { get; init; }
     /// <summary>Bytes of xfile memory the counts used.</summary>
     public long CountBytes { get; init; }
     /// <summary>Wall time of the check (and repair).</summary>
     public TimeSpan Elapsed { get; init; }
 
     /// <summary>True when nothing wrong is left: no mismatch, or every one repaired, and no damage.</summary>
-    public bool IsClean => Damage.Count == 0 && NotRepaired.Count == 0 && (MismatchTotal == 0 || Repaired + Released + SettledMeanwhile == MismatchTotal);
+    public bool IsClean => Damage.Count == 0 && NotRepaired.Count == 0 && (MismatchTotal == 0 || Repaired + Released + SettledMeanwhile == MismatchTotal)
+        && EntriesRepaired == EntryProblemTotal;
 }
 
 /// <summary>
@@ -119,6 +129,8 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
     private readonly DirectoryReader reader;
     private readonly HashSet<ulong> metadataInodes = new();
     private readonly List<string> damage = new();
+    private readonly List<WrongEntry> wrongEntries = new();
+    private long wrongEntryTotal;
     private IDisposable? hookRegistration;
     private bool stopped;
     private long applied, ignored, inodesScanned, directoriesScanned, entriesCounted;
@@ -176,7 +188,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
         testHooks?.AfterCollect?.Invoke();
         var mismatches = new List<LinkCountMismatch>();
         var notRepaired = new List<string>();
-        long total = 0, compared = 0, repaired = 0, released = 0, settled = 0;
+        long total = 0, compared = 0, repaired = 0, released = 0, settled = 0, entriesRepaired = 0;
         var compare = new OnlineInodeScan(engine, 0);
         bool mayRepair = options.Repair && damage.Count == 0;
         if (options.Repair && !mayRepair)
@@ -220,6 +232,19 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
                 }
             }
         }
+        if (mayRepair)
+        {
+            foreach (WrongEntry w in wrongEntries)
+            {
+                cancel.ThrowIfCancellationRequested();
+                if (namespaceOps.RepairDirectoryEntry(w.Dir, w.Name, w.Ino, out string? why)) entriesRepaired++;
+                else notRepaired.Add($"{w}: {why}");
+            }
+            if (wrongEntryTotal > wrongEntries.Count)
+            {
+                notRepaired.Add($"{wrongEntryTotal - wrongEntries.Count} more wrong directory entries than the {options.MismatchLimit} kept; check again");
+            }
+        }
         Stop();
         return new OnlineLinkCountResult
         {
@@ -236,6 +261,9 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             SettledMeanwhile = settled,
             NotRepaired = notRepaired,
             Damage = damage.ToArray(),
+            EntryProblems = wrongEntries.Select(w => w.ToString()).ToArray(),
+            EntryProblemTotal = wrongEntryTotal,
+            EntriesRepaired = entriesRepaired,
             CountBytes = counts.BytesUsed,
             Elapsed = sw.Elapsed,
         };
@@ -303,6 +331,10 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
                     damage.Add($"directory {ino} unreadable ({e.Message}): the counts of the inodes it names are incomplete");
                 }
             }
+            if (counted)
+            {
+                CheckEntries(ino, entries!);
+            }
         }
         lock (countsGate)
         {
@@ -323,6 +355,52 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             }
             inodesScanned++;
             scan.MarkVisited(ino);
+        }
+    }
+
+    /// <summary>A directory entry found wrong by the collect scan.</summary>
+    private readonly record struct WrongEntry(ulong Dir, byte[] Name, ulong Ino, string What)
+    {
+        public override string ToString() => $"directory {Dir} entry '{DirectoryFormat.Show(Name)}' {What}";
+    }
+
+    /// <summary>
+    /// Each entry of a directory the scan holds locked against the inode it names: that inode must be in use, and with
+    /// the ftype feature its mode must be the entry's file type. Both are stable while the lock is held: the named
+    /// inode cannot lose this entry, so it cannot be freed (and reallocated as another type) meanwhile. Loaded without a
+    /// place on the cache's clock, as the scan loads the inodes it visits.
+    /// </summary>
+    private void CheckEntries(ulong dir, List<DataEntry> entries)
+    {
+        foreach (DataEntry e in entries)
+        {
+            string? what = null;
+            if (!geo.IsValidIno(e.Ino))
+            {
+                what = $"names inode {e.Ino}, which is no inode number of the filesystem";
+            }
+            else
+            {
+                byte[]? core = null;
+                try
+                {
+                    core = engine.GetInode(e.Ino, keepCached: false).Core;
+                }
+                catch (XfsWriteException ex) when (ex.Kind is WriteErrorKind.Corrupt or WriteErrorKind.NotFound)
+                {
+                    what = $"names inode {e.Ino}, which does not read ({ex.Message})";
+                }
+                if (core is not null)
+                {
+                    var d = new Dinode(core);
+                    byte type = DirectoryFormat.FileTypeOfMode(d.Mode);
+                    if (d.IsFree) what = $"names inode {e.Ino}, which is not in use";
+                    else if (reader.HasFtype && e.FileType != type) what = $"says {LinkCountScrubber.FileTypeName(e.FileType)}, but inode {e.Ino} is {LinkCountScrubber.FileTypeName(type)}";
+                }
+            }
+            if (what is null) continue;
+            wrongEntryTotal++;
+            if (wrongEntries.Count < options.MismatchLimit) wrongEntries.Add(new WrongEntry(dir, e.Name, e.Ino, what));
         }
     }
 
@@ -485,6 +563,11 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             }
             InodeCore.SetNlink(core, (uint)total);
             tx.LogInode(inode);
+            if (nlink == 0)
+            {
+                // Named again: off the unlinked list it may be on (where the AGI repair puts every inode with nlink 0).
+                namespaceOps.TakeOffUnlinkedList(tx, inode, $"inode {ino}");
+            }
             return RepairOutcome.Set;
         });
         why = refused;

@@ -182,6 +182,10 @@ internal sealed class AgScrubContext
     /// <summary>Inodes allocated on disk and free inodes per the inobt records (for the AGI counters); -1 when not walked.</summary>
     public long InobtInodes = -1, InobtFreeInodes = -1;
 
+    /// <summary>What the inode core walk saw of the AGI unlinked lists (for the AGI check); null when the inobt could
+    /// not be walked.</summary>
+    public UnlinkedInodeState? Unlinked;
+
     /// <summary>Packs a free extent.</summary>
     public static ulong Pack(uint start, uint length) => ((ulong)start << 32) | length;
     /// <summary>Start of a packed extent.</summary>

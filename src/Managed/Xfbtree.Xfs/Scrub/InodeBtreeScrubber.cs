@@ -49,6 +49,7 @@ internal static class InodeBtreeScrubber
                 CheckRecord(ctx, ino, rec, sparse);
             }
             ctx.InobtInodes = inodes;
+            ctx.Unlinked = new UnlinkedInodeState(records);
             ctx.InobtFreeInodes = free;
             CheckChunksAgainstRmap(ctx, ino, records);
             long cores = 0;
@@ -152,6 +153,7 @@ internal static class InodeBtreeScrubber
                     catch (Exception e) when (e is CorruptionException or IOException)
                     {
                         f.Damage($"inode cluster block {agbno} unreadable: {e.Message}");
+                        if (ctx.Unlinked != null) ctx.Unlinked.CoresComplete = false;
                         continue;
                     }
                 }
@@ -160,7 +162,13 @@ internal static class InodeBtreeScrubber
                 var d = new Dinode(core);
                 cores++;
                 bool free = (rec.Free & (1UL << i)) != 0;
-                if (d.Magic != Dinode.MagicValue) { f.Damage($"inode {inum}: bad magic 0x{d.Magic:x4}"); continue; }
+                if (d.Magic != Dinode.MagicValue)
+                {
+                    f.Damage($"inode {inum}: bad magic 0x{d.Magic:x4}");
+                    if (ctx.Unlinked != null) ctx.Unlinked.CoresComplete = false;
+                    continue;
+                }
+                ctx.Unlinked?.OnCore(agino, !free && d.Mode != 0, d.NLink, d.NextUnlinked);
                 if (free && d.Mode != 0) f.Damage($"inode {inum} is free in the inobt but its core is in use (mode 0{Convert.ToString(d.Mode, 8)})");
                 else if (!free && d.Mode == 0) f.Damage($"inode {inum} is in use in the inobt but its core is free");
                 else if (!free && links != null) links.OnInode(inum, core);

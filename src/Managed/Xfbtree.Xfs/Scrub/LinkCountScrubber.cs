@@ -11,22 +11,27 @@ namespace Xfbtree.Xfs.Scrub;
 /// inobt check reads is handed over (<see cref="OnInode"/>): its di_nlink is kept, and a directory's entries are
 /// read (every format, through <see cref="DirectoryReader"/>) and each counts one link of the inode it names, plus
 /// '.' for the directory itself and '..' for its parent. <see cref="Finish"/> compares: an inode whose nlink differs
-/// from its count is wrong, and an entry naming an inode that is not in use is damage too. The metadata inodes the
-/// superblock names (realtime bitmap and summary, quota inodes) are named by no directory and are left out.
-/// Memory: the scan must see every directory before any count is final, so it keeps 12 bytes per in-use inode (its
-/// number and nlink, in arrays filled in scan order) and 8 per link counted (the number each entry names); both are
-/// sorted at the end and merge-joined, which replaces two dictionaries of 60-100 bytes per inode.
+/// from its count is wrong; an entry naming an inode that is not in use, or (ftype feature) with a file type other
+/// than its inode's mode gives, is damage too, reported by directory and name. The metadata inodes the superblock
+/// names (realtime bitmap and summary, quota inodes) are named by no directory and are left out.
+/// Memory: the scan must see every directory before any count is final, so it keeps 16 bytes per in-use inode (its
+/// number, nlink and file type, in arrays filled in scan order), 9 per link counted (the number each entry names and
+/// its file type) and 8 per directory; they are sorted at the end and merge-joined, which replaces two dictionaries of
+/// 60-100 bytes per inode. Wrong entries are found by name in a second pass over the directories, only when some exist.
 /// </summary>
 internal sealed class LinkCountScrubber
 {
     readonly XfsImage _image;
     readonly XfsGeometry _geo;
     readonly DirectoryReader _reader;
-    // In-use inodes read (number, di_nlink) in parallel lists; the number named by each link counted; inodes whose
-    // core did not verify. Sorted by Finish.
+    // In-use inodes read (number; di_nlink and the directory file type of its mode, packed) in parallel lists; the
+    // number named by each link counted and the file type its entry says (NoFileType for '.' and '..'); inodes whose
+    // core did not verify; the directories read. Sorted by Finish.
     readonly List<ulong> _inodes;
-    readonly List<uint> _nlinks;
+    readonly List<ulong> _nlinks;
     readonly List<ulong> _named;
+    readonly List<byte> _namedTypes;
+    readonly List<ulong> _directories = new();
     readonly List<ulong> _unreadable = new();
     readonly HashSet<ulong> _metadata = new();
     readonly ScrubFinding _finding;
@@ -42,8 +47,9 @@ internal sealed class LinkCountScrubber
         // Sized from the superblock's count of inodes in use (a hint only: bounded, and the lists grow past it).
         int hint = (int)Math.Min(sb.InodeCount - Math.Min(sb.FreeInodes, sb.InodeCount), MaxCapacityHint);
         _inodes = new List<ulong>(hint);
-        _nlinks = new List<uint>(hint);
+        _nlinks = new List<ulong>(hint);
         _named = new List<ulong>(hint + hint / 8);
+        _namedTypes = new List<byte>(hint + hint / 8);
         foreach (ulong ino in new[] { sb.RbmIno, sb.RsumIno, sb.UserQuotaIno, sb.GroupQuotaIno, sb.ProjectQuotaIno })
             if (ino != 0 && ino != ulong.MaxValue) _metadata.Add(ino);
     }
@@ -60,14 +66,15 @@ internal sealed class LinkCountScrubber
             return;
         }
         _inodes.Add(ino);
-        _nlinks.Add(d.NLink);
+        _nlinks.Add(PackInode(d.NLink, DirectoryFormat.FileTypeOfMode(d.Mode)));
         if (d.FileType != 0x4000) return;
         try
         {
             var (parent, entries, _) = _reader.ReadAll(ino, core, ReadBlocks, $"directory {ino}");
-            Count(ino);      // '.'
-            Count(parent);   // '..'
-            foreach (var e in entries) Count(e.Ino);
+            Count(ino, NoFileType);      // '.'
+            Count(parent, NoFileType);   // '..'
+            foreach (var e in entries) Count(e.Ino, _reader.HasFtype ? e.FileType : NoFileType);
+            _directories.Add(ino);
         }
         catch (Exception e) when (e is XfsWriteException or CorruptionException or IOException)
         {
@@ -78,7 +85,16 @@ internal sealed class LinkCountScrubber
     /// <summary>The most entries the lists are sized for up front from the superblock (which may be damaged).</summary>
     const int MaxCapacityHint = 1 << 18;
 
-    void Count(ulong ino) => _named.Add(ino);
+    /// <summary>The file type of a link that carries none ('.', '..', entries without the ftype feature).</summary>
+    const byte NoFileType = 0xFF;
+
+    void Count(ulong ino, byte fileType)
+    {
+        _named.Add(ino);
+        _namedTypes.Add(fileType);
+    }
+
+    static ulong PackInode(uint nlink, byte fileType) => ((ulong)fileType << 32) | nlink;
 
     void ReadBlocks(ulong fsbno, Span<byte> destination)
     {
@@ -95,39 +111,51 @@ internal sealed class LinkCountScrubber
     internal static void ReportWrongCounts(ScrubFinding finding, long total) =>
         finding.Damage(total, total == 1 ? "1 inode has a wrong link count" : $"{total} inodes have a wrong link count");
 
-    /// <summary>Compares every count with the inode's nlink; returns the finding and the wrong counts (bounded).</summary>
+    /// <summary>Compares every count with the inode's nlink and every entry's file type with its inode's; returns the
+    /// finding and the wrong counts (bounded).</summary>
     public (ScrubFinding Finding, List<LinkCountMismatch> Mismatches, long Total) Finish(int limit)
     {
         var inodes = CollectionsMarshal.AsSpan(_inodes);
         inodes.Sort(CollectionsMarshal.AsSpan(_nlinks));
-        var nlinks = CollectionsMarshal.AsSpan(_nlinks);
+        var info = CollectionsMarshal.AsSpan(_nlinks);
         var named = CollectionsMarshal.AsSpan(_named);
-        named.Sort();
+        named.Sort(CollectionsMarshal.AsSpan(_namedTypes));
+        var namedTypes = CollectionsMarshal.AsSpan(_namedTypes);
         var unreadable = CollectionsMarshal.AsSpan(_unreadable);
         unreadable.Sort();
 
-        // Each inode (ascending, once: a chunk listed twice hands its cores over twice) against the links naming it.
+        // Each inode (ascending, once: a chunk listed twice hands its cores over twice) against the links naming it,
+        // and each entry's file type against the inode's mode.
         var wrong = new List<LinkCountMismatch>();
-        long total = 0, distinct = 0;
+        long total = 0, distinct = 0, wrongType = 0;
+        var wrongTypeInodes = new Dictionary<ulong, byte>();
         int n = 0;
         for (int i = 0; i < inodes.Length; i++)
         {
             ulong ino = inodes[i];
             if (i > 0 && inodes[i - 1] == ino) continue;
             distinct++;
+            uint nlink = (uint)info[i];
+            byte type = (byte)(info[i] >> 32);
             while (n < named.Length && named[n] < ino) n++;
             long counted = 0;
-            while (n < named.Length && named[n] == ino) { counted++; n++; }
+            for (; n < named.Length && named[n] == ino; n++)
+            {
+                counted++;
+                if (namedTypes[n] == NoFileType || namedTypes[n] == type) continue;
+                wrongType++;
+                if (wrongTypeInodes.Count < EntryReportLimit) wrongTypeInodes.TryAdd(ino, type);
+            }
             if (counted == 0 && _metadata.Contains(ino)) continue;
-            if (nlinks[i] == counted) continue;
+            if (nlink == counted) continue;
             total++;
-            if (wrong.Count < limit) wrong.Add(new LinkCountMismatch(ino, nlinks[i], counted));
+            if (wrong.Count < limit) wrong.Add(new LinkCountMismatch(ino, nlink, counted));
         }
         ReportWrongCounts(_finding, total);
 
         // Links naming an inode that is neither in use nor unreadable.
         long dangling = 0;
-        string? first = null;
+        var danglingInodes = new HashSet<ulong>();
         int k = 0, u = 0;
         foreach (ulong ino in named)
         {
@@ -135,10 +163,63 @@ internal sealed class LinkCountScrubber
             while (u < unreadable.Length && unreadable[u] < ino) u++;
             if ((k < inodes.Length && inodes[k] == ino) || (u < unreadable.Length && unreadable[u] == ino)) continue;
             dangling++;
-            first ??= $"inode {ino}";
+            if (danglingInodes.Count < EntryReportLimit) danglingInodes.Add(ino);
         }
-        _finding.Damage(dangling, $"{dangling} directory entries name inodes that are not in use (first {first})");
+        if (dangling + wrongType > 0) ReportEntries(dangling, danglingInodes, wrongType, wrongTypeInodes, limit);
         _finding.Note = $"{distinct} inodes, {named.Length} links";
         return (_finding, wrong, total);
     }
+
+    /// <summary>Inodes whose naming entries a second pass looks for (each pass reads every directory again).</summary>
+    const int EntryReportLimit = 64;
+
+    /// <summary>
+    /// Names the entries behind the totals: a second pass over the directories read (only when some entry is wrong)
+    /// finds each entry naming an inode that is not in use, or naming an inode whose type its file type does not say,
+    /// and reports it by directory and name. The totals stay exact; the lines are bounded.
+    /// </summary>
+    void ReportEntries(long dangling, HashSet<ulong> danglingInodes, long wrongType, Dictionary<ulong, byte> wrongTypeInodes, int limit)
+    {
+        long reported = 0;
+        int isz = _geo.InodeSize;
+        foreach (ulong dir in _directories)
+        {
+            if (reported >= limit) break;
+            var (daddr, offset) = (_geo.AgBlockToDaddr(_geo.InoToAgno(dir), _geo.AginoToAgbno(_geo.InoToAgino(dir))), _geo.AginoToSlot(_geo.InoToAgino(dir)) * isz);
+            var buf = _image.Cache.Read(_image.Target, daddr, _geo.BasicBlocksPerBlock, null, BufferLockMode.Shared);
+            List<DataEntry> entries;
+            try { (_, entries, _) = _reader.ReadAll(dir, buf.Span.Slice(offset, isz), ReadBlocks, $"directory {dir}"); }
+            catch (Exception e) when (e is XfsWriteException or CorruptionException or IOException) { continue; }
+            finally { _image.Cache.Release(buf); }
+            foreach (var e in entries)
+            {
+                if (reported >= limit) break;
+                string name = System.Text.Encoding.UTF8.GetString(e.Name);
+                if (danglingInodes.Contains(e.Ino))
+                {
+                    _finding.Damage($"directory {dir} entry '{name}' names inode {e.Ino}, which is not in use");
+                    reported++;
+                }
+                else if (_reader.HasFtype && wrongTypeInodes.TryGetValue(e.Ino, out byte type) && e.FileType != type)
+                {
+                    _finding.Damage($"directory {dir} entry '{name}' says {FileTypeName(e.FileType)}, but inode {e.Ino} is {FileTypeName(type)}");
+                    reported++;
+                }
+            }
+        }
+        _finding.Damage(dangling + wrongType - reported, $"{dangling} directory entries name inodes that are not in use, {wrongType} have a file type other than their inode's ({dangling + wrongType - reported} not listed)");
+    }
+
+    /// <summary>"a regular file", "a directory", ... for a directory entry file type.</summary>
+    internal static string FileTypeName(byte fileType) => DirectoryFormat.TypeOfFileType(fileType) switch
+    {
+        Write.Namespace.InodeType.RegularFile => "a regular file",
+        Write.Namespace.InodeType.Directory => "a directory",
+        Write.Namespace.InodeType.Symlink => "a symlink",
+        Write.Namespace.InodeType.CharDevice => "a character device",
+        Write.Namespace.InodeType.BlockDevice => "a block device",
+        Write.Namespace.InodeType.Fifo => "a fifo",
+        Write.Namespace.InodeType.Socket => "a socket",
+        _ => $"file type {fileType}",
+    };
 }

@@ -277,6 +277,11 @@ public static class OnlineScrubber
                 f.Damage(d);
             }
             LinkCountScrubber.ReportWrongCounts(f, r.MismatchTotal);
+            foreach (string e in r.EntryProblems)
+            {
+                f.Damage(e);
+            }
+            f.Damage(r.EntryProblemTotal - r.EntryProblems.Count, $"{r.EntryProblemTotal - r.EntryProblems.Count} more wrong directory entries");
             wrong = [.. r.Mismatches];
             total = r.MismatchTotal;
             f.Note = $"{r.InodesCompared} inodes, {r.EntriesCounted} links";

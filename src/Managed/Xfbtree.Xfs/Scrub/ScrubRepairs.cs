@@ -286,10 +286,11 @@ internal static class ScrubRepairs
 
     /// <summary>
     /// Every inode's link count, checked and set online from the directory tree (<see cref="OnlineLinkCounts"/>; an
-    /// inode no directory names is released as the unlink of its last name would). It reads every inode through the
+    /// inode no directory names is released as the unlink of its last name would), and every directory entry's file
+    /// type set from its inode's mode (an entry naming a free inode removed). It reads every inode through the
     /// inode btrees and every directory, so it waits while an inode btree or an AGI is damaged (the offline count it
     /// answers may only reflect that damage, and a scan through a wrong inobt could miss a directory). It answers
-    /// wrong link counts only: when the online check finds none, it says so and is not counted as a repair.
+    /// wrong link counts and wrong entries: when the online check finds none, it says so and is not counted as a repair.
     /// </summary>
     private sealed class LinkCountRepair : IScrubRepair
     {
@@ -310,11 +311,12 @@ internal static class ScrubRepairs
             {
                 throw new OnlineRepairException($"{r.MismatchTotal} wrong link counts, {r.Repaired + r.Released} repaired; not repaired: {string.Join("; ", r.Damage.Concat(r.NotRepaired).Take(3))}");
             }
-            if (r.MismatchTotal == 0)
+            if (r.MismatchTotal == 0 && r.EntryProblemTotal == 0)
             {
-                throw new OnlineRepairException($"the online check of {r.InodesCompared} inodes finds no wrong link count (the offline finding is of another kind: entries naming free inodes are not repaired)");
+                throw new OnlineRepairException($"the online check of {r.InodesCompared} inodes and {r.DirectoriesScanned} directories finds no wrong link count and no wrong entry");
             }
-            return $"{r.MismatchTotal} wrong link counts: {r.Repaired} set to the count, {r.Released} named by no directory released, {r.SettledMeanwhile} settled by writers meanwhile; {r.InodesCompared} inodes, {r.DirectoriesScanned} directories";
+            return $"{r.MismatchTotal} wrong link counts: {r.Repaired} set to the count, {r.Released} named by no directory released, {r.SettledMeanwhile} settled by writers meanwhile; "
+                + $"{r.EntryProblemTotal} wrong directory entries: {r.EntriesRepaired} repaired (file type set, or the entry of a free inode removed); {r.InodesCompared} inodes, {r.DirectoriesScanned} directories";
         }
     }
 

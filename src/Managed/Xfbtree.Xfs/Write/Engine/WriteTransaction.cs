@@ -190,10 +190,12 @@ internal sealed class WriteTransaction
     }
 
     /// <summary>Locks an AG even when it is marked sick (online repair rebuilds sick AGs); the transaction must hold
-    /// no AG yet (in order, blocking).</summary>
+    /// no AG yet (in order, blocking). A restarted repair takes the inodes of its plan first (the AGI rebuild locks the
+    /// inodes it relinks after the AG lock: tried, and on contention taken first the next time).</summary>
     internal void LockAgForRepair(uint agno)
     {
         ThrowIfDone();
+        ApplyPlan();
         EngineAg ag = engine.Ag(agno);
         if (HoldsAg(agno))
         {

@@ -72,13 +72,15 @@ internal static class InodeFields
 
     /// <summary>
     /// What the kernel's <c>file_remove_privs</c> / ATTR_KILL_SUID|ATTR_KILL_SGID do when the caller may not keep them
-    /// (no CAP_FSETID): a regular file loses set-user-ID, and set-group-ID when group-execute is set (set-group-ID
-    /// without it marks mandatory locking and stays). True when the mode changed.
+    /// (no CAP_FSETID): the inode loses set-user-ID, and set-group-ID when group-execute is set (set-group-ID
+    /// without it marks mandatory locking and stays). A directory keeps both (its set-group-ID is inherited by new
+    /// entries). A write or truncate reaches only regular files; a chown asks it for every other type too (FUSE's
+    /// FATTR_KILL_SUIDGID on any non-directory, as the kernel's chown_common). True when the mode changed.
     /// </summary>
     public static bool KillSuidGid(byte[] core)
     {
         ushort mode = Mode(core);
-        if ((mode & 0xF000) != 0x8000) return false;
+        if ((mode & 0xF000) == 0x4000) return false;
         int killed = mode & ~0x800;
         if ((mode & 0x8) != 0) killed &= ~0x400;
         if (killed == mode) return false;

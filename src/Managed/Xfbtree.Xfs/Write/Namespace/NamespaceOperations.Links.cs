@@ -9,7 +9,8 @@ namespace Xfbtree.Xfs.Write.Namespace;
 
 internal sealed partial class NamespaceOperations
 {
-    /// <summary>XFS_SYMLINK_MAXLEN: the longest symlink target (bytes).</summary>
+    /// <summary>XFS_SYMLINK_MAXLEN (bytes): a target read from disk may be this long; a new one must be shorter
+    /// (the kernel refuses a target of this length and xfs_repair clears such an inode).</summary>
     public const int MaxSymlinkLength = 1024;
     /// <summary>"XSLM": remote symlink block magic.</summary>
     const uint SymlinkMagic = 0x58534C4D;
@@ -21,7 +22,7 @@ internal sealed partial class NamespaceOperations
     /// Creates a symbolic link <paramref name="name"/> in <paramref name="dirIno"/> pointing at
     /// <paramref name="target"/> (mode 0777, as Linux gives every symlink). The target is kept in the inode when it
     /// fits the data fork (LOCAL), else in remote blocks with their v5 header and CRC (as xfs_symlink). EINVAL for an
-    /// empty target or one holding NUL, ENAMETOOLONG past 1024 bytes.
+    /// empty target or one holding NUL, ENAMETOOLONG from 1024 bytes (the longest target is 1023, as the kernel's).
     /// </summary>
     public InodeAttributes Symlink(ulong dirIno, ReadOnlySpan<byte> name, ReadOnlySpan<byte> target, uint uid, uint gid)
         => SymlinkCore(dirIno, null, name.ToArray(), target.ToArray(), uid, gid, Where(dirIno, name));
@@ -37,8 +38,8 @@ internal sealed partial class NamespaceOperations
     InodeAttributes SymlinkCore(ulong dirIno, uint? dirGeneration, byte[] name, byte[] target, uint uid, uint gid, string where)
     {
         if (target.Length == 0) throw new XfsWriteException(WriteErrorKind.NotFound, $"'{where}': empty symlink target");
-        if (target.Length > MaxSymlinkLength)
-            throw new XfsWriteException(WriteErrorKind.NameTooLong, $"'{where}': symlink target of {target.Length} bytes is longer than {MaxSymlinkLength}");
+        if (target.Length >= MaxSymlinkLength)
+            throw new XfsWriteException(WriteErrorKind.NameTooLong, $"'{where}': symlink target of {target.Length} bytes is longer than {MaxSymlinkLength - 1}");
         if (Array.IndexOf(target, (byte)0) >= 0) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"'{where}': symlink target contains a NUL byte");
         return CreateInode("symlink", dirIno, dirGeneration, name, 0xA000 | 0x1FF, uid, gid, 0, target, where);
     }
@@ -260,5 +261,43 @@ internal sealed partial class NamespaceOperations
             tx.LogInode(inode);
             return InodeAttributeFields.Read(ino, inode.Core, Engine.Geometry.BlockSize);
         });
+    }
+
+    /// <summary>
+    /// The online link count repair's fix of one directory entry it found wrong: an entry naming an inode that is not
+    /// in use is removed (as xfs_repair clears it), one whose file type is not its inode's is given the inode's. Checked
+    /// again under the locks of the directory and the inode; an entry a writer changed or removed meanwhile is settled.
+    /// False, with why, when it cannot be fixed (the named inode does not read).
+    /// </summary>
+    internal bool RepairDirectoryEntry(ulong dirIno, byte[] name, ulong ino, out string? why)
+    {
+        IncoreInode dir, target;
+        try
+        {
+            dir = Engine.GetInode(dirIno);
+            target = Engine.GetInode(ino);
+        }
+        catch (XfsWriteException e) when (e.Kind is WriteErrorKind.Corrupt or WriteErrorKind.NotFound)
+        {
+            why = $"not repaired: {e.Message}";
+            return false;
+        }
+        why = null;
+        Engine.Execute($"scrub repair directory {dirIno} entry '{DirectoryFormat.Show(name)}'", tx =>
+        {
+            tx.LockInodes(dir, target);
+            if (new Dinode(dir.Core).IsFree || !InodeCore.IsDirectory(dir.Core)) return;
+            var editor = new DirectoryEditor(tx, dir, Reader, $"directory {dirIno}");
+            if (editor.Find(name) is not { } entry || entry.Ino != ino) return;
+            var d = new Dinode(target.Core);
+            if (d.IsFree)
+            {
+                editor.Remove(name, DateTimeOffset.UtcNow);
+                return;
+            }
+            byte type = DirectoryFormat.FileTypeOfMode(d.Mode);
+            if (entry.FileType != type) editor.Replace(name, ino, type, DateTimeOffset.UtcNow);
+        });
+        return true;
     }
 }

@@ -131,9 +131,14 @@ internal sealed partial class NamespaceOperations
         tx.LogBuffer(agi, at, 4);
     }
 
+    /// <summary>The online link count repair gives a locked inode with nlink 0 its links back: it leaves its AGI
+    /// unlinked list when it is on one (as upstream's nlinks repair does); false when it was on none.</summary>
+    internal bool TakeOffUnlinkedList(WriteTransaction tx, IncoreInode inode, string where) => RemoveFromUnlinkedList(tx, inode, where, mustBeOnList: false);
+
     /// <summary>xfs_iunlink_remove: takes the locked inode off its AGI bucket (the head, or after the inode before it
-    /// in the chain, which is locked too) and clears its di_next_unlinked.</summary>
-    void RemoveFromUnlinkedList(WriteTransaction tx, IncoreInode inode, string where)
+    /// in the chain, which is locked too) and clears its di_next_unlinked. An inode not on the bucket's chain is
+    /// corruption, unless <paramref name="mustBeOnList"/> is false (then false is returned, its pointer cleared).</summary>
+    bool RemoveFromUnlinkedList(WriteTransaction tx, IncoreInode inode, string where, bool mustBeOnList = true)
     {
         var geo = Engine.Geometry;
         var (agno, agino, bucket) = UnlinkedPosition(inode.Ino);
@@ -152,6 +157,15 @@ internal sealed partial class NamespaceOperations
             uint cur = head;
             for (int steps = 0; ; steps++)
             {
+                if (cur == Agi.NullAgino && !mustBeOnList)
+                {
+                    if (next != Agi.NullAgino)
+                    {
+                        InodeAttributeFields.SetNextUnlinked(inode.Core, Agi.NullAgino);
+                        tx.LogInode(inode);
+                    }
+                    return false;
+                }
                 if (cur == Agi.NullAgino || steps > 1 << 22 || !geo.IsValidIno(geo.AginoToIno(agno, cur)))
                     throw new XfsWriteException(WriteErrorKind.Corrupt, $"{where}: not found on unlinked bucket {bucket} of AG {agno}");
                 var prev = Engine.GetInode(geo.AginoToIno(agno, cur));
@@ -168,6 +182,7 @@ internal sealed partial class NamespaceOperations
         }
         InodeAttributeFields.SetNextUnlinked(inode.Core, Agi.NullAgino);
         tx.LogInode(inode);
+        return true;
     }
 
     /// <summary>

@@ -1,0 +1,257 @@
+using System.Buffers.Binary;
+using Microsoft.Win32.SafeHandles;
+using Xfbtree.Buffers;
+using Xfbtree.Xfs.Format;
+
+namespace Xfbtree.Xfs.Repair;
+
+/// <summary>
+/// Restores a damaged primary superblock of an unmounted image from a secondary, as xfs_repair does: a sector of the
+/// image that verifies as a superblock (magic, CRC, geometry) and lies where its own geometry puts a secondary (the
+/// start of AG 1 or later), confirmed by the other secondaries its geometry locates (every field mkfs fixes equal).
+/// The copy becomes the primary with what secondaries do not keep up to date put right: sb_inprogress cleared, the
+/// root directory and the realtime bitmap and summary inodes (left null in some secondaries by mkfs) set to the inodes
+/// mkfs places first in AG 0 when those are in use with the right type, quota inodes 0 read as none, and the summary counters from the AG headers.
+/// NEEDSREPAIR protocol: the copy is written first with NEEDSREPAIR set (a crash then leaves an image the kernel
+/// refuses and xfs_repair finishes), synced; then the counters, with NEEDSREPAIR cleared, synced.
+/// </summary>
+internal static class PrimarySuperblockRepair
+{
+    // Superblock field offsets (big-endian).
+    private const int RootInoOffset = 56, RbmInoOffset = 64, RsumInoOffset = 72, VersionOffset = 100, InProgressOffset = 126,
+        IcountOffset = 128, IfreeOffset = 136, FdblocksOffset = 144, UquotInoOffset = 160, GquotInoOffset = 168, QflagsOffset = 176,
+        IncompatOffset = 216, CrcOffset = 224, PquotInoOffset = 232;
+    private const ulong NullIno = ulong.MaxValue;
+
+    /// <summary>Secondaries read to confirm a candidate, at most.</summary>
+    public const int MaxConfirmations = 8;
+
+    /// <summary>Why the primary superblock of <paramref name="path"/> does not verify, or null when it does (or the
+    /// image cannot be read at all: the usual open reports that).</summary>
+    public static string? Damage(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (!File.Exists(path)) return null;
+        using SafeFileHandle fh = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        if (RandomAccess.GetLength(fh) < 4096) return null;
+        byte[] sector = new byte[512];
+        RandomAccess.Read(fh, sector, 0);
+        if (BinaryPrimitives.ReadUInt32BigEndian(sector) != Superblock.MagicValue)
+        {
+            return "no XFSB magic";
+        }
+        return Verify(fh, 0, out _);
+    }
+
+    /// <summary>Null when the sector at <paramref name="offset"/> verifies as a superblock (the parsed superblock in
+    /// <paramref name="sb"/>), else why not. An unsupported feature is not damage: it is thrown.</summary>
+    private static string? Verify(SafeFileHandle fh, long offset, out Superblock? sb)
+    {
+        sb = null;
+        byte[] head = new byte[512];
+        if (RandomAccess.Read(fh, head, offset) < head.Length) return "truncated";
+        int sectorSize = BinaryPrimitives.ReadUInt16BigEndian(head.AsSpan(102));
+        if (sectorSize < 512 || sectorSize > 32768 || (sectorSize & (sectorSize - 1)) != 0) return $"bad sector size {sectorSize}";
+        byte[] sector = new byte[sectorSize];
+        if (RandomAccess.Read(fh, sector, offset) < sector.Length) return "truncated";
+        var parsed = Superblock.Parse(sector);
+        try
+        {
+            parsed.Validate();
+        }
+        catch (XfsFormatException e) when (e is not XfsUnsupportedException)
+        {
+            return e.Message;
+        }
+        sb = parsed;
+        return null;
+    }
+
+    /// <summary>
+    /// Restores the primary superblock; returns what was done, one line. Throws <see cref="XfsFormatException"/> when
+    /// no secondary is usable (nothing written then).
+    /// </summary>
+    public static string Restore(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        using SafeFileHandle fh = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.None);
+        long length = RandomAccess.GetLength(fh);
+        var (candidate, agno, agreed, checkedOthers) = FindSecondary(fh, length);
+        Superblock sb = Superblock.Parse(candidate);
+        byte[] primary = (byte[])candidate.Clone();
+        var notes = new List<string>();
+        primary[InProgressOffset] = 0;
+        if ((BinaryPrimitives.ReadUInt16BigEndian(primary.AsSpan(VersionOffset)) & 0xF) == 5)
+        {
+            // ATTRBIT: always meaningful on v5 (the kernel sets it in the primary at the first attribute).
+            BinaryPrimitives.WriteUInt16BigEndian(primary.AsSpan(VersionOffset), (ushort)(BinaryPrimitives.ReadUInt16BigEndian(primary.AsSpan(VersionOffset)) | 0x10));
+        }
+        ulong root = BinaryPrimitives.ReadUInt64BigEndian(primary.AsSpan(RootInoOffset));
+        if (root == NullIno)
+        {
+            // Some secondaries are written before mkfs knows the root: it is the first inode of AG 0's first chunk.
+            root = FirstInodeOfAg0(fh, sb);
+            if (!IsInUse(fh, sb, root, 0x4000))
+            {
+                throw new XfsFormatException($"the secondary superblock of AG {agno} names no root directory, and inode {root} (the first of AG 0's first chunk) is not one");
+            }
+            BinaryPrimitives.WriteUInt64BigEndian(primary.AsSpan(RootInoOffset), root);
+            notes.Add($"root directory inode {root}");
+        }
+        if (BinaryPrimitives.ReadUInt64BigEndian(primary.AsSpan(RbmInoOffset)) == NullIno && BinaryPrimitives.ReadUInt64BigEndian(primary.AsSpan(RsumInoOffset)) == NullIno
+            && IsInUse(fh, sb, root + 1, 0x8000) && IsInUse(fh, sb, root + 2, 0x8000))
+        {
+            BinaryPrimitives.WriteUInt64BigEndian(primary.AsSpan(RbmInoOffset), root + 1);
+            BinaryPrimitives.WriteUInt64BigEndian(primary.AsSpan(RsumInoOffset), root + 2);
+            notes.Add($"realtime bitmap and summary inodes {root + 1} and {root + 2}");
+        }
+        if (BinaryPrimitives.ReadUInt16BigEndian(primary.AsSpan(QflagsOffset)) == 0)
+        {
+            foreach (int at in new[] { UquotInoOffset, GquotInoOffset, PquotInoOffset })
+            {
+                if (BinaryPrimitives.ReadUInt64BigEndian(primary.AsSpan(at)) == 0) BinaryPrimitives.WriteUInt64BigEndian(primary.AsSpan(at), NullIno);
+            }
+        }
+        // Step 1: the geometry back, marked as needing repair.
+        uint incompat = BinaryPrimitives.ReadUInt32BigEndian(primary.AsSpan(IncompatOffset));
+        BinaryPrimitives.WriteUInt32BigEndian(primary.AsSpan(IncompatOffset), incompat | Superblock.IncompatNeedsRepair);
+        WriteSynced(fh, primary);
+        // Step 2: the summary counters from the AG headers, NEEDSREPAIR cleared.
+        var (fdblocks, icount, ifree, unreadable) = CountersFromAgHeaders(fh, sb);
+        BinaryPrimitives.WriteUInt64BigEndian(primary.AsSpan(IcountOffset), icount);
+        BinaryPrimitives.WriteUInt64BigEndian(primary.AsSpan(IfreeOffset), ifree);
+        BinaryPrimitives.WriteUInt64BigEndian(primary.AsSpan(FdblocksOffset), fdblocks);
+        BinaryPrimitives.WriteUInt32BigEndian(primary.AsSpan(IncompatOffset), incompat & ~Superblock.IncompatNeedsRepair);
+        WriteSynced(fh, primary);
+        notes.Add(unreadable == 0 ? "counters from the AG headers" : $"counters from the AG headers ({unreadable} unreadable: left out, the check reports them)");
+        string confirmed = checkedOthers == 0 ? "the only secondary" : $"{agreed} of {checkedOthers} other secondaries agree";
+        return $"copied from the secondary superblock of AG {agno} ({confirmed}); {string.Join("; ", notes)}";
+    }
+
+    private static void WriteSynced(SafeFileHandle fh, byte[] sector)
+    {
+        XfsCrc.Update(sector, CrcOffset);
+        RandomAccess.Write(fh, sector, 0);
+        RandomAccess.FlushToDisk(fh);
+    }
+
+    /// <summary>
+    /// The first sector past the primary (in file order) that verifies as a superblock at the start of one of its own
+    /// AGs (1 and up), whose geometry fits the image, and that at least as many of the other secondaries it locates
+    /// agree with as disagree (at least one, unless it is the only secondary). Read in 1 MiB runs.
+    /// </summary>
+    private static (byte[] Sector, uint Agno, int Agreed, int Checked) FindSecondary(SafeFileHandle fh, long length)
+    {
+        const int Run = 1 << 20;
+        byte[] chunk = new byte[Run];
+        int candidates = 0;
+        string? lastWhy = null;
+        for (long at = 0; at < length; at += Run)
+        {
+            int got = RandomAccess.Read(fh, chunk, at);
+            for (int i = 0; i + 4 <= got; i += 512)
+            {
+                long offset = at + i;
+                if (offset == 0 || BinaryPrimitives.ReadUInt32BigEndian(chunk.AsSpan(i)) != Superblock.MagicValue) continue;
+                candidates++;
+                if (Candidate(fh, length, offset, out lastWhy) is { } found) return found;
+            }
+        }
+        throw new XfsFormatException(candidates == 0
+            ? "no secondary superblock found: no sector past the primary carries the XFSB magic"
+            : $"no usable secondary superblock: {candidates} sectors carry the XFSB magic, none verifies where its geometry puts a secondary with the others agreeing (last: {lastWhy})");
+    }
+
+    private static (byte[] Sector, uint Agno, int Agreed, int Checked)? Candidate(SafeFileHandle fh, long length, long offset, out string? why)
+    {
+        why = Verify(fh, offset, out Superblock? sb);
+        if (sb is null) return null;
+        long agBytes = (long)sb.AgBlocks * sb.BlockSize;
+        if (offset % agBytes != 0 || offset / agBytes >= sb.AgCount)
+        {
+            why = $"the superblock at byte {offset} is not at the start of one of its AGs";
+            return null;
+        }
+        if ((long)sb.DataBlocks * sb.BlockSize > length)
+        {
+            why = $"the superblock at byte {offset} describes {sb.DataBlocks} blocks, more than the image holds";
+            return null;
+        }
+        uint agno = (uint)(offset / agBytes);
+        byte[] sector = new byte[sb.SectorSize];
+        RandomAccess.Read(fh, sector, offset);
+        int agreed = 0, disagreed = 0;
+        byte[] other = new byte[sb.SectorSize];
+        for (uint a = 1; a < sb.AgCount && agreed + disagreed < MaxConfirmations; a++)
+        {
+            if (a == agno) continue;
+            if (RandomAccess.Read(fh, other, a * agBytes) < other.Length || SecondarySuperblock.Differences(sector, other, sb.SectorSize).Count > 0) disagreed++;
+            else agreed++;
+        }
+        if (agreed + disagreed > 0 && (agreed == 0 || agreed < disagreed))
+        {
+            why = $"the superblock of AG {agno}: {agreed} of {agreed + disagreed} other secondaries agree with it";
+            return null;
+        }
+        return (sector, agno, agreed, agreed + disagreed);
+    }
+
+    /// <summary>The first inode of the first record of AG 0's inobt (its root block's first record; a leaf or a node's
+    /// first key alike start with startino), or NULLFSINO when that does not read.</summary>
+    private static ulong FirstInodeOfAg0(SafeFileHandle fh, Superblock sb)
+    {
+        byte[] agi = new byte[sb.SectorSize];
+        RandomAccess.Read(fh, agi, 2L * sb.SectorSize);
+        if (BinaryPrimitives.ReadUInt32BigEndian(agi) != Agi.MagicValue || !XfsCrc.Verify(agi, Agi.CrcOffset)) return NullIno;
+        uint rootBlock = BinaryPrimitives.ReadUInt32BigEndian(agi.AsSpan(Agi.RootOffset));
+        if (rootBlock == 0 || rootBlock >= sb.AgBlocks) return NullIno;
+        byte[] block = new byte[sb.BlockSize];
+        RandomAccess.Read(fh, block, (long)rootBlock * sb.BlockSize);
+        const int ShortBlockHeader = 56;
+        if (!XfsCrc.Verify(block, 52) || BinaryPrimitives.ReadUInt16BigEndian(block.AsSpan(6)) == 0) return NullIno;
+        return BinaryPrimitives.ReadUInt32BigEndian(block.AsSpan(ShortBlockHeader));
+    }
+
+    private static bool IsInUse(SafeFileHandle fh, Superblock sb, ulong ino, int fileType)
+    {
+        if (ino == NullIno) return false;
+        int aginoLog = sb.AgBlockLog + sb.InodesPerBlockLog;
+        ulong agno = ino >> aginoLog, agino = ino & ((1UL << aginoLog) - 1);
+        if (agno >= sb.AgCount) return false;
+        ulong agbno = agino >> sb.InodesPerBlockLog;
+        long offset = (long)((agno * sb.AgBlocks + agbno) * sb.BlockSize + (agino & (ulong)(sb.InodesPerBlock - 1)) * sb.InodeSize);
+        byte[] core = new byte[sb.InodeSize];
+        if (RandomAccess.Read(fh, core, offset) < core.Length) return false;
+        var d = new Dinode(core);
+        return d.Magic == Dinode.MagicValue && d.FileType == fileType && d.Ino == ino;
+    }
+
+    /// <summary>sb_fdblocks, sb_icount and sb_ifree as the kernel derives them at mount, from the AG headers whose magic
+    /// is right (the scrub that follows checks every header and counter).</summary>
+    private static (ulong Fdblocks, ulong Icount, ulong Ifree, int Unreadable) CountersFromAgHeaders(SafeFileHandle fh, Superblock sb)
+    {
+        ulong fd = 0, ic = 0, ifr = 0;
+        int unreadable = 0;
+        byte[] sector = new byte[sb.SectorSize];
+        for (uint a = 0; a < sb.AgCount; a++)
+        {
+            long ag = (long)a * sb.AgBlocks * sb.BlockSize;
+            RandomAccess.Read(fh, sector, ag + sb.SectorSize);
+            bool agfOk = BinaryPrimitives.ReadUInt32BigEndian(sector) == Agf.MagicValue;
+            if (agfOk)
+            {
+                fd += (ulong)BinaryPrimitives.ReadUInt32BigEndian(sector.AsSpan(Agf.OffsetFreeBlocks)) + BinaryPrimitives.ReadUInt32BigEndian(sector.AsSpan(Agf.OffsetFlCount))
+                    + BinaryPrimitives.ReadUInt32BigEndian(sector.AsSpan(Agf.OffsetBtreeBlocks));
+            }
+            RandomAccess.Read(fh, sector, ag + 2L * sb.SectorSize);
+            bool agiOk = BinaryPrimitives.ReadUInt32BigEndian(sector) == Agi.MagicValue;
+            if (agiOk)
+            {
+                ic += BinaryPrimitives.ReadUInt32BigEndian(sector.AsSpan(Agi.CountOffset));
+                ifr += BinaryPrimitives.ReadUInt32BigEndian(sector.AsSpan(Agi.FreeCountOffset));
+            }
+            if (!agfOk || !agiOk) unreadable++;
+        }
+        return (fd, ic, ifr, unreadable);
+    }
+}
