@@ -795,16 +795,27 @@ internal sealed class WriteTransaction
         }
         logged.Sort(static (a, b) => a.Ino.CompareTo(b.Ino)); // ascending ino = ascending daddr within the fs
         int isize = Geometry.InodeSize;
+        Span<byte> before = stackalloc byte[isize];
         foreach (IncoreInode inode in logged)
         {
             var (daddr, offset) = engine.InodeLocation(inode.Ino);
             BlockBuffer cluster = buffers.Read(engine.Disk, daddr, Geometry.BasicBlocksPerBlock, null);
             Span<byte> slot = cluster.Span.Slice(offset, isize);
+            slot.CopyTo(before);
             inode.Core.CopyTo(slot);
             XfsCrc.Update(slot, Dinode.CrcOffset);
             inode.Core.AsSpan(Dinode.CrcOffset, 4).Clear();
             slot.Slice(Dinode.CrcOffset, 4).CopyTo(inode.Core.AsSpan(Dinode.CrcOffset));
-            buffers.LogRange(cluster, offset, isize);
+            // Only the 128-byte chunks of the core that changed (a chmod: the one with the mode, the times and the
+            // CRC; an append: that one and the first of the data fork), as the kernel logs an inode's core and only
+            // the forks that changed.
+            for (int at = 0; at < isize; at += BlockBuffer.DirtyChunkSize)
+            {
+                if (!slot.Slice(at, BlockBuffer.DirtyChunkSize).SequenceEqual(before.Slice(at, BlockBuffer.DirtyChunkSize)))
+                {
+                    buffers.LogRange(cluster, offset + at, BlockBuffer.DirtyChunkSize);
+                }
+            }
         }
     }
 
