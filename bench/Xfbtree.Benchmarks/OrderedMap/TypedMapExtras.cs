@@ -29,51 +29,73 @@ public static class TypedMapExtras
         string load = LoadAverage();
 
         double insertMany, insert, remove;
+        double insertManyCpu, insertCpu, removeCpu;
         using (var xfile = XfbtreeMaps.CreateXfile("xfbtree-bench-extras"))
         using (var map = new ShmemBTree<RmapRecord, RmapRecordMapComparer>(default, new ShmemBTreeOptions { Xfile = xfile }))
         {
             var sw = Stopwatch.StartNew();
+            var cpu = CpuClock.Start();
             Check(map.InsertMany(shuffled) == size, "InsertMany added every record");
             insertMany = size / sw.Elapsed.TotalSeconds / 1e6;
+            insertManyCpu = cpu.Rate(size);
             // Remove and insert the same random half again, one by one, in the same random order.
-            int half = size / 2;
+            int half = Environment.GetEnvironmentVariable("XFBTREE_BENCH_EXTRAS") is "insertmany" or "reads" ? 1 : size / 2;
             sw.Restart();
+            cpu = CpuClock.Start();
             for (int i = 0; i < half; i++) Check(map.Remove(shuffled[i]), "remove found the record");
             remove = half / sw.Elapsed.TotalSeconds / 1e6;
+            removeCpu = cpu.Rate(half);
             sw.Restart();
+            cpu = CpuClock.Start();
             for (int i = 0; i < half; i++) Check(map.Insert(shuffled[i]), "insert added the record");
             insert = half / sw.Elapsed.TotalSeconds / 1e6;
+            insertCpu = cpu.Rate(half);
         }
 
+        // XFBTREE_BENCH_EXTRAS=insertmany or reads: only those phases and one line (a quick A/B of an engine change).
+        if (Environment.GetEnvironmentVariable("XFBTREE_BENCH_EXTRAS") is "insertmany")
+        {
+            output.WriteLine($"only {size} insertMany {insertMany:F3} / {insertManyCpu:F3}  remove {remove:F3} / {removeCpu:F3}  insert {insert:F3} / {insertCpu:F3}");
+            return new Result(size, insertMany, insert, remove, 1, 1, 1, 1, 1, load);
+        }
         using var readXfile = XfbtreeMaps.CreateXfile("xfbtree-bench-extras-read");
         using var tree = new ShmemBTree<RmapRecord, RmapRecordMapComparer>(default, new ShmemBTreeOptions { Xfile = readXfile });
         tree.InsertMany(shuffled);
+        var lookupClock = CpuClock.Start();
         double lookup = ReadRate(tree, probes, 1, writer: false, out _);
-        double batch;
+        double lookupCpu = lookupClock.Rate(probes.Length);
+        double batch, batchCpu;
         {
             var found = new RmapRecord[256];
             var hit = new bool[256];
             var sw = Stopwatch.StartNew();
+            var cpu = CpuClock.Start();
             int hits = 0;
             for (int i = 0; i + 256 <= probes.Length; i += 256) hits += tree.TryFindMany(probes.AsSpan(i, 256), found, hit);
             batch = (probes.Length / 256 * 256) / sw.Elapsed.TotalSeconds / 1e6;
+            batchCpu = cpu.Rate(probes.Length / 256 * 256);
             Check(hits == probes.Length / 256 * 256, "TryFindMany found every record");
+        }
+        if (Environment.GetEnvironmentVariable("XFBTREE_BENCH_EXTRAS") == "reads")
+        {
+            output.WriteLine($"only {size} insertMany {insertMany:F3} / {insertManyCpu:F3}  lookup {lookup:F3} / {lookupCpu:F3}  batch {batch:F3} / {batchCpu:F3}");
+            return new Result(size, insertMany, insert, remove, lookup, batch, 1, 1, 1, load);
         }
         double two = ReadRate(tree, probes, 2, writer: false, out _);
         double withWriter = ReadRate(tree, probes, 1, writer: true, out double writes);
 
         output.WriteLine();
         output.WriteLine($"## {size:N0} records: the plain typed map alone (ShmemBTree, {tree.HugePageMode}, load {load})");
-        output.WriteLine("| operation | M ops/s |");
-        output.WriteLine("|---|---:|");
-        output.WriteLine($"| InsertMany (random order) | {insertMany.ToString("F3", Invariant)} |");
-        output.WriteLine($"| Insert (random, one by one) | {insert.ToString("F3", Invariant)} |");
-        output.WriteLine($"| Remove (random, one by one) | {remove.ToString("F3", Invariant)} |");
-        output.WriteLine($"| TryFind, one thread | {lookup.ToString("F3", Invariant)} |");
-        output.WriteLine($"| TryFindMany, one thread | {batch.ToString("F3", Invariant)} |");
-        output.WriteLine($"| TryFind, two threads (total) | {two.ToString("F3", Invariant)} |");
-        output.WriteLine($"| TryFind, one thread, a writer running | {withWriter.ToString("F3", Invariant)} |");
-        output.WriteLine($"| the writer meanwhile (remove + insert) | {writes.ToString("F3", Invariant)} |");
+        output.WriteLine("| operation | M ops/s | M ops per CPU second |");
+        output.WriteLine("|---|---:|---:|");
+        output.WriteLine($"| InsertMany (random order) | {insertMany.ToString("F3", Invariant)} | {insertManyCpu.ToString("F3", Invariant)} |");
+        output.WriteLine($"| Insert (random, one by one) | {insert.ToString("F3", Invariant)} | {insertCpu.ToString("F3", Invariant)} |");
+        output.WriteLine($"| Remove (random, one by one) | {remove.ToString("F3", Invariant)} | {removeCpu.ToString("F3", Invariant)} |");
+        output.WriteLine($"| TryFind, one thread | {lookup.ToString("F3", Invariant)} | {lookupCpu.ToString("F3", Invariant)} |");
+        output.WriteLine($"| TryFindMany, one thread | {batch.ToString("F3", Invariant)} | {batchCpu.ToString("F3", Invariant)} |");
+        output.WriteLine($"| TryFind, two threads (total) | {two.ToString("F3", Invariant)} | |");
+        output.WriteLine($"| TryFind, one thread, a writer running | {withWriter.ToString("F3", Invariant)} | |");
+        output.WriteLine($"| the writer meanwhile (remove + insert) | {writes.ToString("F3", Invariant)} | |");
         return new Result(size, insertMany, insert, remove, lookup, batch, two, withWriter, writes, load);
     }
 
@@ -135,6 +157,19 @@ public static class TypedMapExtras
         writerRate = writes / seconds / 1e6;
         Check(writer ? missing < probes.Length / 100 + 100 : missing == 0, $"lookups found their records ({missing} missing)");
         return (double)threads * probes.Length / seconds / 1e6;
+    }
+
+    /// <summary>
+    /// CPU time of the whole process (the single-thread phases run on one thread; GC and JIT threads are idle then):
+    /// on a shared machine the wall-clock rate says how much CPU the process got, this one what the code costs (memory
+    /// stalls count as CPU time).
+    /// </summary>
+    private readonly struct CpuClock
+    {
+        private readonly TimeSpan _start;
+        private CpuClock(TimeSpan start) => _start = start;
+        public static CpuClock Start() => new(Process.GetCurrentProcess().TotalProcessorTime);
+        public double Rate(long operations) => operations / (Process.GetCurrentProcess().TotalProcessorTime - _start).TotalSeconds / 1e6;
     }
 
     private static void Check(bool condition, string what)

@@ -25,9 +25,10 @@ internal static class IoCommand
         var commands = new Option<string[]>("-c")
         {
             Description = "A command, run in order (repeat -c): pwrite PATH OFFSET LENGTH [-S BYTE] | pread PATH OFFSET LENGTH | " +
-                          "falloc PATH OFFSET LENGTH | fpunch PATH OFFSET LENGTH | truncate PATH SIZE | reflink SRC SRCOFF DST DSTOFF LENGTH | " +
+                          "falloc [-k] PATH OFFSET LENGTH | fpunch PATH OFFSET LENGTH | fcollapse PATH OFFSET LENGTH | finsert PATH OFFSET LENGTH | " +
+                          "truncate PATH SIZE | reflink SRC SRCOFF DST DSTOFF LENGTH | " +
                           "unshare PATH OFFSET LENGTH | create PATH | mkdir PATH | unlink PATH | rmdir PATH | stat PATH | ls PATH | " +
-                          "rename SRC DST [--noreplace|--exchange] | link SRC DST | symlink TARGET PATH | readlink PATH | " +
+                          "rename SRC DST [--noreplace|--exchange|--whiteout] | link SRC DST | symlink TARGET PATH | readlink PATH | " +
                           "mknod PATH fifo|sock|chr MAJ MIN|blk MAJ MIN | chmod MODE PATH (octal) | chown UID:GID PATH | " +
                           "utimes PATH ATIME MTIME (seconds[.nanoseconds] since the epoch, 'now' or 'omit') | " +
                           "setxattr PATH NAME VALUE | getxattr PATH NAME | listxattr PATH | removexattr PATH NAME. " +
@@ -154,10 +155,13 @@ internal static class IoCommand
 internal sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IReadOnlyList<long> Numbers, byte Fill, string Text,
     IReadOnlyList<string> Words, RenameFlags Flags = RenameFlags.None)
 {
+    /// <summary>falloc -k: FALLOC_FL_KEEP_SIZE.</summary>
+    public bool KeepSize { get; init; }
+
     /// <summary>The arguments of each command: P = path, N = size, W = a word checked by the command.</summary>
     static readonly Dictionary<string, string> Shapes = new(StringComparer.Ordinal)
     {
-        ["pwrite"] = "PNN", ["pread"] = "PNN", ["falloc"] = "PNN", ["fpunch"] = "PNN", ["truncate"] = "PN",
+        ["pwrite"] = "PNN", ["pread"] = "PNN", ["falloc"] = "PNN", ["fpunch"] = "PNN", ["fcollapse"] = "PNN", ["finsert"] = "PNN", ["truncate"] = "PN",
         ["reflink"] = "PNPNN", ["unshare"] = "PNN", ["create"] = "P", ["mkdir"] = "P", ["unlink"] = "P", ["stat"] = "P",
         ["ls"] = "P", ["rmdir"] = "P", ["rename"] = "PP", ["link"] = "PP", ["symlink"] = "WP", ["readlink"] = "P",
         ["mknod"] = "PW", ["chmod"] = "WP", ["chown"] = "WP", ["utimes"] = "PWW",
@@ -167,10 +171,11 @@ internal sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRe
     static readonly Dictionary<string, string> Usages = new(StringComparer.Ordinal)
     {
         ["pwrite"] = "pwrite PATH OFFSET LENGTH [-S BYTE]", ["pread"] = "pread PATH OFFSET LENGTH",
-        ["falloc"] = "falloc PATH OFFSET LENGTH", ["fpunch"] = "fpunch PATH OFFSET LENGTH", ["truncate"] = "truncate PATH SIZE",
+        ["falloc"] = "falloc [-k] PATH OFFSET LENGTH", ["fpunch"] = "fpunch PATH OFFSET LENGTH",
+        ["fcollapse"] = "fcollapse PATH OFFSET LENGTH", ["finsert"] = "finsert PATH OFFSET LENGTH", ["truncate"] = "truncate PATH SIZE",
         ["reflink"] = "reflink SRC SRCOFF DST DSTOFF LENGTH", ["unshare"] = "unshare PATH OFFSET LENGTH",
         ["create"] = "create PATH", ["mkdir"] = "mkdir PATH", ["unlink"] = "unlink PATH", ["stat"] = "stat PATH", ["ls"] = "ls PATH",
-        ["rmdir"] = "rmdir PATH", ["rename"] = "rename SRC DST [--noreplace|--exchange]", ["link"] = "link SRC DST",
+        ["rmdir"] = "rmdir PATH", ["rename"] = "rename SRC DST [--noreplace|--exchange|--whiteout]", ["link"] = "link SRC DST",
         ["symlink"] = "symlink TARGET PATH", ["readlink"] = "readlink PATH", ["mknod"] = "mknod PATH fifo|sock|chr MAJ MIN|blk MAJ MIN",
         ["chmod"] = "chmod MODE PATH", ["chown"] = "chown UID:GID PATH", ["utimes"] = "utimes PATH ATIME MTIME",
         ["setxattr"] = "setxattr PATH NAME VALUE", ["getxattr"] = "getxattr PATH NAME", ["listxattr"] = "listxattr PATH",
@@ -198,12 +203,20 @@ internal sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRe
             args.RemoveRange(s, 2);
         }
         var flags = RenameFlags.None;
-        foreach (var (flag, value) in new[] { ("--noreplace", RenameFlags.NoReplace), ("--exchange", RenameFlags.Exchange) })
+        foreach (var (flag, value) in new[] { ("--noreplace", RenameFlags.NoReplace), ("--exchange", RenameFlags.Exchange), ("--whiteout", RenameFlags.Whiteout) })
         {
             if (!args.Remove(flag)) continue;
             if (name != "rename") throw new FormatException($"{flag} belongs to rename (usage: {Usages[name]})");
-            if (flags != RenameFlags.None) throw new FormatException("--noreplace and --exchange exclude each other");
-            flags = value;
+            if ((flags | value) == (RenameFlags.NoReplace | RenameFlags.Exchange) || (flags | value) == (RenameFlags.Whiteout | RenameFlags.Exchange))
+                throw new FormatException("--exchange excludes --noreplace and --whiteout");
+            flags |= value;
+        }
+        bool keepSize = false;
+        if (name == "falloc" && args.Count > 0 && args[0] == "-k")
+        {
+            // falloc -k PATH ...: the option before the operands, as xfs_io's falloc -k (FALLOC_FL_KEEP_SIZE).
+            keepSize = true;
+            args.RemoveAt(0);
         }
         if (name == "mknod" && args.Count == 4 && args[1] is "chr" or "blk") shape = "PWNN";
         if (args.Count != shape.Length) throw new FormatException($"{name} takes {shape.Length} argument{(shape.Length == 1 ? "" : "s")} (usage: {Usages[name]})");
@@ -236,7 +249,7 @@ internal sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRe
         {
             throw new FormatException($"offset {numbers[^2]} + length {numbers[^1]} is past any file's end");
         }
-        return new IoOperation(name, paths, numbers, fill, text.Trim(), texts, flags);
+        return new IoOperation(name, paths, numbers, fill, text.Trim(), texts, flags) { KeepSize = keepSize };
     }
 
     /// <summary>The word arguments parse (so a bad one is a usage error before the image is opened).</summary>
@@ -402,7 +415,9 @@ internal sealed record IoOperation(string Name, IReadOnlyList<string> Paths, IRe
                 stdout.WriteLine($"read {done}/{CommandLineHost.Count(length, "byte")} at offset {offset} crc64 {crc.Value:x16}");
                 break;
             }
-            case "falloc": fs.Fallocate(path, Numbers[0], Numbers[1]); break;
+            case "falloc": fs.Fallocate(path, Numbers[0], Numbers[1], KeepSize ? Xfbtree.Xfs.Write.Files.FallocateFlags.KeepSize : Xfbtree.Xfs.Write.Files.FallocateFlags.None); break;
+            case "fcollapse": fs.CollapseRange(path, Numbers[0], Numbers[1]); break;
+            case "finsert": fs.InsertRange(path, Numbers[0], Numbers[1]); break;
             case "fpunch": fs.PunchHole(path, Numbers[0], Numbers[1]); break;
             case "truncate": fs.Truncate(path, Numbers[0]); break;
             case "reflink": fs.Reflink(path, Numbers[0], Paths[1], Numbers[1], Numbers[2]); break;

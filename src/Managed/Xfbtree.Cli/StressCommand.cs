@@ -29,12 +29,14 @@ internal static class StressCommand
         var onlineRepair = new Option<bool>("--online-repair") { Description = "Rebuild the rmap btree of every AG online, in rotation, while the workload runs (until each AG was rebuilt once)." };
         var verifyRepairs = new Option<bool>("--verify-repairs") { Description = "With --online-repair: after each repair, pause commits and compare the new tree with an offline scan." };
         var structures = new Option<string?>("--structures") { Description = $"With --online-repair: what to repair, comma-separated, of {Xfbtree.Xfs.Online.OnlineRepairStructureNames.Known} (default all).", HelpName = "LIST" };
+        var repairShare = new Option<double?>("--repair-cpu-share") { Description = $"With --online-repair: the share of one CPU the repairs, run back to back beside the writers, may take: more than 0 and at most 1 (default {StressRequest.DefaultRepairCpuShare.ToString(System.Globalization.CultureInfo.InvariantCulture)}, 1 = not paced). The link count check waits between inode chunks, the other repairs between one rebuild and the next.", HelpName = "SHARE" };
+        var unverifiedTrees = new Option<bool>("--no-verify-tree-rebuilds") { Description = "With --online-repair: do not check each bnobt/cntbt, inobt/finobt or refcountbt rebuild with the scrub of its AG while commits are paused (they are checked by default); to measure what the rebuilds alone cost the writers." };
         var json = RmapCommand.Json();
         var command = new Command("stress", "Random write workload on an image, checked against a model of every file; " +
                                             "verifies the image at the end and prints operations per second. " +
                                             "Exit 0 clean, 1 a difference, 2 usage error or unusable image.")
         {
-            image, ops, threads, seed, manifest, opLog, maxFileSize, noSync, onlineRepair, verifyRepairs, structures, json,
+            image, ops, threads, seed, manifest, opLog, maxFileSize, noSync, onlineRepair, verifyRepairs, structures, repairShare, unverifiedTrees, json,
         };
         command.SetAction(p =>
         {
@@ -63,6 +65,26 @@ internal static class StressCommand
                     return CommandLineHost.ExitUnusable;
                 }
             }
+            if (p.GetValue(unverifiedTrees) && !p.GetValue(onlineRepair) && !p.GetValue(verifyRepairs))
+            {
+                CommandLineHost.Error(environment.Stderr, "stress: --no-verify-tree-rebuilds needs --online-repair (see 'xfbtree stress --help')");
+                return CommandLineHost.ExitUnusable;
+            }
+            double share = StressRequest.DefaultRepairCpuShare;
+            if (p.GetValue(repairShare) is { } given)
+            {
+                if (!p.GetValue(onlineRepair) && !p.GetValue(verifyRepairs))
+                {
+                    CommandLineHost.Error(environment.Stderr, "stress: --repair-cpu-share needs --online-repair (see 'xfbtree stress --help')");
+                    return CommandLineHost.ExitUnusable;
+                }
+                if (given is not (> 0 and <= 1))
+                {
+                    CommandLineHost.Error(environment.Stderr, $"stress: --repair-cpu-share {given.ToString(System.Globalization.CultureInfo.InvariantCulture)}: must be more than 0 and at most 1 (see 'xfbtree stress --help')");
+                    return CommandLineHost.ExitUnusable;
+                }
+                share = given;
+            }
             return Execute(new StressRequest
             {
                 Image = p.GetRequiredValue(image),
@@ -76,6 +98,8 @@ internal static class StressCommand
                 OnlineRepair = p.GetValue(onlineRepair) || p.GetValue(verifyRepairs),
                 VerifyRepairs = p.GetValue(verifyRepairs),
                 Structures = repaired,
+                RepairCpuShare = share,
+                VerifyTreeRebuilds = !p.GetValue(unverifiedTrees),
                 Json = p.GetValue(json),
             }, CommandLineHost.For(p, environment));
         });
@@ -134,7 +158,7 @@ internal static class StressCommand
                 stdout.WriteLine($"stress: {request.Image}: {N(model.FileCount, "file")} and {N(model.DirectoryCount, "directory", "directories")} in the model; " +
                                  $"running {N(request.Ops, "op")} on {N(request.Threads, "thread")}, seed {request.Seed}");
                 stdout.Flush();
-                online = request.OnlineRepair ? new OnlineRepairRotation(fs, request.VerifyRepairs, request.Structures) : null;
+                online = request.OnlineRepair ? new OnlineRepairRotation(fs, request.VerifyRepairs, request.Structures) { RepairCpuShare = request.RepairCpuShare, VerifyAgTrees = request.VerifyTreeRebuilds } : null;
                 if (online is { NotExercised: not Xfbtree.Xfs.Online.OnlineRepairStructures.None } o)
                 {
                     stdout.WriteLine($"online-repair: {Xfbtree.Xfs.Online.OnlineRepairStructureNames.Format(o.NotExercised)}: accepted, not exercised (not on this filesystem: no reflink)");
@@ -271,6 +295,14 @@ internal sealed class StressRequest
     public bool VerifyRepairs { get; init; }
     /// <summary>--structures: what the online repair rotation works on (default all).</summary>
     public Xfbtree.Xfs.Online.OnlineRepairStructures Structures { get; init; } = Xfbtree.Xfs.Online.OnlineRepairStructures.All;
+    /// <summary>--repair-cpu-share: the pace of the back-to-back repairs (<see cref="OnlineRepairRotation.RepairCpuShare"/>).</summary>
+    public double RepairCpuShare { get; init; } = DefaultRepairCpuShare;
+    /// <summary>Default of <see cref="RepairCpuShare"/>: not paced, so that a stress run interleaves as many repairs
+    /// with its writers as it can (what the race tests want); 0.25 is the pace that keeps writers beside repairs run
+    /// again and again at 0.8x of their speed alone or more on two cores (docs/scrub.md, "Writers beside the check").</summary>
+    public const double DefaultRepairCpuShare = 1;
+    /// <summary>Not --no-verify-tree-rebuilds: each per-AG tree rebuild checked by the scrub of its AG, commits paused.</summary>
+    public bool VerifyTreeRebuilds { get; init; } = true;
     /// <summary>--json: one JSON document on stdout instead of the text report.</summary>
     public bool Json { get; init; }
 }

@@ -128,6 +128,8 @@ internal static class FuseConstants
     public const uint FallocKeepSize = 0x01;
     public const uint FallocPunchHole = 0x02;
     public const uint FallocZeroRange = 0x10;
+    public const uint FallocCollapseRange = 0x08;
+    public const uint FallocInsertRange = 0x20;
 
     // lseek whence.
     public const uint SeekData = 3;

@@ -124,6 +124,61 @@ public sealed class KeptInsertPathTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// Keys that leave the kept leaf (a sorted batch against a large tree puts each key into another leaf) are found from
+    /// the kept path: the descent starts at the lowest block whose subtree a descent from the root would also choose.
+    /// Ascending keys spread over the leaves, descending ones (below the path's blocks: their lower bounds matter) and
+    /// random ones all end in the right leaf: the checker is clean and the records equal the model after each pass.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void KeysInOtherLeavesAreFoundFromTheKeptPath(bool overlapping)
+    {
+        using var xfile = Xfile.Create(new XfileOptions { MaxSize = 1L << 32, Name = "kept-path-test" });
+        if (overlapping) Run(new IntervalOps(true), k => IntervalOps.Record((uint)k, 1 + (uint)(k % 7), 0), r => IntervalOps.Decode(r).Start);
+        else Run(new U64Ops(true), k => U64Ops.Record(k, k), r => BinaryPrimitives.ReadUInt64BigEndian(r));
+
+        void Run<TOps>(TOps ops, Func<ulong, byte[]> record, Func<byte[], ulong> keyOf) where TOps : struct, IBtreeOps
+        {
+            using var tree = new Xfbtree<TOps>(ops, xfile, owner: 1);
+            using var cur = tree.CreateCursor();
+            var model = new SortedSet<ulong>();
+            var random = new Random(5);
+            foreach (ulong k in Enumerable.Range(0, 150_000).Select(i => (ulong)i * 16).OrderBy(_ => random.Next()))
+            {
+                Assert.True(cur.Insert(record(k)));
+                model.Add(k);
+            }
+            Assert.True(tree.Root.Height >= 3, $"height {tree.Root.Height}: too low to start a descent between the root and a leaf");
+            long before = cur.KeptPathDescents, inLeafBefore = cur.KeptPathInserts;
+            int inserted = 0;
+            void Pass(IEnumerable<ulong> keys, string what)
+            {
+                foreach (ulong k in keys)
+                {
+                    Assert.Equal(model.Add(k), cur.Insert(record(k)));
+                    inserted++;
+                }
+                var report = tree.Tree.Check();
+                Assert.True(report.IsClean, $"{ops.Name}, {what}: {report}");
+                using var reader = tree.CreateCursor();
+                var all = new CollectVisitor();
+                reader.QueryAll(ref all);
+                Assert.True((all.Records ?? new()).Select(keyOf).SequenceEqual(model), $"{ops.Name}, {what}: records differ from the model");
+            }
+            Pass(Enumerable.Range(0, 4_000).Select(i => 5 + (ulong)i * 16 * 37 % 2_400_000).Order(), "ascending, spread");
+            Pass(Enumerable.Range(0, 4_000).Select(i => 2_399_990 - (ulong)i * 16 * 41 % 2_399_000).OrderDescending(), "descending, spread");
+            Pass(Enumerable.Range(0, 4_000).Select(_ => (ulong)random.Next(0, 2_400_000)), "random");
+            Pass(Enumerable.Range(0, 4_000).Select(i => 2_400_000 + (ulong)i * 3), "appended");
+            // Of the inserts that needed a descent (not into the kept leaf itself), those of the two spread passes (about
+            // one per leaf they pass) start below the root unless the insert before split or shifted blocks.
+            long descents = cur.KeptPathDescents - before, needed = inserted - (cur.KeptPathInserts - inLeafBefore);
+            output.WriteLine($"{ops.Name}: {descents} of the {needed} inserts that needed a descent started below the root, height {tree.Root.Height}");
+            Assert.True(descents > needed / 4, $"{ops.Name}: only {descents} of {needed} descents started from the kept path");
+        }
+    }
+
+    /// <summary>
     /// Ascending inserts leave the leaves full (the append moves many entries into the left sibling instead of one
     /// per record) and every block within [minrecs, maxrecs] (checker); descending inserts too, through the kept path.
     /// </summary>

@@ -132,3 +132,35 @@ public sealed class XfbtreeTests(ITestOutputHelper output)
         Assert.Throws<ArgumentException>(() => new Xfbtree<U64Ops>(new U64Ops(false), xfile));
     }
 }
+
+/// <summary>
+/// What the readers' prefetches rely on: on a backend with one fixed mapping, block p of a store is at
+/// <c>DirectBlockBase + p * BlockSize</c> (the address the block table gives), in every partition, for fresh and reused
+/// blocks; on the portable backend (mapped in chunks) there is no such base and the readers wait for the table as before.
+/// </summary>
+public sealed unsafe class XfbtreeDirectAddressTests
+{
+    [Theory]
+    [InlineData(XfileBackendKind.Memfd, XfileHugePages.Off)]
+    [InlineData(XfileBackendKind.Auto, XfileHugePages.Preferred)]
+    [InlineData(XfileBackendKind.Portable, XfileHugePages.Off)]
+    public void ABlockIsAtTheDirectBaseWhereTheTableSaysItIs(XfileBackendKind backend, XfileHugePages hugePages)
+    {
+        using var xfile = Xfile.Create(new XfileOptions { MaxSize = 64L << 20, Backend = backend, HugePages = hugePages, Name = "direct-address-test" });
+        foreach (long partition in new long[] { 0, 16L << 20 })
+        {
+            using var store = new XfbtreeBlockStore(xfile, partition, 16L << 20);
+            var blocks = Enumerable.Range(0, 300).Select(_ => store.AllocateBlock()).ToList();
+            foreach (long p in blocks.Where(p => p % 3 == 0)) store.FreeBlock(p);
+            blocks.AddRange(Enumerable.Range(0, 50).Select(_ => store.AllocateBlock()));
+            if (xfile.Backend == XfileBackendKind.Portable)
+            {
+                Assert.True(store.DirectBlockBase == null, "the portable backend has no single mapping");
+                continue;
+            }
+            Assert.True(store.DirectBlockBase != null, $"{xfile.Backend}: no direct base");
+            foreach (long p in blocks.Where(p => store.IsValidPointer(p)))
+                Assert.True((byte*)store.CurrentTable[p].Page == store.DirectBlockBase + p * store.BlockSize, $"{xfile.Backend}: block {p} of the partition at {partition} is not at the direct address");
+        }
+    }
+}

@@ -484,7 +484,7 @@ public sealed class MountTests(ITestOutputHelper output)
         for (int op = 0; op < ops; op++)
         {
             string[] files = model.Keys.ToArray();
-            int kind = random.Next(files.Length == 0 ? 2 : 8);
+            int kind = random.Next(files.Length == 0 ? 2 : 9);
             switch (kind)
             {
                 case 0:
@@ -546,6 +546,19 @@ public sealed class MountTests(ITestOutputHelper output)
                     model.Remove(path);
                     model[target] = bytes;
                     if (path != target && File.Exists(path)) throw new InvalidOperationException($"{path} is still there after rename");
+                    break;
+                }
+                case 7:
+                {
+                    // fallocate through xfs_io: KEEP_SIZE preallocation (past EOF too: the bytes stay), zero range
+                    // with KEEP_SIZE and punch hole (the bytes below EOF become zeros; the size stays).
+                    string path = files[random.Next(files.Length)];
+                    byte[] old = model[path];
+                    long at = random.Next(0, old.Length + 70_000), length = random.Next(1, 200_000);
+                    string command = random.Next(3) switch { 0 => "falloc -k", 1 => "fzero -k", _ => "fpunch" };
+                    var io = RepairTools.Exec("/usr/sbin/xfs_io", ["-c", $"{command} {at} {length}", path]);
+                    if (io.ExitCode != 0 || io.Stderr.Length > 0 || io.Stdout.Length > 0) throw new InvalidOperationException($"xfs_io {command} {at} {length} {path}: {io}");
+                    if (command != "falloc -k" && at < old.Length) Array.Clear(old, (int)at, (int)Math.Min(length, old.Length - at));
                     break;
                 }
                 default:

@@ -207,6 +207,126 @@ public sealed class OnlineLinkCountTests(ITestOutputHelper output) : IDisposable
         CloseAndAssertOffline(fs, image);
     }
 
+    // ------------------------------------------------------------------ inodes read without an in-core inode
+
+    /// <summary>Closes and reopens the filesystem: no in-core inode is live, so the scans read cores from their
+    /// cluster buffers.</summary>
+    private static XfsFileSystem Reopen(XfsFileSystem fs, string image, WriteEngineOptions options)
+    {
+        fs.Close();
+        fs.Dispose();
+        return XfsFileSystem.Open(image, options);
+    }
+
+    /// <summary>The collect scan read a file's core from its cluster buffer (not a directory: nothing to count);
+    /// before it marks the file visited, a writer unlinks it and makes a directory that gets the same inode number.
+    /// The directory's '.' and '..' updates were ignored (ahead of the cursor), so the visit must be made again, under
+    /// the new directory's lock, reading its entries; marked visited as the file it was, both the new directory's
+    /// count and its parent's would be short.</summary>
+    [Fact]
+    public void OnlineNlinksFileReadUnloadedThenReplacedByADirectoryIsVisitedAgain()
+    {
+        var (fs, image) = Open();
+        fs.Mkdir("/p");
+        ulong file = fs.Create("/p/file");
+        fs = Reopen(fs, image, OnlineTestSupport.Fast);
+        ulong made = 0;
+        bool collecting = true;
+        var hooks = new OnlineLinkCountTestHooks
+        {
+            AfterUnloadedRead = ino =>
+            {
+                if (ino != file || !collecting || made != 0) return;
+                fs.Unlink("/p/file");
+                made = fs.Mkdir("/p/dir");
+            },
+            AfterCollect = () => collecting = false,
+        };
+        OnlineLinkCountResult r = Check(fs, repair: false, hooks);
+        Assert.True(made == file, $"the new directory got inode {made}, not the freed file's {file}: the interleaving did not happen");
+        AssertNoMismatch(r, "after a file read unloaded became a directory");
+        Assert.True(r.UnloadedReadsRetried >= 1, "the visit read without an in-core inode was not made again");
+        Assert.True(r.UnloadedReads > 0, "no inode was read from its cluster buffer");
+        Assert.Equal(2u, Nlink(fs, "/p/dir"));
+        Assert.Equal(3u, Nlink(fs, "/p"));
+        CloseAndAssertOffline(fs, image);
+    }
+
+    /// <summary>The compare read a file's nlink from its cluster buffer; before it reads the count, a writer adds a
+    /// name to the file. With <paramref name="collected"/>, the writer's in-core inode is also gone again (let go by
+    /// a one-slot inode cache and collected) before the check, so only the load stamp shows that it was live: either
+    /// way the compare is made again under the inode lock, else it would report nlink 1 against a count of 2.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void OnlineNlinksCompareReadUnloadedThenLinkedIsComparedAgain(bool collected)
+    {
+        var (fs, image) = Open();
+        fs.Mkdir("/p");
+        ulong file = fs.Create("/p/file");
+        fs.Create("/p/other");
+        WriteEngineOptions options = collected ? OnlineTestSupport.Fast with { InodeCacheCapacity = 1 } : OnlineTestSupport.Fast;
+        fs = Reopen(fs, image, options);
+        bool comparing = false, linked = false;
+        var hooks = new OnlineLinkCountTestHooks
+        {
+            AfterCollect = () => comparing = true,
+            AfterUnloadedRead = ino =>
+            {
+                if (ino != file || !comparing || linked) return;
+                fs.Namespace.Link("/p/file", "/p/second");
+                linked = true;
+                if (collected)
+                {
+                    fs.Stat("/p/other"); // the one clock slot goes to another inode
+                    DropUnreferencedInodes();
+                    Assert.True(fs.Engine.InodeCache.Peek(file) is null, "the linked file's in-core inode is still live: the case of a stamp alone is not made");
+                }
+            },
+        };
+        OnlineLinkCountResult r = Check(fs, repair: false, hooks);
+        Assert.True(linked, "the compare never read the file without its in-core inode");
+        AssertNoMismatch(r, "after a link added while the compare read the file unloaded");
+        Assert.True(r.UnloadedReadsRetried >= 1, "the compare read without an in-core inode was not made again");
+        Assert.Equal(2u, Nlink(fs, "/p/second"));
+        CloseAndAssertOffline(fs, image);
+    }
+
+    /// <summary>A paced check (half of one CPU) finds the same as an unpaced one and says how long it waited: about
+    /// as long as it worked (both scans' time in batches; what is left under one 2 ms slice per scan is not waited
+    /// for), never longer than the whole check. A share outside (0, 1] is refused.</summary>
+    [Fact]
+    public void OnlineNlinksPacedCheckWaitsAboutAsLongAsItWorks()
+    {
+        var (fs, image) = Open("aged-small");
+        OnlineLinkCountResult unpaced = Check(fs, repair: false);
+        OnlineLinkCountResult paced = OnlineLinkCounts.Run(fs, new OnlineLinkCountOptions { CpuShare = 0.5 });
+        output.WriteLine($"unpaced {unpaced.Elapsed.TotalMilliseconds:F0} ms (paced {unpaced.Paced.TotalMilliseconds:F0} ms); at 0.5: {paced.Elapsed.TotalMilliseconds:F0} ms, paced {paced.Paced.TotalMilliseconds:F0} ms");
+        AssertNoMismatch(unpaced, "unpaced");
+        AssertNoMismatch(paced, "paced");
+        Assert.Equal(unpaced.InodesCompared, paced.InodesCompared);
+        Assert.Equal(unpaced.EntriesCounted, paced.EntriesCounted);
+        Assert.Equal(TimeSpan.Zero, unpaced.Paced);
+        Assert.True(paced.Paced > TimeSpan.Zero && paced.Paced < paced.Elapsed, $"paced {paced.Paced} of {paced.Elapsed}");
+        // Waited = worked x (1 - share) / share = worked: at least the check's time outside the waits, less the setup
+        // and the two scans' last slices, so more than a quarter of the whole.
+        Assert.True(paced.Paced.Ticks * 4 > paced.Elapsed.Ticks, $"paced {paced.Paced} of {paced.Elapsed}: less than the share asks");
+        foreach (double bad in new[] { 0, -0.5, 1.01, double.NaN })
+        {
+            Assert.Throws<ArgumentOutOfRangeException>(() => OnlineLinkCounts.Run(fs, new OnlineLinkCountOptions { CpuShare = bad }));
+        }
+        CloseAndAssertOffline(fs, image);
+    }
+
+    private static void DropUnreferencedInodes()
+    {
+        for (int i = 0; i < 3; i++)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+        }
+    }
+
     // ------------------------------------------------------------------ damage
 
     /// <summary>Wrong link counts on files and directories (too high, too low, zero while linked), and a file no

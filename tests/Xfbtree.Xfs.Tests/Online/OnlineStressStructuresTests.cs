@@ -38,6 +38,30 @@ public sealed class OnlineStressStructuresTests(ITestOutputHelper output) : IDis
         Assert.Contains("--structures needs --online-repair", r.Stderr, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("--repair-cpu-share", "0", "--repair-cpu-share 0: must be more than 0 and at most 1")]
+    [InlineData("--repair-cpu-share", "1.5", "--repair-cpu-share 1.5: must be more than 0 and at most 1")]
+    [InlineData("--repair-cpu-share", "NaN", "--repair-cpu-share NaN: must be more than 0 and at most 1")]
+    public void StressRepairCpuShareOutOfRangeIsAUsageError(string option, string value, string message)
+    {
+        string image = scratch.CopyFixture("fresh-4ag");
+        ToolResult r = RepairTools.Xfbtree("stress", image, "--ops", "1", "--online-repair", "--structures", "nlinks", option, value);
+        Assert.True(r.ExitCode == 2, $"exit {r}");
+        Assert.Contains(message, r.Stderr, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("--repair-cpu-share", "0.5")]
+    [InlineData("--no-verify-tree-rebuilds", null)]
+    public void StressRepairOptionsWithoutOnlineRepairAreUsageErrors(string option, string? value)
+    {
+        string image = scratch.CopyFixture("fresh-4ag");
+        string[] args = value is null ? ["stress", image, "--ops", "1", option] : ["stress", image, "--ops", "1", option, value];
+        ToolResult r = RepairTools.Xfbtree(args);
+        Assert.True(r.ExitCode == 2, $"exit {r}");
+        Assert.Contains($"{option} needs --online-repair", r.Stderr, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void StressStructuresParseEveryName()
     {

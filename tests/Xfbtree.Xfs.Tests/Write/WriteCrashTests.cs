@@ -39,9 +39,9 @@ public sealed class WriteCrashTests(ITestOutputHelper output)
         }
         // The kill moment: 0.1 - 3 s into the run.
         Kills(kills, seed, 2900);
-        // The checked histories must hold hard links and extended attributes too: on a slow machine a few kills may
+        // The checked histories must hold hard links, extended attributes and range shifts too: on a slow machine a few kills may
         // come before the first of them, so later kills (other seeds, up to 6 s in) are added until they do.
-        StressOpKind[] required = [StressOpKind.Link, StressOpKind.SetXattr];
+        StressOpKind[] required = [StressOpKind.Link, StressOpKind.SetXattr, StressOpKind.CollapseRange, StressOpKind.InsertRange];
         int extra = 0;
         for (; extra < 6 && required.Any(k => committed.GetValueOrDefault(k) == 0); extra++) Kills(1, seed * 31 + extra, 6000);
         output.WriteLine($"{fixture}: {kills + extra} kills, {midRun} in the middle of the run, {opsSeen} ops logged, " +

@@ -555,7 +555,7 @@ internal sealed class FakeTarget : IStressTarget
         {
             if (!_nodes.TryGetValue(source, out var moving) || moving is null) throw new XfsWriteException(WriteErrorKind.NotFound, $"{source}: not a file");
             bool exists = _nodes.TryGetValue(destination, out var replaced);
-            if (exists && flags == RenameFlags.NoReplace) throw new XfsWriteException(WriteErrorKind.Exists, $"{destination}: exists");
+            if (exists && (flags & RenameFlags.NoReplace) != 0) throw new XfsWriteException(WriteErrorKind.Exists, $"{destination}: exists");
             if (!exists && flags == RenameFlags.Exchange) throw new XfsWriteException(WriteErrorKind.NotFound, $"{destination}: not found");
             if (exists && replaced is null) throw new XfsWriteException(WriteErrorKind.IsDirectory, $"{destination}: not a file");
             if (!IsDirectory(Parent(destination))) throw new XfsWriteException(WriteErrorKind.NotFound, $"{Parent(destination)}: no such directory");
@@ -572,6 +572,16 @@ internal sealed class FakeTarget : IStressTarget
             _inos.Remove(source);
             _nodes[destination] = moving;
             _inos[destination] = movingIno;
+            if ((flags & RenameFlags.Whiteout) != 0)
+            {
+                // The source name becomes a whiteout: a character device 0:0, mode 0, owned 0:0 (the group of a
+                // set-group-ID destination directory).
+                _nodes[source] = null;
+                _inos[source] = ++_nextIno;
+                _leaves[source] = (InodeType.CharDevice, "", 0);
+                var into = AttributesOf(Parent(destination));
+                _attributes[_inos[source]] = (0, 0, (into.Mode & 0x400) != 0 ? into.Gid : 0);
+            }
         }
     }
 
@@ -668,6 +678,42 @@ internal sealed class FakeTarget : IStressTarget
             var c = File(path);
             MaybeNoSpace();
             c.ExtendTo(offset + length);
+            Track(c);
+        }
+    }
+
+    public void Fallocate(string path, long offset, long length, bool keepSize)
+    {
+        lock (_gate)
+        {
+            var c = File(path);
+            MaybeNoSpace();
+            if (!keepSize) c.ExtendTo(offset + length);
+            Track(c);
+        }
+    }
+
+    public void CollapseRange(string path, long offset, long length)
+    {
+        lock (_gate)
+        {
+            var c = File(path);
+            if (offset % BlockSize != 0 || length % BlockSize != 0 || offset + length >= c.Size)
+                throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"{path}: bad collapse range");
+            MaybeNoSpace();
+            c.Collapse(offset, length);
+        }
+    }
+
+    public void InsertRange(string path, long offset, long length)
+    {
+        lock (_gate)
+        {
+            var c = File(path);
+            if (offset % BlockSize != 0 || length % BlockSize != 0 || offset >= c.Size)
+                throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"{path}: bad insert range");
+            MaybeNoSpace();
+            c.Insert(offset, length);
             Track(c);
         }
     }

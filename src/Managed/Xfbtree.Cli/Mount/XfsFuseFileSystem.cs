@@ -302,15 +302,17 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
 
     public int Rename(in FuseRequestContext context, ulong parent, ReadOnlySpan<byte> name, ulong newParent, ReadOnlySpan<byte> newName, uint flags)
     {
-        const uint NoReplace = 1, Exchange = 2;
-        if ((flags & ~(NoReplace | Exchange)) != 0) return FuseErrno.EINVAL; // RENAME_WHITEOUT is for overlay file systems
+        const uint NoReplace = 1, Exchange = 2, Whiteout = 4;
+        if ((flags & ~(NoReplace | Exchange | Whiteout)) != 0) return FuseErrno.EINVAL;
         if (_readOnly) return FuseErrno.EROFS;
         int e = Handle(parent, out var from);
         if (e != 0 || (e = Handle(newParent, out var to)) != 0) return e;
-        var renameFlags = ((flags & NoReplace) != 0 ? RenameFlags.NoReplace : RenameFlags.None) | ((flags & Exchange) != 0 ? RenameFlags.Exchange : RenameFlags.None);
+        var renameFlags = ((flags & NoReplace) != 0 ? RenameFlags.NoReplace : RenameFlags.None) | ((flags & Exchange) != 0 ? RenameFlags.Exchange : RenameFlags.None)
+            | ((flags & Whiteout) != 0 ? RenameFlags.Whiteout : RenameFlags.None);
         try
         {
-            _names.Rename(from.Ino, name, to.Ino, newName, renameFlags);
+            // The kernel checked CAP_MKNOD for a whiteout; the whiteout is the caller's, as the kernel's XFS makes it.
+            _names.Rename(from.Ino, name, to.Ino, newName, renameFlags, context.Uid, context.Gid);
             return 0;
         }
         catch (Exception ex) when (IsEngineFailure(ex))
@@ -691,33 +693,45 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         if (offset < 0 || length <= 0 || offset > FileOperations.MaxFileSize - length) return FuseErrno.EINVAL;
         const uint Unshare = 0x40;
         bool keepSize = (mode & FuseConstants.FallocKeepSize) != 0;
+        var flags = keepSize ? FallocateFlags.KeepSize : FallocateFlags.None;
         try
         {
-            long size = _names.GetAttr(h).Size;
-            long inside = Math.Min(offset + length, size) - offset; // the part below EOF (may be <= 0)
             switch (mode & ~FuseConstants.FallocKeepSize)
             {
                 case 0:
-                    // The engine's fallocate grows the size to cover the range: KEEP_SIZE past EOF is not possible yet.
-                    if (keepSize && offset + length > size) return FuseErrno.EOPNOTSUPP;
-                    _files.Fallocate(h, offset, length);
+                    _files.Fallocate(h, offset, length, flags);
                     return 0;
                 case FuseConstants.FallocPunchHole:
                     if (!keepSize) return FuseErrno.EOPNOTSUPP; // fallocate(2): a punch comes with KEEP_SIZE
-                    if (inside > 0) _files.PunchHole(h, offset, inside);
+                    // As the kernel's xfs_free_file_space: whole blocks past EOF are freed too (the engine zeroes
+                    // partial blocks only where they hold data).
+                    _files.PunchHole(h, offset, length);
                     return 0;
                 case FuseConstants.FallocZeroRange:
                     // Punch (zeroes partial blocks, frees the rest), then unwritten extents over the range: two
                     // operations, each atomic; between them the range already reads as zeros.
-                    if (inside > 0) _files.PunchHole(h, offset, inside);
-                    if (!keepSize) _files.Fallocate(h, offset, length);
-                    else if (inside > 0) _files.Fallocate(h, offset, inside);
+                    _files.PunchHole(h, offset, length);
+                    _files.Fallocate(h, offset, length, flags);
                     return 0;
                 case Unshare:
+                {
+                    long size = _names.GetAttr(h).Size;
+                    long inside = Math.Min(offset + length, size) - offset; // the part below EOF (may be <= 0)
                     if (inside > 0) _files.Unshare(h, offset, inside);
                     return 0;
+                }
+                case FuseConstants.FallocCollapseRange:
+                    // The kernel's FUSE module does not pass these two on (fuse_file_fallocate refuses them before
+                    // asking the server); served for a kernel that does.
+                    if (keepSize) return FuseErrno.EINVAL;
+                    _files.CollapseRange(h, offset, length);
+                    return 0;
+                case FuseConstants.FallocInsertRange:
+                    if (keepSize) return FuseErrno.EINVAL;
+                    _files.InsertRange(h, offset, length);
+                    return 0;
                 default:
-                    return FuseErrno.EOPNOTSUPP; // collapse and insert range
+                    return FuseErrno.EOPNOTSUPP;
             }
         }
         catch (Exception ex) when (IsEngineFailure(ex))

@@ -104,6 +104,26 @@ internal sealed class FileContents
     /// <summary>fallocate mode 0: the size grows to cover the range, the bytes stay.</summary>
     public void ExtendTo(long size) => Size = Math.Max(Size, size);
 
+    /// <summary>fallocate FALLOC_FL_COLLAPSE_RANGE: the bytes after [offset, +length) move down by length.</summary>
+    public void Collapse(long offset, long length)
+    {
+        var tail = new byte[Size - offset - length];
+        Read(offset + length, tail);
+        SetSize(offset);
+        Write(offset, tail);
+        Size = offset + tail.Length;
+    }
+
+    /// <summary>fallocate FALLOC_FL_INSERT_RANGE: the bytes from offset on move up by length, zeros in between.</summary>
+    public void Insert(long offset, long length)
+    {
+        var tail = new byte[Size - offset];
+        Read(offset, tail);
+        SetSize(offset);
+        Write(offset + length, tail);
+        Size = offset + length + tail.Length;
+    }
+
     /// <summary>reflink/copy: the bytes of <paramref name="source"/> [sourceOffset, +length) at <paramref name="offset"/>.</summary>
     public void CopyFrom(FileContents source, long sourceOffset, long offset, long length)
     {

@@ -88,7 +88,7 @@ internal sealed class OnlineRepairRotation : IStressBackground
     private long repairs, applied, ignored, mismatches, verified, records;
     private TimeSpan lockedTotal, lockedMax, elapsedTotal;
     private long shadowBytes, shadowRecords;
-    private long nlinkChecks, nlinkWrong, nlinkRepaired, nlinkVerified, nlinkApplied, nlinkIgnored;
+    private long nlinkChecks, nlinkWrong, nlinkRepaired, nlinkVerified, nlinkApplied, nlinkIgnored, nlinkPacedTicks;
     private int nlinkConsecutive;
     private readonly AgTreeRepairRotation? agTrees;
 
@@ -149,6 +149,37 @@ internal sealed class OnlineRepairRotation : IStressBackground
         }
     }
 
+    /// <summary>Check each per-AG tree rebuild with the scrub of its AG, commits paused (default true).</summary>
+    public bool VerifyAgTrees
+    {
+        get => agTrees?.VerifyRebuilds ?? false;
+        init
+        {
+            if (agTrees is not null)
+            {
+                agTrees.VerifyRebuilds = value;
+            }
+        }
+    }
+
+    /// <summary>The share of one CPU the repairs may take (1 = not paced, back to back): the link count check paces
+    /// itself (<see cref="OnlineLinkCountOptions.CpuShare"/>), the rmapbt and per-AG tree rebuilds are paced by
+    /// <see cref="RepairPacer"/> after each one.</summary>
+    public double RepairCpuShare
+    {
+        get => pacer.Share;
+        init
+        {
+            pacer = new RepairPacer(value);
+            if (agTrees is not null)
+            {
+                agTrees.Pacer = pacer;
+            }
+        }
+    }
+
+    private readonly RepairPacer pacer = new(1);
+
     public IReadOnlyList<string> Failures
     {
         get
@@ -187,7 +218,9 @@ internal sealed class OnlineRepairRotation : IStressBackground
             }
             if (rmap)
             {
+                long started = RepairPacer.Start();
                 RmapTurn(agno, state);
+                pacer.After(started);
             }
             agTrees?.RepairAg(agno, reflink);
             treesDone |= agTrees is not null && agno == count - 1;
@@ -282,7 +315,7 @@ internal sealed class OnlineRepairRotation : IStressBackground
         OnlineLinkCountResult result;
         try
         {
-            result = OnlineLinkCounts.Run(fs!, new OnlineLinkCountOptions { Repair = true });
+            result = OnlineLinkCounts.Run(fs!, new OnlineLinkCountOptions { Repair = true, CpuShare = RepairCpuShare });
         }
         catch (Exception e) when (e is OnlineRepairException or XfsWriteException)
         {
@@ -302,6 +335,7 @@ internal sealed class OnlineRepairRotation : IStressBackground
         Interlocked.Add(ref nlinkRepaired, result.Repaired + result.Released);
         Interlocked.Add(ref nlinkApplied, result.LiveUpdatesApplied);
         Interlocked.Add(ref nlinkIgnored, result.LiveUpdatesIgnored);
+        Interlocked.Add(ref nlinkPacedTicks, result.Paced.Ticks);
         if (!result.IsClean)
         {
             Interlocked.Increment(ref mismatches);
@@ -344,7 +378,8 @@ internal sealed class OnlineRepairRotation : IStressBackground
             {
                 writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"online-repair: nlinks: {Interlocked.Read(ref nlinkChecks)} checks, {Interlocked.Read(ref nlinkWrong)} wrong link counts found, {Interlocked.Read(ref nlinkRepaired)} repaired, " +
-                    $"{Interlocked.Read(ref nlinkVerified)} verified; live updates applied {Interlocked.Read(ref nlinkApplied)} ignored {Interlocked.Read(ref nlinkIgnored)}"));
+                    $"{Interlocked.Read(ref nlinkVerified)} verified; live updates applied {Interlocked.Read(ref nlinkApplied)} ignored {Interlocked.Read(ref nlinkIgnored)}; " +
+                    $"paced {TimeSpan.FromTicks(Interlocked.Read(ref nlinkPacedTicks)).TotalSeconds:F2} s"));
             }
             if (agTrees is not null)
             {
@@ -355,6 +390,8 @@ internal sealed class OnlineRepairRotation : IStressBackground
             {
                 writer.WriteLine($"online-repair: not exercised: {OnlineRepairStructureNames.Format(NotExercised)} (not on this filesystem: no reflink)");
             }
+            writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"online-repair: CPU share {RepairCpuShare:0.##}; rebuilds paced {pacer.Waited.TotalSeconds:F2} s"));
             writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"online-repair repairs={repairs} applied={applied} ignored={ignored} mismatches={Interlocked.Read(ref mismatches) + (agTrees?.Problems ?? 0)} skipped={skipped.Count}"));
         }

@@ -19,6 +19,19 @@ internal interface IStressTarget
 
     void Fallocate(string path, long offset, long length);
 
+    /// <summary>fallocate(2) with FALLOC_FL_KEEP_SIZE when <paramref name="keepSize"/>.</summary>
+    void Fallocate(string path, long offset, long length, bool keepSize)
+    {
+        if (keepSize) throw new XfsWriteException(WriteErrorKind.NotSupported, "fallocate: KEEP_SIZE not supported by this target");
+        Fallocate(path, offset, length);
+    }
+
+    /// <summary>fallocate(2) FALLOC_FL_COLLAPSE_RANGE.</summary>
+    void CollapseRange(string path, long offset, long length) => throw new XfsWriteException(WriteErrorKind.NotSupported, "collapse range: not supported by this target");
+
+    /// <summary>fallocate(2) FALLOC_FL_INSERT_RANGE.</summary>
+    void InsertRange(string path, long offset, long length) => throw new XfsWriteException(WriteErrorKind.NotSupported, "insert range: not supported by this target");
+
     void PunchHole(string path, long offset, long length);
 
     void Truncate(string path, long size);
@@ -94,6 +107,13 @@ internal sealed class XfsStressTarget(XfsFileSystem fileSystem) : IStressTarget
     public int Read(string path, long offset, Span<byte> buffer) => fileSystem.Read(path, offset, buffer);
 
     public void Fallocate(string path, long offset, long length) => fileSystem.Fallocate(path, offset, length);
+
+    public void Fallocate(string path, long offset, long length, bool keepSize)
+        => fileSystem.Fallocate(path, offset, length, keepSize ? Xfbtree.Xfs.Write.Files.FallocateFlags.KeepSize : Xfbtree.Xfs.Write.Files.FallocateFlags.None);
+
+    public void CollapseRange(string path, long offset, long length) => fileSystem.CollapseRange(path, offset, length);
+
+    public void InsertRange(string path, long offset, long length) => fileSystem.InsertRange(path, offset, length);
 
     public void PunchHole(string path, long offset, long length) => fileSystem.PunchHole(path, offset, length);
 

@@ -413,7 +413,14 @@ internal sealed class StressModel
                 FileAt(op.Path).Contents.Write(op.Offset, data);
                 break;
             case StressOpKind.Fallocate:
-                FileAt(op.Path).Contents.ExtendTo(op.Offset + op.Length);
+                // KEEP_SIZE (Offset2 = 1): blocks past EOF, no byte and no size changes.
+                if (op.Offset2 == 0) FileAt(op.Path).Contents.ExtendTo(op.Offset + op.Length);
+                break;
+            case StressOpKind.CollapseRange:
+                FileAt(op.Path).Contents.Collapse(op.Offset, op.Length);
+                break;
+            case StressOpKind.InsertRange:
+                FileAt(op.Path).Contents.Insert(op.Offset, op.Length);
                 break;
             case StressOpKind.PunchHole:
                 var punched = FileAt(op.Path).Contents;
@@ -528,7 +535,8 @@ internal sealed class StressModel
     {
         var source = FileAt(op.Path);
         var replaced = Find(op.Path2);
-        bool exchange = (Namespace.RenameFlags)op.Length == Namespace.RenameFlags.Exchange;
+        var flags = (Namespace.RenameFlags)op.Length;
+        bool exchange = flags == Namespace.RenameFlags.Exchange;
         Retire(source);
         if (replaced is not null)
         {
@@ -540,6 +548,17 @@ internal sealed class StressModel
         {
             var other = (ModelFile)replaced!;
             Attach(new ModelFile(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), other.Contents, other.Inode));
+        }
+        else if ((flags & Namespace.RenameFlags.Whiteout) != 0)
+        {
+            // The source name now names a whiteout: a character device 0:0, mode 0, owned 0:0 (the path API's owner)
+            // or with the group of a set-group-ID destination directory, where the kernel makes it.
+            var into = ParentOf(op.Path2);
+            Attach(new ModelLeaf(Interlocked.Increment(ref _nextId), op.Path, ParentOf(op.Path), InodeType.CharDevice, "", 0)
+            {
+                Mode = 0,
+                Gid = (into.Mode & 0x400) != 0 ? into.Gid : 0,
+            });
         }
     }
 

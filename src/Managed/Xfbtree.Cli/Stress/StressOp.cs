@@ -38,6 +38,10 @@ internal enum StressOpKind
     RemoveXattr,
     /// <summary>removexattr of a name that does not exist (Path2): must fail with NoData.</summary>
     RemoveXattrMissing,
+    /// <summary>fallocate FALLOC_FL_COLLAPSE_RANGE: Offset and Length block-aligned, the range below EOF.</summary>
+    CollapseRange,
+    /// <summary>fallocate FALLOC_FL_INSERT_RANGE: Offset and Length block-aligned, Offset below EOF.</summary>
+    InsertRange,
 }
 
 /// <summary>
@@ -81,12 +85,14 @@ internal sealed record StressOp(StressOpKind Kind, string Path, string Path2 = "
     {
         StressOpKind.Write => $"write {Path} {Offset} {Length}",
         StressOpKind.Read => $"read {Path} {Offset} {Length}",
-        StressOpKind.Fallocate => $"falloc {Path} {Offset} {Length}",
+        StressOpKind.Fallocate => $"falloc{(Offset2 != 0 ? " -k" : "")} {Path} {Offset} {Length}",
+        StressOpKind.CollapseRange => $"fcollapse {Path} {Offset} {Length}",
+        StressOpKind.InsertRange => $"finsert {Path} {Offset} {Length}",
         StressOpKind.PunchHole => $"fpunch {Path} {Offset} {Length}",
         StressOpKind.Truncate => $"truncate {Path} {Length}",
         StressOpKind.Reflink => $"reflink {Path} {Offset} {Path2} {Offset2} {Length}",
         StressOpKind.Unshare => $"unshare {Path} {Offset} {Length}",
-        StressOpKind.Rename => $"rename {Path} {Path2}{((Namespace.RenameFlags)Length == Namespace.RenameFlags.Exchange ? " --exchange" : (Namespace.RenameFlags)Length == Namespace.RenameFlags.NoReplace ? " --noreplace" : "")}",
+        StressOpKind.Rename => $"rename {Path} {Path2}{(((Namespace.RenameFlags)Length & Namespace.RenameFlags.Exchange) != 0 ? " --exchange" : "")}{(((Namespace.RenameFlags)Length & Namespace.RenameFlags.NoReplace) != 0 ? " --noreplace" : "")}{(((Namespace.RenameFlags)Length & Namespace.RenameFlags.Whiteout) != 0 ? " --whiteout" : "")}",
         StressOpKind.Symlink => $"symlink ({Path2.Length} bytes) {Path}",
         StressOpKind.Mknod => $"mknod {Path} 0{Convert.ToString(Offset, 8)} {Namespace.DeviceNumbers.Major((ulong)Offset2)}:{Namespace.DeviceNumbers.Minor((ulong)Offset2)}",
         StressOpKind.Chmod => $"chmod {Convert.ToString(Offset, 8)} {Path}",

@@ -122,7 +122,7 @@ internal sealed class StressRunner
         (StressOpKind.List, 3), (StressOpKind.CreateExisting, 1), (StressOpKind.Rename, 5), (StressOpKind.Symlink, 2),
         (StressOpKind.Mknod, 1), (StressOpKind.Chmod, 2), (StressOpKind.Chown, 2), (StressOpKind.Utimes, 2),
         (StressOpKind.Link, 3), (StressOpKind.LinkExisting, 1), (StressOpKind.SetXattr, 5), (StressOpKind.RemoveXattr, 2),
-        (StressOpKind.RemoveXattrMissing, 1),
+        (StressOpKind.RemoveXattrMissing, 1), (StressOpKind.CollapseRange, 2), (StressOpKind.InsertRange, 2),
     ];
     static readonly int TotalWeight = Weights.Sum(w => w.Weight);
 
@@ -442,12 +442,25 @@ internal sealed class StressRunner
                 {
                     var over = (ModelFile)nodes[3];
                     if (over.Parent != into || !into.Children.ContainsKey(over.Name)) return null;
-                    var flags = random.Next(2) == 0 ? RenameFlags.Exchange : RenameFlags.None;
+                    // A whiteout only while special files are few (it leaves one under the source name).
+                    bool whiteoutAllowed = _model.LeafCount < _model.Options.MaxFiles / 4;
+                    var flags = random.Next(5) switch
+                    {
+                        0 or 1 => RenameFlags.Exchange,
+                        2 when whiteoutAllowed => RenameFlags.Whiteout,
+                        _ => RenameFlags.None,
+                    };
                     return new StressOp(kind, moving.Path, over.Path, Length: (long)flags);
                 }
                 string name = $"r{_options.Seed}-{Interlocked.Read(ref _claimed)}";
                 while (into.Children.ContainsKey(name)) name += "x";
-                return new StressOp(kind, moving.Path, into.ChildPath(name), Length: (long)(random.Next(2) == 0 ? RenameFlags.NoReplace : RenameFlags.None));
+                var newNameFlags = random.Next(5) switch
+                {
+                    0 or 1 => RenameFlags.NoReplace,
+                    2 when _model.LeafCount < _model.Options.MaxFiles / 4 => random.Next(2) == 0 ? RenameFlags.Whiteout : RenameFlags.Whiteout | RenameFlags.NoReplace,
+                    _ => RenameFlags.None,
+                };
+                return new StressOp(kind, moving.Path, into.ChildPath(name), Length: (long)newNameFlags);
             }
             case StressOpKind.Reflink:
             {
@@ -490,7 +503,30 @@ internal sealed class StressRunner
             {
                 long length = 1 + random.NextInt64(Math.Min(max, 256 << 10));
                 long offset = random.Next(2) == 0 ? random.NextInt64(max - length + 1) : random.NextInt64((max - length) / block + 1) * block;
-                return new StressOp(kind, file.Path, Offset: offset, Length: length);
+                // A third with KEEP_SIZE (Offset2 = 1): mostly past EOF, where it leaves unwritten blocks beyond the size.
+                bool keepSize = random.Next(3) == 0;
+                if (keepSize && random.Next(2) == 0 && size < max) offset = size + random.NextInt64(Math.Max(1, Math.Min(max - size, 64 << 10)));
+                length = Math.Min(length, max - offset);
+                if (length <= 0) return new StressOp(StressOpKind.Stat, file.Path);
+                return new StressOp(kind, file.Path, Offset: offset, Offset2: keepSize ? 1 : 0, Length: length);
+            }
+            case StressOpKind.CollapseRange:
+            {
+                // Block-aligned and ending before EOF (the kernel's rule): at most the whole blocks below the EOF block.
+                long limit = size <= 0 ? 0 : (size - 1) / block;
+                if (limit < 1) return new StressOp(StressOpKind.Stat, file.Path);
+                long blocks = 1 + random.NextInt64(Math.Min(limit, Math.Max(1, (128 << 10) / block)));
+                long from = random.NextInt64(limit - blocks + 1);
+                return new StressOp(kind, file.Path, Offset: from * block, Length: blocks * block);
+            }
+            case StressOpKind.InsertRange:
+            {
+                // Block-aligned, starting below EOF, and the file stays within the workload's largest size.
+                long room = (max - size) / block;
+                if (size <= 0 || room < 1) return new StressOp(StressOpKind.Stat, file.Path);
+                long blocks = 1 + random.NextInt64(Math.Min(room, Math.Max(1, (128 << 10) / block)));
+                long from = random.NextInt64((size - 1) / block + 1);
+                return new StressOp(kind, file.Path, Offset: from * block, Length: blocks * block);
             }
             case StressOpKind.PunchHole:
             {
@@ -647,7 +683,12 @@ internal sealed class StressRunner
                 int same = expected[..want].CommonPrefixLength(actual[..got]);
                 return same < want ? $"byte {op.Offset + same} is 0x{actual[same]:x2}, the model has 0x{expected[same]:x2}" : null;
             }
-            case StressOpKind.Fallocate: _target.Fallocate(op.Path, op.Offset, op.Length); return null;
+            case StressOpKind.Fallocate:
+                if (op.Offset2 != 0) _target.Fallocate(op.Path, op.Offset, op.Length, keepSize: true);
+                else _target.Fallocate(op.Path, op.Offset, op.Length);
+                return null;
+            case StressOpKind.CollapseRange: _target.CollapseRange(op.Path, op.Offset, op.Length); return null;
+            case StressOpKind.InsertRange: _target.InsertRange(op.Path, op.Offset, op.Length); return null;
             case StressOpKind.PunchHole: _target.PunchHole(op.Path, op.Offset, op.Length); return null;
             case StressOpKind.Truncate: _target.Truncate(op.Path, op.Length); return null;
             case StressOpKind.Reflink: _target.Reflink(op.Path, op.Offset, op.Path2, op.Offset2, op.Length); return null;

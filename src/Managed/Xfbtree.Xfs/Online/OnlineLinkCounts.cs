@@ -20,6 +20,11 @@ public sealed record OnlineLinkCountOptions
     public int MismatchLimit { get; init; } = 100;
     /// <summary>How long the scans wait for one inode's lock before they give up (upstream: 30 s).</summary>
     public TimeSpan InodeBusyTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>The share of one CPU the scans may take, in (0, 1]: after each batch of inodes (one inode chunk, no
+    /// lock held) the checker waits until its working time is at most this share of the time passed, so that a
+    /// checker run again and again leaves the CPU to the writers beside it (the role idle scheduling plays for
+    /// xfs_scrub's service). 1 (the default) does not pace: one check on request, or with no writers.</summary>
+    public double CpuShare { get; init; } = 1;
     /// <summary>Test-only callbacks at the scan's steps (deterministic interleavings).</summary>
     internal OnlineLinkCountTestHooks? TestHooks { get; init; }
 }
@@ -39,6 +44,9 @@ internal sealed class OnlineLinkCountTestHooks
     public Action<ulong>? BeforeCompare { get; init; }
     /// <summary>After the hook decided (true = applied to the counts); on the writer's thread.</summary>
     public Action<DirectoryUpdate, bool>? AfterLiveUpdate { get; init; }
+    /// <summary>Either scan read an inode's core from its cluster buffer (no in-core inode was live) and has not yet
+    /// checked that none became live since: what runs here is what that check must catch.</summary>
+    public Action<ulong>? AfterUnloadedRead { get; init; }
 }
 
 /// <summary>What an online link count check (and repair) found and did.</summary>
@@ -57,6 +65,12 @@ public sealed record OnlineLinkCountResult
     public long LiveUpdatesIgnored { get; init; }
     /// <summary>In-use inodes whose nlink was compared with their count.</summary>
     public long InodesCompared { get; init; }
+    /// <summary>Visits (by either scan) of inodes read straight from their cluster buffer because no in-core inode of
+    /// them was live, with no allocation.</summary>
+    public long UnloadedReads { get; init; }
+    /// <summary>Such reads not used because an in-core inode of that inode became live meanwhile: that visit was made
+    /// again through the in-core inode, under its lock.</summary>
+    public long UnloadedReadsRetried { get; init; }
     /// <summary>The wrong link counts found (the first <see cref="OnlineLinkCountOptions.MismatchLimit"/>).</summary>
     public IReadOnlyList<LinkCountMismatch> Mismatches { get; init; } = [];
     /// <summary>How many wrong link counts were found in all.</summary>
@@ -86,6 +100,8 @@ public sealed record OnlineLinkCountResult
     public long CountBytes { get; init; }
     /// <summary>Wall time of the check (and repair).</summary>
     public TimeSpan Elapsed { get; init; }
+    /// <summary>Of <see cref="Elapsed"/>, the time the scans waited to keep to <see cref="OnlineLinkCountOptions.CpuShare"/>.</summary>
+    public TimeSpan Paced { get; init; }
 
     /// <summary>True when nothing wrong is left: no mismatch, or every one repaired, and no damage.</summary>
     public bool IsClean => Damage.Count == 0 && NotRepaired.Count == 0 && (MismatchTotal == 0 || Repaired + Released + SettledMeanwhile == MismatchTotal)
@@ -132,8 +148,9 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
     private readonly List<WrongEntry> wrongEntries = new();
     private long wrongEntryTotal;
     private IDisposable? hookRegistration;
+    private readonly byte[] unloadedCore, entryCore;
     private bool stopped;
-    private long applied, ignored, inodesScanned, directoriesScanned, entriesCounted;
+    private long applied, ignored, inodesScanned, directoriesScanned, entriesCounted, unloadedReads, unloadedRetried;
 
     private OnlineLinkCounts(NamespaceOperations names, OnlineLinkCountOptions options)
     {
@@ -143,6 +160,8 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
         this.options = options;
         testHooks = options.TestHooks;
         reader = new DirectoryReader(engine.Image);
+        unloadedCore = new byte[geo.InodeSize];
+        entryCore = new byte[geo.InodeSize];
         var sb = engine.Image.Superblock;
         foreach (ulong ino in new[] { sb.RbmIno, sb.RsumIno, sb.UserQuotaIno, sb.GroupQuotaIno, sb.ProjectQuotaIno })
         {
@@ -176,6 +195,10 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
     internal static OnlineLinkCountResult Run(NamespaceOperations names, OnlineLinkCountOptions? options = null, CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(names);
+        if (options is { CpuShare: not (> 0 and <= 1) })
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.CpuShare, "CpuShare must be more than 0 and at most 1");
+        }
         using var check = new OnlineLinkCounts(names, options ?? new OnlineLinkCountOptions());
         return check.Execute(cancel);
     }
@@ -184,7 +207,8 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
     {
         var sw = Stopwatch.StartNew();
         hookRegistration = engine.RegisterDirectoryHook(this);
-        Collect(cancel);
+        var pacer = new ScanPacer(options.CpuShare);
+        Collect(pacer, cancel);
         testHooks?.AfterCollect?.Invoke();
         var mismatches = new List<LinkCountMismatch>();
         var notRepaired = new List<string>();
@@ -231,6 +255,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
                         break;
                 }
             }
+            pacer.AfterBatch(cancel);
         }
         if (mayRepair)
         {
@@ -254,6 +279,8 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             LiveUpdatesApplied = Interlocked.Read(ref applied),
             LiveUpdatesIgnored = Interlocked.Read(ref ignored),
             InodesCompared = compared,
+            UnloadedReads = unloadedReads,
+            UnloadedReadsRetried = unloadedRetried,
             Mismatches = mismatches,
             MismatchTotal = total,
             Repaired = repaired,
@@ -266,12 +293,13 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             EntriesRepaired = entriesRepaired,
             CountBytes = counts.BytesUsed,
             Elapsed = sw.Elapsed,
+            Paced = pacer.Waited,
         };
     }
 
     // ------------------------------------------------------------------ collect
 
-    private void Collect(CancellationToken cancel)
+    private void Collect(ScanPacer pacer, CancellationToken cancel)
     {
         while (scan.NextBatch() is { } batch)
         {
@@ -282,6 +310,43 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
                 VisitInode(ino);
                 testHooks?.AfterInode?.Invoke(ino);
             }
+            pacer.AfterBatch(cancel);
+        }
+    }
+
+    /// <summary>
+    /// Keeps the scans to a share of one CPU (<see cref="OnlineLinkCountOptions.CpuShare"/>): the working time
+    /// between batches is added up, and once it reaches a slice the checker waits slice x (1 - share) / share. A
+    /// rate limit, not a synchronization: it holds no lock and nothing waits for it; cancellation ends the wait.
+    /// Working time is wall time, so on a busy machine the checker is paced a little more than its share.
+    /// </summary>
+    private sealed class ScanPacer(double share)
+    {
+        private static readonly long Slice = Stopwatch.Frequency / 500; // 2 ms: longer than a timer's slack
+        private long since = Stopwatch.GetTimestamp();
+        private long worked;
+
+        public TimeSpan Waited { get; private set; }
+
+        public void AfterBatch(CancellationToken cancel)
+        {
+            if (share >= 1)
+            {
+                return;
+            }
+            long now = Stopwatch.GetTimestamp();
+            worked += now - since;
+            if (worked >= Slice)
+            {
+                var wait = TimeSpan.FromSeconds(worked * (1 - share) / share / Stopwatch.Frequency);
+                cancel.WaitHandle.WaitOne(wait);
+                cancel.ThrowIfCancellationRequested();
+                worked = 0;
+                long after = Stopwatch.GetTimestamp();
+                Waited += Stopwatch.GetElapsedTime(now, after);
+                now = after;
+            }
+            since = now;
         }
     }
 
@@ -307,6 +372,10 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
 
     private void VisitInode(ulong ino)
     {
+        if (TryVisitUnloaded(ino))
+        {
+            return;
+        }
         IncoreInode? inode = LoadInode(scan, ino);
         if (inode is null)
         {
@@ -358,6 +427,44 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
         }
     }
 
+    /// <summary>
+    /// The visit of an inode nobody has in core and that is not a directory in use (so it names nothing): its core
+    /// read from its cluster buffer, and the inode marked visited under the counts mutex iff no in-core inode of it
+    /// became live since the read. A writer changes an inode (e.g. frees it and makes it a directory) only through
+    /// its in-core inode, and delivers that change to the hook under the counts mutex after making it live; so either
+    /// that happened before the check (the visit is made again under the inode lock) or its update finds the inode
+    /// visited and is applied. A directory in use is read under its lock as before (its entries are the counts).
+    /// </summary>
+    private bool TryVisitUnloaded(ulong ino)
+    {
+        if (!engine.TryReadUnloadedCore(ino, unloadedCore, out long stamp))
+        {
+            return false;
+        }
+        var d = new Dinode(unloadedCore);
+        if (!d.IsFree && d.FileType == 0x4000)
+        {
+            return false;
+        }
+        testHooks?.AfterUnloadedRead?.Invoke(ino);
+        lock (countsGate)
+        {
+            if (scan.AbortReason is { } why)
+            {
+                throw new OnlineRepairException($"the link count scan was aborted: {why}");
+            }
+            if (!engine.IsUnloadedSince(ino, stamp))
+            {
+                unloadedRetried++;
+                return false;
+            }
+            inodesScanned++;
+            unloadedReads++;
+            scan.MarkVisited(ino);
+        }
+        return true;
+    }
+
     /// <summary>A directory entry found wrong by the collect scan.</summary>
     private readonly record struct WrongEntry(ulong Dir, byte[] Name, ulong Ino, string What)
     {
@@ -367,7 +474,9 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
     /// <summary>
     /// Each entry of a directory the scan holds locked against the inode it names: that inode must be in use, and with
     /// the ftype feature its mode must be the entry's file type. Both are stable while the lock is held: the named
-    /// inode cannot lose this entry, so it cannot be freed (and reallocated as another type) meanwhile. Loaded without a
+    /// inode cannot lose this entry, so it cannot be freed (and reallocated as another type) meanwhile. An inode nobody
+    /// has in core is read from its cluster buffer (<see cref="WriteEngine.TryReadUnloadedCore"/>: its committed state,
+    /// no allocation; no load stamp is needed, as what is compared cannot change); otherwise it is loaded without a
     /// place on the cache's clock, as the scan loads the inodes it visits.
     /// </summary>
     private void CheckEntries(ulong dir, List<DataEntry> entries)
@@ -382,13 +491,20 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             else
             {
                 byte[]? core = null;
-                try
+                if (engine.TryReadUnloadedCore(e.Ino, entryCore, out _))
                 {
-                    core = engine.GetInode(e.Ino, keepCached: false).Core;
+                    core = entryCore;
                 }
-                catch (XfsWriteException ex) when (ex.Kind is WriteErrorKind.Corrupt or WriteErrorKind.NotFound)
+                else
                 {
-                    what = $"names inode {e.Ino}, which does not read ({ex.Message})";
+                    try
+                    {
+                        core = engine.GetInode(e.Ino, keepCached: false).Core;
+                    }
+                    catch (XfsWriteException ex) when (ex.Kind is WriteErrorKind.Corrupt or WriteErrorKind.NotFound)
+                    {
+                        what = $"names inode {e.Ino}, which does not read ({ex.Message})";
+                    }
                 }
                 if (core is not null)
                 {
@@ -465,6 +581,10 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
 
     private LinkCountMismatch? CompareInode(OnlineInodeScan compare, ulong ino, ref long compared)
     {
+        if (TryCompareUnloaded(compare, ino, ref compared, out LinkCountMismatch? unloadedVerdict))
+        {
+            return unloadedVerdict;
+        }
         IncoreInode? inode = LoadInode(compare, ino);
         if (inode is null)
         {
@@ -482,17 +602,60 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             (names, dots) = Get(ino);
         }
         compare.MarkVisited(ino);
-        if (d.IsFree)
+        return Verdict(ino, d.IsFree, d.NLink, names + dots, ref compared);
+    }
+
+    /// <summary>
+    /// The compare of an inode nobody has in core: its nlink read from its cluster buffer, its count under the counts
+    /// mutex iff no in-core inode of it became live since the read. Every change to its nlink or to its count is made
+    /// by a writer holding its in-core inode (the namespace operations lock the inode named), which is then live, and
+    /// is committed and delivered before that inode can become unreachable: so with none live in between, the nlink
+    /// read and the count are of the same moment. Otherwise (false) the compare is made under the inode lock.
+    /// </summary>
+    private bool TryCompareUnloaded(OnlineInodeScan compare, ulong ino, ref long compared, out LinkCountMismatch? verdict)
+    {
+        verdict = null;
+        if (!engine.TryReadUnloadedCore(ino, unloadedCore, out long stamp))
+        {
+            return false;
+        }
+        var d = new Dinode(unloadedCore);
+        bool free = d.IsFree;
+        uint nlink = d.NLink;
+        testHooks?.AfterUnloadedRead?.Invoke(ino);
+        long names, dots;
+        lock (countsGate)
+        {
+            if (scan.AbortReason is { } why)
+            {
+                throw new OnlineRepairException($"the link count scan was aborted: {why}");
+            }
+            if (!engine.IsUnloadedSince(ino, stamp))
+            {
+                unloadedRetried++;
+                return false;
+            }
+            (names, dots) = Get(ino);
+            unloadedReads++;
+        }
+        compare.MarkVisited(ino);
+        verdict = Verdict(ino, free, nlink, names + dots, ref compared);
+        return true;
+    }
+
+    /// <summary>The compare of one inode's nlink with its count (a free inode is not compared).</summary>
+    private LinkCountMismatch? Verdict(ulong ino, bool free, uint nlink, long total, ref long compared)
+    {
+        if (free)
         {
             return null;
         }
         compared++;
-        long total = names + dots;
         if (total == 0 && metadataInodes.Contains(ino))
         {
             return null;
         }
-        return d.NLink == total ? null : new LinkCountMismatch(ino, d.NLink, total);
+        return nlink == total ? null : new LinkCountMismatch(ino, nlink, total);
     }
 
     private enum RepairOutcome { AlreadyRight, Set, Released, Refused }

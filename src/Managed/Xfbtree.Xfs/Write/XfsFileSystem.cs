@@ -116,6 +116,17 @@ public sealed class XfsFileSystem : IDisposable
     /// <summary>fallocate(2) mode 0 on the file <paramref name="path"/> names.</summary>
     public void Fallocate(string path, long offset, long length) => OnPath(path, h => { Files.Fallocate(h, offset, length); return 0; });
 
+    /// <summary>fallocate(2) on the file <paramref name="path"/> names, with <see cref="FallocateFlags.KeepSize"/>
+    /// (FALLOC_FL_KEEP_SIZE) or without.</summary>
+    public void Fallocate(string path, long offset, long length, FallocateFlags flags)
+        => OnPath(path, h => { Files.Fallocate(h, offset, length, flags); return 0; });
+
+    /// <summary>fallocate(2) FALLOC_FL_COLLAPSE_RANGE on the file <paramref name="path"/> names.</summary>
+    public void CollapseRange(string path, long offset, long length) => OnPath(path, h => { Files.CollapseRange(h, offset, length); return 0; });
+
+    /// <summary>fallocate(2) FALLOC_FL_INSERT_RANGE on the file <paramref name="path"/> names.</summary>
+    public void InsertRange(string path, long offset, long length) => OnPath(path, h => { Files.InsertRange(h, offset, length); return 0; });
+
     /// <summary>Punches a hole in the file <paramref name="path"/> names.</summary>
     public void PunchHole(string path, long offset, long length) => OnPath(path, h => { Files.PunchHole(h, offset, length); return 0; });
 

@@ -73,6 +73,14 @@ public abstract class BtreeBlockStore
     internal virtual unsafe byte* PeekAddressForPrefetch(long pointer) => null;
 
     /// <summary>
+    /// When not null, block <c>p</c> of this store (any p below the blocks handed out) lives at
+    /// <c>DirectBlockBase + p * BlockSize</c> for the store's whole life: a reader can prefetch a child block as soon as it
+    /// knows its number, at the same time as the block's table entry, instead of after it. Only for prefetches: reads go
+    /// through the table (and its checks).
+    /// </summary>
+    internal virtual unsafe byte* DirectBlockBase => null;
+
+    /// <summary>
     /// The table optimistic readers use (in-memory stores whose writers stamp block versions); false when the store
     /// has none, and the concurrent lookups of <see cref="BtreeCursor{TOps}"/> are then not available.
     /// </summary>

@@ -39,6 +39,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
         public long Pointer;     // the block to enter (stage 0) or entered
         public long Root;        // the root the key started from
         public byte* Data;       // the entered block's memory
+        public bool Ahead;       // the block's header and samples were prefetched with its table entry (DirectBlockBase)
     }
 
     /// <summary>The outcome of one step of a ring key.</summary>
@@ -102,6 +103,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
         k.Depth = 0;
         k.Root = RootPointer;
         k.Pointer = k.Root;
+        k.Ahead = false;
     }
 
     /// <summary>One step of a ring key (see the notes above); <paramref name="record"/> receives the record found.</summary>
@@ -123,6 +125,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
                     k.Data = (byte*)page;
                     k.Stage = 1;
                     if (k.Level < 0 || k.Level >= CachedLevels) goto case 1; // the root (its level is read from its header) and the top levels: in cache
+                    if (k.Ahead) goto case 1; // asked for in the same turn as the table entry: arrived with it
                     PrefetchSearchStart(k.Data, k.Level);
                     return RingStep.Continue;
                 }
@@ -160,7 +163,19 @@ public sealed unsafe partial class BtreeCursor<TOps>
                         k.Level--;
                         k.Stage = 0;
                         var table = t.Table;
-                        if ((ulong)child < (ulong)Math.Min(table[-1].Version, t.Highest)) Prefetch((byte*)(table + child));
+                        k.Ahead = false;
+                        if ((ulong)child < (ulong)Math.Min(table[-1].Version, t.Highest))
+                        {
+                            Prefetch((byte*)(table + child));
+                            if (_directBase != null && k.Level < CachedLevels)
+                            {
+                                // The block's address is known without its table entry: its header and samples are
+                                // asked for now too, and stage 0 goes on to stage 1 in the same turn (the version is
+                                // still noted, from the table, before the block is read).
+                                PrefetchSearchStart(_directBase + child * _blockSize, k.Level);
+                                k.Ahead = true;
+                            }
+                        }
                         return RingStep.Continue;
                     }
                     bool hit = eq && at < k.Count;

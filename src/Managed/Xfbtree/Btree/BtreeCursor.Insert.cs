@@ -41,13 +41,15 @@ public sealed unsafe partial class BtreeCursor<TOps>
         Span<byte> key = stackalloc byte[BtreeGeometry.MaxKeySize];
         key = key[.._keySize];
         _ops.GetKey(record, key);
+        bool exact;
         if (_pathKept)
         {
             int kept = TryInsertOnKeptPath(record, key);
             if (kept >= 0) return kept == 1;
+            if (!RepositionFromKeptPath(key, out exact)) LookupCore(key, BtreeLookup.Equal, out exact);
         }
+        else LookupCore(key, BtreeLookup.Equal, out exact);
         EnsureWritable();
-        LookupCore(key, BtreeLookup.Equal, out bool exact);
         if (exact) return false;
         Span<byte> entry = stackalloc byte[BtreeGeometry.MaxRecordSize];
         Span<byte> next = stackalloc byte[BtreeGeometry.MaxKeySize];

@@ -15,11 +15,57 @@ public sealed unsafe partial class BtreeCursor<TOps>
     {
         if (key.Length < _keySize) throw new ArgumentException($"key must be {_keySize} bytes", nameof(key));
         BeginOperation();
+        return Descend(_height - 1, _rootPointer, key, mode, out exact);
+    }
+
+    /// <summary>
+    /// Positions the cursor on <paramref name="key"/> for an insert by descending only from the lowest block of the kept
+    /// insert path whose subtree a descent from the root would also choose (sorted batches: the next key is usually under
+    /// the same level-1 node, so the levels above it are not searched again). False, with the path released, when no path
+    /// is kept or it is stale; the caller then descends from the root. Only the blocks below that level are entered again,
+    /// with the same checks as any descent.
+    /// </summary>
+    bool RepositionFromKeptPath(ReadOnlySpan<byte> key, out bool exact)
+    {
         exact = false;
-        long ptr = _rootPointer;
+        if (!_pathKept || _tree.WriteStamp != _pathStamp || _tree.Root.Pointer != _rootPointer || _tree.Root.Height != _height || _imageLevel >= 0)
+        {
+            ReleaseBlocks();
+            return false;
+        }
+        // The highest level whose block must choose another child than the path's: the descent from the root picks the
+        // last slot whose key is at most the key (slot 0 when every slot is above it), and the path's blocks below a
+        // level that picks the same child are what a descent would enter again.
+        int from = 0;
+        for (int level = _height - 1; level >= 1; level--)
+        {
+            var b = Block(level);
+            int n = NumRecords(b);
+            int i = _index[level];
+            if ((uint)i >= (uint)n) { from = -1; break; }
+            if ((i > 0 && _ops.CompareKeys(KeyAt(b, i), key) > 0) || (i + 1 < n && _ops.CompareKeys(KeyAt(b, i + 1), key) <= 0))
+            {
+                from = level;
+                break;
+            }
+        }
+        if (from < 0)
+        {
+            ReleaseBlocks();
+            return false;
+        }
+        _pathKept = false;
+        if (from < _height - 1) KeptPathDescents++;
+        Descend(from, _blocks[from].Pointer, key, BtreeLookup.Equal, out exact);
+        return true;
+    }
+
+    bool Descend(int startLevel, long ptr, ReadOnlySpan<byte> key, BtreeLookup mode, out bool exact)
+    {
+        exact = false;
         int keyno = 0;
         bool exactAbove = false;
-        for (int level = _height - 1; level >= 0; level--)
+        for (int level = startLevel; level >= 0; level--)
         {
             EnterBlock(level, ptr);
             var b = Block(level);

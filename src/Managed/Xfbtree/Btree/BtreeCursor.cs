@@ -35,6 +35,7 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
     readonly int _blockSize, _keySize, _recordSize, _keySlotSize, _pointerSize;
     readonly int _headerSize, _leafMaxRecords, _nodeMaxRecords;
     readonly BtreeRootValue? _rootValue;  // the root of an in-memory tree, read by concurrent readers without touching the tree object
+    readonly byte* _directBase;           // the store's DirectBlockBase: prefetch a child before its table entry arrives
     int _height;
     int _imageLevel = -1;              // level of an inode-fork root image, or -1
     int _imageViewLength, _imageMaxRecords;
@@ -49,6 +50,8 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
     internal long KeptPathInserts { get; private set; }
     /// <summary>Records inserted by leaf runs (<see cref="InsertRunOnKeptPath"/>; a diagnostic for tests).</summary>
     internal long RunInserts { get; private set; }
+    /// <summary>Insert descents that started below the root, from the kept path (<see cref="RepositionFromKeptPath"/>; a diagnostic for tests).</summary>
+    internal long KeptPathDescents { get; private set; }
     /// <summary>Records deleted by leaf runs (<see cref="DeleteRunInLeaf"/>; a diagnostic for tests).</summary>
     internal long RunDeletes { get; private set; }
     int _heightAtWriteStart;
@@ -73,6 +76,7 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
         _leafMaxRecords = _geometry.LeafMaxRecords;
         _nodeMaxRecords = _geometry.NodeMaxRecords;
         _rootValue = tree.Root as BtreeRootValue;
+        _directBase = _store.DirectBlockBase;
     }
 
     /// <summary>The tree.</summary>

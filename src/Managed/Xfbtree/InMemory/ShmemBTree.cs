@@ -108,8 +108,9 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     /// <summary>
     /// Adds the records in any order; returns how many were added (a record whose key is already in the tree, or
     /// repeats an earlier one of the batch, is skipped). The batch is sorted in chunks of bounded size (the stack, or
-    /// at most 1 MiB of native memory whatever the batch's length) and inserted in key order, so neighbouring keys go
-    /// into a leaf the previous insert already found. Allocates nothing on the managed heap.
+    /// native memory of about twice the batch and at most 64 MiB whatever its length, freed before it returns) and
+    /// inserted in key order: keys that fall into one leaf go in as one merge, and a key in another leaf is found from the
+    /// previous key's path, not from the root. Allocates nothing on the managed heap.
     /// </summary>
     public int InsertMany(ReadOnlySpan<TRecord> records)
     {

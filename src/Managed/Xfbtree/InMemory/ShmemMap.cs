@@ -92,7 +92,8 @@ public sealed class ShmemMap<TKey, TValue, TComparer> : IDisposable
     /// <summary>
     /// Sets <paramref name="values"/>[i] for each <paramref name="keys"/>[i] (any order; for a key given twice, the
     /// last of its values wins); returns how many keys were added (the others were replaced). The pairs are sorted in chunks of bounded size
-    /// (the stack, or at most 1 MiB of native memory) and applied in key order. Allocates nothing on the managed heap.
+    /// (the stack, or native memory of about twice the batch and at most 64 MiB, freed before it returns) and applied in
+    /// key order. Allocates nothing on the managed heap.
     /// </summary>
     public int SetMany(ReadOnlySpan<TKey> keys, ReadOnlySpan<TValue> values)
     {
@@ -102,12 +103,13 @@ public sealed class ShmemMap<TKey, TValue, TComparer> : IDisposable
         using var chunk = keys.Length <= small ? default : new BatchChunk<ShmemMapEntry<TKey, TValue>>(keys.Length);
         Span<ShmemMapEntry<TKey, TValue>> buffer = keys.Length <= small ? stackalloc ShmemMapEntry<TKey, TValue>[small] : chunk.Buffer;
         Span<ShmemMapEntry<TKey, TValue>> scratch = keys.Length <= small ? stackalloc ShmemMapEntry<TKey, TValue>[small] : chunk.Scratch;
+        Span<byte> bucketOf = keys.Length <= small ? default : chunk.BucketOf;
         int added = 0;
         for (int start = 0; start < keys.Length; start += buffer.Length)
         {
             var part = buffer[..Math.Min(buffer.Length, keys.Length - start)];
             for (int i = 0; i < part.Length; i++) part[i] = new(keys[start + i], values[start + i]);
-            StableSort.Sort(part, scratch, new KeyOrder(_comparer));
+            BucketSort.Sort(part, scratch, bucketOf, new KeyOrder(_comparer));
             added += _core.UpsertSorted(part);
         }
         return added;

@@ -46,6 +46,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     readonly long _start;
     readonly long _maxBlocks;
     readonly int _pageSize;
+    readonly byte* _directBase;          // the partition's first page when the xfile is one fixed mapping (DirectBlockBase), else null
     // Per block ever handed out (0.._highest-1): Page > 0 the page address of an allocated block; <= 0 a free block,
     // -(next free block + 1) (0 = end of the free list); Version: the id of the last write operation that touched it.
     // _table[-1] is the table's header: its Version is the table's capacity (a reader bounds its index by it).
@@ -82,6 +83,8 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         if (partitionStart + partitionLength > xfile.MaxSize) throw new ArgumentOutOfRangeException(nameof(partitionLength), "partition beyond the xfile");
         _start = partitionStart;
         _maxBlocks = partitionLength / _pageSize;
+        byte* mapped = xfile.ContiguousBase;
+        _directBase = mapped == null ? null : mapped + partitionStart;
         _capacity = Math.Min(InitialCapacity, Math.Max(1, _maxBlocks));
         _table = AllocateTable(_capacity);
         _readers.Table = (nint)_table;
@@ -139,7 +142,15 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     public override BtreeBlockRef GetNew(long pointer, BtreeBlockVerifier verifier) => Read(pointer, verifier);
 
     internal override byte* PeekAddressForPrefetch(long pointer)
-        => (ulong)pointer < (ulong)_highest && _table[pointer].Page > 0 ? (byte*)_table[pointer].Page : null;
+    {
+        if ((ulong)pointer >= (ulong)_highest) return null;
+        if (_directBase == null) return _table[pointer].Page > 0 ? (byte*)_table[pointer].Page : null;
+        // The address without waiting for the table entry, which the read after the prefetch loads: ask for it too.
+        if (System.Runtime.Intrinsics.X86.Sse.IsSupported) System.Runtime.Intrinsics.X86.Sse.Prefetch0(_table + pointer);
+        return _directBase + pointer * _pageSize;
+    }
+
+    internal override byte* DirectBlockBase => _directBase;
     /// <inheritdoc />
     public override void Release(in BtreeBlockRef block) { }
 

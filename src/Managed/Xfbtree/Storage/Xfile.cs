@@ -447,6 +447,12 @@ public sealed unsafe partial class Xfile : IDisposable
     /// </summary>
     internal byte* PageAddressUnchecked(long pageOffset) => backend.PageAddress(pageOffset >> pageShift);
 
+    /// <summary>
+    /// The address of offset 0 when the whole xfile is one mapping that never moves (the Linux backends; every page's
+    /// address is then this plus its offset), else null. For prefetch hints that must not wait for a table load.
+    /// </summary>
+    internal byte* ContiguousBase => backend.MappedRange is { } range ? (byte*)range.Start : null;
+
     /// <summary>Pins a page like <see cref="PinPage"/> and returns it as a span (balance with <see cref="UnpinPage"/>).</summary>
     public Span<byte> PinPageSpan(long pageOffset) => new(PinPage(pageOffset), PageSize);
 

@@ -10,10 +10,17 @@ namespace Xfbtree.Xfs.Write.Engine;
 /// through those), so two threads never lock two copies of one inode; once nobody does, the collector takes it and
 /// the next use reads it again from its cluster buffer, where every commit left it. Evicting therefore needs no
 /// lock and no flag: what is unreachable cannot be locked, held or in a transaction.
+/// <para>Load stamps: a counter per stripe of inode numbers, raised each time an in-core inode of a number in that
+/// stripe becomes the live one (after it is in the table). A reader that saw no live inode of a number and the same
+/// stamp before and after reading its core from the cluster buffer knows that no in-core inode of it was live at any
+/// moment in between, so no writer changed it meanwhile (a writer changes a core only through its live in-core inode,
+/// and all its changes are committed to the cluster buffer before that inode can become unreachable).</para>
 /// </summary>
 internal sealed class InodeCache
 {
+    private const int StampStripes = 1024; // a power of two; 8 KiB of counters
     private readonly ConcurrentDictionary<ulong, WeakReference<IncoreInode>> table = new();
+    private readonly long[] loadStamps = new long[StampStripes];
     private readonly IncoreInode?[] clock;
     private readonly Lock clockLock = new();
     private int hand;
@@ -69,6 +76,10 @@ internal sealed class InodeCache
     public IncoreInode? Peek(ulong ino)
         => table.TryGetValue(ino, out WeakReference<IncoreInode>? weak) && weak.TryGetTarget(out IncoreInode? inode) ? inode : null;
 
+    /// <summary>The load stamp of <paramref name="ino"/>'s stripe: it changes whenever an in-core inode of a number
+    /// in the stripe becomes live (read it before looking for a live inode with <see cref="Peek"/>).</summary>
+    public long LoadStamp(ulong ino) => Volatile.Read(ref loadStamps[(int)(ino & (StampStripes - 1))]);
+
     /// <summary>Lets the clock go of the inodes [<paramref name="firstIno"/>, + <paramref name="count"/>) (a freed chunk):
     /// each then lives only as long as something still references it, as the one object of its number (one pass
     /// over the clock).</summary>
@@ -111,6 +122,8 @@ internal sealed class InodeCache
                 break;
             }
         }
+        // After the table has it: a reader whose second Peek missed it sees the stamp moved (see the class summary).
+        Interlocked.Increment(ref loadStamps[(int)(loaded.Ino & (StampStripes - 1))]);
         if (admit)
         {
             Admit(loaded);

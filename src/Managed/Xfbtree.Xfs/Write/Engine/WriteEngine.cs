@@ -159,6 +159,63 @@ public sealed partial class WriteEngine : IDisposable
         return winner;
     }
 
+    /// <summary>
+    /// Copies <paramref name="ino"/>'s core (the whole dinode) into <paramref name="core"/> straight from its cluster
+    /// buffer, without making an in-core inode, when none is live: true then, with <paramref name="stamp"/> to give
+    /// <see cref="IsUnloadedSince"/>. False (nothing read) when an in-core inode is live, its cluster buffer cannot be
+    /// read or the core does not verify: the caller takes the in-core inode instead (<see cref="GetInode(ulong, bool)"/>,
+    /// which reports what is wrong). An online scan's way through inodes nobody is using, with no allocation: what it
+    /// reads is the last committed state, and valid for as long as <see cref="IsUnloadedSince"/> says so. Outside a
+    /// transaction only.
+    /// </summary>
+    internal bool TryReadUnloadedCore(ulong ino, Span<byte> core, out long stamp)
+    {
+        ThrowIfUnusable();
+        if (current is not null)
+        {
+            throw new InvalidOperationException("TryReadUnloadedCore inside a transaction: take the in-core inode instead");
+        }
+        XfsGeometry g = Geometry;
+        if (core.Length != g.InodeSize)
+        {
+            throw new ArgumentException($"the core buffer has {core.Length} bytes, the inode size is {g.InodeSize}", nameof(core));
+        }
+        stamp = inodeCache.LoadStamp(ino); // before the look for a live inode: see InodeCache's summary
+        if (!g.IsValidIno(ino) || inodeCache.Peek(ino) is not null)
+        {
+            return false;
+        }
+        uint agno = g.InoToAgno(ino), agino = g.InoToAgino(ino);
+        if (ags[agno].RetiredChunks.IsRetired(agino, out _))
+        {
+            return false; // its blocks may hold anything now: GetInode makes the free inode it is
+        }
+        var (daddr, offset) = InodeLocation(ino);
+        BlockBuffer buffer;
+        try
+        {
+            buffer = image.Cache.Read(disk, daddr, g.BasicBlocksPerBlock, null, BufferLockMode.Shared);
+        }
+        catch (BufferIOException)
+        {
+            return false;
+        }
+        try
+        {
+            buffer.Span.Slice(offset, core.Length).CopyTo(core);
+        }
+        finally
+        {
+            image.Cache.Release(buffer);
+        }
+        var d = new Dinode(core);
+        return (d.IsFree ? VerifyFreeInode(d, ino) : d.Verify(g, ino)) is null;
+    }
+
+    /// <summary>True when no in-core inode of <paramref name="ino"/> is live and none was made live since
+    /// <paramref name="stamp"/> was taken (<see cref="TryReadUnloadedCore"/>): what was read then is still its state.</summary>
+    internal bool IsUnloadedSince(ulong ino, long stamp) => inodeCache.Peek(ino) is null && inodeCache.LoadStamp(ino) == stamp;
+
     /// <summary>Forgets a cached inode (a cancelled transaction that had formatted it).</summary>
     internal void ForgetInode(IncoreInode inode) => inodeCache.Remove(inode);
 

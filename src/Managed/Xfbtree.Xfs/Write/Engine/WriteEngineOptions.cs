@@ -32,6 +32,9 @@ public sealed record WriteEngineOptions
     /// <summary>Mappings one step of a split operation (punch, truncate, reflink, unshare) covers at most
     /// (internal: tests make it small to see the steps).</summary>
     internal int StepPieces { get; init; } = Files.FileOperations.StepPieces;
+    /// <summary>Test hook: called with the operation's name after each step of a split operation committed, outside
+    /// any transaction (a test runs another operation there to race the next step deterministically).</summary>
+    internal Action<string>? StepCommitted { get; init; }
     /// <summary>Bytes of shared data one unshare step copies at most (internal, as <see cref="StepPieces"/>).</summary>
     internal int UnshareStepBytes { get; init; } = Files.FileOperations.UnshareStepBytes;
     /// <summary>In-core inodes kept strongly at most (others live only while something references them).</summary>

@@ -168,6 +168,28 @@ internal sealed class FileEdit
         InodeFields.SetNBlocks(Core, InodeFields.NBlocks(Core) - piece.BlockCount);
     }
 
+    /// <summary>
+    /// Moves the mapping <paramref name="piece"/> (exactly the part of one extent) to file block
+    /// <paramref name="newOffset"/> (collapse and insert range): the blocks, their state, di_nblocks and the
+    /// refcounts stay; the extent record and the rmap record change offset. The destination must be a hole once the
+    /// piece has left its place: otherwise Busy (another operation mapped blocks there between two steps).
+    /// </summary>
+    public void Remap(in BmbtExtent piece, ulong newOffset)
+    {
+        var removed = Extents.Remove(piece.StartOffset, piece.BlockCount);
+        if (removed.Count != 1 || removed[0] != piece)
+            throw new InvalidOperationException($"inode {Inode.Ino}: {piece} is not one mapping of the fork");
+        var moved = piece with { StartOffset = newOffset };
+        if (Extents.MappingsIn(newOffset, piece.BlockCount).Count != 0)
+            throw new XfsWriteException(WriteErrorKind.Busy, $"inode {Inode.Ino}: file blocks [{newOffset}, {newOffset + piece.BlockCount}) were mapped by another operation while the range shift ran");
+        var (agno, _) = Split(piece.StartBlock);
+        FileOperations.LockAg(_tx, agno);
+        _tx.RmapUnmap(agno, Rmap(piece), Reflink);
+        _tx.RmapMap(agno, Rmap(moved), Reflink);
+        Extents.Insert(moved);
+        MappingChanged = true;
+    }
+
     /// <summary>Allocation hint: just past the physical end of the mapping before <paramref name="fileBlock"/> (as
     /// xfs_bmap_adjacent), else the inode's own block.</summary>
     ulong Hint(ulong fileBlock)

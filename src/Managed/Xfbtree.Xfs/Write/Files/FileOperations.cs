@@ -294,16 +294,24 @@ internal sealed class FileOperations
     /// the size grows to cover the range. The space of the whole range is checked first (NoSpace changes
     /// nothing); the allocations then go in steps of at most <see cref="StepPieces"/>, one transaction each, the
     /// last of which sets the size (unwritten extents past EOF left by a crash between steps are legal).</summary>
-    public void Fallocate(ulong ino, long offset, long length) => FallocateCore(ino, null, offset, length);
+    public void Fallocate(ulong ino, long offset, long length) => FallocateCore(ino, null, offset, length, FallocateFlags.None);
 
     /// <summary>As <see cref="Fallocate(ulong, long, long)"/> through a handle: the generation is checked under the inode lock (ESTALE
     /// when the inode was freed, and maybe reused, since the handle was made).</summary>
-    public void Fallocate(Namespace.InodeHandle file, long offset, long length) => FallocateCore(file.Ino, file.Generation, offset, length);
+    public void Fallocate(Namespace.InodeHandle file, long offset, long length) => FallocateCore(file.Ino, file.Generation, offset, length, FallocateFlags.None);
 
-    void FallocateCore(ulong ino, uint? generation, long offset, long length)
+    /// <summary>As <see cref="Fallocate(Namespace.InodeHandle, long, long)"/>; with <see cref="FallocateFlags.KeepSize"/>
+    /// (FALLOC_FL_KEEP_SIZE, XFS_IOC_RESVSP64) the size stays: blocks past EOF become unwritten extents there, as the
+    /// kernel's XFS preallocates them (counted in di_nblocks, read as nothing while past EOF, freed by a truncate at or
+    /// below them, written and converted by a write that reaches them).</summary>
+    public void Fallocate(Namespace.InodeHandle file, long offset, long length, FallocateFlags flags) => FallocateCore(file.Ino, file.Generation, offset, length, flags);
+
+    internal void FallocateCore(ulong ino, uint? generation, long offset, long length, FallocateFlags flags)
     {
+        if ((flags & ~FallocateFlags.KeepSize) != 0) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"fallocate: unknown flags {flags}");
         CheckRange(offset, length, "fallocate");
         if (length == 0) throw new XfsWriteException(WriteErrorKind.InvalidArgument, "fallocate: length must be positive");
+        bool keepSize = (flags & FallocateFlags.KeepSize) != 0;
         var inode = Engine.GetInode(ino);
         int bs = Engine.Geometry.BlockSize;
         long end = offset + length;
@@ -317,10 +325,11 @@ internal sealed class FileOperations
                 var edit = FileEdit.Begin(tx, inode, generation: generation);
                 long oldSize = edit.Size;
                 edit.EnsureSpaceFor(first ? offset : (long)pos * bs, end, allocateHoles: true);
-                if (first && end > oldSize && offset > oldSize) edit.ZeroEofTail(oldSize, offset);
+                // With KEEP_SIZE the old EOF block keeps its tail: it is zeroed when the size grows over it.
+                if (!keepSize && first && end > oldSize && offset > oldSize) edit.ZeroEofTail(oldSize, offset);
                 ulong reached = edit.Preallocate(pos, stop, Engine.Options.StepPieces);
                 bool last = reached >= stop;
-                if (last && end > oldSize) edit.Size = end;
+                if (!keepSize && last && end > oldSize) edit.Size = end;
                 if (first) InodeFields.SetFlags(inode.Core, (ushort)(InodeFields.Flags(inode.Core) | InodeFields.FlagPrealloc));
                 if (first || last) edit.Touch();
                 edit.Finish();
@@ -329,6 +338,166 @@ internal sealed class FileOperations
             first = false;
         }
     }
+
+    /// <summary>
+    /// FALLOC_FL_COLLAPSE_RANGE: removes [<paramref name="offset"/>, +<paramref name="length"/>) from the file, the
+    /// mappings after it moving down by <paramref name="length"/> and the size shrinking by it. Offset and length are
+    /// multiples of the block size, and the range ends before EOF (InvalidArgument otherwise, as the kernel's XFS).
+    /// </summary>
+    /// <remarks>As the kernel's <c>xfs_collapse_file_space</c>, in bounded steps (at most <see cref="StepPieces"/>
+    /// mappings a transaction): the range is freed and the blocks past EOF with it, then the mappings after the range
+    /// move down in ascending order, each keeping its blocks, state and refcount (its extent and rmap records change
+    /// offset), and the last step sets the size. A crash between steps leaves a valid file with the range freed and a
+    /// prefix of the mappings after it moved: at most a hole where the unmoved ones will land, and the old size.</remarks>
+    public void CollapseRange(Namespace.InodeHandle file, long offset, long length) => ShiftCore(file.Ino, file.Generation, offset, length, insert: false);
+
+    /// <summary>
+    /// FALLOC_FL_INSERT_RANGE: inserts a hole of <paramref name="length"/> bytes at <paramref name="offset"/>, the
+    /// mappings from it on moving up by <paramref name="length"/> and the size growing by it. Offset and length are
+    /// multiples of the block size and the offset lies below EOF (InvalidArgument otherwise; FileTooBig past the
+    /// largest size, as the kernel's XFS).
+    /// </summary>
+    /// <remarks>As the kernel's <c>xfs_insert_file_space</c>: the first step sets the size (zeroing the old EOF
+    /// block's tail) and splits the mapping across the offset, then the mappings from the offset on move up in
+    /// descending order, at most <see cref="StepPieces"/> a transaction. A crash between steps leaves a valid file of
+    /// the new size with the last mappings moved and the others not yet: a hole of the inserted length in between,
+    /// never a mapping past EOF that holds data.</remarks>
+    public void InsertRange(Namespace.InodeHandle file, long offset, long length) => ShiftCore(file.Ino, file.Generation, offset, length, insert: true);
+
+    internal void CollapseRange(ulong ino, long offset, long length) => ShiftCore(ino, null, offset, length, insert: false);
+
+    internal void InsertRange(ulong ino, long offset, long length) => ShiftCore(ino, null, offset, length, insert: true);
+
+    void ShiftCore(ulong ino, uint? generation, long offset, long length, bool insert)
+    {
+        string op = insert ? "insert range" : "collapse range";
+        CheckRange(offset, length, op);
+        if (length == 0) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"{op}: length must be positive");
+        int bs = Engine.Geometry.BlockSize;
+        if (offset % bs != 0 || length % bs != 0)
+            throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"{op}: offset {offset} and length {length} must be multiples of the block size {bs}");
+        var inode = Engine.GetInode(ino);
+        ulong first = (ulong)(offset / bs), shift = (ulong)(length / bs);
+        int stepPieces = Engine.Options.StepPieces;
+        // Collapse: phase 0 frees the range, phase 1 the blocks past EOF, phase 2 moves mappings down from `pos` on.
+        // Insert: phase 2 moves the mappings below `pos` (the lowest moved so far) up, last first.
+        int phase = insert ? 2 : 0;
+        ulong pos = insert ? ulong.MaxValue : first;
+        ulong eofBlock = 0;
+        long expectedSize = 0;
+        bool firstStep = true, finished = false;
+        while (!finished)
+        {
+            (finished, phase, pos, eofBlock, expectedSize) = Step(op, !firstStep, () => ShiftProgress(insert, first, shift, phase, pos), tx =>
+            {
+                // The body may run again after a lock restart: it works on copies of the progress and returns them.
+                int ph = phase;
+                ulong p = pos, eof = eofBlock;
+                var edit = FileEdit.Begin(tx, inode, generation: generation);
+                var extents = edit.Fork.Extents;
+                long size = edit.Size;
+                // The kernel holds the inode's I/O lock for the whole shift; here each step locks it anew, so a size
+                // changed by another operation in between (data could move past EOF) stops the shift.
+                if (!firstStep && size != expectedSize)
+                    throw new XfsWriteException(WriteErrorKind.Busy, $"inode {inode.Ino}: another operation changed the size to {size} while the {op} ran");
+                long expect = firstStep && insert ? size + length : size;
+                if (firstStep)
+                {
+                    if (insert)
+                    {
+                        if (offset >= size) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"{op}: offset {offset} is not below EOF {size}");
+                        if (size > MaxFileSize - length) throw new XfsWriteException(WriteErrorKind.FileTooBig, $"{op}: the size {size} + {length} is beyond the largest file size");
+                        if (extents.Count > 0)
+                        {
+                            var lastMapping = extents[extents.Count - 1];
+                            if (lastMapping.StartOffset + lastMapping.BlockCount > BmbtExtent.MaxFileOffset - shift)
+                                throw new XfsWriteException(WriteErrorKind.FileTooBig, $"{op}: a mapping past EOF would move beyond the largest file offset");
+                        }
+                        // The size first (as the kernel's fallocate): a crash later never leaves moved data past EOF.
+                        edit.EnsureSpaceFor(size, Math.Min(size + length, RoundUp(size, bs)), allocateHoles: false, extraRecords: 2);
+                        edit.ZeroEofTail(size, size + length);
+                        edit.Size = size + length;
+                    }
+                    else
+                    {
+                        if (offset + length >= size)
+                            throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"{op}: the range [{offset}, {offset + length}) does not end before EOF {size}");
+                    }
+                    eof = (ulong)(RoundUp(size, bs) / bs);
+                    edit.Touch();
+                }
+                int budget = stepPieces;
+                // Moves keep the record count; the splits at the range's ends add at most two records a step.
+                edit.EnsureSpaceFor(0, 0, allocateHoles: false, extraRecords: 4);
+                while (budget > 0 && ph < 3)
+                {
+                    if (ph < 2)
+                    {
+                        // Frees [p, stop) in stretches of the remaining budget (holes cost nothing).
+                        ulong stop = ph == 0 ? first + shift : BmbtExtent.MaxFileOffset;
+                        var (from, to) = NextStep(extents, p, stop, budget, ulong.MaxValue);
+                        if (from < to)
+                        {
+                            budget -= Math.Max(1, extents.MappingsIn(from, to - from).Count);
+                            edit.Unmap(from, to - from);
+                        }
+                        p = to;
+                        if (p >= stop)
+                        {
+                            // Each phase has a budget of its own: a file of at most StepPieces mappings is shifted in
+                            // one transaction, all or nothing (the stress crash test relies on it).
+                            ph++;
+                            p = ph == 1 ? Math.Max(eof, first + shift) : first + shift;
+                            budget = stepPieces;
+                        }
+                        continue;
+                    }
+                    if (!insert)
+                    {
+                        // The first mapping at or after pos moves down by shift (everything in [first, pos) is
+                        // already a hole or a moved mapping ending below pos - shift).
+                        int i = extents.IndexAtOrAfter(p);
+                        if (i >= extents.Count) { ph = 3; break; }
+                        var e = extents[i];
+                        ulong start = Math.Max(e.StartOffset, p);
+                        var piece = new BmbtExtent(start, e.StartBlock + (start - e.StartOffset), (uint)(e.StartOffset + e.BlockCount - start), e.Unwritten);
+                        edit.Remap(piece, start - shift);
+                        p = start + piece.BlockCount;
+                    }
+                    else
+                    {
+                        // The last mapping below pos (and ending after first) moves up by shift; one that crosses
+                        // first is split there, its lower part staying.
+                        int i = p == ulong.MaxValue ? extents.Count - 1 : extents.IndexAtOrAfter(p) - 1;
+                        if (i < 0 || extents[i].StartOffset + extents[i].BlockCount <= first) { ph = 3; break; }
+                        var e = extents[i];
+                        ulong start = Math.Max(e.StartOffset, first);
+                        var piece = new BmbtExtent(start, e.StartBlock + (start - e.StartOffset), (uint)(e.StartOffset + e.BlockCount - start), e.Unwritten);
+                        edit.Remap(piece, start + shift);
+                        p = start;
+                    }
+                    budget--;
+                }
+                bool done = ph == 3;
+                if (done && !insert)
+                {
+                    // The size last (as the kernel's fallocate): until then a crash leaves the old size.
+                    long now = edit.Size;
+                    edit.Size = now >= offset + length ? now - length : Math.Min(now, offset);
+                }
+                if (done) edit.Touch();
+                edit.Finish();
+                return (done, ph, p, eof, expect);
+            });
+            firstStep = false;
+        }
+    }
+
+    static string ShiftProgress(bool insert, ulong first, ulong shift, int phase, ulong pos) => insert
+        ? $"the size grew; the mappings from file block {(pos == ulong.MaxValue ? "(none)" : pos.ToString(System.Globalization.CultureInfo.InvariantCulture))} on moved up by {shift} blocks, those from {first} below it did not"
+        : phase < 2
+            ? $"file blocks [{first}, {first + shift}) and blocks past EOF are being freed (up to block {pos}); nothing moved and the size is unchanged"
+            : $"file blocks [{first}, {first + shift}) and blocks past EOF were freed; the mappings from block {first + shift} up to {pos} moved down by {shift} blocks, those from {pos} on did not, and the size is unchanged";
 
     /// <summary>Largest step of an operation over a range, in extent mappings, when it is split into several
     /// transactions: each mapping touches a bounded number of btree records, so a step's blocks, memory and
@@ -383,7 +552,9 @@ internal sealed class FileOperations
     {
         try
         {
-            return Engine.Execute(operation, body);
+            var result = Engine.Execute(operation, body);
+            Engine.Options.StepCommitted?.Invoke(operation);
+            return result;
         }
         catch (Exception e) when (afterEarlierSteps && e is XfsWriteException or IOException)
         {
@@ -486,7 +657,8 @@ internal sealed class FileOperations
             }
             edit.Size = size;
             if ((flags & FileWriteFlags.KillSuidGid) != 0) edit.KillSuidGid();
-            return size < old;
+            // As the kernel's xfs_setattr_size: a truncate to the same size also frees the blocks past EOF.
+            return size <= old;
         });
     }
 
@@ -715,6 +887,16 @@ internal sealed class FileOperations
         // Not cached: the read path does not collect the bmbt block list that a later store needs.
         return ExtentList.FromRecords(records, geo, where);
     }
+}
+
+/// <summary>fallocate(2) mode bits the engine's preallocation takes.</summary>
+[Flags]
+public enum FallocateFlags
+{
+    /// <summary>Mode 0: the size grows to cover the range.</summary>
+    None = 0,
+    /// <summary>FALLOC_FL_KEEP_SIZE: the size stays; blocks past EOF become unwritten extents there.</summary>
+    KeepSize = 1,
 }
 
 /// <summary>How a write or truncate is made (FUSE passes the caller's side of it).</summary>

@@ -14,6 +14,9 @@ public enum RenameFlags
     NoReplace = 1,
     /// <summary>RENAME_EXCHANGE: swap the two names (both must exist).</summary>
     Exchange = 2,
+    /// <summary>RENAME_WHITEOUT: the source name is left naming a whiteout, a new character device 0:0 with no
+    /// permission bits, made in the rename's transaction (overlay filesystems use it; not with Exchange).</summary>
+    Whiteout = 4,
 }
 
 internal sealed partial class NamespaceOperations
@@ -32,9 +35,17 @@ internal sealed partial class NamespaceOperations
     /// the most); moving a directory under itself is EINVAL; a target that is an ancestor of the source ENOTEMPTY;
     /// '.' or '..' EBUSY; NOREPLACE with an existing target EEXIST; EXCHANGE swaps (ENOENT without a target); both
     /// flags EINVAL. Renaming a name onto another name of the same inode does nothing, as the kernel does.
+    /// WHITEOUT (with or without NOREPLACE; EINVAL with EXCHANGE) leaves a whiteout under the source name, owned by
+    /// 0:0 here (see the overload with an owner).
     /// </summary>
     public void Rename(ulong srcDir, ReadOnlySpan<byte> srcName, ulong dstDir, ReadOnlySpan<byte> dstName, RenameFlags flags = RenameFlags.None)
         => RenameCore(srcDir, null, srcName.ToArray(), dstDir, null, dstName.ToArray(), flags, Where(srcDir, srcName), Where(dstDir, dstName));
+
+    /// <summary>As <see cref="Rename(ulong, ReadOnlySpan{byte}, ulong, ReadOnlySpan{byte}, RenameFlags)"/>; a whiteout
+    /// is owned by <paramref name="whiteoutUid"/>:<paramref name="whiteoutGid"/> (the caller's, as the kernel's
+    /// whiteout inode; the group of a set-group-ID destination directory wins).</summary>
+    public void Rename(ulong srcDir, ReadOnlySpan<byte> srcName, ulong dstDir, ReadOnlySpan<byte> dstName, RenameFlags flags, uint whiteoutUid, uint whiteoutGid)
+        => RenameCore(srcDir, null, srcName.ToArray(), dstDir, null, dstName.ToArray(), flags, Where(srcDir, srcName), Where(dstDir, dstName), whiteoutUid, whiteoutGid);
 
     /// <summary>rename by path (see <see cref="Rename(ulong, ReadOnlySpan{byte}, ulong, ReadOnlySpan{byte}, RenameFlags)"/>).</summary>
     public void Rename(string source, string destination, RenameFlags flags = RenameFlags.None)
@@ -48,26 +59,28 @@ internal sealed partial class NamespaceOperations
     }
 
     void RenameCore(ulong srcDirIno, uint? srcGen, byte[] srcName, ulong dstDirIno, uint? dstGen, byte[] dstName, RenameFlags flags,
-        string srcWhere, string dstWhere)
+        string srcWhere, string dstWhere, uint whiteoutUid = 0, uint whiteoutGid = 0)
     {
-        if ((flags & ~(RenameFlags.NoReplace | RenameFlags.Exchange)) != 0 || flags == (RenameFlags.NoReplace | RenameFlags.Exchange))
+        if ((flags & ~(RenameFlags.NoReplace | RenameFlags.Exchange | RenameFlags.Whiteout)) != 0
+            || ((flags & RenameFlags.Exchange) != 0 && flags != RenameFlags.Exchange))
             throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"rename '{srcWhere}': flags {flags} are not valid together");
         CheckName(srcName, srcWhere);
         CheckName(dstName, dstWhere);
         if (IsDotOrDotDot(srcName)) throw new XfsWriteException(WriteErrorKind.Busy, $"rename '{srcWhere}': '.' and '..' cannot be renamed");
         if (IsDotOrDotDot(dstName))
-            throw new XfsWriteException(flags == RenameFlags.NoReplace ? WriteErrorKind.Exists : WriteErrorKind.Busy, $"rename to '{dstWhere}': '.' and '..' cannot be replaced");
-        if (srcDirIno == dstDirIno) RenameAttempts(srcDirIno, srcGen, srcName, dstDirIno, dstGen, dstName, flags, srcWhere, dstWhere);
+            throw new XfsWriteException((flags & RenameFlags.NoReplace) != 0 ? WriteErrorKind.Exists : WriteErrorKind.Busy, $"rename to '{dstWhere}': '.' and '..' cannot be replaced");
+        var whiteoutOwner = (whiteoutUid, whiteoutGid);
+        if (srcDirIno == dstDirIno) RenameAttempts(srcDirIno, srcGen, srcName, dstDirIno, dstGen, dstName, flags, srcWhere, dstWhere, whiteoutOwner);
         else
         {
-            lock (_crossDirectoryRename) RenameAttempts(srcDirIno, srcGen, srcName, dstDirIno, dstGen, dstName, flags, srcWhere, dstWhere);
+            lock (_crossDirectoryRename) RenameAttempts(srcDirIno, srcGen, srcName, dstDirIno, dstGen, dstName, flags, srcWhere, dstWhere, whiteoutOwner);
         }
     }
 
     static bool IsDotOrDotDot(ReadOnlySpan<byte> name) => DirectoryFormat.IsDot(name) || DirectoryFormat.IsDotDot(name);
 
     void RenameAttempts(ulong srcDirIno, uint? srcGen, byte[] srcName, ulong dstDirIno, uint? dstGen, byte[] dstName, RenameFlags flags,
-        string srcWhere, string dstWhere)
+        string srcWhere, string dstWhere, (uint Uid, uint Gid) whiteoutOwner)
     {
         bool exchange = flags == RenameFlags.Exchange;
         string srcDirWhere = ParentOf(srcWhere), dstDirWhere = ParentOf(dstWhere);
@@ -77,7 +90,7 @@ internal sealed partial class NamespaceOperations
                 ?? throw new XfsWriteException(WriteErrorKind.NotFound, $"'{srcWhere}' does not exist");
             ulong? dstIno = FindUnlocked(dstDirIno, dstGen, dstName, dstDirWhere);
             if (dstIno is null && exchange) throw new XfsWriteException(WriteErrorKind.NotFound, $"'{dstWhere}' does not exist");
-            if (dstIno is not null && flags == RenameFlags.NoReplace) throw new XfsWriteException(WriteErrorKind.Exists, $"'{dstWhere}' exists");
+            if (dstIno is not null && (flags & RenameFlags.NoReplace) != 0) throw new XfsWriteException(WriteErrorKind.Exists, $"'{dstWhere}' exists");
             if (dstIno == srcIno) return; // two names of one inode: nothing to do (vfs_rename)
             if (srcDirIno != dstDirIno)
             {
@@ -91,7 +104,7 @@ internal sealed partial class NamespaceOperations
             try
             {
                 Engine.Execute($"rename {srcWhere} {dstWhere}", tx =>
-                    RenameLocked(tx, srcDirIno, srcGen, srcName, srcIno, dstDirIno, dstGen, dstName, dstIno, flags, srcWhere, dstWhere));
+                    RenameLocked(tx, srcDirIno, srcGen, srcName, srcIno, dstDirIno, dstGen, dstName, dstIno, flags, srcWhere, dstWhere, whiteoutOwner));
                 return;
             }
             catch (NameMovedException)
@@ -119,7 +132,7 @@ internal sealed partial class NamespaceOperations
     }
 
     void RenameLocked(WriteTransaction tx, ulong srcDirIno, uint? srcGen, byte[] srcName, ulong srcIno, ulong dstDirIno, uint? dstGen,
-        byte[] dstName, ulong? dstIno, RenameFlags flags, string srcWhere, string dstWhere)
+        byte[] dstName, ulong? dstIno, RenameFlags flags, string srcWhere, string dstWhere, (uint Uid, uint Gid) whiteoutOwner)
     {
         bool sameDir = srcDirIno == dstDirIno, exchange = flags == RenameFlags.Exchange;
         var srcDir = Engine.GetInode(srcDirIno);
@@ -186,6 +199,10 @@ internal sealed partial class NamespaceOperations
             throw new XfsWriteException(WriteErrorKind.TooManyLinks, $"rename: '{dstDirWhere}' has the most links XFS allows");
         }
 
+        // RENAME_WHITEOUT (xfs_rename_alloc_whiteout): the whiteout inode first, allocated near the target directory;
+        // its name is the source name, replaced in place at the end instead of removed.
+        IncoreInode? whiteout = (flags & RenameFlags.Whiteout) != 0 ? NewWhiteout(tx, dstDir, srcDirIno, whiteoutOwner, now) : null;
+
         // xfs_rename: the target name first (added, or replaced with the target losing its link), then '..', the
         // parents' link counts, and the source name removed last.
         if (dst is null)
@@ -200,7 +217,8 @@ internal sealed partial class NamespaceOperations
         if (srcIsDir && !sameDir) SetParent(tx, src, srcDirIno, dstDirIno, srcWhere);
         InodeCore.SetTime(src.Core, InodeCore.OffCtime, now);
         if (srcIsDir && (!sameDir || dst is not null)) InodeCore.SetNlink(srcDir.Core, InodeCore.Nlink(srcDir.Core) - 1);
-        SrcEditor().Remove(srcName, now);
+        if (whiteout is null) SrcEditor().Remove(srcName, now);
+        else ReplaceEntry(SrcEditor, srcName, whiteout.Ino, DirectoryFormat.FtCharDevice, now);
         tx.LogInode(src);
         tx.LogInode(srcDir);
         tx.LogInode(dstDir);
@@ -216,6 +234,24 @@ internal sealed partial class NamespaceOperations
             tx.LogInode(dst);
             if (InodeCore.Nlink(dst.Core) == 0) ReleaseLastLink(tx, dst, dstWhere);
         }
+    }
+
+    /// <summary>A new whiteout inode (a character device 0:0, no permission bits, one link: the name it is about to
+    /// get) allocated near <paramref name="near"/>, locked and logged in <paramref name="tx"/>.</summary>
+    IncoreInode NewWhiteout(WriteTransaction tx, IncoreInode near, ulong parentIno, (uint Uid, uint Gid) owner, DateTimeOffset now)
+    {
+        ulong ino = _allocator.Allocate(tx, near.Ino);
+        var inode = Engine.GetInode(ino);
+        tx.LockInodes(inode); // just allocated: nobody else can reach it, so the order does not matter
+        if (!new Dinode(inode.Core).IsFree)
+            throw new XfsWriteException(WriteErrorKind.Corrupt, $"inode {ino} is free in the inode btree but in use on disk");
+        InodeCore.FormatNew(inode.Core, Engine.Image.Superblock, 0x2000, 1, parentIno, now);
+        InodeAttributeFields.SetUid(inode.Core, owner.Uid);
+        // A set-group-ID directory gives its group (inode_init_owner on the kernel's whiteout, made in the target directory).
+        InodeAttributeFields.SetGid(inode.Core, (new Dinode(near.Core).Mode & SetGroupId) != 0 ? InodeAttributeFields.Gid(near.Core) : owner.Gid);
+        SpecialFiles.FormatDevice(inode.Core, 0);
+        tx.LogInode(inode);
+        return inode;
     }
 
     /// <summary>Points an existing entry at another inode and type; the entry keeps its place and cookie.</summary>
