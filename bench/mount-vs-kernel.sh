@@ -20,7 +20,9 @@
 # to run, default "xfbtree kernel fuse2fs"), MOUNT_BENCH_XFBTREE_OPTIONS (more `xfbtree mount` options, for
 # example --writeback-cache), MOUNT_BENCH_PERF_DIR (a directory: each xfbtree workload is also
 # recorded there with `perf record -g` on the server, WORKLOAD.perf.data, with managed symbols through
-# DOTNET_PerfMapEnabled=1 and DOTNET_EnableWriteXorExecute=0; read with `perf report -i DIR/WORKLOAD.perf.data`).
+# DOTNET_PerfMapEnabled=1 and DOTNET_EnableWriteXorExecute=0; read with `perf report -i DIR/WORKLOAD.perf.data`),
+# MOUNT_BENCH_XFBTREE_DLL (an xfbtree.dll to run instead of building this tree's: a copy of another build's
+# bin/Release/net10.0, to alternate two builds in the same minutes).
 # Needs root, /dev/fuse, xfsprogs, e2fsprogs, fuse2fs, fio (apt-get install fuse2fs fio).
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,8 +51,12 @@ for tool in mkfs.xfs mkfs.ext4 fuse2fs fio dd tar; do
   command -v "$tool" >/dev/null || { echo "error: $tool is missing (apt-get install xfsprogs e2fsprogs fuse2fs fio)" >&2; exit 2; }
 done
 
-dotnet build src/Managed/Xfbtree.Cli -c Release --nologo -v q >/dev/null || { echo "error: build failed" >&2; exit 2; }
-xfbtree=(dotnet "$repo/src/Managed/Xfbtree.Cli/bin/Release/net10.0/xfbtree.dll")
+if [ -n "${MOUNT_BENCH_XFBTREE_DLL:-}" ]; then
+  xfbtree=(dotnet "$MOUNT_BENCH_XFBTREE_DLL")
+else
+  dotnet build src/Managed/Xfbtree.Cli -c Release --nologo -v q >/dev/null || { echo "error: build failed" >&2; exit 2; }
+  xfbtree=(dotnet "$repo/src/Managed/Xfbtree.Cli/bin/Release/net10.0/xfbtree.dll")
+fi
 
 work=$(mktemp -d /var/tmp/mount-bench.XXXXXX)
 xfb_pid=""
@@ -133,7 +139,7 @@ printf '%-10s %10s %10s %10s\n' workload xfbtree kernel fuse2fs
 for w in "${workloads[@]}"; do
   printf '%-10s %10s %10s %10s\n' "$w" "${result[xfbtree,$w]}" "${result[kernel,$w]}" "${result[fuse2fs,$w]}"
 done
-echo "(seconds; randwrite in IOPS; untar source ${trees[*]}, seq $seq MiB, fio $fio_seconds s; xfbtree mount options: ${MOUNT_BENCH_XFBTREE_OPTIONS:-none})"
+echo "(seconds; randwrite in IOPS; untar source ${trees[*]}, seq $seq MiB, fio $fio_seconds s; xfbtree mount options: ${MOUNT_BENCH_XFBTREE_OPTIONS:-none}; xfbtree: ${xfbtree[1]})"
 echo "load: $(uptime)"
 ratio() { # other, ours, higher_is_better
   local other=$1 ours=$2

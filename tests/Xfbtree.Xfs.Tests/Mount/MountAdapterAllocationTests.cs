@@ -25,6 +25,9 @@ public sealed class MountAdapterAllocationTests(ITestOutputHelper output)
     [InlineData("lookup-miss")]
     [InlineData("getattr")]
     [InlineData("getxattr-miss")]
+    [InlineData("getxattr-acl")]
+    [InlineData("setxattr-acl")]
+    [InlineData("listxattr-none")]
     [InlineData("read")]
     [InlineData("open-read")]
     public void SteadyState_AllocatesNothingPerRequest(string kind)
@@ -50,6 +53,11 @@ public sealed class MountAdapterAllocationTests(ITestOutputHelper output)
             "getattr" => [Build(FuseOpcode.GetAttr, node, new FuseGetAttrIn())],
             // The kernel's question before a write by a process without HANDLE_KILLPRIV_V2's latch.
             "getxattr-miss" => [Build(FuseOpcode.GetXattr, node, new FuseGetXattrIn { Size = 0 }, "security.capability\0"u8)],
+            // cp -a and tar ask for (and try to set) the POSIX ACL of every file: not supported, answered EOPNOTSUPP.
+            "getxattr-acl" => [Build(FuseOpcode.GetXattr, node, new FuseGetXattrIn { Size = 0 }, "system.posix_acl_access\0"u8)],
+            "setxattr-acl" => [Build(FuseOpcode.SetXattr, node, new FuseSetXattrIn { Size = 28 }, [.. "system.posix_acl_access\0"u8, .. new byte[28]])],
+            // cp -a lists every file's attributes (twice: the size, then the list); most files have none.
+            "listxattr-none" => [Build(FuseOpcode.ListXattr, node, new FuseGetXattrIn { Size = 0 })],
             "read" => [Build(FuseOpcode.Read, node, new FuseReadIn { Offset = 64 << 10, Size = 128 << 10 })],
             // OPEN asks whether the next read would set atime (to keep or drop the kernel's cached pages).
             "open-read" => [Build(FuseOpcode.Open, node, new FuseOpenIn()), Build(FuseOpcode.Read, node, new FuseReadIn { Offset = 64 << 10, Size = 128 << 10 })],
@@ -84,7 +92,13 @@ public sealed class MountAdapterAllocationTests(ITestOutputHelper output)
             largest = Math.Max(largest, bytes);
         }
         string rounds = string.Join(", ", perRound);
-        int expected = kind switch { "lookup-miss" => -FuseErrno.ENOENT, "getxattr-miss" => -FuseErrno.ENODATA, _ => 0 };
+        int expected = kind switch
+        {
+            "lookup-miss" => -FuseErrno.ENOENT,
+            "getxattr-miss" => -FuseErrno.ENODATA,
+            "getxattr-acl" or "setxattr-acl" => -FuseErrno.EOPNOTSUPP,
+            _ => 0,
+        };
         Assert.Equal(expected, channel.LastError);
         if (kind is "read" or "open-read") Assert.True(data.AsSpan(64 << 10, 128 << 10).SequenceEqual(channel.LastReply.AsSpan(16, 128 << 10)));
         output.WriteLine($"{kind}: bytes allocated per round of {Burst} requests: {rounds}");

@@ -75,6 +75,9 @@ internal sealed class MountedImage : IDisposable
         if (!File.Exists(dll)) throw new FileNotFoundException("xfbtree.dll is not next to the tests; build the solution", dll);
         var psi = new ProcessStartInfo(launcher.Length > 0 ? launcher[0] : "dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (string a in launcher.Skip(1).Concat(launcher.Length > 0 ? ["dotnet"] : []).Concat([dll, "mount", image, directory]).Concat(options)) psi.ArgumentList.Add(a);
+        // Every commit of the mount checks that its buffers changed only inside the ranges it logged (the journal
+        // holds only those): a change outside them fails the request, and so the test.
+        psi.Environment["XFBTREE_CHECK_LOGGED_RANGES"] = "1";
         var process = new Process { StartInfo = psi };
         var mounted = new MountedImage(image, directory, process);
         string expected = $"mounted {image} on {directory}";

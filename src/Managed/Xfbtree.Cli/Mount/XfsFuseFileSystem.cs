@@ -853,6 +853,7 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         try
         {
             _names.GetAttr(h); // ESTALE for a node whose inode was freed
+            if (AttributeOperations.IsUnsupportedNamespace(name)) return FuseErrno.EOPNOTSUPP; // the engine's answer, without its exception
             _fs.Attributes.Set(h.Ino, name, value, (XattrSetFlags)flags);
             return 0;
         }
@@ -871,6 +872,8 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         {
             // The kernel asks for security.capability before writes: most files have no attributes at all.
             if (_fs.Attributes.IsAbsentWithoutFork(h.Ino, name)) return FuseErrno.ENODATA;
+            // cp -a and tar ask for the POSIX ACL names on every file: the engine's answer, without its exception.
+            if (AttributeOperations.IsUnsupportedNamespace(name)) return FuseErrno.EOPNOTSUPP;
             length = _fs.Attributes.Get(h.Ino, name, value);
             return 0;
         }
@@ -904,6 +907,7 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
         try
         {
             _names.GetAttr(h);
+            if (AttributeOperations.IsUnsupportedNamespace(name)) return FuseErrno.EOPNOTSUPP;
             _fs.Attributes.Remove(h.Ino, name);
             return 0;
         }

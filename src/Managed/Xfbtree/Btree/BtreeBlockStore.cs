@@ -42,6 +42,10 @@ public abstract class BtreeBlockStore
     public abstract void Release(in BtreeBlockRef block);
     /// <summary>Records that the held block changed.</summary>
     public abstract void MarkDirty(in BtreeBlockRef block);
+    /// <summary>Records that bytes [<paramref name="offset"/>, +<paramref name="length"/>) of the held block changed
+    /// (a journal then logs only the changed ranges, as the kernel logs a btree buffer's changed records and header).
+    /// Stores that do not track ranges treat it as <see cref="MarkDirty(in BtreeBlockRef)"/>.</summary>
+    public virtual void MarkDirty(in BtreeBlockRef block, int offset, int length) => MarkDirty(block);
     /// <summary>
     /// Called before the engine's first change to a held block in a write (the block is about to change; MarkDirty
     /// follows the change). In-memory stores with concurrent readers stamp the block's version here; others need nothing.
@@ -185,6 +189,8 @@ public abstract unsafe class CachedBtreeBlockStore : BtreeBlockStore
     }
     /// <inheritdoc />
     public override void MarkDirty(in BtreeBlockRef block) => ((BlockBuffer)block.Handle!).MarkDirty();
+    /// <inheritdoc />
+    public override void MarkDirty(in BtreeBlockRef block, int offset, int length) => ((BlockBuffer)block.Handle!).MarkDirty(offset, length);
     /// <inheritdoc />
     public override void MarkStale(in BtreeBlockRef block) => ((BlockBuffer)block.Handle!).MarkStale();
 }

@@ -61,7 +61,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
             Changing(0);
             kept[..(written * _recordSize)].CopyTo(new Span<byte>(records + (long)from * _recordSize, written * _recordSize));
             BtreeHeader.SetNumRecords(b, n - removed);
-            Dirty(0);
+            DirtyEntries(0, from, n - removed);
             // The first record gone changes the parent's low key; an interval leaf's high key may fall.
             if (from == 0 || _geometry.Overlapping) FixKeysUpFrom(0);
         }
@@ -89,7 +89,10 @@ public sealed unsafe partial class BtreeCursor<TOps>
                 Changing(level);
                 CloseGap(b, level, pos, n, MaxRecords(level));
                 BtreeHeader.SetNumRecords(b, --n);
-                Dirty(level);
+                // Without a rebalance only the entries from pos on and the header changed; a borrow or a join
+                // changes more of the block.
+                if (level == _height - 1 || n >= _geometry.MinRecords(level)) DirtyEntries(level, pos, n);
+                else Dirty(level);
                 if (level == _height - 1)
                 {
                     if (IsImageLevel(level)) TryKillInodeRoot();

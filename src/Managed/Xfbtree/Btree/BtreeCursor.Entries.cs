@@ -26,7 +26,7 @@ public sealed partial class BtreeCursor<TOps>
         Changing(parentLevel);
         low.CopyTo(pk);
         if (_geometry.Overlapping) high.CopyTo(HighKeyAt(parent, slot));
-        Dirty(parentLevel);
+        Dirty(parentLevel, _geometry.KeyOffset(slot), _keySlotSize);
         return true;
     }
 
@@ -68,7 +68,7 @@ public sealed partial class BtreeCursor<TOps>
                 changed = true;
             }
             if (!changed) break;
-            Dirty(level + 1);
+            Dirty(level + 1, _geometry.KeyOffset(slot), _keySlotSize);
             lowMoves = lowChanged && slot == 0;
         }
     }

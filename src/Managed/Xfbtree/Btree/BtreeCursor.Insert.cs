@@ -22,7 +22,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
             var b = Block(0);
             Changing(0);
             record.CopyTo(b.Slice(_geometry.RecordOffset(_index[0]), _recordSize));
-            Dirty(0);
+            Dirty(0, _geometry.RecordOffset(_index[0]), _recordSize);
             FixKeysUpFrom(0);
         }
         finally { FinishWrite(); }
@@ -66,7 +66,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
                 {
                     Changing(level);
                     InsertEntry(b, level, pos, entry, entryPtr, MaxRecords(level));
-                    Dirty(level);
+                    DirtyEntries(level, pos, NumRecords(b));
                     if (level == 0) FixKeysAfterLeafInsert(pos, entry[.._recordSize]);
                     else FixKeysUpFrom(level);
                     pathIntact = level == 0;
@@ -167,7 +167,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
         EnsureWritable();
         Changing(0);
         InsertEntry(b, 0, pos, record, BtreeHeader.NullPointer, _leafMaxRecords);
-        Dirty(0);
+        DirtyEntries(0, pos, n + 1);
         FixKeysAfterLeafInsert(pos, record);
         _pathStamp = _tree.WriteStamp;
         KeptPathInserts++;
@@ -241,7 +241,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
         Changing(0);
         merged[..(written * _recordSize)].CopyTo(new Span<byte>(records + (long)from * _recordSize, written * _recordSize));
         BtreeHeader.SetNumRecords(b, n + inserted);
-        Dirty(0);
+        DirtyEntries(0, from, n + inserted);
         // A new first record changes the parent's low key; an interval leaf's high key may rise: both are recomputed
         // from the leaf and propagated until a parent slot is unchanged.
         if (from == 0 || _geometry.Overlapping) FixKeysUpFrom(0);

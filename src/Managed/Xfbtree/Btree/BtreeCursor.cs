@@ -229,6 +229,35 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
         else _store.MarkDirty(_blocks[level]);
     }
 
+    /// <summary>Records that bytes [<paramref name="offset"/>, +<paramref name="length"/>) of the path block at
+    /// <paramref name="level"/> changed (a journal logs only those).</summary>
+    void Dirty(int level, int offset, int length)
+    {
+        if (IsImageLevel(level)) _imageChanged = true;
+        else _store.MarkDirty(_blocks[level], offset, length);
+    }
+
+    /// <summary>After entries moved inside the path block at <paramref name="level"/> and its record count changed:
+    /// the header and entries [<paramref name="from"/>, <paramref name="to"/>) changed (a leaf's records; a node's
+    /// key slots and pointers).</summary>
+    void DirtyEntries(int level, int from, int to)
+    {
+        if (IsImageLevel(level))
+        {
+            _imageChanged = true;
+            return;
+        }
+        Dirty(level, 0, _headerSize);
+        if (from >= to) return;
+        if (level == 0)
+        {
+            Dirty(level, _geometry.RecordOffset(from), (to - from) * _recordSize);
+            return;
+        }
+        Dirty(level, _geometry.KeyOffset(from), (to - from) * _keySlotSize);
+        Dirty(level, _geometry.PointerOffset(from, _nodeMaxRecords), (to - from) * _pointerSize);
+    }
+
     void ReleaseBlocks()
     {
         for (int l = 0; l < _blocks.Length; l++)

@@ -22,6 +22,7 @@ public sealed unsafe class BlockBuffer
     private const int FlagUptodate = 1;
     private const int FlagDirty = 2;
     private const int FlagStale = 4;
+    private const int FlagFormatted = 8;
     private const int Exclusive = -1;
 
     private readonly ulong[] dirtyChunks;
@@ -71,6 +72,12 @@ public sealed unsafe class BlockBuffer
     public bool IsDirty => (Volatile.Read(ref flags) & FlagDirty) != 0;
     /// <summary>Whether the buffer's block was freed (its contents are not written back).</summary>
     public bool IsStale => (Volatile.Read(ref flags) & FlagStale) != 0;
+    /// <summary>
+    /// Whether the contents were formatted in memory (<see cref="BufferCache.GetNew"/>) and not written since: what
+    /// the disk holds under the unlogged bytes is unknown (zeros here, an old block there), so a journal must log
+    /// all of the buffer, not only its dirty ranges. Cleared when the buffer is written, invalidated or freed.
+    /// </summary>
+    public bool IsFormatted => (Volatile.Read(ref flags) & FlagFormatted) != 0;
     /// <summary>Current holds (callers, transactions, a flush in progress).</summary>
     public int HoldCount => Volatile.Read(ref Holds);
     /// <summary>True while some holder has the buffer locked exclusively.</summary>
@@ -113,7 +120,7 @@ public sealed unsafe class BlockBuffer
     {
         RequireExclusive("mark stale");
         Array.Clear(dirtyChunks);
-        Volatile.Write(ref flags, (flags & ~FlagDirty) | FlagStale);
+        Volatile.Write(ref flags, (flags & ~(FlagDirty | FlagFormatted)) | FlagStale);
     }
 
     /// <summary>True when some byte of [offset, offset+length) is inside a dirty chunk.</summary>
@@ -136,6 +143,25 @@ public sealed unsafe class BlockBuffer
             }
         }
         return false;
+    }
+
+    /// <summary>
+    /// The first run of dirty chunks at or after byte <paramref name="from"/> (a multiple of
+    /// <see cref="DirtyChunkSize"/>): its byte offset, and its length in <paramref name="length"/>; -1 when there
+    /// is none. Allocates nothing (a commit walks its buffers' dirty ranges with it).
+    /// </summary>
+    public int NextDirtyRange(int from, out int length)
+    {
+        int chunks = Length / DirtyChunkSize;
+        int c = NextChunk(from / DirtyChunkSize, chunks, dirty: true);
+        if (c >= chunks)
+        {
+            length = 0;
+            return -1;
+        }
+        int end = NextChunk(c, chunks, dirty: false);
+        length = (end - c) * DirtyChunkSize;
+        return c * DirtyChunkSize;
     }
 
     /// <summary>Dirty byte ranges, merged, in 128-byte chunk granularity (diagnostics; allocates).</summary>
@@ -183,6 +209,8 @@ public sealed unsafe class BlockBuffer
 
     internal void SetUptodate() => Volatile.Write(ref flags, flags | FlagUptodate);
 
+    internal void SetFormatted() => Volatile.Write(ref flags, flags | FlagFormatted);
+
     /// <summary>Forget the contents: re-read on next use (cancelled changes of a disk buffer).</summary>
     internal void Invalidate()
     {
@@ -193,7 +221,7 @@ public sealed unsafe class BlockBuffer
     internal void ClearDirty()
     {
         Array.Clear(dirtyChunks);
-        Volatile.Write(ref flags, flags & ~FlagDirty);
+        Volatile.Write(ref flags, flags & ~(FlagDirty | FlagFormatted));
     }
 
     internal void ClearDirtyAndStale()

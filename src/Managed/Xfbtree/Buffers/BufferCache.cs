@@ -126,6 +126,7 @@ public sealed class BufferCache : IDisposable
             if (created)
             {
                 Instantiate(buffer, verifier, read: false);
+                buffer.SetFormatted();
                 return buffer;
             }
             if (!LockOrDrop(buffer, BufferLockMode.Exclusive))
@@ -139,6 +140,7 @@ public sealed class BufferCache : IDisposable
                 buffer.ClearDirtyAndStale();
                 buffer.SetUptodate();
             }
+            buffer.SetFormatted();
             // A block being formatted is what its formatter says, never what it was before (a null verifier
             // means unverified, not "keep the old type": an old btree verifier would reject the new contents).
             buffer.Verifier = verifier;
@@ -334,13 +336,16 @@ public sealed class BufferCache : IDisposable
 
     /// <summary>Runs the write verifier and writes one dirty, non-stale buffer the caller holds exclusively.
     /// Returns true when it wrote to a disk target.</summary>
-    internal unsafe bool WriteLocked(BlockBuffer buffer)
+    internal unsafe bool WriteLocked(BlockBuffer buffer, bool prepared = false)
     {
         if (!buffer.IsDirty || buffer.IsStale)
         {
             return false;
         }
-        buffer.Verifier?.PrepareWrite(buffer);
+        if (!prepared)
+        {
+            buffer.Verifier?.PrepareWrite(buffer);
+        }
         bool io = !buffer.Target.IsInMemory;
         if (io)
         {

@@ -22,6 +22,7 @@ public sealed class BufferTransaction : IDisposable
 {
     private readonly BufferCache cache;
     private readonly List<BlockBuffer> items = new();
+    private Dictionary<BlockBuffer, byte[]>? joinImages;
     private bool done;
 
     /// <summary>An empty transaction on <paramref name="cache"/>.</summary>
@@ -29,6 +30,45 @@ public sealed class BufferTransaction : IDisposable
     {
         ArgumentNullException.ThrowIfNull(cache);
         this.cache = cache;
+    }
+
+    /// <summary>
+    /// A checking aid (tests): each disk buffer's contents are copied when it joins, so that
+    /// <see cref="FirstUnloggedChange"/> can tell a change made without <see cref="LogRange"/>. A journal that logs
+    /// only dirty ranges would lose such a change in a crash. Costs a copy per join; off by default.
+    /// </summary>
+    public bool TrackChanges
+    {
+        get => joinImages != null;
+        init => joinImages = value ? new Dictionary<BlockBuffer, byte[]>() : null;
+    }
+
+    /// <summary>
+    /// With <see cref="TrackChanges"/>: the offset of the first byte of <paramref name="buffer"/> that differs
+    /// from its contents when it joined and lies outside every dirty chunk; -1 when there is none (or the buffer
+    /// was formatted or freed in this transaction, or tracking is off).
+    /// </summary>
+    public int FirstUnloggedChange(BlockBuffer buffer)
+    {
+        ArgumentNullException.ThrowIfNull(buffer);
+        if (joinImages is null || buffer.IsStale || buffer.IsFormatted || !joinImages.TryGetValue(buffer, out byte[]? before))
+        {
+            return -1;
+        }
+        ReadOnlySpan<byte> now = buffer.Span;
+        for (int at = 0; at < buffer.Length; at += BlockBuffer.DirtyChunkSize)
+        {
+            if (buffer.IsRangeDirty(at, BlockBuffer.DirtyChunkSize))
+            {
+                continue;
+            }
+            int differs = now.Slice(at, BlockBuffer.DirtyChunkSize).CommonPrefixLength(before.AsSpan(at, BlockBuffer.DirtyChunkSize));
+            if (differs < BlockBuffer.DirtyChunkSize)
+            {
+                return at + differs;
+            }
+        }
+        return -1;
     }
 
     /// <summary>Buffers joined so far.</summary>
@@ -58,6 +98,10 @@ public sealed class BufferTransaction : IDisposable
         }
         buffer.Transaction = this;
         items.Add(buffer);
+        if (joinImages != null && !buffer.Target.IsInMemory && buffer.IsUptodate && !buffer.IsFormatted)
+        {
+            joinImages[buffer] = buffer.Span.ToArray();
+        }
     }
 
     /// <summary>
@@ -96,6 +140,7 @@ public sealed class BufferTransaction : IDisposable
             {
                 joined.Verifier = verifier;
             }
+            joined.SetFormatted();
             return joined;
         }
         var buffer = cache.GetNew(target, daddr, lengthBB, verifier);
@@ -140,12 +185,17 @@ public sealed class BufferTransaction : IDisposable
     }
 
     /// <summary>Writes every joined dirty buffer (verifiers first, in daddr order) and releases them; no fsync.</summary>
-    public void Commit() => CommitCore(sync: false);
+    public void Commit() => CommitCore(sync: false, prepared: false);
+
+    /// <summary>As <see cref="Commit"/> for a caller that already ran the write verifier of every dirty disk buffer
+    /// (a journaling commit, which logs the checksummed bytes) and changed nothing since: the checksums are not
+    /// computed a second time.</summary>
+    public void CommitPrepared() => CommitCore(sync: false, prepared: true);
 
     /// <summary>Commits, then fsyncs every disk target written before the buffers are released (a durability barrier).</summary>
-    public void CommitAndSync() => CommitCore(sync: true);
+    public void CommitAndSync() => CommitCore(sync: true, prepared: false);
 
-    private void CommitCore(bool sync)
+    private void CommitCore(bool sync, bool prepared)
     {
         ThrowIfDone();
         done = true;
@@ -171,7 +221,7 @@ public sealed class BufferTransaction : IDisposable
                 }
                 try
                 {
-                    cache.WriteLocked(buffer);
+                    cache.WriteLocked(buffer, prepared);
                     if (written != null && !written.Contains(buffer.Target))
                     {
                         written.Add(buffer.Target);
@@ -285,6 +335,7 @@ public sealed class BufferTransaction : IDisposable
             }
         }
         items.Clear();
+        joinImages?.Clear();
         if (first != null)
         {
             ExceptionDispatchInfo.Throw(first);

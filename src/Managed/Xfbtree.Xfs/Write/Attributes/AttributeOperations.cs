@@ -107,15 +107,26 @@ internal sealed partial class AttributeOperations
     /// without a transaction, an exception or an allocation. False means "ask <see cref="Get"/>": a fork to search,
     /// a name <see cref="Get"/> refuses (its error is the answer), a free inode.
     /// </summary>
-    public bool IsAbsentWithoutFork(ulong ino, ReadOnlySpan<byte> fullName)
+    public bool IsAbsentWithoutFork(ulong ino, ReadOnlySpan<byte> fullName) => IsUsableName(fullName) && HasNoFork(ino);
+
+    /// <summary>True when the inode is in use and has no attribute fork (checked under its read lock, no transaction).</summary>
+    bool HasNoFork(ulong ino)
     {
-        if (!IsUsableName(fullName)) return false;
         var inode = Engine.GetInode(ino);
         using (Engine.LockInodeForRead(inode))
         {
             return InodeFields.Mode(inode.Core) != 0 && InodeFields.ForkOffset(inode.Core) == 0;
         }
     }
+
+    /// <summary>
+    /// True when <paramref name="fullName"/> is outside the user, trusted and security namespaces, which every call
+    /// refuses with EOPNOTSUPP (<see cref="WriteErrorKind.NotSupported"/>): the system.posix_acl_* names that cp -a
+    /// and tar ask for on every file. Lets a caller answer them without a call that throws. Allocates nothing.
+    /// </summary>
+    public static bool IsUnsupportedNamespace(ReadOnlySpan<byte> fullName)
+        => fullName.Length is > 0 and <= XattrName.MaxFullNameLength
+           && !fullName.StartsWith("user."u8) && !fullName.StartsWith("trusted."u8) && !fullName.StartsWith("security."u8);
 
     /// <summary>A name <see cref="CheckName"/> accepts, checked without allocating.</summary>
     static bool IsUsableName(ReadOnlySpan<byte> fullName)
@@ -149,6 +160,9 @@ internal sealed partial class AttributeOperations
     /// <paramref name="buffer"/>; returns the bytes the list takes (an empty buffer asks for the size only).</summary>
     public int List(ulong ino, Span<byte> buffer)
     {
+        // Most inodes have no attribute fork: their list is empty, answered without a transaction (cp -a asks twice
+        // per file).
+        if (HasNoFork(ino)) return 0;
         var names = ListNames(ino);
         int total = 0;
         foreach (var n in names) total += n.FullNameLength + 1;

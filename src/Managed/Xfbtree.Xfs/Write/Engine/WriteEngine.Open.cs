@@ -133,7 +133,7 @@ public sealed partial class WriteEngine
             int replayed = 0;
             if (ours && File.Exists(journalPath) && WriteJournal.ReadOwner(journalPath) is not null)
             {
-                replayed = WriteJournal.Replay(journalPath, (offset, bytes) => WriteRaw(disk, offset, bytes));
+                replayed = WriteJournal.Replay(journalPath, (offset, bytes) => WriteReplayed(disk, offset, bytes));
                 disk.Sync();
             }
             journal = WriteJournal.Create(journalPath, sb.Uuid, options.Faults);

@@ -494,6 +494,23 @@ public sealed partial class WriteEngine : IDisposable
         whole.AsSpan(0, destination.Length).CopyTo(destination);
     }
 
+    /// <summary>Writes one journal entry at replay: whole sectors as they are; a range of a buffer's dirty chunks
+    /// (128-byte multiples, not sector-aligned) into the sectors around it, read first.</summary>
+    internal static void WriteReplayed(DiskBufferTarget target, long byteOffset, byte[] bytes)
+    {
+        if (byteOffset % 512 == 0 && bytes.Length % 512 == 0)
+        {
+            WriteRaw(target, byteOffset, bytes);
+            return;
+        }
+        long first = byteOffset & ~511L;
+        long end = (byteOffset + bytes.Length + 511) & ~511L;
+        byte[] sectors = new byte[end - first];
+        target.ReadSectors(first / 512, sectors);
+        bytes.CopyTo(sectors.AsSpan((int)(byteOffset - first)));
+        WriteRaw(target, first, sectors);
+    }
+
     internal static void WriteRaw(DiskBufferTarget target, long byteOffset, ReadOnlySpan<byte> bytes)
     {
         if (byteOffset % 512 != 0 || bytes.Length % 512 != 0)

@@ -22,6 +22,11 @@ public sealed record WriteEngineOptions
     public bool SyncCommits { get; init; } = true;
     /// <summary>The journal is checkpointed (image synced, journal emptied) when it grows past this many bytes.</summary>
     public long CheckpointBytes { get; init; } = 64L << 20;
+    /// <summary>Checks at every commit that no buffer changed outside the ranges its transaction logged (the journal
+    /// holds only those): a copy of each buffer as it joins a transaction, compared at commit; a change found fails
+    /// the commit (nothing written). For tests (costs a copy per buffer); also on when the environment variable
+    /// <c>XFBTREE_CHECK_LOGGED_RANGES</c> is 1, so a test can turn it on in an <c>xfbtree</c> child process.</summary>
+    internal bool CheckLoggedRanges { get; init; } = Environment.GetEnvironmentVariable("XFBTREE_CHECK_LOGGED_RANGES") == "1";
     /// <summary>Test-only crash points (see <see cref="WriteFaultHook"/>).</summary>
     internal WriteFaultHook? Faults { get; init; }
     /// <summary>Mappings one step of a split operation (punch, truncate, reflink, unshare) covers at most

@@ -13,15 +13,18 @@ internal readonly record struct JournalEntry(long Offset, ReadOnlyMemory<byte> B
 /// bytes) followed by records. A record is: magic "XFRJ", entry count, sequence number, payload length, the
 /// entries (byte offset u64, length u32, bytes), then a trailer: CRC32C over everything before it and the commit
 /// marker "XFCM". The body and the trailer are two writes, so a record is either complete (trailer present,
-/// CRC right) or a torn tail that replay ignores. Entries are whole blocks: replaying a record twice, or a record
-/// whose blocks were already written in place, gives the same image.
+/// CRC right) or a torn tail that replay ignores. An entry is file data (whole blocks), a buffer formatted in
+/// memory (whole), or a run of a buffer's dirty 128-byte chunks (version 2; version 1 logged whole buffers): the
+/// bytes the transaction changed, plus the checksum its verifier recomputed. Replaying the records in order sets
+/// every logged byte to its last logged value and leaves the rest as the image has it, which no record changed; so
+/// replaying a record twice, or records whose blocks were already written in place, gives the same image.
 /// </summary>
 internal sealed class WriteJournal : IDisposable
 {
     private const ulong FileMagic = 0x314C4E4A54424658; // "XFBTJNL1" little-endian
     private const uint RecordMagic = 0x4A524658;        // "XFRJ"
     private const uint CommitMarker = 0x4D434658;       // "XFCM"
-    private const int Version = 1;
+    private const int Version = 2;
     public const int HeaderLength = 64;
     private const int RecordHeaderLength = 24;
     private const int EntryHeaderLength = 12;

@@ -85,7 +85,7 @@ internal sealed class WriteTransaction
         this.engine = engine;
         this.plan = plan;
         Operation = operation;
-        buffers = new BufferTransaction(engine.Image.Cache);
+        buffers = new BufferTransaction(engine.Image.Cache) { TrackChanges = engine.Options.CheckLoggedRanges };
     }
 
     public WriteEngine Engine => engine;
@@ -633,25 +633,98 @@ internal sealed class WriteTransaction
     {
         ThrowIfDone();
         CopyLoggedInodes();
-        var entries = new List<JournalEntry>(data.Count + buffers.Count);
-        foreach (var (fsbno, bytes, length) in data)
-        {
-            entries.Add(new JournalEntry(ByteOf(fsbno), bytes.AsMemory(0, length)));
-        }
         var dirty = new List<BlockBuffer>();
+        int dirtyBytes = 0, largest = 0;
         foreach (BlockBuffer b in buffers.Joined)
         {
+            if (buffers.TrackChanges && !b.Target.IsInMemory && buffers.FirstUnloggedChange(b) is var at and >= 0)
+            {
+                throw new InvalidOperationException($"{Operation}: {b} (verifier {b.Verifier?.Name ?? "none"}) changed at byte {at} outside the ranges it logged");
+            }
             if (!b.Target.IsInMemory && b.IsDirty && !b.IsStale)
             {
                 dirty.Add(b);
+                dirtyBytes += b.Length;
+                largest = Math.Max(largest, b.Length);
             }
         }
         dirty.Sort(static (x, y) => x.Daddr.CompareTo(y.Daddr));
-        foreach (BlockBuffer b in dirty)
+        // The journaled bytes of the buffers, copied while they are locked (the record is written from them), and
+        // the contents of one buffer before its verifier ran; both pooled, returned when the commit ends.
+        byte[]? staging = dirtyBytes == 0 ? null : ArrayPool<byte>.Shared.Rent(dirtyBytes);
+        byte[]? beforeVerifier = largest == 0 ? null : ArrayPool<byte>.Shared.Rent(largest);
+        try
+        {
+            var entries = new List<JournalEntry>(data.Count + dirty.Count);
+            foreach (var (fsbno, bytes, length) in data)
+            {
+                entries.Add(new JournalEntry(ByteOf(fsbno), bytes.AsMemory(0, length)));
+            }
+            int used = 0;
+            foreach (BlockBuffer b in dirty)
+            {
+                used = JournalBuffer(b, staging!, used, beforeVerifier!, entries);
+            }
+            CommitEntries(entries);
+        }
+        finally
+        {
+            if (staging is not null)
+            {
+                ArrayPool<byte>.Shared.Return(staging);
+            }
+            if (beforeVerifier is not null)
+            {
+                ArrayPool<byte>.Shared.Return(beforeVerifier);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Runs the buffer's write verifier and adds what the journal must hold of it to <paramref name="entries"/>,
+    /// copied into <paramref name="staging"/> from <paramref name="used"/> on (returns the new end). A buffer
+    /// formatted in memory is logged whole (the disk's bytes under its unlogged parts are unknown); any other only
+    /// in its dirty 128-byte chunks, as the kernel's buffer log items log a buffer's dirty chunks, plus the chunks
+    /// the verifier changed (the CRC). That is enough because the in-memory buffer equals the image plus every
+    /// change the journal holds: replaying the records in order puts each chunk to its last logged value, and a
+    /// chunk never logged was never changed.
+    /// </summary>
+    private static int JournalBuffer(BlockBuffer b, byte[] staging, int used, byte[] beforeVerifier, List<JournalEntry> entries)
+    {
+        long start = b.Daddr * 512;
+        if (b.IsFormatted)
         {
             b.Verifier?.PrepareWrite(b);
-            entries.Add(new JournalEntry(b.Daddr * 512, b.Span.ToArray()));
+            b.Span.CopyTo(staging.AsSpan(used));
+            entries.Add(new JournalEntry(start, staging.AsMemory(used, b.Length)));
+            return used + b.Length;
         }
+        if (b.Verifier is { } verifier)
+        {
+            Span<byte> before = beforeVerifier.AsSpan(0, b.Length);
+            b.Span.CopyTo(before);
+            verifier.PrepareWrite(b);
+            ReadOnlySpan<byte> after = b.Span;
+            for (int at = 0; at < b.Length; at += BlockBuffer.DirtyChunkSize)
+            {
+                if (!b.IsRangeDirty(at, BlockBuffer.DirtyChunkSize)
+                    && !after.Slice(at, BlockBuffer.DirtyChunkSize).SequenceEqual(before.Slice(at, BlockBuffer.DirtyChunkSize)))
+                {
+                    b.MarkDirty(at, BlockBuffer.DirtyChunkSize);
+                }
+            }
+        }
+        for (int at = b.NextDirtyRange(0, out int length); at >= 0; at = b.NextDirtyRange(at + length, out length))
+        {
+            b.Span.Slice(at, length).CopyTo(staging.AsSpan(used));
+            entries.Add(new JournalEntry(start + at, staging.AsMemory(used, length)));
+            used += length;
+        }
+        return used;
+    }
+
+    private void CommitEntries(List<JournalEntry> entries)
+    {
         var summaries = new List<(uint, AgSummary)>(spaces.Count);
         foreach (AgSpace space in spaces.Values)
         {
@@ -686,7 +759,7 @@ internal sealed class WriteTransaction
             {
                 WriteEngine.WriteRaw(engine.Disk, ByteOf(fsbno), bytes.AsSpan(0, length));
             }
-            buffers.Commit();
+            buffers.CommitPrepared(); // JournalBuffer ran every dirty buffer's verifier
         }
         catch (Exception e)
         {
@@ -722,16 +795,27 @@ internal sealed class WriteTransaction
         }
         logged.Sort(static (a, b) => a.Ino.CompareTo(b.Ino)); // ascending ino = ascending daddr within the fs
         int isize = Geometry.InodeSize;
+        Span<byte> before = stackalloc byte[isize];
         foreach (IncoreInode inode in logged)
         {
             var (daddr, offset) = engine.InodeLocation(inode.Ino);
             BlockBuffer cluster = buffers.Read(engine.Disk, daddr, Geometry.BasicBlocksPerBlock, null);
             Span<byte> slot = cluster.Span.Slice(offset, isize);
+            slot.CopyTo(before);
             inode.Core.CopyTo(slot);
             XfsCrc.Update(slot, Dinode.CrcOffset);
             inode.Core.AsSpan(Dinode.CrcOffset, 4).Clear();
             slot.Slice(Dinode.CrcOffset, 4).CopyTo(inode.Core.AsSpan(Dinode.CrcOffset));
-            buffers.LogRange(cluster, offset, isize);
+            // Only the 128-byte chunks of the core that changed (a chmod: the one with the mode, the times and the
+            // CRC; an append: that one and the first of the data fork), as the kernel logs an inode's core and only
+            // the forks that changed.
+            for (int at = 0; at < isize; at += BlockBuffer.DirtyChunkSize)
+            {
+                if (!slot.Slice(at, BlockBuffer.DirtyChunkSize).SequenceEqual(before.Slice(at, BlockBuffer.DirtyChunkSize)))
+                {
+                    buffers.LogRange(cluster, offset + at, BlockBuffer.DirtyChunkSize);
+                }
+            }
         }
     }
 
