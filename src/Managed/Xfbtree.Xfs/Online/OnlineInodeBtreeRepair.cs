@@ -140,35 +140,12 @@ internal static class OnlineInodeBtreeRepair
     private static ulong FreeInodes(WriteEngine engine, uint agno, uint startIno, ulong holes)
     {
         XfsGeometry geo = engine.Geometry;
-        int isize = geo.InodeSize;
         ulong free = 0;
-        BlockBuffer? buffer = null;
-        long bufferDaddr = -1;
-        try
+        using var cores = new InodeClusterReader(engine, agno);
+        for (int i = 0; i < InobtRecord.InodesPerChunk; i++)
         {
-            for (int i = 0; i < InobtRecord.InodesPerChunk; i++)
-            {
-                if (((holes >> i) & 1) != 0) continue;
-                ulong ino = geo.AginoToIno(agno, startIno + (uint)i);
-                var (daddr, offset) = engine.InodeLocation(ino);
-                if (daddr != bufferDaddr)
-                {
-                    if (buffer is not null) engine.Image.Cache.Release(buffer);
-                    buffer = null;
-                    buffer = engine.Image.Cache.Read(engine.Disk, daddr, geo.BasicBlocksPerBlock, null, BufferLockMode.Shared);
-                    bufferDaddr = daddr;
-                }
-                var core = new Dinode(buffer!.Span.Slice(offset, isize));
-                if (core.Magic != Dinode.MagicValue || core.Ino != ino)
-                {
-                    throw new OnlineRepairException($"AG {agno}: inode {ino} of an OWN_INODES chunk is not an inode core (magic 0x{core.Magic:x4}, di_ino {core.Ino}); its state cannot be known");
-                }
-                if (core.IsFree) free |= 1UL << i;
-            }
-        }
-        finally
-        {
-            if (buffer is not null) engine.Image.Cache.Release(buffer);
+            if (((holes >> i) & 1) != 0) continue;
+            if (cores.Core(geo.AginoToIno(agno, startIno + (uint)i), "of an OWN_INODES chunk is not an inode core", "its state cannot be known").IsFree) free |= 1UL << i;
         }
         return free;
     }

@@ -449,18 +449,30 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
         testHooks?.AfterUnloadedRead?.Invoke(ino);
         lock (countsGate)
         {
-            if (scan.AbortReason is { } why)
+            if (!StillUnloaded(ino, stamp))
             {
-                throw new OnlineRepairException($"the link count scan was aborted: {why}");
-            }
-            if (!engine.IsUnloadedSince(ino, stamp))
-            {
-                unloadedRetried++;
                 return false;
             }
             inodesScanned++;
             unloadedReads++;
             scan.MarkVisited(ino);
+        }
+        return true;
+    }
+
+    /// <summary>Under the counts mutex, after a read from the cluster buffer stamped <paramref name="stamp"/>: throws
+    /// when the scan was aborted; false (counted as a retry) when an in-core inode of <paramref name="ino"/> became live
+    /// since, so the read may be stale and the visit is made under the inode lock instead.</summary>
+    private bool StillUnloaded(ulong ino, long stamp)
+    {
+        if (scan.AbortReason is { } why)
+        {
+            throw new OnlineRepairException($"the link count scan was aborted: {why}");
+        }
+        if (!engine.IsUnloadedSince(ino, stamp))
+        {
+            unloadedRetried++;
+            return false;
         }
         return true;
     }
@@ -626,13 +638,8 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
         long names, dots;
         lock (countsGate)
         {
-            if (scan.AbortReason is { } why)
+            if (!StillUnloaded(ino, stamp))
             {
-                throw new OnlineRepairException($"the link count scan was aborted: {why}");
-            }
-            if (!engine.IsUnloadedSince(ino, stamp))
-            {
-                unloadedRetried++;
                 return false;
             }
             (names, dots) = Get(ino);

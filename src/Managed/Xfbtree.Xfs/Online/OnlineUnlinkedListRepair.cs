@@ -101,45 +101,23 @@ internal static class OnlineUnlinkedListRepair
     private static void ReadCores(WriteEngine engine, uint agno, List<InobtRecord> records, List<uint> members, Dictionary<uint, uint> pointing)
     {
         XfsGeometry geo = engine.Geometry;
-        int isize = geo.InodeSize;
-        BlockBuffer? buffer = null;
-        long bufferDaddr = -1;
-        try
+        using var cores = new InodeClusterReader(engine, agno);
+        foreach (InobtRecord rec in records)
         {
-            foreach (InobtRecord rec in records)
+            if (!InodeChunkLayout.ChunkInsideAg(geo, agno, rec.StartIno))
             {
-                if (!InodeChunkLayout.ChunkInsideAg(geo, agno, rec.StartIno))
-                {
-                    throw new OnlineRepairException($"AG {agno}: inobt record {rec.StartIno} lies outside the AG");
-                }
-                ulong inUse = rec.InUse;
-                for (int i = 0; i < InobtRecord.InodesPerChunk; i++)
-                {
-                    if (((inUse >> i) & 1) == 0) continue;
-                    uint agino = rec.StartIno + (uint)i;
-                    ulong ino = geo.AginoToIno(agno, agino);
-                    var (daddr, offset) = engine.InodeLocation(ino);
-                    if (daddr != bufferDaddr)
-                    {
-                        if (buffer is not null) engine.Image.Cache.Release(buffer);
-                        buffer = null;
-                        buffer = engine.Image.Cache.Read(engine.Disk, daddr, geo.BasicBlocksPerBlock, null, BufferLockMode.Shared);
-                        bufferDaddr = daddr;
-                    }
-                    var core = new Dinode(buffer!.Span.Slice(offset, isize));
-                    if (core.Magic != Dinode.MagicValue || core.Ino != ino)
-                    {
-                        throw new OnlineRepairException($"AG {agno}: inode {ino} is allocated in the inobt but its core does not read (magic 0x{core.Magic:x4}, di_ino {core.Ino}); repair the inode btrees first");
-                    }
-                    if (core.IsFree) continue;   // the inobt rebuild's to judge; nothing of a free core is listed
-                    if (core.NLink == 0) members.Add(agino);
-                    if (core.NextUnlinked != Agi.NullAgino) pointing[agino] = core.NextUnlinked;
-                }
+                throw new OnlineRepairException($"AG {agno}: inobt record {rec.StartIno} lies outside the AG");
             }
-        }
-        finally
-        {
-            if (buffer is not null) engine.Image.Cache.Release(buffer);
+            ulong inUse = rec.InUse;
+            for (int i = 0; i < InobtRecord.InodesPerChunk; i++)
+            {
+                if (((inUse >> i) & 1) == 0) continue;
+                uint agino = rec.StartIno + (uint)i;
+                var core = cores.Core(geo.AginoToIno(agno, agino), "is allocated in the inobt but its core does not read", "repair the inode btrees first");
+                if (core.IsFree) continue;   // the inobt rebuild's to judge; nothing of a free core is listed
+                if (core.NLink == 0) members.Add(agino);
+                if (core.NextUnlinked != Agi.NullAgino) pointing[agino] = core.NextUnlinked;
+            }
         }
     }
 }
