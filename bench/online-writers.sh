@@ -10,7 +10,7 @@
 # '|', more arguments for its runs with repairs (e.g. a pace of the checker), e.g.
 #   bench/online-writers.sh base=/tmp/base/xfbtree new=artifacts/bench-aot/xfbtree 'unpaced=artifacts/bench-aot/xfbtree|--repair-cpu-share 1'
 # --extra: more arguments for every build's runs with repairs.
-# The fixture's metadump comes from $XFBTREE_FIXTURES (default ../shared/fixtures beside the repository).
+# The fixture's metadump comes from $XFBTREE_FIXTURES (default tests/fixtures).
 set -euo pipefail
 rounds=3 ops=1500 structures=nlinks fixture=aged-small extra=""
 builds=()
@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
 done
 [ ${#builds[@]} -gt 0 ] || { echo "error: name at least one build as NAME=XFBTREE" >&2; exit 2; }
 here=$(cd "$(dirname "$0")/.." && pwd)
-fixtures=${XFBTREE_FIXTURES:-$here/../shared/fixtures}
+fixtures=${XFBTREE_FIXTURES:-$here/tests/fixtures}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 zstd -dc "$fixtures/$fixture.metadump.zst" | xfs_mdrestore - "$work/base.img"
