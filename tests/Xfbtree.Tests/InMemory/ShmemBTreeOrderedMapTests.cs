@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using CsCheck;
 using Xfbtree.InMemory;
 using Xunit.Abstractions;
+using Xfbtree.Tests.Support;
 
 namespace Xfbtree.Tests.InMemory;
 
@@ -175,13 +176,14 @@ public sealed class ShmemBTreeOrderedMapTests(ITestOutputHelper output)
         var keys = Enumerable.Range(0, 50_000).Select(_ => new MapRecord((uint)rnd.Next(), 1, (ulong)rnd.Next(4), 0)).ToArray();
         foreach (var k in keys) map.Insert(k); // warm up: blocks, JIT, internal arrays
         foreach (var k in keys) map.Remove(k);
-        long before = GC.GetAllocatedBytesForCurrentThread();
         long sum = 0;
-        foreach (var k in keys) map.Insert(k);
-        foreach (var k in keys) if (map.TryFind(k, out var f)) sum += f.Length;
-        foreach (ref readonly var r in map.Range(keys[0], keys[0] with { Start = keys[0].Start + 1_000_000 })) sum += r.Length;
-        foreach (var k in keys) map.Remove(k);
-        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        long allocated = AllocationProbe.Measure(() =>
+        {
+            foreach (var k in keys) map.Insert(k);
+            foreach (var k in keys) if (map.TryFind(k, out var f)) sum += f.Length;
+            foreach (ref readonly var r in map.Range(keys[0], keys[0] with { Start = keys[0].Start + 1_000_000 })) sum += r.Length;
+            foreach (var k in keys) map.Remove(k);
+        });
         output.WriteLine($"allocated {allocated} bytes over {keys.Length * 3} operations (sum {sum})");
         Assert.Equal(0, allocated);
     }
@@ -202,18 +204,25 @@ public sealed class ShmemBTreeOrderedMapTests(ITestOutputHelper output)
             for (int i = 0; i < keys.Length; i += 2) warm.Remove(keys[i]);
             foreach (var k in keys) warm.Insert(k);
         }
-        using var map = new ShmemBTree<MapRecord, MapRecordComparer>();
         var found = new MapRecord[256];
         var hit = new bool[256];
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        foreach (var k in keys) map.Insert(k);
         int hits = 0;
-        for (int i = 0; i + 256 <= keys.Length; i += 256) hits += map.TryFindMany(keys.AsSpan(i, 256), found, hit);
-        for (int i = 0; i < keys.Length; i += 2) map.Remove(keys[i]);
-        foreach (var k in keys) map.Insert(k);
-        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
-        output.WriteLine($"allocated {allocated} bytes over {keys.Length * 3.5:F0} operations growing to {map.MemoryBytes} bytes (hits {hits})");
-        Assert.True(map.MemoryBytes > 4L << 20, "the map did not grow to thousands of blocks");
+        long grownTo = 0;
+        long allocated = AllocationProbe.Measure(() =>
+        {
+            using var map = new ShmemBTree<MapRecord, MapRecordComparer>(); // a fresh map each attempt: growth is what is measured
+            hits = 0;
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            foreach (var k in keys) map.Insert(k);
+            for (int i = 0; i + 256 <= keys.Length; i += 256) hits += map.TryFindMany(keys.AsSpan(i, 256), found, hit);
+            for (int i = 0; i < keys.Length; i += 2) map.Remove(keys[i]);
+            foreach (var k in keys) map.Insert(k);
+            long bytes = GC.GetAllocatedBytesForCurrentThread() - before;
+            grownTo = map.MemoryBytes;
+            return bytes;
+        });
+        output.WriteLine($"allocated {allocated} bytes over {keys.Length * 3.5:F0} operations growing to {grownTo} bytes (hits {hits})");
+        Assert.True(grownTo > 4L << 20, "the map did not grow to thousands of blocks");
         Assert.Equal(0, allocated);
     }
 

@@ -1,6 +1,7 @@
 using CsCheck;
 using Xfbtree.InMemory;
 using Xunit.Abstractions;
+using Xfbtree.Tests.Support;
 
 namespace Xfbtree.Tests.InMemory;
 
@@ -401,9 +402,7 @@ public sealed class ShmemMapAndBatchTests(ITestOutputHelper output)
             map.Clear();
         }
         Round(); // warm up: JIT, the tables' sizes
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        Round();
-        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        long allocated = AllocationProbe.Measure(Round);
         output.WriteLine($"allocated {allocated} bytes (sum {sum}, {sumVisitor.Sum})");
         Assert.Equal(0, allocated);
     }

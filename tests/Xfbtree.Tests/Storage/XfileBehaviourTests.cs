@@ -1,4 +1,5 @@
 using Xfbtree.Storage;
+using Xfbtree.Tests.Support;
 
 namespace Xfbtree.Tests.Storage;
 
@@ -73,18 +74,19 @@ public sealed unsafe class XfileBehaviourTests
             xfile.UnpinPage((long)i * pageSize + 0 * xfile.PinPage((long)i * pageSize)[0]);
         }
 
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int round = 0; round < 1000; round++)
+        long allocated = AllocationProbe.Measure(() =>
         {
-            long offset = (long)(round % 16) * pageSize;
-            byte* frame = xfile.PinPage(offset);
-            frame[1] = (byte)round;
-            xfile.UnpinPage(offset);
-            xfile.Store(offset + 100, buffer.AsSpan(0, 200));
-            xfile.Load(offset, buffer);
-            xfile.Load((32L << 20) + offset, buffer); // a hole
-        }
-        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+            for (int round = 0; round < 1000; round++)
+            {
+                long offset = (long)(round % 16) * pageSize;
+                byte* frame = xfile.PinPage(offset);
+                frame[1] = (byte)round;
+                xfile.UnpinPage(offset);
+                xfile.Store(offset + 100, buffer.AsSpan(0, 200));
+                xfile.Load(offset, buffer);
+                xfile.Load((32L << 20) + offset, buffer); // a hole
+            }
+        });
         Assert.Equal(0, allocated);
     }
 }
