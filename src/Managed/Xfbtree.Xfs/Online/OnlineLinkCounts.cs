@@ -323,14 +323,16 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
     private sealed class ScanPacer(double share)
     {
         private static readonly long Slice = Stopwatch.Frequency / 500; // 2 ms: longer than a timer's slack
+        private readonly CpuSharePacer pacer = new(share);
         private long since = Stopwatch.GetTimestamp();
         private long worked;
 
-        public TimeSpan Waited { get; private set; }
+        public TimeSpan Waited => pacer.Waited;
 
+        /// <summary>After an inode chunk: the work since the last rest is paced once it reaches a slice.</summary>
         public void AfterBatch(CancellationToken cancel)
         {
-            if (share >= 1)
+            if (pacer.Share >= 1)
             {
                 return;
             }
@@ -338,13 +340,9 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             worked += now - since;
             if (worked >= Slice)
             {
-                var wait = TimeSpan.FromSeconds(worked * (1 - share) / share / Stopwatch.Frequency);
-                cancel.WaitHandle.WaitOne(wait);
-                cancel.ThrowIfCancellationRequested();
+                pacer.Rest(TimeSpan.FromSeconds((double)worked / Stopwatch.Frequency), cancel);
                 worked = 0;
-                long after = Stopwatch.GetTimestamp();
-                Waited += Stopwatch.GetElapsedTime(now, after);
-                now = after;
+                now = Stopwatch.GetTimestamp();
             }
             since = now;
         }

@@ -1,0 +1,36 @@
+using System.Diagnostics;
+
+namespace Xfbtree.Xfs.Online;
+
+/// <summary>
+/// Keeps work run back to back beside the writers to a share of one CPU, as xfs_scrub's service runs at idle
+/// priority: after a stretch of work (no lock held) it rests that stretch's time x (1 - share) / share. A rate limit,
+/// not a synchronization: nothing waits for it and it holds nothing. Working time is wall time, so on a busy machine
+/// the work is paced a little more than its share. Used by the link count check between inode chunks and by
+/// `stress --repair-cpu-share` between repairs.
+/// </summary>
+internal sealed class CpuSharePacer(double share)
+{
+    private long waitedTicks;
+
+    /// <summary>The share of one CPU (1 = not paced).</summary>
+    public double Share => share;
+
+    /// <summary>Time spent resting so far.</summary>
+    public TimeSpan Waited => TimeSpan.FromTicks(Interlocked.Read(ref waitedTicks));
+
+    /// <summary>Rests after <paramref name="worked"/> of work (nothing when not paced); a cancellation ends the rest
+    /// and throws.</summary>
+    public void Rest(TimeSpan worked, CancellationToken cancel = default)
+    {
+        if (share >= 1)
+        {
+            return;
+        }
+        var rest = TimeSpan.FromTicks((long)(worked.Ticks * (1 - share) / share));
+        long before = Stopwatch.GetTimestamp();
+        cancel.WaitHandle.WaitOne(rest); // the pace itself, not a wait for another thread
+        Interlocked.Add(ref waitedTicks, Stopwatch.GetElapsedTime(before).Ticks);
+        cancel.ThrowIfCancellationRequested();
+    }
+}
