@@ -18,7 +18,7 @@ internal sealed class MountScrubs(MountRepairs repairs, Action<string> log)
     public MountControlHeader CheckAg(uint agno, int room, out string text)
     {
         var reply = new MountControlHeader { Ag = agno, AgCount = repairs.AgCount };
-        IReadOnlyList<ScrubFinding>? findings = Guard(ref reply, () => OnlineScrubber.CheckAg(repairs.Engine, agno, new ScrubOptions(), repairs.Stopping), out string? failure);
+        IReadOnlyList<ScrubFinding>? findings = Guard(ref reply, () => OnlineScrubber.CheckAg(repairs.Engine, agno, new ScrubOptions { CpuShare = repairs.CpuShare }, repairs.Stopping), out string? failure);
         text = findings is null ? failure! : ScrubWire.Findings(findings, [], 0, room);
         return reply;
     }
@@ -29,7 +29,7 @@ internal sealed class MountScrubs(MountRepairs repairs, Action<string> log)
         var found = Guard(ref reply, () =>
         {
             ScrubFinding counters = OnlineScrubber.CheckSummaryCounters(repairs.Engine);
-            var (links, mismatches, total) = OnlineScrubber.CheckLinkCounts(repairs.Engine, new ScrubOptions(), repairs.Stopping);
+            var (links, mismatches, total) = OnlineScrubber.CheckLinkCounts(repairs.Engine, new ScrubOptions { CpuShare = repairs.CpuShare }, repairs.Stopping);
             return (Findings: new[] { counters, links }, Mismatches: mismatches, Total: total);
         }, out string? failure);
         text = failure ?? ScrubWire.Findings(found.Findings, found.Mismatches, found.Total, room);
@@ -40,7 +40,7 @@ internal sealed class MountScrubs(MountRepairs repairs, Action<string> log)
     public MountControlHeader Repair(uint? agno, uint asker, int room, out string text)
     {
         var reply = new MountControlHeader { Ag = agno ?? MountControl.AllAgs, AgCount = repairs.AgCount };
-        var options = new ScrubOptions { OnlyAg = agno };
+        var options = new ScrubOptions { OnlyAg = agno, CpuShare = repairs.CpuShare };
         IReadOnlyList<ScrubRepairOutcome>? outcomes = Guard(ref reply, () =>
         {
             ScrubReport found = OnlineScrubber.Run(repairs.Engine, options, null, repairs.Stopping);
