@@ -170,7 +170,8 @@ internal sealed class MountRepairs : IDisposable
             MountRepairOutcome outcome;
             try
             {
-                var result = OnlineRmapRepair.Run(_engine, agno, new OnlineRmapRepairOptions { CpuShare = _cpuShare }, null, _stop.Token);
+                // A sick AG's repair is not paced: requests that failed on it wait for it (WaitForHealing).
+                var result = OnlineRmapRepair.Run(_engine, agno, new OnlineRmapRepairOptions { CpuShare = wasSick ? 1 : _cpuShare }, null, _stop.Token);
                 OnlineRepairVerdict? verdict = verify ? OnlineRepairOracle.Verify(_engine, agno) : null;
                 long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
                 lock (_gate)
