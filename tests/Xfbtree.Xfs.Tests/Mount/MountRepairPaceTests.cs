@@ -52,4 +52,44 @@ public sealed class MountRepairPaceTests(ITestOutputHelper output)
         Assert.DoesNotContain("rmapbt rebuilt", stderr, StringComparison.Ordinal);
         MountWitnesses.AssertClean(image);
     }
+
+    /// <summary>A request's own <c>--cpu-share</c> overrides the mount's: on a mount paced at 0.00001 (a scrub would
+    /// rest for hours), <c>scrub DIR --cpu-share 1</c> and <c>rmap repair --online DIR --ag 0 --cpu-share 1</c> finish
+    /// at once and clean. Out of range, or on an image, the option is refused (one line, exit 2).</summary>
+    [FuseFact]
+    public void RequestCpuShare_OverridesTheMountsPace()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        string spare = scratch.CopyFixture("fresh-4ag");
+        string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
+        foreach (string[] args in new[]
+        {
+            new[] { "scrub", spare, "--cpu-share", "0.5" },
+            new[] { "rmap", "repair", spare, "--cpu-share", "0.5" },
+        })
+        {
+            ToolResult r = RepairTools.Xfbtree(args);
+            Assert.True(r.ExitCode == 2 && r.Stderr.Contains("--cpu-share", StringComparison.Ordinal), r.ToString());
+        }
+        using (var mount = MountedImage.Start(image, mnt, "--repair-cpu-share", "0.00001"))
+        {
+            File.WriteAllBytes(Path.Combine(mnt, "f"), new byte[64 << 10]);
+            foreach (string bad in new[] { "0", "1.5" })
+            {
+                ToolResult r = RepairTools.Xfbtree("scrub", mnt, "--cpu-share", bad);
+                Assert.True(r.ExitCode == 2 && r.Stderr.Contains("must be more than 0 and at most 1", StringComparison.Ordinal), r.ToString());
+            }
+            var clock = Stopwatch.StartNew();
+            ToolResult scrub = RepairTools.Xfbtree("scrub", mnt, "--cpu-share", "1");
+            output.WriteLine($"scrub at 1: {clock.Elapsed.TotalSeconds:F1} s\n{scrub}");
+            Assert.True(scrub.ExitCode == 0, scrub.ToString());
+            ToolResult repair = RepairTools.Xfbtree("rmap", "repair", "--online", mnt, "--ag", "0", "--cpu-share", "1");
+            output.WriteLine($"scrub and repair at 1: {clock.Elapsed.TotalSeconds:F1} s\n{repair}");
+            Assert.True(repair.ExitCode == 0, repair.ToString());
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(120), $"took {clock.Elapsed}");
+            mount.Unmount();
+        }
+        MountWitnesses.AssertClean(image);
+    }
 }

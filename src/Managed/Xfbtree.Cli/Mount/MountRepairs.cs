@@ -159,7 +159,8 @@ internal sealed class MountRepairs : IDisposable
     /// <param name="agno">The AG.</param>
     /// <param name="verify">Compare the new tree with an offline scan made while commits are paused.</param>
     /// <param name="asker">The uid that asked through the control channel; null for the mount's own repairs.</param>
-    public MountRepairOutcome RunRepair(uint agno, bool verify, uint? asker)
+    /// <param name="cpuShare">The pace the request asked for; null: the mount's.</param>
+    public MountRepairOutcome RunRepair(uint agno, bool verify, uint? asker, double? cpuShare = null)
     {
         string by = asker is { } uid ? string.Create(CultureInfo.InvariantCulture, $", asked by uid {uid}") : "";
         lock (_repairGate)
@@ -171,7 +172,7 @@ internal sealed class MountRepairs : IDisposable
             try
             {
                 // A sick AG's repair is not paced: requests that failed on it wait for it (WaitForHealing).
-                var result = OnlineRmapRepair.Run(_engine, agno, new OnlineRmapRepairOptions { CpuShare = wasSick ? 1 : _cpuShare }, null, _stop.Token);
+                var result = OnlineRmapRepair.Run(_engine, agno, new OnlineRmapRepairOptions { CpuShare = wasSick ? 1 : cpuShare ?? _cpuShare }, null, _stop.Token);
                 OnlineRepairVerdict? verdict = verify ? OnlineRepairOracle.Verify(_engine, agno) : null;
                 long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
                 lock (_gate)
