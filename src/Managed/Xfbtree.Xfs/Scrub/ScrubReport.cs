@@ -138,6 +138,19 @@ public sealed class ScrubReport
     public bool IsDamaged => Findings.Any(f => f.Verdict == ScrubVerdict.Damaged);
     /// <summary>Findings that are damaged.</summary>
     public int DamagedCount => Findings.Count(f => f.Verdict == ScrubVerdict.Damaged);
+
+    /// <summary>This report with a finding made before the check put first: the primary superblock, damaged and
+    /// restored from a secondary before the image could be opened, is part of what the check found.</summary>
+    internal ScrubReport WithFirst(ScrubFinding first) =>
+        new([first, .. Findings], LinkMismatches, LinkMismatchTotal, Elapsed, ScanElapsed);
+
+    /// <summary>The finding of a primary superblock that did not verify (<paramref name="problem"/>: why).</summary>
+    internal static ScrubFinding DamagedPrimarySuperblock(string problem)
+    {
+        var f = new ScrubFinding("primary superblock", null);
+        f.Damage(problem);
+        return f;
+    }
 }
 
 /// <summary>Options of <see cref="Scrubber"/>.</summary>
