@@ -309,13 +309,13 @@ internal static class ScrubRepairs
             OnlineLinkCountResult r = OnlineLinkCounts.Run(names, new OnlineLinkCountOptions { Repair = true }, context.Cancel);
             if (r.Damage.Count > 0 || r.NotRepaired.Count > 0)
             {
-                throw new OnlineRepairException($"{r.MismatchTotal} wrong link counts, {r.Repaired + r.Released} repaired; not repaired: {string.Join("; ", r.Damage.Concat(r.NotRepaired).Take(3))}");
+                throw new OnlineRepairException($"{r.MismatchTotal} wrong link counts, {r.Repaired + r.Adopted} repaired; not repaired: {string.Join("; ", r.Damage.Concat(r.NotRepaired).Take(3))}");
             }
             if (r.MismatchTotal == 0 && r.EntryProblemTotal == 0)
             {
                 throw new OnlineRepairException($"the online check of {r.InodesCompared} inodes and {r.DirectoriesScanned} directories finds no wrong link count and no wrong entry");
             }
-            return $"{r.MismatchTotal} wrong link counts: {r.Repaired} set to the count, {r.Released} named by no directory released, {r.SettledMeanwhile} settled by writers meanwhile; "
+            return $"{r.MismatchTotal} wrong link counts: {r.Repaired} set to the count, {r.Adopted} named by no directory moved to /lost+found ({string.Join(", ", r.AdoptedAs.Take(3))}{(r.Adopted > 3 ? ", ..." : "")}), {r.SettledMeanwhile} settled by writers meanwhile; "
                 + $"{r.EntryProblemTotal} wrong directory entries: {r.EntriesRepaired} repaired (file type set, or the entry of a free inode removed); {r.InodesCompared} inodes, {r.DirectoriesScanned} directories";
         }
     }
