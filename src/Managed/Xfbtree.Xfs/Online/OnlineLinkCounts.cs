@@ -397,12 +397,13 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
         var d = new Dinode(inode.Core);
         ulong parent = 0;
         List<DataEntry>? entries = null;
+        DotEntryTypes? dots = null;
         bool counted = !d.IsFree && d.FileType == 0x4000 && !(d.NLink == 0 && Volatile.Read(ref inode.References) > 0);
         if (counted)
         {
             try
             {
-                (parent, entries, _) = reader.ReadAll(ino, inode.Core, engine.ReadData, $"directory {ino}");
+                (parent, entries, _) = reader.ReadAll(ino, inode.Core, engine.ReadData, $"directory {ino}", out dots);
             }
             catch (Exception e) when (e is XfsWriteException or CorruptionException or IOException)
             {
@@ -415,6 +416,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             if (counted)
             {
                 CheckEntries(ino, entries!);
+                CheckDotEntries(ino, parent, dots);
             }
         }
         lock (countsGate)
@@ -542,6 +544,57 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             wrongEntryTotal++;
             if (wrongEntries.Count < options.MismatchLimit) wrongEntries.Add(new WrongEntry(dir, e.Name, e.Ino, what));
         }
+    }
+
+    /// <summary>
+    /// The file types of a block, leaf or node directory's '.' and '..' entries (ftype feature; shortform stores
+    /// none), checked under the directory's lock as the named entries are: '.' must say a directory (it names the
+    /// locked directory itself), '..' the type of the inode it names (a directory: what the kernel writes; that inode
+    /// holds this directory, so it cannot be freed or change type while the lock is held). Whether '..' names an
+    /// inode in use is not judged here (its count is).
+    /// </summary>
+    private void CheckDotEntries(ulong dir, ulong parent, DotEntryTypes? dots)
+    {
+        if (dots is not { } t)
+        {
+            return;
+        }
+        if (t.Dot != DirectoryFormat.FtDirectory)
+        {
+            AddWrongEntry(new WrongEntry(dir, [(byte)'.'], dir, $"says {LinkCountScrubber.FileTypeName(t.Dot)}, but inode {dir} is {LinkCountScrubber.FileTypeName(DirectoryFormat.FtDirectory)}"));
+        }
+        if (!geo.IsValidIno(parent))
+        {
+            return;
+        }
+        byte[]? core = null;
+        if (engine.TryReadUnloadedCore(parent, entryCore, out _))
+        {
+            core = entryCore;
+        }
+        else
+        {
+            try
+            {
+                core = engine.GetInode(parent, keepCached: false).Core;
+            }
+            catch (XfsWriteException ex) when (ex.Kind is WriteErrorKind.Corrupt or WriteErrorKind.NotFound)
+            {
+                return;
+            }
+        }
+        var d = new Dinode(core);
+        byte type = DirectoryFormat.FileTypeOfMode(d.Mode);
+        if (!d.IsFree && t.DotDot != type)
+        {
+            AddWrongEntry(new WrongEntry(dir, [(byte)'.', (byte)'.'], parent, $"says {LinkCountScrubber.FileTypeName(t.DotDot)}, but inode {parent} is {LinkCountScrubber.FileTypeName(type)}"));
+        }
+    }
+
+    private void AddWrongEntry(WrongEntry wrong)
+    {
+        wrongEntryTotal++;
+        if (wrongEntries.Count < options.MismatchLimit) wrongEntries.Add(wrong);
     }
 
     /// <summary>Adds to one inode's count (counts mutex held). An inode number outside the filesystem names nothing
