@@ -129,7 +129,7 @@ internal static class ScrubCommand
                 rc = repaired.Final is { } final ? ExitCode(final, repaired.NeedsRepair) : CommandLineHost.ExitDamaged;
             }
             // The restored primary is damage the check found: the report (its verdict, damaged, its first line) says it.
-            ScrubReport shown = primaryDamaged is null ? report : report.WithFirst(primaryDamaged);
+            ScrubReport shown = primaryDamaged is null ? report : report.WithPrimarySuperblock(primaryDamaged);
             if (json) WriteJson(stdout, path, shown, needsRepair, rc, repaired);
             else WriteText(stdout, shown, needsRepair, repaired);
             stdout.Flush();
