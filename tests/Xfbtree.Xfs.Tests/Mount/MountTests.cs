@@ -263,11 +263,12 @@ public sealed class MountTests(ITestOutputHelper output)
                         string name = Path.Combine($"r{round}", $"f{i}");
                         byte[] bytes = RandomBytes(round * 1000 + i, 500 + i * 997 % 120_000);
                         lock (done) (inFlight, inFlightBytes) = (name, bytes);
-                        try
-                        {
-                            File.WriteAllBytes(Path.Combine(mnt, name), bytes);
-                        }
-                        catch (IOException)
+                        // Written by cp, which checks close's result: with the writeback cache (the default) the data
+                        // reaches the server at close, and a close that failed means "not replied" (.NET's own
+                        // FileStream ignores close's result, so File.WriteAllBytes would count a lost file as done).
+                        string source = Path.Combine(scratch.Directory, "source.bin");
+                        File.WriteAllBytes(source, bytes);
+                        if (RepairTools.Exec("/bin/cp", [source, Path.Combine(mnt, name)]).ExitCode != 0)
                         {
                             return; // the server is gone
                         }
