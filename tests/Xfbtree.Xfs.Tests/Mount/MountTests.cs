@@ -560,6 +560,7 @@ public sealed class MountTests(ITestOutputHelper output)
 
         AssertRefused(RepairTools.Xfbtree("mount", image, full), "not an empty directory");
         AssertRefused(RepairTools.Xfbtree("mount", image, Path.Combine(scratch.Directory, "missing")), "not a directory");
+        AssertRefused(RepairTools.Xfbtree("mount", image, mnt, "--write-through", "--writeback-cache"), "exclude each other");
         AssertRefused(RepairTools.Xfbtree("mount", Path.Combine(scratch.Directory, "no.img"), mnt), "no.img");
         string second = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt2")).FullName;
         using (var mount = MountedImage.Start(image, mnt))
