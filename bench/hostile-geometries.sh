@@ -104,7 +104,7 @@ for c in "${cases[@]}"; do
   fsstress() { # DIR LOG ARGS...
     local dir=$1 log=$2; shift 2
     if [ -z "${FSSTRESS:-}" ]; then step "fsstress SKIPPED (FSSTRESS not set)"; return 0; fi
-    mkdir -p "$mnt/$dir"; timeout 1200 "$FSSTRESS" -d "$mnt/$dir" "$@" > "$d/$log" 2>&1
+    mkdir -p "$mnt/$dir" || return 1; timeout 1200 "$FSSTRESS" -d "$mnt/$dir" "$@" > "$d/$log" 2>&1
   }
   if has fsx; then
     fsx s1 -q -N 4000 -S 11 -l 1048576 f1
@@ -129,12 +129,12 @@ for c in "${cases[@]}"; do
     grep -qE ' (5|117)$' "$d/fill.log" && { step "EIO or EUCLEAN during the fill"; fail=1; }
     dd if=/dev/urandom of="$mnt/dd" bs=1M > "$d/dd.log" 2>&1
     grep -q 'No space left on device' "$d/dd.log" || { step "dd did not end with ENOSPC: $(tail -1 "$d/dd.log")"; fail=1; }
-    for i in $(seq 1 5000); do echo x > "$mnt/small$i" 2> "$d/small.err" || break; done
+    for i in $(seq 1 5000); do { echo x > "$mnt/small$i"; } 2> "$d/small.err" || break; done
     step "dd $(tail -1 "$d/dd.log" | cut -d, -f1); small files until $i: $(cut -d: -f3- "$d/small.err")"
     [ -s "$d/small.err" ] && ! grep -q 'No space left on device' "$d/small.err" && fail=1
     step "df when full: $(df -k "$mnt" | tail -1 | awk '{print $2, $3, $4, $5}')"
-    fsstress fill2 fill2.log -p 4 -n 3000 -s 10; rc=$?; step "fsstress on the full filesystem rc=$rc"; [ $rc = 0 ] || fail=1
-    rm -f "$mnt/dd"
+    fsstress fill fill2.log -p 4 -n 3000 -s 10; rc=$?; step "fsstress on the full filesystem rc=$rc"; [ $rc = 0 ] || fail=1
+    rm -rf "$mnt/dd" "$mnt/fill/p0" "$mnt/fill/p1"   # fsstress's first two processes' trees
     fsstress fill3 fill3.log -p 4 -n 3000 -s 12; rc=$?; step "fsstress after freeing rc=$rc"; [ $rc = 0 ] || fail=1
   fi
   if has pjd; then
