@@ -79,7 +79,8 @@ internal static class InodeBtreeScrubber
     static void CheckRecord(AgScrubContext ctx, ScrubFinding f, in InobtRecord rec, bool sparse)
     {
         if (!InodeChunkLayout.ChunkInsideAg(ctx.Geometry, ctx.AgNumber, rec.StartIno)) { f.Damage($"chunk {rec.StartIno} outside the AG or misaligned"); return; }
-        if (rec.StartIno % InobtRecord.InodesPerChunk != 0) f.Damage($"chunk {rec.StartIno} is not 64-inode aligned");
+        uint alignment = InodeChunkLayout.ChunkAlignmentInodes(ctx.Geometry);
+        if (rec.StartIno % alignment != 0) f.Damage($"chunk {rec.StartIno} is not aligned to {alignment} inodes (sb_inoalignmt)");
         int realFree = BitOperations.PopCount(rec.RealFree);
         if (rec.FreeCount != realFree) f.Damage($"chunk {rec.StartIno}: freecount {rec.FreeCount}, but the free mask has {realFree} free inodes");
         if (sparse)
