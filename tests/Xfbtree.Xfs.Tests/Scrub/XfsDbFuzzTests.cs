@@ -1,0 +1,96 @@
+using Xfbtree.Xfs.Format;
+using Xfbtree.Xfs.Tests.Repair;
+using Xfbtree.Xfs.Tests.Trees;
+using Xunit.Abstractions;
+
+namespace Xfbtree.Xfs.Tests.Scrub;
+
+/// <summary>
+/// Damage made by xfs_db's own <c>fuzz</c> command (as xfstests' common/fuzzy makes it), on a copy of geom-bs1k:
+/// the short, bounded form of <c>scripts/xfs-db-fuzz.sh</c> (docs/scrub.md, "Damage from xfs_db fuzz"). Each case is
+/// damage xfs_repair -n finds (checked first: a case it does not find proves nothing here and fails); the scrub must
+/// find it too (exit 1, or 2 for a primary that does not verify), <c>--repair</c> must end clean (exit 0) and
+/// xfs_repair -n must agree. Each case was a wrong result before its fix: the scrub said clean, or the repair said
+/// done and left the damage (a damaged primary copied over every good secondary, the realtime bitmap inode freed).
+/// Deterministic verbs only (no <c>random</c>): the same bytes every run.
+/// </summary>
+public sealed class XfsDbFuzzTests(ITestOutputHelper output)
+{
+    private const string Fixture = "geom-bs1k";
+
+    public static IEnumerable<object[]> Cases()
+    {
+        (string Nav, string Field, string Verb, bool Suite)[] all =
+        [
+            ("sb 0", "rbmblocks", "lastbit", true),  // realtime sizes without a realtime device: the primary does not verify
+            ("sb 0", "rextsize", "ones", false),
+            ("sb 0", "rootino", "lastbit", true),    // the root names no directory: the scrub said clean
+            ("sb 0", "rbmino", "firstbit", true),    // the secondaries were "repaired" from it, the bitmap inode freed
+            ("sb 0", "rsumino", "lastbit", false),
+            ("sb 1", "versionnum", "firstbit", true), // a secondary breaking the verifier's own rules: said clean
+            ("sb 1", "features2", "firstbit", false),
+            ("sb 1", "frextents", "lastbit", true),
+            ("sb 1", "uquotino", "lastbit", false),
+            ("sb 1", "qflags", "ones", false),
+            ("sb 1", "unit", "lastbit", true),
+            ("agf 1", "versionnum", "add", true),    // header version words were not checked
+            ("agi 1", "versionnum", "add", true),
+        ];
+        bool longMode = Environment.GetEnvironmentVariable("XFBTREE_LONG_TESTS") == "1";
+        return all.Where(c => c.Suite || longMode).Select(c => new object[] { c.Nav, c.Field, c.Verb });
+    }
+
+    static ToolResult Db(string image, params string[] commands)
+    {
+        var args = new List<string> { "-x" };
+        foreach (string c in commands) { args.Add("-c"); args.Add(c); }
+        args.Add(image);
+        return RepairTools.Exec(TreeFixtures.Tool("xfs_db"), args);
+    }
+
+    static byte[] Secondaries(string image, int agcount, long agBytes)
+    {
+        using var f = File.OpenRead(image);
+        byte[] all = new byte[(agcount - 1) * 512];
+        for (int a = 1; a < agcount; a++)
+        {
+            f.Position = a * agBytes;
+            f.ReadExactly(all.AsSpan((a - 1) * 512, 512));
+        }
+        return all;
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void XfsDbFuzzIsFoundAndRepaired(string nav, string field, string verb)
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture(Fixture);
+        var geometry = Superblock.Parse(File.ReadAllBytes(image).AsSpan(0, 512));
+        long agBytes = (long)geometry.AgBlocks * geometry.BlockSize;
+        byte[] secondariesBefore = Secondaries(image, (int)geometry.AgCount, agBytes);
+
+        var fuzz = Db(image, nav, $"fuzz -d {field} {verb}");
+        Assert.True(fuzz.ExitCode == 0, $"xfs_db fuzz: {fuzz}");
+        var oracle = RepairTools.XfsRepairCheck(image);
+        Assert.True(oracle.ExitCode != 0, $"xfs_repair -n must find the fuzzed {nav} {field} ({verb}); it did not, so this case proves nothing: {oracle}");
+
+        var (rc, stdout, stderr) = ScrubCli.Run(image);
+        output.WriteLine($"scrub: exit {rc}\n{stdout}{stderr}");
+        Assert.True(rc is 1 or 2, $"the scrub must find {nav} {field} ({verb}) damaged (exit 1) or refuse the primary (exit 2): exit {rc}");
+        if (rc == 2) Assert.StartsWith("sb 0", nav, StringComparison.Ordinal);
+
+        var repaired = ScrubCli.Run(image, "--repair");
+        output.WriteLine($"scrub --repair: exit {repaired.ExitCode}\n{repaired.Stdout}{repaired.Stderr}");
+        Assert.True(repaired.ExitCode == 0, $"scrub --repair must end clean: exit {repaired.ExitCode}");
+        Assert.Contains("result after repair: clean", repaired.Stdout, StringComparison.Ordinal);
+        var witness = RepairTools.XfsRepairCheck(image);
+        Assert.True(witness.ExitCode == 0, $"xfs_repair -n after the repair: {witness}");
+        if (nav == "sb 0")
+        {
+            // The good secondaries stay as they were: the damaged primary is restored from them, not copied onto them.
+            Assert.Contains("repair: primary superblock: repaired", repaired.Stdout, StringComparison.Ordinal);
+            Assert.Equal(secondariesBefore, Secondaries(image, (int)geometry.AgCount, agBytes));
+        }
+    }
+}
