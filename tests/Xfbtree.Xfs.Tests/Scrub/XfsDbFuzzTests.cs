@@ -17,6 +17,8 @@ namespace Xfbtree.Xfs.Tests.Scrub;
 public sealed class XfsDbFuzzTests(ITestOutputHelper output)
 {
     private const string Fixture = "geom-bs1k";
+    /// <summary>Stands for the xfs_db commands that reach AG 1's first rmapbt leaf (found at run time).</summary>
+    private const string RmapLeaf = "rmapbt leaf of AG 1";
 
     public static IEnumerable<object[]> Cases()
     {
@@ -35,6 +37,11 @@ public sealed class XfsDbFuzzTests(ITestOutputHelper output)
             ("sb 1", "unit", "lastbit", true),
             ("agf 1", "versionnum", "add", true),    // header version words were not checked
             ("agi 1", "versionnum", "add", true),
+            // An rmapbt OWN_INODES record damaged (only the rmapbt is wrong): the inobt was blamed, rebuilt first from
+            // the damaged rmapbt (a live chunk's 64 inodes dropped, their directory entries left naming free inodes)
+            // or its rebuild refused and the rmapbt's waited for it forever.
+            (RmapLeaf, "recs[OWN_INODES].owner", "middlebit", true),
+            (RmapLeaf, "recs[OWN_INODES].blockcount", "ones", false),
         ];
         bool longMode = Environment.GetEnvironmentVariable("XFBTREE_LONG_TESTS") == "1";
         return all.Where(c => c.Suite || longMode).Select(c => new object[] { c.Nav, c.Field, c.Verb });
@@ -70,7 +77,19 @@ public sealed class XfsDbFuzzTests(ITestOutputHelper output)
         long agBytes = (long)geometry.AgBlocks * geometry.BlockSize;
         byte[] secondariesBefore = Secondaries(image, (int)geometry.AgCount, agBytes);
 
-        var fuzz = Db(image, nav, $"fuzz -d {field} {verb}");
+        string[] path = [nav];
+        if (nav == RmapLeaf)
+        {
+            // Down the first pointers to a leaf, then the first OWN_INODES record (owner -7) in it.
+            var steps = new List<string> { "agf 1", "addr rmaproot" };
+            while (steps.Count < 10 && !Db(image, [.. steps, "print level"]).Stdout.Contains("level = 0", StringComparison.Ordinal)) steps.Add("addr ptrs[1]");
+            string recs = Db(image, [.. steps, "print recs"]).Stdout;
+            string? line = recs.Split('\n').FirstOrDefault(l => l.Contains(",-7,", StringComparison.Ordinal));
+            Assert.True(line is not null, $"no OWN_INODES record in the first rmapbt leaf of AG 1:\n{recs}");
+            field = field.Replace("OWN_INODES", line.Split(':')[0].Trim(), StringComparison.Ordinal);
+            path = [.. steps];
+        }
+        var fuzz = Db(image, [.. path, $"fuzz -d {field} {verb}"]);
         Assert.True(fuzz.ExitCode == 0, $"xfs_db fuzz: {fuzz}");
         var oracle = RepairTools.XfsRepairCheck(image);
         Assert.True(oracle.ExitCode != 0, $"xfs_repair -n must find the fuzzed {nav} {field} ({verb}); it did not, so this case proves nothing: {oracle}");
@@ -79,6 +98,11 @@ public sealed class XfsDbFuzzTests(ITestOutputHelper output)
         output.WriteLine($"scrub: exit {rc}\n{stdout}{stderr}");
         Assert.True(rc is 1 or 2, $"the scrub must find {nav} {field} ({verb}) damaged (exit 1) or refuse the primary (exit 2): exit {rc}");
         if (rc == 2) Assert.StartsWith("sb 0", nav, StringComparison.Ordinal);
+        if (nav == RmapLeaf)
+        {
+            Assert.Contains("AG 1 rmapbt: damaged", stdout, StringComparison.Ordinal);
+            Assert.DoesNotContain("AG 1 inobt: damaged", stdout, StringComparison.Ordinal);
+        }
 
         var repaired = ScrubCli.Run(image, "--repair");
         output.WriteLine($"scrub --repair: exit {repaired.ExitCode}\n{repaired.Stdout}{repaired.Stderr}");
