@@ -6,6 +6,9 @@
 #                                                        populated by the kernel) and DIR/manifest (ino, md5, path)
 #   scripts/xfs-db-fuzz.sh sweep DIR [TARGET_REGEX]      fuzz every (target, field, verb) of DIR/base.img; one TSV line
 #                                                        per case in DIR/results.tsv, a count per class at the end
+#   scripts/xfs-db-fuzz.sh recheck DIR FILE              the (target, field, verb) cases of FILE (lines of a results.tsv)
+#   scripts/xfs-db-fuzz.sh online DIR < CASES            "NAV|FIELD|VERB" lines: each fuzzed copy served by `xfbtree
+#                                                        mount`, scrubbed and repaired through DIR while a writer writes
 #   scripts/xfs-db-fuzz.sh v4                            a crc=0 image must be refused with exit 2 and one line
 #
 # Per case: copy base.img, `xfs_db -x ... -c 'fuzz -d FIELD VERB'`, then the oracle `xfs_repair -n`, then
@@ -259,6 +262,63 @@ sweep() {
   echo "== per structure and class"; cut -f1,4 "$out" | sort | uniq -c
 }
 
+# The online path: the fuzzed copy served by `xfbtree mount`, a writer writing files into it, `xfbtree scrub DIR` and
+# `xfbtree scrub DIR --repair` while it writes, then the unmount and xfs_repair -n. Cases: "NAV|FIELD|VERB" lines on
+# stdin (NAV's commands separated by ';'). One TSV line per case: the exit codes and the verdict.
+online() {
+  local dir=$1 nav field verb
+  [ -f "$dir/base.img" ] || die "no $dir/base.img"
+  local work=$dir/online; mkdir -p "$work"
+  while IFS='|' read -r nav field verb; do
+    [ -n "$nav" ] || continue
+    local img=$work/case.img args=() c
+    cp --sparse=always "$dir/base.img" "$img"
+    IFS=';' read -r -a cmds <<< "$nav"; for c in "${cmds[@]}"; do args+=(-c "$c"); done
+    xfs_db -x "${args[@]}" -c "fuzz -d $field $verb" "$img" >/dev/null 2>&1
+    xfs_repair -n "$img" >/dev/null 2>&1; local oracle=$?
+    mnt=$(mktemp -d)
+    "${xfbtree[@]}" mount "$img" "$mnt" >"$work/mount.out" 2>&1 &
+    local server=$! i
+    for i in $(seq 1 100); do grep -q mounted "$work/mount.out" 2>/dev/null && break; kill -0 $server 2>/dev/null || break; sleep 0.2; done
+    if ! grep -q mounted "$work/mount.out"; then
+      printf '%s\t%s\t%s\tmount-refused\t%s\n' "$nav" "$field" "$verb" "$(head -c 200 "$work/mount.out" | tr '\n\t' '  ')"
+      wait $server 2>/dev/null; rmdir "$mnt"; mnt=""; continue
+    fi
+    # The writer: files of 64 KiB written and removed in turn until told to stop.
+    ( mkdir -p "$mnt/online-writer"; n=0; while [ ! -e "$work/stop" ]; do
+        head -c 65536 /dev/urandom > "$mnt/online-writer/f$((n % 50))" 2>/dev/null; n=$((n + 1)); done; echo "$n" > "$work/written" ) &
+    local writer=$!
+    rm -f "$work/stop"
+    timeout "$case_timeout" "${xfbtree[@]}" scrub "$mnt" --no-progress >"$work/check.out" 2>&1; local rc=$?
+    timeout "$case_timeout" "${xfbtree[@]}" scrub "$mnt" --repair --no-progress >"$work/repair.out" 2>&1; local rrc=$?
+    touch "$work/stop"; wait $writer
+    umount "$mnt" || umount -l "$mnt"; wait $server; local mrc=$?; rmdir "$mnt"; mnt=""; rm -f "$work/stop"
+    xfs_repair -n "$img" >/dev/null 2>&1; local after=$?
+    local cls=c
+    if (( rc > 2 || rrc > 2 )) || grep -qE 'Unhandled exception|   at Xfbtree' "$work"/*.out; then cls=BAD-crash
+    elif (( oracle != 0 && rc == 0 )); then cls=BAD-missed
+    elif (( rrc == 0 && after != 0 )); then cls=BAD-repair
+    elif (( oracle == 0 && rc == 0 )); then cls=a
+    elif (( rrc == 0 && after == 0 )); then cls=b; fi
+    printf '%s\t%s\t%s\t%s\toracle %s, scrub DIR %s, --repair %s, unmount %s, xfs_repair -n after %s, %s files written meanwhile; %s\n' \
+      "$nav" "$field" "$verb" "$cls" "$oracle" "$rc" "$rrc" "$mrc" "$after" "$(cat "$work/written" 2>/dev/null)" \
+      "$(grep -E '^repair:|not repaired' "$work/repair.out" | head -3 | cut -c1-160 | tr '\n\t' '  ')"
+  done
+  rm -rf "$work"
+}
+
+# Again the (target, field, verb) cases of FILE (lines of an earlier results.tsv, e.g. its BAD ones) on DIR/base.img.
+recheck() {
+  local dir=$1 file=$2 t f v rest name nav
+  declare -A navs
+  while IFS='|' read -r name nav; do navs[$name]=$nav; done < <(targets "$dir/base.img")
+  while IFS=$'\t' read -r t f v rest; do
+    [ -n "${navs[$t]:-}" ] || continue
+    run_case "$dir" "$t" "${navs[$t]}" "$f" "$v"
+  done < "$file"
+  rm -rf "$dir/work"
+}
+
 v4() {
   local dir; dir=$(mktemp -d)
   truncate -s 320M "$dir/v4.img"
@@ -272,6 +332,8 @@ v4() {
 case ${1:-} in
   base) shift; [ $# -ge 1 ] || die "usage: $0 base DIR [MKFS_OPTIONS...]"; make_base "$@" ;;
   sweep) shift; [ $# -ge 1 ] || die "usage: $0 sweep DIR [TARGET_REGEX]"; sweep "$@" ;;
+  recheck) shift; [ $# -ge 2 ] || die "usage: $0 recheck DIR FILE"; recheck "$@" ;;
+  online) shift; [ $# -ge 1 ] || die "usage: $0 online DIR < cases"; online "$@" ;;
   v4) v4 ;;
-  *) die "usage: $0 base DIR [MKFS_OPTIONS...] | sweep DIR [TARGET_REGEX] | v4" ;;
+  *) die "usage: $0 base DIR [MKFS_OPTIONS...] | sweep DIR [TARGET_REGEX] | online DIR < cases | v4" ;;
 esac

@@ -54,6 +54,8 @@ internal static class PrimarySuperblockRepair
     {
         byte[] primary = new byte[sb.SectorSize];
         if (RandomAccess.Read(fh, primary, 0) < primary.Length) return null;
+        // mkfs leaves sb_inprogress set in some secondaries, never in the primary of a finished filesystem.
+        if (primary[InProgressOffset] != 0) return $"sb_inprogress {primary[InProgressOffset]}: the filesystem says it is still being made";
         ulong root = BinaryPrimitives.ReadUInt64BigEndian(primary.AsSpan(RootInoOffset));
         if (!IsInUse(fh, sb, root, 0x4000)) return $"its root inode {root} is not a directory in use";
         long agBytes = (long)sb.AgBlocks * sb.BlockSize;
