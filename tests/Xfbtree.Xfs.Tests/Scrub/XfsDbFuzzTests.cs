@@ -38,6 +38,8 @@ public sealed class XfsDbFuzzTests(ITestOutputHelper output)
             ("sb 1", "unit", "lastbit", true),
             ("agf 1", "versionnum", "add", true),    // header version words were not checked
             ("agi 1", "versionnum", "add", true),
+            // The refcountbt's root pointer unusable: the AG is sick at the open and the rebuild's allocation skipped it.
+            ("agf 1", "refcntroot", "ones", true),
             // An rmapbt OWN_INODES record damaged (only the rmapbt is wrong): the inobt was blamed, rebuilt first from
             // the damaged rmapbt (a live chunk's 64 inodes dropped, their directory entries left naming free inodes)
             // or its rebuild refused and the rmapbt's waited for it forever.
