@@ -36,6 +36,10 @@ public sealed class XfsDbFuzzTests(ITestOutputHelper output)
             ("sb 1", "uquotino", "lastbit", false),
             ("sb 1", "qflags", "ones", false),
             ("sb 1", "unit", "lastbit", true),
+            ("sb 1", "meta_uuid", "middlebit", true),
+            ("sb 0", "meta_uuid", "middlebit", false),
+            ("sb 1", "qflags", "lastbit", false),
+            ("sb 0", "bad_features2", "lastbit", false),
             ("agf 1", "versionnum", "add", true),    // header version words were not checked
             ("agi 1", "versionnum", "add", true),
             // The refcountbt's root pointer unusable: the AG is sick at the open and the rebuild's allocation skipped it.

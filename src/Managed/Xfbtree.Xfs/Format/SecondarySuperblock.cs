@@ -73,6 +73,9 @@ internal static class SecondarySuperblock
             problems.Add("sb_meta_uuid differs from the primary's");
         }
         if (secondary[Superblock.StructSize..].IndexOfAnyExcept((byte)0) >= 0) problems.Add($"bytes after the superblock ({Superblock.StructSize}) are not zero");
+        // Quota flags: a secondary keeps the 0 mkfs wrote, or a copy of the primary's (growfs); nothing else.
+        ushort qflags = BinaryPrimitives.ReadUInt16BigEndian(secondary[176..]);
+        if (qflags != 0 && qflags != BinaryPrimitives.ReadUInt16BigEndian(primary[176..])) problems.Add($"sb_qflags {Hex(qflags)}, primary {Hex(BinaryPrimitives.ReadUInt16BigEndian(primary[176..]))}");
         SelfProblems(secondary, problems);
         return problems;
     }
@@ -85,7 +88,8 @@ internal static class SecondarySuperblock
     /// <summary>
     /// The rules a superblock must meet on its own, whatever the primary says: the fields left out of the comparison
     /// above are still judged by the verifier xfs_repair and the kernel run on every copy (xfs_validate_sb_common):
-    /// the version word's MOREBITS set and BORG clear, no unknown sb_features2 bit, no realtime free extents without
+    /// the version word's MOREBITS set and BORG clear, no unknown sb_features2 bit and sb_bad_features2 equal to it, an
+    /// unused sb_meta_uuid zero, no realtime free extents without
     /// a realtime device, the stripe unit and width consistent with the DALIGN bit, no old-style quota flags on v5,
     /// and no quota inode named without quota accounting.
     /// </summary>
@@ -95,6 +99,13 @@ internal static class SecondarySuperblock
         if ((version & VersionMoreBits) == 0 || (version & VersionBorgBit) != 0) problems.Add($"sb_versionnum {Hex((ulong)version)}: bad version bits");
         uint features2 = BinaryPrimitives.ReadUInt32BigEndian(sb[200..]);
         if ((features2 & ~Features2KnownBits) != 0) problems.Add($"sb_features2 {Hex(features2)}: unknown feature bits");
+        uint badFeatures2 = BinaryPrimitives.ReadUInt32BigEndian(sb[204..]);
+        if (badFeatures2 != features2) problems.Add($"sb_bad_features2 {Hex(badFeatures2)}, sb_features2 {Hex(features2)}: they must be equal");
+        // Without the META_UUID feature the field is unused and zero (xfs_repair zeroes it).
+        if ((BinaryPrimitives.ReadUInt32BigEndian(sb[Superblock.OffsetIncompat..]) & Superblock.IncompatMetaUuid) == 0 && sb.Slice(248, 16).IndexOfAnyExcept((byte)0) >= 0)
+        {
+            problems.Add("sb_meta_uuid set without the META_UUID feature");
+        }
         ulong rblocks = BinaryPrimitives.ReadUInt64BigEndian(sb[16..]), frextents = BinaryPrimitives.ReadUInt64BigEndian(sb[152..]);
         if (rblocks == 0 && frextents != 0) problems.Add($"sb_frextents {Hex(frextents)} without a realtime device");
         uint unit = BinaryPrimitives.ReadUInt32BigEndian(sb[184..]), width = BinaryPrimitives.ReadUInt32BigEndian(sb[188..]);
