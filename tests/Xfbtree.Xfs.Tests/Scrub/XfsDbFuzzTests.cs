@@ -124,4 +124,29 @@ public sealed class XfsDbFuzzTests(ITestOutputHelper output)
             Assert.Equal(secondariesBefore, Secondaries(image, (int)geometry.AgCount, agBytes));
         }
     }
+    /// <summary>
+    /// A bmbt leaf's first record moved one file block by xfs_db (inode 262856 of geom-bs1k has a two-level data fork
+    /// bmbt): the parent's key no longer matches the leaf. The scan walked the leaves without comparing keys, so the
+    /// rmapbt was "repaired" from the leaves and the key damage xfs_repair -n reports went unsaid (exit 0 on the
+    /// 4 KiB sweep image). Now it is reported on the rmapbt line, and a repair may only claim success when
+    /// xfs_repair -n agrees.
+    /// </summary>
+    [Fact]
+    public void ABmbtKeyThatDisagreesWithItsLeafIsReported()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture(Fixture);
+        var fuzz = Db(image, "inode 262856", "addr u3.bmbt.ptrs[1]", "fuzz -d recs[1].startoff lastbit");
+        Assert.True(fuzz.ExitCode == 0, $"xfs_db fuzz: {fuzz}");
+        Assert.True(RepairTools.XfsRepairCheck(image).ExitCode != 0, "xfs_repair -n must find the bmbt key damage");
+        var (rc, stdout, stderr) = ScrubCli.Run(image);
+        output.WriteLine($"scrub: exit {rc}\n{stdout}{stderr}");
+        Assert.Equal(1, rc);
+        Assert.Contains("inode 262856 data fork bmbt: level 0 block", stdout, StringComparison.Ordinal);
+        Assert.Contains("parent low key differs from the block's first key", stdout, StringComparison.Ordinal);
+        var repaired = ScrubCli.Run(image, "--repair");
+        output.WriteLine($"scrub --repair: exit {repaired.ExitCode}\n{repaired.Stdout}{repaired.Stderr}");
+        Assert.True(repaired.ExitCode is 0 or 1, $"scrub --repair: exit {repaired.ExitCode}");
+        if (repaired.ExitCode == 0) Assert.True(RepairTools.XfsRepairCheck(image).ExitCode == 0, "scrub --repair said clean, xfs_repair -n does not agree");
+    }
 }
