@@ -91,8 +91,10 @@ internal static class ScrubCommand
             // A primary superblock that does not verify: nothing opens the image. With --repair it is restored from a
             // secondary first (xfs_repair's way), then checked and repaired as any image.
             ScrubRepairOutcome? primaryRepair = null;
+            ScrubFinding? primaryDamaged = null;
             if (repair && PrimarySuperblockRepair.Damage(path) is { } sbDamage)
             {
+                primaryDamaged = ScrubReport.DamagedPrimarySuperblock(sbDamage);
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 try
                 {
@@ -134,8 +136,10 @@ internal static class ScrubCommand
                 repaired = primaryRepair is null ? rest : rest with { Outcomes = [primaryRepair, .. rest.Outcomes], Elapsed = rest.Elapsed + primaryRepair.Elapsed };
                 rc = repaired.Final is { } final ? ExitCode(final, repaired.NeedsRepair) : CommandLineHost.ExitDamaged;
             }
-            if (json) WriteJson(stdout, path, report, needsRepair, rc, repaired);
-            else WriteText(stdout, report, needsRepair, repaired);
+            // The restored primary is damage the check found: the report (its verdict, damaged, its first line) says it.
+            ScrubReport shown = primaryDamaged is null ? report : report.WithPrimarySuperblock(primaryDamaged);
+            if (json) WriteJson(stdout, path, shown, needsRepair, rc, repaired);
+            else WriteText(stdout, shown, needsRepair, repaired);
             stdout.Flush();
             return rc;
         }

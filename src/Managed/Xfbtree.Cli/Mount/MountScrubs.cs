@@ -28,9 +28,10 @@ internal sealed class MountScrubs(MountRepairs repairs, Action<string> log)
         var reply = new MountControlHeader { AgCount = repairs.AgCount };
         var found = Guard(ref reply, () =>
         {
+            ScrubFinding primary = OnlineScrubber.CheckPrimarySuperblock(repairs.Engine);
             ScrubFinding counters = OnlineScrubber.CheckSummaryCounters(repairs.Engine);
             var (links, mismatches, total) = OnlineScrubber.CheckLinkCounts(repairs.Engine, new ScrubOptions(), repairs.Stopping);
-            return (Findings: new[] { counters, links }, Mismatches: mismatches, Total: total);
+            return (Findings: new[] { primary, counters, links }, Mismatches: mismatches, Total: total);
         }, out string? failure);
         text = failure ?? ScrubWire.Findings(found.Findings, found.Mismatches, found.Total, room);
         return reply;

@@ -65,6 +65,9 @@ public static class OnlineScrubber
         long mismatchTotal = 0;
         if (options.OnlyAg is null)
         {
+            ScrubFinding primary = CheckPrimarySuperblock(engine, options);
+            findings.Add(primary);
+            onFinding?.Invoke(primary);
             ScrubFinding counters = CheckSummaryCounters(engine, options);
             findings.Add(counters);
             onFinding?.Invoke(counters);
@@ -111,7 +114,7 @@ public static class OnlineScrubber
                 using XfsImage view = engine.Image.CreateReadView();
                 try
                 {
-                    rmapAt = Scrubber.CheckAgStructures(AgScrubContext.ForOnlineCheck(view, agno, options, rmapDamaged), null, findings, withRmapbt: false);
+                    rmapAt = Scrubber.CheckAgStructures(AgScrubContext.ForOnlineCheck(view, agno, options, rmapDamaged, engine.PrimarySuperblockInCore), null, findings, withRmapbt: false);
                 }
                 catch (Exception e) when (e is CorruptionException or IOException)
                 {
@@ -161,6 +164,40 @@ public static class OnlineScrubber
         {
             f = new ScrubFinding("rmapbt", agno, options.ProblemLimit);
             f.Skip($"the inode scan with live hooks could not finish: {e.Message}");
+        }
+        f.Elapsed = clock.Elapsed;
+        return f;
+    }
+
+    /// <summary>The name of the primary superblock's finding (offline and online).</summary>
+    internal const string PrimarySuperblock = "primary superblock";
+
+    /// <summary>
+    /// The primary superblock on disk against the engine's in-core copy (read and verified at open, NEEDSREPAIR set
+    /// by the engine, which writes the sector again only at its clean close): they must be equal byte for byte. A
+    /// difference is damage made behind the engine's back (an outside write, the medium); the repair rewrites the
+    /// sector from the in-core copy (<see cref="WriteEngine.RestorePrimarySuperblock"/>).
+    /// </summary>
+    internal static ScrubFinding CheckPrimarySuperblock(WriteEngine engine, ScrubOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(engine);
+        options ??= new ScrubOptions();
+        var clock = Stopwatch.StartNew();
+        var f = new ScrubFinding(PrimarySuperblock, null, options.ProblemLimit);
+        byte[] held = engine.PrimarySuperblockInCore;
+        byte[] onDisk = engine.ReadPrimarySuperblockFromDisk();
+        int first = held.AsSpan().CommonPrefixLength(onDisk);
+        if (first == held.Length)
+        {
+            f.Note = "the sector on disk is the engine's in-core superblock";
+        }
+        else
+        {
+            int differ = 0;
+            for (int i = first; i < held.Length; i++) if (held[i] != onDisk[i]) differ++;
+            Format.Superblock parsed = Format.Superblock.Parse(onDisk);
+            string verifies = parsed.Magic != Format.Superblock.MagicValue ? "no XFSB magic" : !parsed.CrcValid ? "bad CRC" : "it verifies";
+            f.Damage($"{differ} bytes differ from the engine's in-core superblock (first at byte {first}; {verifies})");
         }
         f.Elapsed = clock.Elapsed;
         return f;

@@ -70,6 +70,7 @@ internal static class ScrubRepairs
     /// <summary>Every repair, in the order they run.</summary>
     public static readonly IReadOnlyList<IScrubRepair> InOrder =
     [
+        new PrimarySuperblockRestore(),
         new AgTreeRepair("superblock", ["superblock"], (e, ag) => OnlineAgHeaderRepair.RepairSecondarySuperblock(e, ag)),
         new AgHeaderRepair(AgHeaderKind.Agf, ["bnobt", "cntbt", "refcountbt"], (e, ag) => OnlineAgHeaderRepair.RepairAgf(e, ag).ToString()),
         new AgTreeRepair("AGFL", ["AGFL"], (e, ag) => OnlineAgflRepair.Run(e, ag).ToString()),
@@ -286,7 +287,7 @@ internal static class ScrubRepairs
 
     /// <summary>
     /// Every inode's link count, checked and set online from the directory tree (<see cref="OnlineLinkCounts"/>; an
-    /// inode no directory names is released as the unlink of its last name would), and every directory entry's file
+    /// inode no directory names is moved to /lost+found), and every directory entry's file
     /// type set from its inode's mode (an entry naming a free inode removed). It reads every inode through the
     /// inode btrees and every directory, so it waits while an inode btree or an AGI is damaged (the offline count it
     /// answers may only reflect that damage, and a scan through a wrong inobt could miss a directory). It answers
@@ -309,14 +310,32 @@ internal static class ScrubRepairs
             OnlineLinkCountResult r = OnlineLinkCounts.Run(names, new OnlineLinkCountOptions { Repair = true }, context.Cancel);
             if (r.Damage.Count > 0 || r.NotRepaired.Count > 0)
             {
-                throw new OnlineRepairException($"{r.MismatchTotal} wrong link counts, {r.Repaired + r.Released} repaired; not repaired: {string.Join("; ", r.Damage.Concat(r.NotRepaired).Take(3))}");
+                throw new OnlineRepairException($"{r.MismatchTotal} wrong link counts, {r.Repaired + r.Adopted} repaired; not repaired: {string.Join("; ", r.Damage.Concat(r.NotRepaired).Take(3))}");
             }
             if (r.MismatchTotal == 0 && r.EntryProblemTotal == 0)
             {
                 throw new OnlineRepairException($"the online check of {r.InodesCompared} inodes and {r.DirectoriesScanned} directories finds no wrong link count and no wrong entry");
             }
-            return $"{r.MismatchTotal} wrong link counts: {r.Repaired} set to the count, {r.Released} named by no directory released, {r.SettledMeanwhile} settled by writers meanwhile; "
+            return $"{r.MismatchTotal} wrong link counts: {r.Repaired} set to the count, {r.Adopted} named by no directory moved to /lost+found{(r.Adopted > 0 ? $" ({string.Join(", ", r.AdoptedAs.Take(3))}{(r.Adopted > 3 ? ", ..." : "")})" : "")}, {r.SettledMeanwhile} settled by writers meanwhile; "
                 + $"{r.EntryProblemTotal} wrong directory entries: {r.EntriesRepaired} repaired (file type set, or the entry of a free inode removed); {r.InodesCompared} inodes, {r.DirectoriesScanned} directories";
+        }
+    }
+
+    /// <summary>The primary superblock damaged on disk while the engine is open: rewritten whole from the engine's
+    /// in-core copy (<see cref="WriteEngine.RestorePrimarySuperblock"/>). First of all, since the secondary superblock
+    /// repair copies the primary on disk. Offline the primary is restored from a secondary before the image opens.</summary>
+    private sealed class PrimarySuperblockRestore : IScrubRepair
+    {
+        public string Name => OnlineScrubber.PrimarySuperblock;
+
+        public bool PerAg => false;
+
+        public bool Answers(string structure) => structure == OnlineScrubber.PrimarySuperblock;
+
+        public string Repair(ScrubRepairContext context, uint? agno)
+        {
+            context.Engine.RestorePrimarySuperblock();
+            return "rewritten from the engine's in-core superblock (the sector it read and verified at open)";
         }
     }
 
