@@ -120,11 +120,7 @@ internal static class ScrubCommand
                     if (log.State == LogState.Unknown) return Fail(stderr, $"{path}: cannot tell whether the log is clean ({log.Detail}); use --force to go on");
                 }
                 report = Scrubber.Run(image, options);
-                if (primaryDamage is not null)
-                {
-                    report = new ScrubReport([ScrubFinding.Restore("primary superblock", null, [primaryDamage], 1, []), .. report.Findings],
-                        report.LinkMismatches, report.LinkMismatchTotal, report.Elapsed, report.ScanElapsed);
-                }
+                if (primaryDamage is not null) report = report.WithPrimarySuperblock(ScrubReport.DamagedPrimarySuperblock(primaryDamage));
                 needsRepair = image.Superblock.NeedsRepair;
             }
             int rc = ExitCode(report, needsRepair);
