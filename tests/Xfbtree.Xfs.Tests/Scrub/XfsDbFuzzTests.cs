@@ -149,4 +149,24 @@ public sealed class XfsDbFuzzTests(ITestOutputHelper output)
         Assert.True(repaired.ExitCode is 0 or 1, $"scrub --repair: exit {repaired.ExitCode}");
         if (repaired.ExitCode == 0) Assert.True(RepairTools.XfsRepairCheck(image).ExitCode == 0, "scrub --repair said clean, xfs_repair -n does not agree");
     }
+    /// <summary>
+    /// A bmbt leaf of a file with a bad magic (xfs_db fuzz): the rmapbt rebuild's inode scan meets it. That corruption
+    /// escaped the repair rounds, so the engine was never closed: one stderr line, no report, and the image left
+    /// NEEDSREPAIR with a pending journal. Now that repair alone fails, said on its line, and the image is closed clean.
+    /// </summary>
+    [Fact]
+    public void ARepairThatMeetsACorruptBmbtFailsAloneAndClosesTheImage()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture(Fixture);
+        var fuzz = Db(image, "inode 262856", "addr u3.bmbt.ptrs[1]", "fuzz -d magic ones");
+        Assert.True(fuzz.ExitCode == 0, $"xfs_db fuzz: {fuzz}");
+        var (rc, stdout, stderr) = ScrubCli.Run(image, "--repair");
+        output.WriteLine($"scrub --repair: exit {rc}\n{stdout}{stderr}");
+        Assert.Equal(1, rc);
+        Assert.Contains("rmapbt: not repaired: corrupt bmbt", stdout, StringComparison.Ordinal);
+        Assert.Contains("result after repair: DAMAGED", stdout, StringComparison.Ordinal);
+        Assert.False(File.Exists(image + ".xfbtree-journal"), "the write engine's journal must not be left behind");
+        Assert.False(Write.WriteEngineTestSupport.NeedsRepair(image), "NEEDSREPAIR must be cleared by the engine's clean close");
+    }
 }
