@@ -800,12 +800,22 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
 
     // ------------------------------------------------------------------ the file system
 
+    /// <summary>Free bytes of the image now (the AG free-space counters, as STATFS reports them).</summary>
+    public ulong FreeBytes => FreeBlocks() * (ulong)_fs.Engine.Geometry.BlockSize;
+
+    ulong FreeBlocks()
+    {
+        var engine = _fs.Engine;
+        ulong free = 0;
+        for (uint agno = 0; agno < engine.Geometry.Superblock.AgCount; agno++) free += engine.Ag(agno).FreeBlocks;
+        return free;
+    }
+
     public int StatFs(in FuseRequestContext context, ulong node, out FuseStatFsOut statfs)
     {
         var engine = _fs.Engine;
         var sb = engine.Geometry.Superblock;
-        ulong free = 0;
-        for (uint agno = 0; agno < sb.AgCount; agno++) free += engine.Ag(agno).FreeBlocks;
+        ulong free = FreeBlocks();
         var (icountDelta, ifreeDelta) = engine.InodeCounterDeltas;
         ulong icount = (ulong)Math.Max(0, (long)sb.InodeCount + icountDelta);
         ulong ifree = Math.Min((ulong)Math.Max(0, (long)sb.FreeInodes + ifreeDelta), icount);

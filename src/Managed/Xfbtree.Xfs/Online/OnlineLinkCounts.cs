@@ -328,40 +328,6 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
         }
     }
 
-    /// <summary>
-    /// Keeps the scans to a share of one CPU (<see cref="OnlineLinkCountOptions.CpuShare"/>): the working time
-    /// between batches is added up, and once it reaches a slice the checker waits slice x (1 - share) / share. A
-    /// rate limit, not a synchronization: it holds no lock and nothing waits for it; cancellation ends the wait.
-    /// Working time is wall time, so on a busy machine the checker is paced a little more than its share.
-    /// </summary>
-    private sealed class ScanPacer(double share)
-    {
-        private static readonly long Slice = Stopwatch.Frequency / 500; // 2 ms: longer than a timer's slack
-        private readonly CpuSharePacer pacer = new(share);
-        private long since = Stopwatch.GetTimestamp();
-        private long worked;
-
-        public TimeSpan Waited => pacer.Waited;
-
-        /// <summary>After an inode chunk: the work since the last rest is paced once it reaches a slice.</summary>
-        public void AfterBatch(CancellationToken cancel)
-        {
-            if (pacer.Share >= 1)
-            {
-                return;
-            }
-            long now = Stopwatch.GetTimestamp();
-            worked += now - since;
-            if (worked >= Slice)
-            {
-                pacer.Rest(TimeSpan.FromSeconds((double)worked / Stopwatch.Frequency), cancel);
-                worked = 0;
-                now = Stopwatch.GetTimestamp();
-            }
-            since = now;
-        }
-    }
-
     private IncoreInode? LoadInode(OnlineInodeScan which, ulong ino)
     {
         try

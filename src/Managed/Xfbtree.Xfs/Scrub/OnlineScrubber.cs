@@ -92,7 +92,9 @@ public static class OnlineScrubber
         options ??= new ScrubOptions();
         ScrubFinding rmapbt = CheckRmapbt(engine, agno, options, cancel);
         string? rmapDamaged = rmapbt.Verdict == ScrubVerdict.Damaged ? "the rmapbt is damaged (see rmapbt)" : null;
+        long local = Stopwatch.GetTimestamp();
         var (findings, rmapAt) = CheckAgLocal(engine, agno, options, rmapDamaged);
+        new CpuSharePacer(options.CpuShare).Rest(Stopwatch.GetElapsedTime(local), cancel);
         findings.Insert(rmapAt, rmapbt);
         return findings;
     }
@@ -147,7 +149,7 @@ public static class OnlineScrubber
         ScrubFinding f;
         try
         {
-            OnlineRmapCheckResult r = OnlineRmapRepair.Check(engine, agno, new OnlineRmapRepairOptions(), RmapbtScrubber.CheckOptions(options), cancel);
+            OnlineRmapCheckResult r = OnlineRmapRepair.Check(engine, agno, new OnlineRmapRepairOptions { CpuShare = options.CpuShare }, RmapbtScrubber.CheckOptions(options), cancel);
             if (r.NotChecked is { } why)
             {
                 f = new ScrubFinding("rmapbt", agno, options.ProblemLimit);
@@ -308,7 +310,7 @@ public static class OnlineScrubber
         try
         {
             var names = new NamespaceOperations(engine, new FileOperations(engine));
-            OnlineLinkCountResult r = OnlineLinkCounts.Run(names, new OnlineLinkCountOptions { MismatchLimit = options.LinkMismatchLimit }, cancel);
+            OnlineLinkCountResult r = OnlineLinkCounts.Run(names, new OnlineLinkCountOptions { MismatchLimit = options.LinkMismatchLimit, CpuShare = options.CpuShare }, cancel);
             foreach (string d in r.Damage)
             {
                 f.Damage(d);

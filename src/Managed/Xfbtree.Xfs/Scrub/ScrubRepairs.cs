@@ -10,7 +10,7 @@ using Xfbtree.Xfs.Write.Namespace;
 namespace Xfbtree.Xfs.Scrub;
 
 /// <summary>What a repair is given: the open engine (writers may be running) and the findings that asked for it.</summary>
-internal sealed record ScrubRepairContext(WriteEngine Engine, ScrubReport Findings, CancellationToken Cancel);
+internal sealed record ScrubRepairContext(WriteEngine Engine, ScrubReport Findings, CancellationToken Cancel, double CpuShare = 1);
 
 /// <summary>
 /// One repair of <c>xfbtree scrub --repair</c>: the findings it answers and how it rebuilds them through the write
@@ -202,7 +202,7 @@ internal static class ScrubRepairs
         {
             // Filesystem-wide repairs run once (after every per-AG one of their round): in the first round, or in a
             // later one when they waited for their source.
-            List<ScrubRepairOutcome> done = Run(new ScrubRepairContext(engine, report, cancel), options.Progress, wideDone, out waiting);
+            List<ScrubRepairOutcome> done = Run(new ScrubRepairContext(engine, report, cancel, options.CpuShare), options.Progress, wideDone, out waiting);
             outcomes.AddRange(done);
             // Check again (a read view, commits paused) when a repair waited for its source or some damage has no
             // repair: it may have been a symptom of what was just repaired.
@@ -245,7 +245,7 @@ internal static class ScrubRepairs
 
         public string Repair(ScrubRepairContext context, uint? agno)
         {
-            var r = OnlineRmapRepair.Run(context.Engine, agno!.Value, cancellationToken: context.Cancel);
+            var r = OnlineRmapRepair.Run(context.Engine, agno!.Value, new OnlineRmapRepairOptions { CpuShare = context.CpuShare }, null, context.Cancel);
             return $"{r.Records} records, {r.NewTreeBlocks} new blocks, {r.OldBlocksReaped} old blocks reaped, AG locked {r.TimeLocked.TotalMilliseconds:F1} ms";
         }
     }
@@ -311,7 +311,7 @@ internal static class ScrubRepairs
         public string Repair(ScrubRepairContext context, uint? agno)
         {
             var names = new NamespaceOperations(context.Engine, new FileOperations(context.Engine));
-            OnlineLinkCountResult r = OnlineLinkCounts.Run(names, new OnlineLinkCountOptions { Repair = true }, context.Cancel);
+            OnlineLinkCountResult r = OnlineLinkCounts.Run(names, new OnlineLinkCountOptions { Repair = true, CpuShare = context.CpuShare }, context.Cancel);
             if (r.Damage.Count > 0 || r.NotRepaired.Count > 0)
             {
                 throw new OnlineRepairException($"{r.MismatchTotal} wrong link counts, {r.Repaired + r.Adopted} repaired; not repaired: {string.Join("; ", r.Damage.Concat(r.NotRepaired).Take(3))}");
