@@ -98,6 +98,9 @@ internal static class ScrubCommand
             if (ImageStateNotices.InUse(path) is { } holder) return Fail(stderr, ImageStateNotices.InUseRefusal(path, holder));
             if (ImageStateNotices.Pending(path) is { } pending) return Fail(stderr, ImageStateNotices.PendingRefusal(path, pending));
             var options = new ScrubOptions { OnlyAg = onlyAg };
+            // Without an rmapbt the offline check still runs (its source is the scan's rmap set), but every repair
+            // writes through the write engine, which keeps the rmapbt current: refuse before anything is written.
+            if (repair && WithoutRmapbt(path)) return Fail(stderr, $"{path}: cannot repair: {Xfbtree.Xfs.Format.Superblock.NoRmapbtRefusal}");
             // A primary superblock that does not verify: nothing opens the image. With --repair it is restored from a
             // secondary first (xfs_repair's way), then checked and repaired as any image.
             ScrubRepairOutcome? primaryRepair = null;
@@ -120,7 +123,7 @@ internal static class ScrubCommand
             string? primaryDamage = repair ? null : PrimarySuperblockRepair.Damage(path);
             ScrubReport report;
             bool needsRepair;
-            using (var image = XfsImage.Open(path))
+            using (var image = XfsImage.Open(path, new XfsImageOptions { AllowMissingRmapbt = true }))
             {
                 if (onlyAg is { } a && a >= image.Geometry.AgCount) return Fail(stderr, $"AG {a} does not exist (the filesystem has {CommandLineHost.Count(image.Geometry.AgCount, "AG")})");
                 if (!force)
@@ -158,6 +161,19 @@ internal static class ScrubCommand
 #pragma warning disable CA1031 // last line of defence: one line, never a stack trace
         catch (Exception e) when (!environment.RethrowInternalErrors) { return Fail(stderr, $"internal error: {e.GetType().Name}: {e.Message}"); }
 #pragma warning restore CA1031
+    }
+
+    /// <summary>True when the file starts with a v5 superblock whose features say no rmapbt (a damaged primary is not
+    /// judged here: the open says what is wrong with it).</summary>
+    static bool WithoutRmapbt(string path)
+    {
+        var probe = new byte[512];
+        using (var fh = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
+        {
+            if (RandomAccess.Read(fh, probe, 0) < probe.Length) return false;
+        }
+        var sb = Xfbtree.Xfs.Format.Superblock.Parse(probe);
+        return sb.Magic == Xfbtree.Xfs.Format.Superblock.MagicValue && sb.Version == 5 && !sb.HasRmapbt;
     }
 
     /// <summary>A directory (a mount to check online), or a path the kernel refuses to stat for this user: a FUSE

@@ -19,6 +19,9 @@ public sealed record XfsImageOptions
     /// <summary>Test seam (internal): called with the disk target right after it is opened writable, before any
     /// block is read through it (crash models install their write interceptor here).</summary>
     internal Action<DiskBufferTarget>? ConfigureWritableTarget { get; init; }
+    /// <summary>Opens a filesystem without the reverse-mapping btree too (internal: only the offline scrub check,
+    /// which reads it without the on-disk rmapbt). Default false: <see cref="Format.Superblock.RequireRmapbt"/> refuses it.</summary>
+    internal bool AllowMissingRmapbt { get; init; }
 }
 
 /// <summary>
@@ -89,6 +92,7 @@ public sealed class XfsImage : IDisposable
             if (sb.Magic != Superblock.MagicValue)
                 throw new XfsFormatException($"{path}: not an XFS filesystem (no XFSB superblock magic)");
             sb.RequireSupported();
+            if (!options.AllowMissingRmapbt) sb.RequireRmapbt();
             if (sb.SectorSize > 512 && sb.SectorSize <= 32768 && (sb.SectorSize & (sb.SectorSize - 1)) == 0)
             {
                 var sector = new byte[sb.SectorSize];

@@ -145,6 +145,7 @@ internal sealed class Agf
         foreach (var tree in new[] { AgfTree.Bnobt, AgfTree.Cntbt, AgfTree.Rmapbt, AgfTree.Refcountbt })
         {
             if (tree == AgfTree.Refcountbt && !geo.Superblock.HasReflink) continue;
+            if (tree == AgfTree.Rmapbt && !geo.Superblock.HasRmapbt) continue;
             var (root, level) = RootOf(tree);
             int max = XfsTreeLimits.MaxLevels(geo, tree);
             if (level < 1 || level > max) p.Add($"{tree.ToString().ToLowerInvariant()} level {level} outside 1..{max}");

@@ -168,8 +168,7 @@ internal sealed class Superblock
     static bool IsPow2(ulong v) => v != 0 && (v & (v - 1)) == 0;
 
     /// <summary>
-    /// Throws <see cref="XfsUnsupportedException"/> for a filesystem this tool does not handle: not v5, no rmapbt,
-    /// an unknown incompat or ro_compat feature, a realtime device in use. Call after <see cref="Validate"/>'s magic
+    /// Throws <see cref="XfsUnsupportedException"/> for a filesystem this tool does not read at all: not v5, an unknown incompat or ro_compat feature, a realtime device in use. Call after <see cref="Validate"/>'s magic
     /// check (it is called by <see cref="Validate"/> itself before the geometry checks).
     /// </summary>
     public void RequireSupported()
@@ -181,8 +180,21 @@ internal sealed class Superblock
             throw new XfsUnsupportedException($"unsupported incompatible feature bits 0x{FeaturesIncompat & ~IncompatKnown:x} (known: 0x{IncompatKnown:x})");
         if ((FeaturesRoCompat & ~RoCompatKnown) != 0)
             throw new XfsUnsupportedException($"unsupported read-only-compatible feature bits 0x{FeaturesRoCompat & ~RoCompatKnown:x}");
-        if (!HasRmapbt) throw new XfsUnsupportedException("the filesystem has no reverse-mapping btree (made without mkfs.xfs -m rmapbt=1)");
         if (RtBlocks != 0 || RtExtents != 0) throw new XfsUnsupportedException($"a realtime device is in use ({RtBlocks} rt blocks): not supported");
+    }
+
+    /// <summary>The refusal of everything but the offline check (<c>xfbtree scrub</c> without <c>--repair</c>) on a
+    /// filesystem without the reverse-mapping btree (mkfs.xfs 6.x makes one only with <c>-m rmapbt=1</c>).</summary>
+    public const string NoRmapbtRefusal = "the filesystem has no reverse-mapping btree (made without mkfs.xfs -m rmapbt=1): only `xfbtree scrub` without --repair reads it";
+
+    /// <summary>
+    /// Throws <see cref="XfsUnsupportedException"/> when the filesystem has no reverse-mapping btree: what writes
+    /// (the write engine, repairs, mount) keeps it current and the rmap commands check it; only the offline scrub
+    /// check reads such a filesystem (its source of truth is the rmap set the scan computes, not the on-disk tree).
+    /// </summary>
+    public void RequireRmapbt()
+    {
+        if (!HasRmapbt) throw new XfsUnsupportedException(NoRmapbtRefusal);
     }
 
     /// <summary>

@@ -36,7 +36,14 @@ internal static class AgHeaderScrubber
         if (ctx.CntbtHeight >= 0 && agf.CntLevel != ctx.CntbtHeight) f.Damage($"cntbt level {agf.CntLevel}, but the tree is {ctx.CntbtHeight} high");
         long rmapBlocks = ctx.RmapbtBlockCount;
         // The scan collects the rmapbt's blocks without judging it: count them only when the rmapbt reads whole.
-        if (ctx.BnobtBlocks > 0 && ctx.CntbtBlocks > 0 && rmapBlocks > 0 && ctx.OnDiskRmapUnusable == null)
+        if (!ctx.HasRmapbt && ctx.BnobtBlocks > 0 && ctx.CntbtBlocks > 0)
+        {
+            long btreeblks = ctx.BnobtBlocks - 1 + ctx.CntbtBlocks - 1;
+            if (btreeblks != agf.BtreeBlocks) f.Damage($"agf_btreeblks {agf.BtreeBlocks}, but bnobt+cntbt have {btreeblks} non-root blocks");
+            if (agf.RmapRoot != 0 || agf.RmapLevel != 0 || agf.RmapBlocks != 0)
+                f.Damage($"rmapbt root {agf.RmapRoot} level {agf.RmapLevel} blocks {agf.RmapBlocks} on a filesystem without an rmapbt: each must be 0");
+        }
+        else if (ctx.BnobtBlocks > 0 && ctx.CntbtBlocks > 0 && rmapBlocks > 0 && ctx.OnDiskRmapUnusable == null)
         {
             long btreeblks = ctx.BnobtBlocks - 1 + ctx.CntbtBlocks - 1 + rmapBlocks - 1;
             if (btreeblks != agf.BtreeBlocks) f.Damage($"agf_btreeblks {agf.BtreeBlocks}, but bnobt+cntbt+rmapbt have {btreeblks} non-root blocks");
@@ -86,7 +93,7 @@ internal static class AgHeaderScrubber
             foreach (uint b in seen)
                 if (!Covers(ownAg, b)) f.Damage($"block {b} is not OWN_AG in the rmapbt");
         }
-        else f.Skip("blocks not compared with the rmapbt: " + ctx.OnDiskRmapUnusable);
+        else if (ctx.HasRmapbt) f.Skip("blocks not compared with the rmapbt: " + ctx.OnDiskRmapUnusable);
         f.Note = $"{agfl.Blocks.Count} blocks";
         return f;
     }

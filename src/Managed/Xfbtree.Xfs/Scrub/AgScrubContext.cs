@@ -217,6 +217,12 @@ internal sealed class AgScrubContext
             RmapUnusable = "the AG was not scanned";
             RmapReport = new AgCheckReport(AgNumber);
         }
+        else if (!HasRmapbt)
+        {
+            DeriveWithoutRmapbt(scratch);
+            RmapCompareElapsed = start.Elapsed;
+            return;
+        }
         else
         {
             var pass = new DerivingObserver(scratch, AgLength, Image.Superblock.HasReflink);
@@ -240,6 +246,44 @@ internal sealed class AgScrubContext
         else if (OnDiskOwnAg == null) IndexOnDiskRmapTolerantly(agf!, scratch);
         RmapCompareElapsed = start.Elapsed;
     }
+
+    /// <summary>False on a filesystem made without the reverse-mapping btree: the expected set is then the only rmap
+    /// source, and the comparisons with the on-disk special-owner records do not apply (they are left out, not
+    /// "not checked").</summary>
+    public bool HasRmapbt => Image.Superblock.HasRmapbt;
+
+    /// <summary>
+    /// No rmapbt: one pass over the expected set alone derives the free extents and the implied reference counts
+    /// (the same derivation as with an rmapbt); the report carries only what the scan met, for the scan's finding.
+    /// </summary>
+    void DeriveWithoutRmapbt(ScrubScratch scratch)
+    {
+        var pass = new DerivingObserver(scratch, AgLength, Image.Superblock.HasReflink);
+        var expected = Scan.Expected!;
+        using (var cursor = expected.CreateCursor())
+        {
+            for (bool ok = cursor.MoveFirst(); ok; ok = cursor.Increment())
+                pass.Expected(RmapRecord.Read(cursor.Current));
+        }
+        RmapReport = new AgCheckReport(AgNumber)
+        {
+            ExpectedRecords = expected.Count,
+            ScanProblems = Scan.Problems.Items,
+            ScanProblemTotal = Scan.Problems.Total,
+        };
+        RmapbtBlockCount = 0;
+        OnDiskRmapUnusable = NoRmapbt;
+        if (!_scanComplete || Scan.Problems.Total > 0 || !Scan.MetadataComplete)
+            RmapUnusable = "the scan met damage (see metadata scan), so the space it implies is not complete";
+        else
+        {
+            FreeExtents = pass.FinishFreeExtents();
+            ImpliedShared = pass.FinishShared();
+        }
+    }
+
+    /// <summary>Why the on-disk rmapbt records are not available on a filesystem without one.</summary>
+    public const string NoRmapbt = "the filesystem has no rmapbt";
 
     /// <summary>The special-owner records by the tolerant walker (the checker's walk met violations, or did not run).</summary>
     void IndexOnDiskRmapTolerantly(Agf agf, ScrubScratch scratch)

@@ -93,6 +93,7 @@ internal static class InodeBtreeScrubber
     /// <summary>The allocated blocks of the chunks, merged into runs, must be exactly the rmapbt's OWN_INODES records.</summary>
     static void CheckChunksAgainstRmap(AgScrubContext ctx, ScrubFinding f, List<InobtRecord> records)
     {
+        if (!ctx.HasRmapbt) return;   // no independent record of the chunks: the scan's own OWN_INODES come from the inobt
         if (ctx.OnDiskInodeChunks is not { } onDisk) { f.Skip("chunks not compared with the rmapbt: " + ctx.OnDiskRmapUnusable); return; }
         var runs = new List<(uint Start, uint Length)>();
         var blocks = new List<(uint Start, uint Length)>();

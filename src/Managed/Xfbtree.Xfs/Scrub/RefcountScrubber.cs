@@ -44,6 +44,8 @@ internal static class RefcountScrubber
         if (ctx.RmapUnusable != null) f.Skip("reference counts not compared with the rmap: " + ctx.RmapUnusable);
         else CompareCounts(f, ctx.ImpliedShared!, shared);
 
+        // No rmapbt: no independent record of the CoW staging extents (the scan's OWN_COW come from the refcountbt).
+        if (!ctx.HasRmapbt) return f;
         if (ctx.OnDiskCow is not { } onDiskCow) f.Skip("CoW staging extents not compared with the rmapbt: " + ctx.OnDiskRmapUnusable);
         else
         {

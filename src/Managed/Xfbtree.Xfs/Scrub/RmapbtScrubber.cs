@@ -13,6 +13,24 @@ internal static class RmapbtScrubber
     public static ScrubFinding Check(AgScrubContext ctx)
         => FromReport(ctx.RmapReport, ctx.ScanComplete, ctx.Options);
 
+    /// <summary>The name of the finding that stands in for the rmapbt's on a filesystem without one.</summary>
+    public const string MetadataScan = "metadata scan";
+
+    /// <summary>
+    /// A filesystem without an rmapbt: the finding carries what the scan met while computing the expected rmap set
+    /// (AG headers, tree nodes, inodes, forks: what the set could not include), as the rmapbt's finding does otherwise.
+    /// </summary>
+    public static ScrubFinding ScanWithoutRmapbt(AgScrubContext ctx)
+    {
+        var rep = ctx.RmapReport;
+        var f = new ScrubFinding(MetadataScan, rep.AgNumber, ctx.Options.ProblemLimit);
+        foreach (var p in rep.ScanProblems) f.Damage($"scan: {p.Where}: {p.What}");
+        if (rep.ScanProblemTotal > rep.ScanProblems.Count) f.Damage(rep.ScanProblemTotal - rep.ScanProblems.Count, $"{rep.ScanProblemTotal - rep.ScanProblems.Count} more scan problems");
+        f.Note = $"{rep.ExpectedRecords} rmap records implied; no rmapbt on this filesystem";
+        f.Elapsed = ctx.RmapCompareElapsed;
+        return f;
+    }
+
     /// <summary>The options of the comparison behind an rmapbt finding.</summary>
     public static RmapCheckOptions CheckOptions(ScrubOptions options) => new() { SampleLimit = 1, StructureLimit = options.ProblemLimit };
 

@@ -54,7 +54,9 @@ public static class Scrubber
             options.Progress?.Invoke($"scrubbing AG {ag.AgNumber}/{image.Geometry.AgCount}");
             var ctx = new AgScrubContext(image, ag, scanComplete, options, scratch);
             contexts.Add(ctx);
-            CheckAgStructures(ctx, links, findings, withRmapbt: true);
+            int scanAt = CheckAgStructures(ctx, links, findings, withRmapbt: image.Superblock.HasRmapbt);
+            // No rmapbt: the damage the scan met while computing the expected set still needs a line of its own.
+            if (!image.Superblock.HasRmapbt) findings.Insert(scanAt, RmapbtScrubber.ScanWithoutRmapbt(ctx));
             ctx.ReleaseScratch();
             ag.Dispose();   // the AG's expected set: its pages go back now (the headers stay for the superblock counters)
         }

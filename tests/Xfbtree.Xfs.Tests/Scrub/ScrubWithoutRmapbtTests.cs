@@ -1,0 +1,153 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using Xfbtree.Xfs.Tests.Repair;
+using Xfbtree.Xfs.Tests.Trees;
+using Xunit.Abstractions;
+
+namespace Xfbtree.Xfs.Tests.Scrub;
+
+/// <summary>
+/// A filesystem as mkfs.xfs 6.x makes it by default: reflink and finobt, but no reverse-mapping btree. Populated by
+/// the kernel through a loop mount (files, a reflinked copy, directories, a hard link, xattrs, a removed file). The
+/// offline check reads it with the scan's expected rmap set as the only rmap source (docs/scrub.md, "Filesystems
+/// without an rmapbt"); everything that writes refuses it with one line and exit 2, changing nothing. Before, every
+/// command refused it, so the scrub said "could not check" on a healthy image.
+/// </summary>
+public sealed class ScrubWithoutRmapbtTests(ITestOutputHelper output)
+{
+    /// <summary>The populated image (built once per test process) and the inode number of /d1/f5.</summary>
+    static (string Image, ulong Inode) Populated()
+    {
+        string img = TreeFixtures.Generated("no-rmapbt-populated", Build);
+        return (img, ulong.Parse(File.ReadAllText(img + ".ino").Trim(), CultureInfo.InvariantCulture));
+    }
+
+    static void Build(string img)
+    {
+        RepairTools.MkfsSmall(img, 96L << 20);   // mkfs.xfs defaults: rmapbt=0, reflink=1, finobt=1
+        string mnt = Directory.CreateDirectory(img + ".mnt").FullName;
+        TreeFixtures.Run(TreeFixtures.Tool("mount"), ["-o", "loop,nouuid", img, mnt]);
+        string ino;
+        try
+        {
+            string d1 = Directory.CreateDirectory(Path.Combine(mnt, "d1")).FullName;
+            Directory.CreateDirectory(Path.Combine(d1, "d2"));
+            for (int i = 1; i <= 40; i++) File.WriteAllText(Path.Combine(d1, $"f{i}"), $"hello {i}\n");
+            TreeFixtures.Run(TreeFixtures.Tool("xfs_io"), ["-f", "-c", "pwrite -b 64k 0 2m", Path.Combine(mnt, "big")]);
+            TreeFixtures.Run("/bin/cp", ["--reflink=always", Path.Combine(mnt, "big"), Path.Combine(mnt, "big.clone")]);
+            TreeFixtures.Run(TreeFixtures.Tool("xfs_io"), ["-c", "pwrite -S 0x5a 64k 8k", Path.Combine(mnt, "big.clone")]);
+            TreeFixtures.Run(TreeFixtures.Tool("setfattr"), ["-n", "user.small", "-v", "123", Path.Combine(d1, "f1")]);
+            TreeFixtures.Run(TreeFixtures.Tool("setfattr"), ["-n", "user.large", "-v", new string('x', 3000), Path.Combine(d1, "f2")]);
+            File.CreateSymbolicLink(Path.Combine(d1, "d2", "link"), "../f3");
+            TreeFixtures.Run("/bin/ln", [Path.Combine(d1, "f4"), Path.Combine(d1, "d2", "hard")]);
+            File.Delete(Path.Combine(d1, "f10"));
+            ino = TreeFixtures.Run("/usr/bin/stat", ["-c", "%i", Path.Combine(d1, "f5")]);
+        }
+        finally { TreeFixtures.Run(TreeFixtures.Tool("umount"), [mnt]); }
+        File.WriteAllText(img + ".ino", ino);
+    }
+
+    [Fact]
+    public void ADefaultMkfsImagePopulatedByTheKernelScrubsClean()
+    {
+        using var scratch = new RepairScratch();
+        string img = scratch.Copy(Populated().Image, "clean.img");
+        string version = TreeFixtures.XfsDb(img, "version");
+        Assert.DoesNotContain("RMAPBT", version, StringComparison.Ordinal);
+        Assert.Contains("REFLINK", version, StringComparison.Ordinal);
+        var oracle = RepairTools.XfsRepairCheck(img);
+        Assert.True(oracle.ExitCode == 0, "xfs_repair -n on the fresh image: " + oracle);
+
+        var run = RepairTools.Xfbtree("scrub", img);
+        output.WriteLine(run.Stdout);
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains("AG 0 metadata scan: clean", run.Stdout, StringComparison.Ordinal);
+        Assert.Matches(@"AG \d+ refcountbt: clean \([1-9]\d* shared extents", run.Stdout);   // the reflinked copy was checked
+        Assert.Contains("nlinks: clean", run.Stdout, StringComparison.Ordinal);
+        Assert.DoesNotContain("rmapbt:", run.Stdout, StringComparison.Ordinal);
+        Assert.DoesNotContain("not checked", run.Stdout, StringComparison.Ordinal);
+
+        var json = RepairTools.Xfbtree("scrub", "--json", img);
+        Assert.True(json.ExitCode == 0, json.ToString());
+        Assert.Contains("\"version\"", json.Stdout, StringComparison.Ordinal);
+        Assert.Contains("\"metadata scan\"", json.Stdout, StringComparison.Ordinal);
+    }
+
+    public static TheoryData<string> DamageKinds() => ["bnobt record", "AGF free blocks", "inobt freecount", "refcount record", "link count"];
+
+    [Theory]
+    [MemberData(nameof(DamageKinds))]
+    public void DamageXfsRepairFindsIsFound(string kind)
+    {
+        using var scratch = new RepairScratch();
+        var (source, inode) = Populated();
+        string img = scratch.Copy(source, "damaged.img");
+        string[] commands;
+        string subject;
+        switch (kind)
+        {
+            case "bnobt record":
+                commands = ["agf 0", "addr bnoroot", "fuzz -d recs[1].blockcount sub"];
+                subject = "AG 0 bnobt: damaged";
+                break;
+            case "AGF free blocks":
+                // One block more than the rmap leaves free: inside every bound the header check knows on its own.
+                long free = long.Parse(TreeFixtures.XfsDb(img, "agf 1", "print freeblks").Split('=')[1].Trim(), CultureInfo.InvariantCulture);
+                commands = ["agf 1", $"write freeblks {free + 1}"];
+                subject = "AG 1 AGF: damaged: agf_freeblks";
+                break;
+            case "inobt freecount":
+                commands = ["agi 0", "addr root", "fuzz -d recs[1].freecount sub"];
+                subject = "AG 0 inobt: damaged";
+                break;
+            case "refcount record":
+                commands = ["agf 0", "addr refcntroot", "fuzz -d recs[1].refcount add"];
+                subject = "AG 0 refcountbt: damaged";
+                break;
+            default:
+                commands = [$"inode {inode}", "fuzz -d core.nlinkv2 add"];
+                subject = $"inode {inode} nlink:";
+                break;
+        }
+        var args = new List<string> { "-x" };
+        foreach (string c in commands) { args.Add("-c"); args.Add(c); }
+        args.Add(img);
+        var db = RepairTools.Exec(TreeFixtures.Tool("xfs_db"), args);
+        output.WriteLine(db.ToString());
+        var oracle = RepairTools.XfsRepairCheck(img);
+        Assert.True(oracle.ExitCode != 0, $"xfs_repair -n does not see the {kind} damage, so the case proves nothing: {oracle}");
+
+        var run = RepairTools.Xfbtree("scrub", img);
+        output.WriteLine(run.Stdout);
+        Assert.True(run.ExitCode == 1, run.ToString());
+        Assert.Contains(subject, run.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void EverythingThatWritesRefusesWithOneLine()
+    {
+        using var scratch = new RepairScratch();
+        string img = scratch.Copy(Populated().Image, "refused.img");
+        string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
+        byte[] before = SHA256.HashData(File.ReadAllBytes(img));
+        string[][] commands =
+        [
+            ["scrub", "--repair", img],
+            ["scrub", "--repair", "--json", img],
+            ["rmap", "check", img],
+            ["rmap", "repair", img],
+            ["io", img, "-c", "create /new"],
+            ["stress", img],
+            ["mount", img, mnt],
+        ];
+        foreach (var c in commands)
+        {
+            var run = RepairTools.Xfbtree(c);
+            output.WriteLine($"{string.Join(' ', c)}: {run}");
+            Assert.True(run.ExitCode == 2, $"{string.Join(' ', c)}: {run}");
+            Assert.Contains("no reverse-mapping btree", run.Stderr, StringComparison.Ordinal);
+            Assert.Single(run.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        }
+        Assert.Equal(before, SHA256.HashData(File.ReadAllBytes(img)));
+    }
+}
