@@ -192,6 +192,7 @@ internal static class OnlineAgHeaderRepair
             // The primary on disk (the engine keeps NEEDSREPAIR set in it while open; the copy clears it). Geometry and
             // features never change while the engine runs; the counters, which may lag, are not compared on secondaries.
             byte[] primary = new byte[geo.SectorSize];
+            engine.WriteBackCommitted(); // a raw read of the image file: every commit in place first
             WriteEngine.ReadRaw(engine.Disk, 0, primary);
             if (Superblock.Parse(primary) is not { Magic: Superblock.MagicValue, CrcValid: true })
             {
@@ -211,6 +212,7 @@ internal static class OnlineAgHeaderRepair
         XfsGeometry geo = engine.Geometry;
         byte[] sector = new byte[geo.SectorSize];
         long daddr = geo.AgHeaderDaddr(agno, (int)kind);
+        engine.WriteBackCommitted(); // a raw read of the image file: every commit in place first
         WriteEngine.ReadRaw(engine.Disk, daddr, sector);
         try
         {
@@ -235,6 +237,7 @@ internal static class OnlineAgHeaderRepair
         if (kind != AgHeaderKind.Agf) return true;
         XfsGeometry geo = engine.Geometry;
         byte[] sector = new byte[geo.SectorSize];
+        engine.WriteBackCommitted(); // a raw read of the image file: every commit in place first
         WriteEngine.ReadRaw(engine.Disk, geo.AgHeaderDaddr(agno, (int)kind), sector);
         var agf = Agf.Parse(sector, geo, agno);
         if (!agf.TreeRootUsable(AgfTree.Rmapbt, geo)) return false;
@@ -267,6 +270,9 @@ internal static class OnlineAgHeaderRepair
             geo = engine.Geometry;
             blockSize = geo.BlockSize;
             AgLength = geo.AgLength(agno);
+            // The probe reads the image file (raw blocks, candidate roots): every commit in place first; the AG lock
+            // the caller holds keeps this AG's blocks as they are while it probes.
+            engine.WriteBackCommitted();
         }
 
         public uint AgLength { get; }

@@ -388,7 +388,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
         {
             try
             {
-                (parent, entries, _) = reader.ReadAll(ino, inode.Core, engine.ReadData, $"directory {ino}");
+                (parent, entries, _) = reader.ReadAll(ino, inode.Core, engine.ReadMetadataBlocks, $"directory {ino}");
             }
             catch (Exception e) when (e is XfsWriteException or CorruptionException or IOException)
             {

@@ -196,7 +196,7 @@ internal sealed partial class NamespaceOperations
                 if (e.BlockCount > (uint)((MaxSymlinkLength + geo.BlockSize - 1) / geo.BlockSize + 1) || e.Unwritten)
                     throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{where}': symlink extent of {e.BlockCount} blocks{(e.Unwritten ? ", unwritten" : "")}");
                 var block = new byte[(int)e.BlockCount * geo.BlockSize];
-                Engine.ReadData(e.StartBlock, block);
+                Engine.ReadMetadataBlocks(e.StartBlock, block);
                 string? why = CheckSymlinkBlock(block, ino, Reader.DaddrOf(e.StartBlock), geo);
                 if (why is not null) throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{where}': symlink block {e.StartBlock}: {why}");
                 uint offset = BinaryPrimitives.ReadUInt32BigEndian(block.AsSpan(4));
