@@ -188,11 +188,23 @@ internal static class MountCommand
         return CommandLineHost.ExitClean;
     }
 
+    /// <summary>Flusher ticks between two checkpoints (30 s): the metadata the commits pinned in memory is written in
+    /// place at least that often, as the kernel's periodic log work pushes its dirty metadata.</summary>
+    const int TicksPerCheckpoint = 30;
+    static int flusherTicks;
+
     static void FlushJournal(XfsFileSystem fs, Action<string> log)
     {
         try
         {
-            fs.Engine.SyncJournal();
+            if (Interlocked.Increment(ref flusherTicks) % TicksPerCheckpoint == 0)
+            {
+                fs.Engine.Checkpoint(); // fsyncs the journal first
+            }
+            else
+            {
+                fs.Engine.SyncJournal();
+            }
         }
         catch (Exception e) when (e is XfsWriteException or IOException)
         {
