@@ -11,7 +11,7 @@ using Xfbtree.Xfs.Write.Engine;
 namespace Xfbtree.Cli;
 
 /// <summary>
-/// <c>xfbtree mount IMAGE DIR [--threads N] [--sync] [--allow-other] [--read-only] [--writeback-cache] [--noatime] [--online-repair-every SECONDS]</c>:
+/// <c>xfbtree mount IMAGE DIR [--threads N] [--sync] [--allow-other] [--read-only] [--writeback-cache] [--noatime] [--online-repair-every SECONDS] [--repair-cpu-share SHARE]</c>:
 /// serves the image through FUSE until <c>umount DIR</c>, SIGINT or SIGTERM, then closes it cleanly. Prints
 /// <c>mounted IMAGE on DIR</c> once the kernel accepted the mount. Exit 0 after a clean close, 1 when the close
 /// failed, 2 when the mount was refused (one line saying why).
@@ -34,10 +34,11 @@ internal static class MountCommand
         var writeback = new Option<bool>("--writeback-cache") { Description = "Let the kernel cache writes and send them at writeback, close or fsync: faster small writes, but a write error (no space, corruption) then shows at close or fsync instead of at write, and unsynced data of open files waits for the kernel's writeback." };
         var noAtime = new Option<bool>("--noatime") { Description = "Reads never change access times (default: relatime, as the kernel mounts: a read sets atime when it is not newer than mtime or ctime, or is a day old)." };
         var repairEvery = new Option<double?>("--online-repair-every") { Description = "Rebuild the rmap btree of one AG after another, online, every SECONDS while requests are served.", HelpName = "SECONDS" };
+        var cpuShare = new Option<double>("--repair-cpu-share") { Description = "The share of one CPU the mount's online repairs and scrubs (the rotation's, and those asked by 'xfbtree scrub DIR' and 'xfbtree rmap repair --online DIR') may use while requests are served: more than 0, at most 1 (not paced).", HelpName = "SHARE", DefaultValueFactory = _ => MountRequest.DefaultRepairCpuShare };
         var command = new Command("mount", "Serves an XFS image as a file system (FUSE) until umount DIR, SIGINT or SIGTERM; " +
                                            "prints 'mounted IMAGE on DIR' when usable. Exit 0 clean close, 1 close failed, 2 refused.")
         {
-            image, dir, threads, sync, allowOther, readOnly, writeback, noAtime, repairEvery,
+            image, dir, threads, sync, allowOther, readOnly, writeback, noAtime, repairEvery, cpuShare,
         };
         command.SetAction(p => Execute(new MountRequest
         {
@@ -50,6 +51,7 @@ internal static class MountCommand
             WritebackCache = p.GetValue(writeback),
             NoAtime = p.GetValue(noAtime),
             OnlineRepairEvery = p.GetValue(repairEvery) is { } s ? TimeSpan.FromSeconds(s) : null,
+            RepairCpuShare = p.GetValue(cpuShare),
         }, environment));
         return command;
     }
@@ -64,6 +66,7 @@ internal static class MountCommand
         {
             { Threads: < 1 or > 64 } => $"--threads {request.Threads}: must be 1..64",
             { OnlineRepairEvery: { } t } when t <= TimeSpan.Zero || t > TimeSpan.FromDays(1) => "--online-repair-every: must be more than 0 seconds and at most a day",
+            { RepairCpuShare: not (> 0 and <= 1) } => $"--repair-cpu-share {request.RepairCpuShare.ToString(CultureInfo.InvariantCulture)}: must be more than 0 and at most 1",
             _ => null,
         };
         if (refusal is null)
@@ -95,7 +98,7 @@ internal static class MountCommand
         }
 
         var log = new Action<string>(line => { lock (stderr) { stderr.WriteLine(line); stderr.Flush(); } });
-        using var repairs = new MountRepairs(fs.Engine, request.OnlineRepairEvery, log, request.Directory);
+        using var repairs = new MountRepairs(fs.Engine, request.OnlineRepairEvery, log, request.Directory, request.RepairCpuShare);
         uint owner = Tmds.Linux.LibC.geteuid(); // the mount's owner: root with mount(2), the user through fusermount3
         var control = new MountControlServer(repairs, request.Image, owner, request.ReadOnly, log);
         var adapter = new XfsFuseFileSystem(fs, request.ReadOnly, log) { Control = control };
@@ -225,4 +228,9 @@ internal sealed class MountRequest
     public bool WritebackCache { get; init; }
     public bool NoAtime { get; init; }
     public TimeSpan? OnlineRepairEvery { get; init; }
+
+    /// <summary>The default pace of the mount's repairs and scrubs: docs/mount.md says how it was chosen.</summary>
+    public const double DefaultRepairCpuShare = 0.25;
+
+    public double RepairCpuShare { get; init; } = DefaultRepairCpuShare;
 }

@@ -92,6 +92,17 @@ internal static class RmapCommand
 
     /// <summary>--json: the report as one JSON document on stdout (with the tool's version; an error object when the
     /// image cannot be used).</summary>
+    /// <summary><c>--cpu-share SHARE</c> of a request to a mount (<c>scrub DIR</c>, <c>rmap repair --online DIR</c>).</summary>
+    internal static Option<double?> CpuShare() => new("--cpu-share")
+    {
+        Description = "The share of one CPU the mount may use for this request's checks and repairs (more than 0, at most 1 = not paced); default: the mount's --repair-cpu-share.",
+        HelpName = "SHARE",
+    };
+
+    /// <summary>Why a <c>--cpu-share</c> value is refused, or null.</summary>
+    internal static string? CpuShareRefusal(double? share) => share is { } s and not (> 0 and <= 1)
+        ? $"--cpu-share {s.ToString(System.Globalization.CultureInfo.InvariantCulture)}: must be more than 0 and at most 1" : null;
+
     internal static Option<bool> Json() => new("--json") { Description = "Write the report as one JSON document (with a version field; an error object when the image cannot be used)." };
 
     static Command Repair(CommandEnvironment environment)
@@ -102,8 +113,9 @@ internal static class RmapCommand
         var dryRun = new Option<bool>("-n") { Description = "Print the repair plan and write nothing." };
         var online = new Option<bool>("--online") { Description = "Ask the running xfbtree mount on DIR to rebuild the rmap btrees while it serves requests (root or the mount's owner)." };
         var verify = new Option<bool>("--verify") { Description = "With --online: compare each new tree with a scan made while the mount's commits are paused." };
+        var cpuShare = CpuShare();
         var command = new Command("repair", "Rebuild and commit the rmap btree of every damaged AG (the image must not be in use), or, with --online DIR, " +
-                                            "of every AG of a running mount. Exit 0 repaired or clean, 1 damage or a mismatch left, 2 could not repair.") { image, ag, dryRun, json, online, verify };
+                                            "of every AG of a running mount. Exit 0 repaired or clean, 1 damage or a mismatch left, 2 could not repair.") { image, ag, dryRun, json, online, verify, cpuShare };
         command.SetAction(p =>
         {
             if (p.GetValue(online))
@@ -118,7 +130,17 @@ internal static class RmapCommand
                     environment.Stderr.WriteLine("xfbtree: rmap repair: --online needs Linux (xfbtree mount)");
                     return CommandLineHost.ExitUnusable;
                 }
-                return Mount.OnlineRepairClient.Run(p.GetRequiredValue(image), p.GetValue(ag), p.GetValue(verify), CommandLineHost.For(p, environment));
+                if (CpuShareRefusal(p.GetValue(cpuShare)) is { } bad)
+                {
+                    environment.Stderr.WriteLine($"xfbtree: rmap repair: {bad}");
+                    return CommandLineHost.ExitUnusable;
+                }
+                return Mount.OnlineRepairClient.Run(p.GetRequiredValue(image), p.GetValue(ag), p.GetValue(verify), CommandLineHost.For(p, environment), p.GetValue(cpuShare));
+            }
+            if (p.GetValue(cpuShare) is not null)
+            {
+                environment.Stderr.WriteLine("xfbtree: rmap repair: --cpu-share needs --online (it paces a mount's repair)");
+                return CommandLineHost.ExitUnusable;
             }
             if (p.GetValue(verify))
             {

@@ -38,12 +38,13 @@ internal static class ScrubCommand
         };
         var json = RmapCommand.Json();
         var force = new Option<bool>("--force") { Description = "Go on although the log is dirty or its state is unknown (results may be stale)." };
+        var cpuShare = RmapCommand.CpuShare();
         var repair = new Option<bool>("--repair") { Description = "Rebuild every damaged structure in place through the write engine (NEEDSREPAIR set meanwhile; a damaged primary superblock is first restored from a secondary), then check again." };
         var command = new Command("scrub", "Check the free-space, inode, rmap and refcount btrees, the AG headers, the superblock counters and every link count " +
                                            "of an unmounted image, or online of a running xfbtree mount (TARGET = its directory; root or the mount's owner), " +
                                            "and with --repair rebuild what is damaged. " + CommandLineHost.ExitCodesHelp)
-            { image, repair, ag, json, force };
-        command.SetAction(p => Execute(p.GetRequiredValue(image), p.GetValue(ag), p.GetValue(json), p.GetValue(force), p.GetValue(repair), environment));
+            { image, repair, ag, json, force, cpuShare };
+        command.SetAction(p => Execute(p.GetRequiredValue(image), p.GetValue(ag), p.GetValue(json), p.GetValue(force), p.GetValue(repair), environment, p.GetValue(cpuShare)));
         return command;
     }
 
@@ -58,10 +59,19 @@ internal static class ScrubCommand
         return CommandLineHost.Invoke(root, ["scrub", .. args], environment);
     }
 
-    static int Execute(string path, uint? onlyAg, bool json, bool force, bool repair, CommandEnvironment environment)
+    static int Execute(string path, uint? onlyAg, bool json, bool force, bool repair, CommandEnvironment environment, double? cpuShare = null)
     {
         var (stdout, stderr) = (environment.Stdout, environment.Stderr);
-        if (IsMountDirectory(path))
+        bool mounted = IsMountDirectory(path);
+        string? bad = RmapCommand.CpuShareRefusal(cpuShare)
+            ?? (cpuShare is not null && !mounted ? "--cpu-share is for the online scrub of a mount (TARGET = its directory)" : null);
+        if (bad is not null)
+        {
+            CommandLineHost.Error(stderr, bad);
+            if (json) CommandLineHost.WriteJsonError(stdout, "scrub", path, bad, CommandLineHost.ExitUnusable);
+            return CommandLineHost.ExitUnusable;
+        }
+        if (mounted)
         {
             if (force)
             {
@@ -73,7 +83,7 @@ internal static class ScrubCommand
                 CommandLineHost.Error(stderr, "the online scrub of a mount needs Linux (xfbtree mount)");
                 return CommandLineHost.ExitUnusable;
             }
-            return Mount.OnlineScrubClient.Run(path, onlyAg, json, repair, environment);
+            return Mount.OnlineScrubClient.Run(path, onlyAg, json, repair, environment, cpuShare);
         }
         // One line on stderr always; with --json also the error object on stdout (a report consumer reads only stdout).
         int Fail(TextWriter stderr, string message, int rc = CommandLineHost.ExitUnusable)
@@ -91,8 +101,10 @@ internal static class ScrubCommand
             // A primary superblock that does not verify: nothing opens the image. With --repair it is restored from a
             // secondary first (xfs_repair's way), then checked and repaired as any image.
             ScrubRepairOutcome? primaryRepair = null;
+            ScrubFinding? primaryDamaged = null;
             if (repair && PrimarySuperblockRepair.Damage(path) is { } sbDamage)
             {
+                primaryDamaged = ScrubReport.DamagedPrimarySuperblock(sbDamage);
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 try
                 {
@@ -126,8 +138,10 @@ internal static class ScrubCommand
                 repaired = primaryRepair is null ? rest : rest with { Outcomes = [primaryRepair, .. rest.Outcomes], Elapsed = rest.Elapsed + primaryRepair.Elapsed };
                 rc = repaired.Final is { } final ? ExitCode(final, repaired.NeedsRepair) : CommandLineHost.ExitDamaged;
             }
-            if (json) WriteJson(stdout, path, report, needsRepair, rc, repaired);
-            else WriteText(stdout, report, needsRepair, repaired);
+            // The restored primary is damage the check found: the report (its verdict, damaged, its first line) says it.
+            ScrubReport shown = primaryDamaged is null ? report : report.WithPrimarySuperblock(primaryDamaged);
+            if (json) WriteJson(stdout, path, shown, needsRepair, rc, repaired);
+            else WriteText(stdout, shown, needsRepair, repaired);
             stdout.Flush();
             return rc;
         }

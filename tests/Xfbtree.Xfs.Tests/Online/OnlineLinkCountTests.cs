@@ -46,7 +46,7 @@ public sealed class OnlineLinkCountTests(ITestOutputHelper output) : IDisposable
     {
         OnlineLinkCountResult r = OnlineLinkCounts.Run(fs, new OnlineLinkCountOptions { Repair = repair, TestHooks = hooks });
         output.WriteLine($"nlinks: scanned {r.InodesScanned} inodes ({r.DirectoriesScanned} directories, {r.EntriesCounted} entries), compared {r.InodesCompared}, " +
-                         $"applied {r.LiveUpdatesApplied} ignored {r.LiveUpdatesIgnored}, wrong {r.MismatchTotal}, repaired {r.Repaired}, released {r.Released}, " +
+                         $"applied {r.LiveUpdatesApplied} ignored {r.LiveUpdatesIgnored}, wrong {r.MismatchTotal}, repaired {r.Repaired}, adopted {r.Adopted} [{string.Join("; ", r.AdoptedAs)}], " +
                          $"not repaired [{string.Join("; ", r.NotRepaired)}], damage [{string.Join("; ", r.Damage)}], {r.CountBytes} bytes, {r.Elapsed.TotalMilliseconds:F0} ms");
         foreach (LinkCountMismatch m in r.Mismatches) output.WriteLine($"  inode {m.Ino} nlink: {m.NLink}, counted {m.Counted}");
         return r;
@@ -329,8 +329,10 @@ public sealed class OnlineLinkCountTests(ITestOutputHelper output) : IDisposable
 
     // ------------------------------------------------------------------ damage
 
-    /// <summary>Wrong link counts on files and directories (too high, too low, zero while linked), and a file no
-    /// directory names: each found with the right count and repaired while two writers change another subtree.</summary>
+    /// <summary>Wrong link counts on files and directories (too high, too low, zero while linked), and a file and a
+    /// directory (with a subdirectory and a file) no directory names: each found with the right count and repaired
+    /// while two writers change another subtree; the unnamed two are moved to a new /lost+found (0755, root:root)
+    /// under their inode numbers, the directory's '..' pointed there and its old parent's link taken back.</summary>
     [Fact]
     public void OnlineNlinksDamageFoundAndRepairedUnderWriters()
     {
@@ -347,6 +349,11 @@ public sealed class OnlineLinkCountTests(ITestOutputHelper output) : IDisposable
         ulong unnamed = fs.Create("/static/unnamed");
         fs.Write("/static/unnamed", 0, OnlineTestSupport.Pattern(20000, 7));
         RemoveEntryOnly(fs, "/static", "unnamed");
+        ulong orphanDir = fs.Mkdir("/static/orphan-dir");
+        fs.Mkdir("/static/orphan-dir/sub");
+        fs.Create("/static/orphan-dir/file");
+        RemoveEntryOnly(fs, "/static", "orphan-dir");
+        uint staticLinks = Nlink(fs, "/static");
         SetNlink(fs, twoNames, 1);    // too low
         SetNlink(fs, tooHigh, 5);     // too high
         SetNlink(fs, zero, 0);        // zero while linked
@@ -355,10 +362,11 @@ public sealed class OnlineLinkCountTests(ITestOutputHelper output) : IDisposable
         SetNlink(fs, dirZero, 0);
         var expected = new Dictionary<ulong, (uint NLink, long Counted)>
         {
-            [twoNames] = (1, 2), [tooHigh] = (5, 1), [zero] = (0, 1), [dirHigh] = (7, 2), [dirLow] = (2, 3), [dirZero] = (0, 2), [unnamed] = (1, 0),
+            [twoNames] = (1, 2), [tooHigh] = (5, 1), [zero] = (0, 1), [dirHigh] = (7, 2), [dirLow] = (2, 3), [dirZero] = (0, 2), [unnamed] = (1, 0), [orphanDir] = (3, 2),
         };
 
         using var writers = new NamespaceWriters(fs, seed: 11, threads: 2);
+        uint rootLinks = Nlink(fs, "/"); // the writers' own directories (/w0, /w1) made; they make none in the root after
         OnlineLinkCountResult r;
         try
         {
@@ -375,8 +383,22 @@ public sealed class OnlineLinkCountTests(ITestOutputHelper output) : IDisposable
             Assert.True(expected.TryGetValue(m.Ino, out var e), $"inode {m.Ino} reported wrong (nlink {m.NLink}, counted {m.Counted}) but was not damaged");
             Assert.Equal(e, (m.NLink, m.Counted));
         }
-        Assert.Equal(expected.Count - 1, r.Repaired);
-        Assert.Equal(1, r.Released);
+        Assert.Equal(expected.Count - 2, r.Repaired);
+        Assert.Equal(2, r.Adopted);
+        InodeAttributes lostFound = fs.Namespace.Resolve("/lost+found");
+        Assert.Equal(InodeType.Directory, lostFound.Type);
+        Assert.Equal(0x1ED, lostFound.Permissions);
+        Assert.Equal((0u, 0u), (lostFound.Uid, lostFound.Gid));
+        Assert.Equal(3u, lostFound.Links); // '.', its name, the adopted directory's '..'
+        Assert.Equal(rootLinks + 1, Nlink(fs, "/"));
+        Assert.Equal(staticLinks - 1, Nlink(fs, "/static"));
+        Assert.Equal(1u, Nlink(fs, $"/lost+found/{unnamed}"));
+        var data = new byte[20000];
+        Assert.Equal(20000, fs.Read($"/lost+found/{unnamed}", 0, data));
+        Assert.Equal(OnlineTestSupport.Pattern(20000, 7), data);
+        Assert.Equal(3u, Nlink(fs, $"/lost+found/{orphanDir}"));
+        Assert.Equal(lostFound.Ino, fs.Namespace.Lookup(orphanDir, ".."u8).Ino);
+        Assert.Equal(1u, Nlink(fs, $"/lost+found/{orphanDir}/file"));
         Assert.True(r.IsClean, $"not repaired: {string.Join("; ", r.NotRepaired)}");
         Assert.Equal(2u, Nlink(fs, "/static/two-names"));
         Assert.Equal(1u, Nlink(fs, "/static/too-high"));
@@ -387,6 +409,7 @@ public sealed class OnlineLinkCountTests(ITestOutputHelper output) : IDisposable
         AssertKernelAgrees(image, new Dictionary<string, uint>
         {
             ["static/two-names"] = 2, ["static/too-high"] = 1, ["static/zero"] = 1, ["static/dir-high"] = 2, ["static/dir-low"] = 3, ["static/dir-zero"] = 2,
+            ["lost+found"] = 3, [$"lost+found/{unnamed}"] = 1, [$"lost+found/{orphanDir}"] = 3, [$"lost+found/{orphanDir}/sub"] = 2,
         });
     }
 
@@ -408,7 +431,7 @@ public sealed class OnlineLinkCountTests(ITestOutputHelper output) : IDisposable
     }
 
     /// <summary>Removes a directory entry without touching the inode it names (damage: an inode no entry names).</summary>
-    private static void RemoveEntryOnly(XfsFileSystem fs, string dirPath, string name)
+    internal static void RemoveEntryOnly(XfsFileSystem fs, string dirPath, string name)
     {
         IncoreInode dir = fs.Engine.GetInode(fs.Namespace.Lookup(dirPath));
         var reader = new DirectoryReader(fs.Engine.Image);

@@ -115,5 +115,19 @@ public sealed class PrimarySuperblockRepairTests(ITestOutputHelper output)
         Assert.Equal("primary superblock", repair.GetProperty("repair").GetString());
         Assert.True(repair.GetProperty("repaired").GetBoolean());
         Assert.True(doc.RootElement.GetProperty("afterRepair").GetProperty("clean").GetBoolean());
+        // The check found the primary damaged (it was restored before the rest could be read): the report says so.
+        Assert.True(doc.RootElement.GetProperty("damaged").GetBoolean());
+        Assert.False(doc.RootElement.GetProperty("clean").GetBoolean());
+        var first = doc.RootElement.GetProperty("structures").EnumerateArray().Single(e => e.GetProperty("structure").GetString() == "primary superblock");
+        Assert.Equal("primary superblock", first.GetProperty("structure").GetString());
+        Assert.Equal("damaged", first.GetProperty("verdict").GetString());
+        Assert.Contains("CRC", first.GetProperty("problems")[0].GetString(), StringComparison.Ordinal);
+        string again = scratch.Copy(TreeFixtures.Image(Fixture), "again.img");
+        Db(again, "sb 0", "crc -i");
+        var (trc, text, _) = ScrubCli.Run(again, "--repair");
+        Assert.Equal(0, trc);
+        Assert.Contains("\nprimary superblock: damaged: ", text, StringComparison.Ordinal);
+        Assert.Contains("\nresult: DAMAGED (1 of ", text, StringComparison.Ordinal);
+        Assert.Contains("\nresult after repair: clean", text, StringComparison.Ordinal);
     }
 }

@@ -94,6 +94,23 @@ internal static class MountControl
 
     public const uint FlagVerify = 1;
 
+    /// <summary>Bits 8-23 of a repair's or scrub's flags: the share of one CPU it may use, in ten-thousandths (1 to
+    /// 10000); 0: the mount's <c>--repair-cpu-share</c>. A mount that predates them ignores them.</summary>
+    const int CpuShareShift = 8;
+    const uint CpuShareScale = 10000;
+
+    /// <summary>The flag bits that ask for <paramref name="share"/> (more than 0, at most 1; null: the mount's own).</summary>
+    public static uint CpuShareFlags(double? share) =>
+        share is { } s ? (uint)Math.Clamp(Math.Round(s * CpuShareScale), 1, CpuShareScale) << CpuShareShift : 0;
+
+    /// <summary>The share a request's <paramref name="flags"/> ask for, <paramref name="mountShare"/> when they ask for
+    /// none, null when what they ask for is out of range.</summary>
+    public static double? CpuShareOf(uint flags, double mountShare)
+    {
+        uint v = (flags >> CpuShareShift) & 0xFFFF;
+        return v == 0 ? mountShare : v <= CpuShareScale ? (double)v / CpuShareScale : null;
+    }
+
     /// <summary>The AG field of a request about every AG.</summary>
     public const uint AllAgs = uint.MaxValue;
 

@@ -59,6 +59,7 @@ internal sealed class MountControlServer(MountRepairs repairs, string image, uin
         if (scrub != (command == MountControl.ScrubCommand)) return FuseErrno.EINVAL; // findings need the large message
         MountControlHeader reply;
         string? text;
+        if (MountControl.CpuShareOf(request.Flags, repairs.CpuShare) is not { } share) return FuseErrno.EINVAL;
         switch (request.Operation)
         {
             case MountControlOperation.Info:
@@ -78,7 +79,7 @@ internal sealed class MountControlServer(MountRepairs repairs, string image, uin
             {
                 if (request.Ag >= repairs.AgCount) return FuseErrno.EINVAL;
                 if (readOnly) return FuseErrno.EROFS;
-                var outcome = repairs.RunRepair(request.Ag, (request.Flags & MountControl.FlagVerify) != 0, context.Uid);
+                var outcome = repairs.RunRepair(request.Ag, (request.Flags & MountControl.FlagVerify) != 0, context.Uid, share);
                 reply = repairs.Health(request.Ag, out _);
                 text = outcome.Failure ?? outcome.Verdict?.Detail;
                 if (outcome.Result is { } r)
@@ -104,15 +105,15 @@ internal sealed class MountControlServer(MountRepairs repairs, string image, uin
             }
             case MountControlOperation.ScrubAg:
                 if (request.Ag >= repairs.AgCount) return FuseErrno.EINVAL;
-                reply = _scrubs.CheckAg(request.Ag, output.Length - MountControl.HeaderSize, out text);
+                reply = _scrubs.CheckAg(request.Ag, share, output.Length - MountControl.HeaderSize, out text);
                 break;
             case MountControlOperation.ScrubFilesystem:
-                reply = _scrubs.CheckFilesystem(output.Length - MountControl.HeaderSize, out text);
+                reply = _scrubs.CheckFilesystem(share, output.Length - MountControl.HeaderSize, out text);
                 break;
             case MountControlOperation.ScrubRepair:
                 if (request.Ag != MountControl.AllAgs && request.Ag >= repairs.AgCount) return FuseErrno.EINVAL;
                 if (readOnly) return FuseErrno.EROFS;
-                reply = _scrubs.Repair(request.Ag == MountControl.AllAgs ? null : request.Ag, context.Uid, output.Length - MountControl.HeaderSize, out text);
+                reply = _scrubs.Repair(request.Ag == MountControl.AllAgs ? null : request.Ag, context.Uid, share, output.Length - MountControl.HeaderSize, out text);
                 break;
             default:
                 return FuseErrno.EINVAL;

@@ -26,6 +26,7 @@ internal sealed class MountRepairs : IDisposable
 
     readonly WriteEngine _engine;
     readonly TimeSpan? _every;
+    readonly double _cpuShare;
     readonly Action<string> _log;
     readonly string _hint;
     readonly Lock _repairGate = new(); // one repair at a time
@@ -51,10 +52,13 @@ internal sealed class MountRepairs : IDisposable
     /// <param name="every">The rotation's period; null: no rotation, and a sick AG waits for a repair asked for.</param>
     /// <param name="log">The mount's log (stderr).</param>
     /// <param name="directory">The mount point, for the hint in the log.</param>
-    public MountRepairs(WriteEngine engine, TimeSpan? every, Action<string> log, string directory)
+    /// <param name="cpuShare">The share of one CPU the inode scans of every repair and scrub of the mount may use
+    /// (<see cref="OnlineRmapRepairOptions.CpuShare"/>; 1 = not paced).</param>
+    public MountRepairs(WriteEngine engine, TimeSpan? every, Action<string> log, string directory, double cpuShare = 1)
     {
         _engine = engine;
         _every = every;
+        _cpuShare = cpuShare;
         _log = log;
         _hint = $"xfbtree rmap repair --online {directory} rebuilds it";
         _books = new AgBook[engine.Geometry.AgCount];
@@ -71,6 +75,9 @@ internal sealed class MountRepairs : IDisposable
     public bool Heals => _every is not null;
 
     public TimeSpan? Every => _every;
+
+    /// <summary>The pace of the mount's repairs and scrubs (<c>--repair-cpu-share</c>).</summary>
+    public double CpuShare => _cpuShare;
 
     public uint AgCount => (uint)_books.Length;
 
@@ -152,7 +159,8 @@ internal sealed class MountRepairs : IDisposable
     /// <param name="agno">The AG.</param>
     /// <param name="verify">Compare the new tree with an offline scan made while commits are paused.</param>
     /// <param name="asker">The uid that asked through the control channel; null for the mount's own repairs.</param>
-    public MountRepairOutcome RunRepair(uint agno, bool verify, uint? asker)
+    /// <param name="cpuShare">The pace the request asked for; null: the mount's.</param>
+    public MountRepairOutcome RunRepair(uint agno, bool verify, uint? asker, double? cpuShare = null)
     {
         string by = asker is { } uid ? string.Create(CultureInfo.InvariantCulture, $", asked by uid {uid}") : "";
         lock (_repairGate)
@@ -163,7 +171,8 @@ internal sealed class MountRepairs : IDisposable
             MountRepairOutcome outcome;
             try
             {
-                var result = OnlineRmapRepair.Run(_engine, agno, cancellationToken: _stop.Token);
+                // A sick AG's repair is not paced: requests that failed on it wait for it (WaitForHealing).
+                var result = OnlineRmapRepair.Run(_engine, agno, new OnlineRmapRepairOptions { CpuShare = wasSick ? 1 : cpuShare ?? _cpuShare }, null, _stop.Token);
                 OnlineRepairVerdict? verdict = verify ? OnlineRepairOracle.Verify(_engine, agno) : null;
                 long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
                 lock (_gate)

@@ -15,32 +15,33 @@ namespace Xfbtree.Cli.Mount;
 [System.Runtime.Versioning.SupportedOSPlatform("linux")]
 internal sealed class MountScrubs(MountRepairs repairs, Action<string> log)
 {
-    public MountControlHeader CheckAg(uint agno, int room, out string text)
+    public MountControlHeader CheckAg(uint agno, double cpuShare, int room, out string text)
     {
         var reply = new MountControlHeader { Ag = agno, AgCount = repairs.AgCount };
-        IReadOnlyList<ScrubFinding>? findings = Guard(ref reply, () => OnlineScrubber.CheckAg(repairs.Engine, agno, new ScrubOptions(), repairs.Stopping), out string? failure);
+        IReadOnlyList<ScrubFinding>? findings = Guard(ref reply, () => OnlineScrubber.CheckAg(repairs.Engine, agno, new ScrubOptions { CpuShare = cpuShare }, repairs.Stopping), out string? failure);
         text = findings is null ? failure! : ScrubWire.Findings(findings, [], 0, room);
         return reply;
     }
 
-    public MountControlHeader CheckFilesystem(int room, out string text)
+    public MountControlHeader CheckFilesystem(double cpuShare, int room, out string text)
     {
         var reply = new MountControlHeader { AgCount = repairs.AgCount };
         var found = Guard(ref reply, () =>
         {
+            ScrubFinding primary = OnlineScrubber.CheckPrimarySuperblock(repairs.Engine);
             ScrubFinding counters = OnlineScrubber.CheckSummaryCounters(repairs.Engine);
-            var (links, mismatches, total) = OnlineScrubber.CheckLinkCounts(repairs.Engine, new ScrubOptions(), repairs.Stopping);
-            return (Findings: new[] { counters, links }, Mismatches: mismatches, Total: total);
+            var (links, mismatches, total) = OnlineScrubber.CheckLinkCounts(repairs.Engine, new ScrubOptions { CpuShare = cpuShare }, repairs.Stopping);
+            return (Findings: new[] { primary, counters, links }, Mismatches: mismatches, Total: total);
         }, out string? failure);
         text = failure ?? ScrubWire.Findings(found.Findings, found.Mismatches, found.Total, room);
         return reply;
     }
 
     /// <summary>Checks (one AG, or everything) and repairs what is damaged, with an online re-check between rounds.</summary>
-    public MountControlHeader Repair(uint? agno, uint asker, int room, out string text)
+    public MountControlHeader Repair(uint? agno, uint asker, double cpuShare, int room, out string text)
     {
         var reply = new MountControlHeader { Ag = agno ?? MountControl.AllAgs, AgCount = repairs.AgCount };
-        var options = new ScrubOptions { OnlyAg = agno };
+        var options = new ScrubOptions { OnlyAg = agno, CpuShare = cpuShare };
         IReadOnlyList<ScrubRepairOutcome>? outcomes = Guard(ref reply, () =>
         {
             ScrubReport found = OnlineScrubber.Run(repairs.Engine, options, null, repairs.Stopping);

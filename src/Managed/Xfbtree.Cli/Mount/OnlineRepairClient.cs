@@ -14,7 +14,7 @@ namespace Xfbtree.Cli.Mount;
 [SupportedOSPlatform("linux")]
 internal static class OnlineRepairClient
 {
-    public static int Run(string directory, uint? onlyAg, bool verify, CommandEnvironment environment)
+    public static int Run(string directory, uint? onlyAg, bool verify, CommandEnvironment environment, double? cpuShare = null)
     {
         var (stdout, stderr) = (environment.Stdout, environment.Stderr);
         if (MountControlClient.Ask(directory, MountControlOperation.Info, 0, 0, out var info, out string image) is { } refusal)
@@ -34,7 +34,7 @@ internal static class OnlineRepairClient
         long repairs = 0, applied = 0, ignored = 0, mismatches = 0, failures = 0, sickLeft = 0;
         for (uint agno = first; agno <= last; agno++)
         {
-            if (MountControlClient.Ask(directory, MountControlOperation.Repair, agno, verify ? MountControl.FlagVerify : 0, out var r, out string text) is { } failure)
+            if (MountControlClient.Ask(directory, MountControlOperation.Repair, agno, (verify ? MountControl.FlagVerify : 0) | MountControl.CpuShareFlags(cpuShare), out var r, out string text) is { } failure)
             {
                 stderr.WriteLine($"xfbtree: rmap repair: {failure}");
                 return CommandLineHost.ExitUnusable;

@@ -14,7 +14,7 @@ namespace Xfbtree.Cli.Mount;
 [SupportedOSPlatform("linux")]
 internal static class OnlineScrubClient
 {
-    public static int Run(string directory, uint? onlyAg, bool json, bool repair, CommandEnvironment environment)
+    public static int Run(string directory, uint? onlyAg, bool json, bool repair, CommandEnvironment environment, double? cpuShare = null)
     {
         var (stdout, stderr) = (environment.Stdout, environment.Stderr);
         string image = directory;
@@ -29,14 +29,14 @@ internal static class OnlineScrubClient
         if (onlyAg is { } wanted && wanted >= info.AgCount) return Fail($"AG {wanted} does not exist (the filesystem has {CommandLineHost.Count(info.AgCount, "AG")})");
 
         // Text lines go out as each AG's reply arrives; the summary needs them all.
-        var first = Check(directory, info.AgCount, onlyAg, json ? null : stdout, out string? failure);
+        var first = Check(directory, info.AgCount, onlyAg, MountControl.CpuShareFlags(cpuShare), json ? null : stdout, out string? failure);
         if (first is null) return Fail(failure!);
         int rc = ScrubCommand.ExitCode(first, needsRepair: false);
         ScrubCommand.RepairPass? repaired = null;
         if (repair && first.IsDamaged)
         {
             var clock = Stopwatch.StartNew();
-            if (MountControlClient.Ask(directory, MountControlOperation.ScrubRepair, onlyAg ?? MountControl.AllAgs, 0, out var r, out string text) is { } lost) return Fail(lost);
+            if (MountControlClient.Ask(directory, MountControlOperation.ScrubRepair, onlyAg ?? MountControl.AllAgs, MountControl.CpuShareFlags(cpuShare), out var r, out string text) is { } lost) return Fail(lost);
             if (r.Error != 0)
             {
                 repaired = new ScrubCommand.RepairPass([], null, false, text, clock.Elapsed);
@@ -45,7 +45,7 @@ internal static class OnlineScrubClient
             else
             {
                 List<ScrubRepairOutcome> outcomes = ScrubWire.ReadOutcomes(text);
-                ScrubReport? final = Check(directory, info.AgCount, onlyAg, null, out failure);
+                ScrubReport? final = Check(directory, info.AgCount, onlyAg, MountControl.CpuShareFlags(cpuShare), null, out failure);
                 if (final is null) return Fail(failure!);
                 repaired = new ScrubCommand.RepairPass(outcomes, final, false, null, clock.Elapsed);
                 rc = ScrubCommand.ExitCode(final, needsRepair: false);
@@ -66,7 +66,7 @@ internal static class OnlineScrubClient
 
     /// <summary>Every AG (or one) and, for the whole filesystem, the filesystem-wide structures; each finding's lines
     /// written to <paramref name="lines"/> as they arrive. Null and why when the mount could not be asked or failed.</summary>
-    static ScrubReport? Check(string directory, uint agCount, uint? onlyAg, TextWriter? lines, out string? failure)
+    static ScrubReport? Check(string directory, uint agCount, uint? onlyAg, uint flags, TextWriter? lines, out string? failure)
     {
         var clock = Stopwatch.StartNew();
         var findings = new List<ScrubFinding>();
@@ -75,7 +75,7 @@ internal static class OnlineScrubClient
         TimeSpan scans = TimeSpan.Zero;
         bool Ask(MountControlOperation operation, uint ag, out string? why)
         {
-            why = MountControlClient.Ask(directory, operation, ag, 0, out var reply, out string text);
+            why = MountControlClient.Ask(directory, operation, ag, flags, out var reply, out string text);
             if (why is null && reply.Error != 0) why = $"{directory}: the mount could not check: {text}";
             if (why is not null) return false;
             var (found, wrong, total) = ScrubWire.ReadFindings(text);

@@ -332,7 +332,7 @@ internal sealed class OnlineRepairRotation : IStressBackground
         nlinkConsecutive = 0;
         Interlocked.Increment(ref nlinkChecks);
         Interlocked.Add(ref nlinkWrong, result.MismatchTotal);
-        Interlocked.Add(ref nlinkRepaired, result.Repaired + result.Released);
+        Interlocked.Add(ref nlinkRepaired, result.Repaired + result.Adopted);
         Interlocked.Add(ref nlinkApplied, result.LiveUpdatesApplied);
         Interlocked.Add(ref nlinkIgnored, result.LiveUpdatesIgnored);
         Interlocked.Add(ref nlinkPacedTicks, result.Paced.Ticks);

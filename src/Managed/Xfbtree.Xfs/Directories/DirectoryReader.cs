@@ -21,6 +21,9 @@ internal enum DirectoryLayout
 /// <summary>Reads <c>destination.Length</c> bytes of committed blocks starting at fs block <c>fsbno</c>.</summary>
 internal delegate void FsBlockReader(ulong fsbno, Span<byte> destination);
 
+/// <summary>The file types stored in the '.' and '..' entries of a block, leaf or node directory (ftype feature).</summary>
+internal readonly record struct DotEntryTypes(byte Dot, byte DotDot);
+
 /// <summary>
 /// Read-only access to directories of every format: the data-fork mapping (extent list or bmbt), the layout,
 /// and the live entries. Every directory block is checked (magic, CRC, blkno, owner, UUID, entry structure)
@@ -152,7 +155,17 @@ internal sealed class DirectoryReader
     /// within each data block, blocks in file order).
     /// </summary>
     public (ulong Parent, List<DataEntry> Entries, DirectoryLayout Layout) ReadAll(ulong ino, ReadOnlySpan<byte> core, FsBlockReader read, string where)
+        => ReadAll(ino, core, read, where, out _);
+
+    /// <summary>
+    /// As <see cref="ReadAll(ulong, ReadOnlySpan{byte}, FsBlockReader, string)"/>, and the file types the '.' and '..'
+    /// entries carry (<paramref name="dotTypes"/>): a block, leaf or node directory stores both as entries with a
+    /// file type byte under the ftype feature (the kernel writes "directory" in both); a shortform directory stores
+    /// neither ('..' is its parent field, '.' implied), nor does a directory without the feature: null then.
+    /// </summary>
+    public (ulong Parent, List<DataEntry> Entries, DirectoryLayout Layout) ReadAll(ulong ino, ReadOnlySpan<byte> core, FsBlockReader read, string where, out DotEntryTypes? dotTypes)
     {
+        dotTypes = null;
         var d = new Dinode(core);
         if ((d.Mode & 0xF000) != 0x4000) throw new XfsWriteException(WriteErrorKind.NotDirectory, $"{where} is not a directory");
         if (d.Format == ForkFormat.Local)
@@ -188,14 +201,16 @@ internal sealed class DirectoryReader
         }
         ulong parent = 0;
         bool dot = false, dotdot = false;
+        byte dotType = 0, dotdotType = 0;
         var result = new List<DataEntry>(all.Count);
         foreach (var e in all)
         {
-            if (DirectoryFormat.IsDot(e.Name)) { dot = true; continue; }
-            if (DirectoryFormat.IsDotDot(e.Name)) { dotdot = true; parent = e.Ino; continue; }
+            if (DirectoryFormat.IsDot(e.Name)) { dot = true; dotType = e.FileType; continue; }
+            if (DirectoryFormat.IsDotDot(e.Name)) { dotdot = true; parent = e.Ino; dotdotType = e.FileType; continue; }
             result.Add(e);
         }
         if (!dot || !dotdot) throw Corrupt(where, "'.' or '..' entry missing");
+        if (HasFtype) dotTypes = new DotEntryTypes(dotType, dotdotType);
         return (parent, result, layout);
     }
 

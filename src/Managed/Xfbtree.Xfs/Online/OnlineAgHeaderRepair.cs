@@ -189,14 +189,13 @@ internal static class OnlineAgHeaderRepair
         engine.Execute($"scrub repair AG {agno} superblock", tx =>
         {
             tx.LockAgForRepair(agno);
-            // The primary on disk (the engine keeps NEEDSREPAIR set in it while open; the copy clears it). Geometry and
-            // features never change while the engine runs; the counters, which may lag, are not compared on secondaries.
-            byte[] primary = new byte[geo.SectorSize];
-            engine.WriteBackCommitted(); // a raw read of the image file: every commit in place first
-            WriteEngine.ReadRaw(engine.Disk, 0, primary);
+            // The engine's in-core primary (read and verified at open, NEEDSREPAIR set; the copy clears it), not the
+            // sector on disk, which may be damaged behind the engine's back. Geometry and features never change while
+            // the engine runs; the counters, which may lag, are not compared on secondaries.
+            byte[] primary = engine.PrimarySuperblockInCore;
             if (Superblock.Parse(primary) is not { Magic: Superblock.MagicValue, CrcValid: true })
             {
-                throw new OnlineRepairException("the primary superblock on disk does not verify");
+                throw new OnlineRepairException("the engine's in-core primary superblock does not verify");
             }
             BlockBuffer buffer = tx.GetNewBuffer(geo.AgHeaderDaddr(agno, 0), geo.SectorBasicBlocks, new SecondarySuperblockVerifier(geo.SectorSize));
             SecondarySuperblock.FormatFromPrimary(primary, buffer.Span[..geo.SectorSize]);

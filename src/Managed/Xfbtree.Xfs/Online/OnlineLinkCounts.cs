@@ -14,7 +14,8 @@ namespace Xfbtree.Xfs.Online;
 /// <summary>Options of an online link count check (<see cref="OnlineLinkCounts"/>).</summary>
 public sealed record OnlineLinkCountOptions
 {
-    /// <summary>Set every wrong link count to the counted value (and release inodes no directory names).</summary>
+    /// <summary>Set every wrong link count to the counted value (and name the inodes no directory names in
+    /// <c>/lost+found</c>).</summary>
     public bool Repair { get; init; }
     /// <summary>Wrong link counts kept in the result (the total is always exact).</summary>
     public int MismatchLimit { get; init; } = 100;
@@ -77,9 +78,12 @@ public sealed record OnlineLinkCountResult
     public long MismatchTotal { get; init; }
     /// <summary>With repair: link counts set to the counted value.</summary>
     public long Repaired { get; init; }
-    /// <summary>With repair: inodes no directory names whose nlink was set to 0 and that were freed (or put on the
-    /// AGI unlinked list, when held open).</summary>
-    public long Released { get; init; }
+    /// <summary>With repair: inodes (files and directories) no directory named, given a name in <c>/lost+found</c>
+    /// (made when missing) under their inode number, as xfs_repair does; a directory's '..' names it then.</summary>
+    public long Adopted { get; init; }
+    /// <summary>With repair: where each adopted inode was put (the first <see cref="OnlineLinkCountOptions.MismatchLimit"/>),
+    /// e.g. "inode 1234: /lost+found/1234".</summary>
+    public IReadOnlyList<string> AdoptedAs { get; init; } = [];
     /// <summary>With repair: wrong counts a writer's change settled before the repair locked the inode (freed, or
     /// its nlink and count equal by then): nothing left to repair.</summary>
     public long SettledMeanwhile { get; init; }
@@ -104,7 +108,7 @@ public sealed record OnlineLinkCountResult
     public TimeSpan Paced { get; init; }
 
     /// <summary>True when nothing wrong is left: no mismatch, or every one repaired, and no damage.</summary>
-    public bool IsClean => Damage.Count == 0 && NotRepaired.Count == 0 && (MismatchTotal == 0 || Repaired + Released + SettledMeanwhile == MismatchTotal)
+    public bool IsClean => Damage.Count == 0 && NotRepaired.Count == 0 && (MismatchTotal == 0 || Repaired + Adopted + SettledMeanwhile == MismatchTotal)
         && EntriesRepaired == EntryProblemTotal;
 }
 
@@ -123,9 +127,8 @@ public sealed record OnlineLinkCountResult
 /// <item>Compare: a second scan locks each in-use inode and compares its nlink with its count (the counts mutex held:
 /// every change to an inode's count is made by a writer holding that inode's lock, so both are current).</item>
 /// <item>Repair (option): per wrong inode, one transaction under its lock re-reads the live count and sets nlink; an
-/// inode no entry names (count 0) with nlink above 0 is released as an unlink of its last name would (freed, or put
-/// on the AGI unlinked list while held), as upstream's first repair did; a directory no entry names is reported and
-/// left alone (no orphanage here).</item>
+/// inode no entry names (file or directory) is named in the orphanage, <c>/lost+found</c>, made when missing, under
+/// its inode number (xfs_repair's phase 6, the kernel's newer online repair), a directory's '..' pointed there.</item>
 /// </list>
 /// Counts: 8 bytes per inode number (entries naming it, '.'/'..' naming it) in an xfile indexed by inode number
 /// (sparse: only pages of used inode ranges take memory), guarded by one mutex. Lock order: inode lock, then the
@@ -212,7 +215,8 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
         testHooks?.AfterCollect?.Invoke();
         var mismatches = new List<LinkCountMismatch>();
         var notRepaired = new List<string>();
-        long total = 0, compared = 0, repaired = 0, released = 0, settled = 0, entriesRepaired = 0;
+        var adoptedAs = new List<string>();
+        long total = 0, compared = 0, repaired = 0, adopted = 0, settled = 0, entriesRepaired = 0;
         var compare = new OnlineInodeScan(engine, 0);
         bool mayRepair = options.Repair && damage.Count == 0;
         if (options.Repair && !mayRepair)
@@ -239,13 +243,22 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
                 {
                     continue;
                 }
-                switch (RepairInode(ino, out string? why))
+                RepairOutcome outcome = RepairInode(ino, out string? why);
+                if (outcome == RepairOutcome.Unnamed)
+                {
+                    outcome = Adopt(ino, out why);
+                }
+                switch (outcome)
                 {
                     case RepairOutcome.Set:
                         repaired++;
                         break;
-                    case RepairOutcome.Released:
-                        released++;
+                    case RepairOutcome.Adopted:
+                        adopted++;
+                        if (adoptedAs.Count < options.MismatchLimit)
+                        {
+                            adoptedAs.Add($"inode {ino}: {why}");
+                        }
                         break;
                     case RepairOutcome.Refused:
                         notRepaired.Add(why!);
@@ -284,7 +297,8 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             Mismatches = mismatches,
             MismatchTotal = total,
             Repaired = repaired,
-            Released = released,
+            Adopted = adopted,
+            AdoptedAs = adoptedAs,
             SettledMeanwhile = settled,
             NotRepaired = notRepaired,
             Damage = damage.ToArray(),
@@ -311,40 +325,6 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
                 testHooks?.AfterInode?.Invoke(ino);
             }
             pacer.AfterBatch(cancel);
-        }
-    }
-
-    /// <summary>
-    /// Keeps the scans to a share of one CPU (<see cref="OnlineLinkCountOptions.CpuShare"/>): the working time
-    /// between batches is added up, and once it reaches a slice the checker waits slice x (1 - share) / share. A
-    /// rate limit, not a synchronization: it holds no lock and nothing waits for it; cancellation ends the wait.
-    /// Working time is wall time, so on a busy machine the checker is paced a little more than its share.
-    /// </summary>
-    private sealed class ScanPacer(double share)
-    {
-        private static readonly long Slice = Stopwatch.Frequency / 500; // 2 ms: longer than a timer's slack
-        private readonly CpuSharePacer pacer = new(share);
-        private long since = Stopwatch.GetTimestamp();
-        private long worked;
-
-        public TimeSpan Waited => pacer.Waited;
-
-        /// <summary>After an inode chunk: the work since the last rest is paced once it reaches a slice.</summary>
-        public void AfterBatch(CancellationToken cancel)
-        {
-            if (pacer.Share >= 1)
-            {
-                return;
-            }
-            long now = Stopwatch.GetTimestamp();
-            worked += now - since;
-            if (worked >= Slice)
-            {
-                pacer.Rest(TimeSpan.FromSeconds((double)worked / Stopwatch.Frequency), cancel);
-                worked = 0;
-                now = Stopwatch.GetTimestamp();
-            }
-            since = now;
         }
     }
 
@@ -383,12 +363,13 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
         var d = new Dinode(inode.Core);
         ulong parent = 0;
         List<DataEntry>? entries = null;
+        DotEntryTypes? dots = null;
         bool counted = !d.IsFree && d.FileType == 0x4000 && !(d.NLink == 0 && Volatile.Read(ref inode.References) > 0);
         if (counted)
         {
             try
             {
-                (parent, entries, _) = reader.ReadAll(ino, inode.Core, engine.ReadMetadataBlocks, $"directory {ino}");
+                (parent, entries, _) = reader.ReadAll(ino, inode.Core, engine.ReadMetadataBlocks, $"directory {ino}", out dots);
             }
             catch (Exception e) when (e is XfsWriteException or CorruptionException or IOException)
             {
@@ -401,6 +382,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             if (counted)
             {
                 CheckEntries(ino, entries!);
+                CheckDotEntries(ino, parent, dots);
             }
         }
         lock (countsGate)
@@ -528,6 +510,57 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             wrongEntryTotal++;
             if (wrongEntries.Count < options.MismatchLimit) wrongEntries.Add(new WrongEntry(dir, e.Name, e.Ino, what));
         }
+    }
+
+    /// <summary>
+    /// The file types of a block, leaf or node directory's '.' and '..' entries (ftype feature; shortform stores
+    /// none), checked under the directory's lock as the named entries are: '.' must say a directory (it names the
+    /// locked directory itself), '..' the type of the inode it names (a directory: what the kernel writes; that inode
+    /// holds this directory, so it cannot be freed or change type while the lock is held). Whether '..' names an
+    /// inode in use is not judged here (its count is).
+    /// </summary>
+    private void CheckDotEntries(ulong dir, ulong parent, DotEntryTypes? dots)
+    {
+        if (dots is not { } t)
+        {
+            return;
+        }
+        if (t.Dot != DirectoryFormat.FtDirectory)
+        {
+            AddWrongEntry(new WrongEntry(dir, [(byte)'.'], dir, $"says {LinkCountScrubber.FileTypeName(t.Dot)}, but inode {dir} is {LinkCountScrubber.FileTypeName(DirectoryFormat.FtDirectory)}"));
+        }
+        if (!geo.IsValidIno(parent))
+        {
+            return;
+        }
+        byte[]? core = null;
+        if (engine.TryReadUnloadedCore(parent, entryCore, out _))
+        {
+            core = entryCore;
+        }
+        else
+        {
+            try
+            {
+                core = engine.GetInode(parent, keepCached: false).Core;
+            }
+            catch (XfsWriteException ex) when (ex.Kind is WriteErrorKind.Corrupt or WriteErrorKind.NotFound)
+            {
+                return;
+            }
+        }
+        var d = new Dinode(core);
+        byte type = DirectoryFormat.FileTypeOfMode(d.Mode);
+        if (!d.IsFree && t.DotDot != type)
+        {
+            AddWrongEntry(new WrongEntry(dir, [(byte)'.', (byte)'.'], parent, $"says {LinkCountScrubber.FileTypeName(t.DotDot)}, but inode {parent} is {LinkCountScrubber.FileTypeName(type)}"));
+        }
+    }
+
+    private void AddWrongEntry(WrongEntry wrong)
+    {
+        wrongEntryTotal++;
+        if (wrongEntries.Count < options.MismatchLimit) wrongEntries.Add(wrong);
     }
 
     /// <summary>Adds to one inode's count (counts mutex held). An inode number outside the filesystem names nothing
@@ -663,7 +696,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
         return nlink == total ? null : new LinkCountMismatch(ino, nlink, total);
     }
 
-    private enum RepairOutcome { AlreadyRight, Set, Released, Refused }
+    private enum RepairOutcome { AlreadyRight, Set, Unnamed, Adopted, Refused }
 
     /// <summary>One inode's repair in its own transaction, under its lock, with the live count read again.</summary>
     private RepairOutcome RepairInode(ulong ino, out string? why)
@@ -713,16 +746,8 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             }
             if (names == 0 && ino != namespaceOps.RootIno)
             {
-                if (isDir)
-                {
-                    refused = $"directory {ino}: no entry names it (nlink {nlink}, counted {total}); it needs an orphanage, which this repair does not make";
-                    return RepairOutcome.Refused;
-                }
-                // Named by no directory: the last name is gone, so it goes as an unlink of its last name would.
-                InodeCore.SetNlink(core, 0);
-                tx.LogInode(inode);
-                namespaceOps.ReleaseUnnamedInode(tx, inode, $"inode {ino}");
-                return RepairOutcome.Released;
+                // Named by no directory: it goes to the orphanage (Adopt, its own transaction), as xfs_repair does.
+                return RepairOutcome.Unnamed;
             }
             if (nlink == 0 && held)
             {
@@ -740,6 +765,58 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
         });
         why = refused;
         return outcome;
+    }
+
+    /// <summary>The orphanage found or made once per check (null until the first adoption).</summary>
+    private ulong? orphanageIno;
+
+    /// <summary>
+    /// Names an inode that no directory names in <c>/lost+found</c> (<see cref="NamespaceOperations.AdoptOrphan"/>:
+    /// one transaction under the locks of the orphanage, the inode and a directory's old parent). Its nlink becomes its
+    /// live count plus the new name, read under its lock; the new entry and a directory's '..' reach the counts through
+    /// the live hook as any writer's change, so the compare of the inodes after it sees them. An orphanage removed
+    /// meanwhile is looked up (or made) once more.
+    /// </summary>
+    private RepairOutcome Adopt(ulong ino, out string? why)
+    {
+        uint? LinksOnceNamed()
+        {
+            long names, dots;
+            lock (countsGate)
+            {
+                if (scan.AbortReason is { } aborted)
+                {
+                    throw new OnlineRepairException($"the link count scan was aborted: {aborted}");
+                }
+                (names, dots) = Get(ino);
+            }
+            return names != 0 || dots < 0 || dots >= NamespaceOperations.MaxLinks ? null : (uint)(dots + 1);
+        }
+        for (int attempt = 0; ; attempt++)
+        {
+            why = null;
+            orphanageIno ??= namespaceOps.FindOrMakeOrphanage(out why);
+            if (orphanageIno is not { } home)
+            {
+                why = $"inode {ino}: no directory names it, and there is no orphanage to name it in: {why}";
+                return RepairOutcome.Refused;
+            }
+            switch (namespaceOps.AdoptOrphan(home, ino, LinksOnceNamed, out string detail))
+            {
+                case AdoptOutcome.Adopted:
+                    why = detail;
+                    return RepairOutcome.Adopted;
+                case AdoptOutcome.Settled:
+                    why = null;
+                    return RepairOutcome.AlreadyRight;
+                case AdoptOutcome.OrphanageGone when attempt == 0:
+                    orphanageIno = null;
+                    continue;
+                default:
+                    why = $"inode {ino}: no directory names it, and it was not moved to /lost+found: {detail}";
+                    return RepairOutcome.Refused;
+            }
+        }
     }
 
     private void Stop()

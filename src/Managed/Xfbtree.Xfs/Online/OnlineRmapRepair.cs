@@ -21,6 +21,10 @@ public sealed record OnlineRmapRepairOptions
     public uint? ScanStartAg { get; init; }
     /// <summary>How long the scan waits for one inode's lock before it gives up (upstream: 30 s).</summary>
     public TimeSpan InodeBusyTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>The share of one CPU the inode scan may use (more than 0, at most 1; 1 = not paced): after each inode
+    /// chunk, once 2 ms of work have added up, the scan rests so that it works at most this share of the time
+    /// (<see cref="ScanPacer"/>; no lock held; cancellation ends the rest).</summary>
+    public double CpuShare { get; init; } = 1;
     /// <summary>Test-only callbacks at the scan's steps (deterministic interleavings, fault injection).</summary>
     internal OnlineRepairTestHooks? TestHooks { get; init; }
     /// <summary>Test-only: false keeps the old tree's blocks out of the new tree's sources (free space and the AGFL
@@ -39,6 +43,11 @@ internal sealed class OnlineRepairTestHooks
     public Action<uint>? AfterAgScanned { get; init; }
     public Action<ulong>? BeforeInode { get; init; }
     public Action<ulong>? AfterInode { get; init; }
+    /// <summary>The scan read this inode's core from its cluster buffer (no in-core inode live) and has not yet
+    /// checked, under the shadow mutex, that none became live since.</summary>
+    public Action<ulong>? AfterUnloadedRead { get; init; }
+    /// <summary>The pace is about to rest (no lock held).</summary>
+    public Action? BeforeRest { get; init; }
     public Action? BeforeFinish { get; init; }
     public Action<RmapUpdate>? BeforeLiveUpdate { get; init; }
     /// <summary>After the hook decided (true = replayed into the shadow); on the writer's thread.</summary>
@@ -69,6 +78,13 @@ public sealed record OnlineRmapRepairResult
     public long LiveUpdatesIgnored { get; init; }
     /// <summary>Inodes visited by the scan, and batches.</summary>
     public long InodesScanned { get; init; }
+    /// <summary>Of <see cref="InodesScanned"/>, those whose core was read from its cluster buffer, with no in-core inode.</summary>
+    public long UnloadedReads { get; init; }
+    /// <summary>Reads from a cluster buffer not used because an in-core inode of that number became live before the
+    /// check (the visit was made again under the inode lock).</summary>
+    public long UnloadedReadsRetried { get; init; }
+    /// <summary>Of <see cref="Elapsed"/>, the time the scan rested to keep to <see cref="OnlineRmapRepairOptions.CpuShare"/>.</summary>
+    public TimeSpan Paced { get; init; }
     /// <summary>Rounds of the reservation fixpoint loop.</summary>
     public int ReservationRounds { get; init; }
     /// <summary>Bytes of xfile memory the shadow tree used at the end.</summary>
@@ -149,8 +165,10 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
     private readonly object shadowGate = new();
     private readonly OnlineInodeScan scan;
     private IDisposable? hookRegistration;
+    private readonly byte[] unloadedCore;
+    private readonly ScanPacer pacer;
     private bool stopped;
-    private long applied, ignored, inodesScanned;
+    private long applied, ignored, inodesScanned, unloadedReads, unloadedRetried;
 
     private OnlineRmapRepair(WriteEngine engine, uint agno, OnlineRmapRepairOptions options)
     {
@@ -173,6 +191,17 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
             throw;
         }
         scan = new OnlineInodeScan(engine, options.ScanStartAg ?? (agno + 1) % geo.AgCount);
+        unloadedCore = new byte[geo.InodeSize];
+        pacer = new ScanPacer(options.CpuShare, testHooks?.BeforeRest);
+    }
+
+    private static void ValidateOptions(OnlineRmapRepairOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.CpuShare is not (> 0 and <= 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.CpuShare, "CpuShare must be more than 0 and at most 1");
+        }
     }
 
     /// <summary>The coordinated scan (tests look at its state).</summary>
@@ -191,7 +220,7 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
     public static OnlineRmapRepairResult Run(WriteEngine engine, uint agno, OnlineRmapRepairOptions options, IProgress<string>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(engine);
-        ArgumentNullException.ThrowIfNull(options);
+        ValidateOptions(options);
         if (!engine.Geometry.Superblock.HasRmapbt)
         {
             throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no rmapbt");
@@ -202,7 +231,11 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
         {
             OnlineRmapRepairResult result = repair.Finish();
             engine.Ag(agno).MarkHealthy();
-            return result with { Elapsed = total.Elapsed, SetupTime = setup, ScanTime = scanTime };
+            return result with
+            {
+                Elapsed = total.Elapsed, SetupTime = setup, ScanTime = scanTime, Paced = repair.pacer.Waited,
+                UnloadedReads = Interlocked.Read(ref repair.unloadedReads), UnloadedReadsRetried = Interlocked.Read(ref repair.unloadedRetried),
+            };
         }, cancellationToken);
     }
 
@@ -217,7 +250,7 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
     internal static OnlineRmapCheckResult Check(WriteEngine engine, uint agno, OnlineRmapRepairOptions options, RmapCheckOptions checkOptions, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(engine);
-        ArgumentNullException.ThrowIfNull(options);
+        ValidateOptions(options);
         ArgumentNullException.ThrowIfNull(checkOptions);
         _ = engine.Ag(agno);
         using var check = new OnlineRmapRepair(engine, agno, options);
@@ -398,11 +431,16 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
                 VisitInode(collector, ino);
                 testHooks?.AfterInode?.Invoke(ino);
             }
+            pacer.AfterBatch(cancel);
         }
     }
 
     private void VisitInode(OnlineForkCollector collector, ulong ino)
     {
+        if (TryVisitUnloaded(collector, ino))
+        {
+            return;
+        }
         IncoreInode inode;
         try
         {
@@ -426,38 +464,96 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
             {
                 throw new OnlineRepairException($"the inode scan was aborted: {why}");
             }
-            if (found.Count > 0)
-            {
-                var editor = new RmapEditor(shadow.Tree);
-                try
-                {
-                    foreach (ScannedRmap s in found)
-                    {
-                        if (s.Shared)
-                        {
-                            editor.MapShared(s.Record);
-                        }
-                        else
-                        {
-                            editor.Map(s.Record);
-                        }
-                    }
-                    shadow.Commit();
-                }
-                catch (Exception e)
-                {
-                    shadow.Cancel();
-                    scan.Abort($"stashing inode {ino}: {e.Message}");
-                    throw new OnlineRepairException($"AG {agno}: stashing the rmaps of inode {ino} failed: {e.Message}", e);
-                }
-                finally
-                {
-                    editor.Cursor.Dispose();
-                }
-            }
+            Stash(ino, found);
             scan.MarkVisited(ino);
         }
         Interlocked.Increment(ref inodesScanned);
+    }
+
+    /// <summary>
+    /// The visit of an inode nobody has in core whose forks are in the inode (extents or local format): its core read
+    /// from its cluster buffer (<see cref="WriteEngine.TryReadUnloadedCore"/>, no in-core inode made), its rmaps
+    /// collected from that copy, and stashed with the inode marked visited under the shadow mutex iff no in-core inode
+    /// of it became live since the read (<see cref="WriteEngine.IsUnloadedSince"/>). Why that is exact: a writer
+    /// changes an inode's mappings only through its live in-core inode, and commits them (delivering their updates to
+    /// the hook) before that inode can become unreachable; with none live from before the read to the check, the read
+    /// is the inode's state at the check. The hook decides under the same mutex, so an update of a writer that made the
+    /// inode live after the check finds it visited and is applied, and one made live before fails the check and the
+    /// visit is made again under the inode lock. A fork in btree format (its blocks would be read without the inode's
+    /// lock) and a core that does not yield its mappings cleanly take the locked way too, which reports damage.
+    /// </summary>
+    private bool TryVisitUnloaded(OnlineForkCollector collector, ulong ino)
+    {
+        if (!engine.TryReadUnloadedCore(ino, unloadedCore, out long stamp))
+        {
+            return false;
+        }
+        var d = new Dinode(unloadedCore);
+        if (!d.IsFree && (d.Format == ForkFormat.Btree || (d.HasAttrFork && d.FormatOf(attr: true) == ForkFormat.Btree)))
+        {
+            return false;
+        }
+        IReadOnlyList<ScannedRmap> found;
+        try
+        {
+            found = collector.Collect(ino, unloadedCore);
+        }
+        catch (CorruptionException)
+        {
+            return false;
+        }
+        testHooks?.AfterUnloadedRead?.Invoke(ino);
+        lock (shadowGate)
+        {
+            if (scan.AbortReason is { } why)
+            {
+                throw new OnlineRepairException($"the inode scan was aborted: {why}");
+            }
+            if (!engine.IsUnloadedSince(ino, stamp))
+            {
+                unloadedRetried++;
+                return false;
+            }
+            Stash(ino, found);
+            scan.MarkVisited(ino);
+            unloadedReads++;
+        }
+        Interlocked.Increment(ref inodesScanned);
+        return true;
+    }
+
+    /// <summary>Adds one visited inode's rmaps to the shadow (under the shadow mutex).</summary>
+    private void Stash(ulong ino, IReadOnlyList<ScannedRmap> found)
+    {
+        if (found.Count > 0)
+        {
+            var editor = new RmapEditor(shadow.Tree);
+            try
+            {
+                foreach (ScannedRmap s in found)
+                {
+                    if (s.Shared)
+                    {
+                        editor.MapShared(s.Record);
+                    }
+                    else
+                    {
+                        editor.Map(s.Record);
+                    }
+                }
+                shadow.Commit();
+            }
+            catch (Exception e)
+            {
+                shadow.Cancel();
+                scan.Abort($"stashing inode {ino}: {e.Message}");
+                throw new OnlineRepairException($"AG {agno}: stashing the rmaps of inode {ino} failed: {e.Message}", e);
+            }
+            finally
+            {
+                editor.Cursor.Dispose();
+            }
+        }
     }
 
     // ------------------------------------------------------------------ live hook
@@ -470,52 +566,61 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
             return;
         }
         ulong owner = update.Record.Owner;
-        bool want = RmapOwner.IsSpecial(owner) ? owner != RmapOwner.Ag : scan.WantLiveUpdate(owner);
-        if (!want)
+        if (owner == RmapOwner.Ag)
         {
             Interlocked.Increment(ref ignored);
             testHooks?.AfterLiveUpdate?.Invoke(update, false);
             return;
         }
+        bool wanted;
         lock (shadowGate)
         {
-            if (stopped || scan.IsAborted)
+            // Decided under the shadow mutex: a visit made from a cluster buffer checks and marks the inode visited in
+            // one hold of it, with no inode lock to order it against this writer (TryVisitUnloaded).
+            wanted = !stopped && (RmapOwner.IsSpecial(owner) || scan.WantLiveUpdate(owner));
+            if (wanted && !scan.IsAborted)
             {
-                Interlocked.Increment(ref ignored);
-                testHooks?.AfterLiveUpdate?.Invoke(update, false);
+                Apply(update);
                 return;
             }
-            var editor = new RmapEditor(shadow.Tree);
-            try
+        }
+        Interlocked.Increment(ref ignored);
+        testHooks?.AfterLiveUpdate?.Invoke(update, false);
+    }
+
+    /// <summary>Replays one wanted update into the shadow (under the shadow mutex); a failure aborts the scan.</summary>
+    private void Apply(in RmapUpdate update)
+    {
+        var editor = new RmapEditor(shadow.Tree);
+        try
+        {
+            testHooks?.BeforeLiveUpdate?.Invoke(update);
+            RmapRecord r = update.Record;
+            switch (update.Kind)
             {
-                testHooks?.BeforeLiveUpdate?.Invoke(update);
-                RmapRecord r = update.Record;
-                switch (update.Kind)
-                {
-                    case RmapUpdateKind.Map:
-                        if (update.Shared) editor.MapShared(r); else editor.Map(r);
-                        break;
-                    case RmapUpdateKind.Unmap:
-                        if (update.Shared) editor.UnmapShared(r); else editor.Unmap(r);
-                        break;
-                    default:
-                        if (update.Shared) editor.ConvertShared(r); else editor.Convert(r);
-                        break;
-                }
-                shadow.Commit();
-                Interlocked.Increment(ref applied);
-                testHooks?.AfterLiveUpdate?.Invoke(update, true);
+                case RmapUpdateKind.Map:
+                    if (update.Shared) editor.MapShared(r); else editor.Map(r);
+                    break;
+                case RmapUpdateKind.Unmap:
+                    if (update.Shared) editor.UnmapShared(r); else editor.Unmap(r);
+                    break;
+                default:
+                    if (update.Shared) editor.ConvertShared(r); else editor.Convert(r);
+                    break;
             }
-            catch (Exception e)
-            {
-                // The shadow is garbage now (cancel undoes nothing): abort; the repair fails, the writer goes on.
-                shadow.Cancel();
-                scan.Abort($"live update {update.Kind} {update.Record} failed: {e.Message}");
-            }
-            finally
-            {
-                editor.Cursor.Dispose();
-            }
+            shadow.Commit();
+            Interlocked.Increment(ref applied);
+            testHooks?.AfterLiveUpdate?.Invoke(update, true);
+        }
+        catch (Exception e)
+        {
+            // The shadow is garbage now (cancel undoes nothing): abort; the repair fails, the writer goes on.
+            shadow.Cancel();
+            scan.Abort($"live update {update.Kind} {update.Record} failed: {e.Message}");
+        }
+        finally
+        {
+            editor.Cursor.Dispose();
         }
     }
 

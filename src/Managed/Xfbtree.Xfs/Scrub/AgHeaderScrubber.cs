@@ -127,17 +127,18 @@ internal static class AgHeaderScrubber
         var f = new ScrubFinding("superblock", ctx.AgNumber, ctx.Options.ProblemLimit);
         var geo = ctx.Geometry;
         var cache = ctx.Image.Cache;
-        var primary = cache.Read(ctx.Image.Target, geo.AgHeaderDaddr(0, 0), geo.SectorBasicBlocks, null, Xfbtree.Buffers.BufferLockMode.Shared);
+        var primary = ctx.PrimarySuperblock is null ? cache.Read(ctx.Image.Target, geo.AgHeaderDaddr(0, 0), geo.SectorBasicBlocks, null, Xfbtree.Buffers.BufferLockMode.Shared) : null;
         try
         {
             var secondary = cache.Read(ctx.Image.Target, geo.AgHeaderDaddr(ctx.AgNumber, 0), geo.SectorBasicBlocks, null, Xfbtree.Buffers.BufferLockMode.Shared);
             try
             {
-                foreach (string p in SecondarySuperblock.Differences(primary.Span, secondary.Span, geo.SectorSize)) f.Damage(p);
+                ReadOnlySpan<byte> source = primary is null ? ctx.PrimarySuperblock : primary.Span;
+                foreach (string p in SecondarySuperblock.Differences(source, secondary.Span, geo.SectorSize)) f.Damage(p);
             }
             finally { cache.Release(secondary); }
         }
-        finally { cache.Release(primary); }
+        finally { if (primary is not null) cache.Release(primary); }
         f.Note = "matches the primary";
         return f;
     }

@@ -38,12 +38,18 @@ internal sealed class AgScrubContext
     /// <param name="options">The scrub's options.</param>
     /// <param name="rmapDamaged">Why the on-disk rmapbt may not serve as the source (the online rmapbt check found it
     /// damaged), or null: the comparisons with it then say "not checked" with this reason.</param>
-    public static AgScrubContext ForOnlineCheck(XfsImage view, uint agno, ScrubOptions options, string? rmapDamaged = null)
+    /// <param name="primarySuperblock">The engine's in-core primary superblock, the secondaries' source.</param>
+    public static AgScrubContext ForOnlineCheck(XfsImage view, uint agno, ScrubOptions options, string? rmapDamaged = null, byte[]? primarySuperblock = null)
     {
         var scan = new AgScanResult(agno, null, new ProblemList(options.ProblemLimit));
         scan.MetadataComplete = AgScanner.ReadHeaders(view, scan, scan.Problems);
-        return new AgScrubContext(view, scan, scanComplete: true, options, new ScrubScratch(), online: true, rmapDamaged);
+        return new AgScrubContext(view, scan, scanComplete: true, options, new ScrubScratch(), online: true, rmapDamaged) { PrimarySuperblock = primarySuperblock };
     }
+
+    /// <summary>The primary superblock the secondaries are compared with: online the engine's in-core copy (the sector
+    /// on disk may be damaged behind its back: that is the primary's own finding); null offline, where the primary on
+    /// disk verified when the image was opened.</summary>
+    public byte[]? PrimarySuperblock { get; private init; }
 
     private AgScrubContext(XfsImage image, AgScanResult scan, bool scanComplete, ScrubOptions options, ScrubScratch scratch, bool online, string? rmapDamaged)
     {

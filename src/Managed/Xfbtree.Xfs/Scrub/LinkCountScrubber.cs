@@ -25,7 +25,7 @@ internal sealed class LinkCountScrubber
     readonly XfsGeometry _geo;
     readonly DirectoryReader _reader;
     // In-use inodes read (number; di_nlink and the directory file type of its mode, packed) in parallel lists; the
-    // number named by each link counted and the file type its entry says (NoFileType for '.' and '..'); inodes whose
+    // number named by each link counted and the file type its entry says (NoFileType when it carries none: shortform '..', no ftype feature); inodes whose
     // core did not verify; the directories read. Sorted by Finish.
     readonly List<ulong> _inodes;
     readonly List<ulong> _nlinks;
@@ -70,9 +70,10 @@ internal sealed class LinkCountScrubber
         if (d.FileType != 0x4000) return;
         try
         {
-            var (parent, entries, _) = _reader.ReadAll(ino, core, ReadBlocks, $"directory {ino}");
-            Count(ino, NoFileType);      // '.'
-            Count(parent, NoFileType);   // '..'
+            var (parent, entries, _) = _reader.ReadAll(ino, core, ReadBlocks, $"directory {ino}", out var dots);
+            // '.' and '..' carry a file type in block, leaf and node directories (ftype), none in shortform.
+            Count(ino, dots?.Dot ?? NoFileType);
+            Count(parent, dots?.DotDot ?? NoFileType);
             foreach (var e in entries) Count(e.Ino, _reader.HasFtype ? e.FileType : NoFileType);
             _directories.Add(ino);
         }
@@ -188,14 +189,22 @@ internal sealed class LinkCountScrubber
             var (daddr, offset) = (_geo.AgBlockToDaddr(_geo.InoToAgno(dir), _geo.AginoToAgbno(_geo.InoToAgino(dir))), _geo.AginoToSlot(_geo.InoToAgino(dir)) * isz);
             var buf = _image.Cache.Read(_image.Target, daddr, _geo.BasicBlocksPerBlock, null, BufferLockMode.Shared);
             List<DataEntry> entries;
-            try { (_, entries, _) = _reader.ReadAll(dir, buf.Span.Slice(offset, isz), ReadBlocks, $"directory {dir}"); }
+            ulong parent;
+            DotEntryTypes? dots;
+            try { (parent, entries, _) = _reader.ReadAll(dir, buf.Span.Slice(offset, isz), ReadBlocks, $"directory {dir}", out dots); }
             catch (Exception e) when (e is XfsWriteException or CorruptionException or IOException) { continue; }
             finally { _image.Cache.Release(buf); }
+            if (dots is { } t)
+            {
+                // '.' and '..' first (their file types only: a '..' naming a free inode is counted, not named here).
+                entries.Insert(0, new DataEntry([(byte)'.', (byte)'.'], parent, t.DotDot, 0));
+                entries.Insert(0, new DataEntry([(byte)'.'], dir, t.Dot, 0));
+            }
             foreach (var e in entries)
             {
                 if (reported >= limit) break;
                 string name = System.Text.Encoding.UTF8.GetString(e.Name);
-                if (danglingInodes.Contains(e.Ino))
+                if (danglingInodes.Contains(e.Ino) && !DirectoryFormat.IsDot(e.Name) && !DirectoryFormat.IsDotDot(e.Name))
                 {
                     _finding.Damage($"directory {dir} entry '{name}' names inode {e.Ino}, which is not in use");
                     reported++;

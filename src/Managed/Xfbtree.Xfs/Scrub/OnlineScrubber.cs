@@ -65,6 +65,9 @@ public static class OnlineScrubber
         long mismatchTotal = 0;
         if (options.OnlyAg is null)
         {
+            ScrubFinding primary = CheckPrimarySuperblock(engine, options);
+            findings.Add(primary);
+            onFinding?.Invoke(primary);
             ScrubFinding counters = CheckSummaryCounters(engine, options);
             findings.Add(counters);
             onFinding?.Invoke(counters);
@@ -89,7 +92,9 @@ public static class OnlineScrubber
         options ??= new ScrubOptions();
         ScrubFinding rmapbt = CheckRmapbt(engine, agno, options, cancel);
         string? rmapDamaged = rmapbt.Verdict == ScrubVerdict.Damaged ? "the rmapbt is damaged (see rmapbt)" : null;
+        long local = Stopwatch.GetTimestamp();
         var (findings, rmapAt) = CheckAgLocal(engine, agno, options, rmapDamaged);
+        new CpuSharePacer(options.CpuShare).Rest(Stopwatch.GetElapsedTime(local), cancel);
         findings.Insert(rmapAt, rmapbt);
         return findings;
     }
@@ -112,7 +117,7 @@ public static class OnlineScrubber
                 using XfsImage view = engine.Image.CreateReadView();
                 try
                 {
-                    rmapAt = Scrubber.CheckAgStructures(AgScrubContext.ForOnlineCheck(view, agno, options, rmapDamaged), null, findings, withRmapbt: false);
+                    rmapAt = Scrubber.CheckAgStructures(AgScrubContext.ForOnlineCheck(view, agno, options, rmapDamaged, engine.PrimarySuperblockInCore), null, findings, withRmapbt: false);
                 }
                 catch (Exception e) when (e is CorruptionException or IOException)
                 {
@@ -145,7 +150,7 @@ public static class OnlineScrubber
         ScrubFinding f;
         try
         {
-            OnlineRmapCheckResult r = OnlineRmapRepair.Check(engine, agno, new OnlineRmapRepairOptions(), RmapbtScrubber.CheckOptions(options), cancel);
+            OnlineRmapCheckResult r = OnlineRmapRepair.Check(engine, agno, new OnlineRmapRepairOptions { CpuShare = options.CpuShare }, RmapbtScrubber.CheckOptions(options), cancel);
             if (r.NotChecked is { } why)
             {
                 f = new ScrubFinding("rmapbt", agno, options.ProblemLimit);
@@ -162,6 +167,40 @@ public static class OnlineScrubber
         {
             f = new ScrubFinding("rmapbt", agno, options.ProblemLimit);
             f.Skip($"the inode scan with live hooks could not finish: {e.Message}");
+        }
+        f.Elapsed = clock.Elapsed;
+        return f;
+    }
+
+    /// <summary>The name of the primary superblock's finding (offline and online).</summary>
+    internal const string PrimarySuperblock = "primary superblock";
+
+    /// <summary>
+    /// The primary superblock on disk against the engine's in-core copy (read and verified at open, NEEDSREPAIR set
+    /// by the engine, which writes the sector again only at its clean close): they must be equal byte for byte. A
+    /// difference is damage made behind the engine's back (an outside write, the medium); the repair rewrites the
+    /// sector from the in-core copy (<see cref="WriteEngine.RestorePrimarySuperblock"/>).
+    /// </summary>
+    internal static ScrubFinding CheckPrimarySuperblock(WriteEngine engine, ScrubOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(engine);
+        options ??= new ScrubOptions();
+        var clock = Stopwatch.StartNew();
+        var f = new ScrubFinding(PrimarySuperblock, null, options.ProblemLimit);
+        byte[] held = engine.PrimarySuperblockInCore;
+        byte[] onDisk = engine.ReadPrimarySuperblockFromDisk();
+        int first = held.AsSpan().CommonPrefixLength(onDisk);
+        if (first == held.Length)
+        {
+            f.Note = "the sector on disk is the engine's in-core superblock";
+        }
+        else
+        {
+            int differ = 0;
+            for (int i = first; i < held.Length; i++) if (held[i] != onDisk[i]) differ++;
+            Format.Superblock parsed = Format.Superblock.Parse(onDisk);
+            string verifies = parsed.Magic != Format.Superblock.MagicValue ? "no XFSB magic" : !parsed.CrcValid ? "bad CRC" : "it verifies";
+            f.Damage($"{differ} bytes differ from the engine's in-core superblock (first at byte {first}; {verifies})");
         }
         f.Elapsed = clock.Elapsed;
         return f;
@@ -273,7 +312,7 @@ public static class OnlineScrubber
         try
         {
             var names = new NamespaceOperations(engine, new FileOperations(engine));
-            OnlineLinkCountResult r = OnlineLinkCounts.Run(names, new OnlineLinkCountOptions { MismatchLimit = options.LinkMismatchLimit }, cancel);
+            OnlineLinkCountResult r = OnlineLinkCounts.Run(names, new OnlineLinkCountOptions { MismatchLimit = options.LinkMismatchLimit, CpuShare = options.CpuShare }, cancel);
             foreach (string d in r.Damage)
             {
                 f.Damage(d);

@@ -9,7 +9,7 @@ using Xfbtree.Xfs.Write.Namespace;
 namespace Xfbtree.Xfs.Scrub;
 
 /// <summary>What a repair is given: the open engine (writers may be running) and the findings that asked for it.</summary>
-internal sealed record ScrubRepairContext(WriteEngine Engine, ScrubReport Findings, CancellationToken Cancel);
+internal sealed record ScrubRepairContext(WriteEngine Engine, ScrubReport Findings, CancellationToken Cancel, double CpuShare = 1);
 
 /// <summary>
 /// One repair of <c>xfbtree scrub --repair</c>: the findings it answers and how it rebuilds them through the write
@@ -70,6 +70,7 @@ internal static class ScrubRepairs
     /// <summary>Every repair, in the order they run.</summary>
     public static readonly IReadOnlyList<IScrubRepair> InOrder =
     [
+        new PrimarySuperblockRestore(),
         new AgTreeRepair("superblock", ["superblock"], (e, ag) => OnlineAgHeaderRepair.RepairSecondarySuperblock(e, ag)),
         new AgHeaderRepair(AgHeaderKind.Agf, ["bnobt", "cntbt", "refcountbt"], (e, ag) => OnlineAgHeaderRepair.RepairAgf(e, ag).ToString()),
         new AgTreeRepair("AGFL", ["AGFL"], (e, ag) => OnlineAgflRepair.Run(e, ag).ToString()),
@@ -197,7 +198,7 @@ internal static class ScrubRepairs
         {
             // Filesystem-wide repairs run once (after every per-AG one of their round): in the first round, or in a
             // later one when they waited for their source.
-            List<ScrubRepairOutcome> done = Run(new ScrubRepairContext(engine, report, cancel), options.Progress, wideDone, out waiting);
+            List<ScrubRepairOutcome> done = Run(new ScrubRepairContext(engine, report, cancel, options.CpuShare), options.Progress, wideDone, out waiting);
             outcomes.AddRange(done);
             // Check again (a read view, commits paused) when a repair waited for its source or some damage has no
             // repair: it may have been a symptom of what was just repaired.
@@ -240,7 +241,7 @@ internal static class ScrubRepairs
 
         public string Repair(ScrubRepairContext context, uint? agno)
         {
-            var r = OnlineRmapRepair.Run(context.Engine, agno!.Value, cancellationToken: context.Cancel);
+            var r = OnlineRmapRepair.Run(context.Engine, agno!.Value, new OnlineRmapRepairOptions { CpuShare = context.CpuShare }, null, context.Cancel);
             return $"{r.Records} records, {r.NewTreeBlocks} new blocks, {r.OldBlocksReaped} old blocks reaped, AG locked {r.TimeLocked.TotalMilliseconds:F1} ms";
         }
     }
@@ -286,7 +287,7 @@ internal static class ScrubRepairs
 
     /// <summary>
     /// Every inode's link count, checked and set online from the directory tree (<see cref="OnlineLinkCounts"/>; an
-    /// inode no directory names is released as the unlink of its last name would), and every directory entry's file
+    /// inode no directory names is moved to /lost+found), and every directory entry's file
     /// type set from its inode's mode (an entry naming a free inode removed). It reads every inode through the
     /// inode btrees and every directory, so it waits while an inode btree or an AGI is damaged (the offline count it
     /// answers may only reflect that damage, and a scan through a wrong inobt could miss a directory). It answers
@@ -306,17 +307,35 @@ internal static class ScrubRepairs
         public string Repair(ScrubRepairContext context, uint? agno)
         {
             var names = new NamespaceOperations(context.Engine, new FileOperations(context.Engine));
-            OnlineLinkCountResult r = OnlineLinkCounts.Run(names, new OnlineLinkCountOptions { Repair = true }, context.Cancel);
+            OnlineLinkCountResult r = OnlineLinkCounts.Run(names, new OnlineLinkCountOptions { Repair = true, CpuShare = context.CpuShare }, context.Cancel);
             if (r.Damage.Count > 0 || r.NotRepaired.Count > 0)
             {
-                throw new OnlineRepairException($"{r.MismatchTotal} wrong link counts, {r.Repaired + r.Released} repaired; not repaired: {string.Join("; ", r.Damage.Concat(r.NotRepaired).Take(3))}");
+                throw new OnlineRepairException($"{r.MismatchTotal} wrong link counts, {r.Repaired + r.Adopted} repaired; not repaired: {string.Join("; ", r.Damage.Concat(r.NotRepaired).Take(3))}");
             }
             if (r.MismatchTotal == 0 && r.EntryProblemTotal == 0)
             {
                 throw new OnlineRepairException($"the online check of {r.InodesCompared} inodes and {r.DirectoriesScanned} directories finds no wrong link count and no wrong entry");
             }
-            return $"{r.MismatchTotal} wrong link counts: {r.Repaired} set to the count, {r.Released} named by no directory released, {r.SettledMeanwhile} settled by writers meanwhile; "
+            return $"{r.MismatchTotal} wrong link counts: {r.Repaired} set to the count, {r.Adopted} named by no directory moved to /lost+found{(r.Adopted > 0 ? $" ({string.Join(", ", r.AdoptedAs.Take(3))}{(r.Adopted > 3 ? ", ..." : "")})" : "")}, {r.SettledMeanwhile} settled by writers meanwhile; "
                 + $"{r.EntryProblemTotal} wrong directory entries: {r.EntriesRepaired} repaired (file type set, or the entry of a free inode removed); {r.InodesCompared} inodes, {r.DirectoriesScanned} directories";
+        }
+    }
+
+    /// <summary>The primary superblock damaged on disk while the engine is open: rewritten whole from the engine's
+    /// in-core copy (<see cref="WriteEngine.RestorePrimarySuperblock"/>). First of all, since the secondary superblock
+    /// repair copies the primary on disk. Offline the primary is restored from a secondary before the image opens.</summary>
+    private sealed class PrimarySuperblockRestore : IScrubRepair
+    {
+        public string Name => OnlineScrubber.PrimarySuperblock;
+
+        public bool PerAg => false;
+
+        public bool Answers(string structure) => structure == OnlineScrubber.PrimarySuperblock;
+
+        public string Repair(ScrubRepairContext context, uint? agno)
+        {
+            context.Engine.RestorePrimarySuperblock();
+            return "rewritten from the engine's in-core superblock (the sector it read and verified at open)";
         }
     }
 

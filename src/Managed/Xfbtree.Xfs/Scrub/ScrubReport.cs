@@ -138,6 +138,26 @@ public sealed class ScrubReport
     public bool IsDamaged => Findings.Any(f => f.Verdict == ScrubVerdict.Damaged);
     /// <summary>Findings that are damaged.</summary>
     public int DamagedCount => Findings.Count(f => f.Verdict == ScrubVerdict.Damaged);
+
+    /// <summary>This report with the primary superblock's finding replaced by <paramref name="primary"/> (put first
+    /// when there is none): the primary, damaged and restored from a secondary before the image could be opened, is
+    /// part of what the check found.</summary>
+    internal ScrubReport WithPrimarySuperblock(ScrubFinding primary)
+    {
+        var findings = Findings.ToList();
+        int at = findings.FindIndex(f => f.Structure == primary.Structure && f.AgNumber is null);
+        if (at >= 0) findings[at] = primary;
+        else findings.Insert(0, primary);
+        return new ScrubReport(findings, LinkMismatches, LinkMismatchTotal, Elapsed, ScanElapsed);
+    }
+
+    /// <summary>The finding of a primary superblock that did not verify (<paramref name="problem"/>: why).</summary>
+    internal static ScrubFinding DamagedPrimarySuperblock(string problem)
+    {
+        var f = new ScrubFinding(OnlineScrubber.PrimarySuperblock, null);
+        f.Damage(problem);
+        return f;
+    }
 }
 
 /// <summary>Options of <see cref="Scrubber"/>.</summary>
@@ -151,6 +171,9 @@ public sealed record ScrubOptions
     public int ProblemLimit { get; init; } = 5;
     /// <summary>Wrong link counts kept (all are counted).</summary>
     public int LinkMismatchLimit { get; init; } = 1000;
+    /// <summary>Online only: the share of one CPU (more than 0, at most 1; 1 = not paced) the inode scans of the rmapbt
+    /// checks and repairs and of the link counts may use, and, between AGs, the AG-local checks.</summary>
+    public double CpuShare { get; init; } = 1;
     /// <summary>Called with a short phase description.</summary>
     public Action<string>? Progress { get; init; }
     /// <summary>Test-only callbacks of the online checks.</summary>

@@ -62,6 +62,10 @@ public static class Scrubber
         long mismatchTotal = 0;
         if (whole)
         {
+            // The image opened, so its primary verified (magic, CRC, geometry); a damaged one is restored before the
+            // check (xfbtree scrub --repair) or the image does not open.
+            var primary = new ScrubFinding(OnlineScrubber.PrimarySuperblock, null, options.ProblemLimit) { Note = "verified when the image was opened" };
+            findings.Add(primary);
             findings.Add(SummaryCounterScrubber.Check(image, contexts, options));
             var t = Stopwatch.StartNew();
             var (linkFinding, wrong, total) = links!.Finish(options.LinkMismatchLimit);

@@ -262,6 +262,53 @@ public sealed partial class WriteEngine
             image.Cache.Release(sb);
         }
         image.Cache.FlushAndSync(disk);
+        if (on)
+        {
+            // The engine's in-core superblock: the sector as it is on disk now, verified at open, NEEDSREPAIR set. The
+            // engine writes the primary again only at its clean close, so until then the disk must hold exactly this.
+            byte[] held = new byte[Geometry.SectorSize];
+            ReadRaw(disk, 0, held);
+            primaryInCore = held;
+        }
+    }
+
+    private byte[]? primaryInCore;
+    private readonly object primaryGate = new();
+
+    /// <summary>The primary superblock sector as the engine holds it (see <see cref="SetNeedsRepair"/>): what the disk
+    /// must hold while the engine is open (a copy).</summary>
+    internal byte[] PrimarySuperblockInCore => (byte[])(primaryInCore ?? throw new InvalidOperationException("the engine is not open")).Clone();
+
+    /// <summary>The primary superblock sector as it is on disk now (read past the cache).</summary>
+    internal byte[] ReadPrimarySuperblockFromDisk()
+    {
+        byte[] now = new byte[Geometry.SectorSize];
+        ReadRaw(disk, 0, now);
+        return now;
+    }
+
+    /// <summary>
+    /// Writes the primary superblock sector whole from the engine's in-core copy (the kernel's way: its in-core
+    /// superblock is authoritative and the sector is formatted from it, never read back), and syncs: a primary damaged
+    /// on disk while the engine runs is restored. Not read first, so one that does not verify is rewritten too.
+    /// </summary>
+    internal void RestorePrimarySuperblock()
+    {
+        byte[] held = primaryInCore ?? throw new InvalidOperationException("the engine is not open");
+        lock (primaryGate)
+        {
+            BlockBuffer sb = image.Cache.GetNew(disk, 0, Geometry.SectorBasicBlocks, SuperblockVerifier());
+            try
+            {
+                held.CopyTo(sb.Span);
+                sb.MarkDirty();
+            }
+            finally
+            {
+                image.Cache.Release(sb);
+            }
+            image.Cache.FlushAndSync(disk);
+        }
     }
 
     /// <summary>Reads every AGF once so AG selection has figures before the first allocation; an AG whose

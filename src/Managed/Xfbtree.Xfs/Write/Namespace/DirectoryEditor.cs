@@ -1129,15 +1129,16 @@ internal sealed class DirectoryEditor
 
     /// <summary>
     /// Points <paramref name="name"/> at <paramref name="ino"/> with file type <paramref name="fileType"/> (rename
-    /// over an existing name, or ".." of a moved directory); the entry keeps its place and cookie. Throws NotFound
-    /// when the name is absent.
+    /// over an existing name, ".." of a moved directory, or the file type of "." or ".." set right by the link count
+    /// repair); the entry keeps its place and cookie. Throws NotFound when the name is absent.
     /// </summary>
     public void Replace(byte[] name, ulong ino, byte fileType, DateTimeOffset now)
     {
         RefuseEdit("replacing an entry");
         XfsWriteException Missing() => new(WriteErrorKind.NotFound, $"'{_where}/{DirectoryFormat.Show(name)}' does not exist");
-        if (DirectoryFormat.IsDot(name)) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"'{_where}': '.' cannot be replaced");
-        if (_tx.WantsDirectoryUpdates && !DirectoryFormat.IsDotDot(name))
+        // '.' names the directory itself: only its file type may be set again (the link count repair's fix).
+        if (DirectoryFormat.IsDot(name) && ino != _dir.Ino) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"'{_where}': '.' cannot be replaced");
+        if (_tx.WantsDirectoryUpdates && !DirectoryFormat.IsDotDot(name) && !DirectoryFormat.IsDot(name))
         {
             // '..' of a moved directory: the caller knows the old parent and says it (NamespaceOperations.SetParent).
             _tx.QueueDirectoryUpdate(_dir.Ino, (Find(name) ?? throw Missing()).Ino, -1, DirectoryEntryKind.Name);
@@ -1148,6 +1149,7 @@ internal sealed class DirectoryEditor
             case DirectoryLayout.Shortform:
                 {
                     var sf = ReadShortform();
+                    if (DirectoryFormat.IsDot(name)) break; // not stored in shortform: nothing to set
                     if (DirectoryFormat.IsDotDot(name)) sf.Parent = ino;
                     else
                     {
@@ -1173,10 +1175,10 @@ internal sealed class DirectoryEditor
             default:
                 {
                     uint ptr;
-                    if (DirectoryFormat.IsDotDot(name))
+                    if (DirectoryFormat.IsDotDot(name) || DirectoryFormat.IsDot(name))
                     {
-                        var dotdot = Data(0).Block.Entries.FirstOrDefault(e => DirectoryFormat.IsDotDot(e.Name)) ?? throw Corrupt("no '..' entry");
-                        ptr = _g.DataPtr(0, dotdot.Offset);
+                        var dots = Data(0).Block.Entries.FirstOrDefault(e => name.AsSpan().SequenceEqual(e.Name)) ?? throw Corrupt($"no '{DirectoryFormat.Show(name)}' entry");
+                        ptr = _g.DataPtr(0, dots.Offset);
                     }
                     else ptr = (Lookup(name) ?? throw Missing()).Ptr;
                     var (dbuf, data) = Data(_g.DbOfPtr(ptr));

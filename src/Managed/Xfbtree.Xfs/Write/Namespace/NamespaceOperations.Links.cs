@@ -266,7 +266,8 @@ internal sealed partial class NamespaceOperations
 
     /// <summary>
     /// The online link count repair's fix of one directory entry it found wrong: an entry naming an inode that is not
-    /// in use is removed (as xfs_repair clears it), one whose file type is not its inode's is given the inode's. Checked
+    /// in use is removed (as xfs_repair clears it), one whose file type is not its inode's is given the inode's ('.' and
+    /// '..' included: only their file type). Checked
     /// again under the locks of the directory and the inode; an entry a writer changed or removed meanwhile is settled.
     /// False, with why, when it cannot be fixed (the named inode does not read).
     /// </summary>
@@ -289,6 +290,17 @@ internal sealed partial class NamespaceOperations
             tx.LockInodes(dir, target);
             if (new Dinode(dir.Core).IsFree || !InodeCore.IsDirectory(dir.Core)) return;
             var editor = new DirectoryEditor(tx, dir, Reader, $"directory {dirIno}");
+            if (DirectoryFormat.IsDot(name) || DirectoryFormat.IsDotDot(name))
+            {
+                // Only the file type of '.' or '..' (block, leaf, node directories) is set: from the mode of the
+                // inode it names, still the one it named when found.
+                var (parent, _, _) = Reader.ReadAll(dirIno, dir.Core, Engine.ReadMetadataBlocks, $"directory {dirIno}", out var dots);
+                if (dots is not { } t || (DirectoryFormat.IsDot(name) ? dirIno : parent) != ino) return;
+                var named = new Dinode(target.Core);
+                byte want = DirectoryFormat.FileTypeOfMode(named.Mode);
+                if (!named.IsFree && (DirectoryFormat.IsDot(name) ? t.Dot : t.DotDot) != want) editor.Replace(name, ino, want, DateTimeOffset.UtcNow);
+                return;
+            }
             if (editor.Find(name) is not { } entry || entry.Ino != ino) return;
             var d = new Dinode(target.Core);
             if (d.IsFree)

@@ -101,14 +101,6 @@ internal sealed partial class NamespaceOperations
         else FreeInode(tx, child, where);
     }
 
-    /// <summary>The online link count repair found a locked inode no directory names and set its nlink to 0: it
-    /// goes as the unlink of its last name would (freed, or kept on the unlinked list while held).</summary>
-    internal void ReleaseUnnamedInode(WriteTransaction tx, IncoreInode inode, string where)
-    {
-        if (InodeCore.Nlink(inode.Core) != 0) throw new InvalidOperationException($"{where}: released with nlink {InodeCore.Nlink(inode.Core)}");
-        ReleaseLastLink(tx, inode, where);
-    }
-
     (uint Agno, uint Agino, int Bucket) UnlinkedPosition(ulong ino)
     {
         var geo = Engine.Geometry;
