@@ -63,6 +63,21 @@ public sealed class FuseProtocolTests
     }
 
     [Theory]
+    [InlineData(true, true, -FuseErrno.ENOSYS)]
+    [InlineData(true, false, 0)]
+    [InlineData(false, true, 0)]
+    public void OpenDir_AnsweredEnosys_OnlyWhenAskedForAndTheKernelOffersZeroMessageOpenDir(bool asked, bool offered, int expected)
+    {
+        var server = new FuseServer(new MemoryFileSystem(), new FuseServerOptions { Threads = 1, ZeroMessageOpenDir = asked });
+        var init = new FuseInitIn { Major = 7, Minor = 44, Flags = offered ? uint.MaxValue : uint.MaxValue & ~FuseConstants.InitNoOpendirSupport };
+        var open = new FuseOpenIn();
+        var channel = new MemoryChannel([FuseRequests.Build(FuseOpcode.Init, 0, in init), FuseRequests.Build(FuseOpcode.OpenDir, 1, in open)], 2);
+        server.Serve(channel, null);
+        Assert.Equal(expected, channel.LastError);
+        Assert.Equal(asked && offered, server.OpenDirByKernel);
+    }
+
+    [Theory]
     [InlineData("", FuseErrno.EINVAL)]
     [InlineData("a/b", FuseErrno.EINVAL)]
     [InlineData("hello", 0)]

@@ -11,7 +11,7 @@ using Xfbtree.Xfs.Write.Engine;
 namespace Xfbtree.Cli;
 
 /// <summary>
-/// <c>xfbtree mount IMAGE DIR [--threads N] [--sync] [--allow-other] [--read-only] [--writeback-cache] [--noatime] [--online-repair-every SECONDS] [--repair-cpu-share SHARE]</c>:
+/// <c>xfbtree mount IMAGE DIR [--threads N] [--sync] [--allow-other] [--read-only] [--write-through | --writeback-cache] [--noatime] [--online-repair-every SECONDS] [--repair-cpu-share SHARE]</c>:
 /// serves the image through FUSE until <c>umount DIR</c>, SIGINT or SIGTERM, then closes it cleanly. Prints
 /// <c>mounted IMAGE on DIR</c> once the kernel accepted the mount. Exit 0 after a clean close, 1 when the close
 /// failed, 2 when the mount was refused (one line saying why).
@@ -31,14 +31,15 @@ internal static class MountCommand
         var sync = new Option<bool>("--sync") { Description = "Every operation is durable when it returns (the journal is fsynced at each commit, commits in flight share fsyncs)." };
         var allowOther = new Option<bool>("--allow-other") { Description = "Other users may use the mount; the kernel checks permissions (default_permissions)." };
         var readOnly = new Option<bool>("--read-only") { Description = "Mount read-only." };
-        var writeback = new Option<bool>("--writeback-cache") { Description = "Let the kernel cache writes and send them at writeback, close or fsync: faster small writes, but a write error (no space, corruption) then shows at close or fsync instead of at write, and unsynced data of open files waits for the kernel's writeback." };
+        var writeback = new Option<bool>("--writeback-cache") { Description = "Use the kernel's writeback cache even when the image is nearly full at mount (it is the default otherwise): a write error (no space, corruption) then shows at close or fsync instead of at write." };
+        var writeThrough = new Option<bool>("--write-through") { Description = "Send every write(2) to the server before it returns (no writeback cache): a write error shows at the write itself, at the cost of a round trip per write and more per file." };
         var noAtime = new Option<bool>("--noatime") { Description = "Reads never change access times (default: relatime, as the kernel mounts: a read sets atime when it is not newer than mtime or ctime, or is a day old)." };
         var repairEvery = new Option<double?>("--online-repair-every") { Description = "Rebuild the rmap btree of one AG after another, online, every SECONDS while requests are served.", HelpName = "SECONDS" };
         var cpuShare = new Option<double>("--repair-cpu-share") { Description = "The share of one CPU the mount's online repairs and scrubs (the rotation's, and those asked by 'xfbtree scrub DIR' and 'xfbtree rmap repair --online DIR') may use while requests are served: more than 0, at most 1 (not paced).", HelpName = "SHARE", DefaultValueFactory = _ => MountRequest.DefaultRepairCpuShare };
         var command = new Command("mount", "Serves an XFS image as a file system (FUSE) until umount DIR, SIGINT or SIGTERM; " +
                                            "prints 'mounted IMAGE on DIR' when usable. Exit 0 clean close, 1 close failed, 2 refused.")
         {
-            image, dir, threads, sync, allowOther, readOnly, writeback, noAtime, repairEvery, cpuShare,
+            image, dir, threads, sync, allowOther, readOnly, writeback, writeThrough, noAtime, repairEvery, cpuShare,
         };
         command.SetAction(p => Execute(new MountRequest
         {
@@ -49,6 +50,7 @@ internal static class MountCommand
             AllowOther = p.GetValue(allowOther),
             ReadOnly = p.GetValue(readOnly),
             WritebackCache = p.GetValue(writeback),
+            WriteThrough = p.GetValue(writeThrough),
             NoAtime = p.GetValue(noAtime),
             OnlineRepairEvery = p.GetValue(repairEvery) is { } s ? TimeSpan.FromSeconds(s) : null,
             RepairCpuShare = p.GetValue(cpuShare),
@@ -65,6 +67,7 @@ internal static class MountCommand
         string? refusal = request switch
         {
             { Threads: < 1 or > 64 } => $"--threads {request.Threads}: must be 1..64",
+            { WritebackCache: true, WriteThrough: true } => "--writeback-cache and --write-through exclude each other",
             { OnlineRepairEvery: { } t } when t <= TimeSpan.Zero || t > TimeSpan.FromDays(1) => "--online-repair-every: must be more than 0 seconds and at most a day",
             { RepairCpuShare: not (> 0 and <= 1) } => $"--repair-cpu-share {request.RepairCpuShare.ToString(CultureInfo.InvariantCulture)}: must be more than 0 and at most 1",
             _ => null,
@@ -121,13 +124,16 @@ internal static class MountCommand
             return CommandLineHost.ExitUnusable;
         }
 
+        string? writeThroughBecause = WriteThroughReason(request, adapter.FreeBytes, session.DirtyLimitBytes() ?? KernelDirtyThresholdBytes());
+        if (writeThroughBecause is not null && !request.WriteThrough && !request.Sync && !request.ReadOnly)
+            log($"xfbtree: mount: writeback cache off, every write(2) goes to the image before it returns: {writeThroughBecause}");
         var server = new FuseServer(adapter, new FuseServerOptions
         {
             Threads = request.Threads,
             Log = log,
             KillPrivileges = true,
-            // --sync promises every write(2) durable when it returns, which the kernel's cache would break.
-            WritebackCache = request.WritebackCache && !request.Sync && !request.ReadOnly,
+            ZeroMessageOpenDir = true, // OpenDir only checks the node is a directory; ReadDir needs no handle
+            WritebackCache = writeThroughBecause is null,
         });
         Timer? flusher = null;
         void Unmount(PosixSignalContext context)
@@ -196,6 +202,51 @@ internal static class MountCommand
     const int TicksPerCheckpoint = 30;
     static int flusherTicks;
 
+    /// <summary>
+    /// Null when the mount asks for the kernel's writeback cache, otherwise why not. The cache moves a write's
+    /// errors to the file's close or fsync (as NFS does), so it is declined where such an error is likely or
+    /// where a promise would break: --sync (every write(2) durable when it returns), --read-only, --write-through,
+    /// and an image whose free space at mount is under twice what the kernel may hold dirty for this mount
+    /// (<paramref name="dirtyLimitBytes"/>: its dirty pages plus as many again under writeback), unless
+    /// --writeback-cache insists.
+    /// </summary>
+    internal static string? WriteThroughReason(MountRequest request, ulong freeBytes, long dirtyLimitBytes)
+    {
+        if (request.ReadOnly) return "--read-only";
+        if (request.Sync) return "--sync";
+        if (request.WriteThrough) return "--write-through";
+        if (request.WritebackCache) return null;
+        ulong bound = 2 * (ulong)Math.Max(0, dirtyLimitBytes);
+        return freeBytes < bound
+            ? $"{freeBytes >> 20} MiB free, under the {bound >> 20} MiB the kernel may hold dirty for this mount (twice its dirty limit); --writeback-cache insists"
+            : null;
+    }
+
+    /// <summary>
+    /// The kernel's global dirty threshold (vm.dirty_bytes, else vm.dirty_ratio of MemTotal): an upper bound of any one
+    /// mount's dirty data, for a kernel whose bdi does not show its own limit. 1 GiB when neither can be read.
+    /// </summary>
+    static long KernelDirtyThresholdBytes()
+    {
+        try
+        {
+            long bytes = long.Parse(File.ReadAllText("/proc/sys/vm/dirty_bytes").Trim(), CultureInfo.InvariantCulture);
+            if (bytes > 0) return bytes;
+            long ratio = long.Parse(File.ReadAllText("/proc/sys/vm/dirty_ratio").Trim(), CultureInfo.InvariantCulture);
+            foreach (string line in File.ReadLines("/proc/meminfo"))
+            {
+                // "MemTotal:       24683772 kB"
+                if (!line.StartsWith("MemTotal:", StringComparison.Ordinal)) continue;
+                long kib = long.Parse(line.AsSpan(9).Trim().TrimEnd("kB").Trim(), CultureInfo.InvariantCulture);
+                return kib * 1024 / 100 * ratio;
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or OverflowException)
+        {
+        }
+        return 1L << 30;
+    }
+
     static void FlushJournal(XfsFileSystem fs, Action<string> log)
     {
         try
@@ -225,7 +276,10 @@ internal sealed class MountRequest
     public bool Sync { get; init; }
     public bool AllowOther { get; init; }
     public bool ReadOnly { get; init; }
+    /// <summary>--writeback-cache: the kernel's writeback cache even when the image is nearly full at mount.</summary>
     public bool WritebackCache { get; init; }
+    /// <summary>--write-through: no writeback cache.</summary>
+    public bool WriteThrough { get; init; }
     public bool NoAtime { get; init; }
     public TimeSpan? OnlineRepairEvery { get; init; }
 

@@ -90,6 +90,8 @@ internal static class FuseConstants
     public const uint InitHandleKillpriv = 1 << 19;
     public const uint InitMaxPages = 1 << 22;
     public const uint InitCacheSymlinks = 1 << 23;
+    /// <summary>Kernel capability (not answered): an OPENDIR answered ENOSYS means "opened", and the kernel sends no more OPENDIR or RELEASEDIR.</summary>
+    public const uint InitNoOpendirSupport = 1 << 24;
     public const uint InitHandleKillprivV2 = 1 << 28;
     public const uint InitInitExt = 1u << 30;
 

@@ -132,17 +132,9 @@ internal sealed class FuseSession : IDisposable
     /// </summary>
     public string? SetReadahead(int kib)
     {
-        string? device = null;
-        string mountPoint = EscapeMountInfo(Directory);
         try
         {
-            foreach (string line in File.ReadLines("/proc/self/mountinfo"))
-            {
-                // ID PARENT MAJ:MIN ROOT MOUNTPOINT ...; the last line for the directory is the mount on top.
-                string[] fields = line.Split(' ');
-                if (fields.Length > 4 && fields[4] == mountPoint) device = fields[2];
-            }
-            if (device is null) return $"{Directory} is not in /proc/self/mountinfo";
+            if (BdiDevice() is not { } device) return $"{Directory} is not in /proc/self/mountinfo";
             File.WriteAllText($"/sys/class/bdi/{device}/read_ahead_kb", kib.ToString(CultureInfo.InvariantCulture));
             return null;
         }
@@ -150,6 +142,39 @@ internal sealed class FuseSession : IDisposable
         {
             return e.Message;
         }
+    }
+
+    /// <summary>
+    /// The most file data the kernel lets dirty (and under writeback) pages of this mount's backing device hold:
+    /// the FUSE module gives each mount a strict limit of 1 % of the dirty threshold, which
+    /// <c>/sys/class/bdi/MAJ:MIN/max_bytes</c> shows (kernels since 6.2). Null when it cannot be read.
+    /// </summary>
+    public long? DirtyLimitBytes()
+    {
+        try
+        {
+            if (BdiDevice() is not { } device) return null;
+            string text = File.ReadAllText($"/sys/class/bdi/{device}/max_bytes").Trim();
+            return long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out long bytes) && bytes > 0 ? bytes : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>MAJ:MIN of the mount on <see cref="Directory"/> from /proc/self/mountinfo (a stat of the mount point would be a request to ourselves).</summary>
+    string? BdiDevice()
+    {
+        string? device = null;
+        string mountPoint = EscapeMountInfo(Directory);
+        foreach (string line in File.ReadLines("/proc/self/mountinfo"))
+        {
+            // ID PARENT MAJ:MIN ROOT MOUNTPOINT ...; the last line for the directory is the mount on top.
+            string[] fields = line.Split(' ');
+            if (fields.Length > 4 && fields[4] == mountPoint) device = fields[2];
+        }
+        return device;
     }
 
     /// <summary>A path as /proc/self/mountinfo writes it: space, tab, newline and backslash as \ooo (octal).</summary>

@@ -145,9 +145,21 @@ public sealed class MountOnlineRepairTests(ITestOutputHelper output)
         byte[] data = MountWorkloads.RandomBytes(6, 200_000);
         using (var mount = MountedImage.Start(image, mnt))
         {
-            // No rotation: the write that finds the damage fails as the kernel's XFS fails it (EFSCORRUPTED).
-            var failed = Assert.ThrowsAny<IOException>(() => File.WriteAllBytes(Path.Combine(mnt, "a.bin"), data));
-            output.WriteLine($"the write: {failed.Message}");
+            // No rotation: the write that finds the damage fails as the kernel's XFS fails it (EFSCORRUPTED). With the
+            // writeback cache (the default) the program sees it at fsync (or close), not at write(2). Checked from
+            // python: a .NET FileStream's Flush(true) and Dispose returned here without reporting it.
+            var failed = RepairTools.Exec("/usr/bin/env", ["python3", "-c", """
+                import errno, os, sys
+                fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+                try:
+                    os.write(fd, os.urandom(200000))
+                    os.fsync(fd)
+                    print("none")
+                except OSError as e:
+                    print(errno.errorcode[e.errno])
+                os.close(fd)
+                """, Path.Combine(mnt, "a.bin")]);
+            Assert.True(failed.ExitCode == 0 && failed.Stdout == "EUCLEAN\n", failed.ToString());
             Assert.True(mount.WaitForLog("AG 0 is sick: ", 1, TimeSpan.FromMinutes(1)), mount.Stderr);
             Assert.Contains("xfbtree rmap repair --online", mount.Stderr, StringComparison.Ordinal);
             var sick = RepairTools.Xfbtree("health", mnt);

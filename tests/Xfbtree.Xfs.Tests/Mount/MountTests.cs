@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Xfbtree.Cli;
 using Xfbtree.Xfs.Tests.Repair;
 using Xfbtree.Xfs.Tests.Trees;
 using Xunit.Abstractions;
@@ -262,11 +263,12 @@ public sealed class MountTests(ITestOutputHelper output)
                         string name = Path.Combine($"r{round}", $"f{i}");
                         byte[] bytes = RandomBytes(round * 1000 + i, 500 + i * 997 % 120_000);
                         lock (done) (inFlight, inFlightBytes) = (name, bytes);
-                        try
-                        {
-                            File.WriteAllBytes(Path.Combine(mnt, name), bytes);
-                        }
-                        catch (IOException)
+                        // Written by cp, which checks close's result: with the writeback cache (the default) the data
+                        // reaches the server at close, and a close that failed means "not replied" (.NET's own
+                        // FileStream ignores close's result, so File.WriteAllBytes would count a lost file as done).
+                        string source = Path.Combine(scratch.Directory, "source.bin");
+                        File.WriteAllBytes(source, bytes);
+                        if (RepairTools.Exec("/bin/cp", [source, Path.Combine(mnt, name)]).ExitCode != 0)
                         {
                             return; // the server is gone
                         }
@@ -365,6 +367,121 @@ public sealed class MountTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// Fills the mount with fallocate (after creating the target, so its inode exists), then writes 16 MiB of
+    /// data to the target: prints where the first error showed ("write:ENOSPC", "fsync:ENOSPC", "close:ENOSPC" or
+    /// "none") and how many MiB the filler got. HOW is "close" (write then close) or "fsync" (write, fsync, close).
+    /// </summary>
+    const string FillThenWriteScript = """
+        import errno, os, sys
+        mnt, how = sys.argv[1], sys.argv[2]
+        target = os.open(os.path.join(mnt, "target-" + how), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        filler = os.open(os.path.join(mnt, "filler-" + how), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        filled = 0
+        for chunk in (16 << 20, 1 << 20, 64 << 10):
+            while True:
+                try:
+                    os.posix_fallocate(filler, filled, chunk)
+                except OSError as e:
+                    if e.errno != errno.ENOSPC: raise
+                    break
+                filled += chunk
+        os.close(filler)
+        data = os.urandom(16 << 20)
+        first = "none"
+        try:
+            done = 0
+            while done < len(data):
+                done += os.write(target, data[done:])
+        except OSError as e:
+            first = "write:" + errno.errorcode[e.errno]
+        if first == "none" and how == "fsync":
+            try:
+                os.fsync(target)
+            except OSError as e:
+                first = "fsync:" + errno.errorcode[e.errno]
+        try:
+            os.close(target)
+        except OSError as e:
+            if first == "none": first = "close:" + errno.errorcode[e.errno]
+        print(first, filled >> 20)
+        """;
+
+    static string FillThenWrite(string mnt, string how)
+    {
+        string result = Run("/usr/bin/env", "python3", "-c", FillThenWriteScript, mnt, how).Trim();
+        return result.Split(' ')[0];
+    }
+
+    /// <summary>
+    /// The writeback cache is the default on an image with room: write(2) returns once the bytes are in the kernel's
+    /// cache, so running out of space shows at close or fsync (as on NFS), and never silently: a program that
+    /// checks close or fsync sees ENOSPC. Afterwards, with room again, writes work and the image is clean.
+    /// </summary>
+    [FuseFact]
+    public void WritebackCache_Default_NoSpaceShowsAtCloseOrFsync_NeverSilently()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
+        byte[] later = RandomBytes(31, 3 << 20);
+        using (var mount = MountedImage.Start(image, mnt))
+        {
+            Assert.Equal("close:ENOSPC", FillThenWrite(mnt, "close"));
+            File.Delete(Path.Combine(mnt, "filler-close"));
+            Assert.Equal("fsync:ENOSPC", FillThenWrite(mnt, "fsync"));
+            File.Delete(Path.Combine(mnt, "filler-fsync"));
+            File.WriteAllBytes(Path.Combine(mnt, "later"), later);
+            Assert.DoesNotContain("writeback cache off", mount.Stderr, StringComparison.Ordinal);
+            var (code, stdout, stderr) = mount.Unmount();
+            Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
+        }
+        MountWitnesses.AssertClean(image);
+        MountWitnesses.WithKernelMount(scratch, image, kernel => Assert.Equal(later, File.ReadAllBytes(Path.Combine(kernel, "later"))));
+    }
+
+    /// <summary>
+    /// Write-through (--write-through, and the default on an image nearly full at mount): running out of space
+    /// shows at the write(2) itself, as on the kernel's XFS.
+    /// </summary>
+    [FuseFact]
+    public void WriteThrough_NoSpaceShowsAtTheWrite_AndANearlyFullImageMountsWriteThrough()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
+        using (var mount = MountedImage.Start(image, mnt, "--write-through"))
+        {
+            Assert.Equal("write:ENOSPC", FillThenWrite(mnt, "close"));
+            var (code, stdout, stderr) = mount.Unmount();
+            Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
+        }
+        using (var mount = MountedImage.Start(image, mnt))
+        {
+            Assert.True(mount.WaitForLog("writeback cache off", 1, TimeSpan.FromSeconds(30)), mount.Stderr);
+            Assert.Equal("write:ENOSPC", FillThenWrite(mnt, "fsync"));
+            var (code, stdout, stderr) = mount.Unmount();
+            Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
+        }
+        MountWitnesses.AssertClean(image);
+    }
+
+    [Fact]
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    public void WriteThroughReason_WritebackCacheUnlessAskedOffOrNearlyFull()
+    {
+        const long dirtyLimit = 48L << 20;
+        static MountRequest Request(bool sync = false, bool readOnly = false, bool writeThrough = false, bool writeback = false) =>
+            new() { Image = "i", Directory = "d", Sync = sync, ReadOnly = readOnly, WriteThrough = writeThrough, WritebackCache = writeback };
+        Assert.Null(MountCommand.WriteThroughReason(Request(), 1UL << 30, dirtyLimit));
+        Assert.Null(MountCommand.WriteThroughReason(Request(), 96UL << 20, dirtyLimit)); // exactly twice the limit
+        Assert.Contains("95 MiB free", MountCommand.WriteThroughReason(Request(), 95UL << 20, dirtyLimit), StringComparison.Ordinal);
+        Assert.Null(MountCommand.WriteThroughReason(Request(writeback: true), 1UL << 20, dirtyLimit));
+        Assert.Equal("--sync", MountCommand.WriteThroughReason(Request(sync: true, writeback: true), 1UL << 30, dirtyLimit));
+        Assert.Equal("--read-only", MountCommand.WriteThroughReason(Request(readOnly: true), 1UL << 30, dirtyLimit));
+        Assert.Equal("--write-through", MountCommand.WriteThroughReason(Request(writeThrough: true), 1UL << 30, dirtyLimit));
+    }
+
+    /// <summary>
     /// The mount negotiates HANDLE_KILLPRIV_V2 (the kernel then stops asking for security.capability before every
     /// write), so clearing set-user-ID and set-group-ID is the server's job: on a write and a truncate by a caller
     /// without CAP_FSETID, and on every chown of a non-directory, as the kernel's own file systems do.
@@ -443,6 +560,7 @@ public sealed class MountTests(ITestOutputHelper output)
 
         AssertRefused(RepairTools.Xfbtree("mount", image, full), "not an empty directory");
         AssertRefused(RepairTools.Xfbtree("mount", image, Path.Combine(scratch.Directory, "missing")), "not a directory");
+        AssertRefused(RepairTools.Xfbtree("mount", image, mnt, "--write-through", "--writeback-cache"), "exclude each other");
         AssertRefused(RepairTools.Xfbtree("mount", Path.Combine(scratch.Directory, "no.img"), mnt), "no.img");
         string second = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt2")).FullName;
         using (var mount = MountedImage.Start(image, mnt))
@@ -475,7 +593,7 @@ public sealed class MountTests(ITestOutputHelper output)
     }
 
     /// <summary>Random create / write / overwrite / truncate / read-check / unlink / mkdir in one thread's directory.</summary>
-    static Dictionary<string, byte[]> Exercise(string root, int thread, int ops, ref long checkedReads)
+    internal static Dictionary<string, byte[]> Exercise(string root, int thread, int ops, ref long checkedReads)
     {
         var random = new Random(1000 + thread);
         string dir = Directory.CreateDirectory(Path.Combine(root, $"t{thread}")).FullName;
@@ -575,7 +693,7 @@ public sealed class MountTests(ITestOutputHelper output)
         return model.ToDictionary(kv => Path.GetRelativePath(root, kv.Key), kv => kv.Value);
     }
 
-    static void AssertModel(string root, Dictionary<string, byte[]> model)
+    internal static void AssertModel(string root, Dictionary<string, byte[]> model)
     {
         foreach (var (path, bytes) in model)
         {

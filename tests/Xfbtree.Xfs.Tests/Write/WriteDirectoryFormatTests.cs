@@ -720,6 +720,54 @@ for n in names[40:]: os.unlink(root + '/c/' + n)
         AssertKernelAgrees(image, scratch.Directory, model, $"seed {seed}");
     }
 
+    /// <summary>
+    /// A small directory walked up and down across the shortform/block boundary with names of random length, so
+    /// that shortform directories inherit high offsets from the block form and an add must convert them back.
+    /// A shortform directory whose last entry ends just below the block form's leaf area converts into a block
+    /// with no room for the new entry's leaf slot: the kernel then grows that block into leaf form
+    /// (xfs_dir2_block_addname), and so must the engine, instead of failing the add.
+    /// </summary>
+    [Theory]
+    [InlineData(11)]
+    [InlineData(12)]
+    [InlineData(13)]
+    public void SmallDirectoryCrossingTheShortformBoundaryAgainstAModel(int seed)
+    {
+        RepairSafetyTests.RequireRoot();
+        using var scratch = new RepairScratch();
+        string image = MakeImage(scratch.Directory, "b.img");
+        var rng = new Random(seed);
+        var pool = Enumerable.Range(0, 400).Select(i => $"b{i:D3}{new string('z', rng.Next(0, 120))}").ToList();
+        var model = new Dictionary<string, Dictionary<string, Want>> { ["/b"] = new(StringComparer.Ordinal) };
+        var entries = model["/b"];
+        int steps = Long ? 30000 : 4000, conversionsToShortform = 0;
+        var seen = new HashSet<DirectoryLayout>();
+        using (var s = new Session(image))
+        {
+            s.Ops.Mkdir("/b");
+            var last = DirectoryLayout.Shortform;
+            for (int step = 0; step < steps; step++)
+            {
+                // Waves between about 2 and 40 entries: block form with up to a few KiB of names, then back
+                // down to a handful that fit the inode.
+                bool grow = (step / 60) % 2 == 0 ? rng.Next(100) < 80 : rng.Next(100) < 20;
+                string name = pool[rng.Next(pool.Count)];
+                if (grow && !entries.ContainsKey(name)) AddFile(s, "/b", entries, name);
+                else if (!grow && entries.Count > 0) Remove(s, "/b", entries, entries.Keys.ElementAt(rng.Next(entries.Count)));
+                var layout = s.Layout("/b");
+                if (layout == DirectoryLayout.Shortform && last != DirectoryLayout.Shortform) conversionsToShortform++;
+                seen.Add(layout);
+                last = layout;
+            }
+            AssertEngineAgrees(s, model, $"seed {seed}");
+            s.Engine.Close();
+        }
+        output.WriteLine($"seed {seed}: {steps} steps, {conversionsToShortform} conversions back to shortform, layouts seen {string.Join(", ", seen)}");
+        Assert.True(conversionsToShortform >= 10, $"only {conversionsToShortform} conversions back to shortform: the walk does not cross the boundary");
+        AssertClean(image, $"seed {seed}");
+        AssertKernelAgrees(image, scratch.Directory, model, $"seed {seed}");
+    }
+
     // ------------------------------------------------------------------ resumable reads
 
     /// <summary>

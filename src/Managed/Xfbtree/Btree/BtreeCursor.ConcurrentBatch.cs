@@ -40,6 +40,8 @@ public sealed unsafe partial class BtreeCursor<TOps>
         public long Root;        // the root the key started from
         public byte* Data;       // the entered block's memory
         public bool Ahead;       // the block's header and samples were prefetched with its table entry (DirectBlockBase)
+        public long* Pointers;   // the blocks noted (stack memory of the batch call, VisitedCapacity entries)
+        public long* Versions;   // their versions
     }
 
     /// <summary>The outcome of one step of a ring key.</summary>
@@ -61,42 +63,51 @@ public sealed unsafe partial class BtreeCursor<TOps>
         var t = OptimisticTable();
         int visited = VisitedCapacity;
         int width = Math.Min(RingWidth, count);
-        Span<RingKey> ring = stackalloc RingKey[RingWidth];
-        Span<long> pointers = stackalloc long[RingWidth * visited];
-        Span<long> versions = stackalloc long[RingWidth * visited];
+        RingKey* ring = stackalloc RingKey[RingWidth];
+        long* pointers = stackalloc long[RingWidth * visited];
+        long* versions = stackalloc long[RingWidth * visited];
         int next = 0, active = 0, hits = 0;
         for (int s = 0; s < width; s++)
         {
-            StartRingKey(ref ring[s], next++);
+            StartRingKey(ref ring[s], next++, pointers + s * visited, versions + s * visited);
             active++;
         }
-        while (active > 0)
+        // Raw pointers inside the loop: a turn is a few dozen instructions, and slicing four spans per turn was a
+        // noticeable part of them. Every offset is below count * size, checked above.
+        fixed (byte* keyBase = keys)
+        fixed (byte* recordBase = records)
         {
-            for (int s = 0; s < width; s++)
+            while (active > 0)
             {
-                ref RingKey k = ref ring[s];
-                if (k.Key < 0) continue;
-                int i = k.Key;
-                var key = keys.Slice(i * _keySize, _keySize);
-                var record = records.Slice(i * _recordSize, _recordSize);
-                var step = AdvanceRingKey(ref k, t, key, pointers.Slice(s * visited, visited), versions.Slice(s * visited, visited), record);
-                if (step == RingStep.Continue) continue;
-                if (step == RingStep.LookAlone) step = LookupConcurrent(key, ConcurrentSeek.Equal, record) ? RingStep.Found : RingStep.NotFound;
-                found[i] = step == RingStep.Found;
-                if (found[i]) hits++;
-                if (next < count) StartRingKey(ref k, next++);
-                else
+                for (int s = 0; s < width; s++)
                 {
-                    k.Key = -1;
-                    active--;
+                    ref RingKey k = ref ring[s];
+                    if (k.Key < 0) continue;
+                    int i = k.Key;
+                    byte* key = keyBase + (long)i * _keySize;
+                    byte* record = recordBase + (long)i * _recordSize;
+                    var step = AdvanceRingKey(ref k, t, key, visited, record);
+                    if (step == RingStep.Continue) continue;
+                    if (step == RingStep.LookAlone)
+                        step = LookupConcurrent(new ReadOnlySpan<byte>(key, _keySize), ConcurrentSeek.Equal, new Span<byte>(record, _recordSize)) ? RingStep.Found : RingStep.NotFound;
+                    found[i] = step == RingStep.Found;
+                    if (step == RingStep.Found) hits++;
+                    if (next < count) StartRingKey(ref k, next++, k.Pointers, k.Versions);
+                    else
+                    {
+                        k.Key = -1;
+                        active--;
+                    }
                 }
             }
         }
         return hits;
     }
 
-    void StartRingKey(ref RingKey k, int key)
+    void StartRingKey(ref RingKey k, int key, long* pointers, long* versions)
     {
+        k.Pointers = pointers;
+        k.Versions = versions;
         k.Key = key;
         k.Stage = 0;
         k.Level = -1;
@@ -107,8 +118,10 @@ public sealed unsafe partial class BtreeCursor<TOps>
     }
 
     /// <summary>One step of a ring key (see the notes above); <paramref name="record"/> receives the record found.</summary>
-    RingStep AdvanceRingKey(ref RingKey k, in OptimisticBlockTable t, ReadOnlySpan<byte> key, Span<long> pointers, Span<long> versions, Span<byte> record)
+    RingStep AdvanceRingKey(ref RingKey k, in OptimisticBlockTable t, byte* keyAt, int visited, byte* record)
     {
+        var key = new ReadOnlySpan<byte>(keyAt, _keySize);
+        long* pointers = k.Pointers, versions = k.Versions;
         switch (k.Stage)
         {
             case 0:
@@ -116,7 +129,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
                     var table = t.Table;
                     long limit = Math.Min(table[-1].Version, t.Highest);
                     long ptr = k.Pointer;
-                    if ((ulong)ptr >= (ulong)limit || k.Depth >= pointers.Length) return RingStep.LookAlone;
+                    if ((ulong)ptr >= (ulong)limit || k.Depth >= visited) return RingStep.LookAlone;
                     long version = Volatile.Read(ref table[ptr].Version);
                     nint page = Volatile.Read(ref table[ptr].Page);
                     if (page <= 0 || (version & 1) != 0) return RingStep.LookAlone;
@@ -179,7 +192,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
                         return RingStep.Continue;
                     }
                     bool hit = eq && at < k.Count;
-                    if (hit) Unsafe.CopyBlockUnaligned(ref record[0], ref *(data + _headerSize + (long)at * _recordSize), (uint)_recordSize);
+                    if (hit) Unsafe.CopyBlockUnaligned(record, data + _headerSize + (long)at * _recordSize, (uint)_recordSize);
                     // Accept only when every block the key read is as it was noted, and the root is the one it started from.
                     ConcurrentReadHook?.Invoke(-1);
                     var current = t.Table;

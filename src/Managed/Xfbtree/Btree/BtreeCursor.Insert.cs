@@ -42,13 +42,22 @@ public sealed unsafe partial class BtreeCursor<TOps>
         key = key[.._keySize];
         _ops.GetKey(record, key);
         bool exact;
-        if (_pathKept)
+        bool keptPath = _pathKept;
+        if (keptPath)
         {
             int kept = TryInsertOnKeptPath(record, key);
             if (kept >= 0) return kept == 1;
-            if (!RepositionFromKeptPath(key, out exact)) LookupCore(key, BtreeLookup.Equal, out exact);
         }
-        else LookupCore(key, BtreeLookup.Equal, out exact);
+        _leafToChange = true;
+        try
+        {
+            if (keptPath)
+            {
+                if (!RepositionFromKeptPath(key, out exact)) LookupCore(key, BtreeLookup.Equal, out exact);
+            }
+            else LookupCore(key, BtreeLookup.Equal, out exact);
+        }
+        finally { _leafToChange = false; }
         EnsureWritable();
         if (exact) return false;
         Span<byte> entry = stackalloc byte[BtreeGeometry.MaxRecordSize];

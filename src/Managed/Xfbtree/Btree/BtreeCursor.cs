@@ -43,6 +43,7 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
     bool _positioned;
     bool _disposed;
     bool _imageChanged;                // the inode-root image changed during the current write
+    bool _leafToChange;                // the descent is for an insert or delete: prefetch the whole leaf (see Descend)
     bool _pathKept;                    // the path of the last insert is still held and valid (see TryInsertOnKeptPath)
     long _pathStamp;                   // the tree's WriteStamp when the path was kept
 

@@ -232,7 +232,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         BeginWrite();
         try
         {
-            if (!Cursor.Lookup(key, BtreeLookup.Equal)) return false;
+            if (!Cursor.LookupToDelete(key)) return false;
             Cursor.Delete();
             Count.Value--;
             return true;
@@ -246,7 +246,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         BeginWrite();
         try
         {
-            if (!Cursor.Lookup(Bytes(key), BtreeLookup.Equal)) return false;
+            if (!Cursor.LookupToDelete(Bytes(key))) return false;
             Cursor.Delete();
             Count.Value--;
             return true;

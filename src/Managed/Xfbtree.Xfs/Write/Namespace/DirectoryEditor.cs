@@ -596,8 +596,19 @@ internal sealed class DirectoryEditor
                     else
                     {
                         var block = BlockDirectory.FromShortform(sf, _dir.Ino, _g.BlockSize, _g.HasFtype);
-                        if (!block.TryAdd(name, ino, fileType)) throw Corrupt("a new directory block has no room for one entry");
+                        if (block.TryAdd(name, ino, fileType))
+                        {
+                            ConvertToBlock(block);
+                            break;
+                        }
+                        // The shortform entries keep their offsets, so the last one can end just below the block's
+                        // leaf area and leave no room for one more leaf entry: as xfs_dir2_block_addname after
+                        // xfs_dir2_sf_to_block, the new block then grows into leaf form.
+                        Reserve(3, "growing into leaf format");
                         ConvertToBlock(block);
+                        var (buf, converted) = ReadBlockForm();
+                        BlockToLeaf(buf, converted);
+                        LeafAdd(name, ino, fileType);
                     }
                     break;
                 }
@@ -630,7 +641,8 @@ internal sealed class DirectoryEditor
     void Reserve(int dirBlocks, string why)
     {
         if (dirBlocks <= 0) return;
-        long blocks = (long)dirBlocks * _g.FsbsPerBlock + _edit!.Fork.WorstCaseNewBmbtBlocks(dirBlocks * _g.FsbsPerBlock + 2);
+        // A shortform directory has no mapping yet; its first few directory blocks fit the inode as extents.
+        long blocks = (long)dirBlocks * _g.FsbsPerBlock + (_edit?.Fork.WorstCaseNewBmbtBlocks(dirBlocks * _g.FsbsPerBlock + 2) ?? 0);
         try { _tx.EnsureSpace(blocks, AllocationPurpose.DirectoryBlock); }
         catch (XfsWriteException e) when (e.Kind == WriteErrorKind.NoSpace)
         {
