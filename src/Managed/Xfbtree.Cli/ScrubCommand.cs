@@ -115,6 +115,9 @@ internal static class ScrubCommand
                     return Fail(stderr, $"{path}: the primary superblock is damaged ({sbDamage}) and cannot be restored: {e.Message}", CommandLineHost.ExitDamaged);
                 }
             }
+            // Without --repair, a primary that verifies but that the secondaries outvote (or whose root inode is no
+            // directory) is reported as damaged on a line of its own; a primary that does not verify stops the open below.
+            string? primaryDamage = repair ? null : PrimarySuperblockRepair.Damage(path);
             ScrubReport report;
             bool needsRepair;
             using (var image = XfsImage.Open(path))
@@ -127,6 +130,7 @@ internal static class ScrubCommand
                     if (log.State == LogState.Unknown) return Fail(stderr, $"{path}: cannot tell whether the log is clean ({log.Detail}); use --force to go on");
                 }
                 report = Scrubber.Run(image, options);
+                if (primaryDamage is not null) report = report.WithPrimarySuperblock(ScrubReport.DamagedPrimarySuperblock(primaryDamage));
                 needsRepair = image.Superblock.NeedsRepair;
             }
             int rc = ExitCode(report, needsRepair);

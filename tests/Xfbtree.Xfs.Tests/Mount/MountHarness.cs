@@ -14,6 +14,15 @@ public sealed class FuseFactAttribute : FactAttribute
     }
 }
 
+/// <summary>A theory that needs root and /dev/fuse: reported skipped with the reason where either is missing.</summary>
+public sealed class FuseTheoryAttribute : TheoryAttribute
+{
+    public FuseTheoryAttribute()
+    {
+        Skip = new FuseFactAttribute().Skip;
+    }
+}
+
 /// <summary>
 /// `xfbtree mount IMAGE DIR` as a child process (the built xfbtree.dll): started, waited for until it prints its
 /// "mounted" line, used through real system calls, then unmounted (or killed). Dispose never leaves a mount or a
@@ -204,13 +213,16 @@ internal static class MountWitnesses
         Assert.True(repair.ExitCode == 0, $"xfs_repair -n: {repair}");
         var check = RepairTools.Xfbtree("rmap", "check", image);
         Assert.True(check.ExitCode == 0, $"xfbtree rmap check: {check}");
+        var scrub = RepairTools.Xfbtree("scrub", image, "--no-progress");
+        Assert.True(scrub.ExitCode == 0, $"xfbtree scrub: {scrub}");
     }
 
-    /// <summary>Mounts <paramref name="image"/> with the kernel (read-only, loop, nouuid) and runs <paramref name="body"/> on it.</summary>
-    public static void WithKernelMount(RepairScratch scratch, string image, Action<string> body)
+    /// <summary>Mounts <paramref name="image"/> with the kernel (read-only unless asked, loop, nouuid) and runs
+    /// <paramref name="body"/> on it.</summary>
+    public static void WithKernelMount(RepairScratch scratch, string image, Action<string> body, bool readOnly = true)
     {
         string mnt = System.IO.Directory.CreateDirectory(Path.Combine(scratch.Directory, "kernel-mnt")).FullName;
-        TreeFixtures.Run("/bin/mount", ["-o", "loop,ro,nouuid", image, mnt]);
+        TreeFixtures.Run("/bin/mount", ["-o", readOnly ? "loop,ro,nouuid" : "loop,nouuid", image, mnt]);
         try
         {
             body(mnt);

@@ -664,7 +664,7 @@ public sealed class MountTests(ITestOutputHelper output)
     }
 
     /// <summary>Random create / write / overwrite / truncate / read-check / unlink / mkdir in one thread's directory.</summary>
-    static Dictionary<string, byte[]> Exercise(string root, int thread, int ops, ref long checkedReads)
+    internal static Dictionary<string, byte[]> Exercise(string root, int thread, int ops, ref long checkedReads)
     {
         var random = new Random(1000 + thread);
         string dir = Directory.CreateDirectory(Path.Combine(root, $"t{thread}")).FullName;
@@ -764,7 +764,7 @@ public sealed class MountTests(ITestOutputHelper output)
         return model.ToDictionary(kv => Path.GetRelativePath(root, kv.Key), kv => kv.Value);
     }
 
-    static void AssertModel(string root, Dictionary<string, byte[]> model)
+    internal static void AssertModel(string root, Dictionary<string, byte[]> model)
     {
         foreach (var (path, bytes) in model)
         {

@@ -1,4 +1,5 @@
 using System.Globalization;
+using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Online;
 using Xfbtree.Xfs.Tests.Online;
 using Xfbtree.Xfs.Tests.Repair;
@@ -270,6 +271,72 @@ public sealed class ScrubRepairGeometryTests(ITestOutputHelper output)
         Assert.True(rc == 0, $"{fixture} after rebuilding every tree:\n{stdout}");
         var witness = RepairTools.XfsRepairCheck(image);
         Assert.True(witness.ExitCode == 0, $"xfs_repair -n: {witness}");
+    }
+}
+
+/// <summary>
+/// A filesystem without sparse inodes whose chunks are aligned to less than a chunk: mkfs sets sb_inoalignmt to the
+/// inode cluster (4 blocks of 512-byte inodes, 32 inodes) while a chunk is 8 blocks, so chunks start at odd multiples
+/// of 32 inodes, as the kernel and xfs_repair accept. Scrub must call them clean, and the online inobt rebuild must
+/// cut the chunks from the OWN_INODES runs where they start (it cut them at 64-inode boundaries and refused).
+/// </summary>
+public sealed class ScrubRepairUnsparseAlignmentTests(ITestOutputHelper output)
+{
+    [Fact]
+    public void ChunksAlignedToHalfAChunk_ScrubClean_AndTheInodeBtreesRebuildTheSame()
+    {
+        using var scratch = new RepairScratch();
+        string image = Path.Combine(scratch.Directory, "unsparse.img");
+        RepairTools.MkfsSmall(image, 64L << 20, "-i", "sparse=0", "-m", "rmapbt=1,finobt=1");
+        using (var fs = XfsFileSystem.Open(image, OnlineTestSupport.Fast))
+        {
+            Assert.False(fs.Engine.Geometry.Superblock.HasSparseInodes);
+            for (int i = 0; i < 400; i++)
+            {
+                fs.Namespace.Create($"/f{i}");
+                if (i % 50 == 0) fs.Write($"/f{i}", 0, new byte[300 << 10]);   // data between chunks moves the next one
+            }
+            fs.Close();
+        }
+        var before = InodeBtrees(image);
+        int odd = before.Count(r => r.StartIno % 64 != 0);
+        output.WriteLine($"{before.Count} inobt and finobt records, {odd} starting at an odd multiple of 32 inodes");
+        Assert.True(odd > 0, "precondition: no chunk starts off a 64-inode boundary, the case is not exercised");
+        var (rc, stdout, _) = ScrubCli.Run(image);
+        Assert.True(rc == 0, $"scrub of the engine's chunks:\n{stdout}");
+
+        using (var engine = WriteEngine.Open(image, OnlineTestSupport.Fast))
+        {
+            for (uint agno = 0; agno < engine.Geometry.AgCount; agno++) output.WriteLine(OnlineInodeBtreeRepair.Run(engine, agno).ToString());
+            engine.Close();
+        }
+        Assert.Equal(before, InodeBtrees(image));
+        (rc, stdout, _) = ScrubCli.Run(image);
+        Assert.True(rc == 0, $"scrub after the rebuilds:\n{stdout}");
+        var witness = RepairTools.XfsRepairCheck(image);
+        Assert.True(witness.ExitCode == 0, $"xfs_repair -n: {witness}");
+    }
+
+    /// <summary>Every inobt and finobt record of every AG.</summary>
+    static List<(uint Ag, bool Finobt, uint StartIno, uint FreeCount, ulong Free)> InodeBtrees(string image)
+    {
+        using var img = XfsImage.Open(image);
+        var result = new List<(uint, bool, uint, uint, ulong)>();
+        for (uint ag = 0; ag < img.Geometry.AgCount; ag++)
+        {
+            var agi = img.ReadAgi(ag);
+            foreach (bool finobt in new[] { false, true })
+            {
+                if (finobt && !img.Superblock.HasFinobt) continue;
+                using var cur = img.OpenInobt(agi, finobt ? AgiTree.Finobt : AgiTree.Inobt).CreateCursor();
+                for (bool ok = cur.MoveFirst(); ok && cur.HasRecord; ok = cur.Increment())
+                {
+                    var r = InobtRecord.Read(cur.Current, img.Superblock.HasSparseInodes);
+                    result.Add((ag, finobt, r.StartIno, r.FreeCount, r.Free));
+                }
+            }
+        }
+        return result;
     }
 }
 

@@ -100,6 +100,8 @@ internal sealed class Agf
     public uint RefcountRoot { get; private init; }
     public uint RefcountLevel { get; private init; }
     public ulong Lsn { get; private init; }
+    /// <summary>agf_versionnum: XFS_AGF_VERSION, 1.</summary>
+    public uint VersionNum { get; private init; }
     /// <summary>Field sanity violations (empty when every field is plausible).</summary>
     public IReadOnlyList<string> Problems { get; private set; } = [];
 
@@ -112,6 +114,7 @@ internal sealed class Agf
         var agf = new Agf
         {
             AgNumber = agno,
+            VersionNum = U(s, 4),
             Length = U(s, 12),
             BnoRoot = U(s, 16), CntRoot = U(s, 20), RmapRoot = U(s, 24),
             BnoLevel = U(s, 28), CntLevel = U(s, 32), RmapLevel = U(s, 36),
@@ -128,6 +131,7 @@ internal sealed class Agf
     {
         var p = new List<string>();
         uint expected = geo.AgLength(AgNumber);
+        if (VersionNum != 1) p.Add($"agf_versionnum {VersionNum}, expected 1");
         if (Length != expected) p.Add($"agf_length {Length}, expected {expected}");
         uint slots = (uint)geo.AgflSlots;
         if (FlFirst >= slots) p.Add($"agf_flfirst {FlFirst} >= AGFL size {slots}");

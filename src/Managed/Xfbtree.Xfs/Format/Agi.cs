@@ -28,6 +28,8 @@ internal sealed class Agi
     public uint FreeLevel { get; private init; }
     public uint InobtBlocks { get; private init; }
     public uint FinobtBlocks { get; private init; }
+    /// <summary>agi_versionnum: XFS_AGI_VERSION, 1.</summary>
+    public uint VersionNum { get; private init; }
     /// <summary>Field sanity violations.</summary>
     public IReadOnlyList<string> Problems { get; private set; } = [];
 
@@ -40,6 +42,7 @@ internal sealed class Agi
         var agi = new Agi
         {
             AgNumber = agno,
+            VersionNum = U(s, 4),
             Length = U(s, LengthOffset),
             Count = U(s, CountOffset),
             Root = U(s, RootOffset),
@@ -53,6 +56,7 @@ internal sealed class Agi
         };
         var p = new List<string>();
         uint len = geo.AgLength(agno);
+        if (agi.VersionNum != 1) p.Add($"agi_versionnum {agi.VersionNum}, expected 1");
         if (agi.Length != len) p.Add($"agi_length {agi.Length}, expected {len}");
         if (agi.FreeCount > agi.Count) p.Add($"agi_freecount {agi.FreeCount} > agi_count {agi.Count}");
         if (!agi.TreeRootUsable(AgiTree.Inobt, geo)) p.Add($"inobt root {agi.Root} level {agi.Level} unusable");

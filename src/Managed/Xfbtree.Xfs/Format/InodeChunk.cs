@@ -160,6 +160,19 @@ internal static class InodeChunkLayout
         }
     }
 
+    /// <summary>
+    /// Inodes between two places a chunk may start: sb_inoalignmt in inodes, at most a chunk. A filesystem without
+    /// sparse inodes may align chunks to less than a chunk (mkfs sets sb_inoalignmt to the inode cluster, 16 KiB
+    /// with 512-byte inodes, where the chunk is 32 KiB), so a chunk may start at an odd multiple of 32 inodes; the
+    /// kernel's scrub checks this alignment, not 64.
+    /// </summary>
+    public static uint ChunkAlignmentInodes(XfsGeometry geo)
+    {
+        ArgumentNullException.ThrowIfNull(geo);
+        ulong inodes = (ulong)Math.Max(1u, geo.Superblock.InodeAlignment) * (ulong)geo.InodesPerBlock;
+        return (uint)Math.Min(inodes, (ulong)InobtRecord.InodesPerChunk);
+    }
+
     /// <summary>True when the chunk lies inside AG <paramref name="agno"/> and starts where a chunk may start.</summary>
     public static bool ChunkInsideAg(XfsGeometry geo, uint agno, uint startino)
     {

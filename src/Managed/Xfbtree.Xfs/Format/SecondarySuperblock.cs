@@ -6,10 +6,11 @@ namespace Xfbtree.Xfs.Format;
 /// <summary>
 /// The secondary superblocks (sector 0 of AG 1 and up; docs/xfs-format.md §2.1): each must verify (magic, CRC) and
 /// agree with the primary on every field mkfs fixes (the kernel scrub's "corrupt" class: geometry, feature words,
-/// the metadata UUID); fields that may lag behind the primary and that <c>xfs_repair -n</c> does not judge either
-/// (summary counters, realtime and quota inode numbers, the ATTR/NLINK/QUOTA version bits, imax_pct, stripe
-/// geometry, inprogress, LSN) are left out, as mkfs itself writes several of them differently (rbmino null,
-/// inprogress 1). The rest of the sector must be zero. A repair rewrites the sector as a copy of the primary with
+/// the metadata UUID); fields that may lag behind the primary (summary counters, realtime and quota inode numbers,
+/// the ATTR/NLINK/QUOTA version bits, imax_pct, stripe geometry, inprogress, LSN) are not compared, as mkfs itself
+/// writes several of them differently (rbmino null, inprogress 1), but each copy must still meet the verifier's rules
+/// on its own (<see cref="SelfProblems"/>: xfs_repair -n judges every secondary by them). The rest of the sector must
+/// be zero. A repair rewrites the sector as a copy of the primary with
 /// NEEDSREPAIR and the log-incompat word cleared (upstream's xrep_superblock).
 /// </summary>
 internal static class SecondarySuperblock
@@ -72,7 +73,57 @@ internal static class SecondarySuperblock
             problems.Add("sb_meta_uuid differs from the primary's");
         }
         if (secondary[Superblock.StructSize..].IndexOfAnyExcept((byte)0) >= 0) problems.Add($"bytes after the superblock ({Superblock.StructSize}) are not zero");
+        // Quota flags: a secondary keeps the 0 mkfs wrote, or a copy of the primary's (growfs); nothing else.
+        ushort qflags = BinaryPrimitives.ReadUInt16BigEndian(secondary[176..]);
+        if (qflags != 0 && qflags != BinaryPrimitives.ReadUInt16BigEndian(primary[176..])) problems.Add($"sb_qflags {Hex(qflags)}, primary {Hex(BinaryPrimitives.ReadUInt16BigEndian(primary[176..]))}");
+        SelfProblems(secondary, problems);
         return problems;
+    }
+
+    private const int VersionMoreBits = 0x8000, VersionBorgBit = 0x4000, VersionDalignBit = 0x100;
+    /// <summary>sb_features2 bits a filesystem may have (LAZYSBCOUNT, ATTR2, PARENT, PROJID32, CRC, FTYPE).</summary>
+    private const uint Features2KnownBits = 0x39A;
+    private const ushort QuotaOldBits = 0x0030, QuotaAccountingBits = 0x000B;
+
+    /// <summary>
+    /// The rules a superblock must meet on its own, whatever the primary says: the fields left out of the comparison
+    /// above are still judged by the verifier xfs_repair and the kernel run on every copy (xfs_validate_sb_common):
+    /// the version word's MOREBITS set and BORG clear, no unknown sb_features2 bit and sb_bad_features2 equal to it, an
+    /// unused sb_meta_uuid zero, no realtime free extents without
+    /// a realtime device, the stripe unit and width consistent with the DALIGN bit, no old-style quota flags on v5,
+    /// and no quota inode named without quota accounting.
+    /// </summary>
+    private static void SelfProblems(ReadOnlySpan<byte> sb, List<string> problems)
+    {
+        int version = BinaryPrimitives.ReadUInt16BigEndian(sb[100..]);
+        if ((version & VersionMoreBits) == 0 || (version & VersionBorgBit) != 0) problems.Add($"sb_versionnum {Hex((ulong)version)}: bad version bits");
+        uint features2 = BinaryPrimitives.ReadUInt32BigEndian(sb[200..]);
+        if ((features2 & ~Features2KnownBits) != 0) problems.Add($"sb_features2 {Hex(features2)}: unknown feature bits");
+        uint badFeatures2 = BinaryPrimitives.ReadUInt32BigEndian(sb[204..]);
+        if (badFeatures2 != features2) problems.Add($"sb_bad_features2 {Hex(badFeatures2)}, sb_features2 {Hex(features2)}: they must be equal");
+        // Without the META_UUID feature the field is unused and zero (xfs_repair zeroes it).
+        if ((BinaryPrimitives.ReadUInt32BigEndian(sb[Superblock.OffsetIncompat..]) & Superblock.IncompatMetaUuid) == 0 && sb.Slice(248, 16).IndexOfAnyExcept((byte)0) >= 0)
+        {
+            problems.Add("sb_meta_uuid set without the META_UUID feature");
+        }
+        ulong rblocks = BinaryPrimitives.ReadUInt64BigEndian(sb[16..]), frextents = BinaryPrimitives.ReadUInt64BigEndian(sb[152..]);
+        if (rblocks == 0 && frextents != 0) problems.Add($"sb_frextents {Hex(frextents)} without a realtime device");
+        uint unit = BinaryPrimitives.ReadUInt32BigEndian(sb[184..]), width = BinaryPrimitives.ReadUInt32BigEndian(sb[188..]);
+        bool dalign = (version & VersionDalignBit) != 0;
+        if (unit != 0 ? !dalign || unit > width || width % unit != 0 : dalign || width != 0)
+        {
+            problems.Add($"sb_unit {Hex(unit)}, sb_width {Hex(width)}: bad stripe geometry");
+        }
+        ushort qflags = BinaryPrimitives.ReadUInt16BigEndian(sb[176..]);
+        if ((qflags & QuotaOldBits) != 0) problems.Add($"sb_qflags {Hex(qflags)}: old-style quota bits on a v5 superblock");
+        if ((qflags & QuotaAccountingBits) == 0)
+        {
+            foreach (var (name, offset) in new[] { ("sb_uquotino", 160), ("sb_gquotino", 168), ("sb_pquotino", 232) })
+            {
+                ulong ino = BinaryPrimitives.ReadUInt64BigEndian(sb[offset..]);
+                if (ino != 0 && ino != ulong.MaxValue) problems.Add($"{name} {Hex(ino)} without quota accounting");
+            }
+        }
     }
 
     /// <summary>

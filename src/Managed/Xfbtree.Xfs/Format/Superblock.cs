@@ -51,6 +51,10 @@ internal sealed class Superblock
     public uint AgBlocks { get; private init; }
     public uint AgCount { get; private init; }
     public uint RbmBlocks { get; private init; }
+    /// <summary>sb_rextslog: log2 of the realtime extent count (0 without a realtime device).</summary>
+    public byte RtExtentsLog { get; private init; }
+    /// <summary>sb_frextents: free realtime extents (0 without a realtime device).</summary>
+    public ulong FreeRtExtents { get; private init; }
     public uint LogBlocks { get; private init; }
     public ushort VersionNum { get; private init; }
     public ushort SectorSize { get; private init; }
@@ -136,11 +140,13 @@ internal sealed class Superblock
             InodeLog = sector[122],
             InodesPerBlockLog = sector[123],
             AgBlockLog = sector[124],
+            RtExtentsLog = sector[125],
             InProgress = sector[126],
             InodeMaxPercent = sector[127],
             InodeCount = U64(sector, 128),
             FreeInodes = U64(sector, 136),
             FreeDataBlocks = U64(sector, 144),
+            FreeRtExtents = U64(sector, 152),
             InodeAlignment = U32(sector, 180),
             StripeUnit = U32(sector, 184),
             StripeWidth = U32(sector, 188),
@@ -214,6 +220,14 @@ internal sealed class Superblock
                 throw Bad($"internal log at fsbno {LogStart} length {LogBlocks}: an internal log lies wholly inside one AG");
         }
         if (BlockLog + DirBlockLog > 16) throw Bad($"dirblklog {DirBlockLog}");
+        // The kernel's rules for the realtime fields (xfs_validate_sb_common, xfs_validate_sb_rtdev): a realtime extent
+        // is 4 KiB to 1 GiB, and without a realtime device (RequireSupported refuses one) every realtime size is zero.
+        // A primary breaking them is damaged (the kernel refuses to mount it; xfs_repair restores it from a secondary),
+        // not a geometry the secondaries should be made to copy.
+        ulong rtExtentBytes = (ulong)RtExtSize * BlockSize;
+        if (rtExtentBytes < 4096 || rtExtentBytes > 1UL << 30) throw Bad($"rextsize {RtExtSize}: a realtime extent is 4 KiB to 1 GiB");
+        if (RbmBlocks != 0 || RtExtentsLog != 0 || FreeRtExtents != 0)
+            throw Bad($"realtime geometry without a realtime device (rbmblocks {RbmBlocks}, rextslog {RtExtentsLog}, frextents {FreeRtExtents}): each must be 0");
         // spino_align is 0 when a chunk is smaller than a block (64 KiB blocks); otherwise it divides inoalignmt.
         if (HasSparseInodes && SparseInodeAlignment != 0 && (SparseInodeAlignment > InodeAlignment || InodeAlignment % SparseInodeAlignment != 0))
             throw Bad($"sparse inode alignment {SparseInodeAlignment} for inode alignment {InodeAlignment}");

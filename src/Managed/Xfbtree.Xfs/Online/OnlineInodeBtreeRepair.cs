@@ -88,8 +88,10 @@ internal static class OnlineInodeBtreeRepair
     {
         XfsGeometry geo = engine.Geometry;
         int ipb = geo.InodesPerBlock;
+        bool sparse = geo.Superblock.HasSparseInodes;
         var allocated = new List<(uint StartIno, ulong Mask)>();
-        foreach (var (s, l) in inodeBlocks)
+        if (!sparse && ipb < InobtRecord.InodesPerChunk) TileWholeChunks(geo, agno, inodeBlocks, allocated);
+        else foreach (var (s, l) in inodeBlocks)
         {
             for (uint b = s; b < s + l; b++)
             {
@@ -109,11 +111,11 @@ internal static class OnlineInodeBtreeRepair
                 else allocated.Add((start, bits));
             }
         }
-        bool sparse = geo.Superblock.HasSparseInodes;
         var records = new List<InobtRecord>(allocated.Count);
+        uint alignment = InodeChunkLayout.ChunkAlignmentInodes(geo);
         foreach (var (start, mask) in allocated)
         {
-            if (!InodeChunkLayout.ChunkInsideAg(geo, agno, start))
+            if (!InodeChunkLayout.ChunkInsideAg(geo, agno, start) || start % alignment != 0)
             {
                 throw new OnlineRepairException($"AG {agno}: inode chunk at agino {start} (from OWN_INODES) does not lie inside the AG where a chunk may start");
             }
@@ -134,6 +136,33 @@ internal static class OnlineInodeBtreeRepair
             records.Add(new InobtRecord(start, holemask, (uint)count, (uint)BitOperations.PopCount(free & ~holes), free));
         }
         return records;
+    }
+
+    /// <summary>
+    /// Without sparse inodes every chunk is whole, but it may start at any multiple of sb_inoalignmt, which can be
+    /// less than a chunk: the chunks are cut from the start of each run of adjacent OWN_INODES blocks (the rmapbt
+    /// merges neighbouring chunks into one record), never from a 64-inode boundary. A run that is not a whole
+    /// number of chunks is damage.
+    /// </summary>
+    private static void TileWholeChunks(XfsGeometry geo, uint agno, List<(uint Start, uint Length)> inodeBlocks, List<(uint StartIno, ulong Mask)> into)
+    {
+        uint chunkBlocks = (uint)geo.InodeChunkBlocks;
+        int i = 0;
+        while (i < inodeBlocks.Count)
+        {
+            uint start = inodeBlocks[i].Start;
+            ulong end = (ulong)start + inodeBlocks[i].Length;
+            for (i++; i < inodeBlocks.Count && inodeBlocks[i].Start <= end; i++)
+            {
+                if (inodeBlocks[i].Start < start) throw new OnlineRepairException($"AG {agno}: OWN_INODES records out of order");
+                end = Math.Max(end, (ulong)inodeBlocks[i].Start + inodeBlocks[i].Length);
+            }
+            if ((end - start) % chunkBlocks != 0)
+            {
+                throw new OnlineRepairException($"AG {agno}: inode chunk at agino {start << geo.InodesPerBlockLog} is partly OWN_INODES on a filesystem without sparse inodes");
+            }
+            for (ulong b = start; b < end; b += chunkBlocks) into.Add(((uint)b << geo.InodesPerBlockLog, ulong.MaxValue));
+        }
     }
 
     /// <summary>The free bits of the chunk's allocated inodes, from their cores (each block read once, shared).</summary>

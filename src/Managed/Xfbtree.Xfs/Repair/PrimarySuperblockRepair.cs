@@ -40,7 +40,64 @@ internal static class PrimarySuperblockRepair
         {
             return "no XFSB magic";
         }
-        return Verify(fh, 0, out _);
+        return Verify(fh, 0, out Superblock? sb) ?? Outvoted(fh, sb!);
+    }
+
+    /// <summary>
+    /// Why a primary that verifies is still the damaged copy, or null: the secondaries it locates (AG 1 and up, at
+    /// most <see cref="MaxConfirmations"/>, at least two) all agree with each other and each differs from it in a field
+    /// mkfs fixes, or in the root, realtime bitmap or summary inode they name alike; or its root inode is no directory
+    /// in use. The secondary check (<c>AG N superblock</c>) compares each secondary with the primary and cannot tell
+    /// which side is wrong: without this a damaged primary would be copied over every good secondary.
+    /// </summary>
+    private static string? Outvoted(SafeFileHandle fh, Superblock sb)
+    {
+        byte[] primary = new byte[sb.SectorSize];
+        if (RandomAccess.Read(fh, primary, 0) < primary.Length) return null;
+        // mkfs leaves sb_inprogress set in some secondaries, never in the primary of a finished filesystem.
+        if (primary[InProgressOffset] != 0) return $"sb_inprogress {primary[InProgressOffset]}: the filesystem says it is still being made";
+        ulong root = BinaryPrimitives.ReadUInt64BigEndian(primary.AsSpan(RootInoOffset));
+        if (!IsInUse(fh, sb, root, 0x4000)) return $"its root inode {root} is not a directory in use";
+        long agBytes = (long)sb.AgBlocks * sb.BlockSize;
+        var secondaries = new List<byte[]>();
+        for (uint a = 1; a < sb.AgCount && secondaries.Count < MaxConfirmations; a++)
+        {
+            byte[] other = new byte[sb.SectorSize];
+            if (RandomAccess.Read(fh, other, a * agBytes) < other.Length) return null;
+            secondaries.Add(other);
+        }
+        if (secondaries.Count < 2) return null;
+        for (int i = 1; i < secondaries.Count; i++)
+        {
+            if (SecondarySuperblock.Differences(secondaries[0], secondaries[i], sb.SectorSize).Count > 0) return null;
+        }
+        // Differences names each field first ("sb_agblocks 0x..., primary 0x..."): the name is what is said here.
+        List<string> differences = SecondarySuperblock.Differences(secondaries[0], primary, sb.SectorSize).ConvertAll(d => d.Split(' ')[0]);
+        foreach (var (offset, name) in new[] { (RootInoOffset, "sb_rootino"), (RbmInoOffset, "sb_rbmino"), (RsumInoOffset, "sb_rsumino") })
+        {
+            // Secondaries written before mkfs had the inode say NULLFSINO: only the ones that name an inode vote.
+            ulong mine = BinaryPrimitives.ReadUInt64BigEndian(primary.AsSpan(offset));
+            ulong? agreed = null;
+            int voters = 0;
+            foreach (byte[] other in secondaries)
+            {
+                ulong theirs = BinaryPrimitives.ReadUInt64BigEndian(other.AsSpan(offset));
+                if (theirs == NullIno) continue;
+                if (agreed is { } v && v != theirs) { voters = 0; break; }
+                agreed = theirs;
+                voters++;
+            }
+            if (voters >= 2 && agreed != mine) differences.Add($"{name} {mine}, the secondaries {agreed}");
+            else if (voters == 0 && offset != RootInoOffset)
+            {
+                // No secondary names them: mkfs puts the realtime bitmap and summary inodes right after the root (as
+                // xfs_repair calculates them, and as the restore sets them).
+                ulong expected = root + (offset == RbmInoOffset ? 1UL : 2UL);
+                if (mine != expected && IsInUse(fh, sb, expected, 0x8000)) return $"{name} {mine}, but inode {expected} after the root is the realtime {(offset == RbmInoOffset ? "bitmap" : "summary")} mkfs made";
+            }
+        }
+        return differences.Count == 0 ? null
+            : $"it differs from all {secondaries.Count} secondaries read, which agree with each other ({string.Join("; ", differences.Take(3))})";
     }
 
     /// <summary>Null when the sector at <paramref name="offset"/> verifies as a superblock (the parsed superblock in

@@ -79,7 +79,8 @@ internal static class InodeBtreeScrubber
     static void CheckRecord(AgScrubContext ctx, ScrubFinding f, in InobtRecord rec, bool sparse)
     {
         if (!InodeChunkLayout.ChunkInsideAg(ctx.Geometry, ctx.AgNumber, rec.StartIno)) { f.Damage($"chunk {rec.StartIno} outside the AG or misaligned"); return; }
-        if (rec.StartIno % InobtRecord.InodesPerChunk != 0) f.Damage($"chunk {rec.StartIno} is not 64-inode aligned");
+        uint alignment = InodeChunkLayout.ChunkAlignmentInodes(ctx.Geometry);
+        if (rec.StartIno % alignment != 0) f.Damage($"chunk {rec.StartIno} is not aligned to {alignment} inodes (sb_inoalignmt)");
         int realFree = BitOperations.PopCount(rec.RealFree);
         if (rec.FreeCount != realFree) f.Damage($"chunk {rec.StartIno}: freecount {rec.FreeCount}, but the free mask has {realFree} free inodes");
         if (sparse)
@@ -115,18 +116,59 @@ internal static class InodeBtreeScrubber
         int i = 0, j = 0;
         long missing = 0, extra = 0;
         string? firstMissing = null, firstExtra = null;
+        // Blame: the inode cores decide which side is wrong. A chunk run of the inobt whose blocks hold the inode
+        // cores they should is right, so its absence from the OWN_INODES records is the rmapbt's damage (the rmapbt
+        // line reports it: its expected set has the run from the inobt); an OWN_INODES record over blocks that hold no
+        // such cores is the rmapbt's damage too. Blaming the inobt there had its repair rebuild it from the damaged
+        // rmapbt, dropping every inode of a live chunk.
         while (i < runs.Count || j < onDisk.Count)
         {
-            if (j >= onDisk.Count || (i < runs.Count && runs[i].Start < onDisk[j].Start)) { missing++; firstMissing ??= $"[{runs[i].Start}, +{runs[i].Length})"; i++; }
-            else if (i >= runs.Count || onDisk[j].Start < runs[i].Start) { extra++; firstExtra ??= $"[{onDisk[j].Start}, +{onDisk[j].Length})"; j++; }
+            if (j >= onDisk.Count || (i < runs.Count && runs[i].Start < onDisk[j].Start))
+            {
+                if (!HoldsInodeCores(ctx, runs[i].Start, runs[i].Length)) { missing++; firstMissing ??= $"[{runs[i].Start}, +{runs[i].Length})"; }
+                i++;
+            }
+            else if (i >= runs.Count || onDisk[j].Start < runs[i].Start)
+            {
+                if (HoldsInodeCores(ctx, onDisk[j].Start, onDisk[j].Length)) { extra++; firstExtra ??= $"[{onDisk[j].Start}, +{onDisk[j].Length})"; }
+                j++;
+            }
             else
             {
-                if (runs[i].Length != onDisk[j].Length) { missing++; firstMissing ??= $"[{runs[i].Start}, +{runs[i].Length}) (rmapbt: +{onDisk[j].Length})"; }
+                if (runs[i].Length != onDisk[j].Length)
+                {
+                    // The longer side's blocks past the shorter one decide: cores there mean that side is right.
+                    uint shorter = Math.Min(runs[i].Length, onDisk[j].Length), longer = Math.Max(runs[i].Length, onDisk[j].Length);
+                    bool tailHoldsCores = HoldsInodeCores(ctx, runs[i].Start + shorter, longer - shorter);
+                    if (tailHoldsCores != (runs[i].Length > onDisk[j].Length)) { missing++; firstMissing ??= $"[{runs[i].Start}, +{runs[i].Length}) (rmapbt: +{onDisk[j].Length})"; }
+                }
                 i++; j++;
             }
         }
         f.Damage(missing, $"{missing} chunk block runs are not OWN_INODES in the rmapbt (first {firstMissing})");
         f.Damage(extra, $"{extra} OWN_INODES records of the rmapbt belong to no chunk (first {firstExtra})");
+    }
+
+    /// <summary>True when every block of the run (at most 64 looked at) holds, in its first slot, the inode core its
+    /// position says (magic and di_ino): the blocks are an inode chunk's, whatever the rmapbt says of them.</summary>
+    static bool HoldsInodeCores(AgScrubContext ctx, uint start, uint length)
+    {
+        var geo = ctx.Geometry;
+        if (length == 0 || (ulong)start + length > ctx.AgLength) return false;
+        for (uint b = start; b < start + Math.Min(length, 64u); b++)
+        {
+            BlockBuffer buf;
+            try { buf = ctx.ReadBlock(b); }
+            catch (Exception e) when (e is CorruptionException or IOException) { return false; }
+            try
+            {
+                var d = new Dinode(buf.Span[..geo.InodeSize]);
+                uint agino = b << geo.InodesPerBlockLog;
+                if (d.Magic != Dinode.MagicValue || d.Ino != geo.AginoToIno(ctx.AgNumber, agino)) return false;
+            }
+            finally { ctx.Image.Cache.Release(buf); }
+        }
+        return true;
     }
 
     /// <summary>Reads every non-hole inode of the chunk: a valid core, in use exactly when its free bit is clear.</summary>

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Xfbtree.Buffers;
 using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Online;
 using Xfbtree.Xfs.Write;
@@ -139,7 +140,10 @@ internal static class ScrubRepairs
                     outcomes.Add(new ScrubRepairOutcome(repair.Name, agno, true, detail, clock.Elapsed));
                     if (repair is AgHeaderRepair && agno is { } r) rewrittenHeaders.Add(r);
                 }
-                catch (Exception e) when (e is OnlineRepairException or XfsWriteException)
+                // Corruption met in a repair's source (a file's damaged bmbt read by the rmapbt rebuild's inode scan)
+                // fails that repair like any refusal: it must not end the rounds, nor leave the engine unclosed (an
+                // image left NEEDSREPAIR with a pending journal).
+                catch (Exception e) when (e is OnlineRepairException or XfsWriteException or CorruptionException)
                 {
                     outcomes.Add(new ScrubRepairOutcome(repair.Name, agno, false, e.Message, clock.Elapsed));
                     if (agno is { } f) failedAgs.Add(f);

@@ -38,7 +38,9 @@ internal static class SpaceAllocator
         {
             uint agno = (start + i) % agCount;
             EngineAg ag = tx.Engine.Ag(agno);
-            if (ag.IsSick)
+            // A sick AG is left out of the search, but not when the caller holds it and asks for it by name: a repair
+            // rebuilding one of its trees (the AGF it reads still verifies its other fields, see AgSpace).
+            if (ag.IsSick && !(request.OnlyAg == agno && tx.HoldsAg(agno)))
             {
                 continue;
             }
