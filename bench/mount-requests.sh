@@ -5,7 +5,8 @@
 # Prints, per workload, its seconds and one line per opcode: count and count per archive entry.
 #
 # Usage: bench/mount-requests.sh [TREE...]   (default TREE: /usr/lib/python3.11 /usr/share/doc)
-# Environment: MOUNT_BENCH_XFBTREE_OPTIONS (more `xfbtree mount` options, for example --write-through),
+# Environment: MOUNT_BENCH_XFBTREE_OPTIONS (more `xfbtree mount` options, for example --writeback-cache;
+# without any the mount's default, write-through, is counted),
 # MOUNT_BENCH_XFBTREE_DLL (an xfbtree.dll to run instead of building this tree's), MOUNT_BENCH_SIZE_MIB (4096).
 # Needs root, /dev/fuse, xfsprogs, perf.
 set -uo pipefail
@@ -34,7 +35,7 @@ trap cleanup EXIT
 archive="$work/source.tar"
 tar cf "$archive" --absolute-names "${trees[@]}" 2>/dev/null
 entries=$(tar tf "$archive" | wc -l)
-echo "source: ${trees[*]} ($entries entries); xfbtree mount options: ${MOUNT_BENCH_XFBTREE_OPTIONS:-none}; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "source: ${trees[*]} ($entries entries); xfbtree mount options: ${MOUNT_BENCH_XFBTREE_OPTIONS:-none (the default: write-through)}; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 truncate -s "${size}M" "$work/xfs.img"
 mkfs.xfs -q -m rmapbt=1,reflink=1 "$work/xfs.img"
 mkdir -p "$work/mnt"

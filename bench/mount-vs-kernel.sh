@@ -18,7 +18,7 @@
 # Environment: MOUNT_BENCH_SIZE_MIB (default 4096), MOUNT_BENCH_SEQ_MIB (default 1024), MOUNT_BENCH_FIO_SECONDS
 # (default 20), MOUNT_BENCH_THREADS (xfbtree mount --threads, default its own), MOUNT_BENCH_FS (the file systems
 # to run, default "xfbtree kernel fuse2fs"), MOUNT_BENCH_XFBTREE_OPTIONS (more `xfbtree mount` options, for
-# example --write-through), MOUNT_BENCH_PERF_DIR (a directory: each xfbtree workload is also
+# example --writeback-cache; without any the mount's default, write-through, is measured), MOUNT_BENCH_PERF_DIR (a directory: each xfbtree workload is also
 # recorded there with `perf record -g` on the server, WORKLOAD.perf.data, with managed symbols through
 # DOTNET_PerfMapEnabled=1 and DOTNET_EnableWriteXorExecute=0; read with `perf report -i DIR/WORKLOAD.perf.data`),
 # MOUNT_BENCH_XFBTREE_DLL (an xfbtree.dll to run instead of building this tree's: a copy of another build's
@@ -139,7 +139,7 @@ printf '%-10s %10s %10s %10s\n' workload xfbtree kernel fuse2fs
 for w in "${workloads[@]}"; do
   printf '%-10s %10s %10s %10s\n' "$w" "${result[xfbtree,$w]}" "${result[kernel,$w]}" "${result[fuse2fs,$w]}"
 done
-echo "(seconds; randwrite in IOPS; untar source ${trees[*]}, seq $seq MiB, fio $fio_seconds s; xfbtree mount options: ${MOUNT_BENCH_XFBTREE_OPTIONS:-none}; xfbtree: ${xfbtree[1]})"
+echo "(seconds; randwrite in IOPS; untar source ${trees[*]}, seq $seq MiB, fio $fio_seconds s; xfbtree mount options: ${MOUNT_BENCH_XFBTREE_OPTIONS:-none (the default: write-through)}; xfbtree: ${xfbtree[1]})"
 echo "load: $(uptime)"
 ratio() { # other, ours, higher_is_better
   local other=$1 ours=$2

@@ -31,8 +31,8 @@ internal static class MountCommand
         var sync = new Option<bool>("--sync") { Description = "Every operation is durable when it returns (the journal is fsynced at each commit, commits in flight share fsyncs)." };
         var allowOther = new Option<bool>("--allow-other") { Description = "Other users may use the mount; the kernel checks permissions (default_permissions)." };
         var readOnly = new Option<bool>("--read-only") { Description = "Mount read-only." };
-        var writeback = new Option<bool>("--writeback-cache") { Description = "Use the kernel's writeback cache even when the image is nearly full at mount (it is the default otherwise): a write error (no space, corruption) then shows at close or fsync instead of at write." };
-        var writeThrough = new Option<bool>("--write-through") { Description = "Send every write(2) to the server before it returns (no writeback cache): a write error shows at the write itself, at the cost of a round trip per write and more per file." };
+        var writeback = new Option<bool>("--writeback-cache") { Description = "Use the kernel's writeback cache (faster on small files and small writes): a write error (no space, corruption) then shows at close or fsync instead of at write(2), and a program that fills the image may never see one from write(2). Declined (write-through, with a log line) with --sync, --read-only, or an image whose free space at mount is under twice the kernel's dirty limit for the mount." };
+        var writeThrough = new Option<bool>("--write-through") { Description = "The default: every write(2) reaches the server before it returns (no writeback cache), so a write error (no space, corruption) shows at the write itself, as on the kernel's XFS." };
         var noAtime = new Option<bool>("--noatime") { Description = "Reads never change access times (default: relatime, as the kernel mounts: a read sets atime when it is not newer than mtime or ctime, or is a day old)." };
         var repairEvery = new Option<double?>("--online-repair-every") { Description = "Rebuild the rmap btree of one AG after another, online, every SECONDS while requests are served.", HelpName = "SECONDS" };
         var cpuShare = new Option<double>("--repair-cpu-share") { Description = "The share of one CPU the mount's online repairs and scrubs (the rotation's, and those asked by 'xfbtree scrub DIR' and 'xfbtree rmap repair --online DIR') may use while requests are served: more than 0, at most 1 (not paced).", HelpName = "SHARE", DefaultValueFactory = _ => MountRequest.DefaultRepairCpuShare };
@@ -125,7 +125,7 @@ internal static class MountCommand
         }
 
         string? writeThroughBecause = WriteThroughReason(request, adapter.FreeBytes, session.DirtyLimitBytes() ?? KernelDirtyThresholdBytes());
-        if (writeThroughBecause is not null && !request.WriteThrough && !request.Sync && !request.ReadOnly)
+        if (writeThroughBecause is not null && request.WritebackCache)
             log($"xfbtree: mount: writeback cache off, every write(2) goes to the image before it returns: {writeThroughBecause}");
         var server = new FuseServer(adapter, new FuseServerOptions
         {
@@ -197,23 +197,30 @@ internal static class MountCommand
         return CommandLineHost.ExitClean;
     }
 
+    /// <summary>Flusher ticks between two checkpoints (30 s): the metadata the commits pinned in memory is written in
+    /// place at least that often, as the kernel's periodic log work pushes its dirty metadata.</summary>
+    const int TicksPerCheckpoint = 30;
+    static int flusherTicks;
+
     /// <summary>
-    /// Null when the mount asks for the kernel's writeback cache, otherwise why not. The cache moves a write's
-    /// errors to the file's close or fsync (as NFS does), so it is declined where such an error is likely or
-    /// where a promise would break: --sync (every write(2) durable when it returns), --read-only, --write-through,
-    /// and an image whose free space at mount is under twice what the kernel may hold dirty for this mount
-    /// (<paramref name="dirtyLimitBytes"/>: its dirty pages plus as many again under writeback), unless
-    /// --writeback-cache insists.
+    /// Null when the mount uses the kernel's writeback cache, otherwise why not. Write-through is the default: with
+    /// the cache write(2) returns once the bytes are in the page cache, so a write's errors move to the file's close
+    /// or fsync (as NFS does), and on a full image write(2) keeps succeeding while writeback fails (an unbounded
+    /// writer such as dd never ends, sizes grow past the data kept). Only --writeback-cache asks for it, and even
+    /// then it is declined where a promise would break or running out of space is likely: --sync (every write(2)
+    /// durable when it returns), --read-only, and an image whose free space at mount is under twice what the
+    /// kernel may hold dirty for this mount (<paramref name="dirtyLimitBytes"/>: its dirty pages plus as many
+    /// again under writeback).
     /// </summary>
     internal static string? WriteThroughReason(MountRequest request, ulong freeBytes, long dirtyLimitBytes)
     {
         if (request.ReadOnly) return "--read-only";
         if (request.Sync) return "--sync";
         if (request.WriteThrough) return "--write-through";
-        if (request.WritebackCache) return null;
+        if (!request.WritebackCache) return "the default (--writeback-cache asks for the cache)";
         ulong bound = 2 * (ulong)Math.Max(0, dirtyLimitBytes);
         return freeBytes < bound
-            ? $"{freeBytes >> 20} MiB free, under the {bound >> 20} MiB the kernel may hold dirty for this mount (twice its dirty limit); --writeback-cache insists"
+            ? $"{freeBytes >> 20} MiB free, under the {bound >> 20} MiB the kernel may hold dirty for this mount (twice its dirty limit)"
             : null;
     }
 
@@ -246,7 +253,14 @@ internal static class MountCommand
     {
         try
         {
-            fs.Engine.SyncJournal();
+            if (Interlocked.Increment(ref flusherTicks) % TicksPerCheckpoint == 0)
+            {
+                fs.Engine.Checkpoint(); // fsyncs the journal first
+            }
+            else
+            {
+                fs.Engine.SyncJournal();
+            }
         }
         catch (Exception e) when (e is XfsWriteException or IOException)
         {
@@ -264,9 +278,9 @@ internal sealed class MountRequest
     public bool Sync { get; init; }
     public bool AllowOther { get; init; }
     public bool ReadOnly { get; init; }
-    /// <summary>--writeback-cache: the kernel's writeback cache even when the image is nearly full at mount.</summary>
+    /// <summary>--writeback-cache: the kernel's writeback cache, unless --sync, --read-only or a nearly full image declines it.</summary>
     public bool WritebackCache { get; init; }
-    /// <summary>--write-through: no writeback cache.</summary>
+    /// <summary>--write-through: no writeback cache (the default; accepted to say so).</summary>
     public bool WriteThrough { get; init; }
     public bool NoAtime { get; init; }
     public TimeSpan? OnlineRepairEvery { get; init; }

@@ -85,8 +85,10 @@ internal sealed class MountedImage : IDisposable
         var psi = new ProcessStartInfo(launcher.Length > 0 ? launcher[0] : "dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (string a in launcher.Skip(1).Concat(launcher.Length > 0 ? ["dotnet"] : []).Concat([dll, "mount", image, directory]).Concat(options)) psi.ArgumentList.Add(a);
         // Every commit of the mount checks that its buffers changed only inside the ranges it logged (the journal
-        // holds only those): a change outside them fails the request, and so the test.
+        // holds only those): a change outside them fails the request, and so the test. Every write to the image is
+        // checked against the write-ahead rule (its sectors' journal records durable first) the same way.
         psi.Environment["XFBTREE_CHECK_LOGGED_RANGES"] = "1";
+        psi.Environment["XFBTREE_CHECK_WRITE_AHEAD"] = "1";
         var process = new Process { StartInfo = psi };
         var mounted = new MountedImage(image, directory, process);
         string expected = $"mounted {image} on {directory}";

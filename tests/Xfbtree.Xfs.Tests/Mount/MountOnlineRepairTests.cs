@@ -146,7 +146,7 @@ public sealed class MountOnlineRepairTests(ITestOutputHelper output)
         using (var mount = MountedImage.Start(image, mnt))
         {
             // No rotation: the write that finds the damage fails as the kernel's XFS fails it (EFSCORRUPTED). With the
-            // writeback cache (the default) the program sees it at fsync (or close), not at write(2). Checked from
+            // writeback cache (--writeback-cache) the program sees it at fsync (or close), not at write(2). Checked from
             // python: a .NET FileStream's Flush(true) and Dispose returned here without reporting it.
             var failed = RepairTools.Exec("/usr/bin/env", ["python3", "-c", """
                 import errno, os, sys

@@ -263,7 +263,7 @@ public sealed class MountTests(ITestOutputHelper output)
                         string name = Path.Combine($"r{round}", $"f{i}");
                         byte[] bytes = RandomBytes(round * 1000 + i, 500 + i * 997 % 120_000);
                         lock (done) (inFlight, inFlightBytes) = (name, bytes);
-                        // Written by cp, which checks close's result: with the writeback cache (the default) the data
+                        // Written by cp, which checks close's result: with the writeback cache (--writeback-cache) the data
                         // reaches the server at close, and a close that failed means "not replied" (.NET's own
                         // FileStream ignores close's result, so File.WriteAllBytes would count a lost file as done).
                         string source = Path.Combine(scratch.Directory, "source.bin");
@@ -282,8 +282,9 @@ public sealed class MountTests(ITestOutputHelper output)
                 });
                 writer.Start();
                 Assert.True(enough.Wait(TimeSpan.FromMinutes(2)), "the writer did not get going");
-                mount.KillAndUnmount(); // the writer is mid-write or between writes
-                writer.Join();
+                mount.Kill(); // the writer is mid-write or between writes
+                writer.Join(); // its cp fails on the dead connection and closes its file: only then is DIR not busy
+                mount.UnmountAfterKill();
             }
             if (inFlight is not null)
             {
@@ -413,18 +414,18 @@ public sealed class MountTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// The writeback cache is the default on an image with room: write(2) returns once the bytes are in the kernel's
-    /// cache, so running out of space shows at close or fsync (as on NFS), and never silently: a program that
-    /// checks close or fsync sees ENOSPC. Afterwards, with room again, writes work and the image is clean.
+    /// --writeback-cache on an image with room: write(2) returns once the bytes are in the kernel's cache, so running
+    /// out of space shows at close or fsync (as on NFS), and never silently: a program that checks close or fsync
+    /// sees ENOSPC. Afterwards, with room again, writes work and the image is clean.
     /// </summary>
     [FuseFact]
-    public void WritebackCache_Default_NoSpaceShowsAtCloseOrFsync_NeverSilently()
+    public void WritebackCache_NoSpaceShowsAtCloseOrFsync_NeverSilently()
     {
         using var scratch = new RepairScratch();
         string image = scratch.CopyFixture("fresh-4ag");
         string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
         byte[] later = RandomBytes(31, 3 << 20);
-        using (var mount = MountedImage.Start(image, mnt))
+        using (var mount = MountedImage.Start(image, mnt, "--writeback-cache"))
         {
             Assert.Equal("close:ENOSPC", FillThenWrite(mnt, "close"));
             File.Delete(Path.Combine(mnt, "filler-close"));
@@ -440,25 +441,94 @@ public sealed class MountTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// Write-through (--write-through, and the default on an image nearly full at mount): running out of space
-    /// shows at the write(2) itself, as on the kernel's XFS.
+    /// Write-through (the default, --write-through, and --writeback-cache on an image nearly full at mount): running
+    /// out of space shows at the write(2) itself, as on the kernel's XFS.
     /// </summary>
     [FuseFact]
-    public void WriteThrough_NoSpaceShowsAtTheWrite_AndANearlyFullImageMountsWriteThrough()
+    public void WriteThrough_Default_NoSpaceShowsAtTheWrite_AndANearlyFullImageDeclinesTheWritebackCache()
     {
         using var scratch = new RepairScratch();
         string image = scratch.CopyFixture("fresh-4ag");
         string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
-        using (var mount = MountedImage.Start(image, mnt, "--write-through"))
+        using (var mount = MountedImage.Start(image, mnt))
         {
             Assert.Equal("write:ENOSPC", FillThenWrite(mnt, "close"));
             var (code, stdout, stderr) = mount.Unmount();
             Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
+            Assert.DoesNotContain("writeback cache off", stderr, StringComparison.Ordinal); // nothing declined: none asked for
         }
-        using (var mount = MountedImage.Start(image, mnt))
+        using (var mount = MountedImage.Start(image, mnt, "--write-through"))
+        {
+            Assert.Equal("write:ENOSPC", FillThenWrite(mnt, "fsync"));
+            var (code, stdout, stderr) = mount.Unmount();
+            Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
+        }
+        using (var mount = MountedImage.Start(image, mnt, "--writeback-cache"))
         {
             Assert.True(mount.WaitForLog("writeback cache off", 1, TimeSpan.FromSeconds(30)), mount.Stderr);
-            Assert.Equal("write:ENOSPC", FillThenWrite(mnt, "fsync"));
+            Assert.Equal("write:ENOSPC", FillThenWrite(mnt, "nearly-full"));
+            var (code, stdout, stderr) = mount.Unmount();
+            Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
+        }
+        MountWitnesses.AssertClean(image);
+    }
+
+    /// <summary>
+    /// Fills the mount with fallocate, then writes 1 MiB of zeros again and again to a new file as
+    /// <c>dd if=/dev/zero of=F bs=1M</c> does, at most MAX times so that it always ends: prints where it stopped
+    /// ("write:ENOSPC" or "none"), the writes done, the bytes write(2) accepted and the file's size after the close.
+    /// </summary>
+    const string UnboundedWriterScript = """
+        import errno, os, sys
+        mnt, most = sys.argv[1], int(sys.argv[2])
+        filler = os.open(os.path.join(mnt, "filler"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        filled = 0
+        for chunk in (16 << 20, 1 << 20, 64 << 10, 4 << 10):
+            while True:
+                try:
+                    os.posix_fallocate(filler, filled, chunk)
+                except OSError as e:
+                    if e.errno != errno.ENOSPC: raise
+                    break
+                filled += chunk
+        os.close(filler)
+        target = os.path.join(mnt, "dd")
+        fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        block = bytes(1 << 20)
+        stop, writes, accepted = "none", 0, 0
+        while writes < most:
+            writes += 1
+            try:
+                accepted += os.write(fd, block)
+            except OSError as e:
+                stop = "write:" + errno.errorcode[e.errno]
+                break
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        print(stop, writes, accepted, os.stat(target).st_size)
+        """;
+
+    /// <summary>
+    /// A default mount of a full image ends an unbounded writer (dd's loop) with ENOSPC from write(2), and the file
+    /// holds exactly what write(2) accepted. With the writeback cache the kernel kept accepting such writes into its
+    /// page cache, dropped them when writeback failed and grew the file's size past its data: dd never ended.
+    /// The loop is bounded (256 writes of 1 MiB) so that a mount that never says ENOSPC fails here instead of hanging.
+    /// </summary>
+    [FuseFact]
+    public void Default_UnboundedWriterOnAFullImage_GetsNoSpaceFromWrite()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
+        using (var mount = MountedImage.Start(image, mnt))
+        {
+            string[] result = Run("/usr/bin/env", "python3", "-c", UnboundedWriterScript, mnt, "256").Trim().Split(' ');
+            output.WriteLine($"stopped at {result[0]} after {result[1]} writes, {result[2]} bytes accepted, size {result[3]}");
+            Assert.Equal("write:ENOSPC", result[0]);
+            Assert.True(int.Parse(result[1], System.Globalization.CultureInfo.InvariantCulture) <= 2, $"{result[1]} writes before ENOSPC on a full image");
+            Assert.Equal(result[2], result[3]); // the size is what write(2) accepted, not more
             var (code, stdout, stderr) = mount.Unmount();
             Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
         }
@@ -467,16 +537,18 @@ public sealed class MountTests(ITestOutputHelper output)
 
     [Fact]
     [System.Runtime.Versioning.SupportedOSPlatform("linux")]
-    public void WriteThroughReason_WritebackCacheUnlessAskedOffOrNearlyFull()
+    public void WriteThroughReason_WriteThroughUnlessTheWritebackCacheIsAskedForAndTheImageHasRoom()
     {
         const long dirtyLimit = 48L << 20;
         static MountRequest Request(bool sync = false, bool readOnly = false, bool writeThrough = false, bool writeback = false) =>
             new() { Image = "i", Directory = "d", Sync = sync, ReadOnly = readOnly, WriteThrough = writeThrough, WritebackCache = writeback };
-        Assert.Null(MountCommand.WriteThroughReason(Request(), 1UL << 30, dirtyLimit));
-        Assert.Null(MountCommand.WriteThroughReason(Request(), 96UL << 20, dirtyLimit)); // exactly twice the limit
-        Assert.Contains("95 MiB free", MountCommand.WriteThroughReason(Request(), 95UL << 20, dirtyLimit), StringComparison.Ordinal);
-        Assert.Null(MountCommand.WriteThroughReason(Request(writeback: true), 1UL << 20, dirtyLimit));
+        Assert.Contains("the default", MountCommand.WriteThroughReason(Request(), 1UL << 40, dirtyLimit), StringComparison.Ordinal);
+        Assert.Null(MountCommand.WriteThroughReason(Request(writeback: true), 1UL << 30, dirtyLimit));
+        Assert.Null(MountCommand.WriteThroughReason(Request(writeback: true), 96UL << 20, dirtyLimit)); // exactly twice the limit
+        Assert.Contains("95 MiB free", MountCommand.WriteThroughReason(Request(writeback: true), 95UL << 20, dirtyLimit), StringComparison.Ordinal);
+        Assert.Contains("1 MiB free", MountCommand.WriteThroughReason(Request(writeback: true), 1UL << 20, dirtyLimit), StringComparison.Ordinal);
         Assert.Equal("--sync", MountCommand.WriteThroughReason(Request(sync: true, writeback: true), 1UL << 30, dirtyLimit));
+        Assert.Equal("--read-only", MountCommand.WriteThroughReason(Request(readOnly: true, writeback: true), 1UL << 30, dirtyLimit));
         Assert.Equal("--read-only", MountCommand.WriteThroughReason(Request(readOnly: true), 1UL << 30, dirtyLimit));
         Assert.Equal("--write-through", MountCommand.WriteThroughReason(Request(writeThrough: true), 1UL << 30, dirtyLimit));
     }

@@ -14,7 +14,7 @@ namespace Xfbtree.Xfs.Tests.Online;
 /// <summary>Helpers of the online repair tests: the offline oracle at an instant, fork placement, decisions seen by the hook.</summary>
 internal static class OnlineTestSupport
 {
-    public static WriteEngineOptions Fast => new() { SyncCommits = false, CheckLoggedRanges = true };
+    public static WriteEngineOptions Fast => new() { SyncCommits = false, CheckLoggedRanges = true, CheckWriteAhead = true };
 
     /// <summary>
     /// The offline oracle: with commits paused (everything committed is in place), copies the image (the engine's

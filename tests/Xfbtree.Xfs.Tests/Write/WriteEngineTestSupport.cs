@@ -11,7 +11,7 @@ namespace Xfbtree.Xfs.Tests.Write;
 internal static class WriteEngineTestSupport
 {
     /// <summary>Options for tests: no fsync per commit (the page cache is what a kill -9 leaves anyway).</summary>
-    public static WriteEngineOptions Fast => new() { SyncCommits = false, CheckLoggedRanges = true };
+    public static WriteEngineOptions Fast => new() { SyncCommits = false, CheckLoggedRanges = true, CheckWriteAhead = true };
 
     /// <summary>features_incompat of the primary superblock via xfs_db (no flock, so it works while the engine holds the image).</summary>
     public static uint IncompatViaXfsDb(string image)

@@ -52,7 +52,7 @@ internal sealed class FileModel
 /// <summary>Shared pieces of the write-files tests: fixture files, engine opening, oracles (xfs_repair, rmap check, kernel).</summary>
 internal static class WriteFileHarness
 {
-    public static readonly WriteEngineOptions Options = new() { SyncCommits = false, CheckLoggedRanges = true };
+    public static readonly WriteEngineOptions Options = new() { SyncCommits = false, CheckLoggedRanges = true, CheckWriteAhead = true };
 
     public static Dictionary<string, FixtureFile> Manifest(string fixture)
     {

@@ -55,9 +55,10 @@ public sealed class WriteJournalRangeTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// The engine stops at the first in-place write after a chmod's record is in the journal (what a kill -9 there
-    /// leaves): the reopen replays the record's ranges (an inode core and the chunks of the blocks it touched) over
-    /// the image, and the mode is there, the image clean.
+    /// A chmod's record is the only copy of it until a checkpoint (its inode's cluster buffer stays pinned in the cache,
+    /// nothing is written in place at the commit); the engine then goes away without a close, as a kill -9 there: the
+    /// image file still has the old mode, and the reopen replays the record's ranges (an inode core and the chunks of
+    /// the blocks it touched) over it: the mode is there, the image clean.
     /// </summary>
     [Fact]
     public void ARecordOfRangesReplaysToTheCommittedState()
@@ -69,27 +70,45 @@ public sealed class WriteJournalRangeTests(ITestOutputHelper output)
             fs.Create("/f");
             fs.Close();
         }
-        string reference = scratch.Copy(image, "reference.img");
+        string before = scratch.Copy(image, "before.img");
         var counter = new WriteFaultInjector(int.MaxValue, () => { });
-        int openWrites;
-        using (var fs = XfsFileSystem.Open(reference, Fast with { Faults = counter }))
+        using (var fs = XfsFileSystem.Open(image, Fast with { Faults = counter }))
         {
-            openWrites = counter.Writes;
+            int openWrites = counter.Writes;
             fs.Chmod("/f", 0x1C0);
+            // The record is two writes (body, trailer); no in-place write follows it.
+            Assert.Equal(openWrites + 2, counter.Writes);
+            Assert.True(fs.Engine.PinnedBytes > 0, "the chmod's inode buffer is not pinned");
+            Assert.Equal(0, fs.Engine.WrittenBack.Buffers);
         }
-        // The record is two writes (body, trailer); the next one is the first in-place write, which does not happen.
-        var faults = new WriteFaultInjector(openWrites + 3, () => { });
-        using (var fs = XfsFileSystem.Open(image, Fast with { Faults = faults }))
-        {
-            Assert.ThrowsAny<Exception>(() => fs.Chmod("/f", 0x1C0));
-            Assert.True(faults.Crashed, "the crash point was not reached");
-        }
+        Assert.True(ImageDataEquals(before, image), "the image file changed outside the superblock before any checkpoint");
         using (var fs = XfsFileSystem.Open(image, Fast))
         {
+            Assert.True(fs.Engine.RecordsReplayed >= 1, "nothing was replayed");
             Assert.Equal(0x1C0, fs.Stat("/f").Mode & 0xFFF);
             fs.Close();
         }
         AssertOraclesClean(image, "after the replay of a record of ranges");
+    }
+
+    /// <summary>Equal bytes except the primary superblock's sector (the open sets NEEDSREPAIR there).</summary>
+    private static bool ImageDataEquals(string a, string b)
+    {
+        using var fa = File.OpenRead(a);
+        using var fb = File.OpenRead(b);
+        if (fa.Length != fb.Length) return false;
+        var x = new byte[1 << 20];
+        var y = new byte[1 << 20];
+        long at = 0;
+        while (at < fa.Length)
+        {
+            int n = fa.ReadAtLeast(x, x.Length, throwOnEndOfStream: false);
+            fb.ReadExactly(y, 0, n);
+            int skip = at == 0 ? 512 : 0;
+            if (!x.AsSpan(skip, n - skip).SequenceEqual(y.AsSpan(skip, n - skip))) return false;
+            at += n;
+        }
+        return true;
     }
 
     /// <summary>With the check on, a byte changed outside the logged ranges fails the commit and nothing is written.</summary>

@@ -102,7 +102,10 @@ public sealed class WriteNamespaceUnlinkedTests(ITestOutputHelper output)
         using (var fs = XfsFileSystem.Open(image, WriteEngineTestSupport.Fast))
         {
             (_, agCount) = HoldAndUnlink(fs, 70);
-            // Dispose without Close: as a crash, the held inodes stay on the unlinked lists (and NEEDSREPAIR on).
+            fs.Engine.Checkpoint();
+            // The lists are read from the image file below: a checkpoint puts the committed blocks there (they are
+            // pinned in memory until one). Then Dispose without Close: as a crash, the held inodes stay on the
+            // unlinked lists (and NEEDSREPAIR on).
         }
         var left = UnlinkedBuckets(image, agCount);
         output.WriteLine($"after the crash: {left.Count} non-empty buckets: {string.Join(", ", left.Take(8))}");

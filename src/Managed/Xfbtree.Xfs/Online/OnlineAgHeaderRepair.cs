@@ -211,6 +211,7 @@ internal static class OnlineAgHeaderRepair
         XfsGeometry geo = engine.Geometry;
         byte[] sector = new byte[geo.SectorSize];
         long daddr = geo.AgHeaderDaddr(agno, (int)kind);
+        engine.WriteBackCommitted(); // a raw read of the image file: every commit in place first
         WriteEngine.ReadRaw(engine.Disk, daddr, sector);
         try
         {
@@ -235,6 +236,7 @@ internal static class OnlineAgHeaderRepair
         if (kind != AgHeaderKind.Agf) return true;
         XfsGeometry geo = engine.Geometry;
         byte[] sector = new byte[geo.SectorSize];
+        engine.WriteBackCommitted(); // a raw read of the image file: every commit in place first
         WriteEngine.ReadRaw(engine.Disk, geo.AgHeaderDaddr(agno, (int)kind), sector);
         var agf = Agf.Parse(sector, geo, agno);
         if (!agf.TreeRootUsable(AgfTree.Rmapbt, geo)) return false;
@@ -267,6 +269,9 @@ internal static class OnlineAgHeaderRepair
             geo = engine.Geometry;
             blockSize = geo.BlockSize;
             AgLength = geo.AgLength(agno);
+            // The probe reads the image file (raw blocks, candidate roots): every commit in place first; the AG lock
+            // the caller holds keeps this AG's blocks as they are while it probes.
+            engine.WriteBackCommitted();
         }
 
         public uint AgLength { get; }

@@ -369,7 +369,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
         {
             try
             {
-                (parent, entries, _) = reader.ReadAll(ino, inode.Core, engine.ReadData, $"directory {ino}", out dots);
+                (parent, entries, _) = reader.ReadAll(ino, inode.Core, engine.ReadMetadataBlocks, $"directory {ino}", out dots);
             }
             catch (Exception e) when (e is XfsWriteException or CorruptionException or IOException)
             {

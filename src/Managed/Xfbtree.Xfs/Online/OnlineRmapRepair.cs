@@ -732,6 +732,7 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
             {
                 stopped = true; // no hook of this AG can run now: the shadow is final
             }
+            engine.WriteBackCommitted(); // the view reads the image file: every commit in place first
             using XfsImage view = engine.Image.CreateReadView();
             Agf agf;
             AgBlockBitmap ownAg;

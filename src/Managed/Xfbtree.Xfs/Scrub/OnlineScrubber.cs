@@ -113,6 +113,7 @@ public static class OnlineScrubber
                 tx.LockAgForRepair(agno); // a sick AG is checked too
                 held.Restart();
                 options.OnlineTestHooks?.WhileAgLocked?.Invoke(agno);
+                engine.WriteBackCommitted(); // the view reads the image file: every commit in place first
                 using XfsImage view = engine.Image.CreateReadView();
                 try
                 {
@@ -286,6 +287,7 @@ public static class OnlineScrubber
             {
                 engine.Ag(taken).Lock.Enter();
             }
+            engine.WriteBackCommitted(); // the view reads the image file: every commit in place first
             using XfsImage view = engine.Image.CreateReadView();
             body(view);
         }

@@ -41,6 +41,14 @@ public sealed unsafe class BlockBuffer
     internal BlockBuffer? LruNext;
     internal BufferTransaction? Transaction;
 
+    // Delayed write-back (a journaling user's committed changes, not yet written in place). Pinned is changed under
+    // the cache lock (it keeps the buffer off the LRU); CommittedImage, the committed contents saved when a
+    // transaction joins a pinned buffer, is published and cleared under the pin guard, which the write-back takes
+    // to copy the committed contents of a buffer it does not lock.
+    internal bool Pinned;
+    internal byte[]? CommittedImage;
+    private int pinGuard;
+
     internal BlockBuffer(BufferCache cache, BufferTarget target, long daddr, int lengthBB)
     {
         Cache = cache;
@@ -222,6 +230,27 @@ public sealed unsafe class BlockBuffer
     {
         Array.Clear(dirtyChunks);
         Volatile.Write(ref flags, flags & ~(FlagDirty | FlagFormatted));
+    }
+
+    /// <summary>Takes the pin guard (a spin lock held for a copy of the block at most).</summary>
+    internal void EnterPinGuard()
+    {
+        var spin = new SpinWait();
+        while (Interlocked.CompareExchange(ref pinGuard, 1, 0) != 0)
+        {
+            spin.SpinOnce();
+        }
+    }
+
+    internal void ExitPinGuard() => Volatile.Write(ref pinGuard, 0);
+
+    /// <summary>Puts back the committed contents saved at join (a cancelled transaction on a pinned buffer): changes,
+    /// stale and formatted marks dropped, the buffer up to date and still pinned.</summary>
+    internal void RestoreCommitted(byte[] committed)
+    {
+        committed.AsSpan(0, Length).CopyTo(Span);
+        Array.Clear(dirtyChunks);
+        Volatile.Write(ref flags, FlagUptodate);
     }
 
     internal void ClearDirtyAndStale()

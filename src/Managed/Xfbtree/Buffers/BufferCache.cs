@@ -29,6 +29,7 @@ public sealed class BufferCache : IDisposable
     private long bytesRead;
     private long bytesWritten;
     private long reclaimed;
+    private long pinnedBytes;
     private bool disposed;
 
     /// <summary>An empty cache (<see cref="BufferCacheOptions"/> sets the memory limit).</summary>
@@ -272,7 +273,7 @@ public sealed class BufferCache : IDisposable
                 {
                     continue;
                 }
-                if (buffer.IsDirty)
+                if (buffer.IsDirty || buffer.Pinned)
                 {
                     throw new InvalidOperationException($"cannot purge {target.Name}: buffer at daddr {buffer.Daddr} is dirty (flush or cancel first)");
                 }
@@ -388,12 +389,118 @@ public sealed class BufferCache : IDisposable
                     buffer.Target.Forget(buffer.Daddr, buffer.LengthBB);
                 }
             }
-            else if (!buffer.IsDirty)
+            else if (!buffer.IsDirty && !buffer.Pinned)
             {
                 LruPushFront(buffer);
                 Reclaim();
             }
         }
+    }
+
+    /// <summary>Bytes of pinned buffers: committed changes of a journaling user not yet written in place.</summary>
+    internal long PinnedBytes => Interlocked.Read(ref pinnedBytes);
+
+    /// <summary>
+    /// Keeps a committed buffer in memory until <see cref="Unpin"/> instead of writing it (a journaling user's delayed
+    /// write-back: the journal holds its changes, the block is written in place later, once): the caller holds it
+    /// exclusively and has cleared its dirty state; it never goes on the LRU while pinned.
+    /// </summary>
+    internal void Pin(BlockBuffer buffer)
+    {
+        lock (gate)
+        {
+            if (!buffer.Pinned && !buffer.Dead)
+            {
+                buffer.Pinned = true;
+                pinnedBytes += buffer.Length;
+            }
+        }
+    }
+
+    /// <summary>The buffer's committed contents are in place: it may be reclaimed again once idle.</summary>
+    internal void Unpin(BlockBuffer buffer)
+    {
+        lock (gate)
+        {
+            if (!buffer.Pinned)
+            {
+                return;
+            }
+            buffer.Pinned = false;
+            pinnedBytes -= buffer.Length;
+            if (buffer.Holds == 0 && !buffer.Dead && !buffer.IsDirty && buffer.IsUptodate && !buffer.IsStale && !buffer.InLru)
+            {
+                LruPushFront(buffer);
+                Reclaim();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Copies the committed contents of the pinned buffer of exactly (<paramref name="target"/>, <paramref name="daddr"/>,
+    /// <paramref name="lengthBB"/>) into <paramref name="destination"/> (its length): the contents saved when a running
+    /// transaction joined it, else the buffer's own. False when no such buffer is pinned (its committed contents, if
+    /// any, are in place). For a reader of the target that does not go through the cache; takes no buffer lock.
+    /// </summary>
+    internal bool TryCopyPinned(BufferTarget target, long daddr, int lengthBB, Span<byte> destination)
+    {
+        BlockBuffer? buffer;
+        lock (gate)
+        {
+            ObjectDisposedException.ThrowIf(disposed, this);
+            if (!map.TryGetValue(new BufferKey(target, daddr, lengthBB), out buffer) || !buffer.Pinned)
+            {
+                return false;
+            }
+            TakeHold(buffer);
+        }
+        try
+        {
+            buffer.EnterPinGuard();
+            try
+            {
+                if (!buffer.Pinned)
+                {
+                    return false;
+                }
+                if (buffer.CommittedImage is { } committed)
+                {
+                    committed.AsSpan(0, buffer.Length).CopyTo(destination);
+                }
+                else
+                {
+                    buffer.Span.CopyTo(destination);
+                }
+                return true;
+            }
+            finally
+            {
+                buffer.ExitPinGuard();
+            }
+        }
+        finally
+        {
+            DropHold(buffer);
+        }
+    }
+
+    /// <summary>The pinned buffers of <paramref name="target"/>, each with a hold the caller drops (<see cref="DropHold"/>).</summary>
+    internal List<BlockBuffer> CollectPinned(BufferTarget target)
+    {
+        var pinned = new List<BlockBuffer>();
+        lock (gate)
+        {
+            ObjectDisposedException.ThrowIf(disposed, this);
+            foreach (var buffer in map.Values)
+            {
+                if (buffer.Pinned && buffer.Target == target)
+                {
+                    TakeHold(buffer);
+                    pinned.Add(buffer);
+                }
+            }
+        }
+        return pinned;
     }
 
     internal void CheckOwned(BlockBuffer buffer)
@@ -557,6 +664,12 @@ public sealed class BufferCache : IDisposable
         if (buffer.InLru)
         {
             LruRemove(buffer);
+        }
+        if (buffer.Pinned)
+        {
+            // A freed (stale) block: its committed changes are never written.
+            buffer.Pinned = false;
+            pinnedBytes -= buffer.Length;
         }
         map.Remove(new BufferKey(buffer.Target, buffer.Daddr, buffer.LengthBB));
         cachedBytes -= buffer.Length;

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.ExceptionServices;
 
 namespace Xfbtree.Buffers;
@@ -98,6 +99,16 @@ public sealed class BufferTransaction : IDisposable
         }
         buffer.Transaction = this;
         items.Add(buffer);
+        if (buffer.Pinned && !buffer.Target.IsInMemory && buffer.IsUptodate)
+        {
+            // Committed changes not yet in place: the disk cannot give them back after a cancel, and a write-back
+            // while this transaction changes the buffer must write them, not ours. Saved under the pin guard.
+            byte[] committed = ArrayPool<byte>.Shared.Rent(buffer.Length);
+            buffer.Span.CopyTo(committed);
+            buffer.EnterPinGuard();
+            buffer.CommittedImage = committed;
+            buffer.ExitPinGuard();
+        }
         if (joinImages != null && !buffer.Target.IsInMemory && buffer.IsUptodate && !buffer.IsFormatted)
         {
             joinImages[buffer] = buffer.Span.ToArray();
@@ -192,6 +203,52 @@ public sealed class BufferTransaction : IDisposable
     /// computed a second time.</summary>
     public void CommitPrepared() => CommitCore(sync: false, prepared: true);
 
+    /// <summary>
+    /// Ends the transaction of a journaling user whose record holds every change and who ran the write verifier of
+    /// every dirty disk buffer: nothing is written; each dirty, non-stale disk buffer is pinned in the cache
+    /// (<see cref="BufferCache.Pin"/>) with its dirty state cleared, to be written in place by the user's write-back
+    /// once the record is durable. Stale buffers leave the cache unwritten; xfile buffers as in <see cref="Commit"/>.
+    /// </summary>
+    internal void CommitPinned()
+    {
+        ThrowIfDone();
+        done = true;
+        Exception? first = null;
+        try
+        {
+            foreach (var buffer in items)
+            {
+                if (buffer.IsStale || !buffer.IsDirty)
+                {
+                    continue;
+                }
+                if (buffer.Target.IsInMemory)
+                {
+                    try
+                    {
+                        buffer.Verifier?.PrepareWrite(buffer);
+                    }
+                    catch (CorruptionException e)
+                    {
+                        first ??= e;
+                    }
+                    buffer.ClearDirty();
+                    continue;
+                }
+                buffer.ClearDirty();
+                cache.Pin(buffer);
+            }
+        }
+        finally
+        {
+            ReleaseAll();
+        }
+        if (first != null)
+        {
+            ExceptionDispatchInfo.Throw(first);
+        }
+    }
+
     /// <summary>Commits, then fsyncs every disk target written before the buffers are released (a durability barrier).</summary>
     public void CommitAndSync() => CommitCore(sync: true, prepared: false);
 
@@ -276,6 +333,11 @@ public sealed class BufferTransaction : IDisposable
         {
             foreach (var buffer in items)
             {
+                if (buffer.CommittedImage is { } committed)
+                {
+                    buffer.RestoreCommitted(committed); // pinned: the disk does not hold its committed contents
+                    continue;
+                }
                 if (!buffer.IsDirty && !buffer.IsStale)
                 {
                     continue;
@@ -326,6 +388,13 @@ public sealed class BufferTransaction : IDisposable
             try
             {
                 buffer.Transaction = null;
+                if (buffer.CommittedImage is { } committed)
+                {
+                    buffer.EnterPinGuard();
+                    buffer.CommittedImage = null;
+                    buffer.ExitPinGuard();
+                    ArrayPool<byte>.Shared.Return(committed);
+                }
                 buffer.Unlock();
                 cache.DropHold(buffer);
             }

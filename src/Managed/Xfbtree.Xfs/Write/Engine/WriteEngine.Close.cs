@@ -16,14 +16,139 @@ public sealed partial class WriteEngine
         commitGate.EnterWriteLock();
         try
         {
-            disk.Sync();
-            journal.Truncate();
+            CheckpointLocked();
         }
         finally
         {
             commitGate.ExitWriteLock();
         }
     }
+
+    /// <summary>The checkpoint proper, under the commit gate held exclusively: the write-back (journal fsynced, then
+    /// every pinned buffer written in place once), the image fsynced, the journal emptied.</summary>
+    private void CheckpointLocked()
+    {
+        WriteBackLocked();
+        disk.Sync();
+        journal.Truncate();
+        coverage.Clear();
+        Interlocked.Increment(ref checkpoints);
+    }
+
+    /// <summary>
+    /// Writes every committed change still pinned in the cache in place, after the journal records that hold them are
+    /// durable (the write-ahead rule); no image fsync, the journal keeps its records. For readers of the image file
+    /// itself (the online repairs' raw reads and read views): afterwards the file shows every commit made before
+    /// this call. Callable inside a transaction (the caller's own uncommitted changes are not written).
+    /// </summary>
+    internal void WriteBackCommitted()
+    {
+        ThrowIfUnusable();
+        commitGate.EnterWriteLock();
+        try
+        {
+            WriteBackLocked();
+        }
+        finally
+        {
+            commitGate.ExitWriteLock();
+        }
+    }
+
+    /// <summary>
+    /// The delayed write-back, under the commit gate held exclusively (no commit in flight, so every pinned buffer
+    /// holds committed contents, or a running transaction changes it and saved its committed contents when it joined
+    /// it). The journal is fsynced first, then each pinned buffer is copied under its pin guard (from the saved
+    /// committed contents when a transaction holds it, else from the buffer, which nobody can change without joining
+    /// it, which takes the guard), written in place in daddr order, and unpinned. Takes no buffer lock: a running
+    /// transaction holding one waits for this gate at its commit, so waiting for it here would deadlock.
+    /// </summary>
+    private void WriteBackLocked()
+    {
+        if (image.Cache.PinnedBytes == 0)
+        {
+            return;
+        }
+        journal.Sync();
+        List<BlockBuffer> pinned = image.Cache.CollectPinned(disk);
+        pinned.Sort(static (x, y) => x.Daddr.CompareTo(y.Daddr));
+        int largest = 0;
+        foreach (BlockBuffer b in pinned)
+        {
+            largest = Math.Max(largest, b.Length);
+        }
+        byte[] staging = System.Buffers.ArrayPool<byte>.Shared.Rent(Math.Max(largest, 512));
+        int next = 0;
+        try
+        {
+            for (; next < pinned.Count; next++)
+            {
+                BlockBuffer b = pinned[next];
+                bool write;
+                b.EnterPinGuard();
+                try
+                {
+                    write = b.Pinned;
+                    if (write)
+                    {
+                        if (b.CommittedImage is { } committed)
+                        {
+                            committed.AsSpan(0, b.Length).CopyTo(staging);
+                        }
+                        else
+                        {
+                            b.Span.CopyTo(staging);
+                        }
+                    }
+                }
+                finally
+                {
+                    b.ExitPinGuard();
+                }
+                if (write)
+                {
+                    WriteRaw(disk, b.Daddr * 512, staging.AsSpan(0, b.Length));
+                    image.Cache.Unpin(b);
+                    Interlocked.Increment(ref writtenBackBuffers);
+                    Interlocked.Add(ref writtenBackBytes, b.Length);
+                }
+                image.Cache.DropHold(b);
+            }
+        }
+        finally
+        {
+            for (next++; next < pinned.Count; next++)
+            {
+                image.Cache.DropHold(pinned[next]);
+            }
+            System.Buffers.ArrayPool<byte>.Shared.Return(staging);
+        }
+    }
+
+    private long checkpoints, writtenBackBuffers, writtenBackBytes;
+
+    /// <summary>With <see cref="WriteEngineOptions.CheckWriteAhead"/>: called before every write to the image; throws
+    /// when a sector of it was logged as metadata by a journal record that is not durable yet.</summary>
+    private void CheckWriteAhead(long daddr, int lengthBB)
+    {
+        long latest = coverage.LatestRecordOver(daddr * 512, (long)lengthBB * 512);
+        long synced = journal.SyncedEnd;
+        if (latest > synced)
+        {
+            throw new WriteAheadViolationException(
+                $"write-ahead rule broken: in-place write of daddr {daddr} (+{lengthBB} BB) before the journal record ending at byte {latest} is durable (fsynced to {synced})");
+        }
+    }
+
+    /// <summary>Checkpoints since open (a test and measurement hook).</summary>
+    internal long Checkpoints => Interlocked.Read(ref checkpoints);
+
+    /// <summary>Metadata buffers and bytes the delayed write-back wrote in place since open (each committed buffer is
+    /// written once per checkpoint, however many commits changed it).</summary>
+    internal (long Buffers, long Bytes) WrittenBack => (Interlocked.Read(ref writtenBackBuffers), Interlocked.Read(ref writtenBackBytes));
+
+    /// <summary>Bytes of committed metadata pinned in the cache, waiting for the next checkpoint's write-back.</summary>
+    internal long PinnedBytes => image.Cache.PinnedBytes;
 
     /// <summary>
     /// Makes every committed operation durable (its journal record fsynced) without a checkpoint. Concurrent callers
@@ -36,10 +161,10 @@ public sealed partial class WriteEngine
         journal.Sync();
     }
 
-    /// <summary>After a commit: checkpoint when the journal outgrew its bound.</summary>
+    /// <summary>After a commit: checkpoint when the journal outgrew its bound or the pinned buffers theirs.</summary>
     internal void MaybeCheckpoint()
     {
-        if (journal.Length > options.CheckpointBytes)
+        if (journal.Length > options.CheckpointBytes || image.Cache.PinnedBytes > options.PinnedBytesLimit)
         {
             Checkpoint();
         }
@@ -187,3 +312,7 @@ public sealed partial class WriteEngine
         image.Cache.Flush(disk);
     }
 }
+
+/// <summary>Thrown by <see cref="WriteEngineOptions.CheckWriteAhead"/>: an in-place write came before the journal record
+/// that logged its sectors was durable.</summary>
+internal sealed class WriteAheadViolationException(string message) : InvalidOperationException(message);

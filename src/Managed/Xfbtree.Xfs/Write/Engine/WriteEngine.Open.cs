@@ -138,6 +138,18 @@ public sealed partial class WriteEngine
             }
             journal = WriteJournal.Create(journalPath, sb.Uuid, options.Faults);
             var engine = new WriteEngine(img, disk, journal, options, replayed);
+            if (options.CheckWriteAhead)
+            {
+                DiskBufferTarget.DiskFaultHook? previous = disk.FaultHook;
+                disk.FaultHook = (write, daddr, lengthBB) =>
+                {
+                    if (write)
+                    {
+                        engine.CheckWriteAhead(daddr, lengthBB);
+                    }
+                    return previous?.Invoke(write, daddr, lengthBB) ?? DiskBufferTarget.DiskFault.None;
+                };
+            }
             engine.SetNeedsRepair(true);
             engine.LoadAgSummaries();
             return engine;

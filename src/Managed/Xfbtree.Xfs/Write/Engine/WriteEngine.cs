@@ -31,6 +31,7 @@ public sealed partial class WriteEngine : IDisposable
     private int state; // 0 open, 1 closed/disposed
     private long icountDelta, ifreeDelta;
     private readonly DirectoryHookChain directoryHooks = new();
+    private readonly JournalCoverage coverage = new();
 
     private WriteEngine(XfsImage image, DiskBufferTarget disk, WriteJournal journal, WriteEngineOptions options, int replayed)
     {
@@ -63,6 +64,8 @@ public sealed partial class WriteEngine : IDisposable
     internal DiskBufferTarget Disk => disk;
 
     internal ReaderWriterLockSlim CommitGate => commitGate;
+
+    internal JournalCoverage Coverage => coverage;
 
     /// <summary>
     /// Raised when a healthy AG is marked sick (corruption found by an operation, the open or an online repair), with
@@ -313,8 +316,9 @@ public sealed partial class WriteEngine : IDisposable
         return inode.Lock.TryEnter(timeout) ? new InodeReadLock(inode) : null;
     }
 
-    /// <summary>Holds every commit at the commit gate until disposed (commits already past it have written
-    /// everything in place): the image is then a consistent snapshot for an offline oracle. Same thread disposes.</summary>
+    /// <summary>Holds every commit at the commit gate until disposed, after writing back every committed change
+    /// (journal fsynced, pinned buffers written in place): the image file is then a consistent snapshot for an
+    /// offline oracle. Same thread disposes.</summary>
     public IDisposable PauseCommits()
     {
         ThrowIfUnusable();
@@ -323,6 +327,15 @@ public sealed partial class WriteEngine : IDisposable
             throw new InvalidOperationException("PauseCommits inside a transaction would wait for its own commit");
         }
         commitGate.EnterWriteLock();
+        try
+        {
+            WriteBackLocked(); // the image file itself then shows every commit, for an oracle reading it
+        }
+        catch
+        {
+            commitGate.ExitWriteLock();
+            throw;
+        }
         return new CommitPause(commitGate);
     }
 
@@ -453,6 +466,92 @@ public sealed partial class WriteEngine : IDisposable
 
     private long dataBlocksRead;
     private long largestRecordBytes;
+
+    /// <summary>
+    /// Reads committed metadata blocks that their readers take from the image file rather than through the cache
+    /// (directory blocks of the path walk and the link count scan, remote symlink blocks): the file, with the
+    /// committed contents of every pinned buffer inside the range laid over it (the delayed write-back has not written
+    /// them yet). Under the commit gate shared, so no write-back moves a buffer from memory to the file meanwhile; the
+    /// caller's inode lock keeps commits off these blocks.
+    /// </summary>
+    internal void ReadMetadataBlocks(ulong fsbno, Span<byte> destination)
+    {
+        ThrowIfUnusable();
+        int bs = Geometry.BlockSize;
+        long blocks = (destination.Length + bs - 1) / bs;
+        if (destination.IsEmpty || destination.Length % bs != 0 || !Geometry.IsValidExtent(fsbno, (ulong)blocks))
+        {
+            throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"metadata read of {destination.Length} bytes at fsbno {fsbno}: outside the filesystem, crossing an AG or not whole blocks");
+        }
+        uint agno = Geometry.FsbToAgno(fsbno), agbno = Geometry.FsbToAgbno(fsbno);
+        int blockBB = Geometry.BasicBlocksPerBlock;
+        bool gated = !commitGate.IsWriteLockHeld; // under PauseCommits the gate is this thread's already
+        if (gated)
+        {
+            commitGate.EnterReadLock();
+        }
+        try
+        {
+            ReadRaw(disk, Geometry.AgBlockToDaddr(agno, agbno), destination);
+            if (image.Cache.PinnedBytes == 0)
+            {
+                return;
+            }
+            // The engine's metadata buffers are one block, a directory block, or a symlink extent (up to two blocks);
+            // look each length up at every start that overlaps the range.
+            uint longest = Math.Max(1u << Geometry.Superblock.DirBlockLog, 2);
+            uint first = agbno >= longest - 1 ? agbno - (longest - 1) : 0;
+            uint end = agbno + (uint)blocks;
+            byte[] staging = System.Buffers.ArrayPool<byte>.Shared.Rent((int)longest * bs);
+            try
+            {
+                for (uint start = first; start < end; start++)
+                {
+                    for (uint n = 1; n <= longest; n++)
+                    {
+                        if (start + n <= agbno || (ulong)start + n > Geometry.AgLength(agno))
+                        {
+                            continue;
+                        }
+                        Span<byte> whole = staging.AsSpan(0, (int)n * bs);
+                        if (!image.Cache.TryCopyPinned(disk, Geometry.AgBlockToDaddr(agno, start), (int)n * blockBB, whole))
+                        {
+                            continue;
+                        }
+                        uint from = Math.Max(start, agbno), to = Math.Min(start + n, end);
+                        whole.Slice((int)(from - start) * bs, (int)(to - from) * bs).CopyTo(destination[((int)(from - agbno) * bs)..]);
+                    }
+                }
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<byte>.Shared.Return(staging);
+            }
+        }
+        finally
+        {
+            if (gated)
+            {
+                commitGate.ExitReadLock();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Writes a committed transaction's file data in place (its record is complete in the journal, not necessarily
+    /// durable: data may reach the disk before its record, as the kernel writes data before the commit that maps it).
+    /// A sector that metadata was logged in since the last checkpoint is a freed metadata block reused for data; the
+    /// records up to this one (the free among them) are made durable first, or a power loss could leave the block
+    /// still metadata and overwritten (the kernel forces its log before reusing a busy extent).
+    /// </summary>
+    internal void WriteDataInPlace(long byteOffset, ReadOnlySpan<byte> bytes, long recordEnd)
+    {
+        if (coverage.LatestRecordOver(byteOffset, bytes.Length) > 0 && journal.SyncedEnd < recordEnd)
+        {
+            journal.Sync();
+        }
+        WriteRaw(disk, byteOffset, bytes);
+    }
 
     /// <summary>Bytes of the largest journal record committed since open (a test hook: operations over huge ranges
     /// must split into bounded transactions, and a transaction's data and blocks are held in memory until its

@@ -22,6 +22,16 @@ public sealed record WriteEngineOptions
     public bool SyncCommits { get; init; } = true;
     /// <summary>The journal is checkpointed (image synced, journal emptied) when it grows past this many bytes.</summary>
     public long CheckpointBytes { get; init; } = 64L << 20;
+    /// <summary>Committed metadata buffers are kept in the cache (pinned) and written in place at the next checkpoint,
+    /// once, after their journal records are durable; more pinned bytes than this force a checkpoint after the commit
+    /// that passed it (so memory stays bounded: this, plus one transaction's buffers, plus the idle cache).</summary>
+    internal long PinnedBytesLimit { get; init; } = DefaultPinnedBytesLimit;
+    /// <summary>Default of <see cref="PinnedBytesLimit"/>: 32 MiB.</summary>
+    internal const long DefaultPinnedBytesLimit = 32L << 20;
+    /// <summary>Fails any in-place write of the image whose sectors a journal record not yet durable logged as
+    /// metadata (the write-ahead rule; see <see cref="JournalCoverage"/>): an exception from the write instead of the
+    /// write. For tests; also on when the environment variable <c>XFBTREE_CHECK_WRITE_AHEAD</c> is 1.</summary>
+    internal bool CheckWriteAhead { get; init; } = Environment.GetEnvironmentVariable("XFBTREE_CHECK_WRITE_AHEAD") == "1";
     /// <summary>Checks at every commit that no buffer changed outside the ranges its transaction logged (the journal
     /// holds only those): a copy of each buffer as it joins a transaction, compared at commit; a change found fails
     /// the commit (nothing written). For tests (costs a copy per buffer); also on when the environment variable

@@ -174,11 +174,15 @@ internal sealed class WriteJournal : IDisposable
         }
     }
 
+    /// <summary>Journal length the last completed fsync covered: every record ending at or before it is durable.</summary>
+    public long SyncedEnd => Interlocked.Read(ref syncedEnd);
+
     /// <summary>
     /// Appends one record (two writes: body, then trailer) under the append lock, then, with
-    /// <paramref name="sync"/>, makes it durable. Returns when the record is complete in the file.
+    /// <paramref name="sync"/>, makes it durable. Returns when the record is complete in the file, with the journal
+    /// length at the record's end (it is durable once <see cref="SyncedEnd"/> reaches that).
     /// </summary>
-    public void Append(IReadOnlyList<JournalEntry> entries, bool sync)
+    public long Append(IReadOnlyList<JournalEntry> entries, bool sync)
     {
         long payload = 0;
         foreach (var e in entries)
@@ -194,7 +198,7 @@ internal sealed class WriteJournal : IDisposable
         byte[] record = ArrayPool<byte>.Shared.Rent(body + TrailerLength);
         try
         {
-            AppendRecord(entries, record, body, sync);
+            return AppendRecord(entries, record, body, sync);
         }
         finally
         {
@@ -202,7 +206,7 @@ internal sealed class WriteJournal : IDisposable
         }
     }
 
-    private void AppendRecord(IReadOnlyList<JournalEntry> entries, byte[] record, int body, bool sync)
+    private long AppendRecord(IReadOnlyList<JournalEntry> entries, byte[] record, int body, bool sync)
     {
         long payload = body - RecordHeaderLength;
         record.AsSpan(0, RecordHeaderLength).Clear();
@@ -210,6 +214,7 @@ internal sealed class WriteJournal : IDisposable
         BinaryPrimitives.WriteUInt32LittleEndian(record.AsSpan(4), (uint)entries.Count);
         BinaryPrimitives.WriteInt64LittleEndian(record.AsSpan(16), payload);
         int p = RecordHeaderLength;
+        long recordEnd;
         foreach (var e in entries)
         {
             BinaryPrimitives.WriteInt64LittleEndian(record.AsSpan(p), e.Offset);
@@ -228,7 +233,8 @@ internal sealed class WriteJournal : IDisposable
             RandomAccess.Write(stream.SafeFileHandle, record.AsSpan(0, body), at);
             faults?.BeforeWrite();
             RandomAccess.Write(stream.SafeFileHandle, record.AsSpan(body, TrailerLength), at + body);
-            Interlocked.Exchange(ref end, at + body + TrailerLength);
+            recordEnd = at + body + TrailerLength;
+            Interlocked.Exchange(ref end, recordEnd);
         }
         if (sync)
         {
@@ -236,6 +242,7 @@ internal sealed class WriteJournal : IDisposable
             // committers share the wait instead of queueing behind each other's flush (group commit).
             Sync();
         }
+        return recordEnd;
     }
 
     /// <summary>

@@ -494,6 +494,17 @@ internal sealed class WriteTransaction
         {
             buffers.Invalidate(engine.Disk, Geometry.AgBlockToDaddr(agno, b), blockBB);
         }
+        // Buffers of several blocks inside the range: a remote symlink's extent (one buffer per extent, up to two
+        // blocks), a piece of a directory block that spans extents. Committed buffers stay pinned in the cache until
+        // a checkpoint writes them, so one left behind here would later be written over whatever reuses the block.
+        uint longest = Math.Max(dirBlocks, 2);
+        for (uint b = agbno; b < agbno + length; b++)
+        {
+            for (uint n = 2; n <= longest && b + n <= agbno + length; n++)
+            {
+                buffers.Invalidate(engine.Disk, Geometry.AgBlockToDaddr(agno, b), blockBB * (int)n);
+            }
+        }
         if (dirBlocks > 1)
         {
             uint first = agbno >= dirBlocks - 1 ? agbno - (dirBlocks - 1) : 0;
@@ -625,7 +636,8 @@ internal sealed class WriteTransaction
     /// <remarks>
     /// Order: logged inodes are copied into their cluster buffers (daddr order, CRC recomputed); every dirty
     /// buffer runs its write verifier; one journal record with the data and the buffers is appended and made
-    /// durable; the data and buffers are written in place; hooks get the queued rmap changes; locks go. A failure
+    /// durable (with SyncCommits); the data is written in place, the buffers are pinned in the cache for the next
+    /// checkpoint's write-back; hooks get the queued rmap changes; locks go. A failure
     /// before the record is complete cancels; after it, the engine stops (the journal replays the record at the
     /// next open).
     /// </remarks>
@@ -753,13 +765,16 @@ internal sealed class WriteTransaction
         bool journaled = false;
         try
         {
-            engine.Journal.Append(entries, engine.Options.SyncCommits);
+            long recordEnd = engine.Journal.Append(entries, engine.Options.SyncCommits);
             journaled = true;
             foreach (var (fsbno, bytes, length) in data)
             {
-                WriteEngine.WriteRaw(engine.Disk, ByteOf(fsbno), bytes.AsSpan(0, length));
+                engine.WriteDataInPlace(ByteOf(fsbno), bytes.AsSpan(0, length), recordEnd);
             }
-            buffers.CommitPrepared(); // JournalBuffer ran every dirty buffer's verifier
+            engine.Coverage.Note(entries, data.Count, recordEnd);
+            // JournalBuffer ran every dirty buffer's verifier. The buffers stay in the cache, pinned, until a
+            // checkpoint writes them in place after the journal is durable (delayed write-back).
+            buffers.CommitPinned();
         }
         catch (Exception e)
         {

@@ -196,7 +196,7 @@ internal sealed partial class NamespaceOperations
                 if (e.BlockCount > (uint)((MaxSymlinkLength + geo.BlockSize - 1) / geo.BlockSize + 1) || e.Unwritten)
                     throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{where}': symlink extent of {e.BlockCount} blocks{(e.Unwritten ? ", unwritten" : "")}");
                 var block = new byte[(int)e.BlockCount * geo.BlockSize];
-                Engine.ReadData(e.StartBlock, block);
+                Engine.ReadMetadataBlocks(e.StartBlock, block);
                 string? why = CheckSymlinkBlock(block, ino, Reader.DaddrOf(e.StartBlock), geo);
                 if (why is not null) throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{where}': symlink block {e.StartBlock}: {why}");
                 uint offset = BinaryPrimitives.ReadUInt32BigEndian(block.AsSpan(4));
@@ -294,7 +294,7 @@ internal sealed partial class NamespaceOperations
             {
                 // Only the file type of '.' or '..' (block, leaf, node directories) is set: from the mode of the
                 // inode it names, still the one it named when found.
-                var (parent, _, _) = Reader.ReadAll(dirIno, dir.Core, Engine.ReadData, $"directory {dirIno}", out var dots);
+                var (parent, _, _) = Reader.ReadAll(dirIno, dir.Core, Engine.ReadMetadataBlocks, $"directory {dirIno}", out var dots);
                 if (dots is not { } t || (DirectoryFormat.IsDot(name) ? dirIno : parent) != ino) return;
                 var named = new Dinode(target.Core);
                 byte want = DirectoryFormat.FileTypeOfMode(named.Mode);

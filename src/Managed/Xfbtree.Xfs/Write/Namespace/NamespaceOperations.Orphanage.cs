@@ -117,7 +117,7 @@ internal sealed partial class NamespaceOperations
                         said = $"'/lost+found' has {InodeCore.Nlink(home.Core)} links, the most XFS allows";
                         return AdoptOutcome.Refused;
                     }
-                    oldParentIno = Reader.Lookup(ino, child.Core, ".."u8, Engine.ReadData, where)
+                    oldParentIno = Reader.Lookup(ino, child.Core, ".."u8, Engine.ReadMetadataBlocks, where)
                         ?? throw new XfsWriteException(WriteErrorKind.Corrupt, $"{where} has no '..' entry");
                     if (oldParentIno != orphanageIno && oldParentIno != ino && Engine.Geometry.IsValidIno(oldParentIno))
                     {

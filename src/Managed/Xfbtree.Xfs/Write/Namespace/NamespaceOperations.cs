@@ -299,6 +299,6 @@ internal sealed partial class NamespaceOperations
             return core;
         }
 
-        public void ReadBlocks(ulong fsbno, Span<byte> destination) => _engine.ReadData(fsbno, destination);
+        public void ReadBlocks(ulong fsbno, Span<byte> destination) => _engine.ReadMetadataBlocks(fsbno, destination);
     }
 }
