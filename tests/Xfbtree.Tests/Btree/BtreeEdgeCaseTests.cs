@@ -154,4 +154,46 @@ public sealed class BtreeEdgeCaseTests(ITestOutputHelper output)
             Assert.Equal(k - 1, BinaryPrimitives.ReadUInt64BigEndian(cur.Current));
         }
     }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void BtreeDeleteUnderOneChildRootCollapsesTheRoot(bool emptyTheLeaf)
+    {
+        // A block root node with a single child is legal (only the root may be underfull), but its child has no
+        // sibling to borrow from or join with: deleting it below minrecs must make the child the root rather
+        // than leave an underfull non-root block (or, when it empties, report corruption on a healthy tree).
+        var ops = new U64Ops(false);
+        var (tree, store) = BtreeTestTrees.NewTree(ops, 512);
+        var geo = tree.Geometry;
+        int count = geo.LeafMinRecords + 2;
+        using var cur = tree.CreateCursor();
+        for (int i = 0; i < count; i++) Assert.True(cur.Insert(U64Ops.Record((ulong)i, (ulong)i + 1)));
+        cur.Release();
+        Assert.Equal(1, tree.Root.Height);
+        long leaf = tree.Root.Pointer;
+        long node = store.AllocateBlock();
+        var raw = store.RawBlock(node);
+        BtreeHeader.Initialize(raw, geo.LongPointers, ops.Magic, 1, store.PointerToDaddr(node), BtreeTestTrees.Uuid, 7);
+        BtreeHeader.SetNumRecords(raw, 1);
+        U64Ops.Key(0).CopyTo(raw.AsSpan(geo.KeyOffset(0)));
+        BtreeHeader.WritePointer(raw.AsSpan(geo.PointerOffset(0, geo.NodeMaxRecords)), geo.LongPointers, leaf);
+        tree.Root.Set(node, 2);
+        var before = tree.Check();
+        Assert.True(before.IsClean, before.ToString());
+
+        int deletes = emptyTheLeaf ? count : 3; // 3 takes the leaf one below minrecs
+        for (int i = 0; i < deletes; i++)
+        {
+            Assert.True(cur.Lookup(U64Ops.Key((ulong)i), BtreeLookup.Equal));
+            cur.Delete();
+        }
+        cur.Release();
+        var after = tree.Check();
+        Assert.True(after.IsClean, after.ToString());
+        Assert.Equal(count - deletes, after.Records);
+        Assert.Equal(1, tree.Root.Height);
+        Assert.Equal(leaf, tree.Root.Pointer);
+        store.AssertNoHolds();
+    }
 }

@@ -213,6 +213,16 @@ public sealed unsafe partial class BtreeCursor<TOps>
                     TryKillInodeRoot();
                     break;
                 }
+                // No siblings: the parent has this block as its only child, which a valid tree allows only for a
+                // block root (a one-child root node the tree was built with). Underfull here is not fixable by a
+                // borrow or a join, so the root gives way and this block becomes the root, where few records are
+                // legal; leaving it underfull below a one-child root would break the minrecs rule.
+                if (n == 0 && level > 0) Corrupt(cur, "only child of its parent became empty");
+                if (level + 1 == _height - 1)
+                {
+                    CollapseRoot(level + 1);
+                    break;
+                }
                 if (n == 0) Corrupt(cur, "only child of its parent became empty");
                 FixKeysUpFrom(level);
                 break;
