@@ -2,12 +2,21 @@ using Xfbtree.Fuzz;
 
 namespace Xfbtree.Tests.Fuzz;
 
+/// <summary>The reader target bounds a run's allocation with the process's allocated-bytes counter, so no other
+/// test may allocate meanwhile: a parallel class once added a gigabyte to a replay's count.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class FuzzReplayCollection
+{
+    public const string Name = "Fuzz replays (process-wide allocation bound)";
+}
+
 /// <summary>
 /// Replays every input of the fuzz corpora (tests/Xfbtree.Fuzz/corpus/TARGET) and every recorded finding
 /// (tests/Xfbtree.Fuzz/regressions/TARGET) through the same harness code afl++ runs, in-process, with a wall-clock
 /// limit: none may be a finding again (another exception, a model mismatch, a leak, a hang). Hand-made hostile
 /// inputs (crafted-*) must end in a corruption report.
 /// </summary>
+[Collection(FuzzReplayCollection.Name)]
 public sealed class FuzzRegressionTests
 {
     static readonly TimeSpan Limit = TimeSpan.FromSeconds(60);
