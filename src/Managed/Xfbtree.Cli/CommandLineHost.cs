@@ -83,6 +83,10 @@ internal static class CommandLineHost
     }
 
     /// <summary>Writes one error line: <see cref="ErrorPrefix"/>, then <paramref name="message"/> on one line.</summary>
+    /// <summary>"PATH: MESSAGE", unless the message (an engine's, which names the image itself) already starts so.</summary>
+    public static string AboutImage(string path, string message)
+        => message.StartsWith(path + ": ", StringComparison.Ordinal) ? message : $"{path}: {message}";
+
     public static void Error(TextWriter stderr, string message)
     {
         ArgumentNullException.ThrowIfNull(stderr);

@@ -71,7 +71,7 @@ internal static class IoCommand
         try { fs = XfsFileSystem.Open(imagePath); }
         catch (Exception e) when (e is XfsWriteException or IOException or UnauthorizedAccessException)
         {
-            CommandLineHost.Error(stderr, $"io: {imagePath}: {e.Message}");
+            CommandLineHost.Error(stderr, $"io: {CommandLineHost.AboutImage(imagePath, e.Message)}");
             if (json) CommandLineHost.WriteJsonError(stdout, "io", imagePath, e.Message, CommandLineHost.ExitUnusable);
             return CommandLineHost.ExitUnusable;
         }

@@ -96,7 +96,7 @@ internal static class MountCommand
         }
         catch (Exception e) when (e is XfsWriteException or IOException or UnauthorizedAccessException)
         {
-            stderr.WriteLine($"xfbtree: mount: {request.Image}: {e.Message.ReplaceLineEndings(" ")}");
+            stderr.WriteLine($"xfbtree: mount: {CommandLineHost.AboutImage(request.Image, e.Message).ReplaceLineEndings(" ")}");
             return CommandLineHost.ExitUnusable;
         }
 

@@ -222,7 +222,7 @@ internal static class StressCommand
 
         int Unusable(string message)
         {
-            CommandLineHost.Error(stderr, $"stress: {request.Image}: {message}");
+            CommandLineHost.Error(stderr, $"stress: {CommandLineHost.AboutImage(request.Image, message)}");
             if (request.Json) CommandLineHost.WriteJsonError(environment.Stdout, "stress", request.Image, message, CommandLineHost.ExitUnusable);
             return CommandLineHost.ExitUnusable;
         }

@@ -147,6 +147,8 @@ public sealed class ScrubWithoutRmapbtTests(ITestOutputHelper output)
             Assert.True(run.ExitCode == 2, $"{string.Join(' ', c)}: {run}");
             Assert.Contains("no reverse-mapping btree", run.Stderr, StringComparison.Ordinal);
             Assert.Single(run.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            // The image is named once: the engine's message names it already ("img: img: ..." before).
+            Assert.False(run.Stderr.Contains($"{img}: {img}:", StringComparison.Ordinal), $"{string.Join(' ', c)}: the image named twice: {run.Stderr}");
         }
         Assert.Equal(before, SHA256.HashData(File.ReadAllBytes(img)));
     }
