@@ -69,7 +69,7 @@ internal static class MountCommand
             { Threads: < 1 or > 64 } => $"--threads {request.Threads}: must be 1..64",
             { WritebackCache: true, WriteThrough: true } => "--writeback-cache and --write-through exclude each other",
             { OnlineRepairEvery: { } t } when t <= TimeSpan.Zero || t > TimeSpan.FromDays(1) => "--online-repair-every: must be more than 0 seconds and at most a day",
-            { RepairCpuShare: not (> 0 and <= 1) } => $"--repair-cpu-share {request.RepairCpuShare.ToString(CultureInfo.InvariantCulture)}: must be more than 0 and at most 1",
+            _ when RmapCommand.CpuShareRefusal(request.RepairCpuShare, "--repair-cpu-share") is { } bad => bad,
             _ => null,
         };
         if (refusal is null)

@@ -100,8 +100,8 @@ internal static class RmapCommand
     };
 
     /// <summary>Why a <c>--cpu-share</c> value is refused, or null.</summary>
-    internal static string? CpuShareRefusal(double? share) => share is { } s and not (> 0 and <= 1)
-        ? $"--cpu-share {s.ToString(System.Globalization.CultureInfo.InvariantCulture)}: must be more than 0 and at most 1" : null;
+    internal static string? CpuShareRefusal(double? share, string option = "--cpu-share") => share is { } s and not (> 0 and <= 1)
+        ? $"{option} {s.ToString(System.Globalization.CultureInfo.InvariantCulture)}: must be more than 0 and at most 1" : null;
 
     internal static Option<bool> Json() => new("--json") { Description = "Write the report as one JSON document (with a version field; an error object when the image cannot be used)." };
 

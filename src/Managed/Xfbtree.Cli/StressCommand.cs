@@ -78,9 +78,9 @@ internal static class StressCommand
                     CommandLineHost.Error(environment.Stderr, "stress: --repair-cpu-share needs --online-repair (see 'xfbtree stress --help')");
                     return CommandLineHost.ExitUnusable;
                 }
-                if (given is not (> 0 and <= 1))
+                if (RmapCommand.CpuShareRefusal(given, "--repair-cpu-share") is { } bad)
                 {
-                    CommandLineHost.Error(environment.Stderr, $"stress: --repair-cpu-share {given.ToString(System.Globalization.CultureInfo.InvariantCulture)}: must be more than 0 and at most 1 (see 'xfbtree stress --help')");
+                    CommandLineHost.Error(environment.Stderr, $"stress: {bad} (see 'xfbtree stress --help')");
                     return CommandLineHost.ExitUnusable;
                 }
                 share = given;
