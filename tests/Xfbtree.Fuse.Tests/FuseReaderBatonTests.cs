@@ -172,4 +172,71 @@ public sealed class FuseReaderBatonTests
         Assert.Equal(3, channel.Replies);
         Assert.True(server.ReaderTakeovers >= 1, $"takeovers: {server.ReaderTakeovers}");
     }
+
+    /// <summary>INIT, then one failed read (EIO), then requests one at a time, then the end.</summary>
+    sealed class FailOnceChannel(byte[] init, byte[] request, int count) : IFuseChannel
+    {
+        readonly object _gate = new();
+        int _step;      // 0: INIT next, 1: the failure next, then requests
+        int _handedOut;
+        int _replies;
+        internal int Replies
+        {
+            get { lock (_gate) return _replies; }
+        }
+
+        public int Receive(Span<byte> buffer, out int length)
+        {
+            lock (_gate)
+            {
+                length = 0;
+                if (_step == 0)
+                {
+                    _step = 1;
+                    init.CopyTo(buffer);
+                    length = init.Length;
+                    return 0;
+                }
+                if (_step == 1)
+                {
+                    _step = 2;
+                    return FuseErrno.EIO;
+                }
+                while (_handedOut < count && _replies < _handedOut + 1) Monitor.Wait(_gate);
+                if (_handedOut == count)
+                {
+                    while (_replies < count + 1) Monitor.Wait(_gate);
+                    return FuseErrno.ENODEV;
+                }
+                _handedOut++;
+                request.CopyTo(buffer);
+                length = request.Length;
+                return 0;
+            }
+        }
+
+        public int Send(ReadOnlySpan<byte> reply)
+        {
+            lock (_gate)
+            {
+                _replies++;
+                Monitor.PulseAll(_gate);
+            }
+            return 0;
+        }
+    }
+
+    [Fact]
+    public void AFailedRead_EndsThatWorkerOnly_AnotherReadsOn()
+    {
+        const int Requests = 50;
+        var server = new FuseServer(new MemoryFileSystem(), new FuseServerOptions { Threads = 2, ReaderTakeover = TimeSpan.FromMilliseconds(1) });
+        var init = new FuseInitIn { Major = 7, Minor = 44, Flags = uint.MaxValue };
+        var getattr = new FuseGetAttrIn();
+        var channel = new FailOnceChannel(FuseRequests.Build(FuseOpcode.Init, 0, in init),
+            FuseRequests.Build(FuseOpcode.GetAttr, FuseConstants.RootNodeId, in getattr), Requests);
+        server.Serve(channel, null);
+        Assert.Equal(FuseErrno.EIO, server.DeviceFailure);
+        Assert.Equal(Requests + 1, channel.Replies);
+    }
 }

@@ -252,13 +252,24 @@ internal sealed class FuseWorker
                 Dispatch(n);
             }
         }
+        bool ended = false;
         try
         {
             while (true)
             {
                 if (!reading && !baton.Park()) return;
                 int n = ReceiveOne();
-                if (n < 0) return;
+                if (n == SessionEnded)
+                {
+                    ended = true;
+                    return;
+                }
+                if (n < 0)
+                {
+                    // A failed read ends this worker only, as before the hand-off: another one reads instead.
+                    baton.LeaveReading();
+                    return;
+                }
                 baton.StartDispatch();
                 try
                 {
@@ -270,14 +281,25 @@ internal sealed class FuseWorker
                 }
             }
         }
+        catch
+        {
+            ended = true; // an exception out of the loop ends the process; let no worker wait for this one
+            throw;
+        }
         finally
         {
-            // The session is over (ENODEV) or this worker failed: the parked workers end too.
-            baton.End();
+            // The session is over (ENODEV): the parked workers end too.
+            if (ended) baton.End();
         }
     }
 
-    /// <summary>Length of the next request, or -1 at the end of the session.</summary>
+    /// <summary><see cref="ReceiveOne"/>: the kernel ended the session (ENODEV).</summary>
+    const int SessionEnded = -1;
+
+    /// <summary><see cref="ReceiveOne"/>: the device failed (logged; this worker stops).</summary>
+    const int DeviceFailed = -2;
+
+    /// <summary>Length of the next request, or <see cref="SessionEnded"/> or <see cref="DeviceFailed"/>.</summary>
     int ReceiveOne()
     {
         while (true)
@@ -290,8 +312,9 @@ internal sealed class FuseWorker
             }
             // EINTR: a signal; EAGAIN: nothing yet; ENOENT: the kernel dropped an interrupted request before we read it.
             if (error is FuseErrno.EINTR or FuseErrno.EAGAIN or FuseErrno.ENOENT) continue;
-            if (error != FuseErrno.ENODEV) _server.Fail(error, "read from /dev/fuse");
-            return -1;
+            if (error == FuseErrno.ENODEV) return SessionEnded;
+            _server.Fail(error, "read from /dev/fuse");
+            return DeviceFailed;
         }
     }
 
@@ -872,6 +895,13 @@ internal sealed class ReaderBaton
                 }
             }
         }
+    }
+
+    /// <summary>The reader stops reading for good (its read failed): a parked worker reads instead.</summary>
+    internal void LeaveReading()
+    {
+        Interlocked.Decrement(ref _readers);
+        lock (_gate) Monitor.PulseAll(_gate);
     }
 
     /// <summary>The session is over: every parked worker returns.</summary>
