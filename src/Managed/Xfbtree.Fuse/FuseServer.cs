@@ -271,9 +271,6 @@ internal sealed class FuseWorker
                     return;
                 }
                 baton.StartDispatch();
-                // Nobody waits for a FORGET, but the file system may free an inode for it (a transaction): a parked
-                // worker reads meanwhile, so the program's next request (rm's next unlink) does not wait behind it.
-                if (MemoryMarshal.AsRef<FuseInHeader>(_request).Opcode is FuseOpcode.Forget or FuseOpcode.BatchForget) baton.HandOff();
                 try
                 {
                     Dispatch(n);
@@ -812,7 +809,6 @@ internal sealed class ReaderBaton
     int _inFlight;         // requests being dispatched
     long _dispatchStarts;  // requests dispatched so far
     int _standbyAsleep;    // 1: the standby waits for the next request instead of looking
-    int _handOff;          // 1: the running request asked the standby to read now (HandOff)
     bool _standbyPresent;
     bool _ended;
     long _takeovers;
@@ -835,13 +831,6 @@ internal sealed class ReaderBaton
         {
             lock (_gate) Monitor.PulseAll(_gate);
         }
-    }
-
-    /// <summary>The request just started needs no reply and may take long: the standby reads at once.</summary>
-    internal void HandOff()
-    {
-        Interlocked.Exchange(ref _handOff, 1);
-        lock (_gate) Monitor.PulseAll(_gate); // the standby, whichever parked worker it is
     }
 
     /// <summary>A request is done: true when this worker reads next (nobody else does), false to park.</summary>
@@ -877,8 +866,7 @@ internal sealed class ReaderBaton
                     int inFlight = Volatile.Read(ref _inFlight);
                     // Nobody reads, and either no request runs (a worker between its request and its next read) or
                     // the same one has run since the last look.
-                    bool handOff = Interlocked.Exchange(ref _handOff, 0) != 0;
-                    if (Volatile.Read(ref _readers) == 0 && (inFlight == 0 || starts == seen || handOff)
+                    if (Volatile.Read(ref _readers) == 0 && (inFlight == 0 || starts == seen)
                         && Interlocked.CompareExchange(ref _readers, 1, 0) == 0)
                     {
                         if (inFlight != 0) Interlocked.Increment(ref _takeovers);
