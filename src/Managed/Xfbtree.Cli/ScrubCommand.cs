@@ -100,7 +100,7 @@ internal static class ScrubCommand
             var options = new ScrubOptions { OnlyAg = onlyAg };
             // Without an rmapbt the offline check still runs (its source is the scan's rmap set), but every repair
             // writes through the write engine, which keeps the rmapbt current: refuse before anything is written.
-            if (repair && WithoutRmapbt(path)) return Fail(stderr, $"{path}: cannot repair: {Xfbtree.Xfs.Format.Superblock.NoRmapbtRefusal}");
+            if (repair && WithoutRmapbt(path)) return Fail(stderr, $"{path}: cannot repair: the filesystem has no reverse-mapping btree; its offline repair is not implemented yet");
             // A primary superblock that does not verify: nothing opens the image. With --repair it is restored from a
             // secondary first (xfs_repair's way), then checked and repaired as any image.
             ScrubRepairOutcome? primaryRepair = null;
