@@ -346,6 +346,6 @@ public static class OnlineScrubber
         ArgumentNullException.ThrowIfNull(findings);
         options ??= new ScrubOptions();
         ScrubOptions checks = options;
-        return ScrubRepairs.RepairRounds(engine, findings, options, () => Run(engine, checks, null, cancel), cancel);
+        return ScrubRepairs.RepairRounds(engine, findings, options, offline: false, () => Run(engine, checks, null, cancel), cancel);
     }
 }
