@@ -27,7 +27,7 @@ public sealed class ScrubRepairWithoutRmapbtTests(ITestOutputHelper output)
     /// </summary>
     private static readonly HashSet<string> Refused =
     [
-        "inobt/leaf-level", "inobt/leaf-numrecs", "inobt/leaf-magic", "inobt/leaf-crc", "inobt/leaf-sibling", "inobt/root-ptr", "finobt/root-ptr",
+        "inobt/leaf-level", "inobt/leaf-numrecs", "inobt/leaf-magic", "inobt/leaf-crc", "inobt/leaf-sibling", "inobt/root-ptr",
         "inobt/agi-level", "agf/agf-magic", "agf/agf-crc", "agf/agf-bnoroot", "agf/agf-cntroot", "agf/agf-length", "agf/agf-flfirst",
         "agi/agi-magic", "agi/agi-crc", "agi/agi-length",
     ];

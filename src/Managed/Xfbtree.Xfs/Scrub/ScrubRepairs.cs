@@ -113,41 +113,42 @@ internal static class ScrubRepairs
 
     /// <summary>
     /// The AG trees of a filesystem without an rmapbt, each rebuilt from a scan taken right before it: the inode
-    /// btrees (with <paramref name="relinkUnlinked"/>, the AGI's unlinked lists too) and the refcountbt when asked, then
-    /// the free-space trees when asked or when the scan could not walk one of those trees whole (blocks it did not
-    /// reach are the old tree's, owned by nobody once it is replaced: the free-space rebuild returns them). The AGF
-    /// repair is the refcountbt and free-space rebuilds (its counters are theirs: only an AGF that verifies and whose
-    /// roots lead to the trees is repaired; nothing else says where they are); the AGI repair is the inode btrees'.
-    /// A tree the scan could not walk is rebuilt before the free-space trees, which then see the space as it is.
+    /// btrees (with <paramref name="relinkUnlinked"/>, the AGI's unlinked lists too) and the refcountbt when asked, and
+    /// the free-space trees after them (before a refcountbt the scan could walk: its new blocks come from them): blocks of an old tree the scan could not reach (a pointer, a level, a root gone
+    /// wrong, or one tree's root given to another) are owned by nobody once it is replaced, and the free-space rebuild,
+    /// which sees the space as it is then, returns them. The AGF repair is the refcountbt and free-space rebuilds (its
+    /// counters are theirs: only an AGF that verifies and whose roots lead to the trees is repaired; nothing else says
+    /// where they are); the AGI repair is the inode btrees' (its counters, roots and lists).
     /// </summary>
     private static string NoRmapbtTrees(ScrubRepairContext context, uint agno, bool inodes = false, bool refcount = false, bool relinkUnlinked = false)
     {
         WriteEngine engine = context.Engine;
-        refcount &= engine.Geometry.Superblock.HasReflink;
         var done = new List<string>();
-        bool freeSpace = refcount && !inodes;   // the AGF's own counters
-        bool unwalked;
-        using (ScannedAgRmaps probe = ScannedAgRmaps.Take(engine, agno, context.Cancel))
-        {
-            unwalked = probe.Problems.Any(p => (inodes && p.Where is "inobt" or "finobt") || (refcount && p.Where == "refcountbt"));
-        }
-        if (freeSpace && !unwalked)
-        {
-            done.Add("bnobt+cntbt " + FromScan(context, agno, ["bnobt", "cntbt", "AGF"], s => OnlineFreeSpaceRepair.Run(engine, agno, null, s)));
-            freeSpace = false;
-        }
         if (inodes)
         {
             done.Add("inobt+finobt " + FromScan(context, agno, null, s => OnlineInodeBtreeRepair.Run(engine, agno, null, s, relinkUnlinked)));
         }
-        if (refcount)
+        string FreeSpace() => "bnobt+cntbt " + FromScan(context, agno, ["bnobt", "cntbt", "AGF"], s => OnlineFreeSpaceRepair.Run(engine, agno, null, s));
+        if (refcount && engine.Geometry.Superblock.HasReflink)
         {
-            done.Add("refcountbt " + FromScan(context, agno, ["refcountbt", "AGF"], s => OnlineRefcountRepair.Run(engine, agno, null, s)));
+            // The refcountbt's new blocks come from the free-space trees: those go first unless the refcountbt hides
+            // blocks from the scan (then it goes first, and the free-space trees after it).
+            bool hidden;
+            using (ScannedAgRmaps probe = ScannedAgRmaps.Take(engine, agno, context.Cancel))
+            {
+                hidden = probe.Problems.Any(p => p.Where is "refcountbt" or "OWN_REFC");
+            }
+            if (!hidden && !inodes)
+            {
+                done.Add(FreeSpace());
+            }
+            done.Add("refcountbt " + FromScan(context, agno, ["refcountbt", "OWN_REFC", "AGF"], s => OnlineRefcountRepair.Run(engine, agno, null, s)));
+            if (!hidden && !inodes)
+            {
+                return string.Join("; ", done);
+            }
         }
-        if (freeSpace || unwalked)
-        {
-            done.Add("bnobt+cntbt " + FromScan(context, agno, ["bnobt", "cntbt", "AGF"], s => OnlineFreeSpaceRepair.Run(engine, agno, null, s)));
-        }
+        done.Add(FreeSpace());
         return string.Join("; ", done);
     }
 
