@@ -7,7 +7,8 @@ namespace Xfbtree.Xfs.Tests.Scrub;
 
 /// <summary>
 /// <c>xfbtree scrub --repair</c> of a filesystem without an rmapbt (geom-bs1k made into one, AG 1): the corruption
-X of every AG tree, the AG header counters, the free list and the link counts are repaired in place
+/// matrix's kinds (59 in the suite, all 77 with XFBTREE_LONG_TESTS=1): those of every AG tree, the AG header counters,
+/// the free list, the secondary superblocks and the link counts are repaired in place
 /// (each rebuild from a scan of the AG taken right before it), the image checks clean again, xfs_repair -n agrees and
 /// the kernel mounts it, reads every file, writes and deletes. Damage whose repair needs the rmapbt (an AG header that
 /// does not verify or whose roots are lost: nothing else says where the trees are) is reported, refused with a reason,
