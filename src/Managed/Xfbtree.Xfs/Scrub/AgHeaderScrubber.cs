@@ -117,11 +117,12 @@ internal static class AgHeaderScrubber
             if (ctx.InobtBlocks >= 0 && agi.InobtBlocks != ctx.InobtBlocks) f.Damage($"agi_iblocks {agi.InobtBlocks}, but the inobt has {ctx.InobtBlocks} blocks");
             if (ctx.FinobtBlocks >= 0 && agi.FinobtBlocks != ctx.FinobtBlocks) f.Damage($"agi_fblocks {agi.FinobtBlocks}, but the finobt has {ctx.FinobtBlocks} blocks");
         }
-        long onLists = 0;
+        long onLists = 0, before = f.ProblemTotal;
         var cache = ctx.Image.Cache;
         var sector = cache.Read(ctx.Image.Target, ctx.Geometry.AgHeaderDaddr(ctx.AgNumber, (int)AgHeaderKind.Agi), ctx.Geometry.SectorBasicBlocks, null, Xfbtree.Buffers.BufferLockMode.Shared);
         try { UnlinkedListScrubber.Check(ctx, f, sector.Span, out onLists); }
         finally { cache.Release(sector); }
+        f.OnlyUnlinkedListDamage = before == 0 && f.ProblemTotal > 0;
         f.Note = $"{agi.Count} inodes, {agi.FreeCount} free" + (onLists > 0 ? $", {onLists} unlinked inodes pending on its lists" : "");
         return f;
     }

@@ -192,6 +192,10 @@ internal sealed class AgScrubContext
     /// not be walked.</summary>
     public UnlinkedInodeState? Unlinked;
 
+    /// <summary>The link count scan of the whole image (null: one AG, or online), told which inodes the AGI check
+    /// found on the unlinked lists (an in-use inode with nlink 0 on none is an orphan).</summary>
+    public LinkCountScrubber? Links;
+
     /// <summary>Packs a free extent.</summary>
     public static ulong Pack(uint start, uint length) => ((ulong)start << 32) | length;
     /// <summary>Start of a packed extent.</summary>

@@ -306,7 +306,7 @@ internal static class ScrubRepairs
         public bool Answers(string structure) => structure == "nlinks";
 
         public bool Skips(ScrubRepairContext context, uint? agno) => context.Findings.Findings.Any(f =>
-            IsDamaged(f) && f.Structure is "AGI" or "inobt" or "finobt");
+            IsDamaged(f) && (f.Structure is "inobt" or "finobt" || (f.Structure == "AGI" && !f.OnlyUnlinkedListDamage)));
 
         public string Repair(ScrubRepairContext context, uint? agno)
         {
@@ -316,12 +316,14 @@ internal static class ScrubRepairs
             {
                 throw new OnlineRepairException($"{r.MismatchTotal} wrong link counts, {r.Repaired + r.Adopted} repaired; not repaired: {string.Join("; ", r.Damage.Concat(r.NotRepaired).Take(3))}");
             }
-            if (r.MismatchTotal == 0 && r.EntryProblemTotal == 0)
+            if (r.MismatchTotal == 0 && r.EntryProblemTotal == 0 && r.TreeProblemTotal == 0)
             {
-                throw new OnlineRepairException($"the online check of {r.InodesCompared} inodes and {r.DirectoriesScanned} directories finds no wrong link count and no wrong entry");
+                throw new OnlineRepairException($"the online check of {r.InodesCompared} inodes and {r.DirectoriesScanned} directories finds no wrong link count, no wrong entry and no problem of the tree's shape");
             }
             return $"{r.MismatchTotal} wrong link counts: {r.Repaired} set to the count, {r.Adopted} named by no directory moved to /lost+found{(r.Adopted > 0 ? $" ({string.Join(", ", r.AdoptedAs.Take(3))}{(r.Adopted > 3 ? ", ..." : "")})" : "")}, {r.SettledMeanwhile} settled by writers meanwhile; "
-                + $"{r.EntryProblemTotal} wrong directory entries: {r.EntriesRepaired} repaired (file type set, or the entry of a free inode removed); {r.InodesCompared} inodes, {r.DirectoriesScanned} directories";
+                + $"{r.EntryProblemTotal} wrong directory entries: {r.EntriesRepaired} repaired (file type set, or the entry of a free inode removed); "
+                + (r.TreeProblemTotal > 0 ? $"{r.TreeProblemTotal} problems of the tree's shape: {r.TreeRepaired} wrong entries removed ({string.Join("; ", r.TreeProblems.Take(2))}); " : "")
+                + $"{r.InodesCompared} inodes, {r.DirectoriesScanned} directories";
         }
     }
 
