@@ -21,7 +21,9 @@ internal static class AgHeaderScrubber
         foreach (var p in agf.Problems) f.Damage(p);
         RootIsTree(ctx, f, agf.TreeRootUsable(AgfTree.Bnobt, ctx.Geometry), "bnobt", agf.BnoRoot, Xfbtree.Xfs.Trees.BnobtOps.MagicValue);
         RootIsTree(ctx, f, agf.TreeRootUsable(AgfTree.Cntbt, ctx.Geometry), "cntbt", agf.CntRoot, Xfbtree.Xfs.Trees.CntbtOps.MagicValue);
+        long beforeRmapRoot = f.ProblemTotal;
         RootIsTree(ctx, f, agf.TreeRootUsable(AgfTree.Rmapbt, ctx.Geometry), "rmapbt", agf.RmapRoot, Xfbtree.Xfs.Trees.RmapbtOps.MagicValue);
+        long rmapRootDamage = f.ProblemTotal - beforeRmapRoot;
         if (ctx.Image.Superblock.HasReflink)
             RootIsTree(ctx, f, agf.TreeRootUsable(AgfTree.Refcountbt, ctx.Geometry), "refcountbt", agf.RefcountRoot, Xfbtree.Xfs.Trees.RefcountbtOps.MagicValue);
         if (ctx.FreeExtents is { } free)
@@ -52,6 +54,7 @@ internal static class AgHeaderScrubber
         if (ctx.RefcountBlocks >= 0 && agf.RefcountBlocks != ctx.RefcountBlocks)
             f.Damage($"agf_refcount_blocks {agf.RefcountBlocks}, but the refcountbt has {ctx.RefcountBlocks} blocks");
         f.Note = $"{agf.FreeBlocks} free blocks";
+        f.OnlyRmapbtRootDamage = rmapRootDamage > 0 && f.ProblemTotal == rmapRootDamage;
         return f;
     }
 

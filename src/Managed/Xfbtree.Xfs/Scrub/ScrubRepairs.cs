@@ -157,6 +157,26 @@ internal static class ScrubRepairs
         return outcomes;
     }
 
+    /// <summary>
+    /// True when AG <paramref name="agno"/>'s rmapbt is damaged and the only other damage of the AG is its AGF's rmapbt
+    /// root naming a block that is no rmapbt block (the tree's only block overwritten, say): the rmapbt rebuild's
+    /// source is every other piece of metadata and its old blocks are what no record and no free extent covers, so it
+    /// needs nothing of the old tree; it sets the AGF's root, level and counters at its switch. The AGF rebuild, which
+    /// must find an rmapbt that walks clean, waits for it.
+    /// </summary>
+    private static bool RmapbtRebuildSetsTheRoot(ScrubRepairContext context, uint? agno)
+    {
+        bool rmapbtDamaged = false, agfRootOnly = false;
+        foreach (ScrubFinding f in context.Findings.Findings)
+        {
+            if (f.AgNumber != agno || !IsDamaged(f)) continue;
+            if (f.Structure == "rmapbt") rmapbtDamaged = true;
+            else if (f.Structure == "AGF" && f.OnlyRmapbtRootDamage) agfRootOnly = true;
+            else return false;
+        }
+        return rmapbtDamaged && agfRootOnly;
+    }
+
     /// <summary>Rounds of repair and re-check at most (a repair that waited for its source runs in the next one).</summary>
     public const int MaxRounds = 3;
 
@@ -241,7 +261,8 @@ internal static class ScrubRepairs
         /// that damage (the offline scan met it), so those are repaired first, from the on-disk rmapbt, and the
         /// rmapbt in a later round if it is still damaged then.</summary>
         public bool Skips(ScrubRepairContext context, uint? agno) => context.Findings.Findings.Any(f =>
-            IsDamaged(f) && f.AgNumber == agno && f.Structure is "AGF" or "AGFL" or "AGI" or "inobt" or "finobt" or "refcountbt");
+            IsDamaged(f) && f.AgNumber == agno && f.Structure is "AGF" or "AGFL" or "AGI" or "inobt" or "finobt" or "refcountbt")
+            && !RmapbtRebuildSetsTheRoot(context, agno);
 
         public string Repair(ScrubRepairContext context, uint? agno)
         {
@@ -269,6 +290,7 @@ internal static class ScrubRepairs
         public bool Skips(ScrubRepairContext context, uint? agno)
         {
             bool treeDamaged = context.Findings.Findings.Any(f => IsDamaged(f) && f.AgNumber == agno && trees.Contains(f.Structure));
+            if (kind == AgHeaderKind.Agf && RmapbtRebuildSetsTheRoot(context, agno)) return true;
             return treeDamaged && OnlineAgHeaderRepair.TreeRebuildsCanUse(context.Engine, agno!.Value, kind);
         }
 
