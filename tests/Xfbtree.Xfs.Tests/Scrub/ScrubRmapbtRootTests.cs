@@ -1,4 +1,7 @@
+using Xfbtree.Xfs.Scrub;
+using Xfbtree.Xfs.Tests.Online;
 using Xfbtree.Xfs.Tests.Repair;
+using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Tests.Trees;
 using Xunit.Abstractions;
 
@@ -51,5 +54,52 @@ public sealed class ScrubRmapbtRootTests(ITestOutputHelper output)
             output.WriteLine(workload.Stdout + workload.Stderr);
             Assert.True(workload.ExitCode == 0, $"kernel workload on the repaired image: {workload}");
         }
+    }
+
+    /// <summary>Online: the image opened by the write engine with AG 1's rmapbt root zeroed; two namespace writers
+    /// run while the online check finds the rmapbt damaged (and nothing else of AG 1), the online repair rebuilds it
+    /// from the coordinated scan and reaps the old block, and a second online check is clean; then the writers'
+    /// outcomes, the offline scrub, xfs_repair -n and the kernel.</summary>
+    [Fact]
+    public void ADamagedRmapbtRootIsRebuiltOnlineBesideWriters()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        ToolResult db = RepairTools.Exec(TreeFixtures.Tool("xfs_db"), ["-x", "-c", "agf 1", "-c", "addr rmaproot", "-c", "write -d magic 0", image]);
+        Assert.True(db.ExitCode == 0, db.ToString());
+        var fs = XfsFileSystem.Open(image, OnlineTestSupport.Fast);
+        ScrubReport before, after;
+        IReadOnlyList<ScrubRepairOutcome> outcomes;
+        using (var writers = new NamespaceWriters(fs, seed: 3, threads: 2))
+        {
+            try
+            {
+                before = OnlineScrubber.Run(fs.Engine);
+                outcomes = OnlineScrubber.Repair(fs.Engine, before);
+                after = OnlineScrubber.Run(fs.Engine);
+            }
+            finally
+            {
+                writers.Stop();
+            }
+            writers.AssertHealthy();
+            output.WriteLine($"writers ran {writers.Operations} operations");
+        }
+        foreach (ScrubFinding f in before.Findings.Where(f => f.Verdict != ScrubVerdict.Clean)) output.WriteLine("before: " + f);
+        foreach (ScrubRepairOutcome o in outcomes) output.WriteLine($"repair: {o.Subject}: {(o.Repaired ? "repaired" : "not repaired")}: {o.Detail}");
+        foreach (ScrubFinding f in after.Findings.Where(f => f.Verdict != ScrubVerdict.Clean)) output.WriteLine("after: " + f);
+        Assert.Contains(before.Findings, f => f.Subject == "AG 1 rmapbt" && f.Verdict == ScrubVerdict.Damaged);
+        Assert.DoesNotContain(before.Findings, f => f.AgNumber == 1 && f.Structure is "bnobt" or "cntbt" or "AGFL" or "inobt" && f.Verdict == ScrubVerdict.Damaged);
+        Assert.Contains(outcomes, o => o.Subject == "AG 1 rmapbt" && o.Repaired);
+        Assert.True(after.IsClean, "the online check after the repair must be clean");
+        fs.Close();
+        fs.Dispose();
+        var check = ScrubCli.Run(image);
+        Assert.True(check.ExitCode == 0, $"offline scrub after the online rebuild: {check.Stdout}");
+        ToolResult witness = RepairTools.XfsRepairCheck(image);
+        Assert.True(witness.ExitCode == 0, $"xfs_repair -n after the online rebuild: {witness}");
+        RepairSafetyTests.RequireRoot();
+        ToolResult workload = RepairTools.Exec(Path.Combine(RepairKernelTests.RepoRoot(), "scripts", "kernel-workload.sh"), [image]);
+        Assert.True(workload.ExitCode == 0, $"kernel workload on the repaired image: {workload}");
     }
 }
