@@ -654,4 +654,9 @@ public sealed partial class WriteEngine : IDisposable
     }
 
     internal DirectoryHookChain DirectoryHooks => directoryHooks;
+
+    /// <summary>Held by every rename between two directories and by every repair that changes a directory's parent
+    /// or reads the tree's shape (the kernel's s_vfs_rename_mutex): one per engine, so that every
+    /// <c>NamespaceOperations</c> made on it (a mount's, a scrub repair's) shares it. Taken before any inode lock.</summary>
+    internal object CrossDirectoryRenameLock { get; } = new();
 }
