@@ -37,6 +37,7 @@ internal sealed class JournalCoverage
     private readonly WriteJournal journal;
     private int count;
     private long latestRecordEnd;
+    private long compactedAt;
     private long fullSyncs;
 
     public JournalCoverage(WriteJournal journal) => this.journal = journal;
@@ -67,6 +68,7 @@ internal sealed class JournalCoverage
         lock (gate)
         {
             DropIfAllDurable();
+            DropDurableAfterSync();
             for (int i = first; i < entries.Count; i++)
             {
                 JournalEntry e = entries[i];
@@ -138,6 +140,7 @@ internal sealed class JournalCoverage
         {
             count = 0;
             latestRecordEnd = 0;
+            compactedAt = 0;
         }
     }
 
@@ -148,6 +151,36 @@ internal sealed class JournalCoverage
             count = 0;
             latestRecordEnd = 0;
         }
+    }
+
+    /// <summary>Once per journal sync, when more than a few ranges are held: drops those whose records the sync made
+    /// durable, so the set holds about what was noted since the last sync (a shorter array to search and shift), not
+    /// everything since it last emptied.</summary>
+    private void DropDurableAfterSync()
+    {
+        long synced = journal.SyncedEnd;
+        if (count >= 64 && synced > compactedAt)
+        {
+            compactedAt = synced;
+            Compact(synced);
+        }
+    }
+
+    /// <summary>Keeps only the ranges whose records end past <paramref name="synced"/>, in order.</summary>
+    private void Compact(long synced)
+    {
+        int kept = 0;
+        long latest = 0;
+        for (int k = 0; k < count; k++)
+        {
+            if (ranges[k].RecordEnd > synced)
+            {
+                ranges[kept++] = ranges[k];
+                latest = Math.Max(latest, ranges[k].RecordEnd);
+            }
+        }
+        count = kept;
+        latestRecordEnd = latest;
     }
 
     /// <summary>Index of the first range ending after <paramref name="sector"/> (ranges are disjoint and sorted, so their
@@ -198,21 +231,9 @@ internal sealed class JournalCoverage
     /// so far was appended before this call, so the sync covers them all) and start empty.</summary>
     private void MakeRoom()
     {
-        long synced = journal.SyncedEnd;
-        int kept = 0;
-        long latest = 0;
-        for (int k = 0; k < count; k++)
+        Compact(journal.SyncedEnd);
+        if (count < Capacity)
         {
-            if (ranges[k].RecordEnd > synced)
-            {
-                ranges[kept++] = ranges[k];
-                latest = Math.Max(latest, ranges[k].RecordEnd);
-            }
-        }
-        if (kept < count)
-        {
-            count = kept;
-            latestRecordEnd = latest;
             return;
         }
         journal.Sync();
