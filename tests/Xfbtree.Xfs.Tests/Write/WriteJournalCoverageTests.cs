@@ -25,14 +25,14 @@ public sealed class WriteJournalCoverageTests(ITestOutputHelper output)
         var coverage = new JournalCoverage(journal);
         long r1 = Record(journal), r2 = Record(journal);
         // Two chunks of one 4 KiB block (sectors 8..15), then the block freed by a later record: one range.
-        coverage.Note([new JournalEntry(8 * 512, new byte[128]), new JournalEntry(8 * 512 + 3968, new byte[128])], 0, null, r1);
+        coverage.Note([new JournalEntry(8 * 512, new byte[128]), new JournalEntry(8 * 512 + 3968, new byte[128])], 0, r1);
         Assert.Equal(2, coverage.Count);
-        coverage.Note([], 0, [(8, 8)], r2);
+        coverage.Note([(8, 8)], r2);
         Assert.Equal(1, coverage.Count);
         Assert.Equal(r2, coverage.LatestRecordOver(8 * 512, 4096));
         Assert.Equal(0, coverage.LatestRecordOver(16 * 512, 4096));
         // Touching ranges merge; a gap keeps them apart.
-        coverage.Note([], 0, [(16, 8), (32, 8)], r1);
+        coverage.Note([(16, 8), (32, 8)], r1);
         Assert.Equal(2, coverage.Count);
         Assert.True(coverage.NextBusy(20, 40, journal.SyncedEnd, out long s, out long e) && s == 8 && e == 24);
         Assert.True(coverage.NextBusy(24, 40, journal.SyncedEnd, out s, out e) && s == 32 && e == 40);
@@ -58,7 +58,7 @@ public sealed class WriteJournalCoverageTests(ITestOutputHelper output)
         for (int i = 0; i < 100; i++)
         {
             freed[0] = (i * 16L, 8);
-            coverage.Note(entries, 1, freed, Record(journal));
+            coverage.Note(freed, Record(journal));
         }
         long synced0 = journal.SyncedEnd, fullSyncs0 = coverage.FullSyncs;
         int notes = 3 * JournalCoverage.Capacity;
@@ -70,11 +70,12 @@ public sealed class WriteJournalCoverageTests(ITestOutputHelper output)
             freed[0] = ((100 + i) * 16L, 8);
             entries[0] = new JournalEntry((100 + i) * 16L * 512 + 4096, Payload);
             long before = GC.GetAllocatedBytesForCurrentThread();
-            coverage.Note(entries, 0, freed, end);
+            coverage.Note(freed, end);
+            coverage.Note(entries, 0, end);
             noteBytes += GC.GetAllocatedBytesForCurrentThread() - before;
             largest = Math.Max(largest, coverage.Count);
         }
-        output.WriteLine($"{notes} notes of 2 ranges each: at most {largest} ranges held ({JournalCoverage.CapacityBytes} bytes), " +
+        output.WriteLine($"{notes} records noting 2 touching ranges each: at most {largest} ranges held ({JournalCoverage.CapacityBytes} bytes), " +
             $"{coverage.FullSyncs - fullSyncs0} journal syncs when full, {noteBytes} bytes allocated by the notes");
         Assert.True(largest <= JournalCoverage.Capacity);
         Assert.True(coverage.FullSyncs - fullSyncs0 >= 2, "the set never filled up");
@@ -82,7 +83,7 @@ public sealed class WriteJournalCoverageTests(ITestOutputHelper output)
         Assert.Equal(0, noteBytes);
         // What is not durable is still covered after the syncs: the last range noted.
         long last = Record(journal);
-        coverage.Note([], 0, [(1L << 30, 8)], last);
+        coverage.Note([(1L << 30, 8)], last);
         Assert.Equal(last, coverage.LatestRecordOver((1L << 30) * 512, 4096));
     }
 }

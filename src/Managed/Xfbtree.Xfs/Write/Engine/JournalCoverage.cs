@@ -1,20 +1,22 @@
 namespace Xfbtree.Xfs.Write.Engine;
 
 /// <summary>
-/// The image sectors that must not be written in place before a journal record is durable, each range with the end
-/// of the latest record that requires it (docs/write-engine.md, "Delayed write-back" and "Busy extents"): the sectors
-/// a record logged as metadata (the write-back syncs the journal before it writes them), and the blocks a record
-/// returned to free space (busy extents, as the kernel's xfs_extent_busy: file data written into one before the free
-/// is durable would, after a power loss that drops the free, show in the file that still maps the block). File data
-/// into a covered range syncs the journal first (<see cref="WriteEngine.WriteDataInPlace"/>), the allocator keeps
-/// file data off covered free space while it can (<see cref="NextBusy"/>), and
-/// <see cref="WriteEngineOptions.CheckWriteAhead"/> fails any in-place write that would break the rule.
+/// Image sectors that must not be written in place before a journal record is durable, each range with the end of
+/// the latest record that requires it (docs/write-engine.md, "Delayed write-back" and "Busy extents"). The engine
+/// keeps two: the sectors records logged as metadata (the write-back syncs the journal before it writes them), and
+/// the blocks records returned to free space (busy extents, as the kernel's xfs_extent_busy: file data written into
+/// one before the free is durable would, after a power loss that drops the free, show in the file that still maps
+/// the block). File data into a range of either syncs the journal first (<see cref="WriteEngine.WriteDataInPlace"/>),
+/// the allocator keeps file data off busy free space while it can (<see cref="NextBusy"/>; only the second set: a
+/// logged block that is freed is in it too), and <see cref="WriteEngineOptions.CheckWriteAhead"/> fails any in-place
+/// write that would break the rule.
 /// <para>
 /// Memory is a constant: at most <see cref="Capacity"/> disjoint ranges (<see cref="CapacityBytes"/>), sorted, an
 /// overlapping or touching range merged into its neighbours (keeping the later record). A range whose record is
-/// durable no longer matters: the whole set is dropped once the journal is synced past every record in it, and when
-/// it is full the ranges of durable records are dropped first, then, if that frees nothing, the journal is synced
-/// and the set emptied (<see cref="FullSyncs"/>). Nothing is allocated after construction.
+/// durable no longer matters: the whole set is dropped once the journal is synced past every record in it, the
+/// durable ranges once per sync when it holds more than a few, and when it is full of ranges of records not yet
+/// durable the journal is synced and the set emptied (<see cref="FullSyncs"/>). Nothing is allocated after
+/// construction.
 /// </para>
 /// </summary>
 internal sealed class JournalCoverage
@@ -58,12 +60,10 @@ internal sealed class JournalCoverage
     }
 
     /// <summary>
-    /// Notes one record: its metadata entries (those from <paramref name="first"/> on; file data comes first in a
-    /// record) and the extents it returned to free space (image sectors, start and length), durable only once the
-    /// journal is synced to <paramref name="recordEnd"/>. Called after the record is appended and before its file data
-    /// is written, so a block the same record freed is covered when its data arrives.
+    /// Notes the metadata entries of one record (those from <paramref name="first"/> on; file data comes first in a
+    /// record), durable only once the journal is synced to <paramref name="recordEnd"/>.
     /// </summary>
-    public void Note(List<JournalEntry> entries, int first, List<(long Daddr, long LengthBB)>? freed, long recordEnd)
+    public void Note(List<JournalEntry> entries, int first, long recordEnd)
     {
         lock (gate)
         {
@@ -74,12 +74,20 @@ internal sealed class JournalCoverage
                 JournalEntry e = entries[i];
                 Add(e.Offset / 512, (e.Offset + e.Bytes.Length + 511) / 512, recordEnd);
             }
-            if (freed is not null)
+        }
+    }
+
+    /// <summary>Notes the extents one record returned to free space (image sectors: start and length), busy until
+    /// the journal is synced to <paramref name="recordEnd"/>.</summary>
+    public void Note(List<(long Daddr, long LengthBB)> freed, long recordEnd)
+    {
+        lock (gate)
+        {
+            DropIfAllDurable();
+            DropDurableAfterSync();
+            foreach (var (daddr, lengthBB) in freed)
             {
-                foreach (var (daddr, lengthBB) in freed)
-                {
-                    Add(daddr, daddr + lengthBB, recordEnd);
-                }
+                Add(daddr, daddr + lengthBB, recordEnd);
             }
         }
     }

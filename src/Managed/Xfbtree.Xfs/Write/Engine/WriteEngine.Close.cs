@@ -32,6 +32,7 @@ public sealed partial class WriteEngine
         disk.Sync();
         journal.Truncate();
         coverage.Clear();
+        busy.Clear();
         Interlocked.Increment(ref checkpoints);
     }
 
@@ -131,7 +132,7 @@ public sealed partial class WriteEngine
     /// when a sector of it was logged as metadata, or freed, by a journal record that is not durable yet.</summary>
     private void CheckWriteAhead(long daddr, int lengthBB)
     {
-        long latest = coverage.LatestRecordOver(daddr * 512, (long)lengthBB * 512);
+        long latest = LatestRecordOver(daddr * 512, (long)lengthBB * 512);
         long synced = journal.SyncedEnd;
         if (latest > synced)
         {

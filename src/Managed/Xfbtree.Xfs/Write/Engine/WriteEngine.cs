@@ -31,7 +31,8 @@ public sealed partial class WriteEngine : IDisposable
     private int state; // 0 open, 1 closed/disposed
     private long icountDelta, ifreeDelta;
     private readonly DirectoryHookChain directoryHooks = new();
-    private readonly JournalCoverage coverage;
+    private readonly JournalCoverage coverage;  // sectors logged as metadata by records not yet durable
+    private readonly JournalCoverage busy;      // extents freed by records not yet durable (busy extents)
 
     private WriteEngine(XfsImage image, DiskBufferTarget disk, WriteJournal journal, WriteEngineOptions options, int replayed)
     {
@@ -40,6 +41,7 @@ public sealed partial class WriteEngine : IDisposable
         this.journal = journal;
         this.options = options;
         coverage = new JournalCoverage(journal);
+        busy = new JournalCoverage(journal);
         inodeCache = new InodeCache(options.InodeCacheCapacity);
         RecordsReplayed = replayed;
         ags = new EngineAg[image.Geometry.AgCount];
@@ -66,7 +68,15 @@ public sealed partial class WriteEngine : IDisposable
 
     internal ReaderWriterLockSlim CommitGate => commitGate;
 
+    /// <summary>Sectors logged as metadata by records not yet durable.</summary>
     internal JournalCoverage Coverage => coverage;
+
+    /// <summary>Extents freed by records not yet durable (busy extents).</summary>
+    internal JournalCoverage Busy => busy;
+
+    /// <summary>The end of the latest record not yet durable that logged or freed a sector of the range, 0 when none.</summary>
+    internal long LatestRecordOver(long byteOffset, long length) =>
+        Math.Max(coverage.LatestRecordOver(byteOffset, length), busy.LatestRecordOver(byteOffset, length));
 
     /// <summary>
     /// Raised when a healthy AG is marked sick (corruption found by an operation, the open or an online repair), with
@@ -548,7 +558,7 @@ public sealed partial class WriteEngine : IDisposable
     /// </summary>
     internal void WriteDataInPlace(long byteOffset, ReadOnlySpan<byte> bytes)
     {
-        long covering = coverage.LatestRecordOver(byteOffset, bytes.Length);
+        long covering = LatestRecordOver(byteOffset, bytes.Length);
         if (covering > journal.SyncedEnd)
         {
             journal.Sync();

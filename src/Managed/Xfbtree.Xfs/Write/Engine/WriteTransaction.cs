@@ -780,7 +780,11 @@ internal sealed class WriteTransaction
             long recordEnd = engine.Journal.Append(entries, engine.Options.SyncCommits);
             journaled = true;
             // Noted before the data is written: a block this record freed and its data reuses is covered too.
-            engine.Coverage.Note(entries, data.Count, freedExtents, recordEnd);
+            engine.Coverage.Note(entries, data.Count, recordEnd);
+            if (freedExtents is not null)
+            {
+                engine.Busy.Note(freedExtents, recordEnd);
+            }
             foreach (var (fsbno, bytes, length) in data)
             {
                 engine.WriteDataInPlace(ByteOf(fsbno), bytes.AsSpan(0, length));

@@ -405,8 +405,8 @@ internal sealed partial class AgSpace
     }
 
     /// <summary>
-    /// The busy extents one allocation avoids in this AG: the engine's (<see cref="JournalCoverage"/>: ranges of
-    /// records not durable yet) and the transaction's own frees (busy from the moment they are made, as the
+    /// The busy extents one allocation avoids in this AG: the engine's (<see cref="WriteEngine.Busy"/>: extents freed
+    /// by records not durable yet) and the transaction's own frees (busy from the moment they are made, as the
     /// kernel's). Default: nothing to avoid.
     /// </summary>
     private readonly struct BusyView
@@ -433,7 +433,7 @@ internal sealed partial class AgSpace
         {
             WriteEngine engine = tx.Engine;
             long synced = engine.Journal.SyncedEnd;
-            JournalCoverage? coverage = engine.Coverage.AnyBusy(synced) ? engine.Coverage : null;
+            JournalCoverage? coverage = engine.Busy.AnyBusy(synced) ? engine.Busy : null;
             List<(long, long)>? own = tx.FreedExtents is { Count: > 0 } list ? list : null;
             return coverage is null && own is null ? default : new BusyView(space, coverage, own, synced);
         }
