@@ -8,11 +8,16 @@ namespace Xfbtree.Xfs.Write.Engine;
 /// too, and <see cref="WriteEngineOptions.CheckWriteAhead"/> fails any in-place write that would break the rule.
 /// Memory: one entry per sector logged since the last checkpoint, so at most the checkpoint bound divided by the
 /// 128-byte smallest entry (the journal is truncated at each checkpoint, and this with it).
+/// Beside the metadata sectors it keeps the 4 KiB pieces of the image that journaled file data covers since the
+/// checkpoint: file data written in place without a journal entry (<see cref="IsUnjournaled"/>) must not land
+/// where a replayed record would put older bytes back (one entry per 4 KiB of journaled data, bounded the same way).
 /// </summary>
 internal sealed class JournalCoverage
 {
     private readonly Lock gate = new();
     private readonly Dictionary<long, long> recordEndBySector = new();
+    private readonly HashSet<long> journaledDataPieces = new();
+    private const int DataPieceShift = 12;
 
     /// <summary>Records that the metadata entries of one record (the entries from <paramref name="first"/> on;
     /// file data comes first in a record) are durable only once the journal is synced to <paramref name="recordEnd"/>.</summary>
@@ -34,6 +39,61 @@ internal sealed class JournalCoverage
                 }
             }
         }
+    }
+
+    /// <summary>Records that the file data entries [<paramref name="first"/>, <paramref name="end"/>) of a record
+    /// were journaled: a replay writes them again.</summary>
+    public void NoteJournaledData(List<JournalEntry> entries, int first, int end)
+    {
+        if (first >= end)
+        {
+            return;
+        }
+        lock (gate)
+        {
+            for (int i = first; i < end; i++)
+            {
+                JournalEntry e = entries[i];
+                long last = (e.Offset + e.Bytes.Length - 1) >> DataPieceShift;
+                for (long piece = e.Offset >> DataPieceShift; piece <= last; piece++)
+                {
+                    journaledDataPieces.Add(piece);
+                }
+            }
+        }
+    }
+
+    /// <summary>True when no journal record since the last checkpoint holds anything in [<paramref name="byteOffset"/>,
+    /// +<paramref name="length"/>): neither metadata nor file data. Only then may file data go there in place without
+    /// a journal entry of its own, since a replay leaves such a range as the image has it.</summary>
+    public bool IsUnjournaled(long byteOffset, long length)
+    {
+        lock (gate)
+        {
+            if (journaledDataPieces.Count != 0)
+            {
+                long lastPiece = (byteOffset + length - 1) >> DataPieceShift;
+                for (long piece = byteOffset >> DataPieceShift; piece <= lastPiece; piece++)
+                {
+                    if (journaledDataPieces.Contains(piece))
+                    {
+                        return false;
+                    }
+                }
+            }
+            if (recordEndBySector.Count != 0)
+            {
+                long last = (byteOffset + length - 1) / 512;
+                for (long sector = byteOffset / 512; sector <= last; sector++)
+                {
+                    if (recordEndBySector.ContainsKey(sector))
+                    {
+                        return false;
+                    }
+                }
+            }
+        }
+        return true;
     }
 
     /// <summary>The end of the latest record that logged metadata in [<paramref name="byteOffset"/>, +<paramref name="length"/>),
@@ -65,6 +125,7 @@ internal sealed class JournalCoverage
         lock (gate)
         {
             recordEndBySector.Clear();
+            journaledDataPieces.Clear();
         }
     }
 }

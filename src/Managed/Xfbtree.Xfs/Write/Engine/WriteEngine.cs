@@ -563,6 +563,18 @@ public sealed partial class WriteEngine : IDisposable
     /// <summary>Journal records committed since open (a test hook: a split operation commits one per step).</summary>
     internal long CommittedRecords => Interlocked.Read(ref committedRecords);
 
+    private long orderedDataBytes, orderedDataCommits;
+
+    /// <summary>File data written in place without a journal entry (ordered data) since open: bytes and commits (a
+    /// test and measurement hook).</summary>
+    internal (long Bytes, long Commits) OrderedData => (Interlocked.Read(ref orderedDataBytes), Interlocked.Read(ref orderedDataCommits));
+
+    internal void NoteOrderedData(long bytes)
+    {
+        Interlocked.Add(ref orderedDataBytes, bytes);
+        Interlocked.Increment(ref orderedDataCommits);
+    }
+
     internal void NoteRecord(List<JournalEntry> entries)
     {
         Interlocked.Increment(ref committedRecords);

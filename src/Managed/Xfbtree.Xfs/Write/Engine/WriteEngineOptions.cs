@@ -37,6 +37,14 @@ public sealed record WriteEngineOptions
     /// the commit (nothing written). For tests (costs a copy per buffer); also on when the environment variable
     /// <c>XFBTREE_CHECK_LOGGED_RANGES</c> is 1, so a test can turn it on in an <c>xfbtree</c> child process.</summary>
     internal bool CheckLoggedRanges { get; init; } = Environment.GetEnvironmentVariable("XFBTREE_CHECK_LOGGED_RANGES") == "1";
+    /// <summary>A transaction whose fresh file data (new blocks, unwritten blocks written) adds up to at least this
+    /// many bytes writes that data in place and syncs the image before its journal record, which then holds only the
+    /// mapping (ordered data, as the kernel writes new blocks before the commit that maps them); below it the data
+    /// is journaled (one fsync less, cheaper for small writes). 0 turns ordered data off. Default 256 KiB.</summary>
+    internal long OrderedDataMinBytes { get; init; } = DefaultOrderedDataMinBytes;
+    /// <summary>Default of <see cref="OrderedDataMinBytes"/>: where an image fdatasync costs about what journaling
+    /// the bytes costs (measured: docs/mount.md, "Sequential write").</summary>
+    internal const long DefaultOrderedDataMinBytes = 256 << 10;
     /// <summary>Test-only crash points (see <see cref="WriteFaultHook"/>).</summary>
     internal WriteFaultHook? Faults { get; init; }
     /// <summary>Mappings one step of a split operation (punch, truncate, reflink, unshare) covers at most
