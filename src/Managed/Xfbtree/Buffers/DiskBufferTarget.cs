@@ -133,6 +133,11 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
         }
     }
 
+    /// <summary>Turns the OS's readahead off for this target's reads (POSIX_FADV_RANDOM; Linux only, else no-op): for a
+    /// reader whose reads are not sequential, on a sparse file where readahead would fill page after page of holes
+    /// with zeros.</summary>
+    public void AdviseRandomAccess() => io.AdviseRandomAccess();
+
     /// <summary>Drops this file's clean pages from the OS page cache (cold-read measurements; Linux only, else no-op).</summary>
     public void DropOsCache() => io.DropPageCache();
 
@@ -293,6 +298,7 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
         public abstract void Write(byte* data, int length, long offset);
         public abstract void Sync();
         public virtual void SyncData() => Sync();
+        public virtual void AdviseRandomAccess() { }
         public virtual void DropPageCache() { }
         public abstract void Dispose();
     }
@@ -360,6 +366,8 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
         public override void SyncData() => LinuxDevices.Sync(fd, dataOnly: true);
 
         public override void DropPageCache() => LinuxDevices.DropPageCache(fd);
+
+        public override void AdviseRandomAccess() => LinuxDevices.AdviseRandomAccess(fd);
 
         public override void Dispose()
         {

@@ -404,9 +404,17 @@ internal sealed class FileEdit
     byte[] Compose(ulong fileBlock, ulong count, long start, long end, byte[]? data, byte[]? baseData)
     {
         int length = checked((int)count * BlockSize);
-        var buf = baseData ?? _tx.RentData(length, zeroed: true);
         long bufStart = (long)fileBlock * BlockSize, bufEnd = bufStart + length;
         long from = Math.Max(bufStart, start), to = Math.Min(bufEnd, end);
+        var buf = baseData;
+        if (buf is null)
+        {
+            // Zeros only around the new bytes (a 1 MiB write would otherwise clear the whole MiB, then copy over it).
+            buf = _tx.RentData(length, zeroed: false);
+            int head = (int)Math.Clamp(from - bufStart, 0, length), tail = (int)Math.Clamp(to - bufStart, head, length);
+            buf.AsSpan(0, head).Clear();
+            buf.AsSpan(tail, length - tail).Clear();
+        }
         if (from < to)
         {
             var target = buf.AsSpan((int)(from - bufStart), (int)(to - from));
