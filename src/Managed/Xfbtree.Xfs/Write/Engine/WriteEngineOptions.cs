@@ -42,8 +42,9 @@ public sealed record WriteEngineOptions
     /// mapping (ordered data, as the kernel writes new blocks before the commit that maps them); below it the data
     /// is journaled (one fsync less, cheaper for small writes). 0 turns ordered data off. Default 256 KiB.</summary>
     internal long OrderedDataMinBytes { get; init; } = DefaultOrderedDataMinBytes;
-    /// <summary>Default of <see cref="OrderedDataMinBytes"/>: where an image fdatasync costs about what journaling
-    /// the bytes costs (measured: docs/mount.md, "Sequential write").</summary>
+    /// <summary>Default of <see cref="OrderedDataMinBytes"/>: an estimate, not tuned: on the measuring host an fdatasync
+    /// costs about 0.1-0.2 ms beyond the disk's time for the bytes, about what journaling 256 KiB costs (a second
+    /// copy and CRC, and a second disk write later); docs/mount.md, "The data path".</summary>
     internal const long DefaultOrderedDataMinBytes = 256 << 10;
     /// <summary>Test-only crash points (see <see cref="WriteFaultHook"/>).</summary>
     internal WriteFaultHook? Faults { get; init; }
