@@ -22,7 +22,9 @@
 # recorded there with `perf record -g` on the server, WORKLOAD.perf.data, with managed symbols through
 # DOTNET_PerfMapEnabled=1 and DOTNET_EnableWriteXorExecute=0; read with `perf report -i DIR/WORKLOAD.perf.data`),
 # MOUNT_BENCH_XFBTREE_DLL (an xfbtree.dll to run instead of building this tree's: a copy of another build's
-# bin/Release/net10.0, to alternate two builds in the same minutes).
+# bin/Release/net10.0, to alternate two builds in the same minutes), MOUNT_BENCH_WORKLOADS (the workloads to run, default
+# all: "untar statwalk copy remove seqwrite seqread randwrite"; seqread reads seqwrite's file).
+# The server's CPU time (user + system, from /proc/PID/stat) during each xfbtree workload is printed after the table.
 # Needs root, /dev/fuse, xfsprogs, e2fsprogs, fuse2fs, fio (apt-get install fuse2fs fio).
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -97,12 +99,13 @@ now() { date +%s.%N; }
 time_it() {
   local fs=$1 workload=$2; shift 2
   local start end
-  local perf_pid=""
+  local perf_pid="" cpu_before=""
   if [ -n "$perf_dir" ] && [ "$fs" = xfbtree ]; then
     perf record -q -g -p "$xfb_pid" -o "$perf_dir/$workload.perf.data" > "$perf_dir/$workload.perf.log" 2>&1 &
     perf_pid=$!
     sleep 1 # perf attaches to every thread before the workload starts
   fi
+  [ "$fs" = xfbtree ] && cpu_before=$(server_cpu_ticks)
   start=$(now)
   if "$@" > "$work/$fs-$workload.log" 2>&1; then
     end=$(now)
@@ -110,8 +113,14 @@ time_it() {
   else
     result[$fs,$workload]=failed
   fi
+  if [ -n "$cpu_before" ]; then
+    server_cpu[$workload]=$(echo "$(server_cpu_ticks) $cpu_before $(getconf CLK_TCK)" | awk '{printf "%.2f", ($1 - $2) / $3}')
+  fi
   if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid"; fi
 }
+# utime + stime of the xfbtree server, in clock ticks (fields 14 and 15 of /proc/PID/stat, after the command name).
+server_cpu_ticks() { sed 's/.*) //' "/proc/$xfb_pid/stat" | awk '{print $12 + $13}'; }
+declare -A server_cpu
 untar() { tar xf "$archive" -C "$1/tree" && sync -f "$1"; }
 statwalk() { find "$1/tree" -printf '%s %m %T@\n' > /dev/null; }
 copy() { cp -a "$1/tree" "$1/copy" && sync -f "$1"; }
@@ -124,7 +133,7 @@ randwrite() {
     && awk -F';' '{print $49}' "$1.fio" > "$1.iops"
 }
 
-workloads=(untar statwalk copy remove seqwrite seqread randwrite)
+read -r -a workloads <<< "${MOUNT_BENCH_WORKLOADS:-untar statwalk copy remove seqwrite seqread randwrite}"
 for fs in "${filesystems[@]}"; do
   m="$work/mnt-$fs"
   mkdir -p "$m/tree"
@@ -141,6 +150,9 @@ for w in "${workloads[@]}"; do
 done
 echo "(seconds; randwrite in IOPS; untar source ${trees[*]}, seq $seq MiB, fio $fio_seconds s; xfbtree mount options: ${MOUNT_BENCH_XFBTREE_OPTIONS:-none (the default: write-through)}; xfbtree: ${xfbtree[1]})"
 echo "load: $(uptime)"
+line="xfbtree server CPU (s):"
+for w in "${workloads[@]}"; do line="$line $w=${server_cpu[$w]:-n/a}"; done
+echo "$line"
 ratio() { # other, ours, higher_is_better
   local other=$1 ours=$2
   case "$other $ours" in *failed*|*skipped*) echo n/a; return;; esac

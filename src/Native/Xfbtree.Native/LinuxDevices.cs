@@ -123,6 +123,25 @@ internal static unsafe class LinuxDevices
         }
     }
 
+    /// <summary>posix_fadvise(RANDOM) over the whole file: no readahead on this descriptor (reads bring in only the
+    /// pages they ask for). Advice only: a kernel that refuses it changes nothing, so no error is raised.</summary>
+    public static void AdviseRandomAccess(SafeFdHandle file)
+    {
+        bool added = false;
+        try
+        {
+            file.DangerousAddRef(ref added);
+            _ = posix_fadvise(file.Fd, 0, 0, POSIX_FADV_RANDOM);
+        }
+        finally
+        {
+            if (added)
+            {
+                file.DangerousRelease();
+            }
+        }
+    }
+
     private static byte[] NullTerminated(string s)
     {
         int n = Encoding.UTF8.GetByteCount(s);

@@ -112,6 +112,32 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
         }
     }
 
+    /// <summary>fdatasync: as <see cref="Sync"/> for the data written before this call (the file's times may lag).</summary>
+    /// <exception cref="IOException">The OS reported a write-back error.</exception>
+    public void SyncData()
+    {
+        try
+        {
+            if (WriteInterceptor is { } interceptor)
+            {
+                interceptor.Sync(new DiskPassThrough(io));
+            }
+            else
+            {
+                io.SyncData();
+            }
+        }
+        catch (IOException e) when (e is not BufferIOException)
+        {
+            throw new IOException($"{Name}: sync failed: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Turns the OS's readahead off for this target's reads (POSIX_FADV_RANDOM; Linux only, else no-op): for a
+    /// reader whose reads are not sequential, on a sparse file where readahead would fill page after page of holes
+    /// with zeros.</summary>
+    public void AdviseRandomAccess() => io.AdviseRandomAccess();
+
     /// <summary>Drops this file's clean pages from the OS page cache (cold-read measurements; Linux only, else no-op).</summary>
     public void DropOsCache() => io.DropPageCache();
 
@@ -271,6 +297,8 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
         public abstract int Read(byte* data, int length, long offset);
         public abstract void Write(byte* data, int length, long offset);
         public abstract void Sync();
+        public virtual void SyncData() => Sync();
+        public virtual void AdviseRandomAccess() { }
         public virtual void DropPageCache() { }
         public abstract void Dispose();
     }
@@ -335,7 +363,11 @@ public sealed unsafe class DiskBufferTarget : BufferTarget
 
         public override void Sync() => LinuxDevices.Sync(fd, dataOnly: false);
 
+        public override void SyncData() => LinuxDevices.Sync(fd, dataOnly: true);
+
         public override void DropPageCache() => LinuxDevices.DropPageCache(fd);
+
+        public override void AdviseRandomAccess() => LinuxDevices.AdviseRandomAccess(fd);
 
         public override void Dispose()
         {

@@ -33,6 +33,7 @@ public sealed partial class WriteEngine
         journal.Truncate();
         coverage.Clear();
         busy.Clear();
+        journaledSinceCheckpoint.Clear();
         Interlocked.Increment(ref checkpoints);
     }
 

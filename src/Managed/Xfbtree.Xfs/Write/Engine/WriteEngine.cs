@@ -35,6 +35,7 @@ public sealed partial class WriteEngine : IDisposable
     private readonly DirectoryHookChain directoryHooks = new();
     private readonly JournalCoverage coverage;  // sectors logged as metadata by records not yet durable
     private readonly JournalCoverage busy;      // extents freed by records not yet durable (busy extents)
+    private readonly CheckpointCoverage journaledSinceCheckpoint = new(); // sectors any record since the checkpoint holds
 
     private WriteEngine(XfsImage image, DiskBufferTarget disk, WriteJournal journal, WriteEngineOptions options, int replayed)
     {
@@ -75,6 +76,9 @@ public sealed partial class WriteEngine : IDisposable
 
     /// <summary>Extents freed by records not yet durable (busy extents).</summary>
     internal JournalCoverage Busy => busy;
+
+    /// <summary>Sectors any record since the last checkpoint holds, durable or not (where ordered data may not go).</summary>
+    internal CheckpointCoverage JournaledSinceCheckpoint => journaledSinceCheckpoint;
 
     /// <summary>The end of the latest record not yet durable that logged or freed a sector of the range, 0 when none.</summary>
     internal long LatestRecordOver(long byteOffset, long length) =>
@@ -585,6 +589,18 @@ public sealed partial class WriteEngine : IDisposable
 
     /// <summary>Journal records committed since open (a test hook: a split operation commits one per step).</summary>
     internal long CommittedRecords => Interlocked.Read(ref committedRecords);
+
+    private long orderedDataBytes, orderedDataCommits;
+
+    /// <summary>File data written in place without a journal entry (ordered data) since open: bytes and commits (a
+    /// test and measurement hook).</summary>
+    internal (long Bytes, long Commits) OrderedData => (Interlocked.Read(ref orderedDataBytes), Interlocked.Read(ref orderedDataCommits));
+
+    internal void NoteOrderedData(long bytes)
+    {
+        Interlocked.Add(ref orderedDataBytes, bytes);
+        Interlocked.Increment(ref orderedDataCommits);
+    }
 
     internal void NoteRecord(List<JournalEntry> entries)
     {

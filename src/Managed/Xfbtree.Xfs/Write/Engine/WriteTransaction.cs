@@ -69,7 +69,10 @@ internal sealed class WriteTransaction
     // File data of this transaction: whole blocks in arrays rented from the shared pool (Length bytes of each are
     // the data), returned when the transaction ends: a 1 MiB write then allocates no large-object-heap array,
     // whose collection (a full, background GC) cost more than the write itself.
-    private readonly List<(ulong Fsbno, byte[] Bytes, int Length)> data = new();
+    private readonly List<(ulong Fsbno, byte[] Bytes, int Length, bool Fresh)> data = new();
+    // How many of the first entries of `data` went to the image at commit without a journal entry (ordered data,
+    // see CommitOrderedData); they are first in `data` once chosen.
+    private int orderedData;
     private readonly List<byte[]> rentedData = new();
     private readonly List<uint> heldAgs = new();
     private readonly Dictionary<uint, AgSpace> spaces = new();
@@ -394,8 +397,11 @@ internal sealed class WriteTransaction
     }
 
     /// <summary>As <see cref="WriteData"/> with the first <paramref name="length"/> bytes of an array from
-    /// <see cref="RentData"/>, without a copy (the array must not change afterwards).</summary>
-    internal void WriteRentedData(ulong fsbno, byte[] rented, int length)
+    /// <see cref="RentData"/>, without a copy (the array must not change afterwards). <paramref name="fresh"/>: the
+    /// committed state shows nothing of these blocks (allocated by this transaction, or unwritten and read as zeros),
+    /// so writing them before the record changes nothing anyone can read; such data may go to the image without a
+    /// journal entry, synced before the record is written (<see cref="CommitOrderedData"/>).</summary>
+    internal void WriteRentedData(ulong fsbno, byte[] rented, int length, bool fresh = false)
     {
         ThrowIfDone();
         int bs = Geometry.BlockSize;
@@ -407,7 +413,7 @@ internal sealed class WriteTransaction
         {
             throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"{Operation}: data write at fsbno {fsbno} (+{length / bs} blocks) outside the filesystem or crossing an AG");
         }
-        data.Add((fsbno, rented, length));
+        data.Add((fsbno, rented, length, fresh));
     }
 
     /// <summary>Reads file data as this transaction sees it: committed data overlaid with this transaction's own
@@ -417,7 +423,7 @@ internal sealed class WriteTransaction
         ThrowIfDone();
         engine.ReadData(fsbno, destination);
         long firstByte = ByteOf(fsbno), lastByte = firstByte + destination.Length;
-        foreach (var (f, bytes, length) in data)
+        foreach (var (f, bytes, length, _) in data)
         {
             long s = ByteOf(f), e = s + length;
             long lo = Math.Max(s, firstByte), hi = Math.Min(e, lastByte);
@@ -697,9 +703,11 @@ internal sealed class WriteTransaction
         byte[]? beforeVerifier = largest == 0 ? null : ArrayPool<byte>.Shared.Rent(largest);
         try
         {
-            var entries = new List<JournalEntry>(data.Count + dirty.Count);
-            foreach (var (fsbno, bytes, length) in data)
+            CommitOrderedData();
+            var entries = new List<JournalEntry>(data.Count - orderedData + dirty.Count);
+            for (int i = orderedData; i < data.Count; i++)
             {
+                var (fsbno, bytes, length, _) = data[i];
                 entries.Add(new JournalEntry(ByteOf(fsbno), bytes.AsMemory(0, length)));
             }
             int used = 0;
@@ -720,6 +728,108 @@ internal sealed class WriteTransaction
                 ArrayPool<byte>.Shared.Return(beforeVerifier);
             }
         }
+    }
+
+    /// <summary>
+    /// Ordered data, as the kernel writes a file's new blocks before the commit that maps them: when this transaction's
+    /// fresh data (<see cref="WriteRentedData"/>) adds up to <see cref="WriteEngineOptions.OrderedDataMinBytes"/> or
+    /// more, the fresh pieces that no journal record since the checkpoint covers are written in place now and the image
+    /// is synced, before the record exists; the record then holds only the mapping, not the bytes (a sequential 1 MiB
+    /// write is written once instead of twice, and the journal stays small). Whenever the record is durable, so is the
+    /// data (the sync came first), and a replay leaves these blocks alone (nothing in the journal covers them: a range
+    /// covered by metadata or by journaled data since the checkpoint stays journaled, or a replay would write the
+    /// older bytes back over the new ones). A failure here cancels the transaction: the bytes went only to blocks it
+    /// allocated or to unwritten ones, which nothing reads yet.
+    /// </summary>
+    private void CommitOrderedData()
+    {
+        long threshold = engine.Options.OrderedDataMinBytes;
+        if (threshold <= 0 || data.Count == 0)
+        {
+            return;
+        }
+        long fresh = 0;
+        foreach (var (_, _, length, isFresh) in data)
+        {
+            if (isFresh)
+            {
+                fresh += length;
+            }
+        }
+        if (fresh < threshold)
+        {
+            return;
+        }
+        // The chosen pieces first (stable order otherwise: the journal keeps the order of the rest). Moving a fresh
+        // piece ahead of an earlier piece of the same blocks would change which bytes win, so a piece that overlaps
+        // an earlier one stays journaled.
+        var ordered = new List<(ulong, byte[], int, bool)>(data.Count);
+        var rest = new List<(ulong, byte[], int, bool)>(data.Count);
+        long orderedBytes = 0;
+        for (int i = 0; i < data.Count; i++)
+        {
+            var piece = data[i];
+            bool take = piece.Fresh && MayOrder(ByteOf(piece.Fsbno), piece.Length) && !OverlapsEarlier(i);
+            (take ? ordered : rest).Add(piece);
+            orderedBytes += take ? piece.Length : 0;
+        }
+        if (ordered.Count == 0)
+        {
+            return;
+        }
+        foreach (var (fsbno, bytes, length, _) in ordered)
+        {
+            WriteEngine.WriteRaw(engine.Disk, ByteOf(fsbno), bytes.AsSpan(0, length));
+        }
+        engine.Disk.SyncData();
+        engine.NoteOrderedData(orderedBytes);
+        data.Clear();
+        data.AddRange(ordered);
+        data.AddRange(rest);
+        orderedData = ordered.Count;
+    }
+
+    /// <summary>
+    /// True when file data may go to [<paramref name="byteOffset"/>, +<paramref name="length"/>) before its record:
+    /// no record since the checkpoint holds a sector of it (a replay would write older bytes back), and no free of a
+    /// record not yet durable, nor of this transaction, covers it (a busy extent: a power loss before the free is
+    /// durable would leave the old owner mapping these bytes). Such data stays journaled, and the write after the
+    /// append syncs the journal first where the range is busy.
+    /// </summary>
+    private bool MayOrder(long byteOffset, long length)
+    {
+        if (!engine.JournaledSinceCheckpoint.IsUnjournaled(byteOffset, length)
+            || engine.Busy.LatestRecordOver(byteOffset, length) > engine.Journal.SyncedEnd)
+        {
+            return false;
+        }
+        if (freedExtents is not null)
+        {
+            long start = byteOffset / 512, end = (byteOffset + length + 511) / 512;
+            foreach (var (daddr, lengthBB) in freedExtents)
+            {
+                if (daddr < end && start < daddr + lengthBB)
+                {
+                    return false;
+                }
+            }
+        }
+        return true;
+    }
+
+    /// <summary>True when data piece <paramref name="index"/> shares a byte of the image with an earlier piece.</summary>
+    private bool OverlapsEarlier(int index)
+    {
+        long start = ByteOf(data[index].Fsbno), end = start + data[index].Length;
+        for (int i = 0; i < index; i++)
+        {
+            long s = ByteOf(data[i].Fsbno), e = s + data[i].Length;
+            if (s < end && start < e)
+            {
+                return true;
+            }
+        }
+        return false;
     }
 
     /// <summary>
@@ -798,13 +908,16 @@ internal sealed class WriteTransaction
             long recordEnd = engine.Journal.Append(entries, engine.Options.SyncCommits);
             journaled = true;
             // Noted before the data is written: a block this record freed and its data reuses is covered too.
-            engine.Coverage.Note(entries, data.Count, recordEnd);
+            int journaledData = data.Count - orderedData;
+            engine.JournaledSinceCheckpoint.Note(entries, 0, entries.Count);
+            engine.Coverage.Note(entries, journaledData, recordEnd);
             if (freedExtents is not null)
             {
                 engine.Busy.Note(freedExtents, recordEnd);
             }
-            foreach (var (fsbno, bytes, length) in data)
+            for (int i = orderedData; i < data.Count; i++)
             {
+                var (fsbno, bytes, length, _) = data[i];
                 engine.WriteDataInPlace(ByteOf(fsbno), bytes.AsSpan(0, length));
             }
             // JournalBuffer ran every dirty buffer's verifier. The buffers stay in the cache, pinned, until a

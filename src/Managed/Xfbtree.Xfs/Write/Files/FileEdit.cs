@@ -353,7 +353,7 @@ internal sealed class FileEdit
                     {
                         var got = Allocate(Hint(q), left);
                         var buf = Compose(q, got.Length, start, end, data, baseData: null);
-                        _tx.WriteRentedData(got.Fsbno, buf, checked((int)got.Length * BlockSize));
+                        _tx.WriteRentedData(got.Fsbno, buf, checked((int)got.Length * BlockSize), fresh: true);
                         Map(new BmbtExtent(q, got.Fsbno, got.Length, Unwritten: false));
                         q += got.Length;
                         left -= got.Length;
@@ -404,9 +404,17 @@ internal sealed class FileEdit
     byte[] Compose(ulong fileBlock, ulong count, long start, long end, byte[]? data, byte[]? baseData)
     {
         int length = checked((int)count * BlockSize);
-        var buf = baseData ?? _tx.RentData(length, zeroed: true);
         long bufStart = (long)fileBlock * BlockSize, bufEnd = bufStart + length;
         long from = Math.Max(bufStart, start), to = Math.Min(bufEnd, end);
+        var buf = baseData;
+        if (buf is null)
+        {
+            // Zeros only around the new bytes (a 1 MiB write would otherwise clear the whole MiB, then copy over it).
+            buf = _tx.RentData(length, zeroed: false);
+            int head = (int)Math.Clamp(from - bufStart, 0, length), tail = (int)Math.Clamp(to - bufStart, head, length);
+            buf.AsSpan(0, head).Clear();
+            buf.AsSpan(tail, length - tail).Clear();
+        }
         if (from < to)
         {
             var target = buf.AsSpan((int)(from - bufStart), (int)(to - from));
@@ -438,7 +446,7 @@ internal sealed class FileEdit
     {
         if (mode == ModifyMode.Zero) return; // already reads as zeros
         // Data first (zeros around the new bytes), then the flip to written.
-        _tx.WriteRentedData(run.StartBlock, Compose(run.StartOffset, run.BlockCount, start, end, data, baseData: null), checked((int)run.BlockCount * BlockSize));
+        _tx.WriteRentedData(run.StartBlock, Compose(run.StartOffset, run.BlockCount, start, end, data, baseData: null), checked((int)run.BlockCount * BlockSize), fresh: true);
         Extents.SetState(run.StartOffset, run.BlockCount, unwritten: false);
         var (agno, _) = Split(run.StartBlock);
         FileOperations.LockAg(_tx, agno);
@@ -460,7 +468,7 @@ internal sealed class FileEdit
             old = old with { BlockCount = got.Length };
             byte[] content = ReadRun(old);
             if (mode != ModifyMode.Unshare) content = Compose(old.StartOffset, old.BlockCount, start, end, data, content);
-            _tx.WriteRentedData(got.Fsbno, content, checked((int)got.Length * BlockSize));
+            _tx.WriteRentedData(got.Fsbno, content, checked((int)got.Length * BlockSize), fresh: true);
             Extents.Remove(old.StartOffset, old.BlockCount);
             MappingChanged = true;
             ReleasePiece(old);

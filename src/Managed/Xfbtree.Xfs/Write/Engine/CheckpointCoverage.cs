@@ -1,0 +1,121 @@
+namespace Xfbtree.Xfs.Write.Engine;
+
+/// <summary>
+/// The image sectors any journal record since the last checkpoint holds (metadata or journaled file data), durable
+/// or not: a replay writes every one of them again. Ordered data (file data written in place before its record, with
+/// no journal entry: <see cref="WriteTransaction"/>'s CommitOrderedData) may only go where nothing here lies, or a
+/// replay would put older bytes back over it. Unlike <see cref="JournalCoverage"/>, nothing is dropped when a record
+/// becomes durable; the set empties only at a checkpoint (the journal is truncated then).
+/// <para>
+/// Memory is a constant: at most <see cref="Capacity"/> disjoint sorted ranges (<see cref="CapacityBytes"/>), touching
+/// ranges merged. When it is full it saturates: every range counts as covered until the next checkpoint, which only
+/// keeps file data journaled (the safe answer). Nothing is allocated after construction.
+/// </para>
+/// </summary>
+internal sealed class CheckpointCoverage
+{
+    /// <summary>Ranges held at most.</summary>
+    public const int Capacity = 8192;
+
+    /// <summary>Bytes of the range array (two 64-bit fields a range): 128 KiB.</summary>
+    public const int CapacityBytes = Capacity * 16;
+
+    private readonly Lock gate = new();
+    private readonly long[] starts = new long[Capacity]; // first sector of each range
+    private readonly long[] ends = new long[Capacity];   // sector after its last
+    private int count;
+    private bool saturated;
+
+    /// <summary>True once more ranges were noted than fit since the last checkpoint (a test hook).</summary>
+    public bool Saturated
+    {
+        get
+        {
+            lock (gate)
+            {
+                return saturated;
+            }
+        }
+    }
+
+    /// <summary>Notes the entries [<paramref name="first"/>, <paramref name="end"/>) of one record.</summary>
+    public void Note(List<JournalEntry> entries, int first, int end)
+    {
+        lock (gate)
+        {
+            for (int i = first; i < end && !saturated; i++)
+            {
+                JournalEntry e = entries[i];
+                Add(e.Offset / 512, (e.Offset + e.Bytes.Length + 511) / 512);
+            }
+        }
+    }
+
+    /// <summary>True when no record since the last checkpoint holds a sector of [<paramref name="byteOffset"/>,
+    /// +<paramref name="length"/>).</summary>
+    public bool IsUnjournaled(long byteOffset, long length)
+    {
+        long start = byteOffset / 512, end = (byteOffset + length + 511) / 512;
+        lock (gate)
+        {
+            if (saturated)
+            {
+                return false;
+            }
+            int i = FirstEndingAfter(start);
+            return i == count || starts[i] >= end;
+        }
+    }
+
+    /// <summary>The journal was emptied (a checkpoint).</summary>
+    public void Clear()
+    {
+        lock (gate)
+        {
+            count = 0;
+            saturated = false;
+        }
+    }
+
+    private int FirstEndingAfter(long sector)
+    {
+        int lo = 0, hi = count;
+        while (lo < hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            if (ends[mid] > sector) hi = mid; else lo = mid + 1;
+        }
+        return lo;
+    }
+
+    private void Add(long start, long end)
+    {
+        int i = FirstEndingAfter(start - 1);
+        int j = i;
+        while (j < count && starts[j] <= end)
+        {
+            start = Math.Min(start, starts[j]);
+            end = Math.Max(end, ends[j]);
+            j++;
+        }
+        if (j > i)
+        {
+            starts[i] = start;
+            ends[i] = end;
+            Array.Copy(starts, j, starts, i + 1, count - j);
+            Array.Copy(ends, j, ends, i + 1, count - j);
+            count -= j - i - 1;
+            return;
+        }
+        if (count == Capacity)
+        {
+            saturated = true;
+            return;
+        }
+        Array.Copy(starts, i, starts, i + 1, count - i);
+        Array.Copy(ends, i, ends, i + 1, count - i);
+        starts[i] = start;
+        ends[i] = end;
+        count++;
+    }
+}
