@@ -113,6 +113,8 @@ public static class Scrubber
         findings.Add(cnt);
         findings.Add(ino);
         if (fino != null) findings.Add(fino);
+        // Offline only: the scan judged every in-use core beside its forks (an online context has no scan).
+        if (!ctx.IsOnline) findings.Add(InodeCoreScrubber.Check(ctx));
         int rmapAt = findings.Count;
         if (rmap != null) findings.Add(rmap);
         if (refc != null) findings.Add(refc);

@@ -1,0 +1,37 @@
+namespace Xfbtree.Xfs.Scrub;
+
+/// <summary>
+/// The inode cores of one AG (offline): every in-use inode the scan read, judged against its own forks and the rules
+/// of <see cref="Format.InodeCoreRules"/> (the kernel's inode verifier and scrubber, xfs_repair's phases 3 and 4).
+/// Source of truth: the inode's forks (what they map gives di_nblocks and the extent counts), the file type (which
+/// flags and hints it may carry) and the superblock's features. One line per damaged inode.
+/// </summary>
+internal static class InodeCoreScrubber
+{
+    /// <summary>The structure's name in the report.</summary>
+    public const string Structure = "inode cores";
+
+    /// <summary>The finding, from what the scan judged.</summary>
+    public static ScrubFinding Check(AgScrubContext ctx)
+    {
+        var damaged = ctx.Scan.DamagedInodes;
+        var f = new ScrubFinding(Structure, ctx.AgNumber, Scan.AgScanResult.DamagedInodeLimit) { ProblemLines = true, ProblemUnit = "inodes" };
+        if (damaged == null)
+        {
+            f.Skip("the inode btree cannot be walked (see inobt), so the inodes cannot be found");
+            return f;
+        }
+        var inodes = new List<ulong>(damaged.Count);
+        foreach (var d in damaged)
+        {
+            f.Damage(d.ToString());
+            inodes.Add(d.Ino);
+        }
+        long more = ctx.Scan.DamagedInodeTotal - damaged.Count;
+        if (more > 0) f.Damage(more, $"and {more} more damaged inodes");
+        f.DamagedInodes = inodes;
+        f.DamagedInodesComplete = more == 0;
+        f.Note = $"{ctx.Scan.InodesScanned} in-use inodes";
+        return f;
+    }
+}
