@@ -25,21 +25,23 @@ public sealed class InodeCoreScrubTests(ITestOutputHelper output)
         ("onlink", "/feat/special/one-block", ["write -d core.onlink 3"], "di_onlink 3", true, true, true),
         ("nblocks-btree", "/feat/fragmented.bin", ["write -d core.nblocks 7"], "di_nblocks 7, the forks map", true, true, true),
         ("nblocks-symlink", "/feat/links/l0005", ["write -d core.nblocks 0"], "di_nblocks 0, the forks map 2 blocks", true, true, false),
-        ("nextents-too-many", "/feat/special/one-block", ["write -d core.nextents 4"], "di_nextents 4, the data fork maps 1 extents", true, true, true),
+        ("nextents-too-many", "/feat/special/one-block", ["write -d core.nextents 4"], "di_nextents 4, the data fork maps 1 extents", true, true, false),
         ("anextents", "/feat/xattr/x0000", ["write -d core.naextents 9"], "di_anextents 9, the attr fork maps", true, true, false),
-        ("extsize-without-flag", "/feat/special/one-block", ["write -d core.extsize 16"], "extent size hint 16: set without its flag", true, true, true),
+        ("extsize-without-flag", "/feat/special/one-block", ["write -d core.extsize 16"], "extent size hint 16: set without its flag", true, true, false),
         ("cowextsize-without-flag", "/feat/prealloc-pure.bin", ["write -d v3.cowextsize 32"], "CoW extent size hint 32: set without its flag", true, true, false),
         ("realtime-flag", "/feat/special/one-block", ["write -d core.realtime 1"], "realtime flag without a realtime device", true, true, true),
         ("dir-flag-on-file", "/feat/special/one-block", ["write -d core.nosymlinks 1"], "directory flags 0x0400 on a non-directory", true, true, false),
-        ("reflink-on-directory", "/feat/xattr", ["write -d v3.reflink 1"], "reflink flag on a file that is not regular", true, true, true),
+        ("reflink-on-directory", "/feat/xattr", ["write -d v3.reflink 1"], "reflink flag on a file that is not regular", true, true, false),
         ("dax-on-fifo", "/feat/special/fifo", ["write -d v3.dax 1"], "DAX flag on a special file", true, true, false),
-        ("fifo-size", "/feat/special/fifo", ["write -d core.size 512"], "size 512 of a device, fifo or socket", true, true, true),
+        ("fifo-size", "/feat/special/fifo", ["write -d core.size 512"], "size 512 of a device, fifo or socket", true, true, false),
         ("chardev-size", "/feat/special/null-ish", ["write -d core.size 1"], "size 1 of a device, fifo or socket", true, true, false),
         ("aformat-without-fork", "/feat/links/l0005", ["write -d core.forkoff 0", "write -d core.aformat 1"], "attr fork format 1 without an attr fork", true, true, false),
         ("crc", "/feat/special/one-block", ["write -c core.gen 77"], "bad CRC", true, true, true),
         ("crc-directory", "/feat/xattr", ["write -c v3.crc 0x1234"], "bad CRC", true, true, false),
         ("negative-size", "/feat/special/one-block", ["fuzz -d core.size firstbit"], "negative size -9223372036854774784 (no certain fix)", false, true, true),
     ];
+
+    private static readonly string[] KernelKinds = ["onlink", "crc"];
 
     public static IEnumerable<object[]> Cases()
     {
@@ -104,6 +106,8 @@ public sealed class InodeCoreScrubTests(ITestOutputHelper output)
         Assert.True(repaired.ExitCode == 0, $"scrub --repair must leave the image clean: exit {repaired.ExitCode}");
         var witness = RepairTools.XfsRepairCheck(image);
         Assert.True(witness.ExitCode == 0, $"xfs_repair -n after the repair of {name}: {witness}");
+        // The kernel on two kinds in the suite (a workload is several seconds), on every kind in long mode.
+        if (!(KernelKinds.Contains(name) || Environment.GetEnvironmentVariable("XFBTREE_LONG_TESTS") == "1")) return;
         KernelOracle.AssertKernelWorkloadAndRepair(image, output, $"the image repaired after inode core {name}");
     }
 

@@ -53,8 +53,26 @@ public sealed class AgScanResult : IDisposable
         if (DamagedInodes.Count < DamagedInodeLimit) DamagedInodes.Add(inode);
     }
 
-    /// <summary>Marks the cores as judged (none damaged so far).</summary>
-    internal void CoresJudged() => DamagedInodes ??= new List<DamagedInode>();
+    /// <summary>Marks the cores and attr forks as judged (none damaged so far).</summary>
+    internal void CoresJudged()
+    {
+        DamagedInodes ??= new List<DamagedInode>();
+        DamagedAttrForks ??= new List<DamagedInode>();
+    }
+
+    /// <summary>The first in-use inodes of this AG whose attr fork is damaged (<see cref="DamagedAttrForkTotal"/>
+    /// counts every one); null when not judged.</summary>
+    internal List<DamagedInode>? DamagedAttrForks { get; private set; }
+    /// <summary>Every damaged attr fork met.</summary>
+    internal long DamagedAttrForkTotal { get; private set; }
+
+    /// <summary>Records a damaged attr fork (the AG's one scan worker calls this).</summary>
+    internal void AddDamagedAttrFork(DamagedInode inode)
+    {
+        DamagedAttrForks ??= new List<DamagedInode>();
+        DamagedAttrForkTotal++;
+        if (DamagedAttrForks.Count < DamagedInodeLimit) DamagedAttrForks.Add(inode);
+    }
 
     /// <summary>Returns the memory of the expected rmap set (the xfile itself belongs to the <see cref="RmapScanResult"/>).</summary>
     public void Dispose() => Expected?.Dispose();
@@ -65,10 +83,11 @@ public sealed class AgScanResult : IDisposable
 /// <param name="Problems">What is wrong, "; "-separated.</param>
 /// <param name="Certain">True when every problem has a certain fix (the repair sets it); false when xfs_repair would
 /// clear the inode.</param>
-internal readonly record struct DamagedInode(ulong Ino, string Problems, bool Certain)
+/// <param name="Part">What of the inode is damaged: "core" or "attr fork".</param>
+internal readonly record struct DamagedInode(ulong Ino, string Problems, bool Certain, string Part = "core")
 {
     /// <summary>"inode 1234 core: damaged: di_onlink 5 (must be 0 in a v3 inode)".</summary>
-    public override string ToString() => $"inode {Ino} core: damaged: {Problems}";
+    public override string ToString() => $"inode {Ino} {Part}: damaged: {Problems}";
 
     /// <summary>The problems in one text, the uncertain ones marked.</summary>
     internal static string Describe(List<InodeCoreProblem> problems)

@@ -11,11 +11,22 @@ internal static class InodeCoreScrubber
     /// <summary>The structure's name in the report.</summary>
     public const string Structure = "inode cores";
 
+    /// <summary>The attr forks' structure name in the report.</summary>
+    public const string AttrForks = "attr forks";
+
     /// <summary>The finding, from what the scan judged.</summary>
-    public static ScrubFinding Check(AgScrubContext ctx)
+    public static ScrubFinding Check(AgScrubContext ctx) => Finding(ctx, Structure, ctx.Scan.DamagedInodes, ctx.Scan.DamagedInodeTotal);
+
+    /// <summary>
+    /// The attr forks of one AG (offline): every in-use inode's attr fork the scan read, checked whole by
+    /// <see cref="Attributes.AttrForkChecker"/> (a shortform list, or every leaf, node and remote value block reached
+    /// from the root). One line per damaged fork.
+    /// </summary>
+    public static ScrubFinding CheckAttrForks(AgScrubContext ctx) => Finding(ctx, AttrForks, ctx.Scan.DamagedAttrForks, ctx.Scan.DamagedAttrForkTotal);
+
+    static ScrubFinding Finding(AgScrubContext ctx, string structure, List<Scan.DamagedInode>? damaged, long total)
     {
-        var damaged = ctx.Scan.DamagedInodes;
-        var f = new ScrubFinding(Structure, ctx.AgNumber, Scan.AgScanResult.DamagedInodeLimit) { ProblemLines = true, ProblemUnit = "inodes" };
+        var f = new ScrubFinding(structure, ctx.AgNumber, Scan.AgScanResult.DamagedInodeLimit) { ProblemLines = true, ProblemUnit = "inodes" };
         if (damaged == null)
         {
             f.Skip("the inode btree cannot be walked (see inobt), so the inodes cannot be found");
@@ -27,7 +38,7 @@ internal static class InodeCoreScrubber
             f.Damage(d.ToString());
             inodes.Add(d.Ino);
         }
-        long more = ctx.Scan.DamagedInodeTotal - damaged.Count;
+        long more = total - damaged.Count;
         if (more > 0) f.Damage(more, $"and {more} more damaged inodes");
         f.DamagedInodes = inodes;
         f.DamagedInodesComplete = more == 0;
