@@ -113,7 +113,7 @@ public sealed class AttrForkScrubTests(ITestOutputHelper output, KernelAttrImage
 
     /// <summary>Healthy kernel-made images with attributes of every form (shortform, leaf, node, remote values, on
     /// files, a directory and beside every data fork form) scrub clean: the rmapbt one (4 KiB blocks, 512-byte
-    /// inodes) here, and mkfs.xfs's defaults (no rmapbt) and 1 KiB blocks with 256-byte inodes in long mode.</summary>
+    /// inodes) here, and mkfs.xfs's defaults (no rmapbt) and 1 KiB blocks with large extent counters in long mode.</summary>
     [Fact]
     public void KernelMadeImagesWithAttributesScrubClean()
     {
@@ -122,7 +122,7 @@ public sealed class AttrForkScrubTests(ITestOutputHelper output, KernelAttrImage
         if (Environment.GetEnvironmentVariable("XFBTREE_LONG_TESTS") == "1")
         {
             images.Add(KernelAttrImage.Make(Path.Combine(scratch.Directory, "defaults")));
-            images.Add(KernelAttrImage.Make(Path.Combine(scratch.Directory, "bs1k"), "-b", "size=1024", "-i", "size=256", "-m", "rmapbt=1"));
+            images.Add(KernelAttrImage.Make(Path.Combine(scratch.Directory, "bs1k"), "-b", "size=1024", "-i", "nrext64=1", "-m", "rmapbt=1"));
         }
         foreach (string image in images)
         {
