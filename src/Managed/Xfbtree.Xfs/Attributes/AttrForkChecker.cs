@@ -55,6 +55,8 @@ internal static class AttrForkChecker
         // Per level (0 = leaves): the last block met in tree order and its forward link, for the sibling chain.
         readonly Dictionary<int, (uint Block, uint Forw)> _lastAtLevel = new();
         uint _lastLeafHash;
+        // One block buffer for the whole walk: a node's entries are parsed out of it before its children are read.
+        readonly byte[] _block = new byte[blockSize];
         public readonly List<AttrEntry> Remote = new();
 
         /// <summary>Checks logical block <paramref name="logical"/> and its subtree; returns its level and, in
@@ -63,7 +65,7 @@ internal static class AttrForkChecker
         {
             if (!_visited.Add(logical)) throw new AttrFormatException($"attr block {logical} reached twice (a cycle or a cross-link)");
             if (_visited.Count > mappedBlocks) throw new AttrFormatException($"attr fork walk visits more blocks than the fork maps ({mappedBlocks})");
-            var block = new byte[blockSize];
+            var block = _block;
             long daddr = read(logical, block);
             ushort magic = AttrFormat.DaMagic(block);
             if (magic == AttrFormat.NodeMagic)
@@ -166,7 +168,7 @@ internal static class AttrForkChecker
             int per = AttrFormat.RemoteBytesPerBlock(blockSize);
             int blocks = AttrFormat.RemoteBlocks(e.ValueLength, blockSize);
             if (blocks == 0) throw new AttrFormatException($"{e}: a remote value of 0 bytes");
-            var block = new byte[blockSize];
+            var block = _block;
             for (int i = 0; i < blocks; i++)
             {
                 ulong at = (ulong)e.RemoteBlock + (uint)i;

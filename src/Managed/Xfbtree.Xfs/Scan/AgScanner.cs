@@ -46,6 +46,7 @@ internal sealed class AgScanner
     readonly List<InodeCoreProblem> _coreProblems = new();
     // The current inode's attr fork mapping (file offset order), for the check of its blocks.
     readonly List<BmbtExtent> _attrMap = new();
+    AttrBlockSource? _readAttrBlock;
 
     public AgScanner(XfsImage image, RmapScanOptions options, RmapBatcher output, ProblemList[] problems)
     {
@@ -463,7 +464,8 @@ internal sealed class AgScanner
             case ForkFormat.Extents or ForkFormat.Btree when _attrMap.Count > 0:
                 ulong mapped = 0;
                 foreach (var e in _attrMap) mapped += e.BlockCount;
-                why = AttrForkChecker.CheckTree(ino, _geo.MetaUuid, _geo.BlockSize, ReadAttrBlock, (long)Math.Min(mapped, int.MaxValue));
+                _readAttrBlock ??= ReadAttrBlock;
+                why = AttrForkChecker.CheckTree(ino, _geo.MetaUuid, _geo.BlockSize, _readAttrBlock, (long)Math.Min(mapped, int.MaxValue));
                 break;
         }
         if (why != null) res.AddDamagedAttrFork(new DamagedInode(ino, why, Certain: false, Part: "attr fork"));
