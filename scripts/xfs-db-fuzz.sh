@@ -135,6 +135,11 @@ targets() {
   ino=$(ino_of "$img" /attrs/leaf); [ -n "$ino" ] && echo "attr-leaf|inode $ino;ablock 0"
   ino=$(ino_of "$img" /attrs/node); [ -n "$ino" ] && echo "attr-node|inode $ino;ablock 0"
   ino=$(ino_of "$img" /attrs/remote); [ -n "$ino" ] && echo "inode-remoteattr|inode $ino"
+  # More inode cores and attr blocks: a fifo and a node-form attr fork's inode, a leaf under that fork's root node,
+  # the remote value block of /attrs/remote.
+  ino=$(ino_of "$img" /links/fifo); [ -n "$ino" ] && echo "inode-fifo|inode $ino"
+  ino=$(ino_of "$img" /attrs/node); [ -n "$ino" ] && echo "inode-nodeattr|inode $ino" && echo "attr-node-leaf|inode $ino;ablock 1"
+  ino=$(ino_of "$img" /attrs/remote); [ -n "$ino" ] && echo "attr-remote|inode $ino;ablock 1"
   return 0
 }
 
@@ -161,6 +166,10 @@ fields() {
     done
   done | grep -vE '\.sec$|\.nsec$|^lsn$|\.lsn$|^core\.(flushiter|dmevmask|dmstate|gen|prealloc|immutable|append|sync|noatime|nodump|nodefrag|filestream|atime|mtime|ctime|crtime)|^v3\.(dax|bigtime|crtime)|value|\.rtbwarns|\.[ib]warns|^(dirblklog)$' \
     | awk -v max="$max_fields" 'max == 0 || NR <= max'
+  # Inode cores: the DAX and bigtime flags are judged (docs/scrub.md "Inode cores"), so they are fuzzed too.
+  if [[ $nav =~ ^inode\ [0-9]+$ ]]; then
+    xfs_db -r "${args[@]}" -c print "$img" 2>/dev/null | sed 's/^ *//' | grep -oE '^v3\.(dax|bigtime) ' | tr -d ' '
+  fi
 }
 
 # ---- one case -------------------------------------------------------------------------------------------------

@@ -253,6 +253,11 @@ internal static class ScrubCommand
     internal static void WriteFindingLines(TextWriter o, ScrubFinding f, IReadOnlyList<LinkCountMismatch> mismatches, long mismatchTotal)
     {
         o.WriteLine(f.ToString());
+        if (f.ProblemLines && f.Verdict == ScrubVerdict.Damaged)
+        {
+            foreach (string p in f.Problems) o.WriteLine(p);
+            if (f.ProblemTotal > f.Problems.Count) o.WriteLine($"... and {f.ProblemTotal - f.Problems.Count} more {f.ProblemUnit}");
+        }
         if (f.Structure == "nlinks")
         {
             foreach (var m in mismatches) o.WriteLine(m.ToString());

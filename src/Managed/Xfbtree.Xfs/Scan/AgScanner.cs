@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using Xfbtree.Btree;
 using Xfbtree.Buffers;
+using Xfbtree.Xfs.Attributes;
 using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Trees;
 
@@ -38,6 +39,14 @@ internal sealed class AgScanner
     bool _pUnwritten;
     ulong _nextOffset;
     long _forkExtents;
+    ulong _forkBlocks;
+    // The current inode: a fork walk met damage (its counts are then not judged), and the core rules' scratch.
+    bool _inodeForkDamaged;
+    byte[]? _coreScratch;
+    readonly List<InodeCoreProblem> _coreProblems = new();
+    // The current inode's attr fork mapping (file offset order), for the check of its blocks.
+    readonly List<BmbtExtent> _attrMap = new();
+    AttrBlockSource? _readAttrBlock;
 
     public AgScanner(XfsImage image, RmapScanOptions options, RmapBatcher output, ProblemList[] problems)
     {
@@ -151,7 +160,10 @@ internal sealed class AgScanner
 
         // Inode chunks (OWN_INODES) and every in-use inode's forks.
         if (agi != null && agi.TreeRootUsable(AgiTree.Inobt, _geo))
+        {
+            res.CoresJudged();
             complete &= ScanInodes(_img.OpenInobt(agi, AgiTree.Inobt, store), res, metadata, cancel);
+        }
         else
             complete = false;
         res.MetadataComplete = complete;
@@ -363,18 +375,33 @@ internal sealed class AgScanner
                 if (off < 0 || off + isz > span.Length) continue;
                 ulong ino = _geo.AginoToIno(agno, startino + (uint)i);
                 var d = new Dinode(span.Slice(off, isz));
-                if (d.Verify(_geo, ino) is { } why) { Problem(agno, $"inode {ino}", why); continue; }
+                // A core whose forks cannot be read as it describes them is the scan's damage (the expected set misses
+                // its records); the CRC and the other core fields are judged after the forks are read.
+                if (d.VerifyStructure(_geo, ino) is { } why)
+                {
+                    Problem(agno, $"inode {ino}", why);
+                    res.AddDamagedInode(new DamagedInode(ino, $"does not verify: {why}", Certain: false));
+                    continue;
+                }
                 res.InodesScanned++;
                 ScanInode(agno, ino, d);
+                CheckCore(res, ino, d);
+                CheckAttrFork(res, ino, d);
             }
         }
         finally { _img.Cache.Release(buf); }
     }
 
+    // What the current inode's forks map, for its core's di_nblocks and extent counts.
+    ulong _inodeBlocks, _inodeDataExtents, _inodeAttrExtents;
+
     void ScanInode(uint agno, ulong ino, Dinode d)
     {
         _ino = ino;
         _inoAgno = agno;
+        _inodeForkDamaged = false;
+        _inodeBlocks = _inodeDataExtents = _inodeAttrExtents = 0;
+        _attrMap.Clear();
         for (int f = 0; f < 2; f++)
         {
             bool attr = f == 1;
@@ -382,31 +409,109 @@ internal sealed class AgScanner
             var fmt = d.FormatOf(attr);
             if (fmt is not (ForkFormat.Extents or ForkFormat.Btree)) continue;
             _attr = attr;
-            _emitExtents = attr || !d.IsRealtime;
+            // A realtime flag counts only with a realtime device (none is supported): without one the flag is the
+            // core's damage (InodeCoreRules) and the extents are the data device's.
+            _emitExtents = attr || !(d.IsRealtime && _img.Superblock.RtBlocks != 0);
             _forkName = attr ? "attr fork" : "data fork";
             _pending = false;
             _nextOffset = 0;
             _forkExtents = 0;
+            _forkBlocks = 0;
             var fork = d.Fork(attr);
             if (fmt == ForkFormat.Extents)
             {
-                ulong n = d.ExtentsOf(attr);   // verified: fits the fork
-                for (int i = 0; i < (int)n; i++) AddExtent(BmbtExtent.Read(fork[(i * Dinode.ExtentSize)..]));
+                // Verified: the count fits the fork. Zero records at its end are a too large count (the core's damage).
+                int n = InodeCoreRules.ExtentRecords(fork, d.ExtentsOf(attr));
+                for (int i = 0; i < n; i++) AddExtent(BmbtExtent.Read(fork[(i * Dinode.ExtentSize)..]));
             }
             else
             {
                 ScanBmbt(ino, fork);
+                _forkBlocks += (ulong)_bmbtBlocks.Count;
             }
             FlushExtent();
+            _inodeBlocks += _forkBlocks;
+            if (attr) _inodeAttrExtents = (ulong)_forkExtents;
+            else _inodeDataExtents = (ulong)_forkExtents;
         }
+    }
+
+    /// <summary>Judges the core of an inode whose forks were just read (<see cref="InodeCoreRules"/>, on a copy).</summary>
+    void CheckCore(AgScanResult res, ulong ino, Dinode d)
+    {
+        _coreScratch ??= new byte[_geo.InodeSize];
+        d.Bytes.CopyTo(_coreScratch);
+        _coreProblems.Clear();
+        InodeForkCounts? counts = _inodeForkDamaged ? null : new InodeForkCounts(_inodeBlocks, _inodeDataExtents, _inodeAttrExtents);
+        InodeCoreRules.Examine(_coreScratch, _geo, ino, counts, _coreProblems);
+        if (_coreProblems.Count == 0) return;
+        bool certain = true;
+        foreach (var p in _coreProblems) certain &= p.Certain;
+        res.AddDamagedInode(new DamagedInode(ino, DamagedInode.Describe(_coreProblems), certain));
+    }
+
+    /// <summary>Checks the attr fork of an inode whose forks were just read (<see cref="AttrForkChecker"/>); a fork
+    /// whose mapping met damage is the scan's problem already.</summary>
+    void CheckAttrFork(AgScanResult res, ulong ino, Dinode d)
+    {
+        if (!d.HasAttrFork || _inodeForkDamaged) return;
+        string? why = null;
+        switch (d.AttrFormat)
+        {
+            case ForkFormat.Local:
+                why = AttrForkChecker.CheckShortform(d.AttrFork);
+                break;
+            case ForkFormat.Extents or ForkFormat.Btree when _attrMap.Count > 0:
+                ulong mapped = 0;
+                foreach (var e in _attrMap) mapped += e.BlockCount;
+                _readAttrBlock ??= ReadAttrBlock;
+                why = AttrForkChecker.CheckTree(ino, _geo.MetaUuid, _geo.BlockSize, _readAttrBlock, (long)Math.Min(mapped, int.MaxValue));
+                break;
+        }
+        if (why != null) res.AddDamagedAttrFork(new DamagedInode(ino, why, Certain: false, Part: "attr fork"));
+    }
+
+    /// <summary>Logical block <paramref name="logical"/> of the current inode's attr fork, magic and CRC checked.</summary>
+    long ReadAttrBlock(uint logical, Span<byte> destination)
+    {
+        int lo = 0, hi = _attrMap.Count - 1;
+        while (lo <= hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            var e = _attrMap[mid];
+            if (logical < e.StartOffset) hi = mid - 1;
+            else if (logical >= e.StartOffset + e.BlockCount) lo = mid + 1;
+            else
+            {
+                if (e.Unwritten) throw new AttrFormatException($"attr fork block {logical} is unwritten");
+                ulong fsbno = e.StartBlock + (logical - e.StartOffset);
+                long daddr = _geo.AgBlockToDaddr(_geo.FsbToAgno(fsbno), _geo.FsbToAgbno(fsbno));
+                BlockBuffer buf;
+                try { buf = _img.Cache.Read(_img.Target, daddr, _geo.BasicBlocksPerBlock, AttrBlockVerifier.Instance, BufferLockMode.Shared); }
+                catch (Exception x) when (x is CorruptionException or IOException) { throw new AttrFormatException($"attr fork block {logical}: {x.Message}"); }
+                try { buf.Span[..destination.Length].CopyTo(destination); }
+                finally { _img.Cache.Release(buf); }
+                return daddr;
+            }
+        }
+        throw new AttrFormatException($"attr fork block {logical} is not mapped");
+    }
+
+    /// <summary>Damage in a fork of the current inode: reported, and its counts left unjudged.</summary>
+    void ForkProblem(string where, string what)
+    {
+        _inodeForkDamaged = true;
+        Problem(_inoAgno, where, what);
     }
 
     void AddExtent(in BmbtExtent e)
     {
         _forkExtents++;
-        if (e.Validate(_geo) is { } why) { Problem(_inoAgno, $"inode {_ino} {_forkName}", why); return; }
-        if (e.StartOffset < _nextOffset) Problem(_inoAgno, $"inode {_ino} {_forkName}", $"extent at offset {e.StartOffset} overlaps or precedes the previous one");
+        _forkBlocks += e.BlockCount;
+        if (e.Validate(_geo) is { } why) { ForkProblem($"inode {_ino} {_forkName}", why); return; }
+        if (e.StartOffset < _nextOffset) ForkProblem($"inode {_ino} {_forkName}", $"extent at offset {e.StartOffset} overlaps or precedes the previous one");
         _nextOffset = e.StartOffset + e.BlockCount;
+        if (_attr) _attrMap.Add(e);
         if (!_emitExtents) return;
         uint agno = _geo.FsbToAgno(e.StartBlock), agbno = _geo.FsbToAgbno(e.StartBlock);
         if (_pending && _pAgno == agno && (ulong)_pAgbno + _pLen == agbno && _pOff + _pLen == e.StartOffset
@@ -453,7 +558,7 @@ internal sealed class AgScanner
         // ArgumentException from anywhere else stays what it is, a bug (internal error), not "damage".
         if (fork.Length < MinBmbtRootFork)
         {
-            Problem(_inoAgno, where, $"fork of {fork.Length} bytes is too small for a btree root ({MinBmbtRootFork} at least)");
+            ForkProblem(where, $"fork of {fork.Length} bytes is too small for a btree root ({MinBmbtRootFork} at least)");
             return;
         }
         try
@@ -471,11 +576,11 @@ internal sealed class AgScanner
             if (tree.Root.Height > 1)
             {
                 var check = tree.Check();
-                foreach (string violation in check.Violations) Problem(_inoAgno, where, violation);
+                foreach (string violation in check.Violations) ForkProblem(where, violation);
             }
         }
-        catch (CorruptionException e) { Problem(_inoAgno, where, e.Message); }
-        catch (WalkAborted e) { Problem(_inoAgno, where, e.Message); }
+        catch (CorruptionException e) { ForkProblem(where, e.Message); }
+        catch (WalkAborted e) { ForkProblem(where, e.Message); }
         if (_bmbtBlocks.Count == 0) return;
         // bmbt blocks: sorted, merged per AG into runs (BMBT_BLOCK flag, plus ATTR_FORK for the attr fork).
         _bmbtBlocks.Sort();

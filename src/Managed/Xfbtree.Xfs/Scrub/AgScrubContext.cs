@@ -63,6 +63,7 @@ internal sealed class AgScrubContext
         Store = image.CreateAgStore(AgNumber);
         Scratch = scratch;
         RmapbtBlockCount = scan.RmapbtBlocks.Count;
+        IsOnline = online;
         if (!online)
         {
             CompareRmapAndDerive(scratch);
@@ -76,6 +77,9 @@ internal sealed class AgScrubContext
         }
         DeriveFromOnDiskRmap(scratch);
     }
+
+    /// <summary>True for the context of an online check (no offline scan behind it).</summary>
+    public bool IsOnline { get; }
 
     /// <summary>Blocks of the on-disk rmapbt (for agf_btreeblks): the scan's count offline, the walk's online.</summary>
     public long RmapbtBlockCount { get; private set; }

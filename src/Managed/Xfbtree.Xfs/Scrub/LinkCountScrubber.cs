@@ -78,7 +78,8 @@ internal sealed class LinkCountScrubber
     public void OnInode(ulong ino, ReadOnlySpan<byte> core)
     {
         var d = new Dinode(core);
-        if (d.Verify(_geo, ino) is { } why)
+        // A bad CRC or a stray realtime flag does not hide the entries: the inode core check reports those.
+        if (d.VerifyStructure(_geo, ino) is { } why)
         {
             // The scan reports the inode (rmapbt finding); here it only means its count and entries are unknown.
             _unreadable.Add(ino);

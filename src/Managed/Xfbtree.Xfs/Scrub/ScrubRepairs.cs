@@ -82,6 +82,8 @@ internal static class ScrubRepairs
         new AgHeaderRepair(AgHeaderKind.Agf, ["bnobt", "cntbt", "refcountbt"], (e, ag) => OnlineAgHeaderRepair.RepairAgf(e, ag).ToString()),
         new AgTreeRepair("AGFL", ["AGFL"], (e, ag) => OnlineAgflRepair.Run(e, ag).ToString()),
         new AgHeaderRepair(AgHeaderKind.Agi, ["inobt", "finobt"], (e, ag) => OnlineAgHeaderRepair.RepairAgi(e, ag).ToString()),
+        new InodeCoreRepair(),
+        new AttrForkRepair(),
         new RmapbtRepair(),
         new AgTreeRepair("bnobt+cntbt", ["bnobt", "cntbt"], (e, ag) => OnlineFreeSpaceRepair.Run(e, ag).ToString()),
         new AgTreeRepair("inobt+finobt", ["inobt", "finobt"], (e, ag) => OnlineInodeBtreeRepair.Run(e, ag).ToString()),
@@ -314,6 +316,80 @@ internal static class ScrubRepairs
     /// <summary>Damaged findings no repair answers.</summary>
     private static List<ScrubFinding> Unanswered(ScrubReport report, WriteEngine engine) =>
         report.Findings.Where(f => IsDamaged(f) && !InOrder.Any(r => r.Answers(f.Structure) && r.AppliesTo(engine))).ToList();
+
+    /// <summary>
+    /// The damaged inode cores of an AG, each set to its certain values in a transaction of its own
+    /// (<see cref="OnlineInodeCoreRepair"/>). Before the rmapbt, whose rebuild reads every inode: a core with a bad CRC
+    /// or a stray realtime flag does not load. A core with a problem that has no certain fix is left and said.
+    /// </summary>
+    private sealed class InodeCoreRepair : IScrubRepair
+    {
+        public string Name => InodeCoreScrubber.Structure;
+
+        public bool PerAg => true;
+
+        public bool Answers(string structure) => structure == InodeCoreScrubber.Structure;
+
+        public string Repair(ScrubRepairContext context, uint? agno)
+        {
+            ScrubFinding finding = context.Findings.Findings.First(f => f.Structure == InodeCoreScrubber.Structure && f.AgNumber == agno);
+            IReadOnlyList<ulong> inodes = finding.DamagedInodes
+                ?? throw new OnlineRepairException("the check that found the damage did not name the inodes (an online check: run the offline scrub)");
+            InodeCoreRepairResult r = OnlineInodeCoreRepair.Run(context.Engine, agno!.Value, inodes, context.Cancel);
+            string done = $"{r.Repaired} of {r.Examined} damaged inode cores set to their certain values";
+            if (r.NotRepaired.Count > 0)
+            {
+                throw new OnlineRepairException($"{done}; not repaired: {string.Join("; ", r.NotRepaired.Take(3))}{(r.NotRepaired.Count > 3 ? $"; and {r.NotRepaired.Count - 3} more" : "")}");
+            }
+            return done + (finding.DamagedInodesComplete ? "" : " (the check listed only the first ones: the next check lists the rest)");
+        }
+    }
+
+    /// <summary>
+    /// The damaged attr forks of an AG, each cleared as xfs_repair clears one (its blocks freed, the fork removed, its
+    /// attributes lost), in a transaction of its own under the inode's lock, after the fork was checked again there.
+    /// Salvaging the valid entries into a new fork (the kernel's xrep_xattr) is not done. After the inode cores (the
+    /// inode must load) and before the rmapbt (the blocks freed change it).
+    /// </summary>
+    private sealed class AttrForkRepair : IScrubRepair
+    {
+        public string Name => InodeCoreScrubber.AttrForks;
+
+        public bool PerAg => true;
+
+        public bool Answers(string structure) => structure == InodeCoreScrubber.AttrForks;
+
+        public bool Skips(ScrubRepairContext context, uint? agno) => context.Findings.Findings.Any(f =>
+            IsDamaged(f) && f.AgNumber == agno && f.Structure == InodeCoreScrubber.Structure);
+
+        public string Repair(ScrubRepairContext context, uint? agno)
+        {
+            ScrubFinding finding = context.Findings.Findings.First(f => f.Structure == InodeCoreScrubber.AttrForks && f.AgNumber == agno);
+            IReadOnlyList<ulong> inodes = finding.DamagedInodes
+                ?? throw new OnlineRepairException("the check that found the damage did not name the inodes (an online check: run the offline scrub)");
+            var attributes = new Write.Attributes.AttributeOperations(context.Engine);
+            int cleared = 0;
+            var sound = new List<ulong>();
+            foreach (ulong ino in inodes)
+            {
+                context.Cancel.ThrowIfCancellationRequested();
+                string? why = null;
+                context.Engine.Execute("clear damaged attr fork", tx =>
+                {
+                    IncoreInode inode = context.Engine.GetInode(ino, keepCached: false);
+                    tx.LockInodes(inode);
+                    if (new Dinode(inode.Core).IsFree) return;
+                    why = attributes.ClearIfDamaged(tx, inode);
+                    if (why != null) tx.LogInode(inode);
+                });
+                if (why != null) cleared++;
+                else sound.Add(ino);
+            }
+            return $"{cleared} of {inodes.Count} damaged attr forks cleared (their blocks freed, their attributes lost, as xfs_repair clears them)"
+                + (sound.Count > 0 ? $"; {sound.Count} found sound now" : "")
+                + (finding.DamagedInodesComplete ? "" : " (the check listed only the first ones: the next check lists the rest)");
+        }
+    }
 
     /// <summary>The rmapbt, rebuilt online from every other piece of metadata (<see cref="OnlineRmapRepair"/>).</summary>
     private sealed class RmapbtRepair : IScrubRepair

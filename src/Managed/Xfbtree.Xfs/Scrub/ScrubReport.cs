@@ -53,6 +53,15 @@ public sealed class ScrubFinding
     internal bool OnlyRmapbtRootDamage { get; set; }
     /// <summary>Records, blocks or inodes looked at (for the clean line), or null.</summary>
     public string? Note { get; internal set; }
+    /// <summary>Each problem is a report line of its own ("inode 1234 core: damaged: ..."), printed after the
+    /// finding's line, which then only counts them in <see cref="ProblemUnit"/>.</summary>
+    public bool ProblemLines { get; internal init; }
+    /// <summary>What <see cref="ProblemLines"/> problems are counted as ("inodes").</summary>
+    internal string ProblemUnit { get; init; } = "problems";
+    /// <summary>Inode cores: the damaged inodes, for the repair (null for other structures).</summary>
+    internal IReadOnlyList<ulong>? DamagedInodes { get; set; }
+    /// <summary>True when <see cref="DamagedInodes"/> holds every damaged inode (false: the repair judges every inode).</summary>
+    internal bool DamagedInodesComplete { get; set; }
 
     /// <summary>Damaged when a problem was found; else NotChecked when a check could not run; else Clean.</summary>
     public ScrubVerdict Verdict => ProblemTotal > 0 ? ScrubVerdict.Damaged : _skipped.Count > 0 ? ScrubVerdict.NotChecked : ScrubVerdict.Clean;
@@ -98,6 +107,9 @@ public sealed class ScrubFinding
                 return $"{Subject}: clean" + (Note != null ? $" ({Note})" : "");
             case ScrubVerdict.NotChecked:
                 return $"{Subject}: not checked: {string.Join("; ", _skipped)}";
+            case ScrubVerdict.Damaged when ProblemLines:
+                return $"{Subject}: damaged: {ProblemTotal} {ProblemUnit} (one line each below)"
+                       + (_skipped.Count > 0 ? $" (also not checked: {string.Join("; ", _skipped)})" : "");
             default:
                 long more = ProblemTotal - _problems.Count;
                 string text = string.Join("; ", _problems) + (more > 0 ? $"; and {more} more" : "");

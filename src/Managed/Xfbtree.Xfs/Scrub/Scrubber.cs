@@ -114,6 +114,12 @@ public static class Scrubber
         findings.Add(cnt);
         findings.Add(ino);
         if (fino != null) findings.Add(fino);
+        // Offline only: the scan judged every in-use core beside its forks (an online context has no scan).
+        if (!ctx.IsOnline)
+        {
+            findings.Add(InodeCoreScrubber.Check(ctx));
+            findings.Add(InodeCoreScrubber.CheckAttrForks(ctx));
+        }
         int rmapAt = findings.Count;
         if (rmap != null) findings.Add(rmap);
         if (refc != null) findings.Add(refc);

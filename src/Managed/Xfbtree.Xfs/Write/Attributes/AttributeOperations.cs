@@ -195,6 +195,38 @@ internal sealed partial class AttributeOperations
         return names;
     }
 
+    /// <summary>
+    /// The scrub's repair of a damaged attr fork (xfs_repair's clear_dinode_attr): when the whole-fork check
+    /// (<see cref="AttrForkChecker"/>, through this transaction) still finds a problem, every block of the fork is
+    /// unmapped and freed and the fork removed, the attributes lost; returns that problem, or null when the fork is
+    /// sound now (nothing changed). The inode must be locked by <paramref name="tx"/>.
+    /// </summary>
+    internal string? ClearIfDamaged(WriteTransaction tx, IncoreInode inode)
+    {
+        ArgumentNullException.ThrowIfNull(tx);
+        ArgumentNullException.ThrowIfNull(inode);
+        var core = inode.Core;
+        if (InodeFields.ForkOffset(core) == 0) return null;
+        string? why;
+        switch (InodeFields.Format(core, attr: true))
+        {
+            case ForkFormat.Local:
+                why = AttrForkChecker.CheckShortform(InodeFields.Fork(core, attr: true));
+                break;
+            case ForkFormat.Extents:
+            case ForkFormat.Btree:
+                var fork = FileFork.Load(tx, inode, attr: true);
+                why = fork.Extents.Count == 0 ? null
+                    : AttrForkChecker.CheckTree(inode.Ino, Geo.MetaUuid, Geo.BlockSize, Source(tx, fork), (long)Math.Min(fork.Extents.MappedBlocks, int.MaxValue));
+                break;
+            default:
+                throw new XfsWriteException(WriteErrorKind.Corrupt, $"{Where(inode)} has format {InodeFields.Format(core, attr: true)}");
+        }
+        if (why == null) return null;
+        new ForkWriter(this, tx, inode).Write(new List<AttrEntry>(), 0);
+        return why;
+    }
+
     /// <summary>Every attribute with its value (remote values read), in the fork's order.</summary>
     public IReadOnlyList<(XattrName Name, byte[] Value)> ReadAll(ulong ino)
     {
