@@ -29,6 +29,10 @@ internal interface IScrubRepair
     /// <summary>True when a damaged finding of <paramref name="structure"/> ("bnobt", "AGF", "nlinks") asks for this repair.</summary>
     bool Answers(string structure);
 
+    /// <summary>True for a filesystem-wide repair that may run again in a later round (it repairs what the check of
+    /// that round lists: the block maps); the others run once.</summary>
+    bool Repeatable => false;
+
     /// <summary>False when the structure does not exist on this filesystem (a refcountbt without reflink).</summary>
     bool AppliesTo(WriteEngine engine) => true;
 
@@ -76,6 +80,7 @@ internal static class ScrubRepairs
         new AgHeaderRepair(AgHeaderKind.Agf, ["bnobt", "cntbt", "refcountbt"], (e, ag) => OnlineAgHeaderRepair.RepairAgf(e, ag).ToString()),
         new AgTreeRepair("AGFL", ["AGFL"], (e, ag) => OnlineAgflRepair.Run(e, ag).ToString()),
         new AgHeaderRepair(AgHeaderKind.Agi, ["inobt", "finobt"], (e, ag) => OnlineAgHeaderRepair.RepairAgi(e, ag).ToString()),
+        new BmapRepair(),
         new RmapbtRepair(),
         new AgTreeRepair("bnobt+cntbt", ["bnobt", "cntbt"], (e, ag) => OnlineFreeSpaceRepair.Run(e, ag).ToString()),
         new AgTreeRepair("inobt+finobt", ["inobt", "finobt"], (e, ag) => OnlineInodeBtreeRepair.Run(e, ag).ToString()),
@@ -83,6 +88,10 @@ internal static class ScrubRepairs
         new LinkCountRepair(),
         new SummaryCounterRepair(),
     ];
+
+    /// <summary>The repairs that run before the rmapbt's and re-check after them: their damage makes the rmapbt line
+    /// (the scan could not read a fork or a directory), so the rmapbt waits for them and is judged again after.</summary>
+    private static readonly string[] RecheckAfter = [BmapRepair.RepairName];
 
     /// <summary>True when the finding is damaged.</summary>
     public static bool IsDamaged(ScrubFinding f) => f.Verdict == ScrubVerdict.Damaged;
@@ -110,7 +119,7 @@ internal static class ScrubRepairs
         var damaged = context.Findings.Findings.Where(IsDamaged).ToList();
         foreach (IScrubRepair repair in InOrder)
         {
-            if ((!repair.PerAg && wideDone.Contains(repair.Name)) || !repair.AppliesTo(context.Engine)) continue;
+            if ((!repair.PerAg && !repair.Repeatable && wideDone.Contains(repair.Name)) || !repair.AppliesTo(context.Engine)) continue;
             var targets = damaged.Where(f => repair.Answers(f.Structure) && (f.AgNumber is null) == !repair.PerAg)
                 .Select(f => f.AgNumber).Distinct().OrderBy(a => a ?? 0).ToList();
             foreach (uint? agno in targets)
@@ -206,7 +215,7 @@ internal static class ScrubRepairs
             outcomes.AddRange(done);
             // Check again (a read view, commits paused) when a repair waited for its source or some damage has no
             // repair: it may have been a symptom of what was just repaired.
-            if (!done.Any(o => o.Repaired && o.AgNumber is not null) || (waiting.Count == 0 && Unanswered(report, engine).Count == 0)) break;
+            if (!done.Any(o => o.Repaired && (o.AgNumber is not null || RecheckAfter.Contains(o.Name))) || (waiting.Count == 0 && Unanswered(report, engine).Count == 0)) break;
             report = recheck();
             // The superblock counters on disk are the engine's close's to write.
             if (!report.Findings.Any(f => IsDamaged(f) && f.Structure != "superblock counters") || waiting.Count == 0)
@@ -241,7 +250,8 @@ internal static class ScrubRepairs
         /// that damage (the offline scan met it), so those are repaired first, from the on-disk rmapbt, and the
         /// rmapbt in a later round if it is still damaged then.</summary>
         public bool Skips(ScrubRepairContext context, uint? agno) => context.Findings.Findings.Any(f =>
-            IsDamaged(f) && f.AgNumber == agno && f.Structure is "AGF" or "AGFL" or "AGI" or "inobt" or "finobt" or "refcountbt");
+            IsDamaged(f) && ((f.AgNumber == agno && f.Structure is "AGF" or "AGFL" or "AGI" or "inobt" or "finobt" or "refcountbt")
+                || f.Structure == BmapScrubber.Structure));
 
         public string Repair(ScrubRepairContext context, uint? agno)
         {
@@ -306,7 +316,7 @@ internal static class ScrubRepairs
         public bool Answers(string structure) => structure == "nlinks";
 
         public bool Skips(ScrubRepairContext context, uint? agno) => context.Findings.Findings.Any(f =>
-            IsDamaged(f) && f.Structure is "AGI" or "inobt" or "finobt");
+            IsDamaged(f) && f.Structure is "AGI" or "inobt" or "finobt" or BmapScrubber.Structure);
 
         public string Repair(ScrubRepairContext context, uint? agno)
         {
@@ -322,6 +332,72 @@ internal static class ScrubRepairs
             }
             return $"{r.MismatchTotal} wrong link counts: {r.Repaired} set to the count, {r.Adopted} named by no directory moved to /lost+found{(r.Adopted > 0 ? $" ({string.Join(", ", r.AdoptedAs.Take(3))}{(r.Adopted > 3 ? ", ..." : "")})" : "")}, {r.SettledMeanwhile} settled by writers meanwhile; "
                 + $"{r.EntryProblemTotal} wrong directory entries: {r.EntriesRepaired} repaired (file type set, or the entry of a free inode removed); {r.InodesCompared} inodes, {r.DirectoriesScanned} directories";
+        }
+    }
+
+    /// <summary>
+    /// Block maps: each damaged fork the check names rebuilt from the rmapbt (<see cref="OnlineBmapRepair"/>, one
+    /// transaction per fork under the inode's lock). Before the rmapbt's repair, which waits for it: the rmapbt line
+    /// reports the forks the scan could not read, and the rmapbt rebuild reads every fork. It needs the rmapbt it
+    /// reads to be sound, so it waits while an AG header cannot be read or an rmapbt has damage of its own structure
+    /// (a block, a key, a counter); record differences do not stop it, since a damaged fork makes them (the scan
+    /// expected what the damaged fork says). Both damaged, each needing the other: neither runs (docs/scrub.md).
+    /// </summary>
+    private sealed class BmapRepair : IScrubRepair
+    {
+        public const string RepairName = BmapScrubber.Structure;
+
+        public string Name => RepairName;
+
+        public bool PerAg => false;
+
+        public bool Repeatable => true;
+
+        public bool Answers(string structure) => structure == BmapScrubber.Structure;
+
+        public bool Skips(ScrubRepairContext context, uint? agno) => context.Findings.Findings.Any(f =>
+            IsDamaged(f) && (f.Structure is "AGF" or "AGFL" or "AGI" || (f.Structure == "rmapbt" && f.Problems.Any(RmapbtDamageOfItsOwn))));
+
+        /// <summary>An rmapbt problem that is not what a damaged fork makes (the scan's fork problems and record
+        /// differences): the rmapbt's own structure.</summary>
+        internal static bool RmapbtDamageOfItsOwn(string problem) =>
+            !(problem.StartsWith("scan: ", StringComparison.Ordinal) && BmapScrubber.TryParseFork(problem["scan: ".Length..], out _, out _))
+            && !System.Text.RegularExpressions.Regex.IsMatch(problem, @"^\d+ records (missing|extra|differ)");
+
+        public string Repair(ScrubRepairContext context, uint? agno)
+        {
+            var forks = new SortedSet<(ulong Ino, bool Attr)>();
+            foreach (ScrubFinding f in context.Findings.Findings)
+            {
+                if (f.Structure != BmapScrubber.Structure || !IsDamaged(f)) continue;
+                foreach (string p in f.Problems)
+                {
+                    if (BmapScrubber.TryParseFork(p, out ulong ino, out bool attr)) forks.Add((ino, attr));
+                }
+            }
+            var done = new List<string>();
+            var failed = new List<string>();
+            foreach (var (ino, attr) in forks)
+            {
+                context.Cancel.ThrowIfCancellationRequested();
+                try
+                {
+                    done.Add(OnlineBmapRepair.Run(context.Engine, ino, attr).ToString());
+                }
+                catch (Exception e) when (e is OnlineRepairException or XfsWriteException or CorruptionException)
+                {
+                    failed.Add($"inode {ino} {(attr ? "attr" : "data")} fork: {e.Message}");
+                }
+            }
+            if (failed.Count > 0)
+            {
+                throw new OnlineRepairException($"{done.Count} of {forks.Count} forks rebuilt from the rmapbt; not repaired: {string.Join("; ", failed.Take(3))}");
+            }
+            if (forks.Count == 0)
+            {
+                throw new OnlineRepairException("the finding names no fork");
+            }
+            return $"{forks.Count} forks rebuilt from the rmapbt: {string.Join("; ", done.Take(3))}{(done.Count > 3 ? "; ..." : "")}";
         }
     }
 
