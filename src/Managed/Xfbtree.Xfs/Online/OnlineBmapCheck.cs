@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Xfbtree.Btree;
 using Xfbtree.Buffers;
+using Xfbtree.Xfs.Directories;
 using Xfbtree.Xfs.Format;
 using Xfbtree.Xfs.Trees;
 using Xfbtree.Xfs.Write;
@@ -9,7 +10,17 @@ using Xfbtree.Xfs.Write.Engine;
 namespace Xfbtree.Xfs.Online;
 
 /// <summary>What the online block map check found.</summary>
-internal sealed record OnlineBmapCheckResult(long InodesChecked, long ForksChecked, IReadOnlyList<string> Damaged, long DamagedTotal, TimeSpan Elapsed);
+internal sealed record OnlineBmapCheckResult(long InodesChecked, long ForksChecked, IReadOnlyList<string> Damaged, long DamagedTotal, TimeSpan Elapsed)
+{
+    /// <summary>Directories whose blocks were read and verified.</summary>
+    public long DirectoriesChecked { get; init; }
+
+    /// <summary>Damaged directories, <c>directory N: what</c> (kept up to the limit).</summary>
+    public IReadOnlyList<string> DamagedDirectories { get; init; } = [];
+
+    /// <summary>Every damaged directory found.</summary>
+    public long DamagedDirectoryTotal { get; init; }
+}
 
 /// <summary>
 /// The block maps of every inode of an open engine checked while writers run (upstream's xchk_bmap, without the
@@ -17,7 +28,10 @@ internal sealed record OnlineBmapCheckResult(long InodesChecked, long ForksCheck
 /// allocated inode under its inode lock (read), and each fork in extents or btree format is checked as the offline
 /// scan checks it (<see cref="ForkMapVerifier"/>). Writers change a fork only under that lock, so what the check
 /// reads is one committed state. Each damaged fork is one line, <c>inode N data fork ...: what</c>, the form the
-/// fork repair (<see cref="OnlineBmapRepair"/>) is asked by.
+/// fork repair (<see cref="OnlineBmapRepair"/>) is asked by. A directory whose forks verify has its blocks read and
+/// verified in the same visit, as the offline check does (its entries, and the leaf, node and free-index blocks over
+/// them: <see cref="DirectoryReader.VerifyIndex"/>): one line per damaged directory, <c>directory N: what</c>, the
+/// directory repair's request (<see cref="OnlineDirectoryRepair"/>). Writers change a directory only under its lock.
 /// </summary>
 internal static class OnlineBmapCheck
 {
@@ -30,6 +44,9 @@ internal static class OnlineBmapCheck
         var damaged = new List<string>();
         long total = 0, inodes = 0, forks = 0;
         var verifier = new ForkMapVerifier(engine.Image);
+        var reader = new DirectoryReader(engine.Image);
+        var damagedDirs = new List<string>();
+        long dirTotal = 0, dirs = 0;
         while (scan.NextBatch() is { } batch)
         {
             foreach (ulong ino in batch)
@@ -53,6 +70,7 @@ internal static class OnlineBmapCheck
                     if (!d.IsFree && d.Verify(engine.Geometry, ino) is null)
                     {
                         inodes++;
+                        bool forksClean = true;
                         for (int f = 0; f < 2; f++)
                         {
                             bool attr = f == 1;
@@ -63,6 +81,7 @@ internal static class OnlineBmapCheck
                             forks++;
                             if (verifier.Check(ino, d, attr) is { } problem)
                             {
+                                forksClean = false;
                                 total++;
                                 if (damaged.Count < limit)
                                 {
@@ -70,13 +89,46 @@ internal static class OnlineBmapCheck
                                 }
                             }
                         }
+                        if (forksClean && d.FileType == 0x4000 && CheckDirectory(engine, reader, ino, inode.Core) is { } why)
+                        {
+                            dirTotal++;
+                            if (damagedDirs.Count < limit)
+                            {
+                                damagedDirs.Add($"directory {ino}: {why}");
+                            }
+                        }
+                        if (d.FileType == 0x4000)
+                        {
+                            dirs++;
+                        }
                     }
                     scan.MarkVisited(ino);
                 }
             }
             pacer.AfterBatch(cancel);
         }
-        return new OnlineBmapCheckResult(inodes, forks, damaged, total, clock.Elapsed);
+        return new OnlineBmapCheckResult(inodes, forks, damaged, total, clock.Elapsed)
+        {
+            DirectoriesChecked = dirs,
+            DamagedDirectories = damagedDirs,
+            DamagedDirectoryTotal = dirTotal,
+        };
+    }
+
+    /// <summary>The first problem of a locked directory's blocks, or null.</summary>
+    private static string? CheckDirectory(WriteEngine engine, DirectoryReader reader, ulong ino, byte[] core)
+    {
+        try
+        {
+            reader.ReadAll(ino, core, engine.ReadMetadataBlocks, $"directory {ino}");
+            reader.VerifyIndex(ino, core, engine.ReadMetadataBlocks, $"directory {ino}");
+            return null;
+        }
+        catch (Exception e) when (e is XfsWriteException or CorruptionException or IOException)
+        {
+            string prefix = $"directory {ino}: ";
+            return e.Message.StartsWith(prefix, StringComparison.Ordinal) ? e.Message[prefix.Length..] : e.Message;
+        }
     }
 }
 

@@ -85,13 +85,14 @@ internal static class ScrubRepairs
         new AgTreeRepair("bnobt+cntbt", ["bnobt", "cntbt"], (e, ag) => OnlineFreeSpaceRepair.Run(e, ag).ToString()),
         new AgTreeRepair("inobt+finobt", ["inobt", "finobt"], (e, ag) => OnlineInodeBtreeRepair.Run(e, ag).ToString()),
         new AgTreeRepair("refcountbt", ["refcountbt"], (e, ag) => OnlineRefcountRepair.Run(e, ag).ToString(), requiresReflink: true),
+        new DirectoryRepair(),
         new LinkCountRepair(),
         new SummaryCounterRepair(),
     ];
 
     /// <summary>The repairs that run before the rmapbt's and re-check after them: their damage makes the rmapbt line
     /// (the scan could not read a fork or a directory), so the rmapbt waits for them and is judged again after.</summary>
-    private static readonly string[] RecheckAfter = [BmapRepair.RepairName];
+    private static readonly string[] RecheckAfter = [BmapRepair.RepairName, DirectoryRepair.RepairName];
 
     /// <summary>True when the finding is damaged.</summary>
     public static bool IsDamaged(ScrubFinding f) => f.Verdict == ScrubVerdict.Damaged;
@@ -316,7 +317,7 @@ internal static class ScrubRepairs
         public bool Answers(string structure) => structure == "nlinks";
 
         public bool Skips(ScrubRepairContext context, uint? agno) => context.Findings.Findings.Any(f =>
-            IsDamaged(f) && f.Structure is "AGI" or "inobt" or "finobt" or BmapScrubber.Structure);
+            IsDamaged(f) && f.Structure is "AGI" or "inobt" or "finobt" or BmapScrubber.Structure or LinkCountScrubber.DirectoryStructure);
 
         public string Repair(ScrubRepairContext context, uint? agno)
         {
@@ -398,6 +399,66 @@ internal static class ScrubRepairs
                 throw new OnlineRepairException("the finding names no fork");
             }
             return $"{forks.Count} forks rebuilt from the rmapbt: {string.Join("; ", done.Take(3))}{(done.Count > 3 ? "; ..." : "")}";
+        }
+    }
+
+    /// <summary>
+    /// Directories: each damaged directory the check names salvaged and rebuilt in place (<see cref="OnlineDirectoryRepair"/>,
+    /// one transaction per directory under its inode lock). After the per-AG repairs (it allocates and frees blocks:
+    /// the AG headers and the free-space trees must be sound) and the block maps (it reads the directory's mapping);
+    /// before the link counts, which wait for it: the inodes whose entries could not be salvaged are found and named in
+    /// /lost+found by the link count repair in the next round, after a new check.
+    /// </summary>
+    private sealed class DirectoryRepair : IScrubRepair
+    {
+        public const string RepairName = LinkCountScrubber.DirectoryStructure;
+
+        public string Name => RepairName;
+
+        public bool PerAg => false;
+
+        public bool Repeatable => true;
+
+        public bool Answers(string structure) => structure == LinkCountScrubber.DirectoryStructure;
+
+        public bool Skips(ScrubRepairContext context, uint? agno) => context.Findings.Findings.Any(f =>
+            IsDamaged(f) && f.Structure is "AGF" or "AGFL" or "AGI" or "bnobt" or "cntbt" or "inobt" or "finobt" or "rmapbt" or BmapScrubber.Structure);
+
+        public string Repair(ScrubRepairContext context, uint? agno)
+        {
+            var dirs = new SortedSet<ulong>();
+            foreach (ScrubFinding f in context.Findings.Findings)
+            {
+                if (f.Structure != LinkCountScrubber.DirectoryStructure || !IsDamaged(f)) continue;
+                foreach (string p in f.Problems)
+                {
+                    var m = System.Text.RegularExpressions.Regex.Match(p, @"^directory (\d+)[: ]");
+                    if (m.Success && ulong.TryParse(m.Groups[1].Value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out ulong ino)) dirs.Add(ino);
+                }
+            }
+            var done = new List<string>();
+            var failed = new List<string>();
+            foreach (ulong ino in dirs)
+            {
+                context.Cancel.ThrowIfCancellationRequested();
+                try
+                {
+                    done.Add(OnlineDirectoryRepair.Run(context.Engine, ino).ToString());
+                }
+                catch (Exception e) when (e is OnlineRepairException or XfsWriteException or CorruptionException)
+                {
+                    failed.Add($"directory {ino}: {e.Message}");
+                }
+            }
+            if (failed.Count > 0)
+            {
+                throw new OnlineRepairException($"{done.Count} of {dirs.Count} directories rebuilt; not repaired: {string.Join("; ", failed.Take(3))}");
+            }
+            if (dirs.Count == 0)
+            {
+                throw new OnlineRepairException("the finding names no directory");
+            }
+            return $"{dirs.Count} directories salvaged and rebuilt: {string.Join("; ", done.Take(3))}{(done.Count > 3 ? "; ..." : "")}";
         }
     }
 

@@ -73,6 +73,7 @@ public static class Scrubber
             var t = Stopwatch.StartNew();
             var (linkFinding, wrong, total) = links!.Finish(options.LinkMismatchLimit);
             linkFinding.Elapsed = t.Elapsed;
+            findings.Add(links.FinishDirectories());
             findings.Add(linkFinding);
             mismatches = wrong;
             mismatchTotal = total;
