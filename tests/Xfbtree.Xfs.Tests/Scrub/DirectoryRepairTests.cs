@@ -66,7 +66,17 @@ public sealed class DirectoryRepairTests(ITestOutputHelper output)
         ("node-data-owner", "/node", false, ["dblock 3", "write -d dhdr.hdr.owner 129"]),
     ];
 
-    public static IEnumerable<object[]> Cases() => Kinds.Select(k => new object[] { k.Name });
+    private static bool Long => Environment.GetEnvironmentVariable("XFBTREE_LONG_TESTS") == "1";
+
+    /// <summary>The kinds the suite runs (every format, and each of the index checks); every kind with
+    /// XFBTREE_LONG_TESTS=1.</summary>
+    private static readonly HashSet<string> SuiteKinds =
+    [
+        "sf-namelen", "block-magic", "block-crc", "block-entry-tag", "block-bestfree", "leaf-hash-order", "leaf-bestfree",
+        "leaf-data-namelen", "node-free-crc", "node-leaf-sibling", "node-data-owner",
+    ];
+
+    public static IEnumerable<object[]> Cases() => Kinds.Where(k => Long || SuiteKinds.Contains(k.Name)).Select(k => new object[] { k.Name });
 
     public static IEnumerable<object[]> OnlineCases() =>
         new[] { "sf-namelen", "block-crc", "block-entry-tag", "leaf-hash-order", "leaf-data-namelen", "node-free-crc" }.Select(k => new object[] { k });

@@ -356,16 +356,26 @@ internal static class ScrubRepairs
 
         public bool Answers(string structure) => structure == BmapScrubber.Structure;
 
-        public bool Skips(ScrubRepairContext context, uint? agno) => context.Findings.Findings.Any(f =>
-            IsDamaged(f) && (f.Structure is "AGF" or "AGFL" or "AGI" || (f.Structure == "rmapbt" && f.Problems.Any(RmapbtDamageOfItsOwn))));
+        public bool Skips(ScrubRepairContext context, uint? agno)
+        {
+            HashSet<ulong> damagedInodes = DamagedForks(context).Select(f => f.Ino).ToHashSet();
+            return context.Findings.Findings.Any(f =>
+                IsDamaged(f) && (f.Structure is "AGF" or "AGFL" or "AGI" || (f.Structure == "rmapbt" && f.Problems.Any(p => RmapbtDamageOfItsOwn(p, damagedInodes)))));
+        }
 
-        /// <summary>An rmapbt problem that is not what a damaged fork makes (the scan's fork problems and record
-        /// differences): the rmapbt's own structure.</summary>
-        internal static bool RmapbtDamageOfItsOwn(string problem) =>
-            !(problem.StartsWith("scan: ", StringComparison.Ordinal) && BmapScrubber.TryParseFork(problem["scan: ".Length..], out _, out _))
-            && !System.Text.RegularExpressions.Regex.IsMatch(problem, @"^\d+ records (missing|extra|differ)");
+        /// <summary>An rmapbt problem that is not what a damaged fork makes: the rmapbt's own structure. A damaged
+        /// fork makes scan problems naming its inode (the fork's own, and the records it implies mapping a block twice)
+        /// and record differences (the scan expected what the damaged fork says).</summary>
+        internal static bool RmapbtDamageOfItsOwn(string problem, HashSet<ulong> damagedInodes)
+        {
+            if (System.Text.RegularExpressions.Regex.IsMatch(problem, @"^\d+ (more scan problems|records (missing|extra|differ))")) return false;
+            if (!problem.StartsWith("scan: ", StringComparison.Ordinal)) return true;
+            var m = System.Text.RegularExpressions.Regex.Match(problem, @"\binode (\d+)\b");
+            return !(m.Success && ulong.TryParse(m.Groups[1].Value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out ulong ino) && damagedInodes.Contains(ino));
+        }
 
-        public string Repair(ScrubRepairContext context, uint? agno)
+        /// <summary>The forks the damaged bmap findings name.</summary>
+        private static SortedSet<(ulong Ino, bool Attr)> DamagedForks(ScrubRepairContext context)
         {
             var forks = new SortedSet<(ulong Ino, bool Attr)>();
             foreach (ScrubFinding f in context.Findings.Findings)
@@ -376,6 +386,12 @@ internal static class ScrubRepairs
                     if (BmapScrubber.TryParseFork(p, out ulong ino, out bool attr)) forks.Add((ino, attr));
                 }
             }
+            return forks;
+        }
+
+        public string Repair(ScrubRepairContext context, uint? agno)
+        {
+            SortedSet<(ulong Ino, bool Attr)> forks = DamagedForks(context);
             var done = new List<string>();
             var failed = new List<string>();
             foreach (var (ino, attr) in forks)
