@@ -71,7 +71,7 @@ public sealed class MountScrubTests(ITestOutputHelper output)
             Assert.Null(workloadError);
             Assert.True(text.ExitCode == 0, text.ToString());
             var lines = text.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-            Assert.All(lines.SkipLast(1), l => Assert.Matches(@"^(AG \d+ \S+|primary superblock|superblock counters|nlinks): clean", l));
+            Assert.All(lines.SkipLast(1), l => Assert.Matches(@"^(AG \d+ \S+|primary superblock|superblock counters|bmap|directories|nlinks): clean", l));
             Assert.Matches($@"^result: clean \({structureCount} structures checked; [0-9.]+ s\)$", lines[^1]);
             foreach (string s in Structures)
             {

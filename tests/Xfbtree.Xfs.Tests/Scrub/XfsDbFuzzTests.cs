@@ -162,16 +162,20 @@ public sealed class XfsDbFuzzTests(ITestOutputHelper output)
         Assert.Contains("parent low key differs from the block's first key", stdout, StringComparison.Ordinal);
         var repaired = ScrubCli.Run(image, "--repair");
         output.WriteLine($"scrub --repair: exit {repaired.ExitCode}\n{repaired.Stdout}{repaired.Stderr}");
-        Assert.True(repaired.ExitCode is 0 or 1, $"scrub --repair: exit {repaired.ExitCode}");
-        if (repaired.ExitCode == 0) Assert.True(RepairTools.XfsRepairCheck(image).ExitCode == 0, "scrub --repair said clean, xfs_repair -n does not agree");
+        // The bmap repair rebuilds the fork (keys included) from the rmapbt.
+        Assert.Contains("repair: bmap: repaired", repaired.Stdout, StringComparison.Ordinal);
+        Assert.Equal(0, repaired.ExitCode);
+        Assert.True(RepairTools.XfsRepairCheck(image).ExitCode == 0, "scrub --repair said clean, xfs_repair -n does not agree");
     }
     /// <summary>
     /// A bmbt leaf of a file with a bad magic (xfs_db fuzz): the rmapbt rebuild's inode scan meets it. That corruption
     /// escaped the repair rounds, so the engine was never closed: one stderr line, no report, and the image left
-    /// NEEDSREPAIR with a pending journal. Now that repair alone fails, said on its line, and the image is closed clean.
+    /// NEEDSREPAIR with a pending journal. Then that repair failed alone, said on its line, and the image was closed
+    /// clean. Now the fork is rebuilt from the rmapbt first (the bmap repair), the rmapbt waits for it, and the image
+    /// ends clean.
     /// </summary>
     [Fact]
-    public void ARepairThatMeetsACorruptBmbtFailsAloneAndClosesTheImage()
+    public void ACorruptBmbtIsRebuiltBeforeTheRmapbtRepairReadsIt()
     {
         using var scratch = new RepairScratch();
         string image = scratch.CopyFixture(Fixture);
@@ -179,8 +183,32 @@ public sealed class XfsDbFuzzTests(ITestOutputHelper output)
         Assert.True(fuzz.ExitCode == 0, $"xfs_db fuzz: {fuzz}");
         var (rc, stdout, stderr) = ScrubCli.Run(image, "--repair");
         output.WriteLine($"scrub --repair: exit {rc}\n{stdout}{stderr}");
+        Assert.Equal(0, rc);
+        Assert.Contains("repair: bmap: repaired: 1 forks rebuilt from the rmapbt: inode 262856 data fork", stdout, StringComparison.Ordinal);
+        Assert.DoesNotContain("not repaired", stdout, StringComparison.Ordinal);
+        Assert.Contains("result after repair: clean", stdout, StringComparison.Ordinal);
+        Assert.False(File.Exists(image + ".xfbtree-journal"), "the write engine's journal must not be left behind");
+        Assert.False(Write.WriteEngineTestSupport.NeedsRepair(image), "NEEDSREPAIR must be cleared by the engine's clean close");
+        Assert.Equal(0, RepairTools.XfsRepairCheck(image).ExitCode);
+    }
+
+    /// <summary>
+    /// The double fault: a file's bmbt leaf and the rmapbt (a leaf with a bad CRC) both damaged. The fork repair reads
+    /// the rmapbt, the rmapbt repair reads every fork: each waits for the other, nothing is rebuilt from a damaged
+    /// source, both say why, the image is closed clean (no journal, NEEDSREPAIR cleared) and stays as damaged as it was.
+    /// </summary>
+    [Fact]
+    public void ADamagedBmbtBesideADamagedRmapbtIsRefusedAndTheImageClosed()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture(Fixture);
+        Assert.Equal(0, Db(image, "inode 262856", "addr u3.bmbt.ptrs[1]", "fuzz -d magic ones").ExitCode);
+        Assert.Equal(0, Db(image, "agf 1", "addr rmaproot", "addr ptrs[1]", "crc -i").ExitCode);
+        var (rc, stdout, stderr) = ScrubCli.Run(image, "--repair");
+        output.WriteLine($"scrub --repair: exit {rc}\n{stdout}{stderr}");
         Assert.Equal(1, rc);
-        Assert.Contains("rmapbt: not repaired: corrupt bmbt", stdout, StringComparison.Ordinal);
+        Assert.Contains("bmap: not repaired: waits for the repair of the structures it is rebuilt from", stdout, StringComparison.Ordinal);
+        Assert.Contains("AG 1 rmapbt: not repaired: waits for the repair of the structures of this AG it is rebuilt from", stdout, StringComparison.Ordinal);
         Assert.Contains("result after repair: DAMAGED", stdout, StringComparison.Ordinal);
         Assert.False(File.Exists(image + ".xfbtree-journal"), "the write engine's journal must not be left behind");
         Assert.False(Write.WriteEngineTestSupport.NeedsRepair(image), "NEEDSREPAIR must be cleared by the engine's clean close");

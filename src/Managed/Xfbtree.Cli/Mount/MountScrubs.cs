@@ -30,8 +30,9 @@ internal sealed class MountScrubs(MountRepairs repairs, Action<string> log)
         {
             ScrubFinding primary = OnlineScrubber.CheckPrimarySuperblock(repairs.Engine);
             ScrubFinding counters = OnlineScrubber.CheckSummaryCounters(repairs.Engine);
+            var (bmap, directories) = OnlineScrubber.CheckBlockMaps(repairs.Engine, new ScrubOptions { CpuShare = cpuShare }, repairs.Stopping);
             var (links, mismatches, total) = OnlineScrubber.CheckLinkCounts(repairs.Engine, new ScrubOptions { CpuShare = cpuShare }, repairs.Stopping);
-            return (Findings: new[] { primary, counters, links }, Mismatches: mismatches, Total: total);
+            return (Findings: new[] { primary, counters, bmap, directories, links }, Mismatches: mismatches, Total: total);
         }, out string? failure);
         text = failure ?? ScrubWire.Findings(found.Findings, found.Mismatches, found.Total, room);
         return reply;

@@ -284,6 +284,97 @@ internal sealed class DirectoryReader
         }
     }
 
+    /// <summary>
+    /// Verifies the index of a leaf or node directory (nothing for the other formats, whose blocks
+    /// <see cref="ReadAll(ulong, ReadOnlySpan{byte}, FsBlockReader, string)"/> reads): every mapped block of the leaf
+    /// space (leaf1, leafn, node: identity, structure, hash order, stale count) and of the free space (identity,
+    /// first data block by its place, used count), and against the data blocks: the live leaf entries are exactly
+    /// the (hash, address) of every entry '.' and '..' included, the leaf1 best-free table and the free-index
+    /// slots give each data block's largest unused region (0xffff where no data block is), leafn sibling links
+    /// agree both ways. Throws Corrupt naming the first problem.
+    /// </summary>
+    public void VerifyIndex(ulong ino, ReadOnlySpan<byte> core, FsBlockReader read, string where)
+    {
+        var d = new Dinode(core);
+        if (d.Format == ForkFormat.Local) return;
+        var extents = DataExtents(ino, core, where);
+        var layout = Layout(core, extents, where);
+        if (layout is not (DirectoryLayout.Leaf or DirectoryLayout.Node)) return;
+        var g = Geometry;
+        var expected = new List<(uint Hash, uint Ptr)>();
+        var bests = new Dictionary<uint, ushort>();
+        var leafEntries = new List<(uint Hash, uint Ptr)>();
+        var freeSlots = new Dictionary<uint, ushort>();
+        var leafBlocks = new Dictionary<ulong, HashBlock>();
+        var starts = new SortedSet<ulong>();
+        foreach (var e in extents)
+        {
+            for (ulong fb = e.StartOffset - e.StartOffset % (ulong)DirBlockFsbs; fb < e.StartOffset + e.BlockCount; fb += (ulong)DirBlockFsbs)
+                starts.Add(fb);
+        }
+        HashBlock? leaf1 = null;
+        foreach (ulong fb in starts)
+        {
+            if (fb < LeafOffsetFsb)
+            {
+                var block = ReadDirBlock(ino, extents, fb, DirectoryFormat.DataMagic, read, where) ?? throw Corrupt(where, $"data block at offset {fb} only partly mapped");
+                uint db = g.DbOfFileBlock(fb);
+                var parsed = DataBlock.Parse(block, HasFtype, why => Corrupt(where, $"data block at offset {fb}: {why}"));
+                foreach (var e in parsed.Entries) expected.Add((DaHash.HashName(e.Name), g.DataPtr(db, e.Offset)));
+                bests[db] = BinaryPrimitives.ReadUInt16BigEndian(block.AsSpan(DirectoryFormat.BestFreeOffset + 2));
+            }
+            else if (fb < g.FreeFileBlock)
+            {
+                var block = ReadVerified(ino, extents, fb, read, where, "leaf or node block");
+                var h = HashBlock.Parse(block, g, why => Corrupt(where, $"leaf or node block at offset {fb}: {why}"));
+                leafBlocks[fb] = h;
+                if (h.Kind == HashBlockKind.Leaf1)
+                {
+                    if (layout != DirectoryLayout.Leaf) throw Corrupt(where, $"a leaf1 block at offset {fb} in a node directory");
+                    leaf1 = h;
+                }
+                if (h.IsLeaf) leafEntries.AddRange(h.Entries.Select(x => (x.Hash, x.Value)));
+            }
+            else
+            {
+                var block = ReadVerified(ino, extents, fb, read, where, "free-index block");
+                uint index = (uint)((fb - g.FreeFileBlock) / (ulong)DirBlockFsbs);
+                int firstDb = (int)(index * (uint)g.FreeMaxBests);
+                var f = FreeIndexBlock.Parse(block, g, firstDb, why => Corrupt(where, $"free-index block at offset {fb}: {why}"));
+                for (int i = 0; i < f.Bests.Count; i++) freeSlots[(uint)(firstDb + i)] = f.Bests[i];
+            }
+        }
+        expected.Sort();
+        leafEntries.Sort();
+        if (!expected.SequenceEqual(leafEntries))
+            throw Corrupt(where, $"the hash index holds {leafEntries.Count} live entries, the data blocks {expected.Count} (or they differ)");
+        uint dataBlocks = bests.Count == 0 ? 0 : bests.Keys.Max() + 1;
+        ushort BestOf(uint db) => bests.TryGetValue(db, out ushort b) ? b : DirectoryFormat.NullDataOff;
+        if (layout == DirectoryLayout.Leaf)
+        {
+            if (leaf1 is null) throw Corrupt(where, "no leaf1 block");
+            if (leaf1.Bests.Count != dataBlocks) throw Corrupt(where, $"the leaf's best-free table has {leaf1.Bests.Count} slots for {dataBlocks} data blocks");
+            for (int i = 0; i < leaf1.Bests.Count; i++)
+                if (leaf1.Bests[i] != BestOf((uint)i)) throw Corrupt(where, $"the leaf's best free of data block {i} is {leaf1.Bests[i]}, the block's is {BestOf((uint)i)}");
+        }
+        else
+        {
+            for (uint db = 0; db < dataBlocks; db++)
+            {
+                ushort slot = freeSlots.TryGetValue(db, out ushort s) ? s : DirectoryFormat.NullDataOff;
+                if (slot != BestOf(db)) throw Corrupt(where, $"the free index says {slot} for data block {db}, the block's best free is {BestOf(db)}");
+            }
+            foreach (var (fb, h) in leafBlocks)
+            {
+                if (h.Kind != HashBlockKind.LeafN) continue;
+                if (h.Forw != 0 && (!leafBlocks.TryGetValue(h.Forw, out var next) || next.Kind != HashBlockKind.LeafN || next.Back != (uint)fb))
+                    throw Corrupt(where, $"leaf at offset {fb}: its right sibling {h.Forw} does not link back");
+                if (h.Back != 0 && (!leafBlocks.TryGetValue(h.Back, out var prev) || prev.Kind != HashBlockKind.LeafN || prev.Forw != (uint)fb))
+                    throw Corrupt(where, $"leaf at offset {fb}: its left sibling {h.Back} does not link to it");
+            }
+        }
+    }
+
     /// <summary>A whole directory block at <paramref name="fileBlock"/> (pieces gathered through the mapping),
     /// its header identity checked (magic family, CRC, blkno, UUID, owner).</summary>
     byte[] ReadVerified(ulong ino, List<BmbtExtent> extents, ulong fileBlock, FsBlockReader read, string where, string what)

@@ -426,8 +426,13 @@ internal sealed class AgScanner
             }
             else
             {
+                long before = _problems[agno].Total;
                 ScanBmbt(ino, fork);
                 _forkBlocks += (ulong)_bmbtBlocks.Count;
+                // A walk that read every leaf clean must have found the records the inode counts (a numrecs or a
+                // pointer damaged with a correct CRC drops or repeats a leaf's records and verifies).
+                if (_problems[agno].Total == before && (ulong)_forkExtents != d.ExtentsOf(attr))
+                    Problem(agno, $"inode {ino} {_forkName} bmbt", $"holds {_forkExtents} records, but the inode counts {d.ExtentsOf(attr)} extents");
             }
             FlushExtent();
             _inodeBlocks += _forkBlocks;

@@ -35,6 +35,10 @@ internal interface IScrubRepair
     /// <summary>True when a damaged finding of <paramref name="structure"/> ("bnobt", "AGF", "nlinks") asks for this repair.</summary>
     bool Answers(string structure);
 
+    /// <summary>True for a filesystem-wide repair that may run again in a later round (it repairs what the check of
+    /// that round lists: the block maps); the others run once.</summary>
+    bool Repeatable => false;
+
     /// <summary>False when the structure does not exist on this filesystem (a refcountbt without reflink).</summary>
     bool AppliesTo(WriteEngine engine) => true;
 
@@ -83,6 +87,7 @@ internal static class ScrubRepairs
         new AgTreeRepair("AGFL", ["AGFL"], (e, ag) => OnlineAgflRepair.Run(e, ag).ToString()),
         new AgHeaderRepair(AgHeaderKind.Agi, ["inobt", "finobt"], (e, ag) => OnlineAgHeaderRepair.RepairAgi(e, ag).ToString()),
         new InodeCoreRepair(),
+        new BmapRepair(),
         new AttrForkRepair(),
         new RmapbtRepair(),
         new AgTreeRepair("bnobt+cntbt", ["bnobt", "cntbt"], (e, ag) => OnlineFreeSpaceRepair.Run(e, ag).ToString()),
@@ -95,9 +100,14 @@ internal static class ScrubRepairs
         new ScannedAgRepair("bnobt+cntbt", ["bnobt", "cntbt"], (c, ag) => FromScan(c, ag, ["bnobt", "cntbt"], s => OnlineFreeSpaceRepair.Run(c.Engine, ag, null, s))),
         new ScannedAgRepair("inobt+finobt", ["inobt", "finobt"], (c, ag) => NoRmapbtTrees(c, ag, inodes: true)),
         new ScannedAgRepair("refcountbt", ["refcountbt"], (c, ag) => NoRmapbtTrees(c, ag, refcount: true), requiresReflink: true),
+        new DirectoryRepair(),
         new LinkCountRepair(),
         new SummaryCounterRepair(),
     ];
+
+    /// <summary>The repairs that run before the rmapbt's and re-check after them: their damage makes the rmapbt line
+    /// (the scan could not read a fork or a directory), so the rmapbt waits for them and is judged again after.</summary>
+    private static readonly string[] RecheckAfter = [BmapRepair.RepairName, DirectoryRepair.RepairName];
 
     /// <summary>
     /// A rebuild of AG <paramref name="agno"/> from a scan of it taken now (<see cref="ScannedAgRmaps"/>), refused
@@ -180,7 +190,7 @@ internal static class ScrubRepairs
         var damaged = context.Findings.Findings.Where(IsDamaged).ToList();
         foreach (IScrubRepair repair in InOrder)
         {
-            if ((!repair.PerAg && wideDone.Contains(repair.Name)) || !repair.AppliesTo(context.Engine)) continue;
+            if ((!repair.PerAg && !repair.Repeatable && wideDone.Contains(repair.Name)) || !repair.AppliesTo(context.Engine)) continue;
             var targets = damaged.Where(f => repair.Answers(f.Structure) && (f.AgNumber is null) == !repair.PerAg)
                 .Select(f => f.AgNumber).Distinct().OrderBy(a => a ?? 0).ToList();
             foreach (uint? agno in targets)
@@ -296,7 +306,7 @@ internal static class ScrubRepairs
             outcomes.AddRange(done);
             // Check again (a read view, commits paused) when a repair waited for its source or some damage has no
             // repair: it may have been a symptom of what was just repaired.
-            if (!done.Any(o => o.Repaired && o.AgNumber is not null) || (waiting.Count == 0 && Unanswered(report, engine).Count == 0)) break;
+            if (!done.Any(o => o.Repaired && (o.AgNumber is not null || RecheckAfter.Contains(o.Name))) || (waiting.Count == 0 && Unanswered(report, engine).Count == 0)) break;
             report = recheck();
             // The superblock counters on disk are the engine's close's to write.
             if (!report.Findings.Any(f => IsDamaged(f) && f.Structure != "superblock counters") || waiting.Count == 0)
@@ -408,7 +418,8 @@ internal static class ScrubRepairs
         /// rmapbt in a later round if it is still damaged then.</summary>
         public bool Skips(ScrubRepairContext context, uint? agno) => context.Findings.Findings.Any(f =>
             IsDamaged(f) && f.AgNumber == agno && f.Structure is "AGF" or "AGFL" or "AGI" or "inobt" or "finobt" or "refcountbt")
-            && !RmapbtRebuildSetsTheRoot(context, agno);
+            && !RmapbtRebuildSetsTheRoot(context, agno)
+            || context.Findings.Findings.Any(f => IsDamaged(f) && f.Structure == BmapScrubber.Structure);
 
         public string Repair(ScrubRepairContext context, uint? agno)
         {
@@ -503,7 +514,8 @@ internal static class ScrubRepairs
         public bool Answers(string structure) => structure == "nlinks";
 
         public bool Skips(ScrubRepairContext context, uint? agno) => context.Findings.Findings.Any(f =>
-            IsDamaged(f) && (f.Structure is "inobt" or "finobt" || (f.Structure == "AGI" && !f.OnlyUnlinkedListDamage)));
+            IsDamaged(f) && (f.Structure is "inobt" or "finobt" or BmapScrubber.Structure or LinkCountScrubber.DirectoryStructure
+                || (f.Structure == "AGI" && !f.OnlyUnlinkedListDamage)));
 
         public string Repair(ScrubRepairContext context, uint? agno)
         {
@@ -521,6 +533,151 @@ internal static class ScrubRepairs
                 + $"{r.EntryProblemTotal} wrong directory entries: {r.EntriesRepaired} repaired (file type set, or the entry of a free inode removed); "
                 + (r.TreeProblemTotal > 0 ? $"{r.TreeProblemTotal} problems of the tree's shape: {r.TreeRepaired} wrong entries removed ({string.Join("; ", r.TreeProblems.Take(2))}); " : "")
                 + $"{r.InodesCompared} inodes, {r.DirectoriesScanned} directories";
+        }
+    }
+
+    /// <summary>
+    /// Block maps: each damaged fork the check names rebuilt from the rmapbt (<see cref="OnlineBmapRepair"/>, one
+    /// transaction per fork under the inode's lock). Before the rmapbt's repair, which waits for it: the rmapbt line
+    /// reports the forks the scan could not read, and the rmapbt rebuild reads every fork. It needs the rmapbt it
+    /// reads to be sound, so it waits while an AG header cannot be read or an rmapbt has damage of its own structure
+    /// (a block, a key, a counter); record differences do not stop it, since a damaged fork makes them (the scan
+    /// expected what the damaged fork says). Both damaged, each needing the other: neither runs (docs/scrub.md).
+    /// </summary>
+    private sealed class BmapRepair : IScrubRepair
+    {
+        public const string RepairName = BmapScrubber.Structure;
+
+        public string Name => RepairName;
+
+        public bool PerAg => false;
+
+        public bool Repeatable => true;
+
+        public bool Answers(string structure) => structure == BmapScrubber.Structure;
+
+        /// <summary>The rmapbt is the source: without one, a damaged fork is reported and not repaired.</summary>
+        public bool AppliesTo(WriteEngine engine) => engine.Geometry.Superblock.HasRmapbt;
+
+        public bool Skips(ScrubRepairContext context, uint? agno)
+        {
+            HashSet<ulong> damagedInodes = DamagedForks(context).Select(f => f.Ino).ToHashSet();
+            return context.Findings.Findings.Any(f =>
+                IsDamaged(f) && (f.Structure is "AGF" or "AGFL" or "AGI" || (f.Structure == "rmapbt" && f.Problems.Any(p => RmapbtDamageOfItsOwn(p, damagedInodes)))));
+        }
+
+        /// <summary>An rmapbt problem that is not what a damaged fork makes: the rmapbt's own structure. A damaged
+        /// fork makes scan problems naming its inode (the fork's own, and the records it implies mapping a block twice)
+        /// and record differences (the scan expected what the damaged fork says).</summary>
+        internal static bool RmapbtDamageOfItsOwn(string problem, HashSet<ulong> damagedInodes)
+        {
+            if (System.Text.RegularExpressions.Regex.IsMatch(problem, @"^\d+ (more scan problems|records (missing|extra|differ))")) return false;
+            if (!problem.StartsWith("scan: ", StringComparison.Ordinal)) return true;
+            var m = System.Text.RegularExpressions.Regex.Match(problem, @"\binode (\d+)\b");
+            return !(m.Success && ulong.TryParse(m.Groups[1].Value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out ulong ino) && damagedInodes.Contains(ino));
+        }
+
+        /// <summary>The forks the damaged bmap findings name.</summary>
+        private static SortedSet<(ulong Ino, bool Attr)> DamagedForks(ScrubRepairContext context)
+        {
+            var forks = new SortedSet<(ulong Ino, bool Attr)>();
+            foreach (ScrubFinding f in context.Findings.Findings)
+            {
+                if (f.Structure != BmapScrubber.Structure || !IsDamaged(f)) continue;
+                foreach (string p in f.Problems)
+                {
+                    if (BmapScrubber.TryParseFork(p, out ulong ino, out bool attr)) forks.Add((ino, attr));
+                }
+            }
+            return forks;
+        }
+
+        public string Repair(ScrubRepairContext context, uint? agno)
+        {
+            SortedSet<(ulong Ino, bool Attr)> forks = DamagedForks(context);
+            var done = new List<string>();
+            var failed = new List<string>();
+            foreach (var (ino, attr) in forks)
+            {
+                context.Cancel.ThrowIfCancellationRequested();
+                try
+                {
+                    done.Add(OnlineBmapRepair.Run(context.Engine, ino, attr).ToString());
+                }
+                catch (Exception e) when (e is OnlineRepairException or XfsWriteException or CorruptionException)
+                {
+                    failed.Add($"inode {ino} {(attr ? "attr" : "data")} fork: {e.Message}");
+                }
+            }
+            if (failed.Count > 0)
+            {
+                throw new OnlineRepairException($"{done.Count} of {forks.Count} forks rebuilt from the rmapbt; not repaired: {string.Join("; ", failed.Take(3))}");
+            }
+            if (forks.Count == 0)
+            {
+                throw new OnlineRepairException("the finding names no fork");
+            }
+            return $"{forks.Count} forks rebuilt from the rmapbt: {string.Join("; ", done.Take(3))}{(done.Count > 3 ? "; ..." : "")}";
+        }
+    }
+
+    /// <summary>
+    /// Directories: each damaged directory the check names salvaged and rebuilt in place (<see cref="OnlineDirectoryRepair"/>,
+    /// one transaction per directory under its inode lock). After the per-AG repairs (it allocates and frees blocks:
+    /// the AG headers and the free-space trees must be sound) and the block maps (it reads the directory's mapping);
+    /// before the link counts, which wait for it: the inodes whose entries could not be salvaged are found and named in
+    /// /lost+found by the link count repair in the next round, after a new check.
+    /// </summary>
+    private sealed class DirectoryRepair : IScrubRepair
+    {
+        public const string RepairName = LinkCountScrubber.DirectoryStructure;
+
+        public string Name => RepairName;
+
+        public bool PerAg => false;
+
+        public bool Repeatable => true;
+
+        public bool Answers(string structure) => structure == LinkCountScrubber.DirectoryStructure;
+
+        public bool Skips(ScrubRepairContext context, uint? agno) => context.Findings.Findings.Any(f =>
+            IsDamaged(f) && f.Structure is "AGF" or "AGFL" or "AGI" or "bnobt" or "cntbt" or "inobt" or "finobt" or "rmapbt" or BmapScrubber.Structure);
+
+        public string Repair(ScrubRepairContext context, uint? agno)
+        {
+            var dirs = new SortedSet<ulong>();
+            foreach (ScrubFinding f in context.Findings.Findings)
+            {
+                if (f.Structure != LinkCountScrubber.DirectoryStructure || !IsDamaged(f)) continue;
+                foreach (string p in f.Problems)
+                {
+                    var m = System.Text.RegularExpressions.Regex.Match(p, @"^directory (\d+)[: ]");
+                    if (m.Success && ulong.TryParse(m.Groups[1].Value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out ulong ino)) dirs.Add(ino);
+                }
+            }
+            var done = new List<string>();
+            var failed = new List<string>();
+            foreach (ulong ino in dirs)
+            {
+                context.Cancel.ThrowIfCancellationRequested();
+                try
+                {
+                    done.Add(OnlineDirectoryRepair.Run(context.Engine, ino).ToString());
+                }
+                catch (Exception e) when (e is OnlineRepairException or XfsWriteException or CorruptionException)
+                {
+                    failed.Add($"directory {ino}: {e.Message}");
+                }
+            }
+            if (failed.Count > 0)
+            {
+                throw new OnlineRepairException($"{done.Count} of {dirs.Count} directories rebuilt; not repaired: {string.Join("; ", failed.Take(3))}");
+            }
+            if (dirs.Count == 0)
+            {
+                throw new OnlineRepairException("the finding names no directory");
+            }
+            return $"{dirs.Count} directories salvaged and rebuilt: {string.Join("; ", done.Take(3))}{(done.Count > 3 ? "; ..." : "")}";
         }
     }
 

@@ -69,9 +69,11 @@ public static class Scrubber
             var primary = new ScrubFinding(OnlineScrubber.PrimarySuperblock, null, options.ProblemLimit) { Note = "verified when the image was opened" };
             findings.Add(primary);
             findings.Add(SummaryCounterScrubber.Check(image, contexts, options));
+            findings.Add(BmapScrubber.FromScan(scan, options));
             var t = Stopwatch.StartNew();
             var (linkFinding, wrong, total) = links!.Finish(options.LinkMismatchLimit);
             linkFinding.Elapsed = t.Elapsed;
+            findings.Add(links.FinishDirectories());
             findings.Add(linkFinding);
             mismatches = wrong;
             mismatchTotal = total;

@@ -194,8 +194,9 @@ internal sealed class WriteTransaction
     }
 
     /// <summary>Locks an AG even when it is marked sick (online repair rebuilds sick AGs); the transaction must hold
-    /// no AG yet (in order, blocking). A restarted repair takes the inodes of its plan first (the AGI rebuild locks the
-    /// inodes it relinks after the AG lock: tried, and on contention taken first the next time).</summary>
+    /// no AG yet, or only lower ones (in order, blocking: a fork repair walks every AG's rmapbt in ascending order). A
+    /// restarted repair takes the inodes of its plan first (the AGI rebuild locks the inodes it relinks after the AG
+    /// lock: tried, and on contention taken first the next time).</summary>
     internal void LockAgForRepair(uint agno)
     {
         ThrowIfDone();
@@ -205,7 +206,7 @@ internal sealed class WriteTransaction
         {
             return;
         }
-        if (heldAgs.Count != 0)
+        if (heldAgs.Count != 0 && heldAgs[^1] > agno)
         {
             throw new InvalidOperationException($"{Operation}: LockAgForRepair({agno}) while holding AG {heldAgs[^1]}");
         }

@@ -65,6 +65,32 @@ internal sealed class FileFork
         return f;
     }
 
+    /// <summary>
+    /// Replaces a fork whose mappings cannot be trusted (its bmbt or extent list damaged) with
+    /// <paramref name="mappings"/> (sorted by file offset, from the rmap: the fork repair): the old tree is never read;
+    /// its blocks (<paramref name="oldBmbtBlocks"/>, the inode's BMBT blocks of this fork in the rmap) are reused as the
+    /// new tree's, formatted anew, or freed when the new fork needs fewer (their rmaps removed, buffers invalidated),
+    /// and the rest are allocated; the fork is written in extents format when the records fit, else as a bmbt.
+    /// di_nblocks moves by one per bmbt block freed or allocated: the caller sets it first.
+    /// </summary>
+    public static FileFork Rebuild(WriteTransaction tx, IncoreInode inode, bool attr, List<BmbtExtent> mappings, IReadOnlyList<ulong> oldBmbtBlocks)
+    {
+        ArgumentNullException.ThrowIfNull(tx);
+        ArgumentNullException.ThrowIfNull(inode);
+        ArgumentNullException.ThrowIfNull(oldBmbtBlocks);
+        var f = new FileFork(tx, inode, attr);
+        f.Extents = ExtentList.FromRecords(mappings, f._geo, f.Where);
+        f._bmbtBlocks.AddRange(oldBmbtBlocks);
+        // Laid out whole (Store's extents-or-new-tree path), never edited record by record in the damaged tree.
+        f._loadedFormat = ForkFormat.Extents;
+        if (!attr)
+        {
+            ForkCache.Forget(inode);
+        }
+        f.Store();
+        return f;
+    }
+
     void Read()
     {
         // The cached list is shared with readers until this operation's first edit, which then takes its records

@@ -288,6 +288,45 @@ internal sealed class DirectoryEditor
         InodeCore.SetLocalData(_dir.Core, bytes);
     }
 
+    /// <summary>
+    /// The directory repair's first step: every block of the data fork (data, leaf, node and free-index blocks, and a
+    /// bmbt) released, their buffers invalidated without being read (they may not verify), and the directory made
+    /// an empty shortform one naming <paramref name="parent"/>; the salvaged entries are then added back with
+    /// <see cref="Add"/>. No directory update is queued here: the caller says which names leave.
+    /// </summary>
+    public void ResetToEmpty(ulong parent)
+    {
+        if (Layout != DirectoryLayout.Shortform)
+        {
+            var mapped = Extents;
+            for (int i = 0; i < mapped.Count; i++)
+            {
+                var e = mapped[i];
+                uint agno = _geo.FsbToAgno(e.StartBlock);
+                FileOperations.LockAg(_tx, agno);
+                _tx.InvalidateFreedBlocks(agno, _geo.FsbToAgbno(e.StartBlock), e.BlockCount);
+            }
+            if (mapped.Count > 0)
+            {
+                var last = mapped[mapped.Count - 1];
+                _edit!.Unmap(0, last.StartOffset + last.BlockCount);
+            }
+            // The empty list goes through the mapping code so that any bmbt blocks are released, then becomes inline.
+            _edit!.Fork.Store();
+            _hash.Clear();
+            _data.Clear();
+            _free.Clear();
+            var c = _dir.Core.AsSpan();
+            c[InodeCore.OffFormat] = (byte)ForkFormat.Local;
+            InodeCore.SetDataExtents(c, 0);
+            ForkCache.Forget(_dir);
+            _edit = null;
+            Layout = DirectoryLayout.Shortform;
+        }
+        WriteShortform(new ShortformDirectory(parent, _g.HasFtype, _g.BlockSize));
+        _tx.LogInode(_dir);
+    }
+
     /// <summary>xfs_dir2_sf_to_block: a new directory block (rmap owner = the directory, offset 0) holding the
     /// model, the data fork turned into one extent, di_size = the directory block size, nblocks grown.</summary>
     void ConvertToBlock(BlockDirectory block)
