@@ -42,6 +42,8 @@ public sealed unsafe partial class BtreeCursor<TOps>
         public bool Ahead;       // the block's header and samples were prefetched with its table entry (DirectBlockBase)
         public long* Pointers;   // the blocks noted (stack memory of the batch call, VisitedCapacity entries)
         public long* Versions;   // their versions
+        public long Prefix;      // the key's sign-flipped prefix (Prefixed)
+        public bool Prefixed;    // the key searches the blocks' sidecars (BtreeCursor.Sidecar.cs)
     }
 
     /// <summary>The outcome of one step of a ring key.</summary>
@@ -67,16 +69,17 @@ public sealed unsafe partial class BtreeCursor<TOps>
         long* pointers = stackalloc long[RingWidth * visited];
         long* versions = stackalloc long[RingWidth * visited];
         int next = 0, active = 0, hits = 0;
-        for (int s = 0; s < width; s++)
-        {
-            StartRingKey(ref ring[s], next++, pointers + s * visited, versions + s * visited);
-            active++;
-        }
+        bool prefixed = SidecarsUsable;
         // Raw pointers inside the loop: a turn is a few dozen instructions, and slicing four spans per turn was a
         // noticeable part of them. Every offset is below count * size, checked above.
         fixed (byte* keyBase = keys)
         fixed (byte* recordBase = records)
         {
+            for (int s = 0; s < width; s++)
+            {
+                StartRingKey(ref ring[s], next++, pointers + s * visited, versions + s * visited, keyBase, prefixed);
+                active++;
+            }
             while (active > 0)
             {
                 for (int s = 0; s < width; s++)
@@ -92,7 +95,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
                         step = LookupConcurrent(new ReadOnlySpan<byte>(key, _keySize), ConcurrentSeek.Equal, new Span<byte>(record, _recordSize)) ? RingStep.Found : RingStep.NotFound;
                     found[i] = step == RingStep.Found;
                     if (step == RingStep.Found) hits++;
-                    if (next < count) StartRingKey(ref k, next++, k.Pointers, k.Versions);
+                    if (next < count) StartRingKey(ref k, next++, k.Pointers, k.Versions, keyBase, prefixed);
                     else
                     {
                         k.Key = -1;
@@ -104,8 +107,10 @@ public sealed unsafe partial class BtreeCursor<TOps>
         return hits;
     }
 
-    void StartRingKey(ref RingKey k, int key, long* pointers, long* versions)
+    void StartRingKey(ref RingKey k, int key, long* pointers, long* versions, byte* keyBase, bool prefixed)
     {
+        k.Prefixed = prefixed;
+        if (prefixed) k.Prefix = FlippedKeyPrefix(keyBase + (long)key * _keySize);
         k.Pointers = pointers;
         k.Versions = versions;
         k.Key = key;
@@ -139,12 +144,38 @@ public sealed unsafe partial class BtreeCursor<TOps>
                     k.Stage = 1;
                     if (k.Level < 0 || k.Level >= CachedLevels) goto case 1; // the root (its level is read from its header) and the top levels: in cache
                     if (k.Ahead) goto case 1; // asked for in the same turn as the table entry: arrived with it
-                    PrefetchSearchStart(k.Data, k.Level);
+                    if (k.Prefixed) PrefetchSidecar(ptr, k.Level);
+                    else PrefetchSearchStart(k.Data, k.Level);
                     return RingStep.Continue;
                 }
             case 1:
                 {
                     byte* data = k.Data;
+                    if (k.Prefixed)
+                    {
+                        // The block's sidecar, when it describes the version noted (plain loads after that volatile
+                        // one stay after it on x64): the block's header is not needed, only the segment it leaves.
+                        byte* sc = SidecarOf(k.Pointer);
+                        if (*(long*)sc == versions[k.Depth - 1])
+                        {
+                            int scLevel = *(ushort*)(sc + 10);
+                            if (k.Level < 0) k.Level = scLevel;
+                            ConcurrentReadHook?.Invoke(k.Level);
+                            int scCount = *(ushort*)(sc + 8);
+                            bool scLeaf = scLevel == 0;
+                            if (scLevel != k.Level || scLevel >= _geometry.MaxLevels || scCount > (scLeaf ? _leafMaxRecords : _nodeMaxRecords) || (scCount == 0 && !scLeaf)
+                                || !SidecarSegment(sc, scCount, scLeaf, k.Prefix, out k.Lo, out k.Hi)) return RingStep.LookAlone;
+                            k.Count = scCount;
+                            k.SampleHit = -1;
+                            int stride = scLeaf ? _recordSize : _keySlotSize;
+                            byte* entries = data + _headerSize;
+                            PrefetchLines(entries + (long)k.Lo * stride, (k.Hi - k.Lo) * stride);
+                            if (!scLeaf) PrefetchLines(entries + _nodeMaxRecords * _keySlotSize + (long)Math.Max(0, k.Lo - 1) * _pointerSize, (k.Hi - k.Lo + 2) * _pointerSize);
+                            k.Stage = 2;
+                            if (scLevel >= CachedLevels) goto default;
+                            return RingStep.Continue;
+                        }
+                    }
                     int level = BinaryPrimitives.ReadUInt16BigEndian(new ReadOnlySpan<byte>(data + 4, 2));
                     int n = BinaryPrimitives.ReadUInt16BigEndian(new ReadOnlySpan<byte>(data + 6, 2));
                     if (k.Level < 0) k.Level = level;
@@ -180,7 +211,13 @@ public sealed unsafe partial class BtreeCursor<TOps>
                         if ((ulong)child < (ulong)Math.Min(table[-1].Version, t.Highest))
                         {
                             Prefetch((byte*)(table + child));
-                            if (_directBase != null && k.Level < CachedLevels)
+                            if (k.Prefixed && k.Level < CachedLevels)
+                            {
+                                // The sidecar's address is known from the block number too: asked for with the table entry.
+                                PrefetchSidecar(child, k.Level);
+                                k.Ahead = true;
+                            }
+                            else if (_directBase != null && k.Level < CachedLevels)
                             {
                                 // The block's address is known without its table entry: its header and samples are
                                 // asked for now too, and stage 0 goes on to stage 1 in the same turn (the version is

@@ -67,7 +67,8 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     /// <param name="options">Where to keep the blocks; null = a private xfile.</param>
     public ShmemBTree(TComparer comparer = default, ShmemBTreeOptions? options = null)
     {
-        _core = new ShmemTreeCore<TRecord, TypedRecordOps<TRecord, TComparer>>(new TypedRecordOps<TRecord, TComparer>(comparer), options, "xfbtree-shmem-btree");
+        _core = new ShmemTreeCore<TRecord, TypedRecordOps<TRecord, TComparer>>(new TypedRecordOps<TRecord, TComparer>(comparer), options, "xfbtree-shmem-btree",
+            RecordKeyPrefixes.For<TRecord, TComparer>(comparer));
         _comparer = comparer;
     }
 

@@ -57,7 +57,7 @@ public sealed class ShmemMap<TKey, TValue, TComparer> : IDisposable
     /// <param name="options">Where to keep the blocks; null = a private xfile.</param>
     public ShmemMap(TComparer comparer = default, ShmemBTreeOptions? options = null)
     {
-        _core = new(new MapEntryOps<TKey, TValue, TComparer>(comparer), options, "xfbtree-shmem-map");
+        _core = new(new MapEntryOps<TKey, TValue, TComparer>(comparer), options, "xfbtree-shmem-map", RecordKeyPrefixes.For<TKey, TComparer>(comparer));
         _comparer = comparer;
     }
 

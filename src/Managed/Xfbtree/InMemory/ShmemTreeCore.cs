@@ -41,7 +41,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     readonly Func<long> _claimBlock;     // the store's AllocateBlock / FreeBlock, made once (bulk loads allocate no delegate)
     readonly Action<long> _unclaimBlock;
 
-    internal ShmemTreeCore(TOps ops, ShmemBTreeOptions? options, string xfileName)
+    internal ShmemTreeCore(TOps ops, ShmemBTreeOptions? options, string xfileName, BtreeKeyPrefixer? prefixer = null)
     {
         options ??= new ShmemBTreeOptions();
         // The whole record is the key, and the engine takes keys of up to MaxKeySize / 2 bytes (node slots of
@@ -54,6 +54,12 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         {
             Tree = new Xfbtree<TOps>(ops, Xfile, 0, options.PartitionStart, options.PartitionLength);
             Tree.Store.TrackDirty = false;
+            if (prefixer != null && Xfile.IsOneMapping)
+            {
+                // Before the cursors: they take the store's sidecars when they are made.
+                var hugePages = Xfile.HugePageMode == XfileHugePageMode.None ? XfileHugePages.Off : XfileHugePages.Preferred;
+                Tree.Store.EnableSidecars(new BtreeSidecars(prefixer, Tree.Tree.Geometry, Tree.Store.MaxBlocks, hugePages));
+            }
             Cursor = Tree.CreateCursor();
             Reader = Tree.CreateCursor();
             _store = Tree.Store;
@@ -85,8 +91,8 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal readonly void EndWrite()
     {
-        _store.EndWriteOperation();
-        _writeLock.Exit();
+        try { _store.EndWriteOperation(); }
+        finally { _writeLock.Exit(); }
     }
 
     /// <summary>Adds a record; false (nothing changed) when a record with the same key exists.</summary>

@@ -65,6 +65,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     long _freeCount;
     readonly List<long> _dirty = new();
     bool _disposed;
+    BtreeSidecars? _sidecars;            // key prefixes beside the blocks (EnableSidecars), rebuilt at the end of each write operation
 
     const long InitialCapacity = 64;
     /// <summary>Most bytes committed ahead at once (one 2 MiB huge page; chunks end on a 2 MiB boundary of the xfile).</summary>
@@ -118,7 +119,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     /// <summary>Bytes of the xfile this store holds: its live blocks and the pages committed ahead (freed blocks' pages are discarded).</summary>
     public long HeldBytes => (LiveBlocks + CommittedAheadBlocks) * _pageSize;
     /// <summary>Native bytes of the block table and dirty flags (bookkeeping outside the xfile and the managed heap).</summary>
-    public long TableBytes => _capacity * (sizeof(BlockSlot) + 1);
+    public long TableBytes => _capacity * (sizeof(BlockSlot) + 1) + (_sidecars?.CommittedBytes ?? 0);
     /// <summary>Verifier used at commit (set by the owning tree).</summary>
     public BtreeBlockVerifier? CommitVerifier { get; set; }
     /// <summary>Record dirty blocks for <see cref="Commit"/> (off for trees that never commit, e.g. the typed map).</summary>
@@ -151,6 +152,30 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     }
 
     internal override byte* DirectBlockBase => _directBase;
+
+    /// <inheritdoc />
+    internal override BtreeSidecars? Sidecars => _sidecars;
+
+    /// <summary>
+    /// Keeps a sidecar of key prefixes beside every block from now on (before any cursor of the tree is made: cursors
+    /// take the sidecars when they are made). The store owns them from here (disposed with it).
+    /// </summary>
+    internal void EnableSidecars(BtreeSidecars sidecars)
+    {
+        if (_sidecars != null) throw new InvalidOperationException("the store already has sidecars");
+        _sidecars = sidecars;
+        ReserveSidecars(Math.Max(_highest, _committedEnd));
+    }
+
+    /// <summary>Commits the sidecars of blocks below <paramref name="blocks"/>; when there is no memory for them, those blocks just go without (readers then search the blocks).</summary>
+    void ReserveSidecars(long blocks)
+    {
+        try { _sidecars?.Reserve(blocks); }
+        catch (IOException)
+        {
+            // Sidecars are an optimisation: a block without one is searched directly.
+        }
+    }
     /// <inheritdoc />
     public override void Release(in BtreeBlockRef block) { }
 
@@ -222,6 +247,17 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         Debug.Assert((_operation & 1) == 1, "no write operation to end");
         long done = _operation + 1;
         var table = _table;
+        bool unordered = false;
+        if (_sidecars is { Usable: true } sidecars)
+        {
+            // While the blocks' versions are still odd: readers accept a sidecar only with the version it was built for.
+            for (int i = 0; i < _stampedCount; i++)
+            {
+                long p = _stamped[i];
+                nint page = table[p].Page;
+                if (page > 0 && !sidecars.Rebuild(p, (byte*)page, done)) unordered = true;
+            }
+        }
         for (int i = 0; i < _stampedCount; i++) Volatile.Write(ref table[_stamped[i]].Version, done);
         _stampedCount = 0;
         if (_stampedCapacity > 4096)
@@ -231,6 +267,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
             _stamped = (long*)System.Runtime.InteropServices.NativeMemory.Realloc(_stamped, (nuint)(_stampedCapacity * sizeof(long)));
         }
         _operation = done;
+        if (unordered) throw new InvalidOperationException("the comparer's key prefixes (IRecordKeyPrefix.GetKeyPrefix) are not in the comparer's order: the tree searches without them from now on");
     }
 
     /// <summary>What an optimistic reader needs: the current table (never freed before the store) and the write sequence.</summary>
@@ -304,6 +341,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
             {
                 _xfile.Reserve(_start + bno * _pageSize, (end - bno) * _pageSize);
                 _committedEnd = end;
+                ReserveSidecars(end);
                 return;
             }
             catch (IOException)
@@ -313,6 +351,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         }
         _xfile.Reserve(_start + bno * _pageSize, _pageSize);
         _committedEnd = bno + 1;
+        ReserveSidecars(_committedEnd);
     }
 
     const int MaxRetiredTables = 64;
@@ -406,6 +445,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         finally
         {
             FreeTables();
+            _sidecars?.Dispose();
             _xfile.ReleaseMapping();
             GC.SuppressFinalize(this);
         }
