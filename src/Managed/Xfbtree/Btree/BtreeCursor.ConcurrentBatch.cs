@@ -122,6 +122,34 @@ public sealed unsafe partial class BtreeCursor<TOps>
         k.Ahead = false;
     }
 
+    /// <summary>
+    /// Stage 1 of a ring key through its block's sidecar, when the sidecar describes the version noted (plain loads after
+    /// that volatile one stay after it on x64): the block's header is not needed, only the segment the samples leave,
+    /// which is prefetched. 1: done (the segment is in the key); 0: the sidecar is of another version (search the
+    /// block); -1: a value out of bounds (look the key up alone). Not inlined: the ring step stays small enough for the
+    /// JIT to inline the comparer into its searches.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    int RingSidecarStage(ref RingKey k, long version)
+    {
+        byte* sc = SidecarOf(k.Pointer);
+        if (*(long*)sc != version) return 0;
+        int level = *(ushort*)(sc + 10);
+        if (k.Level < 0) k.Level = level;
+        ConcurrentReadHook?.Invoke(k.Level);
+        int n = *(ushort*)(sc + 8);
+        bool leaf = level == 0;
+        if (level != k.Level || level >= _geometry.MaxLevels || n > (leaf ? _leafMaxRecords : _nodeMaxRecords) || (n == 0 && !leaf)
+            || !SidecarSegment(sc, n, leaf, k.Prefix, out k.Lo, out k.Hi)) return -1;
+        k.Count = n;
+        k.SampleHit = -1;
+        int stride = leaf ? _recordSize : _keySlotSize;
+        byte* entries = k.Data + _headerSize;
+        PrefetchLines(entries + (long)k.Lo * stride, (k.Hi - k.Lo) * stride);
+        if (!leaf) PrefetchLines(entries + _nodeMaxRecords * _keySlotSize + (long)Math.Max(0, k.Lo - 1) * _pointerSize, (k.Hi - k.Lo + 2) * _pointerSize);
+        return 1;
+    }
+
     /// <summary>One step of a ring key (see the notes above); <paramref name="record"/> receives the record found.</summary>
     RingStep AdvanceRingKey(ref RingKey k, in OptimisticBlockTable t, byte* keyAt, int visited, byte* record)
     {
@@ -153,26 +181,12 @@ public sealed unsafe partial class BtreeCursor<TOps>
                     byte* data = k.Data;
                     if (k.Prefixed)
                     {
-                        // The block's sidecar, when it describes the version noted (plain loads after that volatile
-                        // one stay after it on x64): the block's header is not needed, only the segment it leaves.
-                        byte* sc = SidecarOf(k.Pointer);
-                        if (*(long*)sc == versions[k.Depth - 1])
+                        int sidecar = RingSidecarStage(ref k, versions[k.Depth - 1]);
+                        if (sidecar < 0) return RingStep.LookAlone;
+                        if (sidecar > 0)
                         {
-                            int scLevel = *(ushort*)(sc + 10);
-                            if (k.Level < 0) k.Level = scLevel;
-                            ConcurrentReadHook?.Invoke(k.Level);
-                            int scCount = *(ushort*)(sc + 8);
-                            bool scLeaf = scLevel == 0;
-                            if (scLevel != k.Level || scLevel >= _geometry.MaxLevels || scCount > (scLeaf ? _leafMaxRecords : _nodeMaxRecords) || (scCount == 0 && !scLeaf)
-                                || !SidecarSegment(sc, scCount, scLeaf, k.Prefix, out k.Lo, out k.Hi)) return RingStep.LookAlone;
-                            k.Count = scCount;
-                            k.SampleHit = -1;
-                            int stride = scLeaf ? _recordSize : _keySlotSize;
-                            byte* entries = data + _headerSize;
-                            PrefetchLines(entries + (long)k.Lo * stride, (k.Hi - k.Lo) * stride);
-                            if (!scLeaf) PrefetchLines(entries + _nodeMaxRecords * _keySlotSize + (long)Math.Max(0, k.Lo - 1) * _pointerSize, (k.Hi - k.Lo + 2) * _pointerSize);
                             k.Stage = 2;
-                            if (scLevel >= CachedLevels) goto default;
+                            if (k.Level >= CachedLevels) goto default;
                             return RingStep.Continue;
                         }
                     }

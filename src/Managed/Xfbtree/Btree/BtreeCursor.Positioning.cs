@@ -76,6 +76,16 @@ public sealed unsafe partial class BtreeCursor<TOps>
         exact = false;
         int keyno = 0;
         bool exactAbove = false;
+        // The writer searches the sidecars too: those of blocks it has not changed in this write operation carry the
+        // block's current version (a block it stamped has an odd version, which no sidecar carries).
+        bool usePrefix = _imageLevel < 0 && SidecarsUsable;
+        long prefix = 0;
+        BlockSlot* table = null;
+        if (usePrefix)
+        {
+            fixed (byte* k = key) prefix = FlippedKeyPrefix(k);
+            table = _memoryStore!.CurrentTable;
+        }
         for (int level = startLevel; level >= 0; level--)
         {
             EnterBlock(level, ptr);
@@ -96,8 +106,12 @@ public sealed unsafe partial class BtreeCursor<TOps>
             else
             {
                 byte* block = _blocks[level].Data;
-                byte* pointers = level == 0 ? null : block + _headerSize + MaxRecords(level) * _keySlotSize;
-                keyno = LowerBound(block + _headerSize, pointers, n, level == 0, key, out eq);
+                if (usePrefix) keyno = LowerBoundPrefixed(block, ptr, table[ptr].Version, level, n, true, prefix, key, out eq);
+                else
+                {
+                    byte* pointers = level == 0 ? null : block + _headerSize + MaxRecords(level) * _keySlotSize;
+                    keyno = LowerBound(block + _headerSize, pointers, n, level == 0, key, out eq);
+                }
             }
             if (level > 0)
             {
@@ -112,7 +126,17 @@ public sealed unsafe partial class BtreeCursor<TOps>
                     // search does not read. Asked for now, they arrive with the search's lines instead of one by one
                     // under the move. (A lookup reads ~16 lines of a leaf; the whole leaf measured slower there.)
                     byte* child = _store.PeekAddressForPrefetch(ptr);
-                    if (level == 1 && _leafToChange && child != null) PrefetchLines(child, _blockSize);
+                    if (level == 1 && _leafToChange && child != null)
+                    {
+                        PrefetchLines(child, _blockSize);
+                        // The leaf's sidecar: searched now, rebuilt at the end of the write operation.
+                        if (usePrefix) PrefetchSidecar(ptr, 0);
+                    }
+                    else if (usePrefix && child != null)
+                    {
+                        Prefetch(child);
+                        PrefetchSidecar(ptr, level - 1);
+                    }
                     else PrefetchSearchStart(child, level - 1);
                 }
                 continue;

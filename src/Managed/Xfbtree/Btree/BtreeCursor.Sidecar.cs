@@ -59,7 +59,9 @@ public sealed unsafe partial class BtreeCursor<TOps>
     /// <summary>
     /// <see cref="LowerBound"/> through the sidecar of block <paramref name="ptr"/> when it describes the version
     /// <paramref name="version"/> noted for it with this level and entry count; else the block's own sampled search.
+    /// Not inlined: its callers are large, and in a large method the JIT stops inlining the comparer.
     /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
     int LowerBoundPrefixed(byte* b, long ptr, long version, int level, int n, bool usePrefix, long prefix, ReadOnlySpan<byte> key, out bool exact)
     {
         bool leaf = level == 0;

@@ -38,6 +38,7 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
     readonly byte* _directBase;           // the store's DirectBlockBase: prefetch a child before its table entry arrives
     readonly BtreeSidecars? _sidecars;    // the store's key-prefix sidecars (concurrent readers search them first), or null
     readonly byte* _sidecarBase;          // their memory: block p's sidecar at _sidecarBase + p * BtreeSidecars.Stride
+    readonly InMemory.XfbtreeBlockStore? _memoryStore; // the store when it has sidecars (the writer reads its blocks' versions)
     int _height;
     int _imageLevel = -1;              // level of an inode-fork root image, or -1
     int _imageViewLength, _imageMaxRecords;
@@ -82,6 +83,8 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
         _directBase = _store.DirectBlockBase;
         _sidecars = _store.Sidecars;
         _sidecarBase = _sidecars is null ? null : _sidecars.At(0);
+        _memoryStore = _sidecars is null ? null : _store as InMemory.XfbtreeBlockStore;
+        if (_sidecars != null && _memoryStore is null) throw new InvalidOperationException("block sidecars need an in-memory block store");
     }
 
     /// <summary>The tree.</summary>

@@ -90,6 +90,9 @@ internal sealed unsafe class BtreeSidecars : IDisposable
     /// <summary>True until the prefixes were found out of order (then no reader uses a sidecar again).</summary>
     internal bool Usable => Volatile.Read(ref _broken) == 0;
 
+    /// <summary>Bytes of a block's header (entries start there).</summary>
+    internal int HeaderSize => _headerSize;
+
     /// <summary>Native bytes the sidecars hold (committed pages).</summary>
     internal long CommittedBytes => _memory.CommittedBytes;
 
@@ -108,7 +111,7 @@ internal sealed unsafe class BtreeSidecars : IDisposable
     /// block gets next. A block it cannot describe (no sidecar page, a header out of bounds) keeps an invalid sidecar.
     /// Returns false when the prefixes were out of order (the comparer's prefix is not order-preserving).
     /// </summary>
-    internal bool Rebuild(long block, byte* page, long version)
+    internal bool Rebuild(long block, byte* page, long version, long previousVersion, int entriesFrom)
     {
         if ((ulong)block >= (ulong)_reservedBlocks) return true;
         byte* sc = At(block);
@@ -121,9 +124,18 @@ internal sealed unsafe class BtreeSidecars : IDisposable
             return true;
         }
         int step = leaf ? LeafStep : NodeStep;
+        int stride = leaf ? _recordSize : _keySlotSize;
         int count = (n + step - 1) / step;
         long* samples = (long*)(sc + HeaderBytes);
-        bool ordered = count == 0 || Prefixer.SamplePrefixes(page + _headerSize, leaf ? _recordSize : _keySlotSize, step, count, samples);
+        // The samples of entries before the first one changed are kept when the sidecar described the block as it was
+        // before this operation (an insert or delete moves only the entries after its position).
+        int first = 0;
+        if (*(long*)sc == previousVersion && *(ushort*)(sc + 10) == level && entriesFrom >= _headerSize)
+        {
+            long firstEntry = (entriesFrom - (long)_headerSize) / stride;
+            first = (int)Math.Min(count, (firstEntry + step - 1) / step);
+        }
+        bool ordered = count == first || Prefixer.SamplePrefixes(page + _headerSize + (long)first * step * stride, stride, step, count - first, samples + first);
         int padded = (count + 3) & ~3;
         for (int i = count; i < padded; i++) samples[i] = long.MaxValue;
         *(ushort*)(sc + 8) = (ushort)n;

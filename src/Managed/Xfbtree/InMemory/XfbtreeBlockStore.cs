@@ -56,6 +56,8 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     int _retiredCount;
     long _operation;                     // the running write operation's id (odd), or the last one's + 1 (even) between them
     long* _stamped;                      // blocks stamped by the running operation (native, grown by doubling)
+    long* _stampedOld;                   // their versions before the operation (with sidecars: may the sidecar be patched?)
+    int* _entriesFrom;                   // with sidecars, per block: the lowest byte offset of an entry change in the running operation
     int _stampedCount, _stampedCapacity;
     byte* _dirtyFlag;                    // 1 = dirty, 2 = stale (freed) in the current transaction
     long _capacity;                      // entries of _table and _dirtyFlag
@@ -94,6 +96,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         _retired = (BlockSlot*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)(MaxRetiredTables * sizeof(BlockSlot)));
         _stampedCapacity = 64;
         _stamped = (long*)System.Runtime.InteropServices.NativeMemory.Alloc((nuint)(_stampedCapacity * sizeof(long)));
+        _stampedOld = (long*)System.Runtime.InteropServices.NativeMemory.Alloc((nuint)(_stampedCapacity * sizeof(long)));
         xfile.RetainMapping();
     }
 
@@ -119,7 +122,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     /// <summary>Bytes of the xfile this store holds: its live blocks and the pages committed ahead (freed blocks' pages are discarded).</summary>
     public long HeldBytes => (LiveBlocks + CommittedAheadBlocks) * _pageSize;
     /// <summary>Native bytes of the block table and dirty flags (bookkeeping outside the xfile and the managed heap).</summary>
-    public long TableBytes => _capacity * (sizeof(BlockSlot) + 1) + (_sidecars?.CommittedBytes ?? 0);
+    public long TableBytes => _capacity * (sizeof(BlockSlot) + 1) + (_sidecars is null ? 0 : _capacity * sizeof(int) + _sidecars.CommittedBytes);
     /// <summary>Verifier used at commit (set by the owning tree).</summary>
     public BtreeBlockVerifier? CommitVerifier { get; set; }
     /// <summary>Record dirty blocks for <see cref="Commit"/> (off for trees that never commit, e.g. the typed map).</summary>
@@ -163,6 +166,8 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     internal void EnableSidecars(BtreeSidecars sidecars)
     {
         if (_sidecars != null) throw new InvalidOperationException("the store already has sidecars");
+        _entriesFrom = (int*)System.Runtime.InteropServices.NativeMemory.Alloc((nuint)(_capacity * sizeof(int)));
+        new Span<int>(_entriesFrom, checked((int)_capacity)).Clear();
         _sidecars = sidecars;
         ReserveSidecars(Math.Max(_highest, _committedEnd));
     }
@@ -180,13 +185,19 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     public override void Release(in BtreeBlockRef block) { }
 
     /// <inheritdoc />
-    public override void MarkDirty(in BtreeBlockRef block)
+    public override void MarkDirty(in BtreeBlockRef block) => MarkDirty(block, 0, _pageSize);
+
+    /// <inheritdoc />
+    /// <remarks>With sidecars, the lowest entry offset changed decides how much of the block's sidecar is rebuilt.</remarks>
+    public override void MarkDirty(in BtreeBlockRef block, int offset, int length)
     {
         long p = block.Pointer;
         // A block changed inside a write operation must have been stamped before the change (BeginChange): a reader
         // that read it meanwhile would otherwise accept a half-written block. This catches an engine path that forgot.
         if ((_operation & 1) != 0 && _table[p].Version != _operation)
             throw new InvalidOperationException($"in-memory block {p} was changed without BeginChange before the change");
+        // Header-only changes (numrecs, siblings) leave the entries' samples as they were.
+        if (_entriesFrom != null && offset + length > _sidecars!.HeaderSize && offset < _entriesFrom[p]) _entriesFrom[p] = offset;
         if (!TrackDirty) return;
         if (_dirtyFlag[p] == 0) _dirty.Add(p);
         _dirtyFlag[p] |= 1;
@@ -220,8 +231,11 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
             return;
         }
         if (version == _operation) return;
+        long old = version;
         Interlocked.Exchange(ref version, _operation);
         if (_stampedCount == _stampedCapacity) GrowStamped();
+        if (_entriesFrom != null) _entriesFrom[p] = int.MaxValue;
+        _stampedOld[_stampedCount] = old;
         _stamped[_stampedCount++] = p;
     }
 
@@ -229,6 +243,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     {
         _stampedCapacity *= 2;
         _stamped = (long*)System.Runtime.InteropServices.NativeMemory.Realloc(_stamped, (nuint)(_stampedCapacity * sizeof(long)));
+        _stampedOld = (long*)System.Runtime.InteropServices.NativeMemory.Realloc(_stampedOld, (nuint)(_stampedCapacity * sizeof(long)));
     }
 
     /// <summary>
@@ -255,7 +270,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
             {
                 long p = _stamped[i];
                 nint page = table[p].Page;
-                if (page > 0 && !sidecars.Rebuild(p, (byte*)page, done)) unordered = true;
+                if (page > 0 && !sidecars.Rebuild(p, (byte*)page, done, _stampedOld[i], _entriesFrom[p])) unordered = true;
             }
         }
         for (int i = 0; i < _stampedCount; i++) Volatile.Write(ref table[_stamped[i]].Version, done);
@@ -265,6 +280,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
             // A bulk load or a clear stamped many blocks: do not keep its list's memory.
             _stampedCapacity = 64;
             _stamped = (long*)System.Runtime.InteropServices.NativeMemory.Realloc(_stamped, (nuint)(_stampedCapacity * sizeof(long)));
+            _stampedOld = (long*)System.Runtime.InteropServices.NativeMemory.Realloc(_stampedOld, (nuint)(_stampedCapacity * sizeof(long)));
         }
         _operation = done;
         if (unordered) throw new InvalidOperationException("the comparer's key prefixes (IRecordKeyPrefix.GetKeyPrefix) are not in the comparer's order: the tree searches without them from now on");
@@ -311,6 +327,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
             page = _xfile.PageAddressUnchecked(_start + bno * _pageSize);
         }
         Stamp(bno);
+        if (_entriesFrom != null) _entriesFrom[bno] = 0;   // a new block: its sidecar is built whole
         Volatile.Write(ref _table[bno].Page, (nint)page);
         // No clear here: a fresh page reads as zeros (committed by fallocate or populated anonymous memory), a reused
         // block's page was discarded when it was freed, and every caller formats the block anyway (the engine's
@@ -379,6 +396,11 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         Volatile.Write(ref _readers.Table, (nint)table);
         _dirtyFlag = (byte*)System.Runtime.InteropServices.NativeMemory.Realloc(_dirtyFlag, (nuint)capacity);
         System.Runtime.InteropServices.NativeMemory.Clear(_dirtyFlag + _capacity, (nuint)(capacity - _capacity));
+        if (_entriesFrom != null)
+        {
+            _entriesFrom = (int*)System.Runtime.InteropServices.NativeMemory.Realloc(_entriesFrom, (nuint)(capacity * sizeof(int)));
+            System.Runtime.InteropServices.NativeMemory.Clear(_entriesFrom + _capacity, (nuint)((capacity - _capacity) * sizeof(int)));
+        }
         _capacity = capacity;
     }
 
@@ -458,7 +480,11 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         System.Runtime.InteropServices.NativeMemory.Free(_retired);
         System.Runtime.InteropServices.NativeMemory.Free(_dirtyFlag);
         System.Runtime.InteropServices.NativeMemory.Free(_stamped);
+        System.Runtime.InteropServices.NativeMemory.Free(_stampedOld);
+        System.Runtime.InteropServices.NativeMemory.Free(_entriesFrom);
         _table = null;
+        _stampedOld = null;
+        _entriesFrom = null;
         _readers.Table = 0;
         _retired = null;
         _retiredCount = 0;
