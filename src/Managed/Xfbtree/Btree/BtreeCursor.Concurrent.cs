@@ -227,7 +227,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
             ptr = BinaryPrimitives.ReadInt64BigEndian(new ReadOnlySpan<byte>(b + _headerSize + _nodeMaxRecords * _keySlotSize + (long)at * _pointerSize, 8));
             if ((ulong)ptr < (ulong)a.Limit)
             {
-                if (usePrefix && _directBase != null)
+                if (usePrefix && _directBase != null && HasSidecar(level - 1))
                 {
                     // The child's table entry, header and sidecar at once (addresses known from its number).
                     Prefetch((byte*)(a.Table + ptr));
@@ -258,7 +258,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
         else
         {
             bool eq = false;
-            int lb = n == 0 ? 0 : LowerBoundPrefixed(b, ptr, a.Versions[a.Count - 1], 0, n, usePrefix, prefix, key, out eq);
+            int lb = n == 0 ? 0 : LowerBoundPrefixed(b, ptr, a.Versions[a.Count - 1], 0, n, usePrefix && _leafSidecars, prefix, key, out eq);
             switch (how)
             {
                 case ConcurrentSeek.Equal:

@@ -172,14 +172,14 @@ public sealed unsafe partial class BtreeCursor<TOps>
                     k.Stage = 1;
                     if (k.Level < 0 || k.Level >= CachedLevels) goto case 1; // the root (its level is read from its header) and the top levels: in cache
                     if (k.Ahead) goto case 1; // asked for in the same turn as the table entry: arrived with it
-                    if (k.Prefixed) PrefetchSidecar(ptr, k.Level);
+                    if (k.Prefixed && HasSidecar(k.Level)) PrefetchSidecar(ptr, k.Level);
                     else PrefetchSearchStart(k.Data, k.Level);
                     return RingStep.Continue;
                 }
             case 1:
                 {
                     byte* data = k.Data;
-                    if (k.Prefixed)
+                    if (k.Prefixed && (k.Level != 0 || _leafSidecars))
                     {
                         int sidecar = RingSidecarStage(ref k, versions[k.Depth - 1]);
                         if (sidecar < 0) return RingStep.LookAlone;
@@ -225,7 +225,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
                         if ((ulong)child < (ulong)Math.Min(table[-1].Version, t.Highest))
                         {
                             Prefetch((byte*)(table + child));
-                            if (k.Prefixed && k.Level < CachedLevels)
+                            if (k.Prefixed && HasSidecar(k.Level) && k.Level < CachedLevels)
                             {
                                 // The sidecar's address is known from the block number too: asked for with the table entry.
                                 PrefetchSidecar(child, k.Level);

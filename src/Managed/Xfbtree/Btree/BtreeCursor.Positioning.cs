@@ -106,7 +106,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
             else
             {
                 byte* block = _blocks[level].Data;
-                if (usePrefix) keyno = LowerBoundPrefixed(block, ptr, table[ptr].Version, level, n, true, prefix, key, out eq);
+                if (usePrefix && HasSidecar(level)) keyno = LowerBoundPrefixed(block, ptr, table[ptr].Version, level, n, true, prefix, key, out eq);
                 else
                 {
                     byte* pointers = level == 0 ? null : block + _headerSize + MaxRecords(level) * _keySlotSize;
@@ -130,9 +130,9 @@ public sealed unsafe partial class BtreeCursor<TOps>
                     {
                         PrefetchLines(child, _blockSize);
                         // The leaf's sidecar: searched now, rebuilt at the end of the write operation.
-                        if (usePrefix) PrefetchSidecar(ptr, 0);
+                        if (usePrefix && _leafSidecars) PrefetchSidecar(ptr, 0);
                     }
-                    else if (usePrefix && child != null)
+                    else if (usePrefix && child != null && HasSidecar(level - 1))
                     {
                         Prefetch(child);
                         PrefetchSidecar(ptr, level - 1);

@@ -13,6 +13,10 @@ public sealed unsafe partial class BtreeCursor<TOps>
     /// <summary>True when readers may search the sidecars (there are some, and their prefixes were never found out of order).</summary>
     bool SidecarsUsable => _sidecars is { Usable: true };
 
+    /// <summary>True when blocks at <paramref name="level"/> have sidecars (nodes always; leaves when <see cref="BtreeSidecars.LeafSamples"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    bool HasSidecar(int level) => level > 0 || _leafSidecars;
+
     /// <summary>The sign-flipped prefix of the key at <paramref name="key"/> (compared with the sidecars' samples).</summary>
     long FlippedKeyPrefix(byte* key) => (long)(_sidecars!.Prefixer.KeyPrefix(key) ^ 0x8000_0000_0000_0000UL);
 

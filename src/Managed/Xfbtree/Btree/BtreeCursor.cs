@@ -37,6 +37,7 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
     readonly BtreeRootValue? _rootValue;  // the root of an in-memory tree, read by concurrent readers without touching the tree object
     readonly byte* _directBase;           // the store's DirectBlockBase: prefetch a child before its table entry arrives
     readonly BtreeSidecars? _sidecars;    // the store's key-prefix sidecars (concurrent readers search them first), or null
+    readonly bool _leafSidecars;          // leaves have sidecars too (BtreeSidecars.LeafSamples)
     readonly byte* _sidecarBase;          // their memory: block p's sidecar at _sidecarBase + p * BtreeSidecars.Stride
     readonly InMemory.XfbtreeBlockStore? _memoryStore; // the store when it has sidecars (the writer reads its blocks' versions)
     int _height;
@@ -83,6 +84,7 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
         _directBase = _store.DirectBlockBase;
         _sidecars = _store.Sidecars;
         _sidecarBase = _sidecars is null ? null : _sidecars.At(0);
+        _leafSidecars = _sidecars is { LeafSamples: true };
         _memoryStore = _sidecars is null ? null : _store as InMemory.XfbtreeBlockStore;
         if (_sidecars != null && _memoryStore is null) throw new InvalidOperationException("block sidecars need an in-memory block store");
     }
