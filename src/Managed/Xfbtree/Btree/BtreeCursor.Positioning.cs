@@ -106,7 +106,9 @@ public sealed unsafe partial class BtreeCursor<TOps>
             else
             {
                 byte* block = _blocks[level].Data;
-                if (usePrefix && HasSidecar(level)) keyno = LowerBoundPrefixed(block, ptr, table[ptr].Version, level, n, true, prefix, key, out eq);
+                // A leaf about to change was prefetched whole (its own sampled search waits for nothing more), and its
+                // sidecar is usually stale after single writes (XfbtreeBlockStore.EndWriteOperation): not read.
+                if (usePrefix && HasSidecar(level) && (level > 0 || !_leafToChange)) keyno = LowerBoundPrefixed(block, ptr, table[ptr].Version, level, n, true, prefix, key, out eq);
                 else
                 {
                     byte* pointers = level == 0 ? null : block + _headerSize + MaxRecords(level) * _keySlotSize;
@@ -126,12 +128,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
                     // search does not read. Asked for now, they arrive with the search's lines instead of one by one
                     // under the move. (A lookup reads ~16 lines of a leaf; the whole leaf measured slower there.)
                     byte* child = _store.PeekAddressForPrefetch(ptr);
-                    if (level == 1 && _leafToChange && child != null)
-                    {
-                        PrefetchLines(child, _blockSize);
-                        // The leaf's sidecar: searched now, rebuilt at the end of the write operation.
-                        if (usePrefix && _leafSidecars) PrefetchSidecar(ptr, 0);
-                    }
+                    if (level == 1 && _leafToChange && child != null) PrefetchLines(child, _blockSize);
                     else if (usePrefix && child != null && HasSidecar(level - 1))
                     {
                         Prefetch(child);

@@ -61,7 +61,7 @@ internal sealed unsafe class BtreeSidecars : IDisposable
     /// <summary>The prefix function.</summary>
     internal readonly BtreeKeyPrefixer Prefixer;
     /// <summary>Leaves have sidecars too (else only nodes: a leaf changes on almost every write).</summary>
-    internal readonly bool LeafSamples = Environment.GetEnvironmentVariable("XFBTREE_EXP_LEAFSIDECARS") != "0";
+    internal readonly bool LeafSamples = true;
     /// <summary>Entries between two samples of a leaf / a node.</summary>
     internal readonly int LeafStep, NodeStep;
 
@@ -120,7 +120,6 @@ internal sealed unsafe class BtreeSidecars : IDisposable
         int level = System.Buffers.Binary.BinaryPrimitives.ReadUInt16BigEndian(new ReadOnlySpan<byte>(page + 4, 2));
         int n = System.Buffers.Binary.BinaryPrimitives.ReadUInt16BigEndian(new ReadOnlySpan<byte>(page + 6, 2));
         bool leaf = level == 0;
-        if (leaf && !LeafSamples) return true; // its sidecar keeps an older version, which no reader accepts
         if (n > (leaf ? _leafMaxRecords : _nodeMaxRecords))
         {
             *(long*)sc = 0;

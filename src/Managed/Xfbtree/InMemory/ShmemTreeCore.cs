@@ -95,6 +95,13 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         finally { _writeLock.Exit(); }
     }
 
+    /// <summary>Ends a batch call: its leaves' sidecars are rebuilt (XfbtreeBlockStore.EndSidecarBatch), then the write lock is released.</summary>
+    readonly void EndBatch()
+    {
+        try { _store.EndSidecarBatch(); }
+        finally { _writeLock.Exit(); }
+    }
+
     /// <summary>Adds a record; false (nothing changed) when a record with the same key exists.</summary>
     internal bool Insert(in TRecord record)
     {
@@ -117,6 +124,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     {
         int added = 0;
         _writeLock.Enter();
+        _store.BeginSidecarBatch();
         try
         {
             for (int i = 0; i < sorted.Length;)
@@ -144,7 +152,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
                 finally { _store.EndWriteOperation(); }
             }
         }
-        finally { _writeLock.Exit(); }
+        finally { EndBatch(); }
         return added;
     }
 
@@ -157,6 +165,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     {
         int removed = 0;
         _writeLock.Enter();
+        _store.BeginSidecarBatch();
         try
         {
             for (int i = 0; i < sorted.Length;)
@@ -187,7 +196,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
                 finally { _store.EndWriteOperation(); }
             }
         }
-        finally { _writeLock.Exit(); }
+        finally { EndBatch(); }
         return removed;
     }
 
@@ -216,6 +225,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     {
         int added = 0;
         _writeLock.Enter();
+        _store.BeginSidecarBatch();
         try
         {
             foreach (ref readonly var record in sorted)
@@ -228,7 +238,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
                 finally { _store.EndWriteOperation(); }
             }
         }
-        finally { _writeLock.Exit(); }
+        finally { EndBatch(); }
         return added;
     }
 
@@ -318,9 +328,15 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     /// </summary>
     internal bool BulkLoad(ReadOnlySpan<TRecord> sorted)
     {
-        BeginWrite();
-        try { return BulkLoadLocked(sorted); }
-        finally { EndWrite(); }
+        _writeLock.Enter();
+        _store.BeginSidecarBatch();
+        try
+        {
+            _store.BeginWriteOperation();
+            try { return BulkLoadLocked(sorted); }
+            finally { _store.EndWriteOperation(); }
+        }
+        finally { EndBatch(); }
     }
 
     bool BulkLoadLocked(ReadOnlySpan<TRecord> sorted)
