@@ -76,16 +76,6 @@ public sealed unsafe partial class BtreeCursor<TOps>
         exact = false;
         int keyno = 0;
         bool exactAbove = false;
-        // The writer searches the sidecars too: those of blocks it has not changed in this write operation carry the
-        // block's current version (a block it stamped has an odd version, which no sidecar carries).
-        bool usePrefix = _imageLevel < 0 && SidecarsUsable;
-        long prefix = 0;
-        BlockSlot* table = null;
-        if (usePrefix)
-        {
-            fixed (byte* k = key) prefix = FlippedKeyPrefix(k);
-            table = _memoryStore!.CurrentTable;
-        }
         for (int level = startLevel; level >= 0; level--)
         {
             EnterBlock(level, ptr);
@@ -106,14 +96,8 @@ public sealed unsafe partial class BtreeCursor<TOps>
             else
             {
                 byte* block = _blocks[level].Data;
-                // A leaf about to change was prefetched whole (its own sampled search waits for nothing more), and its
-                // sidecar is usually stale after single writes (XfbtreeBlockStore.EndWriteOperation): not read.
-                if (usePrefix && HasSidecar(level) && (level > 0 || !_leafToChange)) keyno = LowerBoundPrefixed(block, ptr, table[ptr].Version, level, n, true, prefix, key, out eq);
-                else
-                {
-                    byte* pointers = level == 0 ? null : block + _headerSize + MaxRecords(level) * _keySlotSize;
-                    keyno = LowerBound(block + _headerSize, pointers, n, level == 0, key, out eq);
-                }
+                byte* pointers = level == 0 ? null : block + _headerSize + MaxRecords(level) * _keySlotSize;
+                keyno = LowerBound(block + _headerSize, pointers, n, level == 0, key, out eq);
             }
             if (level > 0)
             {
@@ -129,11 +113,6 @@ public sealed unsafe partial class BtreeCursor<TOps>
                     // under the move. (A lookup reads ~16 lines of a leaf; the whole leaf measured slower there.)
                     byte* child = _store.PeekAddressForPrefetch(ptr);
                     if (level == 1 && _leafToChange && child != null) PrefetchLines(child, _blockSize);
-                    else if (usePrefix && child != null && HasSidecar(level - 1))
-                    {
-                        Prefetch(child);
-                        PrefetchSidecar(ptr, level - 1);
-                    }
                     else PrefetchSearchStart(child, level - 1);
                 }
                 continue;

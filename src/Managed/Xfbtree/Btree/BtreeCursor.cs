@@ -39,7 +39,6 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
     readonly BtreeSidecars? _sidecars;    // the store's key-prefix sidecars (concurrent readers search them first), or null
     readonly bool _leafSidecars;          // leaves have sidecars too (BtreeSidecars.LeafSamples)
     readonly byte* _sidecarBase;          // their memory: block p's sidecar at _sidecarBase + p * BtreeSidecars.Stride
-    readonly InMemory.XfbtreeBlockStore? _memoryStore; // the store when it has sidecars (the writer reads its blocks' versions)
     int _height;
     int _imageLevel = -1;              // level of an inode-fork root image, or -1
     int _imageViewLength, _imageMaxRecords;
@@ -85,8 +84,6 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
         _sidecars = _store.Sidecars;
         _sidecarBase = _sidecars is null ? null : _sidecars.At(0);
         _leafSidecars = _sidecars is { LeafSamples: true };
-        _memoryStore = _sidecars is null ? null : _store as InMemory.XfbtreeBlockStore;
-        if (_sidecars != null && _memoryStore is null) throw new InvalidOperationException("block sidecars need an in-memory block store");
     }
 
     /// <summary>The tree.</summary>
