@@ -158,6 +158,8 @@ public sealed class OnlineRmapUnloadedReadTests(ITestOutputHelper output) : IDis
             foreach (double bad in new[] { 0, -0.5, 1.01, double.NaN })
             {
                 Assert.Throws<ArgumentOutOfRangeException>(() => OnlineRmapRepair.Run(fs.Engine, agno, new OnlineRmapRepairOptions { CpuShare = bad }));
+                // The scrub options refuse the same shares where they are given, before any check runs.
+                Assert.Throws<ArgumentOutOfRangeException>(() => new Xfbtree.Xfs.Scrub.ScrubOptions { CpuShare = bad });
             }
             // A share so small that the first rest would last hours: the first batch works 3 ms (a spin, so that the
             // pace must rest), and a thread told that the rest begins cancels the repair, which must end that rest

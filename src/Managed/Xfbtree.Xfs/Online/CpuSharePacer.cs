@@ -11,6 +11,14 @@ namespace Xfbtree.Xfs.Online;
 /// </summary>
 internal sealed class CpuSharePacer(double share)
 {
+    /// <summary><paramref name="value"/> when it is a share of one CPU, more than 0 and at most 1; otherwise
+    /// throws. The options that carry a share call it in their setters, so a bad share is refused where it is
+    /// given, before any work.</summary>
+    public static double Checked(double value, string name) => value is > 0 and <= 1
+        ? value
+        : throw new ArgumentOutOfRangeException(name, value, "a CPU share must be more than 0 and at most 1");
+
+    private readonly double share = Checked(share, nameof(share));
     private long waitedTicks;
 
     /// <summary>The share of one CPU (1 = not paced).</summary>

@@ -25,7 +25,7 @@ public sealed record OnlineLinkCountOptions
     /// lock held) the checker waits until its working time is at most this share of the time passed, so that a
     /// checker run again and again leaves the CPU to the writers beside it (the role idle scheduling plays for
     /// xfs_scrub's service). 1 (the default) does not pace: one check on request, or with no writers.</summary>
-    public double CpuShare { get; init; } = 1;
+    public double CpuShare { get; init => field = CpuSharePacer.Checked(value, nameof(CpuShare)); } = 1;
     /// <summary>Test-only callbacks at the scan's steps (deterministic interleavings).</summary>
     internal OnlineLinkCountTestHooks? TestHooks { get; init; }
 }
@@ -198,10 +198,6 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
     internal static OnlineLinkCountResult Run(NamespaceOperations names, OnlineLinkCountOptions? options = null, CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(names);
-        if (options is { CpuShare: not (> 0 and <= 1) })
-        {
-            throw new ArgumentOutOfRangeException(nameof(options), options.CpuShare, "CpuShare must be more than 0 and at most 1");
-        }
         using var check = new OnlineLinkCounts(names, options ?? new OnlineLinkCountOptions());
         return check.Execute(cancel);
     }

@@ -24,7 +24,7 @@ public sealed record OnlineRmapRepairOptions
     /// <summary>The share of one CPU the inode scan may use (more than 0, at most 1; 1 = not paced): after each inode
     /// chunk, once 2 ms of work have added up, the scan rests so that it works at most this share of the time
     /// (<see cref="ScanPacer"/>; no lock held; cancellation ends the rest).</summary>
-    public double CpuShare { get; init; } = 1;
+    public double CpuShare { get; init => field = CpuSharePacer.Checked(value, nameof(CpuShare)); } = 1;
     /// <summary>Test-only callbacks at the scan's steps (deterministic interleavings, fault injection).</summary>
     internal OnlineRepairTestHooks? TestHooks { get; init; }
     /// <summary>Test-only: false keeps the old tree's blocks out of the new tree's sources (free space and the AGFL
@@ -198,10 +198,6 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
     private static void ValidateOptions(OnlineRmapRepairOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        if (options.CpuShare is not (> 0 and <= 1))
-        {
-            throw new ArgumentOutOfRangeException(nameof(options), options.CpuShare, "CpuShare must be more than 0 and at most 1");
-        }
     }
 
     /// <summary>The coordinated scan (tests look at its state).</summary>

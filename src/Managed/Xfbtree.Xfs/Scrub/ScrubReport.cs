@@ -173,7 +173,7 @@ public sealed record ScrubOptions
     public int LinkMismatchLimit { get; init; } = 1000;
     /// <summary>Online only: the share of one CPU (more than 0, at most 1; 1 = not paced) the inode scans of the rmapbt
     /// checks and repairs and of the link counts may use, and, between AGs, the AG-local checks.</summary>
-    public double CpuShare { get; init; } = 1;
+    public double CpuShare { get; init => field = Online.CpuSharePacer.Checked(value, nameof(CpuShare)); } = 1;
     /// <summary>Called with a short phase description.</summary>
     public Action<string>? Progress { get; init; }
     /// <summary>Test-only callbacks of the online checks.</summary>
