@@ -92,6 +92,31 @@ internal sealed unsafe class BtreeSidecars : IDisposable
     /// <summary>True until the prefixes were found out of order (then no reader uses a sidecar again).</summary>
     internal bool Usable => Volatile.Read(ref _broken) == 0;
 
+    /// <summary>Blocks whose sidecar pages are committed.</summary>
+    internal long ReservedBlocks => _reservedBlocks;
+
+    /// <summary>
+    /// True when sidecar <paramref name="sc"/> holds what <see cref="Rebuild"/> would write for the block at
+    /// <paramref name="page"/> now (its numrecs, level, sample count, samples and padding); <paramref name="scratch"/>
+    /// holds <see cref="MaxSamples"/> longs. For tests and the fuzz target.
+    /// </summary>
+    internal bool Describes(byte* sc, byte* page, long* scratch)
+    {
+        int level = System.Buffers.Binary.BinaryPrimitives.ReadUInt16BigEndian(new ReadOnlySpan<byte>(page + 4, 2));
+        int n = System.Buffers.Binary.BinaryPrimitives.ReadUInt16BigEndian(new ReadOnlySpan<byte>(page + 6, 2));
+        bool leaf = level == 0;
+        int step = leaf ? LeafStep : NodeStep;
+        int count = (n + step - 1) / step;
+        if (*(ushort*)(sc + 8) != n || *(ushort*)(sc + 10) != level || *(int*)(sc + 12) != count || count > MaxSamples) return false;
+        if (count > 0) Prefixer.SamplePrefixes(page + _headerSize, leaf ? _recordSize : _keySlotSize, step, count, scratch);
+        long* samples = (long*)(sc + HeaderBytes);
+        for (int i = 0; i < count; i++)
+            if (samples[i] != scratch[i]) return false;
+        for (int i = count; i < ((count + 3) & ~3); i++)
+            if (samples[i] != long.MaxValue) return false;
+        return true;
+    }
+
     /// <summary>Bytes of a block's header (entries start there).</summary>
     internal int HeaderSize => _headerSize;
 

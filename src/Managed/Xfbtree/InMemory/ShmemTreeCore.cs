@@ -91,15 +91,30 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal readonly void EndWrite()
     {
+        bool unordered = false;
         try { _store.EndWriteOperation(); }
-        finally { _writeLock.Exit(); }
+        finally
+        {
+            unordered = _store.TakePrefixOrderFailure();
+            _writeLock.Exit();
+        }
+        if (unordered) ThrowPrefixesUnordered();
     }
+
+    /// <summary>After a write completed: the comparer's key prefixes were found out of order (the sidecars are off from now on).</summary>
+    static void ThrowPrefixesUnordered() => throw new InvalidOperationException("the comparer's key prefixes (IRecordKeyPrefix.GetKeyPrefix) are not in the comparer's order: the tree searches without them from now on");
 
     /// <summary>Ends a batch call: its leaves' sidecars are rebuilt (XfbtreeBlockStore.EndSidecarBatch), then the write lock is released.</summary>
     readonly void EndBatch()
     {
+        bool unordered = false;
         try { _store.EndSidecarBatch(); }
-        finally { _writeLock.Exit(); }
+        finally
+        {
+            unordered = _store.TakePrefixOrderFailure();
+            _writeLock.Exit();
+        }
+        if (unordered) ThrowPrefixesUnordered();
     }
 
     /// <summary>Adds a record; false (nothing changed) when a record with the same key exists.</summary>
@@ -416,6 +431,14 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
             TRecord previousLast = last;
             if (!Reader.StepConcurrent(ref position, !reverse, ShmemTreeCore<TRecord, TOps>.Bytes(previousLast), lastBytes)) return true;
         }
+    }
+
+    /// <summary>Compares every current sidecar with its block (<c>XfbtreeBlockStore.CheckSidecars</c>) under the write lock; tests and the fuzz target.</summary>
+    internal readonly int CheckSidecars(out long current)
+    {
+        _writeLock.Enter();
+        try { return _store.CheckSidecars(out current); }
+        finally { _writeLock.Exit(); }
     }
 
     /// <summary>Runs the engine's structure checker; returns the violations found.</summary>

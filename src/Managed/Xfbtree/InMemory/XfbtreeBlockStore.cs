@@ -62,6 +62,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     int _refreshCount, _refreshCapacity;
     int _batchDepth;                     // inside BeginSidecarBatch / EndSidecarBatch
     const byte QueuedForRefresh = 4;     // _dirtyFlag bit: the leaf is in _refresh
+    bool _prefixesUnordered;             // a rebuild found the prefixes out of order (TakePrefixOrderFailure)
     int _stampedCount, _stampedCapacity;
     byte* _dirtyFlag;                    // 1 = dirty, 2 = stale (freed) in the current transaction
     long _capacity;                      // entries of _table and _dirtyFlag
@@ -296,7 +297,18 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
             _stampedOld = (long*)System.Runtime.InteropServices.NativeMemory.Realloc(_stampedOld, (nuint)(_stampedCapacity * sizeof(long)));
         }
         _operation = done;
-        if (unordered) throw new InvalidOperationException("the comparer's key prefixes (IRecordKeyPrefix.GetKeyPrefix) are not in the comparer's order: the tree searches without them from now on");
+        if (unordered) _prefixesUnordered = true;
+    }
+
+    /// <summary>
+    /// True (once) when a sidecar rebuild found the prefixes out of order since the last call: the owner throws after
+    /// its write completed (see <c>IRecordKeyPrefix</c>); the sidecars are no longer used.
+    /// </summary>
+    internal bool TakePrefixOrderFailure()
+    {
+        bool failed = _prefixesUnordered;
+        _prefixesUnordered = false;
+        return failed;
     }
 
     void QueueRefresh(long p)
@@ -340,7 +352,30 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
             System.Runtime.InteropServices.NativeMemory.Free(_refresh);
             _refresh = null;
         }
-        if (unordered) throw new InvalidOperationException("the comparer's key prefixes (IRecordKeyPrefix.GetKeyPrefix) are not in the comparer's order: the tree searches without them from now on");
+        if (unordered) _prefixesUnordered = true;
+    }
+
+    /// <summary>
+    /// For tests and the fuzz target (under the owner's write lock): every sidecar that carries its block's current
+    /// version is compared with one built from the block now; returns how many differ, and in
+    /// <paramref name="current"/> how many carry their block's version (0 when the store has no sidecars).
+    /// </summary>
+    internal int CheckSidecars(out long current)
+    {
+        current = 0;
+        if (_sidecars is null) return 0;
+        int wrong = 0;
+        long* expected = stackalloc long[BtreeSidecars.MaxSamples];
+        for (long p = 0; p < _highest; p++)
+        {
+            nint page = _table[p].Page;
+            if (page <= 0 || (ulong)p >= (ulong)_sidecars.ReservedBlocks) continue;
+            byte* sc = _sidecars.At(p);
+            if (*(long*)sc != _table[p].Version) continue;
+            current++;
+            if (!_sidecars.Describes(sc, (byte*)page, expected)) wrong++;
+        }
+        return wrong;
     }
 
     /// <summary>What an optimistic reader needs: the current table (never freed before the store) and the write sequence.</summary>
