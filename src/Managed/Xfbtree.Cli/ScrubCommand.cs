@@ -98,9 +98,6 @@ internal static class ScrubCommand
             if (ImageStateNotices.InUse(path) is { } holder) return Fail(stderr, ImageStateNotices.InUseRefusal(path, holder));
             if (ImageStateNotices.Pending(path) is { } pending) return Fail(stderr, ImageStateNotices.PendingRefusal(path, pending));
             var options = new ScrubOptions { OnlyAg = onlyAg };
-            // Without an rmapbt the offline check still runs (its source is the scan's rmap set), but every repair
-            // writes through the write engine, which keeps the rmapbt current: refuse before anything is written.
-            if (repair && WithoutRmapbt(path)) return Fail(stderr, $"{path}: cannot repair: {Xfbtree.Xfs.Format.Superblock.NoRmapbtRefusal}");
             // A primary superblock that does not verify: nothing opens the image. With --repair it is restored from a
             // secondary first (xfs_repair's way), then checked and repaired as any image.
             ScrubRepairOutcome? primaryRepair = null;
@@ -163,19 +160,6 @@ internal static class ScrubCommand
 #pragma warning restore CA1031
     }
 
-    /// <summary>True when the file starts with a v5 superblock whose features say no rmapbt (a damaged primary is not
-    /// judged here: the open says what is wrong with it).</summary>
-    static bool WithoutRmapbt(string path)
-    {
-        var probe = new byte[512];
-        using (var fh = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
-        {
-            if (RandomAccess.Read(fh, probe, 0) < probe.Length) return false;
-        }
-        var sb = Xfbtree.Xfs.Format.Superblock.Parse(probe);
-        return sb.Magic == Xfbtree.Xfs.Format.Superblock.MagicValue && sb.Version == 5 && !sb.HasRmapbt;
-    }
-
     /// <summary>A directory (a mount to check online), or a path the kernel refuses to stat for this user: a FUSE
     /// mount without allow_other keeps everyone but its owner out, and asking it gives the clear refusal.</summary>
     static bool IsMountDirectory(string path)
@@ -216,7 +200,7 @@ internal static class ScrubCommand
             stderr.WriteLine("xfbtree: cannot repair: " + e.Message.ReplaceLineEndings(" "));
             return new RepairPass([], null, false, e.Message, clock.Elapsed);
         }
-        using var image = XfsImage.Open(path);
+        using var image = XfsImage.Open(path, new XfsImageOptions { AllowMissingRmapbt = true });
         return new RepairPass(outcomes, Scrubber.Run(image, options), image.Superblock.NeedsRepair, null, clock.Elapsed);
     }
 

@@ -148,6 +148,14 @@ internal static class StressCommand
             }
             try
             {
+                if (request.OnlineRepair && !fs.Engine.Geometry.Superblock.HasRmapbt
+                    && (request.Structures & Xfbtree.Xfs.Online.OnlineRepairStructures.NeedRmapbt) is var needs and not Xfbtree.Xfs.Online.OnlineRepairStructures.None)
+                {
+                    // Refused before the workload starts, the image unchanged (as the kernel refuses these repairs).
+                    fs.Close();
+                    return Unusable($"--online-repair: {Xfbtree.Xfs.Online.OnlineRepairStructureNames.Format(needs)}: the filesystem has no reverse-mapping btree, " +
+                                    "the source of truth of these online rebuilds (as in the kernel); --structures nlinks is what can be repaired online here");
+                }
                 var target = new XfsStressTarget(fs);
                 try { model = StressModel.Load(target, request.Seed, modelOptions); }
                 catch (XfsWriteException e)

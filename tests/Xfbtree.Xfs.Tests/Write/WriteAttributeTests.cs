@@ -148,7 +148,7 @@ public abstract class WriteAttributeTestBase(ITestOutputHelper output)
 /// <summary>Every attr-fork form grown and shrunk on four fixtures (see <see cref="WriteAttributeTests"/>).</summary>
 public sealed class WriteAttributeFormTests(ITestOutputHelper output) : WriteAttributeTestBase(output)
 {
-    public static TheoryData<string> Fixtures => new() { "aged-small", "geom-bs1k", "geom-nrext64", "fresh-4ag" };
+    public static TheoryData<string> Fixtures => new() { "aged-small", "geom-bs1k", "geom-nrext64", "fresh-4ag", "aged-small-normap" };
 
     /// <summary>
     /// Several inodes grow through shortform, leaf and node forms (every namespace, remote values up to 64 KiB),
@@ -243,7 +243,7 @@ public sealed class WriteAttributeTests(ITestOutputHelper output) : WriteAttribu
     static Dictionary<string, string> FeaturePaths(string fixture)
     {
         var result = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (string line in File.ReadLines(Path.Combine(TreeFixtures.FixtureDir, fixture + ".info.txt")))
+        foreach (string line in File.ReadLines(Path.Combine(TreeFixtures.FixtureDir, TreeFixtures.BaseName(fixture) + ".info.txt")))
         {
             var words = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
             if (words.Length >= 4 && words[1] == "ino" && words[^1].StartsWith("feat/", StringComparison.Ordinal)) result[words[0]] = "/" + words[^1];

@@ -16,7 +16,8 @@ public sealed class WriteFileModelTests
 
     public static TheoryData<string, int, bool> Cases()
     {
-        var data = new TheoryData<string, int, bool> { { "aged-small", 1, false }, { "geom-bs1k", 2, false }, { "geom-nrext64", 3, false }, { "geom-bs1k", 4, true } };
+        var data = new TheoryData<string, int, bool> { { "aged-small", 1, false }, { "geom-bs1k", 2, false }, { "geom-nrext64", 3, false }, { "geom-bs1k", 4, true },
+            { "aged-small-normap", 5, false }, { "geom-bs1k-normap", 6, true } };
         if (Long)
         {
             for (int seed = 10; seed < 20; seed++) data.Add(seed % 2 == 0 ? "aged-small" : "geom-bs1k", seed, seed % 3 == 0);

@@ -13,6 +13,7 @@ public sealed class WriteFileReflinkTests
     [Theory]
     [InlineData("aged-small")]
     [InlineData("geom-nrext64")]
+    [InlineData("aged-small-normap")]
     public void ReflinkChainsAndCopyOnWriteKeepEveryFileAndTheRefcountsRight(string fixture)
     {
         using var scratch = new RepairScratch();
@@ -118,6 +119,7 @@ public sealed class WriteFileRefusalTests
 
     [Theory]
     [InlineData("geom-bs1k")]
+    [InlineData("geom-bs1k-normap")]
     public void NoSpaceLeavesTheImageUnchanged(string fixture)
     {
         using var scratch = new RepairScratch();

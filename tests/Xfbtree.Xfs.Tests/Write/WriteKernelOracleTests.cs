@@ -18,7 +18,7 @@ public sealed class WriteKernelOracleTests(ITestOutputHelper output)
     /// about 6000 files, some 40 s).</summary>
     public static TheoryData<string, int> Images()
     {
-        var data = new TheoryData<string, int> { { "geom-bs1k", 42 }, { "geom-nrext64", 43 } };
+        var data = new TheoryData<string, int> { { "geom-bs1k", 42 }, { "geom-nrext64", 43 }, { "geom-bs1k-normap", 44 } };
         if (Environment.GetEnvironmentVariable("XFBTREE_LONG_TESTS") == "1") data.Add("aged-small", 41);
         return data;
     }

@@ -113,6 +113,7 @@ public sealed class WriteNamespaceModelTests(ITestOutputHelper output)
     [InlineData("fresh-4ag", 1)]
     [InlineData("geom-bs1k", 2)]
     [InlineData("aged-small", 3)]
+    [InlineData("fresh-4ag-normap", 4)]
     public void TwoThreadsMatchTheModelAndLeaveAConsistentImage(string fixture, int seed)
     {
         using var scratch = new RepairScratch();

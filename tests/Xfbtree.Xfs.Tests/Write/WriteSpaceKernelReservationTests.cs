@@ -20,6 +20,9 @@ public sealed class WriteSpaceKernelReservationTests(ITestOutputHelper output)
         { "4k-4ag", "-m rmapbt=1,reflink=1" },
         { "1k-4ag", "-b size=1024 -m rmapbt=1,reflink=1" },
         { "4k-1ag", "-d agcount=1 -m rmapbt=1,reflink=1" },
+        // mkfs.xfs's defaults: no rmapbt, so no RMAPBT pool and a shorter free list (more space the engine may use).
+        { "4k-4ag-normap", "-m reflink=1" },
+        { "1k-1ag-normap", "-b size=1024 -d agcount=1" },
     };
 
     [Theory]
@@ -129,7 +132,7 @@ public sealed class WriteSpaceKernelReservationTests(ITestOutputHelper output)
 
     static string FreePerAg(string image)
     {
-        using var img = XfsImage.Open(image);
+        using var img = XfsImage.Open(image, WriteEngineTestSupport.EitherRmapbt);
         var parts = new List<string>();
         for (uint agno = 0; agno < img.Geometry.AgCount; agno++)
         {

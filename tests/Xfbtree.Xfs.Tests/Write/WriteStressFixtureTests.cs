@@ -21,6 +21,7 @@ public sealed class WriteStressFixtureTests(ITestOutputHelper output)
         { "geom-bs1k", 3, 2 }, { "geom-bs1k", 4, 2 },
         { "geom-nrext64", 5, 2 }, { "geom-nrext64", 6, 3 },
         { "fresh-4ag", 7, 2 }, { "fresh-4ag", 8, 4 },
+        { "aged-small-normap", 11, 2 }, { "geom-bs1k-normap", 12, 3 },
         // One thread replays exactly (same seed, same image, same run): these two must end with btree forks.
         { "aged-small", 9, 1 }, { "geom-nrext64", 10, 1 },
     };

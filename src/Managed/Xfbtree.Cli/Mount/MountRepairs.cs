@@ -29,6 +29,7 @@ internal sealed class MountRepairs : IDisposable
     readonly double _cpuShare;
     readonly Action<string> _log;
     readonly string _hint;
+    readonly bool _canRebuild; // the filesystem has an rmapbt, the source of every online rebuild
     readonly Lock _repairGate = new(); // one repair at a time
     readonly object _gate = new(); // the books and the waiters (Monitor)
     readonly AgBook[] _books;
@@ -60,7 +61,9 @@ internal sealed class MountRepairs : IDisposable
         _every = every;
         _cpuShare = cpuShare;
         _log = log;
-        _hint = $"xfbtree rmap repair --online {directory} rebuilds it";
+        _canRebuild = engine.Geometry.Superblock.HasRmapbt;
+        _hint = _canRebuild ? $"xfbtree rmap repair --online {directory} rebuilds it"
+            : "the filesystem has no rmapbt, so nothing rebuilds it online: unmount it and run xfbtree scrub --repair on the image";
         _books = new AgBook[engine.Geometry.AgCount];
         for (int i = 0; i < _books.Length; i++) _books[i] = new AgBook();
         engine.AgMarkedSick += OnAgMarkedSick;
@@ -71,10 +74,16 @@ internal sealed class MountRepairs : IDisposable
         }
     }
 
-    /// <summary>True when sick AGs are repaired without being asked (the rotation runs).</summary>
-    public bool Heals => _every is not null;
+    /// <summary>True when sick AGs are repaired without being asked (the rotation runs: never on a filesystem
+    /// without an rmapbt, the source of truth of every online rebuild).</summary>
+    public bool Heals => _every is not null && _canRebuild;
 
-    public TimeSpan? Every => _every;
+    /// <summary>What an online repair request answers on a filesystem without an rmapbt (the kernel's online repairs
+    /// of the AG btrees need it too).</summary>
+    public const string NoRmapbtRefusal = "the filesystem has no reverse-mapping btree, the source every online rebuild needs (as the kernel's do): nothing is rebuilt online; 'xfbtree scrub --repair' of the unmounted image repairs it";
+
+    /// <summary>The rotation's period; null when no rotation runs (none asked, or no rmapbt to rebuild from).</summary>
+    public TimeSpan? Every => Heals ? _every : null;
 
     /// <summary>The pace of the mount's repairs and scrubs (<c>--repair-cpu-share</c>).</summary>
     public double CpuShare => _cpuShare;
@@ -85,6 +94,14 @@ internal sealed class MountRepairs : IDisposable
     public void Start()
     {
         if (_every is null) return;
+        if (!_canRebuild)
+        {
+            // Said once; the mount goes on serving requests, without a rotation.
+            _log("xfbtree: mount: --online-repair-every: the filesystem has no reverse-mapping btree, so no rotation runs: " +
+                 "the rmapbt, bnobt/cntbt, inobt/finobt and refcountbt rebuilds all need it (as the kernel's online repairs do); " +
+                 "'xfbtree scrub DIR' still checks the link counts and counters, and an AG found damaged is marked sick and logged for an offline 'xfbtree scrub --repair'");
+            return;
+        }
         _thread = new Thread(Rotate) { IsBackground = true, Name = "online-repair" };
         _thread.Start();
     }
@@ -163,6 +180,11 @@ internal sealed class MountRepairs : IDisposable
     public MountRepairOutcome RunRepair(uint agno, bool verify, uint? asker, double? cpuShare = null)
     {
         string by = asker is { } uid ? string.Create(CultureInfo.InvariantCulture, $", asked by uid {uid}") : "";
+        if (!_canRebuild)
+        {
+            // Refused per request, not counted as a failed repair: nothing was tried.
+            return new MountRepairOutcome(agno, null, null, NoRmapbtRefusal, Fuse.FuseErrno.EOPNOTSUPP);
+        }
         lock (_repairGate)
         {
             var book = _books[agno];

@@ -9,7 +9,7 @@ namespace Xfbtree.Cli.Mount;
 /// AG is done, so the lines are the mount's progress), and ends with
 /// <c>online-repair repairs=N applied=A ignored=I mismatches=M</c>. With <c>--verify</c> the mount compares each
 /// new tree with an offline scan made while its commits are paused. Exit 0 done and clean, 1 a mismatch, a failed
-/// repair or a sick AG left, 2 could not ask.
+/// repair or a sick AG left, 2 could not ask (or the filesystem has no rmapbt: nothing can be rebuilt online).
 /// </summary>
 [SupportedOSPlatform("linux")]
 internal static class OnlineRepairClient
@@ -28,9 +28,8 @@ internal static class OnlineRepairClient
             return CommandLineHost.ExitUnusable;
         }
         uint first = onlyAg ?? 0, last = onlyAg ?? info.AgCount - 1;
-        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"online repair of {image} through {directory}: {(onlyAg is null ? $"AG 0-{last}" : $"AG {first}")}{(verify ? ", each verified with commits paused" : "")}"));
-        stdout.Flush();
+        string header = string.Create(CultureInfo.InvariantCulture,
+            $"online repair of {image} through {directory}: {(onlyAg is null ? $"AG 0-{last}" : $"AG {first}")}{(verify ? ", each verified with commits paused" : "")}");
         long repairs = 0, applied = 0, ignored = 0, mismatches = 0, failures = 0, sickLeft = 0;
         for (uint agno = first; agno <= last; agno++)
         {
@@ -38,6 +37,16 @@ internal static class OnlineRepairClient
             {
                 stderr.WriteLine($"xfbtree: rmap repair: {failure}");
                 return CommandLineHost.ExitUnusable;
+            }
+            if (agno == first)
+            {
+                if (r.Error == Fuse.FuseErrno.EOPNOTSUPP)
+                {
+                    // The filesystem has no rmapbt: refused as a whole, one line (the mount says why).
+                    stderr.WriteLine($"xfbtree: rmap repair: {directory}: {text}");
+                    return CommandLineHost.ExitUnusable;
+                }
+                stdout.WriteLine(header);
             }
             if (r.Error != 0)
             {

@@ -183,14 +183,16 @@ internal sealed class Superblock
         if (RtBlocks != 0 || RtExtents != 0) throw new XfsUnsupportedException($"a realtime device is in use ({RtBlocks} rt blocks): not supported");
     }
 
-    /// <summary>The refusal of everything but the offline check (<c>xfbtree scrub</c> without <c>--repair</c>) on a
-    /// filesystem without the reverse-mapping btree (mkfs.xfs 6.x makes one only with <c>-m rmapbt=1</c>).</summary>
-    public const string NoRmapbtRefusal = "the filesystem has no reverse-mapping btree (made without mkfs.xfs -m rmapbt=1): only `xfbtree scrub` without --repair reads it";
+    /// <summary>The refusal of the rmap commands (<c>xfbtree rmap check/repair/dump</c>) on a filesystem without the
+    /// reverse-mapping btree (mkfs.xfs 6.x makes one only with <c>-m rmapbt=1</c>): they have nothing to read. Every
+    /// other command works on such a filesystem (the write engine keeps no rmap there, as the kernel does).</summary>
+    public const string NoRmapbtRefusal = "the filesystem has no reverse-mapping btree (made without mkfs.xfs -m rmapbt=1): there is no rmapbt to check or repair; `xfbtree scrub` checks (and with --repair repairs) everything else";
 
     /// <summary>
-    /// Throws <see cref="XfsUnsupportedException"/> when the filesystem has no reverse-mapping btree: what writes
-    /// (the write engine, repairs, mount) keeps it current and the rmap commands check it; only the offline scrub
-    /// check reads such a filesystem (its source of truth is the rmap set the scan computes, not the on-disk tree).
+    /// Throws <see cref="XfsUnsupportedException"/> when the filesystem has no reverse-mapping btree: what reads or
+    /// rebuilds the on-disk rmapbt (the rmap commands) needs one. The write engine and the offline scrub open such a
+    /// filesystem with <see cref="XfsImageOptions"/>' opt-out (the scrub's source of truth is the rmap set its scan
+    /// computes, not the on-disk tree).
     /// </summary>
     public void RequireRmapbt()
     {

@@ -39,6 +39,13 @@ internal sealed record AgRebuildResult(uint AgNumber, string Structure, long Rec
 internal static class AgRebuild
 {
     /// <summary>
+    /// AGF problems the free-space and refcountbt rebuilds from scans both tolerate (a filesystem without an rmapbt,
+    /// offline): the AGF repair there is those two rebuilds one after the other, each setting its own fields, so each
+    /// reads an AGF whose other counters are still the damaged ones.
+    /// </summary>
+    public static readonly string[] AgfCountersRecomputedFromScans = ["bnobt", "cntbt", "agf_freeblks", "agf_longest", "agf_btreeblks", "refcountbt", "agf_refcount_blocks"];
+
+    /// <summary>
     /// Runs <paramref name="rebuild"/> as one engine transaction that holds AG <paramref name="agno"/>'s lock for
     /// repair from its start, so the rebuild's source of truth and the structure it replaces cannot change under it;
     /// the result carries how long the lock was held.
@@ -48,11 +55,16 @@ internal static class AgRebuild
     /// <param name="structure">What is rebuilt, as the transaction's name says it ("bnobt+cntbt", "AGF", ...).</param>
     /// <param name="rmapbtNeededTo">What the rebuild needs the rmapbt for, said when the filesystem has none.</param>
     /// <param name="hooks">Test callbacks, or null.</param>
-    /// <param name="rebuild">The rebuild, inside the transaction with the AG locked; returns what it did.</param>
-    public static AgRebuildResult RunLocked(WriteEngine engine, uint agno, string structure, string rmapbtNeededTo, AgRebuildTestHooks? hooks, Func<WriteTransaction, AgRebuildResult> rebuild)
+    /// <param name="rebuild">The rebuild, inside the transaction with the AG locked, given its source of reverse
+    /// mappings; returns what it did.</param>
+    /// <param name="rmaps">Where the rebuild reads the AG's reverse mappings: null, the on-disk rmapbt (refused on a
+    /// filesystem without one); the offline scrub repair of such a filesystem passes the offline scan's set.</param>
+    public static AgRebuildResult RunLocked(WriteEngine engine, uint agno, string structure, string rmapbtNeededTo, AgRebuildTestHooks? hooks,
+        Func<WriteTransaction, AgRmapSource, AgRebuildResult> rebuild, AgRmapSource? rmaps = null)
     {
         ArgumentNullException.ThrowIfNull(engine);
-        if (!engine.Geometry.Superblock.HasRmapbt)
+        rmaps ??= AgRmapSource.OnDisk;
+        if (rmaps.IsOnDiskRmapbt && !engine.Geometry.Superblock.HasRmapbt)
         {
             throw new XfsWriteException(WriteErrorKind.NotSupported, $"the filesystem has no rmapbt to {rmapbtNeededTo}");
         }
@@ -64,25 +76,9 @@ internal static class AgRebuild
             tx.LockAgForRepair(agno);
             locked.Restart();
             hooks?.AfterLock?.Invoke(agno);
-            result = rebuild(tx);
+            result = rebuild(tx, rmaps);
         });
         return (result ?? throw new InvalidOperationException("the repair committed without a result")) with { TimeLocked = locked.Elapsed };
-    }
-
-    /// <summary>Every rmapbt record of the locked AG, in order (the source of truth of every other AG tree).</summary>
-    public static void ForEachRmap(AgSpace space, Action<RmapRecord> each)
-    {
-        uint agLength = space.AgLength;
-        using BtreeCursor<RmapbtOps> cur = space.Rmapbt().CreateCursor();
-        for (bool ok = cur.MoveFirst(); ok; ok = cur.Increment())
-        {
-            var r = RmapRecord.Read(cur.Current);
-            if (r.BlockCount == 0 || (ulong)r.StartBlock + r.BlockCount > agLength)
-            {
-                throw new OnlineRepairException($"AG {space.AgNumber}: rmapbt record {r} lies outside the AG; repair the rmapbt first");
-            }
-            each(r);
-        }
     }
 
     /// <summary>Blocks of a tree (every level) into a bitmap.</summary>

@@ -38,7 +38,7 @@ internal static class OnlineAgHeaderRepair
     public static AgRebuildResult RepairAgf(WriteEngine engine, uint agno)
     {
         XfsGeometry geo = engine.Geometry;
-        return AgRebuild.RunLocked(engine, agno, "AGF", "find the AGF's btrees with", null, tx =>
+        return AgRebuild.RunLocked(engine, agno, "AGF", "find the AGF's btrees with", null, (tx, _) =>
         {
             var probe = new AgProbe(engine, tx, agno);
             Agf? old = probe.OldAgf();
@@ -108,7 +108,7 @@ internal static class OnlineAgHeaderRepair
     public static AgRebuildResult RepairAgi(WriteEngine engine, uint agno, AgRebuildTestHooks? hooks = null)
     {
         XfsGeometry geo = engine.Geometry;
-        return AgRebuild.RunLocked(engine, agno, "AGI", "find the inode btrees with", hooks, tx =>
+        return AgRebuild.RunLocked(engine, agno, "AGI", "find the inode btrees with", hooks, (tx, _) =>
         {
             var probe = new AgProbe(engine, tx, agno);
             Agf agf = Agf.Parse(tx.ReadAgHeader(AgHeaderKind.Agf, agno).Span, geo, agno);

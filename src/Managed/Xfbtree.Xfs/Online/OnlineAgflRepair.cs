@@ -20,7 +20,7 @@ internal static class OnlineAgflRepair
     public static AgRebuildResult Run(WriteEngine engine, uint agno)
     {
         XfsGeometry geo = engine.Geometry;
-        return AgRebuild.RunLocked(engine, agno, "AGFL", "rebuild the free list from", null, tx =>
+        return AgRebuild.RunLocked(engine, agno, "AGFL", "rebuild the free list from", null, (tx, _) =>
         {
             return RebuildIn(engine, tx, agno);
         });

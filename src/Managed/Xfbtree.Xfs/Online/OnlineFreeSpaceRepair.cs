@@ -30,34 +30,47 @@ internal static class OnlineFreeSpaceRepair
     /// <summary>AGF problems this repair replaces (the AGF's free-space fields).</summary>
     private static readonly string[] ToleratedAgf = ["bnobt", "cntbt", "agf_freeblks", "agf_longest", "agf_btreeblks"];
 
-    public static AgRebuildResult Run(WriteEngine engine, uint agno, AgRebuildTestHooks? hooks = null)
+    /// <param name="engine">The open write engine.</param>
+    /// <param name="agno">The AG.</param>
+    /// <param name="hooks">Test callbacks, or null.</param>
+    /// <param name="rmaps">The reverse mappings to rebuild from: null, the on-disk rmapbt; without one, the offline
+    /// scan's set (<see cref="ScannedAgRmaps"/>).</param>
+    /// <param name="emptyFreeListFirst">Rewrite the free list empty first, in the same transaction (the free-list
+    /// repair of a filesystem without an rmapbt: nothing tells its blocks apart but the list itself, so they go back
+    /// to free space with the old trees' and the free-list fix refills it from the new trees).</param>
+    public static AgRebuildResult Run(WriteEngine engine, uint agno, AgRebuildTestHooks? hooks = null, AgRmapSource? rmaps = null, bool emptyFreeListFirst = false)
     {
         XfsGeometry geo = engine.Geometry;
-        return AgRebuild.RunLocked(engine, agno, "bnobt+cntbt", "rebuild the free-space btrees from", hooks, tx =>
+        return AgRebuild.RunLocked(engine, agno, emptyFreeListFirst ? "AGFL+bnobt+cntbt" : "bnobt+cntbt", "rebuild the free-space btrees from", hooks, (tx, source) =>
         {
             AgSpace space = tx.Space(agno);
-            space.ToleratedAgfProblems = ToleratedAgf;
+            space.ToleratedAgfProblems = source.IsOnDiskRmapbt ? ToleratedAgf : AgRebuild.AgfCountersRecomputedFromScans;
+            if (emptyFreeListFirst)
+            {
+                space.InstallRebuiltFreeList([]);
+            }
             uint agLength = space.AgLength;
 
             // 1. collect
             var used = new AgBlockBitmap(agLength);
             var ownAg = new AgBlockBitmap(agLength);
-            AgRebuild.ForEachRmap(space, r =>
+            var otherOwners = new AgBlockBitmap(agLength);
+            source.ForEach(space, r =>
             {
                 used.Set(r.StartBlock, r.BlockCount);
-                if (r.Owner == RmapOwner.Ag)
-                {
-                    ownAg.Set(r.StartBlock, r.BlockCount);
-                }
+                (r.Owner == RmapOwner.Ag ? ownAg : otherOwners).Set(r.StartBlock, r.BlockCount);
             });
             var rmapBlocks = new AgBlockBitmap(agLength);
-            AgRebuild.MarkTreeBlocks(space.Rmapbt(), rmapBlocks);
+            if (space.HasRmapbt)
+            {
+                AgRebuild.MarkTreeBlocks(space.Rmapbt(), rmapBlocks);
+            }
             var agflBlocks = new AgBlockBitmap(agLength);
             foreach (uint b in space.FreeListBlocks())
             {
                 if (b >= agLength || !ownAg.IsSet(b))
                 {
-                    throw new OnlineRepairException($"AG {agno}: AGFL block {b} is not OWN_AG in the rmapbt; repair the rmapbt first");
+                    throw new OnlineRepairException($"AG {agno}: AGFL block {b} is not OWN_AG in the {(source.IsOnDiskRmapbt ? "rmapbt; repair the rmapbt first" : "offline scan")}");
                 }
                 agflBlocks.Set(b, 1);
             }
@@ -72,6 +85,12 @@ internal static class OnlineFreeSpaceRepair
                 old.Clear(s, l);
             }
             foreach (var (s, l) in AgRebuild.Runs(agflBlocks))
+            {
+                old.Clear(s, l);
+            }
+            // A block another owner claims too (an old list's slot past its true end naming a file's block, a
+            // cross-link) is never freed with the old trees: it stays whoever else's it is.
+            foreach (var (s, l) in AgRebuild.Runs(otherOwners))
             {
                 old.Clear(s, l);
             }
@@ -158,7 +177,7 @@ internal static class OnlineFreeSpaceRepair
                 reaped += l;
             }
             return new AgRebuildResult(agno, "bnobt+cntbt", bySize.Count, bnoBlocks + cntBlocks, reaped, TimeSpan.Zero);
-        });
+        }, rmaps);
     }
 
     private static bool IsAllSet(AgBlockBitmap bitmap, uint start, uint length)

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Numerics;
 using Xfbtree.Btree;
 using Xfbtree.Buffers;
@@ -21,22 +22,37 @@ namespace Xfbtree.Xfs.Online;
 /// </summary>
 internal static class OnlineInodeBtreeRepair
 {
-    public static AgRebuildResult Run(WriteEngine engine, uint agno, AgRebuildTestHooks? hooks = null)
+    /// <param name="engine">The open write engine.</param>
+    /// <param name="agno">The AG.</param>
+    /// <param name="hooks">Test callbacks, or null.</param>
+    /// <param name="rmaps">The reverse mappings to rebuild from (OWN_INODES, OWN_INOBT): null, the on-disk rmapbt;
+    /// without one, the offline scan's set, whose chunks come from the inobt's records and are checked here against
+    /// the inode cores (a record naming blocks that hold no inodes refuses the repair).</param>
+    /// <param name="relinkUnlinked">Also rebuild the AGI's unlinked lists from the inodes with nlink 0, in the same
+    /// transaction (the AGI repair of a filesystem without an rmapbt: its header rewrite finds the trees through the
+    /// rmapbt, so there the AGI is repaired as its trees, its counters and its lists).</param>
+    public static AgRebuildResult Run(WriteEngine engine, uint agno, AgRebuildTestHooks? hooks = null, AgRmapSource? rmaps = null, bool relinkUnlinked = false)
     {
         XfsGeometry geo = engine.Geometry;
         Superblock sb = geo.Superblock;
-        return AgRebuild.RunLocked(engine, agno, "inobt+finobt", "rebuild the inode btrees from", hooks, tx =>
+        return AgRebuild.RunLocked(engine, agno, "inobt+finobt", "rebuild the inode btrees from", hooks, (tx, source) =>
         {
             var space = tx.Space(agno);
 
             // 1. collect: chunks from OWN_INODES, the old trees' blocks from OWN_INOBT
             var inodeBlocks = new List<(uint Start, uint Length)>();
             var old = new List<(uint Start, uint Length)>();
-            AgRebuild.ForEachRmap(space, r =>
+            source.ForEach(space, r =>
             {
                 if (r.Owner == RmapOwner.Inodes) inodeBlocks.Add((r.StartBlock, r.BlockCount));
                 else if (r.Owner == RmapOwner.Inobt) old.Add((r.StartBlock, r.BlockCount));
             });
+            if (!source.IsOnDiskRmapbt)
+            {
+                // No rmapbt: the scan's chunks are the inobt's records it could validate, so a record with a wrong
+                // count would be left out with its inodes; take each record's place from the inobt itself instead.
+                inodeBlocks = ChunkBlocksOfTheInobt(tx, agno);
+            }
             List<InobtRecord> chunks = Chunks(engine, agno, inodeBlocks);
             long inodes = 0, freeInodes = 0;
             int finobtRecords = 0;
@@ -62,12 +78,64 @@ internal static class OnlineInodeBtreeRepair
 
             // 4. switch the AGI
             InodeAllocator.InstallRebuiltInodeBtrees(tx, agno, ino, fino, checked((uint)inodes), checked((uint)freeInodes));
+            if (relinkUnlinked)
+            {
+                uint[] heads = OnlineUnlinkedListRepair.Rebuild(engine, tx, agno, chunks, out _);
+                BlockBuffer agi = tx.ReadAgHeader(AgHeaderKind.Agi, agno);
+                for (int b = 0; b < Agi.UnlinkedBuckets; b++)
+                {
+                    BinaryPrimitives.WriteUInt32BigEndian(agi.Span[(Agi.UnlinkedOffset + 4 * b)..], heads[b]);
+                }
+                tx.LogBuffer(agi, Agi.UnlinkedOffset, 4 * Agi.UnlinkedBuckets);
+            }
             hooks?.AfterSwitch?.Invoke(agno);
 
             // 5. reap the old trees
             long reaped = AgRebuild.ReapOldBlocks(tx, agno, old, RmapOwner.Inobt);
             return new AgRebuildResult(agno, "inobt+finobt", chunks.Count + finobtRecords, need, reaped, TimeSpan.Zero);
-        });
+        }, rmaps);
+    }
+
+    /// <summary>
+    /// The inode blocks of every record of the on-disk inobt, read through the transaction (a filesystem without an
+    /// rmapbt: nothing else records where the chunks are). Only a record's place is taken (startino and, with sparse
+    /// inodes, the holemask); its counts and free mask are recomputed from the inode cores by <see cref="Chunks"/>,
+    /// which refuses a record whose blocks hold no inode cores of their own numbers. Records must lie inside the AG,
+    /// aligned, ascending and apart; a tree that does not walk refuses the repair.
+    /// </summary>
+    private static List<(uint Start, uint Length)> ChunkBlocksOfTheInobt(WriteTransaction tx, uint agno)
+    {
+        XfsGeometry geo = tx.Geometry;
+        bool sparse = geo.Superblock.HasSparseInodes;
+        Agi agi = Agi.Parse(tx.ReadAgHeader(AgHeaderKind.Agi, agno).Span, geo, agno);
+        if (!agi.TreeRootUsable(AgiTree.Inobt, geo))
+        {
+            throw new OnlineRepairException($"AG {agno}: the AGI's inobt root {agi.Root} / level {agi.Level} is unusable, and without an rmapbt nothing else says where the inode chunks are");
+        }
+        var inobt = new Btree<InobtOps>(new InobtOps(false, sparse), tx.AgStore(agno, null, null), new BtreeRootValue(agi.Root, (int)agi.Level),
+            geo.MetaUuid, agno, XfsTreeLimits.MaxInobtRecords(geo));
+        var runs = new List<(uint Start, uint Length)>();
+        var blocks = new List<(uint Start, uint Length)>();
+        uint alignment = InodeChunkLayout.ChunkAlignmentInodes(geo);
+        ulong nextFree = 0;
+        using BtreeCursor<InobtOps> cur = inobt.CreateCursor();
+        for (bool ok = cur.MoveFirst(); ok; ok = cur.Increment())
+        {
+            var r = InobtRecord.Read(cur.Current, sparse);
+            if (r.StartIno < nextFree || r.StartIno % alignment != 0 || !InodeChunkLayout.ChunkInsideAg(geo, agno, r.StartIno))
+            {
+                throw new OnlineRepairException($"AG {agno}: inobt record {r.StartIno} is out of order, misaligned or outside the AG; without an rmapbt its chunk cannot be placed");
+            }
+            nextFree = (ulong)r.StartIno + InobtRecord.InodesPerChunk;
+            runs.Clear();
+            InodeChunkLayout.AllocatedBlockRuns(geo, r.StartIno, sparse ? r.HoleMask : (ushort)0, runs);
+            foreach (var (start, length) in runs)
+            {
+                if (blocks.Count > 0 && blocks[^1].Start + blocks[^1].Length == start) blocks[^1] = (blocks[^1].Start, blocks[^1].Length + length);
+                else blocks.Add((start, length));
+            }
+        }
+        return blocks;
     }
 
     private static (uint Root, int Level, long Blocks) Load(WriteTransaction tx, uint agno, bool finobt, BtreeBulkGeometry plan, ChunkSource source, Func<long> claim)

@@ -20,7 +20,12 @@ internal static class OnlineRefcountRepair
 {
     private static readonly string[] ToleratedAgf = ["refcountbt", "agf_refcount_blocks"];
 
-    public static AgRebuildResult Run(WriteEngine engine, uint agno, AgRebuildTestHooks? hooks = null)
+    /// <param name="engine">The open write engine.</param>
+    /// <param name="agno">The AG.</param>
+    /// <param name="hooks">Test callbacks, or null.</param>
+    /// <param name="rmaps">The reverse mappings to rebuild from: null, the on-disk rmapbt; without one, the offline
+    /// scan's set (the data and attribute fork mappings of every inode, the CoW staging extents).</param>
+    public static AgRebuildResult Run(WriteEngine engine, uint agno, AgRebuildTestHooks? hooks = null, AgRmapSource? rmaps = null)
     {
         ArgumentNullException.ThrowIfNull(engine);
         XfsGeometry geo = engine.Geometry;
@@ -28,16 +33,16 @@ internal static class OnlineRefcountRepair
         {
             throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no refcountbt");
         }
-        return AgRebuild.RunLocked(engine, agno, "refcountbt", "rebuild the refcountbt from", hooks, tx =>
+        return AgRebuild.RunLocked(engine, agno, "refcountbt", "rebuild the refcountbt from", hooks, (tx, rmapSource) =>
         {
             var space = tx.Space(agno);
-            space.ToleratedAgfProblems = ToleratedAgf;
+            space.ToleratedAgfProblems = rmapSource.IsOnDiskRmapbt ? ToleratedAgf : AgRebuild.AgfCountersRecomputedFromScans;
 
             // 1. collect
             var sweep = new SharedExtentSweep();
             var cow = new List<(uint Start, uint Length)>();
             var old = new List<(uint Start, uint Length)>();
-            AgRebuild.ForEachRmap(space, r =>
+            rmapSource.ForEach(space, r =>
             {
                 if (r.Owner == RmapOwner.Refc) old.Add((r.StartBlock, r.BlockCount));
                 else if (r.Owner == RmapOwner.Cow) cow.Add((r.StartBlock, r.BlockCount));
@@ -63,7 +68,7 @@ internal static class OnlineRefcountRepair
             hooks?.AfterSwitch?.Invoke(agno);
             long reaped = AgRebuild.ReapOldBlocks(tx, agno, old, RmapOwner.Refc);
             return new AgRebuildResult(agno, "refcountbt", records, blocks, reaped, TimeSpan.Zero);
-        });
+        }, rmaps);
     }
 
     /// <summary>Shared extents (their counts), then CoW staging extents (start with the CoW flag, refcount 1).</summary>

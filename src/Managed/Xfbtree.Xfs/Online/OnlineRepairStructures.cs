@@ -22,6 +22,9 @@ internal enum OnlineRepairStructures
     Nlinks = 64,
     /// <summary>All of them.</summary>
     All = Rmapbt | Bnobt | Cntbt | Inobt | Finobt | Refcountbt | Nlinks,
+    /// <summary>Those whose online rebuild takes the rmapbt as its source of truth (every one but the link counts):
+    /// refused on a filesystem without an rmapbt.</summary>
+    NeedRmapbt = Rmapbt | Bnobt | Cntbt | Inobt | Finobt | Refcountbt,
 }
 
 /// <summary>Names and parsing of <see cref="OnlineRepairStructures"/>.</summary>

@@ -90,6 +90,13 @@ public static class OnlineScrubber
     {
         ArgumentNullException.ThrowIfNull(engine);
         options ??= new ScrubOptions();
+        if (!engine.Geometry.Superblock.HasRmapbt)
+        {
+            // No rmapbt line (as offline), and online no other record of the space in use: the comparisons with the
+            // rmap say "not checked" with this reason; every structure's own checks run.
+            var (own, _) = CheckAgLocal(engine, agno, options, NoRmapbtOnline);
+            return own;
+        }
         ScrubFinding rmapbt = CheckRmapbt(engine, agno, options, cancel);
         string? rmapDamaged = rmapbt.Verdict == ScrubVerdict.Damaged ? "the rmapbt is damaged (see rmapbt)" : null;
         long local = Stopwatch.GetTimestamp();
@@ -140,6 +147,9 @@ public static class OnlineScrubber
         }
         return (findings, rmapAt);
     }
+
+    /// <summary>Why an online check of a filesystem without an rmapbt leaves the comparisons with the rmap out.</summary>
+    internal const string NoRmapbtOnline = "the filesystem has no rmapbt, and a check online has no other record of the space in use (xfbtree scrub of the unmounted image derives one from a full scan)";
 
     /// <summary>AG <paramref name="agno"/>'s rmapbt against a coordinated scan with live hooks (nothing rebuilt).</summary>
     public static ScrubFinding CheckRmapbt(WriteEngine engine, uint agno, ScrubOptions? options = null, CancellationToken cancel = default)
@@ -346,6 +356,6 @@ public static class OnlineScrubber
         ArgumentNullException.ThrowIfNull(findings);
         options ??= new ScrubOptions();
         ScrubOptions checks = options;
-        return ScrubRepairs.RepairRounds(engine, findings, options, () => Run(engine, checks, null, cancel), cancel);
+        return ScrubRepairs.RepairRounds(engine, findings, options, offline: false, () => Run(engine, checks, null, cancel), cancel);
     }
 }

@@ -10,7 +10,13 @@ using Xfbtree.Xfs.Write.Namespace;
 namespace Xfbtree.Xfs.Scrub;
 
 /// <summary>What a repair is given: the open engine (writers may be running) and the findings that asked for it.</summary>
-internal sealed record ScrubRepairContext(WriteEngine Engine, ScrubReport Findings, CancellationToken Cancel, double CpuShare = 1);
+/// <param name="Engine">The open engine.</param>
+/// <param name="Findings">The check whose damaged findings ask for the repairs.</param>
+/// <param name="Cancel">Cancels the repairs between steps.</param>
+/// <param name="CpuShare">The share of one CPU the repairs' scans may use.</param>
+/// <param name="Offline">True for the repair of an unmounted image (no writer but the repairs): a filesystem without an
+/// rmapbt is then rebuilt from scans taken between repairs.</param>
+internal sealed record ScrubRepairContext(WriteEngine Engine, ScrubReport Findings, CancellationToken Cancel, double CpuShare = 1, bool Offline = false);
 
 /// <summary>
 /// One repair of <c>xfbtree scrub --repair</c>: the findings it answers and how it rebuilds them through the write
@@ -72,7 +78,7 @@ internal static class ScrubRepairs
     public static readonly IReadOnlyList<IScrubRepair> InOrder =
     [
         new PrimarySuperblockRestore(),
-        new AgTreeRepair("superblock", ["superblock"], (e, ag) => OnlineAgHeaderRepair.RepairSecondarySuperblock(e, ag)),
+        new AgTreeRepair("superblock", ["superblock"], (e, ag) => OnlineAgHeaderRepair.RepairSecondarySuperblock(e, ag), withRmapbt: null),
         new AgHeaderRepair(AgHeaderKind.Agf, ["bnobt", "cntbt", "refcountbt"], (e, ag) => OnlineAgHeaderRepair.RepairAgf(e, ag).ToString()),
         new AgTreeRepair("AGFL", ["AGFL"], (e, ag) => OnlineAgflRepair.Run(e, ag).ToString()),
         new AgHeaderRepair(AgHeaderKind.Agi, ["inobt", "finobt"], (e, ag) => OnlineAgHeaderRepair.RepairAgi(e, ag).ToString()),
@@ -80,9 +86,71 @@ internal static class ScrubRepairs
         new AgTreeRepair("bnobt+cntbt", ["bnobt", "cntbt"], (e, ag) => OnlineFreeSpaceRepair.Run(e, ag).ToString()),
         new AgTreeRepair("inobt+finobt", ["inobt", "finobt"], (e, ag) => OnlineInodeBtreeRepair.Run(e, ag).ToString()),
         new AgTreeRepair("refcountbt", ["refcountbt"], (e, ag) => OnlineRefcountRepair.Run(e, ag).ToString(), requiresReflink: true),
+        // Without an rmapbt (offline only): each rebuild from a scan of the AG taken just before it (docs/scrub.md).
+        new ScannedAgRepair("AGF", ["AGF"], (c, ag) => NoRmapbtTrees(c, ag, refcount: true)),
+        new ScannedAgRepair("AGFL", ["AGFL"], (c, ag) => FromScan(c, ag, ["bnobt", "cntbt", "AGFL"], s => OnlineFreeSpaceRepair.Run(c.Engine, ag, null, s, emptyFreeListFirst: true))),
+        new ScannedAgRepair("AGI", ["AGI"], (c, ag) => NoRmapbtTrees(c, ag, inodes: true, relinkUnlinked: true)),
+        new ScannedAgRepair("bnobt+cntbt", ["bnobt", "cntbt"], (c, ag) => FromScan(c, ag, ["bnobt", "cntbt"], s => OnlineFreeSpaceRepair.Run(c.Engine, ag, null, s))),
+        new ScannedAgRepair("inobt+finobt", ["inobt", "finobt"], (c, ag) => NoRmapbtTrees(c, ag, inodes: true)),
+        new ScannedAgRepair("refcountbt", ["refcountbt"], (c, ag) => NoRmapbtTrees(c, ag, refcount: true), requiresReflink: true),
         new LinkCountRepair(),
         new SummaryCounterRepair(),
     ];
+
+    /// <summary>
+    /// A rebuild of AG <paramref name="agno"/> from a scan of it taken now (<see cref="ScannedAgRmaps"/>), refused
+    /// when the scan met damage outside <paramref name="rebuilt"/> (the structures the rebuild replaces). Null: the
+    /// rebuild takes only the old tree's blocks from the scan (the inode btrees: their chunks come from the inobt's
+    /// records checked against the inode cores, their new blocks from the allocator), so damage the scan met
+    /// elsewhere does not stop it.
+    /// </summary>
+    private static string FromScan(ScrubRepairContext context, uint agno, string[]? rebuilt, Func<ScannedAgRmaps, AgRebuildResult> rebuild)
+    {
+        using ScannedAgRmaps scan = ScannedAgRmaps.Take(context.Engine, agno, context.Cancel);
+        if (rebuilt is not null) scan.RequireCompleteBut(rebuilt);
+        return rebuild(scan).ToString();
+    }
+
+    /// <summary>
+    /// The AG trees of a filesystem without an rmapbt, each rebuilt from a scan taken right before it: the inode
+    /// btrees (with <paramref name="relinkUnlinked"/>, the AGI's unlinked lists too) and the refcountbt when asked, and
+    /// the free-space trees after them (before a refcountbt the scan could walk: its new blocks come from them): blocks of an old tree the scan could not reach (a pointer, a level, a root gone
+    /// wrong, or one tree's root given to another) are owned by nobody once it is replaced, and the free-space rebuild,
+    /// which sees the space as it is then, returns them. The AGF repair is the refcountbt and free-space rebuilds (its
+    /// counters are theirs: only an AGF that verifies and whose roots lead to the trees is repaired; nothing else says
+    /// where they are); the AGI repair is the inode btrees' (its counters, roots and lists).
+    /// </summary>
+    private static string NoRmapbtTrees(ScrubRepairContext context, uint agno, bool inodes = false, bool refcount = false, bool relinkUnlinked = false)
+    {
+        WriteEngine engine = context.Engine;
+        var done = new List<string>();
+        if (inodes)
+        {
+            done.Add("inobt+finobt " + FromScan(context, agno, null, s => OnlineInodeBtreeRepair.Run(engine, agno, null, s, relinkUnlinked)));
+        }
+        string FreeSpace() => "bnobt+cntbt " + FromScan(context, agno, ["bnobt", "cntbt", "AGF"], s => OnlineFreeSpaceRepair.Run(engine, agno, null, s));
+        if (refcount && engine.Geometry.Superblock.HasReflink)
+        {
+            // The refcountbt's new blocks come from the free-space trees: those go first unless the refcountbt hides
+            // blocks from the scan (then it goes first, and the free-space trees after it).
+            bool hidden;
+            using (ScannedAgRmaps probe = ScannedAgRmaps.Take(engine, agno, context.Cancel))
+            {
+                hidden = probe.Problems.Any(p => p.Where is "refcountbt" or "OWN_REFC");
+            }
+            if (!hidden && !inodes)
+            {
+                done.Add(FreeSpace());
+            }
+            done.Add("refcountbt " + FromScan(context, agno, ["refcountbt", "OWN_REFC", "AGF"], s => OnlineRefcountRepair.Run(engine, agno, null, s)));
+            if (!hidden && !inodes)
+            {
+                return string.Join("; ", done);
+            }
+        }
+        done.Add(FreeSpace());
+        return string.Join("; ", done);
+    }
 
     /// <summary>True when the finding is damaged.</summary>
     public static bool IsDamaged(ScrubFinding f) => f.Verdict == ScrubVerdict.Damaged;
@@ -172,7 +240,7 @@ internal static class ScrubRepairs
         ArgumentNullException.ThrowIfNull(findings);
         ArgumentNullException.ThrowIfNull(options);
         using WriteEngine engine = WriteEngine.Open(imagePath);
-        List<ScrubRepairOutcome> outcomes = RepairRounds(engine, findings, options, () =>
+        List<ScrubRepairOutcome> outcomes = RepairRounds(engine, findings, options, offline: true, () =>
         {
             using (engine.PauseCommits())
             {
@@ -190,7 +258,7 @@ internal static class ScrubRepairs
     /// repair, until nothing per-AG is left damaged, a round repairs nothing, or <see cref="MaxRounds"/>. The
     /// offline repair re-checks a read view with commits paused; the online scrub checks online again.
     /// </summary>
-    internal static List<ScrubRepairOutcome> RepairRounds(WriteEngine engine, ScrubReport findings, ScrubOptions options, Func<ScrubReport> recheck, CancellationToken cancel)
+    internal static List<ScrubRepairOutcome> RepairRounds(WriteEngine engine, ScrubReport findings, ScrubOptions options, bool offline, Func<ScrubReport> recheck, CancellationToken cancel)
     {
         ArgumentNullException.ThrowIfNull(engine);
         ArgumentNullException.ThrowIfNull(recheck);
@@ -202,7 +270,7 @@ internal static class ScrubRepairs
         {
             // Filesystem-wide repairs run once (after every per-AG one of their round): in the first round, or in a
             // later one when they waited for their source.
-            List<ScrubRepairOutcome> done = Run(new ScrubRepairContext(engine, report, cancel, options.CpuShare), options.Progress, wideDone, out waiting);
+            List<ScrubRepairOutcome> done = Run(new ScrubRepairContext(engine, report, cancel, options.CpuShare, offline), options.Progress, wideDone, out waiting);
             outcomes.AddRange(done);
             // Check again (a read view, commits paused) when a repair waited for its source or some damage has no
             // repair: it may have been a symptom of what was just repaired.
@@ -233,6 +301,8 @@ internal static class ScrubRepairs
         public string Name => "rmapbt";
 
         public bool PerAg => true;
+
+        public bool AppliesTo(WriteEngine engine) => engine.Geometry.Superblock.HasRmapbt;
 
         public bool Answers(string structure) => structure == "rmapbt";
 
@@ -266,6 +336,8 @@ internal static class ScrubRepairs
 
         public bool Answers(string structure) => structure == Name;
 
+        public bool AppliesTo(WriteEngine engine) => engine.Geometry.Superblock.HasRmapbt;
+
         public bool Skips(ScrubRepairContext context, uint? agno)
         {
             bool treeDamaged = context.Findings.Findings.Any(f => IsDamaged(f) && f.AgNumber == agno && trees.Contains(f.Structure));
@@ -275,8 +347,9 @@ internal static class ScrubRepairs
         public string Repair(ScrubRepairContext context, uint? agno) => run(context.Engine, agno!.Value);
     }
 
-    /// <summary>A per-AG tree rebuilt in one locked transaction from the AG's rmapbt.</summary>
-    private sealed class AgTreeRepair(string name, string[] answers, Func<WriteEngine, uint, string> run, bool requiresReflink = false) : IScrubRepair
+    /// <summary>A per-AG tree rebuilt in one locked transaction from the AG's rmapbt (<paramref name="withRmapbt"/>
+    /// true; null: a repair that needs no rmapbt, such as a secondary superblock copied from the primary).</summary>
+    private sealed class AgTreeRepair(string name, string[] answers, Func<WriteEngine, uint, string> run, bool requiresReflink = false, bool? withRmapbt = true) : IScrubRepair
     {
         public string Name => name;
 
@@ -284,9 +357,35 @@ internal static class ScrubRepairs
 
         public bool Answers(string structure) => answers.Contains(structure);
 
-        public bool AppliesTo(WriteEngine engine) => !requiresReflink || engine.Geometry.Superblock.HasReflink;
+        public bool AppliesTo(WriteEngine engine) => (!requiresReflink || engine.Geometry.Superblock.HasReflink)
+            && (withRmapbt is null || withRmapbt == engine.Geometry.Superblock.HasRmapbt);
 
         public string Repair(ScrubRepairContext context, uint? agno) => run(context.Engine, agno!.Value);
+    }
+
+    /// <summary>
+    /// A per-AG rebuild on a filesystem without an rmapbt, from a scan of the AG taken right before it with commits
+    /// paused: offline only (the offline scrub repair is the only writer then, so nothing changes the AG between the
+    /// scan and the rebuild's locked transaction). Online, every rebuild needs the rmapbt, as the kernel's do.
+    /// </summary>
+    private sealed class ScannedAgRepair(string name, string[] answers, Func<ScrubRepairContext, uint, string> run, bool requiresReflink = false) : IScrubRepair
+    {
+        public string Name => name;
+
+        public bool PerAg => true;
+
+        public bool Answers(string structure) => answers.Contains(structure);
+
+        public bool AppliesTo(WriteEngine engine) => !engine.Geometry.Superblock.HasRmapbt && (!requiresReflink || engine.Geometry.Superblock.HasReflink);
+
+        public string Repair(ScrubRepairContext context, uint? agno)
+        {
+            if (!context.Offline)
+            {
+                throw new OnlineRepairException($"the filesystem has no rmapbt: {name} is rebuilt only offline (xfbtree scrub --repair of the unmounted image), from a scan with commits paused");
+            }
+            return run(context, agno!.Value);
+        }
     }
 
     /// <summary>

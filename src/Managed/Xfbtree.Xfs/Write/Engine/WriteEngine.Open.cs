@@ -80,7 +80,7 @@ public sealed partial class WriteEngine
         XfsImage img;
         try
         {
-            img = XfsImage.Open(imagePath, new XfsImageOptions { Writable = true, CacheBytes = options.CacheBytes });
+            img = XfsImage.Open(imagePath, new XfsImageOptions { Writable = true, CacheBytes = options.CacheBytes, AllowMissingRmapbt = true });
         }
         catch (XfsUnsupportedException e)
         {

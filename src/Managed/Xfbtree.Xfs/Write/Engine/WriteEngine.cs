@@ -6,10 +6,12 @@ namespace Xfbtree.Xfs.Write.Engine;
 
 /// <summary>
 /// Opens an unmounted XFS v5 image read-write and changes it as the kernel would.
-/// Open: refuses what the engine cannot write (dirty log, v4, no rmapbt, realtime, quota, unknown features,
+/// Open: refuses what the engine cannot write (dirty log, v4, realtime, quota, unknown features,
 /// mounted or loop-attached, another writer's lock); takes an exclusive lock on the image file; replays the
 /// journal of a crashed run; sets NEEDSREPAIR on disk while open so the kernel refuses to mount it.
 /// Close: checkpoints, writes the superblock counters, clears NEEDSREPAIR, fsyncs, unlocks.
+/// A filesystem without an rmapbt is written as the kernel writes it: no rmap record anywhere, no rmap hook events,
+/// no RMAPBT reservation pool, a free list for the bnobt and cntbt alone (each asked of the superblock's features).
 /// This file holds the open engine's state, inodes, transactions, data reads and hooks; opening and recovery are
 /// in WriteEngine.Open.cs, checkpoints and the clean close in WriteEngine.Close.cs, the per-AG state in
 /// <see cref="EngineAg"/>.
@@ -631,6 +633,11 @@ public sealed partial class WriteEngine : IDisposable
         if (current is not null)
         {
             throw new InvalidOperationException("RegisterRmapHook inside a transaction would wait for the transaction's own AG lock");
+        }
+        if (!Geometry.Superblock.HasRmapbt)
+        {
+            // No rmap change is ever made to observe: an observer would wait for events that never come.
+            throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no rmapbt: there are no rmap changes to observe");
         }
         return Ag(agno).AddHook(hook);
     }

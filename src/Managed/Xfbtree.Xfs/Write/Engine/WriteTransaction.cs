@@ -213,6 +213,10 @@ internal sealed class WriteTransaction
     internal IDisposable RegisterRmapHookHeld(uint agno, IRmapHook hook)
     {
         RequireAg(agno);
+        if (!Geometry.Superblock.HasRmapbt)
+        {
+            throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no rmapbt: there are no rmap changes to observe");
+        }
         return engine.Ag(agno).AddHookHeld(hook);
     }
 
@@ -524,11 +528,17 @@ internal sealed class WriteTransaction
     }
 
     // ------------------------------------------------------------------ rmap and refcount (the AG is locked if it is not yet)
+    // On a filesystem without an rmapbt the three rmap calls do nothing (callers need not ask); the refcountbt is kept
+    // whenever the reflink feature is on.
 
     /// <summary>Maps a record in AG <paramref name="agno"/>'s rmapbt (merging) and notifies the AG's hooks.</summary>
     public void RmapMap(uint agno, RmapRecord record, bool shared)
     {
         ThrowIfDone();
+        if (!Geometry.Superblock.HasRmapbt)
+        {
+            return; // no rmapbt: nothing to record, no AG to lock for it
+        }
         LockAg(agno);
         Space(agno).RmapChange(RmapUpdateKind.Map, record, shared);
     }
@@ -537,6 +547,10 @@ internal sealed class WriteTransaction
     public void RmapUnmap(uint agno, RmapRecord record, bool shared)
     {
         ThrowIfDone();
+        if (!Geometry.Superblock.HasRmapbt)
+        {
+            return; // no rmapbt: nothing to record, no AG to lock for it
+        }
         LockAg(agno);
         Space(agno).RmapChange(RmapUpdateKind.Unmap, record, shared);
     }
@@ -545,6 +559,10 @@ internal sealed class WriteTransaction
     public void RmapConvert(uint agno, RmapRecord record, bool shared)
     {
         ThrowIfDone();
+        if (!Geometry.Superblock.HasRmapbt)
+        {
+            return; // no rmapbt: nothing to record, no AG to lock for it
+        }
         LockAg(agno);
         Space(agno).RmapChange(RmapUpdateKind.Convert, record, shared);
     }

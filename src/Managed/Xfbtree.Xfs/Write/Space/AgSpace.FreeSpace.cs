@@ -541,18 +541,25 @@ internal sealed partial class AgSpace
 
     // ------------------------------------------------------------------ rmap
 
-    /// <summary>An rmap change made by a caller: the free list is fixed first (splits draw from it).</summary>
+    /// <summary>An rmap change made by a caller: the free list is fixed first (splits draw from it). Nothing at all on a
+    /// filesystem without an rmapbt (the kernel's xfs_rmap_update_is_needed: no deferred rmap work, no free-list fix
+    /// for it, no hook event).</summary>
     public void RmapChange(RmapUpdateKind kind, RmapRecord record, bool shared)
     {
+        if (!HasRmapbt)
+        {
+            return;
+        }
         FixFreeList();
         RmapEdit(kind, record, shared);
     }
 
     /// <summary>Edits the on-disk rmapbt through <see cref="RmapEditor"/> and queues the change for the hooks;
-    /// nothing at all with <paramref name="skip"/> (upstream's XFS_RMAP_OINFO_SKIP_UPDATE owner, passed per call).</summary>
+    /// nothing at all with <paramref name="skip"/> (upstream's XFS_RMAP_OINFO_SKIP_UPDATE owner, passed per call) or
+    /// when the filesystem has no rmapbt (nothing to edit, and no hook can be registered on such a filesystem).</summary>
     private void RmapEdit(RmapUpdateKind kind, RmapRecord record, bool shared, bool skip = false)
     {
-        if (skip)
+        if (skip || !HasRmapbt)
         {
             return;
         }

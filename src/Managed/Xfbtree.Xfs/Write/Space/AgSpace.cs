@@ -40,6 +40,11 @@ internal sealed partial class AgSpace
 
     public uint AgLength => agLength;
 
+    /// <summary>Whether the filesystem keeps a reverse-mapping btree (the rmapbt feature): without one no rmap record
+    /// is kept anywhere, the free list feeds only the bnobt and cntbt, and no RMAPBT reservation pool exists, as in
+    /// the kernel (each use below asks this, per image, never a mode set on the space).</summary>
+    public bool HasRmapbt => geo.Superblock.HasRmapbt;
+
     /// <summary>Set by online rmap repair before the AGF is first read: problems of the AGF's rmap fields (root,
     /// level, rmap_blocks) are not corruption here, the repair replaces them.</summary>
     internal bool ToleratesRmapFieldDamage { get; set; }
@@ -301,15 +306,19 @@ internal sealed partial class AgSpace
     /// </summary>
     internal void InstallRebuiltFreeSpaceTrees(uint bnoRoot, int bnoLevel, long bnoBlocks, uint cntRoot, int cntLevel, long cntBlocks, uint freeBlocks, uint longest)
     {
-        long rmapBlocks = CountBlocks(Rmapbt());
+        // Without an rmapbt the AGF's rmap fields are zero and btreeblks counts the free-space trees alone.
+        long rmapBlocks = HasRmapbt ? CountBlocks(Rmapbt()) : 0;
         SetField(Format.Agf.OffsetRoots, bnoRoot);
         SetField(Format.Agf.OffsetLevels, (uint)bnoLevel);
         SetField(Format.Agf.OffsetRoots + 4, cntRoot);
         SetField(Format.Agf.OffsetLevels + 4, (uint)cntLevel);
         SetField(Format.Agf.OffsetFreeBlocks, freeBlocks);
         SetField(Format.Agf.OffsetLongest, longest);
-        SetField(Format.Agf.OffsetRmapBlocks, checked((uint)rmapBlocks));
-        SetField(Format.Agf.OffsetBtreeBlocks, checked((uint)(bnoBlocks - 1 + cntBlocks - 1 + rmapBlocks - 1)));
+        if (HasRmapbt)
+        {
+            SetField(Format.Agf.OffsetRmapBlocks, checked((uint)rmapBlocks));
+        }
+        SetField(Format.Agf.OffsetBtreeBlocks, checked((uint)(bnoBlocks - 1 + cntBlocks - 1 + Math.Max(0, rmapBlocks - 1))));
     }
 
     /// <summary>Points the AGF at a refcountbt a scrub repair has built: root, level and refcount_blocks. The old
@@ -382,7 +391,8 @@ internal sealed partial class AgSpace
     /// <summary>
     /// The free-list length a split of every AGFL-fed tree needs, as the current kernel computes it
     /// (xfs_alloc_min_freelist since 6.7: Σ over bnobt, cntbt, rmapbt of min(level + 1, maxlevels) * 2 − 2),
-    /// or the older Σ min(level + 1, maxlevels) when that is larger.
+    /// or the older Σ min(level + 1, maxlevels) when that is larger. The rmapbt's term only where the filesystem
+    /// has one (the kernel adds it under xfs_has_rmapbt).
     /// </summary>
     public uint MinFreeList() => MinFreeList(geo, Level(AgfTree.Bnobt), Level(AgfTree.Cntbt), Level(AgfTree.Rmapbt));
 
@@ -392,8 +402,13 @@ internal sealed partial class AgSpace
         SpaceLimits limits = SpaceLimits.For(geo);
         int allocMax = limits.AllocMaxLevels;
         int rmapMax = limits.RmapMaxLevels;
-        uint current = Math.Min(bno + 1, (uint)allocMax) * 2 - 2 + Math.Min(cnt + 1, (uint)allocMax) * 2 - 2 + Math.Min(rmap + 1, (uint)rmapMax) * 2 - 2;
-        uint older = Math.Min(bno + 1, (uint)allocMax) + Math.Min(cnt + 1, (uint)allocMax) + Math.Min(rmap + 1, (uint)rmapMax);
+        uint current = Math.Min(bno + 1, (uint)allocMax) * 2 - 2 + Math.Min(cnt + 1, (uint)allocMax) * 2 - 2;
+        uint older = Math.Min(bno + 1, (uint)allocMax) + Math.Min(cnt + 1, (uint)allocMax);
+        if (geo.Superblock.HasRmapbt)
+        {
+            current += Math.Min(rmap + 1, (uint)rmapMax) * 2 - 2;
+            older += Math.Min(rmap + 1, (uint)rmapMax);
+        }
         return Math.Max(current, older);
     }
 
