@@ -19,9 +19,6 @@ namespace Xfbtree.Cli;
 [SupportedOSPlatform("linux")]
 internal static class MountCommand
 {
-    /// <summary>Without --sync, committed operations become durable within this bound (the journal flusher's period).</summary>
-    public static readonly TimeSpan DurabilityBound = TimeSpan.FromSeconds(1);
-
     public static Command Create(CommandEnvironment environment)
     {
         ArgumentNullException.ThrowIfNull(environment);
@@ -135,7 +132,7 @@ internal static class MountCommand
             ZeroMessageOpenDir = true, // OpenDir only checks the node is a directory; ReadDir needs no handle
             WritebackCache = writeThroughBecause is null,
         });
-        Timer? flusher = null;
+        JournalFlusher? flusher = null;
         void Unmount(PosixSignalContext context)
         {
             context.Cancel = true; // end through the unmount: the server then sees ENODEV and closes cleanly
@@ -154,7 +151,8 @@ internal static class MountCommand
                     log($"xfbtree: mount: readahead stays at the kernel's default: {why}");
                 environment.Stdout.WriteLine($"mounted {request.Image} on {request.Directory}");
                 environment.Stdout.Flush();
-                if (!request.Sync) flusher = new Timer(_ => FlushJournal(fs, log), null, DurabilityBound, DurabilityBound);
+                // Without --sync: committed operations durable within JournalFlusher.Interval (plus one fsync).
+                if (!request.Sync) flusher = new JournalFlusher(fs.Engine, TimeProvider.System, line => log($"xfbtree: mount: {line}"));
                 repairs.Start();
             });
         }
@@ -167,12 +165,7 @@ internal static class MountCommand
         finally
         {
             repairs.Stop();
-            if (flusher is not null)
-            {
-                using var done = new ManualResetEvent(false);
-                flusher.Dispose(done);
-                done.WaitOne();
-            }
+            flusher?.Dispose(); // waits for a tick in progress
             session.Dispose();
         }
         repairs.WriteReport(environment.Stdout);
@@ -196,11 +189,6 @@ internal static class MountCommand
         environment.Stdout.Flush();
         return CommandLineHost.ExitClean;
     }
-
-    /// <summary>Flusher ticks between two checkpoints (30 s): the metadata the commits pinned in memory is written in
-    /// place at least that often, as the kernel's periodic log work pushes its dirty metadata.</summary>
-    const int TicksPerCheckpoint = 30;
-    static int flusherTicks;
 
     /// <summary>
     /// Null when the mount uses the kernel's writeback cache, otherwise why not. Write-through is the default: with
@@ -247,25 +235,6 @@ internal static class MountCommand
         {
         }
         return 1L << 30;
-    }
-
-    static void FlushJournal(XfsFileSystem fs, Action<string> log)
-    {
-        try
-        {
-            if (Interlocked.Increment(ref flusherTicks) % TicksPerCheckpoint == 0)
-            {
-                fs.Engine.Checkpoint(); // fsyncs the journal first
-            }
-            else
-            {
-                fs.Engine.SyncJournal();
-            }
-        }
-        catch (Exception e) when (e is XfsWriteException or IOException)
-        {
-            log($"xfbtree: mount: journal flush failed: {e.Message}");
-        }
     }
 }
 

@@ -120,7 +120,18 @@ internal static class ScrubCommand
             string? primaryDamage = repair ? null : PrimarySuperblockRepair.Damage(path);
             ScrubReport report;
             bool needsRepair;
-            using (var image = XfsImage.Open(path, new XfsImageOptions { AllowMissingRmapbt = true }))
+            XfsImage opened;
+            try
+            {
+                opened = XfsImage.Open(path, new XfsImageOptions { AllowMissingRmapbt = true });
+            }
+            catch (XfsUnsupportedException) when (primaryDamage is not null)
+            {
+                // Feature bits this tool does not know, which the secondaries do not carry: damage (xfs_repair -n says
+                // 1 too), not a newer filesystem; --repair restores the primary from them.
+                return Fail(stderr, $"{path}: the primary superblock is damaged: {primaryDamage}; `xfbtree scrub --repair` restores it from the secondaries", CommandLineHost.ExitDamaged);
+            }
+            using (var image = opened)
             {
                 if (onlyAg is { } a && a >= image.Geometry.AgCount) return Fail(stderr, $"AG {a} does not exist (the filesystem has {CommandLineHost.Count(image.Geometry.AgCount, "AG")})");
                 if (!force)

@@ -53,8 +53,8 @@ public sealed class OnlineLinkCountTests(ITestOutputHelper output) : IDisposable
     }
 
     private static void AssertNoMismatch(OnlineLinkCountResult r, string when)
-        => Assert.True(r.MismatchTotal == 0 && r.Damage.Count == 0,
-            $"{when}: {r.MismatchTotal} wrong link counts ({string.Join(", ", r.Mismatches.Take(10).Select(m => $"inode {m.Ino} nlink {m.NLink} counted {m.Counted}"))}); damage: {string.Join("; ", r.Damage)}");
+        => Assert.True(r.MismatchTotal == 0 && r.Damage.Count == 0 && r.TreeProblemTotal == 0,
+            $"{when}: {r.MismatchTotal} wrong link counts ({string.Join(", ", r.Mismatches.Take(10).Select(m => $"inode {m.Ino} nlink {m.NLink} counted {m.Counted}"))}); damage: {string.Join("; ", r.Damage)}; tree: {string.Join("; ", r.TreeProblems)}");
 
     /// <summary>Closes the filesystem, then the offline oracles: the offline scrub's link counts and xfs_repair -n.</summary>
     private static void CloseAndAssertOffline(XfsFileSystem fs, string image)
@@ -509,6 +509,7 @@ public sealed class OnlineLinkCountTests(ITestOutputHelper output) : IDisposable
             output.WriteLine($"seed {seed}: writers ran {writers.Operations} operations ({writers.Succeeded} succeeded)");
         }
         Assert.Equal(damaged.Count, r.MismatchTotal);
+        Assert.True(r.TreeProblemTotal == 0, $"seed {seed}: tree problems reported beside writers on a healthy tree: {string.Join("; ", r.TreeProblems)}");
         foreach (LinkCountMismatch m in r.Mismatches)
         {
             Assert.True(damaged.TryGetValue(m.Ino, out var e), $"seed {seed}: inode {m.Ino} reported wrong (nlink {m.NLink}, counted {m.Counted}) but was not damaged");

@@ -130,4 +130,73 @@ public sealed class PrimarySuperblockRepairTests(ITestOutputHelper output)
         Assert.Contains("\nresult: DAMAGED (1 of ", text, StringComparison.Ordinal);
         Assert.Contains("\nresult after repair: clean", text, StringComparison.Ordinal);
     }
+
+    public static IEnumerable<object[]> UnknownFeatureKinds() =>
+    [
+        ["features_incompat", 0x40000000u], ["features_ro_compat", 0x10000000u], ["features_compat", 0x10u], ["features_incompat", 0xFFFFFFC0u],
+    ];
+
+    /// <summary>
+    /// Feature bits nothing knows in the primary superblock only: xfs_repair 6.1 refuses the image (exit 1, with -n
+    /// and without, "Found unsupported filesystem features"), whatever the secondaries say; the secondaries agree with
+    /// each other and with the rest of the primary, so the scrub reports the primary damaged (exit 1, as xfs_repair -n)
+    /// and <c>--repair</c> restores it from them: byte for byte the original (CRC and LSN aside), then xfs_repair -n
+    /// exits 0 and the kernel mounts and uses the image.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(UnknownFeatureKinds))]
+    public void UnknownFeatureBitsOnlyInThePrimaryAreRestoredFromTheSecondaries(string field, uint bits)
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture(Fixture);
+        byte[] original = Sector0(image);
+        int offset = field switch { "features_compat" => 208, "features_ro_compat" => 212, _ => 216 };
+        uint value = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(original.AsSpan(offset)) | bits;
+        Db(image, "sb 0", $"write -d {field} {value}");
+        var theirs = RepairTools.XfsRepairCheck(image);
+        output.WriteLine($"xfs_repair -n: exit {theirs.ExitCode}: {theirs.Stdout}{theirs.Stderr}");
+        Assert.Equal(1, theirs.ExitCode);
+        var before = ScrubCli.Run(image);
+        output.WriteLine(before.Stdout + before.Stderr);
+        Assert.Equal(1, before.ExitCode);
+        // Unknown compat bits do not stop the open (the kernel mounts such a filesystem too): the primary is outvoted
+        // on its own line; unknown ro_compat or incompat bits stop it, with the same verdict in one line.
+        if (field == "features_compat") Assert.Contains("primary superblock: damaged: it differs from all", before.Stdout, StringComparison.Ordinal);
+        else Assert.Contains("the primary superblock is damaged: unknown feature bits", before.Stderr, StringComparison.Ordinal);
+        var (rc, stdout, stderr) = ScrubCli.Run(image, "--repair");
+        output.WriteLine(stdout + stderr);
+        Assert.Contains("repair: primary superblock: repaired: copied from the secondary superblock of AG 1", stdout, StringComparison.Ordinal);
+        Assert.True(rc == 0, $"scrub --repair must leave the image clean: exit {rc}");
+        Assert.Equal(WithoutCrcAndLsn(original), WithoutCrcAndLsn(Sector0(image)));
+        var witness = RepairTools.XfsRepairCheck(image);
+        Assert.True(witness.ExitCode == 0, $"xfs_repair -n after the restore: {witness}");
+        if (bits == 0x40000000u)
+        {
+            KernelOracle.RequireRootAndTools();
+            KernelOracle.AssertKernelWorkloadAndRepair(image, output, "the image after its primary's unknown feature bits were restored away");
+        }
+    }
+
+    /// <summary>The same bits in every superblock (a filesystem newer than this tool, not a damaged one): not
+    /// supported, exit 2, and --repair writes nothing.</summary>
+    [Fact]
+    public void UnknownFeatureBitsInEverySuperblockAreANewerFilesystemNotDamage()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture(Fixture);
+        byte[] original = Sector0(image);
+        uint agcount = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(original.AsSpan(88));
+        uint value = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(original.AsSpan(216)) | 0x40000000u;
+        var commands = new List<string>();
+        for (uint a = 0; a < agcount; a++) { commands.Add($"sb {a}"); commands.Add($"write -d features_incompat {value}"); }
+        Db(image, [.. commands]);
+        byte[] damaged = File.ReadAllBytes(image);
+        var check = ScrubCli.Run(image);
+        Assert.Equal(2, check.ExitCode);
+        Assert.Contains("unsupported incompatible feature bits 0x40000000", check.Stderr, StringComparison.Ordinal);
+        var repair = ScrubCli.Run(image, "--repair");
+        output.WriteLine(repair.Stdout + repair.Stderr);
+        Assert.Equal(2, repair.ExitCode);
+        Assert.True(damaged.AsSpan().SequenceEqual(File.ReadAllBytes(image)), "--repair must not write a byte of a filesystem it does not support");
+    }
 }

@@ -19,6 +19,8 @@ public sealed class XfsDbFuzzTests(ITestOutputHelper output)
     private const string Fixture = "geom-bs1k";
     /// <summary>Stands for the xfs_db commands that reach AG 1's first rmapbt leaf (found at run time).</summary>
     private const string RmapLeaf = "rmapbt leaf of AG 1";
+    /// <summary>Stands for the xfs_db commands that reach AG 1's rmapbt root (a level-2 node in geom-bs1k).</summary>
+    private const string RmapRoot = "rmapbt root of AG 1";
 
     public static IEnumerable<object[]> Cases()
     {
@@ -49,6 +51,14 @@ public sealed class XfsDbFuzzTests(ITestOutputHelper output)
             // or its rebuild refused and the rmapbt's waited for it forever.
             (RmapLeaf, "recs[OWN_INODES].owner", "middlebit", true),
             (RmapLeaf, "recs[OWN_INODES].blockcount", "ones", false),
+            // Feature bits nothing knows, in the primary only: xfs_repair refuses (exit 1); the secondaries agree
+            // without them, so the primary is restored from them (it was exit 2, nothing repaired).
+            ("sb 0", "features_incompat", "lastbit", true),
+            ("sb 0", "features_ro_compat", "ones", false),
+            // The rmapbt's root node unreadable: the AGF rebuild ran first, found no rmapbt and failed the AG; the
+            // bnobt and cntbt were blamed for the old tree's blocks the scan could not find.
+            (RmapRoot, "magic", "zeroes", true),
+            (RmapRoot, "level", "firstbit", false),
         ];
         bool longMode = Environment.GetEnvironmentVariable("XFBTREE_LONG_TESTS") == "1";
         return all.Where(c => c.Suite || longMode).Select(c => new object[] { c.Nav, c.Field, c.Verb });
@@ -85,6 +95,7 @@ public sealed class XfsDbFuzzTests(ITestOutputHelper output)
         byte[] secondariesBefore = Secondaries(image, (int)geometry.AgCount, agBytes);
 
         string[] path = [nav];
+        if (nav == RmapRoot) path = ["agf 1", "addr rmaproot"];
         if (nav == RmapLeaf)
         {
             // Down the first pointers to a leaf, then the first OWN_INODES record (owner -7) in it.
@@ -105,10 +116,15 @@ public sealed class XfsDbFuzzTests(ITestOutputHelper output)
         output.WriteLine($"scrub: exit {rc}\n{stdout}{stderr}");
         Assert.True(rc is 1 or 2, $"the scrub must find {nav} {field} ({verb}) damaged (exit 1) or refuse the primary (exit 2): exit {rc}");
         if (rc == 2) Assert.StartsWith("sb 0", nav, StringComparison.Ordinal);
-        if (nav == RmapLeaf)
+        if (nav is RmapLeaf or RmapRoot)
         {
             Assert.Contains("AG 1 rmapbt: damaged", stdout, StringComparison.Ordinal);
             Assert.DoesNotContain("AG 1 inobt: damaged", stdout, StringComparison.Ordinal);
+        }
+        if (nav == RmapRoot)
+        {
+            Assert.DoesNotContain("AG 1 bnobt: damaged", stdout, StringComparison.Ordinal);
+            Assert.DoesNotContain("AG 1 cntbt: damaged", stdout, StringComparison.Ordinal);
         }
 
         var repaired = ScrubCli.Run(image, "--repair");

@@ -13,9 +13,14 @@ internal sealed class WriteFaultInjector(int crashAtWrite, Action? crash = null)
 {
     private int writes;
     private volatile bool crashed;
+    private int crashAtWrite = crashAtWrite;
 
     /// <summary>1-based index of the write that does not happen.</summary>
-    public int CrashAtWrite { get; } = crashAtWrite;
+    public int CrashAtWrite => Volatile.Read(ref crashAtWrite);
+
+    /// <summary>Moves the crash point to the next write (a test that reaches the moment it wants by running, not by
+    /// counting: the power goes off at whatever the engine writes next).</summary>
+    public void CrashAtNextWrite() => Volatile.Write(ref crashAtWrite, Volatile.Read(ref writes) + 1);
 
     /// <summary>Writes allowed so far.</summary>
     public int Writes => Volatile.Read(ref writes);

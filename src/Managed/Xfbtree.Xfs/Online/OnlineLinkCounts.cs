@@ -100,6 +100,16 @@ public sealed record OnlineLinkCountResult
     /// <summary>With repair: wrong entries corrected (file type set from the inode's mode) or removed (naming a free
     /// inode), or settled by a writer meanwhile.</summary>
     public long EntriesRepaired { get; init; }
+    /// <summary>Problems of the tree's shape, each confirmed under the cross-directory rename lock (the first
+    /// <see cref="OnlineLinkCountOptions.MismatchLimit"/>): an entry naming a directory whose '..' names another one,
+    /// a second entry naming a directory, an entry naming the root, a cycle of directories the root does not reach,
+    /// and a '/lost+found' that is not a directory.</summary>
+    public IReadOnlyList<string> TreeProblems { get; init; } = [];
+    /// <summary>How many tree problems were confirmed in all.</summary>
+    public long TreeProblemTotal { get; init; }
+    /// <summary>With repair: tree problems repaired (the wrong entry removed: what it named then goes to
+    /// /lost+found when nothing else names it), or settled by a writer meanwhile.</summary>
+    public long TreeRepaired { get; init; }
     /// <summary>Bytes of xfile memory the counts used.</summary>
     public long CountBytes { get; init; }
     /// <summary>Wall time of the check (and repair).</summary>
@@ -109,7 +119,7 @@ public sealed record OnlineLinkCountResult
 
     /// <summary>True when nothing wrong is left: no mismatch, or every one repaired, and no damage.</summary>
     public bool IsClean => Damage.Count == 0 && NotRepaired.Count == 0 && (MismatchTotal == 0 || Repaired + Adopted + SettledMeanwhile == MismatchTotal)
-        && EntriesRepaired == EntryProblemTotal;
+        && EntriesRepaired == EntryProblemTotal && TreeRepaired == TreeProblemTotal;
 }
 
 /// <summary>
@@ -149,6 +159,11 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
     private readonly HashSet<ulong> metadataInodes = new();
     private readonly List<string> damage = new();
     private readonly List<WrongEntry> wrongEntries = new();
+    // The tree's shape as the collect scan read it (checker thread only): the '..' of every directory counted, the
+    // entries naming directories, and a root entry 'lost+found' naming something else than a directory.
+    private readonly Dictionary<ulong, ulong> dotDot = new();
+    private readonly List<DirectoryEdge> dirEdges = new();
+    private ulong? lostFoundNotDirectory;
     private long wrongEntryTotal;
     private IDisposable? hookRegistration;
     private readonly byte[] unloadedCore, entryCore;
@@ -219,6 +234,11 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
         {
             notRepaired.Add($"no repair: the counts are incomplete ({damage[0]})");
         }
+        // The tree's shape first: removing a wrong entry leaves what it named unnamed, and the compare below moves
+        // that to /lost+found (its '..' and the link counts then follow, through the live hook).
+        var treeProblems = new List<string>();
+        long treeTotal = 0, treeRepaired = 0;
+        CheckTree(mayRepair, treeProblems, ref treeTotal, ref treeRepaired, notRepaired, cancel);
         while (compare.NextBatch() is { } batch)
         {
             foreach (ulong ino in batch)
@@ -301,6 +321,9 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             EntryProblems = wrongEntries.Select(w => w.ToString()).ToArray(),
             EntryProblemTotal = wrongEntryTotal,
             EntriesRepaired = entriesRepaired,
+            TreeProblems = treeProblems,
+            TreeProblemTotal = treeTotal,
+            TreeRepaired = treeRepaired,
             CountBytes = counts.BytesUsed,
             Elapsed = sw.Elapsed,
             Paced = pacer.Waited,
@@ -379,6 +402,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             {
                 CheckEntries(ino, entries!);
                 CheckDotEntries(ino, parent, dots);
+                dotDot[ino] = parent;
             }
         }
         lock (countsGate)
@@ -500,6 +524,8 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
                     byte type = DirectoryFormat.FileTypeOfMode(d.Mode);
                     if (d.IsFree) what = $"names inode {e.Ino}, which is not in use";
                     else if (reader.HasFtype && e.FileType != type) what = $"says {LinkCountScrubber.FileTypeName(e.FileType)}, but inode {e.Ino} is {LinkCountScrubber.FileTypeName(type)}";
+                    if (!d.IsFree && type == DirectoryFormat.FtDirectory) dirEdges.Add(new DirectoryEdge(dir, e.Ino, e.Name));
+                    else if (!d.IsFree && dir == namespaceOps.RootIno && e.Name.AsSpan().SequenceEqual(NamespaceOperations.OrphanageName)) lostFoundNotDirectory = e.Ino;
                 }
             }
             if (what is null) continue;
@@ -641,7 +667,7 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             (names, dots) = Get(ino);
         }
         compare.MarkVisited(ino);
-        return Verdict(ino, d.IsFree, d.NLink, names + dots, ref compared);
+        return Verdict(ino, d.IsFree, d.NLink, names + dots, Volatile.Read(ref inode.References) > 0, ref compared);
     }
 
     /// <summary>
@@ -673,12 +699,15 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             unloadedReads++;
         }
         compare.MarkVisited(ino);
-        verdict = Verdict(ino, free, nlink, names + dots, ref compared);
+        verdict = Verdict(ino, free, nlink, names + dots, held: false, ref compared);
         return true;
     }
 
-    /// <summary>The compare of one inode's nlink with its count (a free inode is not compared).</summary>
-    private LinkCountMismatch? Verdict(ulong ino, bool free, uint nlink, long total, ref long compared)
+    /// <summary>The compare of one inode's nlink with its count (a free inode is not compared). An inode in use with
+    /// nlink 0 that no entry names is an orphan unless this engine holds it open (then it waits on its AGI unlinked
+    /// list for its last release): the engine frees every inode left on the lists at its open and every unheld inode
+    /// at its last unlink, so nothing else will ever free or reach it (xfs_repair moves it to lost+found).</summary>
+    private LinkCountMismatch? Verdict(ulong ino, bool free, uint nlink, long total, bool held, ref long compared)
     {
         if (free)
         {
@@ -689,8 +718,11 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
         {
             return null;
         }
-        return nlink == total ? null : new LinkCountMismatch(ino, nlink, total);
+        return nlink == total && !IsOrphan(ino, nlink, total, held) ? null : new LinkCountMismatch(ino, nlink, total);
     }
+
+    /// <summary>In use, nlink 0, named by nothing, not held open: see <see cref="Verdict"/>.</summary>
+    private bool IsOrphan(ulong ino, uint nlink, long total, bool held) => nlink == 0 && total == 0 && !held && ino != namespaceOps.RootIno && !metadataInodes.Contains(ino);
 
     private enum RepairOutcome { AlreadyRight, Set, Unnamed, Adopted, Refused }
 
@@ -729,12 +761,11 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
             }
             long total = names + dots;
             uint nlink = InodeCore.Nlink(core);
-            if (nlink == total)
+            bool held = Volatile.Read(ref inode.References) > 0;
+            if (nlink == total && !IsOrphan(ino, nlink, total, held))
             {
                 return RepairOutcome.AlreadyRight;
             }
-            bool isDir = InodeCore.IsDirectory(core);
-            bool held = Volatile.Read(ref inode.References) > 0;
             if (total < 0 || total > NamespaceOperations.MaxLinks)
             {
                 refused = $"inode {ino}: counted {total} links, outside 0..{NamespaceOperations.MaxLinks}";
@@ -761,6 +792,182 @@ public sealed class OnlineLinkCounts : IDirectoryHook, IDisposable
         });
         why = refused;
         return outcome;
+    }
+
+    // ------------------------------------------------------------------ the tree's shape
+
+    /// <summary>
+    /// The shape of the directory tree (<see cref="DirectoryTree"/>) from what the collect scan read, then each
+    /// problem confirmed, and with <paramref name="repair"/> repaired, in one hold of the cross-directory rename lock:
+    /// while it is held no directory changes parent (only mkdir and rmdir change entries naming directories, and they
+    /// neither make nor break a wrong entry or a cycle of others), so the '..' and the entries read then, each under
+    /// its directory's lock, are the tree as it is. What the scan saw while a writer moved a directory (named in two
+    /// places, or in none) is not confirmed and not reported; a directory named in none is the compare's business.
+    /// The repair removes the wrong entry (xfs_repair's phase 6 junks it); a directory left unnamed goes to
+    /// /lost+found in the compare, its '..' pointed there.
+    /// </summary>
+    private void CheckTree(bool repair, List<string> problems, ref long total, ref long repaired, List<string> notRepaired, CancellationToken cancel)
+    {
+        var found = DirectoryTree.Analyze(namespaceOps.RootIno, dotDot, dirEdges);
+        if (lostFoundNotDirectory is { } lf)
+        {
+            found.Insert(0, new DirectoryTreeProblem(DirectoryTreeProblemKind.NamesRoot, lf, namespaceOps.RootIno, NamespaceOperations.OrphanageName.ToArray(), 0));
+        }
+        foreach (DirectoryTreeProblem p in found)
+        {
+            cancel.ThrowIfCancellationRequested();
+            bool isLostFound = lostFoundNotDirectory == p.Dir && p.Parent == namespaceOps.RootIno && p.Kind == DirectoryTreeProblemKind.NamesRoot && p.Name is { } n && n.AsSpan().SequenceEqual(NamespaceOperations.OrphanageName);
+            lock (namespaceOps.CrossDirectoryRenameLock)
+            {
+                string? what = isLostFound ? ConfirmLostFound(p.Dir) : ConfirmTreeProblem(p);
+                if (what is null)
+                {
+                    continue;
+                }
+                total++;
+                if (problems.Count < options.MismatchLimit)
+                {
+                    problems.Add(what);
+                }
+                if (!repair)
+                {
+                    continue;
+                }
+                if (namespaceOps.RemoveEntryNaming(p.Parent, p.Name!, p.Dir, $"nlinks repair: {what}", out string? why))
+                {
+                    repaired++;
+                }
+                else
+                {
+                    notRepaired.Add($"{what}: {why}");
+                }
+            }
+        }
+    }
+
+    /// <summary>The root's 'lost+found' still names <paramref name="ino"/>, an inode in use that is no directory: the
+    /// line, or null. xfs_repair removes that entry (and moves the inode to a new /lost+found when nothing else
+    /// names it); the orphanage cannot be a file.</summary>
+    private string? ConfirmLostFound(ulong ino)
+    {
+        if (!TryReadDirectory(namespaceOps.RootIno, out _, out List<DataEntry>? entries))
+        {
+            return null;
+        }
+        foreach (DataEntry e in entries)
+        {
+            if (e.Ino != ino || !e.Name.AsSpan().SequenceEqual(NamespaceOperations.OrphanageName))
+            {
+                continue;
+            }
+            try
+            {
+                IncoreInode inode = engine.GetInode(ino, keepCached: false);
+                using IDisposable held = LockForRead(inode);
+                var d = new Dinode(inode.Core);
+                return d.IsFree || d.FileType == 0x4000 ? null
+                    : $"'/lost+found' names inode {ino}, which is not a directory (the entry is removed, as xfs_repair does; the inode goes to a new /lost+found when nothing else names it)";
+            }
+            catch (XfsWriteException ex) when (ex.Kind is WriteErrorKind.Corrupt or WriteErrorKind.NotFound)
+            {
+                return null;
+            }
+        }
+        return null;
+    }
+
+    /// <summary>One problem of the scan's tree, read again (the rename lock held): its line, or null when the tree
+    /// as it is now does not have it.</summary>
+    private string? ConfirmTreeProblem(DirectoryTreeProblem p)
+    {
+        if (p.Name is null || !TryReadDirectory(p.Dir, out ulong up, out _) || !TryReadDirectory(p.Parent, out _, out List<DataEntry>? held))
+        {
+            return null;
+        }
+        int naming = 0;
+        bool entryThere = false;
+        foreach (DataEntry e in held)
+        {
+            if (e.Ino != p.Dir)
+            {
+                continue;
+            }
+            naming++;
+            entryThere |= e.Name.AsSpan().SequenceEqual(p.Name);
+        }
+        if (!entryThere)
+        {
+            return null;
+        }
+        switch (p.Kind)
+        {
+            case DirectoryTreeProblemKind.NamesRoot:
+                return p.Dir == namespaceOps.RootIno ? (p with { DotDot = up }).ToString() : null;
+            case DirectoryTreeProblemKind.DotDotDisagrees:
+                return up != p.Parent ? (p with { DotDot = up }).ToString() : null;
+            case DirectoryTreeProblemKind.SecondName:
+                return up == p.Parent && naming > 1 ? p.ToString() : null;
+            default:
+                return up == p.Parent && IsOnUnreachedRing(p.Dir) ? p.ToString() : null;
+        }
+    }
+
+    /// <summary>Following '..' up from <paramref name="start"/>, each step a directory in use that names the one
+    /// below it, comes back to <paramref name="start"/> without meeting the root: a cycle through it.</summary>
+    private bool IsOnUnreachedRing(ulong start)
+    {
+        ulong cur = start;
+        var seen = new HashSet<ulong>();
+        while (seen.Add(cur))
+        {
+            if (cur == namespaceOps.RootIno || !TryReadDirectory(cur, out ulong up, out _) || !TryReadDirectory(up, out _, out List<DataEntry>? entries))
+            {
+                return false;
+            }
+            bool names = false;
+            foreach (DataEntry e in entries)
+            {
+                names |= e.Ino == cur;
+            }
+            if (!names)
+            {
+                return false;
+            }
+            cur = up;
+            if (cur == start)
+            {
+                return true;
+            }
+        }
+        return false; // a ring above start, not through it: its own head is repaired
+    }
+
+    /// <summary>A directory in use (not removed while held open) read under its lock: its '..' and its entries; false
+    /// when it is no such directory (freed, another type, unreadable).</summary>
+    private bool TryReadDirectory(ulong ino, out ulong parent, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out List<DataEntry>? entries)
+    {
+        parent = 0;
+        entries = null;
+        if (!geo.IsValidIno(ino))
+        {
+            return false;
+        }
+        try
+        {
+            IncoreInode inode = engine.GetInode(ino, keepCached: false);
+            using IDisposable held = LockForRead(inode);
+            var d = new Dinode(inode.Core);
+            if (d.IsFree || d.FileType != 0x4000 || d.NLink == 0)
+            {
+                return false;
+            }
+            (parent, entries, _) = reader.ReadAll(ino, inode.Core, engine.ReadMetadataBlocks, $"directory {ino}", out _);
+            return true;
+        }
+        catch (Exception e) when (e is XfsWriteException or CorruptionException or IOException)
+        {
+            return false;
+        }
     }
 
     /// <summary>The orphanage found or made once per check (null until the first adoption).</summary>

@@ -745,7 +745,17 @@ public sealed class OnlineRmapRepair : IRmapHook, IDisposable
                 ownAg = new AgBlockBitmap(agLength);
                 bnobtBlocks = MarkTreeBlocks(view.OpenBnobt(agf, store), ownAg);
                 cntbtBlocks = MarkTreeBlocks(view.OpenCntbt(agf, store), ownAg);
-                MarkTreeBlocks(view.OpenRmapbt(agf, store), ownAg);
+                try
+                {
+                    MarkTreeBlocks(view.OpenRmapbt(agf, store), ownAg);
+                }
+                catch (CorruptionException e)
+                {
+                    // The rmapbt's own blocks do not walk: that is the rmapbt's damage (its rebuild needs nothing of
+                    // the old tree), not an unknown.
+                    report.AddStructure($"the rmapbt cannot be walked for its own blocks: {e.Message}", checkOptions.StructureLimit);
+                    return;
+                }
                 foreach (uint b in view.ReadAgfl(agno, agf).Blocks)
                 {
                     ownAg.Set(b, 1);

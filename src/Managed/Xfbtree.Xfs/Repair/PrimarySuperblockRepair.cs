@@ -40,7 +40,83 @@ internal static class PrimarySuperblockRepair
         {
             return "no XFSB magic";
         }
-        return Verify(fh, 0, out Superblock? sb) ?? Outvoted(fh, sb!);
+        try
+        {
+            return Verify(fh, 0, out Superblock? sb) ?? Outvoted(fh, sb!);
+        }
+        catch (XfsUnsupportedException) when (UnknownFeaturesOutvoted(fh) is { } why)
+        {
+            return why;
+        }
+    }
+
+    // Feature words (big-endian u32): compat, ro_compat, incompat.
+    private const int CompatOffset = 208, RoCompatOffset = 212;
+
+    /// <summary>
+    /// Why a primary whose feature words carry bits this tool does not know is the damaged copy, or null (then the
+    /// refusal stands: a newer filesystem, not a damaged one). It is damaged when, with those bits cleared, it
+    /// verifies (CRC aside) and equals the secondaries in every field mkfs fixes, and the secondaries it locates (at
+    /// least two, each verifying on its own) agree with each other and carry none of them. xfs_repair 6.1 refuses
+    /// such an image whatever the secondaries say ("Found unsupported filesystem features", exit 1, with -n and
+    /// without); restoring the primary from the secondaries gives back the features mkfs wrote everywhere.
+    /// </summary>
+    private static string? UnknownFeaturesOutvoted(SafeFileHandle fh)
+    {
+        byte[] head = new byte[512];
+        if (RandomAccess.Read(fh, head, 0) < head.Length) return null;
+        int sectorSize = BinaryPrimitives.ReadUInt16BigEndian(head.AsSpan(102));
+        if (sectorSize < 512 || sectorSize > 32768 || (sectorSize & (sectorSize - 1)) != 0) return null;
+        byte[] primary = new byte[sectorSize];
+        if (RandomAccess.Read(fh, primary, 0) < primary.Length) return null;
+        uint compat = BinaryPrimitives.ReadUInt32BigEndian(primary.AsSpan(CompatOffset));
+        uint roCompat = BinaryPrimitives.ReadUInt32BigEndian(primary.AsSpan(RoCompatOffset));
+        uint incompat = BinaryPrimitives.ReadUInt32BigEndian(primary.AsSpan(IncompatOffset));
+        // v5 defines no compat feature: every compat bit is unknown.
+        uint unknownRo = roCompat & ~Superblock.RoCompatKnown, unknownIn = incompat & ~Superblock.IncompatKnown;
+        if (compat == 0 && unknownRo == 0 && unknownIn == 0) return null;
+        byte[] cleared = (byte[])primary.Clone();
+        BinaryPrimitives.WriteUInt32BigEndian(cleared.AsSpan(CompatOffset), 0);
+        BinaryPrimitives.WriteUInt32BigEndian(cleared.AsSpan(RoCompatOffset), roCompat & Superblock.RoCompatKnown);
+        BinaryPrimitives.WriteUInt32BigEndian(cleared.AsSpan(IncompatOffset), incompat & Superblock.IncompatKnown);
+        XfsCrc.Update(cleared, CrcOffset);
+        Superblock sb;
+        try
+        {
+            sb = Superblock.Parse(cleared);
+            sb.Validate();
+        }
+        catch (XfsFormatException)
+        {
+            return null;
+        }
+        long agBytes = (long)sb.AgBlocks * sb.BlockSize;
+        var secondaries = new List<byte[]>();
+        for (uint a = 1; a < sb.AgCount && secondaries.Count < MaxConfirmations; a++)
+        {
+            try
+            {
+                if (Verify(fh, a * agBytes, out _) is not null) return null;
+            }
+            catch (XfsUnsupportedException)
+            {
+                return null; // a secondary with unknown features too: a newer filesystem
+            }
+            byte[] other = new byte[sb.SectorSize];
+            if (RandomAccess.Read(fh, other, a * agBytes) < other.Length) return null;
+            secondaries.Add(other);
+        }
+        if (secondaries.Count < 2) return null;
+        foreach (byte[] other in secondaries)
+        {
+            if (SecondarySuperblock.Differences(secondaries[0], other, sb.SectorSize).Count > 0) return null;
+            if (SecondarySuperblock.Differences(other, cleared, sb.SectorSize).Count > 0) return null;
+        }
+        var bits = new List<string>();
+        if (compat != 0) bits.Add($"compat 0x{compat:x}");
+        if (unknownRo != 0) bits.Add($"ro_compat 0x{unknownRo:x}");
+        if (unknownIn != 0) bits.Add($"incompat 0x{unknownIn:x}");
+        return $"unknown feature bits ({string.Join(", ", bits)}) that none of the {secondaries.Count} secondaries read carries (they agree with each other and with the rest of the primary)";
     }
 
     /// <summary>

@@ -30,6 +30,9 @@ public sealed class AgScanResult : IDisposable
     public IReadOnlyList<uint> CntbtBlocks { get; internal set; } = [];
     /// <summary>Blocks of the on-disk rmapbt reachable from the AGF root (leaves are not read), ascending.</summary>
     public IReadOnlyList<uint> RmapbtBlocks { get; internal set; } = [];
+    /// <summary>False when the rmapbt's own blocks could not all be found (its root unusable, a node that does not
+    /// read): the expected set then lacks some of its OWN_AG blocks, which would look free.</summary>
+    public bool RmapbtBlocksComplete { get; internal set; }
     /// <summary>Live AGFL entries in list order.</summary>
     public IReadOnlyList<uint> AgflBlocks => Agfl?.Blocks ?? [];
     /// <summary>In-use inodes of this AG that were scanned.</summary>

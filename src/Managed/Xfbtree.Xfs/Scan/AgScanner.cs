@@ -113,7 +113,7 @@ internal sealed class AgScanner
                 if (agf.TreeRootUsable(AgfTree.Bnobt, _geo)) complete &= CollectBlocks(_img.OpenBnobt(agf, store), agno, "bnobt", bno);
                 if (agf.TreeRootUsable(AgfTree.Cntbt, _geo)) complete &= CollectBlocks(_img.OpenCntbt(agf, store), agno, "cntbt", cnt);
                 // The rmapbt's own damage is the check's to report; here only its block set matters.
-                if (agf.TreeRootUsable(AgfTree.Rmapbt, _geo)) CollectBlocks(_img.OpenRmapbt(agf, store), agno, "rmapbt", rmap, report: false);
+                if (agf.TreeRootUsable(AgfTree.Rmapbt, _geo)) res.RmapbtBlocksComplete = CollectBlocks(_img.OpenRmapbt(agf, store), agno, "rmapbt", rmap, report: false);
             }
             bno.Sort(); cnt.Sort(); rmap.Sort();
             res.BnobtBlocks = bno;

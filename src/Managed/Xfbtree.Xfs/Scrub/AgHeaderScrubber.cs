@@ -21,7 +21,9 @@ internal static class AgHeaderScrubber
         foreach (var p in agf.Problems) f.Damage(p);
         RootIsTree(ctx, f, agf.TreeRootUsable(AgfTree.Bnobt, ctx.Geometry), "bnobt", agf.BnoRoot, Xfbtree.Xfs.Trees.BnobtOps.MagicValue);
         RootIsTree(ctx, f, agf.TreeRootUsable(AgfTree.Cntbt, ctx.Geometry), "cntbt", agf.CntRoot, Xfbtree.Xfs.Trees.CntbtOps.MagicValue);
+        long beforeRmapRoot = f.ProblemTotal;
         RootIsTree(ctx, f, agf.TreeRootUsable(AgfTree.Rmapbt, ctx.Geometry), "rmapbt", agf.RmapRoot, Xfbtree.Xfs.Trees.RmapbtOps.MagicValue);
+        long rmapRootDamage = f.ProblemTotal - beforeRmapRoot;
         if (ctx.Image.Superblock.HasReflink)
             RootIsTree(ctx, f, agf.TreeRootUsable(AgfTree.Refcountbt, ctx.Geometry), "refcountbt", agf.RefcountRoot, Xfbtree.Xfs.Trees.RefcountbtOps.MagicValue);
         if (ctx.FreeExtents is { } free)
@@ -52,6 +54,7 @@ internal static class AgHeaderScrubber
         if (ctx.RefcountBlocks >= 0 && agf.RefcountBlocks != ctx.RefcountBlocks)
             f.Damage($"agf_refcount_blocks {agf.RefcountBlocks}, but the refcountbt has {ctx.RefcountBlocks} blocks");
         f.Note = $"{agf.FreeBlocks} free blocks";
+        f.OnlyRmapbtRootDamage = rmapRootDamage > 0 && f.ProblemTotal == rmapRootDamage;
         return f;
     }
 
@@ -117,11 +120,12 @@ internal static class AgHeaderScrubber
             if (ctx.InobtBlocks >= 0 && agi.InobtBlocks != ctx.InobtBlocks) f.Damage($"agi_iblocks {agi.InobtBlocks}, but the inobt has {ctx.InobtBlocks} blocks");
             if (ctx.FinobtBlocks >= 0 && agi.FinobtBlocks != ctx.FinobtBlocks) f.Damage($"agi_fblocks {agi.FinobtBlocks}, but the finobt has {ctx.FinobtBlocks} blocks");
         }
-        long onLists = 0;
+        long onLists = 0, before = f.ProblemTotal;
         var cache = ctx.Image.Cache;
         var sector = cache.Read(ctx.Image.Target, ctx.Geometry.AgHeaderDaddr(ctx.AgNumber, (int)AgHeaderKind.Agi), ctx.Geometry.SectorBasicBlocks, null, Xfbtree.Buffers.BufferLockMode.Shared);
         try { UnlinkedListScrubber.Check(ctx, f, sector.Span, out onLists); }
         finally { cache.Release(sector); }
+        f.OnlyUnlinkedListDamage = before == 0 && f.ProblemTotal > 0;
         f.Note = $"{agi.Count} inodes, {agi.FreeCount} free" + (onLists > 0 ? $", {onLists} unlinked inodes pending on its lists" : "");
         return f;
     }

@@ -106,6 +106,11 @@ internal sealed class AgScrubContext
             OnDiskRmapUnusable = RmapUnusable = Damaged;
             return;
         }
+        if (!pass.RecordsHeaders)
+        {
+            OnDiskRmapUnusable = RmapUnusable = HeadersUnrecorded;
+            return;
+        }
         RmapbtBlockCount = blocks;
         FreeExtents = pass.FinishFreeExtents();
         ImpliedShared = pass.FinishShared();
@@ -192,6 +197,10 @@ internal sealed class AgScrubContext
     /// not be walked.</summary>
     public UnlinkedInodeState? Unlinked;
 
+    /// <summary>The link count scan of the whole image (null: one AG, or online), told which inodes the AGI check
+    /// found on the unlinked lists (an in-use inode with nlink 0 on none is an orphan).</summary>
+    public LinkCountScrubber? Links;
+
     /// <summary>Packs a free extent.</summary>
     public static ulong Pack(uint start, uint length) => ((ulong)start << 32) | length;
     /// <summary>Start of a packed extent.</summary>
@@ -230,6 +239,8 @@ internal sealed class AgScrubContext
             // Any AG's damage counts: an inode skipped in one AG leaves its extents in every AG out of the set.
             if (!_scanComplete || Scan.Problems.Total > 0 || !Scan.MetadataComplete)
                 RmapUnusable = "the scan met damage (see rmapbt), so the space it implies is not complete";
+            else if (!Scan.RmapbtBlocksComplete)
+                RmapUnusable = "the rmapbt's own blocks cannot all be found (see rmapbt), so the space the rmap implies is not complete";
             else
             {
                 FreeExtents = pass.FinishFreeExtents();
@@ -237,6 +248,12 @@ internal sealed class AgScrubContext
             }
             if (rootUsable && RmapReport.WalkViolations == 0)
             {
+                if (!pass.RecordsHeaders)
+                {
+                    OnDiskRmapUnusable = HeadersUnrecorded;
+                    RmapCompareElapsed = start.Elapsed;
+                    return;
+                }
                 OnDiskOwnAg = scratch.OwnAg;
                 OnDiskInodeChunks = scratch.InodeChunks;
                 OnDiskCow = scratch.Cow;
@@ -282,6 +299,14 @@ internal sealed class AgScrubContext
         }
     }
 
+    /// <summary>
+    /// Why the on-disk rmapbt is no independent record when it walks clean but does not give the AG headers (block 0)
+    /// to OWN_FS, which every rmapbt of an AG does from mkfs on (an emptied root leaf, say): its absence of a record
+    /// says nothing of the other structures, and blaming them (the AGFL's blocks "not OWN_AG") would rebuild them
+    /// from it.
+    /// </summary>
+    public const string HeadersUnrecorded = "the on-disk rmapbt does not record the AG headers (OWN_FS at block 0): it is damaged (see rmapbt)";
+
     /// <summary>Why the on-disk rmapbt records are not available on a filesystem without one.</summary>
     public const string NoRmapbt = "the filesystem has no rmapbt";
 
@@ -296,6 +321,7 @@ internal sealed class AgScrubContext
         try { problems = RmapbtWalker.Walk(Image.OpenRmapbt(agf, Store), ref sink, out _); }
         catch (CorruptionException e) { problems = [e.Message]; }
         if (problems.Count > 0) { OnDiskRmapUnusable = "the on-disk rmapbt is damaged (see rmapbt)"; return; }
+        if (!sink.RecordsHeaders) { OnDiskRmapUnusable = HeadersUnrecorded; return; }
         OnDiskOwnAg = sink.Ag;
         OnDiskInodeChunks = sink.Inodes;
         OnDiskCow = sink.Cow;
@@ -339,8 +365,12 @@ internal sealed class AgScrubContext
             _sweep?.Add(r);
         }
 
+        /// <summary>An on-disk record gave the AG headers (block 0) to OWN_FS: without it the tree is no record of the AG.</summary>
+        public bool RecordsHeaders { get; private set; }
+
         public void OnDisk(in RmapRecord r)
         {
+            if (r.Owner == RmapOwner.Fs && r.StartBlock == 0) RecordsHeaders = true;
             switch (r.Owner)
             {
                 case RmapOwner.Ag: _scratch.OwnAg.Add((r.StartBlock, r.BlockCount)); break;
@@ -362,9 +392,12 @@ internal sealed class AgScrubContext
     {
         /// <summary>Records of the owner each list is named after.</summary>
         public List<(uint, uint)> Ag, Inodes, Cow;
+        /// <summary>A record gave the AG headers (block 0) to OWN_FS.</summary>
+        public bool RecordsHeaders;
         /// <summary>Keeps a record of a special owner the checks need.</summary>
-        public readonly void Record(in RmapRecord record)
+        public void Record(in RmapRecord record)
         {
+            if (record.Owner == RmapOwner.Fs && record.StartBlock == 0) RecordsHeaders = true;
             switch (record.Owner)
             {
                 case RmapOwner.Ag: Ag.Add((record.StartBlock, record.BlockCount)); break;

@@ -35,6 +35,17 @@ internal sealed class LinkCountScrubber
     readonly List<ulong> _unreadable = new();
     readonly HashSet<ulong> _metadata = new();
     readonly ScrubFinding _finding;
+    // The shape of the tree: the '..' of every directory read, and the entries that may name directories (with the
+    // ftype feature those that say so; without it every entry, the child's type known only at the end).
+    readonly Dictionary<ulong, ulong> _dotDot = new();
+    readonly List<DirectoryEdge> _dirEdges = new();
+    readonly ulong _root;
+    // The inode the root's 'lost+found' names, if any (xfs_repair junks that entry when it is not a directory).
+    ulong? _lostFound;
+    // Inodes on a well-formed AGI unlinked list, and the AGs whose lists were checked: an in-use inode with nlink 0
+    // that no directory names is an orphan only when it is on no list of a checked AG.
+    readonly HashSet<ulong> _onUnlinkedLists = new();
+    readonly HashSet<uint> _listsChecked = new();
 
     /// <summary>A link count scan of <paramref name="image"/>.</summary>
     public LinkCountScrubber(XfsImage image, ScrubOptions options)
@@ -52,6 +63,15 @@ internal sealed class LinkCountScrubber
         _namedTypes = new List<byte>(hint + hint / 8);
         foreach (ulong ino in new[] { sb.RbmIno, sb.RsumIno, sb.UserQuotaIno, sb.GroupQuotaIno, sb.ProjectQuotaIno })
             if (ino != 0 && ino != ulong.MaxValue) _metadata.Add(ino);
+        _root = sb.RootIno;
+    }
+
+    /// <summary>The AGI check of AG <paramref name="agno"/> walked its unlinked lists: <paramref name="listed"/> are
+    /// the inodes on them (pending, freed at the next open for writing: no orphans).</summary>
+    public void OnUnlinkedLists(uint agno, IEnumerable<ulong> listed)
+    {
+        _listsChecked.Add(agno);
+        foreach (ulong ino in listed) _onUnlinkedLists.Add(ino);
     }
 
     /// <summary>Takes one in-use inode core: its link count, and the entries it holds when it is a directory.</summary>
@@ -74,7 +94,13 @@ internal sealed class LinkCountScrubber
             // '.' and '..' carry a file type in block, leaf and node directories (ftype), none in shortform.
             Count(ino, dots?.Dot ?? NoFileType);
             Count(parent, dots?.DotDot ?? NoFileType);
-            foreach (var e in entries) Count(e.Ino, _reader.HasFtype ? e.FileType : NoFileType);
+            foreach (var e in entries)
+            {
+                Count(e.Ino, _reader.HasFtype ? e.FileType : NoFileType);
+                if (!_reader.HasFtype || e.FileType == DirectoryFormat.FtDirectory) _dirEdges.Add(new DirectoryEdge(ino, e.Ino, null));
+                if (ino == _root && e.Name.AsSpan().SequenceEqual(Write.Namespace.NamespaceOperations.OrphanageName)) _lostFound = e.Ino;
+            }
+            _dotDot[ino] = parent;
             _directories.Add(ino);
         }
         catch (Exception e) when (e is XfsWriteException or CorruptionException or IOException)
@@ -128,7 +154,8 @@ internal sealed class LinkCountScrubber
         // Each inode (ascending, once: a chunk listed twice hands its cores over twice) against the links naming it,
         // and each entry's file type against the inode's mode.
         var wrong = new List<LinkCountMismatch>();
-        long total = 0, distinct = 0, wrongType = 0;
+        long total = 0, distinct = 0, wrongType = 0, orphans = 0;
+        var directoryInodes = new HashSet<ulong>();
         var wrongTypeInodes = new Dictionary<ulong, byte>();
         int n = 0;
         for (int i = 0; i < inodes.Length; i++)
@@ -147,7 +174,16 @@ internal sealed class LinkCountScrubber
                 wrongType++;
                 if (wrongTypeInodes.Count < EntryReportLimit) wrongTypeInodes.TryAdd(ino, type);
             }
+            if (type == DirectoryFormat.FtDirectory) directoryInodes.Add(ino);
             if (counted == 0 && _metadata.Contains(ino)) continue;
+            if (nlink == 0 && counted == 0 && ino != _root && _listsChecked.Contains(_geo.InoToAgno(ino)) && !_onUnlinkedLists.Contains(ino))
+            {
+                // In use, no link, on no unlinked list: nothing will ever free it or reach it (xfs_repair moves it to
+                // lost+found, and so does the repair here).
+                orphans++;
+                _finding.Damage($"inode {ino} is in use with nlink 0, on no unlinked list, and no directory names it (an orphan: it goes to /lost+found)");
+                continue;
+            }
             if (nlink == counted) continue;
             total++;
             if (wrong.Count < limit) wrong.Add(new LinkCountMismatch(ino, nlink, counted));
@@ -167,8 +203,21 @@ internal sealed class LinkCountScrubber
             if (danglingInodes.Count < EntryReportLimit) danglingInodes.Add(ino);
         }
         if (dangling + wrongType > 0) ReportEntries(dangling, danglingInodes, wrongType, wrongTypeInodes, limit);
-        _finding.Note = $"{distinct} inodes, {named.Length} links";
+        if (_lostFound is { } lf && !directoryInodes.Contains(lf) && inodes.BinarySearch(lf) >= 0)
+            _finding.Damage($"'/lost+found' names inode {lf}, which is not a directory (xfs_repair removes that entry; the inode goes to a new /lost+found when nothing else names it)");
+        ReportTree(directoryInodes);
+        _finding.Note = $"{distinct} inodes, {named.Length} links" + (orphans > 0 ? $", {orphans} orphans" : "");
         return (_finding, wrong, total);
+    }
+
+    /// <summary>The shape of the tree (<see cref="DirectoryTree"/>) over the directories read: entries naming a
+    /// directory whose '..' names another one, second names, cycles the root does not reach.</summary>
+    void ReportTree(HashSet<ulong> directoryInodes)
+    {
+        var edges = new List<DirectoryEdge>();
+        foreach (var e in _dirEdges)
+            if (directoryInodes.Contains(e.Child)) edges.Add(e);
+        foreach (var p in DirectoryTree.Analyze(_root, _dotDot, edges)) _finding.Damage(p.ToString());
     }
 
     /// <summary>Inodes whose naming entries a second pass looks for (each pass reads every directory again).</summary>

@@ -333,6 +333,11 @@ public static class OnlineScrubber
                 f.Damage(e);
             }
             f.Damage(r.EntryProblemTotal - r.EntryProblems.Count, $"{r.EntryProblemTotal - r.EntryProblems.Count} more wrong directory entries");
+            foreach (string t in r.TreeProblems)
+            {
+                f.Damage(t);
+            }
+            f.Damage(r.TreeProblemTotal - r.TreeProblems.Count, $"{r.TreeProblemTotal - r.TreeProblems.Count} more problems of the tree's shape");
             wrong = [.. r.Mismatches];
             total = r.MismatchTotal;
             f.Note = $"{r.InodesCompared} inodes, {r.EntriesCounted} links";

@@ -225,6 +225,26 @@ internal static class ScrubRepairs
         return outcomes;
     }
 
+    /// <summary>
+    /// True when AG <paramref name="agno"/>'s rmapbt is damaged and the only other damage of the AG is its AGF's rmapbt
+    /// root naming a block that is no rmapbt block (the tree's only block overwritten, say): the rmapbt rebuild's
+    /// source is every other piece of metadata and its old blocks are what no record and no free extent covers, so it
+    /// needs nothing of the old tree; it sets the AGF's root, level and counters at its switch. The AGF rebuild, which
+    /// must find an rmapbt that walks clean, waits for it.
+    /// </summary>
+    private static bool RmapbtRebuildSetsTheRoot(ScrubRepairContext context, uint? agno)
+    {
+        bool rmapbtDamaged = false, agfRootOnly = false;
+        foreach (ScrubFinding f in context.Findings.Findings)
+        {
+            if (f.AgNumber != agno || !IsDamaged(f)) continue;
+            if (f.Structure == "rmapbt") rmapbtDamaged = true;
+            else if (f.Structure == "AGF" && f.OnlyRmapbtRootDamage) agfRootOnly = true;
+            else return false;
+        }
+        return rmapbtDamaged && agfRootOnly;
+    }
+
     /// <summary>Rounds of repair and re-check at most (a repair that waited for its source runs in the next one).</summary>
     public const int MaxRounds = 3;
 
@@ -311,7 +331,8 @@ internal static class ScrubRepairs
         /// that damage (the offline scan met it), so those are repaired first, from the on-disk rmapbt, and the
         /// rmapbt in a later round if it is still damaged then.</summary>
         public bool Skips(ScrubRepairContext context, uint? agno) => context.Findings.Findings.Any(f =>
-            IsDamaged(f) && f.AgNumber == agno && f.Structure is "AGF" or "AGFL" or "AGI" or "inobt" or "finobt" or "refcountbt");
+            IsDamaged(f) && f.AgNumber == agno && f.Structure is "AGF" or "AGFL" or "AGI" or "inobt" or "finobt" or "refcountbt")
+            && !RmapbtRebuildSetsTheRoot(context, agno);
 
         public string Repair(ScrubRepairContext context, uint? agno)
         {
@@ -341,6 +362,7 @@ internal static class ScrubRepairs
         public bool Skips(ScrubRepairContext context, uint? agno)
         {
             bool treeDamaged = context.Findings.Findings.Any(f => IsDamaged(f) && f.AgNumber == agno && trees.Contains(f.Structure));
+            if (kind == AgHeaderKind.Agf && RmapbtRebuildSetsTheRoot(context, agno)) return true;
             return treeDamaged && OnlineAgHeaderRepair.TreeRebuildsCanUse(context.Engine, agno!.Value, kind);
         }
 
@@ -405,7 +427,7 @@ internal static class ScrubRepairs
         public bool Answers(string structure) => structure == "nlinks";
 
         public bool Skips(ScrubRepairContext context, uint? agno) => context.Findings.Findings.Any(f =>
-            IsDamaged(f) && f.Structure is "AGI" or "inobt" or "finobt");
+            IsDamaged(f) && (f.Structure is "inobt" or "finobt" || (f.Structure == "AGI" && !f.OnlyUnlinkedListDamage)));
 
         public string Repair(ScrubRepairContext context, uint? agno)
         {
@@ -415,12 +437,14 @@ internal static class ScrubRepairs
             {
                 throw new OnlineRepairException($"{r.MismatchTotal} wrong link counts, {r.Repaired + r.Adopted} repaired; not repaired: {string.Join("; ", r.Damage.Concat(r.NotRepaired).Take(3))}");
             }
-            if (r.MismatchTotal == 0 && r.EntryProblemTotal == 0)
+            if (r.MismatchTotal == 0 && r.EntryProblemTotal == 0 && r.TreeProblemTotal == 0)
             {
-                throw new OnlineRepairException($"the online check of {r.InodesCompared} inodes and {r.DirectoriesScanned} directories finds no wrong link count and no wrong entry");
+                throw new OnlineRepairException($"the online check of {r.InodesCompared} inodes and {r.DirectoriesScanned} directories finds no wrong link count, no wrong entry and no problem of the tree's shape");
             }
             return $"{r.MismatchTotal} wrong link counts: {r.Repaired} set to the count, {r.Adopted} named by no directory moved to /lost+found{(r.Adopted > 0 ? $" ({string.Join(", ", r.AdoptedAs.Take(3))}{(r.Adopted > 3 ? ", ..." : "")})" : "")}, {r.SettledMeanwhile} settled by writers meanwhile; "
-                + $"{r.EntryProblemTotal} wrong directory entries: {r.EntriesRepaired} repaired (file type set, or the entry of a free inode removed); {r.InodesCompared} inodes, {r.DirectoriesScanned} directories";
+                + $"{r.EntryProblemTotal} wrong directory entries: {r.EntriesRepaired} repaired (file type set, or the entry of a free inode removed); "
+                + (r.TreeProblemTotal > 0 ? $"{r.TreeProblemTotal} problems of the tree's shape: {r.TreeRepaired} wrong entries removed ({string.Join("; ", r.TreeProblems.Take(2))}); " : "")
+                + $"{r.InodesCompared} inodes, {r.DirectoriesScanned} directories";
         }
     }
 

@@ -44,6 +44,13 @@ public sealed class ScrubFinding
     /// <summary>Online checks: how long the check held the AG's lock (the AG-local structures of an AG share one
     /// hold; the rmapbt's is its final comparison; the superblock counters hold every AG); null offline.</summary>
     public TimeSpan? AgLockHeld { get; internal set; }
+    /// <summary>An AGI finding whose only damage is in its unlinked lists (its inobt and finobt roots, levels and
+    /// counters agree with the trees): a scan of every inode through the inode btrees can still trust it.</summary>
+    internal bool OnlyUnlinkedListDamage { get; set; }
+    /// <summary>An AGF finding whose only damage is its rmapbt root naming a block that is no rmapbt block: the
+    /// rmapbt rebuild (from every other piece of metadata, never from the old tree) sets the root, so the AGF
+    /// waits for it instead of searching the AG for an rmapbt that may not exist any more.</summary>
+    internal bool OnlyRmapbtRootDamage { get; set; }
     /// <summary>Records, blocks or inodes looked at (for the clean line), or null.</summary>
     public string? Note { get; internal set; }
 

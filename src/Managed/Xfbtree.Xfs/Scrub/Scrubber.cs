@@ -88,6 +88,7 @@ public static class Scrubber
     internal static int CheckAgStructures(AgScrubContext ctx, LinkCountScrubber? links, List<ScrubFinding> findings, bool withRmapbt)
     {
         var t = Stopwatch.StartNew();
+        ctx.Links = links;
         var (bno, cnt) = FreeSpaceScrubber.Check(ctx);
         bno.Elapsed = t.Elapsed;   // both trees' walks: the cntbt's share is not split out
         t.Restart();

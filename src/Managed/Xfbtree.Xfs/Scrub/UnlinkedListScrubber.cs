@@ -117,6 +117,7 @@ internal static class UnlinkedListScrubber
             f.Skip("inodes on no unlinked list not judged: some inode cores of the AG are unreadable (see inobt)");
             return;
         }
+        ctx.Links?.OnUnlinkedLists(agno, seen.Select(a => geo.AginoToIno(agno, a)));
         long leaked = 0;
         string? firstLeaked = null;
         foreach (uint agino in state.ZeroNlink)

@@ -1,62 +1,144 @@
 namespace Xfbtree.Xfs.Write.Engine;
 
 /// <summary>
-/// For every image sector a metadata entry of the journal covers since the last checkpoint, the journal length at
-/// the end of the latest record that logged it (docs/write-engine.md, "Delayed write-back"). The write-ahead rule is
-/// that no sector is written in place before that record is durable: the write-back syncs the journal first, file
-/// data over a sector logged as metadata (a block freed and reused as data before the free is durable) syncs it
-/// too, and <see cref="WriteEngineOptions.CheckWriteAhead"/> fails any in-place write that would break the rule.
-/// Memory: one entry per sector logged since the last checkpoint, so at most the checkpoint bound divided by the
-/// 128-byte smallest entry (the journal is truncated at each checkpoint, and this with it).
+/// Image sectors that must not be written in place before a journal record is durable, each range with the end of
+/// the latest record that requires it (docs/write-engine.md, "Delayed write-back" and "Busy extents"). The engine
+/// keeps two: the sectors records logged as metadata (the write-back syncs the journal before it writes them), and
+/// the blocks records returned to free space (busy extents, as the kernel's xfs_extent_busy: file data written into
+/// one before the free is durable would, after a power loss that drops the free, show in the file that still maps
+/// the block). File data into a range of either syncs the journal first (<see cref="WriteEngine.WriteDataInPlace"/>),
+/// the allocator keeps file data off busy free space while it can (<see cref="NextBusy"/>; only the second set: a
+/// logged block that is freed is in it too), and <see cref="WriteEngineOptions.CheckWriteAhead"/> fails any in-place
+/// write that would break the rule.
+/// <para>
+/// Memory is a constant: at most <see cref="Capacity"/> disjoint ranges (<see cref="CapacityBytes"/>), sorted, an
+/// overlapping or touching range merged into its neighbours (keeping the later record). A range whose record is
+/// durable no longer matters: the whole set is dropped once the journal is synced past every record in it, the
+/// durable ranges once per sync when it holds more than a few, and when it is full of ranges of records not yet
+/// durable the journal is synced and the set emptied (<see cref="FullSyncs"/>). Nothing is allocated after
+/// construction.
+/// </para>
 /// </summary>
 internal sealed class JournalCoverage
 {
-    private readonly Lock gate = new();
-    private readonly Dictionary<long, long> recordEndBySector = new();
+    /// <summary>Ranges held at most.</summary>
+    public const int Capacity = 8192;
 
-    /// <summary>Records that the metadata entries of one record (the entries from <paramref name="first"/> on;
-    /// file data comes first in a record) are durable only once the journal is synced to <paramref name="recordEnd"/>.</summary>
-    public void Note(List<JournalEntry> entries, int first, long recordEnd)
+    /// <summary>Bytes of the range array (three 64-bit fields a range): the tracker's whole memory, 192 KiB.</summary>
+    public const int CapacityBytes = Capacity * 24;
+
+    private struct Range
     {
-        lock (gate)
+        public long Start;     // first sector
+        public long End;       // sector after the last
+        public long RecordEnd; // journal length at the end of the latest record that covered it
+    }
+
+    private readonly Lock gate = new();
+    private readonly Range[] ranges = new Range[Capacity];
+    private readonly WriteJournal journal;
+    private int count;
+    private long latestRecordEnd;
+    private long compactedAt;
+    private long fullSyncs;
+
+    public JournalCoverage(WriteJournal journal) => this.journal = journal;
+
+    /// <summary>Journal fsyncs forced because the set was full of ranges of records that were not durable.</summary>
+    public long FullSyncs => Interlocked.Read(ref fullSyncs);
+
+    /// <summary>Ranges held now (a test hook).</summary>
+    public int Count
+    {
+        get
         {
-            for (int i = first; i < entries.Count; i++)
+            lock (gate)
             {
-                JournalEntry e = entries[i];
-                long last = (e.Offset + e.Bytes.Length - 1) / 512;
-                for (long sector = e.Offset / 512; sector <= last; sector++)
-                {
-                    // Two commits may note one sector in either order: keep the later record.
-                    if (!recordEndBySector.TryGetValue(sector, out long seen) || seen < recordEnd)
-                    {
-                        recordEndBySector[sector] = recordEnd;
-                    }
-                }
+                return count;
             }
         }
     }
 
-    /// <summary>The end of the latest record that logged metadata in [<paramref name="byteOffset"/>, +<paramref name="length"/>),
-    /// or 0 when none did since the last checkpoint.</summary>
+    /// <summary>
+    /// Notes the metadata entries of one record (those from <paramref name="first"/> on; file data comes first in a
+    /// record), durable only once the journal is synced to <paramref name="recordEnd"/>.
+    /// </summary>
+    public void Note(List<JournalEntry> entries, int first, long recordEnd)
+    {
+        lock (gate)
+        {
+            DropIfAllDurable();
+            DropDurableAfterSync();
+            for (int i = first; i < entries.Count; i++)
+            {
+                JournalEntry e = entries[i];
+                Add(e.Offset / 512, (e.Offset + e.Bytes.Length + 511) / 512, recordEnd);
+            }
+        }
+    }
+
+    /// <summary>Notes the extents one record returned to free space (image sectors: start and length), busy until
+    /// the journal is synced to <paramref name="recordEnd"/>.</summary>
+    public void Note(List<(long Daddr, long LengthBB)> freed, long recordEnd)
+    {
+        lock (gate)
+        {
+            DropIfAllDurable();
+            DropDurableAfterSync();
+            foreach (var (daddr, lengthBB) in freed)
+            {
+                Add(daddr, daddr + lengthBB, recordEnd);
+            }
+        }
+    }
+
+    /// <summary>The end of the latest record that covered any sector of [<paramref name="byteOffset"/>,
+    /// +<paramref name="length"/>) since the journal was last synced past it, or 0 when none did.</summary>
     public long LatestRecordOver(long byteOffset, long length)
     {
+        long start = byteOffset / 512, end = (byteOffset + length + 511) / 512;
         long latest = 0;
         lock (gate)
         {
-            if (recordEndBySector.Count == 0)
+            DropIfAllDurable();
+            for (int i = FirstEndingAfter(start); i < count && ranges[i].Start < end; i++)
             {
-                return 0;
-            }
-            long last = (byteOffset + length - 1) / 512;
-            for (long sector = byteOffset / 512; sector <= last; sector++)
-            {
-                if (recordEndBySector.TryGetValue(sector, out long end) && end > latest)
-                {
-                    latest = end;
-                }
+                latest = Math.Max(latest, ranges[i].RecordEnd);
             }
         }
         return latest;
+    }
+
+    /// <summary>The first range, in sector order, that overlaps [<paramref name="start"/>, <paramref name="end"/>)
+    /// (sectors) and whose record is not durable yet (ends past <paramref name="syncedEnd"/>).</summary>
+    public bool NextBusy(long start, long end, long syncedEnd, out long busyStart, out long busyEnd)
+    {
+        lock (gate)
+        {
+            if (latestRecordEnd > syncedEnd)
+            {
+                for (int i = FirstEndingAfter(start); i < count && ranges[i].Start < end; i++)
+                {
+                    if (ranges[i].RecordEnd > syncedEnd)
+                    {
+                        busyStart = ranges[i].Start;
+                        busyEnd = ranges[i].End;
+                        return true;
+                    }
+                }
+            }
+        }
+        busyStart = busyEnd = 0;
+        return false;
+    }
+
+    /// <summary>True when some range's record is not durable at <paramref name="syncedEnd"/> (cheap: one compare).</summary>
+    public bool AnyBusy(long syncedEnd)
+    {
+        lock (gate)
+        {
+            return count > 0 && latestRecordEnd > syncedEnd;
+        }
     }
 
     /// <summary>The journal was emptied (a checkpoint, every covered sector in place and synced).</summary>
@@ -64,7 +146,107 @@ internal sealed class JournalCoverage
     {
         lock (gate)
         {
-            recordEndBySector.Clear();
+            count = 0;
+            latestRecordEnd = 0;
+            compactedAt = 0;
         }
+    }
+
+    private void DropIfAllDurable()
+    {
+        if (count > 0 && latestRecordEnd <= journal.SyncedEnd)
+        {
+            count = 0;
+            latestRecordEnd = 0;
+        }
+    }
+
+    /// <summary>Once per journal sync, when more than a few ranges are held: drops those whose records the sync made
+    /// durable, so the set holds about what was noted since the last sync (a shorter array to search and shift), not
+    /// everything since it last emptied.</summary>
+    private void DropDurableAfterSync()
+    {
+        long synced = journal.SyncedEnd;
+        if (count >= 64 && synced > compactedAt)
+        {
+            compactedAt = synced;
+            Compact(synced);
+        }
+    }
+
+    /// <summary>Keeps only the ranges whose records end past <paramref name="synced"/>, in order.</summary>
+    private void Compact(long synced)
+    {
+        int kept = 0;
+        long latest = 0;
+        for (int k = 0; k < count; k++)
+        {
+            if (ranges[k].RecordEnd > synced)
+            {
+                ranges[kept++] = ranges[k];
+                latest = Math.Max(latest, ranges[k].RecordEnd);
+            }
+        }
+        count = kept;
+        latestRecordEnd = latest;
+    }
+
+    /// <summary>Index of the first range ending after <paramref name="sector"/> (ranges are disjoint and sorted, so their
+    /// ends are sorted too); <see cref="count"/> when none.</summary>
+    private int FirstEndingAfter(long sector)
+    {
+        int lo = 0, hi = count;
+        while (lo < hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            if (ranges[mid].End > sector) hi = mid; else lo = mid + 1;
+        }
+        return lo;
+    }
+
+    private void Add(long start, long end, long recordEnd)
+    {
+        // The ranges that overlap or touch [start, end) merge with it into one.
+        int i = FirstEndingAfter(start - 1);
+        int j = i;
+        while (j < count && ranges[j].Start <= end)
+        {
+            start = Math.Min(start, ranges[j].Start);
+            end = Math.Max(end, ranges[j].End);
+            recordEnd = Math.Max(recordEnd, ranges[j].RecordEnd);
+            j++;
+        }
+        if (j > i)
+        {
+            ranges[i] = new Range { Start = start, End = end, RecordEnd = recordEnd };
+            Array.Copy(ranges, j, ranges, i + 1, count - j);
+            count -= j - i - 1;
+            latestRecordEnd = Math.Max(latestRecordEnd, recordEnd);
+            return;
+        }
+        if (count == Capacity)
+        {
+            MakeRoom();
+            i = FirstEndingAfter(start - 1);
+        }
+        Array.Copy(ranges, i, ranges, i + 1, count - i);
+        ranges[i] = new Range { Start = start, End = end, RecordEnd = recordEnd };
+        count++;
+        latestRecordEnd = Math.Max(latestRecordEnd, recordEnd);
+    }
+
+    /// <summary>Full: drop the ranges of durable records; when there are none, sync the journal (every record noted
+    /// so far was appended before this call, so the sync covers them all) and start empty.</summary>
+    private void MakeRoom()
+    {
+        Compact(journal.SyncedEnd);
+        if (count < Capacity)
+        {
+            return;
+        }
+        journal.Sync();
+        Interlocked.Increment(ref fullSyncs);
+        count = 0;
+        latestRecordEnd = 0;
     }
 }

@@ -32,6 +32,7 @@ public sealed partial class WriteEngine
         disk.Sync();
         journal.Truncate();
         coverage.Clear();
+        busy.Clear();
         Interlocked.Increment(ref checkpoints);
     }
 
@@ -128,10 +129,10 @@ public sealed partial class WriteEngine
     private long checkpoints, writtenBackBuffers, writtenBackBytes;
 
     /// <summary>With <see cref="WriteEngineOptions.CheckWriteAhead"/>: called before every write to the image; throws
-    /// when a sector of it was logged as metadata by a journal record that is not durable yet.</summary>
+    /// when a sector of it was logged as metadata, or freed, by a journal record that is not durable yet.</summary>
     private void CheckWriteAhead(long daddr, int lengthBB)
     {
-        long latest = coverage.LatestRecordOver(daddr * 512, (long)lengthBB * 512);
+        long latest = LatestRecordOver(daddr * 512, (long)lengthBB * 512);
         long synced = journal.SyncedEnd;
         if (latest > synced)
         {

@@ -33,7 +33,8 @@ public sealed partial class WriteEngine : IDisposable
     private int state; // 0 open, 1 closed/disposed
     private long icountDelta, ifreeDelta;
     private readonly DirectoryHookChain directoryHooks = new();
-    private readonly JournalCoverage coverage = new();
+    private readonly JournalCoverage coverage;  // sectors logged as metadata by records not yet durable
+    private readonly JournalCoverage busy;      // extents freed by records not yet durable (busy extents)
 
     private WriteEngine(XfsImage image, DiskBufferTarget disk, WriteJournal journal, WriteEngineOptions options, int replayed)
     {
@@ -41,6 +42,8 @@ public sealed partial class WriteEngine : IDisposable
         this.disk = disk;
         this.journal = journal;
         this.options = options;
+        coverage = new JournalCoverage(journal);
+        busy = new JournalCoverage(journal);
         inodeCache = new InodeCache(options.InodeCacheCapacity);
         RecordsReplayed = replayed;
         ags = new EngineAg[image.Geometry.AgCount];
@@ -67,7 +70,15 @@ public sealed partial class WriteEngine : IDisposable
 
     internal ReaderWriterLockSlim CommitGate => commitGate;
 
+    /// <summary>Sectors logged as metadata by records not yet durable.</summary>
     internal JournalCoverage Coverage => coverage;
+
+    /// <summary>Extents freed by records not yet durable (busy extents).</summary>
+    internal JournalCoverage Busy => busy;
+
+    /// <summary>The end of the latest record not yet durable that logged or freed a sector of the range, 0 when none.</summary>
+    internal long LatestRecordOver(long byteOffset, long length) =>
+        Math.Max(coverage.LatestRecordOver(byteOffset, length), busy.LatestRecordOver(byteOffset, length));
 
     /// <summary>
     /// Raised when a healthy AG is marked sick (corruption found by an operation, the open or an online repair), with
@@ -542,18 +553,28 @@ public sealed partial class WriteEngine : IDisposable
     /// <summary>
     /// Writes a committed transaction's file data in place (its record is complete in the journal, not necessarily
     /// durable: data may reach the disk before its record, as the kernel writes data before the commit that maps it).
-    /// A sector that metadata was logged in since the last checkpoint is a freed metadata block reused for data; the
-    /// records up to this one (the free among them) are made durable first, or a power loss could leave the block
-    /// still metadata and overwritten (the kernel forces its log before reusing a busy extent).
+    /// A sector covered by a record that is not durable (<see cref="JournalCoverage"/>: logged as metadata, or freed:
+    /// a busy extent) is a block freed and reused for data before the free is durable; the records up to this one
+    /// (the free among them) are made durable first, or a power loss could leave the block still metadata, or still
+    /// another file's, and overwritten (the kernel forces its log before reusing a busy extent).
     /// </summary>
-    internal void WriteDataInPlace(long byteOffset, ReadOnlySpan<byte> bytes, long recordEnd)
+    internal void WriteDataInPlace(long byteOffset, ReadOnlySpan<byte> bytes)
     {
-        if (coverage.LatestRecordOver(byteOffset, bytes.Length) > 0 && journal.SyncedEnd < recordEnd)
+        long covering = LatestRecordOver(byteOffset, bytes.Length);
+        if (covering > journal.SyncedEnd)
         {
             journal.Sync();
+            Interlocked.Increment(ref busyDataSyncs);
         }
         WriteRaw(disk, byteOffset, bytes);
     }
+
+    private long busyDataSyncs;
+
+    /// <summary>Journal fsyncs a data write forced since open because its blocks were busy (freed, or logged as
+    /// metadata, by a record that was not durable yet): the allocator found no other space (a test hook and a figure
+    /// of the benchmarks).</summary>
+    internal long BusyDataSyncs => Interlocked.Read(ref busyDataSyncs);
 
     /// <summary>Bytes of the largest journal record committed since open (a test hook: operations over huge ranges
     /// must split into bounded transactions, and a transaction's data and blocks are held in memory until its
@@ -654,4 +675,9 @@ public sealed partial class WriteEngine : IDisposable
     }
 
     internal DirectoryHookChain DirectoryHooks => directoryHooks;
+
+    /// <summary>Held by every rename between two directories and by every repair that changes a directory's parent
+    /// or reads the tree's shape (the kernel's s_vfs_rename_mutex): one per engine, so that every
+    /// <c>NamespaceOperations</c> made on it (a mount's, a scrub repair's) shares it. Taken before any inode lock.</summary>
+    internal object CrossDirectoryRenameLock { get; } = new();
 }

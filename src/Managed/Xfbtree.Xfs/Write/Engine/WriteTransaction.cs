@@ -76,6 +76,7 @@ internal sealed class WriteTransaction
     private List<RmapUpdate>? hookQueue;
     private List<DirectoryUpdate>? directoryQueue;
     private List<Action>? committedActions;
+    private List<(long Daddr, long LengthBB)>? freedExtents;
     private long icountDelta, ifreeDelta;
     private bool planApplied;
     private bool done;
@@ -462,6 +463,17 @@ internal sealed class WriteTransaction
         return SpaceAllocator.Allocate(this, request);
     }
 
+    /// <summary>Called by the free-space code for every extent it returns to free space (a file's blocks, metadata, a
+    /// block leaving the AGFL): busy until this transaction's record is durable (<see cref="JournalCoverage"/>).</summary>
+    internal void NoteFreed(uint agno, uint agbno, uint length)
+    {
+        int blockBB = Geometry.BasicBlocksPerBlock;
+        (freedExtents ??= new List<(long, long)>()).Add((Geometry.AgBlockToDaddr(agno, agbno), (long)length * blockBB));
+    }
+
+    /// <summary>Extents this transaction returned to free space (image sectors), null when none.</summary>
+    internal List<(long Daddr, long LengthBB)>? FreedExtents => freedExtents;
+
     /// <summary>Returns an extent of file data to free space (merging in bnobt and cntbt). The rmap unmap is the
     /// caller's job. Blocks that held metadata (btree, directory, symlink or attribute blocks) are freed with
     /// <see cref="FreeMetadata"/> instead.</summary>
@@ -785,11 +797,16 @@ internal sealed class WriteTransaction
         {
             long recordEnd = engine.Journal.Append(entries, engine.Options.SyncCommits);
             journaled = true;
+            // Noted before the data is written: a block this record freed and its data reuses is covered too.
+            engine.Coverage.Note(entries, data.Count, recordEnd);
+            if (freedExtents is not null)
+            {
+                engine.Busy.Note(freedExtents, recordEnd);
+            }
             foreach (var (fsbno, bytes, length) in data)
             {
-                engine.WriteDataInPlace(ByteOf(fsbno), bytes.AsSpan(0, length), recordEnd);
+                engine.WriteDataInPlace(ByteOf(fsbno), bytes.AsSpan(0, length));
             }
-            engine.Coverage.Note(entries, data.Count, recordEnd);
             // JournalBuffer ran every dirty buffer's verifier. The buffers stay in the cache, pinned, until a
             // checkpoint writes them in place after the journal is durable (delayed write-back).
             buffers.CommitPinned();

@@ -313,4 +313,36 @@ internal sealed partial class NamespaceOperations
         });
         return true;
     }
+
+    /// <summary>
+    /// Removes the entry <paramref name="name"/> of directory <paramref name="dirIno"/> when it still names
+    /// <paramref name="ino"/> (a repair of the tree's shape: xfs_repair's phase 6 junks such an entry), in one
+    /// transaction under the locks of both; the named inode's link count is left to the link count repair, which
+    /// sees the removal through the directory hooks. True when removed or already gone.
+    /// </summary>
+    internal bool RemoveEntryNaming(ulong dirIno, byte[] name, ulong ino, string what, out string? why)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        IncoreInode dir, target;
+        try
+        {
+            dir = Engine.GetInode(dirIno);
+            target = Engine.GetInode(ino);
+        }
+        catch (XfsWriteException e) when (e.Kind is WriteErrorKind.Corrupt or WriteErrorKind.NotFound)
+        {
+            why = $"not repaired: {e.Message}";
+            return false;
+        }
+        why = null;
+        Engine.Execute(what, tx =>
+        {
+            tx.LockInodes(dir, target);
+            if (new Dinode(dir.Core).IsFree || !InodeCore.IsDirectory(dir.Core)) return;
+            var editor = new DirectoryEditor(tx, dir, Reader, $"directory {dirIno}");
+            if (editor.Find(name) is not { } entry || entry.Ino != ino) return;
+            editor.Remove(name, DateTimeOffset.UtcNow);
+        });
+        return true;
+    }
 }

@@ -23,8 +23,11 @@ internal sealed partial class NamespaceOperations
 {
     /// <summary>Held by every rename between two directories (the kernel's s_vfs_rename_mutex): the ancestry check
     /// (a directory is not moved under itself) stays true until the move commits, since only such renames change a
-    /// directory's parent. Taken before any inode lock.</summary>
-    readonly object _crossDirectoryRename = new();
+    /// directory's parent. Taken before any inode lock. The engine's, shared by every instance on it.</summary>
+    object _crossDirectoryRename => Engine.CrossDirectoryRenameLock;
+
+    /// <summary>The cross-directory rename lock (the engine's): while it is held no directory changes parent.</summary>
+    internal object CrossDirectoryRenameLock => _crossDirectoryRename;
 
     /// <summary>
     /// renameat2: moves <paramref name="srcName"/> of <paramref name="srcDir"/> to <paramref name="dstName"/> of

@@ -39,19 +39,25 @@ internal sealed partial class AgSpace
             return false;
         }
         uint fbno = 0, flen = 0, abno = 0, alen = 0;
-        bool found;
-        if (request.Exact)
+        // File data is written in place at commit: it avoids busy extents (blocks freed by records not yet durable)
+        // while other space serves, and only then takes them (its write syncs the journal first; see JournalCoverage).
+        BusyView busy = request.Purpose == AllocationPurpose.FileData && !request.Exact ? BusyView.For(tx, this) : default;
+        bool found = busy.Any && (hintHere
+            ? FindNear(hint, request.MinLength, request.MaxLength, align, busy, out fbno, out flen, out abno, out alen)
+              || FindBySize(request.MaxLength, request.MinLength, align, busy, out fbno, out flen, out abno, out alen)
+            : FindBySize(request.MaxLength, request.MinLength, align, busy, out fbno, out flen, out abno, out alen));
+        if (!found && request.Exact)
         {
             found = hintHere && FindExact(hint, request.MinLength, request.MaxLength, align, out fbno, out flen, out abno, out alen);
         }
-        else if (hintHere)
+        else if (!found && hintHere)
         {
-            found = FindNear(hint, request.MinLength, request.MaxLength, align, out fbno, out flen, out abno, out alen)
-                || FindBySize(request.MaxLength, request.MinLength, align, out fbno, out flen, out abno, out alen);
+            found = FindNear(hint, request.MinLength, request.MaxLength, align, default, out fbno, out flen, out abno, out alen)
+                || FindBySize(request.MaxLength, request.MinLength, align, default, out fbno, out flen, out abno, out alen);
         }
-        else
+        else if (!found)
         {
-            found = FindBySize(request.MaxLength, request.MinLength, align, out fbno, out flen, out abno, out alen);
+            found = FindBySize(request.MaxLength, request.MinLength, align, default, out fbno, out flen, out abno, out alen);
         }
         if (!found)
         {
@@ -215,7 +221,7 @@ internal sealed partial class AgSpace
     /// Near allocation: walks the bnobt outwards from the hint (a bounded number of records each side) and
     /// takes the closest placement of the full length, or failing that the longest acceptable one.
     /// </summary>
-    private bool FindNear(uint hint, uint minLength, uint maxLength, uint align, out uint fbno, out uint flen, out uint abno, out uint alen)
+    private bool FindNear(uint hint, uint minLength, uint maxLength, uint align, BusyView busy, out uint fbno, out uint flen, out uint abno, out uint alen)
     {
         fbno = flen = abno = alen = 0;
         var tree = Bnobt();
@@ -226,9 +232,15 @@ internal sealed partial class AgSpace
         bool bestFull = false;
         ulong bestDistance = ulong.MaxValue;
         uint bestLen = 0;
-        void Consider(uint s, uint l, ref bool haveBest, ref bool bestFull, ref ulong bestDistance, ref uint bestLen,
+        void Consider(uint fs, uint fl, in BusyView busy, ref bool haveBest, ref bool bestFull, ref ulong bestDistance, ref uint bestLen,
             ref uint fbno, ref uint flen, ref uint abno, ref uint alen)
         {
+            // With busy extents to avoid, the placement is inside the extent's longest piece that is not busy.
+            uint s = fs, l = fl;
+            if (busy.Any && !busy.LongestPiece(fs, fl, out s, out l))
+            {
+                return;
+            }
             ulong end = (ulong)s + l;
             // Start as close to the hint as the extent allows, aligned.
             ulong want = maxLength;
@@ -263,8 +275,8 @@ internal sealed partial class AgSpace
                 bestFull = full;
                 bestDistance = distance;
                 bestLen = (uint)len;
-                fbno = s;
-                flen = l;
+                fbno = fs;
+                flen = fl;
                 abno = (uint)start;
                 alen = (uint)len;
             }
@@ -279,7 +291,7 @@ internal sealed partial class AgSpace
                 {
                     break;
                 }
-                Consider(s, l, ref haveBest, ref bestFull, ref bestDistance, ref bestLen, ref fbno, ref flen, ref abno, ref alen);
+                Consider(s, l, busy, ref haveBest, ref bestFull, ref bestDistance, ref bestLen, ref fbno, ref flen, ref abno, ref alen);
                 if (!cur.Decrement())
                 {
                     break;
@@ -296,7 +308,7 @@ internal sealed partial class AgSpace
                 {
                     break;
                 }
-                Consider(s, l, ref haveBest, ref bestFull, ref bestDistance, ref bestLen, ref fbno, ref flen, ref abno, ref alen);
+                Consider(s, l, busy, ref haveBest, ref bestFull, ref bestDistance, ref bestLen, ref fbno, ref flen, ref abno, ref alen);
                 if (!cur.Increment())
                 {
                     break;
@@ -307,7 +319,7 @@ internal sealed partial class AgSpace
     }
 
     /// <summary>By size (cntbt): the smallest extent that holds the full aligned length, else the largest.</summary>
-    private bool FindBySize(uint maxLength, uint minLength, uint align, out uint fbno, out uint flen, out uint abno, out uint alen)
+    private bool FindBySize(uint maxLength, uint minLength, uint align, BusyView busy, out uint fbno, out uint flen, out uint abno, out uint alen)
     {
         fbno = flen = abno = alen = 0;
         var tree = Cntbt();
@@ -315,6 +327,10 @@ internal sealed partial class AgSpace
         Span<byte> key = stackalloc byte[8];
         ulong fit = (ulong)maxLength + align - 1;
         AllocRecord.Write(key, 0, (uint)Math.Min(fit, uint.MaxValue));
+        if (busy.Any)
+        {
+            return FindBySizeAvoiding(cur, key, maxLength, minLength, align, busy, out fbno, out flen, out abno, out alen);
+        }
         bool found = cur.Lookup(key, BtreeLookup.GreaterOrEqual) || cur.MoveLast();
         if (!found)
         {
@@ -337,6 +353,139 @@ internal sealed partial class AgSpace
         abno = (uint)start;
         alen = (uint)len;
         return true;
+    }
+
+    /// <summary>How many cntbt records a by-size search avoiding busy extents looks at in each direction.</summary>
+    private const int BusySearchRecords = 64;
+
+    /// <summary>
+    /// By size, avoiding busy extents: from the smallest extent that could hold the full length upwards, the first
+    /// whose longest piece that is not busy holds it; failing that, from the largest extent downwards, the longest
+    /// such piece of at least the minimum. A bounded number of records each way (a miss falls back to the plain
+    /// search, which may take busy blocks).
+    /// </summary>
+    private static bool FindBySizeAvoiding(BtreeCursor<CntbtOps> cur, ReadOnlySpan<byte> key, uint maxLength, uint minLength, uint align, in BusyView busy,
+        out uint fbno, out uint flen, out uint abno, out uint alen)
+    {
+        fbno = flen = abno = alen = 0;
+        ulong bestLen = 0;
+        for (int pass = 0; pass < 2; pass++)
+        {
+            bool ok = pass == 0 ? cur.Lookup(key, BtreeLookup.GreaterOrEqual) : cur.MoveLast();
+            for (int i = 0; ok && i < BusySearchRecords; i++, ok = pass == 0 ? cur.Increment() : cur.Decrement())
+            {
+                uint s = AllocRecord.StartBlock(cur.Current), l = AllocRecord.BlockCount(cur.Current);
+                if (l <= bestLen || !busy.LongestPiece(s, l, out uint ps, out uint pl))
+                {
+                    continue;
+                }
+                ulong end = (ulong)ps + pl;
+                ulong start = AlignUp(ps, align);
+                if (start >= end)
+                {
+                    continue;
+                }
+                ulong len = Math.Min(maxLength, end - start);
+                if (len < minLength || len <= bestLen)
+                {
+                    continue;
+                }
+                fbno = s;
+                flen = l;
+                abno = (uint)start;
+                alen = (uint)len;
+                bestLen = len;
+                if (len >= maxLength)
+                {
+                    return true;
+                }
+            }
+        }
+        return bestLen > 0;
+    }
+
+    /// <summary>
+    /// The busy extents one allocation avoids in this AG: the engine's (<see cref="WriteEngine.Busy"/>: extents freed
+    /// by records not durable yet) and the transaction's own frees (busy from the moment they are made, as the
+    /// kernel's). Default: nothing to avoid.
+    /// </summary>
+    private readonly struct BusyView
+    {
+        /// <summary>Pieces a free extent is cut into at most before the rest of it counts as busy (bounds the work).</summary>
+        private const int MaxSteps = 64;
+
+        private readonly AgSpace? space;
+        private readonly JournalCoverage? coverage;
+        private readonly List<(long Daddr, long LengthBB)>? own;
+        private readonly long syncedEnd;
+
+        private BusyView(AgSpace space, JournalCoverage? coverage, List<(long, long)>? own, long syncedEnd)
+        {
+            this.space = space;
+            this.coverage = coverage;
+            this.own = own;
+            this.syncedEnd = syncedEnd;
+        }
+
+        public bool Any => space is not null;
+
+        public static BusyView For(WriteTransaction tx, AgSpace space)
+        {
+            WriteEngine engine = tx.Engine;
+            long synced = engine.Journal.SyncedEnd;
+            JournalCoverage? coverage = engine.Busy.AnyBusy(synced) ? engine.Busy : null;
+            List<(long, long)>? own = tx.FreedExtents is { Count: > 0 } list ? list : null;
+            return coverage is null && own is null ? default : new BusyView(space, coverage, own, synced);
+        }
+
+        /// <summary>The longest piece of free extent [<paramref name="s"/>, +<paramref name="l"/>) that no busy range
+        /// overlaps; false when all of it is busy.</summary>
+        public bool LongestPiece(uint s, uint l, out uint pieceStart, out uint pieceLength)
+        {
+            XfsGeometry geo = space!.geo;
+            int blockBB = geo.BasicBlocksPerBlock;
+            long agDaddr = geo.AgBlockToDaddr(space.AgNumber, 0);
+            ulong end = (ulong)s + l;
+            ulong p = s;
+            pieceStart = pieceLength = 0;
+            for (int step = 0; step < MaxSteps && p < end; step++)
+            {
+                // The first busy range at or after p, from either source, in AG blocks.
+                ulong busyStart = end, busyEnd = end;
+                long from = agDaddr + (long)p * blockBB, to = agDaddr + (long)end * blockBB;
+                if (coverage is not null && coverage.NextBusy(from, to, syncedEnd, out long bs, out long be))
+                {
+                    busyStart = (ulong)Math.Max((long)p, (bs - agDaddr) / blockBB);
+                    busyEnd = (ulong)Math.Min((long)end, (be - agDaddr + blockBB - 1) / blockBB);
+                }
+                if (own is not null)
+                {
+                    foreach (var (daddr, lengthBB) in own)
+                    {
+                        if (daddr < to && daddr + lengthBB > from)
+                        {
+                            ulong os = (ulong)Math.Max((long)p, (daddr - agDaddr) / blockBB);
+                            if (os < busyStart)
+                            {
+                                busyStart = os;
+                                busyEnd = (ulong)Math.Min((long)end, (daddr + lengthBB - agDaddr + blockBB - 1) / blockBB);
+                            }
+                        }
+                    }
+                }
+                if (busyStart - p > pieceLength)
+                {
+                    pieceStart = (uint)p;
+                    pieceLength = (uint)(busyStart - p);
+                }
+                if (busyStart >= end)
+                {
+                    return pieceLength > 0;
+                }
+                p = Math.Max(busyEnd, busyStart + 1);
+            }
+            return pieceLength > 0;
+        }
     }
 
     /// <summary>Carves [abno, +alen) out of the free extent [fbno, +flen): bnobt and cntbt keep the leftovers.</summary>
@@ -492,6 +641,7 @@ internal sealed partial class AgSpace
         }
         AddField(Format.Agf.OffsetFreeBlocks, length);
         UpdateLongest();
+        tx.NoteFreed(AgNumber, agbno, length); // busy until this record is durable
     }
 
     private void DeleteExact(BtreeCursor<CntbtOps> cur, uint start, uint length)
