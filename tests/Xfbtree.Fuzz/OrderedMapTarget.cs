@@ -15,9 +15,11 @@ public struct FuzzRecord8 : IFuzzMapRecord<FuzzRecord8>
 }
 
 /// <summary>Orders <see cref="FuzzRecord8"/> by key.</summary>
-public struct FuzzRecord8Comparer : IRecordComparer<FuzzRecord8>
+public struct FuzzRecord8Comparer : IRecordComparer<FuzzRecord8>, IRecordKeyPrefix<FuzzRecord8>
 {
     public readonly int Compare(in FuzzRecord8 x, in FuzzRecord8 y) => x.Key.CompareTo(y.Key);
+    /// <summary>A coarse prefix (eight keys share one), so the searches through the sidecars meet equal prefixes.</summary>
+    public readonly ulong GetKeyPrefix(in FuzzRecord8 record) => record.Key >> 3;
 }
 
 /// <summary>A 64-byte record (the largest key the engine takes): a two-part key and a payload spread over the rest.</summary>
@@ -63,15 +65,17 @@ public interface IFuzzMapRecord<TSelf> where TSelf : unmanaged
 }
 
 /// <summary>Orders the keys of the dictionary-shaped map the target mirrors.</summary>
-public struct FuzzUIntOrder : IRecordComparer<uint>
+public struct FuzzUIntOrder : IRecordComparer<uint>, IRecordKeyPrefix<uint>
 {
     public readonly int Compare(in uint x, in uint y) => x.CompareTo(y);
+    public readonly ulong GetKeyPrefix(in uint record) => record;
 }
 
 /// <summary>
 /// Target <c>orderedmap</c>: an operation script over <see cref="ShmemBTree{TRecord, TComparer}"/> checked against a
 /// SortedSet + Dictionary model, with every change mirrored into a <see cref="ShmemMap{TKey, TValue, TComparer}"/>
-/// (uint keys and values) checked against the same model. Nothing here is corrupt input, so every exception that the
+/// (uint keys and values) checked against the same model. The 8-byte records' comparer and the map's give key prefixes
+/// (sidecars beside the blocks, checked against their blocks by the full check); the 64-byte records' do not. Nothing here is corrupt input, so every exception that the
 /// API does not document for the operation is a finding, and so is any difference from the model.
 /// <para>Input: byte 0 selects the record type (even: 8-byte records, odd: 64-byte records, which make deep trees
 /// from few records); then operations, each an opcode byte (mod 20) and big-endian operands:</para>
@@ -308,6 +312,10 @@ public static class OrderedMapTarget
             Spend(1 + _keys.Count);
             var violations = _map.CheckStructure();
             if (violations.Count != 0) throw new FuzzFindingException($"structure check: {string.Join("; ", violations.Take(5))}");
+            // Key-prefix sidecars (the 8-byte records' and the map's comparers give prefixes): each one that carries its
+            // block's version must describe the block.
+            if (_map.CheckSidecars(out _) is var wrongSidecars and > 0) throw new FuzzFindingException($"{wrongSidecars} sidecars differ from their blocks");
+            if (_dict.CheckSidecars(out _) is var wrongMapSidecars and > 0) throw new FuzzFindingException($"{wrongMapSidecars} map sidecars differ from their blocks");
             ExpectCount("check");
             using var e = _keys.GetEnumerator();
             foreach (ref readonly var rec in _map)

@@ -7,8 +7,11 @@ namespace Xfbtree.Benchmarks.OrderedMap;
 /// The rmapbt key order for the typed ordered maps (a struct, so the tree is specialised for it), and the rmapbt
 /// high key (start + length - 1, owner, offset) for the interval map's overlapped query.
 /// </summary>
-public readonly struct RmapRecordMapComparer : IIntervalRecordComparer<RmapRecord>
+public readonly struct RmapRecordMapComparer : IIntervalRecordComparer<RmapRecord>, IRecordKeyPrefix<RmapRecord>
 {
+    /// <summary>(start block, owner clamped to 32 bits): orders like <see cref="Compare"/>, so the plain map's searches compare integers first.</summary>
+    public ulong GetKeyPrefix(in RmapRecord record) => (ulong)record.StartBlock << 32 | Math.Min(record.Owner, uint.MaxValue);
+
     /// <inheritdoc/>
     public void GetHighKey(in RmapRecord record, out RmapRecord highKey) =>
         highKey = record with { StartBlock = record.StartBlock + record.BlockCount - 1 };

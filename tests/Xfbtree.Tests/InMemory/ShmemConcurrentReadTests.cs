@@ -20,10 +20,15 @@ public sealed class ShmemConcurrentReadTests(ITestOutputHelper output)
 
     static MapRecord Key(uint key) => new(key, 0, 0, 0);
 
-    /// <summary>Orders by Start alone, so a record is found by its key whatever its generation.</summary>
-    public readonly struct ByStart : IRecordComparer<MapRecord>
+    /// <summary>
+    /// Orders by Start alone, so a record is found by its key whatever its generation. With a key prefix: the readers
+    /// search the key-prefix sidecars of the blocks (nodes' always current, leaves' after the batches), so every test
+    /// here also covers readers reading sidecars that the writer rebuilds.
+    /// </summary>
+    public readonly struct ByStart : IRecordComparer<MapRecord>, IRecordKeyPrefix<MapRecord>
     {
         public int Compare(in MapRecord x, in MapRecord y) => x.Start.CompareTo(y.Start);
+        public ulong GetKeyPrefix(in MapRecord record) => record.Start;
     }
 
     /// <summary>

@@ -378,6 +378,8 @@ public sealed class ShmemMapAndBatchTests(ITestOutputHelper output)
         using var tree = new ShmemBTree<MapRecord, MapRecordComparer>();
         using var map = new ShmemMap<ulong, Payload, ULongOrder>();
         using var intervals = new ShmemIntervalBTree<MapRecord, MapIntervalComparer>();
+        using var prefixed = new ShmemBTree<MapRecord, ShmemSidecarTests.ExactPrefix>(); // key-prefix sidecars
+        var recs = new MapRecord[256];
         var sumVisitor = new SumLengths();
         long sum = 0;
         void Round()
@@ -400,6 +402,16 @@ public sealed class ShmemMapAndBatchTests(ITestOutputHelper output)
             foreach (ref readonly var e in map.Range(keys[0], keys[0] + 100_000_000)) sum += e.Value.C;
             foreach (var k in keys.AsSpan(0, 1000)) map.Remove(k);
             map.Clear();
+            prefixed.InsertMany(records);
+            for (int i = 0; i + 256 <= 4096; i += 256) sum += prefixed.TryFindMany(records.AsSpan(i, 256), recs, found);
+            foreach (var r in records.AsSpan(0, 1000))
+            {
+                if (prefixed.TryFind(r, out var x)) sum += x.Length;
+                prefixed.Remove(r);
+                prefixed.Insert(r);
+            }
+            prefixed.RemoveMany(records.AsSpan(0, 20_000));
+            prefixed.Clear();
         }
         Round(); // warm up: JIT, the tables' sizes
         long allocated = AllocationProbe.Measure(Round);

@@ -80,6 +80,9 @@ public abstract class BtreeBlockStore
     /// </summary>
     internal virtual unsafe byte* DirectBlockBase => null;
 
+    /// <summary>Key-prefix sidecars beside the blocks (<see cref="BtreeSidecars"/>), or null.</summary>
+    internal virtual BtreeSidecars? Sidecars => null;
+
     /// <summary>
     /// The table optimistic readers use (in-memory stores whose writers stamp block versions); false when the store
     /// has none, and the concurrent lookups of <see cref="BtreeCursor{TOps}"/> are then not available.

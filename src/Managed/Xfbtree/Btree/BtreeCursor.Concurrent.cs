@@ -175,10 +175,16 @@ public sealed unsafe partial class BtreeCursor<TOps>
         var t = OptimisticTable();
         int visited = VisitedCapacity;
         var a = new ReadAttempt(stackalloc long[visited], stackalloc long[visited]);
+        bool usePrefix = how is not (ConcurrentSeek.First or ConcurrentSeek.Last) && SidecarsUsable;
+        long prefix = 0;
+        if (usePrefix)
+        {
+            fixed (byte* k = key) prefix = FlippedKeyPrefix(k);
+        }
         while (true)
         {
             BeginAttempt(ref a, t);
-            int result = TrySeekOnce(ref a, key, how, record, ref position);
+            int result = TrySeekOnce(ref a, key, how, record, ref position, usePrefix, prefix);
             ConcurrentReadHook?.Invoke(-1);
             if (result >= 0 && Validate(ref a, t))
             {
@@ -191,7 +197,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
     }
 
     /// <summary>One attempt of <see cref="SeekConcurrent"/>: 1 found, 0 none, -1 the attempt failed (see <see cref="ReadAttempt.Failure"/>).</summary>
-    int TrySeekOnce(ref ReadAttempt a, ReadOnlySpan<byte> key, ConcurrentSeek how, Span<byte> record, ref ConcurrentScanPosition position)
+    int TrySeekOnce(ref ReadAttempt a, ReadOnlySpan<byte> key, ConcurrentSeek how, Span<byte> record, ref ConcurrentScanPosition position, bool usePrefix, long prefix)
     {
         long ptr = a.Root;
         int level = -1;
@@ -206,15 +212,14 @@ public sealed unsafe partial class BtreeCursor<TOps>
             level = lev;
             int n = BinaryPrimitives.ReadUInt16BigEndian(new ReadOnlySpan<byte>(b + 6, 2));
             if (n > (level == 0 ? _leafMaxRecords : _nodeMaxRecords)) { Fail(ref a, ptr, "numrecs above maxrecs"); return -1; }
-            if (level == 0) return FinishSeekInLeaf(ref a, b, ptr, n, key, how, record, ref position);
+            if (level == 0) return FinishSeekInLeaf(ref a, b, ptr, n, key, how, record, ref position, usePrefix, prefix);
             if (n == 0) { Fail(ref a, ptr, "empty node"); return -1; }
             int at;
             if (how == ConcurrentSeek.First) at = 0;
             else if (how == ConcurrentSeek.Last) at = n - 1;
             else
             {
-                byte* pointers = b + _headerSize + _nodeMaxRecords * _keySlotSize;
-                at = LowerBound(b + _headerSize, pointers, n, leaf: false, key, out bool eq);
+                at = LowerBoundPrefixed(b, ptr, a.Versions[a.Count - 1], level, n, usePrefix, prefix, key, out bool eq);
                 // The child to follow: the last slot whose key is at most the key (below it, for Less); slot 0 when none.
                 if (!eq || how == ConcurrentSeek.Less) at--;
                 if (at < 0) at = 0;
@@ -222,7 +227,14 @@ public sealed unsafe partial class BtreeCursor<TOps>
             ptr = BinaryPrimitives.ReadInt64BigEndian(new ReadOnlySpan<byte>(b + _headerSize + _nodeMaxRecords * _keySlotSize + (long)at * _pointerSize, 8));
             if ((ulong)ptr < (ulong)a.Limit)
             {
-                if (_directBase != null)
+                if (usePrefix && _directBase != null && HasSidecar(level - 1))
+                {
+                    // The child's table entry, header and sidecar at once (addresses known from its number).
+                    Prefetch((byte*)(a.Table + ptr));
+                    Prefetch(_directBase + ptr * _blockSize);
+                    PrefetchSidecar(ptr, level - 1);
+                }
+                else if (_directBase != null)
                 {
                     // The child's header and samples at once, beside its table entry (read first by EnterOptimistic):
                     // one round trip to memory for both instead of one after the other.
@@ -235,7 +247,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
         }
     }
 
-    int FinishSeekInLeaf(ref ReadAttempt a, byte* b, long ptr, int n, ReadOnlySpan<byte> key, ConcurrentSeek how, Span<byte> record, ref ConcurrentScanPosition position)
+    int FinishSeekInLeaf(ref ReadAttempt a, byte* b, long ptr, int n, ReadOnlySpan<byte> key, ConcurrentSeek how, Span<byte> record, ref ConcurrentScanPosition position, bool usePrefix, long prefix)
     {
         int at;
         if (how is ConcurrentSeek.First or ConcurrentSeek.Last)
@@ -246,7 +258,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
         else
         {
             bool eq = false;
-            int lb = n == 0 ? 0 : LowerBound(b + _headerSize, null, n, leaf: true, key, out eq);
+            int lb = n == 0 ? 0 : LowerBoundPrefixed(b, ptr, a.Versions[a.Count - 1], 0, n, usePrefix && _leafSidecars, prefix, key, out eq);
             switch (how)
             {
                 case ConcurrentSeek.Equal:

@@ -42,6 +42,8 @@ public sealed unsafe partial class BtreeCursor<TOps>
         public bool Ahead;       // the block's header and samples were prefetched with its table entry (DirectBlockBase)
         public long* Pointers;   // the blocks noted (stack memory of the batch call, VisitedCapacity entries)
         public long* Versions;   // their versions
+        public long Prefix;      // the key's sign-flipped prefix (Prefixed)
+        public bool Prefixed;    // the key searches the blocks' sidecars (BtreeCursor.Sidecar.cs)
     }
 
     /// <summary>The outcome of one step of a ring key.</summary>
@@ -67,16 +69,17 @@ public sealed unsafe partial class BtreeCursor<TOps>
         long* pointers = stackalloc long[RingWidth * visited];
         long* versions = stackalloc long[RingWidth * visited];
         int next = 0, active = 0, hits = 0;
-        for (int s = 0; s < width; s++)
-        {
-            StartRingKey(ref ring[s], next++, pointers + s * visited, versions + s * visited);
-            active++;
-        }
+        bool prefixed = SidecarsUsable;
         // Raw pointers inside the loop: a turn is a few dozen instructions, and slicing four spans per turn was a
         // noticeable part of them. Every offset is below count * size, checked above.
         fixed (byte* keyBase = keys)
         fixed (byte* recordBase = records)
         {
+            for (int s = 0; s < width; s++)
+            {
+                StartRingKey(ref ring[s], next++, pointers + s * visited, versions + s * visited, keyBase, prefixed);
+                active++;
+            }
             while (active > 0)
             {
                 for (int s = 0; s < width; s++)
@@ -92,7 +95,7 @@ public sealed unsafe partial class BtreeCursor<TOps>
                         step = LookupConcurrent(new ReadOnlySpan<byte>(key, _keySize), ConcurrentSeek.Equal, new Span<byte>(record, _recordSize)) ? RingStep.Found : RingStep.NotFound;
                     found[i] = step == RingStep.Found;
                     if (step == RingStep.Found) hits++;
-                    if (next < count) StartRingKey(ref k, next++, k.Pointers, k.Versions);
+                    if (next < count) StartRingKey(ref k, next++, k.Pointers, k.Versions, keyBase, prefixed);
                     else
                     {
                         k.Key = -1;
@@ -104,8 +107,10 @@ public sealed unsafe partial class BtreeCursor<TOps>
         return hits;
     }
 
-    void StartRingKey(ref RingKey k, int key, long* pointers, long* versions)
+    void StartRingKey(ref RingKey k, int key, long* pointers, long* versions, byte* keyBase, bool prefixed)
     {
+        k.Prefixed = prefixed;
+        if (prefixed) k.Prefix = FlippedKeyPrefix(keyBase + (long)key * _keySize);
         k.Pointers = pointers;
         k.Versions = versions;
         k.Key = key;
@@ -115,6 +120,34 @@ public sealed unsafe partial class BtreeCursor<TOps>
         k.Root = RootPointer;
         k.Pointer = k.Root;
         k.Ahead = false;
+    }
+
+    /// <summary>
+    /// Stage 1 of a ring key through its block's sidecar, when the sidecar describes the version noted (plain loads after
+    /// that volatile one stay after it on x64): the block's header is not needed, only the segment the samples leave,
+    /// which is prefetched. 1: done (the segment is in the key); 0: the sidecar is of another version (search the
+    /// block); -1: a value out of bounds (look the key up alone). Not inlined: the ring step stays small enough for the
+    /// JIT to inline the comparer into its searches.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    int RingSidecarStage(ref RingKey k, long version)
+    {
+        byte* sc = SidecarOf(k.Pointer);
+        if (*(long*)sc != version) return 0;
+        int level = *(ushort*)(sc + 10);
+        if (k.Level < 0) k.Level = level;
+        ConcurrentReadHook?.Invoke(k.Level);
+        int n = *(ushort*)(sc + 8);
+        bool leaf = level == 0;
+        if (level != k.Level || level >= _geometry.MaxLevels || n > (leaf ? _leafMaxRecords : _nodeMaxRecords) || (n == 0 && !leaf)
+            || !SidecarSegment(sc, n, leaf, k.Prefix, out k.Lo, out k.Hi)) return -1;
+        k.Count = n;
+        k.SampleHit = -1;
+        int stride = leaf ? _recordSize : _keySlotSize;
+        byte* entries = k.Data + _headerSize;
+        PrefetchLines(entries + (long)k.Lo * stride, (k.Hi - k.Lo) * stride);
+        if (!leaf) PrefetchLines(entries + _nodeMaxRecords * _keySlotSize + (long)Math.Max(0, k.Lo - 1) * _pointerSize, (k.Hi - k.Lo + 2) * _pointerSize);
+        return 1;
     }
 
     /// <summary>One step of a ring key (see the notes above); <paramref name="record"/> receives the record found.</summary>
@@ -139,12 +172,24 @@ public sealed unsafe partial class BtreeCursor<TOps>
                     k.Stage = 1;
                     if (k.Level < 0 || k.Level >= CachedLevels) goto case 1; // the root (its level is read from its header) and the top levels: in cache
                     if (k.Ahead) goto case 1; // asked for in the same turn as the table entry: arrived with it
-                    PrefetchSearchStart(k.Data, k.Level);
+                    if (k.Prefixed && HasSidecar(k.Level)) PrefetchSidecar(ptr, k.Level);
+                    else PrefetchSearchStart(k.Data, k.Level);
                     return RingStep.Continue;
                 }
             case 1:
                 {
                     byte* data = k.Data;
+                    if (k.Prefixed && (k.Level != 0 || _leafSidecars))
+                    {
+                        int sidecar = RingSidecarStage(ref k, versions[k.Depth - 1]);
+                        if (sidecar < 0) return RingStep.LookAlone;
+                        if (sidecar > 0)
+                        {
+                            k.Stage = 2;
+                            if (k.Level >= CachedLevels) goto default;
+                            return RingStep.Continue;
+                        }
+                    }
                     int level = BinaryPrimitives.ReadUInt16BigEndian(new ReadOnlySpan<byte>(data + 4, 2));
                     int n = BinaryPrimitives.ReadUInt16BigEndian(new ReadOnlySpan<byte>(data + 6, 2));
                     if (k.Level < 0) k.Level = level;
@@ -180,7 +225,13 @@ public sealed unsafe partial class BtreeCursor<TOps>
                         if ((ulong)child < (ulong)Math.Min(table[-1].Version, t.Highest))
                         {
                             Prefetch((byte*)(table + child));
-                            if (_directBase != null && k.Level < CachedLevels)
+                            if (k.Prefixed && HasSidecar(k.Level) && k.Level < CachedLevels)
+                            {
+                                // The sidecar's address is known from the block number too: asked for with the table entry.
+                                PrefetchSidecar(child, k.Level);
+                                k.Ahead = true;
+                            }
+                            else if (_directBase != null && k.Level < CachedLevels)
                             {
                                 // The block's address is known without its table entry: its header and samples are
                                 // asked for now too, and stage 0 goes on to stage 1 in the same turn (the version is

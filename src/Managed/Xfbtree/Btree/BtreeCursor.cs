@@ -36,6 +36,9 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
     readonly int _headerSize, _leafMaxRecords, _nodeMaxRecords;
     readonly BtreeRootValue? _rootValue;  // the root of an in-memory tree, read by concurrent readers without touching the tree object
     readonly byte* _directBase;           // the store's DirectBlockBase: prefetch a child before its table entry arrives
+    readonly BtreeSidecars? _sidecars;    // the store's key-prefix sidecars (concurrent readers search them first), or null
+    readonly bool _leafSidecars;          // leaves have sidecars too (BtreeSidecars.LeafSamples)
+    readonly byte* _sidecarBase;          // their memory: block p's sidecar at _sidecarBase + p * BtreeSidecars.Stride
     int _height;
     int _imageLevel = -1;              // level of an inode-fork root image, or -1
     int _imageViewLength, _imageMaxRecords;
@@ -78,6 +81,9 @@ public sealed unsafe partial class BtreeCursor<TOps> : IDisposable where TOps : 
         _nodeMaxRecords = _geometry.NodeMaxRecords;
         _rootValue = tree.Root as BtreeRootValue;
         _directBase = _store.DirectBlockBase;
+        _sidecars = _store.Sidecars;
+        _sidecarBase = _sidecars is null ? null : _sidecars.At(0);
+        _leafSidecars = _sidecars is { LeafSamples: true };
     }
 
     /// <summary>The tree.</summary>

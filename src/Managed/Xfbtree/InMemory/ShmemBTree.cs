@@ -67,7 +67,8 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
     /// <param name="options">Where to keep the blocks; null = a private xfile.</param>
     public ShmemBTree(TComparer comparer = default, ShmemBTreeOptions? options = null)
     {
-        _core = new ShmemTreeCore<TRecord, TypedRecordOps<TRecord, TComparer>>(new TypedRecordOps<TRecord, TComparer>(comparer), options, "xfbtree-shmem-btree");
+        _core = new ShmemTreeCore<TRecord, TypedRecordOps<TRecord, TComparer>>(new TypedRecordOps<TRecord, TComparer>(comparer), options, "xfbtree-shmem-btree",
+            RecordKeyPrefixes.For<TRecord, TComparer>(comparer));
         _comparer = comparer;
     }
 
@@ -79,6 +80,12 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
 
     /// <summary>Btree blocks in the tree (for tests of the tree's shape; <see cref="MemoryBytes"/> may include pages committed ahead).</summary>
     internal long BlockCount { get { ThrowIfDisposed(); return _core.Tree.BlockCount; } }
+
+    /// <summary>Sidecars that differ from their blocks (and, in <paramref name="current"/>, how many are current); tests and the fuzz target.</summary>
+    internal int CheckSidecars(out long current) { ThrowIfDisposed(); return _core.CheckSidecars(out current); }
+
+    /// <summary>The store's sidecars (tests), or null.</summary>
+    internal BtreeSidecars? SidecarsForTests => _core.Tree.Store.Sidecars;
 
     /// <summary>The readers' engine cursor (for tests that hook the concurrent reads).</summary>
     internal BtreeCursor<TypedRecordOps<TRecord, TComparer>> CursorForTests => _core.Reader;

@@ -57,7 +57,7 @@ public sealed class ShmemMap<TKey, TValue, TComparer> : IDisposable
     /// <param name="options">Where to keep the blocks; null = a private xfile.</param>
     public ShmemMap(TComparer comparer = default, ShmemBTreeOptions? options = null)
     {
-        _core = new(new MapEntryOps<TKey, TValue, TComparer>(comparer), options, "xfbtree-shmem-map");
+        _core = new(new MapEntryOps<TKey, TValue, TComparer>(comparer), options, "xfbtree-shmem-map", RecordKeyPrefixes.For<TKey, TComparer>(comparer));
         _comparer = comparer;
     }
 
@@ -66,6 +66,9 @@ public sealed class ShmemMap<TKey, TValue, TComparer> : IDisposable
 
     /// <summary>Number of entries (safe to read while another thread writes).</summary>
     public long Count { get { ThrowIfDisposed(); return Volatile.Read(ref _core.Count.Value); } }
+
+    /// <summary>Sidecars that differ from their blocks (and, in <paramref name="current"/>, how many are current); tests and the fuzz target.</summary>
+    internal int CheckSidecars(out long current) { ThrowIfDisposed(); return _core.CheckSidecars(out current); }
 
     /// <summary>Bytes of shared memory held by the map's blocks.</summary>
     public long MemoryBytes { get { ThrowIfDisposed(); return _core.Tree.BytesInUse; } }

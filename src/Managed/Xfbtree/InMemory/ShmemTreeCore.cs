@@ -41,7 +41,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     readonly Func<long> _claimBlock;     // the store's AllocateBlock / FreeBlock, made once (bulk loads allocate no delegate)
     readonly Action<long> _unclaimBlock;
 
-    internal ShmemTreeCore(TOps ops, ShmemBTreeOptions? options, string xfileName)
+    internal ShmemTreeCore(TOps ops, ShmemBTreeOptions? options, string xfileName, BtreeKeyPrefixer? prefixer = null)
     {
         options ??= new ShmemBTreeOptions();
         // The whole record is the key, and the engine takes keys of up to MaxKeySize / 2 bytes (node slots of
@@ -54,6 +54,12 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         {
             Tree = new Xfbtree<TOps>(ops, Xfile, 0, options.PartitionStart, options.PartitionLength);
             Tree.Store.TrackDirty = false;
+            if (prefixer != null && Xfile.IsOneMapping)
+            {
+                // Before the cursors: they take the store's sidecars when they are made.
+                var hugePages = Xfile.HugePageMode == XfileHugePageMode.None ? XfileHugePages.Off : XfileHugePages.Preferred;
+                Tree.Store.EnableSidecars(new BtreeSidecars(prefixer, Tree.Tree.Geometry, Tree.Store.MaxBlocks, hugePages));
+            }
             Cursor = Tree.CreateCursor();
             Reader = Tree.CreateCursor();
             _store = Tree.Store;
@@ -85,8 +91,30 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal readonly void EndWrite()
     {
-        _store.EndWriteOperation();
-        _writeLock.Exit();
+        bool unordered = false;
+        try { _store.EndWriteOperation(); }
+        finally
+        {
+            unordered = _store.TakePrefixOrderFailure();
+            _writeLock.Exit();
+        }
+        if (unordered) ThrowPrefixesUnordered();
+    }
+
+    /// <summary>After a write completed: the comparer's key prefixes were found out of order (the sidecars are off from now on).</summary>
+    static void ThrowPrefixesUnordered() => throw new InvalidOperationException("the comparer's key prefixes (IRecordKeyPrefix.GetKeyPrefix) are not in the comparer's order: the tree searches without them from now on");
+
+    /// <summary>Ends a batch call: its leaves' sidecars are rebuilt (XfbtreeBlockStore.EndSidecarBatch), then the write lock is released.</summary>
+    readonly void EndBatch()
+    {
+        bool unordered = false;
+        try { _store.EndSidecarBatch(); }
+        finally
+        {
+            unordered = _store.TakePrefixOrderFailure();
+            _writeLock.Exit();
+        }
+        if (unordered) ThrowPrefixesUnordered();
     }
 
     /// <summary>Adds a record; false (nothing changed) when a record with the same key exists.</summary>
@@ -111,6 +139,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     {
         int added = 0;
         _writeLock.Enter();
+        _store.BeginSidecarBatch();
         try
         {
             for (int i = 0; i < sorted.Length;)
@@ -138,7 +167,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
                 finally { _store.EndWriteOperation(); }
             }
         }
-        finally { _writeLock.Exit(); }
+        finally { EndBatch(); }
         return added;
     }
 
@@ -151,6 +180,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     {
         int removed = 0;
         _writeLock.Enter();
+        _store.BeginSidecarBatch();
         try
         {
             for (int i = 0; i < sorted.Length;)
@@ -181,7 +211,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
                 finally { _store.EndWriteOperation(); }
             }
         }
-        finally { _writeLock.Exit(); }
+        finally { EndBatch(); }
         return removed;
     }
 
@@ -210,6 +240,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     {
         int added = 0;
         _writeLock.Enter();
+        _store.BeginSidecarBatch();
         try
         {
             foreach (ref readonly var record in sorted)
@@ -222,7 +253,7 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
                 finally { _store.EndWriteOperation(); }
             }
         }
-        finally { _writeLock.Exit(); }
+        finally { EndBatch(); }
         return added;
     }
 
@@ -312,9 +343,15 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
     /// </summary>
     internal bool BulkLoad(ReadOnlySpan<TRecord> sorted)
     {
-        BeginWrite();
-        try { return BulkLoadLocked(sorted); }
-        finally { EndWrite(); }
+        _writeLock.Enter();
+        _store.BeginSidecarBatch();
+        try
+        {
+            _store.BeginWriteOperation();
+            try { return BulkLoadLocked(sorted); }
+            finally { _store.EndWriteOperation(); }
+        }
+        finally { EndBatch(); }
     }
 
     bool BulkLoadLocked(ReadOnlySpan<TRecord> sorted)
@@ -394,6 +431,14 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
             TRecord previousLast = last;
             if (!Reader.StepConcurrent(ref position, !reverse, ShmemTreeCore<TRecord, TOps>.Bytes(previousLast), lastBytes)) return true;
         }
+    }
+
+    /// <summary>Compares every current sidecar with its block (<c>XfbtreeBlockStore.CheckSidecars</c>) under the write lock; tests and the fuzz target.</summary>
+    internal readonly int CheckSidecars(out long current)
+    {
+        _writeLock.Enter();
+        try { return _store.CheckSidecars(out current); }
+        finally { _writeLock.Exit(); }
     }
 
     /// <summary>Runs the engine's structure checker; returns the violations found.</summary>

@@ -56,6 +56,13 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     int _retiredCount;
     long _operation;                     // the running write operation's id (odd), or the last one's + 1 (even) between them
     long* _stamped;                      // blocks stamped by the running operation (native, grown by doubling)
+    long* _stampedOld;                   // their versions before the operation (with sidecars: may the sidecar be patched?)
+    int* _entriesFrom;                   // with sidecars, per block: the lowest byte offset of an entry change in the running operation
+    long* _refresh;                      // leaves whose sidecars a batch call rebuilds at its end (native, grown by doubling)
+    int _refreshCount, _refreshCapacity;
+    int _batchDepth;                     // inside BeginSidecarBatch / EndSidecarBatch
+    const byte QueuedForRefresh = 4;     // _dirtyFlag bit: the leaf is in _refresh
+    bool _prefixesUnordered;             // a rebuild found the prefixes out of order (TakePrefixOrderFailure)
     int _stampedCount, _stampedCapacity;
     byte* _dirtyFlag;                    // 1 = dirty, 2 = stale (freed) in the current transaction
     long _capacity;                      // entries of _table and _dirtyFlag
@@ -65,6 +72,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     long _freeCount;
     readonly List<long> _dirty = new();
     bool _disposed;
+    BtreeSidecars? _sidecars;            // key prefixes beside the blocks (EnableSidecars), rebuilt at the end of each write operation
 
     const long InitialCapacity = 64;
     /// <summary>Most bytes committed ahead at once (one 2 MiB huge page; chunks end on a 2 MiB boundary of the xfile).</summary>
@@ -93,6 +101,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         _retired = (BlockSlot*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)(MaxRetiredTables * sizeof(BlockSlot)));
         _stampedCapacity = 64;
         _stamped = (long*)System.Runtime.InteropServices.NativeMemory.Alloc((nuint)(_stampedCapacity * sizeof(long)));
+        _stampedOld = (long*)System.Runtime.InteropServices.NativeMemory.Alloc((nuint)(_stampedCapacity * sizeof(long)));
         xfile.RetainMapping();
     }
 
@@ -118,7 +127,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     /// <summary>Bytes of the xfile this store holds: its live blocks and the pages committed ahead (freed blocks' pages are discarded).</summary>
     public long HeldBytes => (LiveBlocks + CommittedAheadBlocks) * _pageSize;
     /// <summary>Native bytes of the block table and dirty flags (bookkeeping outside the xfile and the managed heap).</summary>
-    public long TableBytes => _capacity * (sizeof(BlockSlot) + 1);
+    public long TableBytes => _capacity * (sizeof(BlockSlot) + 1) + (_sidecars is null ? 0 : _capacity * sizeof(int) + _sidecars.CommittedBytes);
     /// <summary>Verifier used at commit (set by the owning tree).</summary>
     public BtreeBlockVerifier? CommitVerifier { get; set; }
     /// <summary>Record dirty blocks for <see cref="Commit"/> (off for trees that never commit, e.g. the typed map).</summary>
@@ -151,17 +160,49 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     }
 
     internal override byte* DirectBlockBase => _directBase;
+
+    /// <inheritdoc />
+    internal override BtreeSidecars? Sidecars => _sidecars;
+
+    /// <summary>
+    /// Keeps a sidecar of key prefixes beside every block from now on (before any cursor of the tree is made: cursors
+    /// take the sidecars when they are made). The store owns them from here (disposed with it).
+    /// </summary>
+    internal void EnableSidecars(BtreeSidecars sidecars)
+    {
+        if (_sidecars != null) throw new InvalidOperationException("the store already has sidecars");
+        _entriesFrom = (int*)System.Runtime.InteropServices.NativeMemory.Alloc((nuint)(_capacity * sizeof(int)));
+        new Span<int>(_entriesFrom, checked((int)_capacity)).Clear();
+        _sidecars = sidecars;
+        ReserveSidecars(Math.Max(_highest, _committedEnd));
+    }
+
+    /// <summary>Commits the sidecars of blocks below <paramref name="blocks"/>; when there is no memory for them, those blocks just go without (readers then search the blocks).</summary>
+    void ReserveSidecars(long blocks)
+    {
+        try { _sidecars?.Reserve(blocks); }
+        catch (IOException)
+        {
+            // Sidecars are an optimisation: a block without one is searched directly.
+        }
+    }
     /// <inheritdoc />
     public override void Release(in BtreeBlockRef block) { }
 
     /// <inheritdoc />
-    public override void MarkDirty(in BtreeBlockRef block)
+    public override void MarkDirty(in BtreeBlockRef block) => MarkDirty(block, 0, _pageSize);
+
+    /// <inheritdoc />
+    /// <remarks>With sidecars, the lowest entry offset changed decides how much of the block's sidecar is rebuilt.</remarks>
+    public override void MarkDirty(in BtreeBlockRef block, int offset, int length)
     {
         long p = block.Pointer;
         // A block changed inside a write operation must have been stamped before the change (BeginChange): a reader
         // that read it meanwhile would otherwise accept a half-written block. This catches an engine path that forgot.
         if ((_operation & 1) != 0 && _table[p].Version != _operation)
             throw new InvalidOperationException($"in-memory block {p} was changed without BeginChange before the change");
+        // Header-only changes (numrecs, siblings) leave the entries' samples as they were.
+        if (_entriesFrom != null && offset + length > _sidecars!.HeaderSize && offset < _entriesFrom[p]) _entriesFrom[p] = offset;
         if (!TrackDirty) return;
         if (_dirtyFlag[p] == 0) _dirty.Add(p);
         _dirtyFlag[p] |= 1;
@@ -195,8 +236,11 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
             return;
         }
         if (version == _operation) return;
+        long old = version;
         Interlocked.Exchange(ref version, _operation);
         if (_stampedCount == _stampedCapacity) GrowStamped();
+        if (_entriesFrom != null) _entriesFrom[p] = int.MaxValue;
+        _stampedOld[_stampedCount] = old;
         _stamped[_stampedCount++] = p;
     }
 
@@ -204,6 +248,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     {
         _stampedCapacity *= 2;
         _stamped = (long*)System.Runtime.InteropServices.NativeMemory.Realloc(_stamped, (nuint)(_stampedCapacity * sizeof(long)));
+        _stampedOld = (long*)System.Runtime.InteropServices.NativeMemory.Realloc(_stampedOld, (nuint)(_stampedCapacity * sizeof(long)));
     }
 
     /// <summary>
@@ -222,6 +267,26 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         Debug.Assert((_operation & 1) == 1, "no write operation to end");
         long done = _operation + 1;
         var table = _table;
+        bool unordered = false;
+        if (_sidecars is { Usable: true } sidecars)
+        {
+            // While the blocks' versions are still odd: readers accept a sidecar only with the version it was built for.
+            // A leaf changes on almost every write, and rebuilding its sidecar each time cost a single insert a fifth
+            // of its time: a single write leaves the leaf's sidecar stale (readers search the leaf itself), a batch
+            // call rebuilds the sidecars of the leaves it changed once, at its end (EndSidecarBatch).
+            for (int i = 0; i < _stampedCount; i++)
+            {
+                long p = _stamped[i];
+                nint page = table[p].Page;
+                if (page <= 0) continue;
+                if (((byte*)page)[4] == 0 && ((byte*)page)[5] == 0)
+                {
+                    if (_batchDepth > 0 && (_dirtyFlag[p] & QueuedForRefresh) == 0) QueueRefresh(p);
+                    continue;
+                }
+                if (!sidecars.Rebuild(p, (byte*)page, done, _stampedOld[i], _entriesFrom[p])) unordered = true;
+            }
+        }
         for (int i = 0; i < _stampedCount; i++) Volatile.Write(ref table[_stamped[i]].Version, done);
         _stampedCount = 0;
         if (_stampedCapacity > 4096)
@@ -229,8 +294,88 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
             // A bulk load or a clear stamped many blocks: do not keep its list's memory.
             _stampedCapacity = 64;
             _stamped = (long*)System.Runtime.InteropServices.NativeMemory.Realloc(_stamped, (nuint)(_stampedCapacity * sizeof(long)));
+            _stampedOld = (long*)System.Runtime.InteropServices.NativeMemory.Realloc(_stampedOld, (nuint)(_stampedCapacity * sizeof(long)));
         }
         _operation = done;
+        if (unordered) _prefixesUnordered = true;
+    }
+
+    /// <summary>
+    /// True (once) when a sidecar rebuild found the prefixes out of order since the last call: the owner throws after
+    /// its write completed (see <c>IRecordKeyPrefix</c>); the sidecars are no longer used.
+    /// </summary>
+    internal bool TakePrefixOrderFailure()
+    {
+        bool failed = _prefixesUnordered;
+        _prefixesUnordered = false;
+        return failed;
+    }
+
+    void QueueRefresh(long p)
+    {
+        if (_refreshCount == _refreshCapacity)
+        {
+            _refreshCapacity = Math.Max(64, _refreshCapacity * 2);
+            _refresh = (long*)System.Runtime.InteropServices.NativeMemory.Realloc(_refresh, (nuint)(_refreshCapacity * sizeof(long)));
+        }
+        _dirtyFlag[p] |= QueuedForRefresh;
+        _refresh[_refreshCount++] = p;
+    }
+
+    /// <summary>A batch call starts (under the owner's write lock, outside any write operation): the leaves its operations change get their sidecars rebuilt at <see cref="EndSidecarBatch"/>.</summary>
+    internal void BeginSidecarBatch() => _batchDepth++;
+
+    /// <summary>
+    /// The batch call ends (under the write lock, outside any write operation): rebuilds the sidecar of every leaf it
+    /// changed, for the leaf's current (even) version. The samples are written before the version, so a reader that sees
+    /// the sidecar carry the version it noted also sees the samples of that version.
+    /// </summary>
+    internal void EndSidecarBatch()
+    {
+        Debug.Assert((_operation & 1) == 0, "a batch ends outside a write operation");
+        if (--_batchDepth > 0) return;
+        bool unordered = false;
+        var table = _table;
+        for (int i = 0; i < _refreshCount; i++)
+        {
+            long p = _refresh[i];
+            _dirtyFlag[p] &= unchecked((byte)~QueuedForRefresh);
+            nint page = table[p].Page;
+            long version = table[p].Version;
+            if (page <= 0 || (version & 1) != 0 || _sidecars is not { Usable: true } sidecars) continue;
+            if (!sidecars.Rebuild(p, (byte*)page, version, previousVersion: -1, entriesFrom: 0)) unordered = true;
+        }
+        _refreshCount = 0;
+        if (_refreshCapacity > 4096)
+        {
+            _refreshCapacity = 0;
+            System.Runtime.InteropServices.NativeMemory.Free(_refresh);
+            _refresh = null;
+        }
+        if (unordered) _prefixesUnordered = true;
+    }
+
+    /// <summary>
+    /// For tests and the fuzz target (under the owner's write lock): every sidecar that carries its block's current
+    /// version is compared with one built from the block now; returns how many differ, and in
+    /// <paramref name="current"/> how many carry their block's version (0 when the store has no sidecars).
+    /// </summary>
+    internal int CheckSidecars(out long current)
+    {
+        current = 0;
+        if (_sidecars is null) return 0;
+        int wrong = 0;
+        long* expected = stackalloc long[BtreeSidecars.MaxSamples];
+        for (long p = 0; p < _highest; p++)
+        {
+            nint page = _table[p].Page;
+            if (page <= 0 || (ulong)p >= (ulong)_sidecars.ReservedBlocks) continue;
+            byte* sc = _sidecars.At(p);
+            if (*(long*)sc != _table[p].Version) continue;
+            current++;
+            if (!_sidecars.Describes(sc, (byte*)page, expected)) wrong++;
+        }
+        return wrong;
     }
 
     /// <summary>What an optimistic reader needs: the current table (never freed before the store) and the write sequence.</summary>
@@ -274,6 +419,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
             page = _xfile.PageAddressUnchecked(_start + bno * _pageSize);
         }
         Stamp(bno);
+        if (_entriesFrom != null) _entriesFrom[bno] = 0;   // a new block: its sidecar is built whole
         Volatile.Write(ref _table[bno].Page, (nint)page);
         // No clear here: a fresh page reads as zeros (committed by fallocate or populated anonymous memory), a reused
         // block's page was discarded when it was freed, and every caller formats the block anyway (the engine's
@@ -304,6 +450,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
             {
                 _xfile.Reserve(_start + bno * _pageSize, (end - bno) * _pageSize);
                 _committedEnd = end;
+                ReserveSidecars(end);
                 return;
             }
             catch (IOException)
@@ -313,6 +460,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         }
         _xfile.Reserve(_start + bno * _pageSize, _pageSize);
         _committedEnd = bno + 1;
+        ReserveSidecars(_committedEnd);
     }
 
     const int MaxRetiredTables = 64;
@@ -340,6 +488,11 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         Volatile.Write(ref _readers.Table, (nint)table);
         _dirtyFlag = (byte*)System.Runtime.InteropServices.NativeMemory.Realloc(_dirtyFlag, (nuint)capacity);
         System.Runtime.InteropServices.NativeMemory.Clear(_dirtyFlag + _capacity, (nuint)(capacity - _capacity));
+        if (_entriesFrom != null)
+        {
+            _entriesFrom = (int*)System.Runtime.InteropServices.NativeMemory.Realloc(_entriesFrom, (nuint)(capacity * sizeof(int)));
+            System.Runtime.InteropServices.NativeMemory.Clear(_entriesFrom + _capacity, (nuint)((capacity - _capacity) * sizeof(int)));
+        }
         _capacity = capacity;
     }
 
@@ -406,6 +559,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         finally
         {
             FreeTables();
+            _sidecars?.Dispose();
             _xfile.ReleaseMapping();
             GC.SuppressFinalize(this);
         }
@@ -418,7 +572,14 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         System.Runtime.InteropServices.NativeMemory.Free(_retired);
         System.Runtime.InteropServices.NativeMemory.Free(_dirtyFlag);
         System.Runtime.InteropServices.NativeMemory.Free(_stamped);
+        System.Runtime.InteropServices.NativeMemory.Free(_stampedOld);
+        System.Runtime.InteropServices.NativeMemory.Free(_entriesFrom);
+        System.Runtime.InteropServices.NativeMemory.Free(_refresh);
+        _refresh = null;
+        _refreshCount = _refreshCapacity = 0;
         _table = null;
+        _stampedOld = null;
+        _entriesFrom = null;
         _readers.Table = 0;
         _retired = null;
         _retiredCount = 0;

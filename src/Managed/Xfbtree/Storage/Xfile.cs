@@ -452,6 +452,8 @@ public sealed unsafe partial class Xfile : IDisposable
     /// address is then this plus its offset), else null. For prefetch hints that must not wait for a table load.
     /// </summary>
     internal byte* ContiguousBase => backend.MappedRange is { } range ? (byte*)range.Start : null;
+    /// <summary>True when the xfile is one mapping that never moves (<see cref="ContiguousBase"/> is not null).</summary>
+    internal bool IsOneMapping => backend.MappedRange is not null;
 
     /// <summary>Pins a page like <see cref="PinPage"/> and returns it as a span (balance with <see cref="UnpinPage"/>).</summary>
     public Span<byte> PinPageSpan(long pageOffset) => new(PinPage(pageOffset), PageSize);
