@@ -273,18 +273,10 @@ internal sealed partial class NamespaceOperations
     /// </summary>
     internal bool RepairDirectoryEntry(ulong dirIno, byte[] name, ulong ino, out string? why)
     {
-        IncoreInode dir, target;
-        try
+        if (!TryGetRepairPair(dirIno, ino, out IncoreInode? dir, out IncoreInode? target, out why))
         {
-            dir = Engine.GetInode(dirIno);
-            target = Engine.GetInode(ino);
-        }
-        catch (XfsWriteException e) when (e.Kind is WriteErrorKind.Corrupt or WriteErrorKind.NotFound)
-        {
-            why = $"not repaired: {e.Message}";
             return false;
         }
-        why = null;
         Engine.Execute($"scrub repair directory {dirIno} entry '{DirectoryFormat.Show(name)}'", tx =>
         {
             tx.LockInodes(dir, target);
@@ -323,18 +315,10 @@ internal sealed partial class NamespaceOperations
     internal bool RemoveEntryNaming(ulong dirIno, byte[] name, ulong ino, string what, out string? why)
     {
         ArgumentNullException.ThrowIfNull(name);
-        IncoreInode dir, target;
-        try
+        if (!TryGetRepairPair(dirIno, ino, out IncoreInode? dir, out IncoreInode? target, out why))
         {
-            dir = Engine.GetInode(dirIno);
-            target = Engine.GetInode(ino);
-        }
-        catch (XfsWriteException e) when (e.Kind is WriteErrorKind.Corrupt or WriteErrorKind.NotFound)
-        {
-            why = $"not repaired: {e.Message}";
             return false;
         }
-        why = null;
         Engine.Execute(what, tx =>
         {
             tx.LockInodes(dir, target);
@@ -344,5 +328,26 @@ internal sealed partial class NamespaceOperations
             editor.Remove(name, DateTimeOffset.UtcNow);
         });
         return true;
+    }
+
+    /// <summary>The in-core inodes of a directory and of the inode one of its entries names, for an entry repair;
+    /// false, with why, when either does not read.</summary>
+    private bool TryGetRepairPair(ulong dirIno, ulong ino, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out IncoreInode? dir,
+        [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out IncoreInode? target, out string? why)
+    {
+        dir = target = null;
+        why = null;
+        try
+        {
+            dir = Engine.GetInode(dirIno);
+            target = Engine.GetInode(ino);
+            return true;
+        }
+        catch (XfsWriteException e) when (e.Kind is WriteErrorKind.Corrupt or WriteErrorKind.NotFound)
+        {
+            dir = target = null;
+            why = $"not repaired: {e.Message}";
+            return false;
+        }
     }
 }
