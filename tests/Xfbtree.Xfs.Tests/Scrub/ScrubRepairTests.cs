@@ -386,7 +386,8 @@ public sealed class ScrubRepairCrashTests(ITestOutputHelper output)
             after = counter.Writes;
             engine.Close();
         }
-        Assert.True(after - before >= 2, $"the repair made {after - before} writes");
+        // At least the journal record (one write: body and trailer go out together).
+        Assert.True(after - before >= 1, $"the repair made {after - before} writes");
         int[] crashPoints = new[] { before + 1, before + 2, (before + after) / 2 + 1, after, after + 1 }.Distinct().ToArray();
         foreach (int k in crashPoints)
         {

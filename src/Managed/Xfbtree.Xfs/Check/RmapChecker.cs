@@ -120,7 +120,30 @@ public static class RmapChecker
     }
 
     /// <summary>Checks one AG.</summary>
-    public static AgCheckReport CheckAg(XfsImage image, AgScanResult ag, RmapCheckOptions? options = null) => CheckAg(image, ag, options, null);
+    public static AgCheckReport CheckAg(XfsImage image, AgScanResult ag, RmapCheckOptions? options = null)
+    {
+        AgCheckReport report = CheckAg(image, ag, options, null);
+        // The scan reads past a damaged inode core whose forks still read (its records are in the expected set) and
+        // leaves the core's judgement to the scrub, which reports it on a line of its own; this check has no such
+        // line, so the cores count among its metadata problems, as they did before the scrub judged them.
+        if (ag.DamagedInodeTotal > 0 && ag.DamagedInodes is { } cores)
+        {
+            var problems = new List<ScanProblem>(report.ScanProblems);
+            long added = 0;
+            foreach (DamagedInode d in cores)
+            {
+                if (d.Problems.StartsWith("does not verify: ", StringComparison.Ordinal))
+                {
+                    continue; // already a scan problem: its forks could not be read
+                }
+                added++;
+                problems.Add(new ScanProblem(ag.AgNumber, $"inode {d.Ino}", d.Problems));
+            }
+            report.ScanProblems = problems;
+            report.ScanProblemTotal += added;
+        }
+        return report;
+    }
 
     /// <summary>
     /// Checks one AG; <paramref name="observer"/> (when given) sees every expected record once in key order and every
