@@ -58,14 +58,15 @@ findings="$repo/fuzz-out/findings-$target-$config"
 export DOTNET_PROCESSOR_COUNT=1
 export AFL_SKIP_BIN_CHECK=1 AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_AFFINITY=1
 stats="$findings/default/fuzzer_stats"
-for attempt in 1 2 3; do
+for attempt in 1 2 3 4 5; do
   rm -rf "$findings"
   timeout $((seconds + 300)) afl-fuzz -i "$seeds" -o "$findings" -t 5000 -m none -V "$seconds" \
     -- dotnet "$out/Xfbtree.Fuzz.dll" "$target" >"$findings.log" 2>&1 || true
   [ -f "$stats" ] && break
   # afl++ sometimes sees an empty coverage map on the first run of a fresh build, more often on a loaded machine
-  # (two attempts in a row failed so at load 30): try up to three times, keeping each failed start's log.
-  if grep -q "No instrumentation detected" "$findings.log" && [ "$attempt" -lt 3 ]; then
+  # (two attempts in a row failed so at load 30, three in a clean-clone suite run, where the same build
+  # started at once when run again): try up to five times, keeping each failed start's log.
+  if grep -q "No instrumentation detected" "$findings.log" && [ "$attempt" -lt 5 ]; then
     cp "$findings.log" "$findings.start-$attempt.log"
     echo "fuzz.sh: retrying start-up (empty coverage map on the dry run; log kept in $findings.start-$attempt.log)" >&2
     continue
