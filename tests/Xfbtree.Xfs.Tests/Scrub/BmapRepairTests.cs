@@ -116,24 +116,7 @@ public sealed class BmapRepairTests(ITestOutputHelper output)
         using var scratch = new RepairScratch();
         var manifest = KernelPopulatedImage.Manifest();
         string image = Damage(scratch, kind);
-        var written = new Dictionary<string, string>(StringComparer.Ordinal);
-        using (XfsFileSystem fs = XfsFileSystem.Open(image, OnlineTestSupport.Fast))
-        {
-            using var writers = new BackgroundWriters(fs, 2);
-            ScrubReport found = OnlineScrubber.Run(fs.Engine);
-            foreach (ScrubFinding f in found.Findings.Where(f => f.Verdict != ScrubVerdict.Clean)) output.WriteLine(f.ToString());
-            Assert.Contains(found.Findings, f => f.Structure == BmapScrubber.Structure && f.Verdict == ScrubVerdict.Damaged);
-            IReadOnlyList<ScrubRepairOutcome> repairs = OnlineScrubber.Repair(fs.Engine, found);
-            foreach (ScrubRepairOutcome r in repairs) output.WriteLine("repair: " + r);
-            Assert.Contains(repairs, r => r.Repaired && r.Name == BmapScrubber.Structure);
-            Assert.DoesNotContain(repairs, r => !r.Repaired);
-            ScrubReport again = OnlineScrubber.Run(fs.Engine);
-            Assert.True(again.IsClean, "after the online repair: " + string.Join("\n", again.Findings.Where(f => f.Verdict != ScrubVerdict.Clean)));
-            writers.StopAndAssertNoErrors(output, written);
-            fs.Close();
-        }
-        var witness = RepairTools.XfsRepairCheck(image);
-        Assert.True(witness.ExitCode == 0, $"xfs_repair -n after the online repair: {witness}");
+        Dictionary<string, string> written = BackgroundWriters.RepairOnlineBesideWriters(image, BmapScrubber.Structure, output);
         foreach (var (path, sha) in written) manifest[path] = sha;
         KernelPopulatedImage.AssertKernelReads(image, manifest);
     }
@@ -223,6 +206,34 @@ public sealed class BmapRepairTests(ITestOutputHelper output)
 /// only in files the writers never touch).</summary>
 internal sealed class BackgroundWriters : IDisposable
 {
+    /// <summary>
+    /// Opens <paramref name="image"/> with two writers running, scrubs online (the structure must be found damaged),
+    /// repairs online (it must be repaired, nothing refused), scrubs again (clean), stops the writers (no error), closes,
+    /// and checks with `xfs_repair -n`; returns what the writers' files hold, for the caller's kernel read-back.
+    /// </summary>
+    public static Dictionary<string, string> RepairOnlineBesideWriters(string image, string structure, ITestOutputHelper output)
+    {
+        var written = new Dictionary<string, string>(StringComparer.Ordinal);
+        using (XfsFileSystem fs = XfsFileSystem.Open(image, OnlineTestSupport.Fast))
+        {
+            using var writers = new BackgroundWriters(fs, 2);
+            ScrubReport found = OnlineScrubber.Run(fs.Engine);
+            foreach (ScrubFinding f in found.Findings.Where(f => f.Verdict != ScrubVerdict.Clean)) output.WriteLine(f.ToString());
+            Assert.Contains(found.Findings, f => f.Structure == structure && f.Verdict == ScrubVerdict.Damaged);
+            IReadOnlyList<ScrubRepairOutcome> repairs = OnlineScrubber.Repair(fs.Engine, found);
+            foreach (ScrubRepairOutcome r in repairs) output.WriteLine("repair: " + r);
+            Assert.Contains(repairs, r => r.Repaired && r.Name == structure);
+            Assert.DoesNotContain(repairs, r => !r.Repaired);
+            ScrubReport again = OnlineScrubber.Run(fs.Engine);
+            Assert.True(again.IsClean, "after the online repair: " + string.Join("\n", again.Findings.Where(f => f.Verdict != ScrubVerdict.Clean)));
+            writers.StopAndAssertNoErrors(output, written);
+            fs.Close();
+        }
+        var witness = RepairTools.XfsRepairCheck(image);
+        Assert.True(witness.ExitCode == 0, $"xfs_repair -n after the online repair: {witness}");
+        return written;
+    }
+
     private readonly XfsFileSystem fs;
     private readonly List<Thread> threads = new();
     private readonly List<string> errors = new();

@@ -134,24 +134,7 @@ public sealed class DirectoryRepairTests(ITestOutputHelper output)
         using var scratch = new RepairScratch();
         var manifest = KernelPopulatedImage.Manifest();
         var (image, k) = Damage(scratch, kind);
-        var written = new Dictionary<string, string>(StringComparer.Ordinal);
-        using (XfsFileSystem fs = XfsFileSystem.Open(image, OnlineTestSupport.Fast))
-        {
-            using var writers = new BackgroundWriters(fs, 2);
-            ScrubReport found = OnlineScrubber.Run(fs.Engine);
-            foreach (ScrubFinding f in found.Findings.Where(f => f.Verdict != ScrubVerdict.Clean)) output.WriteLine(f.ToString());
-            Assert.Contains(found.Findings, f => f.Structure == LinkCountScrubber.DirectoryStructure && f.Verdict == ScrubVerdict.Damaged);
-            IReadOnlyList<ScrubRepairOutcome> repairs = OnlineScrubber.Repair(fs.Engine, found);
-            foreach (ScrubRepairOutcome r in repairs) output.WriteLine("repair: " + r);
-            Assert.Contains(repairs, r => r.Repaired && r.Name == LinkCountScrubber.DirectoryStructure);
-            Assert.DoesNotContain(repairs, r => !r.Repaired);
-            ScrubReport again = OnlineScrubber.Run(fs.Engine);
-            Assert.True(again.IsClean, "after the online repair: " + string.Join("\n", again.Findings.Where(f => f.Verdict != ScrubVerdict.Clean)));
-            writers.StopAndAssertNoErrors(output, written);
-            fs.Close();
-        }
-        var witness = RepairTools.XfsRepairCheck(image);
-        Assert.True(witness.ExitCode == 0, $"xfs_repair -n after the online repair: {witness}");
+        Dictionary<string, string> written = BackgroundWriters.RepairOnlineBesideWriters(image, LinkCountScrubber.DirectoryStructure, output);
         foreach (var (path, sha) in written) manifest[path] = sha;
         AssertEveryFileKept(image, manifest, k.Dir, k.Lossy);
     }
