@@ -249,6 +249,60 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
         Assert.Equal(OurTree(s.Image, "/many"), KernelTree(s.Image, s.Directory, "/many"));
     }
 
+    /// <summary>
+    /// A removal locks the directory, finds the name under its lock, then locks the child: a child numbered below
+    /// its directory is locked out of order, tried, and when another holds it the removal starts over with the
+    /// child first. Here the child's lock is held while the unlink runs (it cannot finish meanwhile), then let go:
+    /// the unlink ends, the other name and the images are sound.
+    /// </summary>
+    [Fact]
+    public void Unlink_OfAChildNumberedBelowItsDirectory_WaitsForTheChildAndRemovesTheRightName()
+    {
+        using var s = new Session("aged-small");
+        var ops = s.Ops;
+        ulong file = ops.Create("/low");
+        ulong dir = ops.Mkdir("/dir-above");
+        ulong subdir = ops.Mkdir("/dir-above/sub");
+        Assert.True(file < dir, $"the file ({file}) must be numbered below the directory ({dir})");
+        ops.Link("/low", "/dir-above/second");
+
+        var child = s.Engine.GetInode(file);
+        Exception? failure = null;
+        using var done = new ManualResetEventSlim();
+        var unlink = new Thread(() =>
+        {
+            try
+            {
+                ops.Unlink("/dir-above/second");
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+            finally
+            {
+                done.Set();
+            }
+        });
+        using (s.Engine.LockInodeForRead(child))
+        {
+            unlink.Start();
+            // Bounded check, not a synchronization: the unlink needs the child's lock, which this thread holds.
+            Assert.False(done.Wait(TimeSpan.FromMilliseconds(200)), "the unlink finished without the child's lock");
+        }
+        Assert.True(done.Wait(TimeSpan.FromSeconds(60)), "the unlink did not finish once the child's lock was free");
+        unlink.Join();
+        Assert.Null(failure);
+        Assert.Equal(1u, ops.Stat("/low").Links);
+        Assert.Throws<XfsWriteException>(() => ops.Stat("/dir-above/second"));
+        ops.Rmdir("/dir-above/sub");
+        Assert.True(subdir > dir);
+        ops.Unlink("/low");
+        ops.Rmdir("/dir-above");
+        s.Close();
+        AssertClean(s.Image);
+    }
+
     [Fact]
     public void RefusalsAreClearAndChangeNothing()
     {
