@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using System.Runtime.Versioning;
 using Xfbtree.Cli.Mount;
 using Xfbtree.Fuse;
+using Xfbtree.Native;
 using Xfbtree.Xfs.Online;
 using Xfbtree.Xfs.Write;
 using Xfbtree.Xfs.Write.Engine;
@@ -121,6 +122,12 @@ internal static class MountCommand
             return CommandLineHost.ExitUnusable;
         }
 
+        repairs.KernelCachesStale = () =>
+        {
+            int e = adapter.InvalidateKernelCaches(session.InvalidateAttributes, session.InvalidateAllNames);
+            if (e != 0)
+                log($"xfbtree: mount: the kernel could not be told to look its cached names up again ({NativeErrors.Describe(e)}): names an online repair moved may show as before for up to an hour");
+        };
         string? writeThroughBecause = WriteThroughReason(request, adapter.FreeBytes, session.DirtyLimitBytes() ?? KernelDirtyThresholdBytes());
         if (writeThroughBecause is not null && request.WritebackCache)
             log($"xfbtree: mount: writeback cache off, every write(2) goes to the image before it returns: {writeThroughBecause}");

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Globalization;
 using System.Runtime.Versioning;
 using Xfbtree.Native;
@@ -189,6 +190,64 @@ internal sealed class FuseSession : IDisposable
             return true;
         }
         return _helper is null ? LinuxFuse.Unmount(Directory, detach: true) == 0 : LinuxFuse.UnmountWithHelper(_helper, Directory) == 0;
+    }
+
+    /// <summary>
+    /// Tells the kernel that the attributes it keeps for <paramref name="nodeId"/> are stale (FUSE_NOTIFY_INVAL_INODE
+    /// with offset -1: the attributes only, the cached pages stay), so its next use asks with GETATTR. For changes
+    /// the server makes behind the kernel's back (an online repair). Returns 0, ENOENT when the kernel holds no
+    /// such node, or another errno. Takes no lock of the kernel's that a request holds, so any thread may call it,
+    /// a worker in the middle of a request too.
+    /// </summary>
+    public int InvalidateAttributes(ulong nodeId)
+    {
+        Span<byte> message = stackalloc byte[NotifyHeaderSize + 24];
+        WriteNotifyHeader(message, NotifyInvalInode);
+        BinaryPrimitives.WriteUInt64LittleEndian(message[NotifyHeaderSize..], nodeId);
+        BinaryPrimitives.WriteInt64LittleEndian(message[(NotifyHeaderSize + 8)..], -1);
+        BinaryPrimitives.WriteInt64LittleEndian(message[(NotifyHeaderSize + 16)..], 0);
+        return Notify(message);
+    }
+
+    /// <summary>
+    /// Tells the kernel that every name it caches (positive and negative entries, of every directory) is stale
+    /// (FUSE_NOTIFY_INC_EPOCH, protocol 7.44, Linux 6.16): each is looked up again at its next use. Returns 0, or
+    /// EINVAL from a kernel that predates it (its names then stay until their timeout). Takes no lock.
+    /// </summary>
+    public int InvalidateAllNames()
+    {
+        Span<byte> message = stackalloc byte[NotifyHeaderSize];
+        WriteNotifyHeader(message, NotifyIncEpoch);
+        return Notify(message);
+    }
+
+    const int NotifyHeaderSize = 16;
+    const int NotifyInvalInode = 2, NotifyIncEpoch = 8;
+
+    /// <summary>struct fuse_out_header of a notification: unique 0, the code where a reply has its error.</summary>
+    static void WriteNotifyHeader(Span<byte> message, int code)
+    {
+        BinaryPrimitives.WriteUInt32LittleEndian(message, (uint)message.Length);
+        BinaryPrimitives.WriteInt32LittleEndian(message[4..], code);
+        BinaryPrimitives.WriteUInt64LittleEndian(message[8..], 0);
+    }
+
+    int Notify(ReadOnlySpan<byte> message)
+    {
+        bool added = false;
+        try
+        {
+            Device.DangerousAddRef(ref added);
+            return LinuxFuse.Write(Device.Fd, message);
+        }
+        catch (ObjectDisposedException)
+        {
+            return FuseErrno.ENODEV; // the session is over
+        }
+        finally
+        {
+            if (added) Device.DangerousRelease();
+        }
     }
 
     /// <summary>

@@ -166,4 +166,64 @@ public sealed class MountScrubTests(ITestOutputHelper output)
         }
         MountWitnesses.AssertClean(image);
     }
+
+    /// <summary>
+    /// The kernel caches attributes and names for an hour; an online repair changes them behind its back, so the
+    /// mount tells it to forget them. A file with two names whose nlink says 3, and a directory whose nlink says 5,
+    /// are stat'ed through the mount (cached), repaired online, and stat'ed again at once: the repaired counts,
+    /// not the cached ones. A name removed behind the kernel's back is not needed for this: every name is
+    /// revalidated after the repair (FUSE_NOTIFY_INC_EPOCH), which the second stat of each path goes through.
+    /// </summary>
+    [FuseFact]
+    public void ScrubRepairOfARunningMount_KernelSeesTheRepairedAttributesAtOnce()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture("fresh-4ag");
+        using (var fs = Xfbtree.Xfs.Write.XfsFileSystem.Open(image, Xfbtree.Xfs.Tests.Online.OnlineTestSupport.Fast))
+        {
+            ulong file = fs.Create("/file");
+            fs.Link("/file", "/second");
+            ulong dir = fs.Mkdir("/dir");
+            Xfbtree.Xfs.Tests.Online.OnlineLinkCountTests.SetNlink(fs, file, 3);
+            Xfbtree.Xfs.Tests.Online.OnlineLinkCountTests.SetNlink(fs, dir, 5);
+            fs.Close();
+        }
+        string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "mnt")).FullName;
+        using (var mount = MountedImage.Start(image, mnt))
+        {
+            string filePath = Path.Combine(mnt, "file"), dirPath = Path.Combine(mnt, "dir");
+            Assert.Equal(3L, Links(filePath)); // the damaged counts, now in the kernel's cache
+            Assert.Equal(5L, Links(dirPath));
+
+            var repaired = RepairTools.Xfbtree("scrub", mnt, "--repair");
+            output.WriteLine(repaired.Stdout);
+            Assert.True(repaired.ExitCode == 0, repaired.ToString());
+            Assert.Matches(@"(?m)^result after repair: clean", repaired.Stdout);
+
+            Assert.Equal(2L, Links(filePath));
+            Assert.Equal(2L, Links(Path.Combine(mnt, "second")));
+            Assert.Equal(2L, Links(dirPath));
+
+            var (code, stdout, stderr) = mount.Unmount();
+            Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
+            Assert.DoesNotContain("could not be told", stderr, StringComparison.Ordinal);
+        }
+        MountWitnesses.AssertClean(image);
+    }
+
+    /// <summary>st_nlink through the kernel (lstat, which the kernel answers from its cache while it is valid).</summary>
+    static long Links(string path)
+    {
+        var (code, stdout) = Stat(path);
+        Assert.True(code == 0, $"stat {path}: exit {code}");
+        return long.Parse(stdout.Trim(), System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    static (int Code, string Stdout) Stat(string path)
+    {
+        using var p = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("stat", ["-c", "%h", path]) { RedirectStandardOutput = true })!;
+        string text = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, text);
+    }
 }

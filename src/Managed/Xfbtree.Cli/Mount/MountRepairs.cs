@@ -245,6 +245,14 @@ internal sealed class MountRepairs : IDisposable
 
     public bool IsSick(uint agno) => agno < AgCount && _engine.Ag(agno).IsSick;
 
+    /// <summary>
+    /// Runs after an online scrub repair changed the filesystem behind the kernel's back (link counts, directory
+    /// entries, parents): the mount makes the kernel forget the attributes and names it caches (they are cached for
+    /// an hour, <see cref="XfsFuseFileSystem"/>). Set once the session exists; the rmap rebuilds change no inode and
+    /// do not call it.
+    /// </summary>
+    public Action? KernelCachesStale { get; set; }
+
     /// <summary>The mounted image's engine (the scrub checks and repairs it).</summary>
     public WriteEngine Engine => _engine;
 

@@ -48,6 +48,8 @@ internal sealed class MountScrubs(MountRepairs repairs, Action<string> log)
             ScrubReport found = OnlineScrubber.Run(repairs.Engine, options, null, repairs.Stopping);
             return found.IsDamaged ? OnlineScrubber.Repair(repairs.Engine, found, options, repairs.Stopping) : [];
         }, out string? failure);
+        // A repair changes inodes and names the kernel may cache (a failure may come after some repairs committed).
+        if (outcomes is not { Count: 0 }) repairs.KernelCachesStale?.Invoke();
         if (outcomes is null)
         {
             text = failure!;

@@ -34,10 +34,11 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
     /// Entries and attributes may be cached by the kernel this long. Every change of a name or an attribute goes
     /// through this mount, and the kernel drops or updates its copy at each one it sends (the entries of a
     /// directory it changes, the attributes after a write, truncate, link, unlink, rename, xattr change or
-    /// fallocate), so a cached entry or attribute is never stale; online repair rebuilds rmap btrees only.
-    /// A short timeout would only make the kernel ask again (a LOOKUP or GETATTR per name per walk). The one
-    /// change the kernel does not see coming is this mount clearing set-user-ID and set-group-ID on a write
-    /// (HANDLE_KILLPRIV_V2), so the attributes of such files are not cached at all (<see cref="AttrSeconds"/>).
+    /// fallocate), so a cached entry or attribute is never stale. A short timeout would only make the kernel ask
+    /// again (a LOOKUP or GETATTR per name per walk). The changes the kernel does not see coming: this mount
+    /// clearing set-user-ID and set-group-ID on a write (HANDLE_KILLPRIV_V2), so the attributes of such files are
+    /// not cached at all (<see cref="AttrSeconds"/>); and an online scrub repair (link counts, entries, parents),
+    /// after which the mount tells the kernel to forget its attributes and names (<see cref="InvalidateKernelCaches"/>).
     /// </summary>
     const ulong CacheSeconds = 3600;
 
@@ -137,6 +138,28 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
             }
         }
         if (extra) _names.Release(handle);
+    }
+
+    /// <summary>
+    /// After a change made behind the kernel's back (an online scrub repair of link counts, directory entries or
+    /// parents), makes the kernel forget what it caches for an hour: the attributes of every node it holds
+    /// (<paramref name="invalidateAttributes"/>, FUSE_NOTIFY_INVAL_INODE; ENOENT for a node it dropped meanwhile is
+    /// fine) and every name (<paramref name="invalidateNames"/>, FUSE_NOTIFY_INC_EPOCH). Returns the errno of the
+    /// latter (EINVAL: a kernel before 6.16, whose names then stay until their timeout).
+    /// </summary>
+    public int InvalidateKernelCaches(Func<ulong, int> invalidateAttributes, Func<int> invalidateNames)
+    {
+        ArgumentNullException.ThrowIfNull(invalidateAttributes);
+        ArgumentNullException.ThrowIfNull(invalidateNames);
+        ulong[] held;
+        lock (_nodesGate)
+        {
+            held = new ulong[_nodes.Count];
+            int i = 0;
+            foreach (ulong ino in _nodes.Keys) held[i++] = NodeIdOf(ino);
+        }
+        foreach (ulong node in held) invalidateAttributes(node);
+        return invalidateNames();
     }
 
     public void Forget(ulong node, ulong lookups)
