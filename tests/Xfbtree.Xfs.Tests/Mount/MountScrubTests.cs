@@ -195,7 +195,7 @@ public sealed class MountScrubTests(ITestOutputHelper output)
             Assert.Equal(3L, Links(filePath)); // the damaged counts, now in the kernel's cache
             Assert.Equal(5L, Links(dirPath));
 
-            var repaired = RepairTools.Xfbtree("scrub", mnt, "--repair");
+            var repaired = RepairTools.Xfbtree("scrub", mnt, "--repair", "--cpu-share", "1");
             output.WriteLine(repaired.Stdout);
             Assert.True(repaired.ExitCode == 0, repaired.ToString());
             Assert.Matches(@"(?m)^result after repair: clean", repaired.Stdout);

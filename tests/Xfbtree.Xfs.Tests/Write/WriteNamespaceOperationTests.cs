@@ -258,7 +258,7 @@ public sealed class WriteNamespaceOperationTests(ITestOutputHelper output)
     [Fact]
     public void Unlink_OfAChildNumberedBelowItsDirectory_WaitsForTheChildAndRemovesTheRightName()
     {
-        using var s = new Session("aged-small");
+        using var s = new Session("fresh-4ag");
         var ops = s.Ops;
         ulong file = ops.Create("/low");
         ulong dir = ops.Mkdir("/dir-above");
