@@ -755,11 +755,6 @@ public sealed partial class WriteEngine : IDisposable
         {
             throw new InvalidOperationException("RegisterRmapHook inside a transaction would wait for the transaction's own AG lock");
         }
-        if (!Geometry.Superblock.HasRmapbt)
-        {
-            // No rmap change is ever made to observe: an observer would wait for events that never come.
-            throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no rmapbt: there are no rmap changes to observe");
-        }
         return Ag(agno).AddHook(hook);
     }
 

@@ -218,10 +218,6 @@ internal sealed class WriteTransaction
     internal IDisposable RegisterRmapHookHeld(uint agno, IRmapHook hook)
     {
         RequireAg(agno);
-        if (!Geometry.Superblock.HasRmapbt)
-        {
-            throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no rmapbt: there are no rmap changes to observe");
-        }
         return engine.Ag(agno).AddHookHeld(hook);
     }
 
