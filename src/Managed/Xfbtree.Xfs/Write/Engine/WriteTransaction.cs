@@ -759,31 +759,52 @@ internal sealed class WriteTransaction
         }
         // The chosen pieces first (stable order otherwise: the journal keeps the order of the rest). Moving a fresh
         // piece ahead of an earlier piece of the same blocks would change which bytes win, so a piece that overlaps
-        // an earlier one stays journaled.
-        var ordered = new List<(ulong, byte[], int, bool)>(data.Count);
-        var rest = new List<(ulong, byte[], int, bool)>(data.Count);
-        long orderedBytes = 0;
-        for (int i = 0; i < data.Count; i++)
+        // an earlier one stays journaled. One pooled array holds both groups while `data` is still read: the chosen
+        // from its front in order, the rest from its back in reverse; nothing is allocated in steady state.
+        int n = data.Count;
+        var pool = ArrayPool<(ulong Fsbno, byte[] Bytes, int Length, bool Fresh)>.Shared;
+        var sorted = pool.Rent(n);
+        try
         {
-            var piece = data[i];
-            bool take = piece.Fresh && MayOrder(ByteOf(piece.Fsbno), piece.Length) && !OverlapsEarlier(i);
-            (take ? ordered : rest).Add(piece);
-            orderedBytes += take ? piece.Length : 0;
+            int chosen = 0, rest = 0;
+            long orderedBytes = 0;
+            for (int i = 0; i < n; i++)
+            {
+                var piece = data[i];
+                if (piece.Fresh && MayOrder(ByteOf(piece.Fsbno), piece.Length) && !OverlapsEarlier(i))
+                {
+                    sorted[chosen++] = piece;
+                    orderedBytes += piece.Length;
+                }
+                else
+                {
+                    sorted[n - 1 - rest++] = piece;
+                }
+            }
+            if (chosen == 0)
+            {
+                return;
+            }
+            for (int i = 0; i < chosen; i++)
+            {
+                WriteEngine.WriteRaw(engine.Disk, ByteOf(sorted[i].Fsbno), sorted[i].Bytes.AsSpan(0, sorted[i].Length));
+            }
+            engine.Disk.SyncData();
+            engine.NoteOrderedData(orderedBytes);
+            for (int i = 0; i < chosen; i++)
+            {
+                data[i] = sorted[i];
+            }
+            for (int r = 0; r < rest; r++)
+            {
+                data[chosen + r] = sorted[n - 1 - r];
+            }
+            orderedData = chosen;
         }
-        if (ordered.Count == 0)
+        finally
         {
-            return;
+            pool.Return(sorted, clearArray: true); // it held the transaction's data arrays
         }
-        foreach (var (fsbno, bytes, length, _) in ordered)
-        {
-            WriteEngine.WriteRaw(engine.Disk, ByteOf(fsbno), bytes.AsSpan(0, length));
-        }
-        engine.Disk.SyncData();
-        engine.NoteOrderedData(orderedBytes);
-        data.Clear();
-        data.AddRange(ordered);
-        data.AddRange(rest);
-        orderedData = ordered.Count;
     }
 
     /// <summary>
