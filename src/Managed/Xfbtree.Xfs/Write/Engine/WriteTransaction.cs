@@ -509,27 +509,21 @@ internal sealed class WriteTransaction
         RequireAg(agno);
         int blockBB = Geometry.BasicBlocksPerBlock;
         uint dirBlocks = 1u << Geometry.Superblock.DirBlockLog;
-        for (uint b = agbno; b < agbno + length; b++)
-        {
-            buffers.Invalidate(engine.Disk, Geometry.AgBlockToDaddr(agno, b), blockBB);
-        }
-        // Buffers of several blocks inside the range: a remote symlink's extent (one buffer per extent, up to two
-        // blocks), a piece of a directory block that spans extents. Committed buffers stay pinned in the cache until
-        // a checkpoint writes them, so one left behind here would later be written over whatever reuses the block.
+        uint end = agbno + length;
+        // Every buffer length the engine uses, at every start inside the range: one block (btree and inode cluster
+        // blocks), a remote symlink's extent (one buffer per extent, up to two blocks), a piece of a directory block
+        // that spans extents. A whole directory block may also start before the range and reach into it. Committed
+        // buffers stay pinned in the cache until a checkpoint writes them, so one left behind here would later be
+        // written over whatever reuses the block.
         uint longest = Math.Max(dirBlocks, 2);
-        for (uint b = agbno; b < agbno + length; b++)
+        for (uint n = 1; n <= longest; n++)
         {
-            for (uint n = 2; n <= longest && b + n <= agbno + length; n++)
+            bool directoryBlock = n == dirBlocks && n > 1;
+            uint first = directoryBlock ? agbno - Math.Min(agbno, n - 1) : agbno;
+            uint stop = directoryBlock ? end : length >= n ? end - n + 1 : agbno; // the starts [first, stop)
+            for (uint b = first; b < stop; b++)
             {
                 buffers.Invalidate(engine.Disk, Geometry.AgBlockToDaddr(agno, b), blockBB * (int)n);
-            }
-        }
-        if (dirBlocks > 1)
-        {
-            uint first = agbno >= dirBlocks - 1 ? agbno - (dirBlocks - 1) : 0;
-            for (uint b = first; b < agbno + length; b++)
-            {
-                buffers.Invalidate(engine.Disk, Geometry.AgBlockToDaddr(agno, b), blockBB * (int)dirBlocks);
             }
         }
     }
