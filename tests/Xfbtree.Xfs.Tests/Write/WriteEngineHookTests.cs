@@ -155,7 +155,8 @@ public sealed class WriteEngineHookTests
     public void WriteEngine_WithoutAnRmapbtRefusesEveryHookRegistration()
     {
         using var scratch = new RepairScratch();
-        string image = scratch.CopyFixture("aged-small-normap");
+        string image = Path.Combine(scratch.Directory, "normap.img");
+        RepairTools.MkfsSmall(image, 64L << 20, "-m", "crc=1,rmapbt=0");
         using var engine = WriteEngine.Open(image, Fast);
         var recorder = new Recorder(engine);
         var outside = Assert.Throws<Xfbtree.Xfs.Write.XfsWriteException>(() => engine.RegisterRmapHook(0, recorder));
