@@ -221,7 +221,7 @@ public sealed class MountScrubTests(ITestOutputHelper output)
 
     static (int Code, string Stdout) Stat(string path)
     {
-        using var p = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("stat", ["-c", "%h", path]) { RedirectStandardOutput = true })!;
+        using var p = ChildProcesses.Start(new System.Diagnostics.ProcessStartInfo("stat", ["-c", "%h", path]) { RedirectStandardOutput = true });
         string text = p.StandardOutput.ReadToEnd();
         p.WaitForExit();
         return (p.ExitCode, text);
