@@ -78,7 +78,9 @@ public struct FuzzUIntOrder : IRecordComparer<uint>, IRecordKeyPrefix<uint>
 /// (sidecars beside the blocks, checked against their blocks by the full check); the 64-byte records' do not. Nothing here is corrupt input, so every exception that the
 /// API does not document for the operation is a finding, and so is any difference from the model.
 /// <para>Input: byte 0 selects the record type (even: 8-byte records, odd: 64-byte records, which make deep trees
-/// from few records); then operations, each an opcode byte (mod 20) and big-endian operands:</para>
+/// from few records) and, in bits 1-2, how batches are applied: 0 in one chunk, 1 in chunks of 7 records, 2 in chunks
+/// of 64 (several chunks under one batch call: leaf sidecars stale between them), 3 in chunks of 7 with a queue of at
+/// most 5 leaves to rebuild (it fills and is rebuilt within a call); then operations, each an opcode byte (mod 20) and big-endian operands:</para>
 /// <code>
 ///  0, 1 insert k:u16 v:u8        2 remove k:u16           3 find k:u16          4 floor k:u16     5 ceiling k:u16
 ///  6 range lo:u16 hi:u16         7 insert run start:u16 count:u8 (x8) step:u8
@@ -103,12 +105,25 @@ public static class OrderedMapTarget
     static readonly Lazy<Xfbtree.Storage.Xfile> SharedXfile = new(() =>
         Xfbtree.Storage.Xfile.Create(new Xfbtree.Storage.XfileOptions { Name = "xfbtree-fuzz-orderedmap", MaxSize = 2 * PartitionBytes }));
     public const int OpCount = 20;
+    /// <summary>The bound of the queue of leaves a batch call rebuilds, for the maps of this run (0: the default).</summary>
+    [ThreadStatic] static int RefreshQueueLimit;
 
     public static FuzzOutcome Run(ReadOnlySpan<byte> input)
     {
         if (input.IsEmpty) return FuzzOutcome.Ok;
-        if ((input[0] & 1) == 0) new Script<FuzzRecord8, FuzzRecord8Comparer>().Run(input[1..]);
-        else new Script<FuzzRecord64, FuzzRecord64Comparer>().Run(input[1..]);
+        int batchMode = (input[0] >> 1) & 3;
+        BatchTestHooks.ChunkLimit = batchMode switch { 1 or 3 => 7, 2 => 64, _ => 0 };
+        RefreshQueueLimit = batchMode == 3 ? 5 : 0;
+        try
+        {
+            if ((input[0] & 1) == 0) new Script<FuzzRecord8, FuzzRecord8Comparer>().Run(input[1..]);
+            else new Script<FuzzRecord64, FuzzRecord64Comparer>().Run(input[1..]);
+        }
+        finally
+        {
+            BatchTestHooks.ChunkLimit = 0;
+            RefreshQueueLimit = 0;
+        }
         return FuzzOutcome.Ok;
     }
 
@@ -117,7 +132,14 @@ public static class OrderedMapTarget
         where TComparer : struct, IRecordComparer<TRecord>
     {
         ShmemBTree<TRecord, TComparer> _map = NewMap(0);
-        readonly ShmemMap<uint, uint, FuzzUIntOrder> _dict = new();
+        readonly ShmemMap<uint, uint, FuzzUIntOrder> _dict = NewDictionary();
+
+        static ShmemMap<uint, uint, FuzzUIntOrder> NewDictionary()
+        {
+            var map = new ShmemMap<uint, uint, FuzzUIntOrder>();
+            if (RefreshQueueLimit > 0) map.StoreForTests.RefreshQueueLimit = RefreshQueueLimit;
+            return map;
+        }
         int _partition;
         readonly SortedSet<uint> _keys = new();
         readonly Dictionary<uint, uint> _values = new();
@@ -183,7 +205,11 @@ public static class OrderedMapTarget
         }
 
         static ShmemBTree<TRecord, TComparer> NewMap(int partition)
-            => new(default, new ShmemBTreeOptions { Xfile = SharedXfile.Value, PartitionStart = partition * PartitionBytes, PartitionLength = PartitionBytes });
+        {
+            var map = new ShmemBTree<TRecord, TComparer>(default, new ShmemBTreeOptions { Xfile = SharedXfile.Value, PartitionStart = partition * PartitionBytes, PartitionLength = PartitionBytes });
+            if (RefreshQueueLimit > 0) map.StoreForTests.RefreshQueueLimit = RefreshQueueLimit;
+            return map;
+        }
 
         static TRecord Probe(uint key) => TRecord.Make(key, 0);
 

@@ -390,6 +390,15 @@ public static class SeedCorpus
         Op(s, 14, 500, 16, 255, 8, 6, 8); Op(s, 11, 650, 16); Op(s, 18, 0, 16, 65535, 16); Op(s, 10);
         Op(s, 16); Op(s, 17); Op(s, 13, 0, 16, 40, 8, 0, 8); Op(s, 19, 0, 16, 30, 8, 0, 8); Op(s, 10);
         seeds.Add(("r64-batches", s.ToArray()));
+        // The same batches applied in several chunks under one batch call (byte 0, bits 1-2): 8-byte records in chunks
+        // of 7 with a queue of at most 5 leaves to rebuild, and 64-byte records in chunks of 64.
+        foreach (var (first, name) in new[] { (6, "r8-batches-chunked"), (5, "r64-batches-chunked") })
+        {
+            s = [(byte)first];
+            Op(s, 9, 0, 16, 3000, 16, 2, 8); Op(s, 13, 1, 16, 255, 8, 5, 8); Op(s, 10); Op(s, 14, 3, 16, 255, 8, 4, 8);
+            Op(s, 19, 7, 16, 200, 8, 3, 8); Op(s, 10); Op(s, 0, 9, 16, 9, 8); Op(s, 13, 2, 16, 255, 8, 7, 8); Op(s, 10);
+            seeds.Add((name, s.ToArray()));
+        }
         return seeds;
     }
 

@@ -149,6 +149,10 @@ public sealed class ShmemConcurrentReadTests(ITestOutputHelper output)
             try
             {
                 var rnd = new Random(42);
+                // Batches of more than eight records go in several chunks under one batch call (leaf sidecars stale
+                // between chunks), and the queue of leaves to rebuild fills and is rebuilt within a call.
+                BatchTestHooks.ChunkLimit = 8;
+                map.StoreForTests.RefreshQueueLimit = 3;
                 var present = new Dictionary<uint, uint>();
                 uint generation = 1;
                 var batch = new MapRecord[40];

@@ -276,6 +276,119 @@ public sealed unsafe class ShmemSidecarTests
     }
 
     /// <summary>
+    /// A batch call of several chunks rebuilds its leaves' sidecars once, at its end: between its chunks the leaves it
+    /// changed carry stale sidecars. Readers between chunks must search those leaves themselves: with every stale
+    /// sidecar's samples made to say "all below the key" (a reader that trusted one would miss), point, batch and
+    /// floor/ceiling lookups from another thread still find exactly the records the applied chunks put in. At the end every
+    /// sidecar is current again and describes its block.
+    /// </summary>
+    [Fact]
+    public void ReadersBetweenTheChunksOfABatchSearchLeavesWhoseSidecarsAreStale()
+    {
+        using var map = new ShmemBTree<MapRecord, ExactPrefix>();
+        Assert.Equal(20_000, map.InsertMany(Enumerable.Range(0, 20_000).Select(i => Rec((uint)i * 2 + 10, 1)).ToArray()));
+        var rnd = new Random(5);
+        var odd = Enumerable.Range(0, 3_000).Select(i => Rec((uint)i * 13 % 40_000 | 1, 2)).DistinctBy(r => r.Start).ToArray();
+        rnd.Shuffle(odd);
+        const int Chunk = 500;
+        int chunks = 0, staleSeen = 0;
+        var sidecars = map.SidecarsForTests!;
+        var store = map.StoreForTests;
+        BatchTestHooks.ChunkLimit = Chunk;
+        BatchTestHooks.AfterChunk = () =>
+        {
+            chunks++;
+            Assert.Equal(0, map.CheckSidecars(out long current));
+            // Poison every sidecar that does not carry its block's version.
+            var table = store.CurrentTable;
+            for (long p = 0; p < map.BlockCount + 64 && (ulong)p < (ulong)sidecars.ReservedBlocks; p++)
+            {
+                byte* sc = sidecars.At(p);
+                if (*(long*)sc == 0 || table[p].Page <= 0 || *(long*)sc == table[p].Version) continue;
+                staleSeen++;
+                int count = *(int*)(sc + 12);
+                long* samples = (long*)(sc + BtreeSidecars.HeaderBytes);
+                for (int i = 0; i < Math.Min(count, BtreeSidecars.MaxSamples); i++) samples[i] = long.MinValue;
+            }
+            var applied = new HashSet<uint>(odd.Take(chunks * Chunk).Select(r => r.Start));
+            Exception? failure = null;
+            var reader = new Thread(() =>
+            {
+                try
+                {
+                    var keys = odd.Select(r => Key(r.Start)).Concat(Enumerable.Range(0, 500).Select(i => Key((uint)i * 80 + 10))).ToArray();
+                    var found = new MapRecord[keys.Length];
+                    var hit = new bool[keys.Length];
+                    map.TryFindMany(keys, found, hit);
+                    for (int i = 0; i < keys.Length; i++)
+                    {
+                        uint k = keys[i].Start;
+                        bool present = (k & 1) == 0 || applied.Contains(k);
+                        var expected = (k & 1) == 0 ? Rec(k, 1) : Rec(k, 2);
+                        Assert.Equal(present, hit[i]);
+                        if (present) Assert.Equal(expected, found[i]);
+                        Assert.Equal(present, map.TryFind(keys[i], out var single));
+                        if (present) Assert.Equal(expected, single);
+                        Assert.True(map.TryFindGreaterOrEqual(keys[i], out var ceiling));
+                        Assert.True(ceiling.Start >= k && (ceiling.Start != k || present));
+                    }
+                }
+                catch (Exception e) { failure = e; }
+            });
+            reader.Start();
+            reader.Join();
+            if (failure != null) throw new InvalidOperationException("a reader between chunks went wrong", failure);
+        };
+        try { Assert.Equal(odd.Length, map.InsertMany(odd)); }
+        finally
+        {
+            BatchTestHooks.ChunkLimit = 0;
+            BatchTestHooks.AfterChunk = null;
+        }
+        Assert.Equal((odd.Length + Chunk - 1) / Chunk, chunks);
+        Assert.True(staleSeen > 0, "no leaf sidecar was stale between chunks");
+        Assert.Equal(0, map.CheckSidecars(out long after));
+        Assert.Equal(map.BlockCount, after);
+        Assert.Empty(map.CheckStructure());
+    }
+
+    /// <summary>
+    /// The queue of leaves a batch call rebuilds is bounded: with a bound of four, fewer than four leaves are ever left
+    /// stale between the chunks of a call (the queue is rebuilt whenever it fills), and at the end all are current.
+    /// </summary>
+    [Fact]
+    public void TheQueueOfLeavesToRebuildIsBounded()
+    {
+        using var map = new ShmemBTree<MapRecord, ExactPrefix>();
+        map.StoreForTests.RefreshQueueLimit = 4;
+        Assert.Equal(20_000, map.InsertMany(Enumerable.Range(0, 20_000).Select(i => Rec((uint)i * 2 + 10, 1)).ToArray()));
+        var odd = Enumerable.Range(0, 2_000).Select(i => Rec((uint)i * 38 + 11, 2)).ToArray();
+        new Random(6).Shuffle(odd);
+        int chunks = 0;
+        BatchTestHooks.ChunkLimit = 300;
+        BatchTestHooks.AfterChunk = () =>
+        {
+            chunks++;
+            Assert.Equal(0, map.CheckSidecars(out long current));
+            Assert.InRange(map.BlockCount - current, 0, 3);
+        };
+        try { Assert.Equal(odd.Length, map.InsertMany(odd)); }
+        finally
+        {
+            BatchTestHooks.ChunkLimit = 0;
+            BatchTestHooks.AfterChunk = null;
+        }
+        Assert.Equal(7, chunks);
+        Assert.Equal(0, map.CheckSidecars(out long after));
+        Assert.Equal(map.BlockCount, after);
+        foreach (var r in odd.Where((_, i) => i % 7 == 0))
+        {
+            Assert.True(map.TryFind(Key(r.Start), out var got));
+            Assert.Equal(r, got);
+        }
+    }
+
+    /// <summary>
     /// A prefix that runs against the comparer's order is caught when a sidecar is built: the write that found it
     /// throws after it completed, the records are all there, and the map goes on without sidecars (no further throw).
     /// </summary>

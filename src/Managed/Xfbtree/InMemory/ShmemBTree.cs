@@ -86,6 +86,8 @@ public sealed class ShmemBTree<TRecord, TComparer> : IDisposable
 
     /// <summary>The store's sidecars (tests), or null.</summary>
     internal BtreeSidecars? SidecarsForTests => _core.Tree.Store.Sidecars;
+    /// <summary>The block store (tests).</summary>
+    internal XfbtreeBlockStore StoreForTests => _core.Tree.Store;
 
     /// <summary>The readers' engine cursor (for tests that hook the concurrent reads).</summary>
     internal BtreeCursor<TypedRecordOps<TRecord, TComparer>> CursorForTests => _core.Reader;

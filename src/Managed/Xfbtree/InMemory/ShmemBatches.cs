@@ -39,16 +39,44 @@ internal static class ShmemBatches<TRecord, TComparer>
         Span<TRecord> buffer = input.Length <= small ? stackalloc TRecord[small] : chunk.Buffer;
         Span<TRecord> scratch = input.Length <= small ? stackalloc TRecord[small] : chunk.Scratch;
         Span<byte> bucketOf = input.Length <= small ? default : chunk.BucketOf;
+        int chunkLength = BatchTestHooks.ChunkLength(buffer.Length);
         int changed = 0;
-        for (int start = 0; start < input.Length; start += buffer.Length)
+        bool chunked = input.Length > chunkLength;
+        if (chunked) core.BeginBatchCall();
+        try
         {
-            var part = buffer[..Math.Min(buffer.Length, input.Length - start)];
-            input.Slice(start, part.Length).CopyTo(part);
-            BucketSort.Sort(part, scratch, bucketOf, new Order(comparer));
-            changed += insert ? core.InsertSorted(part) : core.RemoveSorted(part);
+            for (int start = 0; start < input.Length; start += chunkLength)
+            {
+                var part = buffer[..Math.Min(chunkLength, input.Length - start)];
+                input.Slice(start, part.Length).CopyTo(part);
+                BucketSort.Sort(part, scratch, bucketOf, new Order(comparer));
+                changed += insert ? core.InsertSorted(part) : core.RemoveSorted(part);
+                if (chunked) BatchTestHooks.AfterChunk?.Invoke();
+            }
+        }
+        finally
+        {
+            if (chunked) core.EndBatchCall();
         }
         return changed;
     }
+}
+
+/// <summary>
+/// Test hooks of the batch writes, per thread (so tests running beside each other do not see them): chunks smaller than
+/// the scratch allows, so that small batches are applied in several chunks under one batch call, and a call after each
+/// chunk of such a call (the write lock is not held then).
+/// </summary>
+internal static class BatchTestHooks
+{
+    /// <summary>Most elements per chunk on this thread (0: the scratch's size).</summary>
+    [ThreadStatic] internal static int ChunkLimit;
+    /// <summary>Called after each chunk of a batch call of several chunks on this thread.</summary>
+    [ThreadStatic] internal static Action? AfterChunk;
+
+    /// <summary>The chunk length to use with a scratch of <paramref name="capacity"/> elements on this thread.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int ChunkLength(int capacity) => ChunkLimit > 0 && ChunkLimit < capacity ? ChunkLimit : capacity;
 }
 
 /// <summary>

@@ -64,6 +64,9 @@ public sealed class ShmemMap<TKey, TValue, TComparer> : IDisposable
     static ReadOnlySpan<byte> KeyBytes(in TKey key) => MemoryMarshal.AsBytes(new ReadOnlySpan<TKey>(in key));
     static ReadOnlySpan<byte> EntryBytes(in ShmemMapEntry<TKey, TValue> entry) => MemoryMarshal.AsBytes(new ReadOnlySpan<ShmemMapEntry<TKey, TValue>>(in entry));
 
+    /// <summary>The block store (tests and the fuzz target).</summary>
+    internal XfbtreeBlockStore StoreForTests => _core.Tree.Store;
+
     /// <summary>Number of entries (safe to read while another thread writes).</summary>
     public long Count { get { ThrowIfDisposed(); return Volatile.Read(ref _core.Count.Value); } }
 
@@ -107,13 +110,24 @@ public sealed class ShmemMap<TKey, TValue, TComparer> : IDisposable
         Span<ShmemMapEntry<TKey, TValue>> buffer = keys.Length <= small ? stackalloc ShmemMapEntry<TKey, TValue>[small] : chunk.Buffer;
         Span<ShmemMapEntry<TKey, TValue>> scratch = keys.Length <= small ? stackalloc ShmemMapEntry<TKey, TValue>[small] : chunk.Scratch;
         Span<byte> bucketOf = keys.Length <= small ? default : chunk.BucketOf;
+        int chunkLength = BatchTestHooks.ChunkLength(buffer.Length);
         int added = 0;
-        for (int start = 0; start < keys.Length; start += buffer.Length)
+        bool chunked = keys.Length > chunkLength;
+        if (chunked) _core.BeginBatchCall();
+        try
         {
-            var part = buffer[..Math.Min(buffer.Length, keys.Length - start)];
-            for (int i = 0; i < part.Length; i++) part[i] = new(keys[start + i], values[start + i]);
-            BucketSort.Sort(part, scratch, bucketOf, new KeyOrder(_comparer));
-            added += _core.UpsertSorted(part);
+            for (int start = 0; start < keys.Length; start += chunkLength)
+            {
+                var part = buffer[..Math.Min(chunkLength, keys.Length - start)];
+                for (int i = 0; i < part.Length; i++) part[i] = new(keys[start + i], values[start + i]);
+                BucketSort.Sort(part, scratch, bucketOf, new KeyOrder(_comparer));
+                added += _core.UpsertSorted(part);
+                if (chunked) BatchTestHooks.AfterChunk?.Invoke();
+            }
+        }
+        finally
+        {
+            if (chunked) _core.EndBatchCall();
         }
         return added;
     }

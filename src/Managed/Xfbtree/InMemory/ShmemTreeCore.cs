@@ -117,6 +117,28 @@ internal struct ShmemTreeCore<TRecord, TOps> : IDisposable
         if (unordered) ThrowPrefixesUnordered();
     }
 
+    /// <summary>
+    /// Opens a batch call made of several chunks (<c>InsertMany</c>, <c>RemoveMany</c>, <c>SetMany</c> of more records
+    /// than one sorted chunk holds): the leaves any of its chunks change get their sidecars rebuilt once, at
+    /// <see cref="EndBatchCall"/>, instead of at the end of every chunk. Every chunk of a large random batch touches
+    /// nearly every leaf, and rebuilding them all after each chunk read every leaf back from memory once per chunk.
+    /// Between chunks (the write lock released) readers search a leaf whose sidecar is stale in the leaf itself, as
+    /// they do after any single write. Must be paired with <see cref="EndBatchCall"/> (in a finally).
+    /// </summary>
+    internal readonly void BeginBatchCall()
+    {
+        _writeLock.Enter();
+        try { _store.BeginSidecarBatch(); }
+        finally { _writeLock.Exit(); }
+    }
+
+    /// <summary>Closes the batch call opened by <see cref="BeginBatchCall"/>: rebuilds its leaves' sidecars under the write lock.</summary>
+    internal readonly void EndBatchCall()
+    {
+        _writeLock.Enter();
+        EndBatch();
+    }
+
     /// <summary>Adds a record; false (nothing changed) when a record with the same key exists.</summary>
     internal bool Insert(in TRecord record)
     {

@@ -298,6 +298,7 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
         }
         _operation = done;
         if (unordered) _prefixesUnordered = true;
+        if (_refreshCount >= RefreshQueueLimit) RefreshQueued();
     }
 
     /// <summary>
@@ -334,10 +335,38 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
     {
         Debug.Assert((_operation & 1) == 0, "a batch ends outside a write operation");
         if (--_batchDepth > 0) return;
+        RefreshQueued();
+        if (_refreshCapacity > 4096)
+        {
+            _refreshCapacity = 0;
+            System.Runtime.InteropServices.NativeMemory.Free(_refresh);
+            _refresh = null;
+        }
+    }
+
+    /// <summary>
+    /// Most leaves queued for a sidecar rebuild: past it the queue is rebuilt at the end of the write operation that
+    /// filled it, so a batch call's bookkeeping stays bounded (512 KiB) whatever the tree's size.
+    /// </summary>
+    internal const int MaxQueuedRefreshes = 1 << 16;
+
+    /// <summary>The queue's bound in effect (<see cref="MaxQueuedRefreshes"/>; tests set a small one to reach it).</summary>
+    internal int RefreshQueueLimit { get; set; } = MaxQueuedRefreshes;
+
+    /// <summary>
+    /// Rebuilds the sidecar of every queued leaf for its current (even) version (under the write lock, outside a write
+    /// operation). The leaves were written at any time during the batch call and are mostly out of cache by now: each
+    /// leaf's lines and its sidecar's are prefetched two leaves ahead, so the rebuilds wait for memory together.
+    /// </summary>
+    void RefreshQueued()
+    {
         bool unordered = false;
         var table = _table;
+        const int Ahead = 2;
+        for (int i = 0; i < Math.Min(Ahead, _refreshCount); i++) PrefetchForRefresh(_refresh[i]);
         for (int i = 0; i < _refreshCount; i++)
         {
+            if (i + Ahead < _refreshCount) PrefetchForRefresh(_refresh[i + Ahead]);
             long p = _refresh[i];
             _dirtyFlag[p] &= unchecked((byte)~QueuedForRefresh);
             nint page = table[p].Page;
@@ -346,13 +375,20 @@ public sealed unsafe class XfbtreeBlockStore : BtreeBlockStore, IDisposable
             if (!sidecars.Rebuild(p, (byte*)page, version, previousVersion: -1, entriesFrom: 0)) unordered = true;
         }
         _refreshCount = 0;
-        if (_refreshCapacity > 4096)
-        {
-            _refreshCapacity = 0;
-            System.Runtime.InteropServices.NativeMemory.Free(_refresh);
-            _refresh = null;
-        }
         if (unordered) _prefixesUnordered = true;
+    }
+
+    /// <summary>Asks for the lines a sidecar rebuild of block <paramref name="p"/> reads (its whole page) and writes (its sidecar).</summary>
+    void PrefetchForRefresh(long p)
+    {
+        if (!System.Runtime.Intrinsics.X86.Sse.IsSupported || _sidecars is null || (ulong)p >= (ulong)_sidecars.ReservedBlocks) return;
+        nint page = _table[p].Page;
+        if (page <= 0) return;
+        // Every line of a 4 KiB leaf holds a sample (every third entry); larger blocks are sampled sparsely.
+        int bytes = _pageSize <= 4096 ? _pageSize : 64;
+        for (int offset = 0; offset < bytes; offset += 64) System.Runtime.Intrinsics.X86.Sse.Prefetch0((byte*)page + offset);
+        byte* sc = _sidecars.At(p);
+        for (int offset = 0; offset < BtreeSidecars.Stride; offset += 64) System.Runtime.Intrinsics.X86.Sse.Prefetch0(sc + offset);
     }
 
     /// <summary>
