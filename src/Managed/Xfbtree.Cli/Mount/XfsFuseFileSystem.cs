@@ -690,7 +690,23 @@ internal sealed class XfsFuseFileSystem : IFuseFileSystem
 
     public int Release(in FuseRequestContext context, ulong node, ulong handle, uint flags) => 0;
 
-    public int Fsync(in FuseRequestContext context, ulong node, ulong handle, bool dataOnly) => Sync(context);
+    /// <summary>fsync: every change durable (<see cref="Sync"/>). fdatasync: the file's data and what reading it needs,
+    /// nothing else (<see cref="FileOperations.SyncData"/>): after overwrites in place only, one image fdatasync.</summary>
+    public int Fsync(in FuseRequestContext context, ulong node, ulong handle, bool dataOnly)
+    {
+        if (!dataOnly) return Sync(context);
+        int e = Handle(node, out var h);
+        if (e != 0) return e;
+        try
+        {
+            _files.SyncData(h);
+            return 0;
+        }
+        catch (Exception ex) when (IsEngineFailure(ex))
+        {
+            return Fail(context, ex);
+        }
+    }
 
     public int FsyncDir(in FuseRequestContext context, ulong node, ulong handle, bool dataOnly) => Sync(context);
 

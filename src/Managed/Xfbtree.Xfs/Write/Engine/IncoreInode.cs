@@ -50,5 +50,16 @@ internal sealed class IncoreInode
     /// inode's bytes equal its stamp; read and written under the inode lock, gone with the in-core inode.</summary>
     internal Files.ForkCacheEntry? DataForkCache;
 
+    /// <summary>Journal position (<see cref="WriteJournal.PositionOf"/>) at the end of the latest record that logged this inode for more than its times (its
+    /// size, mapping, mode...): fdatasync makes the journal durable up to it, and no further (the kernel's fdatasync
+    /// forces the log only for changes that matter to the data). Set at commit; a freshly loaded inode starts at the
+    /// journal's position then, since an earlier incarnation's records may not be durable.</summary>
+    internal long DataRecordEnd;
+
+    /// <summary>The engine's overwrite count (<see cref="WriteEngine.OverwritesWritten"/>) after this inode's latest
+    /// overwrite in place: fdatasync syncs the image when the synced count is below it. A freshly loaded inode starts
+    /// at the count then (an earlier incarnation's overwrites may not be synced).</summary>
+    internal long OverwriteSequence;
+
     public override string ToString() => $"inode {Ino}";
 }

@@ -29,7 +29,9 @@ public sealed partial class WriteEngine
     private void CheckpointLocked()
     {
         WriteBackLocked();
+        long overwrites = OverwritesWritten;
         disk.Sync();
+        NoteOverwritesSynced(overwrites);
         journal.Truncate();
         coverage.Clear();
         busy.Clear();
@@ -161,6 +163,24 @@ public sealed partial class WriteEngine
     {
         ThrowIfUnusable();
         journal.Sync();
+        SyncOverwrites(OverwritesWritten);
+    }
+
+    /// <summary>
+    /// fdatasync of one file: makes durable what its data needs and nothing more, as the kernel's fdatasync forces
+    /// the log only when the inode has changes that matter to its data. The journal is synced when a record that
+    /// logged the inode for more than its times (<see cref="IncoreInode.DataRecordEnd"/>) is not durable yet (a
+    /// journaled write, a new mapping, a size); the image is fdatasynced when the file has overwrites in place not yet
+    /// synced. A file with only overwrites in place since the last sync costs one image fdatasync and no journal fsync.
+    /// </summary>
+    internal void SyncFileData(IncoreInode inode)
+    {
+        ThrowIfUnusable();
+        if (Volatile.Read(ref inode.DataRecordEnd) > journal.SyncedPosition)
+        {
+            journal.Sync();
+        }
+        SyncOverwrites(Volatile.Read(ref inode.OverwriteSequence));
     }
 
     /// <summary>After a commit: checkpoint when the journal outgrew its bound or the pinned buffers theirs.</summary>

@@ -170,7 +170,7 @@ public sealed partial class WriteEngine : IDisposable
             return cached;
         }
         byte[] core = LoadInode(ino, out bool fromTransaction);
-        var loaded = new IncoreInode(ino, core);
+        var loaded = new IncoreInode(ino, core) { DataRecordEnd = journal.Position, OverwriteSequence = OverwritesWritten };
         IncoreInode winner = inodeCache.Add(loaded, keepCached);
         if (fromTransaction && ReferenceEquals(winner, loaded))
         {
@@ -655,6 +655,76 @@ public sealed partial class WriteEngine : IDisposable
             Interlocked.Increment(ref busyDataSyncs);
         }
         WriteRaw(disk, byteOffset, bytes);
+    }
+
+    private long overwritesWritten, overwritesSynced;
+    private readonly Lock overwriteSyncGate = new();
+
+    /// <summary>Overwrites in place made since open (<see cref="OverwriteInPlace"/>), counted when each is written.</summary>
+    internal long OverwritesWritten => Interlocked.Read(ref overwritesWritten);
+
+    /// <summary>Overwrites in place that an image sync covered.</summary>
+    internal long OverwritesSynced => Interlocked.Read(ref overwritesSynced);
+
+    /// <summary>
+    /// True when file data may overwrite [<paramref name="byteOffset"/>, +<paramref name="length"/>) in place with
+    /// no journal record at all: no record since the checkpoint holds a sector of it (a replay would write those
+    /// older bytes back over the new ones), and no record that is not durable logged it as metadata or freed it (a
+    /// busy extent: after a power loss the block could belong to someone else again). The caller holds the lock of
+    /// the inode that maps these blocks written and unshared, so neither can change meanwhile: only a transaction on
+    /// that inode could free them.
+    /// </summary>
+    internal bool MayOverwriteInPlace(long byteOffset, long length)
+        => journaledSinceCheckpoint.IsUnjournaled(byteOffset, length) && LatestRecordOver(byteOffset, length) <= journal.SyncedEnd;
+
+    /// <summary>
+    /// Writes file data over blocks <see cref="MayOverwriteInPlace"/> allowed, without a transaction (whole
+    /// sectors), under the commit gate shared (so that <see cref="PauseCommits"/> still holds the image still).
+    /// Returns the overwrite count after it, for the inode's <see cref="IncoreInode.OverwriteSequence"/>: the data is
+    /// durable once <see cref="SyncOverwrites"/> covered that count.
+    /// </summary>
+    internal long OverwriteInPlace(long byteOffset, ReadOnlySpan<byte> bytes)
+    {
+        commitGate.EnterReadLock();
+        try
+        {
+            WriteRaw(disk, byteOffset, bytes);
+            return Interlocked.Increment(ref overwritesWritten);
+        }
+        finally
+        {
+            commitGate.ExitReadLock();
+        }
+    }
+
+    /// <summary>Makes every overwrite in place up to count <paramref name="upTo"/> durable with one image fdatasync,
+    /// shared as the journal's group sync is: callers arriving during a sync wait for it and then find themselves
+    /// covered, or run one more for all of them.</summary>
+    internal void SyncOverwrites(long upTo)
+    {
+        if (Interlocked.Read(ref overwritesSynced) >= upTo)
+        {
+            return;
+        }
+        lock (overwriteSyncGate)
+        {
+            if (Interlocked.Read(ref overwritesSynced) >= upTo)
+            {
+                return;
+            }
+            long covering = Interlocked.Read(ref overwritesWritten);
+            disk.SyncData();
+            NoteOverwritesSynced(covering);
+        }
+    }
+
+    /// <summary>An image sync that started after <paramref name="covering"/> overwrites were written has completed.</summary>
+    private void NoteOverwritesSynced(long covering)
+    {
+        long seen;
+        while (covering > (seen = Interlocked.Read(ref overwritesSynced)) && Interlocked.CompareExchange(ref overwritesSynced, covering, seen) != seen)
+        {
+        }
     }
 
     private long busyDataSyncs;

@@ -51,6 +51,12 @@ public sealed record WriteEngineOptions
     /// 2-5x longer than journaling them; with 1 MiB writes the wall time came out level, the server's CPU a fifth lower
     /// and half the bytes written to the disk (docs/mount.md, "The data path").</summary>
     internal const long DefaultOrderedDataMinBytes = 1 << 20;
+    /// <summary>A write into blocks the file already holds as written data (not unwritten, not shared, not busy, not
+    /// held by any journal record since the checkpoint) that stays within the size goes straight to the image without a
+    /// transaction (<see cref="Files.FileOperations"/>, "Overwrites in place"); fdatasync then syncs the image, not the
+    /// journal. Default on; the environment variable <c>XFBTREE_IN_PLACE_OVERWRITES=0</c> turns it off for a child
+    /// <c>xfbtree mount</c>, to compare both ways with one build.</summary>
+    internal bool InPlaceOverwrites { get; init; } = Environment.GetEnvironmentVariable("XFBTREE_IN_PLACE_OVERWRITES") != "0";
     /// <summary>Test-only crash points (see <see cref="WriteFaultHook"/>).</summary>
     internal WriteFaultHook? Faults { get; init; }
     /// <summary>Mappings one step of a split operation (punch, truncate, reflink, unshare) covers at most

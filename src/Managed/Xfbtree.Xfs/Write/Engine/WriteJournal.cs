@@ -182,6 +182,29 @@ internal sealed class WriteJournal : IDisposable
     /// <summary>Journal length the last completed fsync covered: every record ending at or before it is durable.</summary>
     public long SyncedEnd => Interlocked.Read(ref syncedEnd);
 
+    private long discarded;
+
+    /// <summary>The position of journal length <paramref name="length"/> in the journal's whole history: record bytes
+    /// the truncations since open dropped, plus the length. Unlike lengths, positions never go back at a checkpoint,
+    /// so a position kept across one (<see cref="IncoreInode.DataRecordEnd"/>) still compares right with
+    /// <see cref="SyncedPosition"/>. Appends do not race a truncation (both run under the commit gate's rules).</summary>
+    public long PositionOf(long length) => Interlocked.Read(ref discarded) + length;
+
+    /// <summary>The position (<see cref="PositionOf"/>) of the journal's current end.</summary>
+    public long Position => PositionOf(Length);
+
+    /// <summary>The position (<see cref="PositionOf"/>) every completed fsync covered: every record ending at or before
+    /// it is durable (records dropped by a truncation were made durable in place first). Read in the order that can
+    /// only understate it while a truncation runs.</summary>
+    public long SyncedPosition
+    {
+        get
+        {
+            long before = Interlocked.Read(ref discarded);
+            return before + Interlocked.Read(ref syncedEnd);
+        }
+    }
+
     /// <summary>
     /// Appends one record (one write: body and trailer) under the append lock, then, with
     /// <paramref name="sync"/>, makes it durable. Returns when the record is complete in the file, with the journal
@@ -274,8 +297,12 @@ internal sealed class WriteJournal : IDisposable
         {
             RandomAccess.SetLength(handle, HeaderLength);
             stream.Flush(flushToDisk: true);
-            end = HeaderLength;
+            // syncedEnd first: a reader of SyncedPosition between the two sees the old discarded count with the new
+            // synced length, an understatement, never the reverse.
+            long dropped = end - HeaderLength;
             Interlocked.Exchange(ref syncedEnd, HeaderLength);
+            Interlocked.Add(ref discarded, dropped);
+            end = HeaderLength;
         }
     }
 

@@ -359,6 +359,10 @@ internal sealed class WriteTransaction
         }
     }
 
+    /// <summary>The transaction changes only inode times (a write's mtime and ctime after an overwrite in place, an
+    /// atime): its record does not count for fdatasync (<see cref="IncoreInode.DataRecordEnd"/>).</summary>
+    internal bool TimesOnly { get; set; }
+
     internal void LoadedFromTransaction(IncoreInode inode) => loadedFromTransaction.Add(inode);
 
     /// <summary>The blocks of the inodes [<paramref name="firstIno"/>, + <paramref name="count"/>) are being freed (a
@@ -919,6 +923,13 @@ internal sealed class WriteTransaction
         {
             long recordEnd = engine.Journal.Append(entries, engine.Options.SyncCommits);
             journaled = true;
+            if (!TimesOnly)
+            {
+                foreach (IncoreInode inode in logged)
+                {
+                    Volatile.Write(ref inode.DataRecordEnd, engine.Journal.PositionOf(recordEnd));
+                }
+            }
             // Noted before the data is written: a block this record freed and its data reuses is covered too.
             int journaledData = data.Count - orderedData;
             engine.JournaledSinceCheckpoint.Note(entries, 0, entries.Count);

@@ -45,6 +45,7 @@ internal sealed class FileOperations
         if ((flags & ~FileWriteFlags.KillSuidGid) != 0) throw new XfsWriteException(WriteErrorKind.InvalidArgument, $"write: unknown flags {flags}");
         CheckRange(offset, data.Length, "write");
         var inode = Engine.GetInode(ino);
+        if (TryOverwriteInPlace(inode, generation, offset, data, flags)) return;
         // A copy the transaction body can hold (a span cannot be captured), from the shared pool: a large write
         // would otherwise allocate a large-object-heap array per call. Only its first data.Length bytes count.
         int length = data.Length;
@@ -58,6 +59,157 @@ internal sealed class FileOperations
         {
             System.Buffers.ArrayPool<byte>.Shared.Return(bytes);
         }
+    }
+
+    /// <summary>Granularity of the times an overwrite in place sets: mtime and ctime move when they are older than
+    /// the current 4 ms tick, as the kernel's coarse clock (a jiffy at HZ=250) moves them at most once a tick.</summary>
+    internal static readonly long WriteTimeGranularityTicks = TimeSpan.FromMilliseconds(4).Ticks;
+
+    /// <summary>
+    /// Overwrites in place, without a transaction: a write of at least one byte that stays within the size, into
+    /// blocks the file holds as written data, of a file without the reflink flag (no shared blocks), where no journal
+    /// record since the checkpoint holds a sector and no record that is not durable logged or freed one
+    /// (<see cref="WriteEngine.MayOverwriteInPlace"/>), changes file data only: it goes straight to the image, with no
+    /// journal record (the kernel's XFS writes such data through the page cache and logs nothing for it). mtime and
+    /// ctime follow in a times-only transaction when older than the current tick
+    /// (<see cref="WriteTimeGranularityTicks"/>). Durability: fdatasync syncs the image
+    /// (<see cref="WriteEngine.SyncFileData"/>), fsync and the journal flusher too (<see cref="WriteEngine.SyncJournal"/>).
+    /// A crash before that sync may keep any mix of old and new blocks of the write, as with the kernel. Returns false,
+    /// having changed nothing, when any condition fails: the write then goes the journaled way.
+    /// </summary>
+    bool TryOverwriteInPlace(IncoreInode inode, uint? generation, long offset, ReadOnlySpan<byte> data, FileWriteFlags flags)
+    {
+        if (data.IsEmpty || !Engine.Options.InPlaceOverwrites || WriteEngine.Current is not null) return false;
+        var geo = Engine.Geometry;
+        int bs = geo.BlockSize;
+        long end = offset + data.Length;
+        long sequence;
+        using (Engine.LockInodeForRead(inode)) // the inode lock itself (exclusive): no transaction changes the file meanwhile
+        {
+            CheckGeneration(inode, generation);
+            CheckRegular(inode);
+            var core = inode.Core;
+            if (end > InodeFields.Size(core) || InodeFields.IsReflink(core)) return false;
+            ushort mode = InodeFields.Mode(core);
+            // A write that must clear set-user-ID or set-group-ID changes the inode: the transaction does that.
+            if ((flags & FileWriteFlags.KillSuidGid) != 0 && ((mode & 0x800) != 0 || (mode & 0x408) == 0x408)) return false;
+            var extents = ReadExtentsLocked(inode);
+            ulong first = (ulong)(offset / bs), last = (ulong)((end - 1) / bs);
+            // Every block of the range mapped written, and each run allowed in place; nothing is written before all are.
+            ulong p = first;
+            for (int i = extents.IndexAtOrAfter(first); p <= last; i++)
+            {
+                if (i >= extents.Count) return false;
+                var e = extents[i];
+                if (e.StartOffset > p || e.Unwritten) return false;
+                ulong to = Math.Min(e.StartOffset + e.BlockCount - 1, last);
+                    if (!Engine.MayOverwriteInPlace(ByteOfFileBlock(e, p), (long)(to - p + 1) * bs)) return false;
+                p = to + 1;
+            }
+            sequence = 0;
+            p = first;
+            for (int i = extents.IndexAtOrAfter(first); p <= last; i++)
+            {
+                var e = extents[i];
+                ulong to = Math.Min(e.StartOffset + e.BlockCount - 1, last);
+                sequence = OverwriteRun(e, p, to, offset, data);
+                p = to + 1;
+            }
+            Volatile.Write(ref inode.OverwriteSequence, sequence);
+        }
+        UpdateWriteTimes(inode, generation);
+        return true;
+    }
+
+    /// <summary>Writes the bytes of <paramref name="data"/> (file offset <paramref name="offset"/>) that fall in file
+    /// blocks [<paramref name="from"/>, <paramref name="to"/>] of written extent <paramref name="e"/>: whole blocks
+    /// straight from the request, a partial block at either end read, patched and written whole. Returns the
+    /// engine's overwrite count after the last write.</summary>
+    long OverwriteRun(in BmbtExtent e, ulong from, ulong to, long offset, ReadOnlySpan<byte> data)
+    {
+        var geo = Engine.Geometry;
+        int bs = geo.BlockSize;
+        long end = offset + data.Length;
+        long sequence = 0;
+        ulong wholeFrom = from, wholeEnd = to + 1; // the whole blocks: [wholeFrom, wholeEnd)
+        bool head = (long)from * bs < offset, tail = (long)(to + 1) * bs > end;
+        if (head)
+        {
+            sequence = OverwritePartialBlock(e, from, offset, end, data, ByteOfFileBlock(e, from));
+            wholeFrom = from + 1;
+        }
+        if (tail)
+        {
+            if (!head || to != from) sequence = OverwritePartialBlock(e, to, offset, end, data, ByteOfFileBlock(e, to)); // else done above
+            wholeEnd = to;
+        }
+        if (wholeFrom < wholeEnd)
+        {
+            long fileStart = (long)wholeFrom * bs;
+            int length = checked((int)((wholeEnd - wholeFrom) * (ulong)bs));
+            sequence = Engine.OverwriteInPlace(ByteOfFileBlock(e, wholeFrom), data.Slice((int)(fileStart - offset), length));
+        }
+        return sequence;
+    }
+
+    /// <summary>Image byte offset of file block <paramref name="fileBlock"/> of mapping <paramref name="e"/>.</summary>
+    long ByteOfFileBlock(in BmbtExtent e, ulong fileBlock)
+    {
+        var geo = Engine.Geometry;
+        ulong fsbno = e.StartBlock + (fileBlock - e.StartOffset);
+        return geo.AgBlockToByte(geo.FsbToAgno(fsbno), geo.FsbToAgbno(fsbno));
+    }
+
+    /// <summary>
+    /// fdatasync(2) of <paramref name="file"/>: returns once its data and what reading it back needs (size, mapping)
+    /// are durable; its times may follow later (within the journal flusher's bound), as with the kernel's fdatasync.
+    /// A file changed only by overwrites in place since the last sync costs one image fdatasync and no journal fsync.
+    /// </summary>
+    public void SyncData(Namespace.InodeHandle file) => Engine.SyncFileData(Engine.GetInode(file.Ino));
+
+    /// <summary>One block of an overwrite that the write covers partly: read, patched with the write's bytes, written.</summary>
+    long OverwritePartialBlock(in BmbtExtent e, ulong fileBlock, long offset, long end, ReadOnlySpan<byte> data, long byteOffset)
+    {
+        int bs = Engine.Geometry.BlockSize;
+        byte[] block = t_blockScratch is { } b && b.Length == bs ? b : t_blockScratch = new byte[bs];
+        Engine.ReadData(e.StartBlock + (fileBlock - e.StartOffset), block);
+        long blockStart = (long)fileBlock * bs;
+        long from = Math.Max(blockStart, offset), to = Math.Min(blockStart + bs, end);
+        data.Slice((int)(from - offset), (int)(to - from)).CopyTo(block.AsSpan((int)(from - blockStart)));
+        return Engine.OverwriteInPlace(byteOffset, block);
+    }
+
+    /// <summary>mtime and ctime (and the change counter) to now after an overwrite in place, in a times-only transaction,
+    /// when either is older than the current tick; nothing (no transaction) otherwise.</summary>
+    void UpdateWriteTimes(IncoreInode inode, uint? generation)
+    {
+        var now = DateTimeOffset.UtcNow;
+        var tick = Namespace.InodeTime.FromDateTimeOffset(new DateTimeOffset(now.UtcTicks - now.UtcTicks % WriteTimeGranularityTicks, TimeSpan.Zero));
+        // A first look without the lock saves the transaction in the common case; the transaction looks again.
+        if (WriteTimesStale(inode.Core, tick)) LogWriteTimes(inode, generation, now, tick);
+    }
+
+    /// <summary>True when mtime or ctime of <paramref name="core"/> is older than <paramref name="tick"/>.</summary>
+    static bool WriteTimesStale(byte[] core, Namespace.InodeTime tick)
+    {
+        static bool Older(Namespace.InodeTime t, Namespace.InodeTime than) => t.Seconds != than.Seconds ? t.Seconds < than.Seconds : t.Nanoseconds < than.Nanoseconds;
+        return Older(Namespace.InodeAttributeFields.GetTime(core, Namespace.InodeCore.OffMtime), tick)
+            || Older(Namespace.InodeAttributeFields.GetTime(core, Namespace.InodeCore.OffCtime), tick);
+    }
+
+    /// <summary>The times-only transaction of <see cref="UpdateWriteTimes"/> (its own method: the closure is made only
+    /// when a transaction runs).</summary>
+    void LogWriteTimes(IncoreInode inode, uint? generation, DateTimeOffset now, Namespace.InodeTime tick)
+    {
+        Engine.Execute("write times", tx =>
+        {
+            tx.LockInodes(inode);
+            CheckGeneration(inode, generation);
+            if (!WriteTimesStale(inode.Core, tick)) return;
+            InodeFields.Touch(inode.Core, now);
+            tx.LogInode(inode);
+            tx.TimesOnly = true;
+        });
     }
 
     void ExecuteWrite(IncoreInode inode, uint? generation, long offset, byte[] bytes, int length, FileWriteFlags flags)

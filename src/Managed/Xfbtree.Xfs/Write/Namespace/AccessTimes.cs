@@ -52,6 +52,7 @@ internal static class AccessTimes
                 if (!NeedsUpdate(core, now)) return;
                 InodeAttributeFields.SetTime(core, InodeCore.OffAtime, now);
                 tx.LogInode(inode);
+                tx.TimesOnly = true;
             });
         }
         catch (XfsWriteException)
