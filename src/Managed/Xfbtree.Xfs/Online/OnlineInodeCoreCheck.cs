@@ -35,6 +35,10 @@ internal sealed class OnlineInodeCheckResult
 
     /// <summary>Wall time.</summary>
     public TimeSpan Elapsed { get; set; }
+
+    /// <summary>Time spent finding the inodes, the only part that takes the AG's lock (each batch one hold, one inobt
+    /// record; waits for the lock included): an upper bound of how long the check held it.</summary>
+    public TimeSpan AgLockHeld { get; set; }
 }
 
 /// <summary>
@@ -71,7 +75,8 @@ internal static class OnlineInodeCoreCheck
         if (shared?.NotRead is { } notRead) r.ReflinkNotJudged = notRead;
         var candidates = new List<ulong>();
         var core = new byte[geo.InodeSize];
-        while (scan.NextBatch() is { } batch)
+        var finding = new Stopwatch();
+        while (Next(scan, finding) is { } batch)
         {
             foreach (ulong ino in batch)
             {
@@ -130,7 +135,21 @@ internal static class OnlineInodeCoreCheck
             JudgeSharing(engine, ino, data, problems, r, limit);
         }
         r.Elapsed = clock.Elapsed;
+        r.AgLockHeld = finding.Elapsed;
         return r;
+    }
+
+    private static IReadOnlyList<ulong>? Next(OnlineInodeScan scan, Stopwatch finding)
+    {
+        finding.Start();
+        try
+        {
+            return scan.NextBatch();
+        }
+        finally
+        {
+            finding.Stop();
+        }
     }
 
     private static void Add(List<DamagedInode> list, int limit, DamagedInode d)

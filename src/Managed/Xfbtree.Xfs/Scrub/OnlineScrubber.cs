@@ -133,6 +133,7 @@ public static class OnlineScrubber
             cores = InodeCoreScrubber.Finding(agno, InodeCoreScrubber.Structure, r.Cores, r.CoreTotal, r.InodesChecked);
             attrs = InodeCoreScrubber.Finding(agno, InodeCoreScrubber.AttrForks, r.AttrForks, r.AttrForkTotal, r.InodesChecked);
             if (r.ReflinkNotJudged is { } why) cores.Skip($"the reflink flag not judged: {why}");
+            cores.AgLockHeld = attrs.AgLockHeld = r.AgLockHeld;
         }
         catch (Exception e) when (e is OnlineRepairException or XfsWriteException)
         {
@@ -140,6 +141,7 @@ public static class OnlineScrubber
             attrs = new ScrubFinding(InodeCoreScrubber.AttrForks, agno, options.ProblemLimit);
             cores.Skip($"the inode scan could not finish: {e.Message}");
             attrs.Skip($"the inode scan could not finish: {e.Message}");
+            cores.AgLockHeld = attrs.AgLockHeld = TimeSpan.Zero;
         }
         cores.Elapsed = clock.Elapsed;
         return [cores, attrs];

@@ -106,7 +106,9 @@ public sealed class ScrubFinding
     /// total and the checks that could not run.</summary>
     internal static ScrubFinding Restore(string structure, uint? agNumber, IReadOnlyList<string> problems, long problemTotal, IEnumerable<string> skipped)
     {
-        var f = new ScrubFinding(structure, agNumber, Math.Max(1, problems.Count));
+        // The per-inode findings print one line per problem, as where they were made.
+        bool perInode = structure is InodeCoreScrubber.Structure or InodeCoreScrubber.AttrForks;
+        var f = new ScrubFinding(structure, agNumber, Math.Max(1, problems.Count)) { ProblemLines = perInode, ProblemUnit = perInode ? "inodes" : "problems" };
         f._problems.AddRange(problems);
         f.ProblemTotal = Math.Max(problemTotal, problems.Count);
         f._skipped.AddRange(skipped);
