@@ -111,6 +111,45 @@ public sealed class AttrForkScrubTests(ITestOutputHelper output, KernelAttrImage
         KernelOracle.AssertKernelWorkloadAndRepair(image, output, $"the image repaired after attr fork {name}");
     }
 
+    /// <summary>The kinds checked online in the suite (every kind in long mode).</summary>
+    public static IEnumerable<object[]> OnlineCases()
+    {
+        bool longMode = Environment.GetEnvironmentVariable("XFBTREE_LONG_TESTS") == "1";
+        string[] suite = ["sf-totsize", "leaf-usedbytes", "remote-owner"];
+        return Kinds.Where(k => longMode || suite.Contains(k.Name)).Select(k => new object[] { k.Name });
+    }
+
+    /// <summary>
+    /// The same damage found by the online check of an open engine (each inode's attr fork read under its inode lock)
+    /// while two writers run, the fork cleared online by the offline repair's transaction, the online check clean
+    /// again, xfs_repair -n clean after the close.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(OnlineCases))]
+    public void DamagedAttrForkIsFoundAndClearedOnlineBesideWriters(string name)
+    {
+        var kind = Kinds.Single(k => k.Name == name);
+        using var scratch = new RepairScratch();
+        string image = scratch.Copy(base_.Image, "attr-online.img");
+        ulong ino = InodeCoreScrubTests.InodeOf(image, kind.Path);
+        var args = new List<string> { "-x", "-c", $"inode {ino}" };
+        if (kind.Nav.Length > 0) { args.Add("-c"); args.Add(kind.Nav); }
+        foreach (string c in kind.Commands) { args.Add("-c"); args.Add(c); }
+        args.Add(image);
+        Assert.Equal(0, RepairTools.Exec(TreeFixtures.Tool("xfs_db"), args).ExitCode);
+        using (var engine = Xfbtree.Xfs.Write.Engine.WriteEngine.Open(image, Online.OnlineTestSupport.Fast))
+        {
+            var found = Xfbtree.Xfs.Scrub.OnlineScrubber.Run(engine);
+            var forks = found.Findings.Single(f => f.Structure == "attr forks" && f.Verdict == Xfbtree.Xfs.Scrub.ScrubVerdict.Damaged);
+            string line = Assert.Single(forks.Problems);
+            output.WriteLine(line);
+            Assert.StartsWith($"inode {ino} attr fork: damaged: ", line, StringComparison.Ordinal);
+            Assert.Contains(kind.Expect, line, StringComparison.Ordinal);
+            engine.Close();
+        }
+        BackgroundWriters.RepairOnlineBesideWriters(image, "attr forks", output);
+    }
+
     /// <summary>Healthy kernel-made images with attributes of every form (shortform, leaf, node, remote values, on
     /// files, a directory and beside every data fork form) scrub clean: the rmapbt one (4 KiB blocks, 512-byte
     /// inodes) here, and mkfs.xfs's defaults (no rmapbt) and 1 KiB blocks with large extent counters in long mode.</summary>

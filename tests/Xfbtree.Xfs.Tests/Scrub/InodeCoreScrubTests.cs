@@ -1,6 +1,9 @@
+using Xfbtree.Xfs.Scrub;
+using Xfbtree.Xfs.Tests.Online;
 using Xfbtree.Xfs.Tests.Repair;
 using Xfbtree.Xfs.Tests.Trees;
 using Xfbtree.Xfs.Tests.Write;
+using Xfbtree.Xfs.Write.Engine;
 using Xunit.Abstractions;
 
 namespace Xfbtree.Xfs.Tests.Scrub;
@@ -20,7 +23,7 @@ public sealed class InodeCoreScrubTests(ITestOutputHelper output)
 
     /// <summary>(name, path of the damaged inode, xfs_db commands after "inode N", text of the core line, certain fix,
     /// xfs_repair -n finds it, run in the suite).</summary>
-    private static readonly (string Name, string Path, string[] Commands, string Expect, bool Certain, bool RepairFinds, bool Suite)[] Kinds =
+    internal static readonly (string Name, string Path, string[] Commands, string Expect, bool Certain, bool RepairFinds, bool Suite)[] Kinds =
     [
         ("onlink", "/feat/special/one-block", ["write -d core.onlink 3"], "di_onlink 3", true, true, true),
         ("nblocks-btree", "/feat/fragmented.bin", ["write -d core.nblocks 7"], "di_nblocks 7, the forks map", true, true, true),
@@ -39,6 +42,7 @@ public sealed class InodeCoreScrubTests(ITestOutputHelper output)
         ("crc", "/feat/special/one-block", ["write -c core.gen 77"], "bad CRC", true, true, true),
         ("crc-directory", "/feat/xattr", ["write -c v3.crc 0x1234"], "bad CRC", true, true, false),
         ("negative-size", "/feat/special/one-block", ["fuzz -d core.size firstbit"], "negative size -9223372036854774784 (no certain fix)", false, true, true),
+        ("reflink-missing", "/feat/reflink/clone0.bin", ["write -d v3.reflink 0"], "reflink flag missing on a file whose data blocks are shared", true, true, true),
     ];
 
     private static readonly string[] KernelKinds = ["onlink", "crc"];
@@ -50,7 +54,7 @@ public sealed class InodeCoreScrubTests(ITestOutputHelper output)
     }
 
     /// <summary>Damages a copy; returns the image and the inode number.</summary>
-    private static (string Image, ulong Ino) Damage(RepairScratch scratch, string name)
+    internal static (string Image, ulong Ino) Damage(RepairScratch scratch, string name)
     {
         var kind = Kinds.Single(k => k.Name == name);
         string image = scratch.CopyFixture(Fixture);
@@ -119,6 +123,28 @@ public sealed class InodeCoreScrubTests(ITestOutputHelper output)
         foreach (System.Text.RegularExpressions.Match m in System.Text.RegularExpressions.Regex.Matches(r.Stdout, @"= (\d+)"))
             sum += int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
         return sum;
+    }
+
+    /// <summary>
+    /// The reflink flag on a regular file that shares no block is no damage: the kernel leaves it so after the last
+    /// sharer goes, and xfs_repair -n says nothing (exit 0; xfs_repair itself clears it, "clearing reflink flag on
+    /// inodes when possible", as an optimization). The offline and the online check are clean.
+    /// </summary>
+    [Fact]
+    public void AReflinkFlagOnAnUnsharedFileIsNoDamage()
+    {
+        using var scratch = new RepairScratch();
+        string image = scratch.CopyFixture(Fixture);
+        ulong ino = InodeOf(image, "/feat/special/one-block");
+        Assert.Equal(0, RepairTools.Exec(TreeFixtures.Tool("xfs_db"), ["-x", "-c", $"inode {ino}", "-c", "write -d v3.reflink 1", image]).ExitCode);
+        var oracle = RepairTools.XfsRepairCheck(image);
+        Assert.True(oracle.ExitCode == 0, $"xfs_repair -n on a flag without sharing: {oracle}");
+        var (rc, stdout, _) = ScrubCli.Run(image);
+        Assert.True(rc == 0, $"the offline scrub: {stdout}");
+        using var engine = WriteEngine.Open(image, OnlineTestSupport.Fast);
+        ScrubReport online = OnlineScrubber.Run(engine);
+        Assert.True(online.IsClean, string.Join("\n", online.Findings.Where(f => f.Verdict != ScrubVerdict.Clean)));
+        engine.Close();
     }
 
     /// <summary>Several damaged cores in one AG and across AGs, in one run: each on its own line, all repaired.</summary>

@@ -27,6 +27,8 @@ public sealed class OnlineScrubTests(ITestOutputHelper output)
         public int Runs;
         public long Structures;
         public TimeSpan LongestAgHold;
+        /// <summary>Inode cores judged (each under its inode lock, beside the writers), over every run.</summary>
+        public long InodeCoresJudged;
         public readonly List<string> NotClean = new();
 
         public void Run(Func<bool> workloadDone)
@@ -40,6 +42,7 @@ public sealed class OnlineScrubTests(ITestOutputHelper output)
                     Structures++;
                     if (f.Verdict != ScrubVerdict.Clean) NotClean.Add($"run {Runs}: {f}");
                     if (f.AgNumber is not null && f.AgLockHeld is { } held && held > LongestAgHold) LongestAgHold = held;
+                    if (f.Structure == "inode cores" && f.Note is { } note) InodeCoresJudged += long.Parse(note.Split(' ')[0], CultureInfo.InvariantCulture);
                 }
                 foreach (LinkCountMismatch m in report.LinkMismatches) NotClean.Add($"run {Runs}: {m}");
             }
@@ -56,7 +59,7 @@ public sealed class OnlineScrubTests(ITestOutputHelper output)
         using var scratch = new RepairScratch();
         string baseImage = scratch.CopyFixture(fixture);
         int runs = 0;
-        long structures = 0, ops = 0;
+        long structures = 0, ops = 0, cores = 0;
         TimeSpan longest = TimeSpan.Zero;
         for (int seed = 1; seed <= seeds; seed++)
         {
@@ -71,7 +74,8 @@ public sealed class OnlineScrubTests(ITestOutputHelper output)
                 problems.AddRange(model.Verify(target));
                 Assert.True(problems.Count == 0, $"seed {seed}: {string.Join("; ", problems)}");
                 Assert.True(loop.NotClean.Count == 0, $"seed {seed}: the online scrub of a healthy image under writers: {string.Join("\n", loop.NotClean.Take(10))}");
-                Assert.True(loop.Runs >= 1 && loop.Structures > 0, "the scrub never ran");
+                Assert.True(loop.Runs >= 1 && loop.Structures > 0 && loop.InodeCoresJudged > 0, "the scrub never ran");
+                cores += loop.InodeCoresJudged;
                 // And once more with the writers gone, against the offline scrub of the same state.
                 ScrubReport quiet = OnlineScrubber.Run(fs.Engine);
                 Assert.True(quiet.IsClean, string.Join("\n", quiet.Findings.Where(f => f.Verdict != ScrubVerdict.Clean)));
@@ -86,7 +90,7 @@ public sealed class OnlineScrubTests(ITestOutputHelper output)
             File.Delete(image);
         }
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{fixture}: {seeds} seeds, {ops} ops, {runs} online scrubs, {structures} structures checked, all clean; longest AG hold {longest.TotalMilliseconds:F1} ms"));
+            $"{fixture}: {seeds} seeds, {ops} ops, {runs} online scrubs, {structures} structures checked ({cores} inode cores judged beside the writers), all clean; longest AG hold {longest.TotalMilliseconds:F1} ms"));
     }
 
     /// <summary>

@@ -52,9 +52,11 @@ internal static class InodeCoreRules
     /// Judges the in-use inode <paramref name="inode"/> (the whole dinode, which passed
     /// <see cref="Dinode.VerifyStructure"/>) and sets every field whose right value is certain, adding one problem
     /// per rule broken. <paramref name="counts"/>: what its forks map (null when a fork could not be walked: the counts
-    /// are then not judged). The CRC is judged but not recomputed: the caller writes the core and recomputes it.
+    /// are then not judged). <paramref name="dataShared"/>: its data fork maps blocks with more than one owner (then a
+    /// regular file must carry the reflink flag; false when not known). The CRC is judged but not recomputed: the
+    /// caller writes the core and recomputes it.
     /// </summary>
-    public static void Examine(Span<byte> inode, XfsGeometry geo, ulong ino, InodeForkCounts? counts, List<InodeCoreProblem> problems)
+    public static void Examine(Span<byte> inode, XfsGeometry geo, ulong ino, InodeForkCounts? counts, List<InodeCoreProblem> problems, bool dataShared = false)
     {
         ArgumentNullException.ThrowIfNull(geo);
         ArgumentNullException.ThrowIfNull(problems);
@@ -134,6 +136,13 @@ internal static class InodeCoreRules
             foreach (int at in TimestampOffsets) inode.Slice(at, 8).Clear();
         }
         if (goodFlags2 != flags2) BinaryPrimitives.WriteUInt64BigEndian(inode[OffFlags2..], flags2 = goodFlags2);
+        // A file whose data blocks are shared must carry the reflink flag: without it the kernel writes those blocks in
+        // place, into the other owners' data too (xfs_repair sets it, the kernel's scrubber calls it corrupt).
+        if (dataShared && MissingReflinkFlag(inode, geo))
+        {
+            Fixed(ReflinkFlagMissing);
+            BinaryPrimitives.WriteUInt64BigEndian(inode[OffFlags2..], flags2 |= Flag2Reflink);
+        }
 
         // Extent size hints (xfs_inode_validate_extsize, xfs_inode_validate_cowextsize; no realtime device here).
         uint extsize = BinaryPrimitives.ReadUInt32BigEndian(inode[OffExtsize..]);
@@ -212,6 +221,20 @@ internal static class InodeCoreRules
                 BinaryPrimitives.WriteUInt64BigEndian(inode[OffNblocks..], c.Blocks);
             }
         }
+    }
+
+    /// <summary>The problem of a file whose data blocks are shared but that lacks the reflink flag.</summary>
+    public const string ReflinkFlagMissing = "reflink flag missing on a file whose data blocks are shared";
+
+    /// <summary>True when <paramref name="inode"/> is a regular, non-realtime file of a reflink filesystem without the
+    /// reflink flag: if its data blocks are shared, it must carry it.</summary>
+    public static bool MissingReflinkFlag(ReadOnlySpan<byte> inode, XfsGeometry geo)
+    {
+        ArgumentNullException.ThrowIfNull(geo);
+        ushort mode = BinaryPrimitives.ReadUInt16BigEndian(inode[2..]);
+        ushort flags = BinaryPrimitives.ReadUInt16BigEndian(inode[OffFlags..]);
+        ulong flags2 = BinaryPrimitives.ReadUInt64BigEndian(inode[OffFlags2..]);
+        return geo.Superblock.HasReflink && (mode & 0xF000) == 0x8000 && (flags2 & Flag2Reflink) == 0 && (flags & (FlagRealtime | FlagRtInherit)) == 0;
     }
 
     /// <summary>

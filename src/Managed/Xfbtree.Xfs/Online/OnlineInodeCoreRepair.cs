@@ -69,7 +69,9 @@ internal static class OnlineInodeCoreRepair
                 var fixedCore = (byte[])inode.Core.Clone();
                 if (new Dinode(fixedCore).IsFree) return;
                 var problems = new List<InodeCoreProblem>();
-                InodeCoreRules.Examine(fixedCore, geo, ino, CountForks(engine.Image, ino, fixedCore), problems);
+                var data = new List<BmbtExtent>();
+                InodeForkCounts? counts = CountForks(engine.Image, ino, fixedCore, data);
+                InodeCoreRules.Examine(fixedCore, geo, ino, counts, problems, DataShared(tx, geo, fixedCore, data));
                 why = Uncertain(problems);
                 if (why != null) return;
                 // The in-core copy is the truth: write it back when it changed, or when the disk differs from it
@@ -89,13 +91,24 @@ internal static class OnlineInodeCoreRepair
         if (disk.VerifyStructure(geo, ino) is { } bad) return $"does not verify ({bad}); no certain fix (xfs_repair clears such an inode)";
         var fixedSlot = (byte[])onDisk.Clone();
         var found = new List<InodeCoreProblem>();
-        InodeCoreRules.Examine(fixedSlot, geo, ino, CountForks(engine.Image, ino, fixedSlot), found);
+        var slotData = new List<BmbtExtent>();
+        InodeForkCounts? slotCounts = CountForks(engine.Image, ino, fixedSlot, slotData);
+        InodeCoreRules.Examine(fixedSlot, geo, ino, slotCounts, found);
         if (Uncertain(found) is { } no) return no;
-        if (found.Count == 0) return null;
         var (daddr, offset) = engine.InodeLocation(ino);
         string? raced = null;
+        bool shareJudged = false;
         engine.Execute("repair inode core", tx =>
         {
+            // The reference counts first (AG locks come before buffer locks): the flag a shared file must carry.
+            if (!shareJudged && DataShared(tx, geo, onDisk, slotData))
+            {
+                shareJudged = true;
+                found.Clear();
+                fixedSlot = (byte[])onDisk.Clone();
+                InodeCoreRules.Examine(fixedSlot, geo, ino, slotCounts, found, dataShared: true);
+            }
+            if (found.Count == 0) return;
             BlockBuffer cluster = tx.ReadBuffer(daddr, geo.BasicBlocksPerBlock, null);
             Span<byte> slot = cluster.Span.Slice(offset, geo.InodeSize);
             if (!slot.SequenceEqual(onDisk) || engine.InodeCache.Peek(ino) is not null)
@@ -107,8 +120,24 @@ internal static class OnlineInodeCoreRepair
             XfsCrc.Update(slot, Dinode.CrcOffset);
             tx.LogBuffer(cluster, offset, geo.InodeSize);
         });
-        changed = raced == null;
+        changed = raced == null && found.Count > 0;
         return raced;
+    }
+
+    /// <summary>
+    /// True when <paramref name="core"/> is a regular file of a reflink filesystem without the reflink flag (realtime files aside) whose data
+    /// fork (<paramref name="data"/>, its extents) maps a block the refcountbt counts as shared, each looked up under its
+    /// AG's lock (taken by <paramref name="tx"/>; the inode's lock keeps its mapping still). Sharing a file's blocks
+    /// takes its inode lock and sets its flag in the same transaction, so a flagless file found shared here is damaged.
+    /// </summary>
+    internal static bool DataShared(WriteTransaction tx, XfsGeometry geo, byte[] core, List<BmbtExtent> data)
+    {
+        if (!InodeCoreRules.MissingReflinkFlag(core, geo)) return false;
+        foreach (BmbtExtent e in data)
+        {
+            if (tx.IsShared(geo.FsbToAgno(e.StartBlock), geo.FsbToAgbno(e.StartBlock), e.BlockCount)) return true;
+        }
+        return false;
     }
 
     static string? Uncertain(List<InodeCoreProblem> problems)
@@ -132,10 +161,13 @@ internal static class OnlineInodeCoreRepair
     /// <summary>
     /// What the forks of <paramref name="inode"/> map (as the offline scan counts them: extent lengths, bmbt blocks
     /// but the root in the inode, extent records), or null when a fork does not read clean: then the counts are
-    /// not judged, as the check does not judge them either.
+    /// not judged, as the check does not judge them either. <paramref name="dataMap"/> and <paramref name="attrMap"/>,
+    /// when given, receive each fork's extents in file offset order.
     /// </summary>
-    internal static InodeForkCounts? CountForks(XfsImage image, ulong ino, byte[] inode)
+    internal static InodeForkCounts? CountForks(XfsImage image, ulong ino, byte[] inode, List<BmbtExtent>? dataMap = null, List<BmbtExtent>? attrMap = null)
     {
+        dataMap?.Clear();
+        attrMap?.Clear();
         var geo = image.Geometry;
         var d = new Dinode(inode);
         ulong blocks = 0, dataExtents = 0, attrExtents = 0;
@@ -144,6 +176,7 @@ internal static class OnlineInodeCoreRepair
             bool attr = f == 1;
             if (attr && !d.HasAttrFork) continue;
             ReadOnlySpan<byte> fork = d.Fork(attr);
+            List<BmbtExtent>? map = attr ? attrMap : dataMap;
             ulong extents = 0;
             switch (d.FormatOf(attr))
             {
@@ -154,6 +187,7 @@ internal static class OnlineInodeCoreRepair
                         var e = BmbtExtent.Read(fork[(i * Dinode.ExtentSize)..]);
                         if (e.Validate(geo) != null) return null;
                         blocks += e.BlockCount;
+                        map?.Add(e);
                     }
                     extents = (ulong)n;
                     break;
@@ -167,6 +201,7 @@ internal static class OnlineInodeCoreRepair
                         var e = BmbtExtent.Read(r);
                         valid &= e.Validate(geo) == null;
                         mapped += e.BlockCount;
+                        map?.Add(e);
                         records++;
                     });
                     if (!report.IsClean || !valid) return null;

@@ -57,8 +57,9 @@ internal sealed class OnlineInodeScan
     private bool finished;
     private string? abortReason;
 
-    /// <summary>A scan of <paramref name="engine"/>'s inodes starting at the first inode of AG <paramref name="startAg"/>.</summary>
-    public OnlineInodeScan(WriteEngine engine, uint startAg)
+    /// <summary>A scan of <paramref name="engine"/>'s inodes starting at the first inode of AG <paramref name="startAg"/>
+    /// (with <paramref name="oneAg"/>, of that AG's inodes only: it ends at the AG's end).</summary>
+    public OnlineInodeScan(WriteEngine engine, uint startAg, bool oneAg = false)
     {
         ArgumentNullException.ThrowIfNull(engine);
         this.engine = engine;
@@ -69,7 +70,11 @@ internal sealed class OnlineInodeScan
         }
         startIno = geo.AginoToIno(startAg, 0);
         total = (ulong)geo.AgCount << geo.AginoLog;
+        end = oneAg ? AgSpan : total;
     }
+
+    /// <summary>The position the scan ends at: the whole space, or one AG's.</summary>
+    private readonly ulong end;
 
     /// <summary>Positions per AG (the agino space).</summary>
     private ulong AgSpan => 1UL << geo.AginoLog;
@@ -178,7 +183,7 @@ internal sealed class OnlineInodeScan
                 // The previous batch is done: its allocated inodes were marked, its skipped ones are behind the cursor.
                 progress = Math.Max(progress, cursor);
                 skipped.Clear();
-                if (cursor >= total)
+                if (cursor >= end)
                 {
                     finished = true;
                     return null;

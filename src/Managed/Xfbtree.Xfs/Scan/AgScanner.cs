@@ -45,8 +45,7 @@ internal sealed class AgScanner
     byte[]? _coreScratch;
     readonly List<InodeCoreProblem> _coreProblems = new();
     // The current inode's attr fork mapping (file offset order), for the check of its blocks.
-    readonly List<BmbtExtent> _attrMap = new();
-    AttrBlockSource? _readAttrBlock;
+    readonly MappedAttrBlocks _attrBlocks;
 
     public AgScanner(XfsImage image, RmapScanOptions options, RmapBatcher output, ProblemList[] problems)
     {
@@ -55,6 +54,7 @@ internal sealed class AgScanner
         _options = options;
         _out = output;
         _problems = problems;
+        _attrBlocks = new MappedAttrBlocks(image.Cache, image.Target, _geo);
     }
 
     void Problem(uint agno, string where, string what) => _problems[agno].Add(agno, where, what);
@@ -401,7 +401,7 @@ internal sealed class AgScanner
         _inoAgno = agno;
         _inodeForkDamaged = false;
         _inodeBlocks = _inodeDataExtents = _inodeAttrExtents = 0;
-        _attrMap.Clear();
+        _attrBlocks.Map.Clear();
         for (int f = 0; f < 2; f++)
         {
             bool attr = f == 1;
@@ -466,40 +466,11 @@ internal sealed class AgScanner
             case ForkFormat.Local:
                 why = AttrForkChecker.CheckShortform(d.AttrFork);
                 break;
-            case ForkFormat.Extents or ForkFormat.Btree when _attrMap.Count > 0:
-                ulong mapped = 0;
-                foreach (var e in _attrMap) mapped += e.BlockCount;
-                _readAttrBlock ??= ReadAttrBlock;
-                why = AttrForkChecker.CheckTree(ino, _geo.MetaUuid, _geo.BlockSize, _readAttrBlock, (long)Math.Min(mapped, int.MaxValue));
+            case ForkFormat.Extents or ForkFormat.Btree when _attrBlocks.Map.Count > 0:
+                why = _attrBlocks.Check(ino);
                 break;
         }
         if (why != null) res.AddDamagedAttrFork(new DamagedInode(ino, why, Certain: false, Part: "attr fork"));
-    }
-
-    /// <summary>Logical block <paramref name="logical"/> of the current inode's attr fork, magic and CRC checked.</summary>
-    long ReadAttrBlock(uint logical, Span<byte> destination)
-    {
-        int lo = 0, hi = _attrMap.Count - 1;
-        while (lo <= hi)
-        {
-            int mid = (lo + hi) >>> 1;
-            var e = _attrMap[mid];
-            if (logical < e.StartOffset) hi = mid - 1;
-            else if (logical >= e.StartOffset + e.BlockCount) lo = mid + 1;
-            else
-            {
-                if (e.Unwritten) throw new AttrFormatException($"attr fork block {logical} is unwritten");
-                ulong fsbno = e.StartBlock + (logical - e.StartOffset);
-                long daddr = _geo.AgBlockToDaddr(_geo.FsbToAgno(fsbno), _geo.FsbToAgbno(fsbno));
-                BlockBuffer buf;
-                try { buf = _img.Cache.Read(_img.Target, daddr, _geo.BasicBlocksPerBlock, AttrBlockVerifier.Instance, BufferLockMode.Shared); }
-                catch (Exception x) when (x is CorruptionException or IOException) { throw new AttrFormatException($"attr fork block {logical}: {x.Message}"); }
-                try { buf.Span[..destination.Length].CopyTo(destination); }
-                finally { _img.Cache.Release(buf); }
-                return daddr;
-            }
-        }
-        throw new AttrFormatException($"attr fork block {logical} is not mapped");
     }
 
     /// <summary>Damage in a fork of the current inode: reported, and its counts left unjudged.</summary>
@@ -516,7 +487,7 @@ internal sealed class AgScanner
         if (e.Validate(_geo) is { } why) { ForkProblem($"inode {_ino} {_forkName}", why); return; }
         if (e.StartOffset < _nextOffset) ForkProblem($"inode {_ino} {_forkName}", $"extent at offset {e.StartOffset} overlaps or precedes the previous one");
         _nextOffset = e.StartOffset + e.BlockCount;
-        if (_attr) _attrMap.Add(e);
+        if (_attr) _attrBlocks.Map.Add(e);
         if (!_emitExtents) return;
         uint agno = _geo.FsbToAgno(e.StartBlock), agbno = _geo.FsbToAgbno(e.StartBlock);
         if (_pending && _pAgno == agno && (ulong)_pAgbno + _pLen == agbno && _pOff + _pLen == e.StartOffset

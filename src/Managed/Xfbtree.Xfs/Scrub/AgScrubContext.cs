@@ -249,6 +249,7 @@ internal sealed class AgScrubContext
             {
                 FreeExtents = pass.FinishFreeExtents();
                 ImpliedShared = pass.FinishShared();
+                scratch.SharedOwners.UnionWith(scratch.SharedOwnersOfAg);
             }
             if (rootUsable && RmapReport.WalkViolations == 0)
             {
@@ -300,6 +301,7 @@ internal sealed class AgScrubContext
         {
             FreeExtents = pass.FinishFreeExtents();
             ImpliedShared = pass.FinishShared();
+            scratch.SharedOwners.UnionWith(scratch.SharedOwnersOfAg);
         }
     }
 
@@ -358,6 +360,7 @@ internal sealed class AgScrubContext
             scratch.OwnAg.Clear();
             scratch.InodeChunks.Clear();
             scratch.Cow.Clear();
+            scratch.SharedOwnersOfAg.Clear();
             if (reflink) _sweep = scratch.Sweep();
         }
 
@@ -366,7 +369,33 @@ internal sealed class AgScrubContext
         {
             if (r.StartBlock > _end) _scratch.FreeExtents.Add(Pack((uint)_end, (uint)(r.StartBlock - _end)));
             _end = Math.Max(_end, (ulong)r.StartBlock + r.BlockCount);
-            _sweep?.Add(r);
+            if (_sweep == null) return;
+            _sweep.Add(r);
+            NoteSharing(r);
+        }
+
+        // The data records seen so far: the furthest end, and the last one (owner, end), for the owners of shared blocks.
+        ulong _dataReach, _lastDataEnd, _lastDataOwner;
+        bool _anyData;
+
+        /// <summary>
+        /// In start order, a data record shares blocks exactly when it starts before some earlier record's end, or the
+        /// next data record starts before its own end (every later one starts at or after that one): its owner is then
+        /// an inode that must carry the reflink flag. One record of look-back, no memory per record.
+        /// </summary>
+        void NoteSharing(in RmapRecord r)
+        {
+            if (RmapOwner.IsSpecial(r.Owner) || r.IsBmbtBlock || r.IsAttrFork) return;
+            ulong end = (ulong)r.StartBlock + r.BlockCount;
+            if (_anyData)
+            {
+                if (r.StartBlock < _lastDataEnd) _scratch.SharedOwnersOfAg.Add(_lastDataOwner);
+                if (r.StartBlock < _dataReach) _scratch.SharedOwnersOfAg.Add(r.Owner);
+            }
+            _anyData = true;
+            _dataReach = Math.Max(_dataReach, end);
+            _lastDataEnd = end;
+            _lastDataOwner = r.Owner;
         }
 
         /// <summary>An on-disk record gave the AG headers (block 0) to OWN_FS: without it the tree is no record of the AG.</summary>

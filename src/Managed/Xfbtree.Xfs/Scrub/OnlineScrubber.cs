@@ -14,6 +14,10 @@ internal sealed class OnlineScrubTestHooks
     /// <summary>On the checker's thread while it holds AG N's lock for the AG's check, before it reads anything:
     /// a writer of that AG started here waits for the check; writers of other AGs go on.</summary>
     public Action<uint>? WhileAgLocked { get; init; }
+
+    /// <summary>On the checker's thread while the inode check holds inode N's lock, before it reads the core: a writer
+    /// of that inode started here waits for the check.</summary>
+    public Action<ulong>? WhileInodeLocked { get; init; }
 }
 
 /// <summary>
@@ -100,7 +104,8 @@ public static class OnlineScrubber
         {
             // No rmapbt line (as offline), and online no other record of the space in use: the comparisons with the
             // rmap say "not checked" with this reason; every structure's own checks run.
-            var (own, _) = CheckAgLocal(engine, agno, options, NoRmapbtOnline);
+            var (own, at) = CheckAgLocal(engine, agno, options, NoRmapbtOnline);
+            own.InsertRange(at, CheckInodes(engine, agno, options, cancel));
             return own;
         }
         ScrubFinding rmapbt = CheckRmapbt(engine, agno, options, cancel);
@@ -108,8 +113,38 @@ public static class OnlineScrubber
         long local = Stopwatch.GetTimestamp();
         var (findings, rmapAt) = CheckAgLocal(engine, agno, options, rmapDamaged);
         new CpuSharePacer(options.CpuShare).Rest(Stopwatch.GetElapsedTime(local), cancel);
-        findings.Insert(rmapAt, rmapbt);
+        ScrubFinding[] inodes = CheckInodes(engine, agno, options, cancel);
+        findings.InsertRange(rmapAt, inodes);
+        findings.Insert(rmapAt + inodes.Length, rmapbt);
         return findings;
+    }
+
+    /// <summary>
+    /// The inode cores and attr forks of AG <paramref name="agno"/> (<see cref="OnlineInodeCoreCheck"/>: each in-use
+    /// inode judged under its inode lock, no AG lock held but to find the inodes), the offline lines.
+    /// </summary>
+    internal static ScrubFinding[] CheckInodes(WriteEngine engine, uint agno, ScrubOptions options, CancellationToken cancel)
+    {
+        var clock = Stopwatch.StartNew();
+        ScrubFinding cores, attrs;
+        try
+        {
+            OnlineInodeCheckResult r = OnlineInodeCoreCheck.Run(engine, agno, Scan.AgScanResult.DamagedInodeLimit, options.CpuShare, options.OnlineTestHooks?.WhileInodeLocked, cancel);
+            cores = InodeCoreScrubber.Finding(agno, InodeCoreScrubber.Structure, r.Cores, r.CoreTotal, r.InodesChecked);
+            attrs = InodeCoreScrubber.Finding(agno, InodeCoreScrubber.AttrForks, r.AttrForks, r.AttrForkTotal, r.InodesChecked);
+            if (r.ReflinkNotJudged is { } why) cores.Skip($"the reflink flag not judged: {why}");
+            cores.AgLockHeld = attrs.AgLockHeld = r.AgLockHeld;
+        }
+        catch (Exception e) when (e is OnlineRepairException or XfsWriteException)
+        {
+            cores = new ScrubFinding(InodeCoreScrubber.Structure, agno, options.ProblemLimit);
+            attrs = new ScrubFinding(InodeCoreScrubber.AttrForks, agno, options.ProblemLimit);
+            cores.Skip($"the inode scan could not finish: {e.Message}");
+            attrs.Skip($"the inode scan could not finish: {e.Message}");
+            cores.AgLockHeld = attrs.AgLockHeld = TimeSpan.Zero;
+        }
+        cores.Elapsed = clock.Elapsed;
+        return [cores, attrs];
     }
 
     /// <summary>The AG-local structures, one hold of the AG lock (every finding carries how long it was held).</summary>

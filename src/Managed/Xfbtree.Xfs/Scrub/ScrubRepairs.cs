@@ -344,7 +344,7 @@ internal static class ScrubRepairs
         {
             ScrubFinding finding = context.Findings.Findings.First(f => f.Structure == InodeCoreScrubber.Structure && f.AgNumber == agno);
             IReadOnlyList<ulong> inodes = finding.DamagedInodes
-                ?? throw new OnlineRepairException("the check that found the damage did not name the inodes (an online check: run the offline scrub)");
+                ?? throw new OnlineRepairException("the check that found the damage did not name the inodes");
             InodeCoreRepairResult r = OnlineInodeCoreRepair.Run(context.Engine, agno!.Value, inodes, context.Cancel);
             string done = $"{r.Repaired} of {r.Examined} damaged inode cores set to their certain values";
             if (r.NotRepaired.Count > 0)
@@ -376,7 +376,7 @@ internal static class ScrubRepairs
         {
             ScrubFinding finding = context.Findings.Findings.First(f => f.Structure == InodeCoreScrubber.AttrForks && f.AgNumber == agno);
             IReadOnlyList<ulong> inodes = finding.DamagedInodes
-                ?? throw new OnlineRepairException("the check that found the damage did not name the inodes (an online check: run the offline scrub)");
+                ?? throw new OnlineRepairException("the check that found the damage did not name the inodes");
             var attributes = new Write.Attributes.AttributeOperations(context.Engine);
             int cleared = 0;
             var sound = new List<ulong>();

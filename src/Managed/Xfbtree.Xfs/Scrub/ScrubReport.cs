@@ -76,6 +76,21 @@ public sealed class ScrubFinding
         if (_problems.Count < _limit) _problems.Add(problem);
     }
 
+    /// <summary>Adds <paramref name="what"/> to the line of inode <paramref name="ino"/> (<c>inode N core: damaged: ...</c>,
+    /// <paramref name="part"/> "core"), or makes that line and lists the inode for the repair.</summary>
+    internal void DamageInode(ulong ino, string part, string what)
+    {
+        string prefix = $"inode {ino} {part}: damaged: ";
+        int at = _problems.FindIndex(p => p.StartsWith(prefix, StringComparison.Ordinal));
+        if (at >= 0)
+        {
+            _problems[at] += "; " + what;
+            return;
+        }
+        Damage(prefix + what);
+        DamagedInodes = [.. DamagedInodes ?? [], ino];
+    }
+
     /// <summary>Records a problem counted <paramref name="count"/> times, described once.</summary>
     internal void Damage(long count, string summary)
     {
@@ -91,7 +106,9 @@ public sealed class ScrubFinding
     /// total and the checks that could not run.</summary>
     internal static ScrubFinding Restore(string structure, uint? agNumber, IReadOnlyList<string> problems, long problemTotal, IEnumerable<string> skipped)
     {
-        var f = new ScrubFinding(structure, agNumber, Math.Max(1, problems.Count));
+        // The per-inode findings print one line per problem, as where they were made.
+        bool perInode = structure is InodeCoreScrubber.Structure or InodeCoreScrubber.AttrForks;
+        var f = new ScrubFinding(structure, agNumber, Math.Max(1, problems.Count)) { ProblemLines = perInode, ProblemUnit = perInode ? "inodes" : "problems" };
         f._problems.AddRange(problems);
         f.ProblemTotal = Math.Max(problemTotal, problems.Count);
         f._skipped.AddRange(skipped);

@@ -15,6 +15,11 @@ internal sealed class ScrubScratch
     public readonly List<(uint Start, uint Length, uint Count)> RefcountShared = new();
     /// <summary>The refcountbt's CoW staging extents (adjacent ones merged).</summary>
     public readonly List<(uint Start, uint Length)> RefcountCow = new();
+    /// <summary>Owners of data records that share blocks, met in this AG's expected set (reflink only).</summary>
+    public readonly HashSet<ulong> SharedOwnersOfAg = new();
+    /// <summary>The same over every AG whose expected set was complete: the inodes that must carry the reflink flag
+    /// (kept across AGs, since a file's extents lie in any AG; as many as there are files sharing blocks).</summary>
+    public readonly HashSet<ulong> SharedOwners = new();
     readonly SharedExtentSweep _sweep = new();
 
     /// <summary>The shared-extent sweep, reset.</summary>

@@ -60,6 +60,7 @@ public static class Scrubber
             ctx.ReleaseScratch();
             ag.Dispose();   // the AG's expected set: its pages go back now (the headers stay for the superblock counters)
         }
+        InodeCoreScrubber.AddMissingReflinkFlags(image, scratch.SharedOwners, findings);
         List<LinkCountMismatch> mismatches = [];
         long mismatchTotal = 0;
         if (whole)
@@ -116,7 +117,8 @@ public static class Scrubber
         findings.Add(cnt);
         findings.Add(ino);
         if (fino != null) findings.Add(fino);
-        // Offline only: the scan judged every in-use core beside its forks (an online context has no scan).
+        // Offline: the scan judged every in-use core beside its forks; online they are checked apart, each inode under
+        // its lock (OnlineScrubber.CheckInodes).
         if (!ctx.IsOnline)
         {
             findings.Add(InodeCoreScrubber.Check(ctx));
