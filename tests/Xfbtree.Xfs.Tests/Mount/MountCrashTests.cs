@@ -179,7 +179,7 @@ public sealed class MountCrashTests(ITestOutputHelper output)
                 // tar names each member (-v) before it extracts it: once it names member k, members before k are written.
                 var psi = new ProcessStartInfo("/bin/tar") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
                 foreach (string a in new[] { "xvf", archive, "-C", target }) psi.ArgumentList.Add(a);
-                using var tar = Process.Start(psi)!;
+                using var tar = ChildProcesses.Start(psi);
                 var errors = tar.StandardError.ReadToEndAsync();
                 while (names.Count < killAfter && tar.StandardOutput.ReadLine() is { } line) names.Add(line);
                 mount.Kill();

@@ -111,7 +111,7 @@ internal sealed class MountedImage : IDisposable
                 Monitor.PulseAll(mounted._stderr);
             }
         };
-        process.Start();
+        ChildProcesses.Start(process);
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         return mounted;

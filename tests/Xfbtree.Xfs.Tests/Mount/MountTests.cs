@@ -170,7 +170,7 @@ public sealed class MountTests(ITestOutputHelper output)
         using (var mount = MountedImage.Start(image, mnt, "--online-repair-every", "0.3", "--threads", "4"))
         {
             // Two processes copy a tree while the threads run their random operations, each in its own directory.
-            var copies = Enumerable.Range(0, 2).Select(i => Process.Start("/bin/cp", ["-r", source, Path.Combine(mnt, $"cp{i}")])).ToArray();
+            var copies = Enumerable.Range(0, 2).Select(i => ChildProcesses.Start(new ProcessStartInfo("/bin/cp", ["-r", source, Path.Combine(mnt, $"cp{i}")]))).ToArray();
             var workers = Enumerable.Range(0, Threads).Select(t => new Thread(() => models[t] = Exercise(mnt, t, OpsPerThread, ref checkedReads))).ToArray();
             foreach (var w in workers) w.Start();
             foreach (var w in workers) w.Join();
@@ -597,7 +597,7 @@ public sealed class MountTests(ITestOutputHelper output)
             RedirectStandardError = true,
             RedirectStandardOutput = true,
         };
-        using var process = Process.Start(start)!;
+        using var process = ChildProcesses.Start(start);
         string stderr = process.StandardError.ReadToEnd();
         process.StandardOutput.ReadToEnd();
         Assert.True(process.WaitForExit(TimeSpan.FromMinutes(2)), $"{command}: did not finish");

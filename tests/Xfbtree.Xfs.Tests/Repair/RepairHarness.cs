@@ -54,7 +54,7 @@ internal static class RepairTools
         {
             foreach (var (k, v) in environment) psi.Environment[k] = v;
         }
-        using var p = Process.Start(psi)!;
+        using var p = ChildProcesses.Start(psi);
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
         if (!p.WaitForExit(timeoutSeconds * 1000))

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Security.Cryptography;
+using System.Text.RegularExpressions;
 using Xfbtree.Xfs.Tests.Repair;
 using Xfbtree.Xfs.Tests.Trees;
 using Xunit.Abstractions;
@@ -161,38 +162,61 @@ public sealed class ScrubWithoutRmapbtTests(ITestOutputHelper output)
     [Fact]
     public void EveryWriterWorksOnIt()
     {
-        using var scratch = new RepairScratch();
-        string img = scratch.Copy(Populated().Image, "written.img");
-        var io = RepairTools.Xfbtree("io", img, "-c", "create /new", "-c", "pwrite /new 0 1m -S 0x61", "-c", "reflink /big 0 /new 1m 256k",
-            "-c", "pwrite /new 1m 4k -S 0x62", "-c", "fpunch /big 512k 128k", "-c", "truncate /big.clone 100k", "-c", "mkdir /nd",
-            "-c", "rename /d1/f5 /nd/moved", "-c", "unlink /d1/f6", "-c", "setxattr /new user.v " + new string('v', 2000), "-c", "symlink /new /nd/sl");
-        output.WriteLine(io.ToString());
-        Assert.True(io.ExitCode == 0, io.ToString());
-        AssertClean(img, "after io");
-        var stress = RepairTools.Xfbtree("stress", img, "--ops", "400", "--threads", "2", "--seed", "5", "--no-sync");
-        output.WriteLine(stress.Stdout);
-        Assert.True(stress.ExitCode == 0, stress.ToString());
-        Assert.Contains("verify: ", stress.Stdout, StringComparison.Ordinal);
-        AssertClean(img, "after stress");
-        var nlinks = RepairTools.Xfbtree("stress", img, "--ops", "300", "--online-repair", "--structures", "nlinks", "--no-sync");
-        output.WriteLine(nlinks.Stdout);
-        Assert.True(nlinks.ExitCode == 0, nlinks.ToString());
-        Assert.Matches(@"online-repair: nlinks: [1-9]\d* checks, 0 wrong link counts", nlinks.Stdout);
-        AssertClean(img, "after stress with the online link count repair");
-
-        string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "kmnt")).FullName;
-        TreeFixtures.Run(TreeFixtures.Tool("mount"), ["-o", "loop,nouuid", img, mnt]);
+        // Each step is named in any failure, whatever throws (a tool's exit, an assertion, mount or umount).
+        string step = "copy of the populated image";
         try
         {
-            byte[] data = File.ReadAllBytes(Path.Combine(mnt, "new"));
-            Assert.Equal((1 << 20) + (256 << 10), data.Length);
-            Assert.True(data.AsSpan(0, 1 << 20).IndexOfAnyExcept((byte)0x61) < 0, "the first MiB io wrote");
-            Assert.True(data.AsSpan(1 << 20, 4096).IndexOfAnyExcept((byte)0x62) < 0, "the block io wrote over the reflinked range");
-            File.WriteAllText(Path.Combine(mnt, "nd", "by-kernel"), "kernel");
+            using var scratch = new RepairScratch();
+            string img = scratch.Copy(Populated().Image, "written.img");
+            step = "io";
+            var io = RepairTools.Xfbtree("io", img, "-c", "create /new", "-c", "pwrite /new 0 1m -S 0x61", "-c", "reflink /big 0 /new 1m 256k",
+                "-c", "pwrite /new 1m 4k -S 0x62", "-c", "fpunch /big 512k 128k", "-c", "truncate /big.clone 100k", "-c", "mkdir /nd",
+                "-c", "rename /d1/f5 /nd/moved", "-c", "unlink /d1/f6", "-c", "setxattr /new user.v " + new string('v', 2000), "-c", "symlink /new /nd/sl");
+            output.WriteLine(io.ToString());
+            Assert.True(io.ExitCode == 0, $"xfbtree io: {io}");
+            step = "oracles after io";
+            AssertClean(img, "after io");
+            step = "stress";
+            var stress = RepairTools.Xfbtree("stress", img, "--ops", "400", "--threads", "2", "--seed", "5", "--no-sync");
+            output.WriteLine(stress.Stdout);
+            Assert.True(stress.ExitCode == 0, $"xfbtree stress: {stress}");
+            Assert.True(stress.Stdout.Contains("verify: ", StringComparison.Ordinal), $"xfbtree stress printed no verify line: {stress}");
+            step = "oracles after stress";
+            AssertClean(img, "after stress");
+            step = "stress with the online link count repair";
+            var nlinks = RepairTools.Xfbtree("stress", img, "--ops", "300", "--online-repair", "--structures", "nlinks", "--no-sync");
+            output.WriteLine(nlinks.Stdout);
+            Assert.True(nlinks.ExitCode == 0, $"xfbtree stress --structures nlinks: {nlinks}");
+            Assert.True(Regex.IsMatch(nlinks.Stdout, @"online-repair: nlinks: [1-9]\d* checks, 0 wrong link counts"), $"xfbtree stress --structures nlinks: no clean nlinks line: {nlinks}");
+            step = "oracles after stress with the online link count repair";
+            AssertClean(img, "after stress with the online link count repair");
+
+            step = "kernel mount";
+            string mnt = Directory.CreateDirectory(Path.Combine(scratch.Directory, "kmnt")).FullName;
+            TreeFixtures.Run(TreeFixtures.Tool("mount"), ["-o", "loop,nouuid", img, mnt]);
+            try
+            {
+                step = "kernel read and write";
+                byte[] data = File.ReadAllBytes(Path.Combine(mnt, "new"));
+                Assert.True(data.Length == (1 << 20) + (256 << 10), $"the kernel reads {data.Length} bytes of /new, io wrote {(1 << 20) + (256 << 10)}");
+                int wrong = data.AsSpan(0, 1 << 20).IndexOfAnyExcept((byte)0x61);
+                Assert.True(wrong < 0, $"the first MiB io wrote: byte {wrong} is 0x{(wrong < 0 ? 0 : data[wrong]):x2}, not 0x61");
+                wrong = data.AsSpan(1 << 20, 4096).IndexOfAnyExcept((byte)0x62);
+                Assert.True(wrong < 0, $"the block io wrote over the reflinked range: byte {wrong} of it is not 0x62");
+                File.WriteAllText(Path.Combine(mnt, "nd", "by-kernel"), "kernel");
+            }
+            finally
+            {
+                TreeFixtures.Run(TreeFixtures.Tool("umount"), [mnt]);
+            }
+            step = "xfs_repair -n after the kernel wrote";
+            var oracle = RepairTools.XfsRepairCheck(img);
+            Assert.True(oracle.ExitCode == 0, "xfs_repair -n after the kernel wrote: " + oracle);
         }
-        finally { TreeFixtures.Run(TreeFixtures.Tool("umount"), [mnt]); }
-        var oracle = RepairTools.XfsRepairCheck(img);
-        Assert.True(oracle.ExitCode == 0, "xfs_repair -n after the kernel wrote: " + oracle);
+        catch (Exception e)
+        {
+            throw new InvalidOperationException($"step '{step}': {e.GetType().Name}: {(string.IsNullOrWhiteSpace(e.Message) ? "(no message)" : e.Message)}", e);
+        }
     }
 
     void AssertClean(string img, string when)

@@ -39,7 +39,7 @@ public sealed class RmapOnDiskScratchTests(ITestOutputHelper output)
         var psi = new System.Diagnostics.ProcessStartInfo(TreeFixtures.Tool("xfs_repair")) { RedirectStandardOutput = true, RedirectStandardError = true };
         psi.ArgumentList.Add("-n");
         psi.ArgumentList.Add(img);
-        using var p = System.Diagnostics.Process.Start(psi)!;
+        using var p = ChildProcesses.Start(psi);
         var so = p.StandardOutput.ReadToEndAsync();
         string se = p.StandardError.ReadToEnd();
         p.WaitForExit();

@@ -110,7 +110,7 @@ internal static class StressChildHarness
         {
             psi.ArgumentList.Add(a);
         }
-        using var child = Process.Start(psi)!;
+        using var child = ChildProcesses.Start(psi);
         var stderr = child.StandardError.ReadToEndAsync();
         string? first = child.StandardOutput.ReadLine();
         if (first is null || !first.StartsWith("stress: ", StringComparison.Ordinal))

@@ -148,4 +148,25 @@ public sealed class WriteEngineHookTests
         Assert.Equal(actual.Count, model.Count);
         Assert.True(actual.SequenceEqual(model), "the hook stream does not transform the rmapbt before into the rmapbt after");
     }
+
+    /// <summary>Without an rmapbt no rmap change is ever made: registering an observer, outside a transaction or
+    /// inside one holding the AG, is refused with NotSupported, and nothing is registered.</summary>
+    [Fact]
+    public void WriteEngine_WithoutAnRmapbtRefusesEveryHookRegistration()
+    {
+        using var scratch = new RepairScratch();
+        string image = Path.Combine(scratch.Directory, "normap.img");
+        RepairTools.MkfsSmall(image, 64L << 20, "-m", "crc=1,rmapbt=0");
+        using var engine = WriteEngine.Open(image, Fast);
+        var recorder = new Recorder(engine);
+        var outside = Assert.Throws<Xfbtree.Xfs.Write.XfsWriteException>(() => engine.RegisterRmapHook(0, recorder));
+        Assert.Equal(Xfbtree.Xfs.Write.WriteErrorKind.NotSupported, outside.Kind);
+        var held = Assert.Throws<Xfbtree.Xfs.Write.XfsWriteException>(() => engine.Execute("hook", tx =>
+        {
+            tx.LockAg(0);
+            tx.RegisterRmapHookHeld(0, recorder).Dispose();
+        }));
+        Assert.Equal(Xfbtree.Xfs.Write.WriteErrorKind.NotSupported, held.Kind);
+        Assert.False(engine.Ag(0).HasHooks);
+    }
 }

@@ -273,7 +273,7 @@ public sealed class WriteJournalCrashTests(ITestOutputHelper output)
                 psi.ArgumentList.Add(a);
             psi.Environment[ChildImageVariable] = image;
             psi.Environment[ChildWriteVariable] = k.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            using var p = Process.Start(psi)!;
+            using var p = ChildProcesses.Start(psi);
             var stdout = p.StandardOutput.ReadToEndAsync();
             var stderr = p.StandardError.ReadToEndAsync();
             using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(180)))

@@ -557,7 +557,9 @@ internal sealed partial class AttributeOperations
         /// <summary>
         /// Moves di_forkoff. The data fork keeps its content: inline data and extents must fit the new size
         /// (extents that do not are converted to a btree, as xfs_bmap_add_attrfork does), a btree root is laid out
-        /// again for the new size (its pointers sit after maxrecs keys). The attr fork area is cleared.
+        /// again for the new size (its pointers sit after maxrecs keys). The attr fork area is cleared. A remote
+        /// symlink target that the grown data fork holds goes back inline
+        /// (<see cref="NamespaceOperations.MoveRemoteTargetInline"/>).
         /// </summary>
         void SetForkOffset(int forkoff)
         {
@@ -589,6 +591,8 @@ internal sealed partial class AttributeOperations
             if (forkoff != 0) lit[newSize..].Clear();
             if (newSize > oldSize && format != ForkFormat.Btree) lit[oldSize..newSize].Clear();
             convert?.Store();
+            // A symlink target moved out for the fork comes back when the data fork holds it again.
+            if (newSize > oldSize && format == ForkFormat.Extents) NamespaceOperations.MoveRemoteTargetInline(tx, inode, Where);
         }
 
         void RelayoutDataRoot(int oldSize, int newSize)

@@ -7,9 +7,9 @@ namespace Xfbtree.Xfs.Write.Engine;
 /// replay would put older bytes back over it. Unlike <see cref="JournalCoverage"/>, nothing is dropped when a record
 /// becomes durable; the set empties only at a checkpoint (the journal is truncated then).
 /// <para>
-/// Memory is a constant: at most <see cref="Capacity"/> disjoint sorted ranges (<see cref="CapacityBytes"/>), touching
-/// ranges merged. When it is full it saturates: every range counts as covered until the next checkpoint, which only
-/// keeps file data journaled (the safe answer). Nothing is allocated after construction.
+/// Memory is a constant: at most <see cref="Capacity"/> disjoint sorted ranges (<see cref="CapacityBytes"/>) in a
+/// <see cref="BoundedRangeSet"/>, touching ranges merged. When it is full it saturates: every range counts as
+/// covered until the next checkpoint, which only keeps file data journaled (the safe answer). Nothing is allocated after construction.
 /// </para>
 /// </summary>
 internal sealed class CheckpointCoverage
@@ -17,13 +17,11 @@ internal sealed class CheckpointCoverage
     /// <summary>Ranges held at most.</summary>
     public const int Capacity = 8192;
 
-    /// <summary>Bytes of the range array (two 64-bit fields a range): 128 KiB.</summary>
-    public const int CapacityBytes = Capacity * 16;
+    /// <summary>Bytes of the range arrays (two 64-bit fields a range, no tag): 128 KiB.</summary>
+    public static readonly int CapacityBytes = BoundedRangeSet.BytesFor(Capacity, tagged: false);
 
     private readonly Lock gate = new();
-    private readonly long[] starts = new long[Capacity]; // first sector of each range
-    private readonly long[] ends = new long[Capacity];   // sector after its last
-    private int count;
+    private readonly BoundedRangeSet ranges = new(Capacity, tagged: false);
     private bool saturated;
 
     /// <summary>True once more ranges were noted than fit since the last checkpoint (a test hook).</summary>
@@ -46,7 +44,7 @@ internal sealed class CheckpointCoverage
             for (int i = first; i < end && !saturated; i++)
             {
                 JournalEntry e = entries[i];
-                Add(e.Offset / 512, (e.Offset + e.Bytes.Length + 511) / 512);
+                saturated = !ranges.TryAdd(e.Offset / 512, (e.Offset + e.Bytes.Length + 511) / 512, 0);
             }
         }
     }
@@ -58,12 +56,7 @@ internal sealed class CheckpointCoverage
         long start = byteOffset / 512, end = (byteOffset + length + 511) / 512;
         lock (gate)
         {
-            if (saturated)
-            {
-                return false;
-            }
-            int i = FirstEndingAfter(start);
-            return i == count || starts[i] >= end;
+            return !saturated && !ranges.Overlaps(start, end);
         }
     }
 
@@ -72,50 +65,8 @@ internal sealed class CheckpointCoverage
     {
         lock (gate)
         {
-            count = 0;
+            ranges.Clear();
             saturated = false;
         }
-    }
-
-    private int FirstEndingAfter(long sector)
-    {
-        int lo = 0, hi = count;
-        while (lo < hi)
-        {
-            int mid = (lo + hi) >>> 1;
-            if (ends[mid] > sector) hi = mid; else lo = mid + 1;
-        }
-        return lo;
-    }
-
-    private void Add(long start, long end)
-    {
-        int i = FirstEndingAfter(start - 1);
-        int j = i;
-        while (j < count && starts[j] <= end)
-        {
-            start = Math.Min(start, starts[j]);
-            end = Math.Max(end, ends[j]);
-            j++;
-        }
-        if (j > i)
-        {
-            starts[i] = start;
-            ends[i] = end;
-            Array.Copy(starts, j, starts, i + 1, count - j);
-            Array.Copy(ends, j, ends, i + 1, count - j);
-            count -= j - i - 1;
-            return;
-        }
-        if (count == Capacity)
-        {
-            saturated = true;
-            return;
-        }
-        Array.Copy(starts, i, starts, i + 1, count - i);
-        Array.Copy(ends, i, ends, i + 1, count - i);
-        starts[i] = start;
-        ends[i] = end;
-        count++;
     }
 }

@@ -82,13 +82,12 @@ internal sealed class EngineAg
         Lock.Enter();
         try
         {
-            hooks.Add(hook);
+            return AddHookLocked(hook);
         }
         finally
         {
             Lock.Exit();
         }
-        return new HookRegistration(() => RemoveHook(hook));
     }
 
     /// <summary>Adds an observer while the caller's transaction holds this AG's lock (online repair registers
@@ -98,6 +97,16 @@ internal sealed class EngineAg
         if (!Lock.IsHeld)
         {
             throw new InvalidOperationException($"AG {AgNumber}: AddHookHeld without the AG lock");
+        }
+        return AddHookLocked(hook);
+    }
+
+    private IDisposable AddHookLocked(IRmapHook hook)
+    {
+        if (!Engine.Geometry.Superblock.HasRmapbt)
+        {
+            // No rmap change is ever made to observe: an observer would wait for events that never come.
+            throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no rmapbt: there are no rmap changes to observe");
         }
         hooks.Add(hook);
         return new HookRegistration(() => RemoveHook(hook));

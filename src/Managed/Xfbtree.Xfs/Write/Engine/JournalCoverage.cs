@@ -11,12 +11,12 @@ namespace Xfbtree.Xfs.Write.Engine;
 /// logged block that is freed is in it too), and <see cref="WriteEngineOptions.CheckWriteAhead"/> fails any in-place
 /// write that would break the rule.
 /// <para>
-/// Memory is a constant: at most <see cref="Capacity"/> disjoint ranges (<see cref="CapacityBytes"/>), sorted, an
-/// overlapping or touching range merged into its neighbours (keeping the later record). A range whose record is
-/// durable no longer matters: the whole set is dropped once the journal is synced past every record in it, the
-/// durable ranges once per sync when it holds more than a few, and when it is full of ranges of records not yet
-/// durable the journal is synced and the set emptied (<see cref="FullSyncs"/>). Nothing is allocated after
-/// construction.
+/// Memory is a constant: at most <see cref="Capacity"/> disjoint ranges (<see cref="CapacityBytes"/>), sorted in a
+/// <see cref="BoundedRangeSet"/>, an overlapping or touching range merged into its neighbours (keeping the later
+/// record). A range whose record is durable no longer matters: the whole set is dropped once the journal is synced
+/// past every record in it, the durable ranges once per sync when it holds more than a few, and when it is full of
+/// ranges of records not yet durable the journal is synced and the set emptied (<see cref="FullSyncs"/>). Nothing
+/// is allocated after construction.
 /// </para>
 /// </summary>
 internal sealed class JournalCoverage
@@ -24,20 +24,13 @@ internal sealed class JournalCoverage
     /// <summary>Ranges held at most.</summary>
     public const int Capacity = 8192;
 
-    /// <summary>Bytes of the range array (three 64-bit fields a range): the tracker's whole memory, 192 KiB.</summary>
-    public const int CapacityBytes = Capacity * 24;
-
-    private struct Range
-    {
-        public long Start;     // first sector
-        public long End;       // sector after the last
-        public long RecordEnd; // journal length at the end of the latest record that covered it
-    }
+    /// <summary>Bytes of the range arrays (three 64-bit fields a range): the tracker's whole memory, 192 KiB.</summary>
+    public static readonly int CapacityBytes = BoundedRangeSet.BytesFor(Capacity, tagged: true);
 
     private readonly Lock gate = new();
-    private readonly Range[] ranges = new Range[Capacity];
+    // Each range tagged with the journal length at the end of the latest record that covered it.
+    private readonly BoundedRangeSet ranges = new(Capacity, tagged: true);
     private readonly WriteJournal journal;
-    private int count;
     private long latestRecordEnd;
     private long compactedAt;
     private long fullSyncs;
@@ -54,7 +47,7 @@ internal sealed class JournalCoverage
         {
             lock (gate)
             {
-                return count;
+                return ranges.Count;
             }
         }
     }
@@ -101,9 +94,9 @@ internal sealed class JournalCoverage
         lock (gate)
         {
             DropIfAllDurable();
-            for (int i = FirstEndingAfter(start); i < count && ranges[i].Start < end; i++)
+            for (int i = ranges.FirstEndingAfter(start); i < ranges.Count && ranges.Start(i) < end; i++)
             {
-                latest = Math.Max(latest, ranges[i].RecordEnd);
+                latest = Math.Max(latest, ranges.Tag(i));
             }
         }
         return latest;
@@ -117,12 +110,12 @@ internal sealed class JournalCoverage
         {
             if (latestRecordEnd > syncedEnd)
             {
-                for (int i = FirstEndingAfter(start); i < count && ranges[i].Start < end; i++)
+                for (int i = ranges.FirstEndingAfter(start); i < ranges.Count && ranges.Start(i) < end; i++)
                 {
-                    if (ranges[i].RecordEnd > syncedEnd)
+                    if (ranges.Tag(i) > syncedEnd)
                     {
-                        busyStart = ranges[i].Start;
-                        busyEnd = ranges[i].End;
+                        busyStart = ranges.Start(i);
+                        busyEnd = ranges.End(i);
                         return true;
                     }
                 }
@@ -137,7 +130,7 @@ internal sealed class JournalCoverage
     {
         lock (gate)
         {
-            return count > 0 && latestRecordEnd > syncedEnd;
+            return ranges.Count > 0 && latestRecordEnd > syncedEnd;
         }
     }
 
@@ -146,7 +139,7 @@ internal sealed class JournalCoverage
     {
         lock (gate)
         {
-            count = 0;
+            ranges.Clear();
             latestRecordEnd = 0;
             compactedAt = 0;
         }
@@ -154,9 +147,9 @@ internal sealed class JournalCoverage
 
     private void DropIfAllDurable()
     {
-        if (count > 0 && latestRecordEnd <= journal.SyncedEnd)
+        if (ranges.Count > 0 && latestRecordEnd <= journal.SyncedEnd)
         {
-            count = 0;
+            ranges.Clear();
             latestRecordEnd = 0;
         }
     }
@@ -167,71 +160,21 @@ internal sealed class JournalCoverage
     private void DropDurableAfterSync()
     {
         long synced = journal.SyncedEnd;
-        if (count >= 64 && synced > compactedAt)
+        if (ranges.Count >= 64 && synced > compactedAt)
         {
             compactedAt = synced;
-            Compact(synced);
+            latestRecordEnd = ranges.KeepTaggedAbove(synced);
         }
-    }
-
-    /// <summary>Keeps only the ranges whose records end past <paramref name="synced"/>, in order.</summary>
-    private void Compact(long synced)
-    {
-        int kept = 0;
-        long latest = 0;
-        for (int k = 0; k < count; k++)
-        {
-            if (ranges[k].RecordEnd > synced)
-            {
-                ranges[kept++] = ranges[k];
-                latest = Math.Max(latest, ranges[k].RecordEnd);
-            }
-        }
-        count = kept;
-        latestRecordEnd = latest;
-    }
-
-    /// <summary>Index of the first range ending after <paramref name="sector"/> (ranges are disjoint and sorted, so their
-    /// ends are sorted too); <see cref="count"/> when none.</summary>
-    private int FirstEndingAfter(long sector)
-    {
-        int lo = 0, hi = count;
-        while (lo < hi)
-        {
-            int mid = (lo + hi) >>> 1;
-            if (ranges[mid].End > sector) hi = mid; else lo = mid + 1;
-        }
-        return lo;
     }
 
     private void Add(long start, long end, long recordEnd)
     {
-        // The ranges that overlap or touch [start, end) merge with it into one.
-        int i = FirstEndingAfter(start - 1);
-        int j = i;
-        while (j < count && ranges[j].Start <= end)
-        {
-            start = Math.Min(start, ranges[j].Start);
-            end = Math.Max(end, ranges[j].End);
-            recordEnd = Math.Max(recordEnd, ranges[j].RecordEnd);
-            j++;
-        }
-        if (j > i)
-        {
-            ranges[i] = new Range { Start = start, End = end, RecordEnd = recordEnd };
-            Array.Copy(ranges, j, ranges, i + 1, count - j);
-            count -= j - i - 1;
-            latestRecordEnd = Math.Max(latestRecordEnd, recordEnd);
-            return;
-        }
-        if (count == Capacity)
+        // The ranges that overlap or touch [start, end) merge with it into one (keeping the later record).
+        if (!ranges.TryAdd(start, end, recordEnd))
         {
             MakeRoom();
-            i = FirstEndingAfter(start - 1);
+            ranges.TryAdd(start, end, recordEnd); // room now: the set was emptied or compacted below its capacity
         }
-        Array.Copy(ranges, i, ranges, i + 1, count - i);
-        ranges[i] = new Range { Start = start, End = end, RecordEnd = recordEnd };
-        count++;
         latestRecordEnd = Math.Max(latestRecordEnd, recordEnd);
     }
 
@@ -239,14 +182,14 @@ internal sealed class JournalCoverage
     /// so far was appended before this call, so the sync covers them all) and start empty.</summary>
     private void MakeRoom()
     {
-        Compact(journal.SyncedEnd);
-        if (count < Capacity)
+        latestRecordEnd = ranges.KeepTaggedAbove(journal.SyncedEnd);
+        if (ranges.Count < ranges.Capacity)
         {
             return;
         }
         journal.Sync();
         Interlocked.Increment(ref fullSyncs);
-        count = 0;
+        ranges.Clear();
         latestRecordEnd = 0;
     }
 }

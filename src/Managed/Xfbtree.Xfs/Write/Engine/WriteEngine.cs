@@ -383,7 +383,78 @@ public sealed partial class WriteEngine : IDisposable
     /// when it throws. A lock taken out of order restarts the body once with that lock taken first, so a body
     /// must not have effects outside its transaction. Metadata corruption marks the AG sick and becomes
     /// <see cref="XfsWriteException"/> Corrupt.</summary>
-    internal T Execute<T>(string operation, Func<WriteTransaction, T> body)
+    /// <remarks>A body that runs out of space (NoSpace) while frees of released inodes are in flight (see
+    /// <see cref="ExecuteDeferredFree"/>) waits, holding no engine lock, until those frees are done, then runs once
+    /// more when any free finished since it began: the kernel flushes its deferred inode inactivation and tries the
+    /// transaction again before it answers ENOSPC (xfs_trans_alloc, xfs_blockgc_free_space).</remarks>
+    internal T Execute<T>(string operation, Func<WriteTransaction, T> body) => ExecuteCore(operation, body, deferredFree: false);
+
+    /// <summary>
+    /// <see cref="Execute{T}(string, Func{WriteTransaction, T})"/> for the free of an inode whose last reference went
+    /// while it had no links (the kernel's deferred inactivation): counted as in flight from before its first
+    /// attempt until it committed or failed, so that an operation that meets NoSpace meanwhile waits for the space it
+    /// gives back instead of failing. It never waits for frees itself.
+    /// </summary>
+    internal T ExecuteDeferredFree<T>(string operation, ulong ino, Func<WriteTransaction, T> body)
+    {
+        lock (deferredFrees)
+        {
+            deferredFreesStarted++;
+        }
+        try
+        {
+            options.DeferredFreeStarting?.Invoke(ino);
+            return ExecuteCore(operation, body, deferredFree: true);
+        }
+        finally
+        {
+            lock (deferredFrees)
+            {
+                deferredFreesFinished++;
+                Monitor.PulseAll(deferredFrees);
+            }
+        }
+    }
+
+    /// <inheritdoc cref="ExecuteDeferredFree{T}(string, ulong, Func{WriteTransaction, T})"/>
+    internal void ExecuteDeferredFree(string operation, ulong ino, Action<WriteTransaction> body)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        ExecuteDeferredFree<object?>(operation, ino, tx =>
+        {
+            body(tx);
+            return null;
+        });
+    }
+
+    private readonly object deferredFrees = new();
+    private long deferredFreesStarted, deferredFreesFinished; // under deferredFrees
+
+    /// <summary>After a NoSpace: waits (holding no engine lock) until as many deferred frees finished as had started
+    /// by now, and says whether any finished since <paramref name="finishedBefore"/>, when the attempt began.</summary>
+    private bool WaitForDeferredFrees(string operation, long finishedBefore)
+    {
+        long started;
+        lock (deferredFrees)
+        {
+            started = deferredFreesStarted;
+            if (deferredFreesFinished >= started)
+            {
+                return deferredFreesFinished != finishedBefore;
+            }
+        }
+        options.WaitingForDeferredFrees?.Invoke(operation);
+        lock (deferredFrees)
+        {
+            while (deferredFreesFinished < started)
+            {
+                Monitor.Wait(deferredFrees);
+            }
+            return deferredFreesFinished != finishedBefore;
+        }
+    }
+
+    private T ExecuteCore<T>(string operation, Func<WriteTransaction, T> body, bool deferredFree)
     {
         ArgumentNullException.ThrowIfNull(body);
         if (current is not null)
@@ -391,9 +462,11 @@ public sealed partial class WriteEngine : IDisposable
             throw new InvalidOperationException($"{operation}: a transaction ({current.Operation}) is already running on this thread; pass it down instead of nesting");
         }
         var plan = new LockPlan();
+        bool waitedForFrees = deferredFree;
         for (int attempt = 0; ; attempt++)
         {
             ThrowIfUnusable();
+            long freesFinished = waitedForFrees ? 0 : Volatile.Read(ref deferredFreesFinished);
             var tx = new WriteTransaction(this, operation, plan);
             current = tx;
             try
@@ -410,6 +483,17 @@ public sealed partial class WriteEngine : IDisposable
                     throw new XfsWriteException(WriteErrorKind.Busy, $"{operation}: could not take its locks in order after {MaxRestarts} restarts");
                 }
                 plan.Add(restart);
+            }
+            catch (XfsWriteException e) when (e.Kind == WriteErrorKind.NoSpace && !waitedForFrees)
+            {
+                // Cancelled first: the frees may need the locks this attempt held.
+                tx.Cancel();
+                current = null;
+                waitedForFrees = true;
+                if (!WaitForDeferredFrees(operation, freesFinished))
+                {
+                    throw;
+                }
             }
             catch (Exception e)
             {
@@ -670,11 +754,6 @@ public sealed partial class WriteEngine : IDisposable
         if (current is not null)
         {
             throw new InvalidOperationException("RegisterRmapHook inside a transaction would wait for the transaction's own AG lock");
-        }
-        if (!Geometry.Superblock.HasRmapbt)
-        {
-            // No rmap change is ever made to observe: an observer would wait for events that never come.
-            throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no rmapbt: there are no rmap changes to observe");
         }
         return Ag(agno).AddHook(hook);
     }

@@ -59,6 +59,12 @@ public sealed record WriteEngineOptions
     /// <summary>Test hook: called with the operation's name after each step of a split operation committed, outside
     /// any transaction (a test runs another operation there to race the next step deterministically).</summary>
     internal Action<string>? StepCommitted { get; init; }
+    /// <summary>Test hook: called with the inode number when the free of a released unlinked inode is counted as in
+    /// flight, before its transaction starts, outside any lock (a test holds the free there to race an allocation).</summary>
+    internal Action<ulong>? DeferredFreeStarting { get; init; }
+    /// <summary>Test hook: called with the operation's name when it met NoSpace and waits for deferred frees in flight,
+    /// holding no engine lock.</summary>
+    internal Action<string>? WaitingForDeferredFrees { get; init; }
     /// <summary>Bytes of shared data one unshare step copies at most (internal, as <see cref="StepPieces"/>).</summary>
     internal int UnshareStepBytes { get; init; } = Files.FileOperations.UnshareStepBytes;
     /// <summary>In-core inodes kept strongly at most (others live only while something references them).</summary>

@@ -218,10 +218,6 @@ internal sealed class WriteTransaction
     internal IDisposable RegisterRmapHookHeld(uint agno, IRmapHook hook)
     {
         RequireAg(agno);
-        if (!Geometry.Superblock.HasRmapbt)
-        {
-            throw new XfsWriteException(WriteErrorKind.NotSupported, "the filesystem has no rmapbt: there are no rmap changes to observe");
-        }
         return engine.Ag(agno).AddHookHeld(hook);
     }
 
@@ -513,27 +509,21 @@ internal sealed class WriteTransaction
         RequireAg(agno);
         int blockBB = Geometry.BasicBlocksPerBlock;
         uint dirBlocks = 1u << Geometry.Superblock.DirBlockLog;
-        for (uint b = agbno; b < agbno + length; b++)
-        {
-            buffers.Invalidate(engine.Disk, Geometry.AgBlockToDaddr(agno, b), blockBB);
-        }
-        // Buffers of several blocks inside the range: a remote symlink's extent (one buffer per extent, up to two
-        // blocks), a piece of a directory block that spans extents. Committed buffers stay pinned in the cache until
-        // a checkpoint writes them, so one left behind here would later be written over whatever reuses the block.
+        uint end = agbno + length;
+        // Every buffer length the engine uses, at every start inside the range: one block (btree and inode cluster
+        // blocks), a remote symlink's extent (one buffer per extent, up to two blocks), a piece of a directory block
+        // that spans extents. A whole directory block may also start before the range and reach into it. Committed
+        // buffers stay pinned in the cache until a checkpoint writes them, so one left behind here would later be
+        // written over whatever reuses the block.
         uint longest = Math.Max(dirBlocks, 2);
-        for (uint b = agbno; b < agbno + length; b++)
+        for (uint n = 1; n <= longest; n++)
         {
-            for (uint n = 2; n <= longest && b + n <= agbno + length; n++)
+            bool directoryBlock = n == dirBlocks && n > 1;
+            uint first = directoryBlock ? agbno - Math.Min(agbno, n - 1) : agbno;
+            uint stop = directoryBlock ? end : length >= n ? end - n + 1 : agbno; // the starts [first, stop)
+            for (uint b = first; b < stop; b++)
             {
                 buffers.Invalidate(engine.Disk, Geometry.AgBlockToDaddr(agno, b), blockBB * (int)n);
-            }
-        }
-        if (dirBlocks > 1)
-        {
-            uint first = agbno >= dirBlocks - 1 ? agbno - (dirBlocks - 1) : 0;
-            for (uint b = first; b < agbno + length; b++)
-            {
-                buffers.Invalidate(engine.Disk, Geometry.AgBlockToDaddr(agno, b), blockBB * (int)dirBlocks);
             }
         }
     }
@@ -763,31 +753,52 @@ internal sealed class WriteTransaction
         }
         // The chosen pieces first (stable order otherwise: the journal keeps the order of the rest). Moving a fresh
         // piece ahead of an earlier piece of the same blocks would change which bytes win, so a piece that overlaps
-        // an earlier one stays journaled.
-        var ordered = new List<(ulong, byte[], int, bool)>(data.Count);
-        var rest = new List<(ulong, byte[], int, bool)>(data.Count);
-        long orderedBytes = 0;
-        for (int i = 0; i < data.Count; i++)
+        // an earlier one stays journaled. One pooled array holds both groups while `data` is still read: the chosen
+        // from its front in order, the rest from its back in reverse; nothing is allocated in steady state.
+        int n = data.Count;
+        var pool = ArrayPool<(ulong Fsbno, byte[] Bytes, int Length, bool Fresh)>.Shared;
+        var sorted = pool.Rent(n);
+        try
         {
-            var piece = data[i];
-            bool take = piece.Fresh && MayOrder(ByteOf(piece.Fsbno), piece.Length) && !OverlapsEarlier(i);
-            (take ? ordered : rest).Add(piece);
-            orderedBytes += take ? piece.Length : 0;
+            int chosen = 0, rest = 0;
+            long orderedBytes = 0;
+            for (int i = 0; i < n; i++)
+            {
+                var piece = data[i];
+                if (piece.Fresh && MayOrder(ByteOf(piece.Fsbno), piece.Length) && !OverlapsEarlier(i))
+                {
+                    sorted[chosen++] = piece;
+                    orderedBytes += piece.Length;
+                }
+                else
+                {
+                    sorted[n - 1 - rest++] = piece;
+                }
+            }
+            if (chosen == 0)
+            {
+                return;
+            }
+            for (int i = 0; i < chosen; i++)
+            {
+                WriteEngine.WriteRaw(engine.Disk, ByteOf(sorted[i].Fsbno), sorted[i].Bytes.AsSpan(0, sorted[i].Length));
+            }
+            engine.Disk.SyncData();
+            engine.NoteOrderedData(orderedBytes);
+            for (int i = 0; i < chosen; i++)
+            {
+                data[i] = sorted[i];
+            }
+            for (int r = 0; r < rest; r++)
+            {
+                data[chosen + r] = sorted[n - 1 - r];
+            }
+            orderedData = chosen;
         }
-        if (ordered.Count == 0)
+        finally
         {
-            return;
+            pool.Return(sorted, clearArray: true); // it held the transaction's data arrays
         }
-        foreach (var (fsbno, bytes, length, _) in ordered)
-        {
-            WriteEngine.WriteRaw(engine.Disk, ByteOf(fsbno), bytes.AsSpan(0, length));
-        }
-        engine.Disk.SyncData();
-        engine.NoteOrderedData(orderedBytes);
-        data.Clear();
-        data.AddRange(ordered);
-        data.AddRange(rest);
-        orderedData = ordered.Count;
     }
 
     /// <summary>

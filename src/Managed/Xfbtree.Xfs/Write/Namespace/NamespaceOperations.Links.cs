@@ -121,6 +121,69 @@ internal sealed partial class NamespaceOperations
         InodeCore.SetSize(c, (ulong)target.Length);
     }
 
+    /// <summary>
+    /// Brings the remote target of a symlink back into its data fork when the fork holds it again (the attr fork went,
+    /// or moved up): the blocks are read through the transaction, unmapped and freed, and the target written inline.
+    /// The kernel leaves such a target remote, and its own readers accept either, but xfs_repair before 6.10 calls an
+    /// extents-format symlink whose size fits the data fork a "mismatch between format (2) and size". Nothing happens
+    /// when the inode is no symlink, is inline already, or its target does not fit the data fork.
+    /// </summary>
+    internal static void MoveRemoteTargetInline(WriteTransaction tx, IncoreInode inode, string where)
+    {
+        var c = inode.Core.AsSpan();
+        var d = new Dinode(c);
+        if ((d.Mode & InodeCore.ModeTypeMask) != 0xA000 || d.Format != ForkFormat.Extents || d.Size == 0 || d.Size > (ulong)d.DataFork.Length) return;
+        var geo = tx.Engine.Geometry;
+        ulong ino = inode.Ino;
+        ulong count = d.DataExtents;
+        if (count == 0 || count > (ulong)(d.DataFork.Length / Dinode.ExtentSize))
+            throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{where}': a remote symlink of {count} extents");
+        var extents = new BmbtExtent[(int)count];
+        for (int i = 0; i < extents.Length; i++) extents[i] = BmbtExtent.Read(d.DataFork[(i * Dinode.ExtentSize)..]);
+        var target = new byte[(int)d.Size];
+        int got = 0;
+        foreach (var e in extents)
+        {
+            CheckRemoteExtent(e, geo, where);
+            uint agno = geo.FsbToAgno(e.StartBlock);
+            if (!tx.HoldsAg(agno)) tx.LockAg(agno);
+            var buf = tx.ReadBuffer(geo.AgBlockToDaddr(agno, geo.FsbToAgbno(e.StartBlock)), (int)e.BlockCount * geo.BasicBlocksPerBlock, SymlinkVerifier(geo, ino));
+            got += CopyRemotePiece(buf.Span, target, got, e.StartBlock, where);
+        }
+        if (got != target.Length) throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{where}': symlink blocks hold {got} of {target.Length} bytes");
+        ulong freed = 0;
+        foreach (var e in extents)
+        {
+            uint agno = geo.FsbToAgno(e.StartBlock), agbno = geo.FsbToAgbno(e.StartBlock);
+            tx.RmapUnmap(agno, new RmapRecord(agbno, e.BlockCount, ino, e.StartOffset), false);
+            tx.FreeMetadata(agno, agbno, e.BlockCount);
+            freed += e.BlockCount;
+        }
+        InodeCore.SetDataExtents(c, 0);
+        InodeCore.SetNblocks(c, InodeCore.Nblocks(c) - Math.Min(freed, InodeCore.Nblocks(c)));
+        c[InodeCore.OffFormat] = (byte)ForkFormat.Local;
+        InodeCore.SetLocalData(c, target);
+    }
+
+    /// <summary>A remote symlink extent the readers accept: written, and no longer than a target needs plus one block.</summary>
+    static void CheckRemoteExtent(BmbtExtent e, XfsGeometry geo, string where)
+    {
+        if (e.BlockCount > (uint)((MaxSymlinkLength + geo.BlockSize - 1) / geo.BlockSize + 1) || e.Unwritten)
+            throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{where}': symlink extent of {e.BlockCount} blocks{(e.Unwritten ? ", unwritten" : "")}");
+    }
+
+    /// <summary>Copies the piece of the target one verified remote block holds to its place in
+    /// <paramref name="target"/>, which the pieces before filled up to <paramref name="got"/>; returns its length.</summary>
+    static int CopyRemotePiece(ReadOnlySpan<byte> block, byte[] target, int got, ulong fsbno, string where)
+    {
+        uint offset = BinaryPrimitives.ReadUInt32BigEndian(block[4..]);
+        int bytes = (int)BinaryPrimitives.ReadUInt32BigEndian(block[8..]);
+        if (offset != (uint)got || got + bytes > target.Length)
+            throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{where}': symlink block {fsbno} holds bytes {offset}+{bytes}, expected from {got}");
+        block.Slice(SymlinkHeaderSize, bytes).CopyTo(target.AsSpan(got));
+        return bytes;
+    }
+
     static MagicCrcVerifier SymlinkVerifier(XfsGeometry geo, ulong ino)
     {
         return new MagicCrcVerifier("symlink block", SymlinkMagic, SymlinkCrcOffset, 0, b =>
@@ -193,17 +256,12 @@ internal sealed partial class NamespaceOperations
             foreach (var e in extents)
             {
                 // One buffer (and one header) per mapping, as the kernel reads and writes it.
-                if (e.BlockCount > (uint)((MaxSymlinkLength + geo.BlockSize - 1) / geo.BlockSize + 1) || e.Unwritten)
-                    throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{where}': symlink extent of {e.BlockCount} blocks{(e.Unwritten ? ", unwritten" : "")}");
+                CheckRemoteExtent(e, geo, where);
                 var block = new byte[(int)e.BlockCount * geo.BlockSize];
                 Engine.ReadMetadataBlocks(e.StartBlock, block);
                 string? why = CheckSymlinkBlock(block, ino, Reader.DaddrOf(e.StartBlock), geo);
                 if (why is not null) throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{where}': symlink block {e.StartBlock}: {why}");
-                uint offset = BinaryPrimitives.ReadUInt32BigEndian(block.AsSpan(4));
-                int bytes = (int)BinaryPrimitives.ReadUInt32BigEndian(block.AsSpan(8));
-                if (offset != (uint)got || (ulong)(got + bytes) > size) throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{where}': symlink block {e.StartBlock} holds bytes {offset}+{bytes}, expected from {got}");
-                block.AsSpan(SymlinkHeaderSize, bytes).CopyTo(result.AsSpan(got));
-                got += bytes;
+                got += CopyRemotePiece(block, result, got, e.StartBlock, where);
             }
             if ((ulong)got != size) throw new XfsWriteException(WriteErrorKind.Corrupt, $"'{where}': symlink blocks hold {got} of {size} bytes");
             return result;

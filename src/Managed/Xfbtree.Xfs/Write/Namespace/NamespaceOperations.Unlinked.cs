@@ -50,7 +50,7 @@ internal sealed partial class NamespaceOperations
         bool dropped = false;
         try
         {
-            Engine.Execute($"release {where}", tx =>
+            Engine.ExecuteDeferredFree($"release {where}", inode.Ino, tx =>
             {
                 tx.LockInodes(inode);
                 CheckAlive(inode, handle.Generation, where);
