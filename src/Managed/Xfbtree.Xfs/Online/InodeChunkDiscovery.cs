@@ -42,7 +42,8 @@ internal static class InodeChunkDiscovery
 
     /// <summary>
     /// Why AG <paramref name="agno"/>'s inobt cannot be walked (its root unusable, a block that does not verify or
-    /// sits at the wrong level), read through a read view with commits paused; null when every record is reached.
+    /// sits at the wrong level, a record that cannot be a chunk's place), read through a read view with commits
+    /// paused; null when every record is reached and placed.
     /// </summary>
     public static string? InobtWalkProblem(WriteEngine engine, uint agno)
     {
@@ -54,9 +55,20 @@ internal static class InodeChunkDiscovery
             {
                 Agi agi = view.ReadAgi(agno);
                 if (!agi.TreeRootUsable(AgiTree.Inobt, view.Geometry)) return $"AG {agno}: the AGI's inobt root {agi.Root} / level {agi.Level} is unusable";
+                XfsGeometry geo = view.Geometry;
+                bool sparse = geo.Superblock.HasSparseInodes;
+                uint alignment = InodeChunkLayout.ChunkAlignmentInodes(geo);
+                ulong nextFree = 0;
                 using BtreeCursor<InobtOps> cur = view.OpenInobt(agi, AgiTree.Inobt).CreateCursor();
                 for (bool ok = cur.MoveFirst(); ok; ok = cur.Increment())
                 {
+                    // A record that cannot be a chunk's place (a numrecs gone up reads one more): the leaf is damaged.
+                    var r = InobtRecord.Read(cur.Current, sparse);
+                    if (r.StartIno < nextFree || r.StartIno % alignment != 0 || !InodeChunkLayout.ChunkInsideAg(geo, agno, r.StartIno))
+                    {
+                        return $"AG {agno}: inobt record {r.StartIno} is out of order, misaligned or outside the AG";
+                    }
+                    nextFree = (ulong)r.StartIno + InobtRecord.InodesPerChunk;
                 }
                 return null;
             }
