@@ -7,12 +7,13 @@ namespace Xfbtree.Xfs.Tests.Scrub;
 
 /// <summary>
 /// <c>xfbtree scrub --repair</c> of a filesystem without an rmapbt (geom-bs1k made into one, AG 1): the corruption
-/// matrix's kinds (59 in the suite, all 77 with XFBTREE_LONG_TESTS=1): those of every AG tree, the AG header counters,
-/// the free list, the secondary superblocks and the link counts are repaired in place
-/// (each rebuild from a scan of the AG taken right before it), the image checks clean again, xfs_repair -n agrees and
-/// the kernel mounts it, reads every file, writes and deletes. Damage whose repair needs the rmapbt (an AG header that
-/// does not verify or whose roots are lost: nothing else says where the trees are) is reported, refused with a reason,
-/// and the image closes clean of NEEDSREPAIR. Before, scrub --repair refused every such image.
+/// matrix's kinds (one per structure in the suite, all 77 with XFBTREE_LONG_TESTS=1): those of every AG tree, the AG
+/// header counters, the free list, the secondary superblocks and the link counts are repaired in place (each rebuild
+/// from a scan of the AG taken right before it; an inobt that cannot be walked from the chunks a discovery finds by
+/// reading inode cores), the image checks clean again, xfs_repair -n agrees and the kernel mounts it, reads every
+/// file, writes and deletes. Damage whose repair needs the rmapbt (an AGF or AGI that does not verify or whose
+/// free-space roots are lost: nothing else says where the trees are) is reported, refused with a reason, and the
+/// image closes clean of NEEDSREPAIR. Before, scrub --repair refused every such image.
 /// </summary>
 public sealed class ScrubRepairWithoutRmapbtTests(ITestOutputHelper output)
 {
@@ -22,28 +23,33 @@ public sealed class ScrubRepairWithoutRmapbtTests(ITestOutputHelper output)
     private static bool Long => Environment.GetEnvironmentVariable("XFBTREE_LONG_TESTS") == "1";
 
     /// <summary>
-    /// Refused without an rmapbt (tree/kind), as the kernel's online repair refuses them: an inobt whose leaves do not
-    /// verify or walk (nothing else records where the inode chunks are), an AGF or AGI sector that does not verify or
-    /// whose roots lead nowhere (nothing else says where the trees are). Every other kind is repaired.
+    /// Refused without an rmapbt (tree/kind): an AGF or AGI sector that does not verify or whose free-space roots
+    /// lead nowhere (nothing else says where the trees are, and the chunk discovery needs the bnobt to know which
+    /// blocks are in use and the AGI to rewrite). Every other kind is repaired, the inobt's whose leaves or root
+    /// cannot be walked from the inode chunks a discovery finds.
     /// </summary>
     private static readonly HashSet<string> Refused =
     [
-        "inobt/leaf-level", "inobt/leaf-numrecs", "inobt/leaf-magic", "inobt/leaf-crc", "inobt/leaf-sibling", "inobt/root-ptr",
-        "inobt/agi-level", "agf/agf-magic", "agf/agf-crc", "agf/agf-bnoroot", "agf/agf-cntroot", "agf/agf-length", "agf/agf-flfirst",
+        "agf/agf-magic", "agf/agf-crc", "agf/agf-bnoroot", "agf/agf-cntroot", "agf/agf-length", "agf/agf-flfirst",
         "agi/agi-magic", "agi/agi-crc", "agi/agi-length",
     ];
 
     /// <summary>Kernel read-back after these (one per structure in the suite; every repaired kind in long mode).</summary>
-    private static readonly HashSet<string> KernelKinds = ["bnobt/rec-blockcount", "cntbt/leaf-crc", "inobt/rec-freecount", "finobt/leaf-magic", "refcountbt/rec-refcount", "agf/agf-freeblks", "agfl/agfl-crc"];
+    private static readonly HashSet<string> KernelKinds = ["bnobt/rec-blockcount", "cntbt/leaf-crc", "inobt/leaf-crc", "finobt/leaf-magic", "refcountbt/rec-refcount", "agfl/agfl-crc"];
 
-    /// <summary>Left to XFBTREE_LONG_TESTS=1 (the suite keeps each tree's record kinds, a leaf's magic and CRC, a node
-    /// or root pointer and every header kind): these reach the same rebuilds through the same findings.</summary>
-    private static readonly HashSet<string> LongOnly = ["leaf-level", "leaf-numrecs", "leaf-sibling", "node-key"];
+    /// <summary>The suite's kinds: one per structure (a record of each free-space tree, an inobt leaf that does not
+    /// verify (the chunk discovery), a finobt leaf, a refcount, an AGF counter, the AGFL, an AGI counter, a secondary
+    /// superblock, a link count) and one refusal. XFBTREE_LONG_TESTS=1 runs every kind.</summary>
+    private static readonly HashSet<string> ShortKinds =
+    [
+        "bnobt/rec-blockcount", "cntbt/leaf-crc", "inobt/leaf-crc", "finobt/leaf-magic", "refcountbt/rec-refcount",
+        "bnobt/agf-freeblks", "agfl/agfl-crc", "inobt/agi-count", "sb/sb-agblocks", "nlinks/nlink-file-high", "agf/agf-magic",
+    ];
 
     public static IEnumerable<object[]> Cases() => ScrubCorruptor.Kinds
         .Where(k => k.Tree is "bnobt" or "cntbt" or "inobt" or "finobt" or "refcountbt" or "agfl" or "nlinks" or "agf" or "agi" or "sb")
         .Where(k => k.Finding != "rmapbt" && k.Name != "agf-rmaproot")
-        .Where(k => Long || !LongOnly.Contains(k.Name))
+        .Where(k => Long || ShortKinds.Contains($"{k.Tree}/{k.Name}"))
         .Select(k => new object[] { k.Tree, k.Name });
 
     [Theory]

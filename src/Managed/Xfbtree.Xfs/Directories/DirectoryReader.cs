@@ -292,6 +292,11 @@ internal sealed class DirectoryReader
     /// the (hash, address) of every entry '.' and '..' included, the leaf1 best-free table and the free-index
     /// slots give each data block's largest unused region (0xffff where no data block is), leafn sibling links
     /// agree both ways. Throws Corrupt naming the first problem.
+    /// Memory is a few directory blocks whatever the directory's size: one pass over the blocks in file order; the
+    /// two sides' (hash, address) sets are compared as multisets by their count and two independent 64-bit sums of
+    /// a mix of each pair (a differing set passes only if both sums collide); each data block's best free is checked
+    /// against the leaf1 table or the free-index block covering it as the data block is read; each leafn's siblings
+    /// are read back to check their links.
     /// </summary>
     public void VerifyIndex(ulong ino, ReadOnlySpan<byte> core, FsBlockReader read, string where)
     {
@@ -301,78 +306,170 @@ internal sealed class DirectoryReader
         var layout = Layout(core, extents, where);
         if (layout is not (DirectoryLayout.Leaf or DirectoryLayout.Node)) return;
         var g = Geometry;
-        var expected = new List<(uint Hash, uint Ptr)>();
-        var bests = new Dictionary<uint, ushort>();
-        var leafEntries = new List<(uint Hash, uint Ptr)>();
-        var freeSlots = new Dictionary<uint, ushort>();
-        var leafBlocks = new Dictionary<ulong, HashBlock>();
-        var starts = new SortedSet<ulong>();
+        HashBlock ParseHash(ulong fb)
+        {
+            var block = ReadVerified(ino, extents, fb, read, where, "leaf or node block");
+            return HashBlock.Parse(block, g, why => Corrupt(where, $"leaf or node block at offset {fb}: {why}"));
+        }
+        // Leaf format: its one leaf1 block (the only block of the leaf space) holds the best-free table the data
+        // blocks are checked against as they are read.
+        HashBlock? leaf1 = null;
+        if (layout == DirectoryLayout.Leaf)
+        {
+            leaf1 = ParseHash(g.LeafFileBlock);
+            if (leaf1.Kind != HashBlockKind.Leaf1) throw Corrupt(where, "no leaf1 block");
+        }
+        FreeIndexBlock? free = null;
+        ulong freeAt = ulong.MaxValue;
+        string? bestProblem = null, siblingProblem = null;
+        uint dataBlocks = 0;
+        void CheckBest(uint db, ushort best)
+        {
+            if (bestProblem is not null) return;
+            if (leaf1 is not null)
+            {
+                if (db < leaf1.Bests.Count && leaf1.Bests[(int)db] != best)
+                    bestProblem = $"the leaf's best free of data block {db} is {leaf1.Bests[(int)db]}, the block's is {best}";
+                return;
+            }
+            uint index = db / (uint)g.FreeMaxBests;
+            ulong fb = g.FreeFileBlock + (ulong)index * (ulong)DirBlockFsbs;
+            if (fb != freeAt)
+            {
+                freeAt = fb;
+                free = MappedAt(extents, fb)
+                    ? FreeIndexBlock.Parse(ReadVerified(ino, extents, fb, read, where, "free-index block"), g, (int)(index * (uint)g.FreeMaxBests), why => Corrupt(where, $"free-index block at offset {fb}: {why}"))
+                    : null;
+            }
+            int slotIndex = (int)(db - index * (uint)g.FreeMaxBests);
+            ushort slot = free is not null && slotIndex < free.Bests.Count ? free.Bests[slotIndex] : DirectoryFormat.NullDataOff;
+            if (slot != best) bestProblem = $"the free index says {slot} for data block {db}, the block's best free is {best}";
+        }
+        void CheckSiblings(ulong fb, HashBlock h)
+        {
+            if (siblingProblem is not null) return;
+            if (h.Forw != 0 && !LinksTo(h.Forw, back: true, fb)) siblingProblem = $"leaf at offset {fb}: its right sibling {h.Forw} does not link back";
+            else if (h.Back != 0 && !LinksTo(h.Back, back: false, fb)) siblingProblem = $"leaf at offset {fb}: its left sibling {h.Back} does not link to it";
+        }
+        bool LinksTo(ulong sibling, bool back, ulong fb)
+        {
+            if (sibling < LeafOffsetFsb || sibling >= g.FreeFileBlock || sibling % (ulong)DirBlockFsbs != 0 || !MappedAt(extents, sibling)) return false;
+            var s = ParseHash(sibling);
+            return s.Kind == HashBlockKind.LeafN && (back ? s.Back : s.Forw) == (uint)fb;
+        }
+        var dataSide = new PairMultiset();
+        var leafSide = new PairMultiset();
+        ulong done = 0;
+        bool any = false;
         foreach (var e in extents)
         {
             for (ulong fb = e.StartOffset - e.StartOffset % (ulong)DirBlockFsbs; fb < e.StartOffset + e.BlockCount; fb += (ulong)DirBlockFsbs)
-                starts.Add(fb);
-        }
-        HashBlock? leaf1 = null;
-        foreach (ulong fb in starts)
-        {
-            if (fb < LeafOffsetFsb)
             {
-                var block = ReadDirBlock(ino, extents, fb, DirectoryFormat.DataMagic, read, where) ?? throw Corrupt(where, $"data block at offset {fb} only partly mapped");
-                uint db = g.DbOfFileBlock(fb);
-                var parsed = DataBlock.Parse(block, HasFtype, why => Corrupt(where, $"data block at offset {fb}: {why}"));
-                foreach (var e in parsed.Entries) expected.Add((DaHash.HashName(e.Name), g.DataPtr(db, e.Offset)));
-                bests[db] = BinaryPrimitives.ReadUInt16BigEndian(block.AsSpan(DirectoryFormat.BestFreeOffset + 2));
-            }
-            else if (fb < g.FreeFileBlock)
-            {
-                var block = ReadVerified(ino, extents, fb, read, where, "leaf or node block");
-                var h = HashBlock.Parse(block, g, why => Corrupt(where, $"leaf or node block at offset {fb}: {why}"));
-                leafBlocks[fb] = h;
-                if (h.Kind == HashBlockKind.Leaf1)
+                // A directory block mapped by two extents is met twice.
+                if (any && fb <= done) continue;
+                any = true;
+                done = fb;
+                if (fb < LeafOffsetFsb)
                 {
-                    if (layout != DirectoryLayout.Leaf) throw Corrupt(where, $"a leaf1 block at offset {fb} in a node directory");
-                    leaf1 = h;
+                    var block = ReadDirBlock(ino, extents, fb, DirectoryFormat.DataMagic, read, where) ?? throw Corrupt(where, $"data block at offset {fb} only partly mapped");
+                    uint db = g.DbOfFileBlock(fb);
+                    AddDataEntries(block, db, ref dataSide, where, fb);
+                    // Data blocks not mapped before this one are holes: no best free (0xffff) in the index.
+                    for (uint hole = dataBlocks; hole < db; hole++) CheckBest(hole, DirectoryFormat.NullDataOff);
+                    CheckBest(db, BinaryPrimitives.ReadUInt16BigEndian(block.AsSpan(DirectoryFormat.BestFreeOffset + 2)));
+                    dataBlocks = db + 1;
                 }
-                if (h.IsLeaf) leafEntries.AddRange(h.Entries.Select(x => (x.Hash, x.Value)));
-            }
-            else
-            {
-                var block = ReadVerified(ino, extents, fb, read, where, "free-index block");
-                uint index = (uint)((fb - g.FreeFileBlock) / (ulong)DirBlockFsbs);
-                int firstDb = (int)(index * (uint)g.FreeMaxBests);
-                var f = FreeIndexBlock.Parse(block, g, firstDb, why => Corrupt(where, $"free-index block at offset {fb}: {why}"));
-                for (int i = 0; i < f.Bests.Count; i++) freeSlots[(uint)(firstDb + i)] = f.Bests[i];
+                else if (fb < g.FreeFileBlock)
+                {
+                    var h = fb == g.LeafFileBlock && leaf1 is not null ? leaf1 : ParseHash(fb);
+                    if (h.Kind == HashBlockKind.Leaf1 && layout != DirectoryLayout.Leaf) throw Corrupt(where, $"a leaf1 block at offset {fb} in a node directory");
+                    if (h.IsLeaf)
+                    {
+                        foreach (var (hash, ptr) in h.Entries) leafSide.Add(hash, ptr);
+                    }
+                    if (h.Kind == HashBlockKind.LeafN) CheckSiblings(fb, h);
+                }
+                else
+                {
+                    uint index = (uint)((fb - g.FreeFileBlock) / (ulong)DirBlockFsbs);
+                    FreeIndexBlock.Parse(ReadVerified(ino, extents, fb, read, where, "free-index block"), g, (int)(index * (uint)g.FreeMaxBests), why => Corrupt(where, $"free-index block at offset {fb}: {why}"));
+                }
             }
         }
-        expected.Sort();
-        leafEntries.Sort();
-        if (!expected.SequenceEqual(leafEntries))
-            throw Corrupt(where, $"the hash index holds {leafEntries.Count} live entries, the data blocks {expected.Count} (or they differ)");
-        uint dataBlocks = bests.Count == 0 ? 0 : bests.Keys.Max() + 1;
-        ushort BestOf(uint db) => bests.TryGetValue(db, out ushort b) ? b : DirectoryFormat.NullDataOff;
-        if (layout == DirectoryLayout.Leaf)
+        if (!dataSide.Equals(leafSide))
+            throw Corrupt(where, $"the hash index holds {leafSide.Count} live entries, the data blocks {dataSide.Count} (or they differ)");
+        if (leaf1 is not null && leaf1.Bests.Count != dataBlocks) throw Corrupt(where, $"the leaf's best-free table has {leaf1.Bests.Count} slots for {dataBlocks} data blocks");
+        if (bestProblem is not null) throw Corrupt(where, bestProblem);
+        if (siblingProblem is not null) throw Corrupt(where, siblingProblem);
+    }
+
+    /// <summary>True when file block <paramref name="fileBlock"/> is mapped.</summary>
+    static bool MappedAt(List<BmbtExtent> extents, ulong fileBlock)
+    {
+        foreach (var e in extents)
         {
-            if (leaf1 is null) throw Corrupt(where, "no leaf1 block");
-            if (leaf1.Bests.Count != dataBlocks) throw Corrupt(where, $"the leaf's best-free table has {leaf1.Bests.Count} slots for {dataBlocks} data blocks");
-            for (int i = 0; i < leaf1.Bests.Count; i++)
-                if (leaf1.Bests[i] != BestOf((uint)i)) throw Corrupt(where, $"the leaf's best free of data block {i} is {leaf1.Bests[i]}, the block's is {BestOf((uint)i)}");
+            if (e.StartOffset > fileBlock) return false;
+            if (fileBlock < e.StartOffset + e.BlockCount) return true;
         }
-        else
+        return false;
+    }
+
+    /// <summary>
+    /// The (name hash, address) of every entry of a data block, '.' and '..' included, into <paramref name="into"/>,
+    /// read in place (no entry is copied out). The block's structure is checked as
+    /// <see cref="BlockDirectory.ScanData"/> checks it: every entry and unused region inside the block.
+    /// </summary>
+    void AddDataEntries(ReadOnlySpan<byte> block, uint db, ref PairMultiset into, string where, ulong fb)
+    {
+        var g = Geometry;
+        int pos = DirectoryFormat.DataHeaderSize, end = block.Length;
+        while (pos < end)
         {
-            for (uint db = 0; db < dataBlocks; db++)
+            if (end - pos < 8) throw Corrupt(where, $"data block at offset {fb}: data area ends with {end - pos} stray bytes at {pos}");
+            if (BinaryPrimitives.ReadUInt16BigEndian(block[pos..]) == DirectoryFormat.FreeTag)
             {
-                ushort slot = freeSlots.TryGetValue(db, out ushort s) ? s : DirectoryFormat.NullDataOff;
-                if (slot != BestOf(db)) throw Corrupt(where, $"the free index says {slot} for data block {db}, the block's best free is {BestOf(db)}");
+                int len = BinaryPrimitives.ReadUInt16BigEndian(block[(pos + 2)..]);
+                if (len < 8 || (len & 7) != 0 || pos + len > end) throw Corrupt(where, $"data block at offset {fb}: unused region at {pos} of length {len}");
+                pos += len;
+                continue;
             }
-            foreach (var (fb, h) in leafBlocks)
-            {
-                if (h.Kind != HashBlockKind.LeafN) continue;
-                if (h.Forw != 0 && (!leafBlocks.TryGetValue(h.Forw, out var next) || next.Kind != HashBlockKind.LeafN || next.Back != (uint)fb))
-                    throw Corrupt(where, $"leaf at offset {fb}: its right sibling {h.Forw} does not link back");
-                if (h.Back != 0 && (!leafBlocks.TryGetValue(h.Back, out var prev) || prev.Kind != HashBlockKind.LeafN || prev.Forw != (uint)fb))
-                    throw Corrupt(where, $"leaf at offset {fb}: its left sibling {h.Back} does not link to it");
-            }
+            int namelen = block[pos + 8];
+            int size = DirectoryFormat.DataEntrySize(namelen, HasFtype);
+            if (namelen == 0 || pos + size > end) throw Corrupt(where, $"data block at offset {fb}: entry at {pos} with name length {namelen} overruns the data area");
+            into.Add(DaHash.HashName(block.Slice(pos + 9, namelen)), g.DataPtr(db, pos));
+            pos += size;
         }
+    }
+
+    /// <summary>
+    /// A multiset of (hash, address) pairs kept as its size and two sums of independent 64-bit mixes of each pair:
+    /// equal multisets give equal values; unequal ones of equal size collide only if both sums do.
+    /// </summary>
+    struct PairMultiset : IEquatable<PairMultiset>
+    {
+        public long Count;
+        ulong _sum1, _sum2;
+
+        public void Add(uint hash, uint ptr)
+        {
+            ulong key = ((ulong)hash << 32) | ptr;
+            Count++;
+            _sum1 += Mix(key ^ 0x9E3779B97F4A7C15UL, 0xBF58476D1CE4E5B9UL, 0x94D049BB133111EBUL);
+            _sum2 += Mix(key ^ 0xD6E8FEB86659FD93UL, 0xFF51AFD7ED558CCDUL, 0xC4CEB9FE1A85EC53UL);
+        }
+
+        static ulong Mix(ulong x, ulong m1, ulong m2)
+        {
+            x = (x ^ (x >> 30)) * m1;
+            x = (x ^ (x >> 27)) * m2;
+            return x ^ (x >> 31);
+        }
+
+        public readonly bool Equals(PairMultiset other) => Count == other.Count && _sum1 == other._sum1 && _sum2 == other._sum2;
+
+        public override readonly bool Equals(object? obj) => obj is PairMultiset o && Equals(o);
+
+        public override readonly int GetHashCode() => HashCode.Combine(Count, _sum1, _sum2);
     }
 
     /// <summary>A whole directory block at <paramref name="fileBlock"/> (pieces gathered through the mapping),

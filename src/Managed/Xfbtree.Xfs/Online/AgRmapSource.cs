@@ -75,14 +75,19 @@ internal sealed class ScannedAgRmaps : AgRmapSource, IDisposable
     /// Scans AG <paramref name="agno"/> of the engine's image (every inode, for the forks mapping into it) while its
     /// commits are paused. Call outside any transaction; offline only (the scrub repairs without an rmapbt).
     /// </summary>
-    public static ScannedAgRmaps Take(WriteEngine engine, uint agno, CancellationToken cancel)
+    /// <param name="engine">The engine.</param>
+    /// <param name="agno">The AG.</param>
+    /// <param name="cancel">Cancels the scan.</param>
+    /// <param name="chunksGiven">The AG's inode chunks when they are not to be read from its inobt (a chunk
+    /// discovery's, <see cref="InodeChunkDiscovery"/>); null, the inobt's.</param>
+    public static ScannedAgRmaps Take(WriteEngine engine, uint agno, CancellationToken cancel, InodeChunksOfAg? chunksGiven = null)
     {
         ArgumentNullException.ThrowIfNull(engine);
         RmapScanResult scan;
         using (engine.PauseCommits())
         {
             using XfsImage view = engine.Image.CreateReadView();
-            scan = RmapScanner.Scan(view, new RmapScanOptions { OnlyAg = agno, IncludeOwnAg = true }, cancel);
+            scan = RmapScanner.Scan(view, new RmapScanOptions { OnlyAg = agno, IncludeOwnAg = true, ChunksGiven = chunksGiven }, cancel);
         }
         AgScanResult? ag = scan.Ags.FirstOrDefault(a => a.AgNumber == agno && a.Expected is not null);
         if (ag is null)
@@ -119,14 +124,20 @@ internal sealed class ScannedAgRmaps : AgRmapSource, IDisposable
         {
             throw new InvalidOperationException($"the scan of AG {ag.AgNumber} read for AG {space.AgNumber}");
         }
-        uint agLength = space.AgLength;
+        ForEach(space.AgLength, each);
+    }
+
+    /// <summary>Every record of the scanned AG (of <paramref name="agLength"/> blocks), in key order.</summary>
+    public void ForEach(uint agLength, Action<RmapRecord> each)
+    {
+        uint agNumber = ag.AgNumber;
         using var cursor = ag.Expected!.CreateCursor();
         for (bool ok = cursor.MoveFirst(); ok; ok = cursor.Increment())
         {
             var r = RmapRecord.Read(cursor.Current);
             if (r.BlockCount == 0 || (ulong)r.StartBlock + r.BlockCount > agLength)
             {
-                throw new OnlineRepairException($"AG {space.AgNumber}: scanned rmap record {r} lies outside the AG");
+                throw new OnlineRepairException($"AG {agNumber}: scanned rmap record {r} lies outside the AG");
             }
             each(r);
         }

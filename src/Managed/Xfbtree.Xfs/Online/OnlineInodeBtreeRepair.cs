@@ -31,7 +31,10 @@ internal static class OnlineInodeBtreeRepair
     /// <param name="relinkUnlinked">Also rebuild the AGI's unlinked lists from the inodes with nlink 0, in the same
     /// transaction (the AGI repair of a filesystem without an rmapbt: its header rewrite finds the trees through the
     /// rmapbt, so there the AGI is repaired as its trees, its counters and its lists).</param>
-    public static AgRebuildResult Run(WriteEngine engine, uint agno, AgRebuildTestHooks? hooks = null, AgRmapSource? rmaps = null, bool relinkUnlinked = false)
+    /// <param name="inodeBlocksFound">Without an rmapbt, the inode blocks a chunk discovery found
+    /// (<see cref="InodeChunkDiscovery"/>: the inobt could not be walked); null, the inobt's records.</param>
+    public static AgRebuildResult Run(WriteEngine engine, uint agno, AgRebuildTestHooks? hooks = null, AgRmapSource? rmaps = null, bool relinkUnlinked = false,
+        List<(uint Start, uint Length)>? inodeBlocksFound = null)
     {
         XfsGeometry geo = engine.Geometry;
         Superblock sb = geo.Superblock;
@@ -51,7 +54,7 @@ internal static class OnlineInodeBtreeRepair
             {
                 // No rmapbt: the scan's chunks are the inobt's records it could validate, so a record with a wrong
                 // count would be left out with its inodes; take each record's place from the inobt itself instead.
-                inodeBlocks = ChunkBlocksOfTheInobt(tx, agno);
+                inodeBlocks = inodeBlocksFound ?? ChunkBlocksOfTheInobt(tx, agno);
             }
             List<InobtRecord> chunks = Chunks(engine, agno, inodeBlocks);
             long inodes = 0, freeInodes = 0;
@@ -99,7 +102,7 @@ internal static class OnlineInodeBtreeRepair
     /// <summary>
     /// The inode blocks of every record of the on-disk inobt, read through the transaction (a filesystem without an
     /// rmapbt: nothing else records where the chunks are). Only a record's place is taken (startino and, with sparse
-    /// inodes, the holemask); its counts and free mask are recomputed from the inode cores by <see cref="Chunks"/>,
+    /// inodes, the holemask); its counts and free mask are recomputed from the inode cores by <see cref="Chunks(WriteEngine, uint, List{ValueTuple{uint, uint}})"/>,
     /// which refuses a record whose blocks hold no inode cores of their own numbers. Records must lie inside the AG,
     /// aligned, ascending and apart; a tree that does not walk refuses the repair.
     /// </summary>
@@ -153,8 +156,12 @@ internal static class OnlineInodeBtreeRepair
     /// holes (sparse inodes; without them a partial chunk is damage); the free mask from the inode cores.
     /// </summary>
     internal static List<InobtRecord> Chunks(WriteEngine engine, uint agno, List<(uint Start, uint Length)> inodeBlocks)
+        => Chunks(engine.Geometry, agno, inodeBlocks, (start, holes) => FreeInodes(engine, agno, start, holes));
+
+    /// <summary>As <see cref="Chunks(WriteEngine, uint, List{ValueTuple{uint, uint}})"/>, the free mask of each chunk's
+    /// allocated inodes from <paramref name="freeInodes"/> (startino, hole bits).</summary>
+    internal static List<InobtRecord> Chunks(XfsGeometry geo, uint agno, List<(uint Start, uint Length)> inodeBlocks, Func<uint, ulong, ulong> freeInodes)
     {
-        XfsGeometry geo = engine.Geometry;
         int ipb = geo.InodesPerBlock;
         bool sparse = geo.Superblock.HasSparseInodes;
         var allocated = new List<(uint StartIno, ulong Mask)>();
@@ -199,7 +206,7 @@ internal static class OnlineInodeBtreeRepair
                 throw new OnlineRepairException($"AG {agno}: inode chunk at agino {start} is partly OWN_INODES on a filesystem without sparse inodes");
             }
             ulong holes = InobtRecord.HoleBits(holemask);
-            ulong free = holes | FreeInodes(engine, agno, start, holes);
+            ulong free = holes | freeInodes(start, holes);
             int count = InobtRecord.InodesPerChunk - 4 * BitOperations.PopCount(holemask);
             records.Add(new InobtRecord(start, holemask, (uint)count, (uint)BitOperations.PopCount(free & ~holes), free));
         }

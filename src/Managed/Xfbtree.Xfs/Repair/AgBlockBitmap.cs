@@ -75,6 +75,22 @@ internal sealed class AgBlockBitmap
         }
     }
 
+    /// <summary>A new bitmap of the blocks set here and not in <paramref name="other"/>.</summary>
+    public AgBlockBitmap Minus(AgBlockBitmap other)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        if (other.AgLength != AgLength)
+        {
+            throw new ArgumentException("bitmaps of different AG lengths", nameof(other));
+        }
+        var result = new AgBlockBitmap(AgLength);
+        for (int i = 0; i < _words.Length; i++)
+        {
+            result._words[i] = _words[i] & ~other._words[i];
+        }
+        return result;
+    }
+
     /// <summary>The complement inside the AG.</summary>
     public AgBlockBitmap Complement()
     {

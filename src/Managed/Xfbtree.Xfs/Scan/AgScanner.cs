@@ -140,9 +140,10 @@ internal sealed class AgScanner
 
             // OWN_INOBT: inobt and finobt blocks.
             _blocks.Clear();
+            bool chunksGiven = _options.ChunksGiven?.AgNumber == agno;
             if (agi != null)
             {
-                if (agi.TreeRootUsable(AgiTree.Inobt, _geo)) complete &= CollectBlocks(_img.OpenInobt(agi, AgiTree.Inobt, store), agno, "inobt", _blocks);
+                if (!chunksGiven && agi.TreeRootUsable(AgiTree.Inobt, _geo)) complete &= CollectBlocks(_img.OpenInobt(agi, AgiTree.Inobt, store), agno, "inobt", _blocks);
                 if (sb.HasFinobt && agi.TreeRootUsable(AgiTree.Finobt, _geo)) complete &= CollectBlocks(_img.OpenInobt(agi, AgiTree.Finobt, store), agno, "finobt", _blocks);
             }
             EmitBlockRuns(agno, RmapOwner.Inobt, _blocks, "OWN_INOBT");
@@ -159,7 +160,12 @@ internal sealed class AgScanner
         }
 
         // Inode chunks (OWN_INODES) and every in-use inode's forks.
-        if (agi != null && agi.TreeRootUsable(AgiTree.Inobt, _geo))
+        if (_options.ChunksGiven is { } given && given.AgNumber == agno)
+        {
+            res.CoresJudged();
+            ScanGivenChunks(given.Chunks, res, metadata, cancel);
+        }
+        else if (agi != null && agi.TreeRootUsable(AgiTree.Inobt, _geo))
         {
             res.CoresJudged();
             complete &= ScanInodes(_img.OpenInobt(agi, AgiTree.Inobt, store), res, metadata, cancel);
@@ -319,6 +325,33 @@ internal sealed class AgScanner
             if (haveRun) Emit(agno, new RmapRecord(runStart, runEnd - runStart, RmapOwner.Inodes, 0));
         }
         return ok;
+    }
+
+    /// <summary>The chunks of <see cref="RmapScanOptions.ChunksGiven"/>, as <see cref="ScanInodes"/> does the inobt's.</summary>
+    void ScanGivenChunks(IReadOnlyList<InobtRecord> chunks, AgScanResult res, bool metadata, CancellationToken cancel)
+    {
+        uint agno = res.AgNumber;
+        bool haveRun = false;
+        uint runStart = 0, runEnd = 0;
+        foreach (var chunk in chunks)
+        {
+            cancel.ThrowIfCancellationRequested();
+            if (metadata)
+            {
+                _chunkRuns.Clear();
+                InodeChunkLayout.AllocatedBlockRuns(_geo, chunk.StartIno, chunk.HoleMask, _chunkRuns);
+                foreach (var (bStart, bLen) in _chunkRuns)
+                {
+                    if (haveRun && bStart <= runEnd) { runEnd = Math.Max(runEnd, bStart + bLen); continue; }
+                    if (haveRun) Emit(agno, new RmapRecord(runStart, runEnd - runStart, RmapOwner.Inodes, 0));
+                    haveRun = true;
+                    runStart = bStart;
+                    runEnd = bStart + bLen;
+                }
+            }
+            ScanChunkInodes(res, chunk);
+        }
+        if (haveRun) Emit(agno, new RmapRecord(runStart, runEnd - runStart, RmapOwner.Inodes, 0));
     }
 
     void ScanChunkInodes(AgScanResult res, in InobtRecord chunk)

@@ -20,7 +20,17 @@ public sealed record RmapScanOptions
     public int ProblemLimitPerAg { get; init; } = 200;
     /// <summary>Called with a short phase description (from worker threads).</summary>
     public Action<string>? Progress { get; init; }
+    /// <summary>
+    /// The inode chunks of one AG given instead of read from its inobt (a chunk discovery's result, on a filesystem
+    /// without an rmapbt whose inobt cannot be walked): that AG's chunks and inodes are these, and its inobt's blocks
+    /// are not claimed (its finobt's still are).
+    /// </summary>
+    internal InodeChunksOfAg? ChunksGiven { get; init; }
 }
+
+/// <summary>The inode chunks of AG <paramref name="AgNumber"/> (inobt records, free masks from the cores), in
+/// startino order.</summary>
+internal sealed record InodeChunksOfAg(uint AgNumber, IReadOnlyList<InobtRecord> Chunks);
 
 /// <summary>
 /// Result of a scan: one <see cref="AgScanResult"/> per AG, all expected sets living in partitions of one xfile.

@@ -138,7 +138,7 @@ internal static class ScrubRepairs
         var done = new List<string>();
         if (inodes)
         {
-            done.Add("inobt+finobt " + FromScan(context, agno, null, s => OnlineInodeBtreeRepair.Run(engine, agno, null, s, relinkUnlinked)));
+            done.Add("inobt+finobt " + InodeTrees(context, agno, relinkUnlinked));
         }
         string FreeSpace() => "bnobt+cntbt " + FromScan(context, agno, ["bnobt", "cntbt", "AGF"], s => OnlineFreeSpaceRepair.Run(engine, agno, null, s));
         if (refcount && engine.Geometry.Superblock.HasReflink)
@@ -162,6 +162,34 @@ internal static class ScrubRepairs
         }
         done.Add(FreeSpace());
         return string.Join("; ", done);
+    }
+
+    /// <summary>
+    /// The inode btrees of a filesystem without an rmapbt: rebuilt from the inobt's records checked against the inode
+    /// cores; when the inobt cannot be walked (a leaf that does not verify, a root or a level gone wrong), from the
+    /// chunks an <see cref="InodeChunkDiscovery"/> finds by reading the blocks nothing else claims, refused unless it
+    /// accounts for every block in use.
+    /// </summary>
+    private static string InodeTrees(ScrubRepairContext context, uint agno, bool relinkUnlinked)
+    {
+        WriteEngine engine = context.Engine;
+        if (InodeChunkDiscovery.InobtWalkProblem(engine, agno) is not { } inobtProblem)
+        {
+            return FromScan(context, agno, null, s => OnlineInodeBtreeRepair.Run(engine, agno, null, s, relinkUnlinked));
+        }
+        InodeChunkDiscovery.Found found;
+        try
+        {
+            found = InodeChunkDiscovery.Run(engine, agno, context.Cancel);
+        }
+        catch (Exception e) when (e is OnlineRepairException or CorruptionException)
+        {
+            throw new OnlineRepairException($"{inobtProblem}; and the inode chunk discovery refused: {e.Message}");
+        }
+        using (found.Source)
+        {
+            return $"{OnlineInodeBtreeRepair.Run(engine, agno, null, found.Source, relinkUnlinked, found.InodeBlocks)} ({found}; the inobt did not walk: {inobtProblem})";
+        }
     }
 
     /// <summary>True when the finding is damaged.</summary>
