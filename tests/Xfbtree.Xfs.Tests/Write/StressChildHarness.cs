@@ -20,6 +20,10 @@ internal static class StressChildHarness
     {
         /// <summary>Committed operations the logs show, by kind (which operations the kills were checked against).</summary>
         public Dictionary<StressOpKind, long> Committed { get; init; } = new();
+
+        /// <summary>Milliseconds the children ran before the kills that landed mid-run (with <see cref="OpsSeen"/>,
+        /// how fast this machine runs the workload now).</summary>
+        public long MidRunMilliseconds { get; init; }
     }
 
     /// <summary>Runs <paramref name="kills"/> kills of the stress child on copies of <paramref name="pristine"/>, each
@@ -40,7 +44,7 @@ internal static class StressChildHarness
 
         var random = new Random(seed);
         int midRun = 0, inFlightApplied = 0;
-        long opsSeen = 0;
+        long opsSeen = 0, midRunMs = 0;
         var committed = new Dictionary<StressOpKind, long>();
         for (int kill = 0; kill < kills; kill++)
         {
@@ -51,7 +55,11 @@ internal static class StressChildHarness
             bool finished = RunAndKill(image, log, seed, delayMs, extraArgs);
             var entries = StressOpLogFile.Read(log);
             opsSeen += entries.Count;
-            if (!finished) midRun++;
+            if (!finished)
+            {
+                midRun++;
+                midRunMs += delayMs;
+            }
 
             var model = initial.Clone();
             StressOp? inFlight = null;
@@ -93,7 +101,7 @@ internal static class StressChildHarness
             File.Delete(image);
             File.Delete(log);
         }
-        return new KillSummary(midRun, inFlightApplied, opsSeen) { Committed = committed };
+        return new KillSummary(midRun, inFlightApplied, opsSeen) { Committed = committed, MidRunMilliseconds = midRunMs };
     }
 
     /// <summary>Starts the child, waits for its first line (model loaded), waits <paramref name="delayMs"/> and sends

@@ -24,7 +24,7 @@ public sealed class WriteCrashTests(ITestOutputHelper output)
         int kills = Long ? 50 : 2;
         using var scratch = new RepairScratch();
         string pristine = scratch.CopyFixture(fixture);
-        var (midRun, inFlightApplied, opsSeen) = (0, 0, 0L);
+        var (midRun, inFlightApplied, opsSeen, midRunMs) = (0, 0, 0L, 0L);
         var committed = new Dictionary<StressOpKind, long>();
         void Kills(int count, int runSeed, int delaySpanMs)
         {
@@ -34,16 +34,23 @@ public sealed class WriteCrashTests(ITestOutputHelper output)
                     var repair = RepairTools.XfsRepairCheck(image);
                     Assert.True(repair.ExitCode == 0, $"kill {kill}: xfs_repair -n after reopen and close: {repair}");
                 });
-            (midRun, inFlightApplied, opsSeen) = (midRun + summary.MidRun, inFlightApplied + summary.InFlightApplied, opsSeen + summary.OpsSeen);
+            (midRun, inFlightApplied, opsSeen, midRunMs) = (midRun + summary.MidRun, inFlightApplied + summary.InFlightApplied,
+                opsSeen + summary.OpsSeen, midRunMs + summary.MidRunMilliseconds);
             foreach (var (kind, n) in summary.Committed) committed[kind] = committed.GetValueOrDefault(kind) + n;
         }
         // The kill moment: 0.1 - 3 s into the run.
         Kills(kills, seed, 2900);
         // The checked histories must hold hard links, extended attributes and range shifts too: on a slow machine a few kills may
-        // come before the first of them, so later kills (other seeds, up to 6 s in) are added until they do.
+        // come before the first of them, so later kills (other seeds) are added until they do. Their moments reach as far as
+        // about 1,000 operations at the rate the first kills showed (at least 6 s, at most 60 s), so a loaded machine waits
+        // longer rather than covering less.
         StressOpKind[] required = [StressOpKind.Link, StressOpKind.SetXattr, StressOpKind.CollapseRange, StressOpKind.InsertRange];
         int extra = 0;
-        for (; extra < 6 && required.Any(k => committed.GetValueOrDefault(k) == 0); extra++) Kills(1, seed * 31 + extra, 6000);
+        for (; extra < 6 && required.Any(k => committed.GetValueOrDefault(k) == 0); extra++)
+        {
+            double opsPerMs = Math.Max(opsSeen, 1) / (double)Math.Max(midRunMs, 1);
+            Kills(1, seed * 31 + extra, (int)Math.Clamp(1000 / opsPerMs, 6000, 60000));
+        }
         output.WriteLine($"{fixture}: {kills + extra} kills, {midRun} in the middle of the run, {opsSeen} ops logged, " +
                          $"{inFlightApplied} times the op in flight had reached the image; committed: " +
                          string.Join(", ", committed.OrderBy(c => c.Key).Select(c => $"{c.Key} {c.Value}")));
