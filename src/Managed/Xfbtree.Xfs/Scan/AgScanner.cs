@@ -300,21 +300,7 @@ internal sealed class AgScanner
                 if (ops.ValidateRecord(rec) is { } why) { Problem(agno, "inobt", $"record {startino}: {why}"); ok = false; continue; }
                 if (!InodeChunkLayout.ChunkInsideAg(_geo, agno, startino)) { Problem(agno, "inobt", $"chunk {startino} outside the AG"); ok = false; continue; }
                 var chunk = InobtRecord.Read(rec, _img.Superblock.HasSparseInodes);
-
-                // OWN_INODES: allocated (non-hole) blocks of the chunk, merged across chunks.
-                if (metadata)
-                {
-                    _chunkRuns.Clear();
-                    InodeChunkLayout.AllocatedBlockRuns(_geo, startino, chunk.HoleMask, _chunkRuns);
-                    foreach (var (bStart, bLen) in _chunkRuns)
-                    {
-                        if (haveRun && bStart <= runEnd) { runEnd = Math.Max(runEnd, bStart + bLen); continue; }
-                        if (haveRun) Emit(agno, new RmapRecord(runStart, runEnd - runStart, RmapOwner.Inodes, 0));
-                        haveRun = true;
-                        runStart = bStart;
-                        runEnd = bStart + bLen;
-                    }
-                }
+                if (metadata) AddOwnInodesRuns(agno, startino, chunk.HoleMask, ref haveRun, ref runStart, ref runEnd);
                 ScanChunkInodes(res, chunk);
             }
             while (cur.Increment());
@@ -327,6 +313,22 @@ internal sealed class AgScanner
         return ok;
     }
 
+    /// <summary>OWN_INODES: the allocated (non-hole) blocks of one chunk merged into the run being built (chunks come
+    /// in block order); a run that cannot grow is emitted and a new one started. The caller emits the last run.</summary>
+    void AddOwnInodesRuns(uint agno, uint startino, ushort holeMask, ref bool haveRun, ref uint runStart, ref uint runEnd)
+    {
+        _chunkRuns.Clear();
+        InodeChunkLayout.AllocatedBlockRuns(_geo, startino, holeMask, _chunkRuns);
+        foreach (var (bStart, bLen) in _chunkRuns)
+        {
+            if (haveRun && bStart <= runEnd) { runEnd = Math.Max(runEnd, bStart + bLen); continue; }
+            if (haveRun) Emit(agno, new RmapRecord(runStart, runEnd - runStart, RmapOwner.Inodes, 0));
+            haveRun = true;
+            runStart = bStart;
+            runEnd = bStart + bLen;
+        }
+    }
+
     /// <summary>The chunks of <see cref="RmapScanOptions.ChunksGiven"/>, as <see cref="ScanInodes"/> does the inobt's.</summary>
     void ScanGivenChunks(IReadOnlyList<InobtRecord> chunks, AgScanResult res, bool metadata, CancellationToken cancel)
     {
@@ -336,19 +338,7 @@ internal sealed class AgScanner
         foreach (var chunk in chunks)
         {
             cancel.ThrowIfCancellationRequested();
-            if (metadata)
-            {
-                _chunkRuns.Clear();
-                InodeChunkLayout.AllocatedBlockRuns(_geo, chunk.StartIno, chunk.HoleMask, _chunkRuns);
-                foreach (var (bStart, bLen) in _chunkRuns)
-                {
-                    if (haveRun && bStart <= runEnd) { runEnd = Math.Max(runEnd, bStart + bLen); continue; }
-                    if (haveRun) Emit(agno, new RmapRecord(runStart, runEnd - runStart, RmapOwner.Inodes, 0));
-                    haveRun = true;
-                    runStart = bStart;
-                    runEnd = bStart + bLen;
-                }
-            }
+            if (metadata) AddOwnInodesRuns(agno, chunk.StartIno, chunk.HoleMask, ref haveRun, ref runStart, ref runEnd);
             ScanChunkInodes(res, chunk);
         }
         if (haveRun) Emit(agno, new RmapRecord(runStart, runEnd - runStart, RmapOwner.Inodes, 0));
